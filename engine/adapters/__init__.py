@@ -1,0 +1,1 @@
+"""Edges of Firebreak: files, Kafka, Faust, the terminal. Thin by design."""

@@ -1,0 +1,213 @@
+"""Semantic checks: a separate pass over a parsed AST that returns diagnostics.
+
+Each check looks at one concept and says what is wrong, where, and — where it
+helps — what was probably meant. Checks never stop early: every problem in
+every rule is collected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+
+from engine.dsl import ast
+from engine.dsl.diagnostics import Diagnostic, did_you_mean
+from engine.dsl.printer import print_rule
+
+# func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field"
+FUNCTIONS: dict[str, str] = {
+    "rate": "flag",
+    "count": "flag?",
+    "sum": "field",
+    "avg": "field",
+    "min": "field",
+    "max": "field",
+    "p50": "field",
+    "p90": "field",
+    "p95": "field",
+    "p99": "field",
+    "distinct": "field",
+}
+SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
+CATEGORIES = ("hallucination", "data_leakage", "quality_degradation", "adversarial", "cost", "other")
+IMPACT_MEASURES = ("users", "events")
+DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+ORDERING_OPS = {"<", "<=", ">", ">="}
+
+
+def duration_ms(d: ast.Duration) -> int:
+    """Milliseconds of a duration the checker has accepted."""
+    return int(d.amount) * DURATION_UNITS[d.unit]
+
+
+def rule_name(rule: ast.Rule) -> str:
+    """The rule's own name, or a stable derived one for an unnamed rule:
+    ``FUNC_ARG_HASH8`` where HASH8 is the first 8 hex digits of the SHA-256 of
+    the rule's canonical text — so it survives reformatting and moving the
+    rule around its file, and changes when the rule's meaning changes."""
+    if rule.name is not None:
+        return rule.name
+    digest = hashlib.sha256(print_rule(rule).encode()).hexdigest()[:8]
+    metric = rule.condition.metric
+    arg = "_".join(metric.arg.parts) if metric.arg else "all"
+    return f"{metric.func}_{arg}_{digest}"
+
+
+def check_rule_files(files: Iterable[ast.RuleFile]) -> list[Diagnostic]:
+    """All problems in all files, including names used twice across files."""
+    problems: list[Diagnostic] = []
+    seen: dict[str, tuple[str, ast.Span]] = {}
+    for rule_file in files:
+        for rule in rule_file.rules:
+            problems.extend(check_rule(rule, rule_file.path))
+            name = rule_name(rule)
+            where = rule.name_span if rule.name is not None else rule.span
+            if name in seen:
+                first_path, first = seen[name]
+                problems.append(
+                    Diagnostic.at(
+                        rule_file.path,
+                        where,
+                        f"duplicate rule name `{name}` (first defined at {first_path}:{first.line}:{first.column})",
+                    )
+                )
+            else:
+                seen[name] = (rule_file.path, where)
+    return problems
+
+
+def check_rule(rule: ast.Rule, path: str) -> list[Diagnostic]:
+    return [Diagnostic.at(path, span, message) for span, message in _rule_problems(rule)]
+
+
+Problem = tuple[ast.Span, str]
+
+
+def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
+    c = rule.condition
+    yield from _metric_problems(c.metric)
+    yield from _duration_problems(c.window, "window")
+    yield from _threshold_problems(c)
+    for path in c.by:
+        if path.parts[0] in {"prompt", "output"}:
+            yield path.span, f"`by {path.dotted}` would put raw text in incident records; group by an id instead"
+    if len({p.dotted for p in c.by}) != len(c.by):
+        yield c.by[-1].span, "a field appears twice in `by`"
+    if c.where is not None:
+        yield from _expr_problems(c.where)
+    if c.for_ is not None:
+        yield from _duration_problems(c.for_, "`for`")
+    if c.min_events is not None:
+        m = c.min_events
+        if m.unit or not isinstance(m.count, int) or m.count < 1:
+            yield m.span, f"`min {m.count}{m.unit} events` needs a whole number of events ≥ 1"
+    yield from _outcome_problems(rule.outcome)
+
+
+def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
+    kind = FUNCTIONS.get(metric.func)
+    if kind is None:
+        hint = did_you_mean(metric.func, FUNCTIONS)
+        known = ", ".join(FUNCTIONS)
+        name_span = ast.Span(metric.span.line, metric.span.column, metric.span.line,
+                             metric.span.column + len(metric.func))
+        yield name_span, f"unknown function `{metric.func}`{hint or f'; expected one of {known}'}"
+        return
+    arg = metric.arg
+    if kind in {"flag", "flag?"}:
+        if arg is None:
+            if kind == "flag":
+                yield metric.span, f"`{metric.func}()` needs a flag, e.g. `{metric.func}(hallucination)`"
+        elif len(arg.parts) != 1:
+            suggestion = arg.parts[-1] if arg.parts[0] == "flags" else arg.dotted
+            yield arg.span, (
+                f"`{metric.func}` takes a flag name (it reads flags.<name>); write `{metric.func}({suggestion})`"
+            )
+    elif arg is None:
+        yield metric.span, f"`{metric.func}()` needs a field, e.g. `{metric.func}(latency_ms)`"
+
+
+def _duration_problems(d: ast.Duration, what: str) -> Iterator[Problem]:
+    text = f"{d.amount}{d.unit}"
+    if d.unit not in DURATION_UNITS:
+        yield d.span, f"`{text}` is not a duration; use 10s, 10m, 10h, 10d"
+    elif not isinstance(d.amount, int):
+        yield d.span, f"`{text}` is not a whole number of {d.unit}; write e.g. 90s instead of 1.5m"
+    elif d.amount <= 0:
+        yield d.span, f"the {what} must be longer than zero, not `{text}`"
+
+
+def _threshold_problems(c: ast.Condition) -> Iterator[Problem]:
+    t = c.threshold
+    if isinstance(t, ast.AbsoluteThreshold):
+        text = f"{t.value}{t.unit}"
+        if t.unit == "x":
+            yield t.span, f"`{text}` is a multiple: write `{text} baseline`"
+        elif t.unit:
+            yield t.span, f"`{text}` is not a number; a threshold is a number or `Kx baseline`"
+        elif c.metric.func == "rate" and not 0 <= t.value <= 1:
+            yield t.span, f"a rate is a fraction between 0 and 1; `{text}` can never be crossed"
+        return
+    text = f"{t.factor}{t.unit}"
+    if t.unit != "x":
+        yield t.span, f"`{text} baseline` needs a multiple like `3x`"
+    elif t.factor <= 0:
+        yield t.span, f"the multiple must be greater than 0, not `{text}`"
+    if t.span_of_baseline is not None:
+        before = len(list(_duration_problems(t.span_of_baseline, "baseline span")))
+        yield from _duration_problems(t.span_of_baseline, "baseline span")
+        window_ok = not list(_duration_problems(c.window, "window"))
+        if not before and window_ok and duration_ms(t.span_of_baseline) < duration_ms(c.window):
+            yield t.span_of_baseline.span, "the baseline span must be at least as long as the window"
+
+
+def _expr_problems(e: ast.Expr) -> Iterator[Problem]:
+    if isinstance(e, ast.And | ast.Or):
+        yield from _expr_problems(e.left)
+        yield from _expr_problems(e.right)
+    elif isinstance(e, ast.Not):
+        yield from _expr_problems(e.operand)
+    elif isinstance(e, ast.Compare):
+        if e.op in ORDERING_OPS and (isinstance(e.value, bool) or not isinstance(e.value, int | float)):
+            yield e.span, f"`{e.op}` compares numbers; use `==` or `!=` for strings and booleans"
+    elif isinstance(e, ast.InList) and not e.values:
+        yield e.span, "an empty list: `in []` is never true"
+
+
+def _outcome_problems(o: ast.Outcome) -> Iterator[Problem]:
+    base = o.severity
+    if base.name not in SEVERITIES:
+        yield base.span, f"unknown severity `{base.name}`; expected sev1..sev4"
+    for esc in o.escalations:
+        if esc.severity.name not in SEVERITIES:
+            yield esc.severity.span, f"unknown severity `{esc.severity.name}`; expected sev1..sev4"
+        elif base.name in SEVERITIES and esc.severity.name >= base.name:
+            yield esc.severity.span, (
+                f"`escalate {esc.severity.name}` is not above the rule's {base.name}; sev1 is the most severe"
+            )
+        if esc.measure not in IMPACT_MEASURES:
+            hint = did_you_mean(esc.measure, IMPACT_MEASURES)
+            yield esc.span, f"unknown impact measure `{esc.measure}`{hint or '; expected users or events'}"
+        if esc.value < 0:
+            yield esc.span, "an impact threshold cannot be negative"
+    for extra in o.extra_categories:
+        yield extra.span, "`category` is given twice"
+    if o.category is not None and o.category.name not in CATEGORIES:
+        hint = did_you_mean(o.category.name, CATEGORIES)
+        yield o.category.span, f"unknown category `{o.category.name}`{hint or '; expected ' + ', '.join(CATEGORIES)}"
+    actions = [c.action for c in o.contains]
+    for contain in o.contains:
+        if actions.count(contain.action) > 1:
+            yield contain.span, f"`contain {contain.action}` appears twice"
+            break
+    for contain in o.contains:
+        keys = [p.key for p in contain.params]
+        for param in contain.params:
+            if keys.count(param.key) > 1:
+                yield param.span, f"parameter `{param.key}` is given twice"
+                break
+        if contain.for_ is not None:
+            yield from _duration_problems(contain.for_, "containment duration")
+    for notify in o.notifies:
+        if not notify.target.strip():
+            yield notify.span, "`notify` needs a channel name"

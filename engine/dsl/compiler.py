@@ -1,0 +1,232 @@
+"""Checked AST → `CompiledRule`: plain data plus small closures the evaluator runs.
+
+Nothing is eval'd: a `where` expression becomes a tree of Python closures built
+from the AST. Compile only rules the checker accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.dsl import ast
+from engine.dsl.checker import SEVERITIES, duration_ms, rule_name
+from engine.dsl.printer import print_rule
+
+DEFAULT_MIN_EVENTS = 20
+BASELINE_SPAN_FACTOR = 6  # default baseline span = 6 × the window
+DEFAULT_CONTAIN_TTL_MS = 3_600_000  # a containment command expires after 1h unless renewed
+STEPS_MS = (1_000, 5_000, 10_000, 15_000, 30_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000)
+MIN_STEPS_PER_WINDOW = 10
+
+Path = tuple[str, ...]
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+# Category from the metric when a rule gives none: first matching word wins.
+_CATEGORY_WORDS = (
+    ("data_leakage", ("pii", "leak", "secret", "system_prompt", "cross_tenant", "exfil", "credential")),
+    ("adversarial", ("injection", "jailbreak", "adversarial", "abuse", "attack", "toxic_request")),
+    ("hallucination", ("hallucinat", "ungrounded", "fabricat", "factual")),
+    ("cost", ("cost", "token", "spend")),
+    ("quality_degradation", ("quality", "score", "relevance", "helpful", "satisfaction", "refusal")),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainSpec:
+    action: str
+    params: tuple[tuple[str, Any], ...]
+    hold: bool  # True: not released when the incident resolves
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    severity: int  # 1..4
+    measure: str  # users | events
+    op: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    text: str  # canonical text
+    path: str
+    line: int
+    func: str
+    arg: Path | None  # flags.<name> for rate/count, the field path otherwise
+    op: str
+    threshold: float | None  # absolute threshold, or None for a relative rule
+    factor: float | None  # K of `Kx baseline`
+    window_ms: int
+    baseline_ms: int  # 0 for absolute rules
+    step_ms: int
+    by: tuple[Path, ...]
+    where: Predicate | None
+    for_ms: int
+    min_events: int
+    severity: int
+    escalations: tuple[Escalation, ...]
+    category: str
+    contains: tuple[ContainSpec, ...]
+    notify: tuple[str, ...]
+
+    @property
+    def relative(self) -> bool:
+        return self.factor is not None
+
+    def compare(self, value: float, limit: float) -> bool:
+        return _COMPARE[self.op](value, limit)
+
+    @property
+    def needs_sample(self) -> bool:
+        """Whether `min N events` gates this rule: rates, averages, percentiles,
+        extrema and every baseline comparison."""
+        return self.relative or self.func not in {"count", "sum", "distinct"}
+
+
+def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
+    c = rule.condition
+    window = duration_ms(c.window)
+    step = pick_step(window)
+    threshold: float | None
+    factor: float | None
+    if isinstance(c.threshold, ast.BaselineThreshold):
+        threshold, factor = None, float(c.threshold.factor)
+        span = c.threshold.span_of_baseline
+        baseline = duration_ms(span) if span is not None else BASELINE_SPAN_FACTOR * window
+        baseline = -(-baseline // step) * step  # whole steps
+    else:
+        threshold, factor, baseline = float(c.threshold.value), None, 0
+    arg: Path | None
+    if c.metric.func in {"rate", "count"}:
+        arg = ("flags", c.metric.arg.parts[0]) if c.metric.arg else None
+    else:
+        arg = c.metric.arg.parts if c.metric.arg else None
+    o = rule.outcome
+    return CompiledRule(
+        name=rule_name(rule),
+        text=print_rule(rule),
+        path=path,
+        line=rule.span.line,
+        func=c.metric.func,
+        arg=arg,
+        op=c.op,
+        threshold=threshold,
+        factor=factor,
+        window_ms=window,
+        baseline_ms=baseline,
+        step_ms=step,
+        by=tuple(p.parts for p in c.by),
+        where=compile_expr(c.where) if c.where is not None else None,
+        for_ms=duration_ms(c.for_) if c.for_ is not None else 0,
+        min_events=int(c.min_events.count) if c.min_events is not None else DEFAULT_MIN_EVENTS,
+        severity=_severity(o.severity.name),
+        escalations=tuple(
+            Escalation(_severity(e.severity.name), e.measure, e.op, float(e.value)) for e in o.escalations
+        ),
+        category=o.category.name if o.category is not None else infer_category(c.metric),
+        contains=tuple(
+            ContainSpec(
+                k.action,
+                tuple((p.key, p.value) for p in k.params),
+                k.hold,
+                duration_ms(k.for_) if k.for_ is not None else DEFAULT_CONTAIN_TTL_MS,
+            )
+            for k in o.contains
+        ),
+        notify=tuple(n.target for n in o.notifies),
+    )
+
+
+def pick_step(window_ms: int) -> int:
+    """The evaluation step: the largest of STEPS_MS that cuts the window into
+    at least MIN_STEPS_PER_WINDOW whole parts; 1s when none does."""
+    fitting = [s for s in STEPS_MS if window_ms % s == 0 and window_ms // s >= MIN_STEPS_PER_WINDOW]
+    return max(fitting) if fitting else 1_000
+
+
+def infer_category(metric: ast.Metric) -> str:
+    if metric.arg is None:
+        return "other"
+    name = metric.arg.dotted.lower()
+    for category, words in _CATEGORY_WORDS:
+        if any(word in name for word in words):
+            return category
+    return "other"
+
+
+def _severity(name: str) -> int:
+    return SEVERITIES.index(name) + 1
+
+
+# ---- where expressions → closures --------------------------------------------------
+
+
+def get_path(event: Mapping[str, Any], path: Path) -> Any:
+    """The value at a dotted path, or None when any step is missing."""
+    value: Any = event
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+        if value is None:
+            return None
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps booleans apart from numbers (true != 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
+        return None
+    return v
+
+
+def compile_expr(e: ast.Expr) -> Predicate:
+    if isinstance(e, ast.And):
+        left, right = compile_expr(e.left), compile_expr(e.right)
+        return lambda ev: left(ev) and right(ev)
+    if isinstance(e, ast.Or):
+        left, right = compile_expr(e.left), compile_expr(e.right)
+        return lambda ev: left(ev) or right(ev)
+    if isinstance(e, ast.Not):
+        inner = compile_expr(e.operand)
+        return lambda ev: not inner(ev)
+    if isinstance(e, ast.Truthy):
+        path = e.path.parts
+        return lambda ev: bool(get_path(ev, path))
+    if isinstance(e, ast.InList):
+        path, values, negated = e.path.parts, e.values, e.negated
+        return lambda ev: any(_same(get_path(ev, path), v) for v in values) != negated
+    if isinstance(e, ast.Compare):
+        path, value = e.path.parts, e.value
+        if e.op == "==":
+            return lambda ev: _same(get_path(ev, path), value)
+        if e.op == "!=":
+            return lambda ev: not _same(get_path(ev, path), value)
+        compare = _COMPARE[e.op]
+
+        def ordered(ev: Mapping[str, Any]) -> bool:
+            actual = _number(get_path(ev, path))
+            return actual is not None and compare(actual, value)
+
+        return ordered
+    raise TypeError(f"not an expression: {e!r}")

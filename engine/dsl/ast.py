@@ -12,7 +12,6 @@ The tree records what the author wrote, not what it means: a duration written
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +32,8 @@ def _span() -> Span:
     return field(default_factory=Span.unknown, compare=False, repr=False)
 
 
-Number = Union[int, float]
-Literal = Union[str, int, float, bool]
+Number = int | float
+Literal = str | int | float | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,7 @@ class BaselineThreshold:
     span: Span = _span()
 
 
-Threshold = Union[AbsoluteThreshold, BaselineThreshold]
+Threshold = AbsoluteThreshold | BaselineThreshold
 
 
 # ---- where expressions -------------------------------------------------------
@@ -130,7 +129,7 @@ class Or:
     span: Span = _span()
 
 
-Expr = Union[Compare, InList, Truthy, Not, And, Or]
+Expr = Compare | InList | Truthy | Not | And | Or
 
 
 # ---- condition -----------------------------------------------------------------

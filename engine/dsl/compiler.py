@@ -46,7 +46,7 @@ class ContainSpec:
     action: str
     params: tuple[tuple[str, Any], ...]
     hold: bool  # True: not released when the incident resolves
-    ttl_ms: int
+    ttl_ms: int | None  # `for D`; None: the default TTL (or no expiry when held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,19 +134,30 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         severity=_severity(o.severity.name),
         escalations=tuple(
             Escalation(_severity(e.severity.name), e.measure, e.op, float(e.value)) for e in o.escalations
-        ),
+        )
+        or default_escalations(_severity(o.severity.name)),
         category=o.category.name if o.category is not None else infer_category(c.metric),
         contains=tuple(
             ContainSpec(
                 k.action,
                 tuple((p.key, p.value) for p in k.params),
                 k.hold,
-                duration_ms(k.for_) if k.for_ is not None else DEFAULT_CONTAIN_TTL_MS,
+                duration_ms(k.for_) if k.for_ is not None else None,
             )
             for k in o.contains
         ),
         notify=tuple(n.target for n in o.notifies),
     )
+
+
+DEFAULT_IMPACT_USERS = 100
+
+
+def default_escalations(severity: int) -> tuple[Escalation, ...]:
+    """Without `escalate` clauses: one level up when more than 100 users are affected."""
+    if severity <= 1:
+        return ()
+    return (Escalation(severity - 1, "users", ">", float(DEFAULT_IMPACT_USERS)),)
 
 
 def pick_step(window_ms: int) -> int:

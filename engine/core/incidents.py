@@ -1,0 +1,309 @@
+"""Incident lifecycle of one (rule, group): inactive → pending → firing → resolved.
+
+`evaluate_group` is called at every evaluation step with the window's summary
+and the baseline, and returns the records that step produces. It is the only
+place that decides when an incident opens, escalates, renews its containment
+and resolves. See docs/detection.md for the semantics in prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.core.events import format_ts
+from engine.core.window import Summary, impact_events, metric_value, sample_size
+from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
+
+INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+URGENCY_GROWTH = 1.10  # "still worsening": ≥10% further past the limit than one window earlier
+URGENCY_CHECKS = 2  # ... at this many window-spaced checks in a row
+SENSITIVE_CATEGORIES = {"data_leakage": 2}  # category → least severe level allowed
+_OP_WORDS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below"}
+_OP_BACK = {">": "back at or under", ">=": "back under", "<": "back at or over", "<=": "back over"}
+
+
+@dataclass(slots=True)
+class Incident:
+    incident_id: str
+    opened_at: int
+    onset: int
+    severity: int
+    peak: float
+    false_since: int | None = None
+    check_at: int = 0
+    check_value: float = 0.0
+    worsening: int = 0
+    urgency_done: bool = False
+    escalated: list[str] = field(default_factory=list)  # escalation keys already applied
+    commands: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    status: str = INACTIVE
+    onset: int | None = None
+    frozen_baseline: float | None = None
+    incident: Incident | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one evaluation measured."""
+
+    value: float | None
+    limit: float | None
+    baseline: float | None
+    holds: bool
+    window: Summary
+
+
+def read(rule: CompiledRule, window: Summary, baseline: float | None) -> Reading:
+    value = metric_value(rule, window)
+    limit = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
+    enough = not rule.needs_sample or sample_size(rule, window) >= rule.min_events
+    holds = value is not None and limit is not None and enough and rule.compare(value, limit)
+    return Reading(value, limit, baseline, holds, window)
+
+
+def evaluate_group(
+    rule: CompiledRule, group: dict[str, Any], state: Lifecycle, at: int, reading: Reading
+) -> list[dict[str, Any]]:
+    if state.status == INACTIVE:
+        if not reading.holds:
+            return []
+        state.onset = at
+        state.frozen_baseline = reading.baseline
+        if rule.for_ms > 0:
+            state.status = PENDING
+            return []
+        return _open(rule, group, state, at, reading)
+    if state.status == PENDING:
+        if not reading.holds:
+            state.status, state.onset, state.frozen_baseline = INACTIVE, None, None
+            return []
+        if at - state.onset >= rule.for_ms:
+            return _open(rule, group, state, at, reading)
+        return []
+    return _firing(rule, group, state, at, reading)
+
+
+def _open(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
+    group_text = _canonical_group(group)
+    incident_id = "inc_" + _digest(f"{rule.name}|{group_text}|{at}")
+    incident = Incident(incident_id, at, state.onset, rule.severity, r.value, check_at=at, check_value=r.value)
+    state.status, state.incident = FIRING, incident
+    records = [_incident_record("incident.opened", rule, group, incident, at, r, _why_opened(rule, group, r))]
+    for spec in rule.contains:
+        ttl = spec.ttl_ms if spec.ttl_ms is not None else (None if spec.hold else DEFAULT_CONTAIN_TTL_MS)
+        command = {
+            "type": "containment.command",
+            "command_id": "cmd_" + _digest(f"{incident_id}|{spec.action}"),
+            "incident_id": incident_id,
+            "rule": rule.name,
+            "action": spec.action,
+            "target": group,
+            "params": dict(spec.params),
+            "ts": format_ts(at),
+            "expires_at": format_ts(at + ttl) if ttl is not None else None,
+            "hold": spec.hold,
+        }
+        incident.commands.append({"command": command, "ttl": ttl, "expires": at + ttl if ttl else None})
+        records.append(command)
+    records.extend(_classify(rule, group, incident, at, r))
+    return records
+
+
+def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
+    incident = state.incident
+    records: list[dict] = []
+    if r.holds:
+        incident.false_since = None
+        if _further(rule, r.value, incident.peak):
+            incident.peak = r.value
+        records.extend(_classify(rule, group, incident, at, r))
+    elif incident.false_since is None:
+        incident.false_since = at
+    if incident.false_since is not None and at - incident.false_since >= rule.window_ms:
+        return records + _resolve(rule, group, state, at, r)
+    records.extend(_renew(incident, at))
+    return records
+
+
+def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading) -> list[dict]:
+    """Escalations by sensitivity, impact and urgency; each raises severity and is a record."""
+    raises: list[tuple[str, int, str]] = []
+    floor = SENSITIVE_CATEGORIES.get(rule.category)
+    if floor is not None and incident.severity > floor and "sensitivity" not in incident.escalated:
+        label = rule.category.replace("_", " ")
+        raises.append(("sensitivity", floor, f"sensitivity: {label} is never below sev{floor}"))
+    users = r.window.users.estimate() if r.window.users is not None else 0
+    measures = {"users": users, "events": impact_events(rule, r.window)}
+    for esc in rule.escalations:
+        key = f"impact:{esc.severity}:{esc.measure}{esc.op}{esc.value:g}"
+        if key in incident.escalated:
+            continue
+        actual = measures[esc.measure]
+        if _COMPARE[esc.op](actual, esc.value):
+            noun = "users affected" if esc.measure == "users" else "events"
+            raises.append((key, esc.severity, f"impact: {actual} {noun} {esc.op} {esc.value:g}"))
+    if not incident.urgency_done and r.value is not None and at - incident.check_at >= rule.window_ms:
+        worse = _further(rule, r.value, incident.check_value, URGENCY_GROWTH)
+        incident.worsening = incident.worsening + 1 if worse else 0
+        previous = incident.check_value
+        incident.check_at, incident.check_value = at, r.value
+        if incident.worsening >= URGENCY_CHECKS:
+            incident.urgency_done = True
+            raises.append(
+                ("urgency", max(1, incident.severity - 1),
+                 f"urgency: {_metric_text(rule)} still worsening ({_num(previous)} → {_num(r.value)} "
+                 f"a window later, {URGENCY_CHECKS} windows in a row)")
+            )  # fmt: skip
+    records = []
+    for key, level, why in raises:
+        incident.escalated.append(key)
+        if level >= incident.severity:
+            continue
+        previous_severity = incident.severity
+        incident.severity = level
+        record = _incident_record("incident.escalated", rule, group, incident, at, r, why)
+        record["previous_severity"] = f"sev{previous_severity}"
+        record["reason"] = key.split(":")[0]
+        records.append(record)
+    return records
+
+
+def _renew(incident: Incident, at: int) -> list[dict]:
+    """A command whose expiry is less than half its TTL away is renewed for another TTL."""
+    records = []
+    for entry in incident.commands:
+        ttl, expires = entry["ttl"], entry["expires"]
+        if ttl and expires - at <= ttl // 2:
+            entry["expires"] = at + ttl
+            command = entry["command"]
+            records.append({
+                "type": "containment.renewed",
+                "command_id": command["command_id"],
+                "incident_id": command["incident_id"],
+                "rule": command["rule"],
+                "action": command["action"],
+                "target": command["target"],
+                "ts": format_ts(at),
+                "expires_at": format_ts(at + ttl),
+            })  # fmt: skip
+    return records
+
+
+def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
+    incident = state.incident
+    why = (
+        f"{_metric_text(rule)} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
+        f"({_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
+    )
+    record = _incident_record("incident.resolved", rule, group, incident, at, r, why)
+    record["opened_at"] = format_ts(incident.opened_at)
+    record["duration_s"] = (at - incident.opened_at) // 1000
+    record["peak"] = _num(incident.peak)
+    held = [e["command"]["command_id"] for e in incident.commands if e["command"]["hold"]]
+    record["held_commands"] = held
+    records = [record]
+    for entry in incident.commands:
+        command = entry["command"]
+        if command["hold"]:
+            continue
+        records.append({
+            "type": "containment.release",
+            "command_id": command["command_id"],
+            "incident_id": incident.incident_id,
+            "rule": rule.name,
+            "action": command["action"],
+            "target": command["target"],
+            "ts": format_ts(at),
+        })  # fmt: skip
+    state.status, state.onset, state.frozen_baseline, state.incident = INACTIVE, None, None, None
+    return records
+
+
+# ---- records ----------------------------------------------------------------------
+
+
+def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading,
+                     why: str) -> dict[str, Any]:  # fmt: skip
+    w = r.window
+    return {
+        "type": kind,
+        "incident_id": incident.incident_id,
+        "rule": rule.name,
+        "category": rule.category,
+        "severity": f"sev{incident.severity}",
+        "group": group,
+        "ts": format_ts(at),
+        "onset": format_ts(incident.onset),
+        "window": {"start": format_ts(at - rule.window_ms), "end": format_ts(at)},
+        "value": _num(r.value),
+        "baseline": _num(r.baseline) if rule.factor is not None else None,
+        "threshold": _num(r.limit),
+        "events": impact_events(rule, w),
+        "sample": sample_size(rule, w),
+        "users_affected": w.users.estimate() if w.users is not None else 0,
+        "evidence": [event_id for _, event_id in (w.evidence or [])],
+        "notify": list(rule.notify),
+        "why": why,
+    }
+
+
+def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
+    where = f" for {_group_text(group)}" if group else ""
+    if rule.factor is not None:
+        limit = f"{_num(rule.factor)}x its baseline of {_num(r.baseline)} (limit {_num(r.limit)})"
+    else:
+        limit = _num(r.limit)
+    users = r.window.users.estimate() if r.window.users is not None else 0
+    return (
+        f"{_metric_text(rule)} was {_num(r.value)} over the last {_duration(rule.window_ms)}{where}, "
+        f"{_OP_WORDS[rule.op]} {limit}; {impact_events(rule, r.window)} events, {users} users affected"
+    )
+
+
+def _metric_text(rule: CompiledRule) -> str:
+    if rule.arg is None:
+        return f"{rule.func}()"
+    arg = rule.arg[1] if rule.func in {"rate", "count"} else ".".join(rule.arg)
+    return f"{rule.func}({arg})"
+
+
+def _group_text(group: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items())
+
+
+def _canonical_group(group: dict) -> str:
+    return "|".join(f"{k}={v!r}" for k, v in group.items())
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"
+
+
+def _num(value: float | None) -> float | None:
+    if value is None:
+        return None
+    rounded = round(value, 6)
+    return int(rounded) if rounded == int(rounded) and abs(rounded) < 2**53 else rounded
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _further(rule: CompiledRule, value: float, than: float, factor: float = 1.0) -> bool:
+    """Whether ``value`` is further past the limit, in the rule's direction, than ``than``×factor."""
+    if rule.op in {">", ">="}:
+        return value > than * factor if than > 0 else value > than
+    return value * factor < than if than > 0 else value < than
+
+
+_COMPARE = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}

@@ -7,8 +7,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import orjson
+
+from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.rule_files import RuleFileError, read_rule_sources
-from engine.dsl import load_rules
+from engine.core import DEFAULT_LATENESS_MS
+from engine.dsl import CompiledRule, load_rules
+from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
 
 
@@ -32,12 +37,87 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
+    """Compiled rules, or None after printing why there are none."""
+    try:
+        sources = read_rule_sources(paths)
+    except RuleFileError as error:
+        print(f"firebreak {command}: {error}", file=sys.stderr)
+        return None
+    if not sources:
+        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
+        return None
+    rules, problems = load_rules(sources)
+    if problems:
+        print(render_all(problems, sources), file=sys.stderr)
+    if not rules:
+        if not problems:
+            print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
+        return None
+    return rules
+
+
+def duration_arg(text: str) -> int:
+    """`30s`, `2m` → milliseconds (for argparse)."""
+    unit = text[-1:]
+    if unit not in DURATION_UNITS or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"`{text}` is not a duration; use e.g. 30s, 2m, 1h")
+    return int(text[:-1]) * DURATION_UNITS[unit]
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    rules = load_rules_or_report(args.rules, "replay")
+    if rules is None:
+        return 1
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115
+    dead = open(args.dead_letter, "wb") if args.dead_letter else None  # noqa: SIM115
+    tty = sys.stderr.isatty()
+
+    def emit(record: dict) -> None:
+        out.write(orjson.dumps(record) + b"\n")
+
+    def progress(result: ReplayResult) -> None:
+        print(f"\r  {result.lines:,} lines  {result.events:,} events  {result.records:,} records",
+              end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        result = replay_files(args.files, rules, emit, dead, args.lateness, progress if tty else None)
+    except InputError as error:
+        print(f"firebreak replay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if args.out:
+            out.close()
+        else:
+            out.flush()
+        if dead is not None:
+            dead.close()
+    if tty:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
+    for sample in result.bad_samples:
+        print(f"bad line: {sample}", file=sys.stderr)
+    if result.bad > len(result.bad_samples):
+        print(f"... and {result.bad - len(result.bad_samples)} more bad lines", file=sys.stderr)
+    print(result.summary(), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="check rule files and report every problem")
     check.add_argument("paths", nargs="+", metavar="PATH", help="rule files, or directories of *.rules")
     check.set_defaults(run=cmd_check)
+
+    replay = sub.add_parser("replay", help="replay JSON-lines event files through the rules")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)")
+    replay.add_argument("--rules", action="append", required=True, metavar="PATH",
+                        help="rule file or directory (repeatable)")  # fmt: skip
+    replay.add_argument("--out", metavar="FILE", help="write records here instead of stdout")
+    replay.add_argument("--dead-letter", metavar="FILE", help="write bad and late lines here, with the reason")
+    replay.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
+                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    replay.set_defaults(run=cmd_replay)
     return parser
 
 

@@ -42,6 +42,7 @@ _TERMINAL_NAMES = {
     "COMMA": "`,`",
     "DOT": "`.`",
     "COLON": "`:`",
+    "EQUAL": "`=`",
     "$END": "end of rule",
 }
 
@@ -124,6 +125,11 @@ def _syntax_diagnostic(error: UnexpectedInput, chunk: str, path: str) -> Diagnos
 
 
 _OUTCOME_KEYWORDS = {"contain", "notify", "escalate", "category"}
+_CLAUSE_WORDS = {"by", "where", "for", "min"}
+
+
+def _is_token(item: object, kind: str) -> bool:
+    return isinstance(item, Token) and item.type == kind
 
 
 def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnostic:
@@ -143,7 +149,7 @@ def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnost
     def diag(message: str) -> Diagnostic:
         return Diagnostic(path, line, column, message, end)
 
-    if text == "=":
+    if text == "=" and prev_type != "EQUAL":
         return diag("unexpected `=`: compare with `==`")
     if prev_type == "NAME" and prev_text in _OUTCOME_KEYWORDS and expected & {"CONTAIN", "NOTIFY"}:
         return diag(f"expected a severity (sev1..sev4) after `->`, found `{prev_text}`")
@@ -153,6 +159,11 @@ def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnost
         return diag(f"missing threshold after `{prev_text}`: a number, or `Kx baseline`")
     if prev_type == "BY" and "NAME" in expected:
         return diag("`by` needs at least one field, e.g. `by model`")
+    stack = _value_stack(error)
+    if len(stack) >= 2 and _is_token(stack[-2], "BY") and _is_token(stack[-1], "NAME") and stack[-1] in _CLAUSE_WORDS:
+        word = stack[-1]  # `by where …`: the contextual lexer read the keyword as a field name
+        return Diagnostic(path, word.line, word.column, "`by` needs at least one field, e.g. `by model`",
+                          word.end_column)
     if prev_type == "ARROW":
         return diag(f"expected a severity (sev1..sev4) after `->`, found {_describe(token)}")
     if "ARROW" in expected:
@@ -164,7 +175,7 @@ def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnost
             return diag(f"`{text}` is out of place: clauses go {CLAUSE_ORDER}")
     if prev_type == "OVER" or (expected == {"QUANTITY"} and prev_text in {"over", "for"}):
         return diag(f"expected a duration after `{prev_text}` (10s, 10m, 10h, 10d), found {_describe(token)}")
-    if token.type == "NAME" and text in {"by", "where", "for", "min", "over"}:
+    if text in _CLAUSE_WORDS | {"over"}:
         return diag(f"`{text}` is out of place: clauses go {CLAUSE_ORDER}")
     if at_end:
         return diag(f"rule ends early; expected {_expected(expected)}")
@@ -192,8 +203,14 @@ def _last_word(chunk: str) -> tuple[int, int, Token | None]:
 
 
 def _in_condition(error: UnexpectedToken) -> bool:
-    history = error.token_history or []
-    return not any(t.type == "ARROW" for t in history)
+    """Whether the parser has not reached `->` yet. The token history holds
+    only the last token; the parser's value stack holds all shifted so far."""
+    stack = _value_stack(error) or error.token_history or []
+    return not any(isinstance(t, Token) and t.type == "ARROW" for t in stack)
+
+
+def _value_stack(error: UnexpectedToken) -> list:
+    return list(getattr(getattr(error, "state", None), "value_stack", None) or [])
 
 
 def _describe(token: Token) -> str:

@@ -11,6 +11,7 @@ import orjson
 
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.rule_files import RuleFileError, read_rule_sources
+from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from engine.core import DEFAULT_LATENESS_MS
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
@@ -102,6 +103,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    try:
+        files = collect_test_files(args.paths)
+    except SpecError as error:
+        print(f"firebreak test: {error}", file=sys.stderr)
+        return 1
+    if not files:
+        print(f"firebreak test: no *{TEST_SUFFIX} files under {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    failed = 0
+    expectations = 0
+    for path in files:
+        outcome = run_test_file(path)
+        expectations += outcome.expectations
+        if outcome.passed:
+            print(f"PASS {path} ({outcome.expectations} expectations)")
+            continue
+        failed += 1
+        print(f"FAIL {path}")
+        if outcome.error:
+            print(f"  error: {outcome.error}")
+        for failure in outcome.failures:
+            print("  " + failure.replace("\n", "\n  "))
+    print(f"{len(files) - failed} passed, {failed} failed ({expectations} expectations in {len(files)} files)")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -118,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     replay.set_defaults(run=cmd_replay)
+
+    test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")
+    test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
+    test.set_defaults(run=cmd_test)
     return parser
 
 

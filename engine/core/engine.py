@@ -167,9 +167,12 @@ class Engine:
                     dead.append(group.key)
                 continue
             window_from = at - rule.window_ms
-            window = summarize(rule, (b for s, b in group.buckets.items() if window_from <= s < at), detail=True)
+            in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
             baseline = self._baseline(state, group, at) if rule.factor is not None else None
-            records.extend(evaluate_group(rule, group.group, group.life, at, read(rule, window, baseline)))
+            reading = read(rule, summarize(rule, in_window, detail=False), baseline)
+            if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
+                reading = read(rule, summarize(rule, in_window, detail=True), baseline)
+            records.extend(evaluate_group(rule, group.group, group.life, at, reading))
             if group.life.status == FIRING and group.life.incident.opened_at == at:
                 self.opened[rule.name] += 1
         for key in dead:
@@ -195,12 +198,13 @@ class Engine:
         value = metric_value(rule, summary)
         if value is None:
             return None
+        scale = rule.window_ms / rule.baseline_ms
         if rule.func in {"count", "sum", "distinct"}:
-            value = value * rule.window_ms / rule.baseline_ms
+            value *= scale
             if rule.func == "count":
-                value = max(value, 1.0)  # a zero baseline is taken as one event per window
+                value = max(value, 1.0)  # a zero baseline counts as one event per window
         elif rule.func == "rate":
-            value = max(value, 1 / summary.n)  # ... and as one flagged event in the span
+            value = max(value, 1 / (summary.n * scale))  # ... as one flagged event per window's worth
         return value
 
     # ---- state ----------------------------------------------------------------------------

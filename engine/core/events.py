@@ -49,7 +49,10 @@ def parse_ts(value: Any) -> int:
             raise InvalidEvent(f"`ts` {value[:40]!r} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise InvalidEvent(f"`ts` {value[:40]!r} has no zone; add Z or an offset")
-        return (parsed - _EPOCH) // _ONE_MS
+        ms = (parsed - _EPOCH) // _ONE_MS
+        if not 0 <= ms <= MAX_TS_MS:
+            raise InvalidEvent(f"`ts` {value[:40]!r} is before 1970")
+        return ms
     raise InvalidEvent("`ts` is missing" if value is None else "`ts` must be a string or a number")
 
 

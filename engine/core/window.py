@@ -160,14 +160,16 @@ class Summary:
 
 
 def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Summary:
-    """Merge buckets; ``detail`` also merges users and evidence (windows, not baselines)."""
+    """Merge buckets; ``detail`` also merges users and evidence (for records, not for
+    deciding whether a condition holds)."""
     s = Summary()
+    buckets = list(buckets)
     if rule.func in PERCENTILES:
         s.quantiles = QuantileSketch()
     if rule.func == "distinct":
-        s.distinct = DistinctSketch()
+        s.distinct = DistinctSketch.union([b.distinct for b in buckets])
     if detail:
-        s.users = DistinctSketch()
+        s.users = DistinctSketch.union([b.users for b in buckets])
         s.evidence = []
     for b in buckets:
         s.n += b.n
@@ -180,10 +182,7 @@ def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Su
             s.hi = b.hi
         if s.quantiles is not None and b.quantiles is not None:
             s.quantiles.merge(b.quantiles)
-        if s.distinct is not None and b.distinct is not None:
-            s.distinct.merge(b.distinct)
         if detail:
-            s.users.merge(b.users)
             s.evidence.extend(b.evidence)
     if detail:
         s.evidence.sort()

@@ -81,7 +81,7 @@ def test_late_events_are_counted_and_not_aggregated():
     records = []
     for e in [event("a", 0, tenant="t"), event("b", 10 * MIN, tenant="t")]:
         records += engine.process(e)
-    late = [event("p1", 5 * MIN, tenant="t", flags={"pii": True}), event("p2", 5 * MIN, tenant="t", flags={"pii": True})]
+    late = [event(f"p{i}", 5 * MIN, tenant="t", flags={"pii": True}) for i in range(2)]
     assert all(engine.is_late(e) for e in late)
     for e in late:
         records += engine.process(e)

@@ -37,9 +37,14 @@ class GroupState:
     def __init__(self, rule: CompiledRule, key: tuple) -> None:
         self.key = key
         self.group = {".".join(path): value for path, value in zip(rule.by, key, strict=True)}
-        self.order = tuple((_type_rank(v), str(v)) for v in key)
+        self.order = GroupState.order_of(key)
         self.buckets: dict[int, Bucket] = {}
         self.life = Lifecycle()
+
+    @staticmethod
+    def order_of(key: tuple) -> tuple:
+        """A sort key for group values of mixed types (None, bools, numbers, strings)."""
+        return tuple((_type_rank(v), str(v)) for v in key)
 
 
 def _type_rank(value: Any) -> int:
@@ -105,27 +110,50 @@ class Engine:
         return self.watermark is not None and event.ts < self.watermark
 
     def _aggregate(self, event: Event) -> None:
-        data, ts = event.data, event.ts
-        for state in self.states:
-            rule = state.rule
-            if rule.where is not None and not rule.where(data):
-                continue
-            key = state.key_of(data) if rule.by else ()
-            group = state.groups.get(key)
-            if group is None:
-                group = state.groups[key] = GroupState(rule, key)
-            start = ts - ts % rule.step_ms
-            bucket = group.buckets.get(start)
-            if bucket is None:
-                bucket = group.buckets[start] = Bucket(rule)
-                boundary = start + rule.step_ms  # > ts >= watermark: not evaluated yet
-                if state.next_eval is None or boundary < state.next_eval:
-                    state.next_eval = boundary
-            state.add(bucket, event)
+        ts = event.ts
+        for state, key in routes(self.states, event.data):
+            state.add(self._bucket(state, key, ts - ts % state.rule.step_ms), event)
 
-    def finish(self) -> list[dict[str, Any]]:
+    def _bucket(self, state: RuleState, key: tuple, start: int) -> Bucket:
+        group = state.groups.get(key)
+        if group is None:
+            group = state.groups[key] = GroupState(state.rule, key)
+        bucket = group.buckets.get(start)
+        if bucket is None:
+            bucket = group.buckets[start] = Bucket(state.rule)
+            boundary = start + state.rule.step_ms  # after the watermark: not evaluated yet
+            if state.next_eval is None or boundary < state.next_eval:
+                state.next_eval = boundary
+        return bucket
+
+    # ---- input from pre-aggregation (scale-out: see engine/core/aggregator.py) ---------
+
+    def merge_partial(self, rule_index: int, key: tuple, start: int, partial: Bucket) -> bool:
+        """Merge a closed bucket from an `Aggregator`; False (and counted) if its step was already evaluated."""
+        state = self.states[rule_index]
+        if self.watermark is not None and start + state.rule.step_ms <= self.watermark:
+            self.stats["late_partials"] += 1
+            return False
+        self._bucket(state, key, start).merge(partial)
+        return True
+
+    def note_stream_start(self, ts: int) -> None:
+        if self.stream_start is None or ts < self.stream_start:
+            self.stream_start = ts
+
+    def advance(self, watermark: int) -> list[dict[str, Any]]:
+        """Move the watermark explicitly (the worker's min over partitions); return the records."""
+        if self.watermark is not None and watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        return self._advance(watermark)
+
+    def finish(self, max_ts: int | None = None) -> list[dict[str, Any]]:
         """End of input (replay): evaluate every step up to and including the one that
-        holds the last event. Open incidents stay open: the stream ended, the anomaly did not."""
+        holds the last event (``max_ts``: the last event time, when events came through
+        aggregators). Open incidents stay open: the stream ended, the anomaly did not."""
+        if max_ts is not None:
+            self.max_ts = max(self.max_ts or max_ts, max_ts)
         if self.max_ts is None:
             return []
         end = self.max_ts + 1
@@ -273,6 +301,15 @@ class Engine:
                 incident = Incident(**life["incident"]) if life["incident"] is not None else None
                 group.life = Lifecycle(life["status"], life["onset"], life["frozen_baseline"], incident)
         return engine
+
+
+def routes(states: Sequence[RuleState], data: dict) -> Iterable[tuple[RuleState, tuple]]:
+    """(rule state, group key) for every rule whose `where` the event passes."""
+    for state in states:
+        rule = state.rule
+        if rule.where is not None and not rule.where(data):
+            continue
+        yield state, (state.key_of(data) if rule.by else ())
 
 
 def rule_fingerprint(rule: CompiledRule) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine.core.events import Event
@@ -32,7 +32,7 @@ SNAPSHOT_VERSION = 1
 
 
 class GroupState:
-    __slots__ = ("key", "group", "order", "buckets", "life")
+    __slots__ = ("key", "group", "order", "buckets", "life", "first_seen")
 
     def __init__(self, rule: CompiledRule, key: tuple) -> None:
         self.key = key
@@ -40,6 +40,7 @@ class GroupState:
         self.order = GroupState.order_of(key)
         self.buckets: dict[int, Bucket] = {}
         self.life = Lifecycle()
+        self.first_seen: int | None = None  # start of the group's earliest step: baselines wait for it
 
     @staticmethod
     def order_of(key: tuple) -> tuple:
@@ -71,48 +72,56 @@ class RuleState:
 
 
 class Engine:
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
+                 owns: Callable[[str, tuple], bool] | None = None) -> None:  # fmt: skip
+        """``owns(rule_name, group_key)``: when given, only those (rule, group) pairs are
+        aggregated and evaluated — one shard of a scaled-out worker (engine/core/sharding.py)."""
         if lateness_ms < 0:
             raise ValueError("allowed lateness cannot be negative")
+        self.owns = owns
         self.rules = tuple(rules)
         self.lateness_ms = lateness_ms
         self.states = [RuleState(rule) for rule in self.rules]
         self.max_ts: int | None = None
         self.watermark: int | None = None
-        self.stream_start: int | None = None
         self.stats: Counter[str] = Counter()
         self.opened: Counter[str] = Counter()  # incidents opened, by rule
 
     # ---- input --------------------------------------------------------------------
 
     def process(self, event: Event) -> list[dict[str, Any]]:
-        """Add one event; return the records of every step the watermark passes."""
+        """Add one event; return the records of every step the watermark
+        (max event time − allowed lateness) passes."""
+        if not self.add(event):
+            return []
+        watermark = event.ts - self.lateness_ms
+        if self.watermark is None or watermark > self.watermark:
+            return self.advance(watermark)
+        return []
+
+    def add(self, event: Event) -> bool:
+        """Aggregate one event without moving time; False (and counted) when it is late."""
         ts = event.ts
         if self.watermark is not None and ts < self.watermark:
             self.stats["late"] += 1
-            return []
+            return False
         self.stats["events"] += 1
         if event.type == "inference":
             self._aggregate(event)
         else:
             self.stats["changes"] += 1
-        if self.stream_start is None or ts < self.stream_start:
-            self.stream_start = ts
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
-            watermark = ts - self.lateness_ms
-            if self.watermark is None or watermark > self.watermark:
-                self.watermark = watermark
-                return self._advance(watermark)
-        return []
+        return True
 
     def is_late(self, event: Event) -> bool:
         return self.watermark is not None and event.ts < self.watermark
 
     def _aggregate(self, event: Event) -> None:
-        ts = event.ts
+        ts, owns = event.ts, self.owns
         for state, key in routes(self.states, event.data):
-            state.add(self._bucket(state, key, ts - ts % state.rule.step_ms), event)
+            if owns is None or owns(state.rule.name, key):
+                state.add(self._bucket(state, key, ts - ts % state.rule.step_ms), event)
 
     def _bucket(self, state: RuleState, key: tuple, start: int) -> Bucket:
         group = state.groups.get(key)
@@ -121,25 +130,14 @@ class Engine:
         bucket = group.buckets.get(start)
         if bucket is None:
             bucket = group.buckets[start] = Bucket(state.rule)
+            if group.first_seen is None or start < group.first_seen:
+                group.first_seen = start
             boundary = start + state.rule.step_ms  # after the watermark: not evaluated yet
             if state.next_eval is None or boundary < state.next_eval:
                 state.next_eval = boundary
         return bucket
 
-    # ---- input from pre-aggregation (scale-out: see engine/core/aggregator.py) ---------
-
-    def merge_partial(self, rule_index: int, key: tuple, start: int, partial: Bucket) -> bool:
-        """Merge a closed bucket from an `Aggregator`; False (and counted) if its step was already evaluated."""
-        state = self.states[rule_index]
-        if self.watermark is not None and start + state.rule.step_ms <= self.watermark:
-            self.stats["late_partials"] += 1
-            return False
-        self._bucket(state, key, start).merge(partial)
-        return True
-
-    def note_stream_start(self, ts: int) -> None:
-        if self.stream_start is None or ts < self.stream_start:
-            self.stream_start = ts
+    # ---- explicit time (the worker: watermark = min over input partitions) -----------
 
     def advance(self, watermark: int) -> list[dict[str, Any]]:
         """Move the watermark explicitly (the worker's min over partitions); return the records."""
@@ -211,15 +209,16 @@ class Engine:
 
     def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
         """The metric over the baseline span before the window, scaled to the window for
-        count/sum/distinct; None until the span is covered by the stream and has `min N events`.
+        count/sum/distinct; None until the group has been seen for the whole span and the span
+        has `min N events`.
         While the group is pending or firing, the baseline frozen at its onset."""
         rule = state.rule
         if group.life.status != INACTIVE:
             return group.life.frozen_baseline
         end = at - rule.window_ms
         start = end - rule.baseline_ms
-        if self.stream_start is None or start < self.stream_start - self.stream_start % rule.step_ms:
-            return None
+        if group.first_seen is None or start < group.first_seen:
+            return None  # the group has not been seen for a whole baseline span yet
         summary = summarize(rule, (b for s, b in group.buckets.items() if start <= s < end), detail=False)
         if sample_size(rule, summary) < rule.min_events:
             return None
@@ -254,7 +253,6 @@ class Engine:
             "lateness_ms": self.lateness_ms,
             "max_ts": self.max_ts,
             "watermark": self.watermark,
-            "stream_start": self.stream_start,
             "stats": dict(sorted(self.stats.items())),
             "opened": dict(sorted(self.opened.items())),
             "rules": {
@@ -264,6 +262,7 @@ class Engine:
                     "groups": [
                         {
                             "key": list(group.key),
+                            "first_seen": group.first_seen,
                             "buckets": [[start, b.snapshot()] for start, b in sorted(group.buckets.items())],
                             "life": dataclasses.asdict(group.life),
                         }
@@ -284,7 +283,6 @@ class Engine:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
         engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms)
         engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
-        engine.stream_start = snapshot["stream_start"]
         engine.stats.update(snapshot["stats"])
         engine.opened.update(snapshot["opened"])
         saved = snapshot["rules"]
@@ -297,6 +295,7 @@ class Engine:
                 key = tuple(item["key"])
                 group = state.groups[key] = GroupState(state.rule, key)
                 group.buckets = {start: Bucket.restore(state.rule, b) for start, b in item["buckets"]}
+                group.first_seen = item["first_seen"]
                 life = item["life"]
                 incident = Incident(**life["incident"]) if life["incident"] is not None else None
                 group.life = Lifecycle(life["status"], life["onset"], life["frozen_baseline"], incident)

@@ -1,4 +1,4 @@
-"""Per-partition pre-aggregation + merged evaluation gives the records of one engine."""
+"""Sharded evaluation (the worker's scale-out design) gives the records of one engine."""
 
 from __future__ import annotations
 
@@ -9,50 +9,43 @@ import pytest
 from test_core_properties import BASE, BASE_RECORDS, RULES
 
 from engine.core import Engine
-from engine.core.aggregator import Aggregator
+from engine.core.sharding import Router, owner, shard_of
 
 
-def dump(records) -> bytes:
-    return b"\n".join(orjson.dumps(r) for r in records)
-
-
-def partition_of(event, partitions: int) -> int:
-    return zlib.crc32(event.data["user"].encode()) % partitions
-
-
-@pytest.mark.parametrize(("partitions", "close_every"), [(1, 1), (4, 1), (4, 97), (3, 500)])
-def test_partitioned_pre_aggregation_equals_a_single_engine(partitions, close_every):
-    aggregators = [Aggregator(RULES) for _ in range(partitions)]
-    engine = Engine(RULES)
+@pytest.mark.parametrize(("partitions", "shards", "tick"), [(1, 1, 1), (4, 2, 1), (4, 4, 97), (3, 5, 400)])
+def test_sharded_engines_with_min_watermark_equal_one_engine(partitions, shards, tick):
+    """Input keyed by user over `partitions`; events forwarded to the shards owning their
+    (rule, group) pairs; each shard's watermark is the min over input partitions."""
+    router = Router(RULES, shards)
+    engines = [Engine(RULES, owns=owner(s, shards)) for s in range(shards)]
+    seen_max = [[None] * partitions for _ in range(shards)]  # per shard, per input partition
     records = []
 
-    def flush():
-        for aggregator in aggregators:
-            for index, key, start, bucket in aggregator.close():
-                engine.merge_partial(index, key, start, bucket)
-        marks = [a.watermark for a in aggregators]
-        if all(m is not None for m in marks):
-            engine.note_stream_start(min(a.min_ts for a in aggregators))
-            records.extend(engine.advance(min(marks)))
+    def heartbeat(partition, ts):
+        for s in range(shards):
+            seen_max[s][partition] = max(seen_max[s][partition] or ts, ts)
+
+    def advance():
+        for s, engine in enumerate(engines):
+            if None not in seen_max[s]:
+                records.extend(engine.advance(min(seen_max[s]) - engine.lateness_ms))
 
     for n, event in enumerate(BASE, start=1):
-        aggregators[partition_of(event, partitions)].process(event)
-        if n % close_every == 0:
-            flush()
-    flush()
-    for aggregator in aggregators:
-        for index, key, start, bucket in aggregator.close_all():
-            engine.merge_partial(index, key, start, bucket)
-    records.extend(engine.finish(max(a.max_ts for a in aggregators)))
-    assert dump(records) == dump(BASE_RECORDS)
+        partition = zlib.crc32(event.data["user"].encode()) % partitions
+        for s in router.shards_for(event.data):
+            assert engines[s].add(event)
+        heartbeat(partition, event.ts)
+        if n % tick == 0:
+            advance()
+    advance()
+    last = max(e.ts for e in BASE)
+    for engine in engines:
+        records.extend(engine.finish(last))
+    # Merged, the shards' records are exactly the single engine's records.
+    assert sorted(map(orjson.dumps, records)) == sorted(map(orjson.dumps, BASE_RECORDS))
 
 
-def test_a_partial_for_an_evaluated_step_is_refused_and_counted():
-    aggregator = Aggregator(RULES)
-    for event in BASE[:200]:
-        aggregator.process(event)
-    partials = aggregator.close_all()
-    engine = Engine(RULES)
-    engine.advance(BASE[199].ts)
-    assert not engine.merge_partial(*partials[0])
-    assert engine.stats["late_partials"] == 1
+def test_every_pair_has_exactly_one_shard():
+    for key in [(), ("a",), (None,), (1, "x"), (True,)]:
+        owners = [s for s in range(4) if owner(s, 4)("rule", key)]
+        assert owners == [shard_of("rule", key, 4)]

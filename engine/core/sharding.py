@@ -1,0 +1,37 @@
+"""Which shard evaluates a (rule, group): the scale-out contract.
+
+Every (rule, group) pair belongs to exactly one of N shards, so it is
+aggregated and evaluated in one place with all of its events — whatever field
+the input topic is keyed by, and for ungrouped (global) rules too. The hash is
+CRC-32 of the rule name and the group values, stable across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Sequence
+
+from engine.core.engine import RuleState, routes
+from engine.dsl.compiler import CompiledRule
+
+
+def shard_of(rule_name: str, key: tuple, shards: int) -> int:
+    text = rule_name + "\x1f" + json.dumps(list(key), default=str, separators=(",", ":"))
+    return zlib.crc32(text.encode()) % shards
+
+
+def owner(shard: int, shards: int) -> Callable[[str, tuple], bool]:
+    """The ``owns`` predicate of `Engine` for one shard."""
+    return lambda rule_name, key: shard_of(rule_name, key, shards) == shard
+
+
+class Router:
+    """The shards an event must reach: one per distinct shard of its (rule, group) pairs."""
+
+    def __init__(self, rules: Sequence[CompiledRule], shards: int) -> None:
+        self.shards = shards
+        self.states = [RuleState(rule) for rule in rules]
+
+    def shards_for(self, data: dict) -> set[int]:
+        return {shard_of(state.rule.name, key, self.shards) for state, key in routes(self.states, data)}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine.core.events import Event
-from engine.core.incidents import FIRING, INACTIVE, Incident, Lifecycle, evaluate_group, read
+from engine.core.incidents import FIRING, INACTIVE, Incident, Lifecycle, close_for_reload, evaluate_group, read
 from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
 from engine.dsl.compiler import CompiledRule, get_path
 
@@ -274,14 +274,14 @@ class Engine:
         }
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
-                lateness_ms: int | None = None) -> Engine:  # fmt: skip
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
+                owns: Callable[[str, tuple], bool] | None = None) -> Engine:  # fmt: skip
         """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
         state of rules no longer present is dropped (their open incidents are reported by
         `dropped_incidents` so the caller can resolve them)."""
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
-        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms)
+        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns)
         engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
         engine.stats.update(snapshot["stats"])
         engine.opened.update(snapshot["opened"])
@@ -309,6 +309,28 @@ def routes(states: Sequence[RuleState], data: dict) -> Iterable[tuple[RuleState,
         if rule.where is not None and not rule.where(data):
             continue
         yield state, (state.key_of(data) if rule.by else ())
+
+
+def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:
+    """Swap the rules of a running engine without losing state.
+
+    Rules whose canonical text is unchanged keep their windows, baselines and open
+    incidents. A rule that was removed, or whose text changed, loses its state: each of
+    its open incidents gets an `incident.resolved` record (why: removed/changed by a
+    reload) and its containment a `containment.release` (held commands excepted) — so
+    nothing downstream stays contained by a rule that no longer exists."""
+    at = engine.watermark if engine.watermark is not None else 0
+    kept = {rule_fingerprint(rule) for rule in rules}
+    names = {rule.name for rule in rules}
+    records: list[dict[str, Any]] = []
+    for state in engine.states:
+        if rule_fingerprint(state.rule) in kept:
+            continue
+        change = "changed" if state.rule.name in names else "removed"
+        for group in sorted(state.groups.values(), key=lambda g: g.order):
+            records.extend(close_for_reload(state.rule, group.group, group.life, at, change))
+    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns)
+    return fresh, records
 
 
 def rule_fingerprint(rule: CompiledRule) -> str:

@@ -195,9 +195,18 @@ def _renew(incident: Incident, at: int) -> list[dict]:
     return records
 
 
-def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
+def close_for_reload(rule: CompiledRule, group: dict, state: Lifecycle, at: int, change: str) -> list[dict]:
+    """Resolve the open incident of a rule that was removed or changed by a rules reload."""
+    if state.status != FIRING:
+        return []
+    reading = Reading(None, None, state.frozen_baseline, False, Summary(users=None, evidence=[]))
+    why = f"rule `{rule.name}` was {change} by a rules reload; its incident is closed and its containment released"
+    return _resolve(rule, group, state, at, reading, why)
+
+
+def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading, why: str = "") -> list[dict]:
     incident = state.incident
-    why = (
+    why = why or (
         f"{_metric_text(rule)} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
         f"({_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
     )

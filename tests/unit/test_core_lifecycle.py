@@ -170,3 +170,24 @@ def test_repeats_update_the_open_incident_instead_of_opening_new_ones():
 def test_change_events_are_not_inference_traffic():
     changes = [event(f"c{i}", i * SEC, type="change", kind="deploy", flags={"pii": True}) for i in range(5)]
     assert run("count() >= 1 over 1m -> sev3", changes) == []
+
+
+def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
+    from corekit import rules
+
+    from engine.core import Engine
+    from engine.core.engine import reload
+
+    old = rules("rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
+                "rule loud:\n  count() >= 1 over 1m -> sev3")  # fmt: skip
+    engine = Engine(old)
+    records = []
+    for e in [event(f"p{i}", i * SEC, flags={"pii": True}) for i in range(30)]:
+        records += engine.process(e)
+    assert {r["rule"] for r in of_type(records, "incident.opened")} == {"leak", "loud"}
+    fresh, closing = reload(engine, rules("rule loud:\n  count() >= 1 over 1m -> sev3"))
+    assert [(r["type"], r["rule"]) for r in closing] == [("incident.resolved", "leak"), ("containment.release", "leak")]
+    assert "was removed by a rules reload" in closing[0]["why"]
+    assert [i["rule"] for i in fresh.open_incidents()] == ["loud"]  # kept, not reopened
+    more = [r for e in [event(f"q{i}", 30 * SEC + i * SEC) for i in range(5)] for r in fresh.process(e)]
+    assert of_type(more, "incident.opened") == []

@@ -180,7 +180,7 @@ def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
 
     old = rules("rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
                 "rule loud:\n  count() >= 1 over 1m -> sev3")  # fmt: skip
-    engine = Engine(old)
+    engine = Engine(old, lateness_ms=0)
     records = []
     for e in [event(f"p{i}", i * SEC, flags={"pii": True}) for i in range(30)]:
         records += engine.process(e)

@@ -1,0 +1,284 @@
+"""The Faust app: agents that decode, call the stage logic, and send what it returns.
+
+- ``route`` (input topic, concurrency 1): `RouteStage` per message → routed topic
+  or dead-letter topic. At-least-once: after a crash Faust re-delivers from its
+  committed offset, and the shards drop what they already took.
+- ``evaluate`` (routed topic, concurrency 1, manual acks): `ShardState` per shard
+  partition; records leave only in a transaction with the shard's checkpoint
+  (checkpoints.py), and routed messages are acked once a checkpoint covers them.
+- a 1 s timer: idle markers for quiet input partitions, time for quiet shards,
+  periodic checkpoints, rule-file reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+os.environ.setdefault("FAUST_LOOP", "uvloop")  # read by `import faust`: agents run on uvloop
+
+import faust  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
+from faust.types import TP  # noqa: E402
+
+from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint  # noqa: E402
+from engine.adapters.live.metrics import Metrics  # noqa: E402
+from engine.adapters.live.routing import RouteStage  # noqa: E402
+from engine.adapters.live.settings import WorkerSettings  # noqa: E402
+from engine.adapters.live.shard import ShardState  # noqa: E402
+from engine.dsl import CompiledRule  # noqa: E402
+
+log = logging.getLogger("firebreak.worker")
+
+RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
+
+
+class Shard:
+    """A shard assigned to this worker: its state, writer, and what awaits a checkpoint."""
+
+    def __init__(self, state: ShardState, writer: ShardWriter) -> None:
+        self.state = state
+        self.writer = writer
+        self.unacked: list[Any] = []
+        self.lock = asyncio.Lock()
+        self.checkpointed_at = time.monotonic()
+
+
+class LiveWorker:
+    def __init__(self, settings: WorkerSettings, rules: Sequence[CompiledRule], load_rules: RulesLoader,
+                 rules_mtime: Callable[[], float]) -> None:  # fmt: skip
+        self.settings = settings
+        self.rules = tuple(rules)
+        self.load_rules = load_rules
+        self.rules_mtime = rules_mtime
+        self.rules_seen = rules_mtime()
+        self.reload_requested = False
+        self.route_stage = RouteStage(self.rules, settings)
+        self.shards: dict[int, Shard] = {}
+        self.input_partitions = settings.input_partitions
+        self.last_input: dict[int, tuple[float, int]] = {}  # input partition → (monotonic time, offset)
+        self.idle_sent: set[int] = set()
+        self.metrics = Metrics()
+        self.app = self._build_app()
+
+    # ---- Faust wiring ----------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.bootstrap}",
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=s.shards,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            producer_acks=-1,
+            producer_max_request_size=MAX_CHECKPOINT_BYTES,
+            web_enabled=True,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            datadir=os.path.join(os.environ.get("FIREBREAK_DATADIR", "/tmp"), f"firebreak-{s.app_id}-{os.getpid()}"),
+        )
+        inputs = app.topic(s.input_topic, partitions=s.input_partitions, value_type=bytes, key_type=bytes)
+        routed = app.topic(s.routed_topic, partitions=s.shards, value_type=bytes, key_type=bytes)
+        dead = app.topic(s.dead_letter_topic, partitions=s.output_partitions, value_type=bytes, key_type=bytes)
+        self.routed, self.dead = routed, dead
+
+        @app.agent(inputs, concurrency=1)
+        async def route(stream):
+            async for event in stream.events():
+                message = event.message
+                for out in self.route_stage.handle(message.partition, message.offset, event.value):
+                    topic = routed if out.topic == "routed" else dead
+                    await topic.send(value=out.value, partition=out.partition)
+                self._heard_input(message.partition, message.offset)
+
+        @app.agent(routed, concurrency=1)
+        async def evaluate(stream):
+            async for event in stream.noack().events():
+                await self._evaluate(stream, event)
+
+        @app.timer(1.0)
+        async def housekeeping():
+            await self._housekeeping()
+
+        @app.page("/metrics")
+        async def metrics(web, request):
+            return web.text(self.metrics.render(self), content_type="text/plain; version=0.0.4")
+
+        @app.task
+        async def on_start():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
+
+        app.on_partitions_revoked.connect(self._on_revoked)
+        return app
+
+    async def create_topics(self) -> None:
+        """Create every topic the worker uses, if missing (partition counts from settings)."""
+        s = self.settings
+        wanted = [
+            NewTopic(s.input_topic, s.input_partitions, 1),
+            NewTopic(s.routed_topic, s.shards, 1, topic_configs={"retention.ms": str(24 * 3_600_000)}),
+            NewTopic(s.incidents_topic, s.output_partitions, 1),
+            NewTopic(s.containment_topic, s.output_partitions, 1),
+            NewTopic(s.dead_letter_topic, s.output_partitions, 1),
+            NewTopic(s.checkpoint_topic, s.shards, 1, topic_configs={
+                "cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
+                "segment.ms": str(600_000)}),
+        ]  # fmt: skip
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            for topic in wanted:
+                try:
+                    await admin.create_topics([topic])
+                except TopicAlreadyExistsError:
+                    pass
+            described = await admin.describe_topics([s.input_topic])
+            self.input_partitions = len(described[0]["partitions"]) or s.input_partitions
+        finally:
+            await admin.close()
+
+    # ---- stage 1 ---------------------------------------------------------------------------
+
+    def _heard_input(self, partition: int, offset: int) -> None:
+        self.last_input[partition] = (time.monotonic(), offset)
+        self.idle_sent.discard(partition)
+        self.metrics.events_in += 1
+
+    async def _send_idle_markers(self) -> None:
+        """An assigned input partition quiet for `idle_timeout_ms` and caught up is idle."""
+        now = time.monotonic()
+        for tp in self.app.consumer.assignment():
+            if tp.topic != self.settings.input_topic or tp.partition in self.idle_sent:
+                continue
+            heard, offset = self.last_input.get(tp.partition, (self.started, -1))
+            if (now - heard) * 1000 < self.settings.idle_timeout_ms:
+                continue
+            highwater = self.app.consumer.highwater(tp)
+            if highwater is not None and highwater > offset + 1:
+                continue  # messages remain: slow, not idle
+            for out in self.route_stage.idle(tp.partition, offset):
+                await self.routed.send(value=out.value, partition=out.partition)
+            self.idle_sent.add(tp.partition)
+
+    # ---- stage 2 ------------------------------------------------------------------------------
+
+    async def _shard(self, number: int) -> Shard:
+        shard = self.shards.get(number)
+        if shard is None:
+            s = self.settings
+            saved = await load_checkpoint(s, number)
+            if saved is None:
+                state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms)
+            else:
+                state = ShardState.restore(self.rules, saved, self.input_partitions, s.lateness_ms)
+                log.info("shard %d restored from checkpoint at routed offset %d", number, state.routed_next)
+            writer = ShardWriter(s, number)
+            await writer.start()
+            shard = self.shards[number] = Shard(state, writer)
+        return shard
+
+    async def _evaluate(self, stream, event) -> None:
+        message = event.message
+        shard = await self._shard(message.partition)
+        async with shard.lock:
+            started = time.perf_counter()
+            taken = shard.state.accept(message.offset, event.value)
+            if not taken:
+                await stream.ack(event)
+                return
+            shard.unacked.append((stream, event))
+            shard.state.tick()
+            self.metrics.observe_evaluation(time.perf_counter() - started)
+            if shard.state.pending:
+                await self._checkpoint(shard)
+
+    async def _checkpoint(self, shard: Shard) -> None:
+        """Commit pending records with the shard's snapshot; then ack what it covers."""
+        records = shard.state.pending
+        await shard.writer.commit(records, shard.state.snapshot())
+        self.metrics.count_records(records)
+        shard.state.pending = []
+        shard.checkpointed_at = time.monotonic()
+        unacked, shard.unacked = shard.unacked, []
+        for stream, event in unacked:
+            await stream.ack(event)
+
+    async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
+        for tp in revoked:
+            if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
+                shard = self.shards.pop(tp.partition)
+                await shard.writer.stop()  # the next owner restarts from the last checkpoint
+
+    async def _housekeeping(self) -> None:
+        await self._send_idle_markers()
+        if self.reload_requested or self.rules_mtime() != self.rules_seen:
+            await self._reload()
+        interval = self.settings.checkpoint_interval_ms / 1000
+        for shard in list(self.shards.values()):
+            async with shard.lock:
+                shard.state.tick()
+                due = time.monotonic() - shard.checkpointed_at >= interval and shard.unacked
+                if shard.state.pending or due:
+                    await self._checkpoint(shard)
+
+    # ---- rules reload ---------------------------------------------------------------------------
+
+    def _request_reload(self) -> None:
+        self.reload_requested = True
+
+    async def _reload(self) -> None:
+        self.reload_requested = False
+        self.rules_seen = self.rules_mtime()
+        rules, message = self.load_rules()
+        if rules is None:
+            log.error("rules not reloaded, keeping the %d current rules:\n%s", len(self.rules), message)
+            self.metrics.reload_failures += 1
+            return
+        self.rules = tuple(rules)
+        self.route_stage.set_rules(self.rules)
+        for shard in self.shards.values():
+            async with shard.lock:
+                shard.state.set_rules(self.rules)
+                await self._checkpoint(shard)
+        self.metrics.reloads += 1
+        log.info("rules reloaded: %d rules", len(self.rules))
+
+    def lags(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, messages not yet taken) for the assigned partitions."""
+        out = []
+        consumer = self.app.consumer
+        for tp in sorted(consumer.assignment()):
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            if tp.topic == self.settings.input_topic:
+                taken = self.last_input.get(tp.partition, (0, -1))[1] + 1
+            elif tp.topic == self.settings.routed_topic and tp.partition in self.shards:
+                taken = self.shards[tp.partition].state.routed_next
+            else:
+                continue
+            out.append((tp.topic, tp.partition, max(0, highwater - taken)))
+        return out
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from faust.worker import Worker
+
+        self.started = time.monotonic()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(self.create_topics())
+        worker = Worker(self.app, loglevel=os.environ.get("FIREBREAK_LOGLEVEL", "WARNING"), loop=loop)
+        worker.execute_from_commandline()
+        return 0

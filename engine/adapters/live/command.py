@@ -1,0 +1,87 @@
+"""`firebreak worker`: arguments → settings → LiveWorker. Imported lazily by the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from engine.adapters.rule_files import RuleFileError, collect_rule_paths, read_rule_sources
+from engine.dsl import load_rules
+from engine.dsl.diagnostics import render_all
+
+
+def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
+    parser.add_argument("--rules", action="append", required=True, metavar="PATH",
+                        help="rule file or directory (repeatable); reloaded on SIGHUP or change")  # fmt: skip
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092", metavar="HOST:PORT")
+    parser.add_argument("--app-id", default="firebreak", help="consumer group and internal topic prefix")
+    parser.add_argument("--input-topic", default="ai.inference.events")
+    parser.add_argument("--incidents-topic", default="ai.incidents")
+    parser.add_argument("--containment-topic", default="ai.containment.commands")
+    parser.add_argument("--dead-letter-topic", default="ai.inference.deadletter")
+    parser.add_argument("--input-partitions", type=int, default=4, help="when the worker creates the input topic")
+    parser.add_argument("--shards", type=int, default=4, help="partitions of the internal routed topic")
+    parser.add_argument("--lateness", type=duration, default=30_000, metavar="DURATION",
+                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    parser.add_argument("--idle-timeout", type=duration, default=10_000, metavar="DURATION",
+                        help="a caught-up input partition this quiet stops holding time back")  # fmt: skip
+    parser.add_argument("--checkpoint-interval", type=duration, default=5_000, metavar="DURATION")
+    parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.adapters.live.settings import WorkerSettings
+
+    def load() -> tuple[object, str]:
+        try:
+            sources = read_rule_sources(args.rules)
+        except RuleFileError as error:
+            return None, str(error)
+        rules, problems = load_rules(sources)
+        if not rules:
+            return None, render_all(problems, sources) or "no rules"
+        return rules, ""
+
+    def mtime() -> float:
+        try:
+            paths = collect_rule_paths(args.rules)
+            return max((p.stat().st_mtime for p in paths), default=0.0) + len(paths)
+        except (OSError, RuleFileError):
+            return -1.0
+
+    rules, message = load()
+    if rules is None:
+        print(message, file=sys.stderr)
+        return 1
+    settings = WorkerSettings(
+        rules=tuple(args.rules), bootstrap=args.bootstrap, app_id=args.app_id, input_topic=args.input_topic,
+        incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
+        dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
+        lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
+        web_port=args.web_port,
+    )  # fmt: skip
+    reason = asyncio.run(_probe(settings.bootstrap))
+    if reason:
+        print(f"firebreak worker: no Kafka broker at {settings.bootstrap} — {reason}", file=sys.stderr)
+        return 1
+    from engine.adapters.live.app import LiveWorker
+
+    return LiveWorker(settings, rules, load, mtime).run()
+
+
+async def _probe(bootstrap: str) -> str | None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    try:
+        await asyncio.wait_for(admin.start(), 8)
+        await asyncio.wait_for(admin.list_topics(), 8)
+    except Exception as error:  # noqa: BLE001 - any failure means "no usable broker"; say which
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return None

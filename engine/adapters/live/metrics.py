@@ -1,0 +1,81 @@
+"""Worker metrics in the Prometheus text format (served at /metrics by the Faust web server)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from hdrh.histogram import HdrHistogram
+
+if TYPE_CHECKING:
+    from engine.adapters.live.app import LiveWorker
+
+QUANTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.events_in = 0
+        self.records: Counter[str] = Counter()
+        self.reloads = 0
+        self.reload_failures = 0
+        self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
+        self.evaluation_sum_s = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self.events_per_second = 0.0
+
+    def observe_evaluation(self, seconds: float) -> None:
+        self.evaluation.record_value(max(1, min(int(seconds * 1e6), 60_000_000)))
+        self.evaluation_sum_s += seconds
+
+    def count_records(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.records[record["type"]] += 1
+
+    def render(self, worker: LiveWorker) -> str:
+        now = time.monotonic()
+        then, count = self._rate_mark
+        if now - then >= 1.0:
+            self.events_per_second = (self.events_in - count) / (now - then)
+            self._rate_mark = (now, self.events_in)
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        route_stats = worker.route_stage.stats
+        shard_stats: Counter[str] = Counter()
+        open_by_severity: Counter[str] = Counter()
+        for shard in worker.shards.values():
+            shard_stats.update(shard.state.stats)
+            shard_stats["late"] += 0
+            for incident in shard.state.engine.open_incidents():
+                open_by_severity[incident["severity"]] += 1
+        metric("firebreak_events_total", "counter", "Input messages taken by this worker.", [("", self.events_in)])
+        metric("firebreak_events_per_second", "gauge", "Input messages per second, between scrapes.",
+               [("", self.events_per_second)])  # fmt: skip
+        metric("firebreak_dead_lettered_total", "counter", "Input messages sent to the dead-letter topic.",
+               [("", route_stats["dead_lettered"])])  # fmt: skip
+        metric("firebreak_late_events_total", "counter", "Events older than the watermark, not aggregated.",
+               [("", shard_stats["late"])])  # fmt: skip
+        metric("firebreak_duplicates_dropped_total", "counter", "Re-delivered events dropped by the shards.",
+               [("", shard_stats["duplicates"] + shard_stats["redelivered"])])  # fmt: skip
+        metric("firebreak_open_incidents", "gauge", "Open incidents in this worker's shards, by severity.",
+               [(f'{{severity="sev{n}"}}', open_by_severity[f"sev{n}"]) for n in range(1, 5)])  # fmt: skip
+        metric("firebreak_records_total", "counter", "Records committed, by type.",
+               [(f'{{type="{kind}"}}', n) for kind, n in sorted(self.records.items())])  # fmt: skip
+        metric("firebreak_consumer_lag", "gauge", "Messages not yet taken, per assigned partition.",
+               [(f'{{topic="{topic}",partition="{p}"}}', lag) for topic, p, lag in worker.lags()])  # fmt: skip
+        metric("firebreak_rule_reloads_total", "counter", "Rule reloads applied.", [("", self.reloads)])
+        metric("firebreak_rule_reload_failures_total", "counter", "Rule reloads refused (bad rules).",
+               [("", self.reload_failures)])  # fmt: skip
+        h = self.evaluation
+        quantiles = [(f'{{quantile="{q / 100:g}"}}', h.get_value_at_percentile(q) / 1e6) for q in QUANTILES]
+        metric("firebreak_evaluation_seconds", "summary", "Time to take one routed message and evaluate.",
+               quantiles)  # fmt: skip
+        lines.append(f"firebreak_evaluation_seconds_count {h.get_total_count()}")
+        lines.append(f"firebreak_evaluation_seconds_sum {self.evaluation_sum_s:g}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,37 @@
+"""Worker settings: topic names, partition counts, time settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.core import DEFAULT_LATENESS_MS
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    rules: tuple[str, ...]
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "firebreak"
+    input_topic: str = "ai.inference.events"
+    incidents_topic: str = "ai.incidents"
+    containment_topic: str = "ai.containment.commands"
+    dead_letter_topic: str = "ai.inference.deadletter"
+    input_partitions: int = 4  # used when the worker creates the input topic
+    shards: int = 4  # partitions of the internal routed topic: the units of evaluation
+    output_partitions: int = 4
+    lateness_ms: int = DEFAULT_LATENESS_MS
+    idle_timeout_ms: int = 10_000  # wall clock: an input partition this quiet stops holding time back
+    heartbeat_ms: int = 1_000  # event time between a partition's watermark heartbeats to every shard
+    checkpoint_interval_ms: int = 5_000  # wall clock: at most this much work is redone after a crash
+    max_event_bytes: int = 262_144  # larger messages are dead-lettered
+    web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
+    web_host: str = "127.0.0.1"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def routed_topic(self) -> str:
+        return f"{self.app_id}.routed"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return f"{self.app_id}.checkpoints"

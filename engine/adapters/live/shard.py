@@ -1,0 +1,119 @@
+"""Stage 2 — evaluate: one shard of (rule, group) pairs, fed by every input partition.
+
+`ShardState` is the shard's whole state and logic without Kafka: it takes the
+routed messages in order, drops re-deliveries (by input partition and offset),
+feeds events to an `Engine` that owns only this shard's pairs, and moves time
+to the minimum event time over input partitions (less the allowed lateness),
+leaving out partitions marked idle. Its snapshot, with the position in the
+routed partition, is the checkpoint (engine/adapters/live/checkpoints.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from engine.core import Engine, Event, parse_ts
+from engine.core.engine import reload
+from engine.core.sharding import owner
+from engine.dsl import CompiledRule
+
+SNAPSHOT_VERSION = 1
+
+
+class ShardState:
+    def __init__(self, rules: Sequence[CompiledRule], shard: int, shards: int, input_partitions: int,
+                 lateness_ms: int) -> None:  # fmt: skip
+        self.shard, self.shards, self.input_partitions = shard, shards, input_partitions
+        self.engine = Engine(rules, lateness_ms, owns=owner(shard, shards))
+        self.routed_next = 0  # the next offset of this shard's routed partition to take
+        self.next_offset: dict[int, int] = {}  # per input partition: the next offset to take
+        self.max_ts: dict[int, int] = {}  # per input partition: the largest event time heard of
+        self.idle: set[int] = set()
+        self.pending: list[dict[str, Any]] = []  # records not yet checkpointed
+        self.stats: Counter[str] = Counter()
+
+    def accept(self, offset: int, value: bytes) -> bool:
+        """Take one routed message; False when it was already taken (before a checkpoint)."""
+        if offset < self.routed_next:
+            self.stats["redelivered"] += 1
+            return False
+        self.routed_next = offset + 1
+        message = orjson.loads(value)
+        partition = message["p"]
+        if "e" not in message:  # a heartbeat or an idle marker
+            self._heard(partition, message.get("hb"))
+            if message.get("idle"):
+                self.idle.add(partition)
+            return True
+        if message["o"] < self.next_offset.get(partition, 0):
+            self.stats["duplicates"] += 1  # stage 1 re-sent it after a restart
+            return True
+        self.next_offset[partition] = message["o"] + 1
+        data = message["e"]
+        event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
+        self._heard(partition, event.ts)
+        if not self.engine.add(event):
+            self.stats["late"] += 1
+        return True
+
+    def _heard(self, partition: int, ts: int | None) -> None:
+        self.idle.discard(partition)
+        if ts is not None and ts > self.max_ts.get(partition, -1):
+            self.max_ts[partition] = ts
+
+    def watermark(self) -> int | None:
+        """Min over input partitions of their event time, less the lateness; partitions
+        marked idle do not count; None while a partition has not been heard of at all."""
+        marks = []
+        for partition in range(self.input_partitions):
+            if partition in self.idle:
+                continue
+            if partition not in self.max_ts:
+                return None
+            marks.append(self.max_ts[partition])
+        return min(marks) - self.engine.lateness_ms if marks else None
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Evaluate every step the watermark has passed; the records join `pending`."""
+        watermark = self.watermark()
+        if watermark is None:
+            return []
+        records = self.engine.advance(watermark)
+        self.pending.extend(records)
+        return records
+
+    def set_rules(self, rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
+        self.engine, records = reload(self.engine, rules)
+        self.pending.extend(records)
+        return records
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "shard": self.shard,
+            "shards": self.shards,
+            "routed_next": self.routed_next,
+            "next_offset": {str(p): o for p, o in sorted(self.next_offset.items())},
+            "max_ts": {str(p): t for p, t in sorted(self.max_ts.items())},
+            "idle": sorted(self.idle),
+            "stats": dict(self.stats),
+            "engine": self.engine.snapshot(),
+        }
+
+    @classmethod
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], input_partitions: int,
+                lateness_ms: int) -> ShardState:  # fmt: skip
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported shard snapshot version {snapshot.get('version')!r}")
+        state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms)
+        state.engine = Engine.restore(rules, snapshot["engine"], lateness_ms, owns=owner(state.shard, state.shards))
+        state.routed_next = snapshot["routed_next"]
+        state.next_offset = {int(p): o for p, o in snapshot["next_offset"].items()}
+        state.max_ts = {int(p): t for p, t in snapshot["max_ts"].items()}
+        state.idle = set(snapshot["idle"])
+        state.stats.update(snapshot["stats"])
+        return state

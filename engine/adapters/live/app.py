@@ -80,6 +80,7 @@ class LiveWorker:
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
             producer_acks=-1,
+            producer_linger_ms=5,  # batch the routed messages
             producer_max_request_size=MAX_CHECKPOINT_BYTES,
             web_enabled=True,
             web_port=s.web_port,
@@ -276,6 +277,8 @@ class LiveWorker:
         from faust.worker import Worker
 
         self.started = time.monotonic()
+        for noisy in ("aiokafka", "faust", "mode"):  # their per-message debug records cost more than our work
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         loop.run_until_complete(self.create_topics())

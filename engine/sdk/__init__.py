@@ -1,19 +1,26 @@
 """Client SDKs for services around Firebreak.
 
-- `Publisher` / `AsyncPublisher` — publish inference and change events (engine.sdk.publisher).
+- `Publisher` / `AsyncPublisher` — publish inference and change events (engine.sdk.publisher);
+- `ContainmentListener` — apply and revert containment commands (engine.sdk.containment).
 
 See docs/sdk.md.
 """
 
 from engine.core.events import InvalidEvent
 from engine.sdk._kafka import DEFAULT_COMMANDS_TOPIC, DEFAULT_EVENTS_TOPIC
+from engine.sdk.containment import ContainmentError, ContainmentListener, ContainmentState, Decision, Handler
 from engine.sdk.publisher import AsyncPublisher, Delivery, Publisher, PublishError
 
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
     "DEFAULT_EVENTS_TOPIC",
     "AsyncPublisher",
+    "ContainmentError",
+    "ContainmentListener",
+    "ContainmentState",
+    "Decision",
     "Delivery",
+    "Handler",
     "InvalidEvent",
     "PublishError",
     "Publisher",

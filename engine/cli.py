@@ -130,6 +130,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.adapters.live import command  # imports Faust: only for this command
+
+    return command.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")
     test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
     test.set_defaults(run=cmd_test)
+
+    worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")
+    from engine.adapters.live.command import add_arguments as add_worker_arguments
+
+    add_worker_arguments(worker, duration_arg)
+    worker.set_defaults(run=cmd_worker)
     return parser
 
 

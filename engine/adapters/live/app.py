@@ -79,6 +79,8 @@ class LiveWorker:
             topic_partitions=s.shards,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
+            broker_session_timeout=s.session_timeout_ms / 1000,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_ms / 3000),
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
             producer_max_request_size=MAX_CHECKPOINT_BYTES,

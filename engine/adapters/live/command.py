@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
                         help="a caught-up input partition this quiet stops holding time back")  # fmt: skip
     parser.add_argument("--checkpoint-interval", type=duration, default=5_000, metavar="DURATION")
     parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
+    parser.add_argument("--session-timeout", type=duration, default=30_000, metavar="DURATION",
+                        help="Kafka group session timeout: how soon a dead worker's partitions move")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
-        web_port=args.web_port,
+        web_port=args.web_port, session_timeout_ms=args.session_timeout,
     )  # fmt: skip
     reason = asyncio.run(_probe(settings.bootstrap))
     if reason:
@@ -71,14 +73,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _probe(bootstrap: str) -> str | None:
+    import logging
+
     from aiokafka.admin import AIOKafkaAdminClient
 
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the reason is printed once, by the caller
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
     try:
         await asyncio.wait_for(admin.start(), 8)
         await asyncio.wait_for(admin.list_topics(), 8)
     except Exception as error:  # noqa: BLE001 - any failure means "no usable broker"; say which
-        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        text = str(error)
+        return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
     finally:
         try:
             await admin.close()

@@ -24,6 +24,7 @@ class WorkerSettings:
     heartbeat_ms: int = 1_000  # event time between a partition's watermark heartbeats to every shard
     checkpoint_interval_ms: int = 5_000  # wall clock: at most this much work is redone after a crash
     max_event_bytes: int = 262_144  # larger messages are dead-lettered
+    session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"
     extra: dict = field(default_factory=dict)

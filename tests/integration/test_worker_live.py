@@ -1,0 +1,194 @@
+"""`firebreak worker` on the real broker: same incidents as replay, scale-out, kill -9, dead letters."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+import pytest
+from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for
+
+from engine.core import format_ts, parse_ts, run_events, validate_event
+from engine.dsl import load_rules
+
+pytestmark = pytest.mark.kafka
+
+RULES = """
+rule spike:
+  rate(hallucination) > 3x baseline over 10m by model -> sev2 contain fallback(model="safe")
+rule leak:
+  count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature
+rule global_hallucinations:
+  count(hallucination) > 3x baseline over 10m -> sev3
+rule jailbreaker:
+  rate(jailbreak) > 0.5 over 5m by user min 5 events -> sev3 contain block_user
+"""
+T0 = parse_ts("2026-03-01T00:00:00Z")
+MIN = 60_000
+PARTITIONS = 4
+LATENESS_MS = 2_000
+
+
+def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11) -> list[dict]:
+    """Tenants, models and users; a hallucination spike on model m-a at 60–80 m, a pii
+    leak on tenant t3 at 70 m, one user jailbreaking at 50 m."""
+    rng = random.Random(seed)
+    events = []
+    step = int(1000 / per_second)
+    for i, at in enumerate(range(0, minutes * MIN, step)):
+        model = rng.choice(["m-a", "m-b", "m-c"])
+        spike = model == "m-a" and 60 * MIN <= at < 80 * MIN
+        user = f"u{rng.randrange(200)}"
+        jail = 50 * MIN <= at < 53 * MIN and i % 4 == 0
+        if jail:
+            user = "mallory"
+        events.append({
+            "event_id": f"e{i}", "ts": format_ts(T0 + at), "service": "support", "model": model,
+            "tenant": f"t{rng.randrange(8)}" if not (70 * MIN <= at < 71 * MIN and i % 50 == 0) else "t3",
+            "user": user, "latency_ms": rng.randint(200, 900),
+            "flags": {"hallucination": rng.random() < (0.3 if spike else 0.02),
+                      "pii": 70 * MIN <= at < 71 * MIN and i % 50 == 0, "jailbreak": jail},
+            "prompt": "raw prompt text must never reach a record",
+        })  # fmt: skip
+    return events
+
+
+def clocks(events: list[dict], ahead_ms: int = 3 * 3_600_000) -> list[tuple[int, dict]]:
+    """A change event far ahead on every partition, so every partition's watermark passes the end."""
+    last = max(parse_ts(e["ts"]) for e in events)
+    return [(p, {"event_id": f"clock-{p}", "ts": last + ahead_ms, "type": "change", "kind": "deploy"})
+            for p in range(PARTITIONS)]  # fmt: skip
+
+
+def replay(events: list[dict], clock_events: list[dict]) -> list[dict]:
+    rules, problems = load_rules({"live.rules": RULES})
+    assert not problems
+    return run_events(rules, [validate_event(e) for e in events + clock_events], lateness_ms=LATENESS_MS)
+
+
+def before(records: list[dict], cutoff: int) -> list[bytes]:
+    return sorted(orjson.dumps(r) for r in records if parse_ts(r["ts"]) < cutoff)
+
+
+@pytest.fixture
+def setup(kafka_bootstrap, unique_topic, tmp_path, create_topic):
+    topics = Topics(unique_topic("fb"))
+    run(create_topic(topics.events, partitions=PARTITIONS))
+    rules = tmp_path / "live.rules"
+    rules.write_text(RULES)
+    workers: list[Worker] = []
+
+    def start(**kwargs) -> Worker:
+        worker = Worker(topics, kafka_bootstrap, rules, tmp_path, **kwargs).start()
+        workers.append(worker)
+        return worker
+
+    yield topics, start
+    for worker in workers:
+        worker.stop()
+
+
+def feed(bootstrap: str, topics: Topics, events: list[dict], clock: list[tuple[int, dict]] = ()) -> None:
+    run(publish(bootstrap, topics.events, events))
+    run(publish_raw(bootstrap, topics.events, [(p, orjson.dumps(e)) for p, e in clock]))
+
+
+def await_records(bootstrap: str, topics: Topics, expected: list[dict], workers: list[Worker],
+                  timeout: float = 120) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
+    got: dict = {}
+
+    def arrived() -> bool:
+        got["incidents"] = run(read_all(bootstrap, topics.incidents, settle_s=0.5))
+        got["containment"] = run(read_all(bootstrap, topics.containment, settle_s=0.5))
+        seen = {(r["type"], r.get("incident_id"), r["ts"]) for r in got["incidents"] + got["containment"]}
+        return want <= seen
+
+    wait_for(arrived, timeout, "the replay's records on the output topics", workers)
+    time.sleep(2)  # anything extra would show up now
+    return run(read_all(bootstrap, topics.incidents)), run(read_all(bootstrap, topics.containment))
+
+
+def test_one_worker_emits_what_replay_emits(kafka_bootstrap, setup):
+    topics, start = setup
+    events = scenario()
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    assert {r["rule"] for r in expected if r["type"] == "incident.opened"} == {
+        "spike", "leak", "global_hallucinations", "jailbreaker"}  # fmt: skip
+    worker = start()
+    worker.wait_ready()
+    feed(kafka_bootstrap, topics, events, clock)
+    incidents, containment = await_records(kafka_bootstrap, topics, expected, [worker])
+    assert before(incidents + containment, cutoff) == before(expected, cutoff)
+    assert all(r["type"].startswith("incident.") for r in incidents)
+    assert all(r["type"].startswith("containment.") for r in containment)
+    assert b"raw prompt text" not in b"".join(orjson.dumps(r) for r in incidents + containment)
+    metrics = worker.metrics()
+    assert metrics["firebreak_events_total"] == len(events) + PARTITIONS
+    assert metrics["firebreak_late_events_total"] == 0
+
+
+def test_two_workers_on_four_partitions_emit_what_replay_emits(kafka_bootstrap, setup):
+    topics, start = setup
+    events = scenario(seed=12)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    first, second = start(), start()
+    first.wait_ready()
+    second.wait_ready()
+    feed(kafka_bootstrap, topics, events, clock)
+    incidents, containment = await_records(kafka_bootstrap, topics, expected, [first, second])
+    assert before(incidents + containment, cutoff) == before(expected, cutoff)
+    shares = [w.metrics()["firebreak_events_total"] for w in (first, second)]
+    assert sum(shares) == len(events) + PARTITIONS and min(shares) > 0  # both did work
+
+
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, setup):
+    topics, start = setup
+    events = scenario(seed=13)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    worker = start()
+    worker.wait_ready()
+    cut = int(len(events) * 0.7)  # after the spike opened, before it resolved
+    run(publish(kafka_bootstrap, topics.events, events[:cut]))
+    wait_for(lambda: worker.metrics()["firebreak_events_total"] >= cut * 0.9, 60, "most of the first part", [worker])
+    worker.kill()
+    restarted = start()
+    feed(kafka_bootstrap, topics, events[cut:], clock)
+    incidents, containment = await_records(kafka_bootstrap, topics, expected, [restarted])
+    opened = [r["incident_id"] for r in incidents if r["type"] == "incident.opened"]
+    assert len(opened) == len(set(opened)), "an incident was opened twice"
+    assert before(incidents + containment, cutoff) == before(expected, cutoff)
+
+
+def test_malformed_messages_are_dead_lettered_and_detection_is_unchanged(kafka_bootstrap, setup):
+    topics, start = setup
+    events = scenario(minutes=80, seed=14)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    worker = start()
+    worker.wait_ready()
+    bad = [
+        (0, b"{not json"),
+        (1, orjson.dumps({"event_id": "no-ts"})),
+        (2, orjson.dumps({"event_id": "bad-flags", "ts": events[10]["ts"], "flags": {"pii": "yes"}})),
+        (3, orjson.dumps({"event_id": "huge", "ts": events[10]["ts"], "prompt": "x" * 400_000})),
+    ]
+    run(publish(kafka_bootstrap, topics.events, events[:100]))
+    run(publish_raw(kafka_bootstrap, topics.events, bad))
+    feed(kafka_bootstrap, topics, events[100:], clock)
+    incidents, containment = await_records(kafka_bootstrap, topics, expected, [worker])
+    assert before(incidents + containment, cutoff) == before(expected, cutoff)
+    letters = run(read_all(kafka_bootstrap, topics.dead_letter))
+    reasons = sorted(letter["reason"].split(":")[0] for letter in letters)
+    assert len(letters) == 4, letters
+    assert reasons == sorted(["invalid JSON", "`ts` is missing", "`flags` must be an object of booleans",
+                              f"event is {len(bad[3][1])} bytes; the limit is 262144"]), reasons  # fmt: skip
+    assert all(letter["topic"] == topics.events and len(letter["raw"]) <= 4096 for letter in letters)

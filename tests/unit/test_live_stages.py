@@ -32,13 +32,16 @@ def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart():
     route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
-    for n, (partition, offset, raw) in enumerate(messages):
-        for out in route.handle(partition, offset, raw):
+
+    def send(batch):
+        for out in route.handle(batch):
             routed[out.partition].append(out.value)
-        if n == len(messages) // 2:  # stage 1 crashed: its last 300 messages are delivered again
-            for partition2, offset2, raw2 in messages[n - 300 : n + 1]:
-                for out in route.handle(partition2, offset2, raw2):
-                    routed[out.partition].append(out.value)
+
+    for start in range(0, len(messages), 100):
+        send(messages[start : start + 100])
+        if start == 2000:  # stage 1 crashed: its last 300 messages are delivered again, in other batches
+            for again in range(start - 200, start + 100, 70):
+                send(messages[again : min(again + 70, start + 100)])
     records = []
     for shard in range(SHARDS):
         state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms)
@@ -71,8 +74,8 @@ def test_bad_messages_are_dead_lettered_with_a_reason():
         b"": "invalid JSON",
     }
     for raw, reason in cases.items():
-        [out] = route.handle(0, 7, raw)
-        assert out.topic == "dead_letter"
+        [out, *heartbeats] = route.handle([(0, 7, raw)])
+        assert out.topic == "dead_letter" and all(b.topic == "routed" for b in heartbeats)
         letter = orjson.loads(out.value)
         assert reason in letter["reason"] and letter["offset"] == 7 and len(letter["raw"]) <= 4096
     assert route.stats["dead_lettered"] == len(cases)
@@ -80,18 +83,18 @@ def test_bad_messages_are_dead_lettered_with_a_reason():
 
 def test_raw_text_is_not_forwarded():
     route = RouteStage(RULES, SETTINGS)
-    outs = route.handle(0, 0, orjson.dumps({"event_id": "e", "ts": 5, "model": "a", "prompt": "SECRET",
-                                             "output": "SECRET", "flags": {"hallucination": True}}))  # fmt: skip
+    outs = route.handle([(0, 0, orjson.dumps({"event_id": "e", "ts": 5, "model": "a", "prompt": "SECRET",
+                                               "output": "SECRET", "flags": {"hallucination": True}}))])  # fmt: skip
     assert outs and all(b"SECRET" not in out.value for out in outs)
 
 
 def test_watermark_waits_for_every_partition_unless_idle():
     state = ShardState(RULES, 0, 1, 2, lateness_ms=1000)
-    state.accept(0, orjson.dumps({"p": 0, "o": 0, "hb": 50_000}))
+    state.accept(0, orjson.dumps({"p": 0, "hb": 50_000, "ev": []}))
     assert state.watermark() is None  # partition 1 not heard of yet
-    state.accept(1, orjson.dumps({"p": 1, "o": 0, "hb": 20_000}))
+    state.accept(1, orjson.dumps({"p": 1, "hb": 20_000, "ev": []}))
     assert state.watermark() == 19_000  # the slower partition holds time back
-    state.accept(2, orjson.dumps({"p": 1, "o": 0, "idle": True, "hb": 20_000}))
+    state.accept(2, RouteStage(RULES, SETTINGS).idle(1)[0].value)
     assert state.watermark() == 49_000  # idle: no longer counted
-    state.accept(3, orjson.dumps({"p": 1, "o": 1, "hb": 21_000}))
+    state.accept(3, orjson.dumps({"p": 1, "hb": 21_000, "ev": []}))
     assert state.watermark() == 20_000  # it spoke again

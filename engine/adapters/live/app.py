@@ -97,12 +97,13 @@ class LiveWorker:
 
         @app.agent(inputs, concurrency=1)
         async def route(stream):
-            async for event in stream.events():
-                message = event.message
-                for out in self.route_stage.handle(message.partition, message.offset, event.value):
+            async for events in stream.take_events(s.route_batch, within=s.route_batch_ms / 1000):
+                batch = [(e.message.partition, e.message.offset, e.value) for e in events]
+                for out in self.route_stage.handle(batch):
                     topic = routed if out.topic == "routed" else dead
                     await topic.send(value=out.value, partition=out.partition)
-                self._heard_input(message.partition, message.offset)
+                for partition, offset, _ in batch:
+                    self._heard_input(partition, offset)
 
         @app.agent(routed, concurrency=1)
         async def evaluate(stream):
@@ -129,7 +130,8 @@ class LiveWorker:
         s = self.settings
         wanted = [
             NewTopic(s.input_topic, s.input_partitions, 1),
-            NewTopic(s.routed_topic, s.shards, 1, topic_configs={"retention.ms": str(24 * 3_600_000)}),
+            NewTopic(s.routed_topic, s.shards, 1, topic_configs={"retention.ms": str(24 * 3_600_000),
+                                                                 "max.message.bytes": str(8 * 1024 * 1024)}),
             NewTopic(s.incidents_topic, s.output_partitions, 1),
             NewTopic(s.containment_topic, s.output_partitions, 1),
             NewTopic(s.dead_letter_topic, s.output_partitions, 1),
@@ -169,7 +171,7 @@ class LiveWorker:
             highwater = self.app.consumer.highwater(tp)
             if highwater is not None and highwater > offset + 1:
                 continue  # messages remain: slow, not idle
-            for out in self.route_stage.idle(tp.partition, offset):
+            for out in self.route_stage.idle(tp.partition):
                 await self.routed.send(value=out.value, partition=out.partition)
             self.idle_sent.add(tp.partition)
 

@@ -1,13 +1,13 @@
 """Stage 1 — route: input partition → the shards that evaluate an event.
 
-For each input message: dead-letter it if it is not an event (with the reason),
-else forward it to every shard owning one of its (rule, group) pairs, tagged
-with its input partition and offset (stage 2 drops re-deliveries by them).
-Each input partition also tells every shard how far its event time has got
-(heartbeats, at most one per `heartbeat_ms` of event time), and when it has
-gone quiet (idle markers), so a shard's watermark — the minimum over input
-partitions — neither waits for a partition with nothing to say nor runs ahead
-of one that is merely slow.
+Input messages arrive in batches. Each message that is not an event is
+dead-lettered with the reason; each event goes to every shard owning one of its
+(rule, group) pairs, tagged with its input partition and offset (stage 2 drops
+re-deliveries by them). Every batch also tells every shard how far each of its
+input partitions' event time has got (the heartbeat), and a quiet partition is
+announced idle, so a shard's watermark — the minimum over input partitions —
+neither waits for a partition with nothing to say nor runs ahead of one that
+is merely slow.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from engine.dsl import CompiledRule
 
 RAW_TEXT_FIELDS = ("prompt", "output")  # not forwarded: no rule needs them in a record, and they are big
 DEAD_LETTER_RAW_CHARS = 4_096
+ROUTED_MESSAGE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,48 +40,62 @@ class RouteStage:
         self.settings = settings
         self.router = Router(rules, settings.shards)
         self.max_ts: dict[int, int] = {}
-        self.heartbeat_at: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> None:
         self.router = Router(rules, self.settings.shards)
 
-    def handle(self, partition: int, offset: int, raw: bytes | None) -> list[Out]:
-        self.stats["messages"] += 1
-        raw = raw or b""
-        if len(raw) > self.settings.max_event_bytes:
-            return [self._dead(partition, offset, raw, f"event is {len(raw)} bytes; the limit is "
-                                                      f"{self.settings.max_event_bytes}")]  # fmt: skip
-        try:
-            event = validate_event(orjson.loads(raw))
-        except orjson.JSONDecodeError as error:
-            return [self._dead(partition, offset, raw, f"invalid JSON: {error}")]
-        except InvalidEvent as error:
-            return [self._dead(partition, offset, raw, str(error))]
-        self.stats["events"] += 1
-        data = event.data
-        if any(name in data for name in RAW_TEXT_FIELDS):
-            data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
-        shards = self.router.shards_for(data) if event.type == "inference" else set()
+    def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
+        """A batch of input messages (partition, offset, value) → routed messages and dead letters.
+
+        Each shard gets, per input partition in the batch, one message (split when large):
+        ``{"p": partition, "hb": max event time, "ev": [[offset, event], ...]}`` — the events it
+        owns a pair of, possibly none: then it is just the partition's heartbeat."""
         out: list[Out] = []
-        if shards:
-            body = orjson.dumps({"p": partition, "o": offset, "e": data})
-            out = [Out("routed", shard, body) for shard in sorted(shards)]
-        previous = self.max_ts.get(partition)
-        if previous is None or event.ts > previous:
-            self.max_ts[partition] = event.ts
-        top = self.max_ts[partition]
-        last = self.heartbeat_at.get(partition)
-        if last is None or top - last >= self.settings.heartbeat_ms:
-            self.heartbeat_at[partition] = top
-            beat = orjson.dumps({"p": partition, "o": offset, "hb": top})
-            out += [Out("routed", shard, beat) for shard in range(self.settings.shards) if shard not in shards]
+        shards = self.settings.shards
+        by_partition: dict[int, list[list[list]]] = {}
+        for partition, offset, raw in messages:
+            lists = by_partition.get(partition)
+            if lists is None:
+                lists = by_partition[partition] = [[] for _ in range(shards)]
+            self.stats["messages"] += 1
+            event, dead = self._decode(partition, offset, raw)
+            if dead is not None:
+                out.append(dead)
+                continue
+            self.stats["events"] += 1
+            if event.ts > self.max_ts.get(partition, -1):
+                self.max_ts[partition] = event.ts
+            if event.type != "inference":
+                continue
+            data = event.data
+            if any(name in data for name in RAW_TEXT_FIELDS):
+                data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
+            for shard in self.router.shards_for(data):
+                lists[shard].append([offset, data])
+        for partition, lists in by_partition.items():
+            beat = self.max_ts.get(partition)
+            for shard, events in enumerate(lists):
+                for chunk in _chunks(events) if events else [[]]:
+                    out.append(Out("routed", shard, orjson.dumps({"p": partition, "hb": beat, "ev": chunk})))
         return out
 
-    def idle(self, partition: int, offset: int) -> list[Out]:
+    def idle(self, partition: int) -> list[Out]:
         """The partition has gone quiet and is caught up: tell every shard to stop waiting for it."""
-        marker = orjson.dumps({"p": partition, "o": offset, "idle": True, "hb": self.max_ts.get(partition)})
+        marker = orjson.dumps({"p": partition, "idle": True, "hb": self.max_ts.get(partition)})
         return [Out("routed", shard, marker) for shard in range(self.settings.shards)]
+
+    def _decode(self, partition: int, offset: int, raw: bytes | None):
+        raw = raw or b""
+        if len(raw) > self.settings.max_event_bytes:
+            reason = f"event is {len(raw)} bytes; the limit is {self.settings.max_event_bytes}"
+            return None, self._dead(partition, offset, raw, reason)
+        try:
+            return validate_event(orjson.loads(raw)), None
+        except orjson.JSONDecodeError as error:
+            return None, self._dead(partition, offset, raw, f"invalid JSON: {error}")
+        except InvalidEvent as error:
+            return None, self._dead(partition, offset, raw, str(error))
 
     def _dead(self, partition: int, offset: int, raw: bytes, reason: str) -> Out:
         self.stats["dead_lettered"] += 1
@@ -88,3 +103,17 @@ class RouteStage:
         record = {"reason": reason, "topic": self.settings.input_topic, "partition": partition, "offset": offset,
                   "bytes": len(raw), "raw": text}  # fmt: skip
         return Out("dead_letter", None, orjson.dumps(record))
+
+
+def _chunks(events: list, limit_bytes: int = ROUTED_MESSAGE_BYTES) -> list[list]:
+    """Split a shard's events so one routed message stays well under Kafka's message limit."""
+    chunks, current, size = [], [], 0
+    for item in events:
+        length = len(orjson.dumps(item[1]))
+        if current and size + length > limit_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += length
+    chunks.append(current)
+    return chunks

@@ -44,20 +44,19 @@ class ShardState:
         self.routed_next = offset + 1
         message = orjson.loads(value)
         partition = message["p"]
-        if "e" not in message:  # a heartbeat or an idle marker
-            self._heard(partition, message.get("hb"))
-            if message.get("idle"):
-                self.idle.add(partition)
-            return True
-        if message["o"] < self.next_offset.get(partition, 0):
-            self.stats["duplicates"] += 1  # stage 1 re-sent it after a restart
-            return True
-        self.next_offset[partition] = message["o"] + 1
-        data = message["e"]
-        event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
-        self._heard(partition, event.ts)
-        if not self.engine.add(event):
-            self.stats["late"] += 1
+        next_offset = self.next_offset.get(partition, 0)
+        for source_offset, data in message.get("ev", ()):
+            if source_offset < next_offset:
+                self.stats["duplicates"] += 1  # stage 1 re-sent it after a restart
+                continue
+            next_offset = source_offset + 1
+            event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
+            if not self.engine.add(event):
+                self.stats["late"] += 1
+        self.next_offset[partition] = next_offset
+        self._heard(partition, message.get("hb"))
+        if message.get("idle"):
+            self.idle.add(partition)
         return True
 
     def _heard(self, partition: int, ts: int | None) -> None:

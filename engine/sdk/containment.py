@@ -482,7 +482,13 @@ class ContainmentListener:
             due = self.state.next_expiry()
             if due is not None:
                 wait_s = max(0.0, min(wait_s, (due - self.now_ms()) / 1000))
-            batches = await consumer.getmany(timeout_ms=int(wait_s * 1000))
+            try:
+                batches = await consumer.getmany(timeout_ms=int(wait_s * 1000))
+            except KafkaError as error:  # e.g. authorization: keep expiring on the clock meanwhile
+                self.errors["poll_errors"] += 1
+                log.error("polling %s failed: %s", self.topic, error)
+                await asyncio.sleep(max(wait_s, 0.1))
+                batches = {}
             offsets: dict[TopicPartition, int] = {}
             for tp, messages in batches.items():
                 for message in messages:

@@ -192,3 +192,38 @@ def test_malformed_messages_are_dead_lettered_and_detection_is_unchanged(kafka_b
     assert reasons == sorted(["invalid JSON", "`ts` is missing", "`flags` must be an object of booleans",
                               f"event is {len(bad[3][1])} bytes; the limit is 262144"]), reasons  # fmt: skip
     assert all(letter["topic"] == topics.events and len(letter["raw"]) <= 4096 for letter in letters)
+
+
+def test_rules_reload_on_change_and_sighup(kafka_bootstrap, setup, tmp_path):
+    import signal as signals
+
+    topics, start = setup
+    events = scenario(minutes=71, seed=15)  # the pii leak on t3 opens after 70m and is still open at the end
+    worker = start(lateness="1s")
+    worker.wait_ready()
+    run(publish(kafka_bootstrap, topics.events, events))
+
+    def leak_open() -> bool:
+        return any(r["type"] == "incident.opened" and r["rule"] == "leak"
+                   for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.3)))  # fmt: skip
+
+    wait_for(leak_open, 90, "the leak incident", [worker])
+    rules_file = tmp_path / "live.rules"
+    rules_file.write_text("rule leak:\n  count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature\n"
+                          "rule oops:\n  rat(x) > 3 over 1m -> sev9\n")  # fmt: skip
+    worker.process.send_signal(signals.SIGHUP)
+    wait_for(lambda: worker.metrics()["firebreak_rule_reload_failures_total"] >= 1, 30, "a refused reload", [worker])
+    rules_file.write_text(RULES.replace("rule leak:", "rule leak_v2:"))  # `leak` removed, `leak_v2` new
+    wait_for(lambda: worker.metrics()["firebreak_rule_reloads_total"] >= 1, 30, "the reload", [worker])
+
+    def closed() -> list[dict]:
+        incidents = run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.3))
+        return [r for r in incidents if r["type"] == "incident.resolved" and r["rule"] == "leak"]
+
+    wait_for(lambda: closed(), 30, "the removed rule's incident resolved", [worker])
+    [resolved] = closed()
+    assert "was removed by a rules reload" in resolved["why"]
+    releases = [r for r in run(read_all(kafka_bootstrap, topics.containment))
+                if r["type"] == "containment.release" and r["incident_id"] == resolved["incident_id"]]  # fmt: skip
+    assert [r["action"] for r in releases] == ["disable_feature"]
+    worker.check_alive()

@@ -189,8 +189,10 @@ def _renew(incident: Incident, at: int) -> list[dict]:
                 "rule": command["rule"],
                 "action": command["action"],
                 "target": command["target"],
+                "params": command["params"],
                 "ts": format_ts(at),
                 "expires_at": format_ts(at + ttl),
+                "hold": command["hold"],
             })  # fmt: skip
     return records
 

@@ -235,7 +235,11 @@ class ContainmentState:
         cid = record["command_id"]
         entry = self._entries.get(cid)
         if entry is None:
-            return Decision("ignore", "renewal of unseen command", cid)
+            if "params" not in record or cid in self._unseen_released:
+                return Decision("ignore", "renewal of unseen command", cid)
+            # The renewal carries its whole command: a listener that missed the command
+            # (it started after it) applies it now, if it is still in force.
+            return self._command({**record, "type": COMMAND}, now)
         expires = _expiry_ms(record["expires_at"])
         if entry.status == "active":
             if entry.expires_ms is not None and expires is not None and expires <= entry.expires_ms:

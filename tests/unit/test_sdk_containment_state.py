@@ -148,10 +148,24 @@ CASES: list[tuple[str, dict, list[tuple], list[str], set[str]]] = [
         set(),
     ),
     (
-        "renewal of an unseen command is ignored",
+        "a renewal without params (an older engine) of an unseen command is ignored",
         {},
         [("rec", ren("a", T + 60 * S), T)],
         ["ignore a renewal of unseen command"],
+        set(),
+    ),
+    (
+        "a renewal carries its command: an unseen one is applied",
+        {},
+        [("rec", {**ren("a", T + 60 * S), "params": {"model": "small"}, "hold": False}, T)],
+        ["apply a new"],
+        {"a"},
+    ),
+    (
+        "... unless it has already expired",
+        {},
+        [("rec", {**ren("a", T - S), "params": {}, "hold": False}, T)],
+        ["ignore a expired on arrival"],
         set(),
     ),
     (

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
+from engine.adapters import demo
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.rule_files import RuleFileError, read_rule_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
+from engine.adapters.starter_pack import StarterPackMissing, starter_rule_sources
 from engine.core import DEFAULT_LATENESS_MS
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
@@ -136,6 +140,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.rules:
+        rules = load_rules_or_report(args.rules, "demo")
+    else:
+        try:
+            sources = starter_rule_sources()
+        except StarterPackMissing as error:
+            print(f"firebreak demo: {error}", file=sys.stderr)
+            return 1
+        rules, problems = load_rules(sources)
+        if problems:
+            print(render_all(problems, sources), file=sys.stderr)
+    if not rules:
+        return 1
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="firebreak-demo-"))
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else (lambda _: None)
+    result = demo.run_demo(out, rules, args.seed, args.rate, say)
+    print(demo.render(result, rules))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")
     test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
     test.set_defaults(run=cmd_test)
+
+    demo_ = sub.add_parser("demo", help="replay a synthetic log with five injected incidents through the starter rules")
+    demo_.add_argument("--out", metavar="DIR", help="write events, records and ground truth here (default: a temp dir)")
+    demo_.add_argument("--rules", action="append", metavar="PATH",
+                       help="rule file or directory instead of the starter pack (repeatable)")  # fmt: skip
+    demo_.add_argument("--seed", type=int, default=demo.DEMO_SEED, help="traffic seed (default %(default)s)")
+    demo_.add_argument("--rate", type=float, default=demo.DEMO_RATE, metavar="EVENTS_PER_S",
+                       help="mean inference events per second (default %(default)s)")  # fmt: skip
+    demo_.add_argument("--quiet", action="store_true", help="print only the report")
+    demo_.set_defaults(run=cmd_demo)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")
     from engine.adapters.live.command import add_arguments as add_worker_arguments

@@ -159,6 +159,21 @@ class GroundTruth:
     end_ts: int  # first event no longer affected
     users: tuple[str, ...] = ()  # adversarial: the attacking users
     description: str = ""
+    scope: tuple[tuple[str, str], ...] = ()  # every field=value that pins the target down (dimension=value first)
+
+    def affects(self, event: dict[str, Any], ts: int) -> bool:
+        """Whether the injection changed this event (``ts``: its time in epoch ms)."""
+        if not self.onset_ts <= ts < self.end_ts or event.get("type", "inference") != "inference":
+            return False
+        return event.get(self.dimension) == self.value and (not self.users or event.get("user") in self.users)
+
+    def touches(self, group: dict[str, Any]) -> bool:
+        """Whether an incident group points at this injection: it shares at least one field with
+        the scope and agrees on all shared fields, or it is one of the attacking users."""
+        if group.get("user") in self.users:
+            return True
+        shared = [(k, v) for k, v in self.scope if k in group]
+        return bool(shared) and all(group[k] == v for k, v in shared)
 
 
 @dataclass
@@ -215,6 +230,7 @@ class Traffic:
             raise ValueError(f"{inj.category}: unknown {dim} {value!r}; one of {', '.join(known)}")
         data: dict[str, Any] = {}
         users: tuple[str, ...] = ()
+        scope: list[tuple[str, str]] = []
         cause: dict[str, Any] | None
         if inj.category == "hallucination":
             model = MODELS[value]
@@ -223,12 +239,15 @@ class Traffic:
             self._change(end, "model_update", f"roll back {value} to {model.version}",
                          model=value, model_version=model.version)  # fmt: skip
             data["version"] = model.next_version
+            scope.append(("model_version", model.next_version))
         elif inj.category == "data_leakage":
             cause = self._change(cause_ts, "prompt_change", f"{value}: system prompt now includes account records",
                                  tenant=value)  # fmt: skip
             self._change(end, "prompt_change", f"{value}: revert system prompt", tenant=value)
         elif inj.category == "quality_degradation":
-            service = next(t.service for t in TEMPLATES if t.name == value)
+            template = next(t for t in TEMPLATES if t.name == value)
+            service = template.service
+            scope += [("service", service), ("feature", template.feature)]
             cause = self._change(cause_ts, "data_pipeline", f"re-index knowledge base behind {value} (new chunker)",
                                  service=service, prompt_template=value)  # fmt: skip
             self._change(end, "data_pipeline", f"restore previous index behind {value}",
@@ -251,6 +270,7 @@ class Traffic:
             end,
             users,
             cause["description"] if cause else f"{len(users)} users of {value} probing with injections/jailbreaks",
+            ((dim, value), *scope),
         )
         return _Effect(truth, inj.intensity, LEAD_MS, data.get("rate", 0.0), data)
 
@@ -268,7 +288,7 @@ class Traffic:
         if category == "hallucination":
             return rng.choice(["gpt-4o", "claude-3-5-sonnet", "gpt-4o-mini"])
         if category in {"data_leakage", "adversarial"}:
-            return rng.choice([name for name, _, _ in TENANTS[:5]])
+            return rng.choice([name for name, _, _ in TENANTS[:3]])
         if category == "quality_degradation":
             return rng.choice(["support-chat-v7", "rag-answer-v12"])
         return rng.choice(["support-bot", "search-assistant"])

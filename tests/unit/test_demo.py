@@ -1,0 +1,48 @@
+"""`firebreak demo` end to end (with a small rule file and a low rate, so it stays quick)
+and the starter pack loader it relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.adapters.starter_pack import starter_rule_sources
+from engine.cli import main
+
+RULES = """\
+rule attackers: rate(prompt_injection) > 0.2 over 5m by user min 10 events -> sev2 contain block_user
+rule leak: rate(pii) > 0.005 over 10m by tenant min 50 events -> sev2
+"""
+
+
+def test_demo_prints_the_incident_table_and_keeps_its_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rules = tmp_path / "demo.rules"
+    rules.write_text(RULES)
+    out = tmp_path / "out"
+    assert main(["demo", "--rules", str(rules), "--out", str(out), "--rate", "1", "--quiet"]) == 0
+    report = capsys.readouterr().out
+    header = next(line for line in report.splitlines() if line.startswith("opened"))
+    for column in ("rule", "category", "severity", "group", "value vs limit", "users", "detected", "resolved",
+                   "containment"):  # fmt: skip
+        assert column in header
+    assert "attackers  " in report and "block_user" in report
+    assert "injected (ground truth):" in report
+    assert f"records: {out / 'records.jsonl'}" in report
+    records = [orjson.loads(line) for line in (out / "records.jsonl").read_bytes().splitlines()]
+    assert any(r["type"] == "incident.opened" and r["rule"] == "attackers" for r in records)
+    truths = orjson.loads((out / "truth.json").read_bytes())
+    assert sorted(t["category"] for t in truths) == sorted(
+        ["hallucination", "data_leakage", "quality_degradation", "adversarial", "cost"]
+    )
+    assert (out / "events.jsonl").stat().st_size > 0
+
+
+def test_starter_pack_is_found() -> None:
+    sources = starter_rule_sources()
+    assert sorted(sources) == [
+        "rules/adversarial.rules", "rules/cost.rules", "rules/data_leakage.rules", "rules/hallucination.rules",
+        "rules/quality_degradation.rules",
+    ]  # fmt: skip
+    assert all(text.strip() for text in sources.values())

@@ -233,8 +233,10 @@ async def test_invalid_event_is_rejected_before_anything_is_sent(kafka_bootstrap
 def test_published_bytes_are_read_by_kafkas_own_console_consumer(kafka_bootstrap, unique_topic):
     """A non-Python client (the broker's Java ConsoleConsumer) reads exactly the JSON we wrote."""
     java = shutil.which("java")
-    if java is None or not (KAFKA_LIBS / f"kafka-tools-{KAFKA_LIBS.parent.name}.jar").exists():
-        pytest.skip(f"needs java and the broker jars in {KAFKA_LIBS} (scripts/kafka-local fetch)")
+    # The broker itself needs both, so in CI they are there: a missing one is a failure, not a skip.
+    assert java is not None and (KAFKA_LIBS / f"kafka-tools-{KAFKA_LIBS.parent.name}.jar").exists(), (
+        f"needs java and the broker jars in {KAFKA_LIBS} (scripts/kafka-local fetch)"
+    )
     topic = unique_topic("events")  # created by the publisher's start (auto-creation, 4 partitions)
     events = [event(i, tenant=f"t{i % 4}", prompt="naïve “quotes” \u00e9\U0001f525") for i in range(20)]
     with Publisher(kafka_bootstrap, topic) as pub:

@@ -30,7 +30,7 @@ PARTITIONS = 4
 LATENESS_MS = 2_000
 
 
-def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11) -> list[dict]:
+def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11, t0: int = T0) -> list[dict]:
     """Tenants, models and users; a hallucination spike on model m-a at 60–80 m, a pii
     leak on tenant t3 at 70 m, one user jailbreaking at 50 m."""
     rng = random.Random(seed)
@@ -44,7 +44,7 @@ def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11) -> list
         if jail:
             user = "mallory"
         events.append({
-            "event_id": f"e{i}", "ts": format_ts(T0 + at), "service": "support", "model": model,
+            "event_id": f"e{i}", "ts": format_ts(t0 + at), "service": "support", "model": model,
             "tenant": f"t{rng.randrange(8)}" if not (70 * MIN <= at < 71 * MIN and i % 50 == 0) else "t3",
             "user": user, "latency_ms": rng.randint(200, 900),
             "flags": {"hallucination": rng.random() < (0.3 if spike else 0.02),

@@ -9,9 +9,9 @@ to a start, and lists the records expected at given times:
     [[input]]                       # steady traffic: one event every 2s for 3h
     from = "0m"
     until = "3h"
-    every = "2s"
+    every = "2s"                    # durations: ms, s, m, h, d ("500ms", "1h30m")
     event = { service = "support-bot", model = "gpt-4o" }
-    users = 200                     # user = u0..u199, in turn
+    users = 200                     # user = u0..u199, in turn (user_prefix = "u")
     flags = { hallucination = 0.02 }  # this fraction flagged, spread evenly
 
     [[expect]]
@@ -23,14 +23,18 @@ to a start, and lists the records expected at given times:
 Unless the file says ``only_expected = false``, every ``incident.opened``
 record must match an expectation: a rule that fires where nobody expected it
 fails its test. Expectations with ``absent = true`` assert no such record.
+An expectation's ``group`` is a subset match, also against the ``target`` of
+containment records; ``at`` is exact, ``between`` inclusive.
 Format reference: docs/rule-tests.md.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,11 @@ from engine.dsl.diagnostics import render_all
 
 TEST_SUFFIX = ".test.toml"
 MAX_EVENTS_PER_TEST = 2_000_000
+TOP_KEYS = {"rules", "start", "lateness", "only_expected", "input", "expect"}
+INPUT_KEYS = {"from", "until", "every", "at", "event", "users", "user_prefix", "flags", "type"}
+OFFSET_UNITS = {"ms": 1, **DURATION_UNITS}
+EXAMPLE_START = '"2026-01-05T00:00:00Z"'
+_OFFSET_PART = re.compile(r"(\d+)(ms|[smhd])")
 
 
 class SpecError(Exception):
@@ -57,7 +66,7 @@ class Expectation:
     absent: bool = False
 
     def describe(self, origin: int) -> str:
-        parts = [f"{k}={v}" for k, v in self.fields.items()]
+        parts = [f"{k}={_brief(v)}" for k, v in self.fields.items()]
         if self.start_ms is not None:
             if self.start_ms == self.end_ms:
                 parts.append(f"at {_offset(self.start_ms - origin)}")
@@ -68,6 +77,8 @@ class Expectation:
     def matches(self, record: dict[str, Any]) -> bool:
         for key, want in self.fields.items():
             got = record.get(key)
+            if key == "group" and "group" not in record:
+                got = record.get("target")  # containment records name their group `target`
             if key == "group" and isinstance(want, dict):
                 if not isinstance(got, dict) or any(got.get(k) != v for k, v in want.items()):
                     return False
@@ -93,21 +104,15 @@ class TestOutcome:
 
 
 def parse_offset(text: Any, where: str) -> int:
-    """``"1h30m"``, ``"90s"``, ``"0m"`` → milliseconds."""
+    """``"1h30m"``, ``"90s"``, ``"0m"``, ``"250ms"`` → milliseconds."""
     if not isinstance(text, str) or not text:
         raise SpecError(f"{where}: expected a duration like \"1h30m\", got {text!r}")
-    total, number = 0, ""
-    for char in text:
-        if char.isdigit():
-            number += char
-        elif char in DURATION_UNITS and number:
-            total += int(number) * DURATION_UNITS[char]
-            number = ""
-        else:
-            raise SpecError(f"{where}: `{text}` is not a duration; use e.g. 90s, 10m, 1h30m")
-    if number:
-        raise SpecError(f"{where}: `{text}` needs a unit (s, m, h, d)")
-    return total
+    parts = _OFFSET_PART.findall(text)
+    if "".join(n + u for n, u in parts) != text:
+        if text.isdigit():
+            raise SpecError(f"{where}: `{text}` needs a unit (ms, s, m, h, d)")
+        raise SpecError(f"{where}: `{text}` is not a duration; use e.g. 90s, 10m, 1h30m, 250ms")
+    return sum(int(number) * OFFSET_UNITS[unit] for number, unit in parts)
 
 
 def _offset(ms: int) -> str:
@@ -122,10 +127,11 @@ def _offset(ms: int) -> str:
 def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
     """The events an ``[[input]]`` list describes, in time order."""
     events: list[tuple[int, int, int, Event]] = []
-    for n, block in enumerate(spec.get("input", [])):
+    for n, block in enumerate(_tables(spec, "input")):
         where = f"input {n + 1}"
-        if not isinstance(block, dict):
-            raise SpecError(f"{where}: expected a table")
+        unknown = sorted(set(block) - INPUT_KEYS)
+        if unknown:
+            raise SpecError(f"{where}: unknown key `{unknown[0]}`; expected {', '.join(sorted(INPUT_KEYS))}")
         begin = origin + parse_offset(block.get("from", "0s"), f"{where}.from")
         if "at" in block:
             begin = origin + parse_offset(block["at"], f"{where}.at")
@@ -140,10 +146,16 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
             raise SpecError(f"{where}: {count} events is too many for a rule test (max {MAX_EVENTS_PER_TEST})")
         base = block.get("event", {})
         flags = block.get("flags", {})
-        users = block.get("users")
+        users = block.get("users", 0)
+        prefix = block.get("user_prefix", "u")
         kind = block.get("type", "inference")
         if not isinstance(base, dict) or not isinstance(flags, dict):
             raise SpecError(f"{where}: `event` and `flags` must be tables")
+        if isinstance(users, bool) or not isinstance(users, int) or users < 0:
+            raise SpecError(f"{where}: `users` must be a whole number of users (u0..uN-1)")
+        if not isinstance(prefix, str):
+            raise SpecError(f"{where}: `user_prefix` must be a string")
+        fixed_flags = base.get("flags", {}) if isinstance(base.get("flags"), dict) else {}
         for name, fraction in flags.items():
             if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
                 raise SpecError(f"{where}: flags.{name} must be a fraction between 0 and 1")
@@ -154,9 +166,9 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
             ts = begin + i * every
             data["ts"] = ts
             if users:
-                data["user"] = f"u{i % int(users)}"
+                data["user"] = f"{prefix}{i % users}"
             if flags:
-                data["flags"] = {
+                data["flags"] = fixed_flags | {
                     name: math.floor((i + 1) * fraction) > math.floor(i * fraction) for name, fraction in flags.items()
                 }
             events.append((ts, n, i, Event(data["event_id"], ts, kind, data)))
@@ -166,10 +178,8 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
 
 def parse_expectations(spec: dict[str, Any], origin: int) -> list[Expectation]:
     out = []
-    for n, block in enumerate(spec.get("expect", [])):
+    for n, block in enumerate(_tables(spec, "expect")):
         where = f"expect {n + 1}"
-        if not isinstance(block, dict):
-            raise SpecError(f"{where}: expected a table")
         block = dict(block)
         absent = bool(block.pop("absent", False))
         start = end = None
@@ -184,6 +194,28 @@ def parse_expectations(spec: dict[str, Any], origin: int) -> list[Expectation]:
             raise SpecError(f"{where}: `type` is required (e.g. \"incident.opened\")")
         out.append(Expectation(n + 1, block, start, end, absent))
     return out
+
+
+def _parse_start(start: Any) -> int:
+    """``start``: an RFC 3339 string with a zone, or an unquoted TOML offset date-time."""
+    if isinstance(start, datetime):
+        if start.tzinfo is None:
+            raise SpecError(f"start: {start.isoformat()} has no zone; add Z or an offset")
+        start = start.isoformat()
+    if not isinstance(start, str):
+        raise SpecError(f"start: expected an RFC 3339 time like {EXAMPLE_START}, got {start!r}")
+    try:
+        return parse_ts(start)
+    except ValueError:
+        raise SpecError(f"start: `{start}` is not an RFC 3339 time with a zone, like {EXAMPLE_START}") from None
+
+
+def _tables(spec: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """``[[input]]`` / ``[[expect]]``: a list of tables."""
+    blocks = spec.get(key, [])
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise SpecError(f"`{key}` must be a list of tables: write each one under [[{key}]]")
+    return blocks
 
 
 def run_test_file(path: Path) -> TestOutcome:
@@ -204,20 +236,23 @@ def run_test_file(path: Path) -> TestOutcome:
 
 
 def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
+    unknown = sorted(set(spec) - TOP_KEYS)
+    if unknown:
+        raise SpecError(f"unknown key `{unknown[0]}`; expected {', '.join(sorted(TOP_KEYS))}")
     rule_names = spec.get("rules", [path.name.removesuffix(TEST_SUFFIX) + ".rules"])
     if isinstance(rule_names, str):
         rule_names = [rule_names]
+    if not isinstance(rule_names, list) or not rule_names or not all(isinstance(n, str) for n in rule_names):
+        raise SpecError("`rules` must be a list of rule files, relative to the test file")
     sources = read_rule_sources([str(path.parent / name) for name in rule_names])
     rules, problems = load_rules(sources)
     if not rules:
-        outcome.error = "rules do not compile:\n" + render_all(problems, sources)
+        no_rules = f"no rules in {', '.join(rule_names)}"
+        outcome.error = "rules do not compile:\n" + render_all(problems, sources) if problems else no_rules
         return outcome
     if "start" not in spec:
         raise SpecError("`start` is required (an RFC 3339 time)")
-    try:
-        origin = parse_ts(spec["start"])
-    except ValueError as error:
-        raise SpecError(f"start: {error}") from None
+    origin = _parse_start(spec["start"])
     lateness = parse_offset(spec.get("lateness", "30s"), "lateness")
     events = generate_events(spec, origin)
     expectations = parse_expectations(spec, origin)
@@ -237,12 +272,14 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
                 outcome.failures.append(f"expected {expectation.describe(origin)}\n  but got:\n{got}")
             continue
         if not hits:
-            related = [r for r in records if r.get("rule") == expectation.fields.get("rule")] or [
-                r for r in records if r["type"] == expectation.fields.get("type")
-            ]
-            outcome.failures.append(
-                f"missing: {expectation.describe(origin)}\n  records of that rule:\n" + _listing(related, origin)
-            )
+            rule, kind = expectation.fields.get("rule"), expectation.fields.get("type")
+            related = [r for r in records if r.get("rule") == rule]
+            label = "records of that rule"
+            if not related:
+                related = [r for r in records if r["type"] == kind]
+                label = f"no records of that rule; {kind} records" if rule is not None else f"{kind} records"
+            missing = f"missing: {expectation.describe(origin)}\n  {label}:\n"
+            outcome.failures.append(missing + _listing(related, origin))
         matched.update(hits)
     if spec.get("only_expected", True):
         extra = [r for i, r in enumerate(records) if r["type"] == "incident.opened" and i not in matched]
@@ -251,15 +288,25 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
     return outcome
 
 
+def _brief(value: Any) -> str:
+    """A table as in the listings (``{model=gpt-4o}``), anything else as itself."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={v}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def _listing(records: list[dict[str, Any]], origin: int, limit: int = 10) -> str:
     if not records:
         return "    (none)"
     lines = []
     for r in records[:limit]:
         at = _offset(parse_ts(r["ts"]) - origin)
-        group = ", ".join(f"{k}={v}" for k, v in (r.get("group") or r.get("target") or {}).items())
+        group = _brief(r.get("group") or r.get("target") or {})
         severity = f" {r['severity']}" if "severity" in r else ""
-        lines.append(f"    +{at} {r['type']} rule={r.get('rule')}{severity} {{{group}}}")
+        detail = f" value={r['value']} threshold={r['threshold']}" if r.get("value") is not None else ""
+        if "action" in r:
+            detail = f" action={r['action']}"
+        lines.append(f"    +{at} {r['type']} rule={r.get('rule')}{severity} {group}{detail}")
     if len(records) > limit:
         lines.append(f"    ... and {len(records) - limit} more")
     return "\n".join(lines)

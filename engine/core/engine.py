@@ -25,7 +25,7 @@ from typing import Any
 from engine.core.events import Event
 from engine.core.incidents import FIRING, INACTIVE, Incident, Lifecycle, close_for_reload, evaluate_group, read
 from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
-from engine.dsl.compiler import CompiledRule, get_path
+from engine.dsl.compiler import CompiledRule, getter
 
 DEFAULT_LATENESS_MS = 30_000
 SNAPSHOT_VERSION = 1
@@ -53,7 +53,9 @@ def _type_rank(value: Any) -> int:
 
 
 def _key_part(value: Any) -> Any:
-    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+    if value is None or value.__class__ is str:
+        return value
+    return value if isinstance(value, int | float | bool) else str(value)
 
 
 class RuleState:
@@ -66,9 +68,27 @@ class RuleState:
         self.next_eval: int | None = None  # the next step boundary to evaluate
         # A group is kept while a bucket is this recent, or while it has an incident or is pending.
         self.memory_ms = rule.window_ms + max(rule.baseline_ms, rule.window_ms)
+        self.getters = tuple(getter(path) for path in rule.by)
+        # Evaluation is by need: an inactive group's result can only change when a bucket enters
+        # or leaves its window or baseline span, or its baseline becomes ready; pending and firing
+        # groups are evaluated at every step.
+        self.due: dict[int, set[tuple]] = {}  # step boundary → groups to evaluate then
+        self.active: set[tuple] = set()  # pending or firing groups
+
+    def schedule(self, key: tuple, start: int, first: bool, after: int | None = None) -> None:
+        """The boundaries at which a new bucket at ``start`` changes what ``key`` can see."""
+        rule, step = self.rule, self.rule.step_ms
+        times = [start + step, start + rule.window_ms + step, start + self.memory_ms + step]
+        if rule.factor is not None:
+            times.append(start + rule.window_ms + rule.baseline_ms + step)
+            if first:  # the baseline is ready once the group has been seen for the whole span
+                times.append(start + rule.window_ms + rule.baseline_ms)
+        for at in times:
+            if after is None or at >= after:
+                self.due.setdefault(at, set()).add(key)
 
     def key_of(self, data: dict) -> tuple:
-        return tuple(_key_part(get_path(data, path)) for path in self.rule.by)
+        return tuple(_key_part(get(data)) for get in self.getters)
 
 
 class Engine:
@@ -118,10 +138,24 @@ class Engine:
         return self.watermark is not None and event.ts < self.watermark
 
     def _aggregate(self, event: Event) -> None:
-        ts, owns = event.ts, self.owns
-        for state, key in routes(self.states, event.data):
-            if owns is None or owns(state.rule.name, key):
-                state.add(self._bucket(state, key, ts - ts % state.rule.step_ms), event)
+        ts, owns, data = event.ts, self.owns, event.data
+        keys: dict[tuple, tuple] = {}  # rules grouped by the same fields share the key
+        for state in self.states:
+            rule = state.rule
+            if rule.where is not None and not rule.where(data):
+                continue
+            key = keys.get(rule.by)
+            if key is None:
+                key = keys[rule.by] = state.key_of(data) if rule.by else ()
+            if owns is not None and not owns(rule.name, key):
+                continue
+            step = rule.step_ms
+            start = ts - ts % step
+            group = state.groups.get(key)
+            bucket = group.buckets.get(start) if group is not None else None
+            if bucket is None:
+                bucket = self._bucket(state, key, start)
+            state.add(bucket, event)
 
     def _bucket(self, state: RuleState, key: tuple, start: int) -> Bucket:
         group = state.groups.get(key)
@@ -130,8 +164,10 @@ class Engine:
         bucket = group.buckets.get(start)
         if bucket is None:
             bucket = group.buckets[start] = Bucket(state.rule)
-            if group.first_seen is None or start < group.first_seen:
+            first = group.first_seen is None or start < group.first_seen
+            if first:
                 group.first_seen = start
+            state.schedule(key, start, first)
             boundary = start + state.rule.step_ms  # after the watermark: not evaluated yet
             if state.next_eval is None or boundary < state.next_eval:
                 state.next_eval = boundary
@@ -182,7 +218,11 @@ class Engine:
         rule = state.rule
         records: list[dict[str, Any]] = []
         dead = []
-        for group in sorted(state.groups.values(), key=lambda g: g.order):
+        keys = state.due.pop(at, set())
+        if state.active:
+            keys |= state.active
+        groups = state.groups
+        for group in sorted((groups[k] for k in keys if k in groups), key=lambda g: g.order):
             horizon = at - state.memory_ms
             for start in [s for s in group.buckets if s < horizon]:
                 del group.buckets[start]
@@ -199,12 +239,17 @@ class Engine:
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
                 reading = read(rule, summarize(rule, in_window, detail=True), baseline)
             records.extend(evaluate_group(rule, group.group, group.life, at, reading))
-            if group.life.status == FIRING and group.life.incident.opened_at == at:
-                self.opened[rule.name] += 1
+            if group.life.status == INACTIVE:
+                state.active.discard(group.key)
+            else:
+                state.active.add(group.key)
+                if group.life.status == FIRING and group.life.incident.opened_at == at:
+                    self.opened[rule.name] += 1
         for key in dead:
             del state.groups[key]
         if not state.groups:
             state.next_eval = None  # idle: the next event restarts the clock
+            state.due.clear()
         return records
 
     def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
@@ -299,6 +344,10 @@ class Engine:
                 life = item["life"]
                 incident = Incident(**life["incident"]) if life["incident"] is not None else None
                 group.life = Lifecycle(life["status"], life["onset"], life["frozen_baseline"], incident)
+                for start in group.buckets:
+                    state.schedule(key, start, start == group.first_seen, after=state.next_eval)
+                if group.life.status != INACTIVE:
+                    state.active.add(key)
         return engine
 
 

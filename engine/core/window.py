@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.events import Event
-from engine.core.sketch import DistinctSketch, QuantileSketch
-from engine.dsl.compiler import CompiledRule, get_path
+from engine.core.sketch import DistinctSketch, QuantileSketch, user_hash
+from engine.dsl.compiler import CompiledRule, getter
 
 SCALE = 1_000_000  # sums are exact integers of millionths
 EVIDENCE_K = 5
@@ -106,7 +106,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
                 b.n += 1
                 user = ev.data.get("user")
                 if user is not None:
-                    b.users.add(user)
+                    b.users.add_hash(user_hash(user))
                 _keep_evidence(b, ev.ts, ev.event_id)
 
             return add_all
@@ -119,31 +119,35 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
                 b.hits += 1
                 user = ev.data.get("user")
                 if user is not None:
-                    b.users.add(user)
+                    b.users.add_hash(user_hash(user))
                 _keep_evidence(b, ev.ts, ev.event_id)
 
         return add_flag
     if rule.func == "distinct":
-        path = arg
+        get = getter(arg)
 
         def add_distinct(b: Bucket, ev: Event) -> None:
             b.n += 1
-            value = get_path(ev.data, path)
+            value = get(ev.data)
             if value is not None:
                 b.distinct.add(value)
                 user = ev.data.get("user")
                 if user is not None:
-                    b.users.add(user)
+                    b.users.add_hash(user_hash(user))
                 _keep_evidence(b, ev.ts, ev.event_id)
 
         return add_distinct
-    path = arg
+    get = getter(arg)
     low_is_bad = rule.op in {"<", "<="}  # evidence: the most extreme values in the rule's direction
 
     def add_value(b: Bucket, ev: Event) -> None:
         b.n += 1
-        value = get_path(ev.data, path)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        value = get(ev.data)
+        kind = value.__class__
+        if kind is float:
+            if value != value:  # NaN
+                return
+        elif kind is not int:  # bools, strings, missing: not a number
             return
         b.vn += 1
         b.total += round(value * SCALE)
@@ -155,7 +159,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             b.quantiles.add(value)
         user = ev.data.get("user")
         if user is not None:
-            b.users.add(user)
+            b.users.add_hash(user_hash(user))
         _keep_evidence(b, (value if low_is_bad else -value, ev.ts), ev.event_id)
 
     return add_value

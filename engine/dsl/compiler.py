@@ -196,6 +196,22 @@ def get_path(event: Mapping[str, Any], path: Path) -> Any:
     return value
 
 
+def getter(path: Path) -> Callable[[Mapping[str, Any]], Any]:
+    """`get_path` specialised to one path (the hot path of every rule on every event)."""
+    if len(path) == 1:
+        (name,) = path
+        return lambda event: event.get(name)
+    if len(path) == 2:
+        first, second = path
+
+        def two(event: Mapping[str, Any]) -> Any:
+            inner = event.get(first)
+            return inner.get(second) if isinstance(inner, dict) else None
+
+        return two
+    return lambda event: get_path(event, path)
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equality that keeps booleans apart from numbers (true != 1)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -222,21 +238,21 @@ def compile_expr(e: ast.Expr) -> Predicate:
         inner = compile_expr(e.operand)
         return lambda ev: not inner(ev)
     if isinstance(e, ast.Truthy):
-        path = e.path.parts
-        return lambda ev: bool(get_path(ev, path))
+        get = getter(e.path.parts)
+        return lambda ev: bool(get(ev))
     if isinstance(e, ast.InList):
-        path, values, negated = e.path.parts, e.values, e.negated
-        return lambda ev: any(_same(get_path(ev, path), v) for v in values) != negated
+        get, values, negated = getter(e.path.parts), e.values, e.negated
+        return lambda ev: any(_same(get(ev), v) for v in values) != negated
     if isinstance(e, ast.Compare):
-        path, value = e.path.parts, e.value
+        get, value = getter(e.path.parts), e.value
         if e.op == "==":
-            return lambda ev: _same(get_path(ev, path), value)
+            return lambda ev: _same(get(ev), value)
         if e.op == "!=":
-            return lambda ev: not _same(get_path(ev, path), value)
+            return lambda ev: not _same(get(ev), value)
         compare = _COMPARE[e.op]
 
         def ordered(ev: Mapping[str, Any]) -> bool:
-            actual = _number(get_path(ev, path))
+            actual = _number(get(ev))
             return actual is not None and compare(actual, value)
 
         return ordered

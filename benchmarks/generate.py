@@ -46,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    tty = sys.stderr.isatty()
     written = 0
     with out.open("wb") as f:
         events = itertools.islice(traffic.events(), args.events)
         while batch := list(itertools.islice(events, 10_000)):
             f.write(b"\n".join(orjson.dumps(e) for e in batch) + b"\n")
             written += len(batch)
-            if written % 100_000 == 0:
+            if tty and written % 100_000 == 0:
                 print(f"\r  {written:,} events", end="", file=sys.stderr, flush=True)
     truths = [dataclasses.asdict(t) for t in traffic.truths]
     Path(str(out) + ".truth.json").write_bytes(orjson.dumps(truths, option=orjson.OPT_INDENT_2))

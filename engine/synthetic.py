@@ -10,9 +10,11 @@ so the same arguments give the same events, byte for byte.
 
 Normal traffic: 10 tenants (skewed sizes, thousands of users, a few heavy
 users each) × 5 services / 8 features / 8 prompt templates × 5 models with
-versions. Latency follows tokens out; cost follows the model's prices; flags
-come at base rates far under the starter pack's limits; quality ≈ 0.85.
-Arrivals are Poisson with a mild daily cycle. About 1% of inference events
+versions. Latency follows tokens out; cost follows the model's prices; guard
+flags come at realistic base rates (hallucination 1-2% by model, pii 0.04%,
+prompt injection 0.08%, ...); quality ≈ 0.85, lower on hallucinated answers.
+Half a percent of events carry raw ``prompt``/``output`` text (never to appear
+in a record). Arrivals are Poisson with a mild daily cycle. About 1% of inference events
 are emitted up to a few seconds late (out of order, well inside the engine's
 default 30 s lateness). Harmless change events (deploys and config changes on
 services no incident touches, away from any onset) are the decoys.

@@ -3,11 +3,19 @@ the failure report, bad test files, and the traffic generator."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from engine.adapters.rule_tests import SpecError, generate_events, parse_offset, run_test_file
+from engine.adapters.rule_tests import (
+    INPUT_KEYS,
+    TOP_KEYS,
+    SpecError,
+    generate_events,
+    parse_offset,
+    run_test_file,
+)
 from engine.cli import main
 from engine.core import parse_ts
 
@@ -306,3 +314,25 @@ def test_generated_traffic() -> None:
 def test_an_unquoted_toml_start_with_a_zone_is_accepted(tmp_path: Path) -> None:
     path = write(tmp_path, PASSING.replace('"2026-01-05T00:00:00Z"', "2026-01-05T00:00:00Z"))
     assert run_test_file(path).passed
+
+
+# ---- docs/rule-tests.md stays true ---------------------------------------------------------
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "rule-tests.md").read_text(encoding="utf-8")
+
+
+def test_the_first_example_in_the_docs_passes(tmp_path: Path) -> None:
+    section = DOC[DOC.index("## A first test") : DOC.index("## File names")]
+    rules, test = re.findall(r"```(?:toml)?\n(.*?)```", section, re.S)
+    (tmp_path / "errors.rules").write_text(rules)
+    (tmp_path / "errors.test.toml").write_text(test)
+    outcome = run_test_file(tmp_path / "errors.test.toml")
+    assert outcome.passed, outcome.failures or outcome.error
+    assert outcome.expectations == 2
+
+
+def test_the_docs_list_every_key() -> None:
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", DOC, re.M))
+    assert TOP_KEYS - {"input", "expect"} <= documented
+    assert INPUT_KEYS <= documented
+    assert {"type", "rule", "group", "at", "between", "absent"} <= documented

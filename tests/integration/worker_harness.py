@@ -66,7 +66,7 @@ class Worker:
              "--app-id", self.topics.prefix, "--input-topic", self.topics.events,
              "--incidents-topic", self.topics.incidents, "--containment-topic", self.topics.containment,
              "--dead-letter-topic", self.topics.dead_letter, "--lateness", self.lateness,
-             "--web-port", str(self.port), "--checkpoint-interval", "1s", "--session-timeout", "10s", *self.extra],
+             "--web-port", str(self.port), "--checkpoint-interval", "3s", "--session-timeout", "10s", *self.extra],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FIREBREAK_DATADIR": str(self.log_dir)},
         )  # fmt: skip
         return self

@@ -4,8 +4,8 @@
   or dead-letter topic. At-least-once: after a crash Faust re-delivers from its
   committed offset, and the shards drop what they already took.
 - ``evaluate`` (routed topic, concurrency 1, manual acks): `ShardState` per shard
-  partition; records leave only in a transaction with the shard's checkpoint
-  (checkpoints.py), and routed messages are acked once a checkpoint covers them.
+  partition; records leave only in a transaction with the shard's head checkpoint
+  (checkpoints.py), and routed messages are acked once a full snapshot covers them.
 - a 1 s timer: idle markers for quiet input partitions, time for quiet shards,
   periodic checkpoints, rule-file reloads.
 """
@@ -181,12 +181,16 @@ class LiveWorker:
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
-            saved = await load_checkpoint(s, number)
-            if saved is None:
+            full, head = await load_checkpoint(s, number)
+            if full is None:
                 state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms)
             else:
-                state = ShardState.restore(self.rules, saved, self.input_partitions, s.lateness_ms)
-                log.info("shard %d restored from checkpoint at routed offset %d", number, state.routed_next)
+                state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms)
+            if head is not None and head["derived"] > state.derived:
+                state.suppress = head["derived"] - state.derived  # committed before: derive, do not send
+            if full is not None or head is not None:
+                log.info("shard %d restored at routed offset %d (%d records to re-derive unsent)",
+                         number, state.routed_next, state.suppress)  # fmt: skip
             writer = ShardWriter(s, number)
             await writer.start()
             shard = self.shards[number] = Shard(state, writer)
@@ -205,18 +209,20 @@ class LiveWorker:
             shard.state.tick()
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:
-                await self._checkpoint(shard)
+                await self._checkpoint(shard, full=False)
 
-    async def _checkpoint(self, shard: Shard) -> None:
-        """Commit pending records with the shard's snapshot; then ack what it covers."""
+    async def _checkpoint(self, shard: Shard, full: bool) -> None:
+        """Commit pending records with the shard's head (or full snapshot); a full snapshot
+        also acks the routed messages it covers."""
         records = shard.state.pending
-        await shard.writer.commit(records, shard.state.snapshot())
+        await shard.writer.commit(records, shard.state.snapshot() if full else shard.state.header())
         self.metrics.count_records(records)
         shard.state.pending = []
-        shard.checkpointed_at = time.monotonic()
-        unacked, shard.unacked = shard.unacked, []
-        for stream, event in unacked:
-            await stream.ack(event)
+        if full:
+            shard.checkpointed_at = time.monotonic()
+            unacked, shard.unacked = shard.unacked, []
+            for stream, event in unacked:
+                await stream.ack(event)
 
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
         for tp in revoked:
@@ -232,9 +238,9 @@ class LiveWorker:
         for shard in list(self.shards.values()):
             async with shard.lock:
                 shard.state.tick()
-                due = time.monotonic() - shard.checkpointed_at >= interval and shard.unacked
+                due = time.monotonic() - shard.checkpointed_at >= interval and bool(shard.unacked)
                 if shard.state.pending or due:
-                    await self._checkpoint(shard)
+                    await self._checkpoint(shard, full=due)
 
     # ---- rules reload ---------------------------------------------------------------------------
 
@@ -254,7 +260,7 @@ class LiveWorker:
         for shard in self.shards.values():
             async with shard.lock:
                 shard.state.set_rules(self.rules)
-                await self._checkpoint(shard)
+                await self._checkpoint(shard, full=True)  # a restart must not replay across the reload
         self.metrics.reloads += 1
         log.info("rules reloaded: %d rules", len(self.rules))
 

@@ -1,19 +1,24 @@
-"""Crash-safe shard state: records and checkpoint in one Kafka transaction.
+"""Crash-safe shard state: records and checkpoints in Kafka transactions.
 
-A shard's records are produced only inside a transaction that also writes the
-shard's checkpoint (its `ShardState` snapshot, which holds its position in the
-routed partition) to the compacted checkpoint topic, partition = shard. In the
-read_committed view, a record is visible if and only if the checkpoint that
-accounts for it is. After a crash the shard restarts from its last committed
-checkpoint and re-reads the routed partition from the position in it; the
-records it re-derives were never committed before, so every record appears
-exactly once. The routed messages are acked to Faust only after the checkpoint
-that covers them commits, so Faust's committed offset never passes it.
+A shard's checkpoint partition (compacted, partition = shard) holds two keys:
+
+- ``full``: the whole `ShardState` snapshot, with its position in the routed
+  partition and the number of records derived so far; written every
+  `full_checkpoint_interval_ms`, on rule reloads and on a clean stop;
+- ``head``: just the position and the count of records derived, written in the
+  same transaction as every batch of records.
+
+In the read_committed view a record is visible if and only if the head that
+counts it is. After a crash the shard restores the last full snapshot and
+re-reads the routed partition from the snapshot's position: the engine is
+deterministic, so it derives the same records in the same order, and the
+first (head − full) of them — committed before the crash — are not sent again.
+Every record appears exactly once. Routed messages are acked to Faust only up to
+the last full snapshot, so Faust's committed offset never passes it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -25,7 +30,7 @@ from engine.adapters.live.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
-TAIL = 16  # a checkpoint transaction writes one message and one commit marker
+FULL, HEAD = b"full", b"head"  # the two keys of a shard's checkpoint partition
 
 
 def record_key(record: dict[str, Any]) -> bytes:
@@ -35,8 +40,8 @@ def record_key(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record["target"], option=orjson.OPT_SORT_KEYS)
 
 
-async def load_checkpoint(settings: WorkerSettings, shard: int) -> dict[str, Any] | None:
-    """The last committed checkpoint of a shard, or None for a shard never checkpointed."""
+async def load_checkpoint(settings: WorkerSettings, shard: int) -> tuple[dict | None, dict | None]:
+    """The last committed (full, head) checkpoints of a shard; (None, None) for a new shard."""
     tp = TopicPartition(settings.checkpoint_topic, shard)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -49,29 +54,17 @@ async def load_checkpoint(settings: WorkerSettings, shard: int) -> dict[str, Any
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        if end == 0:
-            return None
-        for start in (max(0, end - TAIL), 0):
-            consumer.seek(tp, start)
-            last = await _read_last(consumer, tp, end)
-            if last is not None:
-                return orjson.loads(last)
-            if start == 0:
-                break
-        return None
+        latest: dict[bytes, bytes] = {}
+        if end:
+            consumer.seek(tp, 0)
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+                for message in batch.get(tp, []):
+                    latest[message.key] = message.value
+        full, head = latest.get(FULL), latest.get(HEAD)
+        return (orjson.loads(full) if full else None), (orjson.loads(head) if head else None)
     finally:
         await consumer.stop()
-
-
-async def _read_last(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bytes | None:
-    last = None
-    while await consumer.position(tp) < end:
-        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=64)
-        for message in batch.get(tp, []):
-            last = message.value
-        if not batch:
-            await asyncio.sleep(0)
-    return last
 
 
 class ShardWriter:
@@ -97,6 +90,7 @@ class ShardWriter:
         await self.producer.stop()
 
     async def commit(self, records: list[dict[str, Any]], checkpoint: dict[str, Any]) -> None:
+        """Records and a checkpoint (``kind`` "head" or "full") in one transaction."""
         settings = self.settings
         async with self.producer.transaction():
             for record in records:
@@ -104,6 +98,6 @@ class ShardWriter:
                     settings.containment_topic
                 )
                 await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
-            await self.producer.send(
-                settings.checkpoint_topic, orjson.dumps(checkpoint), key=str(self.shard).encode(), partition=self.shard
-            )
+            key = FULL if checkpoint["kind"] == "full" else HEAD
+            await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,
+                                     partition=self.shard)  # fmt: skip

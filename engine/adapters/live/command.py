@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     parser.add_argument("--idle-timeout", type=duration, default=10_000, metavar="DURATION",
                         help="a caught-up input partition this quiet stops holding time back")  # fmt: skip
-    parser.add_argument("--checkpoint-interval", type=duration, default=5_000, metavar="DURATION")
+    parser.add_argument("--checkpoint-interval", type=duration, default=60_000, metavar="DURATION",
+                        help="between full snapshots of shard state: the most work redone after a crash")  # fmt: skip
     parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
     parser.add_argument("--session-timeout", type=duration, default=30_000, metavar="DURATION",
                         help="Kafka group session timeout: how soon a dead worker's partitions move")  # fmt: skip

@@ -23,7 +23,7 @@ class WorkerSettings:
     idle_timeout_ms: int = 10_000  # wall clock: an input partition this quiet stops holding time back
     route_batch: int = 1_000  # input messages routed together (one routed message per shard and partition)
     route_batch_ms: int = 50  # ... or whatever arrived within this time
-    checkpoint_interval_ms: int = 5_000  # wall clock: at most this much work is redone after a crash
+    checkpoint_interval_ms: int = 60_000  # wall clock between full snapshots: the most work redone after a crash
     max_event_bytes: int = 262_144  # larger messages are dead-lettered
     session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics

@@ -5,7 +5,8 @@ routed messages in order, drops re-deliveries (by input partition and offset),
 feeds events to an `Engine` that owns only this shard's pairs, and moves time
 to the minimum event time over input partitions (less the allowed lateness),
 leaving out partitions marked idle. Its snapshot, with the position in the
-routed partition, is the checkpoint (engine/adapters/live/checkpoints.py).
+routed partition, is the full checkpoint; `header` is the small one committed
+with each batch of records (engine/adapters/live/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class ShardState:
         self.next_offset: dict[int, int] = {}  # per input partition: the next offset to take
         self.max_ts: dict[int, int] = {}  # per input partition: the largest event time heard of
         self.idle: set[int] = set()
-        self.pending: list[dict[str, Any]] = []  # records not yet checkpointed
+        self.pending: list[dict[str, Any]] = []  # records not yet committed
+        self.derived = 0  # records derived since the shard began (committed or to be)
+        self.suppress = 0  # after a restore: records to derive again without sending (already committed)
         self.stats: Counter[str] = Counter()
 
     def accept(self, offset: int, value: bytes) -> bool:
@@ -81,18 +84,31 @@ class ShardState:
         watermark = self.watermark()
         if watermark is None:
             return []
-        records = self.engine.advance(watermark)
-        self.pending.extend(records)
-        return records
+        return self._derived(self.engine.advance(watermark))
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
         self.engine, records = reload(self.engine, rules)
+        return self._derived(records)
+
+    def _derived(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Count records as derived; the first `suppress` after a restore were committed before."""
+        self.derived += len(records)
+        if self.suppress:
+            skip = min(self.suppress, len(records))
+            self.suppress -= skip
+            records = records[skip:]
         self.pending.extend(records)
         return records
 
+    def header(self) -> dict[str, Any]:
+        """The small checkpoint committed with every batch of records: how far this shard got."""
+        return {"kind": "head", "version": SNAPSHOT_VERSION, "routed_next": self.routed_next, "derived": self.derived}
+
     def snapshot(self) -> dict[str, Any]:
         return {
+            "kind": "full",
             "version": SNAPSHOT_VERSION,
+            "derived": self.derived,
             "shard": self.shard,
             "shards": self.shards,
             "routed_next": self.routed_next,
@@ -111,6 +127,7 @@ class ShardState:
         state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms)
         state.engine = Engine.restore(rules, snapshot["engine"], lateness_ms, owns=owner(state.shard, state.shards))
         state.routed_next = snapshot["routed_next"]
+        state.derived = snapshot["derived"]
         state.next_offset = {int(p): o for p, o in snapshot["next_offset"].items()}
         state.max_ts = {int(p): t for p, t in snapshot["max_ts"].items()}
         state.idle = set(snapshot["idle"])

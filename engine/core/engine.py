@@ -254,7 +254,7 @@ class Engine:
 
     def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
         """The metric over the baseline span before the window, scaled to the window for
-        count/sum/distinct; None until the group has been seen for the whole span and the span
+        count/sum (distinct: the mean over window-length slices); None until the group has been seen for the whole span and the span
         has `min N events`.
         While the group is pending or firing, the baseline frozen at its onset."""
         rule = state.rule
@@ -267,11 +267,21 @@ class Engine:
         summary = summarize(rule, (b for s, b in group.buckets.items() if start <= s < end), detail=False)
         if sample_size(rule, summary) < rule.min_events:
             return None
+        if rule.func == "distinct":
+            # Distinct values do not add up over time (the same users return), so the baseline
+            # is the mean distinct count of the window-length slices of the span.
+            slices = max(1, rule.baseline_ms // rule.window_ms)
+            counts = []
+            for i in range(slices):
+                lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
+                part = summarize(rule, (b for s, b in group.buckets.items() if lo <= s < hi), detail=False)
+                counts.append(metric_value(rule, part))
+            return sum(counts) / len(counts)
         value = metric_value(rule, summary)
         if value is None:
             return None
         scale = rule.window_ms / rule.baseline_ms
-        if rule.func in {"count", "sum", "distinct"}:
+        if rule.func in {"count", "sum"}:
             value *= scale
             if rule.func == "count":
                 value = max(value, 1.0)  # a zero baseline counts as one event per window

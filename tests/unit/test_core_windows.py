@@ -127,3 +127,14 @@ def test_count_baseline_is_scaled_to_the_window():
     [opened] = of_type(run(rule, sorted([*base, *burst], key=lambda e: e.ts)), "incident.opened")
     assert opened["baseline"] == pytest.approx(60, rel=0.02)
     assert opened["value"] > 120
+
+
+def test_distinct_baseline_is_the_mean_over_window_slices():
+    # The same 10 users return every 5 minutes: in any 10m window there are 10 distinct users,
+    # and the baseline (mean over the 10m slices of the 1h span) is 10 too — not 10 x 10/60.
+    rule = "distinct(user) > 3x baseline over 10m min 5 events -> sev3"
+    events = [event(f"e{i}", i * 30 * SEC, user=f"u{i % 10}") for i in range(2 * 60 * 2)]
+    assert of_type(run(rule, events), "incident.opened") == []
+    burst = [event(f"b{i}", 100 * MIN + i * SEC, user=f"new{i}") for i in range(40)]
+    [opened] = of_type(run(rule, sorted(events + burst, key=lambda e: e.ts)), "incident.opened")
+    assert opened["baseline"] == 10

@@ -254,9 +254,9 @@ class Engine:
 
     def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
         """The metric over the baseline span before the window, scaled to the window for
-        count/sum (distinct: the mean over window-length slices); None until the group has been seen for the whole span and the span
-        has `min N events`.
-        While the group is pending or firing, the baseline frozen at its onset."""
+        count/sum (distinct: the mean over window-length slices); None until the group has
+        been seen for the whole span and the span has `min N events`. While the group is
+        pending or firing, the baseline frozen at its onset."""
         rule = state.rule
         if group.life.status != INACTIVE:
             return group.life.frozen_baseline

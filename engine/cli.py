@@ -22,14 +22,22 @@ from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def read_sources_or_report(paths: list[str], command: str) -> dict[str, str] | None:
+    """The rule files' texts, or None after printing why there are none."""
     try:
-        sources = read_rule_sources(args.paths)
+        sources = read_rule_sources(paths)
     except RuleFileError as error:
-        print(f"firebreak check: {error}", file=sys.stderr)
-        return 1
+        print(f"firebreak {command}: {error}", file=sys.stderr)
+        return None
     if not sources:
-        print(f"firebreak check: no *.rules files under {' '.join(args.paths)}", file=sys.stderr)
+        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
+        return None
+    return sources
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    sources = read_sources_or_report(args.paths, "check")
+    if sources is None:
         return 1
     rules, problems = load_rules(sources)
     if problems:
@@ -44,13 +52,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
     """Compiled rules, or None after printing why there are none."""
-    try:
-        sources = read_rule_sources(paths)
-    except RuleFileError as error:
-        print(f"firebreak {command}: {error}", file=sys.stderr)
-        return None
-    if not sources:
-        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
+    sources = read_sources_or_report(paths, command)
+    if sources is None:
         return None
     rules, problems = load_rules(sources)
     if problems:

@@ -43,24 +43,6 @@ class Bucket:
         self.users = DistinctSketch()  # users of the events that make the metric
         self.evidence: list[tuple[Any, str]] = []  # (order key, event_id), best first, at most EVIDENCE_K
 
-    def merge(self, other: Bucket) -> None:
-        """Add another bucket of the same rule and step (a partial from another partition)."""
-        self.n += other.n
-        self.hits += other.hits
-        self.vn += other.vn
-        self.total += other.total
-        if other.lo is not None and (self.lo is None or other.lo < self.lo):
-            self.lo = other.lo
-        if other.hi is not None and (self.hi is None or other.hi > self.hi):
-            self.hi = other.hi
-        if self.quantiles is not None and other.quantiles is not None:
-            self.quantiles.merge(other.quantiles)
-        if self.distinct is not None and other.distinct is not None:
-            self.distinct.merge(other.distinct)
-        self.users.merge(other.users)
-        if other.evidence:
-            self.evidence = sorted(set(self.evidence).union(other.evidence))[:EVIDENCE_K]
-
     def snapshot(self) -> list:
         return [
             self.n, self.hits, self.vn, self.total, self.lo, self.hi,

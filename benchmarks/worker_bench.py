@@ -160,7 +160,7 @@ def throughput(args: argparse.Namespace) -> None:
 LATENCY_RULE = "rule bench_leak:\n  count(pii) >= 1 over 5s by tenant -> sev2\n"
 
 
-async def measure_latency(prefix: str, rate: int, seconds: float) -> HdrHistogram:
+async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: float) -> HdrHistogram:
     histogram = HdrHistogram(1, 600_000, 3)
     sent: dict[str, float] = {}
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=2)
@@ -181,7 +181,9 @@ async def measure_latency(prefix: str, rate: int, seconds: float) -> HdrHistogra
                          "model": "m", "flags": {"pii": False}}  # fmt: skip
                 await producer.send(f"{prefix}.events", orjson.dumps(event), partition=n % PARTITIONS)
                 n += 1
-            if time.monotonic() >= next_leak:
+            # Event time moves only with events: the last crossing must be followed by at least
+            # the allowed lateness of traffic, or nothing can ever decide about it.
+            if time.monotonic() >= next_leak and time.monotonic() - begin < seconds - lateness_s - 3:
                 tenant = f"leak-{leaks}"
                 leaks += 1
                 next_leak += 2
@@ -234,7 +236,8 @@ def latency(args: argparse.Namespace) -> None:
                     raise SystemExit(f"worker exited; see {workdir}")
                 time.sleep(0.3)
             print(f"lateness {lateness}, {args.rate:,} events/s for {args.seconds:.0f}s:")
-            h = asyncio.run(measure_latency(prefix, args.rate, args.seconds))
+            lateness_s = int(lateness[:-1]) * {"s": 1, "m": 60}[lateness[-1]]
+            h = asyncio.run(measure_latency(prefix, args.rate, args.seconds, lateness_s))
             q = {p: h.get_value_at_percentile(p) for p in (50, 90, 99, 100)}
             print(f"  time to detect (ms): n={h.get_total_count()} p50={q[50]} p90={q[90]} p99={q[99]} max={q[100]}")
         finally:
@@ -251,7 +254,7 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--lateness", nargs="+", default=["2s", "30s"])
     lat.add_argument("--rate", type=int, default=5_000)
-    lat.add_argument("--seconds", type=float, default=40)
+    lat.add_argument("--seconds", type=float, default=60)
     lat.set_defaults(run=latency)
     args = parser.parse_args()
     args.run(args)

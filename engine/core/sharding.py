@@ -21,9 +21,24 @@ def shard_of(rule_name: str, key: tuple, shards: int) -> int:
     return zlib.crc32(text.encode()) % shards
 
 
+MEMO_LIMIT = 1_000_000
+
+
 def owner(shard: int, shards: int) -> Callable[[str, tuple], bool]:
-    """The ``owns`` predicate of `Engine` for one shard."""
-    return lambda rule_name, key: shard_of(rule_name, key, shards) == shard
+    """The ``owns`` predicate of `Engine` for one shard (memoised: it is asked for every
+    event and rule, about a set of pairs that grows only with the groups)."""
+    memo: dict[tuple[str, tuple], bool] = {}
+
+    def owns(rule_name: str, key: tuple) -> bool:
+        pair = (rule_name, key)
+        known = memo.get(pair)
+        if known is None:
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            known = memo[pair] = shard_of(rule_name, key, shards) == shard
+        return known
+
+    return owns
 
 
 class Router:

@@ -51,7 +51,6 @@ class Metrics:
         open_by_severity: Counter[str] = Counter()
         for shard in worker.shards.values():
             shard_stats.update(shard.state.stats)
-            shard_stats["late"] += 0
             for incident in shard.state.engine.open_incidents():
                 open_by_severity[incident["severity"]] += 1
         metric("firebreak_events_total", "counter", "Input messages taken by this worker.", [("", self.events_in)])

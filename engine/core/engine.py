@@ -119,15 +119,22 @@ class Engine:
             return self.advance(watermark)
         return []
 
-    def add(self, event: Event) -> bool:
-        """Aggregate one event without moving time; False (and counted) when it is late."""
+    def add(self, event: Event, pairs: Sequence[tuple[int, tuple]] | None = None) -> bool:
+        """Aggregate one event without moving time; False (and counted) when it is late.
+        ``pairs``: its (rule index, group key) pairs when a router already computed them."""
         ts = event.ts
         if self.watermark is not None and ts < self.watermark:
             self.stats["late"] += 1
             return False
         self.stats["events"] += 1
         if event.type == "inference":
-            self._aggregate(event)
+            if pairs is None:
+                self._aggregate(event)
+            else:
+                for index, key in pairs:
+                    state = self.states[index]
+                    start = ts - ts % state.rule.step_ms
+                    state.add(self._bucket(state, key, start), event)
         else:
             self.stats["changes"] += 1
         if self.max_ts is None or ts > self.max_ts:
@@ -361,15 +368,6 @@ class Engine:
         return engine
 
 
-def routes(states: Sequence[RuleState], data: dict) -> Iterable[tuple[RuleState, tuple]]:
-    """(rule state, group key) for every rule whose `where` the event passes."""
-    for state in states:
-        rule = state.rule
-        if rule.where is not None and not rule.where(data):
-            continue
-        yield state, (state.key_of(data) if rule.by else ())
-
-
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:
     """Swap the rules of a running engine without losing state.
 
@@ -390,6 +388,21 @@ def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[
             records.extend(close_for_reload(state.rule, group.group, group.life, at, change))
     fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns)
     return fresh, records
+
+
+def routes_indexed(states: Sequence[RuleState], data: dict) -> Iterable[tuple[RuleState | None, tuple]]:
+    """For every rule in order: (its state, the event's group key) if the event passes its
+    `where`, else (None, ()) — so that the position is the rule's index."""
+    keys: dict[tuple, tuple] = {}
+    for state in states:
+        rule = state.rule
+        if rule.where is not None and not rule.where(data):
+            yield None, ()
+            continue
+        key = keys.get(rule.by)
+        if key is None:
+            key = keys[rule.by] = state.key_of(data) if rule.by else ()
+        yield state, key
 
 
 def rule_fingerprint(rule: CompiledRule) -> str:

@@ -8,11 +8,12 @@ CRC-32 of the rule name and the group values, stable across processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Callable, Sequence
 
-from engine.core.engine import RuleState, routes
+from engine.core.engine import RuleState, routes_indexed, rule_fingerprint
 from engine.dsl.compiler import CompiledRule
 
 
@@ -22,6 +23,22 @@ def shard_of(rule_name: str, key: tuple, shards: int) -> int:
 
 
 MEMO_LIMIT = 1_000_000
+
+
+def owner_memo(shards: int) -> Callable[[str, tuple], int]:
+    """`shard_of`, memoised per (rule, group)."""
+    memo: dict[tuple[str, tuple], int] = {}
+
+    def shard(rule_name: str, key: tuple) -> int:
+        pair = (rule_name, key)
+        known = memo.get(pair)
+        if known is None:
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            known = memo[pair] = shard_of(rule_name, key, shards)
+        return known
+
+    return shard
 
 
 def owner(shard: int, shards: int) -> Callable[[str, tuple], bool]:
@@ -41,12 +58,30 @@ def owner(shard: int, shards: int) -> Callable[[str, tuple], bool]:
     return owns
 
 
+def rules_version(rules: Sequence[CompiledRule]) -> str:
+    """Names the rule list (order included): routed pairs refer to rules by index."""
+    text = "\n".join(rule_fingerprint(rule) for rule in rules)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class Router:
     """The shards an event must reach: one per distinct shard of its (rule, group) pairs."""
 
     def __init__(self, rules: Sequence[CompiledRule], shards: int) -> None:
         self.shards = shards
         self.states = [RuleState(rule) for rule in rules]
+        self.version = rules_version(rules)
+        self._shard = {state.rule.name: owner_memo(shards) for state in self.states}
 
     def shards_for(self, data: dict) -> set[int]:
-        return {shard_of(state.rule.name, key, self.shards) for state, key in routes(self.states, data)}
+        return set(self.pairs_by_shard(data))
+
+    def pairs_by_shard(self, data: dict) -> dict[int, list[list]]:
+        """shard → [[rule index, group key as a list], ...]: the pairs each shard owns."""
+        out: dict[int, list[list]] = {}
+        for index, (state, key) in enumerate(routes_indexed(self.states, data)):
+            if state is None:
+                continue
+            shard = self._shard[state.rule.name](state.rule.name, key)
+            out.setdefault(shard, []).append([index, list(key)])
+        return out

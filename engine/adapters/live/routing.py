@@ -49,8 +49,9 @@ class RouteStage:
         """A batch of input messages (partition, offset, value) → routed messages and dead letters.
 
         Each shard gets, per input partition in the batch, one message (split when large):
-        ``{"p": partition, "hb": max event time, "ev": [[offset, event], ...]}`` — the events it
-        owns a pair of, possibly none: then it is just the partition's heartbeat."""
+        ``{"p": partition, "hb": max event time, "rv": rules version, "ev": [[offset, event, pairs],
+        ...]}`` — the events it owns a pair of (with those pairs: [rule index, group key]),
+        possibly none: then it is just the partition's heartbeat."""
         out: list[Out] = []
         shards = self.settings.shards
         by_partition: dict[int, list[list[list]]] = {}
@@ -71,13 +72,14 @@ class RouteStage:
             data = event.data
             if any(name in data for name in RAW_TEXT_FIELDS):
                 data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
-            for shard in self.router.shards_for(data):
-                lists[shard].append([offset, data])
+            for shard, pairs in self.router.pairs_by_shard(data).items():
+                lists[shard].append([offset, data, pairs])
         for partition, lists in by_partition.items():
             beat = self.max_ts.get(partition)
             for shard, events in enumerate(lists):
                 for chunk in _chunks(events) if events else [[]]:
-                    out.append(Out("routed", shard, orjson.dumps({"p": partition, "hb": beat, "ev": chunk})))
+                    message = {"p": partition, "hb": beat, "rv": self.router.version, "ev": chunk}
+                    out.append(Out("routed", shard, orjson.dumps(message)))
         return out
 
     def idle(self, partition: int) -> list[Out]:

@@ -19,7 +19,7 @@ import orjson
 
 from engine.core import Engine, Event, parse_ts
 from engine.core.engine import reload
-from engine.core.sharding import owner
+from engine.core.sharding import owner, rules_version
 from engine.dsl import CompiledRule
 
 SNAPSHOT_VERSION = 1
@@ -30,6 +30,7 @@ class ShardState:
                  lateness_ms: int) -> None:  # fmt: skip
         self.shard, self.shards, self.input_partitions = shard, shards, input_partitions
         self.engine = Engine(rules, lateness_ms, owns=owner(shard, shards))
+        self.rules_version = rules_version(rules)
         self.routed_next = 0  # the next offset of this shard's routed partition to take
         self.next_offset: dict[int, int] = {}  # per input partition: the next offset to take
         self.max_ts: dict[int, int] = {}  # per input partition: the largest event time heard of
@@ -48,13 +49,15 @@ class ShardState:
         message = orjson.loads(value)
         partition = message["p"]
         next_offset = self.next_offset.get(partition, 0)
-        for source_offset, data in message.get("ev", ()):
+        same_rules = message.get("rv") == self.rules_version  # else: work the pairs out again
+        for source_offset, data, *pairs in message.get("ev", ()):
             if source_offset < next_offset:
                 self.stats["duplicates"] += 1  # stage 1 re-sent it after a restart
                 continue
             next_offset = source_offset + 1
             event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
-            if not self.engine.add(event):
+            routed = [(index, tuple(key)) for index, key in pairs[0]] if same_rules and pairs else None
+            if not self.engine.add(event, routed):
                 self.stats["late"] += 1
         self.next_offset[partition] = next_offset
         self._heard(partition, message.get("hb"))
@@ -88,6 +91,7 @@ class ShardState:
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
         self.engine, records = reload(self.engine, rules)
+        self.rules_version = rules_version(rules)
         return self._derived(records)
 
     def _derived(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

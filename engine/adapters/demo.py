@@ -28,7 +28,7 @@ from engine.synthetic import HOUR, MINUTE, GroundTruth, Injection, Traffic
 DEMO_SEED = 2026
 DEMO_START = "2026-03-02T10:00:00Z"
 DEMO_DURATION_MS = 3 * HOUR
-DEMO_RATE = 4.5  # mean inference events per second: enough for the pack's per-tenant `min 500 events`
+DEMO_RATE = 8.0  # mean inference events per second (~100k events); the pack wants ~0.8/s for its bigger tenants
 INCIDENT_MS = 30 * MINUTE
 # (category, onset in minutes, target). Relative rules fire only once 6 windows of baseline
 # are behind them: 70 minutes for the 10m hallucination rule, 105 for 15m quality and cost.

@@ -36,7 +36,7 @@ class GroupState:
 
     def __init__(self, rule: CompiledRule, key: tuple) -> None:
         self.key = key
-        self.group = {".".join(path): value for path, value in zip(rule.by, key, strict=True)}
+        self.group = {".".join(path): group_value(part) for path, part in zip(rule.by, key, strict=True)}
         self.order = GroupState.order_of(key)
         self.buckets: dict[int, Bucket] = {}
         self.life = Lifecycle()
@@ -49,13 +49,30 @@ class GroupState:
 
 
 def _type_rank(value: Any) -> int:
-    return 0 if value is None else 1 if isinstance(value, bool) else 2 if isinstance(value, int | float) else 3
+    return 0 if value is None else 1 if isinstance(value, tuple) else 2 if isinstance(value, int | float) else 3
+
+
+BOOL_TAG = "__bool__"
 
 
 def _key_part(value: Any) -> Any:
+    """A group value as part of a hashable key. Booleans are tagged, because in Python
+    ``True == 1``: a field that is sometimes ``true`` and sometimes ``1`` has two groups."""
     if value is None or value.__class__ is str:
         return value
-    return value if isinstance(value, int | float | bool) else str(value)
+    if value.__class__ is bool:
+        return (BOOL_TAG, value)
+    return value if isinstance(value, int | float) else str(value)
+
+
+def group_value(part: Any) -> Any:
+    """The value a key part stands for (what records show)."""
+    return part[1] if isinstance(part, tuple) else part
+
+
+def key_from_json(parts: list) -> tuple:
+    """A key back from JSON, where tagged booleans became lists."""
+    return tuple(tuple(p) if isinstance(p, list) else p for p in parts)
 
 
 class RuleState:
@@ -354,7 +371,7 @@ class Engine:
                 continue
             state.next_eval = data["next_eval"]
             for item in data["groups"]:
-                key = tuple(item["key"])
+                key = key_from_json(item["key"])
                 group = state.groups[key] = GroupState(state.rule, key)
                 group.buckets = {start: Bucket.restore(state.rule, b) for start, b in item["buckets"]}
                 group.first_seen = item["first_seen"]

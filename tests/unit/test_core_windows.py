@@ -138,3 +138,10 @@ def test_distinct_baseline_is_the_mean_over_window_slices():
     burst = [event(f"b{i}", 100 * MIN + i * SEC, user=f"new{i}") for i in range(40)]
     [opened] = of_type(run(rule, sorted(events + burst, key=lambda e: e.ts)), "incident.opened")
     assert opened["baseline"] == 10
+
+
+def test_true_and_1_are_different_groups():
+    events = [event("a", 0, tier=True, flags={"pii": True}), event("b", SEC, tier=1, flags={"pii": True}),
+              event("c", 2 * SEC, tier=True, flags={"pii": True})]  # fmt: skip
+    opened = of_type(run("count(pii) >= 1 over 1m by tier -> sev3", events), "incident.opened")
+    assert [(r["group"], r["events"]) for r in opened] == [({"tier": True}, 2), ({"tier": 1}, 1)]

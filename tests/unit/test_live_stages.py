@@ -133,3 +133,20 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once():
         committed += restored.pending
         committed += restored.engine.finish(max(e.ts for e in BASE))
     assert multiset(committed) == multiset(BASE_RECORDS)
+
+
+def test_boolean_group_values_survive_routing_and_checkpoints():
+    from corekit import rules
+
+    pack = rules("count(pii) >= 1 over 1m by tier -> sev3")
+    settings = WorkerSettings(rules=(), shards=1, input_partitions=1)
+    route = RouteStage(pack, settings)
+    raw = [orjson.dumps({"event_id": f"e{i}", "ts": 1_000 + i, "tier": tier, "flags": {"pii": True}})
+           for i, tier in enumerate([True, 1, True])]  # fmt: skip
+    [message] = route.handle([(0, i, r) for i, r in enumerate(raw)])
+    state = ShardState(pack, 0, 1, 1, lateness_ms=0)
+    state.accept(0, message.value)
+    state = ShardState.restore(pack, orjson.loads(orjson.dumps(state.snapshot())), 1, 0)
+    groups = state.engine.states[0].groups
+    seen = {(repr(g.group["tier"]), sum(b.n for b in g.buckets.values())) for g in groups.values()}
+    assert seen == {("True", 2), ("1", 1)}

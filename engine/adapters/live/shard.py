@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from engine.core import Engine, Event, parse_ts
-from engine.core.engine import reload
+from engine.core.engine import key_from_json, reload
 from engine.core.sharding import owner, rules_version
 from engine.dsl import CompiledRule
 
@@ -56,7 +56,7 @@ class ShardState:
                 continue
             next_offset = source_offset + 1
             event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
-            routed = [(index, tuple(key)) for index, key in pairs[0]] if same_rules and pairs else None
+            routed = [(index, key_from_json(key)) for index, key in pairs[0]] if same_rules and pairs else None
             if not self.engine.add(event, routed):
                 self.stats["late"] += 1
         self.next_offset[partition] = next_offset

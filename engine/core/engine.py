@@ -37,15 +37,10 @@ class GroupState:
     def __init__(self, rule: CompiledRule, key: tuple) -> None:
         self.key = key
         self.group = {".".join(path): group_value(part) for path, part in zip(rule.by, key, strict=True)}
-        self.order = GroupState.order_of(key)
+        self.order = tuple((_type_rank(v), str(v)) for v in key)  # sorts mixed-type values
         self.buckets: dict[int, Bucket] = {}
         self.life = Lifecycle()
         self.first_seen: int | None = None  # start of the group's earliest step: baselines wait for it
-
-    @staticmethod
-    def order_of(key: tuple) -> tuple:
-        """A sort key for group values of mixed types (None, bools, numbers, strings)."""
-        return tuple((_type_rank(v), str(v)) for v in key)
 
 
 def _type_rank(value: Any) -> int:

@@ -73,9 +73,6 @@ class Router:
         self.version = rules_version(rules)
         self._shard = {state.rule.name: owner_memo(shards) for state in self.states}
 
-    def shards_for(self, data: dict) -> set[int]:
-        return set(self.pairs_by_shard(data))
-
     def pairs_by_shard(self, data: dict) -> dict[int, list[list]]:
         """shard → [[rule index, group key as a list], ...]: the pairs each shard owns."""
         out: dict[int, list[list]] = {}

@@ -32,7 +32,7 @@ def test_sharded_engines_with_min_watermark_equal_one_engine(partitions, shards,
 
     for n, event in enumerate(BASE, start=1):
         partition = zlib.crc32(event.data["user"].encode()) % partitions
-        for s in router.shards_for(event.data):
+        for s in router.pairs_by_shard(event.data):
             assert engines[s].add(event)
         heartbeat(partition, event.ts)
         if n % tick == 0:

@@ -272,41 +272,11 @@ class Engine:
         return records
 
     def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
-        """The metric over the baseline span before the window, scaled to the window for
-        count/sum (distinct: the mean over window-length slices); None until the group has
-        been seen for the whole span and the span has `min N events`. While the group is
-        pending or firing, the baseline frozen at its onset."""
-        rule = state.rule
+        """While the group is pending or firing, the baseline frozen at its onset; else
+        `span_baseline` of its buckets."""
         if group.life.status != INACTIVE:
             return group.life.frozen_baseline
-        end = at - rule.window_ms
-        start = end - rule.baseline_ms
-        if group.first_seen is None or start < group.first_seen:
-            return None  # the group has not been seen for a whole baseline span yet
-        summary = summarize(rule, (b for s, b in group.buckets.items() if start <= s < end), detail=False)
-        if sample_size(rule, summary) < rule.min_events:
-            return None
-        if rule.func == "distinct":
-            # Distinct values do not add up over time (the same users return), so the baseline
-            # is the mean distinct count of the window-length slices of the span.
-            slices = max(1, rule.baseline_ms // rule.window_ms)
-            counts = []
-            for i in range(slices):
-                lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
-                part = summarize(rule, (b for s, b in group.buckets.items() if lo <= s < hi), detail=False)
-                counts.append(metric_value(rule, part))
-            return sum(counts) / len(counts)
-        value = metric_value(rule, summary)
-        if value is None:
-            return None
-        scale = rule.window_ms / rule.baseline_ms
-        if rule.func in {"count", "sum"}:
-            value *= scale
-            if rule.func == "count":
-                value = max(value, 1.0)  # a zero baseline counts as one event per window
-        elif rule.func == "rate":
-            value = max(value, 1 / (summary.n * scale))  # ... as one flagged event per window's worth
-        return value
+        return span_baseline(state.rule, group.buckets, group.first_seen, at)
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -378,6 +348,41 @@ class Engine:
                 if group.life.status != INACTIVE:
                     state.active.add(key)
         return engine
+
+
+def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int) -> float | None:
+    """The metric over the baseline span before the window ending at ``at``, scaled to the
+    window for count/sum (distinct: the mean over window-length slices); None until the
+    group has been seen for the whole span (``first_seen``: the start of its earliest step)
+    and the span has `min N events`. Pure: investigations call it to draw the baseline."""
+    end = at - rule.window_ms
+    start = end - rule.baseline_ms
+    if first_seen is None or start < first_seen:
+        return None  # the group has not been seen for a whole baseline span yet
+    summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end), detail=False)
+    if sample_size(rule, summary) < rule.min_events:
+        return None
+    if rule.func == "distinct":
+        # Distinct values do not add up over time (the same users return), so the baseline
+        # is the mean distinct count of the window-length slices of the span.
+        slices = max(1, rule.baseline_ms // rule.window_ms)
+        counts = []
+        for i in range(slices):
+            lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
+            part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
+            counts.append(metric_value(rule, part))
+        return sum(counts) / len(counts)
+    value = metric_value(rule, summary)
+    if value is None:
+        return None
+    scale = rule.window_ms / rule.baseline_ms
+    if rule.func in {"count", "sum"}:
+        value *= scale
+        if rule.func == "count":
+            value = max(value, 1.0)  # a zero baseline counts as one event per window
+    elif rule.func == "rate":
+        value = max(value, 1 / (summary.n * scale))  # ... as one flagged event per window's worth
+    return value
 
 
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:

@@ -1,0 +1,189 @@
+"""Suspected causes: the change events before the anomaly, ranked.
+
+    score = 0.6 × match + 0.3 × proximity + 0.1 × prior
+
+- **match** (0..1): how well the change's dimensions (model, model_version,
+  prompt_template, tenant, service, feature) point where the anomaly concentrates: the
+  best contributor score (explained × precision, see contributors.py) among the change's
+  dimension values. A change naming none of those dimensions gets 0.3 (it could touch
+  anything); one naming only values with no excess gets 0.
+- **proximity** (0..1): halves every 30 minutes between the change and the estimated start
+  of the anomaly. A change after the start (by more than a step, or 2 minutes: the start is
+  an estimate) gets 0: it came too late to cause it (rollbacks and fixes land there).
+- **prior** (0..1): how often this kind of change causes this category of incident
+  (a model update a hallucination spike: 1; a deploy of another service: lower).
+
+When the adversarial signs are present, an **attack** candidate joins the ranking, with
+match = the concentration of attack flags in the top users and proximity 1 (the attack is
+the anomaly). Changes are those in [start − lookback, detection].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from engine.core.events import Event, format_ts
+from engine.investigate.contributors import DIMENSIONS
+
+W_MATCH, W_PROXIMITY, W_PRIOR = 0.6, 0.3, 0.1
+HALF_LIFE_MS = 30 * 60_000
+START_TOLERANCE_MS = 2 * 60_000
+NO_DIMENSIONS_MATCH = 0.3
+PRIORS = {
+    "hallucination": {
+        "model_update": 1.0,
+        "prompt_change": 0.8,
+        "data_pipeline": 0.8,
+        "config_change": 0.6,
+        "deploy": 0.5,
+        "attack": 0.4,
+    },
+    "data_leakage": {
+        "prompt_change": 1.0,
+        "config_change": 0.8,
+        "deploy": 0.7,
+        "data_pipeline": 0.7,
+        "model_update": 0.5,
+        "attack": 0.8,
+    },
+    "quality_degradation": {
+        "data_pipeline": 1.0,
+        "model_update": 0.9,
+        "prompt_change": 0.9,
+        "config_change": 0.7,
+        "deploy": 0.6,
+        "attack": 0.3,
+    },
+    "adversarial": {
+        "attack": 1.0,
+        "prompt_change": 0.5,
+        "config_change": 0.5,
+        "deploy": 0.4,
+        "model_update": 0.4,
+        "data_pipeline": 0.3,
+    },
+    "cost": {
+        "config_change": 1.0,
+        "model_update": 0.8,
+        "prompt_change": 0.8,
+        "deploy": 0.6,
+        "data_pipeline": 0.5,
+        "attack": 0.6,
+    },
+}
+DEFAULT_PRIOR = 0.5
+
+
+def change_dimensions(change: Event) -> dict[str, str]:
+    return {d: str(change.data[d]) for d in DIMENSIONS if isinstance(change.data.get(d), str | int | float)}
+
+
+def rank_causes(
+    changes: Sequence[Event],
+    start: int,
+    step_ms: int,
+    category: str,
+    contributors: Sequence[dict[str, Any]],
+    adversarial: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """``changes``: the change events of the lookback window; ``start``: the estimated start
+    of the anomaly; ``contributors``: every ranked (dimension, value)."""
+    scores = {(c["dimension"], c["value"]): c["score"] for c in contributors}
+    priors = PRIORS.get(category, {})
+    ranked = []
+    for change in changes:
+        dims = change_dimensions(change)
+        known = [(d, v) for d, v in dims.items() if d != "user"]
+        if known:
+            best = max(known, key=lambda dv: scores.get(dv, 0.0))
+            match = scores.get(best, 0.0)
+            match_why = (
+                f"{best[0]}={best[1]} carries the anomaly (contributor score {match:.2f})"
+                if match > 0
+                else "none of its dimensions carries the anomaly"
+            )
+        else:
+            match, match_why = NO_DIMENSIONS_MATCH, "names no dimension (could touch anything)"
+        before = start - change.ts
+        if before < -max(step_ms, START_TOLERANCE_MS):
+            proximity, time_why = 0.0, f"{_ago(-before)} after the anomaly began"
+        else:
+            proximity = 0.5 ** (max(0, before) / HALF_LIFE_MS)
+            time_why = f"{_ago(max(0, before))} before the anomaly began"
+        kind = str(change.data.get("kind"))
+        prior = priors.get(kind, DEFAULT_PRIOR)
+        ranked.append(
+            _candidate(
+                change.event_id,
+                kind,
+                change.ts,
+                before,
+                dims,
+                str(change.data.get("description", "")),
+                match,
+                proximity,
+                prior,
+                f"{match_why}; {time_why}",
+            )
+        )
+    if adversarial.get("suspected") and adversarial.get("first_event"):
+        match = adversarial["concentration"]
+        ts = adversarial["first_ts"]
+        users = ", ".join(u["value"] for u in adversarial["top_users"][:3])
+        ranked.append(
+            _candidate(
+                adversarial["first_event"],
+                "attack",
+                ts,
+                start - ts,
+                {"user": adversarial["top_users"][0]["value"]} if adversarial["top_users"] else {},
+                f"attack by a few users ({users})",
+                match,
+                1.0,
+                priors.get("attack", DEFAULT_PRIOR),
+                adversarial["why"],
+            )
+        )
+    ranked.sort(key=lambda c: (-c["score"], -c["proximity"], c["event_id"]))
+    for i, c in enumerate(ranked, start=1):
+        c["rank"] = i
+    return ranked
+
+
+def _candidate(
+    event_id: str,
+    kind: str,
+    ts: int,
+    before: int,
+    dims: dict[str, str],
+    description: str,
+    match: float,
+    proximity: float,
+    prior: float,
+    why: str,
+) -> dict[str, Any]:
+    score = W_MATCH * match + W_PROXIMITY * proximity + W_PRIOR * prior
+    return {
+        "rank": 0,
+        "event_id": event_id,
+        "kind": kind,
+        "ts": format_ts(ts),
+        "score": round(score, 4),
+        "match": round(match, 4),
+        "proximity": round(proximity, 4),
+        "prior": prior,
+        "before_onset_ms": before,
+        "dimensions": dims,
+        "description": description,
+        "why": why,
+    }
+
+
+def _ago(ms: int) -> str:
+    minutes = ms / 60_000
+    if minutes < 1:
+        return f"{ms // 1000}s"
+    if minutes < 120:
+        return f"{minutes:.0f}m"
+    return f"{minutes / 60:.1f}h"

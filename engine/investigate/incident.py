@@ -1,0 +1,128 @@
+"""Pick one incident out of a replay's records and gather everything that belongs to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from engine.core import parse_ts
+from engine.dsl import CompiledRule
+
+
+class IncidentNotFound(LookupError):
+    """The selection matches no incident (or several): the message lists what there is."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """``incident_id``; or ``rule`` with an optional ``group`` (field → value as text) and
+    ``nth`` (1 = the first incident of that rule and group in the range)."""
+
+    incident_id: str | None = None
+    rule: str | None = None
+    group: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IncidentView:
+    rule: CompiledRule
+    incident_id: str
+    group: dict[str, Any]
+    opened: dict[str, Any]
+    escalations: list[dict[str, Any]]
+    resolved: dict[str, Any] | None
+    commands: list[dict[str, Any]]  # containment.* records of the incident, in order
+
+    @property
+    def opened_ts(self) -> int:
+        return parse_ts(self.opened["ts"])
+
+    @property
+    def onset_ts(self) -> int:
+        return parse_ts(self.opened["onset"])
+
+    @property
+    def resolved_ts(self) -> int | None:
+        return parse_ts(self.resolved["ts"]) if self.resolved else None
+
+    @property
+    def severity(self) -> str:
+        return (self.escalations[-1] if self.escalations else self.opened)["severity"]
+
+
+def _group_text(group: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items()) or "(all)"
+
+
+def list_incidents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per opened incident: id, rule, group, opened, severity (final), resolved."""
+    final: dict[str, str] = {}
+    resolved: dict[str, str] = {}
+    for r in records:
+        if r["type"] == "incident.escalated":
+            final[r["incident_id"]] = r["severity"]
+        elif r["type"] == "incident.resolved":
+            resolved[r["incident_id"]] = r["ts"]
+    return [
+        {
+            "incident_id": r["incident_id"],
+            "rule": r["rule"],
+            "group": r["group"],
+            "opened": r["ts"],
+            "severity": final.get(r["incident_id"], r["severity"]),
+            "resolved": resolved.get(r["incident_id"]),
+        }
+        for r in records
+        if r["type"] == "incident.opened"
+    ]
+
+
+def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selection: Selection) -> IncidentView:
+    opened = [r for r in records if r["type"] == "incident.opened"]
+    if selection.incident_id:
+        chosen = [r for r in opened if r["incident_id"] == selection.incident_id]
+        what = f"incident {selection.incident_id}"
+    else:
+        chosen = [r for r in opened if r["rule"] == selection.rule and _matches(r["group"], selection.group)]
+        what = f"rule {selection.rule}" + (f" with {_group_text(selection.group)}" if selection.group else "")
+    if not chosen:
+        raise IncidentNotFound(f"no incident of {what} in this range" + _listing(opened))
+    if len(chosen) > 1 and not selection.incident_id:
+        groups = {orjson.dumps(r["group"], option=orjson.OPT_SORT_KEYS) for r in chosen}
+        if len(groups) > 1:
+            raise IncidentNotFound(f"{len(chosen)} incidents of {what}; pick one with --incident" + _listing(chosen))
+    first = chosen[0]
+    incident_id = first["incident_id"]
+    rule = next((r for r in rules if r.name == first["rule"]), None)
+    if rule is None:
+        raise IncidentNotFound(f"rule {first['rule']} is not in the rules given")
+    mine = [r for r in records if r.get("incident_id") == incident_id]
+    return IncidentView(
+        rule=rule,
+        incident_id=incident_id,
+        group=first["group"],
+        opened=first,
+        escalations=[r for r in mine if r["type"] == "incident.escalated"],
+        resolved=next((r for r in mine if r["type"] == "incident.resolved"), None),
+        commands=[r for r in mine if r["type"].startswith("containment.")],
+    )
+
+
+def _matches(group: dict[str, Any], wanted: dict[str, str]) -> bool:
+    return all(k in group and _text(group[k]) == v for k, v in wanted.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _listing(opened: list[dict[str, Any]], limit: int = 20) -> str:
+    if not opened:
+        return "; the range has no incidents"
+    lines = [f"  {r['incident_id']}  {r['ts']}  {r['rule']}  {_group_text(r['group'])}" for r in opened[:limit]]
+    more = f"\n  ... and {len(opened) - limit} more" if len(opened) > limit else ""
+    return ":\n" + "\n".join(lines) + more

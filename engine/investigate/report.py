@@ -1,0 +1,259 @@
+"""Build the investigation report of one incident: the orchestration of the passes.
+
+The report is a JSON-ready dict (shape: docs/investigate.md). Markdown and HTML are
+renderings of it; `--format json` prints it as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.core.engine import DEFAULT_LATENESS_MS, run_events
+from engine.core.events import Event, format_ts, parse_ts
+from engine.dsl.compiler import CompiledRule, getter
+from engine.investigate.adversarial import adversarial_signs
+from engine.investigate.anomaly import change_point, first_anomalous, mass_of
+from engine.investigate.causes import rank_causes
+from engine.investigate.contributors import rank_contributors
+from engine.investigate.incident import IncidentView, Selection, select
+from engine.investigate.review import postmortem, suggest_monitoring
+from engine.investigate.series import metric_series
+
+HOUR = 3_600_000
+MAX_CONTRIBUTORS = 10
+MAX_CAUSES = 10
+MAX_EVIDENCE = 10
+CAUSE_MARK_SCORE = 0.5  # the top cause is drawn on the timeline when it scores at least this
+
+
+@dataclass(frozen=True)
+class Options:
+    lateness_ms: int = DEFAULT_LATENESS_MS
+    lookback_ms: int = 2 * HOUR  # change events considered before the anomaly began
+    source: str = ""  # where the events came from, for the report's header
+    suggest: bool = True  # suggest (and backtest) a monitoring change
+
+
+def investigate(
+    rules: Sequence[CompiledRule],
+    events: Sequence[Event],
+    selection: Selection,
+    options: Options = Options(),
+    records: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``events``: the log as read (the order the engine sees); ``records``: what the engine
+    emitted for them (replayed here when not given)."""
+    rules = tuple(rules)
+    if records is None:
+        records = run_events(rules, events, options.lateness_ms)
+    view = select(records, rules, selection)
+    rule = view.rule
+    log = sorted(events, key=lambda e: (e.ts, e.event_id))
+    if not log:
+        raise ValueError("no events")
+    data_from, data_to = log[0].ts, log[-1].ts
+    inference = [e for e in log if e.type == "inference"]
+    population = [e for e in inference if rule.where is None or rule.where(e.data)]
+    in_group = _group_matcher(rule, view.group)
+    group_events = [e for e in population if in_group(e.data)]
+
+    window = rule.window_ms
+    span = rule.baseline_ms or 6 * window
+    onset, opened, resolved = view.onset_ts, view.opened_ts, view.resolved_ts
+    # 1. When did the anomaly begin? (the group's events against the period before)
+    ref_hi = onset - 2 * window
+    ref_lo = max(ref_hi - span, data_from)
+    reference = [e for e in group_events if ref_lo <= e.ts < ref_hi]
+    group_mass = mass_of(rule, reference)
+    start_step = change_point(
+        group_mass, group_events, rule.step_ms, onset - 2 * window, onset, reference, max(0, ref_hi - ref_lo)
+    )
+    first = first_anomalous(group_mass, group_events, start_step)
+    start = first.ts if first is not None else start_step
+
+    # 2. Where does it concentrate? (the rule's whole population, incident vs before)
+    inc_to = max(min(resolved if resolved is not None else data_to + 1, opened + window), start_step + rule.step_ms)
+    base_lo = max(start_step - max(span, 6 * window), data_from)
+    pop_inc = [e for e in population if start_step <= e.ts < inc_to]
+    pop_base = [e for e in population if base_lo <= e.ts < start_step]
+    mass = mass_of(rule, pop_base)
+    contributors = rank_contributors(rule, mass, pop_inc, pop_base, inc_to - start_step, start_step - base_lo)
+    all_inc = [e for e in inference if start_step <= e.ts < inc_to]
+    all_base = [e for e in inference if base_lo <= e.ts < start_step]
+    adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
+
+    # 3. What changed before it?
+    changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
+    causes = rank_causes(changes, start, rule.step_ms, rule.category, contributors, adversarial)
+
+    # 4. The story in event time.
+    end = resolved if resolved is not None else data_to
+    incident = _incident(view)
+    timeline = _timeline(view, causes, first, group_mass.describe)
+    lags = _lags(view, first, start, causes)
+    series = metric_series(
+        rule,
+        group_events,
+        max(onset - 3 * window, data_from),
+        min(end + window, data_to + 1),
+        (onset, resolved if resolved is not None else data_to + 1, view.opened.get("baseline")),
+    )
+    anomalous = [e for e in group_events if start <= e.ts <= end and group_mass.weight(e.data) > 0]
+    impact = {
+        "users": len({e.data.get("user") for e in anomalous if e.data.get("user") is not None}),
+        "events": len(anomalous),
+        "from": format_ts(start),
+    }
+    suggestion = None
+    if options.suggest:
+        suggestion = suggest_monitoring(
+            rule,
+            view.group,
+            contributors,
+            lags["time_to_detect_ms"],
+            events,
+            options.lateness_ms,
+            start_step - window,
+            start,
+            end,
+        )
+    evidence = list(dict.fromkeys([*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *view.opened.get("evidence", [])]))
+    return {
+        "incident": incident,
+        "range": {
+            "since": format_ts(data_from),
+            "until": format_ts(data_to),
+            "events": len(inference),
+            "changes": len(log) - len(inference),
+            "source": options.source,
+        },
+        "anomaly": {
+            "means": group_mass.describe,
+            "estimated_start": format_ts(start_step),
+            "first_event": first.event_id if first else None,
+        },
+        "timeline": timeline,
+        "lags": lags,
+        "series": series,
+        "suspected_causes": causes[:MAX_CAUSES],
+        "contributors": contributors[:MAX_CONTRIBUTORS],
+        "adversarial": adversarial,
+        "evidence": evidence,
+        "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
+        "notes": _notes(view, first, changes, data_from, start, options),
+    }
+
+
+def _group_matcher(rule: CompiledRule, group: dict[str, Any]):
+    getters = [(getter(tuple(k.split("."))), v) for k, v in group.items()]
+
+    def matches(data: dict[str, Any]) -> bool:
+        for get, want in getters:
+            got = get(data)
+            if got != want or isinstance(got, bool) != isinstance(want, bool):
+                return False
+        return True
+
+    return matches
+
+
+def _incident(view: IncidentView) -> dict[str, Any]:
+    rule, opened = view.rule, view.opened
+    peak = view.resolved.get("peak") if view.resolved else None
+    if peak is None:
+        values = [r["value"] for r in (opened, *view.escalations) if r.get("value") is not None]
+        peak = max(values) if rule.op in {">", ">="} else min(values) if values else None
+    arg = ".".join(rule.arg[1:] if rule.func in {"rate", "count"} and rule.arg else rule.arg or ())
+    return {
+        "incident_id": view.incident_id,
+        "rule": rule.name,
+        "rule_text": rule.text,
+        "category": rule.category,
+        "severity": view.severity,
+        "initial_severity": opened["severity"],
+        "group": view.group,
+        "metric": f"{rule.func}({arg})",
+        "op": rule.op,
+        "window_ms": rule.window_ms,
+        "step_ms": rule.step_ms,
+        "opened": opened["ts"],
+        "onset": opened["onset"],
+        "resolved": view.resolved["ts"] if view.resolved else None,
+        "value": opened.get("value"),
+        "baseline": opened.get("baseline"),
+        "threshold": opened.get("threshold"),
+        "peak": peak,
+        "users_affected": opened.get("users_affected"),
+        "events": opened.get("events"),
+        "why": opened.get("why"),
+    }
+
+
+def _timeline(view: IncidentView, causes: list[dict[str, Any]], first: Event | None, means: str) -> list[dict]:
+    marks: list[tuple[int, int, dict[str, Any]]] = []
+
+    def mark(ts: int, kind: str, label: str, ref: str | None) -> None:
+        marks.append((ts, len(marks), {"ts": format_ts(ts), "kind": kind, "label": label, "ref": ref}))
+
+    top = causes[0] if causes else None
+    if top and top["kind"] != "attack" and top["score"] >= CAUSE_MARK_SCORE:
+        mark(parse_ts(top["ts"]), "cause", f"{top['kind']}: {top['description']}", top["event_id"])
+    if first is not None:
+        mark(first.ts, "first_anomalous_event", f"first anomalous event ({means})", first.event_id)
+    if view.onset_ts != view.opened_ts:
+        mark(view.onset_ts, "onset", "condition first held", view.incident_id)
+    o = view.opened
+    mark(view.opened_ts, "detected", f"opened at {o['severity']}: {o['rule']} {_value_text(o)}", view.incident_id)
+    for r in view.escalations:
+        mark(
+            parse_ts(r["ts"]), "escalated", f"{r['previous_severity']} → {r['severity']} ({r['why']})", view.incident_id
+        )
+    params_of = {r["command_id"]: r.get("params") or {} for r in view.commands if r.get("params")}
+    for r in view.commands:
+        kind = {
+            "containment.command": "contained",
+            "containment.renewed": "renewed",
+            "containment.release": "released",
+        }[r["type"]]
+        params = ", ".join(f"{k}={v}" for k, v in params_of.get(r["command_id"], {}).items())
+        mark(
+            parse_ts(r["ts"]), kind, f"{r['action']}({params})" + (" [hold]" if r.get("hold") else ""), r["command_id"]
+        )
+    if view.resolved:
+        mark(view.resolved_ts, "resolved", view.resolved.get("why", "resolved"), view.incident_id)
+    marks.sort(key=lambda m: (m[0], m[1]))
+    base = first.ts if first is not None else None
+    return [{**m, "lag_ms": ts - base if base is not None else None} for ts, _, m in marks]
+
+
+def _value_text(r: dict[str, Any]) -> str:
+    return f"value {r.get('value')} vs limit {r.get('threshold')}"
+
+
+def _lags(view: IncidentView, first: Event | None, start: int, causes: list[dict[str, Any]]) -> dict[str, Any]:
+    contained = [parse_ts(r["ts"]) for r in view.commands if r["type"] == "containment.command"]
+    top = causes[0] if causes else None
+    return {
+        "time_to_detect_ms": view.opened_ts - start,
+        "time_to_contain_ms": min(contained) - start if contained else None,
+        "time_to_resolve_ms": view.resolved_ts - start if view.resolved_ts is not None else None,
+        "cause_to_onset_ms": start - parse_ts(top["ts"]) if top and top["kind"] != "attack" else None,
+    }
+
+
+def _notes(
+    view: IncidentView, first: Event | None, changes: list[Event], data_from: int, start: int, options: Options
+) -> list[str]:
+    notes = []
+    if first is None:
+        notes.append("no anomalous event found before onset; times are measured from the estimated start")
+    if data_from > start - options.lookback_ms:
+        notes.append(
+            f"the events begin {format_ts(data_from)}, less than the lookback "
+            f"({options.lookback_ms // 60_000}m) before the anomaly: earlier changes are not seen"
+        )
+    if not changes:
+        notes.append("no change event in the lookback window")
+    return notes

@@ -4,10 +4,13 @@ core through an adapter and prints; no detection logic lives here."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -20,6 +23,8 @@ from engine.core import DEFAULT_LATENESS_MS
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
 def read_sources_or_report(paths: list[str], command: str) -> dict[str, str] | None:
@@ -73,26 +78,38 @@ def duration_arg(text: str) -> int:
     return int(text[:-1]) * DURATION_UNITS[unit]
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    rules = load_rules_or_report(args.rules, "replay")
-    if rules is None:
-        return 1
+TOPIC_ONLY = ("since", "until", "bootstrap", "seek_slack", "emit")  # replay options that need --topic
+EMIT_ONLY = ("incidents_topic", "containment_topic")
+
+
+def replay_source_problem(args: argparse.Namespace) -> str | None:
+    """Why the replay's arguments do not name exactly one source (files or --topic), or None."""
+    if args.topic is None:
+        if not args.files:
+            return "give event FILEs, or --topic with --since and --until"
+        used = [name for name in TOPIC_ONLY + EMIT_ONLY if getattr(args, name) not in (None, False)]
+        return f"--{used[0].replace('_', '-')} needs --topic" if used else None
+    if args.files:
+        return "give event FILEs or --topic, not both"
+    if args.since is None or args.until is None:
+        return "--topic needs --since and --until"
+    used = [name for name in EMIT_ONLY if getattr(args, name) is not None]
+    if used and not args.emit:
+        return f"--{used[0].replace('_', '-')} needs --emit"
+    return None
+
+
+@contextmanager
+def replay_outputs(args: argparse.Namespace) -> Iterator[tuple[Callable[[dict], None], IO[bytes] | None]]:
+    """(emit, dead-letter file) for --out/stdout and --dead-letter; flushed and closed after."""
     out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115
     dead = open(args.dead_letter, "wb") if args.dead_letter else None  # noqa: SIM115
-    tty = sys.stderr.isatty()
 
     def emit(record: dict) -> None:
         out.write(orjson.dumps(record) + b"\n")
 
-    def progress(result: ReplayResult) -> None:
-        print(f"\r  {result.lines:,} lines  {result.events:,} events  {result.records:,} records",
-              end="", file=sys.stderr, flush=True)  # fmt: skip
-
     try:
-        result = replay_files(args.files, rules, emit, dead, args.lateness, progress if tty else None)
-    except InputError as error:
-        print(f"firebreak replay: {error}", file=sys.stderr)
-        return 1
+        yield emit, dead
     finally:
         if args.out:
             out.close()
@@ -100,13 +117,81 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.flush()
         if dead is not None:
             dead.close()
+
+
+def print_replay_result(result: ReplayResult, tty: bool) -> None:
     if tty:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
     for sample in result.bad_samples:
-        print(f"bad line: {sample}", file=sys.stderr)
+        print(f"bad {result.bad_noun}: {sample}", file=sys.stderr)
     if result.bad > len(result.bad_samples):
-        print(f"... and {result.bad - len(result.bad_samples)} more bad lines", file=sys.stderr)
+        print(f"... and {result.bad - len(result.bad_samples)} more bad {result.bad_noun}s", file=sys.stderr)
     print(result.summary(), file=sys.stderr)
+
+
+def progress_printer(result: ReplayResult) -> None:
+    print(f"\r  {result.lines:,} {result.bad_noun}s  {result.events:,} events  {result.records:,} records",
+          end="", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    problem = replay_source_problem(args)
+    if problem is not None:
+        print(f"firebreak replay: {problem}", file=sys.stderr)
+        return 1
+    if args.topic is not None:
+        return cmd_replay_topic(args)
+    rules = load_rules_or_report(args.rules, "replay")
+    if rules is None:
+        return 1
+    tty = sys.stderr.isatty()
+    try:
+        with replay_outputs(args) as (emit, dead):
+            result = replay_files(args.files, rules, emit, dead, args.lateness, progress_printer if tty else None)
+    except InputError as error:
+        print(f"firebreak replay: {error}", file=sys.stderr)
+        return 1
+    print_replay_result(result, tty)
+    return 0
+
+
+def cmd_replay_topic(args: argparse.Namespace) -> int:
+    from engine.adapters import topic_replay  # imports aiokafka: only for this command
+
+    try:
+        times = {}
+        for option in ("since", "until"):
+            try:
+                times[option] = topic_replay.parse_time(getattr(args, option))
+            except ValueError as error:
+                raise ValueError(f"--{option}: {error}") from None
+        since, until = times["since"], times["until"]
+        topic_replay.check_range(since, until)
+    except ValueError as error:
+        print(f"firebreak replay: {error}", file=sys.stderr)
+        return 1
+    rules = load_rules_or_report(args.rules, "replay")
+    if rules is None:
+        return 1
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
+    publish_to = None
+    if args.emit:
+        publish_to = topic_replay.OutputTopics(
+            args.incidents_topic or topic_replay.DEFAULT_INCIDENTS_TOPIC,
+            args.containment_topic or topic_replay.DEFAULT_CONTAINMENT_TOPIC,
+        )
+    tty = sys.stderr.isatty()
+    slack = topic_replay.DEFAULT_SLACK_MS if args.seek_slack is None else args.seek_slack
+    try:
+        with replay_outputs(args) as (emit, dead):
+            result = topic_replay.replay_topic(
+                args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules, emit, dead, args.lateness,
+                slack, publish_to=publish_to, progress=progress_printer if tty else None,
+            )  # fmt: skip
+    except topic_replay.TopicError as error:
+        print(f"firebreak replay: {error}", file=sys.stderr)
+        return 1
+    print_replay_result(result, tty)
     return 0
 
 
@@ -204,14 +289,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", metavar="PATH", help="rule files, or directories of *.rules")
     check.set_defaults(run=cmd_check)
 
-    replay = sub.add_parser("replay", help="replay JSON-lines event files through the rules")
-    replay.add_argument("files", nargs="+", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)")
+    replay = sub.add_parser("replay", help="replay JSON-lines event files, or a Kafka topic, through the rules")
+    replay.add_argument("files", nargs="*", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)")
     replay.add_argument("--rules", action="append", required=True, metavar="PATH",
                         help="rule file or directory (repeatable)")  # fmt: skip
     replay.add_argument("--out", metavar="FILE", help="write records here instead of stdout")
     replay.add_argument("--dead-letter", metavar="FILE", help="write bad and late lines here, with the reason")
     replay.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    topic = replay.add_argument_group("replaying a Kafka topic instead of files (docs/detection.md)")
+    topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
+    topic.add_argument("--since", metavar="TIME", help="write records from this event time (RFC 3339 or epoch ms)")
+    topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
+    topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    topic.add_argument("--seek-slack", type=duration_arg, metavar="DURATION",
+                       help="seek this much earlier by record timestamps (default 5m)")  # fmt: skip
+    topic.add_argument("--emit", action="store_true", help="also send the records to the live output topics")
+    topic.add_argument("--incidents-topic", metavar="TOPIC", help="with --emit: instead of ai.incidents")
+    topic.add_argument("--containment-topic", metavar="TOPIC", help="with --emit: instead of ai.containment.commands")
     replay.set_defaults(run=cmd_replay)
 
     test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")

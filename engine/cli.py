@@ -252,6 +252,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.adapters import backtest  # imported here: the whole command is this function and its parser block
 
+    topic_options = [f"--{name}" for name in ("since", "until", "bootstrap") if getattr(args, name) is not None]
+    if args.topic is None:
+        problem = f"{topic_options[0]} needs --topic" if topic_options else None
+        problem = problem or (None if args.events else "give --events FILE..., or --topic with --since and --until")
+    else:
+        problem = "give --events or --topic, not both" if args.events else None
+        problem = problem or (None if args.since and args.until else "--topic needs --since and --until")
+    if problem:
+        print(f"firebreak backtest: {problem}", file=sys.stderr)
+        return 1
+    errors: tuple[type[Exception], ...] = (InputError,)
+    source, source_label = args.events, ""
+    if args.topic is not None:
+        from engine.adapters import topic_replay  # imports aiokafka: only for a topic
+
+        def parse_time(option: str) -> int:
+            try:
+                return topic_replay.parse_time(getattr(args, option))
+            except ValueError as error:
+                raise ValueError(f"--{option}: {error}") from None
+
+        try:
+            since, until = parse_time("since"), parse_time("until")
+            topic_replay.check_range(since, until)
+        except ValueError as error:
+            print(f"firebreak backtest: {error}", file=sys.stderr)
+            return 1
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
+        source = backtest.TopicSource(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until)
+        source_label = f" of {args.topic} from {args.since} to {args.until}"
+        errors += (topic_replay.TopicError,)
     old_rules = load_rules_or_report(args.rules, "backtest")
     new_rules = load_rules_or_report(args.against, "backtest")
     if old_rules is None or new_rules is None:
@@ -261,20 +292,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except backtest.TruthFileError as error:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
-    source = args.events  # event files; a topic source (--topic/--since/--until/--bootstrap) would go here
     try:
         run = backtest.run_backtest(old_rules, new_rules, source, args.lateness, truths)
-    except InputError as error:
+    except errors as error:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
     for sample in run.bad_samples:
-        print(f"bad line: {sample}", file=sys.stderr)
+        print(f"bad {'message' if args.topic else 'line'}: {sample}", file=sys.stderr)
     if run.bad > len(run.bad_samples):
-        print(f"... and {run.bad - len(run.bad_samples)} more bad lines", file=sys.stderr)
+        print(f"... and {run.bad - len(run.bad_samples)} more", file=sys.stderr)
     if args.format == "json":
         report = orjson.dumps(backtest.to_json(run), option=orjson.OPT_INDENT_2).decode()
     else:
-        report = backtest.render_text(run, " ".join(args.rules), " ".join(args.against))
+        report = backtest.render_text(run, " ".join(args.rules), " ".join(args.against), source_label)
     if args.out:
         Path(args.out).write_text(report + "\n", encoding="utf-8")
     else:
@@ -328,13 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the current rules: files or directories")  # fmt: skip
     backtest.add_argument("--against", action="extend", nargs="+", required=True, metavar="NEW",
                           help="the candidate rules: files or directories")  # fmt: skip
-    backtest.add_argument("--events", action="extend", nargs="+", required=True, metavar="FILE",
+    backtest.add_argument("--events", action="extend", nargs="+", metavar="FILE",
                           help="event files (JSON lines; - for stdin; .gz ok)")  # fmt: skip
     backtest.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                           help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     backtest.add_argument("--truth", metavar="FILE", help="ground truth (truth.json of `firebreak demo --out DIR`)")
     backtest.add_argument("--format", choices=("text", "json"), default="text", help="report format (default text)")
     backtest.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    backtest_topic = backtest.add_argument_group("events from a Kafka topic instead of files (docs/backtest.md)")
+    backtest_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
+    backtest_topic.add_argument("--since", metavar="TIME", help="incidents from this event time (RFC 3339 or epoch ms)")
+    backtest_topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
+    backtest_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
     backtest.set_defaults(run=cmd_backtest)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")

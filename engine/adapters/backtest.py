@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from engine.adapters.demo import IncidentRow, incident_rows, match
-from engine.adapters.file_replay import ReplayResult, replay_files
+from engine.adapters.file_replay import MAX_REPORTED_BAD_LINES, ReplayResult, replay_files
 from engine.core import DEFAULT_LATENESS_MS, Engine, Event, format_ts, parse_ts
 from engine.dsl import CompiledRule
 from engine.synthetic import GroundTruth
@@ -187,13 +187,16 @@ def compare(
     old_rules: Iterable[str] | None = None,
     new_rules: Iterable[str] | None = None,
     truths: list[GroundTruth] | None = None,
+    since_ms: int | None = None,
 ) -> Backtest:
     """Pair the incidents of two rule versions run over the same events.
 
     ``old_rules``/``new_rules``: the rule names of each version (default: those that opened
     something). They decide what counts as renamed: the second pass pairs an old incident of
     a rule missing from the new version with a new incident of a rule missing from the old
-    one, on the same group and category — never two rules both versions have."""
+    one, on the same group and category — never two rules both versions have.
+    ``since_ms``: rows in which every incident opened before it are left out (a warm-up read
+    before the range); pairing is done first, so a row with one side before it stays."""
     old, new = incidents(old_records, truths), incidents(new_records, truths)
     old_names = set(old_rules) if old_rules is not None else {i.rule for i in old}
     new_names = set(new_rules) if new_rules is not None else {i.rule for i in new}
@@ -206,6 +209,10 @@ def compare(
     rows += [Row(ONLY_OLD, i, None) for i in old if id(i) not in taken]
     rows += [Row(ONLY_NEW, None, i) for i in new if id(i) not in taken]
     rows.sort(key=lambda r: (r.first.opened, r.first.rule, r.first.group_key))
+    if since_ms is not None:
+        rows = [row for row in rows if any(i is not None and i.opened >= since_ms for i in (row.old, row.new))]
+        old = [row.old for row in rows if row.old is not None]
+        new = [row.new for row in rows if row.new is not None]
     return Backtest(tuple(rows), _counts(old, new, old_names, new_names), _truth_rows(old, new, truths))
 
 
@@ -307,19 +314,34 @@ class BacktestRun:
     bad: int = 0
     late: int = 0
     bad_samples: list[str] = field(default_factory=list)
+    read_from: int | None = None  # a topic source: the start of the warm-up read before ``since``
+
+
+@dataclass(frozen=True)
+class TopicSource:
+    """Events of a Kafka topic with ``since_ms <= ts < until_ms`` (topic_replay.read_topic_events),
+    read from a warm-up before ``since_ms`` (topic_replay.warmup_ms of both versions) so that
+    windows, baselines and `for` timers are full at ``since_ms``. Incidents opened during the
+    warm-up are left out of the comparison, unless paired with one opened in the range."""
+
+    bootstrap: str
+    topic: str
+    since_ms: int
+    until_ms: int
 
 
 def run_backtest(
     old_rules: tuple[CompiledRule, ...],
     new_rules: tuple[CompiledRule, ...],
-    source: list[str] | Iterable[Event],
+    source: list[str] | Iterable[Event] | TopicSource,
     lateness_ms: int = DEFAULT_LATENESS_MS,
     truths: list[GroundTruth] | None = None,
     reuse_unchanged: bool = True,
 ) -> BacktestRun:
     """Replay ``source`` through each version and compare. ``source``: event file paths (JSON
     lines, ``-``, ``.gz``: replayed by file_replay; stdin is spooled to a temporary file when
-    it must be read twice) or an iterable of events (one pass, both engines side by side).
+    it must be read twice), an iterable of events (one pass, both engines side by side), or a
+    TopicSource (read once into memory, then as an iterable; raises topic_replay.TopicError).
 
     A rule's records depend on that rule and the events only, so with ``reuse_unchanged`` a
     new rule with the same name and canonical text as an old one is not run again: it gets
@@ -328,15 +350,33 @@ def run_backtest(
     unchanged = {(r.name, r.text) for r in old_rules} if reuse_unchanged else set()
     changed = tuple(r for r in new_rules if (r.name, r.text) not in unchanged)
     reused = {r.name for r in new_rules} - {r.name for r in changed}
+    since, read_from, bad, bad_samples = None, None, 0, []
+    if isinstance(source, TopicSource):
+        since = source.since_ms
+        source, bad_samples, read_from = _read_topic(source, old_rules + new_rules)
+        bad = len(bad_samples)
     if isinstance(source, list) and all(isinstance(p, str) for p in source):
         old_records, new_records, result = _replay_files(source, old_rules, changed, lateness_ms)
         counts = (result.events, result.bad, result.late, result.bad_samples)
     else:
         old_records, new_records, events, late = _replay_events(source, old_rules, changed, lateness_ms)
-        counts = (events, 0, late, [])
+        counts = (events, bad, late, bad_samples[:MAX_REPORTED_BAD_LINES])
     new_records = [r for r in old_records if r["rule"] in reused] + new_records
-    backtest = compare(old_records, new_records, [r.name for r in old_rules], [r.name for r in new_rules], truths)
-    return BacktestRun(backtest, *counts)
+    old_names, new_names = [r.name for r in old_rules], [r.name for r in new_rules]
+    backtest = compare(old_records, new_records, old_names, new_names, truths, since)
+    return BacktestRun(backtest, *counts, read_from=read_from)
+
+
+def _read_topic(source: TopicSource, rules: tuple[CompiledRule, ...]) -> tuple[list[Event], list[str], int]:
+    from engine.adapters import topic_replay  # imports aiokafka: only for a topic
+
+    bad: list[str] = []
+    read_from = source.since_ms - topic_replay.warmup_ms(rules)
+    events = topic_replay.read_topic_events(
+        source.bootstrap, source.topic, read_from, source.until_ms,
+        on_bad=lambda where, reason, _raw: bad.append(f"{where}: {reason}"),
+    )  # fmt: skip
+    return events, bad, read_from
 
 
 def _replay_files(paths: list[str], old_rules, new_rules, lateness_ms: int) -> tuple[list, list, ReplayResult]:
@@ -407,15 +447,17 @@ def summary_line(backtest: Backtest) -> str:
     )
 
 
-def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new") -> str:
+def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new", source_label: str = "") -> str:
     backtest = run.backtest
     s = backtest.summary
     stamps = [i.opened for row in backtest.rows for i in (row.old, row.new) if i is not None]
     days = {format_ts(ms)[:10] for ms in stamps}
     clock = _clock if len(days) <= 1 else _stamp
+    if run.read_from is not None:
+        source_label += f" (read from {format_ts(run.read_from)} for the rules' warm-up)"
     lines = [
-        f"Backtest: {old_label} (old) vs {new_label} (new) on {run.events:,} events "
-        f"({run.bad} bad lines, {run.late} late events); times UTC{' on ' + days.pop() if len(days) == 1 else ''}",
+        f"Backtest: {old_label} (old) vs {new_label} (new) on {run.events:,} events{source_label} "
+        f"(bad lines: {run.bad}, late events: {run.late}); times UTC{' on ' + days.pop() if len(days) == 1 else ''}",
         "",
         summary_line(backtest),
         f"same time in {s['same_time']}, later in {s['new_later']}; renamed rules paired in {s['renamed']}; "
@@ -443,13 +485,18 @@ def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new"
             cells.append(f"{truth.category} {truth.dimension}={truth.value}" if truth else "-")
         table.append(cells)
     lines += markdown_table(table) if backtest.rows else ["no incidents opened by either version"]
-    lines += ["", "incidents opened, by rule (- : not in that version):", ""]
+    quiet = [c for c in backtest.counts if c.old == 0 and c.new == 0]
+    lines += ["", "incidents opened, by rule (-: no such rule in that version):", ""]
     counts = [["rule", "old", "new", "change"]]
     for count in backtest.counts:
+        if count in quiet:
+            continue
         differs = count.old is not None and count.new is not None and count.new != count.old
         change = f"{count.new - count.old:+d}" if differs else ""
         counts.append([count.rule, _opt(count.old), _opt(count.new), change])
-    lines += markdown_table(counts)
+    lines += markdown_table(counts) if len(counts) > 1 else ["(none)"]
+    if quiet:
+        lines += ["", f"{len(quiet)} more rules in both versions opened nothing in either."]
     if backtest.truths is not None:
         lines += [
             "",
@@ -496,7 +543,12 @@ def to_json(run: BacktestRun) -> dict[str, Any]:
         })  # fmt: skip
     out: dict[str, Any] = {
         "summary": backtest.summary,
-        "input": {"events": run.events, "bad_lines": run.bad, "late_events": run.late},
+        "input": {
+            "events": run.events,
+            "bad_lines": run.bad,
+            "late_events": run.late,
+            "read_from": format_ts(run.read_from) if run.read_from is not None else None,
+        },
         "rules": [{"rule": c.rule, "old": c.old, "new": c.new} for c in backtest.counts],
         "rows": rows,
         "truths": None,

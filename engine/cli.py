@@ -298,7 +298,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
     for sample in run.bad_samples:
-        print(f"bad {'message' if args.topic else 'line'}: {sample}", file=sys.stderr)
+        print(f"bad {run.bad_noun}: {sample}", file=sys.stderr)
     if run.bad > len(run.bad_samples):
         print(f"... and {run.bad - len(run.bad_samples)} more", file=sys.stderr)
     if args.format == "json":

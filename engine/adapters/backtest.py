@@ -315,6 +315,7 @@ class BacktestRun:
     late: int = 0
     bad_samples: list[str] = field(default_factory=list)
     read_from: int | None = None  # a topic source: the start of the warm-up read before ``since``
+    bad_noun: str = "line"  # what a bad input is: a line of a file, a message of a topic
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ def run_backtest(
     new_records = [r for r in old_records if r["rule"] in reused] + new_records
     old_names, new_names = [r.name for r in old_rules], [r.name for r in new_rules]
     backtest = compare(old_records, new_records, old_names, new_names, truths, since)
-    return BacktestRun(backtest, *counts, read_from=read_from)
+    return BacktestRun(backtest, *counts, read_from=read_from, bad_noun="line" if read_from is None else "message")
 
 
 def _read_topic(source: TopicSource, rules: tuple[CompiledRule, ...]) -> tuple[list[Event], list[str], int]:
@@ -455,9 +456,10 @@ def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new"
     clock = _clock if len(days) <= 1 else _stamp
     if run.read_from is not None:
         source_label += f" (read from {format_ts(run.read_from)} for the rules' warm-up)"
+    day = f" on {days.pop()}" if len(days) == 1 else ""
     lines = [
         f"Backtest: {old_label} (old) vs {new_label} (new) on {run.events:,} events{source_label} "
-        f"(bad lines: {run.bad}, late events: {run.late}); times UTC{' on ' + days.pop() if len(days) == 1 else ''}",
+        f"(bad {run.bad_noun}s: {run.bad}, late events: {run.late}); times UTC{day}",
         "",
         summary_line(backtest),
         f"same time in {s['same_time']}, later in {s['new_later']}; renamed rules paired in {s['renamed']}; "
@@ -545,7 +547,7 @@ def to_json(run: BacktestRun) -> dict[str, Any]:
         "summary": backtest.summary,
         "input": {
             "events": run.events,
-            "bad_lines": run.bad,
+            "bad": run.bad,
             "late_events": run.late,
             "read_from": format_ts(run.read_from) if run.read_from is not None else None,
         },

@@ -250,7 +250,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from engine.adapters import backtest  # imported here: the whole command is this function and its parser block
+    from engine.adapters import backtest, backtest_report  # here: the command is this function and its parser block
 
     topic_options = [f"--{name}" for name in ("since", "until", "bootstrap") if getattr(args, name) is not None]
     if args.topic is None:
@@ -302,9 +302,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if run.bad > len(run.bad_samples):
         print(f"... and {run.bad - len(run.bad_samples)} more", file=sys.stderr)
     if args.format == "json":
-        report = orjson.dumps(backtest.to_json(run), option=orjson.OPT_INDENT_2).decode()
+        report = orjson.dumps(backtest_report.to_json(run), option=orjson.OPT_INDENT_2).decode()
     else:
-        report = backtest.render_text(run, " ".join(args.rules), " ".join(args.against), source_label)
+        report = backtest_report.render_text(run, " ".join(args.rules), " ".join(args.against), source_label)
     if args.out:
         Path(args.out).write_text(report + "\n", encoding="utf-8")
     else:

@@ -10,18 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.adapters.backtest import (
-    BOTH,
-    ONLY_NEW,
-    ONLY_OLD,
-    BacktestRun,
-    compare,
-    read_truths,
-    render_text,
-    run_backtest,
-    signed_duration,
-    summary_line,
-)
+from engine.adapters.backtest import BOTH, ONLY_NEW, ONLY_OLD, BacktestRun, compare, read_truths, run_backtest
+from engine.adapters.backtest_report import render_text, signed_duration, summary_line
 from engine.cli import main
 from engine.core import format_ts, validate_event
 from engine.dsl import load_rules

@@ -14,9 +14,10 @@ baseline rate); the last are **volume** metrics (mass per unit of time).
 
 The anomaly's start is estimated as a CUSUM change point: of all step boundaries in the
 two windows before onset, the one from which the summed (mass − reference) up to onset
-is largest, where the reference is twice what the period before predicts (halfway
-between normal and a doubling: small random excesses before the change do not pull the
-start earlier).
+is largest. The reference is halfway between the normal mass (the period before) and the
+anomalous mass (the window that made the condition hold) — the classic CUSUM choice for a
+shift between two levels — so isolated flagged events before the change (one PII hit in
+a quiet minute) do not pull the start earlier.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from engine.dsl.compiler import CompiledRule, getter
 
 RATIO, VOLUME = "ratio", "volume"
 DEFAULT_QUANTILE = 0.9
-DRIFT = 2.0  # the CUSUM reference: this many times the normal mass
+DRIFT = 2.0  # the CUSUM reference when the onset window is not above normal: twice normal
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,22 @@ def change_point(
     until: int,
     reference: Sequence[Event],
     reference_ms: int,
+    window_ms: int,
 ) -> int:
     """The step boundary in [search_from, until) from which the cumulative excess of
     ``events`` (sorted by time) over what ``reference`` (a period of ``reference_ms``)
     predicts is largest; ``until − step`` if no suffix has any excess."""
-    ref_mass = DRIFT * sum(mass.weight(e.data) for e in reference)
+    normal = sum(mass.weight(e.data) for e in reference)
+    recent = [e for e in events if until - window_ms <= e.ts < until]
+    anomalous = sum(mass.weight(e.data) for e in recent)
     if mass.mode == RATIO:
-        rate = ref_mass / len(reference) if reference else 0.0
+        low = normal / len(reference) if reference else 0.0
+        high = anomalous / len(recent) if recent else 0.0
+        rate = (low + high) / 2 if high > low else DRIFT * low
     else:
-        per_step = ref_mass * step_ms / reference_ms if reference_ms > 0 else 0.0
+        low = normal * step_ms / reference_ms if reference_ms > 0 else 0.0
+        high = anomalous * step_ms / window_ms
+        per_step = (low + high) / 2 if high > low else DRIFT * low
     start = search_from - search_from % step_ms
     steps = max(1, -(-(until - start) // step_ms))
     excess = [0.0] * steps

@@ -93,10 +93,14 @@ def rank_contributors(
                     "events": n_v,
                     "excess": round(excess, 3),
                     "score": round(explained * precision, 4),
+                    "_rank": (explained * precision, excess),
                 }
             )
     order = {d: i for i, d in enumerate(dims)}
-    rows.sort(key=lambda r: (-r["score"], -r["lift"], order[r["dimension"]], r["value"]))
+    # Unrounded score; on a tie the value explaining more (the broader one) first.
+    rows.sort(key=lambda r: (-r["_rank"][0], -r["_rank"][1], order[r["dimension"]], r["value"]))
+    for r in rows:
+        del r["_rank"]
     return rows
 
 

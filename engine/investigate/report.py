@@ -68,7 +68,14 @@ def investigate(
     reference = [e for e in group_events if ref_lo <= e.ts < ref_hi]
     group_mass = mass_of(rule, reference)
     start_step = change_point(
-        group_mass, group_events, rule.step_ms, onset - 2 * window, onset, reference, max(0, ref_hi - ref_lo)
+        group_mass,
+        group_events,
+        rule.step_ms,
+        onset - 2 * window,
+        onset,
+        reference,
+        max(0, ref_hi - ref_lo),
+        window,
     )
     first = first_anomalous(group_mass, group_events, start_step)
     start = first.ts if first is not None else start_step
@@ -118,6 +125,7 @@ def investigate(
             start_step - window,
             start,
             end,
+            sum(1 for r in records if r["type"] == "incident.opened" and r["rule"] == rule.name),
         )
     evidence = list(dict.fromkeys([*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *view.opened.get("evidence", [])]))
     return {

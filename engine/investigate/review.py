@@ -15,6 +15,7 @@ from engine.dsl.printer import print_rule
 
 SUGGEST_SCORE = 0.5  # a contributor this strong is worth its own group
 MIN_WINDOW_MS = 60_000
+SLOW_FRACTION = 4  # detection later than window / 4 after the first anomalous event is slow
 
 
 def duration_text(ms: int | None) -> str:
@@ -40,48 +41,76 @@ def suggest_monitoring(
     search_from: int,
     start: int,
     until: int,
+    current_incidents: int,
 ) -> dict[str, Any] | None:
-    """The same rule grouped by the top contributor's dimension (coarse detection) and/or
-    with half the window (slow detection); None when detection was neither."""
+    """A variant of the rule that would have done better, checked by replaying it:
+
+    - **coarse** detection (a strong contributor — score at least 0.5, among the top 5 —
+      whose dimension is not among the rule's `by`): the same rule, also grouped by that
+      dimension — kept when the replay catches the incident in that group;
+    - **slow** detection (detected more than a quarter window after the first anomalous
+      event, for a rule whose metric does not grow with the window: rates, averages,
+      percentiles, or any relative rule): half the window — kept only when the replay
+      detects earlier.
+
+    A variant that opens more than twice as many incidents over the range as the rule did
+    (``current_incidents``; plus 2) is rejected as too noisy. None when nothing applies or
+    no variant survives its replay."""
     by = [".".join(p) for p in rule.by]
-    reasons, new_by, window_ms = [], list(by), rule.window_ms
-    top = contributors[0] if contributors else None
-    if top and top["score"] >= SUGGEST_SCORE and top["dimension"] not in by and top["dimension"] != "user":
-        new_by.append(top["dimension"])
-        reasons.append(
-            f"coarse: the anomaly concentrates in {top['dimension']}={top['value']} "
-            f"(share {top['share']:.0%}, lift {top['lift']:g}), which the rule does not group by"
-        )
-    if (
+    # Coarse: the strongest contributors the rule does not group by (a value new in the
+    # incident — a new model version — cannot fire a relative rule: it has no baseline; the
+    # replay rejects it and the next candidate is tried).
+    finer = [c for c in contributors[:5] if c["score"] >= SUGGEST_SCORE and c["dimension"] not in by]
+    finer = [c for c in finer if c["dimension"] != "user"][:3]
+    window_free = rule.relative or rule.func not in {"count", "sum", "distinct"}
+    slow = (
         time_to_detect_ms is not None
-        and time_to_detect_ms > rule.window_ms // 2
+        and time_to_detect_ms > rule.window_ms // SLOW_FRACTION
         and rule.window_ms >= 2 * MIN_WINDOW_MS
-    ):
-        window_ms = rule.window_ms // 2
-        reasons.append(
-            f"slow: detected {duration_text(time_to_detect_ms)} after the first anomalous event, "
-            f"more than half the {duration_text(rule.window_ms)} window"
-        )
-    if not reasons:
-        return None
+        and window_free
+    )
+    plans = [(c, slow) for c in finer] + [(c, False) for c in finer if slow] + ([(None, True)] if slow else [])
+    for top, use_slow in plans:
+        new_by = [*by, top["dimension"]] if top else by
+        window_ms = rule.window_ms // 2 if use_slow else rule.window_ms
+        rules, text = _variant(rule, new_by, window_ms)
+        expect = {**group, top["dimension"]: top["value"]} if top else group
+        result = _backtest(rules, expect, events, lateness_ms, search_from, start, until)
+        result["rule_incidents_in_range"] = current_incidents
+        if result["opened"] is None or result["incidents_in_range"] > 2 * current_incidents + 2:
+            continue
+        if use_slow and (time_to_detect_ms is None or result["time_to_detect_ms"] >= time_to_detect_ms):
+            continue
+        reasons = []
+        if top:
+            reasons.append(
+                f"coarse: the anomaly concentrates in {top['dimension']}={top['value']} "
+                f"(share {top['share']:.0%}, lift {top['lift']:g}), which the rule does not group by"
+            )
+        if use_slow:
+            reasons.append(
+                f"slow: detected {duration_text(time_to_detect_ms)} after the first anomalous event, "
+                f"more than a quarter of the {duration_text(rule.window_ms)} window"
+            )
+        return {"why": "; ".join(reasons), "rule_text": text, "backtest": result}
+    return None
+
+
+def _variant(rule: CompiledRule, by: list[str], window_ms: int) -> tuple[tuple[CompiledRule, ...], str]:
     parsed = parse_rule(rule.text)
     c = parsed.condition
-    suffix = "_by_" + new_by[-1].replace(".", "_") if new_by != by else ""
+    suffix = "_by_" + by[-1].replace(".", "_") if len(by) > len(rule.by) else ""
     suffix += f"_{duration_text(window_ms)}" if window_ms != rule.window_ms else ""
     condition = dataclasses.replace(
         c,
-        by=tuple(ast.FieldPath(tuple(p.split("."))) for p in new_by),
+        by=tuple(ast.FieldPath(tuple(p.split("."))) for p in by),
         window=_duration(window_ms) if window_ms != rule.window_ms else c.window,
     )
     text = print_rule(dataclasses.replace(parsed, name=f"{rule.name}{suffix}", condition=condition))
     rules, problems = load_rules({"suggested.rules": text})
-    if not rules:  # cannot happen for a rule that compiled, but never suggest a broken rule
-        return None
-    return {
-        "why": "; ".join(reasons),
-        "rule_text": text,
-        "backtest": _backtest(rules, group, events, lateness_ms, search_from, start, until),
-    }
+    if not rules:  # a variant of a rule that compiled compiles; never suggest a broken one
+        raise ValueError(f"suggested rule does not compile: {problems}")
+    return rules, text
 
 
 def _duration(ms: int) -> ast.Duration:
@@ -177,4 +206,3 @@ def postmortem(
         "follow_ups": follow_ups,
         "monitoring_suggestion": suggestion,
     }
-

@@ -1,0 +1,193 @@
+"""The report as Markdown: for terminals, tickets and chat. A rendering of the report
+dict (report.py), nothing more; every value from the log is escaped for table cells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.core.events import parse_ts
+from engine.investigate.review import duration_text
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    inc = report["incident"]
+    lags = report["lags"]
+    group = _group(inc["group"])
+    out = [f"# Incident {inc['incident_id']} — {inc['rule']} ({group}) — {inc['severity']}", ""]
+    resolved = f"resolved {inc['resolved']}" if inc["resolved"] else "still open at the end of the range"
+    out += [
+        f"**{inc['category'].replace('_', ' ')}** · opened {inc['opened']} · {resolved} · "
+        f"time to detect **{duration_text(lags['time_to_detect_ms'])}** · "
+        f"time to contain **{duration_text(lags['time_to_contain_ms'])}**",
+        "",
+        f"Events {report['range']['since']} → {report['range']['until']}: {report['range']['events']:,} inference, "
+        f"{report['range']['changes']:,} change"
+        + (f" ({_cell(report['range']['source'])})" if report["range"]["source"] else ""),
+        "",
+    ]
+    out += _timeline(report)
+    out += _metric(report)
+    out += _causes(report)
+    out += _contributors(report)
+    out += _adversarial(report)
+    out += [
+        "## Evidence",
+        "",
+        "Event ids (raw text is never copied into a report): " + ", ".join(f"`{e}`" for e in report["evidence"])
+        if report["evidence"]
+        else "none",
+        "",
+    ]
+    out += _review(report)
+    if report["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(out)
+
+
+def _timeline(report: dict[str, Any]) -> list[str]:
+    out = [
+        "## Timeline (event time, UTC)",
+        "",
+        "| time | since first anomalous event | what | ref |",
+        "|---|---|---|---|",
+    ]
+    for m in report["timeline"]:
+        lag = m["lag_ms"]
+        lag_text = "" if lag is None else ("−" if lag < 0 else "+") + duration_text(abs(lag))
+        out.append(
+            f"| {m['ts']} | {lag_text} | **{m['kind'].replace('_', ' ')}** {_cell(m['label'])} | "
+            f"{'`' + m['ref'] + '`' if m['ref'] else ''} |"
+        )
+    return out + [""]
+
+
+def _metric(report: dict[str, Any]) -> list[str]:
+    inc = report["incident"]
+    points = report["series"]["points"]
+    out = ["## Metric", ""]
+    out.append(
+        f"`{inc['metric']} {inc['op']} …` over {duration_text(inc['window_ms'])} — at detection: "
+        f"value {_num(inc['value'])}, baseline {_num(inc['baseline'])}, threshold {_num(inc['threshold'])}; "
+        f"peak {_num(inc['peak'])}. Anomalous here means: {report['anomaly']['means']}."
+    )
+    values = [p["value"] for p in points]
+    known = [v for v in values if v is not None]
+    if known:
+        lo, hi = min(known), max(known)
+        spark = "".join(" " if v is None else SPARK[0 if hi == lo else int((v - lo) / (hi - lo) * 7)] for v in values)
+        out += [
+            "",
+            f"```\n{spark}\n{points[0]['ts']} … {points[-1]['ts']}  (min {_num(lo)}, max {_num(hi)}, "
+            f"one mark per {duration_text(report['series']['step_ms'])})\n```",
+        ]
+        out += ["", "| time | value | baseline | threshold | events |", "|---|---|---|---|---|"]
+        for p in _around(points, inc["opened"]):
+            out.append(
+                f"| {p['ts']} | {_num(p['value'])} | {_num(p['baseline'])} | {_num(p['threshold'])} | {p['events']} |"
+            )
+    return out + [""]
+
+
+def _around(points: list[dict[str, Any]], at: str, before: int = 6, after: int = 4) -> list[dict[str, Any]]:
+    t = parse_ts(at)
+    i = next((k for k, p in enumerate(points) if parse_ts(p["ts"]) >= t), len(points) - 1)
+    return points[max(0, i - before) : i + after + 1]
+
+
+def _causes(report: dict[str, Any]) -> list[str]:
+    out = ["## Suspected causes", ""]
+    if not report["suspected_causes"]:
+        return out + ["No change event in the lookback window, and no sign of an attack.", ""]
+    out += ["| # | score | kind | time | event | dimensions | why |", "|---|---|---|---|---|---|---|"]
+    for c in report["suspected_causes"]:
+        dims = ", ".join(f"{k}={v}" for k, v in c["dimensions"].items())
+        out.append(
+            f"| {c['rank']} | {c['score']:.2f} | {c['kind']} | {c['ts']} | `{c['event_id']}` | {_cell(dims)} | "
+            f"{_cell(c['description'])} — {_cell(c['why'])} |"
+        )
+    out += ["", "score = 0.6 × match + 0.3 × proximity + 0.1 × prior (docs/investigate.md)"]
+    return out + [""]
+
+
+def _contributors(report: dict[str, Any]) -> list[str]:
+    out = ["## Contributors", ""]
+    if not report["contributors"]:
+        return out + ["No dimension value over-represents the anomaly.", ""]
+    out += [
+        "| dimension | value | lift | share | baseline share | anomalous | events |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in report["contributors"]:
+        out.append(
+            f"| {c['dimension']} | {_cell(c['value'])} | {c['lift']:g}× | {c['share']:.0%} | "
+            f"{c['baseline_share']:.0%} | {c['flagged']:g} | {c['events']} |"
+        )
+    return out + [""]
+
+
+def _adversarial(report: dict[str, Any]) -> list[str]:
+    adv = report["adversarial"]
+    out = ["## Adversarial signs", "", ("**Suspected.** " if adv["suspected"] else "None found: ") + _cell(adv["why"])]
+    if adv["suspected"] and adv["top_users"]:
+        users = ", ".join(f"`{u['value']}` ({u['share']:.0%})" for u in adv["top_users"])
+        tenants = ", ".join(f"`{t['value']}` ({t['share']:.0%})" for t in adv["top_tenants"])
+        out += ["", f"Top users of the attack flags: {users}", "", f"Their tenants: {tenants}"]
+    return out + [""]
+
+
+def _review(report: dict[str, Any]) -> list[str]:
+    r = report["review"]
+    out = [
+        "## Review (postmortem skeleton)",
+        "",
+        "### Impact",
+        "",
+        r["impact"],
+        "",
+        "### Time to detect",
+        "",
+        r["time_to_detect"],
+        "",
+        "### Time to contain",
+        "",
+        r["time_to_contain"],
+        "",
+        "### Cause candidates",
+        "",
+    ]
+    out += [f"{i}. {_cell(c)}" for i, c in enumerate(r["cause_candidates"], start=1)] or ["(none)"]
+    out += ["", "### Follow-ups", ""] + [f"- [ ] {_cell(f)}" for f in r["follow_ups"]] + [""]
+    s = r["monitoring_suggestion"]
+    out += ["### Suggested monitoring change", ""]
+    if not s:
+        out += ["None: detection was neither slow (more than half a window) nor coarse.", ""]
+        return out
+    out += [_cell(s["why"]) + ".", "", "```", s["rule_text"], "```", ""]
+    b = s["backtest"]
+    if b["opened"]:
+        out.append(
+            f"Replayed over the same events, it opens an incident at {b['opened']} (time to detect "
+            f"{duration_text(b['time_to_detect_ms'])}, against {r['time_to_detect']} for the rule as it is), "
+            f"and {b['incidents_in_range']} incident(s) in the whole range (the rule as it is: "
+            f"{b['rule_incidents_in_range']})."
+        )
+    else:
+        out.append(
+            f"Replayed over the same events it would not have caught this incident "
+            f"({b['incidents_in_range']} incident(s) in the whole range): treat it with care."
+        )
+    return out + [""]
+
+
+def _group(group: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items()) or "all events"
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")

@@ -159,14 +159,7 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
     from engine.adapters import topic_replay  # imports aiokafka: only for this command
 
     try:
-        times = {}
-        for option in ("since", "until"):
-            try:
-                times[option] = topic_replay.parse_time(getattr(args, option))
-            except ValueError as error:
-                raise ValueError(f"--{option}: {error}") from None
-        since, until = times["since"], times["until"]
-        topic_replay.check_range(since, until)
+        since, until = topic_time_range(args)
     except ValueError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
         return 1
@@ -267,15 +260,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.topic is not None:
         from engine.adapters import topic_replay  # imports aiokafka: only for a topic
 
-        def parse_time(option: str) -> int:
-            try:
-                return topic_replay.parse_time(getattr(args, option))
-            except ValueError as error:
-                raise ValueError(f"--{option}: {error}") from None
-
         try:
-            since, until = parse_time("since"), parse_time("until")
-            topic_replay.check_range(since, until)
+            since, until = topic_time_range(args)
         except ValueError as error:
             print(f"firebreak backtest: {error}", file=sys.stderr)
             return 1
@@ -310,6 +296,92 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         print(report)
     return 0
+
+
+def cmd_investigate(args: argparse.Namespace) -> int:
+    from engine.adapters import investigation
+    from engine.investigate import IncidentNotFound, Options, Selection
+
+    if (args.topic is None) == (not args.events):
+        print("firebreak investigate: give --events FILE..., or --topic with --since and --until", file=sys.stderr)
+        return 1
+    group = {}
+    for item in args.group or []:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            print(f"firebreak investigate: --group {item!r} is not FIELD=VALUE", file=sys.stderr)
+            return 1
+        group[field] = value
+    if group and not args.rule:
+        print("firebreak investigate: --group needs --rule", file=sys.stderr)
+        return 1
+    rules = load_rules_or_report(args.rules, "investigate")
+    if rules is None:
+        return 1
+    options = Options(lateness_ms=args.lateness, lookback_ms=args.lookback, suggest=not args.no_suggest)
+    errors: tuple[type[Exception], ...] = (InputError, ValueError)
+    try:
+        if args.topic is not None:
+            from engine.adapters import topic_replay  # imports aiokafka: only for a topic
+
+            errors += (topic_replay.TopicError,)
+            since, until = topic_time_range(args)
+            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # TopicError says why
+            loaded = investigation.events_from_topic(
+                args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules, options
+            )
+        else:
+            loaded = investigation.events_from_files(args.events)
+    except errors as error:
+        print(f"firebreak investigate: {error}", file=sys.stderr)
+        return 1
+    for sample in loaded.bad_samples:
+        print(f"bad event: {sample}", file=sys.stderr)
+    if loaded.bad > len(loaded.bad_samples):
+        print(f"... and {loaded.bad - len(loaded.bad_samples)} more bad events", file=sys.stderr)
+    if not loaded.events:
+        print("firebreak investigate: no events in the input", file=sys.stderr)
+        return 1
+    selection = None
+    if args.incident or args.rule:
+        selection = Selection(incident_id=args.incident, rule=args.rule, group=group)
+    options = Options(options.lateness_ms, options.lookback_ms, loaded.source, options.suggest)
+    try:
+        outcome = investigation.run(rules, loaded, selection, options)
+    except IncidentNotFound as error:
+        print(f"firebreak investigate: {error}", file=sys.stderr)
+        return 1
+    if outcome.report is None:
+        print(f"{len(outcome.incidents)} incident(s); investigate one with --incident ID (or --rule NAME)")
+        for i in outcome.incidents:
+            group_text = ", ".join(f"{k}={v}" for k, v in i["group"].items()) or "(all)"
+            print(f"  {i['incident_id']}  {i['opened']}  {i['severity']}  {i['rule']}  {group_text}")
+        return 0
+    text = investigation.render(outcome.report, args.format)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.format} report of {outcome.report['incident']['incident_id']} to {args.out}",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(text)
+    return 0
+
+
+def topic_time_range(args: argparse.Namespace) -> tuple[int, int]:
+    """--since/--until as epoch ms; ValueError naming the option when they are not a range."""
+    from engine.adapters import topic_replay
+
+    times = []
+    for option in ("since", "until"):
+        text = getattr(args, option)
+        if text is None:
+            raise ValueError(f"--topic needs --{option}")
+        try:
+            times.append(topic_replay.parse_time(text))
+        except ValueError as error:
+            raise ValueError(f"--{option}: {error}") from None
+    topic_replay.check_range(times[0], times[1])
+    return times[0], times[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +443,29 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
     backtest_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
     backtest.set_defaults(run=cmd_backtest)
+
+    inv = sub.add_parser("investigate", help="reconstruct one incident: timeline, causes, contributors, review")
+    inv.add_argument("--rules", action="extend", nargs="+", required=True, metavar="PATH",
+                     help="the rules that detected it: files or directories")  # fmt: skip
+    inv.add_argument("--events", action="extend", nargs="+", metavar="FILE",
+                     help="event files (JSON lines; - for stdin; .gz ok)")  # fmt: skip
+    inv.add_argument("--incident", metavar="ID", help="the incident id (inc_…); without it, the incidents are listed")
+    inv.add_argument("--rule", metavar="NAME", help="... or the rule whose (first) incident to investigate")
+    inv.add_argument("--group", action="append", metavar="FIELD=VALUE", help="with --rule: the group (repeatable)")
+    inv.add_argument("--format", choices=("markdown", "json", "html"), default="markdown",
+                     help="markdown (default), json, or a self-contained html page with charts")  # fmt: skip
+    inv.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    inv.add_argument("--lookback", type=duration_arg, default=2 * 3_600_000, metavar="DURATION",
+                     help="consider change events this far before the anomaly (default 2h)")  # fmt: skip
+    inv.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
+                     help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    inv.add_argument("--no-suggest", action="store_true", help="skip the (replayed) monitoring suggestion")
+    inv_topic = inv.add_argument_group("events from a Kafka topic instead of files (docs/investigate.md)")
+    inv_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
+    inv_topic.add_argument("--since", metavar="TIME", help="the range to search (RFC 3339 or epoch ms)")
+    inv_topic.add_argument("--until", metavar="TIME", help="... up to this time, exclusive")
+    inv_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    inv.set_defaults(run=cmd_investigate)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")
     from engine.adapters.live.command import add_arguments as add_worker_arguments

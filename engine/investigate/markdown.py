@@ -162,7 +162,11 @@ def _review(report: dict[str, Any]) -> list[str]:
     s = r["monitoring_suggestion"]
     out += ["### Suggested monitoring change", ""]
     if not s:
-        out += ["None: detection was neither slow (more than half a window) nor coarse.", ""]
+        out += [
+            "None: detection was neither coarse nor slow (more than a quarter window), or no variant of the "
+            "rule did better when replayed over the same events.",
+            "",
+        ]
         return out
     out += [_cell(s["why"]) + ".", "", "```", s["rule_text"], "```", ""]
     b = s["backtest"]

@@ -209,7 +209,7 @@ def _timeline(view: IncidentView, causes: list[dict[str, Any]], first: Event | N
     if top and top["kind"] != "attack" and top["score"] >= CAUSE_MARK_SCORE:
         mark(parse_ts(top["ts"]), "cause", f"{top['kind']}: {top['description']}", top["event_id"])
     if first is not None:
-        mark(first.ts, "first_anomalous_event", f"first anomalous event ({means})", first.event_id)
+        mark(first.ts, "first_anomalous_event", means, first.event_id)
     if view.onset_ts != view.opened_ts:
         mark(view.onset_ts, "onset", "condition first held", view.incident_id)
     o = view.opened

@@ -1,0 +1,58 @@
+"""`firebreak investigate --topic` on the real broker: the same report as from the files
+holding the same events, whatever partition each event landed on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from worker_harness import publish, run
+
+from engine.cli import main
+from engine.core import format_ts
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from investigate_scenarios import RULES, build  # noqa: E402
+
+pytestmark = pytest.mark.kafka
+
+
+def report_of(capsys, *args: str) -> dict:
+    assert main(["investigate", *args, "--format", "json"]) == 0, capsys.readouterr().err
+    return orjson.loads(capsys.readouterr().out)
+
+
+def test_topic_range_gives_the_report_the_files_give(kafka_bootstrap, unique_topic, create_topic, tmp_path, capsys):
+    case = build("cost", rate=3.0)
+    lines = [{**e.data, "ts": format_ts(e.ts)} for e in case.events]
+    topic = run(create_topic(unique_topic("inv"), partitions=4))
+    run(publish(kafka_bootstrap, topic, lines, key_field="event_id"))  # spread over all partitions
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    rules = tmp_path / "cost.rules"
+    rules.write_text(RULES["cost"] + "\n")
+
+    from_files = report_of(capsys, "--rules", str(rules), "--events", str(events), "--rule", "spend")
+    since, until = format_ts(case.events[0].ts), format_ts(case.events[-1].ts + 1)
+    from_topic = report_of(capsys, "--rules", str(rules), "--topic", topic, "--since", since, "--until", until,
+                           "--bootstrap", kafka_bootstrap, "--rule", "spend")  # fmt: skip
+    assert from_topic["range"].pop("source").startswith(f"topic {topic}")
+    from_files["range"].pop("source")
+    assert from_topic == from_files
+    assert from_topic["suspected_causes"][0]["event_id"] == case.truth.cause_event_id
+    assert (from_topic["contributors"][0]["dimension"], from_topic["contributors"][0]["value"]) == (
+        "service",
+        case.truth.value,
+    )
+
+
+def test_dead_broker_is_one_clear_line(tmp_path, capsys):
+    rules = tmp_path / "cost.rules"
+    rules.write_text(RULES["cost"] + "\n")
+    code = main(["investigate", "--rules", str(rules), "--topic", "t", "--since", "2026-01-01T00:00:00Z",
+                 "--until", "2026-01-01T01:00:00Z", "--bootstrap", "127.0.0.1:1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("firebreak investigate: ") and "127.0.0.1:1" in err
+    assert "Traceback" not in err

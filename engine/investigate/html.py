@@ -255,9 +255,18 @@ def _review(review: dict) -> str:
     ]
     suggestion = _dict(review.get("monitoring_suggestion"))
     if suggestion:
+        backtest = _dict(suggestion.get("backtest"))
+        replayed = ""
+        if backtest.get("opened"):
+            replayed = (
+                f"<p>Replayed over the same events it opens an incident at {_when(backtest.get('opened'))} "
+                f"(time to detect {_duration(backtest.get('time_to_detect_ms'))}), and "
+                f"{_str(backtest.get('incidents_in_range'))} incident(s) in the whole range "
+                f"(the rule as it is: {_str(backtest.get('rule_incidents_in_range'))}).</p>"
+            )
         parts.append(
             f"<h3>Suggested monitoring change</h3><p>{_text(suggestion.get('why'), '')}</p>"
-            f"<pre>{_text(suggestion.get('rule_text'), '')}</pre>"
+            f"<pre>{_text(suggestion.get('rule_text'), '')}</pre>{replayed}"
         )
     return "\n".join(parts)
 

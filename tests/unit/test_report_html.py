@@ -275,3 +275,19 @@ def _mask(image, colour: tuple[int, int, int], tolerance: int = 0, below: bool =
     bands = [band.point(test(target)) for band, target in zip(image.split(), colour, strict=True)]
     combine = ImageChops.lighter if below else ImageChops.darker
     return combine(combine(bands[0], bands[1]), bands[2])
+
+
+def test_chromium_draws_a_real_investigation(tmp_path: Path):
+    """Not the fixture: the report `investigate` builds from a generated log, end to end."""
+    from test_investigate import case_and_report
+
+    _, _, real = case_and_report("quality_degradation")
+    page = tmp_path / "real.html"
+    page.write_text(render_html(real), encoding="utf-8")
+    dom = Elements(finish("real", start_chromium(chromium_path(), tmp_path, "real", page, "--dump-dom")))
+    plotted = sum(len(v.attrs["points"].split()) for v in dom.having("polyline", "series-value"))
+    assert plotted == sum(p["value"] is not None for p in real["series"]["points"]) > 50
+    assert dom.having("polyline", "series-threshold") and dom.having("rect", "open-period")
+    assert [e.attrs["class"] for e in dom.having("g", "mark")] == [f"mark mark-{m['kind']}" for m in real["timeline"]]
+    text = " ".join(dom.text)
+    assert real["suspected_causes"][0]["event_id"] in text

@@ -16,7 +16,7 @@ from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import change_point, first_anomalous, mass_of
 from engine.investigate.causes import rank_causes
-from engine.investigate.contributors import rank_contributors
+from engine.investigate.contributors import dimensions_of, rank_contributors
 from engine.investigate.incident import IncidentView, Selection, select
 from engine.investigate.review import postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
@@ -126,6 +126,7 @@ def investigate(
             start,
             end,
             sum(1 for r in records if r["type"] == "incident.opened" and r["rule"] == rule.name),
+            _splitting(group_events, start_step, inc_to, dimensions_of(rule)),
         )
     evidence = list(dict.fromkeys([*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *view.opened.get("evidence", [])]))
     return {
@@ -152,6 +153,19 @@ def investigate(
         "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
         "notes": _notes(view, first, changes, data_from, start, options),
     }
+
+
+def _splitting(group_events: list[Event], lo: int, hi: int, dims: tuple[str, ...]) -> frozenset[str]:
+    """The dimensions that take more than one value among the group's events in [lo, hi)."""
+    seen: dict[str, set] = {d: set() for d in dims}
+    getters = {d: getter(tuple(d.split("."))) for d in dims}
+    for e in group_events:
+        if lo <= e.ts < hi:
+            for d, get in getters.items():
+                value = get(e.data)
+                if value is not None and not isinstance(value, dict | list):
+                    seen[d].add(value)
+    return frozenset(d for d, values in seen.items() if len(values) > 1)
 
 
 def _group_matcher(rule: CompiledRule, group: dict[str, Any]):

@@ -42,12 +42,15 @@ def suggest_monitoring(
     start: int,
     until: int,
     current_incidents: int,
+    splits: frozenset[str] | None = None,
 ) -> dict[str, Any] | None:
     """A variant of the rule that would have done better, checked by replaying it:
 
     - **coarse** detection (a strong contributor — score at least 0.5, among the top 5 —
-      whose dimension is not among the rule's `by`): the same rule, also grouped by that
-      dimension — kept when the replay catches the incident in that group;
+      whose dimension is not among the rule's `by` and takes several values inside the
+      incident's group, ``splits``: grouping by it would isolate the anomaly): the same rule,
+      also grouped by that dimension — kept when the replay catches the incident in that group
+      no later than the rule did;
     - **slow** detection (detected more than a quarter window after the first anomalous
       event, for a rule whose metric does not grow with the window: rates, averages,
       percentiles, or any relative rule): half the window — kept only when the replay
@@ -61,7 +64,7 @@ def suggest_monitoring(
     # incident — a new model version — cannot fire a relative rule: it has no baseline; the
     # replay rejects it and the next candidate is tried).
     finer = [c for c in contributors[:5] if c["score"] >= SUGGEST_SCORE and c["dimension"] not in by]
-    finer = [c for c in finer if c["dimension"] != "user"][:3]
+    finer = [c for c in finer if c["dimension"] != "user" and (splits is None or c["dimension"] in splits)][:3]
     window_free = rule.relative or rule.func not in {"count", "sum", "distinct"}
     slow = (
         time_to_detect_ms is not None
@@ -79,7 +82,8 @@ def suggest_monitoring(
         result["rule_incidents_in_range"] = current_incidents
         if result["opened"] is None or result["incidents_in_range"] > 2 * current_incidents + 2:
             continue
-        if use_slow and (time_to_detect_ms is None or result["time_to_detect_ms"] >= time_to_detect_ms):
+        later = time_to_detect_ms is not None and result["time_to_detect_ms"] > time_to_detect_ms
+        if later or (use_slow and (time_to_detect_ms is None or result["time_to_detect_ms"] == time_to_detect_ms)):
             continue
         reasons = []
         if top:

@@ -54,11 +54,11 @@ def mass_of(rule: CompiledRule, reference: Sequence[Event]) -> Mass:
             f"flagged {rule.arg[-1]}",
         )
     if func in {"count", "distinct"}:
-        return Mass(VOLUME, lambda d: 1.0, "every matching event")
+        return Mass(VOLUME, lambda d: 1.0, "every matching event counts (a volume metric)")
     get = getter(rule.arg)
     field = ".".join(rule.arg)
     if func == "sum":
-        return Mass(VOLUME, lambda d: _number(get(d)) or 0.0, f"the summed {field}")
+        return Mass(VOLUME, lambda d: _number(get(d)) or 0.0, f"every event adds its {field} (a volume metric)")
     q = PERCENTILES.get(func, DEFAULT_QUANTILE)
     high = rule.op in {">", ">="}
     values = sorted(v for v in (_number(get(e.data)) for e in reference) if v is not None)

@@ -66,9 +66,9 @@ def _timeline(report: dict[str, Any]) -> list[str]:
 def _metric(report: dict[str, Any]) -> list[str]:
     inc = report["incident"]
     points = report["series"]["points"]
-    out = ["## Metric", ""]
+    out = ["## Metric", "", "```", inc["rule_text"], "```", ""]
     out.append(
-        f"`{inc['metric']} {inc['op']} …` over {duration_text(inc['window_ms'])} — at detection: "
+        f"`{inc['metric']}` over {duration_text(inc['window_ms'])} — at detection: "
         f"value {_num(inc['value'])}, baseline {_num(inc['baseline'])}, threshold {_num(inc['threshold'])}; "
         f"peak {_num(inc['peak'])}. Anomalous here means: {report['anomaly']['means']}."
     )

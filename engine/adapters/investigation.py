@@ -79,7 +79,12 @@ class Outcome:
 def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options) -> Outcome:
     """Replay the events through the rules and, when an incident is chosen, investigate it.
     Raises `engine.investigate.IncidentNotFound` (its message lists the incidents there are)."""
-    records = run_events(rules, loaded.events, options.lateness_ms)
+    replayed = tuple(rules)
+    if selection is not None and selection.rule and not selection.incident_id:
+        # A rule's records depend only on that rule and the events: replaying it alone gives
+        # the same incidents, ids and all, in a fraction of the time of the whole rule set.
+        replayed = tuple(r for r in rules if r.name == selection.rule) or replayed
+    records = run_events(replayed, loaded.events, options.lateness_ms)
     if selection is None:
         return Outcome(records, None, list_incidents(records))
     report = investigate(rules, loaded.events, selection, options, records=records)

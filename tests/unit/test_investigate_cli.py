@@ -107,3 +107,18 @@ def test_broken_rules_show_the_caret_diagnostic(leak, capsys, tmp_path):
     assert main(["investigate", "--rules", str(broken), "--events", events]) == 1
     err = capsys.readouterr().err
     assert f"{broken}:2:" in err and "^" in err and "Traceback" not in err
+
+
+def test_by_rule_the_same_report_as_by_incident_id(tmp_path, capsys):
+    """--rule replays only that rule; a rule's records do not depend on the other rules."""
+    case = build("cost", rate=3.0)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(orjson.dumps({**e.data, "ts": format_ts(e.ts)}) + b"\n" for e in case.events))
+    rules = tmp_path / "both.rules"
+    rules.write_text(RULES["data_leakage"] + "\n\n" + RULES["cost"] + "\n")
+    assert main(["investigate", "--rules", str(rules), "--events", str(events), "--rule", "spend", "--format",
+                 "json"]) == 0  # fmt: skip
+    by_rule = orjson.loads(capsys.readouterr().out)
+    args = ["--incident", by_rule["incident"]["incident_id"], "--format", "json"]
+    assert main(["investigate", "--rules", str(rules), "--events", str(events), *args]) == 0
+    assert orjson.loads(capsys.readouterr().out) == by_rule

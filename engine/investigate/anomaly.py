@@ -15,7 +15,7 @@ baseline rate); the last are **volume** metrics (mass per unit of time).
 The anomaly's start is estimated as a CUSUM change point: of all step boundaries in the
 two windows before onset, the one from which the summed (mass − reference) up to onset
 is largest. The reference is halfway between the normal mass (the period before) and the
-anomalous mass (the window that made the condition hold) — the classic CUSUM choice for a
+anomalous mass (the window after onset) — the classic CUSUM choice for a
 shift between two levels — so isolated flagged events before the change (one PII hit in
 a quiet minute) do not pull the start earlier.
 """
@@ -88,13 +88,15 @@ def change_point(
     until: int,
     reference: Sequence[Event],
     reference_ms: int,
-    window_ms: int,
+    level: tuple[int, int],
 ) -> int:
     """The step boundary in [search_from, until) from which the cumulative excess of
     ``events`` (sorted by time) over what ``reference`` (a period of ``reference_ms``)
-    predicts is largest; ``until − step`` if no suffix has any excess."""
+    predicts is largest; ``until − step`` if no suffix has any excess. ``level``: the period
+    whose mass is the anomalous level (the window after onset: at onset the window still
+    holds mostly normal traffic when detection was quick)."""
     normal = sum(mass.weight(e.data) for e in reference)
-    recent = [e for e in events if until - window_ms <= e.ts < until]
+    recent = [e for e in events if level[0] <= e.ts < level[1]]
     anomalous = sum(mass.weight(e.data) for e in recent)
     if mass.mode == RATIO:
         low = normal / len(reference) if reference else 0.0
@@ -102,7 +104,7 @@ def change_point(
         rate = (low + high) / 2 if high > low else DRIFT * low
     else:
         low = normal * step_ms / reference_ms if reference_ms > 0 else 0.0
-        high = anomalous * step_ms / window_ms
+        high = anomalous * step_ms / max(1, level[1] - level[0])
         per_step = (low + high) / 2 if high > low else DRIFT * low
     start = search_from - search_from % step_ms
     steps = max(1, -(-(until - start) // step_ms))

@@ -2,14 +2,18 @@
 
     score = 0.6 × match + 0.3 × proximity + 0.1 × prior
 
-- **match** (0..1): how well the change's dimensions (model, model_version,
-  prompt_template, tenant, service, feature) point where the anomaly concentrates: the
-  best contributor score (explained × precision, see contributors.py) among the change's
-  dimension values. A change naming none of those dimensions gets 0.3 (it could touch
-  anything); one naming only values with no excess gets 0.
+- **match** (0..1): how well the change's dimensions point where the anomaly concentrates.
+  A change is as specific as its most specific dimension: in each hierarchy —
+  model_version ⊂ model, prompt_template ⊂ feature ⊂ service, tenant — the most specific
+  value the change names stands for it (a data-pipeline change naming a service *and* a
+  template changed that template, not the whole service). match = the best contributor
+  score (explained × precision, see contributors.py) among those values. A change naming
+  none of these dimensions gets 0.3 (it could touch anything); one whose values carry no
+  excess gets 0.
 - **proximity** (0..1): halves every 30 minutes between the change and the estimated start
-  of the anomaly. A change after the start (by more than a step, or 2 minutes: the start is
-  an estimate) gets 0: it came too late to cause it (rollbacks and fixes land there).
+  of the anomaly. The start is an estimate: a change up to 2 minutes (or a step) after it
+  counts as at the start, and one later still halves every 2 minutes more (a change well
+  after the start — rollbacks and fixes land there — is close to 0).
 - **prior** (0..1): how often this kind of change causes this category of incident
   (a model update a hallucination spike: 1; a deploy of another service: lower).
 
@@ -29,6 +33,9 @@ from engine.investigate.contributors import DIMENSIONS
 W_MATCH, W_PROXIMITY, W_PRIOR = 0.6, 0.3, 0.1
 HALF_LIFE_MS = 30 * 60_000
 START_TOLERANCE_MS = 2 * 60_000
+LATE_HALF_LIFE_MS = 2 * 60_000  # after the tolerance, a later change loses proximity fast
+# Hierarchies of dimensions, most specific first: a change stands for its most specific value.
+HIERARCHIES = (("model_version", "model"), ("prompt_template", "feature", "service"), ("tenant",))
 NO_DIMENSIONS_MATCH = 0.3
 PRIORS = {
     "hallucination": {
@@ -94,7 +101,9 @@ def rank_causes(
     ranked = []
     for change in changes:
         dims = change_dimensions(change)
-        known = [(d, v) for d, v in dims.items() if d != "user"]
+        known = [
+            next((d, dims[d]) for d in chain if d in dims) for chain in HIERARCHIES if any(d in dims for d in chain)
+        ]
         if known:
             best = max(known, key=lambda dv: scores.get(dv, 0.0))
             match = scores.get(best, 0.0)
@@ -106,8 +115,10 @@ def rank_causes(
         else:
             match, match_why = NO_DIMENSIONS_MATCH, "names no dimension (could touch anything)"
         before = start - change.ts
-        if before < -max(step_ms, START_TOLERANCE_MS):
-            proximity, time_why = 0.0, f"{_ago(-before)} after the anomaly began"
+        tolerance = max(step_ms, START_TOLERANCE_MS)
+        if before < -tolerance:
+            proximity = 0.5 ** ((-before - tolerance) / LATE_HALF_LIFE_MS)
+            time_why = f"{_ago(-before)} after the anomaly began"
         else:
             proximity = 0.5 ** (max(0, before) / HALF_LIFE_MS)
             time_why = f"{_ago(max(0, before))} before the anomaly began"

@@ -12,7 +12,9 @@ service, feature, user, and the rule's own `by` fields), over the rule's populat
   the population; volume metrics: mass per unit of time, at least one event's worth);
 - ``excess``: v's mass above what its baseline predicts for the incident period.
 
-They are ranked by ``score`` = explained × precision: ``explained`` = v's excess / the
+Values covering the same events with the same mass are merged into one row
+(``same_as``: a template and the one feature that uses it). They are ranked by
+``score`` = explained × precision: ``explained`` = v's excess / the
 whole excess (how much of the anomaly v accounts for), ``precision`` = v's excess / v's
 mass (1 − 1/lift: how anomalous v's part is). A value that accounts for all of the
 anomaly and little else ranks first; a broader value that contains it (its service) ranks
@@ -121,3 +123,21 @@ def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str,
             cell[0] += 1
             cell[1] += w
     return [{k: (c[0], c[1]) for k, c in d.items()} for d in counts]
+
+
+def merge_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Values that cover the same events with the same anomaly mass (a prompt template and
+    the one feature that uses it) are one finding: the first in rank keeps the row, the
+    others are listed in its ``same_as``."""
+    merged: list[dict[str, Any]] = []
+    first: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["events"], row["flagged"], row["excess"])
+        kept = first.get(key)
+        if kept is not None:
+            kept["same_as"].append({"dimension": row["dimension"], "value": row["value"]})
+            continue
+        row = {**row, "same_as": []}
+        first[key] = row
+        merged.append(row)
+    return merged

@@ -196,7 +196,7 @@ def _contributors(contributors: list) -> str:
         rows.append(
             [
                 _text(row.get("dimension")),
-                f"<code>{_text(row.get('value'))}</code>",
+                f"<code>{_text(row.get('value'))}</code>" + _aliases(row.get("same_as")),
                 _num_cell(f"{_num(row.get('lift'), 2)}×" if number(row.get("lift")) is not None else NONE),
                 f"{_share_bar(share, base)}{_pct(share)}",
                 _num_cell(_pct(base)),
@@ -205,6 +205,12 @@ def _contributors(contributors: list) -> str:
         )
     head = ["Dimension", "Value", "Lift", "Share of flagged", "Baseline share", "Flagged / events"]
     return _table(head, rows, numeric={2, 4, 5})
+
+
+def _aliases(same: Any) -> str:
+    """Values covering the same events (a template and its one feature)."""
+    names = [f"{_text(a.get('dimension'))}={_text(a.get('value'))}" for a in map(_dict, _list(same))]
+    return f'<br><span class="muted">same events as {", ".join(names)}</span>' if names else ""
 
 
 def _adversarial(signs: dict) -> str:

@@ -121,7 +121,7 @@ def _contributors(report: dict[str, Any]) -> list[str]:
     ]
     for c in report["contributors"]:
         out.append(
-            f"| {c['dimension']} | {_cell(c['value'])} | {c['lift']:g}× | {c['share']:.0%} | "
+            f"| {c['dimension']} | {_cell(c['value'])}{_aliases(c)} | {c['lift']:g}× | {c['share']:.0%} | "
             f"{c['baseline_share']:.0%} | {c['flagged']:g} | {c['events']} |"
         )
     return out + [""]
@@ -183,6 +183,11 @@ def _review(report: dict[str, Any]) -> list[str]:
             f"({b['incidents_in_range']} incident(s) in the whole range): treat it with care."
         )
     return out + [""]
+
+
+def _aliases(c: dict[str, Any]) -> str:
+    same = c.get("same_as") or []
+    return " (= " + ", ".join(f"{a['dimension']}={_cell(a['value'])}" for a in same) + ")" if same else ""
 
 
 def _group(group: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import change_point, first_anomalous, mass_of
 from engine.investigate.causes import rank_causes
-from engine.investigate.contributors import dimensions_of, rank_contributors
+from engine.investigate.contributors import dimensions_of, merge_aliases, rank_contributors
 from engine.investigate.incident import IncidentView, Selection, select
 from engine.investigate.review import postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
@@ -75,7 +75,7 @@ def investigate(
         onset,
         reference,
         max(0, ref_hi - ref_lo),
-        window,
+        _level_period(group_events, onset, window, resolved if resolved is not None else data_to + 1),
     )
     first = first_anomalous(group_mass, group_events, start_step)
     start = first.ts if first is not None else start_step
@@ -118,7 +118,7 @@ def investigate(
         suggestion = suggest_monitoring(
             rule,
             view.group,
-            contributors,
+            merge_aliases(contributors),
             lags["time_to_detect_ms"],
             events,
             options.lateness_ms,
@@ -147,12 +147,21 @@ def investigate(
         "lags": lags,
         "series": series,
         "suspected_causes": causes[:MAX_CAUSES],
-        "contributors": contributors[:MAX_CONTRIBUTORS],
+        "contributors": merge_aliases(contributors)[:MAX_CONTRIBUTORS],
         "adversarial": adversarial,
         "evidence": evidence,
         "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
         "notes": _notes(view, first, changes, data_from, start, options),
     }
+
+
+def _level_period(group_events: list[Event], onset: int, window: int, end: int) -> tuple[int, int]:
+    """The window after onset (what the anomaly looks like), or the one before when nothing
+    of the group came after onset."""
+    after = (onset, max(onset + 1, min(onset + window, end)))
+    if any(after[0] <= e.ts < after[1] for e in group_events):
+        return after
+    return onset - window, onset
 
 
 def _splitting(group_events: list[Event], lo: int, hi: int, dims: tuple[str, ...]) -> frozenset[str]:

@@ -1,7 +1,8 @@
 """Generated logs for investigation tests: one injected incident, its true cause change
-event, the synthetic decoys (other services, other times) and two hard decoys — a change
-of the same kind on another target just before onset, and a change on the true target
-long before it."""
+event, the synthetic decoys (other services, other times) and hard decoys — a change of
+the same kind on another target just before onset, a change on the true target long
+before it, and (quality) a change of the same kind on the same service but another
+template, just before onset."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from engine.core import Event, format_ts, validate_event
 from engine.dsl import load_rules
-from engine.synthetic import MINUTE, GroundTruth, Traffic, scenario
+from engine.synthetic import MINUTE, TEMPLATES, GroundTruth, Traffic, scenario
 
 # One rule per category, grouped coarser than the injection where it makes sense, so
 # the drill-down has to find the dimension value itself.
@@ -63,6 +64,14 @@ def build(category: str, seed: int = 1, rate: float = 6.0) -> Case:
             "description": f"{truth.value}: log level info → debug",
         },
     ]
+    if category == "quality_degradation":
+        # A sibling: the same kind of change, on the same service, for another of its templates
+        # — it shares a dimension with the truth, so only specificity can rank it below.
+        service = next(t.service for t in TEMPLATES if t.name == truth.value)
+        sibling = next(t.name for t in TEMPLATES if t.service == service and t.name != truth.value)
+        extra.append({"event_id": f"decoy-sibling-{seed}", "ts": format_ts(truth.onset_ts - 4 * MINUTE),
+                      "type": "change", "kind": "data_pipeline", "service": service, "prompt_template": sibling,
+                      "description": f"re-index knowledge base behind {sibling}"})  # fmt: skip
     raw = list(traffic.events())
     events = sorted((validate_event(e) for e in raw + extra), key=lambda e: e.ts)
     rules, problems = load_rules({f"{category}.rules": RULES[category]})

@@ -57,6 +57,8 @@ def test_right_dimension_value_tops_the_contributors(category):
     pinned = set(case.truth.scope) | {("user", u) for u in case.truth.users}
     assert (top["dimension"], top["value"]) in pinned, report["contributors"][:3]
     assert top["lift"] > 2 and top["share"] > 0.5
+    if category == "quality_degradation":  # the template and the one feature using it: one row
+        assert top["same_as"] and all((a["dimension"], a["value"]) in pinned for a in top["same_as"])
     for c in report["contributors"]:
         assert set(c) >= {"dimension", "value", "lift", "share", "baseline_share"}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.adapters.backtest import Backtest, BacktestRun, Incident
 from engine.core import format_ts
+from engine.core.events import format_duration
 from engine.synthetic import GroundTruth
 
 
@@ -53,7 +54,7 @@ def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new"
         cells = [
             row.status, rule, _group(row.first.group), clock(old.opened) if old else "-",
             clock(new.opened) if new else "-", signed_duration(row.delta_ms) if row.delta_ms is not None else "-",
-            severity, duration(old.lag_ms) if old else "-", duration(new.lag_ms) if new else "-",
+            severity, format_duration(old.lag_ms) if old else "-", format_duration(new.lag_ms) if new else "-",
         ]  # fmt: skip
         if truth_column:
             truth = row.truth
@@ -161,20 +162,8 @@ def markdown_table(rows: list[list[str]]) -> list[str]:
     return [line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(row) for row in rows[1:]]
 
 
-def duration(ms: int) -> str:
-    """5m, 1m30s, 45s, 250ms, 1h5m, 0s."""
-    if ms == 0:
-        return "0s"
-    if ms % 1000:
-        return f"{ms}ms" if ms < 1000 else f"{ms / 1000:g}s"
-    seconds = ms // 1000
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
-
-
 def signed_duration(ms: int) -> str:
-    return "0s" if ms == 0 else ("-" if ms < 0 else "+") + duration(abs(ms))
+    return "0s" if ms == 0 else ("-" if ms < 0 else "+") + format_duration(abs(ms))
 
 
 def _opt(value: Any, show: Callable[[Any], str] = str) -> str:

@@ -106,7 +106,7 @@ class TestOutcome:
 def parse_offset(text: Any, where: str) -> int:
     """``"1h30m"``, ``"90s"``, ``"0m"``, ``"250ms"`` → milliseconds."""
     if not isinstance(text, str) or not text:
-        raise SpecError(f"{where}: expected a duration like \"1h30m\", got {text!r}")
+        raise SpecError(f'{where}: expected a duration like "1h30m", got {text!r}')
     parts = _OFFSET_PART.findall(text)
     if "".join(n + u for n, u in parts) != text:
         if text.isdigit():
@@ -188,10 +188,10 @@ def parse_expectations(spec: dict[str, Any], origin: int) -> list[Expectation]:
         elif "between" in block:
             pair = block.pop("between")
             if not isinstance(pair, list) or len(pair) != 2:
-                raise SpecError(f"{where}.between: expected [\"FROM\", \"UNTIL\"]")
+                raise SpecError(f'{where}.between: expected ["FROM", "UNTIL"]')
             start, end = (origin + parse_offset(p, f"{where}.between") for p in pair)
         if "type" not in block:
-            raise SpecError(f"{where}: `type` is required (e.g. \"incident.opened\")")
+            raise SpecError(f'{where}: `type` is required (e.g. "incident.opened")')
         out.append(Expectation(n + 1, block, start, end, absent))
     return out
 

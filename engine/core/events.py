@@ -64,6 +64,20 @@ def format_ts(ms: int) -> str:
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
+def format_duration(ms: int) -> str:
+    """A span of time for people: ``1h5m``, ``4m59s`` (whole seconds from a minute on),
+    ``45s``, ``1.5s`` (tenths under a minute), ``250ms``, ``0s``."""
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000 and ms % 1000:
+        return f"{round(ms / 1000, 1):g}s"
+    hours, rest = divmod(ms // 1000, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
+
+
 def validate_event(obj: Any) -> Event:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"an event is a JSON object, not {type(obj).__name__}")

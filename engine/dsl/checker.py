@@ -109,8 +109,9 @@ def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
     if kind is None:
         hint = did_you_mean(metric.func, FUNCTIONS)
         known = ", ".join(FUNCTIONS)
-        name_span = ast.Span(metric.span.line, metric.span.column, metric.span.line,
-                             metric.span.column + len(metric.func))
+        name_span = ast.Span(
+            metric.span.line, metric.span.column, metric.span.line, metric.span.column + len(metric.func)
+        )
         yield name_span, f"unknown function `{metric.func}`{hint or f'; expected one of {known}'}"
         return
     arg = metric.arg
@@ -120,8 +121,9 @@ def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
                 yield metric.span, f"`{metric.func}()` needs a flag, e.g. `{metric.func}(hallucination)`"
         elif len(arg.parts) != 1:
             suggestion = arg.parts[-1] if arg.parts[0] == "flags" else arg.dotted
-            yield arg.span, (
-                f"`{metric.func}` takes a flag name (it reads flags.<name>); write `{metric.func}({suggestion})`"
+            yield (
+                arg.span,
+                (f"`{metric.func}` takes a flag name (it reads flags.<name>); write `{metric.func}({suggestion})`"),
             )
     elif arg is None:
         yield metric.span, f"`{metric.func}()` needs a field, e.g. `{metric.func}(latency_ms)`"
@@ -182,8 +184,9 @@ def _outcome_problems(o: ast.Outcome) -> Iterator[Problem]:
         if esc.severity.name not in SEVERITIES:
             yield esc.severity.span, f"unknown severity `{esc.severity.name}`; expected sev1..sev4"
         elif base.name in SEVERITIES and esc.severity.name >= base.name:
-            yield esc.severity.span, (
-                f"`escalate {esc.severity.name}` is not above the rule's {base.name}; sev1 is the most severe"
+            yield (
+                esc.severity.span,
+                (f"`escalate {esc.severity.name}` is not above the rule's {base.name}; sev1 is the most severe"),
             )
         if esc.measure not in IMPACT_MEASURES:
             hint = did_you_mean(esc.measure, IMPACT_MEASURES)

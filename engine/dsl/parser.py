@@ -113,7 +113,7 @@ def _syntax_diagnostic(error: UnexpectedInput, chunk: str, path: str) -> Diagnos
     if isinstance(error, UnexpectedCharacters):
         char = chunk[error.pos_in_stream] if error.pos_in_stream < len(chunk) else ""
         if char == '"':
-            return Diagnostic(path, line, column, "unterminated string: add the closing `\"` on the same line")
+            return Diagnostic(path, line, column, 'unterminated string: add the closing `"` on the same line')
         if char == "'":
             return Diagnostic(path, line, column, 'strings use double quotes: write "..."')
         if char == "=":
@@ -162,8 +162,9 @@ def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnost
     stack = _value_stack(error)
     if len(stack) >= 2 and _is_token(stack[-2], "BY") and _is_token(stack[-1], "NAME") and stack[-1] in _CLAUSE_WORDS:
         word = stack[-1]  # `by where …`: the contextual lexer read the keyword as a field name
-        return Diagnostic(path, word.line, word.column, "`by` needs at least one field, e.g. `by model`",
-                          word.end_column)
+        return Diagnostic(
+            path, word.line, word.column, "`by` needs at least one field, e.g. `by model`", word.end_column
+        )
     if prev_type == "ARROW":
         return diag(f"expected a severity (sev1..sev4) after `->`, found {_describe(token)}")
     if "ARROW" in expected:
@@ -190,9 +191,11 @@ def _last_word(chunk: str) -> tuple[int, int, Token | None]:
     character, and its last word as a token (for a message about it)."""
     lines = chunk.splitlines()
     for number in range(len(lines), 0, -1):
-        text = re.sub(r"#.*", "", lines[number - 1]).rstrip() if '"' not in lines[number - 1] else lines[
-            number - 1
-        ].rstrip()
+        text = (
+            re.sub(r"#.*", "", lines[number - 1]).rstrip()
+            if '"' not in lines[number - 1]
+            else lines[number - 1].rstrip()
+        )
         if text:
             match = re.search(r"(->|[<>]=?|:|[A-Za-z_0-9.]+|\S)$", text)
             word = match.group(1) if match else ""
@@ -413,7 +416,10 @@ class _AstBuilder(Transformer):
                 Diagnostic.at(self.path, _span_of(value), f"`{value}` is not a number; write a plain number")
             )
         return ast.Escalate(
-            ast.Severity(str(severity), span=_span_of(severity)), str(measure), str(op), number,
+            ast.Severity(str(severity), span=_span_of(severity)),
+            str(measure),
+            str(op),
+            number,
             span=_span_of(meta),
         )
 

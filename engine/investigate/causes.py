@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engine.core.events import Event, format_ts
+from engine.core.events import Event, format_duration, format_ts
 from engine.investigate.contributors import DIMENSIONS
 
 W_MATCH, W_PROXIMITY, W_PRIOR = 0.6, 0.3, 0.1
@@ -118,10 +118,10 @@ def rank_causes(
         tolerance = max(step_ms, START_TOLERANCE_MS)
         if before < -tolerance:
             proximity = 0.5 ** ((-before - tolerance) / LATE_HALF_LIFE_MS)
-            time_why = f"{_ago(-before)} after the anomaly began"
+            time_why = f"{format_duration(-before)} after the anomaly began"
         else:
             proximity = 0.5 ** (max(0, before) / HALF_LIFE_MS)
-            time_why = f"{_ago(max(0, before))} before the anomaly began"
+            time_why = f"{format_duration(max(0, before))} before the anomaly began"
         kind = str(change.data.get("kind"))
         prior = priors.get(kind, DEFAULT_PRIOR)
         ranked.append(
@@ -189,12 +189,3 @@ def _candidate(
         "description": description,
         "why": why,
     }
-
-
-def _ago(ms: int) -> str:
-    minutes = ms / 60_000
-    if minutes < 1:
-        return f"{ms // 1000}s"
-    if minutes < 120:
-        return f"{minutes:.0f}m"
-    return f"{minutes / 60:.1f}h"

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from engine.core.events import format_duration
 from engine.investigate.svg import (
     BASELINE_COLOUR,
     THRESHOLD_COLOUR,
@@ -377,17 +378,7 @@ def _duration(ms: Any, signed: bool = False) -> str:
         return NONE
     sign = ("+" if v >= 0 else "−") if signed else ("−" if v < 0 else "")
     total = int(round(abs(v)))
-    if total == 0:
-        return "0s"
-    if total < 1000:
-        return f"{sign}{total} ms"
-    s = total // 1000
-    h, m, s = s // 3600, s // 60 % 60, s % 60
-    if h:
-        return f"{sign}{h}h {m:02d}m" if m else f"{sign}{h}h"
-    if m:
-        return f"{sign}{m}m {s:02d}s" if s else f"{sign}{m}m"
-    return f"{sign}{s}s"
+    return format_duration(total) if total == 0 else sign + format_duration(total)
 
 
 def _when(ts: Any) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.core.engine import run_events
-from engine.core.events import Event, parse_ts
+from engine.core.events import Event, format_duration, parse_ts
 from engine.dsl import ast, load_rules, parse_rule
 from engine.dsl.compiler import CompiledRule
 from engine.dsl.printer import print_rule
@@ -19,16 +19,7 @@ SLOW_FRACTION = 4  # detection later than window / 4 after the first anomalous e
 
 
 def duration_text(ms: int | None) -> str:
-    if ms is None:
-        return "n/a"
-    seconds = ms // 1000
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s" if seconds else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return "n/a" if ms is None else format_duration(ms)
 
 
 def suggest_monitoring(

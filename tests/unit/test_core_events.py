@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.core import InvalidEvent, format_ts, parse_ts, validate_event
+from engine.core.events import format_duration
 
 GOOD = {"event_id": "e1", "ts": "2026-01-01T00:00:00Z"}
 
@@ -71,3 +72,12 @@ def test_change_event():
 def test_format_ts(ms, text):
     assert format_ts(ms) == text
     assert parse_ts(text) == ms
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(0, "0s"), (250, "250ms"), (1_500, "1.5s"), (20_502, "20.5s"), (45_000, "45s"), (90_000, "1m30s"),
+     (299_954, "4m59s"), (3_600_000, "1h"), (3_630_000, "1h30s"), (3_900_000, "1h5m")],
+)  # fmt: skip
+def test_format_duration(ms, text):
+    assert format_duration(ms) == text

@@ -94,8 +94,8 @@ class ShardWriter:
         settings = self.settings
         async with self.producer.transaction():
             for record in records:
-                topic = settings.incidents_topic if record["type"].startswith("incident.") else (
-                    settings.containment_topic
+                topic = (
+                    settings.incidents_topic if record["type"].startswith("incident.") else (settings.containment_topic)
                 )
                 await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
             key = FULL if checkpoint["kind"] == "full" else HEAD

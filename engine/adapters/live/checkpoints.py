@@ -94,9 +94,8 @@ class ShardWriter:
         settings = self.settings
         async with self.producer.transaction():
             for record in records:
-                topic = (
-                    settings.incidents_topic if record["type"].startswith("incident.") else (settings.containment_topic)
-                )
+                incident = record["type"].startswith("incident.")
+                topic = settings.incidents_topic if incident else settings.containment_topic
                 await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
             key = FULL if checkpoint["kind"] == "full" else HEAD
             await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,

@@ -19,7 +19,7 @@ from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.rule_files import RuleFileError, read_rule_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from engine.adapters.starter_pack import StarterPackMissing, starter_rule_sources
-from engine.core import DEFAULT_LATENESS_MS
+from engine.core import DEFAULT_LATENESS_MS, parse_ts
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
@@ -352,8 +352,11 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
     if outcome.report is None:
-        print(f"{len(outcome.incidents)} incident(s); investigate one with --incident ID (or --rule NAME)")
-        for i in outcome.incidents:
+        listed = outcome.incidents
+        if args.topic is not None:  # not those of the warm-up before --since
+            listed = [i for i in listed if since <= parse_ts(i["opened"]) < until]
+        print(f"{len(listed)} incident(s); investigate one with --incident ID (or --rule NAME)")
+        for i in listed:
             group_text = ", ".join(f"{k}={v}" for k, v in i["group"].items()) or "(all)"
             print(f"  {i['incident_id']}  {i['opened']}  {i['severity']}  {i['rule']}  {group_text}")
         return 0

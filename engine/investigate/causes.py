@@ -9,7 +9,11 @@
   template changed that template, not the whole service). match = the best contributor
   score (explained × precision, see contributors.py) among those values. A change naming
   none of these dimensions gets 0.3 (it could touch anything); one whose values carry no
-  excess gets 0.
+  excess gets 0. The match is then weighed by the **shift** at the change: whether that
+  value's anomaly rate rose in the 30 minutes after the change against the 30 before
+  (1 − 1/lift, contributors.value_shift): × (0.5 + 0.5 × shift). A change long before the
+  anomaly on the right target, after which nothing happened, keeps half its match; one
+  with no events before it in the log counts as shift 0.5.
 - **proximity** (0..1): halves every 30 minutes between the change and the estimated start
   of the anomaly. The start is an estimate: a change up to 2 minutes (or a step) after it
   counts as at the start, and one later still halves every 2 minutes more (a change well
@@ -24,7 +28,7 @@ the anomaly). Changes are those in [start − lookback, detection].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.core.events import Event, format_duration, format_ts
@@ -35,6 +39,8 @@ HALF_LIFE_MS = 30 * 60_000
 START_TOLERANCE_MS = 2 * 60_000
 LATE_HALF_LIFE_MS = 2 * 60_000  # after the tolerance, a later change loses proximity fast
 # Hierarchies of dimensions, most specific first: a change stands for its most specific value.
+SHIFT_FLOOR = 0.5  # a change after which its value did not misbehave keeps half its match
+SHIFT_UNKNOWN = 0.5  # no events before the change to compare with: counted as half a shift
 HIERARCHIES = (("model_version", "model"), ("prompt_template", "feature", "service"), ("tenant",))
 NO_DIMENSIONS_MATCH = 0.3
 PRIORS = {
@@ -93,9 +99,11 @@ def rank_causes(
     category: str,
     contributors: Sequence[dict[str, Any]],
     adversarial: dict[str, Any],
+    shift: Callable[[str, str, int], float | None] | None = None,
 ) -> list[dict[str, Any]]:
     """``changes``: the change events of the lookback window; ``start``: the estimated start
-    of the anomaly; ``contributors``: every ranked (dimension, value)."""
+    of the anomaly; ``contributors``: every ranked (dimension, value); ``shift(dim, value,
+    t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift)."""
     scores = {(c["dimension"], c["value"]): c["score"] for c in contributors}
     priors = PRIORS.get(category, {})
     ranked = []
@@ -104,6 +112,7 @@ def rank_causes(
         known = [
             next((d, dims[d]) for d in chain if d in dims) for chain in HIERARCHIES if any(d in dims for d in chain)
         ]
+        rose = None
         if known:
             best = max(known, key=lambda dv: scores.get(dv, 0.0))
             match = scores.get(best, 0.0)
@@ -112,6 +121,16 @@ def rank_causes(
                 if match > 0
                 else "none of its dimensions carries the anomaly"
             )
+            if match > 0 and shift is not None:
+                rose = shift(best[0], best[1], change.ts)
+                weight = SHIFT_UNKNOWN if rose is None else rose
+                match *= SHIFT_FLOOR + (1 - SHIFT_FLOOR) * weight
+                if rose is None:
+                    match_why += ", and the log starts too late to see whether it rose after the change"
+                elif rose >= 0.5:
+                    match_why += f", and its anomaly rate rose after the change (shift {rose:.2f})"
+                else:
+                    match_why += f", but its anomaly rate barely rose after the change (shift {rose:.2f})"
         else:
             match, match_why = NO_DIMENSIONS_MATCH, "names no dimension (could touch anything)"
         before = start - change.ts
@@ -136,6 +155,7 @@ def rank_causes(
                 proximity,
                 prior,
                 f"{match_why}; {time_why}",
+                rose,
             )
         )
     if adversarial.get("suspected") and adversarial.get("first_event"):
@@ -173,6 +193,7 @@ def _candidate(
     proximity: float,
     prior: float,
     why: str,
+    shift: float | None = None,
 ) -> dict[str, Any]:
     score = W_MATCH * match + W_PROXIMITY * proximity + W_PRIOR * prior
     return {
@@ -184,6 +205,7 @@ def _candidate(
         "match": round(match, 4),
         "proximity": round(proximity, 4),
         "prior": prior,
+        "shift": None if shift is None else round(shift, 4),
         "before_onset_ms": before,
         "dimensions": dims,
         "description": description,

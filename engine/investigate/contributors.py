@@ -23,8 +23,9 @@ just below; a value that merely shares in it (one of five attackers) ranks lower
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.core.events import Event
@@ -119,7 +120,7 @@ def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str,
             value = get(e.data)
             if value is None or isinstance(value, dict | list):
                 continue
-            cell = counts[i][str(value) if not isinstance(value, bool) else ("true" if value else "false")]
+            cell = counts[i][_text(value)]
             cell[0] += 1
             cell[1] += w
     return [{k: (c[0], c[1]) for k, c in d.items()} for d in counts]
@@ -141,3 +142,54 @@ def merge_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first[key] = row
         merged.append(row)
     return merged
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+SHIFT_SPAN_MS = 30 * 60_000
+
+
+def value_shift(population: Sequence[Event], mass: Mass, until: int) -> Callable[[str, str, int], float | None]:
+    """``shift(dimension, value, t)``: did the value start to misbehave at ``t``? 1 − 1/lift of
+    its anomaly rate in the 30 minutes after ``t`` (up to ``until``) over the 30 minutes before
+    (ratio metrics: per event, the earlier rate shrunk towards the population's; volume: per
+    unit of time); 0 when it did not rise; None when the log has nothing before ``t`` to
+    compare with. ``population``: sorted by time."""
+    times = [e.ts for e in population]
+
+    def shift(dim: str, value: str, t: int) -> float | None:
+        if not times or times[0] >= t:
+            return None
+        get = getter(tuple(dim.split(".")))
+        lo, mid = bisect_left(times, t - SHIFT_SPAN_MS), bisect_left(times, t)
+        after_to = max(t + 1, min(t + SHIFT_SPAN_MS, until))
+        hi = bisect_left(times, after_to)
+        sums = []
+        for part in (population[lo:mid], population[mid:hi]):
+            n = m = n_all = m_all = 0.0
+            for e in part:
+                w = mass.weight(e.data)
+                n_all, m_all = n_all + 1, m_all + w
+                if _text(get(e.data)) == value:
+                    n, m = n + 1, m + w
+            sums.append((n, m, n_all, m_all))
+        (bn, bm, bn_all, bm_all), (an, am, _, _) = sums
+        if bn_all == 0:
+            return None
+        if an == 0 or am == 0:
+            return 0.0
+        if mass.mode == RATIO:
+            r_all = bm_all / bn_all
+            before = (bm + PSEUDO_EVENTS * r_all) / (bn + PSEUDO_EVENTS)
+            after = am / an
+        else:
+            unit = bm_all / bn_all if bm_all else am / an
+            before = max(bm, unit) / max(1, t - max(t - SHIFT_SPAN_MS, times[0]))
+            after = am / (after_to - t)
+        if before <= 0:
+            return 1.0
+        return max(0.0, 1.0 - before / after)
+
+    return shift

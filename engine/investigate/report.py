@@ -16,7 +16,7 @@ from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import change_point, first_anomalous, mass_of
 from engine.investigate.causes import rank_causes
-from engine.investigate.contributors import dimensions_of, merge_aliases, rank_contributors
+from engine.investigate.contributors import dimensions_of, merge_aliases, rank_contributors, value_shift
 from engine.investigate.incident import IncidentView, Selection, select
 from engine.investigate.review import postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
@@ -93,7 +93,8 @@ def investigate(
 
     # 3. What changed before it?
     changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
-    causes = rank_causes(changes, start, rule.step_ms, rule.category, contributors, adversarial)
+    shift = value_shift(population, mass, inc_to)
+    causes = rank_causes(changes, start, rule.step_ms, rule.category, contributors, adversarial, shift)
 
     # 4. The story in event time.
     end = resolved if resolved is not None else data_to

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from investigate_scenarios import Case, build
 
-from engine.core import format_ts, parse_ts, run_events
+from engine.core import format_ts, parse_ts, run_events, validate_event
 from engine.dsl import load_rules
 from engine.investigate import IncidentNotFound, Selection, investigate, list_incidents
 from engine.investigate.markdown import render_markdown
@@ -215,3 +215,21 @@ def test_same_input_same_report():
     again = investigate(case.rules, case.events, Selection(incident_id=report["incident"]["incident_id"]))
     assert orjson.dumps(again) == orjson.dumps(report)
     assert format_ts(parse_ts(again["incident"]["opened"])) == again["incident"]["opened"]
+
+
+def test_a_change_after_which_nothing_happened_loses_half_its_match():
+    """A change on the true target an hour before the anomaly names the right model, but the
+    model's hallucination rate did not move after it: its shift is ~0, the true cause's high."""
+    case = build("hallucination")
+    quiet = validate_event({"event_id": "quiet-1", "ts": format_ts(case.truth.onset_ts - 60 * 60_000),
+                            "type": "change", "kind": "model_update", "model": case.truth.value,
+                            "description": "same weights, new serving image"})  # fmt: skip
+    events = sorted([*case.events, quiet], key=lambda e: e.ts)
+    records = run_events(case.rules, events)
+    first = next(i for i in list_incidents(records) if parse_ts(i["opened"]) >= case.truth.onset_ts - 600_000)
+    report = investigate(case.rules, events, Selection(incident_id=first["incident_id"]), records=records)
+    by_id = {c["event_id"]: c for c in report["suspected_causes"]}
+    true, old = by_id[case.truth.cause_event_id], by_id["quiet-1"]
+    assert true["rank"] == 1 and true["shift"] > 0.6
+    assert old["shift"] < 0.3 and "barely rose" in old["why"]
+    assert old["score"] < true["score"] - 0.3

@@ -39,6 +39,7 @@ HALF_LIFE_MS = 30 * 60_000
 START_TOLERANCE_MS = 2 * 60_000
 LATE_HALF_LIFE_MS = 2 * 60_000  # after the tolerance, a later change loses proximity fast
 # Hierarchies of dimensions, most specific first: a change stands for its most specific value.
+CARRIES = 0.05  # a contributor score under this does not "carry" the anomaly (and needs no shift)
 SHIFT_FLOOR = 0.5  # a change after which its value did not misbehave keeps half its match
 SHIFT_UNKNOWN = 0.5  # no events before the change to compare with: counted as half a shift
 HIERARCHIES = (("model_version", "model"), ("prompt_template", "feature", "service"), ("tenant",))
@@ -118,10 +119,10 @@ def rank_causes(
             match = scores.get(best, 0.0)
             match_why = (
                 f"{best[0]}={best[1]} carries the anomaly (contributor score {match:.2f})"
-                if match > 0
+                if match >= CARRIES
                 else "none of its dimensions carries the anomaly"
             )
-            if match > 0 and shift is not None:
+            if match >= CARRIES and shift is not None:
                 rose = shift(best[0], best[1], change.ts)
                 weight = SHIFT_UNKNOWN if rose is None else rose
                 match *= SHIFT_FLOOR + (1 - SHIFT_FLOOR) * weight

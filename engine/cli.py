@@ -238,7 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="firebreak-demo-"))
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else (lambda _: None)
     result = demo.run_demo(out, rules, args.seed, args.rate, say)
-    print(demo.render(result, rules))
+    print(demo.render(result, rules, " ".join(args.rules) if args.rules else "rules/"))
     return 0
 
 

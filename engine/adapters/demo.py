@@ -180,7 +180,7 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
 # ---- the report --------------------------------------------------------------------------------
 
 
-def render(result: DemoResult, rules: tuple[CompiledRule, ...]) -> str:
+def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str = "rules/") -> str:
     ops = {rule.name: rule.op for rule in rules}
     start = parse_ts(DEMO_START)
     day = format_ts(start)[:10]
@@ -231,6 +231,13 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...]) -> str:
         f"records: {result.records_path} ({result.replay.records:,} records)   "
         f"events: {result.events_path}   ground truth: {result.truth_path}",
     ]
+    example = next((r for r in result.rows if r.truth is not None and r.truth.cause_event_id), None)
+    if example is not None:
+        lines += [
+            "what happened? reconstruct one (timeline, ranked causes, contributors, review; docs/investigate.md):",
+            f"  firebreak investigate --rules {rules_path} --events {result.events_path} --incident {example.incident_id}"
+            f" --format html --out report.html",
+        ]
     return "\n".join(lines)
 
 

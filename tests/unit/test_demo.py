@@ -37,6 +37,14 @@ def test_demo_prints_the_incident_table_and_keeps_its_files(tmp_path: Path, caps
         ["hallucination", "data_leakage", "quality_degradation", "adversarial", "cost"]
     )
     assert (out / "events.jsonl").stat().st_size > 0
+    # The way on: an investigation of an incident whose injection had a cause (the leak).
+    hint = [line for line in report.splitlines() if line.strip().startswith("firebreak investigate")]
+    opened = {r["incident_id"]: r["rule"] for r in records if r["type"] == "incident.opened"}
+    if "leak" in opened.values():
+        assert len(hint) == 1 and f"--rules {rules} --events {out / 'events.jsonl'}" in hint[0]
+        assert opened[hint[0].split("--incident ")[1].split()[0]] == "leak"
+    else:
+        assert not hint
 
 
 def test_starter_pack_is_found() -> None:

@@ -235,8 +235,8 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
     if example is not None:
         lines += [
             "what happened? reconstruct one (timeline, ranked causes, contributors, review; docs/investigate.md):",
-            f"  firebreak investigate --rules {rules_path} --events {result.events_path} --incident {example.incident_id}"
-            f" --format html --out report.html",
+            f"  firebreak investigate --rules {rules_path} --events {result.events_path}"
+            f" --incident {example.incident_id} --format html --out report.html",
         ]
     return "\n".join(lines)
 

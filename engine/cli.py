@@ -119,13 +119,18 @@ def replay_outputs(args: argparse.Namespace) -> Iterator[tuple[Callable[[dict], 
             dead.close()
 
 
+def print_bad_samples(samples: Sequence[str], total: int, noun: str) -> None:
+    """The first bad inputs, where and why, and how many more there were (on stderr)."""
+    for sample in samples:
+        print(f"bad {noun}: {sample}", file=sys.stderr)
+    if total > len(samples):
+        print(f"... and {total - len(samples)} more bad {noun}s", file=sys.stderr)
+
+
 def print_replay_result(result: ReplayResult, tty: bool) -> None:
     if tty:
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
-    for sample in result.bad_samples:
-        print(f"bad {result.bad_noun}: {sample}", file=sys.stderr)
-    if result.bad > len(result.bad_samples):
-        print(f"... and {result.bad - len(result.bad_samples)} more bad {result.bad_noun}s", file=sys.stderr)
+    print_bad_samples(result.bad_samples, result.bad, result.bad_noun)
     print(result.summary(), file=sys.stderr)
 
 
@@ -283,10 +288,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except errors as error:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
-    for sample in run.bad_samples:
-        print(f"bad {run.bad_noun}: {sample}", file=sys.stderr)
-    if run.bad > len(run.bad_samples):
-        print(f"... and {run.bad - len(run.bad_samples)} more", file=sys.stderr)
+    print_bad_samples(run.bad_samples, run.bad, run.bad_noun)
     if args.format == "json":
         report = orjson.dumps(backtest_report.to_json(run), option=orjson.OPT_INDENT_2).decode()
     else:
@@ -335,10 +337,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     except errors as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
-    for sample in loaded.bad_samples:
-        print(f"bad event: {sample}", file=sys.stderr)
-    if loaded.bad > len(loaded.bad_samples):
-        print(f"... and {loaded.bad - len(loaded.bad_samples)} more bad events", file=sys.stderr)
+    print_bad_samples(loaded.bad_samples, loaded.bad, "event")
     if not loaded.events:
         print("firebreak investigate: no events in the input", file=sys.stderr)
         return 1

@@ -297,7 +297,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         Path(args.out).write_text(report + "\n", encoding="utf-8")
     else:
         print(report)
-    return 0
+    lost = run.backtest.regressions() if args.fail_on_missed else []
+    for item in lost:
+        print(f"firebreak backtest: {item}", file=sys.stderr)
+    return 3 if lost else 0
 
 
 def cmd_investigate(args: argparse.Namespace) -> int:
@@ -439,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--truth", metavar="FILE", help="ground truth (truth.json of `firebreak demo --out DIR`)")
     backtest.add_argument("--format", choices=("text", "json"), default="text", help="report format (default text)")
     backtest.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    backtest.add_argument("--fail-on-missed", action="store_true",
+                          help="exit 3 when NEW misses an injection OLD detects (--truth), or, without --truth, "
+                          "when OLD opens an incident NEW does not (for CI)")  # fmt: skip
     backtest_topic = backtest.add_argument_group("events from a Kafka topic instead of files (docs/backtest.md)")
     backtest_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
     backtest_topic.add_argument("--since", metavar="TIME", help="incidents from this event time (RFC 3339 or epoch ms)")

@@ -155,6 +155,14 @@ class Backtest:
     counts: tuple[RuleCount, ...]
     truths: tuple[TruthRow, ...] | None = None  # None: no ground truth given
 
+    def regressions(self) -> list[str]:
+        """What the new version loses: injected incidents the old rules detected and the new
+        miss (with ground truth), else incidents only the old rules open."""
+        if self.truths is not None:
+            return [f"missed: {t.truth.category} on {t.truth.dimension}={t.truth.value} (old: {t.old.rule})"
+                    for t in self.truths if t.old is not None and t.new is None]  # fmt: skip
+        return [f"only old: {row.old.rule} {group_key(row.old.group)}" for row in self.rows if row.status == ONLY_OLD]
+
     def _count(self, status: str) -> int:
         return sum(1 for row in self.rows if row.status == status)
 
@@ -176,6 +184,7 @@ class Backtest:
         }
         if self.truths is not None:
             out["truths"] = len(self.truths)
+            out["truths_missed_by_new"] = sum(1 for t in self.truths if t.old is not None and t.new is None)
             out["truths_detected_old"] = sum(1 for t in self.truths if t.old is not None)
             out["truths_detected_new"] = sum(1 for t in self.truths if t.new is not None)
         return out

@@ -304,3 +304,20 @@ def test_missing_event_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     old, new = rule_files(tmp_path)
     assert main(["backtest", "--rules", old, "--against", new, "--events", str(tmp_path / "nope.jsonl")]) == 1
     assert capsys.readouterr().err.startswith("firebreak backtest: ")
+
+
+def test_fail_on_missed_for_ci(tmp_path: Path, log: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    """Exit 3 when the candidate loses something: an injection the current rules catch
+    (with --truth), else an incident only the current rules open."""
+    events, truth = log
+    old, new = rule_files(tmp_path)
+    base = ["backtest", "--rules", old, "--against", new, "--events", str(events), "--fail-on-missed"]
+    assert main([*base, "--truth", str(truth)]) == 0  # the 5m window still catches the spike
+    capsys.readouterr()
+    assert main(base) == 3  # ... but `retired` opened incidents the candidate does not
+    assert "firebreak backtest: only old: retired" in capsys.readouterr().err
+    blind = tmp_path / "blind.rules"
+    blind.write_text("rule spike: rate(hallucination) > 50x baseline over 10m by model min 200 events -> sev2\n")
+    assert main(["backtest", "--rules", new, "--against", str(blind), "--events", str(events), "--truth", str(truth),
+                 "--fail-on-missed"]) == 3  # fmt: skip
+    assert "firebreak backtest: missed: hallucination on model=" in capsys.readouterr().err

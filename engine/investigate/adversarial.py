@@ -72,7 +72,22 @@ def adversarial_signs(
             f"{len(heavy)} users account for {heavy_share:.0%} of the anomaly while sending "
             f"{heavy_traffic:.1%} of the traffic"
         )
-    first = next((e for e in flagged if top_users and str(e.data.get("user")) == top_users[0][0]), None)
+    # Does the attack carry *this* anomaly? (an attack on one tenant during another tenant's
+    # leak does not): the attacking users' part of the rule's anomaly mass.
+    attackers = {u for u, _ in top_users}
+    carried = sum(weights[u] for u in attackers) / total if total else 0.0
+    if attack:
+        reasons[0] += f"; they carry {carried:.0%} of this incident's anomaly"
+    heaviest = heavy[0][0] if heavy else None
+    candidates = [
+        (top_share * carried, next(e for e in flagged if str(e.data.get("user")) == top_users[0][0]))
+        if attack
+        else (0.0, None),
+        (heavy_share, next(e for e in population if str(e.data.get("user")) == heaviest and mass.weight(e.data)))
+        if concentrated
+        else (0.0, None),
+    ]
+    concentration, first = max(candidates, key=lambda c: c[0])
     return {
         "suspected": attack or concentrated,
         "flagged": len(flagged),
@@ -85,7 +100,8 @@ def adversarial_signs(
         if concentrated
         else [],
         "why": "; ".join(reasons) if reasons else "no concentration of attack flags or of the anomaly in a few users",
+        "anomaly_share_of_attackers": round(carried, 3),
         "first_event": first.event_id if first else None,
         "first_ts": first.ts if first else None,
-        "concentration": round(max(top_share if attack else 0.0, heavy_share if concentrated else 0.0), 3),
+        "concentration": round(concentration, 3),
     }

@@ -21,9 +21,12 @@
 - **prior** (0..1): how often this kind of change causes this category of incident
   (a model update a hallucination spike: 1; a deploy of another service: lower).
 
-When the adversarial signs are present, an **attack** candidate joins the ranking, with
-match = the concentration of attack flags in the top users and proximity 1 (the attack is
-the anomaly). Changes are those in [start − lookback, detection].
+When the adversarial signs are present, an **attack** candidate joins the ranking: its
+match = the concentration of attack flags in the top users × the part of this incident's
+anomaly those users carry (an attack on one tenant during another tenant's leak carries
+none of it), or the anomaly's own concentration in a few users; its time = the first
+attack-flagged event of the top user, with the same proximity as a change.
+Changes are those in [start − lookback, detection].
 """
 
 from __future__ import annotations
@@ -135,13 +138,7 @@ def rank_causes(
         else:
             match, match_why = NO_DIMENSIONS_MATCH, "names no dimension (could touch anything)"
         before = start - change.ts
-        tolerance = max(step_ms, START_TOLERANCE_MS)
-        if before < -tolerance:
-            proximity = 0.5 ** ((-before - tolerance) / LATE_HALF_LIFE_MS)
-            time_why = f"{format_duration(-before)} after the anomaly began"
-        else:
-            proximity = 0.5 ** (max(0, before) / HALF_LIFE_MS)
-            time_why = f"{format_duration(max(0, before))} before the anomaly began"
+        proximity, time_why = _proximity(before, step_ms)
         kind = str(change.data.get("kind"))
         prior = priors.get(kind, DEFAULT_PRIOR)
         ranked.append(
@@ -160,19 +157,22 @@ def rank_causes(
             )
         )
     if adversarial.get("suspected") and adversarial.get("first_event"):
-        match = adversarial["concentration"]
         ts = adversarial["first_ts"]
-        users = ", ".join(u["value"] for u in adversarial["top_users"][:3])
+        proximity, _ = _proximity(start - ts, step_ms)
+        users = ", ".join(u["value"] for u in adversarial["top_users"][:3]) or ", ".join(
+            u["value"] for u in adversarial["anomaly_top_users"][:3]
+        )
+        top_user = (adversarial["top_users"] or adversarial["anomaly_top_users"])[0]["value"]
         ranked.append(
             _candidate(
                 adversarial["first_event"],
                 "attack",
                 ts,
                 start - ts,
-                {"user": adversarial["top_users"][0]["value"]} if adversarial["top_users"] else {},
+                {"user": top_user},
                 f"attack by a few users ({users})",
-                match,
-                1.0,
+                adversarial["concentration"],
+                proximity,
                 priors.get("attack", DEFAULT_PRIOR),
                 adversarial["why"],
             )
@@ -181,6 +181,14 @@ def rank_causes(
     for i, c in enumerate(ranked, start=1):
         c["rank"] = i
     return ranked
+
+
+def _proximity(before: int, step_ms: int) -> tuple[float, str]:
+    """(proximity, why) of something ``before`` ms before the anomaly's start (negative: after)."""
+    tolerance = max(step_ms, START_TOLERANCE_MS)
+    if before < -tolerance:
+        return 0.5 ** ((-before - tolerance) / LATE_HALF_LIFE_MS), f"{format_duration(-before)} after the anomaly began"
+    return 0.5 ** (max(0, before) / HALF_LIFE_MS), f"{format_duration(max(0, before))} before the anomaly began"
 
 
 def _candidate(

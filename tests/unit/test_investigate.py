@@ -233,3 +233,26 @@ def test_a_change_after_which_nothing_happened_loses_half_its_match():
     assert true["rank"] == 1 and true["shift"] > 0.6
     assert old["shift"] < 0.3 and "barely rose" in old["why"]
     assert old["score"] < true["score"] - 0.3
+
+
+def test_an_attack_elsewhere_at_the_same_time_is_not_the_cause():
+    """A prompt-injection wave on one tenant starts 10 minutes into another tenant's PII leak:
+    the attack is suspected (signs are there) but carries none of this anomaly; the prompt
+    change that caused the leak ranks first."""
+    from engine.synthetic import MINUTE, Injection, Traffic
+
+    traffic = Traffic(3, 1_767_225_600_000, 180 * MINUTE, 6.0, [
+        Injection("data_leakage", 90 * MINUTE, target="acme"),
+        Injection("adversarial", 100 * MINUTE, target="globex"),
+    ])  # fmt: skip
+    leak = traffic.truths[0]
+    events = [validate_event(e) for e in traffic.events()]
+    rules, _ = load_rules({"leak.rules": "rule leak:\n  rate(pii) > 0.005 over 10m by tenant min 300 events -> sev2"})
+    records = run_events(rules, events)
+    first = next(i for i in list_incidents(records) if i["group"] == {"tenant": "acme"})
+    report = investigate(rules, events, Selection(incident_id=first["incident_id"]), records=records)
+    causes = report["suspected_causes"]
+    assert causes[0]["event_id"] == leak.cause_event_id
+    attack = next(c for c in causes if c["kind"] == "attack")
+    assert attack["match"] == 0 and attack["rank"] > 1
+    assert report["adversarial"]["suspected"] and report["adversarial"]["anomaly_share_of_attackers"] == 0

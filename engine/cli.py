@@ -4,6 +4,7 @@ core through an adapter and prints; no detection logic lives here."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import orjson
 
 from engine.adapters import demo
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
+from engine.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
 from engine.adapters.rule_files import RuleFileError, read_rule_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from engine.adapters.starter_pack import StarterPackMissing, starter_rule_sources
@@ -347,7 +349,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     selection = None
     if args.incident or args.rule:
         selection = Selection(incident_id=args.incident, rule=args.rule, group=group)
-    options = Options(options.lateness_ms, options.lookback_ms, loaded.source, options.suggest)
+    options = dataclasses.replace(options, source=loaded.source)
     try:
         outcome = investigation.run(rules, loaded, selection, options)
     except IncidentNotFound as error:
@@ -460,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--incident", metavar="ID", help="the incident id (inc_…); without it, the incidents are listed")
     inv.add_argument("--rule", metavar="NAME", help="... or the rule whose (first) incident to investigate")
     inv.add_argument("--group", action="append", metavar="FIELD=VALUE", help="with --rule: the group (repeatable)")
-    inv.add_argument("--format", choices=("markdown", "json", "html"), default="markdown",
+    inv.add_argument("--format", choices=INVESTIGATION_FORMATS, default="markdown",
                      help="markdown (default), json, or a self-contained html page with charts")  # fmt: skip
     inv.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
     inv.add_argument("--lookback", type=duration_arg, default=2 * 3_600_000, metavar="DURATION",

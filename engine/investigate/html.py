@@ -378,7 +378,7 @@ def _duration(ms: Any, signed: bool = False) -> str:
         return NONE
     sign = ("+" if v >= 0 else "−") if signed else ("−" if v < 0 else "")
     total = int(round(abs(v)))
-    return format_duration(total) if total == 0 else sign + format_duration(total)
+    return sign + format_duration(total) if total else "0s"
 
 
 def _when(ts: Any) -> str:

@@ -17,8 +17,8 @@ class IncidentNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Selection:
-    """``incident_id``; or ``rule`` with an optional ``group`` (field → value as text) and
-    ``nth`` (1 = the first incident of that rule and group in the range)."""
+    """``incident_id``; or ``rule`` with an optional ``group`` (field → value as text): the
+    first incident of that rule (and group) in the range."""
 
     incident_id: str | None = None
     rule: str | None = None

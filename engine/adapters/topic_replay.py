@@ -463,15 +463,16 @@ async def replay_topic_async(
                 result.events += 1
                 await deliver(engine.process(event))
             result.lines = reader.stats.messages
-            if not passed:  # the topic ends before until: evaluate its last steps, like a file replay
-                await deliver(engine.finish())
+            # The topic ends before until: time stands where a live worker's would once every
+            # partition is quiet (the largest event time less the lateness, which the last event
+            # already moved it to) -- no step is evaluated that later events could still change.
         except BaseException:
             if sender is not None:
                 await close_quietly(sender.producer, 5)
             raise
         if sender is not None:
             result.emitted = await sender.close()
-    result.open_at_end = engine.open_incidents()  # the engine stopped at until (or at the topic's end)
+    result.open_at_end = engine.open_incidents()  # the engine stopped at until (or at the topic's end − lateness)
     return result
 
 

@@ -96,8 +96,12 @@ def test_watermark_waits_for_every_partition_unless_idle():
     assert state.watermark() == 19_000  # the slower partition holds time back
     state.accept(2, RouteStage(RULES, SETTINGS).idle(1)[0].value)
     assert state.watermark() == 49_000  # idle: no longer counted
+    state.tick()
     state.accept(3, orjson.dumps({"p": 1, "hb": 21_000, "ev": []}))
-    assert state.watermark() == 20_000  # it spoke again
+    assert 1 not in state.idle  # it spoke again: counted again ...
+    assert state.watermark() == 49_000  # ... but time never goes backwards
+    state.accept(4, orjson.dumps({"p": 1, "hb": 60_000, "ev": []}))
+    assert state.watermark() == 49_000  # partition 0, now the slower one, holds time
 
 
 def test_restore_from_an_older_full_snapshot_sends_each_record_once():

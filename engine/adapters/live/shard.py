@@ -3,10 +3,19 @@
 `ShardState` is the shard's whole state and logic without Kafka: it takes the
 routed messages in order, drops re-deliveries (by input partition and offset),
 feeds events to an `Engine` that owns only this shard's pairs, and moves time
-to the minimum event time over input partitions (less the allowed lateness),
-leaving out partitions marked idle. Its snapshot, with the position in the
-routed partition, is the full checkpoint; `header` is the small one committed
-with each batch of records (engine/adapters/live/checkpoints.py).
+(the watermark, less the allowed lateness):
+
+- to the minimum event time over the input partitions that are active;
+- partitions marked idle (caught up and quiet) do not hold it back;
+- when every partition is idle, everything published has been seen: time
+  reaches the largest event time heard of, so a quiet system finishes every
+  decision its events allow;
+- it never goes backwards: a partition that speaks again with older events
+  gets them counted late (docs/live.md, "Time").
+
+Its snapshot, with the position in the routed partition, is the full
+checkpoint; `header` is the small one committed with each batch of records
+(engine/adapters/live/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -71,16 +80,26 @@ class ShardState:
             self.max_ts[partition] = ts
 
     def watermark(self) -> int | None:
-        """Min over input partitions of their event time, less the lateness; partitions
-        marked idle do not count; None while a partition has not been heard of at all."""
-        marks = []
+        """Where time stands for this shard (never behind where it stood): the minimum event
+        time over active input partitions, or the maximum over all when every one is idle,
+        less the lateness. None while an active partition has not been heard of at all, or
+        nothing has been heard of anywhere."""
+        active = []
         for partition in range(self.input_partitions):
             if partition in self.idle:
                 continue
             if partition not in self.max_ts:
-                return None
-            marks.append(self.max_ts[partition])
-        return min(marks) - self.engine.lateness_ms if marks else None
+                return self.engine.watermark
+            active.append(self.max_ts[partition])
+        if active:
+            mark = min(active)
+        elif self.max_ts:
+            mark = max(self.max_ts.values())  # all quiet and caught up: every event published was seen
+        else:
+            return self.engine.watermark
+        mark -= self.engine.lateness_ms
+        current = self.engine.watermark
+        return mark if current is None or mark > current else current
 
     def tick(self) -> list[dict[str, Any]]:
         """Evaluate every step the watermark has passed; the records join `pending`."""

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import orjson
 from engine.adapters import demo
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
-from engine.adapters.rule_files import RuleFileError, read_rule_sources
+from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from engine.adapters.starter_pack import StarterPackMissing, starter_rule_sources
 from engine.core import DEFAULT_LATENESS_MS, parse_ts
@@ -29,42 +30,95 @@ from engine.dsl.diagnostics import render_all
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
-def read_sources_or_report(paths: list[str], command: str) -> dict[str, str] | None:
-    """The rule files' texts, or None after printing why there are none."""
+def read_sources_or_report(paths: list[str], command: str) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The rule files' texts and their vocabulary files' texts, or None after printing why
+    there are none."""
     try:
         sources = read_rule_sources(paths)
+        vocabularies = read_vocabulary_sources(paths)
     except RuleFileError as error:
         print(f"firebreak {command}: {error}", file=sys.stderr)
         return None
     if not sources:
         print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
         return None
-    return sources
+    return sources, vocabularies
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    sources = read_sources_or_report(args.paths, "check")
-    if sources is None:
+    problem = traffic_source_problem(args)
+    if problem:
+        print(f"firebreak check: {problem}", file=sys.stderr)
         return 1
-    rules, problems = load_rules(sources)
+    read = read_sources_or_report(args.paths, "check")
+    if read is None:
+        return 1
+    sources, vocabularies = read
+    rules, problems = load_rules(sources, vocabularies)
     if problems:
-        print(render_all(problems, sources), file=sys.stderr)
+        print(render_all(problems, sources | vocabularies), file=sys.stderr)
     errors = sum(1 for p in problems if p.level == "error")
     if errors:
-        print(f"{errors} error(s) in {len(sources)} file(s)", file=sys.stderr)
+        print(f"{errors} error(s) in {len(sources) + len(vocabularies)} file(s)", file=sys.stderr)
         return 1
-    print(f"ok: {len(rules)} rules in {len(sources)} file(s)")
+    declared = f" (names declared in {', '.join(vocabularies)})" if vocabularies else ""
+    print(f"ok: {len(rules)} rules in {len(sources)} file(s){declared}")
+    if args.events or args.topic:
+        return check_traffic(args, rules, sources)
     return 0
+
+
+def traffic_source_problem(args: argparse.Namespace) -> str | None:
+    """Why `check`'s traffic options do not name one source (--events, or --topic --since), or None."""
+    topic_only = [f"--{name}" for name in ("since", "until", "bootstrap") if getattr(args, name) is not None]
+    if args.topic is None:
+        return f"{topic_only[0]} needs --topic" if topic_only else None
+    if args.events:
+        return "give --events or --topic, not both"
+    return None if args.since else "--topic needs --since"
+
+
+def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...], sources: dict[str, str]) -> int:
+    """`firebreak check --events/--topic`: every rule against real traffic (engine/adapters/traffic_check.py)."""
+    from engine.adapters import traffic_check
+
+    errors: tuple[type[Exception], ...] = (InputError,)
+    try:
+        if args.topic is None:
+            report = traffic_check.check_files(args.events, rules, sources, args.lateness)
+        else:
+            from engine.adapters import topic_replay  # imports aiokafka: only for a topic
+
+            errors += (topic_replay.TopicError,)
+            since = topic_replay.parse_time(args.since)
+            until = topic_replay.parse_time(args.until) if args.until else int(time.time() * 1000)
+            topic_replay.check_range(since, until)
+            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
+            report = traffic_check.check_topic(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules,
+                                               sources, args.lateness)  # fmt: skip
+    except ValueError as error:
+        print(f"firebreak check: {error}", file=sys.stderr)
+        return 1
+    except errors as error:
+        print(f"firebreak check: {error}", file=sys.stderr)
+        return 1
+    print_bad_samples(report.bad_samples, report.bad, report.bad_noun)
+    if args.format == "json":
+        print(orjson.dumps(traffic_check.to_json(report), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(traffic_check.render_text(report))
+    return 2 if args.strict and report.warnings() else 0
 
 
 def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
     """Compiled rules, or None after printing why there are none."""
-    sources = read_sources_or_report(paths, command)
-    if sources is None:
+    read = read_sources_or_report(paths, command)
+    if read is None:
         return None
-    rules, problems = load_rules(sources)
+    sources, vocabularies = read
+    rules, problems = load_rules(sources, vocabularies)
     if problems:
-        print(render_all(problems, sources), file=sys.stderr)
+        print(render_all(problems, sources | vocabularies), file=sys.stderr)
     if not rules:
         if not problems:
             print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
@@ -237,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except StarterPackMissing as error:
             print(f"firebreak demo: {error}", file=sys.stderr)
             return 1
-        rules, problems = load_rules(sources)
+        rules, problems = load_rules(sources, {})  # the starter pack reads standard names only
         if problems:
             print(render_all(problems, sources), file=sys.stderr)
     if not rules:
@@ -395,7 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="check rule files and report every problem")
-    check.add_argument("paths", nargs="+", metavar="PATH", help="rule files, or directories of *.rules")
+    check.add_argument("paths", nargs="+", metavar="PATH",
+                       help="rule files, or directories of *.rules (and their vocabulary.toml)")  # fmt: skip
+    check.add_argument("--events", nargs="+", metavar="FILE",
+                       help="also check every rule against these events (JSON lines, `-`, .gz)")  # fmt: skip
+    check.add_argument("--topic", help="also check every rule against this Kafka topic's events from --since")
+    check.add_argument("--since", metavar="TIME", help="with --topic: RFC 3339 time or epoch ms")
+    check.add_argument("--until", metavar="TIME", help="with --topic: end of the range (default: now)")
+    check.add_argument("--bootstrap", metavar="HOST:PORT", help=f"with --topic (default {DEFAULT_BOOTSTRAP})")
+    check.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
+                       help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    check.add_argument("--format", choices=("text", "json"), default="text", help="of the traffic report")
+    check.add_argument("--strict", action="store_true", help="exit 2 when the traffic check has warnings")
     check.set_defaults(run=cmd_check)
 
     replay = sub.add_parser("replay", help="replay JSON-lines event files, or a Kafka topic, through the rules")

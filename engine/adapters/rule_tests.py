@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.adapters.rule_files import RuleFileError, read_rule_sources
+from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
 from engine.core import Engine, Event, parse_ts
 from engine.dsl import load_rules
 from engine.dsl.checker import DURATION_UNITS
@@ -244,11 +244,15 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
         rule_names = [rule_names]
     if not isinstance(rule_names, list) or not rule_names or not all(isinstance(n, str) for n in rule_names):
         raise SpecError("`rules` must be a list of rule files, relative to the test file")
-    sources = read_rule_sources([str(path.parent / name) for name in rule_names])
-    rules, problems = load_rules(sources)
+    rule_paths = [str(path.parent / name) for name in rule_names]
+    sources = read_rule_sources(rule_paths)
+    vocabularies = read_vocabulary_sources(rule_paths)
+    rules, problems = load_rules(sources, vocabularies)
     if not rules:
         no_rules = f"no rules in {', '.join(rule_names)}"
-        outcome.error = "rules do not compile:\n" + render_all(problems, sources) if problems else no_rules
+        outcome.error = (
+            "rules do not compile:\n" + render_all(problems, sources | vocabularies) if problems else no_rules
+        )
         return outcome
     if "start" not in spec:
         raise SpecError("`start` is required (an RFC 3339 time)")

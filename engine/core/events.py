@@ -17,6 +17,10 @@ EVENT_TYPES = ("inference", "change")
 CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "data_pipeline")
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
+# The standard names in `flags` and `scores` (teams add their own: docs/dsl.md#vocabulary).
+STANDARD_FLAGS = ("hallucination", "pii", "prompt_injection", "jailbreak", "error", "refusal", "toxicity",
+                  "system_prompt_leak", "cross_tenant")  # fmt: skip
+STANDARD_SCORES = ("quality", "groundedness", "relevance")
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)

@@ -194,6 +194,7 @@ def test_at_is_exact_and_between_inclusive(tmp_path: Path) -> None:
 def test_group_is_a_subset_match(tmp_path: Path) -> None:
     rules = "rule two: count(error) >= 3 over 1m by model, region -> sev2\n"
     (tmp_path / "errors.rules").write_text(rules)
+    (tmp_path / "vocabulary.toml").write_text('fields = ["region"]\n')  # not a standard field: declared
     path = tmp_path / "t.test.toml"
     traffic = TRAFFIC.replace('event = { model = "model-a" }', 'event = { model = "model-a", region = "eu" }')
     path.write_text(traffic + '\n[[expect]]\ntype = "incident.opened"\ngroup = { model = "model-a" }\nat = "2m5s"\n')

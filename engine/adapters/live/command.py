@@ -6,7 +6,14 @@ import argparse
 import asyncio
 import sys
 
-from engine.adapters.rule_files import RuleFileError, collect_rule_paths, read_rule_sources
+from engine.adapters.live.logs import FORMATS, LEVELS, configure
+from engine.adapters.rule_files import (
+    RuleFileError,
+    collect_rule_paths,
+    collect_vocabulary_paths,
+    read_rule_sources,
+    read_vocabulary_sources,
+)
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all
 
@@ -31,24 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
     parser.add_argument("--session-timeout", type=duration, default=30_000, metavar="DURATION",
                         help="Kafka group session timeout: how soon a dead worker's partitions move")  # fmt: skip
+    parser.add_argument("--log-level", choices=LEVELS, default="info",
+                        help="firebreak's own log level (Kafka and Faust log warnings and errors, all with debug)")
+    parser.add_argument("--log-format", choices=FORMATS, default="text",
+                        help="text lines, or JSON lines for log pipelines (stderr either way)")
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.adapters.live.settings import WorkerSettings
 
+    configure(args.log_level, args.log_format)
+
     def load() -> tuple[object, str]:
         try:
             sources = read_rule_sources(args.rules)
+            vocabularies = read_vocabulary_sources(args.rules)  # every name a rule reads is checked
         except RuleFileError as error:
             return None, str(error)
-        rules, problems = load_rules(sources)
+        rules, problems = load_rules(sources, vocabularies)
         if not rules:
-            return None, render_all(problems, sources) or "no rules"
+            return None, render_all(problems, sources | vocabularies) or "no rules"
         return rules, ""
 
     def mtime() -> float:
         try:
-            paths = collect_rule_paths(args.rules)
+            paths = collect_rule_paths(args.rules) + collect_vocabulary_paths(args.rules)
             return max((p.stat().st_mtime for p in paths), default=0.0) + len(paths)
         except (OSError, RuleFileError):
             return -1.0

@@ -90,9 +90,7 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...], sou
             from engine.adapters import topic_replay  # imports aiokafka: only for a topic
 
             errors += (topic_replay.TopicError,)
-            since = topic_replay.parse_time(args.since)
-            until = topic_replay.parse_time(args.until) if args.until else int(time.time() * 1000)
-            topic_replay.check_range(since, until)
+            since, until = check_time_range(args.since, args.until)
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
             report = traffic_check.check_topic(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules,
                                                sources, args.lateness)  # fmt: skip
@@ -108,6 +106,20 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...], sou
     else:
         print(traffic_check.render_text(report))
     return 2 if args.strict and report.warnings() else 0
+
+
+def check_time_range(since_text: str, until_text: str | None) -> tuple[int, int]:
+    """`check --topic`'s --since and --until (default: now) as epoch ms; ValueError naming the option."""
+    from engine.adapters import topic_replay
+
+    times = []
+    for option, text in (("since", since_text), ("until", until_text)):
+        try:
+            times.append(topic_replay.parse_time(text) if text else int(time.time() * 1000))
+        except ValueError as error:
+            raise ValueError(f"--{option}: {error}") from None
+    topic_replay.check_range(times[0], times[1])
+    return times[0], times[1]
 
 
 def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:

@@ -344,9 +344,10 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
                 warnings.append(f"`where` reads `{name.path}`, which is never true in the sample")
             elif name.present == 0:
                 warnings.append(f"`where` reads `{name.path}`, which is missing in every event")
+    never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
     if out.passed == 0:
         warnings.append("never fires: no event of the sample passes its `where`")
-    elif out.min_events and out.busiest_window < out.min_events:
+    elif out.min_events and out.busiest_window < out.min_events and not never:
         warnings.append(f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
                         f"(the most: {out.busiest_window})")  # fmt: skip
     if out.open_share >= ALWAYS_OPEN:

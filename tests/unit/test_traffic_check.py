@@ -1,0 +1,227 @@
+"""`firebreak check --events`: every rule against a sample of real traffic — the names it reads,
+its `where`, its groups, the engine's incidents — and a warning for each rule that could
+never fire on it or fires all the time."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine.adapters.file_replay import replay_files
+from engine.adapters.traffic_check import RuleTraffic, TrafficReport, check_events, check_files, render_text
+from engine.cli import main
+from engine.core import validate_event
+from engine.dsl import load_rules
+
+START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+VOCABULARY = 'fields = ["region", "attributes.*"]\n'
+RULES = """\
+rule healthy:
+  rate(hallucination) > 0.5 over 10m by model -> sev2
+rule never_true:
+  count(toxicity) >= 1 over 1m -> sev2
+rule never_numeric:
+  avg(attributes.size) > 3 over 10m -> sev3
+rule by_missing:
+  count() > 100000 over 10m by region -> sev4
+rule where_nothing:
+  count() >= 1 over 1m where service == "nope" -> sev2
+rule min_never:
+  rate(hallucination) > 0.01 over 1m by user min 50 events -> sev2
+rule always:
+  count() > 5 over 1m by model -> sev4
+rule short_sample:
+  rate(hallucination) > 3x baseline(24h) over 1h -> sev3
+rule where_flag:
+  count() > 1 over 1m where flags.error -> sev3
+"""
+
+
+def sample(minutes: int = 120) -> list[dict]:
+    """Two models, one event each every 2 s; 1 in 50 flagged hallucination; ten users; no `region`."""
+    events = []
+    for i in range(minutes * 30):
+        for model in ("a", "b"):
+            events.append({
+                "event_id": f"{model}{i}", "ts": START + i * 2000, "model": model, "service": "chat",
+                "user": f"u{i % 10}", "flags": {"hallucination": i % 50 == 0, "error": False},
+                "scores": {"quality": 0.9}, "attributes": {"size": "big"},
+            })  # fmt: skip
+    return events
+
+
+@pytest.fixture(scope="module")
+def report() -> TrafficReport:
+    rules, problems = load_rules({"t.rules": RULES}, {"vocabulary.toml": VOCABULARY})
+    assert problems == []
+    return check_events((validate_event(e) for e in sample()), rules, {"t.rules": RULES})
+
+
+def rule(report: TrafficReport, name: str) -> RuleTraffic:
+    (found,) = [r for r in report.rules if r.name == name]
+    return found
+
+
+def test_the_sample_is_counted(report: TrafficReport) -> None:
+    assert (report.read.events, report.inference, report.read.bad, report.read.late) == (7200, 7200, 0, 0)
+    assert report.last_ts - report.first_ts == 120 * 60_000 - 2000
+
+
+def test_a_healthy_rule_has_facts_and_no_warning(report: TrafficReport) -> None:
+    healthy = rule(report, "healthy")
+    assert [(n.role, n.path, n.present, n.true, n.values) for n in healthy.names] == [
+        ("flag", "flags.hallucination", 7200, 144, 2),
+        ("by", "model", 7200, 0, 2),
+    ]
+    assert (healthy.passed, healthy.groups, healthy.busiest_window, healthy.min_events) == (7200, 2, 300, 20)
+    assert (healthy.opened, healthy.warnings, healthy.notes) == (0, [], [])
+
+
+def test_a_flag_never_true(report: TrafficReport) -> None:
+    assert rule(report, "never_true").warnings == [
+        "never fires: flag `toxicity` is never true in the sample (present in 0 of 7,200 events)"
+    ]
+
+
+def test_a_field_never_numeric(report: TrafficReport) -> None:
+    r = rule(report, "never_numeric")
+    assert [(n.present, n.numeric) for n in r.names] == [(7200, 0)]
+    assert r.busiest_window == 0
+    assert r.warnings == [  # and not also "no group reaches `min 20 events`": one reason is enough
+        (
+        "never fires: `attributes.size` is never a number in the sample (present in 7,200 events): "
+        "`avg` never has a value")
+    ]
+
+
+def test_a_by_field_always_missing(report: TrafficReport) -> None:
+    r = rule(report, "by_missing")
+    assert r.groups == 1
+    assert r.warnings == [
+        "`by region`: missing in every event, so every event falls in the one group region=null"
+    ]
+
+
+def test_a_where_nothing_passes(report: TrafficReport) -> None:
+    r = rule(report, "where_nothing")
+    assert [(n.role, n.path, n.present, n.values) for n in r.names] == [("where", "service", 7200, 1)]
+    assert (r.passed, r.groups, r.opened) == (0, 0, 0)
+    assert r.warnings == ["never fires: no event of the sample passes its `where`"]
+
+
+def test_min_events_never_reached(report: TrafficReport) -> None:
+    r = rule(report, "min_never")
+    assert (r.groups, r.busiest_window) == (10, 6)  # a user: one event in 20 s from each model
+    assert r.warnings == ["never fires: no group reaches `min 50 events` in a 1m window (the most: 6)"]
+
+
+def test_a_rule_that_fires_all_the_time(report: TrafficReport) -> None:
+    r = rule(report, "always")
+    assert (r.opened, r.groups_fired) == (2, 2)
+    assert r.open_share == pytest.approx(1.0)
+    assert r.warnings == ["fires all the time: an incident was open 100% of the sample (after the first 1m)"]
+
+
+def test_a_sample_shorter_than_the_warm_up_is_noted(report: TrafficReport) -> None:
+    r = rule(report, "short_sample")
+    assert r.warnings == []
+    assert r.notes == [
+        "the sample spans 1h59m58s; the rule needs 25h of traffic (window + baseline span) before it can fire"
+    ]
+
+
+def test_a_where_flag_never_true(report: TrafficReport) -> None:
+    r = rule(report, "where_flag")
+    assert "`where` reads `flags.error`, which is never true in the sample" in r.warnings
+    assert "never fires: no event of the sample passes its `where`" in r.warnings
+
+
+def test_the_text_report(report: TrafficReport) -> None:
+    text = render_text(report)
+    assert text.splitlines()[:2] == [
+        "traffic: events: 7,200 events (7,200 inference) from 2026-01-01T00:00:00Z to 2026-01-01T01:59:58Z "
+        "(1h59m58s)",
+        "bad lines: 0   late events: 0",
+    ]
+    block = text.split("\n\n")[1].splitlines()
+    assert block == [
+        "healthy  (t.rules:1)",
+        "  flag   flags.hallucination      in 7,200 of 7,200 events (100.0%), true in 144",
+        "  by     model                    in 7,200 of 7,200 events (100.0%), 2 values",
+        "  pass `where`: 7,200   groups: 2   busiest 10m window: 300 (min 20)",
+        "  incidents opened: 0 in 0 group(s)   open 0% of the time after the first 10m",
+    ]
+    assert text.splitlines()[-1] == (
+        "9 rules: 5 never fire on this traffic, 1 fire all the time, 7 with warnings (8 in all)"
+    )
+
+
+def write(path: Path, events: list[dict], extra: bytes = b"") -> None:
+    data = b"".join(orjson.dumps(e) + b"\n" for e in events) + extra
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def test_files_count_bad_lines_and_the_incidents_are_the_replays(tmp_path: Path) -> None:
+    events = sample(30)
+    log = tmp_path / "events.jsonl.gz"
+    write(log, events[:100], b"{not json\n" + b'{"event_id": "x"}\n')
+    with gzip.open(log, "ab") as more:
+        more.write(b"".join(orjson.dumps(e) + b"\n" for e in events[100:]))
+    rules, _ = load_rules({"t.rules": RULES}, {"vocabulary.toml": VOCABULARY})
+    report = check_files([str(log)], rules, {"t.rules": RULES})
+    assert (report.read.events, report.read.bad) == (len(events), 2)
+    assert report.bad_samples == [
+        f"{log}:101: invalid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)",
+        f"{log}:102: `ts` is missing",
+    ]
+    replayed = replay_files([str(log)], rules, lambda _record: None)
+    assert {r.name: r.opened for r in report.rules if r.opened} == dict(replayed.opened) == {"always": 2}
+
+
+def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "t.rules").write_text(RULES)
+    (tmp_path / "rules" / "vocabulary.toml").write_text(VOCABULARY)
+    write(tmp_path / "s.jsonl", sample(20), b"[]\n")
+    args = ["check", str(tmp_path / "rules"), "--events", str(tmp_path / "s.jsonl")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok: 9 rules in 1 file(s)")
+    assert "\nalways  (" in out and "  warning: fires all the time" in out
+    assert err == f"bad line: {tmp_path / 's.jsonl'}:1201: an event is a JSON object, not list\n"
+    assert main([*args, "--strict"]) == 2  # warnings fail a CI run that asks for it
+    capsys.readouterr()
+    assert main([*args, "--format", "json"]) == 0
+    data = orjson.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert (data["events"], data["bad"]) == (1200, 1)
+    assert {r["name"]: r["opened"] for r in data["rules"]}["always"] == 2
+
+
+def test_the_command_refuses_bad_traffic_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t.rules").write_text("count() > 1 over 1m -> sev2\n")
+    rules = str(tmp_path / "t.rules")
+    cases = [
+        (["--since", "2026-01-01T00:00:00Z"], "firebreak check: --since needs --topic\n"),
+        (["--topic", "t"], "firebreak check: --topic needs --since\n"),
+        (["--topic", "t", "--since", "0", "--events", "x"], "firebreak check: give --events or --topic, not both\n"),
+        (["--events", str(tmp_path / "none.jsonl")],
+         f"firebreak check: {tmp_path / 'none.jsonl'}: cannot open: No such file or directory\n"),
+        (["--topic", "t", "--since", "soon"], "firebreak check: --since: `soon` is not a time: use RFC 3339 with a "
+                                              "zone (2026-03-01T01:00:00Z) or epoch milliseconds\n"),
+        (["--topic", "t", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"],
+         "firebreak check: --since 2026-01-02T00:00:00Z is not before --until 2026-01-01T00:00:00Z\n"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        assert main(["check", rules, *extra]) == 1
+        assert capsys.readouterr().err == message
+
+
+def test_a_dead_broker_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t.rules").write_text("count() > 1 over 1m -> sev2\n")
+    code = main(["check", str(tmp_path / "t.rules"), "--topic", "events", "--since", "2026-01-01T00:00:00Z",
+                 "--bootstrap", "127.0.0.1:1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("firebreak check: no Kafka broker at 127.0.0.1:1") and err.count("\n") == 1

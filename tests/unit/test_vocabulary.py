@@ -4,6 +4,7 @@ vocabulary.toml next to the rules; anything else is an error with a did-you-mean
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ def test_schema_and_code_agree_on_standard_names() -> None:
     assert all(props[f]["type"] == "string" for f in STRING_FIELDS)
     assert all(props[f]["type"] == "number" for f in NUMBER_FIELDS)
     assert {"hallucination", "pii", "prompt_injection", "jailbreak", "error"} <= STANDARD.flags
+
+
+def test_the_docs_list_the_standard_names() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "dsl.md").read_text()
+    rows = dict(re.findall(r"^\| (fields|flags|scores)[^|]* \| (.*) \|$", doc, re.M))
+    assert tuple(re.findall(r"`(\w+)`", rows["flags"])) == STANDARD_FLAGS
+    assert tuple(re.findall(r"`(\w+)`", rows["scores"])) == STANDARD_SCORES
+    assert set(re.findall(r"`(\w+)`", rows["fields"])) == set(STANDARD_FIELDS)
 
 
 def test_the_starter_pack_reads_standard_names_only() -> None:

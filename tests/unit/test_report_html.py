@@ -139,7 +139,7 @@ def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
         pytest.fail(
-            "chromium is not installed; scripts/test installs it (scripts/ensure-chromium), "
+            "chromium is not installed; scripts/test installs it (scripts/ensure-tools), "
             "or: apt-get install chromium",
             pytrace=False,
         )

@@ -32,6 +32,8 @@ from engine.adapters.live.metrics import Metrics  # noqa: E402
 from engine.adapters.live.routing import RouteStage  # noqa: E402
 from engine.adapters.live.settings import WorkerSettings  # noqa: E402
 from engine.adapters.live.shard import ShardState  # noqa: E402
+from engine.core import format_ts  # noqa: E402
+from engine.core.sharding import rules_version  # noqa: E402
 from engine.dsl import CompiledRule  # noqa: E402
 
 log = logging.getLogger("firebreak.worker")
@@ -63,6 +65,7 @@ class LiveWorker:
         self.shards: dict[int, Shard] = {}
         self.input_partitions = settings.input_partitions
         self.last_input: dict[int, tuple[float, int]] = {}  # input partition → (monotonic time, offset)
+        self.assigned_at: dict[int, float] = {}  # input partition → when it was assigned here (monotonic)
         self.idle_sent: set[int] = set()
         self.metrics = Metrics()
         self.app = self._build_app()
@@ -123,6 +126,7 @@ class LiveWorker:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
 
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         return app
 
     async def create_topics(self) -> None:
@@ -156,7 +160,10 @@ class LiveWorker:
 
     def _heard_input(self, partition: int, offset: int) -> None:
         self.last_input[partition] = (time.monotonic(), offset)
-        self.idle_sent.discard(partition)
+        if partition in self.idle_sent:
+            self.idle_sent.discard(partition)
+            log.info("input partition %d active again at offset %d", partition, offset,
+                     extra={"fields": {"event": "partition_active", "partition": partition, "offset": offset}})
         self.metrics.events_in += 1
 
     async def _send_idle_markers(self) -> None:
@@ -165,7 +172,7 @@ class LiveWorker:
         for tp in self.app.consumer.assignment():
             if tp.topic != self.settings.input_topic or tp.partition in self.idle_sent:
                 continue
-            heard, offset = self.last_input.get(tp.partition, (self.started, -1))
+            heard, offset = self.last_input.get(tp.partition, (self.assigned_at.get(tp.partition, self.started), -1))
             if (now - heard) * 1000 < self.settings.idle_timeout_ms:
                 continue
             highwater = self.app.consumer.highwater(tp)
@@ -174,6 +181,12 @@ class LiveWorker:
             for out in self.route_stage.idle(tp.partition):
                 await self.routed.send(value=out.value, partition=out.partition)
             self.idle_sent.add(tp.partition)
+            max_ts = self.route_stage.max_ts.get(tp.partition)
+            at = format_ts(max_ts) if max_ts is not None else "no event yet"
+            log.info("input partition %d idle: caught up at offset %d, quiet for %.0f s, last event time %s",
+                     tp.partition, offset + 1, now - heard, at,
+                     extra={"fields": {"event": "partition_idle", "partition": tp.partition, "offset": offset + 1,
+                                       "event_time": None if max_ts is None else at}})  # fmt: skip
 
     # ---- stage 2 ------------------------------------------------------------------------------
 
@@ -188,9 +201,17 @@ class LiveWorker:
                 state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms)
             if head is not None and head["derived"] > state.derived:
                 state.suppress = head["derived"] - state.derived  # committed before: derive, do not send
+            fields = {"event": "shard_restored" if full is not None or head is not None else "shard_fresh",
+                      "shard": number, "routed_offset": state.routed_next, "rederive": state.suppress,
+                      "watermark": None if state.engine.watermark is None else format_ts(state.engine.watermark),
+                      "idle_partitions": sorted(state.idle)}  # fmt: skip
             if full is not None or head is not None:
-                log.info("shard %d restored at routed offset %d (%d records to re-derive unsent)",
-                         number, state.routed_next, state.suppress)  # fmt: skip
+                log.info("shard %d restored from its checkpoint: routed offset %d, watermark %s, idle input "
+                         "partitions %s, %d records to re-derive unsent (committed before)", number,
+                         state.routed_next, fields["watermark"], fields["idle_partitions"] or "none", state.suppress,
+                         extra={"fields": fields})  # fmt: skip
+            else:
+                log.info("shard %d starts fresh (no checkpoint)", number, extra={"fields": fields})
             writer = ShardWriter(s, number)
             await writer.start()
             shard = self.shards[number] = Shard(state, writer)
@@ -224,7 +245,24 @@ class LiveWorker:
             for stream, event in unacked:
                 await stream.ack(event)
 
+    async def _on_assigned(self, app, assigned: set[TP], **kwargs) -> None:
+        s = self.settings
+        inputs = sorted(tp.partition for tp in assigned if tp.topic == s.input_topic)
+        shards = sorted(tp.partition for tp in assigned if tp.topic == s.routed_topic)
+        now = time.monotonic()
+        for partition in set(inputs) - set(self.assigned_at):  # new here: quiet counts from now, not our start
+            self.last_input.pop(partition, None)
+            self.idle_sent.discard(partition)
+        self.assigned_at = {p: self.assigned_at.get(p, now) for p in inputs}
+        log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
+                 shards or "none", s.shards,
+                 extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
+
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
+        if revoked:
+            log.info("revoked %d partitions (a rebalance)", len(revoked),
+                     extra={"fields": {"event": "revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
+                                                                                  for tp in revoked)}})  # fmt: skip
         for tp in revoked:
             if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
                 shard = self.shards.pop(tp.partition)
@@ -252,7 +290,8 @@ class LiveWorker:
         self.rules_seen = self.rules_mtime()
         rules, message = self.load_rules()
         if rules is None:
-            log.error("rules not reloaded, keeping the %d current rules:\n%s", len(self.rules), message)
+            log.error("rules not reloaded, keeping the %d current rules:\n%s", len(self.rules), message,
+                      extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}})  # fmt: skip
             self.metrics.reload_failures += 1
             return
         self.rules = tuple(rules)
@@ -262,7 +301,9 @@ class LiveWorker:
                 shard.state.set_rules(self.rules)
                 await self._checkpoint(shard, full=True)  # a restart must not replay across the reload
         self.metrics.reloads += 1
-        log.info("rules reloaded: %d rules", len(self.rules))
+        version = rules_version(self.rules)
+        log.info("rules reloaded: %d rules (version %s)", len(self.rules), version,
+                 extra={"fields": {"event": "rules_reloaded", "rules": len(self.rules), "version": version}})
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""
@@ -283,15 +324,39 @@ class LiveWorker:
 
     # ---- running ------------------------------------------------------------------------------
 
+    def summary(self) -> tuple[str, dict[str, Any]]:
+        """What this worker does, for the start-up log line."""
+        s = self.settings
+        version = rules_version(self.rules)
+        fields = {
+            "event": "starting", "app_id": s.app_id, "bootstrap": s.bootstrap,
+            "input_topic": s.input_topic, "input_partitions": self.input_partitions,
+            "routed_topic": s.routed_topic, "shards": s.shards, "incidents_topic": s.incidents_topic,
+            "containment_topic": s.containment_topic, "dead_letter_topic": s.dead_letter_topic,
+            "checkpoint_topic": s.checkpoint_topic, "rules": len(self.rules), "rules_version": version,
+            "rule_paths": list(s.rules), "lateness_ms": s.lateness_ms, "idle_timeout_ms": s.idle_timeout_ms,
+            "checkpoint_interval_ms": s.checkpoint_interval_ms,
+            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics",
+        }  # fmt: skip
+        text = (f"firebreak worker starting: group {s.app_id} on {s.bootstrap}; {s.input_topic} "
+                f"({self.input_partitions} partitions) -> {s.routed_topic} ({s.shards} shards) -> "
+                f"{s.incidents_topic}, {s.containment_topic}; bad input -> {s.dead_letter_topic}; "
+                f"{len(self.rules)} rules (version {version}) from {', '.join(s.rules)}; lateness "
+                f"{s.lateness_ms / 1000:g} s, idle after {s.idle_timeout_ms / 1000:g} s, full checkpoint every "
+                f"{s.checkpoint_interval_ms / 1000:g} s; metrics at {fields['metrics_url']}")  # fmt: skip
+        return text, fields
+
     def run(self) -> int:
         from faust.worker import Worker
 
         self.started = time.monotonic()
-        for noisy in ("aiokafka", "faust", "mode"):  # their per-message debug records cost more than our work
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         loop.run_until_complete(self.create_topics())
-        worker = Worker(self.app, loglevel=os.environ.get("FIREBREAK_LOGLEVEL", "WARNING"), loop=loop)
+        text, fields = self.summary()
+        log.info(text, extra={"fields": fields})
+        # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
+        worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
+        worker.spinner = None
         worker.execute_from_commandline()
         return 0

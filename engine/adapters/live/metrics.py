@@ -14,6 +14,14 @@ if TYPE_CHECKING:
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+def number(value: float) -> str:
+    """A sample value in full: `%g` would print 1772328597.928 (a watermark) or 1234567 (a
+    counter) with six significant digits."""
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
 class Metrics:
     def __init__(self) -> None:
         self.events_in = 0
@@ -44,7 +52,7 @@ class Metrics:
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+            lines.extend(f"{name}{labels} {number(value)}" for labels, value in samples)
 
         route_stats = worker.route_stage.stats
         shard_stats: Counter[str] = Counter()
@@ -68,6 +76,21 @@ class Metrics:
                [(f'{{type="{kind}"}}', n) for kind, n in sorted(self.records.items())])  # fmt: skip
         metric("firebreak_consumer_lag", "gauge", "Messages not yet taken, per assigned partition.",
                [(f'{{topic="{topic}",partition="{p}"}}', lag) for topic, p, lag in worker.lags()])  # fmt: skip
+        shards = sorted(worker.shards.items())
+        metric("firebreak_watermark_seconds", "gauge",
+               "Event time (Unix seconds) up to which a shard has decided; a flat line while events arrive is a stall.",
+               [(f'{{shard="{n}"}}', shard.state.engine.watermark / 1000) for n, shard in shards
+                if shard.state.engine.watermark is not None])  # fmt: skip
+        metric("firebreak_input_event_time_seconds", "gauge",
+               "Largest event time (Unix seconds) a shard has heard of, per input partition.",
+               [(f'{{shard="{n}",partition="{p}"}}', ts / 1000) for n, shard in shards
+                for p, ts in sorted(shard.state.max_ts.items())])  # fmt: skip
+        metric("firebreak_idle_input_partitions", "gauge",
+               "Input partitions a shard treats as idle (caught up and quiet: they do not hold time back).",
+               [(f'{{shard="{n}"}}', len(shard.state.idle)) for n, shard in shards])  # fmt: skip
+        metric("firebreak_input_partition_idle", "gauge", "1 while a shard treats the input partition as idle.",
+               [(f'{{shard="{n}",partition="{p}"}}', int(p in shard.state.idle)) for n, shard in shards
+                for p in range(shard.state.input_partitions)])  # fmt: skip
         metric("firebreak_rule_reloads_total", "counter", "Rule reloads applied.", [("", self.reloads)])
         metric("firebreak_rule_reload_failures_total", "counter", "Rule reloads refused (bad rules).",
                [("", self.reload_failures)])  # fmt: skip
@@ -76,5 +99,5 @@ class Metrics:
         metric("firebreak_evaluation_seconds", "summary", "Time to take one routed message and evaluate.",
                quantiles)  # fmt: skip
         lines.append(f"firebreak_evaluation_seconds_count {h.get_total_count()}")
-        lines.append(f"firebreak_evaluation_seconds_sum {self.evaluation_sum_s:g}")
+        lines.append(f"firebreak_evaluation_seconds_sum {number(self.evaluation_sum_s)}")
         return "\n".join(lines) + "\n"

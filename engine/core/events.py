@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-EVENT_TYPES = ("inference", "change")
+EVENT_TYPES = ("inference", "change", "heartbeat")  # heartbeat: carries time only (docs/live.md)
 CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "data_pipeline")
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
@@ -30,7 +30,7 @@ _ONE_MS = timedelta(milliseconds=1)
 class Event:
     event_id: str
     ts: int  # epoch milliseconds, UTC
-    type: str  # inference | change
+    type: str  # inference | change | heartbeat
     data: dict[str, Any]
 
 

@@ -180,3 +180,19 @@ def test_a_shard_that_heard_nothing_has_no_time_and_stays_silent():
     state.accept(0, RouteStage(RULES, SETTINGS).idle(0)[0].value)  # idle with nothing ever heard
     state.accept(1, RouteStage(RULES, SETTINGS).idle(1)[0].value)
     assert state.watermark() is None and state.tick() == []
+
+
+def test_a_heartbeat_moves_time_and_counts_in_no_rule():
+    from corekit import SEC, event, rules
+
+    from engine.core import validate_event
+
+    pack = rules("rule leak: count(pii) >= 1 over 1m by tenant -> sev2\nrule busy: count() >= 2 over 1m -> sev4")
+    leak = [event("e1", 0, tenant="t", flags={"pii": True})]
+    beats = [validate_event({"event_id": f"hb{i}", "ts": leak[0].ts + at, "type": "heartbeat"})
+             for i, at in enumerate((10 * SEC, 20 * SEC, 30 * MIN))]  # fmt: skip
+    quiet = run_events(pack, leak, lateness_ms=0, finish=False)
+    assert [r["type"] for r in quiet if r["type"].startswith("incident.")] == []  # time stands at the leak
+    moved = run_events(pack, [*leak, *beats], lateness_ms=0, finish=False)
+    opened = [(r["type"], r["rule"]) for r in moved if r["type"].startswith("incident.")]
+    assert opened == [("incident.opened", "leak"), ("incident.resolved", "leak")]  # quiet minutes passed

@@ -86,6 +86,30 @@ class RuleState:
         # groups are evaluated at every step.
         self.due: dict[int, set[tuple]] = {}  # step boundary → groups to evaluate then
         self.active: set[tuple] = set()  # pending or firing groups
+        # `Kx population`: per step, [events, flagged events] of all groups (None for other rules)
+        self.population: dict[int, list[int]] | None = {} if rule.population is not None else None
+        self.flag = rule.arg[1] if rule.population is not None and rule.arg is not None else None
+
+    def count_population(self, start: int, data: dict) -> None:
+        totals = self.population.get(start)
+        if totals is None:
+            totals = self.population[start] = [0, 0]
+        totals[0] += 1
+        flags = data.get("flags")
+        if flags and flags.get(self.flag) is True:
+            totals[1] += 1
+
+    def population_at(self, at: int) -> tuple[int, int]:
+        """(events, flagged events) of all groups in the window ending at ``at``; older steps dropped."""
+        window_from = at - self.rule.window_ms
+        n = hits = 0
+        for start in [s for s in self.population if s < window_from]:
+            del self.population[start]
+        for start, (events, flagged) in self.population.items():
+            if start < at:
+                n += events
+                hits += flagged
+        return n, hits
 
     def schedule(self, key: tuple, start: int, first: bool, after: int | None = None) -> None:
         """The boundaries at which a new bucket at ``start`` changes what ``key`` can see."""
@@ -147,6 +171,8 @@ class Engine:
                     state = self.states[index]
                     start = ts - ts % state.rule.step_ms
                     state.add(self._bucket(state, key, start), event)
+                    if state.population is not None:  # a shard's population: the events routed to it
+                        state.count_population(start, event.data)
         else:
             self.stats["changes"] += 1
         if self.max_ts is None or ts > self.max_ts:
@@ -166,10 +192,12 @@ class Engine:
             key = keys.get(rule.by)
             if key is None:
                 key = keys[rule.by] = state.key_of(data) if rule.by else ()
-            if owns is not None and not owns(rule.name, key):
-                continue
             step = rule.step_ms
             start = ts - ts % step
+            if state.population is not None:  # every group's events, before sharding
+                state.count_population(start, data)
+            if owns is not None and not owns(rule.name, key):
+                continue
             group = state.groups.get(key)
             bucket = group.buckets.get(start) if group is not None else None
             if bucket is None:
@@ -241,6 +269,7 @@ class Engine:
         if state.active:
             keys |= state.active
         groups = state.groups
+        population = state.population_at(at) if state.population is not None else None
         for group in sorted((groups[k] for k in keys if k in groups), key=lambda g: g.order):
             horizon = at - state.memory_ms
             for start in [s for s in group.buckets if s < horizon]:
@@ -254,9 +283,9 @@ class Engine:
             window_from = at - rule.window_ms
             in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
             baseline = self._baseline(state, group, at) if rule.factor is not None else None
-            reading = read(rule, summarize(rule, in_window, detail=False), baseline)
+            reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
-                reading = read(rule, summarize(rule, in_window, detail=True), baseline)
+                reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
             records.extend(evaluate_group(rule, group.group, group.life, at, reading))
             if group.life.status == INACTIVE:
                 state.active.discard(group.key)
@@ -303,6 +332,11 @@ class Engine:
                 state.rule.name: {
                     "fingerprint": rule_fingerprint(state.rule),
                     "next_eval": state.next_eval,
+                    **(
+                        {"population": [[start, *totals] for start, totals in sorted(state.population.items())]}
+                        if state.population is not None
+                        else {}
+                    ),
                     "groups": [
                         {
                             "key": list(group.key),
@@ -335,6 +369,8 @@ class Engine:
             if data is None or data["fingerprint"] != rule_fingerprint(state.rule):
                 continue
             state.next_eval = data["next_eval"]
+            if state.population is not None:
+                state.population = {start: [n, hits] for start, n, hits in data.get("population", [])}
             for item in data["groups"]:
                 key = key_from_json(item["key"])
                 group = state.groups[key] = GroupState(state.rule, key)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.events import format_ts
+from engine.core.significance import p_value
 from engine.core.window import Summary, impact_events, metric_value, sample_size
 from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 
@@ -50,21 +51,51 @@ class Lifecycle:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What one evaluation measured."""
+    """What one evaluation measured. ``p_value``: rules `with C% confidence`, when the
+    metric is past the limit (otherwise there is nothing to test)."""
 
     value: float | None
     limit: float | None
     baseline: float | None
     holds: bool
     window: Summary
+    p_value: float | None = None
 
 
-def read(rule: CompiledRule, window: Summary, baseline: float | None) -> Reading:
+def read(rule: CompiledRule, window: Summary, baseline: float | None,
+         population: tuple[int, int] | None = None) -> Reading:  # fmt: skip
+    """``population``: (events, flagged events) of all the rule's groups in the window, for
+    `Kx population` (the group's own are taken out: it is compared with the rest)."""
     value = metric_value(rule, window)
-    limit = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
+    if rule.population is not None:
+        baseline = population_rate(window, population)
+        limit = rule.population * baseline if baseline is not None else None
+    else:
+        limit = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
     enough = not rule.needs_sample or sample_size(rule, window) >= rule.min_events
     holds = value is not None and limit is not None and enough and rule.compare(value, limit)
-    return Reading(value, limit, baseline, holds, window)
+    if not holds or rule.confidence is None:
+        return Reading(value, limit, baseline, holds, window)
+    k, n = significance_counts(rule, window)
+    p = p_value(rule.func, rule.op, k, n, min(limit, 1.0) if rule.func == "rate" else limit)
+    return Reading(value, limit, baseline, p <= rule.alpha, window, p)
+
+
+def population_rate(window: Summary, population: tuple[int, int] | None) -> float | None:
+    """The rate of the rest of the population (all groups but this one) in the window; at
+    least one flagged event in it, like a zero baseline. None when there is no rest."""
+    if population is None:
+        return None
+    rest_n, rest_hits = population[0] - window.n, population[1] - window.hits
+    if rest_n <= 0:
+        return None
+    return max(rest_hits, 1) / rest_n
+
+
+def significance_counts(rule: CompiledRule, window: Summary) -> tuple[int, int]:
+    """(k, n) the test weighs: flagged events of all events for rate and count(FLAG),
+    events for count()."""
+    return (window.n if rule.arg is None else window.hits), window.n
 
 
 def evaluate_group(
@@ -242,7 +273,7 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
 def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading,
                      why: str) -> dict[str, Any]:  # fmt: skip
     w = r.window
-    return {
+    record = {
         "type": kind,
         "incident_id": incident.incident_id,
         "rule": rule.name,
@@ -253,7 +284,7 @@ def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incid
         "onset": format_ts(incident.onset),
         "window": {"start": format_ts(at - rule.window_ms), "end": format_ts(at)},
         "value": _num(r.value),
-        "baseline": _num(r.baseline) if rule.factor is not None else None,
+        "baseline": _num(r.baseline) if rule.reference_kind != "absolute" else None,
         "threshold": _num(r.limit),
         "events": impact_events(rule, w),
         "sample": sample_size(rule, w),
@@ -262,14 +293,50 @@ def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incid
         "notify": list(rule.notify),
         "why": why,
     }
+    if rule.confidence is not None:
+        record["significance"] = significance(rule, r)
+    return record
+
+
+def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
+    """The evidence behind a rule `with C% confidence`: observed against expected under the
+    reference, and the p-value (null when the metric was not past the limit)."""
+    k, n = significance_counts(rule, r.window)
+    if r.limit is None:
+        expected = None
+    else:
+        expected = n * min(r.limit, 1.0) if rule.func == "rate" else r.limit
+    return {
+        "test": "binomial" if rule.func == "rate" else "poisson",
+        "confidence": rule.confidence,
+        "reference": rule.reference_kind,
+        "observed": k,
+        "trials": n if rule.func == "rate" else None,
+        "expected": _num(expected),
+        "p_value": _p(r.p_value),
+    }
+
+
+def _p(p: float | None) -> float | None:
+    """A p-value to 3 significant digits (it is evidence, not arithmetic)."""
+    return None if p is None else float(f"{p:.3g}")
 
 
 def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
     where = f" for {_group_text(group)}" if group else ""
-    if rule.factor is not None:
+    if rule.population is not None:
+        limit = f"{_num(rule.population)}x the rest of the population's {_num(r.baseline)} (limit {_num(r.limit)})"
+    elif rule.factor is not None:
         limit = f"{_num(rule.factor)}x its baseline of {_num(r.baseline)} (limit {_num(r.limit)})"
     else:
-        limit = _num(r.limit)
+        limit = f"{_num(r.limit)}"
+    if rule.confidence is not None:
+        evidence = significance(rule, r)
+        of = f" of {evidence['trials']}" if evidence["trials"] is not None else ""
+        limit += (
+            f" with {_num(rule.confidence * 100)}% confidence ({evidence['observed']}{of} observed, "
+            f"{evidence['expected']} expected at the limit, p = {evidence['p_value']:.3g})"
+        )
     users = r.window.users.estimate() if r.window.users is not None else 0
     return (
         f"{_metric_text(rule)} was {_num(r.value)} over the last {_duration(rule.window_ms)}{where}, "

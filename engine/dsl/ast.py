@@ -81,7 +81,25 @@ class BaselineThreshold:
     span: Span = _span()
 
 
-Threshold = AbsoluteThreshold | BaselineThreshold
+@dataclass(frozen=True, slots=True)
+class PopulationThreshold:
+    """``5x population``: K times the rate of the rule's other groups in the same window."""
+
+    factor: Number
+    unit: str = "x"  # anything but "x" is a mistake the checker reports
+    span: Span = _span()
+
+
+Threshold = AbsoluteThreshold | BaselineThreshold | PopulationThreshold
+
+
+@dataclass(frozen=True, slots=True)
+class Confidence:
+    """``with 99.9% confidence``: the threshold must be exceeded significantly."""
+
+    level: Number  # the percentage as written: 99.9
+    unit: str = "%"  # anything but "%" is a mistake the checker reports
+    span: Span = _span()
 
 
 # ---- where expressions -------------------------------------------------------
@@ -152,6 +170,7 @@ class Condition:
     where: Expr | None = None
     for_: Duration | None = None
     min_events: MinEvents | None = None
+    confidence: Confidence | None = None
     span: Span = _span()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 
 from engine.dsl import ast
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
-from engine.dsl.printer import print_rule
+from engine.dsl.printer import print_number, print_rule
 
 # func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field"
 FUNCTIONS: dict[str, str] = {
@@ -88,6 +88,7 @@ def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
     yield from _metric_problems(c.metric)
     yield from _duration_problems(c.window, "window")
     yield from _threshold_problems(c)
+    yield from _significance_problems(c)
     for path in c.by:
         if path.parts[0] in {"prompt", "output"}:
             yield path.span, f"`by {path.dotted}` would put raw text in incident records; group by an id instead"
@@ -139,11 +140,49 @@ def _duration_problems(d: ast.Duration, what: str) -> Iterator[Problem]:
         yield d.span, f"the {what} must be longer than zero, not `{text}`"
 
 
+SIGNIFICANCE_FUNCS = ("rate", "count")  # a count of events behind them: binomial or Poisson
+
+
+def _significance_problems(c: ast.Condition) -> Iterator[Problem]:
+    """`with C% confidence` and `Kx population`: what they can be applied to."""
+    t, conf, func = c.threshold, c.confidence, c.metric.func
+    if isinstance(t, ast.PopulationThreshold):
+        if t.unit != "x":
+            yield t.span, f"`{t.factor}{t.unit} population` needs a multiple like `5x`"
+        elif t.factor <= 0:
+            yield t.span, f"the multiple must be greater than 0, not `{t.factor}{t.unit}`"
+        if func != "rate" and func in FUNCTIONS:
+            example = f"rate(FLAG) > {t.factor}{t.unit} population"
+            yield t.span, f"`population` compares rates: write `{example}`, not `{func}`"
+        elif not c.by:
+            yield (
+                t.span,
+                ("`population` compares each group with the rest of the rule's events; add `by`, e.g. `by user`"),
+            )
+    if conf is None:
+        return
+    text = f"{conf.level}{conf.unit}"
+    if conf.unit != "%":
+        yield conf.span, f"a confidence is a percentage: write `with {conf.level}% confidence`"
+    elif not 50 < conf.level < 100:
+        yield conf.span, f"a confidence is more than 50% and less than 100%, not `{text}`; e.g. `99.9%`"
+    if func not in SIGNIFICANCE_FUNCS and func in FUNCTIONS:
+        yield (
+            conf.span,
+            f"`with … confidence` needs events to count: use it with rate(FLAG), count(FLAG) or count(), not `{func}`",
+        )
+
+
 def _threshold_problems(c: ast.Condition) -> Iterator[Problem]:
     t = c.threshold
+    if isinstance(t, ast.PopulationThreshold):
+        return
     if isinstance(t, ast.AbsoluteThreshold):
         text = f"{t.value}{t.unit}"
-        if t.unit == "x":
+        if t.unit == "%":
+            fraction = print_number(round(t.value / 100, 12)) if isinstance(t.value, int | float) else "0.01"
+            yield t.span, f"`{text}` is not a number; write a fraction: `{fraction}`"
+        elif t.unit == "x":
             yield t.span, f"`{text}` is a multiple: write `{text} baseline`"
         elif t.unit:
             yield t.span, f"`{text}` is not a number; a threshold is a number or `Kx baseline`"

@@ -80,10 +80,22 @@ class CompiledRule:
     category: str
     contains: tuple[ContainSpec, ...]
     notify: tuple[str, ...]
+    confidence: float | None = None  # `with C% confidence` as a fraction (0.999); None: no test
+    population: float | None = None  # K of `Kx population` (threshold and factor are then None)
 
     @property
     def relative(self) -> bool:
         return self.factor is not None
+
+    @property
+    def alpha(self) -> float:
+        """The largest p-value that still counts as significant: 1 − confidence."""
+        return 1.0 - self.confidence if self.confidence is not None else 1.0
+
+    @property
+    def reference_kind(self) -> str:
+        """What the threshold is measured against: absolute, baseline or population."""
+        return "population" if self.population is not None else "baseline" if self.factor is not None else "absolute"
 
     def compare(self, value: float, limit: float) -> bool:
         return _COMPARE[self.op](value, limit)
@@ -101,7 +113,10 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     step = pick_step(window)
     threshold: float | None
     factor: float | None
-    if isinstance(c.threshold, ast.BaselineThreshold):
+    population: float | None = None
+    if isinstance(c.threshold, ast.PopulationThreshold):
+        threshold, factor, baseline, population = None, None, 0, float(c.threshold.factor)
+    elif isinstance(c.threshold, ast.BaselineThreshold):
         threshold, factor = None, float(c.threshold.factor)
         span = c.threshold.span_of_baseline
         baseline = duration_ms(span) if span is not None else BASELINE_SPAN_FACTOR * window
@@ -130,7 +145,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         by=tuple(p.parts for p in c.by),
         where=compile_expr(c.where) if c.where is not None else None,
         for_ms=duration_ms(c.for_) if c.for_ is not None else 0,
-        min_events=int(c.min_events.count) if c.min_events is not None else DEFAULT_MIN_EVENTS,
+        min_events=int(c.min_events.count) if c.min_events is not None else default_min_events(c),
         severity=_severity(o.severity.name),
         escalations=tuple(
             Escalation(_severity(e.severity.name), e.measure, e.op, float(e.value)) for e in o.escalations
@@ -147,7 +162,15 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
             for k in o.contains
         ),
         notify=tuple(n.target for n in o.notifies),
+        confidence=round(float(c.confidence.level) / 100, 12) if c.confidence is not None else None,
+        population=population,
     )
+
+
+def default_min_events(c: ast.Condition) -> int:
+    """`min N events` when the rule gives none: 20, or 1 with `with C% confidence` — the
+    test itself weighs how many events there are, so a small group can fire on strong evidence."""
+    return 1 if c.confidence is not None else DEFAULT_MIN_EVENTS
 
 
 DEFAULT_IMPACT_USERS = 100

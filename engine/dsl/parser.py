@@ -174,6 +174,12 @@ def _unexpected_token(error: UnexpectedToken, chunk: str, path: str) -> Diagnost
             return diag(f"missing `->` before `{text}`")
         if text in {"by", "where", "for", "min"}:
             return diag(f"`{text}` is out of place: clauses go {CLAUSE_ORDER}")
+    if "CONFIDENCE" in expected:
+        return diag(f"missing `confidence` after `{prev_text}`: write `with {prev_text} confidence`")
+    if text == "with" and "WITH" not in expected:
+        return diag(
+            "`with C% confidence` goes right after the threshold: `rate(pii) > 0.0004 with 99.9% confidence over 10m`"
+        )
     if prev_type == "OVER" or (expected == {"QUANTITY"} and prev_text in {"over", "for"}):
         return diag(f"expected a duration after `{prev_text}` (10s, 10m, 10h, 10d), found {_describe(token)}")
     if text in _CLAUSE_WORDS | {"over"}:
@@ -278,7 +284,9 @@ class _AstBuilder(Transformer):
         return ast.Rule(None, condition, outcome, span=_span_of(meta))
 
     def condition(self, meta, children):
-        metric, op, threshold, window, *clauses = children
+        metric, op, threshold, *rest = children
+        confidence = rest.pop(0) if rest and isinstance(rest[0], ast.Confidence) else None
+        window, *clauses = rest
         fields = dict(clauses)
         return ast.Condition(
             metric=metric,
@@ -289,6 +297,7 @@ class _AstBuilder(Transformer):
             where=fields.get("where"),
             for_=fields.get("for"),
             min_events=fields.get("min"),
+            confidence=confidence,
             span=_span_of(meta),
         )
 
@@ -306,6 +315,14 @@ class _AstBuilder(Transformer):
     def baseline_threshold(self, meta, children):
         factor, unit = split_quantity(children[0])
         return ast.BaselineThreshold(factor, unit, children[1], span=_span_of(meta))
+
+    def population_threshold(self, meta, children):
+        factor, unit = split_quantity(children[0])
+        return ast.PopulationThreshold(factor, unit, span=_span_of(meta))
+
+    def confidence_clause(self, meta, children):
+        level, unit = split_quantity(children[0])
+        return ast.Confidence(level, unit, span=_span_of(children[0]))
 
     def duration(self, meta, children):
         amount, unit = split_quantity(children[0])

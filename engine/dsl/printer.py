@@ -24,7 +24,10 @@ def print_rule_file(rule_file: ast.RuleFile) -> str:
 
 def print_condition(c: ast.Condition) -> str:
     arg = c.metric.arg.dotted if c.metric.arg else ""
-    parts = [f"{c.metric.func}({arg})", c.op, print_threshold(c.threshold), "over", print_duration(c.window)]
+    parts = [f"{c.metric.func}({arg})", c.op, print_threshold(c.threshold)]
+    if c.confidence is not None:
+        parts += ["with", f"{print_number(c.confidence.level)}{c.confidence.unit}", "confidence"]
+    parts += ["over", print_duration(c.window)]
     if c.by:
         parts += ["by", ", ".join(p.dotted for p in c.by)]
     if c.where is not None:
@@ -39,6 +42,8 @@ def print_condition(c: ast.Condition) -> str:
 def print_threshold(t: ast.Threshold) -> str:
     if isinstance(t, ast.AbsoluteThreshold):
         return f"{print_number(t.value)}{t.unit}"
+    if isinstance(t, ast.PopulationThreshold):
+        return f"{print_number(t.factor)}{t.unit} population"
     text = f"{print_number(t.factor)}{t.unit} baseline"
     if t.span_of_baseline is not None:
         text += f"({print_duration(t.span_of_baseline)})"

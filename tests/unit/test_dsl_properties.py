@@ -34,6 +34,8 @@ VALID = [
     "rule spike:\n  # why\n  sum(cost_usd) > 5x baseline over 15m\n    by service\n"
     "  -> sev2 contain rate_limit(rps=20) hold for 30m escalate sev1 if users > 100 category cost",
     'rule leak: count(pii) >= 1 over 1m where not (tenant not in ["a"] or flags.test) -> sev1',
+    "rate(pii) > 0.0004 with 99.9% confidence over 10m by tenant -> sev1 contain disable_feature hold",
+    "rate(prompt_injection) > 5x population with 99% confidence over 10m by user min 5 events -> sev2",
 ]
 DSL_PIECES = (
     list("()[]<>=!-,.\"':#_ \n\t\\")
@@ -133,7 +135,7 @@ def test_valid_seeds_are_valid() -> None:
 
 KEYWORDS = {
     "rule", "over", "by", "where", "for", "min", "events", "baseline", "and", "or", "not", "in", "true", "false",
-    "contain", "hold", "notify", "escalate", "if", "category",
+    "contain", "hold", "notify", "escalate", "if", "category", "with", "confidence", "population",
 }  # fmt: skip
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(lambda n: n not in KEYWORDS)
@@ -160,7 +162,9 @@ metrics = st.builds(a.Metric, st.one_of(st.sampled_from(sorted(FUNCTIONS)), name
 thresholds = st.one_of(
     st.builds(a.AbsoluteThreshold, numbers),
     st.builds(a.BaselineThreshold, numbers, st.just("x"), st.none() | durations),
+    st.builds(a.PopulationThreshold, numbers, st.just("x")),
 )
+confidences = st.builds(a.Confidence, numbers, st.just("%"))
 leaf_exprs = st.one_of(
     st.builds(a.Compare, field_paths, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), literals),
     st.builds(a.InList, field_paths, st.lists(literals, max_size=3).map(tuple), st.booleans()),
@@ -185,6 +189,7 @@ conditions = st.builds(
     where=st.none() | exprs,
     for_=st.none() | durations,
     min_events=st.none() | st.builds(a.MinEvents, st.integers(1, 10**6)),
+    confidence=st.none() | confidences,
 )
 contains = st.builds(
     a.Contain,

@@ -200,6 +200,14 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert {r["name"]: r["opened"] for r in data["rules"]}["always"] == 2
 
 
+def test_rules_with_errors_are_not_run_against_traffic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t.rules").write_text("rate(halucination) > 0.1 over 1m -> sev2\n")
+    write(tmp_path / "s.jsonl", sample(1))
+    assert main(["check", str(tmp_path / "t.rules"), "--events", str(tmp_path / "s.jsonl")]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "did you mean `hallucination`?" in err and "traffic" not in err
+
+
 def test_the_command_refuses_bad_traffic_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "t.rules").write_text("count() > 1 over 1m -> sev2\n")
     rules = str(tmp_path / "t.rules")

@@ -4,6 +4,7 @@ vocabulary.toml next to the rules; anything else is an error with a did-you-mean
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -258,3 +259,38 @@ def test_vocabulary_diagnostics_render_with_a_caret() -> None:
         '    flags = ["a b"]',
         "             ^^^^^",
     ]
+
+
+def test_the_worker_reloads_through_the_same_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the running worker calls on SIGHUP or a changed file (LiveWorker._reload): the loader
+    `firebreak worker` hands it, and the change detector, which watches vocabulary files too."""
+    from engine.adapters.live import app, command
+
+    handed: dict = {}
+
+    class Worker:
+        def __init__(self, settings: object, rules: tuple, load: object, mtime: object) -> None:
+            handed.update(rules=rules, load=load, mtime=mtime)
+
+        def run(self) -> int:
+            return 0
+
+    async def broker_is_there(_bootstrap: str) -> None:
+        return None
+
+    monkeypatch.setattr(app, "LiveWorker", Worker)
+    monkeypatch.setattr(command, "_probe", broker_is_there)
+    (tmp_path / "w.rules").write_text("rate(off_topic) > 0.1 over 1m -> sev2\n")
+    (tmp_path / "vocabulary.toml").write_text('flags = ["off_topic"]\n')
+    assert main(["worker", "--rules", str(tmp_path)]) == 0
+    assert len(handed["rules"]) == 1
+    (tmp_path / "w.rules").write_text("rate(of_topic) > 0.1 over 1m -> sev2\n")  # an edit with a typo
+    rules, message = handed["load"]()
+    assert rules is None
+    assert "w.rules:1:6: error: unknown flag `of_topic` — did you mean `off_topic`?" in message
+    seen = handed["mtime"]()
+    (tmp_path / "vocabulary.toml").write_text('flags = ["off_topic", "of_topic"]\n')
+    os.utime(tmp_path / "vocabulary.toml", (4_000_000_000, 4_000_000_000))
+    assert handed["mtime"]() != seen  # a vocabulary change triggers a reload
+    rules, message = handed["load"]()
+    assert message == "" and [r.name[:14] for r in rules] == ["rate_of_topic_"]

@@ -1,7 +1,8 @@
 """Diagnostics: golden files of rendered output, and the Diagnostic values themselves.
 
 Each case under tests/golden/diagnostics/ is either NAME.rules or a folder NAME/
-of *.rules files checked together; NAME.expected holds the exact output of
+of *.rules files checked together (with the folder's vocabulary.toml, if any,
+also for unknown names); NAME.expected holds the exact output of
 `render_all(problems, sources)`, with paths relative to the repository root.
 
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_dsl_diagnostics.py
@@ -36,17 +37,25 @@ def sources_of(case: Path) -> dict[str, str]:
     return {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in paths}
 
 
+def vocabularies_of(case: Path) -> dict[str, str] | None:
+    """A folder case with a vocabulary.toml is checked for names too (engine/dsl/vocabulary.py)."""
+    vocabulary = case / "vocabulary.toml"
+    if not vocabulary.is_file():
+        return None
+    return {vocabulary.relative_to(ROOT).as_posix(): vocabulary.read_text(encoding="utf-8")}
+
+
 def expected_path(case: Path) -> Path:
     return case.with_suffix(".expected") if case.is_file() else case.parent / f"{case.name}.expected"
 
 
 @pytest.mark.parametrize("case", golden_cases(), ids=lambda p: p.stem)
 def test_golden_diagnostics(case: Path) -> None:
-    sources = sources_of(case)
-    rules, problems = load_rules(sources)
+    sources, vocabularies = sources_of(case), vocabularies_of(case)
+    rules, problems = load_rules(sources, vocabularies)
     assert problems, "a golden case must contain at least one mistake"
     assert rules == (), "any error means no rules are loaded"
-    rendered = render_all(problems, sources) + "\n"
+    rendered = render_all(problems, sources | (vocabularies or {})) + "\n"
     golden = expected_path(case)
     if UPDATE:
         golden.write_text(rendered, encoding="utf-8")

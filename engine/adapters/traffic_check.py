@@ -103,36 +103,37 @@ class TrafficReport:
 # ---- collecting -------------------------------------------------------------------------------
 
 
-class _Names:
-    def __init__(self, use: NameUse) -> None:
-        self.seen = NameSeen(use.role, use.dotted)
-        self.get = getter(use.path)
+class _PathTally:
+    """One event path over the sample; shared by every rule that reads it."""
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        self.get = getter(path)
+        self.present = self.true = self.numeric = 0
         self.values: set[Any] = set()
 
     def add(self, data: Mapping[str, Any]) -> None:
         value = self.get(data)
         if value is None:
             return
-        seen = self.seen
-        seen.present += 1
+        self.present += 1
         if value is True:
-            seen.true += 1
+            self.true += 1
         if _is_number(value):
-            seen.numeric += 1
+            self.numeric += 1
         if len(self.values) < MAX_VALUES:
             self.values.add(_hashable(value))
-            seen.values = len(self.values)
+
+    def seen(self, role: str, dotted: str) -> NameSeen:
+        return NameSeen(role, dotted, self.present, self.true, self.numeric, len(self.values))
 
 
 class _RuleTally:
     """Per rule: the names it reads, `where`, groups and per-step counts of the metric's events."""
 
-    def __init__(self, rule: CompiledRule, uses: Sequence[NameUse]) -> None:
+    def __init__(self, rule: CompiledRule, uses: Sequence[NameUse], paths: dict[tuple[str, ...], _PathTally]) -> None:
         self.rule = rule
-        seen: dict[tuple[str, tuple[str, ...]], NameUse] = {}
-        for use in uses:
-            seen.setdefault((use.role, use.path), use)
-        self.names = [_Names(use) for use in seen.values()]
+        self.names = [(role, path, paths.setdefault(path, _PathTally(path))) for role, path in
+                      dict.fromkeys((use.role, use.path) for use in uses)]  # fmt: skip
         self.by = [getter(path) for path in rule.by]
         self.value = getter(rule.arg) if rule.func in NUMERIC_FUNCS and rule.arg else None
         self.passed = 0
@@ -141,8 +142,6 @@ class _RuleTally:
 
     def add(self, event: Event) -> None:
         data = event.data
-        for name in self.names:
-            name.add(data)
         rule = self.rule
         if rule.where is not None and not rule.where(data):
             return
@@ -207,7 +206,8 @@ def check_events(
 ) -> TrafficReport:
     """Every rule over ``events``: the sample's facts per rule and the engine's incidents."""
     uses = rule_names(sources)
-    tallies = [_RuleTally(rule, uses.get(rule.name, [])) for rule in rules]
+    paths: dict[tuple[str, ...], _PathTally] = {}
+    tallies = [_RuleTally(rule, uses.get(rule.name, []), paths) for rule in rules]
     report = TrafficReport(source, read if read is not None else ReplayResult())
     engine = Engine(rules, lateness_ms)
     records: list[dict[str, Any]] = []
@@ -222,6 +222,8 @@ def check_events(
             report.last_ts = event.ts
         if event.type == "inference":
             report.inference += 1
+            for path in paths.values():
+                path.add(event.data)
             for tally in tallies:
                 tally.add(event)
         records.extend(r for r in engine.process(event) if r["type"].startswith("incident."))
@@ -278,7 +280,8 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
     rule = tally.rule
     warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
     out = RuleTraffic(
-        name=rule.name, location=f"{rule.path}:{rule.line}", names=[n.seen for n in tally.names],
+        name=rule.name, location=f"{rule.path}:{rule.line}",
+        names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
         passed=tally.passed, groups=len(tally.groups), busiest_window=tally.busiest_window(),
         min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
         warmup=format_duration(warmup),

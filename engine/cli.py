@@ -62,7 +62,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{errors} error(s) in {len(sources) + len(vocabularies)} file(s)", file=sys.stderr)
         return 1
     declared = f" (names declared in {', '.join(vocabularies)})" if vocabularies else ""
-    print(f"ok: {len(rules)} rules in {len(sources)} file(s){declared}")
+    json_report = args.format == "json" and (args.events or args.topic)  # stdout: the JSON report only
+    print(f"ok: {len(rules)} rules in {len(sources)} file(s){declared}", file=sys.stderr if json_report else sys.stdout)
     if args.events or args.topic:
         return check_traffic(args, rules, sources)
     return 0

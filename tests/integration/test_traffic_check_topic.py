@@ -25,9 +25,9 @@ rule always: count() > 3 over 1m by tenant -> sev4
 
 def check_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
     assert main(["check", *args, "--format", "json"]) == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
-    assert out.startswith("ok: 3 rules in 1 file(s)\n")
-    return orjson.loads(out.split("\n", 1)[1])
+    out, err = capsys.readouterr()
+    assert err.startswith("ok: 3 rules in 1 file(s)\n")
+    return orjson.loads(out)
 
 
 def test_a_topic_range_is_checked_like_the_same_events_from_a_file(

@@ -195,7 +195,9 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main([*args, "--strict"]) == 2  # warnings fail a CI run that asks for it
     capsys.readouterr()
     assert main([*args, "--format", "json"]) == 0
-    data = orjson.loads(capsys.readouterr().out.split("\n", 1)[1])
+    out, err = capsys.readouterr()
+    assert err.startswith("ok: 9 rules in 1 file(s)")  # stdout is the JSON alone
+    data = orjson.loads(out)
     assert (data["events"], data["bad"]) == (1200, 1)
     assert {r["name"]: r["opened"] for r in data["rules"]}["always"] == 2
 

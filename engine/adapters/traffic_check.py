@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +31,14 @@ from typing import Any
 from engine.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
 from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
 from engine.core.events import format_duration
-from engine.dsl import CompiledRule, parse_rules
+from engine.dsl import CompiledRule, parse_rule, parse_rules
 from engine.dsl.checker import rule_name
 from engine.dsl.compiler import getter
+from engine.dsl.parser import RuleSyntaxError
 from engine.dsl.vocabulary import NUMERIC_FUNCS, NameUse, names_used
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
+WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 
@@ -135,21 +136,26 @@ class _RuleTally:
         self.names = [(role, path, paths.setdefault(path, _PathTally(path))) for role, path in
                       dict.fromkeys((use.role, use.path) for use in uses)]  # fmt: skip
         self.by = [getter(path) for path in rule.by]
+        self.where = rule.where
+        self.step_ms = rule.step_ms
         self.value = getter(rule.arg) if rule.func in NUMERIC_FUNCS and rule.arg else None
         self.passed = 0
-        self.steps: Counter[tuple[tuple, int]] = Counter()  # (group, step start) → events behind the metric
+        self.steps: dict[tuple[tuple, int], int] = {}  # (group, step start) → events behind the metric
         self.groups: set[tuple] = set()
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, keys: dict[tuple, tuple]) -> None:
+        """``keys``: this event's group keys so far, by `by` paths (rules grouped alike share them)."""
         data = event.data
-        rule = self.rule
-        if rule.where is not None and not rule.where(data):
+        if self.where is not None and not self.where(data):
             return
         self.passed += 1
-        key = tuple(_hashable(get(data)) for get in self.by)
+        key = keys.get(self.rule.by)
+        if key is None:
+            key = keys[self.rule.by] = tuple([_hashable(get(data)) for get in self.by])
         self.groups.add(key)
         if self.value is None or _is_number(self.value(data)):
-            self.steps[(key, event.ts - event.ts % rule.step_ms)] += 1
+            step = (key, event.ts - event.ts % self.step_ms)
+            self.steps[step] = self.steps.get(step, 0) + 1
 
     def busiest_window(self) -> int:
         """The most metric events one group had in one window (whole steps, as the engine counts)."""
@@ -224,8 +230,9 @@ def check_events(
             report.inference += 1
             for path in paths.values():
                 path.add(event.data)
+            keys: dict[tuple, tuple] = {}
             for tally in tallies:
-                tally.add(event)
+                tally.add(event, keys)
         records.extend(r for r in engine.process(event) if r["type"].startswith("incident."))
     records.extend(r for r in engine.finish() if r["type"].startswith("incident."))
     span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
@@ -361,6 +368,64 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
                      f"(window{' + baseline span' if rule.baseline_ms else ''}"
                      f"{' + for' if rule.for_ms else ''}) before it can fire")  # fmt: skip
     return warnings, notes
+
+
+# ---- the live worker's view -------------------------------------------------------------------
+
+
+class TrafficWatch:
+    """The traffic check inside the live worker: it watches the events the worker routes (its own
+    input partitions) for ``span_ms`` of event time after rules are loaded, then gives the
+    warnings, once. Only the warnings that need no incidents: the worker's incidents are its
+    real output, not a replay. Costs nothing once it has reported.
+
+        watch = TrafficWatch(rules)
+        watch.observe(event)            # every valid event routed
+        if watch.due(): warnings = watch.report()
+    """
+
+    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS) -> None:
+        self.span_ms = max([span_ms, *(r.window_ms for r in rules)])
+        self.paths: dict[tuple[str, ...], _PathTally] = {}
+        self.tallies = [_RuleTally(r, _names_of(r), self.paths) for r in rules]
+        self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
+        self.reported = False
+
+    def observe(self, event: Event) -> None:
+        if self.reported or event.type != "inference":
+            return
+        report = self.report_
+        report.inference += 1
+        if report.first_ts is None or event.ts < report.first_ts:
+            report.first_ts = event.ts
+        if report.last_ts is None or event.ts > report.last_ts:
+            report.last_ts = event.ts
+        for path in self.paths.values():
+            path.add(event.data)
+        keys: dict[tuple, tuple] = {}
+        for tally in self.tallies:
+            tally.add(event, keys)
+
+    def due(self) -> bool:
+        r = self.report_
+        return not self.reported and r.first_ts is not None and (r.last_ts or 0) - r.first_ts >= self.span_ms
+
+    def report(self) -> list[tuple[str, str]]:
+        """(rule, warning) for every warning over what was seen; the watch stops watching."""
+        self.reported = True
+        r = self.report_
+        span = (r.last_ts or 0) - (r.first_ts or 0)
+        r.rules = [_rule_traffic(t, [], r, span) for t in self.tallies]
+        self.tallies, self.paths = [], {}
+        return [(rule.name, warning) for rule in r.rules for warning in rule.warnings]
+
+
+def _names_of(rule: CompiledRule) -> list[NameUse]:
+    """The names a compiled rule reads, from its canonical text (spans are of that text)."""
+    try:
+        return names_used(parse_rule(rule.text))
+    except RuleSyntaxError:
+        return []
 
 
 # ---- presenting --------------------------------------------------------------------------------

@@ -5,13 +5,23 @@ never fire on it or fires all the time."""
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import orjson
 import pytest
 
 from engine.adapters.file_replay import replay_files
-from engine.adapters.traffic_check import RuleTraffic, TrafficReport, check_events, check_files, render_text
+from engine.adapters.live.routing import RouteStage
+from engine.adapters.live.settings import WorkerSettings
+from engine.adapters.traffic_check import (
+    RuleTraffic,
+    TrafficReport,
+    TrafficWatch,
+    check_events,
+    check_files,
+    render_text,
+)
 from engine.cli import main
 from engine.core import validate_event
 from engine.dsl import load_rules
@@ -235,3 +245,57 @@ def test_a_dead_broker_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--bootstrap", "127.0.0.1:1"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("firebreak check: no Kafka broker at 127.0.0.1:1") and err.count("\n") == 1
+
+
+# ---- the live worker: the warnings over its first hour of traffic -------------------------------
+
+
+WATCHED = """\
+rule healthy: rate(hallucination) > 0.5 over 10m by model -> sev2
+rule never_true: count(toxicity) >= 1 over 1m -> sev2
+rule min_never: rate(hallucination) > 0.01 over 1m by user min 50 events -> sev2
+rule always: count() > 5 over 1m by model -> sev4
+"""
+
+
+def test_the_worker_watch_warns_once_after_an_hour_of_event_time() -> None:
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    watch = TrafficWatch(rules)
+    events = [validate_event(e) for e in sample(90)]
+    for event in events[: 30 * 60 * 2]:  # 59m58s of event time
+        watch.observe(event)
+    assert not watch.due()
+    for event in events[30 * 60 * 2 :]:
+        watch.observe(event)
+        if watch.due():
+            break
+    assert watch.report() == [  # at the first event an hour after the first one
+        ("never_true", "never fires: flag `toxicity` is never true in the sample (present in 0 of 3,601 events)"),
+        ("min_never", "never fires: no group reaches `min 50 events` in a 1m window (the most: 6)"),
+    ]  # no "fires all the time": the worker's incidents are not replayed
+    assert not watch.due() and watch.report() == []  # once; then it stops watching
+    watch.observe(events[-1])
+    assert watch.report_.inference == 3601
+
+
+def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: pytest.LogCaptureFixture) -> None:
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
+    raw = [(0, offset, orjson.dumps(e)) for offset, e in enumerate(sample(70))]
+    with caplog.at_level(logging.INFO, logger="firebreak.worker"):
+        for start in range(0, len(raw), 500):
+            route.handle(raw[start : start + 500])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [  # after the batch in which an hour of event time had passed
+        "rule never_true: never fires: flag `toxicity` is never true in the sample (present in 0 of 4,000 events) "
+        "(traffic check over 60 min of this worker's input partitions)",
+        "rule min_never: never fires: no group reaches `min 50 events` in a 1m window (the most: 6) "
+        "(traffic check over 60 min of this worker's input partitions)",
+    ]
+    warning = "never fires: flag `toxicity` is never true in the sample (present in 0 of 4,000 events)"
+    assert caplog.records[0].fields == {"event": "traffic_warning", "rule": "never_true", "warning": warning}
+    route.set_rules(rules[:1])  # a reload: a new watch over the new rules
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="firebreak.worker"):
+        route.handle(raw[:10])
+    assert route.watch.report_.inference == 10 and caplog.records == []

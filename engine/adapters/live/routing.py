@@ -12,6 +12,7 @@ is merely slow.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from engine.adapters.live.settings import WorkerSettings
+from engine.adapters.traffic_check import TrafficWatch
 from engine.core import InvalidEvent, validate_event
 from engine.core.sharding import Router
 from engine.dsl import CompiledRule
@@ -26,6 +28,7 @@ from engine.dsl import CompiledRule
 RAW_TEXT_FIELDS = ("prompt", "output")  # not forwarded: no rule needs them in a record, and they are big
 DEAD_LETTER_RAW_CHARS = 4_096
 ROUTED_MESSAGE_BYTES = 512 * 1024
+log = logging.getLogger("firebreak.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +42,13 @@ class RouteStage:
     def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
         self.router = Router(rules, settings.shards)
+        self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
         self.max_ts: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> None:
         self.router = Router(rules, self.settings.shards)
+        self.watch = TrafficWatch(rules)
 
     def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         """A batch of input messages (partition, offset, value) → routed messages and dead letters.
@@ -69,11 +74,14 @@ class RouteStage:
                 self.max_ts[partition] = event.ts
             if event.type != "inference":
                 continue
+            self.watch.observe(event)
             data = event.data
             if any(name in data for name in RAW_TEXT_FIELDS):
                 data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
             for shard, pairs in self.router.pairs_by_shard(data).items():
                 lists[shard].append([offset, data, pairs])
+        if self.watch.due():
+            self._warn(self.watch.report())
         for partition, lists in by_partition.items():
             beat = self.max_ts.get(partition)
             for shard, events in enumerate(lists):
@@ -81,6 +89,17 @@ class RouteStage:
                     message = {"p": partition, "hb": beat, "rv": self.router.version, "ev": chunk}
                     out.append(Out("routed", shard, orjson.dumps(message)))
         return out
+
+    def _warn(self, warnings: list[tuple[str, str]]) -> None:
+        """The traffic check's warnings (engine/adapters/traffic_check.py) over this worker's input."""
+        span = self.watch.span_ms // 60_000
+        for rule, warning in warnings:
+            fields = {"event": "traffic_warning", "rule": rule, "warning": warning}
+            log.warning("rule %s: %s (traffic check over %d min of this worker's input partitions)", rule, warning,
+                        span, extra={"fields": fields})  # fmt: skip
+        if not warnings:
+            log.info("traffic check: no warnings over %d min of this worker's input partitions", span,
+                     extra={"fields": {"event": "traffic_check", "warnings": 0}})  # fmt: skip
 
     def idle(self, partition: int) -> list[Out]:
         """The partition has gone quiet and is caught up: tell every shard to stop waiting for it."""

@@ -65,7 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     json_report = args.format == "json" and (args.events or args.topic)  # stdout: the JSON report only
     print(f"ok: {len(rules)} rules in {len(sources)} file(s){declared}", file=sys.stderr if json_report else sys.stdout)
     if args.events or args.topic:
-        return check_traffic(args, rules, sources)
+        return check_traffic(args, rules)
     return 0
 
 
@@ -79,14 +79,14 @@ def traffic_source_problem(args: argparse.Namespace) -> str | None:
     return None if args.since else "--topic needs --since"
 
 
-def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...], sources: dict[str, str]) -> int:
+def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> int:
     """`firebreak check --events/--topic`: every rule against real traffic (engine/adapters/traffic_check.py)."""
     from engine.adapters import traffic_check
 
     errors: tuple[type[Exception], ...] = (InputError,)
     try:
         if args.topic is None:
-            report = traffic_check.check_files(args.events, rules, sources, args.lateness)
+            report = traffic_check.check_files(args.events, rules, args.lateness)
         else:
             from engine.adapters import topic_replay  # imports aiokafka: only for a topic
 
@@ -94,7 +94,7 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...], sou
             since, until = check_time_range(args.since, args.until)
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
             report = traffic_check.check_topic(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules,
-                                               sources, args.lateness)  # fmt: skip
+                                               args.lateness)  # fmt: skip
     except ValueError as error:
         print(f"firebreak check: {error}", file=sys.stderr)
         return 1

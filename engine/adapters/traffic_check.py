@@ -31,8 +31,7 @@ from typing import Any
 from engine.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
 from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
 from engine.core.events import format_duration
-from engine.dsl import CompiledRule, parse_rule, parse_rules
-from engine.dsl.checker import rule_name
+from engine.dsl import CompiledRule, parse_rule
 from engine.dsl.compiler import getter
 from engine.dsl.parser import RuleSyntaxError
 from engine.dsl.vocabulary import NUMERIC_FUNCS, NameUse, names_used
@@ -192,28 +191,16 @@ def _hashable(value: Any) -> Any:
 # ---- running -----------------------------------------------------------------------------------
 
 
-def rule_names(sources: Mapping[str, str]) -> dict[str, list[NameUse]]:
-    """rule name → the names it reads, from the rule texts (the compiled rules do not keep `where`'s paths)."""
-    found: dict[str, list[NameUse]] = {}
-    for path, text in sources.items():
-        rule_file, _ = parse_rules(text, path)
-        for rule in rule_file.rules:
-            found[rule_name(rule)] = names_used(rule)
-    return found
-
-
 def check_events(
     events: Iterable[Event],
     rules: Sequence[CompiledRule],
-    sources: Mapping[str, str],
     lateness_ms: int = DEFAULT_LATENESS_MS,
     read: ReplayResult | None = None,
     source: str = "events",
 ) -> TrafficReport:
     """Every rule over ``events``: the sample's facts per rule and the engine's incidents."""
-    uses = rule_names(sources)
     paths: dict[tuple[str, ...], _PathTally] = {}
-    tallies = [_RuleTally(rule, uses.get(rule.name, []), paths) for rule in rules]
+    tallies = [_RuleTally(rule, _names_of(rule), paths) for rule in rules]
     report = TrafficReport(source, read if read is not None else ReplayResult())
     engine = Engine(rules, lateness_ms)
     records: list[dict[str, Any]] = []
@@ -240,16 +227,17 @@ def check_events(
     return report
 
 
-def check_files(paths: list[str], rules: Sequence[CompiledRule], sources: Mapping[str, str],
-                lateness_ms: int = DEFAULT_LATENESS_MS) -> TrafficReport:  # fmt: skip
+def check_files(
+    paths: list[str], rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS
+) -> TrafficReport:
     """`check_events` over JSON-lines files (``-``, ``.gz``); bad lines counted and sampled.
     Raises InputError for a file that cannot be read."""
     read = ReplayResult()
-    return check_events(_file_events(paths, read), rules, sources, lateness_ms, read, " ".join(paths))
+    return check_events(_file_events(paths, read), rules, lateness_ms, read, " ".join(paths))
 
 
 def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
-                sources: Mapping[str, str], lateness_ms: int = DEFAULT_LATENESS_MS) -> TrafficReport:  # fmt: skip
+                lateness_ms: int = DEFAULT_LATENESS_MS) -> TrafficReport:  # fmt: skip
     """`check_events` over a topic's events with ``since_ms <= ts < until_ms`` (the sample is the
     range: no warm-up is read before it). Raises topic_replay.TopicError for a broker or topic
     that cannot be read."""
@@ -261,7 +249,7 @@ def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules:
     )
     read.lines = len(events) + read.bad
     label = f"{topic} from {format_ts(since_ms)} to {format_ts(until_ms)}"
-    return check_events(events, rules, sources, lateness_ms, read, label)
+    return check_events(events, rules, lateness_ms, read, label)
 
 
 def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:

@@ -67,7 +67,7 @@ def sample(minutes: int = 120) -> list[dict]:
 def report() -> TrafficReport:
     rules, problems = load_rules({"t.rules": RULES}, {"vocabulary.toml": VOCABULARY})
     assert problems == []
-    return check_events((validate_event(e) for e in sample()), rules, {"t.rules": RULES})
+    return check_events((validate_event(e) for e in sample()), rules)
 
 
 def rule(report: TrafficReport, name: str) -> RuleTraffic:
@@ -181,7 +181,7 @@ def test_files_count_bad_lines_and_the_incidents_are_the_replays(tmp_path: Path)
     with gzip.open(log, "ab") as more:
         more.write(b"".join(orjson.dumps(e) + b"\n" for e in events[100:]))
     rules, _ = load_rules({"t.rules": RULES}, {"vocabulary.toml": VOCABULARY})
-    report = check_files([str(log)], rules, {"t.rules": RULES})
+    report = check_files([str(log)], rules)
     assert (report.read.events, report.read.bad) == (len(events), 2)
     assert report.bad_samples == [
         f"{log}:101: invalid JSON: unexpected character, expected a string key: line 1 column 2 (char 1)",

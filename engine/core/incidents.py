@@ -73,6 +73,8 @@ def read(rule: CompiledRule, window: Summary, baseline: float | None,
     else:
         limit = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
     enough = not rule.needs_sample or sample_size(rule, window) >= rule.min_events
+    if rule.min_flagged and window.hits < rule.min_flagged:
+        enough = False
     holds = value is not None and limit is not None and enough and rule.compare(value, limit)
     if not holds or rule.confidence is None:
         return Reading(value, limit, baseline, holds, window)

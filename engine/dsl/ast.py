@@ -155,8 +155,11 @@ Expr = Compare | InList | Truthy | Not | And | Or
 
 @dataclass(frozen=True, slots=True)
 class MinEvents:
+    """``min N events``, or ``min N flagged`` (flagged events only)."""
+
     count: Number
     unit: str = ""
+    flagged: bool = False
     span: Span = _span()
 
 

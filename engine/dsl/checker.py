@@ -100,8 +100,11 @@ def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
         yield from _duration_problems(c.for_, "`for`")
     if c.min_events is not None:
         m = c.min_events
+        what = "flagged" if m.flagged else "events"
         if m.unit or not isinstance(m.count, int) or m.count < 1:
-            yield m.span, f"`min {m.count}{m.unit} events` needs a whole number of events ≥ 1"
+            yield m.span, f"`min {m.count}{m.unit} {what}` needs a whole number of events ≥ 1"
+        elif m.flagged and (c.metric.func not in {"rate", "count"} or c.metric.arg is None):
+            yield m.span, "`min N flagged` counts flagged events: use it with rate(FLAG) or count(FLAG)"
     yield from _outcome_problems(rule.outcome)
 
 

@@ -82,6 +82,7 @@ class CompiledRule:
     notify: tuple[str, ...]
     confidence: float | None = None  # `with C% confidence` as a fraction (0.999); None: no test
     population: float | None = None  # K of `Kx population` (threshold and factor are then None)
+    min_flagged: int = 0  # `min N flagged`: at least N flagged events in the window
 
     @property
     def relative(self) -> bool:
@@ -145,7 +146,9 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         by=tuple(p.parts for p in c.by),
         where=compile_expr(c.where) if c.where is not None else None,
         for_ms=duration_ms(c.for_) if c.for_ is not None else 0,
-        min_events=int(c.min_events.count) if c.min_events is not None else default_min_events(c),
+        min_events=int(c.min_events.count)
+        if c.min_events is not None and not c.min_events.flagged
+        else default_min_events(c),
         severity=_severity(o.severity.name),
         escalations=tuple(
             Escalation(_severity(e.severity.name), e.measure, e.op, float(e.value)) for e in o.escalations
@@ -164,6 +167,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         notify=tuple(n.target for n in o.notifies),
         confidence=round(float(c.confidence.level) / 100, 12) if c.confidence is not None else None,
         population=population,
+        min_flagged=int(c.min_events.count) if c.min_events is not None and c.min_events.flagged else 0,
     )
 
 

@@ -339,7 +339,10 @@ class _AstBuilder(Transformer):
 
     def min_clause(self, meta, children):
         count, unit = split_quantity(children[0])
-        return ("min", ast.MinEvents(count, unit, span=_span_of(children[0])))
+        return ("min", ast.MinEvents(count, unit, children[1] == "flagged", span=_span_of(children[0])))
+
+    def min_what(self, meta, children):
+        return str(children[0])
 
     def field_path(self, meta, children):
         return ast.FieldPath(tuple(str(c) for c in children), span=_span_of(meta))

@@ -35,7 +35,8 @@ def print_condition(c: ast.Condition) -> str:
     if c.for_ is not None:
         parts += ["for", print_duration(c.for_)]
     if c.min_events is not None:
-        parts += ["min", f"{print_number(c.min_events.count)}{c.min_events.unit}", "events"]
+        what = "flagged" if c.min_events.flagged else "events"
+        parts += ["min", f"{print_number(c.min_events.count)}{c.min_events.unit}", what]
     return " ".join(parts)
 
 

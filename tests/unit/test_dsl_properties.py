@@ -36,6 +36,7 @@ VALID = [
     'rule leak: count(pii) >= 1 over 1m where not (tenant not in ["a"] or flags.test) -> sev1',
     "rate(pii) > 0.0004 with 99.9% confidence over 10m by tenant -> sev1 contain disable_feature hold",
     "rate(prompt_injection) > 5x population with 99% confidence over 10m by user min 5 events -> sev2",
+    "rate(pii) > 0.0012 with 99.99% confidence over 1m by tenant min 3 flagged -> sev1",
 ]
 DSL_PIECES = (
     list("()[]<>=!-,.\"':#_ \n\t\\")
@@ -135,7 +136,7 @@ def test_valid_seeds_are_valid() -> None:
 
 KEYWORDS = {
     "rule", "over", "by", "where", "for", "min", "events", "baseline", "and", "or", "not", "in", "true", "false",
-    "contain", "hold", "notify", "escalate", "if", "category", "with", "confidence", "population",
+    "contain", "hold", "notify", "escalate", "if", "category", "with", "confidence", "population", "flagged",
 }  # fmt: skip
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(lambda n: n not in KEYWORDS)
@@ -188,7 +189,7 @@ conditions = st.builds(
     by=st.lists(field_paths, max_size=3).map(tuple),
     where=st.none() | exprs,
     for_=st.none() | durations,
-    min_events=st.none() | st.builds(a.MinEvents, st.integers(1, 10**6)),
+    min_events=st.none() | st.builds(a.MinEvents, st.integers(1, 10**6), st.just(""), st.booleans()),
     confidence=st.none() | confidences,
 )
 contains = st.builds(

@@ -172,6 +172,20 @@ def test_count_with_confidence_is_a_poisson_test():
     assert record["significance"]["expected"] == 2
 
 
+def test_min_flagged_asks_for_that_many_flagged_events_whatever_the_p_value():
+    # Two PII answers of two are p = 0.0012² against 0.0012: significant, but `min 3 flagged`
+    # asks for three — noise pairs in a quiet tenant are common enough over a day.
+    two = [event(f"a{i}", i * SEC, tenant="t", flags={"pii": True}) for i in range(2)]
+    three = [event(f"a{i}", i * SEC, tenant="t", flags={"pii": True}) for i in range(3)]
+    plain = "rate(pii) > 0.0012 with 99.99% confidence over 1m by tenant -> sev1"
+    floored = "rate(pii) > 0.0012 with 99.99% confidence over 1m by tenant min 3 flagged -> sev1"
+    assert len(of_type(run(plain, two), "incident.opened")) == 1
+    assert of_type(run(floored, two), "incident.opened") == []
+    opened = of_type(run(floored, three), "incident.opened")
+    assert len(opened) == 1 and opened[0]["significance"]["observed"] == 3
+    assert rules(floored)[0].min_events == 1 and rules(floored)[0].min_flagged == 3
+
+
 def test_rules_without_significance_keep_their_records():
     events = [event(f"a{i}", i * SEC, tenant="t", flags={"pii": True}) for i in range(3)]
     opened = of_type(run("count(pii) >= 1 over 1m by tenant -> sev1", events), "incident.opened")

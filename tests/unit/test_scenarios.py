@@ -45,7 +45,7 @@ CASES = {
                                 frozenset({"quality_drop_by_template"}), onset=110 * MINUTE, within=25 * MINUTE,
                                 duration=40 * MINUTE),
     "adversarial": Case("adversarial.rules", "globex",
-                        frozenset({"injection_probing_user", "repeated_attacks_by_user"}),
+                        frozenset({"injection_probing_user", "repeated_jailbreaks_by_user"}),
                         onset=20 * MINUTE, within=5 * MINUTE),
     "cost": Case("cost.rules", "support-bot", frozenset({"spend_spike_by_service"}),
                  onset=110 * MINUTE, within=10 * MINUTE),

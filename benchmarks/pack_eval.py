@@ -1,0 +1,233 @@
+"""How does a rule pack do on traffic it was not tuned on? Precision, recall, false incidents
+per day and time to detect over the families of engine/families.py.
+
+    python benchmarks/pack_eval.py --jobs 2                       # the starter pack, 20 seeds
+    python benchmarks/pack_eval.py --rules candidate/ --families heavy firehose --seeds 5
+    python benchmarks/pack_eval.py --quick                        # tiny: what the unit test runs
+
+For every family and seed 1..N the generator's events are fed to the engine (in process,
+no files) with the pack, and every incident opened is tied to the injections:
+
+- **detection**: opened within [onset − 5 min, end + 15 min] of an injection, its group
+  pointing at it (the injection's tenant / model / service / template, or one of its
+  accounts) and of the same category;
+- **side effect**: the same but of another category (an attack's tenant also shows in a
+  cost rule, say), or an incident whose evidence holds events the injection added (an
+  attacker's calls tripling a quiet service's spend) — neither a detection nor a false
+  incident;
+- **false**: pointing at no injection.
+
+Per family: injections caught / injected (recall), detections / (detections + false)
+(precision), false incidents per simulated day — of all rules and of the rules written
+sev1/sev2 — and time to detect (first detection − onset) per kind, median and worst. The
+misses and the false incidents are listed. ``--json`` writes everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.adapters.rule_files import read_rule_sources
+from engine.adapters.starter_pack import starter_rule_sources
+from engine.core import Engine, Event
+from engine.dsl import load_rules
+from engine.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
+
+MATCH_BEFORE_MS = 5 * MINUTE
+MATCH_AFTER_MS = 15 * MINUTE
+
+
+def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool) -> dict[str, Any]:
+    """One (family, seed): its truths and its incidents, tied."""
+    family = FAMILIES[family_name]
+    if tiny:
+        family = quick(family)
+    rules, problems = load_rules(sources)
+    if problems:
+        raise SystemExit("\n".join(p.render() if hasattr(p, "render") else str(p) for p in problems))
+    severity = {rule.name: rule.severity for rule in rules}
+    began = time.perf_counter()
+    run = generate(family, seed)
+    generated = time.perf_counter() - began
+    engine = Engine(rules)
+    opened = []
+    began = time.perf_counter()
+    for data in run.events:
+        for record in engine.process(Event(data["event_id"], data["ts"], "inference", data)):
+            if record["type"] == "incident.opened":
+                opened.append(record)
+    opened += [r for r in engine.finish() if r["type"] == "incident.opened"]
+    replayed = time.perf_counter() - began
+    incidents = []
+    for record in opened:
+        at = _ms(record["ts"])
+        kind, truth_index = _tie(record, at, run.truths)
+        incidents.append({
+            "rule": record["rule"], "rule_severity": severity[record["rule"]], "category": record["category"],
+            "group": record["group"], "opened": at - run.start_ms, "tie": kind, "truth": truth_index,
+        })  # fmt: skip
+    truths = []
+    for i, truth in enumerate(run.truths):
+        hits = [inc for inc in incidents if inc["tie"] == "detection" and inc["truth"] == i]
+        first = min(hits, key=lambda inc: inc["opened"]) if hits else None
+        truths.append({
+            "kind": truth.kind, "category": truth.category, "target": f"{truth.dimension}={truth.value}",
+            "users": list(truth.users), "size": truth.size, "onset": truth.onset_ts - run.start_ms,
+            "detected_by": first["rule"] if first else None,
+            "ttd_ms": first["opened"] - (truth.onset_ts - run.start_ms) if first else None,
+        })  # fmt: skip
+    return {"family": family_name, "seed": seed, "events": len(run.events), "days": days(family),
+            "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
+
+
+def _ms(ts: str) -> int:
+    from engine.core import parse_ts
+
+    return parse_ts(ts)
+
+
+def _tie(record: dict[str, Any], at: int, truths: list[Truth]) -> tuple[str, int | None]:
+    side = None
+    added = any(e.startswith("x") for e in record["evidence"])  # events an injection added
+    for i, truth in enumerate(truths):
+        if not truth.onset_ts - MATCH_BEFORE_MS <= at <= truth.end_ts + MATCH_AFTER_MS:
+            continue
+        if truth.touches(record["group"]):
+            if truth.category == record["category"]:
+                return "detection", i
+            side = i if side is None else side
+        elif added and truth.kind in {"attacker", "pii_burst"} and side is None:
+            side = i
+    return ("side effect", side) if side is not None else ("false", None)
+
+
+# ---- the summary --------------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any]]:
+    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_family[run["family"]].append(run)
+    out = []
+    for name, family_runs in by_family.items():
+        truths = [t for run in family_runs for t in run["truths"]]
+        incidents = [i for run in family_runs for i in run["incidents"]]
+        sim_days = sum(run["days"] for run in family_runs)
+        caught = [t for t in truths if t["detected_by"] is not None]
+        detections = sum(1 for i in incidents if i["tie"] == "detection")
+        false = [i for i in incidents if i["tie"] == "false"]
+        false_severe = [i for i in false if i["rule_severity"] <= severe]
+        ttd: dict[str, list[int]] = defaultdict(list)
+        for t in caught:
+            ttd[t["kind"]].append(t["ttd_ms"])
+        out.append({
+            "family": name,
+            "note": FAMILIES[name].note,
+            "runs": len(family_runs),
+            "events": sum(run["events"] for run in family_runs),
+            "days": sim_days,
+            "injected": len(truths),
+            "caught": len(caught),
+            "recall": len(caught) / len(truths) if truths else None,
+            "incidents": len(incidents),
+            "detections": detections,
+            "side_effects": sum(1 for i in incidents if i["tie"] == "side effect"),
+            "false": len(false),
+            "false_severe": len(false_severe),
+            "precision": detections / (detections + len(false)) if detections + len(false) else None,
+            "false_per_day": len(false) / sim_days,
+            "false_severe_per_day": len(false_severe) / sim_days,
+            "ttd": {kind: {"median_s": statistics.median(v) / 1000, "max_s": max(v) / 1000}
+                    for kind, v in sorted(ttd.items())},  # fmt: skip
+            "misses": [
+                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "users", "size", "onset")}}
+                for run in family_runs for t in run["truths"] if t["detected_by"] is None
+            ],
+            "false_by_rule": dict(Counter(i["rule"] for i in false).most_common()),
+            "replay_events_per_s": sum(run["events"] for run in family_runs)
+            / max(1e-9, sum(run["replay_s"] for run in family_runs)),
+        })  # fmt: skip
+    return out
+
+
+def render(summary: list[dict[str, Any]]) -> str:
+    rows = [("family", "runs", "events", "sim days", "caught", "recall", "precision", "false/day",
+             "sev1-2 false/day", "side eff.", "time to detect (median / worst)")]  # fmt: skip
+    for s in summary:
+        ttd = "; ".join(f"{k} {_dur(v['median_s'])} / {_dur(v['max_s'])}" for k, v in s["ttd"].items()) or "-"
+        rows.append((
+            s["family"], str(s["runs"]), f"{s['events']:,}", f"{s['days']:.2f}", f"{s['caught']}/{s['injected']}",
+            _pct(s["recall"]), _pct(s["precision"]), f"{s['false_per_day']:.2f}", f"{s['false_severe_per_day']:.2f}",
+            str(s["side_effects"]), ttd,
+        ))  # fmt: skip
+    lines = ["| " + " | ".join(r) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    for s in summary:
+        if s["misses"]:
+            lines.append("")
+            lines.append(f"missed in {s['family']}: " + "; ".join(
+                f"seed {m['seed']} {m['kind']} {m['target']}" + (f" ({m['size']} answers to {m['users'][0]})"
+                                                                  if m["kind"] == "pii_burst" else "")
+                for m in s["misses"]))  # fmt: skip
+        if s["false_by_rule"]:
+            lines.append("")
+            lines.append(f"false in {s['family']}: " + ", ".join(f"{r} {n}" for r, n in s["false_by_rule"].items()))
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _dur(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rules", help="a rules directory or file (default: the starter pack)")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--quick", action="store_true", help="tiny families and 2 seeds (seconds, for tests)")
+    parser.add_argument("--json", help="write the runs and the summary here")
+    args = parser.parse_args(argv)
+    sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
+    seeds = 2 if args.quick and args.seeds == 20 else args.seeds
+    tasks = [(name, seed) for name in args.families for seed in range(1, seeds + 1)]
+    planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
+    print(f"{len(tasks)} runs, ~{planned:,} events, {args.jobs} job(s)", file=sys.stderr)
+    began = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            # the biggest runs first, so that the pool is not left waiting on one at the end
+            order = sorted(tasks, key=lambda t: -expected_events(FAMILIES[t[0]]))
+            futures = [pool.submit(run_one, name, seed, sources, args.quick) for name, seed in order]
+            runs = [f.result() for f in futures]
+    else:
+        runs = [run_one(name, seed, sources, args.quick) for name, seed in tasks]
+    runs.sort(key=lambda r: (args.families.index(r["family"]), r["seed"]))
+    summary = summarize(runs)
+    wall = time.perf_counter() - began
+    print(render(summary))
+    print(f"\n{len(runs)} runs, {sum(r['events'] for r in runs):,} events in {wall:.0f} s wall "
+          f"({args.jobs} job(s))")  # fmt: skip
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "wall_s": wall},
+                                                 option=orjson.OPT_INDENT_2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The rule-pack evaluation: its traffic families (engine/families.py) and its scoring
+(benchmarks/pack_eval.py), and the starter pack on the tiny `--quick` families."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import pack_eval  # noqa: E402
+
+from engine.families import BURST_MS, FAMILIES, MINUTE, Truth, generate, quick  # noqa: E402
+
+
+def test_the_same_seed_gives_the_same_events_and_another_seed_others():
+    family = quick(FAMILIES["heavy"])
+    first, again, other = generate(family, 1), generate(family, 1), generate(family, 2)
+    assert first.events == again.events and first.truths == again.truths
+    assert first.events != other.events
+
+
+def test_a_family_has_tenants_of_very_different_sizes_heavy_accounts_and_its_noise():
+    run = generate(FAMILIES["heavy"], 3)  # 10 events/s for 2 h, 5 tenants 20x apart
+    ordinary = [e for e in run.events if e["event_id"].startswith("e")]
+    tenants = Counter(e["tenant"] for e in ordinary)
+    assert 12 < max(tenants.values()) / min(tenants.values()) < 30
+    for tenant, n in tenants.items():
+        heavy = sum(1 for e in ordinary if e["tenant"] == tenant and e["user"] == f"{tenant}-backend")
+        assert 0.14 < heavy / n < 0.20
+    injected = sum(1 for e in ordinary if e["flags"]["prompt_injection"]) / len(ordinary)
+    assert 0.005 < injected < 0.007  # the family's classifier noise, 0.6%
+    assert all(run.events[i]["ts"] <= run.events[i + 1]["ts"] for i in range(len(run.events) - 1))
+
+
+def test_a_pii_burst_is_a_few_answers_to_one_user_within_30_seconds():
+    for seed in range(1, 6):
+        run = generate(FAMILIES["small"], seed)
+        (truth,) = [t for t in run.truths if t.kind == "pii_burst"]
+        leaked = [e for e in run.events if e["event_id"].startswith("x") and e["flags"]["pii"]]
+        assert len(leaked) == truth.size and 3 <= truth.size <= 6
+        assert {e["user"] for e in leaked} == set(truth.users)
+        assert {e["tenant"] for e in leaked} == {truth.value}
+        assert truth.onset_ts <= leaked[0]["ts"] and leaked[-1]["ts"] < truth.onset_ts + BURST_MS
+
+
+def _record(group: dict, category: str, evidence: tuple[str, ...] = ()) -> dict:
+    return {"group": group, "category": category, "evidence": list(evidence)}
+
+
+def test_incidents_are_tied_to_injections_by_time_group_and_category():
+    truth = Truth("attacker", "adversarial", "tenant", "t01", 60 * MINUTE, 75 * MINUTE, ("t01-new7",))
+    ramp = Truth("quality_ramp", "quality_degradation", "prompt_template", "chat-v3", 0, 10**9,
+                 scope=(("prompt_template", "chat-v3"), ("service", "assistant"), ("feature", "chat")))  # fmt: skip
+    truths = [truth, ramp]
+    at = 62 * MINUTE
+    assert pack_eval._tie(_record({"user": "t01-new7"}, "adversarial"), at, truths) == ("detection", 0)
+    assert pack_eval._tie(_record({"user": "t01-u00003"}, "adversarial"), at, truths) == ("detection", 0)
+    assert pack_eval._tie(_record({"tenant": "t01"}, "cost"), at, truths) == ("side effect", 0)
+    assert pack_eval._tie(_record({"user": "t02-backend"}, "adversarial"), at, truths) == ("false", None)
+    too_late = truth.end_ts + pack_eval.MATCH_AFTER_MS + 1
+    assert pack_eval._tie(_record({"user": "t01-new7"}, "adversarial"), too_late, truths) == ("false", None)
+    assert pack_eval._tie(_record({"service": "cost-svc"}, "cost", ("x1-9",)), at, truths) == ("side effect", 0)
+    # a group on the ramp's service and feature points at it; another feature does not
+    assert pack_eval._tie(_record({"service": "assistant", "feature": "chat"}, "quality_degradation"), at,
+                          truths) == ("detection", 1)  # fmt: skip
+    assert pack_eval._tie(_record({"service": "assistant", "feature": "account-help"}, "quality_degradation"), at,
+                          truths) == ("false", None)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("eval") / "quick.json"
+    assert pack_eval.main(["--quick", "--json", str(out)]) == 0
+    return orjson.loads(out.read_bytes())
+
+
+def test_quick_runs_every_family_twice(quick_run):
+    summary = {s["family"]: s for s in quick_run["summary"]}
+    assert set(summary) == set(FAMILIES)
+    assert all(s["runs"] == 2 for s in summary.values())
+    assert sum(s["injected"] for s in summary.values()) >= 20
+
+
+def test_the_starter_pack_catches_every_quick_injection_without_a_severe_false_incident(quick_run):
+    for s in quick_run["summary"]:
+        assert s["caught"] == s["injected"], (s["family"], s["misses"])
+        assert s["false_severe"] == 0, (s["family"], s["false_by_rule"])
+        for kind, ttd in s["ttd"].items():
+            if kind == "pii_burst":
+                assert ttd["max_s"] <= 300, (s["family"], ttd)

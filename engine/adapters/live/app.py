@@ -24,7 +24,7 @@ os.environ.setdefault("FAUST_LOOP", "uvloop")  # read by `import faust`: agents 
 
 import faust  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
-from aiokafka.errors import TopicAlreadyExistsError  # noqa: E402
+from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError  # noqa: E402
 from faust.types import TP  # noqa: E402
 
 from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint  # noqa: E402
@@ -38,6 +38,8 @@ from engine.dsl import CompiledRule  # noqa: E402
 
 log = logging.getLogger("firebreak.worker")
 
+IDLE_PROBE_S = 5.0  # how long to wait for the broker's end offsets before declaring a partition idle
+PAUSE_S = 5.0  # housekeeping runs every second: a gap this long means the process was paused
 RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
 
 
@@ -65,7 +67,10 @@ class LiveWorker:
         self.shards: dict[int, Shard] = {}
         self.input_partitions = settings.input_partitions
         self.last_input: dict[int, tuple[float, int]] = {}  # input partition → (monotonic time, offset)
-        self.assigned_at: dict[int, float] = {}  # input partition → when it was assigned here (monotonic)
+        self.assigned_at = time.monotonic()  # the last assignment (rebalance): fetching was paused until then
+        self.inputs_held: set[int] = set()  # input partitions assigned here
+        self.fenced: set[int] = set()  # shards another worker took over while this one was paused
+        self.last_housekeeping: float | None = None
         self.idle_sent: set[int] = set()
         self.metrics = Metrics()
         self.app = self._build_app()
@@ -167,17 +172,31 @@ class LiveWorker:
         self.metrics.events_in += 1
 
     async def _send_idle_markers(self) -> None:
-        """An assigned input partition quiet for `idle_timeout_ms` and caught up is idle."""
+        """An assigned input partition quiet for `idle_timeout_ms` and caught up is idle.
+
+        "Caught up" is asked of the broker (its end offset now), not taken from the last fetch
+        response: a consumer that has not fetched for a while (a rebalance pending, a paused
+        fetcher) would otherwise call a partition with messages waiting idle, and make them late."""
         now = time.monotonic()
+        quiet: list[tuple[TP, int, float]] = []
         for tp in self.app.consumer.assignment():
             if tp.topic != self.settings.input_topic or tp.partition in self.idle_sent:
                 continue
-            heard, offset = self.last_input.get(tp.partition, (self.assigned_at.get(tp.partition, self.started), -1))
-            if (now - heard) * 1000 < self.settings.idle_timeout_ms:
-                continue
-            highwater = self.app.consumer.highwater(tp)
-            if highwater is not None and highwater > offset + 1:
-                continue  # messages remain: slow, not idle
+            heard, offset = self.last_input.get(tp.partition, (self.assigned_at, -1))
+            heard = max(heard, self.assigned_at)  # quiet counts from the last rebalance at the earliest
+            if (now - heard) * 1000 >= self.settings.idle_timeout_ms:
+                quiet.append((tp, offset, heard))
+        if not quiet:
+            return
+        try:
+            ends = await asyncio.wait_for(self.app.consumer.highwaters(*(tp for tp, _, _ in quiet)), IDLE_PROBE_S)
+        except Exception as error:  # noqa: BLE001 - no answer means no idle marker this round; try again later
+            log.debug("end offsets not known (%s); no partition declared idle this round", error)
+            return
+        for tp, offset, heard in quiet:
+            end = ends.get(tp)
+            if end is None or end > offset + 1 or self.last_input.get(tp.partition, (0, offset))[1] != offset:
+                continue  # messages remain (slow, not idle), or one arrived while we asked
             for out in self.route_stage.idle(tp.partition):
                 await self.routed.send(value=out.value, partition=out.partition)
             self.idle_sent.add(tp.partition)
@@ -219,6 +238,8 @@ class LiveWorker:
 
     async def _evaluate(self, stream, event) -> None:
         message = event.message
+        if message.partition in self.fenced:
+            return  # not ours any more: the next assignment says whether it is again
         shard = await self._shard(message.partition)
         async with shard.lock:
             started = time.perf_counter()
@@ -236,7 +257,11 @@ class LiveWorker:
         """Commit pending records with the shard's head (or full snapshot); a full snapshot
         also acks the routed messages it covers."""
         records = shard.state.pending
-        await shard.writer.commit(records, shard.state.snapshot() if full else shard.state.header())
+        try:
+            await shard.writer.commit(records, shard.state.snapshot() if full else shard.state.header())
+        except ProducerFenced:
+            await self._fenced(shard)
+            return
         self.metrics.count_records(records)
         shard.state.pending = []
         if full:
@@ -245,15 +270,33 @@ class LiveWorker:
             for stream, event in unacked:
                 await stream.ack(event)
 
+    async def _fenced(self, shard: Shard) -> None:
+        """Another worker owns this shard now (this one was paused or cut off past its session):
+        its transaction was aborted, so drop the shard and its state; the owner restores it from
+        the last committed checkpoint."""
+        number = shard.state.shard
+        self.fenced.add(number)
+        if self.shards.get(number) is shard:
+            del self.shards[number]
+        self.metrics.fenced += 1
+        log.warning("shard %d fenced: another worker has taken it over (this one was paused past its session "
+                    "or lost the broker); its uncommitted records were aborted and it is dropped here", number,
+                    extra={"fields": {"event": "shard_fenced", "shard": number}})  # fmt: skip
+        try:
+            await shard.writer.stop()
+        except Exception:  # noqa: BLE001 - a fenced producer may fail to close cleanly; it is discarded anyway
+            pass
+
     async def _on_assigned(self, app, assigned: set[TP], **kwargs) -> None:
         s = self.settings
         inputs = sorted(tp.partition for tp in assigned if tp.topic == s.input_topic)
         shards = sorted(tp.partition for tp in assigned if tp.topic == s.routed_topic)
-        now = time.monotonic()
-        for partition in set(inputs) - set(self.assigned_at):  # new here: quiet counts from now, not our start
+        self.assigned_at = time.monotonic()
+        self.fenced.clear()  # what is assigned now is ours
+        for partition in set(inputs) - self.inputs_held:  # new here: what we knew of it is stale
             self.last_input.pop(partition, None)
             self.idle_sent.discard(partition)
-        self.assigned_at = {p: self.assigned_at.get(p, now) for p in inputs}
+        self.inputs_held = set(inputs)
         log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
                  shards or "none", s.shards,
                  extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
@@ -269,6 +312,14 @@ class LiveWorker:
                 await shard.writer.stop()  # the next owner restarts from the last checkpoint
 
     async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.last_housekeeping is not None and now - self.last_housekeeping > PAUSE_S:
+            # This process was paused (SIGSTOP, a VM freeze, a long GC): the high-water marks and
+            # quiet times it knows are stale, so no partition is idle until it has looked again.
+            log.warning("worker was paused for %.0f s; idle detection starts afresh", now - self.last_housekeeping,
+                        extra={"fields": {"event": "paused", "seconds": round(now - self.last_housekeeping, 1)}})
+            self.assigned_at = now
+        self.last_housekeeping = now
         await self._send_idle_markers()
         if self.reload_requested or self.rules_mtime() != self.rules_seen:
             await self._reload()
@@ -296,7 +347,7 @@ class LiveWorker:
             return
         self.rules = tuple(rules)
         self.route_stage.set_rules(self.rules)
-        for shard in self.shards.values():
+        for shard in list(self.shards.values()):
             async with shard.lock:
                 shard.state.set_rules(self.rules)
                 await self._checkpoint(shard, full=True)  # a restart must not replay across the reload
@@ -349,7 +400,6 @@ class LiveWorker:
     def run(self) -> int:
         from faust.worker import Worker
 
-        self.started = time.monotonic()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         loop.run_until_complete(self.create_topics())

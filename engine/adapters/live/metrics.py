@@ -28,6 +28,7 @@ class Metrics:
         self.records: Counter[str] = Counter()
         self.reloads = 0
         self.reload_failures = 0
+        self.fenced = 0
         self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
         self.evaluation_sum_s = 0.0
         self._rate_mark = (time.monotonic(), 0)
@@ -91,6 +92,9 @@ class Metrics:
         metric("firebreak_input_partition_idle", "gauge", "1 while a shard treats the input partition as idle.",
                [(f'{{shard="{n}",partition="{p}"}}', int(p in shard.state.idle)) for n, shard in shards
                 for p in range(shard.state.input_partitions)])  # fmt: skip
+        metric("firebreak_shards_fenced_total", "counter",
+               "Shards dropped because another worker took them over while this one was paused.",
+               [("", self.fenced)])  # fmt: skip
         metric("firebreak_rule_reloads_total", "counter", "Rule reloads applied.", [("", self.reloads)])
         metric("firebreak_rule_reload_failures_total", "counter", "Rule reloads refused (bad rules).",
                [("", self.reload_failures)])  # fmt: skip

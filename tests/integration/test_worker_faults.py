@@ -1,0 +1,143 @@
+"""Broker and worker faults mid-stream: the records stay those of a replay, each once.
+
+- the broker is stopped and started again (same data) while a worker consumes;
+- a worker is stopped (SIGSTOP) past the session timeout while the other takes over, then
+  resumed: its producer is fenced, nothing appears twice.
+
+The broker-restart test runs its own broker (scripts/kafka-local with its own state
+directory and ports), so restarting it disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_worker_live import RULES, before, clocks, feed, replay, scenario
+from worker_harness import Topics, Worker, free_port, publish, read_all, run, wait_for
+
+from engine.core import parse_ts
+
+pytestmark = pytest.mark.kafka
+
+KAFKA_LOCAL = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
+PARTITIONS = 4
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    env: dict
+
+    def ctl(self, command: str) -> None:
+        done = subprocess.run([str(KAFKA_LOCAL), command], env=self.env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"kafka-local {command} failed:\n{done.stderr}"
+
+
+@pytest.fixture
+def own_broker(kafka_bootstrap, tmp_path_factory):
+    """A second local broker for this test alone (kafka_bootstrap: the shared one must work too)."""
+    state = tmp_path_factory.mktemp("broker")
+    port, controller = free_port(), free_port()
+    env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_LOCAL_PORT": str(port),
+           "KAFKA_LOCAL_CONTROLLER_PORT": str(controller), "KAFKA_HEAP": "-Xms128m -Xmx384m"}  # fmt: skip
+    broker = Broker(f"127.0.0.1:{port}", env)
+    broker.ctl("start")
+    yield broker
+    broker.ctl("stop")
+
+
+def records_of(bootstrap: str, topics: Topics) -> list[dict]:
+    return run(read_all(bootstrap, topics.incidents)) + run(read_all(bootstrap, topics.containment))
+
+
+def arrived(bootstrap: str, topics: Topics, expected: list[dict]):
+    want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
+
+    def check() -> bool:
+        got = run(read_all(bootstrap, topics.incidents, settle_s=0.3))
+        got += run(read_all(bootstrap, topics.containment, settle_s=0.3))
+        return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
+
+    return check
+
+
+def assert_once(records: list[dict]) -> None:
+    keys = [(r["type"], r.get("incident_id"), r.get("command_id"), r["ts"]) for r in records]
+    assert len(keys) == len(set(keys)), "a record appears twice in the read_committed view"
+
+
+def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, unique_topic, tmp_path):
+    bootstrap = own_broker.bootstrap
+    topics = Topics(unique_topic("restart"))
+    rules = tmp_path / "live.rules"
+    rules.write_text(RULES)
+    events = scenario(seed=41)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    # The scenario's event times do not move while the broker is down (they are historical), so
+    # the pause must not count as quiet: with every partition idle, time would jump to the newest
+    # event and the next events of partitions that ended a little earlier would be late
+    # (docs/live.md, "When a partition speaks again"). Quiet time is test_worker_quiet.py's subject.
+    worker = Worker(topics, bootstrap, rules, tmp_path, extra=["--idle-timeout", "120s"]).start()
+    try:
+        worker.wait_ready(90)
+        cut = int(len(events) * 0.6)
+        run(publish(bootstrap, topics.events, events[:cut]))
+        wait_for(lambda: worker.metrics()["firebreak_events_total"] >= cut, 90, "the first part taken", [worker])
+        own_broker.ctl("restart")  # the worker loses its broker for several seconds, mid-stream
+        worker.check_alive()
+        feed(bootstrap, topics, events[cut:], clock)
+        wait_for(arrived(bootstrap, topics, expected), 180, "the replay's records after the restart", [worker])
+        time.sleep(2)
+        worker.check_alive()
+        assert worker.metrics()["firebreak_late_events_total"] == 0
+    finally:
+        worker.stop()
+    records = records_of(bootstrap, topics)
+    assert_once(records)
+    assert before(records, cutoff) == before(expected, cutoff)
+
+
+def test_a_worker_stopped_past_its_session_is_fenced_when_resumed(kafka_bootstrap, unique_topic, tmp_path,
+                                                                   create_topic):  # fmt: skip
+    topics = Topics(unique_topic("sigstop"))
+    run(create_topic(topics.events, partitions=PARTITIONS))
+    rules = tmp_path / "live.rules"
+    rules.write_text(RULES)
+    events = scenario(seed=42)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    first = Worker(topics, kafka_bootstrap, rules, tmp_path).start()
+    second = Worker(topics, kafka_bootstrap, rules, tmp_path).start()
+    try:
+        first.wait_ready()
+        second.wait_ready()
+        cut = int(len(events) * 0.5)
+        run(publish(kafka_bootstrap, topics.events, events[:cut]))
+        both = (first, second)
+        wait_for(lambda: sum(w.metrics()["firebreak_events_total"] for w in both) >= cut, 90, "the first half", both)
+        first.process.send_signal(signal.SIGSTOP)  # frozen with open state, past the 10 s session timeout
+        rest = events[cut:]
+        run(publish(kafka_bootstrap, topics.events, rest[: len(rest) // 2]))
+        time.sleep(16)
+        first.process.send_signal(signal.SIGCONT)  # it wakes up believing it still owns its shards
+        feed(kafka_bootstrap, topics, rest[len(rest) // 2 :], clock)
+        wait_for(arrived(kafka_bootstrap, topics, expected), 180, "the replay's records", [second])
+        time.sleep(3)
+        first.check_alive()  # fenced or rebalanced away, it carries on as a member of the group
+        second.check_alive()
+    finally:
+        for worker in (first, second):
+            worker.process.send_signal(signal.SIGCONT)
+            worker.stop()
+    records = records_of(kafka_bootstrap, topics)
+    assert_once(records)
+    assert before(records, cutoff) == before(expected, cutoff)

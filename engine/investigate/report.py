@@ -220,6 +220,7 @@ def _incident(view: IncidentView) -> dict[str, Any]:
         "users_affected": opened.get("users_affected"),
         "events": opened.get("events"),
         "why": opened.get("why"),
+        "significance": opened.get("significance"),
     }
 
 

@@ -190,3 +190,20 @@ def test_rules_without_significance_keep_their_records():
     events = [event(f"a{i}", i * SEC, tenant="t", flags={"pii": True}) for i in range(3)]
     opened = of_type(run("count(pii) >= 1 over 1m by tenant -> sev1", events), "incident.opened")
     assert "significance" not in opened[0]
+
+
+def test_an_investigation_states_the_significance_of_its_incident():
+    from engine.investigate.markdown import _metric
+
+    incident = {
+        "rule_text": PII_RULE, "metric": "rate(pii)", "window_ms": 10 * MIN, "value": 0.0083, "baseline": None,
+        "threshold": 0.0004, "peak": 0.0083,
+        "significance": {"test": "binomial", "confidence": 0.999, "reference": "absolute", "observed": 3,
+                         "trials": 360, "expected": 0.144, "p_value": 0.000444},
+    }  # fmt: skip
+    report = {"incident": incident, "series": {"points": []}, "anomaly": {"means": "PII answers"}}
+    text = "\n".join(_metric(report))
+    assert "Significance: 3 of 360 observed where 0.144 are expected at the threshold — p = 0.000444" in text
+    assert "under 1 − 99.9%" in text
+    incident["significance"] = None
+    assert "Significance" not in "\n".join(_metric(report))

@@ -426,6 +426,13 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         listed = outcome.incidents
         if args.topic is not None:  # not those of the warm-up before --since
             listed = [i for i in listed if since <= parse_ts(i["opened"]) < until]
+        if args.format == "json":  # for scripts: the listing as one JSON array (no prose)
+            text = investigation.render_listing(listed)
+            if args.out:
+                Path(args.out).write_text(text + "\n", encoding="utf-8")
+            else:
+                print(text)
+            return 0
         print(f"{len(listed)} incident(s); investigate one with --incident ID (or --rule NAME)")
         for i in listed:
             group_text = ", ".join(f"{k}={v}" for k, v in i["group"].items()) or "(all)"

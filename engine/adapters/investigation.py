@@ -91,6 +91,11 @@ def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selectio
     return Outcome(records, report, [])
 
 
+def render_listing(incidents: list[dict[str, Any]]) -> str:
+    """The incident listing for scripts: a JSON array of `list_incidents` rows."""
+    return orjson.dumps(incidents, option=orjson.OPT_INDENT_2).decode()
+
+
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()

@@ -35,6 +35,20 @@ def test_without_an_incident_it_lists_them(leak, capsys):
     assert listed_ids(out)
 
 
+def test_the_listing_honours_format_json(leak, capsys, tmp_path):
+    """Scripts get the listing as a JSON array, the same incidents as the text listing."""
+    _, events, rules = leak
+    assert main(["investigate", "--rules", rules, "--events", events]) == 0
+    ids = listed_ids(capsys.readouterr().out)
+    assert main(["investigate", "--rules", rules, "--events", events, "--format", "json"]) == 0
+    listing = orjson.loads(capsys.readouterr().out)
+    assert [i["incident_id"] for i in listing] == ids
+    assert set(listing[0]) == {"incident_id", "rule", "group", "opened", "severity", "resolved"}
+    out = tmp_path / "incidents.json"
+    assert main(["investigate", "--rules", rules, "--events", events, "--format", "json", "--out", str(out)]) == 0
+    assert orjson.loads(out.read_bytes()) == listing
+
+
 def test_json_report_names_the_cause_and_the_contributor(leak, capsys):
     case, events, rules = leak
     main(["investigate", "--rules", rules, "--events", events])

@@ -141,3 +141,5 @@ def test_a_worker_stopped_past_its_session_is_fenced_when_resumed(kafka_bootstra
     records = records_of(kafka_bootstrap, topics)
     assert_once(records)
     assert before(records, cutoff) == before(expected, cutoff)
+    for worker in (first, second):  # being fenced is handled and said in one line, not a traceback
+        assert b"Traceback" not in (tmp_path / f"worker-{worker.port}.log").read_bytes()

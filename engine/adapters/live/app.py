@@ -402,6 +402,7 @@ class LiveWorker:
 
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        loop.set_exception_handler(_quiet_fenced)
         loop.run_until_complete(self.create_topics())
         text, fields = self.summary()
         log.info(text, extra={"fields": fields})
@@ -410,3 +411,12 @@ class LiveWorker:
         worker.spinner = None
         worker.execute_from_commandline()
         return 0
+
+
+def _quiet_fenced(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A fenced producer leaves its error in aiokafka's internal futures too; `_fenced` has
+    already handled and logged it, so asyncio's "exception was never retrieved" is noise."""
+    if isinstance(context.get("exception"), ProducerFenced):
+        log.debug("fenced producer: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)

@@ -31,8 +31,9 @@ from typing import Any
 import orjson
 
 from engine.adapters.demo import IncidentRow, incident_rows, match
+from engine.adapters.drive import BATCH_LINES, Driver
 from engine.adapters.file_replay import MAX_REPORTED_BAD_LINES, ReplayResult, replay_files
-from engine.core import DEFAULT_LATENESS_MS, Engine, Event, parse_ts
+from engine.core import DEFAULT_LATENESS_MS, Event, parse_ts
 from engine.dsl import CompiledRule
 from engine.synthetic import GroundTruth
 
@@ -347,6 +348,7 @@ def run_backtest(
     lateness_ms: int = DEFAULT_LATENESS_MS,
     truths: list[GroundTruth] | None = None,
     reuse_unchanged: bool = True,
+    engine: str | None = None,
 ) -> BacktestRun:
     """Replay ``source`` through each version and compare. ``source``: event file paths (JSON
     lines, ``-``, ``.gz``: replayed by file_replay; stdin is spooled to a temporary file when
@@ -366,10 +368,10 @@ def run_backtest(
         source, bad_samples, read_from = _read_topic(source, old_rules + new_rules)
         bad = len(bad_samples)
     if isinstance(source, list) and all(isinstance(p, str) for p in source):
-        old_records, new_records, result = _replay_files(source, old_rules, changed, lateness_ms)
+        old_records, new_records, result = _replay_files(source, old_rules, changed, lateness_ms, engine)
         counts = (result.events, result.bad, result.late, result.bad_samples)
     else:
-        old_records, new_records, events, late = _replay_events(source, old_rules, changed, lateness_ms)
+        old_records, new_records, events, late = _replay_events(source, old_rules, changed, lateness_ms, engine)
         counts = (events, bad, late, bad_samples[:MAX_REPORTED_BAD_LINES])
     new_records = [r for r in old_records if r["rule"] in reused] + new_records
     old_names, new_names = [r.name for r in old_rules], [r.name for r in new_rules]
@@ -389,34 +391,45 @@ def _read_topic(source: TopicSource, rules: tuple[CompiledRule, ...]) -> tuple[l
     return events, bad, read_from
 
 
-def _replay_files(paths: list[str], old_rules, new_rules, lateness_ms: int) -> tuple[list, list, ReplayResult]:
+def _replay_files(paths: list[str], old_rules, new_rules, lateness_ms: int,
+                  engine: str | None = None) -> tuple[list, list, ReplayResult]:  # fmt: skip
     old_records: list[dict[str, Any]] = []
     new_records: list[dict[str, Any]] = []
     with _rereadable(paths, twice=bool(new_rules)) as (readable, spool):
-        result = replay_files(readable, old_rules, _keep_incidents(old_records), None, lateness_ms)
+        result = replay_files(readable, old_rules, _keep_incidents(old_records), None, lateness_ms, engine=engine)
         if new_rules:
-            replay_files(readable, new_rules, _keep_incidents(new_records), None, lateness_ms)
+            replay_files(readable, new_rules, _keep_incidents(new_records), None, lateness_ms, engine=engine)
     if spool is not None:  # bad lines of stdin say `-`, not the spool file
         result.bad_samples = [s.replace(spool, "-", 1) if s.startswith(spool) else s for s in result.bad_samples]
     return old_records, new_records, result
 
 
-def _replay_events(events: Iterable[Event], old_rules, new_rules, lateness_ms: int) -> tuple[list, list, int, int]:
-    old, new = Engine(old_rules, lateness_ms), Engine(new_rules, lateness_ms)
+def _replay_events(events: Iterable[Event], old_rules, new_rules, lateness_ms: int,
+                   engine: str | None = None) -> tuple[list, list, int, int]:  # fmt: skip
+    old, new = Driver(old_rules, lateness_ms, engine), Driver(new_rules, lateness_ms, engine)
     old_records: list[dict[str, Any]] = []
     new_records: list[dict[str, Any]] = []
     keep_old, keep_new = _keep_incidents(old_records), _keep_incidents(new_records)
     count = late = 0
-    for event in events:
-        if old.is_late(event):  # the watermark depends on the events only: the same in both engines
-            late += 1
-            continue
-        count += 1
-        for record in old.process(event):
+    batch: list[Event] = []
+
+    def feed() -> None:
+        nonlocal count, late
+        fed = old.feed_events(batch)  # the watermark depends on the events only: the same in both engines
+        count += fed.events
+        late += len(fed.late)
+        for record in fed.records:
             keep_old(record)
         if new_rules:
-            for record in new.process(event):
+            for record in new.feed_events(batch).records:
                 keep_new(record)
+        batch.clear()
+
+    for event in events:
+        batch.append(event)
+        if len(batch) >= BATCH_LINES:
+            feed()
+    feed()
     for record in old.finish():
         keep_old(record)
     for record in new.finish():

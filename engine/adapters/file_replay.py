@@ -5,9 +5,10 @@ JSON with orjson, writing records and dead letters. Every decision is the
 engine's. A bad line never stops a replay: it is counted, described (with its
 file and line number) and, if asked, written to the dead-letter file.
 
-The pieces every replay shares — `decode_event`, `late_reason`,
-`write_dead_letter` and `ReplayResult` — are also used by the topic replay
-(topic_replay.py), so a bad message and a bad line are treated alike.
+The loop itself is drive.drive_lines (the one drive loop of every replay). The pieces
+every replay shares — `decode_event` (from drive.py), `late_reason`, `write_dead_letter`
+and `ReplayResult` — are also used by the topic replay (topic_replay.py), so a bad
+message and a bad line are treated alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import IO, Any, ClassVar
 
 import orjson
 
-from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
+from engine.adapters.drive import DriveCounts, Driver, decode_event, drive_lines, late_text  # noqa: F401 - decode_event: re-exported
+from engine.core import DEFAULT_LATENESS_MS, Engine, Event
 from engine.dsl import CompiledRule
 
 MAX_REPORTED_BAD_LINES = 20
@@ -76,23 +78,8 @@ class ReplayResult:
         return "\n".join(lines)
 
 
-def decode_event(raw: bytes | None, max_bytes: int | None = None) -> Event:
-    """One JSON document → an `Event`; `InvalidEvent` with the reason when it is not one."""
-    raw = raw or b""
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise InvalidEvent(f"event is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent(f"invalid JSON: {error}") from None
-    return validate_event(obj)
-
-
 def late_reason(event: Event, engine: Engine) -> str:
-    return (
-        f"late: ts {format_ts(event.ts)} is before the watermark "
-        f"{format_ts(engine.watermark or 0)} (allowed lateness {engine.lateness_ms // 1000}s)"
-    )
+    return late_text(event.ts, engine.watermark or 0, engine.lateness_ms)
 
 
 def write_dead_letter(sink: IO[bytes] | None, position: dict[str, Any], reason: str, raw: bytes) -> None:
@@ -128,42 +115,54 @@ def replay_files(
     dead_letter: IO[bytes] | None = None,
     lateness_ms: int = DEFAULT_LATENESS_MS,
     progress: Callable[[ReplayResult], None] | None = None,
+    engine: str | None = None,
 ) -> ReplayResult:
-    engine = Engine(rules, lateness_ms)
+    """Replay the files through the rules (drive.drive_lines); ``emit`` gets each record.
+    ``engine``: ``python`` or ``native`` (None: drive.default_engine)."""
+    driver = Driver(rules, lateness_ms, engine)
     result = ReplayResult()
+    sink = _FileSink(result, emit, dead_letter)
+    counts = DriveCounts()
 
-    def bad(path: str, number: int, reason: str, raw: bytes) -> None:
-        result.note_bad(f"{path}:{number}", reason)
-        write_dead_letter(dead_letter, {"source": path, "line": number}, reason, raw)
+    def report(counts: DriveCounts) -> None:
+        sink.count(counts)
+        progress(result)
 
     for path in paths:
+        sink.path = path
         with open_input(path) as stream:
             try:
-                for number, raw in enumerate(stream, start=1):
-                    result.lines += 1
-                    if not raw.strip():
-                        continue
-                    try:
-                        event = decode_event(raw)
-                    except InvalidEvent as error:
-                        bad(path, number, str(error), raw.rstrip(b"\n"))
-                        continue
-                    if engine.is_late(event):
-                        result.late += 1
-                        bad(path, number, late_reason(event, engine), raw.rstrip(b"\n"))
-                        result.bad -= 1  # late events are counted apart from bad lines
-                        continue
-                    result.events += 1
-                    for record in engine.process(event):
-                        result.records += 1
-                        emit(record)
-                    if progress is not None and result.lines % 50_000 == 0:
-                        progress(result)
+                drive_lines(_numbered(path, stream), driver, sink, counts, report if progress else None, finish=False)
             except (OSError, EOFError, gzip.BadGzipFile) as error:
-                raise InputError(f"{path}: read failed after line {result.lines}: {error}") from None
-    for record in engine.finish():
-        result.records += 1
+                raise InputError(f"{path}: read failed after line {counts.lines}: {error}") from None
+    for record in driver.finish():
+        counts.records += 1
         emit(record)
-    result.opened = Counter(engine.opened)
-    result.open_at_end = engine.open_incidents()
+    sink.count(counts)
+    result.opened = driver.opened
+    result.open_at_end = driver.open_incidents()
     return result
+
+
+def _numbered(path: str, stream: IO[bytes]) -> Iterator[tuple[tuple[str, int], bytes]]:
+    for number, raw in enumerate(stream, start=1):
+        yield (path, number), raw
+
+
+class _FileSink:
+    """Records to ``emit``; bad and late lines counted, sampled and dead-lettered with file and line."""
+
+    def __init__(self, result: ReplayResult, emit: Callable[[dict[str, Any]], None],
+                 dead_letter: IO[bytes] | None) -> None:  # fmt: skip
+        self.result, self.record, self.dead_letter, self.path = result, emit, dead_letter, ""
+
+    def bad(self, where: tuple[str, int], reason: str, raw: bytes, late: bool) -> None:
+        path, number = where
+        self.result.note_bad(f"{path}:{number}", reason)  # late lines are sampled with the bad ones ...
+        if late:
+            self.result.bad -= 1  # ... but counted apart
+            self.result.late += 1
+        write_dead_letter(self.dead_letter, {"source": path, "line": number}, reason, raw)
+
+    def count(self, counts: DriveCounts) -> None:
+        self.result.lines, self.result.events, self.result.records = counts.lines, counts.events, counts.records

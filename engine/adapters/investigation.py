@@ -12,8 +12,9 @@ from typing import Any
 
 import orjson
 
-from engine.adapters.file_replay import InputError, decode_event, open_input
-from engine.core import Event, InvalidEvent, run_events
+from engine.adapters.drive import Driver, decode_event
+from engine.adapters.file_replay import InputError, open_input
+from engine.core import Event, InvalidEvent
 from engine.dsl import CompiledRule
 from engine.investigate import Options, Selection, investigate, list_incidents
 from engine.investigate.html import render_html
@@ -76,7 +77,15 @@ class Outcome:
     incidents: list[dict[str, Any]]
 
 
-def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options) -> Outcome:
+def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], lateness_ms: int,
+                  engine: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Every record of the rules over the events (engine.core.run_events, through a `Driver`)."""
+    driver = Driver(rules, lateness_ms, engine)
+    return driver.feed_events(events).records + driver.finish()
+
+
+def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options,
+        engine: str | None = None) -> Outcome:  # fmt: skip
     """Replay the events through the rules and, when an incident is chosen, investigate it.
     Raises `engine.investigate.IncidentNotFound` (its message lists the incidents there are)."""
     replayed = tuple(rules)
@@ -84,7 +93,7 @@ def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selectio
         # A rule's records depend only on that rule and the events: replaying it alone gives
         # the same incidents, ids and all, in a fraction of the time of the whole rule set.
         replayed = tuple(r for r in rules if r.name == selection.rule) or replayed
-    records = run_events(replayed, loaded.events, options.lateness_ms)
+    records = replay_events(replayed, loaded.events, options.lateness_ms, engine)
     if selection is None:
         return Outcome(records, None, list_incidents(records))
     report = investigate(rules, loaded.events, selection, options, records=records)

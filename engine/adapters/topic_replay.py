@@ -33,10 +33,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine.adapters.file_replay import ReplayResult, decode_event, late_reason, write_dead_letter
+from engine.adapters.drive import Driver, decode_event
+from engine.adapters.file_replay import ReplayResult, write_dead_letter
 from engine.adapters.live.checkpoints import record_key
 from engine.adapters.live.settings import WorkerSettings
-from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
+from engine.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts, parse_ts
 from engine.dsl import CompiledRule
 from engine.sdk._kafka import close_quietly, diagnose
 
@@ -401,6 +402,7 @@ async def replay_topic_async(
     publish_to: OutputTopics | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[TopicReplayResult], None] | None = None,
+    engine: str | None = None,
 ) -> TopicReplayResult:
     """Replay the topic's events through the rules; ``emit`` gets each record with
     ``since_ms <= ts < until_ms``, in the engine's order. ``publish_to``: also send them to
@@ -410,7 +412,7 @@ async def replay_topic_async(
     start = since_ms - warmup_ms(rules)
     horizon = until_ms + lateness_ms  # an event this late moves the watermark past until
     result = TopicReplayResult(topic=topic, since=since_ms, until=until_ms, read_from=start)
-    engine = Engine(rules, lateness_ms)
+    driver = Driver(rules, lateness_ms, engine)
 
     def bad(partition: int, offset: int, reason: str, raw: bytes) -> None:
         result.note_bad(position(topic, partition, offset), reason)
@@ -453,15 +455,15 @@ async def replay_topic_async(
                         # Only its time matters for what is written (its data is at or past until):
                         # move the watermark to until, not to its ts, which may be far ahead.
                         passed = True
-                        await deliver(engine.advance(until_ms))
+                        await deliver(driver.advance(until_ms))
                     continue
-                if engine.is_late(event):
+                fed = driver.feed_events((event,))
+                for _, reason in fed.late:
                     result.late += 1
-                    bad(message.partition, message.offset, late_reason(event, engine), message.raw)
+                    bad(message.partition, message.offset, reason, message.raw)
                     result.bad -= 1  # late events are counted apart from bad messages
-                    continue
-                result.events += 1
-                await deliver(engine.process(event))
+                result.events += fed.events
+                await deliver(fed.records)
             result.lines = reader.stats.messages
             # The topic ends before until: time stands where a live worker's would once every
             # partition is quiet (the largest event time less the lateness, which the last event
@@ -472,7 +474,7 @@ async def replay_topic_async(
             raise
         if sender is not None:
             result.emitted = await sender.close()
-    result.open_at_end = engine.open_incidents()  # the engine stopped at until (or at the topic's end − lateness)
+    result.open_at_end = driver.open_incidents()  # the engine stopped at until (or at the topic's end − lateness)
     return result
 
 
@@ -490,8 +492,10 @@ def replay_topic(
     publish_to: OutputTopics | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[TopicReplayResult], None] | None = None,
+    engine: str | None = None,
 ) -> TopicReplayResult:
     """Blocking `replay_topic_async` (runs its own event loop)."""
     coroutine = replay_topic_async(bootstrap, topic, since_ms, until_ms, rules, emit, dead_letter, lateness_ms,
-                                   slack_ms, publish_to=publish_to, timeout_s=timeout_s, progress=progress)  # fmt: skip
+                                   slack_ms, publish_to=publish_to, timeout_s=timeout_s, progress=progress,
+                                   engine=engine)  # fmt: skip
     return asyncio.run(coroutine)

@@ -40,6 +40,10 @@ class Mass:
     mode: str  # ratio | volume
     weight: Callable[[dict[str, Any]], float]
     describe: str  # what "anomalous" means here, for the report
+    # What the rule averages, signed so that higher is worse (avg/min/max/pNN: the value
+    # itself, not whether it is beyond a cut: a slope shows in the values long before they
+    # cross the normal period's quantile); None: the weight.
+    signal: Callable[[dict[str, Any]], float | None] | None = None
 
 
 def mass_of(rule: CompiledRule, reference: Sequence[Event]) -> Mass:
@@ -70,8 +74,12 @@ def mass_of(rule: CompiledRule, reference: Sequence[Event]) -> Mass:
         v = _number(get(d))
         return 1.0 if v is not None and (v > cut if high else v < cut) else 0.0
 
+    def signal(d: dict[str, Any]) -> float | None:
+        v = _number(get(d))
+        return None if v is None else v if high else -v
+
     word = "above" if high else "below"
-    return Mass(RATIO, beyond, f"{field} {word} {cut:g} (the normal period's worst {round(100 * (1 - q))}%)")
+    return Mass(RATIO, beyond, f"{field} {word} {cut:g} (the normal period's worst {round(100 * (1 - q))}%)", signal)
 
 
 def _number(value: Any) -> float | None:
@@ -133,3 +141,83 @@ def first_anomalous(mass: Mass, events: Sequence[Event], since: int) -> Event | 
         if e.ts >= since and mass.weight(e.data) > 0:
             return e
     return None
+
+
+@dataclass(frozen=True)
+class SlopeFit:
+    """The best broken-stick fit of a series: flat until ``start``, then rising linearly."""
+
+    start: int  # ms: the step boundary where the rise begins
+    slope_sse: float  # its sum of squared errors
+    step_sse: float  # the best flat-then-flat (a step) fit's
+    noise: float  # the residual variance per observation of the slope fit
+
+    @property
+    def is_slope(self) -> bool:
+        """The slope explains the series clearly better than any step does."""
+        return self.noise > 0 and (self.step_sse - self.slope_sse) / self.noise >= SLOPE_EVIDENCE
+
+
+SLOPE_EVIDENCE = 6.0  # how many residual variances better the slope must fit than a step
+MIN_SIDE_STEPS = 3  # a fit needs this many steps on each side of its break
+
+
+def slope_start(mass: Mass, events: Sequence[Event], step_ms: int, lo: int, hi: int) -> SlopeFit | None:
+    """Segmented (piecewise-linear) regression of the anomaly signal over the steps of [lo, hi):
+    of all break points τ, the one whose fit — level a before τ, a + s·(t − τ) after, s > 0 —
+    has the least squared error, against the best step (level a before τ, b > a after).
+
+    Ratio metrics regress each event's signal (the flag; the value itself for avg/min/max/pNN),
+    so steps weigh by their events; volume metrics regress each step's total mass. Computed
+    from prefix sums: O(steps). None when the range is too short or has no events."""
+    start = lo - lo % step_ms
+    steps = -(-(hi - start) // step_ms)
+    if steps < 2 * MIN_SIDE_STEPS + 1:
+        return None
+    get = mass.signal or mass.weight
+    n = [0.0] * steps
+    s = [0.0] * steps
+    q = [0.0] * steps
+    for e in events:
+        if start <= e.ts < hi:
+            y = mass.weight(e.data) if mass.mode != RATIO else get(e.data)
+            if y is None:
+                continue
+            i = (e.ts - start) // step_ms
+            n[i] += 1
+            s[i] += y
+            q[i] += y * y
+    if mass.mode != RATIO:  # one observation per step: its total
+        n, q = [1.0] * steps, [v * v for v in s]
+    total_n = sum(n)
+    if total_n < 2 * MIN_SIDE_STEPS + 1:
+        return None
+    # Suffix sums from i: Σn, Σn·i, Σn·i², Σs, Σs·i.
+    p0, p1, p2, r0, r1 = ([0.0] * (steps + 1) for _ in range(5))
+    for i in range(steps - 1, -1, -1):
+        p0[i], p1[i], p2[i] = p0[i + 1] + n[i], p1[i + 1] + n[i] * i, p2[i + 1] + n[i] * i * i
+        r0[i], r1[i] = r0[i + 1] + s[i], r1[i + 1] + s[i] * i
+    big_n, big_s, big_q = p0[0], r0[0], sum(q)
+    best_slope: tuple[float, int] | None = None
+    best_step = float("inf")
+    for tau in range(MIN_SIDE_STEPS, steps - MIN_SIDE_STEPS):
+        a_ = p1[tau] - tau * p0[tau]
+        b_ = p2[tau] - 2 * tau * p1[tau] + tau * tau * p0[tau]
+        c_ = r1[tau] - tau * r0[tau]
+        det = big_n * b_ - a_ * a_
+        if det > 0:
+            level = (big_s * b_ - a_ * c_) / det
+            slope = (big_n * c_ - a_ * big_s) / det
+            if slope > 0:
+                sse = big_q - (level * big_s + slope * c_)
+                if best_slope is None or sse < best_slope[0]:
+                    best_slope = (sse, tau)
+        n1, n2 = big_n - p0[tau], p0[tau]
+        if n1 > 0 and n2 > 0:
+            s1, s2 = big_s - r0[tau], r0[tau]
+            if s2 / n2 > s1 / n1:
+                best_step = min(best_step, big_q - s1 * s1 / n1 - s2 * s2 / n2)
+    if best_slope is None:
+        return None
+    sse, tau = best_slope
+    return SlopeFit(start + tau * step_ms, sse, best_step, max(sse, 0.0) / max(1.0, total_n - 3))

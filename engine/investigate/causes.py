@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.core.events import Event, format_duration, format_ts
+from engine.dsl.compiler import getter
 from engine.investigate.contributors import DIMENSIONS
 
 W_MATCH, W_PROXIMITY, W_PRIOR = 0.6, 0.3, 0.1
@@ -92,8 +93,15 @@ PRIORS = {
 DEFAULT_PRIOR = 0.5
 
 
-def change_dimensions(change: Event) -> dict[str, str]:
-    return {d: str(change.data[d]) for d in DIMENSIONS if isinstance(change.data.get(d), str | int | float)}
+def change_dimensions(change: Event, extra: Sequence[str] = ()) -> dict[str, str]:
+    """The dimensions a change names: the standard ones and ``extra`` (the rule's own `by`
+    fields, dotted paths allowed); fields that are neither are ignored."""
+    dims = {}
+    for d in (*DIMENSIONS, *(x for x in extra if x not in DIMENSIONS)):
+        value = getter(tuple(d.split(".")))(change.data)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            dims[d] = str(value)
+    return dims
 
 
 def rank_causes(
@@ -104,18 +112,21 @@ def rank_causes(
     contributors: Sequence[dict[str, Any]],
     adversarial: dict[str, Any],
     shift: Callable[[str, str, int], float | None] | None = None,
+    dimensions: Sequence[str] = DIMENSIONS,
 ) -> list[dict[str, Any]]:
     """``changes``: the change events of the lookback window; ``start``: the estimated start
     of the anomaly; ``contributors``: every ranked (dimension, value); ``shift(dim, value,
-    t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift)."""
+    t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift);
+    ``dimensions``: the contributors' (the rule's `by` fields beyond the standard ones are each a
+    hierarchy of their own)."""
     scores = {(c["dimension"], c["value"]): c["score"] for c in contributors}
     priors = PRIORS.get(category, {})
+    extra = tuple(d for d in dimensions if d not in DIMENSIONS)
+    chains = HIERARCHIES + tuple((d,) for d in extra)
     ranked = []
     for change in changes:
-        dims = change_dimensions(change)
-        known = [
-            next((d, dims[d]) for d in chain if d in dims) for chain in HIERARCHIES if any(d in dims for d in chain)
-        ]
+        dims = change_dimensions(change, extra)
+        known = [next((d, dims[d]) for d in chain if d in dims) for chain in chains if any(d in dims for d in chain)]
         rose = None
         if known:
             best = max(known, key=lambda dv: scores.get(dv, 0.0))

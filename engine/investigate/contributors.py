@@ -1,24 +1,38 @@
-"""Drill-down: which dimension values over-represent the anomaly, against the baseline.
+"""Drill-down: which dimension values over-represent the anomaly — against their own past
+and against the rest of the population.
 
 For every value v of every dimension (model, model_version, prompt_template, tenant,
-service, feature, user, and the rule's own `by` fields), over the rule's population
-(events passing its `where`, all groups):
+service, feature, user, and the rule's own `by` fields), over the **scope** — the
+incident's group for a grouped rule (what concentrates the anomaly *inside* `service=X`),
+the rule's whole population otherwise:
 
-- ``share``: v's part of the anomaly mass during the incident;
-- ``baseline_share``: v's part of the anomaly mass in the baseline period;
-- ``lift``: how many times v's own rate of anomaly mass is above its baseline rate (ratio
-  metrics: mass per event, the baseline rate shrunk towards the population's with 50
-  pseudo-events, so a value new in the incident — a new model version — is compared with
-  the population; volume metrics: mass per unit of time, at least one event's worth);
-- ``excess``: v's mass above what its baseline predicts for the incident period.
+- ``expected``: the mass v would carry if it were normal, the larger of two predictions —
+  its **own past** (ratio metrics: its earlier rate per event, shrunk towards the scope's
+  with 50 pseudo-events, so a value new in the incident — a new model version — is
+  compared with the scope's past; volume metrics: its earlier mass per unit of time, at
+  least one of its own events' worth), and the **rest of the population** (the complement:
+  every event of the scope without v, before and during the incident; ratio: its rate per
+  event, shrunk towards the scope's current rate with 50 pseudo-events; volume: its growth
+  since before, shrunk towards the scope's growth). A value every event carries has an empty
+  complement: the prediction is its own current rate, its excess 0 — it explains everything
+  and tells nothing (Adtributor's "no surprise"). A version that *replaced* another is
+  compared with the events of the one it replaced;
+- ``excess`` = v's mass − expected; ``lift`` = mass / expected; ``share`` / ``baseline_share``:
+  v's part of the anomaly mass during / before.
 
-Values covering the same events with the same mass are merged into one row
-(``same_as``: a template and the one feature that uses it). They are ranked by
-``score`` = explained × precision: ``explained`` = v's excess / the
-whole excess (how much of the anomaly v accounts for), ``precision`` = v's excess / v's
-mass (1 − 1/lift: how anomalous v's part is). A value that accounts for all of the
-anomaly and little else ranks first; a broader value that contains it (its service) ranks
-just below; a value that merely shares in it (one of five attackers) ranks lower.
+Ranked by ``score`` = explained × precision: ``explained`` = v's excess / the scope's whole
+excess, ``precision`` = v's excess / v's mass (1 − 1/lift). Both are ratios of the metric's
+own unit, so the ranking is unit-free (dollars or cents, flags or tokens); so is the floor:
+a value needs **3 events carrying anomaly mass** in the incident to be listed, whatever each
+weighs.
+
+**The group itself** (a grouped rule: `service=X`) is scored too, against the rule's other
+groups (the same expected mass, its complement = the other groups): its explained is 1 —
+the incident *is* its anomaly — so its score is its precision. A change naming only the
+group matches it; a value inside the group that concentrates the anomaly more ranks above.
+
+Values covering the same events with the same mass are merged into one row (``same_as``:
+a template and the one feature that uses it; the fields of a group).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.core.events import Event
@@ -35,12 +50,61 @@ from engine.investigate.anomaly import RATIO, Mass
 DIMENSIONS = ("model", "model_version", "prompt_template", "tenant", "service", "feature", "user")
 PSEUDO_EVENTS = 50
 MAX_LIFT = 999.0
-MIN_MASS = 3.0  # a value needs this much anomaly mass in the incident to be listed
+MIN_EVENTS = 3  # a value needs this many events carrying anomaly mass in the incident to be listed
+NOTHING = 1e-9  # relative excess below this is rounding, not excess
 
 
 def dimensions_of(rule: CompiledRule) -> tuple[str, ...]:
     extra = tuple(".".join(p) for p in rule.by if ".".join(p) not in DIMENSIONS)
     return DIMENSIONS + extra
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The totals of a scope in the two periods, and what the scores are measured against."""
+
+    mode: str
+    n: int  # events during the incident
+    m: float  # anomaly mass during the incident
+    n0: int  # events before
+    m0: float  # mass before
+    scale: float  # incident span / baseline span (volume metrics)
+
+    @property
+    def rate_before(self) -> float:
+        return self.m0 / self.n0 if self.n0 else self.m / self.n if self.n else 0.0
+
+    @property
+    def total_excess(self) -> float:
+        if self.mode == RATIO:
+            return self.m - self.n * self.rate_before
+        return self.m - self.m0 * self.scale
+
+    def expected(self, n_v: int, m_v: float, bn: int, bm: float) -> float:
+        """What v's mass would be if v were normal: the larger of what its own past and what
+        the rest of the scope (its complement, before and during) predict."""
+        if self.mode == RATIO:
+            past = (bm + PSEUDO_EVENTS * self.rate_before) / (bn + PSEUDO_EVENTS)
+            now = self.m / self.n if self.n else 0.0
+            c_n = (self.n - n_v) + (self.n0 - bn)
+            c_m = (self.m - m_v) + (self.m0 - bm)
+            rest = (c_m + PSEUDO_EVENTS * now) / (c_n + PSEUDO_EVENTS)
+            return n_v * max(past, rest)
+        per_event = m_v / n_v if n_v else 0.0
+        past = max(bm, per_event) * self.scale
+        unit = (self.m0 / self.n0 if self.n0 else per_event) * self.scale
+        growth = self.m / (self.m0 * self.scale) if self.m0 > 0 else 1.0
+        pseudo = PSEUDO_EVENTS * unit
+        c_now, c_past = self.m - m_v, max(0.0, self.m0 - bm) * self.scale
+        rest_growth = (c_now + pseudo * growth) / (c_past + pseudo) if c_past + pseudo > 0 else growth
+        return past * max(1.0, rest_growth)
+
+
+def _scope(mass: Mass, incident: Sequence[Event], baseline: Sequence[Event], incident_ms: int,
+           baseline_ms: int) -> _Scope:  # fmt: skip
+    m, n = _totals(incident, mass)
+    m0, n0 = _totals(baseline, mass)
+    return _Scope(mass.mode, n, m, n0, m0, incident_ms / baseline_ms if baseline_ms > 0 else 1.0)
 
 
 def rank_contributors(
@@ -50,70 +114,113 @@ def rank_contributors(
     baseline: Sequence[Event],
     incident_ms: int,
     baseline_ms: int,
+    skip: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Every (dimension, value) with positive excess and some mass, best first."""
-    dims = dimensions_of(rule)
+    """Every (dimension, value) of the scope (``incident``, ``baseline``: its events in the two
+    periods) with positive excess and at least MIN_EVENTS events carrying mass, best first;
+    ``skip``: dimensions not ranked (the group's own fields: one value in the scope)."""
+    dims = tuple(d for d in dimensions_of(rule) if d not in skip)
     getters = [getter(tuple(d.split("."))) for d in dims]
     inc = _tally(incident, mass, getters)
     base = _tally(baseline, mass, getters)
-    m_base, n_base = _totals(baseline, mass)
-    m_inc, n_inc = _totals(incident, mass)
-    if m_inc <= 0:
+    scope = _scope(mass, incident, baseline, incident_ms, baseline_ms)
+    if scope.m <= 0:
         return []
-    if mass.mode == RATIO:
-        r_all = m_base / n_base if n_base else m_inc / n_inc
-        total_excess = m_inc - n_inc * r_all
-    else:
-        scale = incident_ms / baseline_ms if baseline_ms > 0 else 1.0
-        unit = m_base / n_base if n_base and m_base > 0 else (m_inc / n_inc)
-        total_excess = m_inc - m_base * scale
+    total_excess = scope.total_excess
     rows = []
     for i, dim in enumerate(dims):
-        for value, (n_v, m_v) in inc[i].items():
-            if m_v < MIN_MASS:
+        for value, (n_v, m_v, k_v) in inc[i].items():
+            if k_v < MIN_EVENTS:
                 continue
-            bn, bm = base[i].get(value, (0, 0.0))
-            if mass.mode == RATIO:
-                rate_base = (bm + PSEUDO_EVENTS * r_all) / (bn + PSEUDO_EVENTS)
-                expected = n_v * rate_base
-                lift = (m_v / n_v) / rate_base if rate_base > 0 else MAX_LIFT
-            else:
-                expected = bm * scale
-                lift = m_v / max(expected, unit * scale)
-            excess = m_v - expected
-            if excess <= 0:
-                continue
-            explained = min(1.0, excess / total_excess) if total_excess > 0 else 0.0
-            precision = excess / m_v
-            rows.append(
-                {
-                    "dimension": dim,
-                    "value": value,
-                    "lift": round(min(lift, MAX_LIFT), 2),
-                    "share": round(m_v / m_inc, 3),
-                    "baseline_share": round(bm / m_base, 3) if m_base > 0 else 0.0,
-                    "flagged": round(m_v, 3),
-                    "events": n_v,
-                    "excess": round(excess, 3),
-                    "score": round(explained * precision, 4),
-                    "_rank": (explained * precision, excess),
-                }
-            )
+            bn, bm, _ = base[i].get(value, (0, 0.0, 0))
+            row = _row(scope, dim, value, n_v, m_v, bn, bm, total_excess)
+            if row is not None:
+                rows.append(row)
+    return _sorted(rows, dims)
+
+
+def rank_group(
+    rule: CompiledRule,
+    mass: Mass,
+    group: dict[str, Any],
+    in_group: Callable[[dict[str, Any]], bool],
+    incident: Sequence[Event],
+    baseline: Sequence[Event],
+    incident_ms: int,
+    baseline_ms: int,
+) -> list[dict[str, Any]]:
+    """The incident's group as a contributor (one row per field of the group, same numbers):
+    scored over the rule's whole population (``incident``, ``baseline``), against the other
+    groups; explained = 1, so its score is its precision. Empty for an ungrouped rule, or
+    when the group has fewer than MIN_EVENTS events carrying mass."""
+    if not group:
+        return []
+    scope = _scope(mass, incident, baseline, incident_ms, baseline_ms)
+    mine = [e for e in incident if in_group(e.data)]
+    m_v, n_v = _totals(mine, mass)
+    k_v = sum(1 for e in mine if mass.weight(e.data) > 0)
+    bm, bn = _totals([e for e in baseline if in_group(e.data)], mass)
+    if k_v < MIN_EVENTS or m_v <= 0:
+        return []
+    rows = []
+    for dim, value in group.items():
+        row = _row(scope, dim, _text(value), n_v, m_v, bn, bm, None)
+        if row is not None:
+            del row["_rank"]
+            rows.append(row)
+    return rows
+
+
+def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm: float,
+         total_excess: float | None) -> dict[str, Any] | None:  # fmt: skip
+    """``total_excess``: the scope's; None for the group itself (explained = 1)."""
+    expected = scope.expected(n_v, m_v, bn, bm)
+    excess = m_v - expected
+    if excess <= NOTHING * max(1.0, m_v):
+        return None
+    if total_excess is None:
+        explained = 1.0
+    else:
+        explained = min(1.0, excess / total_excess) if total_excess > 0 else 0.0
+    precision = excess / m_v
+    lift = m_v / expected if expected > 0 else MAX_LIFT
+    return {
+        "dimension": dim,
+        "value": value,
+        "lift": round(min(lift, MAX_LIFT), 2),
+        "share": round(m_v / scope.m, 3) if scope.m > 0 else 0.0,
+        "baseline_share": round(bm / scope.m0, 3) if scope.m0 > 0 else 0.0,
+        "flagged": round(m_v, 6),
+        "events": n_v,
+        "excess": round(excess, 6),
+        "score": round(explained * precision, 4),
+        "_rank": (explained * precision, excess),
+    }
+
+
+def _sorted(rows: list[dict[str, Any]], dims: Sequence[str]) -> list[dict[str, Any]]:
+    """Unrounded score first; on a tie the value explaining more (the broader one) first."""
     order = {d: i for i, d in enumerate(dims)}
-    # Unrounded score; on a tie the value explaining more (the broader one) first.
-    rows.sort(key=lambda r: (-r["_rank"][0], -r["_rank"][1], order[r["dimension"]], r["value"]))
+    rows.sort(key=lambda r: (-r["_rank"][0], -r["_rank"][1], order.get(r["dimension"], len(order)), r["value"]))
     for r in rows:
         del r["_rank"]
     return rows
+
+
+def combine(group_rows: list[dict[str, Any]], inside: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The group's own rows and the rows inside it, in one ranking: by score; on a tie the
+    group (the broader value) first, the rows inside in their own order."""
+    rows = [(0, i, r) for i, r in enumerate(group_rows)] + [(1, i, r) for i, r in enumerate(inside)]
+    return [r for _, _, r in sorted(rows, key=lambda t: (-t[2]["score"], t[0], t[1]))]
 
 
 def _totals(events: Sequence[Event], mass: Mass) -> tuple[float, int]:
     return sum(mass.weight(e.data) for e in events), len(events)
 
 
-def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str, tuple[int, float]]]:
-    """Per dimension: value → (events, mass)."""
-    counts: list[dict[str, list]] = [defaultdict(lambda: [0, 0.0]) for _ in getters]
+def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str, tuple[int, float, int]]]:
+    """Per dimension: value → (events, mass, events carrying mass)."""
+    counts: list[dict[str, list]] = [defaultdict(lambda: [0, 0.0, 0]) for _ in getters]
     for e in events:
         w = mass.weight(e.data)
         for i, get in enumerate(getters):
@@ -123,7 +230,8 @@ def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str,
             cell = counts[i][_text(value)]
             cell[0] += 1
             cell[1] += w
-    return [{k: (c[0], c[1]) for k, c in d.items()} for d in counts]
+            cell[2] += w > 0
+    return [{k: (c[0], c[1], c[2]) for k, c in d.items()} for d in counts]
 
 
 def merge_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

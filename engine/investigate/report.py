@@ -14,9 +14,16 @@ from engine.core.engine import DEFAULT_LATENESS_MS, run_events
 from engine.core.events import Event, format_ts, parse_ts
 from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
-from engine.investigate.anomaly import change_point, first_anomalous, mass_of
+from engine.investigate.anomaly import change_point, first_anomalous, mass_of, slope_start
 from engine.investigate.causes import rank_causes
-from engine.investigate.contributors import dimensions_of, merge_aliases, rank_contributors, value_shift
+from engine.investigate.contributors import (
+    combine,
+    dimensions_of,
+    merge_aliases,
+    rank_contributors,
+    rank_group,
+    value_shift,
+)
 from engine.investigate.incident import IncidentView, Selection, select
 from engine.investigate.review import postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
@@ -26,6 +33,7 @@ MAX_CONTRIBUTORS = 10
 MAX_CAUSES = 10
 MAX_EVIDENCE = 10
 CAUSE_MARK_SCORE = 0.5  # the top cause is drawn on the timeline when it scores at least this
+SLOPE_SEARCH_MS = 6 * HOUR  # a slope may have begun this long before onset
 
 
 @dataclass(frozen=True)
@@ -77,24 +85,45 @@ def investigate(
         max(0, ref_hi - ref_lo),
         _level_period(group_events, onset, window, resolved if resolved is not None else data_to + 1),
     )
+    # A drift that ramps in crosses the threshold long after it began: a broken-stick fit over
+    # the hours before onset dates it when a slope explains the series clearly better than a step.
+    fit = slope_start(group_mass, group_events, rule.step_ms, max(data_from, onset - SLOPE_SEARCH_MS), onset)
+    shape = "step"
+    if fit is not None and fit.is_slope and fit.start < start_step:
+        start_step, shape = fit.start, "slope"
+        before = [e for e in group_events if max(data_from, fit.start - span) <= e.ts < fit.start]
+        if before:  # "anomalous" measured against the period before the slope, not the drifted one
+            group_mass = mass_of(rule, before)
     first = first_anomalous(group_mass, group_events, start_step)
     start = first.ts if first is not None else start_step
 
-    # 2. Where does it concentrate? (the rule's whole population, incident vs before)
+    # 2. Where does it concentrate? (inside the incident's group, incident vs before and vs the
+    # rest; and the group itself against the rule's other groups)
     inc_to = max(min(resolved if resolved is not None else data_to + 1, opened + window), start_step + rule.step_ms)
     base_lo = max(start_step - max(span, 6 * window), data_from)
     pop_inc = [e for e in population if start_step <= e.ts < inc_to]
     pop_base = [e for e in population if base_lo <= e.ts < start_step]
     mass = mass_of(rule, pop_base)
-    contributors = rank_contributors(rule, mass, pop_inc, pop_base, inc_to - start_step, start_step - base_lo)
+    spans = (inc_to - start_step, start_step - base_lo)
+    inside = rank_contributors(
+        rule,
+        mass,
+        [e for e in pop_inc if in_group(e.data)],
+        [e for e in pop_base if in_group(e.data)],
+        *spans,
+        skip=frozenset(view.group),
+    )
+    contributors = combine(rank_group(rule, mass, view.group, in_group, pop_inc, pop_base, *spans), inside)
     all_inc = [e for e in inference if start_step <= e.ts < inc_to]
     all_base = [e for e in inference if base_lo <= e.ts < start_step]
     adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
 
     # 3. What changed before it?
     changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
-    shift = value_shift(population, mass, inc_to)
-    causes = rank_causes(changes, start, rule.step_ms, rule.category, contributors, adversarial, shift)
+    shift = _shift(view.group, value_shift(population, mass, inc_to), value_shift(group_events, mass, inc_to))
+    causes = rank_causes(
+        changes, start, rule.step_ms, rule.category, contributors, adversarial, shift, dimensions_of(rule)
+    )
 
     # 4. The story in event time.
     end = resolved if resolved is not None else data_to
@@ -142,6 +171,7 @@ def investigate(
         "anomaly": {
             "means": group_mass.describe,
             "estimated_start": format_ts(start_step),
+            "shape": shape,
             "first_event": first.event_id if first else None,
         },
         "timeline": timeline,
@@ -154,6 +184,16 @@ def investigate(
         "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
         "notes": _notes(view, first, changes, data_from, start, options),
     }
+
+
+def _shift(group: dict[str, Any], of_population, of_group):
+    """A value's shift inside the group; the group's own values against the whole population."""
+    own = {(k, "true" if v is True else "false" if v is False else str(v)) for k, v in group.items()}
+
+    def shift(dim: str, value: str, t: int) -> float | None:
+        return (of_population if (dim, value) in own else of_group)(dim, value, t)
+
+    return shift
 
 
 def _level_period(group_events: list[Event], onset: int, window: int, end: int) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from engine.core import DEFAULT_LATENESS_MS, parse_ts
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
+from engine.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -69,9 +70,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+KAFKA_CONFIG_HELP = "Kafka client properties: TLS, SASL (docs/kafka-security.md); also FIREBREAK_KAFKA_* variables"
+
+
+def kafka_settings(args: argparse.Namespace) -> KafkaConfig:
+    """The Kafka client settings of a --topic command: --kafka-config, FIREBREAK_KAFKA_*, --bootstrap."""
+    return load_kafka_config(args.kafka_config, args.bootstrap)
+
+
 def traffic_source_problem(args: argparse.Namespace) -> str | None:
     """Why `check`'s traffic options do not name one source (--events, or --topic --since), or None."""
-    topic_only = [f"--{name}" for name in ("since", "until", "bootstrap") if getattr(args, name) is not None]
+    topic_only = [f"--{name.replace('_', '-')}" for name in ("since", "until", "bootstrap", "kafka_config")
+                  if getattr(args, name) is not None]
     if args.topic is None:
         return f"{topic_only[0]} needs --topic" if topic_only else None
     if args.events:
@@ -93,7 +103,7 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> 
             errors += (topic_replay.TopicError,)
             since, until = check_time_range(args.since, args.until)
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
-            report = traffic_check.check_topic(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules,
+            report = traffic_check.check_topic(kafka_settings(args), args.topic, since, until, rules,
                                                args.lateness)  # fmt: skip
     except ValueError as error:
         print(f"firebreak check: {error}", file=sys.stderr)
@@ -147,7 +157,7 @@ def duration_arg(text: str) -> int:
     return int(text[:-1]) * DURATION_UNITS[unit]
 
 
-TOPIC_ONLY = ("since", "until", "bootstrap", "seek_slack", "emit")  # replay options that need --topic
+TOPIC_ONLY = ("since", "until", "bootstrap", "kafka_config", "seek_slack", "emit")  # replay options that need --topic
 EMIT_ONLY = ("incidents_topic", "containment_topic")
 
 
@@ -250,9 +260,14 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     slack = topic_replay.DEFAULT_SLACK_MS if args.seek_slack is None else args.seek_slack
     try:
+        kafka = kafka_settings(args)
+    except KafkaConfigError as error:
+        print(f"firebreak replay: {error}", file=sys.stderr)
+        return 1
+    try:
         with replay_outputs(args) as (emit, dead):
             result = topic_replay.replay_topic(
-                args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules, emit, dead, args.lateness,
+                kafka, args.topic, since, until, rules, emit, dead, args.lateness,
                 slack, publish_to=publish_to, progress=progress_printer if tty else None,
             )  # fmt: skip
     except topic_replay.TopicError as error:
@@ -319,7 +334,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.adapters import backtest, backtest_report  # here: the command is this function and its parser block
 
-    topic_options = [f"--{name}" for name in ("since", "until", "bootstrap") if getattr(args, name) is not None]
+    topic_options = [f"--{name.replace('_', '-')}" for name in ("since", "until", "bootstrap", "kafka_config")
+                     if getattr(args, name) is not None]
     if args.topic is None:
         problem = f"{topic_options[0]} needs --topic" if topic_options else None
         problem = problem or (None if args.events else "give --events FILE..., or --topic with --since and --until")
@@ -336,11 +352,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
         try:
             since, until = topic_time_range(args)
+            kafka = kafka_settings(args)
         except ValueError as error:
             print(f"firebreak backtest: {error}", file=sys.stderr)
             return 1
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
-        source = backtest.TopicSource(args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until)
+        source = backtest.TopicSource(kafka, args.topic, since, until)
         source_label = f" of {args.topic} from {args.since} to {args.until}"
         errors += (topic_replay.TopicError,)
     old_rules = load_rules_or_report(args.rules, "backtest")
@@ -401,9 +418,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
             errors += (topic_replay.TopicError,)
             since, until = topic_time_range(args)
             logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # TopicError says why
-            loaded = investigation.events_from_topic(
-                args.bootstrap or DEFAULT_BOOTSTRAP, args.topic, since, until, rules, options
-            )
+            loaded = investigation.events_from_topic(kafka_settings(args), args.topic, since, until, rules, options)
         else:
             loaded = investigation.events_from_files(args.events)
     except errors as error:
@@ -477,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--since", metavar="TIME", help="with --topic: RFC 3339 time or epoch ms")
     check.add_argument("--until", metavar="TIME", help="with --topic: end of the range (default: now)")
     check.add_argument("--bootstrap", metavar="HOST:PORT", help=f"with --topic (default {DEFAULT_BOOTSTRAP})")
+    check.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
     check.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     check.add_argument("--format", choices=("text", "json"), default="text", help="of the traffic report")
@@ -496,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     topic.add_argument("--since", metavar="TIME", help="write records from this event time (RFC 3339 or epoch ms)")
     topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
     topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
     topic.add_argument("--seek-slack", type=duration_arg, metavar="DURATION",
                        help="seek this much earlier by record timestamps (default 5m)")  # fmt: skip
     topic.add_argument("--emit", action="store_true", help="also send the records to the live output topics")
@@ -537,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_topic.add_argument("--since", metavar="TIME", help="incidents from this event time (RFC 3339 or epoch ms)")
     backtest_topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
     backtest_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    backtest_topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
     backtest.set_defaults(run=cmd_backtest)
 
     inv = sub.add_parser("investigate", help="reconstruct one incident: timeline, causes, contributors, review")
@@ -560,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv_topic.add_argument("--since", metavar="TIME", help="the range to search (RFC 3339 or epoch ms)")
     inv_topic.add_argument("--until", metavar="TIME", help="... up to this time, exclusive")
     inv_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    inv_topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
     inv.set_defaults(run=cmd_investigate)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")

@@ -39,6 +39,7 @@ from engine.adapters.live.checkpoints import record_key
 from engine.adapters.live.settings import WorkerSettings
 from engine.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts, parse_ts
 from engine.dsl import CompiledRule
+from engine.kafka_config import KafkaConfig, kafka_config_of
 from engine.sdk._kafka import close_quietly, diagnose
 
 DEFAULT_SLACK_MS = 5 * 60_000
@@ -130,14 +131,16 @@ class ReadStats:
 class TopicReader:
     """A group-less, read_committed consumer of one topic; ``async with`` connects and checks the topic."""
 
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: str | KafkaConfig, topic: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.kafka = kafka_config_of(bootstrap)
+        self.bootstrap = self.kafka.bootstrap
         self.topic = topic
         self.timeout_s = timeout_s
         self.stats = ReadStats()
         self.partitions: list[int] = []
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_options(),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -151,7 +154,7 @@ class TopicReader:
                 await self.consumer.start()
         except (TimeoutError, KafkaError, OSError) as error:
             await close_quietly(self.consumer, 5)
-            why = await diagnose(self.bootstrap)
+            why = await diagnose(self.kafka)
             if isinstance(error, TimeoutError):
                 why = f"no answer within {self.timeout_s:g}s ({why})"
             raise TopicError(f"no Kafka broker at {self.bootstrap}: {why}") from None
@@ -246,7 +249,7 @@ class TopicReader:
 
 
 async def read_topic_events_async(
-    bootstrap: str,
+    bootstrap: str | KafkaConfig,
     topic: str,
     start_ms: int,
     stop_ms: int,
@@ -274,7 +277,7 @@ async def read_topic_events_async(
 
 
 def read_topic_events(
-    bootstrap: str,
+    bootstrap: str | KafkaConfig,
     topic: str,
     start_ms: int,
     stop_ms: int,
@@ -349,10 +352,12 @@ def duration_text(ms: int) -> str:
 class _Sender:
     """--emit: an idempotent producer; records keyed as the live worker keys them."""
 
-    def __init__(self, bootstrap: str, topics: OutputTopics, timeout_s: float) -> None:
-        self.bootstrap, self.topics, self.timeout_s = bootstrap, topics, timeout_s
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                                         linger_ms=5, request_timeout_ms=int(timeout_s * 1000))  # fmt: skip
+    def __init__(self, bootstrap: str | KafkaConfig, topics: OutputTopics, timeout_s: float) -> None:
+        kafka = kafka_config_of(bootstrap)
+        self.bootstrap, self.topics, self.timeout_s = kafka.bootstrap, topics, timeout_s
+        self.producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(),
+                                         enable_idempotence=True, acks="all", linger_ms=5,
+                                         request_timeout_ms=int(timeout_s * 1000))  # fmt: skip
         self.pending: list[asyncio.Future] = []
 
     async def start(self) -> None:
@@ -389,7 +394,7 @@ class _Sender:
 
 
 async def replay_topic_async(
-    bootstrap: str,
+    bootstrap: str | KafkaConfig,
     topic: str,
     since_ms: int,
     until_ms: int,
@@ -479,7 +484,7 @@ async def replay_topic_async(
 
 
 def replay_topic(
-    bootstrap: str,
+    bootstrap: str | KafkaConfig,
     topic: str,
     since_ms: int,
     until_ms: int,

@@ -6,7 +6,10 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from typing import Any
+
+from engine.kafka_config import KafkaConfig
 
 log = logging.getLogger("firebreak.sdk")
 
@@ -29,12 +32,15 @@ def _host_port(server: str) -> tuple[str, int]:
     return host, int(port or 9092)
 
 
-async def diagnose(bootstrap: str | list[str], timeout_s: float = 1.0) -> str:
-    """One line saying why the first bootstrap server did not answer (refused, unresolvable, silent...).
+async def diagnose(target: str | list[str] | KafkaConfig, timeout_s: float = 1.0) -> str:
+    """One line saying why the first bootstrap server did not answer (refused, unresolvable, silent,
+    a failed login, an untrusted certificate, TLS on one side only...).
 
-    aiokafka only says "Unable to bootstrap from [...]"; the OS error is what a user needs.
+    aiokafka only says "Unable to bootstrap from [...]"; the OS, TLS or SASL error is what a user needs.
+    Never contains a secret.
     """
-    first = bootstrap_text(bootstrap).split(",")[0]
+    config = target if isinstance(target, KafkaConfig) else KafkaConfig(bootstrap=bootstrap_text(target))
+    first = config.bootstrap.split(",")[0]
     try:
         host, port = _host_port(first)
     except ValueError:
@@ -55,7 +61,50 @@ async def diagnose(bootstrap: str | list[str], timeout_s: float = 1.0) -> str:
         await writer.wait_closed()
     except OSError:
         pass
-    return f"{host}:{port} accepts connections but did not answer as a Kafka broker"
+    return await _handshake(config, host, port, max(timeout_s, 3.0))
+
+
+async def _handshake(config: KafkaConfig, host: str, port: int, timeout_s: float) -> str:
+    """The port accepts connections: say what goes wrong when a Kafka client speaks to it."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import AuthenticationFailedError, KafkaError, UnsupportedSaslMechanismError
+
+    where = f"{host}:{port}"
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **config.client_options())
+        conn.close()
+    except ssl.SSLCertVerificationError as error:
+        return (f"the TLS certificate of {where} is not trusted ({error.verify_message}); set ssl.ca.location "
+                f"to the CA that signed it")  # fmt: skip
+    except ssl.SSLError as error:
+        if "WRONG_VERSION_NUMBER" in str(error) or "wrong version number" in str(error):
+            protocol = config.security_protocol
+            return f"{where} does not speak TLS (a plaintext listener?): security.protocol is {protocol}"
+        return f"TLS with {where} failed: {error.reason or error}"
+    except AuthenticationFailedError:
+        who = f"{config.sasl_username!r} ({config.sasl_mechanism})"
+        return f"{where} refused the login of {who}: wrong user or password"
+    except UnsupportedSaslMechanismError:
+        return f"{where} does not accept sasl.mechanism {config.sasl_mechanism}"
+    except (TimeoutError, KafkaError, OSError) as error:
+        if config.uses_ssl or not await _speaks_tls(host, port, timeout_s):
+            return f"{where} accepts connections but did not answer as a Kafka broker ({type(error).__name__})"
+        return (f"{where} speaks TLS but security.protocol is {config.security_protocol}: set it to SSL or "
+                f"SASL_SSL (and ssl.ca.location)")  # fmt: skip
+    return f"{where} answers as a Kafka broker with these settings ({config.describe()})"
+
+
+async def _speaks_tls(host: str, port: int, timeout_s: float) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port, ssl=context)
+        writer.close()
+        return True
+    except (TimeoutError, OSError, ssl.SSLError):
+        return False
 
 
 async def close_quietly(client: Any, timeout_s: float = 10.0) -> None:

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from engine.core.events import InvalidEvent, parse_ts
+from engine.kafka_config import KafkaConfig, kafka_config_of
 from engine.sdk._kafka import DEFAULT_COMMANDS_TOPIC, bootstrap_text, close_quietly, diagnose
 
 __all__ = [
@@ -360,6 +361,7 @@ class ContainmentListener:
         connect_timeout_s: float = 10.0,
         release_holds: bool = False,
         revert_unseen_releases: bool = True,
+        kafka_config: KafkaConfig | None = None,
         **consumer_kwargs: Any,
     ) -> None:
         for fixed in ("enable_auto_commit", "isolation_level", "group_id", "value_deserializer"):
@@ -367,6 +369,8 @@ class ContainmentListener:
                 raise TypeError(f"ContainmentListener sets {fixed} itself")
         if not group_id:
             raise ValueError("group_id is required: the listener commits its offsets in that group")
+        # Security settings: kafka_config, else the environment's (FIREBREAK_KAFKA_*, docs/kafka-security.md).
+        self.kafka = (kafka_config or kafka_config_of(bootstrap)).with_bootstrap(bootstrap_text(bootstrap))
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.topic = topic
@@ -413,14 +417,14 @@ class ContainmentListener:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset=self.auto_offset_reset,
-            **self._consumer_kwargs,
+            **{**self.kafka.client_options(), **self._consumer_kwargs},
         )
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await consumer.start()
         except (TimeoutError, KafkaError, OSError) as error:
             await close_quietly(consumer)
-            why = await diagnose(self.bootstrap)
+            why = await diagnose(self.kafka)
             if isinstance(error, TimeoutError):
                 why = f"no answer within {self.connect_timeout_s:g}s ({why})"
             raise ContainmentError(f"no Kafka broker at {bootstrap_text(self.bootstrap)}: {why}") from error

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from engine.core.events import InvalidEvent, validate_event
+from engine.kafka_config import KafkaConfig, kafka_config_of
 from engine.sdk._kafka import DEFAULT_EVENTS_TOPIC, bootstrap_text, close_quietly, diagnose
 
 __all__ = ["AsyncPublisher", "Delivery", "InvalidEvent", "PublishError", "Publisher", "event_key"]
@@ -108,11 +109,14 @@ class AsyncPublisher:
         linger_ms: int = DEFAULT_LINGER_MS,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        kafka_config: KafkaConfig | None = None,
         **producer_kwargs: Any,
     ) -> None:
         for fixed in ("enable_idempotence", "acks", "value_serializer", "key_serializer", "transactional_id"):
             if fixed in producer_kwargs:
                 raise TypeError(f"AsyncPublisher sets {fixed} itself")
+        # Security settings: kafka_config, else the environment's (FIREBREAK_KAFKA_*, docs/kafka-security.md).
+        self.kafka = (kafka_config or kafka_config_of(bootstrap)).with_bootstrap(bootstrap_text(bootstrap))
         self.bootstrap = bootstrap
         self.topic = topic
         self.key_field = key_field
@@ -136,7 +140,8 @@ class AsyncPublisher:
         """Connect; raises PublishError("no Kafka broker at ...: why") within connect_timeout_s."""
         if self._producer is not None:
             return
-        kwargs = {"request_timeout_ms": int(self.timeout_s * 1000), **self._producer_kwargs}
+        kwargs = {"request_timeout_ms": int(self.timeout_s * 1000), **self.kafka.client_options(),
+                  **self._producer_kwargs}
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,
@@ -150,7 +155,7 @@ class AsyncPublisher:
                 await producer.start()
         except (TimeoutError, KafkaError, OSError) as error:
             await close_quietly(producer, 5)
-            why = await diagnose(self.bootstrap)
+            why = await diagnose(self.kafka)
             if isinstance(error, TimeoutError):
                 why = f"no answer within {self.connect_timeout_s:g}s ({why})"
             raise PublishError(f"no Kafka broker at {where}: {why}") from error
@@ -303,6 +308,7 @@ class Publisher:
         linger_ms: int = DEFAULT_LINGER_MS,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        kafka_config: KafkaConfig | None = None,
         **producer_kwargs: Any,
     ) -> None:
         self._settings = dict(
@@ -312,6 +318,7 @@ class Publisher:
             linger_ms=linger_ms,
             connect_timeout_s=connect_timeout_s,
             timeout_s=timeout_s,
+            kafka_config=kafka_config,
             **producer_kwargs,
         )
         self.topic = topic

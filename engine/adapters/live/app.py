@@ -81,7 +81,8 @@ class LiveWorker:
         s = self.settings
         app = faust.App(
             s.app_id,
-            broker=f"kafka://{s.bootstrap}",
+            broker=[f"kafka://{server.strip()}" for server in s.bootstrap.split(",")],
+            broker_credentials=s.kafka.faust_credentials(),
             value_serializer="raw",
             key_serializer="raw",
             topic_partitions=s.shards,
@@ -148,7 +149,7 @@ class LiveWorker:
                 "cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
                 "segment.ms": str(600_000)}),
         ]  # fmt: skip
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(**s.client_options(), request_timeout_ms=10_000)
         await admin.start()
         try:
             for topic in wanted:

@@ -44,7 +44,7 @@ async def load_checkpoint(settings: WorkerSettings, shard: int) -> tuple[dict | 
     """The last committed (full, head) checkpoints of a shard; (None, None) for a new shard."""
     tp = TopicPartition(settings.checkpoint_topic, shard)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
+        **settings.client_options(),
         isolation_level="read_committed",
         enable_auto_commit=False,
         fetch_max_bytes=MAX_CHECKPOINT_BYTES,
@@ -75,7 +75,7 @@ class ShardWriter:
         self.settings = settings
         self.shard = shard
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap,
+            **settings.client_options(),
             transactional_id=f"{settings.app_id}.shard.{shard}",
             enable_idempotence=True,
             compression_type="gzip",

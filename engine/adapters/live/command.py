@@ -16,12 +16,16 @@ from engine.adapters.rule_files import (
 )
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all
+from engine.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 
 def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--rules", action="append", required=True, metavar="PATH",
                         help="rule file or directory (repeatable); reloaded on SIGHUP or change")  # fmt: skip
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092", metavar="HOST:PORT")
+    parser.add_argument("--bootstrap", metavar="HOST:PORT",
+                        help="Kafka brokers (default: bootstrap.servers of --kafka-config, else 127.0.0.1:9092)")
+    parser.add_argument("--kafka-config", metavar="FILE",
+                        help="Kafka client properties: TLS, SASL (docs/kafka-security.md); also FIREBREAK_KAFKA_*")
     parser.add_argument("--app-id", default="firebreak", help="consumer group and internal topic prefix")
     parser.add_argument("--input-topic", default="ai.inference.events")
     parser.add_argument("--incidents-topic", default="ai.incidents")
@@ -67,18 +71,24 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, RuleFileError):
             return -1.0
 
+    try:
+        kafka = load_kafka_config(args.kafka_config, args.bootstrap)
+    except KafkaConfigError as error:
+        print(f"firebreak worker: {error}", file=sys.stderr)
+        return 1
     rules, message = load()
     if rules is None:
         print(message, file=sys.stderr)
         return 1
     settings = WorkerSettings(
-        rules=tuple(args.rules), bootstrap=args.bootstrap, app_id=args.app_id, input_topic=args.input_topic,
+        rules=tuple(args.rules), bootstrap=kafka.bootstrap, kafka=kafka, app_id=args.app_id,
+        input_topic=args.input_topic,
         incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
         web_port=args.web_port, session_timeout_ms=args.session_timeout,
     )  # fmt: skip
-    reason = asyncio.run(_probe(settings.bootstrap))
+    reason = asyncio.run(_probe(settings.kafka))
     if reason:
         print(f"firebreak worker: no Kafka broker at {settings.bootstrap} — {reason}", file=sys.stderr)
         return 1
@@ -87,20 +97,30 @@ def run(args: argparse.Namespace) -> int:
     return LiveWorker(settings, rules, load, mtime).run()
 
 
-async def _probe(bootstrap: str) -> str | None:
+async def _probe(kafka: KafkaConfig) -> str | None:
+    """None if the broker answers with these settings, else one line saying why not (no secret in it)."""
     import logging
 
     from aiokafka.admin import AIOKafkaAdminClient
 
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the reason is printed once, by the caller
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+    from engine.sdk._kafka import diagnose
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the reason is printed once, by the caller
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), request_timeout_ms=5_000)
     try:
-        await asyncio.wait_for(admin.start(), 8)
-        await asyncio.wait_for(admin.list_topics(), 8)
-    except Exception as error:  # noqa: BLE001 - any failure means "no usable broker"; say which
-        text = str(error)
-        return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
+        try:
+            await asyncio.wait_for(admin.start(), 8)
+        except Exception:  # noqa: BLE001 - aiokafka says only "Unable to bootstrap": find out why
+            return await diagnose(kafka, 3.0)
+        try:
+            await asyncio.wait_for(admin.list_topics(), 8)
+        except Exception as error:  # noqa: BLE001 - any failure means "no usable broker"; say which
+            text = str(error)
+            return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}".rstrip(": ")
     finally:
+        quiet.setLevel(level)
         try:
             await admin.close()
         except Exception:  # noqa: BLE001

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.core import DEFAULT_LATENESS_MS
+from engine.kafka_config import KafkaConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,11 @@ class WorkerSettings:
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"
     extra: dict = field(default_factory=dict)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
+
+    def client_options(self) -> dict:
+        """bootstrap_servers and the security settings, for any aiokafka client of the worker."""
+        return {"bootstrap_servers": self.bootstrap, **self.kafka.client_options()}
 
     @property
     def routed_topic(self) -> str:

@@ -341,10 +341,14 @@ def evaluate_family(family: str, seed: int) -> list[dict[str, Any]]:
             cause_at_1=rank == 1,
             cause_margin=round(causes[rank - 1]["score"] - max(others, default=0.0), 4) if rank else None,
             contributor_at_1=bool(contributors) and pins(contributors[0]),
-            causes=[{k: c[k] for k in ("rank", "event_id", "kind", "score", "match", "proximity", "prior", "why")}
-                    for c in causes[:TOP]],  # fmt: skip
-            contributors=[{k: c[k] for k in ("dimension", "value", "lift", "share", "score")} | {"pins": pins(c)}
-                          for c in contributors[:TOP]],  # fmt: skip
+            causes=[
+                {k: c[k] for k in ("rank", "event_id", "kind", "score", "match", "proximity", "prior", "why")}
+                for c in causes[:TOP]
+            ],
+            contributors=[
+                {k: c[k] for k in ("dimension", "value", "lift", "share", "score")} | {"pins": pins(c)}
+                for c in contributors[:TOP]
+            ],
         )
     return rows
 

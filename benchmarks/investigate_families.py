@@ -375,8 +375,9 @@ def _odd_changes(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth],
         model = rng.choice(MODELS)
         end = onset + 40 * MINUTE
         w.effects.append(_Effect(lambda e: e["model"] == model, onset, end, halluc=0.08))
-        cause = _change(w, "odd-cause", onset - LEAD_MS, "model_update", f"{model}: weights refreshed",
-                        model=model, **extras)  # no model_version: the change names the model only
+        cause = _change(
+            w, "odd-cause", onset - LEAD_MS, "model_update", f"{model}: weights refreshed", model=model, **extras
+        )  # no model_version: the change names the model only
         other = rng.choice([m for m in MODELS if m != model])
         truth = Truth("odd_changes", "hallucination", "halluc_by_model", {"model": model}, cause,
                       frozenset({("model", model)}), onset, end)  # fmt: skip

@@ -5,7 +5,9 @@ Suspected when, during the incident, either
 - at least 10 events are flagged prompt_injection or jailbreak, their rate is at least 3×
   the baseline period's, and the 5 most active flagged users send at least half of them; or
 - the rule's own anomaly mass (at least 10) comes for at least half from 5 users who send
-  under a tenth of the traffic (one account harvesting PII, one user running up cost).
+  under a tenth of the traffic — of the rule's population and of their own tenants' (one
+  account harvesting PII, one user running up cost; a leak of one tenant reaches its
+  busiest users first, and that is no attack).
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def adversarial_signs(
     heavy = weights.most_common(TOP_USERS)
     heavy_share = sum(w for _, w in heavy) / total if total else 0.0
     heavy_traffic = sum(traffic[u] for u, _ in heavy) / len(population) if population else 0.0
+    # ... and few among their own tenants' users: a leak of one tenant reaches that tenant's
+    # busiest users first, which is no attack.
+    heavy_users = {u for u, _ in heavy}
+    peers = {e.data.get("tenant") for e in population if str(e.data.get("user")) in heavy_users} - {None}
+    peer_traffic = sum(1 for e in population if e.data.get("tenant") in peers)
+    if peer_traffic:
+        heavy_traffic = max(heavy_traffic, sum(traffic[u] for u in heavy_users) / peer_traffic)
     concentrated = total >= MIN_FLAGGED and heavy_share >= CONCENTRATED and heavy_traffic < FEW_USERS_TRAFFIC
     if concentrated:
         reasons.append(

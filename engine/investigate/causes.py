@@ -113,12 +113,16 @@ def rank_causes(
     adversarial: dict[str, Any],
     shift: Callable[[str, str, int], float | None] | None = None,
     dimensions: Sequence[str] = DIMENSIONS,
+    group: dict[str, str] | None = None,
+    joint: Callable[[list[tuple[str, str]]], float] | None = None,
 ) -> list[dict[str, Any]]:
     """``changes``: the change events of the lookback window; ``start``: the estimated start
     of the anomaly; ``contributors``: every ranked (dimension, value); ``shift(dim, value,
     t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift);
     ``dimensions``: the contributors' (the rule's `by` fields beyond the standard ones are each a
-    hierarchy of their own)."""
+    hierarchy of their own); ``group``: the incident's (field → value as text); ``joint(pairs)``:
+    the contributor score of the events carrying all of ``pairs`` (a change naming values in
+    several hierarchies changed where they meet)."""
     scores = {(c["dimension"], c["value"]): c["score"] for c in contributors}
     priors = PRIORS.get(category, {})
     extra = tuple(d for d in dimensions if d not in DIMENSIONS)
@@ -129,10 +133,17 @@ def rank_causes(
         known = [next((d, dims[d]) for d in chain if d in dims) for chain in chains if any(d in dims for d in chain)]
         rose = None
         if known:
-            best = max(known, key=lambda dv: scores.get(dv, 0.0))
-            match = scores.get(best, 0.0)
+            target = _target(known, group)
+            if target is None:  # names another group of the rule
+                best, match = known[0], 0.0
+            elif len(target) == 1:
+                best, match = target[0], scores.get(target[0], 0.0)
+            else:  # what it changed is where its values meet (a tenant's one service)
+                best = min(target, key=lambda dv: scores.get(dv, 0.0))
+                match = joint(target) if joint is not None else scores.get(best, 0.0)
+            what = " and ".join(f"{d}={v}" for d, v in (target if target and len(target) > 1 else [best]))
             match_why = (
-                f"{best[0]}={best[1]} carries the anomaly (contributor score {match:.2f})"
+                f"{what} carries the anomaly (contributor score {match:.2f})"
                 if match >= CARRIES
                 else "none of its dimensions carries the anomaly"
             )
@@ -192,6 +203,17 @@ def rank_causes(
     for i, c in enumerate(ranked, start=1):
         c["rank"] = i
     return ranked
+
+
+def _target(known: list[tuple[str, str]], group: dict[str, str] | None) -> list[tuple[str, str]] | None:
+    """The values a change targets: its most specific value per hierarchy, without the
+    incident's own group fields when it names more (inside the group they are implied);
+    None when it names another group of the rule."""
+    group = group or {}
+    if any(d in group and group[d] != v for d, v in known):
+        return None
+    inside = [(d, v) for d, v in known if d not in group]
+    return inside or known[:1]
 
 
 def _proximity(before: int, step_ms: int) -> tuple[float, str]:

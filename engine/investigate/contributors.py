@@ -29,7 +29,9 @@ weighs.
 **The group itself** (a grouped rule: `service=X`) is scored too, against the rule's other
 groups (the same expected mass, its complement = the other groups): its explained is 1 —
 the incident *is* its anomaly — so its score is its precision. A change naming only the
-group matches it; a value inside the group that concentrates the anomaly more ranks above.
+group matches it. In the list, values inside the group that explain at least 2/3 of its
+excess come first (they say more than the group the rule already named), then the group,
+then the other values inside it.
 
 Values covering the same events with the same mass are merged into one row (``same_as``:
 a template and the one feature that uses it; the fields of a group).
@@ -171,6 +173,32 @@ def rank_group(
     return rows
 
 
+def conjunction(
+    mass: Mass,
+    pairs: Sequence[tuple[str, str]],
+    incident: Sequence[Event],
+    baseline: Sequence[Event],
+    incident_ms: int,
+    baseline_ms: int,
+) -> float:
+    """The score of the events carrying all of ``pairs`` (field, value) at once — what a change
+    naming a tenant *and* one of its services changed — scored like a contributor of the scope
+    (``incident``, ``baseline``); 0 when it has fewer than MIN_EVENTS events carrying mass."""
+    getters = [(getter(tuple(d.split("."))), v) for d, v in pairs]
+
+    def hit(data: dict[str, Any]) -> bool:
+        return all(_text(get(data)) == v for get, v in getters)
+
+    mine = [e for e in incident if hit(e.data)]
+    if sum(1 for e in mine if mass.weight(e.data) > 0) < MIN_EVENTS:
+        return 0.0
+    scope = _scope(mass, incident, baseline, incident_ms, baseline_ms)
+    m_v, n_v = _totals(mine, mass)
+    bm, bn = _totals([e for e in baseline if hit(e.data)], mass)
+    row = _row(scope, "", "", n_v, m_v, bn, bm, scope.total_excess)
+    return row["score"] if row is not None else 0.0
+
+
 def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm: float,
          total_excess: float | None) -> dict[str, Any] | None:  # fmt: skip
     """``total_excess``: the scope's; None for the group itself (explained = 1)."""
@@ -193,6 +221,7 @@ def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm:
         "flagged": round(m_v, 6),
         "events": n_v,
         "excess": round(excess, 6),
+        "explained": round(explained, 3),
         "score": round(explained * precision, 4),
         "_rank": (explained * precision, excess),
     }
@@ -207,11 +236,17 @@ def _sorted(rows: list[dict[str, Any]], dims: Sequence[str]) -> list[dict[str, A
     return rows
 
 
+DOMINANT = 2 / 3  # a value inside the group explaining this much of its excess ranks above the group
+
+
 def combine(group_rows: list[dict[str, Any]], inside: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The group's own rows and the rows inside it, in one ranking: by score; on a tie the
-    group (the broader value) first, the rows inside in their own order."""
-    rows = [(0, i, r) for i, r in enumerate(group_rows)] + [(1, i, r) for i, r in enumerate(inside)]
-    return [r for _, _, r in sorted(rows, key=lambda t: (-t[2]["score"], t[0], t[1]))]
+    """The group's own rows and the rows inside it, in one ranking. The values inside that
+    explain most of the group's excess (at least 2/3: a template carrying the service's
+    anomaly) come first — they say more than the group, which the rule already named; then
+    the group; then the other values inside it, by score."""
+    dominant = [r for r in inside if r["explained"] >= DOMINANT]
+    rest = [r for r in inside if r["explained"] < DOMINANT]
+    return [*dominant, *group_rows, *rest] if group_rows else inside
 
 
 def _totals(events: Sequence[Event], mass: Mass) -> tuple[float, int]:

@@ -18,6 +18,7 @@ from engine.investigate.anomaly import change_point, first_anomalous, mass_of, s
 from engine.investigate.causes import rank_causes
 from engine.investigate.contributors import (
     combine,
+    conjunction,
     dimensions_of,
     merge_aliases,
     rank_contributors,
@@ -105,24 +106,30 @@ def investigate(
     pop_base = [e for e in population if base_lo <= e.ts < start_step]
     mass = mass_of(rule, pop_base)
     spans = (inc_to - start_step, start_step - base_lo)
-    inside = rank_contributors(
-        rule,
-        mass,
-        [e for e in pop_inc if in_group(e.data)],
-        [e for e in pop_base if in_group(e.data)],
-        *spans,
-        skip=frozenset(view.group),
-    )
+    scope_inc = [e for e in pop_inc if in_group(e.data)]
+    scope_base = [e for e in pop_base if in_group(e.data)]
+    inside = rank_contributors(rule, mass, scope_inc, scope_base, *spans, skip=frozenset(view.group))
     contributors = combine(rank_group(rule, mass, view.group, in_group, pop_inc, pop_base, *spans), inside)
     all_inc = [e for e in inference if start_step <= e.ts < inc_to]
     all_base = [e for e in inference if base_lo <= e.ts < start_step]
-    adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
+    # The anomaly's own concentration in a few users is judged inside the group (a leak of one
+    # small tenant reaches its heavy users; that is not an attack).
+    adversarial = adversarial_signs(all_inc, all_base, scope_inc, mass)
 
     # 3. What changed before it?
     changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
     shift = _shift(view.group, value_shift(population, mass, inc_to), value_shift(group_events, mass, inc_to))
     causes = rank_causes(
-        changes, start, rule.step_ms, rule.category, contributors, adversarial, shift, dimensions_of(rule)
+        changes,
+        start,
+        rule.step_ms,
+        rule.category,
+        contributors,
+        adversarial,
+        shift,
+        dimensions_of(rule),
+        {k: _text(v) for k, v in view.group.items()},
+        lambda pairs: conjunction(mass, pairs, scope_inc, scope_base, *spans),
     )
 
     # 4. The story in event time.
@@ -188,12 +195,16 @@ def investigate(
 
 def _shift(group: dict[str, Any], of_population, of_group):
     """A value's shift inside the group; the group's own values against the whole population."""
-    own = {(k, "true" if v is True else "false" if v is False else str(v)) for k, v in group.items()}
+    own = {(k, _text(v)) for k, v in group.items()}
 
     def shift(dim: str, value: str, t: int) -> float | None:
         return (of_population if (dim, value) in own else of_group)(dim, value, t)
 
     return shift
+
+
+def _text(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def _level_period(group_events: list[Event], onset: int, window: int, end: int) -> tuple[int, int]:

@@ -375,7 +375,7 @@ def family_table(rows: list[dict[str, Any]], families: list[str]) -> str:
             f"{_min(statistics.median(r['start_error_ms'] for r in hit) if hit else None)} | "
             f"{f'{max(ramps):.0%}' if ramps else '—'} | {_num(min(margins) if margins else None)} | "
             f"{statistics.median(r['events'] for r in rs):.0f} | "
-            f"{statistics.median(r['investigate_s'] for r in hit) if hit else '—'} |"
+            f"{round(statistics.median(r['investigate_s'] for r in hit), 2) if hit else '—'} |"
         )
     return "\n".join(lines)
 

@@ -78,7 +78,7 @@ RULES = {
     "quality_by_service": "avg(scores.quality) < 0.78 over 15m by service min 30 events -> sev3",
     "halluc_by_region": "rate(hallucination) > 0.06 over 10m by region min 100 events -> sev2",
     "halluc_by_service": "rate(hallucination) > 0.06 over 10m by service min 60 events -> sev2",
-    "halluc_by_model": "rate(hallucination) > 2.5x baseline over 10m by model min 100 events -> sev2",
+    "halluc_by_model": "rate(hallucination) > 0.05 over 10m by model min 100 events -> sev2",
 }
 FAMILIES = ("shared_version", "cheap_service", "tenant_leak", "ramp", "group_only", "concurrent", "odd_changes")
 
@@ -354,7 +354,8 @@ def _concurrent(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth], 
     rng.shuffle(offsets)
     service = rng.choice(["voice-bot", "contract-review", "ticket-triage"])
     tenant = w.tenants[rng.randint(0, 2)][0]
-    model = rng.choice(MODELS)
+    served = {m: sum(m in pair for pair in w.serving.values()) for m in MODELS}
+    model = rng.choice([m for m in MODELS if served[m] >= sorted(served.values())[-2]])  # a busy model
     cost = _cost(w, "concurrent-cost", service, base + offsets[0], "spend_by_service")
     leak = _leak(w, "concurrent-leak", tenant, base + offsets[1], "leak_by_tenant")
     onset = base + offsets[2]

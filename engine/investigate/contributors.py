@@ -11,12 +11,14 @@ the rule's whole population otherwise:
   with 50 pseudo-events, so a value new in the incident — a new model version — is
   compared with the scope's past; volume metrics: its earlier mass per unit of time, at
   least one of its own events' worth), and the **rest of the population** (the complement:
-  every event of the scope without v, before and during the incident; ratio: its rate per
-  event, shrunk towards the scope's current rate with 50 pseudo-events; volume: its growth
-  since before, shrunk towards the scope's growth). A value every event carries has an empty
-  complement: the prediction is its own current rate, its excess 0 — it explains everything
-  and tells nothing (Adtributor's "no surprise"). A version that *replaced* another is
-  compared with the events of the one it replaced;
+  the scope's events without v; ratio: their rate per event during the incident, shrunk
+  with 50 pseudo-events towards their rate before, itself shrunk towards the scope's current
+  rate; volume: their growth since before, shrunk towards the scope's growth). A value every
+  event carries has an empty complement: the prediction is its own current rate, its excess
+  0 — it explains everything and tells nothing (Adtributor's "no surprise"). A version that
+  *replaced* another is compared with the events of the one it replaced; a value new in the
+  incident while the whole scope misbehaves (a new version inside a leaking tenant) is
+  compared with the rest of the scope now, and carries nothing of its own;
 - ``excess`` = v's mass − expected; ``lift`` = mass / expected; ``share`` / ``baseline_share``:
   v's part of the anomaly mass during / before.
 
@@ -88,9 +90,11 @@ class _Scope:
         if self.mode == RATIO:
             past = (bm + PSEUDO_EVENTS * self.rate_before) / (bn + PSEUDO_EVENTS)
             now = self.m / self.n if self.n else 0.0
-            c_n = (self.n - n_v) + (self.n0 - bn)
-            c_m = (self.m - m_v) + (self.m0 - bm)
-            rest = (c_m + PSEUDO_EVENTS * now) / (c_n + PSEUDO_EVENTS)
+            # The rest now, shrunk towards the rest before (a version that replaced another is
+            # compared with the one it replaced), itself shrunk towards the scope now (a value
+            # every event carries, before and during, is compared with itself).
+            rest_before = (self.m0 - bm + PSEUDO_EVENTS * now) / (self.n0 - bn + PSEUDO_EVENTS)
+            rest = (self.m - m_v + PSEUDO_EVENTS * rest_before) / (self.n - n_v + PSEUDO_EVENTS)
             return n_v * max(past, rest)
         per_event = m_v / n_v if n_v else 0.0
         past = max(bm, per_event) * self.scale

@@ -61,13 +61,18 @@ async def diagnose(target: str | list[str] | KafkaConfig, timeout_s: float = 1.0
         await writer.wait_closed()
     except OSError:
         pass
-    return await _handshake(config, host, port, max(timeout_s, 3.0))
+    return await _handshake(config, host, port, timeout_s)
 
 
 async def _handshake(config: KafkaConfig, host: str, port: int, timeout_s: float) -> str:
     """The port accepts connections: say what goes wrong when a Kafka client speaks to it."""
     from aiokafka.conn import create_conn
-    from aiokafka.errors import AuthenticationFailedError, KafkaError, UnsupportedSaslMechanismError
+    from aiokafka.errors import (
+        AuthenticationFailedError,
+        KafkaError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
 
     where = f"{host}:{port}"
     try:
@@ -82,16 +87,25 @@ async def _handshake(config: KafkaConfig, host: str, port: int, timeout_s: float
             protocol = config.security_protocol
             return f"{where} does not speak TLS (a plaintext listener?): security.protocol is {protocol}"
         return f"TLS with {where} failed: {error.reason or error}"
-    except AuthenticationFailedError:
+    except (AuthenticationFailedError, SaslAuthenticationFailed):
         who = f"{config.sasl_username!r} ({config.sasl_mechanism})"
         return f"{where} refused the login of {who}: wrong user or password"
     except UnsupportedSaslMechanismError:
         return f"{where} does not accept sasl.mechanism {config.sasl_mechanism}"
-    except (TimeoutError, KafkaError, OSError) as error:
-        if config.uses_ssl or not await _speaks_tls(host, port, timeout_s):
-            return f"{where} accepts connections but did not answer as a Kafka broker ({type(error).__name__})"
-        return (f"{where} speaks TLS but security.protocol is {config.security_protocol}: set it to SSL or "
-                f"SASL_SSL (and ssl.ca.location)")  # fmt: skip
+    except TimeoutError:
+        return f"{where} accepts connections but did not answer as a Kafka broker within {timeout_s:g}s"
+    except (KafkaError, OSError) as error:
+        tls = await _speaks_tls(host, port, timeout_s)
+        if config.uses_ssl and not tls:
+            protocol = config.security_protocol
+            return f"{where} does not speak TLS (a plaintext listener?): security.protocol is {protocol}"
+        if config.uses_ssl and not config.ssl_certificate_location:
+            return (f"{where} closed the TLS connection: it may require a client certificate (mutual TLS: "
+                    f"ssl.certificate.location and ssl.key.location)")  # fmt: skip
+        if tls and not config.uses_ssl:
+            return (f"{where} speaks TLS but security.protocol is {config.security_protocol}: set it to SSL or "
+                    f"SASL_SSL (and ssl.ca.location)")  # fmt: skip
+        return f"{where} accepts connections but did not answer as a Kafka broker ({type(error).__name__})"
     return f"{where} answers as a Kafka broker with these settings ({config.describe()})"
 
 

@@ -10,44 +10,25 @@ directory and ports), so restarting it disturbs no other test.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from local_broker import start_local_broker
 from test_worker_live import RULES, before, clocks, feed, replay, scenario
-from worker_harness import Topics, Worker, free_port, publish, read_all, run, wait_for
+from worker_harness import Topics, Worker, publish, read_all, run, wait_for
 
 from engine.core import parse_ts
 
 pytestmark = pytest.mark.kafka
 
-KAFKA_LOCAL = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
 PARTITIONS = 4
-
-
-@dataclass
-class Broker:
-    bootstrap: str
-    env: dict
-
-    def ctl(self, command: str) -> None:
-        done = subprocess.run([str(KAFKA_LOCAL), command], env=self.env, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, f"kafka-local {command} failed:\n{done.stderr}"
 
 
 @pytest.fixture
 def own_broker(kafka_bootstrap, tmp_path_factory):
     """A second local broker for this test alone (kafka_bootstrap: the shared one must work too)."""
-    state = tmp_path_factory.mktemp("broker")
-    port, controller = free_port(), free_port()
-    env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_LOCAL_PORT": str(port),
-           "KAFKA_LOCAL_CONTROLLER_PORT": str(controller), "KAFKA_HEAP": "-Xms128m -Xmx384m"}  # fmt: skip
-    broker = Broker(f"127.0.0.1:{port}", env)
-    broker.ctl("start")
+    broker = start_local_broker(tmp_path_factory.mktemp("broker"))
     yield broker
     broker.ctl("stop")
 

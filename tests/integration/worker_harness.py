@@ -55,6 +55,7 @@ class Worker:
     log_dir: Path
     lateness: str = "2s"
     extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # e.g. FIREBREAK_KAFKA_SASL_PASSWORD
     process: subprocess.Popen | None = None
     port: int = 0
 
@@ -67,7 +68,8 @@ class Worker:
              "--incidents-topic", self.topics.incidents, "--containment-topic", self.topics.containment,
              "--dead-letter-topic", self.topics.dead_letter, "--lateness", self.lateness,
              "--web-port", str(self.port), "--checkpoint-interval", "3s", "--session-timeout", "10s", *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FIREBREAK_DATADIR": str(self.log_dir)},
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "FIREBREAK_DATADIR": str(self.log_dir), **self.env},
         )  # fmt: skip
         return self
 

@@ -24,11 +24,17 @@ os.environ.setdefault("FAUST_LOOP", "uvloop")  # read by `import faust`: agents 
 
 import faust  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
-from aiokafka.errors import ProducerFenced, TopicAlreadyExistsError  # noqa: E402
+from aiokafka.errors import (  # noqa: E402
+    ClusterAuthorizationFailedError,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 from faust.types import TP  # noqa: E402
 
 from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint  # noqa: E402
 from engine.adapters.live.metrics import Metrics  # noqa: E402
+from engine.adapters.live.preflight import missing_permissions  # noqa: E402
 from engine.adapters.live.routing import RouteStage  # noqa: E402
 from engine.adapters.live.settings import WorkerSettings  # noqa: E402
 from engine.adapters.live.shard import ShardState  # noqa: E402
@@ -157,8 +163,11 @@ class LiveWorker:
                     await admin.create_topics([topic])
                 except TopicAlreadyExistsError:
                     pass
+                except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                    log.info("not allowed to create topic %s: it must exist already (the permission check says)",
+                             topic.name)  # fmt: skip
             described = await admin.describe_topics([s.input_topic])
-            self.input_partitions = len(described[0]["partitions"]) or s.input_partitions
+            self.input_partitions = len(described[0].get("partitions") or ()) or s.input_partitions
         finally:
             await admin.close()
 
@@ -407,6 +416,13 @@ class LiveWorker:
         loop.run_until_complete(self.create_topics())
         text, fields = self.summary()
         log.info(text, extra={"fields": fields})
+        missing = loop.run_until_complete(missing_permissions(self.settings))
+        for problem in missing:
+            log.error(problem, extra={"fields": {"event": "permission_missing"}})
+        if missing:
+            log.error("firebreak worker: %d permission(s) missing on %s; not starting", len(missing),
+                      self.settings.bootstrap, extra={"fields": {"event": "stopped", "missing": len(missing)}})
+            return 2
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

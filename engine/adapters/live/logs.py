@@ -54,6 +54,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class _Transient(logging.Filter):
+    """aiokafka logs a group coordinator that is still loading (it retries at once) as an ERROR;
+    at start-up that is every time. Not an error an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CoordinatorNotAvailable" not in record.getMessage()
+
+
 def configure(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
     """Root logging for a worker process: our loggers at ``level``, third-party ones at warning
     (or debug with ``level`` debug), one handler on ``stream`` (stderr)."""
@@ -68,3 +76,5 @@ def configure(level: str = "info", fmt: str = "text", stream: IO[str] | None = N
     root.setLevel(level.upper())
     for name in THIRD_PARTY:
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.filters[:] = [] if level == "debug" else [_Transient()]

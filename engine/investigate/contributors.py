@@ -24,9 +24,9 @@ the rule's whole population otherwise:
 
 Ranked by ``score`` = explained × precision: ``explained`` = v's excess / the scope's whole
 excess, ``precision`` = v's excess / v's mass (1 − 1/lift). Both are ratios of the metric's
-own unit, so the ranking is unit-free (dollars or cents, flags or tokens); so is the floor:
-a value needs **3 events carrying anomaly mass** in the incident to be listed, whatever each
-weighs.
+own unit, so the ranking is unit-free (dollars or cents, flags or tokens); so are the
+floors: a value needs **3 events carrying anomaly mass** in the incident, whatever each
+weighs, and to explain at least 1% of the scope's excess, to be listed.
 
 **The group itself** (a grouped rule: `service=X`) is scored too, against the rule's other
 groups (the same expected mass, its complement = the other groups): its explained is 1 —
@@ -56,6 +56,7 @@ PSEUDO_EVENTS = 50
 MAX_LIFT = 999.0
 MIN_EVENTS = 3  # a value needs this many events carrying anomaly mass in the incident to be listed
 NOTHING = 1e-9  # relative excess below this is rounding, not excess
+MIN_EXPLAINED = 0.01  # a value explaining less of the scope's excess is not listed (noise)
 
 
 def dimensions_of(rule: CompiledRule) -> tuple[str, ...]:
@@ -140,7 +141,7 @@ def rank_contributors(
                 continue
             bn, bm, _ = base[i].get(value, (0, 0.0, 0))
             row = _row(scope, dim, value, n_v, m_v, bn, bm, total_excess)
-            if row is not None:
+            if row is not None and row["explained"] >= MIN_EXPLAINED:
                 rows.append(row)
     return _sorted(rows, dims)
 

@@ -132,6 +132,11 @@ def _contributors(report: dict[str, Any]) -> list[str]:
             f"| {c['dimension']} | {_cell(c['value'])}{_aliases(c)} | {c['lift']:g}× | {c['share']:.0%} | "
             f"{c['baseline_share']:.0%} | {c['flagged']:g} | {c['events']} |"
         )
+    group = report["incident"]["group"]
+    if group:
+        named = ", ".join(f"{k}={v}" for k, v in group.items())
+        out += ["", f"Measured inside the incident's group ({_cell(named)}): what concentrates the anomaly within it; "
+                "the group's own row is measured against the rule's other groups."]  # fmt: skip
     return out + [""]
 
 

@@ -58,12 +58,25 @@ def password(user: str) -> dict[str, str]:
 
 
 class SecTopics(Topics):
-    """The input topic outside the app id's prefix, as in a real deployment (ai.inference.events
-    read by app id `firebreak`): no prefix ACL of the worker's covers it by accident."""
+    """Input and output topics outside the app id's prefix, as in a real deployment
+    (ai.inference.events read by app id `firebreak`): no prefix ACL of the worker's internal
+    topics covers them by accident."""
 
     @property
     def events(self) -> str:
         return f"in-{self.prefix}"
+
+    @property
+    def incidents(self) -> str:
+        return f"out-{self.prefix}.incidents"
+
+    @property
+    def containment(self) -> str:
+        return f"out-{self.prefix}.containment"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"out-{self.prefix}.deadletter"
 
 
 def grant_worker(broker: LocalBroker, topics: Topics, user: str = "worker", skip: str = "") -> None:
@@ -246,3 +259,41 @@ def test_the_sdk_and_the_worker_say_the_same(secure, tmp_path):
     log = (tmp_path / f"worker-{worker.port}.log").read_text()
     assert f"firebreak worker: no Kafka broker at {secure.sasl_ssl} — " in log
     assert "refused the login of 'worker'" in log and "Traceback" not in log
+
+
+def test_a_worker_refused_writing_its_records_stops_with_one_line(secure, tmp_path, unique_topic):
+    """WRITE on the output topics cannot be tried before there is something to write."""
+    from worker_harness import publish
+
+    topics = SecTopics(unique_topic("nowrite"))
+    rules = tmp_path / "live.rules"
+    rules.write_text(RULES)
+    run(create_input(secure, topics.events))
+    grant_worker(secure, topics, skip="outputs")
+    secure.allow("User:worker", ["Describe"], "--topic", topics.incidents, "--topic", topics.containment,
+                 "--topic", topics.dead_letter)  # fmt: skip
+    run(create_outputs(secure, topics))
+    worker = Worker(topics, secure.sasl_ssl, rules, tmp_path, env=password("worker"),
+                    extra=["--kafka-config", sasl_properties(secure, "worker", tmp_path),
+                           "--commit-timeout", "15s"]).start()  # fmt: skip
+    worker.wait_ready(90)
+    events = scenario(minutes=75, seed=52)
+    run(publish(secure.bootstrap, topics.events, events + [e for _, e in clocks(events)]))
+    assert worker.process.wait(120) == 2
+    log = (tmp_path / f"worker-{worker.port}.log").read_text()
+    assert "the broker refused to let this worker write its records (TopicAuthorizationFailedError)" in log
+    assert f"--operation Write --topic {topics.incidents} --topic {topics.containment}; stopping" in log
+    assert "Traceback" not in log
+    assert run(read_all(secure.bootstrap, topics.incidents)) == []
+
+
+async def create_outputs(broker: LocalBroker, topics: Topics) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        names = (topics.incidents, topics.containment, topics.dead_letter)
+        await admin.create_topics([NewTopic(name, 4, 1) for name in names])
+    finally:
+        await admin.close()

@@ -29,6 +29,7 @@ from aiokafka.errors import (  # noqa: E402
     ProducerFenced,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
 )
 from faust.types import TP  # noqa: E402
 
@@ -46,6 +47,8 @@ log = logging.getLogger("firebreak.worker")
 
 IDLE_PROBE_S = 5.0  # how long to wait for the broker's end offsets before declaring a partition idle
 PAUSE_S = 5.0  # housekeeping runs every second: a gap this long means the process was paused
+EXIT_REFUSED = 2  # the exit status when the broker refuses a permission the worker needs
+EXIT_COMMIT_TIMEOUT = 3  # ... when a transaction of records does not end within --commit-timeout
 RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
 
 
@@ -268,10 +271,16 @@ class LiveWorker:
         also acks the routed messages it covers."""
         records = shard.state.pending
         try:
-            await shard.writer.commit(records, shard.state.snapshot() if full else shard.state.header())
+            async with asyncio.timeout(self.settings.commit_timeout_ms / 1000):
+                await shard.writer.commit(records, shard.state.snapshot() if full else shard.state.header())
         except ProducerFenced:
             await self._fenced(shard)
             return
+        except (TopicAuthorizationFailedError, TransactionalIdAuthorizationFailed) as error:
+            self._refused(error)
+        except TimeoutError:
+            # aiokafka can leave a refused transaction waiting forever: say what it knows, and stop
+            self._refused(shard.writer.transaction_error())
         self.metrics.count_records(records)
         shard.state.pending = []
         if full:
@@ -279,6 +288,27 @@ class LiveWorker:
             unacked, shard.unacked = shard.unacked, []
             for stream, event in unacked:
                 await stream.ack(event)
+
+    def _refused(self, error: Exception | None) -> None:
+        """Records cannot be committed: the broker refused a write the permission check could
+        not try (the output topics), or a transaction did not end within --commit-timeout. The
+        worker stops with one line rather than retry forever or die with a traceback; nothing
+        uncommitted was visible, and a restart resumes from the last checkpoint."""
+        s = self.settings
+        if isinstance(error, TopicAuthorizationFailedError | TransactionalIdAuthorizationFailed):
+            user = s.kafka.sasl_username or "<principal>"
+            log.critical("the broker refused to let this worker write its records (%s); allow it: kafka-acls --add "
+                         "--allow-principal User:%s --operation Write --topic %s --topic %s; stopping",
+                         type(error).__name__, user, s.incidents_topic, s.containment_topic,
+                         extra={"fields": {"event": "stopped", "reason": type(error).__name__}})  # fmt: skip
+            code = EXIT_REFUSED
+        else:
+            log.critical("records could not be committed within %g s (%s); stopping: a restart resumes from the last "
+                         "checkpoint", s.commit_timeout_ms / 1000, type(error).__name__ if error else "no answer",
+                         extra={"fields": {"event": "stopped", "reason": "commit timeout"}})  # fmt: skip
+            code = EXIT_COMMIT_TIMEOUT
+        logging.shutdown()
+        os._exit(code)
 
     async def _fenced(self, shard: Shard) -> None:
         """Another worker owns this shard now (this one was paused or cut off past its session):
@@ -422,7 +452,7 @@ class LiveWorker:
         if missing:
             log.error("firebreak worker: %d permission(s) missing on %s; not starting", len(missing),
                       self.settings.bootstrap, extra={"fields": {"event": "stopped", "missing": len(missing)}})
-            return 2
+            return EXIT_REFUSED
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

@@ -89,6 +89,14 @@ class ShardWriter:
     async def stop(self) -> None:
         await self.producer.stop()
 
+    def transaction_error(self) -> BaseException | None:
+        """The error that ended the current transaction, when aiokafka has one (it can hold it
+        in its transaction manager and leave the commit waiting)."""
+        waiter = getattr(getattr(self.producer, "_txn_manager", None), "_transaction_waiter", None)
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            return waiter.exception()
+        return None
+
     async def commit(self, records: list[dict[str, Any]], checkpoint: dict[str, Any]) -> None:
         """Records and a checkpoint (``kind`` "head" or "full") in one transaction."""
         settings = self.settings

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
     parser.add_argument("--session-timeout", type=duration, default=30_000, metavar="DURATION",
                         help="Kafka group session timeout: how soon a dead worker's partitions move")  # fmt: skip
+    parser.add_argument("--commit-timeout", type=duration, default=60_000, metavar="DURATION",
+                        help="a transaction of records not committed within this stops the worker (exit 3; a "
+                             "restart resumes from the last checkpoint)")  # fmt: skip
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="firebreak's own log level (Kafka and Faust log warnings and errors, all with debug)")
     parser.add_argument("--log-format", choices=FORMATS, default="text",
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
-        web_port=args.web_port, session_timeout_ms=args.session_timeout,
+        web_port=args.web_port, session_timeout_ms=args.session_timeout, commit_timeout_ms=args.commit_timeout,
     )  # fmt: skip
     reason = asyncio.run(_probe(settings.kafka))
     if reason:

@@ -26,6 +26,7 @@ class WorkerSettings:
     route_batch_ms: int = 50  # ... or whatever arrived within this time
     checkpoint_interval_ms: int = 60_000  # wall clock between full snapshots: the most work redone after a crash
     max_event_bytes: int = 262_144  # larger messages are dead-lettered
+    commit_timeout_ms: int = 60_000  # a transaction of records that does not end within this stops the worker
     session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"

@@ -297,3 +297,32 @@ async def create_outputs(broker: LocalBroker, topics: Topics) -> None:
         await admin.create_topics([NewTopic(name, 4, 1) for name in names])
     finally:
         await admin.close()
+
+
+def test_every_topic_command_and_the_publisher_over_mutual_tls_and_sasl(secure, tmp_path, unique_topic):
+    """check, backtest and investigate --topic read through the same client settings as replay."""
+    topic = unique_topic("cmds")
+    run(create_input(secure, topic))
+    events = scenario(minutes=75, seed=53)
+    mtls = load_kafka_config(mtls_properties(secure, tmp_path), env={})
+    run(publish_with_sdk(mtls, topic, events))  # the publisher SDK over mutual TLS
+    rules = write_rules(tmp_path)
+    since, until = "2026-03-01T00:00:00Z", "2026-03-01T01:15:00Z"
+    commands = {
+        "check": ["check", str(rules), "--topic", topic, "--since", since, "--until", until],
+        "backtest": ["backtest", "--rules", str(rules), "--against", str(rules), "--topic", topic,
+                     "--since", since, "--until", until],
+        "investigate": ["investigate", "--rules", str(rules), "--topic", topic, "--since", since, "--until", until,
+                        "--format", "json"],
+    }  # fmt: skip
+    import os
+
+    for properties, env in ((mtls_properties(secure, tmp_path), {}),
+                            (sasl_properties(secure, "admin", tmp_path), password("admin"))):  # fmt: skip
+        for name, args in commands.items():
+            done = subprocess.run([*FIREBREAK, *args, "--kafka-config", properties], capture_output=True, text=True,
+                                  timeout=180, env={**os.environ, **env})  # fmt: skip
+            assert done.returncode == 0, (name, properties, done.stderr)
+            assert "Traceback" not in done.stderr
+    listed = orjson.loads(done.stdout)
+    assert {incident["rule"] for incident in listed} >= {"jailbreaker", "leak"}  # read over SASL_SSL

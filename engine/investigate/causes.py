@@ -138,6 +138,8 @@ def rank_causes(
                 best, match = known[0], 0.0
             elif len(target) == 1:
                 best, match = target[0], scores.get(target[0], 0.0)
+                if match == 0 and joint is not None:  # unlisted: a value the whole group carries?
+                    match = joint(target)
             else:  # what it changed is where its values meet (a tenant's one service)
                 best = min(target, key=lambda dv: scores.get(dv, 0.0))
                 match = joint(target) if joint is not None else scores.get(best, 0.0)

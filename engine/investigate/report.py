@@ -112,9 +112,7 @@ def investigate(
     contributors = combine(rank_group(rule, mass, view.group, in_group, pop_inc, pop_base, *spans), inside)
     all_inc = [e for e in inference if start_step <= e.ts < inc_to]
     all_base = [e for e in inference if base_lo <= e.ts < start_step]
-    # The anomaly's own concentration in a few users is judged inside the group (a leak of one
-    # small tenant reaches its heavy users; that is not an attack).
-    adversarial = adversarial_signs(all_inc, all_base, scope_inc, mass)
+    adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
 
     # 3. What changed before it?
     changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
@@ -129,7 +127,7 @@ def investigate(
         shift,
         dimensions_of(rule),
         {k: _text(v) for k, v in view.group.items()},
-        lambda pairs: conjunction(mass, pairs, scope_inc, scope_base, *spans),
+        _joint(contributors, view.group, in_group, pop_inc, scope_inc, scope_base, spans, mass),
     )
 
     # 4. The story in event time.
@@ -201,6 +199,27 @@ def _shift(group: dict[str, Any], of_population, of_group):
         return (of_population if (dim, value) in own else of_group)(dim, value, t)
 
     return shift
+
+
+def _joint(contributors, group, in_group, pop_inc, scope_inc, scope_base, spans, mass):
+    """The score of what a change naming ``pairs`` (values inside the group) changed: where
+    they meet; the group's own score when they are another name of the group — every event
+    of the group carries them and no event outside it does (a template that is its feature's
+    only one). A value carried outside the group too (a version every model shares) is not."""
+    own = max((c["score"] for c in contributors if c["dimension"] in group), default=0.0)
+
+    def joint(pairs: list[tuple[str, str]]) -> float:
+        getters = [(getter(tuple(d.split("."))), v) for d, v in pairs]
+
+        def carries(e: Event) -> bool:
+            return all(_text(get(e.data)) == v for get, v in getters)
+
+        if (group and scope_inc and all(carries(e) for e in scope_inc)
+                and all(in_group(e.data) for e in pop_inc if carries(e))):  # fmt: skip
+            return own
+        return conjunction(mass, pairs, scope_inc, scope_base, *spans)
+
+    return joint
 
 
 def _text(value: Any) -> str:

@@ -310,6 +310,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return command.run(args)
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from engine.adapters import notify_command  # here: the command is this function and its parser block
+
+    return notify_command.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.rules:
         rules = load_rules_or_report(args.rules, "demo")
@@ -586,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_worker_arguments(worker, duration_arg)
     worker.set_defaults(run=cmd_worker)
+
+    notify = sub.add_parser("notify", help="deliver incidents to PagerDuty, Slack or a webhook (docs/notify.md)")
+    from engine.adapters.notify_command import add_arguments as add_notify_arguments
+
+    add_notify_arguments(notify)
+    notify.set_defaults(run=cmd_notify)
     return parser
 
 

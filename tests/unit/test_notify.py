@@ -1,0 +1,159 @@
+"""firebreak notify against a real HTTP server on 127.0.0.1 that records what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import orjson
+import pytest
+from notify_receiver import ENV, Receiver, config_file, serve
+from test_core_properties import BASE
+
+from engine.adapters.notify import (
+    NotifyConfigError,
+    load_notify_config,
+    notify_records,
+    pagerduty_event,
+    slack_message,
+)
+from engine.core import run_events
+from engine.dsl import load_rules
+
+RULES = """
+rule spike:
+  rate(hallucination) > 3x baseline over 5m by model -> sev3 contain fallback notify "#ai-oncall" notify "#chat"
+rule leak:
+  count(pii) >= 2 over 1m by tenant -> sev2 contain disable_feature notify "#ai-oncall"
+rule users:
+  distinct(user) > 40 over 2m -> sev4
+"""
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    rules, problems = load_rules({"n.rules": RULES})
+    assert not problems
+    out = run_events(rules, BASE)
+    assert {r["rule"] for r in out if r["type"] == "incident.opened"} == {"spike", "leak", "users"}
+    return out
+
+
+def run_notify(tmp_path, receiver: Receiver, records: list[dict], extra: str = ""):
+    async def main():
+        runner, url = await serve(receiver)
+        try:
+            env = {**ENV, "TEST_SLACK_URL": f"{url}/slack"}
+            config = load_notify_config(config_file(tmp_path, url, extra), env=env)
+            return await notify_records(config, records)
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+def test_pagerduty_lifecycle_with_dedup_keys(tmp_path, records):
+    receiver = Receiver()
+    stats = run_notify(tmp_path, receiver, records)
+    pd = [r["body"] for r in receiver.received if r["path"] == "/v2/enqueue"]
+    incident_records = [r for r in records if r["type"].startswith("incident.")]
+    assert len(pd) == len(incident_records)  # every incident record; users (no notify) via default_targets
+    for record, event in zip(incident_records, pd, strict=True):
+        assert event["dedup_key"] == record["incident_id"] and event["routing_key"] == "R0UTINGKEY"
+        action = "resolve" if record["type"] == "incident.resolved" else "trigger"
+        assert event["event_action"] == action
+        if action == "trigger":
+            assert event["payload"]["severity"] == {"sev2": "error", "sev3": "warning", "sev4": "info",
+                                                    "sev1": "critical"}[record["severity"]]  # fmt: skip
+            assert event["payload"]["source"] == f"firebreak/{record['rule']}"
+    by_incident: dict[str, list[str]] = {}
+    for event in pd:
+        by_incident.setdefault(event["dedup_key"], []).append(event["event_action"])
+    assert all(actions[0] == "trigger" and actions[-1] in ("trigger", "resolve") for actions in by_incident.values())
+    assert stats.failed == 0 and stats.retries == 0
+    keys = [h["Idempotency-Key"] for h, r in zip(receiver.headers, receiver.received, strict=True)]
+    assert len(keys) == len(set(keys)) + sum(1 for r in receiver.received if r["path"] == "/slack")
+
+
+def test_slack_messages_say_what_how_much_who_containment_and_the_next_command(tmp_path, records):
+    receiver = Receiver()
+    run_notify(tmp_path, receiver, records)
+    slack = [r["body"]["text"] for r in receiver.received if r["path"] == "/slack"]
+    spike = [r for r in records if r["rule"] == "spike" and r["type"].startswith("incident.")]
+    assert len(slack) == len(spike) > 0
+    opened = slack[0]
+    assert opened.startswith("*[sev3] spike opened for model=")
+    assert "against limit" in opened and "users affected" in opened and "containment: fallback" in opened
+    assert "investigate: `firebreak investigate --rules rules/ --topic ai.inference.events --since " in opened
+    assert "R0UTINGKEY" not in "".join(slack)
+
+
+def test_5xx_and_timeouts_are_retried_4xx_is_not(tmp_path, records):
+    first = [r for r in records if r["type"] == "incident.opened" and r["rule"] == "leak"][:1]
+    receiver = Receiver(["500", "slow", "ok"])
+    stats = run_notify(tmp_path, receiver, first)
+    assert [r["behaviour"] for r in receiver.received] == ["500", "slow", "ok"]
+    assert stats.retries == 2 and stats.delivered["#ai-oncall"] == 1 and stats.failed == 0
+    assert len({orjson.dumps(r["body"]) for r in receiver.received}) == 1  # the same request each time
+
+    refused = Receiver(["400"])
+    stats = run_notify(tmp_path, refused, first)
+    assert len(refused.received) == 1 and stats.refused["#ai-oncall"] == 1 and stats.retries == 0
+
+    down = Receiver(["500"] * 10)
+    stats = run_notify(tmp_path, down, first, extra="retries = 2")
+    assert len(down.received) == 3 and stats.gave_up["#ai-oncall"] == 1
+
+
+def test_the_command_delivers_a_records_file_and_exits_4_on_failures(tmp_path, records):
+    out = tmp_path / "records.jsonl"
+    out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+    async def main(script):
+        receiver = Receiver(script)
+        runner, url = await serve(receiver)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "engine.cli", "notify", "--config", config_file(tmp_path, url),
+                "--records", str(out), stderr=subprocess.PIPE,
+                env={"TEST_PD_KEY": "R0UTINGKEY", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""})  # fmt: skip
+            _, err = await proc.communicate()
+            return proc.returncode, err.decode(), receiver
+        finally:
+            await runner.cleanup()
+
+    code, err, receiver = asyncio.run(main([]))
+    assert code == 0, err
+    assert err.strip().splitlines()[-1].startswith(f"notify: {sum(1 for r in records if r['type'].startswith('inc'))}")
+    code, err, _ = asyncio.run(main(["400"]))
+    assert code == 4 and "refused" in err and "routing_key is wrong" in err and "R0UTINGKEY" not in err
+    assert "Traceback" not in err
+
+
+def test_payloads_are_pure(records):
+    opened = next(r for r in records if r["type"] == "incident.opened")
+    assert pagerduty_event(opened, "k") == pagerduty_event(dict(opened), "k")
+    assert slack_message(opened, ["fallback"], "x")["text"] == slack_message(opened, ["fallback"], "x")["text"]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('[targets."#a"]\nkind = "pager"\nurl = "http://x"\n', {}, r"kind must be one of pagerduty, slack, webhook"),
+        ('[targets."#a"]\nkind = "pagerduty"\nurl = "http://x"\n', {}, r"needs routing_key_env"),
+        ('[targets."#a"]\nkind = "pagerduty"\nurl = "http://x"\nrouting_key_env = "NOPE"\n', {},
+         r"the environment variable NOPE is not set"),
+        ('[targets."#a"]\nkind = "slack"\n', {}, r"give url, or url_env"),
+        ('[targets."#a"]\nkind = "webhook"\nurl = "ftp://x"\n', {}, r"must start with http"),
+        ('default_targets = ["#b"]\n', {}, r"default_targets names '#b'"),
+        ("targets = [\n", {}, r"notify.toml: "),
+        ('[targets."#a"]\nkind = "webhook"\nurl = "http://x"\nretry = 3\n', {}, r"unknown key 'retry'"),
+    ],
+)
+def test_config_mistakes_are_one_line(tmp_path, text, env, message):
+    path = tmp_path / "notify.toml"
+    path.write_text(text)
+    with pytest.raises(NotifyConfigError, match=message) as caught:
+        load_notify_config(str(path), env=env)
+    assert "\n" not in str(caught.value)

@@ -17,6 +17,7 @@ from typing import IO
 import orjson
 
 from engine.adapters import demo
+from engine.adapters.drive import ENGINES
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
 from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
@@ -231,7 +232,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     try:
         with replay_outputs(args) as (emit, dead):
-            result = replay_files(args.files, rules, emit, dead, args.lateness, progress_printer if tty else None)
+            result = replay_files(
+                args.files, rules, emit, dead, args.lateness, progress_printer if tty else None, engine=args.engine
+            )
     except InputError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
         return 1
@@ -268,7 +271,7 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
         with replay_outputs(args) as (emit, dead):
             result = topic_replay.replay_topic(
                 kafka, args.topic, since, until, rules, emit, dead, args.lateness,
-                slack, publish_to=publish_to, progress=progress_printer if tty else None,
+                slack, publish_to=publish_to, progress=progress_printer if tty else None, engine=args.engine,
             )  # fmt: skip
     except topic_replay.TopicError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
@@ -376,7 +379,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
     try:
-        run = backtest.run_backtest(old_rules, new_rules, source, args.lateness, truths)
+        run = backtest.run_backtest(old_rules, new_rules, source, args.lateness, truths, engine=args.engine)
     except errors as error:
         print(f"firebreak backtest: {error}", file=sys.stderr)
         return 1
@@ -439,7 +442,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         selection = Selection(incident_id=args.incident, rule=args.rule, group=group)
     options = dataclasses.replace(options, source=loaded.source)
     try:
-        outcome = investigation.run(rules, loaded, selection, options)
+        outcome = investigation.run(rules, loaded, selection, options, engine=args.engine)
     except IncidentNotFound as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
@@ -513,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dead-letter", metavar="FILE", help="write bad and late lines here, with the reason")
     replay.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    replay.add_argument("--engine", choices=ENGINES, default=None,
+                        help="native (the default) or python (the reference core, to compare)")  # fmt: skip
     topic = replay.add_argument_group("replaying a Kafka topic instead of files (docs/detection.md)")
     topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
     topic.add_argument("--since", metavar="TIME", help="write records from this event time (RFC 3339 or epoch ms)")
@@ -549,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="event files (JSON lines; - for stdin; .gz ok)")  # fmt: skip
     backtest.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                           help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    backtest.add_argument("--engine", choices=ENGINES, default=None,
+                          help="native (the default) or python (the reference core, to compare)")  # fmt: skip
     backtest.add_argument("--truth", metavar="FILE", help="ground truth (truth.json of `firebreak demo --out DIR`)")
     backtest.add_argument("--format", choices=("text", "json"), default="text", help="report format (default text)")
     backtest.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
@@ -578,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="consider change events this far before the anomaly (default 2h)")  # fmt: skip
     inv.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                      help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    inv.add_argument("--engine", choices=ENGINES, default=None,
+                     help="native (the default) or python (the reference core, to compare)")  # fmt: skip
     inv.add_argument("--no-suggest", action="store_true", help="skip the (replayed) monitoring suggestion")
     inv_topic = inv.add_argument_group("events from a Kafka topic instead of files (docs/investigate.md)")
     inv_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")

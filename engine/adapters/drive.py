@@ -77,7 +77,7 @@ class EngineCore(Protocol):
 class Driver:
     """The engine of one replay, behind one interface. ``engine``: ``python`` (the core),
     ``native`` (engine/native: rules it cannot run yet are run by the core beside it), or
-    None for the default (`default_engine`)."""
+    None for the default (`default_engine`: native)."""
 
     def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
                  engine: str | None = None) -> None:  # fmt: skip
@@ -160,24 +160,16 @@ class Driver:
         return self.core.snapshot()
 
 
-_default: list[str | None] = [None]
-
-
 def default_engine() -> str:
-    """``FIREBREAK_ENGINE`` if set, else ``native`` when the extension is built, else ``python``."""
+    """``FIREBREAK_ENGINE`` if set; else ``native`` (the Python core where the extension is not built)."""
     import os
 
     chosen = os.environ.get("FIREBREAK_ENGINE")
     if chosen:
         return chosen
-    if _default[0] is None:
-        try:
-            import engine.native  # noqa: F401
+    from engine.native import available
 
-            _default[0] = "native" if engine.native.available() else "python"
-        except ImportError:
-            _default[0] = "python"
-    return _default[0]
+    return "native" if available() else "python"
 
 
 # ---- the loop over numbered lines ---------------------------------------------------------

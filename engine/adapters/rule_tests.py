@@ -38,8 +38,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.adapters.drive import Driver
 from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
-from engine.core import Engine, Event, parse_ts
+from engine.core import Event, parse_ts
 from engine.dsl import load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
@@ -97,6 +98,7 @@ class TestOutcome:
     expectations: int = 0
     failures: list[str] = field(default_factory=list)
     error: str | None = None
+    records: list[dict] = field(default_factory=list)  # every record the rules gave
 
     @property
     def passed(self) -> bool:
@@ -218,7 +220,8 @@ def _tables(spec: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def run_test_file(path: Path) -> TestOutcome:
+def run_test_file(path: Path, engine: str | None = None) -> TestOutcome:
+    """Run one rule test; ``engine``: ``python`` or ``native`` (None: drive.default_engine)."""
     outcome = TestOutcome(str(path))
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -229,13 +232,13 @@ def run_test_file(path: Path) -> TestOutcome:
         outcome.error = f"not valid TOML: {error}"
         return outcome
     try:
-        return _run(path, spec, outcome)
+        return _run(path, spec, outcome, engine)
     except (SpecError, RuleFileError) as error:
         outcome.error = str(error)
         return outcome
 
 
-def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
+def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None) -> TestOutcome:
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
         raise SpecError(f"unknown key `{unknown[0]}`; expected {', '.join(sorted(TOP_KEYS))}")
@@ -261,11 +264,9 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome) -> TestOutcome:
     events = generate_events(spec, origin)
     expectations = parse_expectations(spec, origin)
     outcome.expectations = len(expectations)
-    engine = Engine(rules, lateness)
-    records = []
-    for event in events:
-        records.extend(engine.process(event))
-    records.extend(engine.finish())
+    driver = Driver(rules, lateness, engine)
+    records = driver.feed_events(events).records + driver.finish()
+    outcome.records = records
 
     matched: set[int] = set()
     for expectation in expectations:

@@ -59,3 +59,19 @@ def test_feed_events_and_finish():
     fed = driver.feed_events(events)
     assert fed.records + driver.finish() == run_events(compiled, events)
     assert driver.placement() == {compiled[0].name: "python"}
+
+
+def test_replay_engine_switch_gives_the_same_output(tmp_path, capsys):
+    from engine.cli import main
+
+    rules_file = tmp_path / "t.rules"
+    rules_file.write_text(RULE + "\n")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(lines_of(steady(0, 10 * MIN, 2_000, tenant="a"))) + b"{bad\n")
+    outputs = []
+    for engine in ("python", "native"):
+        assert main(["replay", "--rules", str(rules_file), "--engine", engine, str(events)]) == 0
+        captured = capsys.readouterr()
+        outputs.append((captured.out, captured.err))
+    assert outputs[0] == outputs[1]
+    assert '"incident.opened"' in outputs[0][0]

@@ -1,0 +1,624 @@
+//! The engine loop of engine/core/engine.py: events in, evaluation steps as the watermark
+//! passes them, in (time, rule, group) order. Aggregation, scheduling by need, windows,
+//! baselines, population totals and whether a condition holds are computed here; when a
+//! reading holds, or the group is pending or firing, the Python lifecycle
+//! (incidents.evaluate_group, through the host's `step`) decides and writes the records.
+
+use crate::event::{Event, Kind};
+use crate::json::J;
+use crate::plan::{Func, Plan};
+use crate::value::{get, KeyPart, Num};
+use crate::window::{flagged, metric_value, sample_size, summarize, Bucket, Summary};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Status {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+pub struct Group {
+    pub buckets: Vec<(i64, Bucket)>, // sorted by start
+    pub first_seen: Option<i64>,
+    pub status: Status,
+    pub frozen_baseline: Option<f64>,
+    pub life: Option<PyObject>, // incidents.Lifecycle while pending or firing
+    pub dict: Option<PyObject>, // the group's values as records show them
+}
+
+pub struct KeyInfo {
+    pub parts: Vec<KeyPart>,
+    pub order: Vec<(u8, String)>,
+}
+
+/// The group keys of one `by` list, interned: every rule grouped by the same fields shares
+/// them, so an event's key is looked up once per `by` list, without copying its text.
+#[derive(Default)]
+pub struct KeyTable {
+    table: hashbrown::HashTable<u32>,
+    pub info: Vec<KeyInfo>,
+}
+
+fn hash_parts<'x>(parts: impl Iterator<Item = &'x KeyPart>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    for part in parts {
+        part.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl KeyTable {
+    /// The id of ``key`` (made from the event's values), interning it when new.
+    pub fn intern(&mut self, key: &[KeyPart]) -> u32 {
+        let hash = hash_parts(key.iter());
+        let info = &self.info;
+        if let Some(id) = self.table.find(hash, |id| info[*id as usize].parts == key) {
+            return *id;
+        }
+        let id = self.info.len() as u32;
+        self.info.push(KeyInfo {
+            parts: key.to_vec(),
+            order: key.iter().map(KeyPart::order).collect(),
+        });
+        let info = &self.info;
+        self.table
+            .insert_unique(hash, id, |id| hash_parts(info[*id as usize].parts.iter()));
+        id
+    }
+}
+
+pub struct RuleState {
+    pub plan: Plan,
+    pub groups: HashMap<u32, Group>,
+    pub next_eval: Option<i64>,
+    pub due: BTreeMap<i64, HashSet<u32>>,
+    pub active: HashSet<u32>,
+    pub population: Option<BTreeMap<i64, (i64, i64)>>,
+}
+
+impl RuleState {
+    pub fn new(plan: Plan) -> RuleState {
+        let population = plan.population.map(|_| BTreeMap::new());
+        RuleState {
+            plan,
+            groups: HashMap::default(),
+            next_eval: None,
+            due: BTreeMap::new(),
+            active: HashSet::default(),
+            population,
+        }
+    }
+
+    pub fn schedule(&mut self, key: u32, start: i64, first: bool, after: Option<i64>) {
+        let p = &self.plan;
+        let step = p.step_ms;
+        let mut times = vec![
+            start + step,
+            start + p.window_ms + step,
+            start + p.memory_ms + step,
+        ];
+        if p.factor.is_some() {
+            times.push(start + p.window_ms + p.baseline_ms + step);
+            if first {
+                times.push(start + p.window_ms + p.baseline_ms);
+            }
+        }
+        for at in times {
+            if after.is_none_or(|a| at >= a) {
+                self.due.entry(at).or_default().insert(key);
+            }
+        }
+    }
+
+    fn population_at(&mut self, at: i64) -> (i64, i64) {
+        let window_from = at - self.plan.window_ms;
+        let population = self.population.as_mut().unwrap();
+        population.retain(|start, _| *start >= window_from);
+        population
+            .range(..at)
+            .fold((0, 0), |(n, h), (_, (e, f))| (n + e, h + f))
+    }
+}
+
+pub struct Reading {
+    pub value: Option<Num>,
+    pub limit: Option<f64>,
+    pub baseline: Option<f64>,
+    pub holds: bool,
+    pub p_value: Option<f64>,
+}
+
+/// What the Python side does for the native engine: the lifecycle and its records,
+/// p-values (the exact arithmetic of significance.py), and `str()` of unusual values.
+pub struct Host<'py> {
+    pub py: Python<'py>,
+    pub obj: &'py Bound<'py, PyAny>,
+}
+
+impl<'py> Host<'py> {
+    pub fn py_str(&self, value: &J) -> String {
+        let text = serde_json::to_vec(&value.to_value()).unwrap_or_default();
+        self.obj
+            .call_method1("py_str", (pyo3::types::PyBytes::new(self.py, &text),))
+            .and_then(|s| s.extract::<String>())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Engine {
+    pub rules: Vec<RuleState>,
+    pub lateness_ms: i64,
+    pub max_ts: Option<i64>,
+    pub watermark: Option<i64>,
+    pub stats: BTreeMap<String, i64>,
+    pub opened: BTreeMap<String, i64>,
+    pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
+}
+
+fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
+    *map.entry(key.to_string()).or_insert(0) += by;
+}
+
+impl Engine {
+    pub fn new(mut plans: Vec<Plan>, lateness_ms: i64) -> Engine {
+        let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
+        for plan in plans.iter_mut() {
+            plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
+                Some(i) => i,
+                None => {
+                    by_lists.push(plan.by.clone());
+                    by_lists.len() - 1
+                }
+            };
+        }
+        Engine {
+            rules: plans.into_iter().map(RuleState::new).collect(),
+            lateness_ms,
+            max_ts: None,
+            watermark: None,
+            stats: BTreeMap::new(),
+            opened: BTreeMap::new(),
+            key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
+        }
+    }
+
+    pub fn is_late(&self, ts: i64) -> bool {
+        self.watermark.is_some_and(|w| ts < w)
+    }
+
+    /// `Engine.process`: the records go to ``out``; false when the event is late.
+    pub fn process(&mut self, event: &Event, host: &Host, out: &Bound<PyList>) -> PyResult<bool> {
+        if self.is_late(event.ts) {
+            bump(&mut self.stats, "late", 1);
+            return Ok(false);
+        }
+        bump(&mut self.stats, "events", 1);
+        if event.kind == Kind::Inference {
+            self.aggregate(event, host);
+        } else {
+            bump(&mut self.stats, "changes", 1);
+        }
+        if self.max_ts.is_none_or(|m| event.ts > m) {
+            self.max_ts = Some(event.ts);
+        }
+        let watermark = event.ts - self.lateness_ms;
+        if self.watermark.is_none_or(|w| watermark > w) {
+            self.advance(watermark, host, out)?;
+        }
+        Ok(true)
+    }
+
+    fn aggregate(&mut self, event: &Event, host: &Host) {
+        let ts = event.ts;
+        let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
+        let mut parts: Vec<KeyPart> = Vec::new();
+        let mut user_hash: Option<Option<u64>> = None;
+        let py_str = |v: &J| host.py_str(v);
+        for state in self.rules.iter_mut() {
+            if let Some(w) = &state.plan.where_ {
+                if !w.eval(&event.data) {
+                    continue;
+                }
+            }
+            let by_id = state.plan.by_id;
+            if keys[by_id].is_none() {
+                parts.clear();
+                parts.extend(
+                    state
+                        .plan
+                        .by
+                        .iter()
+                        .map(|p| key_part(get(&event.data, p), host)),
+                );
+                keys[by_id] = Some(self.key_tables[by_id].intern(&parts));
+            }
+            let step = state.plan.step_ms;
+            let start = ts - ts.rem_euclid(step);
+            if let Some(population) = state.population.as_mut() {
+                let totals = population.entry(start).or_insert((0, 0));
+                totals.0 += 1;
+                if flagged(event, state.plan.flag.as_deref().unwrap_or("")) {
+                    totals.1 += 1;
+                }
+            }
+            let key = keys[by_id].unwrap();
+            let at = ensure_bucket(state, key, start);
+            let group = state.groups.get_mut(&key).unwrap();
+            group.buckets[at]
+                .1
+                .add(&state.plan, event, &mut user_hash, &py_str);
+        }
+    }
+
+    /// `Engine.advance`: move the watermark; the records go to ``out``.
+    pub fn advance(&mut self, watermark: i64, host: &Host, out: &Bound<PyList>) -> PyResult<()> {
+        if self.watermark.is_some_and(|w| watermark <= w) {
+            return Ok(());
+        }
+        self.watermark = Some(watermark);
+        self.advance_to(watermark, false, host, out)
+    }
+
+    pub fn finish(&mut self, host: &Host, out: &Bound<PyList>) -> PyResult<()> {
+        let Some(max_ts) = self.max_ts else {
+            return Ok(());
+        };
+        let end = max_ts + 1;
+        self.advance_to(end, true, host, out)?;
+        self.watermark = Some(match self.watermark {
+            Some(w) if w != 0 => w.max(end),
+            _ => end,
+        });
+        Ok(())
+    }
+
+    fn advance_to(
+        &mut self,
+        watermark: i64,
+        closing: bool,
+        host: &Host,
+        out: &Bound<PyList>,
+    ) -> PyResult<()> {
+        let mut due: Vec<(i64, usize)> = Vec::new();
+        for (index, state) in self.rules.iter_mut().enumerate() {
+            let step = state.plan.step_ms;
+            let last = if !closing {
+                watermark
+            } else {
+                watermark - watermark.rem_euclid(step)
+                    + if watermark.rem_euclid(step) != 0 {
+                        step
+                    } else {
+                        0
+                    }
+            };
+            let Some(first) = state.next_eval else {
+                continue;
+            };
+            let mut at = first;
+            while at <= last {
+                due.push((at, index));
+                at += step;
+            }
+            if at != first {
+                state.next_eval = Some(at);
+            }
+        }
+        due.sort_unstable();
+        for (at, index) in due {
+            self.evaluate(index, at, host, out)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(
+        &mut self,
+        index: usize,
+        at: i64,
+        host: &Host,
+        out: &Bound<PyList>,
+    ) -> PyResult<()> {
+        let state = &mut self.rules[index];
+        let table = &self.key_tables[state.plan.by_id];
+        let mut keys: Vec<u32> = state
+            .due
+            .remove(&at)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default();
+        keys.extend(state.active.iter().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        keys.retain(|k| state.groups.contains_key(k));
+        keys.sort_by(|a, b| {
+            table.info[*a as usize]
+                .order
+                .cmp(&table.info[*b as usize].order)
+        });
+        let population = if state.population.is_some() {
+            Some(state.population_at(at))
+        } else {
+            None
+        };
+        let plan = &state.plan;
+        let mut dead = Vec::new();
+        for key in keys {
+            let group = state.groups.get_mut(&key).unwrap();
+            let horizon = at - plan.memory_ms;
+            group.buckets.retain(|(s, _)| *s >= horizon);
+            if group.status == Status::Inactive && !group.buckets.iter().any(|(s, _)| *s < at) {
+                if group.buckets.is_empty() {
+                    dead.push(key);
+                }
+                continue;
+            }
+            let window_from = at - plan.window_ms;
+            let in_window = group
+                .buckets
+                .iter()
+                .filter(|(s, _)| window_from <= *s && *s < at)
+                .map(|(_, b)| b);
+            let baseline = if plan.factor.is_some() {
+                if group.status != Status::Inactive {
+                    group.frozen_baseline
+                } else {
+                    span_baseline(plan, &group.buckets, group.first_seen, at)
+                }
+            } else {
+                None
+            };
+            let summary = summarize(plan, in_window.clone(), false);
+            let reading = read(plan, index, &summary, baseline, population, host)?;
+            if !reading.holds && group.status == Status::Inactive {
+                continue;
+            }
+            let detail = summarize(plan, in_window, true);
+            if group.dict.is_none() {
+                group.dict = Some(
+                    group_dict(host.py, plan, &table.info[key as usize].parts)?
+                        .into_any()
+                        .unbind(),
+                );
+            }
+            let users: Vec<u64> = detail
+                .users
+                .as_ref()
+                .map(|u| u.mins.clone())
+                .unwrap_or_default();
+            let evidence: Vec<&str> = detail.evidence.iter().map(|e| e.id.as_str()).collect();
+            let args = (
+                index,
+                group.dict.as_ref().unwrap().clone_ref(host.py),
+                group.life.as_ref().map(|l| l.clone_ref(host.py)),
+                at,
+                reading.value.map(|v| num_py(host.py, v)),
+                reading.limit,
+                reading.baseline,
+                reading.holds,
+                reading.p_value,
+                (
+                    detail.n,
+                    detail.hits,
+                    detail.vn,
+                    detail.total,
+                    detail.lo.map(|v| num_py(host.py, v)),
+                    detail.hi.map(|v| num_py(host.py, v)),
+                ),
+                users,
+                evidence,
+            );
+            let result = host.obj.call_method1("step", args)?;
+            let result = result.downcast::<PyTuple>()?;
+            let records = result.get_item(0)?;
+            for record in records.downcast::<PyList>()?.iter() {
+                out.append(record)?;
+            }
+            let status: String = result.get_item(1)?.extract()?;
+            let opened: bool = result.get_item(2)?.extract()?;
+            group.frozen_baseline = result.get_item(3)?.extract()?;
+            let life = result.get_item(4)?;
+            group.status = match status.as_str() {
+                "pending" => Status::Pending,
+                "firing" => Status::Firing,
+                _ => Status::Inactive,
+            };
+            group.life = if group.status == Status::Inactive {
+                None
+            } else {
+                Some(life.unbind())
+            };
+            if group.status == Status::Inactive {
+                state.active.remove(&key);
+            } else {
+                state.active.insert(key);
+                if opened {
+                    bump(&mut self.opened, &plan.name, 1);
+                }
+            }
+        }
+        for key in dead {
+            state.groups.remove(&key);
+        }
+        if state.groups.is_empty() {
+            state.next_eval = None;
+            state.due.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The bucket of ``key`` at ``start``, created (and scheduled) when new: its position.
+pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
+    let group = state.groups.entry(key).or_insert_with(|| Group {
+        buckets: Vec::new(),
+        first_seen: None,
+        status: Status::Inactive,
+        frozen_baseline: None,
+        life: None,
+        dict: None,
+    });
+    let at = group.buckets.partition_point(|(s, _)| *s < start);
+    if at < group.buckets.len() && group.buckets[at].0 == start {
+        return at;
+    }
+    group.buckets.insert(at, (start, Bucket::new(&state.plan)));
+    let first = group.first_seen.is_none_or(|f| start < f);
+    if first {
+        group.first_seen = Some(start);
+    }
+    state.schedule(key, start, first, None);
+    let boundary = start + state.plan.step_ms;
+    if state.next_eval.is_none_or(|n| boundary < n) {
+        state.next_eval = Some(boundary);
+    }
+    at
+}
+
+fn key_part(value: Option<&J>, host: &Host) -> KeyPart {
+    match value {
+        None | Some(J::Null) => KeyPart::None,
+        Some(J::Str(s)) => KeyPart::Str(s.to_string()),
+        Some(J::Bool(b)) => KeyPart::Bool(*b),
+        Some(J::Num(n)) => KeyPart::Num(*n),
+        Some(other) => KeyPart::Str(host.py_str(other)),
+    }
+}
+
+pub fn num_py(py: Python, n: Num) -> PyObject {
+    match n {
+        Num::Int(i) => i.into_pyobject(py).unwrap().into_any().unbind(),
+        Num::Float(x) => x.into_pyobject(py).unwrap().into_any().unbind(),
+    }
+}
+
+fn group_dict<'py>(
+    py: Python<'py>,
+    plan: &Plan,
+    parts: &[KeyPart],
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (path, part) in plan.by.iter().zip(parts) {
+        let value: PyObject = match part {
+            KeyPart::None => py.None(),
+            KeyPart::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
+            KeyPart::Num(n) => num_py(py, *n),
+            KeyPart::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
+        };
+        dict.set_item(path.join("."), value)?;
+    }
+    Ok(dict)
+}
+
+/// `incidents.read` without the records' detail: value, limit, and whether it holds.
+fn read(
+    plan: &Plan,
+    index: usize,
+    w: &Summary,
+    baseline: Option<f64>,
+    population: Option<(i64, i64)>,
+    host: &Host,
+) -> PyResult<Reading> {
+    let value = metric_value(plan, w);
+    let (baseline, limit) = if let Some(k) = plan.population {
+        let rate = match population {
+            Some((n, hits)) if n - w.n > 0 => {
+                Some((hits - w.hits).max(1) as f64 / (n - w.n) as f64)
+            }
+            _ => None,
+        };
+        (rate, rate.map(|b| k * b))
+    } else if let (Some(f), Some(b)) = (plan.factor, baseline) {
+        (baseline, Some(f * b))
+    } else {
+        (baseline, plan.threshold)
+    };
+    let mut enough = !plan.needs_sample || sample_size(plan, w) >= plan.min_events;
+    if plan.min_flagged != 0 && w.hits < plan.min_flagged {
+        enough = false;
+    }
+    let holds = enough && matches!((value, limit), (Some(v), Some(l)) if plan.op.compare(v.f(), l));
+    if !holds || !plan.confidence {
+        return Ok(Reading {
+            value,
+            limit,
+            baseline,
+            holds,
+            p_value: None,
+        });
+    }
+    let k = if plan.flag.is_none() { w.n } else { w.hits };
+    let limit_v = limit.unwrap();
+    let reference = if plan.func == Func::Rate {
+        limit_v.min(1.0)
+    } else {
+        limit_v
+    };
+    let p: f64 = host
+        .obj
+        .call_method1("p_value", (index, k, w.n, reference))?
+        .extract()?;
+    Ok(Reading {
+        value,
+        limit,
+        baseline,
+        holds: p <= plan.alpha,
+        p_value: Some(p),
+    })
+}
+
+/// `engine.span_baseline`: the metric over the baseline span before the window ending at
+/// ``at``, scaled to the window; None until the group has been seen for the whole span.
+pub fn span_baseline(
+    plan: &Plan,
+    buckets: &[(i64, Bucket)],
+    first_seen: Option<i64>,
+    at: i64,
+) -> Option<f64> {
+    let end = at - plan.window_ms;
+    let start = end - plan.baseline_ms;
+    if first_seen.is_none_or(|f| start < f) {
+        return None;
+    }
+    let span = |lo: i64, hi: i64| {
+        buckets
+            .iter()
+            .filter(move |(s, _)| lo <= *s && *s < hi)
+            .map(|(_, b)| b)
+    };
+    let summary = summarize(plan, span(start, end), false);
+    if sample_size(plan, &summary) < plan.min_events {
+        return None;
+    }
+    if plan.func == Func::Distinct {
+        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let mut total = 0.0;
+        for i in 0..slices {
+            let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);
+            let part = summarize(plan, span(lo, hi), false);
+            total += metric_value(plan, &part).map(|v| v.f()).unwrap_or(0.0);
+        }
+        return Some(total / slices as f64);
+    }
+    let mut value = metric_value(plan, &summary)?.f();
+    let scale = plan.window_ms as f64 / plan.baseline_ms as f64;
+    match plan.func {
+        Func::Count | Func::Sum => {
+            value *= scale;
+            if plan.func == Func::Count && value < 1.0 {
+                value = 1.0;
+            }
+        }
+        Func::Rate => {
+            let floor = 1.0 / (summary.n as f64 * scale);
+            if floor > value {
+                value = floor;
+            }
+        }
+        _ => {}
+    }
+    Some(value)
+}

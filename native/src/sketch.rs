@@ -1,0 +1,127 @@
+//! The sketches of engine/core/sketch.py, operation for operation: a log-bucketed quantile
+//! histogram (±1%) and K minimum values (exact up to 128 distinct items).
+
+use std::collections::BTreeMap;
+
+pub const DISTINCT_K: usize = 128;
+const RELATIVE_ACCURACY: f64 = 0.01;
+const TINY: f64 = 1e-9;
+
+fn gamma() -> f64 {
+    (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuantileSketch {
+    pub pos: BTreeMap<i64, i64>,
+    pub neg: BTreeMap<i64, i64>,
+    pub zero: i64,
+    pub n: i64,
+}
+
+impl QuantileSketch {
+    pub fn add(&mut self, value: f64) {
+        self.n += 1;
+        let log_gamma = gamma().ln();
+        if value > TINY {
+            let key = (value.ln() / log_gamma).ceil() as i64;
+            *self.pos.entry(key).or_insert(0) += 1;
+        } else if value < -TINY {
+            let key = ((-value).ln() / log_gamma).ceil() as i64;
+            *self.neg.entry(key).or_insert(0) += 1;
+        } else {
+            self.zero += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &QuantileSketch) {
+        self.n += other.n;
+        self.zero += other.zero;
+        for (k, c) in &other.pos {
+            *self.pos.entry(*k).or_insert(0) += c;
+        }
+        for (k, c) in &other.neg {
+            *self.neg.entry(*k).or_insert(0) += c;
+        }
+    }
+
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        let rank = ((q * self.n as f64).ceil() as i64).max(1);
+        let mut seen = 0;
+        for (key, count) in self.neg.iter().rev() {
+            seen += count;
+            if seen >= rank {
+                return Some(-bin_value(*key));
+            }
+        }
+        seen += self.zero;
+        if seen >= rank {
+            return Some(0.0);
+        }
+        for (key, count) in &self.pos {
+            seen += count;
+            if seen >= rank {
+                return Some(bin_value(*key));
+            }
+        }
+        Some(
+            self.pos
+                .keys()
+                .next_back()
+                .map(|k| bin_value(*k))
+                .unwrap_or(0.0),
+        )
+    }
+}
+
+fn bin_value(key: i64) -> f64 {
+    let g = gamma();
+    2.0 * g.powf(key as f64) / (g + 1.0)
+}
+
+/// K minimum values of 64-bit hashes: sorted, unique, at most DISTINCT_K.
+#[derive(Clone, Debug, Default)]
+pub struct DistinctSketch {
+    pub mins: Vec<u64>,
+}
+
+impl DistinctSketch {
+    pub fn add_hash(&mut self, h: u64) {
+        let mins = &mut self.mins;
+        if mins.len() >= DISTINCT_K && h >= *mins.last().unwrap() {
+            return;
+        }
+        match mins.binary_search(&h) {
+            Ok(_) => {}
+            Err(i) => {
+                mins.insert(i, h);
+                if mins.len() > DISTINCT_K {
+                    mins.pop();
+                }
+            }
+        }
+    }
+
+    pub fn union<'a>(sketches: impl Iterator<Item = &'a DistinctSketch>) -> DistinctSketch {
+        let mut all: Vec<u64> = Vec::new();
+        for s in sketches {
+            all.extend_from_slice(&s.mins);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all.truncate(DISTINCT_K);
+        DistinctSketch { mins: all }
+    }
+
+    pub fn estimate(&self) -> i64 {
+        if self.mins.len() < DISTINCT_K {
+            return self.mins.len() as i64;
+        }
+        let space = 18446744073709551616.0_f64; // 2**64
+        let last = (*self.mins.last().unwrap() as u128 + 1) as f64;
+        (((DISTINCT_K - 1) as f64) * space / last).round_ties_even() as i64
+    }
+}

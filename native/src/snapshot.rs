@@ -1,0 +1,337 @@
+//! Snapshots of the native state in the Python core's layout (Engine.snapshot), so a
+//! snapshot of either engine restores into either. See docs/native.md, "Snapshots".
+
+use crate::engine::{ensure_bucket, Engine, Group, Host, Status};
+use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::value::{KeyPart, Num};
+use crate::window::{Bucket, Evidence, Order};
+use pyo3::prelude::*;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+pub const SNAPSHOT_VERSION: i64 = 1; // engine.core.engine.SNAPSHOT_VERSION: the same layout
+
+fn opt_num(v: Option<Num>) -> Value {
+    v.map(Num::to_json).unwrap_or(Value::Null)
+}
+
+fn total_json(t: i128) -> Value {
+    i64::try_from(t)
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::from(t as f64))
+}
+
+fn bucket_json(b: &Bucket) -> Value {
+    let quantiles = b.quantiles.as_ref().map(|q| {
+        json!([
+            q.pos.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            q.neg.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            q.zero,
+            q.n
+        ])
+    });
+    let evidence: Vec<Value> = b
+        .evidence
+        .iter()
+        .map(|e| match e.order {
+            Order::Ts(ts) => json!([ts, e.id]),
+            Order::Value(v, ts) => json!([[v.to_json(), ts], e.id]),
+        })
+        .collect();
+    json!([
+        b.n,
+        b.hits,
+        b.vn,
+        total_json(b.total),
+        opt_num(b.lo),
+        opt_num(b.hi),
+        quantiles.unwrap_or(Value::Null),
+        b.distinct
+            .as_ref()
+            .map(|d| json!(d.mins))
+            .unwrap_or(Value::Null),
+        b.users.mins,
+        evidence
+    ])
+}
+
+pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
+    let mut lives = Vec::new();
+    let mut rules = Vec::new();
+    for state in &engine.rules {
+        let table = &engine.key_tables[state.plan.by_id];
+        let mut keys: Vec<&u32> = state.groups.keys().collect();
+        keys.sort_by(|a, b| {
+            table.info[**a as usize]
+                .order
+                .cmp(&table.info[**b as usize].order)
+        });
+        let groups: Vec<Value> = keys
+            .into_iter()
+            .map(|key| {
+                let group = &state.groups[key];
+                let life = match &group.life {
+                    Some(life) => {
+                        lives.push(life.clone_ref(py));
+                        Value::from(lives.len() - 1)
+                    }
+                    None => Value::Null,
+                };
+                json!({
+                    "key": table.info[*key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
+                    "first_seen": group.first_seen,
+                    "buckets": group.buckets.iter().map(|(s, b)| json!([s, bucket_json(b)])).collect::<Vec<_>>(),
+                    "life": life,
+                })
+            })
+            .collect();
+        let mut rule = Map::new();
+        rule.insert("name".into(), Value::from(state.plan.name.clone()));
+        rule.insert("next_eval".into(), json!(state.next_eval));
+        if let Some(population) = &state.population {
+            rule.insert(
+                "population".into(),
+                json!(population
+                    .iter()
+                    .map(|(s, (n, h))| json!([s, n, h]))
+                    .collect::<Vec<_>>()),
+            );
+        }
+        rule.insert("groups".into(), Value::Array(groups));
+        rules.push(Value::Object(rule));
+    }
+    let snapshot = json!({
+        "version": SNAPSHOT_VERSION,
+        "lateness_ms": engine.lateness_ms,
+        "max_ts": engine.max_ts,
+        "watermark": engine.watermark,
+        "stats": engine.stats,
+        "opened": engine.opened,
+        "rules": rules,
+    });
+    (serde_json::to_vec(&snapshot).unwrap(), lives)
+}
+
+fn int(v: &Value) -> Result<i64, String> {
+    v.as_i64().ok_or_else(|| format!("not an integer: {v}"))
+}
+
+fn hashes(v: &Value) -> Result<Vec<u64>, String> {
+    let mut out: Vec<u64> = v
+        .as_array()
+        .ok_or("hashes")?
+        .iter()
+        .map(|h| h.as_u64().ok_or("hash"))
+        .collect::<Result<_, _>>()?;
+    out.sort_unstable();
+    out.truncate(crate::sketch::DISTINCT_K);
+    Ok(out)
+}
+
+fn counts(v: &Value) -> Result<BTreeMap<i64, i64>, String> {
+    v.as_array()
+        .ok_or("counts")?
+        .iter()
+        .map(|kv| Ok((int(&kv[0])?, int(&kv[1])?)))
+        .collect()
+}
+
+fn bucket_from(v: &Value) -> Result<Bucket, String> {
+    let a = v.as_array().ok_or("a bucket is a list")?;
+    if a.len() != 10 {
+        return Err("a bucket has 10 parts".into());
+    }
+    let quantiles = if a[6].is_null() {
+        None
+    } else {
+        let q = a[6].as_array().ok_or("quantiles")?;
+        Some(QuantileSketch {
+            pos: counts(&q[0])?,
+            neg: counts(&q[1])?,
+            zero: int(&q[2])?,
+            n: int(&q[3])?,
+        })
+    };
+    let evidence = a[9]
+        .as_array()
+        .ok_or("evidence")?
+        .iter()
+        .map(|e| {
+            let id = e[1].as_str().ok_or("evidence id")?.to_string();
+            let order = match &e[0] {
+                Value::Array(vt) => Order::Value(
+                    Num::from_json(&vt[0]).ok_or("evidence value")?,
+                    int(&vt[1])?,
+                ),
+                ts => Order::Ts(int(ts)?),
+            };
+            Ok(Evidence { order, id })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Bucket {
+        n: int(&a[0])?,
+        hits: int(&a[1])?,
+        vn: int(&a[2])?,
+        total: a[3]
+            .as_i64()
+            .map(|t| t as i128)
+            .or_else(|| a[3].as_f64().map(|t| t as i128))
+            .ok_or("total")?,
+        lo: Num::from_json(&a[4]),
+        hi: Num::from_json(&a[5]),
+        quantiles,
+        distinct: if a[7].is_null() {
+            None
+        } else {
+            Some(DistinctSketch {
+                mins: hashes(&a[7])?,
+            })
+        },
+        users: DistinctSketch {
+            mins: hashes(&a[8])?,
+        },
+        evidence,
+    })
+}
+
+/// Restore into a fresh engine of the same rules. ``lives``: the Lifecycle objects the
+/// groups' `life` indexes point at.
+pub fn read(
+    engine: &mut Engine,
+    json: &[u8],
+    lives: Vec<PyObject>,
+    host: &Host,
+) -> Result<(), String> {
+    let snapshot = crate::event::parse_json(json).ok_or("a snapshot is JSON")?;
+    if snapshot["version"].as_i64() != Some(SNAPSHOT_VERSION) {
+        return Err(format!(
+            "unsupported snapshot version {}",
+            snapshot["version"]
+        ));
+    }
+    engine.max_ts = snapshot["max_ts"].as_i64();
+    engine.watermark = snapshot["watermark"].as_i64();
+    for (k, v) in snapshot["stats"].as_object().ok_or("stats")? {
+        engine.stats.insert(k.clone(), int(v)?);
+    }
+    for (k, v) in snapshot["opened"].as_object().ok_or("opened")? {
+        engine.opened.insert(k.clone(), int(v)?);
+    }
+    let saved = snapshot["rules"].as_array().ok_or("rules")?;
+    for state in engine.rules.iter_mut() {
+        let Some(data) = saved
+            .iter()
+            .find(|r| r["name"].as_str() == Some(state.plan.name.as_str()))
+        else {
+            continue;
+        };
+        state.next_eval = data["next_eval"].as_i64();
+        if let Some(population) = state.population.as_mut() {
+            if let Some(items) = data.get("population").and_then(Value::as_array) {
+                for item in items {
+                    population.insert(int(&item[0])?, (int(&item[1])?, int(&item[2])?));
+                }
+            }
+        }
+        for item in data["groups"].as_array().ok_or("groups")? {
+            let parts = item["key"]
+                .as_array()
+                .ok_or("key")?
+                .iter()
+                .map(|p| KeyPart::from_json(p).ok_or("key part"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = engine.key_tables[state.plan.by_id].intern(&parts);
+            let mut group = Group {
+                buckets: Vec::new(),
+                first_seen: item["first_seen"].as_i64(),
+                status: Status::Inactive,
+                frozen_baseline: None,
+                life: None,
+                dict: None,
+            };
+            for b in item["buckets"].as_array().ok_or("buckets")? {
+                group.buckets.push((int(&b[0])?, bucket_from(&b[1])?));
+            }
+            group.buckets.sort_by_key(|(s, _)| *s);
+            if let Some(i) = item["life"].as_u64() {
+                let life = lives
+                    .get(i as usize)
+                    .ok_or("life index")?
+                    .clone_ref(host.py);
+                let bound = life.bind(host.py);
+                let status: String = bound
+                    .getattr("status")
+                    .and_then(|s| s.extract())
+                    .map_err(|e| e.to_string())?;
+                group.status = match status.as_str() {
+                    "pending" => Status::Pending,
+                    "firing" => Status::Firing,
+                    _ => Status::Inactive,
+                };
+                group.frozen_baseline = bound
+                    .getattr("frozen_baseline")
+                    .and_then(|s| s.extract())
+                    .map_err(|e| e.to_string())?;
+                if group.status != Status::Inactive {
+                    group.life = Some(life);
+                }
+            }
+            let starts: Vec<i64> = group.buckets.iter().map(|(s, _)| *s).collect();
+            let (first_seen, active) = (group.first_seen, group.status != Status::Inactive);
+            state.groups.insert(key, group);
+            let after = state.next_eval;
+            for start in starts {
+                state.schedule(key, start, Some(start) == first_seen, after);
+            }
+            if active {
+                state.active.insert(key);
+            }
+        }
+    }
+    let _ = ensure_bucket; // (restore fills groups directly)
+    Ok(())
+}
+
+/// (groups, buckets, estimated bytes) of the state held now, keys included.
+pub fn memory(engine: &Engine) -> (usize, usize, usize) {
+    use std::mem::size_of;
+    let (mut groups, mut buckets, mut bytes) = (0, 0, 0);
+    for table in &engine.key_tables {
+        for info in &table.info {
+            // the interned key: its parts, their order texts, and its hash-table entry
+            bytes +=
+                size_of::<crate::engine::KeyInfo>() + info.parts.len() * size_of::<KeyPart>() + 8;
+            for (part, (_, text)) in info.parts.iter().zip(&info.order) {
+                if let KeyPart::Str(s) = part {
+                    bytes += s.capacity();
+                }
+                bytes += size_of::<(u8, String)>() + text.capacity();
+            }
+        }
+    }
+    for state in &engine.rules {
+        for group in state.groups.values() {
+            groups += 1;
+            bytes += size_of::<u32>() + size_of::<Group>() + 16;
+            for (_, b) in &group.buckets {
+                buckets += 1;
+                bytes += size_of::<(i64, Bucket)>() + b.users.mins.capacity() * 8;
+                bytes += b
+                    .evidence
+                    .iter()
+                    .map(|e| size_of::<Evidence>() + e.id.capacity())
+                    .sum::<usize>();
+                if let Some(q) = &b.quantiles {
+                    bytes += (q.pos.len() + q.neg.len()) * 48;
+                }
+                if let Some(d) = &b.distinct {
+                    bytes += d.mins.capacity() * 8;
+                }
+            }
+        }
+        for keys in state.due.values() {
+            bytes += keys.len() * 8 + 48;
+        }
+    }
+    (groups, buckets, bytes)
+}

@@ -1,0 +1,246 @@
+//! Buckets of one step of one (rule, group), and windows summed from them
+//! (engine/core/window.py, operation for operation).
+
+use crate::event::Event;
+use crate::json::J;
+use crate::plan::{Func, Op, Plan};
+use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::value::{get, num_str, number, stable_hash, Num};
+use std::cmp::Ordering;
+
+pub const SCALE: i128 = 1_000_000;
+pub const EVIDENCE_K: usize = 5;
+
+/// The order of an evidence item: its time (rate, count, distinct), or its value in the
+/// rule's bad direction then its time (numeric functions).
+#[derive(Clone, Debug)]
+pub enum Order {
+    Ts(i64),
+    Value(Num, i64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    pub order: Order,
+    pub id: String,
+}
+
+fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
+    let first = match (&a.order, &b.order) {
+        (Order::Ts(x), Order::Ts(y)) => x.cmp(y),
+        (Order::Value(v, t), Order::Value(w, u)) => v.cmp(*w).then(t.cmp(u)),
+        (Order::Ts(_), Order::Value(..)) => Ordering::Less,
+        (Order::Value(..), Order::Ts(_)) => Ordering::Greater,
+    };
+    first.then_with(|| a.id.cmp(&b.id))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Bucket {
+    pub n: i64,
+    pub hits: i64,
+    pub vn: i64,
+    pub total: i128,
+    pub lo: Option<Num>,
+    pub hi: Option<Num>,
+    pub quantiles: Option<QuantileSketch>,
+    pub distinct: Option<DistinctSketch>,
+    pub users: DistinctSketch,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Bucket {
+    pub fn new(plan: &Plan) -> Bucket {
+        Bucket {
+            quantiles: matches!(plan.func, Func::Quantile(_)).then(QuantileSketch::default),
+            distinct: (plan.func == Func::Distinct).then(DistinctSketch::default),
+            ..Default::default()
+        }
+    }
+
+    fn keep_evidence(&mut self, order: Order, id: &str) {
+        let item = Evidence {
+            order,
+            id: id.to_string(),
+        };
+        if self.evidence.len() >= EVIDENCE_K
+            && cmp_evidence(&item, self.evidence.last().unwrap()) != Ordering::Less
+        {
+            return;
+        }
+        let at = self
+            .evidence
+            .partition_point(|e| cmp_evidence(e, &item) != Ordering::Greater);
+        self.evidence.insert(at, item);
+        self.evidence.truncate(EVIDENCE_K);
+    }
+
+    fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {
+        let h = *user_hash
+            .get_or_insert_with(|| event.data.get("user").and_then(J::as_str).map(stable_hash));
+        if let Some(h) = h {
+            self.users.add_hash(h);
+        }
+    }
+
+    /// `window.accumulator(rule)(bucket, event)`. ``user_hash``: the event's user hash, computed
+    /// once for all the rules it reaches.
+    pub fn add(
+        &mut self,
+        plan: &Plan,
+        event: &Event,
+        user_hash: &mut Option<Option<u64>>,
+        py_str: &dyn Fn(&J) -> String,
+    ) {
+        self.n += 1;
+        match plan.func {
+            Func::Rate | Func::Count => match &plan.flag {
+                None => {
+                    self.add_user(event, user_hash);
+                    self.keep_evidence(Order::Ts(event.ts), event.id());
+                }
+                Some(flag) => {
+                    if flagged(event, flag) {
+                        self.hits += 1;
+                        self.add_user(event, user_hash);
+                        self.keep_evidence(Order::Ts(event.ts), event.id());
+                    }
+                }
+            },
+            Func::Distinct => {
+                if let Some(value) = get(&event.data, plan.arg.as_ref().unwrap()) {
+                    let text = match value {
+                        J::Str(s) => stable_hash(s),
+                        J::Num(n) => stable_hash(&num_str(*n)),
+                        J::Bool(b) => stable_hash(if *b { "True" } else { "False" }),
+                        other => stable_hash(&py_str(other)),
+                    };
+                    self.distinct.as_mut().unwrap().add_hash(text);
+                    self.add_user(event, user_hash);
+                    self.keep_evidence(Order::Ts(event.ts), event.id());
+                }
+            }
+            _ => {
+                let Some(value) = get(&event.data, plan.arg.as_ref().unwrap()).and_then(number)
+                else {
+                    return;
+                };
+                if value.f().is_nan() {
+                    return;
+                }
+                self.vn += 1;
+                self.total += match value {
+                    Num::Int(i) => i as i128 * SCALE,
+                    Num::Float(x) => (x * SCALE as f64).round_ties_even() as i128,
+                };
+                if self.lo.is_none_or(|lo| value.cmp(lo) == Ordering::Less) {
+                    self.lo = Some(value);
+                }
+                if self.hi.is_none_or(|hi| value.cmp(hi) == Ordering::Greater) {
+                    self.hi = Some(value);
+                }
+                if let Some(q) = self.quantiles.as_mut() {
+                    q.add(value.f());
+                }
+                self.add_user(event, user_hash);
+                let low_is_bad = matches!(plan.op, Op::Lt | Op::Le);
+                let order = if low_is_bad { value } else { value.neg() };
+                self.keep_evidence(Order::Value(order, event.ts), event.id());
+            }
+        }
+    }
+}
+
+pub fn flagged(event: &Event, flag: &str) -> bool {
+    matches!(event.data.get("flags"), Some(J::Obj(flags)) if matches!(flags.get(flag), Some(J::Bool(true))))
+}
+
+/// A window or baseline span assembled from buckets.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub n: i64,
+    pub hits: i64,
+    pub vn: i64,
+    pub total: i128,
+    pub lo: Option<Num>,
+    pub hi: Option<Num>,
+    pub quantiles: Option<QuantileSketch>,
+    pub distinct: Option<DistinctSketch>,
+    pub users: Option<DistinctSketch>,
+    pub evidence: Vec<Evidence>,
+}
+
+pub fn summarize<'a>(
+    plan: &Plan,
+    buckets: impl Iterator<Item = &'a Bucket> + Clone,
+    detail: bool,
+) -> Summary {
+    let mut s = Summary::default();
+    if matches!(plan.func, Func::Quantile(_)) {
+        s.quantiles = Some(QuantileSketch::default());
+    }
+    if plan.func == Func::Distinct {
+        s.distinct = Some(DistinctSketch::union(
+            buckets.clone().filter_map(|b| b.distinct.as_ref()),
+        ));
+    }
+    if detail {
+        s.users = Some(DistinctSketch::union(buckets.clone().map(|b| &b.users)));
+    }
+    for b in buckets {
+        s.n += b.n;
+        s.hits += b.hits;
+        s.vn += b.vn;
+        s.total += b.total;
+        if let Some(lo) = b.lo {
+            if s.lo.is_none_or(|x| lo.cmp(x) == Ordering::Less) {
+                s.lo = Some(lo);
+            }
+        }
+        if let Some(hi) = b.hi {
+            if s.hi.is_none_or(|x| hi.cmp(x) == Ordering::Greater) {
+                s.hi = Some(hi);
+            }
+        }
+        if let (Some(q), Some(bq)) = (s.quantiles.as_mut(), b.quantiles.as_ref()) {
+            q.merge(bq);
+        }
+        if detail {
+            s.evidence.extend(b.evidence.iter().cloned());
+        }
+    }
+    if detail {
+        s.evidence.sort_by(cmp_evidence);
+        s.evidence.truncate(EVIDENCE_K);
+    }
+    s
+}
+
+/// Python's `int / int` (correctly rounded): exact for the sums met in practice (< 2**53).
+fn int_div(a: i128, b: i128) -> f64 {
+    a as f64 / b as f64
+}
+
+/// The rule's metric over a summary; None without events. Ints stay ints (min, max).
+pub fn metric_value(plan: &Plan, s: &Summary) -> Option<Num> {
+    match plan.func {
+        Func::Rate => (s.n != 0).then(|| Num::Float(int_div(s.hits as i128, s.n as i128))),
+        Func::Count => Some(Num::Float(
+            if plan.flag.is_some() { s.hits } else { s.n } as f64
+        )),
+        Func::Sum => Some(Num::Float(int_div(s.total, SCALE))),
+        Func::Avg => (s.vn != 0).then(|| Num::Float(int_div(s.total, SCALE) / s.vn as f64)),
+        Func::Min => s.lo,
+        Func::Max => s.hi,
+        Func::Distinct => Some(Num::Float(s.distinct.as_ref().unwrap().estimate() as f64)),
+        Func::Quantile(q) => s.quantiles.as_ref().unwrap().quantile(q).map(Num::Float),
+    }
+}
+
+pub fn sample_size(plan: &Plan, s: &Summary) -> i64 {
+    if plan.numeric() {
+        s.vn
+    } else {
+        s.n
+    }
+}

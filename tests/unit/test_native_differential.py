@@ -1,0 +1,316 @@
+"""The native engine against the executable specification (the Python core): byte-identical
+records on the rule tests, the scenario library, Hypothesis streams, shuffled and corrupted
+logs, and snapshot/restore at random points (either engine's snapshot into either)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from corekit import MIN, SEC, T0, event, rules
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_core_properties import BASE, RULES, stream
+from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
+
+import engine.native.plan as plan_module
+from engine.adapters.drive import Driver, drive_lines
+from engine.adapters.rule_tests import collect_test_files, run_test_file
+from engine.core import Engine, run_events
+from engine.native import NativeEngine, available
+from engine.synthetic import Injection, Traffic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_native_engine_is_built():
+    assert available(), "engine._native is missing: pip install -e . builds it (needs cargo)"
+
+
+def dump(records) -> bytes:
+    return b"\n".join(orjson.dumps(r) for r in records)
+
+
+def native_run(compiled, events, lateness_ms=30 * SEC) -> list[dict]:
+    engine = NativeEngine(compiled, lateness_ms)
+    return engine.feed_events(events).records + engine.finish()
+
+
+def same(compiled, events, lateness_ms=30 * SEC) -> bytes:
+    expected = dump(run_events(compiled, events, lateness_ms))
+    assert dump(native_run(compiled, events, lateness_ms)) == expected
+    return expected
+
+
+# ---- the scenario library --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", collect_test_files([str(ROOT / "rules")]), ids=lambda p: p.name)
+def test_rule_tests_give_the_same_records(path: Path):
+    python, native = run_test_file(path, engine="python"), run_test_file(path, engine="native")
+    assert python.error is None, python.error
+    assert dump(native.records) == dump(python.records)
+    assert native.failures == python.failures
+
+
+@pytest.mark.parametrize("category", sorted(CASES))
+def test_scenarios_give_the_same_records(category: str):
+    case = CASES[category]
+    traffic = Traffic(11, START, case.onset + case.duration + TAIL, RATE,
+                      [Injection(category, case.onset, case.duration, case.target)])  # fmt: skip
+    from engine.core import validate_event
+
+    events = [validate_event(obj) for obj in traffic.events()]
+    assert b"incident.opened" in same(pack()[case.file], events)
+
+
+def test_normal_traffic_gives_the_same_records_with_the_whole_pack():
+    compiled = tuple(r for file_rules in pack().values() for r in file_rules)
+    same(compiled, list(normal_traffic()))
+
+
+# ---- Hypothesis streams ------------------------------------------------------------------------
+
+EDGE_RULES = rules(
+    """
+rule by_odd_values:
+  count() > 3 over 1m by region, tier -> sev4
+rule quiet_where:
+  rate(pii) > 0.2 over 2m by tenant where region in ["eu", 2] and not flags.jailbreak min 3 events -> sev2
+rule ordered_where:
+  avg(latency_ms) > 500 over 1m where cost_usd >= 0.01 or tier == true min 2 events -> sev3
+rule extremes:
+  max(tokens_out) > 3x baseline(5m) over 1m by tenant min 2 events -> sev3
+rule floor:
+  min(scores.quality) < 0.2 over 1m min 1 events -> sev4
+rule population:
+  rate(jailbreak) > 3x population with 99% confidence over 1m by user min 2 events -> sev2 contain block_user
+rule significant:
+  count(pii) > 1 with 95% confidence over 1m by tenant for 10s -> sev2 contain disable_feature for 1m
+rule spread:
+  distinct(region) > 2x baseline(5m) over 1m min 1 events -> sev4
+"""
+)
+
+odd_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, 0.5, -0.0, 2.5e-7, 1e16]),
+    st.sampled_from(["eu", "us", "", "é", "a'b", 'q"uote']), st.just([1, "x"]), st.just({"k": [True, None]}),
+)  # fmt: skip
+
+
+@st.composite
+def streams(draw):
+    n = draw(st.integers(1, 150))
+    at = 0
+    out = []
+    for i in range(n):
+        at += draw(st.integers(0, 12 * SEC))
+        jitter = draw(st.integers(-20 * SEC, 0))
+        fields = {
+            "region": draw(odd_values),
+            "tier": draw(st.sampled_from([True, False, 1, None, "gold"])),
+            "tenant": draw(st.sampled_from(["t1", "t2", "t3"])),
+            "user": draw(st.sampled_from(["u1", "u2", "u3", "u4", None])),
+            "latency_ms": draw(st.one_of(st.integers(0, 2000), st.floats(0, 2000, allow_nan=False), st.none())),
+            "cost_usd": draw(st.sampled_from([0, 0.001, 0.02, 0.1, None])),
+            "tokens_out": draw(st.integers(0, 5000)),
+            "flags": {"pii": draw(st.booleans()), "jailbreak": draw(st.booleans())},
+            "scores": {"quality": draw(st.floats(0, 1, allow_nan=False))},
+        }
+        if draw(st.integers(0, 20)) == 0:
+            fields["type"] = "change"
+            fields["kind"] = "deploy"
+        out.append(event(f"h{i}", max(0, at + jitter), **{k: v for k, v in fields.items() if v is not None}))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([0, 5 * SEC, 30 * SEC]))
+def test_hypothesis_streams_give_the_same_records(events, lateness):
+    driver_python, driver_native = Driver(EDGE_RULES, lateness, "python"), Driver(EDGE_RULES, lateness, "native")
+    fed_python, fed_native = driver_python.feed_events(events), driver_native.feed_events(events)
+    assert dump(fed_native.records) == dump(fed_python.records)
+    assert fed_native.late == fed_python.late
+    assert dump(driver_native.finish()) == dump(driver_python.finish())
+    assert driver_native.open_incidents() == driver_python.open_incidents()
+    assert driver_native.opened == driver_python.opened
+
+
+def test_the_edge_rules_fire():
+    events = [
+        event(f"x{i}", i * SEC, tenant="t1", user="u1", region="eu", flags={"pii": True, "jailbreak": i % 2 == 0},
+              latency_ms=900, cost_usd=0.02, tokens_out=10 * i, scores={"quality": 0.1})
+        for i in range(200)
+    ]  # fmt: skip
+    records = orjson.loads(b"[" + same(EDGE_RULES, events).replace(b"\n", b",") + b"]")
+    opened = {r["rule"] for r in records if r["type"] == "incident.opened"}
+    assert {"by_odd_values", "quiet_where", "ordered_where", "floor", "significant"} <= opened
+
+
+# ---- shuffled and corrupted logs -------------------------------------------------------------------
+
+CORRUPT = [
+    b"{not json",
+    b"[1, 2]",
+    b'{"ts": 1}',
+    b'{"event_id": "", "ts": 1}',
+    b'{"event_id": "c1", "ts": true}',
+    b'{"event_id": "c2", "ts": "yesterday"}',
+    b'{"event_id": "c3", "ts": "2026-01-01T00:00:00"}',
+    b'{"event_id": "c4", "ts": -5}',
+    b'{"event_id": "c5", "ts": 1, "type": "other"}',
+    b'{"event_id": "c6", "ts": 1, "model": 7}',
+    b'{"event_id": "c7", "ts": 1, "latency_ms": "slow"}',
+    b'{"event_id": "c8", "ts": 1, "flags": {"pii": 1}}',
+    b'{"event_id": "c9", "ts": 1, "scores": {"quality": true}}',
+    b'{"event_id": "c10", "ts": 1, "type": "change"}',
+    b'{"event_id": "c11", "ts": 1, "type": null}',
+    b'{"event_id": "c12", "ts": 1} trailing',
+    b"   ",
+    b"",
+]
+
+
+def lines_of(events) -> list[bytes]:
+    return [orjson.dumps(e.data) + b"\n" for e in events]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+        self.refused: list[tuple] = []
+
+    def record(self, record: dict) -> None:
+        self.records.append(orjson.dumps(record))
+
+    def bad(self, where, reason: str, raw: bytes, late: bool) -> None:
+        self.refused.append((where, reason, raw, late))
+
+
+def replay_both(lines: list[bytes], lateness_ms: int = 30 * SEC) -> Sink:
+    sinks = []
+    for kind in ("python", "native"):
+        sink = Sink()
+        drive_lines(enumerate(lines, start=1), Driver(RULES, lateness_ms, kind), sink)
+        sinks.append(sink)
+    python, native = sinks
+    assert native.records == python.records
+    assert native.refused == python.refused
+    return python
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_shuffled_corrupted_logs_give_the_same_records_and_reasons(seed: int):
+    rng = random.Random(seed)
+    events = list(BASE)
+    for i in range(0, len(events) - 10, 10):  # shuffle within 20s: well inside the lateness
+        chunk = events[i : i + 10]
+        rng.shuffle(chunk)
+        events[i : i + 10] = chunk
+    lines = lines_of(events)
+    for bad in CORRUPT:
+        lines.insert(rng.randrange(len(lines)), bad + b"\n")
+    # times the native decoder leaves to Python's fromisoformat: still events, same records
+    for i in rng.sample(range(len(lines)), 20):
+        obj = orjson.loads(lines[i]) if lines[i].startswith(b'{"event_id":"e') else None
+        if obj is not None:
+            from engine.core import format_ts
+
+            obj["ts"] = format_ts(obj["ts"]).replace("Z", "+00:00").replace("T", " ")
+            lines[i] = orjson.dumps(obj) + b"\n"
+    late = orjson.dumps({"event_id": "late", "ts": T0, "model": "a"}) + b"\n"
+    lines.insert(len(lines) // 2, late)
+    python = replay_both(lines)
+    assert any(late for *_, late in python.refused)
+    assert len([r for r in python.refused if not r[3]]) == len([b for b in CORRUPT if b.strip()])
+
+
+def test_odd_time_formats_are_events_in_both():
+    lines = [
+        b'{"event_id": "a", "ts": "2026-01-01T00:00:00.5Z", "model": "m"}',
+        b'{"event_id": "b", "ts": "2026-01-01 00:00:01+00:00", "model": "m"}',
+        b'{"event_id": "c", "ts": 1767225602000.7, "model": "m"}',
+        b'{"event_id": "d", "ts": "2026-01-01T01:00:03.123456+01:00", "model": "m"}',
+    ]
+    python = replay_both(lines)
+    assert python.refused == []
+
+
+# ---- snapshot and restore ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_snapshots_restore_across_engines_at_random_points(seed: int):
+    rng = random.Random(seed)
+    expected = dump(run_events(RULES, BASE))
+    cut = rng.randrange(1, len(BASE))
+    python, native = Engine(RULES), NativeEngine(RULES)
+    head_python = [r for e in BASE[:cut] for r in python.process(e)]
+    head_native = native.feed_events(BASE[:cut]).records
+    assert dump(head_native) == dump(head_python)
+    snap_python, snap_native = python.snapshot(), native.snapshot()
+    assert orjson.loads(orjson.dumps(snap_native)) == orjson.loads(orjson.dumps(snap_python))
+    for restored in (NativeEngine.restore(RULES, snap_python), NativeEngine.restore(RULES, snap_native)):
+        tail = restored.feed_events(BASE[cut:]).records + restored.finish()
+        assert dump(head_python + tail) == expected
+    back = Engine.restore(RULES, orjson.loads(orjson.dumps(snap_native)))
+    tail = [r for e in BASE[cut:] for r in back.process(e)] + back.finish()
+    assert dump(head_python + tail) == expected
+
+
+def test_a_changed_rule_starts_afresh_after_restore():
+    native = NativeEngine(RULES)
+    native.feed_events(BASE[:1000])
+    snap = native.snapshot()
+    changed = rules(
+        """
+rule spike:
+  rate(hallucination) > 4x baseline over 5m by model -> sev3 contain fallback
+"""
+    )
+    python = Engine.restore(changed, snap)
+    restored = NativeEngine.restore(changed, snap)
+    assert orjson.loads(orjson.dumps(restored.snapshot())) == orjson.loads(orjson.dumps(python.snapshot()))
+
+
+# ---- rules on the Python core beside the native one ------------------------------------------------------
+
+
+def test_rules_the_native_engine_cannot_run_fall_back_and_merge_in_order(monkeypatch):
+    real = plan_module.unsupported
+    monkeypatch.setattr("engine.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
+    engine = NativeEngine(RULES)
+    assert engine.placement() == {"spike": "native", "leak": "python", "slow": "native", "spend": "native",
+                                  "users": "python"}  # fmt: skip
+    records = engine.feed_events(BASE).records + engine.finish()
+    assert dump(records) == dump(run_events(RULES, BASE))
+    lines = lines_of(stream(9, minutes=30))
+    sink_python, sink_mixed = Sink(), Sink()
+    drive_lines(enumerate(lines), Driver(RULES, engine="python"), sink_python)
+    mixed = Driver(RULES, engine="python")
+    mixed.kind, mixed.core = "native", NativeEngine(RULES)
+    drive_lines(enumerate(lines), mixed, sink_mixed)
+    assert sink_mixed.records == sink_python.records
+
+
+def test_every_starter_rule_runs_natively():
+    compiled = tuple(r for file_rules in pack().values() for r in file_rules)
+    assert {r.name: plan_module.unsupported(r) for r in compiled if plan_module.unsupported(r)} == {}
+
+
+def test_memory_per_group_is_reported():
+    engine = NativeEngine(EDGE_RULES + RULES)
+    engine.feed_events([event(f"m{i}", i * 100, user=f"u{i % 500}", tenant="t", model="a") for i in range(5000)])
+    groups, buckets, size = engine.memory()
+    assert groups >= 500 and buckets >= groups
+    assert size / groups < 2048
+
+
+def test_late_events_match():
+    events = [event("a", 10 * MIN, model="a"), event("b", 1 * MIN, model="a"), event("c", 10 * MIN + 1, model="a")]
+    python, native = Driver(RULES, 30 * SEC, "python"), Driver(RULES, 30 * SEC, "native")
+    late = python.feed_events(events).late
+    assert [index for index, _ in late] == [1]
+    assert native.feed_events(events).late == late

@@ -178,7 +178,7 @@ async def listen_with_sdk(config, topic: str, group: str, want: set[str]) -> set
     # clock 0: the scenario's commands expire in its own (past) event time; here they must still apply
     listener = ContainmentListener(config.bootstrap, group, topic, handlers, kafka_config=config, clock=lambda: 0.0)
     try:
-        await listener.run_until(lambda _: want <= seen, timeout_s=60)
+        await listener.run_until(lambda _: want <= seen, timeout_s=150)
     finally:
         await listener.stop()
     return seen
@@ -326,3 +326,43 @@ def test_every_topic_command_and_the_publisher_over_mutual_tls_and_sasl(secure, 
             assert "Traceback" not in done.stderr
     listed = orjson.loads(done.stdout)
     assert {incident["rule"] for incident in listed} >= {"jailbreaker", "leak"}  # read over SASL_SSL
+
+
+def test_worker_and_listener_over_mutual_tls(secure, tmp_path, unique_topic):
+    """A client certificate instead of a password (its principal, User:CN=firebreak-client, is a super user here)."""
+    from worker_harness import publish
+
+    topics = SecTopics(unique_topic("mtls"))
+    rules = write_rules(tmp_path)
+    run(create_input(secure, topics.events))
+    events = scenario(minutes=80, seed=54)
+    clock = clocks(events)
+    expected = replay(events, [e for _, e in clock])
+    cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
+    properties = mtls_properties(secure, tmp_path)
+    worker = Worker(topics, secure.mtls, rules, tmp_path, extra=["--kafka-config", properties]).start()
+    commands = {r["command_id"] for r in expected if r["type"] == "containment.command"}
+    try:
+        worker.wait_ready(90)
+        run(publish(secure.bootstrap, topics.events, events + [e for _, e in clock]))
+        received = run(listen_with_sdk(load_kafka_config(properties, env={}), topics.containment,
+                                       f"{topics.prefix}-gateway", commands))  # fmt: skip
+        want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
+
+        def arrived() -> bool:
+            got = run(read_all(secure.bootstrap, topics.incidents, settle_s=0.3))
+            got += run(read_all(secure.bootstrap, topics.containment, settle_s=0.3))
+            return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
+
+        wait_for(arrived, 180, "the replay's records from a worker on mutual TLS", [worker])
+    finally:
+        worker.stop()
+    assert commands and commands <= received
+    records = run(read_all(secure.bootstrap, topics.incidents)) + run(read_all(secure.bootstrap, topics.containment))
+    got, want = before(records, cutoff), before(expected, cutoff)
+    def brief(raw: bytes) -> str:
+        record = orjson.loads(raw)
+        return f"{record['type']} {record.get('rule')} {record['ts']}"
+
+    missing, extra = [brief(r) for r in want if r not in got], [brief(r) for r in got if r not in want]
+    assert got == want, {"missing": missing, "extra": extra}

@@ -6,7 +6,7 @@ renderings of it; `--format json` prints it as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from engine.core.engine import DEFAULT_LATENESS_MS, run_events
 from engine.core.events import Event, format_ts, parse_ts
 from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
-from engine.investigate.anomaly import change_point, first_anomalous, mass_of, slope_start
+from engine.investigate.anomaly import Mass, change_point, first_anomalous, mass_of, slope_start
 from engine.investigate.causes import rank_causes
 from engine.investigate.contributors import (
     combine,
@@ -35,6 +35,7 @@ MAX_CAUSES = 10
 MAX_EVIDENCE = 10
 CAUSE_MARK_SCORE = 0.5  # the top cause is drawn on the timeline when it scores at least this
 SLOPE_SEARCH_MS = 6 * HOUR  # a slope may have begun this long before onset
+Shift = Callable[[str, str, int], float | None]
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def investigate(
     }
 
 
-def _shift(group: dict[str, Any], of_population, of_group):
+def _shift(group: dict[str, Any], of_population: Shift, of_group: Shift) -> Shift:
     """A value's shift inside the group; the group's own values against the whole population."""
     own = {(k, _text(v)) for k, v in group.items()}
 
@@ -201,7 +202,16 @@ def _shift(group: dict[str, Any], of_population, of_group):
     return shift
 
 
-def _joint(contributors, group, in_group, pop_inc, scope_inc, scope_base, spans, mass):
+def _joint(
+    contributors: list[dict[str, Any]],
+    group: dict[str, Any],
+    in_group: Callable[[dict[str, Any]], bool],
+    pop_inc: list[Event],
+    scope_inc: list[Event],
+    scope_base: list[Event],
+    spans: tuple[int, int],
+    mass: Mass,
+) -> Callable[[list[tuple[str, str]]], float]:
     """The score of what a change naming ``pairs`` (values inside the group) changed: where
     they meet; the group's own score when they are another name of the group — every event
     of the group carries them and no event outside it does (a template that is its feature's

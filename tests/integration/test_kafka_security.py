@@ -15,7 +15,7 @@ import orjson
 import pytest
 from local_broker import LocalBroker, start_local_broker
 from test_worker_live import RULES, before, clocks, replay, scenario
-from worker_harness import FIREBREAK, Topics, Worker, read_all, run, wait_for
+from worker_harness import FIREBREAK, Topics, Worker, read_all, records_arrived, run, wait_for
 
 from engine.core import format_ts, parse_ts
 from engine.kafka_config import load_kafka_config
@@ -122,13 +122,7 @@ def test_worker_and_sdks_over_sasl_ssl_with_least_privilege(secure, tmp_path, un
         publisher_config = load_kafka_config(sasl_properties(secure, "publisher", tmp_path), env=password("publisher"))
         run(publish_with_sdk(publisher_config, topics.events, events + [e for _, e in clock]))
         listener_config = load_kafka_config(sasl_properties(secure, "listener", tmp_path), env=password("listener"))
-        want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
-
-        def arrived() -> bool:
-            got = run(read_all(secure.bootstrap, topics.incidents, settle_s=0.3))
-            got += run(read_all(secure.bootstrap, topics.containment, settle_s=0.3))
-            return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
-
+        arrived = records_arrived(secure.bootstrap, topics, expected)
         wait_for(arrived, 180, "the replay's records from a worker on SASL_SSL", [worker])
         received = run(listen_with_sdk(listener_config, topics.containment, f"{topics.prefix}-gateway", commands))
     finally:
@@ -347,13 +341,7 @@ def test_worker_and_listener_over_mutual_tls(secure, tmp_path, unique_topic):
         run(publish(secure.bootstrap, topics.events, events + [e for _, e in clock]))
         received = run(listen_with_sdk(load_kafka_config(properties, env={}), topics.containment,
                                        f"{topics.prefix}-gateway", commands))  # fmt: skip
-        want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
-
-        def arrived() -> bool:
-            got = run(read_all(secure.bootstrap, topics.incidents, settle_s=0.3))
-            got += run(read_all(secure.bootstrap, topics.containment, settle_s=0.3))
-            return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
-
+        arrived = records_arrived(secure.bootstrap, topics, expected)
         wait_for(arrived, 180, "the replay's records from a worker on mutual TLS", [worker])
     finally:
         worker.stop()

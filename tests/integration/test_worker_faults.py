@@ -16,7 +16,7 @@ import time
 import pytest
 from local_broker import start_local_broker
 from test_worker_live import RULES, before, clocks, feed, replay, scenario
-from worker_harness import Topics, Worker, publish, read_all, run, wait_for
+from worker_harness import Topics, Worker, publish, read_all, records_arrived, run, wait_for
 
 from engine.core import parse_ts
 
@@ -35,17 +35,6 @@ def own_broker(kafka_bootstrap, tmp_path_factory):
 
 def records_of(bootstrap: str, topics: Topics) -> list[dict]:
     return run(read_all(bootstrap, topics.incidents)) + run(read_all(bootstrap, topics.containment))
-
-
-def arrived(bootstrap: str, topics: Topics, expected: list[dict]):
-    want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
-
-    def check() -> bool:
-        got = run(read_all(bootstrap, topics.incidents, settle_s=0.3))
-        got += run(read_all(bootstrap, topics.containment, settle_s=0.3))
-        return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
-
-    return check
 
 
 def assert_once(records: list[dict]) -> None:
@@ -75,7 +64,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, uniq
         own_broker.ctl("restart")  # the worker loses its broker for several seconds, mid-stream
         worker.check_alive()
         feed(bootstrap, topics, events[cut:], clock)
-        wait_for(arrived(bootstrap, topics, expected), 180, "the replay's records after the restart", [worker])
+        wait_for(records_arrived(bootstrap, topics, expected), 180, "the replay's records after the restart", [worker])
         time.sleep(2)
         worker.check_alive()
         assert worker.metrics()["firebreak_late_events_total"] == 0
@@ -111,7 +100,7 @@ def test_a_worker_stopped_past_its_session_is_fenced_when_resumed(kafka_bootstra
         time.sleep(16)
         first.process.send_signal(signal.SIGCONT)  # it wakes up believing it still owns its shards
         feed(kafka_bootstrap, topics, rest[len(rest) // 2 :], clock)
-        wait_for(arrived(kafka_bootstrap, topics, expected), 180, "the replay's records", [second])
+        wait_for(records_arrived(kafka_bootstrap, topics, expected), 180, "the replay's records", [second])
         time.sleep(3)
         first.check_alive()  # fenced or rebalanced away, it carries on as a member of the group
         second.check_alive()

@@ -13,7 +13,7 @@ import zlib
 import orjson
 import pytest
 from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, scenario
-from worker_harness import Topics, Worker, read_all, run, wait_for
+from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
 
 from engine.core import format_ts, parse_ts, run_events, validate_event
 from engine.dsl import load_rules
@@ -81,13 +81,7 @@ def test_partitions_ending_at_different_times_still_finish_every_decision(kafka_
         for partition in PUBLISH_ORDER:
             kcat_publish(kafka_bootstrap, topics.events, partition, parts[partition])
 
-        want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
-
-        def arrived() -> bool:
-            got = run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.3))
-            got += run(read_all(kafka_bootstrap, topics.containment, settle_s=0.3))
-            return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
-
+        arrived = records_arrived(kafka_bootstrap, topics, expected)
         wait_for(arrived, 120, "every decision the events allow, with no event after them", [worker])
         metrics = worker.metrics()
         last = max(parse_ts(e["ts"]) for e in events)

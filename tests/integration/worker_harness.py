@@ -177,3 +177,16 @@ def wait_for(predicate, timeout: float, what: str, workers: Iterable[Worker] = (
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def records_arrived(bootstrap: str, topics: Topics, expected: list[dict]):
+    """A predicate for `wait_for`: every expected record (by type, incident, time) is on the
+    incidents or containment topic."""
+    want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
+
+    def check() -> bool:
+        got = run(read_all(bootstrap, topics.incidents, settle_s=0.3))
+        got += run(read_all(bootstrap, topics.containment, settle_s=0.3))
+        return want <= {(r["type"], r.get("incident_id"), r["ts"]) for r in got}
+
+    return check

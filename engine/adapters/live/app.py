@@ -26,6 +26,7 @@ import faust  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import (  # noqa: E402
     ClusterAuthorizationFailedError,
+    KafkaError,
     ProducerFenced,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
@@ -276,8 +277,8 @@ class LiveWorker:
         except ProducerFenced:
             await self._fenced(shard)
             return
-        except (TopicAuthorizationFailedError, TransactionalIdAuthorizationFailed) as error:
-            self._refused(error)
+        except KafkaError as error:  # refused, or a send after the transaction failed: say what caused it
+            self._refused(shard.writer.transaction_error() or error)
         except TimeoutError:
             # aiokafka can leave a refused transaction waiting forever: say what it knows, and stop
             self._refused(shard.writer.transaction_error())
@@ -461,9 +462,9 @@ class LiveWorker:
 
 
 def _quiet_fenced(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """A fenced producer leaves its error in aiokafka's internal futures too; `_fenced` has
-    already handled and logged it, so asyncio's "exception was never retrieved" is noise."""
-    if isinstance(context.get("exception"), ProducerFenced):
-        log.debug("fenced producer: %s", context.get("message"))
+    """A fenced or refused producer leaves its error in aiokafka's internal futures too; `_fenced`
+    and `_refused` have handled and logged it, so asyncio's "exception was never retrieved" is noise."""
+    if isinstance(context.get("exception"), ProducerFenced | TopicAuthorizationFailedError):
+        log.debug("handled elsewhere: %s", context.get("message"))  # `_fenced` / `_refused` said it already
         return
     loop.default_exception_handler(context)

@@ -146,12 +146,14 @@ def summary(record: Mapping[str, Any]) -> str:
     return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
 
 
-def pagerduty_event(record: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
+def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
+                    ) -> dict[str, Any]:  # fmt: skip
     """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution."""
     if record["type"] == "incident.resolved":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
     details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
                                             "window", "previous_severity") if record.get(k) is not None}  # fmt: skip
+    details["investigate"] = investigate_command(record, hint)
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -268,7 +270,8 @@ class Deliverer:
 
     def payload(self, target: Target, record: Mapping[str, Any]) -> dict[str, Any]:
         if target.kind == "pagerduty":
-            return pagerduty_event(record, target.routing_key.value if target.routing_key else "")
+            key = target.routing_key.value if target.routing_key else ""
+            return pagerduty_event(record, key, self.config.investigate_hint)
         if target.kind == "slack":
             return slack_message(record, self.containment.get(record["incident_id"], ()), self.config.investigate_hint)
         return webhook_body(record)

@@ -67,6 +67,9 @@ def test_pagerduty_lifecycle_with_dedup_keys(tmp_path, records):
             assert event["payload"]["severity"] == {"sev2": "error", "sev3": "warning", "sev4": "info",
                                                     "sev1": "critical"}[record["severity"]]  # fmt: skip
             assert event["payload"]["source"] == f"firebreak/{record['rule']}"
+            command = event["payload"]["custom_details"]["investigate"]
+            assert command.startswith("firebreak investigate --rules rules/ --topic ai.inference.events --since ")
+            assert command.endswith(f"--incident {record['incident_id']}")
     by_incident: dict[str, list[str]] = {}
     for event in pd:
         by_incident.setdefault(event["dedup_key"], []).append(event["event_action"])

@@ -161,7 +161,12 @@ def per_rule_native(path: str, rules: tuple[CompiledRule, ...], limit: int) -> N
     with open(path, "rb") as f:
         lines = list(itertools.islice(f, limit))
     loads = orjson.loads
-    parse = min(_timed(lambda: [loads(line) for line in lines]) for _ in range(3))
+
+    def parse_lines() -> None:
+        for line in lines:
+            loads(line)  # not kept: as in (a)
+
+    parse = min(_timed(parse_lines) for _ in range(3))
     rows = []
     for rule in rules:
 

@@ -52,7 +52,59 @@ fn hash_parts<'x>(parts: impl Iterator<Item = &'x KeyPart>) -> u64 {
     h.finish()
 }
 
+/// A key part as the event has it: text borrowed from the line until the key is new.
+pub enum KeyRef<'a> {
+    Part(KeyPart),
+    Str(&'a str),
+}
+
+impl KeyRef<'_> {
+    fn same(&self, part: &KeyPart) -> bool {
+        match (self, part) {
+            (KeyRef::Str(a), KeyPart::Str(b)) => *a == b.as_str(),
+            (KeyRef::Str(_), _) => false,
+            (KeyRef::Part(a), b) => a == b,
+        }
+    }
+    fn owned(&self) -> KeyPart {
+        match self {
+            KeyRef::Str(s) => KeyPart::Str(s.to_string()),
+            KeyRef::Part(p) => p.clone(),
+        }
+    }
+}
+
+fn hash_refs(parts: &[KeyRef]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    for part in parts {
+        match part {
+            KeyRef::Str(s) => {
+                3u8.hash(&mut h); // as KeyPart::Str hashes
+                s.hash(&mut h);
+            }
+            KeyRef::Part(p) => p.hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
 impl KeyTable {
+    /// ``intern`` without copying the event's text unless the key is new.
+    pub fn intern_ref(&mut self, key: &[KeyRef]) -> u32 {
+        let hash = hash_refs(key);
+        let info = &self.info;
+        let found = self.table.find(hash, |id| {
+            let parts = &info[*id as usize].parts;
+            parts.len() == key.len() && key.iter().zip(parts).all(|(a, b)| a.same(b))
+        });
+        if let Some(id) = found {
+            return *id;
+        }
+        let parts: Vec<KeyPart> = key.iter().map(KeyRef::owned).collect();
+        self.intern(&parts)
+    }
+
     /// The id of ``key`` (made from the event's values), interning it when new.
     pub fn intern(&mut self, key: &[KeyPart]) -> u32 {
         let hash = hash_parts(key.iter());
@@ -161,7 +213,12 @@ pub struct Engine {
 }
 
 fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
-    *map.entry(key.to_string()).or_insert(0) += by;
+    match map.get_mut(key) {
+        Some(count) => *count += by,
+        None => {
+            map.insert(key.to_string(), by);
+        }
+    }
 }
 
 impl Engine {
@@ -216,7 +273,7 @@ impl Engine {
     fn aggregate(&mut self, event: &Event, host: &Host) {
         let ts = event.ts;
         let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
-        let mut parts: Vec<KeyPart> = Vec::new();
+        let mut parts: Vec<KeyRef> = Vec::new();
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
         for state in self.rules.iter_mut() {
@@ -235,7 +292,7 @@ impl Engine {
                         .iter()
                         .map(|p| key_part(get(&event.data, p), host)),
                 );
-                keys[by_id] = Some(self.key_tables[by_id].intern(&parts));
+                keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
             let step = state.plan.step_ms;
             let start = ts - ts.rem_euclid(step);
@@ -389,7 +446,7 @@ impl Engine {
                 .as_ref()
                 .map(|u| u.mins.clone())
                 .unwrap_or_default();
-            let evidence: Vec<&str> = detail.evidence.iter().map(|e| e.id.as_str()).collect();
+            let evidence: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
             let args = (
                 index,
                 group.dict.as_ref().unwrap().clone_ref(host.py),
@@ -478,14 +535,14 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     at
 }
 
-fn key_part(value: Option<&J>, host: &Host) -> KeyPart {
-    match value {
+fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
+    KeyRef::Part(match value {
         None | Some(J::Null) => KeyPart::None,
-        Some(J::Str(s)) => KeyPart::Str(s.to_string()),
+        Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),
         Some(J::Bool(b)) => KeyPart::Bool(*b),
         Some(J::Num(n)) => KeyPart::Num(*n),
         Some(other) => KeyPart::Str(host.py_str(other)),
-    }
+    })
 }
 
 pub fn num_py(py: Python, n: Num) -> PyObject {

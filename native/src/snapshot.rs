@@ -145,19 +145,19 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
         None
     } else {
         let q = a[6].as_array().ok_or("quantiles")?;
-        Some(QuantileSketch {
+        Some(Box::new(QuantileSketch {
             pos: counts(&q[0])?,
             neg: counts(&q[1])?,
             zero: int(&q[2])?,
             n: int(&q[3])?,
-        })
+        }))
     };
     let evidence = a[9]
         .as_array()
         .ok_or("evidence")?
         .iter()
         .map(|e| {
-            let id = e[1].as_str().ok_or("evidence id")?.to_string();
+            let id: Box<str> = e[1].as_str().ok_or("evidence id")?.into();
             let order = match &e[0] {
                 Value::Array(vt) => Order::Value(
                     Num::from_json(&vt[0]).ok_or("evidence value")?,
@@ -183,9 +183,9 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
         distinct: if a[7].is_null() {
             None
         } else {
-            Some(DistinctSketch {
+            Some(Box::new(DistinctSketch {
                 mins: hashes(&a[7])?,
-            })
+            }))
         },
         users: DistinctSketch {
             mins: hashes(&a[8])?,
@@ -319,13 +319,13 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                 bytes += b
                     .evidence
                     .iter()
-                    .map(|e| size_of::<Evidence>() + e.id.capacity())
+                    .map(|e| size_of::<Evidence>() + e.id.len())
                     .sum::<usize>();
                 if let Some(q) = &b.quantiles {
-                    bytes += (q.pos.len() + q.neg.len()) * 48;
+                    bytes += size_of::<QuantileSketch>() + (q.pos.len() + q.neg.len()) * 48;
                 }
                 if let Some(d) = &b.distinct {
-                    bytes += d.mins.capacity() * 8;
+                    bytes += size_of::<DistinctSketch>() + d.mins.capacity() * 8;
                 }
             }
         }

@@ -22,17 +22,21 @@ pub enum Order {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     pub order: Order,
-    pub id: String,
+    pub id: Box<str>,
 }
 
 fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
-    let first = match (&a.order, &b.order) {
+    cmp_item(&a.order, &a.id, b)
+}
+
+fn cmp_item(order: &Order, id: &str, b: &Evidence) -> Ordering {
+    let first = match (order, &b.order) {
         (Order::Ts(x), Order::Ts(y)) => x.cmp(y),
         (Order::Value(v, t), Order::Value(w, u)) => v.cmp(*w).then(t.cmp(u)),
         (Order::Ts(_), Order::Value(..)) => Ordering::Less,
         (Order::Value(..), Order::Ts(_)) => Ordering::Greater,
     };
-    first.then_with(|| a.id.cmp(&b.id))
+    first.then_with(|| id.cmp(&b.id))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -43,8 +47,8 @@ pub struct Bucket {
     pub total: i128,
     pub lo: Option<Num>,
     pub hi: Option<Num>,
-    pub quantiles: Option<QuantileSketch>,
-    pub distinct: Option<DistinctSketch>,
+    pub quantiles: Option<Box<QuantileSketch>>,
+    pub distinct: Option<Box<DistinctSketch>>,
     pub users: DistinctSketch,
     pub evidence: Vec<Evidence>,
 }
@@ -52,26 +56,28 @@ pub struct Bucket {
 impl Bucket {
     pub fn new(plan: &Plan) -> Bucket {
         Bucket {
-            quantiles: matches!(plan.func, Func::Quantile(_)).then(QuantileSketch::default),
-            distinct: (plan.func == Func::Distinct).then(DistinctSketch::default),
+            quantiles: matches!(plan.func, Func::Quantile(_)).then(Box::default),
+            distinct: (plan.func == Func::Distinct).then(Box::default),
             ..Default::default()
         }
     }
 
     fn keep_evidence(&mut self, order: Order, id: &str) {
-        let item = Evidence {
-            order,
-            id: id.to_string(),
-        };
         if self.evidence.len() >= EVIDENCE_K
-            && cmp_evidence(&item, self.evidence.last().unwrap()) != Ordering::Less
+            && cmp_item(&order, id, self.evidence.last().unwrap()) != Ordering::Less
         {
-            return;
+            return; // not among the best: no copy of its id
         }
         let at = self
             .evidence
-            .partition_point(|e| cmp_evidence(e, &item) != Ordering::Greater);
-        self.evidence.insert(at, item);
+            .partition_point(|e| cmp_item(&order, id, e) == Ordering::Greater);
+        self.evidence.insert(
+            at,
+            Evidence {
+                order,
+                id: id.into(),
+            },
+        );
         self.evidence.truncate(EVIDENCE_K);
     }
 
@@ -181,7 +187,7 @@ pub fn summarize<'a>(
     }
     if plan.func == Func::Distinct {
         s.distinct = Some(DistinctSketch::union(
-            buckets.clone().filter_map(|b| b.distinct.as_ref()),
+            buckets.clone().filter_map(|b| b.distinct.as_deref()),
         ));
     }
     if detail {

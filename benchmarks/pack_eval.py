@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from engine.adapters.demo import pack_fingerprint
 from engine.adapters.rule_files import read_rule_sources
 from engine.adapters.starter_pack import starter_rule_sources
 from engine.core import Engine, Event
@@ -194,6 +195,19 @@ def _dur(seconds: float) -> str:
     return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as the README shows it: without where its outputs went."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in {"--json", "--demo-summary", "--from-json"}:
+            skip = True
+        elif not arg.startswith(("--json=", "--demo-summary=", "--from-json=")):
+            shown.append(arg)
+    return " ".join(["python benchmarks/pack_eval.py", *shown])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", help="a rules directory or file (default: the starter pack)")
@@ -202,14 +216,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--quick", action="store_true", help="tiny families and 2 seeds (seconds, for tests)")
     parser.add_argument("--json", help="write the runs and the summary here")
+    parser.add_argument("--from-json", metavar="PATH", help="score the runs a --json file holds instead of running")
+    parser.add_argument(
+        "--demo-summary",
+        metavar="PATH",
+        help="write the numbers `firebreak demo` prints (engine/adapters/pack_evaluation.json)",
+    )
     args = parser.parse_args(argv)
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
     seeds = 2 if args.quick and args.seeds == 20 else args.seeds
     tasks = [(name, seed) for name in args.families for seed in range(1, seeds + 1)]
     planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
-    print(f"{len(tasks)} runs, ~{planned:,} events, {args.jobs} job(s)", file=sys.stderr)
+    if not args.from_json:
+        print(f"{len(tasks)} runs, ~{planned:,} events, {args.jobs} job(s)", file=sys.stderr)
     began = time.perf_counter()
-    if args.jobs > 1:
+    if args.from_json:
+        saved = orjson.loads(Path(args.from_json).read_bytes())
+        runs = [r for r in saved["runs"] if r["family"] in args.families]
+        seeds = max(r["seed"] for r in runs)
+    elif args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             # the biggest runs first, so that the pool is not left waiting on one at the end
             order = sorted(tasks, key=lambda t: -expected_events(FAMILIES[t[0]]))
@@ -219,13 +244,28 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_one(name, seed, sources, args.quick) for name, seed in tasks]
     runs.sort(key=lambda r: (args.families.index(r["family"]), r["seed"]))
     summary = summarize(runs)
-    wall = time.perf_counter() - began
+    wall = saved["wall_s"] if args.from_json else time.perf_counter() - began
     print(render(summary))
     print(f"\n{len(runs)} runs, {sum(r['events'] for r in runs):,} events in {wall:.0f} s wall "
           f"({args.jobs} job(s))")  # fmt: skip
     if args.json:
         Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "wall_s": wall},
                                                  option=orjson.OPT_INDENT_2))  # fmt: skip
+    if args.demo_summary:
+        rules, _ = load_rules(sources)
+        compact = {
+            "pack": pack_fingerprint(rules),
+            "command": command_line(argv if argv is not None else sys.argv[1:]),
+            "seeds": seeds,
+            "wall_s": round(wall),
+            "families": [
+                {k: s[k] for k in ("family", "note", "runs", "events", "days", "injected", "caught", "precision",
+                                   "false_per_day", "false_severe_per_day")}
+                | {"ttd_median_s": {k: v["median_s"] for k, v in s["ttd"].items()}}
+                for s in summary
+            ],
+        }  # fmt: skip
+        Path(args.demo_summary).write_bytes(orjson.dumps(compact, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 

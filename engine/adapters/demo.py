@@ -10,6 +10,7 @@ and the ground truth to a directory and leaves them there for a closer look.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ SCHEDULE = (
     ("quality_degradation", 110, "rag-answer-v12"),
     ("cost", 125, "support-bot"),
 )
+EVALUATION_FILE = Path(__file__).with_name("pack_evaluation.json")  # written by benchmarks/pack_eval.py
 MATCH_BEFORE_MS = 5 * MINUTE  # an incident opened this long before an onset can still be its detection
 MATCH_AFTER_MS = 15 * MINUTE  # ... or this long after its end
 
@@ -221,6 +223,7 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
             hits[0].rule if hits else "MISSED", "+" + _minutes(hits[0].opened - truth.onset_ts) if hits else "-",
         ))  # fmt: skip
     lines += _table(truth_table)
+    lines += evaluation_lines(rules)
     detected = sum(1 for t in result.truths if any(r.truth is t for r in result.rows))
     stray = sum(1 for r in result.rows if r.truth is None and r.related is None)
     side = sum(1 for r in result.rows if r.truth is None and r.related is not None)
@@ -239,6 +242,34 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
             f" --incident {example.incident_id} --format html --out report.html",
         ]
     return "\n".join(lines)
+
+
+def pack_fingerprint(rules: Iterable[CompiledRule]) -> str:
+    """Which rules an evaluation measured: a hash of their canonical texts, in any order."""
+    return hashlib.sha256("\n\n".join(sorted(rule.text for rule in rules)).encode()).hexdigest()[:16]
+
+
+def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FILE) -> list[str]:
+    """What benchmarks/pack_eval.py measured for exactly these rules on traffic they were not
+    tuned on, one line per family; nothing when it measured other rules (or nothing)."""
+    if not path.is_file():
+        return []
+    data = orjson.loads(path.read_bytes())
+    if data.get("pack") != pack_fingerprint(rules):
+        return []
+    rows = [("family", "events", "sim. days", "caught", "precision", "false/day", "sev1-2 false/day",
+             "time to detect (median)")]  # fmt: skip
+    for f in data["families"]:
+        precision = "-" if f["precision"] is None else f"{100 * f['precision']:.0f}%"
+        ttd = ", ".join(f"{kind} {_minutes(int(s * 1000))}" for kind, s in f["ttd_median_s"].items()) or "-"
+        rows.append((f["family"], f"{f['events']:,}", f"{f['days']:.2f}", f"{f['caught']}/{f['injected']}", precision,
+                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", ttd))  # fmt: skip
+    return [
+        "",
+        f"these rules on traffic they were not tuned on ({len(data['families'])} families × {data['seeds']} seeds, "
+        f"`{data['command']}`, benchmarks/README.md):",
+        *_table(rows),
+    ]
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -54,3 +54,31 @@ def test_starter_pack_is_found() -> None:
         "rules/quality_degradation.rules",
     ]  # fmt: skip
     assert all(text.strip() for text in sources.values())
+
+
+def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> None:
+    from engine.adapters.demo import EVALUATION_FILE, evaluation_lines, pack_fingerprint
+    from engine.dsl import load_rules
+
+    rules, _ = load_rules(starter_rule_sources())
+    summary = {
+        "pack": pack_fingerprint(rules), "command": "python benchmarks/pack_eval.py --jobs 2", "seeds": 20,
+        "wall_s": 1, "families": [{
+            "family": "heavy", "note": "", "runs": 20, "events": 1_440_000, "days": 1.67, "injected": 60,
+            "caught": 59, "precision": 0.9, "false_per_day": 1.2, "false_severe_per_day": 0.0,
+            "ttd_median_s": {"pii_burst": 21.0},
+        }],
+    }  # fmt: skip
+    path = tmp_path / "evaluation.json"
+    path.write_bytes(orjson.dumps(summary))
+    text = "\n".join(evaluation_lines(rules, path))
+    assert "1 families × 20 seeds" in text and "python benchmarks/pack_eval.py --jobs 2" in text
+    row = next(line for line in text.splitlines() if line.startswith("heavy"))
+    assert row.split()[:7] == ["heavy", "1,440,000", "1.67", "59/60", "90%", "1.20", "0.00"]
+    assert "pii_burst 0m21s" in row
+    # measured on other rules: not shown
+    assert evaluation_lines(rules[1:], path) == []
+    # the numbers shipped with the package are those of the starter pack as it is
+    shipped = orjson.loads(EVALUATION_FILE.read_bytes())
+    assert shipped["pack"] == pack_fingerprint(rules), "re-run benchmarks/pack_eval.py --demo-summary"
+    assert shipped["seeds"] >= 20

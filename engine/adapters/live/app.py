@@ -26,6 +26,7 @@ import faust  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.errors import (  # noqa: E402
     ClusterAuthorizationFailedError,
+    IllegalOperation,
     KafkaError,
     ProducerFenced,
     TopicAlreadyExistsError,
@@ -277,7 +278,7 @@ class LiveWorker:
         except ProducerFenced:
             await self._fenced(shard)
             return
-        except KafkaError as error:  # refused, or a send after the transaction failed: say what caused it
+        except (KafkaError, IllegalOperation) as error:  # refused, or a send after the transaction failed
             self._refused(shard.writer.transaction_error() or error)
         except TimeoutError:
             # aiokafka can leave a refused transaction waiting forever: say what it knows, and stop

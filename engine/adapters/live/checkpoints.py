@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalOperation
 
 from engine.adapters.live.settings import WorkerSettings
 
@@ -101,10 +102,18 @@ class ShardWriter:
         """Records and a checkpoint (``kind`` "head" or "full") in one transaction."""
         settings = self.settings
         async with self.producer.transaction():
-            for record in records:
-                incident = record["type"].startswith("incident.")
-                topic = settings.incidents_topic if incident else settings.containment_topic
-                await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
-            key = FULL if checkpoint["kind"] == "full" else HEAD
-            await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,
-                                     partition=self.shard)  # fmt: skip
+            try:
+                for record in records:
+                    incident = record["type"].startswith("incident.")
+                    topic = settings.incidents_topic if incident else settings.containment_topic
+                    await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
+                key = FULL if checkpoint["kind"] == "full" else HEAD
+                await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,
+                                         partition=self.shard)  # fmt: skip
+            except IllegalOperation as error:
+                # The transaction failed under us (e.g. a topic refused): raise why, which the
+                # abort on leaving this block would forget.
+                cause = self.transaction_error()
+                if cause is not None:
+                    raise cause from error
+                raise

@@ -43,6 +43,20 @@ def decode_event(raw: bytes | None, max_bytes: int | None = None) -> Event:
     return validate_event(obj)
 
 
+def decoded_lines(lines: Iterable[bytes], max_bytes: int | None, fed: Fed) -> Iterable[tuple[int, bytes, Event]]:
+    """(index, raw, event) for each non-blank line that is an event; the others go to ``fed.bad``
+    with their index and reason (blank lines are neither)."""
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            event = decode_event(raw, max_bytes)
+        except InvalidEvent as error:
+            fed.bad.append((index, str(error)))
+            continue
+        yield index, raw, event
+
+
 def late_text(ts: int, watermark: int, lateness_ms: int) -> str:
     """The reason a late event is refused (dead letters, bad samples)."""
     return (
@@ -108,14 +122,7 @@ class Driver:
             return self.core.feed_lines(lines, max_bytes)
         fed = Fed()
         engine = self.core
-        for index, raw in enumerate(lines):
-            if not raw.strip():
-                continue
-            try:
-                event = decode_event(raw, max_bytes)
-            except InvalidEvent as error:
-                fed.bad.append((index, str(error)))
-                continue
+        for index, _raw, event in decoded_lines(lines, max_bytes, fed):
             self._take(engine, index, event, fed)
         return fed
 

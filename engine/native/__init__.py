@@ -98,20 +98,13 @@ class NativeEngine:
     # ---- input --------------------------------------------------------------------------
 
     def feed_lines(self, lines: Sequence[bytes], max_bytes: int | None = None):
-        from engine.adapters.drive import Fed, decode_event
+        from engine.adapters.drive import Fed, decode_event, decoded_lines
 
         if not isinstance(lines, list):
             lines = list(lines)
         fed = Fed()
         if self.fallback is not None:
-            for index, raw in enumerate(lines):
-                if not raw.strip():
-                    continue
-                try:
-                    event = decode_event(raw, max_bytes)
-                except InvalidEvent as error:
-                    fed.bad.append((index, str(error)))
-                    continue
+            for index, raw, event in decoded_lines(lines, max_bytes, fed):
                 self._one_mixed(index, raw, event, fed)
             return fed
         start = 0

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from engine.adapters.demo import pack_fingerprint
+from engine.adapters.drive import BATCH_LINES, Driver, default_engine
 from engine.adapters.rule_files import read_rule_sources
 from engine.adapters.starter_pack import starter_rule_sources
 from engine.core import Engine, Event
@@ -47,8 +48,10 @@ MATCH_BEFORE_MS = 5 * MINUTE
 MATCH_AFTER_MS = 15 * MINUTE
 
 
-def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool) -> dict[str, Any]:
-    """One (family, seed): its truths and its incidents, tied."""
+def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native") -> dict[str, Any]:
+    """One (family, seed): its truths and its incidents, tied. ``engine``: ``native`` (the
+    events as JSON lines, in batches, through engine/native) or ``python`` (each event to
+    the core); the records are the same (tests/unit/test_native_differential.py)."""
     family = FAMILIES[family_name]
     if tiny:
         family = quick(family)
@@ -59,14 +62,8 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool) ->
     began = time.perf_counter()
     run = generate(family, seed)
     generated = time.perf_counter() - began
-    engine = Engine(rules)
-    opened = []
     began = time.perf_counter()
-    for data in run.events:
-        for record in engine.process(Event(data["event_id"], data["ts"], "inference", data)):
-            if record["type"] == "incident.opened":
-                opened.append(record)
-    opened += [r for r in engine.finish() if r["type"] == "incident.opened"]
+    opened = [r for r in _replay(rules, run.events, engine) if r["type"] == "incident.opened"]
     replayed = time.perf_counter() - began
     incidents = []
     for record in opened:
@@ -88,6 +85,24 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool) ->
         })  # fmt: skip
     return {"family": family_name, "seed": seed, "events": len(run.events), "days": days(family),
             "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
+
+
+def _replay(rules: list, events: list[dict[str, Any]], engine: str) -> list[dict[str, Any]]:
+    """Every record of one replay of ``events`` (in time order) through ``rules``."""
+    if engine == "python":
+        core = Engine(rules)
+        records = []
+        for data in events:
+            records += core.process(Event(data["event_id"], data["ts"], "inference", data))
+        return records + core.finish()
+    driver = Driver(rules, engine="native")
+    records = []
+    for i in range(0, len(events), BATCH_LINES):
+        fed = driver.feed_lines([orjson.dumps(data) for data in events[i : i + BATCH_LINES]])
+        if fed.bad or fed.late or fed.events != min(BATCH_LINES, len(events) - i):
+            raise RuntimeError(f"the native engine refused family events: {fed.bad[:3]} {fed.late[:3]}")
+        records += fed.records
+    return records + driver.finish()
 
 
 def _ms(ts: str) -> int:
@@ -213,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", help="a rules directory or file (default: the starter pack)")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--engine", choices=("native", "python"), default=None,
+                        help="the engine replaying the families (default: native where it is built; the records are "
+                             "the same)")  # fmt: skip
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--quick", action="store_true", help="tiny families and 2 seeds (seconds, for tests)")
     parser.add_argument("--json", help="write the runs and the summary here")
@@ -227,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = 2 if args.quick and args.seeds == 20 else args.seeds
     tasks = [(name, seed) for name in args.families for seed in range(1, seeds + 1)]
     planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
+    engine = args.engine or default_engine()
     if not args.from_json:
-        print(f"{len(tasks)} runs, ~{planned:,} events, {args.jobs} job(s)", file=sys.stderr)
+        print(f"{len(tasks)} runs, ~{planned:,} events, {args.jobs} job(s), {engine} engine", file=sys.stderr)
     began = time.perf_counter()
     if args.from_json:
         saved = orjson.loads(Path(args.from_json).read_bytes())
@@ -238,18 +257,19 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.jobs) as pool:
             # the biggest runs first, so that the pool is not left waiting on one at the end
             order = sorted(tasks, key=lambda t: -expected_events(FAMILIES[t[0]]))
-            futures = [pool.submit(run_one, name, seed, sources, args.quick) for name, seed in order]
+            futures = [pool.submit(run_one, name, seed, sources, args.quick, engine) for name, seed in order]
             runs = [f.result() for f in futures]
     else:
-        runs = [run_one(name, seed, sources, args.quick) for name, seed in tasks]
+        runs = [run_one(name, seed, sources, args.quick, engine) for name, seed in tasks]
     runs.sort(key=lambda r: (args.families.index(r["family"]), r["seed"]))
     summary = summarize(runs)
     wall = saved["wall_s"] if args.from_json else time.perf_counter() - began
     print(render(summary))
     print(f"\n{len(runs)} runs, {sum(r['events'] for r in runs):,} events in {wall:.0f} s wall "
-          f"({args.jobs} job(s))")  # fmt: skip
+          f"({args.jobs} job(s), {saved.get('engine', '?') if args.from_json else engine} engine)")  # fmt: skip
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "wall_s": wall},
+        Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "wall_s": wall,
+                                                  "engine": saved.get("engine") if args.from_json else engine},
                                                  option=orjson.OPT_INDENT_2))  # fmt: skip
     if args.demo_summary:
         rules, _ = load_rules(sources)

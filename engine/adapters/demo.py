@@ -245,8 +245,11 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
 
 
 def pack_fingerprint(rules: Iterable[CompiledRule]) -> str:
-    """Which rules an evaluation measured: a hash of their canonical texts, in any order."""
-    return hashlib.sha256("\n\n".join(sorted(rule.text for rule in rules)).encode()).hexdigest()[:16]
+    """Which rules an evaluation measured: a hash of their canonical texts, in any order. Only
+    rules over inference events: the evaluated traffic holds no user reports, so rules over
+    reports are not measured by it (and adding one leaves the evaluation standing)."""
+    texts = sorted(rule.text for rule in rules if rule.source == "inference")
+    return hashlib.sha256("\n\n".join(texts).encode()).hexdigest()[:16]
 
 
 def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FILE) -> list[str]:

@@ -29,6 +29,7 @@ from engine.dsl.compiler import CompiledRule, getter
 
 DEFAULT_LATENESS_MS = 30_000
 SNAPSHOT_VERSION = 1
+COUNTED = ("inference", "report")  # the event types rules count (a rule counts one: rule.source)
 
 
 class GroupState:
@@ -163,7 +164,7 @@ class Engine:
             self.stats["late"] += 1
             return False
         self.stats["events"] += 1
-        if event.type == "inference":
+        if event.type in COUNTED:
             if pairs is None:
                 self._aggregate(event)
             else:
@@ -183,10 +184,12 @@ class Engine:
         return self.watermark is not None and event.ts < self.watermark
 
     def _aggregate(self, event: Event) -> None:
-        ts, owns, data = event.ts, self.owns, event.data
+        ts, owns, data, kind = event.ts, self.owns, event.data, event.type
         keys: dict[tuple, tuple] = {}  # rules grouped by the same fields share the key
         for state in self.states:
             rule = state.rule
+            if rule.source != kind or (rule.label is not None and not rule.admits(kind, data)):
+                continue
             if rule.where is not None and not rule.where(data):
                 continue
             key = keys.get(rule.by)
@@ -447,9 +450,10 @@ def routes_indexed(states: Sequence[RuleState], data: dict) -> Iterable[tuple[Ru
     """For every rule in order: (its state, the event's group key) if the event passes its
     `where`, else (None, ()) — so that the position is the rule's index."""
     keys: dict[tuple, tuple] = {}
+    kind = data.get("type", "inference")
     for state in states:
         rule = state.rule
-        if rule.where is not None and not rule.where(data):
+        if not rule.admits(kind, data) or (rule.where is not None and not rule.where(data)):
             yield None, ()
             continue
         key = keys.get(rule.by)

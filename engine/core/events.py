@@ -9,11 +9,12 @@ aggregates only). Schema: docs/schemas/event.schema.json.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-EVENT_TYPES = ("inference", "change", "heartbeat")  # heartbeat: carries time only (docs/live.md)
+EVENT_TYPES = ("inference", "change", "heartbeat", "report")  # heartbeat: time only (docs/live.md)
 CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "data_pipeline")
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
@@ -21,6 +22,11 @@ NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
 STANDARD_FLAGS = ("hallucination", "pii", "prompt_injection", "jailbreak", "error", "refusal", "toxicity",
                   "system_prompt_leak", "cross_tenant")  # fmt: skip
 STANDARD_SCORES = ("quality", "groundedness", "relevance")
+# What an end user can say of an answer (a `report` event's `labels`; teams add their own:
+# docs/dsl.md#vocabulary). docs/events.md#user-reports says what each means.
+STANDARD_LABELS = ("thumbs_down", "wrong", "harmful", "data_exposure", "offensive", "other")
+MAX_LABELS = 16
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -30,7 +36,7 @@ _ONE_MS = timedelta(milliseconds=1)
 class Event:
     event_id: str
     ts: int  # epoch milliseconds, UTC
-    type: str  # inference | change | heartbeat
+    type: str  # inference | change | heartbeat | report
     data: dict[str, Any]
 
 
@@ -114,4 +120,22 @@ def validate_event(obj: Any) -> Event:
         change_kind = obj.get("kind")
         if change_kind not in CHANGE_KINDS:
             raise InvalidEvent(f"a change event needs `kind`, one of {', '.join(CHANGE_KINDS)}")
+    elif kind == "report":
+        _check_report(obj)
     return Event(event_id, ts, kind, obj)
+
+
+def _check_report(obj: dict[str, Any]) -> None:
+    """A user report: one or more labels, optionally the inference event it is about (`ref`)."""
+    labels = obj.get("labels")
+    if not isinstance(labels, list) or not labels:
+        raise InvalidEvent("a report event needs `labels`, a list of one or more labels such as [\"wrong\"]")
+    if len(labels) > MAX_LABELS:
+        raise InvalidEvent(f"a report has at most {MAX_LABELS} labels, not {len(labels)}")
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            shown = str(label)[:40]
+            raise InvalidEvent(f"report label {shown!r} is not a name: letters, digits and `_`, up to 64")
+    ref = obj.get("ref")
+    if ref is not None and (not isinstance(ref, str) or not ref):
+        raise InvalidEvent("`ref` (the event the report is about) must be a non-empty string")

@@ -14,10 +14,12 @@ from engine.dsl import ast
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
 from engine.dsl.printer import print_number, print_rule
 
-# func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field"
+# func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field",
+# "label?" (a report label, optional: reports() counts `report` events, docs/dsl.md#user-reports)
 FUNCTIONS: dict[str, str] = {
     "rate": "flag",
     "count": "flag?",
+    "reports": "label?",
     "sum": "field",
     "avg": "field",
     "min": "field",
@@ -90,7 +92,7 @@ def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
     yield from _threshold_problems(c)
     yield from _significance_problems(c)
     for path in c.by:
-        if path.parts[0] in {"prompt", "output"}:
+        if path.parts[0] in {"prompt", "output", "comment"}:
             yield path.span, f"`by {path.dotted}` would put raw text in incident records; group by an id instead"
     if len({p.dotted for p in c.by}) != len(c.by):
         yield c.by[-1].span, "a field appears twice in `by`"
@@ -119,6 +121,10 @@ def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
         yield name_span, f"unknown function `{metric.func}`{hint or f'; expected one of {known}'}"
         return
     arg = metric.arg
+    if kind == "label?":
+        if arg is not None and len(arg.parts) != 1:
+            yield arg.span, f"`reports` takes a report label, e.g. `reports(wrong)`, not `{arg.dotted}`"
+        return
     if kind in {"flag", "flag?"}:
         if arg is None:
             if kind == "flag":
@@ -143,7 +149,7 @@ def _duration_problems(d: ast.Duration, what: str) -> Iterator[Problem]:
         yield d.span, f"the {what} must be longer than zero, not `{text}`"
 
 
-SIGNIFICANCE_FUNCS = ("rate", "count")  # a count of events behind them: binomial or Poisson
+SIGNIFICANCE_FUNCS = ("rate", "count", "reports")  # a count of events behind them: binomial or Poisson
 
 
 def _significance_problems(c: ast.Condition) -> Iterator[Problem]:

@@ -83,6 +83,19 @@ class CompiledRule:
     confidence: float | None = None  # `with C% confidence` as a fraction (0.999); None: no test
     population: float | None = None  # K of `Kx population` (threshold and factor are then None)
     min_flagged: int = 0  # `min N flagged`: at least N flagged events in the window
+    # The event type the rule counts: "inference", or "report" for reports(LABEL) — which
+    # compiles to count() over the `report` events carrying ``label`` (any label when None).
+    source: str = "inference"
+    label: str | None = None
+
+    def admits(self, kind: str, data: dict) -> bool:
+        """Whether an event of this type and data is one the rule counts (before `where`)."""
+        if kind != self.source:
+            return False
+        if self.label is None:
+            return True
+        labels = data.get("labels")
+        return isinstance(labels, list) and self.label in labels
 
     @property
     def relative(self) -> bool:
@@ -125,7 +138,12 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     else:
         threshold, factor, baseline = float(c.threshold.value), None, 0
     arg: Path | None
-    if c.metric.func in {"rate", "count"}:
+    func, source, label = c.metric.func, "inference", None
+    if func == "reports":
+        func, source = "count", "report"
+        label = c.metric.arg.parts[0] if c.metric.arg else None
+        arg = None
+    elif c.metric.func in {"rate", "count"}:
         arg = ("flags", c.metric.arg.parts[0]) if c.metric.arg else None
     else:
         arg = c.metric.arg.parts if c.metric.arg else None
@@ -135,7 +153,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         text=print_rule(rule),
         path=path,
         line=rule.span.line,
-        func=c.metric.func,
+        func=func,
         arg=arg,
         op=c.op,
         threshold=threshold,
@@ -168,6 +186,8 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         confidence=round(float(c.confidence.level) / 100, 12) if c.confidence is not None else None,
         population=population,
         min_flagged=int(c.min_events.count) if c.min_events is not None and c.min_events.flagged else 0,
+        source=source,
+        label=label,
     )
 
 
@@ -194,7 +214,12 @@ def pick_step(window_ms: int) -> int:
     return max(fitting) if fitting else 1_000
 
 
+_LABEL_CATEGORIES = {"wrong": "hallucination", "data_exposure": "data_leakage", "thumbs_down": "quality_degradation"}
+
+
 def infer_category(metric: ast.Metric) -> str:
+    if metric.func == "reports":
+        return _LABEL_CATEGORIES.get(metric.arg.parts[0], "other") if metric.arg else "other"
     if metric.arg is None:
         return "other"
     name = metric.arg.dotted.lower()

@@ -8,6 +8,7 @@ engine/core/events.py, docs/schemas/event.schema.json) or **declared** in a
 
     flags = ["off_topic", "toxic_request"]
     scores = ["helpfulness"]
+    labels = ["outdated"]          # report labels, for reports(LABEL)
     fields = ["region", "attributes.*"]
 
 Pure functions: texts in, `Vocabulary` values and `Diagnostic` lists out. Reading
@@ -21,19 +22,19 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from engine.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_SCORES, STRING_FIELDS
+from engine.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_LABELS, STANDARD_SCORES, STRING_FIELDS
 from engine.dsl import ast
 from engine.dsl.checker import FUNCTIONS
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
 
 VOCABULARY_FILE = "vocabulary.toml"
-TEXT_FIELDS = ("prompt", "output")  # raw text a service may attach (engine/core/events.py)
-ENVELOPE_FIELDS = ("event_id", "ts", "type", "kind", "description")  # every event's own fields
+TEXT_FIELDS = ("prompt", "output", "comment")  # raw text a service may attach (engine/core/events.py)
+ENVELOPE_FIELDS = ("event_id", "ts", "type", "kind", "description", "ref", "labels")  # every event's own fields
 MAPS = ("flags", "scores")  # objects of booleans, of numbers
 STANDARD_FIELDS = ENVELOPE_FIELDS + STRING_FIELDS + NUMBER_FIELDS + TEXT_FIELDS
-NOT_NUMBERS = frozenset(STRING_FIELDS + TEXT_FIELDS + ("event_id", "type", "kind", "description"))
+NOT_NUMBERS = frozenset(STRING_FIELDS + TEXT_FIELDS + ("event_id", "type", "kind", "description", "ref", "labels"))
 NUMERIC_FUNCS = frozenset(f for f, kind in FUNCTIONS.items() if kind == "field") - {"distinct"}
-KEYS = {"flags": "flag", "scores": "score", "fields": "field"}
+KEYS = {"flags": "flag", "scores": "score", "labels": "label", "fields": "field"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\.\*)?")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -48,11 +49,11 @@ class Vocabulary:
     scores: frozenset[str] = frozenset()
     fields: frozenset[str] = frozenset()
     maps: frozenset[str] = frozenset()
+    labels: frozenset[str] = frozenset()  # what a `report` event's labels may say
 
     def merged(self, other: Vocabulary) -> Vocabulary:
-        return Vocabulary(
-            self.flags | other.flags, self.scores | other.scores, self.fields | other.fields, self.maps | other.maps
-        )
+        return Vocabulary(self.flags | other.flags, self.scores | other.scores, self.fields | other.fields,
+                          self.maps | other.maps, self.labels | other.labels)  # fmt: skip
 
     def knows_field(self, parts: tuple[str, ...]) -> bool:
         dotted = ".".join(parts)
@@ -66,7 +67,8 @@ class Vocabulary:
         return sorted(self.fields | self.maps | spelled)
 
 
-STANDARD = Vocabulary(frozenset(STANDARD_FLAGS), frozenset(STANDARD_SCORES), frozenset(STANDARD_FIELDS))
+STANDARD = Vocabulary(frozenset(STANDARD_FLAGS), frozenset(STANDARD_SCORES), frozenset(STANDARD_FIELDS),
+                      labels=frozenset(STANDARD_LABELS))
 
 
 # ---- vocabulary files ---------------------------------------------------------------------
@@ -86,7 +88,7 @@ def parse_vocabulary(text: str, path: str) -> tuple[Vocabulary, list[Diagnostic]
     for key, value in data.items():
         line, column = _locate(text, key, at_line_start=True)
         if key not in KEYS:
-            hint = did_you_mean(key, KEYS) or "; expected flags, scores or fields"
+            hint = did_you_mean(key, KEYS) or "; expected flags, scores, labels or fields"
             problems.append(Diagnostic(path, line, column, f"unknown key `{key}`{hint}", column + len(key)))
             continue
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -103,7 +105,7 @@ def parse_vocabulary(text: str, path: str) -> tuple[Vocabulary, list[Diagnostic]
     maps = {f[:-2] for f in declared["fields"] if f.endswith(".*")}
     fields = {f for f in declared["fields"] if not f.endswith(".*")}
     return Vocabulary(frozenset(declared["flags"]), frozenset(declared["scores"]), frozenset(fields),
-                      frozenset(maps)), problems  # fmt: skip
+                      frozenset(maps), frozenset(declared["labels"])), problems  # fmt: skip
 
 
 def read_vocabularies(sources: Mapping[str, str]) -> tuple[Vocabulary, list[Diagnostic]]:
@@ -150,8 +152,9 @@ def _locate(text: str, needle: str, at_line_start: bool = False) -> tuple[int, i
 
 @dataclass(frozen=True, slots=True)
 class NameUse:
-    """A name a rule reads: ``role`` is flag (rate/count's argument), metric (a numeric or
-    distinct function's field), by or where; ``path`` is the event path read."""
+    """A name a rule reads: ``role`` is flag (rate/count's argument), label (reports'
+    argument), metric (a numeric or distinct function's field), by or where; ``path`` is the
+    event path read (``("labels", NAME)`` for a label)."""
 
     role: str
     path: tuple[str, ...]
@@ -171,6 +174,9 @@ def names_used(rule: ast.Rule) -> list[NameUse]:
     if arg is not None and kind is not None:
         if kind == "field":
             uses.append(NameUse("metric", arg.parts, arg.span))
+        elif kind == "label?":
+            if len(arg.parts) == 1:
+                uses.append(NameUse("label", ("labels", arg.parts[0]), arg.span))
         elif len(arg.parts) == 1:
             uses.append(NameUse("flag", ("flags", arg.parts[0]), arg.span))
     uses += [NameUse("by", p.parts, p.span) for p in c.by]
@@ -204,6 +210,15 @@ def check_names(files: Iterable[ast.RuleFile], vocabulary: Vocabulary) -> list[D
 
 def name_problem(use: NameUse, func: str, vocabulary: Vocabulary) -> str | None:
     parts, head = use.path, use.path[0]
+    if use.role == "label":
+        name = parts[1]
+        if name in vocabulary.labels:
+            return None
+        hint = did_you_mean(name, vocabulary.labels)
+        return f"unknown report label `{name}`" + (
+            hint or f": not a standard label; declare it in {VOCABULARY_FILE} next to the rules "
+            f'(labels = ["{name}"])'
+        )
     if head in MAPS and len(parts) >= 2:
         known, noun = (vocabulary.flags, "flag") if head == "flags" else (vocabulary.scores, "score")
         name = parts[1]

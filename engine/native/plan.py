@@ -27,7 +27,7 @@ FUNCS = {"rate", "count", "sum", "avg", "min", "max", "distinct", "p50", "p90", 
 KNOWN_FIELDS = {
     "name", "text", "path", "line", "func", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
     "step_ms", "by", "where", "for_ms", "min_events", "severity", "escalations", "category", "contains", "notify",
-    "confidence", "population", "min_flagged",
+    "confidence", "population", "min_flagged", "source", "label",
 }  # fmt: skip
 
 
@@ -75,6 +75,8 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
         "min_flagged": rule.min_flagged,
         "confidence": rule.confidence,
         "alpha": rule.alpha,
+        "source": rule.source,
+        "label": rule.label,
     }
 
 

@@ -1,6 +1,7 @@
 """Client SDKs for services around Firebreak.
 
-- `Publisher` / `AsyncPublisher` — publish inference and change events (engine.sdk.publisher);
+- `Publisher` / `AsyncPublisher` — publish inference, change and user-report events (engine.sdk.publisher;
+  `user_report` builds a report);
 - `ContainmentListener` — apply and revert containment commands (engine.sdk.containment).
 
 See docs/sdk.md.
@@ -9,7 +10,7 @@ See docs/sdk.md.
 from engine.core.events import InvalidEvent
 from engine.sdk._kafka import DEFAULT_COMMANDS_TOPIC, DEFAULT_EVENTS_TOPIC
 from engine.sdk.containment import ContainmentError, ContainmentListener, ContainmentState, Decision, Handler
-from engine.sdk.publisher import AsyncPublisher, Delivery, Publisher, PublishError
+from engine.sdk.publisher import AsyncPublisher, Delivery, Publisher, PublishError, user_report
 
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
@@ -24,4 +25,5 @@ __all__ = [
     "InvalidEvent",
     "PublishError",
     "Publisher",
+    "user_report",
 ]

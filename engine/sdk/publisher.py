@@ -1,4 +1,4 @@
-"""Publish inference and change events to Kafka for Firebreak to watch.
+"""Publish inference, change and user-report events to Kafka for Firebreak to watch.
 
 Two clients with the same API:
 
@@ -13,6 +13,10 @@ produced. Values are the event as JSON (orjson); the message key is the event's
 or its ``event_id`` when that field is absent. The producer is idempotent with
 ``acks=all`` and batches for ``linger_ms`` (default 5 ms).
 
+`user_report(...)` builds a user-report event (an end user's thumbs-down, "this is wrong",
+"this shows someone else's data"), copying what identifies the answer from the inference
+event it is about; ``pub.report(...)`` builds and publishes one.
+
 Kafka problems become `PublishError` with a one-line reason, within a bounded time
 (``connect_timeout_s`` for `start`, ``timeout_s`` for everything else) — never a hang.
 See docs/sdk.md.
@@ -23,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future as ThreadFuture
@@ -36,7 +42,7 @@ from engine.core.events import InvalidEvent, validate_event
 from engine.kafka_config import KafkaConfig, kafka_config_of
 from engine.sdk._kafka import DEFAULT_EVENTS_TOPIC, bootstrap_text, close_quietly, diagnose
 
-__all__ = ["AsyncPublisher", "Delivery", "InvalidEvent", "PublishError", "Publisher", "event_key"]
+__all__ = ["AsyncPublisher", "Delivery", "InvalidEvent", "PublishError", "Publisher", "event_key", "user_report"]
 
 log = logging.getLogger("firebreak.sdk.publisher")
 
@@ -76,6 +82,44 @@ def event_key(event: Mapping[str, Any], key_field: str | None) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return orjson.dumps(value)
+
+
+# What a report copies from the inference event it is about, so that rules can group reports
+# by the same fields (`reports(wrong) ... by model`) without joining: the answer's identity.
+ABOUT_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
+
+
+def user_report(labels: str | Iterable[str], *, about: Mapping[str, Any] | None = None, ref: str | None = None,
+                event_id: str | None = None, ts: int | str | None = None, comment: str | None = None,
+                **fields: Any) -> dict[str, Any]:  # fmt: skip
+    """A `report` event: what an end user said of an answer (docs/events.md#user-reports).
+
+    ``labels``: one or more of thumbs_down, wrong, harmful, data_exposure, offensive, other (or
+    a team's own, declared in vocabulary.toml). ``about``: the inference event the report is
+    about — its event_id becomes ``ref`` and its service, feature, model, model_version,
+    prompt_template, tenant and user are copied (``fields`` override them). ``ts`` defaults to
+    now (epoch milliseconds), ``event_id`` to a random UUID. Validated like any event.
+
+    ```python
+    pub.publish(user_report("wrong", about=answer_event, comment="the date is wrong"))
+    ```
+    """
+    event: dict[str, Any] = {
+        "event_id": event_id or f"report-{uuid.uuid4()}",
+        "ts": ts if ts is not None else time.time_ns() // 1_000_000,
+        "type": "report",
+        "labels": [labels] if isinstance(labels, str) else list(labels),
+    }
+    if about is not None:
+        event["ref"] = about.get("event_id")
+        event.update((k, about[k]) for k in ABOUT_FIELDS if about.get(k) is not None)
+    if ref is not None:
+        event["ref"] = ref
+    if comment is not None:
+        event["comment"] = comment
+    event.update((k, v) for k, v in fields.items() if v is not None)
+    validate_event(event)
+    return event
 
 
 def prepare(event: Any, key_field: str | None) -> tuple[bytes, bytes]:
@@ -206,6 +250,10 @@ class AsyncPublisher:
         """
         key, value = prepare(event, self.key_field)
         return await self._send(key, value, wait)
+
+    async def report(self, labels: str | Iterable[str], *, wait: bool = False, **kwargs: Any) -> Delivery | None:
+        """Publish a user report: ``user_report(labels, **kwargs)``, then `publish`."""
+        return await self.publish(user_report(labels, **kwargs), wait=wait)
 
     async def publish_many(self, events: Iterable[dict[str, Any]]) -> int:
         """Validate every event first (all or nothing), then hand them all to the producer."""
@@ -374,6 +422,10 @@ class Publisher:
         key, value = prepare(event, self.key_field)
         pub, loop = self._require()
         return self._call(loop, pub._send(key, value, wait), 2 * self.timeout_s + 5)
+
+    def report(self, labels: str | Iterable[str], *, wait: bool = False, **kwargs: Any) -> Delivery | None:
+        """Publish a user report: ``user_report(labels, **kwargs)``, then `publish`."""
+        return self.publish(user_report(labels, **kwargs), wait=wait)
 
     def publish_many(self, events: Iterable[dict[str, Any]]) -> int:
         """Validate every event first (all or nothing), then hand them over in one loop call."""

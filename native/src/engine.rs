@@ -255,7 +255,7 @@ impl Engine {
             return Ok(false);
         }
         bump(&mut self.stats, "events", 1);
-        if event.kind == Kind::Inference {
+        if matches!(event.kind, Kind::Inference | Kind::Report) {
             self.aggregate(event, host);
         } else {
             bump(&mut self.stats, "changes", 1);
@@ -277,6 +277,14 @@ impl Engine {
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
         for state in self.rules.iter_mut() {
+            if state.plan.source != event.kind {
+                continue;
+            }
+            if let Some(label) = &state.plan.label {
+                if !crate::event::has_label(&event.data, label) {
+                    continue;
+                }
+            }
             if let Some(w) = &state.plan.where_ {
                 if !w.eval(&event.data) {
                     continue;

@@ -33,6 +33,7 @@ pub enum Kind {
     Inference,
     Change,
     Heartbeat,
+    Report,
 }
 
 pub struct Event<'a> {
@@ -74,6 +75,7 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
         Some(J::Str(s)) if s == "inference" => Kind::Inference,
         Some(J::Str(s)) if s == "change" => Kind::Change,
         Some(J::Str(s)) if s == "heartbeat" => Kind::Heartbeat,
+        Some(J::Str(s)) if s == "report" => Kind::Report,
         _ => return None,
     };
     for name in STRING_FIELDS {
@@ -104,7 +106,44 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
             _ => return None,
         }
     }
+    if kind == Kind::Report && !valid_report(&data) {
+        return None;
+    }
     Some(Event { ts, kind, data })
+}
+
+/// As events.py `_check_report`: 1 to 16 labels, each a name of up to 64 characters, and a
+/// `ref` that is absent, null or a non-empty string.
+fn valid_report(data: &Obj) -> bool {
+    let labels_ok = match data.get("labels") {
+        Some(J::Arr(labels)) if !labels.is_empty() && labels.len() <= 16 => labels.iter().all(|l| match l {
+            J::Str(s) => is_label(s),
+            _ => false,
+        }),
+        _ => false,
+    };
+    let ref_ok = match data.get("ref") {
+        None | Some(J::Null) => true,
+        Some(J::Str(s)) => !s.is_empty(),
+        _ => false,
+    };
+    labels_ok && ref_ok
+}
+
+fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// Whether a report's `labels` hold ``label``.
+pub fn has_label(data: &Obj, label: &str) -> bool {
+    match data.get("labels") {
+        Some(J::Arr(labels)) => labels.iter().any(|l| matches!(l, J::Str(s) if s == label)),
+        _ => false,
+    }
 }
 
 fn parse_ts(v: &J) -> Option<i64> {

@@ -157,6 +157,10 @@ pub struct Plan {
     pub min_flagged: i64,
     pub confidence: bool,
     pub alpha: f64,
+    /// The event type the rule counts (`reports(LABEL)` counts `report` events).
+    pub source: crate::event::Kind,
+    /// reports(LABEL): only reports whose `labels` hold this one.
+    pub label: Option<String>,
 }
 
 impl Plan {
@@ -210,6 +214,12 @@ impl Plan {
         };
         let window_ms = i("window_ms")?;
         let baseline_ms = i("baseline_ms")?;
+        let source = match o.get("source").and_then(Value::as_str) {
+            None | Some("inference") => crate::event::Kind::Inference,
+            Some("report") => crate::event::Kind::Report,
+            Some(other) => return Err(format!("plan: a rule cannot count {other} events")),
+        };
+        let label = o.get("label").and_then(Value::as_str).map(str::to_string);
         Ok(Plan {
             name: s("name")?,
             func,
@@ -234,6 +244,8 @@ impl Plan {
             min_flagged: i("min_flagged")?,
             confidence: o.get("confidence").map(|c| !c.is_null()).unwrap_or(false),
             alpha: f("alpha").unwrap_or(1.0),
+            source,
+            label,
         })
     }
 

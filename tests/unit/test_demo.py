@@ -51,7 +51,7 @@ def test_starter_pack_is_found() -> None:
     sources = starter_rule_sources()
     assert sorted(sources) == [
         "rules/adversarial.rules", "rules/cost.rules", "rules/data_leakage.rules", "rules/hallucination.rules",
-        "rules/quality_degradation.rules",
+        "rules/quality_degradation.rules", "rules/reports.rules",
     ]  # fmt: skip
     assert all(text.strip() for text in sources.values())
 

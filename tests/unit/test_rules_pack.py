@@ -15,6 +15,7 @@ from engine.dsl.checker import CATEGORIES
 RULES = Path(__file__).resolve().parents[2] / "rules"
 PACK_CATEGORIES = [c for c in CATEGORIES if c != "other"]
 MAX_BASELINE_MS = 24 * 3_600_000
+REPORTS_FILE = "reports.rules"
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,17 @@ def pack():
 def test_firebreak_check_passes_on_the_pack(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(RULES)]) == 0
     out, err = capsys.readouterr()
-    assert re.fullmatch(r"ok: \d+ rules in 5 file\(s\)\n", out)
+    assert re.fullmatch(r"ok: \d+ rules in 6 file\(s\)\n", out)
     assert err == ""
 
 
-def test_one_file_per_category(pack) -> None:
-    sources, _ = pack
-    assert sorted(Path(p).name for p in sources) == sorted(f"{c}.rules" for c in PACK_CATEGORIES)
+def test_one_file_per_category_and_one_for_user_reports(pack) -> None:
+    sources, rules = pack
+    expected = [f"{c}.rules" for c in PACK_CATEGORIES] + [REPORTS_FILE]
+    assert sorted(Path(p).name for p in sources) == sorted(expected)
+    # reports.rules holds the rules over user reports, and only those (categories vary with the label)
+    assert {Path(r.path).name == REPORTS_FILE for r in rules if r.source == "report"} == {True}
+    assert {r.source for r in rules if Path(r.path).name == REPORTS_FILE} == {"report"}
 
 
 def test_at_least_twenty_rules_most_of_them_named(pack) -> None:

@@ -218,7 +218,7 @@ def test_the_worker_refuses_unknown_names_before_connecting(tmp_path: Path,
     [
         ('flags = ["a"\nscores = 3\n', (2, 1, "not valid TOML: Unclosed array")),
         ('flag = ["off_topic"]\n', (1, 1, "unknown key `flag` — did you mean `flags`?")),
-        ('names = ["red"]\n', (1, 1, "unknown key `names`; expected flags, scores or fields")),
+        ('names = ["red"]\n', (1, 1, "unknown key `names`; expected flags, scores, labels or fields")),
         ('fields = "region"\n', (1, 1, '`fields` must be a list of names, e.g. fields = ["name"]')),
         ('flags = ["ok", "not ok"]\n', (1, 16, "`not ok` is not a flag name: letters, digits and `_`, "
                                                 "not starting with a digit")),

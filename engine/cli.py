@@ -20,13 +20,14 @@ from engine.adapters import demo
 from engine.adapters.drive import ENGINES
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
-from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
+from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_companion_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
-from engine.adapters.starter_pack import StarterPackMissing, starter_rule_sources
+from engine.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from engine.core import DEFAULT_LATENESS_MS, parse_ts
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
+from engine.dsl.policy import POLICY_FILE
 from engine.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -37,7 +38,7 @@ def read_sources_or_report(paths: list[str], command: str) -> tuple[dict[str, st
     there are none."""
     try:
         sources = read_rule_sources(paths)
-        vocabularies = read_vocabulary_sources(paths)
+        vocabularies = read_companion_sources(paths)
     except RuleFileError as error:
         print(f"firebreak {command}: {error}", file=sys.stderr)
         return None
@@ -63,7 +64,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if errors:
         print(f"{errors} error(s) in {len(sources) + len(vocabularies)} file(s)", file=sys.stderr)
         return 1
-    declared = f" (names declared in {', '.join(vocabularies)})" if vocabularies else ""
+    declared = "".join(
+        f" ({what} {', '.join(found)})"
+        for what, found in (
+            ("names declared in", [p for p in vocabularies if Path(p).name != POLICY_FILE]),
+            ("response policy in", [p for p in vocabularies if Path(p).name == POLICY_FILE]),
+        )
+        if found
+    )
     json_report = args.format == "json" and (args.events or args.topic)  # stdout: the JSON report only
     print(f"ok: {len(rules)} rules in {len(sources)} file(s){declared}", file=sys.stderr if json_report else sys.stdout)
     if args.events or args.topic:
@@ -328,9 +336,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except StarterPackMissing as error:
             print(f"firebreak demo: {error}", file=sys.stderr)
             return 1
-        rules, problems = load_rules(sources, {})  # the starter pack reads standard names only
+        companions = starter_companion_sources()  # its response policy (standard names only)
+        rules, problems = load_rules(sources, companions)
         if problems:
-            print(render_all(problems, sources), file=sys.stderr)
+            print(render_all(problems, sources | companions), file=sys.stderr)
     if not rules:
         return 1
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="firebreak-demo-"))

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.drive import Driver
-from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_vocabulary_sources
+from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_companion_sources
 from engine.core import Event, parse_ts
 from engine.dsl import load_rules
 from engine.dsl.checker import DURATION_UNITS
@@ -249,7 +249,7 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | N
         raise SpecError("`rules` must be a list of rule files, relative to the test file")
     rule_paths = [str(path.parent / name) for name in rule_names]
     sources = read_rule_sources(rule_paths)
-    vocabularies = read_vocabulary_sources(rule_paths)
+    vocabularies = read_companion_sources(rule_paths)
     rules, problems = load_rules(sources, vocabularies)
     if not rules:
         no_rules = f"no rules in {', '.join(rule_names)}"

@@ -11,7 +11,7 @@ from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
-from engine.adapters.rule_files import RULE_SUFFIX
+from engine.adapters.rule_files import COMPANION_FILES, RULE_SUFFIX
 
 
 class StarterPackMissing(Exception):
@@ -20,21 +20,30 @@ class StarterPackMissing(Exception):
 
 def starter_rule_sources() -> dict[str, str]:
     """``{"rules/<file>.rules": text}`` for every rule file of the starter pack, sorted."""
+    return _starter_files(lambda name: name.endswith(RULE_SUFFIX))
+
+
+def starter_companion_sources() -> dict[str, str]:
+    """``{"rules/policy.toml": text}``: the pack's companion files (its response policy)."""
+    return _starter_files(lambda name: name in COMPANION_FILES, required=False)
+
+
+def _starter_files(wanted, required: bool = True) -> dict[str, str]:
     packaged = resources.files("engine").joinpath("_rules")
     source_tree = Path(__file__).resolve().parents[2] / "rules"
     for root in (packaged, source_tree):
-        if root.is_dir():
-            sources = dict(sorted(_rule_files(root, "rules")))
-            if sources:
-                return sources
+        if root.is_dir() and any(item.name.endswith(RULE_SUFFIX) for item in root.iterdir()):
+            return dict(sorted(_files(root, "rules", wanted)))
+    if not required:
+        return {}
     raise StarterPackMissing("starter rules not found in the package (engine/_rules) or the source tree (rules/)")
 
 
-def _rule_files(folder: Traversable, label: str) -> list[tuple[str, str]]:
+def _files(folder: Traversable, label: str, wanted) -> list[tuple[str, str]]:
     found = []
     for item in folder.iterdir():
         if item.is_dir():
-            found += _rule_files(item, f"{label}/{item.name}")
-        elif item.name.endswith(RULE_SUFFIX):
+            found += _files(item, f"{label}/{item.name}", wanted)
+        elif wanted(item.name):
             found.append((f"{label}/{item.name}", item.read_text(encoding="utf-8")))
     return found

@@ -190,7 +190,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
             incident.urgency_done = True
             raises.append(
                 ("urgency", max(1, incident.severity - 1),
-                 f"urgency: {_metric_text(rule)} still worsening ({_num(previous)} → {_num(r.value)} "
+                 f"urgency: {rule.metric_text} still worsening ({_num(previous)} → {_num(r.value)} "
                  f"a window later, {URGENCY_CHECKS} windows in a row)")
             )  # fmt: skip
     records = []
@@ -242,7 +242,7 @@ def close_for_reload(rule: CompiledRule, group: dict, state: Lifecycle, at: int,
 def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading, why: str = "") -> list[dict]:
     incident = state.incident
     why = why or (
-        f"{_metric_text(rule)} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
+        f"{rule.metric_text} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
         f"({_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
     )
     record = _incident_record("incident.resolved", rule, group, incident, at, r, why)
@@ -295,6 +295,8 @@ def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incid
         "notify": list(rule.notify),
         "why": why,
     }
+    if kind != "incident.resolved":  # who responds, and how often they update, at this severity
+        record["response"] = rule.response(incident.severity).to_json()
     if rule.confidence is not None:
         record["significance"] = significance(rule, r)
     return record
@@ -341,16 +343,9 @@ def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
         )
     users = r.window.users.estimate() if r.window.users is not None else 0
     return (
-        f"{_metric_text(rule)} was {_num(r.value)} over the last {_duration(rule.window_ms)}{where}, "
+        f"{rule.metric_text} was {_num(r.value)} over the last {_duration(rule.window_ms)}{where}, "
         f"{_OP_WORDS[rule.op]} {limit}; {impact_events(rule, r.window)} events, {users} users affected"
     )
-
-
-def _metric_text(rule: CompiledRule) -> str:
-    if rule.arg is None:
-        return f"{rule.func}()"
-    arg = rule.arg[1] if rule.func in {"rate", "count"} else ".".join(rule.arg)
-    return f"{rule.func}({arg})"
 
 
 def _group_text(group: dict) -> str:

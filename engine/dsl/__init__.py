@@ -5,29 +5,36 @@
     rules, problems = load_rules({"rules/cost.rules": text})
     rules, problems = load_rules(sources, {"rules/vocabulary.toml": toml})  # and check every name
 
-With ``vocabularies`` (``{path: text}`` of vocabulary files, possibly none), every flag,
-score and field a rule reads must be standard or declared (engine/dsl/vocabulary.py);
-without, names are not checked (rules built in code, tests of other layers).
+With ``companions`` (``{path: text}`` of the files that go with the rules, possibly none),
+every flag, score, label and field a rule reads must be standard or declared in a
+``vocabulary.toml`` (engine/dsl/vocabulary.py), and a ``policy.toml`` says who responds to
+each rule's incidents and how often they update (engine/dsl/policy.py; without one, the
+built-in default). Without companions, names are not checked (rules built in code, tests of
+other layers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from pathlib import PurePath
 
 from engine.dsl.checker import check_rule_files
 from engine.dsl.compiler import CompiledRule, compile_rule
 from engine.dsl.diagnostics import Diagnostic, has_errors
+from engine.dsl.checker import CATEGORIES, rule_name
 from engine.dsl.parser import parse_rule, parse_rules
+from engine.dsl.policy import POLICY_FILE, read_policies
 from engine.dsl.vocabulary import check_names, read_vocabularies
 
 __all__ = ["CompiledRule", "Diagnostic", "load_rules", "parse_rule", "parse_rules"]
 
 
 def load_rules(
-    sources: Mapping[str, str], vocabularies: Mapping[str, str] | None = None
+    sources: Mapping[str, str], companions: Mapping[str, str] | None = None
 ) -> tuple[tuple[CompiledRule, ...], list[Diagnostic]]:
     """Compile every rule in ``{path: text}``; on any error, no rules and all problems
-    (those of the vocabulary files included)."""
+    (those of the companion files — vocabulary.toml, policy.toml — included)."""
     files = []
     problems: list[Diagnostic] = []
     for path, text in sources.items():
@@ -35,11 +42,20 @@ def load_rules(
         files.append(rule_file)
         problems.extend(syntax)
     problems.extend(check_rule_files(files))
-    if vocabularies is not None:
+    policies = {}
+    if companions is not None:
+        policies = {p: t for p, t in companions.items() if PurePath(p).name == POLICY_FILE}
+        vocabularies = {p: t for p, t in companions.items() if p not in policies}
         vocabulary, vocabulary_problems = read_vocabularies(vocabularies)
         problems.extend(vocabulary_problems)
         problems.extend(check_names(files, vocabulary))
+    names = [rule_name(rule) for f in files for rule in f.rules]
+    policy, policy_problems = read_policies(policies, CATEGORIES, names)
+    problems.extend(policy_problems)
     problems.sort(key=lambda d: (d.path, d.line, d.column))
     if has_errors(problems):
         return (), problems
-    return tuple(compile_rule(rule, f.path) for f in files for rule in f.rules), problems
+    compiled = [compile_rule(rule, f.path) for f in files for rule in f.rules]
+    if policies:
+        compiled = [dataclasses.replace(r, responses=policy.responses(r.name, r.category)) for r in compiled]
+    return tuple(compiled), problems

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl import ast
 from engine.dsl.checker import SEVERITIES, duration_ms, rule_name
 from engine.dsl.printer import print_rule
@@ -87,6 +88,21 @@ class CompiledRule:
     # compiles to count() over the `report` events carrying ``label`` (any label when None).
     source: str = "inference"
     label: str | None = None
+    # Who responds and how often they update, for sev1..sev4 (engine/dsl/policy.py)
+    responses: tuple[Response, ...] = DEFAULT_RESPONSES
+
+    def response(self, severity: int) -> Response:
+        return self.responses[min(max(severity, 1), len(self.responses)) - 1]
+
+    @property
+    def metric_text(self) -> str:
+        """The metric as written: ``rate(pii)``, ``count()``, ``p95(latency_ms)``, ``reports(wrong)``."""
+        if self.source == "report":
+            return f"reports({self.label or ''})"
+        if self.arg is None:
+            return f"{self.func}()"
+        arg = self.arg[1] if self.func in {"rate", "count"} else ".".join(self.arg)
+        return f"{self.func}({arg})"
 
     def admits(self, kind: str, data: dict) -> bool:
         """Whether an event of this type and data is one the rule counts (before `where`)."""

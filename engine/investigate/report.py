@@ -277,7 +277,6 @@ def _incident(view: IncidentView) -> dict[str, Any]:
     if peak is None:
         values = [r["value"] for r in (opened, *view.escalations) if r.get("value") is not None]
         peak = max(values) if rule.op in {">", ">="} else min(values) if values else None
-    arg = ".".join(rule.arg[1:] if rule.func in {"rate", "count"} and rule.arg else rule.arg or ())
     return {
         "incident_id": view.incident_id,
         "rule": rule.name,
@@ -286,7 +285,7 @@ def _incident(view: IncidentView) -> dict[str, Any]:
         "severity": view.severity,
         "initial_severity": opened["severity"],
         "group": view.group,
-        "metric": f"{rule.func}({arg})",
+        "metric": rule.metric_text,
         "op": rule.op,
         "window_ms": rule.window_ms,
         "step_ms": rule.step_ms,

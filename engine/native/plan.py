@@ -28,6 +28,7 @@ KNOWN_FIELDS = {
     "name", "text", "path", "line", "func", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
     "step_ms", "by", "where", "for_ms", "min_events", "severity", "escalations", "category", "contains", "notify",
     "confidence", "population", "min_flagged", "source", "label",
+    "responses",  # read by the record writer (Python), not by the native engine
 }  # fmt: skip
 
 

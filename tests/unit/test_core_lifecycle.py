@@ -149,8 +149,9 @@ def test_incident_record_contract():
     opened = of_type(records, "incident.opened")[0]
     assert list(opened) == [
         "type", "incident_id", "rule", "category", "severity", "group", "ts", "onset", "window", "value",
-        "baseline", "threshold", "events", "sample", "users_affected", "evidence", "notify", "why",
+        "baseline", "threshold", "events", "sample", "users_affected", "evidence", "notify", "why", "response",
     ]  # fmt: skip
+    assert opened["response"] == {"team": "on-call", "page": True, "update_every_ms": 3_600_000}  # sev2's default
     assert opened["incident_id"].startswith("inc_") and opened["group"] == {"model": "m"}
     assert opened["ts"] == "2026-01-01T00:00:05Z"  # the first 5s step boundary of a 1m window
     assert opened["window"] == {"start": "2025-12-31T23:59:05Z", "end": "2026-01-01T00:00:05Z"}

@@ -29,7 +29,7 @@ def pack():
 def test_firebreak_check_passes_on_the_pack(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(RULES)]) == 0
     out, err = capsys.readouterr()
-    assert re.fullmatch(r"ok: \d+ rules in 6 file\(s\)\n", out)
+    assert re.fullmatch(r"ok: \d+ rules in 6 file\(s\) \(response policy in .*policy.toml\)\n", out)
     assert err == ""
 
 

@@ -10,9 +10,9 @@ from engine.adapters.live.logs import FORMATS, LEVELS, configure
 from engine.adapters.rule_files import (
     RuleFileError,
     collect_rule_paths,
-    collect_vocabulary_paths,
+    collect_companion_paths,
     read_rule_sources,
-    read_vocabulary_sources,
+    read_companion_sources,
 )
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     def load() -> tuple[object, str]:
         try:
             sources = read_rule_sources(args.rules)
-            vocabularies = read_vocabulary_sources(args.rules)  # every name a rule reads is checked
+            vocabularies = read_companion_sources(args.rules)  # every name a rule reads is checked
         except RuleFileError as error:
             return None, str(error)
         rules, problems = load_rules(sources, vocabularies)
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     def mtime() -> float:
         try:
-            paths = collect_rule_paths(args.rules) + collect_vocabulary_paths(args.rules)
+            paths = collect_rule_paths(args.rules) + collect_companion_paths(args.rules)
             return max((p.stat().st_mtime for p in paths), default=0.0) + len(paths)
         except (OSError, RuleFileError):
             return -1.0

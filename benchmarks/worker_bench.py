@@ -1,7 +1,10 @@
 """Live worker benchmark, against a running broker (scripts/kafka-local start).
 
-    python benchmarks/worker_bench.py throughput [--events 200000]
+    python benchmarks/worker_bench.py throughput [--events 200000] [--workers 1 2] [--profile]
     python benchmarks/worker_bench.py latency [--lateness 2s 30s] [--rate 5000]
+    python benchmarks/worker_bench.py memory [--users 100000] [--events 300000]
+    python benchmarks/worker_bench.py stages [--events 200000] [--engine native python]
+    (--worker-arg=ARG before the subcommand: passed to every worker, e.g. --worker-arg=--no-traffic-check)
 
 throughput: one topic (4 partitions) pre-filled with synthetic events; in the same run,
 (a) a raw aiokafka `getmany` + orjson consumer reads it all, (b) `firebreak worker`
@@ -47,14 +50,23 @@ async def create(topic: str, partitions: int = PARTITIONS) -> None:
         await admin.close()
 
 
+WORKER_ARGS: list[str] = []  # --worker-arg: passed to every worker (e.g. --engine python, --no-traffic-check)
+
+
 def start_worker(rules: str, prefix: str, lateness: str, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "worker", "--rules", rules, "--bootstrap", BOOTSTRAP,
          "--app-id", prefix, "--input-topic", f"{prefix}.events", "--incidents-topic", f"{prefix}.incidents",
          "--containment-topic", f"{prefix}.containment", "--dead-letter-topic", f"{prefix}.deadletter",
-         "--lateness", lateness, "--web-port", str(port)],
+         "--lateness", lateness, "--web-port", str(port), *WORKER_ARGS],
         stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,  # noqa: SIM115
     )  # fmt: skip
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of a process, MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -119,40 +131,145 @@ async def raw_consume(topic: str, expected: int) -> float:
         await consumer.stop()
 
 
-def worker_consume(prefix: str, expected: int, workdir: Path) -> float:
-    port = 6400 + os.getpid() % 500
-    process = start_worker(str(ROOT / "rules"), prefix, "30s", port, workdir / "throughput-worker.log")
+def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
+                   profile: Path | None = None) -> tuple[float, list[tuple[float, float]], list[float]]:  # fmt: skip
+    """Start ``workers`` workers in one group on the pre-filled topic; events/s from the first
+    event taken anywhere until every event is taken and every routed partition drained. Also
+    (RSS, peak RSS) MB of each worker once drained, and the events each took."""
+    base = 6400 + os.getpid() % 400
+    ports = [base + i for i in range(workers)]
+    processes = [start_worker(str(ROOT / "rules"), prefix, "30s", port, workdir / f"worker-{i}.log")
+                 for i, port in enumerate(ports)]  # fmt: skip
+    spy = None
     try:
         first = None
         while True:
-            if process.poll() is not None:
-                raise SystemExit(f"worker exited; see {workdir / 'throughput-worker.log'}")
-            m = metrics(port)
-            taken = m.get("firebreak_events_total", 0)
-            if taken and first is None:
+            for i, process in enumerate(processes):
+                if process.poll() is not None:
+                    raise SystemExit(f"worker exited; see {workdir / f'worker-{i}.log'}")
+            ms = [metrics(port) for port in ports]
+            taken = [m.get("firebreak_events_total", 0) for m in ms]
+            if sum(taken) and first is None:
                 first = time.perf_counter()
-            routed_lag = sum(v for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
-            if taken >= expected and routed_lag == 0:
-                return expected / (time.perf_counter() - first)
-            time.sleep(0.1)
+                if profile is not None:
+                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--native", "-r",
+                                            "200", "-f", "raw", "-o", str(profile), "--pid", str(processes[0].pid)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
+            if sum(taken) >= expected and lag == 0 and all(ms):
+                rate = expected / (time.perf_counter() - first)
+                return rate, [rss_mb(p.pid) for p in processes], taken
+            time.sleep(0.05)
     finally:
-        process.terminate()
-        process.wait(20)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(20)
 
 
 def throughput(args: argparse.Namespace) -> None:
     path = events_file(args.events)
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    topic = f"{prefix}.events"
-    asyncio.run(create(topic))
-    n = asyncio.run(fill(topic, path))
     workdir = Path(tempfile.mkdtemp(prefix="fb-bench-"))
-    raw = max(asyncio.run(raw_consume(topic, n)) for _ in range(2))
-    worker = worker_consume(prefix, n, workdir)
-    print(f"events: {n:,} on {PARTITIONS} partitions ({path.name})")
-    print(f"raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
-    print(f"firebreak worker (starter pack): {worker:10,.0f} events/s")
-    print(f"ratio: {worker / raw:.3f}")
+    print(f"load average before: {os.getloadavg()[0]:.1f}; worker args: {' '.join(WORKER_ARGS) or '(defaults)'}")
+    for workers in args.workers:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        topic = f"{prefix}.events"
+        asyncio.run(create(topic))
+        n = asyncio.run(fill(topic, path))
+        raw = max(asyncio.run(raw_consume(topic, n)) for _ in range(2))
+        profile = workdir / "worker-0.pyspy.txt" if args.profile else None
+        rate, rss, taken = worker_consume(prefix, n, workdir, workers, profile)
+        print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}); {workers} worker(s)")
+        print(f"  raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
+        print(f"  firebreak worker(s), starter pack: {rate:10,.0f} events/s   ratio {rate / raw:.3f}")
+        print(f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
+              f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}")
+        if profile is not None:
+            print(f"  py-spy profile of worker 0: {profile}")
+
+
+# ---- memory with many active groups ----------------------------------------------------------
+
+
+async def fill_groups(topic: str, users: int, events: int) -> int:
+    """``events`` events over 4 minutes of event time from ``users`` distinct users."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    start = 1_767_600_000_000
+    try:
+        for i in range(events):
+            event = {"event_id": f"g{i}", "ts": start + i * 240_000 // events, "user": f"user-{i % users}",
+                     "tenant": f"t{i % 10}", "model": f"m{i % 5}", "service": "chat", "tokens_in": 100,
+                     "tokens_out": 50, "cost_usd": 0.001, "latency_ms": 300, "flags": {}}  # fmt: skip
+            await producer.send(topic, orjson.dumps(event), partition=i % PARTITIONS)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return events
+
+
+def memory(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="fb-bench-"))
+    prefix = f"mem-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create(f"{prefix}.events"))
+    n = asyncio.run(fill_groups(f"{prefix}.events", args.users, args.events))
+    rate, rss, _ = worker_consume(prefix, n, workdir)
+    (now, peak), = rss
+    print(f"{n:,} events from {args.users:,} users in 4 min of event time (starter pack: five `by user` rules, so "
+          f"~{5 * args.users:,} (rule, user) groups active, plus tenant/model groups); worker args: "
+          f"{' '.join(WORKER_ARGS) or '(defaults)'}")
+    print(f"  worker RSS once drained: {now:.0f} MB (peak {peak:.0f} MB); {rate:,.0f} events/s")
+
+
+# ---- the stages without Kafka ----------------------------------------------------------------
+
+
+def stages(args: argparse.Namespace) -> None:
+    """Stage 1 then stage 2 in this process, on the same events, with no broker: what the
+    worker's own work costs per event, apart from Faust, fetches and transactions."""
+    from engine.adapters.live.routing import RouteStage
+    from engine.adapters.live.settings import WorkerSettings
+    from engine.adapters.live.shard import ShardState
+    from engine.adapters.rule_files import read_rule_sources
+    from engine.dsl import load_rules
+
+    rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
+    lines = events_file(args.events).read_bytes().splitlines()
+    messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
+    for engine in args.engine:
+        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS, engine=engine,
+                                  traffic_check=args.traffic_check)  # fmt: skip
+        route = RouteStage(rules, settings)
+        routed: list[list[bytes]] = [[] for _ in range(args.shards)]
+        started = time.perf_counter()
+        for start in range(0, len(messages), args.batch):
+            for out in route.handle(messages[start : start + args.batch]):
+                if out.topic == "routed":
+                    routed[out.partition].append(out.value)
+        stage1 = time.perf_counter() - started
+        shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, route.engine) for s in range(args.shards)]
+        records = 0
+        started = time.perf_counter()
+        for shard, log in zip(shards, routed, strict=True):
+            for offset, value in enumerate(log):
+                shard.accept(offset, value)
+                records += len(shard.tick())
+        stage2 = time.perf_counter() - started
+        started = time.perf_counter()
+        size = sum(len(orjson.dumps(shard.snapshot())) for shard in shards)
+        snap = time.perf_counter() - started
+        routed_events = sum(v.count(b"\n") - 1 for log in routed for v in log)
+        n = len(messages)
+        print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
+              f"{'' if args.traffic_check else ', no traffic check'}")
+        print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
+              f"{routed_events / n:.2f} shard copies per event")
+        print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
+        print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
+              f"in {snap:.2f} s")
 
 
 # ---- latency -------------------------------------------------------------------------------
@@ -250,13 +367,29 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--events", type=int, default=200_000)
+    t.add_argument("--workers", type=int, nargs="+", default=[1], help="e.g. 1 2: one run with each")
+    t.add_argument("--profile", action="store_true", help="py-spy (raw stacks) of worker 0 while it works")
     t.set_defaults(run=throughput)
+    mem = sub.add_parser("memory")
+    mem.add_argument("--users", type=int, default=100_000)
+    mem.add_argument("--events", type=int, default=300_000)
+    mem.set_defaults(run=memory)
+    st = sub.add_parser("stages")
+    st.add_argument("--events", type=int, default=200_000)
+    st.add_argument("--engine", nargs="+", default=["native", "python"])
+    st.add_argument("--shards", type=int, default=4)
+    st.add_argument("--batch", type=int, default=1_000)
+    st.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=False)
+    st.set_defaults(run=stages)
     lat = sub.add_parser("latency")
     lat.add_argument("--lateness", nargs="+", default=["2s", "30s"])
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=60)
     lat.set_defaults(run=latency)
+    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
+                        help="an argument for every worker started (repeat: --worker-arg=--engine --worker-arg=python)")
     args = parser.parse_args()
+    WORKER_ARGS.extend(args.worker_arg)
     args.run(args)
 
 

@@ -72,6 +72,20 @@ class Router:
         self.states = [RuleState(rule) for rule in rules]
         self.version = rules_version(rules)
         self._shard = {state.rule.name: owner_memo(shards) for state in self.states}
+        self._all = list(range(shards))
+
+    def shards_of(self, data: dict) -> list[int]:
+        """The shards an event must reach: those owning one of its (rule, group) pairs, and
+        all of them when it passes the `where` of a `Kx population` rule (a population is
+        every group's events, so each shard counts it whole)."""
+        out: set[int] = set()
+        for state, key in routes_indexed(self.states, data):
+            if state is None:
+                continue
+            if state.population is not None:
+                return self._all
+            out.add(self._shard[state.rule.name](state.rule.name, key))
+        return sorted(out)
 
     def pairs_by_shard(self, data: dict) -> dict[int, list[list]]:
         """shard → [[rule index, group key as a list], ...]: the pairs each shard owns."""

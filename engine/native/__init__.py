@@ -124,6 +124,19 @@ class NativeEngine:
                 self._one(stop, raw, event, fed)
             start = stop + 1
 
+    # ---- the live worker's shards (engine/adapters/live/shard.py) -------------------------
+
+    def own(self, shard: int, shards: int) -> None:
+        """Aggregate only the (rule, group) pairs of one shard (engine/core/sharding.py)."""
+        if self.fallback is not None:
+            raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
+        self.core.set_owner(shard, shards)
+
+    def feed_routed(self, body: bytes, min_offset: int) -> tuple[int, int, int, int]:
+        """The ``OFFSET TS EVENT`` lines of a routed payload, aggregated without moving time
+        (the shard moves it): (next input offset, events taken, late, duplicates)."""
+        return self.core.feed_routed(body, min_offset)
+
     def feed_events(self, events: Iterable[Event]):
         from engine.adapters.drive import Fed
 
@@ -178,7 +191,10 @@ class NativeEngine:
         native = self.core.advance(watermark)
         return self._merge(native, self.fallback.advance(watermark)) if self.fallback is not None else native
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self, max_ts: int | None = None) -> list[dict[str, Any]]:
+        """``max_ts``: the last event time, when the events came through several engines (shards)."""
+        if max_ts is not None and (self.core.max_ts is None or max_ts > self.core.max_ts):
+            self.core.max_ts = max_ts
         native = self.core.finish()
         return self._merge(native, self.fallback.finish()) if self.fallback is not None else native
 

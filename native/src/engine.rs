@@ -210,6 +210,7 @@ pub struct Engine {
     pub stats: BTreeMap<String, i64>,
     pub opened: BTreeMap<String, i64>,
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
+    pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
 }
 
 fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
@@ -241,6 +242,7 @@ impl Engine {
             stats: BTreeMap::new(),
             opened: BTreeMap::new(),
             key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
+            owner: None,
         }
     }
 
@@ -250,9 +252,21 @@ impl Engine {
 
     /// `Engine.process`: the records go to ``out``; false when the event is late.
     pub fn process(&mut self, event: &Event, host: &Host, out: &Bound<PyList>) -> PyResult<bool> {
+        if !self.add(event, host) {
+            return Ok(false);
+        }
+        let watermark = event.ts - self.lateness_ms;
+        if self.watermark.is_none_or(|w| watermark > w) {
+            self.advance(watermark, host, out)?;
+        }
+        Ok(true)
+    }
+
+    /// `Engine.add`: aggregate one event without moving time; false (counted) when late.
+    pub fn add(&mut self, event: &Event, host: &Host) -> bool {
         if self.is_late(event.ts) {
             bump(&mut self.stats, "late", 1);
-            return Ok(false);
+            return false;
         }
         bump(&mut self.stats, "events", 1);
         if matches!(event.kind, Kind::Inference | Kind::Report) {
@@ -263,11 +277,7 @@ impl Engine {
         if self.max_ts.is_none_or(|m| event.ts > m) {
             self.max_ts = Some(event.ts);
         }
-        let watermark = event.ts - self.lateness_ms;
-        if self.watermark.is_none_or(|w| watermark > w) {
-            self.advance(watermark, host, out)?;
-        }
-        Ok(true)
+        true
     }
 
     fn aggregate(&mut self, event: &Event, host: &Host) {
@@ -276,7 +286,7 @@ impl Engine {
         let mut parts: Vec<KeyRef> = Vec::new();
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
-        for state in self.rules.iter_mut() {
+        for (index, state) in self.rules.iter_mut().enumerate() {
             if state.plan.source != event.kind {
                 continue;
             }
@@ -312,6 +322,12 @@ impl Engine {
                 }
             }
             let key = keys[by_id].unwrap();
+            if let Some(owner) = self.owner.as_mut() {
+                let table = &self.key_tables[by_id];
+                if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
+                    continue; // another shard's pair (its population counted above)
+                }
+            }
             let at = ensure_bucket(state, key, start);
             let group = state.groups.get_mut(&key).unwrap();
             group.buckets[at]
@@ -543,7 +559,7 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     at
 }
 
-fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
+pub fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
     KeyRef::Part(match value {
         None | Some(J::Null) => KeyPart::None,
         Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),

@@ -116,10 +116,12 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
 /// `ref` that is absent, null or a non-empty string.
 fn valid_report(data: &Obj) -> bool {
     let labels_ok = match data.get("labels") {
-        Some(J::Arr(labels)) if !labels.is_empty() && labels.len() <= 16 => labels.iter().all(|l| match l {
-            J::Str(s) => is_label(s),
-            _ => false,
-        }),
+        Some(J::Arr(labels)) if !labels.is_empty() && labels.len() <= 16 => {
+            labels.iter().all(|l| match l {
+                J::Str(s) => is_label(s),
+                _ => false,
+            })
+        }
         _ => false,
     };
     let ref_ok = match data.get("ref") {

@@ -7,6 +7,7 @@ mod engine;
 mod event;
 mod json;
 mod plan;
+mod route;
 mod sketch;
 mod snapshot;
 mod value;
@@ -118,6 +119,30 @@ impl Core {
         Ok((out, None))
     }
 
+    /// Aggregate only the (rule, group) pairs of shard ``shard`` of ``shards`` (the worker).
+    fn set_owner(&mut self, shard: u32, shards: u32) {
+        let owners = route::Owners::new(self.engine.rules.len(), shards);
+        self.engine.owner = Some(route::Owner { shard, owners });
+    }
+
+    /// The events of a routed payload (the lines after its header), without moving time;
+    /// those before ``min_offset`` (of their input partition) were taken already. Returns
+    /// (the next input offset to take, events taken, late, duplicates).
+    fn feed_routed(
+        &mut self,
+        py: Python<'_>,
+        body: &[u8],
+        min_offset: i64,
+    ) -> PyResult<(i64, usize, usize, usize)> {
+        let host_obj = self.host.bind(py);
+        route::feed_payload(
+            &mut self.engine,
+            body,
+            min_offset,
+            &Host { py, obj: host_obj },
+        )
+    }
+
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let host_obj = self.host.bind(py);
@@ -141,6 +166,11 @@ impl Core {
     #[getter]
     fn max_ts(&self) -> Option<i64> {
         self.engine.max_ts
+    }
+
+    #[setter]
+    fn set_max_ts(&mut self, max_ts: Option<i64>) {
+        self.engine.max_ts = max_ts;
     }
 
     #[getter]
@@ -198,6 +228,7 @@ impl Core {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
+    m.add_class::<route::NativeRouter>()?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;
     m.add("SNAPSHOT_VERSION", snapshot::SNAPSHOT_VERSION)?;
     Ok(())

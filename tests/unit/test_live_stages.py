@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 
 import orjson
+import pytest
 from test_core_properties import BASE, BASE_RECORDS, RULES
 
 from engine.adapters.live.routing import RouteStage
@@ -28,8 +29,12 @@ def multiset(records):
     return sorted(map(orjson.dumps, records))
 
 
-def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart():
-    route = RouteStage(RULES, SETTINGS)
+ENGINES = ["python", "native"]  # (stage 1, stage 2) on one engine; checkpoints cross engines below
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart(engine):
+    route = RouteStage(RULES, SETTINGS, engine)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
 
@@ -44,7 +49,7 @@ def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart():
                 send(messages[again : min(again + 70, start + 100)])
     records = []
     for shard in range(SHARDS):
-        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms)
+        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, engine)
         log = routed[shard]
         cut = len(log) // 3
         for offset, value in enumerate(log[:cut]):
@@ -53,7 +58,7 @@ def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart():
         records += state.pending
         # crash after a checkpoint at `cut`; Faust re-delivers from an earlier committed offset
         saved = orjson.loads(orjson.dumps(state.snapshot()))
-        state = ShardState.restore(RULES, saved, PARTITIONS, SETTINGS.lateness_ms)
+        state = ShardState.restore(RULES, saved, PARTITIONS, SETTINGS.lateness_ms, engine)
         for offset in range(cut - 50, len(log)):
             state.accept(offset, log[offset])
             state.tick()
@@ -64,8 +69,9 @@ def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart():
     assert multiset(records) == multiset(BASE_RECORDS)
 
 
-def test_bad_messages_are_dead_lettered_with_a_reason():
-    route = RouteStage(RULES, WorkerSettings(rules=(), max_event_bytes=1000))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_messages_are_dead_lettered_with_a_reason(engine):
+    route = RouteStage(RULES, WorkerSettings(rules=(), max_event_bytes=1000), engine)
     cases = {
         b"{not json": "invalid JSON",
         b'{"event_id": "e"}': "`ts` is missing",
@@ -81,15 +87,17 @@ def test_bad_messages_are_dead_lettered_with_a_reason():
     assert route.stats["dead_lettered"] == len(cases)
 
 
-def test_raw_text_is_not_forwarded():
-    route = RouteStage(RULES, SETTINGS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_raw_text_is_not_forwarded(engine):
+    route = RouteStage(RULES, SETTINGS, engine)
     outs = route.handle([(0, 0, orjson.dumps({"event_id": "e", "ts": 5, "model": "a", "prompt": "SECRET",
                                                "output": "SECRET", "flags": {"hallucination": True}}))])  # fmt: skip
     assert outs and all(b"SECRET" not in out.value for out in outs)
 
 
-def test_watermark_waits_for_every_partition_unless_idle():
-    state = ShardState(RULES, 0, 1, 2, lateness_ms=1000)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_watermark_waits_for_every_partition_unless_idle(engine):
+    state = ShardState(RULES, 0, 1, 2, lateness_ms=1000, engine=engine)
     state.accept(0, orjson.dumps({"p": 0, "hb": 50_000, "ev": []}))
     assert state.watermark() is None  # partition 1 not heard of yet
     state.accept(1, orjson.dumps({"p": 1, "hb": 20_000, "ev": []}))
@@ -104,10 +112,12 @@ def test_watermark_waits_for_every_partition_unless_idle():
     assert state.watermark() == 49_000  # partition 0, now the slower one, holds time
 
 
-def test_restore_from_an_older_full_snapshot_sends_each_record_once():
+@pytest.mark.parametrize("before, after", [("python", "native"), ("native", "python"), ("native", "native")])
+def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, after):
     """Heads (records + derived count) are committed often, full snapshots rarely: after a
-    crash the shard replays from the full snapshot and must not re-send what heads committed."""
-    route = RouteStage(RULES, SETTINGS)
+    crash the shard replays from the full snapshot and must not re-send what heads committed.
+    A checkpoint written on one engine restores on the other (an upgrade, a --engine change)."""
+    route = RouteStage(RULES, SETTINGS, before)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
     for start in range(0, len(messages), 100):
@@ -116,7 +126,7 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once():
     committed = []
     for shard in range(SHARDS):
         log = routed[shard]
-        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms)
+        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, before)
         full, head = None, None
         for offset, value in enumerate(log[: 2 * len(log) // 3]):
             state.accept(offset, value)
@@ -128,7 +138,7 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once():
             if offset == len(log) // 3:
                 full = orjson.loads(orjson.dumps(state.snapshot()))
         # crash; restore the full snapshot and replay from its position
-        restored = ShardState.restore(RULES, full, PARTITIONS, SETTINGS.lateness_ms)
+        restored = ShardState.restore(RULES, full, PARTITIONS, SETTINGS.lateness_ms, after)
         restored.suppress = head["derived"] - restored.derived
         assert restored.suppress > 0, "the test must cross committed heads after the full snapshot"
         for offset in range(restored.routed_next, len(log)):
@@ -154,3 +164,80 @@ def test_boolean_group_values_survive_routing_and_checkpoints():
     groups = state.engine.states[0].groups
     seen = {(repr(g.group["tier"]), sum(b.n for b in g.buckets.values())) for g in groups.values()}
     assert seen == {("True", 2), ("1", 1)}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_routed_messages_of_the_earlier_format_are_still_read(engine):
+    """Format 1 (one JSON object per message, events as objects with their pairs) may still be
+    on the routed topic when a worker of this release starts: it is read like format 2."""
+    events = [{"event_id": f"e{i}", "ts": 1_000 * i, "model": "m", "flags": {"hallucination": True}} for i in range(5)]
+    old = orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": [[i, e, []] for i, e in enumerate(events)]})
+    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
+    assert state.accept(0, old)
+    assert state.stats["events"] == 5 and state.next_offset == {0: 5} and state.max_ts == {0: 4_000}
+    state.accept(1, old)  # the same events again (stage 1 re-sent them): duplicates
+    assert state.stats["duplicates"] == 5
+
+
+def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
+    from engine.adapters.live.shard import CheckpointError
+
+    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine="native")
+    future = {**state.snapshot(), "version": 9}
+    with pytest.raises(CheckpointError, match=r"version 9 .*reads version 1.*--app-id"):
+        ShardState.restore(RULES, future, 1, 0, "native")
+
+
+def test_native_and_python_routers_agree_on_every_pair():
+    """Both stage 1s send an event to the same shards (the owners of its pairs, or all for a
+    population rule), so workers on either engine can share a group."""
+    messages = list(input_messages())[:3000]
+    python, native = RouteStage(RULES, SETTINGS, "python"), RouteStage(RULES, SETTINGS, "native")
+    assert native.engine == "native"
+
+    def targets(outs):
+        seen = set()
+        for out in outs:
+            if out.topic == "routed":
+                for line in out.value.split(b"\n")[1:]:
+                    if line:
+                        seen.add((out.partition, int(line.split(b" ", 1)[0])))
+        return seen
+
+    for start in range(0, len(messages), 500):
+        batch = messages[start : start + 500]
+        assert targets(python.handle(batch)) == targets(native.handle(batch))
+    assert python.max_ts == native.max_ts
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_population_rule_counts_every_group_on_every_shard(engine):
+    """`Kx population` compares a group with all groups: each shard must count the events of
+    groups it does not own too, or a shard's population is a quarter of the users and the
+    worker's records differ from a replay's."""
+    from corekit import rules
+
+    from engine.core import Event, run_events
+
+    pack = rules("rule probing:\n  rate(prompt_injection) > 3x population over 1m by user min 3 events -> sev2\n")
+    events = []
+    for i in range(4000):
+        user = f"u{i % 97}"
+        flagged = (i % 7 == 0) or (user == "u5" and i > 2000)
+        events.append(Event(f"e{i}", 1_000 + i * 100, "inference",
+                            {"event_id": f"e{i}", "ts": 1_000 + i * 100, "user": user,
+                             "flags": {"prompt_injection": flagged}}))  # fmt: skip
+    expected = run_events(pack, events, lateness_ms=0, finish=False)
+    assert any(r["type"] == "incident.opened" for r in expected)
+    settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1, lateness_ms=0)
+    route = RouteStage(pack, settings, engine)
+    shards = [ShardState(pack, s, SHARDS, 1, 0, engine) for s in range(SHARDS)]
+    offsets = [0] * SHARDS
+    records = []
+    for start in range(0, len(events), 250):
+        batch = [(0, i, orjson.dumps(e.data)) for i, e in enumerate(events[start : start + 250], start)]
+        for out in route.handle(batch):
+            shards[out.partition].accept(offsets[out.partition], out.value)
+            offsets[out.partition] += 1
+            records += shards[out.partition].tick()
+    assert multiset(records) == multiset(expected)

@@ -40,7 +40,7 @@ from engine.adapters.live.metrics import Metrics  # noqa: E402
 from engine.adapters.live.preflight import missing_permissions  # noqa: E402
 from engine.adapters.live.routing import RouteStage  # noqa: E402
 from engine.adapters.live.settings import WorkerSettings  # noqa: E402
-from engine.adapters.live.shard import ShardState  # noqa: E402
+from engine.adapters.live.shard import CheckpointError, ShardState  # noqa: E402
 from engine.core import format_ts  # noqa: E402
 from engine.core.sharding import rules_version  # noqa: E402
 from engine.dsl import CompiledRule  # noqa: E402
@@ -51,6 +51,7 @@ IDLE_PROBE_S = 5.0  # how long to wait for the broker's end offsets before decla
 PAUSE_S = 5.0  # housekeeping runs every second: a gap this long means the process was paused
 EXIT_REFUSED = 2  # the exit status when the broker refuses a permission the worker needs
 EXIT_COMMIT_TIMEOUT = 3  # ... when a transaction of records does not end within --commit-timeout
+EXIT_CHECKPOINT = 4  # ... when a shard's checkpoint was written by a release this one cannot read
 RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
 
 
@@ -119,11 +120,15 @@ class LiveWorker:
         async def route(stream):
             async for events in stream.take_events(s.route_batch, within=s.route_batch_ms / 1000):
                 batch = [(e.message.partition, e.message.offset, e.value) for e in events]
-                for out in self.route_stage.handle(batch):
+                for out in self.route_stage.handle(batch):  # one native call (docs/live.md)
                     topic = routed if out.topic == "routed" else dead
                     await topic.send(value=out.value, partition=out.partition)
+                last: dict[int, int] = {}
                 for partition, offset, _ in batch:
+                    last[partition] = offset
+                for partition, offset in last.items():
                     self._heard_input(partition, offset)
+                self.metrics.events_in += len(batch)
 
         @app.agent(routed, concurrency=1)
         async def evaluate(stream):
@@ -184,7 +189,6 @@ class LiveWorker:
             self.idle_sent.discard(partition)
             log.info("input partition %d active again at offset %d", partition, offset,
                      extra={"fields": {"event": "partition_active", "partition": partition, "offset": offset}})
-        self.metrics.events_in += 1
 
     async def _send_idle_markers(self) -> None:
         """An assigned input partition quiet for `idle_timeout_ms` and caught up is idle.
@@ -229,10 +233,16 @@ class LiveWorker:
         if shard is None:
             s = self.settings
             full, head = await load_checkpoint(s, number)
+            engine = self.route_stage.engine
             if full is None:
-                state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms)
+                state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms, engine)
             else:
-                state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms)
+                try:
+                    state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms, engine)
+                except CheckpointError as error:
+                    log.critical("%s; stopping", error, extra={"fields": {"event": "stopped", "reason": "checkpoint"}})
+                    logging.shutdown()
+                    os._exit(EXIT_CHECKPOINT)
             if head is not None and head["derived"] > state.derived:
                 state.suppress = head["derived"] - state.derived  # committed before: derive, do not send
             fields = {"event": "shard_restored" if full is not None or head is not None else "shard_fresh",
@@ -429,14 +439,16 @@ class LiveWorker:
             "checkpoint_topic": s.checkpoint_topic, "rules": len(self.rules), "rules_version": version,
             "rule_paths": list(s.rules), "lateness_ms": s.lateness_ms, "idle_timeout_ms": s.idle_timeout_ms,
             "checkpoint_interval_ms": s.checkpoint_interval_ms,
-            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics",
+            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics", "engine": self.route_stage.engine,
         }  # fmt: skip
         text = (f"firebreak worker starting: group {s.app_id} on {s.bootstrap}; {s.input_topic} "
                 f"({self.input_partitions} partitions) -> {s.routed_topic} ({s.shards} shards) -> "
                 f"{s.incidents_topic}, {s.containment_topic}; bad input -> {s.dead_letter_topic}; "
                 f"{len(self.rules)} rules (version {version}) from {', '.join(s.rules)}; lateness "
                 f"{s.lateness_ms / 1000:g} s, idle after {s.idle_timeout_ms / 1000:g} s, full checkpoint every "
-                f"{s.checkpoint_interval_ms / 1000:g} s; metrics at {fields['metrics_url']}")  # fmt: skip
+                f"{s.checkpoint_interval_ms / 1000:g} s; {self.route_stage.engine} engine"
+                f"{f' ({self.route_stage.why_not})' if self.route_stage.why_not else ''}; "
+                f"metrics at {fields['metrics_url']}")  # fmt: skip
         return text, fields
 
     def run(self) -> int:

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import orjson
 
+from engine.adapters.drive import decode_event
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.traffic_check import TrafficWatch
 from engine.core import InvalidEvent, validate_event
+from engine.core.engine import COUNTED
 from engine.core.sharding import Router
 from engine.dsl import CompiledRule
 
@@ -38,32 +40,71 @@ class Out:
     value: bytes
 
 
+def stage_engine(rules: Sequence[CompiledRule], wanted: str | None) -> tuple[str, str | None]:
+    """The engine the worker's stages run on, and why not the one wanted (None: it is).
+    ``wanted``: ``native``, ``python`` or None for `drive.default_engine`. The native stages
+    need the extension and every rule in its plan (docs/native.md); else the Python core."""
+    from engine.adapters.drive import default_engine
+    from engine.native import available
+    from engine.native.plan import unsupported
+
+    kind = wanted or default_engine()
+    if kind != "native":
+        return kind, None
+    if not available():
+        return "python", "the native extension is not built"
+    for rule in rules:
+        why = unsupported(rule)
+        if why is not None:
+            return "python", f"rule {rule.name} runs only on the Python core ({why})"
+    return "native", None
+
+
 class RouteStage:
-    def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings, engine: str | None = None) -> None:
         self.settings = settings
-        self.router = Router(rules, settings.shards)
-        self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
+        self.wanted = engine if engine is not None else settings.engine
         self.max_ts: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
+        self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> None:
+        self.engine, self.why_not = stage_engine(rules, self.wanted)
         self.router = Router(rules, self.settings.shards)
-        self.watch = TrafficWatch(rules)
+        self.version = self.router.version
+        self.native = None
+        if self.engine == "native":
+            from engine import _native
+            from engine.native import _Host
+            from engine.native.plan import plan_of
+
+            plans = orjson.dumps([plan_of(rule) for rule in rules])
+            self.native = _native.NativeRouter(plans, self.settings.shards, _Host(rules), ROUTED_MESSAGE_BYTES)
+        self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
+        if not self.settings.traffic_check:
+            self.watch.reported = True
 
     def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         """A batch of input messages (partition, offset, value) → routed messages and dead letters.
 
-        Each shard gets, per input partition in the batch, one message (split when large):
-        ``{"p": partition, "hb": max event time, "rv": rules version, "ev": [[offset, event, pairs],
-        ...]}`` — the events it owns a pair of (with those pairs: [rule index, group key]),
-        possibly none: then it is just the partition's heartbeat."""
+        Each shard gets, per input partition in the batch, one payload (split when large): a
+        header line ``{"v": 2, "p": partition, "hb": max event time, "rv": rules version}``,
+        then a line ``OFFSET TS EVENT`` for each event it must see — those of which it owns a
+        (rule, group) pair, and every event that passes the `where` of a `Kx population` rule
+        (each shard counts the whole population) — possibly none: then the payload is just the
+        partition's heartbeat."""
+        if self.native is not None:
+            return self._handle_native(messages)
+        return self._handle_python(messages)
+
+    def _handle_python(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         out: list[Out] = []
         shards = self.settings.shards
-        by_partition: dict[int, list[list[list]]] = {}
+        by_partition: dict[int, list[list[bytes]]] = {}
         for partition, offset, raw in messages:
-            lists = by_partition.get(partition)
-            if lists is None:
-                lists = by_partition[partition] = [[] for _ in range(shards)]
+            lines = by_partition.get(partition)
+            if lines is None:
+                lines = by_partition[partition] = [[] for _ in range(shards)]
             self.stats["messages"] += 1
             event, dead = self._decode(partition, offset, raw)
             if dead is not None:
@@ -72,23 +113,69 @@ class RouteStage:
             self.stats["events"] += 1
             if event.ts > self.max_ts.get(partition, -1):
                 self.max_ts[partition] = event.ts
-            if event.type != "inference":
+            if event.type not in COUNTED:
                 continue
             self.watch.observe(event)
             data = event.data
             if any(name in data for name in RAW_TEXT_FIELDS):
                 data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
-            for shard, pairs in self.router.pairs_by_shard(data).items():
-                lists[shard].append([offset, data, pairs])
+            targets = self.router.shards_of(data)
+            if targets:
+                line = b"%d %d %s\n" % (offset, event.ts, orjson.dumps(data))
+                for shard in targets:
+                    lines[shard].append(line)
+        self._watched()
+        for partition, lines in by_partition.items():
+            header = self._header(partition)
+            for shard, items in enumerate(lines):
+                for chunk in _chunks(items):
+                    out.append(Out("routed", shard, header + b"".join(chunk)))
+        return out
+
+    def _handle_native(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
+        """`handle` in one native call per batch; only the messages the native decoder does
+        not accept come back here, for the reason (or, rarely, an event only Python's decoder
+        accepts: the batch is routed again with the time Python found)."""
+        if not isinstance(messages, list):
+            messages = list(messages)
+        max_bytes = self.settings.max_event_bytes
+        times: dict[int, int] = {}
+        while True:
+            routed, refused, events, beats = self.native.route(messages, times, self.max_ts, self.version, max_bytes)
+            refused = set(refused)
+            dead, again = [], False
+            for index in sorted(refused):
+                partition, offset, raw = messages[index]
+                if index in times:  # refused even with Python's time: a kind of event it does not know
+                    return self._handle_python(messages)
+                event, letter = self._decode(partition, offset, raw, count=False)
+                if letter is not None:
+                    dead.append(letter)
+                else:
+                    times[index] = event.ts
+                    again = True
+            if not again:
+                break
+        self.stats["messages"] += len(messages)
+        self.stats["events"] += events
+        self.stats["dead_lettered"] += len(dead)
+        self.max_ts.update(beats)
+        if not self.watch.reported:  # the traffic check's first hour: it reads every event (in Python)
+            for index, (_, _, raw) in enumerate(messages):
+                if index not in refused or index in times:
+                    try:
+                        self.watch.observe(decode_event(raw))
+                    except InvalidEvent:
+                        pass
+            self._watched()
+        return dead + [Out("routed", shard, payload) for shard, _, payload in routed]
+
+    def _header(self, partition: int) -> bytes:
+        return orjson.dumps({"v": 2, "p": partition, "hb": self.max_ts.get(partition), "rv": self.version}) + b"\n"
+
+    def _watched(self) -> None:
         if self.watch.due():
             self._warn(self.watch.report())
-        for partition, lists in by_partition.items():
-            beat = self.max_ts.get(partition)
-            for shard, events in enumerate(lists):
-                for chunk in _chunks(events) if events else [[]]:
-                    message = {"p": partition, "hb": beat, "rv": self.router.version, "ev": chunk}
-                    out.append(Out("routed", shard, orjson.dumps(message)))
-        return out
 
     def _warn(self, warnings: list[tuple[str, str]]) -> None:
         """The traffic check's warnings (engine/adapters/traffic_check.py) over this worker's input."""
@@ -106,35 +193,35 @@ class RouteStage:
         marker = orjson.dumps({"p": partition, "idle": True, "hb": self.max_ts.get(partition)})
         return [Out("routed", shard, marker) for shard in range(self.settings.shards)]
 
-    def _decode(self, partition: int, offset: int, raw: bytes | None):
+    def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""
         if len(raw) > self.settings.max_event_bytes:
             reason = f"event is {len(raw)} bytes; the limit is {self.settings.max_event_bytes}"
-            return None, self._dead(partition, offset, raw, reason)
+            return None, self._dead(partition, offset, raw, reason, count)
         try:
             return validate_event(orjson.loads(raw)), None
         except orjson.JSONDecodeError as error:
-            return None, self._dead(partition, offset, raw, f"invalid JSON: {error}")
+            return None, self._dead(partition, offset, raw, f"invalid JSON: {error}", count)
         except InvalidEvent as error:
-            return None, self._dead(partition, offset, raw, str(error))
+            return None, self._dead(partition, offset, raw, str(error), count)
 
-    def _dead(self, partition: int, offset: int, raw: bytes, reason: str) -> Out:
-        self.stats["dead_lettered"] += 1
+    def _dead(self, partition: int, offset: int, raw: bytes, reason: str, count: bool = True) -> Out:
+        if count:
+            self.stats["dead_lettered"] += 1
         text = raw[:DEAD_LETTER_RAW_CHARS].decode("utf-8", "replace")
         record = {"reason": reason, "topic": self.settings.input_topic, "partition": partition, "offset": offset,
                   "bytes": len(raw), "raw": text}  # fmt: skip
         return Out("dead_letter", None, orjson.dumps(record))
 
 
-def _chunks(events: list, limit_bytes: int = ROUTED_MESSAGE_BYTES) -> list[list]:
-    """Split a shard's events so one routed message stays well under Kafka's message limit."""
-    chunks, current, size = [], [], 0
-    for item in events:
-        length = len(orjson.dumps(item[1]))
-        if current and size + length > limit_bytes:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += length
-    chunks.append(current)
+def _chunks(lines: list[bytes], limit_bytes: int = ROUTED_MESSAGE_BYTES) -> list[list[bytes]]:
+    """Split a shard's event lines so one routed message stays well under Kafka's message limit."""
+    chunks: list[list[bytes]] = [[]]
+    size = 0
+    for line in lines:
+        if chunks[-1] and size + len(line) > limit_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += len(line)
     return chunks

@@ -30,6 +30,8 @@ class WorkerSettings:
     session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"
+    engine: str | None = None  # native | python; None: drive.default_engine (native where built)
+    traffic_check: bool = True  # warn of rules that never fire, over the first hour after each rule load
     extra: dict = field(default_factory=dict)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
 

@@ -27,18 +27,37 @@ from typing import Any
 import orjson
 
 from engine.core import Engine, Event, parse_ts
-from engine.core.engine import key_from_json, reload
+from engine.core.engine import reload
 from engine.core.sharding import owner, rules_version
 from engine.dsl import CompiledRule
 
 SNAPSHOT_VERSION = 1
 
 
+class CheckpointError(ValueError):
+    """A checkpoint this worker cannot restore (its message says why and what to do)."""
+
+
+def split_routed(value: bytes) -> tuple[dict[str, Any], bytes]:
+    """A routed message → (header, event lines). Since the batch path (format 2) a message is a
+    header line and ``OFFSET TS EVENT`` lines; a message of the earlier format — one JSON object
+    with ``ev: [[offset, event, pairs], ...]``, still on the routed topic after an upgrade — is
+    turned into the same lines. Idle markers are a header alone in both."""
+    header, newline, body = value.partition(b"\n")
+    message = orjson.loads(header)
+    if newline or not message.get("ev"):
+        return message, body
+    lines = [b"%d %d %s\n" % (offset, parse_ts(data["ts"]), orjson.dumps(data)) for offset, data, *_ in message["ev"]]
+    return message, b"".join(lines)
+
+
 class ShardState:
     def __init__(self, rules: Sequence[CompiledRule], shard: int, shards: int, input_partitions: int,
-                 lateness_ms: int) -> None:  # fmt: skip
+                 lateness_ms: int, engine: str = "python") -> None:  # fmt: skip
         self.shard, self.shards, self.input_partitions = shard, shards, input_partitions
-        self.engine = Engine(rules, lateness_ms, owns=owner(shard, shards))
+        self.kind = engine
+        self.engine: Any = self._engine(rules, lateness_ms)
+        self.rules = tuple(rules)
         self.rules_version = rules_version(rules)
         self.routed_next = 0  # the next offset of this shard's routed partition to take
         self.next_offset: dict[int, int] = {}  # per input partition: the next offset to take
@@ -49,31 +68,57 @@ class ShardState:
         self.suppress = 0  # after a restore: records to derive again without sending (already committed)
         self.stats: Counter[str] = Counter()
 
+    def _engine(self, rules: Sequence[CompiledRule], lateness_ms: int, snapshot: dict[str, Any] | None = None) -> Any:
+        """This shard's engine (only its pairs), fresh or from a snapshot of either engine."""
+        if self.kind == "native":
+            from engine.native import NativeEngine
+
+            engine = NativeEngine(rules, lateness_ms) if snapshot is None else \
+                NativeEngine.restore(rules, snapshot, lateness_ms)  # fmt: skip
+            engine.own(self.shard, self.shards)
+            return engine
+        owns = owner(self.shard, self.shards)
+        return Engine(rules, lateness_ms, owns=owns) if snapshot is None else \
+            Engine.restore(rules, snapshot, lateness_ms, owns=owns)  # fmt: skip
+
     def accept(self, offset: int, value: bytes) -> bool:
         """Take one routed message; False when it was already taken (before a checkpoint)."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
             return False
         self.routed_next = offset + 1
-        message = orjson.loads(value)
+        message, body = split_routed(value)
         partition = message["p"]
         next_offset = self.next_offset.get(partition, 0)
-        same_rules = message.get("rv") == self.rules_version  # else: work the pairs out again
-        for source_offset, data, *pairs in message.get("ev", ()):
-            if source_offset < next_offset:
-                self.stats["duplicates"] += 1  # stage 1 re-sent it after a restart
-                continue
-            next_offset = source_offset + 1
-            event = Event(data["event_id"], parse_ts(data["ts"]), data.get("type", "inference"), data)
-            routed = [(index, key_from_json(key)) for index, key in pairs[0]] if same_rules and pairs else None
-            if not self.engine.add(event, routed):
-                self.stats["late"] += 1
+        if body:
+            if self.kind == "native":
+                next_offset, taken, late, duplicates = self.engine.feed_routed(body, next_offset)
+            else:
+                next_offset, taken, late, duplicates = self._feed_python(body, next_offset)
+            self.stats["events"] += taken
+            self.stats["late"] += late
+            self.stats["duplicates"] += duplicates  # stage 1 re-sent them after a restart
         self.next_offset[partition] = next_offset
         self._heard(partition, message.get("hb"))
         if message.get("idle"):
             self.idle.add(partition)
         return True
 
+    def _feed_python(self, body: bytes, next_offset: int) -> tuple[int, int, int, int]:
+        taken = late = duplicates = 0
+        for line in body.splitlines():
+            offset, ts, raw = line.split(b" ", 2)
+            source_offset = int(offset)
+            if source_offset < next_offset:
+                duplicates += 1
+                continue
+            next_offset = source_offset + 1
+            data = orjson.loads(raw)
+            if self.engine.add(Event(data["event_id"], int(ts), data.get("type", "inference"), data)):
+                taken += 1
+            else:
+                late += 1
+        return next_offset, taken, late, duplicates
     def _heard(self, partition: int, ts: int | None) -> None:
         self.idle.discard(partition)
         if ts is not None and ts > self.max_ts.get(partition, -1):
@@ -109,7 +154,16 @@ class ShardState:
         return self._derived(self.engine.advance(watermark))
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
-        self.engine, records = reload(self.engine, rules)
+        if self.kind == "native":  # the reload's records are the Python core's: through its snapshot
+            from engine.adapters.live.routing import stage_engine
+
+            python = Engine.restore(self.rules, self.engine.snapshot(), owns=owner(self.shard, self.shards))
+            python, records = reload(python, rules)
+            self.kind = stage_engine(rules, "native")[0]  # python when a new rule is not native
+            self.engine = self._engine(rules, self.engine.lateness_ms, python.snapshot())
+        else:
+            self.engine, records = reload(self.engine, rules)
+        self.rules = tuple(rules)
         self.rules_version = rules_version(rules)
         return self._derived(records)
 
@@ -128,6 +182,8 @@ class ShardState:
         return {"kind": "head", "version": SNAPSHOT_VERSION, "routed_next": self.routed_next, "derived": self.derived}
 
     def snapshot(self) -> dict[str, Any]:
+        """The full checkpoint. ``engine`` is the core's snapshot layout (Engine.snapshot), which
+        both engines write and restore: a checkpoint of a worker on either restores on either."""
         return {
             "kind": "full",
             "version": SNAPSHOT_VERSION,
@@ -139,16 +195,23 @@ class ShardState:
             "max_ts": {str(p): t for p, t in sorted(self.max_ts.items())},
             "idle": sorted(self.idle),
             "stats": dict(self.stats),
+            "written_by": self.kind,
             "engine": self.engine.snapshot(),
         }
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], input_partitions: int,
-                lateness_ms: int) -> ShardState:  # fmt: skip
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported shard snapshot version {snapshot.get('version')!r}")
-        state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms)
-        state.engine = Engine.restore(rules, snapshot["engine"], lateness_ms, owns=owner(state.shard, state.shards))
+                lateness_ms: int, engine: str = "python") -> ShardState:  # fmt: skip
+        version = snapshot.get("version")
+        inner = (snapshot.get("engine") or {}).get("version")
+        if version != SNAPSHOT_VERSION or inner != 1:
+            raise CheckpointError(
+                f"shard {snapshot.get('shard')}: its checkpoint has version {version!r} (engine state {inner!r}); "
+                f"this worker reads version {SNAPSHOT_VERSION} (engine state 1). It was written by another "
+                "release of Firebreak: run that release, or start this group afresh with a new --app-id "
+                "(its shards then begin with empty windows)")  # fmt: skip
+        state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms, engine)
+        state.engine = state._engine(rules, lateness_ms, snapshot["engine"])
         state.routed_next = snapshot["routed_next"]
         state.derived = snapshot["derived"]
         state.next_offset = {int(p): o for p, o in snapshot["next_offset"].items()}

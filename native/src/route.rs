@@ -1,0 +1,446 @@
+//! The live worker's batch path (docs/live.md): stage 1 routes a batch of raw input
+//! messages to shards in one call; stage 2 feeds a shard's routed payload in one call.
+//!
+//! Which shard owns a (rule, group) is `engine/core/sharding.shard_of`: CRC-32 of the rule
+//! name, `\x1f` and the group key as `json.dumps(list(key), separators=(",", ":"))` —
+//! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
+//! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
+//!
+//! A routed payload is text: one header line of JSON, then one line per event,
+//! `OFFSET TS JSON` (input offset, event time in ms, the event without `prompt`/`output`).
+
+use crate::engine::{key_part, Host, KeyRef, KeyTable};
+use crate::event::{self, Kind};
+use crate::json::J;
+use crate::plan::Plan;
+use crate::value::{float_repr, get, KeyPart, Num};
+use std::fmt::Write;
+
+/// `sharding.shard_of` of a rule and an interned key.
+pub fn shard_of(rule: &str, parts: &[KeyPart], shards: u32) -> u32 {
+    let mut text = String::with_capacity(rule.len() + 32);
+    text.push_str(rule);
+    text.push('\x1f');
+    text.push('[');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        match part {
+            KeyPart::None => text.push_str("null"),
+            KeyPart::Bool(b) => text.push_str(if *b {
+                "[\"__bool__\",true]"
+            } else {
+                "[\"__bool__\",false]"
+            }),
+            KeyPart::Num(Num::Int(i)) => {
+                let _ = write!(text, "{i}");
+            }
+            KeyPart::Num(Num::Float(x)) => text.push_str(&json_float(*x)),
+            KeyPart::Str(s) => json_str(s, &mut text),
+        }
+    }
+    text.push(']');
+    crc32fast::hash(text.as_bytes()) % shards
+}
+
+/// `json.dumps` of a float (its `repr`; non-finite values as Python writes them).
+fn json_float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
+    } else {
+        float_repr(x)
+    }
+}
+
+/// `json.dumps` of a string with `ensure_ascii=True`.
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Which shard each (rule, interned key) belongs to, computed once per pair.
+#[derive(Default)]
+pub struct Owners {
+    shards: u32,
+    cache: Vec<Vec<u32>>, // per rule, per key id: shard + 1 (0: not yet computed)
+}
+
+impl Owners {
+    pub fn new(rules: usize, shards: u32) -> Owners {
+        Owners {
+            shards,
+            cache: vec![Vec::new(); rules],
+        }
+    }
+
+    pub fn shard(&mut self, rule: usize, plan: &Plan, key: u32, table: &KeyTable) -> u32 {
+        let cache = &mut self.cache[rule];
+        let at = key as usize;
+        if at >= cache.len() {
+            cache.resize(at + 1, 0);
+        }
+        if cache[at] == 0 {
+            cache[at] = shard_of(&plan.name, &table.info[at].parts, self.shards) + 1;
+        }
+        cache[at] - 1
+    }
+}
+
+/// A shard's view: it aggregates only the (rule, group) pairs it owns.
+pub struct Owner {
+    pub shard: u32,
+    pub owners: Owners,
+}
+
+/// Stage 1: the shards an event must reach. Every shard owning one of its (rule, group)
+/// pairs; every shard, when it passes the `where` of a `Kx population` rule (each shard
+/// counts the whole population, as one engine does).
+pub struct Router {
+    pub plans: Vec<Plan>,
+    pub key_tables: Vec<KeyTable>,
+    pub owners: Owners,
+    pub shards: u32,
+}
+
+const MAX_KEYS: usize = 1_000_000; // interned keys kept before starting afresh (as sharding.MEMO_LIMIT)
+
+impl Router {
+    pub fn new(mut plans: Vec<Plan>, shards: u32) -> Router {
+        let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
+        for plan in plans.iter_mut() {
+            plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
+                Some(i) => i,
+                None => {
+                    by_lists.push(plan.by.clone());
+                    by_lists.len() - 1
+                }
+            };
+        }
+        let rules = plans.len();
+        Router {
+            plans,
+            key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
+            owners: Owners::new(rules, shards),
+            shards,
+        }
+    }
+
+    /// Bit `s` set: shard `s` must get the event.
+    pub fn targets(&mut self, event: &event::Event, host: &Host) -> u64 {
+        let data = &event.data;
+        if self.key_tables.iter().any(|t| t.info.len() > MAX_KEYS) {
+            for table in self.key_tables.iter_mut() {
+                *table = KeyTable::default();
+            }
+            self.owners = Owners::new(self.plans.len(), self.shards);
+        }
+        let all = if self.shards >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.shards) - 1
+        };
+        let mut mask = 0u64;
+        let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
+        let mut parts: Vec<KeyRef> = Vec::new();
+        for (index, plan) in self.plans.iter().enumerate() {
+            if plan.source != event.kind {
+                continue;
+            }
+            if let Some(label) = &plan.label {
+                if !event::has_label(data, label) {
+                    continue;
+                }
+            }
+            if let Some(w) = &plan.where_ {
+                if !w.eval(data) {
+                    continue;
+                }
+            }
+            if plan.population.is_some() {
+                return all;
+            }
+            if mask == all {
+                continue;
+            }
+            let by_id = plan.by_id;
+            if keys[by_id].is_none() {
+                parts.clear();
+                parts.extend(plan.by.iter().map(|p| key_part(get(data, p), host)));
+                keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
+            }
+            let shard =
+                self.owners
+                    .shard(index, plan, keys[by_id].unwrap(), &self.key_tables[by_id]);
+            mask |= 1u64 << shard.min(63);
+        }
+        mask
+    }
+}
+
+/// The event as routed: the raw line, or without the raw text fields when it has them.
+pub fn routed_json(raw: &[u8], data: &crate::json::Obj, drop: &[&str]) -> Vec<u8> {
+    if !data.0.iter().any(|(k, _)| drop.contains(&k.as_ref())) {
+        return raw
+            .iter()
+            .copied()
+            .filter(|b| *b != b'\n' && *b != b'\r')
+            .collect();
+    }
+    let kept = crate::json::Obj(
+        data.0
+            .iter()
+            .filter(|(k, _)| !drop.contains(&k.as_ref()))
+            .cloned()
+            .collect(),
+    );
+    serde_json::to_vec(&J::Obj(kept).to_value()).unwrap_or_default()
+}
+
+/// The events of one routed payload: (input offset, event time, the event's JSON).
+pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, &[u8])>> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut fields = line.splitn(3, |b| *b == b' ');
+            let offset = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+            let ts = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+            Some((offset, ts, fields.next()?))
+        })
+}
+
+/// Whether an event of this kind is routed at all (rules count inference and report events).
+pub fn routable(kind: Kind) -> bool {
+    matches!(kind, Kind::Inference | Kind::Report)
+}
+
+pub fn decode_with(raw: &[u8], ts: Option<i64>) -> Option<event::Event<'_>> {
+    event::decode(raw, ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn keys_as_python_dumps_them() {
+        let mut s = String::new();
+        json_str("a\"é\u{1F600}\u{7f}", &mut s);
+        assert_eq!(s, "\"a\\\"\\u00e9\\ud83d\\ude00\\u007f\"");
+        assert_eq!(json_float(1e16), "1e+16");
+    }
+}
+
+// ---- Python ----------------------------------------------------------------------------
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::collections::HashMap;
+
+const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
+
+/// Stage 1 of the worker (engine/adapters/live/routing.py): a batch of input messages in,
+/// routed payloads per (input partition, shard) out.
+#[pyclass(module = "engine._native", unsendable)]
+pub struct NativeRouter {
+    router: Router,
+    host: PyObject,
+    limit: usize, // bytes of a routed payload's events before it is split
+}
+
+#[pymethods]
+impl NativeRouter {
+    #[new]
+    fn new(plans: &[u8], shards: u32, host: PyObject, limit: usize) -> PyResult<NativeRouter> {
+        let value =
+            event::parse_json(plans).ok_or_else(|| PyValueError::new_err("plans: not JSON"))?;
+        let items = value
+            .as_array()
+            .ok_or_else(|| PyValueError::new_err("plans: not a list"))?;
+        let plans = items
+            .iter()
+            .map(Plan::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PyValueError::new_err)?;
+        if shards == 0 || shards > 64 {
+            return Err(PyValueError::new_err(
+                "the native router takes 1 to 64 shards",
+            ));
+        }
+        Ok(NativeRouter {
+            router: Router::new(plans, shards),
+            host,
+            limit,
+        })
+    }
+
+    /// ``messages``: [(partition, offset, value or None)]; ``times``: {batch index: ts} for
+    /// events only the Python decoder accepts (their time as it found it); ``known``: the
+    /// largest event time heard of per partition before this batch; ``version``: the rules'.
+    /// Returns (routed [(shard, partition, payload)], refused [batch index], events,
+    /// {partition: largest event time after the batch}).
+    #[pyo3(signature = (messages, times, known, version, max_bytes))]
+    fn route<'py>(
+        &mut self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        times: HashMap<usize, i64>,
+        known: HashMap<i64, i64>,
+        version: &str,
+        max_bytes: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<usize>, usize, HashMap<i64, i64>)> {
+        let host_obj = self.host.bind(py);
+        let host = Host { py, obj: host_obj };
+        let shards = self.router.shards as usize;
+        let mut order: Vec<i64> = Vec::new(); // partitions in order of appearance
+        let mut bodies: HashMap<i64, Vec<Vec<Vec<u8>>>> = HashMap::new(); // partition → shard → chunks
+        let mut beats: HashMap<i64, i64> = HashMap::new();
+        let mut refused = Vec::new();
+        let mut events = 0;
+        for (index, item) in messages.iter().enumerate() {
+            let item = item.downcast::<PyTuple>()?;
+            let partition: i64 = item.get_item(0)?.extract()?;
+            let offset: i64 = item.get_item(1)?.extract()?;
+            let value = item.get_item(2)?;
+            let chunks = bodies.entry(partition).or_insert_with(|| {
+                order.push(partition);
+                vec![vec![Vec::new()]; shards]
+            });
+            let raw: &[u8] = if value.is_none() {
+                b""
+            } else {
+                value.downcast::<PyBytes>()?.as_bytes()
+            };
+            if raw.len() > max_bytes {
+                refused.push(index);
+                continue;
+            }
+            let Some(event) = decode_with(raw, times.get(&index).copied()) else {
+                refused.push(index);
+                continue;
+            };
+            events += 1;
+            let beat = beats
+                .entry(partition)
+                .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
+            if event.ts > *beat {
+                *beat = event.ts;
+            }
+            if !routable(event.kind) {
+                continue;
+            }
+            let mask = self.router.targets(&event, &host);
+            if mask == 0 {
+                continue;
+            }
+            let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
+            let mut line = Vec::with_capacity(json.len() + 24);
+            let _ = std::io::Write::write_fmt(&mut line, format_args!("{offset} {} ", event.ts));
+            line.extend_from_slice(&json);
+            line.push(b'\n');
+            for (shard, shard_chunks) in chunks.iter_mut().enumerate() {
+                if mask & (1u64 << shard) == 0 {
+                    continue;
+                }
+                let last = shard_chunks.last_mut().unwrap();
+                if !last.is_empty() && last.len() + line.len() > self.limit {
+                    shard_chunks.push(Vec::new());
+                }
+                shard_chunks.last_mut().unwrap().extend_from_slice(&line);
+            }
+        }
+        let out = PyList::empty(py);
+        for partition in &order {
+            let hb = beats
+                .get(partition)
+                .copied()
+                .or_else(|| known.get(partition).copied())
+                .filter(|t| *t >= 0);
+            let header = format!(
+                "{{\"v\":2,\"p\":{partition},\"hb\":{},\"rv\":\"{version}\"}}\n",
+                hb.map(|t| t.to_string()).unwrap_or_else(|| "null".into())
+            );
+            for (shard, chunks) in bodies[partition].iter().enumerate() {
+                for chunk in chunks {
+                    let mut payload = Vec::with_capacity(header.len() + chunk.len());
+                    payload.extend_from_slice(header.as_bytes());
+                    payload.extend_from_slice(chunk);
+                    out.append((shard, partition, PyBytes::new(py, &payload)))?;
+                }
+            }
+        }
+        beats.retain(|_, t| *t >= 0);
+        Ok((out, refused, events, beats))
+    }
+
+    /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).
+    #[staticmethod]
+    fn shard_of(rule: &str, key_json: &[u8], shards: u32) -> PyResult<u32> {
+        let value =
+            event::parse_json(key_json).ok_or_else(|| PyValueError::new_err("key: not JSON"))?;
+        let items = value
+            .as_array()
+            .ok_or_else(|| PyValueError::new_err("key: not a list"))?;
+        let parts = items
+            .iter()
+            .map(KeyPart::from_json)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| PyValueError::new_err("key: not a group key"))?;
+        Ok(shard_of(rule, &parts, shards))
+    }
+}
+
+/// Stage 2's half (called by `Core.feed_routed`): the events of a routed payload after its
+/// header, those at or after ``min_offset`` aggregated without moving time.
+pub fn feed_payload(
+    engine: &mut crate::engine::Engine,
+    body: &[u8],
+    min_offset: i64,
+    host: &Host,
+) -> PyResult<(i64, usize, usize, usize)> {
+    let (mut next, mut taken, mut late, mut duplicates) = (min_offset, 0, 0, 0);
+    for line in payload_lines(body) {
+        let (offset, ts, json) =
+            line.ok_or_else(|| PyValueError::new_err("a routed payload line is malformed"))?;
+        if offset < next {
+            duplicates += 1; // stage 1 sent it again after a restart
+            continue;
+        }
+        next = offset + 1;
+        let event = decode_with(json, Some(ts)).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "routed event at input offset {offset} is not an event"
+            ))
+        })?;
+        if engine.add(&event, host) {
+            taken += 1;
+        } else {
+            late += 1;
+        }
+    }
+    Ok((next, taken, late, duplicates))
+}

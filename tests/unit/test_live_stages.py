@@ -241,3 +241,36 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
             offsets[out.partition] += 1
             records += shards[out.partition].tick()
     assert multiset(records) == multiset(expected)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_report_events_reach_the_shards_of_report_rules(engine):
+    """`reports(LABEL)` rules count report events: stage 1 routes them like inference events."""
+    from corekit import rules
+
+    from engine.core import Event, run_events
+
+    pack = rules("rule exposed:\n  reports(data_exposure) >= 2 over 1m by tenant -> sev1\n"
+                 "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2\n")  # fmt: skip
+    events = []
+    for i in range(600):
+        data = {"event_id": f"e{i}", "ts": 1_000 + i * 500, "tenant": f"t{i % 5}", "flags": {"pii": i % 40 == 0}}
+        if i % 9 == 0:
+            data = {**data, "type": "report", "labels": ["data_exposure" if i % 2 else "wrong"]}
+            del data["flags"]
+        events.append(Event(data["event_id"], data["ts"], data.get("type", "inference"), data))
+    expected = run_events(pack, events, lateness_ms=0, finish=False)
+    assert {r["rule"] for r in expected if r["type"] == "incident.opened"} == {"exposed", "leak"}
+    settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1, lateness_ms=0)
+    route = RouteStage(pack, settings, engine)
+    shards = [ShardState(pack, s, SHARDS, 1, 0, engine) for s in range(SHARDS)]
+    offsets = [0] * SHARDS
+    records = []
+    for start in range(0, len(events), 50):
+        batch = [(0, i, orjson.dumps(e.data)) for i, e in enumerate(events[start : start + 50], start)]
+        for out in route.handle(batch):
+            assert out.topic == "routed"
+            shards[out.partition].accept(offsets[out.partition], out.value)
+            offsets[out.partition] += 1
+            records += shards[out.partition].tick()
+    assert multiset(records) == multiset(expected)

@@ -187,6 +187,7 @@ class _Effect:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+REPORT_RATES = {"wrong": 0.02, "thumbs_down": 0.03, "data_exposure": 0.10}  # of the answers that qualify
 LEAD_MS = 2 * MINUTE  # a change reaches traffic this long after it is recorded
 QUALITY_RAMP_MS = 20 * MINUTE
 ATTACKERS = 5
@@ -196,11 +197,13 @@ ATTACK_RATE_PER_USER = 0.25  # events per second
 class Traffic:
     def __init__(self, seed: int, start_ms: int, duration_ms: int, rate: float,
                  injections: tuple[Injection, ...] | list[Injection] = (), decoys: bool = True,
-                 disorder: float = 0.01, max_delay_ms: int = 5_000, raw_text: float = 0.005) -> None:  # fmt: skip
+                 disorder: float = 0.01, max_delay_ms: int = 5_000, raw_text: float = 0.005,
+                 reports: bool = True) -> None:  # fmt: skip
         if rate <= 0 or duration_ms <= 0:
             raise ValueError("rate and duration must be positive")
         self.seed, self.start_ms, self.end_ms, self.rate = seed, start_ms, start_ms + duration_ms, rate
         self.disorder, self.max_delay_ms, self.raw_text = disorder, max_delay_ms, raw_text
+        self.reports = reports
         rng = random.Random(f"{seed}:world")
         self._users = {name: [f"usr_{rng.getrandbits(40):010x}" for _ in range(n)] for name, _, n in TENANTS}
         self._tenant_templates = {name: [rng.uniform(0.3, 1.7) * t.weight for t in TEMPLATES] for name, _, _ in TENANTS}
@@ -318,6 +321,7 @@ class Traffic:
     def events(self) -> Iterator[dict[str, Any]]:
         """Every event, in time order except ~``disorder`` of inference events emitted late."""
         rng = random.Random(f"{self.seed}:traffic")
+        report_rng = random.Random(f"{self.seed}:reports")  # its own draws: reports leave the rest unchanged
         clock = _Clock()
         changes = iter(self.changes)
         next_change = next(changes, None)
@@ -349,12 +353,39 @@ class Traffic:
                 heapq.heappush(delayed, (ts_ms + rng.randint(200, self.max_delay_ms), n, event))
             else:
                 yield event
+            if self.reports:
+                report = self._report(report_rng, event, ts_ms, clock)
+                if report is not None and report[0] < self.end_ms:
+                    heapq.heappush(delayed, (report[0], n + 0.5, report[1]))
             ts += rng.expovariate(base_rate + attack_rate) * 1000
         while delayed:
             yield heapq.heappop(delayed)[2]
         for change in [next_change, *changes]:
             if change is not None and change["ts"] < self.end_ms:
                 yield {**change, "ts": clock.text(change["ts"])}
+
+    def _report(self, rng: random.Random, answer: dict[str, Any], ts: int,
+                clock: _Clock) -> tuple[int, dict[str, Any]] | None:  # fmt: skip
+        """Now and then a user reports the answer, 20 s to 2 min after it: hallucinated answers
+        as wrong (2%), poor ones with a thumbs-down (3% under quality 0.6), and answers carrying
+        another customer's data in an injected leak as data_exposure (10%). The client knows
+        the tenant, user, service and feature — not the model: investigations join on `ref`."""
+        flags = answer["flags"]
+        if flags["hallucination"] and rng.random() < REPORT_RATES["wrong"]:
+            label = "wrong"
+        elif answer["scores"]["quality"] < 0.6 and rng.random() < REPORT_RATES["thumbs_down"]:
+            label = "thumbs_down"
+        elif flags["pii"] and rng.random() < REPORT_RATES["data_exposure"] and any(
+            e.truth.category == "data_leakage" and e.truth.affects(answer, ts) for e in self._effects
+        ):
+            label = "data_exposure"
+        else:
+            return None
+        at = ts + rng.randint(20_000, 120_000)
+        report = {"event_id": f"rep-{answer['event_id']}", "ts": clock.text(at), "type": "report",
+                  "labels": [label], "ref": answer["event_id"],
+                  **{k: answer[k] for k in ("tenant", "user", "service", "feature")}}  # fmt: skip
+        return at, report
 
     def _normal(self, rng: random.Random, ts: int, n: int, clock: _Clock, tenant: str,
                 template_cum: dict[str, list[float]], model_cum: list[list[float]]) -> dict[str, Any]:  # fmt: skip

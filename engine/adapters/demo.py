@@ -71,6 +71,7 @@ class IncidentRow:
     actions: list[str] = field(default_factory=list)
     truth: GroundTruth | None = None  # the injection it detects: same category, same target
     related: GroundTruth | None = None  # else an injection its group or evidence points at (a side effect)
+    response: dict[str, Any] | None = None  # who responds at the latest severity (the response policy)
 
 
 def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
@@ -81,6 +82,7 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
             rows[r["incident_id"]] = IncidentRow(
                 r["incident_id"], r["rule"], r["category"], r["group"], parse_ts(r["ts"]), r["severity"],
                 r["severity"], r["value"], r["threshold"], r["baseline"], r["users_affected"], list(r["evidence"]),
+                response=r.get("response"),
             )  # fmt: skip
             continue
         row = rows.get(r.get("incident_id", ""))
@@ -89,6 +91,7 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
         if kind == "incident.escalated":
             row.severity = r["severity"]
             row.users = max(row.users, r["users_affected"])
+            row.response = r.get("response")
         elif kind == "incident.resolved":
             row.resolved = parse_ts(r["ts"])
         elif kind == "containment.command":
@@ -231,6 +234,7 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
         "",
         f"{detected}/{len(result.truths)} injected incidents detected; {side} side effects of them; "
         f"{stray} incidents on normal traffic (false positives); {result.replay.late} late events; times are UTC",
+        *_sources_and_responses(result.rows, rules),
         f"records: {result.records_path} ({result.replay.records:,} records)   "
         f"events: {result.events_path}   ground truth: {result.truth_path}",
     ]
@@ -242,6 +246,27 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
             f" --incident {example.incident_id} --format html --out report.html",
         ]
     return "\n".join(lines)
+
+
+def _sources_and_responses(rows: list[IncidentRow], rules: tuple[CompiledRule, ...]) -> list[str]:
+    """Which detection source opened the incidents, and who the response policy sends them to."""
+    from_reports = {r.name for r in rules if r.source == "report"}
+    reported = [row for row in rows if row.rule in from_reports]
+    lines = []
+    if reported:
+        named = ", ".join(sorted({f"{row.rule} ({_group(row.group)})" for row in reported}))
+        lines.append(f"opened by user reports: {len(reported)} ({named}); by inference events: "
+                     f"{len(rows) - len(reported)}")  # fmt: skip
+    paged: dict[str, int] = {}
+    tickets: dict[str, int] = {}
+    for row in rows:
+        if row.response:
+            into = paged if row.response["page"] else tickets
+            into[row.response["team"]] = into.get(row.response["team"], 0) + 1
+    if paged or tickets:
+        text = lambda d: ", ".join(f"{team} {n}" for team, n in sorted(d.items())) or "none"  # noqa: E731
+        lines.append(f"who responds (the response policy): paged {text(paged)}; tickets {text(tickets)}")
+    return lines
 
 
 def pack_fingerprint(rules: Iterable[CompiledRule]) -> str:

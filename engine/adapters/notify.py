@@ -12,6 +12,11 @@ The payloads are pure functions of a record (`pagerduty_event`, `slack_message`,
 are retried with backoff, 4xx are not (the body is logged). Every request carries an
 idempotency key (PagerDuty: the `dedup_key` = incident id), so at-least-once delivery —
 what a crash between delivering and committing gives — is safe for the receiver.
+
+Incident records carry the response policy's ``response`` (team, page, update cadence).
+Every message names the responders; a PagerDuty target with ``only_paged = true`` gets only
+the incidents the policy pages for; and while an incident stays open, following a topic,
+`Reminders` sends a status-update reminder every ``update_every_ms`` of wall time.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -34,6 +40,7 @@ log = logging.getLogger("firebreak.notify")
 
 KINDS = ("pagerduty", "slack", "webhook")
 INCIDENT_TYPES = ("incident.opened", "incident.escalated", "incident.resolved")
+REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
 PD_SEVERITY = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
 MAX_BACKOFF_S = 30.0
 
@@ -59,6 +66,7 @@ class Target:
     timeout_s: float = 10.0
     retries: int = 5  # after the first attempt, for 5xx / timeouts / refused connections
     backoff_s: float = 0.5  # doubled after each retry, at most 30 s
+    only_paged: bool = False  # only incidents whose response policy pages (response.page)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,7 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     where = f"{path}: [targets.{orjson.dumps(name).decode()}]"
     if not isinstance(spec, dict):
         raise NotifyConfigError(f"{where} must be a table")
-    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s"}
+    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged"}
     extra = set(spec) - known
     if extra:
         raise NotifyConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(known))})")
@@ -121,7 +129,10 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
         backoff = float(spec.get("backoff_s", 0.5))
     except (TypeError, ValueError):
         raise NotifyConfigError(f"{where}: timeout_s, retries and backoff_s are numbers") from None
-    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff)
+    only_paged = spec.get("only_paged", False)
+    if not isinstance(only_paged, bool):
+        raise NotifyConfigError(f"{where}: only_paged is true or false")
+    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged)
 
 
 def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
@@ -137,13 +148,25 @@ def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
 
 
 def idempotency_key(record: Mapping[str, Any]) -> str:
+    if record["type"] == REMINDER:
+        return f"{record['incident_id']}:reminder:{record['slot']}"
     return f"{record['incident_id']}:{record['type']}:{record['ts']}"
 
 
 def summary(record: Mapping[str, Any]) -> str:
     group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
-    verb = {"incident.opened": "opened", "incident.escalated": "escalated", "incident.resolved": "resolved"}
+    verb = {"incident.opened": "opened", "incident.escalated": "escalated", "incident.resolved": "resolved",
+            REMINDER: "still open"}  # fmt: skip
     return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
+
+
+def responders(record: Mapping[str, Any]) -> str:
+    """``security-oncall (paged), status update every 30m``: who responds, from the policy."""
+    response = record.get("response")
+    if not response:
+        return ""
+    how = "paged" if response.get("page") else "ticket"
+    return f"{response.get('team')} ({how}), status update every {format_duration(int(response['update_every_ms']))}"
 
 
 def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
@@ -152,7 +175,8 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
     if record["type"] == "incident.resolved":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
     details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
-                                            "window", "previous_severity") if record.get(k) is not None}  # fmt: skip
+                                            "window", "previous_severity", "response",
+                                            "reminder") if record.get(k) is not None}  # fmt: skip
     details["investigate"] = investigate_command(record, hint)
     return {
         "routing_key": routing_key,
@@ -180,7 +204,11 @@ def investigate_command(record: Mapping[str, Any], hint: str) -> str:
 
 def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: str) -> dict[str, Any]:
     """One message per lifecycle step: what, the value against its limit, who, containment, next step."""
-    lines = [f"*{summary(record)}*", record.get("why", "")]
+    lines = [f"*{summary(record)}*", record.get("why", "") if record["type"] != REMINDER else ""]
+    if record["type"] == REMINDER:
+        lines.append(f"opened {record['opened']} and still open: time for a status update")
+    if responders(record):
+        lines.append(f"responders: {responders(record)}")
     if record["type"] != "incident.resolved":
         facts = [f"value {record.get('value')} against limit {record.get('threshold')}"]
         if record.get("users_affected") is not None:
@@ -210,13 +238,15 @@ class NotifyStats:
     retries: int = 0
     unrouted: Counter[str] = field(default_factory=Counter)  # notify names with no target in the config
     records: int = 0
+    reminders: int = 0
 
     @property
     def failed(self) -> int:
         return sum(self.refused.values()) + sum(self.gave_up.values())
 
     def summary(self) -> str:
-        parts = [f"{self.records} incident records", f"{sum(self.delivered.values())} deliveries",
+        parts = [f"{self.records} incident records", f"{self.reminders} reminders",
+                 f"{sum(self.delivered.values())} deliveries",
                  f"{self.retries} retries", f"{sum(self.refused.values())} refused (4xx)",
                  f"{sum(self.gave_up.values())} given up"]  # fmt: skip
         if self.unrouted:
@@ -231,6 +261,7 @@ class Deliverer:
         self.config = config
         self.stats = stats or NotifyStats()
         self.containment: dict[str, list[str]] = {}  # incident id -> containment actions seen
+        self.paged: dict[str, bool] = {}  # incident id -> whether the policy paged for it
         self.session: Any = None
 
     async def __aenter__(self) -> Deliverer:
@@ -260,13 +291,34 @@ class Deliverer:
         if record.get("type") == "containment.command":
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
-        if record.get("type") not in INCIDENT_TYPES:
+        if record.get("type") not in INCIDENT_TYPES + (REMINDER,):
             return True
-        self.stats.records += 1
+        if record["type"] == REMINDER:
+            self.stats.reminders += 1
+        else:
+            self.stats.records += 1
+        paged = self.remember(record)
         ok = True
         for target in self.targets_of(record):
+            if target.only_paged and not paged:
+                continue  # the policy opens a ticket, not a page; resolved: only if it was paged
             ok = await self.deliver(target, record) and ok
         return ok
+
+    def remember(self, record: Mapping[str, Any]) -> bool:
+        """Note what a record says of its incident (containment, whether it was paged) without
+        delivering it; whether the incident is paged. An incident not seen opened (notify
+        restarted after it) counts as paged: resolving an alert that is not open is harmless."""
+        if record.get("type") == "containment.command":
+            self.containment.setdefault(record["incident_id"], []).append(record["action"])
+            return True
+        incident = record["incident_id"]
+        if record["type"] in ("incident.opened", "incident.escalated"):
+            response = record.get("response")
+            paged = self.paged.get(incident, False) or response is None or bool(response.get("page"))
+            self.paged[incident] = paged
+            return paged
+        return self.paged.get(incident, True)
 
     def payload(self, target: Target, record: Mapping[str, Any]) -> dict[str, Any]:
         if target.kind == "pagerduty":
@@ -316,6 +368,48 @@ class Deliverer:
         return False
 
 
+class Reminders:
+    """The open incidents, and when each is due a status-update reminder: every
+    ``response.update_every_ms`` of wall time (``now``: epoch seconds, from the caller's clock)
+    since it was opened, escalated or last reminded. Resolution ends them. A reminder's ``slot``
+    (wall time ÷ the cadence) makes its idempotency key: a restart within the same slot sends
+    one the receiver has seen, not a second reminder."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, Any]] = {}
+
+    def track(self, record: Mapping[str, Any], now: float) -> None:
+        kind, incident = record.get("type"), record.get("incident_id")
+        if kind == "incident.resolved":
+            self.open.pop(incident, None)
+        elif kind in ("incident.opened", "incident.escalated"):
+            every = (record.get("response") or {}).get("update_every_ms")
+            before = self.open.get(incident)
+            if not every:
+                self.open.pop(incident, None)
+                return
+            opened = before["opened"] if before else record["ts"]
+            self.open[incident] = {"record": record, "opened": opened, "due": now + every / 1000,
+                                   "count": before["count"] if before else 0}  # fmt: skip
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """The reminders due at ``now``, as records of type incident.reminder (each counted)."""
+        out = []
+        for incident, entry in sorted(self.open.items()):
+            if now < entry["due"]:
+                continue
+            r = entry["record"]
+            every = r["response"]["update_every_ms"]
+            entry["count"] += 1
+            entry["due"] = now + every / 1000
+            out.append({"type": REMINDER, "incident_id": incident, "reminder": entry["count"],
+                        "slot": int(now * 1000) // every,
+                        "opened": entry["opened"],
+                        **{k: r.get(k) for k in ("rule", "category", "severity", "group", "ts", "onset", "value",
+                                                 "threshold", "users_affected", "response", "notify")}})  # fmt: skip
+        return out
+
+
 async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]]) -> NotifyStats:
     """A records file (or list): every incident record to its targets, in order."""
     records = list(records)
@@ -330,10 +424,13 @@ async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, An
 
 
 async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, containment_topic: str, group: str,
-                        idle_s: float | None = None) -> NotifyStats:  # fmt: skip
+                        idle_s: float | None = None, reminders: bool = True,
+                        clock: Any = time.time) -> NotifyStats:  # fmt: skip
     """Follow the incidents (and containment) topics in a consumer group, read_committed; offsets
     are committed after their records were delivered, so a crash re-delivers (idempotent keys),
     never skips. A delivery that gives up stops the loop without committing (exit, retry later).
+    On start, the records before the group's committed offsets are read again (not delivered)
+    to know which incidents are open: their reminders go on after a restart.
     ``idle_s``: return once nothing new arrived for this long (backfills, tests)."""
     from aiokafka import AIOKafkaConsumer
 
@@ -341,27 +438,74 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
                                 **kafka.client_options(), group_id=group, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest")  # fmt: skip
     await consumer.start()
+    open_incidents = Reminders()
     try:
         async with Deliverer(config) as deliverer:
+            for topic in (containment_topic, incidents_topic):  # containment first, as below
+                for record in await _committed_records(consumer, kafka, topic):
+                    deliverer.remember(record)
+                    open_incidents.track(record, clock())
+            if open_incidents.open:
+                log.info("%d incidents still open before the committed offsets", len(open_incidents.open))
             async for batch in _batches(consumer, idle_s):
                 records = [orjson.loads(m.value) for m in batch]
                 records.sort(key=lambda r: r.get("type") != "containment.command")  # containment first
                 for record in records:
                     if not await deliverer.handle(record):
                         return deliverer.stats  # not committed: a restart delivers it again
-                await consumer.commit()
+                    open_incidents.track(record, clock())
+                if batch:
+                    await consumer.commit()
+                if reminders:
+                    for reminder in open_incidents.due(clock()):
+                        await deliverer.handle(reminder)  # a reminder that fails is not retried later
         return deliverer.stats
     finally:
         await consumer.stop()
 
 
+async def _committed_records(group_consumer: Any, kafka: Any, topic: str, deadline_s: float = 60.0) -> list[dict]:
+    """The records of ``topic`` before the group's committed offsets (read_committed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    partitions = group_consumer.partitions_for_topic(topic) or set()
+    ends = {}
+    for p in sorted(partitions):
+        tp = TopicPartition(topic, p)
+        committed = await group_consumer.committed(tp)
+        if committed:
+            ends[tp] = committed
+    if not ends:
+        return []
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), group_id=None,
+                              enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    await reader.start()
+    out: list[dict] = []
+    try:
+        reader.assign(list(ends))
+        await reader.seek_to_beginning(*ends)
+        stop = time.monotonic() + deadline_s
+        remaining = dict(ends)
+        while remaining and time.monotonic() < stop:
+            polled = await reader.getmany(timeout_ms=500)
+            for tp, messages in polled.items():
+                out += [orjson.loads(m.value) for m in messages if m.offset < ends[tp]]
+            for tp in list(remaining):
+                if await reader.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+        if remaining:
+            log.warning("could not read %s up to the committed offsets in %g s: reminders of older incidents "
+                        "may be missing", topic, deadline_s)  # fmt: skip
+    finally:
+        await reader.stop()
+    return out
+
+
 async def _batches(consumer: Any, idle_s: float | None) -> AsyncIterator[list[Any]]:
+    """Each poll's messages, an empty list when there were none (so that reminders run)."""
     quiet = 0.0
     while idle_s is None or quiet < idle_s:
         polled = await consumer.getmany(timeout_ms=500)
         batch = [m for messages in polled.values() for m in messages]
-        if batch:
-            quiet = 0.0
-            yield batch
-        else:
-            quiet += 0.5
+        quiet = 0.0 if batch else quiet + 0.5
+        yield batch

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-config", metavar="FILE", help="with --topic: Kafka client properties (TLS, SASL)")
     parser.add_argument("--idle", type=float, metavar="SECONDS",
                         help="with --topic: stop once nothing new arrived for this long (default: run until stopped)")
+    parser.add_argument("--no-reminders", dest="reminders", action="store_false",
+                        help="with --topic: no status-update reminders while incidents stay open "
+                             "(default: at the response policy's update_every)")  # fmt: skip
     parser.add_argument("--verbose", "-v", action="store_true", help="log every delivery attempt")
 
 
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"firebreak notify: {error}", file=sys.stderr)
             return 1
         try:
-            stats = asyncio.run(notify_topics(config, kafka, args.topic, args.containment_topic, args.group, args.idle))
+            stats = asyncio.run(notify_topics(config, kafka, args.topic, args.containment_topic, args.group, args.idle,
+                                              args.reminders))  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a broker problem is one line, not a traceback
             from engine.sdk._kafka import diagnose
 

@@ -90,6 +90,7 @@ def render_html(report: dict[str, Any]) -> str:
         _section("Suspected causes", _causes(_list(report.get("suspected_causes")), day)),
         _section("Contributors", _contributors(_list(report.get("contributors")))),
         _section("Adversarial signs", _adversarial(_dict(report.get("adversarial")))),
+        _section("User reports", _user_reports(_dict(report.get("user_reports")))),
         _section("Evidence", _evidence(_list(report.get("evidence")))),
         _section("Review", _review(_dict(report.get("review")))),
         _section("About this report", _about(report, incident)),
@@ -136,6 +137,11 @@ def _summary(incident: dict, lags: dict) -> str:
         (f"Peak {_str(incident.get('metric'))[:40]}", _num(incident.get("peak"))),
         (f"Limit ({_str(incident.get('op'), '>')})", limit),
     ]
+    response = _dict(incident.get("response"))
+    if response:
+        page = "paged" if response.get("page") is True else "ticket"
+        items.append(("Response", f"{_str(response.get('team'))}, {page}, "
+                                  f"updates every {_duration(response.get('update_every_ms'))}"))  # fmt: skip
     cells = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in items)
     return f'<dl class="summary">{cells}</dl>'
 
@@ -234,6 +240,24 @@ def _adversarial(signs: dict) -> str:
         if rows:
             table = _table(["Value", "Share of flagged", "Flagged"], rows, numeric={1, 2}, compact=True)
             parts.append(f"<h3>{title}</h3>{table}")
+    return "\n".join(parts)
+
+
+def _user_reports(ur: dict) -> str:
+    if not number(ur.get("reports")):
+        return _none()
+    labels = ", ".join(f"{_str(k)} ×{_num(n)}" for k, n in _dict(ur.get("labels")).items())
+    parts = [
+        f"<p>{escape(_num(ur.get('reports')))} reports from {escape(_num(ur.get('users')))} users in the incident "
+        f"({escape(labels)}); {escape(_num(ur.get('joined')))} name an answer found in the log.</p>"
+    ]
+    rows = [
+        [f"<code>{_text(dim)}={_text(_dict(v).get('value'))}</code>", _num_cell(_num(_dict(v).get("reports")))]
+        for dim, values in _dict(ur.get("answers")).items()
+        for v in _list(values)
+    ]
+    if rows:
+        parts.append(_table(["Answers from", "Reports"], rows, numeric={1}, compact=True))
     return "\n".join(parts)
 
 

@@ -22,8 +22,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"time to detect **{duration_text(lags['time_to_detect_ms'])}** · "
         f"time to contain **{duration_text(lags['time_to_contain_ms'])}**",
         "",
+        *_response(inc.get("response")),
         f"Events {report['range']['since']} → {report['range']['until']}: {report['range']['events']:,} inference, "
-        f"{report['range']['changes']:,} change"
+        f"{report['range']['changes']:,} change, {report['range'].get('reports', 0):,} user reports"
         + (f" ({_cell(report['range']['source'])})" if report["range"]["source"] else ""),
         "",
     ]
@@ -32,6 +33,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += _causes(report)
     out += _contributors(report)
     out += _adversarial(report)
+    out += _user_reports(report)
     out += [
         "## Evidence",
         "",
@@ -148,6 +150,37 @@ def _adversarial(report: dict[str, Any]) -> list[str]:
         tenants = ", ".join(f"`{t['value']}` ({t['share']:.0%})" for t in adv["top_tenants"])
         out += ["", f"Top users of the attack flags: {users}", "", f"Their tenants: {tenants}"]
     return out + [""]
+
+
+def _response(response: dict[str, Any] | None) -> list[str]:
+    if not response:
+        return []
+    page = "paged" if response["page"] else "not paged (ticket)"
+    return [
+        f"**Response** (policy): {_cell(response['team'])}, {page}, status update every "
+        f"{duration_text(response['update_every_ms'])}",
+        "",
+    ]
+
+
+def _user_reports(report: dict[str, Any]) -> list[str]:
+    ur = report.get("user_reports")
+    if not ur or not ur["reports"]:
+        return []
+    labels = ", ".join(f"{_cell(k)} ×{n}" for k, n in ur["labels"].items())
+    out = [
+        "## User reports",
+        "",
+        f"{ur['reports']} reports from {ur['users']} users in the incident ({labels}); {ur['joined']} name an answer "
+        "found in the log.",
+        "",
+    ]
+    if ur["answers"]:
+        out += ["| answers from | reports |", "|---|---|"]
+        for dim, values in ur["answers"].items():
+            out += [f"| {dim}=`{_cell(v['value'])}` | {v['reports']} |" for v in values]
+        out.append("")
+    return out
 
 
 def _review(report: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from engine.investigate.contributors import (
     value_shift,
 )
 from engine.investigate.incident import IncidentView, Selection, select
+from engine.investigate.reports import join_reports, user_reports
 from engine.investigate.review import postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
 
@@ -63,9 +64,11 @@ def investigate(
     log = sorted(events, key=lambda e: (e.ts, e.event_id))
     if not log:
         raise ValueError("no events")
+    log, joined = join_reports(log)  # each report beside the answer it names
     data_from, data_to = log[0].ts, log[-1].ts
     inference = [e for e in log if e.type == "inference"]
-    population = [e for e in inference if rule.where is None or rule.where(e.data)]
+    counted = inference if rule.source == "inference" else [e for e in log if e.type == rule.source]
+    population = [e for e in counted if rule.where is None or rule.where(e.data)]
     in_group = _group_matcher(rule, view.group)
     group_events = [e for e in population if in_group(e.data)]
 
@@ -144,10 +147,13 @@ def investigate(
         (onset, resolved if resolved is not None else data_to + 1, view.opened.get("baseline")),
     )
     anomalous = [e for e in group_events if start <= e.ts <= end and group_mass.weight(e.data) > 0]
+    reports = user_reports(log, joined, in_group, start, end)
     impact = {
         "users": len({e.data.get("user") for e in anomalous if e.data.get("user") is not None}),
         "events": len(anomalous),
         "from": format_ts(start),
+        "reports": reports["reports"],
+        "reporting_users": reports["users"],
     }
     suggestion = None
     if options.suggest:
@@ -171,7 +177,8 @@ def investigate(
             "since": format_ts(data_from),
             "until": format_ts(data_to),
             "events": len(inference),
-            "changes": len(log) - len(inference),
+            "changes": sum(1 for e in log if e.type == "change"),
+            "reports": sum(1 for e in log if e.type == "report"),
             "source": options.source,
         },
         "anomaly": {
@@ -186,6 +193,7 @@ def investigate(
         "suspected_causes": causes[:MAX_CAUSES],
         "contributors": merge_aliases(contributors)[:MAX_CONTRIBUTORS],
         "adversarial": adversarial,
+        "user_reports": reports,
         "evidence": evidence,
         "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
         "notes": _notes(view, first, changes, data_from, start, options),
@@ -300,6 +308,7 @@ def _incident(view: IncidentView) -> dict[str, Any]:
         "events": opened.get("events"),
         "why": opened.get("why"),
         "significance": opened.get("significance"),
+        "response": (view.escalations[-1] if view.escalations else opened).get("response"),
     }
 
 

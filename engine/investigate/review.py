@@ -160,6 +160,8 @@ def postmortem(
         f"between {impact['from']} and {ended}; severity {incident['initial_severity']}"
         + (f" → {incident['severity']}" if incident["severity"] != incident["initial_severity"] else "")
     )
+    if impact.get("reports"):
+        impact_text += f"; {impact['reporting_users']} users reported answers ({impact['reports']} user reports)"
     candidates = [
         f"{c['kind']} {c['event_id']} at {c['ts']} (score {c['score']:.2f}): {c['description']}" for c in causes[:3]
     ]

@@ -74,3 +74,53 @@ def test_follows_the_topic_resumes_and_redelivers_what_failed(kafka_bootstrap, u
     want_second = [(r["incident_id"], "resolve" if r["type"] == "incident.resolved" else "trigger")
                    for r in items[half:] if r["type"].startswith("incident.")]  # fmt: skip
     assert sorted(pd_keys(second)) == sorted(want_second)  # resumed after the first run; nothing skipped
+
+
+def open_incident_records() -> list[dict]:
+    """One sev2 incident still open at the end, its policy asking for an update every second."""
+    from engine.core import Event, run_events
+    from engine.dsl import load_rules
+
+    rules, problems = load_rules({"r.rules": "rule leak:\n  count(pii) >= 1 over 1m by tenant -> sev2\n"},
+                                 {"policy.toml": '[sev2]\nteam = "sec"\nupdate_every = "1s"\n'})  # fmt: skip
+    assert not problems
+    t0 = 1_767_225_600_000
+    events = [Event(f"e{i}", t0 + i * 5_000, "inference", {"event_id": f"e{i}", "ts": t0 + i * 5_000,
+                                                            "tenant": "acme", "flags": {"pii": True}})
+              for i in range(30)]  # fmt: skip
+    records = run_events(rules, events)
+    assert [r["type"] for r in records if r["type"].startswith("incident.")] == ["incident.opened"]
+    return records
+
+
+def test_reminders_at_the_policy_cadence_go_on_after_a_restart_and_stop_at_resolution(
+    kafka_bootstrap, unique_topic, tmp_path
+):
+    incidents, containment = unique_topic("inc"), unique_topic("cmd")
+    items = open_incident_records()
+    (opened,) = [r for r in items if r["type"] == "incident.opened"]
+    run = asyncio.run
+    run(publish(kafka_bootstrap, incidents, containment, items))
+    code, err, first = run(notify(kafka_bootstrap, tmp_path, incidents, containment, []))
+    assert code == 0, err
+    bodies = [r["body"] for r in first.received if r["path"] == "/v2/enqueue"]
+    assert bodies[0]["payload"]["summary"].startswith("[sev2] leak opened")
+    reminders = [b for b in bodies[1:] if "still open" in b["payload"]["summary"]]
+    assert len(reminders) >= 2 and len(reminders) == len(bodies) - 1  # ~one a second for the 3 s idle
+    assert all(b["dedup_key"] == opened["incident_id"] and b["event_action"] == "trigger" for b in reminders)
+    assert "1 incident records; " in err and f"{len(reminders)} reminders" in err
+
+    # a restart: the opened record is before the committed offset, not delivered again, but known open
+    code, err, second = run(notify(kafka_bootstrap, tmp_path, incidents, containment, []))
+    assert code == 0, err
+    again = [r["body"] for r in second.received if r["path"] == "/v2/enqueue"]
+    assert again and all("still open" in b["payload"]["summary"] for b in again)
+
+    resolved = {**opened, "type": "incident.resolved", "ts": "2026-01-01T00:10:00Z", "opened_at": opened["ts"],
+                "duration_s": 600, "peak": 1, "held_commands": []}  # fmt: skip
+    resolved.pop("response")
+    run(publish(kafka_bootstrap, incidents, containment, [resolved]))
+    code, err, third = run(notify(kafka_bootstrap, tmp_path, incidents, containment, []))
+    assert code == 0, err
+    actions = [r["body"]["event_action"] for r in third.received if r["path"] == "/v2/enqueue"]
+    assert "resolve" in actions and actions[actions.index("resolve"):] == ["resolve"]  # nothing after it

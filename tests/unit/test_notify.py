@@ -160,3 +160,100 @@ def test_config_mistakes_are_one_line(tmp_path, text, env, message):
     with pytest.raises(NotifyConfigError, match=message) as caught:
         load_notify_config(str(path), env=env)
     assert "\n" not in str(caught.value)
+
+
+# ---- the response policy, reminders, and the demo's incidents (issue 15) --------------------
+
+from engine.adapters.notify import REMINDER, Reminders, idempotency_key  # noqa: E402
+
+POLICY = '[sev2]\nupdate_every = "10m"\n[sev3]\npage = false\nupdate_every = "1h"\n'
+
+
+def policy_records() -> list[dict]:
+    rules, problems = load_rules({"n.rules": RULES}, {"policy.toml": POLICY})
+    assert not problems
+    return run_events(rules, BASE)
+
+
+def test_reminders_follow_the_cadence_until_resolution():
+    opened = {"type": "incident.opened", "incident_id": "inc_1", "rule": "leak", "category": "data_leakage",
+              "severity": "sev2", "group": {"tenant": "a"}, "ts": "2026-01-01T00:00:00Z",
+              "onset": "2026-01-01T00:00:00Z", "response": {"team": "sec", "page": True, "update_every_ms": 600_000}}
+    reminders = Reminders()
+    reminders.track(opened, now=1000.0)
+    assert reminders.due(1599.0) == []
+    (first,) = reminders.due(1600.0)
+    assert first["type"] == REMINDER and first["incident_id"] == "inc_1" and first["opened"] == opened["ts"]
+    assert reminders.due(1700.0) == [] and len(reminders.due(2200.0)) == 1
+    escalated = {**opened, "type": "incident.escalated", "ts": "2026-01-01T00:20:00Z", "severity": "sev1",
+                 "response": {"team": "sec", "page": True, "update_every_ms": 60_000}}  # fmt: skip
+    reminders.track(escalated, now=2300.0)
+    (again,) = reminders.due(2360.0)
+    assert again["severity"] == "sev1" and again["opened"] == opened["ts"]  # the new cadence, the first opening
+    assert idempotency_key(again) != idempotency_key(first)
+    reminders.track({**opened, "type": "incident.resolved"}, now=2361.0)
+    assert reminders.due(9999.0) == [] and reminders.open == {}
+
+
+def test_messages_name_the_responders_and_only_paged_targets_skip_tickets(tmp_path):
+    records = policy_records()
+    receiver = Receiver()
+    run_notify(tmp_path, receiver, records, "only_paged = true")
+    pd = [r["body"] for r in receiver.received if r["path"] == "/v2/enqueue"]
+    steps = ("incident.opened", "incident.escalated")
+    paged = {r["incident_id"] for r in records if r["type"] in steps and r["response"]["page"]}
+    tickets = {r["incident_id"] for r in records if r["type"] == "incident.opened"} - paged
+    assert paged and tickets and {e["dedup_key"] for e in pd} == paged  # sev3 stays a ticket unless escalated
+    escalated = {r["incident_id"] for r in records if r["type"] == "incident.escalated" and r["severity"] == "sev2"}
+    assert escalated & paged  # a sev3 escalated to sev2 is paged from its escalation on
+    trigger = next(e for e in pd if e["event_action"] == "trigger")
+    assert trigger["payload"]["custom_details"]["response"]["update_every_ms"] == 600_000
+    slack = [r["body"]["text"] for r in receiver.received if r["path"] == "/slack"]
+    assert any("responders: owning-team (ticket), status update every 1h" in text for text in slack)
+
+
+def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecycle(tmp_path):
+    from engine.adapters.demo import run_demo
+    from engine.adapters.starter_pack import starter_companion_sources, starter_rule_sources
+
+    rules, problems = load_rules(starter_rule_sources(), starter_companion_sources())
+    assert not [p for p in problems if p.level == "error"]
+    result = run_demo(tmp_path / "demo", rules, 7, 6.0, lambda _: None)
+    records = [orjson.loads(line) for line in result.records_path.read_bytes().splitlines()]
+    names = sorted({name for rule in rules for name in rule.notify})
+    receiver = Receiver()
+
+    async def main():
+        runner, url = await serve(receiver)
+        try:
+            text = "".join(f'[targets."{name}"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\n'
+                           f'routing_key_env = "TEST_PD_KEY"\n' for name in names)  # fmt: skip
+            path = tmp_path / "notify.toml"
+            path.write_text(f'default_targets = ["{names[0]}"]\n{text}')
+            return await notify_records(load_notify_config(str(path), env=ENV), records)
+        finally:
+            await runner.cleanup()
+
+    stats = asyncio.run(main())
+    assert stats.failed == 0 and not stats.unrouted
+    pd = [r["body"] for r in receiver.received if r["path"] == "/v2/enqueue"]
+    lifecycle: dict[str, list[dict]] = {}
+    for record in records:
+        if record["type"].startswith("incident."):
+            lifecycle.setdefault(record["incident_id"], []).append(record)
+    sent: dict[str, list[dict]] = {}
+    for event in pd:
+        sent.setdefault(event["dedup_key"], []).append(event)
+    assert set(sent) == set(lifecycle)  # every demo incident, keyed by its incident id
+    severity = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
+    for incident, steps in lifecycle.items():
+        events = sent[incident]
+        assert [e["event_action"] for e in events] == [
+            "resolve" if s["type"] == "incident.resolved" else "trigger" for s in steps
+        ]
+        for step, event in zip(steps, events, strict=True):
+            if event["event_action"] == "trigger":  # an escalation triggers again with the new severity
+                assert event["payload"]["severity"] == severity[step["severity"]]
+                assert event["payload"]["custom_details"]["response"] == step["response"]
+    reported = [r for r in records if r["type"] == "incident.opened" and r["rule"] == "data_exposure_reported"]
+    assert reported and reported[0]["incident_id"] in sent  # the incident a user report opened is paged too

@@ -43,9 +43,9 @@ ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires 
 
 @dataclass
 class NameSeen:
-    """One name a rule reads, over the inference events of the sample."""
+    """One name a rule reads, over the sample's events of the rule's type (inference or report)."""
 
-    role: str  # flag | metric | by | where
+    role: str  # flag | label | metric | by | where
     path: str
     present: int = 0  # not missing (nor null)
     true: int = 0  # exactly true (flags)
@@ -62,7 +62,7 @@ class RuleTraffic:
     name: str
     location: str  # path:line
     names: list[NameSeen]
-    passed: int = 0  # inference events that pass `where`
+    passed: int = 0  # events of its type (inference; report for reports()) that pass `where`
     groups: int = 0
     busiest_window: int = 0  # most events behind the metric in one group's window
     min_events: int = 0  # 0: `min N events` does not gate this rule
@@ -73,6 +73,8 @@ class RuleTraffic:
     open_share: float = 0.0  # of the time after the warm-up with an incident of the rule open
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    counts: str = "inference"  # the event type the rule counts
+    sample: int = 0  # events of that type in the sample
 
 
 @dataclass
@@ -80,6 +82,7 @@ class TrafficReport:
     source: str
     read: ReplayResult  # lines/messages, valid events, bad and late inputs with samples
     inference: int = 0
+    reports: int = 0  # user reports
     first_ts: int | None = None
     last_ts: int | None = None
     rules: list[RuleTraffic] = field(default_factory=list)
@@ -107,7 +110,11 @@ class _PathTally:
     """One event path over the sample; shared by every rule that reads it."""
 
     def __init__(self, path: tuple[str, ...]) -> None:
-        self.get = getter(path)
+        if path[0] == "labels" and len(path) == 2:  # a report label: whether the report carries it
+            label = path[1]
+            self.get = lambda data: True if label in (data.get("labels") or ()) else None
+        else:
+            self.get = getter(path)
         self.present = self.true = self.numeric = 0
         self.values: set[Any] = set()
 
@@ -132,7 +139,7 @@ class _RuleTally:
 
     def __init__(self, rule: CompiledRule, uses: Sequence[NameUse], paths: dict[tuple[str, ...], _PathTally]) -> None:
         self.rule = rule
-        self.names = [(role, path, paths.setdefault(path, _PathTally(path))) for role, path in
+        self.names = [(role, path, paths.setdefault((rule.source, path), _PathTally(path))) for role, path in
                       dict.fromkeys((use.role, use.path) for use in uses)]  # fmt: skip
         self.by = [getter(path) for path in rule.by]
         self.where = rule.where
@@ -145,7 +152,7 @@ class _RuleTally:
     def add(self, event: Event, keys: dict[tuple, tuple]) -> None:
         """``keys``: this event's group keys so far, by `by` paths (rules grouped alike share them)."""
         data = event.data
-        if self.where is not None and not self.where(data):
+        if not self.rule.admits(event.type, data) or (self.where is not None and not self.where(data)):
             return
         self.passed += 1
         key = keys.get(self.rule.by)
@@ -199,7 +206,7 @@ def check_events(
     source: str = "events",
 ) -> TrafficReport:
     """Every rule over ``events``: the sample's facts per rule and the engine's incidents."""
-    paths: dict[tuple[str, ...], _PathTally] = {}
+    paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
     tallies = [_RuleTally(rule, _names_of(rule), paths) for rule in rules]
     report = TrafficReport(source, read if read is not None else ReplayResult())
     engine = Engine(rules, lateness_ms)
@@ -213,18 +220,29 @@ def check_events(
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
-        if event.type == "inference":
-            report.inference += 1
-            for path in paths.values():
-                path.add(event.data)
-            keys: dict[tuple, tuple] = {}
-            for tally in tallies:
-                tally.add(event, keys)
+        _observe(event, report, paths, tallies)
         records.extend(r for r in engine.process(event) if r["type"].startswith("incident."))
     records.extend(r for r in engine.finish() if r["type"].startswith("incident."))
     span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
     report.rules = [_rule_traffic(t, records, report, span) for t in tallies]
     return report
+
+
+def _observe(event: Event, report: TrafficReport, paths: dict, tallies: Sequence[_RuleTally]) -> None:
+    """Count one valid event into the names and rules that read its type."""
+    if event.type == "inference":
+        report.inference += 1
+    elif event.type == "report":
+        report.reports += 1
+    else:
+        return
+    for (kind, _), path in paths.items():
+        if kind == event.type:
+            path.add(event.data)
+    keys: dict[tuple, tuple] = {}
+    for tally in tallies:
+        if tally.rule.source == event.type:
+            tally.add(event, keys)
 
 
 def check_files(
@@ -279,7 +297,8 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
         names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
         passed=tally.passed, groups=len(tally.groups), busiest_window=tally.busiest_window(),
         min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
-        warmup=format_duration(warmup),
+        warmup=format_duration(warmup), counts=rule.source,
+        sample=report.inference if rule.source == "inference" else report.reports,
     )  # fmt: skip
     mine = [r for r in records if r["rule"] == rule.name]
     opened = [r for r in mine if r["type"] == "incident.opened"]
@@ -288,7 +307,7 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
     if report.first_ts is not None and report.last_ts is not None and span > warmup:
         since = report.first_ts + warmup
         out.open_share = _open_time(mine, since, report.last_ts) / (report.last_ts - since)
-    out.warnings, out.notes = _verdicts(rule, out, report.inference, span, warmup)
+    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup)
     return out
 
 
@@ -319,10 +338,15 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
     warnings: list[str] = []
     notes: list[str] = []
     if inference == 0:
-        return warnings, ["no inference events in the sample: nothing to say"]
+        noun = "inference events" if rule.source == "inference" else "user reports (report events)"
+        return warnings, [f"no {noun} in the sample: nothing to say"]
     rises = rule.op in {">", ">="}
     for name in out.names:
-        if name.role == "flag":
+        if name.role == "label":
+            if name.true == 0 and rises:
+                warnings.append(f"never fires: no report in the sample carries the label `{name.path[7:]}` "
+                                f"({inference:,} reports)")  # fmt: skip
+        elif name.role == "flag":
             if name.true == 0 and rises:
                 warnings.append(f"never fires: flag `{name.path[6:]}` is never true in the sample "
                                 f"(present in {name.present:,} of {inference:,} events)")  # fmt: skip
@@ -343,7 +367,7 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
             elif name.present == 0:
                 warnings.append(f"`where` reads `{name.path}`, which is missing in every event")
     never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
-    if out.passed == 0:
+    if out.passed == 0 and not (never and rule.label is not None):  # the missing label said it already
         warnings.append("never fires: no event of the sample passes its `where`")
     elif out.min_events and out.busiest_window < out.min_events and not never:
         warnings.append(f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
@@ -380,19 +404,14 @@ class TrafficWatch:
         self.reported = False
 
     def observe(self, event: Event) -> None:
-        if self.reported or event.type != "inference":
+        if self.reported or event.type not in ("inference", "report"):
             return
         report = self.report_
-        report.inference += 1
         if report.first_ts is None or event.ts < report.first_ts:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
-        for path in self.paths.values():
-            path.add(event.data)
-        keys: dict[tuple, tuple] = {}
-        for tally in self.tallies:
-            tally.add(event, keys)
+        _observe(event, report, self.paths, self.tallies)
 
     def due(self) -> bool:
         r = self.report_
@@ -425,13 +444,14 @@ def render_text(report: TrafficReport) -> str:
         lines = [f"traffic: {report.source}: no events"]
     else:
         span = format_duration(report.last_ts - report.first_ts) if report.last_ts is not None else "0s"
-        lines = [f"traffic: {report.source}: {read.events:,} events ({report.inference:,} inference) from "
+        lines = [f"traffic: {report.source}: {read.events:,} events ({report.inference:,} inference, "
+                 f"{report.reports:,} user reports) from "
                  f"{format_ts(report.first_ts)} to {format_ts(report.last_ts or 0)} ({span})"]  # fmt: skip
     lines.append(f"bad {read.bad_noun}s: {read.bad}   late events: {read.late}")
     for rule in report.rules:
         lines += ["", f"{rule.name}  ({rule.location})"]
         for name in rule.names:
-            lines.append(f"  {name.role:<6} {name.path:<24} {_name_facts(name, report.inference)}")
+            lines.append(f"  {name.role:<6} {name.path:<24} {_name_facts(name, rule.sample, rule.counts)}")
         gate = f" (min {rule.min_events})" if rule.min_events else ""
         lines.append(f"  pass `where`: {rule.passed:,}   groups: {rule.groups:,}   "
                      f"busiest {rule.window} window: {rule.busiest_window:,}{gate}")  # fmt: skip
@@ -447,9 +467,9 @@ def render_text(report: TrafficReport) -> str:
     return "\n".join(lines)
 
 
-def _name_facts(name: NameSeen, inference: int) -> str:
-    share = f" ({name.present / inference:.1%})" if inference else ""
-    facts = [f"in {name.present:,} of {inference:,} events{share}"]
+def _name_facts(name: NameSeen, sample: int, counts: str = "inference") -> str:
+    share = f" ({name.present / sample:.1%})" if sample else ""
+    facts = [f"in {name.present:,} of {sample:,} {'events' if counts == 'inference' else 'reports'}{share}"]
     if name.is_flag:
         facts.append(f"true in {name.true:,}")
     elif name.role == "metric":
@@ -465,6 +485,7 @@ def to_json(report: TrafficReport) -> dict[str, Any]:
         "source": report.source,
         "events": read.events,
         "inference": report.inference,
+        "reports": report.reports,
         "bad": read.bad,
         "late": read.late,
         "from": format_ts(report.first_ts) if report.first_ts is not None else None,

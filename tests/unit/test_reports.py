@@ -177,3 +177,30 @@ def test_user_report_copies_what_identifies_the_answer():
     assert user_report(["harmful", "offensive"], ref="e1", tenant="t")["labels"] == ["harmful", "offensive"]
     with pytest.raises(InvalidEvent, match="is not a name"):
         user_report("not a label")
+
+
+# ---- the traffic check --------------------------------------------------------------------
+
+
+def test_the_traffic_check_counts_reports_for_report_rules_and_answers_for_the_others():
+    from engine.adapters.traffic_check import TrafficWatch, check_events, render_text
+
+    compiled = rules(RULES + "rule harmful:\n  reports(harmful) >= 1 over 10m -> sev2\n")
+    events = traffic()
+    report = check_events(events, compiled)
+    by_name = {r.name: r for r in report.rules}
+    assert (report.inference, report.reports) == (960, 17)
+    leak = by_name["leak_reported"]
+    assert (leak.counts, leak.sample, leak.passed, leak.opened) == ("report", 17, 1, 1)
+    assert [(n.role, n.path, n.present) for n in leak.names] == [("label", "labels.data_exposure", 1),
+                                                                ("by", "tenant", 9)]  # fmt: skip
+    assert by_name["answers"].sample == 960 and by_name["answers"].passed == 960
+    assert by_name["harmful"].warnings == [
+        "never fires: no report in the sample carries the label `harmful` (17 reports)"
+    ]
+    text = render_text(report)
+    assert "960 inference, 17 user reports" in text and "label  labels.data_exposure     in 1 of 17 reports" in text
+    watch = TrafficWatch(compiled, span_ms=HOUR)
+    for e in events:
+        watch.observe(e)
+    assert ("harmful", "never fires: no report in the sample carries the label `harmful` (17 reports)") in watch.report()

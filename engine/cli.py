@@ -20,7 +20,7 @@ from engine.adapters import demo
 from engine.adapters.drive import ENGINES
 from engine.adapters.file_replay import InputError, ReplayResult, replay_files
 from engine.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
-from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_companion_sources
+from engine.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
 from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from engine.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from engine.core import DEFAULT_LATENESS_MS, parse_ts
@@ -474,7 +474,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     text = investigation.render(outcome.report, args.format)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.format} report of {outcome.report['incident']['incident_id']} to {args.out}",
+        print(f"wrote {args.format} report of {outcome.report.incident.incident_id} to {args.out}",
               file=sys.stderr)  # fmt: skip
     else:
         print(text)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters.drive import Driver
-from engine.adapters.rule_files import RuleFileError, read_rule_sources, read_companion_sources
+from engine.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
 from engine.core import Event, parse_ts
 from engine.dsl import load_rules
 from engine.dsl.checker import DURATION_UNITS

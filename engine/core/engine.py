@@ -16,14 +16,13 @@ Nothing here reads a clock or does I/O; all state is in plain objects that
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from engine.core.events import Event
-from engine.core.incidents import FIRING, INACTIVE, Incident, Lifecycle, close_for_reload, evaluate_group, read
+from engine.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
 from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
 from engine.dsl.compiler import CompiledRule, getter
 
@@ -345,7 +344,7 @@ class Engine:
                             "key": list(group.key),
                             "first_seen": group.first_seen,
                             "buckets": [[start, b.snapshot()] for start, b in sorted(group.buckets.items())],
-                            "life": dataclasses.asdict(group.life),
+                            "life": group.life.to_json(),
                         }
                         for group in sorted(state.groups.values(), key=lambda g: g.order)
                     ],
@@ -379,9 +378,7 @@ class Engine:
                 group = state.groups[key] = GroupState(state.rule, key)
                 group.buckets = {start: Bucket.restore(state.rule, b) for start, b in item["buckets"]}
                 group.first_seen = item["first_seen"]
-                life = item["life"]
-                incident = Incident(**life["incident"]) if life["incident"] is not None else None
-                group.life = Lifecycle(life["status"], life["onset"], life["frozen_baseline"], incident)
+                group.life = Lifecycle.from_json(item["life"])
                 for start in group.buckets:
                     state.schedule(key, start, start == group.first_seen, after=state.next_eval)
                 if group.life.status != INACTIVE:

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.core.events import format_ts
+from engine.core.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 from engine.core.significance import p_value
 from engine.core.window import Summary, impact_events, metric_value, sample_size
 from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 
-INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+
+class Status(StrEnum):
+    """Where a (rule, group) is in its lifecycle (a StrEnum: snapshots hold the plain word)."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"  # the condition holds, waiting out `for`
+    FIRING = "firing"  # an incident is open
+
+
+INACTIVE, PENDING, FIRING = Status.INACTIVE, Status.PENDING, Status.FIRING
 URGENCY_GROWTH = 1.10  # "still worsening": ≥10% further past the limit than one window earlier
 URGENCY_CHECKS = 2  # ... at this many window-spaced checks in a row
 SENSITIVE_CATEGORIES = {"data_leakage": 2}  # category → least severe level allowed
@@ -38,15 +49,53 @@ class Incident:
     worsening: int = 0
     urgency_done: bool = False
     escalated: list[str] = field(default_factory=list)  # escalation keys already applied
-    commands: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[ActiveCommand] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"incident_id": self.incident_id, "opened_at": self.opened_at, "onset": self.onset,
+                "severity": int(self.severity), "peak": self.peak, "false_since": self.false_since,
+                "check_at": self.check_at, "check_value": self.check_value, "worsening": self.worsening,
+                "urgency_done": self.urgency_done, "escalated": list(self.escalated),
+                "commands": [c.to_json() for c in self.commands]}  # fmt: skip
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Incident:
+        commands = [ActiveCommand.from_json(c) for c in data["commands"]]
+        return Incident(**{**data, "escalated": list(data["escalated"]), "commands": commands})
+
+
+@dataclass(slots=True)
+class ActiveCommand:
+    """A containment command of an open incident, and when it expires (None: held)."""
+
+    command: ContainmentCommand
+    ttl: int | None
+    expires: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command": self.command.to_json(), "ttl": self.ttl, "expires": self.expires}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ActiveCommand:
+        return ActiveCommand(ContainmentCommand.from_json(data["command"]), data["ttl"], data["expires"])
 
 
 @dataclass(slots=True)
 class Lifecycle:
-    status: str = INACTIVE
+    status: Status = INACTIVE
     onset: int | None = None
     frozen_baseline: float | None = None
     incident: Incident | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot form (engine snapshots and worker checkpoints)."""
+        return {"status": self.status.value, "onset": self.onset, "frozen_baseline": self.frozen_baseline,
+                "incident": self.incident.to_json() if self.incident is not None else None}  # fmt: skip
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Lifecycle:
+        incident = Incident.from_json(data["incident"]) if data["incident"] is not None else None
+        return Lifecycle(Status(data["status"]), data["onset"], data["frozen_baseline"], incident)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,23 +176,15 @@ def _open(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading
     incident_id = "inc_" + _digest(f"{rule.name}|{group_text}|{at}")
     incident = Incident(incident_id, at, state.onset, rule.severity, r.value, check_at=at, check_value=r.value)
     state.status, state.incident = FIRING, incident
-    records = [_incident_record("incident.opened", rule, group, incident, at, r, _why_opened(rule, group, r))]
+    records = [_incident_record(RecordKind.OPENED, rule, group, incident, at, r, _why_opened(rule, group, r))]
     for spec in rule.contains:
         ttl = spec.ttl_ms if spec.ttl_ms is not None else (None if spec.hold else DEFAULT_CONTAIN_TTL_MS)
-        command = {
-            "type": "containment.command",
-            "command_id": "cmd_" + _digest(f"{incident_id}|{spec.action}"),
-            "incident_id": incident_id,
-            "rule": rule.name,
-            "action": spec.action,
-            "target": group,
-            "params": dict(spec.params),
-            "ts": format_ts(at),
-            "expires_at": format_ts(at + ttl) if ttl is not None else None,
-            "hold": spec.hold,
-        }
-        incident.commands.append({"command": command, "ttl": ttl, "expires": at + ttl if ttl else None})
-        records.append(command)
+        command = ContainmentCommand(
+            "cmd_" + _digest(f"{incident_id}|{spec.action}"), incident_id, rule.name, spec.action, group,
+            dict(spec.params), format_ts(at), format_ts(at + ttl) if ttl is not None else None, spec.hold,
+        )  # fmt: skip
+        incident.commands.append(ActiveCommand(command, ttl, at + ttl if ttl else None))
+        records.append(command.to_json())
     records.extend(_classify(rule, group, incident, at, r))
     return records
 
@@ -200,10 +241,8 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
             continue
         previous_severity = incident.severity
         incident.severity = level
-        record = _incident_record("incident.escalated", rule, group, incident, at, r, why)
-        record["previous_severity"] = f"sev{previous_severity}"
-        record["reason"] = key.split(":")[0]
-        records.append(record)
+        records.append(_incident_record(RecordKind.ESCALATED, rule, group, incident, at, r, why,
+                                        previous_severity=Severity(previous_severity), reason=key.split(":")[0]))
     return records
 
 
@@ -211,22 +250,10 @@ def _renew(incident: Incident, at: int) -> list[dict]:
     """A command whose expiry is less than half its TTL away is renewed for another TTL."""
     records = []
     for entry in incident.commands:
-        ttl, expires = entry["ttl"], entry["expires"]
+        ttl, expires = entry.ttl, entry.expires
         if ttl and expires - at <= ttl // 2:
-            entry["expires"] = at + ttl
-            command = entry["command"]
-            records.append({
-                "type": "containment.renewed",
-                "command_id": command["command_id"],
-                "incident_id": command["incident_id"],
-                "rule": command["rule"],
-                "action": command["action"],
-                "target": command["target"],
-                "params": command["params"],
-                "ts": format_ts(at),
-                "expires_at": format_ts(at + ttl),
-                "hold": command["hold"],
-            })  # fmt: skip
+            entry.expires = at + ttl
+            records.append(entry.command.renewed(format_ts(at), format_ts(at + ttl)))
     return records
 
 
@@ -245,26 +272,11 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
         f"{rule.metric_text} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
         f"({_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
     )
-    record = _incident_record("incident.resolved", rule, group, incident, at, r, why)
-    record["opened_at"] = format_ts(incident.opened_at)
-    record["duration_s"] = (at - incident.opened_at) // 1000
-    record["peak"] = _num(incident.peak)
-    held = [e["command"]["command_id"] for e in incident.commands if e["command"]["hold"]]
-    record["held_commands"] = held
-    records = [record]
-    for entry in incident.commands:
-        command = entry["command"]
-        if command["hold"]:
-            continue
-        records.append({
-            "type": "containment.release",
-            "command_id": command["command_id"],
-            "incident_id": incident.incident_id,
-            "rule": rule.name,
-            "action": command["action"],
-            "target": command["target"],
-            "ts": format_ts(at),
-        })  # fmt: skip
+    held = [e.command.command_id for e in incident.commands if e.command.hold]
+    records = [_incident_record(RecordKind.RESOLVED, rule, group, incident, at, r, why,
+                                opened_at=format_ts(incident.opened_at), duration_s=(at - incident.opened_at) // 1000,
+                                peak=_num(incident.peak), held_commands=held)]  # fmt: skip
+    records += [e.command.released(format_ts(at)) for e in incident.commands if not e.command.hold]
     state.status, state.onset, state.frozen_baseline, state.incident = INACTIVE, None, None, None
     return records
 
@@ -272,34 +284,20 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
 # ---- records ----------------------------------------------------------------------
 
 
-def _incident_record(kind: str, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading,
-                     why: str) -> dict[str, Any]:  # fmt: skip
+def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading,
+                     why: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
     w = r.window
-    record = {
-        "type": kind,
-        "incident_id": incident.incident_id,
-        "rule": rule.name,
-        "category": rule.category,
-        "severity": f"sev{incident.severity}",
-        "group": group,
-        "ts": format_ts(at),
-        "onset": format_ts(incident.onset),
-        "window": {"start": format_ts(at - rule.window_ms), "end": format_ts(at)},
-        "value": _num(r.value),
-        "baseline": _num(r.baseline) if rule.reference_kind != "absolute" else None,
-        "threshold": _num(r.limit),
-        "events": impact_events(rule, w),
-        "sample": sample_size(rule, w),
-        "users_affected": w.users.estimate() if w.users is not None else 0,
-        "evidence": [event_id for _, event_id in (w.evidence or [])],
-        "notify": list(rule.notify),
-        "why": why,
-    }
-    if kind != "incident.resolved":  # who responds, and how often they update, at this severity
-        record["response"] = rule.response(incident.severity).to_json()
-    if rule.confidence is not None:
-        record["significance"] = significance(rule, r)
-    return record
+    return IncidentRecord(
+        kind, incident.incident_id, rule.name, rule.category, Severity(incident.severity), group, format_ts(at),
+        format_ts(incident.onset), {"start": format_ts(at - rule.window_ms), "end": format_ts(at)}, _num(r.value),
+        _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), impact_events(rule, w),
+        sample_size(rule, w), w.users.estimate() if w.users is not None else 0,
+        [event_id for _, event_id in (w.evidence or [])], list(rule.notify), why,
+        # who responds, and how often they update, at this severity (nobody, once resolved)
+        response=rule.response(incident.severity).to_json() if kind is not RecordKind.RESOLVED else None,
+        significance=significance(rule, r) if rule.confidence is not None else None,
+        **extra,
+    ).to_json()  # fmt: skip
 
 
 def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:

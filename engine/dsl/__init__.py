@@ -19,10 +19,9 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import PurePath
 
-from engine.dsl.checker import check_rule_files
+from engine.dsl.checker import CATEGORIES, check_rule_files, rule_name
 from engine.dsl.compiler import CompiledRule, compile_rule
 from engine.dsl.diagnostics import Diagnostic, has_errors
-from engine.dsl.checker import CATEGORIES, rule_name
 from engine.dsl.parser import parse_rule, parse_rules
 from engine.dsl.policy import POLICY_FILE, read_policies
 from engine.dsl.vocabulary import check_names, read_vocabularies

@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl import ast
 from engine.dsl.checker import SEVERITIES, duration_ms, rule_name
+from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl.printer import print_rule
 
 DEFAULT_MIN_EVENTS = 20

@@ -16,7 +16,6 @@ their records are merged in the core's (time, rule) order.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ import orjson
 
 from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, parse_ts
 from engine.core.engine import SNAPSHOT_VERSION, rule_fingerprint
-from engine.core.incidents import FIRING, INACTIVE, Incident, Lifecycle, Reading, evaluate_group
+from engine.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
 from engine.core.significance import p_value
 from engine.core.sketch import DistinctSketch
 from engine.core.window import Summary
@@ -230,7 +229,7 @@ class NativeEngine:
             item = saved[rule.name]
             for group in item["groups"]:
                 index = group["life"]
-                group["life"] = dataclasses.asdict(lives[index] if index is not None else Lifecycle())
+                group["life"] = (lives[index] if index is not None else Lifecycle()).to_json()
             rules[rule.name] = {"fingerprint": rule_fingerprint(rule), **item}
         native["rules"] = rules
         return native
@@ -254,8 +253,7 @@ class NativeEngine:
                 life = item["life"]
                 index = None
                 if life["status"] != INACTIVE:
-                    incident = Incident(**life["incident"]) if life["incident"] is not None else None
-                    lives.append(Lifecycle(life["status"], life["onset"], life["frozen_baseline"], incident))
+                    lives.append(Lifecycle.from_json(life))
                     index = len(lives) - 1
                 groups.append({**item, "life": index})
             saved.append({"name": rule.name, "next_eval": data["next_eval"], "groups": groups,

@@ -152,7 +152,8 @@ def test_a_where_flag_never_true(report: TrafficReport) -> None:
 def test_the_text_report(report: TrafficReport) -> None:
     text = render_text(report)
     assert text.splitlines()[:2] == [
-        "traffic: events: 7,200 events (7,200 inference, 0 user reports) from 2026-01-01T00:00:00Z to 2026-01-01T01:59:58Z "
+        "traffic: events: 7,200 events (7,200 inference, 0 user reports) "
+        "from 2026-01-01T00:00:00Z to 2026-01-01T01:59:58Z "
         "(1h59m58s)",
         "bad lines: 0   late events: 0",
     ]

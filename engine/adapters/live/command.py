@@ -9,10 +9,10 @@ import sys
 from engine.adapters.live.logs import FORMATS, LEVELS, configure
 from engine.adapters.rule_files import (
     RuleFileError,
-    collect_rule_paths,
     collect_companion_paths,
-    read_rule_sources,
+    collect_rule_paths,
     read_companion_sources,
+    read_rule_sources,
 )
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all

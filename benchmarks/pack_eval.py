@@ -65,10 +65,12 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
     began = time.perf_counter()
     opened = [r for r in _replay(rules, run.events, engine) if r["type"] == "incident.opened"]
     replayed = time.perf_counter() - began
+    reads = {rule.name: rule.arg[-1] if rule.arg else None for rule in rules}
+    caused = [_caused(truth, run.events) for truth in run.truths]
     incidents = []
     for record in opened:
         at = _ms(record["ts"])
-        kind, truth_index = _tie(record, at, run.truths)
+        kind, truth_index = _tie(record, at, run.truths, caused, reads)
         incidents.append({
             "rule": record["rule"], "rule_severity": severity[record["rule"]], "category": record["category"],
             "group": record["group"], "opened": at - run.start_ms, "tie": kind, "truth": truth_index,
@@ -111,18 +113,44 @@ def _ms(ts: str) -> int:
     return parse_ts(ts)
 
 
-def _tie(record: dict[str, Any], at: int, truths: list[Truth]) -> tuple[str, int | None]:
+# What an injection changes in the ordinary events it alters (`Truth.alters`): an incident of
+# a rule reading one of these fields, with such events in its evidence, is the injection's.
+CHANGES = {"cost": {"tokens_in", "tokens_out", "cost_usd", "latency_ms"},
+           "hallucination": {"hallucination", "quality", "groundedness"}, "pii_leak": {"pii"},
+           "quality_ramp": {"quality"}}  # fmt: skip
+
+
+def _caused(truth: Truth, events: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """(ids of the events the injection added, ids of those it altered)."""
+    return {e["event_id"] for e in events if truth.added(e)}, {e["event_id"] for e in events if truth.alters(e)}
+
+
+def _tie(record: dict[str, Any], at: int, truths: list[Truth], caused: list[tuple[set[str], set[str]]] | None = None,
+         reads: dict[str, str | None] | None = None) -> tuple[str, int | None]:  # fmt: skip
+    """``caused[i]``: the events truth i added and altered (`_caused`); ``reads``: rule →
+    the field its metric reads. An incident whose evidence holds events the injection added,
+    or altered in a field its rule reads, is the injection's — a side effect if not a
+    detection — also when it opens after the matching span (a 30m window still holding a
+    burst's answers when a later noise one tips it over)."""
     side = None
     added = any(e.startswith("x") for e in record["evidence"])  # events an injection added
+    field = (reads or {}).get(record.get("rule", ""))
     for i, truth in enumerate(truths):
+        its_events = caused is not None and (
+            any(e in caused[i][0] for e in record["evidence"])
+            or (field in CHANGES.get(truth.kind, ()) and any(e in caused[i][1] for e in record["evidence"]))
+        )
         if not truth.onset_ts - MATCH_BEFORE_MS <= at <= truth.end_ts + MATCH_AFTER_MS:
+            if its_events and side is None:
+                side = i
             continue
         if truth.touches(record["group"]):
             if truth.category == record["category"]:
                 return "detection", i
             side = i if side is None else side
-        elif added and truth.kind in {"attacker", "pii_burst"} and side is None:
-            side = i
+        elif (its_events or (added and truth.kind in {"attacker", "pii_burst"})) and side is None:
+            side = i  # an attacker's calls tripling a quiet service's spend; a cost explosion's
+            # doubled answers making a model's chat slow
     return ("side effect", side) if side is not None else ("false", None)
 
 
@@ -191,13 +219,20 @@ def render(summary: list[dict[str, Any]]) -> str:
         if s["misses"]:
             lines.append("")
             lines.append(f"missed in {s['family']}: " + "; ".join(
-                f"seed {m['seed']} {m['kind']} {m['target']}" + (f" ({m['size']} answers to {m['users'][0]})"
-                                                                  if m["kind"] == "pii_burst" else "")
+                f"seed {m['seed']} {m['kind']} {m['target']}" + _miss_detail(m)
                 for m in s["misses"]))  # fmt: skip
         if s["false_by_rule"]:
             lines.append("")
             lines.append(f"false in {s['family']}: " + ", ".join(f"{r} {n}" for r, n in s["false_by_rule"].items()))
     return "\n".join(lines)
+
+
+def _miss_detail(miss: dict[str, Any]) -> str:
+    if miss["kind"] == "pii_burst":
+        return f" ({miss['size']} answers to {miss['users'][0]})"
+    if miss["kind"] == "pii_leak":
+        return f" ({miss['size']} PII answers in 30 min)"
+    return ""
 
 
 def _pct(x: float | None) -> str:
@@ -227,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", help="a rules directory or file (default: the starter pack)")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds FIRST..FIRST+SEEDS-1 (default 1)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--engine", choices=("native", "python"), default=None,
                         help="the engine replaying the families (default: native where it is built; the records are "
@@ -243,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
     seeds = 2 if args.quick and args.seeds == 20 else args.seeds
-    tasks = [(name, seed) for name in args.families for seed in range(1, seeds + 1)]
+    tasks = [(name, seed) for name in args.families for seed in range(args.first_seed, args.first_seed + seeds)]
     planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
     engine = args.engine or default_engine()
     if not args.from_json:
@@ -252,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         saved = orjson.loads(Path(args.from_json).read_bytes())
         runs = [r for r in saved["runs"] if r["family"] in args.families]
-        seeds = max(r["seed"] for r in runs)
+        seeds = len({r["seed"] for r in runs})
     elif args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             # the biggest runs first, so that the pool is not left waiting on one at the end

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SECOND = 1_000
@@ -102,7 +102,7 @@ class Truth:
     onset_ts: int
     end_ts: int
     users: tuple[str, ...] = ()  # the accounts involved (attacker, burst recipient)
-    size: int = 0  # pii_burst: leaked answers
+    size: int = 0  # pii_burst: leaked answers; pii_leak: the tenant's PII answers during the leak
     scope: tuple[tuple[str, str], ...] = ()  # every field=value that pins the target down
 
     def touches(self, group: dict[str, Any]) -> bool:
@@ -117,6 +117,18 @@ class Truth:
         scope = self.scope or ((self.dimension, self.value),)
         shared = [(k, v) for k, v in scope if k in group]
         return bool(shared) and all(group[k] == v for k, v in shared)
+
+    def added(self, event: dict[str, Any]) -> bool:
+        """Whether the injection added this event (a burst's answers, an attacker's calls)."""
+        return event["event_id"].startswith("x") and event.get("user") in self.users
+
+    def alters(self, event: dict[str, Any]) -> bool:
+        """Whether the injection changed this ordinary event (the conditions `_inference`
+        applies): the model's answers during a hallucination spike, the service's during a
+        cost explosion, the tenant's during a leak, the template's from a ramp's onset on."""
+        field = {"hallucination": "model", "cost": "service", "pii_leak": "tenant",
+                 "quality_ramp": "prompt_template"}.get(self.kind)  # fmt: skip
+        return field is not None and self.onset_ts <= event["ts"] < self.end_ts and event.get(field) == self.value
 
 
 @dataclass
@@ -194,7 +206,14 @@ def generate(family: Family, seed: int) -> Run:
         ids += 1
         events.append(_finish(extra[k][1], extra[k][0], f"x{seed}-{ids}"))
         k += 1
+    truths = [_leak_size(t, events) if t.kind == "pii_leak" else t for t in truths]
     return Run(family, seed, events, truths, start, end)
+
+
+def _leak_size(truth: Truth, events: list[dict[str, Any]]) -> Truth:
+    """A sustained leak's evidence: how many PII answers its tenant gave while it lasted
+    (its 2% of answers and the 0.04% of noise alike)."""
+    return replace(truth, size=sum(1 for e in events if e["flags"]["pii"] and truth.alters(e)))
 
 
 def _plan(rng: random.Random, family: Family, kind: str, tenants: list[_Tenant], start: int, end: int) -> Truth:
@@ -341,8 +360,9 @@ FAMILIES = {
 
 
 def quick(family: Family) -> Family:
-    """A tiny version for tests: the same shape, at most 5,000 events over 12 minutes or a hundredth of the span."""
-    duration = max(12 * MINUTE, family.duration_ms // 100)
+    """A tiny version for tests: the same shape, at most 5,000 events over 20 minutes or a hundredth of the span
+    (an attacker gets at least 7 of its 15 minutes: one cut to 4 minutes is too weak a signal at 2% noise)."""
+    duration = max(20 * MINUTE, family.duration_ms // 100)
     rate = family.rate if family.rate * duration / 1000 <= 5_000 else 5_000 * 1000 / duration
     return Family(family.name, rate, duration, family.tenants, family.spread, family.heavy_share, family.noise,
                   tuple(k for k in family.kinds if k in {"pii_burst", "attacker"}), family.growth,

@@ -72,6 +72,24 @@ def test_incidents_are_tied_to_injections_by_time_group_and_category():
                           truths) == ("false", None)  # fmt: skip
 
 
+def test_an_incident_built_on_an_injections_events_is_its_side_effect_even_late():
+    burst = Truth("pii_burst", "data_leakage", "tenant", "t02", 60 * MINUTE, 60 * MINUTE + BURST_MS, ("t02-u00007",), 3)
+    cost = Truth("cost", "cost", "service", "assistant", 90 * MINUTE, 120 * MINUTE)
+    truths = [burst, cost]
+    caused = [({"x1-5", "x1-6", "x1-7"}, set()), (set(), {"e1-40", "e1-41"})]
+    reads = {"pii_leak_by_tenant": "pii", "chat_latency_ceiling": "latency_ms", "hallucination_spike": "hallucination"}
+    late = burst.end_ts + pack_eval.MATCH_AFTER_MS + 5 * MINUTE  # a 30m window still holding the burst's answers
+    leak = _record({"tenant": "t02"}, "data_leakage", ("x1-5", "x1-6", "x1-7", "e1-9")) | {"rule": "pii_leak_by_tenant"}
+    assert pack_eval._tie(leak, late, truths, caused, reads) == ("side effect", 0)
+    assert pack_eval._tie(leak | {"evidence": ["e1-9"]}, late, truths, caused, reads) == ("false", None)
+    # the cost explosion's longer answers make a model's chat slow: its side effect; a rule
+    # reading what the injection did not change is not
+    slow = _record({"model": "model-a"}, "quality_degradation", ("e1-40",)) | {"rule": "chat_latency_ceiling"}
+    assert pack_eval._tie(slow, 95 * MINUTE, truths, caused, reads) == ("side effect", 1)
+    other = _record({"model": "model-a"}, "hallucination", ("e1-40",)) | {"rule": "hallucination_spike"}
+    assert pack_eval._tie(other, 95 * MINUTE, truths, caused, reads) == ("false", None)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("eval") / "quick.json"

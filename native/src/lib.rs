@@ -188,7 +188,12 @@ impl Core {
         let mut out = Vec::new();
         for (index, state) in self.engine.rules.iter().enumerate() {
             let table = &self.engine.key_tables[state.plan.by_id];
-            let mut keys: Vec<&u32> = state.groups.keys().collect();
+            let mut keys: Vec<&u32> = state
+                .groups
+                .iter()
+                .filter(|(_, g)| g.life.is_some() && g.dict.is_some())
+                .map(|(k, _)| k)
+                .collect(); // only these are listed: sort only them
             keys.sort_by(|a, b| {
                 table.info[**a as usize]
                     .order

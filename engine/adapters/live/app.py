@@ -35,6 +35,7 @@ from aiokafka.errors import (  # noqa: E402
 )
 from faust.types import TP  # noqa: E402
 
+from engine.adapters.live import batches  # noqa: E402
 from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint  # noqa: E402
 from engine.adapters.live.metrics import Metrics  # noqa: E402
 from engine.adapters.live.preflight import missing_permissions  # noqa: E402
@@ -104,6 +105,7 @@ class LiveWorker:
             broker_heartbeat_interval=min(3.0, s.session_timeout_ms / 3000),
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
+            broker_max_poll_records=s.route_batch,  # messages of one fetch: one batch of stage 1
             producer_max_request_size=MAX_CHECKPOINT_BYTES,
             web_enabled=True,
             web_port=s.web_port,
@@ -116,7 +118,7 @@ class LiveWorker:
         dead = app.topic(s.dead_letter_topic, partitions=s.output_partitions, value_type=bytes, key_type=bytes)
         self.routed, self.dead = routed, dead
 
-        @app.agent(inputs, concurrency=1)
+        @app.agent(inputs, concurrency=1)  # subscribes the input topic; takes it only without batches.py
         async def route(stream):
             async for events in stream.take_events(s.route_batch, within=s.route_batch_ms / 1000):
                 batch = [(e.message.partition, e.message.offset, e.value) for e in events]
@@ -182,6 +184,26 @@ class LiveWorker:
             await admin.close()
 
     # ---- stage 1 ---------------------------------------------------------------------------
+
+    async def _route_batch(self, messages: list) -> None:
+        """One fetch's input messages (batches.py): route them in one call, send, then ack."""
+        await self.app.flow_control.acquire()  # not while Faust has suspended the flow (a rebalance)
+        assigned = self.app.consumer.assignment()
+        messages = [m for m in messages if m.tp in assigned]
+        if not messages:
+            return
+        batch = [(m.partition, m.offset, m.value) for m in messages]
+        for out in self.route_stage.handle(batch):
+            topic = self.routed if out.topic == "routed" else self.dead
+            await topic.send(value=out.value, partition=out.partition)
+        ack = self.app.consumer.ack
+        last: dict[int, int] = {}
+        for message in messages:
+            ack(message)
+            last[message.partition] = message.offset
+        for partition, offset in last.items():
+            self._heard_input(partition, offset)
+        self.metrics.events_in += len(batch)
 
     def _heard_input(self, partition: int, offset: int) -> None:
         self.last_input[partition] = (time.monotonic(), offset)
@@ -467,6 +489,8 @@ class LiveWorker:
             log.error("firebreak worker: %d permission(s) missing on %s; not starting", len(missing),
                       self.settings.bootstrap, extra={"fields": {"event": "stopped", "missing": len(missing)}})
             return EXIT_REFUSED
+        if self.settings.input_batches:  # the input in batches, past Faust's per-message path (batches.py)
+            batches.install(self.app, self.settings.input_topic, self._route_batch)  # creates the consumer: on `loop`
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=True,
                         help="warn of rules that never fire over the first hour of traffic after each rule load "
                              "(read in Python: it costs ~40 us an event during that hour)")
+    parser.add_argument("--faust-stream-input", dest="input_batches", action="store_false",
+                        help=argparse.SUPPRESS)  # the input through Faust's streams (take_events): to compare
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="firebreak's own log level (Kafka and Faust log warnings and errors, all with debug)")
     parser.add_argument("--log-format", choices=FORMATS, default="text",
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
         web_port=args.web_port, session_timeout_ms=args.session_timeout, commit_timeout_ms=args.commit_timeout,
-        engine=args.engine, traffic_check=args.traffic_check,
+        engine=args.engine, traffic_check=args.traffic_check, input_batches=args.input_batches,
     )  # fmt: skip
     reason = asyncio.run(_probe(settings.kafka))
     if reason:

@@ -32,6 +32,7 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     engine: str | None = None  # native | python; None: drive.default_engine (native where built)
     traffic_check: bool = True  # warn of rules that never fire, over the first hour after each rule load
+    input_batches: bool = True  # the input topic a fetch at a time (batches.py), not through Faust's streams
     extra: dict = field(default_factory=dict)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
 

@@ -1,5 +1,8 @@
 """What the engine emits, as types: record kinds, severities, and the records themselves.
 
+A leaf module (it imports nothing of engine): the rules language, the core, the adapters and
+the SDK all speak these types.
+
 Every record the core writes is built here, once, as a frozen value whose `to_json()` is the
 wire form (docs/schemas/record.schema.json, key order included — replay and live give the same
 bytes). Readers of records (checkpoints, topic replay, notify, backtest, investigate, the

@@ -35,10 +35,11 @@ from engine.adapters.drive import BATCH_LINES, Driver
 from engine.adapters.file_replay import MAX_REPORTED_BAD_LINES, ReplayResult, replay_files
 from engine.core import DEFAULT_LATENESS_MS, Event, parse_ts
 from engine.dsl import CompiledRule
+from engine.records import INCIDENT_KINDS, RecordKind
 from engine.synthetic import GroundTruth
 
 BOTH, ONLY_OLD, ONLY_NEW = "both", "only old", "only new"
-INCIDENT_TYPES = frozenset({"incident.opened", "incident.escalated", "incident.resolved"})
+INCIDENT_TYPES = frozenset(k.value for k in INCIDENT_KINDS)
 
 
 # ---- incidents, from records ------------------------------------------------------------------
@@ -83,7 +84,7 @@ def incidents(records: Iterable[dict[str, Any]], truths: list[GroundTruth] | Non
     injected incident it detects when ``truths`` are given (demo.match: same category, a group
     pointing at the target, opened from 5 minutes before onset to 15 after the end)."""
     records = [r for r in records if r.get("type") in INCIDENT_TYPES]
-    onsets = {r["incident_id"]: parse_ts(r["onset"]) for r in records if r["type"] == "incident.opened"}
+    onsets = {r["incident_id"]: parse_ts(r["onset"]) for r in records if r["type"] == RecordKind.OPENED}
     rows: list[IncidentRow] = incident_rows(records)
     if truths:
         match(rows, truths, {})

@@ -24,6 +24,7 @@ import orjson
 from engine.adapters.file_replay import ReplayResult, replay_files
 from engine.core import format_ts, parse_ts
 from engine.dsl import CompiledRule
+from engine.records import RecordKind
 from engine.synthetic import HOUR, MINUTE, GroundTruth, Injection, Traffic
 
 DEMO_SEED = 2026
@@ -78,7 +79,7 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
     rows: dict[str, IncidentRow] = {}
     for r in records:
         kind = r["type"]
-        if kind == "incident.opened":
+        if kind == RecordKind.OPENED:
             rows[r["incident_id"]] = IncidentRow(
                 r["incident_id"], r["rule"], r["category"], r["group"], parse_ts(r["ts"]), r["severity"],
                 r["severity"], r["value"], r["threshold"], r["baseline"], r["users_affected"], list(r["evidence"]),
@@ -88,13 +89,13 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
         row = rows.get(r.get("incident_id", ""))
         if row is None:
             continue
-        if kind == "incident.escalated":
+        if kind == RecordKind.ESCALATED:
             row.severity = r["severity"]
             row.users = max(row.users, r["users_affected"])
             row.response = r.get("response")
-        elif kind == "incident.resolved":
+        elif kind == RecordKind.RESOLVED:
             row.resolved = parse_ts(r["ts"])
-        elif kind == "containment.command":
+        elif kind == RecordKind.COMMAND:
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
             row.actions.append(f"{r['action']}({params})" if params else r["action"])
     return list(rows.values())

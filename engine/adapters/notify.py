@@ -35,11 +35,12 @@ import orjson
 
 from engine.core import format_ts, parse_ts
 from engine.core.events import format_duration
+from engine.records import RecordKind
 
 log = logging.getLogger("firebreak.notify")
 
 KINDS = ("pagerduty", "slack", "webhook")
-INCIDENT_TYPES = ("incident.opened", "incident.escalated", "incident.resolved")
+INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED))
 REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
 PD_SEVERITY = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
 MAX_BACKOFF_S = 30.0
@@ -155,7 +156,7 @@ def idempotency_key(record: Mapping[str, Any]) -> str:
 
 def summary(record: Mapping[str, Any]) -> str:
     group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
-    verb = {"incident.opened": "opened", "incident.escalated": "escalated", "incident.resolved": "resolved",
+    verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
             REMINDER: "still open"}  # fmt: skip
     return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
 
@@ -172,7 +173,7 @@ def responders(record: Mapping[str, Any]) -> str:
 def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
                     ) -> dict[str, Any]:  # fmt: skip
     """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution."""
-    if record["type"] == "incident.resolved":
+    if record["type"] == RecordKind.RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
     details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
                                             "window", "previous_severity", "response",
@@ -209,7 +210,7 @@ def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: s
         lines.append(f"opened {record['opened']} and still open: time for a status update")
     if responders(record):
         lines.append(f"responders: {responders(record)}")
-    if record["type"] != "incident.resolved":
+    if record["type"] != RecordKind.RESOLVED:
         facts = [f"value {record.get('value')} against limit {record.get('threshold')}"]
         if record.get("users_affected") is not None:
             facts.append(f"{record['users_affected']} users affected")
@@ -288,7 +289,7 @@ class Deliverer:
 
     async def handle(self, record: Mapping[str, Any]) -> bool:
         """Deliver one record to its targets; False if a delivery gave up (retry later)."""
-        if record.get("type") == "containment.command":
+        if record.get("type") == RecordKind.COMMAND:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
         if record.get("type") not in INCIDENT_TYPES + (REMINDER,):
@@ -309,11 +310,11 @@ class Deliverer:
         """Note what a record says of its incident (containment, whether it was paged) without
         delivering it; whether the incident is paged. An incident not seen opened (notify
         restarted after it) counts as paged: resolving an alert that is not open is harmless."""
-        if record.get("type") == "containment.command":
+        if record.get("type") == RecordKind.COMMAND:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
         incident = record["incident_id"]
-        if record["type"] in ("incident.opened", "incident.escalated"):
+        if record["type"] in (RecordKind.OPENED, RecordKind.ESCALATED):
             response = record.get("response")
             paged = self.paged.get(incident, False) or response is None or bool(response.get("page"))
             self.paged[incident] = paged
@@ -380,9 +381,9 @@ class Reminders:
 
     def track(self, record: Mapping[str, Any], now: float) -> None:
         kind, incident = record.get("type"), record.get("incident_id")
-        if kind == "incident.resolved":
+        if kind == RecordKind.RESOLVED:
             self.open.pop(incident, None)
-        elif kind in ("incident.opened", "incident.escalated"):
+        elif kind in (RecordKind.OPENED, RecordKind.ESCALATED):
             every = (record.get("response") or {}).get("update_every_ms")
             before = self.open.get(incident)
             if not every:
@@ -415,10 +416,10 @@ async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, An
     records = list(records)
     async with Deliverer(config) as deliverer:
         for record in records:  # containment first: a message about an incident names its containment
-            if record.get("type") == "containment.command":
+            if record.get("type") == RecordKind.COMMAND:
                 await deliverer.handle(record)
         for record in records:
-            if record.get("type") != "containment.command":
+            if record.get("type") != RecordKind.COMMAND:
                 await deliverer.handle(record)
     return deliverer.stats
 
@@ -449,7 +450,7 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
                 log.info("%d incidents still open before the committed offsets", len(open_incidents.open))
             async for batch in _batches(consumer, idle_s):
                 records = [orjson.loads(m.value) for m in batch]
-                records.sort(key=lambda r: r.get("type") != "containment.command")  # containment first
+                records.sort(key=lambda r: r.get("type") != RecordKind.COMMAND)  # containment first
                 for record in records:
                     if not await deliverer.handle(record):
                         return deliverer.stats  # not committed: a restart delivers it again

@@ -44,6 +44,7 @@ from engine.core import Event, parse_ts
 from engine.dsl import load_rules
 from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
+from engine.records import RecordKind
 
 TEST_SUFFIX = ".test.toml"
 MAX_EVENTS_PER_TEST = 2_000_000
@@ -287,7 +288,7 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | N
             outcome.failures.append(missing + _listing(related, origin))
         matched.update(hits)
     if spec.get("only_expected", True):
-        extra = [r for i, r in enumerate(records) if r["type"] == "incident.opened" and i not in matched]
+        extra = [r for i, r in enumerate(records) if r["type"] == RecordKind.OPENED and i not in matched]
         if extra:
             outcome.failures.append("unexpected incidents:\n" + _listing(extra, origin))
     return outcome

@@ -35,11 +35,11 @@ from aiokafka.errors import KafkaError
 
 from engine.adapters.drive import Driver, decode_event
 from engine.adapters.file_replay import ReplayResult, write_dead_letter
-from engine.adapters.live.checkpoints import record_key
 from engine.adapters.live.settings import WorkerSettings
 from engine.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts, parse_ts
 from engine.dsl import CompiledRule
 from engine.kafka_config import KafkaConfig, kafka_config_of
+from engine.records import RecordKind, Stream, record_key, stream_of
 from engine.sdk._kafka import close_quietly, diagnose
 
 DEFAULT_SLACK_MS = 5 * 60_000
@@ -305,7 +305,7 @@ class OutputTopics:
     containment: str = DEFAULT_CONTAINMENT_TOPIC
 
     def of(self, record: dict[str, Any]) -> str:
-        return self.incidents if record["type"].startswith("incident.") else self.containment
+        return self.incidents if stream_of(record) is Stream.INCIDENTS else self.containment
 
 
 @dataclass
@@ -434,7 +434,7 @@ async def replay_topic_async(
                 result.after_until += 1
             else:
                 result.records += 1
-                if record["type"] == "incident.opened":
+                if record["type"] == RecordKind.OPENED:
                     result.opened[record["rule"]] += 1
                 emit(record)
                 if sender is not None:

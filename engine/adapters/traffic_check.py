@@ -35,6 +35,7 @@ from engine.dsl import CompiledRule, parse_rule
 from engine.dsl.compiler import getter
 from engine.dsl.parser import RuleSyntaxError
 from engine.dsl.vocabulary import NUMERIC_FUNCS, NameUse, names_used
+from engine.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
@@ -221,8 +222,8 @@ def check_events(
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
         _observe(event, report, paths, tallies)
-        records.extend(r for r in engine.process(event) if r["type"].startswith("incident."))
-    records.extend(r for r in engine.finish() if r["type"].startswith("incident."))
+        records.extend(r for r in engine.process(event) if is_incident(r))
+    records.extend(r for r in engine.finish() if is_incident(r))
     span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
     report.rules = [_rule_traffic(t, records, report, span) for t in tallies]
     return report
@@ -301,7 +302,7 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
         sample=report.inference if rule.source == "inference" else report.reports,
     )  # fmt: skip
     mine = [r for r in records if r["rule"] == rule.name]
-    opened = [r for r in mine if r["type"] == "incident.opened"]
+    opened = [r for r in mine if r["type"] == RecordKind.OPENED]
     out.opened = len(opened)
     out.groups_fired = len({tuple(sorted(map(str, r["group"].items()))) for r in opened})
     if report.first_ts is not None and report.last_ts is not None and span > warmup:
@@ -316,9 +317,9 @@ def _open_time(records: list[dict[str, Any]], since: int, end: int) -> int:
     union over its groups)."""
     spans: dict[str, list[int]] = {}
     for record in records:
-        if record["type"] == "incident.opened":
+        if record["type"] == RecordKind.OPENED:
             spans[record["incident_id"]] = [parse_ts(record["ts"]), end]
-        elif record["type"] == "incident.resolved" and record["incident_id"] in spans:
+        elif record["type"] == RecordKind.RESOLVED and record["incident_id"] in spans:
             spans[record["incident_id"]][1] = parse_ts(record["ts"])
     total, reach = 0, None
     for start, stop in sorted((max(a, since), min(b, end)) for a, b in spans.values()):

@@ -14,10 +14,10 @@ from enum import StrEnum
 from typing import Any
 
 from engine.core.events import format_ts
-from engine.core.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 from engine.core.significance import p_value
 from engine.core.window import Summary, impact_events, metric_value, sample_size
 from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
+from engine.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 
 
 class Status(StrEnum):

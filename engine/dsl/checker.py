@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from engine.dsl import ast
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
 from engine.dsl.printer import print_number, print_rule
+from engine.records import SEVERITY_NAMES, Severity
 
 # func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field",
 # "label?" (a report label, optional: reports() counts `report` events, docs/dsl.md#user-reports)
@@ -30,7 +31,7 @@ FUNCTIONS: dict[str, str] = {
     "p99": "field",
     "distinct": "field",
 }
-SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
+SEVERITIES = SEVERITY_NAMES  # sev1 (most severe) .. sev4
 CATEGORIES = ("hallucination", "data_leakage", "quality_degradation", "adversarial", "cost", "other")
 IMPACT_MEASURES = ("users", "events")
 DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -231,7 +232,7 @@ def _outcome_problems(o: ast.Outcome) -> Iterator[Problem]:
     for esc in o.escalations:
         if esc.severity.name not in SEVERITIES:
             yield esc.severity.span, f"unknown severity `{esc.severity.name}`; expected sev1..sev4"
-        elif base.name in SEVERITIES and esc.severity.name >= base.name:
+        elif base.name in SEVERITIES and not Severity.parse(esc.severity.name).more_severe(Severity.parse(base.name)):
             yield (
                 esc.severity.span,
                 (f"`escalate {esc.severity.name}` is not above the rule's {base.name}; sev1 is the most severe"),

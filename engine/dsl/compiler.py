@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.dsl import ast
-from engine.dsl.checker import SEVERITIES, duration_ms, rule_name
+from engine.dsl.checker import duration_ms, rule_name
 from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl.printer import print_rule
+from engine.records import Severity
 
 DEFAULT_MIN_EVENTS = 20
 BASELINE_SPAN_FACTOR = 6  # default baseline span = 6 × the window
@@ -246,7 +247,7 @@ def infer_category(metric: ast.Metric) -> str:
 
 
 def _severity(name: str) -> int:
-    return SEVERITIES.index(name) + 1
+    return Severity.parse(name)
 
 
 # ---- where expressions → closures --------------------------------------------------

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 
 from engine.core.events import InvalidEvent, parse_ts
 from engine.kafka_config import KafkaConfig, kafka_config_of
+from engine.records import RecordKind
 from engine.sdk._kafka import DEFAULT_COMMANDS_TOPIC, bootstrap_text, close_quietly, diagnose
 
 __all__ = [
@@ -43,9 +44,7 @@ __all__ = [
 
 log = logging.getLogger("firebreak.sdk.containment")
 
-COMMAND = "containment.command"
-RENEWED = "containment.renewed"
-RELEASE = "containment.release"
+COMMAND, RENEWED, RELEASE = RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE  # engine/core/records.py
 RECORD_TYPES = (COMMAND, RENEWED, RELEASE)
 
 

@@ -27,18 +27,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalOperation
 
 from engine.adapters.live.settings import WorkerSettings
+from engine.records import Stream, record_key, stream_of
 
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 FULL, HEAD = b"full", b"head"  # the two keys of a shard's checkpoint partition
-
-
-def record_key(record: dict[str, Any]) -> bytes:
-    """incident_id for incident records; the target (canonical JSON) for containment."""
-    if record["type"].startswith("incident."):
-        return record["incident_id"].encode()
-    return orjson.dumps(record["target"], option=orjson.OPT_SORT_KEYS)
 
 
 async def load_checkpoint(settings: WorkerSettings, shard: int) -> tuple[dict | None, dict | None]:
@@ -104,7 +98,7 @@ class ShardWriter:
         async with self.producer.transaction():
             try:
                 for record in records:
-                    incident = record["type"].startswith("incident.")
+                    incident = stream_of(record) is Stream.INCIDENTS
                     topic = settings.incidents_topic if incident else settings.containment_topic
                     await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
                 key = FULL if checkpoint["kind"] == "full" else HEAD

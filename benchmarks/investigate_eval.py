@@ -122,7 +122,8 @@ def evaluate(rules_name: str, rules: tuple[CompiledRule, ...], case: Case, seed:
         return row
     chosen = tied[0]
     t0 = time.perf_counter()
-    report = investigate(rules, case.events, Selection(incident_id=chosen["incident_id"]), Options(), records=records)
+    selection = Selection(incident_id=chosen["incident_id"])
+    report = investigate(rules, case.events, selection, Options(), records=records).to_json()
     row["investigate_s"] = round(time.perf_counter() - t0, 3)
 
     causes, contributors = report["suspected_causes"], report["contributors"]
@@ -318,7 +319,7 @@ def evaluate_family(family: str, seed: int) -> list[dict[str, Any]]:
             continue
         t0 = time.perf_counter()
         report = investigate(log.rules, log.events, Selection(incident_id=tied[0]["incident_id"]),
-                             Options(suggest=False), records=records)  # fmt: skip
+                             Options(suggest=False), records=records).to_json()  # fmt: skip
         row["investigate_s"] = round(time.perf_counter() - t0, 3)
         causes, contributors = report["suspected_causes"], report["contributors"]
         rank = next((c["rank"] for c in causes if c["event_id"] == truth.cause_event_id), None)

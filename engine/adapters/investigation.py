@@ -19,6 +19,7 @@ from engine.dsl import CompiledRule
 from engine.investigate import Options, Selection, investigate, list_incidents
 from engine.investigate.html import render_html
 from engine.investigate.markdown import render_markdown
+from engine.investigate.model import Report
 
 MAX_BAD_SAMPLES = 20
 FORMATS = ("markdown", "json", "html")
@@ -73,7 +74,7 @@ def events_from_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, 
 @dataclass
 class Outcome:
     records: list[dict[str, Any]]
-    report: dict[str, Any] | None  # None: no incident was chosen; `incidents` lists them
+    report: Report | None  # None: no incident was chosen; `incidents` lists them
     incidents: list[dict[str, Any]]
 
 
@@ -105,9 +106,10 @@ def render_listing(incidents: list[dict[str, Any]]) -> str:
     return orjson.dumps(incidents, option=orjson.OPT_INDENT_2).decode()
 
 
-def render(report: dict[str, Any], fmt: str) -> str:
+def render(report: Report, fmt: str) -> str:
+    """``report`` as `fmt` (FORMATS); a report read back from JSON: `Report.from_json`."""
     if fmt == "json":
-        return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+        return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
     if fmt == "html":
         return render_html(report)
     return render_markdown(report)

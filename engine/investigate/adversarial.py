@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 from engine.core.events import Event
 from engine.investigate.anomaly import Mass
+from engine.investigate.model import Adversarial, UserShare
 
 ATTACK_FLAGS = ("prompt_injection", "jailbreak")
 TOP_USERS = 5
@@ -34,7 +34,7 @@ def _attack_flagged(e: Event) -> bool:
 
 def adversarial_signs(
     incident: Sequence[Event], baseline: Sequence[Event], population: Sequence[Event], mass: Mass
-) -> dict[str, Any]:
+) -> Adversarial:
     """``incident``/``baseline``: every inference event of the two periods; ``population``:
     the rule's events in the incident period (for the anomaly's own concentration)."""
     flagged = [e for e in incident if _attack_flagged(e)]
@@ -97,20 +97,18 @@ def adversarial_signs(
         else (0.0, None),
     ]
     concentration, first = max(candidates, key=lambda c: c[0])
-    return {
-        "suspected": attack or concentrated,
-        "flagged": len(flagged),
-        "rate_rise": round(rise, 2),
-        "top_users": [{"value": u, "share": round(c / len(flagged), 3), "flagged": c} for u, c in top_users],
-        "top_tenants": [
-            {"value": t, "share": round(c / len(flagged), 3), "flagged": c} for t, c in by_tenant.most_common(3)
-        ],
-        "anomaly_top_users": [{"value": u, "share": round(w / total, 3), "flagged": round(w, 3)} for u, w in heavy]
+    return Adversarial(
+        suspected=attack or concentrated,
+        flagged=len(flagged),
+        rate_rise=round(rise, 2),
+        top_users=tuple(UserShare(u, round(c / len(flagged), 3), c) for u, c in top_users),
+        top_tenants=tuple(UserShare(t, round(c / len(flagged), 3), c) for t, c in by_tenant.most_common(3)),
+        anomaly_top_users=tuple(UserShare(u, round(w / total, 3), round(w, 3)) for u, w in heavy)
         if concentrated
-        else [],
-        "why": "; ".join(reasons) if reasons else "no concentration of attack flags or of the anomaly in a few users",
-        "anomaly_share_of_attackers": round(carried, 3),
-        "first_event": first.event_id if first else None,
-        "first_ts": first.ts if first else None,
-        "concentration": round(concentration, 3),
-    }
+        else (),
+        why="; ".join(reasons) if reasons else "no concentration of attack flags or of the anomaly in a few users",
+        anomaly_share_of_attackers=round(carried, 3),
+        first_event=first.event_id if first else None,
+        first_ts=first.ts if first else None,
+        concentration=round(concentration, 3),
+    )

@@ -31,12 +31,13 @@ Changes are those in [start − lookback, detection].
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from engine.core.events import Event, format_duration, format_ts
 from engine.dsl.compiler import getter
 from engine.investigate.contributors import DIMENSIONS
+from engine.investigate.model import Adversarial, Cause, Contributor
 
 W_MATCH, W_PROXIMITY, W_PRIOR = 0.6, 0.3, 0.1
 HALF_LIFE_MS = 30 * 60_000
@@ -104,114 +105,110 @@ def change_dimensions(change: Event, extra: Sequence[str] = ()) -> dict[str, str
     return dims
 
 
-def rank_causes(
-    changes: Sequence[Event],
-    start: int,
-    step_ms: int,
-    category: str,
-    contributors: Sequence[dict[str, Any]],
-    adversarial: dict[str, Any],
-    shift: Callable[[str, str, int], float | None] | None = None,
-    dimensions: Sequence[str] = DIMENSIONS,
-    group: dict[str, str] | None = None,
-    joint: Callable[[list[tuple[str, str]]], float] | None = None,
-) -> list[dict[str, Any]]:
-    """``changes``: the change events of the lookback window; ``start``: the estimated start
-    of the anomaly; ``contributors``: every ranked (dimension, value); ``shift(dim, value,
-    t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift);
-    ``dimensions``: the contributors' (the rule's `by` fields beyond the standard ones are each a
-    hierarchy of their own); ``group``: the incident's (field → value as text); ``joint(pairs)``:
-    the contributor score of the events carrying all of ``pairs`` (a change naming values in
+Shift = Callable[[str, str, int], float | None]
+Joint = Callable[[list[tuple[str, str]]], float]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a cause is scored against. ``start``: the estimated start of the anomaly;
+    ``contributors``: every ranked (dimension, value); ``shift(dim, value, t)``: how much the
+    value's anomaly rate rose at ``t`` (contributors.value_shift); ``dimensions``: the
+    contributors' (the rule's `by` fields beyond the standard ones are each a hierarchy of
+    their own); ``group``: the incident's (field → value as text); ``joint(pairs)``: the
+    contributor score of the events carrying all of ``pairs`` (a change naming values in
     several hierarchies changed where they meet)."""
-    scores = {(c["dimension"], c["value"]): c["score"] for c in contributors}
-    priors = PRIORS.get(category, {})
-    extra = tuple(d for d in dimensions if d not in DIMENSIONS)
+
+    start: int
+    step_ms: int
+    category: str
+    contributors: Sequence[Contributor]
+    adversarial: Adversarial
+    shift: Shift | None = None
+    dimensions: Sequence[str] = DIMENSIONS
+    group: Mapping[str, str] = field(default_factory=dict)
+    joint: Joint | None = None
+
+
+def rank_causes(changes: Sequence[Event], evidence: Evidence) -> list[Cause]:
+    """``changes``: the change events of the lookback window, each scored; and the attack,
+    when the adversarial signs hold. Best first, ranked from 1."""
+    extra = tuple(d for d in evidence.dimensions if d not in DIMENSIONS)
     chains = HIERARCHIES + tuple((d,) for d in extra)
+    scores = {(c.dimension, c.value): c.score for c in evidence.contributors}
+    priors = PRIORS.get(evidence.category, {})
     ranked = []
     for change in changes:
         dims = change_dimensions(change, extra)
         known = [next((d, dims[d]) for d in chain if d in dims) for chain in chains if any(d in dims for d in chain)]
-        rose = None
-        if known:
-            target = _target(known, group)
-            if target is None:  # names another group of the rule
-                best, match = known[0], 0.0
-            elif len(target) == 1:
-                best, match = target[0], scores.get(target[0], 0.0)
-                if match == 0 and joint is not None:  # unlisted: a value the whole group carries?
-                    match = joint(target)
-            else:  # what it changed is where its values meet (a tenant's one service)
-                best = min(target, key=lambda dv: scores.get(dv, 0.0))
-                match = joint(target) if joint is not None else scores.get(best, 0.0)
-            what = " and ".join(f"{d}={v}" for d, v in (target if target and len(target) > 1 else [best]))
-            match_why = (
-                f"{what} carries the anomaly (contributor score {match:.2f})"
-                if match >= CARRIES
-                else "none of its dimensions carries the anomaly"
-            )
-            if match >= CARRIES and shift is not None:
-                rose = shift(best[0], best[1], change.ts)
-                weight = SHIFT_UNKNOWN if rose is None else rose
-                match *= SHIFT_FLOOR + (1 - SHIFT_FLOOR) * weight
-                if rose is None:
-                    match_why += ", and the log starts too late to see whether it rose after the change"
-                elif rose >= 0.5:
-                    match_why += f", and its anomaly rate rose after the change (shift {rose:.2f})"
-                else:
-                    match_why += f", but its anomaly rate barely rose after the change (shift {rose:.2f})"
-        else:
-            match, match_why = NO_DIMENSIONS_MATCH, "names no dimension (could touch anything)"
-        before = start - change.ts
-        proximity, time_why = _proximity(before, step_ms)
+        match, rose, match_why = _match(change.ts, known, scores, evidence)
+        before = evidence.start - change.ts
+        proximity, time_why = _proximity(before, evidence.step_ms)
         kind = str(change.data.get("kind"))
-        prior = priors.get(kind, DEFAULT_PRIOR)
-        ranked.append(
-            _candidate(
-                change.event_id,
-                kind,
-                change.ts,
-                before,
-                dims,
-                str(change.data.get("description", "")),
-                match,
-                proximity,
-                prior,
-                f"{match_why}; {time_why}",
-                rose,
-            )
-        )
-    if adversarial.get("suspected") and adversarial.get("first_event"):
-        ts = adversarial["first_ts"]
-        proximity, _ = _proximity(start - ts, step_ms)
-        users = ", ".join(u["value"] for u in adversarial["top_users"][:3]) or ", ".join(
-            u["value"] for u in adversarial["anomaly_top_users"][:3]
-        )
-        top_user = (adversarial["top_users"] or adversarial["anomaly_top_users"])[0]["value"]
-        ranked.append(
-            _candidate(
-                adversarial["first_event"],
-                "attack",
-                ts,
-                start - ts,
-                {"user": top_user},
-                f"attack by a few users ({users})",
-                adversarial["concentration"],
-                proximity,
-                priors.get("attack", DEFAULT_PRIOR),
-                adversarial["why"],
-            )
-        )
-    ranked.sort(key=lambda c: (-c["score"], -c["proximity"], c["event_id"]))
-    for i, c in enumerate(ranked, start=1):
-        c["rank"] = i
-    return ranked
+        description = str(change.data.get("description", ""))
+        why = f"{match_why}; {time_why}"
+        ranked.append(_candidate(change.event_id, kind, change.ts, before, dims, description, match, proximity,
+                                 priors.get(kind, DEFAULT_PRIOR), why, rose))  # fmt: skip
+    attack = _attack(evidence, priors)
+    if attack is not None:
+        ranked.append(attack)
+    ranked.sort(key=lambda c: (-c.score, -c.proximity, c.event_id))
+    return [replace(c, rank=i) for i, c in enumerate(ranked, start=1)]
 
 
-def _target(known: list[tuple[str, str]], group: dict[str, str] | None) -> list[tuple[str, str]] | None:
+def _match(
+    ts: int, known: list[tuple[str, str]], scores: dict[tuple[str, str], float], evidence: Evidence
+) -> tuple[float, float | None, str]:
+    """(match, shift, why) of a change at ``ts`` naming ``known`` (its most specific value per
+    hierarchy)."""
+    if not known:
+        return NO_DIMENSIONS_MATCH, None, "names no dimension (could touch anything)"
+    joint = evidence.joint
+    target = _target(known, evidence.group)
+    if target is None:  # names another group of the rule
+        best, match = known[0], 0.0
+    elif len(target) == 1:
+        best, match = target[0], scores.get(target[0], 0.0)
+        if match == 0 and joint is not None:  # unlisted: a value the whole group carries?
+            match = joint(target)
+    else:  # what it changed is where its values meet (a tenant's one service)
+        best = min(target, key=lambda dv: scores.get(dv, 0.0))
+        match = joint(target) if joint is not None else scores.get(best, 0.0)
+    what = " and ".join(f"{d}={v}" for d, v in (target if target and len(target) > 1 else [best]))
+    if match < CARRIES:
+        return match, None, "none of its dimensions carries the anomaly"
+    why = f"{what} carries the anomaly (contributor score {match:.2f})"
+    if evidence.shift is None:
+        return match, None, why
+    rose = evidence.shift(best[0], best[1], ts)
+    match *= SHIFT_FLOOR + (1 - SHIFT_FLOOR) * (SHIFT_UNKNOWN if rose is None else rose)
+    if rose is None:
+        why += ", and the log starts too late to see whether it rose after the change"
+    elif rose >= 0.5:
+        why += f", and its anomaly rate rose after the change (shift {rose:.2f})"
+    else:
+        why += f", but its anomaly rate barely rose after the change (shift {rose:.2f})"
+    return match, rose, why
+
+
+def _attack(evidence: Evidence, priors: dict[str, float]) -> Cause | None:
+    """The attack as a candidate, when the adversarial signs hold."""
+    adv = evidence.adversarial
+    if not adv.suspected or not adv.first_event or adv.first_ts is None:
+        return None
+    ts = adv.first_ts
+    proximity, _ = _proximity(evidence.start - ts, evidence.step_ms)
+    users = ", ".join(u.value for u in adv.top_users[:3]) or ", ".join(u.value for u in adv.anomaly_top_users[:3])
+    top_user = (adv.top_users or adv.anomaly_top_users)[0].value
+    return _candidate(adv.first_event, "attack", ts, evidence.start - ts, {"user": top_user},
+                      f"attack by a few users ({users})", adv.concentration, proximity,
+                      priors.get("attack", DEFAULT_PRIOR), adv.why)  # fmt: skip
+
+
+def _target(known: list[tuple[str, str]], group: Mapping[str, str]) -> list[tuple[str, str]] | None:
     """The values a change targets: its most specific value per hierarchy, without the
     incident's own group fields when it names more (inside the group they are implied);
     None when it names another group of the rule."""
-    group = group or {}
     if any(d in group and group[d] != v for d, v in known):
         return None
     inside = [(d, v) for d, v in known if d not in group]
@@ -238,20 +235,21 @@ def _candidate(
     prior: float,
     why: str,
     shift: float | None = None,
-) -> dict[str, Any]:
+) -> Cause:
+    """Unranked (rank 0): `rank_causes` numbers them."""
     score = W_MATCH * match + W_PROXIMITY * proximity + W_PRIOR * prior
-    return {
-        "rank": 0,
-        "event_id": event_id,
-        "kind": kind,
-        "ts": format_ts(ts),
-        "score": round(score, 4),
-        "match": round(match, 4),
-        "proximity": round(proximity, 4),
-        "prior": prior,
-        "shift": None if shift is None else round(shift, 4),
-        "before_onset_ms": before,
-        "dimensions": dims,
-        "description": description,
-        "why": why,
-    }
+    return Cause(
+        rank=0,
+        event_id=event_id,
+        kind=kind,
+        ts=format_ts(ts),
+        score=round(score, 4),
+        match=round(match, 4),
+        proximity=round(proximity, 4),
+        prior=prior,
+        shift=None if shift is None else round(shift, 4),
+        before_onset_ms=before,
+        dimensions=dims,
+        description=description,
+        why=why,
+    )

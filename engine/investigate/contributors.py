@@ -44,12 +44,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.core.events import Event
 from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.anomaly import RATIO, Mass
+from engine.investigate.model import Alias, Contributor
 
 DIMENSIONS = ("model", "model_version", "prompt_template", "tenant", "service", "feature", "user")
 PSEUDO_EVENTS = 50
@@ -122,7 +123,7 @@ def rank_contributors(
     incident_ms: int,
     baseline_ms: int,
     skip: frozenset[str] = frozenset(),
-) -> list[dict[str, Any]]:
+) -> list[Contributor]:
     """Every (dimension, value) of the scope (``incident``, ``baseline``: its events in the two
     periods) with positive excess and at least MIN_EVENTS events carrying mass, best first;
     ``skip``: dimensions not ranked (the group's own fields: one value in the scope)."""
@@ -141,7 +142,7 @@ def rank_contributors(
                 continue
             bn, bm, _ = base[i].get(value, (0, 0.0, 0))
             row = _row(scope, dim, value, n_v, m_v, bn, bm, total_excess)
-            if row is not None and row["explained"] >= MIN_EXPLAINED:
+            if row is not None and row[0].explained >= MIN_EXPLAINED:
                 rows.append(row)
     return _sorted(rows, dims)
 
@@ -155,7 +156,7 @@ def rank_group(
     baseline: Sequence[Event],
     incident_ms: int,
     baseline_ms: int,
-) -> list[dict[str, Any]]:
+) -> list[Contributor]:
     """The incident's group as a contributor (one row per field of the group, same numbers):
     scored over the rule's whole population (``incident``, ``baseline``), against the other
     groups; explained = 1, so its score is its precision. Empty for an ungrouped rule, or
@@ -173,8 +174,7 @@ def rank_group(
     for dim, value in group.items():
         row = _row(scope, dim, _text(value), n_v, m_v, bn, bm, None)
         if row is not None:
-            del row["_rank"]
-            rows.append(row)
+            rows.append(row[0])
     return rows
 
 
@@ -201,12 +201,13 @@ def conjunction(
     m_v, n_v = _totals(mine, mass)
     bm, bn = _totals([e for e in baseline if hit(e.data)], mass)
     row = _row(scope, "", "", n_v, m_v, bn, bm, scope.total_excess)
-    return row["score"] if row is not None else 0.0
+    return row[0].score if row is not None else 0.0
 
 
 def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm: float,
-         total_excess: float | None) -> dict[str, Any] | None:  # fmt: skip
-    """``total_excess``: the scope's; None for the group itself (explained = 1)."""
+         total_excess: float | None) -> tuple[Contributor, tuple[float, float]] | None:  # fmt: skip
+    """The row and its unrounded rank (score, excess). ``total_excess``: the scope's; None for
+    the group itself (explained = 1)."""
     expected = scope.expected(n_v, m_v, bn, bm)
     excess = m_v - expected
     if excess <= NOTHING * max(1.0, m_v):
@@ -217,40 +218,38 @@ def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm:
         explained = min(1.0, excess / total_excess) if total_excess > 0 else 0.0
     precision = excess / m_v
     lift = m_v / expected if expected > 0 else MAX_LIFT
-    return {
-        "dimension": dim,
-        "value": value,
-        "lift": round(min(lift, MAX_LIFT), 2),
-        "share": round(m_v / scope.m, 3) if scope.m > 0 else 0.0,
-        "baseline_share": round(bm / scope.m0, 3) if scope.m0 > 0 else 0.0,
-        "flagged": round(m_v, 6),
-        "events": n_v,
-        "excess": round(excess, 6),
-        "explained": round(explained, 3),
-        "score": round(explained * precision, 4),
-        "_rank": (explained * precision, excess),
-    }
+    row = Contributor(
+        dimension=dim,
+        value=value,
+        lift=round(min(lift, MAX_LIFT), 2),
+        share=round(m_v / scope.m, 3) if scope.m > 0 else 0.0,
+        baseline_share=round(bm / scope.m0, 3) if scope.m0 > 0 else 0.0,
+        flagged=round(m_v, 6),
+        events=n_v,
+        excess=round(excess, 6),
+        explained=round(explained, 3),
+        score=round(explained * precision, 4),
+    )
+    return row, (explained * precision, excess)
 
 
-def _sorted(rows: list[dict[str, Any]], dims: Sequence[str]) -> list[dict[str, Any]]:
+def _sorted(rows: list[tuple[Contributor, tuple[float, float]]], dims: Sequence[str]) -> list[Contributor]:
     """Unrounded score first; on a tie the value explaining more (the broader one) first."""
     order = {d: i for i, d in enumerate(dims)}
-    rows.sort(key=lambda r: (-r["_rank"][0], -r["_rank"][1], order.get(r["dimension"], len(order)), r["value"]))
-    for r in rows:
-        del r["_rank"]
-    return rows
+    rows.sort(key=lambda r: (-r[1][0], -r[1][1], order.get(r[0].dimension, len(order)), r[0].value))
+    return [row for row, _ in rows]
 
 
 DOMINANT = 2 / 3  # a value inside the group explaining this much of its excess ranks above the group
 
 
-def combine(group_rows: list[dict[str, Any]], inside: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def combine(group_rows: list[Contributor], inside: list[Contributor]) -> list[Contributor]:
     """The group's own rows and the rows inside it, in one ranking. The values inside that
     explain most of the group's excess (at least 2/3: a template carrying the service's
     anomaly) come first — they say more than the group, which the rule already named; then
     the group; then the other values inside it, by score."""
-    dominant = [r for r in inside if r["explained"] >= DOMINANT]
-    rest = [r for r in inside if r["explained"] < DOMINANT]
+    dominant = [r for r in inside if r.explained >= DOMINANT]
+    rest = [r for r in inside if r.explained < DOMINANT]
     return [*dominant, *group_rows, *rest] if group_rows else inside
 
 
@@ -274,22 +273,19 @@ def _tally(events: Sequence[Event], mass: Mass, getters: list) -> list[dict[str,
     return [{k: (c[0], c[1], c[2]) for k, c in d.items()} for d in counts]
 
 
-def merge_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_aliases(rows: Sequence[Contributor]) -> list[Contributor]:
     """Values that cover the same events with the same anomaly mass (a prompt template and
     the one feature that uses it) are one finding: the first in rank keeps the row, the
     others are listed in its ``same_as``."""
-    merged: list[dict[str, Any]] = []
-    first: dict[tuple, dict[str, Any]] = {}
+    kept: dict[tuple, Contributor] = {}
+    aliases: dict[tuple, list[Alias]] = {}
     for row in rows:
-        key = (row["events"], row["flagged"], row["excess"])
-        kept = first.get(key)
-        if kept is not None:
-            kept["same_as"].append({"dimension": row["dimension"], "value": row["value"]})
-            continue
-        row = {**row, "same_as": []}
-        first[key] = row
-        merged.append(row)
-    return merged
+        key = (row.events, row.flagged, row.excess)
+        if key in kept:
+            aliases[key].append(Alias(row.dimension, row.value))
+        else:
+            kept[key], aliases[key] = row, []
+    return [replace(row, same_as=tuple(aliases[key])) for key, row in kept.items()]
 
 
 def _text(value: Any) -> str:

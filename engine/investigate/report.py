@@ -1,7 +1,12 @@
 """Build the investigation report of one incident: the orchestration of the passes.
 
-The report is a JSON-ready dict (shape: docs/investigate.md). Markdown and HTML are
-renderings of it; `--format json` prints it as it is.
+Each pass takes and returns typed values: `read_log` (the log as the incident's rule sees
+it: `Log`) → `find_onset` (when the anomaly began: `Onset`) → `find_concentration` (its
+contributors and adversarial signs: `Concentration`) → `rank_causes` (over the `evidence`)
+→ the story (`Incident`, timeline `Mark`s, `Lags`, `Series`) → `assess_impact` and the
+review (`suggest`, `postmortem`). The result is a `Report` (model.py); `report.to_json()` is
+what `--format json` prints (shape: docs/investigate.md), Markdown and HTML render the
+`Report` itself.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from engine.core.events import Event, format_ts, parse_ts
 from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import Mass, change_point, first_anomalous, mass_of, slope_start
-from engine.investigate.causes import rank_causes
+from engine.investigate.causes import Evidence, Shift, rank_causes
 from engine.investigate.contributors import (
     combine,
     conjunction,
@@ -26,8 +31,22 @@ from engine.investigate.contributors import (
     value_shift,
 )
 from engine.investigate.incident import IncidentView, Selection, select
+from engine.investigate.model import (
+    Adversarial,
+    Anomaly,
+    Cause,
+    Contributor,
+    Incident,
+    Lags,
+    Mark,
+    Range,
+    Report,
+    Series,
+    Suggestion,
+    UserReports,
+)
 from engine.investigate.reports import join_reports, user_reports
-from engine.investigate.review import postmortem, suggest_monitoring
+from engine.investigate.review import Detection, Impact, postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
 
 HOUR = 3_600_000
@@ -36,7 +55,6 @@ MAX_CAUSES = 10
 MAX_EVIDENCE = 10
 CAUSE_MARK_SCORE = 0.5  # the top cause is drawn on the timeline when it scores at least this
 SLOPE_SEARCH_MS = 6 * HOUR  # a slope may have begun this long before onset
-Shift = Callable[[str, str, int], float | None]
 
 
 @dataclass(frozen=True)
@@ -47,35 +65,161 @@ class Options:
     suggest: bool = True  # suggest (and backtest) a monitoring change
 
 
+@dataclass(frozen=True)
+class Log:
+    """The event log as the incident's rule sees it (sorted by time, reports joined to the
+    answers they name)."""
+
+    view: IncidentView
+    events: Sequence[Event]  # as read, in the order the engine saw them
+    records: list[dict[str, Any]]  # what the engine emitted for them
+    log: list[Event]
+    joined: set[str]  # the reports joined to an answer
+    inference: list[Event]
+    population: list[Event]  # the rule's events (its source, passing its `where`)
+    in_group: Callable[[dict[str, Any]], bool]
+    group_events: list[Event]  # the population inside the incident's group
+
+    @property
+    def rule(self) -> CompiledRule:
+        return self.view.rule
+
+    @property
+    def data_from(self) -> int:
+        return self.log[0].ts
+
+    @property
+    def data_to(self) -> int:
+        return self.log[-1].ts
+
+    @property
+    def opened(self) -> int:
+        return self.view.opened_ts
+
+    @property
+    def until(self) -> int:
+        """The end of the incident: its resolution, or just after the last event."""
+        resolved = self.view.resolved_ts
+        return resolved if resolved is not None else self.data_to + 1
+
+    @property
+    def end(self) -> int:
+        """The end of the incident: its resolution, or the last event."""
+        resolved = self.view.resolved_ts
+        return resolved if resolved is not None else self.data_to
+
+
+@dataclass(frozen=True)
+class Onset:
+    """When the anomaly began: the step it began at (``start_step``), its first anomalous
+    event (``first``; ``start`` its time, else the step's), and what anomalous means (``mass``,
+    measured on the period before)."""
+
+    start_step: int
+    shape: str
+    mass: Mass
+    first: Event | None
+
+    @property
+    def start(self) -> int:
+        return self.first.ts if self.first is not None else self.start_step
+
+
+@dataclass(frozen=True)
+class Concentration:
+    """Where the anomaly concentrates, incident period [start_step, inc_to) against the period
+    before [base_lo, start_step): over the population (``pop_*``) and inside the group (``scope_*``)."""
+
+    start_step: int
+    inc_to: int
+    base_lo: int
+    mass: Mass  # anomalous as measured over the population before
+    pop_inc: list[Event]
+    pop_base: list[Event]
+    scope_inc: list[Event]
+    scope_base: list[Event]
+    contributors: list[Contributor]  # ranked, aliases not merged
+    adversarial: Adversarial
+
+    @property
+    def spans(self) -> tuple[int, int]:
+        return self.inc_to - self.start_step, self.start_step - self.base_lo
+
+
 def investigate(
     rules: Sequence[CompiledRule],
     events: Sequence[Event],
     selection: Selection,
     options: Options = Options(),
     records: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """``events``: the log as read (the order the engine sees); ``records``: what the engine
-    emitted for them (replayed here when not given)."""
+    emitted for them (replayed here when not given). The passes, in order: the log as the rule
+    sees it, the onset, the concentration, the causes, the story, the impact and the review."""
     rules = tuple(rules)
     if records is None:
         records = run_events(rules, events, options.lateness_ms)
-    view = select(records, rules, selection)
+    log = read_log(select(records, rules, selection), events, records)
+    onset = find_onset(log)
+    found = find_concentration(log, onset)
+    changes = [e for e in log.log if e.type == "change" and onset.start - options.lookback_ms <= e.ts <= log.opened]
+    causes = rank_causes(changes, evidence(log, onset, found))
+    story = tell_story(log, onset, causes)
+    reports, impact, anomalous = assess_impact(log, onset)
+    suggestion = suggest(log, onset, found, story.lags, options) if options.suggest else None
+    evidence_ids = [*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *log.view.opened.get("evidence", [])]
+    contained = bool(log.rule.contains)
+    return Report(
+        incident=story.incident,
+        range=Range(
+            since=format_ts(log.data_from),
+            until=format_ts(log.data_to),
+            events=len(log.inference),
+            changes=sum(1 for e in log.log if e.type == "change"),
+            reports=sum(1 for e in log.log if e.type == "report"),
+            source=options.source,
+        ),
+        anomaly=Anomaly(
+            means=onset.mass.describe,
+            estimated_start=format_ts(onset.start_step),
+            shape=onset.shape,
+            first_event=onset.first.event_id if onset.first else None,
+        ),
+        timeline=story.timeline,
+        lags=story.lags,
+        series=story.series,
+        suspected_causes=tuple(causes[:MAX_CAUSES]),
+        contributors=tuple(merge_aliases(found.contributors)[:MAX_CONTRIBUTORS]),
+        adversarial=found.adversarial,
+        user_reports=reports,
+        evidence=tuple(dict.fromkeys(evidence_ids)),
+        review=postmortem(story.incident, story.lags, causes, found.adversarial, impact, contained, suggestion),
+        notes=tuple(_notes(onset, changes, log.data_from, options)),
+    )
+
+
+def read_log(view: IncidentView, events: Sequence[Event], records: list[dict[str, Any]]) -> Log:
+    """The log sorted by time, its reports joined to their answers, and split the rule's way."""
     rule = view.rule
     log = sorted(events, key=lambda e: (e.ts, e.event_id))
     if not log:
         raise ValueError("no events")
     log, joined = join_reports(log)  # each report beside the answer it names
-    data_from, data_to = log[0].ts, log[-1].ts
     inference = [e for e in log if e.type == "inference"]
     counted = inference if rule.source == "inference" else [e for e in log if e.type == rule.source]
     population = [e for e in counted if rule.where is None or rule.where(e.data)]
     in_group = _group_matcher(rule, view.group)
     group_events = [e for e in population if in_group(e.data)]
+    return Log(view, events, records, log, joined, inference, population, in_group, group_events)
 
+
+def find_onset(log: Log) -> Onset:
+    """When did the anomaly begin? The group's events against the period before: a CUSUM
+    change point, or a slope when a broken-stick fit explains the hours before onset better."""
+    rule, view, group_events, data_from = log.rule, log.view, log.group_events, log.data_from
     window = rule.window_ms
     span = rule.baseline_ms or 6 * window
-    onset, opened, resolved = view.onset_ts, view.opened_ts, view.resolved_ts
-    # 1. When did the anomaly begin? (the group's events against the period before)
+    onset = view.onset_ts
     ref_hi = onset - 2 * window
     ref_lo = max(ref_hi - span, data_from)
     reference = [e for e in group_events if ref_lo <= e.ts < ref_hi]
@@ -88,7 +232,7 @@ def investigate(
         onset,
         reference,
         max(0, ref_hi - ref_lo),
-        _level_period(group_events, onset, window, resolved if resolved is not None else data_to + 1),
+        _level_period(group_events, onset, window, log.until),
     )
     # A drift that ramps in crosses the threshold long after it began: a broken-stick fit over
     # the hours before onset dates it when a slope explains the series clearly better than a step.
@@ -99,105 +243,104 @@ def investigate(
         before = [e for e in group_events if max(data_from, fit.start - span) <= e.ts < fit.start]
         if before:  # "anomalous" measured against the period before the slope, not the drifted one
             group_mass = mass_of(rule, before)
-    first = first_anomalous(group_mass, group_events, start_step)
-    start = first.ts if first is not None else start_step
+    return Onset(start_step, shape, group_mass, first_anomalous(group_mass, group_events, start_step))
 
-    # 2. Where does it concentrate? (inside the incident's group, incident vs before and vs the
-    # rest; and the group itself against the rule's other groups)
-    inc_to = max(min(resolved if resolved is not None else data_to + 1, opened + window), start_step + rule.step_ms)
-    base_lo = max(start_step - max(span, 6 * window), data_from)
-    pop_inc = [e for e in population if start_step <= e.ts < inc_to]
-    pop_base = [e for e in population if base_lo <= e.ts < start_step]
+
+def find_concentration(log: Log, onset: Onset) -> Concentration:
+    """Where does it concentrate? Inside the incident's group, incident vs before and vs the
+    rest; the group itself against the rule's other groups; and signs of an attack."""
+    rule, view, start_step = log.rule, log.view, onset.start_step
+    window = rule.window_ms
+    span = rule.baseline_ms or 6 * window
+    inc_to = max(min(log.until, view.opened_ts + window), start_step + rule.step_ms)
+    base_lo = max(start_step - max(span, 6 * window), log.data_from)
+    pop_inc = [e for e in log.population if start_step <= e.ts < inc_to]
+    pop_base = [e for e in log.population if base_lo <= e.ts < start_step]
     mass = mass_of(rule, pop_base)
-    spans = (inc_to - start_step, start_step - base_lo)
-    scope_inc = [e for e in pop_inc if in_group(e.data)]
-    scope_base = [e for e in pop_base if in_group(e.data)]
+    spans = inc_to - start_step, start_step - base_lo
+    scope_inc = [e for e in pop_inc if log.in_group(e.data)]
+    scope_base = [e for e in pop_base if log.in_group(e.data)]
     inside = rank_contributors(rule, mass, scope_inc, scope_base, *spans, skip=frozenset(view.group))
-    contributors = combine(rank_group(rule, mass, view.group, in_group, pop_inc, pop_base, *spans), inside)
-    all_inc = [e for e in inference if start_step <= e.ts < inc_to]
-    all_base = [e for e in inference if base_lo <= e.ts < start_step]
+    group_rows = rank_group(rule, mass, view.group, log.in_group, pop_inc, pop_base, *spans)
+    all_inc = [e for e in log.inference if start_step <= e.ts < inc_to]
+    all_base = [e for e in log.inference if base_lo <= e.ts < start_step]
     adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
+    return Concentration(start_step, inc_to, base_lo, mass, pop_inc, pop_base, scope_inc, scope_base,
+                         combine(group_rows, inside), adversarial)  # fmt: skip
 
-    # 3. What changed before it?
-    changes = [e for e in log if e.type == "change" and start - options.lookback_ms <= e.ts <= opened]
-    shift = _shift(view.group, value_shift(population, mass, inc_to), value_shift(group_events, mass, inc_to))
-    causes = rank_causes(
-        changes,
-        start,
-        rule.step_ms,
-        rule.category,
-        contributors,
-        adversarial,
-        shift,
-        dimensions_of(rule),
-        {k: _text(v) for k, v in view.group.items()},
-        _joint(contributors, view.group, in_group, pop_inc, scope_inc, scope_base, spans, mass),
+
+def evidence(log: Log, onset: Onset, found: Concentration) -> Evidence:
+    """What the causes are scored against: the start, the contributors, the shift of values."""
+    group = log.view.group
+    of_population = value_shift(log.population, found.mass, found.inc_to)
+    shift = _shift(group, of_population, value_shift(log.group_events, found.mass, found.inc_to))
+    return Evidence(
+        start=onset.start,
+        step_ms=log.rule.step_ms,
+        category=log.rule.category,
+        contributors=found.contributors,
+        adversarial=found.adversarial,
+        shift=shift,
+        dimensions=dimensions_of(log.rule),
+        group={k: _text(v) for k, v in group.items()},
+        joint=_joint(group, log.in_group, found),
     )
 
-    # 4. The story in event time.
-    end = resolved if resolved is not None else data_to
-    incident = _incident(view)
-    timeline = _timeline(view, causes, first, group_mass.describe)
-    lags = _lags(view, first, start, causes)
+
+@dataclass(frozen=True)
+class Story:
+    """The incident in event time: the records' facts, the timeline, the lags from the first
+    anomalous event, and the metric against its baseline and threshold."""
+
+    incident: Incident
+    timeline: tuple[Mark, ...]
+    lags: Lags
+    series: Series
+
+
+def tell_story(log: Log, onset: Onset, causes: list[Cause]) -> Story:
+    view, window = log.view, log.rule.window_ms
     series = metric_series(
-        rule,
-        group_events,
-        max(onset - 3 * window, data_from),
-        min(end + window, data_to + 1),
-        (onset, resolved if resolved is not None else data_to + 1, view.opened.get("baseline")),
+        log.rule,
+        log.group_events,
+        max(view.onset_ts - 3 * window, log.data_from),
+        min(log.end + window, log.data_to + 1),
+        (view.onset_ts, log.until, view.opened.get("baseline")),
     )
-    anomalous = [e for e in group_events if start <= e.ts <= end and group_mass.weight(e.data) > 0]
-    reports = user_reports(log, joined, in_group, start, end)
-    impact = {
-        "users": len({e.data.get("user") for e in anomalous if e.data.get("user") is not None}),
-        "events": len(anomalous),
-        "from": format_ts(start),
-        "reports": reports["reports"],
-        "reporting_users": reports["users"],
-    }
-    suggestion = None
-    if options.suggest:
-        suggestion = suggest_monitoring(
-            rule,
-            view.group,
-            merge_aliases(contributors),
-            lags["time_to_detect_ms"],
-            events,
-            options.lateness_ms,
-            start_step - window,
-            start,
-            end,
-            sum(1 for r in records if r["type"] == "incident.opened" and r["rule"] == rule.name),
-            _splitting(group_events, start_step, inc_to, dimensions_of(rule)),
-        )
-    evidence = list(dict.fromkeys([*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *view.opened.get("evidence", [])]))
-    return {
-        "incident": incident,
-        "range": {
-            "since": format_ts(data_from),
-            "until": format_ts(data_to),
-            "events": len(inference),
-            "changes": sum(1 for e in log if e.type == "change"),
-            "reports": sum(1 for e in log if e.type == "report"),
-            "source": options.source,
-        },
-        "anomaly": {
-            "means": group_mass.describe,
-            "estimated_start": format_ts(start_step),
-            "shape": shape,
-            "first_event": first.event_id if first else None,
-        },
-        "timeline": timeline,
-        "lags": lags,
-        "series": series,
-        "suspected_causes": causes[:MAX_CAUSES],
-        "contributors": merge_aliases(contributors)[:MAX_CONTRIBUTORS],
-        "adversarial": adversarial,
-        "user_reports": reports,
-        "evidence": evidence,
-        "review": postmortem(incident, lags, causes, adversarial, impact, bool(rule.contains), suggestion),
-        "notes": _notes(view, first, changes, data_from, start, options),
-    }
+    timeline = _timeline(view, causes, onset.first, onset.mass.describe)
+    return Story(_incident(view), timeline, _lags(view, onset, causes), series)
+
+
+def assess_impact(log: Log, onset: Onset) -> tuple[UserReports, Impact, list[Event]]:
+    """The user reports about the incident, who received anomalous responses, and the
+    anomalous events (from the first anomalous event to resolution, inside the group)."""
+    start, end = onset.start, log.end
+    anomalous = [e for e in log.group_events if start <= e.ts <= end and onset.mass.weight(e.data) > 0]
+    reports = user_reports(log.log, log.joined, log.in_group, start, end)
+    impact = Impact(
+        users=len({e.data.get("user") for e in anomalous if e.data.get("user") is not None}),
+        events=len(anomalous),
+        since=format_ts(start),
+        reports=reports.reports,
+        reporting_users=reports.users,
+    )
+    return reports, impact, anomalous
+
+
+def suggest(log: Log, onset: Onset, found: Concentration, lags: Lags, options: Options) -> Suggestion | None:
+    """A monitoring change, replayed over the same events (review.suggest_monitoring)."""
+    rule = log.rule
+    detection = Detection(
+        rule=rule,
+        group=log.view.group,
+        time_to_detect_ms=lags.time_to_detect_ms,
+        search_from=onset.start_step - rule.window_ms,
+        start=onset.start,
+        until=log.end,
+        incidents=sum(1 for r in log.records if r["type"] == "incident.opened" and r["rule"] == rule.name),
+    )
+    splits = _splitting(log.group_events, onset.start_step, found.inc_to, dimensions_of(rule))
+    return suggest_monitoring(detection, merge_aliases(found.contributors), log.events, options.lateness_ms, splits)
 
 
 def _shift(group: dict[str, Any], of_population: Shift, of_group: Shift) -> Shift:
@@ -211,20 +354,14 @@ def _shift(group: dict[str, Any], of_population: Shift, of_group: Shift) -> Shif
 
 
 def _joint(
-    contributors: list[dict[str, Any]],
-    group: dict[str, Any],
-    in_group: Callable[[dict[str, Any]], bool],
-    pop_inc: list[Event],
-    scope_inc: list[Event],
-    scope_base: list[Event],
-    spans: tuple[int, int],
-    mass: Mass,
+    group: dict[str, Any], in_group: Callable[[dict[str, Any]], bool], found: Concentration
 ) -> Callable[[list[tuple[str, str]]], float]:
     """The score of what a change naming ``pairs`` (values inside the group) changed: where
     they meet; the group's own score when they are another name of the group — every event
     of the group carries them and no event outside it does (a template that is its feature's
     only one). A value carried outside the group too (a version every model shares) is not."""
-    own = max((c["score"] for c in contributors if c["dimension"] in group), default=0.0)
+    own = max((c.score for c in found.contributors if c.dimension in group), default=0.0)
+    scope_inc = found.scope_inc
 
     def joint(pairs: list[tuple[str, str]]) -> float:
         getters = [(getter(tuple(d.split("."))), v) for d, v in pairs]
@@ -233,9 +370,9 @@ def _joint(
             return all(_text(get(e.data)) == v for get, v in getters)
 
         if (group and scope_inc and all(carries(e) for e in scope_inc)
-                and all(in_group(e.data) for e in pop_inc if carries(e))):  # fmt: skip
+                and all(in_group(e.data) for e in found.pop_inc if carries(e))):  # fmt: skip
             return own
-        return conjunction(mass, pairs, scope_inc, scope_base, *spans)
+        return conjunction(found.mass, pairs, scope_inc, found.scope_base, *found.spans)
 
     return joint
 
@@ -279,48 +416,48 @@ def _group_matcher(rule: CompiledRule, group: dict[str, Any]):
     return matches
 
 
-def _incident(view: IncidentView) -> dict[str, Any]:
+def _incident(view: IncidentView) -> Incident:
     rule, opened = view.rule, view.opened
     peak = view.resolved.get("peak") if view.resolved else None
     if peak is None:
         values = [r["value"] for r in (opened, *view.escalations) if r.get("value") is not None]
         peak = max(values) if rule.op in {">", ">="} else min(values) if values else None
-    return {
-        "incident_id": view.incident_id,
-        "rule": rule.name,
-        "rule_text": rule.text,
-        "category": rule.category,
-        "severity": view.severity,
-        "initial_severity": opened["severity"],
-        "group": view.group,
-        "metric": rule.metric_text,
-        "op": rule.op,
-        "window_ms": rule.window_ms,
-        "step_ms": rule.step_ms,
-        "opened": opened["ts"],
-        "onset": opened["onset"],
-        "resolved": view.resolved["ts"] if view.resolved else None,
-        "value": opened.get("value"),
-        "baseline": opened.get("baseline"),
-        "threshold": opened.get("threshold"),
-        "peak": peak,
-        "users_affected": opened.get("users_affected"),
-        "events": opened.get("events"),
-        "why": opened.get("why"),
-        "significance": opened.get("significance"),
-        "response": (view.escalations[-1] if view.escalations else opened).get("response"),
-    }
+    return Incident(
+        incident_id=view.incident_id,
+        rule=rule.name,
+        rule_text=rule.text,
+        category=rule.category,
+        severity=view.severity,
+        initial_severity=opened["severity"],
+        group=view.group,
+        metric=rule.metric_text,
+        op=rule.op,
+        window_ms=rule.window_ms,
+        step_ms=rule.step_ms,
+        opened=opened["ts"],
+        onset=opened["onset"],
+        resolved=view.resolved["ts"] if view.resolved else None,
+        value=opened.get("value"),
+        baseline=opened.get("baseline"),
+        threshold=opened.get("threshold"),
+        peak=peak,
+        users_affected=opened.get("users_affected"),
+        events=opened.get("events"),
+        why=opened.get("why"),
+        significance=opened.get("significance"),
+        response=(view.escalations[-1] if view.escalations else opened).get("response"),
+    )
 
 
-def _timeline(view: IncidentView, causes: list[dict[str, Any]], first: Event | None, means: str) -> list[dict]:
-    marks: list[tuple[int, int, dict[str, Any]]] = []
+def _timeline(view: IncidentView, causes: list[Cause], first: Event | None, means: str) -> tuple[Mark, ...]:
+    marks: list[tuple[int, int, str, str, str | None]] = []
 
     def mark(ts: int, kind: str, label: str, ref: str | None) -> None:
-        marks.append((ts, len(marks), {"ts": format_ts(ts), "kind": kind, "label": label, "ref": ref}))
+        marks.append((ts, len(marks), kind, label, ref))
 
     top = causes[0] if causes else None
-    if top and top["kind"] != "attack" and top["score"] >= CAUSE_MARK_SCORE:
-        mark(parse_ts(top["ts"]), "cause", f"{top['kind']}: {top['description']}", top["event_id"])
+    if top and top.kind != "attack" and top.score >= CAUSE_MARK_SCORE:
+        mark(parse_ts(top.ts), "cause", f"{top.kind}: {top.description}", top.event_id)
     if first is not None:
         mark(first.ts, "first_anomalous_event", means, first.event_id)
     if view.onset_ts != view.opened_ts:
@@ -346,31 +483,31 @@ def _timeline(view: IncidentView, causes: list[dict[str, Any]], first: Event | N
         mark(view.resolved_ts, "resolved", view.resolved.get("why", "resolved"), view.incident_id)
     marks.sort(key=lambda m: (m[0], m[1]))
     base = first.ts if first is not None else None
-    return [{**m, "lag_ms": ts - base if base is not None else None} for ts, _, m in marks]
+    return tuple(Mark(format_ts(ts), kind, label, ref, ts - base if base is not None else None)
+                 for ts, _, kind, label, ref in marks)  # fmt: skip
 
 
 def _value_text(r: dict[str, Any]) -> str:
     return f"value {r.get('value')} vs limit {r.get('threshold')}"
 
 
-def _lags(view: IncidentView, first: Event | None, start: int, causes: list[dict[str, Any]]) -> dict[str, Any]:
+def _lags(view: IncidentView, onset: Onset, causes: list[Cause]) -> Lags:
+    start = onset.start
     contained = [parse_ts(r["ts"]) for r in view.commands if r["type"] == "containment.command"]
     top = causes[0] if causes else None
-    return {
-        "time_to_detect_ms": view.opened_ts - start,
-        "time_to_contain_ms": min(contained) - start if contained else None,
-        "time_to_resolve_ms": view.resolved_ts - start if view.resolved_ts is not None else None,
-        "cause_to_onset_ms": start - parse_ts(top["ts"]) if top and top["kind"] != "attack" else None,
-    }
+    return Lags(
+        time_to_detect_ms=view.opened_ts - start,
+        time_to_contain_ms=min(contained) - start if contained else None,
+        time_to_resolve_ms=view.resolved_ts - start if view.resolved_ts is not None else None,
+        cause_to_onset_ms=start - parse_ts(top.ts) if top and top.kind != "attack" else None,
+    )
 
 
-def _notes(
-    view: IncidentView, first: Event | None, changes: list[Event], data_from: int, start: int, options: Options
-) -> list[str]:
+def _notes(onset: Onset, changes: list[Event], data_from: int, options: Options) -> list[str]:
     notes = []
-    if first is None:
+    if onset.first is None:
         notes.append("no anomalous event found before onset; times are measured from the estimated start")
-    if data_from > start - options.lookback_ms:
+    if data_from > onset.start - options.lookback_ms:
         notes.append(
             f"the events begin {format_ts(data_from)}, less than the lookback "
             f"({options.lookback_ms // 60_000}m) before the anomaly: earlier changes are not seen"

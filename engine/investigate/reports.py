@@ -4,7 +4,7 @@ A `report` event names the inference event it is about (``ref``). Joining puts t
 identity beside the report — which service, model, template, tenant and user produced the
 reported answer — so that an investigation can say "12 users reported wrong answers, 11 of
 them from model m-2 on template support-v3" even when the reporting client knew nothing of
-models. Pure: events in, events and a summary out.
+models. Pure: events in, events and a summary (`UserReports`) out.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.core import Event
+from engine.investigate.model import AnswerCount, ReportExample, UserReports
 
 # What a report takes from the answer it names, when it does not say it itself.
 ANSWER_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
@@ -41,23 +42,26 @@ def join_reports(log: Sequence[Event]) -> tuple[list[Event], set[str]]:
 
 
 def user_reports(log: Sequence[Event], joined: set[str], in_group: Callable[[dict[str, Any]], bool],
-                 start: int, end: int) -> dict[str, Any]:  # fmt: skip
+                 start: int, end: int) -> UserReports:  # fmt: skip
     """The reports about the incident: those from ``start`` to ``end`` whose (joined) fields
     fall in the incident's group. How many, from how many users, with which labels, and which
     models, templates, services and tenants produced the answers they name."""
     reports = [e for e in log if e.type == "report" and start <= e.ts <= end and in_group(e.data)]
     labels: Counter[str] = Counter(label for e in reports for label in e.data.get("labels", ()))
-    answers: dict[str, list[dict[str, Any]]] = {}
+    answers: dict[str, tuple[AnswerCount, ...]] = {}
     for dim in SHOWN_DIMENSIONS:
         values = Counter(str(e.data[dim]) for e in reports if e.data.get(dim) is not None)
         if values:
-            answers[dim] = [{"value": v, "reports": n} for v, n in values.most_common(MAX_VALUES)]
-    return {
-        "reports": len(reports),
-        "users": len({e.data.get("user") for e in reports if e.data.get("user") is not None}),
-        "joined": sum(1 for e in reports if e.event_id in joined),
-        "labels": dict(labels.most_common()),
-        "answers": answers,
-        "examples": [{"event_id": e.event_id, "ref": e.data.get("ref"), "labels": e.data.get("labels", [])}
-                     for e in reports[:MAX_EXAMPLES]],  # fmt: skip
-    }
+            answers[dim] = tuple(AnswerCount(v, n) for v, n in values.most_common(MAX_VALUES))
+    return UserReports(
+        reports=len(reports),
+        users=len({e.data.get("user") for e in reports if e.data.get("user") is not None}),
+        joined=sum(1 for e in reports if e.event_id in joined),
+        labels=dict(labels.most_common()),
+        answers=answers,
+        examples=tuple(_example(e) for e in reports[:MAX_EXAMPLES]),
+    )
+
+
+def _example(report: Event) -> ReportExample:
+    return ReportExample(report.event_id, report.data.get("ref"), tuple(report.data.get("labels", ())))

@@ -4,19 +4,19 @@ buckets and arithmetic, so the chart shows what the engine judged."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from engine.core.engine import span_baseline
 from engine.core.events import Event, format_ts
 from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
 from engine.dsl.compiler import CompiledRule
+from engine.investigate.model import Point, Series
 
 MAX_POINTS = 300
 
 
 def metric_series(
     rule: CompiledRule, events: Sequence[Event], lo: int, hi: int, frozen: tuple[int, int, float | None] | None
-) -> dict[str, Any]:
+) -> Series:
     """Points at step boundaries in [lo, hi] (at most MAX_POINTS; a multiple of the step
     apart when the range is long). ``events``: the group's events (already filtered by the
     rule's `where` and group). ``frozen``: (from, to, baseline) — while the incident was
@@ -43,16 +43,9 @@ def metric_series(
         else:
             baseline = span_baseline(rule, buckets, first_seen, at) if rule.factor is not None else None
         threshold = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
-        points.append(
-            {
-                "ts": format_ts(at),
-                "value": _round(value),
-                "baseline": _round(baseline),
-                "threshold": _round(threshold),
-                "events": sample_size(rule, window),
-            }
-        )
-    return {"step_ms": stride * step, "points": points}
+        size = sample_size(rule, window)
+        points.append(Point(format_ts(at), _round(value), _round(baseline), _round(threshold), size))
+    return Series(step_ms=stride * step, points=tuple(points))
 
 
 def _round(value: float | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The metric chart of an investigation report: inline SVG built from the report dict.
+"""The metric chart of an investigation report: inline SVG built from the `Report` (model.py).
 
 Pure: no I/O, no clock. Every string taken from the report is HTML-escaped. The chart is
 `<svg id="metric-chart">` with the metric (`series-value`), the baseline (`series-baseline`,
@@ -16,6 +16,7 @@ from html import escape
 from typing import Any
 
 from engine.core import parse_ts
+from engine.investigate.model import Mark, Point, Report
 
 # Also used by the page's CSS and looked for, as pixels, by the browser test.
 VALUE_COLOUR = "#1f5fbf"
@@ -75,30 +76,31 @@ def mark_colour(kind: Any) -> str:
     return MARK_COLOURS.get(str(kind), TEXT_COLOUR)
 
 
-def metric_chart(report: dict[str, Any]) -> str:
-    incident = _dict(report.get("incident"))
-    series = _dict(report.get("series"))
-    points = [(ms, p) for p in _list(series.get("points")) if (ms := ts_ms(_dict(p).get("ts"))) is not None]
+def metric_chart(report: Report) -> str:
+    incident, series = report.incident, report.series
+    points = [(ms, p) for p in series.points if (ms := ts_ms(p.ts)) is not None]
     points.sort(key=lambda pair: pair[0])
-    marks = [(ms, item) for item in _list(report.get("timeline")) if (ms := ts_ms(_dict(item).get("ts"))) is not None]
-    opened, resolved = ts_ms(incident.get("opened")), ts_ms(incident.get("resolved"))
+    marks = [(ms, item) for item in report.timeline if (ms := ts_ms(item.ts)) is not None]
+    opened, resolved = ts_ms(incident.opened), ts_ms(incident.resolved)
 
     times = [ms for ms, _ in points] + [ms for ms, _ in marks] + [t for t in (opened, resolved) if t is not None]
     if not times:
-        times = [t for t in (ts_ms(_dict(report.get("range")).get(k)) for k in ("since", "until")) if t is not None]
+        times = [t for t in (ts_ms(report.range.since), ts_ms(report.range.until)) if t is not None]
     x_lo, x_hi = (min(times), max(times)) if times else (None, None)
     if x_lo is not None and x_lo == x_hi:
-        pad = int(number(series.get("step_ms")) or _MINUTE)
+        pad = int(number(series.step_ms) or _MINUTE)
         x_lo, x_hi = x_lo - pad, x_hi + pad
 
-    values = [v for _, p in points for k in ("value", "baseline", "threshold") if (v := number(p.get(k))) is not None]
+    values = [
+        v for _, p in points for k in ("value", "baseline", "threshold") if (v := number(getattr(p, k))) is not None
+    ]
     y_ticks = _value_ticks(min([0.0, *values]), max([0.0, *values]))
     lanes, placed = _place_labels(marks, x_lo, x_hi)
     top = 10 + lanes * LANE_HEIGHT + 6
     bottom = top + PLOT_HEIGHT
     height = bottom + 80
     frame = _Frame(x_lo, x_hi, y_ticks[0], y_ticks[-1], top)
-    metric = str(incident.get("metric") or "metric")
+    metric = str(incident.metric or "metric")
 
     out = [
         f'<svg id="metric-chart" class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
@@ -152,11 +154,12 @@ class _Frame:
         return self.top + PLOT_HEIGHT - (value - self.y_lo) / (self.y_hi - self.y_lo) * PLOT_HEIGHT
 
 
-def _lines(frame: _Frame, points: list[tuple[int, dict]], key: str, colour: str, style: str) -> list[str]:
-    """One polyline per run of non-null values; a lone value between gaps is a dot."""
+def _lines(frame: _Frame, points: list[tuple[int, Point]], key: str, colour: str, style: str) -> list[str]:
+    """One polyline per run of non-null values (``key``: the point's field); a lone value
+    between gaps is a dot."""
     runs: list[list[tuple[float, float]]] = [[]]
     for ms, point in points:
-        value = number(point.get(key))
+        value = number(getattr(point, key))
         if value is None:
             if runs[-1]:
                 runs.append([])
@@ -176,13 +179,13 @@ def _lines(frame: _Frame, points: list[tuple[int, dict]], key: str, colour: str,
     return out
 
 
-def _place_labels(marks: list[tuple[int, Any]], x_lo: int | None, x_hi: int | None) -> tuple[int, list]:
+def _place_labels(marks: list[tuple[int, Mark]], x_lo: int | None, x_hi: int | None) -> tuple[int, list]:
     """Stack mark labels in lanes above the plot so that close marks do not overprint."""
     frame = _Frame(x_lo, x_hi, 0.0, 1.0, 0)
     lane_ends: list[float] = []
     placed = []
     for ms, item in sorted(marks, key=lambda pair: pair[0]):
-        kind = str(_dict(item).get("kind") or "event")
+        kind = str(item.kind or "event")
         label = MARK_LABELS.get(kind, kind.replace("_", " "))[:24]
         x = frame.x(ms)
         width = len(label) * CHAR_WIDTH + 6
@@ -207,7 +210,7 @@ def _marks(frame: _Frame, placed: list, bottom: int) -> list[str]:
         x = frame.x(ms)
         y_text = 10 + (lane + 1) * LANE_HEIGHT - 3
         colour = mark_colour(kind)
-        full = str(_dict(item).get("label") or kind)
+        full = str(item.label or kind)
         when = datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%S")
         text_x, anchor = (x - 3, "end") if anchor_end else (x + 3, "start")
         out.append(
@@ -298,11 +301,3 @@ def _legend(y: float, metric: str) -> list[str]:
         x += 28 + len(label) * CHAR_WIDTH + 24
     out.append("</g>")
     return out
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []

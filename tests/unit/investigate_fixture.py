@@ -1,4 +1,4 @@
-"""An example investigation report, as `firebreak investigate` returns it (a JSON-ready dict).
+"""An example investigation report, as `firebreak investigate --format json` prints it (`Report.to_json()`).
 
 A hallucination spike on gpt-4o after a model update: two hours of one-minute steps, a baseline
 that starts after ten minutes of history (null before), a gap of two steps with no traffic, the

@@ -3,6 +3,7 @@ dimension value tops the contributors, and the report hangs together."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import orjson
@@ -13,7 +14,8 @@ from engine.core import format_ts, parse_ts, run_events, validate_event
 from engine.dsl import load_rules
 from engine.investigate import IncidentNotFound, Selection, investigate, list_incidents
 from engine.investigate.markdown import render_markdown
-from engine.investigate.review import suggest_monitoring
+from engine.investigate.model import Report
+from engine.investigate.review import Detection, suggest_monitoring
 from engine.synthetic import CATEGORIES, RAW_OUTPUTS, RAW_PROMPTS
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -28,7 +30,7 @@ def case_and_report(category: str) -> tuple[Case, list[dict], dict]:
               if truth.onset_ts - 10 * 60_000 <= parse_ts(i["opened"]) <= truth.end_ts]  # fmt: skip
     assert opened, f"{category}: the rule opened no incident for the injection"
     report = investigate(case.rules, case.events, Selection(incident_id=opened[0]["incident_id"]), records=records)
-    return case, records, report
+    return case, records, report.to_json()
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
@@ -124,7 +126,7 @@ def test_report_is_json_and_markdown_without_raw_text(category):
     _, _, report = case_and_report(category)
     data = orjson.dumps(report)
     assert orjson.loads(data) == report
-    text = render_markdown(report)
+    text = render_markdown(Report.from_json(report))
     for raw in RAW_PROMPTS + RAW_OUTPUTS:
         assert raw.encode() not in data and raw not in text
     for heading in ("## Timeline", "## Metric", "## Suspected causes", "## Contributors", "## Adversarial signs",
@@ -174,7 +176,7 @@ def test_no_suggestion_for_a_rule_grouped_right_whose_window_cannot_shrink():
     rules, _ = load_rules({"r.rules": "rule leak_by_tenant:\n  count(pii) >= 5 over 5m by tenant -> sev2"})
     records = run_events(rules, case.events)
     first = next(i for i in list_incidents(records) if i["group"] == {"tenant": case.truth.value})
-    report = investigate(rules, case.events, Selection(incident_id=first["incident_id"]), records=records)
+    report = investigate(rules, case.events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     assert (report["contributors"][0]["dimension"], report["contributors"][0]["value"]) == ("tenant", case.truth.value)
     assert report["lags"]["time_to_detect_ms"] > 150_000  # slow by the clock, but not fixable by a window
     assert report["review"]["monitoring_suggestion"] is None
@@ -189,20 +191,19 @@ def test_slow_detection_suggests_a_shorter_window_only_when_the_replay_detects_e
     start = case.truth.onset_ts
     ttd = parse_ts(opened["ts"]) - start
     # No contributors: only the window can change.
-    suggestion = suggest_monitoring(rules[0], group, [], ttd, case.events, 30_000, start - 30 * 60_000, start,
-                                    case.truth.end_ts, 1)  # fmt: skip
-    assert suggestion is not None and suggestion["why"].startswith("slow")
-    assert "over 15m" in suggestion["rule_text"]
-    assert suggestion["backtest"]["time_to_detect_ms"] < ttd
+    detection = Detection(rules[0], group, ttd, start - 30 * 60_000, start, case.truth.end_ts, incidents=1)
+    suggestion = suggest_monitoring(detection, [], case.events, 30_000)
+    assert suggestion is not None and suggestion.why.startswith("slow")
+    assert "over 15m" in suggestion.rule_text
+    assert suggestion.backtest.time_to_detect_ms < ttd
     # Claimed detection no earlier than it was: a shorter window is not worth suggesting.
-    early = suggest_monitoring(rules[0], group, [], 1, case.events, 30_000, start - 30 * 60_000, start,
-                               case.truth.end_ts, 1)  # fmt: skip
+    early = suggest_monitoring(dataclasses.replace(detection, time_to_detect_ms=1), [], case.events, 30_000)
     assert early is None
 
 
 def test_selection_by_rule_and_group_and_helpful_errors():
     case, records, report = case_and_report("hallucination")
-    again = investigate(case.rules, case.events, Selection(rule="halluc"), records=records)
+    again = investigate(case.rules, case.events, Selection(rule="halluc"), records=records).to_json()
     assert again["incident"]["incident_id"] == report["incident"]["incident_id"]
     with pytest.raises(IncidentNotFound, match="(?s)no incident of incident inc_nope.*inc_"):
         investigate(case.rules, case.events, Selection(incident_id="inc_nope"), records=records)
@@ -212,7 +213,7 @@ def test_selection_by_rule_and_group_and_helpful_errors():
 
 def test_same_input_same_report():
     case, records, report = case_and_report("cost")
-    again = investigate(case.rules, case.events, Selection(incident_id=report["incident"]["incident_id"]))
+    again = investigate(case.rules, case.events, Selection(incident_id=report["incident"]["incident_id"])).to_json()
     assert orjson.dumps(again) == orjson.dumps(report)
     assert format_ts(parse_ts(again["incident"]["opened"])) == again["incident"]["opened"]
 
@@ -227,7 +228,7 @@ def test_a_change_after_which_nothing_happened_loses_half_its_match():
     events = sorted([*case.events, quiet], key=lambda e: e.ts)
     records = run_events(case.rules, events)
     first = next(i for i in list_incidents(records) if parse_ts(i["opened"]) >= case.truth.onset_ts - 600_000)
-    report = investigate(case.rules, events, Selection(incident_id=first["incident_id"]), records=records)
+    report = investigate(case.rules, events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     by_id = {c["event_id"]: c for c in report["suspected_causes"]}
     true, old = by_id[case.truth.cause_event_id], by_id["quiet-1"]
     assert true["rank"] == 1 and true["shift"] > 0.6
@@ -250,7 +251,7 @@ def test_an_attack_elsewhere_at_the_same_time_is_not_the_cause():
     rules, _ = load_rules({"leak.rules": "rule leak:\n  rate(pii) > 0.005 over 10m by tenant min 300 events -> sev2"})
     records = run_events(rules, events)
     first = next(i for i in list_incidents(records) if i["group"] == {"tenant": "acme"})
-    report = investigate(rules, events, Selection(incident_id=first["incident_id"]), records=records)
+    report = investigate(rules, events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     causes = report["suspected_causes"]
     assert causes[0]["event_id"] == leak.cause_event_id
     attack = next(c for c in causes if c["kind"] == "attack")

@@ -10,6 +10,7 @@ import pytest
 from test_investigate import case_and_report
 
 from engine.adapters.investigation import render
+from engine.investigate.model import Report
 
 DOCS = Path(__file__).parents[2] / "docs"
 DOC = (DOCS / "investigate.md").read_text(encoding="utf-8")
@@ -45,9 +46,11 @@ def test_the_documented_list_items_have_their_fields():
 
 def test_the_example_renderings_are_the_example_report_rendered():
     """Regenerate with scripts/docs-examples when a renderer changes."""
-    report = orjson.loads((EXAMPLES / "investigation.json").read_bytes())
+    raw = (EXAMPLES / "investigation.json").read_bytes()
+    report = Report.from_json(orjson.loads(raw))
+    assert (EXAMPLES / "investigation.json").read_text(encoding="utf-8") == render(report, "json") + "\n"
     assert (EXAMPLES / "investigation.md").read_text(encoding="utf-8") == render(report, "markdown") + "\n"
     assert (EXAMPLES / "investigation.html").read_text(encoding="utf-8") == render(report, "html") + "\n"
     png = (EXAMPLES / "investigation.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 50_000
-    assert report["suspected_causes"][0]["kind"] == "config_change"
+    assert report.suspected_causes[0].kind == "config_change"

@@ -35,7 +35,7 @@ def planted(family: str, seed: int) -> tuple[investigate_families.Log, dict]:
     assert tied, f"{family} seed {seed}: the planted incident was not detected"
     report = investigate(log.rules, log.events, Selection(incident_id=tied[0]["incident_id"]),
                          Options(suggest=False), records=records)  # fmt: skip
-    return log, report
+    return log, report.to_json()
 
 
 def by_id(report: dict) -> dict[str, dict]:
@@ -75,7 +75,7 @@ def test_the_ranking_does_not_depend_on_the_metric_unit():
     def ranking(factor: float) -> list[tuple[str, str, float]]:
         b, d = scaled(before, factor), scaled(during, factor)
         rows = rank_contributors(rule, mass_of(rule, b), d, b, 20 * MINUTE, 90 * MINUTE, frozenset({"service"}))
-        return [(r["dimension"], r["value"], r["score"]) for r in rows]
+        return [(r.dimension, r.value, r.score) for r in rows]
 
     assert ranking(1.0)
     assert ranking(1.0) == ranking(1e-5) == ranking(1000.0)
@@ -112,8 +112,8 @@ def test_rank_contributors_against_the_rest_of_the_population():
 
     before, during = events(0, {"a": 0.02, "b": 0.02}), events(10_000, {"a": 0.06, "b": 0.03})
     rows = rank_contributors(rule, mass_of(rule, before), during, before, 4000, 4000)
-    assert [(r["dimension"], r["value"]) for r in rows][:1] == [("tenant", "a")]
-    assert "model_version" not in {r["dimension"] for r in rows}
+    assert [(r.dimension, r.value) for r in rows][:1] == [("tenant", "a")]
+    assert "model_version" not in {r.dimension for r in rows}
 
 
 @pytest.mark.parametrize("seed", [2, 4])

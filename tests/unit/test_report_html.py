@@ -18,6 +18,7 @@ import pytest
 from investigate_fixture import REPORT, report
 
 from engine.investigate.html import render_html
+from engine.investigate.model import Report
 from engine.investigate.svg import OPEN_FILL, THRESHOLD_COLOUR, VALUE_COLOUR
 
 CHROMIUM_TIMEOUT_S = 30
@@ -85,17 +86,17 @@ def empty_report() -> dict:
 
 
 def test_the_page_fetches_nothing():
-    page = render_html(report())
+    page = render_html(Report.from_json(report()))
     for needle in ("http://", "https://", "src=", "href=", "url(", "@import", "<link", "<script", "<img"):
         assert needle not in page.lower(), needle
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
 
 
 def test_every_string_from_the_report_is_escaped():
-    page = render_html(hostile_report())
+    page = render_html(Report.from_json(hostile_report()))
     assert HOSTILE not in page and "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;" in page
-    parsed, reference = Elements(page), Elements(render_html(report()))
+    parsed, reference = Elements(page), Elements(render_html(Report.from_json(report())))
     assert {e.tag for e in parsed.elements} <= {e.tag for e in reference.elements}
     assert not [(e.tag, a) for e in parsed.elements for a in e.attrs if a.startswith("on") or a in ("src", "href")]
     # the hostile text is shown as text, intact
@@ -103,7 +104,7 @@ def test_every_string_from_the_report_is_escaped():
 
 
 def test_the_chart_breaks_lines_where_values_are_null():
-    chart = Elements(render_html(REPORT))
+    chart = Elements(render_html(Report.from_json(REPORT)))
     values = chart.having("polyline", "series-value")
     assert [len(v.attrs["points"].split()) for v in values] == [46, 72]  # steps 46 and 47 have no value
     baseline = chart.having("polyline", "series-baseline")
@@ -111,7 +112,7 @@ def test_the_chart_breaks_lines_where_values_are_null():
 
 
 def test_a_report_without_data_still_has_a_chart():
-    for page in (render_html(empty_report()), render_html({})):
+    for page in (render_html(Report.from_json(empty_report())), render_html(Report.from_json({}))):
         parsed = Elements(page)
         assert [e.attrs.get("id") for e in parsed.elements if e.tag == "svg"][:1] == ["metric-chart"]
         assert "no data" in page
@@ -119,7 +120,7 @@ def test_a_report_without_data_still_has_a_chart():
 
 
 def test_render_is_pure():
-    assert render_html(report()) == render_html(report())
+    assert render_html(Report.from_json(report())) == render_html(Report.from_json(report()))
     assert REPORT == report()
 
 
@@ -181,9 +182,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     binary = chromium_path()
     work = tmp_path_factory.mktemp("report-html")
     pages = {
-        "report": render_html(report()),
-        "empty": render_html(empty_report()),
-        "hostile": render_html(hostile_report()),
+        "report": render_html(Report.from_json(report())),
+        "empty": render_html(Report.from_json(empty_report())),
+        "hostile": render_html(Report.from_json(hostile_report())),
     }
     files = {}
     for name, page in pages.items():
@@ -283,7 +284,7 @@ def test_chromium_draws_a_real_investigation(tmp_path: Path):
 
     _, _, real = case_and_report("quality_degradation")
     page = tmp_path / "real.html"
-    page.write_text(render_html(real), encoding="utf-8")
+    page.write_text(render_html(Report.from_json(real)), encoding="utf-8")
     dom = Elements(finish("real", start_chromium(chromium_path(), tmp_path, "real", page, "--dump-dom")))
     plotted = sum(len(v.attrs["points"].split()) for v in dom.having("polyline", "series-value"))
     assert plotted == sum(p["value"] is not None for p in real["series"]["points"]) > 50

@@ -194,6 +194,7 @@ def test_rules_without_significance_keep_their_records():
 
 def test_an_investigation_states_the_significance_of_its_incident():
     from engine.investigate.markdown import _metric
+    from engine.investigate.model import Report
 
     incident = {
         "rule_text": PII_RULE, "metric": "rate(pii)", "window_ms": 10 * MIN, "value": 0.0083, "baseline": None,
@@ -202,8 +203,8 @@ def test_an_investigation_states_the_significance_of_its_incident():
                          "trials": 360, "expected": 0.144, "p_value": 0.000444},
     }  # fmt: skip
     report = {"incident": incident, "series": {"points": []}, "anomaly": {"means": "PII answers"}}
-    text = "\n".join(_metric(report))
+    text = "\n".join(_metric(Report.from_json(report)))
     assert "Significance: 3 of 360 observed where 0.144 are expected at the threshold — p = 0.000444" in text
     assert "under 1 − 99.9%" in text
     incident["significance"] = None
-    assert "Significance" not in "\n".join(_metric(report))
+    assert "Significance" not in "\n".join(_metric(Report.from_json(report)))

@@ -25,9 +25,9 @@ from engine.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_file
 from engine.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from engine.core import DEFAULT_LATENESS_MS, parse_ts
 from engine.dsl import CompiledRule, load_rules
-from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
 from engine.dsl.policy import POLICY_FILE
+from engine.durations import DurationError, parse_duration
 from engine.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -159,11 +159,11 @@ def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, 
 
 
 def duration_arg(text: str) -> int:
-    """`30s`, `2m` → milliseconds (for argparse)."""
-    unit = text[-1:]
-    if unit not in DURATION_UNITS or not text[:-1].isdigit():
-        raise argparse.ArgumentTypeError(f"`{text}` is not a duration; use e.g. 30s, 2m, 1h")
-    return int(text[:-1]) * DURATION_UNITS[unit]
+    """`30s`, `2m`, `1h30m` → milliseconds (for argparse: engine/durations.py)."""
+    try:
+        return parse_duration(text)
+    except DurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 TOPIC_ONLY = ("since", "until", "bootstrap", "kafka_config", "seek_slack", "emit")  # replay options that need --topic

@@ -31,7 +31,6 @@ Format reference: docs/rule-tests.md.
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,17 +41,15 @@ from engine.adapters.drive import Driver
 from engine.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
 from engine.core import Event, parse_ts
 from engine.dsl import load_rules
-from engine.dsl.checker import DURATION_UNITS
 from engine.dsl.diagnostics import render_all
+from engine.durations import DurationError, format_duration, parse_duration
 from engine.records import RecordKind
 
 TEST_SUFFIX = ".test.toml"
 MAX_EVENTS_PER_TEST = 2_000_000
 TOP_KEYS = {"rules", "start", "lateness", "only_expected", "input", "expect"}
 INPUT_KEYS = {"from", "until", "every", "at", "event", "users", "user_prefix", "flags", "type"}
-OFFSET_UNITS = {"ms": 1, **DURATION_UNITS}
 EXAMPLE_START = '"2026-01-05T00:00:00Z"'
-_OFFSET_PART = re.compile(r"(\d+)(ms|[smhd])")
 
 
 class SpecError(Exception):
@@ -107,24 +104,15 @@ class TestOutcome:
 
 
 def parse_offset(text: Any, where: str) -> int:
-    """``"1h30m"``, ``"90s"``, ``"0m"``, ``"250ms"`` → milliseconds."""
-    if not isinstance(text, str) or not text:
-        raise SpecError(f'{where}: expected a duration like "1h30m", got {text!r}')
-    parts = _OFFSET_PART.findall(text)
-    if "".join(n + u for n, u in parts) != text:
-        if text.isdigit():
-            raise SpecError(f"{where}: `{text}` needs a unit (ms, s, m, h, d)")
-        raise SpecError(f"{where}: `{text}` is not a duration; use e.g. 90s, 10m, 1h30m, 250ms")
-    return sum(int(number) * OFFSET_UNITS[unit] for number, unit in parts)
+    """``"1h30m"``, ``"90s"``, ``"0m"``, ``"250ms"`` → milliseconds (engine/durations.py)."""
+    try:
+        return parse_duration(text)
+    except DurationError as error:
+        raise SpecError(f"{where}: {error}") from None
 
 
 def _offset(ms: int) -> str:
-    sign, ms = ("-" if ms < 0 else ""), abs(ms)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s = rest / 1000
-    text = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s:g}s" if s or not (h or m) else "")
-    return sign + text
+    return format_duration(ms)
 
 
 def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:

@@ -38,6 +38,7 @@ from engine.adapters.file_replay import ReplayResult, write_dead_letter
 from engine.adapters.live.settings import WorkerSettings
 from engine.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts, parse_ts
 from engine.dsl import CompiledRule
+from engine.durations import format_duration
 from engine.kafka_config import KafkaConfig, kafka_config_of
 from engine.records import RecordKind, Stream, record_key, stream_of
 from engine.sdk._kafka import close_quietly, diagnose
@@ -330,7 +331,7 @@ class TopicReplayResult(ReplayResult):
     def head(self) -> list[str]:
         lines = [
             f"topic {self.topic}: {format_ts(self.since)} to {format_ts(self.until)}, read from "
-            f"{format_ts(self.read_from)} (warm-up {duration_text(self.since - self.read_from)}), "
+            f"{format_ts(self.read_from)} (warm-up {format_duration(self.since - self.read_from)}), "
             f"{self.partitions_read} of {self.partitions} partitions",
             f"messages read: {self.lines}   {self.counts()}",
             f"not written: {self.warmup_records} warm-up records (before since), {self.after_until} records at or "
@@ -339,14 +340,6 @@ class TopicReplayResult(ReplayResult):
         if self.emitted:
             lines.append(f"sent to Kafka: {self.emitted} records")
         return lines
-
-
-def duration_text(ms: int) -> str:
-    """``71m``, ``1h``, ``90s``, ``1500ms``: the largest unit that divides it."""
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
 
 
 class _Sender:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from engine.durations import format_duration  # noqa: F401 - re-exported: the one formatter
+
 EVENT_TYPES = ("inference", "change", "heartbeat", "report")  # heartbeat: time only (docs/live.md)
 CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "data_pipeline")
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
@@ -72,20 +74,6 @@ def format_ts(ms: int) -> str:
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     millis = ms % 1000
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
-
-
-def format_duration(ms: int) -> str:
-    """A span of time for people: ``1h5m``, ``4m59s`` (whole seconds from a minute on),
-    ``45s``, ``1.5s`` (tenths under a minute), ``250ms``, ``0s``."""
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    if ms < 60_000 and ms % 1000:
-        return f"{round(ms / 1000, 1):g}s"
-    hours, rest = divmod(ms // 1000, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (seconds, "s")) if n)
 
 
 def validate_event(obj: Any) -> Event:

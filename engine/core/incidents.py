@@ -17,6 +17,7 @@ from engine.core.events import format_ts
 from engine.core.significance import p_value
 from engine.core.window import Summary, impact_events, metric_value, sample_size
 from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
+from engine.durations import format_duration
 from engine.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 
 
@@ -270,7 +271,7 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
     incident = state.incident
     why = why or (
         f"{rule.metric_text} has been {_OP_BACK[rule.op]} the limit since {format_ts(incident.false_since)} "
-        f"({_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
+        f"({format_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
     )
     held = [e.command.command_id for e in incident.commands if e.command.hold]
     records = [_incident_record(RecordKind.RESOLVED, rule, group, incident, at, r, why,
@@ -341,7 +342,7 @@ def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
         )
     users = r.window.users.estimate() if r.window.users is not None else 0
     return (
-        f"{rule.metric_text} was {_num(r.value)} over the last {_duration(rule.window_ms)}{where}, "
+        f"{rule.metric_text} was {_num(r.value)} over the last {format_duration(rule.window_ms)}{where}, "
         f"{_OP_WORDS[rule.op]} {limit}; {impact_events(rule, r.window)} events, {users} users affected"
     )
 
@@ -352,13 +353,6 @@ def _group_text(group: dict) -> str:
 
 def _canonical_group(group: dict) -> str:
     return "|".join(f"{k}={v!r}" for k, v in group.items())
-
-
-def _duration(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms >= size and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms / 1000:g}s"
 
 
 def _num(value: float | None) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from engine.dsl import ast
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
 from engine.dsl.printer import print_number, print_rule
+from engine.durations import UNITS
 from engine.records import SEVERITY_NAMES, Severity
 
 # func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field",
@@ -34,7 +35,7 @@ FUNCTIONS: dict[str, str] = {
 SEVERITIES = SEVERITY_NAMES  # sev1 (most severe) .. sev4
 CATEGORIES = ("hallucination", "data_leakage", "quality_degradation", "adversarial", "cost", "other")
 IMPACT_MEASURES = ("users", "events")
-DURATION_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+DURATION_UNITS = {unit: ms for unit, ms in UNITS.items() if unit != "ms"}  # a rule's durations: s, m, h, d
 ORDERING_OPS = {"<", "<=", ">", ">="}
 
 

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
+from engine.durations import DurationError, parse_duration
 
 POLICY_FILE = "policy.toml"
 SEVERITY_NAMES = ("sev1", "sev2", "sev3", "sev4")
 LAYERS = ("category", "rule")
 KEYS = ("team", "page", "update_every")
-_DURATION = re.compile(r"([0-9]+)([smhd])")
-_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -156,8 +155,12 @@ def read_policies(sources: Mapping[str, str], categories: Iterable[str],
 
 
 def duration_text_ms(text: str) -> int | None:
-    found = _DURATION.fullmatch(text)
-    return int(found[1]) * _UNITS[found[2]] if found and int(found[1]) > 0 else None
+    """A positive duration (engine/durations.py), or None."""
+    try:
+        ms = parse_duration(text)
+    except DurationError:
+        return None
+    return ms if ms > 0 else None
 
 
 def _sev(name: str) -> int:

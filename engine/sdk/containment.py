@@ -44,7 +44,7 @@ __all__ = [
 
 log = logging.getLogger("firebreak.sdk.containment")
 
-COMMAND, RENEWED, RELEASE = RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE  # engine/core/records.py
+COMMAND, RENEWED, RELEASE = RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE  # engine/records.py
 RECORD_TYPES = (COMMAND, RENEWED, RELEASE)
 
 

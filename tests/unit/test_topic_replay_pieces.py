@@ -14,7 +14,6 @@ from engine.adapters.topic_replay import (
     TopicMessage,
     TopicReplayResult,
     check_range,
-    duration_text,
     merge_by_event_time,
     parse_time,
     warmup_ms,
@@ -156,14 +155,12 @@ def test_topic_summary_names_the_range_the_warm_up_and_messages() -> None:
     result.opened["spike"] = 1
     assert result.summary() == (
         "topic ai.inference.events: 2026-03-01T01:00:00Z to 2026-03-01T01:25:00Z, read from 2026-02-28T23:49:00Z "
-        "(warm-up 71m), 3 of 4 partitions\n"
+        "(warm-up 1h11m), 3 of 4 partitions\n"
         "messages read: 12   events read: 9   bad messages: 2   late events: 0   records: 5\n"
         "not written: 1 warm-up records (before since), 3 records at or after until   events outside the range: 1\n"
         "incidents opened by rule:\n"
         "  spike: 1"
     )
-    texts = [duration_text(ms) for ms in (71 * MIN, 3_600_000, 90_000, 1_500, 0)]
-    assert texts == ["71m", "1h", "90s", "1500ms", "0ms"]
 
 
 # ---- the command line: everything that is decided before any broker is asked -------------------

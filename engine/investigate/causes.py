@@ -110,14 +110,14 @@ Joint = Callable[[list[tuple[str, str]]], float]
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """What a cause is scored against. ``start``: the estimated start of the anomaly;
-    ``contributors``: every ranked (dimension, value); ``shift(dim, value, t)``: how much the
-    value's anomaly rate rose at ``t`` (contributors.value_shift); ``dimensions``: the
-    contributors' (the rule's `by` fields beyond the standard ones are each a hierarchy of
-    their own); ``group``: the incident's (field → value as text); ``joint(pairs)``: the
-    contributor score of the events carrying all of ``pairs`` (a change naming values in
-    several hierarchies changed where they meet)."""
+class Findings:
+    """What the earlier passes found, that a cause is scored against. ``start``: the estimated
+    start of the anomaly; ``contributors``: every ranked (dimension, value); ``shift(dim, value,
+    t)``: how much the value's anomaly rate rose at ``t`` (contributors.value_shift);
+    ``dimensions``: the contributors' (the rule's `by` fields beyond the standard ones are each
+    a hierarchy of their own); ``group``: the incident's (field → value as text);
+    ``joint(pairs)``: the contributor score of the events carrying all of ``pairs`` (a change
+    naming values in several hierarchies changed where they meet)."""
 
     start: int
     step_ms: int
@@ -130,26 +130,26 @@ class Evidence:
     joint: Joint | None = None
 
 
-def rank_causes(changes: Sequence[Event], evidence: Evidence) -> list[Cause]:
+def rank_causes(changes: Sequence[Event], findings: Findings) -> list[Cause]:
     """``changes``: the change events of the lookback window, each scored; and the attack,
     when the adversarial signs hold. Best first, ranked from 1."""
-    extra = tuple(d for d in evidence.dimensions if d not in DIMENSIONS)
+    extra = tuple(d for d in findings.dimensions if d not in DIMENSIONS)
     chains = HIERARCHIES + tuple((d,) for d in extra)
-    scores = {(c.dimension, c.value): c.score for c in evidence.contributors}
-    priors = PRIORS.get(evidence.category, {})
+    scores = {(c.dimension, c.value): c.score for c in findings.contributors}
+    priors = PRIORS.get(findings.category, {})
     ranked = []
     for change in changes:
         dims = change_dimensions(change, extra)
         known = [next((d, dims[d]) for d in chain if d in dims) for chain in chains if any(d in dims for d in chain)]
-        match, rose, match_why = _match(change.ts, known, scores, evidence)
-        before = evidence.start - change.ts
-        proximity, time_why = _proximity(before, evidence.step_ms)
+        match, rose, match_why = _match(change.ts, known, scores, findings)
+        before = findings.start - change.ts
+        proximity, time_why = _proximity(before, findings.step_ms)
         kind = str(change.data.get("kind"))
         description = str(change.data.get("description", ""))
         why = f"{match_why}; {time_why}"
         ranked.append(_candidate(change.event_id, kind, change.ts, before, dims, description, match, proximity,
                                  priors.get(kind, DEFAULT_PRIOR), why, rose))  # fmt: skip
-    attack = _attack(evidence, priors)
+    attack = _attack(findings, priors)
     if attack is not None:
         ranked.append(attack)
     ranked.sort(key=lambda c: (-c.score, -c.proximity, c.event_id))
@@ -157,14 +157,14 @@ def rank_causes(changes: Sequence[Event], evidence: Evidence) -> list[Cause]:
 
 
 def _match(
-    ts: int, known: list[tuple[str, str]], scores: dict[tuple[str, str], float], evidence: Evidence
+    ts: int, known: list[tuple[str, str]], scores: dict[tuple[str, str], float], findings: Findings
 ) -> tuple[float, float | None, str]:
     """(match, shift, why) of a change at ``ts`` naming ``known`` (its most specific value per
     hierarchy)."""
     if not known:
         return NO_DIMENSIONS_MATCH, None, "names no dimension (could touch anything)"
-    joint = evidence.joint
-    target = _target(known, evidence.group)
+    joint = findings.joint
+    target = _target(known, findings.group)
     if target is None:  # names another group of the rule
         best, match = known[0], 0.0
     elif len(target) == 1:
@@ -178,9 +178,9 @@ def _match(
     if match < CARRIES:
         return match, None, "none of its dimensions carries the anomaly"
     why = f"{what} carries the anomaly (contributor score {match:.2f})"
-    if evidence.shift is None:
+    if findings.shift is None:
         return match, None, why
-    rose = evidence.shift(best[0], best[1], ts)
+    rose = findings.shift(best[0], best[1], ts)
     match *= SHIFT_FLOOR + (1 - SHIFT_FLOOR) * (SHIFT_UNKNOWN if rose is None else rose)
     if rose is None:
         why += ", and the log starts too late to see whether it rose after the change"
@@ -191,16 +191,16 @@ def _match(
     return match, rose, why
 
 
-def _attack(evidence: Evidence, priors: dict[str, float]) -> Cause | None:
+def _attack(findings: Findings, priors: dict[str, float]) -> Cause | None:
     """The attack as a candidate, when the adversarial signs hold."""
-    adv = evidence.adversarial
+    adv = findings.adversarial
     if not adv.suspected or not adv.first_event or adv.first_ts is None:
         return None
     ts = adv.first_ts
-    proximity, _ = _proximity(evidence.start - ts, evidence.step_ms)
+    proximity, _ = _proximity(findings.start - ts, findings.step_ms)
     users = ", ".join(u.value for u in adv.top_users[:3]) or ", ".join(u.value for u in adv.anomaly_top_users[:3])
     top_user = (adv.top_users or adv.anomaly_top_users)[0].value
-    return _candidate(adv.first_event, "attack", ts, evidence.start - ts, {"user": top_user},
+    return _candidate(adv.first_event, "attack", ts, findings.start - ts, {"user": top_user},
                       f"attack by a few users ({users})", adv.concentration, proximity,
                       priors.get("attack", DEFAULT_PRIOR), adv.why)  # fmt: skip
 

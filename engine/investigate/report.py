@@ -2,7 +2,7 @@
 
 Each pass takes and returns typed values: `read_log` (the log as the incident's rule sees
 it: `Log`) → `find_onset` (when the anomaly began: `Onset`) → `find_concentration` (its
-contributors and adversarial signs: `Concentration`) → `rank_causes` (over the `evidence`)
+contributors and adversarial signs: `Concentration`) → `rank_causes` (over the `findings`)
 → the story (`Incident`, timeline `Mark`s, `Lags`, `Series`) → `assess_impact` and the
 review (`suggest`, `postmortem`). The result is a `Report` (model.py); `report.to_json()` is
 what `--format json` prints (shape: docs/investigate.md), Markdown and HTML render the
@@ -20,7 +20,7 @@ from engine.core.events import Event, format_ts, parse_ts
 from engine.dsl.compiler import CompiledRule, getter
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import Mass, change_point, first_anomalous, mass_of, slope_start
-from engine.investigate.causes import Evidence, Shift, rank_causes
+from engine.investigate.causes import Findings, Shift, rank_causes
 from engine.investigate.contributors import (
     combine,
     conjunction,
@@ -163,7 +163,7 @@ def investigate(
     onset = find_onset(log)
     found = find_concentration(log, onset)
     changes = [e for e in log.log if e.type == "change" and onset.start - options.lookback_ms <= e.ts <= log.opened]
-    causes = rank_causes(changes, evidence(log, onset, found))
+    causes = rank_causes(changes, findings(log, onset, found))
     story = tell_story(log, onset, causes)
     reports, impact, anomalous = assess_impact(log, onset)
     suggestion = suggest(log, onset, found, story.lags, options) if options.suggest else None
@@ -269,12 +269,12 @@ def find_concentration(log: Log, onset: Onset) -> Concentration:
                          combine(group_rows, inside), adversarial)  # fmt: skip
 
 
-def evidence(log: Log, onset: Onset, found: Concentration) -> Evidence:
+def findings(log: Log, onset: Onset, found: Concentration) -> Findings:
     """What the causes are scored against: the start, the contributors, the shift of values."""
     group = log.view.group
     of_population = value_shift(log.population, found.mass, found.inc_to)
     shift = _shift(group, of_population, value_shift(log.group_events, found.mass, found.inc_to))
-    return Evidence(
+    return Findings(
         start=onset.start,
         step_ms=log.rule.step_ms,
         category=log.rule.category,

@@ -50,6 +50,8 @@ async def create(topic: str, partitions: int = PARTITIONS) -> None:
         await admin.close()
 
 
+RAW_CPU: list[float] = []  # events per CPU second of each raw run
+CPU: dict = {}  # CPU seconds of the workers and the broker during the last worker run
 WORKER_ARGS: list[str] = []  # --worker-arg: passed to every worker (e.g. --engine python, --no-traffic-check)
 
 
@@ -61,6 +63,21 @@ def start_worker(rules: str, prefix: str, lateness: str, port: int, log: Path) -
          "--lateness", lateness, "--web-port", str(port), *WORKER_ARGS],
         stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,  # noqa: SIM115
     )  # fmt: skip
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The local broker's pid (scripts/kafka-local), to count its CPU in the same run."""
+    for root in (ROOT, Path("/work/main")):
+        path = root / ".kafka" / "broker.pid"
+        if path.exists():
+            return int(path.read_text().split()[0])
+    return None
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -119,13 +136,14 @@ async def raw_consume(topic: str, expected: int) -> float:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        seen, started = 0, time.perf_counter()
+        seen, started, cpu = 0, time.perf_counter(), time.process_time()
         while seen < expected:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for messages in batch.values():
                 for message in messages:
                     orjson.loads(message.value)
                 seen += len(messages)
+        RAW_CPU.append(expected / (time.process_time() - cpu))
         return expected / (time.perf_counter() - started)
     finally:
         await consumer.stop()
@@ -151,14 +169,19 @@ def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
             taken = [m.get("firebreak_events_total", 0) for m in ms]
             if sum(taken) and first is None:
                 first = time.perf_counter()
+                cpu0 = [cpu_s(p.pid) for p in processes]
+                broker = broker_pid()
+                broker0 = cpu_s(broker) if broker else 0.0
                 if profile is not None:
                     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--native", "-r",
                                             "200", "-f", "raw", "-o", str(profile), "--pid", str(processes[0].pid)],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
             if sum(taken) >= expected and lag == 0 and all(ms):
-                rate = expected / (time.perf_counter() - first)
-                return rate, [rss_mb(p.pid) for p in processes], taken
+                wall = time.perf_counter() - first
+                used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
+                CPU.update(workers=used, wall=wall, broker=(cpu_s(broker) - broker0) if broker else None)
+                return expected / wall, [rss_mb(p.pid) for p in processes], taken
             time.sleep(0.25)  # each scrape renders every shard's open incidents: not too often
     finally:
         if spy is not None:
@@ -187,6 +210,11 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"  firebreak worker(s), starter pack: {rate:10,.0f} events/s   ratio {rate / raw:.3f}")
         print(f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
               f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}")
+        worker_cpu, raw_cpu = sum(CPU["workers"]), max(RAW_CPU[-2:])
+        broker = "not found" if CPU["broker"] is None else f"{CPU['broker']:.1f} s"
+        print(f"  CPU in {CPU['wall']:.1f} s: worker(s) {' + '.join(f'{c:.1f}' for c in CPU['workers'])} s "
+              f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
+              f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}")
         if profile is not None:
             print(f"  py-spy profile of worker 0: {profile}")
 
@@ -229,7 +257,8 @@ def memory(args: argparse.Namespace) -> None:
 
 def stages(args: argparse.Namespace) -> None:
     """Stage 1 then stage 2 in this process, on the same events, with no broker: what the
-    worker's own work costs per event, apart from Faust, fetches and transactions."""
+    worker's own work costs per event, apart from Faust, fetches and transactions. Timed in
+    CPU seconds of this process (the machine is shared)."""
     from engine.adapters.live.routing import RouteStage
     from engine.adapters.live.settings import WorkerSettings
     from engine.adapters.live.shard import ShardState
@@ -244,23 +273,23 @@ def stages(args: argparse.Namespace) -> None:
                                   traffic_check=args.traffic_check)  # fmt: skip
         route = RouteStage(rules, settings)
         routed: list[list[bytes]] = [[] for _ in range(args.shards)]
-        started = time.perf_counter()
+        started = time.process_time()
         for start in range(0, len(messages), args.batch):
             for out in route.handle(messages[start : start + args.batch]):
                 if out.topic == "routed":
                     routed[out.partition].append(out.value)
-        stage1 = time.perf_counter() - started
+        stage1 = time.process_time() - started
         shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, route.engine) for s in range(args.shards)]
         records = 0
-        started = time.perf_counter()
+        started = time.process_time()
         for shard, log in zip(shards, routed, strict=True):
             for offset, value in enumerate(log):
                 shard.accept(offset, value)
                 records += len(shard.tick())
-        stage2 = time.perf_counter() - started
-        started = time.perf_counter()
+        stage2 = time.process_time() - started
+        started = time.process_time()
         size = sum(len(orjson.dumps(shard.snapshot())) for shard in shards)
-        snap = time.perf_counter() - started
+        snap = time.process_time() - started
         routed_events = sum(v.count(b"\n") - 1 for log in routed for v in log)
         n = len(messages)
         print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"

@@ -74,25 +74,20 @@ class Router:
         self._shard = {state.rule.name: owner_memo(shards) for state in self.states}
         self._all = list(range(shards))
 
-    def shards_of(self, data: dict) -> list[int]:
-        """The shards an event must reach: those owning one of its (rule, group) pairs, and
-        all of them when it passes the `where` of a `Kx population` rule (a population is
-        every group's events, so each shard counts it whole)."""
-        out: set[int] = set()
-        for state, key in routes_indexed(self.states, data):
-            if state is None:
-                continue
-            if state.population is not None:
-                return self._all
-            out.add(self._shard[state.rule.name](state.rule.name, key))
-        return sorted(out)
-
-    def pairs_by_shard(self, data: dict) -> dict[int, list[list]]:
-        """shard → [[rule index, group key as a list], ...]: the pairs each shard owns."""
-        out: dict[int, list[list]] = {}
+    def masks_of(self, data: dict) -> dict[int, int]:
+        """shard → the rules it must look at for an event, as bits of rule indexes: those of
+        which it owns the event's (rule, group) pair, and every `Kx population` rule that
+        counts the event — on every shard, as a population is every group's events and each
+        shard counts it whole. Shards absent: the event does not concern them."""
+        out: dict[int, int] = {}
         for index, (state, key) in enumerate(routes_indexed(self.states, data)):
             if state is None:
                 continue
+            bit = 1 << index if index < 64 else (1 << 64) - 1
+            if state.population is not None:
+                for shard in self._all:
+                    out[shard] = out.get(shard, 0) | bit
+                continue
             shard = self._shard[state.rule.name](state.rule.name, key)
-            out.setdefault(shard, []).append([index, list(key)])
+            out[shard] = out.get(shard, 0) | bit
         return out

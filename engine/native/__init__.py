@@ -131,10 +131,11 @@ class NativeEngine:
             raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
         self.core.set_owner(shard, shards)
 
-    def feed_routed(self, body: bytes, min_offset: int) -> tuple[int, int, int, int]:
-        """The ``OFFSET TS EVENT`` lines of a routed payload, aggregated without moving time
-        (the shard moves it): (next input offset, events taken, late, duplicates)."""
-        return self.core.feed_routed(body, min_offset)
+    def feed_routed(self, body: bytes, min_offset: int, masks: bool = True) -> tuple[int, int, int, int]:
+        """The ``OFFSET TS MASK EVENT`` lines of a routed payload, aggregated without moving time
+        (the shard moves it); ``masks``: look only at the rules each line's mask names (the
+        payload was routed with these rules): (next input offset, events taken, late, duplicates)."""
+        return self.core.feed_routed(body, min_offset, masks)
 
     def feed_events(self, events: Iterable[Event]):
         from engine.adapters.drive import Fed

@@ -264,13 +264,19 @@ impl Engine {
 
     /// `Engine.add`: aggregate one event without moving time; false (counted) when late.
     pub fn add(&mut self, event: &Event, host: &Host) -> bool {
+        self.add_masked(event, host, None)
+    }
+
+    /// `add`, looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
+    /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
+    pub fn add_masked(&mut self, event: &Event, host: &Host, mask: Option<u64>) -> bool {
         if self.is_late(event.ts) {
             bump(&mut self.stats, "late", 1);
             return false;
         }
         bump(&mut self.stats, "events", 1);
         if matches!(event.kind, Kind::Inference | Kind::Report) {
-            self.aggregate(event, host);
+            self.aggregate(event, host, mask);
         } else {
             bump(&mut self.stats, "changes", 1);
         }
@@ -280,13 +286,16 @@ impl Engine {
         true
     }
 
-    fn aggregate(&mut self, event: &Event, host: &Host) {
+    fn aggregate(&mut self, event: &Event, host: &Host, mask: Option<u64>) {
         let ts = event.ts;
         let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
         let mut parts: Vec<KeyRef> = Vec::new();
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
         for (index, state) in self.rules.iter_mut().enumerate() {
+            if mask.is_some_and(|m| index < 64 && m & (1u64 << index) == 0) {
+                continue;
+            }
             if state.plan.source != event.kind {
                 continue;
             }

@@ -126,19 +126,23 @@ impl Core {
     }
 
     /// The events of a routed payload (the lines after its header), without moving time;
-    /// those before ``min_offset`` (of their input partition) were taken already. Returns
+    /// those before ``min_offset`` (of their input partition) were taken already. ``masks``:
+    /// look only at the rules each line's mask names (stage 1 had the same rules). Returns
     /// (the next input offset to take, events taken, late, duplicates).
+    #[pyo3(signature = (body, min_offset, masks=true))]
     fn feed_routed(
         &mut self,
         py: Python<'_>,
         body: &[u8],
         min_offset: i64,
+        masks: bool,
     ) -> PyResult<(i64, usize, usize, usize)> {
         let host_obj = self.host.bind(py);
         route::feed_payload(
             &mut self.engine,
             body,
             min_offset,
+            masks,
             &Host { py, obj: host_obj },
         )
     }

@@ -7,7 +7,8 @@
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
 //! A routed payload is text: one header line of JSON, then one line per event,
-//! `OFFSET TS JSON` (input offset, event time in ms, the event without `prompt`/`output`).
+//! `OFFSET TS MASK JSON` (input offset, event time in ms, the rules the shard must look at
+//! as a hex bit mask, the event without `prompt`/`output`).
 
 use crate::engine::{key_part, Host, KeyRef, KeyTable};
 use crate::event::{self, Kind};
@@ -150,8 +151,12 @@ impl Router {
         }
     }
 
-    /// Bit `s` set: shard `s` must get the event.
-    pub fn targets(&mut self, event: &event::Event, host: &Host) -> u64 {
+    /// Per shard, the rules it must look at for the event (bit `r`: rule `r`): those of which
+    /// it owns the event's (rule, group) pair, and every `Kx population` rule that counts the
+    /// event (each shard counts the whole population). A shard with no bit set does not get
+    /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
+    pub fn targets(&mut self, event: &event::Event, host: &Host, masks: &mut [u64]) {
+        masks.iter_mut().for_each(|m| *m = 0);
         let data = &event.data;
         if self.key_tables.iter().any(|t| t.info.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
@@ -159,12 +164,6 @@ impl Router {
             }
             self.owners = Owners::new(self.plans.len(), self.shards);
         }
-        let all = if self.shards >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << self.shards) - 1
-        };
-        let mut mask = 0u64;
         let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
         let mut parts: Vec<KeyRef> = Vec::new();
         for (index, plan) in self.plans.iter().enumerate() {
@@ -181,10 +180,9 @@ impl Router {
                     continue;
                 }
             }
+            let bit = if index < 64 { 1u64 << index } else { u64::MAX };
             if plan.population.is_some() {
-                return all;
-            }
-            if mask == all {
+                masks.iter_mut().for_each(|m| *m |= bit);
                 continue;
             }
             let by_id = plan.by_id;
@@ -196,9 +194,8 @@ impl Router {
             let shard =
                 self.owners
                     .shard(index, plan, keys[by_id].unwrap(), &self.key_tables[by_id]);
-            mask |= 1u64 << shard.min(63);
+            masks[shard as usize] |= bit;
         }
-        mask
     }
 }
 
@@ -221,15 +218,20 @@ pub fn routed_json(raw: &[u8], data: &crate::json::Obj, drop: &[&str]) -> Vec<u8
     serde_json::to_vec(&J::Obj(kept).to_value()).unwrap_or_default()
 }
 
-/// The events of one routed payload: (input offset, event time, the event's JSON).
-pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, &[u8])>> {
+/// The events of one routed payload: (input offset, event time, rule mask, the event's JSON).
+pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, Option<u64>, &[u8])>> {
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|line| {
-            let mut fields = line.splitn(3, |b| *b == b' ');
+            let mut fields = line.splitn(4, |b| *b == b' ');
             let offset = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
             let ts = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-            Some((offset, ts, fields.next()?))
+            let mask = std::str::from_utf8(fields.next()?).ok()?;
+            let mask = match mask {
+                "-" => None, // every rule (lines made from a payload of the earlier format)
+                hex => Some(u64::from_str_radix(hex, 16).ok()?),
+            };
+            Some((offset, ts, mask, fields.next()?))
         })
 }
 
@@ -321,6 +323,7 @@ impl NativeRouter {
         let mut beats: HashMap<i64, i64> = HashMap::new();
         let mut refused = Vec::new();
         let mut events = 0;
+        let mut masks = vec![0u64; shards];
         for (index, item) in messages.iter().enumerate() {
             let item = item.downcast::<PyTuple>()?;
             let partition: i64 = item.get_item(0)?.extract()?;
@@ -353,24 +356,28 @@ impl NativeRouter {
             if !routable(event.kind) {
                 continue;
             }
-            let mask = self.router.targets(&event, &host);
-            if mask == 0 {
+            self.router.targets(&event, &host, &mut masks);
+            if masks.iter().all(|m| *m == 0) {
                 continue;
             }
             let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
-            let mut line = Vec::with_capacity(json.len() + 24);
-            let _ = std::io::Write::write_fmt(&mut line, format_args!("{offset} {} ", event.ts));
-            line.extend_from_slice(&json);
-            line.push(b'\n');
+            let head = format!("{offset} {} ", event.ts);
             for (shard, shard_chunks) in chunks.iter_mut().enumerate() {
-                if mask & (1u64 << shard) == 0 {
+                if masks[shard] == 0 {
                     continue;
                 }
-                let last = shard_chunks.last_mut().unwrap();
-                if !last.is_empty() && last.len() + line.len() > self.limit {
+                let size = head.len() + 17 + json.len() + 1;
+                let full = shard_chunks
+                    .last()
+                    .is_some_and(|c| !c.is_empty() && c.len() + size > self.limit);
+                if full {
                     shard_chunks.push(Vec::new());
                 }
-                shard_chunks.last_mut().unwrap().extend_from_slice(&line);
+                let last = shard_chunks.last_mut().unwrap();
+                last.extend_from_slice(head.as_bytes());
+                let _ = std::io::Write::write_fmt(last, format_args!("{:x} ", masks[shard]));
+                last.extend_from_slice(&json);
+                last.push(b'\n');
             }
         }
         let out = PyList::empty(py);
@@ -420,12 +427,14 @@ pub fn feed_payload(
     engine: &mut crate::engine::Engine,
     body: &[u8],
     min_offset: i64,
+    masks: bool,
     host: &Host,
 ) -> PyResult<(i64, usize, usize, usize)> {
     let (mut next, mut taken, mut late, mut duplicates) = (min_offset, 0, 0, 0);
     for line in payload_lines(body) {
-        let (offset, ts, json) =
+        let (offset, ts, mask, json) =
             line.ok_or_else(|| PyValueError::new_err("a routed payload line is malformed"))?;
+        let mask = if masks { mask } else { None }; // masks name rules by index: the same rules only
         if offset < next {
             duplicates += 1; // stage 1 sent it again after a restart
             continue;
@@ -436,7 +445,7 @@ pub fn feed_payload(
                 "routed event at input offset {offset} is not an event"
             ))
         })?;
-        if engine.add(&event, host) {
+        if engine.add_masked(&event, host, mask) {
             taken += 1;
         } else {
             late += 1;

@@ -190,7 +190,7 @@ def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
 
 def test_native_and_python_routers_agree_on_every_pair():
     """Both stage 1s send an event to the same shards (the owners of its pairs, or all for a
-    population rule), so workers on either engine can share a group."""
+    population rule) with the same rule masks, so workers on either engine can share a group."""
     messages = list(input_messages())[:3000]
     python, native = RouteStage(RULES, SETTINGS, "python"), RouteStage(RULES, SETTINGS, "native")
     assert native.engine == "native"
@@ -201,7 +201,8 @@ def test_native_and_python_routers_agree_on_every_pair():
             if out.topic == "routed":
                 for line in out.value.split(b"\n")[1:]:
                     if line:
-                        seen.add((out.partition, int(line.split(b" ", 1)[0])))
+                        offset, _ts, mask, _event = line.split(b" ", 3)
+                        seen.add((out.partition, int(offset), int(mask, 16)))
         return seen
 
     for start in range(0, len(messages), 500):

@@ -89,10 +89,11 @@ class RouteStage:
 
         Each shard gets, per input partition in the batch, one payload (split when large): a
         header line ``{"v": 2, "p": partition, "hb": max event time, "rv": rules version}``,
-        then a line ``OFFSET TS EVENT`` for each event it must see — those of which it owns a
-        (rule, group) pair, and every event that passes the `where` of a `Kx population` rule
-        (each shard counts the whole population) — possibly none: then the payload is just the
-        partition's heartbeat."""
+        then a line ``OFFSET TS MASK EVENT`` for each event it must see — those of which it owns
+        a (rule, group) pair, and every event that passes the `where` of a `Kx population` rule
+        (each shard counts the whole population); MASK (hex) names those rules by index, so the
+        shard looks at no other — possibly none: then the payload is just the partition's
+        heartbeat."""
         if self.native is not None:
             return self._handle_native(messages)
         return self._handle_python(messages)
@@ -119,11 +120,11 @@ class RouteStage:
             data = event.data
             if any(name in data for name in RAW_TEXT_FIELDS):
                 data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
-            targets = self.router.shards_of(data)
-            if targets:
-                line = b"%d %d %s\n" % (offset, event.ts, orjson.dumps(data))
-                for shard in targets:
-                    lines[shard].append(line)
+            masks = self.router.masks_of(data)
+            if masks:
+                head, raw_event = b"%d %d " % (offset, event.ts), orjson.dumps(data)
+                for shard, mask in masks.items():
+                    lines[shard].append(b"%s%x %s\n" % (head, mask, raw_event))
         self._watched()
         for partition, lines in by_partition.items():
             header = self._header(partition)

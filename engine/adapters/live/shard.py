@@ -43,11 +43,11 @@ def split_routed(value: bytes) -> tuple[dict[str, Any], bytes]:
     header line and ``OFFSET TS EVENT`` lines; a message of the earlier format — one JSON object
     with ``ev: [[offset, event, pairs], ...]``, still on the routed topic after an upgrade — is
     turned into the same lines. Idle markers are a header alone in both."""
-    header, newline, body = value.partition(b"\n")
+    header, newline, body = value.partition(b"\n")  # lines: OFFSET TS MASK EVENT (MASK: hex, or -)
     message = orjson.loads(header)
     if newline or not message.get("ev"):
         return message, body
-    lines = [b"%d %d %s\n" % (offset, parse_ts(data["ts"]), orjson.dumps(data)) for offset, data, *_ in message["ev"]]
+    lines = [b"%d %d - %s\n" % (offset, parse_ts(data["ts"]), orjson.dumps(data)) for offset, data, *_ in message["ev"]]
     return message, b"".join(lines)
 
 
@@ -92,7 +92,8 @@ class ShardState:
         next_offset = self.next_offset.get(partition, 0)
         if body:
             if self.kind == "native":
-                next_offset, taken, late, duplicates = self.engine.feed_routed(body, next_offset)
+                same_rules = message.get("rv") == self.rules_version  # masks name rules by index
+                next_offset, taken, late, duplicates = self.engine.feed_routed(body, next_offset, same_rules)
             else:
                 next_offset, taken, late, duplicates = self._feed_python(body, next_offset)
             self.stats["events"] += taken
@@ -107,7 +108,7 @@ class ShardState:
     def _feed_python(self, body: bytes, next_offset: int) -> tuple[int, int, int, int]:
         taken = late = duplicates = 0
         for line in body.splitlines():
-            offset, ts, raw = line.split(b" ", 2)
+            offset, ts, _mask, raw = line.split(b" ", 3)  # the core looks at every rule
             source_offset = int(offset)
             if source_offset < next_offset:
                 duplicates += 1

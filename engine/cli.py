@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -87,15 +87,44 @@ def kafka_settings(args: argparse.Namespace) -> KafkaConfig:
     return load_kafka_config(args.kafka_config, args.bootstrap)
 
 
+TOPIC_OPTIONS = ("since", "until", "bootstrap", "kafka_config")  # add_topic_options: meaningful with --topic only
+
+
+def add_topic_options(parser: argparse.ArgumentParser, title: str, since: str, until: str,
+                      topic: str = "the events topic, e.g. ai.inference.events") -> Any:  # fmt: skip
+    """The options that read events from a Kafka topic instead of files, declared once for every
+    command that can (check, replay, backtest, investigate); the group, for more options."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--topic", metavar="TOPIC", help=topic)
+    group.add_argument("--since", metavar="TIME", help=since)
+    group.add_argument("--until", metavar="TIME", help=until)
+    group.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
+    group.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    return group
+
+
+def source_problem(args: argparse.Namespace, files: Any, files_text: str, files_required: bool,
+                   until_required: bool = True, topic_only: tuple[str, ...] = TOPIC_OPTIONS) -> str | None:  # fmt: skip
+    """Why a command's arguments do not name exactly one source of events — ``files`` (named
+    ``files_text``: "--events", "event FILEs") or --topic with --since (and --until) — or None.
+    One check for every command that reads events."""
+    range_text = "--since and --until" if until_required else "--since"
+    if args.topic is None:
+        used = [name for name in topic_only if getattr(args, name, None) not in (None, False)]
+        if used:
+            return f"--{used[0].replace('_', '-')} needs --topic"
+        wanted = f"{files_text} FILE..." if files_text.startswith("--") else files_text
+        return f"give {wanted}, or --topic with {range_text}" if files_required and not files else None
+    if files:
+        return f"give {files_text} or --topic, not both"
+    if args.since is None or (until_required and args.until is None):
+        return f"--topic needs {range_text}"
+    return None
+
+
 def traffic_source_problem(args: argparse.Namespace) -> str | None:
     """Why `check`'s traffic options do not name one source (--events, or --topic --since), or None."""
-    topic_only = [f"--{name.replace('_', '-')}" for name in ("since", "until", "bootstrap", "kafka_config")
-                  if getattr(args, name) is not None]
-    if args.topic is None:
-        return f"{topic_only[0]} needs --topic" if topic_only else None
-    if args.events:
-        return "give --events or --topic, not both"
-    return None if args.since else "--topic needs --since"
+    return source_problem(args, args.events, "--events", files_required=False, until_required=False)
 
 
 def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> int:
@@ -172,15 +201,9 @@ EMIT_ONLY = ("incidents_topic", "containment_topic")
 
 def replay_source_problem(args: argparse.Namespace) -> str | None:
     """Why the replay's arguments do not name exactly one source (files or --topic), or None."""
-    if args.topic is None:
-        if not args.files:
-            return "give event FILEs, or --topic with --since and --until"
-        used = [name for name in TOPIC_ONLY + EMIT_ONLY if getattr(args, name) not in (None, False)]
-        return f"--{used[0].replace('_', '-')} needs --topic" if used else None
-    if args.files:
-        return "give event FILEs or --topic, not both"
-    if args.since is None or args.until is None:
-        return "--topic needs --since and --until"
+    problem = source_problem(args, args.files, "event FILEs", files_required=True, topic_only=TOPIC_ONLY + EMIT_ONLY)
+    if problem or args.topic is None:
+        return problem
     used = [name for name in EMIT_ONLY if getattr(args, name) is not None]
     if used and not args.emit:
         return f"--{used[0].replace('_', '-')} needs --emit"
@@ -352,14 +375,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.adapters import backtest, backtest_report  # here: the command is this function and its parser block
 
-    topic_options = [f"--{name.replace('_', '-')}" for name in ("since", "until", "bootstrap", "kafka_config")
-                     if getattr(args, name) is not None]
-    if args.topic is None:
-        problem = f"{topic_options[0]} needs --topic" if topic_options else None
-        problem = problem or (None if args.events else "give --events FILE..., or --topic with --since and --until")
-    else:
-        problem = "give --events or --topic, not both" if args.events else None
-        problem = problem or (None if args.since and args.until else "--topic needs --since and --until")
+    problem = source_problem(args, args.events, "--events", files_required=True)
     if problem:
         print(f"firebreak backtest: {problem}", file=sys.stderr)
         return 1
@@ -411,8 +427,9 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     from engine.adapters import investigation
     from engine.investigate import IncidentNotFound, Options, Selection
 
-    if (args.topic is None) == (not args.events):
-        print("firebreak investigate: give --events FILE..., or --topic with --since and --until", file=sys.stderr)
+    problem = source_problem(args, args.events, "--events", files_required=True)
+    if problem:
+        print(f"firebreak investigate: {problem}", file=sys.stderr)
         return 1
     group = {}
     for item in args.group or []:
@@ -506,11 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rule files, or directories of *.rules (and their vocabulary.toml)")  # fmt: skip
     check.add_argument("--events", nargs="+", metavar="FILE",
                        help="also check every rule against these events (JSON lines, `-`, .gz)")  # fmt: skip
-    check.add_argument("--topic", help="also check every rule against this Kafka topic's events from --since")
-    check.add_argument("--since", metavar="TIME", help="with --topic: RFC 3339 time or epoch ms")
-    check.add_argument("--until", metavar="TIME", help="with --topic: end of the range (default: now)")
-    check.add_argument("--bootstrap", metavar="HOST:PORT", help=f"with --topic (default {DEFAULT_BOOTSTRAP})")
-    check.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    add_topic_options(check, "checking against a Kafka topic's events (docs/dsl.md)",
+                      "with --topic: from this time (RFC 3339 or epoch ms)",
+                      "with --topic: end of the range (default: now)",
+                      topic="also check every rule against this Kafka topic's events from --since")  # fmt: skip
     check.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     check.add_argument("--format", choices=("text", "json"), default="text", help="of the traffic report")
@@ -527,12 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     replay.add_argument("--engine", choices=ENGINES, default=None,
                         help="native (the default) or python (the reference core, to compare)")  # fmt: skip
-    topic = replay.add_argument_group("replaying a Kafka topic instead of files (docs/detection.md)")
-    topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
-    topic.add_argument("--since", metavar="TIME", help="write records from this event time (RFC 3339 or epoch ms)")
-    topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
-    topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
-    topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    topic = add_topic_options(replay, "replaying a Kafka topic instead of files (docs/detection.md)",
+                              "write records from this event time (RFC 3339 or epoch ms)",
+                              "... up to this one, exclusive")
     topic.add_argument("--seek-slack", type=duration_arg, metavar="DURATION",
                        help="seek this much earlier by record timestamps (default 5m)")  # fmt: skip
     topic.add_argument("--emit", action="store_true", help="also send the records to the live output topics")
@@ -571,12 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--fail-on-missed", action="store_true",
                           help="exit 3 when NEW misses an injection OLD detects (--truth), or, without --truth, "
                           "when OLD opens an incident NEW does not (for CI)")  # fmt: skip
-    backtest_topic = backtest.add_argument_group("events from a Kafka topic instead of files (docs/backtest.md)")
-    backtest_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
-    backtest_topic.add_argument("--since", metavar="TIME", help="incidents from this event time (RFC 3339 or epoch ms)")
-    backtest_topic.add_argument("--until", metavar="TIME", help="... up to this one, exclusive")
-    backtest_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
-    backtest_topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    add_topic_options(backtest, "events from a Kafka topic instead of files (docs/backtest.md)",
+                      "incidents from this event time (RFC 3339 or epoch ms)", "... up to this one, exclusive")
     backtest.set_defaults(run=cmd_backtest)
 
     inv = sub.add_parser("investigate", help="reconstruct one incident: timeline, causes, contributors, review")
@@ -597,12 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--engine", choices=ENGINES, default=None,
                      help="native (the default) or python (the reference core, to compare)")  # fmt: skip
     inv.add_argument("--no-suggest", action="store_true", help="skip the (replayed) monitoring suggestion")
-    inv_topic = inv.add_argument_group("events from a Kafka topic instead of files (docs/investigate.md)")
-    inv_topic.add_argument("--topic", metavar="TOPIC", help="the events topic, e.g. ai.inference.events")
-    inv_topic.add_argument("--since", metavar="TIME", help="the range to search (RFC 3339 or epoch ms)")
-    inv_topic.add_argument("--until", metavar="TIME", help="... up to this time, exclusive")
-    inv_topic.add_argument("--bootstrap", metavar="HOST:PORT", help=f"Kafka brokers (default {DEFAULT_BOOTSTRAP})")
-    inv_topic.add_argument("--kafka-config", metavar="FILE", help=KAFKA_CONFIG_HELP)
+    add_topic_options(inv, "events from a Kafka topic instead of files (docs/investigate.md)",
+                      "the range to search (RFC 3339 or epoch ms)", "... up to this time, exclusive")
     inv.set_defaults(run=cmd_investigate)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")

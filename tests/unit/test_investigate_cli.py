@@ -98,7 +98,7 @@ def test_bad_lines_are_counted_and_the_report_still_made(leak, capsys, tmp_path)
         (["--group", "tenant=x"], "--group needs --rule"),
         (["--rule", "leak", "--group", "tenant"], "is not FIELD=VALUE"),
         (["--topic", "t", "--since", "2026-01-01T00:00:00Z", "--until", "2026-01-01T01:00:00Z"],
-         "give --events FILE..., or --topic"),
+         "give --events or --topic, not both"),
     ],
 )  # fmt: skip
 def test_user_errors_are_one_clear_message(leak, capsys, args, message):

@@ -8,7 +8,8 @@ run them through an engine, read the records — what our own tests use, shipped
     records = run(pack, events)                    # the Python core; engine="native" for the Rust one
     assert of_type(records, "incident.opened") == []
 
-Times are milliseconds after `T0` (2026-01-01T00:00:00Z) unless given. For whole scenarios in files, see `firebreak test` (docs/rule-tests.md).
+Times are milliseconds after `T0` (2026-01-01T00:00:00Z) unless given. For whole scenarios in
+files, see `firebreak test` (docs/rule-tests.md).
 """
 
 from __future__ import annotations

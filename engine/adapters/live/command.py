@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from engine.adapters.live.logs import FORMATS, LEVELS, configure
+from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.rule_files import (
     RuleFileError,
     collect_companion_paths,
@@ -16,7 +17,10 @@ from engine.adapters.rule_files import (
 )
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all
+from engine.durations import format_duration
 from engine.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
+
+DEFAULTS = WorkerSettings(rules=())
 
 
 def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
@@ -26,28 +30,30 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
                         help="Kafka brokers (default: bootstrap.servers of --kafka-config, else 127.0.0.1:9092)")
     parser.add_argument("--kafka-config", metavar="FILE",
                         help="Kafka client properties: TLS, SASL (docs/kafka-security.md); also FIREBREAK_KAFKA_*")
-    parser.add_argument("--app-id", default="firebreak", help="consumer group and internal topic prefix")
-    parser.add_argument("--input-topic", default="ai.inference.events")
-    parser.add_argument("--incidents-topic", default="ai.incidents")
-    parser.add_argument("--containment-topic", default="ai.containment.commands")
-    parser.add_argument("--dead-letter-topic", default="ai.inference.deadletter")
-    parser.add_argument("--input-partitions", type=int, default=4, help="when the worker creates the input topic")
-    parser.add_argument("--shards", type=int, default=4, help="partitions of the internal routed topic")
-    parser.add_argument("--lateness", type=duration, default=30_000, metavar="DURATION",
-                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
-    parser.add_argument("--idle-timeout", type=duration, default=10_000, metavar="DURATION",
+    d = DEFAULTS  # every default is WorkerSettings' own (one place)
+    parser.add_argument("--app-id", default=d.app_id, help="consumer group and internal topic prefix")
+    parser.add_argument("--input-topic", default=d.input_topic)
+    parser.add_argument("--incidents-topic", default=d.incidents_topic)
+    parser.add_argument("--containment-topic", default=d.containment_topic)
+    parser.add_argument("--dead-letter-topic", default=d.dead_letter_topic)
+    parser.add_argument("--input-partitions", type=int, default=d.input_partitions,
+                        help="when the worker creates the input topic")  # fmt: skip
+    parser.add_argument("--shards", type=int, default=d.shards, help="partitions of the internal routed topic")
+    parser.add_argument("--lateness", type=duration, default=d.lateness_ms, metavar="DURATION",
+                        help=f"allowed lateness of out-of-order events (default {format_duration(d.lateness_ms)})")
+    parser.add_argument("--idle-timeout", type=duration, default=d.idle_timeout_ms, metavar="DURATION",
                         help="a caught-up input partition this quiet stops holding time back")  # fmt: skip
-    parser.add_argument("--checkpoint-interval", type=duration, default=60_000, metavar="DURATION",
+    parser.add_argument("--checkpoint-interval", type=duration, default=d.checkpoint_interval_ms, metavar="DURATION",
                         help="between full snapshots of shard state: the most work redone after a crash")  # fmt: skip
-    parser.add_argument("--web-port", type=int, default=6066, help="Prometheus metrics at /metrics")
-    parser.add_argument("--session-timeout", type=duration, default=30_000, metavar="DURATION",
+    parser.add_argument("--web-port", type=int, default=d.web_port, help="Prometheus metrics at /metrics")
+    parser.add_argument("--session-timeout", type=duration, default=d.session_timeout_ms, metavar="DURATION",
                         help="Kafka group session timeout: how soon a dead worker's partitions move")  # fmt: skip
-    parser.add_argument("--commit-timeout", type=duration, default=60_000, metavar="DURATION",
+    parser.add_argument("--commit-timeout", type=duration, default=d.commit_timeout_ms, metavar="DURATION",
                         help="a transaction of records not committed within this stops the worker (exit 3; a "
                              "restart resumes from the last checkpoint)")  # fmt: skip
     parser.add_argument("--engine", choices=("native", "python"), default=None,
                         help="the detection core of both stages: native (the default where built) or python")
-    parser.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=d.traffic_check,
                         help="warn of rules that never fire over the first hour of traffic after each rule load "
                              "(read in Python: it costs ~40 us an event during that hour)")
     parser.add_argument("--faust-stream-input", dest="input_batches", action="store_false",

@@ -9,6 +9,7 @@ import orjson
 
 from engine.core import parse_ts
 from engine.dsl import CompiledRule
+from engine.records import CONTAINMENT_KINDS, RecordKind, kind_of
 
 
 class IncidentNotFound(LookupError):
@@ -61,9 +62,9 @@ def list_incidents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     final: dict[str, str] = {}
     resolved: dict[str, str] = {}
     for r in records:
-        if r["type"] == "incident.escalated":
+        if r["type"] == RecordKind.ESCALATED:
             final[r["incident_id"]] = r["severity"]
-        elif r["type"] == "incident.resolved":
+        elif r["type"] == RecordKind.RESOLVED:
             resolved[r["incident_id"]] = r["ts"]
     return [
         {
@@ -75,12 +76,12 @@ def list_incidents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "resolved": resolved.get(r["incident_id"]),
         }
         for r in records
-        if r["type"] == "incident.opened"
+        if r["type"] == RecordKind.OPENED
     ]
 
 
 def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selection: Selection) -> IncidentView:
-    opened = [r for r in records if r["type"] == "incident.opened"]
+    opened = [r for r in records if r["type"] == RecordKind.OPENED]
     if selection.incident_id:
         chosen = [r for r in opened if r["incident_id"] == selection.incident_id]
         what = f"incident {selection.incident_id}"
@@ -104,9 +105,9 @@ def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selec
         incident_id=incident_id,
         group=first["group"],
         opened=first,
-        escalations=[r for r in mine if r["type"] == "incident.escalated"],
-        resolved=next((r for r in mine if r["type"] == "incident.resolved"), None),
-        commands=[r for r in mine if r["type"].startswith("containment.")],
+        escalations=[r for r in mine if r["type"] == RecordKind.ESCALATED],
+        resolved=next((r for r in mine if r["type"] == RecordKind.RESOLVED), None),
+        commands=[r for r in mine if kind_of(r) in CONTAINMENT_KINDS],
     )
 
 

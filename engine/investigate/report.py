@@ -48,6 +48,7 @@ from engine.investigate.model import (
 from engine.investigate.reports import join_reports, user_reports
 from engine.investigate.review import Detection, Impact, postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
+from engine.records import RecordKind, kind_of
 
 HOUR = 3_600_000
 MAX_CONTRIBUTORS = 10
@@ -337,7 +338,7 @@ def suggest(log: Log, onset: Onset, found: Concentration, lags: Lags, options: O
         search_from=onset.start_step - rule.window_ms,
         start=onset.start,
         until=log.end,
-        incidents=sum(1 for r in log.records if r["type"] == "incident.opened" and r["rule"] == rule.name),
+        incidents=sum(1 for r in log.records if r["type"] == RecordKind.OPENED and r["rule"] == rule.name),
     )
     splits = _splitting(log.group_events, onset.start_step, found.inc_to, dimensions_of(rule))
     return suggest_monitoring(detection, merge_aliases(found.contributors), log.events, options.lateness_ms, splits)
@@ -471,10 +472,10 @@ def _timeline(view: IncidentView, causes: list[Cause], first: Event | None, mean
     params_of = {r["command_id"]: r.get("params") or {} for r in view.commands if r.get("params")}
     for r in view.commands:
         kind = {
-            "containment.command": "contained",
-            "containment.renewed": "renewed",
-            "containment.release": "released",
-        }[r["type"]]
+            RecordKind.COMMAND: "contained",
+            RecordKind.RENEWED: "renewed",
+            RecordKind.RELEASE: "released",
+        }[kind_of(r)]
         params = ", ".join(f"{k}={v}" for k, v in params_of.get(r["command_id"], {}).items())
         mark(
             parse_ts(r["ts"]), kind, f"{r['action']}({params})" + (" [hold]" if r.get("hold") else ""), r["command_id"]
@@ -493,7 +494,7 @@ def _value_text(r: dict[str, Any]) -> str:
 
 def _lags(view: IncidentView, onset: Onset, causes: list[Cause]) -> Lags:
     start = onset.start
-    contained = [parse_ts(r["ts"]) for r in view.commands if r["type"] == "containment.command"]
+    contained = [parse_ts(r["ts"]) for r in view.commands if r["type"] == RecordKind.COMMAND]
     top = causes[0] if causes else None
     return Lags(
         time_to_detect_ms=view.opened_ts - start,

@@ -15,6 +15,7 @@ from engine.dsl import ast, load_rules, parse_rule
 from engine.dsl.compiler import CompiledRule
 from engine.dsl.printer import print_rule
 from engine.investigate.model import Adversarial, Backtest, Cause, Contributor, Incident, Lags, Review, Suggestion
+from engine.records import RecordKind
 
 SUGGEST_SCORE = 0.5  # a contributor this strong is worth its own group
 MIN_WINDOW_MS = 60_000
@@ -134,7 +135,7 @@ def _backtest(rules: tuple[CompiledRule, ...], group: Mapping[str, Any], events:
     """When the suggested rule would have opened an incident for this anomaly, and how many
     incidents it opens in the whole range (its noise)."""
     records = run_events(rules, events, lateness_ms)
-    opened = [r for r in records if r["type"] == "incident.opened"]
+    opened = [r for r in records if r["type"] == RecordKind.OPENED]
     hit = next(
         (
             r

@@ -140,7 +140,6 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> 
 
             errors += (topic_replay.TopicError,)
             since, until = check_time_range(args.since, args.until)
-            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
             report = traffic_check.check_topic(kafka_settings(args), args.topic, since, until, rules,
                                                args.lateness)  # fmt: skip
     except ValueError as error:
@@ -284,7 +283,6 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
     rules = load_rules_or_report(args.rules, "replay")
     if rules is None:
         return 1
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
     publish_to = None
     if args.emit:
         publish_to = topic_replay.OutputTopics(
@@ -390,7 +388,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"firebreak backtest: {error}", file=sys.stderr)
             return 1
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are noise; TopicError says why
         source = backtest.TopicSource(kafka, args.topic, since, until)
         source_label = f" of {args.topic} from {args.since} to {args.until}"
         errors += (topic_replay.TopicError,)
@@ -452,7 +449,6 @@ def cmd_investigate(args: argparse.Namespace) -> int:
 
             errors += (topic_replay.TopicError,)
             since, until = topic_time_range(args)
-            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # TopicError says why
             loaded = investigation.events_from_topic(kafka_settings(args), args.topic, since, until, rules, options)
         else:
             loaded = investigation.events_from_files(args.events)
@@ -624,8 +620,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(args: argparse.Namespace) -> None:
+    """Logging, once, for the whole process: the worker's own (level, text or JSON lines:
+    engine/adapters/live/logs.py); for every other command warnings on stderr (`notify -v`:
+    each delivery attempt), and aiokafka's retries silenced — its failures are told once, by
+    the command, in one line."""
+    if args.command == "worker":
+        from engine.adapters.live.logs import configure
+
+        configure(args.log_level, args.log_format)
+        return
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import orjson
@@ -34,9 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.adapters.notify import NotifyConfigError, load_notify_config, notify_records, notify_topics
     from engine.kafka_config import KafkaConfigError, load_kafka_config
 
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         config = load_notify_config(args.config)
     except NotifyConfigError as error:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from engine.adapters.live.logs import FORMATS, LEVELS, configure
+from engine.adapters.live.logs import FORMATS, LEVELS
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.rule_files import (
     RuleFileError,
@@ -67,7 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.adapters.live.settings import WorkerSettings
 
-    configure(args.log_level, args.log_format)
 
     def load() -> tuple[object, str]:
         try:

@@ -91,3 +91,13 @@ class Router:
             shard = self._shard[state.rule.name](state.rule.name, key)
             out[shard] = out.get(shard, 0) | bit
         return out
+
+    def pairs_by_shard(self, data: dict) -> dict[int, list[list]]:
+        """shard → [[rule index, group key as a list], ...]: the pairs each shard owns."""
+        out: dict[int, list[list]] = {}
+        for index, (state, key) in enumerate(routes_indexed(self.states, data)):
+            if state is None:
+                continue
+            shard = self._shard[state.rule.name](state.rule.name, key)
+            out.setdefault(shard, []).append([index, list(key)])
+        return out

@@ -5,14 +5,19 @@
 //! (incidents.evaluate_group, through the host's `step`) decides and writes the records.
 
 use crate::event::{Event, Kind};
+use crate::groups::Groups;
+use crate::schedule::Wheel;
 use crate::json::J;
 use crate::plan::{Func, Plan};
 use crate::value::{get, KeyPart, Num};
 use crate::window::{flagged, metric_value, sample_size, summarize, Bucket, Summary};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::collections::BTreeMap;
+use rustc_hash::FxHashSet as HashSet;
+use std::collections::{BTreeMap, VecDeque};
+
+/// A group's buckets, sorted by start: new ones come at the back, expired ones leave at the front.
+pub type Buckets = VecDeque<(i64, Bucket)>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Status {
@@ -22,7 +27,7 @@ pub enum Status {
 }
 
 pub struct Group {
-    pub buckets: Vec<(i64, Bucket)>, // sorted by start
+    pub buckets: Buckets, // sorted by start
     pub first_seen: Option<i64>,
     pub status: Status,
     pub frozen_baseline: Option<f64>,
@@ -126,21 +131,21 @@ impl KeyTable {
 
 pub struct RuleState {
     pub plan: Plan,
-    pub groups: HashMap<u32, Group>,
+    pub groups: Groups,
     pub next_eval: Option<i64>,
-    pub due: BTreeMap<i64, HashSet<u32>>,
+    pub due: Wheel,
     pub active: HashSet<u32>,
-    pub population: Option<BTreeMap<i64, (i64, i64)>>,
+    pub population: Option<Vec<(i64, (i64, i64))>>, // per step start (sorted): events, flagged
 }
 
 impl RuleState {
     pub fn new(plan: Plan) -> RuleState {
-        let population = plan.population.map(|_| BTreeMap::new());
+        let population = plan.population.map(|_| Vec::new());
         RuleState {
+            due: Wheel::new(plan.step_ms),
             plan,
-            groups: HashMap::default(),
+            groups: Groups::default(),
             next_eval: None,
-            due: BTreeMap::new(),
             active: HashSet::default(),
             population,
         }
@@ -149,20 +154,17 @@ impl RuleState {
     pub fn schedule(&mut self, key: u32, start: i64, first: bool, after: Option<i64>) {
         let p = &self.plan;
         let step = p.step_ms;
-        let mut times = vec![
-            start + step,
-            start + p.window_ms + step,
-            start + p.memory_ms + step,
+        let baseline = p.factor.is_some();
+        let times = [
+            Some(start + step),
+            Some(start + p.window_ms + step),
+            Some(start + p.memory_ms + step),
+            baseline.then_some(start + p.window_ms + p.baseline_ms + step),
+            (baseline && first).then_some(start + p.window_ms + p.baseline_ms),
         ];
-        if p.factor.is_some() {
-            times.push(start + p.window_ms + p.baseline_ms + step);
-            if first {
-                times.push(start + p.window_ms + p.baseline_ms);
-            }
-        }
-        for at in times {
+        for at in times.into_iter().flatten() {
             if after.is_none_or(|a| at >= a) {
-                self.due.entry(at).or_default().insert(key);
+                self.due.push(at, key);
             }
         }
     }
@@ -170,9 +172,11 @@ impl RuleState {
     fn population_at(&mut self, at: i64) -> (i64, i64) {
         let window_from = at - self.plan.window_ms;
         let population = self.population.as_mut().unwrap();
-        population.retain(|start, _| *start >= window_from);
+        let old = population.partition_point(|(start, _)| *start < window_from);
+        population.drain(..old);
         population
-            .range(..at)
+            .iter()
+            .take_while(|(start, _)| *start < at)
             .fold((0, 0), |(n, h), (_, (e, f))| (n + e, h + f))
     }
 }
@@ -207,10 +211,14 @@ pub struct Engine {
     pub lateness_ms: i64,
     pub max_ts: Option<i64>,
     pub watermark: Option<i64>,
-    pub stats: BTreeMap<String, i64>,
+    pub stats: BTreeMap<String, i64>, // restored counts; `stats()` adds the counters below
+    pub events: i64,
+    pub late: i64,
+    pub changes: i64,
     pub opened: BTreeMap<String, i64>,
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
     pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
+    keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
 }
 
 fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
@@ -240,10 +248,25 @@ impl Engine {
             max_ts: None,
             watermark: None,
             stats: BTreeMap::new(),
+            events: 0,
+            late: 0,
+            changes: 0,
             opened: BTreeMap::new(),
             key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
             owner: None,
+            keys: vec![None; by_lists.len()],
         }
+    }
+
+    /// The engine's counters as the Python core's `stats` Counter has them (no zero counts).
+    pub fn stats(&self) -> BTreeMap<String, i64> {
+        let mut stats = self.stats.clone();
+        for (name, count) in [("events", self.events), ("late", self.late), ("changes", self.changes)] {
+            if count != 0 {
+                *stats.entry(name.to_string()).or_insert(0) += count;
+            }
+        }
+        stats
     }
 
     pub fn is_late(&self, ts: i64) -> bool {
@@ -271,14 +294,14 @@ impl Engine {
     /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
     pub fn add_masked(&mut self, event: &Event, host: &Host, mask: Option<u64>) -> bool {
         if self.is_late(event.ts) {
-            bump(&mut self.stats, "late", 1);
+            self.late += 1;
             return false;
         }
-        bump(&mut self.stats, "events", 1);
+        self.events += 1;
         if matches!(event.kind, Kind::Inference | Kind::Report) {
             self.aggregate(event, host, mask);
         } else {
-            bump(&mut self.stats, "changes", 1);
+            self.changes += 1;
         }
         if self.max_ts.is_none_or(|m| event.ts > m) {
             self.max_ts = Some(event.ts);
@@ -288,7 +311,8 @@ impl Engine {
 
     fn aggregate(&mut self, event: &Event, host: &Host, mask: Option<u64>) {
         let ts = event.ts;
-        let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
+        let keys = &mut self.keys;
+        keys.fill(None);
         let mut parts: Vec<KeyRef> = Vec::new();
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
@@ -324,7 +348,7 @@ impl Engine {
             let step = state.plan.step_ms;
             let start = ts - ts.rem_euclid(step);
             if let Some(population) = state.population.as_mut() {
-                let totals = population.entry(start).or_insert((0, 0));
+                let totals = population_entry(population, start);
                 totals.0 += 1;
                 if flagged(event, state.plan.flag.as_deref().unwrap_or("")) {
                     totals.1 += 1;
@@ -338,7 +362,7 @@ impl Engine {
                 }
             }
             let at = ensure_bucket(state, key, start);
-            let group = state.groups.get_mut(&key).unwrap();
+            let group = state.groups.get_mut(key).unwrap();
             group.buckets[at]
                 .1
                 .add(&state.plan, event, &mut user_hash, &py_str);
@@ -415,43 +439,37 @@ impl Engine {
     ) -> PyResult<()> {
         let state = &mut self.rules[index];
         let table = &self.key_tables[state.plan.by_id];
-        let mut keys: Vec<u32> = state
-            .due
-            .remove(&at)
-            .map(|s| s.into_iter().collect())
-            .unwrap_or_default();
+        let mut keys: Vec<u32> = state.due.take(at);
         keys.extend(state.active.iter().copied());
         keys.sort_unstable();
         keys.dedup();
-        keys.retain(|k| state.groups.contains_key(k));
-        keys.sort_by(|a, b| {
-            table.info[*a as usize]
-                .order
-                .cmp(&table.info[*b as usize].order)
-        });
         let population = if state.population.is_some() {
             Some(state.population_at(at))
         } else {
             None
         };
         let plan = &state.plan;
+        let horizon = at - plan.memory_ms;
+        let window_from = at - plan.window_ms;
         let mut dead = Vec::new();
-        for key in keys {
-            let group = state.groups.get_mut(&key).unwrap();
-            let horizon = at - plan.memory_ms;
-            group.buckets.retain(|(s, _)| *s >= horizon);
-            if group.status == Status::Inactive && !group.buckets.iter().any(|(s, _)| *s < at) {
+        // First every group natively, in any order (nothing here is seen outside the group);
+        // then the lifecycle of those that hold or are pending or firing, in the core's order.
+        let mut calls: Vec<(u32, Reading)> = Vec::new();
+        for &key in &keys {
+            let Some(group) = state.groups.get_mut(key) else {
+                continue;
+            };
+            while group.buckets.front().is_some_and(|(s, _)| *s < horizon) {
+                group.buckets.pop_front();
+            }
+            if group.status == Status::Inactive && group.buckets.front().is_none_or(|(s, _)| *s >= at) {
+                // Nothing this step can see (buckets at or after `at`: early events).
                 if group.buckets.is_empty() {
                     dead.push(key);
                 }
                 continue;
             }
-            let window_from = at - plan.window_ms;
-            let in_window = group
-                .buckets
-                .iter()
-                .filter(|(s, _)| window_from <= *s && *s < at)
-                .map(|(_, b)| b);
+            let in_window = window(&group.buckets, window_from, at);
             let baseline = if plan.factor.is_some() {
                 if group.status != Status::Inactive {
                     group.frozen_baseline
@@ -466,6 +484,18 @@ impl Engine {
             if !reading.holds && group.status == Status::Inactive {
                 continue;
             }
+            calls.push((key, reading));
+        }
+        if calls.len() > 1 {
+            calls.sort_by(|(a, _), (b, _)| {
+                table.info[*a as usize]
+                    .order
+                    .cmp(&table.info[*b as usize].order)
+            });
+        }
+        for (key, reading) in calls {
+            let group = state.groups.get_mut(key).unwrap();
+            let in_window = window(&group.buckets, window_from, at);
             let detail = summarize(plan, in_window, true);
             if group.dict.is_none() {
                 group.dict = Some(
@@ -477,7 +507,7 @@ impl Engine {
             let users: Vec<u64> = detail
                 .users
                 .as_ref()
-                .map(|u| u.mins.clone())
+                .map(|u| u.mins.as_slice().to_vec())
                 .unwrap_or_default();
             let evidence: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
             let args = (
@@ -530,8 +560,9 @@ impl Engine {
                 }
             }
         }
+        state.due.recycle(keys);
         for key in dead {
-            state.groups.remove(&key);
+            state.groups.remove(key);
         }
         if state.groups.is_empty() {
             state.next_eval = None;
@@ -541,20 +572,70 @@ impl Engine {
     }
 }
 
+/// The totals of the population step at ``start``, made when new (nearly always the last).
+pub fn population_entry(population: &mut Vec<(i64, (i64, i64))>, start: i64) -> &mut (i64, i64) {
+    let at = match population.last() {
+        Some((last, _)) if *last == start => population.len() - 1,
+        Some((last, _)) if *last < start => population.len(),
+        None => 0,
+        Some(_) => population.partition_point(|(s, _)| *s < start),
+    };
+    if at == population.len() || population[at].0 != start {
+        population.insert(at, (start, (0, 0)));
+    }
+    &mut population[at].1
+}
+
+/// The buckets starting in ``[from, to)`` (buckets are sorted by start).
+/// Windows end at or near the newest bucket: found from the back, touching only the
+/// buckets in the window (a binary search over a day of buckets misses the cache at
+/// every probe).
+pub fn window(
+    buckets: &Buckets,
+    from: i64,
+    to: i64,
+) -> impl Iterator<Item = &Bucket> + Clone {
+    let mut hi = buckets.len();
+    while hi > 0 && buckets[hi - 1].0 >= to {
+        hi -= 1;
+    }
+    let mut lo = hi;
+    while lo > 0 && buckets[lo - 1].0 >= from {
+        lo -= 1;
+    }
+    buckets.range(lo..hi).map(|(_, b)| b)
+}
+
+/// The same by binary search: for spans far from the newest bucket (baselines).
+fn span(buckets: &Buckets, from: i64, to: i64) -> impl Iterator<Item = &Bucket> + Clone {
+    let lo = buckets.partition_point(|(s, _)| *s < from);
+    let hi = buckets.partition_point(|(s, _)| *s < to);
+    buckets.range(lo..hi.max(lo)).map(|(_, b)| b)
+}
+
 /// The bucket of ``key`` at ``start``, created (and scheduled) when new: its position.
 pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
-    let group = state.groups.entry(key).or_insert_with(|| Group {
-        buckets: Vec::new(),
+    let group = state.groups.get_or_insert_with(key, || Group {
+        buckets: VecDeque::new(),
         first_seen: None,
         status: Status::Inactive,
         frozen_baseline: None,
         life: None,
         dict: None,
     });
-    let at = group.buckets.partition_point(|(s, _)| *s < start);
-    if at < group.buckets.len() && group.buckets[at].0 == start {
-        return at;
-    }
+    // Events come nearly in order: the bucket is almost always the last one, or a new last.
+    let at = match group.buckets.back() {
+        Some((last, _)) if *last == start => return group.buckets.len() - 1,
+        Some((last, _)) if *last < start => group.buckets.len(),
+        None => 0,
+        Some(_) => {
+            let at = group.buckets.partition_point(|(s, _)| *s < start);
+            if group.buckets[at].0 == start {
+                return at;
+            }
+            at
+        }
+    };
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
     let first = group.first_seen.is_none_or(|f| start < f);
     if first {
@@ -664,7 +745,7 @@ fn read(
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
 pub fn span_baseline(
     plan: &Plan,
-    buckets: &[(i64, Bucket)],
+    buckets: &Buckets,
     first_seen: Option<i64>,
     at: i64,
 ) -> Option<f64> {
@@ -673,12 +754,7 @@ pub fn span_baseline(
     if first_seen.is_none_or(|f| start < f) {
         return None;
     }
-    let span = |lo: i64, hi: i64| {
-        buckets
-            .iter()
-            .filter(move |(s, _)| lo <= *s && *s < hi)
-            .map(|(_, b)| b)
-    };
+    let span = |lo: i64, hi: i64| span(buckets, lo, hi);
     let summary = summarize(plan, span(start, end), false);
     if sample_size(plan, &summary) < plan.min_events {
         return None;

@@ -3,9 +3,7 @@
 //! wins, as in orjson).
 
 use crate::value::Num;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
-use std::fmt;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum J<'a> {
@@ -73,92 +71,318 @@ impl<'a> J<'a> {
     }
 }
 
-struct JVisitor;
-
-impl<'de> Visitor<'de> for JVisitor {
-    type Value = J<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_unit<E>(self) -> Result<J<'de>, E> {
-        Ok(J::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<J<'de>, E> {
-        Ok(J::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<J<'de>, E> {
-        Ok(J::Num(Num::Int(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<J<'de>, E> {
-        Ok(J::Num(
-            i64::try_from(v)
-                .map(Num::Int)
-                .unwrap_or(Num::Float(v as f64)),
-        ))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<J<'de>, E> {
-        Ok(J::Num(Num::Float(v)))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Owned(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<J<'de>, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<J<'de>>()? {
-            items.push(item);
-        }
-        Ok(J::Arr(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<J<'de>, A::Error> {
-        let mut items = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            items.push((key.0, map.next_value::<J<'de>>()?));
-        }
-        Ok(J::Obj(Obj(items)))
-    }
-}
-
-impl<'de> de::Deserialize<'de> for J<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<J<'de>, D::Error> {
-        d.deserialize_any(JVisitor)
-    }
-}
-
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// One JSON document, borrowing from ``raw``; None when serde_json does not accept it.
+/// One JSON document, borrowing from ``raw``; None when it is not one this decoder accepts.
+/// It accepts only what orjson accepts and decodes alike (RFC 8259, UTF-8, depth below
+/// orjson's limit, finite numbers); anything else goes to the Python decoder, which decides.
 pub fn parse(raw: &[u8]) -> Option<J<'_>> {
-    let mut de = serde_json::Deserializer::from_slice(raw);
-    de.disable_recursion_limit();
-    let value = de::Deserialize::deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(value)
+    let mut p = Parser { b: raw, i: 0, depth: 0 };
+    p.ws();
+    let value = p.value()?;
+    p.ws();
+    (p.i == raw.len()).then_some(value)
+}
+
+const MAX_DEPTH: u32 = 1000; // orjson refuses deeper documents (1024)
+
+/// Bytes that end the fast scan of a string: quote, backslash, control characters, non-ASCII.
+static STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i < 0x20 || i == b'"' as usize || i == b'\\' as usize || i >= 0x80;
+        i += 1;
+    }
+    t
+};
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+impl<'a> Parser<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn value(&mut self) -> Option<J<'a>> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => Some(J::Str(self.string()?)),
+            b't' => self.literal(b"true", J::Bool(true)),
+            b'f' => self.literal(b"false", J::Bool(false)),
+            b'n' => self.literal(b"null", J::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, text: &[u8], value: J<'a>) -> Option<J<'a>> {
+        if self.b.get(self.i..self.i + text.len())? != text {
+            return None;
+        }
+        self.i += text.len();
+        Some(value)
+    }
+
+    fn object(&mut self) -> Option<J<'a>> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut items = Vec::with_capacity(if self.depth == 1 { 16 } else { 8 });
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return None;
+                }
+                let key = self.string()?;
+                self.ws();
+                if self.peek() != Some(b':') {
+                    return None;
+                }
+                self.i += 1;
+                self.ws();
+                let value = self.value()?;
+                items.push((key, value));
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(J::Obj(Obj(items)))
+    }
+
+    fn array(&mut self) -> Option<J<'a>> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+        } else {
+            loop {
+                items.push(self.value()?);
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    Some(b']') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(J::Arr(items))
+    }
+
+    /// At a quote: the string, borrowed unless it has escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let b = self.b;
+        let start = self.i + 1;
+        let mut j = start;
+        while j < b.len() && !STOP[b[j] as usize] {
+            j += 1;
+        }
+        match *b.get(j)? {
+            b'"' => {
+                self.i = j + 1;
+                // SAFETY: the bytes scanned are all ASCII.
+                Some(Cow::Borrowed(unsafe {
+                    std::str::from_utf8_unchecked(&b[start..j])
+                }))
+            }
+            _ => self.string_slow(start),
+        }
+    }
+
+    /// A string with escapes or non-ASCII text.
+    fn string_slow(&mut self, start: usize) -> Option<Cow<'a, str>> {
+        let b = self.b;
+        let mut out: Vec<u8> = Vec::new();
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            let c = *b.get(j)?;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    j += 1;
+                    match *b.get(j)? {
+                        b'"' => out.push(b'"'),
+                        b'\\' => out.push(b'\\'),
+                        b'/' => out.push(b'/'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let hi = hex4(b.get(j + 1..j + 5)?)?;
+                            j += 4;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                if b.get(j + 1..j + 3)? != b"\\u" {
+                                    return None; // a lone surrogate: orjson refuses it
+                                }
+                                let lo = hex4(b.get(j + 3..j + 7)?)?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return None;
+                                }
+                                j += 6;
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return None;
+                            } else {
+                                hi
+                            };
+                            let ch = char::from_u32(code)?;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                        }
+                        _ => return None,
+                    }
+                    j += 1;
+                }
+                c if c < 0x20 => return None,
+                c => {
+                    out.push(c);
+                    j += 1;
+                }
+            }
+        }
+        self.i = j + 1;
+        if escaped {
+            String::from_utf8(out).ok().map(Cow::Owned)
+        } else {
+            std::str::from_utf8(&b[start..j]).ok().map(Cow::Borrowed)
+        }
+    }
+
+    fn number(&mut self) -> Option<J<'a>> {
+        let b = self.b;
+        let start = self.i;
+        let mut j = start;
+        let negative = b[j] == b'-';
+        if negative {
+            j += 1;
+        }
+        let digits_start = j;
+        match *b.get(j)? {
+            b'0' => j += 1,
+            b'1'..=b'9' => {
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+            }
+            _ => return None,
+        }
+        let digits_end = j;
+        let mut float = false;
+        if b.get(j) == Some(&b'.') {
+            j += 1;
+            let from = j;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            if j == from {
+                return None;
+            }
+            float = true;
+        }
+        if matches!(b.get(j), Some(b'e' | b'E')) {
+            j += 1;
+            if matches!(b.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            let from = j;
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            if j == from {
+                return None;
+            }
+            float = true;
+        }
+        self.i = j;
+        if !float && digits_end - digits_start <= 18 {
+            let mut v: i64 = 0;
+            for d in &b[digits_start..digits_end] {
+                v = v * 10 + (d - b'0') as i64;
+            }
+            return Some(J::Num(Num::Int(if negative { -v } else { v })));
+        }
+        // SAFETY: the bytes matched the ASCII grammar of a JSON number.
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..j]) };
+        if !float {
+            if let Ok(v) = text.parse::<i64>() {
+                return Some(J::Num(Num::Int(v)));
+            }
+            // beyond i64: Python keeps an exact int; here the nearest float (docs/native.md)
+        }
+        let x: f64 = text.parse().ok()?; // correctly rounded, as orjson
+        x.is_finite().then_some(J::Num(Num::Float(x)))
+    }
+}
+
+fn hex4(h: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for c in h {
+        v = v * 16 + (*c as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parses_what_orjson_accepts_alike() {
+        let v = parse(" {\"a\": [1, -0, 2.5, 1e2, \"x\\u00e9\\ud83d\\ude00\", true, null], \"a\": \"é\"} ".as_bytes()).unwrap();
+        let J::Obj(o) = v else { panic!() };
+        assert_eq!(o.get("a"), Some(&J::Str(Cow::Borrowed("é"))));
+        let J::Arr(items) = &o.0[0].1 else { panic!() };
+        assert_eq!(items[1], J::Num(Num::Int(0)));
+        assert_eq!(items[3], J::Num(Num::Float(100.0)));
+        assert_eq!(items[4], J::Str(Cow::Owned("xé😀".into())));
+        for bad in [&b"{\"a\":01}"[..], b"{\"a\":1e400}", b"[\"\\ud800\"]", b"{\"a\":1}x", b"[1,]", b"{\"a\" 1}", b"\"\x01\"", b"[\"\xff\"]", b"NaN"] {
+            assert!(parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -5,10 +5,13 @@
 
 mod engine;
 mod event;
+mod groups;
 mod json;
 mod plan;
 mod route;
+mod schedule;
 mod sketch;
+mod smallstr;
 mod snapshot;
 mod value;
 mod window;
@@ -192,19 +195,19 @@ impl Core {
         let mut out = Vec::new();
         for (index, state) in self.engine.rules.iter().enumerate() {
             let table = &self.engine.key_tables[state.plan.by_id];
-            let mut keys: Vec<&u32> = state
+            let mut keys: Vec<u32> = state
                 .groups
                 .iter()
                 .filter(|(_, g)| g.life.is_some() && g.dict.is_some())
                 .map(|(k, _)| k)
                 .collect(); // only these are listed: sort only them
             keys.sort_by(|a, b| {
-                table.info[**a as usize]
+                table.info[*a as usize]
                     .order
-                    .cmp(&table.info[**b as usize].order)
+                    .cmp(&table.info[*b as usize].order)
             });
             for key in keys {
-                let group = &state.groups[key];
+                let group = state.groups.get(key).unwrap();
                 if let (Some(life), Some(dict)) = (&group.life, &group.dict) {
                     out.push((index, dict.clone_ref(py), life.clone_ref(py)));
                 }

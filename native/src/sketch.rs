@@ -85,21 +85,86 @@ fn bin_value(key: i64) -> f64 {
 /// K minimum values of 64-bit hashes: sorted, unique, at most DISTINCT_K.
 #[derive(Clone, Debug, Default)]
 pub struct DistinctSketch {
-    pub mins: Vec<u64>,
+    pub mins: Mins,
+}
+
+/// The hashes of a `DistinctSketch`: up to two inline (most buckets of sparse groups hold
+/// one user), more on the heap.
+#[derive(Clone, Debug)]
+pub enum Mins {
+    Inline(u8, [u64; 2]),
+    Heap(Vec<u64>),
+}
+
+impl Default for Mins {
+    fn default() -> Mins {
+        Mins::Inline(0, [0; 2])
+    }
+}
+
+impl Mins {
+    pub fn from_vec(v: Vec<u64>) -> Mins {
+        if v.len() <= 2 {
+            let mut a = [0; 2];
+            a[..v.len()].copy_from_slice(&v);
+            Mins::Inline(v.len() as u8, a)
+        } else {
+            Mins::Heap(v)
+        }
+    }
+    #[inline]
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            Mins::Inline(n, a) => &a[..*n as usize],
+            Mins::Heap(v) => v,
+        }
+    }
+    fn insert(&mut self, i: usize, h: u64) {
+        match self {
+            Mins::Inline(n, a) if (*n as usize) < 2 => {
+                let n_ = *n as usize;
+                a.copy_within(i..n_, i + 1);
+                a[i] = h;
+                *n += 1;
+            }
+            Mins::Inline(n, a) => {
+                let mut v = Vec::with_capacity(4);
+                v.extend_from_slice(&a[..*n as usize]);
+                v.insert(i, h);
+                *self = Mins::Heap(v);
+            }
+            Mins::Heap(v) => v.insert(i, h),
+        }
+    }
+    fn pop(&mut self) {
+        match self {
+            Mins::Inline(n, _) => *n = n.saturating_sub(1),
+            Mins::Heap(v) => {
+                v.pop();
+            }
+        }
+    }
+    /// Bytes held outside the value itself.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Mins::Inline(..) => 0,
+            Mins::Heap(v) => v.capacity() * 8,
+        }
+    }
 }
 
 impl DistinctSketch {
     pub fn add_hash(&mut self, h: u64) {
-        let mins = &mut self.mins;
+        let mins = self.mins.as_slice();
         if mins.len() >= DISTINCT_K && h >= *mins.last().unwrap() {
             return;
         }
         match mins.binary_search(&h) {
             Ok(_) => {}
             Err(i) => {
-                mins.insert(i, h);
-                if mins.len() > DISTINCT_K {
-                    mins.pop();
+                self.mins.insert(i, h);
+                if self.mins.as_slice().len() > DISTINCT_K {
+                    self.mins.pop();
                 }
             }
         }
@@ -108,20 +173,23 @@ impl DistinctSketch {
     pub fn union<'a>(sketches: impl Iterator<Item = &'a DistinctSketch>) -> DistinctSketch {
         let mut all: Vec<u64> = Vec::new();
         for s in sketches {
-            all.extend_from_slice(&s.mins);
+            all.extend_from_slice(s.mins.as_slice());
         }
         all.sort_unstable();
         all.dedup();
         all.truncate(DISTINCT_K);
-        DistinctSketch { mins: all }
+        DistinctSketch {
+            mins: Mins::from_vec(all),
+        }
     }
 
     pub fn estimate(&self) -> i64 {
-        if self.mins.len() < DISTINCT_K {
-            return self.mins.len() as i64;
+        let mins = self.mins.as_slice();
+        if mins.len() < DISTINCT_K {
+            return mins.len() as i64;
         }
         let space = 18446744073709551616.0_f64; // 2**64
-        let last = (*self.mins.last().unwrap() as u128 + 1) as f64;
+        let last = (*mins.last().unwrap() as u128 + 1) as f64;
         (((DISTINCT_K - 1) as f64) * space / last).round_ties_even() as i64
     }
 }

@@ -2,7 +2,7 @@
 //! snapshot of either engine restores into either. See docs/native.md, "Snapshots".
 
 use crate::engine::{ensure_bucket, Engine, Group, Host, Status};
-use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::sketch::{DistinctSketch, Mins, QuantileSketch};
 use crate::value::{KeyPart, Num};
 use crate::window::{Bucket, Evidence, Order};
 use pyo3::prelude::*;
@@ -48,9 +48,9 @@ fn bucket_json(b: &Bucket) -> Value {
         quantiles.unwrap_or(Value::Null),
         b.distinct
             .as_ref()
-            .map(|d| json!(d.mins))
+            .map(|d| json!(d.mins.as_slice()))
             .unwrap_or(Value::Null),
-        b.users.mins,
+        b.users.mins.as_slice(),
         evidence
     ])
 }
@@ -60,16 +60,16 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
     let mut rules = Vec::new();
     for state in &engine.rules {
         let table = &engine.key_tables[state.plan.by_id];
-        let mut keys: Vec<&u32> = state.groups.keys().collect();
+        let mut keys: Vec<u32> = state.groups.keys().collect();
         keys.sort_by(|a, b| {
-            table.info[**a as usize]
+            table.info[*a as usize]
                 .order
-                .cmp(&table.info[**b as usize].order)
+                .cmp(&table.info[*b as usize].order)
         });
         let groups: Vec<Value> = keys
             .into_iter()
             .map(|key| {
-                let group = &state.groups[key];
+                let group = state.groups.get(key).unwrap();
                 let life = match &group.life {
                     Some(life) => {
                         lives.push(life.clone_ref(py));
@@ -78,7 +78,7 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
                     None => Value::Null,
                 };
                 json!({
-                    "key": table.info[*key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
+                    "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
                     "first_seen": group.first_seen,
                     "buckets": group.buckets.iter().map(|(s, b)| json!([s, bucket_json(b)])).collect::<Vec<_>>(),
                     "life": life,
@@ -105,7 +105,7 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
         "lateness_ms": engine.lateness_ms,
         "max_ts": engine.max_ts,
         "watermark": engine.watermark,
-        "stats": engine.stats,
+        "stats": engine.stats(),
         "opened": engine.opened,
         "rules": rules,
     });
@@ -157,7 +157,7 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
         .ok_or("evidence")?
         .iter()
         .map(|e| {
-            let id: Box<str> = e[1].as_str().ok_or("evidence id")?.into();
+            let id = crate::smallstr::Id::new(e[1].as_str().ok_or("evidence id")?);
             let order = match &e[0] {
                 Value::Array(vt) => Order::Value(
                     Num::from_json(&vt[0]).ok_or("evidence value")?,
@@ -184,11 +184,11 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
             None
         } else {
             Some(Box::new(DistinctSketch {
-                mins: hashes(&a[7])?,
+                mins: Mins::from_vec(hashes(&a[7])?),
             }))
         },
         users: DistinctSketch {
-            mins: hashes(&a[8])?,
+            mins: Mins::from_vec(hashes(&a[8])?),
         },
         evidence,
     })
@@ -229,7 +229,8 @@ pub fn read(
         if let Some(population) = state.population.as_mut() {
             if let Some(items) = data.get("population").and_then(Value::as_array) {
                 for item in items {
-                    population.insert(int(&item[0])?, (int(&item[1])?, int(&item[2])?));
+                    *crate::engine::population_entry(population, int(&item[0])?) =
+                        (int(&item[1])?, int(&item[2])?);
                 }
             }
         }
@@ -242,7 +243,7 @@ pub fn read(
                 .collect::<Result<Vec<_>, _>>()?;
             let key = engine.key_tables[state.plan.by_id].intern(&parts);
             let mut group = Group {
-                buckets: Vec::new(),
+                buckets: Default::default(),
                 first_seen: item["first_seen"].as_i64(),
                 status: Status::Inactive,
                 frozen_baseline: None,
@@ -250,9 +251,9 @@ pub fn read(
                 dict: None,
             };
             for b in item["buckets"].as_array().ok_or("buckets")? {
-                group.buckets.push((int(&b[0])?, bucket_from(&b[1])?));
+                group.buckets.push_back((int(&b[0])?, bucket_from(&b[1])?));
             }
-            group.buckets.sort_by_key(|(s, _)| *s);
+            group.buckets.make_contiguous().sort_by_key(|(s, _)| *s);
             if let Some(i) = item["life"].as_u64() {
                 let life = lives
                     .get(i as usize)
@@ -312,26 +313,23 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
     for state in &engine.rules {
         for group in state.groups.values() {
             groups += 1;
-            bytes += size_of::<u32>() + size_of::<Group>() + 16;
             for (_, b) in &group.buckets {
                 buckets += 1;
-                bytes += size_of::<(i64, Bucket)>() + b.users.mins.capacity() * 8;
+                bytes += size_of::<(i64, Bucket)>() + b.users.mins.heap_bytes();
                 bytes += b
                     .evidence
                     .iter()
-                    .map(|e| size_of::<Evidence>() + e.id.len())
+                    .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
                     .sum::<usize>();
                 if let Some(q) = &b.quantiles {
                     bytes += size_of::<QuantileSketch>() + (q.pos.len() + q.neg.len()) * 48;
                 }
                 if let Some(d) = &b.distinct {
-                    bytes += size_of::<DistinctSketch>() + d.mins.capacity() * 8;
+                    bytes += size_of::<DistinctSketch>() + d.mins.heap_bytes();
                 }
             }
         }
-        for keys in state.due.values() {
-            bytes += keys.len() * 8 + 48;
-        }
+        bytes += state.due.size().1 + state.groups.index_bytes();
     }
     (groups, buckets, bytes)
 }

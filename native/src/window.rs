@@ -5,6 +5,7 @@ use crate::event::Event;
 use crate::json::J;
 use crate::plan::{Func, Op, Plan};
 use crate::sketch::{DistinctSketch, QuantileSketch};
+use crate::smallstr::Id;
 use crate::value::{get, num_str, number, stable_hash, Num};
 use std::cmp::Ordering;
 
@@ -22,7 +23,7 @@ pub enum Order {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     pub order: Order,
-    pub id: Box<str>,
+    pub id: Id,
 }
 
 fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
@@ -68,17 +69,17 @@ impl Bucket {
         {
             return; // not among the best: no copy of its id
         }
+        if self.evidence.len() >= EVIDENCE_K {
+            self.evidence.pop(); // room for it without growing the vector past EVIDENCE_K
+        } else if self.evidence.len() == self.evidence.capacity() {
+            // one item for the many buckets of one event, then room for all EVIDENCE_K
+            let more = if self.evidence.is_empty() { 1 } else { EVIDENCE_K - self.evidence.len() };
+            self.evidence.reserve_exact(more);
+        }
         let at = self
             .evidence
             .partition_point(|e| cmp_item(&order, id, e) == Ordering::Greater);
-        self.evidence.insert(
-            at,
-            Evidence {
-                order,
-                id: id.into(),
-            },
-        );
-        self.evidence.truncate(EVIDENCE_K);
+        self.evidence.insert(at, Evidence { order, id: Id::new(id) });
     }
 
     fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {

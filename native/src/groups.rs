@@ -1,0 +1,80 @@
+//! The groups of one rule, found by their interned key id without hashing: a slot per key
+//! of the rule's key table (`KeyTable`), pointing into a dense vector of groups.
+
+use crate::engine::Group;
+
+#[derive(Default)]
+pub struct Groups {
+    slot: Vec<u32>, // key id → position in `items` + 1 (0: no group)
+    items: Vec<(u32, Group)>,
+}
+
+impl Groups {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    #[inline]
+    fn position(&self, key: u32) -> Option<usize> {
+        match self.slot.get(key as usize) {
+            Some(&p) if p != 0 => Some(p as usize - 1),
+            _ => None,
+        }
+    }
+    pub fn contains_key(&self, key: u32) -> bool {
+        self.position(key).is_some()
+    }
+    pub fn get(&self, key: u32) -> Option<&Group> {
+        self.position(key).map(|p| &self.items[p].1)
+    }
+    #[inline]
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut Group> {
+        self.position(key).map(|p| &mut self.items[p].1)
+    }
+    /// The group of ``key``, made by ``new`` when there is none.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: u32, new: impl FnOnce() -> Group) -> &mut Group {
+        let p = match self.position(key) {
+            Some(p) => p,
+            None => self.insert(key, new()),
+        };
+        &mut self.items[p].1
+    }
+    pub fn insert(&mut self, key: u32, group: Group) -> usize {
+        if let Some(p) = self.position(key) {
+            self.items[p].1 = group;
+            return p;
+        }
+        if self.slot.len() <= key as usize {
+            self.slot.resize(key as usize + 1, 0);
+        }
+        self.items.push((key, group));
+        self.slot[key as usize] = self.items.len() as u32;
+        self.items.len() - 1
+    }
+    pub fn remove(&mut self, key: u32) {
+        let Some(p) = self.position(key) else {
+            return;
+        };
+        self.slot[key as usize] = 0;
+        self.items.swap_remove(p);
+        if let Some((moved, _)) = self.items.get(p) {
+            self.slot[*moved as usize] = p as u32 + 1;
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Group)> {
+        self.items.iter().map(|(k, g)| (*k, g))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.items.iter().map(|(k, _)| *k)
+    }
+    pub fn values(&self) -> impl Iterator<Item = &Group> {
+        self.items.iter().map(|(_, g)| g)
+    }
+    /// Bytes held by the index itself (memory estimates).
+    pub fn index_bytes(&self) -> usize {
+        self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, Group)>()
+    }
+}

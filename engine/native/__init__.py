@@ -233,6 +233,7 @@ class NativeEngine:
                 group["life"] = (lives[index] if index is not None else Lifecycle()).to_json()
             rules[rule.name] = {"fingerprint": rule_fingerprint(rule), **item}
         native["rules"] = rules
+        native["opened"] = dict(sorted(self.opened.items()))  # both engines' incidents
         return native
 
     @classmethod
@@ -259,8 +260,14 @@ class NativeEngine:
                 groups.append({**item, "life": index})
             saved.append({"name": rule.name, "next_eval": data["next_eval"], "groups": groups,
                           **({"population": data["population"]} if "population" in data else {})})  # fmt: skip
-        state = {key: snapshot[key] for key in ("version", "lateness_ms", "max_ts", "watermark", "stats", "opened")}
+        state = {key: snapshot[key] for key in ("version", "lateness_ms", "max_ts", "watermark", "stats")}
+        # Each incident count goes to one engine: the fallback's rules to it, all others
+        # (rules since removed included) to the native one; `opened` adds them up.
+        python_names = {rule.name for rule in engine.python_rules}
+        opened = snapshot["opened"]
+        state["opened"] = {name: n for name, n in opened.items() if name not in python_names}
         engine.core.restore(orjson.dumps({**state, "rules": saved}), lives)
         if engine.fallback is not None:
             engine.fallback = Engine.restore(engine.python_rules, snapshot, lateness_ms)
+            engine.fallback.opened = Counter({name: n for name, n in opened.items() if name in python_names})
         return engine

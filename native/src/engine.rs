@@ -8,9 +8,9 @@ use crate::event::{Event, Kind};
 use crate::groups::Groups;
 use crate::schedule::Wheel;
 use crate::json::J;
-use crate::plan::{Func, Plan};
+use crate::plan::{Func, Op, Plan};
 use crate::value::{get, KeyPart, Num};
-use crate::window::{flagged, metric_value, sample_size, summarize, Bucket, Summary};
+use crate::window::{flagged, int_div, metric_value, sample_size, summarize, Bucket, Summary, SCALE};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashSet as HashSet;
@@ -33,6 +33,115 @@ pub struct Group {
     pub frozen_baseline: Option<f64>,
     pub life: Option<PyObject>, // incidents.Lifecycle while pending or firing
     pub dict: Option<PyObject>, // the group's values as records show them
+    pub totals: Totals,
+}
+
+/// What a group's live buckets hold altogether, kept beside them so that most evaluations
+/// of a quiet group are decided without reading its buckets (`can_hold`): any window is a
+/// subset of the live buckets, so these bound what a window can reach.
+#[derive(Clone, Copy, Default)]
+pub struct Totals {
+    pub oldest: i64, // start of the first bucket (when there is one)
+    pub n: i64,
+    pub hits: i64,
+    pub vn: i64,
+    pub total: i128,   // sum of the values (millionths)
+    pub negative: bool, // some value was negative: `total` bounds nothing
+}
+
+impl Totals {
+    pub fn add(&mut self, b: &Bucket) {
+        self.n += b.n;
+        self.hits += b.hits;
+        self.vn += b.vn;
+        self.total += b.total;
+        self.negative |= b.lo.is_some_and(|lo| lo.f() < 0.0);
+    }
+    pub fn remove(&mut self, b: &Bucket) {
+        self.n -= b.n;
+        self.hits -= b.hits;
+        self.vn -= b.vn;
+        self.total -= b.total;
+    }
+    pub fn of(buckets: &Buckets) -> Totals {
+        let mut t = Totals::default();
+        for (_, b) in buckets {
+            t.add(b);
+        }
+        t.oldest = buckets.front().map(|(s, _)| *s).unwrap_or(0);
+        t
+    }
+}
+
+impl Group {
+    pub fn new() -> Group {
+        Group {
+            buckets: VecDeque::new(),
+            first_seen: None,
+            status: Status::Inactive,
+            frozen_baseline: None,
+            life: None,
+            dict: None,
+            totals: Totals::default(),
+        }
+    }
+
+    /// Drop the buckets no window or baseline can see any more (starting before ``horizon``).
+    pub fn expire(&mut self, horizon: i64) {
+        if self.buckets.is_empty() || self.totals.oldest >= horizon {
+            return;
+        }
+        while let Some((s, b)) = self.buckets.front() {
+            if *s >= horizon {
+                self.totals.oldest = *s;
+                break;
+            }
+            self.totals.remove(b);
+            self.buckets.pop_front();
+        }
+    }
+}
+
+/// False when no window of the group's live buckets can make the rule hold (`read` would
+/// say so): fewer events than `min N events` or `min N flagged`, or a count or a sum of
+/// non-negative values that stays under an absolute `>`/`>=` limit even over all of them.
+/// Only ever skips evaluations whose reading does not hold, so it changes no record.
+pub fn can_hold(plan: &Plan, t: &Totals) -> bool {
+    if plan.needs_sample && (if plan.numeric() { t.vn } else { t.n }) < plan.min_events {
+        return false;
+    }
+    if plan.min_flagged != 0 && t.hits < plan.min_flagged {
+        return false;
+    }
+    if !matches!(plan.op, Op::Gt | Op::Ge) {
+        return true;
+    }
+    // A rate or a count of flagged events over a limit that is always above zero (a positive
+    // threshold; k times a baseline or population rate, which `read` floors above zero)
+    // needs a flagged event.
+    if plan.flag.is_some() && t.hits == 0 {
+        let positive = match (plan.population, plan.factor, plan.threshold) {
+            (Some(k), _, _) => k > 0.0,
+            (None, Some(f), _) => f > 0.0,
+            (None, None, Some(limit)) => limit > 0.0 || (limit == 0.0 && plan.op == Op::Gt),
+            (None, None, None) => false,
+        };
+        if positive {
+            return false;
+        }
+    }
+    if plan.factor.is_some() || plan.population.is_some() {
+        return true;
+    }
+    let Some(limit) = plan.threshold else {
+        return true;
+    };
+    match plan.func {
+        Func::Count => plan.op.compare(if plan.flag.is_some() { t.hits } else { t.n } as f64, limit),
+        // metric_value: total / SCALE; monotone in the total, so the whole bounds any window
+        Func::Sum if !t.negative => plan.op.compare(int_div(t.total, SCALE), limit),
+        _ => true,
+    }
 }
 
 pub struct KeyInfo {
@@ -219,6 +328,7 @@ pub struct Engine {
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
     pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
+    routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
 
 fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
@@ -255,6 +365,7 @@ impl Engine {
             key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
             owner: None,
             keys: vec![None; by_lists.len()],
+            routed: Vec::new(),
         }
     }
 
@@ -316,7 +427,11 @@ impl Engine {
         let mut parts: Vec<KeyRef> = Vec::new();
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
-        for (index, state) in self.rules.iter_mut().enumerate() {
+        // Route first (which rules, which group), asking for each group and then its newest
+        // bucket ahead of use; then add the event to each.
+        let routed = &mut self.routed;
+        routed.clear();
+        for (index, state) in self.rules.iter().enumerate() {
             if mask.is_some_and(|m| index < 64 && m & (1u64 << index) == 0) {
                 continue;
             }
@@ -345,6 +460,15 @@ impl Engine {
                 );
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
+            let key = keys[by_id].unwrap();
+            state.groups.prefetch(key);
+            routed.push((index, key));
+        }
+        for &(index, key) in routed.iter() {
+            self.rules[index].groups.prefetch_newest(key);
+        }
+        for &(index, key) in routed.iter() {
+            let state = &mut self.rules[index];
             let step = state.plan.step_ms;
             let start = ts - ts.rem_euclid(step);
             if let Some(population) = state.population.as_mut() {
@@ -354,18 +478,23 @@ impl Engine {
                     totals.1 += 1;
                 }
             }
-            let key = keys[by_id].unwrap();
             if let Some(owner) = self.owner.as_mut() {
-                let table = &self.key_tables[by_id];
+                let table = &self.key_tables[state.plan.by_id];
                 if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
                     continue; // another shard's pair (its population counted above)
                 }
             }
             let at = ensure_bucket(state, key, start);
             let group = state.groups.get_mut(key).unwrap();
-            group.buckets[at]
-                .1
-                .add(&state.plan, event, &mut user_hash, &py_str);
+            let bucket = &mut group.buckets[at].1;
+            let (hits, vn, total) = (bucket.hits, bucket.vn, bucket.total);
+            bucket.add(&state.plan, event, &mut user_hash, &py_str);
+            let t = &mut group.totals;
+            t.n += 1;
+            t.hits += bucket.hits - hits;
+            t.vn += bucket.vn - vn;
+            t.total += bucket.total - total;
+            t.negative |= bucket.total < total;
         }
     }
 
@@ -459,15 +588,17 @@ impl Engine {
             let Some(group) = state.groups.get_mut(key) else {
                 continue;
             };
-            while group.buckets.front().is_some_and(|(s, _)| *s < horizon) {
-                group.buckets.pop_front();
-            }
-            if group.status == Status::Inactive && group.buckets.front().is_none_or(|(s, _)| *s >= at) {
-                // Nothing this step can see (buckets at or after `at`: early events).
+            group.expire(horizon);
+            if group.status == Status::Inactive {
                 if group.buckets.is_empty() {
                     dead.push(key);
+                    continue;
                 }
-                continue;
+                if group.totals.oldest >= at || !can_hold(plan, &group.totals) {
+                    // Nothing this step can see (buckets at or after `at`: early events),
+                    // or nothing it could see would hold.
+                    continue;
+                }
             }
             let in_window = window(&group.buckets, window_from, at);
             let baseline = if plan.factor.is_some() {
@@ -615,14 +746,7 @@ fn span(buckets: &Buckets, from: i64, to: i64) -> impl Iterator<Item = &Bucket> 
 
 /// The bucket of ``key`` at ``start``, created (and scheduled) when new: its position.
 pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
-    let group = state.groups.get_or_insert_with(key, || Group {
-        buckets: VecDeque::new(),
-        first_seen: None,
-        status: Status::Inactive,
-        frozen_baseline: None,
-        life: None,
-        dict: None,
-    });
+    let group = state.groups.get_or_insert_with(key, Group::new);
     // Events come nearly in order: the bucket is almost always the last one, or a new last.
     let at = match group.buckets.back() {
         Some((last, _)) if *last == start => return group.buckets.len() - 1,
@@ -637,6 +761,9 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
         }
     };
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
+    if at == 0 {
+        group.totals.oldest = start;
+    }
     let first = group.first_seen.is_none_or(|f| start < f);
     if first {
         group.first_seen = Some(start);

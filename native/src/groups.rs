@@ -73,8 +73,45 @@ impl Groups {
     pub fn values(&self) -> impl Iterator<Item = &Group> {
         self.items.iter().map(|(_, g)| g)
     }
+    /// Ask the CPU for the group of ``key`` ahead of its use (see `prefetch`).
+    #[inline]
+    pub fn prefetch(&self, key: u32) {
+        if let Some(p) = self.position(key) {
+            prefetch(&self.items[p].1);
+        }
+    }
+
+    /// Ask for the newest bucket of the group of ``key`` (its header must be at hand).
+    #[inline]
+    pub fn prefetch_newest(&self, key: u32) {
+        if let Some(p) = self.position(key) {
+            if let Some(b) = self.items[p].1.buckets.back() {
+                prefetch(b);
+            }
+        }
+    }
+
     /// Bytes held by the index itself (memory estimates).
     pub fn index_bytes(&self) -> usize {
         self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, Group)>()
     }
+}
+
+/// Start loading ``value`` (its first two cache lines) into the cache. The groups and buckets
+/// an event reaches are scattered over memory: asking for all of them before using any
+/// overlaps the misses instead of waiting for each in turn.
+#[inline(always)]
+pub fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it reads nothing and cannot fault.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = value as *const T as *const i8;
+        _mm_prefetch(p, _MM_HINT_T0);
+        if std::mem::size_of::<T>() > 64 {
+            _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }

@@ -242,18 +242,13 @@ pub fn read(
                 .map(|p| KeyPart::from_json(p).ok_or("key part"))
                 .collect::<Result<Vec<_>, _>>()?;
             let key = engine.key_tables[state.plan.by_id].intern(&parts);
-            let mut group = Group {
-                buckets: Default::default(),
-                first_seen: item["first_seen"].as_i64(),
-                status: Status::Inactive,
-                frozen_baseline: None,
-                life: None,
-                dict: None,
-            };
+            let mut group = Group::new();
+            group.first_seen = item["first_seen"].as_i64();
             for b in item["buckets"].as_array().ok_or("buckets")? {
                 group.buckets.push_back((int(&b[0])?, bucket_from(&b[1])?));
             }
             group.buckets.make_contiguous().sort_by_key(|(s, _)| *s);
+            group.totals = crate::engine::Totals::of(&group.buckets);
             if let Some(i) = item["life"].as_u64() {
                 let life = lives
                     .get(i as usize)

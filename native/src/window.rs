@@ -223,9 +223,38 @@ pub fn summarize<'a>(
     s
 }
 
-/// Python's `int / int` (correctly rounded): exact for the sums met in practice (< 2**53).
-fn int_div(a: i128, b: i128) -> f64 {
-    a as f64 / b as f64
+/// Python's `int / int`: the quotient correctly rounded (half to even). Below 2**53 both
+/// convert exactly and one IEEE division rounds correctly; beyond (sums of huge values),
+/// the quotient is computed in integers with two guard bits and a sticky bit.
+pub fn int_div(a: i128, b: i128) -> f64 {
+    const EXACT: u128 = 1 << 53;
+    let (n, d) = (a.unsigned_abs(), b.unsigned_abs());
+    if n < EXACT && d < EXACT {
+        return a as f64 / b as f64;
+    }
+    let negative = (a < 0) != (b < 0);
+    let bits = |x: u128| 128 - x.leading_zeros() as i32;
+    // scale the numerator so that the quotient has at least 55 bits
+    let k = (55 - (bits(n) - bits(d))).max(0);
+    let (q, r) = if k > 0 {
+        let m = n << k; // bits(n) + k <= 56 + bits(d) <= 120
+        (m / d, m % d)
+    } else {
+        (n / d, n % d)
+    };
+    let shift = bits(q) - 53; // >= 2
+    let mut mantissa = q >> shift;
+    let rest = q & ((1u128 << shift) - 1);
+    let half = 1u128 << (shift - 1);
+    if rest > half || (rest == half && (r != 0 || mantissa & 1 == 1)) {
+        mantissa += 1;
+    }
+    let value = mantissa as f64 * 2f64.powi(shift - k);
+    if negative {
+        -value
+    } else {
+        value
+    }
 }
 
 /// The rule's metric over a summary; None without events. Ints stay ints (min, max).
@@ -249,5 +278,20 @@ pub fn sample_size(plan: &Plan, s: &Summary) -> i64 {
         s.vn
     } else {
         s.n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::int_div;
+    #[test]
+    fn int_div_rounds_as_python() {
+        // the right-hand sides are Python's `a / b`
+        let e22 = 10i128.pow(22);
+        assert_eq!(int_div(e22 + 3_000_000, 1_000_000), 1.0000000000000004e16);
+        assert_eq!(int_div(e22 + 3_000_001, 1_000_000), 1.0000000000000004e16);
+        assert_eq!(int_div((1 << 60) + 1, 3), 3.843071682022823e17);
+        assert_eq!(int_div(-((1 << 70) + 12345), 1_000_000), -1180591620717411.2);
+        assert_eq!(int_div(7, 2), 3.5);
     }
 }

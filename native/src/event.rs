@@ -40,11 +40,50 @@ pub struct Event<'a> {
     pub ts: i64,
     pub kind: Kind,
     pub data: Obj<'a>,
+    hot: [u8; 3], // where `event_id`, `user` and `flags` are in `data` (NONE: absent)
 }
 
-impl Event<'_> {
+const NONE: u8 = u8::MAX;
+
+impl<'a> Event<'a> {
+    fn new(ts: i64, kind: Kind, data: Obj<'a>) -> Event<'a> {
+        let mut hot = [NONE; 3];
+        for (i, (key, _)) in data.0.iter().enumerate().take(NONE as usize) {
+            let slot = match key.as_ref() {
+                "event_id" => 0,
+                "user" => 1,
+                "flags" => 2,
+                _ => continue,
+            };
+            hot[slot] = i as u8; // a repeated key: the last, as `Obj::get`
+        }
+        if data.0.len() >= NONE as usize {
+            hot = [NONE; 3]; // (not met in practice) look them up
+        }
+        Event { ts, kind, data, hot }
+    }
+
+    #[inline]
+    fn hot(&self, slot: usize, name: &str) -> Option<&J<'a>> {
+        match self.hot[slot] {
+            NONE if self.data.0.len() >= NONE as usize => self.data.get(name),
+            NONE => None,
+            i => Some(&self.data.0[i as usize].1),
+        }
+    }
+
     pub fn id(&self) -> &str {
-        self.data.get("event_id").and_then(J::as_str).unwrap_or("")
+        self.hot(0, "event_id").and_then(J::as_str).unwrap_or("")
+    }
+
+    /// The `user` field (what `data.get("user")` gives).
+    pub fn user(&self) -> Option<&J<'a>> {
+        self.hot(1, "user")
+    }
+
+    /// The `flags` field.
+    pub fn flags(&self) -> Option<&J<'a>> {
+        self.hot(2, "flags")
     }
 }
 
@@ -109,7 +148,7 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
     if kind == Kind::Report && !valid_report(&data) {
         return None;
     }
-    Some(Event { ts, kind, data })
+    Some(Event::new(ts, kind, data))
 }
 
 /// As events.py `_check_report`: 1 to 16 labels, each a name of up to 64 characters, and a

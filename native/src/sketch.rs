@@ -1,7 +1,6 @@
 //! The sketches of engine/core/sketch.py, operation for operation: a log-bucketed quantile
 //! histogram (±1%) and K minimum values (exact up to 128 distinct items).
 
-use std::collections::BTreeMap;
 
 pub const DISTINCT_K: usize = 128;
 const RELATIVE_ACCURACY: f64 = 0.01;
@@ -11,38 +10,70 @@ fn gamma() -> f64 {
     (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
 }
 
+/// Bin counts sorted by bin (a Python dict of bin → count, kept in key order).
+pub type Counts = Vec<(i64, i64)>;
+
 #[derive(Clone, Debug, Default)]
 pub struct QuantileSketch {
-    pub pos: BTreeMap<i64, i64>,
-    pub neg: BTreeMap<i64, i64>,
+    pub pos: Counts,
+    pub neg: Counts,
     pub zero: i64,
     pub n: i64,
+}
+
+fn log_gamma() -> f64 {
+    static LOG_GAMMA: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *LOG_GAMMA.get_or_init(|| gamma().ln())
+}
+
+fn bump(counts: &mut Counts, key: i64) {
+    match counts.binary_search_by_key(&key, |(k, _)| *k) {
+        Ok(i) => counts[i].1 += 1,
+        Err(i) => counts.insert(i, (key, 1)),
+    }
+}
+
+/// The sum of many bin counts: all of them sorted by bin, then added up.
+fn union_counts<'a>(parts: impl Iterator<Item = &'a Counts>) -> Counts {
+    let mut all: Counts = Vec::new();
+    for part in parts {
+        all.extend_from_slice(part);
+    }
+    all.sort_unstable_by_key(|(k, _)| *k);
+    let mut out: Counts = Vec::with_capacity(all.len());
+    for (k, c) in all {
+        match out.last_mut() {
+            Some((last, total)) if *last == k => *total += c,
+            _ => out.push((k, c)),
+        }
+    }
+    out
 }
 
 impl QuantileSketch {
     pub fn add(&mut self, value: f64) {
         self.n += 1;
-        let log_gamma = gamma().ln();
         if value > TINY {
-            let key = (value.ln() / log_gamma).ceil() as i64;
-            *self.pos.entry(key).or_insert(0) += 1;
+            bump(&mut self.pos, (value.ln() / log_gamma()).ceil() as i64);
         } else if value < -TINY {
-            let key = ((-value).ln() / log_gamma).ceil() as i64;
-            *self.neg.entry(key).or_insert(0) += 1;
+            bump(&mut self.neg, ((-value).ln() / log_gamma()).ceil() as i64);
         } else {
             self.zero += 1;
         }
     }
 
-    pub fn merge(&mut self, other: &QuantileSketch) {
-        self.n += other.n;
-        self.zero += other.zero;
-        for (k, c) in &other.pos {
-            *self.pos.entry(*k).or_insert(0) += c;
+    /// The merge of all of ``sketches`` (integer counts: the order does not matter).
+    pub fn union<'a>(sketches: impl Iterator<Item = &'a QuantileSketch> + Clone) -> QuantileSketch {
+        let mut out = QuantileSketch {
+            pos: union_counts(sketches.clone().map(|q| &q.pos)),
+            neg: union_counts(sketches.clone().map(|q| &q.neg)),
+            ..Default::default()
+        };
+        for q in sketches {
+            out.n += q.n;
+            out.zero += q.zero;
         }
-        for (k, c) in &other.neg {
-            *self.neg.entry(*k).or_insert(0) += c;
-        }
+        out
     }
 
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -67,13 +98,7 @@ impl QuantileSketch {
                 return Some(bin_value(*key));
             }
         }
-        Some(
-            self.pos
-                .keys()
-                .next_back()
-                .map(|k| bin_value(*k))
-                .unwrap_or(0.0),
-        )
+        Some(self.pos.last().map(|(k, _)| bin_value(*k)).unwrap_or(0.0))
     }
 }
 

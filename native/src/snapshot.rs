@@ -128,12 +128,14 @@ fn hashes(v: &Value) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-fn counts(v: &Value) -> Result<BTreeMap<i64, i64>, String> {
-    v.as_array()
+fn counts(v: &Value) -> Result<crate::sketch::Counts, String> {
+    let counts = v
+        .as_array()
         .ok_or("counts")?
         .iter()
         .map(|kv| Ok((int(&kv[0])?, int(&kv[1])?)))
-        .collect()
+        .collect::<Result<BTreeMap<i64, i64>, String>>()?; // a repeated bin: the last, as in a dict
+    Ok(counts.into_iter().collect())
 }
 
 fn bucket_from(v: &Value) -> Result<Bucket, String> {
@@ -317,7 +319,7 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                     .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
                     .sum::<usize>();
                 if let Some(q) = &b.quantiles {
-                    bytes += size_of::<QuantileSketch>() + (q.pos.len() + q.neg.len()) * 48;
+                    bytes += size_of::<QuantileSketch>() + (q.pos.capacity() + q.neg.capacity()) * 16;
                 }
                 if let Some(d) = &b.distinct {
                     bytes += size_of::<DistinctSketch>() + d.mins.heap_bytes();

@@ -84,7 +84,7 @@ impl Bucket {
 
     fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {
         let h = *user_hash
-            .get_or_insert_with(|| event.data.get("user").and_then(J::as_str).map(stable_hash));
+            .get_or_insert_with(|| event.user().and_then(J::as_str).map(stable_hash));
         if let Some(h) = h {
             self.users.add_hash(h);
         }
@@ -159,7 +159,7 @@ impl Bucket {
 }
 
 pub fn flagged(event: &Event, flag: &str) -> bool {
-    matches!(event.data.get("flags"), Some(J::Obj(flags)) if matches!(flags.get(flag), Some(J::Bool(true))))
+    matches!(event.flags(), Some(J::Obj(flags)) if matches!(flags.get(flag), Some(J::Bool(true))))
 }
 
 /// A window or baseline span assembled from buckets.
@@ -184,7 +184,9 @@ pub fn summarize<'a>(
 ) -> Summary {
     let mut s = Summary::default();
     if matches!(plan.func, Func::Quantile(_)) {
-        s.quantiles = Some(QuantileSketch::default());
+        s.quantiles = Some(QuantileSketch::union(
+            buckets.clone().filter_map(|b| b.quantiles.as_deref()),
+        ));
     }
     if plan.func == Func::Distinct {
         s.distinct = Some(DistinctSketch::union(
@@ -208,9 +210,6 @@ pub fn summarize<'a>(
             if s.hi.is_none_or(|x| hi.cmp(x) == Ordering::Greater) {
                 s.hi = Some(hi);
             }
-        }
-        if let (Some(q), Some(bq)) = (s.quantiles.as_mut(), b.quantiles.as_ref()) {
-            q.merge(bq);
         }
         if detail {
             s.evidence.extend(b.evidence.iter().cloned());

@@ -123,7 +123,7 @@ def test_replay_of_the_topic_writes_what_the_live_worker_wrote(kafka_bootstrap, 
     assert lines(out) == want
     summary = done.stderr.decode()
     assert f"messages read: {len(live['events']) + PARTITIONS}   events read: {len(live['events'])}   " in summary
-    assert "bad messages: 0   late events: 0" in summary and "warm-up 71m" in summary
+    assert "bad messages: 0   late events: 0" in summary and "warm-up 1h11m" in summary
     assert run(end_offsets(kafka_bootstrap, topics.prefix)) == before, "a replay without --emit wrote to Kafka"
 
 

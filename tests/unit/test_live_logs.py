@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from engine.adapters.live.logs import clean, configure
-from engine.adapters.live.metrics import number
 
 
 @pytest.fixture
@@ -55,8 +54,3 @@ def test_bad_level_or_format_is_refused():
 def test_clean_keeps_newlines_and_text():
     assert clean("a\x1b[1;31mb\x07c\nd\te") == "abc\nd\te"
 
-
-def test_metric_values_keep_every_digit():
-    assert number(1772328597.928) == "1772328597.928"  # a watermark in seconds; %g gave 1.77233e+09
-    assert number(12_345_678) == "12345678"
-    assert number(3.0) == "3" and number(0.25) == "0.25"

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from faust.types import TP
 
 from engine.adapters.live import batches
 from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint
-from engine.adapters.live.metrics import Metrics
+from engine.adapters.live.metrics import CONTENT_TYPE, Metrics, ShardView, WorkerView
 from engine.adapters.live.preflight import missing_permissions
 from engine.adapters.live.routing import RouteStage
 from engine.adapters.live.settings import WorkerSettings
@@ -141,7 +142,7 @@ class LiveWorker:
 
         @app.page("/metrics")
         async def metrics(web, request):
-            return web.text(self.metrics.render(self), content_type="text/plain; version=0.0.4")
+            return web.text(self.metrics.render(self.view()), content_type=CONTENT_TYPE)
 
         @app.task
         async def on_start():
@@ -427,6 +428,16 @@ class LiveWorker:
         version = rules_version(self.rules)
         log.info("rules reloaded: %d rules (version %s)", len(self.rules), version,
                  extra={"fields": {"event": "rules_reloaded", "rules": len(self.rules), "version": version}})
+
+    def view(self) -> WorkerView:
+        """What the metrics show at a scrape (engine/adapters/live/metrics.py)."""
+        shards = []
+        for n, shard in self.shards.items():
+            state = shard.state
+            open_by_severity = Counter(item["severity"] for item in state.engine.open_incidents())
+            shards.append(ShardView(n, dict(state.stats), open_by_severity, state.engine.watermark, dict(state.max_ts),
+                                    frozenset(state.idle), state.input_partitions))  # fmt: skip
+        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags())
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""

@@ -11,6 +11,8 @@ needs the source text, which the caller passes in; nothing here reads files.
 from __future__ import annotations
 
 import difflib
+import re
+import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +51,21 @@ class Diagnostic:
             out.append("    " + text)
             out.append("    " + " " * (self.column - 1) + "^" * width)
         return "\n".join(out)
+
+
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def read_toml(text: str, path: str) -> tuple[dict | None, list[Diagnostic]]:
+    """A companion file's TOML (vocabulary.toml, policy.toml): its data, or None and the error
+    located at the line and column TOML gives."""
+    try:
+        return tomllib.loads(text), []
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        found = _TOML_AT.search(message)
+        line, column = (int(found[1]), int(found[2])) if found else (max(1, len(text.splitlines())), 1)
+        return None, [Diagnostic(path, line, column, f"not valid TOML: {_TOML_AT.sub('', message)}")]
 
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: dict[str, str]) -> str:

@@ -25,20 +25,17 @@ adapters' job (engine/adapters/rule_files.py).
 
 from __future__ import annotations
 
-import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dsl.diagnostics import Diagnostic, did_you_mean
+from engine.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
 from engine.durations import DurationError, parse_duration
 
 POLICY_FILE = "policy.toml"
 SEVERITY_NAMES = ("sev1", "sev2", "sev3", "sev4")
 LAYERS = ("category", "rule")
 KEYS = ("team", "page", "update_every")
-_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +90,9 @@ DEFAULT_POLICY = Policy()
 def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: Iterable[str]) -> tuple[Policy, list[Diagnostic]]:  # noqa: E501
     """The policy one ``policy.toml`` states, and every problem in it. ``rule_names``: the rules
     loaded with it (a layer for a rule that does not exist would never apply: an error)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        found = _TOML_AT.search(message)
-        line, column = (int(found[1]), int(found[2])) if found else (max(1, len(text.splitlines())), 1)
-        return DEFAULT_POLICY, [Diagnostic(path, line, column, f"not valid TOML: {_TOML_AT.sub('', message)}")]
+    data, broken = read_toml(text, path)
+    if data is None:
+        return DEFAULT_POLICY, broken
     reader = _Reader(text, path, tuple(categories), tuple(rule_names))
     policy = Policy()
     for key, value in data.items():

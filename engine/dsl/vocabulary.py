@@ -18,14 +18,13 @@ the files is the adapters' job (engine/adapters/rule_files.py).
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from engine.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_LABELS, STANDARD_SCORES, STRING_FIELDS
 from engine.dsl import ast
 from engine.dsl.checker import FUNCTIONS
-from engine.dsl.diagnostics import Diagnostic, did_you_mean
+from engine.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
 
 VOCABULARY_FILE = "vocabulary.toml"
 TEXT_FIELDS = ("prompt", "output", "comment")  # raw text a service may attach (engine/core/events.py)
@@ -37,7 +36,6 @@ NUMERIC_FUNCS = frozenset(f for f, kind in FUNCTIONS.items() if kind == "field")
 KEYS = {"flags": "flag", "scores": "score", "labels": "label", "fields": "field"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\.\*)?")
-_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +74,9 @@ STANDARD = Vocabulary(frozenset(STANDARD_FLAGS), frozenset(STANDARD_SCORES), fro
 
 def parse_vocabulary(text: str, path: str) -> tuple[Vocabulary, list[Diagnostic]]:
     """The names one ``vocabulary.toml`` declares, and every problem in it."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        found = _TOML_AT.search(message)
-        line, column = (int(found[1]), int(found[2])) if found else (max(1, len(text.splitlines())), 1)
-        return Vocabulary(), [Diagnostic(path, line, column, f"not valid TOML: {_TOML_AT.sub('', message)}")]
+    data, broken = read_toml(text, path)
+    if data is None:
+        return Vocabulary(), broken
     problems: list[Diagnostic] = []
     declared: dict[str, set[str]] = {key: set() for key in KEYS}
     for key, value in data.items():

@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.core.events import Event
 from engine.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
+from engine.core.sketch import DistinctSketch
 from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
 from engine.dsl.compiler import CompiledRule, getter
 
@@ -274,15 +275,21 @@ class Engine:
         population = state.population_at(at) if state.population is not None else None
         for group in sorted((groups[k] for k in keys if k in groups), key=lambda g: g.order):
             horizon = at - state.memory_ms
-            for start in [s for s in group.buckets if s < horizon]:
-                del group.buckets[start]
+            window_from = at - rule.window_ms
+            for start, bucket in list(group.buckets.items()):
+                if start < horizon:
+                    del group.buckets[start]
+                elif start < window_from and (bucket.evidence or bucket.users.mins):
+                    # No later window shows this bucket: only baselines read it, and they
+                    # need neither its users nor its evidence (memory; docs/native.md).
+                    bucket.users = DistinctSketch()
+                    bucket.evidence = []
             if group.life.status == INACTIVE and not any(s < at for s in group.buckets):
                 # Nothing this step can see. Buckets at or after `at` (early events of a
                 # shuffled stream) keep the group, but must not make it evaluate.
                 if not group.buckets:
                     dead.append(group.key)
                 continue
-            window_from = at - rule.window_ms
             in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
             baseline = self._baseline(state, group, at) if rule.factor is not None else None
             reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)

@@ -34,6 +34,12 @@ pub struct Group {
     pub life: Option<PyObject>, // incidents.Lifecycle while pending or firing
     pub dict: Option<PyObject>, // the group's values as records show them
     pub totals: Totals,
+    /// The last step the group was evaluated at (i64::MIN: not since it was made or
+    /// restored). Buckets before that step's window are out of every later window: the
+    /// core drops their users and evidence then (snapshots show them empty), and so does
+    /// this engine — when it next reads the buckets (`clear_before`), or in `snapshot`.
+    pub seen_at: i64,
+    cleared_below: i64, // buckets before this start hold no users or evidence any more
 }
 
 /// What a group's live buckets hold altogether, kept beside them so that most evaluations
@@ -83,7 +89,27 @@ impl Group {
             life: None,
             dict: None,
             totals: Totals::default(),
+            seen_at: i64::MIN,
+            cleared_below: i64::MIN,
         }
+    }
+
+    /// Drop the users and evidence of the buckets that start before ``window_from``.
+    pub fn clear_before(&mut self, window_from: i64) {
+        if self.cleared_below >= window_from {
+            return;
+        }
+        let mut i = self.buckets.len();
+        while i > 0 && self.buckets[i - 1].0 >= window_from {
+            i -= 1;
+        }
+        while i > 0 && self.buckets[i - 1].0 >= self.cleared_below {
+            let b = &mut self.buckets[i - 1].1;
+            b.users = Default::default();
+            b.evidence = Vec::new();
+            i -= 1;
+        }
+        self.cleared_below = window_from;
     }
 
     /// Drop the buckets no window or baseline can see any more (starting before ``horizon``).
@@ -589,6 +615,7 @@ impl Engine {
                 continue;
             };
             group.expire(horizon);
+            group.seen_at = at;
             if group.status == Status::Inactive {
                 if group.buckets.is_empty() {
                     dead.push(key);
@@ -600,6 +627,7 @@ impl Engine {
                     continue;
                 }
             }
+            group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
             let baseline = if plan.factor.is_some() {
                 if group.status != Status::Inactive {

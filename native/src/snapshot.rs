@@ -21,7 +21,9 @@ fn total_json(t: i128) -> Value {
         .unwrap_or_else(|_| Value::from(t as f64))
 }
 
-fn bucket_json(b: &Bucket) -> Value {
+/// ``cleared``: a bucket out of every later window (`Group::seen_at`): written without its
+/// users and evidence, as the core has dropped them.
+fn bucket_json(b: &Bucket, cleared: bool) -> Value {
     let quantiles = b.quantiles.as_ref().map(|q| {
         json!([
             q.pos.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
@@ -33,6 +35,7 @@ fn bucket_json(b: &Bucket) -> Value {
     let evidence: Vec<Value> = b
         .evidence
         .iter()
+        .filter(|_| !cleared)
         .map(|e| match e.order {
             Order::Ts(ts) => json!([ts, e.id]),
             Order::Value(v, ts) => json!([[v.to_json(), ts], e.id]),
@@ -50,7 +53,7 @@ fn bucket_json(b: &Bucket) -> Value {
             .as_ref()
             .map(|d| json!(d.mins.as_slice()))
             .unwrap_or(Value::Null),
-        b.users.mins.as_slice(),
+        if cleared { &[] } else { b.users.mins.as_slice() },
         evidence
     ])
 }
@@ -80,7 +83,10 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
                 json!({
                     "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
                     "first_seen": group.first_seen,
-                    "buckets": group.buckets.iter().map(|(s, b)| json!([s, bucket_json(b)])).collect::<Vec<_>>(),
+                    "buckets": group.buckets.iter().map(|(s, b)| {
+                        let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
+                        json!([s, bucket_json(b, cleared)])
+                    }).collect::<Vec<_>>(),
                     "life": life,
                 })
             })

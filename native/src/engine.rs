@@ -368,16 +368,7 @@ fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
 
 impl Engine {
     pub fn new(mut plans: Vec<Plan>, lateness_ms: i64) -> Engine {
-        let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
-        for plan in plans.iter_mut() {
-            plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
-                Some(i) => i,
-                None => {
-                    by_lists.push(plan.by.clone());
-                    by_lists.len() - 1
-                }
-            };
-        }
+        let by_lists = crate::plan::assign_by_ids(&mut plans);
         Engine {
             rules: plans.into_iter().map(RuleState::new).collect(),
             lateness_ms,
@@ -388,9 +379,9 @@ impl Engine {
             late: 0,
             changes: 0,
             opened: BTreeMap::new(),
-            key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
+            key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owner: None,
-            keys: vec![None; by_lists.len()],
+            keys: vec![None; by_lists],
             routed: Vec::new(),
         }
     }

@@ -37,16 +37,7 @@ impl Core {
     /// ``plans``: the JSON list of rule plans; ``host``: engine.native's helper object.
     #[new]
     fn new(plans: &[u8], lateness_ms: i64, host: PyObject) -> PyResult<Core> {
-        let value =
-            event::parse_json(plans).ok_or_else(|| PyValueError::new_err("plans: not JSON"))?;
-        let items = value
-            .as_array()
-            .ok_or_else(|| PyValueError::new_err("plans: not a list"))?;
-        let plans = items
-            .iter()
-            .map(plan::Plan::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PyValueError::new_err)?;
+        let plans = plan::parse_plans(plans).map_err(PyValueError::new_err)?;
         Ok(Core {
             engine: Engine::new(plans, lateness_ms),
             host,

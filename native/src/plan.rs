@@ -256,3 +256,26 @@ impl Plan {
         )
     }
 }
+
+/// The plans of a JSON list (what engine/native/plan.py writes), or why not.
+pub fn parse_plans(raw: &[u8]) -> Result<Vec<Plan>, String> {
+    let value = crate::event::parse_json(raw).ok_or("plans: not JSON")?;
+    let items = value.as_array().ok_or("plans: not a list")?;
+    items.iter().map(Plan::parse).collect()
+}
+
+/// Number the distinct `by` lists of the plans (rules grouped alike share one key per event):
+/// sets each plan's `by_id` and returns how many distinct lists there are.
+pub fn assign_by_ids(plans: &mut [Plan]) -> usize {
+    let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
+    for plan in plans.iter_mut() {
+        plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
+            Some(i) => i,
+            None => {
+                by_lists.push(plan.by.clone());
+                by_lists.len() - 1
+            }
+        };
+    }
+    by_lists.len()
+}

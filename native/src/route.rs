@@ -132,20 +132,11 @@ const MAX_KEYS: usize = 1_000_000; // interned keys kept before starting afresh 
 
 impl Router {
     pub fn new(mut plans: Vec<Plan>, shards: u32) -> Router {
-        let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
-        for plan in plans.iter_mut() {
-            plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
-                Some(i) => i,
-                None => {
-                    by_lists.push(plan.by.clone());
-                    by_lists.len() - 1
-                }
-            };
-        }
+        let by_lists = crate::plan::assign_by_ids(&mut plans);
         let rules = plans.len();
         Router {
             plans,
-            key_tables: (0..by_lists.len()).map(|_| KeyTable::default()).collect(),
+            key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owners: Owners::new(rules, shards),
             shards,
         }
@@ -278,16 +269,7 @@ pub struct NativeRouter {
 impl NativeRouter {
     #[new]
     fn new(plans: &[u8], shards: u32, host: PyObject, limit: usize) -> PyResult<NativeRouter> {
-        let value =
-            event::parse_json(plans).ok_or_else(|| PyValueError::new_err("plans: not JSON"))?;
-        let items = value
-            .as_array()
-            .ok_or_else(|| PyValueError::new_err("plans: not a list"))?;
-        let plans = items
-            .iter()
-            .map(Plan::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PyValueError::new_err)?;
+        let plans = crate::plan::parse_plans(plans).map_err(PyValueError::new_err)?;
         if shards == 0 || shards > 64 {
             return Err(PyValueError::new_err(
                 "the native router takes 1 to 64 shards",

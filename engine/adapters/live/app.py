@@ -249,11 +249,44 @@ class LiveWorker:
 
     # ---- stage 2 ------------------------------------------------------------------------------
 
+    async def _load_checkpoint(self, number: int) -> tuple[dict | None, dict | None]:
+        """A shard's checkpoint, waiting out a broker that is briefly away (a restart while the
+        shard starts): before, the agent crashed there and the routed message it held was lost
+        to the shard (records differed from a replay). Past --commit-timeout it stops the
+        worker with one line, as a commit that cannot end does."""
+        deadline = time.monotonic() + self.settings.commit_timeout_ms / 1000
+        delay = 0.5
+        while True:
+            try:
+                return await load_checkpoint(self.settings, number)
+            except asyncio.CancelledError as error:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the worker is stopping: not a broker problem
+                reason: BaseException = error  # aiokafka cancelled its own fetch as the broker went away
+                if time.monotonic() >= deadline:
+                    self._refused(None)
+                    raise
+                log.warning("shard %d: its checkpoint cannot be read yet (%s); retrying in %g s", number,
+                            type(reason).__name__, delay,
+                            extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except (KafkaError, OSError) as error:
+                if time.monotonic() >= deadline:
+                    self._refused(error)
+                    raise
+                log.warning("shard %d: its checkpoint cannot be read yet (%s); retrying in %g s", number,
+                            type(error).__name__, delay,
+                            extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _shard(self, number: int) -> Shard:
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
-            full, head = await load_checkpoint(s, number)
+            full, head = await self._load_checkpoint(number)
             engine = self.route_stage.engine
             if full is None:
                 state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms, engine)

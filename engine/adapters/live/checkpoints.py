@@ -45,8 +45,8 @@ async def load_checkpoint(settings: WorkerSettings, shard: int) -> tuple[dict | 
         fetch_max_bytes=MAX_CHECKPOINT_BYTES,
         max_partition_fetch_bytes=MAX_CHECKPOINT_BYTES,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         latest: dict[bytes, bytes] = {}

@@ -119,7 +119,7 @@ def groups(family: Family, by: tuple[tuple[str, ...], ...]) -> list[tuple[float,
 def per_day(rule: CompiledRule, family: Family) -> float | None:
     flag = rule.arg[-1] if rule.arg else None
     p = noise_of(family, flag) if flag else None
-    if rule.func != "rate" or rule.confidence is None or rule.where is not None or p is None:
+    if not rule.metric.rate or rule.confidence is None or rule.where is not None or p is None:
         return None
     if rule.by not in ((("tenant",),), (("user",),)) or (rule.factor is not None and rule.population is None):
         return None

@@ -33,8 +33,9 @@ from engine.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format
 from engine.core.events import format_duration
 from engine.dsl import CompiledRule, parse_rule
 from engine.dsl.compiler import getter
+from engine.dsl.metrics import SUM
 from engine.dsl.parser import RuleSyntaxError
-from engine.dsl.vocabulary import NUMERIC_FUNCS, NameUse, names_used
+from engine.dsl.vocabulary import NameUse, names_used
 from engine.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
@@ -145,7 +146,7 @@ class _RuleTally:
         self.by = [getter(path) for path in rule.by]
         self.where = rule.where
         self.step_ms = rule.step_ms
-        self.value = getter(rule.arg) if rule.func in NUMERIC_FUNCS and rule.arg else None
+        self.value = getter(rule.arg) if rule.metric.numeric and rule.arg else None
         self.passed = 0
         self.steps: dict[tuple[tuple, int], int] = {}  # (group, step start) → events behind the metric
         self.groups: set[tuple] = set()
@@ -352,9 +353,10 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
                 warnings.append(f"never fires: flag `{name.path[6:]}` is never true in the sample "
                                 f"(present in {name.present:,} of {inference:,} events)")  # fmt: skip
         elif name.role == "metric":
-            if rule.func in NUMERIC_FUNCS and name.numeric == 0:
-                why = "the sum is always 0" if rule.func == "sum" else f"`{rule.func}` never has a value"
-                if rule.func != "sum" or rises:
+            if rule.metric.numeric and name.numeric == 0:
+                sums = rule.metric is SUM
+                why = "the sum is always 0" if sums else f"`{rule.metric.func}` never has a value"
+                if not sums or rises:
                     warnings.append(f"never fires: `{name.path}` is never a number in the sample "
                                     f"(present in {name.present:,} events): {why}")  # fmt: skip
             elif name.present == 0:

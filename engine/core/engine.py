@@ -24,7 +24,7 @@ from typing import Any
 from engine.core.events import Event
 from engine.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
 from engine.core.sketch import DistinctSketch
-from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
+from engine.core.window import Bucket, accumulator, summarize
 from engine.dsl.compiler import CompiledRule, getter
 
 DEFAULT_LATENESS_MS = 30_000
@@ -403,9 +403,9 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
     if first_seen is None or start < first_seen:
         return None  # the group has not been seen for a whole baseline span yet
     summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end), detail=False)
-    if sample_size(rule, summary) < rule.min_events:
+    if rule.metric.sample_size(summary) < rule.min_events:
         return None
-    if rule.func == "distinct":
+    if rule.metric.slices_baseline:
         # Distinct values do not add up over time (the same users return), so the baseline
         # is the mean distinct count of the window-length slices of the span.
         slices = max(1, rule.baseline_ms // rule.window_ms)
@@ -413,19 +413,12 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
         for i in range(slices):
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
             part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
-            counts.append(metric_value(rule, part))
+            counts.append(rule.metric.value(part))
         return sum(counts) / len(counts)
-    value = metric_value(rule, summary)
+    value = rule.metric.value(summary)
     if value is None:
         return None
-    scale = rule.window_ms / rule.baseline_ms
-    if rule.func in {"count", "sum"}:
-        value *= scale
-        if rule.func == "count":
-            value = max(value, 1.0)  # a zero baseline counts as one event per window
-    elif rule.func == "rate":
-        value = max(value, 1 / (summary.n * scale))  # ... as one flagged event per window's worth
-    return value
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
 
 
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:

@@ -15,8 +15,9 @@ from typing import Any
 
 from engine.core.events import format_ts
 from engine.core.significance import p_value
-from engine.core.window import Summary, impact_events, metric_value, sample_size
+from engine.core.window import Summary
 from engine.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
+from engine.dsl.metrics import SignificanceTest
 from engine.durations import format_duration
 from engine.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 
@@ -116,20 +117,20 @@ def read(rule: CompiledRule, window: Summary, baseline: float | None,
          population: tuple[int, int] | None = None) -> Reading:  # fmt: skip
     """``population``: (events, flagged events) of all the rule's groups in the window, for
     `Kx population` (the group's own are taken out: it is compared with the rest)."""
-    value = metric_value(rule, window)
+    value = rule.metric.value(window)
     if rule.population is not None:
         baseline = population_rate(window, population)
         limit = rule.population * baseline if baseline is not None else None
     else:
         limit = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
-    enough = not rule.needs_sample or sample_size(rule, window) >= rule.min_events
+    enough = not rule.needs_sample or rule.metric.sample_size(window) >= rule.min_events
     if rule.min_flagged and window.hits < rule.min_flagged:
         enough = False
     holds = value is not None and limit is not None and enough and rule.compare(value, limit)
     if not holds or rule.confidence is None:
         return Reading(value, limit, baseline, holds, window)
-    k, n = significance_counts(rule, window)
-    p = p_value(rule.func, rule.op, k, n, min(limit, 1.0) if rule.func == "rate" else limit)
+    k, n = rule.metric.significance_counts(window)
+    p = p_value(rule.metric.test, rule.op, k, n, rule.metric.reference(limit))
     return Reading(value, limit, baseline, p <= rule.alpha, window, p)
 
 
@@ -142,12 +143,6 @@ def population_rate(window: Summary, population: tuple[int, int] | None) -> floa
     if rest_n <= 0:
         return None
     return max(rest_hits, 1) / rest_n
-
-
-def significance_counts(rule: CompiledRule, window: Summary) -> tuple[int, int]:
-    """(k, n) the test weighs: flagged events of all events for rate and count(FLAG),
-    events for count()."""
-    return (window.n if rule.arg is None else window.hits), window.n
 
 
 def evaluate_group(
@@ -214,7 +209,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
         label = rule.category.replace("_", " ")
         raises.append(("sensitivity", floor, f"sensitivity: {label} is never below sev{floor}"))
     users = r.window.users.estimate() if r.window.users is not None else 0
-    measures = {"users": users, "events": impact_events(rule, r.window)}
+    measures = {"users": users, "events": rule.metric.impact_events(r.window)}
     for esc in rule.escalations:
         key = f"impact:{esc.severity}:{esc.measure}{esc.op}{esc.value:g}"
         if key in incident.escalated:
@@ -291,8 +286,8 @@ def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident
     return IncidentRecord(
         kind, incident.incident_id, rule.name, rule.category, Severity(incident.severity), group, format_ts(at),
         format_ts(incident.onset), {"start": format_ts(at - rule.window_ms), "end": format_ts(at)}, _num(r.value),
-        _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), impact_events(rule, w),
-        sample_size(rule, w), w.users.estimate() if w.users is not None else 0,
+        _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), rule.metric.impact_events(w),
+        rule.metric.sample_size(w), w.users.estimate() if w.users is not None else 0,
         [event_id for _, event_id in (w.evidence or [])], list(rule.notify), why,
         # who responds, and how often they update, at this severity (nobody, once resolved)
         response=rule.response(incident.severity).to_json() if kind is not RecordKind.RESOLVED else None,
@@ -304,17 +299,15 @@ def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident
 def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
     """The evidence behind a rule `with C% confidence`: observed against expected under the
     reference, and the p-value (null when the metric was not past the limit)."""
-    k, n = significance_counts(rule, r.window)
-    if r.limit is None:
-        expected = None
-    else:
-        expected = n * min(r.limit, 1.0) if rule.func == "rate" else r.limit
+    k, n = rule.metric.significance_counts(r.window)
+    expected = rule.metric.expected(r.limit, n) if r.limit is not None else None
+    binomial = rule.metric.test is SignificanceTest.BINOMIAL
     return {
-        "test": "binomial" if rule.func == "rate" else "poisson",
+        "test": str(rule.metric.test),
         "confidence": rule.confidence,
         "reference": rule.reference_kind,
         "observed": k,
-        "trials": n if rule.func == "rate" else None,
+        "trials": n if binomial else None,
         "expected": _num(expected),
         "p_value": _p(r.p_value),
     }
@@ -343,7 +336,7 @@ def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
     users = r.window.users.estimate() if r.window.users is not None else 0
     return (
         f"{rule.metric_text} was {_num(r.value)} over the last {format_duration(rule.window_ms)}{where}, "
-        f"{_OP_WORDS[rule.op]} {limit}; {impact_events(rule, r.window)} events, {users} users affected"
+        f"{_OP_WORDS[rule.op]} {limit}; {rule.metric.impact_events(r.window)} events, {users} users affected"
     )
 
 

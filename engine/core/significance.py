@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from engine.dsl.metrics import SignificanceTest
+
 MAX_TERMS = 100_000  # a tail that is still growing after this many terms is not significant anyway
 _EPS = 1e-17
 
@@ -105,10 +107,10 @@ def _poisson_sum(start: int, mean: float, step: int) -> float:
     return min(1.0, total)
 
 
-def p_value(func: str, op: str, k: int, n: int, reference: float) -> float:
-    """The one-sided p-value of a window: ``k`` flagged events (rate) or events (count)
-    out of ``n``, against the reference rate (rate) or count per window (count)."""
+def p_value(test: SignificanceTest, op: str, k: int, n: int, reference: float) -> float:
+    """The one-sided p-value of a window: ``k`` flagged events out of ``n`` against a
+    reference rate (binomial), or ``k`` events against a count per window (Poisson)."""
     upper = op in {">", ">="}
-    if func == "rate":
+    if test is SignificanceTest.BINOMIAL:
         return binomial_upper(k, n, reference) if upper else binomial_lower(k, n, reference)
     return poisson_upper(k, reference) if upper else poisson_lower(k, reference)

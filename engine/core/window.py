@@ -19,11 +19,9 @@ from typing import Any
 from engine.core.events import Event
 from engine.core.sketch import DistinctSketch, QuantileSketch, user_hash
 from engine.dsl.compiler import CompiledRule, getter
+from engine.dsl.metrics import SCALE, Accumulates
 
-SCALE = 1_000_000  # sums are exact integers of millionths
 EVIDENCE_K = 5
-PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
-NUMERIC_FUNCS = {"sum", "avg", "min", "max", *PERCENTILES}
 
 
 class Bucket:
@@ -38,8 +36,8 @@ class Bucket:
         self.total = 0  # sum of those values, in millionths
         self.lo: float | None = None
         self.hi: float | None = None
-        self.quantiles = QuantileSketch() if rule.func in PERCENTILES else None
-        self.distinct = DistinctSketch() if rule.func == "distinct" else None
+        self.quantiles = QuantileSketch() if rule.metric.quantile is not None else None
+        self.distinct = DistinctSketch() if rule.metric.accumulates is Accumulates.DISTINCT else None
         self.users = DistinctSketch()  # users of the events that make the metric
         self.evidence: list[tuple[Any, str]] = []  # (order key, event_id), best first, at most EVIDENCE_K
 
@@ -78,20 +76,26 @@ def _keep_evidence(bucket: Bucket, order: Any, event_id: str) -> None:
     del evidence[EVIDENCE_K:]
 
 
+def _affects(bucket: Bucket, ev: Event, order: Any) -> None:
+    """An event that makes the metric: its user counts as affected, and it may be evidence
+    (``order``: best first — its time, or its value in the rule's direction)."""
+    user = ev.data.get("user")
+    if user is not None:
+        bucket.users.add_hash(user_hash(user))
+    _keep_evidence(bucket, order, ev.event_id)
+
+
 def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
-    """The function that adds one event to a bucket, specialised per metric."""
-    arg = rule.arg
-    if rule.func in {"rate", "count"}:
-        if arg is None:  # count(): every event counts
+    """The function that adds one event to a bucket, specialised per metric kind."""
+    arg, accumulates = rule.arg, rule.metric.accumulates
+    if accumulates is Accumulates.EVENTS:  # count(): every event counts
 
-            def add_all(b: Bucket, ev: Event) -> None:
-                b.n += 1
-                user = ev.data.get("user")
-                if user is not None:
-                    b.users.add_hash(user_hash(user))
-                _keep_evidence(b, ev.ts, ev.event_id)
+        def add_all(b: Bucket, ev: Event) -> None:
+            b.n += 1
+            _affects(b, ev, ev.ts)
 
-            return add_all
+        return add_all
+    if accumulates is Accumulates.FLAGGED:
         flag = arg[1]
 
         def add_flag(b: Bucket, ev: Event) -> None:
@@ -99,13 +103,10 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             flags = ev.data.get("flags")
             if flags and flags.get(flag) is True:
                 b.hits += 1
-                user = ev.data.get("user")
-                if user is not None:
-                    b.users.add_hash(user_hash(user))
-                _keep_evidence(b, ev.ts, ev.event_id)
+                _affects(b, ev, ev.ts)
 
         return add_flag
-    if rule.func == "distinct":
+    if accumulates is Accumulates.DISTINCT:
         get = getter(arg)
 
         def add_distinct(b: Bucket, ev: Event) -> None:
@@ -113,10 +114,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             value = get(ev.data)
             if value is not None:
                 b.distinct.add(value)
-                user = ev.data.get("user")
-                if user is not None:
-                    b.users.add_hash(user_hash(user))
-                _keep_evidence(b, ev.ts, ev.event_id)
+                _affects(b, ev, ev.ts)
 
         return add_distinct
     get = getter(arg)
@@ -139,10 +137,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             b.hi = value
         if b.quantiles is not None:
             b.quantiles.add(value)
-        user = ev.data.get("user")
-        if user is not None:
-            b.users.add_hash(user_hash(user))
-        _keep_evidence(b, (value if low_is_bad else -value, ev.ts), ev.event_id)
+        _affects(b, ev, (value if low_is_bad else -value, ev.ts))
 
     return add_value
 
@@ -168,9 +163,9 @@ def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Su
     deciding whether a condition holds)."""
     s = Summary()
     buckets = list(buckets)
-    if rule.func in PERCENTILES:
+    if rule.metric.quantile is not None:
         s.quantiles = QuantileSketch()
-    if rule.func == "distinct":
+    if rule.metric.accumulates is Accumulates.DISTINCT:
         s.distinct = DistinctSketch.union([b.distinct for b in buckets])
     if detail:
         s.users = DistinctSketch.union([b.users for b in buckets])
@@ -192,34 +187,3 @@ def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Su
         s.evidence.sort()
         del s.evidence[EVIDENCE_K:]
     return s
-
-
-def metric_value(rule: CompiledRule, s: Summary) -> float | None:
-    """The rule's metric over a summary; None when it has no value (no events)."""
-    func = rule.func
-    if func == "rate":
-        return s.hits / s.n if s.n else None
-    if func == "count":
-        return float(s.hits if rule.arg is not None else s.n)
-    if func == "sum":
-        return s.total / SCALE
-    if func == "avg":
-        return s.total / SCALE / s.vn if s.vn else None
-    if func == "min":
-        return s.lo
-    if func == "max":
-        return s.hi
-    if func == "distinct":
-        return float(s.distinct.estimate())
-    return s.quantiles.quantile(PERCENTILES[func])
-
-
-def sample_size(rule: CompiledRule, s: Summary) -> int:
-    """The events behind the metric: values for numeric functions, events otherwise."""
-    return s.vn if rule.func in NUMERIC_FUNCS else s.n
-
-
-def impact_events(rule: CompiledRule, s: Summary) -> int:
-    """`events` in records and in `escalate ... if events`: the events that make the metric
-    (flagged events for rate/count(flag), all events otherwise)."""
-    return s.hits if rule.func in {"rate", "count"} and rule.arg is not None else sample_size(rule, s)

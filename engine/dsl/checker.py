@@ -12,26 +12,11 @@ from collections.abc import Iterable, Iterator
 
 from engine.dsl import ast
 from engine.dsl.diagnostics import Diagnostic, did_you_mean
+from engine.dsl.metrics import FUNCTIONS, Argument
 from engine.dsl.printer import print_number, print_rule
 from engine.durations import UNITS
 from engine.records import SEVERITY_NAMES, Severity
 
-# func → what its argument is: "flag" (a bare flag name), "flag?" (optional), "field",
-# "label?" (a report label, optional: reports() counts `report` events, docs/dsl.md#user-reports)
-FUNCTIONS: dict[str, str] = {
-    "rate": "flag",
-    "count": "flag?",
-    "reports": "label?",
-    "sum": "field",
-    "avg": "field",
-    "min": "field",
-    "max": "field",
-    "p50": "field",
-    "p90": "field",
-    "p95": "field",
-    "p99": "field",
-    "distinct": "field",
-}
 SEVERITIES = SEVERITY_NAMES  # sev1 (most severe) .. sev4
 CATEGORIES = ("hallucination", "data_leakage", "quality_degradation", "adversarial", "cost", "other")
 IMPACT_MEASURES = ("users", "events")
@@ -107,14 +92,25 @@ def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
         what = "flagged" if m.flagged else "events"
         if m.unit or not isinstance(m.count, int) or m.count < 1:
             yield m.span, f"`min {m.count}{m.unit} {what}` needs a whole number of events ≥ 1"
-        elif m.flagged and (c.metric.func not in {"rate", "count"} or c.metric.arg is None):
+        elif m.flagged and (not _argument(c.metric).flag or c.metric.arg is None):
             yield m.span, "`min N flagged` counts flagged events: use it with rate(FLAG) or count(FLAG)"
     yield from _outcome_problems(rule.outcome)
 
 
+def _argument(metric: ast.Metric) -> Argument:
+    """What the metric's function takes (a field for an unknown function: reported apart)."""
+    function = FUNCTIONS.get(metric.func)
+    return function.argument if function is not None else Argument.FIELD
+
+
+def _rates(metric: ast.Metric) -> bool:
+    function = FUNCTIONS.get(metric.func)
+    return function is not None and function.rates
+
+
 def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
-    kind = FUNCTIONS.get(metric.func)
-    if kind is None:
+    function = FUNCTIONS.get(metric.func)
+    if function is None:
         hint = did_you_mean(metric.func, FUNCTIONS)
         known = ", ".join(FUNCTIONS)
         name_span = ast.Span(
@@ -122,14 +118,14 @@ def _metric_problems(metric: ast.Metric) -> Iterator[Problem]:
         )
         yield name_span, f"unknown function `{metric.func}`{hint or f'; expected one of {known}'}"
         return
-    arg = metric.arg
-    if kind == "label?":
+    arg, kind = metric.arg, function.argument
+    if kind is Argument.OPTIONAL_LABEL:
         if arg is not None and len(arg.parts) != 1:
             yield arg.span, f"`reports` takes a report label, e.g. `reports(wrong)`, not `{arg.dotted}`"
         return
-    if kind in {"flag", "flag?"}:
+    if kind.flag:
         if arg is None:
-            if kind == "flag":
+            if kind is Argument.FLAG:
                 yield metric.span, f"`{metric.func}()` needs a flag, e.g. `{metric.func}(hallucination)`"
         elif len(arg.parts) != 1:
             suggestion = arg.parts[-1] if arg.parts[0] == "flags" else arg.dotted
@@ -151,18 +147,16 @@ def _duration_problems(d: ast.Duration, what: str) -> Iterator[Problem]:
         yield d.span, f"the {what} must be longer than zero, not `{text}`"
 
 
-SIGNIFICANCE_FUNCS = ("rate", "count", "reports")  # a count of events behind them: binomial or Poisson
-
-
 def _significance_problems(c: ast.Condition) -> Iterator[Problem]:
     """`with C% confidence` and `Kx population`: what they can be applied to."""
     t, conf, func = c.threshold, c.confidence, c.metric.func
+    function = FUNCTIONS.get(func)
     if isinstance(t, ast.PopulationThreshold):
         if t.unit != "x":
             yield t.span, f"`{t.factor}{t.unit} population` needs a multiple like `5x`"
         elif t.factor <= 0:
             yield t.span, f"the multiple must be greater than 0, not `{t.factor}{t.unit}`"
-        if func != "rate" and func in FUNCTIONS:
+        if function is not None and not function.rates:
             example = f"rate(FLAG) > {t.factor}{t.unit} population"
             yield t.span, f"`population` compares rates: write `{example}`, not `{func}`"
         elif not c.by:
@@ -177,7 +171,7 @@ def _significance_problems(c: ast.Condition) -> Iterator[Problem]:
         yield conf.span, f"a confidence is a percentage: write `with {conf.level}% confidence`"
     elif not 50 < conf.level < 100:
         yield conf.span, f"a confidence is more than 50% and less than 100%, not `{text}`; e.g. `99.9%`"
-    if func not in SIGNIFICANCE_FUNCS and func in FUNCTIONS:
+    if function is not None and not function.counts:
         yield (
             conf.span,
             f"`with … confidence` needs events to count: use it with rate(FLAG), count(FLAG) or count(), not `{func}`",
@@ -197,7 +191,7 @@ def _threshold_problems(c: ast.Condition) -> Iterator[Problem]:
             yield t.span, f"`{text}` is a multiple: write `{text} baseline`"
         elif t.unit:
             yield t.span, f"`{text}` is not a number; a threshold is a number or `Kx baseline`"
-        elif c.metric.func == "rate" and not 0 <= t.value <= 1:
+        elif _rates(c.metric) and not 0 <= t.value <= 1:
             yield t.span, f"a rate is a fraction between 0 and 1; `{text}` can never be crossed"
         return
     text = f"{t.factor}{t.unit}"

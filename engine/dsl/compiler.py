@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.dsl import ast
 from engine.dsl.checker import duration_ms, rule_name
+from engine.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl.printer import print_rule
 from engine.records import Severity
@@ -65,7 +66,7 @@ class CompiledRule:
     text: str  # canonical text
     path: str
     line: int
-    func: str
+    metric: MetricKind  # what the rule measures (engine/dsl/metrics.py)
     arg: Path | None  # flags.<name> for rate/count, the field path otherwise
     op: str
     threshold: float | None  # absolute threshold, or None for a relative rule
@@ -100,10 +101,7 @@ class CompiledRule:
         """The metric as written: ``rate(pii)``, ``count()``, ``p95(latency_ms)``, ``reports(wrong)``."""
         if self.source == "report":
             return f"reports({self.label or ''})"
-        if self.arg is None:
-            return f"{self.func}()"
-        arg = self.arg[1] if self.func in {"rate", "count"} else ".".join(self.arg)
-        return f"{self.func}({arg})"
+        return self.metric.text(self.arg)
 
     def admits(self, kind: str, data: dict) -> bool:
         """Whether an event of this type and data is one the rule counts (before `where`)."""
@@ -135,7 +133,7 @@ class CompiledRule:
     def needs_sample(self) -> bool:
         """Whether `min N events` gates this rule: rates, averages, percentiles,
         extrema and every baseline comparison."""
-        return self.relative or self.func not in {"count", "sum", "distinct"}
+        return self.relative or not self.metric.grows_with_window
 
 
 def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
@@ -155,12 +153,12 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     else:
         threshold, factor, baseline = float(c.threshold.value), None, 0
     arg: Path | None
-    func, source, label = c.metric.func, "inference", None
-    if func == "reports":
-        func, source = "count", "report"
+    argument, source, label = FUNCTIONS[c.metric.func].argument, "inference", None
+    if argument is Argument.OPTIONAL_LABEL:  # reports(LABEL): count() over report events
+        source = "report"
         label = c.metric.arg.parts[0] if c.metric.arg else None
         arg = None
-    elif c.metric.func in {"rate", "count"}:
+    elif argument.flag:
         arg = ("flags", c.metric.arg.parts[0]) if c.metric.arg else None
     else:
         arg = c.metric.arg.parts if c.metric.arg else None
@@ -170,7 +168,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         text=print_rule(rule),
         path=path,
         line=rule.span.line,
-        func=func,
+        metric=kind_of(c.metric.func, flagged=argument.flag and arg is not None),
         arg=arg,
         op=c.op,
         threshold=threshold,
@@ -235,7 +233,7 @@ _LABEL_CATEGORIES = {"wrong": "hallucination", "data_exposure": "data_leakage", 
 
 
 def infer_category(metric: ast.Metric) -> str:
-    if metric.func == "reports":
+    if FUNCTIONS[metric.func].argument is Argument.OPTIONAL_LABEL:
         return _LABEL_CATEGORIES.get(metric.arg.parts[0], "other") if metric.arg else "other"
     if metric.arg is None:
         return "other"

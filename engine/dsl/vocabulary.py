@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from engine.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_LABELS, STANDARD_SCORES, STRING_FIELDS
 from engine.dsl import ast
-from engine.dsl.checker import FUNCTIONS
 from engine.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
+from engine.dsl.metrics import FUNCTIONS, Argument
 
 VOCABULARY_FILE = "vocabulary.toml"
 TEXT_FIELDS = ("prompt", "output", "comment")  # raw text a service may attach (engine/core/events.py)
@@ -32,7 +32,7 @@ ENVELOPE_FIELDS = ("event_id", "ts", "type", "kind", "description", "ref", "labe
 MAPS = ("flags", "scores")  # objects of booleans, of numbers
 STANDARD_FIELDS = ENVELOPE_FIELDS + STRING_FIELDS + NUMBER_FIELDS + TEXT_FIELDS
 NOT_NUMBERS = frozenset(STRING_FIELDS + TEXT_FIELDS + ("event_id", "type", "kind", "description", "ref", "labels"))
-NUMERIC_FUNCS = frozenset(f for f, kind in FUNCTIONS.items() if kind == "field") - {"distinct"}
+NUMERIC_FUNCS = frozenset(name for name, function in FUNCTIONS.items() if function.numeric)
 KEYS = {"flags": "flag", "scores": "score", "labels": "label", "fields": "field"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\.\*)?")
@@ -163,12 +163,12 @@ def names_used(rule: ast.Rule) -> list[NameUse]:
     """Every name the rule reads, in the order written."""
     c = rule.condition
     uses: list[NameUse] = []
-    kind = FUNCTIONS.get(c.metric.func)
+    function = FUNCTIONS.get(c.metric.func)
     arg = c.metric.arg
-    if arg is not None and kind is not None:
-        if kind == "field":
+    if arg is not None and function is not None:
+        if function.argument is Argument.FIELD:
             uses.append(NameUse("metric", arg.parts, arg.span))
-        elif kind == "label?":
+        elif function.argument is Argument.OPTIONAL_LABEL:
             if len(arg.parts) == 1:
                 uses.append(NameUse("label", ("labels", arg.parts[0]), arg.span))
         elif len(arg.parts) == 1:

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.events import Event
-from engine.core.window import PERCENTILES
 from engine.dsl.compiler import CompiledRule, getter
+from engine.dsl.metrics import Accumulates
 
 RATIO, VOLUME = "ratio", "volume"
 DEFAULT_QUANTILE = 0.9
@@ -49,21 +49,21 @@ class Mass:
 def mass_of(rule: CompiledRule, reference: Sequence[Event]) -> Mass:
     """The anomaly mass of events for ``rule``; ``reference``: the baseline period's events
     (numeric metrics take their quantile from it)."""
-    func = rule.func
-    if func in {"rate", "count"} and rule.arg is not None:
+    kind = rule.metric
+    if kind.accumulates is Accumulates.FLAGGED:
         get_flag = getter(rule.arg)
         return Mass(
-            RATIO if func == "rate" else VOLUME,
+            RATIO if kind.rate else VOLUME,
             lambda d: 1.0 if get_flag(d) is True else 0.0,
             f"flagged {rule.arg[-1]}",
         )
-    if func in {"count", "distinct"}:
+    if kind.accumulates is Accumulates.EVENTS or kind.accumulates is Accumulates.DISTINCT:
         return Mass(VOLUME, lambda d: 1.0, "every matching event counts (a volume metric)")
     get = getter(rule.arg)
     field = ".".join(rule.arg)
-    if func == "sum":
+    if kind.additive:  # sum
         return Mass(VOLUME, lambda d: _number(get(d)) or 0.0, f"every event adds its {field} (a volume metric)")
-    q = PERCENTILES.get(func, DEFAULT_QUANTILE)
+    q = kind.quantile if kind.quantile is not None else DEFAULT_QUANTILE
     high = rule.op in {">", ">="}
     values = sorted(v for v in (_number(get(e.data)) for e in reference) if v is not None)
     if not values:

@@ -71,7 +71,7 @@ def suggest_monitoring(
     # replay rejects it and the next candidate is tried).
     finer = [c for c in contributors[:5] if c.score >= SUGGEST_SCORE and c.dimension not in by]
     finer = [c for c in finer if c.dimension != "user" and (splits is None or c.dimension in splits)][:3]
-    window_free = rule.relative or rule.func not in {"count", "sum", "distinct"}
+    window_free = rule.relative or not rule.metric.grows_with_window
     slow = (
         ttd is not None
         and ttd > rule.window_ms // SLOW_FRACTION

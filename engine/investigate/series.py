@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from engine.core.engine import span_baseline
 from engine.core.events import Event, format_ts
-from engine.core.window import Bucket, accumulator, metric_value, sample_size, summarize
+from engine.core.window import Bucket, accumulator, summarize
 from engine.dsl.compiler import CompiledRule
 from engine.investigate.model import Point, Series
 
@@ -37,13 +37,13 @@ def metric_series(
     points = []
     for at in range(lo, hi + 1, stride * step):
         window = summarize(rule, (b for s, b in buckets.items() if at - rule.window_ms <= s < at), detail=False)
-        value = metric_value(rule, window) if window.n else None
+        value = rule.metric.value(window) if window.n else None
         if frozen is not None and frozen[0] <= at <= frozen[1]:
             baseline = frozen[2]
         else:
             baseline = span_baseline(rule, buckets, first_seen, at) if rule.factor is not None else None
         threshold = rule.factor * baseline if rule.factor is not None and baseline is not None else rule.threshold
-        size = sample_size(rule, window)
+        size = rule.metric.sample_size(window)
         points.append(Point(format_ts(at), _round(value), _round(baseline), _round(threshold), size))
     return Series(step_ms=stride * step, points=tuple(points))
 

@@ -62,7 +62,7 @@ class _Host:
 
     def p_value(self, index: int, k: int, n: int, reference: float) -> float:
         rule = self.rules[index]
-        return p_value(rule.func, rule.op, k, n, reference)
+        return p_value(rule.metric.test, rule.op, k, n, reference)
 
     @staticmethod
     def py_str(raw: bytes) -> str:

@@ -25,7 +25,7 @@ FUNCS = {"rate", "count", "sum", "avg", "min", "max", "distinct", "p50", "p90", 
 # native engine only once the plan (and the engine) know it: until then, a rule that sets it
 # to anything but its default runs on the Python core.
 KNOWN_FIELDS = {
-    "name", "text", "path", "line", "func", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
+    "name", "text", "path", "line", "metric", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
     "step_ms", "by", "where", "for_ms", "min_events", "severity", "escalations", "category", "contains", "notify",
     "confidence", "population", "min_flagged", "source", "label",
     "responses",  # read by the record writer (Python), not by the native engine
@@ -51,8 +51,8 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
             default = f.default if f.default is not dataclasses.MISSING else None
             if getattr(rule, f.name) != default:
                 raise Unsupported(f"`{f.name}` is not in the native rule plan yet")
-    if rule.func not in FUNCS:
-        raise Unsupported(f"metric function {rule.func}() is not native yet")
+    if rule.metric.func not in FUNCS:
+        raise Unsupported(f"metric function {rule.metric.func}() is not native yet")
     where = None
     if rule.where is not None:
         condition = parse_rule(rule.text).condition
@@ -60,7 +60,7 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
     return {
         "version": PLAN_VERSION,
         "name": rule.name,
-        "func": rule.func,
+        "func": rule.metric.func,
         "arg": list(rule.arg) if rule.arg is not None else None,
         "op": rule.op,
         "threshold": rule.threshold,

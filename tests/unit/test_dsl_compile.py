@@ -22,6 +22,7 @@ from engine.dsl.compiler import (
     get_path,
     pick_step,
 )
+from engine.dsl.metrics import RATE
 
 FIREBREAK = Path(sys.executable).parent / "firebreak"  # .venv/bin/firebreak under .venv/bin/pytest
 
@@ -143,7 +144,7 @@ def test_every_compiled_field_of_a_full_rule() -> None:
     assert rule.name == "full"
     assert rule.path == "t.rules"
     assert rule.line == 1
-    assert (rule.func, rule.op, rule.window_ms, rule.step_ms) == ("rate", ">", 10 * M, 1 * M)
+    assert (rule.metric, rule.op, rule.window_ms, rule.step_ms) == (RATE, ">", 10 * M, 1 * M)
     assert rule.by == (("model",), ("meta", "region"))
     assert rule.for_ms == 2 * M
     assert rule.severity == 3

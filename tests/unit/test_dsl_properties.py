@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from engine.dsl import ast as a
 from engine.dsl import load_rules, parse_rule, parse_rules
-from engine.dsl.checker import FUNCTIONS
+from engine.dsl.metrics import FUNCTIONS
 from engine.dsl.parser import split_rules
 from engine.dsl.printer import print_rule, print_rule_file
 

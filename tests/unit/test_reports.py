@@ -11,6 +11,7 @@ from engine.adapters.drive import Driver, drive_lines
 from engine.core import Engine, run_events
 from engine.core.events import STANDARD_LABELS, InvalidEvent, validate_event
 from engine.dsl import load_rules
+from engine.dsl.metrics import COUNT
 from engine.native import NativeEngine
 from engine.sdk import user_report
 
@@ -85,7 +86,7 @@ def problems(text: str, vocabulary: str | None = None) -> list[str]:
 
 def test_reports_compiles_to_a_count_over_report_events():
     (rule,) = rules("reports(data_exposure) >= 1 over 10m by tenant -> sev1")
-    assert (rule.func, rule.arg, rule.source, rule.label) == ("count", None, "report", "data_exposure")
+    assert (rule.metric, rule.arg, rule.source, rule.label) == (COUNT, None, "report", "data_exposure")
     assert rule.category == "data_leakage" and rule.name.startswith("reports_data_exposure_")
     (anything,) = rules("reports() > 10 over 1h -> sev3")
     assert (anything.source, anything.label, anything.category) == ("report", None, "other")

@@ -138,8 +138,11 @@ class ContainmentCommand:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ContainmentCommand:
+        """A command, renewal or release read back (a release carries no params, expiry or hold:
+        they read as none, none and not held)."""
         return ContainmentCommand(data["command_id"], data["incident_id"], data["rule"], data["action"], data["target"],
-                                  data["params"], data["ts"], data["expires_at"], data["hold"])  # fmt: skip
+                                  data.get("params") or {}, data["ts"], data.get("expires_at"),
+                                  bool(data.get("hold")))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,21 @@ class IncidentRecord:
     duration_s: int | None = None  # resolved
     peak: float | None = None  # resolved
     held_commands: list[str] | None = None  # resolved
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> IncidentRecord:
+        """A record read back; ``to_json`` of the result gives the same record."""
+        previous = data.get("previous_severity")
+        return IncidentRecord(
+            RecordKind(data["type"]), data["incident_id"], data["rule"], data["category"],
+            Severity.parse(data["severity"]), data["group"], data["ts"], data["onset"], data["window"],
+            data["value"], data["baseline"], data["threshold"], data["events"], data["sample"],
+            data["users_affected"], data["evidence"], data["notify"], data["why"],
+            response=data.get("response"), significance=data.get("significance"),
+            previous_severity=Severity.parse(previous) if previous is not None else None,
+            reason=data.get("reason"), opened_at=data.get("opened_at"), duration_s=data.get("duration_s"),
+            peak=data.get("peak"), held_commands=data.get("held_commands"),
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         record = {"type": self.kind.value, "incident_id": self.incident_id, "rule": self.rule,

@@ -9,7 +9,7 @@ import orjson
 
 from engine.core import parse_ts
 from engine.dsl import CompiledRule
-from engine.records import CONTAINMENT_KINDS, RecordKind, kind_of
+from engine.records import CONTAINMENT_KINDS, ContainmentCommand, IncidentRecord, RecordKind, Severity, kind_of
 
 
 class IncidentNotFound(LookupError):
@@ -26,31 +26,54 @@ class Selection:
     group: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class ContainmentStep:
+    """One containment record of an incident: its kind (command, renewed, release) and what
+    it says (a release carries no params, expiry or hold)."""
+
+    kind: RecordKind
+    command: ContainmentCommand
+
+
+@dataclass(frozen=True)
 class IncidentView:
+    """One incident's records, typed: its opening, escalations, resolution and containment."""
+
     rule: CompiledRule
-    incident_id: str
-    group: dict[str, Any]
-    opened: dict[str, Any]
-    escalations: list[dict[str, Any]]
-    resolved: dict[str, Any] | None
-    commands: list[dict[str, Any]]  # containment.* records of the incident, in order
+    opened: IncidentRecord
+    escalations: tuple[IncidentRecord, ...]
+    resolved: IncidentRecord | None
+    commands: tuple[ContainmentStep, ...]  # in order
+
+    @property
+    def incident_id(self) -> str:
+        return self.opened.incident_id
+
+    @property
+    def group(self) -> dict[str, Any]:
+        return self.opened.group
+
+    @property
+    def latest(self) -> IncidentRecord:
+        """The last record that set the severity: the last escalation, or the opening."""
+        return self.escalations[-1] if self.escalations else self.opened
 
     @property
     def opened_ts(self) -> int:
-        return parse_ts(self.opened["ts"])
+        return parse_ts(self.opened.ts)
 
     @property
     def onset_ts(self) -> int:
-        return parse_ts(self.opened["onset"])
+        return parse_ts(self.opened.onset)
 
     @property
     def resolved_ts(self) -> int | None:
-        return parse_ts(self.resolved["ts"]) if self.resolved else None
+        return parse_ts(self.resolved.ts) if self.resolved else None
 
     @property
-    def severity(self) -> str:
-        return (self.escalations[-1] if self.escalations else self.opened)["severity"]
+    def severity(self) -> Severity:
+        """The final severity."""
+        return self.latest.severity
 
 
 def _group_text(group: dict[str, Any]) -> str:
@@ -100,14 +123,17 @@ def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selec
     if rule is None:
         raise IncidentNotFound(f"rule {first['rule']} is not in the rules given")
     mine = [r for r in records if r.get("incident_id") == incident_id]
+    resolved = next((r for r in mine if r["type"] == RecordKind.RESOLVED), None)
     return IncidentView(
         rule=rule,
-        incident_id=incident_id,
-        group=first["group"],
-        opened=first,
-        escalations=[r for r in mine if r["type"] == RecordKind.ESCALATED],
-        resolved=next((r for r in mine if r["type"] == RecordKind.RESOLVED), None),
-        commands=[r for r in mine if kind_of(r) in CONTAINMENT_KINDS],
+        opened=IncidentRecord.from_json(first),
+        escalations=tuple(IncidentRecord.from_json(r) for r in mine if r["type"] == RecordKind.ESCALATED),
+        resolved=IncidentRecord.from_json(resolved) if resolved is not None else None,
+        commands=tuple(
+            ContainmentStep(kind, ContainmentCommand.from_json(r))
+            for r in mine
+            if (kind := kind_of(r)) in CONTAINMENT_KINDS
+        ),
     )
 
 

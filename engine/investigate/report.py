@@ -48,7 +48,7 @@ from engine.investigate.model import (
 from engine.investigate.reports import join_reports, user_reports
 from engine.investigate.review import Detection, Impact, postmortem, suggest_monitoring
 from engine.investigate.series import metric_series
-from engine.records import RecordKind, kind_of
+from engine.records import IncidentRecord, RecordKind
 
 HOUR = 3_600_000
 MAX_CONTRIBUTORS = 10
@@ -168,7 +168,7 @@ def investigate(
     story = tell_story(log, onset, causes)
     reports, impact, anomalous = assess_impact(log, onset)
     suggestion = suggest(log, onset, found, story.lags, options) if options.suggest else None
-    evidence_ids = [*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *log.view.opened.get("evidence", [])]
+    evidence_ids = [*(e.event_id for e in anomalous[:MAX_EVIDENCE]), *log.view.opened.evidence]
     contained = bool(log.rule.contains)
     return Report(
         incident=story.incident,
@@ -306,7 +306,7 @@ def tell_story(log: Log, onset: Onset, causes: list[Cause]) -> Story:
         log.group_events,
         max(view.onset_ts - 3 * window, log.data_from),
         min(log.end + window, log.data_to + 1),
-        (view.onset_ts, log.until, view.opened.get("baseline")),
+        (view.onset_ts, log.until, view.opened.baseline),
     )
     timeline = _timeline(view, causes, onset.first, onset.mass.describe)
     return Story(_incident(view), timeline, _lags(view, onset, causes), series)
@@ -419,34 +419,34 @@ def _group_matcher(rule: CompiledRule, group: dict[str, Any]):
 
 def _incident(view: IncidentView) -> Incident:
     rule, opened = view.rule, view.opened
-    peak = view.resolved.get("peak") if view.resolved else None
+    peak = view.resolved.peak if view.resolved else None
     if peak is None:
-        values = [r["value"] for r in (opened, *view.escalations) if r.get("value") is not None]
+        values = [r.value for r in (opened, *view.escalations) if r.value is not None]
         peak = max(values) if rule.op in {">", ">="} else min(values) if values else None
     return Incident(
         incident_id=view.incident_id,
         rule=rule.name,
         rule_text=rule.text,
         category=rule.category,
-        severity=view.severity,
-        initial_severity=opened["severity"],
+        severity=str(view.severity),
+        initial_severity=str(opened.severity),
         group=view.group,
         metric=rule.metric_text,
         op=rule.op,
         window_ms=rule.window_ms,
         step_ms=rule.step_ms,
-        opened=opened["ts"],
-        onset=opened["onset"],
-        resolved=view.resolved["ts"] if view.resolved else None,
-        value=opened.get("value"),
-        baseline=opened.get("baseline"),
-        threshold=opened.get("threshold"),
+        opened=opened.ts,
+        onset=opened.onset,
+        resolved=view.resolved.ts if view.resolved else None,
+        value=opened.value,
+        baseline=opened.baseline,
+        threshold=opened.threshold,
         peak=peak,
-        users_affected=opened.get("users_affected"),
-        events=opened.get("events"),
-        why=opened.get("why"),
-        significance=opened.get("significance"),
-        response=(view.escalations[-1] if view.escalations else opened).get("response"),
+        users_affected=opened.users_affected,
+        events=opened.events,
+        why=opened.why,
+        significance=opened.significance,
+        response=view.latest.response,
     )
 
 
@@ -464,37 +464,33 @@ def _timeline(view: IncidentView, causes: list[Cause], first: Event | None, mean
     if view.onset_ts != view.opened_ts:
         mark(view.onset_ts, "onset", "condition first held", view.incident_id)
     o = view.opened
-    mark(view.opened_ts, "detected", f"opened at {o['severity']}: {o['rule']} {_value_text(o)}", view.incident_id)
+    mark(view.opened_ts, "detected", f"opened at {o.severity}: {o.rule} {_value_text(o)}", view.incident_id)
     for r in view.escalations:
-        mark(
-            parse_ts(r["ts"]), "escalated", f"{r['previous_severity']} → {r['severity']} ({r['why']})", view.incident_id
-        )
-    params_of = {r["command_id"]: r.get("params") or {} for r in view.commands if r.get("params")}
-    for r in view.commands:
-        kind = {
-            RecordKind.COMMAND: "contained",
-            RecordKind.RENEWED: "renewed",
-            RecordKind.RELEASE: "released",
-        }[kind_of(r)]
-        params = ", ".join(f"{k}={v}" for k, v in params_of.get(r["command_id"], {}).items())
-        mark(
-            parse_ts(r["ts"]), kind, f"{r['action']}({params})" + (" [hold]" if r.get("hold") else ""), r["command_id"]
-        )
+        mark(parse_ts(r.ts), "escalated", f"{r.previous_severity} → {r.severity} ({r.why})", view.incident_id)
+    params_of = {step.command.command_id: step.command.params for step in view.commands if step.command.params}
+    for step in view.commands:
+        c = step.command
+        params = ", ".join(f"{k}={v}" for k, v in params_of.get(c.command_id, {}).items())
+        label = f"{c.action}({params})" + (" [hold]" if c.hold else "")
+        mark(parse_ts(c.ts), _STEP_MARKS[step.kind], label, c.command_id)
     if view.resolved:
-        mark(view.resolved_ts, "resolved", view.resolved.get("why", "resolved"), view.incident_id)
+        mark(view.resolved_ts, "resolved", view.resolved.why, view.incident_id)
     marks.sort(key=lambda m: (m[0], m[1]))
     base = first.ts if first is not None else None
     return tuple(Mark(format_ts(ts), kind, label, ref, ts - base if base is not None else None)
                  for ts, _, kind, label, ref in marks)  # fmt: skip
 
 
-def _value_text(r: dict[str, Any]) -> str:
-    return f"value {r.get('value')} vs limit {r.get('threshold')}"
+_STEP_MARKS = {RecordKind.COMMAND: "contained", RecordKind.RENEWED: "renewed", RecordKind.RELEASE: "released"}
+
+
+def _value_text(r: IncidentRecord) -> str:
+    return f"value {r.value} vs limit {r.threshold}"
 
 
 def _lags(view: IncidentView, onset: Onset, causes: list[Cause]) -> Lags:
     start = onset.start
-    contained = [parse_ts(r["ts"]) for r in view.commands if r["type"] == RecordKind.COMMAND]
+    contained = [parse_ts(step.command.ts) for step in view.commands if step.kind is RecordKind.COMMAND]
     top = causes[0] if causes else None
     return Lags(
         time_to_detect_ms=view.opened_ts - start,

@@ -12,6 +12,7 @@ from corekit import SEC, event, of_type, run
 
 from engine.records import (
     ContainmentCommand,
+    IncidentRecord,
     RecordKind,
     Severity,
     Stream,
@@ -55,6 +56,25 @@ def test_records_of_the_core_go_where_their_kind_says_keyed_by_incident_or_targe
     typed = ContainmentCommand.from_json(command)
     assert typed.to_json() == command and list(typed.to_json()) == list(command)  # the same bytes, key order too
     assert orjson.dumps(typed.to_json()) == orjson.dumps(command)
+
+
+def test_incident_records_read_back_typed_and_write_the_same_bytes():
+    rule = ("rate(pii) > 0.1 with 99% confidence over 1m by tenant min 20 events -> sev3 "
+            "escalate sev2 if users > 3 contain fallback")  # fmt: skip
+    events = [event(f"e{i}", i * SEC, tenant="acme", user=f"u{i % 9}", flags={"pii": 20 <= i < 80}) for i in range(200)]
+    records = run(rule, events)
+    kinds = [kind_of(r) for r in records if is_incident(r)]
+    assert {RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED} <= set(kinds)
+    for r in records:
+        if is_incident(r):
+            typed = IncidentRecord.from_json(r)
+            assert isinstance(typed.severity, Severity) and typed.kind is kind_of(r)
+            assert orjson.dumps(typed.to_json()) == orjson.dumps(r)
+        else:
+            step = ContainmentCommand.from_json(r)  # a release carries no params, expiry, hold
+            assert step.command_id == r["command_id"] and step.hold is bool(r.get("hold"))
+    escalated = IncidentRecord.from_json(of_type(records, "incident.escalated")[0])
+    assert escalated.previous_severity is Severity.SEV3 and escalated.severity is Severity.SEV2
 
 
 def test_an_escalation_to_a_less_severe_level_is_refused_by_the_checker():

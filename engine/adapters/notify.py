@@ -35,14 +35,14 @@ import orjson
 
 from engine.core import format_ts, parse_ts
 from engine.core.events import format_duration
-from engine.records import RecordKind
+from engine.records import RecordKind, Severity
 
 log = logging.getLogger("firebreak.notify")
 
 KINDS = ("pagerduty", "slack", "webhook")
 INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED))
 REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
-PD_SEVERITY = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
+PD_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning", Severity.SEV4: "info"}
 MAX_BACKOFF_S = 30.0
 
 
@@ -186,7 +186,7 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
         "payload": {
             "summary": summary(record)[:1024],
             "source": f"firebreak/{record['rule']}",
-            "severity": PD_SEVERITY.get(record["severity"], "error"),
+            "severity": _pd_severity(record["severity"]),
             "timestamp": record["ts"],
             "component": ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all",
             "group": record["rule"],
@@ -194,6 +194,14 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
             "custom_details": details,
         },
     }
+
+
+def _pd_severity(name: Any) -> str:
+    """PagerDuty's severity for a record's; `error` for one this version does not know."""
+    try:
+        return PD_SEVERITY[Severity.parse(name)]
+    except ValueError:
+        return "error"
 
 
 def investigate_command(record: Mapping[str, Any], hint: str) -> str:

@@ -31,9 +31,9 @@ from typing import Any
 
 from engine.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
 from engine.durations import DurationError, parse_duration
+from engine.records import SEVERITY_NAMES
 
 POLICY_FILE = "policy.toml"
-SEVERITY_NAMES = ("sev1", "sev2", "sev3", "sev4")
 LAYERS = ("category", "rule")
 KEYS = ("team", "page", "update_every")
 

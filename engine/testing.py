@@ -21,6 +21,7 @@ from engine.core import Event, parse_ts, run_events
 from engine.core.events import validate_event
 from engine.dsl import CompiledRule, load_rules
 from engine.dsl.diagnostics import render_all
+from engine.event_types import EventType
 
 __all__ = ["HOUR", "MIN", "SEC", "T0", "RuleError", "event", "merged", "of_type", "offset", "report", "rules", "run",
            "steady"]  # fmt: skip
@@ -57,12 +58,12 @@ def event(event_id: str, at_ms: int, *, t0: int = T0, validate: bool = False, **
     data = {"event_id": event_id, "ts": t0 + at_ms, **fields}
     if validate:
         return validate_event(data)
-    return Event(event_id, t0 + at_ms, data.get("type", "inference"), data)
+    return Event(event_id, t0 + at_ms, data.get("type", EventType.INFERENCE), data)
 
 
 def report(event_id: str, at_ms: int, *labels: str, t0: int = T0, **fields: Any) -> Event:
     """A user report with these labels (docs/sdk.md#user-reports)."""
-    return event(event_id, at_ms, t0=t0, type="report", labels=list(labels), **fields)
+    return event(event_id, at_ms, t0=t0, type=EventType.REPORT, labels=list(labels), **fields)
 
 
 def steady(start_ms: int, end_ms: int, every_ms: int, prefix: str = "e", flagged: Iterable[str] = (),

@@ -24,6 +24,7 @@ import orjson
 from engine.adapters.file_replay import ReplayResult, replay_files
 from engine.core import format_ts, parse_ts
 from engine.dsl import CompiledRule
+from engine.event_types import EventType
 from engine.records import RecordKind
 from engine.synthetic import HOUR, MINUTE, GroundTruth, Injection, Traffic
 
@@ -163,7 +164,7 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
         stream = traffic.events()
         while batch := list(itertools.islice(stream, 10_000)):
             count += len(batch)
-            changes += sum(1 for e in batch if e["type"] == "change")
+            changes += sum(1 for e in batch if e["type"] == EventType.CHANGE)
             users.update(e["user"] for e in batch if "user" in e)
             affected.update(affected_events(traffic.truths, batch))
             f.write(b"\n".join(orjson.dumps(e) for e in batch) + b"\n")
@@ -251,7 +252,7 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
 
 def _sources_and_responses(rows: list[IncidentRow], rules: tuple[CompiledRule, ...]) -> list[str]:
     """Which detection source opened the incidents, and who the response policy sends them to."""
-    from_reports = {r.name for r in rules if r.source == "report"}
+    from_reports = {r.name for r in rules if r.source is EventType.REPORT}
     reported = [row for row in rows if row.rule in from_reports]
     lines = []
     if reported:
@@ -274,7 +275,7 @@ def pack_fingerprint(rules: Iterable[CompiledRule]) -> str:
     """Which rules an evaluation measured: a hash of their canonical texts, in any order. Only
     rules over inference events: the evaluated traffic holds no user reports, so rules over
     reports are not measured by it (and adding one leaves the evaluation standing)."""
-    texts = sorted(rule.text for rule in rules if rule.source == "inference")
+    texts = sorted(rule.text for rule in rules if rule.source is EventType.INFERENCE)
     return hashlib.sha256("\n\n".join(texts).encode()).hexdigest()[:16]
 
 

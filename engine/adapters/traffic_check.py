@@ -36,6 +36,7 @@ from engine.dsl.compiler import getter
 from engine.dsl.metrics import SUM
 from engine.dsl.parser import RuleSyntaxError
 from engine.dsl.vocabulary import NameUse, names_used
+from engine.event_types import COUNTED, EventType
 from engine.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
@@ -75,7 +76,7 @@ class RuleTraffic:
     open_share: float = 0.0  # of the time after the warm-up with an incident of the rule open
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    counts: str = "inference"  # the event type the rule counts
+    counts: EventType = EventType.INFERENCE  # the event type the rule counts
     sample: int = 0  # events of that type in the sample
 
 
@@ -232,9 +233,9 @@ def check_events(
 
 def _observe(event: Event, report: TrafficReport, paths: dict, tallies: Sequence[_RuleTally]) -> None:
     """Count one valid event into the names and rules that read its type."""
-    if event.type == "inference":
+    if event.type == EventType.INFERENCE:
         report.inference += 1
-    elif event.type == "report":
+    elif event.type == EventType.REPORT:
         report.reports += 1
     else:
         return
@@ -300,7 +301,7 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
         passed=tally.passed, groups=len(tally.groups), busiest_window=tally.busiest_window(),
         min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
         warmup=format_duration(warmup), counts=rule.source,
-        sample=report.inference if rule.source == "inference" else report.reports,
+        sample=report.inference if rule.source is EventType.INFERENCE else report.reports,
     )  # fmt: skip
     mine = [r for r in records if r["rule"] == rule.name]
     opened = [r for r in mine if r["type"] == RecordKind.OPENED]
@@ -340,7 +341,7 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
     warnings: list[str] = []
     notes: list[str] = []
     if inference == 0:
-        noun = "inference events" if rule.source == "inference" else "user reports (report events)"
+        noun = "inference events" if rule.source is EventType.INFERENCE else "user reports (report events)"
         return warnings, [f"no {noun} in the sample: nothing to say"]
     rises = rule.op in {">", ">="}
     for name in out.names:
@@ -407,7 +408,7 @@ class TrafficWatch:
         self.reported = False
 
     def observe(self, event: Event) -> None:
-        if self.reported or event.type not in ("inference", "report"):
+        if self.reported or event.type not in COUNTED:
             return
         report = self.report_
         if report.first_ts is None or event.ts < report.first_ts:
@@ -470,9 +471,9 @@ def render_text(report: TrafficReport) -> str:
     return "\n".join(lines)
 
 
-def _name_facts(name: NameSeen, sample: int, counts: str = "inference") -> str:
+def _name_facts(name: NameSeen, sample: int, counts: EventType = EventType.INFERENCE) -> str:
     share = f" ({name.present / sample:.1%})" if sample else ""
-    facts = [f"in {name.present:,} of {sample:,} {'events' if counts == 'inference' else 'reports'}{share}"]
+    facts = [f"in {name.present:,} of {sample:,} {'events' if counts == EventType.INFERENCE else 'reports'}{share}"]
     if name.is_flag:
         facts.append(f"true in {name.true:,}")
     elif name.role == "metric":

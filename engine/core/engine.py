@@ -26,10 +26,11 @@ from engine.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload,
 from engine.core.sketch import DistinctSketch
 from engine.core.window import Bucket, accumulator, summarize
 from engine.dsl.compiler import CompiledRule, getter
+from engine.event_types import COUNTED
+from engine.event_types import DEFAULT as DEFAULT_TYPE
 
 DEFAULT_LATENESS_MS = 30_000
 SNAPSHOT_VERSION = 1
-COUNTED = ("inference", "report")  # the event types rules count (a rule counts one: rule.source)
 
 
 class GroupState:
@@ -447,7 +448,7 @@ def routes_indexed(states: Sequence[RuleState], data: dict) -> Iterable[tuple[Ru
     """For every rule in order: (its state, the event's group key) if the event passes its
     `where`, else (None, ()) — so that the position is the rule's index."""
     keys: dict[tuple, tuple] = {}
-    kind = data.get("type", "inference")
+    kind = data.get("type", DEFAULT_TYPE)
     for state in states:
         rule = state.rule
         if not rule.admits(kind, data) or (rule.where is not None and not rule.where(data)):

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.durations import format_duration  # noqa: F401 - re-exported: the one formatter
+from engine.event_types import EventType
 
-EVENT_TYPES = ("inference", "change", "heartbeat", "report")  # heartbeat: time only (docs/live.md)
+EVENT_TYPES = tuple(EventType)  # heartbeat: time only (docs/live.md)
 CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "data_pipeline")
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
@@ -38,7 +39,7 @@ _ONE_MS = timedelta(milliseconds=1)
 class Event:
     event_id: str
     ts: int  # epoch milliseconds, UTC
-    type: str  # inference | change | heartbeat | report
+    type: EventType  # inference | change | heartbeat | report (a str from code that builds events)
     data: dict[str, Any]
 
 
@@ -83,9 +84,11 @@ def validate_event(obj: Any) -> Event:
     if not isinstance(event_id, str) or not event_id:
         raise InvalidEvent("`event_id` is missing" if event_id is None else "`event_id` must be a non-empty string")
     ts = parse_ts(obj.get("ts"))
-    kind = obj.get("type", "inference")
-    if kind not in EVENT_TYPES:
-        raise InvalidEvent(f"`type` {str(kind)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+    written = obj.get("type", EventType.INFERENCE)
+    try:
+        kind = EventType(written)
+    except ValueError:
+        raise InvalidEvent(f"`type` {str(written)[:40]!r} is not one of {', '.join(EVENT_TYPES)}") from None
     for name in STRING_FIELDS:
         value = obj.get(name)
         if value is not None and not isinstance(value, str):
@@ -104,11 +107,11 @@ def validate_event(obj: Any) -> Event:
             isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values()
         ):
             raise InvalidEvent("`scores` must be an object of numbers")
-    if kind == "change":
+    if kind is EventType.CHANGE:
         change_kind = obj.get("kind")
         if change_kind not in CHANGE_KINDS:
             raise InvalidEvent(f"a change event needs `kind`, one of {', '.join(CHANGE_KINDS)}")
-    elif kind == "report":
+    elif kind is EventType.REPORT:
         _check_report(obj)
     return Event(event_id, ts, kind, obj)
 

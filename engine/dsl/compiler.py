@@ -16,6 +16,7 @@ from engine.dsl.checker import duration_ms, rule_name
 from engine.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from engine.dsl.policy import DEFAULT_RESPONSES, Response
 from engine.dsl.printer import print_rule
+from engine.event_types import EventType
 from engine.records import Severity
 
 DEFAULT_MIN_EVENTS = 20
@@ -86,9 +87,9 @@ class CompiledRule:
     confidence: float | None = None  # `with C% confidence` as a fraction (0.999); None: no test
     population: float | None = None  # K of `Kx population` (threshold and factor are then None)
     min_flagged: int = 0  # `min N flagged`: at least N flagged events in the window
-    # The event type the rule counts: "inference", or "report" for reports(LABEL) — which
+    # The event type the rule counts: inference, or report for reports(LABEL) — which
     # compiles to count() over the `report` events carrying ``label`` (any label when None).
-    source: str = "inference"
+    source: EventType = EventType.INFERENCE
     label: str | None = None
     # Who responds and how often they update, for sev1..sev4 (engine/dsl/policy.py)
     responses: tuple[Response, ...] = DEFAULT_RESPONSES
@@ -99,7 +100,7 @@ class CompiledRule:
     @property
     def metric_text(self) -> str:
         """The metric as written: ``rate(pii)``, ``count()``, ``p95(latency_ms)``, ``reports(wrong)``."""
-        if self.source == "report":
+        if self.source is EventType.REPORT:
             return f"reports({self.label or ''})"
         return self.metric.text(self.arg)
 
@@ -153,9 +154,9 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     else:
         threshold, factor, baseline = float(c.threshold.value), None, 0
     arg: Path | None
-    argument, source, label = FUNCTIONS[c.metric.func].argument, "inference", None
+    argument, source, label = FUNCTIONS[c.metric.func].argument, EventType.INFERENCE, None
     if argument is Argument.OPTIONAL_LABEL:  # reports(LABEL): count() over report events
-        source = "report"
+        source = EventType.REPORT
         label = c.metric.arg.parts[0] if c.metric.arg else None
         arg = None
     elif argument.flag:

@@ -18,6 +18,7 @@ from typing import Any
 from engine.core.engine import DEFAULT_LATENESS_MS, run_events
 from engine.core.events import Event, format_ts, parse_ts
 from engine.dsl.compiler import CompiledRule, getter
+from engine.event_types import EventType
 from engine.investigate.adversarial import adversarial_signs
 from engine.investigate.anomaly import Mass, change_point, first_anomalous, mass_of, slope_start
 from engine.investigate.causes import Findings, Shift, rank_causes
@@ -163,7 +164,8 @@ def investigate(
     log = read_log(select(records, rules, selection), events, records)
     onset = find_onset(log)
     found = find_concentration(log, onset)
-    changes = [e for e in log.log if e.type == "change" and onset.start - options.lookback_ms <= e.ts <= log.opened]
+    since = onset.start - options.lookback_ms
+    changes = [e for e in log.log if e.type == EventType.CHANGE and since <= e.ts <= log.opened]
     causes = rank_causes(changes, findings(log, onset, found))
     story = tell_story(log, onset, causes)
     reports, impact, anomalous = assess_impact(log, onset)
@@ -176,8 +178,8 @@ def investigate(
             since=format_ts(log.data_from),
             until=format_ts(log.data_to),
             events=len(log.inference),
-            changes=sum(1 for e in log.log if e.type == "change"),
-            reports=sum(1 for e in log.log if e.type == "report"),
+            changes=sum(1 for e in log.log if e.type == EventType.CHANGE),
+            reports=sum(1 for e in log.log if e.type == EventType.REPORT),
             source=options.source,
         ),
         anomaly=Anomaly(
@@ -206,8 +208,8 @@ def read_log(view: IncidentView, events: Sequence[Event], records: list[dict[str
     if not log:
         raise ValueError("no events")
     log, joined = join_reports(log)  # each report beside the answer it names
-    inference = [e for e in log if e.type == "inference"]
-    counted = inference if rule.source == "inference" else [e for e in log if e.type == rule.source]
+    inference = [e for e in log if e.type == EventType.INFERENCE]
+    counted = inference if rule.source is EventType.INFERENCE else [e for e in log if e.type == rule.source]
     population = [e for e in counted if rule.where is None or rule.where(e.data)]
     in_group = _group_matcher(rule, view.group)
     group_events = [e for e in population if in_group(e.data)]

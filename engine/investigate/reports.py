@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.core import Event
+from engine.event_types import EventType
 from engine.investigate.model import AnswerCount, ReportExample, UserReports
 
 # What a report takes from the answer it names, when it does not say it itself.
@@ -27,11 +28,11 @@ MAX_EXAMPLES = 5
 def join_reports(log: Sequence[Event]) -> tuple[list[Event], set[str]]:
     """The log with every report whose ``ref`` names an inference event of the log completed
     with that answer's fields (the report's own fields win); and the ids of those reports."""
-    answers = {e.event_id: e.data for e in log if e.type == "inference"}
+    answers = {e.event_id: e.data for e in log if e.type == EventType.INFERENCE}
     joined: set[str] = set()
     out = []
     for e in log:
-        if e.type == "report":
+        if e.type == EventType.REPORT:
             answer = answers.get(e.data.get("ref")) if isinstance(e.data.get("ref"), str) else None
             if answer is not None:
                 extra = {k: answer[k] for k in ANSWER_FIELDS if k in answer and e.data.get(k) is None}
@@ -46,7 +47,7 @@ def user_reports(log: Sequence[Event], joined: set[str], in_group: Callable[[dic
     """The reports about the incident: those from ``start`` to ``end`` whose (joined) fields
     fall in the incident's group. How many, from how many users, with which labels, and which
     models, templates, services and tenants produced the answers they name."""
-    reports = [e for e in log if e.type == "report" and start <= e.ts <= end and in_group(e.data)]
+    reports = [e for e in log if e.type == EventType.REPORT and start <= e.ts <= end and in_group(e.data)]
     labels: Counter[str] = Counter(label for e in reports for label in e.data.get("labels", ()))
     answers: dict[str, tuple[AnswerCount, ...]] = {}
     for dim in SHOWN_DIMENSIONS:

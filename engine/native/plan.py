@@ -76,7 +76,7 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
         "min_flagged": rule.min_flagged,
         "confidence": rule.confidence,
         "alpha": rule.alpha,
-        "source": rule.source,
+        "source": rule.source.value,
         "label": rule.label,
     }
 

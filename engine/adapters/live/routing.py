@@ -23,9 +23,9 @@ from engine.adapters.drive import decode_event
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.traffic_check import TrafficWatch
 from engine.core import InvalidEvent, validate_event
-from engine.core.engine import COUNTED
 from engine.core.sharding import Router
 from engine.dsl import CompiledRule
+from engine.event_types import COUNTED
 
 RAW_TEXT_FIELDS = ("prompt", "output")  # not forwarded: no rule needs them in a record, and they are big
 DEAD_LETTER_RAW_CHARS = 4_096

@@ -30,6 +30,7 @@ from engine.core import Engine, Event, parse_ts
 from engine.core.engine import reload
 from engine.core.sharding import owner, rules_version
 from engine.dsl import CompiledRule
+from engine.event_types import EventType
 
 SNAPSHOT_VERSION = 1
 
@@ -115,7 +116,7 @@ class ShardState:
                 continue
             next_offset = source_offset + 1
             data = orjson.loads(raw)
-            if self.engine.add(Event(data["event_id"], int(ts), data.get("type", "inference"), data)):
+            if self.engine.add(Event(data["event_id"], int(ts), data.get("type", EventType.INFERENCE), data)):
                 taken += 1
             else:
                 late += 1

@@ -138,11 +138,10 @@ class ContainmentCommand:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ContainmentCommand:
-        """A command, renewal or release read back (a release carries no params, expiry or hold:
-        they read as none, none and not held)."""
+        """A command or a renewal read back (a release is not a command: it has no params,
+        expiry or hold)."""
         return ContainmentCommand(data["command_id"], data["incident_id"], data["rule"], data["action"], data["target"],
-                                  data.get("params") or {}, data["ts"], data.get("expires_at"),
-                                  bool(data.get("hold")))  # fmt: skip
+                                  data["params"], data["ts"], data["expires_at"], data["hold"])  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,9 +40,11 @@ from typing import Any
 from engine.adapters.drive import Driver
 from engine.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
 from engine.core import Event, parse_ts
+from engine.core.events import EVENT_TYPES
 from engine.dsl import load_rules
 from engine.dsl.diagnostics import render_all
 from engine.durations import DurationError, format_duration, parse_duration
+from engine.event_types import EventType
 from engine.records import RecordKind
 
 TEST_SUFFIX = ".test.toml"
@@ -139,7 +141,10 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
         flags = block.get("flags", {})
         users = block.get("users", 0)
         prefix = block.get("user_prefix", "u")
-        kind = block.get("type", "inference")
+        written = block.get("type", EventType.INFERENCE)
+        if written not in EVENT_TYPES:
+            raise SpecError(f"{where}: `type` {str(written)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+        kind = EventType(written)
         if not isinstance(base, dict) or not isinstance(flags, dict):
             raise SpecError(f"{where}: `event` and `flags` must be tables")
         if isinstance(users, bool) or not isinstance(users, int) or users < 0:

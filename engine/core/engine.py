@@ -326,7 +326,7 @@ class Engine:
                 if group.life.status == FIRING:
                     incident = group.life.incident
                     out.append({"rule": state.rule.name, "group": group.group, "incident_id": incident.incident_id,
-                                "severity": f"sev{incident.severity}"})  # fmt: skip
+                                "severity": str(incident.severity)})  # fmt: skip
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class Status(StrEnum):
 INACTIVE, PENDING, FIRING = Status.INACTIVE, Status.PENDING, Status.FIRING
 URGENCY_GROWTH = 1.10  # "still worsening": ≥10% further past the limit than one window earlier
 URGENCY_CHECKS = 2  # ... at this many window-spaced checks in a row
-SENSITIVE_CATEGORIES = {"data_leakage": 2}  # category → least severe level allowed
+SENSITIVE_CATEGORIES = {"data_leakage": Severity.SEV2}  # category → least severe level allowed
 _OP_WORDS = {">": "above", ">=": "at or above", "<": "below", "<=": "at or below"}
 _OP_BACK = {">": "back at or under", ">=": "back under", "<": "back at or over", "<=": "back over"}
 
@@ -43,7 +43,7 @@ class Incident:
     incident_id: str
     opened_at: int
     onset: int
-    severity: int
+    severity: Severity
     peak: float
     false_since: int | None = None
     check_at: int = 0
@@ -63,7 +63,8 @@ class Incident:
     @staticmethod
     def from_json(data: dict[str, Any]) -> Incident:
         commands = [ActiveCommand.from_json(c) for c in data["commands"]]
-        return Incident(**{**data, "escalated": list(data["escalated"]), "commands": commands})
+        return Incident(**{**data, "severity": Severity(data["severity"]), "escalated": list(data["escalated"]),
+                           "commands": commands})  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -203,7 +204,7 @@ def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Readi
 
 def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading) -> list[dict]:
     """Escalations by sensitivity, impact and urgency; each raises severity and is a record."""
-    raises: list[tuple[str, int, str]] = []
+    raises: list[tuple[str, Severity, str]] = []
     floor = SENSITIVE_CATEGORIES.get(rule.category)
     if floor is not None and incident.severity > floor and "sensitivity" not in incident.escalated:
         label = rule.category.replace("_", " ")
@@ -211,7 +212,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
     users = r.window.users.estimate() if r.window.users is not None else 0
     measures = {"users": users, "events": rule.metric.impact_events(r.window)}
     for esc in rule.escalations:
-        key = f"impact:{esc.severity}:{esc.measure}{esc.op}{esc.value:g}"
+        key = f"impact:{int(esc.severity)}:{esc.measure}{esc.op}{esc.value:g}"  # the number: the form snapshots hold
         if key in incident.escalated:
             continue
         actual = measures[esc.measure]
@@ -226,7 +227,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
         if incident.worsening >= URGENCY_CHECKS:
             incident.urgency_done = True
             raises.append(
-                ("urgency", max(1, incident.severity - 1),
+                ("urgency", Severity(max(1, incident.severity - 1)),
                  f"urgency: {rule.metric_text} still worsening ({_num(previous)} → {_num(r.value)} "
                  f"a window later, {URGENCY_CHECKS} windows in a row)")
             )  # fmt: skip
@@ -238,7 +239,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
         previous_severity = incident.severity
         incident.severity = level
         records.append(_incident_record(RecordKind.ESCALATED, rule, group, incident, at, r, why,
-                                        previous_severity=Severity(previous_severity), reason=key.split(":")[0]))
+                                        previous_severity=previous_severity, reason=key.split(":")[0]))
     return records
 
 
@@ -284,7 +285,7 @@ def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident
                      why: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
     w = r.window
     return IncidentRecord(
-        kind, incident.incident_id, rule.name, rule.category, Severity(incident.severity), group, format_ts(at),
+        kind, incident.incident_id, rule.name, rule.category, incident.severity, group, format_ts(at),
         format_ts(incident.onset), {"start": format_ts(at - rule.window_ms), "end": format_ts(at)}, _num(r.value),
         _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), rule.metric.impact_events(w),
         rule.metric.sample_size(w), w.users.estimate() if w.users is not None else 0,

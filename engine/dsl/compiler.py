@@ -55,7 +55,7 @@ class ContainSpec:
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    severity: int  # 1..4
+    severity: Severity
     measure: str  # users | events
     op: str
     value: float
@@ -79,7 +79,7 @@ class CompiledRule:
     where: Predicate | None
     for_ms: int
     min_events: int
-    severity: int
+    severity: Severity
     escalations: tuple[Escalation, ...]
     category: str
     contains: tuple[ContainSpec, ...]
@@ -216,11 +216,11 @@ def default_min_events(c: ast.Condition) -> int:
 DEFAULT_IMPACT_USERS = 100
 
 
-def default_escalations(severity: int) -> tuple[Escalation, ...]:
+def default_escalations(severity: Severity) -> tuple[Escalation, ...]:
     """Without `escalate` clauses: one level up when more than 100 users are affected."""
-    if severity <= 1:
+    if severity is Severity.SEV1:
         return ()
-    return (Escalation(severity - 1, "users", ">", float(DEFAULT_IMPACT_USERS)),)
+    return (Escalation(Severity(severity - 1), "users", ">", float(DEFAULT_IMPACT_USERS)),)
 
 
 def pick_step(window_ms: int) -> int:
@@ -245,7 +245,7 @@ def infer_category(metric: ast.Metric) -> str:
     return "other"
 
 
-def _severity(name: str) -> int:
+def _severity(name: str) -> Severity:
     return Severity.parse(name)
 
 

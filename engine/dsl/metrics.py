@@ -94,6 +94,9 @@ class MetricKind:
     quantile: float | None = None  # pNN: the quantile a sketch is kept for
     rate: bool = False  # a fraction: binomial test, baselines floored at one flagged event
     additive: bool = False  # count and sum: a baseline span's value scales with its length
+    # Whether the native engine implements it (native/src/plan.rs `Func`); a kind it does not
+    # runs on the Python core beside it, correctly (engine/native/plan.py).
+    native: bool = True
 
     def value(self, s: Any) -> float | None:
         """The metric over a window (or baseline span); None when it has no value."""

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.core.events import Event
 from engine.dsl.compiler import CompiledRule, getter
-from engine.dsl.metrics import Accumulates
+from engine.dsl.metrics import SUM, Accumulates
 
 RATIO, VOLUME = "ratio", "volume"
 DEFAULT_QUANTILE = 0.9
@@ -61,7 +61,7 @@ def mass_of(rule: CompiledRule, reference: Sequence[Event]) -> Mass:
         return Mass(VOLUME, lambda d: 1.0, "every matching event counts (a volume metric)")
     get = getter(rule.arg)
     field = ".".join(rule.arg)
-    if kind.additive:  # sum
+    if kind is SUM:
         return Mass(VOLUME, lambda d: _number(get(d)) or 0.0, f"every event adds its {field} (a volume metric)")
     q = kind.quantile if kind.quantile is not None else DEFAULT_QUANTILE
     high = rule.op in {">", ">="}

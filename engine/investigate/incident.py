@@ -28,11 +28,22 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class ContainmentStep:
-    """One containment record of an incident: its kind (command, renewed, release) and what
-    it says (a release carries no params, expiry or hold)."""
+    """One containment record of an incident: a command, its renewal or its release (a
+    release names the command and its action only: no params, not held)."""
 
     kind: RecordKind
-    command: ContainmentCommand
+    command_id: str
+    action: str
+    ts: str
+    params: dict[str, Any]
+    hold: bool
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ContainmentStep:
+        if data["type"] == RecordKind.RELEASE:
+            return ContainmentStep(RecordKind.RELEASE, data["command_id"], data["action"], data["ts"], {}, False)
+        c = ContainmentCommand.from_json(data)
+        return ContainmentStep(RecordKind(data["type"]), c.command_id, c.action, c.ts, c.params, c.hold)
 
 
 @dataclass(frozen=True)
@@ -130,9 +141,7 @@ def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selec
         escalations=tuple(IncidentRecord.from_json(r) for r in mine if r["type"] == RecordKind.ESCALATED),
         resolved=IncidentRecord.from_json(resolved) if resolved is not None else None,
         commands=tuple(
-            ContainmentStep(kind, ContainmentCommand.from_json(r))
-            for r in mine
-            if (kind := kind_of(r)) in CONTAINMENT_KINDS
+            ContainmentStep.from_json(r) for r in mine if kind_of(r) in CONTAINMENT_KINDS
         ),
     )
 

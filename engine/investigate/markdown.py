@@ -74,12 +74,12 @@ def _metric(report: Report) -> list[str]:
         f"peak {_num(inc.peak)}. Anomalous here means: {report.anomaly.means}."
     )
     sig = inc.significance
-    if sig and sig.get("p_value") is not None:
-        of = f" of {sig['trials']}" if sig.get("trials") is not None else ""
+    if sig is not None and sig.p_value is not None and sig.confidence is not None:
+        of = f" of {sig.trials}" if sig.trials is not None else ""
         out.append(
-            f"Significance: {sig['observed']}{of} observed where {_num(sig['expected'])} are expected at the "
-            f"threshold — p = {sig['p_value']:.3g} ({sig['test']} test against the {sig['reference']} limit), "
-            f"under 1 − {_num(sig['confidence'] * 100)}%."
+            f"Significance: {sig.observed}{of} observed where {_num(sig.expected)} are expected at the "
+            f"threshold — p = {sig.p_value:.3g} ({sig.test} test against the {sig.reference} limit), "
+            f"under 1 − {_num(sig.confidence * 100)}%."
         )
     values = [p.value for p in points]
     known = [v for v in values if v is not None]

@@ -43,9 +43,22 @@ class Part:
 
 
 @dataclass(frozen=True, slots=True)
+class Significance(Part):
+    """A rule `with C% confidence`: the evidence its opening record carries."""
+
+    test: str = ""  # binomial | poisson
+    confidence: float | None = None
+    reference: str = ""  # absolute | baseline | population
+    observed: int | None = None
+    trials: int | None = None  # binomial: the events the flagged ones are counted among
+    expected: float | None = None  # at the limit
+    p_value: float | None = None  # null when the metric was not past the limit
+
+
+@dataclass(frozen=True, slots=True)
 class Incident(Part):
-    """The incident as the engine's records tell it (`group`, `significance`, `response` are
-    the records' own objects)."""
+    """The incident as the engine's records tell it (`group` and `response` are the records'
+    own objects)."""
 
     incident_id: str = ""
     rule: str = ""
@@ -68,7 +81,7 @@ class Incident(Part):
     users_affected: int | None = None
     events: int | None = None
     why: str | None = None
-    significance: dict[str, Any] | None = None
+    significance: Significance | None = None
     response: dict[str, Any] | None = None
 
 

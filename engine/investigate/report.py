@@ -43,6 +43,7 @@ from engine.investigate.model import (
     Range,
     Report,
     Series,
+    Significance,
     Suggestion,
     UserReports,
 )
@@ -447,7 +448,7 @@ def _incident(view: IncidentView) -> Incident:
         users_affected=opened.users_affected,
         events=opened.events,
         why=opened.why,
-        significance=opened.significance,
+        significance=Significance.from_json(opened.significance) if opened.significance else None,
         response=view.latest.response,
     )
 
@@ -469,12 +470,11 @@ def _timeline(view: IncidentView, causes: list[Cause], first: Event | None, mean
     mark(view.opened_ts, "detected", f"opened at {o.severity}: {o.rule} {_value_text(o)}", view.incident_id)
     for r in view.escalations:
         mark(parse_ts(r.ts), "escalated", f"{r.previous_severity} → {r.severity} ({r.why})", view.incident_id)
-    params_of = {step.command.command_id: step.command.params for step in view.commands if step.command.params}
+    params_of = {step.command_id: step.params for step in view.commands if step.params}
     for step in view.commands:
-        c = step.command
-        params = ", ".join(f"{k}={v}" for k, v in params_of.get(c.command_id, {}).items())
-        label = f"{c.action}({params})" + (" [hold]" if c.hold else "")
-        mark(parse_ts(c.ts), _STEP_MARKS[step.kind], label, c.command_id)
+        params = ", ".join(f"{k}={v}" for k, v in params_of.get(step.command_id, {}).items())
+        label = f"{step.action}({params})" + (" [hold]" if step.hold else "")
+        mark(parse_ts(step.ts), _STEP_MARKS[step.kind], label, step.command_id)
     if view.resolved:
         mark(view.resolved_ts, "resolved", view.resolved.why, view.incident_id)
     marks.sort(key=lambda m: (m[0], m[1]))
@@ -492,7 +492,7 @@ def _value_text(r: IncidentRecord) -> str:
 
 def _lags(view: IncidentView, onset: Onset, causes: list[Cause]) -> Lags:
     start = onset.start
-    contained = [parse_ts(step.command.ts) for step in view.commands if step.kind is RecordKind.COMMAND]
+    contained = [parse_ts(step.ts) for step in view.commands if step.kind is RecordKind.COMMAND]
     top = causes[0] if causes else None
     return Lags(
         time_to_detect_ms=view.opened_ts - start,

@@ -205,7 +205,7 @@ class NativeEngine:
                 rule = self.native_rules[index]
                 incident = life.incident
                 by_rule[rule.name].append({"rule": rule.name, "group": group, "incident_id": incident.incident_id,
-                                           "severity": f"sev{incident.severity}"})  # fmt: skip
+                                           "severity": str(incident.severity)})  # fmt: skip
         if self.fallback is not None:
             for item in self.fallback.open_incidents():
                 by_rule[item["rule"]].append(item)

@@ -20,7 +20,6 @@ from engine.dsl.compiler import CompiledRule
 from engine.dsl.parser import parse_rule
 
 PLAN_VERSION = 1
-FUNCS = {"rate", "count", "sum", "avg", "min", "max", "distinct", "p50", "p90", "p95", "p99"}
 # The CompiledRule fields this plan covers. A field added to the compiler later runs on the
 # native engine only once the plan (and the engine) know it: until then, a rule that sets it
 # to anything but its default runs on the Python core.
@@ -51,7 +50,7 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
             default = f.default if f.default is not dataclasses.MISSING else None
             if getattr(rule, f.name) != default:
                 raise Unsupported(f"`{f.name}` is not in the native rule plan yet")
-    if rule.metric.func not in FUNCS:
+    if not rule.metric.native:
         raise Unsupported(f"metric function {rule.metric.func}() is not native yet")
     where = None
     if rule.where is not None:

@@ -23,6 +23,7 @@ from engine.dsl.compiler import (
     pick_step,
 )
 from engine.dsl.metrics import RATE
+from engine.records import Severity
 
 FIREBREAK = Path(sys.executable).parent / "firebreak"  # .venv/bin/firebreak under .venv/bin/pytest
 
@@ -148,7 +149,8 @@ def test_every_compiled_field_of_a_full_rule() -> None:
     assert rule.by == (("model",), ("meta", "region"))
     assert rule.for_ms == 2 * M
     assert rule.severity == 3
-    assert rule.escalations == (Escalation(2, "users", ">", 100.0), Escalation(1, "events", ">=", 1000.0))
+    sev1, sev2 = Severity.SEV1, Severity.SEV2
+    assert rule.escalations == (Escalation(sev2, "users", ">", 100.0), Escalation(sev1, "events", ">=", 1000.0))
     assert rule.category == "adversarial"
     assert rule.contains[0] == ContainSpec("fallback", (("model", "small-safe"), ("strict", True)), True, 30 * M)
     assert (rule.contains[1].action, rule.contains[1].params, rule.contains[1].hold) == (
@@ -435,7 +437,8 @@ def test_module_entry_point(tree: Path) -> None:
 def test_defaults_of_outcome_clauses() -> None:
     rule = compiled("count(pii) >= 1 over 1m -> sev3 contain disable_feature contain rollback hold")
     # no `escalate`: one level up when more than 100 users are affected
-    assert rule.escalations == (Escalation(2, "users", ">", 100.0),)
+    assert rule.escalations == (Escalation(Severity.SEV2, "users", ">", 100.0),)
+    assert all(type(e.severity) is Severity for e in rule.escalations)
     # no `for`: ttl None, meaning the default TTL (1h), or no expiry for a `hold` command
     assert rule.contains == (ContainSpec("disable_feature", (), False, None), ContainSpec("rollback", (), True, None))
     assert rule.notify == ()

@@ -93,3 +93,26 @@ def test_the_gate_of_min_events_follows_whether_the_metric_grows_with_the_window
     assert not compiled("distinct(user) > 3 over 10m").needs_sample
     assert compiled("p95(latency_ms) > 3 over 10m").needs_sample
     assert compiled("count() > 3x baseline over 10m").needs_sample
+
+
+def test_a_kind_the_native_engine_lacks_runs_on_the_python_core_beside_it():
+    import dataclasses
+
+    from engine.core import Engine
+    from engine.native import NativeEngine, available
+    from engine.native.plan import unsupported
+    from engine.testing import event
+
+    assert available()
+    (native_rule,) = load_rules({"t.rules": "rule r: rate(pii) > 0.2 over 1m by tenant -> sev3"})[0]
+    python_only = dataclasses.replace(native_rule, metric=dataclasses.replace(RATE, native=False))
+    assert unsupported(native_rule) is None and "rate() is not native" in unsupported(python_only)
+    events = [event(f"e{i}", i * 1000, tenant="acme", flags={"pii": 30 <= i < 60}) for i in range(180)]
+    python = Engine([native_rule])
+    expected = [r for e in events for r in python.process(e)] + python.finish()
+    assert [r["type"] for r in expected] == ["incident.opened", "incident.escalated", "incident.resolved"]
+    for rule in (native_rule, python_only):
+        engine = NativeEngine([rule])
+        records = engine.feed_events(events).records + engine.finish()
+        assert (engine.fallback is not None) is (rule is python_only)
+        assert records == expected

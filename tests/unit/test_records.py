@@ -70,9 +70,11 @@ def test_incident_records_read_back_typed_and_write_the_same_bytes():
             typed = IncidentRecord.from_json(r)
             assert isinstance(typed.severity, Severity) and typed.kind is kind_of(r)
             assert orjson.dumps(typed.to_json()) == orjson.dumps(r)
+        elif kind_of(r) is not RecordKind.RELEASE:
+            assert orjson.dumps(ContainmentCommand.from_json(r).to_json(kind_of(r))) == orjson.dumps(r)
         else:
-            step = ContainmentCommand.from_json(r)  # a release carries no params, expiry, hold
-            assert step.command_id == r["command_id"] and step.hold is bool(r.get("hold"))
+            with pytest.raises(KeyError):  # a release is not a command: no params, expiry or hold
+                ContainmentCommand.from_json(r)
     escalated = IncidentRecord.from_json(of_type(records, "incident.escalated")[0])
     assert escalated.previous_severity is Severity.SEV3 and escalated.severity is Severity.SEV2
 

@@ -227,6 +227,10 @@ def test_group_is_a_subset_match(tmp_path: Path) -> None:
         (TRAFFIC.replace("error = 1.0", "error = 2"), "error: input 2: flags.error must be a fraction"),
         (TRAFFIC.replace('every = "2s"', 'every = "2s"\nusers = "all"'), "error: input 2: `users` must be a whole"),
         ('rules = ["errors.rules"]\nstart = "2026-01-05T00:00:00Z"\n[input]\n', "error: `input` must be a list"),
+        (
+            TRAFFIC.replace('every = "2s"', 'every = "2s"\ntype = "reports"'),
+            "error: input 2: `type` 'reports' is not one of inference, change, heartbeat, report",
+        ),
         (TRAFFIC + '[[expect]]\nrule = "x"\n', "error: expect 1: `type` is required"),
         (TRAFFIC + '[[expect]]\ntype = "incident.opened"\nbetween = ["1m"]\n', 'between: expected ["FROM", "UNTIL"]'),
     ],

@@ -18,6 +18,8 @@ from hdrh.histogram import HdrHistogram
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from engine.records import SEVERITY_NAMES
+
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -102,8 +104,8 @@ class _Collector:
                                   value=shard_stats["duplicates"] + shard_stats["redelivered"])  # fmt: skip
         family = GaugeMetricFamily("firebreak_open_incidents", "Open incidents in this worker's shards, by severity.",
                                    labels=["severity"])  # fmt: skip
-        for n in range(1, 5):
-            family.add_metric([f"sev{n}"], open_by_severity[f"sev{n}"])
+        for severity in SEVERITY_NAMES:
+            family.add_metric([severity], open_by_severity[severity])
         yield family
         family = CounterMetricFamily("firebreak_records", "Records committed, by type.", labels=["type"])
         for kind, n in sorted(m.records.items()):

@@ -208,7 +208,7 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
     floor = SENSITIVE_CATEGORIES.get(rule.category)
     if floor is not None and incident.severity > floor and "sensitivity" not in incident.escalated:
         label = rule.category.replace("_", " ")
-        raises.append(("sensitivity", floor, f"sensitivity: {label} is never below sev{floor}"))
+        raises.append(("sensitivity", floor, f"sensitivity: {label} is never below {floor}"))
     users = r.window.users.estimate() if r.window.users is not None else 0
     measures = {"users": users, "events": rule.metric.impact_events(r.window)}
     for esc in rule.escalations:

@@ -26,6 +26,7 @@ misses and the false incidents are listed. ``--json`` writes everything.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -41,11 +42,17 @@ from engine.adapters.drive import BATCH_LINES, Driver, default_engine
 from engine.adapters.rule_files import read_rule_sources
 from engine.adapters.starter_pack import starter_rule_sources
 from engine.core import Engine, Event
+from engine.core.significance import poisson_upper
 from engine.dsl import load_rules
 from engine.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
 
 MATCH_BEFORE_MS = 5 * MINUTE
 MATCH_AFTER_MS = 15 * MINUTE
+# The noise floor: an injection whose evidence noise alone gives its group more often than once
+# per FLOOR_DAYS is below it — no rule catches it without paging on noise as often. 10,000
+# group-days is what the starter pack's sev1 tenant rules are designed to (rules/data_leakage.rules).
+FLOOR_DAYS = 10_000
+DAY_S = 86_400
 
 
 def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native") -> dict[str, Any]:
@@ -82,11 +89,38 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
         truths.append({
             "kind": truth.kind, "category": truth.category, "target": f"{truth.dimension}={truth.value}",
             "users": list(truth.users), "size": truth.size, "onset": truth.onset_ts - run.start_ms,
+            "evidence": evidence(truth.kind, truth.size, truth.trials, truth.end_ts - truth.onset_ts, family.pii_noise),
             "detected_by": first["rule"] if first else None,
             "ttd_ms": first["opened"] - (truth.onset_ts - run.start_ms) if first else None,
         })  # fmt: skip
     return {"family": family_name, "seed": seed, "events": len(run.events), "days": days(family),
             "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
+
+
+def evidence(kind: str, size: int, trials: int, span_ms: int, noise: float) -> dict[str, Any] | None:
+    """What a sustained leak left against what noise alone gives its tenant: ``size`` PII
+    answers among the tenant's ``trials`` answers over ``span_ms``, each flagged by noise with
+    probability ``noise``. ``p_value``: P(X ≥ size), X ~ Poisson(noise × trials) — the chance
+    that one span-long window of noise holds as many; ``noise_every_days``: how often noise
+    alone brings a sliding span-long window of the tenant to ``size`` (a flagged answer
+    arriving while it holds size − 1: rate × noise × P(X = size − 1), as
+    benchmarks/noise_budget.py counts crossings; None: never). ``detectable``: at most once per
+    FLOOR_DAYS. None for the other kinds (their evidence is not assessed: counted detectable)."""
+    if kind != "pii_leak" or trials <= 0 or span_ms <= 0:
+        return None
+    mean = noise * trials
+    if size <= 0 or mean <= 0:
+        return {"trials": trials, "expected": mean, "p_value": 1.0 if size <= 0 else 0.0,
+                "noise_every_days": None if size > 0 else 0.0, "detectable": size > 0}  # fmt: skip
+    before = math.exp((size - 1) * math.log(mean) - mean - math.lgamma(size)) if size > 1 else math.exp(-mean)
+    per_day = trials / (span_ms / 1000) * noise * before * DAY_S
+    every = 1 / per_day if per_day > 0 else None
+    return {"trials": trials, "expected": mean, "p_value": poisson_upper(size, mean), "noise_every_days": every,
+            "detectable": every is None or every >= FLOOR_DAYS}  # fmt: skip
+
+
+def _detectable(truth: dict[str, Any]) -> bool:
+    return truth.get("evidence") is None or truth["evidence"]["detectable"]
 
 
 def _replay(rules: list, events: list[dict[str, Any]], engine: str) -> list[dict[str, Any]]:
@@ -167,6 +201,7 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
         incidents = [i for run in family_runs for i in run["incidents"]]
         sim_days = sum(run["days"] for run in family_runs)
         caught = [t for t in truths if t["detected_by"] is not None]
+        detectable = [t for t in truths if _detectable(t)]
         detections = sum(1 for i in incidents if i["tie"] == "detection")
         false = [i for i in incidents if i["tie"] == "false"]
         false_severe = [i for i in false if i["rule_severity"] <= severe]
@@ -182,6 +217,8 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
             "injected": len(truths),
             "caught": len(caught),
             "recall": len(caught) / len(truths) if truths else None,
+            "detectable": len(detectable),
+            "caught_detectable": sum(1 for t in detectable if t["detected_by"] is not None),
             "incidents": len(incidents),
             "detections": detections,
             "side_effects": sum(1 for i in incidents if i["tie"] == "side effect"),
@@ -193,8 +230,14 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
             "ttd": {kind: {"median_s": statistics.median(v) / 1000, "max_s": max(v) / 1000}
                     for kind, v in sorted(ttd.items())},  # fmt: skip
             "misses": [
-                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "users", "size", "onset")}}
-                for run in family_runs for t in run["truths"] if t["detected_by"] is None
+                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "users", "size", "onset")},
+                 "evidence": t.get("evidence")}
+                for run in family_runs for t in run["truths"] if t["detected_by"] is None and _detectable(t)
+            ],
+            "below_floor": [
+                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "size", "onset", "evidence")},
+                 "caught": t["detected_by"] is not None}
+                for run in family_runs for t in run["truths"] if not _detectable(t)
             ],
             "false_by_rule": dict(Counter(i["rule"] for i in false).most_common()),
             "replay_events_per_s": sum(run["events"] for run in family_runs)
@@ -204,13 +247,13 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
 
 
 def render(summary: list[dict[str, Any]]) -> str:
-    rows = [("family", "runs", "events", "sim days", "caught", "recall", "precision", "false/day",
-             "sev1-2 false/day", "side eff.", "time to detect (median / worst)")]  # fmt: skip
+    rows = [("family", "runs", "events", "sim days", "caught", "recall", "caught / detectable", "precision",
+             "false/day", "sev1-2 false/day", "side eff.", "time to detect (median / worst)")]  # fmt: skip
     for s in summary:
         ttd = "; ".join(f"{k} {_dur(v['median_s'])} / {_dur(v['max_s'])}" for k, v in s["ttd"].items()) or "-"
         rows.append((
             s["family"], str(s["runs"]), f"{s['events']:,}", f"{s['days']:.2f}", f"{s['caught']}/{s['injected']}",
-            _pct(s["recall"]), _pct(s["precision"]), f"{s['false_per_day']:.2f}", f"{s['false_severe_per_day']:.2f}",
+            _pct(s["recall"]), _detectable_cell(s), _pct(s["precision"]), f"{s['false_per_day']:.2f}", f"{s['false_severe_per_day']:.2f}",
             str(s["side_effects"]), ttd,
         ))  # fmt: skip
     lines = ["| " + " | ".join(r) + " |" for r in rows]
@@ -221,18 +264,44 @@ def render(summary: list[dict[str, Any]]) -> str:
             lines.append(f"missed in {s['family']}: " + "; ".join(
                 f"seed {m['seed']} {m['kind']} {m['target']}" + _miss_detail(m)
                 for m in s["misses"]))  # fmt: skip
+        if s.get("below_floor"):
+            lines.append("")
+            lines.append(f"below the noise floor in {s['family']} (noise alone gives as many in that tenant more often "
+                         f"than once per {FLOOR_DAYS:,} days): " + "; ".join(
+                f"seed {m['seed']} {m['kind']} {m['target']}" + _evidence_detail(m) + (" caught" if m["caught"] else
+                                                                                         " missed")
+                for m in s["below_floor"]))  # fmt: skip
         if s["false_by_rule"]:
             lines.append("")
             lines.append(f"false in {s['family']}: " + ", ".join(f"{r} {n}" for r, n in s["false_by_rule"].items()))
     return "\n".join(lines)
 
 
+def _detectable_cell(s: dict[str, Any]) -> str:
+    if "detectable" not in s:
+        return "-"
+    return f"{s['caught_detectable']}/{s['detectable']}"
+
+
 def _miss_detail(miss: dict[str, Any]) -> str:
     if miss["kind"] == "pii_burst":
         return f" ({miss['size']} answers to {miss['users'][0]})"
     if miss["kind"] == "pii_leak":
-        return f" ({miss['size']} PII answers in 30 min)"
+        return _evidence_detail(miss)
     return ""
+
+
+def _evidence_detail(miss: dict[str, Any]) -> str:
+    ev = miss.get("evidence")
+    if not ev:
+        return f" ({miss['size']} PII answers in 30 min)"
+    every = "never" if ev["noise_every_days"] is None else f"once per {_days(ev['noise_every_days'])}"
+    return (f" ({miss['size']} PII answers of {ev['trials']:,} in 30 min, {ev['expected']:.2f} from noise, "
+            f"p = {ev['p_value']:.1e}: noise gives as many {every})")
+
+
+def _days(d: float) -> str:
+    return f"{d:.1f} days" if d < 10 else f"{d:,.0f} days"
 
 
 def _pct(x: float | None) -> str:
@@ -315,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": seeds,
             "wall_s": round(wall),
             "families": [
-                {k: s[k] for k in ("family", "note", "runs", "events", "days", "injected", "caught", "precision",
-                                   "false_per_day", "false_severe_per_day")}
+                {k: s[k] for k in ("family", "note", "runs", "events", "days", "injected", "caught", "detectable",
+                                   "caught_detectable", "precision", "false_per_day", "false_severe_per_day")}
                 | {"ttd_median_s": {k: v["median_s"] for k, v in s["ttd"].items()}}
                 for s in summary
             ],

@@ -103,6 +103,7 @@ class Truth:
     end_ts: int
     users: tuple[str, ...] = ()  # the accounts involved (attacker, burst recipient)
     size: int = 0  # pii_burst: leaked answers; pii_leak: the tenant's PII answers during the leak
+    trials: int = 0  # pii_leak: the tenant's answers during the leak (the evidence's denominator)
     scope: tuple[tuple[str, str], ...] = ()  # every field=value that pins the target down
 
     def touches(self, group: dict[str, Any]) -> bool:
@@ -212,8 +213,9 @@ def generate(family: Family, seed: int) -> Run:
 
 def _leak_size(truth: Truth, events: list[dict[str, Any]]) -> Truth:
     """A sustained leak's evidence: how many PII answers its tenant gave while it lasted
-    (its 2% of answers and the 0.04% of noise alike)."""
-    return replace(truth, size=sum(1 for e in events if e["flags"]["pii"] and truth.alters(e)))
+    (its 2% of answers and the 0.04% of noise alike), and of how many answers."""
+    during = [e for e in events if truth.alters(e)]
+    return replace(truth, size=sum(1 for e in during if e["flags"]["pii"]), trials=len(during))
 
 
 def _plan(rng: random.Random, family: Family, kind: str, tenants: list[_Tenant], start: int, end: int) -> Truth:

@@ -288,12 +288,13 @@ def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FI
     if data.get("pack") != pack_fingerprint(rules):
         return []
     rows = [("family", "events", "sim. days", "caught", "precision", "false/day", "sev1-2 false/day",
-             "time to detect (median)")]  # fmt: skip
+             "caught / detectable", "time to detect (median)")]  # fmt: skip
     for f in data["families"]:
         precision = "-" if f["precision"] is None else f"{100 * f['precision']:.0f}%"
         ttd = ", ".join(f"{kind} {_minutes(int(s * 1000))}" for kind, s in f["ttd_median_s"].items()) or "-"
+        detectable = f"{f['caught_detectable']}/{f['detectable']}" if "detectable" in f else "-"
         rows.append((f["family"], f"{f['events']:,}", f"{f['days']:.2f}", f"{f['caught']}/{f['injected']}", precision,
-                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", ttd))  # fmt: skip
+                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", detectable, ttd))  # fmt: skip
     return [
         "",
         f"these rules on traffic they were not tuned on ({len(data['families'])} families × {data['seeds']} seeds, "

@@ -65,7 +65,7 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
         "pack": pack_fingerprint(rules), "command": "python benchmarks/pack_eval.py --jobs 2", "seeds": 20,
         "wall_s": 1, "families": [{
             "family": "heavy", "note": "", "runs": 20, "events": 1_440_000, "days": 1.67, "injected": 60,
-            "caught": 59, "precision": 0.9, "false_per_day": 1.2, "false_severe_per_day": 0.0,
+            "caught": 59, "detectable": 59, "caught_detectable": 59, "precision": 0.9, "false_per_day": 1.2, "false_severe_per_day": 0.0,
             "ttd_median_s": {"pii_burst": 21.0},
         }],
     }  # fmt: skip
@@ -74,7 +74,7 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
     text = "\n".join(evaluation_lines(rules, path))
     assert "1 families × 20 seeds" in text and "python benchmarks/pack_eval.py --jobs 2" in text
     row = next(line for line in text.splitlines() if line.startswith("heavy"))
-    assert row.split()[:7] == ["heavy", "1,440,000", "1.67", "59/60", "90%", "1.20", "0.00"]
+    assert row.split()[:8] == ["heavy", "1,440,000", "1.67", "59/60", "90%", "1.20", "0.00", "59/59"]
     assert "pii_burst 0m21s" in row
     # measured on other rules: not shown
     assert evaluation_lines(rules[1:], path) == []

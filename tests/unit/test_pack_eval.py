@@ -111,3 +111,41 @@ def test_the_starter_pack_catches_every_quick_injection_without_a_severe_false_i
         for kind, ttd in s["ttd"].items():
             if kind == "pii_burst":
                 assert ttd["max_s"] <= 300, (s["family"], ttd)
+
+
+def test_a_leak_is_judged_by_the_evidence_it_left_against_its_tenants_noise():
+    # 2 PII answers among a mid-size tenant's 234 answers in 30 min: noise (0.04%) alone
+    # expects 0.09 and gives two every few days — below the floor; 6 among 450 once in
+    # ~90,000 days — detectable; the other kinds are not assessed (counted detectable)
+    span = 30 * MINUTE
+    low = pack_eval.evidence("pii_leak", 2, 234, span, 0.0004)
+    assert low is not None and not low["detectable"]
+    assert abs(low["expected"] - 0.0936) < 1e-9 and 0.003 < low["p_value"] < 0.005
+    assert 1 < low["noise_every_days"] < 10
+    high = pack_eval.evidence("pii_leak", 6, 450, span, 0.0004)
+    assert high is not None and high["detectable"] and high["noise_every_days"] > pack_eval.FLOOR_DAYS
+    assert high["p_value"] < 1e-6
+    # the floor is a number of days: four in 234 (once per ~1,750 days) is under it
+    assert not pack_eval.evidence("pii_leak", 4, 234, span, 0.0004)["detectable"]
+    assert pack_eval.evidence("attacker", 0, 0, 15 * MINUTE, 0.0004) is None
+
+
+def test_the_summary_reports_caught_of_detectable_and_lists_the_below_floor_apart():
+    span = 30 * MINUTE
+
+    def truth(kind, size=0, trials=0, caught=True):
+        return {"kind": kind, "target": "tenant=t02", "users": [], "size": size, "onset": 0,
+                "evidence": pack_eval.evidence(kind, size, trials, span, 0.0004),
+                "detected_by": "r" if caught else None, "ttd_ms": 1000 if caught else None}  # fmt: skip
+
+    runs = [{"family": "small", "seed": 1, "events": 10, "days": 0.5, "replay_s": 1.0, "incidents": [],
+             "truths": [truth("pii_leak", 2, 234, caught=False), truth("pii_leak", 6, 450, caught=False),
+                        truth("attacker"), truth("pii_leak", 3, 234)]}]  # fmt: skip
+    (s,) = pack_eval.summarize(runs)
+    assert (s["caught"], s["injected"]) == (2, 4)  # the raw recall stays
+    assert (s["caught_detectable"], s["detectable"]) == (1, 2)  # the attacker; not the 6-answer leak
+    assert [m["size"] for m in s["misses"]] == [6]  # a detectable leak missed is a miss
+    assert [(m["size"], m["caught"]) for m in s["below_floor"]] == [(2, False), (3, True)]
+    text = pack_eval.render([s])
+    assert "below the noise floor in small" in text and "2 PII answers of 234" in text
+    assert "| 1/2 |" in text

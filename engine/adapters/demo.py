@@ -295,11 +295,16 @@ def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FI
         detectable = f"{f['caught_detectable']}/{f['detectable']}" if "detectable" in f else "-"
         rows.append((f["family"], f"{f['events']:,}", f"{f['days']:.2f}", f"{f['caught']}/{f['injected']}", precision,
                      f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", detectable, ttd))  # fmt: skip
+    below = [] if not any("detectable" in f for f in data["families"]) else [
+        "caught / detectable: of the injections leaving more evidence than noise alone gives (a leak's PII "
+        "answers against its tenant's noise: benchmarks/README.md)"
+    ]  # fmt: skip
     return [
         "",
         f"these rules on traffic they were not tuned on ({len(data['families'])} families × {data['seeds']} seeds, "
         f"`{data['command']}`, benchmarks/README.md):",
         *_table(rows),
+        *below,
     ]
 
 

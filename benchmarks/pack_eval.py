@@ -21,6 +21,11 @@ Per family: injections caught / injected (recall), detections / (detections + fa
 (precision), false incidents per simulated day — of all rules and of the rules written
 sev1/sev2 — and time to detect (first detection − onset) per kind, median and worst. The
 misses and the false incidents are listed. ``--json`` writes everything.
+
+Beside the raw recall, **caught / detectable**: a sustained leak whose PII answers noise
+alone gives its tenant, in a window as long as the leak, more often than once per
+FLOOR_DAYS (`evidence`) is below the noise floor — no rule catches it without paging on
+noise as often — and is listed apart with its numbers instead of among the misses.
 """
 
 from __future__ import annotations

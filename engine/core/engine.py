@@ -52,13 +52,20 @@ def _type_rank(value: Any) -> int:
 BOOL_TAG = "__bool__"
 
 
+_INT64 = 2**63
+
+
 def _key_part(value: Any) -> Any:
     """A group value as part of a hashable key. Booleans are tagged, because in Python
-    ``True == 1``: a field that is sometimes ``true`` and sometimes ``1`` has two groups."""
+    ``True == 1``: a field that is sometimes ``true`` and sometimes ``1`` has two groups.
+    A whole float that fits a 64-bit int is that int: ``1`` and ``1.0`` are one group, and it
+    is shown (and sharded) as ``1`` whichever arrived first."""
     if value is None or value.__class__ is str:
         return value
     if value.__class__ is bool:
         return (BOOL_TAG, value)
+    if value.__class__ is float:
+        return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
     return value if isinstance(value, int | float) else str(value)
 
 

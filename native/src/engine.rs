@@ -800,7 +800,7 @@ pub fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
         None | Some(J::Null) => KeyPart::None,
         Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),
         Some(J::Bool(b)) => KeyPart::Bool(*b),
-        Some(J::Num(n)) => KeyPart::Num(*n),
+        Some(J::Num(n)) => KeyPart::Num(n.canonical()),
         Some(other) => KeyPart::Str(host.py_str(other)),
     })
 }

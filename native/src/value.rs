@@ -26,6 +26,16 @@ impl Num {
             Num::Float(x) => Num::Float(-x),
         }
     }
+    /// A group-key number in its one form (`engine._key_part`): a whole float that fits an
+    /// int is the int, so `1` and `1.0` are one group, shown and sharded alike whichever came first.
+    pub fn canonical(self) -> Num {
+        match self {
+            Num::Float(x) if x.fract() == 0.0 && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&x) => {
+                Num::Int(x as i64)
+            }
+            n => n,
+        }
+    }
     /// Python's comparison of two numbers (exact between ints).
     pub fn cmp(self, other: Num) -> Ordering {
         match (self, other) {

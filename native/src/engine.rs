@@ -59,15 +59,15 @@ impl Totals {
     pub fn add(&mut self, b: &Bucket) {
         self.n += b.n;
         self.hits += b.hits;
-        self.vn += b.vn;
-        self.total += b.total;
-        self.negative |= b.lo.is_some_and(|lo| lo.f() < 0.0);
+        self.vn += b.vn();
+        self.total += b.total();
+        self.negative |= b.lo().is_some_and(|lo| lo.f() < 0.0);
     }
     pub fn remove(&mut self, b: &Bucket) {
         self.n -= b.n;
         self.hits -= b.hits;
-        self.vn -= b.vn;
-        self.total -= b.total;
+        self.vn -= b.vn();
+        self.total -= b.total();
     }
     pub fn of(buckets: &Buckets) -> Totals {
         let mut t = Totals::default();
@@ -504,14 +504,16 @@ impl Engine {
             let at = ensure_bucket(state, key, start);
             let group = state.groups.get_mut(key).unwrap();
             let bucket = &mut group.buckets[at].1;
-            let (hits, vn, total) = (bucket.hits, bucket.vn, bucket.total);
+            let (hits, vn, total) = (bucket.hits, bucket.vn(), bucket.total());
             bucket.add(&state.plan, event, &mut user_hash, &py_str);
             let t = &mut group.totals;
             t.n += 1;
             t.hits += bucket.hits - hits;
-            t.vn += bucket.vn - vn;
-            t.total += bucket.total - total;
-            t.negative |= bucket.total < total;
+            if bucket.num.is_some() {
+                t.vn += bucket.vn() - vn;
+                t.total += bucket.total() - total;
+                t.negative |= bucket.total() < total;
+            }
         }
     }
 

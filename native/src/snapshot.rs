@@ -4,7 +4,7 @@
 use crate::engine::{ensure_bucket, Engine, Group, Host, Status};
 use crate::sketch::{DistinctSketch, Mins, QuantileSketch};
 use crate::value::{KeyPart, Num};
-use crate::window::{Bucket, Evidence, Order};
+use crate::window::{Bucket, Evidence, Numeric, Order};
 use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ fn total_json(t: i128) -> Value {
 /// ``cleared``: a bucket out of every later window (`Group::seen_at`): written without its
 /// users and evidence, as the core has dropped them.
 fn bucket_json(b: &Bucket, cleared: bool) -> Value {
-    let quantiles = b.quantiles.as_ref().map(|q| {
+    let quantiles = b.quantiles().map(|q| {
         json!([
             q.pos.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             q.neg.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
@@ -44,10 +44,10 @@ fn bucket_json(b: &Bucket, cleared: bool) -> Value {
     json!([
         b.n,
         b.hits,
-        b.vn,
-        total_json(b.total),
-        opt_num(b.lo),
-        opt_num(b.hi),
+        b.vn(),
+        total_json(b.total()),
+        opt_num(b.lo()),
+        opt_num(b.hi()),
         quantiles.unwrap_or(Value::Null),
         b.distinct
             .as_ref()
@@ -176,9 +176,7 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
             Ok(Evidence { order, id })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Bucket {
-        n: int(&a[0])?,
-        hits: int(&a[1])?,
+    let num = Numeric {
         vn: int(&a[2])?,
         total: a[3]
             .as_i64()
@@ -188,6 +186,16 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
         lo: Num::from_json(&a[4]),
         hi: Num::from_json(&a[5]),
         quantiles,
+    };
+    let empty = num.vn == 0
+        && num.total == 0
+        && num.lo.is_none()
+        && num.hi.is_none()
+        && num.quantiles.is_none();
+    Ok(Bucket {
+        n: int(&a[0])?,
+        hits: int(&a[1])?,
+        num: (!empty).then(|| Box::new(num)),
         distinct: if a[7].is_null() {
             None
         } else {
@@ -324,8 +332,12 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                     .iter()
                     .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
                     .sum::<usize>();
-                if let Some(q) = &b.quantiles {
-                    bytes += size_of::<QuantileSketch>() + (q.pos.capacity() + q.neg.capacity()) * 16;
+                if let Some(num) = &b.num {
+                    bytes += size_of::<Numeric>();
+                    if let Some(q) = &num.quantiles {
+                        bytes += size_of::<QuantileSketch>()
+                            + (q.pos.capacity() + q.neg.capacity()) * 16;
+                    }
                 }
                 if let Some(d) = &b.distinct {
                     bytes += size_of::<DistinctSketch>() + d.mins.heap_bytes();

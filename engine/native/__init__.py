@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+import os
 from typing import Any
 
 import orjson
@@ -69,6 +70,13 @@ class _Host:
         return str(orjson.loads(raw))
 
 
+def threads() -> int:
+    """Threads for the rules of one batch of lines (docs/native.md, Threads):
+    FIREBREAK_NATIVE_THREADS=2 splits them over two (records unchanged); one by default — on a
+    machine whose cores are busy the second thread only costs (each decodes every line)."""
+    return 2 if os.environ.get("FIREBREAK_NATIVE_THREADS", "").strip() == "2" else 1
+
+
 def _late_text(ts: int, watermark: int, lateness_ms: int) -> str:
     from engine.adapters.drive import late_text
 
@@ -88,7 +96,7 @@ class NativeEngine:
         self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
         self.index = {r.name: i for i, r in enumerate(self.rules)}
         plans = orjson.dumps([plan_of(r) for r in self.native_rules])
-        self.core = _native.Core(plans, lateness_ms, _Host(self.native_rules))
+        self.core = _native.Core(plans, lateness_ms, _Host(self.native_rules), threads())
         self.fallback = Engine(self.python_rules, lateness_ms) if self.python_rules else None
 
     def placement(self) -> dict[str, str]:

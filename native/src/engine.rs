@@ -331,6 +331,43 @@ pub struct Host<'py> {
     pub obj: &'py Bound<'py, PyAny>,
 }
 
+/// The host as the engine's functions ask for it: with the GIL held throughout (`Host`), or
+/// taking it only for each call into Python (`Remote`: an engine running on a thread of its
+/// own while another runs other rules, `Engine::feed_split`).
+pub trait HostLike {
+    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R;
+    fn py_str(&self, value: &J) -> String {
+        self.with(|h| h.py_str(value))
+    }
+}
+
+impl HostLike for Host<'_> {
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
+        f(self)
+    }
+    fn py_str(&self, value: &J) -> String {
+        Host::py_str(self, value)
+    }
+}
+
+/// The host object of a thread that holds the GIL only while it calls into Python.
+pub struct Remote<'a>(pub &'a Py<PyAny>);
+
+impl HostLike for Remote<'_> {
+    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
+        Python::with_gil(|py| {
+            let obj = self.0.bind(py);
+            f(&Host { py, obj })
+        })
+    }
+}
+
+/// A record and where it goes among the records of one feed: (event sequence number, step
+/// time, rule index) — the core's order, by which the records of engines that ran disjoint
+/// rules side by side are merged.
+pub type Rec = (u64, i64, u32, PyObject);
+
 impl<'py> Host<'py> {
     pub fn py_str(&self, value: &J) -> String {
         let text = serde_json::to_vec(&value.to_value()).unwrap_or_default();
@@ -353,6 +390,7 @@ pub struct Engine {
     pub opened: BTreeMap<String, i64>,
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
     pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
+    pub seq: u64,                           // events processed (the order of records: `Rec`)
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
     routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
@@ -381,6 +419,7 @@ impl Engine {
             opened: BTreeMap::new(),
             key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owner: None,
+            seq: 0,
             keys: vec![None; by_lists],
             routed: Vec::new(),
         }
@@ -402,10 +441,17 @@ impl Engine {
     }
 
     /// `Engine.process`: the records go to ``out``; false when the event is late.
-    pub fn process(&mut self, event: &Event, host: &Host, out: &Bound<PyList>) -> PyResult<bool> {
-        if !self.add(event, host) {
+    pub fn process<H: HostLike>(
+        &mut self,
+        event: &Event,
+        host: &H,
+        out: &mut Vec<Rec>,
+        mask: Option<u64>,
+    ) -> PyResult<bool> {
+        if !self.add_masked(event, host, mask) {
             return Ok(false);
         }
+        self.seq += 1;
         let watermark = event.ts - self.lateness_ms;
         if self.watermark.is_none_or(|w| watermark > w) {
             self.advance(watermark, host, out)?;
@@ -413,14 +459,10 @@ impl Engine {
         Ok(true)
     }
 
-    /// `Engine.add`: aggregate one event without moving time; false (counted) when late.
-    pub fn add(&mut self, event: &Event, host: &Host) -> bool {
-        self.add_masked(event, host, None)
-    }
-
-    /// `add`, looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
+    /// `Engine.add` (aggregate one event without moving time; false, counted, when late),
+    /// looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
     /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
-    pub fn add_masked(&mut self, event: &Event, host: &Host, mask: Option<u64>) -> bool {
+    pub fn add_masked<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) -> bool {
         if self.is_late(event.ts) {
             self.late += 1;
             return false;
@@ -437,7 +479,7 @@ impl Engine {
         true
     }
 
-    fn aggregate(&mut self, event: &Event, host: &Host, mask: Option<u64>) {
+    fn aggregate<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) {
         let ts = event.ts;
         let keys = &mut self.keys;
         keys.fill(None);
@@ -473,7 +515,7 @@ impl Engine {
                         .plan
                         .by
                         .iter()
-                        .map(|p| key_part(get(&event.data, p), host)),
+                        .map(|p| key_part_with(get(&event.data, p), host)),
                 );
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
@@ -518,7 +560,12 @@ impl Engine {
     }
 
     /// `Engine.advance`: move the watermark; the records go to ``out``.
-    pub fn advance(&mut self, watermark: i64, host: &Host, out: &Bound<PyList>) -> PyResult<()> {
+    pub fn advance<H: HostLike>(
+        &mut self,
+        watermark: i64,
+        host: &H,
+        out: &mut Vec<Rec>,
+    ) -> PyResult<()> {
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
         }
@@ -526,7 +573,7 @@ impl Engine {
         self.advance_to(watermark, false, host, out)
     }
 
-    pub fn finish(&mut self, host: &Host, out: &Bound<PyList>) -> PyResult<()> {
+    pub fn finish<H: HostLike>(&mut self, host: &H, out: &mut Vec<Rec>) -> PyResult<()> {
         let Some(max_ts) = self.max_ts else {
             return Ok(());
         };
@@ -539,12 +586,12 @@ impl Engine {
         Ok(())
     }
 
-    fn advance_to(
+    fn advance_to<H: HostLike>(
         &mut self,
         watermark: i64,
         closing: bool,
-        host: &Host,
-        out: &Bound<PyList>,
+        host: &H,
+        out: &mut Vec<Rec>,
     ) -> PyResult<()> {
         let mut due: Vec<(i64, usize)> = Vec::new();
         for (index, state) in self.rules.iter_mut().enumerate() {
@@ -578,12 +625,12 @@ impl Engine {
         Ok(())
     }
 
-    fn evaluate(
+    fn evaluate<H: HostLike>(
         &mut self,
         index: usize,
         at: i64,
-        host: &Host,
-        out: &Bound<PyList>,
+        host: &H,
+        out: &mut Vec<Rec>,
     ) -> PyResult<()> {
         let state = &mut self.rules[index];
         let table = &self.key_tables[state.plan.by_id];
@@ -645,72 +692,78 @@ impl Engine {
                     .cmp(&table.info[*b as usize].order)
             });
         }
-        for (key, reading) in calls {
-            let group = state.groups.get_mut(key).unwrap();
-            let in_window = window(&group.buckets, window_from, at);
-            let detail = summarize(plan, in_window, true);
-            if group.dict.is_none() {
-                group.dict = Some(
-                    group_dict(host.py, plan, &table.info[key as usize].parts)?
-                        .into_any()
-                        .unbind(),
+        let (seq, opened_counts) = (self.seq, &mut self.opened);
+        if !calls.is_empty() {
+            host.with(|host| -> PyResult<()> {
+            for (key, reading) in calls {
+                let group = state.groups.get_mut(key).unwrap();
+                let in_window = window(&group.buckets, window_from, at);
+                let detail = summarize(plan, in_window, true);
+                if group.dict.is_none() {
+                    group.dict = Some(
+                        group_dict(host.py, plan, &table.info[key as usize].parts)?
+                            .into_any()
+                            .unbind(),
+                    );
+                }
+                let users: Vec<u64> = detail
+                    .users
+                    .as_ref()
+                    .map(|u| u.mins.as_slice().to_vec())
+                    .unwrap_or_default();
+                let evidence: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
+                let args = (
+                    index,
+                    group.dict.as_ref().unwrap().clone_ref(host.py),
+                    group.life.as_ref().map(|l| l.clone_ref(host.py)),
+                    at,
+                    reading.value.map(|v| num_py(host.py, v)),
+                    reading.limit,
+                    reading.baseline,
+                    reading.holds,
+                    reading.p_value,
+                    (
+                        detail.n,
+                        detail.hits,
+                        detail.vn,
+                        detail.total,
+                        detail.lo.map(|v| num_py(host.py, v)),
+                        detail.hi.map(|v| num_py(host.py, v)),
+                    ),
+                    users,
+                    evidence,
                 );
-            }
-            let users: Vec<u64> = detail
-                .users
-                .as_ref()
-                .map(|u| u.mins.as_slice().to_vec())
-                .unwrap_or_default();
-            let evidence: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
-            let args = (
-                index,
-                group.dict.as_ref().unwrap().clone_ref(host.py),
-                group.life.as_ref().map(|l| l.clone_ref(host.py)),
-                at,
-                reading.value.map(|v| num_py(host.py, v)),
-                reading.limit,
-                reading.baseline,
-                reading.holds,
-                reading.p_value,
-                (
-                    detail.n,
-                    detail.hits,
-                    detail.vn,
-                    detail.total,
-                    detail.lo.map(|v| num_py(host.py, v)),
-                    detail.hi.map(|v| num_py(host.py, v)),
-                ),
-                users,
-                evidence,
-            );
-            let result = host.obj.call_method1("step", args)?;
-            let result = result.downcast::<PyTuple>()?;
-            let records = result.get_item(0)?;
-            for record in records.downcast::<PyList>()?.iter() {
-                out.append(record)?;
-            }
-            let status: String = result.get_item(1)?.extract()?;
-            let opened: bool = result.get_item(2)?.extract()?;
-            group.frozen_baseline = result.get_item(3)?.extract()?;
-            let life = result.get_item(4)?;
-            group.status = match status.as_str() {
-                "pending" => Status::Pending,
-                "firing" => Status::Firing,
-                _ => Status::Inactive,
-            };
-            group.life = if group.status == Status::Inactive {
-                None
-            } else {
-                Some(life.unbind())
-            };
-            if group.status == Status::Inactive {
-                state.active.remove(&key);
-            } else {
-                state.active.insert(key);
-                if opened {
-                    bump(&mut self.opened, &plan.name, 1);
+                let result = host.obj.call_method1("step", args)?;
+                let result = result.downcast::<PyTuple>()?;
+                let records = result.get_item(0)?;
+                for record in records.downcast::<PyList>()?.iter() {
+                    out.push((seq, at, index as u32, record.unbind()));
+                }
+                let status: String = result.get_item(1)?.extract()?;
+                let opened: bool = result.get_item(2)?.extract()?;
+                group.frozen_baseline = result.get_item(3)?.extract()?;
+                let life = result.get_item(4)?;
+                group.status = match status.as_str() {
+                    "pending" => Status::Pending,
+                    "firing" => Status::Firing,
+                    _ => Status::Inactive,
+                };
+                group.life = if group.status == Status::Inactive {
+                    None
+                } else {
+                    Some(life.unbind())
+                };
+                if group.status == Status::Inactive {
+                    state.active.remove(&key);
+                } else {
+                    state.active.insert(key);
+                    if opened {
+                        bump(opened_counts, &plan.name, 1);
+                    }
                 }
             }
+                Ok(())
+            })?;
         }
         state.due.recycle(keys);
         for key in dead {
@@ -798,6 +851,10 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
 }
 
 pub fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
+    key_part_with(value, host)
+}
+
+pub fn key_part_with<'a, H: HostLike>(value: Option<&'a J>, host: &H) -> KeyRef<'a> {
     KeyRef::Part(match value {
         None | Some(J::Null) => KeyPart::None,
         Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),
@@ -833,13 +890,13 @@ fn group_dict<'py>(
 }
 
 /// `incidents.read` without the records' detail: value, limit, and whether it holds.
-fn read(
+fn read<H: HostLike>(
     plan: &Plan,
     index: usize,
     w: &Summary,
     baseline: Option<f64>,
     population: Option<(i64, i64)>,
-    host: &Host,
+    host: &H,
 ) -> PyResult<Reading> {
     let value = metric_value(plan, w);
     let (baseline, limit) = if let Some(k) = plan.population {
@@ -876,10 +933,11 @@ fn read(
     } else {
         limit_v
     };
-    let p: f64 = host
-        .obj
-        .call_method1("p_value", (index, k, w.n, reference))?
-        .extract()?;
+    let p: f64 = host.with(|host| -> PyResult<f64> {
+        host.obj
+            .call_method1("p_value", (index, k, w.n, reference))?
+            .extract()
+    })?;
     Ok(Reading {
         value,
         limit,

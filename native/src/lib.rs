@@ -16,7 +16,7 @@ mod snapshot;
 mod value;
 mod window;
 
-use engine::{Engine, Host};
+use engine::{Engine, Host, Rec, Remote};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -35,18 +35,229 @@ fn blank(raw: &[u8]) -> bool {
 struct Core {
     engine: Engine,
     host: PyObject,
+    split: Option<Split>,
+}
+
+/// Batches of at least this many lines run on two threads when the rules are split.
+const SPLIT_LINES: usize = 16;
+
+/// The rules split over two threads for `feed` (docs/native.md, Threads): the rules of some
+/// `by` lists stay in the engine, the others move to ``twin`` for the time of one batch, each
+/// engine looking only at its own rules (a mask) and every event; their records are merged
+/// in the core's order (`Rec`). Rules are independent until the lifecycle, and the lifecycle
+/// of one group touches nothing of another's, so the records are the same as on one thread.
+struct Split {
+    mask: [u64; 2], // the rules of the engine, of the twin
+    rules: Vec<usize>,  // the twin's rules
+    tables: Vec<usize>, // the twin's key tables (`by` lists)
+    twin: Engine,       // the twin's rules while a batch runs; blank states in between
+    cpu: [f64; 2],      // CPU seconds of each side's thread in `feed` so far
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given, nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+impl Split {
+    /// Rules weigh 1, rules grouped by a `user` field 8 (many groups, cold buckets: the
+    /// costly ones: the starter pack's five weigh about its 29 others); whole `by` lists go to
+    /// the lighter side, heaviest first.
+    fn new(plans: &[plan::Plan], engine: &Engine, lateness_ms: i64) -> Option<Split> {
+        let rules = &engine.rules;
+        if rules.len() < 2 || rules.len() > 64 {
+            return None;
+        }
+        let lists = engine.key_tables.len();
+        let mut weight = vec![0usize; lists];
+        for state in rules {
+            let user = state.plan.by.iter().any(|p| p.last().is_some_and(|f| f == "user"));
+            weight[state.plan.by_id] += if user { 8 } else { 1 };
+        }
+        let mut order: Vec<usize> = (0..lists).filter(|&t| weight[t] > 0).collect();
+        order.sort_by_key(|&t| (std::cmp::Reverse(weight[t]), t));
+        let mut load = [0usize; 2];
+        let mut side = vec![0usize; lists];
+        for t in order {
+            let s = if load[1] < load[0] { 1 } else { 0 };
+            side[t] = s;
+            load[s] += weight[t];
+        }
+        if load[1] == 0 {
+            return None;
+        }
+        let mut mask = [0u64; 2];
+        let mut moved = Vec::new();
+        for (i, state) in rules.iter().enumerate() {
+            let s = side[state.plan.by_id];
+            mask[s] |= 1 << i;
+            if s == 1 {
+                moved.push(i);
+            }
+        }
+        Some(Split {
+            mask,
+            rules: moved,
+            tables: (0..lists).filter(|&t| side[t] == 1).collect(),
+            twin: Engine::new(plans.to_vec(), lateness_ms),
+            cpu: [0.0; 2],
+        })
+    }
+
+    /// Move the twin's rules and key tables to it, and the engine's clock.
+    fn enter(&mut self, engine: &mut Engine) {
+        self.swap(engine);
+        let twin = &mut self.twin;
+        twin.watermark = engine.watermark;
+        twin.max_ts = engine.max_ts;
+        twin.seq = engine.seq;
+    }
+
+    /// Bring them back; the incidents the twin opened count in the engine.
+    fn leave(&mut self, engine: &mut Engine) {
+        self.swap(engine);
+        for (name, count) in std::mem::take(&mut self.twin.opened) {
+            *engine.opened.entry(name).or_insert(0) += count;
+        }
+        let twin = &mut self.twin;
+        (twin.events, twin.late, twin.changes) = (0, 0, 0);
+    }
+
+    fn swap(&mut self, engine: &mut Engine) {
+        for &i in &self.rules {
+            std::mem::swap(&mut engine.rules[i], &mut self.twin.rules[i]);
+        }
+        for &t in &self.tables {
+            std::mem::swap(&mut engine.key_tables[t], &mut self.twin.key_tables[t]);
+        }
+    }
+}
+
+/// Two threads that stay (a thread made per batch would start with a fresh allocator heap:
+/// new pages to fault in at every batch). A forked child has none of its parent's threads:
+/// it makes its own pool (the parent's is left, never to be used there).
+fn pool() -> &'static rayon_core::ThreadPool {
+    static POOL: std::sync::Mutex<Option<(u32, &'static rayon_core::ThreadPool)>> =
+        std::sync::Mutex::new(None);
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match *pool {
+        Some((owner, made)) if owner == pid => made,
+        _ => {
+            let made: &'static rayon_core::ThreadPool = Box::leak(Box::new(
+                rayon_core::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .thread_name(|i| format!("firebreak-native-{i}"))
+                    .build()
+                    .expect("two threads"),
+            ));
+            *pool = Some((pid, made));
+            made
+        }
+    }
+}
+
+/// ``lines`` (``offset``: the index of the first) through ``engine`` (only the rules of
+/// ``mask``), each line decoded here (both threads decode every line: the event is in this
+/// core's cache when its rules read it) up to the first line the native decoder does not
+/// accept. Returns (the events taken, that line's index); the late ones go to ``late`` when
+/// given.
+fn run_lines<H: engine::HostLike>(
+    engine: &mut Engine,
+    lines: &[&[u8]],
+    offset: usize,
+    max_bytes: Option<usize>,
+    host: &H,
+    mask: u64,
+    mut late: Option<&mut Vec<(usize, i64, i64)>>,
+    out: &mut Vec<Rec>,
+) -> PyResult<(usize, Option<usize>)> {
+    let mut taken = 0;
+    for (i, raw) in lines.iter().enumerate() {
+        let index = offset + i;
+        if blank(raw) {
+            continue;
+        }
+        if max_bytes.is_some_and(|m| raw.len() > m) {
+            return Ok((taken, Some(index)));
+        }
+        let Some(event) = event::decode(raw, None) else {
+            return Ok((taken, Some(index)));
+        };
+        if engine.is_late(event.ts) {
+            if let Some(late) = late.as_mut() {
+                late.push((index, event.ts, engine.watermark.unwrap_or(0)));
+            }
+            continue;
+        }
+        taken += 1;
+        engine.process(&event, host, out, Some(mask))?;
+    }
+    Ok((taken, None))
+}
+
+/// Two record lists, each in the core's order, as one.
+fn merge(a: Vec<Rec>, b: Vec<Rec>) -> Vec<Rec> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => (x.0, x.1, x.2) <= (y.0, y.1, y.2),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        out.push(if take_a { a.next() } else { b.next() }.unwrap());
+    }
+    out
+}
+
+fn to_list<'py>(py: Python<'py>, records: Vec<Rec>) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, records.into_iter().map(|r| r.3))
 }
 
 #[pymethods]
 impl Core {
     /// ``plans``: the JSON list of rule plans; ``host``: engine.native's helper object.
+    /// ``threads``: 2 to split the rules over two threads in `feed` (when they split).
     #[new]
-    fn new(plans: &[u8], lateness_ms: i64, host: PyObject) -> PyResult<Core> {
+    #[pyo3(signature = (plans, lateness_ms, host, threads=1))]
+    fn new(plans: &[u8], lateness_ms: i64, host: PyObject, threads: usize) -> PyResult<Core> {
         let plans = plan::parse_plans(plans).map_err(PyValueError::new_err)?;
+        let engine = Engine::new(plans.clone(), lateness_ms);
+        let split = if threads >= 2 {
+            Split::new(&plans, &engine, lateness_ms)
+        } else {
+            None
+        };
         Ok(Core {
-            engine: Engine::new(plans, lateness_ms),
+            engine,
             host,
+            split,
         })
+    }
+
+    /// CPU seconds each of the two threads spent in `feed` so far (the engine's rules, the
+    /// twin's); None on one thread.
+    #[getter]
+    fn split_cpu(&self) -> Option<(f64, f64)> {
+        self.split.as_ref().map(|s| (s.cpu[0], s.cpu[1]))
+    }
+
+    /// The threads `feed` runs on (1 or 2).
+    #[getter]
+    fn threads(&self) -> usize {
+        if self.split.is_some() {
+            2
+        } else {
+            1
+        }
     }
 
     /// Why a plan cannot run here (None: it can).
@@ -71,7 +282,15 @@ impl Core {
         Vec<(usize, i64, i64)>,
         usize,
     )> {
-        let out = PyList::empty(py);
+        if self.split.is_some()
+            && self.engine.owner.is_none()
+            && lines.len() >= start + SPLIT_LINES
+        {
+            if let Some(result) = self.feed_split(py, lines, start, max_bytes)? {
+                return Ok(result);
+            }
+        }
+        let mut out = Vec::new();
         let host_obj = self.host.bind(py);
         let host = Host { py, obj: host_obj };
         let mut late = Vec::new();
@@ -83,19 +302,19 @@ impl Core {
                 continue;
             }
             if max_bytes.is_some_and(|m| raw.len() > m) {
-                return Ok((Some(index), out, late, events));
+                return Ok((Some(index), to_list(py, out)?, late, events));
             }
             let Some(event) = event::decode(raw, None) else {
-                return Ok((Some(index), out, late, events));
+                return Ok((Some(index), to_list(py, out)?, late, events));
             };
             if self.engine.is_late(event.ts) {
                 late.push((index, event.ts, self.engine.watermark.unwrap_or(0)));
                 continue;
             }
             events += 1;
-            self.engine.process(&event, &host, &out)?;
+            self.engine.process(&event, &host, &mut out, None)?;
         }
-        Ok((None, out, late, events))
+        Ok((None, to_list(py, out)?, late, events))
     }
 
     /// One event the Python decoder accepted (``ts`` its time). Returns (records, late?:
@@ -106,16 +325,16 @@ impl Core {
         raw: &[u8],
         ts: i64,
     ) -> PyResult<(Bound<'py, PyList>, Option<(i64, i64)>)> {
-        let out = PyList::empty(py);
+        let mut out = Vec::new();
         let event = event::decode(raw, Some(ts))
             .ok_or_else(|| PyValueError::new_err("the native decoder refuses this event"))?;
         if self.engine.is_late(event.ts) {
-            return Ok((out, Some((event.ts, self.engine.watermark.unwrap_or(0)))));
+            return Ok((PyList::empty(py), Some((event.ts, self.engine.watermark.unwrap_or(0)))));
         }
         let host_obj = self.host.bind(py);
         self.engine
-            .process(&event, &Host { py, obj: host_obj }, &out)?;
-        Ok((out, None))
+            .process(&event, &Host { py, obj: host_obj }, &mut out, None)?;
+        Ok((to_list(py, out)?, None))
     }
 
     /// Aggregate only the (rule, group) pairs of shard ``shard`` of ``shards`` (the worker).
@@ -147,18 +366,18 @@ impl Core {
     }
 
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
+        let mut out = Vec::new();
         let host_obj = self.host.bind(py);
         self.engine
-            .advance(watermark, &Host { py, obj: host_obj }, &out)?;
-        Ok(out)
+            .advance(watermark, &Host { py, obj: host_obj }, &mut out)?;
+        to_list(py, out)
     }
 
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
+        let mut out = Vec::new();
         let host_obj = self.host.bind(py);
-        self.engine.finish(&Host { py, obj: host_obj }, &out)?;
-        Ok(out)
+        self.engine.finish(&Host { py, obj: host_obj }, &mut out)?;
+        to_list(py, out)
     }
 
     #[getter]
@@ -230,6 +449,76 @@ impl Core {
     /// Bytes of state per (rule, group) now held: (groups, buckets, estimated bytes).
     fn memory(&self) -> (usize, usize, usize) {
         snapshot::memory(&self.engine)
+    }
+}
+
+type Fed<'py> = (
+    Option<usize>,
+    Bound<'py, PyList>,
+    Vec<(usize, i64, i64)>,
+    usize,
+);
+
+impl Core {
+    /// `feed` on two threads: the lines decoded in two halves side by side, then every event
+    /// through the engine (its rules) and the twin (the others) side by side, each taking the
+    /// GIL only to call into Python. None: lines that are not all bytes (`feed` says why).
+    fn feed_split<'py>(
+        &mut self,
+        py: Python<'py>,
+        lines: &Bound<'py, PyList>,
+        start: usize,
+        max_bytes: Option<usize>,
+    ) -> PyResult<Option<Fed<'py>>> {
+        // the bytes objects held for the batch: nothing can free them while the GIL is let go
+        let mut held: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(lines.len() - start);
+        for index in start..lines.len() {
+            match lines.get_item(index)?.downcast_into::<PyBytes>() {
+                Ok(bytes) => held.push(bytes),
+                Err(_) => return Ok(None),
+            }
+        }
+        let raw: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
+        let split = self.split.as_mut().unwrap();
+        split.enter(&mut self.engine);
+        let (engine, twin) = (&mut self.engine, &mut split.twin);
+        let (mask, host) = (split.mask, &self.host);
+        let mut late = Vec::new();
+        let (mut out, mut out_twin) = (Vec::new(), Vec::new());
+        let raw = &raw;
+        // each side keeps a Python thread state for the batch (with_gil), and lets the GIL go
+        // but for its calls into Python (Remote)
+        let [cpu_a, cpu_b] = &mut split.cpu;
+        let (result, twin_result) = py.allow_threads(|| {
+            pool().join(
+                || {
+                    Python::with_gil(|py| {
+                        py.allow_threads(|| {
+                            let began = thread_cpu();
+                            let late = Some(&mut late);
+                            let r = run_lines(engine, raw, start, max_bytes, &Remote(host), mask[0], late, &mut out);
+                            *cpu_a += thread_cpu() - began;
+                            r
+                        })
+                    })
+                },
+                || {
+                    Python::with_gil(|py| {
+                        py.allow_threads(|| {
+                            let began = thread_cpu();
+                            let r = run_lines(twin, raw, start, max_bytes, &Remote(host), mask[1], None, &mut out_twin);
+                            *cpu_b += thread_cpu() - began;
+                            r
+                        })
+                    })
+                },
+            )
+        });
+        split.leave(&mut self.engine);
+        let (taken, stop) = result?;
+        twin_result?;
+        let records = to_list(py, merge(out, out_twin))?;
+        Ok(Some((stop, records, late, taken)))
     }
 }
 

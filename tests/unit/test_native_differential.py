@@ -4,6 +4,7 @@ logs, and snapshot/restore at random points (either engine's snapshot into eithe
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
 import engine.native.plan as plan_module
 from engine.adapters.drive import Driver, drive_lines
 from engine.adapters.rule_tests import collect_test_files, run_test_file
-from engine.core import Engine, run_events
+from engine.core import Engine, run_events, validate_event
 from engine.native import NativeEngine, available
 from engine.synthetic import Injection, Traffic
 
@@ -101,8 +102,8 @@ odd_values = st.one_of(
 
 
 @st.composite
-def streams(draw):
-    n = draw(st.integers(1, 150))
+def streams(draw, min_n=1):
+    n = draw(st.integers(min_n, 150))
     at = 0
     out = []
     for i in range(n):
@@ -395,3 +396,79 @@ def test_a_whole_float_and_its_int_are_one_group_shown_as_the_int_whatever_came_
     assert key_of({"region": 3.0}) == key_of({"region": 3}) and type(key_of({"region": 3.0})[0]) is int
     assert shard_of("r", key_of({"region": 3.0}), 7) == shard_of("r", key_of({"region": 3}), 7)
     assert key_of({"region": 0.5}) == (0.5,) and key_of({"region": True}) != key_of({"region": 1})
+
+
+# ---- rules split over two threads (lib.rs Split) ------------------------------------------------
+
+
+def test_rules_split_over_two_threads_give_the_same_records(monkeypatch):
+    """Every injected category at once through the whole pack, fed as raw lines in batches of
+    random sizes: the records of the two-thread engine are the core's, in its order, and its
+    state afterwards is the one-thread engine's."""
+    compiled = tuple(r for file_rules in pack().values() for r in file_rules)
+    injections = [Injection(c, case.onset, case.duration, case.target) for c, case in sorted(CASES.items())]
+    events = [validate_event(obj) for obj in Traffic(5, START, 150 * MIN, RATE, injections).events()]
+    lines = lines_of(events)
+    expected = dump(run_events(compiled, events, 30 * SEC))
+    assert expected.count(b"incident.opened") >= 3
+    rng = random.Random(7)
+    cuts = [0]
+    while cuts[-1] < len(lines):
+        cuts.append(cuts[-1] + rng.choice([1, 63, 64, 500, 4096]))
+    state = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("FIREBREAK_NATIVE_THREADS", threads)
+        engine = NativeEngine(compiled, 30 * SEC)
+        assert engine.core.threads == int(threads)
+        records = []
+        for a, b in zip(cuts, cuts[1:]):
+            fed = engine.feed_lines(lines[a:b])
+            assert not fed.bad and not fed.late
+            records += fed.records
+        records += engine.finish()
+        assert dump(records) == expected
+        state[threads] = (orjson.dumps(engine.snapshot(), option=orjson.OPT_SORT_KEYS), engine.opened)
+    assert state["1"] == state["2"]
+
+
+# rules of both threads that hold, and stop holding, at the same steps: records of both sides
+# come out of the same event's steps, and must be merged by (step, rule)
+DENSE_RULES = rules(
+    """
+rule dense_tenant:
+  count() > 1 over 1m by tenant -> sev4
+rule dense_user:
+  count() > 1 over 1m by user -> sev4
+rule dense_all:
+  count() > 2 over 30s -> sev4
+rule dense_tier:
+  count(pii) > 0 over 1m by tier -> sev4
+"""
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(min_n=16), st.sampled_from([0, 5 * SEC, 30 * SEC]), st.integers(16, 200), st.booleans())
+def test_hypothesis_streams_on_two_threads_give_the_same_records(events, lateness, batch, dense):
+    """The edge rules (five `by` lists), or rules that hold at the same steps, split over two
+    threads: their records merged in the core's order."""
+    compiled = DENSE_RULES if dense else EDGE_RULES
+    before = os.environ.get("FIREBREAK_NATIVE_THREADS")
+    os.environ["FIREBREAK_NATIVE_THREADS"] = "2"
+    try:
+        native = NativeEngine(compiled, lateness)
+    finally:
+        if before is None:
+            del os.environ["FIREBREAK_NATIVE_THREADS"]
+        else:
+            os.environ["FIREBREAK_NATIVE_THREADS"] = before
+    assert native.core.threads == 2
+    python = Driver(compiled, lateness, "python")
+    lines = lines_of(events)
+    for a in range(0, len(lines), batch):
+        fed_python, fed_native = python.feed_lines(lines[a : a + batch]), native.feed_lines(lines[a : a + batch])
+        assert dump(fed_native.records) == dump(fed_python.records)
+        assert fed_native.late == fed_python.late and fed_native.events == fed_python.events
+    assert dump(native.finish()) == dump(python.finish())
+    assert native.open_incidents() == python.open_incidents()
+    assert native.opened == python.opened

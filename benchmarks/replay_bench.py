@@ -102,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="engine of the full replay and --per-rule (default native)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="native state per (rule, group), peak RSS")
     parser.add_argument("--groups", type=int, default=0, metavar="N", help="memory of N groups of one rule")
-    parser.add_argument("--threads", type=int, choices=(1, 2), default=1,
-                        help="native engine: rules split over 2 threads (FIREBREAK_NATIVE_THREADS; default 1)")  # fmt: skip
+    parser.add_argument("--threads", type=int, choices=(1, 2), default=None,
+                        help="native engine threads (FIREBREAK_NATIVE_THREADS; default: the engine's, 2 on 2+ cores)")  # fmt: skip
     args = parser.parse_args(argv)
-    os.environ["FIREBREAK_NATIVE_THREADS"] = str(args.threads)
+    if args.threads is not None:
+        os.environ["FIREBREAK_NATIVE_THREADS"] = str(args.threads)
+    from engine.native import threads
+
+    args.threads = threads()
 
     sources = read_rule_sources(args.rules) if args.rules else starter_rule_sources()
     rules, problems = load_rules(sources)

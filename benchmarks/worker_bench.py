@@ -288,8 +288,19 @@ def stages(args: argparse.Namespace) -> None:
                 records += len(shard.tick())
         stage2 = time.process_time() - started
         started = time.process_time()
-        size = sum(len(orjson.dumps(shard.snapshot())) for shard in shards)
+        size = sum(len(orjson.dumps(shard.snapshot())) for shard in shards)  # through Python objects
         snap = time.process_time() - started
+        started = time.process_time()
+        bodies = [orjson.dumps(shard.checkpoint()) for shard in shards]  # what the worker commits
+        written = time.process_time() - started
+        from aiokafka import codec  # what the checkpoint producer's compression costs (on the event loop)
+
+        codecs = {"gzip": codec.gzip_encode, "lz4": codec.lz4_encode, "zstd": codec.zstd_encode}
+        compressed = {}
+        for name, encode in codecs.items():
+            started = time.process_time()
+            out = sum(len(encode(body)) for body in bodies)
+            compressed[name] = (time.process_time() - started, out)
         routed_events = sum(v.count(b"\n") - 1 for log in routed for v in log)
         n = len(messages)
         print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
@@ -298,7 +309,10 @@ def stages(args: argparse.Namespace) -> None:
               f"{routed_events / n:.2f} shard copies per event")
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
         print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
-              f"in {snap:.2f} s")
+              f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
+              f"(largest shard {max(map(len, bodies)) / 1e6:.1f} MB)")
+        print("  checkpoint compression, all shards: " + "; ".join(
+            f"{name} {t:.2f} s -> {out / 1e6:.1f} MB" for name, (t, out) in compressed.items()))
 
 
 # ---- latency -------------------------------------------------------------------------------
@@ -306,9 +320,27 @@ def stages(args: argparse.Namespace) -> None:
 LATENCY_RULE = "rule bench_leak:\n  count(pii) >= 1 over 5s by tenant -> sev2\n"
 
 
+def _quantiles(values: list[float]) -> str:
+    values = sorted(values)
+    if not values:
+        return "n=0"
+    at = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return f"p50={at(0.5):.0f} p90={at(0.9):.0f} p99={at(0.99):.0f} max={values[-1]:.0f}"
+
+
 async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: float) -> HdrHistogram:
+    """Time to detect, and its parts (wall-clock ms, event time = wall time here): *wait* —
+    from the crossing event to the moment its step may be decided (the end of its evaluation
+    step + the lateness: no worker can decide earlier); *worker* — from then to the worker
+    sending the record (the record's Kafka timestamp); *visible* — from that send to the
+    record reaching a read_committed consumer (the transaction's commit, the fetch)."""
+    from engine.dsl.compiler import pick_step
+
     histogram = HdrHistogram(1, 600_000, 3)
     sent: dict[str, float] = {}
+    sent_ts: dict[str, int] = {}
+    parts: dict[str, list[float]] = {"wait": [], "worker": [], "visible": []}
+    step = pick_step(5_000)  # LATENCY_RULE's window
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=2)
     consumer = AIOKafkaConsumer(f"{prefix}.incidents", bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
                                 auto_offset_reset="latest", enable_auto_commit=False)  # fmt: skip
@@ -336,6 +368,7 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
                 event = {"event_id": f"leak{leaks}", "ts": int(time.time() * 1000), "tenant": tenant, "model": "m",
                          "user": "x", "flags": {"pii": True}}  # fmt: skip
                 sent[tenant] = time.perf_counter()
+                sent_ts[tenant] = event["ts"]
                 await producer.send(f"{prefix}.events", orjson.dumps(event), partition=leaks % PARTITIONS)
             await asyncio.sleep(max(0.0, begin + (n / rate) - time.monotonic()))
         print(f"  published {n:,} events in {time.monotonic() - begin:.1f}s ({n / (time.monotonic() - begin):,.0f}/s)")
@@ -344,13 +377,18 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
     async def collect() -> None:
         while True:
             batch = await consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
+            now, now_wall = time.perf_counter(), time.time() * 1000
             for messages in batch.values():
                 for message in messages:
                     record = orjson.loads(message.value)
                     tenant = record.get("group", {}).get("tenant", "")
                     if record["type"] == "incident.opened" and tenant in sent:
                         histogram.record_value(max(1, int((now - sent[tenant]) * 1000)))
+                        ts = sent_ts[tenant]
+                        decidable = (ts // step + 1) * step + lateness_s * 1000
+                        parts["wait"].append(decidable - ts)
+                        parts["worker"].append(message.timestamp - decidable)
+                        parts["visible"].append(now_wall - message.timestamp)
             if stop.is_set() and histogram.get_total_count() >= len(sent):
                 return
 
@@ -364,6 +402,10 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
     finally:
         await producer.stop()
         await consumer.stop()
+    for name, values in parts.items():
+        print(f"  {name:8} (ms): {_quantiles(values)}")
+    if os.environ.get("LATENCY_SERIES"):
+        print("  worker part, in order:", [int(v) for v in parts["worker"]])
     return histogram
 
 

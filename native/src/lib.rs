@@ -438,6 +438,21 @@ impl Core {
         (PyBytes::new(py, &json), lives)
     }
 
+    /// `NativeEngine.snapshot()` as JSON bytes in one call (snapshot.rs `write_layout`):
+    /// ``fingerprints`` {rule name: fingerprint}, ``idle_life`` the JSON of a group without a
+    /// Lifecycle, ``opened`` the JSON of the incidents opened.
+    fn snapshot_layout<'py>(
+        &self,
+        py: Python<'py>,
+        fingerprints: std::collections::HashMap<String, String>,
+        idle_life: &[u8],
+        opened: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let json = snapshot::write_layout(&self.engine, py, &fingerprints, idle_life, opened)
+            .map_err(PyValueError::new_err)?;
+        Ok(PyBytes::new(py, &json))
+    }
+
     /// Restore from `snapshot`'s layout; rules missing from it (or changed: left out by the
     /// caller) start afresh.
     fn restore(&mut self, py: Python<'_>, json: &[u8], lives: Vec<PyObject>) -> PyResult<()> {

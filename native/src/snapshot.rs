@@ -60,6 +60,100 @@ fn bucket_json(b: &Bucket, cleared: bool) -> Value {
 
 pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
     let mut lives = Vec::new();
+    let rules = rules_json(engine, &mut |life: &PyObject| {
+        lives.push(life.clone_ref(py));
+        Ok(Value::from(lives.len() - 1))
+    })
+    .unwrap(); // (this writer of lives never fails)
+    let rules = rules
+        .into_iter()
+        .map(|(name, mut rule)| {
+            let mut named = Map::new();
+            named.insert("name".into(), Value::from(name));
+            named.append(&mut rule);
+            Value::Object(named)
+        })
+        .collect::<Vec<_>>();
+    let snapshot = json!({
+        "version": SNAPSHOT_VERSION,
+        "lateness_ms": engine.lateness_ms,
+        "max_ts": engine.max_ts,
+        "watermark": engine.watermark,
+        "stats": engine.stats(),
+        "opened": engine.opened,
+        "rules": rules,
+    });
+    (serde_json::to_vec(&snapshot).unwrap(), lives)
+}
+
+/// The whole of `NativeEngine.snapshot()` as JSON, written here at once (a full checkpoint,
+/// docs/live.md): what `write` gives and Python finished — each group's Lifecycle as its
+/// `to_json()` (``idle_life``: that of a group without one), the rules keyed by name with
+/// their ``fingerprints``, ``opened`` — without making Python objects of the whole state
+/// and JSON of them again (most of a full checkpoint's time on the event loop).
+pub fn write_layout(
+    engine: &Engine,
+    py: Python,
+    fingerprints: &std::collections::HashMap<String, String>,
+    idle_life: &[u8],
+    opened: &[u8],
+) -> Result<Vec<u8>, String> {
+    let idle: Value = serde_json::from_slice(idle_life).map_err(|e| e.to_string())?;
+    let opened: Value = serde_json::from_slice(opened).map_err(|e| e.to_string())?;
+    let dumps = py
+        .import("orjson")
+        .and_then(|m| m.getattr("dumps"))
+        .map_err(|e| e.to_string())?;
+    let rules = rules_json(engine, &mut |life: &PyObject| {
+        let json = life
+            .bind(py)
+            .call_method0("to_json")
+            .and_then(|j| dumps.call1((j,)))
+            .map_err(|e| e.to_string())?;
+        let bytes = json
+            .downcast::<pyo3::types::PyBytes>()
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(bytes.as_bytes()).map_err(|e| e.to_string())
+    })?;
+    let mut by_name = Map::new();
+    for (name, rule) in rules {
+        let fingerprint = fingerprints
+            .get(&name)
+            .ok_or_else(|| format!("no fingerprint for rule {name}"))?;
+        let mut item = Map::new();
+        item.insert("fingerprint".into(), Value::from(fingerprint.clone()));
+        for (k, mut v) in rule {
+            if k == "groups" {
+                for group in v.as_array_mut().into_iter().flatten() {
+                    if let Some(life) = group.get_mut("life") {
+                        if life.is_null() {
+                            *life = idle.clone();
+                        }
+                    }
+                }
+            }
+            item.insert(k, v);
+        }
+        by_name.insert(name, Value::Object(item));
+    }
+    let snapshot = json!({
+        "version": SNAPSHOT_VERSION,
+        "lateness_ms": engine.lateness_ms,
+        "max_ts": engine.max_ts,
+        "watermark": engine.watermark,
+        "stats": engine.stats(),
+        "opened": opened,
+        "rules": Value::Object(by_name),
+    });
+    serde_json::to_vec(&snapshot).map_err(|e| e.to_string())
+}
+
+/// Per rule (in order): its name and `{next_eval, population?, groups}`; each group's `life`
+/// what ``life_of`` makes of its Lifecycle, or null.
+fn rules_json(
+    engine: &Engine,
+    life_of: &mut dyn FnMut(&PyObject) -> Result<Value, String>,
+) -> Result<Vec<(String, Map<String, Value>)>, String> {
     let mut rules = Vec::new();
     for state in &engine.rules {
         let table = &engine.key_tables[state.plan.by_id];
@@ -69,30 +163,24 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
                 .order
                 .cmp(&table.info[*b as usize].order)
         });
-        let groups: Vec<Value> = keys
-            .into_iter()
-            .map(|key| {
-                let group = state.groups.get(key).unwrap();
-                let life = match &group.life {
-                    Some(life) => {
-                        lives.push(life.clone_ref(py));
-                        Value::from(lives.len() - 1)
-                    }
-                    None => Value::Null,
-                };
-                json!({
-                    "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
-                    "first_seen": group.first_seen,
-                    "buckets": group.buckets.iter().map(|(s, b)| {
-                        let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
-                        json!([s, bucket_json(b, cleared)])
-                    }).collect::<Vec<_>>(),
-                    "life": life,
-                })
-            })
-            .collect();
+        let mut groups: Vec<Value> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let group = state.groups.get(key).unwrap();
+            let life = match &group.life {
+                Some(life) => life_of(life)?,
+                None => Value::Null,
+            };
+            groups.push(json!({
+                "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
+                "first_seen": group.first_seen,
+                "buckets": group.buckets.iter().map(|(s, b)| {
+                    let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
+                    json!([s, bucket_json(b, cleared)])
+                }).collect::<Vec<_>>(),
+                "life": life,
+            }));
+        }
         let mut rule = Map::new();
-        rule.insert("name".into(), Value::from(state.plan.name.clone()));
         rule.insert("next_eval".into(), json!(state.next_eval));
         if let Some(population) = &state.population {
             rule.insert(
@@ -104,18 +192,9 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
             );
         }
         rule.insert("groups".into(), Value::Array(groups));
-        rules.push(Value::Object(rule));
+        rules.push((state.plan.name.clone(), rule));
     }
-    let snapshot = json!({
-        "version": SNAPSHOT_VERSION,
-        "lateness_ms": engine.lateness_ms,
-        "max_ts": engine.max_ts,
-        "watermark": engine.watermark,
-        "stats": engine.stats(),
-        "opened": engine.opened,
-        "rules": rules,
-    });
-    (serde_json::to_vec(&snapshot).unwrap(), lives)
+    Ok(rules)
 }
 
 fn int(v: &Value) -> Result<i64, String> {

@@ -135,8 +135,9 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, afte
                 committed += state.pending
                 state.pending = []
                 head = orjson.loads(orjson.dumps(state.header()))
-            if offset == len(log) // 3:
-                full = orjson.loads(orjson.dumps(state.snapshot()))
+            if offset == len(log) // 3:  # what the worker commits: on the native engine, JSON the core wrote
+                full = orjson.loads(orjson.dumps(state.checkpoint()))
+                assert full == orjson.loads(orjson.dumps(state.snapshot()))
         # crash; restore the full snapshot and replay from its position
         restored = ShardState.restore(RULES, full, PARTITIONS, SETTINGS.lateness_ms, after)
         restored.suppress = head["derived"] - restored.derived

@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition, codec
 from aiokafka.errors import IllegalOperation
 
 from engine.adapters.live.settings import WorkerSettings
@@ -73,7 +73,10 @@ class ShardWriter:
             **settings.client_options(),
             transactional_id=f"{settings.app_id}.shard.{shard}",
             enable_idempotence=True,
-            compression_type="gzip",
+            # zstd: as small as gzip here and ~20x cheaper on the event loop (a full checkpoint of
+            # 32 MB: 1.2 s of gzip, 0.06 s of zstd; benchmarks/README.md); readers need nothing new
+            # (the consumer decompresses either), gzip where zstd's codec (cramjam) is missing
+            compression_type="zstd" if codec.has_zstd() else "gzip",
             max_request_size=MAX_CHECKPOINT_BYTES,
             linger_ms=0,
         )

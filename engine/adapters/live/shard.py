@@ -186,6 +186,10 @@ class ShardState:
     def snapshot(self) -> dict[str, Any]:
         """The full checkpoint. ``engine`` is the core's snapshot layout (Engine.snapshot), which
         both engines write and restore: a checkpoint of a worker on either restores on either."""
+        return {**self.snapshot_head(), "engine": self.engine.snapshot()}
+
+    def snapshot_head(self) -> dict[str, Any]:
+        """The full checkpoint but the engine's state."""
         return {
             "kind": "full",
             "version": SNAPSHOT_VERSION,
@@ -198,8 +202,15 @@ class ShardState:
             "idle": sorted(self.idle),
             "stats": dict(self.stats),
             "written_by": self.kind,
-            "engine": self.engine.snapshot(),
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """`snapshot` as the worker commits it: on the native engine, its state is JSON the
+        core wrote in one call (an ``orjson.Fragment``: ``orjson.dumps`` gives the same
+        bytes' meaning as of `snapshot`, ~2x sooner, and no Python object per group)."""
+        if self.kind != "native" or not hasattr(orjson, "Fragment"):
+            return self.snapshot()
+        return {**self.snapshot_head(), "engine": orjson.Fragment(self.engine.snapshot_json())}
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], input_partitions: int,

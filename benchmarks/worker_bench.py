@@ -255,6 +255,27 @@ def memory(args: argparse.Namespace) -> None:
 # ---- the stages without Kafka ----------------------------------------------------------------
 
 
+def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> float:
+    """Copies per event if population totals reached the shards apart: the shards owning a
+    (rule, group) pair of the event, population rules left out (first ``sample`` events)."""
+    from engine.core import InvalidEvent, validate_event
+    from engine.core.engine import COUNTED
+    from engine.core.sharding import Router
+
+    router = Router(rules, shards)
+    population = sum(1 << i for i, state in enumerate(router.states) if state.population is not None)
+    copies = events = 0
+    for raw in lines[:sample]:
+        try:
+            event = validate_event(orjson.loads(raw))
+        except (InvalidEvent, orjson.JSONDecodeError):
+            continue
+        events += 1
+        if event.type in COUNTED:
+            copies += sum(1 for bits in router.masks_of(event.data).values() if bits & ~population)
+    return copies / max(events, 1)
+
+
 def stages(args: argparse.Namespace) -> None:
     """Stage 1 then stage 2 in this process, on the same events, with no broker: what the
     worker's own work costs per event, apart from Faust, fetches and transactions. Timed in
@@ -306,7 +327,8 @@ def stages(args: argparse.Namespace) -> None:
         print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
               f"{'' if args.traffic_check else ', no traffic check'}")
         print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
-              f"{routed_events / n:.2f} shard copies per event")
+              f"{routed_events / n:.2f} shard copies per event ({pairs_only(rules, lines, args.shards):.2f} "
+              f"counting only the shards owning a pair of a rule other than `Kx population`)")
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
         print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
               f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
@@ -425,7 +447,10 @@ def latency(args: argparse.Namespace) -> None:
                 time.sleep(0.3)
             print(f"lateness {lateness}, {args.rate:,} events/s for {args.seconds:.0f}s:")
             lateness_s = int(lateness[:-1]) * {"s": 1, "m": 60}[lateness[-1]]
+            cpu0, wall0 = cpu_s(process.pid), time.monotonic()
             h = asyncio.run(measure_latency(prefix, args.rate, args.seconds, lateness_s))
+            cpu, wall = cpu_s(process.pid) - cpu0, time.monotonic() - wall0
+            print(f"  worker CPU {cpu:.1f} s in {wall:.0f} s ({cpu / wall:.2f} of a core at {args.rate:,} events/s)")
             q = {p: h.get_value_at_percentile(p) for p in (50, 90, 99, 100)}
             print(f"  time to detect (ms): n={h.get_total_count()} p50={q[50]} p90={q[90]} p99={q[99]} max={q[100]}")
         finally:

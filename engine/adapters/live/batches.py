@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import monotonic
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,12 +29,17 @@ log = logging.getLogger("firebreak.worker")
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 
 
-def install(app: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]]) -> None:
+def install(app: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]], size: int = 1_000,
+            linger_s: float = 0.0) -> None:  # fmt: skip
+    """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
+    fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
+    batches (each batch is one routed message per (input partition, shard))."""
     consumer = app.consumer
-    consumer._drain_messages = _drain(app, consumer, topic, handle)
+    consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s)
 
 
-def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]]):
+def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]], size: int = 1_000,
+           linger_s: float = 0.0):  # fmt: skip
     async def drain_messages(fetcher: Any) -> None:  # pragma: no cover - exercised against a broker
         callback = consumer.callback
         getmany = consumer.getmany
@@ -44,14 +50,16 @@ def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Aw
         set_flag, unset_flag = consumer.diag.set_flag, consumer.diag.unset_flag
         commit_every = consumer._commit_every
         acks_enabled_for = app.topics.acks_enabled_for
+        batch: list[Any] = []  # input messages not yet routed
+        since = 0.0  # when the first of them arrived
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(FETCHING)
-                messages = getmany(timeout=1.0)
+                wait = 1.0 if not batch else max(0.0, since + linger_s - monotonic())
+                messages = getmany(timeout=wait)
                 await consumer.sleep(0)
                 if consumer.should_stop:
                     continue
-                batch: list[Any] = []
                 async for tp, message in messages:
                     offset = message.offset
                     read = get_read_offset(tp)
@@ -63,12 +71,16 @@ def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Aw
                         consumer._n_acked = 0
                         await consumer.commit()
                     if tp.topic == topic:
+                        if not batch:
+                            since = monotonic()
                         batch.append(message)
                     else:
                         await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
                     set_read_offset(tp, offset)
-                if batch:
-                    await handle(batch)
+                if batch and (len(batch) >= size or monotonic() - since >= linger_s):
+                    # (messages of partitions revoked meanwhile are left out by ``handle``, unacked)
+                    batch, ready = [], batch
+                    await handle(ready)
                 unset_flag(FETCHING)
         except consumer.consumer_stopped_errors:
             if app.should_stop:

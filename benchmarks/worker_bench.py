@@ -259,8 +259,8 @@ def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> f
     """Copies per event if population totals reached the shards apart: the shards owning a
     (rule, group) pair of the event, population rules left out (first ``sample`` events)."""
     from engine.core import InvalidEvent, validate_event
-    from engine.core.engine import COUNTED
     from engine.core.sharding import Router
+    from engine.event_types import COUNTED
 
     router = Router(rules, shards)
     population = sum(1 << i for i, state in enumerate(router.states) if state.population is not None)

@@ -10,9 +10,6 @@ pub struct Groups {
 }
 
 impl Groups {
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -22,9 +19,6 @@ impl Groups {
             Some(&p) if p != 0 => Some(p as usize - 1),
             _ => None,
         }
-    }
-    pub fn contains_key(&self, key: u32) -> bool {
-        self.position(key).is_some()
     }
     pub fn get(&self, key: u32) -> Option<&Group> {
         self.position(key).map(|p| &self.items[p].1)

@@ -276,12 +276,7 @@ impl Core {
         lines: &Bound<'py, PyList>,
         start: usize,
         max_bytes: Option<usize>,
-    ) -> PyResult<(
-        Option<usize>,
-        Bound<'py, PyList>,
-        Vec<(usize, i64, i64)>,
-        usize,
-    )> {
+    ) -> PyResult<Fed<'py>> {
         if self.split.is_some()
             && self.engine.owner.is_none()
             && lines.len() >= start + SPLIT_LINES

@@ -74,16 +74,21 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
             Value::Object(named)
         })
         .collect::<Vec<_>>();
-    let snapshot = json!({
+    let snapshot = layout(engine, json!(engine.opened), Value::Array(rules));
+    (serde_json::to_vec(&snapshot).unwrap(), lives)
+}
+
+/// A snapshot's top level around its ``opened`` counts and its ``rules``.
+fn layout(engine: &Engine, opened: Value, rules: Value) -> Value {
+    json!({
         "version": SNAPSHOT_VERSION,
         "lateness_ms": engine.lateness_ms,
         "max_ts": engine.max_ts,
         "watermark": engine.watermark,
         "stats": engine.stats(),
-        "opened": engine.opened,
+        "opened": opened,
         "rules": rules,
-    });
-    (serde_json::to_vec(&snapshot).unwrap(), lives)
+    })
 }
 
 /// The whole of `NativeEngine.snapshot()` as JSON, written here at once (a full checkpoint,
@@ -136,15 +141,7 @@ pub fn write_layout(
         }
         by_name.insert(name, Value::Object(item));
     }
-    let snapshot = json!({
-        "version": SNAPSHOT_VERSION,
-        "lateness_ms": engine.lateness_ms,
-        "max_ts": engine.max_ts,
-        "watermark": engine.watermark,
-        "stats": engine.stats(),
-        "opened": opened,
-        "rules": Value::Object(by_name),
-    });
+    let snapshot = layout(engine, opened, Value::Object(by_name));
     serde_json::to_vec(&snapshot).map_err(|e| e.to_string())
 }
 

@@ -258,7 +258,8 @@ def render(summary: list[dict[str, Any]]) -> str:
         ttd = "; ".join(f"{k} {_dur(v['median_s'])} / {_dur(v['max_s'])}" for k, v in s["ttd"].items()) or "-"
         rows.append((
             s["family"], str(s["runs"]), f"{s['events']:,}", f"{s['days']:.2f}", f"{s['caught']}/{s['injected']}",
-            _pct(s["recall"]), _detectable_cell(s), _pct(s["precision"]), f"{s['false_per_day']:.2f}", f"{s['false_severe_per_day']:.2f}",
+            _pct(s["recall"]), _detectable_cell(s), _pct(s["precision"]), f"{s['false_per_day']:.2f}",
+            f"{s['false_severe_per_day']:.2f}",
             str(s["side_effects"]), ttd,
         ))  # fmt: skip
     lines = ["| " + " | ".join(r) + " |" for r in rows]

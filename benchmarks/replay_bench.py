@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="native state per (rule, group), peak RSS")
     parser.add_argument("--groups", type=int, default=0, metavar="N", help="memory of N groups of one rule")
     parser.add_argument("--threads", type=int, choices=(1, 2), default=None,
-                        help="native engine threads (FIREBREAK_NATIVE_THREADS; default: the engine's, 2 on 2+ cores)")  # fmt: skip
+                        help="native engine threads (FIREBREAK_NATIVE_THREADS; default: 2 on 2+ cores)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads is not None:
         os.environ["FIREBREAK_NATIVE_THREADS"] = str(args.threads)
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     size = os.path.getsize(args.file)
     print(f"file: {args.file} ({size / 1e6:.0f} MB)   rules: {len(rules)} from {len(sources)} files")
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-          f"orjson {orjson.__version__}; native engine on {args.threads} thread(s), orjson parse-only on one\n")  # fmt: skip
+          f"orjson {orjson.__version__}; native engine on {args.threads} thread(s), "
+          "orjson parse-only on one\n")  # fmt: skip
 
     parse_only(args.file)  # warm-up: the file into the page cache, so no measure pays for the disk
     rows = []

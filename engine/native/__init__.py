@@ -16,9 +16,9 @@ their records are merged in the core's (time, rule) order.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-import os
 from typing import Any
 
 import orjson

@@ -31,7 +31,7 @@ fn blank(raw: &[u8]) -> bool {
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
 }
 
-#[pyclass(module = "engine._native", unsendable)]
+#[pyclass(module = "engine._native")]
 struct Core {
     engine: Engine,
     host: PyObject,

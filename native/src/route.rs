@@ -258,7 +258,7 @@ const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
 
 /// Stage 1 of the worker (engine/adapters/live/routing.py): a batch of input messages in,
 /// routed payloads per (input partition, shard) out.
-#[pyclass(module = "engine._native", unsendable)]
+#[pyclass(module = "engine._native")]
 pub struct NativeRouter {
     router: Router,
     host: PyObject,

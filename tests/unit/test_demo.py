@@ -65,7 +65,8 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
         "pack": pack_fingerprint(rules), "command": "python benchmarks/pack_eval.py --jobs 2", "seeds": 20,
         "wall_s": 1, "families": [{
             "family": "heavy", "note": "", "runs": 20, "events": 1_440_000, "days": 1.67, "injected": 60,
-            "caught": 59, "detectable": 59, "caught_detectable": 59, "precision": 0.9, "false_per_day": 1.2, "false_severe_per_day": 0.0,
+            "caught": 59, "detectable": 59, "caught_detectable": 59, "precision": 0.9, "false_per_day": 1.2,
+            "false_severe_per_day": 0.0,
             "ttd_median_s": {"pii_burst": 21.0},
         }],
     }  # fmt: skip

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import monotonic
 from collections.abc import Awaitable, Callable
+from time import monotonic
 from typing import Any
 
 log = logging.getLogger("firebreak.worker")

@@ -542,8 +542,9 @@ class LiveWorker:
                       self.settings.bootstrap, extra={"fields": {"event": "stopped", "missing": len(missing)}})
             return EXIT_REFUSED
         if self.settings.input_batches:  # the input in batches, past Faust's per-message path (batches.py)
-            batches.install(self.app, self.settings.input_topic, self._route_batch, self.settings.route_batch,
-                            self.settings.route_batch_ms / 1000)  # creates the consumer: on `loop`
+            # No lingering across fetches (linger 0): input messages held past a fetch were lost when
+            # a rebalance revoked and gave back their partition (the fencing broker test, twice in CI).
+            batches.install(self.app, self.settings.input_topic, self._route_batch)  # creates the consumer: on `loop`
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

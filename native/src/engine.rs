@@ -16,6 +16,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashSet as HashSet;
 use std::collections::{BTreeMap, VecDeque};
 
+/// How many groups ahead `evaluate` asks for.
+const PREFETCH_AHEAD: usize = 8;
+
 /// A group's buckets, sorted by start: new ones come at the back, expired ones leave at the front.
 pub type Buckets = VecDeque<(i64, Bucket)>;
 
@@ -498,12 +501,12 @@ impl Engine {
                 continue;
             }
             if let Some(label) = &state.plan.label {
-                if !crate::event::has_label(&event.data, label) {
+                if !crate::event::has_label(event, label) {
                     continue;
                 }
             }
             if let Some(w) = &state.plan.where_ {
-                if !w.eval(&event.data) {
+                if !w.eval(event) {
                     continue;
                 }
             }
@@ -515,7 +518,7 @@ impl Engine {
                         .plan
                         .by
                         .iter()
-                        .map(|p| key_part_with(get(&event.data, p), host)),
+                        .map(|p| key_part_with(get(event, p), host)),
                 );
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
@@ -650,7 +653,15 @@ impl Engine {
         // First every group natively, in any order (nothing here is seen outside the group);
         // then the lifecycle of those that hold or are pending or firing, in the core's order.
         let mut calls: Vec<(u32, Reading)> = Vec::new();
-        for &key in &keys {
+        for (i, &key) in keys.iter().enumerate() {
+            // the groups are scattered over memory: ask for the ones a few keys on now, so
+            // that their misses overlap this one's work
+            if let Some(&ahead) = keys.get(i + PREFETCH_AHEAD) {
+                state.groups.prefetch(ahead);
+            }
+            if let Some(&ahead) = keys.get(i + PREFETCH_AHEAD / 2) {
+                state.groups.prefetch_oldest(ahead); // (asked for above, four keys ago)
+            }
             let Some(group) = state.groups.get_mut(key) else {
                 continue;
             };

@@ -10,16 +10,6 @@ use crate::json::{Obj, J};
 use serde_json::Value;
 
 pub const MAX_TS_MS: i64 = 253_402_300_799_999;
-const STRING_FIELDS: [&str; 7] = [
-    "service",
-    "feature",
-    "model",
-    "model_version",
-    "prompt_template",
-    "tenant",
-    "user",
-];
-const NUMBER_FIELDS: [&str; 4] = ["latency_ms", "tokens_in", "tokens_out", "cost_usd"];
 const CHANGE_KINDS: [&str; 5] = [
     "model_update",
     "prompt_change",
@@ -40,50 +30,121 @@ pub struct Event<'a> {
     pub ts: i64,
     pub kind: Kind,
     pub data: Obj<'a>,
-    hot: [u8; 3], // where `event_id`, `user` and `flags` are in `data` (NONE: absent)
+    slots: Slots,
 }
 
-const NONE: u8 = u8::MAX;
+/// The top-level fields of the event schema (docs/schemas/event.schema.json). Each event
+/// notes where in its object each one is (`Slots`), in one pass over its keys: validation
+/// and the rules' paths (`value::Path`) find them without comparing names.
+pub const FIELDS: [&str; 19] = [
+    "event_id",
+    "ts",
+    "type",
+    "service",
+    "feature",
+    "model",
+    "model_version",
+    "prompt_template",
+    "tenant",
+    "user",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "flags",
+    "scores",
+    "kind",
+    "labels",
+    "ref",
+];
+const EVENT_ID: u8 = 0;
+const TS: u8 = 1;
+const TYPE: u8 = 2;
+const STRING_FIELDS: std::ops::Range<u8> = 3..10; // service .. user
+const NUMBER_FIELDS: std::ops::Range<u8> = 10..14; // latency_ms .. cost_usd
+const USER: u8 = 9;
+const FLAGS: u8 = 14;
+const SCORES: u8 = 15;
+const KIND: u8 = 16;
+const LABELS: u8 = 17;
+const REF: u8 = 18;
 
-impl<'a> Event<'a> {
-    fn new(ts: i64, kind: Kind, data: Obj<'a>) -> Event<'a> {
-        let mut hot = [NONE; 3];
-        for (i, (key, _)) in data.0.iter().enumerate().take(NONE as usize) {
-            let slot = match key.as_ref() {
-                "event_id" => 0,
-                "user" => 1,
-                "flags" => 2,
-                _ => continue,
-            };
-            hot[slot] = i as u8; // a repeated key: the last, as `Obj::get`
+/// The slot of a top-level field name, if it is one of `FIELDS`.
+#[inline]
+pub fn slot_of(name: &str) -> Option<u8> {
+    // by length first: at most three names to compare
+    let candidates: &[u8] = match name.len() {
+        2 => &[TS],
+        3 => &[REF],
+        4 => &[TYPE, USER, KIND],
+        5 => &[5, FLAGS],
+        6 => &[8, SCORES, LABELS],
+        7 => &[3, 4],
+        8 => &[EVENT_ID, 13],
+        9 => &[11],
+        10 => &[10, 12],
+        13 => &[6],
+        15 => &[7],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&slot| FIELDS[slot as usize] == name)
+}
+
+/// Where each of `FIELDS` is in an event's object (`ABSENT`: not there; a repeated key: the
+/// last, as `Obj::get`), or `None` for an object too long to index with a byte (looked up).
+#[derive(Clone, Copy)]
+struct Slots(Option<[u8; FIELDS.len()]>);
+
+const ABSENT: u8 = u8::MAX;
+
+impl Slots {
+    fn of(data: &Obj) -> Slots {
+        if data.0.len() >= ABSENT as usize {
+            return Slots(None);
         }
-        if data.0.len() >= NONE as usize {
-            hot = [NONE; 3]; // (not met in practice) look them up
+        let mut at = [ABSENT; FIELDS.len()];
+        for (i, (key, _)) in data.0.iter().enumerate() {
+            if let Some(slot) = slot_of(key) {
+                at[slot as usize] = i as u8;
+            }
         }
-        Event { ts, kind, data, hot }
+        Slots(Some(at))
     }
 
     #[inline]
-    fn hot(&self, slot: usize, name: &str) -> Option<&J<'a>> {
-        match self.hot[slot] {
-            NONE if self.data.0.len() >= NONE as usize => self.data.get(name),
-            NONE => None,
-            i => Some(&self.data.0[i as usize].1),
+    fn get<'b, 'a>(&self, data: &'b Obj<'a>, slot: u8) -> Option<&'b J<'a>> {
+        match self.0 {
+            Some(at) => match at[slot as usize] {
+                ABSENT => None,
+                i => Some(&data.0[i as usize].1),
+            },
+            None => data.get(FIELDS[slot as usize]),
         }
+    }
+}
+
+impl<'a> Event<'a> {
+    /// The top-level field of slot ``slot`` (`slot_of`), as `data.get` gives it.
+    #[inline]
+    pub fn field(&self, slot: u8) -> Option<&J<'a>> {
+        self.slots.get(&self.data, slot)
     }
 
     pub fn id(&self) -> &str {
-        self.hot(0, "event_id").and_then(J::as_str).unwrap_or("")
+        self.field(EVENT_ID).and_then(J::as_str).unwrap_or("")
     }
 
     /// The `user` field (what `data.get("user")` gives).
     pub fn user(&self) -> Option<&J<'a>> {
-        self.hot(1, "user")
+        self.field(USER)
     }
 
     /// The `flags` field.
     pub fn flags(&self) -> Option<&J<'a>> {
-        self.hot(2, "flags")
+        self.field(FLAGS)
     }
 }
 
@@ -101,15 +162,17 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
     let J::Obj(data) = crate::json::parse(raw)? else {
         return None;
     };
-    match data.get("event_id") {
+    let slots = Slots::of(&data);
+    let field = |slot: u8| slots.get(&data, slot);
+    match field(EVENT_ID) {
         Some(J::Str(s)) if !s.is_empty() => {}
         _ => return None,
     }
     let ts = match ts {
         Some(ts) => ts,
-        None => parse_ts(data.get("ts")?)?,
+        None => parse_ts(field(TS)?)?,
     };
-    let kind = match data.get("type") {
+    let kind = match field(TYPE) {
         None => Kind::Inference,
         Some(J::Str(s)) if s == "inference" => Kind::Inference,
         Some(J::Str(s)) if s == "change" => Kind::Change,
@@ -117,44 +180,50 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
         Some(J::Str(s)) if s == "report" => Kind::Report,
         _ => return None,
     };
-    for name in STRING_FIELDS {
-        match data.get(name) {
+    for slot in STRING_FIELDS {
+        match field(slot) {
             None | Some(J::Null) | Some(J::Str(_)) => {}
             _ => return None,
         }
     }
-    for name in NUMBER_FIELDS {
-        match data.get(name) {
+    for slot in NUMBER_FIELDS {
+        match field(slot) {
             None | Some(J::Null) | Some(J::Num(_)) => {}
             _ => return None,
         }
     }
-    match data.get("flags") {
+    match field(FLAGS) {
         None | Some(J::Null) => {}
-        Some(J::Obj(flags)) if flags.values().all(|v| matches!(v, J::Bool(_))) => {}
+        Some(J::Obj(flags)) if all_values(flags, |v| matches!(v, J::Bool(_))) => {}
         _ => return None,
     }
-    match data.get("scores") {
+    match field(SCORES) {
         None | Some(J::Null) => {}
-        Some(J::Obj(scores)) if scores.values().all(|v| matches!(v, J::Num(_))) => {}
+        Some(J::Obj(scores)) if all_values(scores, |v| matches!(v, J::Num(_))) => {}
         _ => return None,
     }
     if kind == Kind::Change {
-        match data.get("kind") {
+        match field(KIND) {
             Some(J::Str(k)) if CHANGE_KINDS.contains(&k.as_ref()) => {}
             _ => return None,
         }
     }
-    if kind == Kind::Report && !valid_report(&data) {
+    if kind == Kind::Report && !valid_report(field(LABELS), field(REF)) {
         return None;
     }
-    Some(Event::new(ts, kind, data))
+    Some(Event { ts, kind, data, slots })
+}
+
+/// Whether every value of ``obj`` as a Python dict has it (a repeated key: its last value).
+fn all_values(obj: &Obj, test: impl Fn(&J) -> bool) -> bool {
+    // nearly always every value passes: then the last ones do, without finding repeats
+    obj.0.iter().all(|(_, v)| test(v)) || obj.values().all(test)
 }
 
 /// As events.py `_check_report`: 1 to 16 labels, each a name of up to 64 characters, and a
 /// `ref` that is absent, null or a non-empty string.
-fn valid_report(data: &Obj) -> bool {
-    let labels_ok = match data.get("labels") {
+fn valid_report(labels: Option<&J>, reference: Option<&J>) -> bool {
+    let labels_ok = match labels {
         Some(J::Arr(labels)) if !labels.is_empty() && labels.len() <= 16 => {
             labels.iter().all(|l| match l {
                 J::Str(s) => is_label(s),
@@ -163,7 +232,7 @@ fn valid_report(data: &Obj) -> bool {
         }
         _ => false,
     };
-    let ref_ok = match data.get("ref") {
+    let ref_ok = match reference {
         None | Some(J::Null) => true,
         Some(J::Str(s)) => !s.is_empty(),
         _ => false,
@@ -180,8 +249,8 @@ fn is_label(s: &str) -> bool {
 }
 
 /// Whether a report's `labels` hold ``label``.
-pub fn has_label(data: &Obj, label: &str) -> bool {
-    match data.get("labels") {
+pub fn has_label(event: &Event, label: &str) -> bool {
+    match event.field(LABELS) {
         Some(J::Arr(labels)) => labels.iter().any(|l| matches!(l, J::Str(s) if s == label)),
         _ => false,
     }

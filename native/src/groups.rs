@@ -85,13 +85,23 @@ impl Groups {
         }
     }
 
+    /// Ask for the oldest bucket of the group of ``key`` (its header must be at hand).
+    #[inline]
+    pub fn prefetch_oldest(&self, key: u32) {
+        if let Some(p) = self.position(key) {
+            if let Some(b) = self.items[p].1.buckets.front() {
+                prefetch(b);
+            }
+        }
+    }
+
     /// Bytes held by the index itself (memory estimates).
     pub fn index_bytes(&self) -> usize {
         self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, Group)>()
     }
 }
 
-/// Start loading ``value`` (its first two cache lines) into the cache. The groups and buckets
+/// Start loading ``value`` (its first 192 bytes) into the cache. The groups and buckets
 /// an event reaches are scattered over memory: asking for all of them before using any
 /// overlaps the misses instead of waiting for each in turn.
 #[inline(always)]
@@ -102,8 +112,13 @@ pub fn prefetch<T>(value: &T) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = value as *const T as *const i8;
         _mm_prefetch(p, _MM_HINT_T0);
-        if std::mem::size_of::<T>() > 64 {
+        // every line the value spans (it need not start on a line's boundary)
+        let end = p.wrapping_add(std::mem::size_of::<T>().min(192) - 1);
+        if end as usize / 64 != p as usize / 64 {
             _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+            if end as usize / 64 > p as usize / 64 + 1 {
+                _mm_prefetch(p.wrapping_add(128), _MM_HINT_T0);
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

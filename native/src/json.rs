@@ -95,6 +95,20 @@ static STOP: [bool; 256] = {
     t
 };
 
+/// The stop bytes (`STOP`) of eight bytes read little-endian, as the high bit of each: the
+/// lowest one set is the first stop byte (higher ones may be wrong: a borrow carries up, but
+/// only from a byte that is itself a stop byte).
+#[inline(always)]
+fn stops(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v; // bytes that are 0
+    let quote = zero(w ^ (ONES * b'"' as u64));
+    let backslash = zero(w ^ (ONES * b'\\' as u64));
+    let control = w.wrapping_sub(ONES * 0x20) & !w; // bytes below 0x20
+    (quote | backslash | control | w) & HIGH // w: bytes of 0x80 and above
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -145,7 +159,8 @@ impl<'a> Parser<'a> {
             return None;
         }
         self.i += 1;
-        let mut items = Vec::with_capacity(if self.depth == 1 { 16 } else { 8 });
+        // an event has ~17 top-level keys (event.rs FIELDS): room for them without growing
+        let mut items = Vec::with_capacity(if self.depth == 1 { 24 } else { 8 });
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -217,6 +232,15 @@ impl<'a> Parser<'a> {
         let b = self.b;
         let start = self.i + 1;
         let mut j = start;
+        // eight bytes at a time while they hold no stop byte, then byte by byte
+        while let Some(word) = b.get(j..j + 8) {
+            let found = stops(u64::from_le_bytes(word.try_into().unwrap()));
+            if found != 0 {
+                j += (found.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
         while j < b.len() && !STOP[b[j] as usize] {
             j += 1;
         }
@@ -384,5 +408,27 @@ mod tests {
         for bad in [&b"{\"a\":01}"[..], b"{\"a\":1e400}", b"[\"\\ud800\"]", b"{\"a\":1}x", b"[1,]", b"{\"a\" 1}", b"\"\x01\"", b"[\"\xff\"]", b"NaN"] {
             assert!(parse(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn stops_finds_the_first_stop_byte() {
+        // every position, every kind of stop byte, with and without stop bytes after it
+        for at in 0..8 {
+            for stop in [b'"', b'\\', 0u8, 0x1f, 0x80, 0xff] {
+                for after in [b'a', b'"', 0u8, 0xff] {
+                    let mut w = [b'x'; 8];
+                    w[at] = stop;
+                    for byte in w.iter_mut().skip(at + 1) {
+                        *byte = after;
+                    }
+                    let found = stops(u64::from_le_bytes(w));
+                    assert_eq!(found.trailing_zeros() / 8, at as u32, "{w:?}");
+                }
+            }
+        }
+        assert_eq!(stops(u64::from_le_bytes(*b" ~!#[]{}")), 0);
+        let text = br#"{"k":"a long string with \"quotes\" and \u00e9 and caf\u00e9s here"}"#;
+        let J::Obj(o) = parse(text).unwrap() else { panic!() };
+        assert_eq!(o.get("k").unwrap().as_str(), Some("a long string with \"quotes\" and é and cafés here"));
     }
 }

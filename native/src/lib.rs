@@ -532,8 +532,29 @@ impl Core {
     }
 }
 
+/// mimalloc gives the pages a heap empties back to the system (10 ms later by default), and
+/// the kernel zeroes them again when they are next touched — as whole 2 MB pages where the
+/// heap asked for transparent huge pages: 5–8% of a replay's CPU time, measured with
+/// `MIMALLOC_PURGE_DELAY` (docs/native.md, Memory). The engine keeps them for its next
+/// batches instead; ``MIMALLOC_PURGE_DELAY`` still decides when it is set.
+fn tune_allocator() {
+    // `mi_option_purge_delay` in mimalloc v2's mimalloc.h (libmimalloc-sys names no constant
+    // for it); its default, 10, is checked first, so another layout changes nothing
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: reads and sets one of mimalloc's options; any value is valid for this one.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
+        }
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    tune_allocator();
     m.add_class::<Core>()?;
     m.add_class::<route::NativeRouter>()?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;

@@ -1,6 +1,6 @@
 //! The rule plan: what engine/native/plan.py makes of a CompiledRule (plain JSON, versioned).
 
-use crate::json::Obj;
+use crate::event::Event;
 use crate::value::{get, number, number_value, truthy, Literal, Path};
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ pub enum Expr {
 }
 
 impl Expr {
-    pub fn eval(&self, data: &Obj) -> bool {
+    pub fn eval(&self, data: &Event) -> bool {
         match self {
             Expr::And(l, r) => l.eval(data) && r.eval(data),
             Expr::Or(l, r) => l.eval(data) || r.eval(data),
@@ -125,14 +125,11 @@ impl Expr {
 
 fn path_of(v: &Value) -> Result<Path, String> {
     let parts = v.as_array().ok_or("a path is a list")?;
-    let path: Path = parts
+    let parts: Vec<String> = parts
         .iter()
         .map(|p| p.as_str().map(str::to_string).ok_or("a path part is text"))
         .collect::<Result<_, _>>()?;
-    if path.is_empty() {
-        return Err("an empty path".into());
-    }
-    Ok(path)
+    Path::new(parts).ok_or_else(|| "an empty path".into())
 }
 
 #[derive(Clone, Debug)]
@@ -267,7 +264,7 @@ pub fn parse_plans(raw: &[u8]) -> Result<Vec<Plan>, String> {
 /// Number the distinct `by` lists of the plans (rules grouped alike share one key per event):
 /// sets each plan's `by_id` and returns how many distinct lists there are.
 pub fn assign_by_ids(plans: &mut [Plan]) -> usize {
-    let mut by_lists: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut by_lists: Vec<Vec<Path>> = Vec::new();
     for plan in plans.iter_mut() {
         plan.by_id = match by_lists.iter().position(|b| *b == plan.by) {
             Some(i) => i,

@@ -148,7 +148,6 @@ impl Router {
     /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
     pub fn targets(&mut self, event: &event::Event, host: &Host, masks: &mut [u64]) {
         masks.iter_mut().for_each(|m| *m = 0);
-        let data = &event.data;
         if self.key_tables.iter().any(|t| t.info.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
                 *table = KeyTable::default();
@@ -162,12 +161,12 @@ impl Router {
                 continue;
             }
             if let Some(label) = &plan.label {
-                if !event::has_label(data, label) {
+                if !event::has_label(event, label) {
                     continue;
                 }
             }
             if let Some(w) = &plan.where_ {
-                if !w.eval(data) {
+                if !w.eval(event) {
                     continue;
                 }
             }
@@ -179,7 +178,7 @@ impl Router {
             let by_id = plan.by_id;
             if keys[by_id].is_none() {
                 parts.clear();
-                parts.extend(plan.by.iter().map(|p| key_part(get(data, p), host)));
+                parts.extend(plan.by.iter().map(|p| key_part(get(event, p), host)));
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
             let shard =

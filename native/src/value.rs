@@ -1,7 +1,8 @@
 //! JSON values as the Python core sees them: numbers that remember whether they were
 //! integers, group-key parts, paths, and the text Python's `str()` gives a value.
 
-use crate::json::{Obj, J};
+use crate::event::Event;
+use crate::json::J;
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
@@ -78,12 +79,36 @@ pub fn number_value(v: &Value) -> Option<Num> {
     }
 }
 
-pub type Path = Vec<String>;
+/// A field path of a rule (`compiler.get_path`), with the slot of its first part when that is
+/// a top-level field of the event schema (`event::FIELDS`): found without scanning the event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    parts: Vec<String>,
+    slot: Option<u8>,
+}
+
+impl Path {
+    /// None for an empty path.
+    pub fn new(parts: Vec<String>) -> Option<Path> {
+        let slot = crate::event::slot_of(parts.first()?);
+        Some(Path { parts, slot })
+    }
+}
+
+impl std::ops::Deref for Path {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.parts
+    }
+}
 
 /// `compiler.get_path`: the value at a dotted path, None when a step is missing or not an object.
-pub fn get<'b, 'a>(data: &'b Obj<'a>, path: &[String]) -> Option<&'b J<'a>> {
-    let mut value = data.get(&path[0])?;
-    for part in &path[1..] {
+pub fn get<'b, 'a>(event: &'b Event<'a>, path: &Path) -> Option<&'b J<'a>> {
+    let mut value = match path.slot {
+        Some(slot) => event.field(slot)?,
+        None => event.data.get(&path.parts[0])?,
+    };
+    for part in &path.parts[1..] {
         match value {
             J::Obj(inner) => value = inner.get(part)?,
             _ => return None,

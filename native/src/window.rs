@@ -145,7 +145,7 @@ impl Bucket {
                 }
             },
             Func::Distinct => {
-                if let Some(value) = get(&event.data, plan.arg.as_ref().unwrap()) {
+                if let Some(value) = get(event, plan.arg.as_ref().unwrap()) {
                     let text = match value {
                         J::Str(s) => stable_hash(s),
                         J::Num(n) => stable_hash(&num_str(*n)),
@@ -158,7 +158,7 @@ impl Bucket {
                 }
             }
             _ => {
-                let Some(value) = get(&event.data, plan.arg.as_ref().unwrap()).and_then(number)
+                let Some(value) = get(event, plan.arg.as_ref().unwrap()).and_then(number)
                 else {
                     return;
                 };

@@ -5,7 +5,8 @@
     fed = driver.feed_events([event, ...])               # events a source already decoded
     records = driver.finish()                            # end of a replay
 
-    result = drive_lines(source, driver, sink)           # the whole loop over numbered lines
+    result = drive_lines(source, driver, sink)           # the whole loop over (where, line) pairs
+    result = drive_batches(source, driver, sink)         # ... over (places, lines) batches
 
 File replay, topic replay, backtest and investigate all drive their engine through a
 `Driver`: the Python core (engine/core, the executable specification) or the native
@@ -18,7 +19,7 @@ where each input came from, can report and dead-letter it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -205,41 +206,54 @@ def drive_lines(
     progress_every: int = 50_000,
     finish: bool = True,
 ) -> DriveCounts:
-    """Feed ``(where, raw line)`` pairs to the driver in batches; records and refused lines go
-    to the sink in input order. ``finish``: end of input (evaluate the last steps)."""
-    counts = counts if counts is not None else DriveCounts()
-    batch: list[bytes] = []
-    places: list[Any] = []
-    next_progress = progress_every
+    """Feed ``(where, raw line)`` pairs to the driver in batches (`drive_batches`)."""
+    return drive_batches(_batched(source), driver, sink, counts, progress, progress_every, finish)
 
-    def flush() -> None:
-        nonlocal next_progress
-        fed = driver.feed_lines(batch)
+
+def _batched(source: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[list[Any], list[bytes]]]:
+    places: list[Any] = []
+    lines: list[bytes] = []
+    for where, raw in source:
+        places.append(where)
+        lines.append(raw)
+        if len(lines) >= BATCH_LINES:
+            yield places, lines
+            places, lines = [], []
+    if lines:
+        yield places, lines
+
+
+def drive_batches(
+    source: Iterable[tuple[Sequence[Any], list[bytes]]],
+    driver: Driver,
+    sink: LineSink,
+    counts: DriveCounts | None = None,
+    progress: Callable[[DriveCounts], None] | None = None,
+    progress_every: int = 50_000,
+    finish: bool = True,
+) -> DriveCounts:
+    """Feed batches of raw lines to the driver, each with where its lines came from
+    (``places[i]``: where ``lines[i]`` came from); records and refused lines go to the sink in
+    input order. ``finish``: end of input (evaluate the last steps)."""
+    counts = counts if counts is not None else DriveCounts()
+    next_progress = progress_every
+    for places, lines in source:
+        counts.lines += len(lines)
+        fed = driver.feed_lines(lines)
         refused = sorted([(i, reason, False) for i, reason in fed.bad] + [(i, reason, True) for i, reason in fed.late])
         for index, reason, late in refused:
             if late:
                 counts.late += 1
             else:
                 counts.bad += 1
-            sink.bad(places[index], reason, batch[index].rstrip(b"\n"), late)
+            sink.bad(places[index], reason, lines[index].rstrip(b"\n"), late)
         counts.events += fed.events
         for record in fed.records:
             counts.records += 1
             sink.record(record)
-        batch.clear()
-        places.clear()
         if progress is not None and counts.lines >= next_progress:
             progress(counts)
             next_progress = counts.lines - counts.lines % progress_every + progress_every
-
-    for where, raw in source:
-        counts.lines += 1
-        batch.append(raw)
-        places.append(where)
-        if len(batch) >= BATCH_LINES:
-            flush()
-    if batch:
-        flush()
     if finish:
         for record in driver.finish():
             counts.records += 1

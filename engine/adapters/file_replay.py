@@ -5,7 +5,7 @@ JSON with orjson, writing records and dead letters. Every decision is the
 engine's. A bad line never stops a replay: it is counted, described (with its
 file and line number) and, if asked, written to the dead-letter file.
 
-The loop itself is drive.drive_lines (the one drive loop of every replay). The pieces
+The loop itself is drive.drive_batches (the one drive loop of every replay). The pieces
 every replay shares — `decode_event` (from drive.py), `late_reason`, `write_dead_letter`
 and `ReplayResult` — are also used by the topic replay (topic_replay.py), so a bad
 message and a bad line are treated alike.
@@ -24,7 +24,7 @@ from typing import IO, Any, ClassVar
 
 import orjson
 
-from engine.adapters.drive import DriveCounts, Driver, decode_event, drive_lines, late_text  # noqa: F401 - decode_event: re-exported
+from engine.adapters.drive import DriveCounts, Driver, decode_event, drive_batches, late_text  # noqa: F401 - decode_event: re-exported
 from engine.core import DEFAULT_LATENESS_MS, Engine, Event
 from engine.dsl import CompiledRule
 
@@ -117,7 +117,7 @@ def replay_files(
     progress: Callable[[ReplayResult], None] | None = None,
     engine: str | None = None,
 ) -> ReplayResult:
-    """Replay the files through the rules (drive.drive_lines); ``emit`` gets each record.
+    """Replay the files through the rules (drive.drive_batches); ``emit`` gets each record.
     ``engine``: ``python`` or ``native`` (None: drive.default_engine)."""
     driver = Driver(rules, lateness_ms, engine)
     result = ReplayResult()
@@ -132,7 +132,7 @@ def replay_files(
         sink.path = path
         with open_input(path) as stream:
             try:
-                drive_lines(_numbered(path, stream), driver, sink, counts, report if progress else None, finish=False)
+                drive_batches(_batches(path, stream), driver, sink, counts, report if progress else None, finish=False)
             except (OSError, EOFError, gzip.BadGzipFile) as error:
                 raise InputError(f"{path}: read failed after line {counts.lines}: {error}") from None
     for record in driver.finish():
@@ -144,9 +144,26 @@ def replay_files(
     return result
 
 
-def _numbered(path: str, stream: IO[bytes]) -> Iterator[tuple[tuple[str, int], bytes]]:
-    for number, raw in enumerate(stream, start=1):
-        yield (path, number), raw
+BATCH_BYTES = 2 << 20  # lines read at a time (readlines' hint): ~4,000 events of ~500 bytes
+
+
+def _batches(path: str, stream: IO[bytes]) -> Iterator[tuple[Numbered, list[bytes]]]:
+    """The stream's lines a batch at a time (read and split in C: no Python step per line)."""
+    first = 1
+    while lines := stream.readlines(BATCH_BYTES):
+        yield Numbered(path, first), lines
+        first += len(lines)
+
+
+@dataclass(frozen=True)
+class Numbered:
+    """Where the lines of a batch came from: ``[i]`` is (path, line number) of its line i."""
+
+    path: str
+    first: int
+
+    def __getitem__(self, index: int) -> tuple[str, int]:
+        return self.path, self.first + index
 
 
 class _FileSink:

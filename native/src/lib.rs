@@ -532,21 +532,22 @@ impl Core {
     }
 }
 
-/// mimalloc gives the pages a heap empties back to the system (10 ms later by default), and
-/// the kernel zeroes them again when they are next touched — as whole 2 MB pages where the
-/// heap asked for transparent huge pages: 5–8% of a replay's CPU time, measured with
-/// `MIMALLOC_PURGE_DELAY` (docs/native.md, Memory). The engine keeps them for its next
-/// batches instead; ``MIMALLOC_PURGE_DELAY`` still decides when it is set.
+/// mimalloc gives the pages a heap empties back to the system (a second later by default),
+/// and the kernel zeroes them again when they are next touched — as whole 2 MB pages where
+/// the heap asked for transparent huge pages: ~180 MB purged and faulted back in a replay of
+/// the 1M-event benchmark file, 5–8% of its CPU time (docs/native.md, Memory). The engine
+/// keeps them instead; ``MIMALLOC_PURGE_DELAY`` still decides when it is set.
 fn tune_allocator() {
-    // `mi_option_purge_delay` in mimalloc v2's mimalloc.h (libmimalloc-sys names no constant
-    // for it); its default, 10, is checked first, so another layout changes nothing
+    // `mi_option_purge_delay`'s place in the option lists of mimalloc 2.x and 3.x (3.3 is
+    // built here; libmimalloc-sys names no constant for it): only set on those versions
+    // (`mi_version`: major * 10000 + minor * 100 + patch)
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
-    // SAFETY: reads and sets one of mimalloc's options; any value is valid for this one.
+    // SAFETY: reads mimalloc's version and sets one of its options; -1 is valid for this one.
     unsafe {
-        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == 10 {
+        if matches!(libmimalloc_sys::mi_version() / 10000, 2 | 3) {
             libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
         }
     }

@@ -371,3 +371,27 @@ mod tests {
         assert_eq!(rfc3339_ms(b"2026-01-05T09:00:00"), None);
     }
 }
+
+#[cfg(test)]
+mod bench {
+    /// `FIREBREAK_DECODE_BENCH=file cargo test --release --lib decode_speed -- --ignored --nocapture`:
+    /// the decoder alone over the file's first 200,000 lines (best of 5).
+    #[test]
+    #[ignore]
+    fn decode_speed() {
+        let path = std::env::var("FIREBREAK_DECODE_BENCH").expect("FIREBREAK_DECODE_BENCH=file");
+        let text = std::fs::read(path).unwrap();
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).take(200_000).collect();
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let began = std::time::Instant::now();
+            let mut n = 0usize;
+            for line in &lines {
+                n += super::decode(line, None).map(|e| e.data.0.len()).unwrap_or(0);
+            }
+            best = best.min(began.elapsed().as_secs_f64());
+            assert!(n > 0);
+        }
+        println!("decode: {:.0} ns per line", best * 1e9 / lines.len() as f64);
+    }
+}

@@ -176,7 +176,13 @@ impl<'a> Parser<'a> {
                 }
                 self.i += 1;
                 self.ws();
-                let value = self.value()?;
+                // strings and numbers (nearly every value of an event) made here rather than
+                // returned from `value`: fewer moves of a value through the stack
+                let value = match self.peek()? {
+                    b'"' => J::Str(self.string()?),
+                    b'-' | b'0'..=b'9' => self.number()?,
+                    _ => self.value()?,
+                };
                 items.push((key, value));
                 self.ws();
                 match self.peek() {
@@ -227,7 +233,10 @@ impl<'a> Parser<'a> {
         Some(J::Arr(items))
     }
 
-    /// At a quote: the string, borrowed unless it has escapes.
+    /// At a quote: the string, borrowed unless it has escapes. (Inlined: returned through
+    /// the stack, its `Option<Cow>` was stored and reloaded at odd offsets — a store-to-load
+    /// forwarding stall for every key and string of every event.)
+    #[inline(always)]
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let b = self.b;
         let start = self.i + 1;
@@ -257,6 +266,8 @@ impl<'a> Parser<'a> {
     }
 
     /// A string with escapes or non-ASCII text.
+    #[cold]
+    #[inline(never)]
     fn string_slow(&mut self, start: usize) -> Option<Cow<'a, str>> {
         let b = self.b;
         let mut out: Vec<u8> = Vec::new();
@@ -319,6 +330,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(always)]
     fn number(&mut self) -> Option<J<'a>> {
         let b = self.b;
         let start = self.i;

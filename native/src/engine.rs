@@ -175,24 +175,27 @@ pub fn can_hold(plan: &Plan, t: &Totals) -> bool {
 
 pub struct KeyInfo {
     pub parts: Vec<KeyPart>,
-    pub order: Vec<(u8, String)>,
 }
 
 /// The group keys of one `by` list, interned: every rule grouped by the same fields shares
 /// them, so an event's key is looked up once per `by` list, without copying its text.
+///
+/// Looked up by their bytes (`encode`), kept one after another in `bytes`: a lookup reads
+/// the table's slot and those bytes — not a key's parts and then each part's text, three
+/// scattered reads for a key not seen lately (most `by user` keys).
 #[derive(Default)]
 pub struct KeyTable {
-    table: hashbrown::HashTable<u32>,
+    table: hashbrown::HashTable<Slot>,
+    bytes: Vec<u8>,
+    scratch: Vec<u8>,
     pub info: Vec<KeyInfo>,
 }
 
-fn hash_parts<'x>(parts: impl Iterator<Item = &'x KeyPart>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    for part in parts {
-        part.hash(&mut h);
-    }
-    h.finish()
+/// A key in the table: its id, and where its length (4 bytes) and then its bytes are in `bytes`.
+#[derive(Clone, Copy)]
+struct Slot {
+    id: u32,
+    at: u32,
 }
 
 /// A key part as the event has it: text borrowed from the line until the key is new.
@@ -202,13 +205,6 @@ pub enum KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    fn same(&self, part: &KeyPart) -> bool {
-        match (self, part) {
-            (KeyRef::Str(a), KeyPart::Str(b)) => *a == b.as_str(),
-            (KeyRef::Str(_), _) => false,
-            (KeyRef::Part(a), b) => a == b,
-        }
-    }
     fn owned(&self) -> KeyPart {
         match self {
             KeyRef::Str(s) => KeyPart::Str(s.to_string()),
@@ -217,53 +213,117 @@ impl KeyRef<'_> {
     }
 }
 
-fn hash_refs(parts: &[KeyRef]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = rustc_hash::FxHasher::default();
-    for part in parts {
-        match part {
-            KeyRef::Str(s) => {
-                3u8.hash(&mut h); // as KeyPart::Str hashes
-                s.hash(&mut h);
+/// A key part's bytes: equal parts (`KeyPart`'s equality: numbers in their one form,
+/// `Num::canonical`, 0 and -0.0 alike) give equal bytes, different parts different bytes
+/// (each part tagged, text with its length).
+fn encode_str(out: &mut Vec<u8>, s: &str) {
+    out.push(3);
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn encode_part(out: &mut Vec<u8>, part: &KeyPart) {
+    match part {
+        KeyPart::None => out.push(0),
+        KeyPart::Bool(b) => out.extend_from_slice(&[1, *b as u8]),
+        KeyPart::Num(n) => match n.canonical() {
+            Num::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_le_bytes());
             }
-            KeyRef::Part(p) => p.hash(&mut h),
-        }
+            Num::Float(x) => {
+                out.push(4);
+                out.extend_from_slice(&x.to_bits().to_le_bytes()); // whole floats are ints here
+            }
+        },
+        KeyPart::Str(s) => encode_str(out, s),
     }
+}
+
+/// The bytes of the key at ``slot``.
+#[inline]
+fn key_bytes(bytes: &[u8], slot: Slot) -> &[u8] {
+    let at = slot.at as usize;
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    &bytes[at + 4..at + 4 + len]
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
     h.finish()
 }
 
 impl KeyTable {
     /// ``intern`` without copying the event's text unless the key is new.
     pub fn intern_ref(&mut self, key: &[KeyRef]) -> u32 {
-        let hash = hash_refs(key);
-        let info = &self.info;
-        let found = self.table.find(hash, |id| {
-            let parts = &info[*id as usize].parts;
-            parts.len() == key.len() && key.iter().zip(parts).all(|(a, b)| a.same(b))
-        });
-        if let Some(id) = found {
-            return *id;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for part in key {
+            match part {
+                KeyRef::Str(s) => encode_str(&mut scratch, s),
+                KeyRef::Part(p) => encode_part(&mut scratch, p),
+            }
         }
-        let parts: Vec<KeyPart> = key.iter().map(KeyRef::owned).collect();
-        self.intern(&parts)
+        let id = match self.find(&scratch) {
+            Some(id) => id,
+            None => {
+                let parts: Vec<KeyPart> = key.iter().map(KeyRef::owned).collect();
+                self.insert(&scratch, parts)
+            }
+        };
+        self.scratch = scratch;
+        id
     }
 
     /// The id of ``key`` (made from the event's values), interning it when new.
     pub fn intern(&mut self, key: &[KeyPart]) -> u32 {
-        let hash = hash_parts(key.iter());
-        let info = &self.info;
-        if let Some(id) = self.table.find(hash, |id| info[*id as usize].parts == key) {
-            return *id;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        for part in key {
+            encode_part(&mut scratch, part);
         }
-        let id = self.info.len() as u32;
-        self.info.push(KeyInfo {
-            parts: key.to_vec(),
-            order: key.iter().map(KeyPart::order).collect(),
-        });
-        let info = &self.info;
-        self.table
-            .insert_unique(hash, id, |id| hash_parts(info[*id as usize].parts.iter()));
+        let id = match self.find(&scratch) {
+            Some(id) => id,
+            None => self.insert(&scratch, key.to_vec()),
+        };
+        self.scratch = scratch;
         id
+    }
+
+    #[inline]
+    fn find(&self, encoded: &[u8]) -> Option<u32> {
+        let bytes = &self.bytes;
+        self.table
+            .find(hash_bytes(encoded), |s| key_bytes(bytes, *s) == encoded)
+            .map(|s| s.id)
+    }
+
+    fn insert(&mut self, encoded: &[u8], parts: Vec<KeyPart>) -> u32 {
+        let id = self.info.len() as u32;
+        let at = u32::try_from(self.bytes.len()).expect("a `by` list's keys take under 4 GB");
+        self.bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(encoded);
+        self.info.push(KeyInfo { parts });
+        let bytes = &self.bytes;
+        self.table.insert_unique(hash_bytes(encoded), Slot { id, at }, |s| {
+            hash_bytes(key_bytes(bytes, *s))
+        });
+        id
+    }
+
+    /// The order groups are listed and evaluated in (`engine._group_order`: each part's
+    /// (type rank, `str`)), made when asked: only sorting needs it.
+    pub fn order(&self, id: u32) -> Vec<(u8, String)> {
+        self.info[id as usize].parts.iter().map(KeyPart::order).collect()
+    }
+
+    /// Bytes held (memory estimates): the table, the keys' bytes and parts.
+    pub fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
+            + self.bytes.capacity()
+            + self.info.capacity() * std::mem::size_of::<KeyInfo>()
     }
 }
 
@@ -554,7 +614,7 @@ impl Engine {
             let t = &mut group.totals;
             t.n += 1;
             t.hits += bucket.hits - hits;
-            if bucket.num.is_some() {
+            if bucket.num().is_some() {
                 t.vn += bucket.vn() - vn;
                 t.total += bucket.total() - total;
                 t.negative |= bucket.total() < total;
@@ -697,11 +757,7 @@ impl Engine {
             calls.push((key, reading));
         }
         if calls.len() > 1 {
-            calls.sort_by(|(a, _), (b, _)| {
-                table.info[*a as usize]
-                    .order
-                    .cmp(&table.info[*b as usize].order)
-            });
+            calls.sort_by_cached_key(|(key, _)| table.order(*key));
         }
         let (seq, opened_counts) = (self.seq, &mut self.opened);
         if !calls.is_empty() {
@@ -845,6 +901,9 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
             at
         }
     };
+    if at == group.buckets.len() && at > 0 {
+        group.buckets[at - 1].1.shrink(); // the newest until now: its step is over
+    }
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
     if at == 0 {
         group.totals.oldest = start;

@@ -411,11 +411,7 @@ impl Core {
                 .filter(|(_, g)| g.life.is_some() && g.dict.is_some())
                 .map(|(k, _)| k)
                 .collect(); // only these are listed: sort only them
-            keys.sort_by(|a, b| {
-                table.info[*a as usize]
-                    .order
-                    .cmp(&table.info[*b as usize].order)
-            });
+            keys.sort_by_cached_key(|key| table.order(*key));
             for key in keys {
                 let group = state.groups.get(key).unwrap();
                 if let (Some(life), Some(dict)) = (&group.life, &group.dict) {

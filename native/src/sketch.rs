@@ -169,6 +169,12 @@ impl Mins {
             }
         }
     }
+    /// Give back the room the hashes grew into but do not use.
+    pub fn shrink(&mut self) {
+        if let Mins::Heap(v) = self {
+            v.shrink_to_fit();
+        }
+    }
     /// Bytes held outside the value itself.
     pub fn heap_bytes(&self) -> usize {
         match self {

@@ -4,7 +4,7 @@
 use crate::engine::{ensure_bucket, Engine, Group, Host, Status};
 use crate::sketch::{DistinctSketch, Mins, QuantileSketch};
 use crate::value::{KeyPart, Num};
-use crate::window::{Bucket, Evidence, Numeric, Order};
+use crate::window::{Bucket, Evidence, Extra, Numeric, Order};
 use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -49,8 +49,7 @@ fn bucket_json(b: &Bucket, cleared: bool) -> Value {
         opt_num(b.lo()),
         opt_num(b.hi()),
         quantiles.unwrap_or(Value::Null),
-        b.distinct
-            .as_ref()
+        b.distinct()
             .map(|d| json!(d.mins.as_slice()))
             .unwrap_or(Value::Null),
         if cleared { &[] } else { b.users.mins.as_slice() },
@@ -155,11 +154,7 @@ fn rules_json(
     for state in &engine.rules {
         let table = &engine.key_tables[state.plan.by_id];
         let mut keys: Vec<u32> = state.groups.keys().collect();
-        keys.sort_by(|a, b| {
-            table.info[*a as usize]
-                .order
-                .cmp(&table.info[*b as usize].order)
-        });
+        keys.sort_by_cached_key(|key| table.order(*key));
         let mut groups: Vec<Value> = Vec::with_capacity(keys.len());
         for key in keys {
             let group = state.groups.get(key).unwrap();
@@ -271,13 +266,13 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
     Ok(Bucket {
         n: int(&a[0])?,
         hits: int(&a[1])?,
-        num: (!empty).then(|| Box::new(num)),
-        distinct: if a[7].is_null() {
-            None
-        } else {
-            Some(Box::new(DistinctSketch {
+        extra: match (empty, a[7].is_null()) {
+            (true, true) => None,
+            (false, true) => Some(Box::new(Extra::Num(num))),
+            (true, false) => Some(Box::new(Extra::Distinct(DistinctSketch {
                 mins: Mins::from_vec(hashes(&a[7])?),
-            }))
+            }))),
+            (false, false) => return Err("a bucket with both numbers and a distinct sketch".into()),
         },
         users: DistinctSketch {
             mins: Mins::from_vec(hashes(&a[8])?),
@@ -385,15 +380,14 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
     use std::mem::size_of;
     let (mut groups, mut buckets, mut bytes) = (0, 0, 0);
     for table in &engine.key_tables {
+        // the interned keys: the table and their bytes, and each key's parts
+        bytes += table.heap_bytes();
         for info in &table.info {
-            // the interned key: its parts, their order texts, and its hash-table entry
-            bytes +=
-                size_of::<crate::engine::KeyInfo>() + info.parts.len() * size_of::<KeyPart>() + 8;
-            for (part, (_, text)) in info.parts.iter().zip(&info.order) {
+            bytes += info.parts.capacity() * size_of::<KeyPart>();
+            for part in &info.parts {
                 if let KeyPart::Str(s) = part {
                     bytes += s.capacity();
                 }
-                bytes += size_of::<(u8, String)>() + text.capacity();
             }
         }
     }
@@ -408,15 +402,17 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                     .iter()
                     .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
                     .sum::<usize>();
-                if let Some(num) = &b.num {
-                    bytes += size_of::<Numeric>();
+                if b.extra.is_some() {
+                    bytes += size_of::<Extra>();
+                }
+                if let Some(num) = b.num() {
                     if let Some(q) = &num.quantiles {
                         bytes += size_of::<QuantileSketch>()
                             + (q.pos.capacity() + q.neg.capacity()) * 16;
                     }
                 }
-                if let Some(d) = &b.distinct {
-                    bytes += size_of::<DistinctSketch>() + d.mins.heap_bytes();
+                if let Some(d) = b.distinct() {
+                    bytes += d.mins.heap_bytes();
                 }
             }
         }

@@ -148,11 +148,63 @@ BATCH_BYTES = 2 << 20  # lines read at a time (readlines' hint): ~4,000 events o
 
 
 def _batches(path: str, stream: IO[bytes]) -> Iterator[tuple[Numbered, list[bytes]]]:
-    """The stream's lines a batch at a time (read and split in C: no Python step per line)."""
+    """The stream's lines a batch at a time (read and split in C: no Python step per line),
+    the next batch read on a thread of its own while the engine takes this one (the native
+    engine lets the GIL go while it works: reading no longer waits for it, nor it for reading)."""
     first = 1
-    while lines := stream.readlines(BATCH_BYTES):
+    for lines in read_ahead(lambda: stream.readlines(BATCH_BYTES)):
         yield Numbered(path, first), lines
         first += len(lines)
+
+
+def read_ahead(read: Callable[[], list[bytes]], depth: int = 2) -> Iterator[list[bytes]]:
+    """What ``read()`` returns, call after call until it returns nothing, read by a thread up
+    to ``depth`` calls ahead; an exception it raises comes out here, in its turn."""
+    import queue
+    import threading
+
+    ready: queue.Queue[tuple[list[bytes] | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                item = read()
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+                _put(ready, (None, error), stop)
+                return
+            _put(ready, (item, None), stop)
+            if not item:
+                return
+
+    thread = threading.Thread(target=reader, name="firebreak-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a reader blocked on a full queue see the stop
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _put(ready: Any, item: Any, stop: Any) -> None:
+    import queue
+
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,35 @@ def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_pat
             (92, "late"),
             (94, "an event is a JSON object, not list"),
         ], letters
+
+
+def test_read_ahead_gives_every_read_in_order_and_raises_a_read_error_in_its_turn():
+    import threading
+
+    from engine.adapters.file_replay import read_ahead
+
+    reads = iter([[b"1"], [b"2"], [b"3"], []])
+    assert list(read_ahead(lambda: next(reads))) == [[b"1"], [b"2"], [b"3"]]
+
+    def failing():
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk gone")
+        return [b"x"]
+
+    calls: list[int] = []
+    got = []
+    try:
+        for item in read_ahead(failing):
+            got.append(item)
+    except OSError as error:
+        assert str(error) == "disk gone"
+    else:
+        raise AssertionError("the read error was lost")
+    assert got == [[b"x"], [b"x"]]  # the batches before the error, then the error
+
+    # a consumer that stops early stops the reader (it does not read on forever)
+    endless = read_ahead(lambda: [b"y"])
+    assert next(endless) == [b"y"]
+    endless.close()
+    assert not [t for t in threading.enumerate() if t.name == "firebreak-read-ahead"]

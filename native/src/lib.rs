@@ -45,14 +45,33 @@ const SPLIT_LINES: usize = 16;
 /// `by` lists stay in the engine, the others move to ``twin`` for the time of one batch, each
 /// engine looking only at its own rules (a mask) and every event; their records are merged
 /// in the core's order (`Rec`). Rules are independent until the lifecycle, and the lifecycle
-/// of one group touches nothing of another's, so the records are the same as on one thread.
+/// of one group touches nothing of another's, so the records are the same as on one thread
+/// — however the lists are split, which `rebalance` changes between batches.
 struct Split {
-    mask: [u64; 2], // the rules of the engine, of the twin
+    side: Vec<usize>,   // per `by` list: 0 the engine, 1 the twin
+    weight: Vec<f64>,   // per `by` list: its rules' weight (`Split::new`)
+    mask: [u64; 2],     // the rules of the engine, of the twin
     rules: Vec<usize>,  // the twin's rules
     tables: Vec<usize>, // the twin's key tables (`by` lists)
     twin: Engine,       // the twin's rules while a batch runs; blank states in between
     cpu: [f64; 2],      // CPU seconds of each side's thread in `feed` so far
+    recent: [f64; 2],   // ... since `rebalance` last looked
+    batches: usize,     // batches since `rebalance` last looked
+    moves: usize,       // `by` lists moved by `rebalance` so far
+    policy: Rebalance,
 }
+
+/// When `Split::rebalance` moves a `by` list: it looks every `every` batches, moves one when a
+/// side took `gap` (a share of both sides' CPU) more than the other, `moves` times at most.
+/// (Tests: a negative `gap` moves one at every look, whatever the CPU says.)
+#[derive(Clone, Copy)]
+struct Rebalance {
+    every: usize,
+    gap: f64,
+    moves: usize,
+}
+
+const REBALANCE: Rebalance = Rebalance { every: 16, gap: 0.04, moves: 6 };
 
 /// CPU seconds of the calling thread.
 fn thread_cpu() -> f64 {
@@ -64,47 +83,99 @@ fn thread_cpu() -> f64 {
 
 impl Split {
     /// Rules weigh 1, rules grouped by a `user` field 8 (many groups, cold buckets: the
-    /// costly ones: the starter pack's five weigh about its 29 others); whole `by` lists go to
-    /// the lighter side, heaviest first.
+    /// costly ones); whole `by` lists go to the lighter side, heaviest first. `rebalance`
+    /// then moves lists by the CPU each side takes.
     fn new(plans: &[plan::Plan], engine: &Engine, lateness_ms: i64) -> Option<Split> {
         let rules = &engine.rules;
         if rules.len() < 2 || rules.len() > 64 {
             return None;
         }
         let lists = engine.key_tables.len();
-        let mut weight = vec![0usize; lists];
+        let mut weight = vec![0.0f64; lists];
         for state in rules {
             let user = state.plan.by.iter().any(|p| p.last().is_some_and(|f| f == "user"));
-            weight[state.plan.by_id] += if user { 8 } else { 1 };
+            weight[state.plan.by_id] += if user { 8.0 } else { 1.0 };
         }
-        let mut order: Vec<usize> = (0..lists).filter(|&t| weight[t] > 0).collect();
-        order.sort_by_key(|&t| (std::cmp::Reverse(weight[t]), t));
-        let mut load = [0usize; 2];
+        let mut order: Vec<usize> = (0..lists).filter(|&t| weight[t] > 0.0).collect();
+        order.sort_by(|&a, &b| weight[b].total_cmp(&weight[a]).then(a.cmp(&b)));
+        let mut load = [0.0f64; 2];
         let mut side = vec![0usize; lists];
         for t in order {
             let s = if load[1] < load[0] { 1 } else { 0 };
             side[t] = s;
             load[s] += weight[t];
         }
-        if load[1] == 0 {
+        if load[1] == 0.0 {
             return None;
         }
-        let mut mask = [0u64; 2];
-        let mut moved = Vec::new();
-        for (i, state) in rules.iter().enumerate() {
-            let s = side[state.plan.by_id];
-            mask[s] |= 1 << i;
-            if s == 1 {
-                moved.push(i);
-            }
-        }
-        Some(Split {
-            mask,
-            rules: moved,
-            tables: (0..lists).filter(|&t| side[t] == 1).collect(),
+        let mut split = Split {
+            side,
+            weight,
+            mask: [0; 2],
+            rules: Vec::new(),
+            tables: Vec::new(),
             twin: Engine::new(plans.to_vec(), lateness_ms),
             cpu: [0.0; 2],
-        })
+            recent: [0.0; 2],
+            batches: 0,
+            moves: 0,
+            policy: REBALANCE,
+        };
+        split.assign(engine);
+        Some(split)
+    }
+
+    /// The masks and the twin's lists from `side` (between batches: the engine holds all).
+    fn assign(&mut self, engine: &Engine) {
+        self.mask = [0; 2];
+        self.rules.clear();
+        for (i, state) in engine.rules.iter().enumerate() {
+            let s = self.side[state.plan.by_id];
+            self.mask[s] |= 1 << i;
+            if s == 1 {
+                self.rules.push(i);
+            }
+        }
+        self.tables = (0..self.side.len()).filter(|&t| self.side[t] == 1).collect();
+    }
+
+    /// After a batch: every `policy.every` batches, when one side took `policy.gap` more CPU
+    /// than the other, move to the lighter side the `by` list whose estimated cost (its
+    /// weight, priced at what a unit of weight cost on its side) comes nearest half the gap
+    /// without passing the whole of it. Each side also decodes every line, a cost no move
+    /// changes: the price is an overestimate, so moves err short. Never a side's last list.
+    fn rebalance(&mut self, engine: &Engine) {
+        let policy = self.policy;
+        self.batches += 1;
+        if self.batches < policy.every || self.moves >= policy.moves {
+            return;
+        }
+        let [a, b] = std::mem::take(&mut self.recent);
+        self.batches = 0;
+        let forced = policy.gap < 0.0;
+        if !forced && (a + b <= 0.0 || (a - b).abs() / (a + b) < policy.gap) {
+            return;
+        }
+        let (heavy, gap) = if a > b { (0, a - b) } else { (1, b - a) };
+        let on_heavy: Vec<usize> = (0..self.side.len())
+            .filter(|&t| self.side[t] == heavy && self.weight[t] > 0.0)
+            .collect();
+        if on_heavy.len() < 2 {
+            return;
+        }
+        let units: f64 = on_heavy.iter().map(|&t| self.weight[t]).sum();
+        let price = [a, b][heavy] / units;
+        let off = |t: usize| (self.weight[t] * price - gap / 2.0).abs();
+        let best = on_heavy
+            .iter()
+            .copied()
+            .filter(|&t| forced || self.weight[t] * price < gap)
+            .min_by(|&x, &y| off(x).total_cmp(&off(y)).then(x.cmp(&y)));
+        if let Some(t) = best {
+            self.side[t] = 1 - heavy;
+            self.moves += 1;
+            self.assign(engine);
+        }
     }
 
     /// Move the twin's rules and key tables to it, and the engine's clock.
@@ -248,6 +319,19 @@ impl Core {
     #[getter]
     fn split_cpu(&self) -> Option<(f64, f64)> {
         self.split.as_ref().map(|s| (s.cpu[0], s.cpu[1]))
+    }
+
+    /// How the split moves `by` lists between the threads (`Rebalance`); (tests).
+    fn set_rebalance(&mut self, every: usize, gap: f64, moves: usize) {
+        if let Some(split) = self.split.as_mut() {
+            split.policy = Rebalance { every: every.max(1), gap, moves };
+        }
+    }
+
+    /// `by` lists moved between the threads so far (None on one thread).
+    #[getter]
+    fn split_moves(&self) -> Option<usize> {
+        self.split.as_ref().map(|s| s.moves)
     }
 
     /// The threads `feed` runs on (1 or 2).
@@ -486,6 +570,7 @@ impl Core {
         }
         let raw: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
         let split = self.split.as_mut().unwrap();
+        let cpu_before = split.cpu;
         split.enter(&mut self.engine);
         let (engine, twin) = (&mut self.engine, &mut split.twin);
         let (mask, host) = (split.mask, &self.host);
@@ -521,6 +606,9 @@ impl Core {
             )
         });
         split.leave(&mut self.engine);
+        split.recent[0] += split.cpu[0] - cpu_before[0];
+        split.recent[1] += split.cpu[1] - cpu_before[1];
+        split.rebalance(&self.engine);
         let (taken, stop) = result?;
         twin_result?;
         let records = to_list(py, merge(out, out_twin))?;

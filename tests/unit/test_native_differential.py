@@ -404,7 +404,8 @@ def test_a_whole_float_and_its_int_are_one_group_shown_as_the_int_whatever_came_
 def test_rules_split_over_two_threads_give_the_same_records(monkeypatch):
     """Every injected category at once through the whole pack, fed as raw lines in batches of
     random sizes: the records of the two-thread engine are the core's, in its order, and its
-    state afterwards is the one-thread engine's."""
+    state afterwards is the one-thread engine's — also when its `by` lists keep moving from one
+    thread to the other between batches (Split::rebalance)."""
     compiled = tuple(r for file_rules in pack().values() for r in file_rules)
     injections = [Injection(c, case.onset, case.duration, case.target) for c, case in sorted(CASES.items())]
     events = [validate_event(obj) for obj in Traffic(5, START, 150 * MIN, RATE, injections).events()]
@@ -416,10 +417,12 @@ def test_rules_split_over_two_threads_give_the_same_records(monkeypatch):
     while cuts[-1] < len(lines):
         cuts.append(cuts[-1] + rng.choice([1, 63, 64, 500, 4096]))
     state = {}
-    for threads in ("1", "2"):
-        monkeypatch.setenv("FIREBREAK_NATIVE_THREADS", threads)
+    for threads in ("1", "2", "2, moving"):
+        monkeypatch.setenv("FIREBREAK_NATIVE_THREADS", threads[0])
         engine = NativeEngine(compiled, 30 * SEC)
-        assert engine.core.threads == int(threads)
+        assert engine.core.threads == int(threads[0])
+        if threads == "2, moving":  # a `by` list moved to the other thread after every batch
+            engine.core.set_rebalance(1, -1.0, 10_000)
         records = []
         for a, b in zip(cuts, cuts[1:], strict=False):
             fed = engine.feed_lines(lines[a:b])
@@ -428,7 +431,9 @@ def test_rules_split_over_two_threads_give_the_same_records(monkeypatch):
         records += engine.finish()
         assert dump(records) == expected
         state[threads] = (orjson.dumps(engine.snapshot(), option=orjson.OPT_SORT_KEYS), engine.opened)
-    assert state["1"] == state["2"]
+        if threads == "2, moving":
+            assert engine.core.split_moves > 10
+    assert state["1"] == state["2"] == state["2, moving"]
 
 
 # rules of both threads that hold, and stop holding, at the same steps: records of both sides

@@ -514,11 +514,24 @@ impl Engine {
         if !self.add_masked(event, host, mask) {
             return Ok(false);
         }
-        self.seq += 1;
-        let watermark = event.ts - self.lateness_ms;
-        if self.watermark.is_none_or(|w| watermark > w) {
-            self.advance(watermark, host, out)?;
+        self.move_time(event, host, out)?;
+        Ok(true)
+    }
+
+    /// `process` of an event `route`d before (its pairs in ``routed``; it may have been
+    /// routed before the event ahead of it was added: the same records).
+    pub fn process_routed<H: HostLike>(
+        &mut self,
+        event: &Event,
+        routed: &[(usize, u32)],
+        host: &H,
+        out: &mut Vec<Rec>,
+    ) -> PyResult<bool> {
+        if !self.admit(event) {
+            return Ok(false);
         }
+        self.add_routed(event, host, routed);
+        self.move_time(event, host, out)?;
         Ok(true)
     }
 
@@ -526,14 +539,21 @@ impl Engine {
     /// looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
     /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
     pub fn add_masked<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) -> bool {
+        if !self.admit(event) {
+            return false;
+        }
+        self.aggregate(event, host, mask);
+        true
+    }
+
+    /// The counters of an event that is not late (false, counted, when it is).
+    fn admit(&mut self, event: &Event) -> bool {
         if self.is_late(event.ts) {
             self.late += 1;
             return false;
         }
         self.events += 1;
-        if matches!(event.kind, Kind::Inference | Kind::Report) {
-            self.aggregate(event, host, mask);
-        } else {
+        if !matches!(event.kind, Kind::Inference | Kind::Report) {
             self.changes += 1;
         }
         if self.max_ts.is_none_or(|m| event.ts > m) {
@@ -542,17 +562,43 @@ impl Engine {
         true
     }
 
+    /// After an event is added: its number, and the watermark it moves.
+    fn move_time<H: HostLike>(&mut self, event: &Event, host: &H, out: &mut Vec<Rec>) -> PyResult<()> {
+        self.seq += 1;
+        let watermark = event.ts - self.lateness_ms;
+        if self.watermark.is_none_or(|w| watermark > w) {
+            self.advance(watermark, host, out)?;
+        }
+        Ok(())
+    }
+
     fn aggregate<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) {
-        let ts = event.ts;
+        // Route first (which rules, which group), asking for each group and then its newest
+        // bucket ahead of use; then add the event to each.
+        let mut routed = std::mem::take(&mut self.routed);
+        self.route(event, host, mask, &mut routed);
+        self.add_routed(event, host, &routed);
+        self.routed = routed;
+    }
+
+    /// The rules of ``mask`` an inference or report event reaches, and its group key for each
+    /// (interned): (rule index, key) into ``routed``; each group is asked for ahead of use.
+    /// Nothing else changes: an event can be routed ahead of the one before it being added
+    /// (`Engine::process_routed`).
+    pub fn route<H: HostLike>(
+        &mut self,
+        event: &Event,
+        host: &H,
+        mask: Option<u64>,
+        routed: &mut Vec<(usize, u32)>,
+    ) {
         let keys = &mut self.keys;
         keys.fill(None);
         let mut parts: Vec<KeyRef> = Vec::new();
-        let mut user_hash: Option<Option<u64>> = None;
-        let py_str = |v: &J| host.py_str(v);
-        // Route first (which rules, which group), asking for each group and then its newest
-        // bucket ahead of use; then add the event to each.
-        let routed = &mut self.routed;
         routed.clear();
+        if !matches!(event.kind, Kind::Inference | Kind::Report) {
+            return;
+        }
         for (index, state) in self.rules.iter().enumerate() {
             if mask.is_some_and(|m| index < 64 && m & (1u64 << index) == 0) {
                 continue;
@@ -586,6 +632,13 @@ impl Engine {
             state.groups.prefetch(key);
             routed.push((index, key));
         }
+    }
+
+    /// Add ``event`` to the buckets of its `route`d (rule, key) pairs.
+    fn add_routed<H: HostLike>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)]) {
+        let ts = event.ts;
+        let mut user_hash: Option<Option<u64>> = None;
+        let py_str = |v: &J| host.py_str(v);
         for &(index, key) in routed.iter() {
             self.rules[index].groups.prefetch_newest(key);
         }

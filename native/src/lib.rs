@@ -231,42 +231,104 @@ fn pool() -> &'static rayon_core::ThreadPool {
     }
 }
 
+/// Events taken one behind (`Engine::route`, `Engine::process_routed`): an event's rules
+/// and group keys are found, and its groups asked for, before the event ahead of it is added
+/// — so that those cache misses overlap that event's work instead of stalling this one's.
+/// Routing changes nothing but the key tables, so the records are the same.
+struct Behind<'a> {
+    pending: Option<(usize, event::Event<'a>, Vec<(usize, u32)>)>,
+    spare: Vec<(usize, u32)>,
+}
+
+impl<'a> Behind<'a> {
+    fn new() -> Behind<'a> {
+        Behind { pending: None, spare: Vec::new() }
+    }
+
+    /// Route ``event`` (batch index ``index``), then add the one before it. Returns the
+    /// events taken (0 or 1); the late ones go to ``late`` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn push<H: engine::HostLike>(
+        &mut self,
+        engine: &mut Engine,
+        index: usize,
+        event: event::Event<'a>,
+        host: &H,
+        mask: Option<u64>,
+        late: &mut Option<&mut Vec<(usize, i64, i64)>>,
+        out: &mut Vec<Rec>,
+    ) -> PyResult<usize> {
+        let mut routed = std::mem::take(&mut self.spare);
+        if engine.is_late(event.ts) {
+            routed.clear(); // late now, late when its turn comes: nothing to look up
+        } else {
+            engine.route(&event, host, mask, &mut routed);
+        }
+        let taken = self.flush(engine, host, late, out)?;
+        self.pending = Some((index, event, routed));
+        Ok(taken)
+    }
+
+    /// Add the event routed last, if any.
+    fn flush<H: engine::HostLike>(
+        &mut self,
+        engine: &mut Engine,
+        host: &H,
+        late: &mut Option<&mut Vec<(usize, i64, i64)>>,
+        out: &mut Vec<Rec>,
+    ) -> PyResult<usize> {
+        let Some((index, event, routed)) = self.pending.take() else {
+            return Ok(0);
+        };
+        let taken = if engine.is_late(event.ts) {
+            if let Some(late) = late.as_mut() {
+                late.push((index, event.ts, engine.watermark.unwrap_or(0)));
+            }
+            0
+        } else {
+            engine.process_routed(&event, &routed, host, out)?;
+            1
+        };
+        self.spare = routed;
+        Ok(taken)
+    }
+}
+
 /// ``lines`` (``offset``: the index of the first) through ``engine`` (only the rules of
 /// ``mask``), each line decoded here (both threads decode every line: the event is in this
 /// core's cache when its rules read it) up to the first line the native decoder does not
 /// accept. Returns (the events taken, that line's index); the late ones go to ``late`` when
 /// given.
+#[allow(clippy::too_many_arguments)]
 fn run_lines<H: engine::HostLike>(
     engine: &mut Engine,
     lines: &[&[u8]],
     offset: usize,
     max_bytes: Option<usize>,
     host: &H,
-    mask: u64,
+    mask: Option<u64>,
     mut late: Option<&mut Vec<(usize, i64, i64)>>,
     out: &mut Vec<Rec>,
 ) -> PyResult<(usize, Option<usize>)> {
     let mut taken = 0;
+    let mut behind = Behind::new();
     for (i, raw) in lines.iter().enumerate() {
         let index = offset + i;
         if blank(raw) {
             continue;
         }
-        if max_bytes.is_some_and(|m| raw.len() > m) {
-            return Ok((taken, Some(index)));
-        }
-        let Some(event) = event::decode(raw, None) else {
+        let event = if max_bytes.is_some_and(|m| raw.len() > m) {
+            None
+        } else {
+            event::decode(raw, None)
+        };
+        let Some(event) = event else {
+            taken += behind.flush(engine, host, &mut late, out)?;
             return Ok((taken, Some(index)));
         };
-        if engine.is_late(event.ts) {
-            if let Some(late) = late.as_mut() {
-                late.push((index, event.ts, engine.watermark.unwrap_or(0)));
-            }
-            continue;
-        }
-        taken += 1;
-        engine.process(&event, host, out, Some(mask))?;
+        taken += behind.push(engine, index, event, host, mask, &mut late, out)?;
     }
+    taken += behind.flush(engine, host, &mut late, out)?;
     Ok((taken, None))
 }
 
@@ -369,31 +431,19 @@ impl Core {
                 return Ok(result);
             }
         }
+        // the bytes objects held for the batch: its events borrow from them (`Behind`)
+        let mut held: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(lines.len().saturating_sub(start));
+        for index in start..lines.len() {
+            held.push(lines.get_item(index)?.downcast_into::<PyBytes>()?);
+        }
+        let raw: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
         let host = Host { py, obj: host_obj };
         let mut late = Vec::new();
-        let mut events = 0;
-        for index in start..lines.len() {
-            let item = lines.get_item(index)?;
-            let raw = item.downcast::<PyBytes>()?.as_bytes();
-            if blank(raw) {
-                continue;
-            }
-            if max_bytes.is_some_and(|m| raw.len() > m) {
-                return Ok((Some(index), to_list(py, out)?, late, events));
-            }
-            let Some(event) = event::decode(raw, None) else {
-                return Ok((Some(index), to_list(py, out)?, late, events));
-            };
-            if self.engine.is_late(event.ts) {
-                late.push((index, event.ts, self.engine.watermark.unwrap_or(0)));
-                continue;
-            }
-            events += 1;
-            self.engine.process(&event, &host, &mut out, None)?;
-        }
-        Ok((None, to_list(py, out)?, late, events))
+        let (events, stop) =
+            run_lines(&mut self.engine, &raw, start, max_bytes, &host, None, Some(&mut late), &mut out)?;
+        Ok((stop, to_list(py, out)?, late, events))
     }
 
     /// One event the Python decoder accepted (``ts`` its time). Returns (records, late?:
@@ -587,7 +637,7 @@ impl Core {
                         py.allow_threads(|| {
                             let began = thread_cpu();
                             let late = Some(&mut late);
-                            let r = run_lines(engine, raw, start, max_bytes, &Remote(host), mask[0], late, &mut out);
+                            let r = run_lines(engine, raw, start, max_bytes, &Remote(host), Some(mask[0]), late, &mut out);
                             *cpu_a += thread_cpu() - began;
                             r
                         })
@@ -597,7 +647,7 @@ impl Core {
                     Python::with_gil(|py| {
                         py.allow_threads(|| {
                             let began = thread_cpu();
-                            let r = run_lines(twin, raw, start, max_bytes, &Remote(host), mask[1], None, &mut out_twin);
+                            let r = run_lines(twin, raw, start, max_bytes, &Remote(host), Some(mask[1]), None, &mut out_twin);
                             *cpu_b += thread_cpu() - began;
                             r
                         })

@@ -5,8 +5,8 @@
     fed = driver.feed_events([event, ...])               # events a source already decoded
     records = driver.finish()                            # end of a replay
 
-    result = drive_lines(source, driver, sink)           # the whole loop over (where, line) pairs
-    result = drive_batches(source, driver, sink)         # ... over (places, lines) batches
+    result = drive_batches(batches, driver, sink)        # the whole loop over (places, lines) batches
+    result = drive_batches(batched(pairs), driver, sink) # ... over (where, line) pairs
 
 File replay, topic replay, backtest and investigate all drive their engine through a
 `Driver`: the Python core (engine/core, the executable specification) or the native
@@ -197,20 +197,8 @@ class DriveCounts:
     records: int = 0
 
 
-def drive_lines(
-    source: Iterable[tuple[Any, bytes]],
-    driver: Driver,
-    sink: LineSink,
-    counts: DriveCounts | None = None,
-    progress: Callable[[DriveCounts], None] | None = None,
-    progress_every: int = 50_000,
-    finish: bool = True,
-) -> DriveCounts:
-    """Feed ``(where, raw line)`` pairs to the driver in batches (`drive_batches`)."""
-    return drive_batches(_batched(source), driver, sink, counts, progress, progress_every, finish)
-
-
-def _batched(source: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[list[Any], list[bytes]]]:
+def batched(source: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[list[Any], list[bytes]]]:
+    """``(where, raw line)`` pairs as `drive_batches` takes them: batches of `BATCH_LINES`."""
     places: list[Any] = []
     lines: list[bytes] = []
     for where, raw in source:

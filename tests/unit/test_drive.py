@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from corekit import MIN, T0, rules, steady
 
-from engine.adapters.drive import BATCH_LINES, Driver, drive_lines
+from engine.adapters.drive import BATCH_LINES, Driver, batched, drive_batches
 from engine.core import run_events
 
 RULE = "count() > 5 over 1m by tenant -> sev3"
@@ -27,14 +27,14 @@ def lines_of(events) -> list[bytes]:
     return [orjson.dumps(e.data) + b"\n" for e in events]
 
 
-def test_drive_lines_gives_the_records_of_run_events_and_reports_refused_lines_in_input_order():
+def test_drive_batches_gives_the_records_of_run_events_and_reports_refused_lines_in_input_order():
     compiled = rules(RULE)
     events = list(steady(0, 10 * MIN, 5_000, tenant="a"))
     lines = lines_of(events)
     late = orjson.dumps({"event_id": "old", "ts": T0, "tenant": "a"}) + b"\n"
     source = [*lines[:60], b"\n", b"{not json\n", late, *lines[60:]]
     sink = ListSink()
-    counts = drive_lines(enumerate(source, start=1), Driver(compiled, engine="python"), sink)
+    counts = drive_batches(batched(enumerate(source, start=1)), Driver(compiled, engine="python"), sink)
     assert sink.records == run_events(compiled, events)
     assert [(where, reason, late) for where, reason, _, late in sink.refused] == [
         (62, "invalid JSON", False),
@@ -48,7 +48,7 @@ def test_batches_do_not_change_anything():
     compiled = rules(RULE)
     events = list(steady(0, 3 * BATCH_LINES * 100, 100, tenant="a"))
     sink = ListSink()
-    drive_lines(enumerate(lines_of(events)), Driver(compiled, engine="python"), sink)
+    drive_batches(batched(enumerate(lines_of(events))), Driver(compiled, engine="python"), sink)
     assert sink.records == run_events(compiled, events)
 
 

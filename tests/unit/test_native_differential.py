@@ -17,7 +17,7 @@ from test_core_properties import BASE, RULES, stream
 from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
 
 import engine.native.plan as plan_module
-from engine.adapters.drive import Driver, drive_lines
+from engine.adapters.drive import Driver, batched, drive_batches
 from engine.adapters.rule_tests import collect_test_files, run_test_file
 from engine.core import Engine, run_events, validate_event
 from engine.native import NativeEngine, available
@@ -235,7 +235,7 @@ def replay_both(lines: list[bytes], lateness_ms: int = 30 * SEC) -> Sink:
     sinks = []
     for kind in ("python", "native"):
         sink = Sink()
-        drive_lines(enumerate(lines, start=1), Driver(RULES, lateness_ms, kind), sink)
+        drive_batches(batched(enumerate(lines, start=1)), Driver(RULES, lateness_ms, kind), sink)
         sinks.append(sink)
     python, native = sinks
     assert native.records == python.records
@@ -330,10 +330,10 @@ def test_rules_the_native_engine_cannot_run_fall_back_and_merge_in_order(monkeyp
     assert dump(records) == dump(run_events(RULES, BASE))
     lines = lines_of(stream(9, minutes=30))
     sink_python, sink_mixed = Sink(), Sink()
-    drive_lines(enumerate(lines), Driver(RULES, engine="python"), sink_python)
+    drive_batches(batched(enumerate(lines)), Driver(RULES, engine="python"), sink_python)
     mixed = Driver(RULES, engine="python")
     mixed.kind, mixed.core = "native", NativeEngine(RULES)
-    drive_lines(enumerate(lines), mixed, sink_mixed)
+    drive_batches(batched(enumerate(lines)), mixed, sink_mixed)
     assert sink_mixed.records == sink_python.records
 
 

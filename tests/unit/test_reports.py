@@ -7,7 +7,7 @@ import orjson
 import pytest
 from corekit import HOUR, MIN, SEC, T0, event, merged, of_type, offset, rules, steady
 
-from engine.adapters.drive import Driver, drive_lines
+from engine.adapters.drive import Driver, batched, drive_batches
 from engine.core import Engine, run_events
 from engine.core.events import STANDARD_LABELS, InvalidEvent, validate_event
 from engine.dsl import load_rules
@@ -68,7 +68,7 @@ def test_both_decoders_refuse_bad_reports_with_the_python_reason():
     seen = []
     for kind in ("python", "native"):
         sink = Sink()
-        drive_lines(enumerate(lines, start=1), Driver(compiled, 30 * SEC, kind), sink)
+        drive_batches(batched(enumerate(lines, start=1)), Driver(compiled, 30 * SEC, kind), sink)
         seen.append((sink.refused, sink.records))
     assert seen[0] == seen[1]
     bad, records = seen[0]

@@ -45,7 +45,7 @@ def assert_once(records: list[dict]) -> None:
 # A broker restart while a shard is starting: loading its checkpoint failed (or aiokafka
 # cancelled the fetch) and the agent crashed, losing the routed message it held — records then
 # differed from a replay. Since the batch path made stage 1 fast, the restart hit that moment in
-# most runs; the shard now waits the broker out (app.LiveWorker._load_checkpoint).
+# most runs; the shard now waits the broker out (app.LiveWorker._start_shard).
 def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, unique_topic, tmp_path):
     bootstrap = own_broker.bootstrap
     topics = Topics(unique_topic("restart"))

@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -81,6 +81,7 @@ class LiveWorker:
         self.last_input: dict[int, tuple[float, int]] = {}  # input partition → (monotonic time, offset)
         self.assigned_at = time.monotonic()  # the last assignment (rebalance): fetching was paused until then
         self.inputs_held: set[int] = set()  # input partitions assigned here
+        self.shards_held: set[int] = set()  # shards (routed partitions) assigned here, from assignment to revoke
         self.fenced: set[int] = set()  # shards another worker took over while this one was paused
         self.last_housekeeping: float | None = None
         self.idle_sent: set[int] = set()
@@ -249,44 +250,56 @@ class LiveWorker:
 
     # ---- stage 2 ------------------------------------------------------------------------------
 
-    async def _load_checkpoint(self, number: int) -> tuple[dict | None, dict | None]:
-        """A shard's checkpoint, waiting out a broker that is briefly away (a restart while the
-        shard starts): before, the agent crashed there and the routed message it held was lost
-        to the shard (records differed from a replay). Past --commit-timeout it stops the
-        worker with one line, as a commit that cannot end does."""
+    async def _start_shard(self, number: int) -> tuple[ShardWriter, dict | None, dict | None]:
+        """A shard's producer, started — which fences any earlier owner's producer and aborts its
+        open transaction — then the shard's checkpoint, read after that: the last one anybody
+        commits for this shard (read before, a worker paused past its session could commit
+        after it). Both wait out a broker that is briefly away (a restart while the shard
+        starts: the agent used to crash there, and the routed message it held was lost to the
+        shard); past --commit-timeout the worker stops with one line, as a commit that cannot
+        end does."""
+
+        async def writer() -> ShardWriter:
+            started = ShardWriter(self.settings, number)  # a new one each try: a failed start is not resumed
+            await started.start()
+            return started
+
+        started = await self._until_broker_answers(number, "its producer cannot start", writer)
+        full, head = await self._until_broker_answers(number, "its checkpoint cannot be read",
+                                                      lambda: load_checkpoint(self.settings, number))  # fmt: skip
+        return started, full, head
+
+    async def _until_broker_answers(self, number: int, what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
         deadline = time.monotonic() + self.settings.commit_timeout_ms / 1000
         delay = 0.5
         while True:
             try:
-                return await load_checkpoint(self.settings, number)
+                return await attempt()
             except asyncio.CancelledError as error:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
                     raise  # the worker is stopping: not a broker problem
                 reason: BaseException = error  # aiokafka cancelled its own fetch as the broker went away
-                if time.monotonic() >= deadline:
-                    self._refused(None)
-                    raise
-                log.warning("shard %d: its checkpoint cannot be read yet (%s); retrying in %g s", number,
-                            type(reason).__name__, delay,
-                            extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             except (KafkaError, OSError) as error:
-                if time.monotonic() >= deadline:
-                    self._refused(error)
-                    raise
-                log.warning("shard %d: its checkpoint cannot be read yet (%s); retrying in %g s", number,
-                            type(error).__name__, delay,
-                            extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                reason = error
+            if time.monotonic() >= deadline:
+                self._refused(None if isinstance(reason, asyncio.CancelledError) else reason)
+                raise reason
+            log.warning("shard %d: %s yet (%s); retrying in %g s", number, what, type(reason).__name__, delay,
+                        extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
-    async def _shard(self, number: int) -> Shard:
+    async def _shard(self, number: int) -> Shard | None:
+        """The shard's state, restored from its checkpoint when it is new here (`_start_shard`);
+        None when its partition was revoked meanwhile."""
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
-            full, head = await self._load_checkpoint(number)
+            writer, full, head = await self._start_shard(number)
+            if number not in self.shards_held or number in self.fenced:
+                await writer.stop()  # revoked while it started: the next owner restores it
+                return None
             engine = self.route_stage.engine
             if full is None:
                 state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms, engine)
@@ -310,16 +323,19 @@ class LiveWorker:
                          extra={"fields": fields})  # fmt: skip
             else:
                 log.info("shard %d starts fresh (no checkpoint)", number, extra={"fields": fields})
-            writer = ShardWriter(s, number)
-            await writer.start()
             shard = self.shards[number] = Shard(state, writer)
         return shard
 
     async def _evaluate(self, stream, event) -> None:
         message = event.message
-        if message.partition in self.fenced:
-            return  # not ours any more: the next assignment says whether it is again
+        if message.partition in self.fenced or message.partition not in self.shards_held:
+            # Not ours (any more): fenced, or a message fetched before a revoke and delivered after
+            # it. Taking it would start the shard here from a checkpoint its owner is moving past —
+            # and fence that owner (a fault test's lost records). The next assignment says whose it is.
+            return
         shard = await self._shard(message.partition)
+        if shard is None:
+            return
         async with shard.lock:
             started = time.perf_counter()
             taken = shard.state.accept(message.offset, event.value)
@@ -403,6 +419,7 @@ class LiveWorker:
             self.last_input.pop(partition, None)
             self.idle_sent.discard(partition)
         self.inputs_held = set(inputs)
+        self.shards_held = set(shards)
         log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
                  shards or "none", s.shards,
                  extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
@@ -412,6 +429,7 @@ class LiveWorker:
             log.info("revoked %d partitions (a rebalance)", len(revoked),
                      extra={"fields": {"event": "revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
                                                                                   for tp in revoked)}})  # fmt: skip
+        self.shards_held -= {tp.partition for tp in revoked if tp.topic == self.settings.routed_topic}
         for tp in revoked:
             if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
                 shard = self.shards.pop(tp.partition)
@@ -542,9 +560,10 @@ class LiveWorker:
                       self.settings.bootstrap, extra={"fields": {"event": "stopped", "missing": len(missing)}})
             return EXIT_REFUSED
         if self.settings.input_batches:  # the input in batches, past Faust's per-message path (batches.py)
-            # No lingering across fetches (linger 0): input messages held past a fetch were lost when
-            # a rebalance revoked and gave back their partition (the fencing broker test, twice in CI).
-            batches.install(self.app, self.settings.input_topic, self._route_batch)  # creates the consumer: on `loop`
+            # Lingering up to route_batch_ms (50 ms) across fetches for fuller batches; messages held past a
+            # fetch survive a rebalance (tests/unit/test_live_batches.py).
+            batches.install(self.app, self.settings.input_topic, self._route_batch, self.settings.route_batch,
+                            self.settings.route_batch_ms / 1000)  # creates the consumer: on `loop`
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

@@ -3,8 +3,9 @@
 The drain loop holds input messages past a fetch while it lingers for a fuller batch: read (past
 Faust's read offset) but not yet routed nor acked. These tests drive the real loop
 (`batches._drain`) and the worker's real `LiveWorker._route_batch` over a consumer that keeps
-Faust's own offset bookkeeping (`ack`, `_new_offset`, `_should_commit`, `perform_seek`,
-`_add_gap` of faust-streaming's `Consumer`) and rebalances as Faust over aiokafka does: a revoke
+Faust's own offset bookkeeping (`_new_offset`, `_should_commit`, `perform_seek`, `_add_gap` of
+faust-streaming's `Consumer`; acks by `batches.ack_offsets`, checked against Faust's `ack`
+below) and rebalances as Faust over aiokafka does: a revoke
 stops the flow and forgets the partition's read, acked and committed offsets; an assignment
 starts fetching again from the group's committed offset (aiokafka makes new partition states; Faust
 seeks to the committed offsets and resumes the flow). What must hold: every input message is
@@ -33,11 +34,10 @@ TOPIC = "events"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
 
 
-class Message:
+class Record:  # aiokafka's ConsumerRecord: the fields the drain loop reads
     def __init__(self, tp: TP, offset: int) -> None:
-        self.tp, self.topic, self.partition, self.offset = tp, tp.topic, tp.partition, offset
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
         self.value = b'{"n": %d}' % offset
-        self.acked = False
 
 
 class Group:
@@ -55,7 +55,6 @@ class Group:
 class Consumer:
     """The part of Faust's consumer the drain loop and `_route_batch` use."""
 
-    ack = FaustConsumer.ack
     _new_offset = FaustConsumer._new_offset
     _should_commit = FaustConsumer._should_commit
     _filter_committable_offsets = FaustConsumer._filter_committable_offsets
@@ -64,6 +63,7 @@ class Consumer:
 
     def __init__(self, group: Group, app: SimpleNamespace, fetch_max: int = 3) -> None:
         self.group, self.app, self.fetch_max = group, app, fetch_max
+        self._buffered_partitions: set[TP] = set()
         self.callback = None
         self._stopped = asyncio.Event()
         self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
@@ -91,24 +91,28 @@ class Consumer:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    async def getmany(self, timeout: float):
-        """Faust's `getmany` over aiokafka's `fetched_records`: wait for the flow, return what is
-        there (aiokafka's position moves past what it returns), stop yielding if the flow stops."""
+    async def _wait_next_records(self, timeout: float):
+        """Faust's `_wait_next_records` over aiokafka's `fetched_records`: wait for the flow, return
+        what is there (aiokafka's position moves past what it returns) and the active partitions."""
         if not self.flow_active:
             await self.can_resume_flow.wait()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._available() and loop.time() < deadline:
             await asyncio.sleep(0.002)
-        records = []
+        records = {}
         for tp in sorted(self.assigned):
             end = min(self.group.ends[tp], self.position[tp] + self.fetch_max)
-            records += [(tp, Message(tp, offset)) for offset in range(self.position[tp], end)]
+            if end > self.position[tp]:
+                records[tp] = [Record(tp, offset) for offset in range(self.position[tp], end)]
             self.position[tp] = max(self.position[tp], end)
-        for tp, message in records:
-            if not self.flow_active:
-                break  # Faust: a rebalance began; what was fetched is fetched again after it
-            yield tp, message
+        return records, set(self.assigned)
+
+    def highwater(self, tp: TP) -> int:
+        return self.group.ends[tp]
+
+    def _to_message(self, tp: TP, record: Record):  # pragma: no cover - only the input topic here
+        raise AssertionError("only the input topic is fetched here")
 
     def _available(self) -> bool:
         return any(self.position[tp] < self.group.ends[tp] for tp in self.assigned)
@@ -156,7 +160,8 @@ class Member:
 
     def __init__(self, group: Group, linger_s: float, size: int = 1_000, send_gate: asyncio.Event | None = None):
         flow = FlowControlEvent(initially_suspended=False)
-        self.app = SimpleNamespace(flow_control=flow, should_stop=False,
+        self.app = SimpleNamespace(flow_control=flow, should_stop=False, consumer_generation_id=0,
+                                   monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
                                    topics=SimpleNamespace(acks_enabled_for=lambda topic: True))  # fmt: skip
         self.consumer = self.app.consumer = Consumer(group, self.app)
         self.group = group
@@ -413,3 +418,27 @@ async def test_a_shard_waits_out_a_broker_that_is_away_when_its_producer_starts(
     await worker._evaluate(Stream(), routed_event(0))
     assert list(worker.shards) == [0]
     assert FakeWriter.calls == ["fence failed", "fence 0", "load 0"]
+
+
+def test_ack_offsets_is_fausts_ack_for_many_offsets():
+    """`batches.ack_offsets` keeps Faust's acked offsets as `Consumer.ack` does, message by message."""
+
+    def consumer():
+        topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+        c = SimpleNamespace(_committed_offset=defaultdict(lambda: None), _acked_index=defaultdict(set),
+                            _acked=defaultdict(list), _n_acked=0, _unacked_messages=WeakSet(), _waiting_for_ack=None,
+                            app=SimpleNamespace(topics=topics))  # fmt: skip
+        c._committed_offset[P0] = 5
+        return c
+
+    class Message:  # Faust's: weakly referenced by the consumer's unacked set
+        def __init__(self, offset: int) -> None:
+            self.tp, self.topic, self.offset, self.acked = P0, TOPIC, offset, False
+
+    offsets = [3, 5, 6, 6, 9, 7]
+    ours, faust = consumer(), consumer()
+    batches.ack_offsets(ours, P0, offsets)
+    for offset in offsets:
+        FaustConsumer.ack(faust, Message(offset))
+    assert (ours._acked, ours._acked_index, ours._n_acked) == (faust._acked, faust._acked_index, faust._n_acked)
+    assert ours._acked[P0] == [5, 6, 9, 7]

@@ -185,22 +185,23 @@ class LiveWorker:
 
     # ---- stage 1 ---------------------------------------------------------------------------
 
-    async def _route_batch(self, messages: list) -> None:
-        """One fetch's input messages (batches.py): route them in one call, send, then ack."""
+    async def _route_batch(self, segments: batches.Segments) -> None:
+        """One fetch's input records (batches.py), per partition: route them in one call, send,
+        then ack."""
         await self.app.flow_control.acquire()  # not while Faust has suspended the flow (a rebalance)
         assigned = self.app.consumer.assignment()
-        messages = [m for m in messages if m.tp in assigned]
-        if not messages:
+        segments = [(tp, records) for tp, records in segments if tp in assigned]
+        if not segments:
             return
-        batch = [(m.partition, m.offset, m.value) for m in messages]
+        batch = [(record.partition, record.offset, record.value) for _, records in segments for record in records]
         for out in self.route_stage.handle(batch):
             topic = self.routed if out.topic == "routed" else self.dead
             await topic.send(value=out.value, partition=out.partition)
-        ack = self.app.consumer.ack
+        consumer = self.app.consumer
         last: dict[int, int] = {}
-        for message in messages:
-            ack(message)
-            last[message.partition] = message.offset
+        for tp, records in segments:
+            batches.ack_offsets(consumer, tp, [record.offset for record in records])
+            last[tp.partition] = records[-1].offset
         for partition, offset in last.items():
             self._heard_input(partition, offset)
         self.metrics.events_in += len(batch)

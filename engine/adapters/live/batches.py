@@ -5,31 +5,37 @@ Faust's fetcher hands every message it fetched to the conductor one by one, each
 processors to the agent; with `take_events` that is still all done per message, and it costs
 more than everything else the worker does: an agent that does nothing with its batches takes
 ~7k messages/s on our 2 cores under load (benchmarks/faust_floor.py), against ~380k/s for
-aiokafka's `getmany` alone. So for the input topic the worker takes each fetch's messages as
-one batch straight from the consumer's `getmany`: Faust still owns the group, the
-assignment, the fetching, the offsets (gaps included) and the commits; the routed topic
-still goes through Faust's agent as before.
+aiokafka's `getmany` alone. So for the input topic the worker takes each fetch's records as
+one batch straight from the consumer: Faust still owns the group, the assignment, the
+fetching, the offsets (gaps included) and the commits; the routed topic still goes through
+Faust's agent as before.
 
 `install(app, topic, handle)` replaces the app consumer's `_drain_messages` (the fetcher's
-loop, faust-streaming 0.15.3) with the same loop that collects the input topic's messages of
-each fetch and awaits ``handle(messages)`` once for them; ``handle`` acks them when their
-routed messages are sent (then Faust commits, after flushing its producer: at-least-once).
+loop, faust-streaming 0.15.3) with the same loop that collects the input topic's records of
+each fetch — per partition, as aiokafka returns them, without a Faust `Message` per record —
+and awaits ``handle(segments)`` once for them (``segments``: [(tp, [record, ...])]);
+``handle`` acks them (`ack_offsets`) when their routed messages are sent (then Faust commits,
+after flushing its producer: at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any
+
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 
 log = logging.getLogger("firebreak.worker")
 
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
+Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival
 
 
-def install(app: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]], size: int = 1_000,
+def install(app: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
             linger_s: float = 0.0) -> None:  # fmt: skip
     """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
@@ -38,11 +44,31 @@ def install(app: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]]
     consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s)
 
 
-def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Awaitable[None]], size: int = 1_000,
+def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
+    """Faust's `Consumer.ack` for many offsets of one partition at once, without `Message`s:
+    offsets at or past the committed one join the partition's acked offsets, which Faust's
+    commit turns into the committed offset (up to the first offset not acked)."""
+    with ack_lock:
+        committed = consumer._committed_offset[tp]
+        index, acked = consumer._acked_index[tp], consumer._acked[tp]
+        added = 0
+        for offset in offsets:
+            if (committed is None or offset >= committed) and offset not in index:
+                index.add(offset)
+                acked.append(offset)
+                added += 1
+        consumer._n_acked += added
+    notify(consumer._waiting_for_ack)
+
+
+def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
            linger_s: float = 0.0):  # fmt: skip
-    async def drain_messages(fetcher: Any) -> None:  # pragma: no cover - exercised against a broker
+    async def drain_messages(fetcher: Any) -> None:
+        """Faust's `Consumer._drain_messages` with its `getmany` (faust-streaming 0.15.3) inlined:
+        wait for records (and for the flow, during a rebalance), then per partition: skip what
+        is before the read offset, record gaps, and hand the input topic's records on."""
         callback = consumer.callback
-        getmany = consumer.getmany
+        to_message = consumer._to_message
         consumer_should_stop = consumer._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         get_read_offset = consumer._read_offset.__getitem__
@@ -50,36 +76,64 @@ def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[list[Any]], Aw
         set_flag, unset_flag = consumer.diag.set_flag, consumer.diag.unset_flag
         commit_every = consumer._commit_every
         acks_enabled_for = app.topics.acks_enabled_for
-        batch: list[Any] = []  # input messages not yet routed
+        batch: Segments = []  # input records not yet routed
+        held = 0  # how many
         since = 0.0  # when the first of them arrived
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(FETCHING)
                 wait = 1.0 if not batch else max(0.0, since + linger_s - monotonic())
-                messages = getmany(timeout=wait)
+                records, active = await consumer._wait_next_records(wait)
                 await consumer.sleep(0)
-                if consumer.should_stop:
+                if records is None or consumer.should_stop:
                     continue
-                async for tp, message in messages:
-                    offset = message.offset
+                if not consumer.flow_active:
+                    try:  # as Faust's getmany: fetched while the flow stopped, so read again from the commit
+                        await consumer.perform_seek()
+                    except Exception as error:  # noqa: BLE001 - Faust logs and carries on too
+                        log.warning("seek after a stopped flow failed: %r", error)
+                    continue
+                generation = app.consumer_generation_id
+                for tp, tp_records in records.items():
+                    if not consumer.flow_active or app.consumer_generation_id != generation:
+                        break  # a rebalance began: what was fetched is fetched again after it
+                    if active is not None and tp not in active and tp not in consumer._buffered_partitions:
+                        continue
+                    app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
                     read = get_read_offset(tp)
-                    if read is not None and offset < read:
-                        continue  # Faust drops these too (seen before a seek)
-                    if read and offset - read > 1 and acks_enabled_for(message.topic):
-                        await consumer._add_gap(tp, read + 1, offset)  # so the commit can pass the gap
+                    acks = acks_enabled_for(tp.topic)
+                    if tp.topic == topic:
+                        kept = []
+                        for record in tp_records:
+                            offset = record.offset
+                            if read is not None and offset < read:
+                                continue  # Faust drops these too (seen before a seek)
+                            if read and offset - read > 1 and acks:
+                                await consumer._add_gap(tp, read + 1, offset)  # so the commit can pass the gap
+                            kept.append(record)
+                            read = offset
+                        if kept:
+                            if not batch:
+                                since = monotonic()
+                            batch.append((tp, kept))
+                            held += len(kept)
+                            set_read_offset(tp, read)
+                    else:
+                        for record in tp_records:
+                            offset = record.offset
+                            if read is not None and offset < read:
+                                continue
+                            if read and offset - read > 1 and acks:
+                                await consumer._add_gap(tp, read + 1, offset)
+                            await consumer.wait_first(callback(to_message(tp, record)), consumer.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                            read = offset
                     if commit_every is not None and consumer._n_acked >= commit_every:
                         consumer._n_acked = 0
                         await consumer.commit()
-                    if tp.topic == topic:
-                        if not batch:
-                            since = monotonic()
-                        batch.append(message)
-                    else:
-                        await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-                    set_read_offset(tp, offset)
-                if batch and (len(batch) >= size or monotonic() - since >= linger_s):
-                    # (messages of partitions revoked meanwhile are left out by ``handle``, unacked)
-                    batch, ready = [], batch
+                if batch and (held >= size or monotonic() - since >= linger_s):
+                    # (records of partitions revoked meanwhile are left out by ``handle``, unacked)
+                    batch, ready, held = [], batch, 0
                     await handle(ready)
                 unset_flag(FETCHING)
         except consumer.consumer_stopped_errors:

@@ -177,6 +177,9 @@ def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
                                             "200", "-f", "raw", "-o", str(profile), "--pid", str(processes[0].pid)],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
+            if first is not None and os.environ.get("WORKER_TIMELINE"):  # what waits on what, every scrape
+                print(f"  t={time.perf_counter() - first:5.2f}s taken={sum(taken):8,.0f} routed lag={lag:5,.0f} "
+                      f"worker CPU={sum(cpu_s(p.pid) for p in processes) - sum(cpu0):5.2f}s")
             if sum(taken) >= expected and lag == 0 and all(ms):
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]

@@ -227,3 +227,12 @@ def test_rules_reload_on_change_and_sighup(kafka_bootstrap, setup, tmp_path):
                 if r["type"] == "containment.release" and r["incident_id"] == resolved["incident_id"]]  # fmt: skip
     assert [r["action"] for r in releases] == ["disable_feature"]
     worker.check_alive()
+
+
+def test_a_worker_with_another_shard_count_than_its_group_refuses_to_start(kafka_bootstrap, setup, create_topic):
+    topics, start = setup
+    run(create_topic(f"{topics.prefix}.routed", partitions=4))  # the group ran with 4 shards
+    worker = start(extra=["--shards", "2"])
+    assert worker.process.wait(60) == 5
+    log = next(worker.log_dir.glob(f"worker-{worker.port}.log")).read_text()
+    assert "has 4 shards" in log and "--shards 2" in log and "Traceback" not in log

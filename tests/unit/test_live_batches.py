@@ -442,3 +442,14 @@ def test_ack_offsets_is_fausts_ack_for_many_offsets():
         FaustConsumer.ack(faust, Message(offset))
     assert (ours._acked, ours._acked_index, ours._n_acked) == (faust._acked, faust._acked_index, faust._n_acked)
     assert ours._acked[P0] == [5, 6, 9, 7]
+
+
+def test_a_worker_with_another_shard_count_than_its_group_does_not_start():
+    from engine.adapters.live.app import shards_mismatch
+    from engine.adapters.live.settings import WorkerSettings
+
+    settings = WorkerSettings(rules=(), app_id="fraud", shards=2)
+    assert shards_mismatch(settings, None) is None  # a new group: the worker creates the routed topic
+    assert shards_mismatch(settings, 2) is None
+    problem = shards_mismatch(settings, 4)
+    assert problem is not None and "--shards 4" in problem and "fraud.routed" in problem

@@ -52,6 +52,7 @@ PAUSE_S = 5.0  # housekeeping runs every second: a gap this long means the proce
 EXIT_REFUSED = 2  # the exit status when the broker refuses a permission the worker needs
 EXIT_COMMIT_TIMEOUT = 3  # ... when a transaction of records does not end within --commit-timeout
 EXIT_CHECKPOINT = 4  # ... when a shard's checkpoint was written by a release this one cannot read
+EXIT_SHARDS = 5  # ... when --shards is not the partition count of the group's existing routed topic
 RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
 
 
@@ -78,6 +79,7 @@ class LiveWorker:
         self.route_stage = RouteStage(self.rules, settings)
         self.shards: dict[int, Shard] = {}
         self.input_partitions = settings.input_partitions
+        self.routed_partitions: int | None = None  # of the routed topic, as the broker has it (create_topics)
         self.last_input: dict[int, tuple[float, int]] = {}  # input partition → (monotonic time, offset)
         self.assigned_at = time.monotonic()  # the last assignment (rebalance): fetching was paused until then
         self.inputs_held: set[int] = set()  # input partitions assigned here
@@ -178,8 +180,9 @@ class LiveWorker:
                 except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
                     log.info("not allowed to create topic %s: it must exist already (the permission check says)",
                              topic.name)  # fmt: skip
-            described = await admin.describe_topics([s.input_topic])
-            self.input_partitions = len(described[0].get("partitions") or ()) or s.input_partitions
+            described = {d.get("topic"): d for d in await admin.describe_topics([s.input_topic, s.routed_topic])}
+            self.input_partitions = len(described.get(s.input_topic, {}).get("partitions") or ()) or s.input_partitions
+            self.routed_partitions = len(described.get(s.routed_topic, {}).get("partitions") or ()) or None
         finally:
             await admin.close()
 
@@ -551,6 +554,10 @@ class LiveWorker:
         asyncio.set_event_loop(loop)
         loop.set_exception_handler(_quiet_fenced)
         loop.run_until_complete(self.create_topics())
+        problem = shards_mismatch(self.settings, self.routed_partitions)
+        if problem is not None:
+            log.critical("%s; not starting", problem, extra={"fields": {"event": "stopped", "reason": "shards"}})
+            return EXIT_SHARDS
         text, fields = self.summary()
         log.info(text, extra={"fields": fields})
         missing = loop.run_until_complete(missing_permissions(self.settings))
@@ -570,6 +577,19 @@ class LiveWorker:
         worker.spinner = None
         worker.execute_from_commandline()
         return 0
+
+
+def shards_mismatch(settings: WorkerSettings, routed_partitions: int | None) -> str | None:
+    """Why the worker must not start with ``settings.shards`` on a routed topic of
+    ``routed_partitions`` partitions (None: fine). A group's (rule, group) pairs are assigned to
+    shards by `crc32 mod shards`, and its shards' checkpoints hold that count: a worker with
+    another count would route events to shards that do not own their pairs."""
+    if routed_partitions is None or routed_partitions == settings.shards:
+        return None
+    return (f"group {settings.app_id} has {routed_partitions} shards (its routed topic {settings.routed_topic} has "
+            f"{routed_partitions} partitions) but this worker was started with --shards {settings.shards}: the shard "
+            f"count cannot change for an --app-id (pairs are assigned by crc32 mod shards); run with --shards "
+            f"{routed_partitions}, or start a new group with another --app-id (its shards begin with empty windows)")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -343,7 +343,7 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     worker.rules, worker.input_partitions = (), 2
     worker.route_stage = SimpleNamespace(engine="python")
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
-    worker.last_input, worker.idle_sent = {}, set()
+    worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
     worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
     return worker
 
@@ -453,3 +453,29 @@ def test_a_worker_with_another_shard_count_than_its_group_does_not_start():
     assert shards_mismatch(settings, 2) is None
     problem = shards_mismatch(settings, 4)
     assert problem is not None and "--shards 4" in problem and "fraud.routed" in problem
+
+
+async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(monkeypatch):
+    """Seen in the pause fault test's logs: resumed from SIGSTOP, the worker took a routed message
+    it had fetched before the pause *before* learning of the rebalance, started that shard and so
+    fenced the shard's new owner. Now a shard does not start right after a pause until the group
+    has had a heartbeat's time to say whose it is."""
+    import time
+
+    from engine.adapters.live.settings import WorkerSettings
+
+    worker = stage2_worker(monkeypatch)
+    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python",
+                                     session_timeout_ms=300)  # fmt: skip
+    routed = worker.settings.routed_topic
+    await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
+    worker.last_housekeeping = time.monotonic() - 20  # paused for 20 s
+    starting = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+    await asyncio.sleep(0.05)
+    await worker._on_revoked(None, {TP(routed, 0), TP(routed, 1)})  # the heartbeat's answer: a rebalance
+    await starting
+    assert worker.shards == {} and FakeWriter.calls == []
+    worker.last_housekeeping = time.monotonic()  # not paused: starts at once
+    await worker._on_assigned(None, {TP(routed, 1)})
+    await worker._evaluate(Stream(), routed_event(1))
+    assert list(worker.shards) == [1]

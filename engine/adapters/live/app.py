@@ -300,6 +300,13 @@ class LiveWorker:
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
+            if self.last_housekeeping is not None and time.monotonic() - self.last_housekeeping > PAUSE_S:
+                # This process was paused (SIGSTOP, a VM freeze) and has not yet heard from the group:
+                # the shard may be another worker's by now, and starting it would fence that owner.
+                # A heartbeat tells (a revoke follows if so); the message waits, it is not dropped.
+                await asyncio.sleep(min(3.0, s.session_timeout_ms / 3000) + 0.5)
+                if number not in self.shards_held or number in self.fenced:
+                    return None
             writer, full, head = await self._start_shard(number)
             if number not in self.shards_held or number in self.fenced:
                 await writer.stop()  # revoked while it started: the next owner restores it

@@ -344,6 +344,7 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     worker.route_stage = SimpleNamespace(engine="python")
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
     worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
+    worker.resumed_at = float("-inf")
     worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
     return worker
 
@@ -468,14 +469,18 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python",
                                      session_timeout_ms=300)  # fmt: skip
     routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
-    worker.last_housekeeping = time.monotonic() - 20  # paused for 20 s
-    starting = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
-    await asyncio.sleep(0.05)
-    await worker._on_revoked(None, {TP(routed, 0), TP(routed, 1)})  # the heartbeat's answer: a rebalance
-    await starting
-    assert worker.shards == {} and FakeWriter.calls == []
-    worker.last_housekeeping = time.monotonic()  # not paused: starts at once
+    for housekeeping_first in (False, True):  # the message taken before housekeeping saw the pause, or after
+        await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
+        if housekeeping_first:
+            worker.last_housekeeping = worker.resumed_at = time.monotonic()
+        else:
+            worker.last_housekeeping = time.monotonic() - 20  # paused for 20 s
+        starting = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+        await asyncio.sleep(0.05)
+        await worker._on_revoked(None, {TP(routed, 0), TP(routed, 1)})  # the heartbeat's answer: a rebalance
+        await starting
+        assert worker.shards == {} and FakeWriter.calls == []
+    worker.last_housekeeping, worker.resumed_at = time.monotonic(), float("-inf")  # not paused: starts at once
     await worker._on_assigned(None, {TP(routed, 1)})
     await worker._evaluate(Stream(), routed_event(1))
     assert list(worker.shards) == [1]

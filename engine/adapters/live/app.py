@@ -86,6 +86,7 @@ class LiveWorker:
         self.shards_held: set[int] = set()  # shards (routed partitions) assigned here, from assignment to revoke
         self.fenced: set[int] = set()  # shards another worker took over while this one was paused
         self.last_housekeeping: float | None = None
+        self.resumed_at = float("-inf")  # when housekeeping last found that this process had been paused
         self.idle_sent: set[int] = set()
         self.metrics = Metrics()
         self.app = self._build_app()
@@ -300,11 +301,15 @@ class LiveWorker:
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
-            if self.last_housekeeping is not None and time.monotonic() - self.last_housekeeping > PAUSE_S:
-                # This process was paused (SIGSTOP, a VM freeze) and has not yet heard from the group:
-                # the shard may be another worker's by now, and starting it would fence that owner.
+            now = time.monotonic()
+            paused = self.last_housekeeping is not None and now - self.last_housekeeping > PAUSE_S
+            resumed = now if paused else self.resumed_at  # paused and housekeeping has not run yet, or it has
+            wait = resumed + min(3.0, s.session_timeout_ms / 3000) + 0.5 - now
+            if wait > 0:
+                # This process was paused (SIGSTOP, a VM freeze) and may not have heard from the group
+                # yet: the shard may be another worker's by now, and starting it would fence that owner.
                 # A heartbeat tells (a revoke follows if so); the message waits, it is not dropped.
-                await asyncio.sleep(min(3.0, s.session_timeout_ms / 3000) + 0.5)
+                await asyncio.sleep(wait)
                 if number not in self.shards_held or number in self.fenced:
                     return None
             writer, full, head = await self._start_shard(number)
@@ -454,6 +459,7 @@ class LiveWorker:
             log.warning("worker was paused for %.0f s; idle detection starts afresh", now - self.last_housekeeping,
                         extra={"fields": {"event": "paused", "seconds": round(now - self.last_housekeeping, 1)}})
             self.assigned_at = now
+            self.resumed_at = now
         self.last_housekeeping = now
         await self._send_idle_markers()
         if self.reload_requested or self.rules_mtime() != self.rules_seen:

@@ -600,9 +600,9 @@ type Fed<'py> = (
 );
 
 impl Core {
-    /// `feed` on two threads: the lines decoded in two halves side by side, then every event
-    /// through the engine (its rules) and the twin (the others) side by side, each taking the
-    /// GIL only to call into Python. None: lines that are not all bytes (`feed` says why).
+    /// `feed` on two threads: every line decoded on both, and each event through the engine
+    /// (its rules) and the twin (the others) side by side, each taking the GIL only to call
+    /// into Python. None: lines that are not all bytes (`feed` says why).
     fn feed_split<'py>(
         &mut self,
         py: Python<'py>,

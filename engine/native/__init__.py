@@ -147,6 +147,12 @@ class NativeEngine:
         payload was routed with these rules): (next input offset, events taken, late, duplicates)."""
         return self.core.feed_routed(body, min_offset, masks)
 
+    def feed_batch(self, batch: Any, shard: int, partition: int, min_offset: int,
+                   masks: bool = True) -> tuple[int, int, int, int]:  # fmt: skip
+        """`feed_routed` for a batch stage 1 kept in this process (format 3, batch_cache.py):
+        the events of ``partition`` that reach ``shard``."""
+        return self.core.feed_batch(batch, shard, partition, min_offset, masks)
+
     def feed_events(self, events: Iterable[Event]):
         from engine.adapters.drive import Fed
 

@@ -494,6 +494,24 @@ impl Core {
         )
     }
 
+    /// The events of input partition ``partition`` in a batch stage 1 of this worker kept
+    /// (`NativeRouter.route_batch`) that reach shard ``shard``, as `feed_routed` takes those of
+    /// a routed payload. Returns (the next input offset to take, events taken, late, duplicates).
+    #[pyo3(signature = (batch, shard, partition, min_offset, masks=true))]
+    fn feed_batch(
+        &mut self,
+        py: Python<'_>,
+        batch: &Bound<'_, route::RoutedBatch>,
+        shard: usize,
+        partition: i64,
+        min_offset: i64,
+        masks: bool,
+    ) -> PyResult<(i64, usize, usize, usize)> {
+        let host_obj = self.host.bind(py);
+        let host = Host { py, obj: host_obj };
+        route::feed_batch(&mut self.engine, batch.get(), shard, partition, min_offset, masks, &host)
+    }
+
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
@@ -692,6 +710,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tune_allocator();
     m.add_class::<Core>()?;
     m.add_class::<route::NativeRouter>()?;
+    m.add_class::<route::RoutedBatch>()?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;
     m.add("SNAPSHOT_VERSION", snapshot::SNAPSHOT_VERSION)?;
     Ok(())

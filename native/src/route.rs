@@ -385,6 +385,100 @@ impl NativeRouter {
         Ok((out, refused, events, beats))
     }
 
+    /// `route`, but the batch is kept decoded (`RoutedBatch`) for the shards of this worker
+    /// instead of written out per shard: stage 1 sends each shard a reference to it (docs/live.md,
+    /// "The batch path"). Returns (batch, [(partition, first offset, last offset, [events per
+    /// shard])] in order of appearance, refused [batch index], events, {partition: largest
+    /// event time after the batch}).
+    #[pyo3(signature = (messages, times, known, max_bytes))]
+    #[allow(clippy::type_complexity)]
+    fn route_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        times: HashMap<usize, i64>,
+        known: HashMap<i64, i64>,
+        max_bytes: usize,
+    ) -> PyResult<(RoutedBatch, Vec<(i64, i64, i64, Vec<u32>)>, Vec<usize>, usize, HashMap<i64, i64>)> {
+        let host_obj = self.host.bind(py);
+        let host = Host { py, obj: host_obj };
+        let shards = self.router.shards as usize;
+        // The batch's bytes in one arena, which the decoded events borrow (`RoutedBatch`).
+        let mut values = Vec::with_capacity(messages.len());
+        let mut spans = Vec::with_capacity(messages.len());
+        let mut total = 0;
+        for item in messages.iter() {
+            let item = item.downcast::<PyTuple>()?;
+            let partition: i64 = item.get_item(0)?.extract()?;
+            let offset: i64 = item.get_item(1)?.extract()?;
+            let value = item.get_item(2)?;
+            let len = if value.is_none() { 0 } else { value.downcast::<PyBytes>()?.as_bytes().len() };
+            spans.push((partition, offset, total, len));
+            total += len;
+            values.push(value);
+        }
+        let mut arena = Vec::with_capacity(total); // one allocation: the events will point into it
+        for value in &values {
+            if !value.is_none() {
+                arena.extend_from_slice(value.downcast::<PyBytes>()?.as_bytes());
+            }
+        }
+        let arena = arena.into_boxed_slice();
+        // SAFETY: the arena's heap block never moves or changes once boxed, and `RoutedBatch`
+        // drops the events that borrow it before the arena (field order).
+        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(arena.as_ptr(), arena.len()) };
+        let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
+        let mut beats: HashMap<i64, i64> = HashMap::new();
+        let mut refused = Vec::new();
+        let mut events = 0;
+        let mut kept = Vec::new();
+        let mut all_masks = Vec::new();
+        let mut masks = vec![0u64; shards];
+        for (index, &(partition, offset, at, len)) in spans.iter().enumerate() {
+            let part = match parts.iter().position(|p| p.0 == partition) {
+                Some(i) => i,
+                None => {
+                    parts.push((partition, offset, offset, vec![0; shards]));
+                    parts.len() - 1
+                }
+            };
+            parts[part].2 = offset;
+            let raw = &bytes[at..at + len];
+            if len > max_bytes {
+                refused.push(index);
+                continue;
+            }
+            let Some(event) = decode_with(raw, times.get(&index).copied()) else {
+                refused.push(index);
+                continue;
+            };
+            events += 1;
+            let beat = beats
+                .entry(partition)
+                .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
+            if event.ts > *beat {
+                *beat = event.ts;
+            }
+            if !routable(event.kind) {
+                continue;
+            }
+            self.router.targets(&event, &host, &mut masks);
+            if masks.iter().all(|m| *m == 0) {
+                continue;
+            }
+            for (shard, mask) in masks.iter().enumerate() {
+                if *mask != 0 {
+                    parts[part].3[shard] += 1;
+                }
+            }
+            all_masks.extend_from_slice(&masks);
+            kept.push(Kept { partition, offset, event });
+        }
+        beats.retain(|_, t| *t >= 0);
+        let batch = RoutedBatch { events: kept, masks: all_masks, shards, _arena: arena };
+        Ok((batch, parts, refused, events, beats))
+    }
+
     /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).
     #[staticmethod]
     fn shard_of(rule: &str, key_json: &[u8], shards: u32) -> PyResult<u32> {
@@ -400,6 +494,100 @@ impl NativeRouter {
             .ok_or_else(|| PyValueError::new_err("key: not a group key"))?;
         Ok(shard_of(rule, &parts, shards))
     }
+}
+
+struct Kept {
+    partition: i64,
+    offset: i64,
+    event: event::Event<'static>,
+}
+
+/// A batch of stage 1 decoded once and kept in memory (the worker's batch cache) for the
+/// shards of the worker that routed it: each takes its events from it (`feed_batch`) where
+/// the routed topic carries only a reference. Only events that reach a shard are kept, with
+/// each shard's rule mask.
+#[pyclass(module = "engine._native", frozen)]
+pub struct RoutedBatch {
+    events: Vec<Kept>, // borrow from `_arena`: declared first, dropped first
+    masks: Vec<u64>,   // events.len() × shards
+    shards: usize,
+    _arena: Box<[u8]>,
+}
+
+#[pymethods]
+impl RoutedBatch {
+    fn __len__(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The events of ``partition`` that reach ``shard`` as a format-2 payload's lines
+    /// (``OFFSET TS MASK EVENT``, without `prompt`/`output`): for a shard on the Python core.
+    fn lines<'py>(&self, py: Python<'py>, shard: usize, partition: i64) -> PyResult<Bound<'py, PyBytes>> {
+        if shard >= self.shards {
+            return Err(PyValueError::new_err("shard out of range for this batch"));
+        }
+        let mut out = Vec::new();
+        for (index, kept) in self.events.iter().enumerate() {
+            let mask = self.masks[index * self.shards + shard];
+            if kept.partition != partition || mask == 0 {
+                continue;
+            }
+            let kept_fields = crate::json::Obj(
+                kept.event
+                    .data
+                    .0
+                    .iter()
+                    .filter(|(k, _)| !RAW_TEXT_FIELDS.contains(&k.as_ref()))
+                    .cloned()
+                    .collect(),
+            );
+            let json = serde_json::to_vec(&J::Obj(kept_fields).to_value()).unwrap_or_default();
+            let _ = std::io::Write::write_fmt(&mut out, format_args!("{} {} {:x} ", kept.offset, kept.event.ts, mask));
+            out.extend_from_slice(&json);
+            out.push(b'\n');
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Bytes held (the raw batch and an estimate of its decoded events), for the cache's budget.
+    fn size(&self) -> usize {
+        self._arena.len() + self.events.len() * (std::mem::size_of::<Kept>() + 24 * 48 + 8 * self.shards)
+    }
+}
+
+/// Stage 2's half of a kept batch (called by `Core.feed_batch`): the events of input
+/// partition `partition` that reach shard `shard`, those at or after ``min_offset``, as
+/// `feed_payload` takes them from a routed payload — the same events, the same order.
+pub fn feed_batch(
+    engine: &mut crate::engine::Engine,
+    batch: &RoutedBatch,
+    shard: usize,
+    partition: i64,
+    min_offset: i64,
+    masks: bool,
+    host: &Host,
+) -> PyResult<(i64, usize, usize, usize)> {
+    if shard >= batch.shards {
+        return Err(PyValueError::new_err("shard out of range for this batch"));
+    }
+    let (mut next, mut taken, mut late, mut duplicates) = (min_offset, 0, 0, 0);
+    for (index, kept) in batch.events.iter().enumerate() {
+        let mask = batch.masks[index * batch.shards + shard];
+        if kept.partition != partition || mask == 0 {
+            continue;
+        }
+        if kept.offset < next {
+            duplicates += 1;
+            continue;
+        }
+        next = kept.offset + 1;
+        if engine.add_masked(&kept.event, host, if masks { Some(mask) } else { None }) {
+            taken += 1;
+        } else {
+            late += 1;
+        }
+    }
+    Ok((next, taken, late, duplicates))
 }
 
 /// Stage 2's half (called by `Core.feed_routed`): the events of a routed payload after its

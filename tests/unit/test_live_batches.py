@@ -28,6 +28,8 @@ from mode.utils.queues import FlowControlEvent
 
 from engine.adapters.live import batches
 from engine.adapters.live.app import LiveWorker
+from engine.adapters.live.batch_cache import BatchCache
+from engine.adapters.live.ranges import RangeReader
 from engine.adapters.live.routing import Out
 
 TOPIC = "events"
@@ -167,7 +169,8 @@ class Member:
         self.group = group
         self.send_gate = send_gate
         routed = SimpleNamespace(send=self._send)
-        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle=self._route), routed=routed,
+        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle=self._route, cache=BatchCache()),
+                                      input_paused=False, routed=routed,
                                       dead=routed, _heard_input=lambda partition, offset: None,
                                       metrics=SimpleNamespace(events_in=0))  # fmt: skip
         drain = batches._drain(self.app, self.consumer, TOPIC, partial(LiveWorker._route_batch, self.worker), size,
@@ -341,10 +344,11 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     worker = LiveWorker.__new__(LiveWorker)
     worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python")
     worker.rules, worker.input_partitions = (), 2
-    worker.route_stage = SimpleNamespace(engine="python")
+    worker.route_stage = SimpleNamespace(engine="python", cache=BatchCache())
+    worker.ranges, worker.input_paused = RangeReader(worker.settings), False
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
     worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
-    worker.resumed_at = float("-inf")
+    worker.resumed_at, worker.opening = float("-inf"), {}
     worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
     return worker
 
@@ -484,3 +488,22 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     await worker._on_assigned(None, {TP(routed, 1)})
     await worker._evaluate(Stream(), routed_event(1))
     assert list(worker.shards) == [1]
+
+
+async def test_assigned_shards_open_together_and_once_before_their_first_message(monkeypatch):
+    """Each opening (producer, checkpoint) takes a while: the assignment opens every new shard at
+    once; a routed message arriving meanwhile waits for that opening instead of starting a second
+    producer (which would fence the first)."""
+    gate = asyncio.Event()
+    worker = stage2_worker(monkeypatch, load=gate.wait)
+    routed = worker.settings.routed_topic
+    await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
+    await asyncio.sleep(0.01)
+    assert sorted(FakeWriter.calls) == ["fence 0", "fence 1", "load 0", "load 1"]  # both began, no message yet
+    first = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+    await asyncio.sleep(0.01)
+    assert not first.done()  # waits for the opening under way
+    gate.set()
+    await first
+    assert sorted(worker.shards) == [0, 1] and worker.opening == {}
+    assert sorted(FakeWriter.calls) == ["fence 0", "fence 1", "load 0", "load 1"]  # one producer per shard

@@ -8,6 +8,8 @@ import orjson
 import pytest
 from test_core_properties import BASE, BASE_RECORDS, RULES
 
+from engine.adapters.live import batch_cache
+from engine.adapters.live.batch_cache import BatchCache
 from engine.adapters.live.routing import RouteStage
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.live.shard import ShardState
@@ -23,6 +25,21 @@ def input_messages():
         partition = zlib.crc32(event.data["user"].encode()) % PARTITIONS
         yield partition, offsets[partition], orjson.dumps(event.data)
         offsets[partition] += 1
+
+
+def take(state, offset, value, route, messages, remote=False):
+    """What the worker does with a routed message: a reference's events from the batch this
+    process kept, else (another worker's batch, or one kept before a restart) read again from
+    the input topic's offsets and routed as stage 1 routed them (`RouteStage.reroute`)."""
+    head = state.needs_batch(offset, value)
+    if head is None:
+        return state.accept(offset, value)
+    batch = None if remote else batch_cache.take(head["b"], state.shard)
+    if batch is not None:
+        return state.accept(offset, value, batch, head["rv"])
+    partition, (first, last) = head["p"], head["r"]
+    records = [m for m in messages if m[0] == partition and first <= m[1] <= last]
+    return state.accept(offset, value, *route.reroute(records, state.shard, partition))
 
 
 def multiset(records):
@@ -143,7 +160,7 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, afte
         restored.suppress = head["derived"] - restored.derived
         assert restored.suppress > 0, "the test must cross committed heads after the full snapshot"
         for offset in range(restored.routed_next, len(log)):
-            restored.accept(offset, log[offset])
+            take(restored, offset, log[offset], route, messages)  # the kept batches died with the process
             restored.tick()
         committed += restored.pending
         committed += restored.engine.finish(max(e.ts for e in BASE))
@@ -200,7 +217,12 @@ def test_native_and_python_routers_agree_on_every_pair():
         seen = set()
         for out in outs:
             if out.topic == "routed":
-                for line in out.value.split(b"\n")[1:]:
+                value = out.value
+                head = orjson.loads(value.split(b"\n")[0])
+                if head.get("v") == 3:  # a reference: the kept batch's lines for the shard
+                    batch = batch_cache.take(head["b"], out.partition) if head["n"] else None
+                    value = b"\n" + (batch.lines(out.partition, head["p"]) if batch is not None else b"")
+                for line in value.split(b"\n")[1:]:
                     if line:
                         offset, _ts, mask, _event = line.split(b" ", 3)
                         seen.add((out.partition, int(offset), int(mask, 16)))
@@ -276,3 +298,77 @@ def test_report_events_reach_the_shards_of_report_rules(engine):
             offsets[out.partition] += 1
             records += shards[out.partition].tick()
     assert multiset(records) == multiset(expected)
+
+
+def test_native_stage_1_sends_references_not_events():
+    """Format 3: the routed topic carries a header per (input partition, shard) — no event —
+    and the batch is kept in this process, once, for all its shards."""
+    route = RouteStage(RULES, SETTINGS, "native")
+    batch = list(input_messages())[:400]
+    outs = [o for o in route.handle(batch) if o.topic == "routed"]
+    partitions = {p for p, _, _ in batch}
+    assert len(outs) == len(partitions) * SHARDS
+    for out in outs:
+        head = orjson.loads(out.value)
+        assert head["v"] == 3 and b"\n" not in out.value and len(out.value) < 200
+        ours = [o for p, o, _ in batch if p == head["p"]]
+        assert head["r"] == [min(ours), max(ours)]
+    assert sum(orjson.loads(o.value)["n"] for o in outs) >= len(batch)  # each event reaches at least one shard
+    assert len(route.cache) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_references_read_again_from_the_input_give_a_replays_records(engine):
+    """Every shard on another worker than stage 1 (or after a restart): each reference's
+    offsets are read from the input and routed again — the records are a replay's."""
+    route = RouteStage(RULES, SETTINGS, "native")
+    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
+    messages = list(input_messages())
+    for start in range(0, len(messages), 250):
+        for out in route.handle(messages[start : start + 250]):
+            routed[out.partition].append(out.value)
+    records = []
+    for shard in range(SHARDS):
+        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, engine)
+        for offset, value in enumerate(routed[shard]):
+            take(state, offset, value, route, messages, remote=True)
+            state.tick()
+        records += state.pending + state.engine.finish(max(e.ts for e in BASE))
+    assert multiset(records) == multiset(BASE_RECORDS)
+
+
+def test_a_reference_without_its_batch_is_an_error_not_a_silent_gap():
+    from engine.adapters.live.shard import MissingBatch
+
+    route = RouteStage(RULES, SETTINGS, "native")
+    outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
+    out = next(o for o in outs if orjson.loads(o.value)["n"])
+    for shard in range(SHARDS):  # every shard moved away: the batch is not kept any more
+        route.cache.forget(shard)
+    state = ShardState(RULES, out.partition, SHARDS, PARTITIONS, SETTINGS.lateness_ms, "native")
+    with pytest.raises(MissingBatch, match="not kept here"):
+        state.accept(0, out.value)
+
+
+class Sized:
+    def __init__(self, size):
+        self.bytes = size
+
+    def size(self):
+        return self.bytes
+
+
+def test_the_batch_cache_keeps_a_batch_until_its_local_shards_took_it_or_left():
+    cache = BatchCache(budget_bytes=100)
+    key = cache.add(Sized(60), {0: 2, 1: 1, 2: 0})
+    cache_id, seq = key.split(":")
+    assert cache_id == cache.id and not cache.full()
+    assert cache.add(Sized(10), {0: 0}).endswith(":2") and len(cache) == 1  # no shard needs it: not kept
+    assert batch_cache.take(key, 0).bytes == 60
+    assert batch_cache.take(key, 1) is not None and len(cache) == 1  # shard 0 has one reference left
+    cache.add(Sized(50), {1: 1})
+    assert cache.full() and cache.bytes == 110
+    cache.forget(0)  # shard 0 revoked: its next owner reads the offsets from the input
+    assert len(cache) == 1 and cache.bytes == 50 and not cache.full()
+    assert batch_cache.take(key, 0) is None
+    assert batch_cache.take("another-process:1", 0) is None and batch_cache.take("junk", 0) is None

@@ -34,10 +34,11 @@ from aiokafka.errors import (
 )
 from faust.types import TP
 
-from engine.adapters.live import batches
+from engine.adapters.live import batch_cache, batches
 from engine.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint
 from engine.adapters.live.metrics import CONTENT_TYPE, Metrics, ShardView, WorkerView
 from engine.adapters.live.preflight import missing_permissions
+from engine.adapters.live.ranges import RangeReader
 from engine.adapters.live.routing import RouteStage
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.live.shard import CheckpointError, ShardState
@@ -88,6 +89,9 @@ class LiveWorker:
         self.last_housekeeping: float | None = None
         self.resumed_at = float("-inf")  # when housekeeping last found that this process had been paused
         self.idle_sent: set[int] = set()
+        self.ranges = RangeReader(settings)  # references to batches another worker (or process) kept
+        self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
+        self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
         self.metrics = Metrics()
         self.app = self._build_app()
 
@@ -209,6 +213,23 @@ class LiveWorker:
         for partition, offset in last.items():
             self._heard_input(partition, offset)
         self.metrics.events_in += len(batch)
+        if self.route_stage.cache.full() and not self.input_paused:
+            # The shards of this worker are behind by more than the kept batches' budget: stop
+            # fetching input (Faust's own backpressure for a full stream buffer) until they catch up.
+            self.input_paused = True
+            for tp in consumer.assignment():
+                if tp.topic == self.settings.input_topic:
+                    consumer.on_buffer_full(tp)
+
+    def _input_catching_up(self) -> None:
+        """Fetch input again once the shards have taken half the kept batches' budget back."""
+        cache = self.route_stage.cache
+        if self.input_paused and cache.bytes <= cache.budget // 2:
+            self.input_paused = False
+            consumer = self.app.consumer
+            for tp in consumer.assignment():
+                if tp.topic == self.settings.input_topic:
+                    consumer.on_buffer_drop(tp)
 
     def _heard_input(self, partition: int, offset: int) -> None:
         self.last_input[partition] = (time.monotonic(), offset)
@@ -296,8 +317,36 @@ class LiveWorker:
             delay = min(delay * 2, 5.0)
 
     async def _shard(self, number: int) -> Shard | None:
-        """The shard's state, restored from its checkpoint when it is new here (`_start_shard`);
-        None when its partition was revoked meanwhile."""
+        """The shard's state, restored from its checkpoint when it is new here (`_open_shard`);
+        None when its partition was revoked meanwhile. One opening per shard at a time: the
+        assignment starts every new shard at once (`_open_assigned`), and a routed message that
+        comes first waits for that opening rather than start a second producer, which would
+        fence the first."""
+        shard = self.shards.get(number)
+        if shard is not None:
+            return shard
+        opening = self.opening.get(number)
+        if opening is None:
+            opening = self.opening[number] = asyncio.ensure_future(self._open_shard(number))
+
+            def done(task: asyncio.Future, number: int = number) -> None:
+                if self.opening.get(number) is task:
+                    del self.opening[number]
+
+            opening.add_done_callback(done)
+        return await asyncio.shield(opening)
+
+    def _open_assigned(self) -> None:
+        """Open the shards assigned here, together, before their first routed message: each
+        opening (a producer's transactions, the checkpoint read) takes a few hundred ms, and one
+        after the other, on the first message of each, they held the first batches up."""
+        for number in sorted(self.shards_held - set(self.shards) - set(self.opening) - self.fenced):
+            task = asyncio.ensure_future(self._shard(number))
+            task.add_done_callback(_log_failure)
+
+    async def _open_shard(self, number: int) -> Shard | None:
+        if number not in self.shards_held or number in self.fenced:
+            return None  # revoked (or fenced) before the opening began
         shard = self.shards.get(number)
         if shard is None:
             s = self.settings
@@ -354,7 +403,15 @@ class LiveWorker:
             return
         async with shard.lock:
             started = time.perf_counter()
-            taken = shard.state.accept(message.offset, event.value)
+            batch = rules = None
+            head = shard.state.needs_batch(message.offset, event.value)
+            if head is not None:  # a reference (format 3): the batch kept here, else its offsets read again
+                batch, rules = batch_cache.take(head["b"], message.partition), head.get("rv")
+                if batch is None:
+                    batch, rules = await self._read_again(message.partition, head)
+                else:
+                    self._input_catching_up()
+            taken = shard.state.accept(message.offset, event.value, batch, rules)
             if not taken:
                 await stream.ack(event)
                 return
@@ -363,6 +420,14 @@ class LiveWorker:
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:
                 await self._checkpoint(shard, full=False)
+
+    async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[Any, str]:
+        """A reference's events from the input topic (ranges.py), routed as stage 1 did."""
+        partition, (first, last) = head["p"], head["r"]
+        records = await self._until_broker_answers(number, "its input offsets cannot be read",
+                                                   lambda: self.ranges.read(partition, first, last))  # fmt: skip
+        self.metrics.read_again += len(records)
+        return self.route_stage.reroute(records, number, partition)
 
     async def _checkpoint(self, shard: Shard, full: bool) -> None:
         """Commit pending records with the shard's head (or full snapshot); a full snapshot
@@ -414,6 +479,8 @@ class LiveWorker:
         the last committed checkpoint."""
         number = shard.state.shard
         self.fenced.add(number)
+        self.route_stage.cache.forget(number)
+        self._input_catching_up()
         if self.shards.get(number) is shard:
             del self.shards[number]
         self.metrics.fenced += 1
@@ -436,9 +503,14 @@ class LiveWorker:
             self.idle_sent.discard(partition)
         self.inputs_held = set(inputs)
         self.shards_held = set(shards)
+        self.route_stage.local_shards = self.shards_held  # batches are kept for these shards only
+        for number in range(s.shards):
+            if number not in self.shards_held:
+                self.route_stage.cache.forget(number)
         log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
                  shards or "none", s.shards,
                  extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
+        self._open_assigned()
 
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
         if revoked:
@@ -446,10 +518,16 @@ class LiveWorker:
                      extra={"fields": {"event": "revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
                                                                                   for tp in revoked)}})  # fmt: skip
         self.shards_held -= {tp.partition for tp in revoked if tp.topic == self.settings.routed_topic}
+        self.route_stage.local_shards = self.shards_held
         for tp in revoked:
+            if tp.topic == self.settings.routed_topic:
+                self.route_stage.cache.forget(tp.partition)  # its next owner reads them from the input
             if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
                 shard = self.shards.pop(tp.partition)
                 await shard.writer.stop()  # the next owner restarts from the last checkpoint
+        if not self.shards_held:
+            await self.ranges.stop()  # started again when a shard needs it
+        self._input_catching_up()
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -584,7 +662,8 @@ class LiveWorker:
             # Lingering up to route_batch_ms (50 ms) across fetches for fuller batches; messages held past a
             # fetch survive a rebalance (tests/unit/test_live_batches.py).
             batches.install(self.app, self.settings.input_topic, self._route_batch, self.settings.route_batch,
-                            self.settings.route_batch_ms / 1000)  # creates the consumer: on `loop`
+                            self.settings.route_batch_ms / 1000,
+                            held_back=lambda: self.input_paused)  # creates the consumer: on `loop`
         # Logging is ours (engine/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None
@@ -614,6 +693,13 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    """A shard opened ahead of its messages failed: the first routed message opens it again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("shard opening failed (%s); its first routed message opens it again",
+                    type(task.exception()).__name__, extra={"fields": {"event": "shard_open_failed"}})
 
 
 def _quiet_fenced(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

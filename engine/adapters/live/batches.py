@@ -31,17 +31,18 @@ from mode.utils.futures import notify
 
 log = logging.getLogger("firebreak.worker")
 
+HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival
 
 
 def install(app: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-            linger_s: float = 0.0) -> None:  # fmt: skip
+            linger_s: float = 0.0, held_back: Callable[[], bool] | None = None) -> None:  # fmt: skip
     """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
     batches (each batch is one routed message per (input partition, shard))."""
     consumer = app.consumer
-    consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s)
+    consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s, held_back)
 
 
 def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
@@ -62,7 +63,7 @@ def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
 
 
 def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-           linger_s: float = 0.0):  # fmt: skip
+           linger_s: float = 0.0, held_back: Callable[[], bool] | None = None):  # fmt: skip
     async def drain_messages(fetcher: Any) -> None:
         """Faust's `Consumer._drain_messages` with its `getmany` (faust-streaming 0.15.3) inlined:
         wait for records (and for the flow, during a rebalance), then per partition: skip what
@@ -83,6 +84,11 @@ def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[Segments], Awa
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(FETCHING)
                 wait = 1.0 if not batch else max(0.0, since + linger_s - monotonic())
+                if held_back is not None and held_back():
+                    # The input is held back (`Consumer.on_buffer_full`: the shards are behind): the fetch
+                    # asks for the other partitions only, so look again soon — the input's records are
+                    # fetched already and wait in aiokafka's buffer — rather than wait a second for them.
+                    wait = min(wait, HELD_BACK_POLL_S)
                 records, active = await consumer._wait_next_records(wait)
                 await consumer.sleep(0)
                 if records is None or consumer.should_stop:

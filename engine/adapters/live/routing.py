@@ -16,10 +16,12 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from engine.adapters.drive import decode_event
+from engine.adapters.live.batch_cache import BatchCache
 from engine.adapters.live.settings import WorkerSettings
 from engine.adapters.traffic_check import TrafficWatch
 from engine.core import InvalidEvent, validate_event
@@ -66,6 +68,8 @@ class RouteStage:
         self.wanted = engine if engine is not None else settings.engine
         self.max_ts: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
+        self.cache = BatchCache()  # format 3: the batches this worker's shards take their events from
+        self.local_shards: set[int] | None = None  # the shards assigned to this worker (None: all of them)
         self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> None:
@@ -134,29 +138,19 @@ class RouteStage:
         return out
 
     def _handle_native(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
-        """`handle` in one native call per batch; only the messages the native decoder does
-        not accept come back here, for the reason (or, rarely, an event only Python's decoder
-        accepts: the batch is routed again with the time Python found)."""
+        """`handle` in one native call per batch (format 3): the batch is kept decoded in this
+        worker's `BatchCache` and each shard gets, per input partition of the batch, a reference
+        to it — a header alone, ``{"v": 3, "p": partition, "hb": max event time, "rv": rules
+        version, "b": batch key, "r": [first offset, last offset], "n": events for the shard}``.
+        Only the messages the native decoder does not accept come back here, for the reason
+        (or, rarely, an event only Python's decoder accepts: the batch is routed again with the
+        time Python found)."""
         if not isinstance(messages, list):
             messages = list(messages)
-        max_bytes = self.settings.max_event_bytes
-        times: dict[int, int] = {}
-        while True:
-            routed, refused, events, beats = self.native.route(messages, times, self.max_ts, self.version, max_bytes)
-            refused = set(refused)
-            dead, again = [], False
-            for index in sorted(refused):
-                partition, offset, raw = messages[index]
-                if index in times:  # refused even with Python's time: a kind of event it does not know
-                    return self._handle_python(messages)
-                event, letter = self._decode(partition, offset, raw, count=False)
-                if letter is not None:
-                    dead.append(letter)
-                else:
-                    times[index] = event.ts
-                    again = True
-            if not again:
-                break
+        routed = self._route_native(messages, dead_letters=True)
+        if routed is None:  # refused even with Python's time: a kind of event it does not know
+            return self._handle_python(messages)
+        batch, parts, refused, times, events, beats, dead = routed
         self.stats["messages"] += len(messages)
         self.stats["events"] += events
         self.stats["dead_lettered"] += len(dead)
@@ -169,7 +163,65 @@ class RouteStage:
                     except InvalidEvent:
                         pass
             self._watched()
-        return dead + [Out("routed", shard, payload) for shard, _, payload in routed]
+        refs: dict[int, int] = {}  # what this worker's own shards will take from the kept batch
+        for _, _, _, counts in parts:
+            for shard, n in enumerate(counts):
+                if n and (self.local_shards is None or shard in self.local_shards):
+                    refs[shard] = refs.get(shard, 0) + 1
+        key = self.cache.add(batch, refs)
+        out = dead
+        for partition, first, last, counts in parts:
+            head = {"v": 3, "p": partition, "hb": self.max_ts.get(partition), "rv": self.version, "b": key,
+                    "r": [first, last]}  # fmt: skip
+            for shard, n in enumerate(counts):
+                out.append(Out("routed", shard, orjson.dumps({**head, "n": n})))
+        return out
+
+    def _route_native(self, messages: list[tuple[int, int, bytes | None]], dead_letters: bool):
+        """(batch, parts, refused, times, events, beats, dead letters) of `NativeRouter.route_batch`,
+        with the events only Python's decoder accepts routed at the time it found; None when
+        the native decoder refuses one of those even so. No counters move."""
+        max_bytes = self.settings.max_event_bytes
+        times: dict[int, int] = {}
+        while True:
+            batch, parts, refused, events, beats = self.native.route_batch(messages, times, self.max_ts, max_bytes)
+            refused = set(refused)
+            dead, again = [], False
+            for index in sorted(refused):
+                partition, offset, raw = messages[index]
+                if index in times:
+                    return None
+                event, letter = self._decode(partition, offset, raw, count=False)
+                if letter is not None:
+                    if dead_letters:
+                        dead.append(letter)
+                else:
+                    times[index] = event.ts
+                    again = True
+            if not again:
+                return batch, parts, refused, times, events, beats, dead
+
+    def reroute(self, records: list[tuple[int, int, bytes | None]], shard: int, partition: int) -> tuple[Any, str]:
+        """A reference's events read again from the input topic (another worker kept the batch,
+        or this one before a restart): (what the shard feeds, the rules version of its masks) —
+        a kept batch on the native router, else the shard's format-2 lines. Routed exactly as
+        stage 1 routes them, with no counter, time or dead letter of stage 1 moving."""
+        if self.native is not None:
+            routed = self._route_native(records, dead_letters=False)
+            if routed is not None:
+                return routed[0], self.version
+        lines = []
+        for p, offset, raw in records:
+            if p != partition:
+                continue
+            event, dead = self._decode(p, offset, raw, count=False)
+            if dead is not None or event.type not in COUNTED:
+                continue
+            data = {k: v for k, v in event.data.items() if k not in RAW_TEXT_FIELDS}
+            mask = self.router.masks_of(data).get(shard)
+            if mask:
+                lines.append(b"%d %d %x %s\n" % (offset, event.ts, mask, orjson.dumps(data)))
+        return b"".join(lines), self.version
 
     def _header(self, partition: int) -> bytes:
         return orjson.dumps({"v": 2, "p": partition, "hb": self.max_ts.get(partition), "rv": self.version}) + b"\n"

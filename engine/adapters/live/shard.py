@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from engine.adapters.live import batch_cache
 from engine.core import Engine, Event, parse_ts
 from engine.core.engine import reload
 from engine.core.sharding import owner, rules_version
@@ -33,6 +34,10 @@ from engine.dsl import CompiledRule
 from engine.event_types import EventType
 
 SNAPSHOT_VERSION = 1
+
+
+class MissingBatch(LookupError):
+    """A routed reference whose batch is neither given nor kept in this process."""
 
 
 class CheckpointError(ValueError):
@@ -82,29 +87,60 @@ class ShardState:
         return Engine(rules, lateness_ms, owns=owns) if snapshot is None else \
             Engine.restore(rules, snapshot, lateness_ms, owns=owns)  # fmt: skip
 
-    def accept(self, offset: int, value: bytes) -> bool:
-        """Take one routed message; False when it was already taken (before a checkpoint)."""
+    def accept(self, offset: int, value: bytes, batch: Any = None, batch_rules: str | None = None) -> bool:
+        """Take one routed message; False when it was already taken (before a checkpoint).
+
+        A reference to a kept batch (format 3) with events for this shard takes them from
+        ``batch`` — stage 1's `RoutedBatch`, or lines read again from the input
+        (`RouteStage.reroute`), whose masks are of rules version ``batch_rules`` — or, when none
+        is given, from the batch this process kept (batch_cache.py)."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
             return False
-        self.routed_next = offset + 1
         message, body = split_routed(value)
         partition = message["p"]
         next_offset = self.next_offset.get(partition, 0)
+        if message.get("v") == 3 and message.get("n"):
+            if batch is None:
+                batch = batch_cache.take(message["b"], self.shard)
+                batch_rules = message.get("rv")
+            if batch is None:
+                raise MissingBatch(f"shard {self.shard}: routed message {offset} names batch {message['b']}, "
+                                   "which is not kept here: read it from the input first")  # fmt: skip
+            if isinstance(batch, bytes):
+                body, message = batch, {**message, "rv": batch_rules}
+            elif self.kind == "native":
+                next_offset, taken, late, duplicates = self.engine.feed_batch(
+                    batch, self.shard, partition, next_offset, batch_rules == self.rules_version)
+                self._took(taken, late, duplicates)
+            else:
+                body = batch.lines(self.shard, partition)
+        self.routed_next = offset + 1
         if body:
             if self.kind == "native":
                 same_rules = message.get("rv") == self.rules_version  # masks name rules by index
                 next_offset, taken, late, duplicates = self.engine.feed_routed(body, next_offset, same_rules)
             else:
                 next_offset, taken, late, duplicates = self._feed_python(body, next_offset)
-            self.stats["events"] += taken
-            self.stats["late"] += late
-            self.stats["duplicates"] += duplicates  # stage 1 re-sent them after a restart
+            self._took(taken, late, duplicates)
         self.next_offset[partition] = next_offset
         self._heard(partition, message.get("hb"))
         if message.get("idle"):
             self.idle.add(partition)
         return True
+
+    def needs_batch(self, offset: int, value: bytes) -> dict[str, Any] | None:
+        """The header of a routed message that names a kept batch with events for this shard
+        and is not a re-delivery (the worker finds the batch before `accept`); else None."""
+        if offset < self.routed_next or not value.startswith(b'{"v":3'):
+            return None
+        message = orjson.loads(value)
+        return message if message.get("n") else None
+
+    def _took(self, taken: int, late: int, duplicates: int) -> None:
+        self.stats["events"] += taken
+        self.stats["late"] += late
+        self.stats["duplicates"] += duplicates  # stage 1 re-sent them after a restart
 
     def _feed_python(self, body: bytes, next_offset: int) -> tuple[int, int, int, int]:
         taken = late = duplicates = 0

@@ -497,6 +497,7 @@ impl Core {
     /// The events of input partition ``partition`` in a batch stage 1 of this worker kept
     /// (`NativeRouter.route_batch`) that reach shard ``shard``, as `feed_routed` takes those of
     /// a routed payload. Returns (the next input offset to take, events taken, late, duplicates).
+    /// Lets go of the GIL while it works.
     #[pyo3(signature = (batch, shard, partition, min_offset, masks=true))]
     fn feed_batch(
         &mut self,
@@ -507,9 +508,10 @@ impl Core {
         min_offset: i64,
         masks: bool,
     ) -> PyResult<(i64, usize, usize, usize)> {
-        let host_obj = self.host.bind(py);
-        let host = Host { py, obj: host_obj };
-        route::feed_batch(&mut self.engine, batch.get(), shard, partition, min_offset, masks, &host)
+        // Without the GIL (the worker runs it on a thread while its event loop goes on); the
+        // rare call into Python (a group value that is not a scalar) takes it back (`Remote`).
+        let (engine, host, batch) = (&mut self.engine, &self.host, batch.get());
+        py.allow_threads(|| route::feed_batch(engine, batch, shard, partition, min_offset, masks, &Remote(host)))
     }
 
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {

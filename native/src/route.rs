@@ -558,14 +558,14 @@ impl RoutedBatch {
 /// Stage 2's half of a kept batch (called by `Core.feed_batch`): the events of input
 /// partition `partition` that reach shard `shard`, those at or after ``min_offset``, as
 /// `feed_payload` takes them from a routed payload — the same events, the same order.
-pub fn feed_batch(
+pub fn feed_batch<H: crate::engine::HostLike>(
     engine: &mut crate::engine::Engine,
     batch: &RoutedBatch,
     shard: usize,
     partition: i64,
     min_offset: i64,
     masks: bool,
-    host: &Host,
+    host: &H,
 ) -> PyResult<(i64, usize, usize, usize)> {
     if shard >= batch.shards {
         return Err(PyValueError::new_err("shard out of range for this batch"));

@@ -19,6 +19,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -54,6 +55,7 @@ EXIT_REFUSED = 2  # the exit status when the broker refuses a permission the wor
 EXIT_COMMIT_TIMEOUT = 3  # ... when a transaction of records does not end within --commit-timeout
 EXIT_CHECKPOINT = 4  # ... when a shard's checkpoint was written by a release this one cannot read
 EXIT_SHARDS = 5  # ... when --shards is not the partition count of the group's existing routed topic
+SHARD_QUEUE = 64  # routed messages handed to a shard's task before the evaluate agent waits for it
 RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules or None, message)
 
 
@@ -66,6 +68,9 @@ class Shard:
         self.unacked: list[Any] = []
         self.lock = asyncio.Lock()
         self.checkpointed_at = time.monotonic()
+        self.queue: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(SHARD_QUEUE)  # routed messages to take
+        self.task: asyncio.Task | None = None  # takes them, in order (`LiveWorker._shard_loop`)
+        self.busy = False  # taking one now
 
 
 class LiveWorker:
@@ -92,6 +97,8 @@ class LiveWorker:
         self.ranges = RangeReader(settings)  # references to batches another worker (or process) kept
         self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
         self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
+        self.feeder = ThreadPoolExecutor(2, thread_name_prefix="firebreak-feed")  # the shards' native feeds
+        self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
         self.metrics = Metrics()
         self.app = self._build_app()
 
@@ -401,6 +408,41 @@ class LiveWorker:
         shard = await self._shard(message.partition)
         if shard is None:
             return
+        # Each shard takes its messages in order on a task of its own, so that the shards' native
+        # feeds (which let go of the GIL) run side by side on the feeder threads; the agent only
+        # hands them over, and waits when a shard's queue is full.
+        if shard.task is None:
+            shard.task = asyncio.ensure_future(self._shard_loop(shard))
+        await shard.queue.put((stream, event))
+
+    async def _shard_loop(self, shard: Shard) -> None:
+        number = shard.state.shard
+        while True:
+            stream, event = await shard.queue.get()
+            if self.shards.get(number) is not shard:
+                return  # revoked or fenced: its next owner takes these messages again
+            shard.busy = True
+            try:
+                await self._take(shard, stream, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bug, not a broker problem (those are handled where they happen)
+                log.critical("shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
+                             "its checkpoint)", number, event.message.offset, type(error).__name__, error,
+                             exc_info=True,
+                             extra={"fields": {"event": "stopped", "reason": "shard failed"}})  # fmt: skip
+                logging.shutdown()
+                os._exit(1)
+            finally:
+                shard.busy = False
+
+    def _stop_loop(self, shard: Shard) -> None:
+        """The shard left this worker: its task ends (after the message it is taking, if any)."""
+        if shard.task is not None and not shard.busy:
+            shard.task.cancel()
+
+    async def _take(self, shard: Shard, stream, event) -> None:
+        message = event.message
         async with shard.lock:
             started = time.perf_counter()
             batch = rules = None
@@ -411,7 +453,11 @@ class LiveWorker:
                     batch, rules = await self._read_again(message.partition, head)
                 else:
                     self._input_catching_up()
-            taken = shard.state.accept(message.offset, event.value, batch, rules)
+            if batch is not None and not isinstance(batch, bytes) and shard.state.kind == "native":
+                # The feed lets go of the GIL: on a thread, it overlaps stage 1 and the event loop.
+                taken = await shard.state.accept_offloaded(message.offset, event.value, batch, rules, self._offload)
+            else:
+                taken = shard.state.accept(message.offset, event.value, batch, rules)
             if not taken:
                 await stream.ack(event)
                 return
@@ -420,6 +466,9 @@ class LiveWorker:
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:
                 await self._checkpoint(shard, full=False)
+
+    def _offload(self, feed: Callable[[], Any]) -> Awaitable[Any]:
+        return asyncio.get_running_loop().run_in_executor(self.feeder, feed)
 
     async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[Any, str]:
         """A reference's events from the input topic (ranges.py), routed as stage 1 did."""
@@ -483,6 +532,7 @@ class LiveWorker:
         self._input_catching_up()
         if self.shards.get(number) is shard:
             del self.shards[number]
+        self._stop_loop(shard)
         self.metrics.fenced += 1
         log.warning("shard %d fenced: another worker has taken it over (this one was paused past its session "
                     "or lost the broker); its uncommitted records were aborted and it is dropped here", number,
@@ -524,6 +574,7 @@ class LiveWorker:
                 self.route_stage.cache.forget(tp.partition)  # its next owner reads them from the input
             if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
                 shard = self.shards.pop(tp.partition)
+                self._stop_loop(shard)
                 await shard.writer.stop()  # the next owner restarts from the last checkpoint
         if not self.shards_held:
             await self.ranges.stop()  # started again when a shard needs it
@@ -590,9 +641,16 @@ class LiveWorker:
         shards = []
         for n, shard in self.shards.items():
             state = shard.state
-            open_by_severity = Counter(item["severity"] for item in state.engine.open_incidents())
-            shards.append(ShardView(n, dict(state.stats), open_by_severity, state.engine.watermark, dict(state.max_ts),
-                                    frozenset(state.idle), state.input_partitions))  # fmt: skip
+            try:
+                open_by_severity = Counter(item["severity"] for item in state.engine.open_incidents())
+                view = ShardView(n, dict(state.stats), open_by_severity, state.engine.watermark, dict(state.max_ts),
+                                 frozenset(state.idle), state.input_partitions)  # fmt: skip
+            except RuntimeError:  # its engine is feeding on the feeder thread (borrowed): what it showed last
+                view = self.last_views.get(n)
+                if view is None:
+                    continue
+            self.last_views[n] = view
+            shards.append(view)
         return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags())
 
     def lags(self) -> list[tuple[str, int, int]]:

@@ -21,7 +21,7 @@ checkpoint; `header` is the small one committed with each batch of records
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from engine.dsl import CompiledRule
 from engine.event_types import EventType
 
 SNAPSHOT_VERSION = 1
+Fed = tuple[int, int, int, int]  # (next input offset to take, events taken, late, duplicates)
 
 
 class MissingBatch(LookupError):
@@ -94,12 +95,33 @@ class ShardState:
         ``batch`` — stage 1's `RoutedBatch`, or lines read again from the input
         (`RouteStage.reroute`), whose masks are of rules version ``batch_rules`` — or, when none
         is given, from the batch this process kept (batch_cache.py)."""
+        taking = self._begin(offset, value, batch, batch_rules)
+        if taking is None:
+            return False
+        partition, message, feed = taking
+        self._end(partition, message, feed())
+        return True
+
+    async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
+                               offload: Callable[[Callable[[], Fed]], Awaitable[Fed]]) -> bool:  # fmt: skip
+        """`accept`, with the feeding itself run by ``offload`` (the worker: on a thread, while
+        the native core lets go of the GIL, so stage 1 and the event loop go on meanwhile)."""
+        taking = self._begin(offset, value, batch, batch_rules)
+        if taking is None:
+            return False
+        partition, message, feed = taking
+        self._end(partition, message, await offload(feed))
+        return True
+
+    def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None):
+        """(input partition, header, what feeds its events → Fed), or None for a re-delivery."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
-            return False
+            return None
         message, body = split_routed(value)
         partition = message["p"]
         next_offset = self.next_offset.get(partition, 0)
+        feed: Callable[[], Fed] = lambda: (next_offset, 0, 0, 0)  # noqa: E731 - a heartbeat: nothing to feed
         if message.get("v") == 3 and message.get("n"):
             if batch is None:
                 batch = batch_cache.take(message["b"], self.shard)
@@ -110,24 +132,26 @@ class ShardState:
             if isinstance(batch, bytes):
                 body, message = batch, {**message, "rv": batch_rules}
             elif self.kind == "native":
-                next_offset, taken, late, duplicates = self.engine.feed_batch(
-                    batch, self.shard, partition, next_offset, batch_rules == self.rules_version)
-                self._took(taken, late, duplicates)
+                engine, same_rules = self.engine, batch_rules == self.rules_version
+                feed = lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)  # noqa: E731
             else:
                 body = batch.lines(self.shard, partition)
         self.routed_next = offset + 1
         if body:
             if self.kind == "native":
-                same_rules = message.get("rv") == self.rules_version  # masks name rules by index
-                next_offset, taken, late, duplicates = self.engine.feed_routed(body, next_offset, same_rules)
+                engine, same_rules = self.engine, message.get("rv") == self.rules_version  # masks name rules by index
+                feed = lambda: engine.feed_routed(body, next_offset, same_rules)  # noqa: E731
             else:
-                next_offset, taken, late, duplicates = self._feed_python(body, next_offset)
-            self._took(taken, late, duplicates)
+                feed = lambda: self._feed_python(body, next_offset)  # noqa: E731
+        return partition, message, feed
+
+    def _end(self, partition: int, message: dict[str, Any], fed: Fed) -> None:
+        next_offset, taken, late, duplicates = fed
+        self._took(taken, late, duplicates)
         self.next_offset[partition] = next_offset
         self._heard(partition, message.get("hb"))
         if message.get("idle"):
             self.idle.add(partition)
-        return True
 
     def needs_batch(self, offset: int, value: bytes) -> dict[str, Any] | None:
         """The header of a routed message that names a kept batch with events for this shard

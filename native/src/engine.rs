@@ -973,10 +973,6 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     at
 }
 
-pub fn key_part<'a>(value: Option<&'a J>, host: &Host) -> KeyRef<'a> {
-    key_part_with(value, host)
-}
-
 pub fn key_part_with<'a, H: HostLike>(value: Option<&'a J>, host: &H) -> KeyRef<'a> {
     KeyRef::Part(match value {
         None | Some(J::Null) => KeyPart::None,

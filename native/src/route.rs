@@ -10,7 +10,7 @@
 //! `OFFSET TS MASK JSON` (input offset, event time in ms, the rules the shard must look at
 //! as a hex bit mask, the event without `prompt`/`output`).
 
-use crate::engine::{key_part, Host, KeyRef, KeyTable};
+use crate::engine::{Host, KeyRef, KeyTable};
 use crate::event::{self, Kind};
 use crate::json::J;
 use crate::plan::Plan;
@@ -146,7 +146,7 @@ impl Router {
     /// it owns the event's (rule, group) pair, and every `Kx population` rule that counts the
     /// event (each shard counts the whole population). A shard with no bit set does not get
     /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
-    pub fn targets(&mut self, event: &event::Event, host: &Host, masks: &mut [u64]) {
+    pub fn targets<H: crate::engine::HostLike>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
         masks.iter_mut().for_each(|m| *m = 0);
         if self.key_tables.iter().any(|t| t.info.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
@@ -178,7 +178,7 @@ impl Router {
             let by_id = plan.by_id;
             if keys[by_id].is_none() {
                 parts.clear();
-                parts.extend(plan.by.iter().map(|p| key_part(get(event, p), host)));
+                parts.extend(plan.by.iter().map(|p| crate::engine::key_part_with(get(event, p), host)));
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
             let shard =
@@ -400,8 +400,6 @@ impl NativeRouter {
         known: HashMap<i64, i64>,
         max_bytes: usize,
     ) -> PyResult<(RoutedBatch, Vec<(i64, i64, i64, Vec<u32>)>, Vec<usize>, usize, HashMap<i64, i64>)> {
-        let host_obj = self.host.bind(py);
-        let host = Host { py, obj: host_obj };
         let shards = self.router.shards as usize;
         // The batch's bytes in one arena, which the decoded events borrow (`RoutedBatch`).
         let mut values = Vec::with_capacity(messages.len());
@@ -427,54 +425,61 @@ impl NativeRouter {
         // SAFETY: the arena's heap block never moves or changes once boxed, and `RoutedBatch`
         // drops the events that borrow it before the arena (field order).
         let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(arena.as_ptr(), arena.len()) };
-        let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
-        let mut beats: HashMap<i64, i64> = HashMap::new();
-        let mut refused = Vec::new();
-        let mut events = 0;
-        let mut kept = Vec::new();
-        let mut all_masks = Vec::new();
-        let mut masks = vec![0u64; shards];
-        for (index, &(partition, offset, at, len)) in spans.iter().enumerate() {
-            let part = match parts.iter().position(|p| p.0 == partition) {
-                Some(i) => i,
-                None => {
-                    parts.push((partition, offset, offset, vec![0; shards]));
-                    parts.len() - 1
+        // Decoding and routing need no Python: without the GIL, so the worker's event loop (and
+        // the shards' feeds) go on meanwhile; the rare call into Python takes it back (`Remote`).
+        let (router, host) = (&mut self.router, &self.host);
+        let (parts, beats, refused, events, kept, all_masks) = py.allow_threads(|| {
+            let host = crate::engine::Remote(host);
+            let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
+            let mut beats: HashMap<i64, i64> = HashMap::new();
+            let mut refused = Vec::new();
+            let mut events = 0;
+            let mut kept = Vec::new();
+            let mut all_masks = Vec::new();
+            let mut masks = vec![0u64; shards];
+            for (index, &(partition, offset, at, len)) in spans.iter().enumerate() {
+                let part = match parts.iter().position(|p| p.0 == partition) {
+                    Some(i) => i,
+                    None => {
+                        parts.push((partition, offset, offset, vec![0; shards]));
+                        parts.len() - 1
+                    }
+                };
+                parts[part].2 = offset;
+                let raw = &bytes[at..at + len];
+                if len > max_bytes {
+                    refused.push(index);
+                    continue;
                 }
-            };
-            parts[part].2 = offset;
-            let raw = &bytes[at..at + len];
-            if len > max_bytes {
-                refused.push(index);
-                continue;
-            }
-            let Some(event) = decode_with(raw, times.get(&index).copied()) else {
-                refused.push(index);
-                continue;
-            };
-            events += 1;
-            let beat = beats
-                .entry(partition)
-                .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
-            if event.ts > *beat {
-                *beat = event.ts;
-            }
-            if !routable(event.kind) {
-                continue;
-            }
-            self.router.targets(&event, &host, &mut masks);
-            if masks.iter().all(|m| *m == 0) {
-                continue;
-            }
-            for (shard, mask) in masks.iter().enumerate() {
-                if *mask != 0 {
-                    parts[part].3[shard] += 1;
+                let Some(event) = decode_with(raw, times.get(&index).copied()) else {
+                    refused.push(index);
+                    continue;
+                };
+                events += 1;
+                let beat = beats
+                    .entry(partition)
+                    .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
+                if event.ts > *beat {
+                    *beat = event.ts;
                 }
+                if !routable(event.kind) {
+                    continue;
+                }
+                router.targets(&event, &host, &mut masks);
+                if masks.iter().all(|m| *m == 0) {
+                    continue;
+                }
+                for (shard, mask) in masks.iter().enumerate() {
+                    if *mask != 0 {
+                        parts[part].3[shard] += 1;
+                    }
+                }
+                all_masks.extend_from_slice(&masks);
+                kept.push(Kept { partition, offset, event });
             }
-            all_masks.extend_from_slice(&masks);
-            kept.push(Kept { partition, offset, event });
-        }
-        beats.retain(|_, t| *t >= 0);
+            beats.retain(|_, t| *t >= 0);
+            (parts, beats, refused, events, kept, all_masks)
+        });
         let batch = RoutedBatch { events: kept, masks: all_masks, shards, _arena: arena };
         Ok((batch, parts, refused, events, beats))
     }

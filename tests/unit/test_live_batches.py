@@ -169,13 +169,17 @@ class Member:
         self.group = group
         self.send_gate = send_gate
         routed = SimpleNamespace(send=self._send)
-        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle=self._route, cache=BatchCache()),
-                                      input_paused=False, routed=routed,
+        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle_offloaded=self._route_offloaded,
+                                                                  cache=BatchCache()),
+                                      input_paused=False, _route_call=None, routed=routed,
                                       dead=routed, _heard_input=lambda partition, offset: None,
                                       metrics=SimpleNamespace(events_in=0))  # fmt: skip
         drain = batches._drain(self.app, self.consumer, TOPIC, partial(LiveWorker._route_batch, self.worker), size,
                                linger_s)  # fmt: skip
         self.task = asyncio.ensure_future(drain(SimpleNamespace(_stopped=asyncio.Event())))
+
+    async def _route_offloaded(self, batch, offload):
+        return self._route(batch)
 
     def _route(self, batch):
         for partition, offset, _ in batch:

@@ -98,6 +98,7 @@ class LiveWorker:
         self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
         self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
         self.feeder = ThreadPoolExecutor(2, thread_name_prefix="firebreak-feed")  # the shards' native feeds
+        self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="firebreak-route")  # stage 1's native routing
         self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
         self.metrics = Metrics()
         self.app = self._build_app()
@@ -209,7 +210,7 @@ class LiveWorker:
         if not segments:
             return
         batch = [(record.partition, record.offset, record.value) for _, records in segments for record in records]
-        for out in self.route_stage.handle(batch):
+        for out in await self.route_stage.handle_offloaded(batch, self._route_call):  # decoded on a thread
             topic = self.routed if out.topic == "routed" else self.dead
             await topic.send(value=out.value, partition=out.partition)
         consumer = self.app.consumer
@@ -469,6 +470,9 @@ class LiveWorker:
 
     def _offload(self, feed: Callable[[], Any]) -> Awaitable[Any]:
         return asyncio.get_running_loop().run_in_executor(self.feeder, feed)
+
+    def _route_call(self, call: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return asyncio.get_running_loop().run_in_executor(self.router_thread, call, *args)
 
     async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[Any, str]:
         """A reference's events from the input topic (ranges.py), routed as stage 1 did."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,17 +76,21 @@ class RouteStage:
         self.engine, self.why_not = stage_engine(rules, self.wanted)
         self.router = Router(rules, self.settings.shards)
         self.version = self.router.version
-        self.native = None
+        self.rules = tuple(rules)
+        self.native = self.rerouter = None
         if self.engine == "native":
-            from engine import _native
-            from engine.native import _Host
-            from engine.native.plan import plan_of
-
-            plans = orjson.dumps([plan_of(rule) for rule in rules])
-            self.native = _native.NativeRouter(plans, self.settings.shards, _Host(rules), ROUTED_MESSAGE_BYTES)
+            self.native = self._native_router(rules)
         self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
         if not self.settings.traffic_check:
             self.watch.reported = True
+
+    def _native_router(self, rules: Sequence[CompiledRule]) -> Any:
+        from engine import _native
+        from engine.native import _Host
+        from engine.native.plan import plan_of
+
+        plans = orjson.dumps([plan_of(rule) for rule in rules])
+        return _native.NativeRouter(plans, self.settings.shards, _Host(rules), ROUTED_MESSAGE_BYTES)
 
     def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         """A batch of input messages (partition, offset, value) → routed messages and dead letters.
@@ -147,7 +151,25 @@ class RouteStage:
         time Python found)."""
         if not isinstance(messages, list):
             messages = list(messages)
-        routed = self._route_native(messages, dead_letters=True)
+        return self._finish_native(messages, _drive(self._route_native(messages, True), self.native.route_batch))
+
+    async def handle_offloaded(self, messages: Sequence[tuple[int, int, bytes | None]],
+                               offload: Callable[..., Awaitable[Any]]) -> list[Out]:  # fmt: skip
+        """`handle`, with the native call run by ``offload(call, *args)`` (the worker: on a thread;
+        the native router lets go of the GIL while it decodes and routes)."""
+        if self.native is None:
+            return self._handle_python(messages)
+        if not isinstance(messages, list):
+            messages = list(messages)
+        steps = self._route_native(messages, True)
+        args = next(steps)
+        try:
+            while True:
+                args = steps.send(await offload(self.native.route_batch, *args))
+        except StopIteration as done:
+            return self._finish_native(messages, done.value)
+
+    def _finish_native(self, messages: list[tuple[int, int, bytes | None]], routed) -> list[Out]:
         if routed is None:  # refused even with Python's time: a kind of event it does not know
             return self._handle_python(messages)
         batch, parts, refused, times, events, beats, dead = routed
@@ -178,13 +200,14 @@ class RouteStage:
         return out
 
     def _route_native(self, messages: list[tuple[int, int, bytes | None]], dead_letters: bool):
-        """(batch, parts, refused, times, events, beats, dead letters) of `NativeRouter.route_batch`,
-        with the events only Python's decoder accepts routed at the time it found; None when
-        the native decoder refuses one of those even so. No counters move."""
+        """Steps (a generator: it yields the arguments of each call of a native router's
+        `route_batch` and is sent its result; `_drive`) to (batch, parts, refused, times, events, beats, dead
+        letters), with the events only Python's decoder accepts routed at the time it found;
+        None when the native decoder refuses one of those even so. No counters move."""
         max_bytes = self.settings.max_event_bytes
         times: dict[int, int] = {}
         while True:
-            batch, parts, refused, events, beats = self.native.route_batch(messages, times, self.max_ts, max_bytes)
+            batch, parts, refused, events, beats = yield messages, dict(times), dict(self.max_ts), max_bytes
             refused = set(refused)
             dead, again = [], False
             for index in sorted(refused):
@@ -207,7 +230,9 @@ class RouteStage:
         a kept batch on the native router, else the shard's format-2 lines. Routed exactly as
         stage 1 routes them, with no counter, time or dead letter of stage 1 moving."""
         if self.native is not None:
-            routed = self._route_native(records, dead_letters=False)
+            if self.rerouter is None:  # its own router: stage 1's may be routing on a thread right now
+                self.rerouter = self._native_router(self.rules)
+            routed = _drive(self._route_native(records, False), self.rerouter.route_batch)
             if routed is not None:
                 return routed[0], self.version
         lines = []
@@ -265,6 +290,16 @@ class RouteStage:
         record = {"reason": reason, "topic": self.settings.input_topic, "partition": partition, "offset": offset,
                   "bytes": len(raw), "raw": text}  # fmt: skip
         return Out("dead_letter", None, orjson.dumps(record))
+
+
+def _drive(steps: Generator, route_batch: Callable[..., Any]) -> Any:
+    """Run `RouteStage._route_native`'s steps here, each call of the router in turn."""
+    args = next(steps)
+    try:
+        while True:
+            args = steps.send(route_batch(*args))
+    except StopIteration as done:
+        return done.value
 
 
 def _chunks(lines: list[bytes], limit_bytes: int = ROUTED_MESSAGE_BYTES) -> list[list[bytes]]:

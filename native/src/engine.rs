@@ -542,7 +542,19 @@ impl Engine {
         if !self.admit(event) {
             return false;
         }
-        self.aggregate(event, host, mask);
+        self.aggregate(event, host, mask, false);
+        true
+    }
+
+    /// `add_masked` with a mask stage 1 made (`route::Router::targets`, with these rules): its
+    /// rules are the ones whose source, label and `where` the event passes, so they are not
+    /// checked again here (past 64 rules a mask names them all: then they are).
+    pub fn add_passed<H: HostLike>(&mut self, event: &Event, host: &H, mask: u64) -> bool {
+        if !self.admit(event) {
+            return false;
+        }
+        let passed = self.rules.len() <= 64;
+        self.aggregate(event, host, Some(mask), passed);
         true
     }
 
@@ -572,11 +584,11 @@ impl Engine {
         Ok(())
     }
 
-    fn aggregate<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) {
+    fn aggregate<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>, passed: bool) {
         // Route first (which rules, which group), asking for each group and then its newest
         // bucket ahead of use; then add the event to each.
         let mut routed = std::mem::take(&mut self.routed);
-        self.route(event, host, mask, &mut routed);
+        self.route(event, host, mask, passed, &mut routed);
         self.add_routed(event, host, &routed);
         self.routed = routed;
     }
@@ -590,6 +602,7 @@ impl Engine {
         event: &Event,
         host: &H,
         mask: Option<u64>,
+        passed: bool, // the rules of ``mask`` are known to pass source, label and `where`
         routed: &mut Vec<(usize, u32)>,
     ) {
         let keys = &mut self.keys;
@@ -603,17 +616,19 @@ impl Engine {
             if mask.is_some_and(|m| index < 64 && m & (1u64 << index) == 0) {
                 continue;
             }
-            if state.plan.source != event.kind {
-                continue;
-            }
-            if let Some(label) = &state.plan.label {
-                if !crate::event::has_label(event, label) {
+            if !passed {
+                if state.plan.source != event.kind {
                     continue;
                 }
-            }
-            if let Some(w) = &state.plan.where_ {
-                if !w.eval(event) {
-                    continue;
+                if let Some(label) = &state.plan.label {
+                    if !crate::event::has_label(event, label) {
+                        continue;
+                    }
+                }
+                if let Some(w) = &state.plan.where_ {
+                    if !w.eval(event) {
+                        continue;
+                    }
                 }
             }
             let by_id = state.plan.by_id;

@@ -262,7 +262,7 @@ impl<'a> Behind<'a> {
         if engine.is_late(event.ts) {
             routed.clear(); // late now, late when its turn comes: nothing to look up
         } else {
-            engine.route(&event, host, mask, &mut routed);
+            engine.route(&event, host, mask, false, &mut routed);
         }
         let taken = self.flush(engine, host, late, out)?;
         self.pending = Some((index, event, routed));

@@ -586,7 +586,12 @@ pub fn feed_batch<H: crate::engine::HostLike>(
             continue;
         }
         next = kept.offset + 1;
-        if engine.add_masked(&kept.event, host, if masks { Some(mask) } else { None }) {
+        let added = if masks {
+            engine.add_passed(&kept.event, host, mask)
+        } else {
+            engine.add_masked(&kept.event, host, None)
+        };
+        if added {
             taken += 1;
         } else {
             late += 1;
@@ -619,7 +624,11 @@ pub fn feed_payload(
                 "routed event at input offset {offset} is not an event"
             ))
         })?;
-        if engine.add_masked(&event, host, mask) {
+        let added = match mask {
+            Some(mask) => engine.add_passed(&event, host, mask),
+            None => engine.add_masked(&event, host, None),
+        };
+        if added {
             taken += 1;
         } else {
             late += 1;

@@ -283,7 +283,7 @@ def shard_events(value: bytes) -> int:
     """The events a routed message gives its shard: a reference (format 3) says how many, a
     payload (format 2) has a line each."""
     head = orjson.loads(value.split(b"\n", 1)[0])
-    return head.get("n", 0) if head.get("v") == 3 else value.count(b"\n") - 1
+    return sum(part[4] for part in head["parts"]) if head.get("v") == 3 else value.count(b"\n") - 1
 
 
 def stages(args: argparse.Namespace) -> None:

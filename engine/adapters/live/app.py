@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import faust
@@ -474,13 +475,18 @@ class LiveWorker:
     def _route_call(self, call: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         return asyncio.get_running_loop().run_in_executor(self.router_thread, call, *args)
 
-    async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[Any, str]:
-        """A reference's events from the input topic (ranges.py), routed as stage 1 did."""
-        partition, (first, last) = head["p"], head["r"]
-        records = await self._until_broker_answers(number, "its input offsets cannot be read",
-                                                   lambda: self.ranges.read(partition, first, last))  # fmt: skip
-        self.metrics.read_again += len(records)
-        return self.route_stage.reroute(records, number, partition)
+    async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[dict[int, Any], str | None]:
+        """A reference's events from the input topic (ranges.py), routed as stage 1 did, per
+        input partition with events for the shard."""
+        batches, version = {}, None
+        for partition, _hb, first, last, events in head["parts"]:
+            if not events:
+                continue
+            records = await self._until_broker_answers(number, "its input offsets cannot be read",
+                                                       partial(self.ranges.read, partition, first, last))  # fmt: skip
+            self.metrics.read_again += len(records)
+            batches[partition], version = self.route_stage.reroute(records, number, partition)
+        return batches, version
 
     async def _checkpoint(self, shard: Shard, full: bool) -> None:
         """Commit pending records with the shard's head (or full snapshot); a full snapshot

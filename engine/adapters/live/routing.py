@@ -143,9 +143,9 @@ class RouteStage:
 
     def _handle_native(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         """`handle` in one native call per batch (format 3): the batch is kept decoded in this
-        worker's `BatchCache` and each shard gets, per input partition of the batch, a reference
-        to it — a header alone, ``{"v": 3, "p": partition, "hb": max event time, "rv": rules
-        version, "b": batch key, "r": [first offset, last offset], "n": events for the shard}``.
+        worker's `BatchCache` and each shard gets one reference to it — a header alone,
+        ``{"v": 3, "b": batch key, "rv": rules version, "parts": [[input partition, its max event
+        time, first offset, last offset, events for the shard], ...]}``.
         Only the messages the native decoder does not accept come back here, for the reason
         (or, rarely, an event only Python's decoder accepts: the batch is routed again with the
         time Python found)."""
@@ -185,18 +185,16 @@ class RouteStage:
                     except InvalidEvent:
                         pass
             self._watched()
-        refs: dict[int, int] = {}  # what this worker's own shards will take from the kept batch
-        for _, _, _, counts in parts:
-            for shard, n in enumerate(counts):
-                if n and (self.local_shards is None or shard in self.local_shards):
-                    refs[shard] = refs.get(shard, 0) + 1
-        key = self.cache.add(batch, refs)
+        shards = self.settings.shards
+        mine = [shard for shard in range(shards) if self.local_shards is None or shard in self.local_shards]
+        refs = {shard: 1 for shard in mine if any(counts[shard] for _, _, _, counts in parts)}
+        key = self.cache.add(batch, refs)  # kept for this worker's shards that have events in it
         out = dead
-        for partition, first, last, counts in parts:
-            head = {"v": 3, "p": partition, "hb": self.max_ts.get(partition), "rv": self.version, "b": key,
-                    "r": [first, last]}  # fmt: skip
-            for shard, n in enumerate(counts):
-                out.append(Out("routed", shard, orjson.dumps({**head, "n": n})))
+        for shard in range(shards):
+            refs_of_shard = [[partition, self.max_ts.get(partition), first, last, counts[shard]]
+                             for partition, first, last, counts in parts]  # fmt: skip
+            out.append(Out("routed", shard, orjson.dumps({"v": 3, "b": key, "rv": self.version,
+                                                          "parts": refs_of_shard})))  # fmt: skip
         return out
 
     def _route_native(self, messages: list[tuple[int, int, bytes | None]], dead_letters: bool):

@@ -91,67 +91,70 @@ class ShardState:
     def accept(self, offset: int, value: bytes, batch: Any = None, batch_rules: str | None = None) -> bool:
         """Take one routed message; False when it was already taken (before a checkpoint).
 
-        A reference to a kept batch (format 3) with events for this shard takes them from
-        ``batch`` — stage 1's `RoutedBatch`, or lines read again from the input
-        (`RouteStage.reroute`), whose masks are of rules version ``batch_rules`` — or, when none
-        is given, from the batch this process kept (batch_cache.py)."""
-        taking = self._begin(offset, value, batch, batch_rules)
-        if taking is None:
+        A reference to a kept batch (format 3) takes the events of each input partition it
+        names from ``batch`` — stage 1's `RoutedBatch`, or {partition: what `RouteStage.reroute`
+        made of its offsets read again from the input}, whose masks are of rules version
+        ``batch_rules`` — or, when none is given, from the batch this process kept
+        (batch_cache.py)."""
+        parts = self._begin(offset, value, batch, batch_rules)
+        if parts is None:
             return False
-        partition, message, feed = taking
-        self._end(partition, message, feed())
+        self._end(parts, [feed() for _, _, feed in parts])
         return True
 
     async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
-                               offload: Callable[[Callable[[], Fed]], Awaitable[Fed]]) -> bool:  # fmt: skip
+                               offload: Callable[[Callable[[], list[Fed]]], Awaitable[list[Fed]]]) -> bool:  # fmt: skip
         """`accept`, with the feeding itself run by ``offload`` (the worker: on a thread, while
         the native core lets go of the GIL, so stage 1 and the event loop go on meanwhile)."""
-        taking = self._begin(offset, value, batch, batch_rules)
-        if taking is None:
+        parts = self._begin(offset, value, batch, batch_rules)
+        if parts is None:
             return False
-        partition, message, feed = taking
-        self._end(partition, message, await offload(feed))
+        self._end(parts, await offload(lambda: [feed() for _, _, feed in parts]))
         return True
 
     def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None):
-        """(input partition, header, what feeds its events → Fed), or None for a re-delivery."""
+        """[(input partition, its header, what feeds its events → Fed)], or None for a re-delivery."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
             return None
         message, body = split_routed(value)
-        partition = message["p"]
-        next_offset = self.next_offset.get(partition, 0)
-        feed: Callable[[], Fed] = lambda: (next_offset, 0, 0, 0)  # noqa: E731 - a heartbeat: nothing to feed
-        if message.get("v") == 3 and message.get("n"):
-            if batch is None:
-                batch = batch_cache.take(message["b"], self.shard)
-                batch_rules = message.get("rv")
-            if batch is None:
-                raise MissingBatch(f"shard {self.shard}: routed message {offset} names batch {message['b']}, "
-                                   "which is not kept here: read it from the input first")  # fmt: skip
-            if isinstance(batch, bytes):
-                body, message = batch, {**message, "rv": batch_rules}
-            elif self.kind == "native":
-                engine, same_rules = self.engine, batch_rules == self.rules_version
-                feed = lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)  # noqa: E731
-            else:
-                body = batch.lines(self.shard, partition)
+        if message.get("v") == 3:
+            if batch is None and any(part[4] for part in message["parts"]):
+                batch, batch_rules = batch_cache.take(message["b"], self.shard), message.get("rv")
+                if batch is None:
+                    raise MissingBatch(f"shard {self.shard}: routed message {offset} names batch {message['b']}, "
+                                       "which is not kept here: read it from the input first")  # fmt: skip
+            self.routed_next = offset + 1
+            return [self._part(partition, {"hb": hb}, n, batch, batch_rules)
+                    for partition, hb, _first, _last, n in message["parts"]]  # fmt: skip
         self.routed_next = offset + 1
-        if body:
-            if self.kind == "native":
-                engine, same_rules = self.engine, message.get("rv") == self.rules_version  # masks name rules by index
-                feed = lambda: engine.feed_routed(body, next_offset, same_rules)  # noqa: E731
-            else:
-                feed = lambda: self._feed_python(body, next_offset)  # noqa: E731
-        return partition, message, feed
+        partition = message["p"]
+        return [self._part(partition, message, bool(body), body, message.get("rv"))]
 
-    def _end(self, partition: int, message: dict[str, Any], fed: Fed) -> None:
-        next_offset, taken, late, duplicates = fed
-        self._took(taken, late, duplicates)
-        self.next_offset[partition] = next_offset
-        self._heard(partition, message.get("hb"))
-        if message.get("idle"):
-            self.idle.add(partition)
+    def _part(self, partition: int, head: dict[str, Any], events: int, batch: Any, batch_rules: str | None):
+        next_offset = self.next_offset.get(partition, 0)
+        if not events:
+            return partition, head, lambda: (next_offset, 0, 0, 0)  # a heartbeat: nothing to feed
+        if isinstance(batch, dict):  # read again from the input, per partition
+            batch = batch[partition]
+        engine, same_rules = self.engine, batch_rules == self.rules_version  # masks name rules by index
+        if isinstance(batch, bytes):
+            body = batch
+        elif self.kind == "native":
+            return partition, head, lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)
+        else:
+            body = batch.lines(self.shard, partition)
+        if self.kind == "native":
+            return partition, head, lambda: engine.feed_routed(body, next_offset, same_rules)
+        return partition, head, lambda: self._feed_python(body, next_offset)
+
+    def _end(self, parts: list, fed: list[Fed]) -> None:
+        for (partition, head, _), (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
+            self._took(taken, late, duplicates)
+            self.next_offset[partition] = next_offset
+            self._heard(partition, head.get("hb"))
+            if head.get("idle"):
+                self.idle.add(partition)
 
     def needs_batch(self, offset: int, value: bytes) -> dict[str, Any] | None:
         """The header of a routed message that names a kept batch with events for this shard
@@ -159,7 +162,7 @@ class ShardState:
         if offset < self.routed_next or not value.startswith(b'{"v":3'):
             return None
         message = orjson.loads(value)
-        return message if message.get("n") else None
+        return message if any(part[4] for part in message["parts"]) else None
 
     def _took(self, taken: int, late: int, duplicates: int) -> None:
         self.stats["events"] += taken

@@ -514,11 +514,12 @@ impl Core {
         py.allow_threads(|| route::feed_batch(engine, batch, shard, partition, min_offset, masks, &Remote(host)))
     }
 
+    /// Evaluate every step up to ``watermark``. Lets go of the GIL while it evaluates (a worker's
+    /// shards evaluate on threads side by side); each record takes it back to be made.
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
-        let host_obj = self.host.bind(py);
-        self.engine
-            .advance(watermark, &Host { py, obj: host_obj }, &mut out)?;
+        let (engine, host) = (&mut self.engine, &self.host);
+        py.allow_threads(|| engine.advance(watermark, &Remote(host), &mut out))?;
         to_list(py, out)
     }
 

@@ -455,8 +455,10 @@ class LiveWorker:
                     batch, rules = await self._read_again(message.partition, head)
                 else:
                     self._input_catching_up()
-            if batch is not None and not isinstance(batch, bytes) and shard.state.kind == "native":
-                # The feed lets go of the GIL: on a thread, it overlaps stage 1 and the event loop.
+            offloaded = batch is not None and not isinstance(batch, bytes) and shard.state.kind == "native"
+            if offloaded:
+                # Feeding and evaluating let go of the GIL: on a feeder thread, beside stage 1, the
+                # event loop and the other shards.
                 taken = await shard.state.accept_offloaded(message.offset, event.value, batch, rules, self._offload)
             else:
                 taken = shard.state.accept(message.offset, event.value, batch, rules)
@@ -464,7 +466,8 @@ class LiveWorker:
                 await stream.ack(event)
                 return
             shard.unacked.append((stream, event))
-            shard.state.tick()
+            if not offloaded:
+                shard.state.tick()
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:
                 await self._checkpoint(shard, full=False)

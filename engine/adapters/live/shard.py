@@ -103,13 +103,19 @@ class ShardState:
         return True
 
     async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
-                               offload: Callable[[Callable[[], list[Fed]]], Awaitable[list[Fed]]]) -> bool:  # fmt: skip
-        """`accept`, with the feeding itself run by ``offload`` (the worker: on a thread, while
-        the native core lets go of the GIL, so stage 1 and the event loop go on meanwhile)."""
+                               offload: Callable[[Callable[[], None]], Awaitable[None]]) -> bool:  # fmt: skip
+        """`accept` then `tick`, with the feeding and the evaluation run by ``offload`` (the
+        worker: on a thread, where the native core lets go of the GIL, so stage 1, the event
+        loop and the other shards go on meanwhile). The worker holds the shard's lock."""
         parts = self._begin(offset, value, batch, batch_rules)
         if parts is None:
             return False
-        self._end(parts, await offload(lambda: [feed() for _, _, feed in parts]))
+
+        def take() -> None:
+            self._end(parts, [feed() for _, _, feed in parts])
+            self.tick()
+
+        await offload(take)
         return True
 
     def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None):

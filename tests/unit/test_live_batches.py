@@ -21,6 +21,7 @@ from functools import partial
 from types import SimpleNamespace
 from weakref import WeakSet
 
+import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -511,3 +512,25 @@ async def test_assigned_shards_open_together_and_once_before_their_first_message
     await first
     assert sorted(worker.shards) == [0, 1] and worker.opening == {}
     assert sorted(FakeWriter.calls) == ["fence 0", "fence 1", "load 0", "load 1"]  # one producer per shard
+
+
+async def test_a_shard_revoked_while_taking_a_message_stops_quietly(monkeypatch):
+    """Seen in the pause fault test: a worker resumed from SIGSTOP lost its shards while one was
+    reading a reference's offsets from the input; the read failed (its consumer stopped) — the
+    shard is gone, so its task ends, and the worker carries on (no exit)."""
+    from aiokafka.errors import ConsumerStoppedError
+
+    worker = stage2_worker(monkeypatch)
+    routed = worker.settings.routed_topic
+    await worker._on_assigned(None, {TP(routed, 0)})
+    shard = await worker._shard(0)
+
+    async def take(shard, stream, event):
+        await worker._on_revoked(None, {TP(routed, 0)})
+        raise ConsumerStoppedError()
+
+    monkeypatch.setattr(worker, "_take", take)
+    monkeypatch.setattr("os._exit", lambda code: pytest.fail(f"the worker exited ({code})"))
+    await shard.queue.put((Stream(), routed_event(0)))
+    await asyncio.wait_for(worker._shard_loop(shard), 2)
+    assert worker.shards == {}

@@ -166,6 +166,7 @@ class LiveWorker:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
 
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
         app.on_partitions_assigned.connect(self._on_assigned)
         return app
 
@@ -428,7 +429,15 @@ class LiveWorker:
                 await self._take(shard, stream, event)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a bug, not a broker problem (those are handled where they happen)
+            except Exception as error:
+                if self.shards.get(number) is not shard:
+                    # Revoked or fenced while it took the message (its input read cut short, say):
+                    # the next owner takes it again from the last checkpoint.
+                    log.info("shard %d left this worker while taking routed message %d (%s)", number,
+                             event.message.offset, type(error).__name__,
+                             extra={"fields": {"event": "shard_left", "shard": number}})  # fmt: skip
+                    return
+                # a bug, not a broker problem (those are handled where they happen)
                 log.critical("shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
                              "its checkpoint)", number, event.message.offset, type(error).__name__, error,
                              exc_info=True,
@@ -575,6 +584,9 @@ class LiveWorker:
                  extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
         self._open_assigned()
 
+    async def _on_shutdown(self, app, **kwargs) -> None:
+        await self.ranges.stop()
+
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
         if revoked:
             log.info("revoked %d partitions (a rebalance)", len(revoked),
@@ -589,8 +601,6 @@ class LiveWorker:
                 shard = self.shards.pop(tp.partition)
                 self._stop_loop(shard)
                 await shard.writer.stop()  # the next owner restarts from the last checkpoint
-        if not self.shards_held:
-            await self.ranges.stop()  # started again when a shard needs it
         self._input_catching_up()
 
     async def _housekeeping(self) -> None:

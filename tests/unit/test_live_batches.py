@@ -353,7 +353,7 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     worker.ranges, worker.input_paused = RangeReader(worker.settings), False
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
     worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
-    worker.resumed_at, worker.opening = float("-inf"), {}
+    worker.resumed_at, worker.opening, worker.stopping = float("-inf"), {}, False
     worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
     return worker
 

@@ -98,6 +98,7 @@ class LiveWorker:
         self.ranges = RangeReader(settings)  # references to batches another worker (or process) kept
         self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
         self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
+        self.stopping = False  # the worker is shutting down (`_on_shutdown`)
         self.feeder = ThreadPoolExecutor(2, thread_name_prefix="firebreak-feed")  # the shards' native feeds
         self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="firebreak-route")  # stage 1's native routing
         self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
@@ -430,7 +431,7 @@ class LiveWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                if self.shards.get(number) is not shard:
+                if self.stopping or self.shards.get(number) is not shard:
                     # Revoked or fenced while it took the message (its input read cut short, say):
                     # the next owner takes it again from the last checkpoint.
                     log.info("shard %d left this worker while taking routed message %d (%s)", number,
@@ -585,6 +586,13 @@ class LiveWorker:
         self._open_assigned()
 
     async def _on_shutdown(self, app, **kwargs) -> None:
+        """The worker stops: the shards' tasks end (what they had not committed, the next owner
+        takes again from the last checkpoint), then the input reader closes under no read."""
+        self.stopping = True
+        for shard in list(self.shards.values()):
+            if shard.task is not None:
+                shard.task.cancel()
+        await asyncio.gather(*(s.task for s in self.shards.values() if s.task is not None), return_exceptions=True)
         await self.ranges.stop()
 
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:

@@ -153,6 +153,12 @@ class NativeEngine:
         the events of ``partition`` that reach ``shard``."""
         return self.core.feed_batch(batch, shard, partition, min_offset, masks)
 
+    def take_batch(self, batch: Any, shard: int, parts: list[tuple[int, int]], masks: bool,
+                   watermark: int | None) -> tuple[list[tuple[int, int, int, int]], list[dict[str, Any]]]:  # fmt: skip
+        """`feed_batch` of each (input partition, next offset) then `advance` to ``watermark``
+        (None: no evaluation), in one call without the GIL: (results per part, records)."""
+        return self.core.take_batch(batch, shard, parts, masks, watermark)
+
     def feed_events(self, events: Iterable[Event]):
         from engine.adapters.drive import Fed
 

@@ -514,6 +514,37 @@ impl Core {
         py.allow_threads(|| route::feed_batch(engine, batch, shard, partition, min_offset, masks, &Remote(host)))
     }
 
+    /// `feed_batch` for each (input partition, next offset to take) of ``parts``, then, when
+    /// ``watermark`` is given, `advance` to it — in one call that lets go of the GIL once (a
+    /// worker's shard takes a routed reference on a feeder thread). Returns ([(next offset,
+    /// taken, late, duplicates)] per part, records).
+    #[pyo3(signature = (batch, shard, parts, masks, watermark))]
+    #[allow(clippy::type_complexity)]
+    fn take_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: &Bound<'py, route::RoutedBatch>,
+        shard: usize,
+        parts: Vec<(i64, i64)>,
+        masks: bool,
+        watermark: Option<i64>,
+    ) -> PyResult<(Vec<(i64, usize, usize, usize)>, Bound<'py, PyList>)> {
+        let (engine, host, batch) = (&mut self.engine, &self.host, batch.get());
+        let mut out = Vec::new();
+        let fed = py.allow_threads(|| -> PyResult<Vec<(i64, usize, usize, usize)>> {
+            let remote = Remote(host);
+            let mut fed = Vec::with_capacity(parts.len());
+            for (partition, min_offset) in parts {
+                fed.push(route::feed_batch(engine, batch, shard, partition, min_offset, masks, &remote)?);
+            }
+            if let Some(watermark) = watermark {
+                engine.advance(watermark, &remote, &mut out)?;
+            }
+            Ok(fed)
+        })?;
+        Ok((fed, to_list(py, out)?))
+    }
+
     /// Evaluate every step up to ``watermark``. Lets go of the GIL while it evaluates (a worker's
     /// shards evaluate on threads side by side); each record takes it back to be made.
     fn advance<'py>(&mut self, py: Python<'py>, watermark: i64) -> PyResult<Bound<'py, PyList>> {

@@ -379,3 +379,29 @@ def test_the_batch_cache_keeps_a_batch_until_its_local_shards_took_it_or_left():
     assert len(cache) == 1 and cache.bytes == 50 and not cache.full()
     assert batch_cache.take(key, 0) is None
     assert batch_cache.take("another-process:1", 0) is None and batch_cache.take("junk", 0) is None
+
+
+async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replays_records():
+    """The worker takes a reference with `accept_offloaded` (feeding and evaluating in one native
+    call, on a thread); the records are those of `accept` then `tick` — a replay's."""
+    import asyncio
+
+    async def offload(call):
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    route = RouteStage(RULES, SETTINGS, "native")
+    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
+    messages = list(input_messages())
+    for start in range(0, len(messages), 150):
+        for out in route.handle(messages[start : start + 150]):
+            routed[out.partition].append(out.value)
+    records = []
+    for shard in range(SHARDS):
+        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, "native")
+        for offset, value in enumerate(routed[shard]):
+            head = state.needs_batch(offset, value)
+            batch = batch_cache.take(head["b"], shard) if head else None
+            assert await state.accept_offloaded(offset, value, batch, head and head["rv"], offload)
+        assert state.stats["events"] > 0 and state.engine.watermark is not None
+        records += state.pending + state.engine.finish(max(e.ts for e in BASE))
+    assert multiset(records) == multiset(BASE_RECORDS)

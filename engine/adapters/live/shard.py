@@ -37,6 +37,9 @@ SNAPSHOT_VERSION = 1
 Fed = tuple[int, int, int, int]  # (next input offset to take, events taken, late, duplicates)
 
 
+HEARTBEAT = ("heartbeat",)  # `ShardState._part` of a partition with no event for the shard
+
+
 class MissingBatch(LookupError):
     """A routed reference whose batch is neither given nor kept in this process."""
 
@@ -99,7 +102,7 @@ class ShardState:
         parts = self._begin(offset, value, batch, batch_rules)
         if parts is None:
             return False
-        self._end(parts, [feed() for _, _, feed in parts])
+        self._end(parts, [feed() for _, _, feed, _ in parts])
         return True
 
     async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
@@ -110,9 +113,24 @@ class ShardState:
         parts = self._begin(offset, value, batch, batch_rules)
         if parts is None:
             return False
+        kept = {id(part[3][0]): part[3] for part in parts if part[3] not in (None, HEARTBEAT)}
+        if len(kept) == 1 and all(part[3] is not None for part in parts):
+            # The events of one kept batch: feeding and evaluating in one native call. Time
+            # depends only on the headers' event times, so they are heard of first.
+            [(batch, _, same_rules)] = kept.values()
+            self._end_heads(parts)
+            watermark = self.watermark()
+            feeds = [(partition, fast[1]) for partition, _, _, fast in parts if fast is not HEARTBEAT]
+            fed, records = await offload(lambda: self.engine.take_batch(batch, self.shard, feeds, same_rules,
+                                                                        watermark))  # fmt: skip
+            results = iter(fed)
+            self._end_offsets(parts, [feed() if fast is HEARTBEAT else next(results)
+                                      for _, _, feed, fast in parts])  # fmt: skip
+            self._derived(records)
+            return True
 
         def take() -> None:
-            self._end(parts, [feed() for _, _, feed in parts])
+            self._end(parts, [feed() for _, _, feed, _ in parts])
             self.tick()
 
         await offload(take)
@@ -138,26 +156,36 @@ class ShardState:
         return [self._part(partition, message, bool(body), body, message.get("rv"))]
 
     def _part(self, partition: int, head: dict[str, Any], events: int, batch: Any, batch_rules: str | None):
+        """(partition, header, what feeds its events → Fed, (kept batch, next offset, same rules)
+        when that is `Core.feed_batch` of a kept batch, else None)."""
         next_offset = self.next_offset.get(partition, 0)
-        if not events:
-            return partition, head, lambda: (next_offset, 0, 0, 0)  # a heartbeat: nothing to feed
+        if not events:  # a heartbeat: nothing to feed
+            return partition, head, lambda: (next_offset, 0, 0, 0), HEARTBEAT
         if isinstance(batch, dict):  # read again from the input, per partition
             batch = batch[partition]
         engine, same_rules = self.engine, batch_rules == self.rules_version  # masks name rules by index
         if isinstance(batch, bytes):
             body = batch
         elif self.kind == "native":
-            return partition, head, lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)
+            feed = lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)  # noqa: E731
+            return partition, head, feed, (batch, next_offset, same_rules)
         else:
             body = batch.lines(self.shard, partition)
         if self.kind == "native":
-            return partition, head, lambda: engine.feed_routed(body, next_offset, same_rules)
-        return partition, head, lambda: self._feed_python(body, next_offset)
+            return partition, head, lambda: engine.feed_routed(body, next_offset, same_rules), None
+        return partition, head, lambda: self._feed_python(body, next_offset), None
 
     def _end(self, parts: list, fed: list[Fed]) -> None:
-        for (partition, head, _), (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
+        self._end_offsets(parts, fed)
+        self._end_heads(parts)
+
+    def _end_offsets(self, parts: list, fed: list[Fed]) -> None:
+        for (partition, *_), (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
             self._took(taken, late, duplicates)
             self.next_offset[partition] = next_offset
+
+    def _end_heads(self, parts: list) -> None:
+        for partition, head, *_ in parts:
             self._heard(partition, head.get("hb"))
             if head.get("idle"):
                 self.idle.add(partition)

@@ -304,20 +304,22 @@ def stages(args: argparse.Namespace) -> None:
                                   traffic_check=args.traffic_check)  # fmt: skip
         route = RouteStage(rules, settings)
         routed: list[list[bytes]] = [[] for _ in range(args.shards)]
-        started = time.process_time()
-        for start in range(0, len(messages), args.batch):
-            for out in route.handle(messages[start : start + args.batch]):
-                if out.topic == "routed":
-                    routed[out.partition].append(out.value)
-        stage1 = time.process_time() - started
         shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, route.engine) for s in range(args.shards)]
         records = 0
-        started = time.process_time()
-        for shard, log in zip(shards, routed, strict=True):
-            for offset, value in enumerate(log):
-                shard.accept(offset, value)
-                records += len(shard.tick())
-        stage2 = time.process_time() - started
+        stage1 = stage2 = 0.0
+        for start in range(0, len(messages), args.batch):
+            # As the worker does: each batch routed, then taken by the shards (its kept batch, format 3,
+            # is still in the CPU's cache; routing everything first made the shards ~40% slower here).
+            started = time.process_time()
+            outs = [out for out in route.handle(messages[start : start + args.batch]) if out.topic == "routed"]
+            stage1 += time.process_time() - started
+            started = time.process_time()
+            for out in outs:
+                log = routed[out.partition]
+                shards[out.partition].accept(len(log), out.value)
+                log.append(out.value)
+                records += len(shards[out.partition].tick())
+            stage2 += time.process_time() - started
         started = time.process_time()
         size = sum(len(orjson.dumps(shard.snapshot())) for shard in shards)  # through Python objects
         snap = time.process_time() - started
@@ -337,7 +339,7 @@ def stages(args: argparse.Namespace) -> None:
         print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
               f"{'' if args.traffic_check else ', no traffic check'}")
         print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
-              f"{routed_events / n:.2f} shard copies per event ({pairs_only(rules, lines, args.shards):.2f} "
+              f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
               f"counting only the shards owning a pair of a rule other than `Kx population`)")
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
         print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "

@@ -99,7 +99,9 @@ class LiveWorker:
         self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
         self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
         self.stopping = False  # the worker is shutting down (`_on_shutdown`)
-        self.feeder = ThreadPoolExecutor(2, thread_name_prefix="firebreak-feed")  # the shards' native feeds
+        # The shards' native work (feed, evaluate): a thread per core, at most one per shard (2 here).
+        feeders = max(1, min(settings.shards, os.cpu_count() or 2))
+        self.feeder = ThreadPoolExecutor(feeders, thread_name_prefix="firebreak-feed")
         self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="firebreak-route")  # stage 1's native routing
         self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
         self.metrics = Metrics()

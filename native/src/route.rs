@@ -225,6 +225,61 @@ pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, Opti
         })
 }
 
+/// A batch's counts in stage 1: messages refused (by index), events decoded, and each input
+/// partition's largest event time (from ``known``, before the batch).
+struct Tally<'k> {
+    known: &'k HashMap<i64, i64>,
+    beats: HashMap<i64, i64>,
+    refused: Vec<usize>,
+    events: usize,
+}
+
+impl Tally<'_> {
+    fn new(known: &HashMap<i64, i64>) -> Tally<'_> {
+        Tally { known, beats: HashMap::new(), refused: Vec::new(), events: 0 }
+    }
+}
+
+/// One message of a batch through stage 1: the event when some shard must see it (``masks``
+/// says which, and with which rules), counted in ``tally`` (refused: too big, or not accepted
+/// by the native decoder — Python gives the reason).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn route_one<'a, H: crate::engine::HostLike>(
+    router: &mut Router,
+    tally: &mut Tally,
+    index: usize,
+    raw: &'a [u8],
+    ts: Option<i64>,
+    max_bytes: usize,
+    partition: i64,
+    host: &H,
+    masks: &mut [u64],
+) -> Option<event::Event<'a>> {
+    let decoded = if raw.len() > max_bytes { None } else { decode_with(raw, ts) };
+    let Some(event) = decoded else {
+        tally.refused.push(index);
+        return None;
+    };
+    tally.events += 1;
+    let known = tally.known;
+    let beat = tally
+        .beats
+        .entry(partition)
+        .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
+    if event.ts > *beat {
+        *beat = event.ts;
+    }
+    if !routable(event.kind) {
+        return None;
+    }
+    router.targets(&event, host, masks);
+    if masks.iter().all(|m| *m == 0) {
+        return None;
+    }
+    Some(event)
+}
+
 /// Whether an event of this kind is routed at all (rules count inference and report events).
 pub fn routable(kind: Kind) -> bool {
     matches!(kind, Kind::Inference | Kind::Report)
@@ -301,9 +356,7 @@ impl NativeRouter {
         let shards = self.router.shards as usize;
         let mut order: Vec<i64> = Vec::new(); // partitions in order of appearance
         let mut bodies: HashMap<i64, Vec<Vec<Vec<u8>>>> = HashMap::new(); // partition → shard → chunks
-        let mut beats: HashMap<i64, i64> = HashMap::new();
-        let mut refused = Vec::new();
-        let mut events = 0;
+        let mut tally = Tally::new(&known);
         let mut masks = vec![0u64; shards];
         for (index, item) in messages.iter().enumerate() {
             let item = item.downcast::<PyTuple>()?;
@@ -319,28 +372,11 @@ impl NativeRouter {
             } else {
                 value.downcast::<PyBytes>()?.as_bytes()
             };
-            if raw.len() > max_bytes {
-                refused.push(index);
-                continue;
-            }
-            let Some(event) = decode_with(raw, times.get(&index).copied()) else {
-                refused.push(index);
+            let ts = times.get(&index).copied();
+            let Some(event) = route_one(&mut self.router, &mut tally, index, raw, ts, max_bytes, partition, &host,
+                                        &mut masks) else {
                 continue;
             };
-            events += 1;
-            let beat = beats
-                .entry(partition)
-                .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
-            if event.ts > *beat {
-                *beat = event.ts;
-            }
-            if !routable(event.kind) {
-                continue;
-            }
-            self.router.targets(&event, &host, &mut masks);
-            if masks.iter().all(|m| *m == 0) {
-                continue;
-            }
             let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
             let head = format!("{offset} {} ", event.ts);
             for (shard, shard_chunks) in chunks.iter_mut().enumerate() {
@@ -361,6 +397,7 @@ impl NativeRouter {
                 last.push(b'\n');
             }
         }
+        let Tally { mut beats, refused, events, .. } = tally;
         let out = PyList::empty(py);
         for partition in &order {
             let hb = beats
@@ -431,9 +468,7 @@ impl NativeRouter {
         let (parts, beats, refused, events, kept, all_masks) = py.allow_threads(|| {
             let host = crate::engine::Remote(host);
             let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
-            let mut beats: HashMap<i64, i64> = HashMap::new();
-            let mut refused = Vec::new();
-            let mut events = 0;
+            let mut tally = Tally::new(&known);
             let mut kept = Vec::new();
             let mut all_masks = Vec::new();
             let mut masks = vec![0u64; shards];
@@ -447,28 +482,11 @@ impl NativeRouter {
                 };
                 parts[part].2 = offset;
                 let raw = &bytes[at..at + len];
-                if len > max_bytes {
-                    refused.push(index);
-                    continue;
-                }
-                let Some(event) = decode_with(raw, times.get(&index).copied()) else {
-                    refused.push(index);
+                let ts = times.get(&index).copied();
+                let Some(event) = route_one(router, &mut tally, index, raw, ts, max_bytes, partition, &host, &mut masks)
+                else {
                     continue;
                 };
-                events += 1;
-                let beat = beats
-                    .entry(partition)
-                    .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
-                if event.ts > *beat {
-                    *beat = event.ts;
-                }
-                if !routable(event.kind) {
-                    continue;
-                }
-                router.targets(&event, &host, &mut masks);
-                if masks.iter().all(|m| *m == 0) {
-                    continue;
-                }
                 for (shard, mask) in masks.iter().enumerate() {
                     if *mask != 0 {
                         parts[part].3[shard] += 1;
@@ -477,6 +495,7 @@ impl NativeRouter {
                 all_masks.extend_from_slice(&masks);
                 kept.push(Kept { partition, offset, event });
             }
+            let Tally { mut beats, refused, events, .. } = tally;
             beats.retain(|_, t| *t >= 0);
             (parts, beats, refused, events, kept, all_masks)
         });

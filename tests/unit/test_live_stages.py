@@ -45,6 +45,16 @@ def take(state, offset, value, route, messages, remote=False):
     return state.accept(offset, value, batches, version)
 
 
+def route_all(route, messages, size):
+    """Stage 1 over ``messages`` in batches of ``size``: each shard's routed log."""
+    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
+    for start in range(0, len(messages), size):
+        for out in route.handle(messages[start : start + size]):
+            if out.topic == "routed":
+                routed[out.partition].append(out.value)
+    return routed
+
+
 def multiset(records):
     return sorted(map(orjson.dumps, records))
 
@@ -329,11 +339,8 @@ def test_references_read_again_from_the_input_give_a_replays_records(engine):
     """Every shard on another worker than stage 1 (or after a restart): each reference's
     offsets are read from the input and routed again — the records are a replay's."""
     route = RouteStage(RULES, SETTINGS, "native")
-    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
-    for start in range(0, len(messages), 250):
-        for out in route.handle(messages[start : start + 250]):
-            routed[out.partition].append(out.value)
+    routed = route_all(route, messages, 250)
     records = []
     for shard in range(SHARDS):
         state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, engine)
@@ -390,11 +397,7 @@ async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replay
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
     route = RouteStage(RULES, SETTINGS, "native")
-    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
-    messages = list(input_messages())
-    for start in range(0, len(messages), 150):
-        for out in route.handle(messages[start : start + 150]):
-            routed[out.partition].append(out.value)
+    routed = route_all(route, list(input_messages()), 150)
     records = []
     for shard in range(SHARDS):
         state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, "native")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -37,7 +37,17 @@ SNAPSHOT_VERSION = 1
 Fed = tuple[int, int, int, int]  # (next input offset to take, events taken, late, duplicates)
 
 
-HEARTBEAT = ("heartbeat",)  # `ShardState._part` of a partition with no event for the shard
+HEARTBEAT = ("heartbeat",)  # `_Part.kept` of a partition with no event for the shard
+
+
+class _Part(NamedTuple):
+    """One input partition of a routed message, as the shard takes it (`ShardState._part`)."""
+
+    partition: int
+    head: dict[str, Any]  # its event time ("hb"), and "idle" for an idle marker
+    feed: Callable[[], Fed]  # feeds its events: → Fed
+    kept: Any  # (kept batch, next offset, same rules) when `feed` is `Core.feed_batch` of a kept batch;
+    #            HEARTBEAT when it has no event for the shard; else None
 
 
 class MissingBatch(LookupError):
@@ -102,7 +112,7 @@ class ShardState:
         parts = self._begin(offset, value, batch, batch_rules)
         if parts is None:
             return False
-        self._end(parts, [feed() for _, _, feed, _ in parts])
+        self._end(parts, [part.feed() for part in parts])
         return True
 
     async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
@@ -113,31 +123,30 @@ class ShardState:
         parts = self._begin(offset, value, batch, batch_rules)
         if parts is None:
             return False
-        kept = {id(part[3][0]): part[3] for part in parts if part[3] not in (None, HEARTBEAT)}
-        if len(kept) == 1 and all(part[3] is not None for part in parts):
+        kept = {id(part.kept[0]): part.kept for part in parts if part.kept not in (None, HEARTBEAT)}
+        if len(kept) == 1 and all(part.kept is not None for part in parts):
             # The events of one kept batch: feeding and evaluating in one native call. Time
             # depends only on the headers' event times, so they are heard of first.
             [(batch, _, same_rules)] = kept.values()
             self._end_heads(parts)
             watermark = self.watermark()
-            feeds = [(partition, fast[1]) for partition, _, _, fast in parts if fast is not HEARTBEAT]
+            feeds = [(part.partition, part.kept[1]) for part in parts if part.kept is not HEARTBEAT]
             fed, records = await offload(lambda: self.engine.take_batch(batch, self.shard, feeds, same_rules,
                                                                         watermark))  # fmt: skip
             results = iter(fed)
-            self._end_offsets(parts, [feed() if fast is HEARTBEAT else next(results)
-                                      for _, _, feed, fast in parts])  # fmt: skip
+            self._end_offsets(parts, [part.feed() if part.kept is HEARTBEAT else next(results) for part in parts])
             self._derived(records)
             return True
 
         def take() -> None:
-            self._end(parts, [feed() for _, _, feed, _ in parts])
+            self._end(parts, [part.feed() for part in parts])
             self.tick()
 
         await offload(take)
         return True
 
-    def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None):
-        """[(input partition, its header, what feeds its events → Fed)], or None for a re-delivery."""
+    def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None) -> list[_Part] | None:
+        """The message's input partitions as the shard takes them, or None for a re-delivery."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
             return None
@@ -155,12 +164,10 @@ class ShardState:
         partition = message["p"]
         return [self._part(partition, message, bool(body), body, message.get("rv"))]
 
-    def _part(self, partition: int, head: dict[str, Any], events: int, batch: Any, batch_rules: str | None):
-        """(partition, header, what feeds its events → Fed, (kept batch, next offset, same rules)
-        when that is `Core.feed_batch` of a kept batch, else None)."""
+    def _part(self, partition: int, head: dict[str, Any], events: int, batch: Any, batch_rules: str | None) -> _Part:
         next_offset = self.next_offset.get(partition, 0)
         if not events:  # a heartbeat: nothing to feed
-            return partition, head, lambda: (next_offset, 0, 0, 0), HEARTBEAT
+            return _Part(partition, head, lambda: (next_offset, 0, 0, 0), HEARTBEAT)
         if isinstance(batch, dict):  # read again from the input, per partition
             batch = batch[partition]
         engine, same_rules = self.engine, batch_rules == self.rules_version  # masks name rules by index
@@ -168,27 +175,27 @@ class ShardState:
             body = batch
         elif self.kind == "native":
             feed = lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)  # noqa: E731
-            return partition, head, feed, (batch, next_offset, same_rules)
+            return _Part(partition, head, feed, (batch, next_offset, same_rules))
         else:
             body = batch.lines(self.shard, partition)
         if self.kind == "native":
-            return partition, head, lambda: engine.feed_routed(body, next_offset, same_rules), None
-        return partition, head, lambda: self._feed_python(body, next_offset), None
+            return _Part(partition, head, lambda: engine.feed_routed(body, next_offset, same_rules), None)
+        return _Part(partition, head, lambda: self._feed_python(body, next_offset), None)
 
-    def _end(self, parts: list, fed: list[Fed]) -> None:
+    def _end(self, parts: list[_Part], fed: list[Fed]) -> None:
         self._end_offsets(parts, fed)
         self._end_heads(parts)
 
-    def _end_offsets(self, parts: list, fed: list[Fed]) -> None:
-        for (partition, *_), (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
+    def _end_offsets(self, parts: list[_Part], fed: list[Fed]) -> None:
+        for part, (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
             self._took(taken, late, duplicates)
-            self.next_offset[partition] = next_offset
+            self.next_offset[part.partition] = next_offset
 
-    def _end_heads(self, parts: list) -> None:
-        for partition, head, *_ in parts:
-            self._heard(partition, head.get("hb"))
-            if head.get("idle"):
-                self.idle.add(partition)
+    def _end_heads(self, parts: list[_Part]) -> None:
+        for part in parts:
+            self._heard(part.partition, part.head.get("hb"))
+            if part.head.get("idle"):
+                self.idle.add(part.partition)
 
     def needs_batch(self, offset: int, value: bytes) -> dict[str, Any] | None:
         """The header of a routed message that names a kept batch with events for this shard

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from test_worker_live import RULES, before, clocks, replay, scenario  # noqa: E402
 from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for  # noqa: E402
 
-from engine.core import parse_ts  # noqa: E402
+from firebreak.core import parse_ts  # noqa: E402
 
 
 async def create(bootstrap: str, topic: str, partitions: int) -> None:

@@ -5,7 +5,7 @@ nothing with them — the ceiling of any Faust agent on this machine.
 
 take_events: an agent with `stream.take_events(batch, within=50 ms)` (the worker's stage 1
 before the batch path); events: an agent iterating `stream.events()` one by one; batches:
-each fetch's messages as one list from the consumer (engine/adapters/live/batches.py, the
+each fetch's messages as one list from the consumer (engine/firebreak/adapters/live/batches.py, the
 worker's stage 1 now), acked. Faust assigns the partitions and runs the group in all three.
 Prints events/s from the first message to the last.
 """
@@ -77,7 +77,7 @@ else:
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     if opts.mode == "batches":
-        from engine.adapters.live import batches
+        from firebreak.adapters.live import batches
 
         asyncio.set_event_loop(asyncio.new_event_loop())
         batches.install(app, opts.topic, handle)

@@ -2,7 +2,7 @@
 
     python benchmarks/generate.py --events 1000000 --out benchmarks/data/events.jsonl
 
-Traffic comes from engine.synthetic: realistic tenants / models / users, ~1% of
+Traffic comes from firebreak.synthetic: realistic tenants / models / users, ~1% of
 events out of order, decoy changes, and (unless --no-incidents) one injected
 incident of each category in the second half of the log (relative rules need
 an hour of history first). The ground truth goes to
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from engine.core import parse_ts
-from engine.synthetic import CATEGORIES, SECOND, Injection, Traffic
+from firebreak.core import parse_ts
+from firebreak.synthetic import CATEGORIES, SECOND, Injection, Traffic
 
 DEFAULT_START = "2026-01-05T08:00:00Z"
 

@@ -7,7 +7,7 @@ On the same file, in the same process (best of --repeat):
 
   (a) parse only     read lines + orjson.loads                      — the reference
   (b) load           what the command does first: read + decode + validate into events
-  (c) replay         the rules over the events (engine.core.run_events): the records —
+  (c) replay         the rules over the events (firebreak.core.run_events): the records —
                      all of them for `--incident`, only the incident's rule for `--rule`
   (d) investigate    one incident from (b) and (c): change point, series, contributors,
                      causes, adversarial signs, review — with and without the suggestion
@@ -24,12 +24,12 @@ from collections.abc import Callable
 
 import orjson
 
-from engine.adapters.investigation import events_from_files
-from engine.adapters.rule_files import read_rule_sources
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.core import run_events
-from engine.dsl import load_rules
-from engine.investigate import Options, Selection, investigate
+from firebreak.adapters.investigation import events_from_files
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.core import run_events
+from firebreak.dsl import load_rules
+from firebreak.investigate import Options, Selection, investigate
 
 
 def parse_only(path: str) -> int:

@@ -3,7 +3,7 @@
     python benchmarks/investigate_eval.py --seeds 10
     python benchmarks/investigate_eval.py --seeds 3 --rules scenario --categories cost adversarial --json
 
-For every category of engine.synthetic and every seed (1..N), the log of
+For every category of firebreak.synthetic and every seed (1..N), the log of
 tests/unit/investigate_scenarios.py `build()` (one injected incident, the synthetic
 decoys, and two hard decoys: the same kind of change on another target 3 minutes before
 onset, and a change on the true target 100 minutes before) is replayed through
@@ -24,7 +24,7 @@ estimated start against the true onset, whether a monitoring change was suggeste
 whether its backtest detects earlier, and the seconds `investigate()` takes (it includes
 the suggestion's backtest replays; the rule-set replay is timed apart).
 
-``--families`` evaluates on logs built unlike engine.synthetic instead
+``--families`` evaluates on logs built unlike firebreak.synthetic instead
 (benchmarks/investigate_families.py: a version shared by every model, a service whose calls
 cost cents, a leak across all of one tenant's services, quality ramps of 1-4 h, changes
 naming only the incident's group, three concurrent incidents, changes with missing or extra
@@ -52,11 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import investigate_families  # noqa: E402
 from investigate_scenarios import Case, build  # noqa: E402
 
-from engine.adapters.starter_pack import starter_rule_sources  # noqa: E402
-from engine.core import parse_ts, run_events  # noqa: E402
-from engine.dsl import CompiledRule, load_rules  # noqa: E402
-from engine.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
-from engine.synthetic import CATEGORIES, MINUTE  # noqa: E402
+from firebreak.adapters.starter_pack import starter_rule_sources  # noqa: E402
+from firebreak.core import parse_ts, run_events  # noqa: E402
+from firebreak.dsl import CompiledRule, load_rules  # noqa: E402
+from firebreak.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
+from firebreak.synthetic import CATEGORIES, MINUTE  # noqa: E402
 
 RULE_SETS = ("scenario", "starter")
 TIE_BEFORE_MS = 10 * MINUTE
@@ -295,7 +295,7 @@ def failures(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) if out else "(none)"
 
 
-# ---- families built unlike engine.synthetic ----------------------------------------------
+# ---- families built unlike firebreak.synthetic ----------------------------------------------
 
 
 def evaluate_family(family: str, seed: int) -> list[dict[str, Any]]:
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print every row and the summaries as JSON")
     p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE")
     p.add_argument("--families", nargs="+", choices=[*investigate_families.FAMILIES, "all"],
-                   help="evaluate on the families built unlike engine.synthetic instead (all: every one)")  # fmt: skip
+                   help="evaluate on the families built unlike firebreak.synthetic instead (all: every one)")  # fmt: skip
     a = p.parse_args(argv)
     if a.families:
         return main_families(a)

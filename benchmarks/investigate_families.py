@@ -1,9 +1,9 @@
-"""Incidents built unlike engine.synthetic, for `benchmarks/investigate_eval.py --families`.
+"""Incidents built unlike firebreak.synthetic, for `benchmarks/investigate_eval.py --families`.
 
     log = build("cheap_service", seed=3)
     log.events, log.rules, log.truths      # events in time order; what was planted, and why
 
-engine.synthetic is what the investigation was tuned on. This generator shares none of its
+firebreak.synthetic is what the investigation was tuned on. This generator shares none of its
 code or shapes: its own world (five services whose calls cost from a twentieth of a cent to
 tens of cents, tenants of geometric sizes in three regions, each using three of the services,
 templates served by two models each, Poisson arrivals, Zipf users), its own incidents and
@@ -50,8 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.core import Event, format_ts, parse_ts, validate_event
-from engine.dsl import CompiledRule, load_rules
+from firebreak.core import Event, format_ts, parse_ts, validate_event
+from firebreak.dsl import CompiledRule, load_rules
 
 MINUTE = 60_000
 T0 = parse_ts("2026-05-04T00:00:00Z")

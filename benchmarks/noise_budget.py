@@ -6,7 +6,7 @@ the significance rules of a pack (`with C% confidence`, rates by tenant or user)
 
 pack_eval.py counts the false incidents a pack opens on 20 seeds of each family; at a few in
 a thousand days that count is zero whatever the rule. This computes the expectation instead,
-from the families' shapes (engine/families.py: each tenant's rate, each user's, the
+from the families' shapes (engine/firebreak/families.py: each tenant's rate, each user's, the
 classifiers' noise) and the rule's numbers, so that a rule's comment can state the noise it
 assumes and what noise alone costs.
 
@@ -18,7 +18,7 @@ family's groups, is the false incidents per day — an upper bound of sorts (a c
 an incident is still open opens nothing; evaluation steps skip brief ones). For `Kx
 population` the rest's rate is drawn too: its flagged events ~ Poisson(noise × the rest's
 events), at least one (as the engine counts it). Users are binned by rate (ordinary users'
-calls are skewed, see `_tenants` in engine/families.py); each tenant's backend account is
+calls are skewed, see `_tenants` in engine/firebreak/families.py); each tenant's backend account is
 one group. Rules with a `where`, a baseline or another metric are left out.
 """
 
@@ -29,14 +29,14 @@ import math
 import sys
 from functools import cache
 
-from engine.adapters.rule_files import read_rule_sources
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.core.significance import binomial_upper
-from engine.dsl import CompiledRule, load_rules
-from engine.families import FAMILIES, Family
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.core.significance import binomial_upper
+from firebreak.dsl import CompiledRule, load_rules
+from firebreak.families import FAMILIES, Family
 
 DAY_S = 86_400
-OTHER_NOISE = {"system_prompt_leak": 0.0001, "cross_tenant": 0.00002}  # as engine/families.py draws them
+OTHER_NOISE = {"system_prompt_leak": 0.0001, "cross_tenant": 0.00002}  # as engine/firebreak/families.py draws them
 
 
 def noise_of(family: Family, flag: str) -> float | None:

@@ -1,5 +1,5 @@
 """How does a rule pack do on traffic it was not tuned on? Precision, recall, false incidents
-per day and time to detect over the families of engine/families.py.
+per day and time to detect over the families of engine/firebreak/families.py.
 
     python benchmarks/pack_eval.py --jobs 2                       # the starter pack, 20 seeds
     python benchmarks/pack_eval.py --rules candidate/ --families heavy firehose --seeds 5
@@ -42,14 +42,14 @@ from typing import Any
 
 import orjson
 
-from engine.adapters.demo import pack_fingerprint
-from engine.adapters.drive import BATCH_LINES, Driver, default_engine
-from engine.adapters.rule_files import read_rule_sources
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.core import Engine, Event
-from engine.core.significance import poisson_upper
-from engine.dsl import load_rules
-from engine.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
+from firebreak.adapters.demo import pack_fingerprint
+from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.core import Engine, Event
+from firebreak.core.significance import poisson_upper
+from firebreak.dsl import load_rules
+from firebreak.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
 
 MATCH_BEFORE_MS = 5 * MINUTE
 MATCH_AFTER_MS = 15 * MINUTE
@@ -62,7 +62,7 @@ DAY_S = 86_400
 
 def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native") -> dict[str, Any]:
     """One (family, seed): its truths and its incidents, tied. ``engine``: ``native`` (the
-    events as JSON lines, in batches, through engine/native) or ``python`` (each event to
+    events as JSON lines, in batches, through engine/firebreak/native) or ``python`` (each event to
     the core); the records are the same (tests/unit/test_native_differential.py)."""
     family = FAMILIES[family_name]
     if tiny:
@@ -147,7 +147,7 @@ def _replay(rules: list, events: list[dict[str, Any]], engine: str) -> list[dict
 
 
 def _ms(ts: str) -> int:
-    from engine.core import parse_ts
+    from firebreak.core import parse_ts
 
     return parse_ts(ts)
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--demo-summary",
         metavar="PATH",
-        help="write the numbers `firebreak demo` prints (engine/adapters/pack_evaluation.json)",
+        help="write the numbers `firebreak demo` prints (engine/firebreak/adapters/pack_evaluation.json)",
     )
     args = parser.parse_args(argv)
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()

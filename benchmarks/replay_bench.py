@@ -7,7 +7,7 @@ On the same file, in the same process:
 
   (a) parse only      read lines + orjson.loads
       parse+validate  (a) + validate_event: the contract check
-  (b) full replay     what `firebreak replay` does (engine.adapters.file_replay.replay_files):
+  (b) full replay     what `firebreak replay` does (firebreak.adapters.file_replay.replay_files):
                       read + parse + validate + engine, records counted instead of written;
                       --engine native (default), python, or both (one row each)
 
@@ -37,12 +37,12 @@ from collections.abc import Callable
 
 import orjson
 
-from engine.adapters.drive import Driver
-from engine.adapters.file_replay import replay_files
-from engine.adapters.rule_files import read_rule_sources
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.core import Engine, validate_event
-from engine.dsl import CompiledRule, load_rules
+from firebreak.adapters.drive import Driver
+from firebreak.adapters.file_replay import replay_files
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.core import Engine, validate_event
+from firebreak.dsl import CompiledRule, load_rules
 
 
 def parse_only(path: str) -> int:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None:
         os.environ["FIREBREAK_NATIVE_THREADS"] = str(args.threads)
-    from engine.native import threads
+    from firebreak.native import threads
 
     args.threads = threads()
 
@@ -232,7 +232,7 @@ def memory(path: str, rules: tuple[CompiledRule, ...]) -> None:
 
 def many_groups(count: int) -> None:
     """N groups of one `by user` rule: N users with one event each inside one window."""
-    from engine.dsl import load_rules as load
+    from firebreak.dsl import load_rules as load
 
     (rule,), _ = load({"groups.rules": "count() > 600 over 5m by user -> sev3"})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

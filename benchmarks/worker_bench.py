@@ -57,7 +57,7 @@ WORKER_ARGS: list[str] = []  # --worker-arg: passed to every worker (e.g. --engi
 
 def start_worker(rules: str, prefix: str, lateness: str, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "--rules", rules, "--bootstrap", BOOTSTRAP,
+        [sys.executable, "-m", "firebreak.cli", "worker", "--rules", rules, "--bootstrap", BOOTSTRAP,
          "--app-id", prefix, "--input-topic", f"{prefix}.events", "--incidents-topic", f"{prefix}.incidents",
          "--containment-topic", f"{prefix}.containment", "--dead-letter-topic", f"{prefix}.deadletter",
          "--lateness", lateness, "--web-port", str(port), *WORKER_ARGS],
@@ -261,9 +261,9 @@ def memory(args: argparse.Namespace) -> None:
 def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> float:
     """Copies per event if population totals reached the shards apart: the shards owning a
     (rule, group) pair of the event, population rules left out (first ``sample`` events)."""
-    from engine.core import InvalidEvent, validate_event
-    from engine.core.sharding import Router
-    from engine.event_types import COUNTED
+    from firebreak.core import InvalidEvent, validate_event
+    from firebreak.core.sharding import Router
+    from firebreak.event_types import COUNTED
 
     router = Router(rules, shards)
     population = sum(1 << i for i, state in enumerate(router.states) if state.population is not None)
@@ -290,11 +290,11 @@ def stages(args: argparse.Namespace) -> None:
     """Stage 1 then stage 2 in this process, on the same events, with no broker: what the
     worker's own work costs per event, apart from Faust, fetches and transactions. Timed in
     CPU seconds of this process (the machine is shared)."""
-    from engine.adapters.live.routing import RouteStage
-    from engine.adapters.live.settings import WorkerSettings
-    from engine.adapters.live.shard import ShardState
-    from engine.adapters.rule_files import read_rule_sources
-    from engine.dsl import load_rules
+    from firebreak.adapters.live.routing import RouteStage
+    from firebreak.adapters.live.settings import WorkerSettings
+    from firebreak.adapters.live.shard import ShardState
+    from firebreak.adapters.rule_files import read_rule_sources
+    from firebreak.dsl import load_rules
 
     rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
     lines = events_file(args.events).read_bytes().splitlines()
@@ -368,7 +368,7 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
     step + the lateness: no worker can decide earlier); *worker* — from then to the worker
     sending the record (the record's Kafka timestamp); *visible* — from that send to the
     record reaching a read_committed consumer (the transaction's commit, the fetch)."""
-    from engine.dsl.compiler import pick_step
+    from firebreak.dsl.compiler import pick_step
 
     histogram = HdrHistogram(1, 600_000, 3)
     sent: dict[str, float] = {}

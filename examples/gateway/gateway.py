@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.sdk import DEFAULT_COMMANDS_TOPIC, ContainmentListener
+from firebreak.sdk import DEFAULT_COMMANDS_TOPIC, ContainmentListener
 
 
 class ModelRouter:

@@ -19,8 +19,8 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from engine.core import format_ts
-from engine.sdk import DEFAULT_COMMANDS_TOPIC
+from firebreak.core import format_ts
+from firebreak.sdk import DEFAULT_COMMANDS_TOPIC
 
 
 def record(args: argparse.Namespace) -> dict:

@@ -1,4 +1,4 @@
-//! The engine loop of engine/core/engine.py: events in, evaluation steps as the watermark
+//! The engine loop of engine/firebreak/core/engine.py: events in, evaluation steps as the watermark
 //! passes them, in (time, rule, group) order. Aggregation, scheduling by need, windows,
 //! baselines, population totals and whether a condition holds are computed here; when a
 //! reading holds, or the group is pending or firing, the Python lifecycle

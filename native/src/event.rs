@@ -1,4 +1,4 @@
-//! Decode and validate one JSON line as engine/core/events.py `validate_event` does.
+//! Decode and validate one JSON line as engine/firebreak/core/events.py `validate_event` does.
 //!
 //! The native side only ever *accepts* a line: every line it does not accept goes back to
 //! the Python decoder, which gives the reason (or, for the rare forms accepted there and

@@ -1,6 +1,6 @@
-//! engine._native: Firebreak's native detection core, loaded by engine/native.
+//! firebreak._native: Firebreak's native detection core, loaded by engine/firebreak/native.
 //!
-//! `Core` takes rule plans (engine/native/plan.py) and raw JSON lines in batches, and
+//! `Core` takes rule plans (engine/firebreak/native/plan.py) and raw JSON lines in batches, and
 //! gives back the records of the Python core, byte for byte. See docs/native.md.
 
 mod engine;
@@ -31,7 +31,7 @@ fn blank(raw: &[u8]) -> bool {
         .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
 }
 
-#[pyclass(module = "engine._native")]
+#[pyclass(module = "firebreak._native")]
 struct Core {
     engine: Engine,
     host: PyObject,
@@ -357,7 +357,7 @@ fn to_list<'py>(py: Python<'py>, records: Vec<Rec>) -> PyResult<Bound<'py, PyLis
 
 #[pymethods]
 impl Core {
-    /// ``plans``: the JSON list of rule plans; ``host``: engine.native's helper object.
+    /// ``plans``: the JSON list of rule plans; ``host``: firebreak.native's helper object.
     /// ``threads``: 2 to split the rules over two threads in `feed` (when they split).
     #[new]
     #[pyo3(signature = (plans, lateness_ms, host, threads=1))]

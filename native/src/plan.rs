@@ -1,4 +1,4 @@
-//! The rule plan: what engine/native/plan.py makes of a CompiledRule (plain JSON, versioned).
+//! The rule plan: what engine/firebreak/native/plan.py makes of a CompiledRule (plain JSON, versioned).
 
 use crate::event::Event;
 use crate::value::{get, number, number_value, truthy, Literal, Path};
@@ -254,7 +254,7 @@ impl Plan {
     }
 }
 
-/// The plans of a JSON list (what engine/native/plan.py writes), or why not.
+/// The plans of a JSON list (what engine/firebreak/native/plan.py writes), or why not.
 pub fn parse_plans(raw: &[u8]) -> Result<Vec<Plan>, String> {
     let value = crate::event::parse_json(raw).ok_or("plans: not JSON")?;
     let items = value.as_array().ok_or("plans: not a list")?;

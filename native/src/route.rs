@@ -1,7 +1,7 @@
 //! The live worker's batch path (docs/live.md): stage 1 routes a batch of raw input
 //! messages to shards in one call; stage 2 feeds a shard's routed payload in one call.
 //!
-//! Which shard owns a (rule, group) is `engine/core/sharding.shard_of`: CRC-32 of the rule
+//! Which shard owns a (rule, group) is `engine/firebreak/core/sharding.shard_of`: CRC-32 of the rule
 //! name, `\x1f` and the group key as `json.dumps(list(key), separators=(",", ":"))` —
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
@@ -310,9 +310,9 @@ use std::collections::HashMap;
 
 const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
 
-/// Stage 1 of the worker (engine/adapters/live/routing.py): a batch of input messages in,
+/// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages in,
 /// routed payloads per (input partition, shard) out.
-#[pyclass(module = "engine._native")]
+#[pyclass(module = "firebreak._native")]
 pub struct NativeRouter {
     router: Router,
     host: PyObject,
@@ -530,7 +530,7 @@ struct Kept {
 /// shards of the worker that routed it: each takes its events from it (`feed_batch`) where
 /// the routed topic carries only a reference. Only events that reach a shard are kept, with
 /// each shard's rule mask.
-#[pyclass(module = "engine._native", frozen)]
+#[pyclass(module = "firebreak._native", frozen)]
 pub struct RoutedBatch {
     events: Vec<Kept>, // borrow from `_arena`: declared first, dropped first
     masks: Vec<u64>,   // events.len() × shards

@@ -1,5 +1,5 @@
 //! When each group of a rule must be evaluated next: a timer wheel of step boundaries
-//! (engine/core/engine.py's `RuleState.due`, a dict of boundary → keys, without hashing or
+//! (engine/firebreak/core/engine.py's `RuleState.due`, a dict of boundary → keys, without hashing or
 //! sorting). Evaluations run at every step from the rule's `next_eval` on, in order, and
 //! every boundary scheduled is at or after it, so the wheel only ever gives its front slot.
 

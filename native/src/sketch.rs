@@ -1,4 +1,4 @@
-//! The sketches of engine/core/sketch.py, operation for operation: a log-bucketed quantile
+//! The sketches of engine/firebreak/core/sketch.py, operation for operation: a log-bucketed quantile
 //! histogram (±1%) and K minimum values (exact up to 128 distinct items).
 
 

@@ -1,4 +1,4 @@
-//! Event ids kept as evidence: short ids (all that `engine.synthetic` and most producers
+//! Event ids kept as evidence: short ids (all that `firebreak.synthetic` and most producers
 //! make) stored inline, without an allocation per kept id.
 
 use std::fmt;

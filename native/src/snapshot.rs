@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
-pub const SNAPSHOT_VERSION: i64 = 1; // engine.core.engine.SNAPSHOT_VERSION: the same layout
+pub const SNAPSHOT_VERSION: i64 = 1; // firebreak.core.engine.SNAPSHOT_VERSION: the same layout
 
 fn opt_num(v: Option<Num>) -> Value {
     v.map(Num::to_json).unwrap_or(Value::Null)

@@ -1,5 +1,5 @@
 //! Buckets of one step of one (rule, group), and windows summed from them
-//! (engine/core/window.py, operation for operation).
+//! (engine/firebreak/core/window.py, operation for operation).
 
 use crate::event::Event;
 use crate::json::J;

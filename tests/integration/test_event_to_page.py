@@ -14,8 +14,8 @@ from notify_receiver import Receiver, serve
 from test_worker_quiet import kcat_publish
 from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
 
-from engine.core import format_ts, run_events, validate_event
-from engine.dsl import load_rules
+from firebreak.core import format_ts, run_events, validate_event
+from firebreak.dsl import load_rules
 
 pytestmark = pytest.mark.kafka
 
@@ -88,7 +88,7 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(kafka_boot
             config.write_text(f'[targets."#security-oncall"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\n'
                               f'routing_key_env = "PD_KEY"\nonly_paged = true\n')  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine.cli", "notify", "--config", str(config), "--topic", topics.incidents,
+                sys.executable, "-m", "firebreak.cli", "notify", "--config", str(config), "--topic", topics.incidents,
                 "--containment-topic", topics.containment, "--bootstrap", kafka_bootstrap, "--idle", "3",
                 stderr=asyncio.subprocess.PIPE, env={"PD_KEY": "K", "PATH": ""})  # fmt: skip
             _, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -12,8 +12,8 @@ import pytest
 from test_topic_replay import create_topics
 from worker_harness import publish, run
 
-from engine.cli import main
-from engine.core import format_ts, parse_ts
+from firebreak.cli import main
+from firebreak.core import format_ts, parse_ts
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from investigate_scenarios import RULES, build  # noqa: E402

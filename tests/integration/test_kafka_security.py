@@ -17,10 +17,10 @@ from local_broker import LocalBroker, start_local_broker
 from test_worker_live import RULES, before, clocks, replay, scenario
 from worker_harness import FIREBREAK, Topics, Worker, read_all, records_arrived, run, wait_for
 
-from engine.core import format_ts, parse_ts
-from engine.kafka_config import load_kafka_config
-from engine.sdk import AsyncPublisher, ContainmentListener
-from engine.sdk.publisher import PublishError
+from firebreak.core import format_ts, parse_ts
+from firebreak.kafka_config import load_kafka_config
+from firebreak.sdk import AsyncPublisher, ContainmentListener
+from firebreak.sdk.publisher import PublishError
 
 pytestmark = pytest.mark.kafka
 

@@ -38,7 +38,7 @@ async def notify(bootstrap: str, tmp_path, incidents: str, containment: str, scr
     runner, url = await serve(receiver)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.cli", "notify", "--config", config_file(tmp_path, url, extra),
+            sys.executable, "-m", "firebreak.cli", "notify", "--config", config_file(tmp_path, url, extra),
             "--topic", incidents, "--containment-topic", containment, "--bootstrap", bootstrap,
             "--group", f"{incidents}-notify", "--idle", "3", stderr=asyncio.subprocess.PIPE,
             env={"TEST_PD_KEY": "K", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""})  # fmt: skip
@@ -78,8 +78,8 @@ def test_follows_the_topic_resumes_and_redelivers_what_failed(kafka_bootstrap, u
 
 def open_incident_records() -> list[dict]:
     """One sev2 incident still open at the end, its policy asking for an update every second."""
-    from engine.core import Event, run_events
-    from engine.dsl import load_rules
+    from firebreak.core import Event, run_events
+    from firebreak.dsl import load_rules
 
     rules, problems = load_rules({"r.rules": "rule leak:\n  count(pii) >= 1 over 1m by tenant -> sev2\n"},
                                  {"policy.toml": '[sev2]\nteam = "sec"\nupdate_every = "1s"\n'})  # fmt: skip

@@ -23,8 +23,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from engine.core import format_ts
-from engine.sdk import (
+from firebreak.core import format_ts
+from firebreak.sdk import (
     AsyncPublisher,
     ContainmentError,
     ContainmentListener,
@@ -262,7 +262,7 @@ def test_published_bytes_are_read_by_kafkas_own_console_consumer(kafka_bootstrap
 async def test_an_unclosed_sync_publisher_still_delivers_at_exit(kafka_bootstrap, create_topic, unique_topic):
     topic = await create_topic(unique_topic("events"))
     script = (
-        "import sys; from engine.sdk import Publisher\n"
+        "import sys; from firebreak.sdk import Publisher\n"
         "pub = Publisher(sys.argv[1], sys.argv[2], linger_ms=1000); pub.start()\n"
         "for i in range(50): pub.publish({'event_id': f'e{i}', 'ts': i})\n"
         "# no close(): the interpreter exits with the events still lingering in the producer\n"

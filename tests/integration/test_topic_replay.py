@@ -15,9 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, await_records, clocks, feed, replay, scenario
 from worker_harness import FIREBREAK, Topics, Worker, publish, publish_raw, run
 
-from engine.adapters.topic_replay import TopicError, read_topic_events
-from engine.core import format_ts, parse_ts, run_events, validate_event
-from engine.dsl import load_rules
+from firebreak.adapters.topic_replay import TopicError, read_topic_events
+from firebreak.core import format_ts, parse_ts, run_events, validate_event
+from firebreak.dsl import load_rules
 
 pytestmark = pytest.mark.kafka
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from worker_harness import publish, publish_raw
 
-from engine.cli import main
-from engine.core import format_ts
-from engine.synthetic import MINUTE, scenario
+from firebreak.cli import main
+from firebreak.core import format_ts
+from firebreak.synthetic import MINUTE, scenario
 
 pytestmark = pytest.mark.kafka
 

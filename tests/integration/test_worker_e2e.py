@@ -14,8 +14,8 @@ import pytest
 from test_worker_live import PARTITIONS, RULES, clocks, scenario
 from worker_harness import Topics, Worker, publish_raw, read_all, run, wait_for
 
-from engine.core import parse_ts
-from engine.sdk import AsyncPublisher, ContainmentListener
+from firebreak.core import parse_ts
+from firebreak.sdk import AsyncPublisher, ContainmentListener
 
 pytestmark = pytest.mark.kafka
 

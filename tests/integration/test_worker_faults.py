@@ -18,7 +18,7 @@ from local_broker import start_local_broker
 from test_worker_live import RULES, before, clocks, feed, replay, scenario
 from worker_harness import Topics, Worker, publish, read_all, records_arrived, run, wait_for
 
-from engine.core import parse_ts
+from firebreak.core import parse_ts
 
 pytestmark = pytest.mark.kafka
 

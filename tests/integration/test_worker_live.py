@@ -9,8 +9,8 @@ import orjson
 import pytest
 from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for
 
-from engine.core import format_ts, parse_ts, run_events, validate_event
-from engine.dsl import load_rules
+from firebreak.core import format_ts, parse_ts, run_events, validate_event
+from firebreak.dsl import load_rules
 
 pytestmark = pytest.mark.kafka
 

@@ -15,8 +15,8 @@ import pytest
 from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, scenario
 from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
 
-from engine.core import format_ts, parse_ts, run_events, validate_event
-from engine.dsl import load_rules
+from firebreak.core import format_ts, parse_ts, run_events, validate_event
+from firebreak.dsl import load_rules
 
 pytestmark = pytest.mark.kafka
 

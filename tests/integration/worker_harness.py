@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-FIREBREAK = [sys.executable, "-m", "engine.cli"]
+FIREBREAK = [sys.executable, "-m", "firebreak.cli"]
 
 
 def free_port() -> int:

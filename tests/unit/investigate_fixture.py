@@ -12,7 +12,7 @@ import copy
 import math
 from typing import Any
 
-from engine.core import format_ts, parse_ts
+from firebreak.core import format_ts, parse_ts
 
 START = parse_ts("2026-01-01T00:00:00Z")
 STEP = 60_000

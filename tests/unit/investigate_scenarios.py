@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.core import Event, format_ts, validate_event
-from engine.dsl import load_rules
-from engine.synthetic import MINUTE, TEMPLATES, GroundTruth, Traffic, scenario
+from firebreak.core import Event, format_ts, validate_event
+from firebreak.dsl import load_rules
+from firebreak.synthetic import MINUTE, TEMPLATES, GroundTruth, Traffic, scenario
 
 # One rule per category, grouped coarser than the injection where it makes sense, so
 # the drill-down has to find the dimension value itself.

@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.adapters.backtest import BOTH, ONLY_NEW, ONLY_OLD, BacktestRun, compare, read_truths, run_backtest
-from engine.adapters.backtest_report import render_text, signed_duration, summary_line
-from engine.cli import main
-from engine.core import format_ts, validate_event
-from engine.dsl import load_rules
-from engine.synthetic import MINUTE, GroundTruth, scenario
+from firebreak.adapters.backtest import BOTH, ONLY_NEW, ONLY_OLD, BacktestRun, compare, read_truths, run_backtest
+from firebreak.adapters.backtest_report import render_text, signed_duration, summary_line
+from firebreak.cli import main
+from firebreak.core import format_ts, validate_event
+from firebreak.dsl import load_rules
+from firebreak.synthetic import MINUTE, GroundTruth, scenario
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from engine.core import InvalidEvent, validate_event
+from firebreak.core import InvalidEvent, validate_event
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corekit import SEC, event, run  # noqa: E402

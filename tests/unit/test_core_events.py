@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.core import InvalidEvent, format_ts, parse_ts, validate_event
-from engine.core.events import format_duration
+from firebreak.core import InvalidEvent, format_ts, parse_ts, validate_event
+from firebreak.core.events import format_duration
 
 GOOD = {"event_id": "e1", "ts": "2026-01-01T00:00:00Z"}
 

@@ -176,8 +176,8 @@ def test_change_events_are_not_inference_traffic():
 def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
     from corekit import rules
 
-    from engine.core import Engine
-    from engine.core.engine import reload
+    from firebreak.core import Engine
+    from firebreak.core.engine import reload
 
     old = rules("rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
                 "rule loud:\n  count() >= 1 over 1m -> sev3")  # fmt: skip

@@ -10,8 +10,8 @@ from corekit import MIN, SEC, event, of_type, rules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import Engine, run_events
-from engine.core.sketch import DISTINCT_K, DistinctSketch, QuantileSketch
+from firebreak.core import Engine, run_events
+from firebreak.core.sketch import DISTINCT_K, DistinctSketch, QuantileSketch
 
 RULES = rules(
     """

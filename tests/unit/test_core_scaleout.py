@@ -8,8 +8,8 @@ import orjson
 import pytest
 from test_core_properties import BASE, BASE_RECORDS, RULES
 
-from engine.core import Engine
-from engine.core.sharding import Router, owner, shard_of
+from firebreak.core import Engine
+from firebreak.core.sharding import Router, owner, shard_of
 
 
 @pytest.mark.parametrize(("partitions", "shards", "tick"), [(1, 1, 1), (4, 2, 1), (4, 4, 97), (3, 5, 400)])

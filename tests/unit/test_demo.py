@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.cli import main
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.cli import main
 
 RULES = """\
 rule attackers: rate(prompt_injection) > 0.2 over 5m by user min 10 events -> sev2 contain block_user
@@ -57,8 +57,8 @@ def test_starter_pack_is_found() -> None:
 
 
 def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> None:
-    from engine.adapters.demo import EVALUATION_FILE, evaluation_lines, pack_fingerprint
-    from engine.dsl import load_rules
+    from firebreak.adapters.demo import EVALUATION_FILE, evaluation_lines, pack_fingerprint
+    from firebreak.dsl import load_rules
 
     rules, _ = load_rules(starter_rule_sources())
     summary = {

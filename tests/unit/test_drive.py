@@ -1,12 +1,12 @@
-"""The one drive loop (engine/adapters/drive.py): batches of lines → engine → sink."""
+"""The one drive loop (engine/firebreak/adapters/drive.py): batches of lines → engine → sink."""
 
 from __future__ import annotations
 
 import orjson
 from corekit import MIN, T0, rules, steady
 
-from engine.adapters.drive import BATCH_LINES, Driver, batched, drive_batches
-from engine.core import run_events
+from firebreak.adapters.drive import BATCH_LINES, Driver, batched, drive_batches
+from firebreak.core import run_events
 
 RULE = "count() > 5 over 1m by tenant -> sev3"
 
@@ -62,7 +62,7 @@ def test_feed_events_and_finish():
 
 
 def test_replay_engine_switch_gives_the_same_output(tmp_path, capsys):
-    from engine.cli import main
+    from firebreak.cli import main
 
     rules_file = tmp_path / "t.rules"
     rules_file.write_text(RULE + "\n")
@@ -80,7 +80,7 @@ def test_replay_engine_switch_gives_the_same_output(tmp_path, capsys):
 def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_path, monkeypatch):
     """File replay reads lines a batch at a time (readlines' hint in bytes): a bad or late line
     in any batch is reported with its own line number, and the records are those of one run."""
-    from engine.adapters import file_replay
+    from firebreak.adapters import file_replay
 
     monkeypatch.setattr(file_replay, "BATCH_BYTES", 700)  # a few lines a batch: many boundaries
     compiled = rules(RULE)
@@ -108,7 +108,7 @@ def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_pat
 def test_read_ahead_gives_every_read_in_order_and_raises_a_read_error_in_its_turn():
     import threading
 
-    from engine.adapters.file_replay import read_ahead
+    from firebreak.adapters.file_replay import read_ahead
 
     reads = iter([[b"1"], [b"2"], [b"3"], []])
     assert list(read_ahead(lambda: next(reads))) == [[b"1"], [b"2"], [b"3"]]

@@ -1,4 +1,4 @@
-"""Compiled rules (engine/dsl/compiler.py) and the `firebreak check` command."""
+"""Compiled rules (engine/firebreak/dsl/compiler.py) and the `firebreak check` command."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.dsl import CompiledRule, load_rules, parse_rule
-from engine.dsl.checker import rule_name
-from engine.dsl.compiler import (
+from firebreak.cli import main
+from firebreak.dsl import CompiledRule, load_rules, parse_rule
+from firebreak.dsl.checker import rule_name
+from firebreak.dsl.compiler import (
     BASELINE_SPAN_FACTOR,
     DEFAULT_MIN_EVENTS,
     ContainSpec,
@@ -22,8 +22,8 @@ from engine.dsl.compiler import (
     get_path,
     pick_step,
 )
-from engine.dsl.metrics import RATE
-from engine.records import Severity
+from firebreak.dsl.metrics import RATE
+from firebreak.records import Severity
 
 FIREBREAK = Path(sys.executable).parent / "firebreak"  # .venv/bin/firebreak under .venv/bin/pytest
 
@@ -429,7 +429,7 @@ def test_check_as_a_subprocess(tree: Path) -> None:
 
 def test_module_entry_point(tree: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "check", str(tree / "good")], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "firebreak.cli", "check", str(tree / "good")], capture_output=True, text=True, timeout=60
     )
     assert (result.returncode, result.stdout) == (0, "ok: 3 rules in 2 file(s)\n")
 

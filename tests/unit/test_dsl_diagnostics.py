@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.dsl import Diagnostic, load_rules, parse_rules
-from engine.dsl.diagnostics import did_you_mean, has_errors, render_all
-from engine.dsl.parser import CLAUSE_ORDER
+from firebreak.dsl import Diagnostic, load_rules, parse_rules
+from firebreak.dsl.diagnostics import did_you_mean, has_errors, render_all
+from firebreak.dsl.parser import CLAUSE_ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "diagnostics"
@@ -38,7 +38,7 @@ def sources_of(case: Path) -> dict[str, str]:
 
 
 def vocabularies_of(case: Path) -> dict[str, str] | None:
-    """A folder case with a vocabulary.toml is checked for names too (engine/dsl/vocabulary.py)."""
+    """A folder case with a vocabulary.toml is checked for names too (engine/firebreak/dsl/vocabulary.py)."""
     vocabulary = case / "vocabulary.toml"
     if not vocabulary.is_file():
         return None

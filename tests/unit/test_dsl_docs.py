@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.dsl import load_rules
-from engine.dsl.checker import CATEGORIES, SEVERITIES
-from engine.dsl.compiler import _CATEGORY_WORDS, STEPS_MS, pick_step
-from engine.dsl.metrics import FUNCTIONS
+from firebreak.dsl import load_rules
+from firebreak.dsl.checker import CATEGORIES, SEVERITIES
+from firebreak.dsl.compiler import _CATEGORY_WORDS, STEPS_MS, pick_step
+from firebreak.dsl.metrics import FUNCTIONS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "dsl.md").read_text(encoding="utf-8")
 UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.dsl import ast as a
-from engine.dsl import parse_rule, parse_rules
-from engine.dsl.parser import RuleSyntaxError, split_rules
+from firebreak.dsl import ast as a
+from firebreak.dsl import parse_rule, parse_rules
+from firebreak.dsl.parser import RuleSyntaxError, split_rules
 
 # ---- small builders for expected trees -------------------------------------------
 

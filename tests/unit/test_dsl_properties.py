@@ -14,11 +14,11 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.dsl import ast as a
-from engine.dsl import load_rules, parse_rule, parse_rules
-from engine.dsl.metrics import FUNCTIONS
-from engine.dsl.parser import split_rules
-from engine.dsl.printer import print_rule, print_rule_file
+from firebreak.dsl import ast as a
+from firebreak.dsl import load_rules, parse_rule, parse_rules
+from firebreak.dsl.metrics import FUNCTIONS
+from firebreak.dsl.parser import split_rules
+from firebreak.dsl.printer import print_rule, print_rule_file
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

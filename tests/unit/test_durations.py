@@ -1,4 +1,4 @@
-"""engine/durations.py: the one parser and the one formatter of spans of time."""
+"""engine/firebreak/durations.py: the one parser and the one formatter of spans of time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.durations import DurationError, format_duration, parse_duration
+from firebreak.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

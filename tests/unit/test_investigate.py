@@ -10,13 +10,13 @@ import orjson
 import pytest
 from investigate_scenarios import Case, build
 
-from engine.core import format_ts, parse_ts, run_events, validate_event
-from engine.dsl import load_rules
-from engine.investigate import IncidentNotFound, Selection, investigate, list_incidents
-from engine.investigate.markdown import render_markdown
-from engine.investigate.model import Report
-from engine.investigate.review import Detection, suggest_monitoring
-from engine.synthetic import CATEGORIES, RAW_OUTPUTS, RAW_PROMPTS
+from firebreak.core import format_ts, parse_ts, run_events, validate_event
+from firebreak.dsl import load_rules
+from firebreak.investigate import IncidentNotFound, Selection, investigate, list_incidents
+from firebreak.investigate.markdown import render_markdown
+from firebreak.investigate.model import Report
+from firebreak.investigate.review import Detection, suggest_monitoring
+from firebreak.synthetic import CATEGORIES, RAW_OUTPUTS, RAW_PROMPTS
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -240,7 +240,7 @@ def test_an_attack_elsewhere_at_the_same_time_is_not_the_cause():
     """A prompt-injection wave on one tenant starts 10 minutes into another tenant's PII leak:
     the attack is suspected (signs are there) but carries none of this anomaly; the prompt
     change that caused the leak ranks first."""
-    from engine.synthetic import MINUTE, Injection, Traffic
+    from firebreak.synthetic import MINUTE, Injection, Traffic
 
     traffic = Traffic(3, 1_767_225_600_000, 180 * MINUTE, 6.0, [
         Injection("data_leakage", 90 * MINUTE, target="acme"),

@@ -6,8 +6,8 @@ import orjson
 import pytest
 from investigate_scenarios import RULES, build
 
-from engine.cli import main
-from engine.core import format_ts
+from firebreak.cli import main
+from firebreak.core import format_ts
 
 
 @pytest.fixture(scope="module")

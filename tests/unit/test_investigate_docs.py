@@ -9,8 +9,8 @@ import orjson
 import pytest
 from test_investigate import case_and_report
 
-from engine.adapters.investigation import render
-from engine.investigate.model import Report
+from firebreak.adapters.investigation import render
+from firebreak.investigate.model import Report
 
 DOCS = Path(__file__).parents[2] / "docs"
 DOC = (DOCS / "investigate.md").read_text(encoding="utf-8")

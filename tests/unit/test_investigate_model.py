@@ -1,4 +1,4 @@
-"""The report's typed values (engine/investigate/model.py): their JSON is the wire format, and a
+"""The report's typed values (engine/firebreak/investigate/model.py): their JSON is the wire format, and a
 report read back from JSON is the same report."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from investigate_fixture import report
 from test_investigate import case_and_report
 
-from engine.investigate.model import Cause, Contributor, Mark, Report, Review, Suggestion
-from engine.synthetic import CATEGORIES
+from firebreak.investigate.model import Cause, Contributor, Mark, Report, Review, Suggestion
+from firebreak.synthetic import CATEGORIES
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "investigation.json"
 

@@ -1,5 +1,5 @@
 """Investigations on incidents the ranking was not tuned for (benchmarks/investigate_families.py:
-logs built unlike engine.synthetic, with planted causes and near decoys): units, values every
+logs built unlike firebreak.synthetic, with planted causes and near decoys): units, values every
 event carries, the incident's own group, slow drifts. Each test failed on the scoring before."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import investigate_families  # noqa: E402
 
-from engine.core import Event, parse_ts, run_events  # noqa: E402
-from engine.dsl import load_rules  # noqa: E402
-from engine.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
-from engine.investigate.anomaly import mass_of, slope_start  # noqa: E402
-from engine.investigate.contributors import rank_contributors  # noqa: E402
+from firebreak.core import Event, parse_ts, run_events  # noqa: E402
+from firebreak.dsl import load_rules  # noqa: E402
+from firebreak.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
+from firebreak.investigate.anomaly import mass_of, slope_start  # noqa: E402
+from firebreak.investigate.contributors import rank_contributors  # noqa: E402
 
 MINUTE = 60_000
 

@@ -1,4 +1,4 @@
-"""engine.kafka_config: one way to configure every Kafka client, secrets never shown."""
+"""firebreak.kafka_config: one way to configure every Kafka client, secrets never shown."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from engine.kafka_config import KafkaConfig, KafkaConfigError, Secret, load_kafka_config, read_properties
+from firebreak.kafka_config import KafkaConfig, KafkaConfigError, Secret, load_kafka_config, read_properties
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Stage 1's input in batches (engine/adapters/live/batches.py) across rebalances, without a broker.
+"""Stage 1's input in batches (engine/firebreak/adapters/live/batches.py) across rebalances, without a broker.
 
 The drain loop holds input messages past a fetch while it lingers for a fuller batch: read (past
 Faust's read offset) but not yet routed nor acked. These tests drive the real loop
@@ -27,11 +27,11 @@ from faust.types import TP
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
 
-from engine.adapters.live import batches
-from engine.adapters.live.app import LiveWorker
-from engine.adapters.live.batch_cache import BatchCache
-from engine.adapters.live.ranges import RangeReader
-from engine.adapters.live.routing import Out
+from firebreak.adapters.live import batches
+from firebreak.adapters.live.app import LiveWorker
+from firebreak.adapters.live.batch_cache import BatchCache
+from firebreak.adapters.live.ranges import RangeReader
+from firebreak.adapters.live.routing import Out
 
 TOPIC = "events"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
@@ -334,8 +334,8 @@ class FakeWriter:
 
 
 def stage2_worker(monkeypatch, load=None) -> LiveWorker:
-    from engine.adapters.live import app as app_module
-    from engine.adapters.live.settings import WorkerSettings
+    from firebreak.adapters.live import app as app_module
+    from firebreak.adapters.live.settings import WorkerSettings
 
     async def load_checkpoint(settings, number):
         FakeWriter.calls.append(f"load {number}")
@@ -455,8 +455,8 @@ def test_ack_offsets_is_fausts_ack_for_many_offsets():
 
 
 def test_a_worker_with_another_shard_count_than_its_group_does_not_start():
-    from engine.adapters.live.app import shards_mismatch
-    from engine.adapters.live.settings import WorkerSettings
+    from firebreak.adapters.live.app import shards_mismatch
+    from firebreak.adapters.live.settings import WorkerSettings
 
     settings = WorkerSettings(rules=(), app_id="fraud", shards=2)
     assert shards_mismatch(settings, None) is None  # a new group: the worker creates the routed topic
@@ -472,7 +472,7 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     has had a heartbeat's time to say whose it is."""
     import time
 
-    from engine.adapters.live.settings import WorkerSettings
+    from firebreak.adapters.live.settings import WorkerSettings
 
     worker = stage2_worker(monkeypatch)
     worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python",

@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from engine.adapters.live.logs import clean, configure
+from firebreak.adapters.live.logs import clean, configure
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.adapters.live.metrics import Metrics, ShardView, WorkerView
+from firebreak.adapters.live.metrics import Metrics, ShardView, WorkerView
 
 
 def parse(text: str) -> dict[tuple[str, tuple], float]:

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from test_core_properties import BASE, BASE_RECORDS, RULES
 
-from engine.adapters.live import batch_cache
-from engine.adapters.live.batch_cache import BatchCache
-from engine.adapters.live.routing import RouteStage
-from engine.adapters.live.settings import WorkerSettings
-from engine.adapters.live.shard import ShardState
+from firebreak.adapters.live import batch_cache
+from firebreak.adapters.live.batch_cache import BatchCache
+from firebreak.adapters.live.routing import RouteStage
+from firebreak.adapters.live.settings import WorkerSettings
+from firebreak.adapters.live.shard import ShardState
 
 PARTITIONS, SHARDS = 4, 3
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS)
@@ -212,7 +212,7 @@ def test_routed_messages_of_the_earlier_format_are_still_read(engine):
 
 
 def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
-    from engine.adapters.live.shard import CheckpointError
+    from firebreak.adapters.live.shard import CheckpointError
 
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine="native")
     future = {**state.snapshot(), "version": 9}
@@ -255,7 +255,7 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
     worker's records differ from a replay's."""
     from corekit import rules
 
-    from engine.core import Event, run_events
+    from firebreak.core import Event, run_events
 
     pack = rules("rule probing:\n  rate(prompt_injection) > 3x population over 1m by user min 3 events -> sev2\n")
     events = []
@@ -286,7 +286,7 @@ def test_report_events_reach_the_shards_of_report_rules(engine):
     """`reports(LABEL)` rules count report events: stage 1 routes them like inference events."""
     from corekit import rules
 
-    from engine.core import Event, run_events
+    from firebreak.core import Event, run_events
 
     pack = rules("rule exposed:\n  reports(data_exposure) >= 2 over 1m by tenant -> sev1\n"
                  "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2\n")  # fmt: skip
@@ -352,7 +352,7 @@ def test_references_read_again_from_the_input_give_a_replays_records(engine):
 
 
 def test_a_reference_without_its_batch_is_an_error_not_a_silent_gap():
-    from engine.adapters.live.shard import MissingBatch
+    from firebreak.adapters.live.shard import MissingBatch
 
     route = RouteStage(RULES, SETTINGS, "native")
     outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]

@@ -16,10 +16,10 @@ import pytest
 from corekit import MIN
 from test_core_properties import BASE, RULES
 
-from engine.adapters.live.routing import RouteStage
-from engine.adapters.live.settings import WorkerSettings
-from engine.adapters.live.shard import ShardState
-from engine.core import Event, run_events
+from firebreak.adapters.live.routing import RouteStage
+from firebreak.adapters.live.settings import WorkerSettings
+from firebreak.adapters.live.shard import ShardState
+from firebreak.core import Event, run_events
 
 PARTITIONS, SHARDS, LATENESS = 4, 2, 5_000
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS, lateness_ms=LATENESS)
@@ -110,7 +110,7 @@ def test_the_scenario_opens_incidents_after_the_last_partition_would_have_stoppe
 
 
 def _ts_ms(record: dict) -> dict:
-    from engine.core import parse_ts
+    from firebreak.core import parse_ts
 
     return {**record, "ts": parse_ts(record["ts"])}
 
@@ -186,7 +186,7 @@ def test_a_shard_that_heard_nothing_has_no_time_and_stays_silent():
 def test_a_heartbeat_moves_time_and_counts_in_no_rule():
     from corekit import SEC, event, rules
 
-    from engine.core import validate_event
+    from firebreak.core import validate_event
 
     pack = rules("rule leak: count(pii) >= 1 over 1m by tenant -> sev2\nrule busy: count() >= 2 over 1m -> sev4")
     leak = [event("e1", 0, tenant="t", flags={"pii": True})]

@@ -1,12 +1,12 @@
-"""engine/dsl/metrics.py: the one table of metric functions and the kinds rules compile to."""
+"""engine/firebreak/dsl/metrics.py: the one table of metric functions and the kinds rules compile to."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.core.window import Summary
-from engine.dsl import load_rules
-from engine.dsl.metrics import (
+from firebreak.core.window import Summary
+from firebreak.dsl import load_rules
+from firebreak.dsl.metrics import (
     AVG,
     COUNT,
     COUNT_FLAGGED,
@@ -98,10 +98,10 @@ def test_the_gate_of_min_events_follows_whether_the_metric_grows_with_the_window
 def test_a_kind_the_native_engine_lacks_runs_on_the_python_core_beside_it():
     import dataclasses
 
-    from engine.core import Engine
-    from engine.native import NativeEngine, available
-    from engine.native.plan import unsupported
-    from engine.testing import event
+    from firebreak.core import Engine
+    from firebreak.native import NativeEngine, available
+    from firebreak.native.plan import unsupported
+    from firebreak.testing import event
 
     assert available()
     (native_rule,) = load_rules({"t.rules": "rule r: rate(pii) > 0.2 over 1m by tenant -> sev3"})[0]

@@ -16,18 +16,18 @@ from hypothesis import strategies as st
 from test_core_properties import BASE, RULES, stream
 from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
 
-import engine.native.plan as plan_module
-from engine.adapters.drive import Driver, batched, drive_batches
-from engine.adapters.rule_tests import collect_test_files, run_test_file
-from engine.core import Engine, run_events, validate_event
-from engine.native import NativeEngine, available
-from engine.synthetic import Injection, Traffic
+import firebreak.native.plan as plan_module
+from firebreak.adapters.drive import Driver, batched, drive_batches
+from firebreak.adapters.rule_tests import collect_test_files, run_test_file
+from firebreak.core import Engine, run_events, validate_event
+from firebreak.native import NativeEngine, available
+from firebreak.synthetic import Injection, Traffic
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_native_engine_is_built():
-    assert available(), "engine._native is missing: pip install -e . builds it (needs cargo)"
+    assert available(), "firebreak._native is missing: pip install -e . builds it (needs cargo)"
 
 
 def dump(records) -> bytes:
@@ -61,7 +61,7 @@ def test_scenarios_give_the_same_records(category: str):
     case = CASES[category]
     traffic = Traffic(11, START, case.onset + case.duration + TAIL, RATE,
                       [Injection(category, case.onset, case.duration, case.target)])  # fmt: skip
-    from engine.core import validate_event
+    from firebreak.core import validate_event
 
     events = [validate_event(obj) for obj in traffic.events()]
     assert b"incident.opened" in same(pack()[case.file], events)
@@ -258,7 +258,7 @@ def test_shuffled_corrupted_logs_give_the_same_records_and_reasons(seed: int):
     for i in rng.sample(range(len(lines)), 20):
         obj = orjson.loads(lines[i]) if lines[i].startswith(b'{"event_id":"e') else None
         if obj is not None:
-            from engine.core import format_ts
+            from firebreak.core import format_ts
 
             obj["ts"] = format_ts(obj["ts"]).replace("Z", "+00:00").replace("T", " ")
             lines[i] = orjson.dumps(obj) + b"\n"
@@ -322,7 +322,7 @@ rule spike:
 
 def test_rules_the_native_engine_cannot_run_fall_back_and_merge_in_order(monkeypatch):
     real = plan_module.unsupported
-    monkeypatch.setattr("engine.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
+    monkeypatch.setattr("firebreak.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
     engine = NativeEngine(RULES)
     assert engine.placement() == {"spike": "native", "leak": "python", "slow": "native", "spend": "native",
                                   "users": "python"}  # fmt: skip
@@ -360,7 +360,7 @@ def test_late_events_match():
 
 def test_mixed_engines_count_each_opened_incident_once_across_a_snapshot(monkeypatch):
     real = plan_module.unsupported
-    monkeypatch.setattr("engine.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
+    monkeypatch.setattr("firebreak.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
     python, mixed = Engine(RULES), NativeEngine(RULES)
     for e in BASE:
         python.process(e)
@@ -379,8 +379,8 @@ def test_a_whole_float_and_its_int_are_one_group_shown_as_the_int_whatever_came_
     expired, seen again as `1.0`, was shown as 1.0 by the Python core (the new state's first
     event) and as 1 by the native engine (its interned key) — different incident ids; and
     the shard of a group depended on which form was hashed. Both now key it as the int."""
-    from engine.core.engine import RuleState
-    from engine.core.sharding import shard_of
+    from firebreak.core.engine import RuleState
+    from firebreak.core.sharding import shard_of
 
     rule = rules("count() > 2 over 1m by region -> sev4")
     burst = lambda first, value: [event(f"{first}-{i}", first + i * SEC, region=value) for i in range(4)]  # noqa: E731

@@ -11,15 +11,15 @@ import pytest
 from notify_receiver import ENV, Receiver, config_file, serve
 from test_core_properties import BASE
 
-from engine.adapters.notify import (
+from firebreak.adapters.notify import (
     NotifyConfigError,
     load_notify_config,
     notify_records,
     pagerduty_event,
     slack_message,
 )
-from engine.core import run_events
-from engine.dsl import load_rules
+from firebreak.core import run_events
+from firebreak.dsl import load_rules
 
 RULES = """
 rule spike:
@@ -118,7 +118,7 @@ def test_the_command_delivers_a_records_file_and_exits_4_on_failures(tmp_path, r
         runner, url = await serve(receiver)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "engine.cli", "notify", "--config", config_file(tmp_path, url),
+                sys.executable, "-m", "firebreak.cli", "notify", "--config", config_file(tmp_path, url),
                 "--records", str(out), stderr=subprocess.PIPE,
                 env={"TEST_PD_KEY": "R0UTINGKEY", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""})  # fmt: skip
             _, err = await proc.communicate()
@@ -164,7 +164,7 @@ def test_config_mistakes_are_one_line(tmp_path, text, env, message):
 
 # ---- the response policy, reminders, and the demo's incidents (issue 15) --------------------
 
-from engine.adapters.notify import REMINDER, Reminders, idempotency_key  # noqa: E402
+from firebreak.adapters.notify import REMINDER, Reminders, idempotency_key  # noqa: E402
 
 POLICY = '[sev2]\nupdate_every = "10m"\n[sev3]\npage = false\nupdate_every = "1h"\n'
 
@@ -213,8 +213,8 @@ def test_messages_name_the_responders_and_only_paged_targets_skip_tickets(tmp_pa
 
 
 def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecycle(tmp_path):
-    from engine.adapters.demo import run_demo
-    from engine.adapters.starter_pack import starter_companion_sources, starter_rule_sources
+    from firebreak.adapters.demo import run_demo
+    from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
 
     rules, problems = load_rules(starter_rule_sources(), starter_companion_sources())
     assert not [p for p in problems if p.level == "error"]

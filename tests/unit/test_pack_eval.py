@@ -1,4 +1,4 @@
-"""The rule-pack evaluation: its traffic families (engine/families.py) and its scoring
+"""The rule-pack evaluation: its traffic families (engine/firebreak/families.py) and its scoring
 (benchmarks/pack_eval.py), and the starter pack on the tiny `--quick` families."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import pack_eval  # noqa: E402
 
-from engine.families import BURST_MS, FAMILIES, MINUTE, Truth, generate, quick  # noqa: E402
+from firebreak.families import BURST_MS, FAMILIES, MINUTE, Truth, generate, quick  # noqa: E402
 
 
 def test_the_same_seed_gives_the_same_events_and_another_seed_others():

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from corekit import MIN, SEC, event, of_type
 
-from engine.adapters.rule_files import collect_rule_paths, read_companion_sources
-from engine.cli import main
-from engine.core import run_events
-from engine.dsl import load_rules
-from engine.dsl.policy import DEFAULT_RESPONSES, Response
+from firebreak.adapters.rule_files import collect_rule_paths, read_companion_sources
+from firebreak.cli import main
+from firebreak.core import run_events
+from firebreak.dsl import load_rules
+from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 
 RULES = """
 rule leak:
@@ -114,7 +114,7 @@ def test_the_policy_file_is_found_beside_rules_and_never_read_as_rules(tmp_path:
 
 
 def test_the_starter_pack_policy_pages_security_for_leaks():
-    from engine.adapters.starter_pack import starter_companion_sources, starter_rule_sources
+    from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
 
     companions = starter_companion_sources()
     assert list(companions) == ["rules/policy.toml"]

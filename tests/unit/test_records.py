@@ -1,4 +1,4 @@
-"""engine/records.py: the record kinds, severities and record types every seam speaks."""
+"""engine/firebreak/records.py: the record kinds, severities and record types every seam speaks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import orjson
 import pytest
 from corekit import SEC, event, of_type, run
 
-from engine.records import (
+from firebreak.records import (
     ContainmentCommand,
     IncidentRecord,
     RecordKind,
@@ -80,7 +80,7 @@ def test_incident_records_read_back_typed_and_write_the_same_bytes():
 
 
 def test_an_escalation_to_a_less_severe_level_is_refused_by_the_checker():
-    from engine.dsl import load_rules
+    from firebreak.dsl import load_rules
 
     _, problems = load_rules({"r.rules": "count() > 1 over 1m -> sev2 escalate sev3 if users > 5"})
     assert [p.message for p in problems] == ["`escalate sev3` is not above the rule's sev2; sev1 is the most severe"]

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from investigate_fixture import REPORT, report
 
-from engine.investigate.html import render_html
-from engine.investigate.model import Report
-from engine.investigate.svg import OPEN_FILL, THRESHOLD_COLOUR, VALUE_COLOUR
+from firebreak.investigate.html import render_html
+from firebreak.investigate.model import Report
+from firebreak.investigate.svg import OPEN_FILL, THRESHOLD_COLOUR, VALUE_COLOUR
 
 CHROMIUM_TIMEOUT_S = 30
 WINDOW = (1200, 1600)

@@ -7,13 +7,13 @@ import orjson
 import pytest
 from corekit import HOUR, MIN, SEC, T0, event, merged, of_type, offset, rules, steady
 
-from engine.adapters.drive import Driver, batched, drive_batches
-from engine.core import Engine, run_events
-from engine.core.events import STANDARD_LABELS, InvalidEvent, validate_event
-from engine.dsl import load_rules
-from engine.dsl.metrics import COUNT
-from engine.native import NativeEngine
-from engine.sdk import user_report
+from firebreak.adapters.drive import Driver, batched, drive_batches
+from firebreak.core import Engine, run_events
+from firebreak.core.events import STANDARD_LABELS, InvalidEvent, validate_event
+from firebreak.dsl import load_rules
+from firebreak.dsl.metrics import COUNT
+from firebreak.native import NativeEngine
+from firebreak.sdk import user_report
 
 # ---- the event ----------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ def test_user_report_copies_what_identifies_the_answer():
 
 
 def test_the_traffic_check_counts_reports_for_report_rules_and_answers_for_the_others():
-    from engine.adapters.traffic_check import TrafficWatch, check_events, render_text
+    from firebreak.adapters.traffic_check import TrafficWatch, check_events, render_text
 
     compiled = rules(RULES + "rule harmful:\n  reports(harmful) >= 1 over 10m -> sev2\n")
     events = traffic()

@@ -1,4 +1,4 @@
-"""The `firebreak test` runner (engine/adapters/rule_tests.py): passing and failing files,
+"""The `firebreak test` runner (engine/firebreak/adapters/rule_tests.py): passing and failing files,
 the failure report, bad test files, and the traffic generator."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters.rule_tests import (
+from firebreak.adapters.rule_tests import (
     INPUT_KEYS,
     TOP_KEYS,
     SpecError,
@@ -16,8 +16,8 @@ from engine.adapters.rule_tests import (
     parse_offset,
     run_test_file,
 )
-from engine.cli import main
-from engine.core import parse_ts
+from firebreak.cli import main
+from firebreak.core import parse_ts
 
 # Step 5s (1m window). The third error of a group opens an incident.
 RULES = """\

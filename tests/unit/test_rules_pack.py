@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters.rule_files import read_rule_sources
-from engine.cli import main
-from engine.dsl import load_rules, parse_rules
-from engine.dsl.checker import CATEGORIES
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.cli import main
+from firebreak.dsl import load_rules, parse_rules
+from firebreak.dsl.checker import CATEGORIES
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 PACK_CATEGORIES = [c for c in CATEGORIES if c != "other"]

@@ -1,7 +1,7 @@
 """The starter pack against synthetic traffic: each injected incident is caught by the rule
 meant for it, on the right group, soon after onset; normal traffic opens no incident.
 
-Traffic comes from engine.synthetic at a modest 6 events/s
+Traffic comes from firebreak.synthetic at a modest 6 events/s
 (the pack's per-tenant and per-model `min N events` need about that much). An injection starts once the
 rules that should catch it can fire: relative rules need 6 windows of baseline first.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from engine.adapters.demo import IncidentRow, affected_events, incident_rows, match
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.core import Engine, Event, parse_ts, validate_event
-from engine.dsl import CompiledRule, load_rules
-from engine.synthetic import HOUR, MINUTE, RAW_OUTPUTS, RAW_PROMPTS, Injection, Traffic
+from firebreak.adapters.demo import IncidentRow, affected_events, incident_rows, match
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.core import Engine, Event, parse_ts, validate_event
+from firebreak.dsl import CompiledRule, load_rules
+from firebreak.synthetic import HOUR, MINUTE, RAW_OUTPUTS, RAW_PROMPTS, Injection, Traffic
 
 START = parse_ts("2026-03-03T10:00:00Z")
 RATE = 6.0

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine.core import format_ts
-from engine.sdk import ContainmentState
+from firebreak.core import format_ts
+from firebreak.sdk import ContainmentState
 
 T = 1_800_000_000_000  # epoch ms
 S = 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine.sdk import AsyncPublisher, InvalidEvent, Publisher, PublishError
-from engine.sdk.publisher import event_key, prepare
+from firebreak.sdk import AsyncPublisher, InvalidEvent, Publisher, PublishError
+from firebreak.sdk.publisher import event_key, prepare
 
 EVENT = {"event_id": "e1", "ts": "2026-11-27T10:00:00Z", "tenant": "acme", "model": "gpt-4o", "latency_ms": 12}
 

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 from corekit import MIN, SEC, event, merged, of_type, offset, rules, run, steady
 
-from engine.core import Engine
-from engine.core.significance import binomial_lower, binomial_upper, poisson_lower, poisson_upper
+from firebreak.core import Engine
+from firebreak.core.significance import binomial_lower, binomial_upper, poisson_lower, poisson_upper
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "record.schema.json").read_text())
 
@@ -193,8 +193,8 @@ def test_rules_without_significance_keep_their_records():
 
 
 def test_an_investigation_states_the_significance_of_its_incident():
-    from engine.investigate.markdown import _metric
-    from engine.investigate.model import Report
+    from firebreak.investigate.markdown import _metric
+    from firebreak.investigate.model import Report
 
     incident = {
         "rule_text": PII_RULE, "metric": "rate(pii)", "window_ms": 10 * MIN, "value": 0.0083, "baseline": None,

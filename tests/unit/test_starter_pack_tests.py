@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters.rule_files import read_rule_sources
-from engine.adapters.rule_tests import TEST_SUFFIX
-from engine.cli import main
-from engine.dsl import load_rules
+from firebreak.adapters.rule_files import read_rule_sources
+from firebreak.adapters.rule_tests import TEST_SUFFIX
+from firebreak.cli import main
+from firebreak.dsl import load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from engine.core import InvalidEvent, parse_ts, validate_event
-from engine.synthetic import CATEGORIES, HOUR, MINUTE, Injection, Traffic
+from firebreak.core import InvalidEvent, parse_ts, validate_event
+from firebreak.synthetic import CATEGORIES, HOUR, MINUTE, Injection, Traffic
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

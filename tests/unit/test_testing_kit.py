@@ -1,11 +1,11 @@
-"""engine.testing: the helpers shipped for users' tests behave as documented."""
+"""firebreak.testing: the helpers shipped for users' tests behave as documented."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from engine.testing import MIN, SEC, RuleError, event, merged, of_type, offset, report, rules, run, steady
+from firebreak.testing import MIN, SEC, RuleError, event, merged, of_type, offset, report, rules, run, steady
 
 LEAK = "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2 contain disable_feature\n"
 

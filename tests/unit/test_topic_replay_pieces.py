@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters.topic_replay import (
+from firebreak.adapters.topic_replay import (
     TopicMessage,
     TopicReplayResult,
     check_range,
@@ -18,9 +18,9 @@ from engine.adapters.topic_replay import (
     parse_time,
     warmup_ms,
 )
-from engine.cli import main
-from engine.core import Event, parse_ts
-from engine.dsl import load_rules
+from firebreak.cli import main
+from firebreak.core import Event, parse_ts
+from firebreak.dsl import load_rules
 
 MIN = 60_000
 
@@ -200,7 +200,7 @@ def test_replay_argument_errors_are_one_line(rules_file: Path, capsys, args: lis
 
 def test_since_after_until_as_a_subprocess_needs_no_broker(rules_file: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "replay", "--rules", str(rules_file), "--topic", "t",
+        [sys.executable, "-m", "firebreak.cli", "replay", "--rules", str(rules_file), "--topic", "t",
          "--bootstrap", "127.0.0.1:1", "--since", "2026-03-01T02:00:00Z", "--until", "2026-03-01T01:00:00Z"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.adapters.file_replay import replay_files
-from engine.adapters.live.routing import RouteStage
-from engine.adapters.live.settings import WorkerSettings
-from engine.adapters.traffic_check import (
+from firebreak.adapters.file_replay import replay_files
+from firebreak.adapters.live.routing import RouteStage
+from firebreak.adapters.live.settings import WorkerSettings
+from firebreak.adapters.traffic_check import (
     RuleTraffic,
     TrafficReport,
     TrafficWatch,
@@ -22,9 +22,9 @@ from engine.adapters.traffic_check import (
     check_files,
     render_text,
 )
-from engine.cli import main
-from engine.core import validate_event
-from engine.dsl import load_rules
+from firebreak.cli import main
+from firebreak.core import validate_event
+from firebreak.dsl import load_rules
 
 START = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 VOCABULARY = 'fields = ["region", "attributes.*"]\n'

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters.rule_files import collect_rule_paths, collect_vocabulary_paths, read_vocabulary_sources
-from engine.adapters.rule_tests import run_test_file
-from engine.adapters.starter_pack import starter_rule_sources
-from engine.cli import main
-from engine.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_SCORES, STRING_FIELDS
-from engine.dsl import Diagnostic, load_rules
-from engine.dsl.diagnostics import render_all
-from engine.dsl.vocabulary import MAPS, STANDARD, STANDARD_FIELDS, parse_vocabulary
+from firebreak.adapters.rule_files import collect_rule_paths, collect_vocabulary_paths, read_vocabulary_sources
+from firebreak.adapters.rule_tests import run_test_file
+from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.cli import main
+from firebreak.core.events import NUMBER_FIELDS, STANDARD_FLAGS, STANDARD_SCORES, STRING_FIELDS
+from firebreak.dsl import Diagnostic, load_rules
+from firebreak.dsl.diagnostics import render_all
+from firebreak.dsl.vocabulary import MAPS, STANDARD, STANDARD_FIELDS, parse_vocabulary
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "event.schema.json").read_text())
 TYPOS = (
@@ -264,7 +264,7 @@ def test_vocabulary_diagnostics_render_with_a_caret() -> None:
 def test_the_worker_reloads_through_the_same_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the running worker calls on SIGHUP or a changed file (LiveWorker._reload): the loader
     `firebreak worker` hands it, and the change detector, which watches vocabulary files too."""
-    from engine.adapters.live import app, command
+    from firebreak.adapters.live import app, command
 
     handed: dict = {}
 

@@ -1,0 +1,249 @@
+"""One drive loop: a source of input → an engine → a sink of records and refused input.
+
+    driver = Driver(rules, lateness_ms)                  # the one place an engine plugs in
+    fed = driver.feed_lines([b'{"event_id": ...}', ...]) # raw JSON lines, in a batch
+    fed = driver.feed_events([event, ...])               # events a source already decoded
+    records = driver.finish()                            # end of a replay
+
+    result = drive_batches(batches, driver, sink)        # the whole loop over (places, lines) batches
+    result = drive_batches(batched(pairs), driver, sink) # ... over (where, line) pairs
+
+File replay, topic replay, backtest and investigate all drive their engine through a
+`Driver`: the Python core (engine/firebreak/core, the executable specification) or the native
+one (engine/firebreak/native). A `Fed` says what a batch gave: the records, in the engine's order,
+and the refused inputs — bad (not an event, with the reason `validate_event` gives) and
+late (before the watermark) — by their index in the batch, so the caller, who knows
+where each input came from, can report and dead-letter it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
+from firebreak.dsl import CompiledRule
+
+BATCH_LINES = 4096
+ENGINES = ("python", "native")
+
+
+def decode_event(raw: bytes | None, max_bytes: int | None = None) -> Event:
+    """One JSON document → an `Event`; `InvalidEvent` with the reason when it is not one."""
+    raw = raw or b""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise InvalidEvent(f"event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent(f"invalid JSON: {error}") from None
+    return validate_event(obj)
+
+
+def decoded_lines(lines: Iterable[bytes], max_bytes: int | None, fed: Fed) -> Iterable[tuple[int, bytes, Event]]:
+    """(index, raw, event) for each non-blank line that is an event; the others go to ``fed.bad``
+    with their index and reason (blank lines are neither)."""
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            event = decode_event(raw, max_bytes)
+        except InvalidEvent as error:
+            fed.bad.append((index, str(error)))
+            continue
+        yield index, raw, event
+
+
+def late_text(ts: int, watermark: int, lateness_ms: int) -> str:
+    """The reason a late event is refused (dead letters, bad samples)."""
+    return (
+        f"late: ts {format_ts(ts)} is before the watermark {format_ts(watermark)} "
+        f"(allowed lateness {lateness_ms // 1000}s)"
+    )
+
+
+@dataclass
+class Fed:
+    """What one batch gave: records in the engine's order; refused inputs by batch index."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (index, reason): not an event
+    late: list[tuple[int, str]] = field(default_factory=list)  # (index, reason): before the watermark
+    events: int = 0  # events taken (neither bad nor late)
+
+
+class EngineCore(Protocol):
+    """What a `Driver` needs of an engine (firebreak.core.Engine, firebreak.native.NativeEngine)."""
+
+    watermark: int | None
+    lateness_ms: int
+    opened: Counter
+
+    def advance(self, watermark: int) -> list[dict[str, Any]]: ...
+    def finish(self, max_ts: int | None = None) -> list[dict[str, Any]]: ...
+    def open_incidents(self) -> list[dict[str, Any]]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Driver:
+    """The engine of one replay, behind one interface. ``engine``: ``python`` (the core),
+    ``native`` (engine/firebreak/native: rules it cannot run yet are run by the core beside it), or
+    None for the default (`default_engine`: native)."""
+
+    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
+                 engine: str | None = None) -> None:  # fmt: skip
+        self.rules = tuple(rules)
+        self.kind = engine or default_engine()
+        if self.kind not in ENGINES:
+            raise ValueError(f"unknown engine {self.kind!r}: one of {', '.join(ENGINES)}")
+        if self.kind == "native":
+            from firebreak.native import NativeEngine  # the compiled extension: only when asked for
+
+            self.core: Any = NativeEngine(self.rules, lateness_ms)
+        else:
+            self.core = Engine(self.rules, lateness_ms)
+
+    # ---- what ran where ---------------------------------------------------------------
+
+    def placement(self) -> dict[str, str]:
+        """rule name → the engine that runs it (``python`` or ``native``)."""
+        if self.kind == "native":
+            return self.core.placement()
+        return {rule.name: "python" for rule in self.rules}
+
+    # ---- input ----------------------------------------------------------------------------
+
+    def feed_lines(self, lines: Sequence[bytes], max_bytes: int | None = None) -> Fed:
+        """A batch of raw JSON lines (blank ones are skipped, neither events nor bad)."""
+        if self.kind == "native":
+            return self.core.feed_lines(lines, max_bytes)
+        fed = Fed()
+        engine = self.core
+        for index, _raw, event in decoded_lines(lines, max_bytes, fed):
+            self._take(engine, index, event, fed)
+        return fed
+
+    def feed_events(self, events: Iterable[Event]) -> Fed:
+        """Events a source has already decoded and validated (a topic's merge, an investigation)."""
+        if self.kind == "native":
+            return self.core.feed_events(events)
+        fed = Fed()
+        engine = self.core
+        for index, event in enumerate(events):
+            self._take(engine, index, event, fed)
+        return fed
+
+    @staticmethod
+    def _take(engine: Engine, index: int, event: Event, fed: Fed) -> None:
+        if engine.is_late(event):
+            fed.late.append((index, late_text(event.ts, engine.watermark or 0, engine.lateness_ms)))
+            return
+        fed.events += 1
+        fed.records.extend(engine.process(event))
+
+    # ---- time and state ---------------------------------------------------------------------
+
+    def advance(self, watermark: int) -> list[dict[str, Any]]:
+        return self.core.advance(watermark)
+
+    def finish(self) -> list[dict[str, Any]]:
+        return self.core.finish()
+
+    @property
+    def watermark(self) -> int | None:
+        return self.core.watermark
+
+    @property
+    def opened(self) -> Counter:
+        return Counter(self.core.opened)
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        return self.core.open_incidents()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.core.snapshot()
+
+
+def default_engine() -> str:
+    """``FIREBREAK_ENGINE`` if set; else ``native`` (the Python core where the extension is not built)."""
+    import os
+
+    chosen = os.environ.get("FIREBREAK_ENGINE")
+    if chosen:
+        return chosen
+    from firebreak.native import available
+
+    return "native" if available() else "python"
+
+
+# ---- the loop over numbered lines ---------------------------------------------------------
+
+
+class LineSink(Protocol):
+    def record(self, record: dict[str, Any]) -> None: ...
+    def bad(self, where: Any, reason: str, raw: bytes, late: bool) -> None: ...
+
+
+@dataclass
+class DriveCounts:
+    lines: int = 0
+    events: int = 0
+    bad: int = 0
+    late: int = 0
+    records: int = 0
+
+
+def batched(source: Iterable[tuple[Any, bytes]]) -> Iterator[tuple[list[Any], list[bytes]]]:
+    """``(where, raw line)`` pairs as `drive_batches` takes them: batches of `BATCH_LINES`."""
+    places: list[Any] = []
+    lines: list[bytes] = []
+    for where, raw in source:
+        places.append(where)
+        lines.append(raw)
+        if len(lines) >= BATCH_LINES:
+            yield places, lines
+            places, lines = [], []
+    if lines:
+        yield places, lines
+
+
+def drive_batches(
+    source: Iterable[tuple[Sequence[Any], list[bytes]]],
+    driver: Driver,
+    sink: LineSink,
+    counts: DriveCounts | None = None,
+    progress: Callable[[DriveCounts], None] | None = None,
+    progress_every: int = 50_000,
+    finish: bool = True,
+) -> DriveCounts:
+    """Feed batches of raw lines to the driver, each with where its lines came from
+    (``places[i]``: where ``lines[i]`` came from); records and refused lines go to the sink in
+    input order. ``finish``: end of input (evaluate the last steps)."""
+    counts = counts if counts is not None else DriveCounts()
+    next_progress = progress_every
+    for places, lines in source:
+        counts.lines += len(lines)
+        fed = driver.feed_lines(lines)
+        refused = sorted([(i, reason, False) for i, reason in fed.bad] + [(i, reason, True) for i, reason in fed.late])
+        for index, reason, late in refused:
+            if late:
+                counts.late += 1
+            else:
+                counts.bad += 1
+            sink.bad(places[index], reason, lines[index].rstrip(b"\n"), late)
+        counts.events += fed.events
+        for record in fed.records:
+            counts.records += 1
+            sink.record(record)
+        if progress is not None and counts.lines >= next_progress:
+            progress(counts)
+            next_progress = counts.lines - counts.lines % progress_every + progress_every
+    if finish:
+        for record in driver.finish():
+            counts.records += 1
+            sink.record(record)
+    return counts

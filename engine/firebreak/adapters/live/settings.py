@@ -1,0 +1,49 @@
+"""Worker settings: topic names, partition counts, time settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from firebreak.core import DEFAULT_LATENESS_MS
+from firebreak.kafka_config import KafkaConfig
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    rules: tuple[str, ...]
+    bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "firebreak"
+    input_topic: str = "ai.inference.events"
+    incidents_topic: str = "ai.incidents"
+    containment_topic: str = "ai.containment.commands"
+    dead_letter_topic: str = "ai.inference.deadletter"
+    input_partitions: int = 4  # used when the worker creates the input topic
+    shards: int = 4  # partitions of the internal routed topic: the units of evaluation
+    output_partitions: int = 4
+    lateness_ms: int = DEFAULT_LATENESS_MS
+    idle_timeout_ms: int = 10_000  # wall clock: an input partition this quiet stops holding time back
+    route_batch: int = 1_000  # input messages routed together (one routed message per shard and partition)
+    route_batch_ms: int = 50  # ... or whatever arrived within this time
+    checkpoint_interval_ms: int = 60_000  # wall clock between full snapshots: the most work redone after a crash
+    max_event_bytes: int = 262_144  # larger messages are dead-lettered
+    commit_timeout_ms: int = 60_000  # a transaction of records that does not end within this stops the worker
+    session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
+    web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
+    web_host: str = "127.0.0.1"
+    engine: str | None = None  # native | python; None: drive.default_engine (native where built)
+    traffic_check: bool = True  # warn of rules that never fire, over the first hour after each rule load
+    input_batches: bool = True  # the input topic a fetch at a time (batches.py), not through Faust's streams
+    extra: dict = field(default_factory=dict)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
+
+    def client_options(self) -> dict:
+        """bootstrap_servers and the security settings, for any aiokafka client of the worker."""
+        return {"bootstrap_servers": self.bootstrap, **self.kafka.client_options()}
+
+    @property
+    def routed_topic(self) -> str:
+        return f"{self.app_id}.routed"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return f"{self.app_id}.checkpoints"

@@ -1,0 +1,520 @@
+"""`firebreak notify`: incident records to responders' tools (docs/notify.md).
+
+A config file maps each `notify` target name of the rules to a destination:
+
+    [targets."#ai-oncall"]
+    kind = "pagerduty"                  # pagerduty | slack | webhook
+    url = "https://events.pagerduty.com/v2/enqueue"
+    routing_key_env = "PD_ROUTING_KEY"  # secrets only from the environment, never printed
+
+The payloads are pure functions of a record (`pagerduty_event`, `slack_message`,
+`webhook_body`); `Deliverer` posts them with retries: 5xx, timeouts and refused connections
+are retried with backoff, 4xx are not (the body is logged). Every request carries an
+idempotency key (PagerDuty: the `dedup_key` = incident id), so at-least-once delivery —
+what a crash between delivering and committing gives — is safe for the receiver.
+
+Incident records carry the response policy's ``response`` (team, page, update cadence).
+Every message names the responders; a PagerDuty target with ``only_paged = true`` gets only
+the incidents the policy pages for; and while an incident stays open, following a topic,
+`Reminders` sends a status-update reminder every ``update_every_ms`` of wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import tomllib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from firebreak.core import format_ts, parse_ts
+from firebreak.core.events import format_duration
+from firebreak.records import RecordKind, Severity
+
+log = logging.getLogger("firebreak.notify")
+
+KINDS = ("pagerduty", "slack", "webhook")
+INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED))
+REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
+PD_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning", Severity.SEV4: "info"}
+MAX_BACKOFF_S = 30.0
+
+
+class NotifyConfigError(ValueError):
+    """A bad notify config: one line, `path:line: message` where the line is known."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "'***'"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    url: Secret  # a Slack webhook URL is a secret; PagerDuty's is not, but is treated alike
+    routing_key: Secret | None = None
+    timeout_s: float = 10.0
+    retries: int = 5  # after the first attempt, for 5xx / timeouts / refused connections
+    backoff_s: float = 0.5  # doubled after each retry, at most 30 s
+    only_paged: bool = False  # only incidents whose response policy pages (response.page)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    targets: dict[str, Target]
+    default_targets: tuple[str, ...] = ()  # for incidents whose rule names no `notify` target
+    investigate_hint: str = "firebreak investigate --rules rules/ --topic ai.inference.events"
+
+
+def load_notify_config(path: str, env: Mapping[str, str] | None = None) -> NotifyConfig:
+    env = os.environ if env is None else env
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise NotifyConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise NotifyConfigError(f"{path}: {error}") from None
+    except OSError as error:
+        raise NotifyConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    unknown = set(data) - {"targets", "default_targets", "investigate_hint"}
+    if unknown:
+        raise NotifyConfigError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: targets, default_targets, "
+                                f"investigate_hint)")  # fmt: skip
+    targets = {}
+    for name, spec in (data.get("targets") or {}).items():
+        targets[name] = _target(path, name, spec, env)
+    defaults = tuple(data.get("default_targets") or ())
+    for name in defaults:
+        if name not in targets:
+            raise NotifyConfigError(f"{path}: default_targets names {name!r}, which is not a [targets.{name!r}]")
+    hint = data.get("investigate_hint", NotifyConfig.investigate_hint)
+    return NotifyConfig(targets, defaults, str(hint))
+
+
+def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
+    where = f"{path}: [targets.{orjson.dumps(name).decode()}]"
+    if not isinstance(spec, dict):
+        raise NotifyConfigError(f"{where} must be a table")
+    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged"}
+    extra = set(spec) - known
+    if extra:
+        raise NotifyConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(known))})")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise NotifyConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if ("url" in spec) == ("url_env" in spec):
+        raise NotifyConfigError(f"{where}: give url, or url_env naming the variable that holds it (one of them)")
+    url = spec.get("url") or _from_env(where, spec["url_env"], env)
+    if not str(url).startswith(("http://", "https://")):
+        raise NotifyConfigError(f"{where}: the url must start with http:// or https://")
+    routing_key = None
+    if kind == "pagerduty":
+        if "routing_key_env" not in spec:
+            raise NotifyConfigError(f"{where}: a pagerduty target needs routing_key_env (the variable holding the "
+                                    f"integration's routing key)")  # fmt: skip
+        routing_key = Secret(_from_env(where, spec["routing_key_env"], env))
+    try:
+        timeout, retries = float(spec.get("timeout_s", 10)), int(spec.get("retries", 5))
+        backoff = float(spec.get("backoff_s", 0.5))
+    except (TypeError, ValueError):
+        raise NotifyConfigError(f"{where}: timeout_s, retries and backoff_s are numbers") from None
+    only_paged = spec.get("only_paged", False)
+    if not isinstance(only_paged, bool):
+        raise NotifyConfigError(f"{where}: only_paged is true or false")
+    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged)
+
+
+def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
+    if not isinstance(variable, str) or not variable:
+        raise NotifyConfigError(f"{where}: the *_env settings name an environment variable")
+    value = env.get(variable)
+    if not value:
+        raise NotifyConfigError(f"{where}: the environment variable {variable} is not set")
+    return value
+
+
+# ---- payloads (pure) ------------------------------------------------------------------------
+
+
+def idempotency_key(record: Mapping[str, Any]) -> str:
+    if record["type"] == REMINDER:
+        return f"{record['incident_id']}:reminder:{record['slot']}"
+    return f"{record['incident_id']}:{record['type']}:{record['ts']}"
+
+
+def summary(record: Mapping[str, Any]) -> str:
+    group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
+    verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
+            REMINDER: "still open"}  # fmt: skip
+    return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
+
+
+def responders(record: Mapping[str, Any]) -> str:
+    """``security-oncall (paged), status update every 30m``: who responds, from the policy."""
+    response = record.get("response")
+    if not response:
+        return ""
+    how = "paged" if response.get("page") else "ticket"
+    return f"{response.get('team')} ({how}), status update every {format_duration(int(response['update_every_ms']))}"
+
+
+def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
+                    ) -> dict[str, Any]:  # fmt: skip
+    """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution."""
+    if record["type"] == RecordKind.RESOLVED:
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
+    details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
+                                            "window", "previous_severity", "response",
+                                            "reminder") if record.get(k) is not None}  # fmt: skip
+    details["investigate"] = investigate_command(record, hint)
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": record["incident_id"],
+        "payload": {
+            "summary": summary(record)[:1024],
+            "source": f"firebreak/{record['rule']}",
+            "severity": _pd_severity(record["severity"]),
+            "timestamp": record["ts"],
+            "component": ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all",
+            "group": record["rule"],
+            "class": record.get("category", "other"),
+            "custom_details": details,
+        },
+    }
+
+
+def _pd_severity(name: Any) -> str:
+    """PagerDuty's severity for a record's; `error` for one this version does not know."""
+    try:
+        return PD_SEVERITY[Severity.parse(name)]
+    except ValueError:
+        return "error"
+
+
+def investigate_command(record: Mapping[str, Any], hint: str) -> str:
+    onset = parse_ts(record.get("onset") or record["ts"])
+    since = onset - 2 * 3_600_000
+    until = parse_ts(record["ts"]) + 15 * 60_000
+    return f"{hint} --since {format_ts(since)} --until {format_ts(until)} --incident {record['incident_id']}"
+
+
+def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: str) -> dict[str, Any]:
+    """One message per lifecycle step: what, the value against its limit, who, containment, next step."""
+    lines = [f"*{summary(record)}*", record.get("why", "") if record["type"] != REMINDER else ""]
+    if record["type"] == REMINDER:
+        lines.append(f"opened {record['opened']} and still open: time for a status update")
+    if responders(record):
+        lines.append(f"responders: {responders(record)}")
+    if record["type"] != RecordKind.RESOLVED:
+        facts = [f"value {record.get('value')} against limit {record.get('threshold')}"]
+        if record.get("users_affected") is not None:
+            facts.append(f"{record['users_affected']} users affected")
+        lines.append(" · ".join(facts))
+        actions = sorted(set(containment))
+        lines.append(f"containment: {', '.join(actions)}" if actions else "containment: none")
+    else:
+        lines.append(f"open for {format_duration(int(record.get('duration_s', 0)) * 1000)}")
+    lines.append(f"investigate: `{investigate_command(record, hint)}`")
+    text = "\n".join(line for line in lines if line)
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+
+
+def webhook_body(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {"idempotency_key": idempotency_key(record), "record": dict(record)}
+
+
+# ---- delivery -------------------------------------------------------------------------------
+
+
+@dataclass
+class NotifyStats:
+    delivered: Counter[str] = field(default_factory=Counter)  # by target
+    refused: Counter[str] = field(default_factory=Counter)  # 4xx: not retried
+    gave_up: Counter[str] = field(default_factory=Counter)  # 5xx / timeouts past the retries
+    retries: int = 0
+    unrouted: Counter[str] = field(default_factory=Counter)  # notify names with no target in the config
+    records: int = 0
+    reminders: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.refused.values()) + sum(self.gave_up.values())
+
+    def summary(self) -> str:
+        parts = [f"{self.records} incident records", f"{self.reminders} reminders",
+                 f"{sum(self.delivered.values())} deliveries",
+                 f"{self.retries} retries", f"{sum(self.refused.values())} refused (4xx)",
+                 f"{sum(self.gave_up.values())} given up"]  # fmt: skip
+        if self.unrouted:
+            parts.append("no target for " + ", ".join(f"{name} ({n})" for name, n in sorted(self.unrouted.items())))
+        return "notify: " + "; ".join(parts)
+
+
+class Deliverer:
+    """Posts payloads with retries; `async with` holds one HTTP session."""
+
+    def __init__(self, config: NotifyConfig, stats: NotifyStats | None = None) -> None:
+        self.config = config
+        self.stats = stats or NotifyStats()
+        self.containment: dict[str, list[str]] = {}  # incident id -> containment actions seen
+        self.paged: dict[str, bool] = {}  # incident id -> whether the policy paged for it
+        self.session: Any = None
+
+    async def __aenter__(self) -> Deliverer:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    def targets_of(self, record: Mapping[str, Any]) -> list[Target]:
+        names = list(record.get("notify") or ()) or list(self.config.default_targets)
+        out = []
+        for name in names:
+            target = self.config.targets.get(name)
+            if target is None:
+                if not self.stats.unrouted[name]:
+                    log.warning("no target named %r in the notify config: its incidents are not delivered", name)
+                self.stats.unrouted[name] += 1
+            else:
+                out.append(target)
+        return out
+
+    async def handle(self, record: Mapping[str, Any]) -> bool:
+        """Deliver one record to its targets; False if a delivery gave up (retry later)."""
+        if record.get("type") == RecordKind.COMMAND:
+            self.containment.setdefault(record["incident_id"], []).append(record["action"])
+            return True
+        if record.get("type") not in INCIDENT_TYPES + (REMINDER,):
+            return True
+        if record["type"] == REMINDER:
+            self.stats.reminders += 1
+        else:
+            self.stats.records += 1
+        paged = self.remember(record)
+        ok = True
+        for target in self.targets_of(record):
+            if target.only_paged and not paged:
+                continue  # the policy opens a ticket, not a page; resolved: only if it was paged
+            ok = await self.deliver(target, record) and ok
+        return ok
+
+    def remember(self, record: Mapping[str, Any]) -> bool:
+        """Note what a record says of its incident (containment, whether it was paged) without
+        delivering it; whether the incident is paged. An incident not seen opened (notify
+        restarted after it) counts as paged: resolving an alert that is not open is harmless."""
+        if record.get("type") == RecordKind.COMMAND:
+            self.containment.setdefault(record["incident_id"], []).append(record["action"])
+            return True
+        incident = record["incident_id"]
+        if record["type"] in (RecordKind.OPENED, RecordKind.ESCALATED):
+            response = record.get("response")
+            paged = self.paged.get(incident, False) or response is None or bool(response.get("page"))
+            self.paged[incident] = paged
+            return paged
+        return self.paged.get(incident, True)
+
+    def payload(self, target: Target, record: Mapping[str, Any]) -> dict[str, Any]:
+        if target.kind == "pagerduty":
+            key = target.routing_key.value if target.routing_key else ""
+            return pagerduty_event(record, key, self.config.investigate_hint)
+        if target.kind == "slack":
+            return slack_message(record, self.containment.get(record["incident_id"], ()), self.config.investigate_hint)
+        return webhook_body(record)
+
+    async def deliver(self, target: Target, record: Mapping[str, Any]) -> bool:
+        """POST with retries: True when delivered or refused (4xx: retrying cannot help), False when
+        5xx / timeouts / refused connections outlasted the retries."""
+        import aiohttp
+
+        body = orjson.dumps(self.payload(target, record))
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(record)}
+        delay = target.backoff_s
+        for attempt in range(target.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+            try:
+                async with self.session.post(target.url.value, data=body, headers=headers,
+                                             timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as response:
+                    text = (await response.text())[:300]
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                why = f"{type(error).__name__}" + (f": {error}" if str(error) else "")
+                log.info("%s: %s for %s (attempt %d): %s", target.name, record["type"], record["incident_id"],
+                         attempt + 1, why.replace(target.url.value, "<url>"))  # fmt: skip
+                continue
+            if 200 <= status < 300:
+                self.stats.delivered[target.name] += 1
+                log.info("%s: delivered %s of %s (%s)", target.name, record["type"], record["incident_id"], status)
+                return True
+            if 400 <= status < 500 and status != 429:
+                self.stats.refused[target.name] += 1
+                log.error("%s: refused %s of %s: HTTP %d %s (not retried)", target.name, record["type"],
+                          record["incident_id"], status, text)  # fmt: skip
+                return True
+            log.info("%s: HTTP %d for %s of %s (attempt %d)", target.name, status, record["type"],
+                     record["incident_id"], attempt + 1)  # fmt: skip
+        self.stats.gave_up[target.name] += 1
+        log.error("%s: gave up on %s of %s after %d attempts", target.name, record["type"], record["incident_id"],
+                  target.retries + 1)  # fmt: skip
+        return False
+
+
+class Reminders:
+    """The open incidents, and when each is due a status-update reminder: every
+    ``response.update_every_ms`` of wall time (``now``: epoch seconds, from the caller's clock)
+    since it was opened, escalated or last reminded. Resolution ends them. A reminder's ``slot``
+    (wall time ÷ the cadence) makes its idempotency key: a restart within the same slot sends
+    one the receiver has seen, not a second reminder."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, Any]] = {}
+
+    def track(self, record: Mapping[str, Any], now: float) -> None:
+        kind, incident = record.get("type"), record.get("incident_id")
+        if kind == RecordKind.RESOLVED:
+            self.open.pop(incident, None)
+        elif kind in (RecordKind.OPENED, RecordKind.ESCALATED):
+            every = (record.get("response") or {}).get("update_every_ms")
+            before = self.open.get(incident)
+            if not every:
+                self.open.pop(incident, None)
+                return
+            opened = before["opened"] if before else record["ts"]
+            self.open[incident] = {"record": record, "opened": opened, "due": now + every / 1000,
+                                   "count": before["count"] if before else 0}  # fmt: skip
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """The reminders due at ``now``, as records of type incident.reminder (each counted)."""
+        out = []
+        for incident, entry in sorted(self.open.items()):
+            if now < entry["due"]:
+                continue
+            r = entry["record"]
+            every = r["response"]["update_every_ms"]
+            entry["count"] += 1
+            entry["due"] = now + every / 1000
+            out.append({"type": REMINDER, "incident_id": incident, "reminder": entry["count"],
+                        "slot": int(now * 1000) // every,
+                        "opened": entry["opened"],
+                        **{k: r.get(k) for k in ("rule", "category", "severity", "group", "ts", "onset", "value",
+                                                 "threshold", "users_affected", "response", "notify")}})  # fmt: skip
+        return out
+
+
+async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]]) -> NotifyStats:
+    """A records file (or list): every incident record to its targets, in order."""
+    records = list(records)
+    async with Deliverer(config) as deliverer:
+        for record in records:  # containment first: a message about an incident names its containment
+            if record.get("type") == RecordKind.COMMAND:
+                await deliverer.handle(record)
+        for record in records:
+            if record.get("type") != RecordKind.COMMAND:
+                await deliverer.handle(record)
+    return deliverer.stats
+
+
+async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, containment_topic: str, group: str,
+                        idle_s: float | None = None, reminders: bool = True,
+                        clock: Any = time.time) -> NotifyStats:  # fmt: skip
+    """Follow the incidents (and containment) topics in a consumer group, read_committed; offsets
+    are committed after their records were delivered, so a crash re-delivers (idempotent keys),
+    never skips. A delivery that gives up stops the loop without committing (exit, retry later).
+    On start, the records before the group's committed offsets are read again (not delivered)
+    to know which incidents are open: their reminders go on after a restart.
+    ``idle_s``: return once nothing new arrived for this long (backfills, tests)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(incidents_topic, containment_topic, bootstrap_servers=kafka.bootstrap,
+                                **kafka.client_options(), group_id=group, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    open_incidents = Reminders()
+    try:
+        async with Deliverer(config) as deliverer:
+            for topic in (containment_topic, incidents_topic):  # containment first, as below
+                for record in await _committed_records(consumer, kafka, topic):
+                    deliverer.remember(record)
+                    open_incidents.track(record, clock())
+            if open_incidents.open:
+                log.info("%d incidents still open before the committed offsets", len(open_incidents.open))
+            async for batch in _batches(consumer, idle_s):
+                records = [orjson.loads(m.value) for m in batch]
+                records.sort(key=lambda r: r.get("type") != RecordKind.COMMAND)  # containment first
+                for record in records:
+                    if not await deliverer.handle(record):
+                        return deliverer.stats  # not committed: a restart delivers it again
+                    open_incidents.track(record, clock())
+                if batch:
+                    await consumer.commit()
+                if reminders:
+                    for reminder in open_incidents.due(clock()):
+                        await deliverer.handle(reminder)  # a reminder that fails is not retried later
+        return deliverer.stats
+    finally:
+        await consumer.stop()
+
+
+async def _committed_records(group_consumer: Any, kafka: Any, topic: str, deadline_s: float = 60.0) -> list[dict]:
+    """The records of ``topic`` before the group's committed offsets (read_committed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    partitions = group_consumer.partitions_for_topic(topic) or set()
+    ends = {}
+    for p in sorted(partitions):
+        tp = TopicPartition(topic, p)
+        committed = await group_consumer.committed(tp)
+        if committed:
+            ends[tp] = committed
+    if not ends:
+        return []
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), group_id=None,
+                              enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    await reader.start()
+    out: list[dict] = []
+    try:
+        reader.assign(list(ends))
+        await reader.seek_to_beginning(*ends)
+        stop = time.monotonic() + deadline_s
+        remaining = dict(ends)
+        while remaining and time.monotonic() < stop:
+            polled = await reader.getmany(timeout_ms=500)
+            for tp, messages in polled.items():
+                out += [orjson.loads(m.value) for m in messages if m.offset < ends[tp]]
+            for tp in list(remaining):
+                if await reader.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+        if remaining:
+            log.warning("could not read %s up to the committed offsets in %g s: reminders of older incidents "
+                        "may be missing", topic, deadline_s)  # fmt: skip
+    finally:
+        await reader.stop()
+    return out
+
+
+async def _batches(consumer: Any, idle_s: float | None) -> AsyncIterator[list[Any]]:
+    """Each poll's messages, an empty list when there were none (so that reminders run)."""
+    quiet = 0.0
+    while idle_s is None or quiet < idle_s:
+        polled = await consumer.getmany(timeout_ms=500)
+        batch = [m for messages in polled.values() for m in messages]
+        quiet = 0.0 if batch else quiet + 0.5
+        yield batch

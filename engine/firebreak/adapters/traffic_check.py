@@ -1,0 +1,498 @@
+"""Check rules against real traffic: `firebreak check rules/ --events sample.jsonl` (or `--topic`).
+
+A rule can pass every static check and still never fire on the events a team really
+sends: a flag that is never true, a score that is never a number, a `by` field that
+is always missing, a `where` nothing passes, a `min N events` no group reaches. Or it
+fires all the time. For each rule this says, over a sample of events:
+
+- for every name it reads (its flag, its field, its `by` and `where` fields): in how
+  many events it is present, true (flags) or a number (the metric's field), and how
+  many distinct values a `by` field takes;
+- how many events pass its `where`, how many groups it makes, the most events one
+  group had in one window (against `min N events`);
+- how many incidents the engine itself opens over the sample, and for how much of it
+  one was open — the sample goes through `Engine.process`, as in a replay;
+- warnings: "never fires" (flag never true, field never numeric, nothing passes
+  `where`, `min N events` never reached) and "fires all the time".
+
+Events are read with the replays' readers (file_replay.decode_event/open_input,
+topic_replay.read_topic_events); bad lines are counted and sampled as in a replay.
+The report is data (`TrafficReport`); `render_text` and `to_json` present it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from firebreak.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
+from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
+from firebreak.core.events import format_duration
+from firebreak.dsl import CompiledRule, parse_rule
+from firebreak.dsl.compiler import getter
+from firebreak.dsl.metrics import SUM
+from firebreak.dsl.parser import RuleSyntaxError
+from firebreak.dsl.vocabulary import NameUse, names_used
+from firebreak.event_types import COUNTED, EventType
+from firebreak.records import RecordKind, is_incident
+
+MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
+WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
+ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
+
+
+@dataclass
+class NameSeen:
+    """One name a rule reads, over the sample's events of the rule's type (inference or report)."""
+
+    role: str  # flag | label | metric | by | where
+    path: str
+    present: int = 0  # not missing (nor null)
+    true: int = 0  # exactly true (flags)
+    numeric: int = 0  # a number (not a boolean, not NaN)
+    values: int = 0  # distinct values, up to MAX_VALUES
+
+    @property
+    def is_flag(self) -> bool:
+        return self.path.startswith("flags.") and self.path.count(".") == 1
+
+
+@dataclass
+class RuleTraffic:
+    name: str
+    location: str  # path:line
+    names: list[NameSeen]
+    passed: int = 0  # events of its type (inference; report for reports()) that pass `where`
+    groups: int = 0
+    busiest_window: int = 0  # most events behind the metric in one group's window
+    min_events: int = 0  # 0: `min N events` does not gate this rule
+    window: str = ""
+    warmup: str = ""  # window + baseline span + `for`: traffic needed before it can fire
+    opened: int = 0
+    groups_fired: int = 0  # groups with at least one incident
+    open_share: float = 0.0  # of the time after the warm-up with an incident of the rule open
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: EventType = EventType.INFERENCE  # the event type the rule counts
+    sample: int = 0  # events of that type in the sample
+
+
+@dataclass
+class TrafficReport:
+    source: str
+    read: ReplayResult  # lines/messages, valid events, bad and late inputs with samples
+    inference: int = 0
+    reports: int = 0  # user reports
+    first_ts: int | None = None
+    last_ts: int | None = None
+    rules: list[RuleTraffic] = field(default_factory=list)
+
+    @property
+    def bad(self) -> int:
+        return self.read.bad
+
+    @property
+    def bad_samples(self) -> list[str]:
+        return self.read.bad_samples
+
+    @property
+    def bad_noun(self) -> str:
+        return self.read.bad_noun
+
+    def warnings(self) -> int:
+        return sum(len(r.warnings) for r in self.rules)
+
+
+# ---- collecting -------------------------------------------------------------------------------
+
+
+class _PathTally:
+    """One event path over the sample; shared by every rule that reads it."""
+
+    def __init__(self, path: tuple[str, ...]) -> None:
+        if path[0] == "labels" and len(path) == 2:  # a report label: whether the report carries it
+            label = path[1]
+            self.get = lambda data: True if label in (data.get("labels") or ()) else None
+        else:
+            self.get = getter(path)
+        self.present = self.true = self.numeric = 0
+        self.values: set[Any] = set()
+
+    def add(self, data: Mapping[str, Any]) -> None:
+        value = self.get(data)
+        if value is None:
+            return
+        self.present += 1
+        if value is True:
+            self.true += 1
+        if _is_number(value):
+            self.numeric += 1
+        if len(self.values) < MAX_VALUES:
+            self.values.add(_hashable(value))
+
+    def seen(self, role: str, dotted: str) -> NameSeen:
+        return NameSeen(role, dotted, self.present, self.true, self.numeric, len(self.values))
+
+
+class _RuleTally:
+    """Per rule: the names it reads, `where`, groups and per-step counts of the metric's events."""
+
+    def __init__(self, rule: CompiledRule, uses: Sequence[NameUse], paths: dict[tuple[str, ...], _PathTally]) -> None:
+        self.rule = rule
+        self.names = [(role, path, paths.setdefault((rule.source, path), _PathTally(path))) for role, path in
+                      dict.fromkeys((use.role, use.path) for use in uses)]  # fmt: skip
+        self.by = [getter(path) for path in rule.by]
+        self.where = rule.where
+        self.step_ms = rule.step_ms
+        self.value = getter(rule.arg) if rule.metric.numeric and rule.arg else None
+        self.passed = 0
+        self.steps: dict[tuple[tuple, int], int] = {}  # (group, step start) → events behind the metric
+        self.groups: set[tuple] = set()
+
+    def add(self, event: Event, keys: dict[tuple, tuple]) -> None:
+        """``keys``: this event's group keys so far, by `by` paths (rules grouped alike share them)."""
+        data = event.data
+        if not self.rule.admits(event.type, data) or (self.where is not None and not self.where(data)):
+            return
+        self.passed += 1
+        key = keys.get(self.rule.by)
+        if key is None:
+            key = keys[self.rule.by] = tuple([_hashable(get(data)) for get in self.by])
+        self.groups.add(key)
+        if self.value is None or _is_number(self.value(data)):
+            step = (key, event.ts - event.ts % self.step_ms)
+            self.steps[step] = self.steps.get(step, 0) + 1
+
+    def busiest_window(self) -> int:
+        """The most metric events one group had in one window (whole steps, as the engine counts)."""
+        per_group: dict[tuple, list[tuple[int, int]]] = {}
+        for (key, start), count in self.steps.items():
+            per_group.setdefault(key, []).append((start, count))
+        best, window = 0, self.rule.window_ms
+        for steps in per_group.values():
+            steps.sort()
+            total, first = 0, 0
+            for start, count in steps:
+                total += count
+                while steps[first][0] <= start - window:
+                    total -= steps[first][1]
+                    first += 1
+                best = max(best, total)
+        return best
+
+
+def _is_number(value: Any) -> bool:
+    kind = value.__class__
+    return kind is int or (kind is float and value == value)
+
+
+def _hashable(value: Any) -> Any:
+    """A value as a set member; booleans apart from numbers (``True == 1`` in Python), as the engine keys them."""
+    if value is None or value.__class__ in (str, int, float):
+        return value
+    if value.__class__ is bool:
+        return ("bool", value)
+    return ("json", repr(value))
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+
+def check_events(
+    events: Iterable[Event],
+    rules: Sequence[CompiledRule],
+    lateness_ms: int = DEFAULT_LATENESS_MS,
+    read: ReplayResult | None = None,
+    source: str = "events",
+) -> TrafficReport:
+    """Every rule over ``events``: the sample's facts per rule and the engine's incidents."""
+    paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
+    tallies = [_RuleTally(rule, _names_of(rule), paths) for rule in rules]
+    report = TrafficReport(source, read if read is not None else ReplayResult())
+    engine = Engine(rules, lateness_ms)
+    records: list[dict[str, Any]] = []
+    for event in events:
+        if engine.is_late(event):
+            report.read.late += 1
+            continue
+        report.read.events += 1
+        if report.first_ts is None or event.ts < report.first_ts:
+            report.first_ts = event.ts
+        if report.last_ts is None or event.ts > report.last_ts:
+            report.last_ts = event.ts
+        _observe(event, report, paths, tallies)
+        records.extend(r for r in engine.process(event) if is_incident(r))
+    records.extend(r for r in engine.finish() if is_incident(r))
+    span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
+    report.rules = [_rule_traffic(t, records, report, span) for t in tallies]
+    return report
+
+
+def _observe(event: Event, report: TrafficReport, paths: dict, tallies: Sequence[_RuleTally]) -> None:
+    """Count one valid event into the names and rules that read its type."""
+    if event.type == EventType.INFERENCE:
+        report.inference += 1
+    elif event.type == EventType.REPORT:
+        report.reports += 1
+    else:
+        return
+    for (kind, _), path in paths.items():
+        if kind == event.type:
+            path.add(event.data)
+    keys: dict[tuple, tuple] = {}
+    for tally in tallies:
+        if tally.rule.source == event.type:
+            tally.add(event, keys)
+
+
+def check_files(
+    paths: list[str], rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS
+) -> TrafficReport:
+    """`check_events` over JSON-lines files (``-``, ``.gz``); bad lines counted and sampled.
+    Raises InputError for a file that cannot be read."""
+    read = ReplayResult()
+    return check_events(_file_events(paths, read), rules, lateness_ms, read, " ".join(paths))
+
+
+def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
+                lateness_ms: int = DEFAULT_LATENESS_MS) -> TrafficReport:  # fmt: skip
+    """`check_events` over a topic's events with ``since_ms <= ts < until_ms`` (the sample is the
+    range: no warm-up is read before it). Raises topic_replay.TopicError for a broker or topic
+    that cannot be read."""
+    from firebreak.adapters import topic_replay  # imports aiokafka: only for a topic
+
+    read = topic_replay.TopicReplayResult(topic=topic, since=since_ms, until=until_ms)
+    events = topic_replay.read_topic_events(
+        bootstrap, topic, since_ms, until_ms, on_bad=lambda where, reason, _raw: read.note_bad(where, reason)
+    )
+    read.lines = len(events) + read.bad
+    label = f"{topic} from {format_ts(since_ms)} to {format_ts(until_ms)}"
+    return check_events(events, rules, lateness_ms, read, label)
+
+
+def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:
+    for path in paths:
+        with open_input(path) as stream:
+            try:
+                for number, raw in enumerate(stream, start=1):
+                    read.lines += 1
+                    if not raw.strip():
+                        continue
+                    try:
+                        yield decode_event(raw)
+                    except InvalidEvent as error:
+                        read.note_bad(f"{path}:{number}", str(error))
+            except (OSError, EOFError, gzip.BadGzipFile) as error:
+                raise InputError(f"{path}: read failed after line {read.lines}: {error}") from None
+
+
+# ---- verdicts ----------------------------------------------------------------------------------
+
+
+def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int) -> RuleTraffic:
+    rule = tally.rule
+    warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
+    out = RuleTraffic(
+        name=rule.name, location=f"{rule.path}:{rule.line}",
+        names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
+        passed=tally.passed, groups=len(tally.groups), busiest_window=tally.busiest_window(),
+        min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
+        warmup=format_duration(warmup), counts=rule.source,
+        sample=report.inference if rule.source is EventType.INFERENCE else report.reports,
+    )  # fmt: skip
+    mine = [r for r in records if r["rule"] == rule.name]
+    opened = [r for r in mine if r["type"] == RecordKind.OPENED]
+    out.opened = len(opened)
+    out.groups_fired = len({tuple(sorted(map(str, r["group"].items()))) for r in opened})
+    if report.first_ts is not None and report.last_ts is not None and span > warmup:
+        since = report.first_ts + warmup
+        out.open_share = _open_time(mine, since, report.last_ts) / (report.last_ts - since)
+    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup)
+    return out
+
+
+def _open_time(records: list[dict[str, Any]], since: int, end: int) -> int:
+    """How long, between ``since`` and ``end``, at least one incident of the rule was open (the
+    union over its groups)."""
+    spans: dict[str, list[int]] = {}
+    for record in records:
+        if record["type"] == RecordKind.OPENED:
+            spans[record["incident_id"]] = [parse_ts(record["ts"]), end]
+        elif record["type"] == RecordKind.RESOLVED and record["incident_id"] in spans:
+            spans[record["incident_id"]][1] = parse_ts(record["ts"])
+    total, reach = 0, None
+    for start, stop in sorted((max(a, since), min(b, end)) for a, b in spans.values()):
+        if stop <= start:
+            continue
+        if reach is None or start > reach:
+            total += stop - start
+            reach = stop
+        elif stop > reach:
+            total += stop - reach
+            reach = stop
+    return total
+
+
+def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
+              warmup: int) -> tuple[list[str], list[str]]:  # fmt: skip
+    warnings: list[str] = []
+    notes: list[str] = []
+    if inference == 0:
+        noun = "inference events" if rule.source is EventType.INFERENCE else "user reports (report events)"
+        return warnings, [f"no {noun} in the sample: nothing to say"]
+    rises = rule.op in {">", ">="}
+    for name in out.names:
+        if name.role == "label":
+            if name.true == 0 and rises:
+                warnings.append(f"never fires: no report in the sample carries the label `{name.path[7:]}` "
+                                f"({inference:,} reports)")  # fmt: skip
+        elif name.role == "flag":
+            if name.true == 0 and rises:
+                warnings.append(f"never fires: flag `{name.path[6:]}` is never true in the sample "
+                                f"(present in {name.present:,} of {inference:,} events)")  # fmt: skip
+        elif name.role == "metric":
+            if rule.metric.numeric and name.numeric == 0:
+                sums = rule.metric is SUM
+                why = "the sum is always 0" if sums else f"`{rule.metric.func}` never has a value"
+                if not sums or rises:
+                    warnings.append(f"never fires: `{name.path}` is never a number in the sample "
+                                    f"(present in {name.present:,} events): {why}")  # fmt: skip
+            elif name.present == 0:
+                warnings.append(f"never fires: `{name.path}` is missing in every event: `distinct` is always 0")
+        elif name.role == "by" and name.present == 0:
+            warnings.append(f"`by {name.path}`: missing in every event, so every event falls in the one group "
+                            f"{name.path}=null")  # fmt: skip
+        elif name.role == "where":
+            if name.is_flag and name.true == 0:
+                warnings.append(f"`where` reads `{name.path}`, which is never true in the sample")
+            elif name.present == 0:
+                warnings.append(f"`where` reads `{name.path}`, which is missing in every event")
+    never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
+    if out.passed == 0 and not (never and rule.label is not None):  # the missing label said it already
+        warnings.append("never fires: no event of the sample passes its `where`")
+    elif out.min_events and out.busiest_window < out.min_events and not never:
+        warnings.append(f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
+                        f"(the most: {out.busiest_window})")  # fmt: skip
+    if out.open_share >= ALWAYS_OPEN:
+        warnings.append(f"fires all the time: an incident was open {out.open_share:.0%} of the sample "
+                        f"(after the first {out.warmup})")  # fmt: skip
+    if span < warmup:
+        notes.append(f"the sample spans {format_duration(span)}; the rule needs {out.warmup} of traffic "
+                     f"(window{' + baseline span' if rule.baseline_ms else ''}"
+                     f"{' + for' if rule.for_ms else ''}) before it can fire")  # fmt: skip
+    return warnings, notes
+
+
+# ---- the live worker's view -------------------------------------------------------------------
+
+
+class TrafficWatch:
+    """The traffic check inside the live worker: it watches the events the worker routes (its own
+    input partitions) for ``span_ms`` of event time after rules are loaded, then gives the
+    warnings, once. Only the warnings that need no incidents: the worker's incidents are its
+    real output, not a replay. Costs nothing once it has reported.
+
+        watch = TrafficWatch(rules)
+        watch.observe(event)            # every valid event routed
+        if watch.due(): warnings = watch.report()
+    """
+
+    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS) -> None:
+        self.span_ms = max([span_ms, *(r.window_ms for r in rules)])
+        self.paths: dict[tuple[str, ...], _PathTally] = {}
+        self.tallies = [_RuleTally(r, _names_of(r), self.paths) for r in rules]
+        self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
+        self.reported = False
+
+    def observe(self, event: Event) -> None:
+        if self.reported or event.type not in COUNTED:
+            return
+        report = self.report_
+        if report.first_ts is None or event.ts < report.first_ts:
+            report.first_ts = event.ts
+        if report.last_ts is None or event.ts > report.last_ts:
+            report.last_ts = event.ts
+        _observe(event, report, self.paths, self.tallies)
+
+    def due(self) -> bool:
+        r = self.report_
+        return not self.reported and r.first_ts is not None and (r.last_ts or 0) - r.first_ts >= self.span_ms
+
+    def report(self) -> list[tuple[str, str]]:
+        """(rule, warning) for every warning over what was seen; the watch stops watching."""
+        self.reported = True
+        r = self.report_
+        span = (r.last_ts or 0) - (r.first_ts or 0)
+        r.rules = [_rule_traffic(t, [], r, span) for t in self.tallies]
+        self.tallies, self.paths = [], {}
+        return [(rule.name, warning) for rule in r.rules for warning in rule.warnings]
+
+
+def _names_of(rule: CompiledRule) -> list[NameUse]:
+    """The names a compiled rule reads, from its canonical text (spans are of that text)."""
+    try:
+        return names_used(parse_rule(rule.text))
+    except RuleSyntaxError:
+        return []
+
+
+# ---- presenting --------------------------------------------------------------------------------
+
+
+def render_text(report: TrafficReport) -> str:
+    read = report.read
+    if report.first_ts is None:
+        lines = [f"traffic: {report.source}: no events"]
+    else:
+        span = format_duration(report.last_ts - report.first_ts) if report.last_ts is not None else "0s"
+        lines = [f"traffic: {report.source}: {read.events:,} events ({report.inference:,} inference, "
+                 f"{report.reports:,} user reports) from "
+                 f"{format_ts(report.first_ts)} to {format_ts(report.last_ts or 0)} ({span})"]  # fmt: skip
+    lines.append(f"bad {read.bad_noun}s: {read.bad}   late events: {read.late}")
+    for rule in report.rules:
+        lines += ["", f"{rule.name}  ({rule.location})"]
+        for name in rule.names:
+            lines.append(f"  {name.role:<6} {name.path:<24} {_name_facts(name, rule.sample, rule.counts)}")
+        gate = f" (min {rule.min_events})" if rule.min_events else ""
+        lines.append(f"  pass `where`: {rule.passed:,}   groups: {rule.groups:,}   "
+                     f"busiest {rule.window} window: {rule.busiest_window:,}{gate}")  # fmt: skip
+        lines.append(f"  incidents opened: {rule.opened} in {rule.groups_fired} group(s)   "
+                     f"open {rule.open_share:.0%} of the time after the first {rule.warmup}")  # fmt: skip
+        lines += [f"  warning: {w}" for w in rule.warnings]
+        lines += [f"  note: {n}" for n in rule.notes]
+    never = sum(1 for r in report.rules if any(w.startswith("never fires") for w in r.warnings))
+    always = sum(1 for r in report.rules if any(w.startswith("fires all the time") for w in r.warnings))
+    warned = sum(1 for r in report.rules if r.warnings)
+    lines += ["", f"{len(report.rules)} rules: {never} never fire on this traffic, {always} fire all the time, "
+              f"{warned} with warnings ({report.warnings()} in all)"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _name_facts(name: NameSeen, sample: int, counts: EventType = EventType.INFERENCE) -> str:
+    share = f" ({name.present / sample:.1%})" if sample else ""
+    facts = [f"in {name.present:,} of {sample:,} {'events' if counts == EventType.INFERENCE else 'reports'}{share}"]
+    if name.is_flag:
+        facts.append(f"true in {name.true:,}")
+    elif name.role == "metric":
+        facts.append(f"a number in {name.numeric:,}")
+    if name.role in {"by", "where"} and not name.is_flag:
+        facts.append(f"{name.values:,}{'+' if name.values >= MAX_VALUES else ''} values")
+    return ", ".join(facts)
+
+
+def to_json(report: TrafficReport) -> dict[str, Any]:
+    read = report.read
+    return {
+        "source": report.source,
+        "events": read.events,
+        "inference": report.inference,
+        "reports": report.reports,
+        "bad": read.bad,
+        "late": read.late,
+        "from": format_ts(report.first_ts) if report.first_ts is not None else None,
+        "to": format_ts(report.last_ts) if report.last_ts is not None else None,
+        "rules": [dataclasses.asdict(r) for r in report.rules],
+    }

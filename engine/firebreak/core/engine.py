@@ -1,0 +1,483 @@
+"""The detection engine: events in, records out, time from the events only.
+
+    engine = Engine(rules)
+    for event in events:
+        records += engine.process(event)
+    records += engine.finish()          # end of a replay; a live worker never calls it
+
+`process` adds the event to every matching (rule, group) and, when the
+watermark (max event time − allowed lateness) passes evaluation steps, runs
+them in (time, rule, group) order. Events older than the watermark are late:
+counted, and their reason given back to the caller for a dead-letter sink.
+
+Nothing here reads a clock or does I/O; all state is in plain objects that
+`snapshot` turns into JSON-ready data and `restore` turns back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from firebreak.core.events import Event
+from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
+from firebreak.core.sketch import DistinctSketch
+from firebreak.core.window import Bucket, accumulator, summarize
+from firebreak.dsl.compiler import CompiledRule, getter
+from firebreak.event_types import COUNTED
+from firebreak.event_types import DEFAULT as DEFAULT_TYPE
+
+DEFAULT_LATENESS_MS = 30_000
+SNAPSHOT_VERSION = 1
+
+
+class GroupState:
+    __slots__ = ("key", "group", "order", "buckets", "life", "first_seen")
+
+    def __init__(self, rule: CompiledRule, key: tuple) -> None:
+        self.key = key
+        self.group = {".".join(path): group_value(part) for path, part in zip(rule.by, key, strict=True)}
+        self.order = tuple((_type_rank(v), str(v)) for v in key)  # sorts mixed-type values
+        self.buckets: dict[int, Bucket] = {}
+        self.life = Lifecycle()
+        self.first_seen: int | None = None  # start of the group's earliest step: baselines wait for it
+
+
+def _type_rank(value: Any) -> int:
+    return 0 if value is None else 1 if isinstance(value, tuple) else 2 if isinstance(value, int | float) else 3
+
+
+BOOL_TAG = "__bool__"
+
+
+_INT64 = 2**63
+
+
+def _key_part(value: Any) -> Any:
+    """A group value as part of a hashable key. Booleans are tagged, because in Python
+    ``True == 1``: a field that is sometimes ``true`` and sometimes ``1`` has two groups.
+    A whole float that fits a 64-bit int is that int: ``1`` and ``1.0`` are one group, and it
+    is shown (and sharded) as ``1`` whichever arrived first."""
+    if value is None or value.__class__ is str:
+        return value
+    if value.__class__ is bool:
+        return (BOOL_TAG, value)
+    if value.__class__ is float:
+        return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
+    return value if isinstance(value, int | float) else str(value)
+
+
+def group_value(part: Any) -> Any:
+    """The value a key part stands for (what records show)."""
+    return part[1] if isinstance(part, tuple) else part
+
+
+def key_from_json(parts: list) -> tuple:
+    """A key back from JSON, where tagged booleans became lists."""
+    return tuple(tuple(p) if isinstance(p, list) else p for p in parts)
+
+
+class RuleState:
+    """One rule's groups and its evaluation clock."""
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.rule = rule
+        self.add = accumulator(rule)
+        self.groups: dict[tuple, GroupState] = {}
+        self.next_eval: int | None = None  # the next step boundary to evaluate
+        # A group is kept while a bucket is this recent, or while it has an incident or is pending.
+        self.memory_ms = rule.window_ms + max(rule.baseline_ms, rule.window_ms)
+        self.getters = tuple(getter(path) for path in rule.by)
+        # Evaluation is by need: an inactive group's result can only change when a bucket enters
+        # or leaves its window or baseline span, or its baseline becomes ready; pending and firing
+        # groups are evaluated at every step.
+        self.due: dict[int, set[tuple]] = {}  # step boundary → groups to evaluate then
+        self.active: set[tuple] = set()  # pending or firing groups
+        # `Kx population`: per step, [events, flagged events] of all groups (None for other rules)
+        self.population: dict[int, list[int]] | None = {} if rule.population is not None else None
+        self.flag = rule.arg[1] if rule.population is not None and rule.arg is not None else None
+
+    def count_population(self, start: int, data: dict) -> None:
+        totals = self.population.get(start)
+        if totals is None:
+            totals = self.population[start] = [0, 0]
+        totals[0] += 1
+        flags = data.get("flags")
+        if flags and flags.get(self.flag) is True:
+            totals[1] += 1
+
+    def population_at(self, at: int) -> tuple[int, int]:
+        """(events, flagged events) of all groups in the window ending at ``at``; older steps dropped."""
+        window_from = at - self.rule.window_ms
+        n = hits = 0
+        for start in [s for s in self.population if s < window_from]:
+            del self.population[start]
+        for start, (events, flagged) in self.population.items():
+            if start < at:
+                n += events
+                hits += flagged
+        return n, hits
+
+    def schedule(self, key: tuple, start: int, first: bool, after: int | None = None) -> None:
+        """The boundaries at which a new bucket at ``start`` changes what ``key`` can see."""
+        rule, step = self.rule, self.rule.step_ms
+        times = [start + step, start + rule.window_ms + step, start + self.memory_ms + step]
+        if rule.factor is not None:
+            times.append(start + rule.window_ms + rule.baseline_ms + step)
+            if first:  # the baseline is ready once the group has been seen for the whole span
+                times.append(start + rule.window_ms + rule.baseline_ms)
+        for at in times:
+            if after is None or at >= after:
+                self.due.setdefault(at, set()).add(key)
+
+    def key_of(self, data: dict) -> tuple:
+        return tuple(_key_part(get(data)) for get in self.getters)
+
+
+class Engine:
+    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
+                 owns: Callable[[str, tuple], bool] | None = None) -> None:  # fmt: skip
+        """``owns(rule_name, group_key)``: when given, only those (rule, group) pairs are
+        aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py)."""
+        if lateness_ms < 0:
+            raise ValueError("allowed lateness cannot be negative")
+        self.owns = owns
+        self.rules = tuple(rules)
+        self.lateness_ms = lateness_ms
+        self.states = [RuleState(rule) for rule in self.rules]
+        self.max_ts: int | None = None
+        self.watermark: int | None = None
+        self.stats: Counter[str] = Counter()
+        self.opened: Counter[str] = Counter()  # incidents opened, by rule
+
+    # ---- input --------------------------------------------------------------------
+
+    def process(self, event: Event) -> list[dict[str, Any]]:
+        """Add one event; return the records of every step the watermark
+        (max event time − allowed lateness) passes."""
+        if not self.add(event):
+            return []
+        watermark = event.ts - self.lateness_ms
+        if self.watermark is None or watermark > self.watermark:
+            return self.advance(watermark)
+        return []
+
+    def add(self, event: Event, pairs: Sequence[tuple[int, tuple]] | None = None) -> bool:
+        """Aggregate one event without moving time; False (and counted) when it is late.
+        ``pairs``: its (rule index, group key) pairs when a router already computed them."""
+        ts = event.ts
+        if self.watermark is not None and ts < self.watermark:
+            self.stats["late"] += 1
+            return False
+        self.stats["events"] += 1
+        if event.type in COUNTED:
+            if pairs is None:
+                self._aggregate(event)
+            else:
+                for index, key in pairs:
+                    state = self.states[index]
+                    start = ts - ts % state.rule.step_ms
+                    state.add(self._bucket(state, key, start), event)
+                    if state.population is not None:  # a shard's population: the events routed to it
+                        state.count_population(start, event.data)
+        else:
+            self.stats["changes"] += 1
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        return True
+
+    def is_late(self, event: Event) -> bool:
+        return self.watermark is not None and event.ts < self.watermark
+
+    def _aggregate(self, event: Event) -> None:
+        ts, owns, data, kind = event.ts, self.owns, event.data, event.type
+        keys: dict[tuple, tuple] = {}  # rules grouped by the same fields share the key
+        for state in self.states:
+            rule = state.rule
+            if rule.source != kind or (rule.label is not None and not rule.admits(kind, data)):
+                continue
+            if rule.where is not None and not rule.where(data):
+                continue
+            key = keys.get(rule.by)
+            if key is None:
+                key = keys[rule.by] = state.key_of(data) if rule.by else ()
+            step = rule.step_ms
+            start = ts - ts % step
+            if state.population is not None:  # every group's events, before sharding
+                state.count_population(start, data)
+            if owns is not None and not owns(rule.name, key):
+                continue
+            group = state.groups.get(key)
+            bucket = group.buckets.get(start) if group is not None else None
+            if bucket is None:
+                bucket = self._bucket(state, key, start)
+            state.add(bucket, event)
+
+    def _bucket(self, state: RuleState, key: tuple, start: int) -> Bucket:
+        group = state.groups.get(key)
+        if group is None:
+            group = state.groups[key] = GroupState(state.rule, key)
+        bucket = group.buckets.get(start)
+        if bucket is None:
+            bucket = group.buckets[start] = Bucket(state.rule)
+            first = group.first_seen is None or start < group.first_seen
+            if first:
+                group.first_seen = start
+            state.schedule(key, start, first)
+            boundary = start + state.rule.step_ms  # after the watermark: not evaluated yet
+            if state.next_eval is None or boundary < state.next_eval:
+                state.next_eval = boundary
+        return bucket
+
+    # ---- explicit time (the worker: watermark = min over input partitions) -----------
+
+    def advance(self, watermark: int) -> list[dict[str, Any]]:
+        """Move the watermark explicitly (the worker's min over partitions); return the records."""
+        if self.watermark is not None and watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        return self._advance(watermark)
+
+    def finish(self, max_ts: int | None = None) -> list[dict[str, Any]]:
+        """End of input (replay): evaluate every step up to and including the one that
+        holds the last event (``max_ts``: the last event time, when events came through
+        aggregators). Open incidents stay open: the stream ended, the anomaly did not."""
+        if max_ts is not None:
+            self.max_ts = max(self.max_ts or max_ts, max_ts)
+        if self.max_ts is None:
+            return []
+        end = self.max_ts + 1
+        records = self._advance(end, closing=True)
+        self.watermark = max(self.watermark or end, end)
+        return records
+
+    # ---- evaluation ---------------------------------------------------------------------
+
+    def _advance(self, watermark: int, closing: bool = False) -> list[dict[str, Any]]:
+        due: list[tuple[int, int]] = []
+        for index, state in enumerate(self.states):
+            step = state.rule.step_ms
+            last = watermark if not closing else watermark - watermark % step + (step if watermark % step else 0)
+            at = state.next_eval
+            while at is not None and at <= last:
+                due.append((at, index))
+                at += step
+            if state.next_eval is not None and at is not None and at != state.next_eval:
+                state.next_eval = at
+        due.sort()
+        records: list[dict[str, Any]] = []
+        for at, index in due:
+            records.extend(self._evaluate(self.states[index], at))
+        return records
+
+    def _evaluate(self, state: RuleState, at: int) -> list[dict[str, Any]]:
+        rule = state.rule
+        records: list[dict[str, Any]] = []
+        dead = []
+        keys = state.due.pop(at, set())
+        if state.active:
+            keys |= state.active
+        groups = state.groups
+        population = state.population_at(at) if state.population is not None else None
+        for group in sorted((groups[k] for k in keys if k in groups), key=lambda g: g.order):
+            horizon = at - state.memory_ms
+            window_from = at - rule.window_ms
+            for start, bucket in list(group.buckets.items()):
+                if start < horizon:
+                    del group.buckets[start]
+                elif start < window_from and (bucket.evidence or bucket.users.mins):
+                    # No later window shows this bucket: only baselines read it, and they
+                    # need neither its users nor its evidence (memory; docs/native.md).
+                    bucket.users = DistinctSketch()
+                    bucket.evidence = []
+            if group.life.status == INACTIVE and not any(s < at for s in group.buckets):
+                # Nothing this step can see. Buckets at or after `at` (early events of a
+                # shuffled stream) keep the group, but must not make it evaluate.
+                if not group.buckets:
+                    dead.append(group.key)
+                continue
+            in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
+            baseline = self._baseline(state, group, at) if rule.factor is not None else None
+            reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)
+            if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
+                reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
+            records.extend(evaluate_group(rule, group.group, group.life, at, reading))
+            if group.life.status == INACTIVE:
+                state.active.discard(group.key)
+            else:
+                state.active.add(group.key)
+                if group.life.status == FIRING and group.life.incident.opened_at == at:
+                    self.opened[rule.name] += 1
+        for key in dead:
+            del state.groups[key]
+        if not state.groups:
+            state.next_eval = None  # idle: the next event restarts the clock
+            state.due.clear()
+        return records
+
+    def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
+        """While the group is pending or firing, the baseline frozen at its onset; else
+        `span_baseline` of its buckets."""
+        if group.life.status != INACTIVE:
+            return group.life.frozen_baseline
+        return span_baseline(state.rule, group.buckets, group.first_seen, at)
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        out = []
+        for state in self.states:
+            for group in sorted(state.groups.values(), key=lambda g: g.order):
+                if group.life.status == FIRING:
+                    incident = group.life.incident
+                    out.append({"rule": state.rule.name, "group": group.group, "incident_id": incident.incident_id,
+                                "severity": str(incident.severity)})  # fmt: skip
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (rules are configuration, not state)."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "lateness_ms": self.lateness_ms,
+            "max_ts": self.max_ts,
+            "watermark": self.watermark,
+            "stats": dict(sorted(self.stats.items())),
+            "opened": dict(sorted(self.opened.items())),
+            "rules": {
+                state.rule.name: {
+                    "fingerprint": rule_fingerprint(state.rule),
+                    "next_eval": state.next_eval,
+                    **(
+                        {"population": [[start, *totals] for start, totals in sorted(state.population.items())]}
+                        if state.population is not None
+                        else {}
+                    ),
+                    "groups": [
+                        {
+                            "key": list(group.key),
+                            "first_seen": group.first_seen,
+                            "buckets": [[start, b.snapshot()] for start, b in sorted(group.buckets.items())],
+                            "life": group.life.to_json(),
+                        }
+                        for group in sorted(state.groups.values(), key=lambda g: g.order)
+                    ],
+                }
+                for state in self.states
+            },
+        }
+
+    @classmethod
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
+                owns: Callable[[str, tuple], bool] | None = None) -> Engine:  # fmt: skip
+        """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
+        state of rules no longer present is dropped (their open incidents are reported by
+        `dropped_incidents` so the caller can resolve them)."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
+        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns)
+        engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
+        engine.stats.update(snapshot["stats"])
+        engine.opened.update(snapshot["opened"])
+        saved = snapshot["rules"]
+        for state in engine.states:
+            data = saved.get(state.rule.name)
+            if data is None or data["fingerprint"] != rule_fingerprint(state.rule):
+                continue
+            state.next_eval = data["next_eval"]
+            if state.population is not None:
+                state.population = {start: [n, hits] for start, n, hits in data.get("population", [])}
+            for item in data["groups"]:
+                key = key_from_json(item["key"])
+                group = state.groups[key] = GroupState(state.rule, key)
+                group.buckets = {start: Bucket.restore(state.rule, b) for start, b in item["buckets"]}
+                group.first_seen = item["first_seen"]
+                group.life = Lifecycle.from_json(item["life"])
+                for start in group.buckets:
+                    state.schedule(key, start, start == group.first_seen, after=state.next_eval)
+                if group.life.status != INACTIVE:
+                    state.active.add(key)
+        return engine
+
+
+def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int) -> float | None:
+    """The metric over the baseline span before the window ending at ``at``, scaled to the
+    window for count/sum (distinct: the mean over window-length slices); None until the
+    group has been seen for the whole span (``first_seen``: the start of its earliest step)
+    and the span has `min N events`. Pure: investigations call it to draw the baseline."""
+    end = at - rule.window_ms
+    start = end - rule.baseline_ms
+    if first_seen is None or start < first_seen:
+        return None  # the group has not been seen for a whole baseline span yet
+    summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end), detail=False)
+    if rule.metric.sample_size(summary) < rule.min_events:
+        return None
+    if rule.metric.slices_baseline:
+        # Distinct values do not add up over time (the same users return), so the baseline
+        # is the mean distinct count of the window-length slices of the span.
+        slices = max(1, rule.baseline_ms // rule.window_ms)
+        counts = []
+        for i in range(slices):
+            lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
+            part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
+            counts.append(rule.metric.value(part))
+        return sum(counts) / len(counts)
+    value = rule.metric.value(summary)
+    if value is None:
+        return None
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
+
+
+def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:
+    """Swap the rules of a running engine without losing state.
+
+    Rules whose canonical text is unchanged keep their windows, baselines and open
+    incidents. A rule that was removed, or whose text changed, loses its state: each of
+    its open incidents gets an `incident.resolved` record (why: removed/changed by a
+    reload) and its containment a `containment.release` (held commands excepted) — so
+    nothing downstream stays contained by a rule that no longer exists."""
+    at = engine.watermark if engine.watermark is not None else 0
+    kept = {rule_fingerprint(rule) for rule in rules}
+    names = {rule.name for rule in rules}
+    records: list[dict[str, Any]] = []
+    for state in engine.states:
+        if rule_fingerprint(state.rule) in kept:
+            continue
+        change = "changed" if state.rule.name in names else "removed"
+        for group in sorted(state.groups.values(), key=lambda g: g.order):
+            records.extend(close_for_reload(state.rule, group.group, group.life, at, change))
+    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns)
+    return fresh, records
+
+
+def routes_indexed(states: Sequence[RuleState], data: dict) -> Iterable[tuple[RuleState | None, tuple]]:
+    """For every rule in order: (its state, the event's group key) if the event passes its
+    `where`, else (None, ()) — so that the position is the rule's index."""
+    keys: dict[tuple, tuple] = {}
+    kind = data.get("type", DEFAULT_TYPE)
+    for state in states:
+        rule = state.rule
+        if not rule.admits(kind, data) or (rule.where is not None and not rule.where(data)):
+            yield None, ()
+            continue
+        key = keys.get(rule.by)
+        if key is None:
+            key = keys[rule.by] = state.key_of(data) if rule.by else ()
+        yield state, key
+
+
+def rule_fingerprint(rule: CompiledRule) -> str:
+    return hashlib.sha256(rule.text.encode()).hexdigest()[:16]
+
+
+def run_events(rules: Sequence[CompiledRule], events: Iterable[Event],
+               lateness_ms: int = DEFAULT_LATENESS_MS, finish: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """Test and replay helper: every record the engine produces for ``events``."""
+    engine = Engine(rules, lateness_ms)
+    records: list[dict[str, Any]] = []
+    for event in events:
+        records.extend(engine.process(event))
+    if finish:
+        records.extend(engine.finish())
+    return records

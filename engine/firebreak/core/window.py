@@ -1,0 +1,189 @@
+"""Per-step buckets of partial aggregates, and the windows assembled from them.
+
+A rule's time axis is cut into steps (compiler.pick_step). Each (rule, group)
+keeps one `Bucket` per non-empty step, and only for as long as some window or
+baseline can still see it, so memory per group is bounded by
+(window + baseline) / step buckets whatever the event rate.
+
+Sums are kept as integers of millionths (`SCALE`), so a bucket's total is the
+same whatever order its events arrived in: that is what makes a replay of a
+shuffled stream byte-identical to the sorted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from firebreak.core.events import Event
+from firebreak.core.sketch import DistinctSketch, QuantileSketch, user_hash
+from firebreak.dsl.compiler import CompiledRule, getter
+from firebreak.dsl.metrics import SCALE, Accumulates
+
+EVIDENCE_K = 5
+
+
+class Bucket:
+    """Partial aggregates of one step of one group of one rule."""
+
+    __slots__ = ("n", "hits", "vn", "total", "lo", "hi", "quantiles", "distinct", "users", "evidence")
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.n = 0  # events that passed `where`
+        self.hits = 0  # of those, flagged (rate / count(flag))
+        self.vn = 0  # of those, with a numeric value at the metric's field
+        self.total = 0  # sum of those values, in millionths
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.quantiles = QuantileSketch() if rule.metric.quantile is not None else None
+        self.distinct = DistinctSketch() if rule.metric.accumulates is Accumulates.DISTINCT else None
+        self.users = DistinctSketch()  # users of the events that make the metric
+        self.evidence: list[tuple[Any, str]] = []  # (order key, event_id), best first, at most EVIDENCE_K
+
+    def snapshot(self) -> list:
+        return [
+            self.n, self.hits, self.vn, self.total, self.lo, self.hi,
+            self.quantiles.snapshot() if self.quantiles is not None else None,
+            self.distinct.snapshot() if self.distinct is not None else None,
+            self.users.snapshot(), [list(e) for e in self.evidence],
+        ]  # fmt: skip
+
+    @staticmethod
+    def restore(rule: CompiledRule, data: list) -> Bucket:
+        b = Bucket(rule)
+        b.n, b.hits, b.vn, b.total, b.lo, b.hi = data[:6]
+        if data[6] is not None:
+            b.quantiles = QuantileSketch.restore(data[6])
+        if data[7] is not None:
+            b.distinct = DistinctSketch.restore(data[7])
+        b.users = DistinctSketch.restore(data[8])
+        b.evidence = [(_tuple(k), i) for k, i in data[9]]
+        return b
+
+
+def _tuple(key: Any) -> Any:
+    return tuple(key) if isinstance(key, list) else key
+
+
+def _keep_evidence(bucket: Bucket, order: Any, event_id: str) -> None:
+    item = (order, event_id)
+    evidence = bucket.evidence
+    if len(evidence) >= EVIDENCE_K and item >= evidence[-1]:
+        return
+    evidence.append(item)
+    evidence.sort()
+    del evidence[EVIDENCE_K:]
+
+
+def _affects(bucket: Bucket, ev: Event, order: Any) -> None:
+    """An event that makes the metric: its user counts as affected, and it may be evidence
+    (``order``: best first — its time, or its value in the rule's direction)."""
+    user = ev.data.get("user")
+    if user is not None:
+        bucket.users.add_hash(user_hash(user))
+    _keep_evidence(bucket, order, ev.event_id)
+
+
+def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
+    """The function that adds one event to a bucket, specialised per metric kind."""
+    arg, accumulates = rule.arg, rule.metric.accumulates
+    if accumulates is Accumulates.EVENTS:  # count(): every event counts
+
+        def add_all(b: Bucket, ev: Event) -> None:
+            b.n += 1
+            _affects(b, ev, ev.ts)
+
+        return add_all
+    if accumulates is Accumulates.FLAGGED:
+        flag = arg[1]
+
+        def add_flag(b: Bucket, ev: Event) -> None:
+            b.n += 1
+            flags = ev.data.get("flags")
+            if flags and flags.get(flag) is True:
+                b.hits += 1
+                _affects(b, ev, ev.ts)
+
+        return add_flag
+    if accumulates is Accumulates.DISTINCT:
+        get = getter(arg)
+
+        def add_distinct(b: Bucket, ev: Event) -> None:
+            b.n += 1
+            value = get(ev.data)
+            if value is not None:
+                b.distinct.add(value)
+                _affects(b, ev, ev.ts)
+
+        return add_distinct
+    get = getter(arg)
+    low_is_bad = rule.op in {"<", "<="}  # evidence: the most extreme values in the rule's direction
+
+    def add_value(b: Bucket, ev: Event) -> None:
+        b.n += 1
+        value = get(ev.data)
+        kind = value.__class__
+        if kind is float:
+            if value != value:  # NaN
+                return
+        elif kind is not int:  # bools, strings, missing: not a number
+            return
+        b.vn += 1
+        b.total += round(value * SCALE)
+        if b.lo is None or value < b.lo:
+            b.lo = value
+        if b.hi is None or value > b.hi:
+            b.hi = value
+        if b.quantiles is not None:
+            b.quantiles.add(value)
+        _affects(b, ev, (value if low_is_bad else -value, ev.ts))
+
+    return add_value
+
+
+@dataclass(slots=True)
+class Summary:
+    """A window (or baseline span) assembled from buckets."""
+
+    n: int = 0
+    hits: int = 0
+    vn: int = 0
+    total: int = 0
+    lo: float | None = None
+    hi: float | None = None
+    quantiles: QuantileSketch | None = None
+    distinct: DistinctSketch | None = None
+    users: DistinctSketch | None = None
+    evidence: list | None = None
+
+
+def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Summary:
+    """Merge buckets; ``detail`` also merges users and evidence (for records, not for
+    deciding whether a condition holds)."""
+    s = Summary()
+    buckets = list(buckets)
+    if rule.metric.quantile is not None:
+        s.quantiles = QuantileSketch()
+    if rule.metric.accumulates is Accumulates.DISTINCT:
+        s.distinct = DistinctSketch.union([b.distinct for b in buckets])
+    if detail:
+        s.users = DistinctSketch.union([b.users for b in buckets])
+        s.evidence = []
+    for b in buckets:
+        s.n += b.n
+        s.hits += b.hits
+        s.vn += b.vn
+        s.total += b.total
+        if b.lo is not None and (s.lo is None or b.lo < s.lo):
+            s.lo = b.lo
+        if b.hi is not None and (s.hi is None or b.hi > s.hi):
+            s.hi = b.hi
+        if s.quantiles is not None and b.quantiles is not None:
+            s.quantiles.merge(b.quantiles)
+        if detail:
+            s.evidence.extend(b.evidence)
+    if detail:
+        s.evidence.sort()
+        del s.evidence[EVIDENCE_K:]
+    return s

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from firebreak.dsl import ast
-from firebreak.dsl import limits
+from firebreak.dsl import ast, limits
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean
 from firebreak.dsl.metrics import FUNCTIONS, Argument
 from firebreak.dsl.printer import print_number, print_rule

@@ -107,12 +107,18 @@ def where_problems(e: ast.Expr) -> Iterator[Problem]:
         else:
             terms += 1
     if terms > MAX_WHERE_TERMS:
-        yield e.span, (
-            f"`where` has {terms} tests (the limit is {MAX_WHERE_TERMS}): "
-            "test one field against many values with `in [...]`"
+        yield (
+            e.span,
+            (
+                f"`where` has {terms} tests (the limit is {MAX_WHERE_TERMS}): "
+                "test one field against many values with `in [...]`"
+            ),
         )
     elif depth > MAX_WHERE_DEPTH:
-        yield e.span, f"`where` is nested {depth} deep (the limit is {MAX_WHERE_DEPTH}): remove `not not` and parentheses"
+        yield (
+            e.span,
+            f"`where` is nested {depth} deep (the limit is {MAX_WHERE_DEPTH}): remove `not not` and parentheses",
+        )
 
 
 def _short(text: str) -> str:

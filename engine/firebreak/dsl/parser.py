@@ -126,7 +126,9 @@ def _bracket_depth_problem(chunk: str, path: str) -> Diagnostic | None:
             if depth > MAX_TREE_DEPTH:
                 line = chunk.count("\n", 0, match.start()) + 1
                 column = match.start() - chunk.rfind("\n", 0, match.start())
-                return Diagnostic(path, line, column, f"brackets nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}")
+                return Diagnostic(
+                    path, line, column, f"brackets nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}"
+                )
         elif token in ")]":
             depth = max(0, depth - 1)
     return None
@@ -141,7 +143,9 @@ def _tree_depth_problem(tree: Tree, path: str) -> Diagnostic | None:
         if depth > MAX_TREE_DEPTH:
             meta = node.meta
             line, column = getattr(meta, "line", 1), getattr(meta, "column", 1)
-            return Diagnostic(path, line, column, f"the rule is nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}")
+            return Diagnostic(
+                path, line, column, f"the rule is nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}"
+            )
         stack += [(child, depth + 1) for child in node.children if isinstance(child, Tree)]
     return None
 

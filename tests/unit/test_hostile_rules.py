@@ -4,12 +4,14 @@ text within them compiles and runs on both engines."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firebreak.core import Engine, validate_event
-from firebreak.dsl import load_rules
+from firebreak.dsl import limits, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.limits import MAX_NUMBER, MAX_TREE_DEPTH, MAX_WHERE_DEPTH, MAX_WHERE_TERMS
 from firebreak.native import NativeEngine
@@ -221,3 +223,22 @@ def test_any_rule_text_is_diagnosed_or_runs_on_both_engines(text: str) -> None:
         render_all(problems, {"h.rules": text})
     else:
         run_both(rules, events=8)
+
+
+def test_the_limits_table_in_the_docs_is_the_code() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "dsl.md").read_text(encoding="utf-8")
+    section = doc.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    at_most = [row.split(" | ")[1] for row in section.splitlines() if row.startswith("| ") and "---" not in row][1:]
+    day = limits.DAY_MS
+    assert at_most == [
+        f"{limits.MAX_WINDOW_MS // day}d",
+        f"{limits.MAX_BASELINE_MS // day}d",
+        f"{limits.MAX_FOR_MS // day}d",
+        f"{limits.MAX_CONTAIN_MS // day}d",
+        f"{limits.MAX_STEPS:,}",
+        "2⁵³ = 9007199254740992 either side of 0",
+        str(limits.MAX_WHERE_TERMS),
+        str(limits.MAX_WHERE_DEPTH),
+        f"{limits.MAX_TREE_DEPTH} deep",
+    ]
+    assert limits.MAX_NUMBER == 9007199254740992

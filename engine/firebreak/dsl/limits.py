@@ -41,11 +41,12 @@ MAX_WHERE_DEPTH = 64
 # before its tree is walked (the walk is recursive).
 MAX_TREE_DEPTH = MAX_WHERE_DEPTH + 16
 
+# The checker's name for a duration → (its limit, the limit as written, the duration in a message)
 DURATION_LIMITS = {
-    "window": (MAX_WINDOW_MS, "7d"),
-    "baseline span": (MAX_BASELINE_MS, "42d"),
-    "`for`": (MAX_FOR_MS, "7d"),
-    "containment duration": (MAX_CONTAIN_MS, "30d"),
+    "window": (MAX_WINDOW_MS, "7d", "the window"),
+    "baseline span": (MAX_BASELINE_MS, "42d", "the baseline span"),
+    "`for`": (MAX_FOR_MS, "7d", "the `for` duration"),
+    "containment duration": (MAX_CONTAIN_MS, "30d", "the containment duration"),
 }
 
 Problem = tuple[ast.Span, str]
@@ -75,11 +76,11 @@ def number_problem(value: object, text: str) -> str | None:
 
 def duration_problem(d: ast.Duration, what: str, unit_ms: int) -> str | None:
     """Why a duration in a known unit is too long for ``what`` (one of DURATION_LIMITS), or None."""
-    limit, shown = DURATION_LIMITS[what]
+    limit, shown, named = DURATION_LIMITS[what]
     if isinstance(d.amount, int | float) and math.isfinite(d.amount) and d.amount * unit_ms <= limit:
         return None
     written = f"`{_short(str(d.amount))}{d.unit}`" if math.isfinite(d.amount) else f"of more than {MAX_DIGITS} digits"
-    return f"the {what} {written} is longer than the limit, {shown}"
+    return f"{named} {written} is longer than the limit, {shown}"
 
 
 def steps_problem(window_ms: int, baseline_ms: int, step_ms: int) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import firebreak.core.engine as python_core
 import firebreak.native as native_module
 from firebreak import _native
 from firebreak.adapters.rule_tests import MAX_EVENTS_PER_TEST, generate_events, run_test_file
@@ -118,9 +119,9 @@ class CountingCore:
         return getattr(self.core, name)
 
 
-def failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
-    """The lifecycle step raises ``error`` the first time it is called."""
-    real, calls = native_module.evaluate_group, []
+def failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception, module=native_module) -> None:
+    """The lifecycle step (of ``module``'s engine) raises ``error`` the first time it is called."""
+    real, calls = module.evaluate_group, []
 
     def evaluate_group(*args):
         calls.append(1)
@@ -128,7 +129,7 @@ def failing_once(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
             raise error
         return real(*args)
 
-    monkeypatch.setattr(native_module, "evaluate_group", evaluate_group)
+    monkeypatch.setattr(module, "evaluate_group", evaluate_group)
 
 
 def events(n: int) -> list:
@@ -151,20 +152,22 @@ def test_a_lifecycle_error_propagates_once_and_the_event_is_not_fed_again(
     assert len(counting.fed) < 20, "the engine went on after the error"
 
 
+@pytest.mark.parametrize(
+    ("engine", "module", "where"),
+    [("native", native_module, "rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed"),
+     ("python", python_core, "the Python core failed")],
+)  # fmt: skip
 def test_an_engine_error_is_one_line_from_the_cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, module, where: str
 ) -> None:
     (tmp_path / "r.rules").write_text("rule spike: count() > 0 over 10s -> sev2\n")
     lines = [orjson.dumps({"event_id": f"e{i}", "ts": 1_767_225_600_000 + i * 10_000}) for i in range(20)]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    failing_once(monkeypatch, ValueError("cannot write the record"))
-    code = main(["replay", "--engine", "native", "--rules", str(tmp_path / "r.rules"), str(tmp_path / "events.jsonl")])
+    failing_once(monkeypatch, ValueError("cannot write the record"), module)
+    code = main(["replay", "--engine", engine, "--rules", str(tmp_path / "r.rules"), str(tmp_path / "events.jsonl")])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.splitlines() == [
-        "firebreak replay: engine error: rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed: "
-        "ValueError: cannot write the record"
-    ]
+    assert err.splitlines() == [f"firebreak replay: engine error: {where}: ValueError: cannot write the record"]
 
 
 # ---- the commands, in a subprocess: exit status, one line, no traceback --------------------------

@@ -113,7 +113,7 @@ def _parse_chunk(chunk: str, first_line: int, path: str) -> tuple[ast.Rule | Non
     return (None if builder.problems else rule), builder.problems
 
 
-_NESTING_HINT = f"the limit is {MAX_TREE_DEPTH}; write long conditions as `FIELD in [...]` (docs/dsl.md#limits)"
+_NESTING_HINT = "write long conditions as `FIELD in [...]` (docs/dsl.md#limits)"
 
 
 def _bracket_depth_problem(chunk: str, path: str) -> Diagnostic | None:

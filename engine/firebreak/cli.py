@@ -28,6 +28,7 @@ from firebreak.dsl import CompiledRule, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.policy import POLICY_FILE
 from firebreak.durations import DurationError, parse_duration
+from firebreak.errors import EngineError
 from firebreak.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -321,7 +322,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     failed = 0
     expectations = 0
     for path in files:
-        outcome = run_test_file(path)
+        outcome = run_test_file(path, args.engine)
         expectations += outcome.expectations
         if outcome.passed:
             print(f"PASS {path} ({outcome.expectations} expectations)")
@@ -551,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")
     test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
+    test.add_argument("--engine", choices=ENGINES, default=None,
+                      help="native (the default) or python (the reference core, to compare)")  # fmt: skip
     test.set_defaults(run=cmd_test)
 
     demo_ = sub.add_parser("demo", help="replay a synthetic log with five injected incidents through the starter rules")
@@ -644,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except EngineError as error:  # the engine failed, not the input: one line, no traceback
+        print(f"firebreak {args.command}: engine error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

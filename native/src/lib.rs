@@ -21,6 +21,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+// The native decoder refuses an event (Python's decoder gives the reason): a ValueError of its
+// own, so that callers tell it apart from errors raised while writing records.
+pyo3::create_exception!(_native, EventRefused, PyValueError);
+
 // Many small short-lived allocations (decoded events) beside many small long-lived ones
 // (buckets, evidence): mimalloc's per-size free lists serve both faster than glibc's malloc.
 #[global_allocator]
@@ -456,7 +460,7 @@ impl Core {
     ) -> PyResult<(Bound<'py, PyList>, Option<(i64, i64)>)> {
         let mut out = Vec::new();
         let event = event::decode(raw, Some(ts))
-            .ok_or_else(|| PyValueError::new_err("the native decoder refuses this event"))?;
+            .ok_or_else(|| EventRefused::new_err("the native decoder refuses this event"))?;
         if self.engine.is_late(event.ts) {
             return Ok((PyList::empty(py), Some((event.ts, self.engine.watermark.unwrap_or(0)))));
         }
@@ -745,6 +749,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Core>()?;
     m.add_class::<route::NativeRouter>()?;
     m.add_class::<route::RoutedBatch>()?;
+    m.add("EventRefused", m.py().get_type::<EventRefused>())?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;
     m.add("SNAPSHOT_VERSION", snapshot::SNAPSHOT_VERSION)?;
     Ok(())

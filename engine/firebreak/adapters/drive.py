@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,9 +28,24 @@ import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
 from firebreak.dsl import CompiledRule
+from firebreak.errors import EngineError
 
 BATCH_LINES = 4096
 ENGINES = ("python", "native")
+
+
+@contextmanager
+def python_core_errors(wrap: bool = True) -> Iterator[None]:
+    """An error raised inside the Python core, as the native engine's host gives it: an
+    EngineError (engine/firebreak/errors.py), which commands print in one line."""
+    try:
+        yield
+    except EngineError:
+        raise
+    except Exception as error:
+        if not wrap:
+            raise
+        raise EngineError(f"the Python core failed: {type(error).__name__}: {error}") from error
 
 
 def decode_event(raw: bytes | None, max_bytes: int | None = None) -> Event:
@@ -123,8 +139,9 @@ class Driver:
             return self.core.feed_lines(lines, max_bytes)
         fed = Fed()
         engine = self.core
-        for index, _raw, event in decoded_lines(lines, max_bytes, fed):
-            self._take(engine, index, event, fed)
+        with python_core_errors():
+            for index, _raw, event in decoded_lines(lines, max_bytes, fed):
+                self._take(engine, index, event, fed)
         return fed
 
     def feed_events(self, events: Iterable[Event]) -> Fed:
@@ -133,8 +150,9 @@ class Driver:
             return self.core.feed_events(events)
         fed = Fed()
         engine = self.core
-        for index, event in enumerate(events):
-            self._take(engine, index, event, fed)
+        with python_core_errors():
+            for index, event in enumerate(events):
+                self._take(engine, index, event, fed)
         return fed
 
     @staticmethod
@@ -148,10 +166,12 @@ class Driver:
     # ---- time and state ---------------------------------------------------------------------
 
     def advance(self, watermark: int) -> list[dict[str, Any]]:
-        return self.core.advance(watermark)
+        with python_core_errors(self.kind == "python"):
+            return self.core.advance(watermark)
 
     def finish(self) -> list[dict[str, Any]]:
-        return self.core.finish()
+        with python_core_errors(self.kind == "python"):
+            return self.core.finish()
 
     @property
     def watermark(self) -> int | None:

@@ -30,6 +30,7 @@ Format reference: docs/rule-tests.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -37,9 +38,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from firebreak.adapters.drive import Driver
+import orjson
+
+from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
-from firebreak.core import Event, parse_ts
+from firebreak.core import Event, InvalidEvent, parse_ts
 from firebreak.core.events import EVENT_TYPES
 from firebreak.dsl import load_rules
 from firebreak.dsl.diagnostics import render_all
@@ -48,7 +51,7 @@ from firebreak.event_types import EventType
 from firebreak.records import RecordKind
 
 TEST_SUFFIX = ".test.toml"
-MAX_EVENTS_PER_TEST = 2_000_000
+MAX_EVENTS_PER_TEST = 2_000_000  # in all the [[input]] blocks of one test file
 TOP_KEYS = {"rules", "start", "lateness", "only_expected", "input", "expect"}
 INPUT_KEYS = {"from", "until", "every", "at", "event", "users", "user_prefix", "flags", "type"}
 EXAMPLE_START = '"2026-01-05T00:00:00Z"'
@@ -117,10 +120,42 @@ def _offset(ms: int) -> str:
     return format_duration(ms)
 
 
-def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
-    """The events an ``[[input]]`` list describes, in time order."""
-    events: list[tuple[int, int, int, Event]] = []
-    for n, block in enumerate(_tables(spec, "input")):
+def generate_events(spec: dict[str, Any], origin: int, source: str = "<test>") -> list[Event]:
+    """The events an ``[[input]]`` list describes, in time order. Each block's events are
+    checked as replay checks a line (JSON, then the event contract): one line per bad block,
+    naming the file (``source``), the block and its first event; at most MAX_EVENTS_PER_TEST
+    events in all the blocks of a file."""
+    blocks = [_Block.read(n, block, origin) for n, block in enumerate(_tables(spec, "input"))]
+    total = sum(b.count for b in blocks)
+    if total > MAX_EVENTS_PER_TEST:
+        sizes = ", ".join(f"input {b.number}: {b.count}" for b in blocks if b.count)
+        raise SpecError(
+            f"{source}: {total} events is too many for a rule test (max {MAX_EVENTS_PER_TEST} per file; {sizes})"
+        )
+    bad = [f"{source}: input {b.number}: {problem}" for b in blocks if (problem := b.problem()) is not None]
+    if bad:
+        raise SpecError("\n".join(bad))
+    events = [item for b in blocks for item in b.events()]
+    events.sort(key=lambda item: item[:3])
+    return [event for *_, event in events]
+
+
+@dataclass
+class _Block:
+    """One ``[[input]]`` block: its times, and the fields every one of its events shares."""
+
+    number: int  # from 1
+    begin: int
+    every: int
+    count: int
+    base: dict[str, Any]
+    flags: dict[str, float]
+    users: int
+    prefix: str
+    kind: EventType
+
+    @staticmethod
+    def read(n: int, block: dict[str, Any], origin: int) -> _Block:
         where = f"input {n + 1}"
         unknown = sorted(set(block) - INPUT_KEYS)
         if unknown:
@@ -134,9 +169,7 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
             every = parse_offset(block.get("every"), f"{where}.every")
             if every <= 0:
                 raise SpecError(f"{where}.every must be longer than zero")
-        count = max(0, math.ceil((end - begin) / every))
-        if count > MAX_EVENTS_PER_TEST:
-            raise SpecError(f"{where}: {count} events is too many for a rule test (max {MAX_EVENTS_PER_TEST})")
+        count = max(0, -(-(end - begin) // every))
         base = block.get("event", {})
         flags = block.get("flags", {})
         users = block.get("users", 0)
@@ -144,32 +177,54 @@ def generate_events(spec: dict[str, Any], origin: int) -> list[Event]:
         written = block.get("type", EventType.INFERENCE)
         if written not in EVENT_TYPES:
             raise SpecError(f"{where}: `type` {str(written)[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
-        kind = EventType(written)
         if not isinstance(base, dict) or not isinstance(flags, dict):
             raise SpecError(f"{where}: `event` and `flags` must be tables")
         if isinstance(users, bool) or not isinstance(users, int) or users < 0:
             raise SpecError(f"{where}: `users` must be a whole number of users (u0..uN-1)")
         if not isinstance(prefix, str):
             raise SpecError(f"{where}: `user_prefix` must be a string")
-        fixed_flags = base.get("flags", {}) if isinstance(base.get("flags"), dict) else {}
         for name, fraction in flags.items():
             if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
                 raise SpecError(f"{where}: flags.{name} must be a fraction between 0 and 1")
-        for i in range(count):
-            data = dict(base)
-            data["event_id"] = f"{n + 1}-{i}"
-            data["type"] = kind
-            ts = begin + i * every
-            data["ts"] = ts
-            if users:
-                data["user"] = f"{prefix}{i % users}"
-            if flags:
-                data["flags"] = fixed_flags | {
-                    name: math.floor((i + 1) * fraction) > math.floor(i * fraction) for name, fraction in flags.items()
-                }
-            events.append((ts, n, i, Event(data["event_id"], ts, kind, data)))
-    events.sort(key=lambda item: item[:3])
-    return [event for *_, event in events]
+        return _Block(n + 1, begin, every, count, base, flags, users, prefix, EventType(written))
+
+    def event(self, i: int) -> dict[str, Any]:
+        data = dict(self.base)
+        data["event_id"] = f"{self.number}-{i}"
+        data["type"] = self.kind
+        data["ts"] = self.begin + i * self.every
+        if self.users:
+            data["user"] = f"{self.prefix}{i % self.users}"
+        if self.flags:
+            fixed = self.base.get("flags", {}) if isinstance(self.base.get("flags"), dict) else {}
+            data["flags"] = fixed | {
+                name: math.floor((i + 1) * fraction) > math.floor(i * fraction) for name, fraction in self.flags.items()
+            }
+        return data
+
+    def problem(self) -> str | None:
+        """Why this block's events are not events, as replay would say of their JSON lines:
+        its first and last events stand for all (they differ only in id, time, user and flags)."""
+        for i in sorted({0, self.count - 1}) if self.count else ():
+            data = self.event(i)
+            try:
+                raw = orjson.dumps(data)
+            except orjson.JSONEncodeError as error:
+                return f"event {data['event_id']} cannot be written as JSON: {error}"
+            try:
+                decode_event(raw)
+            except InvalidEvent as error:
+                return f"event {data['event_id']} is not a valid event: {error}"
+        return None
+
+    def events(self) -> list[tuple[int, int, int, Event]]:
+        base = orjson.loads(orjson.dumps(self.base))  # as replay reads it: TOML dates become text
+        plain = dataclasses.replace(self, base=base)
+        out = []
+        for i in range(self.count):
+            data = plain.event(i)
+            out.append((data["ts"], self.number, i, Event(data["event_id"], data["ts"], self.kind, data)))
+        return out
 
 
 def parse_expectations(spec: dict[str, Any], origin: int) -> list[Expectation]:
@@ -225,6 +280,9 @@ def run_test_file(path: Path, engine: str | None = None) -> TestOutcome:
     except tomllib.TOMLDecodeError as error:
         outcome.error = f"not valid TOML: {error}"
         return outcome
+    except RecursionError:  # tomllib reads nested tables and arrays recursively
+        outcome.error = f"{path}: not readable TOML: tables or arrays nested too deeply"
+        return outcome
     try:
         return _run(path, spec, outcome, engine)
     except (SpecError, RuleFileError) as error:
@@ -255,7 +313,7 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | N
         raise SpecError("`start` is required (an RFC 3339 time)")
     origin = _parse_start(spec["start"])
     lateness = parse_offset(spec.get("lateness", "30s"), "lateness")
-    events = generate_events(spec, origin)
+    events = generate_events(spec, origin, str(path))
     expectations = parse_expectations(spec, origin)
     outcome.expectations = len(expectations)
     driver = Driver(rules, lateness, engine)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from firebreak.dsl import ast
+from firebreak.dsl import ast, limits
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean
 from firebreak.dsl.metrics import FUNCTIONS, Argument
 from firebreak.dsl.printer import print_number, print_rule
@@ -84,17 +84,64 @@ def _rule_problems(rule: ast.Rule) -> Iterator[Problem]:
     if len({p.dotted for p in c.by}) != len(c.by):
         yield c.by[-1].span, "a field appears twice in `by`"
     if c.where is not None:
+        yield from limits.where_problems(c.where)
         yield from _expr_problems(c.where)
     if c.for_ is not None:
         yield from _duration_problems(c.for_, "`for`")
     if c.min_events is not None:
         m = c.min_events
         what = "flagged" if m.flagged else "events"
-        if m.unit or not isinstance(m.count, int) or m.count < 1:
+        if out_of_range := limits.number_problem(m.count, str(m.count)):
+            yield m.span, out_of_range
+        elif m.unit or not isinstance(m.count, int) or m.count < 1:
             yield m.span, f"`min {m.count}{m.unit} {what}` needs a whole number of events ≥ 1"
         elif m.flagged and (not _argument(c.metric).flag or c.metric.arg is None):
             yield m.span, "`min N flagged` counts flagged events: use it with rate(FLAG) or count(FLAG)"
     yield from _outcome_problems(rule.outcome)
+    yield from _number_problems(rule)
+    yield from _steps_problems(c)
+
+
+def _number_problems(rule: ast.Rule) -> Iterator[Problem]:
+    """Numbers no engine can hold (limits.MAX_NUMBER): thresholds, multiples, literals, parameters."""
+    c, o = rule.condition, rule.outcome
+    t = c.threshold
+    numbers = [(t.value if isinstance(t, ast.AbsoluteThreshold) else t.factor, t.span)]
+    if c.confidence is not None:
+        numbers.append((c.confidence.level, c.confidence.span))
+    numbers += [(e.value, e.span) for e in o.escalations]
+    numbers += [(p.value, p.span) for k in o.contains for p in k.params]
+    stack = [c.where] if c.where is not None else []
+    while stack:  # no recursion: limits.where_problems bounds the depth, but reports it apart
+        e = stack.pop()
+        if isinstance(e, ast.And | ast.Or):
+            stack += [e.left, e.right]
+        elif isinstance(e, ast.Not):
+            stack.append(e.operand)
+        elif isinstance(e, ast.Compare):
+            numbers.append((e.value, e.span))
+        elif isinstance(e, ast.InList):
+            numbers += [(v, e.span) for v in e.values]
+    for value, span in numbers:
+        if problem := limits.number_problem(value, str(value) if not isinstance(value, str) else ""):
+            yield span, problem
+
+
+def _steps_problems(c: ast.Condition) -> Iterator[Problem]:
+    """Buckets per group (limits.MAX_STEPS), once the window and baseline span are valid."""
+    spans = [c.window]
+    if isinstance(c.threshold, ast.BaselineThreshold) and c.threshold.span_of_baseline is not None:
+        spans.append(c.threshold.span_of_baseline)
+    what = ("window", "baseline span")
+    if any(list(_duration_problems(d, w)) for d, w in zip(spans, what, strict=False)):
+        return
+    window = duration_ms(c.window)
+    step = limits.pick_step(window)
+    baseline = 0
+    if isinstance(c.threshold, ast.BaselineThreshold):
+        baseline = duration_ms(spans[1]) if len(spans) > 1 else limits.BASELINE_SPAN_FACTOR * window
+    if problem := limits.steps_problem(window, baseline, step):
+        yield c.window.span, problem
 
 
 def _argument(metric: ast.Metric) -> Argument:
@@ -141,6 +188,8 @@ def _duration_problems(d: ast.Duration, what: str) -> Iterator[Problem]:
     text = f"{d.amount}{d.unit}"
     if d.unit not in DURATION_UNITS:
         yield d.span, f"`{text}` is not a duration; use 10s, 10m, 10h, 10d"
+    elif too_long := limits.duration_problem(d, what, DURATION_UNITS[d.unit]):
+        yield d.span, too_long
     elif not isinstance(d.amount, int):
         yield d.span, f"`{text}` is not a whole number of {d.unit}; write e.g. 90s instead of 1.5m"
     elif d.amount <= 0:

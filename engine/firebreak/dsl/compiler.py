@@ -13,6 +13,7 @@ from typing import Any
 
 from firebreak.dsl import ast
 from firebreak.dsl.checker import duration_ms, rule_name
+from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
 from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 from firebreak.dsl.printer import print_rule
@@ -20,10 +21,7 @@ from firebreak.event_types import EventType
 from firebreak.records import Severity
 
 DEFAULT_MIN_EVENTS = 20
-BASELINE_SPAN_FACTOR = 6  # default baseline span = 6 × the window
 DEFAULT_CONTAIN_TTL_MS = 3_600_000  # a containment command expires after 1h unless renewed
-STEPS_MS = (1_000, 5_000, 10_000, 15_000, 30_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000)
-MIN_STEPS_PER_WINDOW = 10
 
 Path = tuple[str, ...]
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -221,13 +219,6 @@ def default_escalations(severity: Severity) -> tuple[Escalation, ...]:
     if severity is Severity.SEV1:
         return ()
     return (Escalation(Severity(severity - 1), "users", ">", float(DEFAULT_IMPACT_USERS)),)
-
-
-def pick_step(window_ms: int) -> int:
-    """The evaluation step: the largest of STEPS_MS that cuts the window into
-    at least MIN_STEPS_PER_WINDOW whole parts; 1s when none does."""
-    fitting = [s for s in STEPS_MS if window_ms % s == 0 and window_ms // s >= MIN_STEPS_PER_WINDOW]
-    return max(fitting) if fitting else 1_000
 
 
 _LABEL_CATEGORIES = {"wrong": "hallucination", "data_exposure": "data_leakage", "thumbs_down": "quality_degradation"}

@@ -66,6 +66,8 @@ def read_toml(text: str, path: str) -> tuple[dict | None, list[Diagnostic]]:
         found = _TOML_AT.search(message)
         line, column = (int(found[1]), int(found[2])) if found else (max(1, len(text.splitlines())), 1)
         return None, [Diagnostic(path, line, column, f"not valid TOML: {_TOML_AT.sub('', message)}")]
+    except RecursionError:  # tomllib reads nested tables and arrays recursively
+        return None, [Diagnostic(path, 1, 1, "not readable TOML: tables or arrays nested too deeply")]
 
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: dict[str, str]) -> str:

@@ -12,15 +12,17 @@ could build and a diagnostic for each one it could not.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from firebreak.dsl import ast
 from firebreak.dsl.diagnostics import Diagnostic
 from firebreak.dsl.grammar import lark_parser
+from firebreak.dsl.limits import MAX_DIGITS, MAX_TREE_DEPTH
 
 _QUANTITY = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)(.*)", re.S)
 
@@ -93,16 +95,59 @@ def split_rules(text: str) -> list[tuple[int, str]]:
 
 
 def _parse_chunk(chunk: str, first_line: int, path: str) -> tuple[ast.Rule | None, list[Diagnostic]]:
+    too_deep = _bracket_depth_problem(chunk, path)
+    if too_deep is not None:
+        return None, [too_deep]
     try:
         tree = lark_parser().parse(chunk)
     except UnexpectedInput as error:
         return None, [_syntax_diagnostic(error, chunk, path)]
+    too_deep = _tree_depth_problem(tree, path)
+    if too_deep is not None:
+        return None, [too_deep]
     builder = _AstBuilder(path)
     try:
         rule = builder.transform(tree)
     except VisitError as error:  # a bug in the builder, reported like any problem, never a traceback
         return None, [Diagnostic(path, first_line, 1, f"internal error building rule: {error.orig_exc}")]
     return (None if builder.problems else rule), builder.problems
+
+
+_NESTING_HINT = "write long conditions as `FIELD in [...]` (docs/dsl.md#limits)"
+
+
+def _bracket_depth_problem(chunk: str, path: str) -> Diagnostic | None:
+    """Brackets nested past the limit, found before Lark sees the text (strings and comments skipped)."""
+    depth = 0
+    for match in re.finditer(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[(\[]|[)\]]', chunk):
+        token = match.group()
+        if token in "([":
+            depth += 1
+            if depth > MAX_TREE_DEPTH:
+                line = chunk.count("\n", 0, match.start()) + 1
+                column = match.start() - chunk.rfind("\n", 0, match.start())
+                return Diagnostic(
+                    path, line, column, f"brackets nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}"
+                )
+        elif token in ")]":
+            depth = max(0, depth - 1)
+    return None
+
+
+def _tree_depth_problem(tree: Tree, path: str) -> Diagnostic | None:
+    """A parse tree deeper than the limit (`not not not …`), measured without recursion:
+    building the AST walks the tree recursively."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_TREE_DEPTH:
+            meta = node.meta
+            line, column = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            return Diagnostic(
+                path, line, column, f"the rule is nested more than {MAX_TREE_DEPTH} deep: {_NESTING_HINT}"
+            )
+        stack += [(child, depth + 1) for child in node.children if isinstance(child, Tree)]
+    return None
 
 
 # ---- syntax errors → diagnostics ------------------------------------------------
@@ -252,6 +297,8 @@ def split_quantity(text: str) -> tuple[int | float, str]:
     if match is None:  # the grammar's QUANTITY always matches; defensive
         return 0, text
     number, unit = match.groups()
+    if len(number.split(".")[0].lstrip("-")) > MAX_DIGITS:  # refused by the checker (limits.number_problem)
+        return (-math.inf if number.startswith("-") else math.inf), unit
     return (float(number) if "." in number else int(number)), unit
 
 

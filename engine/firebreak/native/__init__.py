@@ -23,13 +23,14 @@ from typing import Any
 
 import orjson
 
-from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, parse_ts
+from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
 from firebreak.core.engine import SNAPSHOT_VERSION, rule_fingerprint
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
 from firebreak.core.significance import p_value
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
+from firebreak.errors import EngineError
 from firebreak.native.plan import plan_of, unsupported
 
 try:
@@ -57,7 +58,12 @@ class _Host:
         sketch.mins = users
         window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, [(None, e) for e in evidence])
         life = life if life is not None else Lifecycle()
-        records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p))
+        try:
+            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p))
+        except Exception as error:  # not the input's fault: one EngineError, never a second try
+            raise EngineError(
+                f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
+            ) from error
         opened = life.status == FIRING and life.incident.opened_at == at
         return records, life.status, opened, life.frozen_baseline, life
 
@@ -172,10 +178,20 @@ class NativeEngine:
         return fed
 
     def _one(self, index: int, raw: bytes, event: Event, fed) -> None:
+        """One event the Python decoder accepted. The native decoder refuses before the engine
+        sees the event (EventRefused): then it gets the event as Python decoded it, once; any
+        other error (EngineError from a lifecycle step) propagates."""
         try:
             records, late = self.core.feed_one(raw, event.ts)
-        except ValueError:
-            records, late = self.core.feed_one(orjson.dumps(event.data), event.ts)
+        except _native.EventRefused:
+            normal = orjson.dumps(event.data)
+            try:
+                if normal == raw:
+                    raise
+                records, late = self.core.feed_one(normal, event.ts)
+            except _native.EventRefused:
+                fed.bad.append((index, "the native decoder refuses this event"))
+                return
         if late is not None:
             fed.late.append((index, _late_text(late[0], late[1], self.lateness_ms)))
             return

@@ -37,6 +37,7 @@ class RecordKind(StrEnum):
     OPENED = "incident.opened"
     ESCALATED = "incident.escalated"
     RESOLVED = "incident.resolved"
+    REOPENED = "incident.reopened"  # the same incident, open again within its cool-down (flapping)
     COMMAND = "containment.command"
     RENEWED = "containment.renewed"
     RELEASE = "containment.release"
@@ -50,7 +51,7 @@ class RecordKind(StrEnum):
         return self in INCIDENT_KINDS
 
 
-INCIDENT_KINDS = frozenset({RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED})
+INCIDENT_KINDS = frozenset({RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED})
 CONTAINMENT_KINDS = frozenset({RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE})
 
 
@@ -171,10 +172,12 @@ class IncidentRecord:
     significance: dict[str, Any] | None = None  # rules `with C% confidence`
     previous_severity: Severity | None = None  # escalated
     reason: str | None = None  # escalated: sensitivity | impact | urgency
-    opened_at: str | None = None  # resolved
+    opened_at: str | None = None  # resolved, reopened
     duration_s: int | None = None  # resolved
     peak: float | None = None  # resolved
     held_commands: list[str] | None = None  # resolved
+    resolved_at: str | None = None  # reopened: when it had resolved
+    case_id: str | None = None  # the case it belongs to (core/cases.py), when cases are formed
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> IncidentRecord:
@@ -188,7 +191,8 @@ class IncidentRecord:
             response=data.get("response"), significance=data.get("significance"),
             previous_severity=Severity.parse(previous) if previous is not None else None,
             reason=data.get("reason"), opened_at=data.get("opened_at"), duration_s=data.get("duration_s"),
-            peak=data.get("peak"), held_commands=data.get("held_commands"),
+            peak=data.get("peak"), held_commands=data.get("held_commands"), resolved_at=data.get("resolved_at"),
+            case_id=data.get("case_id"),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -210,4 +214,9 @@ class IncidentRecord:
             record["duration_s"] = self.duration_s
             record["peak"] = self.peak
             record["held_commands"] = self.held_commands
+        elif self.kind is RecordKind.REOPENED:
+            record["opened_at"] = self.opened_at
+            record["resolved_at"] = self.resolved_at
+        if self.case_id is not None:
+            record["case_id"] = self.case_id
         return record

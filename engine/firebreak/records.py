@@ -41,10 +41,14 @@ class RecordKind(StrEnum):
     COMMAND = "containment.command"
     RENEWED = "containment.renewed"
     RELEASE = "containment.release"
+    # cases: the incidents of one problem (engine/firebreak/core/cases.py), on the incidents stream
+    CASE_OPENED = "case.opened"
+    CASE_UPDATED = "case.updated"
+    CASE_RESOLVED = "case.resolved"
 
     @property
     def stream(self) -> Stream:
-        return Stream.INCIDENTS if self in INCIDENT_KINDS else Stream.CONTAINMENT
+        return Stream.CONTAINMENT if self in CONTAINMENT_KINDS else Stream.INCIDENTS
 
     @property
     def is_incident(self) -> bool:
@@ -53,6 +57,7 @@ class RecordKind(StrEnum):
 
 INCIDENT_KINDS = frozenset({RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED})
 CONTAINMENT_KINDS = frozenset({RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE})
+CASE_KINDS = frozenset({RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED, RecordKind.CASE_RESOLVED})
 
 
 class Severity(IntEnum):
@@ -91,7 +96,7 @@ def is_incident(record: dict[str, Any]) -> bool:
 
 
 def stream_of(record: dict[str, Any]) -> Stream:
-    return Stream.INCIDENTS if record["type"] in _INCIDENT_TYPES else Stream.CONTAINMENT
+    return Stream.CONTAINMENT if record["type"] in _CONTAINMENT_TYPES else Stream.INCIDENTS
 
 
 def record_key(record: dict[str, Any]) -> bytes:
@@ -99,10 +104,14 @@ def record_key(record: dict[str, Any]) -> bytes:
     partition), or for containment its target as canonical JSON (one target's commands in order)."""
     if record["type"] in _INCIDENT_TYPES:
         return record["incident_id"].encode()
+    if record["type"] in _CASE_TYPES:
+        return record["case_id"].encode()
     return orjson.dumps(record["target"], option=orjson.OPT_SORT_KEYS)
 
 
 _INCIDENT_TYPES = frozenset(k.value for k in INCIDENT_KINDS)
+_CONTAINMENT_TYPES = frozenset(k.value for k in CONTAINMENT_KINDS)
+_CASE_TYPES = frozenset(k.value for k in CASE_KINDS)
 
 
 # ---- the records the core writes ---------------------------------------------------------------

@@ -258,7 +258,8 @@ class CaseBook:
     def _record(self, kind: RecordKind, case: Case, record: dict, at: int, **extra: Any) -> dict[str, Any]:
         out = {"type": kind.value, "case_id": case.case_id, "category": case.category, "scope": case.scope,
                "severity": f"sev{case.severity}", "ts": format_ts(at), "incident_id": record["incident_id"],
-               "rule": record["rule"], "incidents": sum(1 for m in case.members.values() if m.open)}  # fmt: skip
+               "rule": record["rule"], "incidents": sum(1 for m in case.members.values() if m.open),
+               "notify": list(record.get("notify") or ())}  # fmt: skip
         if kind is not RecordKind.CASE_RESOLVED:
             out["response"] = case.response
         out.update(extra)

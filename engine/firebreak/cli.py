@@ -262,8 +262,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     try:
         with replay_outputs(args) as (emit, dead):
+            from firebreak.core.cases import CaseBook
+
+            cases = CaseBook.for_rules(rules) if args.cases else None
             result = replay_files(
-                args.files, rules, emit, dead, args.lateness, progress_printer if tty else None, engine=args.engine
+                args.files, rules, emit, dead, args.lateness, progress_printer if tty else None, engine=args.engine,
+                cases=cases,
             )
     except InputError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
@@ -539,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     replay.add_argument("--engine", choices=ENGINES, default=None,
                         help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    replay.add_argument("--cases", action="store_true",
+                        help="files: also group incidents into cases, each incident record naming its case "
+                             "(docs/response.md#cases)")  # fmt: skip
     topic = add_topic_options(replay, "replaying a Kafka topic instead of files (docs/detection.md)",
                               "write records from this event time (RFC 3339 or epoch ms)",
                               "... up to this one, exclusive")

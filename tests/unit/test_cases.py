@@ -183,3 +183,22 @@ def test_a_restored_case_book_continues_alike(cut: int):
     tail = [r for record in records[cut:] for r in restored.process(record)]
     assert head + tail == whole and restored.stats == book.stats
     assert len(book.cases) == 2  # the model=a case resolved over an hour before i4: forgotten
+
+
+def test_replay_with_cases_names_each_incident_s_case(tmp_path):
+    from firebreak.cli import main
+    from firebreak.testing import T0
+
+    rules = tmp_path / "r.rules"
+    rules.write_text("rule a: count(pii) >= 2 over 1m by tenant -> sev2\nrule b: count(pii) >= 3 over 2m by tenant -> sev2\n")
+    lines = [orjson.dumps({"event_id": f"e{i}", "ts": T0 + i * 10_000, "tenant": "acme", "flags": {"pii": i < 12}})
+             for i in range(200)]  # fmt: skip
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "records.jsonl"
+    assert main(["replay", str(events), "--rules", str(rules), "--cases", "--out", str(out)]) == 0
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    incidents = [r for r in records if r["type"].startswith("incident.")]
+    assert {r["rule"] for r in incidents} == {"a", "b"} and len({r["case_id"] for r in incidents}) == 1
+    assert [r["type"] for r in records if r["type"].startswith("case.")] == [
+        "case.opened", "case.updated", "case.resolved"]  # fmt: skip

@@ -202,3 +202,25 @@ def test_replay_with_cases_names_each_incident_s_case(tmp_path):
     assert {r["rule"] for r in incidents} == {"a", "b"} and len({r["case_id"] for r in incidents}) == 1
     assert [r["type"] for r in records if r["type"].startswith("case.")] == [
         "case.opened", "case.updated", "case.resolved"]  # fmt: skip
+
+
+def test_case_records_match_the_record_schema():
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/record.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    g = {"tenant": "acme"}
+    records = [rec("opened", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=3),
+               rec("escalated", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=2),
+               rec("opened", "inc_0000000000000002", 1, "b", "data_leakage", g, sev=2),
+               rec("resolved", "inc_0000000000000001", 5, "a", "data_leakage", g, sev=2),
+               rec("resolved", "inc_0000000000000002", 5, "b", "data_leakage", g, sev=2)]  # fmt: skip
+    for record in records:
+        record["notify"] = []
+    out = cases(run(records)[1])
+    assert {r["type"] for r in out} == {"case.opened", "case.updated", "case.resolved"}
+    for record in out:
+        assert not list(validator.iter_errors(record)), record

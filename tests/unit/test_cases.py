@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.core.events import format_ts
 from firebreak.dsl.grouping import Grouping
-from firebreak.records import stream_of, record_key, Stream
+from firebreak.records import Stream, record_key, stream_of
 
 T = 1_767_225_600_000
 MIN = 60_000
@@ -190,7 +189,8 @@ def test_replay_with_cases_names_each_incident_s_case(tmp_path):
     from firebreak.testing import T0
 
     rules = tmp_path / "r.rules"
-    rules.write_text("rule a: count(pii) >= 2 over 1m by tenant -> sev2\nrule b: count(pii) >= 3 over 2m by tenant -> sev2\n")
+    rules.write_text("rule a: count(pii) >= 2 over 1m by tenant -> sev2\n"
+                     "rule b: count(pii) >= 3 over 2m by tenant -> sev2\n")
     lines = [orjson.dumps({"event_id": f"e{i}", "ts": T0 + i * 10_000, "tenant": "acme", "flags": {"pii": i < 12}})
              for i in range(200)]  # fmt: skip
     events = tmp_path / "events.jsonl"

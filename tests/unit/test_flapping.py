@@ -9,7 +9,6 @@ import dataclasses
 import orjson
 import pytest
 from corekit import MIN, SEC, event, of_type, offset, rules, run
-
 from firebreak.core import Engine
 from firebreak.native import NativeEngine, available
 

@@ -17,11 +17,13 @@ Records: ``case.opened``, ``case.updated`` (reason ``joined``, ``inhibited``, ``
 ``reopened``), ``case.resolved`` (its last incident resolved); each says whether it
 ``page``s. A page is a case opening, or reopening after it resolved, at a severity whose
 response pages; or a severity rise that pages a team not yet paged for the case or comes
-``wait`` or more after the case's last page (before that, the page already out is updated). Every incident record passed on carries ``case_id``.
+``wait`` or more after the case's last page (before that, the page already out is updated).
+Every incident record passed on carries ``case_id``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +33,6 @@ from firebreak.core.events import format_ts, parse_ts
 from firebreak.core.incidents import canonical_group
 from firebreak.dsl.grouping import Grouping
 from firebreak.records import RecordKind, Severity
-
-import hashlib
 
 ScopeOf = Callable[[Sequence[str]], dict[str, Any]]  # evidence event ids → {dimension: dominant value}
 Pair = tuple[str, Any]  # (dimension, value): a scope
@@ -266,9 +266,10 @@ class CaseBook:
         return out
 
     def _why_opened(self, record: dict, pairs: list[Pair]) -> str:
+        rule = record["rule"]
         if not pairs:
-            return f"{record['rule']} opened it; no scope ({', '.join(self.grouping.dimensions(record['category']))}) known"
-        return f"{record['rule']} opened it on {_scope_text(dict(pairs))}; the case is on {_scope_text(dict([pairs[0]]))}"
+            return f"{rule} opened it; no scope ({', '.join(self.grouping.dimensions(record['category']))}) known"
+        return f"{rule} opened it on {_scope_text(dict(pairs))}; the case is on {_scope_text(dict([pairs[0]]))}"
 
     # ---- state ----------------------------------------------------------------------------------
 

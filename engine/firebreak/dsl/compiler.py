@@ -13,8 +13,8 @@ from typing import Any
 
 from firebreak.dsl import ast
 from firebreak.dsl.checker import duration_ms, rule_name
-from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping
+from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 from firebreak.dsl.printer import print_rule
 from firebreak.event_types import EventType

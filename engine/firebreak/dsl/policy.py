@@ -135,7 +135,8 @@ def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: It
         elif key == "grouping":
             policy.grouping.update(read_grouping(value, reader, reader.categories))
         else:
-            hint = did_you_mean(key, SEVERITY_NAMES + LAYERS + SECTIONS) or "; expected sev1…sev4, category, rule or grouping"
+            known = SEVERITY_NAMES + LAYERS + SECTIONS
+            hint = did_you_mean(key, known) or "; expected sev1…sev4, category, rule or grouping"
             reader.problem([], key, f"unknown key `{key}`{hint}")
     return policy, reader.problems
 

@@ -3,8 +3,11 @@ they make; grouping, inhibition, severity rises, reopening, resolution, snapshot
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
+
 from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.core.events import format_ts
 from firebreak.dsl.grouping import Grouping
@@ -206,7 +209,6 @@ def test_replay_with_cases_names_each_incident_s_case(tmp_path):
 
 def test_case_records_match_the_record_schema():
     import json
-    from pathlib import Path
 
     import jsonschema
 
@@ -224,3 +226,23 @@ def test_case_records_match_the_record_schema():
     assert {r["type"] for r in out} == {"case.opened", "case.updated", "case.resolved"}
     for record in out:
         assert not list(validator.iter_errors(record)), record
+
+
+def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tmp_path):
+    """The demo's log replayed with --cases: the same cases and pages as the demo, whose scope
+    of evidence comes from its own events."""
+    from firebreak.adapters.demo import run_demo
+    from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
+    from firebreak.cli import main
+    from firebreak.dsl import load_rules
+
+    rules, _ = load_rules(starter_rule_sources(), starter_companion_sources())
+    result = run_demo(tmp_path / "demo", rules, rate=4.0)
+    demo_records = result.records_path.read_bytes()
+    out = tmp_path / "records.jsonl"
+    root = Path(__file__).resolve().parents[2] / "rules"
+    assert main(["replay", str(result.events_path), "--rules", str(root), "--cases", "--out", str(out)]) == 0
+    assert out.read_bytes() == demo_records
+    adversarial = [orjson.loads(line) for line in demo_records.splitlines()]
+    opened = [r for r in adversarial if r["type"] == "case.opened" and r["category"] == "adversarial"]
+    assert [r["scope"] for r in opened] == [{"tenant": "globex"}]

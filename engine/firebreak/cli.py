@@ -263,9 +263,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
     try:
         with replay_outputs(args) as (emit, dead):
+            kept: list[dict] = []  # --cases: the records first, then the cases they make
             result = replay_files(
-                args.files, rules, emit, dead, args.lateness, progress_printer if tty else None, engine=args.engine
-            )
+                args.files, rules, kept.append if args.cases else emit, dead, args.lateness,
+                progress_printer if tty else None, engine=args.engine,
+            )  # fmt: skip
+            if args.cases:
+                from firebreak.adapters.case_replay import with_cases
+
+                for record in with_cases(kept, rules, args.files):
+                    emit(record)
     except InputError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
         return 1
@@ -540,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     replay.add_argument("--engine", choices=ENGINES, default=None,
                         help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    replay.add_argument("--cases", action="store_true",
+                        help="files: also group incidents into cases, each incident record naming its case, "
+                             "case records after it (docs/response.md#cases)")  # fmt: skip
     topic = add_topic_options(replay, "replaying a Kafka topic instead of files (docs/detection.md)",
                               "write records from this event time (RFC 3339 or epoch ms)",
                               "... up to this one, exclusive")

@@ -37,21 +37,27 @@ class RecordKind(StrEnum):
     OPENED = "incident.opened"
     ESCALATED = "incident.escalated"
     RESOLVED = "incident.resolved"
+    REOPENED = "incident.reopened"  # the same incident, open again within its cool-down (flapping)
     COMMAND = "containment.command"
     RENEWED = "containment.renewed"
     RELEASE = "containment.release"
+    # cases: the incidents of one problem (engine/firebreak/core/cases.py), on the incidents stream
+    CASE_OPENED = "case.opened"
+    CASE_UPDATED = "case.updated"
+    CASE_RESOLVED = "case.resolved"
 
     @property
     def stream(self) -> Stream:
-        return Stream.INCIDENTS if self in INCIDENT_KINDS else Stream.CONTAINMENT
+        return Stream.CONTAINMENT if self in CONTAINMENT_KINDS else Stream.INCIDENTS
 
     @property
     def is_incident(self) -> bool:
         return self in INCIDENT_KINDS
 
 
-INCIDENT_KINDS = frozenset({RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED})
+INCIDENT_KINDS = frozenset({RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED})
 CONTAINMENT_KINDS = frozenset({RecordKind.COMMAND, RecordKind.RENEWED, RecordKind.RELEASE})
+CASE_KINDS = frozenset({RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED, RecordKind.CASE_RESOLVED})
 
 
 class Severity(IntEnum):
@@ -90,7 +96,7 @@ def is_incident(record: dict[str, Any]) -> bool:
 
 
 def stream_of(record: dict[str, Any]) -> Stream:
-    return Stream.INCIDENTS if record["type"] in _INCIDENT_TYPES else Stream.CONTAINMENT
+    return Stream.CONTAINMENT if record["type"] in _CONTAINMENT_TYPES else Stream.INCIDENTS
 
 
 def record_key(record: dict[str, Any]) -> bytes:
@@ -98,10 +104,14 @@ def record_key(record: dict[str, Any]) -> bytes:
     partition), or for containment its target as canonical JSON (one target's commands in order)."""
     if record["type"] in _INCIDENT_TYPES:
         return record["incident_id"].encode()
+    if record["type"] in _CASE_TYPES:
+        return record["case_id"].encode()
     return orjson.dumps(record["target"], option=orjson.OPT_SORT_KEYS)
 
 
 _INCIDENT_TYPES = frozenset(k.value for k in INCIDENT_KINDS)
+_CONTAINMENT_TYPES = frozenset(k.value for k in CONTAINMENT_KINDS)
+_CASE_TYPES = frozenset(k.value for k in CASE_KINDS)
 
 
 # ---- the records the core writes ---------------------------------------------------------------
@@ -171,10 +181,12 @@ class IncidentRecord:
     significance: dict[str, Any] | None = None  # rules `with C% confidence`
     previous_severity: Severity | None = None  # escalated
     reason: str | None = None  # escalated: sensitivity | impact | urgency
-    opened_at: str | None = None  # resolved
+    opened_at: str | None = None  # resolved, reopened
     duration_s: int | None = None  # resolved
     peak: float | None = None  # resolved
     held_commands: list[str] | None = None  # resolved
+    resolved_at: str | None = None  # reopened: when it had resolved
+    case_id: str | None = None  # the case it belongs to (core/cases.py), when cases are formed
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> IncidentRecord:
@@ -188,7 +200,8 @@ class IncidentRecord:
             response=data.get("response"), significance=data.get("significance"),
             previous_severity=Severity.parse(previous) if previous is not None else None,
             reason=data.get("reason"), opened_at=data.get("opened_at"), duration_s=data.get("duration_s"),
-            peak=data.get("peak"), held_commands=data.get("held_commands"),
+            peak=data.get("peak"), held_commands=data.get("held_commands"), resolved_at=data.get("resolved_at"),
+            case_id=data.get("case_id"),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -210,4 +223,9 @@ class IncidentRecord:
             record["duration_s"] = self.duration_s
             record["peak"] = self.peak
             record["held_commands"] = self.held_commands
+        elif self.kind is RecordKind.REOPENED:
+            record["opened_at"] = self.opened_at
+            record["resolved_at"] = self.resolved_at
+        if self.case_id is not None:
+            record["case_id"] = self.case_id
         return record

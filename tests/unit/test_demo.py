@@ -83,3 +83,29 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
     shipped = orjson.loads(EVALUATION_FILE.read_bytes())
     assert shipped["pack"] == pack_fingerprint(rules), "re-run benchmarks/pack_eval.py --demo-summary"
     assert shipped["seeds"] >= 20
+
+
+def test_the_demo_pages_once_per_problem_as_fast_as_its_first_detection(tmp_path: Path) -> None:
+    """Issue 25: the five injected problems opened 28 incidents, every one paged. Each
+    problem is now one case, paged when its first incident opened; every incident is still in
+    the records, naming its case."""
+    from firebreak.adapters import demo
+    from firebreak.adapters.starter_pack import starter_companion_sources
+    from firebreak.dsl import load_rules
+
+    rules, problems = load_rules(starter_rule_sources(), starter_companion_sources())
+    assert problems == []
+    result = demo.run_demo(tmp_path, rules)
+    assert len(result.pages) <= 6
+    for truth in result.truths:
+        first = min(row.opened for row in result.rows if row.truth is truth)
+        assert demo.first_page(result, truth) == first, truth.category
+    records = [orjson.loads(line) for line in result.records_path.read_bytes().splitlines()]
+    incidents = [r for r in records if r["type"].startswith("incident.")]
+    assert incidents and all(r["case_id"].startswith("case_") for r in incidents)
+    opened_cases = {r["case_id"] for r in records if r["type"] == "case.opened"}
+    assert {r["case_id"] for r in incidents} == opened_cases
+    assert len({r["incident_id"] for r in incidents}) == len(result.rows)
+    text = demo.render(result, rules)
+    cases = len(opened_cases)
+    assert f"{len(result.rows)} incidents in {cases} cases: {len(result.pages)} pages" in text

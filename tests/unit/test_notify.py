@@ -237,23 +237,45 @@ def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecyc
     stats = asyncio.run(main())
     assert stats.failed == 0 and not stats.unrouted
     pd = [r["body"] for r in receiver.received if r["path"] == "/v2/enqueue"]
+    # The demo's incidents name their cases (issue 25): PagerDuty hears of cases, one dedup_key
+    # each, not of every incident.
     lifecycle: dict[str, list[dict]] = {}
     for record in records:
-        if record["type"].startswith("incident."):
-            lifecycle.setdefault(record["incident_id"], []).append(record)
+        if record["type"].startswith("case."):
+            lifecycle.setdefault(record["case_id"], []).append(record)
     sent: dict[str, list[dict]] = {}
     for event in pd:
         sent.setdefault(event["dedup_key"], []).append(event)
-    assert set(sent) == set(lifecycle)  # every demo incident, keyed by its incident id
+    assert set(sent) == set(lifecycle)  # every case, keyed by its case id
+    incidents = {r["incident_id"]: r["case_id"] for r in records if r["type"].startswith("incident.")}
+    assert len(sent) < len(incidents) and set(incidents.values()) == set(sent)
     severity = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
-    for incident, steps in lifecycle.items():
-        events = sent[incident]
+    for case_id, steps in lifecycle.items():
+        events = sent[case_id]
         assert [e["event_action"] for e in events] == [
-            "resolve" if s["type"] == "incident.resolved" else "trigger" for s in steps
+            "resolve" if s["type"] == "case.resolved" else "trigger" for s in steps
         ]
         for step, event in zip(steps, events, strict=True):
-            if event["event_action"] == "trigger":  # an escalation triggers again with the new severity
+            if event["event_action"] == "trigger":  # a rise triggers the same alert again, at the new severity
                 assert event["payload"]["severity"] == severity[step["severity"]]
                 assert event["payload"]["custom_details"]["response"] == step["response"]
     reported = [r for r in records if r["type"] == "incident.opened" and r["rule"] == "data_exposure_reported"]
-    assert reported and reported[0]["incident_id"] in sent  # the incident a user report opened is paged too
+    assert reported and reported[0]["case_id"] in sent  # the incident a user report opened is in a paged case
+
+
+def test_only_paged_pagerduty_gets_the_cases_that_paged_and_slack_every_incident(tmp_path):
+    from firebreak.core.cases import CaseBook
+    from firebreak.dsl.grouping import Grouping
+
+    book = CaseBook(Grouping())
+    records = [out for r in policy_records() for out in book.process(r)]
+    receiver = Receiver()
+    run_notify(tmp_path, receiver, records, "only_paged = true")
+    pd = [r["body"] for r in receiver.received if r["path"] == "/v2/enqueue"]
+    paged = {r["case_id"] for r in records if r["type"].startswith("case.") and r.get("page")}
+    assert paged and {e["dedup_key"] for e in pd} == paged
+    ticket_only = {r["case_id"] for r in records if r["type"] == "case.opened"} - paged
+    assert ticket_only  # sev3 cases never escalated to a paging severity: no PagerDuty alert
+    assert len([e for e in pd if e["event_action"] == "trigger"]) >= len(paged)
+    slack = [r for r in receiver.received if r["path"] == "/slack"]
+    assert len(slack) == sum(1 for r in records if r["type"].startswith("incident.") and "#chat" in r["notify"])

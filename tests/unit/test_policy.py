@@ -123,3 +123,44 @@ def test_the_starter_pack_policy_pages_security_for_leaks():
     by_name = {r.name: r for r in rules}
     assert by_name["data_exposure_reported"].response(1) == Response("security-oncall", True, 30 * MIN)
     assert by_name["user_spend_cap"].response(3).team == "finops"
+
+
+# ---- [grouping]: cases, flapping, inhibition (issue 25) -----------------------------------------
+
+
+def test_grouping_settings_reach_every_rule():
+    text = POLICY + '\n[grouping]\nreopen_within = "20m"\nwindow = "2h"\nwait = "0s"\ninhibit = false\n\n' \
+        '[grouping.by]\nadversarial = ["tenant", "service"]\n'
+    (leak, slow), problems = compiled(text)
+    assert problems == []
+    assert leak.reopen_within_ms == slow.reopen_within_ms == 20 * MIN
+    g = leak.grouping
+    assert (g.window_ms, g.wait_ms, g.inhibit) == (120 * MIN, 0, False)
+    assert g.dimensions("adversarial") == ("tenant", "service")
+    assert g.dimensions("data_leakage") == ("tenant", "service")  # the default
+
+
+def test_a_bad_grouping_section_is_an_error_at_its_line_and_column():
+    text = """[grouping]
+reopen_within = "soon"
+windw = "1h"
+window = "0s"
+inhibit = "yes"
+
+[grouping.by]
+adversarial = "tenant"
+data_leak = ["tenant"]
+cost = []
+"""
+    _, problems = compiled(text)
+    assert problems == [
+        '2:1: `reopen_within` must be a duration such as "30m", "1h" or "1d"',
+        "3:1: unknown key `windw` — did you mean `window`?",
+        '4:1: `window` must be a duration such as "30m", "1h" or "1d"',
+        "5:1: `inhibit` must be true or false",
+        '8:1: `adversarial` must be a list of event fields, e.g. adversarial = ["tenant"]',
+        "9:1: unknown category `data_leak` — did you mean `data_leakage`?",
+        '10:1: `cost` must be a list of event fields, e.g. cost = ["tenant"]',
+    ]
+    _, problems = compiled("[groupin]\nwait = \"1h\"\n")
+    assert problems == ["1:2: unknown key `groupin` — did you mean `grouping`?"]

@@ -36,7 +36,7 @@ def test_severity_orders_most_severe_first_and_reads_and_prints_its_name():
 
 def test_kinds_equal_their_wire_strings_and_know_their_stream():
     assert RecordKind.OPENED == "incident.opened" and kind_of({"type": "containment.release"}) is RecordKind.RELEASE
-    assert [k.stream for k in RecordKind] == [Stream.INCIDENTS] * 3 + [Stream.CONTAINMENT] * 3
+    assert [k.stream for k in RecordKind] == [Stream.INCIDENTS] * 4 + [Stream.CONTAINMENT] * 3 + [Stream.INCIDENTS] * 3
     with pytest.raises(ValueError):
         kind_of({"type": "incident.reminder"})  # notify's own, not a record of the engine
 

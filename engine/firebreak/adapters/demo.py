@@ -23,6 +23,7 @@ import orjson
 
 from firebreak.adapters.file_replay import ReplayResult, replay_files
 from firebreak.core import format_ts, parse_ts
+from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.dsl import CompiledRule
 from firebreak.event_types import EventType
 from firebreak.records import RecordKind
@@ -74,6 +75,8 @@ class IncidentRow:
     truth: GroundTruth | None = None  # the injection it detects: same category, same target
     related: GroundTruth | None = None  # else an injection its group or evidence points at (a side effect)
     response: dict[str, Any] | None = None  # who responds at the latest severity (the response policy)
+    case_id: str | None = None  # the case it belongs to (core/cases.py)
+    reopened: int = 0  # times it reopened within its cool-down instead of a new incident opening
 
 
 def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
@@ -84,7 +87,7 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
             rows[r["incident_id"]] = IncidentRow(
                 r["incident_id"], r["rule"], r["category"], r["group"], parse_ts(r["ts"]), r["severity"],
                 r["severity"], r["value"], r["threshold"], r["baseline"], r["users_affected"], list(r["evidence"]),
-                response=r.get("response"),
+                response=r.get("response"), case_id=r.get("case_id"),
             )  # fmt: skip
             continue
         row = rows.get(r.get("incident_id", ""))
@@ -96,6 +99,10 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
             row.response = r.get("response")
         elif kind == RecordKind.RESOLVED:
             row.resolved = parse_ts(r["ts"])
+        elif kind == RecordKind.REOPENED:
+            row.resolved = None
+            row.reopened += 1
+            row.response = r.get("response")
         elif kind == RecordKind.COMMAND:
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items())
             row.actions.append(f"{r['action']}({params})" if params else r["action"])
@@ -148,6 +155,8 @@ class DemoResult:
     rows: list[IncidentRow]
     truths: list[GroundTruth]
     seconds: float
+    cases: CaseBook | None = None
+    pages: list[dict[str, Any]] = field(default_factory=list)  # the case records that paged, in order
 
 
 def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SEED, rate: float = DEMO_RATE,
@@ -160,9 +169,13 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
     count = changes = 0
     users: set[str] = set()
     affected: dict[str, tuple[int, ...]] = {}
+    grouping = rules[0].grouping if rules else None
+    dimensions = sorted({d for dims in grouping.by.values() for d in dims}) if grouping else []
+    scopes: dict[str, dict[str, Any]] = {}  # event id → its scope fields: where evidence concentrates
     with events_path.open("wb") as f:
         stream = traffic.events()
         while batch := list(itertools.islice(stream, 10_000)):
+            scopes.update((e["event_id"], {d: e[d] for d in dimensions if d in e}) for e in batch)
             count += len(batch)
             changes += sum(1 for e in batch if e["type"] == EventType.CHANGE)
             users.update(e["user"] for e in batch if "user" in e)
@@ -177,11 +190,37 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
             records.append(record)
             out.write(orjson.dumps(record) + b"\n")
 
-        replay = replay_files([str(events_path)], rules, emit)
+        cases = CaseBook.for_rules(rules, evidence_scope(scopes, dimensions))
+        replay = replay_files([str(events_path)], rules, emit, cases=cases)
     rows = incident_rows(records)
     match(rows, traffic.truths, affected)
+    pages = [r for r in records if r["type"] in (RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED) and r["page"]]
     return DemoResult(out_dir, events_path, records_path, truth_path, count, changes, len(users), replay, rows,
-                      traffic.truths, time.perf_counter() - began)  # fmt: skip
+                      traffic.truths, time.perf_counter() - began, cases, pages)  # fmt: skip
+
+
+def first_page(result: DemoResult, truth: GroundTruth) -> int | None:
+    """When the first case holding an incident that detects ``truth`` paged (None: none did)."""
+    cases = {row.case_id for row in result.rows if row.truth is truth}
+    times = [parse_ts(p["ts"]) for p in result.pages if p["case_id"] in cases]
+    return min(times) if times else None
+
+
+def case_lines(result: DemoResult) -> list[str]:
+    """N incidents in M cases: P pages, and what grouping, inhibition and flapping held back."""
+    if result.cases is None:
+        return []
+    stats = result.cases.stats
+    reopened = sum(row.reopened for row in result.rows)
+    held = [f"{stats['grouped']} joined a case without paging (grouping)",
+            f"{stats['inhibited']} muted by a sev1 case on their scope (inhibition)",
+            f"{stats['updates']} severity rises or reopenings sent as updates of a page already out",
+            f"{reopened} reopenings of a resolved incident instead of a new one (flapping)"]  # fmt: skip
+    teams = Counter((p.get("response") or {}).get("team") for p in result.pages)
+    return [
+        f"{len(result.rows)} incidents in {stats['cases']} cases: {stats['pages']} pages "
+        f"({', '.join(f'{team} {n}' for team, n in sorted(teams.items())) or 'nobody'}); held back: {'; '.join(held)}",
+    ]
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -199,7 +238,11 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
         "",
     ]
     header = ("opened", "rule", "category", "severity", "group", "value vs limit", "users", "detected",
-              "resolved", "containment")  # fmt: skip
+              "resolved", "case", "containment")  # fmt: skip
+    case_numbers: dict[str, int] = {}
+    for row in sorted(result.rows, key=lambda r: (r.opened, r.rule)):
+        if row.case_id is not None:
+            case_numbers.setdefault(row.case_id, len(case_numbers) + 1)
     table = [header]
     for row in sorted(result.rows, key=lambda r: (r.opened, r.rule)):
         severity = row.severity if row.severity == row.first_severity else f"{row.severity} (from {row.first_severity})"
@@ -214,18 +257,21 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
             detected = "not injected"
         table.append((
             _clock(row.opened), row.rule, row.category, severity, _group(row.group), limit, f"{row.users:,}",
-            detected, _clock(row.resolved) if row.resolved is not None else "still open",
+            detected, (_clock(row.resolved) if row.resolved is not None else "still open")
+            + (f" ({row.reopened}x reopened)" if row.reopened else ""),
+            f"#{case_numbers[row.case_id]}" if row.case_id in case_numbers else "-",
             ", ".join(row.actions) or "-",
         ))  # fmt: skip
     lines += _table(table) if result.rows else ["no incidents opened"]
     lines += ["", "injected (ground truth):"]
-    truth_table = [("category", "target", "cause", "onset", "end", "first detected by", "after")]
+    truth_table = [("category", "target", "cause", "onset", "end", "first detected by", "after", "paged")]
     for truth in result.truths:
         hits = sorted((r for r in result.rows if r.truth is truth), key=lambda r: r.opened)
         cause = f"{truth.cause_event_id} {truth.description}" if truth.cause_event_id else truth.description
         truth_table.append((
             truth.category, f"{truth.dimension}={truth.value}", cause, _clock(truth.onset_ts), _clock(truth.end_ts),
             hits[0].rule if hits else "MISSED", "+" + _minutes(hits[0].opened - truth.onset_ts) if hits else "-",
+            "+" + _minutes(paged - truth.onset_ts) if (paged := first_page(result, truth)) is not None else "-",
         ))  # fmt: skip
     lines += _table(truth_table)
     lines += evaluation_lines(rules)
@@ -237,6 +283,7 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
         f"{detected}/{len(result.truths)} injected incidents detected; {side} side effects of them; "
         f"{stray} incidents on normal traffic (false positives); {result.replay.late} late events; times are UTC",
         *_sources_and_responses(result.rows, rules),
+        *case_lines(result),
         f"records: {result.records_path} ({result.replay.records:,} records)   "
         f"events: {result.events_path}   ground truth: {result.truth_path}",
     ]
@@ -267,7 +314,7 @@ def _sources_and_responses(rows: list[IncidentRow], rules: tuple[CompiledRule, .
             into[row.response["team"]] = into.get(row.response["team"], 0) + 1
     if paged or tickets:
         text = lambda d: ", ".join(f"{team} {n}" for team, n in sorted(d.items())) or "none"  # noqa: E731
-        lines.append(f"who responds (the response policy): paged {text(paged)}; tickets {text(tickets)}")
+        lines.append(f"who responds (the response policy), by incident: paging {text(paged)}; tickets {text(tickets)}")
     return lines
 
 

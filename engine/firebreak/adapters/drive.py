@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
+from firebreak.core.cases import CaseBook
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
 
@@ -111,8 +112,11 @@ class Driver:
     None for the default (`default_engine`: native)."""
 
     def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 engine: str | None = None) -> None:  # fmt: skip
+                 engine: str | None = None, cases: CaseBook | None = None) -> None:  # fmt: skip
+        """``cases``: pass the engine's records through this case component (core/cases.py):
+        each incident record then names its case, and case records follow it."""
         self.rules = tuple(rules)
+        self.cases = cases
         self.kind = engine or default_engine()
         if self.kind not in ENGINES:
             raise ValueError(f"unknown engine {self.kind!r}: one of {', '.join(ENGINES)}")
@@ -136,23 +140,32 @@ class Driver:
     def feed_lines(self, lines: Sequence[bytes], max_bytes: int | None = None) -> Fed:
         """A batch of raw JSON lines (blank ones are skipped, neither events nor bad)."""
         if self.kind == "native":
-            return self.core.feed_lines(lines, max_bytes)
+            return self._cased_fed(self.core.feed_lines(lines, max_bytes))
         fed = Fed()
         engine = self.core
         with python_core_errors():
             for index, _raw, event in decoded_lines(lines, max_bytes, fed):
                 self._take(engine, index, event, fed)
-        return fed
+        return self._cased_fed(fed)
 
     def feed_events(self, events: Iterable[Event]) -> Fed:
         """Events a source has already decoded and validated (a topic's merge, an investigation)."""
         if self.kind == "native":
-            return self.core.feed_events(events)
+            return self._cased_fed(self.core.feed_events(events))
         fed = Fed()
         engine = self.core
         with python_core_errors():
             for index, event in enumerate(events):
                 self._take(engine, index, event, fed)
+        return self._cased_fed(fed)
+
+    def _cased(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.cases is None or not records:
+            return records
+        return [out for record in records for out in self.cases.process(record)]
+
+    def _cased_fed(self, fed: Fed) -> Fed:
+        fed.records = self._cased(fed.records)
         return fed
 
     @staticmethod
@@ -167,11 +180,11 @@ class Driver:
 
     def advance(self, watermark: int) -> list[dict[str, Any]]:
         with python_core_errors(self.kind == "python"):
-            return self.core.advance(watermark)
+            return self._cased(self.core.advance(watermark))
 
     def finish(self) -> list[dict[str, Any]]:
         with python_core_errors(self.kind == "python"):
-            return self.core.finish()
+            return self._cased(self.core.finish())
 
     @property
     def watermark(self) -> int | None:

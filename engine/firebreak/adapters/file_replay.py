@@ -26,6 +26,7 @@ import orjson
 
 from firebreak.adapters.drive import DriveCounts, Driver, decode_event, drive_batches, late_text  # noqa: F401 - decode_event: re-exported
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event
+from firebreak.core.cases import CaseBook
 from firebreak.dsl import CompiledRule
 
 MAX_REPORTED_BAD_LINES = 20
@@ -116,10 +117,12 @@ def replay_files(
     lateness_ms: int = DEFAULT_LATENESS_MS,
     progress: Callable[[ReplayResult], None] | None = None,
     engine: str | None = None,
+    cases: CaseBook | None = None,
 ) -> ReplayResult:
     """Replay the files through the rules (drive.drive_batches); ``emit`` gets each record.
-    ``engine``: ``python`` or ``native`` (None: drive.default_engine)."""
-    driver = Driver(rules, lateness_ms, engine)
+    ``engine``: ``python`` or ``native`` (None: drive.default_engine). ``cases``: the case
+    component the records pass through (core/cases.py), or None."""
+    driver = Driver(rules, lateness_ms, engine, cases)
     result = ReplayResult()
     sink = _FileSink(result, emit, dead_letter)
     counts = DriveCounts()

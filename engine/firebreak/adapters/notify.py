@@ -40,7 +40,11 @@ from firebreak.records import RecordKind, Severity
 log = logging.getLogger("firebreak.notify")
 
 KINDS = ("pagerduty", "slack", "webhook")
-INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED))
+INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
+                                          RecordKind.REOPENED))  # fmt: skip
+# Cases (docs/response.md#cases): when incident records name a case, PagerDuty pages per case —
+# one dedup_key per case — and the incidents go to the other targets only.
+CASE_TYPES = tuple(k.value for k in (RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED, RecordKind.CASE_RESOLVED))
 REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
 PD_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning", Severity.SEV4: "info"}
 MAX_BACKOFF_S = 30.0
@@ -151,13 +155,15 @@ def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
 def idempotency_key(record: Mapping[str, Any]) -> str:
     if record["type"] == REMINDER:
         return f"{record['incident_id']}:reminder:{record['slot']}"
+    if record["type"] in CASE_TYPES:
+        return f"{record['case_id']}:{record['type']}:{record.get('reason', '')}:{record['incident_id']}:{record['ts']}"
     return f"{record['incident_id']}:{record['type']}:{record['ts']}"
 
 
 def summary(record: Mapping[str, Any]) -> str:
     group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
     verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
-            REMINDER: "still open"}  # fmt: skip
+            RecordKind.REOPENED: "reopened", REMINDER: "still open"}  # fmt: skip
     return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
 
 
@@ -172,7 +178,10 @@ def responders(record: Mapping[str, Any]) -> str:
 
 def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
                     ) -> dict[str, Any]:  # fmt: skip
-    """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution."""
+    """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution;
+    for a case record, the same with the case id as dedup_key."""
+    if record["type"] in CASE_TYPES:
+        return pagerduty_case_event(record, routing_key)
     if record["type"] == RecordKind.RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
     details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
@@ -191,6 +200,32 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
             "component": ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all",
             "group": record["rule"],
             "class": record.get("category", "other"),
+            "custom_details": details,
+        },
+    }
+
+
+def pagerduty_case_event(record: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
+    """A case's page: trigger (a new alert on opening, the same alert updated after), resolve
+    when its last incident resolved; ``dedup_key`` = the case id."""
+    if record["type"] == RecordKind.CASE_RESOLVED:
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["case_id"]}
+    scope = ", ".join(f"{k}={v}" for k, v in record.get("scope", {}).items()) or "all"
+    details = {k: record.get(k) for k in ("why", "reason", "incidents", "incident_id", "rule", "previous_severity",
+                                            "response") if record.get(k) is not None}  # fmt: skip
+    summary_text = f"[{record['severity']}] {record['category']} on {scope}: {record['incidents']} open incident(s)"
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": record["case_id"],
+        "payload": {
+            "summary": summary_text[:1024],
+            "source": "firebreak/case",
+            "severity": _pd_severity(record["severity"]),
+            "timestamp": record["ts"],
+            "component": scope,
+            "group": record["category"],
+            "class": record["category"],
             "custom_details": details,
         },
     }
@@ -300,6 +335,8 @@ class Deliverer:
         if record.get("type") == RecordKind.COMMAND:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
+        if record.get("type") in CASE_TYPES:
+            return await self.handle_case(record)
         if record.get("type") not in INCIDENT_TYPES + (REMINDER,):
             return True
         if record["type"] == REMINDER:
@@ -311,6 +348,21 @@ class Deliverer:
         for target in self.targets_of(record):
             if target.only_paged and not paged:
                 continue  # the policy opens a ticket, not a page; resolved: only if it was paged
+            if target.kind == "pagerduty" and record.get("case_id"):
+                continue  # its case pages (handle_case)
+            ok = await self.deliver(target, record) and ok
+        return ok
+
+    async def handle_case(self, record: Mapping[str, Any]) -> bool:
+        """A case record to the PagerDuty targets of its incidents: an only_paged target gets
+        the case once it paged (its updates then, and its resolution)."""
+        case_id = record["case_id"]
+        paged = self.paged.get(case_id, False) or bool(record.get("page"))
+        self.paged[case_id] = paged
+        ok = True
+        for target in self.targets_of(record):
+            if target.kind != "pagerduty" or (target.only_paged and not paged):
+                continue
             ok = await self.deliver(target, record) and ok
         return ok
 
@@ -321,8 +373,11 @@ class Deliverer:
         if record.get("type") == RecordKind.COMMAND:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
+        if record.get("type") in CASE_TYPES:
+            self.paged[record["case_id"]] = self.paged.get(record["case_id"], False) or bool(record.get("page"))
+            return self.paged[record["case_id"]]
         incident = record["incident_id"]
-        if record["type"] in (RecordKind.OPENED, RecordKind.ESCALATED):
+        if record["type"] in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.REOPENED):
             response = record.get("response")
             paged = self.paged.get(incident, False) or response is None or bool(response.get("page"))
             self.paged[incident] = paged
@@ -391,7 +446,7 @@ class Reminders:
         kind, incident = record.get("type"), record.get("incident_id")
         if kind == RecordKind.RESOLVED:
             self.open.pop(incident, None)
-        elif kind in (RecordKind.OPENED, RecordKind.ESCALATED):
+        elif kind in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.REOPENED):
             every = (record.get("response") or {}).get("update_every_ms")
             before = self.open.get(incident)
             if not every:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from firebreak.core.events import Event
+from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Bucket, accumulator, summarize
@@ -151,6 +152,7 @@ class Engine:
         self.watermark: int | None = None
         self.stats: Counter[str] = Counter()
         self.opened: Counter[str] = Counter()  # incidents opened, by rule
+        self.cooldowns = Cooldowns()  # resolved incidents that reopen within their cool-down
 
     # ---- input --------------------------------------------------------------------
 
@@ -303,7 +305,7 @@ class Engine:
             reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
                 reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
-            records.extend(evaluate_group(rule, group.group, group.life, at, reading))
+            records.extend(evaluate_group(rule, group.group, group.life, at, reading, self.cooldowns))
             if group.life.status == INACTIVE:
                 state.active.discard(group.key)
             else:
@@ -366,6 +368,7 @@ class Engine:
                 }
                 for state in self.states
             },
+            "cooldowns": self.cooldowns.to_json(),
         }
 
     @classmethod
@@ -381,6 +384,7 @@ class Engine:
         engine.stats.update(snapshot["stats"])
         engine.opened.update(snapshot["opened"])
         saved = snapshot["rules"]
+        engine.cooldowns = restore_cooldowns(engine.rules, snapshot)
         for state in engine.states:
             data = saved.get(state.rule.name)
             if data is None or data["fingerprint"] != rule_fingerprint(state.rule):
@@ -399,6 +403,13 @@ class Engine:
                 if group.life.status != INACTIVE:
                     state.active.add(key)
         return engine
+
+
+def restore_cooldowns(rules: Sequence[CompiledRule], snapshot: dict[str, Any]) -> Cooldowns:
+    """The snapshot's cool-downs of these rules, those whose text is unchanged."""
+    saved = snapshot["rules"]
+    same = {r.name for r in rules if r.name in saved and saved[r.name]["fingerprint"] == rule_fingerprint(r)}
+    return Cooldowns.from_json(snapshot.get("cooldowns"), keep=same.__contains__)
 
 
 def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from firebreak.core.events import format_ts
 from firebreak.core.significance import p_value
@@ -20,6 +20,9 @@ from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 from firebreak.dsl.metrics import SignificanceTest
 from firebreak.durations import format_duration
 from firebreak.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
+
+if TYPE_CHECKING:
+    from firebreak.core.flapping import Closed, Cooldowns
 
 
 class Status(StrEnum):
@@ -52,13 +55,14 @@ class Incident:
     urgency_done: bool = False
     escalated: list[str] = field(default_factory=list)  # escalation keys already applied
     commands: list[ActiveCommand] = field(default_factory=list)
+    reopened: int = 0  # times it reopened within its cool-down (core/flapping.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"incident_id": self.incident_id, "opened_at": self.opened_at, "onset": self.onset,
                 "severity": int(self.severity), "peak": self.peak, "false_since": self.false_since,
                 "check_at": self.check_at, "check_value": self.check_value, "worsening": self.worsening,
                 "urgency_done": self.urgency_done, "escalated": list(self.escalated),
-                "commands": [c.to_json() for c in self.commands]}  # fmt: skip
+                "commands": [c.to_json() for c in self.commands], "reopened": self.reopened}  # fmt: skip
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Incident:
@@ -147,8 +151,11 @@ def population_rate(window: Summary, population: tuple[int, int] | None) -> floa
 
 
 def evaluate_group(
-    rule: CompiledRule, group: dict[str, Any], state: Lifecycle, at: int, reading: Reading
+    rule: CompiledRule, group: dict[str, Any], state: Lifecycle, at: int, reading: Reading,
+    cooldowns: Cooldowns | None = None,
 ) -> list[dict[str, Any]]:
+    """``cooldowns``: the incidents resolved within their cool-down (core/flapping.py), which
+    reopen instead of a new incident opening; None: every opening is a new incident."""
     if state.status == INACTIVE:
         if not reading.holds:
             return []
@@ -157,36 +164,74 @@ def evaluate_group(
         if rule.for_ms > 0:
             state.status = PENDING
             return []
-        return _open(rule, group, state, at, reading)
+        return _open(rule, group, state, at, reading, cooldowns)
     if state.status == PENDING:
         if not reading.holds:
             state.status, state.onset, state.frozen_baseline = INACTIVE, None, None
             return []
         if at - state.onset >= rule.for_ms:
-            return _open(rule, group, state, at, reading)
+            return _open(rule, group, state, at, reading, cooldowns)
         return []
-    return _firing(rule, group, state, at, reading)
+    return _firing(rule, group, state, at, reading, cooldowns)
 
 
-def _open(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
-    group_text = _canonical_group(group)
+def _open(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading,
+          cooldowns: Cooldowns | None = None) -> list[dict]:  # fmt: skip
+    closed = cooldowns.take(rule, group, at) if cooldowns is not None else None
+    if closed is not None:
+        return _reopen(rule, group, state, at, r, closed)
+    group_text = canonical_group(group)
     incident_id = "inc_" + _digest(f"{rule.name}|{group_text}|{at}")
     incident = Incident(incident_id, at, state.onset, rule.severity, r.value, check_at=at, check_value=r.value)
     state.status, state.incident = FIRING, incident
     records = [_incident_record(RecordKind.OPENED, rule, group, incident, at, r, _why_opened(rule, group, r))]
     for spec in rule.contains:
-        ttl = spec.ttl_ms if spec.ttl_ms is not None else (None if spec.hold else DEFAULT_CONTAIN_TTL_MS)
-        command = ContainmentCommand(
-            "cmd_" + _digest(f"{incident_id}|{spec.action}"), incident_id, rule.name, spec.action, group,
-            dict(spec.params), format_ts(at), format_ts(at + ttl) if ttl is not None else None, spec.hold,
-        )  # fmt: skip
-        incident.commands.append(ActiveCommand(command, ttl, at + ttl if ttl else None))
-        records.append(command.to_json())
+        records.append(_issue(rule, group, incident, at, spec, f"{incident_id}|{spec.action}"))
     records.extend(_classify(rule, group, incident, at, r))
     return records
 
 
-def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading) -> list[dict]:
+def _issue(rule: CompiledRule, group: dict, incident: Incident, at: int, spec: Any, seed: str) -> dict:
+    """A containment command of ``spec`` for the incident (``seed``: what its id is made of)."""
+    ttl = spec.ttl_ms if spec.ttl_ms is not None else (None if spec.hold else DEFAULT_CONTAIN_TTL_MS)
+    command = ContainmentCommand(
+        "cmd_" + _digest(seed), incident.incident_id, rule.name, spec.action, group,
+        dict(spec.params), format_ts(at), format_ts(at + ttl) if ttl is not None else None, spec.hold,
+    )  # fmt: skip
+    incident.commands.append(ActiveCommand(command, ttl, at + ttl if ttl else None))
+    return command.to_json()
+
+
+def _reopen(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading, closed: Closed) -> list[dict]:
+    """The incident resolved at ``closed.resolved_at`` opens again (flapping, core/flapping.py):
+    same id, severity and escalations; containment that was released is issued again (new
+    command ids), a held command still in force stays as it is."""
+    incident = closed.incident
+    incident.false_since = None
+    incident.check_at, incident.check_value, incident.worsening = at, r.value, 0
+    incident.reopened += 1
+    if r.value is not None and _further(rule, r.value, incident.peak):
+        incident.peak = r.value
+    state.status, state.incident = FIRING, incident
+    why = (
+        f"the same incident reopens: {format_duration(at - closed.resolved_at)} after it resolved at "
+        f"{format_ts(closed.resolved_at)}, within the {format_duration(rule.reopen_within_ms)} cool-down; "
+        + _why_opened(rule, group, r)
+    )
+    records = [_incident_record(RecordKind.REOPENED, rule, group, incident, at, r, why,
+                                opened_at=format_ts(incident.opened_at), resolved_at=format_ts(closed.resolved_at))]
+    incident.commands = [e for e in incident.commands if e.command.hold and (e.expires is None or e.expires > at)]
+    in_force = {e.command.action for e in incident.commands}
+    for spec in rule.contains:
+        if spec.action not in in_force:
+            seed = f"{incident.incident_id}|{spec.action}|reopened {incident.reopened}"
+            records.append(_issue(rule, group, incident, at, spec, seed))
+    records.extend(_classify(rule, group, incident, at, r))
+    return records
+
+
+def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading,
+            cooldowns: Cooldowns | None = None) -> list[dict]:  # fmt: skip
     incident = state.incident
     records: list[dict] = []
     if r.holds:
@@ -197,7 +242,10 @@ def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Readi
     elif incident.false_since is None:
         incident.false_since = at
     if incident.false_since is not None and at - incident.false_since >= rule.window_ms:
-        return records + _resolve(rule, group, state, at, r)
+        records += _resolve(rule, group, state, at, r)
+        if cooldowns is not None:
+            cooldowns.remember(rule, group, incident, at)
+        return records
     records.extend(_renew(incident, at))
     return records
 
@@ -345,7 +393,7 @@ def _group_text(group: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items())
 
 
-def _canonical_group(group: dict) -> str:
+def canonical_group(group: dict) -> str:
     return "|".join(f"{k}={v!r}" for k, v in group.items())
 
 

@@ -56,5 +56,7 @@ def load_rules(
         return (), problems
     compiled = [compile_rule(rule, f.path) for f in files for rule in f.rules]
     if policies:
-        compiled = [dataclasses.replace(r, responses=policy.responses(r.name, r.category)) for r in compiled]
+        grouping = policy.grouping_config()
+        compiled = [dataclasses.replace(r, responses=policy.responses(r.name, r.category), grouping=grouping,
+                                        reopen_within_ms=grouping.reopen_within_ms) for r in compiled]  # fmt: skip
     return tuple(compiled), problems

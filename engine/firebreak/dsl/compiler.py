@@ -14,6 +14,7 @@ from typing import Any
 from firebreak.dsl import ast
 from firebreak.dsl.checker import duration_ms, rule_name
 from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
+from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping
 from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 from firebreak.dsl.printer import print_rule
@@ -91,6 +92,11 @@ class CompiledRule:
     label: str | None = None
     # Who responds and how often they update, for sev1..sev4 (engine/firebreak/dsl/policy.py)
     responses: tuple[Response, ...] = DEFAULT_RESPONSES
+    # An incident that would open again within this long of resolving reopens instead
+    # (flapping: engine/firebreak/core/flapping.py; the policy's [grouping] reopen_within)
+    reopen_within_ms: int = 3_600_000
+    # How its incidents join cases (engine/firebreak/core/cases.py): the policy's [grouping]
+    grouping: Grouping = DEFAULT_GROUPING
 
     def response(self, severity: int) -> Response:
         return self.responses[min(max(severity, 1), len(self.responses)) - 1]

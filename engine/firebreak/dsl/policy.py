@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
+from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping, read_grouping
 from firebreak.durations import DurationError, parse_duration
 from firebreak.records import SEVERITY_NAMES
 
 POLICY_FILE = "policy.toml"
 LAYERS = ("category", "rule")
+SECTIONS = ("grouping",)  # [grouping]: cases, flapping, inhibition (engine/firebreak/dsl/grouping.py)
 KEYS = ("team", "page", "update_every")
 
 
@@ -69,6 +71,10 @@ class Policy:
     severity: dict[int, Overrides] = field(default_factory=dict)
     category: dict[tuple[str, int | None], Overrides] = field(default_factory=dict)
     rule: dict[tuple[str, int | None], Overrides] = field(default_factory=dict)
+    grouping: dict[str, Any] = field(default_factory=dict)  # checked [grouping] overrides
+
+    def grouping_config(self) -> Grouping:
+        return DEFAULT_GROUPING.merged(self.grouping)
 
     def responses(self, rule: str, category: str) -> tuple[Response, ...]:
         """The response for each severity (sev1 first) of a rule of this category."""
@@ -126,8 +132,11 @@ def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: It
                         overrides = reader.overrides(table[sev], [key, name, sev])
                         if overrides is not None:
                             layer[(name, _sev(sev))] = overrides
+        elif key == "grouping":
+            policy.grouping.update(read_grouping(value, reader, reader.categories))
         else:
-            hint = did_you_mean(key, SEVERITY_NAMES + LAYERS) or "; expected sev1…sev4, category or rule"
+            known = SEVERITY_NAMES + LAYERS + SECTIONS
+            hint = did_you_mean(key, known) or "; expected sev1…sev4, category, rule or grouping"
             reader.problem([], key, f"unknown key `{key}`{hint}")
     return policy, reader.problems
 
@@ -144,6 +153,10 @@ def read_policies(sources: Mapping[str, str], categories: Iterable[str],
                              (merged.rule, policy.rule)):  # fmt: skip
             for k, v in theirs.items():
                 mine[k] = {**mine.get(k, {}), **v}
+        by = {**merged.grouping.get("by", {}), **policy.grouping.get("by", {})}
+        merged.grouping.update(policy.grouping)
+        if by:
+            merged.grouping["by"] = by
     return merged, problems
 
 

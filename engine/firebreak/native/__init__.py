@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
-from firebreak.core.engine import SNAPSHOT_VERSION, rule_fingerprint
+from firebreak.core.engine import SNAPSHOT_VERSION, restore_cooldowns, rule_fingerprint
+from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
 from firebreak.core.significance import p_value
 from firebreak.core.sketch import DistinctSketch
@@ -48,6 +49,7 @@ class _Host:
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.rules = tuple(rules)
+        self.cooldowns = Cooldowns()  # resolved incidents that reopen within their cool-down
 
     def step(self, index: int, group: dict, life: Lifecycle | None, at: int, value: Any, limit: float | None,
              baseline: float | None, holds: bool, p: float | None, counts: tuple, users: list[int],
@@ -59,7 +61,8 @@ class _Host:
         window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, [(None, e) for e in evidence])
         life = life if life is not None else Lifecycle()
         try:
-            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p))
+            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p),
+                                     self.cooldowns)
         except Exception as error:  # not the input's fault: one EngineError, never a second try
             raise EngineError(
                 f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
@@ -104,7 +107,8 @@ class NativeEngine:
         self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
         self.index = {r.name: i for i, r in enumerate(self.rules)}
         plans = orjson.dumps([plan_of(r) for r in self.native_rules])
-        self.core = _native.Core(plans, lateness_ms, _Host(self.native_rules), threads())
+        self.host = _Host(self.native_rules)
+        self.core = _native.Core(plans, lateness_ms, self.host, threads())
         self.fallback = Engine(self.python_rules, lateness_ms) if self.python_rules else None
 
     def placement(self) -> dict[str, str]:
@@ -272,7 +276,11 @@ class NativeEngine:
             rules[rule.name] = {"fingerprint": rule_fingerprint(rule), **item}
         native["rules"] = rules
         native["opened"] = dict(sorted(self.opened.items()))  # both engines' incidents
+        native["cooldowns"] = self._cooldowns().to_json()
         return native
+
+    def _cooldowns(self) -> Cooldowns:
+        return self.host.cooldowns.merged(self.fallback.cooldowns) if self.fallback is not None else self.host.cooldowns
 
     def snapshot_json(self) -> bytes:
         """``orjson.dumps(self.snapshot())``, written by the native core in one call (a full
@@ -281,8 +289,10 @@ class NativeEngine:
         if self.fallback is not None:  # some rules on the Python core: their part is Python's
             return orjson.dumps(self.snapshot())
         fingerprints = {rule.name: rule_fingerprint(rule) for rule in self.rules}
-        return self.core.snapshot_layout(fingerprints, orjson.dumps(Lifecycle().to_json()),
-                                         orjson.dumps(dict(sorted(self.opened.items()))))  # fmt: skip
+        raw = self.core.snapshot_layout(fingerprints, orjson.dumps(Lifecycle().to_json()),
+                                        orjson.dumps(dict(sorted(self.opened.items()))))  # fmt: skip
+        # the cool-downs are the host's (Python): the last key of the object, as in Engine.snapshot
+        return bytes(raw).rstrip()[:-1] + b',"cooldowns":' + orjson.dumps(self._cooldowns().to_json()) + b"}"
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
@@ -315,6 +325,7 @@ class NativeEngine:
         opened = snapshot["opened"]
         state["opened"] = {name: n for name, n in opened.items() if name not in python_names}
         engine.core.restore(orjson.dumps({**state, "rules": saved}), lives)
+        engine.host.cooldowns = restore_cooldowns(engine.native_rules, snapshot)
         if engine.fallback is not None:
             engine.fallback = Engine.restore(engine.python_rules, snapshot, lateness_ms)
             engine.fallback.opened = Counter({name: n for name, n in opened.items() if name in python_names})

@@ -28,6 +28,7 @@ KNOWN_FIELDS = {
     "step_ms", "by", "where", "for_ms", "min_events", "severity", "escalations", "category", "contains", "notify",
     "confidence", "population", "min_flagged", "source", "label",
     "responses",  # read by the record writer (Python), not by the native engine
+    "reopen_within_ms", "grouping",  # read by the lifecycle and the case component (Python)
 }  # fmt: skip
 
 

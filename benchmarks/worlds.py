@@ -396,7 +396,7 @@ class _Builder:
             users0 = max(3, int(weights[i] / total_w * _loguniform(rng, 300, 5000) * math.sqrt(self.scale)))
             self.tenants.append(Tenant(f"t{i:02d}-{rng.choice('abcdefghkmnprstvwxz')}{rng.randrange(100):02d}",
                                        weights[i] / total_w, rng.choice((-8, -5, -3, 0, 1, 2, 5, 8, 9)),
-                                       rng.uniform(10, 16), rng.uniform(0.03, 0.5), rng.uniform(0.1, 1.0), arrives,
+                                       rng.uniform(10, 16), rng.uniform(0.08, 0.5), rng.uniform(0.1, 1.0), arrives,
                                        users0, rng.uniform(1.3, 3.0), svc, _loguniform(rng, 0.5, 2.0),
                                        _loguniform(rng, 0.5, 2.0)))  # fmt: skip
         # lulls (traffic x0.02-0.3) and outages (no events), world-wide or per service
@@ -418,8 +418,8 @@ class _Builder:
                 mode = rng.choice(("steady", "business", "batch", "batch"))
                 if mode == "batch":
                     bot = Bot(f"{t.name}-bot{j}", t.name, mode, tpl, rng.randrange(2, 9) * HOUR,
-                              int(_loguniform(rng, 80, 1500) * min(1.0, self.scale * 2)),
-                              rng.randrange(3, 40) * MINUTE, rng.randrange(8 * HOUR))  # fmt: skip
+                              int(_loguniform(rng, 80, 1000) * min(1.0, self.scale * 2)),
+                              rng.randrange(5, 40) * MINUTE, rng.randrange(8 * HOUR))  # fmt: skip
                 else:
                     bot = Bot(f"{t.name}-bot{j}", t.name, mode, tpl,
                               int(_loguniform(rng, 10 if mode == "business" else 30, 600) * SECOND / min(1.0, self.scale * 2)))
@@ -681,10 +681,10 @@ class _Builder:
                 t = rng.choice(busy[: max(1, len(busy) // 2)]) if rng.random() < 0.7 else rng.choice(self.tenants)
                 start = max(start, t.arrives)
                 if kind == "pii_scattered":
-                    params["p"] = round(_loguniform(rng, 0.0004, 0.02), 5)
+                    params["p"] = round(_loguniform(rng, 0.001, 0.05), 5)
                     signal = "count:pii"
                 else:
-                    params["p"] = round(_loguniform(rng, 0.0002, 0.02), 5)
+                    params["p"] = round(_loguniform(rng, 0.0005, 0.03), 5)
                     signal = "count:cross_tenant"
                 scope = {"tenant": t.name}
             elif kind == "system_prompt_leak":
@@ -692,7 +692,7 @@ class _Builder:
                 start = max(start, t.arrives)
                 svc = rng.choice([s for s, _ in t.services])
                 scope = {"tenant": t.name, "prompt_template": rng.choice(self.templates[svc]).name}
-                params["p"] = round(_loguniform(rng, 0.0005, 0.05), 5)
+                params["p"] = round(_loguniform(rng, 0.002, 0.1), 5)
                 signal = "count:system_prompt_leak"
             elif kind == "quality_drop":
                 if rng.random() < 0.5:
@@ -722,7 +722,7 @@ class _Builder:
             elif kind == "template_regression":
                 svc = rng.choice(self.services)
                 scope = {"prompt_template": rng.choice(self.templates[svc]).name}
-                params.update(delta=round(-_loguniform(rng, 0.01, 0.25), 3), refusal_mult=round(_loguniform(rng, 1.2, 8), 2))
+                params.update(delta=round(-_loguniform(rng, 0.02, 0.3), 3), refusal_mult=round(_loguniform(rng, 1.2, 8), 2))
                 dur = int(_loguniform(rng, 60, 8 * 60) * MINUTE)
                 signal = "mean:quality"
             elif kind == "report_surge":
@@ -730,7 +730,7 @@ class _Builder:
                 category = {"wrong": "hallucination", "thumbs_down": "quality_degradation"}.get(label, "other")
                 cats = (category,)
                 scope = {"service": rng.choice(self.services)}
-                params.update(label=label, mult=round(_loguniform(rng, 1.5, 20), 2))
+                params.update(label=label, mult=round(_loguniform(rng, 2, 30), 2))
                 dur = int(_loguniform(rng, 30, 240) * MINUTE)
                 signal = f"count:report:{label}"
             end = min(self.end, start + dur)

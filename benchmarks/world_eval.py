@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,7 @@ def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> di
     for t in truths:  # keep the JSON small: value counts, not the values, beyond a few
         t["affected"] = {d: (v if len(v) <= 20 else v[:20] + [f"... {len(v) - 20} more"]) for d, v in t["affected"].items()}
     return {"seed": seed, "events": len(world.events), "days": world.days, "start": world.start,
+            "bot_share": world.meta["bot_events"] / max(1, world.meta["inference_events"]),
             "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
 
 
@@ -171,6 +172,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                        "start_h": round((t["start"] - r["start"]) / 3_600_000, 2)}
                       for r in runs for t in r["truths"] if t["size_class"] == "obvious" and not t["caught_by"]]  # fmt: skip
     return {"runs": len(runs), "events": sum(r["events"] for r in runs), "days": days, "truths": len(truths),
+            "bot_share_median": sorted(r.get("bot_share", 0.0) for r in runs)[len(runs) // 2] if runs else None,
             "incidents": len(incidents), "recall": recall,
             "recall_by_kind": {k: {c: {"caught": v[c][0], "truths": v[c][1]} for c in CLASSES} for k, v in sorted(by_kind.items())},
             "precision": precision, "per_rule": per_rule, "missed_obvious": missed_obvious,
@@ -179,7 +181,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(s: dict[str, Any]) -> str:
     out = [f"{s['runs']} worlds, {s['events']:,} events, {s['days']:.0f} simulated days, {s['truths']} truths, "
-           f"{s['incidents']} incidents", ""]  # fmt: skip
+           f"{s['incidents']} incidents; bots' share of the calls, median over worlds: "
+           f"{100 * (s.get('bot_share_median') or 0):.0f}%", ""]  # fmt: skip
     out += ["| size class | truths | caught | recall | caught at sev1/sev2 |", "|---|---:|---:|---:|---:|"]
     for c in CLASSES:
         r = s["recall"][c]
@@ -244,11 +247,23 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.jobs} job(s), {engine} engine", file=sys.stderr)  # fmt: skip
     began = time.perf_counter()
     cpu0 = os.times()
+    runs = []
+
+    def progress(run: dict[str, Any]) -> None:
+        runs.append(run)
+        print(f"  [{len(runs)}/{len(seeds)}] seed {run['seed']}: {run['events']:,} events, {run['days']:.0f} days, "
+              f"{len(run['incidents'])} incidents, generated {run['generate_s']:.1f} s, replayed {run['replay_s']:.1f} s",
+              file=sys.stderr)  # fmt: skip
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(run_one, seeds, [sources] * len(seeds), [args.scale] * len(seeds), [engine] * len(seeds)))
+            futures = [pool.submit(run_one, seed, sources, args.scale, engine) for seed in seeds]
+            for future in as_completed(futures):
+                progress(future.result())
     else:
-        runs = [run_one(seed, sources, args.scale, engine) for seed in seeds]
+        for seed in seeds:
+            progress(run_one(seed, sources, args.scale, engine))
+    runs.sort(key=lambda r: r["seed"])
     wall = time.perf_counter() - began
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + (cpu1.children_user - cpu0.children_user) + (

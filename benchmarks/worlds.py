@@ -897,6 +897,8 @@ def generate(seed: int, scale: float = 1.0) -> World:
         "bots": [{"name": x.name, "mode": x.mode, "service": x.template.service} for x in b.bots],
         "lulls": b.lulls, "outages": b.outages, "noise": b.noise, "report_rates": b.report_rates,
         "inference_events": sum(1 for e in events if "type" not in e),
+        "bot_events": sum(1 for e in events if "type" not in e and "-bot" in e["user"]),
+        "reports": sum(1 for e in events if e.get("type") == "report"),
     }  # fmt: skip
     return World(seed, b.start, b.end, events, b.truths, meta)
 

@@ -41,14 +41,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from worlds import DEV_SEEDS, DIMS, HELD_OUT_SEEDS, MINUTE, World, generate  # noqa: E402
-
 from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine  # noqa: E402
 from firebreak.adapters.rule_files import read_rule_sources  # noqa: E402
 from firebreak.adapters.starter_pack import starter_rule_sources  # noqa: E402
 from firebreak.core import Engine, parse_ts  # noqa: E402
 from firebreak.core.events import validate_event  # noqa: E402
 from firebreak.dsl import load_rules  # noqa: E402
+from worlds import DEV_SEEDS, DIMS, HELD_OUT_SEEDS, MINUTE, World, generate  # noqa: E402
 
 GRACE_MS = 15 * MINUTE
 CLASSES = ("obvious", "subtle", "below_floor")
@@ -82,11 +81,16 @@ def incidents_of(records: list[dict[str, Any]], severity: dict[str, int]) -> lis
     for r in records:
         if r["type"] == "incident.opened":
             out[r["incident_id"]] = {
-                "id": r["incident_id"], "rule": r["rule"], "rule_severity": severity.get(r["rule"]),
-                "category": r["category"], "group": r["group"], "opened": parse_ts(r["ts"]),
-                "window_start": parse_ts(r["window"]["start"]), "window_end": parse_ts(r["window"]["end"]),
+                "id": r["incident_id"],
+                "rule": r["rule"],
+                "rule_severity": severity.get(r["rule"]),
+                "category": r["category"],
+                "group": r["group"],
+                "opened": parse_ts(r["ts"]),
+                "window_start": parse_ts(r["window"]["start"]),
+                "window_end": parse_ts(r["window"]["end"]),
                 "severity": r["severity"],
-            }  # fmt: skip
+            }
         elif r["type"] == "incident.escalated" and r["incident_id"] in out:
             inc = out[r["incident_id"]]
             inc["severity"] = min(inc["severity"], r["severity"])  # "sev1" < "sev2"
@@ -114,15 +118,18 @@ def score(world_truths: list[dict[str, Any]], incidents: list[dict[str, Any]]) -
         inc["truths"] = [t["id"] for t in world_truths if matches(inc, t)]
         for tid in inc["truths"]:
             t = world_truths[tid]
-            t["caught_by"].append({"rule": inc["rule"], "severity": inc["severity"], "ttd_ms": inc["opened"] - t["start"]})
+            t["caught_by"].append(
+                {"rule": inc["rule"], "severity": inc["severity"], "ttd_ms": inc["opened"] - t["start"]}
+            )
 
 
 def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> dict[str, Any]:
     rules, problems = load_rules(sources)
     if problems:
         raise SystemExit("\n".join(p.render() if hasattr(p, "render") else str(p) for p in problems))
-    severity = {rule.name: f"sev{rule.severity}" if isinstance(rule.severity, int) else str(rule.severity)
-                for rule in rules}  # fmt: skip
+    severity = {
+        rule.name: f"sev{rule.severity}" if isinstance(rule.severity, int) else str(rule.severity) for rule in rules
+    }
     began = time.perf_counter()
     world = generate(seed, scale)
     generated = time.perf_counter() - began
@@ -133,10 +140,20 @@ def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> di
     incidents = incidents_of(records, severity)
     score(truths, incidents)
     for t in truths:  # keep the JSON small: value counts, not the values, beyond a few
-        t["affected"] = {d: (v if len(v) <= 20 else v[:20] + [f"... {len(v) - 20} more"]) for d, v in t["affected"].items()}
-    return {"seed": seed, "events": len(world.events), "days": world.days, "start": world.start,
-            "bot_share": world.meta["bot_events"] / max(1, world.meta["inference_events"]),
-            "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
+        t["affected"] = {
+            d: (v if len(v) <= 20 else v[:20] + [f"... {len(v) - 20} more"]) for d, v in t["affected"].items()
+        }
+    return {
+        "seed": seed,
+        "events": len(world.events),
+        "days": world.days,
+        "start": world.start,
+        "bot_share": world.meta["bot_events"] / max(1, world.meta["inference_events"]),
+        "generate_s": generated,
+        "replay_s": replayed,
+        "truths": truths,
+        "incidents": incidents,
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,8 +165,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         ts = [t for t in truths if t["size_class"] == c]
         caught = [t for t in ts if t["caught_by"]]
         caught12 = [t for t in ts if any(h["severity"] in ("sev1", "sev2") for h in t["caught_by"])]
-        recall[c] = {"truths": len(ts), "caught": len(caught), "caught_sev12": len(caught12),
-                     "recall": len(caught) / len(ts) if ts else None}  # fmt: skip
+        recall[c] = {
+            "truths": len(ts),
+            "caught": len(caught),
+            "caught_sev12": len(caught12),
+            "recall": len(caught) / len(ts) if ts else None,
+        }
     by_kind: dict[str, dict[str, list[int]]] = defaultdict(lambda: {c: [0, 0] for c in CLASSES})
     for t in truths:
         by_kind[t["kind"]][t["size_class"]][1] += 1
@@ -158,9 +179,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for name, sevs in [(s, (s,)) for s in SEVERITIES] + [("sev1+sev2", ("sev1", "sev2"))]:
         inc = [i for i in incidents if i["severity"] in sevs]
         true = sum(1 for i in inc if i["truths"])
-        precision[name] = {"incidents": len(inc), "true": true, "false": len(inc) - true,
-                           "precision": true / len(inc) if inc else None,
-                           "false_per_day": (len(inc) - true) / days if days else None}  # fmt: skip
+        precision[name] = {
+            "incidents": len(inc),
+            "true": true,
+            "false": len(inc) - true,
+            "precision": true / len(inc) if inc else None,
+            "false_per_day": (len(inc) - true) / days if days else None,
+        }
     rules: dict[str, Counter] = defaultdict(Counter)
     for i in incidents:
         rules[i["rule"]]["incidents"] += 1
@@ -168,41 +193,80 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not i["truths"]:
             rules[i["rule"]][f"false_{i['severity']}"] += 1
     per_rule = sorted(({"rule": k, **v} for k, v in rules.items()), key=lambda x: (-x.get("false", 0), x["rule"]))
-    missed_obvious = [{"seed": r["seed"], "kind": t["kind"], "scope": t["scope"], "params": t["params"], "size": t["size"],
-                       "start_h": round((t["start"] - r["start"]) / 3_600_000, 2)}
-                      for r in runs for t in r["truths"] if t["size_class"] == "obvious" and not t["caught_by"]]  # fmt: skip
-    return {"runs": len(runs), "events": sum(r["events"] for r in runs), "days": days, "truths": len(truths),
-            "bot_share_median": sorted(r.get("bot_share", 0.0) for r in runs)[len(runs) // 2] if runs else None,
-            "incidents": len(incidents), "recall": recall,
-            "recall_by_kind": {k: {c: {"caught": v[c][0], "truths": v[c][1]} for c in CLASSES} for k, v in sorted(by_kind.items())},
-            "precision": precision, "per_rule": per_rule, "missed_obvious": missed_obvious,
-            "generate_s": sum(r["generate_s"] for r in runs), "replay_s": sum(r["replay_s"] for r in runs)}  # fmt: skip
+    missed_obvious = [
+        {
+            "seed": r["seed"],
+            "kind": t["kind"],
+            "scope": t["scope"],
+            "params": t["params"],
+            "size": t["size"],
+            "start_h": round((t["start"] - r["start"]) / 3_600_000, 2),
+        }
+        for r in runs
+        for t in r["truths"]
+        if t["size_class"] == "obvious" and not t["caught_by"]
+    ]
+    return {
+        "runs": len(runs),
+        "events": sum(r["events"] for r in runs),
+        "days": days,
+        "truths": len(truths),
+        "bot_share_median": sorted(r.get("bot_share", 0.0) for r in runs)[len(runs) // 2] if runs else None,
+        "incidents": len(incidents),
+        "recall": recall,
+        "recall_by_kind": {
+            k: {c: {"caught": v[c][0], "truths": v[c][1]} for c in CLASSES} for k, v in sorted(by_kind.items())
+        },
+        "precision": precision,
+        "per_rule": per_rule,
+        "missed_obvious": missed_obvious,
+        "generate_s": sum(r["generate_s"] for r in runs),
+        "replay_s": sum(r["replay_s"] for r in runs),
+    }
 
 
 def render(s: dict[str, Any]) -> str:
-    out = [f"{s['runs']} worlds, {s['events']:,} events, {s['days']:.0f} simulated days, {s['truths']} truths, "
-           f"{s['incidents']} incidents; bots' share of the calls, median over worlds: "
-           f"{100 * (s.get('bot_share_median') or 0):.0f}%", ""]  # fmt: skip
+    out = [
+        f"{s['runs']} worlds, {s['events']:,} events, {s['days']:.0f} simulated days, {s['truths']} truths, "
+        f"{s['incidents']} incidents; bots' share of the calls, median over worlds: "
+        f"{100 * (s.get('bot_share_median') or 0):.0f}%",
+        "",
+    ]
     out += ["| size class | truths | caught | recall | caught at sev1/sev2 |", "|---|---:|---:|---:|---:|"]
     for c in CLASSES:
         r = s["recall"][c]
         out.append(f"| {c} | {r['truths']} | {r['caught']} | {_pct(r['recall'])} | {r['caught_sev12']} |")
-    out += ["", "| severity (highest reached) | incidents | true | false | precision | false/day |",
-            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    out += [
+        "",
+        "| severity (highest reached) | incidents | true | false | precision | false/day |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, p in s["precision"].items():
         fpd = "-" if p["false_per_day"] is None else f"{p['false_per_day']:.2f}"
         out.append(f"| {name} | {p['incidents']} | {p['true']} | {p['false']} | {_pct(p['precision'])} | {fpd} |")
     out += ["", "| kind | obvious | subtle | below floor |", "|---|---:|---:|---:|"]
     for k, v in s["recall_by_kind"].items():
-        out.append(f"| {k} | " + " | ".join(f"{v[c]['caught']}/{v[c]['truths']}" if v[c]["truths"] else "-"
-                                            for c in CLASSES) + " |")  # fmt: skip
-    out += ["", "| rule | incidents | true | false | false sev1 | false sev2 | false sev3 |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out.append(
+            f"| {k} | "
+            + " | ".join(f"{v[c]['caught']}/{v[c]['truths']}" if v[c]["truths"] else "-" for c in CLASSES)
+            + " |"
+        )
+    out += [
+        "",
+        "| rule | incidents | true | false | false sev1 | false sev2 | false sev3 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in s["per_rule"]:
-        out.append(f"| {r['rule']} | {r['incidents']} | {r.get('true', 0)} | {r.get('false', 0)} | "
-                   f"{r.get('false_sev1', 0)} | {r.get('false_sev2', 0)} | {r.get('false_sev3', 0)} |")  # fmt: skip
+        out.append(
+            f"| {r['rule']} | {r['incidents']} | {r.get('true', 0)} | {r.get('false', 0)} | "
+            f"{r.get('false_sev1', 0)} | {r.get('false_sev2', 0)} | {r.get('false_sev3', 0)} |"
+        )
     if s["missed_obvious"]:
-        out += ["", "missed obvious: " + "; ".join(
-            f"seed {m['seed']} {m['kind']} {m['scope']} at {m['start_h']}h" for m in s["missed_obvious"])]  # fmt: skip
+        out += [
+            "",
+            "missed obvious: "
+            + "; ".join(f"seed {m['seed']} {m['kind']} {m['scope']} at {m['start_h']}h" for m in s["missed_obvious"]),
+        ]
     return "\n".join(out)
 
 
@@ -224,11 +288,17 @@ def parse_seeds(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rules", help="a rules directory or file (default: the starter pack)")
-    parser.add_argument("--seeds", default=f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}",
-                        help="e.g. 0-49 (the development range, default) or 0,3,7")  # fmt: skip
-    parser.add_argument("--held-out", action="store_true",
-                        help=f"allow the held-back seeds {HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}: only at the end "
-                             "of a tuning session")  # fmt: skip
+    parser.add_argument(
+        "--seeds",
+        default=f"{DEV_SEEDS.start}-{DEV_SEEDS.stop - 1}",
+        help="e.g. 0-49 (the development range, default) or 0,3,7",
+    )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help=f"allow the held-back seeds {HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}: only at the end "
+        "of a tuning session",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="world size (1.0: ~50k-300k events a world)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--engine", choices=("native", "python"), default=None)
@@ -237,23 +307,31 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     held = [s for s in seeds if s in HELD_OUT_SEEDS]
     if held and not args.held_out:
-        print(f"refused: seeds {held[0]}..{held[-1]} are in the held-back range {HELD_OUT_SEEDS.start}-"
-              f"{HELD_OUT_SEEDS.stop - 1}; they are run only at the end of a tuning session, with --held-out "
-              "(benchmarks/README.md)", file=sys.stderr)  # fmt: skip
+        print(
+            f"refused: seeds {held[0]}..{held[-1]} are in the held-back range {HELD_OUT_SEEDS.start}-"
+            f"{HELD_OUT_SEEDS.stop - 1}; they are run only at the end of a tuning session, with --held-out "
+            "(benchmarks/README.md)",
+            file=sys.stderr,
+        )
         return 2
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
     engine = args.engine or default_engine()
-    print(f"{len(seeds)} worlds (seeds {args.seeds}{', HELD-OUT' if held else ''}), scale {args.scale}, "
-          f"{args.jobs} job(s), {engine} engine", file=sys.stderr)  # fmt: skip
+    print(
+        f"{len(seeds)} worlds (seeds {args.seeds}{', HELD-OUT' if held else ''}), scale {args.scale}, "
+        f"{args.jobs} job(s), {engine} engine",
+        file=sys.stderr,
+    )
     began = time.perf_counter()
     cpu0 = os.times()
     runs = []
 
     def progress(run: dict[str, Any]) -> None:
         runs.append(run)
-        print(f"  [{len(runs)}/{len(seeds)}] seed {run['seed']}: {run['events']:,} events, {run['days']:.0f} days, "
-              f"{len(run['incidents'])} incidents, generated {run['generate_s']:.1f} s, replayed {run['replay_s']:.1f} s",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"  [{len(runs)}/{len(seeds)}] seed {run['seed']}: {run['events']:,} events, {run['days']:.0f} days, "
+            f"{len(run['incidents'])} incidents, generated {run['generate_s']:.1f} s, replayed {run['replay_s']:.1f} s",
+            file=sys.stderr,
+        )
 
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -266,17 +344,33 @@ def main(argv: list[str] | None = None) -> int:
     runs.sort(key=lambda r: r["seed"])
     wall = time.perf_counter() - began
     cpu1 = os.times()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) + (cpu1.children_user - cpu0.children_user) + (
-        cpu1.children_system - cpu0.children_system)  # fmt: skip
+    cpu = (
+        (cpu1.user - cpu0.user)
+        + (cpu1.system - cpu0.system)
+        + (cpu1.children_user - cpu0.children_user)
+        + (cpu1.children_system - cpu0.children_system)
+    )
     summary = summarize(runs)
     summary["wall_s"] = wall
     print(render(summary))
-    print(f"\n{wall:.0f} s wall, {args.jobs} job(s), {engine} engine; generation {summary['generate_s']:.0f} s, "
-          f"replay {summary['replay_s']:.0f} s (CPU s summed over worlds); process CPU {cpu:.0f} s")  # fmt: skip
+    print(
+        f"\n{wall:.0f} s wall, {args.jobs} job(s), {engine} engine; generation {summary['generate_s']:.0f} s, "
+        f"replay {summary['replay_s']:.0f} s (CPU s summed over worlds); process CPU {cpu:.0f} s"
+    )
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "seeds": seeds, "scale": args.scale,
-                                                  "engine": engine, "held_out": bool(held)},
-                                                 option=orjson.OPT_INDENT_2))  # fmt: skip
+        Path(args.json).write_bytes(
+            orjson.dumps(
+                {
+                    "summary": summary,
+                    "runs": runs,
+                    "seeds": seeds,
+                    "scale": args.scale,
+                    "engine": engine,
+                    "held_out": bool(held),
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
     return 0
 
 

@@ -55,18 +55,45 @@ MAX_WINDOW_MIN = 60
 
 # name, [(feature, template, grounded, tokens_in, tokens_out, quality)]
 SERVICE_POOL = (
-    ("support-bot", (("chat", "support-v4", True, 1400, 260, 0.86), ("ticket-summary", "ticket-sum-v2", False, 3000, 300, 0.84))),
+    (
+        "support-bot",
+        (("chat", "support-v4", True, 1400, 260, 0.86), ("ticket-summary", "ticket-sum-v2", False, 3000, 300, 0.84)),
+    ),
     ("assistant", (("chat", "chat-v7", False, 900, 300, 0.83), ("account-help", "account-v3", True, 1700, 220, 0.87))),
     ("search", (("answer", "answer-v12", True, 2600, 330, 0.82),)),
-    ("code-helper", (("completion", "complete-v5", False, 1500, 160, 0.80), ("review", "review-v1", False, 4000, 500, 0.78))),
+    (
+        "code-helper",
+        (("completion", "complete-v5", False, 1500, 160, 0.80), ("review", "review-v1", False, 4000, 500, 0.78)),
+    ),
     ("summarizer", (("summary", "summary-v2", True, 6000, 400, 0.85),)),
-    ("agent", (("task", "agent-plan-v1", False, 2200, 600, 0.79), ("tool-call", "agent-tool-v3", False, 1800, 120, 0.88))),
-)  # fmt: skip
-MODEL_POOL = ("atlas-large", "atlas-mini", "orca-2", "orca-2-fast", "lumen-7b", "lumen-70b", "nimbus-pro", "nimbus-lite")
+    (
+        "agent",
+        (("task", "agent-plan-v1", False, 2200, 600, 0.79), ("tool-call", "agent-tool-v3", False, 1800, 120, 0.88)),
+    ),
+)
+MODEL_POOL = (
+    "atlas-large",
+    "atlas-mini",
+    "orca-2",
+    "orca-2-fast",
+    "lumen-7b",
+    "lumen-70b",
+    "nimbus-pro",
+    "nimbus-lite",
+)
 REPORT_LABELS = ("thumbs_down", "wrong", "harmful", "data_exposure", "offensive", "other")
 assert set(REPORT_LABELS) <= set(STANDARD_LABELS)
-_FLAGS = ("hallucination", "pii", "prompt_injection", "jailbreak", "refusal", "error", "toxicity",
-          "system_prompt_leak", "cross_tenant")
+_FLAGS = (
+    "hallucination",
+    "pii",
+    "prompt_injection",
+    "jailbreak",
+    "refusal",
+    "error",
+    "toxicity",
+    "system_prompt_leak",
+    "cross_tenant",
+)
 assert set(_FLAGS) <= set(STANDARD_FLAGS)
 
 # kind -> (primary category, the categories its effect legitimately shows in)
@@ -129,11 +156,21 @@ class Truth:
         self._bg[m] = self._bg.get(m, 0.0) + background
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "category": self.category, "categories": list(self.categories),
-                "start": self.start, "end": self.end, "scope": self.scope, "params": self.params,
-                "signal": self.signal, "size_class": self.size_class, "size": self.size,
-                "affected": {d: sorted(v) for d, v in self.affected.items() if v},
-                "affected_events": self.affected_events}  # fmt: skip
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "category": self.category,
+            "categories": list(self.categories),
+            "start": self.start,
+            "end": self.end,
+            "scope": self.scope,
+            "params": self.params,
+            "signal": self.signal,
+            "size_class": self.size_class,
+            "size": self.size,
+            "affected": {d: sorted(v) for d, v in self.affected.items() if v},
+            "affected_events": self.affected_events,
+        }
 
 
 @dataclass
@@ -229,8 +266,13 @@ def size_truth(truth: Truth) -> None:
         need = k_floor - bg
         above = bg + ex >= k_floor
         obvious = ex >= OBVIOUS_FACTOR * need
-        truth.size = {"window_min": w, "background": round(bg, 3), "excess": round(ex, 3),
-                      "floor_count": k_floor, "p_value": poisson_sf(max(1, round(bg + ex)), bg)}  # fmt: skip
+        truth.size = {
+            "window_min": w,
+            "background": round(bg, 3),
+            "excess": round(ex, 3),
+            "floor_count": k_floor,
+            "p_value": poisson_sf(max(1, round(bg + ex)), bg),
+        }
     else:
         n = bg  # for continuous signals _bg holds event counts, _ex shift sums
         z = ex / math.sqrt(n) if n > 0 else 0.0
@@ -331,13 +373,21 @@ class _Builder:
         self.target = _loguniform(rng, 40_000, 160_000) * self.scale  # human calls
         # classifier noise of this world
         self.noise = {
-            "pii": _loguniform(rng, 0.0001, 0.0008), "prompt_injection": _loguniform(rng, 0.001, 0.02),
-            "jailbreak_share": rng.uniform(0.15, 0.5), "toxicity": _loguniform(rng, 0.0001, 0.001),
-            "system_prompt_leak": _loguniform(rng, 0.00003, 0.0002), "cross_tenant": _loguniform(rng, 0.000005, 0.00005),
-        }  # fmt: skip
-        self.report_rates = {"thumbs_down": _loguniform(rng, 0.001, 0.006), "wrong": _loguniform(rng, 0.0003, 0.002),
-                             "harmful": _loguniform(rng, 0.00001, 0.0001), "data_exposure": _loguniform(rng, 0.000005, 0.00005),
-                             "offensive": _loguniform(rng, 0.00002, 0.0002), "other": _loguniform(rng, 0.0002, 0.001)}  # fmt: skip
+            "pii": _loguniform(rng, 0.0001, 0.0008),
+            "prompt_injection": _loguniform(rng, 0.001, 0.02),
+            "jailbreak_share": rng.uniform(0.15, 0.5),
+            "toxicity": _loguniform(rng, 0.0001, 0.001),
+            "system_prompt_leak": _loguniform(rng, 0.00003, 0.0002),
+            "cross_tenant": _loguniform(rng, 0.000005, 0.00005),
+        }
+        self.report_rates = {
+            "thumbs_down": _loguniform(rng, 0.001, 0.006),
+            "wrong": _loguniform(rng, 0.0003, 0.002),
+            "harmful": _loguniform(rng, 0.00001, 0.0001),
+            "data_exposure": _loguniform(rng, 0.000005, 0.00005),
+            "offensive": _loguniform(rng, 0.00002, 0.0002),
+            "other": _loguniform(rng, 0.0002, 0.001),
+        }
         self.report_any = sum(self.report_rates.values())
         self.report_wrong_if_halluc = rng.uniform(0.01, 0.05)
         self.report_exposure_if_pii = rng.uniform(0.01, 0.06)
@@ -349,11 +399,20 @@ class _Builder:
             sname, tpls = SERVICE_POOL[i]
             chosen = [t for t in tpls if rng.random() < 0.85] or [tpls[0]]
             self.templates[sname] = [
-                Template(sname, f, t, g, tin * rng.uniform(0.7, 1.4), tout * rng.uniform(0.7, 1.4),
-                         min(0.95, max(0.6, q + rng.gauss(0, 0.03))), _loguniform(rng, 0.003, 0.04),
-                         rng.uniform(0.6, 1.6), rng.uniform(0.2, 1.0))
+                Template(
+                    sname,
+                    f,
+                    t,
+                    g,
+                    tin * rng.uniform(0.7, 1.4),
+                    tout * rng.uniform(0.7, 1.4),
+                    min(0.95, max(0.6, q + rng.gauss(0, 0.03))),
+                    _loguniform(rng, 0.003, 0.04),
+                    rng.uniform(0.6, 1.6),
+                    rng.uniform(0.2, 1.0),
+                )
                 for f, t, g, tin, tout, q in chosen
-            ]  # fmt: skip
+            ]
         self.services = list(self.templates)
         self.template_by_name = {t.name: t for tpls in self.templates.values() for t in tpls}
         # models: 2-5 at deployment, 0-2 introduced later (cold start of a model)
@@ -361,10 +420,21 @@ class _Builder:
         n0 = rng.randint(2, 5)
         self.models: dict[str, Model] = {}
         for j, name in enumerate(names[: n0 + rng.randint(0, 2)]):
-            since = self.start if j < n0 else self.start + rng.randrange(DAY // 2 // MINUTE, (self.days - 1) * 1440) * MINUTE
-            self.models[name] = Model(name, _loguniform(rng, 0.004, 0.035), _loguniform(rng, 0.002, 0.02),
-                                      _loguniform(rng, 300, 4000), rng.uniform(0.35, 0.75),
-                                      _loguniform(rng, 0.0002, 0.01), 0.0, since)  # fmt: skip
+            since = (
+                self.start
+                if j < n0
+                else self.start + rng.randrange(DAY // 2 // MINUTE, (self.days - 1) * 1440) * MINUTE
+            )
+            self.models[name] = Model(
+                name,
+                _loguniform(rng, 0.004, 0.035),
+                _loguniform(rng, 0.002, 0.02),
+                _loguniform(rng, 300, 4000),
+                rng.uniform(0.35, 0.75),
+                _loguniform(rng, 0.0002, 0.01),
+                0.0,
+                since,
+            )
             self.models[name].price_out = self.models[name].price_in * rng.uniform(2, 5)
             self.models[name].version = f"{name}@{rng.randrange(1, 20)}.{rng.randrange(10)}"
         initial = [m for m in self.models.values() if m.since == self.start]
@@ -382,8 +452,15 @@ class _Builder:
                     share = rng.uniform(0.3, 1.0)
                     mix = [(n, w * (1 - share)) for n, w in old] + [(m.name, share * sum(w for _, w in old))]
                     self.routing[s].append((m.since, mix))
-                    self.changes.append(self.change(m.since, "model_update", service=s, model=m.name,
-                                                    description=f"route {share:.0%} of {s} to {m.name}"))  # fmt: skip
+                    self.changes.append(
+                        self.change(
+                            m.since,
+                            "model_update",
+                            service=s,
+                            model=m.name,
+                            description=f"route {share:.0%} of {s} to {m.name}",
+                        )
+                    )
         # tenants: Zipf sizes, some arriving later (cold start of a tenant)
         n_t = rng.randint(4, 14)
         zipf = rng.uniform(0.7, 1.6)
@@ -394,17 +471,29 @@ class _Builder:
             arrives = self.start if rng.random() < 0.75 else self.start + rng.randrange(HOUR, (self.days - 1) * DAY)
             svc = [(s, rng.uniform(0.1, 1.0)) for s in rng.sample(self.services, rng.randint(1, len(self.services)))]
             users0 = max(3, int(weights[i] / total_w * _loguniform(rng, 300, 5000) * math.sqrt(self.scale)))
-            self.tenants.append(Tenant(f"t{i:02d}-{rng.choice('abcdefghkmnprstvwxz')}{rng.randrange(100):02d}",
-                                       weights[i] / total_w, rng.choice((-8, -5, -3, 0, 1, 2, 5, 8, 9)),
-                                       rng.uniform(10, 16), rng.uniform(0.08, 0.5), rng.uniform(0.1, 1.0), arrives,
-                                       users0, rng.uniform(1.3, 3.0), svc, _loguniform(rng, 0.5, 2.0),
-                                       _loguniform(rng, 0.5, 2.0)))  # fmt: skip
+            self.tenants.append(
+                Tenant(
+                    f"t{i:02d}-{rng.choice('abcdefghkmnprstvwxz')}{rng.randrange(100):02d}",
+                    weights[i] / total_w,
+                    rng.choice((-8, -5, -3, 0, 1, 2, 5, 8, 9)),
+                    rng.uniform(10, 16),
+                    rng.uniform(0.08, 0.5),
+                    rng.uniform(0.1, 1.0),
+                    arrives,
+                    users0,
+                    rng.uniform(1.3, 3.0),
+                    svc,
+                    _loguniform(rng, 0.5, 2.0),
+                    _loguniform(rng, 0.5, 2.0),
+                )
+            )
         # lulls (traffic x0.02-0.3) and outages (no events), world-wide or per service
         self.lulls: list[tuple[int, int, str | None, float]] = []
         for _ in range(rng.randint(0, 3)):
             a = self.start + rng.randrange(self.minutes) * MINUTE
-            self.lulls.append((a, a + rng.randrange(60, 8 * 60) * MINUTE, rng.choice([None, *self.services]),
-                               rng.uniform(0.02, 0.3)))  # fmt: skip
+            self.lulls.append(
+                (a, a + rng.randrange(60, 8 * 60) * MINUTE, rng.choice([None, *self.services]), rng.uniform(0.02, 0.3))
+            )
         self.outages: list[tuple[int, int, str | None]] = []
         for _ in range(rng.randint(0, 3)):
             a = self.start + rng.randrange(self.minutes) * MINUTE
@@ -417,20 +506,41 @@ class _Builder:
                 tpl = rng.choice(self.templates[svc])
                 mode = rng.choice(("steady", "business", "batch", "batch"))
                 if mode == "batch":
-                    bot = Bot(f"{t.name}-bot{j}", t.name, mode, tpl, rng.randrange(2, 9) * HOUR,
-                              int(_loguniform(rng, 80, 1000) * min(1.0, self.scale * 2)),
-                              rng.randrange(5, 40) * MINUTE, rng.randrange(8 * HOUR))  # fmt: skip
+                    bot = Bot(
+                        f"{t.name}-bot{j}",
+                        t.name,
+                        mode,
+                        tpl,
+                        rng.randrange(2, 9) * HOUR,
+                        int(_loguniform(rng, 80, 1000) * min(1.0, self.scale * 2)),
+                        rng.randrange(5, 40) * MINUTE,
+                        rng.randrange(8 * HOUR),
+                    )
                 else:
-                    bot = Bot(f"{t.name}-bot{j}", t.name, mode, tpl,
-                              int(_loguniform(rng, 10 if mode == "business" else 30, 600) * SECOND / min(1.0, self.scale * 2)))
+                    bot = Bot(
+                        f"{t.name}-bot{j}",
+                        t.name,
+                        mode,
+                        tpl,
+                        int(
+                            _loguniform(rng, 10 if mode == "business" else 30, 600) * SECOND / min(1.0, self.scale * 2)
+                        ),
+                    )
                 self.bots.append(bot)
         # decoy changes: deploys and updates that change nothing
         for _ in range(rng.randint(3, 12)):
             ts = self.start + rng.randrange(self.days * DAY)
             kind = rng.choice(CHANGE_KINDS)
             s = rng.choice(self.services)
-            self.changes.append(self.change(ts, kind, service=s, description=f"decoy {kind} of {s}",
-                                            **({"model": rng.choice(list(self.models))} if kind == "model_update" else {})))  # fmt: skip
+            self.changes.append(
+                self.change(
+                    ts,
+                    kind,
+                    service=s,
+                    description=f"decoy {kind} of {s}",
+                    **({"model": rng.choice(list(self.models))} if kind == "model_update" else {}),
+                )
+            )
 
     def change(self, ts: int, kind: str, **fields: Any) -> dict[str, Any]:
         self.next_id += 1
@@ -485,8 +595,11 @@ class _Builder:
     def traffic(self) -> None:
         rng = random.Random(f"world:{self.seed}:traffic")
         # normalize so the expected human calls are ~target
-        mean_level = sum(self.level(t, self.start + m * 10 * MINUTE) * t.weight for t in self.tenants
-                         for m in range(0, self.minutes // 10)) / max(1, self.minutes // 10)  # fmt: skip
+        mean_level = sum(
+            self.level(t, self.start + m * 10 * MINUTE) * t.weight
+            for t in self.tenants
+            for m in range(0, self.minutes // 10)
+        ) / max(1, self.minutes // 10)
         per_min = self.target / self.minutes / max(1e-9, mean_level)
         for t in self.tenants:
             svcs = [s for s, _ in t.services]
@@ -544,23 +657,45 @@ class _Builder:
             out.append(at)
         return [x for x in out if x < self.end]
 
-    def emit(self, rng: random.Random, ts: int, t: Tenant, tpl: Template, user: str, bot: bool = False,
-             overrides: dict[str, float] | None = None, added_by: Truth | None = None) -> None:  # fmt: skip
+    def emit(
+        self,
+        rng: random.Random,
+        ts: int,
+        t: Tenant,
+        tpl: Template,
+        user: str,
+        bot: bool = False,
+        overrides: dict[str, float] | None = None,
+        added_by: Truth | None = None,
+    ) -> None:
         _, candidates, routes = self.state((ts - self.start) // MINUTE)
         names, cum = routes[tpl.service]
         model = self.models[names[0] if len(names) == 1 else rng.choices(names, cum_weights=cum)[0]]
-        ev: dict[str, Any] = {"event_id": "", "ts": ts, "service": tpl.service, "feature": tpl.feature,
-                              "model": model.name, "model_version": model.version,
-                              "prompt_template": tpl.name, "tenant": t.name, "user": user}  # fmt: skip
+        ev: dict[str, Any] = {
+            "event_id": "",
+            "ts": ts,
+            "service": tpl.service,
+            "feature": tpl.feature,
+            "model": model.name,
+            "model_version": model.version,
+            "prompt_template": tpl.name,
+            "tenant": t.name,
+            "user": user,
+        }
         noise = self.noise
         inj = noise["prompt_injection"] * t.inj_mult
         p = {
-            "hallucination": min(0.9, model.halluc * tpl.hmult), "refusal": tpl.refusal, "error": model.error,
+            "hallucination": min(0.9, model.halluc * tpl.hmult),
+            "refusal": tpl.refusal,
+            "error": model.error,
             # the rare flags: one draw, at most one of them per ordinary call
-            "pii": noise["pii"] * t.pii_mult, "prompt_injection": inj, "jailbreak": inj * noise["jailbreak_share"],
-            "toxicity": noise["toxicity"], "system_prompt_leak": noise["system_prompt_leak"],
+            "pii": noise["pii"] * t.pii_mult,
+            "prompt_injection": inj,
+            "jailbreak": inj * noise["jailbreak_share"],
+            "toxicity": noise["toxicity"],
+            "system_prompt_leak": noise["system_prompt_leak"],
             "cross_tenant": noise["cross_tenant"],
-        }  # fmt: skip
+        }
         mod = _MOD_DEFAULT.copy()
         if overrides:
             p.update(overrides)
@@ -630,10 +765,18 @@ class _Builder:
             u -= pr
             if u < 0:
                 self.next_id += 1
-                rep = {"event_id": f"w{self.seed}-r{self.next_id}", "ts": ts + int(rng.expovariate(1 / (4 * MINUTE))) + SECOND,
-                       "type": "report", "labels": [lab], "ref": ev["event_id"], "service": ev["service"],
-                       "model": ev["model"], "prompt_template": ev["prompt_template"], "tenant": ev["tenant"],
-                       "user": ev["user"]}  # fmt: skip
+                rep = {
+                    "event_id": f"w{self.seed}-r{self.next_id}",
+                    "ts": ts + int(rng.expovariate(1 / (4 * MINUTE))) + SECOND,
+                    "type": "report",
+                    "labels": [lab],
+                    "ref": ev["event_id"],
+                    "service": ev["service"],
+                    "model": ev["model"],
+                    "prompt_template": ev["prompt_template"],
+                    "tenant": ev["tenant"],
+                    "user": ev["user"],
+                }
                 if rep["ts"] < self.end:
                     self.events.append(rep)
                 break
@@ -647,7 +790,7 @@ class _Builder:
         self.active: list[Truth] = []
         self.added: list[tuple[Truth, Any]] = []
         busy = sorted(self.tenants, key=lambda t: -t.weight)
-        for i in range(n):
+        for _ in range(n):
             kind = rng.choice(kinds)
             category, cats = KINDS[kind]
             dur = int(_loguniform(rng, 20, 300) * MINUTE)
@@ -672,8 +815,11 @@ class _Builder:
                     signal = "count:pii"
                 else:
                     dur = int(rng.uniform(8, 90) * MINUTE)
-                    params.update(every_s=rng.randint(3, 60), injection=round(rng.uniform(0.05, 0.7), 2),
-                                  jailbreak=round(rng.uniform(0.0, 0.3), 2))  # fmt: skip
+                    params.update(
+                        every_s=rng.randint(3, 60),
+                        injection=round(rng.uniform(0.05, 0.7), 2),
+                        jailbreak=round(rng.uniform(0.0, 0.3), 2),
+                    )
                     user = f"{t.name}-n{rng.randrange(10**6):06d}"
                     signal = "count:prompt_injection+jailbreak"
                 scope = {"tenant": t.name, "user": user}
@@ -709,20 +855,25 @@ class _Builder:
                 signal = "mean:log_latency"
             elif kind == "cost_explosion":
                 scope = {"service": rng.choice(self.services)}
-                params.update(tokens_in=round(_loguniform(rng, 1.3, 6), 2), tokens_out=round(_loguniform(rng, 1.0, 4), 2))
+                params.update(
+                    tokens_in=round(_loguniform(rng, 1.3, 6), 2), tokens_out=round(_loguniform(rng, 1.0, 4), 2)
+                )
                 signal = "mean:log_cost"
             elif kind == "attack_distributed":
                 t = rng.choice(self.tenants)
                 start = max(start, t.arrives)
                 dur = int(rng.uniform(20, 120) * MINUTE)
-                params.update(users=rng.randint(5, 80), calls=(2, rng.randint(3, 12)),
-                              injection=round(rng.uniform(0.1, 0.8), 2))  # fmt: skip
+                params.update(
+                    users=rng.randint(5, 80), calls=(2, rng.randint(3, 12)), injection=round(rng.uniform(0.1, 0.8), 2)
+                )
                 scope = {"tenant": t.name}
                 signal = "count:prompt_injection+jailbreak"
             elif kind == "template_regression":
                 svc = rng.choice(self.services)
                 scope = {"prompt_template": rng.choice(self.templates[svc]).name}
-                params.update(delta=round(-_loguniform(rng, 0.02, 0.3), 3), refusal_mult=round(_loguniform(rng, 1.2, 8), 2))
+                params.update(
+                    delta=round(-_loguniform(rng, 0.02, 0.3), 3), refusal_mult=round(_loguniform(rng, 1.2, 8), 2)
+                )
                 dur = int(_loguniform(rng, 60, 8 * 60) * MINUTE)
                 signal = "mean:quality"
             elif kind == "report_surge":
@@ -741,10 +892,17 @@ class _Builder:
             self.active.append(truth)
             if rng.random() < 0.6 and kind not in ("attack_single", "attack_distributed", "report_surge"):
                 # a cause logged as a change event (the rest: no change event at all)
-                ckind = {"hallucination_spike": "model_update", "template_regression": "prompt_change",
-                         "cost_explosion": "config_change", "quality_drop": "data_pipeline"}.get(kind, "deploy")  # fmt: skip
-                self.changes.append(self.change(start - rng.randrange(0, 5 * MINUTE), ckind,
-                                                description=f"change before {kind}", **scope))  # fmt: skip
+                ckind = {
+                    "hallucination_spike": "model_update",
+                    "template_regression": "prompt_change",
+                    "cost_explosion": "config_change",
+                    "quality_drop": "data_pipeline",
+                }.get(kind, "deploy")
+                self.changes.append(
+                    self.change(
+                        start - rng.randrange(0, 5 * MINUTE), ckind, description=f"change before {kind}", **scope
+                    )
+                )
 
     def added_traffic(self) -> None:
         """Events an injection adds (attackers, a PII burst to one user)."""
@@ -757,26 +915,47 @@ class _Builder:
                 while ts < tr.end:
                     if not self.in_outage(ts, "x"):
                         svc = rng.choice([s for s, _ in t.services])
-                        self.emit(rng, ts, t, rng.choice(self.templates[svc]), tr.scope["user"],
-                                  overrides=self.attack_probs(tr.params["injection"], tr.params["jailbreak"]), added_by=tr)  # fmt: skip
+                        self.emit(
+                            rng,
+                            ts,
+                            t,
+                            rng.choice(self.templates[svc]),
+                            tr.scope["user"],
+                            overrides=self.attack_probs(tr.params["injection"], tr.params["jailbreak"]),
+                            added_by=tr,
+                        )
                     ts += int(tr.params["every_s"] * SECOND * rng.uniform(0.5, 1.5))
             elif tr.kind == "attack_distributed":
                 t = by_name[tr.scope["tenant"]]
-                for u in range(tr.params["users"]):
+                for _ in range(tr.params["users"]):
                     user = f"{t.name}-n{rng.randrange(10**6):06d}"
                     first = tr.start + rng.randrange(max(1, tr.end - tr.start))
                     for _ in range(rng.randint(*tr.params["calls"])):
                         ts = min(tr.end - 1, first + rng.randrange(10 * MINUTE))
                         svc = rng.choice([s for s, _ in t.services])
-                        self.emit(rng, ts, t, rng.choice(self.templates[svc]), user,
-                                  overrides=self.attack_probs(tr.params["injection"], 0.15), added_by=tr)  # fmt: skip
+                        self.emit(
+                            rng,
+                            ts,
+                            t,
+                            rng.choice(self.templates[svc]),
+                            user,
+                            overrides=self.attack_probs(tr.params["injection"], 0.15),
+                            added_by=tr,
+                        )
             elif tr.kind == "pii_concentrated":
                 t = by_name[tr.scope["tenant"]]
                 for _ in range(tr.params["calls"]):
                     ts = tr.start + rng.randrange(max(1, tr.end - tr.start))
                     svc = rng.choice([s for s, _ in t.services])
-                    self.emit(rng, ts, t, rng.choice(self.templates[svc]), tr.scope["user"],
-                              overrides={"pii": tr.params["p"]}, added_by=tr)
+                    self.emit(
+                        rng,
+                        ts,
+                        t,
+                        rng.choice(self.templates[svc]),
+                        tr.scope["user"],
+                        overrides={"pii": tr.params["p"]},
+                        added_by=tr,
+                    )
 
     def attack_probs(self, injection: float, jailbreak: float) -> dict[str, float]:
         return {"prompt_injection": injection, "jailbreak": jailbreak * (1 - injection)}
@@ -806,7 +985,9 @@ def _in_scope(tr: Truth, ev: dict[str, Any]) -> bool:
     return all(ev.get(k) == v for k, v in tr.scope.items())
 
 
-def _inj_halluc(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+def _inj_halluc(
+    b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+) -> None:
     if _in_scope(tr, ev):
         old = p["hallucination"]
         p["hallucination"] = min(0.95, old * tr.params["mult"])
@@ -814,7 +995,9 @@ def _inj_halluc(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float],
 
 
 def _inj_rate(flag: str) -> Any:
-    def inject(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+    def inject(
+        b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+    ) -> None:
         if _in_scope(tr, ev):
             old = p[flag]
             p[flag] = min(1.0, old + tr.params["p"])
@@ -823,7 +1006,9 @@ def _inj_rate(flag: str) -> Any:
     return inject
 
 
-def _inj_quality(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+def _inj_quality(
+    b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+) -> None:
     if _in_scope(tr, ev):
         mod["quality"] += tr.params["delta"]
         if "refusal_mult" in tr.params:
@@ -831,13 +1016,17 @@ def _inj_quality(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float]
         tr.note(ev, 1.0, -tr.params["delta"] / 0.08)  # quality noise: sigma 0.08
 
 
-def _inj_latency(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+def _inj_latency(
+    b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+) -> None:
     if _in_scope(tr, ev):
         mod["latency"] *= tr.params["mult"]
         tr.note(ev, 1.0, math.log(tr.params["mult"]) / b.models[ev["model"]].lat_sigma)
 
 
-def _inj_cost(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+def _inj_cost(
+    b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+) -> None:
     if _in_scope(tr, ev):
         mod["tokens_in"] *= tr.params["tokens_in"]
         mod["tokens_out"] *= tr.params["tokens_out"]
@@ -848,7 +1037,9 @@ def _inj_cost(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], m
         tr.note(ev, 1.0, math.log(after / before) / 0.45)
 
 
-def _inj_reports(b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool) -> None:
+def _inj_reports(
+    b: _Builder, tr: Truth, ev: dict[str, Any], p: dict[str, float], mod: dict[str, float], bot: bool
+) -> None:
     if _in_scope(tr, ev):
         lab = tr.params["label"]
         base = b.report_rates[lab]
@@ -891,15 +1082,19 @@ def generate(seed: int, scale: float = 1.0) -> World:
     for tr in b.truths:
         size_truth(tr)
     meta = {
-        "days": b.days, "tenants": [{"name": t.name, "weight": round(t.weight, 4), "arrives": t.arrives}
-                                    for t in b.tenants],
-        "services": b.services, "models": {m.name: m.since for m in b.models.values()},
+        "days": b.days,
+        "tenants": [{"name": t.name, "weight": round(t.weight, 4), "arrives": t.arrives} for t in b.tenants],
+        "services": b.services,
+        "models": {m.name: m.since for m in b.models.values()},
         "bots": [{"name": x.name, "mode": x.mode, "service": x.template.service} for x in b.bots],
-        "lulls": b.lulls, "outages": b.outages, "noise": b.noise, "report_rates": b.report_rates,
+        "lulls": b.lulls,
+        "outages": b.outages,
+        "noise": b.noise,
+        "report_rates": b.report_rates,
         "inference_events": sum(1 for e in events if "type" not in e),
         "bot_events": sum(1 for e in events if "type" not in e and "-bot" in e["user"]),
         "reports": sum(1 for e in events if e.get("type") == "report"),
-    }  # fmt: skip
+    }
     return World(seed, b.start, b.end, events, b.truths, meta)
 
 
@@ -910,9 +1105,18 @@ def write(world: World, out: Path) -> None:
     with open(out / "events.jsonl", "wb") as f:
         for e in world.events:
             f.write(orjson.dumps(e) + b"\n")
-    (out / "truth.json").write_bytes(orjson.dumps({"seed": world.seed, "start": world.start, "end": world.end,
-                                                   "truths": [t.to_json() for t in world.truths], "meta": world.meta},
-                                                  option=orjson.OPT_INDENT_2))  # fmt: skip
+    (out / "truth.json").write_bytes(
+        orjson.dumps(
+            {
+                "seed": world.seed,
+                "start": world.start,
+                "end": world.end,
+                "truths": [t.to_json() for t in world.truths],
+                "meta": world.meta,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -923,8 +1127,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", action="store_true", help="allow a seed of the held-back range")
     args = parser.parse_args(argv)
     if args.seed in HELD_OUT_SEEDS and not args.held_out:
-        raise SystemExit(f"seed {args.seed} is in the held-back range {HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}: "
-                         "pass --held-out (only at the end of a tuning session)")  # fmt: skip
+        raise SystemExit(
+            f"seed {args.seed} is in the held-back range {HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}: "
+            "pass --held-out (only at the end of a tuning session)"
+        )
     world = generate(args.seed, args.scale)
     write(world, Path(args.out))
     print(f"{len(world.events):,} events over {world.days:.0f} days, {len(world.truths)} truths -> {args.out}")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from firebreak.core.events import validate_event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -65,8 +64,13 @@ def test_ground_truth_is_consistent(tiny_worlds: list[worlds.World]) -> None:
             for field, value in truth.scope.items():
                 if truth.affected_events:
                     assert value in truth.affected[field], (truth.kind, field)
-            in_scope = [e for e in world.events if e.get("type") is None and truth.start <= e["ts"] < truth.end
-                        and all(e.get(k) == v for k, v in truth.scope.items())]  # fmt: skip
+            in_scope = [
+                e
+                for e in world.events
+                if e.get("type") is None
+                and truth.start <= e["ts"] < truth.end
+                and all(e.get(k) == v for k, v in truth.scope.items())
+            ]
             if truth.kind not in worlds._ADDS:
                 # an injection changing the distribution of its scope's events: all of them
                 assert truth.affected_events == len(in_scope), truth.kind
@@ -85,8 +89,9 @@ def test_ground_truth_is_consistent(tiny_worlds: list[worlds.World]) -> None:
 
 
 def test_size_classes_follow_the_floor() -> None:
-    t = worlds.Truth(0, "pii_scattered", "data_leakage", ("data_leakage",), 0, 30 * worlds.MINUTE, {"tenant": "a"},
-                     {}, "count:pii")  # fmt: skip
+    t = worlds.Truth(
+        0, "pii_scattered", "data_leakage", ("data_leakage",), 0, 30 * worlds.MINUTE, {"tenant": "a"}, {}, "count:pii"
+    )
     for m in range(30):
         t._bg[m], t._ex[m] = 0.01, 0.0
     worlds.size_truth(t)
@@ -106,15 +111,28 @@ def test_held_back_seeds_are_refused_without_the_flag(capsys: pytest.CaptureFixt
 
 
 def _incident(category: str, group: dict[str, str], start: int, end: int) -> dict[str, object]:
-    return {"id": "i", "rule": "r", "category": category, "group": group, "opened": end, "window_start": start,
-            "window_end": end, "severity": "sev2"}  # fmt: skip
+    return {
+        "id": "i",
+        "rule": "r",
+        "category": category,
+        "group": group,
+        "opened": end,
+        "window_start": start,
+        "window_end": end,
+        "severity": "sev2",
+    }
 
 
 def test_matching_on_a_hand_built_case() -> None:
     h = worlds.HOUR
-    truth = {"id": 0, "kind": "hallucination_spike", "categories": ["hallucination", "quality_degradation"],
-             "start": 10 * h, "end": 11 * h,
-             "affected": {"model": ["orca-2"], "service": ["search"], "tenant": ["t01", "t02"], "user": ["t01-u1"]}}  # fmt: skip
+    truth = {
+        "id": 0,
+        "kind": "hallucination_spike",
+        "categories": ["hallucination", "quality_degradation"],
+        "start": 10 * h,
+        "end": 11 * h,
+        "affected": {"model": ["orca-2"], "service": ["search"], "tenant": ["t01", "t02"], "user": ["t01-u1"]},
+    }
     true_one = _incident("hallucination", {"model": "orca-2"}, 10 * h + 5 * 60_000, 10 * h + 15 * 60_000)
     wrong_model = _incident("hallucination", {"model": "atlas-mini"}, 10 * h, 10 * h + 10 * 60_000)
     wrong_time = _incident("hallucination", {"model": "orca-2"}, 13 * h, 13 * h + 10 * 60_000)
@@ -130,16 +148,28 @@ def test_matching_on_a_hand_built_case() -> None:
     world_eval.score(truths, incidents)
     assert true_one["truths"] == [0] and wrong_model["truths"] == []
     assert [c["rule"] for c in truths[0]["caught_by"]] == ["r"]
-    s = world_eval.summarize([{"seed": 0, "events": 1, "days": 1.0, "start": 0, "generate_s": 0, "replay_s": 0,
-                               "truths": [{**truths[0], "size_class": "obvious", "scope": {}, "params": {}, "size": {}}],
-                               "incidents": incidents}])  # fmt: skip
+    s = world_eval.summarize(
+        [
+            {
+                "seed": 0,
+                "events": 1,
+                "days": 1.0,
+                "start": 0,
+                "generate_s": 0,
+                "replay_s": 0,
+                "truths": [{**truths[0], "size_class": "obvious", "scope": {}, "params": {}, "size": {}}],
+                "incidents": incidents,
+            }
+        ]
+    )
     assert s["precision"]["sev2"] == {"incidents": 2, "true": 1, "false": 1, "precision": 0.5, "false_per_day": 1.0}
     assert s["recall"]["obvious"]["caught"] == 1
 
 
 def test_a_tiny_world_end_to_end() -> None:
-    run = world_eval.run_one(3, __import__("firebreak.adapters.starter_pack", fromlist=["x"]).starter_rule_sources(),
-                             TINY, "native")  # fmt: skip
+    run = world_eval.run_one(
+        3, __import__("firebreak.adapters.starter_pack", fromlist=["x"]).starter_rule_sources(), TINY, "native"
+    )
     assert run["events"] > 0 and run["truths"]
     for inc in run["incidents"]:
         assert inc["severity"] in world_eval.SEVERITIES

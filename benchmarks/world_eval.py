@@ -32,6 +32,7 @@ import argparse
 import os
 import sys
 import time
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -90,6 +91,7 @@ def incidents_of(records: list[dict[str, Any]], severity: dict[str, int]) -> lis
                 "window_start": parse_ts(r["window"]["start"]),
                 "window_end": parse_ts(r["window"]["end"]),
                 "severity": r["severity"],
+                "on_reports": any("-r" in e for e in r.get("evidence", ())),  # report events: w{seed}-r{n}
             }
         elif r["type"] == "incident.escalated" and r["incident_id"] in out:
             inc = out[r["incident_id"]]
@@ -123,6 +125,49 @@ def score(world_truths: list[dict[str, Any]], incidents: list[dict[str, Any]]) -
             )
 
 
+CAUSES = ("reports", "bots", "after_gap", "cold_start", "other")
+COLD_MS = 24 * 3_600_000
+GAP_MS = 6 * 3_600_000
+
+
+def tag_false(world: World, incidents: list[dict[str, Any]]) -> None:
+    """What was going on where and when each false incident opened — a hint for whoever tunes,
+    not part of the score. ``cause``, the first that applies: **reports** (its evidence is user
+    reports), **bots** (bots' calls are at least half of the group's calls in its window),
+    **after_gap** (an outage or lull of its service, or of everything, ended within 6 h before
+    it opened), **cold_start** (it opened within 24 h of the deployment, of its tenant's
+    arrival or of its model's introduction), else **other**."""
+    calls = [e for e in world.events if "type" not in e]
+    times = [e["ts"] for e in calls]
+    arrives = {t["name"]: t["arrives"] for t in world.meta["tenants"]}
+    since = world.meta["models"]
+    gaps = [(b, s) for _, b, s, _ in world.meta["lulls"]] + [(b, s) for _, b, s in world.meta["outages"]]
+    for inc in incidents:
+        if inc["truths"]:
+            continue
+        group = inc["group"]
+        if inc.get("on_reports"):
+            inc["cause"] = "reports"
+            continue
+        lo, hi = bisect_left(times, inc["window_start"]), bisect_left(times, inc["window_end"])
+        mine = [e for e in calls[lo:hi] if all(e.get(k) == v for k, v in group.items())]
+        bots = sum(1 for e in mine if "-bot" in e["user"])
+        at = inc["opened"]
+        starts = [
+            world.start,
+            arrives.get(group.get("tenant", ""), world.start),
+            since.get(group.get("model", ""), world.start),
+        ]
+        if mine and bots * 2 >= len(mine):
+            inc["cause"] = "bots"
+        elif any(0 <= at - b <= GAP_MS and (s is None or s == group.get("service", s)) for b, s in gaps):
+            inc["cause"] = "after_gap"
+        elif any(0 <= at - x <= COLD_MS for x in starts):
+            inc["cause"] = "cold_start"
+        else:
+            inc["cause"] = "other"
+
+
 def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> dict[str, Any]:
     rules, problems = load_rules(sources)
     if problems:
@@ -139,6 +184,7 @@ def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> di
     truths = [t.to_json() for t in world.truths]
     incidents = incidents_of(records, severity)
     score(truths, incidents)
+    tag_false(world, incidents)
     for t in truths:  # keep the JSON small: value counts, not the values, beyond a few
         t["affected"] = {
             d: (v if len(v) <= 20 else v[:20] + [f"... {len(v) - 20} more"]) for d, v in t["affected"].items()
@@ -192,6 +238,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         rules[i["rule"]]["true" if i["truths"] else "false"] += 1
         if not i["truths"]:
             rules[i["rule"]][f"false_{i['severity']}"] += 1
+            rules[i["rule"]][f"cause_{i.get('cause', 'other')}"] += 1
+    causes = {
+        sev: dict(Counter(i.get("cause", "other") for i in incidents if not i["truths"] and i["severity"] == sev))
+        for sev in SEVERITIES
+    }
     per_rule = sorted(({"rule": k, **v} for k, v in rules.items()), key=lambda x: (-x.get("false", 0), x["rule"]))
     missed_obvious = [
         {
@@ -218,6 +269,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             k: {c: {"caught": v[c][0], "truths": v[c][1]} for c in CLASSES} for k, v in sorted(by_kind.items())
         },
         "precision": precision,
+        "false_by_cause": causes,
         "per_rule": per_rule,
         "missed_obvious": missed_obvious,
         "generate_s": sum(r["generate_s"] for r in runs),
@@ -244,6 +296,10 @@ def render(s: dict[str, Any]) -> str:
     for name, p in s["precision"].items():
         fpd = "-" if p["false_per_day"] is None else f"{p['false_per_day']:.2f}"
         out.append(f"| {name} | {p['incidents']} | {p['true']} | {p['false']} | {_pct(p['precision'])} | {fpd} |")
+    out += ["", "| false incidents by cause | " + " | ".join(CAUSES) + " |", "|---|" + "---:|" * len(CAUSES)]
+    for sev, got in s["false_by_cause"].items():
+        if got:
+            out.append(f"| {sev} | " + " | ".join(str(got.get(c, 0)) for c in CAUSES) + " |")
     out += ["", "| kind | obvious | subtle | below floor |", "|---|---:|---:|---:|"]
     for k, v in s["recall_by_kind"].items():
         out.append(
@@ -253,13 +309,17 @@ def render(s: dict[str, Any]) -> str:
         )
     out += [
         "",
-        "| rule | incidents | true | false | false sev1 | false sev2 | false sev3 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| rule | incidents | true | false | false sev1 | false sev2 | false sev3 | false by cause ("
+        + " / ".join(CAUSES)
+        + ") |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in s["per_rule"]:
         out.append(
             f"| {r['rule']} | {r['incidents']} | {r.get('true', 0)} | {r.get('false', 0)} | "
-            f"{r.get('false_sev1', 0)} | {r.get('false_sev2', 0)} | {r.get('false_sev3', 0)} |"
+            f"{r.get('false_sev1', 0)} | {r.get('false_sev2', 0)} | {r.get('false_sev3', 0)} | "
+            + " / ".join(str(r.get(f"cause_{c}", 0)) for c in CAUSES)
+            + " |"
         )
     if s["missed_obvious"]:
         out += [

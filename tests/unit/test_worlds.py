@@ -173,3 +173,4 @@ def test_a_tiny_world_end_to_end() -> None:
     assert run["events"] > 0 and run["truths"]
     for inc in run["incidents"]:
         assert inc["severity"] in world_eval.SEVERITIES
+        assert (inc.get("cause") in world_eval.CAUSES) == (not inc["truths"])

@@ -1183,7 +1183,8 @@ fn scale_baseline(plan: &Plan, mut value: f64, n: i64, span_ms: i64) -> f64 {
 
 /// `engine._baseline_around`: the baseline of a span that past incidents reach into — of the
 /// buckets outside their spans, or the baseline frozen at the onset of the latest of them
-/// when those hold fewer than `min N events` (distinct: no whole slice).
+/// when those are less than half the span or hold fewer than `min N events` (distinct: no
+/// whole slice).
 fn baseline_around(
     plan: &Plan,
     buckets: &Buckets,
@@ -1197,6 +1198,14 @@ fn baseline_around(
         .copied()
         .collect();
     let fallback = cut.last().unwrap().baseline;
+    let kept_ms = plan.baseline_ms
+        - cut
+            .iter()
+            .map(|x| x.end.min(end) - x.start.max(start))
+            .sum::<i64>();
+    if 2 * kept_ms < plan.baseline_ms {
+        return fallback; // a few minutes between two incidents are no baseline
+    }
     let kept = |s: i64| !cut.iter().any(|x| x.start <= s && s < x.end);
     let lo = buckets.partition_point(|(s, _)| *s < start);
     let hi = buckets.partition_point(|(s, _)| *s < end).max(lo);
@@ -1222,13 +1231,5 @@ fn baseline_around(
     let Some(value) = metric_value(plan, &summary) else {
         return fallback;
     };
-    let kept_ms = plan.baseline_ms
-        - cut
-            .iter()
-            .map(|x| x.end.min(end) - x.start.max(start))
-            .sum::<i64>();
-    if kept_ms <= 0 {
-        return fallback;
-    }
     Some(scale_baseline(plan, value.f(), summary.n, kept_ms))
 }

@@ -459,9 +459,9 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
     and the span has `min N events`. Pure: investigations call it to draw the baseline.
 
     ``excluded``: the spans of the group's past incidents (`excluded_span`); their buckets are
-    left out, and what remains is scaled by its own length. When what remains has fewer than
-    `min N events` (distinct: no whole window-length slice), the baseline is the one frozen at
-    the onset of the latest incident whose span reaches into the span."""
+    left out, and what remains is scaled by its own length. When what remains is less than half
+    the span, or has fewer than `min N events` (distinct: no whole window-length slice), the
+    baseline is the one frozen at the onset of the latest incident whose span reaches into it."""
     end = at - rule.window_ms
     start = end - rule.baseline_ms
     if first_seen is None or start < first_seen:
@@ -491,8 +491,12 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
 def _baseline_around(rule: CompiledRule, buckets: dict[int, Bucket], start: int, end: int,
                      cut: list[tuple[int, int, float | None]]) -> float | None:  # fmt: skip
     """`span_baseline` of a span that past incidents reach into (``cut``: their spans, in
-    time order, not overlapping)."""
+    time order, not overlapping): measured on the rest of the span when the rest is at least
+    half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
     fallback = cut[-1][2]
+    kept_ms = rule.baseline_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
+    if 2 * kept_ms < rule.baseline_ms:
+        return fallback  # a few minutes between two incidents are no baseline
 
     def kept(s: int) -> bool:
         return not any(lo <= s < hi for lo, hi, _ in cut)
@@ -512,9 +516,6 @@ def _baseline_around(rule: CompiledRule, buckets: dict[int, Bucket], start: int,
         return sum(counts) / len(counts) if counts else fallback
     value = rule.metric.value(summary)
     if value is None:
-        return fallback
-    kept_ms = rule.baseline_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
-    if kept_ms <= 0:
         return fallback
     return rule.metric.scale_baseline(value, summary.n, rule.window_ms / kept_ms)
 

@@ -115,3 +115,22 @@ def test_a_snapshot_of_version_1_restores_with_nothing_kept_out():
         assert "excluded" not in restored.snapshot()["rules"][compiled[0].name]["groups"][0]
     with pytest.raises(ValueError, match="unsupported snapshot version 99"):
         Engine.restore(compiled, {**snap, "version": 99})
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_population_reference_is_not_inflated_by_the_groups_own_incident(engine):
+    # The reference is the rest of the population in the same window: the group's own events
+    # are taken out, so nothing of its incident stays in it after the resolve.
+    compiled = rules("rate(prompt_injection) > 5x population over 10m by user min 5 events -> sev2")
+    events = []
+    for user in ("attacker", "u1", "u2", "u3"):
+        for i, at in enumerate(range(8 * HOUR, 13 * HOUR, 10 * SEC)):
+            spike = user == "attacker" and any(a <= at < b for a, b in SPIKES)
+            hit = i % 3 == 0 if spike else i % 50 == 0
+            events.append(event(f"{user}-{i}", at, user=user, flags={"prompt_injection": hit}))
+    events.sort(key=lambda e: (e.ts, e.event_id))
+    records = run(compiled, events, engine=engine)
+    starts = opened(records)
+    assert [r["group"] for r in of_type(records, "incident.opened")] == [{"user": "attacker"}] * 2
+    assert starts[1] - RECURRENCE[0] == starts[0] - FIRST[0]
+    assert offset(of_type(records, "incident.resolved")[0]) < RECURRENCE[0]

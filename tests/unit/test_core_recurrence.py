@@ -134,3 +134,35 @@ def test_a_population_reference_is_not_inflated_by_the_groups_own_incident(engin
     assert [r["group"] for r in of_type(records, "incident.opened")] == [{"user": "attacker"}] * 2
     assert starts[1] - RECURRENCE[0] == starts[0] - FIRST[0]
     assert offset(of_type(records, "incident.resolved")[0]) < RECURRENCE[0]
+
+
+def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_resolve(monkeypatch):
+    from firebreak.core import engine as core_engine
+    from firebreak.core.events import parse_ts
+    from firebreak.investigate import Selection, investigate
+
+    compiled = rules(CANONICAL)
+    events = traffic(end=12 * HOUR + 30 * MIN)
+    used: dict[int, float | None] = {}  # step → the baseline the engine judged gpt-4o against
+    baseline = core_engine.Engine._baseline
+
+    def spy(self, state, group, at):
+        used[at] = value = baseline(self, state, group, at)
+        return value
+
+    monkeypatch.setattr(core_engine.Engine, "_baseline", spy)
+    records = run(compiled, events)
+    monkeypatch.undo()
+    first = of_type(records, "incident.opened")[0]["incident_id"]
+    report = investigate(compiled, events, Selection(incident_id=first), records=records).to_json()
+    resolved = T0 + 11 * HOUR + 29 * MIN
+    after = [p for p in report["series"]["points"] if parse_ts(p["ts"]) > resolved]
+    assert after, "the chart ends at the resolve"
+    checked = 0
+    for point in after:
+        at = parse_ts(point["ts"])
+        if at in used:
+            assert point["baseline"] == pytest.approx(used[at], rel=1e-5), point
+            checked += 1
+    assert checked >= 5
+    assert all(p["baseline"] == 0.02 for p in after)  # the baseline of before the incident

@@ -7,7 +7,6 @@ blind to a recurrence for one baseline span. Both engines, across snapshots.
 
 import orjson
 import pytest
-
 from firebreak.core import Engine
 from firebreak.core.events import format_ts
 from firebreak.native import NativeEngine

@@ -36,6 +36,15 @@ def traffic(end: int = 15 * HOUR + 30 * MIN, model: str = "gpt-4o") -> list:
     return out
 
 
+def fed(engine: str, compiled, events) -> tuple:
+    """An engine of that kind fed ``events`` (no end of input), and its records."""
+    if engine == "python":
+        target = Engine(compiled)
+        return target, [r for e in events for r in target.process(e)]
+    target = NativeEngine(compiled)
+    return target, target.feed_events(events).records
+
+
 def opened(records) -> list[int]:
     return [offset(r) for r in of_type(records, "incident.opened")]
 
@@ -60,10 +69,14 @@ def test_the_starter_rule_catches_the_recurrence(engine):
 
     text = (Path(__file__).resolve().parents[2] / "rules" / "hallucination.rules").read_text()
     pack = tuple(r for r in rules(text) if r.name == "hallucination_spike_by_model")
-    starts = opened(run(pack, traffic(), engine=engine))
+    records = run(pack, traffic(), engine=engine)
+    starts = opened(records)
     assert len(starts) == 3, [format_ts(T0 + s) for s in starts]
     ttd = [at - spike[0] for at, spike in zip(starts, SPIKES, strict=True)]
     assert ttd[1] == ttd[0] and ttd[2] == ttd[0]
+    # the significance test's reference is K × the baseline: the first spike's, as the first had
+    first, second, _ = (r["significance"] for r in of_type(records, "incident.opened"))
+    assert second["reference"] == "baseline" and second["expected"] == first["expected"] == 18
 
 
 def test_both_engines_give_the_same_records_and_state_across_snapshots():
@@ -90,12 +103,7 @@ def test_both_engines_give_the_same_records_and_state_across_snapshots():
 def test_a_span_the_baseline_can_no_longer_see_is_dropped(engine):
     compiled = rules(CANONICAL)
     events = traffic(end=13 * HOUR + 40 * MIN)  # the last incident resolves by 12:2x
-    target = Engine(compiled) if engine == "python" else NativeEngine(compiled)
-    if engine == "python":
-        for e in events:
-            target.process(e)
-    else:
-        target.feed_events(events)
+    target, _ = fed(engine, compiled, events)
     (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
     assert "excluded" not in group  # 13:39 − 70m is past the end of every span kept out
 
@@ -165,3 +173,34 @@ def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_reso
             checked += 1
     assert checked >= 5
     assert all(p["baseline"] == 0.02 for p in after)  # the baseline of before the incident
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_incident_opening_within_a_window_of_the_last_one_joins_its_span(engine):
+    compiled = rules(CANONICAL)
+    events = traffic(end=12 * HOUR + 40 * MIN)
+    target, records = fed(engine, compiled, events)
+    resolved = [T0 + offset(r) for r in of_type(records, "incident.resolved")]
+    assert len(resolved) == 2
+    (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
+    # the recurrence's span [11:28, ...) starts before the first one's end (11:29): one span,
+    # with the baseline of before the first spike
+    assert group["excluded"] == [[T0 + 10 * HOUR + 21 * MIN, resolved[1], 0.02]]
+
+
+FOR_RULE = "rate(hallucination) > 3x baseline over 10m by model for 15m -> sev2"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_pending_condition_that_lapses_keeps_its_windows_out_of_the_baseline_too(engine):
+    compiled = rules(FOR_RULE)
+    events = []
+    for i, at in enumerate(range(8 * HOUR, 10 * HOUR + 45 * MIN, 2 * SEC)):  # a 4-minute blip at 10:28
+        hit = i % 5 == 0 if 10 * HOUR + 28 * MIN <= at < 10 * HOUR + 32 * MIN else i % 50 == 0
+        events.append(event(f"e{i}", at, model="gpt-4o", flags={"hallucination": hit}))
+    target, records = fed(engine, compiled, events)
+    assert records == []  # the blip holds for less than 15m: pending, never open
+    (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
+    (span,) = group["excluded"]
+    assert span[0] == T0 + 10 * HOUR + 21 * MIN  # onset 10:31 − the window
+    assert T0 + 10 * HOUR + 32 * MIN <= span[1] <= T0 + 10 * HOUR + 45 * MIN and span[2] == 0.02

@@ -29,6 +29,15 @@ pub enum Status {
     Firing,
 }
 
+/// A span a group's incident covered (`engine.excluded_span`), kept out of its baseline:
+/// [start, end), and the baseline frozen at the incident's onset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Excluded {
+    pub start: i64,
+    pub end: i64,
+    pub baseline: Option<f64>,
+}
+
 pub struct Group {
     pub buckets: Buckets, // sorted by start
     pub first_seen: Option<i64>,
@@ -37,6 +46,9 @@ pub struct Group {
     pub life: Option<PyObject>, // incidents.Lifecycle while pending or firing
     pub dict: Option<PyObject>, // the group's values as records show them
     pub totals: Totals,
+    /// `Kx baseline` rules: the spans of the group's past incidents, oldest first (boxed: most
+    /// groups never have one, and the groups are kept side by side).
+    pub excluded: Option<Box<Vec<Excluded>>>,
     /// The last step the group was evaluated at (i64::MIN: not since it was made or
     /// restored). Buckets before that step's window are out of every later window: the
     /// core drops their users and evidence then (snapshots show them empty), and so does
@@ -92,6 +104,7 @@ impl Group {
             life: None,
             dict: None,
             totals: Totals::default(),
+            excluded: None,
             seen_at: i64::MIN,
             cleared_below: i64::MIN,
         }
@@ -115,8 +128,33 @@ impl Group {
         self.cleared_below = window_from;
     }
 
-    /// Drop the buckets no window or baseline can see any more (starting before ``horizon``).
+    /// The spans kept out of the group's baseline.
+    pub fn excluded(&self) -> &[Excluded] {
+        self.excluded.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// `engine.add_excluded`: a span after the others; one overlapping the last joins it,
+    /// keeping the earlier baseline.
+    pub fn add_excluded(&mut self, span: Excluded) {
+        let spans = self.excluded.get_or_insert_with(Default::default);
+        match spans.last_mut() {
+            Some(last) if span.start < last.end => last.end = span.end,
+            _ => spans.push(span),
+        }
+    }
+
+    /// Drop the buckets no window or baseline can see any more (starting before ``horizon``),
+    /// and the excluded spans that end before it (`engine.expire_excluded`).
     pub fn expire(&mut self, horizon: i64) {
+        if let Some(spans) = self.excluded.as_mut() {
+            let gone = spans.partition_point(|span| span.end <= horizon);
+            if gone != 0 {
+                spans.drain(..gone);
+                if spans.is_empty() {
+                    self.excluded = None;
+                }
+            }
+        }
         if self.buckets.is_empty() || self.totals.oldest >= horizon {
             return;
         }
@@ -812,7 +850,7 @@ impl Engine {
                 if group.status != Status::Inactive {
                     group.frozen_baseline
                 } else {
-                    span_baseline(plan, &group.buckets, group.first_seen, at)
+                    span_baseline(plan, &group.buckets, group.first_seen, at, group.excluded())
                 }
             } else {
                 None
@@ -878,6 +916,10 @@ impl Engine {
                 let opened: bool = result.get_item(2)?.extract()?;
                 group.frozen_baseline = result.get_item(3)?.extract()?;
                 let life = result.get_item(4)?;
+                let ended: Option<(i64, i64, Option<f64>)> = result.get_item(5)?.extract()?;
+                if let Some((start, end, baseline)) = ended {
+                    group.add_excluded(Excluded { start, end, baseline });
+                }
                 group.status = match status.as_str() {
                     "pending" => Status::Pending,
                     "firing" => Status::Firing,
@@ -1083,16 +1125,21 @@ fn read<H: HostLike>(
 
 /// `engine.span_baseline`: the metric over the baseline span before the window ending at
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
+/// ``excluded``: the spans of the group's past incidents, left out of it.
 pub fn span_baseline(
     plan: &Plan,
     buckets: &Buckets,
     first_seen: Option<i64>,
     at: i64,
+    excluded: &[Excluded],
 ) -> Option<f64> {
     let end = at - plan.window_ms;
     let start = end - plan.baseline_ms;
     if first_seen.is_none_or(|f| start < f) {
         return None;
+    }
+    if excluded.iter().any(|x| x.start < end && x.end > start) {
+        return baseline_around(plan, buckets, start, end, excluded);
     }
     let span = |lo: i64, hi: i64| span(buckets, lo, hi);
     let summary = summarize(plan, span(start, end), false);
@@ -1109,8 +1156,13 @@ pub fn span_baseline(
         }
         return Some(total / slices as f64);
     }
-    let mut value = metric_value(plan, &summary)?.f();
-    let scale = plan.window_ms as f64 / plan.baseline_ms as f64;
+    let value = metric_value(plan, &summary)?.f();
+    Some(scale_baseline(plan, value, summary.n, plan.baseline_ms))
+}
+
+/// `MetricKind.scale_baseline`: a span's metric (``span_ms`` long, ``n`` events) as a window's.
+fn scale_baseline(plan: &Plan, mut value: f64, n: i64, span_ms: i64) -> f64 {
+    let scale = plan.window_ms as f64 / span_ms as f64;
     match plan.func {
         Func::Count | Func::Sum => {
             value *= scale;
@@ -1119,12 +1171,65 @@ pub fn span_baseline(
             }
         }
         Func::Rate => {
-            let floor = 1.0 / (summary.n as f64 * scale);
+            let floor = 1.0 / (n as f64 * scale);
             if floor > value {
                 value = floor;
             }
         }
         _ => {}
     }
-    Some(value)
+    value
+}
+
+/// `engine._baseline_around`: the baseline of a span that past incidents reach into — of the
+/// buckets outside their spans, or the baseline frozen at the onset of the latest of them
+/// when those are less than half the span or hold fewer than `min N events` (distinct: no
+/// whole slice).
+fn baseline_around(
+    plan: &Plan,
+    buckets: &Buckets,
+    start: i64,
+    end: i64,
+    excluded: &[Excluded],
+) -> Option<f64> {
+    let cut: Vec<Excluded> = excluded
+        .iter()
+        .filter(|x| x.start < end && x.end > start)
+        .copied()
+        .collect();
+    let fallback = cut.last().unwrap().baseline;
+    let kept_ms = plan.baseline_ms
+        - cut
+            .iter()
+            .map(|x| x.end.min(end) - x.start.max(start))
+            .sum::<i64>();
+    if 2 * kept_ms < plan.baseline_ms {
+        return fallback; // a few minutes between two incidents are no baseline
+    }
+    let kept = |s: i64| !cut.iter().any(|x| x.start <= s && s < x.end);
+    let lo = buckets.partition_point(|(s, _)| *s < start);
+    let hi = buckets.partition_point(|(s, _)| *s < end).max(lo);
+    let kept_buckets = buckets.range(lo..hi).filter(|(s, _)| kept(*s)).map(|(_, b)| b);
+    let summary = summarize(plan, kept_buckets, false);
+    if sample_size(plan, &summary) < plan.min_events {
+        return fallback;
+    }
+    if plan.func == Func::Distinct {
+        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let (mut total, mut counted) = (0.0, 0i64);
+        for i in 0..slices {
+            let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);
+            if cut.iter().any(|x| x.start < hi && x.end > lo) {
+                continue;
+            }
+            let part = summarize(plan, span(buckets, lo, hi), false);
+            total += metric_value(plan, &part).map(|v| v.f()).unwrap_or(0.0);
+            counted += 1;
+        }
+        return if counted == 0 { fallback } else { Some(total / counted as f64) };
+    }
+    let Some(value) = metric_value(plan, &summary) else {
+        return fallback;
+    };
+    Some(scale_baseline(plan, value.f(), summary.n, kept_ms))
 }

@@ -9,7 +9,9 @@ use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
-pub const SNAPSHOT_VERSION: i64 = 1; // firebreak.core.engine.SNAPSHOT_VERSION: the same layout
+pub const SNAPSHOT_VERSION: i64 = 2; // firebreak.core.engine.SNAPSHOT_VERSION: the same layout
+/// The versions `read` restores (`engine.READS_VERSIONS`: 1 has no excluded spans).
+pub const READS_VERSIONS: [i64; 2] = [1, 2];
 
 fn opt_num(v: Option<Num>) -> Value {
     v.map(Num::to_json).unwrap_or(Value::Null)
@@ -162,7 +164,7 @@ fn rules_json(
                 Some(life) => life_of(life)?,
                 None => Value::Null,
             };
-            groups.push(json!({
+            let mut item = json!({
                 "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
                 "first_seen": group.first_seen,
                 "buckets": group.buckets.iter().map(|(s, b)| {
@@ -170,7 +172,15 @@ fn rules_json(
                     json!([s, bucket_json(b, cleared)])
                 }).collect::<Vec<_>>(),
                 "life": life,
-            }));
+            });
+            if !group.excluded().is_empty() {
+                item["excluded"] = group
+                    .excluded()
+                    .iter()
+                    .map(|x| json!([x.start, x.end, x.baseline]))
+                    .collect();
+            }
+            groups.push(item);
         }
         let mut rule = Map::new();
         rule.insert("next_eval".into(), json!(state.next_eval));
@@ -290,7 +300,7 @@ pub fn read(
     host: &Host,
 ) -> Result<(), String> {
     let snapshot = crate::event::parse_json(json).ok_or("a snapshot is JSON")?;
-    if snapshot["version"].as_i64() != Some(SNAPSHOT_VERSION) {
+    if !snapshot["version"].as_i64().is_some_and(|v| READS_VERSIONS.contains(&v)) {
         return Err(format!(
             "unsupported snapshot version {}",
             snapshot["version"]
@@ -336,6 +346,15 @@ pub fn read(
             }
             group.buckets.make_contiguous().sort_by_key(|(s, _)| *s);
             group.totals = crate::engine::Totals::of(&group.buckets);
+            if let Some(spans) = item.get("excluded").and_then(Value::as_array) {
+                for span in spans {
+                    group.add_excluded(crate::engine::Excluded {
+                        start: int(&span[0])?,
+                        end: int(&span[1])?,
+                        baseline: span[2].as_f64(),
+                    });
+                }
+            }
             if let Some(i) = item["life"].as_u64() {
                 let life = lives
                     .get(i as usize)
@@ -417,6 +436,12 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
             }
         }
         bytes += state.due.size().1 + state.groups.index_bytes();
+        for group in state.groups.values() {
+            if let Some(spans) = &group.excluded {
+                bytes += size_of::<Vec<crate::engine::Excluded>>()
+                    + spans.capacity() * size_of::<crate::engine::Excluded>();
+            }
+        }
     }
     (groups, buckets, bytes)
 }

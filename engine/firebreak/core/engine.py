@@ -23,7 +23,7 @@ from typing import Any
 
 from firebreak.core.events import Event
 from firebreak.core.flapping import Cooldowns
-from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, close_for_reload, evaluate_group, read
+from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Status, close_for_reload, evaluate_group, read
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Bucket, accumulator, summarize
 from firebreak.dsl.compiler import CompiledRule, getter
@@ -31,11 +31,12 @@ from firebreak.event_types import COUNTED
 from firebreak.event_types import DEFAULT as DEFAULT_TYPE
 
 DEFAULT_LATENESS_MS = 30_000
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: groups carry the spans kept out of their baseline (`excluded`)
+READS_VERSIONS = (1, 2)  # a version 1 snapshot restores with nothing kept out
 
 
 class GroupState:
-    __slots__ = ("key", "group", "order", "buckets", "life", "first_seen")
+    __slots__ = ("key", "group", "order", "buckets", "life", "first_seen", "excluded")
 
     def __init__(self, rule: CompiledRule, key: tuple) -> None:
         self.key = key
@@ -44,6 +45,9 @@ class GroupState:
         self.buckets: dict[int, Bucket] = {}
         self.life = Lifecycle()
         self.first_seen: int | None = None  # start of the group's earliest step: baselines wait for it
+        # `Kx baseline` rules: the spans the group's incidents covered, kept out of its baseline
+        # (`excluded_span`): [start, end, the baseline frozen at the onset], oldest first.
+        self.excluded: list[tuple[int, int, float | None]] = []
 
 
 def _type_rank(value: Any) -> int:
@@ -286,6 +290,8 @@ class Engine:
         for group in sorted((groups[k] for k in keys if k in groups), key=lambda g: g.order):
             horizon = at - state.memory_ms
             window_from = at - rule.window_ms
+            if group.excluded:
+                expire_excluded(group.excluded, horizon)
             for start, bucket in list(group.buckets.items()):
                 if start < horizon:
                     del group.buckets[start]
@@ -305,7 +311,12 @@ class Engine:
             reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
                 reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
-            records.extend(evaluate_group(rule, group.group, group.life, at, reading, self.cooldowns))
+            life = group.life
+            before = (life.status, life.onset, life.frozen_baseline)
+            records.extend(evaluate_group(rule, group.group, life, at, reading, self.cooldowns))
+            span = excluded_span(rule, *before, life.status, at)
+            if span is not None:
+                add_excluded(group.excluded, span)
             if group.life.status == INACTIVE:
                 state.active.discard(group.key)
             else:
@@ -324,7 +335,7 @@ class Engine:
         `span_baseline` of its buckets."""
         if group.life.status != INACTIVE:
             return group.life.frozen_baseline
-        return span_baseline(state.rule, group.buckets, group.first_seen, at)
+        return span_baseline(state.rule, group.buckets, group.first_seen, at, group.excluded)
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -362,6 +373,7 @@ class Engine:
                             "first_seen": group.first_seen,
                             "buckets": [[start, b.snapshot()] for start, b in sorted(group.buckets.items())],
                             "life": group.life.to_json(),
+                            **({"excluded": [list(span) for span in group.excluded]} if group.excluded else {}),
                         }
                         for group in sorted(state.groups.values(), key=lambda g: g.order)
                     ],
@@ -377,8 +389,7 @@ class Engine:
         """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
         state of rules no longer present is dropped (their open incidents are reported by
         `dropped_incidents` so the caller can resolve them)."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
+        check_version(snapshot)
         engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns)
         engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
         engine.stats.update(snapshot["stats"])
@@ -398,6 +409,7 @@ class Engine:
                 group.buckets = {start: Bucket.restore(state.rule, b) for start, b in item["buckets"]}
                 group.first_seen = item["first_seen"]
                 group.life = Lifecycle.from_json(item["life"])
+                group.excluded = [(start, end, baseline) for start, end, baseline in item.get("excluded", ())]
                 for start in group.buckets:
                     state.schedule(key, start, start == group.first_seen, after=state.next_eval)
                 if group.life.status != INACTIVE:
@@ -412,15 +424,62 @@ def restore_cooldowns(rules: Sequence[CompiledRule], snapshot: dict[str, Any]) -
     return Cooldowns.from_json(snapshot.get("cooldowns"), keep=same.__contains__)
 
 
-def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int) -> float | None:
+def check_version(snapshot: dict[str, Any]) -> None:
+    """Refuse a snapshot this engine cannot read (both engines read versions 1 and 2)."""
+    if snapshot.get("version") not in READS_VERSIONS:
+        raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
+
+
+# ---- what a baseline is made of after an incident ----------------------------------------------
+
+
+def excluded_span(rule: CompiledRule, status: Status, onset: int | None, frozen: float | None, now: Status,
+                  at: int) -> tuple[int, int, float | None] | None:  # fmt: skip
+    """The span a `Kx baseline` group's incident covered, once it is over (the group went
+    from pending or firing back to inactive at ``at``): every window judged while it was
+    pending or open, [onset − window, at), with the baseline frozen at its onset. It is kept
+    out of the group's baseline (docs/detection.md#baselines). None otherwise."""
+    if rule.factor is None or status == INACTIVE or now != INACTIVE or onset is None:
+        return None
+    return (onset - rule.window_ms, at, frozen)
+
+
+def add_excluded(spans: list[tuple[int, int, float | None]], span: tuple[int, int, float | None]) -> None:
+    """Add a span after the others; one that overlaps the last (an incident that opened within
+    a window of the one before it resolving) joins it, with the earlier baseline: one episode,
+    judged against what came before it."""
+    if spans and span[0] < spans[-1][1]:
+        start, _, baseline = spans[-1]
+        spans[-1] = (start, span[1], baseline)
+    else:
+        spans.append(span)
+
+
+def expire_excluded(spans: list[tuple[int, int, float | None]], horizon: int) -> None:
+    """Drop the spans that end before ``horizon`` (no baseline span reaches them any more),
+    when buckets that start before it are dropped: the spans held stay bounded."""
+    while spans and spans[0][1] <= horizon:
+        del spans[0]
+
+
+def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int,
+                  excluded: Sequence[tuple[int, int, float | None]] = ()) -> float | None:  # fmt: skip
     """The metric over the baseline span before the window ending at ``at``, scaled to the
     window for count/sum (distinct: the mean over window-length slices); None until the
     group has been seen for the whole span (``first_seen``: the start of its earliest step)
-    and the span has `min N events`. Pure: investigations call it to draw the baseline."""
+    and the span has `min N events`. Pure: investigations call it to draw the baseline.
+
+    ``excluded``: the spans of the group's past incidents (`excluded_span`); their buckets are
+    left out, and what remains is scaled by its own length. When what remains is less than half
+    the span, or has fewer than `min N events` (distinct: no whole window-length slice), the
+    baseline is the one frozen at the onset of the latest incident whose span reaches into it."""
     end = at - rule.window_ms
     start = end - rule.baseline_ms
     if first_seen is None or start < first_seen:
         return None  # the group has not been seen for a whole baseline span yet
+    cut = [span for span in excluded if span[0] < end and span[1] > start]
+    if cut:
+        return _baseline_around(rule, buckets, start, end, cut)
     summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end), detail=False)
     if rule.metric.sample_size(summary) < rule.min_events:
         return None
@@ -438,6 +497,38 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
     if value is None:
         return None
     return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
+
+
+def _baseline_around(rule: CompiledRule, buckets: dict[int, Bucket], start: int, end: int,
+                     cut: list[tuple[int, int, float | None]]) -> float | None:  # fmt: skip
+    """`span_baseline` of a span that past incidents reach into (``cut``: their spans, in
+    time order, not overlapping): measured on the rest of the span when the rest is at least
+    half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
+    fallback = cut[-1][2]
+    kept_ms = rule.baseline_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
+    if 2 * kept_ms < rule.baseline_ms:
+        return fallback  # a few minutes between two incidents are no baseline
+
+    def kept(s: int) -> bool:
+        return not any(lo <= s < hi for lo, hi, _ in cut)
+
+    summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end and kept(s)), detail=False)
+    if rule.metric.sample_size(summary) < rule.min_events:
+        return fallback
+    if rule.metric.slices_baseline:  # the mean over the slices no incident reaches into
+        slices = max(1, rule.baseline_ms // rule.window_ms)
+        counts = []
+        for i in range(slices):
+            lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
+            if any(a < hi and b > lo for a, b, _ in cut):
+                continue
+            part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
+            counts.append(rule.metric.value(part))
+        return sum(counts) / len(counts) if counts else fallback
+    value = rule.metric.value(summary)
+    if value is None:
+        return fallback
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / kept_ms)
 
 
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:

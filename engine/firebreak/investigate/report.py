@@ -49,7 +49,7 @@ from firebreak.investigate.model import (
 )
 from firebreak.investigate.reports import join_reports, user_reports
 from firebreak.investigate.review import Detection, Impact, postmortem, suggest_monitoring
-from firebreak.investigate.series import metric_series
+from firebreak.investigate.series import judged_spans, metric_series
 from firebreak.records import IncidentRecord, RecordKind
 
 HOUR = 3_600_000
@@ -309,7 +309,7 @@ def tell_story(log: Log, onset: Onset, causes: list[Cause]) -> Story:
         log.group_events,
         max(view.onset_ts - 3 * window, log.data_from),
         min(log.end + window, log.data_to + 1),
-        (view.onset_ts, log.until, view.opened.baseline),
+        judged_spans(log.records, log.rule.name, view.group),
     )
     timeline = _timeline(view, causes, onset.first, onset.mass.describe)
     return Story(_incident(view), timeline, _lags(view, onset, causes), series)

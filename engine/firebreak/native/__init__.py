@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
-from firebreak.core.engine import SNAPSHOT_VERSION, restore_cooldowns, rule_fingerprint
+from firebreak.core.engine import check_version, excluded_span, restore_cooldowns, rule_fingerprint
 from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
 from firebreak.core.significance import p_value
@@ -60,6 +60,7 @@ class _Host:
         sketch.mins = users
         window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, [(None, e) for e in evidence])
         life = life if life is not None else Lifecycle()
+        before = (life.status, life.onset, life.frozen_baseline)
         try:
             records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p),
                                      self.cooldowns)
@@ -68,7 +69,7 @@ class _Host:
                 f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
             ) from error
         opened = life.status == FIRING and life.incident.opened_at == at
-        return records, life.status, opened, life.frozen_baseline, life
+        return records, life.status, opened, life.frozen_baseline, life, excluded_span(rule, *before, life.status, at)
 
     def p_value(self, index: int, k: int, n: int, reference: float) -> float:
         rule = self.rules[index]
@@ -298,8 +299,7 @@ class NativeEngine:
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
                 lateness_ms: int | None = None) -> NativeEngine:  # fmt: skip
         """Engine.restore for the native engine: a rule whose text changed starts afresh."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
+        check_version(snapshot)
         snapshot = orjson.loads(orjson.dumps(snapshot))  # the restored incidents must not share its lists
         engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms)
         lives: list[Lifecycle] = []

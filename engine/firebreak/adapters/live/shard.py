@@ -28,7 +28,7 @@ import orjson
 
 from firebreak.adapters.live import batch_cache
 from firebreak.core import Engine, Event, parse_ts
-from firebreak.core.engine import reload
+from firebreak.core.engine import READS_VERSIONS, reload
 from firebreak.core.sharding import owner, rules_version
 from firebreak.dsl import CompiledRule
 from firebreak.event_types import EventType
@@ -321,10 +321,11 @@ class ShardState:
                 lateness_ms: int, engine: str = "python") -> ShardState:  # fmt: skip
         version = snapshot.get("version")
         inner = (snapshot.get("engine") or {}).get("version")
-        if version != SNAPSHOT_VERSION or inner != 1:
+        if version != SNAPSHOT_VERSION or inner not in READS_VERSIONS:
             raise CheckpointError(
                 f"shard {snapshot.get('shard')}: its checkpoint has version {version!r} (engine state {inner!r}); "
-                f"this worker reads version {SNAPSHOT_VERSION} (engine state 1). It was written by another "
+                f"this worker reads version {SNAPSHOT_VERSION} (engine state "
+                f"{' or '.join(map(str, READS_VERSIONS))}). It was written by another "
                 "release of Firebreak: run that release, or start this group afresh with a new --app-id "
                 "(its shards then begin with empty windows)")  # fmt: skip
         state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms, engine)

@@ -195,7 +195,7 @@ pub struct KeyTable {
 #[derive(Clone, Copy)]
 struct Slot {
     id: u32,
-    at: u32,
+    at: usize, // where its bytes are: a table past 4 GiB of key bytes goes on (no u32 offset)
 }
 
 /// A key part as the event has it: text borrowed from the line until the key is new.
@@ -243,7 +243,7 @@ fn encode_part(out: &mut Vec<u8>, part: &KeyPart) {
 /// The bytes of the key at ``slot``.
 #[inline]
 fn key_bytes(bytes: &[u8], slot: Slot) -> &[u8] {
-    let at = slot.at as usize;
+    let at = slot.at;
     let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     &bytes[at + 4..at + 4 + len]
 }
@@ -302,7 +302,7 @@ impl KeyTable {
 
     fn insert(&mut self, encoded: &[u8], parts: Vec<KeyPart>) -> u32 {
         let id = self.info.len() as u32;
-        let at = u32::try_from(self.bytes.len()).expect("a `by` list's keys take under 4 GB");
+        let at = self.bytes.len();
         self.bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(encoded);
         self.info.push(KeyInfo { parts });
@@ -717,6 +717,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Evaluate every rule's steps up to ``watermark`` (``closing``: up to the end of the step
+    /// holding it). Only the steps with work are visited: those with groups due (`Wheel`),
+    /// and every step while a group is pending or firing. A step with neither would change
+    /// nothing, so empty time between two events costs nothing. Each rule is evaluated on
+    /// its own (nothing one rule does is seen by another); the records are then put in the
+    /// core's order: (step time, rule index).
     fn advance_to<H: HostLike>(
         &mut self,
         watermark: i64,
@@ -724,8 +730,10 @@ impl Engine {
         host: &H,
         out: &mut Vec<Rec>,
     ) -> PyResult<()> {
-        let mut due: Vec<(i64, usize)> = Vec::new();
-        for (index, state) in self.rules.iter_mut().enumerate() {
+        let begin = out.len();
+        let mut evaluated_rules = 0;
+        for index in 0..self.rules.len() {
+            let state = &mut self.rules[index];
             let step = state.plan.step_ms;
             let last = if !closing {
                 watermark
@@ -740,18 +748,34 @@ impl Engine {
             let Some(first) = state.next_eval else {
                 continue;
             };
-            let mut at = first;
-            while at <= last {
-                due.push((at, index));
-                at += step;
+            if first > last {
+                continue;
             }
-            if at != first {
-                state.next_eval = Some(at);
+            // the first boundary after ``last`` (the clock's next step, as if each were visited)
+            state.next_eval = Some(first + ((last - first) / step + 1) * step);
+            let mut at = Some(first);
+            let mut any = false;
+            while let Some(now) = at.filter(|a| *a <= last) {
+                let state = &self.rules[index];
+                if !state.active.is_empty() || state.due.has(now) {
+                    let before = out.len();
+                    self.evaluate(index, now, host, out)?;
+                    any |= out.len() != before;
+                    if self.rules[index].next_eval.is_none() {
+                        break; // no groups left: nothing is due
+                    }
+                }
+                let state = &self.rules[index];
+                at = if !state.active.is_empty() {
+                    Some(now + step)
+                } else {
+                    state.due.next_from(now + step)
+                };
             }
+            evaluated_rules += any as usize;
         }
-        due.sort_unstable();
-        for (at, index) in due {
-            self.evaluate(index, at, host, out)?;
+        if evaluated_rules > 1 {
+            out[begin..].sort_by_key(|r| (r.1, r.2)); // stable: a step's records keep their order
         }
         Ok(())
     }

@@ -256,21 +256,32 @@ class Engine:
     # ---- evaluation ---------------------------------------------------------------------
 
     def _advance(self, watermark: int, closing: bool = False) -> list[dict[str, Any]]:
-        due: list[tuple[int, int]] = []
+        """Evaluate every rule's steps up to ``watermark`` (``closing``: up to the end of the
+        step holding it). Only steps with work are visited: those with groups due, and every
+        step while a group is pending or firing; a step with neither would change nothing,
+        so empty time between two events costs nothing. Each rule is evaluated on its own
+        (nothing one rule does is seen by another); the records are then put in
+        (step time, rule index) order."""
+        done: list[tuple[int, int, list[dict[str, Any]]]] = []
         for index, state in enumerate(self.states):
+            at = state.next_eval
+            if at is None:
+                continue
             step = state.rule.step_ms
             last = watermark if not closing else watermark - watermark % step + (step if watermark % step else 0)
-            at = state.next_eval
+            if at > last:
+                continue
+            state.next_eval = at + ((last - at) // step + 1) * step  # the clock's next step after `last`
             while at is not None and at <= last:
-                due.append((at, index))
-                at += step
-            if state.next_eval is not None and at is not None and at != state.next_eval:
-                state.next_eval = at
-        due.sort()
-        records: list[dict[str, Any]] = []
-        for at, index in due:
-            records.extend(self._evaluate(self.states[index], at))
-        return records
+                if state.active or at in state.due:
+                    records = self._evaluate(state, at)
+                    if records:
+                        done.append((at, index, records))
+                    if state.next_eval is None:
+                        break  # no groups left: nothing is due
+                at = _next_step(state, at + step)
+        done.sort(key=lambda item: (item[0], item[1]))
+        return [record for _, _, records in done for record in records]
 
     def _evaluate(self, state: RuleState, at: int) -> list[dict[str, Any]]:
         rule = state.rule
@@ -399,6 +410,15 @@ class Engine:
                 if group.life.status != INACTIVE:
                     state.active.add(key)
         return engine
+
+
+def _next_step(state: RuleState, at: int) -> int | None:
+    """The first step boundary from ``at`` on with work for ``state``: every step while a
+    group is pending or firing, else the next with groups due (None: none)."""
+    if state.active or at in state.due:
+        return at
+    step = state.rule.step_ms
+    return min((t for t in state.due if t >= at and t % step == 0), default=None)
 
 
 def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int) -> float | None:

@@ -426,6 +426,10 @@ impl HostLike for Remote<'_> {
     }
 }
 
+/// engine.py DEFAULT_MAX_SKEW_MS and AHEAD_CONFIRM.
+pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
+pub const AHEAD_CONFIRM: u32 = 8;
+
 /// A record and where it goes among the records of one feed: (event sequence number, step
 /// time, rule index) — the core's order, by which the records of engines that ran disjoint
 /// rules side by side are merged.
@@ -454,6 +458,8 @@ pub struct Engine {
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
     pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
     pub seq: u64,                           // events processed (the order of records: `Rec`)
+    pub max_skew_ms: Option<i64>,           // engine.py `Engine.max_skew_ms` (None: no bound)
+    pub ahead_run: u32,                     // events refused as ahead since the last one taken
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
     routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
@@ -483,6 +489,8 @@ impl Engine {
             key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owner: None,
             seq: 0,
+            max_skew_ms: Some(DEFAULT_MAX_SKEW_MS),
+            ahead_run: 0,
             keys: vec![None; by_lists],
             routed: Vec::new(),
         }
@@ -501,6 +509,26 @@ impl Engine {
 
     pub fn is_late(&self, ts: i64) -> bool {
         self.watermark.is_some_and(|w| ts < w)
+    }
+
+    /// engine.py `Engine.is_ahead`: whether an event at ``ts`` (not late) is refused for being
+    /// more than ``max_skew_ms`` after the latest event time taken; asked once per event,
+    /// before it is added (the `AHEAD_CONFIRM`-th such event in a row is taken).
+    pub fn is_ahead(&mut self, ts: i64) -> bool {
+        match (self.max_skew_ms, self.max_ts) {
+            (Some(skew), Some(max_ts)) if ts > max_ts.saturating_add(skew) => {
+                self.ahead_run += 1;
+                if self.ahead_run >= AHEAD_CONFIRM {
+                    self.ahead_run = 0;
+                    return false;
+                }
+                true
+            }
+            _ => {
+                self.ahead_run = 0;
+                false
+            }
+        }
     }
 
     /// `Engine.process`: the records go to ``out``; false when the event is late.

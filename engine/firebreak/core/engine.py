@@ -30,6 +30,12 @@ from firebreak.event_types import COUNTED
 from firebreak.event_types import DEFAULT as DEFAULT_TYPE
 
 DEFAULT_LATENESS_MS = 30_000
+# An event more than this ahead of the latest event time taken is refused (dead-lettered) and
+# moves no clock: one event with a wrong date must not make the next hours of events late.
+# A real jump (a producer back after an outage) is taken at its AHEAD_CONFIRM-th event in a
+# row ahead: the ones before it are refused. docs/live.md, "Time".
+DEFAULT_MAX_SKEW_MS = 3_600_000
+AHEAD_CONFIRM = 8
 SNAPSHOT_VERSION = 1
 
 
@@ -138,11 +144,18 @@ class RuleState:
 
 class Engine:
     def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 owns: Callable[[str, tuple], bool] | None = None) -> None:  # fmt: skip
+                 owns: Callable[[str, tuple], bool] | None = None,
+                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
         """``owns(rule_name, group_key)``: when given, only those (rule, group) pairs are
-        aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py)."""
+        aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py).
+        ``max_skew_ms``: how far ahead of the latest event time an event may be (`is_ahead`;
+        None: no bound)."""
         if lateness_ms < 0:
             raise ValueError("allowed lateness cannot be negative")
+        if max_skew_ms is not None and max_skew_ms < 0:
+            raise ValueError("the maximum skew cannot be negative")
+        self.max_skew_ms = max_skew_ms
+        self.ahead_run = 0  # events refused as ahead since the last one taken
         self.owns = owns
         self.rules = tuple(rules)
         self.lateness_ms = lateness_ms
@@ -190,6 +203,21 @@ class Engine:
 
     def is_late(self, event: Event) -> bool:
         return self.watermark is not None and event.ts < self.watermark
+
+    def is_ahead(self, event: Event) -> bool:
+        """Whether ``event`` (not late) is refused for being more than ``max_skew_ms`` after the
+        latest event time taken. Asked once per event, by the input's edge (drive.py, the
+        worker's shards), before it is added: the AHEAD_CONFIRM-th such event in a row is taken
+        (the clock jumps: a producer back after an outage), so this counts them."""
+        skew = self.max_skew_ms
+        if skew is None or self.max_ts is None or event.ts <= self.max_ts + skew:
+            self.ahead_run = 0
+            return False
+        self.ahead_run += 1
+        if self.ahead_run >= AHEAD_CONFIRM:
+            self.ahead_run = 0
+            return False
+        return True
 
     def _aggregate(self, event: Event) -> None:
         ts, owns, data, kind = event.ts, self.owns, event.data, event.type
@@ -381,13 +409,14 @@ class Engine:
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
-                owns: Callable[[str, tuple], bool] | None = None) -> Engine:  # fmt: skip
+                owns: Callable[[str, tuple], bool] | None = None,
+                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> Engine:  # fmt: skip
         """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
         state of rules no longer present is dropped (their open incidents are reported by
         `dropped_incidents` so the caller can resolve them)."""
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")
-        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns)
+        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns, max_skew_ms)
         engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
         engine.stats.update(snapshot["stats"])
         engine.opened.update(snapshot["opened"])
@@ -467,7 +496,7 @@ def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[
         change = "changed" if state.rule.name in names else "removed"
         for group in sorted(state.groups.values(), key=lambda g: g.order):
             records.extend(close_for_reload(state.rule, group.group, group.life, at, change))
-    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns)
+    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns, max_skew_ms=engine.max_skew_ms)
     return fresh, records
 
 

@@ -108,8 +108,17 @@ def _rfc3339_ms(value: str) -> int:
     return ms
 
 
+_CYCLE_MS = 146_097 * 86_400_000  # 400 Gregorian years: the calendar repeats
+
+
 def format_ts(ms: int) -> str:
-    """Epoch milliseconds → RFC 3339 UTC (``2026-11-27T10:00:00Z``, ``...:00.250Z``)."""
+    """Epoch milliseconds → RFC 3339 UTC (``2026-11-27T10:00:00Z``, ``...:00.250Z``). A step
+    boundary after the last event time allowed (9999-12-31T23:59:59.999Z) is written with its
+    five-digit year (the calendar of 400 years before, plus 400)."""
+    if ms > MAX_TS_MS:
+        cycles = (ms - MAX_TS_MS - 1) // _CYCLE_MS + 1
+        text = format_ts(ms - cycles * _CYCLE_MS)
+        return f"{int(text[:4]) + 400 * cycles}{text[4:]}"
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     millis = ms % 1000

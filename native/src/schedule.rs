@@ -79,3 +79,22 @@ impl Wheel {
         (entries, bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Wheel;
+
+    #[test]
+    fn a_gap_of_a_year_is_one_jump() {
+        let mut wheel = Wheel::new(60_000);
+        let year = 365 * 86_400_000;
+        wheel.push(60_000, 1);
+        wheel.push(year + 60_000, 2);
+        wheel.push(year + 60_001, 3); // not a boundary: never due
+        assert_eq!(wheel.size().0, 2);
+        assert_eq!(wheel.next_from(120_000), Some(year + 60_000));
+        assert!(wheel.has(60_000) && !wheel.has(120_000));
+        assert_eq!(wheel.take(year + 60_000), vec![2]); // the slot before it is dropped
+        assert_eq!(wheel.next_from(0), None);
+    }
+}

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firebreak.adapters.drive import Driver, batched, drive_batches
+from firebreak.adapters.investigation import events_from_files
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.starter_pack import starter_rule_sources
@@ -303,13 +304,17 @@ def dumps(obj: dict) -> bytes:
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 254, 1000])
-def test_deep_nesting_is_refused_with_a_reason_everywhere(depth):
+def test_deep_nesting_is_refused_with_a_reason_everywhere(depth, tmp_path):
     raw = line("deep", T0, model="m", **nested(depth))
     sink = replay_both(honest(20) + [raw] + honest(20, start=T0 + 20 * SEC))
     [(_, reason, _)] = sink.refused
     assert reason == f"the event nests objects or arrays more than {MAX_DEPTH} deep"
     with pytest.raises(InvalidEvent, match="nests"):
         validate_event(orjson.loads(raw))
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([*honest(5), raw, *honest(5, start=T0 + 5 * SEC)]) + b"\n")
+    loaded = events_from_files([str(events)])  # what `firebreak investigate` reads
+    assert len(loaded.events) == 10 and loaded.bad == 1 and "nests" in loaded.bad_samples[0]
     for engine in ("python", "native"):
         route = RouteStage(pack(), WorkerSettings(rules=()), engine)
         [out, *_] = route.handle([(0, 7, raw)])

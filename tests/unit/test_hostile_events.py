@@ -19,9 +19,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from firebreak.adapters.drive import Driver, batched, drive_batches
 from firebreak.adapters.investigation import events_from_files
 from firebreak.adapters.live.routing import RouteStage
@@ -32,6 +29,8 @@ from firebreak.core.engine import AHEAD_CONFIRM
 from firebreak.core.events import MAX_DEPTH, MAX_TS_MS
 from firebreak.dsl import load_rules
 from firebreak.testing import rules
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HERE = Path(__file__).resolve()
 SEC, MIN, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
@@ -374,9 +373,13 @@ NUMBERS = st.one_of(
 )
 EXTREME = st.fixed_dictionaries(
     {
-        "ts": st.one_of(st.integers(0, MAX_TS_MS), st.sampled_from(["9999-12-31T23:59:59.999z", "1970-01-01T00:00:00Z"])),
+        "ts": st.one_of(
+            st.integers(0, MAX_TS_MS), st.sampled_from(["9999-12-31T23:59:59.999z", "1970-01-01T00:00:00Z"])
+        ),
         "model": st.sampled_from(["m", "n"]),
-        "user": st.one_of(st.text(max_size=8), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.just("u" * 100_000)),
+        "user": st.one_of(
+            st.text(max_size=8), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.just("u" * 100_000)
+        ),
         "extra": NUMBERS,
         "latency_ms": st.sampled_from([0, 86_400_000, 0.5]),
         "tokens_out": st.sampled_from([0, 1_000_000_000]),

@@ -28,8 +28,8 @@ import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
 from firebreak.core.engine import AHEAD_CONFIRM, DEFAULT_MAX_SKEW_MS
-from firebreak.durations import format_duration
 from firebreak.dsl import CompiledRule
+from firebreak.durations import format_duration
 
 BATCH_LINES = 4096
 ENGINES = ("python", "native")

@@ -280,8 +280,8 @@ class NativeEngine:
                                          orjson.dumps(dict(sorted(self.opened.items()))))  # fmt: skip
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
-                lateness_ms: int | None = None, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> NativeEngine:  # fmt: skip
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
+                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> NativeEngine:  # fmt: skip
         """Engine.restore for the native engine: a rule whose text changed starts afresh."""
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported snapshot version {snapshot.get('version')!r}")

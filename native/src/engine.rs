@@ -233,7 +233,7 @@ pub struct KeyTable {
 #[derive(Clone, Copy)]
 struct Slot {
     id: u32,
-    at: u32,
+    at: usize, // where its bytes are: a table past 4 GiB of key bytes goes on (no u32 offset)
 }
 
 /// A key part as the event has it: text borrowed from the line until the key is new.
@@ -281,7 +281,7 @@ fn encode_part(out: &mut Vec<u8>, part: &KeyPart) {
 /// The bytes of the key at ``slot``.
 #[inline]
 fn key_bytes(bytes: &[u8], slot: Slot) -> &[u8] {
-    let at = slot.at as usize;
+    let at = slot.at;
     let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
     &bytes[at + 4..at + 4 + len]
 }
@@ -340,7 +340,7 @@ impl KeyTable {
 
     fn insert(&mut self, encoded: &[u8], parts: Vec<KeyPart>) -> u32 {
         let id = self.info.len() as u32;
-        let at = u32::try_from(self.bytes.len()).expect("a `by` list's keys take under 4 GB");
+        let at = self.bytes.len();
         self.bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(encoded);
         self.info.push(KeyInfo { parts });
@@ -464,6 +464,10 @@ impl HostLike for Remote<'_> {
     }
 }
 
+/// engine.py DEFAULT_MAX_SKEW_MS and AHEAD_CONFIRM.
+pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
+pub const AHEAD_CONFIRM: u32 = 8;
+
 /// A record and where it goes among the records of one feed: (event sequence number, step
 /// time, rule index) — the core's order, by which the records of engines that ran disjoint
 /// rules side by side are merged.
@@ -492,6 +496,8 @@ pub struct Engine {
     pub key_tables: Vec<KeyTable>, // one per distinct `by` list (Plan::by_id)
     pub owner: Option<crate::route::Owner>, // a worker's shard: only its (rule, group) pairs
     pub seq: u64,                           // events processed (the order of records: `Rec`)
+    pub max_skew_ms: Option<i64>,           // engine.py `Engine.max_skew_ms` (None: no bound)
+    pub ahead_run: u32,                     // events refused as ahead since the last one taken
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
     routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
@@ -521,6 +527,8 @@ impl Engine {
             key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owner: None,
             seq: 0,
+            max_skew_ms: Some(DEFAULT_MAX_SKEW_MS),
+            ahead_run: 0,
             keys: vec![None; by_lists],
             routed: Vec::new(),
         }
@@ -539,6 +547,26 @@ impl Engine {
 
     pub fn is_late(&self, ts: i64) -> bool {
         self.watermark.is_some_and(|w| ts < w)
+    }
+
+    /// engine.py `Engine.is_ahead`: whether an event at ``ts`` (not late) is refused for being
+    /// more than ``max_skew_ms`` after the latest event time taken; asked once per event,
+    /// before it is added (the `AHEAD_CONFIRM`-th such event in a row is taken).
+    pub fn is_ahead(&mut self, ts: i64) -> bool {
+        match (self.max_skew_ms, self.max_ts) {
+            (Some(skew), Some(max_ts)) if ts > max_ts.saturating_add(skew) => {
+                self.ahead_run += 1;
+                if self.ahead_run >= AHEAD_CONFIRM {
+                    self.ahead_run = 0;
+                    return false;
+                }
+                true
+            }
+            _ => {
+                self.ahead_run = 0;
+                false
+            }
+        }
     }
 
     /// `Engine.process`: the records go to ``out``; false when the event is late.
@@ -755,6 +783,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Evaluate every rule's steps up to ``watermark`` (``closing``: up to the end of the step
+    /// holding it). Only the steps with work are visited: those with groups due (`Wheel`),
+    /// and every step while a group is pending or firing. A step with neither would change
+    /// nothing, so empty time between two events costs nothing. Each rule is evaluated on
+    /// its own (nothing one rule does is seen by another); the records are then put in the
+    /// core's order: (step time, rule index).
     fn advance_to<H: HostLike>(
         &mut self,
         watermark: i64,
@@ -762,8 +796,10 @@ impl Engine {
         host: &H,
         out: &mut Vec<Rec>,
     ) -> PyResult<()> {
-        let mut due: Vec<(i64, usize)> = Vec::new();
-        for (index, state) in self.rules.iter_mut().enumerate() {
+        let begin = out.len();
+        let mut evaluated_rules = 0;
+        for index in 0..self.rules.len() {
+            let state = &mut self.rules[index];
             let step = state.plan.step_ms;
             let last = if !closing {
                 watermark
@@ -778,18 +814,34 @@ impl Engine {
             let Some(first) = state.next_eval else {
                 continue;
             };
-            let mut at = first;
-            while at <= last {
-                due.push((at, index));
-                at += step;
+            if first > last {
+                continue;
             }
-            if at != first {
-                state.next_eval = Some(at);
+            // the first boundary after ``last`` (the clock's next step, as if each were visited)
+            state.next_eval = Some(first + ((last - first) / step + 1) * step);
+            let mut at = Some(first);
+            let mut any = false;
+            while let Some(now) = at.filter(|a| *a <= last) {
+                let state = &self.rules[index];
+                if !state.active.is_empty() || state.due.has(now) {
+                    let before = out.len();
+                    self.evaluate(index, now, host, out)?;
+                    any |= out.len() != before;
+                    if self.rules[index].next_eval.is_none() {
+                        break; // no groups left: nothing is due
+                    }
+                }
+                let state = &self.rules[index];
+                at = if !state.active.is_empty() {
+                    Some(now + step)
+                } else {
+                    state.due.next_from(now + step)
+                };
             }
+            evaluated_rules += any as usize;
         }
-        due.sort_unstable();
-        for (at, index) in due {
-            self.evaluate(index, at, host, out)?;
+        if evaluated_rules > 1 {
+            out[begin..].sort_by_key(|r| (r.1, r.2)); // stable: a step's records keep their order
         }
         Ok(())
     }

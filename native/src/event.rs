@@ -2,14 +2,17 @@
 //!
 //! The native side only ever *accepts* a line: every line it does not accept goes back to
 //! the Python decoder, which gives the reason (or, for the rare forms accepted there and
-//! not here -- ISO dates other than `YYYY-MM-DDTHH:MM:SS[.fff[fff]](Z|±HH:MM)` --
-//! the event, which is then fed with its time). So a bad line's reason is always the
+//! not here -- RFC 3339 times with a fraction of other than 3 or 6 digits -- the event,
+//! which is then fed with its time). So a bad line's reason is always the
 //! Python core's, word for word.
 
 use crate::json::{Obj, J};
 use serde_json::Value;
 
 pub const MAX_TS_MS: i64 = 253_402_300_799_999;
+/// Numbers read as epoch seconds, refused (events.py EPOCH_SECONDS).
+const EPOCH_SECONDS: std::ops::Range<i64> = 1_000_000_000..100_000_000_000;
+const MAX_SCORE: f64 = 1e9; // events.py MAX_SCORE
 const CHANGE_KINDS: [&str; 5] = [
     "model_update",
     "prompt_change",
@@ -188,7 +191,8 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
     }
     for slot in NUMBER_FIELDS {
         match field(slot) {
-            None | Some(J::Null) | Some(J::Num(_)) => {}
+            None | Some(J::Null) => {}
+            Some(J::Num(n)) if in_range(slot, n.f()) => {}
             _ => return None,
         }
     }
@@ -199,7 +203,8 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
     }
     match field(SCORES) {
         None | Some(J::Null) => {}
-        Some(J::Obj(scores)) if all_values(scores, |v| matches!(v, J::Num(_))) => {}
+        Some(J::Obj(scores))
+            if all_values(scores, |v| matches!(v, J::Num(n) if n.f().abs() <= MAX_SCORE)) => {}
         _ => return None,
     }
     if kind == Kind::Change {
@@ -212,6 +217,16 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
         return None;
     }
     Some(Event { ts, kind, data, slots })
+}
+
+/// events.py NUMBER_RANGES: latency_ms .. cost_usd (NaN is in no range).
+fn in_range(slot: u8, x: f64) -> bool {
+    let high = match slot {
+        10 => 86_400_000.0,
+        11 | 12 => 1e9,
+        _ => 1e6,
+    };
+    (0.0..=high).contains(&x)
 }
 
 /// Whether every value of ``obj`` as a Python dict has it (a repeated key: its last value).
@@ -258,9 +273,12 @@ pub fn has_label(event: &Event, label: &str) -> bool {
 
 fn parse_ts(v: &J) -> Option<i64> {
     match v {
-        J::Num(crate::value::Num::Int(i)) => (0..=MAX_TS_MS).contains(i).then_some(*i),
+        J::Num(crate::value::Num::Int(i)) => {
+            ((0..=MAX_TS_MS).contains(i) && !EPOCH_SECONDS.contains(i)).then_some(*i)
+        }
         J::Num(crate::value::Num::Float(x)) => {
-            (*x >= 0.0 && *x <= MAX_TS_MS as f64).then(|| x.trunc() as i64)
+            let seconds = *x >= EPOCH_SECONDS.start as f64 && *x < EPOCH_SECONDS.end as f64;
+            (*x >= 0.0 && *x <= MAX_TS_MS as f64 && !seconds).then(|| x.trunc() as i64)
         }
         J::Str(s) => rfc3339_ms(s.as_bytes()),
         _ => None,
@@ -280,7 +298,7 @@ fn rfc3339_ms(b: &[u8]) -> Option<i64> {
     if b.len() < 20
         || b[4] != b'-'
         || b[7] != b'-'
-        || b[10] != b'T'
+        || !matches!(b[10], b'T' | b't')
         || b[13] != b':'
         || b[16] != b':'
     {
@@ -312,7 +330,7 @@ fn rfc3339_ms(b: &[u8]) -> Option<i64> {
         rest = &rest[1 + n..];
     }
     let offset_min = match rest {
-        [b'Z'] => 0,
+        [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
             if h > 23 || m > 59 {
@@ -369,6 +387,8 @@ mod tests {
         );
         assert_eq!(rfc3339_ms(b"2026-02-30T09:00:00Z"), None);
         assert_eq!(rfc3339_ms(b"2026-01-05T09:00:00"), None);
+        assert_eq!(rfc3339_ms(b"2026-01-05t08:00:00.250z"), Some(1_767_600_000_250));
+        assert_eq!(rfc3339_ms(b"2026-01-05T09:00:00+12:60"), None);
     }
 }
 

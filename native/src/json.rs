@@ -82,7 +82,9 @@ pub fn parse(raw: &[u8]) -> Option<J<'_>> {
     (p.i == raw.len()).then_some(value)
 }
 
-const MAX_DEPTH: u32 = 1000; // orjson refuses deeper documents (1024)
+/// Objects and arrays nested deeper than this: not accepted (events.py MAX_DEPTH refuses the
+/// event, with the reason).
+const MAX_DEPTH: u32 = 64;
 
 /// Bytes that end the fast scan of a string: quote, backslash, control characters, non-ASCII.
 static STOP: [bool; 256] = {

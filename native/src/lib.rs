@@ -125,6 +125,7 @@ impl Split {
             moves: 0,
             policy: REBALANCE,
         };
+        split.twin.max_skew_ms = engine.max_skew_ms;
         split.assign(engine);
         Some(split)
     }
@@ -189,6 +190,7 @@ impl Split {
         twin.watermark = engine.watermark;
         twin.max_ts = engine.max_ts;
         twin.seq = engine.seq;
+        twin.ahead_run = engine.ahead_run;
     }
 
     /// Bring them back; the incidents the twin opened count in the engine.
@@ -289,6 +291,13 @@ impl<'a> Behind<'a> {
                 late.push((index, event.ts, engine.watermark.unwrap_or(0)));
             }
             0
+        } else if engine.is_ahead(event.ts) {
+            // refused as too far ahead: given back as a late one with the latest event
+            // time in place of the watermark (drive.py `late_text` tells them apart)
+            if let Some(late) = late.as_mut() {
+                late.push((index, event.ts, engine.max_ts.unwrap_or(0)));
+            }
+            0
         } else {
             engine.process_routed(&event, &routed, host, out)?;
             1
@@ -364,10 +373,18 @@ impl Core {
     /// ``plans``: the JSON list of rule plans; ``host``: firebreak.native's helper object.
     /// ``threads``: 2 to split the rules over two threads in `feed` (when they split).
     #[new]
-    #[pyo3(signature = (plans, lateness_ms, host, threads=1))]
-    fn new(plans: &[u8], lateness_ms: i64, host: PyObject, threads: usize) -> PyResult<Core> {
+    /// ``max_skew_ms``: how far ahead of the latest event time an event may be (None: no bound).
+    #[pyo3(signature = (plans, lateness_ms, host, threads=1, max_skew_ms=Some(engine::DEFAULT_MAX_SKEW_MS)))]
+    fn new(
+        plans: &[u8],
+        lateness_ms: i64,
+        host: PyObject,
+        threads: usize,
+        max_skew_ms: Option<i64>,
+    ) -> PyResult<Core> {
         let plans = plan::parse_plans(plans).map_err(PyValueError::new_err)?;
-        let engine = Engine::new(plans.clone(), lateness_ms);
+        let mut engine = Engine::new(plans.clone(), lateness_ms);
+        engine.max_skew_ms = max_skew_ms;
         let split = if threads >= 2 {
             Split::new(&plans, &engine, lateness_ms)
         } else {
@@ -463,6 +480,9 @@ impl Core {
             .ok_or_else(|| EventRefused::new_err("the native decoder refuses this event"))?;
         if self.engine.is_late(event.ts) {
             return Ok((PyList::empty(py), Some((event.ts, self.engine.watermark.unwrap_or(0)))));
+        }
+        if self.engine.is_ahead(event.ts) {
+            return Ok((PyList::empty(py), Some((event.ts, self.engine.max_ts.unwrap_or(0)))));
         }
         let host_obj = self.host.bind(py);
         self.engine

@@ -1,23 +1,21 @@
-//! When each group of a rule must be evaluated next: a timer wheel of step boundaries
-//! (engine/firebreak/core/engine.py's `RuleState.due`, a dict of boundary → keys, without hashing or
-//! sorting). Evaluations run at every step from the rule's `next_eval` on, in order, and
-//! every boundary scheduled is at or after it, so the wheel only ever gives its front slot.
+//! When each group of a rule must be evaluated next: the step boundaries that have work, each
+//! with the keys due then (engine/firebreak/core/engine.py's `RuleState.due`). Sparse: a gap of
+//! empty time between two events costs nothing, however long (the advance loop jumps from one
+//! boundary with work to the next: `Engine::advance_to`).
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 pub struct Wheel {
     step: i64,
-    base: i64,                 // the boundary of slots[0]
-    slots: VecDeque<Vec<u32>>, // keys due at base + i * step; a key may repeat
-    spare: Vec<Vec<u32>>,      // emptied slots, kept for their capacity
+    slots: BTreeMap<i64, Vec<u32>>, // boundary → keys due then; a key may repeat
+    spare: Vec<Vec<u32>>,           // emptied slots, kept for their capacity
 }
 
 impl Wheel {
     pub fn new(step: i64) -> Wheel {
         Wheel {
             step,
-            base: 0,
-            slots: VecDeque::new(),
+            slots: BTreeMap::new(),
             spare: Vec::new(),
         }
     }
@@ -26,34 +24,38 @@ impl Wheel {
         if at.rem_euclid(self.step) != 0 {
             return; // not a step boundary: the core never evaluates at it either
         }
-        if self.slots.is_empty() {
-            self.base = at;
-        }
-        while at < self.base {
-            self.slots.push_front(Vec::new());
-            self.base -= self.step;
-        }
-        let i = ((at - self.base) / self.step) as usize;
-        while self.slots.len() <= i {
-            let slot = self.spare.pop().unwrap_or_default();
-            self.slots.push_back(slot);
-        }
-        self.slots[i].push(key);
+        let spare = &mut self.spare;
+        self.slots
+            .entry(at)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(key);
     }
 
-    /// The keys due at ``at`` (moved out; give the vector back with `recycle`).
+    /// Whether keys are due at ``at``.
+    #[inline]
+    pub fn has(&self, at: i64) -> bool {
+        self.slots.contains_key(&at)
+    }
+
+    /// The first boundary at or after ``at`` with keys due.
+    pub fn next_from(&self, at: i64) -> Option<i64> {
+        self.slots.range(at..).next().map(|(k, _)| *k)
+    }
+
+    /// The keys due at ``at`` (moved out; give the vector back with `recycle`); the slots
+    /// before it are dropped.
     pub fn take(&mut self, at: i64) -> Vec<u32> {
-        while !self.slots.is_empty() && self.base < at {
-            let mut slot = self.slots.pop_front().unwrap();
-            self.base += self.step;
-            slot.clear();
-            self.spare.push(slot);
+        while let Some(entry) = self.slots.first_entry() {
+            if *entry.key() >= at {
+                break;
+            }
+            let slot = entry.remove();
+            self.recycle(slot);
         }
-        if !self.slots.is_empty() && self.base == at {
-            self.base += self.step;
-            return self.slots.pop_front().unwrap();
+        match self.slots.remove(&at) {
+            Some(slot) => slot,
+            None => self.spare.pop().unwrap_or_default(),
         }
-        self.spare.pop().unwrap_or_default()
     }
 
     pub fn recycle(&mut self, mut slot: Vec<u32>) {
@@ -64,18 +66,35 @@ impl Wheel {
     }
 
     pub fn clear(&mut self) {
-        while let Some(mut slot) = self.slots.pop_front() {
-            if self.spare.len() < 64 {
-                slot.clear();
-                self.spare.push(slot);
-            }
+        let slots = std::mem::take(&mut self.slots);
+        for (_, slot) in slots {
+            self.recycle(slot);
         }
     }
 
     /// (scheduled entries, bytes held) for memory estimates.
     pub fn size(&self) -> (usize, usize) {
-        let entries = self.slots.iter().map(Vec::len).sum();
-        let bytes = self.slots.iter().chain(&self.spare).map(|s| s.capacity() * 4 + 24).sum();
+        let entries = self.slots.values().map(Vec::len).sum();
+        let bytes = self.slots.values().chain(&self.spare).map(|s| s.capacity() * 4 + 48).sum();
         (entries, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wheel;
+
+    #[test]
+    fn a_gap_of_a_year_is_one_jump() {
+        let mut wheel = Wheel::new(60_000);
+        let year = 365 * 86_400_000;
+        wheel.push(60_000, 1);
+        wheel.push(year + 60_000, 2);
+        wheel.push(year + 60_001, 3); // not a boundary: never due
+        assert_eq!(wheel.size().0, 2);
+        assert_eq!(wheel.next_from(120_000), Some(year + 60_000));
+        assert!(wheel.has(60_000) && !wheel.has(120_000));
+        assert_eq!(wheel.take(year + 60_000), vec![2]); // the slot before it is dropped
+        assert_eq!(wheel.next_from(0), None);
     }
 }

@@ -10,6 +10,9 @@ use crate::value::{get, num_str, number, stable_hash, Num};
 use std::cmp::Ordering;
 
 pub const SCALE: i128 = 1_000_000;
+/// A metric reads numbers within -1e15..1e15 only (window.py): millionths of any sum of them
+/// fit an i128, and no sketch meets an infinity.
+pub const MAX_METRIC_VALUE: f64 = 1e15;
 pub const EVIDENCE_K: usize = 5;
 
 /// The order of an evidence item: its time (rate, count, distinct), or its value in the
@@ -218,8 +221,8 @@ impl Bucket {
                 else {
                     return;
                 };
-                if value.f().is_nan() {
-                    return;
+                if !(value.f().abs() <= MAX_METRIC_VALUE) {
+                    return; // NaN, infinities, extremes: not a value (window.py MAX_METRIC_VALUE)
                 }
                 let num = self.num_or_new(plan);
                 num.vn += 1;

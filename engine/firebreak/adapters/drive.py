@@ -12,7 +12,8 @@ File replay, topic replay, backtest and investigate all drive their engine throu
 `Driver`: the Python core (engine/firebreak/core, the executable specification) or the native
 one (engine/firebreak/native). A `Fed` says what a batch gave: the records, in the engine's order,
 and the refused inputs — bad (not an event, with the reason `validate_event` gives) and
-late (before the watermark) — by their index in the batch, so the caller, who knows
+late (before the watermark) or ahead (more than the maximum skew after the latest event time:
+`Engine.is_ahead`) — by their index in the batch, so the caller, who knows
 where each input came from, can report and dead-letter it.
 """
 
@@ -28,7 +29,9 @@ import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
 from firebreak.core.cases import CaseBook
+from firebreak.core.engine import AHEAD_CONFIRM, DEFAULT_MAX_SKEW_MS
 from firebreak.dsl import CompiledRule
+from firebreak.durations import format_duration
 from firebreak.errors import EngineError
 
 BATCH_LINES = 4096
@@ -75,11 +78,24 @@ def decoded_lines(lines: Iterable[bytes], max_bytes: int | None, fed: Fed) -> It
         yield index, raw, event
 
 
-def late_text(ts: int, watermark: int, lateness_ms: int) -> str:
-    """The reason a late event is refused (dead letters, bad samples)."""
+def late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> str:
+    """The reason a late event is refused (dead letters, bad samples). An event refused for
+    being too far ahead comes with the latest event time instead of the watermark
+    (``ts`` after it: the engines hand both kinds back alike)."""
+    if ts > watermark:
+        return ahead_text(ts, watermark, max_skew_ms)
     return (
         f"late: ts {format_ts(ts)} is before the watermark {format_ts(watermark)} "
         f"(allowed lateness {lateness_ms // 1000}s)"
+    )
+
+
+def ahead_text(ts: int, max_ts: int, max_skew_ms: int | None) -> str:
+    """The reason an event is refused for being too far ahead (`Engine.is_ahead`)."""
+    skew = format_duration(max_skew_ms) if max_skew_ms is not None else "the maximum skew"
+    return (
+        f"ahead: ts {format_ts(ts)} is more than {skew} after the latest event time {format_ts(max_ts)} "
+        f"(max skew; {AHEAD_CONFIRM} such events in a row move the clock)"
     )
 
 
@@ -112,9 +128,11 @@ class Driver:
     None for the default (`default_engine`: native)."""
 
     def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 engine: str | None = None, cases: CaseBook | None = None) -> None:  # fmt: skip
+                 engine: str | None = None, cases: CaseBook | None = None,
+                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
         """``cases``: pass the engine's records through this case component (core/cases.py):
-        each incident record then names its case, and case records follow it."""
+        each incident record then names its case, and case records follow it. ``max_skew_ms``:
+        how far after the latest event time an event may be (`Engine.is_ahead`; None: no bound)."""
         self.rules = tuple(rules)
         self.cases = cases
         self.kind = engine or default_engine()
@@ -123,9 +141,9 @@ class Driver:
         if self.kind == "native":
             from firebreak.native import NativeEngine  # the compiled extension: only when asked for
 
-            self.core: Any = NativeEngine(self.rules, lateness_ms)
+            self.core: Any = NativeEngine(self.rules, lateness_ms, max_skew_ms)
         else:
-            self.core = Engine(self.rules, lateness_ms)
+            self.core = Engine(self.rules, lateness_ms, max_skew_ms=max_skew_ms)
 
     # ---- what ran where ---------------------------------------------------------------
 
@@ -172,6 +190,9 @@ class Driver:
     def _take(engine: Engine, index: int, event: Event, fed: Fed) -> None:
         if engine.is_late(event):
             fed.late.append((index, late_text(event.ts, engine.watermark or 0, engine.lateness_ms)))
+            return
+        if engine.is_ahead(event):
+            fed.late.append((index, ahead_text(event.ts, engine.max_ts, engine.max_skew_ms)))
             return
         fed.events += 1
         fed.records.extend(engine.process(event))

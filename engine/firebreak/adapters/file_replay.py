@@ -27,6 +27,7 @@ import orjson
 from firebreak.adapters.drive import DriveCounts, Driver, decode_event, drive_batches, late_text  # noqa: F401 - decode_event: re-exported
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event
 from firebreak.core.cases import CaseBook
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.dsl import CompiledRule
 
 MAX_REPORTED_BAD_LINES = 20
@@ -118,11 +119,13 @@ def replay_files(
     progress: Callable[[ReplayResult], None] | None = None,
     engine: str | None = None,
     cases: CaseBook | None = None,
+    max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
 ) -> ReplayResult:
     """Replay the files through the rules (drive.drive_batches); ``emit`` gets each record.
     ``engine``: ``python`` or ``native`` (None: drive.default_engine). ``cases``: the case
-    component the records pass through (core/cases.py), or None."""
-    driver = Driver(rules, lateness_ms, engine, cases)
+    component the records pass through (core/cases.py), or None. ``max_skew_ms``: how far
+    after the latest event time an event may be (`Engine.is_ahead`; None: no bound)."""
+    driver = Driver(rules, lateness_ms, engine, cases, max_skew_ms)
     result = ReplayResult()
     sink = _FileSink(result, emit, dead_letter)
     counts = DriveCounts()

@@ -31,6 +31,12 @@ from firebreak.event_types import COUNTED
 from firebreak.event_types import DEFAULT as DEFAULT_TYPE
 
 DEFAULT_LATENESS_MS = 30_000
+# An event more than this ahead of the latest event time taken is refused (dead-lettered) and
+# moves no clock: one event with a wrong date must not make the next hours of events late.
+# A real jump (a producer back after an outage) is taken at its AHEAD_CONFIRM-th event in a
+# row ahead: the ones before it are refused. docs/live.md, "Time".
+DEFAULT_MAX_SKEW_MS = 3_600_000
+AHEAD_CONFIRM = 8
 SNAPSHOT_VERSION = 2  # 2: groups carry the spans kept out of their baseline (`excluded`)
 READS_VERSIONS = (1, 2)  # a version 1 snapshot restores with nothing kept out
 
@@ -143,11 +149,18 @@ class RuleState:
 
 class Engine:
     def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 owns: Callable[[str, tuple], bool] | None = None) -> None:  # fmt: skip
+                 owns: Callable[[str, tuple], bool] | None = None,
+                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
         """``owns(rule_name, group_key)``: when given, only those (rule, group) pairs are
-        aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py)."""
+        aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py).
+        ``max_skew_ms``: how far ahead of the latest event time an event may be (`is_ahead`;
+        None: no bound)."""
         if lateness_ms < 0:
             raise ValueError("allowed lateness cannot be negative")
+        if max_skew_ms is not None and max_skew_ms < 0:
+            raise ValueError("the maximum skew cannot be negative")
+        self.max_skew_ms = max_skew_ms
+        self.ahead_run = 0  # events refused as ahead since the last one taken
         self.owns = owns
         self.rules = tuple(rules)
         self.lateness_ms = lateness_ms
@@ -196,6 +209,21 @@ class Engine:
 
     def is_late(self, event: Event) -> bool:
         return self.watermark is not None and event.ts < self.watermark
+
+    def is_ahead(self, event: Event) -> bool:
+        """Whether ``event`` (not late) is refused for being more than ``max_skew_ms`` after the
+        latest event time taken. Asked once per event, by the input's edge (drive.py, the
+        worker's shards), before it is added: the AHEAD_CONFIRM-th such event in a row is taken
+        (the clock jumps: a producer back after an outage), so this counts them."""
+        skew = self.max_skew_ms
+        if skew is None or self.max_ts is None or event.ts <= self.max_ts + skew:
+            self.ahead_run = 0
+            return False
+        self.ahead_run += 1
+        if self.ahead_run >= AHEAD_CONFIRM:
+            self.ahead_run = 0
+            return False
+        return True
 
     def _aggregate(self, event: Event) -> None:
         ts, owns, data, kind = event.ts, self.owns, event.data, event.type
@@ -262,21 +290,32 @@ class Engine:
     # ---- evaluation ---------------------------------------------------------------------
 
     def _advance(self, watermark: int, closing: bool = False) -> list[dict[str, Any]]:
-        due: list[tuple[int, int]] = []
+        """Evaluate every rule's steps up to ``watermark`` (``closing``: up to the end of the
+        step holding it). Only steps with work are visited: those with groups due, and every
+        step while a group is pending or firing; a step with neither would change nothing,
+        so empty time between two events costs nothing. Each rule is evaluated on its own
+        (nothing one rule does is seen by another); the records are then put in
+        (step time, rule index) order."""
+        done: list[tuple[int, int, list[dict[str, Any]]]] = []
         for index, state in enumerate(self.states):
+            at = state.next_eval
+            if at is None:
+                continue
             step = state.rule.step_ms
             last = watermark if not closing else watermark - watermark % step + (step if watermark % step else 0)
-            at = state.next_eval
+            if at > last:
+                continue
+            state.next_eval = at + ((last - at) // step + 1) * step  # the clock's next step after `last`
             while at is not None and at <= last:
-                due.append((at, index))
-                at += step
-            if state.next_eval is not None and at is not None and at != state.next_eval:
-                state.next_eval = at
-        due.sort()
-        records: list[dict[str, Any]] = []
-        for at, index in due:
-            records.extend(self._evaluate(self.states[index], at))
-        return records
+                if state.active or at in state.due:
+                    records = self._evaluate(state, at)
+                    if records:
+                        done.append((at, index, records))
+                    if state.next_eval is None:
+                        break  # no groups left: nothing is due
+                at = _next_step(state, at + step)
+        done.sort(key=lambda item: (item[0], item[1]))
+        return [record for _, _, records in done for record in records]
 
     def _evaluate(self, state: RuleState, at: int) -> list[dict[str, Any]]:
         rule = state.rule
@@ -385,12 +424,13 @@ class Engine:
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
-                owns: Callable[[str, tuple], bool] | None = None) -> Engine:  # fmt: skip
+                owns: Callable[[str, tuple], bool] | None = None,
+                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> Engine:  # fmt: skip
         """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
         state of rules no longer present is dropped (their open incidents are reported by
         `dropped_incidents` so the caller can resolve them)."""
         check_version(snapshot)
-        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns)
+        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, owns, max_skew_ms)
         engine.max_ts, engine.watermark = snapshot["max_ts"], snapshot["watermark"]
         engine.stats.update(snapshot["stats"])
         engine.opened.update(snapshot["opened"])
@@ -415,6 +455,15 @@ class Engine:
                 if group.life.status != INACTIVE:
                     state.active.add(key)
         return engine
+
+
+def _next_step(state: RuleState, at: int) -> int | None:
+    """The first step boundary from ``at`` on with work for ``state``: every step while a
+    group is pending or firing, else the next with groups due (None: none)."""
+    if state.active or at in state.due:
+        return at
+    step = state.rule.step_ms
+    return min((t for t in state.due if t >= at and t % step == 0), default=None)
 
 
 def restore_cooldowns(rules: Sequence[CompiledRule], snapshot: dict[str, Any]) -> Cooldowns:
@@ -549,7 +598,7 @@ def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[
         change = "changed" if state.rule.name in names else "removed"
         for group in sorted(state.groups.values(), key=lambda g: g.order):
             records.extend(close_for_reload(state.rule, group.group, group.life, at, change))
-    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns)
+    fresh = Engine.restore(rules, engine.snapshot(), owns=engine.owns, max_skew_ms=engine.max_skew_ms)
     return fresh, records
 
 

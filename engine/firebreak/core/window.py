@@ -22,6 +22,10 @@ from firebreak.dsl.compiler import CompiledRule, getter
 from firebreak.dsl.metrics import SCALE, Accumulates
 
 EVIDENCE_K = 5
+# A metric reads a number only within -1e15..1e15 (NaN and infinities neither): past it, as a
+# string or a boolean, the event is not a value. So no sum can wrap (millionths of it fit an
+# i128 in the native engine for any number of events) and no sketch meets an infinity.
+MAX_METRIC_VALUE = 1e15
 
 
 class Bucket:
@@ -124,10 +128,9 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
         b.n += 1
         value = get(ev.data)
         kind = value.__class__
-        if kind is float:
-            if value != value:  # NaN
-                return
-        elif kind is not int:  # bools, strings, missing: not a number
+        if kind is not float and kind is not int:  # bools, strings, missing: not a number
+            return
+        if not -MAX_METRIC_VALUE <= value <= MAX_METRIC_VALUE:  # NaN, infinities, extremes
             return
         b.vn += 1
         b.total += round(value * SCALE)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
-from firebreak.core.engine import check_version, excluded_span, restore_cooldowns, rule_fingerprint
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS, check_version, excluded_span, restore_cooldowns, rule_fingerprint
 from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
 from firebreak.core.significance import p_value
@@ -89,28 +89,34 @@ def threads() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def _late_text(ts: int, watermark: int, lateness_ms: int) -> str:
+def _late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> str:
+    """A late event's reason, or (``ts`` after ``watermark``, then the latest event time) an
+    event's refused for being too far ahead."""
     from firebreak.adapters.drive import late_text
 
-    return late_text(ts, watermark, lateness_ms)
+    return late_text(ts, watermark, lateness_ms, max_skew_ms)
 
 
 class NativeEngine:
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
+                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
         if _native is None:
             raise RuntimeError("the native engine is not built (pip install -e . builds it; see README)")
         if lateness_ms < 0:
             raise ValueError("allowed lateness cannot be negative")
+        if max_skew_ms is not None and max_skew_ms < 0:
+            raise ValueError("the maximum skew cannot be negative")
         self.rules = tuple(rules)
         self.lateness_ms = lateness_ms
+        self.max_skew_ms = max_skew_ms
         self.why_python = {r.name: why for r in self.rules if (why := unsupported(r)) is not None}
         self.native_rules = tuple(r for r in self.rules if r.name not in self.why_python)
         self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
         self.index = {r.name: i for i, r in enumerate(self.rules)}
         plans = orjson.dumps([plan_of(r) for r in self.native_rules])
         self.host = _Host(self.native_rules)
-        self.core = _native.Core(plans, lateness_ms, self.host, threads())
-        self.fallback = Engine(self.python_rules, lateness_ms) if self.python_rules else None
+        self.core = _native.Core(plans, lateness_ms, self.host, threads(), max_skew_ms)
+        self.fallback = Engine(self.python_rules, lateness_ms, max_skew_ms=max_skew_ms) if self.python_rules else None
 
     def placement(self) -> dict[str, str]:
         return {r.name: "python" if r.name in self.why_python else "native" for r in self.rules}
@@ -132,7 +138,7 @@ class NativeEngine:
             stop, records, late, events = self.core.feed(lines, start, max_bytes)
             fed.records += records
             fed.events += events
-            fed.late += [(i, _late_text(ts, wm, self.lateness_ms)) for i, ts, wm in late]
+            fed.late += [(i, _late_text(ts, wm, self.lateness_ms, self.max_skew_ms)) for i, ts, wm in late]
             if stop is None:
                 return fed
             raw = lines[stop]
@@ -207,7 +213,12 @@ class NativeEngine:
         if self.fallback.is_late(event):
             fed.late.append((index, _late_text(event.ts, self.fallback.watermark or 0, self.lateness_ms)))
             return
+        max_ts = self.fallback.max_ts
+        ahead = self.fallback.is_ahead(event)  # the native core, fed the same events, says the same
         native = self.core.feed_one(orjson.dumps(event.data), event.ts)[0] if self.native_rules else []
+        if ahead:
+            fed.late.append((index, _late_text(event.ts, max_ts, self.lateness_ms, self.max_skew_ms)))
+            return
         fed.events += 1
         fed.records += self._merge(native, self.fallback.process(event))
 
@@ -296,12 +307,12 @@ class NativeEngine:
         return bytes(raw).rstrip()[:-1] + b',"cooldowns":' + orjson.dumps(self._cooldowns().to_json()) + b"}"
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
-                lateness_ms: int | None = None) -> NativeEngine:  # fmt: skip
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
+                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> NativeEngine:  # fmt: skip
         """Engine.restore for the native engine: a rule whose text changed starts afresh."""
         check_version(snapshot)
         snapshot = orjson.loads(orjson.dumps(snapshot))  # the restored incidents must not share its lists
-        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms)
+        engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, max_skew_ms)
         lives: list[Lifecycle] = []
         saved = []
         for rule in engine.native_rules:
@@ -327,6 +338,6 @@ class NativeEngine:
         engine.core.restore(orjson.dumps({**state, "rules": saved}), lives)
         engine.host.cooldowns = restore_cooldowns(engine.native_rules, snapshot)
         if engine.fallback is not None:
-            engine.fallback = Engine.restore(engine.python_rules, snapshot, lateness_ms)
+            engine.fallback = Engine.restore(engine.python_rules, snapshot, lateness_ms, max_skew_ms=max_skew_ms)
             engine.fallback.opened = Counter({name: n for name, n in opened.items() if name in python_names})
         return engine

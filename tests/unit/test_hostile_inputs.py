@@ -40,7 +40,8 @@ BAD_EVENTS = [
     ("deep_event", "event = { a = " + "{ b = " * 300 + "1" + " }" * 301,
      "input 1: event 1-0 cannot be written as JSON: Recursion limit reached"),
     ("after_9999", 'event = {}\n[[input]]\nat = "3000000000d"',
-     "input 2: event 2-0 is not a valid event: `ts` 259201767225600000 is out of range for epoch milliseconds"),
+     "input 2: event 2-0 is not a valid event: `ts` 259201767225600000 is after year 9999 as epoch milliseconds "
+     "(microseconds or nanoseconds?); send epoch milliseconds or an RFC 3339 time"),
 ]  # fmt: skip
 
 

@@ -491,15 +491,17 @@ def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outag
 @pytest.mark.parametrize("engine", ENGINES)
 def test_max_skew_off_takes_every_event(engine):
     route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=None), engine)
-    outs = route.handle([(0, 0, far(1_000, 0)), (0, 1, far(1_000 + 365 * DAY, 1))])
-    assert all(out.topic == "routed" for out in outs) and route.max_ts == {0: 1_000 + 365 * DAY}
+    t = 1_700_000_000_000
+    outs = route.handle([(0, 0, far(t, 0)), (0, 1, far(t + 365 * DAY, 1))])
+    assert all(out.topic == "routed" for out in outs) and route.max_ts == {0: t + 365 * DAY}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_partitions_have_their_own_time_and_run(engine):
     route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000), engine)
-    outs = route.handle([(0, 0, far(1_000, 0)), (1, 0, far(500_000, 1)), (0, 1, far(200_000, 2)),
-                         (1, 1, far(520_000, 3))])  # fmt: skip
+    t = 1_700_000_000_000
+    outs = route.handle([(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)),
+                         (1, 1, far(t + 520_000, 3))])  # fmt: skip
     [letter] = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
     assert (letter["partition"], letter["offset"]) == (0, 1) and "more than 1m after" in letter["reason"]
-    assert route.max_ts == {0: 1_000, 1: 520_000}
+    assert route.max_ts == {0: t, 1: t + 520_000}

@@ -12,11 +12,11 @@ import time
 
 import orjson
 import pytest
-from test_worker_live import before, clocks, feed, replay, scenario, setup  # noqa: F401 - setup: a fixture
-from worker_harness import publish, publish_raw, read_all, run, wait_for
-
 from firebreak.core import format_ts, parse_ts
 from firebreak.core.events import MAX_DEPTH
+from test_worker_live import before, clocks, feed, replay, scenario
+from test_worker_live import setup as setup  # a fixture
+from worker_harness import publish, publish_raw, read_all, run, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -100,6 +100,7 @@ def test_hostile_events_are_dead_lettered_and_detection_is_a_replay_of_the_hones
     assert far.endswith("(max skew; 8 such events in a row move the clock)"), far
     metrics = worker.metrics()
     assert metrics["firebreak_late_events_total"] == 0  # the far event blinded nothing
-    assert metrics["firebreak_events_total"] == len(events) + len(clock)
+    assert metrics["firebreak_events_total"] == len(events) + len(clock) + len(bad)  # input messages taken
+    assert metrics["firebreak_dead_lettered_total"] == len(bad)
     peak[0] = max(peak[0], rss_kb(worker.process.pid))
     assert peak[0] < MAX_RSS_KB, f"worker RSS peaked at {peak[0] // 1024} MB"

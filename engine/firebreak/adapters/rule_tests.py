@@ -286,13 +286,14 @@ def run_test_file(path: Path, engine: str | None = None, max_skew_ms: int | None
         outcome.error = f"{path}: not readable TOML: tables or arrays nested too deeply"
         return outcome
     try:
-        return _run(path, spec, outcome, engine)
+        return _run(path, spec, outcome, engine, max_skew_ms)
     except (SpecError, RuleFileError) as error:
         outcome.error = str(error)
         return outcome
 
 
-def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None) -> TestOutcome:
+def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None,
+         max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> TestOutcome:  # fmt: skip
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
         raise SpecError(f"unknown key `{unknown[0]}`; expected {', '.join(sorted(TOP_KEYS))}")

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         input_topic=args.input_topic,
         incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
-        lateness_ms=args.lateness, max_skew_ms=args.max_skew, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
+        lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
+        max_skew_ms=args.max_skew,
         web_port=args.web_port, session_timeout_ms=args.session_timeout, commit_timeout_ms=args.commit_timeout,
         engine=args.engine, traffic_check=args.traffic_check, input_batches=args.input_batches,
     )  # fmt: skip

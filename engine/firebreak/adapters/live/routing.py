@@ -124,7 +124,8 @@ class RouteStage:
                 continue
             known = _ahead(partition, event.ts, self.max_ts, self.ahead_runs, self.settings.max_skew_ms)
             if known is not None:
-                out.append(self._dead(partition, offset, raw or b"", ahead_text(event.ts, known, self.settings.max_skew_ms)))
+                reason = ahead_text(event.ts, known, self.settings.max_skew_ms)
+                out.append(self._dead(partition, offset, raw or b"", reason))
                 continue
             self.stats["events"] += 1
             if event.ts > self.max_ts.get(partition, -1):

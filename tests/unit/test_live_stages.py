@@ -505,3 +505,17 @@ def test_partitions_have_their_own_time_and_run(engine):
     [letter] = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
     assert (letter["partition"], letter["offset"]) == (0, 1) and "more than 1m after" in letter["reason"]
     assert route.max_ts == {0: t, 1: t + 520_000}
+
+
+def test_the_max_skew_options_parse_a_duration_or_off():
+    from firebreak.cli import build_parser
+
+    parser = build_parser()
+    worker = ["worker", "--rules", "r"]
+    assert parser.parse_args(worker).max_skew == 3_600_000 == WorkerSettings(rules=()).max_skew_ms
+    assert parser.parse_args([*worker, "--max-skew", "90m"]).max_skew == 90 * 60_000
+    assert parser.parse_args([*worker, "--max-skew", "off"]).max_skew is None
+    assert parser.parse_args(["replay", "--rules", "r", "--max-skew", "off", "f"]).max_skew is None
+    assert parser.parse_args(["test", "--max-skew", "2h", "p"]).max_skew == 7_200_000
+    with pytest.raises(SystemExit):
+        parser.parse_args([*worker, "--max-skew", "soon"])

@@ -24,6 +24,7 @@ from firebreak.adapters.rule_files import RuleFileError, read_companion_sources,
 from firebreak.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from firebreak.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from firebreak.core import DEFAULT_LATENESS_MS, parse_ts
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.dsl import CompiledRule, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.policy import POLICY_FILE
@@ -195,6 +196,13 @@ def duration_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def skew_arg(text: str) -> int | None:
+    """--max-skew: a duration, or `off` (no bound) → milliseconds or None."""
+    return None if text.strip().lower() == "off" else duration_arg(text)
+
+
+SKEW_HELP = ("refuse (dead-letter, `ahead: ...`) an event more than this after the latest event time taken, "
+             "until 8 in a row agree; `off`: no bound (default 1h)")  # fmt: skip
 TOPIC_ONLY = ("since", "until", "bootstrap", "kafka_config", "seek_slack", "emit")  # replay options that need --topic
 EMIT_ONLY = ("incidents_topic", "containment_topic")
 
@@ -266,7 +274,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             kept: list[dict] = []  # --cases: the records first, then the cases they make
             result = replay_files(
                 args.files, rules, kept.append if args.cases else emit, dead, args.lateness,
-                progress_printer if tty else None, engine=args.engine,
+                progress_printer if tty else None, engine=args.engine, max_skew_ms=args.max_skew,
             )  # fmt: skip
             if args.cases:
                 from firebreak.adapters.case_replay import with_cases
@@ -309,6 +317,7 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
             result = topic_replay.replay_topic(
                 kafka, args.topic, since, until, rules, emit, dead, args.lateness,
                 slack, publish_to=publish_to, progress=progress_printer if tty else None, engine=args.engine,
+                max_skew_ms=args.max_skew,
             )  # fmt: skip
     except topic_replay.TopicError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
@@ -329,7 +338,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     failed = 0
     expectations = 0
     for path in files:
-        outcome = run_test_file(path, args.engine)
+        outcome = run_test_file(path, args.engine, args.max_skew)
         expectations += outcome.expectations
         if outcome.passed:
             print(f"PASS {path} ({outcome.expectations} expectations)")
@@ -547,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     replay.add_argument("--engine", choices=ENGINES, default=None,
                         help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    replay.add_argument("--max-skew", type=skew_arg, default=DEFAULT_MAX_SKEW_MS, metavar="DURATION", help=SKEW_HELP)
     replay.add_argument("--cases", action="store_true",
                         help="files: also group incidents into cases, each incident record naming its case, "
                              "case records after it (docs/response.md#cases)")  # fmt: skip
@@ -564,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
     test.add_argument("--engine", choices=ENGINES, default=None,
                       help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    test.add_argument("--max-skew", type=skew_arg, default=DEFAULT_MAX_SKEW_MS, metavar="DURATION", help=SKEW_HELP)
     test.set_defaults(run=cmd_test)
 
     demo_ = sub.add_parser("demo", help="replay a synthetic log with five injected incidents through the starter rules")

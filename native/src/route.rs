@@ -225,20 +225,37 @@ pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, Opti
         })
 }
 
-/// A batch's counts in stage 1: messages refused (by index), events decoded, and each input
-/// partition's largest event time (from ``known``, before the batch).
+/// A batch's counts in stage 1: messages refused (by index), events decoded, each input
+/// partition's largest event time (from ``known``, before the batch) and its events refused in
+/// a row for being too far ahead of it (from ``known_runs``; engine.py `Engine.is_ahead`).
 struct Tally<'k> {
     known: &'k HashMap<i64, i64>,
+    known_runs: &'k HashMap<i64, u32>,
+    skew: Option<i64>,
     beats: HashMap<i64, i64>,
+    runs: HashMap<i64, u32>,
     refused: Vec<usize>,
+    ahead: Vec<(usize, i64, i64)>, // (index, event time, the partition's time): refused, final
     events: usize,
 }
 
-impl Tally<'_> {
-    fn new(known: &HashMap<i64, i64>) -> Tally<'_> {
-        Tally { known, beats: HashMap::new(), refused: Vec::new(), events: 0 }
+impl<'k> Tally<'k> {
+    fn new(known: &'k HashMap<i64, i64>, known_runs: &'k HashMap<i64, u32>, skew: Option<i64>) -> Tally<'k> {
+        Tally {
+            known,
+            known_runs,
+            skew,
+            beats: HashMap::new(),
+            runs: HashMap::new(),
+            refused: Vec::new(),
+            ahead: Vec::new(),
+            events: 0,
+        }
     }
 }
+
+/// Events refused in a row as too far ahead before the next one is taken (engine.py AHEAD_CONFIRM).
+pub const AHEAD_CONFIRM: u32 = 8;
 
 /// One message of a batch through stage 1: the event when some shard must see it (``masks``
 /// says which, and with which rules), counted in ``tally`` (refused: too big, or not accepted
@@ -261,12 +278,28 @@ fn route_one<'a, H: crate::engine::HostLike>(
         tally.refused.push(index);
         return None;
     };
-    tally.events += 1;
     let known = tally.known;
     let beat = tally
         .beats
         .entry(partition)
         .or_insert_with(|| known.get(&partition).copied().unwrap_or(-1));
+    if let Some(skew) = tally.skew {
+        // engine.py `Engine.is_ahead`, per input partition
+        let known_runs = tally.known_runs;
+        let run = tally
+            .runs
+            .entry(partition)
+            .or_insert_with(|| known_runs.get(&partition).copied().unwrap_or(0));
+        if *beat >= 0 && event.ts > beat.saturating_add(skew) {
+            *run += 1;
+            if *run < AHEAD_CONFIRM {
+                tally.ahead.push((index, event.ts, *beat));
+                return None;
+            }
+        }
+        *run = 0;
+    }
+    tally.events += 1;
     if event.ts > *beat {
         *beat = event.ts;
     }
@@ -356,7 +389,8 @@ impl NativeRouter {
         let shards = self.router.shards as usize;
         let mut order: Vec<i64> = Vec::new(); // partitions in order of appearance
         let mut bodies: HashMap<i64, Vec<Vec<Vec<u8>>>> = HashMap::new(); // partition → shard → chunks
-        let mut tally = Tally::new(&known);
+        let no_runs = HashMap::new();
+        let mut tally = Tally::new(&known, &no_runs, None); // no maximum skew on this path
         let mut masks = vec![0u64; shards];
         for (index, item) in messages.iter().enumerate() {
             let item = item.downcast::<PyTuple>()?;
@@ -424,11 +458,15 @@ impl NativeRouter {
 
     /// `route`, but the batch is kept decoded (`RoutedBatch`) for the shards of this worker
     /// instead of written out per shard: stage 1 sends each shard a reference to it (docs/live.md,
-    /// "The batch path"). Returns (batch, [(partition, first offset, last offset, [events per
-    /// shard])] in order of appearance, refused [batch index], events, {partition: largest
-    /// event time after the batch}).
-    #[pyo3(signature = (messages, times, known, max_bytes))]
-    #[allow(clippy::type_complexity)]
+    /// "The batch path"). ``runs``: per partition, its events refused in a row as too far ahead
+    /// before this batch; ``max_skew``: how far after a partition's largest event time an event
+    /// may be (None: no bound; engine.py `Engine.is_ahead`). Returns (batch, [(partition, first
+    /// offset, last offset, [events per shard])] in order of appearance, refused [batch index],
+    /// events, {partition: largest event time after the batch}, {partition: refused in a row
+    /// after the batch}, ahead [(batch index, event time, the partition's time)]) — the events
+    /// refused as ahead are final, not in ``refused``.
+    #[pyo3(signature = (messages, times, known, max_bytes, runs=HashMap::new(), max_skew=None))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn route_batch<'py>(
         &mut self,
         py: Python<'py>,
@@ -436,7 +474,20 @@ impl NativeRouter {
         times: HashMap<usize, i64>,
         known: HashMap<i64, i64>,
         max_bytes: usize,
-    ) -> PyResult<(RoutedBatch, Vec<(i64, i64, i64, Vec<u32>)>, Vec<usize>, usize, HashMap<i64, i64>)> {
+        runs: HashMap<i64, u32>,
+        max_skew: Option<i64>,
+    ) -> PyResult<(
+        RoutedBatch,
+        Vec<(i64, i64, i64, Vec<u32>)>,
+        Vec<usize>,
+        usize,
+        HashMap<i64, i64>,
+        HashMap<i64, u32>,
+        Vec<(usize, i64, i64)>,
+    )> {
+        if max_skew.is_some_and(|s| s < 0) {
+            return Err(PyValueError::new_err("the maximum skew cannot be negative"));
+        }
         let shards = self.router.shards as usize;
         // The batch's bytes in one arena, which the decoded events borrow (`RoutedBatch`).
         let mut values = Vec::with_capacity(messages.len());
@@ -465,10 +516,10 @@ impl NativeRouter {
         // Decoding and routing need no Python: without the GIL, so the worker's event loop (and
         // the shards' feeds) go on meanwhile; the rare call into Python takes it back (`Remote`).
         let (router, host) = (&mut self.router, &self.host);
-        let (parts, beats, refused, events, kept, all_masks) = py.allow_threads(|| {
+        let (parts, beats, runs, ahead, refused, events, kept, all_masks) = py.allow_threads(|| {
             let host = crate::engine::Remote(host);
             let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
-            let mut tally = Tally::new(&known);
+            let mut tally = Tally::new(&known, &runs, max_skew);
             let mut kept = Vec::new();
             let mut all_masks = Vec::new();
             let mut masks = vec![0u64; shards];
@@ -495,12 +546,15 @@ impl NativeRouter {
                 all_masks.extend_from_slice(&masks);
                 kept.push(Kept { partition, offset, event });
             }
-            let Tally { mut beats, refused, events, .. } = tally;
+            let Tally { mut beats, runs: mut new_runs, ahead, refused, events, .. } = tally;
             beats.retain(|_, t| *t >= 0);
-            (parts, beats, refused, events, kept, all_masks)
+            for (partition, run) in runs.iter() {
+                new_runs.entry(*partition).or_insert(*run); // partitions not in this batch: as they were
+            }
+            (parts, beats, new_runs, ahead, refused, events, kept, all_masks)
         });
         let batch = RoutedBatch { events: kept, masks: all_masks, shards, _arena: arena };
-        Ok((batch, parts, refused, events, beats))
+        Ok((batch, parts, refused, events, beats, runs, ahead))
     }
 
     /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).

@@ -135,3 +135,24 @@ def test_read_ahead_gives_every_read_in_order_and_raises_a_read_error_in_its_tur
     assert next(endless) == [b"y"]
     endless.close()
     assert not [t for t in threading.enumerate() if t.name == "firebreak-read-ahead"]
+
+
+def test_replay_max_skew_option_bounds_or_not(tmp_path, capsys):
+    from firebreak.cli import main
+
+    rules_file = tmp_path / "t.rules"
+    rules_file.write_text(RULE + "\n")
+    events = tmp_path / "events.jsonl"
+    base = 1_700_000_000_000
+    honest = [orjson.dumps({"event_id": f"e{i}", "ts": base + i * 1000, "tenant": "a"}) + b"\n" for i in range(20)]
+    far = orjson.dumps({"event_id": "far", "ts": base + 3 * 3_600_000, "tenant": "a"}) + b"\n"
+    events.write_bytes(b"".join(honest[:10] + [far] + honest[10:]))
+    dead = tmp_path / "dead.jsonl"
+    # refused as ahead (the rest on time), or taken (the 10 events after it are then late)
+    for skew, ahead, late in (("1h", 1, 0), ("2h", 1, 0), ("4h", 0, 10), ("off", 0, 10)):
+        assert main(["replay", "--rules", str(rules_file), "--max-skew", skew, "--dead-letter", str(dead),
+                     str(events)]) == 0  # fmt: skip
+        capsys.readouterr()
+        reasons = [orjson.loads(letter)["reason"] for letter in dead.read_bytes().splitlines()]
+        assert sum(r.startswith("ahead: ") for r in reasons) == ahead, (skew, reasons)
+        assert sum(r.startswith("late: ") for r in reasons) == late == len(reasons) - ahead, (skew, reasons)

@@ -408,3 +408,114 @@ async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replay
         assert state.stats["events"] > 0 and state.engine.watermark is not None
         records += state.pending + state.engine.finish(max(e.ts for e in BASE))
     assert multiset(records) == multiset(BASE_RECORDS)
+
+
+# ---- the maximum skew in stage 1 (issue 31): one far-future event must not blind a partition ----
+
+DAY = 86_400_000
+
+
+def one_partition(extra: dict[int, list[bytes]]):
+    """BASE on one input partition, with ``extra`` messages inserted before the event at each index."""
+    values = []
+    for index, event in enumerate(BASE):
+        values += extra.get(index, [])
+        values.append(orjson.dumps(event.data))
+    return [(0, offset, value) for offset, value in enumerate(values)]
+
+
+def far(ts: int, n: int = 0) -> bytes:
+    return orjson.dumps({"event_id": f"far-{n}", "ts": ts, "model": "gpt-4o", "user": "u1", "latency_ms": 5})
+
+
+def shard_records(route, messages, partitions, engine, remote=False, size=100):
+    """Stage 1 over ``messages`` then every shard over its routed log: (records, dead letters, late)."""
+    routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
+    dead = []
+    for start in range(0, len(messages), size):
+        for out in route.handle(messages[start : start + size]):
+            if out.topic == "routed":
+                routed[out.partition].append(out.value)
+            else:
+                dead.append(orjson.loads(out.value))
+    records, late = [], 0
+    for shard in range(SHARDS):
+        state = ShardState(RULES, shard, SHARDS, partitions, SETTINGS.lateness_ms, engine)
+        for offset, value in enumerate(routed[shard]):
+            take(state, offset, value, route, messages, remote)
+            state.tick()
+        records += state.pending + state.engine.finish(max(e.ts for e in BASE))
+        late += state.stats["late"]
+    return records, dead, late
+
+
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engine, remote):
+    from firebreak.adapters.drive import ahead_text
+
+    at = 500
+    known = max(e.ts for e in BASE[:at])
+    messages = one_partition({at: [far(known + 30 * DAY)]})
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=1), engine)
+    records, dead, late = shard_records(route, messages, 1, engine, remote)
+    assert [letter["reason"] for letter in dead] == [ahead_text(known + 30 * DAY, known, 3_600_000)]
+    assert dead[0]["offset"] == at and dead[0]["partition"] == 0
+    assert route.max_ts[0] == max(e.ts for e in BASE)  # the partition's time is the honest events'
+    assert route.stats["dead_lettered"] == 1 and route.stats["events"] == len(BASE)
+    assert late == 0  # the events after it were routed and taken, not late
+    assert multiset(records) == multiset(BASE_RECORDS)  # the shards' records are a replay's of BASE
+
+
+@pytest.mark.parametrize("size", [3, 1000])  # the run of refusals carried across batches, or in one
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outage(engine, size):
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=2), engine)
+    base = 1_700_000_000_000
+    jump = base + 2 * 3_600_000
+    values = [far(base + i, i) for i in range(5)]
+    values += [far(jump + i, 100 + i) for i in range(7)]  # 7 ahead ...
+    values += [far(base + 10, 200)]  # ... then one that is not: the run starts again
+    values += [far(jump + 100 + i, 300 + i) for i in range(8)]  # 8 ahead in a row: the 8th is taken
+    values += [far(jump + 200, 400), far(base + 20, 401)]  # after the jump: the new time holds
+    messages = [(1, offset, value) for offset, value in enumerate(values)]
+    dead = []
+    for start in range(0, len(messages), size):
+        dead += [orjson.loads(o.value) for o in route.handle(messages[start : start + size]) if o.topic != "routed"]
+    assert [letter["offset"] for letter in dead] == [*range(5, 12), *range(13, 20)]
+    assert all(letter["reason"].startswith("ahead: ") for letter in dead)
+    assert route.max_ts == {1: jump + 200}
+    assert route.stats["events"] == len(values) - 14 and route.stats["dead_lettered"] == 14
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_max_skew_off_takes_every_event(engine):
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=None), engine)
+    t = 1_700_000_000_000
+    outs = route.handle([(0, 0, far(t, 0)), (0, 1, far(t + 365 * DAY, 1))])
+    assert all(out.topic == "routed" for out in outs) and route.max_ts == {0: t + 365 * DAY}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_partitions_have_their_own_time_and_run(engine):
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000), engine)
+    t = 1_700_000_000_000
+    outs = route.handle([(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)),
+                         (1, 1, far(t + 520_000, 3))])  # fmt: skip
+    [letter] = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
+    assert (letter["partition"], letter["offset"]) == (0, 1) and "more than 1m after" in letter["reason"]
+    assert route.max_ts == {0: t, 1: t + 520_000}
+
+
+def test_the_max_skew_options_parse_a_duration_or_off():
+    from firebreak.cli import build_parser
+
+    parser = build_parser()
+    worker = ["worker", "--rules", "r"]
+    assert parser.parse_args(worker).max_skew == 3_600_000 == WorkerSettings(rules=()).max_skew_ms
+    assert parser.parse_args([*worker, "--max-skew", "90m"]).max_skew == 90 * 60_000
+    assert parser.parse_args([*worker, "--max-skew", "off"]).max_skew is None
+    assert parser.parse_args(["replay", "--rules", "r", "--max-skew", "off", "f"]).max_skew is None
+    assert parser.parse_args(["test", "--max-skew", "2h", "p"]).max_skew == 7_200_000
+    with pytest.raises(SystemExit):
+        parser.parse_args([*worker, "--max-skew", "soon"])

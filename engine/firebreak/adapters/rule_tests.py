@@ -43,6 +43,7 @@ import orjson
 from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
 from firebreak.core import Event, InvalidEvent, parse_ts
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.core.events import EVENT_TYPES
 from firebreak.dsl import load_rules
 from firebreak.dsl.diagnostics import render_all
@@ -269,8 +270,9 @@ def _tables(spec: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def run_test_file(path: Path, engine: str | None = None) -> TestOutcome:
-    """Run one rule test; ``engine``: ``python`` or ``native`` (None: drive.default_engine)."""
+def run_test_file(path: Path, engine: str | None = None, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> TestOutcome:
+    """Run one rule test; ``engine``: ``python`` or ``native`` (None: drive.default_engine);
+    ``max_skew_ms``: the replay engine's maximum skew (`Engine.is_ahead`; None: no bound)."""
     outcome = TestOutcome(str(path))
     try:
         spec = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -284,13 +286,14 @@ def run_test_file(path: Path, engine: str | None = None) -> TestOutcome:
         outcome.error = f"{path}: not readable TOML: tables or arrays nested too deeply"
         return outcome
     try:
-        return _run(path, spec, outcome, engine)
+        return _run(path, spec, outcome, engine, max_skew_ms)
     except (SpecError, RuleFileError) as error:
         outcome.error = str(error)
         return outcome
 
 
-def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None) -> TestOutcome:
+def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None,
+         max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> TestOutcome:  # fmt: skip
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
         raise SpecError(f"unknown key `{unknown[0]}`; expected {', '.join(sorted(TOP_KEYS))}")
@@ -316,7 +319,7 @@ def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | N
     events = generate_events(spec, origin, str(path))
     expectations = parse_expectations(spec, origin)
     outcome.expectations = len(expectations)
-    driver = Driver(rules, lateness, engine)
+    driver = Driver(rules, lateness, engine, max_skew_ms=max_skew_ms)
     records = driver.feed_events(events).records + driver.finish()
     outcome.records = records
 

@@ -37,6 +37,7 @@ from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.file_replay import ReplayResult, write_dead_letter
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts, parse_ts
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.dsl import CompiledRule
 from firebreak.durations import format_duration
 from firebreak.kafka_config import KafkaConfig, kafka_config_of
@@ -401,6 +402,7 @@ async def replay_topic_async(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[TopicReplayResult], None] | None = None,
     engine: str | None = None,
+    max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
 ) -> TopicReplayResult:
     """Replay the topic's events through the rules; ``emit`` gets each record with
     ``since_ms <= ts < until_ms``, in the engine's order. ``publish_to``: also send them to
@@ -410,7 +412,7 @@ async def replay_topic_async(
     start = since_ms - warmup_ms(rules)
     horizon = until_ms + lateness_ms  # an event this late moves the watermark past until
     result = TopicReplayResult(topic=topic, since=since_ms, until=until_ms, read_from=start)
-    driver = Driver(rules, lateness_ms, engine)
+    driver = Driver(rules, lateness_ms, engine, max_skew_ms=max_skew_ms)
 
     def bad(partition: int, offset: int, reason: str, raw: bytes) -> None:
         result.note_bad(position(topic, partition, offset), reason)
@@ -491,9 +493,10 @@ def replay_topic(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[TopicReplayResult], None] | None = None,
     engine: str | None = None,
+    max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
 ) -> TopicReplayResult:
     """Blocking `replay_topic_async` (runs its own event loop)."""
     coroutine = replay_topic_async(bootstrap, topic, since_ms, until_ms, rules, emit, dead_letter, lateness_ms,
                                    slack_ms, publish_to=publish_to, timeout_s=timeout_s, progress=progress,
-                                   engine=engine)  # fmt: skip
+                                   engine=engine, max_skew_ms=max_skew_ms)  # fmt: skip
     return asyncio.run(coroutine)

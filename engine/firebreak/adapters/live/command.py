@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--shards", type=int, default=d.shards, help="partitions of the internal routed topic")
     parser.add_argument("--lateness", type=duration, default=d.lateness_ms, metavar="DURATION",
                         help=f"allowed lateness of out-of-order events (default {format_duration(d.lateness_ms)})")
+    parser.add_argument("--max-skew", type=lambda text: None if text.strip().lower() == "off" else duration(text),
+                        default=d.max_skew_ms, metavar="DURATION",
+                        help="stage 1 dead-letters (`ahead: ...`) an event more than this after its input partition's "
+                             "latest event time, until 8 in a row agree; `off`: no bound (default "
+                             f"{format_duration(d.max_skew_ms or 0)})")  # fmt: skip
     parser.add_argument("--idle-timeout", type=duration, default=d.idle_timeout_ms, metavar="DURATION",
                         help="a caught-up input partition this quiet stops holding time back")  # fmt: skip
     parser.add_argument("--checkpoint-interval", type=duration, default=d.checkpoint_interval_ms, metavar="DURATION",
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         incidents_topic=args.incidents_topic, containment_topic=args.containment_topic,
         dead_letter_topic=args.dead_letter_topic, input_partitions=args.input_partitions, shards=args.shards,
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
+        max_skew_ms=args.max_skew,
         web_port=args.web_port, session_timeout_ms=args.session_timeout, commit_timeout_ms=args.commit_timeout,
         engine=args.engine, traffic_check=args.traffic_check, input_batches=args.input_batches,
     )  # fmt: skip

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
-from firebreak.adapters.drive import decode_event
+from firebreak.adapters.drive import ahead_text, decode_event
 from firebreak.adapters.live.batch_cache import BatchCache
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.traffic_check import TrafficWatch
 from firebreak.core import InvalidEvent, validate_event
+from firebreak.core.engine import AHEAD_CONFIRM
 from firebreak.core.sharding import Router
 from firebreak.dsl import CompiledRule
 from firebreak.event_types import COUNTED
@@ -67,6 +68,8 @@ class RouteStage:
         self.settings = settings
         self.wanted = engine if engine is not None else settings.engine
         self.max_ts: dict[int, int] = {}
+        # per input partition: its events refused in a row as too far ahead of its time (`_ahead`)
+        self.ahead_runs: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
         self.cache = BatchCache()  # format 3: the batches this worker's shards take their events from
         self.local_shards: set[int] | None = None  # the shards assigned to this worker (None: all of them)
@@ -118,6 +121,11 @@ class RouteStage:
             event, dead = self._decode(partition, offset, raw)
             if dead is not None:
                 out.append(dead)
+                continue
+            known = _ahead(partition, event.ts, self.max_ts, self.ahead_runs, self.settings.max_skew_ms)
+            if known is not None:
+                reason = ahead_text(event.ts, known, self.settings.max_skew_ms)
+                out.append(self._dead(partition, offset, raw or b"", reason))
                 continue
             self.stats["events"] += 1
             if event.ts > self.max_ts.get(partition, -1):
@@ -172,14 +180,15 @@ class RouteStage:
     def _finish_native(self, messages: list[tuple[int, int, bytes | None]], routed) -> list[Out]:
         if routed is None:  # refused even with Python's time: a kind of event it does not know
             return self._handle_python(messages)
-        batch, parts, refused, times, events, beats, dead = routed
+        batch, parts, refused, times, events, beats, runs, dead, ahead = routed
         self.stats["messages"] += len(messages)
         self.stats["events"] += events
         self.stats["dead_lettered"] += len(dead)
         self.max_ts.update(beats)
+        self.ahead_runs.update(runs)
         if not self.watch.reported:  # the traffic check's first hour: it reads every event (in Python)
             for index, (_, _, raw) in enumerate(messages):
-                if index not in refused or index in times:
+                if (index not in refused or index in times) and index not in ahead:
                     try:
                         self.watch.observe(decode_event(raw))
                     except InvalidEvent:
@@ -199,13 +208,16 @@ class RouteStage:
 
     def _route_native(self, messages: list[tuple[int, int, bytes | None]], dead_letters: bool):
         """Steps (a generator: it yields the arguments of each call of a native router's
-        `route_batch` and is sent its result; `_drive`) to (batch, parts, refused, times, events, beats, dead
-        letters), with the events only Python's decoder accepts routed at the time it found;
-        None when the native decoder refuses one of those even so. No counters move."""
-        max_bytes = self.settings.max_event_bytes
+        `route_batch` and is sent its result; `_drive`) to (batch, parts, refused, times, events, beats,
+        ahead runs, dead letters, indexes refused as too far ahead), with the events only Python's
+        decoder accepts routed at the time it found; None when the native decoder refuses one of
+        those even so. No counters move. An event the router refuses as too far ahead of its
+        partition's time (`_ahead`) is refused for good: it is not decoded or routed again."""
+        max_bytes, skew = self.settings.max_event_bytes, self.settings.max_skew_ms
         times: dict[int, int] = {}
         while True:
-            batch, parts, refused, events, beats = yield messages, dict(times), dict(self.max_ts), max_bytes
+            args = messages, dict(times), dict(self.max_ts), max_bytes, dict(self.ahead_runs), skew
+            batch, parts, refused, events, beats, runs, ahead = yield args
             refused = set(refused)
             dead, again = [], False
             for index in sorted(refused):
@@ -215,12 +227,19 @@ class RouteStage:
                 event, letter = self._decode(partition, offset, raw, count=False)
                 if letter is not None:
                     if dead_letters:
-                        dead.append(letter)
+                        dead.append((index, letter))
                 else:
                     times[index] = event.ts
                     again = True
             if not again:
-                return batch, parts, refused, times, events, beats, dead
+                if dead_letters:
+                    for index, ts, known in ahead:
+                        partition, offset, raw = messages[index]
+                        dead.append((index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew),
+                                                       count=False)))  # fmt: skip
+                dead.sort(key=lambda item: item[0])  # in input order, as the Python path writes them
+                refused_ahead = {index for index, _, _ in ahead}
+                return batch, parts, refused, times, events, beats, runs, [d for _, d in dead], refused_ahead
 
     def reroute(self, records: list[tuple[int, int, bytes | None]], shard: int, partition: int) -> tuple[Any, str]:
         """A reference's events read again from the input topic (another worker kept the batch,
@@ -234,11 +253,16 @@ class RouteStage:
             if routed is not None:
                 return routed[0], self.version
         lines = []
+        max_ts, runs = dict(self.max_ts), dict(self.ahead_runs)  # as the native router does: a copy
         for p, offset, raw in records:
             if p != partition:
                 continue
             event, dead = self._decode(p, offset, raw, count=False)
-            if dead is not None or event.type not in COUNTED:
+            if dead is not None or _ahead(p, event.ts, max_ts, runs, self.settings.max_skew_ms) is not None:
+                continue
+            if event.ts > max_ts.get(p, -1):
+                max_ts[p] = event.ts
+            if event.type not in COUNTED:
                 continue
             data = {k: v for k, v in event.data.items() if k not in RAW_TEXT_FIELDS}
             mask = self.router.masks_of(data).get(shard)
@@ -288,6 +312,23 @@ class RouteStage:
         record = {"reason": reason, "topic": self.settings.input_topic, "partition": partition, "offset": offset,
                   "bytes": len(raw), "raw": text}  # fmt: skip
         return Out("dead_letter", None, orjson.dumps(record))
+
+
+def _ahead(partition: int, ts: int, max_ts: dict[int, int], runs: dict[int, int], skew: int | None) -> int | None:
+    """`Engine.is_ahead` per input partition (native/src/route.rs does the same): the partition's
+    largest event time when an event at ``ts`` is refused for being more than ``skew`` after it —
+    unless it is the AHEAD_CONFIRM-th such event in a row (a producer back after an outage: taken)
+    — else None. Counts the partition's refusals in a row in ``runs``."""
+    if skew is None:
+        return None
+    known = max_ts.get(partition)
+    if known is not None and ts > known + skew:
+        run = runs.get(partition, 0) + 1
+        if run < AHEAD_CONFIRM:
+            runs[partition] = run
+            return known
+    runs[partition] = 0
+    return None
 
 
 def _drive(steps: Generator, route_batch: Callable[..., Any]) -> Any:

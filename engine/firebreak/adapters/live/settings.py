@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from firebreak.core import DEFAULT_LATENESS_MS
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.kafka_config import KafkaConfig
 
 
@@ -21,6 +22,8 @@ class WorkerSettings:
     shards: int = 4  # partitions of the internal routed topic: the units of evaluation
     output_partitions: int = 4
     lateness_ms: int = DEFAULT_LATENESS_MS
+    # stage 1 refuses an event more than this after its input partition's largest event time (None: no bound)
+    max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS
     idle_timeout_ms: int = 10_000  # wall clock: an input partition this quiet stops holding time back
     route_batch: int = 1_000  # input messages routed together (one routed message per shard and partition)
     route_batch_ms: int = 50  # ... or whatever arrived within this time

@@ -355,13 +355,16 @@ class KafkaSink:
         self.dead_letter_topic = dead_letter_topic
 
     async def write(self, events: list[dict[str, Any]]) -> None:
-        from firebreak.sdk.publisher import PublishError
+        from firebreak.sdk.publisher import InvalidEvent, PublishError
 
         try:
             if not self.publisher.started:
                 await self.publisher.start()
             for event in events:
-                await self.publisher.publish(event)
+                try:
+                    await self.publisher.publish(event)
+                except InvalidEvent as error:  # span_event makes valid events; a mapping default may not be
+                    log.warning("event %s not published: %s", event.get("event_id"), error)
             await self.publisher.flush()
         except (PublishError, OSError, asyncio.TimeoutError) as error:
             raise SinkUnavailable(str(error)) from error

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from firebreak.adapters.otlp import KafkaSink, Receiver, serve
 from firebreak.core import parse_ts, run_events
+from firebreak.core.events import validate_event
 from firebreak.dsl import load_rules
 from firebreak.sdk.publisher import AsyncPublisher
 
@@ -70,5 +71,6 @@ async def test_sdk_spans_through_the_receiver_to_the_input_topic(kafka_bootstrap
     assert len(events) == 6 == len({e["event_id"] for e in events})
     rules, problems = load_rules({"r.rules": "rule leak:\n  count(pii) >= 3 over 5m by tenant -> sev2\n"})
     assert not problems
-    records = run_events(rules, sorted(events, key=lambda e: parse_ts(e["ts"])))
-    assert [(r["rule"], r["group"]) for r in records if r["type"] == "incident.opened"] == [("leak", {"tenant": "acme"})]
+    records = run_events(rules, [validate_event(e) for e in sorted(events, key=lambda e: parse_ts(e["ts"]))])
+    opened = [(r["rule"], r["group"]) for r in records if r["type"] == "incident.opened"]
+    assert opened == [("leak", {"tenant": "acme"})]

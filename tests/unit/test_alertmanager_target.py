@@ -128,7 +128,8 @@ def test_payload_labels_annotations_and_times(records):
     assert alert["annotations"]["description"] == opened["why"]
     assert alert["startsAt"] == opened["onset"]
     assert parse_ts(alert["endsAt"]) / 1000 == pytest.approx(now + 240, abs=1)  # open: 4 resends ahead
-    resolved = next(r for r in records if r["type"] == "incident.resolved" and r["incident_id"] == opened["incident_id"])
+    resolved = next(r for r in records
+                    if r["type"] == "incident.resolved" and r["incident_id"] == opened["incident_id"])  # fmt: skip
     [ended] = alerts(resolved, "x", 60, now=now)
     assert ended["endsAt"] == resolved["ts"] and ended["labels"]["incident_id"] == opened["incident_id"]
 

@@ -31,8 +31,8 @@ def exported() -> set[str]:
     metrics.events_in = 10
     metrics.records["incident.opened"] += 1
     metrics.observe_evaluation(0.001)
-    view = WorkerView(dead_lettered=1, lags=[("ai.inference.events", 0, 5)],
-                      shards=[ShardView(0, {"late": 1}, {"sev2": 1}, 1_000, {0: 2_000}, frozenset({1}), 2)])  # fmt: skip
+    shard = ShardView(0, {"late": 1}, {"sev2": 1}, 1_000, {0: 2_000}, frozenset({1}), 2)
+    view = WorkerView(dead_lettered=1, lags=[("ai.inference.events", 0, 5)], shards=[shard])
     names = set()
     for family in text_string_to_metric_families(metrics.render(view)):
         names.update(sample.name for sample in family.samples)

@@ -23,6 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from firebreak.adapters.otlp import JsonLinesSink, KafkaSink, Receiver, load_mapping, serve
 from firebreak.core import parse_ts, run_events
+from firebreak.core.events import validate_event
 from firebreak.dsl import load_rules
 
 T0 = 1_780_000_000_000_000_000  # ns: 2026-05-28T...
@@ -129,7 +130,7 @@ def test_sdk_spans_become_events_that_replay_into_the_expected_incidents(server,
 
     rules, problems = load_rules({"otlp.rules": RULES})
     assert not problems
-    records = run_events(rules, sorted(events, key=lambda e: parse_ts(e["ts"])))
+    records = run_events(rules, [validate_event(e) for e in sorted(events, key=lambda e: parse_ts(e["ts"]))])
     opened = {(r["rule"], tuple(r["group"].items())) for r in records if r["type"] == "incident.opened"}
     assert opened == {("hallucinations", (("model", "gpt-4o-2026-05"),)), ("failing_calls", (("tenant", "acme"),))}
 

@@ -366,7 +366,7 @@ class KafkaSink:
                 except InvalidEvent as error:  # span_event makes valid events; a mapping default may not be
                     log.warning("event %s not published: %s", event.get("event_id"), error)
             await self.publisher.flush()
-        except (PublishError, OSError, asyncio.TimeoutError) as error:
+        except (PublishError, OSError, TimeoutError) as error:
             raise SinkUnavailable(str(error)) from error
 
     async def dead_letter(self, letters: list[dict[str, Any]]) -> None:
@@ -425,13 +425,13 @@ class Receiver:
             return 415, self._error(415, JSON, f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}")
         body = await request.read()
         encoding = request.headers.get("Content-Encoding", "").lower()
+        if encoding not in ("", "identity", "gzip", "deflate"):
+            return 415, self._error(415, content_type, f"unsupported content encoding {encoding!r}")
         try:
-            if encoding == "gzip":
+            # aiohttp has already decoded gzip and deflate bodies (auto_decompress); a body still
+            # compressed (a server without it) is decoded here
+            if encoding == "gzip" and body[:2] == b"\x1f\x8b":
                 body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            elif encoding not in ("", "identity"):
-                return 415, self._error(415, content_type, f"unsupported content encoding {encoding!r}")
             spans = decode_protobuf(body) if content_type == PROTOBUF else decode_json(body)
         except (BadRequest, OSError, EOFError, zlib.error) as error:
             return 400, self._error(400, content_type, str(error))

@@ -25,7 +25,6 @@ Retry-After: the exporter retries the whole batch, and the ids make that safe.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import logging
 import tomllib

@@ -236,3 +236,36 @@ def test_an_unavailable_producer_gets_503_with_retry_after(tmp_path):
         assert s.receiver.stats.events == 0 and not s.receiver.seen  # nothing remembered: the retry is taken
     finally:
         s.close()
+
+
+def test_the_firebreak_otlp_command(tmp_path):
+    """`firebreak otlp --out`: the SDK exporter to the command's port; the summary on stop."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "events.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "firebreak.cli", "otlp", "--listen", f"127.0.0.1:{port}",
+                                "--out", str(out), "--duration", "60"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "firebreak otlp did not start"
+                time.sleep(0.2)
+        provider, _ = provider_exporting_to(f"http://127.0.0.1:{port}/v1/traces")
+        genai_spans(provider)
+        provider.shutdown()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert len(read_lines(out)) == 12
+    assert "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable; requests: 13× 200" in stderr

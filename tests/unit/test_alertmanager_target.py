@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
 import time
-import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from go_tools import go_tool
+from go_tools import running_alertmanager
 from test_core_properties import BASE
 
 from firebreak.adapters.alertmanager import AlertResends, alerts, label_name, labels, resend_open_alerts
@@ -28,24 +25,6 @@ rule spike:
 rule leak:
   count(pii) >= 2 over 1m by tenant -> sev2 contain disable_feature notify "am"
 """
-
-AM_CONFIG = """
-route:
-  receiver: "null"
-  group_by: ["alertname", "category"]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: "null"
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _get(url: str) -> object:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - 127.0.0.1
@@ -61,30 +40,8 @@ def _post(url: str, body: object) -> object:
 @pytest.fixture(scope="module")
 def alertmanager(tmp_path_factory):
     """A real Alertmanager on 127.0.0.1:<free port>; its base URL."""
-    binary = go_tool("alertmanager")
-    folder = tmp_path_factory.mktemp("alertmanager")
-    (folder / "alertmanager.yml").write_text(AM_CONFIG)
-    port = _free_port()
-    log = open(folder / "alertmanager.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([binary, f"--config.file={folder / 'alertmanager.yml'}",
-                                f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                "--cluster.listen-address=", "--log.level=warn"],
-                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/-/ready", timeout=1).close()  # noqa: S310
-            break
-        except (urllib.error.URLError, OSError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"alertmanager did not start: {(folder / 'alertmanager.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    with running_alertmanager(tmp_path_factory.mktemp("alertmanager")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -365,6 +365,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return notify_command.run(args)
 
 
+def cmd_otlp(args: argparse.Namespace) -> int:
+    from firebreak.adapters import otlp_command
+
+    return otlp_command.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.rules:
         rules = load_rules_or_report(args.rules, "demo")
@@ -641,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_notify_arguments(notify)
     notify.set_defaults(run=cmd_notify)
+
+    otlp = sub.add_parser("otlp", help="receive OpenTelemetry GenAI spans (OTLP/HTTP) as inference events")
+    from firebreak.adapters.otlp_command import add_arguments as add_otlp_arguments
+
+    add_otlp_arguments(otlp)
+    otlp.set_defaults(run=cmd_otlp)
     return parser
 
 

@@ -39,7 +39,7 @@ from firebreak.records import RecordKind, Severity
 
 log = logging.getLogger("firebreak.notify")
 
-KINDS = ("pagerduty", "slack", "webhook")
+KINDS = ("pagerduty", "slack", "webhook", "alertmanager")  # alertmanager: adapters/alertmanager.py
 INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
                                           RecordKind.REOPENED))  # fmt: skip
 # Cases (docs/response.md#cases): when incident records name a case, PagerDuty pages per case —
@@ -72,6 +72,7 @@ class Target:
     retries: int = 5  # after the first attempt, for 5xx / timeouts / refused connections
     backoff_s: float = 0.5  # doubled after each retry, at most 30 s
     only_paged: bool = False  # only incidents whose response policy pages (response.page)
+    resend_s: float = 60.0  # alertmanager: open incidents' alerts re-sent this often
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     where = f"{path}: [targets.{orjson.dumps(name).decode()}]"
     if not isinstance(spec, dict):
         raise NotifyConfigError(f"{where} must be a table")
-    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged"}
+    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged", "resend_s"}
     extra = set(spec) - known
     if extra:
         raise NotifyConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(known))})")
@@ -137,7 +138,16 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     only_paged = spec.get("only_paged", False)
     if not isinstance(only_paged, bool):
         raise NotifyConfigError(f"{where}: only_paged is true or false")
-    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged)
+    resend = spec.get("resend_s", 60.0)
+    if kind == "alertmanager":
+        from firebreak.adapters.alertmanager import alerts_url
+
+        url = alerts_url(str(url))
+        if not isinstance(resend, int | float) or isinstance(resend, bool) or resend <= 0:
+            raise NotifyConfigError(f"{where}: resend_s is a number of seconds > 0")
+    elif "resend_s" in spec:
+        raise NotifyConfigError(f"{where}: resend_s is for alertmanager targets")
+    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged, float(resend))
 
 
 def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
@@ -350,6 +360,8 @@ class Deliverer:
                 continue  # the policy opens a ticket, not a page; resolved: only if it was paged
             if target.kind == "pagerduty" and record.get("case_id"):
                 continue  # its case pages (handle_case)
+            if record["type"] == REMINDER and target.kind == "alertmanager":
+                continue  # its alert is kept firing by re-sends (alertmanager.AlertResends), not reminders
             ok = await self.deliver(target, record) and ok
         return ok
 
@@ -390,6 +402,10 @@ class Deliverer:
             return pagerduty_event(record, key, self.config.investigate_hint)
         if target.kind == "slack":
             return slack_message(record, self.containment.get(record["incident_id"], ()), self.config.investigate_hint)
+        if target.kind == "alertmanager":
+            from firebreak.adapters.alertmanager import alerts
+
+            return alerts(record, self.config.investigate_hint, target.resend_s)  # type: ignore[return-value]
         return webhook_body(record)
 
     async def deliver(self, target: Target, record: Mapping[str, Any]) -> bool:
@@ -501,14 +517,17 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
     consumer = AIOKafkaConsumer(incidents_topic, containment_topic, bootstrap_servers=kafka.bootstrap,
                                 **kafka.client_options(), group_id=group, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest")  # fmt: skip
+    from firebreak.adapters.alertmanager import AlertResends, resend_open_alerts
+
     await consumer.start()
-    open_incidents = Reminders()
+    open_incidents, open_alerts = Reminders(), AlertResends()
     try:
         async with Deliverer(config) as deliverer:
             for topic in (containment_topic, incidents_topic):  # containment first, as below
                 for record in await _committed_records(consumer, kafka, topic):
                     deliverer.remember(record)
                     open_incidents.track(record, clock())
+                    open_alerts.track(record, 0.0, 0.0)  # due at once: re-sent to Alertmanager after a restart
             if open_incidents.open:
                 log.info("%d incidents still open before the committed offsets", len(open_incidents.open))
             async for batch in _batches(consumer, idle_s):
@@ -518,11 +537,13 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
                     if not await deliverer.handle(record):
                         return deliverer.stats  # not committed: a restart delivers it again
                     open_incidents.track(record, clock())
+                    open_alerts.track(record, clock(), min((t.resend_s for t in config.targets.values()), default=60.0))
                 if batch:
                     await consumer.commit()
                 if reminders:
                     for reminder in open_incidents.due(clock()):
                         await deliverer.handle(reminder)  # a reminder that fails is not retried later
+                await resend_open_alerts(deliverer, open_alerts, clock())
         return deliverer.stats
     finally:
         await consumer.stop()

@@ -7,7 +7,7 @@ and two published baselines on the same cases (issue 29).
 
 Each case (``random.Random(f"rootcause:{seed}")``): 8-12 dimensions — a few of 2-12 values
 with Zipf-like popularity, and one or two of high cardinality (users: 300-3000 values;
-client builds: 100-200) —, a period before and an incident period of 20k-60k events each;
+client builds: 100-200) —, a period before and an incident period of 10k-30k events each;
 every value has its own normal level (a model that normally hallucinates more, a tenant
 that spends more); noise: every value drifts by up to ±10% between the periods, and the
 events are sampled (binomial flags, Poisson traffic, lognormal costs). Then 1-3 root causes
@@ -91,16 +91,20 @@ def build(seed: int, events: int | None = None, measure: str | None = None) -> C
     # Each value's normal level (a multiplier of the rate / mean / traffic) and its drift.
     level = [[math.exp(rng.gauss(0, 0.25)) for _ in range(k)] for k in cards]
     drift = [[1 + rng.uniform(-0.1, 0.1) for _ in range(k)] for k in cards]
-    n = events or rng.randint(20_000, 60_000)
+    n = events or rng.randint(10_000, 30_000)
     base_rate = rng.uniform(0.02, 0.06)
 
     def draw() -> list[int]:
         return [_pick(rng, c) for c in cums]
 
+    def draws(k: int) -> list[list[int]]:  # column by column: rng.choices is C
+        cols = [rng.choices(range(len(c)), cum_weights=c, k=k) for c in cums]
+        return [list(r) for r in zip(*cols)]
+
     # Root causes: 1-3, 1-3 attributes each, on dimensions of low cardinality (or a top user).
     ncauses = rng.randint(1, 3)
     causes: list[dict[int, int]] = []
-    sample = [draw() for _ in range(4000)]
+    sample = draws(4000)
     tries = 0
     while len(causes) < ncauses and tries < 2000:
         tries += 1
@@ -142,8 +146,7 @@ def build(seed: int, events: int | None = None, measure: str | None = None) -> C
 
     before, now = [], []
     for period, out in ((0, before), (1, now)):
-        for _ in range(n if period == 0 else int(n * rng.uniform(0.9, 1.1))):
-            row = draw()
+        for row in draws(n if period == 0 else int(n * rng.uniform(0.9, 1.1))):
             f = factor_of(row) if period else 1.0
             x = lv(row, period == 1)
             if measure == "count":
@@ -218,8 +221,9 @@ def run_adtributor(case: Case, table) -> frozenset:
     derived = case.measure in DERIVED
     model = table.model
     ndim = len(table.dims)
-    tallies = table.tally(table.leaves, range(ndim))
-    tot = table.stats(table.leaves)
+    everything = set(range(len(table.keys)))
+    tallies = {(d, c): table.stats(part) for d in range(ndim) for c, part in table.parts(everything, d)}
+    tot = table.stats(everything)
     n, m, _, n0, m0, _, _ = tot
     scale_n = n / n0 if n0 else 1.0
     # forecasts: derived: F1 = m0 * n/n0 (flagged), F2 = n0 * n/n0 (events); fundamental: m0 * scale
@@ -265,7 +269,8 @@ def run_riskloc(case: Case, table) -> frozenset:
     """RiskLoc, simplified: deviation per leaf, cutoff from the normal side, risk per element."""
     model = table.model
     leaves = []
-    for key, s in table.leaves.items():
+    for i, key in enumerate(table.keys):
+        s = [col[i] for col in table.columns]
         v = s[1]
         f = model.judge(s).expected
         dev = 2 * (f - v) / (f + v) if f + v > 0 else 0.0

@@ -54,6 +54,7 @@ MAX_CAUSES = 6
 BEAM = 8  # single values extended to pairs
 Z_MIN = 4.0  # a cause's excess is this many standard errors above expected
 Z_SPLIT = 3.5  # a part this many standard errors below the combination's lift does not belong to it
+Z_NORMAL = 2.5  # ... and is not itself anomalous at this many standard errors
 MIN_LIFT = 1.2
 MIN_SHARE = 0.05  # of the scope's whole excess
 MIN_EVENTS = 3
@@ -99,6 +100,8 @@ class Judged:
     z: float
     lift: float
     carrying: int  # events carrying mass
+    q: float = 0.0  # squared mass (the variance of the mass, Poisson-like)
+    var_expected: float = 0.0  # the variance of the expected mass (from the period before)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ class _Model:
         excess = m - expected
         z = excess / math.sqrt(var) if var > 0 else 0.0
         lift = m / expected if expected > 0 else math.inf
-        return Judged(int(n), m, expected, excess, z, lift, int(k))
+        return Judged(int(n), m, expected, excess, z, lift, int(k), q, f * f * q0)
 
 
 def _add(into: list[float], s: Sequence[float]) -> None:
@@ -150,32 +153,44 @@ def _add(into: list[float], s: Sequence[float]) -> None:
         into[i] += s[i]
 
 
+Leaves = frozenset[int] | set[int]
+
+
 class _Table:
-    """The leaves and the tallies the search needs."""
+    """The leaves (stats as seven columns: n, m, q, n0, m0, q0, k) and, per dimension and
+    value, the set of leaves carrying it: a combination's leaves are an intersection."""
 
     def __init__(self, dims: tuple[str, ...], names: list[list[str]], leaves: dict[tuple[int, ...], list[float]],
-                 model: _Model) -> None:  # fmt: skip
-        self.dims, self.names, self.leaves, self.model = dims, names, leaves, model
+                 model: _Model, capped: tuple[str, ...]) -> None:  # fmt: skip
+        self.dims, self.names, self.model, self.capped = dims, names, model, capped
+        self.keys = list(leaves)
+        self.columns = [[s[i] for s in leaves.values()] for i in range(7)]
+        self.index: list[list[set[int]]] = [[set() for _ in names[d]] for d in range(len(dims))]
+        for i, key in enumerate(self.keys):
+            for d, c in enumerate(key):
+                if c != OTHER:
+                    self.index[d][c].add(i)
 
-    def stats(self, keys: Iterable[tuple[int, ...]]) -> list[float]:
-        total = [0.0] * 7
-        for key in keys:
-            _add(total, self.leaves[key])
-        return total
+    def stats(self, leaves: Iterable[int]) -> list[float]:
+        leaves = list(leaves)
+        return [sum(map(col.__getitem__, leaves)) for col in self.columns]
 
-    def tally(self, keys: Iterable[tuple[int, ...]], dims: Iterable[int]) -> dict[tuple[int, int], list[float]]:
-        out: dict[tuple[int, int], list[float]] = {}
-        dims = tuple(dims)
-        for key in keys:
-            s = self.leaves[key]
-            for d in dims:
-                c = key[d]
-                if c == OTHER:
-                    continue
-                cell = out.get((d, c))
-                if cell is None:
-                    out[(d, c)] = cell = [0.0] * 7
-                _add(cell, s)
+    def judge(self, leaves: Iterable[int]) -> Judged:
+        return self.model.judge(self.stats(leaves))
+
+    def leaves(self, pattern: Pattern, within: Leaves) -> set[int]:
+        out = set(within)
+        for d, c in sorted(pattern, key=lambda p: len(self.index[p[0]][p[1]])):
+            out &= self.index[d][c]
+        return out
+
+    def parts(self, leaves: Leaves, d: int) -> list[tuple[int, set[int]]]:
+        """The leaves split by dimension ``d``'s values (those kept: not "other")."""
+        out = []
+        for c, idx in enumerate(self.index[d]):
+            part = leaves & idx if len(leaves) < len(idx) else idx & leaves
+            if part:
+                out.append((c, part))
         return out
 
     def text(self, pattern: Pattern) -> tuple[tuple[str, str], ...]:
@@ -205,9 +220,7 @@ def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]
         _add(tot, s)
     n, m, _, n0, m0, _, _ = tot
     rate0 = m0 / n0 if n0 else (m / n if n else 0.0)
-    unit = m0 / n0 if n0 and m0 > 0 else (m / n if n else 1.0)
-    if not ratio and unit <= 0:
-        unit = 1.0
+    unit = m0 / n0 if n0 and m0 > 0 else (m / n if n and m > 0 else 1.0)
     # The variance floor: one event's worth (ratio metrics: a flag or an exceedance, 0 or 1).
     model = _Model(ratio, scale, rate0, 1.0 if ratio else unit)
     # Per dimension: value → stats, to code the values and cap the high-cardinality ones.
@@ -236,50 +249,44 @@ def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]
         if cell is None:
             leaves[coded] = cell = [0.0] * 7
         _add(cell, s)
-    table = _Table(tuple(dims), names, leaves, model)
-    table.capped = tuple(dims[d] for d, values in enumerate(per_dim) if len(values) > max_values)  # type: ignore[attr-defined]
-    return table
+    capped = tuple(dims[d] for d, values in enumerate(per_dim) if len(values) > max_values)
+    return _Table(tuple(dims), names, leaves, model, capped)
+
+
+MAX_ROUNDS = 3 * MAX_CAUSES  # candidates tried before the search gives up
 
 
 def search(table: _Table) -> Search:
     """The root causes of the table's anomaly, largest first (module docstring)."""
-    model = table.model
-    remaining = set(table.leaves)
-    whole = model.judge(table.stats(remaining))
+    remaining: set[int] = set(range(len(table.keys)))
+    whole = table.judge(remaining)
     total = whole.excess
     causes: list[Cause] = []
-    notes: list[str] = []
     if total <= 0 or whole.carrying < MIN_EVENTS:
-        return Search((), table.dims, getattr(table, "capped", ()), 0.0, total, ("no excess to explain",))
+        return Search((), table.dims, table.capped, 0.0, total, ("no excess to explain",))
     tried: set[Pattern] = set()
-    while len(causes) < MAX_CAUSES:
-        rest = model.judge(table.stats(remaining))
+    for _ in range(MAX_ROUNDS):
+        if len(causes) >= MAX_CAUSES:
+            break
+        rest = table.judge(remaining)
         best = _best(table, remaining, rest.excess, total, tried)
         if best is None:
             break
         tried.add(best)
-        found = _refine(table, best, remaining, total, 0)
-        found = [(p, why) for p, why in found
-                 if _significant(model.judge(table.stats(_keys(table, remaining, p))), total)]
-        if not found:
-            continue
-        for pattern, why in found:
-            keys = _keys(table, remaining, pattern)
-            j = model.judge(table.stats(keys))
-            causes.append(Cause(table.text(pattern), j, j.excess / total, why))
-            remaining -= set(keys)
+        for pattern, why in _refine(table, best, remaining, total, 0):
+            leaves = table.leaves(pattern, remaining)
+            j = table.judge(leaves)
+            if _significant(j, total) and len(causes) < MAX_CAUSES:
+                causes.append(Cause(table.text(pattern), j, j.excess / total, why))
+                remaining -= leaves
     explained = sum(c.judged.excess for c in causes) / total if causes else 0.0
     causes.sort(key=lambda c: -c.judged.excess)
-    return Search(tuple(causes[:MAX_CAUSES]), table.dims, getattr(table, "capped", ()), explained, total, tuple(notes))
+    return Search(tuple(causes), table.dims, table.capped, explained, total)
 
 
 def _significant(j: Judged, total: float) -> bool:
     return (j.z >= Z_MIN and j.lift >= MIN_LIFT and j.excess >= MIN_SHARE * total
             and j.carrying >= MIN_EVENTS)  # fmt: skip
-
-
-def _keys(table: _Table, keys: Iterable[tuple[int, ...]], pattern: Pattern) -> list[tuple[int, ...]]:
-    return [k for k in keys if all(k[d] == c for d, c in pattern)]
 
 
 def _score(j: Judged, rest_excess: float) -> float:
@@ -288,25 +295,27 @@ def _score(j: Judged, rest_excess: float) -> float:
     return min(1.0, j.excess / rest_excess) * (j.excess / j.mass)
 
 
-def _best(table: _Table, remaining: set, rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
+def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
     """The best single value or pair (from the BEAM best single values) over ``remaining``."""
-    model = table.model
     ndim = len(table.dims)
-    singles = table.tally(remaining, range(ndim))
     scored: list[tuple[float, Pattern]] = []
-    for (d, c), s in singles.items():
-        j = model.judge(s)
-        if _significant(j, total):
-            scored.append((_score(j, rest_excess), ((d, c),)))
+    for d in range(ndim):
+        for c, part in table.parts(remaining, d):
+            j = table.judge(part)
+            if _significant(j, total):
+                scored.append((_score(j, rest_excess), ((d, c),)))
     scored.sort(key=lambda t: -t[0])
     candidates = list(scored)
     for _, pattern in scored[:BEAM]:
         ((d, c),) = pattern
-        keys = _keys(table, remaining, pattern)
-        for (d2, c2), s in table.tally(keys, (x for x in range(ndim) if x != d)).items():
-            j = model.judge(s)
-            if _significant(j, total):
-                candidates.append((_score(j, rest_excess), tuple(sorted(((d, c), (d2, c2))))))
+        mine = table.leaves(pattern, remaining)
+        for d2 in range(ndim):
+            if d2 == d:
+                continue
+            for c2, part in table.parts(mine, d2):
+                j = table.judge(part)
+                if _significant(j, total):
+                    candidates.append((_score(j, rest_excess), tuple(sorted(((d, c), (d2, c2))))))
     candidates = [(s, p) for s, p in candidates if p not in tried]
     if not candidates:
         return None
@@ -318,81 +327,76 @@ def _best(table: _Table, remaining: set, rest_excess: float, total: float, tried
 def _below(model: _Model, part: Judged, lift: float) -> float:
     """How many standard errors ``part`` carries less than ``lift`` predicts."""
     predicted = part.expected * lift
-    var = max(predicted * model.unit, model.unit * model.unit)
+    var = max(part.q, predicted * model.unit, model.unit * model.unit) + lift * lift * part.var_expected
     return (predicted - part.mass) / math.sqrt(var)
 
 
-def _refine(table: _Table, pattern: Pattern, remaining: set, total: float, depth: int) -> list[tuple[Pattern, str]]:
+def _refine(table: _Table, pattern: Pattern, remaining: set[int], total: float, depth: int) -> list[tuple[Pattern, str]]:
     """``pattern`` made more specific where another dimension splits it, or more general where
     a parent rose alike; each result with why it was chosen over its neighbours."""
-    model = table.model
-    keys = _keys(table, remaining, pattern)
-    j = model.judge(table.stats(keys))
-    used = {d for d, _ in pattern}
-    # More general: a parent whose other events rose alike.
+    leaves = table.leaves(pattern, remaining)
+    j = table.judge(leaves)
+    # More general: a parent whose other events rose alike (and that nothing splits).
     if depth < 4 and len(pattern) > 1:
         for i in range(len(pattern)):
             parent = pattern[:i] + pattern[i + 1:]
-            pkeys = _keys(table, remaining, parent)
-            sib = model.judge(table.stats(k for k in pkeys if k[pattern[i][0]] != pattern[i][1]))
-            if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(model, sib, j.lift) < Z_SPLIT / 2 and \
-                    _splits(table, parent, pkeys) is None:  # fmt: skip
+            pleaves = table.leaves(parent, remaining)
+            sib = table.judge(pleaves - leaves)
+            if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(table.model, sib, j.lift) < Z_SPLIT / 2 and \
+                    _splits(table, parent, pleaves) is None:  # fmt: skip
                 return _refine(table, parent, remaining, total, depth + 1)
     # More specific: the dimension that splits it most.
-    split = _splits(table, pattern, keys) if len(pattern) < MAX_ATTRIBUTES else None
+    split = _splits(table, pattern, leaves) if len(pattern) < MAX_ATTRIBUTES else None
     if split is not None:
         d, parts = split
         out: list[tuple[Pattern, str]] = []
         for c, pj in parts:
-            if _significant(pj, total) or (pj.z >= Z_MIN and pj.lift >= MIN_LIFT and pj.carrying >= MIN_EVENTS):
+            if pj.z >= Z_MIN and pj.lift >= MIN_LIFT and pj.carrying >= MIN_EVENTS:
                 child = tuple(sorted((*pattern, (d, c))))
                 out.extend(_refine(table, child, remaining, total, depth + 1))
         if out:
             return out
-    return [(pattern, _why(table, pattern, remaining, j))]
+    return [(pattern, _why(table, pattern, remaining, leaves, j))]
 
 
-def _splits(table: _Table, pattern: Pattern, keys: list[tuple[int, ...]]) -> tuple[int, list[tuple[int, Judged]]] | None:
+def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, list[tuple[int, Judged]]] | None:
     """The other dimension along which ``pattern`` has a part clearly below its lift (the most
-    missing mass), with the parts; None when every dimension's parts rose alike."""
-    model = table.model
-    j = model.judge(table.stats(keys))
+    missing mass) while another part is anomalous, with its parts; None when every
+    dimension's parts rose alike."""
+    j = table.judge(leaves)
     if j.lift <= 1 or math.isinf(j.lift):
         return None
     used = {d for d, _ in pattern}
-    by_dim: dict[int, list[tuple[int, Judged]]] = {}
-    for (d, c), s in table.tally(keys, (x for x in range(len(table.dims)) if x not in used)).items():
-        by_dim.setdefault(d, []).append((c, model.judge(s)))
-    best, best_missing = None, 0.0
-    for d, parts in by_dim.items():
-        missing = 0.0
-        anomalous = False
-        for c, pj in parts:
-            b = _below(model, pj, j.lift)
-            if b >= Z_SPLIT and pj.lift < 1 + (j.lift - 1) / 2:
+    best, best_missing, best_parts = None, 0.0, []
+    for d in range(len(table.dims)):
+        if d in used:
+            continue
+        parts = [(c, table.judge(part)) for c, part in table.parts(leaves, d)]
+        missing, anomalous = 0.0, False
+        for _, pj in parts:
+            if _below(table.model, pj, j.lift) >= Z_SPLIT and pj.z < Z_NORMAL:
                 missing += pj.expected * j.lift - pj.mass
             elif pj.z >= Z_MIN:
                 anomalous = True
         if missing > best_missing and anomalous:
-            best, best_missing = d, missing
+            best, best_missing, best_parts = d, missing, parts
     if best is None:
         return None
-    return best, sorted(by_dim[best], key=lambda t: -t[1].excess)
+    return best, sorted(best_parts, key=lambda t: -t[1].excess)
 
 
-def _why(table: _Table, pattern: Pattern, remaining: set, j: Judged) -> str:
+def _why(table: _Table, pattern: Pattern, remaining: set[int], leaves: set[int], j: Judged) -> str:
     """Why this combination and not its neighbours: each parent's other events, and the
-    children (no other dimension splits it)."""
-    model = table.model
+    narrower ones (no other dimension splits it)."""
     parts = []
     for i in range(len(pattern)):
         parent = pattern[:i] + pattern[i + 1:]
-        d, c = pattern[i]
-        sib = model.judge(table.stats(k for k in _keys(table, remaining, parent) if k[d] != c))
+        d = pattern[i][0]
+        sib = table.judge(table.leaves(parent, remaining) - leaves)
         where = " AND ".join(f"{a}={b}" for a, b in table.text(parent)) or "the rest of the scope"
         parts.append(f"more specific than {where}: its other {table.dims[d]} values show lift {_lift(sib.lift)}")
     if len(pattern) < MAX_ATTRIBUTES:
-        parts.append("more general than any narrower combination: every value of the other dimensions rose alike")
+        parts.append("more general than any narrower combination: no other dimension splits it")
     return f"lift {_lift(j.lift)}; " + "; ".join(parts)
 
 

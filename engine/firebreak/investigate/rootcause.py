@@ -53,9 +53,9 @@ MAX_ATTRIBUTES = 3
 MAX_CAUSES = 6
 BEAM = 8  # single values extended to pairs
 Z_MIN = 4.0  # a cause's excess is this many standard errors above expected
-Z_SPLIT = 3.5  # a part this many standard errors below the combination's lift does not belong to it
+Z_SPLIT = 3.0  # a part this many standard errors below the combination's lift does not belong to it
 Z_NORMAL = 2.5  # ... and is not itself anomalous at this many standard errors
-MIN_LIFT = 1.2
+MIN_LIFT = 1.5
 MIN_SHARE = 0.05  # of the scope's whole excess
 MIN_EVENTS = 3
 OTHER = -1
@@ -289,6 +289,11 @@ def _significant(j: Judged, total: float) -> bool:
             and j.carrying >= MIN_EVENTS)  # fmt: skip
 
 
+def _candidate(j: Judged, total: float) -> bool:
+    """Worth refining: significant but for its lift (a parent of a narrow cause is diluted)."""
+    return j.z >= Z_MIN and j.lift > 1 and j.excess >= MIN_SHARE * total and j.carrying >= MIN_EVENTS
+
+
 def _score(j: Judged, rest_excess: float) -> float:
     if j.excess <= 0 or j.mass <= 0 or rest_excess <= 0:
         return 0.0
@@ -302,7 +307,7 @@ def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, 
     for d in range(ndim):
         for c, part in table.parts(remaining, d):
             j = table.judge(part)
-            if _significant(j, total):
+            if _candidate(j, total):
                 scored.append((_score(j, rest_excess), ((d, c),)))
     scored.sort(key=lambda t: -t[0])
     candidates = list(scored)
@@ -314,7 +319,7 @@ def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, 
                 continue
             for c2, part in table.parts(mine, d2):
                 j = table.judge(part)
-                if _significant(j, total):
+                if _candidate(j, total):
                     candidates.append((_score(j, rest_excess), tuple(sorted(((d, c), (d2, c2))))))
     candidates = [(s, p) for s, p in candidates if p not in tried]
     if not candidates:

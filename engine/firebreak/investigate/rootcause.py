@@ -46,6 +46,7 @@ from typing import Any
 
 from firebreak.core.events import NUMBER_FIELDS
 from firebreak.investigate.anomaly import RATIO, Mass
+from firebreak.investigate.model import Alias, RootCause, RootCauses
 
 PSEUDO_EVENTS = 50
 MAX_VALUES = 30  # values kept per dimension (by excess); the rest is "other", never a candidate
@@ -336,7 +337,9 @@ def _below(model: _Model, part: Judged, lift: float) -> float:
     return (predicted - part.mass) / math.sqrt(var)
 
 
-def _refine(table: _Table, pattern: Pattern, remaining: set[int], total: float, depth: int) -> list[tuple[Pattern, str]]:
+def _refine(
+    table: _Table, pattern: Pattern, remaining: set[int], total: float, depth: int
+) -> list[tuple[Pattern, str]]:
     """``pattern`` made more specific where another dimension splits it, or more general where
     a parent rose alike; each result with why it was chosen over its neighbours."""
     leaves = table.leaves(pattern, remaining)
@@ -344,7 +347,7 @@ def _refine(table: _Table, pattern: Pattern, remaining: set[int], total: float, 
     # More general: a parent whose other events rose alike (and that nothing splits).
     if depth < 4 and len(pattern) > 1:
         for i in range(len(pattern)):
-            parent = pattern[:i] + pattern[i + 1:]
+            parent = pattern[:i] + pattern[i + 1 :]
             pleaves = table.leaves(parent, remaining)
             sib = table.judge(pleaves - leaves)
             if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(table.model, sib, j.lift) < Z_SPLIT / 2 and \
@@ -395,7 +398,7 @@ def _why(table: _Table, pattern: Pattern, remaining: set[int], leaves: set[int],
     narrower ones (no other dimension splits it)."""
     parts = []
     for i in range(len(pattern)):
-        parent = pattern[:i] + pattern[i + 1:]
+        parent = pattern[:i] + pattern[i + 1 :]
         d = pattern[i][0]
         sib = table.judge(table.leaves(parent, remaining) - leaves)
         where = " AND ".join(f"{a}={b}" for a, b in table.text(parent)) or "the rest of the scope"
@@ -437,3 +440,39 @@ def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseli
     return search(table)
 
 
+def explain(first: Sequence[str], mass: Mass, group: Mapping[str, Any], incident: Sequence[Any],
+            baseline: Sequence[Any], incident_ms: int, baseline_ms: int,
+            getter: Callable[[tuple[str, ...]], Callable]) -> RootCauses:  # fmt: skip
+    """The report's root causes: searched over the rule's population (``incident``,
+    ``baseline``: its events in the two periods) on every dimension the events carry
+    (``first``: the standard ones and the rule's `by` fields, first); for a grouped rule, the
+    causes that can touch the incident's group (none names another value of a group field)."""
+    dims = discover((e.data for e in (*incident[:1000], *baseline[:1000])), first)
+    found = root_causes(dims, mass, incident, baseline, incident_ms, baseline_ms, getter)
+    own = {k: _text(v) for k, v in group.items()}
+    kept = [c for c in found.causes if not any(d in own and own[d] != v for d, v in c.pairs)]
+    notes = list(found.notes)
+    if len(kept) < len(found.causes):
+        notes.append(f"{len(found.causes) - len(kept)} root cause(s) in other groups of the rule left out")
+    causes = tuple(
+        RootCause(
+            values=tuple(Alias(d, v) for d, v in c.pairs),
+            events=c.judged.events,
+            flagged=round(c.judged.mass, 6),
+            expected=round(c.judged.expected, 6),
+            excess=round(c.judged.excess, 6),
+            lift=None if math.isinf(c.judged.lift) else round(c.judged.lift, 2),
+            explained=round(c.explained, 3),
+            why=c.why,
+        )
+        for c in kept
+    )
+    return RootCauses(
+        causes=causes,
+        explained=round(sum(c.explained for c in kept), 3),
+        measure="derived" if mass.mode == RATIO else "fundamental",
+        scope="the rule's population" + (" (causes touching the incident's group)" if group else ""),
+        dimensions=found.dimensions,
+        capped=found.capped,
+        notes=tuple(notes),
+    )

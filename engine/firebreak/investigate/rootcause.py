@@ -59,6 +59,7 @@ Z_NORMAL = 2.5  # ... and is not itself anomalous at this many standard errors
 MIN_LIFT = 1.5
 MIN_SHARE = 0.05  # of the scope's whole excess
 MIN_EVENTS = 3
+PRECISION_WEIGHT = 2  # score = explained × precision²: a mixture of two causes loses to either
 OTHER = -1
 # Fields that are never dimensions: identifiers, times, raw text, the event's own envelope.
 NOT_DIMENSIONS = frozenset({"event_id", "ts", "type", "kind", "description", "ref", "labels", "prompt", "output",
@@ -298,7 +299,7 @@ def _candidate(j: Judged, total: float) -> bool:
 def _score(j: Judged, rest_excess: float) -> float:
     if j.excess <= 0 or j.mass <= 0 or rest_excess <= 0:
         return 0.0
-    return min(1.0, j.excess / rest_excess) * (j.excess / j.mass)
+    return min(1.0, j.excess / rest_excess) * (j.excess / j.mass) ** PRECISION_WEIGHT
 
 
 def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
@@ -330,10 +331,13 @@ def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, 
     return candidates[0][1]
 
 
-def _below(model: _Model, part: Judged, lift: float) -> float:
-    """How many standard errors ``part`` carries less than ``lift`` predicts."""
-    predicted = part.expected * lift
-    var = max(part.q, predicted * model.unit, model.unit * model.unit) + lift * lift * part.var_expected
+def _below(model: _Model, part: Judged, whole: Judged) -> float:
+    """How many standard errors ``part`` carries less than its share of ``whole``'s mass —
+    its expected mass / the whole's — predicts: given the whole, a homogeneous part's mass is
+    binomial (the baseline's own noise is common to the parts and cancels)."""
+    p = min(1.0, part.expected / whole.expected) if whole.expected > 0 else 0.0
+    predicted = whole.mass * p
+    var = max(predicted * model.unit, part.q) * (1 - p) + model.unit * model.unit
     return (predicted - part.mass) / math.sqrt(var)
 
 
@@ -349,8 +353,11 @@ def _refine(
         for i in range(len(pattern)):
             parent = pattern[:i] + pattern[i + 1 :]
             pleaves = table.leaves(parent, remaining)
-            sib = table.judge(pleaves - leaves)
-            if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(table.model, sib, j.lift) < Z_SPLIT / 2 and \
+            others = pleaves - leaves
+            if not others:  # the attribute adds nothing: the same events without it
+                return _refine(table, parent, remaining, total, depth + 1)
+            sib = table.judge(others)
+            if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
                     _splits(table, parent, pleaves) is None:  # fmt: skip
                 return _refine(table, parent, remaining, total, depth + 1)
     # More specific: the dimension that splits it most.
@@ -367,10 +374,18 @@ def _refine(
     return [(pattern, _why(table, pattern, remaining, leaves, j))]
 
 
+def _plus(a: Judged, b: Judged) -> Judged:
+    """The two as one (for the shares of ``_below``)."""
+    return Judged(a.events + b.events, a.mass + b.mass, a.expected + b.expected, a.excess + b.excess, 0.0,
+                  0.0, a.carrying + b.carrying, a.q + b.q)  # fmt: skip
+
+
 def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, list[tuple[int, Judged]]] | None:
-    """The other dimension along which ``pattern`` has a part clearly below its lift (the most
-    missing mass) while another part is anomalous, with its parts; None when every
-    dimension's parts rose alike."""
+    """The other dimension along which ``pattern`` has a part that does not belong to it — one
+    carrying clearly less than its lift predicts (``Z_SPLIT`` standard errors) that is normal
+    itself or rose by under a third as much — while another part is anomalous: the dimension
+    with the most such missing mass, and its parts that belong. None when every dimension's
+    parts rose alike."""
     j = table.judge(leaves)
     if j.lift <= 1 or math.isinf(j.lift):
         return None
@@ -380,14 +395,15 @@ def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, lis
         if d in used:
             continue
         parts = [(c, table.judge(part)) for c, part in table.parts(leaves, d)]
-        missing, anomalous = 0.0, False
-        for _, pj in parts:
-            if _below(table.model, pj, j.lift) >= Z_SPLIT and pj.z < Z_NORMAL:
+        missing, belong = 0.0, []
+        for c, pj in parts:
+            below = _below(table.model, pj, j) >= Z_SPLIT
+            if below and (pj.z < Z_NORMAL or pj.lift - 1 < (j.lift - 1) / 3):
                 missing += pj.expected * j.lift - pj.mass
             elif pj.z >= Z_MIN:
-                anomalous = True
-        if missing > best_missing and anomalous:
-            best, best_missing, best_parts = d, missing, parts
+                belong.append((c, pj))
+        if missing > best_missing and belong:
+            best, best_missing, best_parts = d, missing, belong
     if best is None:
         return None
     return best, sorted(best_parts, key=lambda t: -t[1].excess)

@@ -334,10 +334,11 @@ def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, 
 def _below(model: _Model, part: Judged, whole: Judged) -> float:
     """How many standard errors ``part`` carries less than its share of ``whole``'s mass —
     its expected mass / the whole's — predicts: given the whole, a homogeneous part's mass is
-    binomial (the baseline's own noise is common to the parts and cancels)."""
+    binomial, plus the noise of the part's own expected mass (from the period before)."""
     p = min(1.0, part.expected / whole.expected) if whole.expected > 0 else 0.0
     predicted = whole.mass * p
-    var = max(predicted * model.unit, part.q) * (1 - p) + model.unit * model.unit
+    lift = whole.mass / whole.expected if whole.expected > 0 else 0.0
+    var = max(predicted * model.unit, part.q) * (1 - p) + lift * lift * part.var_expected + model.unit * model.unit
     return (predicted - part.mass) / math.sqrt(var)
 
 
@@ -377,7 +378,7 @@ def _refine(
 def _plus(a: Judged, b: Judged) -> Judged:
     """The two as one (for the shares of ``_below``)."""
     return Judged(a.events + b.events, a.mass + b.mass, a.expected + b.expected, a.excess + b.excess, 0.0,
-                  0.0, a.carrying + b.carrying, a.q + b.q)  # fmt: skip
+                  0.0, a.carrying + b.carrying, a.q + b.q, a.var_expected + b.var_expected)  # fmt: skip
 
 
 def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, list[tuple[int, Judged]]] | None:

@@ -104,19 +104,19 @@ rule overall:
 
 
 def log(seed: int = 0) -> list:
-    """Two hours, 2 events/s, 40 users, 90% of calls to claude-x, regions as an `x` attribute.
-    From 90 min: u-attacker-17 (all on claude-x) gets hallucinations in 60% of its answers, and
-    claude-x in region eu in 25%."""
+    """Two hours, 4 events/s, 40 users, 90% of calls to claude-x, regions as an `x` attribute.
+    From 90 min: u-attacker-17 (3% of the calls, all on claude-x) gets hallucinations in 60% of its answers, and
+    claude-x in region eu in 25% (2% before)."""
     rng = random.Random(seed)
     events = []
-    for i in range(2 * 3600 * 2):
-        ts = T0 + i * 500
-        late = i >= 90 * 60 * 2
-        attacker = late and rng.random() < 0.05
+    for i in range(2 * 3600 * 4):
+        ts = T0 + i * 250
+        late = i >= 90 * 60 * 4
+        attacker = late and rng.random() < 0.03
         user = "u-attacker-17" if attacker else f"u-{rng.randrange(40)}"
         model = "claude-x" if attacker or rng.random() < 0.9 else "gpt-y"
         region = rng.choice(("eu", "us", "ap"))
-        p = 0.01
+        p = 0.02
         if attacker:
             p = 0.6
         elif late and model == "claude-x" and region == "eu":

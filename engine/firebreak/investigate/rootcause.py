@@ -457,6 +457,12 @@ def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseli
     return search(table)
 
 
+def _carried(pairs: Sequence[tuple[str, str]], events: Sequence[Any], mass: Mass, getter: Callable) -> float:
+    """The anomaly mass of ``events`` carrying every one of ``pairs``."""
+    get = [(getter(tuple(d.split("."))), v) for d, v in pairs]
+    return sum(mass.weight(e.data) for e in events if all(_text(g(e.data)) == v for g, v in get))
+
+
 def explain(first: Sequence[str], mass: Mass, group: Mapping[str, Any], incident: Sequence[Any],
             baseline: Sequence[Any], incident_ms: int, baseline_ms: int,
             getter: Callable[[tuple[str, ...]], Callable]) -> RootCauses:  # fmt: skip
@@ -468,6 +474,11 @@ def explain(first: Sequence[str], mass: Mass, group: Mapping[str, Any], incident
     found = root_causes(dims, mass, incident, baseline, incident_ms, baseline_ms, getter)
     own = {k: _text(v) for k, v in group.items()}
     kept = [c for c in found.causes if not any(d in own and own[d] != v for d, v in c.pairs)]
+    if own:  # what stands out in the group first: the causes by the excess they carry inside it
+        get = [(getter(tuple(k.split("."))), v) for k, v in own.items()]
+        inside = [e for e in incident if all(_text(g(e.data)) == v for g, v in get)]
+        carried = {c.pairs: _carried(c.pairs, inside, mass, getter) for c in kept}
+        kept.sort(key=lambda c: -carried[c.pairs])
     notes = list(found.notes)
     if len(kept) < len(found.causes):
         notes.append(f"{len(found.causes) - len(kept)} root cause(s) in other groups of the rule left out")

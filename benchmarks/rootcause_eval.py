@@ -99,7 +99,7 @@ def build(seed: int, events: int | None = None, measure: str | None = None) -> C
 
     def draws(k: int) -> list[list[int]]:  # column by column: rng.choices is C
         cols = [rng.choices(range(len(c)), cum_weights=c, k=k) for c in cums]
-        return [list(r) for r in zip(*cols)]
+        return [list(r) for r in zip(*cols, strict=True)]
 
     # Root causes: 1-3, 1-3 attributes each, on dimensions of low cardinality (or a top user).
     ncauses = rng.randint(1, 3)
@@ -395,7 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"      {m:10s} {_fmt(preds[m])}")
     cases = len(_seeds(a.seeds))
     print(f"{cases} cases, seeds {a.seeds}")
-    print("| method | F1 all | rate | avg | count | sum | 1-attribute cases | 2 | 3 | several causes | TP/FP/FN | s per case |")
+    print(
+        "| method | F1 all | rate | avg | count | sum | 1-attribute cases | 2 | 3 | several causes | TP/FP/FN "
+        "| s per case |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in methods:
         cells = [f"{f1(*totals[(m, k)]):.3f}" for k in ("all", *MEASURES, "1", "2", "3", "multi")]
@@ -424,8 +427,10 @@ def speed(events: int) -> int:
     t1 = time.perf_counter()
     found = search(table)
     t2 = time.perf_counter()
-    print(f"{events:,} events per period x {len(dims)} dimensions: tabulate {t1 - t:.2f} s, search {t2 - t1:.2f} s, "
-          f"{len(table.leaves):,} leaves; causes: {[c.pairs for c in found.causes]}")
+    print(
+        f"{events:,} events per period x {len(dims)} dimensions: tabulate {t1 - t:.2f} s, search {t2 - t1:.2f} s, "
+        f"{len(table.leaves):,} leaves; causes: {[c.pairs for c in found.causes]}"
+    )
     return 0
 
 

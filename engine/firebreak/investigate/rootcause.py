@@ -437,7 +437,8 @@ def _text(value: Any) -> str:
 
 
 def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseline: Sequence[Any],
-                incident_ms: int, baseline_ms: int, getter: Callable[[tuple[str, ...]], Callable]) -> Search:  # fmt: skip
+                incident_ms: int, baseline_ms: int, getter: Callable[[tuple[str, ...]], Callable],
+                ) -> Search:  # fmt: skip
     """The root causes among ``dims`` of the anomaly of ``incident`` (events) against
     ``baseline``. ``getter``: the compiler's path getter."""
     gets = [getter(tuple(d.split("."))) for d in dims]

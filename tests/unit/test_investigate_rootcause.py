@@ -105,7 +105,7 @@ rule overall:
 
 def log(seed: int = 0) -> list:
     """Two hours, 4 events/s, 40 users, 90% of calls to claude-x, regions as an `x` attribute.
-    From 90 min: u-attacker-17 (3% of the calls, all on claude-x) gets hallucinations in 60% of its answers, and
+    From 90 min: u-attacker-17 (3% of the calls, 95% of its own on claude-x) gets hallucinations in 60% of its answers, and
     claude-x in region eu in 25% (2% before)."""
     rng = random.Random(seed)
     events = []
@@ -114,7 +114,7 @@ def log(seed: int = 0) -> list:
         late = i >= 90 * 60 * 4
         attacker = late and rng.random() < 0.03
         user = "u-attacker-17" if attacker else f"u-{rng.randrange(40)}"
-        model = "claude-x" if attacker or rng.random() < 0.9 else "gpt-y"
+        model = "claude-x" if rng.random() < (0.95 if attacker else 0.9) else "gpt-y"
         region = rng.choice(("eu", "us", "ap"))
         p = 0.02
         if attacker:

@@ -59,6 +59,7 @@ Z_NORMAL = 2.5  # ... and is not itself anomalous at this many standard errors
 MIN_LIFT = 1.5
 MIN_SHARE = 0.05  # of the scope's whole excess
 MIN_EVENTS = 3
+TOO_SMALL = 10  # events' worth of mass: a part predicted to carry less cannot be told apart
 PRECISION_WEIGHT = 2  # score = explained × precision²: a mixture of two causes loses to either
 OTHER = -1
 # Fields that are never dimensions: identifiers, times, raw text, the event's own envelope.
@@ -358,7 +359,9 @@ def _refine(
             if not others:  # the attribute adds nothing: the same events without it
                 return _refine(table, parent, remaining, total, depth + 1)
             sib = table.judge(others)
-            if sib.expected > 0 and sib.z >= Z_MIN / 2 and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
+            # Rose alike, or too small to tell (the narrower combination adds no explanatory power).
+            alike = sib.z >= Z_MIN / 2 or sib.expected * j.lift < TOO_SMALL * table.model.unit
+            if sib.expected > 0 and alike and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
                     _splits(table, parent, pleaves) is None:  # fmt: skip
                 return _refine(table, parent, remaining, total, depth + 1)
     # More specific: the dimension that splits it most.

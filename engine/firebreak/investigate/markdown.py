@@ -132,7 +132,7 @@ def _root_causes(report: Report) -> list[str]:
         for c in roots.causes:
             what = " AND ".join(f"{v.dimension}={v.value}" for v in c.values)
             lift = "new" if c.lift is None else f"{c.lift:g}×"
-            out.append(f"| {_cell(what)} | {lift} | {c.explained:.0%} | {c.flagged:g} ({c.expected:g}) | "
+            out.append(f"| {_cell(what)} | {lift} | {c.explained:.0%} | {c.flagged:.4g} ({c.expected:.4g}) | "
                        f"{c.events} | {_cell(c.why)} |")  # fmt: skip
         out += ["", f"Together they explain {roots.explained:.0%} of the excess ({roots.measure} measure)."]
     considered = ", ".join(roots.dimensions)

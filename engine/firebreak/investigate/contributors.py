@@ -241,15 +241,20 @@ def _sorted(rows: list[tuple[Contributor, tuple[float, float]]], dims: Sequence[
 
 
 DOMINANT = 2 / 3  # a value inside the group explaining this much of its excess ranks above the group
+DOMINANT_LIFT = 2.0  # ... when it stands out itself: its mass at least twice what it would carry
+MIN_LIFT = 1.1  # a row carrying less than this over what it would carry is no contributor
 
 
 def combine(group_rows: list[Contributor], inside: list[Contributor]) -> list[Contributor]:
-    """The group's own rows and the rows inside it, in one ranking. The values inside that
-    explain most of the group's excess (at least 2/3: a template carrying the service's
-    anomaly) come first — they say more than the group, which the rule already named; then
-    the group; then the other values inside it, by score."""
-    dominant = [r for r in inside if r.explained >= DOMINANT]
-    rest = [r for r in inside if r.explained < DOMINANT]
+    """The group's own rows and the rows inside it, in one ranking. Rows with no lift (under
+    1.1×: a model every event of an attacking user goes to) are not contributors. The values
+    inside that explain most of the group's excess (at least 2/3: a template carrying the
+    service's anomaly) and stand out themselves (lift at least 2×) come first — they say more
+    than the group, which the rule already named; then the group; then the other values
+    inside it, by score."""
+    inside = [r for r in inside if r.lift >= MIN_LIFT]
+    dominant = [r for r in inside if r.explained >= DOMINANT and r.lift >= DOMINANT_LIFT]
+    rest = [r for r in inside if r not in dominant]
     return [*dominant, *group_rows, *rest] if group_rows else inside
 
 

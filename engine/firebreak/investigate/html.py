@@ -24,6 +24,7 @@ from firebreak.investigate.model import (
     Mark,
     Report,
     Review,
+    RootCauses,
     UserReports,
 )
 from firebreak.investigate.svg import (
@@ -100,6 +101,7 @@ def render_html(report: Report) -> str:
         _section("Metric", _figure(report)),
         _section("Timeline", _timeline(report.timeline, day)),
         _section("Suspected causes", _causes(report.suspected_causes, day)),
+        _section("Root causes", _root_causes(report.root_causes)),
         _section("Contributors", _contributors(report.contributors)),
         _section("Adversarial signs", _adversarial(report.adversarial)),
         _section("User reports", _user_reports(report.user_reports)),
@@ -202,6 +204,26 @@ def _causes(causes: Sequence[Cause], day: str | None) -> str:
         )
     head = ["#", "Score", "Kind", "Time", "To onset", "Dimensions", "Description", "Why"]
     return _table(head, rows, numeric={0, 1})
+
+
+def _root_causes(roots: RootCauses | None) -> str:
+    if roots is None:
+        return f'<p class="muted">{NONE}</p>'
+    rows = []
+    for c in roots.causes:
+        what = " AND ".join(f"{_text(v.dimension)}=<code>{_text(v.value)}</code>" for v in c.values)
+        lift = "new" if c.lift is None else f"{_num(c.lift, 2)}×"
+        rows.append([what, _num_cell(lift), _num_cell(_pct(number(c.explained))),
+                     _num_cell(f"{_num(c.flagged)} / {_num(c.expected)}"), _num_cell(_num(c.events)),
+                     _text(c.why)])  # fmt: skip
+    head = ["Root cause", "Lift", "Explains", "Anomalous / expected", "Events", "Why this combination"]
+    body = _table(head, rows, numeric={1, 2, 3, 4}) if rows else \
+        "<p>No combination of dimension values explains the anomaly on its own.</p>"  # fmt: skip
+    capped = f"; high-cardinality (top values by excess only): {', '.join(roots.capped)}" if roots.capped else ""
+    about = (f"Together {_pct(number(roots.explained))} of the excess ({roots.measure} measure). Searched over "
+             f"{roots.scope}, combinations of up to three of: {', '.join(roots.dimensions)}{capped}.")  # fmt: skip
+    notes = "".join(f'<p class="muted">{_text(n)}</p>' for n in roots.notes)
+    return body + f'<p class="muted">{_text(about)}</p>' + notes
 
 
 def _contributors(contributors: Sequence[Contributor]) -> str:

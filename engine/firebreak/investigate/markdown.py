@@ -30,6 +30,7 @@ def render_markdown(report: Report) -> str:
     out += _timeline(report)
     out += _metric(report)
     out += _causes(report)
+    out += _root_causes(report)
     out += _contributors(report)
     out += _adversarial(report)
     out += _user_reports(report)
@@ -115,6 +116,29 @@ def _causes(report: Report) -> list[str]:
             f"{_cell(c.description)} — {_cell(c.why)} |"
         )
     out += ["", "score = 0.6 × match + 0.3 × proximity + 0.1 × prior (docs/investigate.md)"]
+    return out + [""]
+
+
+def _root_causes(report: Report) -> list[str]:
+    roots = report.root_causes
+    out = ["## Root causes", ""]
+    if roots is None:
+        return []
+    if not roots.causes:
+        out.append("No combination of dimension values explains the anomaly on its own.")
+    else:
+        out += ["| root cause | lift | explains | anomalous (expected) | events | why this combination |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for c in roots.causes:
+            what = " AND ".join(f"{v.dimension}={v.value}" for v in c.values)
+            lift = "new" if c.lift is None else f"{c.lift:g}×"
+            out.append(f"| {_cell(what)} | {lift} | {c.explained:.0%} | {c.flagged:.4g} ({c.expected:.4g}) | "
+                       f"{c.events} | {_cell(c.why)} |")  # fmt: skip
+        out += ["", f"Together they explain {roots.explained:.0%} of the excess ({roots.measure} measure)."]
+    considered = ", ".join(roots.dimensions)
+    capped = f"; high-cardinality (top values by excess only): {', '.join(roots.capped)}" if roots.capped else ""
+    out += ["", _cell(f"Searched over {roots.scope}, combinations of up to three of: {considered}{capped}.")]
+    out += [f"Note: {_cell(n)}" for n in roots.notes]
     return out + [""]
 
 

@@ -175,6 +175,35 @@ class Contributor(Part):
 
 
 @dataclass(frozen=True, slots=True)
+class RootCause(Part):
+    """One root cause: a combination of dimension values (one to three) and how much of the
+    anomaly it carries (rootcause.py). ``why``: why this combination and not a more general
+    or a more specific one."""
+
+    values: tuple[Alias, ...] = ()
+    events: int = 0
+    flagged: float = 0.0  # its anomaly mass during the incident
+    expected: float = 0.0  # what it carried before, at the incident's volume
+    excess: float = 0.0
+    lift: float | None = None  # null: new in the incident
+    explained: float = 0.0  # of the whole excess of the population searched
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RootCauses(Part):
+    """The smallest set of combinations that explains the anomaly, and what was searched."""
+
+    causes: tuple[RootCause, ...] = ()
+    explained: float = 0.0  # by the causes together
+    measure: str = ""  # derived (rates, averages, percentiles) | fundamental (counts, sums)
+    scope: str = ""  # where it was searched
+    dimensions: tuple[str, ...] = ()  # considered
+    capped: tuple[str, ...] = ()  # high-cardinality: only their values of largest excess were candidates
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Cause(Part):
     """A suspected cause: a change event, or an attack (causes.py)."""
 
@@ -295,6 +324,7 @@ class Report(Part):
     lags: Lags = Lags()
     series: Series = Series()
     suspected_causes: tuple[Cause, ...] = ()
+    root_causes: RootCauses | None = None
     contributors: tuple[Contributor, ...] = ()
     adversarial: Adversarial | None = None
     user_reports: UserReports | None = None

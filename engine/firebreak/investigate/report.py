@@ -42,6 +42,7 @@ from firebreak.investigate.model import (
     Mark,
     Range,
     Report,
+    RootCauses,
     Series,
     Significance,
     Suggestion,
@@ -49,6 +50,7 @@ from firebreak.investigate.model import (
 )
 from firebreak.investigate.reports import join_reports, user_reports
 from firebreak.investigate.review import Detection, Impact, postmortem, suggest_monitoring
+from firebreak.investigate.rootcause import explain
 from firebreak.investigate.series import judged_spans, metric_series
 from firebreak.records import IncidentRecord, RecordKind
 
@@ -143,6 +145,7 @@ class Concentration:
     scope_base: list[Event]
     contributors: list[Contributor]  # ranked, aliases not merged
     adversarial: Adversarial
+    root_causes: RootCauses
 
     @property
     def spans(self) -> tuple[int, int]:
@@ -193,6 +196,7 @@ def investigate(
         lags=story.lags,
         series=story.series,
         suspected_causes=tuple(causes[:MAX_CAUSES]),
+        root_causes=found.root_causes,
         contributors=tuple(merge_aliases(found.contributors)[:MAX_CONTRIBUTORS]),
         adversarial=found.adversarial,
         user_reports=reports,
@@ -269,8 +273,9 @@ def find_concentration(log: Log, onset: Onset) -> Concentration:
     all_inc = [e for e in log.inference if start_step <= e.ts < inc_to]
     all_base = [e for e in log.inference if base_lo <= e.ts < start_step]
     adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
+    roots = explain(dimensions_of(rule), mass, view.group, pop_inc, pop_base, *spans, getter)
     return Concentration(start_step, inc_to, base_lo, mass, pop_inc, pop_base, scope_inc, scope_base,
-                         combine(group_rows, inside), adversarial)  # fmt: skip
+                         combine(group_rows, inside), adversarial, roots)  # fmt: skip
 
 
 def findings(log: Log, onset: Onset, found: Concentration) -> Findings:

@@ -1,0 +1,510 @@
+"""Root causes: the smallest set of dimension-value combinations that explains the anomaly.
+
+The contributors (contributors.py) rank values one dimension at a time; a cause that is a
+combination (`model=a AND region=b`) or several causes at once is then read off a list by
+hand. This pass finds the *set* (Squeeze / RiskLoc / HotSpot family, docs/investigate.md
+"Root causes"):
+
+1. **Every dimension is a candidate**: the event's string fields — the standard ones, a
+   team's own declared fields, and the string attributes of nested objects (``x.region``,
+   ``attributes.index``) — except ids, raw text and times (`discover`). A dimension with
+   more than ``MAX_VALUES`` values (user ids) keeps its ``MAX_VALUES`` values of largest
+   excess; the others become one "other" value that is never a candidate, so the cost is
+   bounded by events × dimensions plus the values kept.
+2. The events of the scope in the two periods (the incident, the period before) are
+   tallied into **leaves** (one per combination of every dimension's value): events, anomaly
+   mass and squared mass in each period.
+3. A combination c's **expected** mass is what it carried before: ratio metrics (rates,
+   averages, percentiles: a derived measure) its earlier mass per event × its events now,
+   shrunk towards the scope's rate with ``PSEUDO_EVENTS``; volume metrics (counts, sums: a
+   fundamental measure) its earlier mass × incident span / baseline span, plus one event's
+   worth. ``excess`` = mass − expected; ``z`` = excess over its Poisson-like standard error.
+4. **Search**: over what is still unexplained, every single value and every pair built from
+   the ``BEAM`` best single values, scored ``explained × precision`` (excess / unexplained
+   excess × excess / mass: a more general combination adds normal events and loses
+   precision, a more specific one loses explained mass). The best is then **refined**:
+   - *more specific* when another dimension splits it: a part that carries clearly less than
+     the combination's lift predicts (z ≥ ``Z_SPLIT``) — `model=a` whose `region=c` part is
+     normal becomes `model=a AND region=b` (and each anomalous part is refined again, up to
+     ``MAX_ATTRIBUTES`` attributes);
+   - *more general* when dropping one of its attributes adds events that are anomalous as
+     well and at the same lift (the rest of the parent is consistent with it): `model=a AND
+     tenant=t` becomes `model=a` when the other tenants' model=a rose alike.
+   The refined causes are taken, their events removed, and the search repeats while what
+   remains holds a significant cause (z ≥ ``Z_MIN``, lift ≥ ``MIN_LIFT``, at least
+   ``MIN_SHARE`` of the whole excess, ``MIN_EVENTS`` events carrying mass).
+
+Pure: rows in, `Search` out; `root_causes` adapts the investigation's events to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from firebreak.core.events import NUMBER_FIELDS
+from firebreak.investigate.anomaly import RATIO, Mass
+from firebreak.investigate.model import Alias, RootCause, RootCauses
+
+PSEUDO_EVENTS = 50
+MAX_VALUES = 30  # values kept per dimension (by excess); the rest is "other", never a candidate
+MAX_ATTRIBUTES = 3
+MAX_CAUSES = 6
+BEAM = 8  # single values extended to pairs
+Z_MIN = 4.0  # a cause's excess is this many standard errors above expected
+Z_SPLIT = 3.0  # a part this many standard errors below the combination's lift does not belong to it
+Z_NORMAL = 2.5  # ... and is not itself anomalous at this many standard errors
+MIN_LIFT = 1.5
+MIN_SHARE = 0.05  # of the scope's whole excess
+MIN_EVENTS = 3
+TOO_SMALL = 10  # events' worth of mass: a part predicted to carry less cannot be told apart
+PRECISION_WEIGHT = 2  # score = explained × precision²: a mixture of two causes loses to either
+OTHER = -1
+# Fields that are never dimensions: identifiers, times, raw text, the event's own envelope.
+NOT_DIMENSIONS = frozenset({"event_id", "ts", "type", "kind", "description", "ref", "labels", "prompt", "output",
+                            "comment", "flags", "scores", "trace_id", "span_id", "session", "session_id",
+                            "request_id", *NUMBER_FIELDS})  # fmt: skip
+MAX_DEPTH = 2  # x.region: nested objects are looked into this deep
+
+Pattern = tuple[tuple[int, int], ...]  # ((dimension index, value code), ...) sorted by dimension
+
+
+def discover(datas: Iterable[Mapping[str, Any]], first: Sequence[str] = (), sample: int = 2000) -> tuple[str, ...]:
+    """The dimensions events carry: ``first`` (in that order), then every string-valued field
+    (dotted paths into nested objects) of the first ``sample`` events, in order of appearance."""
+    seen: dict[str, None] = dict.fromkeys(first)
+    for i, data in enumerate(datas):
+        if i >= sample:
+            break
+        _paths(data, (), seen)
+    return tuple(seen)
+
+
+def _paths(data: Mapping[str, Any], prefix: tuple[str, ...], seen: dict[str, None]) -> None:
+    for key, value in data.items():
+        if not prefix and key in NOT_DIMENSIONS:
+            continue
+        if isinstance(value, str) and key not in NOT_DIMENSIONS:
+            seen.setdefault(".".join((*prefix, key)), None)
+        elif isinstance(value, dict) and len(prefix) + 1 < MAX_DEPTH:
+            _paths(value, (*prefix, key), seen)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A combination's numbers: events, mass, expected mass, excess, z, lift."""
+
+    events: int
+    mass: float
+    expected: float
+    excess: float
+    z: float
+    lift: float
+    carrying: int  # events carrying mass
+    q: float = 0.0  # squared mass (the variance of the mass, Poisson-like)
+    var_expected: float = 0.0  # the variance of the expected mass (from the period before)
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One root cause: its (dimension, value) pairs, numbers and why it was chosen."""
+
+    pairs: tuple[tuple[str, str], ...]
+    judged: Judged
+    explained: float  # of the scope's whole excess
+    why: str
+
+
+@dataclass(frozen=True)
+class Search:
+    causes: tuple[Cause, ...]
+    dimensions: tuple[str, ...]  # considered
+    capped: tuple[str, ...]  # dimensions with values folded into "other"
+    explained: float  # of the scope's whole excess, by the causes together
+    total_excess: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Model:
+    """The expected mass of a set of leaves (stats: n, m, q, n0, m0, q0, k)."""
+
+    ratio: bool
+    scale: float
+    rate0: float
+    unit: float  # mean mass per event before (volume: one event's worth; ratio: variance floor)
+
+    def judge(self, s: Sequence[float]) -> Judged:
+        n, m, q, n0, m0, q0, k = s
+        if self.ratio:
+            expected = n * (m0 + PSEUDO_EVENTS * self.rate0) / (n0 + PSEUDO_EVENTS)
+            f = n / (n0 + PSEUDO_EVENTS)
+        else:
+            expected = self.scale * (m0 + self.unit)
+            f = self.scale
+        var = max(q, expected * self.unit, self.unit * self.unit) + f * f * q0
+        excess = m - expected
+        z = excess / math.sqrt(var) if var > 0 else 0.0
+        lift = m / expected if expected > 0 else math.inf
+        return Judged(int(n), m, expected, excess, z, lift, int(k), q, f * f * q0)
+
+
+def _add(into: list[float], s: Sequence[float]) -> None:
+    for i in range(7):
+        into[i] += s[i]
+
+
+Leaves = frozenset[int] | set[int]
+
+
+class _Table:
+    """The leaves (stats as seven columns: n, m, q, n0, m0, q0, k) and, per dimension and
+    value, the set of leaves carrying it: a combination's leaves are an intersection."""
+
+    def __init__(self, dims: tuple[str, ...], names: list[list[str]], leaves: dict[tuple[int, ...], list[float]],
+                 model: _Model, capped: tuple[str, ...]) -> None:  # fmt: skip
+        self.dims, self.names, self.model, self.capped = dims, names, model, capped
+        self.keys = list(leaves)
+        self.columns = [[s[i] for s in leaves.values()] for i in range(7)]
+        self.index: list[list[set[int]]] = [[set() for _ in names[d]] for d in range(len(dims))]
+        for i, key in enumerate(self.keys):
+            for d, c in enumerate(key):
+                if c != OTHER:
+                    self.index[d][c].add(i)
+
+    def stats(self, leaves: Iterable[int]) -> list[float]:
+        leaves = list(leaves)
+        return [sum(map(col.__getitem__, leaves)) for col in self.columns]
+
+    def judge(self, leaves: Iterable[int]) -> Judged:
+        return self.model.judge(self.stats(leaves))
+
+    def leaves(self, pattern: Pattern, within: Leaves) -> set[int]:
+        out = set(within)
+        for d, c in sorted(pattern, key=lambda p: len(self.index[p[0]][p[1]])):
+            out &= self.index[d][c]
+        return out
+
+    def parts(self, leaves: Leaves, d: int) -> list[tuple[int, set[int]]]:
+        """The leaves split by dimension ``d``'s values (those kept: not "other")."""
+        out = []
+        for c, idx in enumerate(self.index[d]):
+            part = leaves & idx if len(leaves) < len(idx) else idx & leaves
+            if part:
+                out.append((c, part))
+        return out
+
+    def text(self, pattern: Pattern) -> tuple[tuple[str, str], ...]:
+        return tuple((self.dims[d], self.names[d][c]) for d, c in pattern)
+
+
+def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]],
+             rows_before: Iterable[tuple[Sequence[Any], float]], ratio: bool, scale: float = 1.0,
+             max_values: int = MAX_VALUES) -> _Table:  # fmt: skip
+    """Leaves from rows of (values per dimension — None when missing —, mass), in the incident
+    and before; high-cardinality dimensions folded to their ``max_values`` values of largest
+    excess."""
+    raw: dict[tuple, list[float]] = {}
+    for period, rows in ((0, rows_now), (3, rows_before)):
+        for values, w in rows:
+            key = tuple(values)
+            cell = raw.get(key)
+            if cell is None:
+                raw[key] = cell = [0.0] * 7
+            cell[period] += 1
+            cell[period + 1] += w
+            cell[period + 2] += w * w
+            if period == 0 and w > 0:
+                cell[6] += 1
+    tot = [0.0] * 7
+    for s in raw.values():
+        _add(tot, s)
+    n, m, _, n0, m0, _, _ = tot
+    rate0 = m0 / n0 if n0 else (m / n if n else 0.0)
+    unit = m0 / n0 if n0 and m0 > 0 else (m / n if n and m > 0 else 1.0)
+    # The variance floor: one event's worth (ratio metrics: a flag or an exceedance, 0 or 1).
+    model = _Model(ratio, scale, rate0, 1.0 if ratio else unit)
+    # Per dimension: value → stats, to code the values and cap the high-cardinality ones.
+    per_dim: list[dict[Any, list[float]]] = [{} for _ in dims]
+    for key, s in raw.items():
+        for d, v in enumerate(key):
+            if v is None:
+                continue
+            cell = per_dim[d].get(v)
+            if cell is None:
+                per_dim[d][v] = cell = [0.0] * 7
+            _add(cell, s)
+    codes: list[dict[Any, int]] = []
+    names: list[list[str]] = []
+    for values in per_dim:
+        kept = list(values)
+        if len(kept) > max_values:
+            kept.sort(key=lambda v: -model.judge(values[v]).excess)
+            kept = kept[:max_values]
+        codes.append({v: i for i, v in enumerate(kept)})
+        names.append([_text(v) for v in kept])
+    leaves: dict[tuple[int, ...], list[float]] = {}
+    for key, s in raw.items():
+        coded = tuple(codes[d].get(v, OTHER) for d, v in enumerate(key))
+        cell = leaves.get(coded)
+        if cell is None:
+            leaves[coded] = cell = [0.0] * 7
+        _add(cell, s)
+    capped = tuple(dims[d] for d, values in enumerate(per_dim) if len(values) > max_values)
+    return _Table(tuple(dims), names, leaves, model, capped)
+
+
+MAX_ROUNDS = 3 * MAX_CAUSES  # candidates tried before the search gives up
+
+
+def search(table: _Table) -> Search:
+    """The root causes of the table's anomaly, largest first (module docstring)."""
+    remaining: set[int] = set(range(len(table.keys)))
+    whole = table.judge(remaining)
+    total = whole.excess
+    causes: list[Cause] = []
+    if total <= 0 or whole.carrying < MIN_EVENTS:
+        return Search((), table.dims, table.capped, 0.0, total, ("no excess to explain",))
+    tried: set[Pattern] = set()
+    for _ in range(MAX_ROUNDS):
+        if len(causes) >= MAX_CAUSES:
+            break
+        rest = table.judge(remaining)
+        best = _best(table, remaining, rest.excess, total, tried)
+        if best is None:
+            break
+        tried.add(best)
+        for pattern, why in _refine(table, best, remaining, total, 0):
+            leaves = table.leaves(pattern, remaining)
+            j = table.judge(leaves)
+            if _significant(j, total) and len(causes) < MAX_CAUSES:
+                causes.append(Cause(table.text(pattern), j, j.excess / total, why))
+                remaining -= leaves
+    explained = sum(c.judged.excess for c in causes) / total if causes else 0.0
+    causes.sort(key=lambda c: -c.judged.excess)
+    return Search(tuple(causes), table.dims, table.capped, explained, total)
+
+
+def _significant(j: Judged, total: float) -> bool:
+    return (j.z >= Z_MIN and j.lift >= MIN_LIFT and j.excess >= MIN_SHARE * total
+            and j.carrying >= MIN_EVENTS)  # fmt: skip
+
+
+def _candidate(j: Judged, total: float) -> bool:
+    """Worth refining: significant but for its lift (a parent of a narrow cause is diluted)."""
+    return j.z >= Z_MIN and j.lift > 1 and j.excess >= MIN_SHARE * total and j.carrying >= MIN_EVENTS
+
+
+def _score(j: Judged, rest_excess: float) -> float:
+    if j.excess <= 0 or j.mass <= 0 or rest_excess <= 0:
+        return 0.0
+    return min(1.0, j.excess / rest_excess) * (j.excess / j.mass) ** PRECISION_WEIGHT
+
+
+def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
+    """The best single value or pair (from the BEAM best single values) over ``remaining``."""
+    ndim = len(table.dims)
+    scored: list[tuple[float, Pattern]] = []
+    for d in range(ndim):
+        for c, part in table.parts(remaining, d):
+            j = table.judge(part)
+            if _candidate(j, total):
+                scored.append((_score(j, rest_excess), ((d, c),)))
+    scored.sort(key=lambda t: -t[0])
+    candidates = list(scored)
+    for _, pattern in scored[:BEAM]:
+        ((d, c),) = pattern
+        mine = table.leaves(pattern, remaining)
+        for d2 in range(ndim):
+            if d2 == d:
+                continue
+            for c2, part in table.parts(mine, d2):
+                j = table.judge(part)
+                if _candidate(j, total):
+                    candidates.append((_score(j, rest_excess), tuple(sorted(((d, c), (d2, c2))))))
+    candidates = [(s, p) for s, p in candidates if p not in tried]
+    if not candidates:
+        return None
+    # Ties (a value and a pair covering the same events): the more general first.
+    candidates.sort(key=lambda t: (-round(t[0], 9), len(t[1])))
+    return candidates[0][1]
+
+
+def _below(model: _Model, part: Judged, whole: Judged) -> float:
+    """How many standard errors ``part`` carries less than its share of ``whole``'s mass —
+    its expected mass / the whole's — predicts: given the whole, a homogeneous part's mass is
+    binomial, plus the noise of the part's own expected mass (from the period before)."""
+    p = min(1.0, part.expected / whole.expected) if whole.expected > 0 else 0.0
+    predicted = whole.mass * p
+    lift = whole.mass / whole.expected if whole.expected > 0 else 0.0
+    var = max(predicted * model.unit, part.q) * (1 - p) + lift * lift * part.var_expected + model.unit * model.unit
+    return (predicted - part.mass) / math.sqrt(var)
+
+
+def _refine(
+    table: _Table, pattern: Pattern, remaining: set[int], total: float, depth: int
+) -> list[tuple[Pattern, str]]:
+    """``pattern`` made more specific where another dimension splits it, or more general where
+    a parent rose alike; each result with why it was chosen over its neighbours."""
+    leaves = table.leaves(pattern, remaining)
+    j = table.judge(leaves)
+    # More general: a parent whose other events rose alike (and that nothing splits).
+    if depth < 4 and len(pattern) > 1:
+        for i in range(len(pattern)):
+            parent = pattern[:i] + pattern[i + 1 :]
+            pleaves = table.leaves(parent, remaining)
+            others = pleaves - leaves
+            if not others:  # the attribute adds nothing: the same events without it
+                return _refine(table, parent, remaining, total, depth + 1)
+            sib = table.judge(others)
+            # Rose alike, or too small to tell (the narrower combination adds no explanatory power).
+            alike = sib.z >= Z_MIN / 2 or sib.expected * j.lift < TOO_SMALL * table.model.unit
+            if sib.expected > 0 and alike and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
+                    _splits(table, parent, pleaves) is None:  # fmt: skip
+                return _refine(table, parent, remaining, total, depth + 1)
+    # More specific: the dimension that splits it most.
+    split = _splits(table, pattern, leaves) if len(pattern) < MAX_ATTRIBUTES else None
+    if split is not None:
+        d, parts = split
+        out: list[tuple[Pattern, str]] = []
+        for c, pj in parts:
+            if pj.z >= Z_MIN and pj.lift >= MIN_LIFT and pj.carrying >= MIN_EVENTS:
+                child = tuple(sorted((*pattern, (d, c))))
+                out.extend(_refine(table, child, remaining, total, depth + 1))
+        if out:
+            return out
+    return [(pattern, _why(table, pattern, remaining, leaves, j))]
+
+
+def _plus(a: Judged, b: Judged) -> Judged:
+    """The two as one (for the shares of ``_below``)."""
+    return Judged(a.events + b.events, a.mass + b.mass, a.expected + b.expected, a.excess + b.excess, 0.0,
+                  0.0, a.carrying + b.carrying, a.q + b.q, a.var_expected + b.var_expected)  # fmt: skip
+
+
+def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, list[tuple[int, Judged]]] | None:
+    """The other dimension along which ``pattern`` has a part that does not belong to it — one
+    carrying clearly less than its lift predicts (``Z_SPLIT`` standard errors) that is normal
+    itself or rose by under a third as much — while another part is anomalous: the dimension
+    with the most such missing mass, and its parts that belong. None when every dimension's
+    parts rose alike."""
+    j = table.judge(leaves)
+    if j.lift <= 1 or math.isinf(j.lift):
+        return None
+    used = {d for d, _ in pattern}
+    best, best_missing, best_parts = None, 0.0, []
+    for d in range(len(table.dims)):
+        if d in used:
+            continue
+        parts = [(c, table.judge(part)) for c, part in table.parts(leaves, d)]
+        missing, belong = 0.0, []
+        for c, pj in parts:
+            below = _below(table.model, pj, j) >= Z_SPLIT
+            if below and (pj.z < Z_NORMAL or pj.lift - 1 < (j.lift - 1) / 3):
+                missing += pj.expected * j.lift - pj.mass
+            elif pj.z >= Z_MIN:
+                belong.append((c, pj))
+        if missing > best_missing and belong:
+            best, best_missing, best_parts = d, missing, belong
+    if best is None:
+        return None
+    return best, sorted(best_parts, key=lambda t: -t[1].excess)
+
+
+def _why(table: _Table, pattern: Pattern, remaining: set[int], leaves: set[int], j: Judged) -> str:
+    """Why this combination and not its neighbours: each parent's other events, and the
+    narrower ones (no other dimension splits it)."""
+    parts = []
+    for i in range(len(pattern)):
+        parent = pattern[:i] + pattern[i + 1 :]
+        d = pattern[i][0]
+        sib = table.judge(table.leaves(parent, remaining) - leaves)
+        where = " AND ".join(f"{a}={b}" for a, b in table.text(parent)) or "the rest of the scope"
+        parts.append(f"more specific than {where}: its other {table.dims[d]} values show lift {_lift(sib.lift)}")
+    if len(pattern) < MAX_ATTRIBUTES:
+        parts.append("more general than any narrower combination: no other dimension splits it")
+    return f"lift {_lift(j.lift)}; " + "; ".join(parts)
+
+
+def _lift(x: float) -> str:
+    return "new" if math.isinf(x) else f"{x:.2f}×"
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+# --- the investigation's events ----------------------------------------------------------------
+
+
+def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseline: Sequence[Any],
+                incident_ms: int, baseline_ms: int, getter: Callable[[tuple[str, ...]], Callable],
+                ) -> Search:  # fmt: skip
+    """The root causes among ``dims`` of the anomaly of ``incident`` (events) against
+    ``baseline``. ``getter``: the compiler's path getter."""
+    gets = [getter(tuple(d.split("."))) for d in dims]
+    weight = mass.weight
+
+    def rows(events: Sequence[Any]) -> Iterable[tuple[list[Any], float]]:
+        for e in events:
+            data = e.data
+            values = []
+            for get in gets:
+                v = get(data)
+                values.append(None if v is None or isinstance(v, dict | list) else v)
+            yield values, weight(data)
+
+    scale = incident_ms / baseline_ms if baseline_ms > 0 else 1.0
+    table = tabulate(dims, rows(incident), rows(baseline), mass.mode == RATIO, scale)
+    return search(table)
+
+
+def _carried(pairs: Sequence[tuple[str, str]], events: Sequence[Any], mass: Mass, getter: Callable) -> float:
+    """The anomaly mass of ``events`` carrying every one of ``pairs``."""
+    get = [(getter(tuple(d.split("."))), v) for d, v in pairs]
+    return sum(mass.weight(e.data) for e in events if all(_text(g(e.data)) == v for g, v in get))
+
+
+def explain(first: Sequence[str], mass: Mass, group: Mapping[str, Any], incident: Sequence[Any],
+            baseline: Sequence[Any], incident_ms: int, baseline_ms: int,
+            getter: Callable[[tuple[str, ...]], Callable]) -> RootCauses:  # fmt: skip
+    """The report's root causes: searched over the rule's population (``incident``,
+    ``baseline``: its events in the two periods) on every dimension the events carry
+    (``first``: the standard ones and the rule's `by` fields, first); for a grouped rule, the
+    causes that can touch the incident's group (none names another value of a group field)."""
+    dims = discover((e.data for e in (*incident[:1000], *baseline[:1000])), first)
+    found = root_causes(dims, mass, incident, baseline, incident_ms, baseline_ms, getter)
+    own = {k: _text(v) for k, v in group.items()}
+    kept = [c for c in found.causes if not any(d in own and own[d] != v for d, v in c.pairs)]
+    if own:  # what stands out in the group first: the causes by the excess they carry inside it
+        get = [(getter(tuple(k.split("."))), v) for k, v in own.items()]
+        inside = [e for e in incident if all(_text(g(e.data)) == v for g, v in get)]
+        carried = {c.pairs: _carried(c.pairs, inside, mass, getter) for c in kept}
+        kept.sort(key=lambda c: -carried[c.pairs])
+    notes = list(found.notes)
+    if len(kept) < len(found.causes):
+        notes.append(f"{len(found.causes) - len(kept)} root cause(s) in other groups of the rule left out")
+    causes = tuple(
+        RootCause(
+            values=tuple(Alias(d, v) for d, v in c.pairs),
+            events=c.judged.events,
+            flagged=round(c.judged.mass, 6),
+            expected=round(c.judged.expected, 6),
+            excess=round(c.judged.excess, 6),
+            lift=None if math.isinf(c.judged.lift) else round(c.judged.lift, 2),
+            explained=round(c.explained, 3),
+            why=c.why,
+        )
+        for c in kept
+    )
+    return RootCauses(
+        causes=causes,
+        explained=round(sum(c.explained for c in kept), 3),
+        measure="derived" if mass.mode == RATIO else "fundamental",
+        scope="the rule's population" + (" (causes touching the incident's group)" if group else ""),
+        dimensions=found.dimensions,
+        capped=found.capped,
+        notes=tuple(notes),
+    )

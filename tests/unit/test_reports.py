@@ -209,3 +209,25 @@ def test_the_traffic_check_counts_reports_for_report_rules_and_answers_for_the_o
         watch.observe(e)
     warning = "never fires: no report in the sample carries the label `harmful` (17 reports)"
     assert ("harmful", warning) in watch.report()
+
+
+def test_a_report_rule_keeps_its_own_severity_in_both_engines():
+    """The data-leakage floor (never below sev2) is for classifier evidence: one unverified
+    data-exposure report can open a sev4 ticket. A flag-based rule is still raised."""
+    compiled = rules(
+        "rule exposure_ticket:\n  reports(data_exposure) >= 1 over 10m by tenant -> sev4\n"
+        "rule pii_seen:\n  count(pii) >= 1 over 10m by tenant -> sev4\n"
+    )
+    answers = steady(0, HOUR, 30 * SEC, prefix="a", tenant="acme", service="chat")
+    flagged = [event("p1", 20 * MIN + 1, tenant="acme", service="chat", flags={"pii": True})]
+    leak = [report("leak", 20 * MIN, "data_exposure", tenant="acme", ref="a40")]
+    events = merged(answers, flagged, leak)
+    python = run_events(compiled, events)
+    opened = {r["rule"]: r for r in of_type(python, "incident.opened")}
+    assert opened["exposure_ticket"]["severity"] == "sev4"
+    assert opened["exposure_ticket"]["category"] == "data_leakage"
+    escalated = [(r["rule"], r["severity"], r["reason"]) for r in of_type(python, "incident.escalated")]
+    assert escalated == [("pii_seen", "sev2", "sensitivity")]
+    native = NativeEngine(compiled, 30 * SEC)
+    got = native.feed_lines([orjson.dumps(e.data) for e in events]).records + native.finish()
+    assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in python]

@@ -47,7 +47,9 @@ CASES = {
     "adversarial": Case("adversarial.rules", "globex",
                         frozenset({"injection_probing_user", "repeated_jailbreaks_by_user"}),
                         onset=20 * MINUTE, within=5 * MINUTE),
-    "cost": Case("cost.rules", "support-bot", frozenset({"spend_spike_by_service"}),
+    # spend_spike_by_service (cost per call against 3h) is not armed 110 minutes in: the
+    # longer prompts are prompt_tokens_per_call's (cost per call against 90 minutes)
+    "cost": Case("cost.rules", "support-bot", frozenset({"spend_spike_by_service", "prompt_tokens_per_call"}),
                  onset=110 * MINUTE, within=10 * MINUTE),
 }  # fmt: skip
 

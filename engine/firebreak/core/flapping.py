@@ -74,8 +74,10 @@ class Cooldowns:
 
     def forget(self, at: int) -> None:
         """Drop the entries whose cool-down ended before ``at``."""
-        for key in [k for k, c in self.closed.items() if c.until < at]:
-            del self.closed[key]
+        # list(...) copies the items in one call: the native engine may call in from more
+        # than one thread, and a dict changing size while a loop walks it raises.
+        for key in [k for k, c in list(self.closed.items()) if c.until < at]:
+            self.closed.pop(key, None)
 
     def to_json(self) -> list[list]:
         """The snapshot form: ordered by resolution, then rule and group (the same whichever

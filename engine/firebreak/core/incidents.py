@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from firebreak.core.events import format_ts
+from firebreak.core.events import EventType, format_ts
 from firebreak.core.significance import p_value
 from firebreak.core.window import Summary
 from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
@@ -253,7 +253,9 @@ def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Readi
 def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading) -> list[dict]:
     """Escalations by sensitivity, impact and urgency; each raises severity and is a record."""
     raises: list[tuple[str, Severity, str]] = []
-    floor = SENSITIVE_CATEGORIES.get(rule.category)
+    # The floor is for evidence of a leak (classifiers' flags). A report rule counts people's
+    # word, unverified: its own severity stands (an uncorroborated report is a ticket).
+    floor = SENSITIVE_CATEGORIES.get(rule.category) if rule.source is not EventType.REPORT else None
     if floor is not None and incident.severity > floor and "sensitivity" not in incident.escalated:
         label = rule.category.replace("_", " ")
         raises.append(("sensitivity", floor, f"sensitivity: {label} is never below {floor}"))

@@ -59,7 +59,7 @@ class Cooldowns:
 
     def remember(self, rule: CompiledRule, group: dict[str, Any], incident: Incident, at: int) -> None:
         """``incident`` of ``rule`` and ``group`` resolved at ``at``."""
-        self.forget(at)
+        self.forget(at, rule.name)
         if rule.reopen_within_ms > 0:
             closed = Closed(rule.name, group, incident, at, at + rule.reopen_within_ms)
             self.closed[(rule.name, canonical_group(group))] = closed
@@ -69,14 +69,17 @@ class Cooldowns:
         is no longer remembered (it is open again)."""
         if not self.closed:
             return None
-        self.forget(at)
-        return self.closed.pop((rule.name, canonical_group(group)), None)
+        self.forget(at, rule.name)
+        closed = self.closed.pop((rule.name, canonical_group(group)), None)
+        return closed if closed is not None and closed.until >= at else None
 
-    def forget(self, at: int) -> None:
-        """Drop the entries whose cool-down ended before ``at``."""
-        # list(...) copies the items in one call: the native engine may call in from more
-        # than one thread, and a dict changing size while a loop walks it raises.
-        for key in [k for k, c in list(self.closed.items()) if c.until < at]:
+    def forget(self, at: int, rule: str) -> None:
+        """Drop ``rule``'s entries whose cool-down ended before ``at``. Only the rule's own: the
+        native engine evaluates rules on more than one thread, each rule's steps in time order on
+        one of them, so what one rule forgets must not depend on how far another has got (the
+        records and snapshots are then the same whatever the threads). ``list(...)`` copies the
+        items in one call: another thread may add or drop its own entries meanwhile."""
+        for key in [k for k, c in list(self.closed.items()) if k[0] == rule and c.until < at]:
             self.closed.pop(key, None)
 
     def to_json(self) -> list[list]:

@@ -77,12 +77,13 @@ def before(records: list[dict], cutoff: int) -> list[bytes]:
     return sorted(orjson.dumps(r) for r in records if parse_ts(r["ts"]) < cutoff)
 
 
-@pytest.fixture
-def setup(kafka_bootstrap, unique_topic, tmp_path, create_topic):
+def worker_setup(kafka_bootstrap, unique_topic, tmp_path, create_topic, rules_text: str):
+    """The body of a `setup` fixture: fresh topics, the rules in a file, and `start(**kwargs)`
+    to run workers on them (stopped afterwards)."""
     topics = Topics(unique_topic("fb"))
     run(create_topic(topics.events, partitions=PARTITIONS))
     rules = tmp_path / "live.rules"
-    rules.write_text(RULES)
+    rules.write_text(rules_text)
     workers: list[Worker] = []
 
     def start(**kwargs) -> Worker:
@@ -93,6 +94,11 @@ def setup(kafka_bootstrap, unique_topic, tmp_path, create_topic):
     yield topics, start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def setup(kafka_bootstrap, unique_topic, tmp_path, create_topic):
+    yield from worker_setup(kafka_bootstrap, unique_topic, tmp_path, create_topic, RULES)
 
 
 def feed(bootstrap: str, topics: Topics, events: list[dict], clock: list[tuple[int, dict]] = ()) -> None:

@@ -9,8 +9,8 @@ import time
 import pytest
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
-from test_worker_live import PARTITIONS, await_records, before, clocks, feed
-from worker_harness import Topics, Worker, publish, read_all, run, wait_for
+from test_worker_live import await_records, before, clocks, feed, worker_setup
+from worker_harness import publish, read_all, run, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -46,20 +46,7 @@ def replay(events: list[dict], clock_events: list[dict]) -> list[dict]:
 
 @pytest.fixture
 def setup(kafka_bootstrap, unique_topic, tmp_path, create_topic):
-    topics = Topics(unique_topic("fb"))
-    run(create_topic(topics.events, partitions=PARTITIONS))
-    rules = tmp_path / "live.rules"
-    rules.write_text(RULES)
-    workers: list[Worker] = []
-
-    def start(**kwargs) -> Worker:
-        worker = Worker(topics, kafka_bootstrap, rules, tmp_path, **kwargs).start()
-        workers.append(worker)
-        return worker
-
-    yield topics, start
-    for worker in workers:
-        worker.stop()
+    yield from worker_setup(kafka_bootstrap, unique_topic, tmp_path, create_topic, RULES)
 
 
 def opened_at(records: list[dict]) -> list[int]:

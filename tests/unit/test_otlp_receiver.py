@@ -5,6 +5,7 @@ a re-sent batch, unmappable spans (dead letters, partial success), 400 / 415 / 5
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import threading
 import urllib.error
@@ -12,6 +13,10 @@ import urllib.request
 
 import orjson
 import pytest
+from firebreak.adapters.otlp import JsonLinesSink, KafkaSink, Receiver, load_mapping, serve
+from firebreak.core import parse_ts, run_events
+from firebreak.core.events import validate_event
+from firebreak.dsl import load_rules
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -20,11 +25,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
-
-from firebreak.adapters.otlp import JsonLinesSink, KafkaSink, Receiver, load_mapping, serve
-from firebreak.core import parse_ts, run_events
-from firebreak.core.events import validate_event
-from firebreak.dsl import load_rules
 
 T0 = 1_780_000_000_000_000_000  # ns: 2026-05-28T...
 MINUTE = 60 * 1_000_000_000
@@ -215,6 +215,26 @@ def test_malformed_bodies_get_400_and_other_content_types_415(server, tmp_path):
     status, _, raw = post(server.url, b"x", "text/plain")
     assert status == 415 and "unsupported content type" in orjson.loads(raw)["message"]
     assert not (tmp_path / "events.jsonl").read_bytes()
+    # exporters do not re-send a 4xx: each such request is counted and kept, body and reason
+    assert server.receiver.stats.refused == {400: 2, 415: 1}
+    dead = read_lines(tmp_path / "dead.jsonl")
+    assert [(d["status"], base64.b64decode(d["body_base64"])) for d in dead] == [
+        (400, b"\xff\x00 not protobuf"), (400, b"{not json"), (415, b"x")]  # fmt: skip
+    assert dead[0]["reason"].startswith("not an ExportTraceServiceRequest") and dead[1]["reason"].startswith("not JSON")
+    assert all(d["source"] == "otlp" and d["body_bytes"] == len(base64.b64decode(d["body_base64"])) for d in dead)
+
+
+def test_a_body_over_the_limit_gets_413_and_is_counted(tmp_path):
+    sink = JsonLinesSink(str(tmp_path / "events.jsonl"), str(tmp_path / "dead.jsonl"))
+    s = Server(Receiver(sink, max_body_bytes=1024))
+    try:
+        status, _, raw = post(s.url, b"\x0a" * 4096, "application/x-protobuf")
+        assert status == 413 and raw[:2] == b"\x08\x03"
+        assert s.receiver.stats.refused == {413: 1}
+    finally:
+        s.close()
+    [letter] = read_lines(tmp_path / "dead.jsonl")
+    assert letter["status"] == 413 and "over the receiver's limit of 1024 bytes" in letter["reason"]
 
 
 def test_an_unavailable_producer_gets_503_with_retry_after(tmp_path):
@@ -268,4 +288,7 @@ def test_the_firebreak_otlp_command(tmp_path):
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert len(read_lines(out)) == 12
-    assert "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable; requests: 13× 200" in stderr
+    assert (
+        "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable, 0 requests refused and dead-lettered; "
+        "requests: 13× 200"
+    ) in stderr

@@ -248,5 +248,11 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
         metrics = worker.metrics()
         assert metrics["firebreak_events_total"] == len(mapped) + len(clock)
         assert metrics["firebreak_dead_lettered_total"] == 0 and metrics["firebreak_late_events_total"] == 0
+        # its checkpoints (every 3 s here) went through: committed, none retried, none overdue
+        assert metrics['firebreak_checkpoints_total{kind="full"}'] > 0
+        assert metrics['firebreak_checkpoints_total{kind="head"}'] > 0
+        assert sum(v for k, v in metrics.items() if k.startswith("firebreak_checkpoint_failures_total")) == 0
+        assert all(v < 60 for k, v in metrics.items() if k.startswith("firebreak_checkpoint_pending_seconds"))
+        assert metrics["firebreak_checkpoint_interval_seconds"] == 3
     finally:
         worker.stop()

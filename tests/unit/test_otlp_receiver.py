@@ -292,3 +292,39 @@ def test_the_firebreak_otlp_command(tmp_path):
         "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable, 0 requests refused and dead-lettered; "
         "requests: 13× 200"
     ) in stderr
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('flag_prefix = "guard."\n[defaults]\ntenant = "unknown"\n', None),
+    ('[defaults]\ntenant = "unknown"\nflag_prefix = "guard."\n',
+     "flag_prefix is a top-level setting, not a default: write it before [fields] and [defaults]"),
+    ('[fields]\ntenant = 3\n', "fields.tenant is an attribute key or a list of them"),
+    ('tenant = "x"\n', "unknown setting 'tenant' (known: fields, defaults, flag_prefix, score_prefix)"),
+    ('score_prefix = ""\n', "score_prefix is a non-empty string"),
+    ("[fields\n", "Expected ']'"),
+])  # fmt: skip
+def test_mapping_files_and_their_mistakes(tmp_path, text, message):
+    from firebreak.adapters.otlp import MappingError
+
+    path = tmp_path / "otlp.toml"
+    path.write_text(text)
+    if message is None:
+        mapping = load_mapping(str(path))
+        assert mapping.flag_prefix == "guard." and mapping.defaults == {"tenant": "unknown"}
+        return
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_the_command_refuses_a_bad_mapping_file_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "otlp.toml"
+    path.write_text('[defaults]\nflag_prefix = "guard."\n')
+    done = subprocess.run([sys.executable, "-m", "firebreak.cli", "otlp", "--mapping", str(path), "--out",
+                           str(tmp_path / "e.jsonl")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"firebreak otlp: {path}: flag_prefix is a top-level setting, not a "
+                                                f"default: write it before [fields] and [defaults]"]  # fmt: skip

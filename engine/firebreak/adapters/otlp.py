@@ -110,6 +110,10 @@ def load_mapping(path: str | None) -> OtlpMapping:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise MappingError(f"{path}: defaults is a table")
+    for key in ("flag_prefix", "score_prefix"):
+        if key in defaults:  # TOML puts a key written under [defaults] into that table
+            raise MappingError(f"{path}: {key} is a top-level setting, not a default: write it before [fields] "
+                               f"and [defaults]")  # fmt: skip
     mapping = OtlpMapping(fields, dict(defaults))
     for key in ("flag_prefix", "score_prefix"):
         if key in data:

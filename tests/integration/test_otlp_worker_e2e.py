@@ -85,7 +85,7 @@ def instrumented_app(provider: TracerProvider, minutes: int = 95, per_minute: in
             "guard.hallucination": rng.random() < (0.35 if burst else 0.02),
         }  # fmt: skip
         if not error:
-            attributes["gen_ai.response.model"] = model
+            attributes["gen_ai.response.model"] = f"{model}-2026-02"  # the dated snapshot that answered
         else:
             attributes["error.type"] = "RateLimitError"
         call = tracer.start_span(f"chat {model}", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT,
@@ -209,6 +209,11 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
         assert sorted(map(orjson.dumps, on_topic)) == sorted(map(orjson.dumps, mapped))  # each once, as mapped
         assert {e["tenant"] for e in mapped} == {"acme", "globex", "initech", "umbrella"}
         assert sum(e.get("flags", {}).get("error", False) for e in mapped) > 100
+        # a failed call has no response model: the model is the one asked for, on every event, so
+        # `by model` counts a model's errors with its successes; the snapshot is model_version
+        assert {e["model"] for e in mapped} == set(MODELS)
+        assert all(e.get("model_version") == (None if e.get("flags", {}).get("error") else f"{e['model']}-2026-02")
+                   for e in mapped)  # fmt: skip
         for summary in (kafka_summary, file_summary):
             assert summary["spans"] == 2 * genai + len(resent) + 3 and summary["not GenAI"] == genai
             assert summary["events"] == genai and summary["duplicates"] == len(resent) == 100
@@ -219,7 +224,7 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
                                                                            (None, "embeddings"): 3}  # fmt: skip
         assert sorted(base64.b64decode(d["body_base64"]) for d in dead if "status" in d) == sorted(
             body for body, _, _ in refused)  # fmt: skip
-        assert all(d["reason"] == "no gen_ai.response.model or gen_ai.request.model" for d in dead if "name" in d)
+        assert all(d["reason"] == "no gen_ai.request.model or gen_ai.response.model" for d in dead if "name" in d)
         # 4. time moves on every partition (as in the other live = replay tests); the worker
         # detects; `firebreak replay` of the receiver's JSON lines + the same clock events
         clock = clocks(mapped)

@@ -118,7 +118,9 @@ def test_sdk_spans_become_events_that_replay_into_the_expected_incidents(server,
     events = read_lines(tmp_path / "events.jsonl")
     assert len(events) == 12 and server.receiver.stats.ignored == 1  # the HTTP span is no inference
     first = min(events, key=lambda e: parse_ts(e["ts"]))
-    assert first["model"] == "gpt-4o-2026-05" and first["request_model"] == "gpt-4o"
+    # the model asked for (failed calls have no response model); the snapshot that answered
+    assert first["model"] == "gpt-4o" and first["model_version"] == "gpt-4o-2026-05"
+    assert "model_version" not in next(e for e in events if e["model"] == "claude-3-5")  # the same model answered
     assert first["event_id"].startswith("otlp-") and len(first["event_id"]) == 5 + 32 + 1 + 16
     assert first["latency_ms"] == 250 and parse_ts(first["ts"]) == (T0 + 250_000_000) // 1_000_000
     assert (first["tokens_in"], first["tokens_out"]) == (100, 20)
@@ -132,7 +134,7 @@ def test_sdk_spans_become_events_that_replay_into_the_expected_incidents(server,
     assert not problems
     records = run_events(rules, [validate_event(e) for e in sorted(events, key=lambda e: parse_ts(e["ts"]))])
     opened = {(r["rule"], tuple(r["group"].items())) for r in records if r["type"] == "incident.opened"}
-    assert opened == {("hallucinations", (("model", "gpt-4o-2026-05"),)), ("failing_calls", (("tenant", "acme"),))}
+    assert opened == {("hallucinations", (("model", "gpt-4o"),)), ("failing_calls", (("tenant", "acme"),))}
 
 
 def test_a_resent_batch_is_not_counted_twice(server, tmp_path):
@@ -181,7 +183,7 @@ def test_unmappable_genai_spans_are_dead_lettered_and_reported_as_partial_succes
     assert len(read_lines(tmp_path / "events.jsonl")) == 1
     dead = read_lines(tmp_path / "dead.jsonl")
     assert sorted(d["reason"] for d in dead) == ["firebreak.flag.pii is not a boolean: 'yes'",
-                                                 "no gen_ai.response.model or gen_ai.request.model"]  # fmt: skip
+                                                 "no gen_ai.request.model or gen_ai.response.model"]  # fmt: skip
     assert all(d["source"] == "otlp" and d["raw"]["name"] == "chat" for d in dead)
     assert sum(server.receiver.stats.unmappable.values()) == 2
 

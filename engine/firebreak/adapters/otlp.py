@@ -8,7 +8,11 @@ same batch (HTTP, database...) are counted as ignored. A GenAI span becomes one 
     event_id   "otlp-<trace id>-<span id>" (hex): a re-sent batch gives the same ids, and the
                receiver drops ids it wrote recently (a bounded memory), so it is not counted twice
     ts         the span's end (epoch ms); latency_ms = end - start
-    model      gen_ai.response.model, else gen_ai.request.model (required)
+    model      gen_ai.request.model, else gen_ai.response.model (required): the model the app asked
+               for, which failed calls carry too (instrumentations set the response model only on
+               a response), so a rule `by model` sees a model's errors beside its successes
+    model_version   gen_ai.response.model when it differs (the dated snapshot that answered:
+               gpt-4o -> gpt-4o-2024-08-06), unless the mapping's model_version attributes give one
     tokens_in / tokens_out   gen_ai.usage.input_tokens / output_tokens (or the older prompt_tokens / completion_tokens)
     flags.error              the span's status is ERROR (or it has error.type)
     service    the resource's service.name
@@ -253,9 +257,10 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         raise Unmappable("no start or end time")
     if span.end_ns < span.start_ns:
         raise Unmappable("the span ends before it starts")
-    model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model")
+    requested, answered = a.get("gen_ai.request.model"), a.get("gen_ai.response.model")
+    model = requested or answered
     if not isinstance(model, str) or not model:
-        raise Unmappable("no gen_ai.response.model or gen_ai.request.model")
+        raise Unmappable("no gen_ai.request.model or gen_ai.response.model")
     event: dict[str, Any] = {"event_id": f"otlp-{span.trace_id}-{span.span_id}", "type": "inference",
                              "ts": format_ts(span.end_ns // 1_000_000), "model": model,
                              "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3)}  # fmt: skip
@@ -264,8 +269,8 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         event["gen_ai_system"] = str(system)
     if a.get("gen_ai.operation.name"):
         event["gen_ai_operation"] = str(a["gen_ai.operation.name"])
-    if a.get("gen_ai.request.model") and a.get("gen_ai.request.model") != model:
-        event["request_model"] = str(a["gen_ai.request.model"])
+    if answered and answered != model:
+        event["model_version"] = str(answered)  # the mapping's model_version attributes, below, win
     for out, keys in (("tokens_in", ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
                       ("tokens_out", ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"))):  # fmt: skip
         for key in keys:

@@ -42,3 +42,22 @@ def test_the_view_and_the_counters_become_metric_families():
     assert got[("firebreak_evaluation_seconds_count", ())] == 1
     assert got[("firebreak_input_read_again_total", ())] == 250
     assert 0.0019 < got[("firebreak_evaluation_seconds", (("quantile", "0.99"),))] < 0.0021
+
+
+def test_checkpoints_committed_failed_and_pending():
+    metrics = Metrics()
+    metrics.checkpoints.update({"head": 41, "full": 3})
+    metrics.checkpoint_failures["read"] += 2
+    view = WorkerView(shards=[ShardView(0, {}, {}, None, {}, frozenset(), 2, checkpoint_pending_s=95.5),
+                              ShardView(1, {}, {}, None, {}, frozenset(), 2)],
+                      checkpoint_interval_s=60.0)  # fmt: skip
+    got = parse(metrics.render(view))
+    assert got[("firebreak_checkpoints_total", (("kind", "full"),))] == 3
+    assert got[("firebreak_checkpoints_total", (("kind", "head"),))] == 41
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "read"),))] == 2
+    # every operation has its series from the start, so increase() sees the first failure
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "producer"),))] == 0
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "input"),))] == 0
+    assert got[("firebreak_checkpoint_pending_seconds", (("shard", "0"),))] == 95.5
+    assert got[("firebreak_checkpoint_pending_seconds", (("shard", "1"),))] == 0
+    assert got[("firebreak_checkpoint_interval_seconds", ())] == 60

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import SimpleNamespace
 from weakref import WeakSet
@@ -24,14 +25,11 @@ from weakref import WeakSet
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
-from intervaltree import IntervalTree
-from mode.utils.queues import FlowControlEvent
-
 from firebreak.adapters.live import batches
 from firebreak.adapters.live.app import LiveWorker
-from firebreak.adapters.live.batch_cache import BatchCache
-from firebreak.adapters.live.ranges import RangeReader
 from firebreak.adapters.live.routing import Out
+from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent
 
 TOPIC = "events"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
@@ -170,9 +168,8 @@ class Member:
         self.group = group
         self.send_gate = send_gate
         routed = SimpleNamespace(send=self._send)
-        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle_offloaded=self._route_offloaded,
-                                                                  cache=BatchCache()),
-                                      input_paused=False, _route_call=None, routed=routed,
+        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle_offloaded=self._route_offloaded),
+                                      _route_call=None, routed=routed,
                                       dead=routed, _heard_input=lambda partition, offset: None,
                                       metrics=SimpleNamespace(events_in=0))  # fmt: skip
         drain = batches._drain(self.app, self.consumer, TOPIC, partial(LiveWorker._route_batch, self.worker), size,
@@ -347,19 +344,20 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     monkeypatch.setattr(app_module, "ShardWriter", FakeWriter)
     monkeypatch.setattr(app_module, "load_checkpoint", load_checkpoint)
     worker = LiveWorker.__new__(LiveWorker)
-    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python")
+    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2)
     worker.rules, worker.input_partitions = (), 2
-    worker.route_stage = SimpleNamespace(engine="python", cache=BatchCache())
-    worker.ranges, worker.input_paused = RangeReader(worker.settings), False
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
     worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
     worker.resumed_at, worker.opening, worker.stopping = float("-inf"), {}, False
     worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
+    worker.feeder = ThreadPoolExecutor(1)
     return worker
 
 
 def routed_event(partition: int, offset: int = 0):
-    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":2,"p":0,"hb":1}')
+    return SimpleNamespace(
+        message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":4,"rv":"x","parts":[[0,1]]}'
+    )
 
 
 class Stream:
@@ -475,7 +473,7 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     from firebreak.adapters.live.settings import WorkerSettings
 
     worker = stage2_worker(monkeypatch)
-    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python",
+    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2,
                                      session_timeout_ms=300)  # fmt: skip
     routed = worker.settings.routed_topic
     for housekeeping_first in (False, True):  # the message taken before housekeeping saw the pause, or after
@@ -516,7 +514,7 @@ async def test_assigned_shards_open_together_and_once_before_their_first_message
 
 async def test_a_shard_revoked_while_taking_a_message_stops_quietly(monkeypatch):
     """Seen in the pause fault test: a worker resumed from SIGSTOP lost its shards while one was
-    reading a reference's offsets from the input; the read failed (its consumer stopped) — the
+    taking a message; the take failed (its consumer stopped, say) — the
     shard is gone, so its task ends, and the worker carries on (no exit)."""
     from aiokafka.errors import ConsumerStoppedError
 

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import faust
@@ -36,12 +35,12 @@ from aiokafka.errors import (
 )
 from faust.types import TP
 
-from firebreak.adapters.live import batch_cache, batches
+from firebreak.adapters.live import batches
 from firebreak.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint
 from firebreak.adapters.live.metrics import CONTENT_TYPE, Metrics, ShardView, WorkerView
 from firebreak.adapters.live.preflight import missing_permissions
-from firebreak.adapters.live.ranges import RangeReader
-from firebreak.adapters.live.routing import RouteStage
+from firebreak.adapters.live.routed import RoutedFormatError
+from firebreak.adapters.live.routing import NotNative, RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard import CheckpointError, ShardState
 from firebreak.core import format_ts
@@ -95,8 +94,6 @@ class LiveWorker:
         self.last_housekeeping: float | None = None
         self.resumed_at = float("-inf")  # when housekeeping last found that this process had been paused
         self.idle_sent: set[int] = set()
-        self.ranges = RangeReader(settings)  # references to batches another worker (or process) kept
-        self.input_paused = False  # stage 1 waits: the kept batches passed their budget (batch_cache.py)
         self.opening: dict[int, asyncio.Future] = {}  # shards being opened (`_shard`)
         self.stopping = False  # the worker is shutting down (`_on_shutdown`)
         # The shards' native work (feed, evaluate): a thread per core, at most one per shard (2 here).
@@ -226,23 +223,6 @@ class LiveWorker:
         for partition, offset in last.items():
             self._heard_input(partition, offset)
         self.metrics.events_in += len(batch)
-        if self.route_stage.cache.full() and not self.input_paused:
-            # The shards of this worker are behind by more than the kept batches' budget: stop
-            # fetching input (Faust's own backpressure for a full stream buffer) until they catch up.
-            self.input_paused = True
-            for tp in consumer.assignment():
-                if tp.topic == self.settings.input_topic:
-                    consumer.on_buffer_full(tp)
-
-    def _input_catching_up(self) -> None:
-        """Fetch input again once the shards have taken half the kept batches' budget back."""
-        cache = self.route_stage.cache
-        if self.input_paused and cache.bytes <= cache.budget // 2:
-            self.input_paused = False
-            consumer = self.app.consumer
-            for tp in consumer.assignment():
-                if tp.topic == self.settings.input_topic:
-                    consumer.on_buffer_drop(tp)
 
     def _heard_input(self, partition: int, offset: int) -> None:
         self.last_input[partition] = (time.monotonic(), offset)
@@ -378,12 +358,11 @@ class LiveWorker:
             if number not in self.shards_held or number in self.fenced:
                 await writer.stop()  # revoked while it started: the next owner restores it
                 return None
-            engine = self.route_stage.engine
             if full is None:
-                state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms, engine)
+                state = ShardState(self.rules, number, s.shards, self.input_partitions, s.lateness_ms)
             else:
                 try:
-                    state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms, engine)
+                    state = ShardState.restore(self.rules, full, self.input_partitions, s.lateness_ms)
                 except CheckpointError as error:
                     log.critical("%s; stopping", error, extra={"fields": {"event": "stopped", "reason": "checkpoint"}})
                     logging.shutdown()
@@ -459,27 +438,19 @@ class LiveWorker:
         message = event.message
         async with shard.lock:
             started = time.perf_counter()
-            batch = rules = None
-            head = shard.state.needs_batch(message.offset, event.value)
-            if head is not None:  # a reference (format 3): the batch kept here, else its offsets read again
-                batch, rules = batch_cache.take(head["b"], message.partition), head.get("rv")
-                if batch is None:
-                    batch, rules = await self._read_again(message.partition, head)
-                else:
-                    self._input_catching_up()
-            offloaded = batch is not None and not isinstance(batch, bytes) and shard.state.kind == "native"
-            if offloaded:
+            try:
                 # Feeding and evaluating let go of the GIL: on a feeder thread, beside stage 1, the
                 # event loop and the other shards.
-                taken = await shard.state.accept_offloaded(message.offset, event.value, batch, rules, self._offload)
-            else:
-                taken = shard.state.accept(message.offset, event.value, batch, rules)
+                taken = await shard.state.accept_offloaded(message.offset, event.value, self._offload)
+            except RoutedFormatError as error:
+                log.critical("shard %d: routed message %d: %s; stopping", shard.state.shard, message.offset, error,
+                             extra={"fields": {"event": "stopped", "reason": "routed format"}})  # fmt: skip
+                logging.shutdown()
+                os._exit(EXIT_CHECKPOINT)
             if not taken:
                 await stream.ack(event)
                 return
             shard.unacked.append((stream, event))
-            if not offloaded:
-                shard.state.tick()
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:
                 await self._checkpoint(shard, full=False)
@@ -489,19 +460,6 @@ class LiveWorker:
 
     def _route_call(self, call: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         return asyncio.get_running_loop().run_in_executor(self.router_thread, call, *args)
-
-    async def _read_again(self, number: int, head: dict[str, Any]) -> tuple[dict[int, Any], str | None]:
-        """A reference's events from the input topic (ranges.py), routed as stage 1 did, per
-        input partition with events for the shard."""
-        batches, version = {}, None
-        for partition, _hb, first, last, events in head["parts"]:
-            if not events:
-                continue
-            records = await self._until_broker_answers(number, "its input offsets cannot be read",
-                                                       partial(self.ranges.read, partition, first, last))  # fmt: skip
-            self.metrics.read_again += len(records)
-            batches[partition], version = self.route_stage.reroute(records, number, partition)
-        return batches, version
 
     async def _checkpoint(self, shard: Shard, full: bool) -> None:
         """Commit pending records with the shard's head (or full snapshot); a full snapshot
@@ -553,8 +511,6 @@ class LiveWorker:
         the last committed checkpoint."""
         number = shard.state.shard
         self.fenced.add(number)
-        self.route_stage.cache.forget(number)
-        self._input_catching_up()
         if self.shards.get(number) is shard:
             del self.shards[number]
         self._stop_loop(shard)
@@ -578,10 +534,6 @@ class LiveWorker:
             self.idle_sent.discard(partition)
         self.inputs_held = set(inputs)
         self.shards_held = set(shards)
-        self.route_stage.local_shards = self.shards_held  # batches are kept for these shards only
-        for number in range(s.shards):
-            if number not in self.shards_held:
-                self.route_stage.cache.forget(number)
         log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
                  shards or "none", s.shards,
                  extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
@@ -595,7 +547,6 @@ class LiveWorker:
             if shard.task is not None:
                 shard.task.cancel()
         await asyncio.gather(*(s.task for s in self.shards.values() if s.task is not None), return_exceptions=True)
-        await self.ranges.stop()
 
     async def _on_revoked(self, app, revoked: set[TP], **kwargs) -> None:
         if revoked:
@@ -603,15 +554,11 @@ class LiveWorker:
                      extra={"fields": {"event": "revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
                                                                                   for tp in revoked)}})  # fmt: skip
         self.shards_held -= {tp.partition for tp in revoked if tp.topic == self.settings.routed_topic}
-        self.route_stage.local_shards = self.shards_held
         for tp in revoked:
-            if tp.topic == self.settings.routed_topic:
-                self.route_stage.cache.forget(tp.partition)  # its next owner reads them from the input
             if tp.topic == self.settings.routed_topic and tp.partition in self.shards:
                 shard = self.shards.pop(tp.partition)
                 self._stop_loop(shard)
                 await shard.writer.stop()  # the next owner restarts from the last checkpoint
-        self._input_catching_up()
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -658,8 +605,14 @@ class LiveWorker:
                       extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}})  # fmt: skip
             self.metrics.reload_failures += 1
             return
+        try:
+            self.route_stage.set_rules(rules)
+        except NotNative as error:
+            log.error("rules not reloaded, keeping the %d current rules: %s", len(self.rules), error,
+                      extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}})  # fmt: skip
+            self.metrics.reload_failures += 1
+            return
         self.rules = tuple(rules)
-        self.route_stage.set_rules(self.rules)
         for shard in list(self.shards.values()):
             async with shard.lock:
                 shard.state.set_rules(self.rules)
@@ -717,15 +670,14 @@ class LiveWorker:
             "checkpoint_topic": s.checkpoint_topic, "rules": len(self.rules), "rules_version": version,
             "rule_paths": list(s.rules), "lateness_ms": s.lateness_ms, "idle_timeout_ms": s.idle_timeout_ms,
             "checkpoint_interval_ms": s.checkpoint_interval_ms,
-            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics", "engine": self.route_stage.engine,
+            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics", "engine": "native",
         }  # fmt: skip
         text = (f"firebreak worker starting: group {s.app_id} on {s.bootstrap}; {s.input_topic} "
                 f"({self.input_partitions} partitions) -> {s.routed_topic} ({s.shards} shards) -> "
                 f"{s.incidents_topic}, {s.containment_topic}; bad input -> {s.dead_letter_topic}; "
                 f"{len(self.rules)} rules (version {version}) from {', '.join(s.rules)}; lateness "
                 f"{s.lateness_ms / 1000:g} s, idle after {s.idle_timeout_ms / 1000:g} s, full checkpoint every "
-                f"{s.checkpoint_interval_ms / 1000:g} s; {self.route_stage.engine} engine"
-                f"{f' ({self.route_stage.why_not})' if self.route_stage.why_not else ''}; "
+                f"{s.checkpoint_interval_ms / 1000:g} s; native engine; "
                 f"metrics at {fields['metrics_url']}")  # fmt: skip
         return text, fields
 
@@ -754,7 +706,7 @@ class LiveWorker:
             # fetch survive a rebalance (tests/unit/test_live_batches.py).
             batches.install(self.app, self.settings.input_topic, self._route_batch, self.settings.route_batch,
                             self.settings.route_batch_ms / 1000,
-                            held_back=lambda: self.input_paused)  # creates the consumer: on `loop`
+                            )  # creates the consumer: on `loop`
         # Logging is ours (engine/firebreak/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

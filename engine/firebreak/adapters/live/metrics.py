@@ -55,7 +55,6 @@ class Metrics:
         self.reloads = 0
         self.reload_failures = 0
         self.fenced = 0
-        self.read_again = 0  # input records read again for references to batches kept elsewhere (ranges.py)
         self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
         self.evaluation_sum_s = 0.0
         self._rate_mark = (time.monotonic(), 0)
@@ -144,9 +143,6 @@ class _Collector:
         yield family
         yield CounterMetricFamily("firebreak_shards_fenced", "Shards dropped because another worker took them over "
                                   "while this one was paused.", value=m.fenced)  # fmt: skip
-        yield CounterMetricFamily("firebreak_input_read_again", "Input messages a shard read again from the input "
-                                  "topic: its batch was kept by another worker or before a restart.",
-                                  value=m.read_again)  # fmt: skip
         yield CounterMetricFamily("firebreak_rule_reloads", "Rule reloads applied.", value=m.reloads)
         yield CounterMetricFamily("firebreak_rule_reload_failures", "Rule reloads refused (bad rules).",
                                   value=m.reload_failures)  # fmt: skip

@@ -200,6 +200,7 @@ def throughput(args: argparse.Namespace) -> None:
     path = events_file(args.events)
     workdir = Path(tempfile.mkdtemp(prefix="fb-bench-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}; worker args: {' '.join(WORKER_ARGS) or '(defaults)'}")
+    runs = []  # (workers, events/s, raw events/s, worker CPU us per event)
     for workers in args.workers:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         topic = f"{prefix}.events"
@@ -220,6 +221,12 @@ def throughput(args: argparse.Namespace) -> None:
               f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}")
         if profile is not None:
             print(f"  py-spy profile of worker 0: {profile}")
+        runs.append((workers, rate, raw, worker_cpu / n * 1e6))
+    if len(runs) > 1:  # against the first run (one worker) of this same run
+        _, rate0, _, cpu0 = runs[0]
+        print("workers  events/s  of raw  vs first  worker CPU us/event  vs first")
+        for workers, rate, raw, cpu in runs:
+            print(f"{workers:7d} {rate:9,.0f} {rate / raw:7.3f} {rate / rate0:8.2f}x {cpu:20.1f} {cpu / cpu0:8.2f}x")
 
 
 # ---- memory with many active groups ----------------------------------------------------------
@@ -280,10 +287,8 @@ def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> f
 
 
 def shard_events(value: bytes) -> int:
-    """The events a routed message gives its shard: a reference (format 3) says how many, a
-    payload (format 2) has a line each."""
-    head = orjson.loads(value.split(b"\n", 1)[0])
-    return sum(part[4] for part in head["parts"]) if head.get("v") == 3 else value.count(b"\n") - 1
+    """The events a routed message gives its shard: a line each (routed.py)."""
+    return value.count(b"\n")
 
 
 def stages(args: argparse.Namespace) -> None:
@@ -298,18 +303,18 @@ def stages(args: argparse.Namespace) -> None:
 
     rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
     lines = events_file(args.events).read_bytes().splitlines()
+    path_bytes = sum(len(line) for line in lines)
     messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
-    for engine in args.engine:
-        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS, engine=engine,
+    for engine in args.engine:  # the shards' engine; stage 1 is native (the Python core: the oracle)
+        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS,
                                   traffic_check=args.traffic_check)  # fmt: skip
         route = RouteStage(rules, settings)
         routed: list[list[bytes]] = [[] for _ in range(args.shards)]
-        shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, route.engine) for s in range(args.shards)]
+        shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, engine) for s in range(args.shards)]
         records = 0
         stage1 = stage2 = 0.0
         for start in range(0, len(messages), args.batch):
-            # As the worker does: each batch routed, then taken by the shards (its kept batch, format 3,
-            # is still in the CPU's cache; routing everything first made the shards ~40% slower here).
+            # As the worker does: each batch routed, then taken by the shards.
             started = time.process_time()
             outs = [out for out in route.handle(messages[start : start + args.batch]) if out.topic == "routed"]
             stage1 += time.process_time() - started
@@ -336,11 +341,13 @@ def stages(args: argparse.Namespace) -> None:
             compressed[name] = (time.process_time() - started, out)
         routed_events = sum(shard_events(v) for log in routed for v in log)
         n = len(messages)
-        print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
+        routed_bytes = sum(len(v) for log in routed for v in log)
+        print(f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
               f"{'' if args.traffic_check else ', no traffic check'}")
         print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
               f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
-              f"counting only the shards owning a pair of a rule other than `Kx population`)")
+              f"counting only the shards owning a pair of a rule other than `Kx population`); routed topic "
+              f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input)")
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
         print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
               f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "

@@ -255,6 +255,7 @@ class ShardHost:
             if not await shard.state.accept_offloaded(message.offset, event.value, self._offload):
                 await stream.ack(event)  # taken before the last checkpoint
                 return
+            event.value = event.message.value = None  # taken: kept only to be acked at the next full checkpoint
             shard.unacked.append((stream, event))
             self.metrics.observe_evaluation(time.perf_counter() - started)
             if shard.state.pending:

@@ -112,7 +112,19 @@ def events_file(count: int) -> Path:
     return path
 
 
-async def fill(topic: str, path: Path) -> int:
+WIDE_TEXT = 1_500  # --wide: characters of prompt and of output added to each event
+WIDE_USERS = 200_000  # --wide: distinct users
+
+
+def widen(event: dict, n: int) -> dict:
+    """Traffic unlike generate.py's: a prompt and an output (never routed: routed.py), and one of
+    WIDE_USERS users (so `by user` rules keep many groups), deterministic per event."""
+    words = f"{event.get('feature', 'x')} request {n} about the customer's account history and order "
+    text = (words * (WIDE_TEXT // len(words) + 1))[:WIDE_TEXT]
+    return {**event, "user": f"wide-{(n * 7919) % WIDE_USERS:06d}", "prompt": text, "output": text[::-1]}
+
+
+async def fill(topic: str, path: Path, wide: bool = False) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     n = 0
@@ -120,7 +132,8 @@ async def fill(topic: str, path: Path) -> int:
         with open(path, "rb") as lines:
             for raw in lines:
                 event = orjson.loads(raw)
-                await producer.send(topic, raw.rstrip(b"\n"), key=str(event.get("tenant", "")).encode())
+                value = orjson.dumps(widen(event, n)) if wide else raw.rstrip(b"\n")
+                await producer.send(topic, value, key=str(event.get("tenant", "")).encode())
                 n += 1
         await producer.flush()
     finally:
@@ -205,11 +218,12 @@ def throughput(args: argparse.Namespace) -> None:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         topic = f"{prefix}.events"
         asyncio.run(create(topic))
-        n = asyncio.run(fill(topic, path))
+        n = asyncio.run(fill(topic, path, args.wide))
         raw = max(asyncio.run(raw_consume(topic, n)) for _ in range(2))
         profile = workdir / "worker-0.pyspy.txt" if args.profile else None
         rate, rss, taken = worker_consume(prefix, n, workdir, workers, profile)
-        print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}); {workers} worker(s)")
+        wide = f", widened: +{2 * WIDE_TEXT:,} chars of prompt/output, {WIDE_USERS:,} users" if args.wide else ""
+        print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}{wide}); {workers} worker(s)")
         print(f"  raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
         print(f"  firebreak worker(s), starter pack: {rate:10,.0f} events/s   ratio {rate / raw:.3f}")
         print(f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
@@ -342,12 +356,18 @@ def stages(args: argparse.Namespace) -> None:
         routed_events = sum(shard_events(v) for log in routed for v in log)
         n = len(messages)
         routed_bytes = sum(len(v) for log in routed for v in log)
+        from aiokafka import codec  # the routed topic's producer compresses with zstd (app.py)
+
+        started = time.process_time()
+        zstd_bytes = sum(len(codec.zstd_encode(v)) for log in routed for v in log)
+        zstd_s = time.process_time() - started
         print(f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
               f"{'' if args.traffic_check else ', no traffic check'}")
         print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
               f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
               f"counting only the shards owning a pair of a rule other than `Kx population`); routed topic "
-              f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input)")
+              f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input), zstd "
+              f"{zstd_bytes / n:,.0f} ({zstd_s / n * 1e6:.1f} us per event to compress)")
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
         print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
               f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
@@ -484,6 +504,7 @@ def main() -> None:
     t.add_argument("--events", type=int, default=200_000)
     t.add_argument("--workers", type=int, nargs="+", default=[1], help="e.g. 1 2: one run with each")
     t.add_argument("--profile", action="store_true", help="py-spy (raw stacks) of worker 0 while it works")
+    t.add_argument("--wide", action="store_true", help="larger events (prompt/output) from many users (`widen`)")
     t.set_defaults(run=throughput)
     mem = sub.add_parser("memory")
     mem.add_argument("--users", type=int, default=100_000)

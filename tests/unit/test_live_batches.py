@@ -56,7 +56,7 @@ class Group:
 
 
 class Consumer:
-    """The part of Faust's consumer the drain loop and `_route_batch` use."""
+    """The part of Faust's consumer the drain loop and `InputSource.route_batch` use."""
 
     _new_offset = FaustConsumer._new_offset
     _should_commit = FaustConsumer._should_commit
@@ -159,7 +159,7 @@ class Consumer:
 
 
 class Member:
-    """One worker of the group: the drain loop and `_route_batch` over a `Consumer`."""
+    """One worker of the group: the drain loop and `InputSource.route_batch` over a `Consumer`."""
 
     def __init__(self, group: Group, linger_s: float, size: int = 1_000, send_gate: asyncio.Event | None = None):
         flow = FlowControlEvent(initially_suspended=False)

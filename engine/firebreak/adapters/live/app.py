@@ -93,11 +93,10 @@ class LiveWorker:
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
             # A routed message carries its events (routed.py, up to MESSAGE_BYTES of JSON lines):
-            # compressed (zstd: ~6x smaller; without it one worker took 6.7k events/s, with it 15.8k,
-            # benchmarks/README.md), and several fetched per partition per round trip (aiokafka's
-            # 1 MB default: two).
+            # compressed (zstd: ~10x smaller, benchmarks/README.md), and several fetched per
+            # partition per round trip (4 MB compressed; 16 MB held more in memory for nothing).
             producer_compression_type="zstd",
-            consumer_max_fetch_size=16 * 1024 * 1024,
+            consumer_max_fetch_size=4 * 1024 * 1024,
             broker_max_poll_records=s.route_batch,  # messages of one fetch: one batch of stage 1
             producer_max_request_size=MAX_CHECKPOINT_BYTES,
             web_enabled=True,

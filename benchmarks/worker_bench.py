@@ -191,8 +191,10 @@ def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
             if first is not None and os.environ.get("WORKER_TIMELINE"):  # what waits on what, every scrape
-                print(f"  t={time.perf_counter() - first:5.2f}s taken={sum(taken):8,.0f} routed lag={lag:5,.0f} "
-                      f"worker CPU={sum(cpu_s(p.pid) for p in processes) - sum(cpu0):5.2f}s")
+                print(
+                    f"  t={time.perf_counter() - first:5.2f}s taken={sum(taken):8,.0f} routed lag={lag:5,.0f} "
+                    f"worker CPU={sum(cpu_s(p.pid) for p in processes) - sum(cpu0):5.2f}s"
+                )
             if sum(taken) >= expected and lag == 0 and all(ms):
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
@@ -226,13 +228,17 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}{wide}); {workers} worker(s)")
         print(f"  raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
         print(f"  firebreak worker(s), starter pack: {rate:10,.0f} events/s   ratio {rate / raw:.3f}")
-        print(f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
-              f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
+            f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}"
+        )
         worker_cpu, raw_cpu = sum(CPU["workers"]), max(RAW_CPU[-2:])
         broker = "not found" if CPU["broker"] is None else f"{CPU['broker']:.1f} s"
-        print(f"  CPU in {CPU['wall']:.1f} s: worker(s) {' + '.join(f'{c:.1f}' for c in CPU['workers'])} s "
-              f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
-              f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}")
+        print(
+            f"  CPU in {CPU['wall']:.1f} s: worker(s) {' + '.join(f'{c:.1f}' for c in CPU['workers'])} s "
+            f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
+            f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}"
+        )
         if profile is not None:
             print(f"  py-spy profile of worker 0: {profile}")
         runs.append((workers, rate, raw, worker_cpu / n * 1e6))
@@ -269,10 +275,12 @@ def memory(args: argparse.Namespace) -> None:
     asyncio.run(create(f"{prefix}.events"))
     n = asyncio.run(fill_groups(f"{prefix}.events", args.users, args.events))
     rate, rss, _ = worker_consume(prefix, n, workdir)
-    (now, peak), = rss
-    print(f"{n:,} events from {args.users:,} users in 4 min of event time (starter pack: five `by user` rules, so "
-          f"~{5 * args.users:,} (rule, user) groups active, plus tenant/model groups); worker args: "
-          f"{' '.join(WORKER_ARGS) or '(defaults)'}")
+    ((now, peak),) = rss
+    print(
+        f"{n:,} events from {args.users:,} users in 4 min of event time (starter pack: five `by user` rules, so "
+        f"~{5 * args.users:,} (rule, user) groups active, plus tenant/model groups); worker args: "
+        f"{' '.join(WORKER_ARGS) or '(defaults)'}"
+    )
     print(f"  worker RSS once drained: {now:.0f} MB (peak {peak:.0f} MB); {rate:,.0f} events/s")
 
 
@@ -361,19 +369,27 @@ def stages(args: argparse.Namespace) -> None:
         started = time.process_time()
         zstd_bytes = sum(len(codec.zstd_encode(v)) for log in routed for v in log)
         zstd_s = time.process_time() - started
-        print(f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
-              f"{'' if args.traffic_check else ', no traffic check'}")
-        print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
-              f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
-              f"counting only the shards owning a pair of a rule other than `Kx population`); routed topic "
-              f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input), zstd "
-              f"{zstd_bytes / n:,.0f} ({zstd_s / n * 1e6:.1f} us per event to compress)")
+        print(
+            f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
+            f"{'' if args.traffic_check else ', no traffic check'}"
+        )
+        print(
+            f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
+            f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
+            f"counting only the shards owning a pair of a rule other than `Kx population`); routed topic "
+            f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input), zstd "
+            f"{zstd_bytes / n:,.0f} ({zstd_s / n * 1e6:.1f} us per event to compress)"
+        )
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
-        print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
-              f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
-              f"(largest shard {max(map(len, bodies)) / 1e6:.1f} MB)")
-        print("  checkpoint compression, all shards: " + "; ".join(
-            f"{name} {t:.2f} s -> {out / 1e6:.1f} MB" for name, (t, out) in compressed.items()))
+        print(
+            f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
+            f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
+            f"(largest shard {max(map(len, bodies)) / 1e6:.1f} MB)"
+        )
+        print(
+            "  checkpoint compression, all shards: "
+            + "; ".join(f"{name} {t:.2f} s -> {out / 1e6:.1f} MB" for name, (t, out) in compressed.items())
+        )
 
 
 # ---- latency -------------------------------------------------------------------------------
@@ -522,8 +538,13 @@ def main() -> None:
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=60)
     lat.set_defaults(run=latency)
-    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                        help="an argument for every worker started (repeat: --worker-arg=--engine --worker-arg=python)")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument for every worker started (repeat: --worker-arg=--engine --worker-arg=python)",
+    )
     args = parser.parse_args()
     WORKER_ARGS.extend(args.worker_arg)
     args.run(args)

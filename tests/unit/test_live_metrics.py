@@ -3,9 +3,8 @@ writes the text format (issue 16)."""
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from firebreak.adapters.live.metrics import Metrics, ShardView, WorkerView
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def parse(text: str) -> dict[tuple[str, tuple], float]:

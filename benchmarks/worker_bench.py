@@ -112,7 +112,19 @@ def events_file(count: int) -> Path:
     return path
 
 
-async def fill(topic: str, path: Path) -> int:
+WIDE_TEXT = 1_500  # --wide: characters of prompt and of output added to each event
+WIDE_USERS = 200_000  # --wide: distinct users
+
+
+def widen(event: dict, n: int) -> dict:
+    """Traffic unlike generate.py's: a prompt and an output (never routed: routed.py), and one of
+    WIDE_USERS users (so `by user` rules keep many groups), deterministic per event."""
+    words = f"{event.get('feature', 'x')} request {n} about the customer's account history and order "
+    text = (words * (WIDE_TEXT // len(words) + 1))[:WIDE_TEXT]
+    return {**event, "user": f"wide-{(n * 7919) % WIDE_USERS:06d}", "prompt": text, "output": text[::-1]}
+
+
+async def fill(topic: str, path: Path, wide: bool = False) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     n = 0
@@ -120,7 +132,8 @@ async def fill(topic: str, path: Path) -> int:
         with open(path, "rb") as lines:
             for raw in lines:
                 event = orjson.loads(raw)
-                await producer.send(topic, raw.rstrip(b"\n"), key=str(event.get("tenant", "")).encode())
+                value = orjson.dumps(widen(event, n)) if wide else raw.rstrip(b"\n")
+                await producer.send(topic, value, key=str(event.get("tenant", "")).encode())
                 n += 1
         await producer.flush()
     finally:
@@ -178,8 +191,10 @@ def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
             if first is not None and os.environ.get("WORKER_TIMELINE"):  # what waits on what, every scrape
-                print(f"  t={time.perf_counter() - first:5.2f}s taken={sum(taken):8,.0f} routed lag={lag:5,.0f} "
-                      f"worker CPU={sum(cpu_s(p.pid) for p in processes) - sum(cpu0):5.2f}s")
+                print(
+                    f"  t={time.perf_counter() - first:5.2f}s taken={sum(taken):8,.0f} routed lag={lag:5,.0f} "
+                    f"worker CPU={sum(cpu_s(p.pid) for p in processes) - sum(cpu0):5.2f}s"
+                )
             if sum(taken) >= expected and lag == 0 and all(ms):
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
@@ -200,26 +215,38 @@ def throughput(args: argparse.Namespace) -> None:
     path = events_file(args.events)
     workdir = Path(tempfile.mkdtemp(prefix="fb-bench-"))
     print(f"load average before: {os.getloadavg()[0]:.1f}; worker args: {' '.join(WORKER_ARGS) or '(defaults)'}")
+    runs = []  # (workers, events/s, raw events/s, worker CPU us per event)
     for workers in args.workers:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         topic = f"{prefix}.events"
         asyncio.run(create(topic))
-        n = asyncio.run(fill(topic, path))
+        n = asyncio.run(fill(topic, path, args.wide))
         raw = max(asyncio.run(raw_consume(topic, n)) for _ in range(2))
         profile = workdir / "worker-0.pyspy.txt" if args.profile else None
         rate, rss, taken = worker_consume(prefix, n, workdir, workers, profile)
-        print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}); {workers} worker(s)")
+        wide = f", widened: +{2 * WIDE_TEXT:,} chars of prompt/output, {WIDE_USERS:,} users" if args.wide else ""
+        print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}{wide}); {workers} worker(s)")
         print(f"  raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
         print(f"  firebreak worker(s), starter pack: {rate:10,.0f} events/s   ratio {rate / raw:.3f}")
-        print(f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
-              f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
+            f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}"
+        )
         worker_cpu, raw_cpu = sum(CPU["workers"]), max(RAW_CPU[-2:])
         broker = "not found" if CPU["broker"] is None else f"{CPU['broker']:.1f} s"
-        print(f"  CPU in {CPU['wall']:.1f} s: worker(s) {' + '.join(f'{c:.1f}' for c in CPU['workers'])} s "
-              f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
-              f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}")
+        print(
+            f"  CPU in {CPU['wall']:.1f} s: worker(s) {' + '.join(f'{c:.1f}' for c in CPU['workers'])} s "
+            f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
+            f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}"
+        )
         if profile is not None:
             print(f"  py-spy profile of worker 0: {profile}")
+        runs.append((workers, rate, raw, worker_cpu / n * 1e6))
+    if len(runs) > 1:  # against the first run (one worker) of this same run
+        _, rate0, _, cpu0 = runs[0]
+        print("workers  events/s  of raw  vs first  worker CPU us/event  vs first")
+        for workers, rate, raw, cpu in runs:
+            print(f"{workers:7d} {rate:9,.0f} {rate / raw:7.3f} {rate / rate0:8.2f}x {cpu:20.1f} {cpu / cpu0:8.2f}x")
 
 
 # ---- memory with many active groups ----------------------------------------------------------
@@ -248,10 +275,12 @@ def memory(args: argparse.Namespace) -> None:
     asyncio.run(create(f"{prefix}.events"))
     n = asyncio.run(fill_groups(f"{prefix}.events", args.users, args.events))
     rate, rss, _ = worker_consume(prefix, n, workdir)
-    (now, peak), = rss
-    print(f"{n:,} events from {args.users:,} users in 4 min of event time (starter pack: five `by user` rules, so "
-          f"~{5 * args.users:,} (rule, user) groups active, plus tenant/model groups); worker args: "
-          f"{' '.join(WORKER_ARGS) or '(defaults)'}")
+    ((now, peak),) = rss
+    print(
+        f"{n:,} events from {args.users:,} users in 4 min of event time (starter pack: five `by user` rules, so "
+        f"~{5 * args.users:,} (rule, user) groups active, plus tenant/model groups); worker args: "
+        f"{' '.join(WORKER_ARGS) or '(defaults)'}"
+    )
     print(f"  worker RSS once drained: {now:.0f} MB (peak {peak:.0f} MB); {rate:,.0f} events/s")
 
 
@@ -280,10 +309,8 @@ def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> f
 
 
 def shard_events(value: bytes) -> int:
-    """The events a routed message gives its shard: a reference (format 3) says how many, a
-    payload (format 2) has a line each."""
-    head = orjson.loads(value.split(b"\n", 1)[0])
-    return sum(part[4] for part in head["parts"]) if head.get("v") == 3 else value.count(b"\n") - 1
+    """The events a routed message gives its shard: a line each (routed.py)."""
+    return value.count(b"\n")
 
 
 def stages(args: argparse.Namespace) -> None:
@@ -298,18 +325,18 @@ def stages(args: argparse.Namespace) -> None:
 
     rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
     lines = events_file(args.events).read_bytes().splitlines()
+    path_bytes = sum(len(line) for line in lines)
     messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
-    for engine in args.engine:
-        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS, engine=engine,
+    for engine in args.engine:  # the shards' engine; stage 1 is native (the Python core: the oracle)
+        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS,
                                   traffic_check=args.traffic_check)  # fmt: skip
         route = RouteStage(rules, settings)
         routed: list[list[bytes]] = [[] for _ in range(args.shards)]
-        shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, route.engine) for s in range(args.shards)]
+        shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, engine) for s in range(args.shards)]
         records = 0
         stage1 = stage2 = 0.0
         for start in range(0, len(messages), args.batch):
-            # As the worker does: each batch routed, then taken by the shards (its kept batch, format 3,
-            # is still in the CPU's cache; routing everything first made the shards ~40% slower here).
+            # As the worker does: each batch routed, then taken by the shards.
             started = time.process_time()
             outs = [out for out in route.handle(messages[start : start + args.batch]) if out.topic == "routed"]
             stage1 += time.process_time() - started
@@ -336,17 +363,33 @@ def stages(args: argparse.Namespace) -> None:
             compressed[name] = (time.process_time() - started, out)
         routed_events = sum(shard_events(v) for log in routed for v in log)
         n = len(messages)
-        print(f"{route.engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
-              f"{'' if args.traffic_check else ', no traffic check'}")
-        print(f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
-              f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
-              f"counting only the shards owning a pair of a rule other than `Kx population`)")
+        routed_bytes = sum(len(v) for log in routed for v in log)
+        from aiokafka import codec  # the routed topic's producer compresses with zstd (app.py)
+
+        started = time.process_time()
+        zstd_bytes = sum(len(codec.zstd_encode(v)) for log in routed for v in log)
+        zstd_s = time.process_time() - started
+        print(
+            f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
+            f"{'' if args.traffic_check else ', no traffic check'}"
+        )
+        print(
+            f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
+            f"an event concerns {routed_events / n:.2f} shards ({pairs_only(rules, lines, args.shards):.2f} "
+            f"counting only the shards owning a pair of a rule other than `Kx population`); routed topic "
+            f"{routed_bytes / n:,.0f} bytes per input event ({path_bytes / n:,.0f} on the input), zstd "
+            f"{zstd_bytes / n:,.0f} ({zstd_s / n * 1e6:.1f} us per event to compress)"
+        )
         print(f"  stage 2 (all shards): {stage2:6.2f} s  {n / stage2:10,.0f} events/s; {records} records")
-        print(f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
-              f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
-              f"(largest shard {max(map(len, bodies)) / 1e6:.1f} MB)")
-        print("  checkpoint compression, all shards: " + "; ".join(
-            f"{name} {t:.2f} s -> {out / 1e6:.1f} MB" for name, (t, out) in compressed.items()))
+        print(
+            f"  both: {n / (stage1 + stage2):10,.0f} events/s; full checkpoints of all shards: {size / 1e6:.1f} MB "
+            f"as Python objects then JSON in {snap:.2f} s, as the worker writes them in {written:.2f} s "
+            f"(largest shard {max(map(len, bodies)) / 1e6:.1f} MB)"
+        )
+        print(
+            "  checkpoint compression, all shards: "
+            + "; ".join(f"{name} {t:.2f} s -> {out / 1e6:.1f} MB" for name, (t, out) in compressed.items())
+        )
 
 
 # ---- latency -------------------------------------------------------------------------------
@@ -477,6 +520,7 @@ def main() -> None:
     t.add_argument("--events", type=int, default=200_000)
     t.add_argument("--workers", type=int, nargs="+", default=[1], help="e.g. 1 2: one run with each")
     t.add_argument("--profile", action="store_true", help="py-spy (raw stacks) of worker 0 while it works")
+    t.add_argument("--wide", action="store_true", help="larger events (prompt/output) from many users (`widen`)")
     t.set_defaults(run=throughput)
     mem = sub.add_parser("memory")
     mem.add_argument("--users", type=int, default=100_000)
@@ -494,8 +538,13 @@ def main() -> None:
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=60)
     lat.set_defaults(run=latency)
-    parser.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
-                        help="an argument for every worker started (repeat: --worker-arg=--engine --worker-arg=python)")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument for every worker started (repeat: --worker-arg=--engine --worker-arg=python)",
+    )
     args = parser.parse_args()
     WORKER_ARGS.extend(args.worker_arg)
     args.run(args)

@@ -496,77 +496,33 @@ impl Core {
         self.engine.owner = Some(route::Owner { shard, owners });
     }
 
-    /// The events of a routed payload (the lines after its header), without moving time;
-    /// those before ``min_offset`` (of their input partition) were taken already. ``masks``:
-    /// look only at the rules each line's mask names (stage 1 had the same rules). Returns
-    /// (the next input offset to take, events taken, late, duplicates).
-    #[pyo3(signature = (body, min_offset, masks=true))]
-    fn feed_routed(
-        &mut self,
-        py: Python<'_>,
-        body: &[u8],
-        min_offset: i64,
-        masks: bool,
-    ) -> PyResult<(i64, usize, usize, usize)> {
-        let host_obj = self.host.bind(py);
-        route::feed_payload(
-            &mut self.engine,
-            body,
-            min_offset,
-            masks,
-            &Host { py, obj: host_obj },
-        )
-    }
-
-    /// The events of input partition ``partition`` in a batch stage 1 of this worker kept
-    /// (`NativeRouter.route_batch`) that reach shard ``shard``, as `feed_routed` takes those of
-    /// a routed payload. Returns (the next input offset to take, events taken, late, duplicates).
-    /// Lets go of the GIL while it works.
-    #[pyo3(signature = (batch, shard, partition, min_offset, masks=true))]
-    fn feed_batch(
-        &mut self,
-        py: Python<'_>,
-        batch: &Bound<'_, route::RoutedBatch>,
-        shard: usize,
-        partition: i64,
-        min_offset: i64,
-        masks: bool,
-    ) -> PyResult<(i64, usize, usize, usize)> {
-        // Without the GIL (the worker runs it on a thread while its event loop goes on); the
-        // rare call into Python (a group value that is not a scalar) takes it back (`Remote`).
-        let (engine, host, batch) = (&mut self.engine, &self.host, batch.get());
-        py.allow_threads(|| route::feed_batch(engine, batch, shard, partition, min_offset, masks, &Remote(host)))
-    }
-
-    /// `feed_batch` for each (input partition, next offset to take) of ``parts``, then, when
-    /// ``watermark`` is given, `advance` to it — in one call that lets go of the GIL once (a
-    /// worker's shard takes a routed reference on a feeder thread). Returns ([(next offset,
-    /// taken, late, duplicates)] per part, records).
-    #[pyo3(signature = (batch, shard, parts, masks, watermark))]
+    /// A routed message's body (the lines after its header, route.rs `payload_lines`), then,
+    /// when ``watermark`` is given, `advance` to it — in one call that lets go of the GIL (a
+    /// worker's shard takes its routed messages on a feeder thread). ``next``: per input
+    /// partition, the next offset to take (those before it were taken already). ``masks``: look
+    /// only at the rules each line's mask names (stage 1 had these rules). Returns (``next``
+    /// after the body, events taken, late, duplicates, records).
+    #[pyo3(signature = (body, next, masks, watermark))]
     #[allow(clippy::type_complexity)]
-    fn take_batch<'py>(
+    fn take_routed<'py>(
         &mut self,
         py: Python<'py>,
-        batch: &Bound<'py, route::RoutedBatch>,
-        shard: usize,
-        parts: Vec<(i64, i64)>,
+        body: &[u8],
+        mut next: std::collections::HashMap<i64, i64>,
         masks: bool,
         watermark: Option<i64>,
-    ) -> PyResult<(Vec<(i64, usize, usize, usize)>, Bound<'py, PyList>)> {
-        let (engine, host, batch) = (&mut self.engine, &self.host, batch.get());
+    ) -> PyResult<(std::collections::HashMap<i64, i64>, usize, usize, usize, Bound<'py, PyList>)> {
+        let (engine, host) = (&mut self.engine, &self.host);
         let mut out = Vec::new();
-        let fed = py.allow_threads(|| -> PyResult<Vec<(i64, usize, usize, usize)>> {
+        let (taken, late, duplicates) = py.allow_threads(|| -> PyResult<(usize, usize, usize)> {
             let remote = Remote(host);
-            let mut fed = Vec::with_capacity(parts.len());
-            for (partition, min_offset) in parts {
-                fed.push(route::feed_batch(engine, batch, shard, partition, min_offset, masks, &remote)?);
-            }
+            let fed = route::take_payload(engine, body, &mut next, masks, &remote)?;
             if let Some(watermark) = watermark {
                 engine.advance(watermark, &remote, &mut out)?;
             }
             Ok(fed)
         })?;
-        Ok((fed, to_list(py, out)?))
+        Ok((next, taken, late, duplicates, to_list(py, out)?))
     }
 
     /// Evaluate every step up to ``watermark``. Lets go of the GIL while it evaluates (a worker's
@@ -768,7 +724,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tune_allocator();
     m.add_class::<Core>()?;
     m.add_class::<route::NativeRouter>()?;
-    m.add_class::<route::RoutedBatch>()?;
     m.add("EventRefused", m.py().get_type::<EventRefused>())?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;
     m.add("SNAPSHOT_VERSION", snapshot::SNAPSHOT_VERSION)?;

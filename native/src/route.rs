@@ -1,14 +1,17 @@
-//! The live worker's batch path (docs/live.md): stage 1 routes a batch of raw input
-//! messages to shards in one call; stage 2 feeds a shard's routed payload in one call.
+//! The live worker's data path (docs/live.md, "The routed format"): stage 1 routes a batch of
+//! raw input messages to shards in one call and writes, per shard, the events it must see as
+//! data; stage 2 feeds a shard's routed message and evaluates in one call. Each event crosses
+//! to a shard once: no shard reads the input topic.
 //!
 //! Which shard owns a (rule, group) is `engine/firebreak/core/sharding.shard_of`: CRC-32 of the rule
 //! name, `\x1f` and the group key as `json.dumps(list(key), separators=(",", ":"))` —
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
-//! A routed payload is text: one header line of JSON, then one line per event,
-//! `OFFSET TS MASK JSON` (input offset, event time in ms, the rules the shard must look at
-//! as a hex bit mask, the event without `prompt`/`output`).
+//! A routed message (format 4) is text: one header line of JSON (written by routing.py), then
+//! one line per event, `PARTITION OFFSET TS MASK JSON` (input partition and offset, event time
+//! in ms, the rules the shard must look at as a hex bit mask, the event with every field but
+//! `prompt`/`output`).
 
 use crate::engine::{Host, KeyRef, KeyTable};
 use crate::event::{self, Kind};
@@ -208,21 +211,16 @@ pub fn routed_json(raw: &[u8], data: &crate::json::Obj, drop: &[&str]) -> Vec<u8
     serde_json::to_vec(&J::Obj(kept).to_value()).unwrap_or_default()
 }
 
-/// The events of one routed payload: (input offset, event time, rule mask, the event's JSON).
-pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, Option<u64>, &[u8])>> {
-    body.split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            let mut fields = line.splitn(4, |b| *b == b' ');
-            let offset = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-            let ts = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-            let mask = std::str::from_utf8(fields.next()?).ok()?;
-            let mask = match mask {
-                "-" => None, // every rule (lines made from a payload of the earlier format)
-                hex => Some(u64::from_str_radix(hex, 16).ok()?),
-            };
-            Some((offset, ts, mask, fields.next()?))
-        })
+/// The events of a routed message's body: (input partition, input offset, event time, rule
+/// mask, the event's JSON); None for a malformed line.
+pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, i64, u64, &[u8])>> {
+    body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|line| {
+        let mut fields = line.splitn(5, |b| *b == b' ');
+        let mut number = || -> Option<i64> { std::str::from_utf8(fields.next()?).ok()?.parse().ok() };
+        let (partition, offset, ts) = (number()?, number()?, number()?);
+        let mask = u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok()?;
+        Some((partition, offset, ts, mask, fields.next()?))
+    })
 }
 
 /// A batch's counts in stage 1: messages refused (by index), events decoded, each input
@@ -343,13 +341,28 @@ use std::collections::HashMap;
 
 const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
 
-/// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages in,
-/// routed payloads per (input partition, shard) out.
+/// What `NativeRouter::route_batch` returns: (per shard, its routed bodies — one, or several
+/// when large; an empty one when it has no event of the batch), [(input partition, first
+/// offset, last offset, [events per shard])] in order of appearance, refused [batch index],
+/// events, {partition: largest event time after the batch}, {partition: refused in a row after
+/// the batch}, ahead [(batch index, event time, the partition's time)].
+type Routed<'py> = (
+    Vec<Vec<Bound<'py, PyBytes>>>,
+    Vec<(i64, i64, i64, Vec<u32>)>,
+    Vec<usize>,
+    usize,
+    HashMap<i64, i64>,
+    HashMap<i64, u32>,
+    Vec<(usize, i64, i64)>,
+);
+
+/// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages
+/// in, per shard the lines of the events it must see out.
 #[pyclass(module = "firebreak._native")]
 pub struct NativeRouter {
     router: Router,
     host: PyObject,
-    limit: usize, // bytes of a routed payload's events before it is split
+    limit: usize, // bytes of a shard's lines before they are split into another body
 }
 
 #[pymethods]
@@ -358,115 +371,20 @@ impl NativeRouter {
     fn new(plans: &[u8], shards: u32, host: PyObject, limit: usize) -> PyResult<NativeRouter> {
         let plans = crate::plan::parse_plans(plans).map_err(PyValueError::new_err)?;
         if shards == 0 || shards > 64 {
-            return Err(PyValueError::new_err(
-                "the native router takes 1 to 64 shards",
-            ));
+            return Err(PyValueError::new_err("the native router takes 1 to 64 shards"));
         }
-        Ok(NativeRouter {
-            router: Router::new(plans, shards),
-            host,
-            limit,
-        })
+        Ok(NativeRouter { router: Router::new(plans, shards), host, limit })
     }
 
     /// ``messages``: [(partition, offset, value or None)]; ``times``: {batch index: ts} for
     /// events only the Python decoder accepts (their time as it found it); ``known``: the
-    /// largest event time heard of per partition before this batch; ``version``: the rules'.
-    /// Returns (routed [(shard, partition, payload)], refused [batch index], events,
-    /// {partition: largest event time after the batch}).
-    #[pyo3(signature = (messages, times, known, version, max_bytes))]
-    fn route<'py>(
-        &mut self,
-        py: Python<'py>,
-        messages: &Bound<'py, PyList>,
-        times: HashMap<usize, i64>,
-        known: HashMap<i64, i64>,
-        version: &str,
-        max_bytes: usize,
-    ) -> PyResult<(Bound<'py, PyList>, Vec<usize>, usize, HashMap<i64, i64>)> {
-        let host_obj = self.host.bind(py);
-        let host = Host { py, obj: host_obj };
-        let shards = self.router.shards as usize;
-        let mut order: Vec<i64> = Vec::new(); // partitions in order of appearance
-        let mut bodies: HashMap<i64, Vec<Vec<Vec<u8>>>> = HashMap::new(); // partition → shard → chunks
-        let no_runs = HashMap::new();
-        let mut tally = Tally::new(&known, &no_runs, None); // no maximum skew on this path
-        let mut masks = vec![0u64; shards];
-        for (index, item) in messages.iter().enumerate() {
-            let item = item.downcast::<PyTuple>()?;
-            let partition: i64 = item.get_item(0)?.extract()?;
-            let offset: i64 = item.get_item(1)?.extract()?;
-            let value = item.get_item(2)?;
-            let chunks = bodies.entry(partition).or_insert_with(|| {
-                order.push(partition);
-                vec![vec![Vec::new()]; shards]
-            });
-            let raw: &[u8] = if value.is_none() {
-                b""
-            } else {
-                value.downcast::<PyBytes>()?.as_bytes()
-            };
-            let ts = times.get(&index).copied();
-            let Some(event) = route_one(&mut self.router, &mut tally, index, raw, ts, max_bytes, partition, &host,
-                                        &mut masks) else {
-                continue;
-            };
-            let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
-            let head = format!("{offset} {} ", event.ts);
-            for (shard, shard_chunks) in chunks.iter_mut().enumerate() {
-                if masks[shard] == 0 {
-                    continue;
-                }
-                let size = head.len() + 17 + json.len() + 1;
-                let full = shard_chunks
-                    .last()
-                    .is_some_and(|c| !c.is_empty() && c.len() + size > self.limit);
-                if full {
-                    shard_chunks.push(Vec::new());
-                }
-                let last = shard_chunks.last_mut().unwrap();
-                last.extend_from_slice(head.as_bytes());
-                let _ = std::io::Write::write_fmt(last, format_args!("{:x} ", masks[shard]));
-                last.extend_from_slice(&json);
-                last.push(b'\n');
-            }
-        }
-        let Tally { mut beats, refused, events, .. } = tally;
-        let out = PyList::empty(py);
-        for partition in &order {
-            let hb = beats
-                .get(partition)
-                .copied()
-                .or_else(|| known.get(partition).copied())
-                .filter(|t| *t >= 0);
-            let header = format!(
-                "{{\"v\":2,\"p\":{partition},\"hb\":{},\"rv\":\"{version}\"}}\n",
-                hb.map(|t| t.to_string()).unwrap_or_else(|| "null".into())
-            );
-            for (shard, chunks) in bodies[partition].iter().enumerate() {
-                for chunk in chunks {
-                    let mut payload = Vec::with_capacity(header.len() + chunk.len());
-                    payload.extend_from_slice(header.as_bytes());
-                    payload.extend_from_slice(chunk);
-                    out.append((shard, partition, PyBytes::new(py, &payload)))?;
-                }
-            }
-        }
-        beats.retain(|_, t| *t >= 0);
-        Ok((out, refused, events, beats))
-    }
-
-    /// `route`, but the batch is kept decoded (`RoutedBatch`) for the shards of this worker
-    /// instead of written out per shard: stage 1 sends each shard a reference to it (docs/live.md,
-    /// "The batch path"). ``runs``: per partition, its events refused in a row as too far ahead
-    /// before this batch; ``max_skew``: how far after a partition's largest event time an event
-    /// may be (None: no bound; engine.py `Engine.is_ahead`). Returns (batch, [(partition, first
-    /// offset, last offset, [events per shard])] in order of appearance, refused [batch index],
-    /// events, {partition: largest event time after the batch}, {partition: refused in a row
-    /// after the batch}, ahead [(batch index, event time, the partition's time)]) — the events
-    /// refused as ahead are final, not in ``refused``.
+    /// largest event time heard of per partition before this batch; ``runs``: per partition,
+    /// its events refused in a row as too far ahead before this batch; ``max_skew``: how far
+    /// after a partition's largest event time an event may be (None: no bound; engine.py
+    /// `Engine.is_ahead`). Returns `Routed` — the events refused as ahead are final, not in
+    /// ``refused``. Decodes, routes and writes without the GIL.
     #[pyo3(signature = (messages, times, known, max_bytes, runs=HashMap::new(), max_skew=None))]
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn route_batch<'py>(
         &mut self,
         py: Python<'py>,
@@ -476,54 +394,31 @@ impl NativeRouter {
         max_bytes: usize,
         runs: HashMap<i64, u32>,
         max_skew: Option<i64>,
-    ) -> PyResult<(
-        RoutedBatch,
-        Vec<(i64, i64, i64, Vec<u32>)>,
-        Vec<usize>,
-        usize,
-        HashMap<i64, i64>,
-        HashMap<i64, u32>,
-        Vec<(usize, i64, i64)>,
-    )> {
+    ) -> PyResult<Routed<'py>> {
         if max_skew.is_some_and(|s| s < 0) {
             return Err(PyValueError::new_err("the maximum skew cannot be negative"));
         }
         let shards = self.router.shards as usize;
-        // The batch's bytes in one arena, which the decoded events borrow (`RoutedBatch`).
-        let mut values = Vec::with_capacity(messages.len());
-        let mut spans = Vec::with_capacity(messages.len());
-        let mut total = 0;
+        let mut values = Vec::with_capacity(messages.len()); // strong references: the bytes stay alive
         for item in messages.iter() {
             let item = item.downcast::<PyTuple>()?;
             let partition: i64 = item.get_item(0)?.extract()?;
             let offset: i64 = item.get_item(1)?.extract()?;
             let value = item.get_item(2)?;
-            let len = if value.is_none() { 0 } else { value.downcast::<PyBytes>()?.as_bytes().len() };
-            spans.push((partition, offset, total, len));
-            total += len;
-            values.push(value);
+            let value = if value.is_none() { None } else { Some(value.downcast_into::<PyBytes>()?) };
+            values.push((partition, offset, value));
         }
-        let mut arena = Vec::with_capacity(total); // one allocation: the events will point into it
-        for value in &values {
-            if !value.is_none() {
-                arena.extend_from_slice(value.downcast::<PyBytes>()?.as_bytes());
-            }
-        }
-        let arena = arena.into_boxed_slice();
-        // SAFETY: the arena's heap block never moves or changes once boxed, and `RoutedBatch`
-        // drops the events that borrow it before the arena (field order).
-        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(arena.as_ptr(), arena.len()) };
-        // Decoding and routing need no Python: without the GIL, so the worker's event loop (and
-        // the shards' feeds) go on meanwhile; the rare call into Python takes it back (`Remote`).
-        let (router, host) = (&mut self.router, &self.host);
-        let (parts, beats, runs, ahead, refused, events, kept, all_masks) = py.allow_threads(|| {
+        let spans: Vec<(i64, i64, &[u8])> =
+            values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
+        let (router, host, limit) = (&mut self.router, &self.host, self.limit);
+        let (bodies, parts, beats, runs, ahead, refused, events) = py.allow_threads(|| {
             let host = crate::engine::Remote(host);
             let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
             let mut tally = Tally::new(&known, &runs, max_skew);
-            let mut kept = Vec::new();
-            let mut all_masks = Vec::new();
+            let mut bodies: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new()]; shards];
             let mut masks = vec![0u64; shards];
-            for (index, &(partition, offset, at, len)) in spans.iter().enumerate() {
+            let mut head = String::new();
+            for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
                 let part = match parts.iter().position(|p| p.0 == partition) {
                     Some(i) => i,
                     None => {
@@ -532,39 +427,50 @@ impl NativeRouter {
                     }
                 };
                 parts[part].2 = offset;
-                let raw = &bytes[at..at + len];
                 let ts = times.get(&index).copied();
                 let Some(event) = route_one(router, &mut tally, index, raw, ts, max_bytes, partition, &host, &mut masks)
                 else {
                     continue;
                 };
+                let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
+                head.clear();
+                let _ = write!(head, "{partition} {offset} {} ", event.ts);
                 for (shard, mask) in masks.iter().enumerate() {
-                    if *mask != 0 {
-                        parts[part].3[shard] += 1;
+                    if *mask == 0 {
+                        continue;
                     }
+                    parts[part].3[shard] += 1;
+                    let chunks = &mut bodies[shard];
+                    let size = head.len() + 17 + json.len() + 1;
+                    if chunks.last().is_some_and(|c| !c.is_empty() && c.len() + size > limit) {
+                        chunks.push(Vec::new());
+                    }
+                    let last = chunks.last_mut().unwrap();
+                    last.extend_from_slice(head.as_bytes());
+                    let _ = std::io::Write::write_fmt(last, format_args!("{mask:x} "));
+                    last.extend_from_slice(&json);
+                    last.push(b'\n');
                 }
-                all_masks.extend_from_slice(&masks);
-                kept.push(Kept { partition, offset, event });
             }
             let Tally { mut beats, runs: mut new_runs, ahead, refused, events, .. } = tally;
             beats.retain(|_, t| *t >= 0);
             for (partition, run) in runs.iter() {
                 new_runs.entry(*partition).or_insert(*run); // partitions not in this batch: as they were
             }
-            (parts, beats, new_runs, ahead, refused, events, kept, all_masks)
+            (bodies, parts, beats, new_runs, ahead, refused, events)
         });
-        let batch = RoutedBatch { events: kept, masks: all_masks, shards, _arena: arena };
-        Ok((batch, parts, refused, events, beats, runs, ahead))
+        let bodies = bodies
+            .into_iter()
+            .map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, &c)).collect())
+            .collect();
+        Ok((bodies, parts, refused, events, beats, runs, ahead))
     }
 
     /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).
     #[staticmethod]
     fn shard_of(rule: &str, key_json: &[u8], shards: u32) -> PyResult<u32> {
-        let value =
-            event::parse_json(key_json).ok_or_else(|| PyValueError::new_err("key: not JSON"))?;
-        let items = value
-            .as_array()
-            .ok_or_else(|| PyValueError::new_err("key: not a list"))?;
+        let value = event::parse_json(key_json).ok_or_else(|| PyValueError::new_err("key: not JSON"))?;
+        let items = value.as_array().ok_or_else(|| PyValueError::new_err("key: not a list"))?;
         let parts = items
             .iter()
             .map(KeyPart::from_json)
@@ -574,138 +480,37 @@ impl NativeRouter {
     }
 }
 
-struct Kept {
-    partition: i64,
-    offset: i64,
-    event: event::Event<'static>,
-}
-
-/// A batch of stage 1 decoded once and kept in memory (the worker's batch cache) for the
-/// shards of the worker that routed it: each takes its events from it (`feed_batch`) where
-/// the routed topic carries only a reference. Only events that reach a shard are kept, with
-/// each shard's rule mask.
-#[pyclass(module = "firebreak._native", frozen)]
-pub struct RoutedBatch {
-    events: Vec<Kept>, // borrow from `_arena`: declared first, dropped first
-    masks: Vec<u64>,   // events.len() × shards
-    shards: usize,
-    _arena: Box<[u8]>,
-}
-
-#[pymethods]
-impl RoutedBatch {
-    fn __len__(&self) -> usize {
-        self.events.len()
-    }
-
-    /// The events of ``partition`` that reach ``shard`` as a format-2 payload's lines
-    /// (``OFFSET TS MASK EVENT``, without `prompt`/`output`): for a shard on the Python core.
-    fn lines<'py>(&self, py: Python<'py>, shard: usize, partition: i64) -> PyResult<Bound<'py, PyBytes>> {
-        if shard >= self.shards {
-            return Err(PyValueError::new_err("shard out of range for this batch"));
-        }
-        let mut out = Vec::new();
-        for (index, kept) in self.events.iter().enumerate() {
-            let mask = self.masks[index * self.shards + shard];
-            if kept.partition != partition || mask == 0 {
-                continue;
-            }
-            let kept_fields = crate::json::Obj(
-                kept.event
-                    .data
-                    .0
-                    .iter()
-                    .filter(|(k, _)| !RAW_TEXT_FIELDS.contains(&k.as_ref()))
-                    .cloned()
-                    .collect(),
-            );
-            let json = serde_json::to_vec(&J::Obj(kept_fields).to_value()).unwrap_or_default();
-            let _ = std::io::Write::write_fmt(&mut out, format_args!("{} {} {:x} ", kept.offset, kept.event.ts, mask));
-            out.extend_from_slice(&json);
-            out.push(b'\n');
-        }
-        Ok(PyBytes::new(py, &out))
-    }
-
-    /// Bytes held (the raw batch and an estimate of its decoded events), for the cache's budget.
-    fn size(&self) -> usize {
-        self._arena.len() + self.events.len() * (std::mem::size_of::<Kept>() + 24 * 48 + 8 * self.shards)
-    }
-}
-
-/// Stage 2's half of a kept batch (called by `Core.feed_batch`): the events of input
-/// partition `partition` that reach shard `shard`, those at or after ``min_offset``, as
-/// `feed_payload` takes them from a routed payload — the same events, the same order.
-pub fn feed_batch<H: crate::engine::HostLike>(
+/// Stage 2's half (called by `Core.take_routed`): the events of a routed message's body, those
+/// at or after ``next[partition]`` aggregated without moving time (the others were taken
+/// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
+/// ``masks``: look only at the rules each line's mask names (stage 1 had the same rules).
+/// Returns (events taken, late, duplicates).
+pub fn take_payload<H: crate::engine::HostLike>(
     engine: &mut crate::engine::Engine,
-    batch: &RoutedBatch,
-    shard: usize,
-    partition: i64,
-    min_offset: i64,
+    body: &[u8],
+    next: &mut HashMap<i64, i64>,
     masks: bool,
     host: &H,
-) -> PyResult<(i64, usize, usize, usize)> {
-    if shard >= batch.shards {
-        return Err(PyValueError::new_err("shard out of range for this batch"));
-    }
-    let (mut next, mut taken, mut late, mut duplicates) = (min_offset, 0, 0, 0);
-    for (index, kept) in batch.events.iter().enumerate() {
-        let mask = batch.masks[index * batch.shards + shard];
-        if kept.partition != partition || mask == 0 {
-            continue;
-        }
-        if kept.offset < next {
+) -> PyResult<(usize, usize, usize)> {
+    let (mut taken, mut late, mut duplicates) = (0, 0, 0);
+    for line in payload_lines(body) {
+        let (partition, offset, ts, mask, json) =
+            line.ok_or_else(|| PyValueError::new_err("a routed message's line is malformed"))?;
+        let next_offset = next.entry(partition).or_insert(0);
+        if offset < *next_offset {
             duplicates += 1;
             continue;
         }
-        next = kept.offset + 1;
-        let added = if masks {
-            engine.add_passed(&kept.event, host, mask)
-        } else {
-            engine.add_masked(&kept.event, host, None)
-        };
-        if added {
-            taken += 1;
-        } else {
-            late += 1;
-        }
-    }
-    Ok((next, taken, late, duplicates))
-}
-
-/// Stage 2's half (called by `Core.feed_routed`): the events of a routed payload after its
-/// header, those at or after ``min_offset`` aggregated without moving time.
-pub fn feed_payload(
-    engine: &mut crate::engine::Engine,
-    body: &[u8],
-    min_offset: i64,
-    masks: bool,
-    host: &Host,
-) -> PyResult<(i64, usize, usize, usize)> {
-    let (mut next, mut taken, mut late, mut duplicates) = (min_offset, 0, 0, 0);
-    for line in payload_lines(body) {
-        let (offset, ts, mask, json) =
-            line.ok_or_else(|| PyValueError::new_err("a routed payload line is malformed"))?;
-        let mask = if masks { mask } else { None }; // masks name rules by index: the same rules only
-        if offset < next {
-            duplicates += 1; // stage 1 sent it again after a restart
-            continue;
-        }
-        next = offset + 1;
+        *next_offset = offset + 1;
         let event = decode_with(json, Some(ts)).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "routed event at input offset {offset} is not an event"
-            ))
+            PyValueError::new_err(format!("routed event at input partition {partition} offset {offset} is not an event"))
         })?;
-        let added = match mask {
-            Some(mask) => engine.add_passed(&event, host, mask),
-            None => engine.add_masked(&event, host, None),
-        };
+        let added = if masks { engine.add_passed(&event, host, mask) } else { engine.add_masked(&event, host, None) };
         if added {
             taken += 1;
         } else {
             late += 1;
         }
     }
-    Ok((next, taken, late, duplicates))
+    Ok((taken, late, duplicates))
 }

@@ -52,16 +52,14 @@ def hostile(at: str) -> list[tuple[int, bytes, str]]:
     ]
 
 
-@pytest.mark.parametrize("engine", ["native", "python"])
-def test_hostile_events_are_dead_lettered_and_detection_is_a_replay_of_the_honest_ones(kafka_bootstrap, setup,
-                                                                                        engine):  # fmt: skip
+def test_hostile_events_are_dead_lettered_and_detection_is_a_replay_of_the_honest_ones(kafka_bootstrap, setup):
     topics, start = setup
     events = scenario(minutes=80, seed=15)
     clock = clocks(events)
     expected = replay(events, [e for _, e in clock])  # the honest events only
     cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
     assert {r["rule"] for r in expected if r["type"] == "incident.opened"} >= {"spike", "leak"}
-    worker = start(extra=["--engine", engine])
+    worker = start()
     worker.wait_ready()
     middle = len(events) // 2  # every partition has a time by then: the far event is ahead of it
     bad = hostile(events[middle]["ts"])

@@ -55,15 +55,14 @@ def opened_at(records: list[dict]) -> list[int]:
     return sorted(parse_ts(r["ts"]) - T0 for r in records if r["type"] in ("incident.opened", "incident.reopened"))
 
 
-@pytest.mark.parametrize("engine", ["native", "python"])
-def test_the_worker_opens_the_recurrence_as_replay_does_across_a_kill(kafka_bootstrap, setup, engine):
+def test_the_worker_opens_the_recurrence_as_replay_does_across_a_kill(kafka_bootstrap, setup):
     topics, start = setup
     events = traffic()
     clock = clocks(events)
     expected = replay(events, [e for _, e in clock])
     assert opened_at(expected) == [2 * HOUR + 31 * MIN, 3 * HOUR + 38 * MIN]  # the recurrence: 3 minutes, as the first
     cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * HOUR
-    worker = start(extra=["--engine", engine], lateness="2s")
+    worker = start(lateness="2s")
     worker.wait_ready()
     # up to just after the resolve: the worker checkpoints the span kept out of the baseline
     cut = next(i for i, e in enumerate(events) if parse_ts(e["ts"]) >= T0 + 3 * HOUR + 31 * MIN)
@@ -74,7 +73,7 @@ def test_the_worker_opens_the_recurrence_as_replay_does_across_a_kill(kafka_boot
              60, "the first incident's resolve", [worker])  # fmt: skip
     time.sleep(8)  # a checkpoint or two (every 3s) after the resolve
     worker.kill()
-    restarted = start(extra=["--engine", engine], lateness="2s")
+    restarted = start(lateness="2s")
     feed(kafka_bootstrap, topics, events[cut:], clock)
     incidents, containment = await_records(kafka_bootstrap, topics, expected, [restarted], timeout=240)
     assert before(incidents + containment, cutoff) == before(expected, cutoff)

@@ -2,7 +2,7 @@
 
 The drain loop holds input messages past a fetch while it lingers for a fuller batch: read (past
 Faust's read offset) but not yet routed nor acked. These tests drive the real loop
-(`batches._drain`) and the worker's real `LiveWorker._route_batch` over a consumer that keeps
+(`batches._drain`) and the worker's real `InputSource.route_batch` over a consumer that keeps
 Faust's own offset bookkeeping (`_new_offset`, `_should_commit`, `perform_seek`, `_add_gap` of
 faust-streaming's `Consumer`; acks by `batches.ack_offsets`, checked against Faust's `ack`
 below) and rebalances as Faust over aiokafka does: a revoke
@@ -24,14 +24,14 @@ from weakref import WeakSet
 import pytest
 from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
+from firebreak.adapters.live import batches
+from firebreak.adapters.live.committer import Committer
+from firebreak.adapters.live.input_source import InputSource
+from firebreak.adapters.live.routing import Out
+from firebreak.adapters.live.settings import WorkerSettings
+from firebreak.adapters.live.shard_host import ShardHost
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
-
-from firebreak.adapters.live import batches
-from firebreak.adapters.live.app import LiveWorker
-from firebreak.adapters.live.batch_cache import BatchCache
-from firebreak.adapters.live.ranges import RangeReader
-from firebreak.adapters.live.routing import Out
 
 TOPIC = "events"
 P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
@@ -56,7 +56,7 @@ class Group:
 
 
 class Consumer:
-    """The part of Faust's consumer the drain loop and `_route_batch` use."""
+    """The part of Faust's consumer the drain loop and `InputSource.route_batch` use."""
 
     _new_offset = FaustConsumer._new_offset
     _should_commit = FaustConsumer._should_commit
@@ -159,7 +159,7 @@ class Consumer:
 
 
 class Member:
-    """One worker of the group: the drain loop and `_route_batch` over a `Consumer`."""
+    """One worker of the group: the drain loop and `InputSource.route_batch` over a `Consumer`."""
 
     def __init__(self, group: Group, linger_s: float, size: int = 1_000, send_gate: asyncio.Event | None = None):
         flow = FlowControlEvent(initially_suspended=False)
@@ -169,14 +169,10 @@ class Member:
         self.consumer = self.app.consumer = Consumer(group, self.app)
         self.group = group
         self.send_gate = send_gate
-        routed = SimpleNamespace(send=self._send)
-        self.worker = SimpleNamespace(app=self.app, route_stage=SimpleNamespace(handle_offloaded=self._route_offloaded,
-                                                                  cache=BatchCache()),
-                                      input_paused=False, _route_call=None, routed=routed,
-                                      dead=routed, _heard_input=lambda partition, offset: None,
-                                      metrics=SimpleNamespace(events_in=0))  # fmt: skip
-        drain = batches._drain(self.app, self.consumer, TOPIC, partial(LiveWorker._route_batch, self.worker), size,
-                               linger_s)  # fmt: skip
+        stage1 = SimpleNamespace(handle_offloaded=self._route_offloaded)
+        self.source = InputSource(WorkerSettings(rules=(), input_topic=TOPIC), self.app, stage1,
+                                  SimpleNamespace(events_in=0), self._send)  # fmt: skip
+        drain = batches._drain(self.app, self.consumer, TOPIC, self.source.route_batch, size, linger_s)
         self.task = asyncio.ensure_future(drain(SimpleNamespace(_stopped=asyncio.Event())))
 
     async def _route_offloaded(self, batch, offload):
@@ -187,7 +183,7 @@ class Member:
             self.group.routed[TP(TOPIC, partition)].add(offset)
         return [Out("routed", 0, b"")]
 
-    async def _send(self, value, partition):
+    async def _send(self, out):
         if self.send_gate is not None:
             await self.send_gate.wait()
 
@@ -333,8 +329,9 @@ class FakeWriter:
         FakeWriter.calls.append(f"stop {self.number}")
 
 
-def stage2_worker(monkeypatch, load=None) -> LiveWorker:
-    from firebreak.adapters.live import app as app_module
+def stage2_worker(monkeypatch, load=None) -> ShardHost:
+    """The worker's shard host, its producers and checkpoint reads faked (`FakeWriter`)."""
+    from firebreak.adapters.live import shard_host
     from firebreak.adapters.live.settings import WorkerSettings
 
     async def load_checkpoint(settings, number):
@@ -344,22 +341,17 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
         return None, None
 
     FakeWriter.calls = []
-    monkeypatch.setattr(app_module, "ShardWriter", FakeWriter)
-    monkeypatch.setattr(app_module, "load_checkpoint", load_checkpoint)
-    worker = LiveWorker.__new__(LiveWorker)
-    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python")
-    worker.rules, worker.input_partitions = (), 2
-    worker.route_stage = SimpleNamespace(engine="python", cache=BatchCache())
-    worker.ranges, worker.input_paused = RangeReader(worker.settings), False
-    worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
-    worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
-    worker.resumed_at, worker.opening, worker.stopping = float("-inf"), {}, False
-    worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None, checkpoint_failures=Counter())
-    return worker
+    monkeypatch.setattr(shard_host, "ShardWriter", FakeWriter)
+    monkeypatch.setattr(shard_host, "load_checkpoint", load_checkpoint)
+    settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2)
+    metrics = SimpleNamespace(observe_evaluation=lambda seconds: None, checkpoint_failures=Counter())
+    return ShardHost(settings, (), Committer(settings, metrics), metrics)
 
 
 def routed_event(partition: int, offset: int = 0):
-    return SimpleNamespace(message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":2,"p":0,"hb":1}')
+    return SimpleNamespace(
+        message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":4,"rv":"x","parts":[[0,1]]}'
+    )
 
 
 class Stream:
@@ -375,14 +367,13 @@ async def test_a_routed_message_delivered_after_its_revoke_starts_no_shard(monke
     took a routed message fetched before the pause — it started that shard anew from the checkpoint
     and fenced the shard's new owner; the records of the new owner's open transaction were lost."""
     worker = stage2_worker(monkeypatch)
-    routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
-    await worker._on_revoked(None, {TP(routed, 0), TP(routed, 1)})
+    worker.assigned({0, 1})
+    await worker.revoked({0, 1})
     stream = Stream()
-    await worker._evaluate(stream, routed_event(0))
+    await worker.evaluate(stream, routed_event(0))
     assert worker.shards == {} and FakeWriter.calls == [] and stream.acked == []
-    await worker._on_assigned(None, {TP(routed, 1)})
-    await worker._evaluate(stream, routed_event(1))
+    worker.assigned({1})
+    await worker.evaluate(stream, routed_event(1))
     assert list(worker.shards) == [1]
     assert FakeWriter.calls == ["fence 1", "load 1"]  # fenced before reading: no commit can follow the read
 
@@ -396,11 +387,10 @@ async def test_a_shard_revoked_while_it_starts_is_not_kept(monkeypatch):
         await go_on.wait()
 
     worker = stage2_worker(monkeypatch, load)
-    routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0)})
-    starting = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+    worker.assigned({0})
+    starting = asyncio.ensure_future(worker.evaluate(Stream(), routed_event(0)))
     await loading.wait()
-    await worker._on_revoked(None, {TP(routed, 0)})
+    await worker.revoked({0})
     go_on.set()
     await starting
     assert worker.shards == {}
@@ -423,9 +413,8 @@ async def test_a_shard_waits_out_a_broker_that_is_away_when_its_producer_starts(
         await start(self)
 
     monkeypatch.setattr(FakeWriter, "start", flaky_start)
-    routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0)})
-    await worker._evaluate(Stream(), routed_event(0))
+    worker.assigned({0})
+    await worker.evaluate(Stream(), routed_event(0))
     assert list(worker.shards) == [0]
     assert FakeWriter.calls == ["fence failed", "fence 0", "load 0"]
     assert worker.metrics.checkpoint_failures == {"producer": 1}  # firebreak_checkpoint_failures_total
@@ -476,23 +465,22 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     from firebreak.adapters.live.settings import WorkerSettings
 
     worker = stage2_worker(monkeypatch)
-    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, engine="python",
+    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2,
                                      session_timeout_ms=300)  # fmt: skip
-    routed = worker.settings.routed_topic
     for housekeeping_first in (False, True):  # the message taken before housekeeping saw the pause, or after
-        await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
+        worker.assigned({0, 1})
         if housekeeping_first:
             worker.last_housekeeping = worker.resumed_at = time.monotonic()
         else:
             worker.last_housekeeping = time.monotonic() - 20  # paused for 20 s
-        starting = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+        starting = asyncio.ensure_future(worker.evaluate(Stream(), routed_event(0)))
         await asyncio.sleep(0.05)
-        await worker._on_revoked(None, {TP(routed, 0), TP(routed, 1)})  # the heartbeat's answer: a rebalance
+        await worker.revoked({0, 1})  # the heartbeat's answer: a rebalance
         await starting
         assert worker.shards == {} and FakeWriter.calls == []
     worker.last_housekeeping, worker.resumed_at = time.monotonic(), float("-inf")  # not paused: starts at once
-    await worker._on_assigned(None, {TP(routed, 1)})
-    await worker._evaluate(Stream(), routed_event(1))
+    worker.assigned({1})
+    await worker.evaluate(Stream(), routed_event(1))
     assert list(worker.shards) == [1]
 
 
@@ -502,11 +490,10 @@ async def test_assigned_shards_open_together_and_once_before_their_first_message
     producer (which would fence the first)."""
     gate = asyncio.Event()
     worker = stage2_worker(monkeypatch, load=gate.wait)
-    routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0), TP(routed, 1)})
+    worker.assigned({0, 1})
     await asyncio.sleep(0.01)
     assert sorted(FakeWriter.calls) == ["fence 0", "fence 1", "load 0", "load 1"]  # both began, no message yet
-    first = asyncio.ensure_future(worker._evaluate(Stream(), routed_event(0)))
+    first = asyncio.ensure_future(worker.evaluate(Stream(), routed_event(0)))
     await asyncio.sleep(0.01)
     assert not first.done()  # waits for the opening under way
     gate.set()
@@ -517,17 +504,16 @@ async def test_assigned_shards_open_together_and_once_before_their_first_message
 
 async def test_a_shard_revoked_while_taking_a_message_stops_quietly(monkeypatch):
     """Seen in the pause fault test: a worker resumed from SIGSTOP lost its shards while one was
-    reading a reference's offsets from the input; the read failed (its consumer stopped) — the
+    taking a message; the take failed (its consumer stopped, say) — the
     shard is gone, so its task ends, and the worker carries on (no exit)."""
     from aiokafka.errors import ConsumerStoppedError
 
     worker = stage2_worker(monkeypatch)
-    routed = worker.settings.routed_topic
-    await worker._on_assigned(None, {TP(routed, 0)})
-    shard = await worker._shard(0)
+    worker.assigned({0})
+    shard = await worker.shard(0)
 
     async def take(shard, stream, event):
-        await worker._on_revoked(None, {TP(routed, 0)})
+        await worker.revoked({0})
         raise ConsumerStoppedError()
 
     monkeypatch.setattr(worker, "_take", take)

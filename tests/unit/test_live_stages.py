@@ -6,13 +6,12 @@ import zlib
 
 import orjson
 import pytest
-from test_core_properties import BASE, BASE_RECORDS, RULES
-
-from firebreak.adapters.live import batch_cache
-from firebreak.adapters.live.batch_cache import BatchCache
+from firebreak.adapters.live import routed as routed_format
+from firebreak.adapters.live.routed import RoutedFormatError
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard import ShardState
+from test_core_properties import BASE, BASE_RECORDS, RULES
 
 PARTITIONS, SHARDS = 4, 3
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS)
@@ -27,22 +26,9 @@ def input_messages():
         offsets[partition] += 1
 
 
-def take(state, offset, value, route, messages, remote=False):
-    """What the worker does with a routed message: a reference's events from the batch this
-    process kept, else (another worker's batch, or one kept before a restart) read again from
-    the input topic's offsets and routed as stage 1 routed them (`RouteStage.reroute`)."""
-    head = state.needs_batch(offset, value)
-    if head is None:
-        return state.accept(offset, value)
-    batch = None if remote else batch_cache.take(head["b"], state.shard)
-    if batch is not None:
-        return state.accept(offset, value, batch, head["rv"])
-    batches, version = {}, None
-    for partition, _hb, first, last, events in head["parts"]:
-        if events:
-            records = [m for m in messages if m[0] == partition and first <= m[1] <= last]
-            batches[partition], version = route.reroute(records, state.shard, partition)
-    return state.accept(offset, value, batches, version)
+def beat(partition, ts):
+    """A routed message with no event: input partition ``partition``'s time is ``ts``."""
+    return routed_format.encode("x", [(partition, ts)], [b""])[0]
 
 
 def route_all(route, messages, size):
@@ -59,12 +45,12 @@ def multiset(records):
     return sorted(map(orjson.dumps, records))
 
 
-ENGINES = ["python", "native"]  # (stage 1, stage 2) on one engine; checkpoints cross engines below
+ENGINES = ["python", "native"]  # the shards' engine (stage 1 is native); checkpoints cross engines below
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart(engine):
-    route = RouteStage(RULES, SETTINGS, engine)
+    route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
 
@@ -100,9 +86,8 @@ def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart(en
     assert multiset(records) == multiset(BASE_RECORDS)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_bad_messages_are_dead_lettered_with_a_reason(engine):
-    route = RouteStage(RULES, WorkerSettings(rules=(), max_event_bytes=1000), engine)
+def test_bad_messages_are_dead_lettered_with_a_reason():
+    route = RouteStage(RULES, WorkerSettings(rules=(), max_event_bytes=1000))
     cases = {
         b"{not json": "invalid JSON",
         b'{"event_id": "e"}': "`ts` is missing",
@@ -118,9 +103,8 @@ def test_bad_messages_are_dead_lettered_with_a_reason(engine):
     assert route.stats["dead_lettered"] == len(cases)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_raw_text_is_not_forwarded(engine):
-    route = RouteStage(RULES, SETTINGS, engine)
+def test_raw_text_is_not_forwarded():
+    route = RouteStage(RULES, SETTINGS)
     outs = route.handle([(0, 0, orjson.dumps({"event_id": "e", "ts": 5, "model": "a", "prompt": "SECRET",
                                                "output": "SECRET", "flags": {"hallucination": True}}))])  # fmt: skip
     assert outs and all(b"SECRET" not in out.value for out in outs)
@@ -129,17 +113,17 @@ def test_raw_text_is_not_forwarded(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_watermark_waits_for_every_partition_unless_idle(engine):
     state = ShardState(RULES, 0, 1, 2, lateness_ms=1000, engine=engine)
-    state.accept(0, orjson.dumps({"p": 0, "hb": 50_000, "ev": []}))
+    state.accept(0, beat(0, 50_000))
     assert state.watermark() is None  # partition 1 not heard of yet
-    state.accept(1, orjson.dumps({"p": 1, "hb": 20_000, "ev": []}))
+    state.accept(1, beat(1, 20_000))
     assert state.watermark() == 19_000  # the slower partition holds time back
     state.accept(2, RouteStage(RULES, SETTINGS).idle(1)[0].value)
     assert state.watermark() == 49_000  # idle: no longer counted
     state.tick()
-    state.accept(3, orjson.dumps({"p": 1, "hb": 21_000, "ev": []}))
+    state.accept(3, beat(1, 21_000))
     assert 1 not in state.idle  # it spoke again: counted again ...
     assert state.watermark() == 49_000  # ... but time never goes backwards
-    state.accept(4, orjson.dumps({"p": 1, "hb": 60_000, "ev": []}))
+    state.accept(4, beat(1, 60_000))
     assert state.watermark() == 49_000  # partition 0, now the slower one, holds time
 
 
@@ -147,8 +131,8 @@ def test_watermark_waits_for_every_partition_unless_idle(engine):
 def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, after):
     """Heads (records + derived count) are committed often, full snapshots rarely: after a
     crash the shard replays from the full snapshot and must not re-send what heads committed.
-    A checkpoint written on one engine restores on the other (an upgrade, a --engine change)."""
-    route = RouteStage(RULES, SETTINGS, before)
+    A checkpoint written on one engine restores on the other (the Python core is the oracle)."""
+    route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
     for start in range(0, len(messages), 100):
@@ -174,14 +158,15 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, afte
         restored.suppress = head["derived"] - restored.derived
         assert restored.suppress > 0, "the test must cross committed heads after the full snapshot"
         for offset in range(restored.routed_next, len(log)):
-            take(restored, offset, log[offset], route, messages)  # the kept batches died with the process
+            restored.accept(offset, log[offset])
             restored.tick()
         committed += restored.pending
         committed += restored.engine.finish(max(e.ts for e in BASE))
     assert multiset(committed) == multiset(BASE_RECORDS)
 
 
-def test_boolean_group_values_survive_routing_and_checkpoints():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     from corekit import rules
 
     pack = rules("count(pii) >= 1 over 1m by tier -> sev3")
@@ -190,25 +175,27 @@ def test_boolean_group_values_survive_routing_and_checkpoints():
     raw = [orjson.dumps({"event_id": f"e{i}", "ts": 1_000 + i, "tier": tier, "flags": {"pii": True}})
            for i, tier in enumerate([True, 1, True])]  # fmt: skip
     [message] = route.handle([(0, i, r) for i, r in enumerate(raw)])
-    state = ShardState(pack, 0, 1, 1, lateness_ms=0)
+    state = ShardState(pack, 0, 1, 1, lateness_ms=0, engine=engine)
     state.accept(0, message.value)
-    state = ShardState.restore(pack, orjson.loads(orjson.dumps(state.snapshot())), 1, 0)
+    state = ShardState.restore(pack, orjson.loads(orjson.dumps(state.snapshot())), 1, 0, "python")  # to look in
     groups = state.engine.states[0].groups
     seen = {(repr(g.group["tier"]), sum(b.n for b in g.buckets.values())) for g in groups.values()}
     assert seen == {("True", 2), ("1", 1)}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_routed_messages_of_the_earlier_format_are_still_read(engine):
-    """Format 1 (one JSON object per message, events as objects with their pairs) may still be
-    on the routed topic when a worker of this release starts: it is read like format 2."""
-    events = [{"event_id": f"e{i}", "ts": 1_000 * i, "model": "m", "flags": {"hallucination": True}} for i in range(5)]
-    old = orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": [[i, e, []] for i, e in enumerate(events)]})
+def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
+    """Formats 1-3 (events as objects, per-partition payloads, references into the input) may
+    still be on the routed topic when a worker of this release starts: it stops with one line
+    rather than guess (docs/live.md, "Upgrading")."""
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
-    assert state.accept(0, old)
-    assert state.stats["events"] == 5 and state.next_offset == {0: 5} and state.max_ts == {0: 4_000}
-    state.accept(1, old)  # the same events again (stage 1 re-sent them): duplicates
-    assert state.stats["duplicates"] == 5
+    earlier = [orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),
+               b'{"v":2,"p":0,"hb":4000,"rv":"x"}\n1 4000 1 {}\n',
+               orjson.dumps({"v": 3, "b": "k:1", "rv": "x", "parts": [[0, 4000, 0, 5, 5]]}), b"junk"]  # fmt: skip
+    for offset, value in enumerate(earlier):
+        with pytest.raises(RoutedFormatError, match=r"format|not JSON"):
+            state.accept(offset, value)
+    assert state.stats["events"] == 0
 
 
 def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
@@ -220,41 +207,12 @@ def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
         ShardState.restore(RULES, future, 1, 0, "native")
 
 
-def test_native_and_python_routers_agree_on_every_pair():
-    """Both stage 1s send an event to the same shards (the owners of its pairs, or all for a
-    population rule) with the same rule masks, so workers on either engine can share a group."""
-    messages = list(input_messages())[:3000]
-    python, native = RouteStage(RULES, SETTINGS, "python"), RouteStage(RULES, SETTINGS, "native")
-    assert native.engine == "native"
-
-    def targets(outs):
-        seen = set()
-        for out in outs:
-            if out.topic == "routed":
-                value = out.value
-                head = orjson.loads(value.split(b"\n")[0])
-                if head.get("v") == 3:  # a reference: the kept batch's lines for the shard
-                    batch = batch_cache.take(head["b"], out.partition)
-                    value = b"\n" + b"".join(batch.lines(out.partition, part[0]) for part in head["parts"] if part[4])
-                for line in value.split(b"\n")[1:]:
-                    if line:
-                        offset, _ts, mask, _event = line.split(b" ", 3)
-                        seen.add((out.partition, int(offset), int(mask, 16)))
-        return seen
-
-    for start in range(0, len(messages), 500):
-        batch = messages[start : start + 500]
-        assert targets(python.handle(batch)) == targets(native.handle(batch))
-    assert python.max_ts == native.max_ts
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_population_rule_counts_every_group_on_every_shard(engine):
     """`Kx population` compares a group with all groups: each shard must count the events of
     groups it does not own too, or a shard's population is a quarter of the users and the
     worker's records differ from a replay's."""
     from corekit import rules
-
     from firebreak.core import Event, run_events
 
     pack = rules("rule probing:\n  rate(prompt_injection) > 3x population over 1m by user min 3 events -> sev2\n")
@@ -268,7 +226,7 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
     expected = run_events(pack, events, lateness_ms=0, finish=False)
     assert any(r["type"] == "incident.opened" for r in expected)
     settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1, lateness_ms=0)
-    route = RouteStage(pack, settings, engine)
+    route = RouteStage(pack, settings)
     shards = [ShardState(pack, s, SHARDS, 1, 0, engine) for s in range(SHARDS)]
     offsets = [0] * SHARDS
     records = []
@@ -285,7 +243,6 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
 def test_report_events_reach_the_shards_of_report_rules(engine):
     """`reports(LABEL)` rules count report events: stage 1 routes them like inference events."""
     from corekit import rules
-
     from firebreak.core import Event, run_events
 
     pack = rules("rule exposed:\n  reports(data_exposure) >= 2 over 1m by tenant -> sev1\n"
@@ -300,7 +257,7 @@ def test_report_events_reach_the_shards_of_report_rules(engine):
     expected = run_events(pack, events, lateness_ms=0, finish=False)
     assert {r["rule"] for r in expected if r["type"] == "incident.opened"} == {"exposed", "leak"}
     settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1, lateness_ms=0)
-    route = RouteStage(pack, settings, engine)
+    route = RouteStage(pack, settings)
     shards = [ShardState(pack, s, SHARDS, 1, 0, engine) for s in range(SHARDS)]
     offsets = [0] * SHARDS
     records = []
@@ -314,97 +271,62 @@ def test_report_events_reach_the_shards_of_report_rules(engine):
     assert multiset(records) == multiset(expected)
 
 
-def test_native_stage_1_sends_references_not_events():
-    """Format 3: the routed topic carries a header per (input partition, shard) — no event —
-    and the batch is kept in this process, once, for all its shards."""
-    route = RouteStage(RULES, SETTINGS, "native")
+def test_stage_1_sends_each_shard_its_events_once_as_data():
+    """Format 4: one routed message per (batch, shard), its header naming every input partition
+    of the batch with its time, then one line per event the shard must see — each event at most
+    once per shard, with the rules to look at; nothing refers to the input topic."""
+    route = RouteStage(RULES, SETTINGS)
     batch = list(input_messages())[:400]
     outs = [o for o in route.handle(batch) if o.topic == "routed"]
-    partitions = {p for p, _, _ in batch}
-    assert sorted(o.partition for o in outs) == list(range(SHARDS))  # one reference per shard
+    assert sorted(o.partition for o in outs) == list(range(SHARDS))  # one message per shard
+    partitions = sorted({p for p, _, _ in batch})
+    seen = {}
     for out in outs:
-        head = orjson.loads(out.value)
-        assert head["v"] == 3 and b"\n" not in out.value and len(out.value) < 400
-        assert {part[0] for part in head["parts"]} == partitions
-        for partition, hb, first, last, _events in head["parts"]:
-            ours = [o for p, o, _ in batch if p == partition]
-            assert [first, last] == [min(ours), max(ours)] and hb == route.max_ts[partition]
-    events = sum(part[4] for o in outs for part in orjson.loads(o.value)["parts"])
-    assert events >= len(batch)  # each event reaches at least one shard
-    assert len(route.cache) == 1
+        message = routed_format.decode(out.value)
+        assert sorted(message.heads) == [(p, route.max_ts[p]) for p in partitions]
+        for line in message.body.splitlines():
+            partition, offset, ts, mask, event = line.split(b" ", 4)
+            key = (int(partition), int(offset))
+            assert (key, out.partition) not in seen and int(mask, 16) > 0
+            seen[key, out.partition] = orjson.loads(event)
+            assert seen[key, out.partition]["ts"] is not None and int(ts) > 0
+    assert {key for key, _ in seen} == {(p, o) for p, o, _ in batch}  # every event reaches a shard
+
+
+def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
+    """Lines past MESSAGE_BYTES go on in another message; only the last carries the heartbeats,
+    so no shard evaluates a batch's time before it has every event of it."""
+    from firebreak.native import _Host
+    from firebreak.native.plan import plan_of
+
+    route = RouteStage(RULES, SETTINGS)
+    from firebreak import _native
+
+    route.native = _native.NativeRouter(orjson.dumps([plan_of(r) for r in RULES]), SHARDS, _Host(RULES), 2_000)
+    outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
+    for shard in range(SHARDS):
+        mine = [routed_format.decode(o.value) for o in outs if o.partition == shard]
+        assert len(mine) > 1 and all(len(m.body) <= 2_000 + 300 for m in mine)
+        assert [bool(m.heads) for m in mine] == [False] * (len(mine) - 1) + [True]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_references_read_again_from_the_input_give_a_replays_records(engine):
-    """Every shard on another worker than stage 1 (or after a restart): each reference's
-    offsets are read from the input and routed again — the records are a replay's."""
-    route = RouteStage(RULES, SETTINGS, "native")
-    messages = list(input_messages())
-    routed = route_all(route, messages, 250)
-    records = []
-    for shard in range(SHARDS):
-        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, engine)
-        for offset, value in enumerate(routed[shard]):
-            take(state, offset, value, route, messages, remote=True)
-            state.tick()
-        records += state.pending + state.engine.finish(max(e.ts for e in BASE))
-    assert multiset(records) == multiset(BASE_RECORDS)
-
-
-def test_a_reference_without_its_batch_is_an_error_not_a_silent_gap():
-    from firebreak.adapters.live.shard import MissingBatch
-
-    route = RouteStage(RULES, SETTINGS, "native")
-    outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
-    out = next(o for o in outs if any(part[4] for part in orjson.loads(o.value)["parts"]))
-    for shard in range(SHARDS):  # every shard moved away: the batch is not kept any more
-        route.cache.forget(shard)
-    state = ShardState(RULES, out.partition, SHARDS, PARTITIONS, SETTINGS.lateness_ms, "native")
-    with pytest.raises(MissingBatch, match="not kept here"):
-        state.accept(0, out.value)
-
-
-class Sized:
-    def __init__(self, size):
-        self.bytes = size
-
-    def size(self):
-        return self.bytes
-
-
-def test_the_batch_cache_keeps_a_batch_until_its_local_shards_took_it_or_left():
-    cache = BatchCache(budget_bytes=100)
-    key = cache.add(Sized(60), {0: 2, 1: 1, 2: 0})
-    cache_id, seq = key.split(":")
-    assert cache_id == cache.id and not cache.full()
-    assert cache.add(Sized(10), {0: 0}).endswith(":2") and len(cache) == 1  # no shard needs it: not kept
-    assert batch_cache.take(key, 0).bytes == 60
-    assert batch_cache.take(key, 1) is not None and len(cache) == 1  # shard 0 has one reference left
-    cache.add(Sized(50), {1: 1})
-    assert cache.full() and cache.bytes == 110
-    cache.forget(0)  # shard 0 revoked: its next owner reads the offsets from the input
-    assert len(cache) == 1 and cache.bytes == 50 and not cache.full()
-    assert batch_cache.take(key, 0) is None
-    assert batch_cache.take("another-process:1", 0) is None and batch_cache.take("junk", 0) is None
-
-
-async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replays_records():
-    """The worker takes a reference with `accept_offloaded` (feeding and evaluating in one native
-    call, on a thread); the records are those of `accept` then `tick` — a replay's."""
+async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replays_records(engine):
+    """The worker takes a routed message with `accept_offloaded` (feeding and evaluating in one
+    native call, on a thread); the records are those of `accept` then `tick` — a replay's."""
     import asyncio
 
     async def offload(call):
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
-    route = RouteStage(RULES, SETTINGS, "native")
+    route = RouteStage(RULES, SETTINGS)
     routed = route_all(route, list(input_messages()), 150)
     records = []
     for shard in range(SHARDS):
-        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, "native")
+        state = ShardState(RULES, shard, SHARDS, PARTITIONS, SETTINGS.lateness_ms, engine)
         for offset, value in enumerate(routed[shard]):
-            head = state.needs_batch(offset, value)
-            batch = batch_cache.take(head["b"], shard) if head else None
-            assert await state.accept_offloaded(offset, value, batch, head and head["rv"], offload)
+            assert await state.accept_offloaded(offset, value, offload)
+        assert not await state.accept_offloaded(0, routed[shard][0], offload)  # a re-delivery
         assert state.stats["events"] > 0 and state.engine.watermark is not None
         records += state.pending + state.engine.finish(max(e.ts for e in BASE))
     assert multiset(records) == multiset(BASE_RECORDS)
@@ -428,7 +350,7 @@ def far(ts: int, n: int = 0) -> bytes:
     return orjson.dumps({"event_id": f"far-{n}", "ts": ts, "model": "gpt-4o", "user": "u1", "latency_ms": 5})
 
 
-def shard_records(route, messages, partitions, engine, remote=False, size=100):
+def shard_records(route, messages, partitions, engine, size=100):
     """Stage 1 over ``messages`` then every shard over its routed log: (records, dead letters, late)."""
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     dead = []
@@ -442,23 +364,22 @@ def shard_records(route, messages, partitions, engine, remote=False, size=100):
     for shard in range(SHARDS):
         state = ShardState(RULES, shard, SHARDS, partitions, SETTINGS.lateness_ms, engine)
         for offset, value in enumerate(routed[shard]):
-            take(state, offset, value, route, messages, remote)
+            state.accept(offset, value)
             state.tick()
         records += state.pending + state.engine.finish(max(e.ts for e in BASE))
         late += state.stats["late"]
     return records, dead, late
 
 
-@pytest.mark.parametrize("remote", [False, True])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engine, remote):
+def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engine):
     from firebreak.adapters.drive import ahead_text
 
     at = 500
     known = max(e.ts for e in BASE[:at])
     messages = one_partition({at: [far(known + 30 * DAY)]})
-    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=1), engine)
-    records, dead, late = shard_records(route, messages, 1, engine, remote)
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=1))
+    records, dead, late = shard_records(route, messages, 1, engine)
     assert [letter["reason"] for letter in dead] == [ahead_text(known + 30 * DAY, known, 3_600_000)]
     assert dead[0]["offset"] == at and dead[0]["partition"] == 0
     assert route.max_ts[0] == max(e.ts for e in BASE)  # the partition's time is the honest events'
@@ -468,9 +389,8 @@ def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engin
 
 
 @pytest.mark.parametrize("size", [3, 1000])  # the run of refusals carried across batches, or in one
-@pytest.mark.parametrize("engine", ENGINES)
-def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outage(engine, size):
-    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=2), engine)
+def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outage(size):
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=2))
     base = 1_700_000_000_000
     jump = base + 2 * 3_600_000
     values = [far(base + i, i) for i in range(5)]
@@ -488,17 +408,15 @@ def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outag
     assert route.stats["events"] == len(values) - 14 and route.stats["dead_lettered"] == 14
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_max_skew_off_takes_every_event(engine):
-    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=None), engine)
+def test_max_skew_off_takes_every_event():
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=None))
     t = 1_700_000_000_000
     outs = route.handle([(0, 0, far(t, 0)), (0, 1, far(t + 365 * DAY, 1))])
     assert all(out.topic == "routed" for out in outs) and route.max_ts == {0: t + 365 * DAY}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_partitions_have_their_own_time_and_run(engine):
-    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000), engine)
+def test_partitions_have_their_own_time_and_run():
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000))
     t = 1_700_000_000_000
     outs = route.handle([(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)),
                          (1, 1, far(t + 520_000, 3))])  # fmt: skip

@@ -41,6 +41,7 @@ from firebreak.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
+WATCH_SAMPLE = 32  # events of a batch the live worker's watch observes, at most (evenly spaced)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 
@@ -69,6 +70,7 @@ class RuleTraffic:
     groups: int = 0
     busiest_window: int = 0  # most events behind the metric in one group's window
     min_events: int = 0  # 0: `min N events` does not gate this rule
+    sampled: int = 1  # 1 in this many events observed (the live worker's watch): busiest_window is scaled up
     window: str = ""
     warmup: str = ""  # window + baseline span + `for`: traffic needed before it can fire
     opened: int = 0
@@ -292,13 +294,16 @@ def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:
 # ---- verdicts ----------------------------------------------------------------------------------
 
 
-def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int) -> RuleTraffic:
+def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int,
+                  scale: float = 1.0) -> RuleTraffic:  # fmt: skip
+    """``scale``: events per event observed (the live worker's watch observes a sample)."""
     rule = tally.rule
     warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
     out = RuleTraffic(
         name=rule.name, location=f"{rule.path}:{rule.line}",
         names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
-        passed=tally.passed, groups=len(tally.groups), busiest_window=tally.busiest_window(),
+        passed=tally.passed, groups=len(tally.groups), busiest_window=round(tally.busiest_window() * scale),
+        sampled=round(scale),
         min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
         warmup=format_duration(warmup), counts=rule.source,
         sample=report.inference if rule.source is EventType.INFERENCE else report.reports,
@@ -374,8 +379,9 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
     if out.passed == 0 and not (never and rule.label is not None):  # the missing label said it already
         warnings.append("never fires: no event of the sample passes its `where`")
     elif out.min_events and out.busiest_window < out.min_events and not never:
+        most = f"~{out.busiest_window}, from a 1-in-{out.sampled} sample" if out.sampled > 1 else out.busiest_window
         warnings.append(f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
-                        f"(the most: {out.busiest_window})")  # fmt: skip
+                        f"(the most: {most})")  # fmt: skip
     if out.open_share >= ALWAYS_OPEN:
         warnings.append(f"fires all the time: an incident was open {out.open_share:.0%} of the sample "
                         f"(after the first {out.warmup})")  # fmt: skip
@@ -396,16 +402,29 @@ class TrafficWatch:
     real output, not a replay. Costs nothing once it has reported.
 
         watch = TrafficWatch(rules)
-        watch.observe(event)            # every valid event routed
+        for i in watch.sample(len(batch)):  # a bounded, evenly spaced share of each batch
+            watch.observe(batch[i])
         if watch.due(): warnings = watch.report()
     """
 
-    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS, per_batch: int = WATCH_SAMPLE) -> None:
         self.span_ms = max([span_ms, *(r.window_ms for r in rules)])
+        self.per_batch = per_batch
+        self.offered = self.observed = 0  # events of the batches seen; of those, observed (`sample`)
         self.paths: dict[tuple[str, ...], _PathTally] = {}
         self.tallies = [_RuleTally(r, _names_of(r), self.paths) for r in rules]
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
+
+    def sample(self, events: int) -> range:
+        """Which of a batch's ``events`` (valid, by index) to `observe`: at most ``per_batch``,
+        evenly spaced — the watch reads events in Python, so it reads a bounded share of them
+        (counts of a `min N events` window are scaled back up in `report`)."""
+        step = max(1, -(-events // self.per_batch))
+        chosen = range(0, events, step)
+        self.offered += events
+        self.observed += len(chosen)
+        return chosen
 
     def observe(self, event: Event) -> None:
         if self.reported or event.type not in COUNTED:
@@ -426,7 +445,8 @@ class TrafficWatch:
         self.reported = True
         r = self.report_
         span = (r.last_ts or 0) - (r.first_ts or 0)
-        r.rules = [_rule_traffic(t, [], r, span) for t in self.tallies]
+        scale = self.offered / self.observed if self.observed else 1.0
+        r.rules = [_rule_traffic(t, [], r, span, scale) for t in self.tallies]
         self.tallies, self.paths = [], {}
         return [(rule.name, warning) for rule in r.rules for warning in rule.warnings]
 

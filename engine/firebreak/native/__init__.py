@@ -158,23 +158,13 @@ class NativeEngine:
             raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
         self.core.set_owner(shard, shards)
 
-    def feed_routed(self, body: bytes, min_offset: int, masks: bool = True) -> tuple[int, int, int, int]:
-        """The ``OFFSET TS MASK EVENT`` lines of a routed payload, aggregated without moving time
-        (the shard moves it); ``masks``: look only at the rules each line's mask names (the
-        payload was routed with these rules): (next input offset, events taken, late, duplicates)."""
-        return self.core.feed_routed(body, min_offset, masks)
-
-    def feed_batch(self, batch: Any, shard: int, partition: int, min_offset: int,
-                   masks: bool = True) -> tuple[int, int, int, int]:  # fmt: skip
-        """`feed_routed` for a batch stage 1 kept in this process (format 3, batch_cache.py):
-        the events of ``partition`` that reach ``shard``."""
-        return self.core.feed_batch(batch, shard, partition, min_offset, masks)
-
-    def take_batch(self, batch: Any, shard: int, parts: list[tuple[int, int]], masks: bool,
-                   watermark: int | None) -> tuple[list[tuple[int, int, int, int]], list[dict[str, Any]]]:  # fmt: skip
-        """`feed_batch` of each (input partition, next offset) then `advance` to ``watermark``
-        (None: no evaluation), in one call without the GIL: (results per part, records)."""
-        return self.core.take_batch(batch, shard, parts, masks, watermark)
+    def take_routed(self, body: bytes, next_offset: dict[int, int], masks: bool,
+                    watermark: int | None) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:  # fmt: skip
+        """A routed message's ``PARTITION OFFSET TS MASK EVENT`` lines (live/routed.py), those at
+        or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
+        in one call without the GIL. ``masks``: look only at the rules each line's mask names
+        (stage 1 routed with these rules). Returns (next offsets, taken, late, duplicates, records)."""
+        return self.core.take_routed(body, next_offset, masks, watermark)
 
     def feed_events(self, events: Iterable[Event]):
         from firebreak.adapters.drive import Fed

@@ -31,6 +31,22 @@ from mode.utils.futures import notify
 
 log = logging.getLogger("firebreak.worker")
 
+# This module is the only one that touches Faust's private internals. What it reads of the
+# pinned faust-streaming (and what it copies: `_drain` is `Consumer._drain_messages` with
+# `getmany` inlined; `ack_offsets` is `Consumer.ack`); tests/unit/test_faust_internals.py fails
+# loudly when a Faust release changes any of it: read the new code, adapt, then update these.
+FAUST_VERSION = "0.15.3"
+FAUST_SOURCES = {  # Consumer method → sha256 (first 16 hex) of its source in FAUST_VERSION
+    "_drain_messages": "44a2500309e83c63",
+    "getmany": "4b168d84882a70d6",
+    "ack": "5fcf41cf45153475",
+    "_wait_next_records": "6218e1969a636b3f",
+}
+# the private names it reads of Faust's Consumer (``_stopped``: of mode's Service, its base)
+FAUST_PRIVATE = ("_committed_offset", "_acked_index", "_acked", "_n_acked", "_waiting_for_ack", "_to_message",
+                 "_read_offset", "_commit_every", "_wait_next_records", "_buffered_partitions", "_add_gap",
+                 "_drain_messages", "_stopped")  # fmt: skip
+
 HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival

@@ -22,8 +22,8 @@ from firebreak.records import SEVERITY_NAMES
 
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 # what a shard retries when the broker does not answer: reading its checkpoint, starting its
-# producer (which fences an earlier owner), reading input again for its ranges
-CHECKPOINT_OPERATIONS = ("read", "producer", "input")
+# producer (which fences an earlier owner)
+CHECKPOINT_OPERATIONS = ("read", "producer")
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
@@ -62,7 +62,6 @@ class Metrics:
         self.fenced = 0
         self.checkpoints: Counter[str] = Counter()  # committed, by kind: "full" (snapshot) or "head"
         self.checkpoint_failures: Counter[str] = Counter()  # tries that failed and were retried, by operation
-        self.read_again = 0  # input records read again for references to batches kept elsewhere (ranges.py)
         self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
         self.evaluation_sum_s = 0.0
         self._rate_mark = (time.monotonic(), 0)
@@ -151,17 +150,14 @@ class _Collector:
         yield family
         yield CounterMetricFamily("firebreak_shards_fenced", "Shards dropped because another worker took them over "
                                   "while this one was paused.", value=m.fenced)  # fmt: skip
-        yield CounterMetricFamily("firebreak_input_read_again", "Input messages a shard read again from the input "
-                                  "topic: its batch was kept by another worker or before a restart.",
-                                  value=m.read_again)  # fmt: skip
         family = CounterMetricFamily("firebreak_checkpoints", "Shard checkpoints committed (with the records they "
                                      "count), by kind: full snapshot or head.", labels=["kind"])  # fmt: skip
         for kind in ("full", "head"):
             family.add_metric([kind], m.checkpoints[kind])
         yield family
         family = CounterMetricFamily("firebreak_checkpoint_failures", "Tries to restore a shard that failed: read "
-                                     "its checkpoint, start its transactional producer, read the input it refers "
-                                     "to (retried until --commit-timeout, then the worker stops), by operation.",
+                                     "its checkpoint, start its transactional producer (retried until "
+                                     "--commit-timeout, then the worker stops), by operation.",
                                      labels=["operation"])  # fmt: skip
         for operation in CHECKPOINT_OPERATIONS:
             family.add_metric([operation], m.checkpoint_failures[operation])

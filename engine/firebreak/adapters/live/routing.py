@@ -1,13 +1,13 @@
 """Stage 1 — route: input partition → the shards that evaluate an event.
 
-Input messages arrive in batches. Each message that is not an event is
-dead-lettered with the reason; each event goes to every shard owning one of its
-(rule, group) pairs, tagged with its input partition and offset (stage 2 drops
-re-deliveries by them). Every batch also tells every shard how far each of its
-input partitions' event time has got (the heartbeat), and a quiet partition is
-announced idle, so a shard's watermark — the minimum over input partitions —
-neither waits for a partition with nothing to say nor runs ahead of one that
-is merely slow.
+Input messages arrive in batches, routed in one native call each (no Python per event). Each
+message that is not an event is dead-lettered with the reason; each event goes, as data, to
+every shard owning one of its (rule, group) pairs: one routed message per (batch, shard) carries
+the lines of the events the shard must see (`routed.py`, format 4), so no shard ever reads the
+input topic. Every batch also tells every shard how far each of its input partitions' event
+time has got (the heartbeat), and a quiet partition is announced idle, so a shard's watermark —
+the minimum over input partitions — neither waits for a partition with nothing to say nor runs
+ahead of one that is merely slow.
 """
 
 from __future__ import annotations
@@ -21,18 +21,15 @@ from typing import Any
 import orjson
 
 from firebreak.adapters.drive import ahead_text, decode_event
-from firebreak.adapters.live.batch_cache import BatchCache
+from firebreak.adapters.live import routed
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.traffic_check import TrafficWatch
 from firebreak.core import InvalidEvent, validate_event
 from firebreak.core.engine import AHEAD_CONFIRM
-from firebreak.core.sharding import Router
+from firebreak.core.sharding import rules_version
 from firebreak.dsl import CompiledRule
-from firebreak.event_types import COUNTED
 
-RAW_TEXT_FIELDS = ("prompt", "output")  # not forwarded: no rule needs them in a record, and they are big
 DEAD_LETTER_RAW_CHARS = 4_096
-ROUTED_MESSAGE_BYTES = 512 * 1024
 log = logging.getLogger("firebreak.worker")
 
 
@@ -43,46 +40,42 @@ class Out:
     value: bytes
 
 
-def stage_engine(rules: Sequence[CompiledRule], wanted: str | None) -> tuple[str, str | None]:
-    """The engine the worker's stages run on, and why not the one wanted (None: it is).
-    ``wanted``: ``native``, ``python`` or None for `drive.default_engine`. The native stages
-    need the extension and every rule in its plan (docs/native.md); else the Python core."""
-    from firebreak.adapters.drive import default_engine
+class NotNative(ValueError):
+    """Rules the worker cannot run: its stages run on the native engine only (docs/live.md)."""
+
+
+def not_native(rules: Sequence[CompiledRule]) -> str | None:
+    """Why the worker's native stages cannot run ``rules`` (None: they can): the extension is
+    not built, or a rule is not in the native plan yet (docs/native.md)."""
     from firebreak.native import available
     from firebreak.native.plan import unsupported
 
-    kind = wanted or default_engine()
-    if kind != "native":
-        return kind, None
     if not available():
-        return "python", "the native extension is not built"
+        return "the native extension is not built (pip install firebreak builds it)"
     for rule in rules:
         why = unsupported(rule)
         if why is not None:
-            return "python", f"rule {rule.name} runs only on the Python core ({why})"
-    return "native", None
+            return f"rule {rule.name} runs only on the Python core ({why}); replay it with `firebreak replay`"
+    return None
 
 
 class RouteStage:
-    def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings, engine: str | None = None) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
-        self.wanted = engine if engine is not None else settings.engine
         self.max_ts: dict[int, int] = {}
         # per input partition: its events refused in a row as too far ahead of its time (`_ahead`)
         self.ahead_runs: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
-        self.cache = BatchCache()  # format 3: the batches this worker's shards take their events from
-        self.local_shards: set[int] | None = None  # the shards assigned to this worker (None: all of them)
         self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> None:
-        self.engine, self.why_not = stage_engine(rules, self.wanted)
-        self.router = Router(rules, self.settings.shards)
-        self.version = self.router.version
+        """The rules to route by; raises NotNative (and keeps the rules it had) when it cannot."""
+        why = not_native(rules)
+        if why is not None:
+            raise NotNative(why)
+        self.native = self._native_router(rules)
         self.rules = tuple(rules)
-        self.native = self.rerouter = None
-        if self.engine == "native":
-            self.native = self._native_router(rules)
+        self.version = rules_version(rules)
         self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
         if not self.settings.traffic_check:
             self.watch.reported = True
@@ -93,185 +86,92 @@ class RouteStage:
         from firebreak.native.plan import plan_of
 
         plans = orjson.dumps([plan_of(rule) for rule in rules])
-        return _native.NativeRouter(plans, self.settings.shards, _Host(rules), ROUTED_MESSAGE_BYTES)
+        return _native.NativeRouter(plans, self.settings.shards, _Host(rules), routed.MESSAGE_BYTES)
 
     def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
-        """A batch of input messages (partition, offset, value) → routed messages and dead letters.
-
-        Each shard gets, per input partition in the batch, one payload (split when large): a
-        header line ``{"v": 2, "p": partition, "hb": max event time, "rv": rules version}``,
-        then a line ``OFFSET TS MASK EVENT`` for each event it must see — those of which it owns
-        a (rule, group) pair, and every event that passes the `where` of a `Kx population` rule
-        (each shard counts the whole population); MASK (hex) names those rules by index, so the
-        shard looks at no other — possibly none: then the payload is just the partition's
-        heartbeat."""
-        if self.native is not None:
-            return self._handle_native(messages)
-        return self._handle_python(messages)
-
-    def _handle_python(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
-        out: list[Out] = []
-        shards = self.settings.shards
-        by_partition: dict[int, list[list[bytes]]] = {}
-        for partition, offset, raw in messages:
-            lines = by_partition.get(partition)
-            if lines is None:
-                lines = by_partition[partition] = [[] for _ in range(shards)]
-            self.stats["messages"] += 1
-            event, dead = self._decode(partition, offset, raw)
-            if dead is not None:
-                out.append(dead)
-                continue
-            known = _ahead(partition, event.ts, self.max_ts, self.ahead_runs, self.settings.max_skew_ms)
-            if known is not None:
-                reason = ahead_text(event.ts, known, self.settings.max_skew_ms)
-                out.append(self._dead(partition, offset, raw or b"", reason))
-                continue
-            self.stats["events"] += 1
-            if event.ts > self.max_ts.get(partition, -1):
-                self.max_ts[partition] = event.ts
-            if event.type not in COUNTED:
-                continue
-            self.watch.observe(event)
-            data = event.data
-            if any(name in data for name in RAW_TEXT_FIELDS):
-                data = {k: v for k, v in data.items() if k not in RAW_TEXT_FIELDS}
-            masks = self.router.masks_of(data)
-            if masks:
-                head, raw_event = b"%d %d " % (offset, event.ts), orjson.dumps(data)
-                for shard, mask in masks.items():
-                    lines[shard].append(b"%s%x %s\n" % (head, mask, raw_event))
-        self._watched()
-        for partition, lines in by_partition.items():
-            header = self._header(partition)
-            for shard, items in enumerate(lines):
-                for chunk in _chunks(items):
-                    out.append(Out("routed", shard, header + b"".join(chunk)))
-        return out
-
-    def _handle_native(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
-        """`handle` in one native call per batch (format 3): the batch is kept decoded in this
-        worker's `BatchCache` and each shard gets one reference to it — a header alone,
-        ``{"v": 3, "b": batch key, "rv": rules version, "parts": [[input partition, its max event
-        time, first offset, last offset, events for the shard], ...]}``.
-        Only the messages the native decoder does not accept come back here, for the reason
-        (or, rarely, an event only Python's decoder accepts: the batch is routed again with the
-        time Python found)."""
+        """A batch of input messages (partition, offset, value) → routed messages and dead letters,
+        in one native call (`NativeRouter.route_batch`): per shard, one routed message
+        (`routed.encode`; split when large) with the lines of the events it must see — those of
+        which it owns a (rule, group) pair, and every event that passes the `where` of a `Kx
+        population` rule (each shard counts the whole population) — and every input partition's
+        heartbeat. Only the messages the native decoder does not accept come back here, for the
+        reason (or, rarely, an event only Python's decoder accepts: the batch is routed again
+        with the time Python found)."""
         if not isinstance(messages, list):
             messages = list(messages)
-        return self._finish_native(messages, _drive(self._route_native(messages, True), self.native.route_batch))
+        return self._finish(messages, _drive(self._route_native(messages), self.native.route_batch))
 
     async def handle_offloaded(self, messages: Sequence[tuple[int, int, bytes | None]],
                                offload: Callable[..., Awaitable[Any]]) -> list[Out]:  # fmt: skip
         """`handle`, with the native call run by ``offload(call, *args)`` (the worker: on a thread;
-        the native router lets go of the GIL while it decodes and routes)."""
-        if self.native is None:
-            return self._handle_python(messages)
+        the native router lets go of the GIL while it decodes, routes and writes)."""
         if not isinstance(messages, list):
             messages = list(messages)
-        steps = self._route_native(messages, True)
+        steps = self._route_native(messages)
         args = next(steps)
         try:
             while True:
                 args = steps.send(await offload(self.native.route_batch, *args))
         except StopIteration as done:
-            return self._finish_native(messages, done.value)
+            return self._finish(messages, done.value)
 
-    def _finish_native(self, messages: list[tuple[int, int, bytes | None]], routed) -> list[Out]:
-        if routed is None:  # refused even with Python's time: a kind of event it does not know
-            return self._handle_python(messages)
-        batch, parts, refused, times, events, beats, runs, dead, ahead = routed
+    def _finish(self, messages: list[tuple[int, int, bytes | None]], result) -> list[Out]:
+        bodies, parts, refused, times, events, beats, runs, dead, ahead = result
         self.stats["messages"] += len(messages)
         self.stats["events"] += events
         self.stats["dead_lettered"] += len(dead)
         self.max_ts.update(beats)
         self.ahead_runs.update(runs)
-        if not self.watch.reported:  # the traffic check's first hour: it reads every event (in Python)
-            for index, (_, _, raw) in enumerate(messages):
-                if (index not in refused or index in times) and index not in ahead:
-                    try:
-                        self.watch.observe(decode_event(raw))
-                    except InvalidEvent:
-                        pass
+        if not self.watch.reported:  # the traffic check's first hour: a bounded sample of each batch
+            taken = [index for index in range(len(messages)) if (index not in refused or index in times)
+                     and index not in ahead]  # fmt: skip
+            for index in self.watch.sample(len(taken)):
+                try:
+                    self.watch.observe(decode_event(messages[taken[index]][2]))
+                except InvalidEvent:
+                    pass
             self._watched()
-        shards = self.settings.shards
-        mine = [shard for shard in range(shards) if self.local_shards is None or shard in self.local_shards]
-        refs = {shard: 1 for shard in mine if any(counts[shard] for _, _, _, counts in parts)}
-        key = self.cache.add(batch, refs)  # kept for this worker's shards that have events in it
+        heads = [(partition, self.max_ts.get(partition)) for partition, _first, _last, _counts in parts]
         out = dead
-        for shard in range(shards):
-            refs_of_shard = [[partition, self.max_ts.get(partition), first, last, counts[shard]]
-                             for partition, first, last, counts in parts]  # fmt: skip
-            out.append(Out("routed", shard, orjson.dumps({"v": 3, "b": key, "rv": self.version,
-                                                          "parts": refs_of_shard})))  # fmt: skip
+        for shard, chunks in enumerate(bodies):
+            for value in routed.encode(self.version, heads, chunks):
+                out.append(Out("routed", shard, value))
         return out
 
-    def _route_native(self, messages: list[tuple[int, int, bytes | None]], dead_letters: bool):
-        """Steps (a generator: it yields the arguments of each call of a native router's
-        `route_batch` and is sent its result; `_drive`) to (batch, parts, refused, times, events, beats,
-        ahead runs, dead letters, indexes refused as too far ahead), with the events only Python's
-        decoder accepts routed at the time it found; None when the native decoder refuses one of
-        those even so. No counters move. An event the router refuses as too far ahead of its
-        partition's time (`_ahead`) is refused for good: it is not decoded or routed again."""
+    def _route_native(self, messages: list[tuple[int, int, bytes | None]]):
+        """Steps (a generator: it yields the arguments of each call of the native router's
+        `route_batch` and is sent its result; `_drive`) to (bodies per shard, parts, refused,
+        times, events, beats, ahead runs, dead letters, indexes refused as too far ahead), with
+        the events only Python's decoder accepts routed at the time it found. No counters move.
+        An event the router refuses as too far ahead of its partition's time (`_ahead`) is
+        refused for good: it is not decoded or routed again."""
         max_bytes, skew = self.settings.max_event_bytes, self.settings.max_skew_ms
         times: dict[int, int] = {}
         while True:
             args = messages, dict(times), dict(self.max_ts), max_bytes, dict(self.ahead_runs), skew
-            batch, parts, refused, events, beats, runs, ahead = yield args
+            bodies, parts, refused, events, beats, runs, ahead = yield args
             refused = set(refused)
             dead, again = [], False
             for index in sorted(refused):
                 partition, offset, raw = messages[index]
-                if index in times:
-                    return None
+                if index in times:  # Python's decoder takes it, the native one not even at that time
+                    reason = "an event the native decoder cannot read (its time or a field's type)"
+                    dead.append((index, self._dead(partition, offset, raw or b"", reason, count=False)))
+                    continue
                 event, letter = self._decode(partition, offset, raw, count=False)
                 if letter is not None:
-                    if dead_letters:
-                        dead.append((index, letter))
+                    dead.append((index, letter))
                 else:
                     times[index] = event.ts
                     again = True
             if not again:
-                if dead_letters:
-                    for index, ts, known in ahead:
-                        partition, offset, raw = messages[index]
-                        dead.append((index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew),
-                                                       count=False)))  # fmt: skip
-                dead.sort(key=lambda item: item[0])  # in input order, as the Python path writes them
+                for index, ts, known in ahead:
+                    partition, offset, raw = messages[index]
+                    dead.append((index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew),
+                                                   count=False)))  # fmt: skip
+                dead.sort(key=lambda item: item[0])  # in input order
                 refused_ahead = {index for index, _, _ in ahead}
-                return batch, parts, refused, times, events, beats, runs, [d for _, d in dead], refused_ahead
-
-    def reroute(self, records: list[tuple[int, int, bytes | None]], shard: int, partition: int) -> tuple[Any, str]:
-        """A reference's events read again from the input topic (another worker kept the batch,
-        or this one before a restart): (what the shard feeds, the rules version of its masks) —
-        a kept batch on the native router, else the shard's format-2 lines. Routed exactly as
-        stage 1 routes them, with no counter, time or dead letter of stage 1 moving."""
-        if self.native is not None:
-            if self.rerouter is None:  # its own router: stage 1's may be routing on a thread right now
-                self.rerouter = self._native_router(self.rules)
-            routed = _drive(self._route_native(records, False), self.rerouter.route_batch)
-            if routed is not None:
-                return routed[0], self.version
-        lines = []
-        max_ts, runs = dict(self.max_ts), dict(self.ahead_runs)  # as the native router does: a copy
-        for p, offset, raw in records:
-            if p != partition:
-                continue
-            event, dead = self._decode(p, offset, raw, count=False)
-            if dead is not None or _ahead(p, event.ts, max_ts, runs, self.settings.max_skew_ms) is not None:
-                continue
-            if event.ts > max_ts.get(p, -1):
-                max_ts[p] = event.ts
-            if event.type not in COUNTED:
-                continue
-            data = {k: v for k, v in event.data.items() if k not in RAW_TEXT_FIELDS}
-            mask = self.router.masks_of(data).get(shard)
-            if mask:
-                lines.append(b"%d %d %x %s\n" % (offset, event.ts, mask, orjson.dumps(data)))
-        return b"".join(lines), self.version
-
-    def _header(self, partition: int) -> bytes:
-        return orjson.dumps({"v": 2, "p": partition, "hb": self.max_ts.get(partition), "rv": self.version}) + b"\n"
+                return bodies, parts, refused, times, events, beats, runs, [d for _, d in dead], refused_ahead
 
     def _watched(self) -> None:
         if self.watch.due():
@@ -290,8 +190,8 @@ class RouteStage:
 
     def idle(self, partition: int) -> list[Out]:
         """The partition has gone quiet and is caught up: tell every shard to stop waiting for it."""
-        marker = orjson.dumps({"p": partition, "idle": True, "hb": self.max_ts.get(partition)})
-        return [Out("routed", shard, marker) for shard in range(self.settings.shards)]
+        value = routed.encode_idle(self.version, partition, self.max_ts.get(partition))
+        return [Out("routed", shard, value) for shard in range(self.settings.shards)]
 
     def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""
@@ -339,16 +239,3 @@ def _drive(steps: Generator, route_batch: Callable[..., Any]) -> Any:
             args = steps.send(route_batch(*args))
     except StopIteration as done:
         return done.value
-
-
-def _chunks(lines: list[bytes], limit_bytes: int = ROUTED_MESSAGE_BYTES) -> list[list[bytes]]:
-    """Split a shard's event lines so one routed message stays well under Kafka's message limit."""
-    chunks: list[list[bytes]] = [[]]
-    size = 0
-    for line in lines:
-        if chunks[-1] and size + len(line) > limit_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(line)
-        size += len(line)
-    return chunks

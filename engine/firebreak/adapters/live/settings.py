@@ -25,7 +25,7 @@ class WorkerSettings:
     # stage 1 refuses an event more than this after its input partition's largest event time (None: no bound)
     max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS
     idle_timeout_ms: int = 10_000  # wall clock: an input partition this quiet stops holding time back
-    route_batch: int = 1_000  # input messages routed together (one routed message per shard and partition)
+    route_batch: int = 1_000  # input messages routed together (one routed message per shard: routed.py)
     route_batch_ms: int = 50  # ... or whatever arrived within this time
     checkpoint_interval_ms: int = 60_000  # wall clock between full snapshots: the most work redone after a crash
     max_event_bytes: int = 262_144  # larger messages are dead-lettered
@@ -33,7 +33,6 @@ class WorkerSettings:
     session_timeout_ms: int = 30_000  # Kafka group session: how soon a dead worker's partitions move
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"
-    engine: str | None = None  # native | python; None: drive.default_engine (native where built)
     traffic_check: bool = True  # warn of rules that never fire, over the first hour after each rule load
     input_batches: bool = True  # the input topic a fetch at a time (batches.py), not through Faust's streams
     extra: dict = field(default_factory=dict)

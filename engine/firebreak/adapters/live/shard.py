@@ -22,58 +22,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from firebreak.adapters.live import batch_cache
-from firebreak.core import Engine, Event, parse_ts
+from firebreak.adapters.live import routed
+from firebreak.core import Engine
 from firebreak.core.engine import READS_VERSIONS, reload
 from firebreak.core.sharding import owner, rules_version
 from firebreak.dsl import CompiledRule
-from firebreak.event_types import EventType
 
 SNAPSHOT_VERSION = 1
-Fed = tuple[int, int, int, int]  # (next input offset to take, events taken, late, duplicates)
-
-
-HEARTBEAT = ("heartbeat",)  # `_Part.kept` of a partition with no event for the shard
-
-
-class _Part(NamedTuple):
-    """One input partition of a routed message, as the shard takes it (`ShardState._part`)."""
-
-    partition: int
-    head: dict[str, Any]  # its event time ("hb"), and "idle" for an idle marker
-    feed: Callable[[], Fed]  # feeds its events: → Fed
-    kept: Any  # (kept batch, next offset, same rules) when `feed` is `Core.feed_batch` of a kept batch;
-    #            HEARTBEAT when it has no event for the shard; else None
-
-
-class MissingBatch(LookupError):
-    """A routed reference whose batch is neither given nor kept in this process."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint this worker cannot restore (its message says why and what to do)."""
 
 
-def split_routed(value: bytes) -> tuple[dict[str, Any], bytes]:
-    """A routed message → (header, event lines). Since the batch path (format 2) a message is a
-    header line and ``OFFSET TS EVENT`` lines; a message of the earlier format — one JSON object
-    with ``ev: [[offset, event, pairs], ...]``, still on the routed topic after an upgrade — is
-    turned into the same lines. Idle markers are a header alone in both."""
-    header, newline, body = value.partition(b"\n")  # lines: OFFSET TS MASK EVENT (MASK: hex, or -)
-    message = orjson.loads(header)
-    if newline or not message.get("ev"):
-        return message, body
-    lines = [b"%d %d - %s\n" % (offset, parse_ts(data["ts"]), orjson.dumps(data)) for offset, data, *_ in message["ev"]]
-    return message, b"".join(lines)
-
-
 class ShardState:
     def __init__(self, rules: Sequence[CompiledRule], shard: int, shards: int, input_partitions: int,
-                 lateness_ms: int, engine: str = "python") -> None:  # fmt: skip
+                 lateness_ms: int, engine: str = "native") -> None:  # fmt: skip
+        """``engine``: ``native`` (the worker) or ``python`` (the Python core: the oracle tests
+        compare the native shard with)."""
         self.shard, self.shards, self.input_partitions = shard, shards, input_partitions
         self.kind = engine
         self.engine: Any = self._engine(rules, lateness_ms)
@@ -101,130 +71,65 @@ class ShardState:
         return Engine(rules, lateness_ms, owns=owns) if snapshot is None else \
             Engine.restore(rules, snapshot, lateness_ms, owns=owns)  # fmt: skip
 
-    def accept(self, offset: int, value: bytes, batch: Any = None, batch_rules: str | None = None) -> bool:
-        """Take one routed message; False when it was already taken (before a checkpoint).
-
-        A reference to a kept batch (format 3) takes the events of each input partition it
-        names from ``batch`` — stage 1's `RoutedBatch`, or {partition: what `RouteStage.reroute`
-        made of its offsets read again from the input}, whose masks are of rules version
-        ``batch_rules`` — or, when none is given, from the batch this process kept
-        (batch_cache.py)."""
-        parts = self._begin(offset, value, batch, batch_rules)
-        if parts is None:
+    def accept(self, offset: int, value: bytes) -> bool:
+        """Take one routed message (routed.py) without evaluating (`tick` does); False when it
+        was already taken (before a checkpoint)."""
+        message = self._begin(offset, value)
+        if message is None:
             return False
-        self._end(parts, [part.feed() for part in parts])
+        self._feed(message, None)
         return True
 
-    async def accept_offloaded(self, offset: int, value: bytes, batch: Any, batch_rules: str | None,
-                               offload: Callable[[Callable[[], None]], Awaitable[None]]) -> bool:  # fmt: skip
+    async def accept_offloaded(self, offset: int, value: bytes,
+                               offload: Callable[[Callable[[], Any]], Awaitable[Any]]) -> bool:  # fmt: skip
         """`accept` then `tick`, with the feeding and the evaluation run by ``offload`` (the
         worker: on a thread, where the native core lets go of the GIL, so stage 1, the event
-        loop and the other shards go on meanwhile). The worker holds the shard's lock."""
-        parts = self._begin(offset, value, batch, batch_rules)
-        if parts is None:
+        loop and the other shards go on meanwhile) — one native call. The worker holds the
+        shard's lock."""
+        message = self._begin(offset, value)
+        if message is None:
             return False
-        kept = {id(part.kept[0]): part.kept for part in parts if part.kept not in (None, HEARTBEAT)}
-        if len(kept) == 1 and all(part.kept is not None for part in parts):
-            # The events of one kept batch: feeding and evaluating in one native call. Time
-            # depends only on the headers' event times, so they are heard of first.
-            [(batch, _, same_rules)] = kept.values()
-            self._end_heads(parts)
-            watermark = self.watermark()
-            feeds = [(part.partition, part.kept[1]) for part in parts if part.kept is not HEARTBEAT]
-            fed, records = await offload(lambda: self.engine.take_batch(batch, self.shard, feeds, same_rules,
-                                                                        watermark))  # fmt: skip
-            results = iter(fed)
-            self._end_offsets(parts, [part.feed() if part.kept is HEARTBEAT else next(results) for part in parts])
-            self._derived(records)
-            return True
-
-        def take() -> None:
-            self._end(parts, [part.feed() for part in parts])
+        watermark = self.watermark()  # time depends only on the headers: heard of in `_begin`
+        if self.kind != "native":
+            await offload(lambda: self._feed(message, None))
             self.tick()
-
-        await offload(take)
+            return True
+        await offload(lambda: self._feed(message, watermark))
         return True
 
-    def _begin(self, offset: int, value: bytes, batch: Any, batch_rules: str | None) -> list[_Part] | None:
-        """The message's input partitions as the shard takes them, or None for a re-delivery."""
+    def _begin(self, offset: int, value: bytes) -> routed.Routed | None:
+        """The message, its heartbeats and idle markers heard of; None for a re-delivery."""
         if offset < self.routed_next:
             self.stats["redelivered"] += 1
             return None
-        message, body = split_routed(value)
-        if message.get("v") == 3:
-            if batch is None and any(part[4] for part in message["parts"]):
-                batch, batch_rules = batch_cache.take(message["b"], self.shard), message.get("rv")
-                if batch is None:
-                    raise MissingBatch(f"shard {self.shard}: routed message {offset} names batch {message['b']}, "
-                                       "which is not kept here: read it from the input first")  # fmt: skip
-            self.routed_next = offset + 1
-            return [self._part(partition, {"hb": hb}, n, batch, batch_rules)
-                    for partition, hb, _first, _last, n in message["parts"]]  # fmt: skip
+        message = routed.decode(value)
         self.routed_next = offset + 1
-        partition = message["p"]
-        return [self._part(partition, message, bool(body), body, message.get("rv"))]
+        for partition, ts in message.heads:
+            self._heard(partition, ts)
+        self.idle.update(message.idle)
+        return message
 
-    def _part(self, partition: int, head: dict[str, Any], events: int, batch: Any, batch_rules: str | None) -> _Part:
-        next_offset = self.next_offset.get(partition, 0)
-        if not events:  # a heartbeat: nothing to feed
-            return _Part(partition, head, lambda: (next_offset, 0, 0, 0), HEARTBEAT)
-        if isinstance(batch, dict):  # read again from the input, per partition
-            batch = batch[partition]
-        engine, same_rules = self.engine, batch_rules == self.rules_version  # masks name rules by index
-        if isinstance(batch, bytes):
-            body = batch
-        elif self.kind == "native":
-            feed = lambda: engine.feed_batch(batch, self.shard, partition, next_offset, same_rules)  # noqa: E731
-            return _Part(partition, head, feed, (batch, next_offset, same_rules))
-        else:
-            body = batch.lines(self.shard, partition)
-        if self.kind == "native":
-            return _Part(partition, head, lambda: engine.feed_routed(body, next_offset, same_rules), None)
-        return _Part(partition, head, lambda: self._feed_python(body, next_offset), None)
-
-    def _end(self, parts: list[_Part], fed: list[Fed]) -> None:
-        self._end_offsets(parts, fed)
-        self._end_heads(parts)
-
-    def _end_offsets(self, parts: list[_Part], fed: list[Fed]) -> None:
-        for part, (next_offset, taken, late, duplicates) in zip(parts, fed, strict=True):
-            self._took(taken, late, duplicates)
-            self.next_offset[part.partition] = next_offset
-
-    def _end_heads(self, parts: list[_Part]) -> None:
-        for part in parts:
-            self._heard(part.partition, part.head.get("hb"))
-            if part.head.get("idle"):
-                self.idle.add(part.partition)
-
-    def needs_batch(self, offset: int, value: bytes) -> dict[str, Any] | None:
-        """The header of a routed message that names a kept batch with events for this shard
-        and is not a re-delivery (the worker finds the batch before `accept`); else None."""
-        if offset < self.routed_next or not value.startswith(b'{"v":3'):
-            return None
-        message = orjson.loads(value)
-        return message if any(part[4] for part in message["parts"]) else None
+    def _feed(self, message: routed.Routed, watermark: int | None) -> None:
+        """The message's events into the engine, then (native, ``watermark`` given) evaluated."""
+        if self.kind == "python":
+            if message.body:
+                self._took(*routed.feed_python(self.engine, message.body, self.next_offset))
+            return
+        if not message.body and watermark is None:
+            return
+        same_rules = message.rules_version == self.rules_version  # masks name rules by index
+        next_offset, taken, late, duplicates, records = self.engine.take_routed(
+            message.body, self.next_offset, same_rules, watermark
+        )
+        self.next_offset = next_offset
+        self._took(taken, late, duplicates)
+        self._derived(records)
 
     def _took(self, taken: int, late: int, duplicates: int) -> None:
         self.stats["events"] += taken
         self.stats["late"] += late
         self.stats["duplicates"] += duplicates  # stage 1 re-sent them after a restart
 
-    def _feed_python(self, body: bytes, next_offset: int) -> tuple[int, int, int, int]:
-        taken = late = duplicates = 0
-        for line in body.splitlines():
-            offset, ts, _mask, raw = line.split(b" ", 3)  # the core looks at every rule
-            source_offset = int(offset)
-            if source_offset < next_offset:
-                duplicates += 1
-                continue
-            next_offset = source_offset + 1
-            data = orjson.loads(raw)
-            if self.engine.add(Event(data["event_id"], int(ts), data.get("type", EventType.INFERENCE), data)):
-                taken += 1
-            else:
-                late += 1
-        return next_offset, taken, late, duplicates
     def _heard(self, partition: int, ts: int | None) -> None:
         self.idle.discard(partition)
         if ts is not None and ts > self.max_ts.get(partition, -1):
@@ -261,11 +166,8 @@ class ShardState:
 
     def set_rules(self, rules: Sequence[CompiledRule]) -> list[dict[str, Any]]:
         if self.kind == "native":  # the reload's records are the Python core's: through its snapshot
-            from firebreak.adapters.live.routing import stage_engine
-
             python = Engine.restore(self.rules, self.engine.snapshot(), owns=owner(self.shard, self.shards))
             python, records = reload(python, rules)
-            self.kind = stage_engine(rules, "native")[0]  # python when a new rule is not native
             self.engine = self._engine(rules, self.engine.lateness_ms, python.snapshot())
         else:
             self.engine, records = reload(self.engine, rules)
@@ -318,7 +220,7 @@ class ShardState:
 
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], input_partitions: int,
-                lateness_ms: int, engine: str = "python") -> ShardState:  # fmt: skip
+                lateness_ms: int, engine: str = "native") -> ShardState:  # fmt: skip
         version = snapshot.get("version")
         inner = (snapshot.get("engine") or {}).get("version")
         if version != SNAPSHOT_VERSION or inner not in READS_VERSIONS:

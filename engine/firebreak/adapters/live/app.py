@@ -37,6 +37,7 @@ from aiokafka.errors import (
 from faust.types import TP
 
 from firebreak.adapters.live import batch_cache, batches
+from firebreak.adapters.live.case_runner import CaseRunner
 from firebreak.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES, ShardWriter, load_checkpoint
 from firebreak.adapters.live.metrics import CONTENT_TYPE, Metrics, ShardView, WorkerView
 from firebreak.adapters.live.preflight import missing_permissions
@@ -105,6 +106,7 @@ class LiveWorker:
         self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="firebreak-route")  # stage 1's native routing
         self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
         self.metrics = Metrics()
+        self.cases = CaseRunner(settings, self.rules) if settings.cases else None  # stage 3 (case_runner.py)
         self.app = self._build_app()
 
     # ---- Faust wiring ----------------------------------------------------------------
@@ -168,6 +170,12 @@ class LiveWorker:
         async def on_start():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
 
+        if self.cases is not None:
+
+            @app.task
+            async def cases():  # stage 3: one worker of the group leads it (case_runner.py)
+                await self.cases.run()
+
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -183,6 +191,8 @@ class LiveWorker:
             NewTopic(s.incidents_topic, s.output_partitions, 1),
             NewTopic(s.containment_topic, s.output_partitions, 1),
             NewTopic(s.dead_letter_topic, s.output_partitions, 1),
+            NewTopic(s.cases_topic, 1, 1, topic_configs={"cleanup.policy": "compact",
+                                                         "max.message.bytes": str(MAX_CHECKPOINT_BYTES)}),
             NewTopic(s.checkpoint_topic, s.shards, 1, topic_configs={
                 "cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
                 "segment.ms": str(600_000)}),

@@ -46,14 +46,14 @@ def problems() -> list[dict]:
     return [out for r in incidents for out in book.process(r)]
 
 
-def deliver(tmp_path, records, control=(), windows=()):
+def deliver(tmp_path, records, control=(), windows=(), per_case=False):
     receiver = Receiver()
 
     async def run():
         runner, url = await serve(receiver)
         try:
             config = load_notify_config(config_file(tmp_path, url), env={**ENV, "TEST_SLACK_URL": f"{url}/slack"})
-            return await notify_records(config, records, control, windows)
+            return await notify_records(config, records, control, windows, per_case)
         finally:
             await runner.cleanup()
 
@@ -74,6 +74,19 @@ def test_without_silences_one_dedup_key_per_case_trigger_then_resolve(tmp_path):
     assert actions == {cost: ["trigger", "trigger", "resolve"], hall: ["trigger", "resolve"]}
     assert stats.suppressed == {"grouping": 1}  # c2 joined the cost case: an update, not a page
     assert "1 pages suppressed (grouping 1)" in stats.summary()
+
+
+@pytest.mark.parametrize("per_case", [True, False])
+def test_the_workers_records_page_per_case(tmp_path, per_case):
+    """The live worker's incident records do not name their case; its case stage's records
+    follow them. With --per-case PagerDuty hears of cases only; without, from the first case record on."""
+    records = [{k: v for k, v in r.items() if k != "case_id"} if r["type"].startswith("incident.") else r
+               for r in problems()]  # fmt: skip
+    _, pd = deliver(tmp_path, records, per_case=per_case)
+    cases = {r["case_id"] for r in records if r["type"] == "case.opened"}
+    incident_keys = [e["dedup_key"] for e in pd if e["dedup_key"] not in cases]
+    assert incident_keys == ([] if per_case else ["c1"])  # the first incident, before any case record
+    assert {e["dedup_key"] for e in pd} - {"c1"} == cases
 
 
 def test_a_silence_holds_the_page_and_its_expiry_releases_what_is_still_open(tmp_path):
@@ -201,3 +214,22 @@ def test_the_commands_write_list_and_expire_silences_in_a_file(tmp_path, capsys)
     assert main(["ack", "case_1", "--by", "ana", *at]) == 0
     assert main(["silence", "add", "--match", "tenant", "--for", "2h", "--reason", "x", "--by", "y", *at]) == 1
     assert "expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_reminders_are_per_case_and_stop_when_it_is_acknowledged():
+    from firebreak.adapters.notify import REMINDER, Reminders
+
+    records = problems()
+    reminders = Reminders()
+    for record in records[:5]:  # c1, its case, h1, its case, c2 joining the cost case
+        reminders.track(record, now=0.0)
+    cost, hall = case_of(records, "cost"), case_of(records, "hallucination")
+    assert set(reminders.open) == {cost, hall}  # two problems, two reminders (not three incidents)
+    due = reminders.due(1800.0)  # PAGING: every 30 minutes
+    assert sorted((r["type"], r["case_id"]) for r in due) == sorted([(REMINDER, cost), (REMINDER, hall)])
+    assert next(r for r in due if r["case_id"] == cost)["group"] == {"tenant": "acme"}
+    reminders.forget([cost])  # acknowledged
+    assert [r["case_id"] for r in reminders.due(3600.0)] == [hall]
+    for record in records[5:]:
+        reminders.track(record, now=3700.0)
+    assert reminders.open == {}  # every case resolved

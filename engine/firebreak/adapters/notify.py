@@ -352,6 +352,9 @@ class Deliverer:
         self.case_incidents: dict[str, set[str]] = {}  # case id -> the incidents its records named
         self.held: dict[str, tuple[dict[str, Any], str]] = {}  # silenced case id -> (its page, held by)
         self.triggered: set[str] = set()  # cases PagerDuty has an alert for
+        # PagerDuty pages per case: set by --per-case, or once a case record was seen (the worker's
+        # incident records do not name their case: its case stage's records do, a moment later)
+        self.per_case = False
 
     async def __aenter__(self) -> Deliverer:
         import aiohttp
@@ -395,7 +398,7 @@ class Deliverer:
         for target in self.targets_of(record):
             if target.only_paged and not paged:
                 continue  # the policy opens a ticket, not a page; resolved: only if it was paged
-            if target.kind == "pagerduty" and record.get("case_id"):
+            if target.kind == "pagerduty" and (record.get("case_id") or self.per_case):
                 continue  # its case pages (handle_case)
             if record["type"] == REMINDER and target.kind == "alertmanager":
                 continue  # its alert is kept firing by re-sends (alertmanager.AlertResends), not reminders
@@ -408,6 +411,7 @@ class Deliverer:
         grouping, inhibition, an update within `wait`, a silence, a maintenance window — is
         counted by reason; a silenced case's page is sent when the silence ends, if still open."""
         case_id = record["case_id"]
+        self.per_case = True
         at = parse_ts(record["ts"]) if at is None else at
         self.case_incidents.setdefault(case_id, set()).add(record["incident_id"])
         resolved = record["type"] == RecordKind.CASE_RESOLVED
@@ -503,6 +507,14 @@ class Deliverer:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
         if record.get("type") in CASE_TYPES:
+            self.per_case = True
+            self.case_incidents.setdefault(record["case_id"], set()).add(record["incident_id"])
+            if record["type"] == RecordKind.CASE_RESOLVED:
+                self.cases.pop(record["case_id"], None)
+            else:
+                self.cases[record["case_id"]] = dict(record)
+                if record.get("page"):
+                    self.triggered.add(record["case_id"])
             self.paged[record["case_id"]] = self.paged.get(record["case_id"], False) or bool(record.get("page"))
             return self.paged[record["case_id"]]
         incident = record["incident_id"]
@@ -576,7 +588,18 @@ class Reminders:
         self.open: dict[str, dict[str, Any]] = {}
 
     def track(self, record: Mapping[str, Any], now: float) -> None:
+        """Per case when records name one (issue 25): a case's incidents are reminded of as their
+        case, at its response's cadence, so one problem is one reminder."""
         kind, incident = record.get("type"), record.get("incident_id")
+        if kind in CASE_TYPES:
+            self.open.pop(incident, None)  # its case reminds of it
+            if kind == RecordKind.CASE_RESOLVED:
+                self.open.pop(record["case_id"], None)
+                return
+            incident, record = record["case_id"], {**record, "group": record.get("scope") or {}}
+            kind = RecordKind.OPENED
+        elif record.get("case_id"):
+            return
         if kind == RecordKind.RESOLVED:
             self.open.pop(incident, None)
         elif kind in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.REOPENED):
@@ -590,7 +613,7 @@ class Reminders:
                                    "count": before["count"] if before else 0}  # fmt: skip
 
     def forget(self, incidents: Iterable[str]) -> None:
-        """No more reminders for these incidents (their case was acknowledged)."""
+        """No more reminders for these incidents or cases (acknowledged)."""
         for incident in incidents:
             self.open.pop(incident, None)
 
@@ -604,7 +627,8 @@ class Reminders:
             every = r["response"]["update_every_ms"]
             entry["count"] += 1
             entry["due"] = now + every / 1000
-            out.append({"type": REMINDER, "incident_id": incident, "reminder": entry["count"],
+            case = {"case_id": r["case_id"]} if r.get("type") in CASE_TYPES else {}
+            out.append({"type": REMINDER, "incident_id": incident, **case, "reminder": entry["count"],
                         "slot": int(now * 1000) // every,
                         "opened": entry["opened"],
                         **{k: r.get(k) for k in ("rule", "category", "severity", "group", "ts", "onset", "value",
@@ -614,14 +638,14 @@ class Reminders:
 
 async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]],
                          control: Iterable[Mapping[str, Any]] = (),
-                         windows: tuple[Any, ...] = ()) -> NotifyStats:  # fmt: skip
+                         windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
     """A records file (or list): every incident record to its targets, in order. ``control``:
     silences and acknowledgements (a file's), each taken at its time among the records; time is
     the records' (``ts``): a held page goes out with the first record after its silence ended."""
     records = list(records)
     pending = sorted(control, key=lambda e: parse_ts(e["ts"]))
     async with Deliverer(config) as deliverer:
-        deliverer.windows = windows
+        deliverer.windows, deliverer.per_case = windows, per_case
         for record in records:  # containment first: a message about an incident names its containment
             if record.get("type") == RecordKind.COMMAND:
                 await deliverer.handle(record)
@@ -641,7 +665,7 @@ async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, An
 async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, containment_topic: str, group: str,
                         idle_s: float | None = None, reminders: bool = True,
                         clock: Any = time.time, control_topic: str | None = None,
-                        windows: tuple[Any, ...] = ()) -> NotifyStats:  # fmt: skip
+                        windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
     """Follow the incidents (and containment) topics in a consumer group, read_committed; offsets
     are committed after their records were delivered, so a crash re-delivers (idempotent keys),
     never skips. A delivery that gives up stops the loop without committing (exit, retry later).
@@ -662,7 +686,7 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
     open_incidents, open_alerts = Reminders(), AlertResends()
     try:
         async with Deliverer(config) as deliverer:
-            deliverer.windows = windows
+            deliverer.windows, deliverer.per_case = windows, per_case
             for topic in (containment_topic, incidents_topic):  # containment first, as below
                 for record in await _committed_records(consumer, kafka, topic):
                     deliverer.remember(record)
@@ -686,7 +710,7 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
                 if batch:
                     await consumer.commit()
                 acked = deliverer.silences.acks
-                open_incidents.forget(i for case in acked for i in deliverer.case_incidents.get(case, ()))
+                open_incidents.forget([*acked, *(i for case in acked for i in deliverer.case_incidents.get(case, ()))])
                 if reminders:
                     for reminder in open_incidents.due(clock()):
                         await deliverer.handle(reminder)  # a reminder that fails is not retried later

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-topic", metavar="TOPIC",
                         help="with --topic: the compacted topic of silences and acknowledgements "
                              "(`firebreak silence add`, `firebreak ack`; e.g. ai.firebreak.control)")
+    parser.add_argument("--per-case", action="store_true",
+                        help="with --topic: PagerDuty hears of cases only, from the first record on (a worker's case "
+                             "stage writes them after the incidents; default: once a case record was seen)")
     parser.add_argument("--rules", metavar="PATH", action="append",
                         help="the rules' directory: its policy.toml's [[maintenance]] windows hold pages too")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every delivery attempt")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             stats = asyncio.run(notify_topics(config, kafka, args.topic, args.containment_topic, args.group, args.idle,
                                               args.reminders, control_topic=args.control_topic,
-                                              windows=windows))  # fmt: skip
+                                              windows=windows, per_case=args.per_case))  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a broker problem is one line, not a traceback
             from firebreak.sdk._kafka import diagnose
 

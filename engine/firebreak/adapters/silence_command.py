@@ -151,12 +151,30 @@ async def _send(args: argparse.Namespace, event: dict[str, Any]) -> None:
     from firebreak.kafka_config import load_kafka_config
 
     kafka = load_kafka_config(args.kafka_config, args.bootstrap)
+    await _create_topic(kafka, args.topic)
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(args.topic, orjson.dumps(event), key=control_key(event))
     finally:
         await producer.stop()
+
+
+async def _create_topic(kafka: Any, topic: str) -> None:
+    """The control topic, compacted (a silence or acknowledgement per key), if it is missing."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, **kafka.client_options())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    except TopicAlreadyExistsError:
+        pass
+    except KafkaError:
+        pass  # not allowed to create topics: it must exist already (the send says if not)
+    finally:
+        await admin.close()
 
 
 async def _fetch(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -694,7 +694,8 @@ class LiveWorker:
                     continue
             self.last_views[n] = view
             shards.append(view)
-        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags())
+        cases = self.cases.counts() if self.cases is not None else None
+        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags(), cases)
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""

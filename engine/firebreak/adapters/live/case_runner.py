@@ -63,6 +63,15 @@ class CaseRunner:
         self.committed = 0  # case records committed by this process
         self.task: asyncio.Task | None = None
 
+    def counts(self) -> dict[str, int] | None:
+        """What the metrics show of the stage (None: another worker leads it)."""
+        stage = self.stage
+        if stage is None or self.task is None:
+            return None
+        stats = stage.book.stats
+        return {"cases": stats["cases"], "pages": stats["pages"], "grouped": stats["grouped"],
+                "inhibited": stats["inhibited"], "updates": stats["updates"], "held": len(stage.held)}  # fmt: skip
+
     async def run(self) -> None:
         """Wait to be the group's case stage, then run it until this process stops."""
         s = self.settings

@@ -81,7 +81,8 @@ class CaseRunner:
         await leader.start()
         try:
             while True:
-                await leader.getmany(timeout_ms=1000, max_records=1)  # keeps the membership alive
+                leader.pause(*leader.assignment())  # membership only: the checkpoints are read by `load_stage`
+                await leader.getmany(timeout_ms=1000)  # keeps the membership alive (max.poll.interval)
                 mine = TopicPartition(s.cases_topic, 0) in leader.assignment()
                 if mine and self.task is None:
                     self.task = asyncio.create_task(self._lead())

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from firebreak.adapters.live.case_stage import CaseStage
 from firebreak.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES
@@ -32,6 +33,7 @@ log = logging.getLogger("firebreak.worker.cases")
 
 STAGE_KEY = b"stage"
 POLL_MS = 200
+RETRY_S = 10.0  # after the stage failed (a refused write, say), before it restarts from its checkpoint
 
 
 async def load_stage(settings: WorkerSettings) -> dict[str, Any] | None:
@@ -78,21 +80,32 @@ class CaseRunner:
         leader = AIOKafkaConsumer(s.cases_topic, **s.client_options(), group_id=f"{s.app_id}.cases",
                                   enable_auto_commit=False, session_timeout_ms=s.session_timeout_ms,
                                   heartbeat_interval_ms=min(3000, s.session_timeout_ms // 3))  # fmt: skip
-        await leader.start()
+        try:
+            await leader.start()
+        except KafkaError as error:
+            log.error(
+                "the case stage cannot join its group %s.cases (%s): no cases from this worker",
+                s.app_id,
+                type(error).__name__,
+                extra={"fields": {"event": "cases_off", "reason": type(error).__name__}},
+            )
+            return
+        retry_at = 0.0
         try:
             while True:
                 leader.pause(*leader.assignment())  # membership only: the checkpoints are read by `load_stage`
                 await leader.getmany(timeout_ms=1000)  # keeps the membership alive (max.poll.interval)
                 mine = TopicPartition(s.cases_topic, 0) in leader.assignment()
-                if mine and self.task is None:
+                if mine and self.task is None and time.monotonic() >= retry_at:
                     self.task = asyncio.create_task(self._lead())
                 elif not mine and self.task is not None:
                     self.task.cancel()
                     self.task = None
                 if self.task is not None and self.task.done() and not self.task.cancelled():
                     error = self.task.exception()
-                    log.error("the case stage stopped (%s); it restarts from its checkpoint", error)
-                    self.task = None
+                    log.error("the case stage stopped (%s: %s); it restarts from its checkpoint in %g s",
+                              type(error).__name__, error, RETRY_S)  # fmt: skip
+                    self.task, retry_at = None, time.monotonic() + RETRY_S
         finally:
             if self.task is not None:
                 self.task.cancel()

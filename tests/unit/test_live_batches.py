@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from functools import partial
 from types import SimpleNamespace
 from weakref import WeakSet
@@ -354,7 +354,7 @@ def stage2_worker(monkeypatch, load=None) -> LiveWorker:
     worker.shards, worker.fenced, worker.shards_held, worker.inputs_held = {}, set(), set(), set()
     worker.last_input, worker.idle_sent, worker.last_housekeeping = {}, set(), None
     worker.resumed_at, worker.opening, worker.stopping = float("-inf"), {}, False
-    worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None)
+    worker.metrics = SimpleNamespace(observe_evaluation=lambda seconds: None, checkpoint_failures=Counter())
     return worker
 
 
@@ -428,6 +428,7 @@ async def test_a_shard_waits_out_a_broker_that_is_away_when_its_producer_starts(
     await worker._evaluate(Stream(), routed_event(0))
     assert list(worker.shards) == [0]
     assert FakeWriter.calls == ["fence failed", "fence 0", "load 0"]
+    assert worker.metrics.checkpoint_failures == {"producer": 1}  # firebreak_checkpoint_failures_total
 
 
 def test_ack_offsets_is_fausts_ack_for_many_offsets():

@@ -44,6 +44,25 @@ def test_the_view_and_the_counters_become_metric_families():
     assert 0.0019 < got[("firebreak_evaluation_seconds", (("quantile", "0.99"),))] < 0.0021
 
 
+def test_checkpoints_committed_failed_and_pending():
+    metrics = Metrics()
+    metrics.checkpoints.update({"head": 41, "full": 3})
+    metrics.checkpoint_failures["read"] += 2
+    view = WorkerView(shards=[ShardView(0, {}, {}, None, {}, frozenset(), 2, checkpoint_pending_s=95.5),
+                              ShardView(1, {}, {}, None, {}, frozenset(), 2)],
+                      checkpoint_interval_s=60.0)  # fmt: skip
+    got = parse(metrics.render(view))
+    assert got[("firebreak_checkpoints_total", (("kind", "full"),))] == 3
+    assert got[("firebreak_checkpoints_total", (("kind", "head"),))] == 41
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "read"),))] == 2
+    # every operation has its series from the start, so increase() sees the first failure
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "producer"),))] == 0
+    assert got[("firebreak_checkpoint_failures_total", (("operation", "input"),))] == 0
+    assert got[("firebreak_checkpoint_pending_seconds", (("shard", "0"),))] == 95.5
+    assert got[("firebreak_checkpoint_pending_seconds", (("shard", "1"),))] == 0
+    assert got[("firebreak_checkpoint_interval_seconds", ())] == 60
+
+
 def test_the_case_stage_shows_what_it_grouped_paged_and_held_back_where_it_runs():
     counts = {"cases": 5, "pages": 5, "grouped": 16, "inhibited": 2, "updates": 3, "held": 4}
     got = parse(Metrics().render(WorkerView(cases=counts)))

@@ -55,7 +55,7 @@ def metric_names(expr: str) -> set[str]:
 def test_promtool_checks_the_rules(promtool):
     done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout + done.stderr
+    assert "SUCCESS: 10 rules found" in done.stdout + done.stderr
 
 
 def test_promtool_unit_tests_of_the_rules_pass(promtool):
@@ -80,7 +80,8 @@ def test_every_alert_reads_metrics_the_worker_exports(exported):
     alerts = [rule for group in groups for rule in group["rules"]]
     assert {a["alert"] for a in alerts} >= {"FirebreakWorkerDown", "FirebreakWatermarkStalled",
                                            "FirebreakConsumerLagGrowing", "FirebreakDeadLettersRising",
-                                           "FirebreakShardFenced", "FirebreakWorkerRestarting"}  # fmt: skip
+                                           "FirebreakShardFenced", "FirebreakWorkerRestarting",
+                                           "FirebreakCheckpointOverdue", "FirebreakCheckpointRetrying"}  # fmt: skip
     for alert in alerts:
         names = metric_names(alert["expr"])
         assert names, alert["alert"]
@@ -104,7 +105,8 @@ def test_every_dashboard_panel_queries_metrics_the_worker_exports(exported):
             read |= names
     # the dashboard shows the metrics that say whether the worker keeps up and decides
     assert {"firebreak_events_total", "firebreak_consumer_lag", "firebreak_watermark_seconds",
-            "firebreak_dead_lettered_total", "firebreak_open_incidents", "firebreak_shards_fenced_total"} <= read
+            "firebreak_dead_lettered_total", "firebreak_open_incidents", "firebreak_shards_fenced_total",
+            "firebreak_checkpoint_pending_seconds", "firebreak_checkpoint_failures_total"} <= read
 
 
 def test_metric_names_reads_names_not_label_values():

@@ -5,6 +5,7 @@ a re-sent batch, unmappable spans (dead letters, partial success), 400 / 415 / 5
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import threading
 import urllib.error
@@ -12,6 +13,10 @@ import urllib.request
 
 import orjson
 import pytest
+from firebreak.adapters.otlp import JsonLinesSink, KafkaSink, Receiver, load_mapping, serve
+from firebreak.core import parse_ts, run_events
+from firebreak.core.events import validate_event
+from firebreak.dsl import load_rules
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -20,11 +25,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
-
-from firebreak.adapters.otlp import JsonLinesSink, KafkaSink, Receiver, load_mapping, serve
-from firebreak.core import parse_ts, run_events
-from firebreak.core.events import validate_event
-from firebreak.dsl import load_rules
 
 T0 = 1_780_000_000_000_000_000  # ns: 2026-05-28T...
 MINUTE = 60 * 1_000_000_000
@@ -118,7 +118,9 @@ def test_sdk_spans_become_events_that_replay_into_the_expected_incidents(server,
     events = read_lines(tmp_path / "events.jsonl")
     assert len(events) == 12 and server.receiver.stats.ignored == 1  # the HTTP span is no inference
     first = min(events, key=lambda e: parse_ts(e["ts"]))
-    assert first["model"] == "gpt-4o-2026-05" and first["request_model"] == "gpt-4o"
+    # the model asked for (failed calls have no response model); the snapshot that answered
+    assert first["model"] == "gpt-4o" and first["model_version"] == "gpt-4o-2026-05"
+    assert "model_version" not in next(e for e in events if e["model"] == "claude-3-5")  # the same model answered
     assert first["event_id"].startswith("otlp-") and len(first["event_id"]) == 5 + 32 + 1 + 16
     assert first["latency_ms"] == 250 and parse_ts(first["ts"]) == (T0 + 250_000_000) // 1_000_000
     assert (first["tokens_in"], first["tokens_out"]) == (100, 20)
@@ -132,7 +134,7 @@ def test_sdk_spans_become_events_that_replay_into_the_expected_incidents(server,
     assert not problems
     records = run_events(rules, [validate_event(e) for e in sorted(events, key=lambda e: parse_ts(e["ts"]))])
     opened = {(r["rule"], tuple(r["group"].items())) for r in records if r["type"] == "incident.opened"}
-    assert opened == {("hallucinations", (("model", "gpt-4o-2026-05"),)), ("failing_calls", (("tenant", "acme"),))}
+    assert opened == {("hallucinations", (("model", "gpt-4o"),)), ("failing_calls", (("tenant", "acme"),))}
 
 
 def test_a_resent_batch_is_not_counted_twice(server, tmp_path):
@@ -181,7 +183,7 @@ def test_unmappable_genai_spans_are_dead_lettered_and_reported_as_partial_succes
     assert len(read_lines(tmp_path / "events.jsonl")) == 1
     dead = read_lines(tmp_path / "dead.jsonl")
     assert sorted(d["reason"] for d in dead) == ["firebreak.flag.pii is not a boolean: 'yes'",
-                                                 "no gen_ai.response.model or gen_ai.request.model"]  # fmt: skip
+                                                 "no gen_ai.request.model or gen_ai.response.model"]  # fmt: skip
     assert all(d["source"] == "otlp" and d["raw"]["name"] == "chat" for d in dead)
     assert sum(server.receiver.stats.unmappable.values()) == 2
 
@@ -215,6 +217,26 @@ def test_malformed_bodies_get_400_and_other_content_types_415(server, tmp_path):
     status, _, raw = post(server.url, b"x", "text/plain")
     assert status == 415 and "unsupported content type" in orjson.loads(raw)["message"]
     assert not (tmp_path / "events.jsonl").read_bytes()
+    # exporters do not re-send a 4xx: each such request is counted and kept, body and reason
+    assert server.receiver.stats.refused == {400: 2, 415: 1}
+    dead = read_lines(tmp_path / "dead.jsonl")
+    assert [(d["status"], base64.b64decode(d["body_base64"])) for d in dead] == [
+        (400, b"\xff\x00 not protobuf"), (400, b"{not json"), (415, b"x")]  # fmt: skip
+    assert dead[0]["reason"].startswith("not an ExportTraceServiceRequest") and dead[1]["reason"].startswith("not JSON")
+    assert all(d["source"] == "otlp" and d["body_bytes"] == len(base64.b64decode(d["body_base64"])) for d in dead)
+
+
+def test_a_body_over_the_limit_gets_413_and_is_counted(tmp_path):
+    sink = JsonLinesSink(str(tmp_path / "events.jsonl"), str(tmp_path / "dead.jsonl"))
+    s = Server(Receiver(sink, max_body_bytes=1024))
+    try:
+        status, _, raw = post(s.url, b"\x0a" * 4096, "application/x-protobuf")
+        assert status == 413 and raw[:2] == b"\x08\x03"
+        assert s.receiver.stats.refused == {413: 1}
+    finally:
+        s.close()
+    [letter] = read_lines(tmp_path / "dead.jsonl")
+    assert letter["status"] == 413 and "over the receiver's limit of 1024 bytes" in letter["reason"]
 
 
 def test_an_unavailable_producer_gets_503_with_retry_after(tmp_path):
@@ -268,4 +290,43 @@ def test_the_firebreak_otlp_command(tmp_path):
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert len(read_lines(out)) == 12
-    assert "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable; requests: 13× 200" in stderr
+    assert (
+        "otlp: 13 spans, 12 events, 1 not GenAI, 0 duplicates, 0 unmappable, 0 requests refused and dead-lettered; "
+        "requests: 13× 200"
+    ) in stderr
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('flag_prefix = "guard."\n[defaults]\ntenant = "unknown"\n', None),
+    ('[defaults]\ntenant = "unknown"\nflag_prefix = "guard."\n',
+     "flag_prefix is a top-level setting, not a default: write it before [fields] and [defaults]"),
+    ('[fields]\ntenant = 3\n', "fields.tenant is an attribute key or a list of them"),
+    ('tenant = "x"\n', "unknown setting 'tenant' (known: fields, defaults, flag_prefix, score_prefix)"),
+    ('score_prefix = ""\n', "score_prefix is a non-empty string"),
+    ("[fields\n", "Expected ']'"),
+])  # fmt: skip
+def test_mapping_files_and_their_mistakes(tmp_path, text, message):
+    from firebreak.adapters.otlp import MappingError
+
+    path = tmp_path / "otlp.toml"
+    path.write_text(text)
+    if message is None:
+        mapping = load_mapping(str(path))
+        assert mapping.flag_prefix == "guard." and mapping.defaults == {"tenant": "unknown"}
+        return
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_the_command_refuses_a_bad_mapping_file_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "otlp.toml"
+    path.write_text('[defaults]\nflag_prefix = "guard."\n')
+    done = subprocess.run([sys.executable, "-m", "firebreak.cli", "otlp", "--mapping", str(path), "--out",
+                           str(tmp_path / "e.jsonl")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"firebreak otlp: {path}: flag_prefix is a top-level setting, not a "
+                                                f"default: write it before [fields] and [defaults]"]  # fmt: skip

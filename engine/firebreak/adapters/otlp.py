@@ -8,7 +8,11 @@ same batch (HTTP, database...) are counted as ignored. A GenAI span becomes one 
     event_id   "otlp-<trace id>-<span id>" (hex): a re-sent batch gives the same ids, and the
                receiver drops ids it wrote recently (a bounded memory), so it is not counted twice
     ts         the span's end (epoch ms); latency_ms = end - start
-    model      gen_ai.response.model, else gen_ai.request.model (required)
+    model      gen_ai.request.model, else gen_ai.response.model (required): the model the app asked
+               for, which failed calls carry too (instrumentations set the response model only on
+               a response), so a rule `by model` sees a model's errors beside its successes
+    model_version   gen_ai.response.model when it differs (the dated snapshot that answered:
+               gpt-4o -> gpt-4o-2024-08-06), unless the mapping's model_version attributes give one
     tokens_in / tokens_out   gen_ai.usage.input_tokens / output_tokens (or the older prompt_tokens / completion_tokens)
     flags.error              the span's status is ERROR (or it has error.type)
     service    the resource's service.name
@@ -19,12 +23,15 @@ same batch (HTTP, database...) are counted as ignored. A GenAI span becomes one 
 A GenAI span that cannot be an event (no model, no times, an end before its start, a flag that
 is not a boolean...) is counted, dead-lettered with the reason, and reported to the exporter
 as rejected in the OTLP partial-success response. Malformed bodies get 400, other content
-types 415, and a sink that cannot take events (the Kafka producer unavailable) 503 with
-Retry-After: the exporter retries the whole batch, and the ids make that safe.
+types 415, bodies over the size limit 413 — exporters do not retry those, so each such request
+is counted and dead-lettered with the reason and its body (base64, the first 256 KiB). A sink
+that cannot take events (the Kafka producer unavailable) gets 503 with Retry-After: the
+exporter retries the whole batch, and the ids make that safe.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
 import tomllib
@@ -43,6 +50,7 @@ log = logging.getLogger("firebreak.otlp")
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
 RETRY_AFTER_S = 5
+MAX_DEAD_BODY_BYTES = 256 * 1024  # of a refused request's body, in its dead letter
 GENAI_MARKERS = ("gen_ai.system", "gen_ai.provider.name", "gen_ai.operation.name")
 
 DEFAULT_FIELDS: dict[str, list[str]] = {
@@ -77,12 +85,12 @@ class OtlpMapping:
 def load_mapping(path: str | None) -> OtlpMapping:
     """The mapping file (TOML); the defaults without one.
 
-        [fields]                       # added to / replacing the defaults' attribute keys
-        tenant = ["app.tenant"]
-        [defaults]
-        tenant = "unknown"
-        feature = "chat"
-        flag_prefix = "guard."         # optional, top level
+    [fields]                       # added to / replacing the defaults' attribute keys
+    tenant = ["app.tenant"]
+    [defaults]
+    tenant = "unknown"
+    feature = "chat"
+    flag_prefix = "guard."         # optional, top level
     """
     if path is None:
         return OtlpMapping()
@@ -106,6 +114,10 @@ def load_mapping(path: str | None) -> OtlpMapping:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise MappingError(f"{path}: defaults is a table")
+    for key in ("flag_prefix", "score_prefix"):
+        if key in defaults:  # TOML puts a key written under [defaults] into that table
+            raise MappingError(f"{path}: {key} is a top-level setting, not a default: write it before [fields] "
+                               f"and [defaults]")  # fmt: skip
     mapping = OtlpMapping(fields, dict(defaults))
     for key in ("flag_prefix", "score_prefix"):
         if key in data:
@@ -245,9 +257,10 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         raise Unmappable("no start or end time")
     if span.end_ns < span.start_ns:
         raise Unmappable("the span ends before it starts")
-    model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model")
+    requested, answered = a.get("gen_ai.request.model"), a.get("gen_ai.response.model")
+    model = requested or answered
     if not isinstance(model, str) or not model:
-        raise Unmappable("no gen_ai.response.model or gen_ai.request.model")
+        raise Unmappable("no gen_ai.request.model or gen_ai.response.model")
     event: dict[str, Any] = {"event_id": f"otlp-{span.trace_id}-{span.span_id}", "type": "inference",
                              "ts": format_ts(span.end_ns // 1_000_000), "model": model,
                              "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3)}  # fmt: skip
@@ -256,8 +269,8 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         event["gen_ai_system"] = str(system)
     if a.get("gen_ai.operation.name"):
         event["gen_ai_operation"] = str(a["gen_ai.operation.name"])
-    if a.get("gen_ai.request.model") and a.get("gen_ai.request.model") != model:
-        event["request_model"] = str(a["gen_ai.request.model"])
+    if answered and answered != model:
+        event["model_version"] = str(answered)  # the mapping's model_version attributes, below, win
     for out, keys in (("tokens_in", ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
                       ("tokens_out", ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"))):  # fmt: skip
         for key in keys:
@@ -283,11 +296,11 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         if key.startswith(mapping.flag_prefix):
             if not isinstance(value, bool):
                 raise Unmappable(f"{key} is not a boolean: {value!r}")
-            flags[key[len(mapping.flag_prefix):]] = value
+            flags[key[len(mapping.flag_prefix) :]] = value
         elif key.startswith(mapping.score_prefix):
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise Unmappable(f"{key} is not a number: {value!r}")
-            scores[key[len(mapping.score_prefix):]] = value
+            scores[key[len(mapping.score_prefix) :]] = value
     if span.status_code == STATUS_ERROR or a.get("error.type"):
         flags["error"] = True
         if a.get("error.type"):
@@ -369,10 +382,23 @@ class KafkaSink:
             raise SinkUnavailable(str(error)) from error
 
     async def dead_letter(self, letters: list[dict[str, Any]]) -> None:
-        if self.dead_letter_topic and letters and self.publisher.started:
+        """Each letter to the dead-letter topic, acknowledged before the request is answered (a
+        refused body can come before any event has started the publisher)."""
+        if not (self.dead_letter_topic and letters):
+            return
+        from aiokafka.errors import KafkaError
+
+        from firebreak.sdk.publisher import PublishError
+
+        try:
+            if not self.publisher.started:
+                await self.publisher.start()
             producer = self.publisher._require()  # noqa: SLF001 - the same connection, another topic
-            for letter in letters:
-                await producer.send(self.dead_letter_topic, orjson.dumps(letter))
+            sent = [await producer.send(self.dead_letter_topic, orjson.dumps(letter)) for letter in letters]
+            for delivery in sent:
+                await delivery
+        except (PublishError, KafkaError, OSError, TimeoutError) as error:
+            raise SinkUnavailable(str(error)) from error
 
     async def close(self) -> None:
         await self.publisher.stop()
@@ -389,11 +415,15 @@ class OtlpStats:
     ignored: int = 0  # not GenAI spans
     duplicates: int = 0  # event ids written recently (a re-sent batch)
     unmappable: Counter[str] = field(default_factory=Counter)  # by reason
+    refused: Counter[int] = field(default_factory=Counter)  # requests dead-lettered whole, by HTTP status
 
     def summary(self) -> str:
         statuses = ", ".join(f"{n}× {s}" for s, n in sorted(self.requests.items())) or "none"
-        return (f"otlp: {self.spans} spans, {self.events} events, {self.ignored} not GenAI, "
-                f"{self.duplicates} duplicates, {sum(self.unmappable.values())} unmappable; requests: {statuses}")
+        return (
+            f"otlp: {self.spans} spans, {self.events} events, {self.ignored} not GenAI, "
+            f"{self.duplicates} duplicates, {sum(self.unmappable.values())} unmappable, "
+            f"{sum(self.refused.values())} requests refused and dead-lettered; requests: {statuses}"
+        )
 
 
 class Receiver:
@@ -419,13 +449,22 @@ class Receiver:
         return response
 
     async def _handle(self, request: Any) -> tuple[int, Any]:
+        from aiohttp import web
+
         content_type = request.content_type
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            message = f"the body is over the receiver's limit of {self.max_body_bytes} bytes"
+            return await self._refuse(413, content_type, message, b"")
+        except (OSError, ValueError) as error:  # a broken chunked or compressed stream
+            return await self._refuse(400, content_type, f"the body cannot be read: {error}", b"")
         if content_type not in (PROTOBUF, JSON):
-            return 415, self._error(415, JSON, f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}")
-        body = await request.read()
+            message = f"unsupported content type {content_type!r}: use {PROTOBUF} or {JSON}"
+            return await self._refuse(415, content_type, message, body)
         encoding = request.headers.get("Content-Encoding", "").lower()
         if encoding not in ("", "identity", "gzip", "deflate"):
-            return 415, self._error(415, content_type, f"unsupported content encoding {encoding!r}")
+            return await self._refuse(415, content_type, f"unsupported content encoding {encoding!r}", body)
         try:
             # aiohttp has already decoded gzip and deflate bodies (auto_decompress); a body still
             # compressed (a server without it) is decoded here
@@ -433,7 +472,7 @@ class Receiver:
                 body = gzip.decompress(body)
             spans = decode_protobuf(body) if content_type == PROTOBUF else decode_json(body)
         except (BadRequest, OSError, EOFError, zlib.error) as error:
-            return 400, self._error(400, content_type, str(error))
+            return await self._refuse(400, content_type, str(error), body)
         self.stats.spans += len(spans)
         events, letters, fresh = [], [], []
         for span in spans:
@@ -467,10 +506,29 @@ class Receiver:
             self.seen.popitem(last=False)
         self.stats.events += len(events)
         if letters:
-            await self.sink.dead_letter(letters)
+            try:
+                await self.sink.dead_letter(letters)
+            except SinkUnavailable as error:  # the events are written: the exporter must not re-send them
+                log.error("%d dead letters not written: %s", len(letters), error)
         rejected = len(letters)
         message = f"{rejected} GenAI spans could not be mapped to events: {letters[0]['reason']}" if letters else ""
         return 200, self._success(content_type, rejected, message)
+
+    async def _refuse(self, status: int, content_type: str, message: str, body: bytes) -> tuple[int, Any]:
+        """A request the exporter will not send again (4xx): counted, and dead-lettered with the
+        reason and its body, so what it carried can still be looked at and re-sent."""
+        self.stats.refused[status] += 1
+        letter: dict[str, Any] = {"source": "otlp", "status": status, "reason": message,
+                                  "content_type": content_type, "body_bytes": len(body),
+                                  "body_base64": base64.b64encode(body[:MAX_DEAD_BODY_BYTES]).decode()}  # fmt: skip
+        if len(body) > MAX_DEAD_BODY_BYTES:
+            letter["body_truncated"] = True
+        try:
+            await self.sink.dead_letter([letter])
+        except SinkUnavailable as error:
+            log.error("a refused request (%d: %s) not dead-lettered: %s", status, message, error)
+        answer_type = content_type if content_type in (PROTOBUF, JSON) else JSON
+        return status, self._error(status, answer_type, message)
 
     def _success(self, content_type: str, rejected: int, message: str) -> Any:
         from aiohttp import web

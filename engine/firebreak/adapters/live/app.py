@@ -313,12 +313,14 @@ class LiveWorker:
             await started.start()
             return started
 
-        started = await self._until_broker_answers(number, "its producer cannot start", writer)
+        started = await self._until_broker_answers(number, "its producer cannot start", writer, "producer")
         full, head = await self._until_broker_answers(number, "its checkpoint cannot be read",
-                                                      lambda: load_checkpoint(self.settings, number))  # fmt: skip
+                                                      lambda: load_checkpoint(self.settings, number),
+                                                      "read")  # fmt: skip
         return started, full, head
 
-    async def _until_broker_answers(self, number: int, what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
+    async def _until_broker_answers(self, number: int, what: str, attempt: Callable[[], Awaitable[Any]],
+                                    operation: str) -> Any:  # fmt: skip
         deadline = time.monotonic() + self.settings.commit_timeout_ms / 1000
         delay = 0.5
         while True:
@@ -331,6 +333,7 @@ class LiveWorker:
                 reason: BaseException = error  # aiokafka cancelled its own fetch as the broker went away
             except (KafkaError, OSError) as error:
                 reason = error
+            self.metrics.checkpoint_failures[operation] += 1
             if time.monotonic() >= deadline:
                 self._refused(None if isinstance(reason, asyncio.CancelledError) else reason)
                 raise reason
@@ -508,7 +511,8 @@ class LiveWorker:
             if not events:
                 continue
             records = await self._until_broker_answers(number, "its input offsets cannot be read",
-                                                       partial(self.ranges.read, partition, first, last))  # fmt: skip
+                                                       partial(self.ranges.read, partition, first, last),
+                                                       "input")  # fmt: skip
             self.metrics.read_again += len(records)
             batches[partition], version = self.route_stage.reroute(records, number, partition)
         return batches, version
@@ -529,6 +533,7 @@ class LiveWorker:
             # aiokafka can leave a refused transaction waiting forever: say what it knows, and stop
             self._refused(shard.writer.transaction_error())
         self.metrics.count_records(records)
+        self.metrics.checkpoints["full" if full else "head"] += 1
         shard.state.pending = []
         if full:
             shard.checkpointed_at = time.monotonic()
@@ -686,8 +691,9 @@ class LiveWorker:
             state = shard.state
             try:
                 open_by_severity = Counter(item["severity"] for item in state.engine.open_incidents())
+                pending_s = time.monotonic() - shard.checkpointed_at if shard.unacked else 0.0
                 view = ShardView(n, dict(state.stats), open_by_severity, state.engine.watermark, dict(state.max_ts),
-                                 frozenset(state.idle), state.input_partitions)  # fmt: skip
+                                 frozenset(state.idle), state.input_partitions, pending_s)  # fmt: skip
             except RuntimeError:  # its engine is feeding on the feeder thread (borrowed): what it showed last
                 view = self.last_views.get(n)
                 if view is None:
@@ -695,7 +701,8 @@ class LiveWorker:
             self.last_views[n] = view
             shards.append(view)
         cases = self.cases.counts() if self.cases is not None else None
-        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags(), cases)
+        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags(),
+                          self.settings.checkpoint_interval_ms / 1000, cases)  # fmt: skip
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""

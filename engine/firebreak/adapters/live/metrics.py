@@ -21,6 +21,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from firebreak.records import SEVERITY_NAMES
 
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
+# what a shard retries when the broker does not answer: reading its checkpoint, starting its
+# producer (which fences an earlier owner), reading input again for its ranges
+CHECKPOINT_OPERATIONS = ("read", "producer", "input")
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
@@ -35,6 +38,7 @@ class ShardView:
     event_time_ms: Mapping[int, int]  # input partition -> the largest event time heard of
     idle: frozenset[int]  # input partitions treated as idle
     input_partitions: int
+    checkpoint_pending_s: float = 0.0  # since its last full checkpoint, while routed messages wait for one
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class WorkerView:
     dead_lettered: int = 0
     shards: list[ShardView] = field(default_factory=list)
     lags: list[tuple[str, int, int]] = field(default_factory=list)  # (topic, partition, messages not yet taken)
+    checkpoint_interval_s: float = 0.0  # --checkpoint-interval
     cases: Mapping[str, int] | None = None  # the case stage's counts, where it runs (case_runner.py)
 
 
@@ -56,6 +61,8 @@ class Metrics:
         self.reloads = 0
         self.reload_failures = 0
         self.fenced = 0
+        self.checkpoints: Counter[str] = Counter()  # committed, by kind: "full" (snapshot) or "head"
+        self.checkpoint_failures: Counter[str] = Counter()  # tries that failed and were retried, by operation
         self.read_again = 0  # input records read again for references to batches kept elsewhere (ranges.py)
         self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
         self.evaluation_sum_s = 0.0
@@ -148,6 +155,26 @@ class _Collector:
         yield CounterMetricFamily("firebreak_input_read_again", "Input messages a shard read again from the input "
                                   "topic: its batch was kept by another worker or before a restart.",
                                   value=m.read_again)  # fmt: skip
+        family = CounterMetricFamily("firebreak_checkpoints", "Shard checkpoints committed (with the records they "
+                                     "count), by kind: full snapshot or head.", labels=["kind"])  # fmt: skip
+        for kind in ("full", "head"):
+            family.add_metric([kind], m.checkpoints[kind])
+        yield family
+        family = CounterMetricFamily("firebreak_checkpoint_failures", "Tries to restore a shard that failed: read "
+                                     "its checkpoint, start its transactional producer, read the input it refers "
+                                     "to (retried until --commit-timeout, then the worker stops), by operation.",
+                                     labels=["operation"])  # fmt: skip
+        for operation in CHECKPOINT_OPERATIONS:
+            family.add_metric([operation], m.checkpoint_failures[operation])
+        yield family
+        family = GaugeMetricFamily("firebreak_checkpoint_pending_seconds", "Seconds since a shard's last full "
+                                   "checkpoint while routed messages wait for one (0 when none wait); it should "
+                                   "stay under the checkpoint interval.", labels=["shard"])  # fmt: skip
+        for s in shards:
+            family.add_metric([str(s.shard)], s.checkpoint_pending_s)
+        yield family
+        yield GaugeMetricFamily("firebreak_checkpoint_interval_seconds", "The worker's --checkpoint-interval.",
+                                value=view.checkpoint_interval_s)  # fmt: skip
         if view.cases is not None:  # the case stage leads here: what it grouped, paged and held back
             yield CounterMetricFamily("firebreak_cases", "Cases opened by the case stage.", value=view.cases["cases"])
             yield CounterMetricFamily("firebreak_case_pages", "Case records that page.", value=view.cases["pages"])

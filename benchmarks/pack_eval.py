@@ -44,9 +44,10 @@ import orjson
 
 from firebreak.adapters.demo import pack_fingerprint
 from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine
-from firebreak.adapters.rule_files import read_rule_sources
-from firebreak.adapters.starter_pack import starter_rule_sources
+from firebreak.adapters.rule_files import read_companion_sources, read_rule_sources
+from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
 from firebreak.core import Engine, Event
+from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.core.significance import poisson_upper
 from firebreak.dsl import load_rules
 from firebreak.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
@@ -60,14 +61,16 @@ FLOOR_DAYS = 10_000
 DAY_S = 86_400
 
 
-def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native") -> dict[str, Any]:
-    """One (family, seed): its truths and its incidents, tied. ``engine``: ``native`` (the
-    events as JSON lines, in batches, through engine/firebreak/native) or ``python`` (each event to
-    the core); the records are the same (tests/unit/test_native_differential.py)."""
+def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native",
+            companions: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One (family, seed): its truths, its incidents and its pages, tied. ``engine``: ``native``
+    (the events as JSON lines, in batches, through engine/firebreak/native) or ``python`` (each
+    event to the core); the records are the same (tests/unit/test_native_differential.py).
+    ``companions``: policy.toml (who is paged, [grouping]) and vocabulary beside the rules."""
     family = FAMILIES[family_name]
     if tiny:
         family = quick(family)
-    rules, problems = load_rules(sources)
+    rules, problems = load_rules(sources, companions or {})
     if problems:
         raise SystemExit("\n".join(p.render() if hasattr(p, "render") else str(p) for p in problems))
     severity = {rule.name: rule.severity for rule in rules}
@@ -75,7 +78,8 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
     run = generate(family, seed)
     generated = time.perf_counter() - began
     began = time.perf_counter()
-    opened = [r for r in _replay(rules, run.events, engine) if r["type"] == "incident.opened"]
+    records = _replay(rules, run.events, engine)
+    opened = [r for r in records if r["type"] == "incident.opened"]
     replayed = time.perf_counter() - began
     reads = {rule.name: rule.arg[-1] if rule.arg else None for rule in rules}
     caused = [_caused(truth, run.events) for truth in run.truths]
@@ -87,6 +91,8 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
             "rule": record["rule"], "rule_severity": severity[record["rule"]], "category": record["category"],
             "group": record["group"], "opened": at - run.start_ms, "tie": kind, "truth": truth_index,
         })  # fmt: skip
+    tied = {r["incident_id"]: inc for r, inc in zip(opened, incidents, strict=True)}
+    pages = _pages(rules, records, run.events, tied)
     truths = []
     for i, truth in enumerate(run.truths):
         hits = [inc for inc in incidents if inc["tie"] == "detection" and inc["truth"] == i]
@@ -99,7 +105,28 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
             "ttd_ms": first["opened"] - (truth.onset_ts - run.start_ms) if first else None,
         })  # fmt: skip
     return {"family": family_name, "seed": seed, "events": len(run.events), "days": days(family),
-            "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents}  # fmt: skip
+            "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents,
+            "pages": pages}  # fmt: skip
+
+
+def _pages(rules: list, records: list[dict[str, Any]], events: list[dict[str, Any]],
+           tied: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """The pages the records' cases send (core/cases.py, scopes from the events, as the demo),
+    each tied as the incident that made it page: a detection's or side effect's truth, or false."""
+    book = CaseBook.for_rules(rules)
+    dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})
+    wanted = {e for r in records if r["type"] == "incident.opened" for e in r.get("evidence") or ()}
+    scopes = {e["event_id"]: {d: e[d] for d in dimensions if e.get(d) is not None} for e in events
+              if e["event_id"] in wanted}  # fmt: skip
+    book.scope_of = evidence_scope(scopes, dimensions)
+    out = []
+    for record in records:
+        for case in book.process(record):
+            if case["type"] in ("case.opened", "case.updated") and case.get("page"):
+                incident = tied.get(case["incident_id"], {"tie": "false", "truth": None})
+                out.append({"case_id": case["case_id"], "rule": case["rule"], "tie": incident["tie"],
+                            "truth": incident["truth"]})  # fmt: skip
+    return out
 
 
 def evidence(kind: str, size: int, trials: int, span_ms: int, noise: float) -> dict[str, Any] | None:
@@ -210,6 +237,8 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
         detections = sum(1 for i in incidents if i["tie"] == "detection")
         false = [i for i in incidents if i["tie"] == "false"]
         false_severe = [i for i in false if i["rule_severity"] <= severe]
+        pages = [p for run in family_runs for p in run.get("pages", ())]
+        true_pages = [p for p in pages if p["tie"] != "false"]
         ttd: dict[str, list[int]] = defaultdict(list)
         for t in caught:
             ttd[t["kind"]].append(t["ttd_ms"])
@@ -232,6 +261,11 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
             "precision": detections / (detections + len(false)) if detections + len(false) else None,
             "false_per_day": len(false) / sim_days,
             "false_severe_per_day": len(false_severe) / sim_days,
+            # one problem, one page (docs/response.md#cases): pages of the injected problems (their
+            # detections and side effects) per problem, and pages of nothing per day
+            "pages": len(pages),
+            "pages_per_problem": len(true_pages) / len(truths) if truths else None,
+            "false_pages_per_day": (len(pages) - len(true_pages)) / sim_days,
             "ttd": {kind: {"median_s": statistics.median(v) / 1000, "max_s": max(v) / 1000}
                     for kind, v in sorted(ttd.items())},  # fmt: skip
             "misses": [
@@ -253,14 +287,15 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
 
 def render(summary: list[dict[str, Any]]) -> str:
     rows = [("family", "runs", "events", "sim days", "caught", "recall", "caught / detectable", "precision",
-             "false/day", "sev1-2 false/day", "side eff.", "time to detect (median / worst)")]  # fmt: skip
+             "false/day", "sev1-2 false/day", "side eff.", "pages/problem", "false pages/day",
+             "time to detect (median / worst)")]  # fmt: skip
     for s in summary:
         ttd = "; ".join(f"{k} {_dur(v['median_s'])} / {_dur(v['max_s'])}" for k, v in s["ttd"].items()) or "-"
         rows.append((
             s["family"], str(s["runs"]), f"{s['events']:,}", f"{s['days']:.2f}", f"{s['caught']}/{s['injected']}",
             _pct(s["recall"]), _detectable_cell(s), _pct(s["precision"]), f"{s['false_per_day']:.2f}",
             f"{s['false_severe_per_day']:.2f}",
-            str(s["side_effects"]), ttd,
+            str(s["side_effects"]), _ratio(s.get("pages_per_problem")), f"{s.get('false_pages_per_day', 0):.2f}", ttd,
         ))  # fmt: skip
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
@@ -281,6 +316,10 @@ def render(summary: list[dict[str, Any]]) -> str:
             lines.append("")
             lines.append(f"false in {s['family']}: " + ", ".join(f"{r} {n}" for r, n in s["false_by_rule"].items()))
     return "\n".join(lines)
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _detectable_cell(s: dict[str, Any]) -> str:
@@ -353,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
+    companions = read_companion_sources([args.rules]) if args.rules else \
+        starter_companion_sources()  # fmt: skip
     seeds = 2 if args.quick and args.seeds == 20 else args.seeds
     tasks = [(name, seed) for name in args.families for seed in range(args.first_seed, args.first_seed + seeds)]
     planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
@@ -368,10 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.jobs) as pool:
             # the biggest runs first, so that the pool is not left waiting on one at the end
             order = sorted(tasks, key=lambda t: -expected_events(FAMILIES[t[0]]))
-            futures = [pool.submit(run_one, name, seed, sources, args.quick, engine) for name, seed in order]
+            futures = [pool.submit(run_one, name, seed, sources, args.quick, engine, companions)
+                       for name, seed in order]  # fmt: skip
             runs = [f.result() for f in futures]
     else:
-        runs = [run_one(name, seed, sources, args.quick, engine) for name, seed in tasks]
+        runs = [run_one(name, seed, sources, args.quick, engine, companions) for name, seed in tasks]
     runs.sort(key=lambda r: (args.families.index(r["family"]), r["seed"]))
     summary = summarize(runs)
     wall = saved["wall_s"] if args.from_json else time.perf_counter() - began
@@ -391,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": round(wall),
             "families": [
                 {k: s[k] for k in ("family", "note", "runs", "events", "days", "injected", "caught", "detectable",
-                                   "caught_detectable", "precision", "false_per_day", "false_severe_per_day")}
+                                   "caught_detectable", "precision", "false_per_day", "false_severe_per_day",
+                                   "pages_per_problem", "false_pages_per_day")}
                 | {"ttd_median_s": {k: v["median_s"] for k, v in s["ttd"].items()}}
                 for s in summary
             ],

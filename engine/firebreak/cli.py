@@ -365,6 +365,18 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return notify_command.run(args)
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    from firebreak.adapters import silence_command
+
+    return silence_command.run_silence(args)
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from firebreak.adapters import silence_command
+
+    return silence_command.run_ack(args)
+
+
 def cmd_otlp(args: argparse.Namespace) -> int:
     from firebreak.adapters import otlp_command
 
@@ -647,6 +659,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_notify_arguments(notify)
     notify.set_defaults(run=cmd_notify)
+
+    from firebreak.adapters.silence_command import add_ack_arguments, add_silence_arguments
+
+    silence = sub.add_parser("silence", help="hold pages of matching incidents and cases (docs/response.md#silences)")
+    add_silence_arguments(silence, duration_arg)
+    silence.set_defaults(run=cmd_silence)
+    ack = sub.add_parser("ack", help="acknowledge a case: reminders stop, PagerDuty gets acknowledge")
+    add_ack_arguments(ack)
+    ack.set_defaults(run=cmd_ack)
 
     otlp = sub.add_parser("otlp", help="receive OpenTelemetry GenAI spans (OTLP/HTTP) as inference events")
     from firebreak.adapters.otlp_command import add_arguments as add_otlp_arguments

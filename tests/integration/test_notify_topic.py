@@ -33,14 +33,16 @@ async def publish(bootstrap: str, incidents: str, containment: str, items: list[
         await producer.stop()
 
 
-async def notify(bootstrap: str, tmp_path, incidents: str, containment: str, script: list[str], extra: str = ""):
+async def notify(bootstrap: str, tmp_path, incidents: str, containment: str, script: list[str], extra: str = "",
+                 control_topic: str | None = None, idle: str = "3"):  # fmt: skip
     receiver = Receiver(script)
     runner, url = await serve(receiver)
     try:
+        more = ["--control-topic", control_topic, "--per-case"] if control_topic else []
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "firebreak.cli", "notify", "--config", config_file(tmp_path, url, extra),
             "--topic", incidents, "--containment-topic", containment, "--bootstrap", bootstrap,
-            "--group", f"{incidents}-notify", "--idle", "3", stderr=asyncio.subprocess.PIPE,
+            "--group", f"{incidents}-notify", "--idle", idle, *more, stderr=asyncio.subprocess.PIPE,
             env={"TEST_PD_KEY": "K", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""})  # fmt: skip
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         return proc.returncode, err.decode(), receiver
@@ -124,3 +126,68 @@ def test_reminders_at_the_policy_cadence_go_on_after_a_restart_and_stop_at_resol
     assert code == 0, err
     actions = [r["body"]["event_action"] for r in third.received if r["path"] == "/v2/enqueue"]
     assert "resolve" in actions and actions[actions.index("resolve"):] == ["resolve"]  # nothing after it
+
+
+def live_case_records(now_ms: int) -> list[dict]:
+    """A cost case on tenant acme as the worker writes it now: incident records without case_id,
+    the case stage's records after them."""
+    from firebreak.core.cases import CaseBook
+    from firebreak.core.events import format_ts
+    from firebreak.dsl.grouping import Grouping
+
+    response = {"team": "ai-oncall", "page": True, "update_every_ms": 3_600_000}
+    opened = {"type": "incident.opened", "incident_id": "c1", "rule": "spend", "category": "cost",
+              "severity": "sev2", "group": {"tenant": "acme"}, "ts": format_ts(now_ms), "evidence": [],
+              "response": response}  # fmt: skip
+    out = CaseBook(Grouping()).process(opened)
+    return [{k: v for k, v in r.items() if k != "case_id"} if r["type"].startswith("incident.") else r for r in out]
+
+
+def control(bootstrap: str, topic: str, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "firebreak.cli", *args, "--topic", topic, "--bootstrap", bootstrap],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_silence_on_the_control_topic_holds_the_page_until_it_ends_then_ack(kafka_bootstrap, unique_topic,
+                                                                                tmp_path):  # fmt: skip
+    import time
+
+    incidents, containment, topic = unique_topic("inc"), unique_topic("cmd"), unique_topic("ctl")
+    silence = control(kafka_bootstrap, topic, "silence", "add", "--match", "tenant=acme", "--for", "6s",
+                      "--reason", "load test", "--by", "ana")  # fmt: skip
+    silence_id = silence.split(":")[0]
+    assert "active" in control(kafka_bootstrap, topic, "silence", "list")
+    items = live_case_records(int(time.time() * 1000))
+    case_id = next(r["case_id"] for r in items if r["type"] == "case.opened")
+    asyncio.run(publish_all(kafka_bootstrap, incidents, items))
+    began = time.monotonic()
+    code, err, receiver = asyncio.run(notify(kafka_bootstrap, tmp_path, incidents, containment, [],
+                                             control_topic=topic, idle="9"))  # fmt: skip
+    assert code == 0, err
+    assert pd_keys(receiver) == [(case_id, "trigger")]  # held, then paged once the silence ended; no incident page
+    [page] = [r for r in receiver.received if r["path"] == "/v2/enqueue"]
+    assert time.monotonic() - began >= 6  # not before the silence's end
+    assert "1 pages suppressed (silenced 1), 1 released when their silence ended" in err
+    assert silence_id.startswith("sil_") and page["body"]["payload"]["component"] == "tenant=acme"
+
+    control(kafka_bootstrap, topic, "ack", case_id, "--by", "ana")
+    code, err, receiver = asyncio.run(notify(kafka_bootstrap, tmp_path, incidents, containment, [],
+                                             control_topic=topic, idle="3"))  # fmt: skip
+    assert code == 0, err
+    assert pd_keys(receiver) == [(case_id, "acknowledge")]  # after a restart: the case's page is known open
+
+
+async def publish_all(bootstrap: str, topic: str, items: list[dict]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for record in items:
+            await producer.send_and_wait(topic, orjson.dumps(record), partition=0)
+    finally:
+        await producer.stop()

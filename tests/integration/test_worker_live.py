@@ -1,4 +1,4 @@
-"""`firebreak worker` on the real broker: same incidents as replay, scale-out, kill -9, dead letters."""
+"""`firebreak worker` on the real broker: same incidents and cases as replay, scale-out, kill -9, dead letters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import orjson
 import pytest
 from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for
 
+from firebreak.adapters.case_replay import with_cases
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
 
@@ -73,6 +74,33 @@ def replay(events: list[dict], clock_events: list[dict]) -> list[dict]:
     return run_events(rules, [validate_event(e) for e in events + clock_events], lateness_ms=LATENESS_MS)
 
 
+def replay_cases(expected: list[dict], cutoff: int) -> list[dict]:
+    """The case records `replay --cases` (standard input: scopes from groups) gives before ``cutoff``."""
+    rules, _ = load_rules({"live.rules": RULES})
+    return [r for r in with_cases(expected, rules) if r["type"].startswith("case.") and parse_ts(r["ts"]) < cutoff]
+
+
+def live_cases(bootstrap: str, topics: Topics, expected: list[dict], cutoff: int, workers: list[Worker]) -> list[dict]:
+    """The case stage's records on the incidents topic before ``cutoff``, once as many as ``expected`` are there."""
+    got: list[dict] = []
+
+    def arrived() -> bool:
+        records = run(read_all(bootstrap, topics.incidents, settle_s=0.5, cases=True))
+        got[:] = [r for r in records if r["type"].startswith("case.") and parse_ts(r["ts"]) < cutoff]
+        return len(got) >= len(expected)
+
+    wait_for(arrived, 120, "the case records on the incidents topic", workers)
+    return got
+
+
+def by_case(records: list[dict]) -> dict[str, list[bytes]]:
+    """Each case's records in order (a case's records share a key: one partition, in order)."""
+    out: dict[str, list[bytes]] = {}
+    for record in records:
+        out.setdefault(record["case_id"], []).append(orjson.dumps(record))
+    return out
+
+
 def before(records: list[dict], cutoff: int) -> list[bytes]:
     return sorted(orjson.dumps(r) for r in records if parse_ts(r["ts"]) < cutoff)
 
@@ -134,6 +162,9 @@ def test_one_worker_emits_what_replay_emits(kafka_bootstrap, setup):
     worker.wait_ready()
     feed(kafka_bootstrap, topics, events, clock)
     incidents, containment = await_records(kafka_bootstrap, topics, expected, [worker])
+    cases = replay_cases(expected, cutoff)
+    assert {r["type"] for r in cases} == {"case.opened", "case.updated", "case.resolved"}
+    assert by_case(live_cases(kafka_bootstrap, topics, cases, cutoff, [worker])) == by_case(cases)
     assert before(incidents + containment, cutoff) == before(expected, cutoff)
     assert all(r["type"].startswith("incident.") for r in incidents)
     assert all(r["type"].startswith("containment.") for r in containment)
@@ -154,6 +185,8 @@ def test_two_workers_on_four_partitions_emit_what_replay_emits(kafka_bootstrap, 
     second.wait_ready()
     feed(kafka_bootstrap, topics, events, clock)
     incidents, containment = await_records(kafka_bootstrap, topics, expected, [first, second])
+    cases = replay_cases(expected, cutoff)
+    assert by_case(live_cases(kafka_bootstrap, topics, cases, cutoff, [first, second])) == by_case(cases)
     assert before(incidents + containment, cutoff) == before(expected, cutoff)
     shares = [w.metrics()["firebreak_events_total"] for w in (first, second)]
     assert sum(shares) == len(events) + len(clock) and min(shares) > 0  # both did work
@@ -176,6 +209,9 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, setup):
     incidents, containment = await_records(kafka_bootstrap, topics, expected, [restarted])
     opened = [r["incident_id"] for r in incidents if r["type"] == "incident.opened"]
     assert len(opened) == len(set(opened)), "an incident was opened twice"
+    cases = replay_cases(expected, cutoff)
+    live = live_cases(kafka_bootstrap, topics, cases, cutoff, [restarted])
+    assert by_case(live) == by_case(cases), "cases lost, sent twice or in another order"
     assert before(incidents + containment, cutoff) == before(expected, cutoff)
 
 

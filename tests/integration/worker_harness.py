@@ -137,8 +137,9 @@ async def publish_raw(bootstrap: str, topic: str, items: Iterable[tuple[int | No
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, settle_s: float = 2.0) -> list[dict]:
-    """Every committed record of a topic, by an independent read_committed consumer."""
+async def read_all(bootstrap: str, topic: str, settle_s: float = 2.0, cases: bool = False) -> list[dict]:
+    """Every committed record of a topic, by an independent read_committed consumer; without
+    the case stage's records (case.*) unless ``cases`` (test_worker_live checks those)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
                                 enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
     await consumer.start()
@@ -157,7 +158,8 @@ async def read_all(bootstrap: str, topic: str, settle_s: float = 2.0) -> list[di
         while time.monotonic() - quiet_since < settle_s:
             batch = await consumer.getmany(timeout_ms=300)
             for messages in batch.values():
-                out.extend(orjson.loads(m.value) for m in messages)
+                records = (orjson.loads(m.value) for m in messages)
+                out.extend(r for r in records if cases or not str(r.get("type", "")).startswith("case."))
                 quiet_since = time.monotonic()
         return out
     finally:

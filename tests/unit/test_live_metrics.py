@@ -57,3 +57,14 @@ def test_checkpoints_committed_failed_and_pending():
     assert got[("firebreak_checkpoint_pending_seconds", (("shard", "0"),))] == 95.5
     assert got[("firebreak_checkpoint_pending_seconds", (("shard", "1"),))] == 0
     assert got[("firebreak_checkpoint_interval_seconds", ())] == 60
+
+
+def test_the_case_stage_shows_what_it_grouped_paged_and_held_back_where_it_runs():
+    counts = {"cases": 5, "pages": 5, "grouped": 16, "inhibited": 2, "updates": 3, "held": 4}
+    got = parse(Metrics().render(WorkerView(cases=counts)))
+    assert got[("firebreak_cases_total", ())] == 5 and got[("firebreak_case_pages_total", ())] == 5
+    assert got[("firebreak_pages_suppressed_total", (("reason", "grouping"),))] == 16
+    assert got[("firebreak_pages_suppressed_total", (("reason", "inhibition"),))] == 2
+    assert got[("firebreak_pages_suppressed_total", (("reason", "update"),))] == 3
+    assert got[("firebreak_case_stage_held", ())] == 4
+    assert not [k for k in parse(Metrics().render(WorkerView())) if "case" in k[0]]  # led by another worker

@@ -217,9 +217,11 @@ def case_lines(result: DemoResult) -> list[str]:
             f"{stats['updates']} severity rises or reopenings sent as updates of a page already out",
             f"{reopened} reopenings of a resolved incident instead of a new one (flapping)"]  # fmt: skip
     teams = Counter((p.get("response") or {}).get("team") for p in result.pages)
+    suppressed = stats["grouped"] + stats["inhibited"] + stats["updates"]  # nothing held back without a count
     return [
-        f"{len(result.rows)} incidents in {stats['cases']} cases: {stats['pages']} pages "
-        f"({', '.join(f'{team} {n}' for team, n in sorted(teams.items())) or 'nobody'}); held back: {'; '.join(held)}",
+        f"{len(result.rows)} incidents in {stats['cases']} cases: {stats['pages']} pages, {suppressed} suppressed "
+        f"({', '.join(f'{team} {n}' for team, n in sorted(teams.items())) or 'nobody'} paged); held back: "
+        f"{'; '.join(held)}",
     ]
 
 
@@ -335,13 +337,16 @@ def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FI
     if data.get("pack") != pack_fingerprint(rules):
         return []
     rows = [("family", "events", "sim. days", "caught", "precision", "false/day", "sev1-2 false/day",
-             "caught / detectable", "time to detect (median)")]  # fmt: skip
+             "caught / detectable", "pages/problem", "false pages/day", "time to detect (median)")]  # fmt: skip
     for f in data["families"]:
         precision = "-" if f["precision"] is None else f"{100 * f['precision']:.0f}%"
         ttd = ", ".join(f"{kind} {_minutes(int(s * 1000))}" for kind, s in f["ttd_median_s"].items()) or "-"
         detectable = f"{f['caught_detectable']}/{f['detectable']}" if "detectable" in f else "-"
+        per_problem = "-" if f.get("pages_per_problem") is None else f"{f['pages_per_problem']:.2f}"
+        false_pages = "-" if f.get("false_pages_per_day") is None else f"{f['false_pages_per_day']:.2f}"
         rows.append((f["family"], f"{f['events']:,}", f"{f['days']:.2f}", f"{f['caught']}/{f['injected']}", precision,
-                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", detectable, ttd))  # fmt: skip
+                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", detectable, per_problem,
+                     false_pages, ttd))  # fmt: skip
     below = [] if not any("detectable" in f for f in data["families"]) else [
         "caught / detectable: of the injections leaving more evidence than noise alone gives (a leak's PII "
         "answers against its tenant's noise: benchmarks/README.md)"

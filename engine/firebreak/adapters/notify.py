@@ -35,6 +35,7 @@ import orjson
 
 from firebreak.core import format_ts, parse_ts
 from firebreak.core.events import format_duration
+from firebreak.core.silences import ACKNOWLEDGED, CONTROL_TYPES, ControlError, SilenceBook
 from firebreak.records import RecordKind, Severity
 
 log = logging.getLogger("firebreak.notify")
@@ -163,6 +164,8 @@ def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
 
 
 def idempotency_key(record: Mapping[str, Any]) -> str:
+    if record["type"] == ACKNOWLEDGED:
+        return f"{record['case_id']}:acknowledge"
     if record["type"] == REMINDER:
         return f"{record['incident_id']}:reminder:{record['slot']}"
     if record["type"] in CASE_TYPES:
@@ -192,6 +195,8 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
     for a case record, the same with the case id as dedup_key."""
     if record["type"] in CASE_TYPES:
         return pagerduty_case_event(record, routing_key)
+    if record["type"] == ACKNOWLEDGED:  # `firebreak ack`: escalation stops, the alert stays open
+        return {"routing_key": routing_key, "event_action": "acknowledge", "dedup_key": record["case_id"]}
     if record["type"] == RecordKind.RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
     details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
@@ -293,16 +298,40 @@ class NotifyStats:
     unrouted: Counter[str] = field(default_factory=Counter)  # notify names with no target in the config
     records: int = 0
     reminders: int = 0
+    # pages not sent, by why: grouping (joined a case), inhibition (a sev1 case on its scope), update (a
+    # severity rise within `wait` of the case's page), silenced, maintenance (a [[maintenance]] window)
+    suppressed: Counter[str] = field(default_factory=Counter)
+    released: int = 0  # held pages sent once their silence or window ended, the case still open
+    acknowledged: int = 0
+    bad_control: int = 0  # control events that could not be used (logged)
 
     @property
     def failed(self) -> int:
         return sum(self.refused.values()) + sum(self.gave_up.values())
+
+    def prometheus(self) -> str:
+        """The counters of what was held back, in Prometheus' text format."""
+        lines = ["# HELP firebreak_notify_pages_suppressed_total Pages not sent, by reason.",
+                 "# TYPE firebreak_notify_pages_suppressed_total counter"]  # fmt: skip
+        lines += [f'firebreak_notify_pages_suppressed_total{{reason="{reason}"}} {n}'
+                  for reason, n in sorted(self.suppressed.items())]  # fmt: skip
+        lines += ["# TYPE firebreak_notify_pages_released_total counter",
+                  f"firebreak_notify_pages_released_total {self.released}",
+                  "# TYPE firebreak_notify_acknowledged_total counter",
+                  f"firebreak_notify_acknowledged_total {self.acknowledged}"]  # fmt: skip
+        return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
         parts = [f"{self.records} incident records", f"{self.reminders} reminders",
                  f"{sum(self.delivered.values())} deliveries",
                  f"{self.retries} retries", f"{sum(self.refused.values())} refused (4xx)",
                  f"{sum(self.gave_up.values())} given up"]  # fmt: skip
+        if self.suppressed or self.released:
+            held = ", ".join(f"{reason} {n}" for reason, n in sorted(self.suppressed.items()))
+            parts.append(f"{sum(self.suppressed.values())} pages suppressed ({held or 'none'}), "
+                         f"{self.released} released when their silence ended")  # fmt: skip
+        if self.acknowledged:
+            parts.append(f"{self.acknowledged} cases acknowledged")
         if self.unrouted:
             parts.append("no target for " + ", ".join(f"{name} ({n})" for name, n in sorted(self.unrouted.items())))
         return "notify: " + "; ".join(parts)
@@ -317,6 +346,15 @@ class Deliverer:
         self.containment: dict[str, list[str]] = {}  # incident id -> containment actions seen
         self.paged: dict[str, bool] = {}  # incident id -> whether the policy paged for it
         self.session: Any = None
+        self.silences = SilenceBook()  # silences and acknowledgements (core/silences.py)
+        self.windows: tuple[Any, ...] = ()  # the policy's [[maintenance]] windows (dsl/maintenance.py)
+        self.cases: dict[str, dict[str, Any]] = {}  # open case id -> its latest record
+        self.case_incidents: dict[str, set[str]] = {}  # case id -> the incidents its records named
+        self.held: dict[str, tuple[dict[str, Any], str]] = {}  # silenced case id -> (its page, held by)
+        self.triggered: set[str] = set()  # cases PagerDuty has an alert for
+        # PagerDuty pages per case: set by --per-case, or once a case record was seen (the worker's
+        # incident records do not name their case: its case stage's records do, a moment later)
+        self.per_case = False
 
     async def __aenter__(self) -> Deliverer:
         import aiohttp
@@ -347,6 +385,8 @@ class Deliverer:
             return True
         if record.get("type") in CASE_TYPES:
             return await self.handle_case(record)
+        if record.get("type") in CONTROL_TYPES:
+            return await self.control(record)
         if record.get("type") not in INCIDENT_TYPES + (REMINDER,):
             return True
         if record["type"] == REMINDER:
@@ -358,16 +398,48 @@ class Deliverer:
         for target in self.targets_of(record):
             if target.only_paged and not paged:
                 continue  # the policy opens a ticket, not a page; resolved: only if it was paged
-            if target.kind == "pagerduty" and record.get("case_id"):
+            if target.kind == "pagerduty" and (record.get("case_id") or self.per_case):
                 continue  # its case pages (handle_case)
             if record["type"] == REMINDER and target.kind == "alertmanager":
                 continue  # its alert is kept firing by re-sends (alertmanager.AlertResends), not reminders
             ok = await self.deliver(target, record) and ok
         return ok
 
-    async def handle_case(self, record: Mapping[str, Any]) -> bool:
+    async def handle_case(self, record: Mapping[str, Any], at: int | None = None) -> bool:
         """A case record to the PagerDuty targets of its incidents: an only_paged target gets
-        the case once it paged (its updates then, and its resolution)."""
+        the case once it paged (its updates then, and its resolution). A page held back —
+        grouping, inhibition, an update within `wait`, a silence, a maintenance window — is
+        counted by reason; a silenced case's page is sent when the silence ends, if still open."""
+        case_id = record["case_id"]
+        self.per_case = True
+        at = parse_ts(record["ts"]) if at is None else at
+        self.case_incidents.setdefault(case_id, set()).add(record["incident_id"])
+        resolved = record["type"] == RecordKind.CASE_RESOLVED
+        if not resolved and not record.get("page"):
+            reason = {"joined": "grouping", "inhibited": "inhibition"}.get(record.get("reason", ""), "update")
+            self.stats.suppressed[reason] += 1
+        if resolved:
+            self.cases.pop(case_id, None)
+            if case_id in self.held:
+                _, by = self.held.pop(case_id)
+                log.info("case %s resolved while silenced (silenced_by=%s): never paged", case_id, by,
+                         extra={"fields": {"event": "case_resolved_silenced", "case_id": case_id, "silenced_by": by}})
+                return True
+        else:
+            self.cases[case_id] = dict(record)
+            silence = self.silencing(record, at)
+            if silence is not None and case_id not in self.triggered:
+                page = record if record.get("page") or case_id not in self.held else self.held[case_id][0]
+                if record.get("page") and case_id not in self.held:
+                    self.stats.suppressed["maintenance" if silence.startswith("maintenance:") else "silenced"] += 1
+                    log.info("case %s: page held (silenced_by=%s)", case_id, silence,
+                             extra={"fields": {"event": "page_silenced", "case_id": case_id, "silenced_by": silence}})
+                self.held[case_id] = ({**page, "severity": record["severity"], "incidents": record["incidents"]},
+                                      silence)  # fmt: skip
+                return True
+        return await self._deliver_case(record)
+
+    async def _deliver_case(self, record: Mapping[str, Any]) -> bool:
         case_id = record["case_id"]
         paged = self.paged.get(case_id, False) or bool(record.get("page"))
         self.paged[case_id] = paged
@@ -376,6 +448,55 @@ class Deliverer:
             if target.kind != "pagerduty" or (target.only_paged and not paged):
                 continue
             ok = await self.deliver(target, record) and ok
+            if record["type"] != RecordKind.CASE_RESOLVED:
+                self.triggered.add(case_id)
+        if record["type"] == RecordKind.CASE_RESOLVED:
+            self.triggered.discard(case_id)
+        return ok
+
+    def silencing(self, record: Mapping[str, Any], at: int) -> str | None:
+        """What holds this record's page at ``at``: a silence's id, ``maintenance:NAME``, or None."""
+        silence = self.silences.silencing(record, at)
+        if silence is not None:
+            return silence.silence_id
+        for window in self.windows:
+            if window.covers(at) and window.matches(record):
+                return window.silence_id
+        return None
+
+    async def release(self, at: int) -> bool:
+        """Page the held cases whose silence (or window) has ended at ``at`` and that are still open."""
+        ok = True
+        for case_id, (record, by) in sorted(self.held.items()):
+            if self.silencing(record, at) is None:
+                del self.held[case_id]
+                self.stats.released += 1
+                log.info("case %s: %s ended and the case is still open: paged now", case_id, by,
+                         extra={"fields": {"event": "page_released", "case_id": case_id, "silenced_by": by}})
+                ok = await self._deliver_case({**record, "page": True}) and ok
+        return ok
+
+    async def control(self, event: Mapping[str, Any]) -> bool:
+        """A silence, its expiry, or an acknowledgement (PagerDuty: ``acknowledge``; reminders stop)."""
+        try:
+            self.silences.apply(event)
+        except ControlError as error:
+            self.stats.bad_control += 1
+            log.warning("control event not used: %s", error)
+            return True
+        if event["type"] != ACKNOWLEDGED:
+            return True
+        case_id = event["case_id"]
+        self.stats.acknowledged += 1
+        case = self.cases.get(case_id)
+        if case is None or case_id not in self.triggered:
+            log.info("case %s acknowledged by %s (no page of it is open here)", case_id, event.get("by"))
+            return True
+        ok = True
+        ack = {**event, "incident_id": case_id, "notify": case.get("notify")}
+        for target in self.targets_of(case):
+            if target.kind == "pagerduty":
+                ok = await self.deliver(target, ack) and ok
         return ok
 
     def remember(self, record: Mapping[str, Any]) -> bool:
@@ -386,6 +507,14 @@ class Deliverer:
             self.containment.setdefault(record["incident_id"], []).append(record["action"])
             return True
         if record.get("type") in CASE_TYPES:
+            self.per_case = True
+            self.case_incidents.setdefault(record["case_id"], set()).add(record["incident_id"])
+            if record["type"] == RecordKind.CASE_RESOLVED:
+                self.cases.pop(record["case_id"], None)
+            else:
+                self.cases[record["case_id"]] = dict(record)
+                if record.get("page"):
+                    self.triggered.add(record["case_id"])
             self.paged[record["case_id"]] = self.paged.get(record["case_id"], False) or bool(record.get("page"))
             return self.paged[record["case_id"]]
         incident = record["incident_id"]
@@ -459,7 +588,18 @@ class Reminders:
         self.open: dict[str, dict[str, Any]] = {}
 
     def track(self, record: Mapping[str, Any], now: float) -> None:
+        """Per case when records name one (issue 25): a case's incidents are reminded of as their
+        case, at its response's cadence, so one problem is one reminder."""
         kind, incident = record.get("type"), record.get("incident_id")
+        if kind in CASE_TYPES:
+            self.open.pop(incident, None)  # its case reminds of it
+            if kind == RecordKind.CASE_RESOLVED:
+                self.open.pop(record["case_id"], None)
+                return
+            incident, record = record["case_id"], {**record, "group": record.get("scope") or {}}
+            kind = RecordKind.OPENED
+        elif record.get("case_id"):
+            return
         if kind == RecordKind.RESOLVED:
             self.open.pop(incident, None)
         elif kind in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.REOPENED):
@@ -472,6 +612,11 @@ class Reminders:
             self.open[incident] = {"record": record, "opened": opened, "due": now + every / 1000,
                                    "count": before["count"] if before else 0}  # fmt: skip
 
+    def forget(self, incidents: Iterable[str]) -> None:
+        """No more reminders for these incidents or cases (acknowledged)."""
+        for incident in incidents:
+            self.open.pop(incident, None)
+
     def due(self, now: float) -> list[dict[str, Any]]:
         """The reminders due at ``now``, as records of type incident.reminder (each counted)."""
         out = []
@@ -482,7 +627,8 @@ class Reminders:
             every = r["response"]["update_every_ms"]
             entry["count"] += 1
             entry["due"] = now + every / 1000
-            out.append({"type": REMINDER, "incident_id": incident, "reminder": entry["count"],
+            case = {"case_id": r["case_id"]} if r.get("type") in CASE_TYPES else {}
+            out.append({"type": REMINDER, "incident_id": incident, **case, "reminder": entry["count"],
                         "slot": int(now * 1000) // every,
                         "opened": entry["opened"],
                         **{k: r.get(k) for k in ("rule", "category", "severity", "group", "ts", "onset", "value",
@@ -490,28 +636,44 @@ class Reminders:
         return out
 
 
-async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]]) -> NotifyStats:
-    """A records file (or list): every incident record to its targets, in order."""
+async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]],
+                         control: Iterable[Mapping[str, Any]] = (),
+                         windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
+    """A records file (or list): every incident record to its targets, in order. ``control``:
+    silences and acknowledgements (a file's), each taken at its time among the records; time is
+    the records' (``ts``): a held page goes out with the first record after its silence ended."""
     records = list(records)
+    pending = sorted(control, key=lambda e: parse_ts(e["ts"]))
     async with Deliverer(config) as deliverer:
+        deliverer.windows, deliverer.per_case = windows, per_case
         for record in records:  # containment first: a message about an incident names its containment
             if record.get("type") == RecordKind.COMMAND:
                 await deliverer.handle(record)
         for record in records:
-            if record.get("type") != RecordKind.COMMAND:
-                await deliverer.handle(record)
+            if record.get("type") == RecordKind.COMMAND:
+                continue
+            at = parse_ts(record["ts"])
+            while pending and parse_ts(pending[0]["ts"]) <= at:
+                await deliverer.handle(pending.pop(0))
+            await deliverer.release(at)
+            await deliverer.handle(record)
+        for event in pending:
+            await deliverer.handle(event)
     return deliverer.stats
 
 
 async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, containment_topic: str, group: str,
                         idle_s: float | None = None, reminders: bool = True,
-                        clock: Any = time.time) -> NotifyStats:  # fmt: skip
+                        clock: Any = time.time, control_topic: str | None = None,
+                        windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
     """Follow the incidents (and containment) topics in a consumer group, read_committed; offsets
     are committed after their records were delivered, so a crash re-delivers (idempotent keys),
     never skips. A delivery that gives up stops the loop without committing (exit, retry later).
     On start, the records before the group's committed offsets are read again (not delivered)
     to know which incidents are open: their reminders go on after a restart.
-    ``idle_s``: return once nothing new arrived for this long (backfills, tests)."""
+    ``idle_s``: return once nothing new arrived for this long (backfills, tests).
+    ``control_topic``: silences and acknowledgements (core/silences.py), read whole from its
+    start by every notify process, then followed; a held page goes out when its silence ends."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(incidents_topic, containment_topic, bootstrap_servers=kafka.bootstrap,
@@ -520,9 +682,11 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
     from firebreak.adapters.alertmanager import AlertResends, resend_open_alerts
 
     await consumer.start()
+    control = await _control_reader(kafka, control_topic) if control_topic else None
     open_incidents, open_alerts = Reminders(), AlertResends()
     try:
         async with Deliverer(config) as deliverer:
+            deliverer.windows, deliverer.per_case = windows, per_case
             for topic in (containment_topic, incidents_topic):  # containment first, as below
                 for record in await _committed_records(consumer, kafka, topic):
                     deliverer.remember(record)
@@ -531,6 +695,11 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
             if open_incidents.open:
                 log.info("%d incidents still open before the committed offsets", len(open_incidents.open))
             async for batch in _batches(consumer, idle_s):
+                if control is not None:
+                    for messages in (await control.getmany(timeout_ms=0)).values():
+                        for message in messages:
+                            await deliverer.handle(_control_event(message.value))
+                await deliverer.release(int(clock() * 1000))
                 records = [orjson.loads(m.value) for m in batch]
                 records.sort(key=lambda r: r.get("type") != RecordKind.COMMAND)  # containment first
                 for record in records:
@@ -540,6 +709,8 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
                     open_alerts.track(record, clock(), min((t.resend_s for t in config.targets.values()), default=60.0))
                 if batch:
                     await consumer.commit()
+                acked = deliverer.silences.acks
+                open_incidents.forget([*acked, *(i for case in acked for i in deliverer.case_incidents.get(case, ()))])
                 if reminders:
                     for reminder in open_incidents.due(clock()):
                         await deliverer.handle(reminder)  # a reminder that fails is not retried later
@@ -547,6 +718,33 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
         return deliverer.stats
     finally:
         await consumer.stop()
+        if control is not None:
+            await control.stop()
+
+
+async def _control_reader(kafka: Any, topic: str) -> Any:
+    """A consumer of every partition of the control topic from its start, outside any group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), group_id=None,
+                              enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    await reader.start()
+    partitions = reader.partitions_for_topic(topic) or set()
+    if not partitions:
+        await reader._client.force_metadata_update()  # noqa: SLF001 - a topic created a moment ago
+        partitions = reader.partitions_for_topic(topic) or {0}
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    reader.assign(tps)
+    await reader.seek_to_beginning(*tps)
+    return reader
+
+
+def _control_event(value: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {"type": "not JSON"}
+    return event if isinstance(event, dict) else {"type": "not an object"}
 
 
 async def _committed_records(group_consumer: Any, kafka: Any, topic: str, deadline_s: float = 60.0) -> list[dict]:

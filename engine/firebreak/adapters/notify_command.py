@@ -26,6 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reminders", dest="reminders", action="store_false",
                         help="with --topic: no status-update reminders while incidents stay open "
                              "(default: at the response policy's update_every)")  # fmt: skip
+    parser.add_argument("--silences", metavar="FILE",
+                        help="with --records: silences and acknowledgements (`firebreak silence add --file FILE`)")
+    parser.add_argument("--control-topic", metavar="TOPIC",
+                        help="with --topic: the compacted topic of silences and acknowledgements "
+                             "(`firebreak silence add`, `firebreak ack`; e.g. ai.firebreak.control)")
+    parser.add_argument("--per-case", action="store_true",
+                        help="with --topic: PagerDuty hears of cases only, from the first record on (a worker's case "
+                             "stage writes them after the incidents; default: once a case record was seen)")
+    parser.add_argument("--rules", metavar="PATH", action="append",
+                        help="the rules' directory: its policy.toml's [[maintenance]] windows hold pages too")
     parser.add_argument("--verbose", "-v", action="store_true", help="log every delivery attempt")
 
 
@@ -38,7 +48,25 @@ def run(args: argparse.Namespace) -> int:
     except NotifyConfigError as error:
         print(f"firebreak notify: {error}", file=sys.stderr)
         return 1
+    windows: tuple = ()
+    if args.rules:
+        from firebreak.cli import load_rules_or_report
+
+        rules = load_rules_or_report(args.rules, "notify")
+        if rules is None:
+            return 1
+        windows = rules[0].grouping.maintenance if rules else ()
     if args.records is not None:
+        control: list = []
+        if args.silences:
+            from firebreak.adapters.silence_command import read_control_file
+            from firebreak.core.silences import ControlError
+
+            try:
+                control = read_control_file(args.silences)
+            except ControlError as error:
+                print(f"firebreak notify: {error}", file=sys.stderr)
+                return 1
         try:
             with open(args.records, "rb") as file:
                 records = [orjson.loads(line) for line in file if line.strip()]
@@ -48,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         except orjson.JSONDecodeError as error:
             print(f"firebreak notify: {args.records}: not JSON lines ({error})", file=sys.stderr)
             return 1
-        stats = asyncio.run(notify_records(config, records))
+        stats = asyncio.run(notify_records(config, records, control, windows))
     else:
         try:
             kafka = load_kafka_config(args.kafka_config, args.bootstrap)
@@ -57,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         try:
             stats = asyncio.run(notify_topics(config, kafka, args.topic, args.containment_topic, args.group, args.idle,
-                                              args.reminders))  # fmt: skip
+                                              args.reminders, control_topic=args.control_topic,
+                                              windows=windows, per_case=args.per_case))  # fmt: skip
         except Exception as error:  # noqa: BLE001 - a broker problem is one line, not a traceback
             from firebreak.sdk._kafka import diagnose
 

@@ -46,9 +46,11 @@ class Grouping:
     wait_ms: int = HOUR_MS
     inhibit: bool = True
     by: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_BY))
+    maintenance: tuple = ()  # the policy's [[maintenance]] windows (dsl/maintenance.py): pages held in them
 
     def __hash__(self) -> int:  # a rule field: rules are hashed by value nowhere, but stay hashable
-        return hash((self.reopen_within_ms, self.window_ms, self.wait_ms, self.inhibit, tuple(sorted(self.by.items()))))
+        return hash((self.reopen_within_ms, self.window_ms, self.wait_ms, self.inhibit, tuple(sorted(self.by.items())),
+                     self.maintenance))  # fmt: skip
 
     def dimensions(self, category: str) -> tuple[str, ...]:
         return self.by.get(category, DEFAULT_BY.get(category, ("service",)))
@@ -56,7 +58,7 @@ class Grouping:
     def merged(self, overrides: dict[str, Any]) -> Grouping:
         """These settings with a file's (checked) ``overrides`` applied, key by key."""
         values = {"reopen_within_ms": self.reopen_within_ms, "window_ms": self.window_ms, "wait_ms": self.wait_ms,
-                  "inhibit": self.inhibit, "by": dict(self.by)}  # fmt: skip
+                  "inhibit": self.inhibit, "by": dict(self.by), "maintenance": self.maintenance}  # fmt: skip
         for key, value in overrides.items():
             if key == "by":
                 values["by"].update(value)

@@ -31,12 +31,14 @@ from typing import Any
 
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
 from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping, read_grouping
+from firebreak.dsl.maintenance import read_maintenance
 from firebreak.durations import DurationError, parse_duration
 from firebreak.records import SEVERITY_NAMES
 
 POLICY_FILE = "policy.toml"
 LAYERS = ("category", "rule")
-SECTIONS = ("grouping",)  # [grouping]: cases, flapping, inhibition (engine/firebreak/dsl/grouping.py)
+# [grouping]: cases, flapping, inhibition (dsl/grouping.py); [[maintenance]]: windows (dsl/maintenance.py)
+SECTIONS = ("grouping", "maintenance")
 KEYS = ("team", "page", "update_every")
 
 
@@ -134,9 +136,13 @@ def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: It
                             layer[(name, _sev(sev))] = overrides
         elif key == "grouping":
             policy.grouping.update(read_grouping(value, reader, reader.categories))
+        elif key == "maintenance":
+            windows, found = read_maintenance(value, reader.lines, path)
+            reader.problems.extend(found)
+            policy.grouping["maintenance"] = policy.grouping.get("maintenance", ()) + windows
         else:
             known = SEVERITY_NAMES + LAYERS + SECTIONS
-            hint = did_you_mean(key, known) or "; expected sev1…sev4, category, rule or grouping"
+            hint = did_you_mean(key, known) or "; expected sev1…sev4, category, rule, grouping or maintenance"
             reader.problem([], key, f"unknown key `{key}`{hint}")
     return policy, reader.problems
 
@@ -154,9 +160,12 @@ def read_policies(sources: Mapping[str, str], categories: Iterable[str],
             for k, v in theirs.items():
                 mine[k] = {**mine.get(k, {}), **v}
         by = {**merged.grouping.get("by", {}), **policy.grouping.get("by", {})}
+        windows = merged.grouping.get("maintenance", ()) + policy.grouping.get("maintenance", ())
         merged.grouping.update(policy.grouping)
         if by:
             merged.grouping["by"] = by
+        if windows:
+            merged.grouping["maintenance"] = windows  # every file's windows
     return merged, problems
 
 

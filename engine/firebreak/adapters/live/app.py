@@ -34,6 +34,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,  # fmt: skip
 )
 
+from firebreak.adapters.live.case_runner import CaseRunner
 from firebreak.adapters.live.checkpoints import MAX_CHECKPOINT_BYTES
 from firebreak.adapters.live.committer import (
     EXIT_CHECKPOINT,
@@ -71,6 +72,7 @@ class LiveWorker:
         self.routed_partitions: int | None = None  # of the routed topic, as the broker has it (create_topics)
         self.last_views: dict[int, ShardView] = {}  # what a scrape showed of each shard last
         self.metrics = Metrics()
+        self.cases = CaseRunner(settings, self.rules) if settings.cases else None  # stage 3 (case_runner.py)
         self.app = self._build_app()
         self.input = InputSource(settings, self.app, self.route_stage, self.metrics, self._send)
         self.host = ShardHost(settings, self.rules, Committer(settings, self.metrics), self.metrics)
@@ -140,6 +142,12 @@ class LiveWorker:
         async def on_start():
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._request_reload)
 
+        if self.cases is not None:
+
+            @app.task
+            async def cases():  # stage 3: one worker of the group leads it (case_runner.py)
+                await self.cases.run()
+
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -155,6 +163,8 @@ class LiveWorker:
             NewTopic(s.incidents_topic, s.output_partitions, 1),
             NewTopic(s.containment_topic, s.output_partitions, 1),
             NewTopic(s.dead_letter_topic, s.output_partitions, 1),
+            NewTopic(s.cases_topic, 1, 1, topic_configs={"cleanup.policy": "compact",
+                                                         "max.message.bytes": str(MAX_CHECKPOINT_BYTES)}),
             NewTopic(s.checkpoint_topic, s.shards, 1, topic_configs={
                 "cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
                 "segment.ms": str(600_000)}),
@@ -259,8 +269,9 @@ class LiveWorker:
                     continue
             self.last_views[n] = view
             shards.append(view)
+        cases = self.cases.counts() if self.cases is not None else None
         return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags(),
-                          self.settings.checkpoint_interval_ms / 1000)  # fmt: skip
+                          self.settings.checkpoint_interval_ms / 1000, cases)  # fmt: skip
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""

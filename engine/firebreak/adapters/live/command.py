@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
     parser.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=d.traffic_check,
                         help="warn of rules that never fire over the first hour of traffic after each rule load "
                              "(a bounded sample of each batch, read in Python)")
+    parser.add_argument("--cases", action=argparse.BooleanOptionalAction, default=d.cases,
+                        help="run the case stage when this worker is elected for it: incidents grouped into cases, "
+                             "case.* records on the incidents topic (docs/response.md#cases-in-the-worker)")
     parser.add_argument("--faust-stream-input", dest="input_batches", action="store_false",
                         help=argparse.SUPPRESS)  # the input through Faust's streams (take_events): to compare
     parser.add_argument("--log-level", choices=LEVELS, default="info",
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         lateness_ms=args.lateness, idle_timeout_ms=args.idle_timeout, checkpoint_interval_ms=args.checkpoint_interval,
         max_skew_ms=args.max_skew,
         web_port=args.web_port, session_timeout_ms=args.session_timeout, commit_timeout_ms=args.commit_timeout,
-        traffic_check=args.traffic_check, input_batches=args.input_batches,
+        traffic_check=args.traffic_check, input_batches=args.input_batches, cases=args.cases,
     )  # fmt: skip
     reason = asyncio.run(_probe(settings.kafka))
     if reason:

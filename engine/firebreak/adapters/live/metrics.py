@@ -49,6 +49,7 @@ class WorkerView:
     shards: list[ShardView] = field(default_factory=list)
     lags: list[tuple[str, int, int]] = field(default_factory=list)  # (topic, partition, messages not yet taken)
     checkpoint_interval_s: float = 0.0  # --checkpoint-interval
+    cases: Mapping[str, int] | None = None  # the case stage's counts, where it runs (case_runner.py)
 
 
 class Metrics:
@@ -170,6 +171,18 @@ class _Collector:
         yield family
         yield GaugeMetricFamily("firebreak_checkpoint_interval_seconds", "The worker's --checkpoint-interval.",
                                 value=view.checkpoint_interval_s)  # fmt: skip
+        if view.cases is not None:  # the case stage leads here: what it grouped, paged and held back
+            yield CounterMetricFamily("firebreak_cases", "Cases opened by the case stage.", value=view.cases["cases"])
+            yield CounterMetricFamily("firebreak_case_pages", "Case records that page.", value=view.cases["pages"])
+            family = CounterMetricFamily("firebreak_pages_suppressed", "Pages not sent, by reason (grouping: "
+                                         "an incident joined a case; inhibition: muted by a sev1 case on its "
+                                         "scope; update: a severity rise within `wait`).",
+                                         labels=["reason"])  # fmt: skip
+            for reason, key in (("grouping", "grouped"), ("inhibition", "inhibited"), ("update", "updates")):
+                family.add_metric([reason], view.cases[key])
+            yield family
+            yield GaugeMetricFamily("firebreak_case_stage_held", "Incident records the case stage holds until every "
+                                    "shard is past their time.", value=view.cases["held"])  # fmt: skip
         yield CounterMetricFamily("firebreak_rule_reloads", "Rule reloads applied.", value=m.reloads)
         yield CounterMetricFamily("firebreak_rule_reload_failures", "Rule reloads refused (bad rules).",
                                   value=m.reload_failures)  # fmt: skip

@@ -34,6 +34,7 @@ class WorkerSettings:
     web_port: int = 6066  # Prometheus metrics at http://127.0.0.1:PORT/metrics
     web_host: str = "127.0.0.1"
     traffic_check: bool = True  # warn of rules that never fire, over the first hour after each rule load
+    cases: bool = True  # run the case stage (case_runner.py) when this worker is assigned it
     input_batches: bool = True  # the input topic a fetch at a time (batches.py), not through Faust's streams
     extra: dict = field(default_factory=dict)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
@@ -45,6 +46,11 @@ class WorkerSettings:
     @property
     def routed_topic(self) -> str:
         return f"{self.app_id}.routed"
+
+    @property
+    def cases_topic(self) -> str:
+        """The case stage's leadership and checkpoint (compacted, one partition)."""
+        return f"{self.app_id}.cases"
 
     @property
     def checkpoint_topic(self) -> str:

@@ -186,8 +186,10 @@ class ShardState:
         return records
 
     def header(self) -> dict[str, Any]:
-        """The small checkpoint committed with every batch of records: how far this shard got."""
-        return {"kind": "head", "version": SNAPSHOT_VERSION, "routed_next": self.routed_next, "derived": self.derived}
+        """The small checkpoint committed with every batch of records: how far this shard got, and
+        ``mark``, its watermark: its records up to there are committed (the case stage waits for it)."""
+        return {"kind": "head", "version": SNAPSHOT_VERSION, "routed_next": self.routed_next, "derived": self.derived,
+                "mark": self.engine.watermark}  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         """The full checkpoint. ``engine`` is the core's snapshot layout (Engine.snapshot), which
@@ -199,6 +201,7 @@ class ShardState:
         return {
             "kind": "full",
             "version": SNAPSHOT_VERSION,
+            "mark": self.engine.watermark,
             "derived": self.derived,
             "shard": self.shard,
             "shards": self.shards,

@@ -287,22 +287,30 @@ class _Table:
 def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]],
              rows_before: Iterable[tuple[Sequence[Any], float]], ratio: bool, scale: float = 1.0,
              max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
-    """The events column-wise from rows of (values per dimension — None when missing —, mass),
-    in the incident and before, each dimension's values coded once; high-cardinality
+    """``tabulate_columns`` from rows of (values per dimension — None when missing —, mass)."""
+    periods = []
+    for rows in (rows_now, rows_before):
+        rows = list(rows)
+        cols = list(zip(*(v for v, _ in rows), strict=True)) if rows else [() for _ in dims]
+        periods.append((cols, [w for _, w in rows]))
+    (cols_now, w_now), (cols_before, w_before) = periods
+    return tabulate_columns(dims, cols_now, w_now, cols_before, w_before, ratio, scale, max_values, native)
+
+
+def tabulate_columns(dims: Sequence[str], cols_now: Sequence[Sequence[Any]], w_now: Sequence[float],
+                     cols_before: Sequence[Sequence[Any]], w_before: Sequence[float], ratio: bool,
+                     scale: float = 1.0, max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
+    """The events column-wise (per period: one column of values per dimension — None when
+    missing —, and the events' masses), each dimension's values coded once; high-cardinality
     dimensions folded to their ``max_values`` values of largest excess. ``native``: the
     tallies in the Rust extension (the same numbers as the Python reference, faster)."""
     coders = [_Codes() for _ in dims]
     cols: list[list[int]] = [[] for _ in dims]
-    now: list[bool] = []
-    weight: list[float] = []
-    for flag, rows in ((True, rows_now), (False, rows_before)):
-        rows = list(rows)
-        if not rows:
-            continue
-        for d, col in enumerate(zip(*(v for v, _ in rows), strict=True)):
+    for period in (cols_now, cols_before):
+        for d, col in enumerate(period):
             cols[d].extend(map(coders[d].__getitem__, col))
-        weight.extend(float(w) for _, w in rows)
-        now.extend([flag] * len(rows))
+    weight = [float(w) for w in (*w_now, *w_before)]
+    now = [True] * len(w_now) + [False] * len(w_before)
     columns = _columns(native)(cols, [len(c.values) for c in coders], now, weight)
     n, m, _, n0, m0, _, _ = columns.tally([])
     rate0 = m0 / n0 if n0 else (m / n if n else 0.0)
@@ -515,17 +523,18 @@ def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseli
     gets = [getter(tuple(d.split("."))) for d in dims]
     weight = mass.weight
 
-    def rows(events: Sequence[Any]) -> Iterable[tuple[list[Any], float]]:
-        for e in events:
-            data = e.data
-            values = []
-            for get in gets:
-                v = get(data)
-                values.append(None if v is None or isinstance(v, dict | list) else v)
-            yield values, weight(data)
+    def columns(events: Sequence[Any]) -> list[list[Any]]:
+        datas = [e.data for e in events]
+        out = []
+        for d, get in zip(dims, gets, strict=True):
+            raw = [x.get(d) for x in datas] if "." not in d else [get(x) for x in datas]
+            out.append([None if isinstance(v, dict | list) else v for v in raw])
+        return out
 
     scale = incident_ms / baseline_ms if baseline_ms > 0 else 1.0
-    table = tabulate(dims, rows(incident), rows(baseline), mass.mode == RATIO, scale)
+    w_now = [weight(e.data) for e in incident]
+    w_before = [weight(e.data) for e in baseline]
+    table = tabulate_columns(dims, columns(incident), w_now, columns(baseline), w_before, mass.mode == RATIO, scale)
     return search(table)
 
 

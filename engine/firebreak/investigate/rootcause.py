@@ -360,9 +360,30 @@ def search(table: _Table) -> Search:
             if _significant(j, total) and len(causes) < MAX_CAUSES:
                 causes.append(Cause(table.text(pattern), j, j.excess / total, why))
                 table.remove(pattern)
+    causes = _absorb(table, causes, total)
     explained = sum(c.judged.excess for c in causes) / total if causes else 0.0
     causes.sort(key=lambda c: -c.judged.excess)
     return Search(tuple(causes), table.dims, table.capped, explained, total)
+
+
+def _absorb(table: _Table, causes: list[Cause], total: float) -> list[Cause]:
+    """A cause found after narrower ones inside it (its rest rose as well) is the cause: the
+    narrower ones are dropped, and every cause is judged again, in the order found, each on
+    the events the ones before it did not take."""
+    sets = [frozenset(c.pairs) for c in causes]
+    kept = [c for c, s in zip(causes, sets, strict=True) if not any(o < s for o in sets)]
+    if len(kept) == len(causes):
+        return causes
+    code = [{v: i for i, v in enumerate(names)} for names in table.names]
+    index = {d: i for i, d in enumerate(table.dims)}
+    table.reset()
+    out = []
+    for c in kept:
+        pattern = tuple(sorted((index[d], code[index[d]][v]) for d, v in c.pairs))
+        j = table.judge(pattern)
+        out.append(Cause(c.pairs, j, j.excess / total, c.why))
+        table.remove(pattern)
+    return out
 
 
 def _significant(j: Judged, total: float) -> bool:
@@ -465,7 +486,8 @@ def _splits(table: _Table, pattern: Pattern) -> tuple[int, list[tuple[int, Judge
     itself or rose by under a third as much — while another part is anomalous: the dimension
     with the most such missing mass, and its parts that belong. None when every dimension's
     parts rose alike."""
-    j = table.judge(pattern)
+    mine = table.tally(pattern)
+    j = table.model.judge(mine)
     if j.lift <= 1 or math.isinf(j.lift):
         return None
     used = {d for d, _ in pattern}
@@ -473,14 +495,24 @@ def _splits(table: _Table, pattern: Pattern) -> tuple[int, list[tuple[int, Judge
     for d in range(len(table.dims)):
         if d in used:
             continue
-        parts = [(c, table.model.judge(t)) for c, t in table.parts(pattern, d)]
-        missing, belong = 0.0, []
-        for c, pj in parts:
+        missing, belong, rest = 0.0, [], mine
+        for c, t in table.parts(pattern, d):
+            pj = table.model.judge(t)
             below = _below(table.model, pj, j) >= Z_SPLIT
             if below and (pj.z < Z_NORMAL or pj.lift - 1 < (j.lift - 1) / 3):
                 missing += pj.expected * j.lift - pj.mass
             elif pj.z >= Z_MIN:
                 belong.append((c, pj))
+                rest = _sub(rest, t)
+        # What the parts that belong leave out is normal, or rose by under a third as much: a
+        # slice whose parts all rose, some less (their normal levels differ), is not split.
+        # Derived measures (rates) also on the additive scale: the excess per event.
+        left = table.model.judge(rest)
+        alike = left.lift - 1 >= (j.lift - 1) / 3
+        if table.model.ratio:
+            alike = alike or left.excess * j.events >= j.excess * left.events / 3
+        if left.z >= Z_MIN and alike:
+            continue
         if missing > best_missing and belong:
             best, best_missing, best_parts = d, missing, belong
     if best is None:

@@ -11,9 +11,11 @@ hand. This pass finds the *set* (Squeeze / RiskLoc / HotSpot family, docs/invest
    more than ``MAX_VALUES`` values (user ids) keeps its ``MAX_VALUES`` values of largest
    excess; the others become one "other" value that is never a candidate, so the cost is
    bounded by events × dimensions plus the values kept.
-2. The events of the scope in the two periods (the incident, the period before) are
-   tallied into **leaves** (one per combination of every dimension's value): events, anomaly
-   mass and squared mass in each period.
+2. The events of the scope in the two periods (the incident, the period before) are coded
+   **column-wise** (each dimension's values as integers, once); the search asks for
+   **tallies** — events, anomaly mass and squared mass in each period — of a combination,
+   or of it split by every dimension's values, each one pass over the columns (in the Rust
+   extension, ``firebreak._native.Columns``; ``_PyColumns`` is the reference).
 3. A combination c's **expected** mass is what it carried before: ratio metrics (rates,
    averages, percentiles: a derived measure) its earlier mass per event × its events now,
    shrunk towards the scope's rate with ``PSEUDO_EVENTS``; volume metrics (counts, sums: a
@@ -26,13 +28,15 @@ hand. This pass finds the *set* (Squeeze / RiskLoc / HotSpot family, docs/invest
    - *more specific* when another dimension splits it: a part that carries clearly less than
      the combination's lift predicts (z ≥ ``Z_SPLIT``) — `model=a` whose `region=c` part is
      normal becomes `model=a AND region=b` (and each anomalous part is refined again, up to
-     ``MAX_ATTRIBUTES`` attributes);
+     ``MAX_ATTRIBUTES`` attributes) — provided what the anomalous parts leave out is not
+     itself anomalous at a third of the lift (or of the excess per event, derived measures);
    - *more general* when dropping one of its attributes adds events that are anomalous as
      well and at the same lift (the rest of the parent is consistent with it): `model=a AND
      tenant=t` becomes `model=a` when the other tenants' model=a rose alike.
    The refined causes are taken, their events removed, and the search repeats while what
    remains holds a significant cause (z ≥ ``Z_MIN``, lift ≥ ``MIN_LIFT``, at least
-   ``MIN_SHARE`` of the whole excess, ``MIN_EVENTS`` events carrying mass).
+   ``MIN_SHARE`` of the whole excess, ``MIN_EVENTS`` events carrying mass). A cause found
+   after narrower ones inside it absorbs them (``_absorb``).
 
 Pure: rows in, `Search` out; `root_causes` adapts the investigation's events to it.
 """

@@ -62,7 +62,12 @@ impl Columns {
     /// number of codes of each dimension; ``now``: the event is in the incident period;
     /// ``weight``: its anomaly mass.
     #[new]
-    fn new(codes: Vec<Vec<i32>>, cards: Vec<usize>, now: Vec<bool>, weight: Vec<f64>) -> PyResult<Self> {
+    fn new(
+        codes: Vec<Vec<i32>>,
+        cards: Vec<usize>,
+        now: Vec<bool>,
+        weight: Vec<f64>,
+    ) -> PyResult<Self> {
         let n = weight.len();
         if now.len() != n || codes.iter().any(|c| c.len() != n) || cards.len() != codes.len() {
             return Err(PyValueError::new_err("columns of different lengths"));
@@ -72,13 +77,24 @@ impl Columns {
                 return Err(PyValueError::new_err("a code out of its dimension's range"));
             }
         }
-        Ok(Columns { codes, cards, now, weight, alive: vec![true; n] })
+        Ok(Columns {
+            codes,
+            cards,
+            now,
+            weight,
+            alive: vec![true; n],
+        })
     }
 
     /// Dimension ``d``'s codes mapped through ``mapping`` (old code → new code or -1).
     fn recode(&mut self, d: usize, mapping: Vec<i32>, card: usize) -> PyResult<()> {
-        if d >= self.codes.len() || mapping.len() != self.cards[d] || mapping.iter().any(|&c| c < -1 || c >= card as i32) {
-            return Err(PyValueError::new_err("a mapping that does not fit the dimension"));
+        if d >= self.codes.len()
+            || mapping.len() != self.cards[d]
+            || mapping.iter().any(|&c| c < -1 || c >= card as i32)
+        {
+            return Err(PyValueError::new_err(
+                "a mapping that does not fit the dimension",
+            ));
         }
         for c in self.codes[d].iter_mut() {
             if *c >= 0 {

@@ -235,6 +235,8 @@ class _PyColumns:
 
 
 def _columns(native: bool) -> Callable[..., Any]:
+    """The native tallies, or the Python reference where the extension is not built (as the
+    Driver falls back to the Python core, firebreak/native): the same numbers, slower."""
     if native:
         try:
             from firebreak._native import Columns

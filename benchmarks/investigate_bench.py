@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 
 import orjson
-
 from firebreak.adapters.investigation import events_from_files
 from firebreak.adapters.rule_files import read_rule_sources
 from firebreak.adapters.starter_pack import starter_rule_sources
@@ -56,11 +55,14 @@ def main() -> None:
     parser.add_argument("--rules", action="append", help="rule files or dirs (default: the starter pack)")
     parser.add_argument("--rule", help="investigate the first incident of this rule (default: the first incident)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--each", action="store_true", help="time the investigation of every incident instead")
     args = parser.parse_args()
     sources = read_rule_sources(args.rules) if args.rules else starter_rule_sources()
     rules, problems = load_rules(sources)
     assert rules and not problems, problems
 
+    if args.each:
+        return each(rules, args.events, args.repeat)
     t_parse, n = best(lambda: parse_only(args.events), args.repeat)
     t_load, loaded = best(lambda: events_from_files([args.events]), args.repeat)
     events = loaded.events
@@ -89,6 +91,45 @@ def main() -> None:
         print(f"{name:42} {seconds:9.2f} {len(events) / seconds:12,.0f} {t_parse / seconds:13.4f}")
     suggestion = report.review.monitoring_suggestion if report.review else None
     print(f"suggestion: {suggestion.why if suggestion else 'none'}")
+
+
+def each(rules: tuple, path: str, repeat: int) -> None:
+    """Every incident's investigation (no suggestion), best of ``repeat``, and the share of it
+    spent finding the root causes (rootcause.py): CPU seconds of this process (the machine's
+    load does not count), and wall seconds."""
+    import firebreak.investigate.report as report_module
+
+    events = events_from_files([path]).events
+    records = run_events(rules, events)
+    spent = [0.0]
+    explain = report_module.explain
+
+    def timed(*a: object, **k: object) -> object:
+        t = time.process_time()
+        try:
+            return explain(*a, **k)
+        finally:
+            spent[0] += time.process_time() - t
+
+    report_module.explain = timed
+    print(f"{'incident':24} {'rule':32} {'group':44} {'CPU s':>7} {'root causes':>11} {'wall s':>7}")
+    times = []
+    for r in records:
+        if r["type"] != "incident.opened":
+            continue
+        runs = []
+        for _ in range(repeat):
+            spent[0] = 0.0
+            t, w = time.process_time(), time.perf_counter()
+            investigate(rules, events, Selection(incident_id=r["incident_id"]), Options(suggest=False), records)
+            runs.append((time.process_time() - t, spent[0], time.perf_counter() - w))
+        secs, roots, wall = min(runs)
+        times.append(secs)
+        group = ", ".join(f"{k}={v}" for k, v in (r.get("group") or {}).items())
+        print(f"{r['incident_id']:24} {r['rule']:32} {group[:44]:44} {secs:7.2f} {roots:11.2f} {wall:7.2f}")
+    report_module.explain = explain
+    times.sort()
+    print(f"{len(times)} incidents: CPU median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ mod event;
 mod groups;
 mod json;
 mod plan;
+mod rootcause;
 mod route;
 mod schedule;
 mod sketch;
@@ -724,6 +725,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tune_allocator();
     m.add_class::<Core>()?;
     m.add_class::<route::NativeRouter>()?;
+    m.add_class::<rootcause::Columns>()?;
     m.add("EventRefused", m.py().get_type::<EventRefused>())?;
     m.add("PLAN_VERSION", plan::PLAN_VERSION)?;
     m.add("SNAPSHOT_VERSION", snapshot::SNAPSHOT_VERSION)?;

@@ -11,9 +11,11 @@ hand. This pass finds the *set* (Squeeze / RiskLoc / HotSpot family, docs/invest
    more than ``MAX_VALUES`` values (user ids) keeps its ``MAX_VALUES`` values of largest
    excess; the others become one "other" value that is never a candidate, so the cost is
    bounded by events × dimensions plus the values kept.
-2. The events of the scope in the two periods (the incident, the period before) are
-   tallied into **leaves** (one per combination of every dimension's value): events, anomaly
-   mass and squared mass in each period.
+2. The events of the scope in the two periods (the incident, the period before) are coded
+   **column-wise** (each dimension's values as integers, once); the search asks for
+   **tallies** — events, anomaly mass and squared mass in each period — of a combination,
+   or of it split by every dimension's values, each one pass over the columns (in the Rust
+   extension, ``firebreak._native.Columns``; ``_PyColumns`` is the reference).
 3. A combination c's **expected** mass is what it carried before: ratio metrics (rates,
    averages, percentiles: a derived measure) its earlier mass per event × its events now,
    shrunk towards the scope's rate with ``PSEUDO_EVENTS``; volume metrics (counts, sums: a
@@ -26,13 +28,15 @@ hand. This pass finds the *set* (Squeeze / RiskLoc / HotSpot family, docs/invest
    - *more specific* when another dimension splits it: a part that carries clearly less than
      the combination's lift predicts (z ≥ ``Z_SPLIT``) — `model=a` whose `region=c` part is
      normal becomes `model=a AND region=b` (and each anomalous part is refined again, up to
-     ``MAX_ATTRIBUTES`` attributes);
+     ``MAX_ATTRIBUTES`` attributes) — provided what the anomalous parts leave out is not
+     itself anomalous at a third of the lift (or of the excess per event, derived measures);
    - *more general* when dropping one of its attributes adds events that are anomalous as
      well and at the same lift (the rest of the parent is consistent with it): `model=a AND
      tenant=t` becomes `model=a` when the other tenants' model=a rose alike.
    The refined causes are taken, their events removed, and the search repeats while what
    remains holds a significant cause (z ≥ ``Z_MIN``, lift ≥ ``MIN_LIFT``, at least
-   ``MIN_SHARE`` of the whole excess, ``MIN_EVENTS`` events carrying mass).
+   ``MIN_SHARE`` of the whole excess, ``MIN_EVENTS`` events carrying mass). A cause found
+   after narrower ones inside it absorbs them (``_absorb``).
 
 Pure: rows in, `Search` out; `root_causes` adapts the investigation's events to it.
 """
@@ -151,50 +155,136 @@ class _Model:
         return Judged(int(n), m, expected, excess, z, lift, int(k), q, f * f * q0)
 
 
-def _add(into: list[float], s: Sequence[float]) -> None:
-    for i in range(7):
-        into[i] += s[i]
+Tally = list[float]  # n, m, q, n0, m0, q0, k: events, mass, squared mass (incident; before); carrying
 
 
-Leaves = frozenset[int] | set[int]
+def _sub(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def _empty(t: Sequence[float]) -> bool:
+    return t[0] + t[3] == 0
+
+
+class _Codes(dict):
+    """A dimension's values → integer codes, in order of first appearance (None: ``OTHER``)."""
+
+    def __init__(self) -> None:
+        super().__init__({None: OTHER})
+        self.values: list[Any] = []
+
+    def __missing__(self, value: Any) -> int:
+        self[value] = code = len(self.values)
+        self.values.append(value)
+        return code
+
+
+class _PyColumns:
+    """The reference for ``firebreak._native.Columns`` (native/src/rootcause.rs): the events as
+    one column of codes per dimension, their period and mass; tallies of the remaining events
+    carrying a pattern, whole or split by every dimension's values, added in event order."""
+
+    def __init__(self, codes: list[list[int]], cards: list[int], now: list[bool], weight: list[float]) -> None:
+        self.codes, self.cards, self.now, self.weight = codes, list(cards), now, weight
+        self.alive = [True] * len(weight)
+
+    def recode(self, d: int, mapping: list[int], card: int) -> None:
+        to = [*mapping, OTHER]  # code -1 (none) stays -1
+        self.codes[d] = list(map(to.__getitem__, self.codes[d]))
+        self.cards[d] = card
+
+    def _matching(self, pattern: Pattern) -> Iterable[int]:
+        alive, codes = self.alive, self.codes
+        for i in range(len(self.weight)):
+            if alive[i] and all(codes[d][i] == c for d, c in pattern):
+                yield i
+
+    def _add(self, t: list[float], i: int) -> None:
+        w = self.weight[i]
+        if self.now[i]:
+            t[0] += 1.0
+            t[1] += w
+            t[2] += w * w
+            if w > 0.0:
+                t[6] += 1.0
+        else:
+            t[3] += 1.0
+            t[4] += w
+            t[5] += w * w
+
+    def tally(self, pattern: Pattern) -> Tally:
+        t = [0.0] * 7
+        for i in self._matching(pattern):
+            self._add(t, i)
+        return t
+
+    def marginals(self, pattern: Pattern) -> list[list[Tally]]:
+        out = [[[0.0] * 7 for _ in range(k)] for k in self.cards]
+        for i in self._matching(pattern):
+            for d, col in enumerate(self.codes):
+                if col[i] >= 0:
+                    self._add(out[d][col[i]], i)
+        return out
+
+    def remove(self, pattern: Pattern) -> None:
+        for i in list(self._matching(pattern)):
+            self.alive[i] = False
+
+    def reset(self) -> None:
+        self.alive = [True] * len(self.weight)
+
+
+def _columns(native: bool) -> Callable[..., Any]:
+    """The native tallies, or the Python reference where the extension is not built (as the
+    Driver falls back to the Python core, firebreak/native): the same numbers, slower."""
+    if native:
+        try:
+            from firebreak._native import Columns
+
+            return Columns
+        except ImportError:  # a source tree without the extension built
+            pass
+    return _PyColumns
 
 
 class _Table:
-    """The leaves (stats as seven columns: n, m, q, n0, m0, q0, k) and, per dimension and
-    value, the set of leaves carrying it: a combination's leaves are an intersection."""
+    """The events column-wise (``columns``: ``_PyColumns`` or its native twin) with what the
+    search reads: tallies of patterns over the remaining events, memoised until a removal."""
 
-    def __init__(self, dims: tuple[str, ...], names: list[list[str]], leaves: dict[tuple[int, ...], list[float]],
-                 model: _Model, capped: tuple[str, ...]) -> None:  # fmt: skip
-        self.dims, self.names, self.model, self.capped = dims, names, model, capped
-        self.keys = list(leaves)
-        self.columns = [[s[i] for s in leaves.values()] for i in range(7)]
-        self.index: list[list[set[int]]] = [[set() for _ in names[d]] for d in range(len(dims))]
-        for i, key in enumerate(self.keys):
-            for d, c in enumerate(key):
-                if c != OTHER:
-                    self.index[d][c].add(i)
+    def __init__(self, dims: tuple[str, ...], names: list[list[str]], columns: Any, model: _Model,
+                 capped: tuple[str, ...]) -> None:  # fmt: skip
+        self.dims, self.names, self.columns, self.model, self.capped = dims, names, columns, model, capped
+        self._tallies: dict[Pattern, Tally] = {}
+        self._marginals: dict[Pattern, list[list[Tally]]] = {}
 
-    def stats(self, leaves: Iterable[int]) -> list[float]:
-        leaves = list(leaves)
-        return [sum(map(col.__getitem__, leaves)) for col in self.columns]
+    def tally(self, pattern: Pattern) -> Tally:
+        t = self._tallies.get(pattern)
+        if t is None:
+            self._tallies[pattern] = t = list(self.columns.tally(list(pattern)))
+        return t
 
-    def judge(self, leaves: Iterable[int]) -> Judged:
-        return self.model.judge(self.stats(leaves))
+    def judge(self, pattern: Pattern) -> Judged:
+        return self.model.judge(self.tally(pattern))
 
-    def leaves(self, pattern: Pattern, within: Leaves) -> set[int]:
-        out = set(within)
-        for d, c in sorted(pattern, key=lambda p: len(self.index[p[0]][p[1]])):
-            out &= self.index[d][c]
-        return out
+    def marginals(self, pattern: Pattern) -> list[list[Tally]]:
+        m = self._marginals.get(pattern)
+        if m is None:
+            self._marginals[pattern] = m = self.columns.marginals(list(pattern))
+        return m
 
-    def parts(self, leaves: Leaves, d: int) -> list[tuple[int, set[int]]]:
-        """The leaves split by dimension ``d``'s values (those kept: not "other")."""
-        out = []
-        for c, idx in enumerate(self.index[d]):
-            part = leaves & idx if len(leaves) < len(idx) else idx & leaves
-            if part:
-                out.append((c, part))
-        return out
+    def parts(self, pattern: Pattern, d: int) -> list[tuple[int, Tally]]:
+        """``pattern``'s remaining events split by dimension ``d``'s values (those kept)."""
+        return [(c, t) for c, t in enumerate(self.marginals(pattern)[d]) if not _empty(t)]
+
+    def remove(self, pattern: Pattern) -> None:
+        self.columns.remove(list(pattern))
+        self._tallies.clear()
+        self._marginals.clear()
+
+    def reset(self) -> None:
+        self.columns.reset()
+        self._tallies.clear()
+        self._marginals.clear()
 
     def text(self, pattern: Pattern) -> tuple[tuple[str, str], ...]:
         return tuple((self.dims[d], self.names[d][c]) for d, c in pattern)
@@ -202,58 +292,53 @@ class _Table:
 
 def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]],
              rows_before: Iterable[tuple[Sequence[Any], float]], ratio: bool, scale: float = 1.0,
-             max_values: int = MAX_VALUES) -> _Table:  # fmt: skip
-    """Leaves from rows of (values per dimension — None when missing —, mass), in the incident
-    and before; high-cardinality dimensions folded to their ``max_values`` values of largest
-    excess."""
-    raw: dict[tuple, list[float]] = {}
-    for period, rows in ((0, rows_now), (3, rows_before)):
-        for values, w in rows:
-            key = tuple(values)
-            cell = raw.get(key)
-            if cell is None:
-                raw[key] = cell = [0.0] * 7
-            cell[period] += 1
-            cell[period + 1] += w
-            cell[period + 2] += w * w
-            if period == 0 and w > 0:
-                cell[6] += 1
-    tot = [0.0] * 7
-    for s in raw.values():
-        _add(tot, s)
-    n, m, _, n0, m0, _, _ = tot
+             max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
+    """``tabulate_columns`` from rows of (values per dimension — None when missing —, mass)."""
+    periods = []
+    for rows in (rows_now, rows_before):
+        rows = list(rows)
+        cols = list(zip(*(v for v, _ in rows), strict=True)) if rows else [() for _ in dims]
+        periods.append((cols, [w for _, w in rows]))
+    (cols_now, w_now), (cols_before, w_before) = periods
+    return tabulate_columns(dims, cols_now, w_now, cols_before, w_before, ratio, scale, max_values, native)
+
+
+def tabulate_columns(dims: Sequence[str], cols_now: Sequence[Sequence[Any]], w_now: Sequence[float],
+                     cols_before: Sequence[Sequence[Any]], w_before: Sequence[float], ratio: bool,
+                     scale: float = 1.0, max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
+    """The events column-wise (per period: one column of values per dimension — None when
+    missing —, and the events' masses), each dimension's values coded once; high-cardinality
+    dimensions folded to their ``max_values`` values of largest excess. ``native``: the
+    tallies in the Rust extension (the same numbers as the Python reference, faster)."""
+    coders = [_Codes() for _ in dims]
+    cols: list[list[int]] = [[] for _ in dims]
+    for period in (cols_now, cols_before):
+        for d, col in enumerate(period):
+            cols[d].extend(map(coders[d].__getitem__, col))
+    weight = [float(w) for w in (*w_now, *w_before)]
+    now = [True] * len(w_now) + [False] * len(w_before)
+    columns = _columns(native)(cols, [len(c.values) for c in coders], now, weight)
+    n, m, _, n0, m0, _, _ = columns.tally([])
     rate0 = m0 / n0 if n0 else (m / n if n else 0.0)
     unit = m0 / n0 if n0 and m0 > 0 else (m / n if n and m > 0 else 1.0)
     # The variance floor: one event's worth (ratio metrics: a flag or an exceedance, 0 or 1).
     model = _Model(ratio, scale, rate0, 1.0 if ratio else unit)
-    # Per dimension: value → stats, to code the values and cap the high-cardinality ones.
-    per_dim: list[dict[Any, list[float]]] = [{} for _ in dims]
-    for key, s in raw.items():
-        for d, v in enumerate(key):
-            if v is None:
-                continue
-            cell = per_dim[d].get(v)
-            if cell is None:
-                per_dim[d][v] = cell = [0.0] * 7
-            _add(cell, s)
-    codes: list[dict[Any, int]] = []
     names: list[list[str]] = []
-    for values in per_dim:
-        kept = list(values)
-        if len(kept) > max_values:
-            kept.sort(key=lambda v: -model.judge(values[v]).excess)
+    capped: list[str] = []
+    wide = [d for d, c in enumerate(coders) if len(c.values) > max_values]
+    marg = columns.marginals([]) if wide else []
+    for d, coder in enumerate(coders):
+        kept = list(range(len(coder.values)))
+        if d in wide:  # the values of largest excess; the rest "other", never a candidate
+            kept.sort(key=lambda c: -model.judge(marg[d][c]).excess)
             kept = kept[:max_values]
-        codes.append({v: i for i, v in enumerate(kept)})
-        names.append([_text(v) for v in kept])
-    leaves: dict[tuple[int, ...], list[float]] = {}
-    for key, s in raw.items():
-        coded = tuple(codes[d].get(v, OTHER) for d, v in enumerate(key))
-        cell = leaves.get(coded)
-        if cell is None:
-            leaves[coded] = cell = [0.0] * 7
-        _add(cell, s)
-    capped = tuple(dims[d] for d, values in enumerate(per_dim) if len(values) > max_values)
-    return _Table(tuple(dims), names, leaves, model, capped)
+            mapping = [OTHER] * len(coder.values)
+            for new, old in enumerate(kept):
+                mapping[old] = new
+            columns.recode(d, mapping, len(kept))
+            capped.append(dims[d])
+        names.append([_text(coder.values[c]) for c in kept])
+    return _Table(tuple(dims), names, columns, model, tuple(capped))
 
 
 MAX_ROUNDS = 3 * MAX_CAUSES  # candidates tried before the search gives up
@@ -261,8 +346,8 @@ MAX_ROUNDS = 3 * MAX_CAUSES  # candidates tried before the search gives up
 
 def search(table: _Table) -> Search:
     """The root causes of the table's anomaly, largest first (module docstring)."""
-    remaining: set[int] = set(range(len(table.keys)))
-    whole = table.judge(remaining)
+    table.reset()
+    whole = table.judge(())
     total = whole.excess
     causes: list[Cause] = []
     if total <= 0 or whole.carrying < MIN_EVENTS:
@@ -271,20 +356,40 @@ def search(table: _Table) -> Search:
     for _ in range(MAX_ROUNDS):
         if len(causes) >= MAX_CAUSES:
             break
-        rest = table.judge(remaining)
-        best = _best(table, remaining, rest.excess, total, tried)
+        rest = table.judge(())
+        best = _best(table, rest.excess, total, tried)
         if best is None:
             break
         tried.add(best)
-        for pattern, why in _refine(table, best, remaining, total, 0):
-            leaves = table.leaves(pattern, remaining)
-            j = table.judge(leaves)
+        for pattern, why in _refine(table, best, total, 0):
+            j = table.judge(pattern)
             if _significant(j, total) and len(causes) < MAX_CAUSES:
                 causes.append(Cause(table.text(pattern), j, j.excess / total, why))
-                remaining -= leaves
+                table.remove(pattern)
+    causes = _absorb(table, causes, total)
     explained = sum(c.judged.excess for c in causes) / total if causes else 0.0
     causes.sort(key=lambda c: -c.judged.excess)
     return Search(tuple(causes), table.dims, table.capped, explained, total)
+
+
+def _absorb(table: _Table, causes: list[Cause], total: float) -> list[Cause]:
+    """A cause found after narrower ones inside it (its rest rose as well) is the cause: the
+    narrower ones are dropped, and every cause is judged again, in the order found, each on
+    the events the ones before it did not take."""
+    sets = [frozenset(c.pairs) for c in causes]
+    kept = [c for c, s in zip(causes, sets, strict=True) if not any(o < s for o in sets)]
+    if len(kept) == len(causes):
+        return causes
+    code = [{v: i for i, v in enumerate(names)} for names in table.names]
+    index = {d: i for i, d in enumerate(table.dims)}
+    table.reset()
+    out = []
+    for c in kept:
+        pattern = tuple(sorted((index[d], code[index[d]][v]) for d, v in c.pairs))
+        j = table.judge(pattern)
+        out.append(Cause(c.pairs, j, j.excess / total, c.why))
+        table.remove(pattern)
+    return out
 
 
 def _significant(j: Judged, total: float) -> bool:
@@ -303,25 +408,25 @@ def _score(j: Judged, rest_excess: float) -> float:
     return min(1.0, j.excess / rest_excess) * (j.excess / j.mass) ** PRECISION_WEIGHT
 
 
-def _best(table: _Table, remaining: set[int], rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
-    """The best single value or pair (from the BEAM best single values) over ``remaining``."""
+def _best(table: _Table, rest_excess: float, total: float, tried: set[Pattern]) -> Pattern | None:
+    """The best single value or pair (from the BEAM best single values) over what remains."""
     ndim = len(table.dims)
+    judge = table.model.judge
     scored: list[tuple[float, Pattern]] = []
     for d in range(ndim):
-        for c, part in table.parts(remaining, d):
-            j = table.judge(part)
+        for c, t in table.parts((), d):
+            j = judge(t)
             if _candidate(j, total):
                 scored.append((_score(j, rest_excess), ((d, c),)))
     scored.sort(key=lambda t: -t[0])
     candidates = list(scored)
     for _, pattern in scored[:BEAM]:
         ((d, c),) = pattern
-        mine = table.leaves(pattern, remaining)
         for d2 in range(ndim):
             if d2 == d:
                 continue
-            for c2, part in table.parts(mine, d2):
-                j = table.judge(part)
+            for c2, t in table.parts(pattern, d2):
+                j = judge(t)
                 if _candidate(j, total):
                     candidates.append((_score(j, rest_excess), tuple(sorted(((d, c), (d2, c2))))))
     candidates = [(s, p) for s, p in candidates if p not in tried]
@@ -343,39 +448,36 @@ def _below(model: _Model, part: Judged, whole: Judged) -> float:
     return (predicted - part.mass) / math.sqrt(var)
 
 
-def _refine(
-    table: _Table, pattern: Pattern, remaining: set[int], total: float, depth: int
-) -> list[tuple[Pattern, str]]:
+def _refine(table: _Table, pattern: Pattern, total: float, depth: int) -> list[tuple[Pattern, str]]:
     """``pattern`` made more specific where another dimension splits it, or more general where
     a parent rose alike; each result with why it was chosen over its neighbours."""
-    leaves = table.leaves(pattern, remaining)
-    j = table.judge(leaves)
+    mine = table.tally(pattern)
+    j = table.model.judge(mine)
     # More general: a parent whose other events rose alike (and that nothing splits).
     if depth < 4 and len(pattern) > 1:
         for i in range(len(pattern)):
             parent = pattern[:i] + pattern[i + 1 :]
-            pleaves = table.leaves(parent, remaining)
-            others = pleaves - leaves
-            if not others:  # the attribute adds nothing: the same events without it
-                return _refine(table, parent, remaining, total, depth + 1)
-            sib = table.judge(others)
+            others = _sub(table.tally(parent), mine)
+            if _empty(others):  # the attribute adds nothing: the same events without it
+                return _refine(table, parent, total, depth + 1)
+            sib = table.model.judge(others)
             # Rose alike, or too small to tell (the narrower combination adds no explanatory power).
             alike = sib.z >= Z_MIN / 2 or sib.expected * j.lift < TOO_SMALL * table.model.unit
             if sib.expected > 0 and alike and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
-                    _splits(table, parent, pleaves) is None:  # fmt: skip
-                return _refine(table, parent, remaining, total, depth + 1)
+                    _splits(table, parent) is None:  # fmt: skip
+                return _refine(table, parent, total, depth + 1)
     # More specific: the dimension that splits it most.
-    split = _splits(table, pattern, leaves) if len(pattern) < MAX_ATTRIBUTES else None
+    split = _splits(table, pattern) if len(pattern) < MAX_ATTRIBUTES else None
     if split is not None:
         d, parts = split
         out: list[tuple[Pattern, str]] = []
         for c, pj in parts:
             if pj.z >= Z_MIN and pj.lift >= MIN_LIFT and pj.carrying >= MIN_EVENTS:
                 child = tuple(sorted((*pattern, (d, c))))
-                out.extend(_refine(table, child, remaining, total, depth + 1))
+                out.extend(_refine(table, child, total, depth + 1))
         if out:
             return out
-    return [(pattern, _why(table, pattern, remaining, leaves, j))]
+    return [(pattern, _why(table, pattern, j))]
 
 
 def _plus(a: Judged, b: Judged) -> Judged:
@@ -384,13 +486,14 @@ def _plus(a: Judged, b: Judged) -> Judged:
                   0.0, a.carrying + b.carrying, a.q + b.q, a.var_expected + b.var_expected)  # fmt: skip
 
 
-def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, list[tuple[int, Judged]]] | None:
+def _splits(table: _Table, pattern: Pattern) -> tuple[int, list[tuple[int, Judged]]] | None:
     """The other dimension along which ``pattern`` has a part that does not belong to it — one
     carrying clearly less than its lift predicts (``Z_SPLIT`` standard errors) that is normal
     itself or rose by under a third as much — while another part is anomalous: the dimension
     with the most such missing mass, and its parts that belong. None when every dimension's
     parts rose alike."""
-    j = table.judge(leaves)
+    mine = table.tally(pattern)
+    j = table.model.judge(mine)
     if j.lift <= 1 or math.isinf(j.lift):
         return None
     used = {d for d, _ in pattern}
@@ -398,14 +501,24 @@ def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, lis
     for d in range(len(table.dims)):
         if d in used:
             continue
-        parts = [(c, table.judge(part)) for c, part in table.parts(leaves, d)]
-        missing, belong = 0.0, []
-        for c, pj in parts:
+        missing, belong, rest = 0.0, [], mine
+        for c, t in table.parts(pattern, d):
+            pj = table.model.judge(t)
             below = _below(table.model, pj, j) >= Z_SPLIT
             if below and (pj.z < Z_NORMAL or pj.lift - 1 < (j.lift - 1) / 3):
                 missing += pj.expected * j.lift - pj.mass
             elif pj.z >= Z_MIN:
                 belong.append((c, pj))
+                rest = _sub(rest, t)
+        # What the parts that belong leave out is normal, or rose by under a third as much: a
+        # slice whose parts all rose, some less (their normal levels differ), is not split.
+        # Derived measures (rates) also on the additive scale: the excess per event.
+        left = table.model.judge(rest)
+        alike = left.lift - 1 >= (j.lift - 1) / 3
+        if table.model.ratio:
+            alike = alike or left.excess * j.events >= j.excess * left.events / 3
+        if left.z >= Z_MIN and alike:
+            continue
         if missing > best_missing and belong:
             best, best_missing, best_parts = d, missing, belong
     if best is None:
@@ -413,14 +526,15 @@ def _splits(table: _Table, pattern: Pattern, leaves: set[int]) -> tuple[int, lis
     return best, sorted(best_parts, key=lambda t: -t[1].excess)
 
 
-def _why(table: _Table, pattern: Pattern, remaining: set[int], leaves: set[int], j: Judged) -> str:
+def _why(table: _Table, pattern: Pattern, j: Judged) -> str:
     """Why this combination and not its neighbours: each parent's other events, and the
     narrower ones (no other dimension splits it)."""
     parts = []
+    mine = table.tally(pattern)
     for i in range(len(pattern)):
         parent = pattern[:i] + pattern[i + 1 :]
         d = pattern[i][0]
-        sib = table.judge(table.leaves(parent, remaining) - leaves)
+        sib = table.model.judge(_sub(table.tally(parent), mine))
         where = " AND ".join(f"{a}={b}" for a, b in table.text(parent)) or "the rest of the scope"
         parts.append(f"more specific than {where}: its other {table.dims[d]} values show lift {_lift(sib.lift)}")
     if len(pattern) < MAX_ATTRIBUTES:
@@ -447,17 +561,18 @@ def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseli
     gets = [getter(tuple(d.split("."))) for d in dims]
     weight = mass.weight
 
-    def rows(events: Sequence[Any]) -> Iterable[tuple[list[Any], float]]:
-        for e in events:
-            data = e.data
-            values = []
-            for get in gets:
-                v = get(data)
-                values.append(None if v is None or isinstance(v, dict | list) else v)
-            yield values, weight(data)
+    def columns(events: Sequence[Any]) -> list[list[Any]]:
+        datas = [e.data for e in events]
+        out = []
+        for d, get in zip(dims, gets, strict=True):
+            raw = [x.get(d) for x in datas] if "." not in d else [get(x) for x in datas]
+            out.append([None if isinstance(v, dict | list) else v for v in raw])
+        return out
 
     scale = incident_ms / baseline_ms if baseline_ms > 0 else 1.0
-    table = tabulate(dims, rows(incident), rows(baseline), mass.mode == RATIO, scale)
+    w_now = [weight(e.data) for e in incident]
+    w_before = [weight(e.data) for e in baseline]
+    table = tabulate_columns(dims, columns(incident), w_now, columns(baseline), w_before, mass.mode == RATIO, scale)
     return search(table)
 
 

@@ -221,13 +221,22 @@ pub struct KeyInfo {
 /// Looked up by their bytes (`encode`), kept one after another in `bytes`: a lookup reads
 /// the table's slot and those bytes — not a key's parts and then each part's text, three
 /// scattered reads for a key not seen lately (most `by user` keys).
+///
+/// Keys are forgotten too: when more than half of a table's keys belong to no group of any
+/// rule any more (users seen once, long gone), `Engine::forget_keys` keeps only the others,
+/// renumbered in their order (`retain`) — so a table holds at most about twice the keys alive.
 #[derive(Default)]
 pub struct KeyTable {
     table: hashbrown::HashTable<Slot>,
     bytes: Vec<u8>,
     scratch: Vec<u8>,
     pub info: Vec<KeyInfo>,
+    /// The size at which `Engine::forget_keys` next counts the keys alive (0: at `KEYS_CHECKED`).
+    check_at: usize,
 }
+
+/// A key table smaller than this is never compacted: its dead keys cost little.
+pub const KEYS_CHECKED: usize = 1024;
 
 /// A key in the table: its id, and where its length (4 bytes) and then its bytes are in `bytes`.
 #[derive(Clone, Copy)]
@@ -351,6 +360,51 @@ impl KeyTable {
         id
     }
 
+    /// How many keys the table holds (alive or not).
+    pub fn len(&self) -> usize {
+        self.info.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.info.is_empty()
+    }
+
+    /// Keep only the keys ``keep`` marks (by id), numbered anew in their order (so groups
+    /// sorted by id stay sorted): the old id → the new one (`GONE`: forgotten).
+    pub fn retain(&mut self, keep: &[bool]) -> Vec<u32> {
+        let mut at_of = vec![0usize; self.info.len()];
+        for slot in self.table.iter() {
+            at_of[slot.id as usize] = slot.at;
+        }
+        let live = keep.iter().filter(|k| **k).count();
+        let mut map = vec![GONE; self.info.len()];
+        let old_bytes = std::mem::take(&mut self.bytes);
+        let old_info = std::mem::take(&mut self.info);
+        let mut bytes = Vec::with_capacity(old_bytes.len() / old_info.len().max(1) * live + 64);
+        let mut info = Vec::with_capacity(live);
+        let mut table = hashbrown::HashTable::with_capacity(live);
+        for (id, item) in old_info.into_iter().enumerate() {
+            if !keep[id] {
+                continue;
+            }
+            let at = at_of[id];
+            let len = u32::from_le_bytes(old_bytes[at..at + 4].try_into().unwrap()) as usize;
+            let encoded = &old_bytes[at + 4..at + 4 + len];
+            let new_id = info.len() as u32;
+            map[id] = new_id;
+            let new_at = bytes.len();
+            bytes.extend_from_slice(&old_bytes[at..at + 4 + len]);
+            info.push(item);
+            table.insert_unique(hash_bytes(encoded), Slot { id: new_id, at: new_at }, |_: &Slot| {
+                unreachable!("the table is made with room for every key")
+            });
+        }
+        self.bytes = bytes;
+        self.info = info;
+        self.table = table;
+        map
+    }
+
     /// The order groups are listed and evaluated in (`engine._group_order`: each part's
     /// (type rank, `str`)), made when asked: only sorting needs it.
     pub fn order(&self, id: u32) -> Vec<(u8, String)> {
@@ -364,6 +418,10 @@ impl KeyTable {
             + self.info.capacity() * std::mem::size_of::<KeyInfo>()
     }
 }
+
+/// A forgotten key (`KeyTable::retain`): groups are never under it; a rule's schedule may
+/// still name it (a step with nothing left to do), as the core's names a dropped group's key.
+pub const GONE: u32 = u32::MAX;
 
 pub struct RuleState {
     pub plan: Plan,
@@ -498,6 +556,9 @@ pub struct Engine {
     pub seq: u64,                           // events processed (the order of records: `Rec`)
     pub max_skew_ms: Option<i64>,           // engine.py `Engine.max_skew_ms` (None: no bound)
     pub ahead_run: u32,                     // events refused as ahead since the last one taken
+    /// Events are being routed ahead of being added (lib.rs `Behind`): their key ids are held
+    /// outside the engine, so keys are not renumbered (`forget_keys`) until it is done.
+    pub routing_ahead: bool,
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
     routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
@@ -529,6 +590,7 @@ impl Engine {
             seq: 0,
             max_skew_ms: Some(DEFAULT_MAX_SKEW_MS),
             ahead_run: 0,
+            routing_ahead: false,
             keys: vec![None; by_lists],
             routed: Vec::new(),
         }
@@ -843,7 +905,49 @@ impl Engine {
         if evaluated_rules > 1 {
             out[begin..].sort_by_key(|r| (r.1, r.2)); // stable: a step's records keep their order
         }
+        if !self.routing_ahead {
+            self.forget_keys();
+        }
         Ok(())
+    }
+
+    /// Forget the keys no group of any rule is under any more, in each key table past its next
+    /// check size (`KeyTable::check_at`) where they are more than half: the groups, schedules,
+    /// pending/firing sets and shard owners of its rules are renumbered with it. Checked when
+    /// a table has doubled since, so its cost (the groups of its rules) is paid once per as
+    /// many new keys. No key id may be held outside the engine meanwhile (`routing_ahead`).
+    pub fn forget_keys(&mut self) {
+        for t in 0..self.key_tables.len() {
+            let table = &self.key_tables[t];
+            if table.len() < table.check_at.max(KEYS_CHECKED) {
+                continue;
+            }
+            let mut keep = vec![false; table.len()];
+            let mut live = 0;
+            for state in self.rules.iter().filter(|s| s.plan.by_id == t) {
+                for key in state.groups.keys() {
+                    let seen = &mut keep[key as usize];
+                    live += !*seen as usize;
+                    *seen = true;
+                }
+            }
+            if 2 * live < table.len() {
+                let map = self.key_tables[t].retain(&keep);
+                for (index, state) in self.rules.iter_mut().enumerate() {
+                    if state.plan.by_id != t {
+                        continue;
+                    }
+                    state.groups.renumber(&map);
+                    state.due.renumber(&map);
+                    state.active = state.active.iter().map(|k| map[*k as usize]).collect();
+                    if let Some(owner) = self.owner.as_mut() {
+                        owner.owners.forget(index);
+                    }
+                }
+            }
+            let table = &mut self.key_tables[t];
+            table.check_at = 2 * table.len();
+        }
     }
 
     fn evaluate<H: HostLike>(
@@ -1065,6 +1169,11 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     };
     if at == group.buckets.len() && at > 0 {
         group.buckets[at - 1].1.shrink(); // the newest until now: its step is over
+    }
+    if group.buckets.capacity() == 0 {
+        // room for one: most groups of `by user` rules never get a second bucket (the
+        // default would make room for four, 264 bytes more)
+        group.buckets.reserve_exact(1);
     }
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
     if at == 0 {

@@ -110,6 +110,11 @@ impl Owners {
         }
         cache[at] - 1
     }
+
+    /// Forget what was computed for ``rule``: its key ids were renumbered (`Engine::forget_keys`).
+    pub fn forget(&mut self, rule: usize) {
+        self.cache[rule] = Vec::new();
+    }
 }
 
 /// A shard's view: it aggregates only the (rule, group) pairs it owns.

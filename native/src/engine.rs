@@ -211,23 +211,30 @@ pub fn can_hold(plan: &Plan, t: &Totals) -> bool {
     }
 }
 
-pub struct KeyInfo {
-    pub parts: Vec<KeyPart>,
-}
-
 /// The group keys of one `by` list, interned: every rule grouped by the same fields shares
 /// them, so an event's key is looked up once per `by` list, without copying its text.
 ///
 /// Looked up by their bytes (`encode`), kept one after another in `bytes`: a lookup reads
 /// the table's slot and those bytes — not a key's parts and then each part's text, three
-/// scattered reads for a key not seen lately (most `by user` keys).
+/// scattered reads for a key not seen lately (most `by user` keys). A key's parts are those
+/// bytes decoded (`parts`), when asked: only a group that holds, a snapshot, a shard's owner
+/// and sorting need them (kept apart as well they took ~80 bytes more per key).
+///
+/// Keys are forgotten too: when more than half of a table's keys belong to no group of any
+/// rule any more (users seen once, long gone), `Engine::forget_keys` keeps only the others,
+/// renumbered in their order (`retain`) — so a table holds at most about twice the keys alive.
 #[derive(Default)]
 pub struct KeyTable {
     table: hashbrown::HashTable<Slot>,
     bytes: Vec<u8>,
     scratch: Vec<u8>,
-    pub info: Vec<KeyInfo>,
+    at: Vec<usize>, // key id → where its bytes are (as its slot has it)
+    /// The size at which `Engine::forget_keys` next counts the keys alive (0: at `KEYS_CHECKED`).
+    check_at: usize,
 }
+
+/// A key table smaller than this is never compacted: its dead keys cost little.
+pub const KEYS_CHECKED: usize = 1024;
 
 /// A key in the table: its id, and where its length (4 bytes) and then its bytes are in `bytes`.
 #[derive(Clone, Copy)]
@@ -240,15 +247,6 @@ struct Slot {
 pub enum KeyRef<'a> {
     Part(KeyPart),
     Str(&'a str),
-}
-
-impl KeyRef<'_> {
-    fn owned(&self) -> KeyPart {
-        match self {
-            KeyRef::Str(s) => KeyPart::Str(s.to_string()),
-            KeyRef::Part(p) => p.clone(),
-        }
-    }
 }
 
 /// A key part's bytes: equal parts (`KeyPart`'s equality: numbers in their one form,
@@ -276,6 +274,37 @@ fn encode_part(out: &mut Vec<u8>, part: &KeyPart) {
         },
         KeyPart::Str(s) => encode_str(out, s),
     }
+}
+
+/// `encode_part`s' inverse: the parts of a key's bytes.
+fn decode_parts(mut b: &[u8]) -> Vec<KeyPart> {
+    let word = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
+    let mut parts = Vec::new();
+    while let Some((&tag, rest)) = b.split_first() {
+        b = rest;
+        match tag {
+            0 => parts.push(KeyPart::None),
+            1 => {
+                parts.push(KeyPart::Bool(b[0] != 0));
+                b = &b[1..];
+            }
+            2 => {
+                parts.push(KeyPart::Num(Num::Int(word(b) as i64)));
+                b = &b[8..];
+            }
+            4 => {
+                parts.push(KeyPart::Num(Num::Float(f64::from_bits(word(b)))));
+                b = &b[8..];
+            }
+            _ => {
+                let len = word(b) as usize;
+                let text = std::str::from_utf8(&b[8..8 + len]).expect("interned from text");
+                parts.push(KeyPart::Str(text.to_string()));
+                b = &b[8 + len..];
+            }
+        }
+    }
+    parts
 }
 
 /// The bytes of the key at ``slot``.
@@ -306,10 +335,7 @@ impl KeyTable {
         }
         let id = match self.find(&scratch) {
             Some(id) => id,
-            None => {
-                let parts: Vec<KeyPart> = key.iter().map(KeyRef::owned).collect();
-                self.insert(&scratch, parts)
-            }
+            None => self.insert(&scratch),
         };
         self.scratch = scratch;
         id
@@ -324,7 +350,7 @@ impl KeyTable {
         }
         let id = match self.find(&scratch) {
             Some(id) => id,
-            None => self.insert(&scratch, key.to_vec()),
+            None => self.insert(&scratch),
         };
         self.scratch = scratch;
         id
@@ -338,12 +364,12 @@ impl KeyTable {
             .map(|s| s.id)
     }
 
-    fn insert(&mut self, encoded: &[u8], parts: Vec<KeyPart>) -> u32 {
-        let id = self.info.len() as u32;
+    fn insert(&mut self, encoded: &[u8]) -> u32 {
+        let id = self.at.len() as u32;
         let at = self.bytes.len();
         self.bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(encoded);
-        self.info.push(KeyInfo { parts });
+        self.at.push(at);
         let bytes = &self.bytes;
         self.table.insert_unique(hash_bytes(encoded), Slot { id, at }, |s| {
             hash_bytes(key_bytes(bytes, *s))
@@ -351,19 +377,71 @@ impl KeyTable {
         id
     }
 
+    /// How many keys the table holds (alive or not).
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The parts of the key ``id`` (decoded from its bytes: `encode_part`'s inverse; numbers
+    /// in their one form, as the events' were interned).
+    pub fn parts(&self, id: u32) -> Vec<KeyPart> {
+        let at = self.at[id as usize];
+        let len = u32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap()) as usize;
+        decode_parts(&self.bytes[at + 4..at + 4 + len])
+    }
+
+    /// Keep only the keys ``keep`` marks (by id), numbered anew in their order (so groups
+    /// sorted by id stay sorted): the old id → the new one (`GONE`: forgotten).
+    pub fn retain(&mut self, keep: &[bool]) -> Vec<u32> {
+        let live = keep.iter().filter(|k| **k).count();
+        let mut map = vec![GONE; self.at.len()];
+        let old_bytes = std::mem::take(&mut self.bytes);
+        let old_at = std::mem::take(&mut self.at);
+        let mut bytes = Vec::with_capacity(old_bytes.len() / old_at.len().max(1) * live + 64);
+        let mut at_of = Vec::with_capacity(live);
+        let mut table = hashbrown::HashTable::with_capacity(live);
+        for (id, &at) in old_at.iter().enumerate() {
+            if !keep[id] {
+                continue;
+            }
+            let len = u32::from_le_bytes(old_bytes[at..at + 4].try_into().unwrap()) as usize;
+            let encoded = &old_bytes[at + 4..at + 4 + len];
+            let new_id = at_of.len() as u32;
+            map[id] = new_id;
+            let new_at = bytes.len();
+            bytes.extend_from_slice(&old_bytes[at..at + 4 + len]);
+            at_of.push(new_at);
+            table.insert_unique(hash_bytes(encoded), Slot { id: new_id, at: new_at }, |_: &Slot| {
+                unreachable!("the table is made with room for every key")
+            });
+        }
+        self.bytes = bytes;
+        self.at = at_of;
+        self.table = table;
+        map
+    }
+
     /// The order groups are listed and evaluated in (`engine._group_order`: each part's
     /// (type rank, `str`)), made when asked: only sorting needs it.
     pub fn order(&self, id: u32) -> Vec<(u8, String)> {
-        self.info[id as usize].parts.iter().map(KeyPart::order).collect()
+        self.parts(id).iter().map(KeyPart::order).collect()
     }
 
     /// Bytes held (memory estimates): the table, the keys' bytes and parts.
     pub fn heap_bytes(&self) -> usize {
         self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
             + self.bytes.capacity()
-            + self.info.capacity() * std::mem::size_of::<KeyInfo>()
+            + self.at.capacity() * std::mem::size_of::<usize>()
     }
 }
+
+/// A forgotten key (`KeyTable::retain`): groups are never under it; a rule's schedule may
+/// still name it (a step with nothing left to do), as the core's names a dropped group's key.
+pub const GONE: u32 = u32::MAX;
 
 pub struct RuleState {
     pub plan: Plan,
@@ -498,6 +576,9 @@ pub struct Engine {
     pub seq: u64,                           // events processed (the order of records: `Rec`)
     pub max_skew_ms: Option<i64>,           // engine.py `Engine.max_skew_ms` (None: no bound)
     pub ahead_run: u32,                     // events refused as ahead since the last one taken
+    /// Events are being routed ahead of being added (lib.rs `Behind`): their key ids are held
+    /// outside the engine, so keys are not renumbered (`forget_keys`) until it is done.
+    pub routing_ahead: bool,
     keys: Vec<Option<u32>>,         // scratch: the event's key per `by` list
     routed: Vec<(usize, u32)>,      // scratch: (rule index, key) of the rules an event reaches
 }
@@ -529,6 +610,7 @@ impl Engine {
             seq: 0,
             max_skew_ms: Some(DEFAULT_MAX_SKEW_MS),
             ahead_run: 0,
+            routing_ahead: false,
             keys: vec![None; by_lists],
             routed: Vec::new(),
         }
@@ -843,7 +925,49 @@ impl Engine {
         if evaluated_rules > 1 {
             out[begin..].sort_by_key(|r| (r.1, r.2)); // stable: a step's records keep their order
         }
+        if !self.routing_ahead {
+            self.forget_keys();
+        }
         Ok(())
+    }
+
+    /// Forget the keys no group of any rule is under any more, in each key table past its next
+    /// check size (`KeyTable::check_at`) where they are more than half: the groups, schedules,
+    /// pending/firing sets and shard owners of its rules are renumbered with it. Checked when
+    /// a table has doubled since, so its cost (the groups of its rules) is paid once per as
+    /// many new keys. No key id may be held outside the engine meanwhile (`routing_ahead`).
+    pub fn forget_keys(&mut self) {
+        for t in 0..self.key_tables.len() {
+            let table = &self.key_tables[t];
+            if table.len() < table.check_at.max(KEYS_CHECKED) {
+                continue;
+            }
+            let mut keep = vec![false; table.len()];
+            let mut live = 0;
+            for state in self.rules.iter().filter(|s| s.plan.by_id == t) {
+                for key in state.groups.keys() {
+                    let seen = &mut keep[key as usize];
+                    live += !*seen as usize;
+                    *seen = true;
+                }
+            }
+            if 2 * live < table.len() {
+                let map = self.key_tables[t].retain(&keep);
+                for (index, state) in self.rules.iter_mut().enumerate() {
+                    if state.plan.by_id != t {
+                        continue;
+                    }
+                    state.groups.renumber(&map);
+                    state.due.renumber(&map);
+                    state.active = state.active.iter().map(|k| map[*k as usize]).collect();
+                    if let Some(owner) = self.owner.as_mut() {
+                        owner.owners.forget(index);
+                    }
+                }
+            }
+            let table = &mut self.key_tables[t];
+            table.check_at = 2 * table.len();
+        }
     }
 
     fn evaluate<H: HostLike>(
@@ -926,7 +1050,7 @@ impl Engine {
                 let detail = summarize(plan, in_window, true);
                 if group.dict.is_none() {
                     group.dict = Some(
-                        group_dict(host.py, plan, &table.info[key as usize].parts)?
+                        group_dict(host.py, plan, &table.parts(key))?
                             .into_any()
                             .unbind(),
                     );
@@ -1065,6 +1189,11 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     };
     if at == group.buckets.len() && at > 0 {
         group.buckets[at - 1].1.shrink(); // the newest until now: its step is over
+    }
+    if group.buckets.capacity() == 0 {
+        // room for one: most groups of `by user` rules never get a second bucket (the
+        // default would make room for four, 264 bytes more)
+        group.buckets.reserve_exact(1);
     }
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
     if at == 0 {

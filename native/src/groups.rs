@@ -95,6 +95,20 @@ impl Groups {
         }
     }
 
+    /// The keys renumbered (`KeyTable::retain`: ``map[old]`` the new id; every group's key is
+    /// kept); the index is made anew for them, and room left over from a busier time given back.
+    pub fn renumber(&mut self, map: &[u32]) {
+        let mut slot = vec![0u32; map.iter().filter(|k| **k != crate::engine::GONE).count()];
+        for (p, (key, _)) in self.items.iter_mut().enumerate() {
+            *key = map[*key as usize];
+            slot[*key as usize] = p as u32 + 1;
+        }
+        self.slot = slot;
+        if self.items.capacity() > 2 * self.items.len() + 64 {
+            self.items.shrink_to(self.items.len() + self.items.len() / 2);
+        }
+    }
+
     /// Bytes held by the index itself (memory estimates).
     pub fn index_bytes(&self) -> usize {
         self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, Group)>()

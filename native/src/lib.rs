@@ -321,6 +321,25 @@ fn run_lines<H: engine::HostLike>(
     max_bytes: Option<usize>,
     host: &H,
     mask: Option<u64>,
+    late: Option<&mut Vec<(usize, i64, i64)>>,
+    out: &mut Vec<Rec>,
+) -> PyResult<(usize, Option<usize>)> {
+    // keys are renumbered only once no event routed ahead holds their ids
+    engine.routing_ahead = true;
+    let result = run_behind(engine, lines, offset, max_bytes, host, mask, late, out);
+    engine.routing_ahead = false;
+    engine.forget_keys();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_behind<H: engine::HostLike>(
+    engine: &mut Engine,
+    lines: &[&[u8]],
+    offset: usize,
+    max_bytes: Option<usize>,
+    host: &H,
+    mask: Option<u64>,
     mut late: Option<&mut Vec<(usize, i64, i64)>>,
     out: &mut Vec<Rec>,
 ) -> PyResult<(usize, Option<usize>)> {
@@ -617,6 +636,11 @@ impl Core {
         let host_obj = self.host.bind(py);
         snapshot::read(&mut self.engine, json, lives, &Host { py, obj: host_obj })
             .map_err(PyValueError::new_err)
+    }
+
+    /// The group keys each key table holds now, alive or not yet forgotten (`forget_keys`).
+    fn key_counts(&self) -> Vec<usize> {
+        self.engine.key_tables.iter().map(|t| t.len()).collect()
     }
 
     /// Bytes of state per (rule, group) now held: (groups, buckets, estimated bytes).

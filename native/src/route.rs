@@ -109,9 +109,14 @@ impl Owners {
             cache.resize(at + 1, 0);
         }
         if cache[at] == 0 {
-            cache[at] = shard_of(&plan.name, &table.info[at].parts, self.shards) + 1;
+            cache[at] = shard_of(&plan.name, &table.parts(key), self.shards) + 1;
         }
         cache[at] - 1
+    }
+
+    /// Forget what was computed for ``rule``: its key ids were renumbered (`Engine::forget_keys`).
+    pub fn forget(&mut self, rule: usize) {
+        self.cache[rule] = Vec::new();
     }
 }
 
@@ -151,7 +156,7 @@ impl Router {
     /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
     pub fn targets<H: crate::engine::HostLike>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
         masks.iter_mut().for_each(|m| *m = 0);
-        if self.key_tables.iter().any(|t| t.info.len() > MAX_KEYS) {
+        if self.key_tables.iter().any(|t| t.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
                 *table = KeyTable::default();
             }

@@ -65,6 +65,16 @@ impl Wheel {
         }
     }
 
+    /// The keys renumbered (`KeyTable::retain`): ``map[old]`` the new id; a forgotten key's
+    /// entries stay as `GONE` (the step is still visited, as the core visits it).
+    pub fn renumber(&mut self, map: &[u32]) {
+        for slot in self.slots.values_mut() {
+            for key in slot.iter_mut() {
+                *key = map.get(*key as usize).copied().unwrap_or(crate::engine::GONE);
+            }
+        }
+    }
+
     pub fn clear(&mut self) {
         let slots = std::mem::take(&mut self.slots);
         for (_, slot) in slots {

@@ -165,7 +165,7 @@ fn rules_json(
                 None => Value::Null,
             };
             let mut item = json!({
-                "key": table.info[key as usize].parts.iter().map(KeyPart::to_json).collect::<Vec<_>>(),
+                "key": table.parts(key).iter().map(KeyPart::to_json).collect::<Vec<_>>(),
                 "first_seen": group.first_seen,
                 "buckets": group.buckets.iter().map(|(s, b)| {
                     let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
@@ -401,18 +401,12 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
     for table in &engine.key_tables {
         // the interned keys: the table and their bytes, and each key's parts
         bytes += table.heap_bytes();
-        for info in &table.info {
-            bytes += info.parts.capacity() * size_of::<KeyPart>();
-            for part in &info.parts {
-                if let KeyPart::Str(s) = part {
-                    bytes += s.capacity();
-                }
-            }
-        }
     }
     for state in &engine.rules {
         for group in state.groups.values() {
             groups += 1;
+            // the room the buckets have (a sparse group's for one), whether used or not
+            bytes += (group.buckets.capacity() - group.buckets.len()) * size_of::<(i64, Bucket)>();
             for (_, b) in &group.buckets {
                 buckets += 1;
                 bytes += size_of::<(i64, Bucket)>() + b.users.mins.heap_bytes();
@@ -420,7 +414,8 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                     .evidence
                     .iter()
                     .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
-                    .sum::<usize>();
+                    .sum::<usize>()
+                    + (b.evidence.capacity() - b.evidence.len()) * size_of::<Evidence>();
                 if b.extra.is_some() {
                     bytes += size_of::<Extra>();
                 }

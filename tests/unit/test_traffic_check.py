@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from firebreak.adapters.calibration import _variants as variants
 from firebreak.adapters.file_replay import replay_files
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
@@ -221,9 +222,17 @@ def test_a_budget_gives_each_rule_its_incidents_a_day_and_the_least_change_that_
 def test_the_report_says_what_a_rule_does_before_its_reference_is_complete(calibrated: TrafficReport) -> None:
     assert rule(calibrated, "own_past").reference == (
         "the group's own past 1h (`Kx baseline`): a group is not judged before it has been seen for 1h10m "
-        "(window + baseline span) with `min 20 events` in that span; a new model, tenant or user is silent until then"
+        "(window + baseline span) with at least 20 events in that span; a new model, tenant or user is silent until then"
     )
     assert rule(calibrated, "others").reference.startswith("the rest of its groups in the same window")
+    strict = rule(calibrated, "loose_test")
+    assert strict.calibration is not None and [c for c, _ in strict.calibration.tried] == ["with 99.9% confidence"]
+    loose_rule = load_rules({"x.rules": CALIBRATED})[0][0]
+    assert loose_rule.name == "loose_test"
+    assert [c for c, _ in variants(loose_rule)] == [
+        "with 99.9% confidence", "with 99.99% confidence", "with 99.999% confidence",
+        "with 99.9999% confidence", "with 99.99999% confidence",
+    ]  # fmt: skip
     assert rule(calibrated, "quiet").reference == "a fixed limit: judged from the first event of each group"
     text = render_text(calibrated)
     block = text.split("\n\n")[2].splitlines()  # low_limit: then its "fires all the time" warning

@@ -62,15 +62,16 @@ def reference_text(rule: CompiledRule) -> str:
     if rule.factor is not None:
         warm = format_duration(rule.window_ms + rule.baseline_ms)
         return (f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`): a group is not judged "
-                f"before it has been seen for {warm} (window + baseline span) with `min {rule.min_events} events` "
-                "in that span; a new model, tenant or user is silent until then")  # fmt: skip
+                f"before it has been seen for {warm} (window + baseline span) with at least {rule.min_events} "
+                f"event{'s' if rule.min_events != 1 else ''} in that span; a new model, tenant or user is silent "
+                "until then")  # fmt: skip
     return "a fixed limit: judged from the first event of each group"
 
 
 def _variants(rule: CompiledRule) -> list[tuple[str, CompiledRule]]:
     """The ladder's rungs for ``rule``, least change first: (the clause as written, the rule)."""
     if rule.confidence is not None:
-        return [(f"with {_num(c * 100)}% confidence", dataclasses.replace(rule, confidence=c))
+        return [(f"with {round(c * 100, 8):.10g}% confidence", dataclasses.replace(rule, confidence=c))
                 for c in CONFIDENCE_LADDER if c > rule.confidence]  # fmt: skip
     ladder = RAISE_LADDER if rule.op in {">", ">="} else LOWER_LADDER
     out = []

@@ -126,24 +126,26 @@ def source_problem(args: argparse.Namespace, files: Any, files_text: str, files_
 
 def traffic_source_problem(args: argparse.Namespace) -> str | None:
     """Why `check`'s traffic options do not name one source (--events, or --topic --since), or None."""
+    if args.false_per_day is not None and not (args.events or args.topic):
+        return "--false-per-day needs traffic to count on: --events FILE or --topic TOPIC --since TIME"
     return source_problem(args, args.events, "--events", files_required=False, until_required=False)
 
 
 def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> int:
-    """`firebreak check --events/--topic`: every rule against real traffic (engine/firebreak/adapters/traffic_check.py)."""
+    """`firebreak check --events/--topic`: every rule against real traffic (adapters/traffic_check.py)."""
     from firebreak.adapters import traffic_check
 
     errors: tuple[type[Exception], ...] = (InputError,)
     try:
         if args.topic is None:
-            report = traffic_check.check_files(args.events, rules, args.lateness)
+            report = traffic_check.check_files(args.events, rules, args.lateness, args.false_per_day)
         else:
             from firebreak.adapters import topic_replay  # imports aiokafka: only for a topic
 
             errors += (topic_replay.TopicError,)
             since, until = check_time_range(args.since, args.until)
             report = traffic_check.check_topic(kafka_settings(args), args.topic, since, until, rules,
-                                               args.lateness)  # fmt: skip
+                                               args.lateness, args.false_per_day)  # fmt: skip
     except ValueError as error:
         print(f"firebreak check: {error}", file=sys.stderr)
         return 1
@@ -186,6 +188,17 @@ def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, 
             print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
         return None
     return rules
+
+
+def budget_arg(text: str) -> float:
+    """--false-per-day: a number of incidents a day, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of incidents a day: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"a number of incidents a day is 0 or more: {text!r}")
+    return value
 
 
 def duration_arg(text: str) -> int:
@@ -562,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
     check.add_argument("--format", choices=("text", "json"), default="text", help="of the traffic report")
     check.add_argument("--strict", action="store_true", help="exit 2 when the traffic check has warnings")
+    check.add_argument("--false-per-day", type=budget_arg, metavar="N",
+                       help="with --events/--topic: each rule's incidents a day on that (ordinary) traffic against "
+                            "this budget, and the least stricter confidence or limit that meets it")  # fmt: skip
     check.set_defaults(run=cmd_check)
 
     replay = sub.add_parser("replay", help="replay JSON-lines event files, or a Kafka topic, through the rules")

@@ -69,10 +69,18 @@ def test_baselines_are_at_most_a_day(pack) -> None:
     assert all(r.baseline_ms <= MAX_BASELINE_MS for r in rules)
 
 
-def test_per_user_rules_are_absolute_with_short_windows(pack) -> None:
+def test_per_user_rules_are_absolute_with_short_windows_or_judge_busy_callers_by_their_own_habits(pack) -> None:
+    """A user's own past is short and noisy: per-user rules are absolute over short windows —
+    except those that compare a caller with its own habits (issue 30: a batch account's bursts
+    are normal for itself), which judge only callers busy enough to have habits: at least 20
+    events in the window and the span, over an hour against at least 6 hours."""
     _, rules = pack
     per_user = [r for r in rules if ("user",) in r.by]
     assert per_user
     for rule in per_user:
-        assert not rule.relative, rule.name
-        assert rule.window_ms <= 15 * 60_000, rule.name
+        if rule.relative:
+            assert rule.min_events >= 20, rule.name
+            assert rule.window_ms >= 3_600_000 and rule.baseline_ms >= 6 * 3_600_000, rule.name
+        else:
+            assert rule.window_ms <= 15 * 60_000, rule.name
+    assert {r.name for r in per_user if r.relative} == {"prompt_tokens_per_caller", "answer_tokens_per_caller"}

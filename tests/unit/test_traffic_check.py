@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from firebreak.adapters.calibration import _variants as variants
 from firebreak.adapters.file_replay import replay_files
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
@@ -164,10 +165,100 @@ def test_the_text_report(report: TrafficReport) -> None:
         "  by     model                    in 7,200 of 7,200 events (100.0%), 2 values",
         "  pass `where`: 7,200   groups: 2   busiest 10m window: 300 (min 20)",
         "  incidents opened: 0 in 0 group(s)   open 0% of the time after the first 10m",
+        "  reference: a fixed limit: judged from the first event of each group",
     ]
     assert text.splitlines()[-1] == (
         "9 rules: 5 never fire on this traffic, 1 fire all the time, 7 with warnings (8 in all)"
     )
+
+
+CALIBRATED = """\
+rule loose_test:
+  rate(hallucination) > 0.01 with 90% confidence over 10m by model -> sev3
+rule low_limit:
+  count() > 25 over 1m by model -> sev4
+rule stuck:
+  count() > 5 over 1m by model -> sev4
+rule quiet:
+  rate(hallucination) > 0.5 over 10m by model -> sev2
+rule own_past:
+  rate(hallucination) > 3x baseline(1h) over 10m by model -> sev2
+rule others:
+  rate(hallucination) > 3x population over 10m by model -> sev2
+"""
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> TrafficReport:
+    rules, problems = load_rules({"c.rules": CALIBRATED})
+    assert problems == []
+    return check_events((validate_event(e) for e in sample()), rules, false_per_day=0.5)
+
+
+def test_a_budget_gives_each_rule_its_incidents_a_day_and_the_least_change_that_meets_it(
+    calibrated: TrafficReport,
+) -> None:
+    # 6 flagged of 300 per model and 10m against 1%: p = 0.084, past 90% confidence, not 99.9%
+    loose = rule(calibrated, "loose_test").calibration
+    assert loose is not None and loose.verdict == "over" and loose.per_day is not None and loose.per_day > 0.5
+    assert (loose.suggestion, loose.suggested_per_day) == ("with 99.9% confidence", 0.0)
+    # 30 calls a minute per model: over 25, not over 25 x 1.25
+    low = rule(calibrated, "low_limit").calibration
+    assert low is not None and (low.suggestion, low.suggested_per_day) == ("> 31.25", 0.0)
+    assert low.tried == [("> 31.25", 0.0)]
+    # 30 a minute is over every rung from 5 (x5 = 25): nothing on the ladder meets the budget
+    stuck = rule(calibrated, "stuck").calibration
+    assert stuck is not None and stuck.suggestion == "" and [c for c, _ in stuck.tried] == [
+        "> 6.25", "> 7.5", "> 10", "> 15", "> 25"
+    ]  # fmt: skip
+    quiet = rule(calibrated, "quiet").calibration
+    assert quiet is not None and (quiet.verdict, quiet.per_day, quiet.tried) == ("within", 0.0, [])
+    # the rate is per day of the sample after the warm-up (10m): 2 incidents in 1h49m58s
+    assert low.judged_ms == 120 * 60_000 - 2000 - 60_000
+    assert rule(calibrated, "stuck").opened == 2
+    assert stuck.per_day == pytest.approx(2 / ((120 * 60_000 - 2000 - 60_000) / 86_400_000))
+
+
+def test_the_report_says_what_a_rule_does_before_its_reference_is_complete(calibrated: TrafficReport) -> None:
+    assert rule(calibrated, "own_past").reference == (
+        "the group's own past 1h (`Kx baseline`): a group is not judged before it has been seen for 1h10m "
+        "(window + baseline span) with at least 20 events in that span; a new model, tenant or user is silent until then"
+    )
+    assert rule(calibrated, "others").reference.startswith("the rest of its groups in the same window")
+    strict = rule(calibrated, "loose_test")
+    assert strict.calibration is not None and [c for c, _ in strict.calibration.tried] == ["with 99.9% confidence"]
+    loose_rule = load_rules({"x.rules": CALIBRATED})[0][0]
+    assert loose_rule.name == "loose_test"
+    assert [c for c, _ in variants(loose_rule)] == [
+        "with 99.9% confidence", "with 99.99% confidence", "with 99.999% confidence",
+        "with 99.9999% confidence", "with 99.99999% confidence",
+    ]  # fmt: skip
+    assert rule(calibrated, "quiet").reference == "a fixed limit: judged from the first event of each group"
+    text = render_text(calibrated)
+    block = text.split("\n\n")[2].splitlines()  # low_limit: then its "fires all the time" warning
+    at = block.index("  reference: a fixed limit: judged from the first event of each group")
+    assert block[at + 1 : at + 3] == [
+        "  false a day: 24.21 (2 incidents over 1h58m58s after the warm-up; budget 0.5)",
+        "  suggest: `> 31.25` — 0.00 a day on this traffic",
+    ]
+
+
+def test_the_budget_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c.rules").write_text(CALIBRATED)
+    write(tmp_path / "s.jsonl", sample(60))
+    args = ["check", str(tmp_path / "c.rules"), "--events", str(tmp_path / "s.jsonl"), "--false-per-day", "1"]
+    assert main(args) == 0
+    out, _ = capsys.readouterr()
+    assert "  suggest: `> 31.25` — 0.00 a day on this traffic" in out
+    assert main([*args, "--format", "json"]) == 0
+    data = orjson.loads(capsys.readouterr()[0])
+    low = {r["name"]: r for r in data["rules"]}["low_limit"]["calibration"]
+    assert (low["budget"], low["verdict"], low["suggestion"]) == (1.0, "over", "> 31.25")
+    assert main(["check", str(tmp_path / "c.rules"), "--false-per-day", "1"]) == 1
+    assert "--false-per-day needs traffic to count on" in capsys.readouterr()[1]
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "-2"])
+    assert "a number of incidents a day is 0 or more" in capsys.readouterr()[1]
 
 
 def write(path: Path, events: list[dict], extra: bytes = b"") -> None:

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from firebreak.adapters.calibration import Calibration, calibrate, reference_text
+from firebreak.adapters.calibration import render as render_calibration
 from firebreak.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
 from firebreak.core.events import format_duration
@@ -80,6 +82,8 @@ class RuleTraffic:
     notes: list[str] = field(default_factory=list)
     counts: EventType = EventType.INFERENCE  # the event type the rule counts
     sample: int = 0  # events of that type in the sample
+    reference: str = ""  # what it compares with, and what it does before that exists (warm-up)
+    calibration: Calibration | None = None  # with a budget (`--false-per-day`): adapters/calibration.py
 
 
 @dataclass
@@ -209,18 +213,24 @@ def check_events(
     lateness_ms: int = DEFAULT_LATENESS_MS,
     read: ReplayResult | None = None,
     source: str = "events",
+    false_per_day: float | None = None,
 ) -> TrafficReport:
-    """Every rule over ``events``: the sample's facts per rule and the engine's incidents."""
+    """Every rule over ``events``: the sample's facts per rule and the engine's incidents; with
+    ``false_per_day``, each rule's incidents a day against that budget and, over it, the least
+    stricter setting that meets it (adapters/calibration.py: the sample is then kept in memory)."""
     paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
     tallies = [_RuleTally(rule, _names_of(rule), paths) for rule in rules]
     report = TrafficReport(source, read if read is not None else ReplayResult())
     engine = Engine(rules, lateness_ms)
     records: list[dict[str, Any]] = []
+    kept: list[Event] = []
     for event in events:
         if engine.is_late(event):
             report.read.late += 1
             continue
         report.read.events += 1
+        if false_per_day is not None:
+            kept.append(event)
         if report.first_ts is None or event.ts < report.first_ts:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
@@ -230,6 +240,9 @@ def check_events(
     records.extend(r for r in engine.finish() if is_incident(r))
     span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
     report.rules = [_rule_traffic(t, records, report, span) for t in tallies]
+    if false_per_day is not None:
+        for tally, out in zip(tallies, report.rules, strict=True):
+            out.calibration = calibrate(tally.rule, out.opened, kept, span, false_per_day, lateness_ms)
     return report
 
 
@@ -251,16 +264,20 @@ def _observe(event: Event, report: TrafficReport, paths: dict, tallies: Sequence
 
 
 def check_files(
-    paths: list[str], rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS
+    paths: list[str],
+    rules: Sequence[CompiledRule],
+    lateness_ms: int = DEFAULT_LATENESS_MS,
+    false_per_day: float | None = None,
 ) -> TrafficReport:
     """`check_events` over JSON-lines files (``-``, ``.gz``); bad lines counted and sampled.
     Raises InputError for a file that cannot be read."""
     read = ReplayResult()
-    return check_events(_file_events(paths, read), rules, lateness_ms, read, " ".join(paths))
+    return check_events(_file_events(paths, read), rules, lateness_ms, read, " ".join(paths), false_per_day)
 
 
 def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
-                lateness_ms: int = DEFAULT_LATENESS_MS) -> TrafficReport:  # fmt: skip
+                lateness_ms: int = DEFAULT_LATENESS_MS,
+                false_per_day: float | None = None) -> TrafficReport:  # fmt: skip
     """`check_events` over a topic's events with ``since_ms <= ts < until_ms`` (the sample is the
     range: no warm-up is read before it). Raises topic_replay.TopicError for a broker or topic
     that cannot be read."""
@@ -272,7 +289,7 @@ def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules:
     )
     read.lines = len(events) + read.bad
     label = f"{topic} from {format_ts(since_ms)} to {format_ts(until_ms)}"
-    return check_events(events, rules, lateness_ms, read, label)
+    return check_events(events, rules, lateness_ms, read, label, false_per_day)
 
 
 def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:
@@ -307,6 +324,7 @@ def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: Traf
         min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
         warmup=format_duration(warmup), counts=rule.source,
         sample=report.inference if rule.source is EventType.INFERENCE else report.reports,
+        reference=reference_text(rule),
     )  # fmt: skip
     mine = [r for r in records if r["rule"] == rule.name]
     opened = [r for r in mine if r["type"] == RecordKind.OPENED]
@@ -481,6 +499,9 @@ def render_text(report: TrafficReport) -> str:
                      f"busiest {rule.window} window: {rule.busiest_window:,}{gate}")  # fmt: skip
         lines.append(f"  incidents opened: {rule.opened} in {rule.groups_fired} group(s)   "
                      f"open {rule.open_share:.0%} of the time after the first {rule.warmup}")  # fmt: skip
+        lines.append(f"  reference: {rule.reference}")
+        if rule.calibration is not None:
+            lines += render_calibration(rule.calibration)
         lines += [f"  warning: {w}" for w in rule.warnings]
         lines += [f"  note: {n}" for n in rule.notes]
     never = sum(1 for r in report.rules if any(w.startswith("never fires") for w in r.warnings))

@@ -520,7 +520,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     options = dataclasses.replace(options, source=loaded.source)
     try:
         outcome = investigation.run(rules, loaded, selection, options, engine=args.engine, records=records,
-                                    case_id=args.case, paths=args.events if args.topic is None else ())  # fmt: skip
+                                    case_id=args.case)  # fmt: skip
     except IncidentNotFound as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1

@@ -106,7 +106,7 @@ def test_one_thread_per_case_opened_replied_to_and_resolved(tmp_path: Path, reco
     firsts = [m for m in api.messages if "thread_ts" not in m]
     assert len(firsts) == len(cases)  # one top-level message per case: its opening
     for first, case_id in zip(firsts, cases, strict=True):
-        assert case_id in first["text"] and first["channel"] == "#ai-oncall"
+        assert f"--case {case_id}" in first["text"] and first["channel"] == "#ai-oncall"
         mine = [r for r in case_records if r["case_id"] == case_id]
         replies = [m for m in api.messages if m.get("thread_ts") == first["ts"]]
         assert len(replies) == len(mine) - 1  # every later record of the case, in its thread

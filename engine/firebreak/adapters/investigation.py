@@ -12,9 +12,11 @@ from typing import Any
 
 import orjson
 
+from firebreak.adapters.case_replay import evidence_ids
 from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.file_replay import InputError, open_input
 from firebreak.core import Event, InvalidEvent
+from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.dsl import CompiledRule
 from firebreak.investigate import Options, Selection, investigate, list_incidents
 from firebreak.investigate.case import CaseReport, investigate_case, render_case_html, render_case_markdown
@@ -104,14 +106,20 @@ def records_from_file(path: str) -> list[dict[str, Any]]:
 
 
 def with_case_records(records: list[dict[str, Any]], rules: Sequence[CompiledRule],
-                      paths: Sequence[str] = ()) -> list[dict[str, Any]]:  # fmt: skip
+                      events: Sequence[Event] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """``records`` as they are when they hold case records; otherwise with the cases they make,
-    as `replay --cases` forms them (scopes from the events of ``paths``)."""
+    as `replay --cases` and the worker form them: scopes from the evidence events found among
+    ``events`` (files or a topic range alike)."""
     if any(r.get("type") in _CASE_TYPES for r in records):
         return records
-    from firebreak.adapters.case_replay import with_cases
-
-    return list(with_cases(records, rules, paths))
+    book = CaseBook.for_rules(rules)
+    dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})
+    wanted = evidence_ids(records)
+    if wanted and events:
+        found = {e.event_id: {d: e.data[d] for d in dimensions if e.data.get(d) is not None}
+                 for e in events if e.event_id in wanted}  # fmt: skip
+        book.scope_of = evidence_scope(found, dimensions)
+    return [out for record in records for out in book.process(record)]
 
 
 def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], lateness_ms: int,
@@ -122,8 +130,8 @@ def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], latene
 
 
 def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options,
-        engine: str | None = None, *, records: list[dict[str, Any]] | None = None, case_id: str | None = None,
-        paths: Sequence[str] = ()) -> Outcome:  # fmt: skip
+        engine: str | None = None, *, records: list[dict[str, Any]] | None = None,
+        case_id: str | None = None) -> Outcome:  # fmt: skip
     """Replay the events through the rules (or take ``records``, e.g. `demo`'s) and, when an
     incident (``selection``) or a case (``case_id``) is chosen, investigate it. Incidents are
     grouped into cases as `replay --cases` does (unless ``records`` hold case records), so an
@@ -132,7 +140,7 @@ def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selectio
     if records is None:
         # All the rules, even for one --rule: the case of its incident depends on the others.
         records = replay_events(tuple(rules), loaded.events, options.lateness_ms, engine)
-    records = with_case_records(records, rules, paths)
+    records = with_case_records(records, rules, loaded.events)
     if case_id is not None:
         return Outcome(records, investigate_case(rules, loaded.events, case_id, options, records), [])
     if selection is None:

@@ -324,7 +324,10 @@ def slack_case_message(record: Mapping[str, Any], channel: str, thread_ts: str |
             facts.append(f"responders: {responders(record)}")
     lines = [head, " · ".join(facts), record.get("why") or ""]
     if thread_ts is None:
-        lines.append(f"case `{record['case_id']}` · investigate: `{hint} --case {record['case_id']}`")
+        at = parse_ts(record["ts"])
+        since, until = format_ts(at - 2 * 3_600_000), format_ts(at + 15 * 60_000)
+        lines.append(f"case `{record['case_id']}` · investigate: "
+                     f"`{hint} --since {since} --until {until} --case {record['case_id']}`")  # fmt: skip
     text = "\n".join(line for line in lines if line)
     message: dict[str, Any] = {"channel": channel, "text": text}
     if thread_ts is not None:

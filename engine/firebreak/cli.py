@@ -486,6 +486,12 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     if group and not args.rule:
         print("firebreak investigate: --group needs --rule", file=sys.stderr)
         return 1
+    if args.case and (args.incident or args.rule):
+        print("firebreak investigate: --case or --incident/--rule, not both", file=sys.stderr)
+        return 1
+    if args.records and args.topic is not None:
+        print("firebreak investigate: --records goes with --events files, not --topic", file=sys.stderr)
+        return 1
     rules = load_rules_or_report(args.rules, "investigate")
     if rules is None:
         return 1
@@ -500,6 +506,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
             loaded = investigation.events_from_topic(kafka_settings(args), args.topic, since, until, rules, options)
         else:
             loaded = investigation.events_from_files(args.events)
+        records = investigation.records_from_file(args.records) if args.records else None
     except errors as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
@@ -512,7 +519,8 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         selection = Selection(incident_id=args.incident, rule=args.rule, group=group)
     options = dataclasses.replace(options, source=loaded.source)
     try:
-        outcome = investigation.run(rules, loaded, selection, options, engine=args.engine)
+        outcome = investigation.run(rules, loaded, selection, options, engine=args.engine, records=records,
+                                    case_id=args.case)  # fmt: skip
     except IncidentNotFound as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
@@ -535,7 +543,8 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     text = investigation.render(outcome.report, args.format)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.format} report of {outcome.report.incident.incident_id} to {args.out}",
+        what = args.case or outcome.report.incident.incident_id
+        print(f"wrote {args.format} report of {what} to {args.out}",
               file=sys.stderr)  # fmt: skip
     else:
         print(text)
@@ -650,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--incident", metavar="ID", help="the incident id (inc_…); without it, the incidents are listed")
     inv.add_argument("--rule", metavar="NAME", help="... or the rule whose (first) incident to investigate")
     inv.add_argument("--group", action="append", metavar="FIELD=VALUE", help="with --rule: the group (repeatable)")
+    inv.add_argument("--case", metavar="ID", help="... or a case (case_…): its incidents on one timeline, the lead "
+                     "one in full (docs/investigate.md#cases)")  # fmt: skip
+    inv.add_argument("--records", metavar="FILE", help="the records of these events (e.g. demo's records.jsonl, "
+                     "with or without case records) instead of replaying them")  # fmt: skip
     inv.add_argument("--format", choices=INVESTIGATION_FORMATS, default="markdown",
                      help="markdown (default), json, or a self-contained html page with charts")  # fmt: skip
     inv.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")

@@ -12,16 +12,21 @@ from typing import Any
 
 import orjson
 
+from firebreak.adapters.case_replay import evidence_ids
 from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.file_replay import InputError, open_input
 from firebreak.core import Event, InvalidEvent
+from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.dsl import CompiledRule
 from firebreak.investigate import Options, Selection, investigate, list_incidents
+from firebreak.investigate.case import CaseReport, investigate_case, render_case_html, render_case_markdown
 from firebreak.investigate.html import render_html
 from firebreak.investigate.markdown import render_markdown
 from firebreak.investigate.model import Report
+from firebreak.records import CASE_KINDS
 
 MAX_BAD_SAMPLES = 20
+_CASE_TYPES = frozenset(k.value for k in CASE_KINDS)
 FORMATS = ("markdown", "json", "html")
 
 
@@ -74,8 +79,47 @@ def events_from_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, 
 @dataclass
 class Outcome:
     records: list[dict[str, Any]]
-    report: Report | None  # None: no incident was chosen; `incidents` lists them
+    report: Report | CaseReport | None  # None: no incident was chosen; `incidents` lists them
     incidents: list[dict[str, Any]]
+
+
+def records_from_file(path: str) -> list[dict[str, Any]]:
+    """The records of a file (JSON lines, as `replay` or `demo` write them). A line that is not
+    a record object is an `InputError` naming ``path:line``: records are the engine's output,
+    not user input to skip."""
+    records = []
+    with open_input(path) as stream:
+        try:
+            for number, raw in enumerate(stream, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError as error:
+                    raise InputError(f"{path}:{number}: not JSON: {error}") from None
+                if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+                    raise InputError(f"{path}:{number}: not a record (an object with a type)")
+                records.append(record)
+        except (OSError, EOFError) as error:
+            raise InputError(f"{path}: read failed: {error}") from None
+    return records
+
+
+def with_case_records(records: list[dict[str, Any]], rules: Sequence[CompiledRule],
+                      events: Sequence[Event] = ()) -> list[dict[str, Any]]:  # fmt: skip
+    """``records`` as they are when they hold case records; otherwise with the cases they make,
+    as `replay --cases` and the worker form them: scopes from the evidence events found among
+    ``events`` (files or a topic range alike)."""
+    if any(r.get("type") in _CASE_TYPES for r in records):
+        return records
+    book = CaseBook.for_rules(rules)
+    dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})
+    wanted = evidence_ids(records)
+    if wanted and events:
+        found = {e.event_id: {d: e.data[d] for d in dimensions if e.data.get(d) is not None}
+                 for e in events if e.event_id in wanted}  # fmt: skip
+        book.scope_of = evidence_scope(found, dimensions)
+    return [out for record in records for out in book.process(record)]
 
 
 def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], lateness_ms: int,
@@ -86,15 +130,19 @@ def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], latene
 
 
 def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options,
-        engine: str | None = None) -> Outcome:  # fmt: skip
-    """Replay the events through the rules and, when an incident is chosen, investigate it.
-    Raises `firebreak.investigate.IncidentNotFound` (its message lists the incidents there are)."""
-    replayed = tuple(rules)
-    if selection is not None and selection.rule and not selection.incident_id:
-        # A rule's records depend only on that rule and the events: replaying it alone gives
-        # the same incidents, ids and all, in a fraction of the time of the whole rule set.
-        replayed = tuple(r for r in rules if r.name == selection.rule) or replayed
-    records = replay_events(replayed, loaded.events, options.lateness_ms, engine)
+        engine: str | None = None, *, records: list[dict[str, Any]] | None = None,
+        case_id: str | None = None) -> Outcome:  # fmt: skip
+    """Replay the events through the rules (or take ``records``, e.g. `demo`'s) and, when an
+    incident (``selection``) or a case (``case_id``) is chosen, investigate it. Incidents are
+    grouped into cases as `replay --cases` does (unless ``records`` hold case records), so an
+    investigation names its incident's case. Raises `firebreak.investigate.IncidentNotFound`
+    (its message lists the incidents, or the cases, there are)."""
+    if records is None:
+        # All the rules, even for one --rule: the case of its incident depends on the others.
+        records = replay_events(tuple(rules), loaded.events, options.lateness_ms, engine)
+    records = with_case_records(records, rules, loaded.events)
+    if case_id is not None:
+        return Outcome(records, investigate_case(rules, loaded.events, case_id, options, records), [])
     if selection is None:
         return Outcome(records, None, list_incidents(records))
     report = investigate(rules, loaded.events, selection, options, records=records)
@@ -106,8 +154,12 @@ def render_listing(incidents: list[dict[str, Any]]) -> str:
     return orjson.dumps(incidents, option=orjson.OPT_INDENT_2).decode()
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report | CaseReport, fmt: str) -> str:
     """``report`` as `fmt` (FORMATS); a report read back from JSON: `Report.from_json`."""
+    if isinstance(report, CaseReport):
+        if fmt == "json":
+            return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
+        return render_case_html(report) if fmt == "html" else render_case_markdown(report)
     if fmt == "json":
         return orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode()
     if fmt == "html":

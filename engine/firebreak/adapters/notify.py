@@ -40,7 +40,8 @@ from firebreak.records import RecordKind, Severity
 
 log = logging.getLogger("firebreak.notify")
 
-KINDS = ("pagerduty", "slack", "webhook", "alertmanager")  # alertmanager: adapters/alertmanager.py
+KINDS = ("pagerduty", "slack", "webhook", "alertmanager", "slack_bot")  # alertmanager: adapters/alertmanager.py
+SLACK_POST_MESSAGE = "https://slack.com/api/chat.postMessage"  # slack_bot: one thread per case
 INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
                                           RecordKind.REOPENED))  # fmt: skip
 # Cases (docs/response.md#cases): when incident records name a case, PagerDuty pages per case —
@@ -74,6 +75,8 @@ class Target:
     backoff_s: float = 0.5  # doubled after each retry, at most 30 s
     only_paged: bool = False  # only incidents whose response policy pages (response.page)
     resend_s: float = 60.0  # alertmanager: open incidents' alerts re-sent this often
+    token: Secret | None = None  # slack_bot: the bot token (xoxb-…), from the environment
+    channel: str = ""  # slack_bot: the channel its case threads start in
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,16 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     where = f"{path}: [targets.{orjson.dumps(name).decode()}]"
     if not isinstance(spec, dict):
         raise NotifyConfigError(f"{where} must be a table")
-    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged", "resend_s"}
+    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged", "resend_s",
+             "token_env", "channel"}  # fmt: skip
     extra = set(spec) - known
     if extra:
         raise NotifyConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(known))})")
     kind = spec.get("kind")
     if kind not in KINDS:
         raise NotifyConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "slack_bot" and "url" not in spec and "url_env" not in spec:
+        spec = {**spec, "url": SLACK_POST_MESSAGE}
     if ("url" in spec) == ("url_env" in spec):
         raise NotifyConfigError(f"{where}: give url, or url_env naming the variable that holds it (one of them)")
     url = spec.get("url") or _from_env(where, spec["url_env"], env)
@@ -148,7 +154,18 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
             raise NotifyConfigError(f"{where}: resend_s is a number of seconds > 0")
     elif "resend_s" in spec:
         raise NotifyConfigError(f"{where}: resend_s is for alertmanager targets")
-    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged, float(resend))
+    token, channel = None, ""
+    if kind == "slack_bot":
+        if "token_env" not in spec:
+            raise NotifyConfigError(f"{where}: a slack_bot target needs token_env (the variable holding the bot token)")
+        token = Secret(_from_env(where, spec["token_env"], env))
+        channel = spec.get("channel")
+        if not isinstance(channel, str) or not channel:
+            raise NotifyConfigError(f"{where}: a slack_bot target needs channel (a channel id or #name)")
+    elif "token_env" in spec or "channel" in spec:
+        raise NotifyConfigError(f"{where}: token_env and channel are for slack_bot targets")
+    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged, float(resend),
+                  token, channel)  # fmt: skip
 
 
 def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
@@ -282,6 +299,42 @@ def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: s
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
 
 
+def slack_case_message(record: Mapping[str, Any], channel: str, thread_ts: str | None, hint: str) -> dict[str, Any]:
+    """chat.postMessage for a case record (a `slack_bot` target): the case's first message when
+    ``thread_ts`` is None, else a reply in its thread — an incident that joined, a severity
+    rise, a reopening, the resolution."""
+    scope = ", ".join(f"{k}={v}" for k, v in record.get("scope", {}).items()) or "all"
+    kind, reason = record["type"], record.get("reason")
+    incident = f"{record.get('incident_id')} ({record.get('rule')})"
+    if kind == RecordKind.CASE_RESOLVED:
+        head = f"resolved: its last incident {incident} resolved"
+        facts = [f"open for {format_duration(int(record.get('duration_s', 0)) * 1000)}",
+                 f"{len(record.get('incidents') or ())} incident(s)", f"{record.get('pages', 0)} page(s)"]  # fmt: skip
+    else:
+        head = {
+            RecordKind.CASE_OPENED.value: f"*[{record['severity']}] {record['category']} on {scope}*: "
+            f"{incident} opened it",
+            "joined": f"{incident} joined the case",
+            "inhibited": f"{incident} joined the case (muted by this sev1 case on its scope)",
+            "severity": f"severity rose {record.get('previous_severity')} → {record['severity']} ({incident})",
+            "reopened": f"{incident} reopened the case",
+        }.get(kind if kind == RecordKind.CASE_OPENED else reason or "", f"{kind} {reason or ''}: {incident}")
+        facts = [f"{record.get('incidents')} open incident(s)", "paged" if record.get("page") else "not paged"]
+        if responders(record):
+            facts.append(f"responders: {responders(record)}")
+    lines = [head, " · ".join(facts), record.get("why") or ""]
+    if thread_ts is None:
+        at = parse_ts(record["ts"])
+        since, until = format_ts(at - 2 * 3_600_000), format_ts(at + 15 * 60_000)
+        lines.append(f"case `{record['case_id']}` · investigate: "
+                     f"`{hint} --since {since} --until {until} --case {record['case_id']}`")  # fmt: skip
+    text = "\n".join(line for line in lines if line)
+    message: dict[str, Any] = {"channel": channel, "text": text}
+    if thread_ts is not None:
+        message["thread_ts"] = thread_ts
+    return message
+
+
 def webhook_body(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"idempotency_key": idempotency_key(record), "record": dict(record)}
 
@@ -352,6 +405,7 @@ class Deliverer:
         self.case_incidents: dict[str, set[str]] = {}  # case id -> the incidents its records named
         self.held: dict[str, tuple[dict[str, Any], str]] = {}  # silenced case id -> (its page, held by)
         self.triggered: set[str] = set()  # cases PagerDuty has an alert for
+        self.threads: dict[tuple[str, str], str] = {}  # (slack_bot target, case id) -> its thread's ts
         # PagerDuty pages per case: set by --per-case, or once a case record was seen (the worker's
         # incident records do not name their case: its case stage's records do, a moment later)
         self.per_case = False
@@ -400,6 +454,8 @@ class Deliverer:
                 continue  # the policy opens a ticket, not a page; resolved: only if it was paged
             if target.kind == "pagerduty" and (record.get("case_id") or self.per_case):
                 continue  # its case pages (handle_case)
+            if target.kind == "slack_bot":
+                continue  # per case: its case's thread carries it (handle_case)
             if record["type"] == REMINDER and target.kind == "alertmanager":
                 continue  # its alert is kept firing by re-sends (alertmanager.AlertResends), not reminders
             ok = await self.deliver(target, record) and ok
@@ -445,7 +501,10 @@ class Deliverer:
         self.paged[case_id] = paged
         ok = True
         for target in self.targets_of(record):
-            if target.kind != "pagerduty" or (target.only_paged and not paged):
+            if target.kind not in ("pagerduty", "slack_bot") or (target.only_paged and not paged):
+                continue
+            if target.kind == "slack_bot":
+                ok = await self.post_to_thread(target, record) and ok
                 continue
             ok = await self.deliver(target, record) and ok
             if record["type"] != RecordKind.CASE_RESOLVED:
@@ -537,13 +596,49 @@ class Deliverer:
             return alerts(record, self.config.investigate_hint, target.resend_s)  # type: ignore[return-value]
         return webhook_body(record)
 
+    async def post_to_thread(self, target: Target, record: Mapping[str, Any]) -> bool:
+        """A case record to a slack_bot target: the case's first message (its ``ts`` kept as the
+        thread), then replies in that thread; the thread is forgotten when the case resolves. A
+        reply whose case has no thread here (notify restarted) starts one. Slack's ``ok: false``
+        is a refusal: logged with its ``error``, not retried."""
+        key = (target.name, record["case_id"])
+        message = slack_case_message(record, target.channel, self.threads.get(key), self.config.investigate_hint)
+        token = target.token.value if target.token else ""
+        ok, text = await self._post(target, record, message, {"Authorization": f"Bearer {token}"})
+        if text is None:
+            return ok
+        try:
+            answer = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict) or not answer.get("ok"):
+            error = answer.get("error") if isinstance(answer, dict) else "not a Slack API answer"
+            self.stats.delivered[target.name] -= 1
+            self.stats.refused[target.name] += 1
+            log.error("%s: Slack refused %s of %s: %s (not retried)", target.name, record["type"], record["case_id"],
+                      error)  # fmt: skip
+            return True
+        if record["type"] == RecordKind.CASE_RESOLVED:
+            self.threads.pop(key, None)
+        elif key not in self.threads and isinstance(answer.get("ts"), str):
+            self.threads[key] = answer["ts"]
+        return True
+
     async def deliver(self, target: Target, record: Mapping[str, Any]) -> bool:
         """POST with retries: True when delivered or refused (4xx: retrying cannot help), False when
         5xx / timeouts / refused connections outlasted the retries."""
+        ok, _ = await self._post(target, record, self.payload(target, record))
+        return ok
+
+    async def _post(self, target: Target, record: Mapping[str, Any], payload: Mapping[str, Any],
+                    extra_headers: Mapping[str, str] | None = None) -> tuple[bool, str | None]:  # fmt: skip
+        """`deliver`'s POST: (True, the answer's text) when delivered, (True, None) when refused,
+        (False, None) when it gave up."""
         import aiohttp
 
-        body = orjson.dumps(self.payload(target, record))
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(record)}
+        body = orjson.dumps(payload)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(record),
+                   **(extra_headers or {})}  # fmt: skip
         delay = target.backoff_s
         for attempt in range(target.retries + 1):
             if attempt:
@@ -553,7 +648,7 @@ class Deliverer:
             try:
                 async with self.session.post(target.url.value, data=body, headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as response:
-                    text = (await response.text())[:300]
+                    text = await response.text()
                     status = response.status
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 why = f"{type(error).__name__}" + (f": {error}" if str(error) else "")
@@ -563,18 +658,18 @@ class Deliverer:
             if 200 <= status < 300:
                 self.stats.delivered[target.name] += 1
                 log.info("%s: delivered %s of %s (%s)", target.name, record["type"], record["incident_id"], status)
-                return True
+                return True, text
             if 400 <= status < 500 and status != 429:
                 self.stats.refused[target.name] += 1
                 log.error("%s: refused %s of %s: HTTP %d %s (not retried)", target.name, record["type"],
-                          record["incident_id"], status, text)  # fmt: skip
-                return True
+                          record["incident_id"], status, text[:300])  # fmt: skip
+                return True, None
             log.info("%s: HTTP %d for %s of %s (attempt %d)", target.name, status, record["type"],
                      record["incident_id"], attempt + 1)  # fmt: skip
         self.stats.gave_up[target.name] += 1
         log.error("%s: gave up on %s of %s after %d attempts", target.name, record["type"], record["incident_id"],
                   target.retries + 1)  # fmt: skip
-        return False
+        return False, None
 
 
 class Reminders:

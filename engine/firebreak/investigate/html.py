@@ -132,8 +132,9 @@ def _header(incident: Incident) -> str:
         f"<header>\n<h1>{_text(incident.rule, 'incident')} "
         f'<span class="group">{_text(_group(incident.group))}</span></h1>\n'
         f'<p class="subtitle"><span class="sev sev-{css_token(severity)}">{_text(severity)}</span>{escalated}'
-        f" · {_text(incident.category)} · incident <code>{_text(incident.incident_id)}</code></p>\n"
-        "</header>"
+        f" · {_text(incident.category)} · incident <code>{_text(incident.incident_id)}</code>"
+        + (f" · case <code>{_text(incident.case_id)}</code>" if incident.case_id else "")
+        + "</p>\n</header>"
     )
 
 

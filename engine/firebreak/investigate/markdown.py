@@ -22,6 +22,7 @@ def render_markdown(report: Report) -> str:
         f"time to detect **{duration_text(lags.time_to_detect_ms)}** · "
         f"time to contain **{duration_text(lags.time_to_contain_ms)}**",
         "",
+        *([f"Part of case `{inc.case_id}` (investigate it with `--case {inc.case_id}`)", ""] if inc.case_id else []),
         *_response(inc.response),
         f"Events {span.since} → {span.until}: {span.events:,} inference, "
         f"{span.changes:,} change, {span.reports:,} user reports" + (f" ({_cell(span.source)})" if span.source else ""),

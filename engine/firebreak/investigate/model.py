@@ -83,6 +83,7 @@ class Incident(Part):
     why: str | None = None
     significance: Significance | None = None
     response: dict[str, Any] | None = None
+    case_id: str | None = None  # the case it belongs to, when cases were formed (docs/response.md#cases)
 
 
 @dataclass(frozen=True, slots=True)

@@ -455,6 +455,7 @@ def _incident(view: IncidentView) -> Incident:
         why=opened.why,
         significance=Significance.from_json(opened.significance) if opened.significance else None,
         response=view.latest.response,
+        case_id=opened.case_id,
     )
 
 

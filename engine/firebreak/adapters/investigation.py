@@ -6,7 +6,7 @@ The investigation itself is pure (engine/firebreak/investigate); this adapter on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,18 +47,24 @@ def events_from_files(paths: Sequence[str]) -> LoadedEvents:
     """Every valid event of the files, in file order (what a replay of them sees)."""
     loaded = LoadedEvents(source="files: " + ", ".join(paths))
     for path in paths:
-        with open_input(path) as stream:
+        for number, raw in numbered_lines(path):
             try:
-                for number, raw in enumerate(stream, start=1):
-                    if not raw.strip():
-                        continue
-                    try:
-                        loaded.events.append(decode_event(raw))
-                    except InvalidEvent as error:
-                        loaded.note_bad(f"{path}:{number}", str(error))
-            except (OSError, EOFError) as error:
-                raise InputError(f"{path}: read failed: {error}") from None
+                loaded.events.append(decode_event(raw))
+            except InvalidEvent as error:
+                loaded.note_bad(f"{path}:{number}", str(error))
     return loaded
+
+
+def numbered_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of each line of ``path`` that is not blank; a failed read is an
+    `InputError` naming the file."""
+    with open_input(path) as stream:
+        try:
+            for number, raw in enumerate(stream, start=1):
+                if raw.strip():
+                    yield number, raw
+        except (OSError, EOFError) as error:
+            raise InputError(f"{path}: read failed: {error}") from None
 
 
 def events_from_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
@@ -88,20 +94,14 @@ def records_from_file(path: str) -> list[dict[str, Any]]:
     a record object is an `InputError` naming ``path:line``: records are the engine's output,
     not user input to skip."""
     records = []
-    with open_input(path) as stream:
+    for number, raw in numbered_lines(path):
         try:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError as error:
-                    raise InputError(f"{path}:{number}: not JSON: {error}") from None
-                if not isinstance(record, dict) or not isinstance(record.get("type"), str):
-                    raise InputError(f"{path}:{number}: not a record (an object with a type)")
-                records.append(record)
-        except (OSError, EOFError) as error:
-            raise InputError(f"{path}: read failed: {error}") from None
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise InputError(f"{path}:{number}: not JSON: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+            raise InputError(f"{path}:{number}: not a record (an object with a type)")
+        records.append(record)
     return records
 
 

@@ -197,6 +197,18 @@ def test_matchers_see_record_fields_then_scope_then_group():
         book.apply({"type": "silence.maybe"})
 
 
+def test_a_silence_of_absurd_length_is_refused_with_one_line_and_nothing_written(tmp_path, capsys):
+    path = tmp_path / "control.jsonl"
+    code = main(["silence", "add", "--file", str(path), "--match", "tenant=acme", "--for", "99999999d",
+                 "--reason", "r", "--by", "a"])  # fmt: skip
+    assert code != 0
+    assert "at most 366 days" in capsys.readouterr().err
+    assert not path.exists() or path.read_text() == ""
+    main(["silence", "add", "--file", str(path), "--match", "tenant=acme", "--for", "366d", "--reason", "r", "--by", "a"])
+    main(["silence", "list", "--file", str(path)])
+    assert "skipped" not in capsys.readouterr().err  # a year's silence reads back
+
+
 def test_the_commands_write_list_and_expire_silences_in_a_file(tmp_path, capsys):
     path = str(tmp_path / "control.jsonl")
     at = ["--file", path, "--at", "2026-03-02T10:00:00Z"]

@@ -77,10 +77,19 @@ def parse_matchers(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
+DAY_MS = 86_400_000
+# 366 days: what a silence may last. Longer was a mistake (`--for 99999999d` wrote an end in the
+# year 275817, which no reader of the control topic could parse back).
+MAX_SILENCE_MS = 366 * DAY_MS
+
+
 def silence_event(matchers: Mapping[str, str], starts_ms: int, ends_ms: int, reason: str, by: str) -> dict[str, Any]:
     """A ``silence.added`` event; its id is a digest of what it says (the same request twice is one silence)."""
     if ends_ms <= starts_ms:
         raise ControlError("a silence must end after it starts (--for must be positive)")
+    if ends_ms - starts_ms > MAX_SILENCE_MS:
+        raise ControlError(f"a silence lasts at most {MAX_SILENCE_MS // DAY_MS} days (--for); "
+                           "a longer one is a rule change, not a silence")  # fmt: skip
     body = {"matchers": dict(sorted(matchers.items())), "starts": format_ts(starts_ms), "ends": format_ts(ends_ms),
             "reason": reason, "by": by}  # fmt: skip
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]

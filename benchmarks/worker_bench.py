@@ -73,8 +73,9 @@ def cpu_s(pid: int) -> float:
 
 def broker_pid() -> int | None:
     """The local broker's pid (scripts/kafka-local), to count its CPU in the same run."""
-    for root in (ROOT, Path("/work/main")):
-        path = root / ".kafka" / "broker.pid"
+    states = [Path(os.environ["KAFKA_STATE_DIR"])] if os.environ.get("KAFKA_STATE_DIR") else []  # its own broker
+    states += [root / ".kafka" for root in (ROOT, Path("/work/main"))]
+    for path in [state / "broker.pid" for state in states]:
         if path.exists():
             return int(path.read_text().split()[0])
     return None
@@ -309,8 +310,10 @@ def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> f
 
 
 def shard_events(value: bytes) -> int:
-    """The events a routed message gives its shard: a line each (routed.py)."""
-    return value.count(b"\n")
+    """The events a routed message gives its shard: a row each (routed.py)."""
+    from firebreak.adapters.live import routed
+
+    return sum(1 for _ in routed.rows(routed.decode(value).body))
 
 
 def stages(args: argparse.Namespace) -> None:
@@ -325,6 +328,8 @@ def stages(args: argparse.Namespace) -> None:
 
     rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
     lines = events_file(args.events).read_bytes().splitlines()
+    if args.wide:
+        lines = [orjson.dumps(widen(orjson.loads(raw), n)) for n, raw in enumerate(lines)]
     path_bytes = sum(len(line) for line in lines)
     messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
     for engine in args.engine:  # the shards' engine; stage 1 is native (the Python core: the oracle)
@@ -371,7 +376,7 @@ def stages(args: argparse.Namespace) -> None:
         zstd_s = time.process_time() - started
         print(
             f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
-            f"{'' if args.traffic_check else ', no traffic check'}"
+            f"{'' if args.traffic_check else ', no traffic check'}{', wide' if args.wide else ''}"
         )
         print(
             f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
@@ -532,6 +537,7 @@ def main() -> None:
     st.add_argument("--shards", type=int, default=4)
     st.add_argument("--batch", type=int, default=1_000)
     st.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=False)
+    st.add_argument("--wide", action="store_true", help="larger events (prompt/output) from many users (`widen`)")
     st.set_defaults(run=stages)
     lat = sub.add_parser("latency")
     lat.add_argument("--lateness", nargs="+", default=["2s", "30s"])

@@ -1,6 +1,6 @@
 """Chaos run: SIGKILL workers at random points of a stream; the committed records must equal a replay.
 
-    python benchmarks/chaos_kill.py --kills 10 [--workers 2] [--seed 7] [--bootstrap 127.0.0.1:9092]
+    python benchmarks/chaos_kill.py --kills 10 [--workers 2] [--seed 7] [--bootstrap H:P; default $KAFKA_BOOTSTRAP]
 
 Two workers (one group) read a 4-partition topic while the scenario of
 tests/integration/test_worker_live.py is published in chunks. At random points a random
@@ -15,6 +15,7 @@ It prints one summary line and exits 0 on a pass, 1 on a fail. Needs a running b
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -50,7 +51,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--minutes", type=int, default=120, help="event-time length of the scenario")
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     args = parser.parse_args()
     rng = random.Random(args.seed)
     topics = Topics(f"chaos-{uuid.uuid4().hex[:8]}")

@@ -1,7 +1,7 @@
 """Live worker benchmark, against a running broker (scripts/kafka-local start).
 
     python benchmarks/worker_bench.py throughput [--events 200000] [--workers 1 2] [--profile]
-    python benchmarks/worker_bench.py latency [--lateness 2s 30s] [--rate 5000]
+    python benchmarks/worker_bench.py latency [--lateness 2s 30s] [--rate 5000] [--workers 2]
     python benchmarks/worker_bench.py memory [--users 100000] [--events 300000]
     python benchmarks/worker_bench.py stages [--events 200000] [--engine native python]
     (--worker-arg=ARG before the subcommand: passed to every worker, e.g. --worker-arg=--no-traffic-check)
@@ -73,8 +73,9 @@ def cpu_s(pid: int) -> float:
 
 def broker_pid() -> int | None:
     """The local broker's pid (scripts/kafka-local), to count its CPU in the same run."""
-    for root in (ROOT, Path("/work/main")):
-        path = root / ".kafka" / "broker.pid"
+    states = [Path(os.environ["KAFKA_STATE_DIR"])] if os.environ.get("KAFKA_STATE_DIR") else []  # its own broker
+    states += [root / ".kafka" for root in (ROOT, Path("/work/main"))]
+    for path in [state / "broker.pid" for state in states]:
         if path.exists():
             return int(path.read_text().split()[0])
     return None
@@ -309,8 +310,10 @@ def pairs_only(rules, lines: list[bytes], shards: int, sample: int = 5_000) -> f
 
 
 def shard_events(value: bytes) -> int:
-    """The events a routed message gives its shard: a line each (routed.py)."""
-    return value.count(b"\n")
+    """The events a routed message gives its shard: a row each (routed.py)."""
+    from firebreak.adapters.live import routed
+
+    return sum(1 for _ in routed.rows(routed.decode(value).body))
 
 
 def stages(args: argparse.Namespace) -> None:
@@ -325,6 +328,8 @@ def stages(args: argparse.Namespace) -> None:
 
     rules, _ = load_rules(read_rule_sources([str(ROOT / "rules")]), {})
     lines = events_file(args.events).read_bytes().splitlines()
+    if args.wide:
+        lines = [orjson.dumps(widen(orjson.loads(raw), n)) for n, raw in enumerate(lines)]
     path_bytes = sum(len(line) for line in lines)
     messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
     for engine in args.engine:  # the shards' engine; stage 1 is native (the Python core: the oracle)
@@ -371,7 +376,7 @@ def stages(args: argparse.Namespace) -> None:
         zstd_s = time.process_time() - started
         print(
             f"shards on {engine}: {n:,} events, {args.shards} shards, batches of {args.batch:,}"
-            f"{'' if args.traffic_check else ', no traffic check'}"
+            f"{'' if args.traffic_check else ', no traffic check'}{', wide' if args.wide else ''}"
         )
         print(
             f"  stage 1 (route): {stage1:6.2f} s  {n / stage1:10,.0f} events/s; "
@@ -486,6 +491,12 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
     return histogram
 
 
+def _assigned(ports: list[int], topic: str) -> list[set[str]]:
+    """Per worker, the input partitions it reports a lag for (assigned to it)."""
+    return [{k for k in metrics(port) if k.startswith("firebreak_consumer_lag") and f'"{topic}"' in k}
+            for port in ports]  # fmt: skip
+
+
 def latency(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fb-bench-"))
     rules = workdir / "bench.rules"
@@ -493,24 +504,33 @@ def latency(args: argparse.Namespace) -> None:
     for lateness in args.lateness:
         prefix = f"lat-{uuid.uuid4().hex[:8]}"
         asyncio.run(create(f"{prefix}.events"))
-        port = 6900 + os.getpid() % 90
-        process = start_worker(str(rules), prefix, lateness, port, workdir / f"latency-{lateness}.log")
+        base = 6900 + os.getpid() % 90
+        ports = [base + i * 97 for i in range(args.workers)]
+        processes = [start_worker(str(rules), prefix, lateness, port, workdir / f"latency-{lateness}-{i}.log")
+                     for i, port in enumerate(ports)]  # fmt: skip
         try:
-            while not any(k.startswith("firebreak_consumer_lag") for k in metrics(port)):
-                if process.poll() is not None:
+            # every worker in the group holds input partitions, together all of them: no rebalance mid-run
+            while True:
+                if any(p.poll() is not None for p in processes):
                     raise SystemExit(f"worker exited; see {workdir}")
+                held = _assigned(ports, f"{prefix}.events")
+                if all(held) and len(set().union(*held)) == PARTITIONS:
+                    break
                 time.sleep(0.3)
-            print(f"lateness {lateness}, {args.rate:,} events/s for {args.seconds:.0f}s:")
+            time.sleep(2)
+            print(f"lateness {lateness}, {args.rate:,} events/s for {args.seconds:.0f}s, {args.workers} worker(s):")
             lateness_s = int(lateness[:-1]) * {"s": 1, "m": 60}[lateness[-1]]
-            cpu0, wall0 = cpu_s(process.pid), time.monotonic()
+            cpu0, wall0 = sum(cpu_s(p.pid) for p in processes), time.monotonic()
             h = asyncio.run(measure_latency(prefix, args.rate, args.seconds, lateness_s))
-            cpu, wall = cpu_s(process.pid) - cpu0, time.monotonic() - wall0
+            cpu, wall = sum(cpu_s(p.pid) for p in processes) - cpu0, time.monotonic() - wall0
             print(f"  worker CPU {cpu:.1f} s in {wall:.0f} s ({cpu / wall:.2f} of a core at {args.rate:,} events/s)")
             q = {p: h.get_value_at_percentile(p) for p in (50, 90, 99, 100)}
             print(f"  time to detect (ms): n={h.get_total_count()} p50={q[50]} p90={q[90]} p99={q[99]} max={q[100]}")
         finally:
-            process.terminate()
-            process.wait(20)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(20)
 
 
 def main() -> None:
@@ -532,11 +552,13 @@ def main() -> None:
     st.add_argument("--shards", type=int, default=4)
     st.add_argument("--batch", type=int, default=1_000)
     st.add_argument("--traffic-check", action=argparse.BooleanOptionalAction, default=False)
+    st.add_argument("--wide", action="store_true", help="larger events (prompt/output) from many users (`widen`)")
     st.set_defaults(run=stages)
     lat = sub.add_parser("latency")
     lat.add_argument("--lateness", nargs="+", default=["2s", "30s"])
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=60)
+    lat.add_argument("--workers", type=int, default=1, help="workers in one group (input and shards spread)")
     lat.set_defaults(run=latency)
     parser.add_argument(
         "--worker-arg",

@@ -678,7 +678,7 @@ impl Engine {
         if !self.admit(event) {
             return Ok(false);
         }
-        self.add_routed(event, host, routed);
+        self.add_routed(event, host, routed, false);
         self.move_time(event, host, out)?;
         Ok(true)
     }
@@ -737,7 +737,9 @@ impl Engine {
         // bucket ahead of use; then add the event to each.
         let mut routed = std::mem::take(&mut self.routed);
         self.route(event, host, mask, passed, &mut routed);
-        self.add_routed(event, host, &routed);
+        // ``passed``: stage 1 set a rule's bit for this shard only where the shard owns the
+        // event's pair of it, or counts its population (route.rs `Router::targets`)
+        self.add_routed(event, host, &routed, passed);
         self.routed = routed;
     }
 
@@ -797,8 +799,10 @@ impl Engine {
         }
     }
 
-    /// Add ``event`` to the buckets of its `route`d (rule, key) pairs.
-    fn add_routed<H: HostLike>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)]) {
+    /// Add ``event`` to the buckets of its `route`d (rule, key) pairs. ``owned``: the pairs
+    /// of rules other than `Kx population` are known to be this shard's (stage 1's mask said
+    /// so): their owner is not looked up again.
+    fn add_routed<H: HostLike>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)], owned: bool) {
         let ts = event.ts;
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
@@ -816,7 +820,7 @@ impl Engine {
                     totals.1 += 1;
                 }
             }
-            if let Some(owner) = self.owner.as_mut() {
+            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.plan.population.is_some()) {
                 let table = &self.key_tables[state.plan.by_id];
                 if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
                     continue; // another shard's pair (its population counted above)

@@ -165,6 +165,16 @@ pub fn decode(raw: &[u8], ts: Option<i64>) -> Option<Event<'_>> {
     let J::Obj(data) = crate::json::parse(raw)? else {
         return None;
     };
+    validated(data, ts)
+}
+
+/// The event of a routed row (rows.rs) at time ``ts``, checked as `decode` checks a line: None
+/// when it is not one.
+pub fn routed(ts: i64, data: Obj<'_>) -> Option<Event<'_>> {
+    validated(data, Some(ts))
+}
+
+fn validated(data: Obj<'_>, ts: Option<i64>) -> Option<Event<'_>> {
     let slots = Slots::of(&data);
     let field = |slot: u8| slots.get(&data, slot);
     match field(EVENT_ID) {

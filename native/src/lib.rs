@@ -10,6 +10,7 @@ mod json;
 mod plan;
 mod rootcause;
 mod route;
+mod rows;
 mod schedule;
 mod sketch;
 mod smallstr;
@@ -516,7 +517,7 @@ impl Core {
         self.engine.owner = Some(route::Owner { shard, owners });
     }
 
-    /// A routed message's body (the lines after its header, route.rs `payload_lines`), then,
+    /// A routed message's body (the rows after its header, rows.rs), then,
     /// when ``watermark`` is given, `advance` to it — in one call that lets go of the GIL (a
     /// worker's shard takes its routed messages on a feeder thread). ``next``: per input
     /// partition, the next offset to take (those before it were taken already). ``masks``: look

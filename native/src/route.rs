@@ -8,15 +8,14 @@
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
-//! A routed message (format 4) is text: one header line of JSON (written by routing.py), then
-//! one line per event, `PARTITION OFFSET TS MASK JSON` (input partition and offset, event time
-//! in ms, the rules the shard must look at as a hex bit mask, the event with every field but
-//! `prompt`/`output`).
+//! A routed message (format 5) is one header line of JSON (written by routing.py), then one
+//! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
+//! shard must look at as a bit mask, the event with every field but `prompt`/`output`).
 
-use crate::engine::{Host, KeyRef, KeyTable};
+use crate::engine::{KeyRef, KeyTable};
 use crate::event::{self, Kind};
-use crate::json::J;
 use crate::plan::Plan;
+use crate::rows;
 use crate::value::{float_repr, get, KeyPart, Num};
 use std::fmt::Write;
 
@@ -197,37 +196,6 @@ impl Router {
     }
 }
 
-/// The event as routed: the raw line, or without the raw text fields when it has them.
-pub fn routed_json(raw: &[u8], data: &crate::json::Obj, drop: &[&str]) -> Vec<u8> {
-    if !data.0.iter().any(|(k, _)| drop.contains(&k.as_ref())) {
-        return raw
-            .iter()
-            .copied()
-            .filter(|b| *b != b'\n' && *b != b'\r')
-            .collect();
-    }
-    let kept = crate::json::Obj(
-        data.0
-            .iter()
-            .filter(|(k, _)| !drop.contains(&k.as_ref()))
-            .cloned()
-            .collect(),
-    );
-    serde_json::to_vec(&J::Obj(kept).to_value()).unwrap_or_default()
-}
-
-/// The events of a routed message's body: (input partition, input offset, event time, rule
-/// mask, the event's JSON); None for a malformed line.
-pub fn payload_lines(body: &[u8]) -> impl Iterator<Item = Option<(i64, i64, i64, u64, &[u8])>> {
-    body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|line| {
-        let mut fields = line.splitn(5, |b| *b == b' ');
-        let mut number = || -> Option<i64> { std::str::from_utf8(fields.next()?).ok()?.parse().ok() };
-        let (partition, offset, ts) = (number()?, number()?, number()?);
-        let mask = u64::from_str_radix(std::str::from_utf8(fields.next()?).ok()?, 16).ok()?;
-        Some((partition, offset, ts, mask, fields.next()?))
-    })
-}
-
 /// A batch's counts in stage 1: messages refused (by index), events decoded, each input
 /// partition's largest event time (from ``known``, before the batch) and its events refused in
 /// a row for being too far ahead of it (from ``known_runs``; engine.py `Engine.is_ahead`).
@@ -362,12 +330,15 @@ type Routed<'py> = (
 );
 
 /// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages
-/// in, per shard the lines of the events it must see out.
+/// in, per shard the rows of the events it must see out (rows.rs).
 #[pyclass(module = "firebreak._native")]
 pub struct NativeRouter {
     router: Router,
     host: PyObject,
-    limit: usize, // bytes of a shard's lines before they are split into another body
+    limit: usize, // bytes of a shard's rows before they are split into another body
+    bufs: Vec<Vec<u8>>, // per shard, its rows of the batch (kept between batches: no fresh pages each time)
+    cuts: Vec<Vec<usize>>, // per shard, where its bodies end in `bufs`
+    value: Vec<u8>, // the event being written
 }
 
 #[pymethods]
@@ -378,7 +349,15 @@ impl NativeRouter {
         if shards == 0 || shards > 64 {
             return Err(PyValueError::new_err("the native router takes 1 to 64 shards"));
         }
-        Ok(NativeRouter { router: Router::new(plans, shards), host, limit })
+        let n = shards as usize;
+        Ok(NativeRouter {
+            router: Router::new(plans, shards),
+            host,
+            limit,
+            bufs: vec![Vec::new(); n],
+            cuts: vec![Vec::new(); n],
+            value: Vec::new(),
+        })
     }
 
     /// ``messages``: [(partition, offset, value or None)]; ``times``: {batch index: ts} for
@@ -416,13 +395,14 @@ impl NativeRouter {
         let spans: Vec<(i64, i64, &[u8])> =
             values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
         let (router, host, limit) = (&mut self.router, &self.host, self.limit);
-        let (bodies, parts, beats, runs, ahead, refused, events) = py.allow_threads(|| {
+        let (bufs, cuts, value) = (&mut self.bufs, &mut self.cuts, &mut self.value);
+        let (parts, beats, runs, ahead, refused, events) = py.allow_threads(|| {
             let host = crate::engine::Remote(host);
             let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
             let mut tally = Tally::new(&known, &runs, max_skew);
-            let mut bodies: Vec<Vec<Vec<u8>>> = vec![vec![Vec::new()]; shards];
+            bufs.iter_mut().for_each(Vec::clear);
+            cuts.iter_mut().for_each(Vec::clear);
             let mut masks = vec![0u64; shards];
-            let mut head = String::new();
             for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
                 let part = match parts.iter().position(|p| p.0 == partition) {
                     Some(i) => i,
@@ -437,36 +417,46 @@ impl NativeRouter {
                 else {
                     continue;
                 };
-                let json = routed_json(raw, &event.data, &RAW_TEXT_FIELDS);
-                head.clear();
-                let _ = write!(head, "{partition} {offset} {} ", event.ts);
+                value.clear();
+                rows::write_obj(value, &event.data, &RAW_TEXT_FIELDS);
+                let size = 4 + rows::ROW_HEAD + value.len();
                 for (shard, mask) in masks.iter().enumerate() {
                     if *mask == 0 {
                         continue;
                     }
                     parts[part].3[shard] += 1;
-                    let chunks = &mut bodies[shard];
-                    let size = head.len() + 17 + json.len() + 1;
-                    if chunks.last().is_some_and(|c| !c.is_empty() && c.len() + size > limit) {
-                        chunks.push(Vec::new());
+                    let (buf, cut) = (&mut bufs[shard], &mut cuts[shard]);
+                    let began = cut.last().copied().unwrap_or(0);
+                    if buf.len() > began && buf.len() - began + size > limit {
+                        cut.push(buf.len()); // past the limit: the rows go on in another body
                     }
-                    let last = chunks.last_mut().unwrap();
-                    last.extend_from_slice(head.as_bytes());
-                    let _ = std::io::Write::write_fmt(last, format_args!("{mask:x} "));
-                    last.extend_from_slice(&json);
-                    last.push(b'\n');
+                    rows::write_row(buf, partition, offset, event.ts, *mask, value);
                 }
+            }
+            for (buf, cut) in bufs.iter().zip(cuts.iter_mut()) {
+                cut.push(buf.len()); // the last body (empty when the shard has no event of the batch)
             }
             let Tally { mut beats, runs: mut new_runs, ahead, refused, events, .. } = tally;
             beats.retain(|_, t| *t >= 0);
             for (partition, run) in runs.iter() {
                 new_runs.entry(*partition).or_insert(*run); // partitions not in this batch: as they were
             }
-            (bodies, parts, beats, new_runs, ahead, refused, events)
+            (parts, beats, new_runs, ahead, refused, events)
         });
-        let bodies = bodies
-            .into_iter()
-            .map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, &c)).collect())
+        let bodies = self
+            .bufs
+            .iter()
+            .zip(&self.cuts)
+            .map(|(buf, cut)| {
+                let mut began = 0;
+                cut.iter()
+                    .map(|&end| {
+                        let body = PyBytes::new(py, &buf[began..end]);
+                        began = end;
+                        body
+                    })
+                    .collect()
+            })
             .collect();
         Ok((bodies, parts, refused, events, beats, runs, ahead))
     }
@@ -488,7 +478,7 @@ impl NativeRouter {
 /// Stage 2's half (called by `Core.take_routed`): the events of a routed message's body, those
 /// at or after ``next[partition]`` aggregated without moving time (the others were taken
 /// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
-/// ``masks``: look only at the rules each line's mask names (stage 1 had the same rules).
+/// ``masks``: look only at the rules each row's mask names (stage 1 had the same rules).
 /// Returns (events taken, late, duplicates).
 pub fn take_payload<H: crate::engine::HostLike>(
     engine: &mut crate::engine::Engine,
@@ -498,16 +488,15 @@ pub fn take_payload<H: crate::engine::HostLike>(
     host: &H,
 ) -> PyResult<(usize, usize, usize)> {
     let (mut taken, mut late, mut duplicates) = (0, 0, 0);
-    for line in payload_lines(body) {
-        let (partition, offset, ts, mask, json) =
-            line.ok_or_else(|| PyValueError::new_err("a routed message's line is malformed"))?;
+    for row in rows::rows(body) {
+        let rows::Row { partition, offset, ts, mask, value } = row.map_err(PyValueError::new_err)?;
         let next_offset = next.entry(partition).or_insert(0);
         if offset < *next_offset {
             duplicates += 1;
             continue;
         }
         *next_offset = offset + 1;
-        let event = decode_with(json, Some(ts)).ok_or_else(|| {
+        let event = rows::read_event(value, ts).ok_or_else(|| {
             PyValueError::new_err(format!("routed event at input partition {partition} offset {offset} is not an event"))
         })?;
         let added = if masks { engine.add_passed(&event, host, mask) } else { engine.add_masked(&event, host, None) };

@@ -284,13 +284,40 @@ def test_stage_1_sends_each_shard_its_events_once_as_data():
     for out in outs:
         message = routed_format.decode(out.value)
         assert sorted(message.heads) == [(p, route.max_ts[p]) for p in partitions]
-        for line in message.body.splitlines():
-            partition, offset, ts, mask, event = line.split(b" ", 4)
-            key = (int(partition), int(offset))
-            assert (key, out.partition) not in seen and int(mask, 16) > 0
-            seen[key, out.partition] = orjson.loads(event)
-            assert seen[key, out.partition]["ts"] is not None and int(ts) > 0
+        for partition, offset, ts, mask, event in routed_format.rows(message.body):
+            key = (partition, offset)
+            assert (key, out.partition) not in seen and mask > 0
+            seen[key, out.partition] = event
+            assert event["ts"] is not None and ts > 0
     assert {key for key, _ in seen} == {(p, o) for p, o, _ in batch}  # every event reaches a shard
+
+
+def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
+    """Format 5's rows (binary, native/src/rows.rs) read back as the input line's JSON — every
+    field and value, nested, escaped and non-ASCII, a repeated key's last value in its first
+    place (as orjson) — without `prompt` and `output`; a malformed row is refused, not guessed."""
+    lines = [
+        b'{"event_id":"a\\u00e9\\"1","ts":1767600000000,"user":"\xc3\xbcser","tenant":"t","flags":{"pii":true,'
+        b'"x":false},"scores":{"h":0.1,"b":1e-7},"tokens_in":12,"cost_usd":0.000123,"prompt":"p","output":"o",'
+        b'"labels_x":[1,-2,3.5e300,null,"s",[{}],{"k":[]}],"user":"last"}',
+        b'{"event_id":"b","ts":"2026-01-05T08:00:00.250+01:00","model":"m","latency_ms":9.5,"big":9007199254740993,'
+        b'"nested":{"a":{"b":{"c":[true]}}},"empty":"","t\\tab":"\\n"}',
+    ]
+    lines[1] = lines[1][:-1] + b',"long":"' + b"y" * 300 + b'"}'  # lengths past 127: two bytes
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=1, input_partitions=1))
+    (out,) = [o for o in route.handle([(0, i, line) for i, line in enumerate(lines)]) if o.topic == "routed"]
+    got = list(routed_format.rows(routed_format.decode(out.value).body))
+    assert [(p, o) for p, o, _, _, _ in got] == [(0, 0), (0, 1)]
+    for line, (_, _, ts, mask, event) in zip(lines, got, strict=True):
+        expected = orjson.loads(line)
+        expected.pop("prompt", None), expected.pop("output", None)
+        assert orjson.dumps(event) == orjson.dumps(expected) and mask > 0 and ts > 0
+    body = routed_format.decode(out.value).body
+    with pytest.raises(RoutedFormatError):
+        list(routed_format.rows(body[:-1]))
+    shard = ShardState(RULES, 0, 1, 1, 30_000, "native")
+    with pytest.raises(ValueError, match="cut short"):
+        shard.accept(0, routed_format.encode("x", [(0, 1)], [body[:-1]])[0])
 
 
 def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():

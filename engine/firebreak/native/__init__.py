@@ -160,9 +160,9 @@ class NativeEngine:
 
     def take_routed(self, body: bytes, next_offset: dict[int, int], masks: bool,
                     watermark: int | None) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:  # fmt: skip
-        """A routed message's ``PARTITION OFFSET TS MASK EVENT`` lines (live/routed.py), those at
+        """A routed message's binary rows (live/routed.py, native/src/rows.rs), those at
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
-        in one call without the GIL. ``masks``: look only at the rules each line's mask names
+        in one call without the GIL. ``masks``: look only at the rules each row's mask names
         (stage 1 routed with these rules). Returns (next offsets, taken, late, duplicates, records)."""
         return self.core.take_routed(body, next_offset, masks, watermark)
 

@@ -1,29 +1,36 @@
-"""The routed message (format 4): what stage 1 sends a shard, written and read here only.
+"""The routed message (format 5): what stage 1 sends a shard, written and read here only.
 
-One routed message per (batch of stage 1, shard) — split in several when its events pass
-`MESSAGE_BYTES` — is text:
+One routed message per (batch of stage 1, shard) — split in several when its rows pass
+`MESSAGE_BYTES` — is a header line of JSON, then the rows:
 
-    {"v":4,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
-    PARTITION OFFSET TS MASK EVENT
-    ...
+    {"v":5,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
+    ROW ROW ...
 
 The header names every input partition of the batch with how far its event time has got (the
 heartbeat: a shard's watermark is the minimum over input partitions), and ``"idle": [p]`` for
-an idle marker (a header alone). Each line is one event the shard must see: its input partition
-and offset (a shard drops re-deliveries by them), its event time in ms, the rules it must look
-at as a hex bit mask (by index in rules version ``rv``), and the event as JSON with every field
-but the raw text (``prompt``, ``output``: no rule reads them, and they are most of an event's
-bytes). Every other field crosses, whether a rule of the current version reads it or not, so
-a rule reload never needs a field a routed message left out. When a shard's events are split
-over several messages, only the last carries the heartbeats: time moves once all the batch's
-events are in. The lines are written by the native router (native/src/route.rs) and read by
-the native engine (`Core.take_routed`), or by `feed_python` for the Python core (tests, the
-oracle).
+an idle marker (a header alone). Each row is one event the shard must see, in binary
+(little-endian; native/src/rows.rs writes them, `rows` here reads them):
+
+    u32 LEN (bytes after it)  u32 PARTITION  i64 OFFSET  i64 TS  u64 MASK  VALUE
+
+its input partition and offset (a shard drops re-deliveries by them), its event time in ms,
+the rules it must look at as a bit mask (by index in rules version ``rv``), and the event as a
+value — a tag byte, then: 0 null, 1 false, 2 true, 3 int (i64), 4 float (f64), 5 string (byte
+length, UTF-8), 6 array (count, items), 7 object (count, then each key as a string's length and
+bytes, and its value); lengths and counts as LEB128 varints — with every field but the raw text (``prompt``,
+``output``: no rule reads them, and they are most of an event's bytes), its keys in the input
+line's order. A shard reads a row without parsing JSON again (format 4 sent JSON text: each
+shard parsed every event again). Every other field crosses, whether a rule of the current
+version reads it or not, so a rule reload never needs a field a routed message left out.
+When a shard's rows are split over several messages, only the last carries the heartbeats:
+time moves once all the batch's events are in. The native engine reads the rows
+(`Core.take_routed`), `feed_python` the Python core (tests, the oracle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +39,8 @@ import orjson
 from firebreak.core import Event
 from firebreak.event_types import EventType
 
-VERSION = 4
-MESSAGE_BYTES = 512 * 1024  # a shard's lines of one batch past this are split over several messages
+VERSION = 5
+MESSAGE_BYTES = 512 * 1024  # a shard's rows of one batch past this are split over several messages
 RAW_TEXT_FIELDS = ("prompt", "output")  # not routed
 Fed = tuple[int, int, int]  # (events taken, late, duplicates)
 
@@ -47,11 +54,11 @@ class Routed:
     rules_version: str | None  # of the masks in ``body``
     heads: list[tuple[int, int | None]]  # (input partition, its event time) per input partition named
     idle: list[int]  # input partitions announced idle
-    body: bytes  # the event lines
+    body: bytes  # the event rows
 
 
 def encode(version: str, heads: Sequence[tuple[int, int | None]], bodies: Sequence[bytes]) -> list[bytes]:
-    """A shard's routed messages of one batch: ``bodies`` are its lines (one or more chunks, from
+    """A shard's routed messages of one batch: ``bodies`` are its rows (one or more chunks, from
     `NativeRouter.route_batch`), ``heads`` the batch's input partitions and their event times."""
     last = len(bodies) - 1
     out = []
@@ -84,20 +91,89 @@ def decode(value: bytes) -> Routed:
     return Routed(message.get("rv"), heads, [int(p) for p in message.get("idle", ())], body)
 
 
+_ROW = struct.Struct("<IIqqQ")  # LEN PARTITION OFFSET TS MASK
+_I64, _F64 = struct.Struct("<q"), struct.Struct("<d")
+
+
+def rows(body: bytes) -> Iterator[tuple[int, int, int, int, dict[str, Any]]]:
+    """The rows of a routed message's body: (input partition, offset, event time, rule mask,
+    the event). RoutedFormatError when a row is malformed."""
+    at, end = 0, len(body)
+    while at < end:
+        if end - at < _ROW.size:
+            raise RoutedFormatError("a routed row is cut short")
+        size, partition, offset, ts, mask = _ROW.unpack_from(body, at)
+        stop = at + 4 + size
+        if stop > end:
+            raise RoutedFormatError("a routed row is cut short")
+        try:
+            data, after = _value(body, at + _ROW.size)
+        except (struct.error, IndexError, UnicodeDecodeError, KeyError) as error:
+            raise RoutedFormatError(f"a routed row is malformed ({error})") from None
+        if after != stop or not isinstance(data, dict):
+            raise RoutedFormatError("a routed row is malformed")
+        yield partition, offset, ts, mask, data
+        at = stop
+
+
+def _len(b: bytes, at: int) -> tuple[int, int]:
+    """A LEB128 varint at ``at``: (its value, where it ends)."""
+    n = shift = 0
+    while True:
+        byte = b[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, at
+        shift += 7
+        if shift > 28:
+            raise KeyError("a length past 32 bits")
+
+
+def _value(b: bytes, at: int) -> tuple[Any, int]:
+    tag = b[at]
+    at += 1
+    if tag <= 2:
+        return (None, False, True)[tag], at
+    if tag == 3:
+        return _I64.unpack_from(b, at)[0], at + 8
+    if tag == 4:
+        return _F64.unpack_from(b, at)[0], at + 8
+    n, at = _len(b, at)
+    if tag == 5:
+        if at + n > len(b):
+            raise IndexError("a string cut short")
+        return b[at : at + n].decode(), at + n
+    if tag == 6:
+        items = []
+        for _ in range(n):
+            item, at = _value(b, at)
+            items.append(item)
+        return items, at
+    if tag == 7:
+        obj: dict[str, Any] = {}
+        for _ in range(n):
+            size, at = _len(b, at)
+            if at + size > len(b):
+                raise IndexError("a key cut short")
+            key = b[at : at + size].decode()
+            value, at = _value(b, at + size)
+            obj[key] = value  # a repeated key: its first place, its last value (as orjson)
+        return obj, at
+    raise KeyError(f"tag {tag}")
+
+
 def feed_python(engine: Any, body: bytes, next_offset: dict[int, int]) -> Fed:
-    """The Python core's `Core.take_routed` without the evaluation: the lines of ``body`` at or
+    """The Python core's `Core.take_routed` without the evaluation: the rows of ``body`` at or
     after ``next_offset[partition]`` added to ``engine`` (every rule looked at; the mask only
     narrows which rules the native engine tries). ``next_offset`` moves on."""
     taken = late = duplicates = 0
-    for line in body.splitlines():
-        partition, offset, ts, _mask, raw = line.split(b" ", 4)
-        partition, offset = int(partition), int(offset)
+    for partition, offset, ts, _mask, data in rows(body):
         if offset < next_offset.get(partition, 0):
             duplicates += 1
             continue
         next_offset[partition] = offset + 1
-        data = orjson.loads(raw)
-        if engine.add(Event(data["event_id"], int(ts), data.get("type", EventType.INFERENCE), data)):
+        if engine.add(Event(data["event_id"], ts, data.get("type", EventType.INFERENCE), data)):
             taken += 1
         else:
             late += 1

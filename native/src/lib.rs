@@ -447,11 +447,10 @@ impl Core {
         }
     }
 
-    /// Why a plan cannot run here (None: it can).
+    /// Why a compiled plan (dsl/plan.py) cannot run here (None: it can).
     #[staticmethod]
     fn check_plan(plan: &[u8]) -> Option<String> {
-        let value = event::parse_json(plan)?;
-        plan::Plan::parse(&value).err()
+        plan::parse_plans(plan).err()
     }
 
     /// Feed ``lines[start:]``; stop at the first line the native decoder does not accept.

@@ -32,7 +32,7 @@ from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
-from firebreak.native.plan import plan_of, unsupported
+from firebreak.native.plan import plans_json, unsupported
 
 try:
     from firebreak import _native
@@ -62,8 +62,9 @@ class _Host:
         life = life if life is not None else Lifecycle()
         before = (life.status, life.onset, life.frozen_baseline)
         try:
-            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p),
-                                     self.cooldowns)
+            records = evaluate_group(
+                rule, group, life, at, Reading(value, limit, baseline, holds, window, p), self.cooldowns
+            )
         except Exception as error:  # not the input's fault: one EngineError, never a second try
             raise EngineError(
                 f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
@@ -113,7 +114,7 @@ class NativeEngine:
         self.native_rules = tuple(r for r in self.rules if r.name not in self.why_python)
         self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
         self.index = {r.name: i for i, r in enumerate(self.rules)}
-        plans = orjson.dumps([plan_of(r) for r in self.native_rules])
+        plans = plans_json(self.native_rules)
         self.host = _Host(self.native_rules)
         self.core = _native.Core(plans, lateness_ms, self.host, threads(), max_skew_ms)
         self.fallback = Engine(self.python_rules, lateness_ms, max_skew_ms=max_skew_ms) if self.python_rules else None

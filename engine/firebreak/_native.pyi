@@ -5,7 +5,16 @@ each entry point does; engine/firebreak/native/__init__.py is the Python side th
 from collections.abc import Sequence
 from typing import Any, Final, final
 
-__all__ = ["Core", "NativeRouter", "Columns", "EventRefused", "PLAN_VERSION", "SNAPSHOT_VERSION"]
+__all__ = [
+    "Core",
+    "FedLines",
+    "TakenRouted",
+    "NativeRouter",
+    "Columns",
+    "EventRefused",
+    "PLAN_VERSION",
+    "SNAPSHOT_VERSION",
+]
 
 PLAN_VERSION: Final[int]  # the compiled plan's version the crate reads (engine/firebreak/dsl/plan.py)
 SNAPSHOT_VERSION: Final[int]  # the snapshot layout it writes (engine/firebreak/core/engine.py)
@@ -32,16 +41,10 @@ class Core:
     def threads(self) -> int: ...
     @staticmethod
     def check_plan(plan: bytes) -> str | None: ...
-    def feed(
-        self, lines: list[bytes], start: int, max_bytes: int | None = None
-    ) -> tuple[int | None, list[dict[str, Any]], list[tuple[int, int, int]], int]:
-        """(index of the first line left to Python or None, records, late (index, ts, watermark), events)."""
+    def feed(self, lines: list[bytes], start: int, max_bytes: int | None = None) -> FedLines: ...
     def feed_one(self, raw: bytes, ts: int) -> tuple[list[dict[str, Any]], tuple[int, int] | None]: ...
     def set_owner(self, shard: int, shards: int) -> None: ...
-    def take_routed(
-        self, body: bytes, next: dict[int, int], masks: bool, watermark: int | None
-    ) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:
-        """(next offsets, taken, late, duplicates, records)."""
+    def take_routed(self, body: bytes, next: dict[int, int], masks: bool, watermark: int | None) -> TakenRouted: ...
     def advance(self, watermark: int) -> list[dict[str, Any]]: ...
     def finish(self) -> list[dict[str, Any]]: ...
     @property
@@ -58,6 +61,37 @@ class Core:
     def restore(self, json: bytes, lives: Sequence[Any]) -> None: ...
     def key_counts(self) -> list[int]: ...
     def memory(self) -> tuple[int, int, int]: ...
+
+@final
+class FedLines:
+    """What `Core.feed` returns."""
+
+    @property
+    def stop(self) -> int | None:
+        """The index of the first line the native decoder did not accept (Python's to read), or None."""
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
+    @property
+    def late(self) -> list[tuple[int, int, int]]:
+        """(line index, event time, watermark) of each late event."""
+    @property
+    def events(self) -> int: ...
+
+@final
+class TakenRouted:
+    """What `Core.take_routed` returns."""
+
+    @property
+    def next(self) -> dict[int, int]:
+        """Per input partition, the next offset to take after the body."""
+    @property
+    def taken(self) -> int: ...
+    @property
+    def late(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
 
 @final
 class NativeRouter:

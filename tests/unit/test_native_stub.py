@@ -49,9 +49,13 @@ def test_return_shapes_are_those_the_stub_declares():
     core = _native.Core(plans_json(rules), 0, _Host(rules))
     lines = [b'{"event_id": "e%d", "ts": %d, "type": "inference", "model": "m"}' % (i, 1_700_000_000_000 + i * 1000)
              for i in range(30)]  # fmt: skip
-    stop, records, late, events = core.feed(lines, 0)
-    assert stop is None and isinstance(records, list) and late == [] and events == 30
-    assert all(isinstance(r, dict) for r in records) and records
+    fed = core.feed(lines, 0)
+    assert isinstance(fed, _native.FedLines)
+    assert fed.stop is None and isinstance(fed.records, list) and fed.late == [] and fed.events == 30
+    assert all(isinstance(r, dict) for r in fed.records) and fed.records
+    taken = core.take_routed(b"", {3: 7}, False, None)
+    assert isinstance(taken, _native.TakenRouted)
+    assert (taken.next, taken.taken, taken.late, taken.duplicates, taken.records) == ({3: 7}, 0, 0, 0, [])
     assert isinstance(core.finish(), list)
     raw, lives = core.snapshot()
     assert isinstance(raw, bytes) and isinstance(lives, list)

@@ -136,10 +136,11 @@ class NativeEngine:
             return fed
         start = 0
         while True:
-            stop, records, late, events = self.core.feed(lines, start, max_bytes)
-            fed.records += records
-            fed.events += events
-            fed.late += [(i, _late_text(ts, wm, self.lateness_ms, self.max_skew_ms)) for i, ts, wm in late]
+            batch = self.core.feed(lines, start, max_bytes)  # _native.FedLines
+            fed.records += batch.records
+            fed.events += batch.events
+            fed.late += [(i, _late_text(ts, wm, self.lateness_ms, self.max_skew_ms)) for i, ts, wm in batch.late]
+            stop = batch.stop
             if stop is None:
                 return fed
             raw = lines[stop]
@@ -165,7 +166,8 @@ class NativeEngine:
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
         in one call without the GIL. ``masks``: look only at the rules each line's mask names
         (stage 1 routed with these rules). Returns (next offsets, taken, late, duplicates, records)."""
-        return self.core.take_routed(body, next_offset, masks, watermark)
+        taken = self.core.take_routed(body, next_offset, masks, watermark)  # _native.TakenRouted
+        return taken.next, taken.taken, taken.late, taken.duplicates, taken.records
 
     def feed_events(self, events: Iterable[Event]):
         from firebreak.adapters.drive import Fed

@@ -5,7 +5,9 @@
 //! (incidents.evaluate_group, through the host's `step`) decides and writes the records.
 
 use crate::event::{Event, Kind};
-use crate::groups::Groups;
+use crate::groups::{Ends, Groups};
+pub use crate::host::{Host, HostLike, Rec, Remote};
+pub use crate::keys::{key_part_with, KeyRef, KeyTable, KEYS_CHECKED};
 use crate::schedule::Wheel;
 use crate::json::J;
 use crate::plan::{Func, Op, Plan};
@@ -91,6 +93,18 @@ impl Totals {
         }
         t.oldest = buckets.front().map(|(s, _)| *s).unwrap_or(0);
         t
+    }
+}
+
+impl Ends for Group {
+    type Bucket = (i64, Bucket);
+    #[inline]
+    fn newest(&self) -> Option<&(i64, Bucket)> {
+        self.buckets.back()
+    }
+    #[inline]
+    fn oldest(&self) -> Option<&(i64, Bucket)> {
+        self.buckets.front()
     }
 }
 
@@ -211,241 +225,10 @@ pub fn can_hold(plan: &Plan, t: &Totals) -> bool {
     }
 }
 
-/// The group keys of one `by` list, interned: every rule grouped by the same fields shares
-/// them, so an event's key is looked up once per `by` list, without copying its text.
-///
-/// Looked up by their bytes (`encode`), kept one after another in `bytes`: a lookup reads
-/// the table's slot and those bytes — not a key's parts and then each part's text, three
-/// scattered reads for a key not seen lately (most `by user` keys). A key's parts are those
-/// bytes decoded (`parts`), when asked: only a group that holds, a snapshot, a shard's owner
-/// and sorting need them (kept apart as well they took ~80 bytes more per key).
-///
-/// Keys are forgotten too: when more than half of a table's keys belong to no group of any
-/// rule any more (users seen once, long gone), `Engine::forget_keys` keeps only the others,
-/// renumbered in their order (`retain`) — so a table holds at most about twice the keys alive.
-#[derive(Default)]
-pub struct KeyTable {
-    table: hashbrown::HashTable<Slot>,
-    bytes: Vec<u8>,
-    scratch: Vec<u8>,
-    at: Vec<usize>, // key id → where its bytes are (as its slot has it)
-    /// The size at which `Engine::forget_keys` next counts the keys alive (0: at `KEYS_CHECKED`).
-    check_at: usize,
-}
-
-/// A key table smaller than this is never compacted: its dead keys cost little.
-pub const KEYS_CHECKED: usize = 1024;
-
-/// A key in the table: its id, and where its length (4 bytes) and then its bytes are in `bytes`.
-#[derive(Clone, Copy)]
-struct Slot {
-    id: u32,
-    at: usize, // where its bytes are: a table past 4 GiB of key bytes goes on (no u32 offset)
-}
-
-/// A key part as the event has it: text borrowed from the line until the key is new.
-pub enum KeyRef<'a> {
-    Part(KeyPart),
-    Str(&'a str),
-}
-
-/// A key part's bytes: equal parts (`KeyPart`'s equality: numbers in their one form,
-/// `Num::canonical`, 0 and -0.0 alike) give equal bytes, different parts different bytes
-/// (each part tagged, text with its length).
-fn encode_str(out: &mut Vec<u8>, s: &str) {
-    out.push(3);
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode_part(out: &mut Vec<u8>, part: &KeyPart) {
-    match part {
-        KeyPart::None => out.push(0),
-        KeyPart::Bool(b) => out.extend_from_slice(&[1, *b as u8]),
-        KeyPart::Num(n) => match n.canonical() {
-            Num::Int(i) => {
-                out.push(2);
-                out.extend_from_slice(&i.to_le_bytes());
-            }
-            Num::Float(x) => {
-                out.push(4);
-                out.extend_from_slice(&x.to_bits().to_le_bytes()); // whole floats are ints here
-            }
-        },
-        KeyPart::Str(s) => encode_str(out, s),
-    }
-}
-
-/// `encode_part`s' inverse: the parts of a key's bytes.
-fn decode_parts(mut b: &[u8]) -> Vec<KeyPart> {
-    let word = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
-    let mut parts = Vec::new();
-    while let Some((&tag, rest)) = b.split_first() {
-        b = rest;
-        match tag {
-            0 => parts.push(KeyPart::None),
-            1 => {
-                parts.push(KeyPart::Bool(b[0] != 0));
-                b = &b[1..];
-            }
-            2 => {
-                parts.push(KeyPart::Num(Num::Int(word(b) as i64)));
-                b = &b[8..];
-            }
-            4 => {
-                parts.push(KeyPart::Num(Num::Float(f64::from_bits(word(b)))));
-                b = &b[8..];
-            }
-            _ => {
-                let len = word(b) as usize;
-                let text = std::str::from_utf8(&b[8..8 + len]).expect("interned from text");
-                parts.push(KeyPart::Str(text.to_string()));
-                b = &b[8 + len..];
-            }
-        }
-    }
-    parts
-}
-
-/// The bytes of the key at ``slot``.
-#[inline]
-fn key_bytes(bytes: &[u8], slot: Slot) -> &[u8] {
-    let at = slot.at;
-    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-    &bytes[at + 4..at + 4 + len]
-}
-
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(bytes);
-    h.finish()
-}
-
-impl KeyTable {
-    /// ``intern`` without copying the event's text unless the key is new.
-    pub fn intern_ref(&mut self, key: &[KeyRef]) -> u32 {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        for part in key {
-            match part {
-                KeyRef::Str(s) => encode_str(&mut scratch, s),
-                KeyRef::Part(p) => encode_part(&mut scratch, p),
-            }
-        }
-        let id = match self.find(&scratch) {
-            Some(id) => id,
-            None => self.insert(&scratch),
-        };
-        self.scratch = scratch;
-        id
-    }
-
-    /// The id of ``key`` (made from the event's values), interning it when new.
-    pub fn intern(&mut self, key: &[KeyPart]) -> u32 {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        for part in key {
-            encode_part(&mut scratch, part);
-        }
-        let id = match self.find(&scratch) {
-            Some(id) => id,
-            None => self.insert(&scratch),
-        };
-        self.scratch = scratch;
-        id
-    }
-
-    #[inline]
-    fn find(&self, encoded: &[u8]) -> Option<u32> {
-        let bytes = &self.bytes;
-        self.table
-            .find(hash_bytes(encoded), |s| key_bytes(bytes, *s) == encoded)
-            .map(|s| s.id)
-    }
-
-    fn insert(&mut self, encoded: &[u8]) -> u32 {
-        let id = self.at.len() as u32;
-        let at = self.bytes.len();
-        self.bytes.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(encoded);
-        self.at.push(at);
-        let bytes = &self.bytes;
-        self.table.insert_unique(hash_bytes(encoded), Slot { id, at }, |s| {
-            hash_bytes(key_bytes(bytes, *s))
-        });
-        id
-    }
-
-    /// How many keys the table holds (alive or not).
-    pub fn len(&self) -> usize {
-        self.at.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
-    }
-
-    /// The parts of the key ``id`` (decoded from its bytes: `encode_part`'s inverse; numbers
-    /// in their one form, as the events' were interned).
-    pub fn parts(&self, id: u32) -> Vec<KeyPart> {
-        let at = self.at[id as usize];
-        let len = u32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap()) as usize;
-        decode_parts(&self.bytes[at + 4..at + 4 + len])
-    }
-
-    /// Keep only the keys ``keep`` marks (by id), numbered anew in their order (so groups
-    /// sorted by id stay sorted): the old id → the new one (`GONE`: forgotten).
-    pub fn retain(&mut self, keep: &[bool]) -> Vec<u32> {
-        let live = keep.iter().filter(|k| **k).count();
-        let mut map = vec![GONE; self.at.len()];
-        let old_bytes = std::mem::take(&mut self.bytes);
-        let old_at = std::mem::take(&mut self.at);
-        let mut bytes = Vec::with_capacity(old_bytes.len() / old_at.len().max(1) * live + 64);
-        let mut at_of = Vec::with_capacity(live);
-        let mut table = hashbrown::HashTable::with_capacity(live);
-        for (id, &at) in old_at.iter().enumerate() {
-            if !keep[id] {
-                continue;
-            }
-            let len = u32::from_le_bytes(old_bytes[at..at + 4].try_into().unwrap()) as usize;
-            let encoded = &old_bytes[at + 4..at + 4 + len];
-            let new_id = at_of.len() as u32;
-            map[id] = new_id;
-            let new_at = bytes.len();
-            bytes.extend_from_slice(&old_bytes[at..at + 4 + len]);
-            at_of.push(new_at);
-            table.insert_unique(hash_bytes(encoded), Slot { id: new_id, at: new_at }, |_: &Slot| {
-                unreachable!("the table is made with room for every key")
-            });
-        }
-        self.bytes = bytes;
-        self.at = at_of;
-        self.table = table;
-        map
-    }
-
-    /// The order groups are listed and evaluated in (`engine._group_order`: each part's
-    /// (type rank, `str`)), made when asked: only sorting needs it.
-    pub fn order(&self, id: u32) -> Vec<(u8, String)> {
-        self.parts(id).iter().map(KeyPart::order).collect()
-    }
-
-    /// Bytes held (memory estimates): the table, the keys' bytes and parts.
-    pub fn heap_bytes(&self) -> usize {
-        self.table.capacity() * (std::mem::size_of::<Slot>() + 1)
-            + self.bytes.capacity()
-            + self.at.capacity() * std::mem::size_of::<usize>()
-    }
-}
-
-/// A forgotten key (`KeyTable::retain`): groups are never under it; a rule's schedule may
-/// still name it (a step with nothing left to do), as the core's names a dropped group's key.
-pub const GONE: u32 = u32::MAX;
 
 pub struct RuleState {
     pub plan: Plan,
-    pub groups: Groups,
+    pub groups: Groups<Group>,
     pub next_eval: Option<i64>,
     pub due: Wheel,
     pub active: HashSet<u32>,
@@ -503,63 +286,9 @@ pub struct Reading {
     pub p_value: Option<f64>,
 }
 
-/// What the Python side does for the native engine: the lifecycle and its records,
-/// p-values (the exact arithmetic of significance.py), and `str()` of unusual values.
-pub struct Host<'py> {
-    pub py: Python<'py>,
-    pub obj: &'py Bound<'py, PyAny>,
-}
-
-/// The host as the engine's functions ask for it: with the GIL held throughout (`Host`), or
-/// taking it only for each call into Python (`Remote`: an engine running on a thread of its
-/// own while another runs other rules, `Engine::feed_split`).
-pub trait HostLike {
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R;
-    fn py_str(&self, value: &J) -> String {
-        self.with(|h| h.py_str(value))
-    }
-}
-
-impl HostLike for Host<'_> {
-    #[inline]
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
-        f(self)
-    }
-    fn py_str(&self, value: &J) -> String {
-        Host::py_str(self, value)
-    }
-}
-
-/// The host object of a thread that holds the GIL only while it calls into Python.
-pub struct Remote<'a>(pub &'a Py<PyAny>);
-
-impl HostLike for Remote<'_> {
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
-        Python::with_gil(|py| {
-            let obj = self.0.bind(py);
-            f(&Host { py, obj })
-        })
-    }
-}
-
 /// engine.py DEFAULT_MAX_SKEW_MS and AHEAD_CONFIRM.
 pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
 pub const AHEAD_CONFIRM: u32 = 8;
-
-/// A record and where it goes among the records of one feed: (event sequence number, step
-/// time, rule index) — the core's order, by which the records of engines that ran disjoint
-/// rules side by side are merged.
-pub type Rec = (u64, i64, u32, PyObject);
-
-impl<'py> Host<'py> {
-    pub fn py_str(&self, value: &J) -> String {
-        let text = serde_json::to_vec(&value.to_value()).unwrap_or_default();
-        self.obj
-            .call_method1("py_str", (pyo3::types::PyBytes::new(self.py, &text),))
-            .and_then(|s| s.extract::<String>())
-            .unwrap_or_default()
-    }
-}
 
 pub struct Engine {
     pub rules: Vec<RuleState>,
@@ -1132,6 +861,39 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Stage 2's half (called by `Core.take_routed`): the events of a routed message's body, those
+    /// at or after ``next[partition]`` aggregated without moving time (the others were taken
+    /// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
+    /// ``masks``: look only at the rules each line's mask names (stage 1 had the same rules).
+    /// Returns (events taken, late, duplicates).
+    pub fn take_payload<H: HostLike>(
+        &mut self,
+        body: &[u8],
+        next: &mut std::collections::HashMap<i64, i64>,
+        masks: bool,
+        host: &H,
+    ) -> Result<(usize, usize, usize), String> {
+        let (mut taken, mut late, mut duplicates) = (0, 0, 0);
+        for row in crate::rows::rows(body) {
+            let crate::rows::Row { partition, offset, ts, mask, value } = row?;
+            let next_offset = next.entry(partition).or_insert(0);
+            if offset < *next_offset {
+                duplicates += 1;
+                continue;
+            }
+            *next_offset = offset + 1;
+            let event = crate::rows::read_event(value, ts)
+                .ok_or_else(|| format!("routed event at input partition {partition} offset {offset} is not an event"))?;
+            let added = if masks { self.add_passed(&event, host, mask) } else { self.add_masked(&event, host, None) };
+            if added {
+                taken += 1;
+            } else {
+                late += 1;
+            }
+        }
+        Ok((taken, late, duplicates))
+    }
 }
 
 /// The totals of the population step at ``start``, made when new (nearly always the last).
@@ -1213,16 +975,6 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
         state.next_eval = Some(boundary);
     }
     at
-}
-
-pub fn key_part_with<'a, H: HostLike>(value: Option<&'a J>, host: &H) -> KeyRef<'a> {
-    KeyRef::Part(match value {
-        None | Some(J::Null) => KeyPart::None,
-        Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),
-        Some(J::Bool(b)) => KeyPart::Bool(*b),
-        Some(J::Num(n)) => KeyPart::Num(n.canonical()),
-        Some(other) => KeyPart::Str(host.py_str(other)),
-    })
 }
 
 pub fn num_py(py: Python, n: Num) -> PyObject {

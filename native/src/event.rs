@@ -283,10 +283,10 @@ pub fn has_label(event: &Event, label: &str) -> bool {
 
 fn parse_ts(v: &J) -> Option<i64> {
     match v {
-        J::Num(crate::value::Num::Int(i)) => {
+        J::Num(crate::num::Num::Int(i)) => {
             ((0..=MAX_TS_MS).contains(i) && !EPOCH_SECONDS.contains(i)).then_some(*i)
         }
-        J::Num(crate::value::Num::Float(x)) => {
+        J::Num(crate::num::Num::Float(x)) => {
             let seconds = *x >= EPOCH_SECONDS.start as f64 && *x < EPOCH_SECONDS.end as f64;
             (*x >= 0.0 && *x <= MAX_TS_MS as f64 && !seconds).then(|| x.trunc() as i64)
         }

@@ -1,15 +1,26 @@
 //! The groups of one rule, found by their interned key id without hashing: a slot per key
 //! of the rule's key table (`KeyTable`), pointing into a dense vector of groups.
 
-use crate::engine::Group;
-
-#[derive(Default)]
-pub struct Groups {
-    slot: Vec<u32>, // key id → position in `items` + 1 (0: no group)
-    items: Vec<(u32, Group)>,
+/// What the index asks of a group: its newest and oldest bucket, to prefetch them.
+pub trait Ends {
+    type Bucket;
+    fn newest(&self) -> Option<&Self::Bucket>;
+    fn oldest(&self) -> Option<&Self::Bucket>;
 }
 
-impl Groups {
+/// `G`: the group (engine.rs `Group`).
+pub struct Groups<G> {
+    slot: Vec<u32>, // key id → position in `items` + 1 (0: no group)
+    items: Vec<(u32, G)>,
+}
+
+impl<G> Default for Groups<G> {
+    fn default() -> Self {
+        Groups { slot: Vec::new(), items: Vec::new() }
+    }
+}
+
+impl<G> Groups<G> {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -20,23 +31,23 @@ impl Groups {
             _ => None,
         }
     }
-    pub fn get(&self, key: u32) -> Option<&Group> {
+    pub fn get(&self, key: u32) -> Option<&G> {
         self.position(key).map(|p| &self.items[p].1)
     }
     #[inline]
-    pub fn get_mut(&mut self, key: u32) -> Option<&mut Group> {
+    pub fn get_mut(&mut self, key: u32) -> Option<&mut G> {
         self.position(key).map(|p| &mut self.items[p].1)
     }
     /// The group of ``key``, made by ``new`` when there is none.
     #[inline]
-    pub fn get_or_insert_with(&mut self, key: u32, new: impl FnOnce() -> Group) -> &mut Group {
+    pub fn get_or_insert_with(&mut self, key: u32, new: impl FnOnce() -> G) -> &mut G {
         let p = match self.position(key) {
             Some(p) => p,
             None => self.insert(key, new()),
         };
         &mut self.items[p].1
     }
-    pub fn insert(&mut self, key: u32, group: Group) -> usize {
+    pub fn insert(&mut self, key: u32, group: G) -> usize {
         if let Some(p) = self.position(key) {
             self.items[p].1 = group;
             return p;
@@ -58,13 +69,13 @@ impl Groups {
             self.slot[*moved as usize] = p as u32 + 1;
         }
     }
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Group)> {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &G)> {
         self.items.iter().map(|(k, g)| (*k, g))
     }
     pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
         self.items.iter().map(|(k, _)| *k)
     }
-    pub fn values(&self) -> impl Iterator<Item = &Group> {
+    pub fn values(&self) -> impl Iterator<Item = &G> {
         self.items.iter().map(|(_, g)| g)
     }
     /// Ask the CPU for the group of ``key`` ahead of its use (see `prefetch`).
@@ -77,9 +88,12 @@ impl Groups {
 
     /// Ask for the newest bucket of the group of ``key`` (its header must be at hand).
     #[inline]
-    pub fn prefetch_newest(&self, key: u32) {
+    pub fn prefetch_newest(&self, key: u32)
+    where
+        G: Ends,
+    {
         if let Some(p) = self.position(key) {
-            if let Some(b) = self.items[p].1.buckets.back() {
+            if let Some(b) = self.items[p].1.newest() {
                 prefetch(b);
             }
         }
@@ -87,9 +101,12 @@ impl Groups {
 
     /// Ask for the oldest bucket of the group of ``key`` (its header must be at hand).
     #[inline]
-    pub fn prefetch_oldest(&self, key: u32) {
+    pub fn prefetch_oldest(&self, key: u32)
+    where
+        G: Ends,
+    {
         if let Some(p) = self.position(key) {
-            if let Some(b) = self.items[p].1.buckets.front() {
+            if let Some(b) = self.items[p].1.oldest() {
                 prefetch(b);
             }
         }
@@ -98,7 +115,7 @@ impl Groups {
     /// The keys renumbered (`KeyTable::retain`: ``map[old]`` the new id; every group's key is
     /// kept); the index is made anew for them, and room left over from a busier time given back.
     pub fn renumber(&mut self, map: &[u32]) {
-        let mut slot = vec![0u32; map.iter().filter(|k| **k != crate::engine::GONE).count()];
+        let mut slot = vec![0u32; map.iter().filter(|k| **k != crate::keys::GONE).count()];
         for (p, (key, _)) in self.items.iter_mut().enumerate() {
             *key = map[*key as usize];
             slot[*key as usize] = p as u32 + 1;
@@ -111,7 +128,7 @@ impl Groups {
 
     /// Bytes held by the index itself (memory estimates).
     pub fn index_bytes(&self) -> usize {
-        self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, Group)>()
+        self.slot.capacity() * 4 + self.items.capacity() * std::mem::size_of::<(u32, G)>()
     }
 }
 

@@ -2,7 +2,7 @@
 //! are short vectors of (key, value) looked up from the end (a repeated key: the last
 //! wins, as in orjson).
 
-use crate::value::Num;
+use crate::num::Num;
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,14 @@
-//! The rule plan: what engine/firebreak/native/plan.py makes of a CompiledRule (plain JSON, versioned).
+//! The rule plan: what the DSL compiler emits once (engine/firebreak/dsl/plan.py, plain JSON,
+//! versioned), deserialized with serde. `RuleDoc` mirrors the JSON; `Plan` is what the engine
+//! runs (paths resolved, the flag split from the field, the memory span computed).
 
 use crate::event::Event;
 use crate::value::{get, number, number_value, truthy, Literal, Path};
+use serde::Deserialize;
 use serde_json::Value;
 
-pub const PLAN_VERSION: i64 = 1;
+/// The `plan_version` this engine reads (engine/firebreak/dsl/plan.py `PLAN_VERSION`).
+pub const PLAN_VERSION: i64 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Func {
@@ -78,58 +82,144 @@ impl Expr {
         }
     }
 
-    fn parse(v: &Value) -> Result<Expr, String> {
-        let items = v.as_array().ok_or("an expression is a list")?;
-        let tag = items
-            .first()
-            .and_then(Value::as_str)
-            .ok_or("an expression starts with its kind")?;
-        let path =
-            |i: usize| -> Result<Path, String> { path_of(items.get(i).ok_or("missing path")?) };
-        let sub = |i: usize| -> Result<Box<Expr>, String> {
-            Ok(Box::new(Expr::parse(items.get(i).ok_or("missing")?)?))
-        };
+    fn from_doc(doc: WhereDoc) -> Result<Expr, String> {
         let literal =
             |v: &Value| Literal::from_json(v).ok_or_else(|| format!("unsupported literal {v}"));
-        Ok(match tag {
-            "and" => Expr::And(sub(1)?, sub(2)?),
-            "or" => Expr::Or(sub(1)?, sub(2)?),
-            "not" => Expr::Not(sub(1)?),
-            "truthy" => Expr::Truthy(path(1)?),
-            "in" => {
-                let values = items.get(2).and_then(Value::as_array).ok_or("in: values")?;
-                let values = values.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
-                Expr::In(
-                    path(1)?,
-                    values,
-                    items.get(3).and_then(Value::as_bool).unwrap_or(false),
-                )
-            }
-            "compare" => {
-                let op = items.get(1).and_then(Value::as_str).ok_or("compare: op")?;
-                let value = items.get(3).ok_or("compare: value")?;
-                match op {
-                    "==" => Expr::Eq(path(2)?, literal(value)?),
-                    "!=" => Expr::Ne(path(2)?, literal(value)?),
-                    _ => {
-                        let n =
-                            number_value(value).ok_or("an ordered comparison needs a number")?;
-                        Expr::Ordered(path(2)?, Op::parse(op)?, n.f())
-                    }
+        let sub = |e: Box<WhereDoc>| -> Result<Box<Expr>, String> { Ok(Box::new(Expr::from_doc(*e)?)) };
+        Ok(match doc {
+            WhereDoc::And(l, r) => Expr::And(sub(l)?, sub(r)?),
+            WhereDoc::Or(l, r) => Expr::Or(sub(l)?, sub(r)?),
+            WhereDoc::Not(e) => Expr::Not(sub(e)?),
+            WhereDoc::Truthy(p) => Expr::Truthy(path_of(p)?),
+            WhereDoc::In(p, values, negated) => Expr::In(
+                path_of(p)?,
+                values.iter().map(literal).collect::<Result<Vec<_>, _>>()?,
+                negated,
+            ),
+            WhereDoc::Compare(op, p, value) => match op.as_str() {
+                "==" => Expr::Eq(path_of(p)?, literal(&value)?),
+                "!=" => Expr::Ne(path_of(p)?, literal(&value)?),
+                _ => {
+                    let n = number_value(&value).ok_or("an ordered comparison needs a number")?;
+                    Expr::Ordered(path_of(p)?, Op::parse(&op)?, n.f())
                 }
-            }
-            other => return Err(format!("unsupported expression {other}")),
+            },
         })
     }
 }
 
-fn path_of(v: &Value) -> Result<Path, String> {
-    let parts = v.as_array().ok_or("a path is a list")?;
-    let parts: Vec<String> = parts
-        .iter()
-        .map(|p| p.as_str().map(str::to_string).ok_or("a path part is text"))
-        .collect::<Result<_, _>>()?;
+fn path_of(parts: Vec<String>) -> Result<Path, String> {
     Path::new(parts).ok_or_else(|| "an empty path".into())
+}
+
+// ---- the plan as the compiler writes it (serde) ------------------------------------------
+
+/// `{"plan_version": N, "rules": [...]}`.
+#[derive(Deserialize)]
+struct PlanDoc {
+    plan_version: i64,
+    rules: Vec<RuleDoc>,
+}
+
+/// Only the version, read first: a plan of another version is refused by its number, before
+/// its layout is looked at.
+#[derive(Deserialize)]
+struct VersionDoc {
+    plan_version: Option<i64>,
+}
+
+/// One rule (dsl/plan.py `RulePlan`). Fields the engine does not read (`actions`, the
+/// options of the lifecycle) are in the document and ignored here.
+#[derive(Deserialize)]
+struct RuleDoc {
+    name: String,
+    metric: MetricDoc,
+    window: WindowDoc,
+    condition: ConditionDoc,
+    by: Vec<Vec<String>>,
+    #[serde(rename = "where")]
+    where_: Option<WhereDoc>,
+    options: OptionsDoc,
+}
+
+#[derive(Deserialize)]
+struct MetricDoc {
+    func: FuncName,
+    accumulates: Accumulates,
+    quantile: Option<f64>,
+    arg: Option<Vec<String>>,
+    source: Source,
+    label: Option<String>,
+}
+
+#[derive(Clone, Copy, Deserialize, PartialEq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum FuncName {
+    Rate,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Distinct,
+    P50,
+    P90,
+    P95,
+    P99,
+}
+
+/// What a bucket accumulates (dsl/metrics.py `Accumulates`).
+#[derive(Clone, Copy, Deserialize, PartialEq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Accumulates {
+    Events,
+    Flagged,
+    Distinct,
+    Values,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Source {
+    Inference,
+    Report,
+}
+
+#[derive(Deserialize)]
+struct WindowDoc {
+    window_ms: i64,
+    baseline_ms: i64,
+    step_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct ConditionDoc {
+    op: String,
+    threshold: Option<f64>,
+    factor: Option<f64>,
+    population: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct OptionsDoc {
+    min_events: i64,
+    needs_sample: bool,
+    min_flagged: i64,
+    confidence: Option<f64>,
+    alpha: f64,
+}
+
+/// A `where` expression, serde's externally tagged form: `{"and": [A, B]}`,
+/// `{"compare": [OP, PATH, VALUE]}`, ...
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WhereDoc {
+    And(Box<WhereDoc>, Box<WhereDoc>),
+    Or(Box<WhereDoc>, Box<WhereDoc>),
+    Not(Box<WhereDoc>),
+    Truthy(Vec<String>),
+    In(Vec<String>, Vec<Value>, bool),
+    Compare(String, Vec<String>, Value),
 }
 
 #[derive(Clone, Debug)]
@@ -161,88 +251,81 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn parse(v: &Value) -> Result<Plan, String> {
-        let o = v.as_object().ok_or("a plan is an object")?;
-        let version = o.get("version").and_then(Value::as_i64).unwrap_or(0);
-        if version != PLAN_VERSION {
+    fn from_doc(doc: RuleDoc) -> Result<Plan, String> {
+        let m = doc.metric;
+        let name = doc.name;
+        let func = match m.func {
+            FuncName::Rate => Func::Rate,
+            FuncName::Count => Func::Count,
+            FuncName::Sum => Func::Sum,
+            FuncName::Avg => Func::Avg,
+            FuncName::Min => Func::Min,
+            FuncName::Max => Func::Max,
+            FuncName::Distinct => Func::Distinct,
+            FuncName::P50 => Func::Quantile(0.50),
+            FuncName::P90 => Func::Quantile(0.90),
+            FuncName::P95 => Func::Quantile(0.95),
+            FuncName::P99 => Func::Quantile(0.99),
+        };
+        // The kind's parts must be those of the function (dsl/metrics.py kind_of): a plan
+        // that says otherwise was not written by the compiler this engine implements.
+        let expected = match func {
+            Func::Rate => Accumulates::Flagged,
+            Func::Count if m.arg.is_some() => Accumulates::Flagged,
+            Func::Count => Accumulates::Events,
+            Func::Distinct => Accumulates::Distinct,
+            _ => Accumulates::Values,
+        };
+        let quantile = match func {
+            Func::Quantile(q) => Some(q),
+            _ => None,
+        };
+        if m.accumulates != expected || m.quantile != quantile {
             return Err(format!(
-                "plan version {version}, this engine reads {PLAN_VERSION}"
+                "rule {name}: metric {:?} accumulating {:?} (quantile {:?}) is not a kind this engine runs",
+                m.func, m.accumulates, m.quantile
             ));
         }
-        let s = |k: &str| {
-            o.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or(format!("plan: {k}"))
-        };
-        let i = |k: &str| o.get(k).and_then(Value::as_i64).ok_or(format!("plan: {k}"));
-        let f = |k: &str| o.get(k).and_then(Value::as_f64);
-        let func_name = s("func")?;
-        let func = match func_name.as_str() {
-            "rate" => Func::Rate,
-            "count" => Func::Count,
-            "sum" => Func::Sum,
-            "avg" => Func::Avg,
-            "min" => Func::Min,
-            "max" => Func::Max,
-            "distinct" => Func::Distinct,
-            "p50" => Func::Quantile(0.50),
-            "p90" => Func::Quantile(0.90),
-            "p95" => Func::Quantile(0.95),
-            "p99" => Func::Quantile(0.99),
-            other => return Err(format!("unsupported metric function {other}")),
-        };
-        let arg = match o.get("arg") {
-            Some(Value::Null) | None => None,
-            Some(p) => Some(path_of(p)?),
-        };
+        let arg = m.arg.map(path_of).transpose()?;
         let flag = match func {
             Func::Rate | Func::Count => arg.as_ref().map(|p| p[p.len() - 1].clone()),
             _ => None,
         };
         if !matches!(func, Func::Rate | Func::Count) && arg.is_none() {
-            return Err(format!("{func_name} needs a field"));
+            return Err(format!("rule {name}: {:?} needs a field", m.func));
         }
-        let by = o.get("by").and_then(Value::as_array).ok_or("plan: by")?;
-        let by = by.iter().map(path_of).collect::<Result<Vec<_>, _>>()?;
-        let where_ = match o.get("where") {
-            Some(Value::Null) | None => None,
-            Some(e) => Some(Expr::parse(e)?),
+        let by = doc.by.into_iter().map(path_of).collect::<Result<Vec<_>, _>>()?;
+        let where_ = doc.where_.map(Expr::from_doc).transpose()?;
+        let (window_ms, baseline_ms) = (doc.window.window_ms, doc.window.baseline_ms);
+        let source = match m.source {
+            Source::Inference => crate::event::Kind::Inference,
+            Source::Report => crate::event::Kind::Report,
         };
-        let window_ms = i("window_ms")?;
-        let baseline_ms = i("baseline_ms")?;
-        let source = match o.get("source").and_then(Value::as_str) {
-            None | Some("inference") => crate::event::Kind::Inference,
-            Some("report") => crate::event::Kind::Report,
-            Some(other) => return Err(format!("plan: a rule cannot count {other} events")),
-        };
-        let label = o.get("label").and_then(Value::as_str).map(str::to_string);
+        let c = doc.condition;
+        let o = doc.options;
         Ok(Plan {
-            name: s("name")?,
             func,
             arg: if flag.is_some() { None } else { arg },
             flag,
-            op: Op::parse(&s("op")?)?,
-            threshold: f("threshold"),
-            factor: f("factor"),
-            population: f("population"),
+            op: Op::parse(&c.op)?,
+            threshold: c.threshold,
+            factor: c.factor,
+            population: c.population,
             window_ms,
             baseline_ms,
-            step_ms: i("step_ms")?,
+            step_ms: doc.window.step_ms,
             memory_ms: window_ms + baseline_ms.max(window_ms),
             by,
             by_id: 0,
             where_,
-            min_events: i("min_events")?,
-            needs_sample: o
-                .get("needs_sample")
-                .and_then(Value::as_bool)
-                .ok_or("plan: needs_sample")?,
-            min_flagged: i("min_flagged")?,
-            confidence: o.get("confidence").map(|c| !c.is_null()).unwrap_or(false),
-            alpha: f("alpha").unwrap_or(1.0),
+            min_events: o.min_events,
+            needs_sample: o.needs_sample,
+            min_flagged: o.min_flagged,
+            confidence: o.confidence.is_some(),
+            alpha: o.alpha,
             source,
-            label,
+            label: m.label,
+            name,
         })
     }
 
@@ -254,11 +337,37 @@ impl Plan {
     }
 }
 
-/// The plans of a JSON list (what engine/firebreak/native/plan.py writes), or why not.
+/// The rules of a compiled plan (what engine/firebreak/dsl/plan.py `compile_plan` writes,
+/// as JSON), or why not: a plan of another `plan_version` is refused by its number.
 pub fn parse_plans(raw: &[u8]) -> Result<Vec<Plan>, String> {
-    let value = crate::event::parse_json(raw).ok_or("plans: not JSON")?;
-    let items = value.as_array().ok_or("plans: not a list")?;
-    items.iter().map(Plan::parse).collect()
+    let version: VersionDoc = from_slice(raw)
+        .map_err(|e| {
+        format!("the rule plan is not an object {{\"plan_version\": {PLAN_VERSION}, \"rules\": [...]}} (engine/firebreak/dsl/plan.py): {e}")
+    })?;
+    match version.plan_version {
+        Some(PLAN_VERSION) => {}
+        Some(other) => {
+            return Err(format!(
+                "rule plan version {other}: this native engine reads version {PLAN_VERSION} \
+                 (rebuild it with the Python package: pip install -e .)"
+            ))
+        }
+        None => return Err("the rule plan has no plan_version".into()),
+    }
+    let doc: PlanDoc =
+        from_slice(raw).map_err(|e| format!("rule plan version {PLAN_VERSION}: {e}"))?;
+    debug_assert_eq!(doc.plan_version, PLAN_VERSION);
+    doc.rules.into_iter().map(Plan::from_doc).collect()
+}
+
+/// `serde_json::from_slice` without the nesting limit: a long `where` nests deep (as the
+/// rule's parse tree does).
+fn from_slice<'a, T: Deserialize<'a>>(raw: &'a [u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// Number the distinct `by` lists of the plans (rules grouped alike share one key per event):

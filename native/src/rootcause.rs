@@ -11,12 +11,9 @@
 //! A tally is seven numbers: incident events, mass, squared mass; before events, mass, squared
 //! mass; incident events carrying mass.
 
-use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
-
 pub type Tally = [f64; 7];
 
-#[pyclass(module = "firebreak._native")]
+/// The columns of one search (exposed to Python by py/rootcause.rs as `Columns`).
 pub struct Columns {
     codes: Vec<Vec<i32>>,
     cards: Vec<usize>,
@@ -46,35 +43,33 @@ impl Columns {
         }
     }
 
-    fn check(&self, pattern: &[(usize, i32)]) -> PyResult<()> {
+    fn check(&self, pattern: &[(usize, i32)]) -> Result<(), String> {
         for &(d, _) in pattern {
             if d >= self.codes.len() {
-                return Err(PyValueError::new_err(format!("no dimension {d}")));
+                return Err(format!("no dimension {d}"));
             }
         }
         Ok(())
     }
 }
 
-#[pymethods]
 impl Columns {
     /// ``codes``: one column per dimension (a code per event, -1 for none); ``cards``: the
     /// number of codes of each dimension; ``now``: the event is in the incident period;
     /// ``weight``: its anomaly mass.
-    #[new]
-    fn new(
+    pub fn new(
         codes: Vec<Vec<i32>>,
         cards: Vec<usize>,
         now: Vec<bool>,
         weight: Vec<f64>,
-    ) -> PyResult<Self> {
+    ) -> Result<Self, String> {
         let n = weight.len();
         if now.len() != n || codes.iter().any(|c| c.len() != n) || cards.len() != codes.len() {
-            return Err(PyValueError::new_err("columns of different lengths"));
+            return Err("columns of different lengths".to_string());
         }
         for (col, &card) in codes.iter().zip(&cards) {
             if col.iter().any(|&c| c < -1 || c >= card as i32) {
-                return Err(PyValueError::new_err("a code out of its dimension's range"));
+                return Err("a code out of its dimension's range".to_string());
             }
         }
         Ok(Columns {
@@ -87,14 +82,12 @@ impl Columns {
     }
 
     /// Dimension ``d``'s codes mapped through ``mapping`` (old code → new code or -1).
-    fn recode(&mut self, d: usize, mapping: Vec<i32>, card: usize) -> PyResult<()> {
+    pub fn recode(&mut self, d: usize, mapping: Vec<i32>, card: usize) -> Result<(), String> {
         if d >= self.codes.len()
             || mapping.len() != self.cards[d]
             || mapping.iter().any(|&c| c < -1 || c >= card as i32)
         {
-            return Err(PyValueError::new_err(
-                "a mapping that does not fit the dimension",
-            ));
+            return Err("a mapping that does not fit the dimension".to_string());
         }
         for c in self.codes[d].iter_mut() {
             if *c >= 0 {
@@ -106,7 +99,7 @@ impl Columns {
     }
 
     /// The tally of the remaining events carrying every pair of ``pattern``.
-    fn tally(&self, pattern: Vec<(usize, i32)>) -> PyResult<Tally> {
+    pub fn tally(&self, pattern: Vec<(usize, i32)>) -> Result<Tally, String> {
         self.check(&pattern)?;
         let mut t = [0.0; 7];
         for i in 0..self.weight.len() {
@@ -119,7 +112,7 @@ impl Columns {
 
     /// Per dimension, per code: the tally of the remaining events carrying ``pattern`` and
     /// that code.
-    fn marginals(&self, pattern: Vec<(usize, i32)>) -> PyResult<Vec<Vec<Tally>>> {
+    pub fn marginals(&self, pattern: Vec<(usize, i32)>) -> Result<Vec<Vec<Tally>>, String> {
         self.check(&pattern)?;
         let mut out: Vec<Vec<Tally>> = self.cards.iter().map(|&k| vec![[0.0; 7]; k]).collect();
         for i in 0..self.weight.len() {
@@ -137,7 +130,7 @@ impl Columns {
     }
 
     /// The remaining events carrying ``pattern`` are explained: no longer counted.
-    fn remove(&mut self, pattern: Vec<(usize, i32)>) -> PyResult<()> {
+    pub fn remove(&mut self, pattern: Vec<(usize, i32)>) -> Result<(), String> {
         self.check(&pattern)?;
         for i in 0..self.weight.len() {
             if self.matches(i, &pattern) {
@@ -148,11 +141,11 @@ impl Columns {
     }
 
     /// Every event counted again.
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.alive.iter_mut().for_each(|a| *a = true);
     }
 
-    fn __len__(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.weight.len()
     }
 }

@@ -12,12 +12,17 @@
 //! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
 //! shard must look at as a bit mask, the event with every field but `prompt`/`output`).
 
-use crate::engine::{KeyRef, KeyTable};
+use crate::host::HostLike;
+use crate::keys::{key_part_with, KeyRef, KeyTable};
 use crate::event::{self, Kind};
 use crate::plan::Plan;
 use crate::rows;
 use crate::value::{float_repr, get, KeyPart, Num};
+use std::collections::HashMap;
 use std::fmt::Write;
+
+/// Fields an event is routed without (routed format 5, live/routed.py): stage 2 never reads them.
+const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
 
 /// `sharding.shard_of` of a rule and an interned key.
 pub fn shard_of(rule: &str, parts: &[KeyPart], shards: u32) -> u32 {
@@ -153,7 +158,7 @@ impl Router {
     /// it owns the event's (rule, group) pair, and every `Kx population` rule that counts the
     /// event (each shard counts the whole population). A shard with no bit set does not get
     /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
-    pub fn targets<H: crate::engine::HostLike>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
+    pub fn targets<H: HostLike>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
         masks.iter_mut().for_each(|m| *m = 0);
         if self.key_tables.iter().any(|t| t.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
@@ -185,7 +190,7 @@ impl Router {
             let by_id = plan.by_id;
             if keys[by_id].is_none() {
                 parts.clear();
-                parts.extend(plan.by.iter().map(|p| crate::engine::key_part_with(get(event, p), host)));
+                parts.extend(plan.by.iter().map(|p| key_part_with(get(event, p), host)));
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
             }
             let shard =
@@ -233,7 +238,7 @@ pub const AHEAD_CONFIRM: u32 = 8;
 /// by the native decoder — Python gives the reason).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn route_one<'a, H: crate::engine::HostLike>(
+fn route_one<'a, H: HostLike>(
     router: &mut Router,
     tally: &mut Tally,
     index: usize,
@@ -285,6 +290,123 @@ fn route_one<'a, H: crate::engine::HostLike>(
 }
 
 /// Whether an event of this kind is routed at all (rules count inference and report events).
+/// What `Router::route_batch` gives for one batch of input messages (`NativeRouter.route_batch`
+/// hands it to Python as a tuple in this order: bodies, parts, refused, events, beats, runs, ahead).
+pub struct RoutedBatch {
+    /// (input partition, first offset, last offset, [events per shard]) in order of appearance.
+    pub parts: Vec<(i64, i64, i64, Vec<u32>)>,
+    /// {partition: largest event time after the batch}.
+    pub beats: HashMap<i64, i64>,
+    /// {partition: events refused in a row as too far ahead, after the batch}.
+    pub runs: HashMap<i64, u32>,
+    /// (batch index, event time, the partition's time) of the events refused as ahead: final.
+    pub ahead: Vec<(usize, i64, i64)>,
+    /// Batch indexes of the messages the native decoder did not accept (Python gives the reason).
+    pub refused: Vec<usize>,
+    pub events: usize,
+}
+
+/// Per shard, the rows of a batch (rows.rs) and where its bodies end: kept between batches
+/// so that routing takes no fresh pages each time.
+#[derive(Default)]
+pub struct RowBufs {
+    /// Per shard, its rows of the batch.
+    pub bufs: Vec<Vec<u8>>,
+    /// Per shard, where its bodies end in `bufs` (the last one empty when it has no event).
+    pub cuts: Vec<Vec<usize>>,
+    /// The event being written.
+    value: Vec<u8>,
+}
+
+impl RowBufs {
+    pub fn new(shards: usize) -> RowBufs {
+        RowBufs { bufs: vec![Vec::new(); shards], cuts: vec![Vec::new(); shards], value: Vec::new() }
+    }
+
+    /// Per shard, its bodies as slices of `bufs`.
+    pub fn bodies(&self) -> impl Iterator<Item = Vec<&[u8]>> {
+        self.bufs.iter().zip(&self.cuts).map(|(buf, cut)| {
+            let mut began = 0;
+            cut.iter()
+                .map(|&end| {
+                    let body = &buf[began..end];
+                    began = end;
+                    body
+                })
+                .collect()
+        })
+    }
+}
+
+impl Router {
+    /// Stage 1 over one batch: ``spans`` (partition, offset, value; empty for none); ``times``
+    /// {batch index: ts} of events only the Python decoder accepts; ``known`` / ``runs`` per
+    /// partition its largest event time and events refused in a row as ahead before the batch;
+    /// ``limit``: bytes of a shard's rows before they go on in another body; the rows in ``out``.
+    #[allow(clippy::too_many_arguments)]
+    pub fn route_batch<H: HostLike>(
+        &mut self,
+        spans: &[(i64, i64, &[u8])],
+        times: &HashMap<usize, i64>,
+        known: &HashMap<i64, i64>,
+        runs: &HashMap<i64, u32>,
+        max_skew: Option<i64>,
+        max_bytes: usize,
+        limit: usize,
+        host: &H,
+        out: &mut RowBufs,
+    ) -> RoutedBatch {
+        let shards = self.shards as usize;
+        let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
+        let mut tally = Tally::new(known, runs, max_skew);
+        out.bufs.resize_with(shards, Vec::new);
+        out.cuts.resize_with(shards, Vec::new);
+        out.bufs.iter_mut().for_each(Vec::clear);
+        out.cuts.iter_mut().for_each(Vec::clear);
+        let mut masks = vec![0u64; shards];
+        for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
+            let part = match parts.iter().position(|p| p.0 == partition) {
+                Some(i) => i,
+                None => {
+                    parts.push((partition, offset, offset, vec![0; shards]));
+                    parts.len() - 1
+                }
+            };
+            parts[part].2 = offset;
+            let ts = times.get(&index).copied();
+            let Some(event) = route_one(self, &mut tally, index, raw, ts, max_bytes, partition, host, &mut masks)
+            else {
+                continue;
+            };
+            let value = &mut out.value;
+            value.clear();
+            rows::write_obj(value, &event.data, &RAW_TEXT_FIELDS);
+            let size = 4 + rows::ROW_HEAD + value.len();
+            for (shard, mask) in masks.iter().enumerate() {
+                if *mask == 0 {
+                    continue;
+                }
+                parts[part].3[shard] += 1;
+                let (buf, cut) = (&mut out.bufs[shard], &mut out.cuts[shard]);
+                let began = cut.last().copied().unwrap_or(0);
+                if buf.len() > began && buf.len() - began + size > limit {
+                    cut.push(buf.len()); // past the limit: the rows go on in another body
+                }
+                rows::write_row(buf, partition, offset, event.ts, *mask, value);
+            }
+        }
+        for (buf, cut) in out.bufs.iter().zip(out.cuts.iter_mut()) {
+            cut.push(buf.len()); // the last body (empty when the shard has no event of the batch)
+        }
+        let Tally { mut beats, runs: mut new_runs, ahead, refused, events, .. } = tally;
+        beats.retain(|_, t| *t >= 0);
+        for (partition, run) in runs.iter() {
+            new_runs.entry(*partition).or_insert(*run); // partitions not in this batch: as they were
+        }
+        RoutedBatch { parts, beats, runs: new_runs, ahead, refused, events }
+    }
+}
+
 pub fn routable(kind: Kind) -> bool {
     matches!(kind, Kind::Inference | Kind::Report)
 }
@@ -303,208 +425,4 @@ mod tests {
         assert_eq!(s, "\"a\\\"\\u00e9\\ud83d\\ude00\\u007f\"");
         assert_eq!(json_float(1e16), "1e+16");
     }
-}
-
-// ---- Python ----------------------------------------------------------------------------
-
-use pyo3::exceptions::PyValueError;
-use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
-use std::collections::HashMap;
-
-const RAW_TEXT_FIELDS: [&str; 2] = ["prompt", "output"];
-
-/// What `NativeRouter::route_batch` returns: (per shard, its routed bodies — one, or several
-/// when large; an empty one when it has no event of the batch), [(input partition, first
-/// offset, last offset, [events per shard])] in order of appearance, refused [batch index],
-/// events, {partition: largest event time after the batch}, {partition: refused in a row after
-/// the batch}, ahead [(batch index, event time, the partition's time)].
-type Routed<'py> = (
-    Vec<Vec<Bound<'py, PyBytes>>>,
-    Vec<(i64, i64, i64, Vec<u32>)>,
-    Vec<usize>,
-    usize,
-    HashMap<i64, i64>,
-    HashMap<i64, u32>,
-    Vec<(usize, i64, i64)>,
-);
-
-/// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages
-/// in, per shard the rows of the events it must see out (rows.rs).
-#[pyclass(module = "firebreak._native")]
-pub struct NativeRouter {
-    router: Router,
-    host: PyObject,
-    limit: usize, // bytes of a shard's rows before they are split into another body
-    bufs: Vec<Vec<u8>>, // per shard, its rows of the batch (kept between batches: no fresh pages each time)
-    cuts: Vec<Vec<usize>>, // per shard, where its bodies end in `bufs`
-    value: Vec<u8>, // the event being written
-}
-
-#[pymethods]
-impl NativeRouter {
-    #[new]
-    fn new(plans: &[u8], shards: u32, host: PyObject, limit: usize) -> PyResult<NativeRouter> {
-        let plans = crate::plan::parse_plans(plans).map_err(PyValueError::new_err)?;
-        if shards == 0 || shards > 64 {
-            return Err(PyValueError::new_err("the native router takes 1 to 64 shards"));
-        }
-        let n = shards as usize;
-        Ok(NativeRouter {
-            router: Router::new(plans, shards),
-            host,
-            limit,
-            bufs: vec![Vec::new(); n],
-            cuts: vec![Vec::new(); n],
-            value: Vec::new(),
-        })
-    }
-
-    /// ``messages``: [(partition, offset, value or None)]; ``times``: {batch index: ts} for
-    /// events only the Python decoder accepts (their time as it found it); ``known``: the
-    /// largest event time heard of per partition before this batch; ``runs``: per partition,
-    /// its events refused in a row as too far ahead before this batch; ``max_skew``: how far
-    /// after a partition's largest event time an event may be (None: no bound; engine.py
-    /// `Engine.is_ahead`). Returns `Routed` — the events refused as ahead are final, not in
-    /// ``refused``. Decodes, routes and writes without the GIL.
-    #[pyo3(signature = (messages, times, known, max_bytes, runs=HashMap::new(), max_skew=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn route_batch<'py>(
-        &mut self,
-        py: Python<'py>,
-        messages: &Bound<'py, PyList>,
-        times: HashMap<usize, i64>,
-        known: HashMap<i64, i64>,
-        max_bytes: usize,
-        runs: HashMap<i64, u32>,
-        max_skew: Option<i64>,
-    ) -> PyResult<Routed<'py>> {
-        if max_skew.is_some_and(|s| s < 0) {
-            return Err(PyValueError::new_err("the maximum skew cannot be negative"));
-        }
-        let shards = self.router.shards as usize;
-        let mut values = Vec::with_capacity(messages.len()); // strong references: the bytes stay alive
-        for item in messages.iter() {
-            let item = item.downcast::<PyTuple>()?;
-            let partition: i64 = item.get_item(0)?.extract()?;
-            let offset: i64 = item.get_item(1)?.extract()?;
-            let value = item.get_item(2)?;
-            let value = if value.is_none() { None } else { Some(value.downcast_into::<PyBytes>()?) };
-            values.push((partition, offset, value));
-        }
-        let spans: Vec<(i64, i64, &[u8])> =
-            values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
-        let (router, host, limit) = (&mut self.router, &self.host, self.limit);
-        let (bufs, cuts, value) = (&mut self.bufs, &mut self.cuts, &mut self.value);
-        let (parts, beats, runs, ahead, refused, events) = py.allow_threads(|| {
-            let host = crate::engine::Remote(host);
-            let mut parts: Vec<(i64, i64, i64, Vec<u32>)> = Vec::new();
-            let mut tally = Tally::new(&known, &runs, max_skew);
-            bufs.iter_mut().for_each(Vec::clear);
-            cuts.iter_mut().for_each(Vec::clear);
-            let mut masks = vec![0u64; shards];
-            for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
-                let part = match parts.iter().position(|p| p.0 == partition) {
-                    Some(i) => i,
-                    None => {
-                        parts.push((partition, offset, offset, vec![0; shards]));
-                        parts.len() - 1
-                    }
-                };
-                parts[part].2 = offset;
-                let ts = times.get(&index).copied();
-                let Some(event) = route_one(router, &mut tally, index, raw, ts, max_bytes, partition, &host, &mut masks)
-                else {
-                    continue;
-                };
-                value.clear();
-                rows::write_obj(value, &event.data, &RAW_TEXT_FIELDS);
-                let size = 4 + rows::ROW_HEAD + value.len();
-                for (shard, mask) in masks.iter().enumerate() {
-                    if *mask == 0 {
-                        continue;
-                    }
-                    parts[part].3[shard] += 1;
-                    let (buf, cut) = (&mut bufs[shard], &mut cuts[shard]);
-                    let began = cut.last().copied().unwrap_or(0);
-                    if buf.len() > began && buf.len() - began + size > limit {
-                        cut.push(buf.len()); // past the limit: the rows go on in another body
-                    }
-                    rows::write_row(buf, partition, offset, event.ts, *mask, value);
-                }
-            }
-            for (buf, cut) in bufs.iter().zip(cuts.iter_mut()) {
-                cut.push(buf.len()); // the last body (empty when the shard has no event of the batch)
-            }
-            let Tally { mut beats, runs: mut new_runs, ahead, refused, events, .. } = tally;
-            beats.retain(|_, t| *t >= 0);
-            for (partition, run) in runs.iter() {
-                new_runs.entry(*partition).or_insert(*run); // partitions not in this batch: as they were
-            }
-            (parts, beats, new_runs, ahead, refused, events)
-        });
-        let bodies = self
-            .bufs
-            .iter()
-            .zip(&self.cuts)
-            .map(|(buf, cut)| {
-                let mut began = 0;
-                cut.iter()
-                    .map(|&end| {
-                        let body = PyBytes::new(py, &buf[began..end]);
-                        began = end;
-                        body
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok((bodies, parts, refused, events, beats, runs, ahead))
-    }
-
-    /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).
-    #[staticmethod]
-    fn shard_of(rule: &str, key_json: &[u8], shards: u32) -> PyResult<u32> {
-        let value = event::parse_json(key_json).ok_or_else(|| PyValueError::new_err("key: not JSON"))?;
-        let items = value.as_array().ok_or_else(|| PyValueError::new_err("key: not a list"))?;
-        let parts = items
-            .iter()
-            .map(KeyPart::from_json)
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| PyValueError::new_err("key: not a group key"))?;
-        Ok(shard_of(rule, &parts, shards))
-    }
-}
-
-/// Stage 2's half (called by `Core.take_routed`): the events of a routed message's body, those
-/// at or after ``next[partition]`` aggregated without moving time (the others were taken
-/// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
-/// ``masks``: look only at the rules each row's mask names (stage 1 had the same rules).
-/// Returns (events taken, late, duplicates).
-pub fn take_payload<H: crate::engine::HostLike>(
-    engine: &mut crate::engine::Engine,
-    body: &[u8],
-    next: &mut HashMap<i64, i64>,
-    masks: bool,
-    host: &H,
-) -> PyResult<(usize, usize, usize)> {
-    let (mut taken, mut late, mut duplicates) = (0, 0, 0);
-    for row in rows::rows(body) {
-        let rows::Row { partition, offset, ts, mask, value } = row.map_err(PyValueError::new_err)?;
-        let next_offset = next.entry(partition).or_insert(0);
-        if offset < *next_offset {
-            duplicates += 1;
-            continue;
-        }
-        *next_offset = offset + 1;
-        let event = rows::read_event(value, ts).ok_or_else(|| {
-            PyValueError::new_err(format!("routed event at input partition {partition} offset {offset} is not an event"))
-        })?;
-        let added = if masks { engine.add_passed(&event, host, mask) } else { engine.add_masked(&event, host, None) };
-        if added {
-            taken += 1;
-        } else {
-            late += 1;
-        }
-    }
-    Ok((taken, late, duplicates))
 }

@@ -70,7 +70,7 @@ impl Wheel {
     pub fn renumber(&mut self, map: &[u32]) {
         for slot in self.slots.values_mut() {
             for key in slot.iter_mut() {
-                *key = map.get(*key as usize).copied().unwrap_or(crate::engine::GONE);
+                *key = map.get(*key as usize).copied().unwrap_or(crate::keys::GONE);
             }
         }
     }

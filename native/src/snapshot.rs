@@ -249,7 +249,7 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
             let id = crate::smallstr::Id::new(e[1].as_str().ok_or("evidence id")?);
             let order = match &e[0] {
                 Value::Array(vt) => Order::Value(
-                    Num::from_json(&vt[0]).ok_or("evidence value")?,
+                    crate::value::number_value(&vt[0]).ok_or("evidence value")?,
                     int(&vt[1])?,
                 ),
                 ts => Order::Ts(int(ts)?),
@@ -264,8 +264,8 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
             .map(|t| t as i128)
             .or_else(|| a[3].as_f64().map(|t| t as i128))
             .ok_or("total")?,
-        lo: Num::from_json(&a[4]),
-        hi: Num::from_json(&a[5]),
+        lo: crate::value::number_value(&a[4]),
+        hi: crate::value::number_value(&a[5]),
         quantiles,
     };
     let empty = num.vn == 0

@@ -324,12 +324,12 @@ def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
     """Lines past MESSAGE_BYTES go on in another message; only the last carries the heartbeats,
     so no shard evaluates a batch's time before it has every event of it."""
     from firebreak.native import _Host
-    from firebreak.native.plan import plan_of
+    from firebreak.native.plan import plans_json
 
     route = RouteStage(RULES, SETTINGS)
     from firebreak import _native
 
-    route.native = _native.NativeRouter(orjson.dumps([plan_of(r) for r in RULES]), SHARDS, _Host(RULES), 2_000)
+    route.native = _native.NativeRouter(plans_json(RULES), SHARDS, _Host(RULES), 2_000)
     outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
     for shard in range(SHARDS):
         mine = [routed_format.decode(o.value) for o in outs if o.partition == shard]

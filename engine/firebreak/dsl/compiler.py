@@ -1,21 +1,24 @@
 """Checked AST → `CompiledRule`: plain data plus small closures the evaluator runs.
 
-Nothing is eval'd: a `where` expression becomes a tree of Python closures built
-from the AST. Compile only rules the checker accepted.
+Nothing is eval'd: a `where` expression becomes plan data once (`dsl/plan.py`,
+`where_plan`), and the Python core's predicate is a tree of closures built from that
+data (`compile_where`) — the same data the native engine deserializes
+(`CompiledRule.plan()`, `dsl.plan.compile_plan`). Compile only rules the checker accepted.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from firebreak.dsl import ast
 from firebreak.dsl.checker import duration_ms, rule_name
-from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
 from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping
+from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
 from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
+from firebreak.dsl.plan import RulePlan, WherePlan, rule_plan, where_plan
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 from firebreak.dsl.printer import print_rule
 from firebreak.event_types import EventType
@@ -97,6 +100,13 @@ class CompiledRule:
     reopen_within_ms: int = 3_600_000
     # How its incidents join cases (engine/firebreak/core/cases.py): the policy's [grouping]
     grouping: Grouping = DEFAULT_GROUPING
+    # `where` as plan data (dsl/plan.py): what `where` was built from, and what the native
+    # engine reads. Not hashed (a dict), compared.
+    where_plan: WherePlan | None = field(default=None, hash=False)
+
+    def plan(self) -> RulePlan:
+        """This rule in the compiled plan (dsl/plan.py): plain, JSON-serialisable data."""
+        return rule_plan(self)
 
     def response(self, severity: int) -> Response:
         return self.responses[min(max(severity, 1), len(self.responses)) - 1]
@@ -168,6 +178,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     else:
         arg = c.metric.arg.parts if c.metric.arg else None
     o = rule.outcome
+    where = where_plan(c.where) if c.where is not None else None
     return CompiledRule(
         name=rule_name(rule),
         text=print_rule(rule),
@@ -182,7 +193,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         baseline_ms=baseline,
         step_ms=step,
         by=tuple(p.parts for p in c.by),
-        where=compile_expr(c.where) if c.where is not None else None,
+        where=compile_where(where) if where is not None else None,
         for_ms=duration_ms(c.for_) if c.for_ is not None else 0,
         min_events=int(c.min_events.count)
         if c.min_events is not None and not c.min_events.flagged
@@ -208,6 +219,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         min_flagged=int(c.min_events.count) if c.min_events is not None and c.min_events.flagged else 0,
         source=source,
         label=label,
+        where_plan=where,
     )
 
 
@@ -293,32 +305,41 @@ def _number(v: Any) -> float | None:
 
 
 def compile_expr(e: ast.Expr) -> Predicate:
-    if isinstance(e, ast.And):
-        left, right = compile_expr(e.left), compile_expr(e.right)
+    """A checked `where` expression as a predicate (through its plan data, as compile_rule does)."""
+    return compile_where(where_plan(e))
+
+
+def compile_where(plan: WherePlan) -> Predicate:
+    """The predicate of a `where` expression's plan data (dsl/plan.py)."""
+    ((kind, body),) = plan.items()
+    if kind == "and":
+        left, right = compile_where(body[0]), compile_where(body[1])
         return lambda ev: left(ev) and right(ev)
-    if isinstance(e, ast.Or):
-        left, right = compile_expr(e.left), compile_expr(e.right)
+    if kind == "or":
+        left, right = compile_where(body[0]), compile_where(body[1])
         return lambda ev: left(ev) or right(ev)
-    if isinstance(e, ast.Not):
-        inner = compile_expr(e.operand)
+    if kind == "not":
+        inner = compile_where(body)
         return lambda ev: not inner(ev)
-    if isinstance(e, ast.Truthy):
-        get = getter(e.path.parts)
+    if kind == "truthy":
+        get = getter(tuple(body))
         return lambda ev: bool(get(ev))
-    if isinstance(e, ast.InList):
-        get, values, negated = getter(e.path.parts), e.values, e.negated
+    if kind == "in":
+        path, values, negated = body
+        get, values = getter(tuple(path)), tuple(values)
         return lambda ev: any(_same(get(ev), v) for v in values) != negated
-    if isinstance(e, ast.Compare):
-        get, value = getter(e.path.parts), e.value
-        if e.op == "==":
+    if kind == "compare":
+        op, path, value = body
+        get = getter(tuple(path))
+        if op == "==":
             return lambda ev: _same(get(ev), value)
-        if e.op == "!=":
+        if op == "!=":
             return lambda ev: not _same(get(ev), value)
-        compare = _COMPARE[e.op]
+        compare = _COMPARE[op]
 
         def ordered(ev: Mapping[str, Any]) -> bool:
             actual = _number(get(ev))
             return actual is not None and compare(actual, value)
 
         return ordered
-    raise TypeError(f"not an expression: {e!r}")
+    raise TypeError(f"not a `where` plan: {plan!r}")

@@ -10,7 +10,7 @@ Two tables, one per layer:
   `kind_of`). It says what a bucket accumulates, reads the metric's value, its sample size
   and its impact from a window's totals, scales a baseline span to the window, names the
   significance test, and prints itself. The Python core, investigations and the traffic
-  check ask it; the native engine gets its name in the rule plan (engine/firebreak/native/plan.py)
+  check ask it; the compiled plan carries its name and parts (engine/firebreak/dsl/plan.py)
   and implements the same kinds in Rust (native/src/engine.rs).
 
 A window's totals (`firebreak.core.window.Summary`) are read through attributes only — `n`,
@@ -94,7 +94,7 @@ class MetricKind:
     quantile: float | None = None  # pNN: the quantile a sketch is kept for
     rate: bool = False  # a fraction: binomial test, baselines floored at one flagged event
     additive: bool = False  # count and sum: a baseline span's value scales with its length
-    # Whether the native engine implements it (native/src/plan.rs `Func`); a kind it does not
+    # Whether the native engine implements it (native/src/plan.rs `FuncName`, `Func`); a kind it does not
     # runs on the Python core beside it, correctly (engine/firebreak/native/plan.py).
     native: bool = True
 

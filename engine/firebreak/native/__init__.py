@@ -32,7 +32,7 @@ from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
-from firebreak.native.plan import plan_of, unsupported
+from firebreak.native.plan import plans_json, unsupported
 
 try:
     from firebreak import _native
@@ -62,8 +62,9 @@ class _Host:
         life = life if life is not None else Lifecycle()
         before = (life.status, life.onset, life.frozen_baseline)
         try:
-            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p),
-                                     self.cooldowns)
+            records = evaluate_group(
+                rule, group, life, at, Reading(value, limit, baseline, holds, window, p), self.cooldowns
+            )
         except Exception as error:  # not the input's fault: one EngineError, never a second try
             raise EngineError(
                 f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
@@ -113,7 +114,7 @@ class NativeEngine:
         self.native_rules = tuple(r for r in self.rules if r.name not in self.why_python)
         self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
         self.index = {r.name: i for i, r in enumerate(self.rules)}
-        plans = orjson.dumps([plan_of(r) for r in self.native_rules])
+        plans = plans_json(self.native_rules)
         self.host = _Host(self.native_rules)
         self.core = _native.Core(plans, lateness_ms, self.host, threads(), max_skew_ms)
         self.fallback = Engine(self.python_rules, lateness_ms, max_skew_ms=max_skew_ms) if self.python_rules else None
@@ -135,10 +136,11 @@ class NativeEngine:
             return fed
         start = 0
         while True:
-            stop, records, late, events = self.core.feed(lines, start, max_bytes)
-            fed.records += records
-            fed.events += events
-            fed.late += [(i, _late_text(ts, wm, self.lateness_ms, self.max_skew_ms)) for i, ts, wm in late]
+            batch = self.core.feed(lines, start, max_bytes)  # _native.FedLines
+            fed.records += batch.records
+            fed.events += batch.events
+            fed.late += [(i, _late_text(ts, wm, self.lateness_ms, self.max_skew_ms)) for i, ts, wm in batch.late]
+            stop = batch.stop
             if stop is None:
                 return fed
             raw = lines[stop]
@@ -164,7 +166,8 @@ class NativeEngine:
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
         in one call without the GIL. ``masks``: look only at the rules each row's mask names
         (stage 1 routed with these rules). Returns (next offsets, taken, late, duplicates, records)."""
-        return self.core.take_routed(body, next_offset, masks, watermark)
+        taken = self.core.take_routed(body, next_offset, masks, watermark)  # _native.TakenRouted
+        return taken.next, taken.taken, taken.late, taken.duplicates, taken.records
 
     def feed_events(self, events: Iterable[Event]):
         from firebreak.adapters.drive import Fed

@@ -83,10 +83,9 @@ class RouteStage:
     def _native_router(self, rules: Sequence[CompiledRule]) -> Any:
         from firebreak import _native
         from firebreak.native import _Host
-        from firebreak.native.plan import plan_of
+        from firebreak.native.plan import plans_json
 
-        plans = orjson.dumps([plan_of(rule) for rule in rules])
-        return _native.NativeRouter(plans, self.settings.shards, _Host(rules), routed.MESSAGE_BYTES)
+        return _native.NativeRouter(plans_json(rules), self.settings.shards, _Host(rules), routed.MESSAGE_BYTES)
 
     def handle(self, messages: Sequence[tuple[int, int, bytes | None]]) -> list[Out]:
         """A batch of input messages (partition, offset, value) → routed messages and dead letters,

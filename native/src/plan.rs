@@ -158,6 +158,11 @@ pub struct Plan {
     pub source: crate::event::Kind,
     /// reports(LABEL): only reports whose `labels` hold this one.
     pub label: Option<String>,
+    /// The case dimensions its group lacks (`CompiledRule.scope_dimensions`): its evidence
+    /// keeps its events' string values of them, for the records' `evidence_scope`.
+    pub scope: Vec<Path>,
+    /// Their names, as the snapshot writes them.
+    pub scope_names: Vec<String>,
 }
 
 impl Plan {
@@ -217,6 +222,18 @@ impl Plan {
             Some(other) => return Err(format!("plan: a rule cannot count {other} events")),
         };
         let label = o.get("label").and_then(Value::as_str).map(str::to_string);
+        let scope_names: Vec<String> = match o.get("scope") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|d| d.as_str().map(str::to_string).ok_or("plan: scope"))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("plan: scope is a list".into()),
+        };
+        let scope = scope_names
+            .iter()
+            .map(|d| Path::new(vec![d.clone()]).ok_or("plan: an empty scope dimension"))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Plan {
             name: s("name")?,
             func,
@@ -243,6 +260,8 @@ impl Plan {
             alpha: f("alpha").unwrap_or(1.0),
             source,
             label,
+            scope,
+            scope_names,
         })
     }
 

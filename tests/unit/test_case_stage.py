@@ -1,7 +1,7 @@
 """The worker's case stage (adapters/live/case_stage.py): four shards' records, read from four
 incidents partitions in a random interleaving, a restart from a snapshot in the middle —
-the same case records as `replay --cases` of the same events (from standard input: scopes
-from the incidents' groups)."""
+the same case records as `replay --cases` of the same events. The stage sees records only:
+where a `by user` incident's evidence concentrates travels on the record (``evidence_scope``)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,31 @@ def test_four_shards_read_in_any_order_give_the_cases_of_a_replay(world, seed):
         else:
             stage.take(where, *item)
     assert stage.held == []
+    assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
+
+
+def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
+    """The demo's attack: five users of tenant globex, each a `by user` incident on two rules.
+    The stage, fed the shards' records and nothing else, puts them in one case on tenant=globex."""
+    rules, _, expected, logs = world
+    stage = CaseStage(rules, SHARDS)
+    got = []
+    for kind, where, item in deliver(logs, 3):
+        if kind == "mark":
+            stage.heard(where, item)
+            got += stage.release()
+        else:
+            stage.take(where, *item)
+    attack = [r for r in got if r["category"] == "adversarial"]
+    opened = [r for r in attack if r["type"] == "case.opened"]
+    assert [r["scope"] for r in opened] == [{"tenant": "globex"}]
+    joined = {r["incident_id"] for r in attack if r["type"] == "case.updated"}
+    by_user = {r["incident_id"] for log in logs for kind, r in log
+               if kind == "record" and r["type"] == "incident.opened" and r.get("category") == "adversarial"}  # fmt: skip
+    assert len(by_user) >= 5 and joined == by_user - {opened[0]["incident_id"]}
+    # what made it one case: each record says where its evidence concentrates
+    assert all(r["type"] != "incident.opened" or r["evidence_scope"] == {"tenant": "globex"}
+               for log in logs for kind, r in log if kind == "record" and r.get("category") == "adversarial")  # fmt: skip
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
 
 

@@ -7,8 +7,9 @@ Downstream of an engine's records (either engine: it reads only records), pure a
         out += book.process(record)                     # the record (naming its case), case records
 
 An incident joins a case of its category that shares its scope — a (dimension, value) of
-the category's ``by`` list, taken from the incident's group or, when given a
-``scope_of(evidence ids)``, the value its evidence concentrates in — while the case is open
+the category's ``by`` list, taken from the incident's group or else from the record's
+``evidence_scope`` (the value its evidence concentrates in, which the engine that saw its
+events writes: core/window.py ``evidence_scope``) — while the case is open
 or resolved less than ``window`` ago; otherwise it opens a case. With ``inhibit``, an
 incident less severe than an open sev1 case on its scope (any category) joins that case
 without paging; should it reach sev1 itself, it leaves for a case of its own.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,6 @@ from firebreak.core.incidents import canonical_group
 from firebreak.dsl.grouping import Grouping
 from firebreak.records import RecordKind, Severity
 
-ScopeOf = Callable[[Sequence[str]], dict[str, Any]]  # evidence event ids → {dimension: dominant value}
 Pair = tuple[str, Any]  # (dimension, value): a scope
 
 
@@ -81,18 +81,17 @@ class Case:
 class CaseBook:
     """Every case still taking incidents, and which incident is in which."""
 
-    def __init__(self, grouping: Grouping, scope_of: ScopeOf | None = None) -> None:
+    def __init__(self, grouping: Grouping) -> None:
         self.grouping = grouping
-        self.scope_of = scope_of
         self.cases: dict[str, Case] = {}
         self.of_incident: dict[str, str] = {}
         self.stats: Counter[str] = Counter()  # incidents, cases, pages, grouped, inhibited, updates
 
     @classmethod
-    def for_rules(cls, rules: Sequence[Any], scope_of: ScopeOf | None = None) -> CaseBook:
+    def for_rules(cls, rules: Sequence[Any]) -> CaseBook:
         from firebreak.dsl.grouping import DEFAULT_GROUPING
 
-        return cls(rules[0].grouping if rules else DEFAULT_GROUPING, scope_of)
+        return cls(rules[0].grouping if rules else DEFAULT_GROUPING)
 
     # ---- records in, records out ------------------------------------------------------
 
@@ -131,15 +130,13 @@ class CaseBook:
 
     def scope_pairs(self, record: dict[str, Any]) -> list[Pair]:
         """The incident's candidate scopes, in its category's order: the group's value of each
-        dimension, else the value its evidence concentrates in (with ``scope_of``)."""
+        dimension, else the value its evidence concentrates in (the record's ``evidence_scope``)."""
         group = record.get("group") or {}
-        evidence = None
+        evidence = record.get("evidence_scope") or {}
         pairs = []
         for dim in self.grouping.dimensions(record["category"]):
             value = group.get(dim)
-            if value is None and self.scope_of is not None and record.get("evidence"):
-                if evidence is None:
-                    evidence = self.scope_of(record["evidence"])
+            if value is None:
                 value = evidence.get(dim)
             if value is not None:
                 pairs.append((dim, value))
@@ -277,8 +274,8 @@ class CaseBook:
         return {"cases": [c.to_json() for c in self.cases.values()], "stats": dict(sorted(self.stats.items()))}
 
     @classmethod
-    def restore(cls, grouping: Grouping, snapshot: dict[str, Any], scope_of: ScopeOf | None = None) -> CaseBook:
-        book = cls(grouping, scope_of)
+    def restore(cls, grouping: Grouping, snapshot: dict[str, Any]) -> CaseBook:
+        book = cls(grouping)
         for data in snapshot["cases"]:
             case = Case.from_json(data)
             book.cases[case.case_id] = case
@@ -286,24 +283,6 @@ class CaseBook:
                 book.of_incident[incident_id] = case.case_id
         book.stats.update(snapshot["stats"])
         return book
-
-
-def evidence_scope(scopes: dict[str, dict[str, Any]], dimensions: Sequence[str]) -> ScopeOf:
-    """A ``scope_of`` from known events (``{event_id: {dimension: value}}``): for each
-    dimension, the value of more than half the evidence events found, if any."""
-
-    def scope_of(evidence: Sequence[str]) -> dict[str, Any]:
-        found = [scopes[e] for e in evidence if e in scopes]
-        out = {}
-        for dim in dimensions:
-            values = Counter(s.get(dim) for s in found if s.get(dim) is not None)
-            if values:
-                value, n = max(values.items(), key=lambda kv: (kv[1], str(kv[0])))
-                if 2 * n > len(found):
-                    out[dim] = value
-        return out
-
-    return scope_of
 
 
 def _scope_text(scope: dict[str, Any]) -> str:

@@ -78,6 +78,8 @@ def plan_of(rule: CompiledRule) -> dict[str, Any]:
         "alpha": rule.alpha,
         "source": rule.source.value,
         "label": rule.label,
+        # the case dimensions its group lacks: evidence keeps its events' values of them
+        "scope": list(rule.scope_dimensions),
     }
 
 

@@ -244,10 +244,53 @@ def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tm
     root = Path(__file__).resolve().parents[2] / "rules"
     assert main(["replay", str(result.events_path), "--rules", str(root), "--cases", "--out", str(out)]) == 0
     assert out.read_bytes() == demo_records
-    piped = subprocess.run([str(Path(sys.executable).parent / "firebreak"), "replay", "-", "--rules", str(root), "--cases"],
-                           stdin=result.events_path.open("rb"), capture_output=True, check=True)  # fmt: skip
+    command = [str(Path(sys.executable).parent / "firebreak"), "replay", "-", "--rules", str(root), "--cases"]
+    piped = subprocess.run(command, stdin=result.events_path.open("rb"), capture_output=True, check=True)
     assert piped.stdout == demo_records  # standard input: no second read of the events needed
     adversarial = [orjson.loads(line) for line in demo_records.splitlines()]
     opened = [r for r in adversarial if r["type"] == "case.opened" and r["category"] == "adversarial"]
     assert [r["scope"] for r in opened] == [{"tenant": "globex"}]
 
+
+# ---- group_wait: a case's first page waits for incidents that join --------------------------------
+
+
+def test_group_wait_holds_the_first_page_for_incidents_that_join():
+    g = Grouping(group_wait_ms=MIN // 2)  # 30 s, in event time
+    records = [
+        rec("opened", "i1", 0, "spike", "hallucination", {"model": "gpt-4o"}, sev=2),
+        rec("opened", "i2", 0.25, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=2),
+        rec("escalated", "i2", 0.4, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=1),
+        rec("opened", "i3", 2, "support", "hallucination", {"model": "gpt-4o"}, sev=2),  # after the wait
+        rec("resolved", "i1", 40, "spike", "hallucination", {"model": "gpt-4o"}),
+        rec("resolved", "i2", 40, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=1),
+        rec("resolved", "i3", 41, "support", "hallucination", {"model": "gpt-4o"}),
+    ]
+    book, out = run(records, g)
+    got = [(r["type"], r.get("reason"), r.get("page"), r["ts"], r["incidents"], r["severity"]) for r in cases(out)]
+    assert got == [
+        ("case.opened", None, True, format_ts(T + MIN // 2), 2, "sev1"),  # one page: both, at the higher severity
+        ("case.updated", "joined", False, format_ts(T + 2 * MIN), 3, "sev1"),
+        ("case.resolved", None, None, format_ts(T + 41 * MIN), ["i1", "i2", "i3"], "sev1"),
+    ]
+    assert out.index(cases(out)[0]) == 3  # before the first record after its due time, after those before
+    assert book.stats["pages"] == 1 and book.stats["grouped"] == 2
+    _, at_once = run(records)  # without it: paged at the first incident, the sev1 an update
+    assert [(r["type"], r["ts"]) for r in pages(at_once)] == [("case.opened", format_ts(T))]
+
+
+def test_group_wait_a_case_resolved_within_it_still_pages_and_the_end_releases_what_is_held():
+    g = Grouping(group_wait_ms=5 * MIN)
+    records = [
+        rec("opened", "i1", 0, "leak", "data_leakage", {"tenant": "acme"}, sev=1, team="security-oncall"),
+        rec("resolved", "i1", 1, "leak", "data_leakage", {"tenant": "acme"}, sev=1),
+        rec("opened", "i2", 30, "leak", "data_leakage", {"tenant": "globex"}, sev=1, team="security-oncall"),
+    ]
+    book, out = run(records, g)
+    assert [(r["type"], r["ts"], r["scope"]) for r in cases(out)] == [
+        ("case.opened", format_ts(T + MIN), {"tenant": "acme"}),  # its last incident resolved: out now
+        ("case.resolved", format_ts(T + MIN), {"tenant": "acme"})]  # fmt: skip
+    snapshot = orjson.loads(orjson.dumps(book.snapshot()))  # the globex page is held: carried in snapshots
+    [late] = CaseBook.restore(g, snapshot).finish()
+    assert (late["type"], late["ts"], late["page"]) == ("case.opened", format_ts(T + 35 * MIN), True)
+    assert book.advance(T + 35 * MIN - 1) == [] and book.advance(T + 35 * MIN)[0] == late

@@ -26,3 +26,4 @@ def with_cases(records: Sequence[dict[str, Any]], rules: Sequence[CompiledRule])
     book = CaseBook.for_rules(rules)
     for record in records:
         yield from book.process(record)
+    yield from book.finish()  # first pages still held by group_wait, at their due time

@@ -61,7 +61,8 @@ class _Host:
         sketch = DistinctSketch()
         sketch.mins = users
         if dims := rule.scope_dimensions:
-            items = [(None, e, tuple((d, v) for d, v in zip(dims, values, strict=False) if v is not None)) for e, values in evidence]
+            items = [(None, e, tuple((d, v) for d, v in zip(dims, values, strict=False) if v is not None))
+                     for e, values in evidence]  # fmt: skip
         else:
             items = [(None, e) for e in evidence]
         window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, items)

@@ -47,7 +47,7 @@ from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine
 from firebreak.adapters.rule_files import read_companion_sources, read_rule_sources
 from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
 from firebreak.core import Engine, Event
-from firebreak.core.cases import CaseBook, evidence_scope
+from firebreak.core.cases import CaseBook
 from firebreak.core.significance import poisson_upper
 from firebreak.dsl import load_rules
 from firebreak.families import FAMILIES, MINUTE, Truth, days, expected_events, generate, quick
@@ -111,14 +111,9 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
 
 def _pages(rules: list, records: list[dict[str, Any]], events: list[dict[str, Any]],
            tied: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
-    """The pages the records' cases send (core/cases.py, scopes from the events, as the demo),
+    """The pages the records' cases send (core/cases.py, as the demo),
     each tied as the incident that made it page: a detection's or side effect's truth, or false."""
     book = CaseBook.for_rules(rules)
-    dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})
-    wanted = {e for r in records if r["type"] == "incident.opened" for e in r.get("evidence") or ()}
-    scopes = {e["event_id"]: {d: e[d] for d in dimensions if e.get(d) is not None} for e in events
-              if e["event_id"] in wanted}  # fmt: skip
-    book.scope_of = evidence_scope(scopes, dimensions)
     out = []
     for record in records:
         for case in book.process(record):

@@ -292,7 +292,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if args.cases:
                 from firebreak.adapters.case_replay import with_cases
 
-                for record in with_cases(kept, rules, args.files):
+                for record in with_cases(kept, rules):
                     emit(record)
     except InputError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)

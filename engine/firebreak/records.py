@@ -187,6 +187,9 @@ class IncidentRecord:
     held_commands: list[str] | None = None  # resolved
     resolved_at: str | None = None  # reopened: when it had resolved
     case_id: str | None = None  # the case it belongs to (core/cases.py), when cases are formed
+    # {dimension: value} more than half its evidence events share, for the case dimensions its
+    # group lacks (CompiledRule.scope_dimensions); only for rules with such dimensions
+    evidence_scope: dict[str, str] | None = None
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> IncidentRecord:
@@ -201,7 +204,7 @@ class IncidentRecord:
             previous_severity=Severity.parse(previous) if previous is not None else None,
             reason=data.get("reason"), opened_at=data.get("opened_at"), duration_s=data.get("duration_s"),
             peak=data.get("peak"), held_commands=data.get("held_commands"), resolved_at=data.get("resolved_at"),
-            case_id=data.get("case_id"),
+            case_id=data.get("case_id"), evidence_scope=data.get("evidence_scope"),
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -215,6 +218,8 @@ class IncidentRecord:
             record["response"] = self.response
         if self.significance is not None:
             record["significance"] = self.significance
+        if self.evidence_scope is not None:
+            record["evidence_scope"] = self.evidence_scope
         if self.kind is RecordKind.ESCALATED:
             record["previous_severity"] = str(self.previous_severity)
             record["reason"] = self.reason

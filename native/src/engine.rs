@@ -793,7 +793,25 @@ impl Engine {
                     .as_ref()
                     .map(|u| u.mins.as_slice().to_vec())
                     .unwrap_or_default();
-                let evidence: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
+                // ids; for a rule with scope dimensions (id, [its event's values of them])
+                let evidence: PyObject = if plan.scope.is_empty() {
+                    let ids: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
+                    ids.into_pyobject(host.py)?.into_any().unbind()
+                } else {
+                    let items: Vec<(&str, Vec<Option<&str>>)> = detail
+                        .evidence
+                        .iter()
+                        .map(|e| {
+                            let values = e
+                                .scope
+                                .as_deref()
+                                .map(|s| s.iter().map(|v| v.as_deref()).collect())
+                                .unwrap_or_default();
+                            (&*e.id, values)
+                        })
+                        .collect();
+                    items.into_pyobject(host.py)?.into_any().unbind()
+                };
                 let args = (
                     index,
                     group.dict.as_ref().unwrap().clone_ref(host.py),

@@ -140,6 +140,9 @@ struct RuleDoc {
     #[serde(rename = "where")]
     where_: Option<WhereDoc>,
     options: OptionsDoc,
+    /// The case dimensions its group lacks (`CompiledRule.scope_dimensions`).
+    #[serde(default)]
+    scope: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +251,11 @@ pub struct Plan {
     pub source: crate::event::Kind,
     /// reports(LABEL): only reports whose `labels` hold this one.
     pub label: Option<String>,
+    /// The case dimensions its group lacks (`CompiledRule.scope_dimensions`): its evidence
+    /// keeps its events' string values of them, for the records' `evidence_scope`.
+    pub scope: Vec<Path>,
+    /// Their names, as the snapshot writes them.
+    pub scope_names: Vec<String>,
 }
 
 impl Plan {
@@ -303,6 +311,11 @@ impl Plan {
         };
         let c = doc.condition;
         let o = doc.options;
+        let scope_names = doc.scope;
+        let scope = scope_names
+            .iter()
+            .map(|d| Path::new(vec![d.clone()]).ok_or("plan: an empty scope dimension"))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Plan {
             func,
             arg: if flag.is_some() { None } else { arg },
@@ -326,6 +339,8 @@ impl Plan {
             source,
             label: m.label,
             name,
+            scope,
+            scope_names,
         })
     }
 

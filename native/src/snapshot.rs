@@ -25,7 +25,7 @@ fn total_json(t: i128) -> Value {
 
 /// ``cleared``: a bucket out of every later window (`Group::seen_at`): written without its
 /// users and evidence, as the core has dropped them.
-fn bucket_json(b: &Bucket, cleared: bool) -> Value {
+fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
     let quantiles = b.quantiles().map(|q| {
         json!([
             q.pos.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
@@ -38,9 +38,24 @@ fn bucket_json(b: &Bucket, cleared: bool) -> Value {
         .evidence
         .iter()
         .filter(|_| !cleared)
-        .map(|e| match e.order {
-            Order::Ts(ts) => json!([ts, e.id]),
-            Order::Value(v, ts) => json!([[v.to_json(), ts], e.id]),
+        .map(|e| {
+            let order = match e.order {
+                Order::Ts(ts) => json!(ts),
+                Order::Value(v, ts) => json!([v.to_json(), ts]),
+            };
+            match &e.scope {
+                None => json!([order, e.id]),
+                // its event's values of the rule's scope dimensions: {dimension: value}
+                Some(values) => {
+                    let mut scope = Map::new();
+                    for (name, value) in scope_names.iter().zip(values.iter()) {
+                        if let Some(v) = value {
+                            scope.insert(name.clone(), Value::from(&**v));
+                        }
+                    }
+                    json!([order, e.id, scope])
+                }
+            }
         })
         .collect();
     json!([
@@ -169,7 +184,7 @@ fn rules_json(
                 "first_seen": group.first_seen,
                 "buckets": group.buckets.iter().map(|(s, b)| {
                     let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
-                    json!([s, bucket_json(b, cleared)])
+                    json!([s, bucket_json(b, cleared, &state.plan.scope_names)])
                 }).collect::<Vec<_>>(),
                 "life": life,
             });
@@ -225,7 +240,7 @@ fn counts(v: &Value) -> Result<crate::sketch::Counts, String> {
     Ok(counts.into_iter().collect())
 }
 
-fn bucket_from(v: &Value) -> Result<Bucket, String> {
+fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
     let a = v.as_array().ok_or("a bucket is a list")?;
     if a.len() != 10 {
         return Err("a bucket has 10 parts".into());
@@ -254,7 +269,16 @@ fn bucket_from(v: &Value) -> Result<Bucket, String> {
                 ),
                 ts => Order::Ts(int(ts)?),
             };
-            Ok(Evidence { order, id })
+            let scope = match e.get(2).and_then(Value::as_object) {
+                Some(saved) if !scope_names.is_empty() => Some(
+                    scope_names
+                        .iter()
+                        .map(|d| saved.get(d).and_then(Value::as_str).map(Box::from))
+                        .collect(),
+                ),
+                _ => None,
+            };
+            Ok(Evidence { order, id, scope })
         })
         .collect::<Result<Vec<_>, String>>()?;
     let num = Numeric {
@@ -342,7 +366,7 @@ pub fn read(
             let mut group = Group::new();
             group.first_seen = item["first_seen"].as_i64();
             for b in item["buckets"].as_array().ok_or("buckets")? {
-                group.buckets.push_back((int(&b[0])?, bucket_from(&b[1])?));
+                group.buckets.push_back((int(&b[0])?, bucket_from(&b[1], &state.plan.scope_names)?));
             }
             group.buckets.make_contiguous().sort_by_key(|(s, _)| *s);
             group.totals = crate::engine::Totals::of(&group.buckets);
@@ -413,7 +437,13 @@ pub fn memory(engine: &Engine) -> (usize, usize, usize) {
                 bytes += b
                     .evidence
                     .iter()
-                    .map(|e| size_of::<Evidence>() + e.id.heap_bytes())
+                    .map(|e| {
+                        let scope = e.scope.as_deref().map_or(0, |s| {
+                            s.len() * size_of::<Option<Box<str>>>()
+                                + s.iter().flatten().map(|v| v.len()).sum::<usize>()
+                        });
+                        size_of::<Evidence>() + e.id.heap_bytes() + scope
+                    })
                     .sum::<usize>()
                     + (b.evidence.capacity() - b.evidence.len()) * size_of::<Evidence>();
                 if b.extra.is_some() {

@@ -27,6 +27,25 @@ pub enum Order {
 pub struct Evidence {
     pub order: Order,
     pub id: Id,
+    /// For a rule with scope dimensions (`Plan::scope`): its event's string values of them,
+    /// in their order (None: missing or not a string). None for other rules.
+    pub scope: Option<Box<[Option<Box<str>>]>>,
+}
+
+/// An event's string values of a rule's scope dimensions (None for a rule without any).
+fn scope_of(plan: &Plan, event: &Event) -> Option<Box<[Option<Box<str>>]>> {
+    if plan.scope.is_empty() {
+        return None;
+    }
+    Some(
+        plan.scope
+            .iter()
+            .map(|path| match get(event, path) {
+                Some(J::Str(s)) => Some(Box::from(&**s)),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
@@ -152,7 +171,8 @@ impl Bucket {
         self.num().and_then(|x| x.quantiles.as_deref())
     }
 
-    fn keep_evidence(&mut self, order: Order, id: &str) {
+    fn keep_evidence(&mut self, order: Order, plan: &Plan, event: &Event) {
+        let id = event.id();
         if self.evidence.len() >= EVIDENCE_K
             && cmp_item(&order, id, self.evidence.last().unwrap()) != Ordering::Less
         {
@@ -168,7 +188,8 @@ impl Bucket {
         let at = self
             .evidence
             .partition_point(|e| cmp_item(&order, id, e) == Ordering::Greater);
-        self.evidence.insert(at, Evidence { order, id: Id::new(id) });
+        let scope = scope_of(plan, event);
+        self.evidence.insert(at, Evidence { order, id: Id::new(id), scope });
     }
 
     fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {
@@ -193,13 +214,13 @@ impl Bucket {
             Func::Rate | Func::Count => match &plan.flag {
                 None => {
                     self.add_user(event, user_hash);
-                    self.keep_evidence(Order::Ts(event.ts), event.id());
+                    self.keep_evidence(Order::Ts(event.ts), plan, event);
                 }
                 Some(flag) => {
                     if flagged(event, flag) {
                         self.hits += 1;
                         self.add_user(event, user_hash);
-                        self.keep_evidence(Order::Ts(event.ts), event.id());
+                        self.keep_evidence(Order::Ts(event.ts), plan, event);
                     }
                 }
             },
@@ -213,7 +234,7 @@ impl Bucket {
                     };
                     self.distinct_mut().unwrap().add_hash(text);
                     self.add_user(event, user_hash);
-                    self.keep_evidence(Order::Ts(event.ts), event.id());
+                    self.keep_evidence(Order::Ts(event.ts), plan, event);
                 }
             }
             _ => {
@@ -242,7 +263,7 @@ impl Bucket {
                 self.add_user(event, user_hash);
                 let low_is_bad = matches!(plan.op, Op::Lt | Op::Le);
                 let order = if low_is_bad { value } else { value.neg() };
-                self.keep_evidence(Order::Value(order, event.ts), event.id());
+                self.keep_evidence(Order::Value(order, event.ts), plan, event);
             }
         }
     }

@@ -92,6 +92,11 @@ def grant_worker(broker: LocalBroker, topics: Topics, user: str = "worker", skip
         "group": (["Read"], ["--group", topics.prefix]),
         "transactions": (["Write", "Describe"], ["--transactional-id", f"{topics.prefix}.shard.",
                                                  "--resource-pattern-type", "prefixed"]),
+        # the case stage: it reads the shards' records, joins its own group, commits its own transactions
+        "cases_read": (["Read"], ["--topic", topics.incidents]),
+        "cases_group": (["Read"], ["--group", f"{topics.prefix}.cases"]),
+        "cases_transactions": (["Write", "Describe"], ["--transactional-id", f"{topics.prefix}.cases",
+                                                       "--resource-pattern-type", "prefixed"]),
     }  # fmt: skip
     for name, (operations, resource) in grants.items():
         if name != skip:
@@ -178,7 +183,9 @@ async def listen_with_sdk(config, topic: str, group: str, want: set[str]) -> set
     return seen
 
 
-@pytest.mark.parametrize("missing", ["group", "transactions", "input"])
+@pytest.mark.parametrize(
+    "missing", ["group", "transactions", "input", "cases_read", "cases_group", "cases_transactions"]
+)
 def test_a_worker_missing_one_acl_says_which_and_does_not_start(secure, tmp_path, unique_topic, missing):
     topics = SecTopics(unique_topic(f"noacl-{missing}"))
     rules = tmp_path / "live.rules"
@@ -191,7 +198,11 @@ def test_a_worker_missing_one_acl_says_which_and_does_not_start(secure, tmp_path
     log = (tmp_path / f"worker-{worker.port}.log").read_text()
     expected = {"group": f"not allowed to READ consumer group '{topics.prefix}'",
                 "transactions": f"not allowed to WRITE transactional ids {topics.prefix}.shard.*",
-                "input": f"not allowed to DESCRIBE topic '{topics.events}'"}[missing]  # fmt: skip
+                "input": f"not allowed to DESCRIBE topic '{topics.events}'",
+                "cases_read": f"not allowed to READ topic '{topics.incidents}' (the case stage",
+                "cases_group": f"not allowed to READ consumer group '{topics.prefix}.cases' (the case stage",
+                "cases_transactions": f"not allowed to WRITE transactional ids {topics.prefix}.cases* (the case stage",
+                }[missing]  # fmt: skip
     assert expected in log, log
     assert "permission(s) missing" in log and "Traceback" not in log
 

@@ -33,7 +33,8 @@ LATENESS_MS = 2_000
 
 def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11, t0: int = T0) -> list[dict]:
     """Tenants, models and users; a hallucination spike on model m-a at 60–80 m, a pii
-    leak on tenant t3 at 70 m, one user jailbreaking at 50 m."""
+    leak on tenant t3 at 70 m, two users of tenant t9 jailbreaking at 50 m (two `by user`
+    incidents, one case: their evidence is all t9's — docs/response.md#cases)."""
     rng = random.Random(seed)
     events = []
     step = int(1000 / per_second)
@@ -42,11 +43,12 @@ def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11, t0: int
         spike = model == "m-a" and 60 * MIN <= at < 80 * MIN
         user = f"u{rng.randrange(200)}"
         jail = 50 * MIN <= at < 53 * MIN and i % 4 == 0
+        tenant = f"t{rng.randrange(8)}" if not (70 * MIN <= at < 71 * MIN and i % 50 == 0) else "t3"
         if jail:
-            user = "mallory"
+            user, tenant = ("mallory" if i % 8 == 0 else "trudy"), "t9"
         events.append({
             "event_id": f"e{i}", "ts": format_ts(t0 + at), "service": "support", "model": model,
-            "tenant": f"t{rng.randrange(8)}" if not (70 * MIN <= at < 71 * MIN and i % 50 == 0) else "t3",
+            "tenant": tenant,
             "user": user, "latency_ms": rng.randint(200, 900),
             "flags": {"hallucination": rng.random() < (0.3 if spike else 0.02),
                       "pii": 70 * MIN <= at < 71 * MIN and i % 50 == 0, "jailbreak": jail},
@@ -75,7 +77,8 @@ def replay(events: list[dict], clock_events: list[dict]) -> list[dict]:
 
 
 def replay_cases(expected: list[dict], cutoff: int) -> list[dict]:
-    """The case records `replay --cases` (standard input: scopes from groups) gives before ``cutoff``."""
+    """The case records `replay --cases` gives before ``cutoff`` (the worker's case stage, too,
+    reads only records: where a `by user` incident's evidence concentrates is on the record)."""
     rules, _ = load_rules({"live.rules": RULES})
     return [r for r in with_cases(expected, rules) if r["type"].startswith("case.") and parse_ts(r["ts"]) < cutoff]
 
@@ -91,6 +94,13 @@ def live_cases(bootstrap: str, topics: Topics, expected: list[dict], cutoff: int
 
     wait_for(arrived, 120, "the case records on the incidents topic", workers)
     return got
+
+
+def assert_one_attack_case(cases: list[dict]) -> None:
+    """Both jailbreaking users of t9 (two `by user` incidents) are in one case on tenant=t9."""
+    attack = [r for r in cases if r["category"] == "adversarial"]
+    assert [r["scope"] for r in attack if r["type"] == "case.opened"] == [{"tenant": "t9"}]
+    assert len({r["incident_id"] for r in attack if r["type"] != "case.resolved"}) == 2
 
 
 def by_case(records: list[dict]) -> dict[str, list[bytes]]:
@@ -164,6 +174,7 @@ def test_one_worker_emits_what_replay_emits(kafka_bootstrap, setup):
     incidents, containment = await_records(kafka_bootstrap, topics, expected, [worker])
     cases = replay_cases(expected, cutoff)
     assert {r["type"] for r in cases} == {"case.opened", "case.updated", "case.resolved"}
+    assert_one_attack_case(cases)
     assert by_case(live_cases(kafka_bootstrap, topics, cases, cutoff, [worker])) == by_case(cases)
     assert before(incidents + containment, cutoff) == before(expected, cutoff)
     assert all(r["type"].startswith("incident.") for r in incidents)
@@ -210,6 +221,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, setup):
     opened = [r["incident_id"] for r in incidents if r["type"] == "incident.opened"]
     assert len(opened) == len(set(opened)), "an incident was opened twice"
     cases = replay_cases(expected, cutoff)
+    assert_one_attack_case(cases)
     live = live_cases(kafka_bootstrap, topics, cases, cutoff, [restarted])
     assert by_case(live) == by_case(cases), "cases lost, sent twice or in another order"
     assert before(incidents + containment, cutoff) == before(expected, cutoff)

@@ -1,7 +1,7 @@
 """The worker's case stage (adapters/live/case_stage.py): four shards' records, read from four
 incidents partitions in a random interleaving, a restart from a snapshot in the middle —
-the same case records as `replay --cases` of the same events (from standard input: scopes
-from the incidents' groups)."""
+the same case records as `replay --cases` of the same events. The stage sees records only:
+where a `by user` incident's evidence concentrates travels on the record (``evidence_scope``)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,60 @@ def test_four_shards_read_in_any_order_give_the_cases_of_a_replay(world, seed):
             stage.take(where, *item)
     assert stage.held == []
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
+
+
+def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
+    """The demo's attack: five users of tenant globex, each a `by user` incident on two rules.
+    The stage, fed the shards' records and nothing else, puts them in one case on tenant=globex."""
+    rules, _, expected, logs = world
+    stage = CaseStage(rules, SHARDS)
+    got = []
+    for kind, where, item in deliver(logs, 3):
+        if kind == "mark":
+            stage.heard(where, item)
+            got += stage.release()
+        else:
+            stage.take(where, *item)
+    attack = [r for r in got if r["category"] == "adversarial"]
+    opened = [r for r in attack if r["type"] == "case.opened"]
+    assert [r["scope"] for r in opened] == [{"tenant": "globex"}]
+    joined = {r["incident_id"] for r in attack if r["type"] == "case.updated"}
+    records = [r for log in logs for kind, r in log if kind == "record" and r.get("category") == "adversarial"]
+    by_user = {r["incident_id"] for r in records if r["type"] == "incident.opened"}
+    assert len(by_user) >= 5 and joined == by_user - {opened[0]["incident_id"]}
+    # what made it one case: each record says where its evidence concentrates
+    assert all(r["evidence_scope"] == {"tenant": "globex"} for r in records if r["type"] == "incident.opened")
+    assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
+
+
+def test_group_wait_holds_first_pages_as_a_replay_does(world):
+    """With [grouping] group_wait the stage releases a held first page once every shard is
+    past its due time: each case's records are those of `replay --cases`, in its order."""
+    import dataclasses
+
+    rules, events, _, logs = world
+    waiting = [dataclasses.replace(r, grouping=dataclasses.replace(r.grouping, group_wait_ms=5 * 60_000))
+               for r in rules]  # fmt: skip
+    expected = [r for r in with_cases(run_events(rules, events, LATENESS), waiting) if r["type"].startswith("case.")]
+    stage = CaseStage(waiting, SHARDS)
+    got = []
+    for kind, where, item in deliver(logs, 4):
+        if kind == "mark":
+            stage.heard(where, item)
+            got += stage.release()
+        else:
+            stage.take(where, *item)
+
+    def by_case(records):
+        out: dict[str, list[bytes]] = {}
+        for r in records:
+            out.setdefault(r["case_id"], []).append(orjson.dumps(r))
+        return out
+
+    assert by_case(got) == by_case(expected)
+    opened = [r for r in expected if r["type"] == "case.opened"]
+    assert opened and all("(group_wait)" in r["why"] for r in opened)
+    assert any(not r["why"].endswith(": 0 joined") for r in opened)  # incidents joined before the page
 
 
 def test_nothing_is_released_before_every_shard_is_heard_of(world):

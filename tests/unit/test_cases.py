@@ -3,12 +3,14 @@ they make; grouping, inhibition, severity rises, reopening, resolution, snapshot
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-from firebreak.core.cases import CaseBook, evidence_scope
+from firebreak.core.cases import CaseBook
 from firebreak.core.events import format_ts
 from firebreak.dsl.grouping import Grouping
 from firebreak.records import Stream, record_key, stream_of
@@ -25,16 +27,18 @@ def response(sev: int, team: str | None = None) -> dict:
 
 
 def rec(kind: str, incident: str, minute: float, rule: str, category: str, group: dict, sev: int = 2,
-        evidence=(), team: str | None = None) -> dict:  # fmt: skip
+        evidence=(), team: str | None = None, scope: dict | None = None) -> dict:  # fmt: skip
     out = {"type": f"incident.{kind}", "incident_id": incident, "rule": rule, "category": category,
            "severity": f"sev{sev}", "group": group, "ts": format_ts(T + int(minute * MIN)), "evidence": list(evidence)}
+    if scope is not None:  # where the evidence concentrates, as the engine writes it
+        out["evidence_scope"] = scope
     if kind != "resolved":
         out["response"] = response(sev, team)
     return out
 
 
-def run(records, grouping: Grouping | None = None, scope_of=None) -> tuple[CaseBook, list[dict]]:
-    book = CaseBook(grouping or Grouping(), scope_of)
+def run(records, grouping: Grouping | None = None) -> tuple[CaseBook, list[dict]]:
+    book = CaseBook(grouping or Grouping())
     out = [r for record in records for r in book.process(record)]
     return book, out
 
@@ -72,17 +76,16 @@ def test_three_rules_on_one_model_are_one_case_paged_once():
 
 
 def test_by_user_incidents_join_the_tenant_their_evidence_concentrates_in():
-    scopes = {f"g{i}": {"tenant": "globex"} for i in range(10)} | {f"a{i}": {"tenant": "acme"} for i in range(10)}
-    scope_of = evidence_scope(scopes, ["tenant"])
-    records = [rec("opened", f"u{i}", 0, "probing", "adversarial", {"user": f"usr{i}"}, evidence=["g1", "g2", "a1"])
+    """The records alone say it: ``evidence_scope``, written by the engine that saw the events."""
+    records = [rec("opened", f"u{i}", 0, "probing", "adversarial", {"user": f"usr{i}"}, scope={"tenant": "globex"})
                for i in range(5)]  # fmt: skip
-    records.append(rec("opened", "x", 1, "probing", "adversarial", {"user": "other"}, evidence=["a1", "a2", "g1"]))
-    records.append(rec("opened", "y", 1, "probing", "adversarial", {"user": "mixed"}, evidence=["a1", "g1"]))
-    _, out = run(records, scope_of=scope_of)
+    records.append(rec("opened", "x", 1, "probing", "adversarial", {"user": "other"}, scope={"tenant": "acme"}))
+    records.append(rec("opened", "y", 1, "probing", "adversarial", {"user": "mixed"}, scope={}))
+    _, out = run(records)
     opened = [r for r in cases(out) if r["type"] == "case.opened"]
     assert [o["scope"] for o in opened] == [{"tenant": "globex"}, {"tenant": "acme"}, {"user": "mixed"}]
-    # without what the evidence says, every user is a case of its own
-    _, alone = run(records)
+    # records without it (written before it existed): every user is a case of its own
+    _, alone = run([{k: v for k, v in r.items() if k != "evidence_scope"} for r in records])
     assert len([r for r in cases(alone) if r["type"] == "case.opened"]) == 7
 
 
@@ -110,14 +113,12 @@ def test_different_scopes_categories_and_times_are_different_cases():
 def test_a_sev1_case_mutes_lower_incidents_on_its_scope_until_one_is_severe_itself():
     records = [
         rec("opened", "cost", 0, "spend", "cost", {"service": "bot"}, sev=1),
-        rec("opened", "lat", 1, "latency", "quality_degradation", {"model": "m"}, sev=3, evidence=["e1", "e2"]),
-        rec("escalated", "lat", 1, "latency", "quality_degradation", {"model": "m"}, sev=2, evidence=["e1", "e2"]),
-        rec("opened", "other", 2, "latency", "quality_degradation", {"model": "n"}, sev=2, evidence=["e3"]),
-        rec("escalated", "lat", 5, "latency", "quality_degradation", {"model": "m"}, sev=1, evidence=["e1", "e2"]),
+        rec("opened", "lat", 1, "latency", "quality_degradation", {"model": "m"}, sev=3, scope={"service": "bot"}),
+        rec("escalated", "lat", 1, "latency", "quality_degradation", {"model": "m"}, sev=2, scope={"service": "bot"}),
+        rec("opened", "other", 2, "latency", "quality_degradation", {"model": "n"}, sev=2, scope={"service": "web"}),
+        rec("escalated", "lat", 5, "latency", "quality_degradation", {"model": "m"}, sev=1, scope={"service": "bot"}),
     ]
-    scope_of = evidence_scope({"e1": {"service": "bot"}, "e2": {"service": "bot"}, "e3": {"service": "web"}},
-                              ["service"])  # fmt: skip
-    book, out = run(records, scope_of=scope_of)
+    book, out = run(records)
     by_incident = [(r["incident_id"], r["case_id"]) for r in out if r["type"].startswith("incident.")]
     cost_case = by_incident[0][1]
     assert by_incident[1] == ("lat", cost_case) and by_incident[2] == ("lat", cost_case)
@@ -127,7 +128,7 @@ def test_a_sev1_case_mutes_lower_incidents_on_its_scope_until_one_is_severe_itse
     assert [(m["incident_id"], m["page"]) for m in muted] == [("lat", False)]
     assert [p["incident_id"] for p in pages(out)] == ["cost", "other", "lat"]
     assert book.stats["inhibited"] == 1
-    _, plain = run(records, Grouping(inhibit=False), scope_of)
+    _, plain = run(records, Grouping(inhibit=False))
     # without inhibition the latency incident pages as its own case (and its sev1 is an update)
     assert [p["incident_id"] for p in pages(plain)] == ["cost", "lat", "other"]
 
@@ -229,8 +230,8 @@ def test_case_records_match_the_record_schema():
 
 
 def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tmp_path):
-    """The demo's log replayed with --cases: the same cases and pages as the demo, whose scope
-    of evidence comes from its own events."""
+    """The demo's log replayed with --cases, from a file and from standard input: the same
+    cases and pages as the demo (the records carry where their evidence concentrates)."""
     from firebreak.adapters.demo import run_demo
     from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
     from firebreak.cli import main
@@ -243,6 +244,53 @@ def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tm
     root = Path(__file__).resolve().parents[2] / "rules"
     assert main(["replay", str(result.events_path), "--rules", str(root), "--cases", "--out", str(out)]) == 0
     assert out.read_bytes() == demo_records
+    command = [str(Path(sys.executable).parent / "firebreak"), "replay", "-", "--rules", str(root), "--cases"]
+    piped = subprocess.run(command, stdin=result.events_path.open("rb"), capture_output=True, check=True)
+    assert piped.stdout == demo_records  # standard input: no second read of the events needed
     adversarial = [orjson.loads(line) for line in demo_records.splitlines()]
     opened = [r for r in adversarial if r["type"] == "case.opened" and r["category"] == "adversarial"]
     assert [r["scope"] for r in opened] == [{"tenant": "globex"}]
+
+
+# ---- group_wait: a case's first page waits for incidents that join --------------------------------
+
+
+def test_group_wait_holds_the_first_page_for_incidents_that_join():
+    g = Grouping(group_wait_ms=MIN // 2)  # 30 s, in event time
+    records = [
+        rec("opened", "i1", 0, "spike", "hallucination", {"model": "gpt-4o"}, sev=2),
+        rec("opened", "i2", 0.25, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=2),
+        rec("escalated", "i2", 0.4, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=1),
+        rec("opened", "i3", 2, "support", "hallucination", {"model": "gpt-4o"}, sev=2),  # after the wait
+        rec("resolved", "i1", 40, "spike", "hallucination", {"model": "gpt-4o"}),
+        rec("resolved", "i2", 40, "ceiling", "hallucination", {"model": "gpt-4o"}, sev=1),
+        rec("resolved", "i3", 41, "support", "hallucination", {"model": "gpt-4o"}),
+    ]
+    book, out = run(records, g)
+    got = [(r["type"], r.get("reason"), r.get("page"), r["ts"], r["incidents"], r["severity"]) for r in cases(out)]
+    assert got == [
+        ("case.opened", None, True, format_ts(T + MIN // 2), 2, "sev1"),  # one page: both, at the higher severity
+        ("case.updated", "joined", False, format_ts(T + 2 * MIN), 3, "sev1"),
+        ("case.resolved", None, None, format_ts(T + 41 * MIN), ["i1", "i2", "i3"], "sev1"),
+    ]
+    assert out.index(cases(out)[0]) == 3  # before the first record after its due time, after those before
+    assert book.stats["pages"] == 1 and book.stats["grouped"] == 2
+    _, at_once = run(records)  # without it: paged at the first incident, the sev1 an update
+    assert [(r["type"], r["ts"]) for r in pages(at_once)] == [("case.opened", format_ts(T))]
+
+
+def test_group_wait_a_case_resolved_within_it_still_pages_and_the_end_releases_what_is_held():
+    g = Grouping(group_wait_ms=5 * MIN)
+    records = [
+        rec("opened", "i1", 0, "leak", "data_leakage", {"tenant": "acme"}, sev=1, team="security-oncall"),
+        rec("resolved", "i1", 1, "leak", "data_leakage", {"tenant": "acme"}, sev=1),
+        rec("opened", "i2", 30, "leak", "data_leakage", {"tenant": "globex"}, sev=1, team="security-oncall"),
+    ]
+    book, out = run(records, g)
+    assert [(r["type"], r["ts"], r["scope"]) for r in cases(out)] == [
+        ("case.opened", format_ts(T + MIN), {"tenant": "acme"}),  # its last incident resolved: out now
+        ("case.resolved", format_ts(T + MIN), {"tenant": "acme"})]  # fmt: skip
+    snapshot = orjson.loads(orjson.dumps(book.snapshot()))  # the globex page is held: carried in snapshots
+    [late] = CaseBook.restore(g, snapshot).finish()
+    assert (late["type"], late["ts"], late["page"]) == ("case.opened", format_ts(T + 35 * MIN), True)
+    assert book.advance(T + 35 * MIN - 1) == [] and book.advance(T + 35 * MIN)[0] == late

@@ -150,7 +150,9 @@ def test_incident_record_contract():
     assert list(opened) == [
         "type", "incident_id", "rule", "category", "severity", "group", "ts", "onset", "window", "value",
         "baseline", "threshold", "events", "sample", "users_affected", "evidence", "notify", "why", "response",
+        "evidence_scope",  # its group (model) lacks its category's case dimensions (tenant, service)
     ]  # fmt: skip
+    assert opened["evidence_scope"] == {}  # the events name no tenant or service
     assert opened["response"] == {"team": "on-call", "page": True, "update_every_ms": 3_600_000}  # sev2's default
     assert opened["incident_id"].startswith("inc_") and opened["group"] == {"model": "m"}
     assert opened["ts"] == "2026-01-01T00:00:05Z"  # the first 5s step boundary of a 1m window

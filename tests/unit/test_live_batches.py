@@ -521,3 +521,41 @@ async def test_a_shard_revoked_while_taking_a_message_stops_quietly(monkeypatch)
     await shard.queue.put((Stream(), routed_event(0)))
     await asyncio.wait_for(worker._shard_loop(shard), 2)
     assert worker.shards == {}
+
+
+# ---- a quiet shard's watermark reaches the case stage without waiting for a full checkpoint ----------
+
+
+async def test_a_quiet_shard_commits_its_advancing_watermark_in_a_head_of_its_own(monkeypatch):
+    """The case stage releases a record once every shard's committed head is past its time
+    (docs/response.md#cases-in-the-worker): a shard with no records must still say how far it
+    got — at the next tick, not the next full checkpoint (--checkpoint-interval, 60 s)."""
+    commits: list[tuple[list, dict]] = []
+
+    async def commit(self, records, checkpoint) -> None:
+        commits.append((list(records), checkpoint))
+
+    monkeypatch.setattr(FakeWriter, "commit", commit, raising=False)
+    worker = stage2_worker(monkeypatch)
+    worker.metrics.count_records = lambda records: None
+    worker.metrics.checkpoints = Counter()
+    worker.assigned({0})
+    await worker.evaluate(Stream(), routed_event(0))
+    shard = worker.shards[0]
+    lateness = shard.state.engine.lateness_ms
+    heads = lambda: [(r, c["kind"], c["mark"]) for r, c in commits]  # noqa: E731
+    commits.clear()
+    await worker.tick()  # time has not moved since the last commit: nothing to say
+    assert commits == []
+    shard.state.max_ts.update({0: 1_000_000, 1: 1_000_000})  # heartbeats of both input partitions
+    await worker.tick()
+    assert heads() == [([], "head", 1_000_000 - lateness)]  # no records, a head for the mark alone
+    await worker.tick()
+    assert len(commits) == 1  # unchanged: no second head
+    shard.state.max_ts.update({0: 2_000_000, 1: 2_000_000})
+    shard.state.suppress = 3  # restored, deriving again what it had committed: its head must wait
+    await worker.tick()
+    assert len(commits) == 1
+    shard.state.suppress = 0
+    await worker.tick()
+    assert heads()[-1] == ([], "head", 2_000_000 - lateness)

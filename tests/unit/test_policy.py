@@ -162,5 +162,11 @@ cost = []
         "9:1: unknown category `data_leak` — did you mean `data_leakage`?",
         '10:1: `cost` must be a list of event fields, e.g. cost = ["tenant"]',
     ]
+    _, problems = compiled('[grouping]\ngroup_wait = "30"\ngroup_wiat = "30s"\n')
+    assert problems == ['2:1: `group_wait` must be a duration such as "30m", "1h" or "1d"',
+                        "3:1: unknown key `group_wiat` — did you mean `group_wait`?"]  # fmt: skip
+    (leak, _), problems = compiled('[grouping]\ngroup_wait = "30s"\n')
+    assert problems == [] and leak.grouping.group_wait_ms == 30_000
+    assert compiled("")[0][0].grouping.group_wait_ms == 0  # by default a case pages at once, as before
     _, problems = compiled("[groupin]\nwait = \"1h\"\n")
     assert problems == ["1:2: unknown key `groupin` — did you mean `grouping`?"]

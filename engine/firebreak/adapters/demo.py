@@ -23,7 +23,7 @@ import orjson
 
 from firebreak.adapters.file_replay import ReplayResult, replay_files
 from firebreak.core import format_ts, parse_ts
-from firebreak.core.cases import CaseBook, evidence_scope
+from firebreak.core.cases import CaseBook
 from firebreak.dsl import CompiledRule
 from firebreak.event_types import EventType
 from firebreak.records import RecordKind
@@ -169,13 +169,9 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
     count = changes = 0
     users: set[str] = set()
     affected: dict[str, tuple[int, ...]] = {}
-    grouping = rules[0].grouping if rules else None
-    dimensions = sorted({d for dims in grouping.by.values() for d in dims}) if grouping else []
-    scopes: dict[str, dict[str, Any]] = {}  # event id → its scope fields: where evidence concentrates
     with events_path.open("wb") as f:
         stream = traffic.events()
         while batch := list(itertools.islice(stream, 10_000)):
-            scopes.update((e["event_id"], {d: e[d] for d in dimensions if d in e}) for e in batch)
             count += len(batch)
             changes += sum(1 for e in batch if e["type"] == EventType.CHANGE)
             users.update(e["user"] for e in batch if "user" in e)
@@ -190,7 +186,7 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
             records.append(record)
             out.write(orjson.dumps(record) + b"\n")
 
-        cases = CaseBook.for_rules(rules, evidence_scope(scopes, dimensions))
+        cases = CaseBook.for_rules(rules)
         replay = replay_files([str(events_path)], rules, emit, cases=cases)
     rows = incident_rows(records)
     match(rows, traffic.truths, affected)

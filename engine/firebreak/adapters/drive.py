@@ -205,7 +205,9 @@ class Driver:
 
     def finish(self) -> list[dict[str, Any]]:
         with python_core_errors(self.kind == "python"):
-            return self._cased(self.core.finish())
+            records = self._cased(self.core.finish())
+        # the first pages still held (group_wait) leave at their due time: the end of a replay
+        return records + self.cases.finish() if self.cases is not None else records
 
     @property
     def watermark(self) -> int | None:

@@ -12,11 +12,10 @@ from typing import Any
 
 import orjson
 
-from firebreak.adapters.case_replay import evidence_ids
 from firebreak.adapters.drive import Driver, decode_event
 from firebreak.adapters.file_replay import InputError, open_input
 from firebreak.core import Event, InvalidEvent
-from firebreak.core.cases import CaseBook, evidence_scope
+from firebreak.core.cases import CaseBook
 from firebreak.dsl import CompiledRule
 from firebreak.investigate import Options, Selection, investigate, list_incidents
 from firebreak.investigate.case import CaseReport, investigate_case, render_case_html, render_case_markdown
@@ -108,17 +107,11 @@ def records_from_file(path: str) -> list[dict[str, Any]]:
 def with_case_records(records: list[dict[str, Any]], rules: Sequence[CompiledRule],
                       events: Sequence[Event] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """``records`` as they are when they hold case records; otherwise with the cases they make,
-    as `replay --cases` and the worker form them: scopes from the evidence events found among
-    ``events`` (files or a topic range alike)."""
+    as `replay --cases` and the worker form them (scopes: the groups and the records'
+    ``evidence_scope``)."""
     if any(r.get("type") in _CASE_TYPES for r in records):
         return records
     book = CaseBook.for_rules(rules)
-    dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})
-    wanted = evidence_ids(records)
-    if wanted and events:
-        found = {e.event_id: {d: e.data[d] for d in dimensions if e.data.get(d) is not None}
-                 for e in events if e.event_id in wanted}  # fmt: skip
-        book.scope_of = evidence_scope(found, dimensions)
     return [out for record in records for out in book.process(record)]
 
 

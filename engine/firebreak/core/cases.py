@@ -7,8 +7,9 @@ Downstream of an engine's records (either engine: it reads only records), pure a
         out += book.process(record)                     # the record (naming its case), case records
 
 An incident joins a case of its category that shares its scope — a (dimension, value) of
-the category's ``by`` list, taken from the incident's group or, when given a
-``scope_of(evidence ids)``, the value its evidence concentrates in — while the case is open
+the category's ``by`` list, taken from the incident's group or else from the record's
+``evidence_scope`` (the value its evidence concentrates in, which the engine that saw its
+events writes: core/window.py ``evidence_scope``) — while the case is open
 or resolved less than ``window`` ago; otherwise it opens a case. With ``inhibit``, an
 incident less severe than an open sev1 case on its scope (any category) joins that case
 without paging; should it reach sev1 itself, it leaves for a case of its own.
@@ -19,22 +20,28 @@ Records: ``case.opened``, ``case.updated`` (reason ``joined``, ``inhibited``, ``
 response pages; or a severity rise that pages a team not yet paged for the case or comes
 ``wait`` or more after the case's last page (before that, the page already out is updated).
 Every incident record passed on carries ``case_id``.
+
+With ``group_wait`` (Alertmanager's), a new case's ``case.opened`` — its first page — is held
+that long in event time: incidents that join meanwhile, and severity rises, are folded into it
+(no records of their own). It leaves with the first record at or after its due time (stamped
+with that time), at ``advance(t)`` for t past it (the live case stage: its shards' committed
+watermark), at ``finish()``, or early, when the case's last incident resolves before it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from firebreak.core.events import format_ts, parse_ts
 from firebreak.core.incidents import canonical_group
 from firebreak.dsl.grouping import Grouping
+from firebreak.durations import format_duration
 from firebreak.records import RecordKind, Severity
 
-ScopeOf = Callable[[Sequence[str]], dict[str, Any]]  # evidence event ids → {dimension: dominant value}
 Pair = tuple[str, Any]  # (dimension, value): a scope
 
 
@@ -59,6 +66,8 @@ class Case:
     last_page: int | None = None
     pages: int = 0
     resolved_at: int | None = None
+    # group_wait: its case.opened, held until ``due`` (the first incident, and why it opened)
+    held: dict[str, Any] | None = None
 
     @property
     def pair(self) -> Pair:
@@ -70,7 +79,7 @@ class Case:
                 "severity": self.severity, "response": self.response,
                 "members": {i: [m.rule, m.severity, m.open, m.inhibited] for i, m in self.members.items()},
                 "paged_teams": list(self.paged_teams), "last_page": self.last_page, "pages": self.pages,
-                "resolved_at": self.resolved_at}  # fmt: skip
+                "resolved_at": self.resolved_at, "held": self.held}  # fmt: skip
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Case:
@@ -81,18 +90,17 @@ class Case:
 class CaseBook:
     """Every case still taking incidents, and which incident is in which."""
 
-    def __init__(self, grouping: Grouping, scope_of: ScopeOf | None = None) -> None:
+    def __init__(self, grouping: Grouping) -> None:
         self.grouping = grouping
-        self.scope_of = scope_of
         self.cases: dict[str, Case] = {}
         self.of_incident: dict[str, str] = {}
         self.stats: Counter[str] = Counter()  # incidents, cases, pages, grouped, inhibited, updates
 
     @classmethod
-    def for_rules(cls, rules: Sequence[Any], scope_of: ScopeOf | None = None) -> CaseBook:
+    def for_rules(cls, rules: Sequence[Any]) -> CaseBook:
         from firebreak.dsl.grouping import DEFAULT_GROUPING
 
-        return cls(rules[0].grouping if rules else DEFAULT_GROUPING, scope_of)
+        return cls(rules[0].grouping if rules else DEFAULT_GROUPING)
 
     # ---- records in, records out ------------------------------------------------------
 
@@ -101,6 +109,7 @@ class CaseBook:
         if kind not in _INCIDENT_TYPES:
             return [record]
         at = parse_ts(record["ts"])
+        due = self.advance(at)  # held first pages (group_wait) that came due before this record
         self._expire(at)
         incident_id = record["incident_id"]
         case = self.cases.get(self.of_incident.get(incident_id, ""))
@@ -120,26 +129,51 @@ class CaseBook:
         elif kind == RecordKind.RESOLVED:
             case.members[incident_id].open = False
             if not any(m.open for m in case.members.values()):
+                if case.held is not None:  # resolved within group_wait: its page goes out now
+                    self._release(case, at, out)
                 case.resolved_at = at
                 out.append(self._record(RecordKind.CASE_RESOLVED, case, record, at,
                                         opened_at=format_ts(case.opened_at),
                                         duration_s=(at - case.opened_at) // 1000,
                                         incidents=sorted(case.members), pages=case.pages))  # fmt: skip
-        return [{**record, "case_id": case.case_id}, *out]
+        return [*due, {**record, "case_id": case.case_id}, *out]
+
+    def advance(self, at: int) -> list[dict[str, Any]]:
+        """The held first pages (group_wait) due at or before ``at``, oldest due first."""
+        held = sorted((c.held["due"], n, c) for n, c in enumerate(self.cases.values())
+                      if c.held is not None and c.held["due"] <= at)  # fmt: skip
+        out: list[dict[str, Any]] = []
+        for due, _, case in held:
+            self._release(case, due, out)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Every held first page, at its due time: the end of a replay."""
+        return self.advance(2**62)
+
+    def _release(self, case: Case, at: int, out: list) -> None:
+        """The held case.opened leaves: as the case stands now (severity, incidents), paging if
+        its response pages."""
+        held, case.held = case.held, None
+        page = bool(case.response and case.response.get("page"))
+        if page:
+            self._paged(case, at)
+        joined = len(case.members) - 1
+        why = (f"{held['why']}; its page waited {format_duration(self.grouping.group_wait_ms)} (group_wait) "
+               f"for incidents that join: {joined} joined")  # fmt: skip
+        out.append(self._record(RecordKind.CASE_OPENED, case, held, at, page=page, why=why))
 
     # ---- placing an incident ---------------------------------------------------------------
 
     def scope_pairs(self, record: dict[str, Any]) -> list[Pair]:
         """The incident's candidate scopes, in its category's order: the group's value of each
-        dimension, else the value its evidence concentrates in (with ``scope_of``)."""
+        dimension, else the value its evidence concentrates in (the record's ``evidence_scope``)."""
         group = record.get("group") or {}
-        evidence = None
+        evidence = record.get("evidence_scope") or {}
         pairs = []
         for dim in self.grouping.dimensions(record["category"]):
             value = group.get(dim)
-            if value is None and self.scope_of is not None and record.get("evidence"):
-                if evidence is None:
-                    evidence = self.scope_of(record["evidence"])
+            if value is None:
                 value = evidence.get(dim)
             if value is not None:
                 pairs.append((dim, value))
@@ -166,6 +200,11 @@ class CaseBook:
         self.cases[case_id] = case
         self.of_incident[incident_id] = case_id
         self.stats["cases"] += 1
+        if self.grouping.group_wait_ms > 0:  # its first page waits for incidents that join
+            case.held = {"due": at + self.grouping.group_wait_ms, "incident_id": incident_id,
+                         "rule": record["rule"], "notify": list(record.get("notify") or ()),
+                         "why": self._why_opened(record, pairs)}  # fmt: skip
+            return case
         page = bool(case.response and case.response.get("page"))
         if page:
             self._paged(case, at)
@@ -177,6 +216,11 @@ class CaseBook:
         incident_id = record["incident_id"]
         case.members[incident_id] = Member(record["rule"], severity, inhibited=inhibited)
         self.of_incident[incident_id] = case.case_id
+        if case.held is not None:  # folded into the held first page (group_wait): no record of its own
+            self.stats["inhibited" if inhibited else "grouped"] += 1
+            if severity < case.severity and not inhibited:
+                case.severity, case.response = severity, record.get("response") or case.response
+            return
         if inhibited:
             self.stats["inhibited"] += 1
             why = (f"{record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']}) is muted by "
@@ -202,7 +246,10 @@ class CaseBook:
             del self.of_incident[incident_id]
             return self._place(record, at, out, inhibit=False)
         if member.severity < case.severity and not member.inhibited:
-            self._raise(case, record, at, out, "severity")
+            if case.held is not None:  # the held first page will say it
+                case.severity, case.response = member.severity, record.get("response") or case.response
+            else:
+                self._raise(case, record, at, out, "severity")
         return case
 
     def _raise(self, case: Case, record: dict, at: int, out: list, reason: str, force: bool = False,
@@ -277,8 +324,8 @@ class CaseBook:
         return {"cases": [c.to_json() for c in self.cases.values()], "stats": dict(sorted(self.stats.items()))}
 
     @classmethod
-    def restore(cls, grouping: Grouping, snapshot: dict[str, Any], scope_of: ScopeOf | None = None) -> CaseBook:
-        book = cls(grouping, scope_of)
+    def restore(cls, grouping: Grouping, snapshot: dict[str, Any]) -> CaseBook:
+        book = cls(grouping)
         for data in snapshot["cases"]:
             case = Case.from_json(data)
             book.cases[case.case_id] = case
@@ -286,24 +333,6 @@ class CaseBook:
                 book.of_incident[incident_id] = case.case_id
         book.stats.update(snapshot["stats"])
         return book
-
-
-def evidence_scope(scopes: dict[str, dict[str, Any]], dimensions: Sequence[str]) -> ScopeOf:
-    """A ``scope_of`` from known events (``{event_id: {dimension: value}}``): for each
-    dimension, the value of more than half the evidence events found, if any."""
-
-    def scope_of(evidence: Sequence[str]) -> dict[str, Any]:
-        found = [scopes[e] for e in evidence if e in scopes]
-        out = {}
-        for dim in dimensions:
-            values = Counter(s.get(dim) for s in found if s.get(dim) is not None)
-            if values:
-                value, n = max(values.items(), key=lambda kv: (kv[1], str(kv[0])))
-                if 2 * n > len(found):
-                    out[dim] = value
-        return out
-
-    return scope_of
 
 
 def _scope_text(scope: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from firebreak.core.events import EventType, format_ts
 from firebreak.core.significance import p_value
-from firebreak.core.window import Summary
+from firebreak.core.window import Summary, evidence_scope
 from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 from firebreak.dsl.metrics import SignificanceTest
 from firebreak.durations import format_duration
@@ -339,10 +339,12 @@ def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident
         format_ts(incident.onset), {"start": format_ts(at - rule.window_ms), "end": format_ts(at)}, _num(r.value),
         _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), rule.metric.impact_events(w),
         rule.metric.sample_size(w), w.users.estimate() if w.users is not None else 0,
-        [event_id for _, event_id in (w.evidence or [])], list(rule.notify), why,
+        [e[1] for e in (w.evidence or ())], list(rule.notify), why,
         # who responds, and how often they update, at this severity (nobody, once resolved)
         response=rule.response(incident.severity).to_json() if kind is not RecordKind.RESOLVED else None,
         significance=significance(rule, r) if rule.confidence is not None else None,
+        # where its evidence concentrates, for the case dimensions its group lacks (core/cases.py)
+        evidence_scope=evidence_scope(rule.scope_dimensions, w.evidence or ()) if rule.scope_dimensions else None,
         **extra,
     ).to_json()  # fmt: skip
 

@@ -12,8 +12,11 @@ shuffled stream byte-identical to the sorted one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from firebreak.core.events import Event
@@ -43,14 +46,16 @@ class Bucket:
         self.quantiles = QuantileSketch() if rule.metric.quantile is not None else None
         self.distinct = DistinctSketch() if rule.metric.accumulates is Accumulates.DISTINCT else None
         self.users = DistinctSketch()  # users of the events that make the metric
-        self.evidence: list[tuple[Any, str]] = []  # (order key, event_id), best first, at most EVIDENCE_K
+        # (order key, event_id), best first, at most EVIDENCE_K; for a rule with scope dimensions
+        # (CompiledRule.scope_dimensions) (order key, event_id, ((dimension, value), ...))
+        self.evidence: list[tuple] = []
 
     def snapshot(self) -> list:
         return [
             self.n, self.hits, self.vn, self.total, self.lo, self.hi,
             self.quantiles.snapshot() if self.quantiles is not None else None,
             self.distinct.snapshot() if self.distinct is not None else None,
-            self.users.snapshot(), [list(e) for e in self.evidence],
+            self.users.snapshot(), [[e[0], e[1]] if len(e) == 2 else [e[0], e[1], dict(e[2])] for e in self.evidence],
         ]  # fmt: skip
 
     @staticmethod
@@ -62,7 +67,8 @@ class Bucket:
         if data[7] is not None:
             b.distinct = DistinctSketch.restore(data[7])
         b.users = DistinctSketch.restore(data[8])
-        b.evidence = [(_tuple(k), i) for k, i in data[9]]
+        b.evidence = [(_tuple(e[0]), e[1]) if len(e) == 2 else (_tuple(e[0]), e[1], tuple(e[2].items()))
+                      for e in data[9]]  # fmt: skip
         return b
 
 
@@ -80,6 +86,20 @@ def _keep_evidence(bucket: Bucket, order: Any, event_id: str) -> None:
     del evidence[EVIDENCE_K:]
 
 
+_evidence_key = itemgetter(0, 1)  # (order key, event_id): what evidence is sorted by
+
+
+def _keep_scoped_evidence(bucket: Bucket, order: Any, event_id: str, scope: tuple) -> None:
+    """``_keep_evidence`` with the event's scope values; ordered by (order, id) only, a new
+    item before equal ones (as the native engine's partition point puts it)."""
+    evidence = bucket.evidence
+    key = (order, event_id)
+    if len(evidence) >= EVIDENCE_K and key >= evidence[-1][:2]:
+        return
+    evidence.insert(bisect_left(evidence, key, key=_evidence_key), (order, event_id, scope))
+    del evidence[EVIDENCE_K:]
+
+
 def _affects(bucket: Bucket, ev: Event, order: Any) -> None:
     """An event that makes the metric: its user counts as affected, and it may be evidence
     (``order``: best first — its time, or its value in the rule's direction)."""
@@ -89,14 +109,44 @@ def _affects(bucket: Bucket, ev: Event, order: Any) -> None:
     _keep_evidence(bucket, order, ev.event_id)
 
 
+def _scoped_affects(dimensions: tuple[str, ...]) -> Callable[[Bucket, Event, Any], None]:
+    """``_affects`` for a rule whose evidence keeps its events' values of ``dimensions``
+    (strings only): where an incident's evidence concentrates (``evidence_scope``)."""
+
+    def affects(bucket: Bucket, ev: Event, order: Any) -> None:
+        data = ev.data
+        user = data.get("user")
+        if user is not None:
+            bucket.users.add_hash(user_hash(user))
+        scope = tuple((d, v) for d in dimensions if (v := data.get(d)).__class__ is str)
+        _keep_scoped_evidence(bucket, order, ev.event_id, scope)
+
+    return affects
+
+
+def evidence_scope(dimensions: Sequence[str], evidence: Sequence[tuple]) -> dict[str, str]:
+    """For each of ``dimensions``, the value more than half of the ``evidence`` items'
+    events share, if any: the scope an incident's evidence concentrates in."""
+    out = {}
+    for dim in dimensions:
+        values = Counter(v for e in evidence if len(e) > 2 for d, v in e[2] if d == dim)
+        if values:
+            value, n = values.most_common(1)[0]
+            if 2 * n > len(evidence):
+                out[dim] = value
+    return out
+
+
 def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
     """The function that adds one event to a bucket, specialised per metric kind."""
     arg, accumulates = rule.arg, rule.metric.accumulates
+    dimensions = rule.scope_dimensions
+    affects = _scoped_affects(dimensions) if dimensions else _affects
     if accumulates is Accumulates.EVENTS:  # count(): every event counts
 
         def add_all(b: Bucket, ev: Event) -> None:
             b.n += 1
-            _affects(b, ev, ev.ts)
+            affects(b, ev, ev.ts)
 
         return add_all
     if accumulates is Accumulates.FLAGGED:
@@ -107,7 +157,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             flags = ev.data.get("flags")
             if flags and flags.get(flag) is True:
                 b.hits += 1
-                _affects(b, ev, ev.ts)
+                affects(b, ev, ev.ts)
 
         return add_flag
     if accumulates is Accumulates.DISTINCT:
@@ -118,7 +168,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             value = get(ev.data)
             if value is not None:
                 b.distinct.add(value)
-                _affects(b, ev, ev.ts)
+                affects(b, ev, ev.ts)
 
         return add_distinct
     get = getter(arg)
@@ -140,7 +190,7 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
             b.hi = value
         if b.quantiles is not None:
             b.quantiles.add(value)
-        _affects(b, ev, (value if low_is_bad else -value, ev.ts))
+        affects(b, ev, (value if low_is_bad else -value, ev.ts))
 
     return add_value
 
@@ -187,6 +237,6 @@ def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Su
         if detail:
             s.evidence.extend(b.evidence)
     if detail:
-        s.evidence.sort()
+        s.evidence.sort(key=_evidence_key)
         del s.evidence[EVIDENCE_K:]
     return s

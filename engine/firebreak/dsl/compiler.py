@@ -112,6 +112,13 @@ class CompiledRule:
         return self.responses[min(max(severity, 1), len(self.responses)) - 1]
 
     @property
+    def scope_dimensions(self) -> tuple[str, ...]:
+        """The case dimensions of its category (``[grouping.by]``) its group lacks: the event
+        fields its evidence keeps, and its incident records' ``evidence_scope`` reports."""
+        grouped = {".".join(path) for path in self.by}
+        return tuple(d for d in self.grouping.dimensions(self.category) if d not in grouped)
+
+    @property
     def metric_text(self) -> str:
         """The metric as written: ``rate(pii)``, ``count()``, ``p95(latency_ms)``, ``reports(wrong)``."""
         if self.source is EventType.REPORT:

@@ -4,6 +4,7 @@
     reopen_within = "1h"   # flapping: an incident firing again this soon after it resolved reopens
     window = "1h"          # a case takes new incidents while open and this long after it resolved
     wait = "1h"            # after a page, a severity rise only updates it for this long
+    group_wait = "0s"      # a case's first page waits this long (event time) for incidents that join
     inhibit = true         # a sev1 case mutes lower-severity incidents on its scope
 
     [grouping.by]          # the scope dimensions of a case, per category, the first found deciding
@@ -22,8 +23,8 @@ from typing import Any
 from firebreak.dsl.diagnostics import did_you_mean
 from firebreak.durations import DurationError, parse_duration
 
-KEYS = ("reopen_within", "window", "wait", "inhibit", "by")
-DURATIONS = ("reopen_within", "window", "wait")
+KEYS = ("reopen_within", "window", "wait", "group_wait", "inhibit", "by")
+DURATIONS = ("reopen_within", "window", "wait", "group_wait")
 HOUR_MS = 3_600_000
 # The scope of a case, per category: the dimension, in this order, whose value its incidents
 # share — the rule's group value, else the value their evidence concentrates in.
@@ -44,13 +45,14 @@ class Grouping:
     reopen_within_ms: int = HOUR_MS
     window_ms: int = HOUR_MS
     wait_ms: int = HOUR_MS
+    group_wait_ms: int = 0  # Alertmanager's group_wait; 0: a case pages as its first incident opens
     inhibit: bool = True
     by: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_BY))
     maintenance: tuple = ()  # the policy's [[maintenance]] windows (dsl/maintenance.py): pages held in them
 
     def __hash__(self) -> int:  # a rule field: rules are hashed by value nowhere, but stay hashable
-        return hash((self.reopen_within_ms, self.window_ms, self.wait_ms, self.inhibit, tuple(sorted(self.by.items())),
-                     self.maintenance))  # fmt: skip
+        return hash((self.reopen_within_ms, self.window_ms, self.wait_ms, self.group_wait_ms, self.inhibit,
+                     tuple(sorted(self.by.items())), self.maintenance))  # fmt: skip
 
     def dimensions(self, category: str) -> tuple[str, ...]:
         return self.by.get(category, DEFAULT_BY.get(category, ("service",)))
@@ -58,7 +60,8 @@ class Grouping:
     def merged(self, overrides: dict[str, Any]) -> Grouping:
         """These settings with a file's (checked) ``overrides`` applied, key by key."""
         values = {"reopen_within_ms": self.reopen_within_ms, "window_ms": self.window_ms, "wait_ms": self.wait_ms,
-                  "inhibit": self.inhibit, "by": dict(self.by), "maintenance": self.maintenance}  # fmt: skip
+                  "group_wait_ms": self.group_wait_ms, "inhibit": self.inhibit, "by": dict(self.by),
+                  "maintenance": self.maintenance}  # fmt: skip
         for key, value in overrides.items():
             if key == "by":
                 values["by"].update(value)

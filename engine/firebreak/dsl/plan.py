@@ -108,6 +108,7 @@ class RulePlan(TypedDict):
     by: list[Path]
     where: WherePlan | None
     options: OptionsPlan
+    scope: list[str]  # the case dimensions its group lacks: evidence keeps its events' values of them
     actions: ActionsPlan
 
 
@@ -160,6 +161,7 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
         },
         "by": [list(path) for path in rule.by],
         "where": rule.where_plan,
+        "scope": list(rule.scope_dimensions),
         "options": {
             "for_ms": rule.for_ms,
             "min_events": rule.min_events,

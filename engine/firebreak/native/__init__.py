@@ -53,12 +53,19 @@ class _Host:
 
     def step(self, index: int, group: dict, life: Lifecycle | None, at: int, value: Any, limit: float | None,
              baseline: float | None, holds: bool, p: float | None, counts: tuple, users: list[int],
-             evidence: list[str]) -> tuple:  # fmt: skip
+             evidence: list) -> tuple:  # fmt: skip
+        """``evidence``: event ids, or for a rule with scope dimensions (id, [its event's values
+        of them, None where not a string]) — kept as the core keeps them."""
         rule = self.rules[index]
         n, hits, vn, total, lo, hi = counts
         sketch = DistinctSketch()
         sketch.mins = users
-        window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, [(None, e) for e in evidence])
+        if dims := rule.scope_dimensions:
+            items = [(None, e, tuple((d, v) for d, v in zip(dims, values, strict=False) if v is not None))
+                     for e, values in evidence]  # fmt: skip
+        else:
+            items = [(None, e) for e in evidence]
+        window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, items)
         life = life if life is not None else Lifecycle()
         before = (life.status, life.onset, life.frozen_baseline)
         try:

@@ -13,7 +13,7 @@ partition up to its end, every record of that shard up to ``mark`` is in hand.
     stage.take(partition, offset, record)     # incident records, as read (False: read before)
     stage.heard(shard, mark)                  # a shard's committed watermark
     for record in stage.release():            # case.* records, identical to `replay --cases`
-        send(record)                          # (from standard input: scopes from groups)
+        send(record)                          # (scopes: groups, and the records' evidence_scope)
     stage.snapshot()                          # carried in the stage's checkpoint, with its positions
 
 Pure: no Kafka, no clock. The incident records themselves stay as the shards wrote them; the
@@ -27,7 +27,7 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from firebreak.core.cases import CaseBook, ScopeOf
+from firebreak.core.cases import CaseBook
 from firebreak.core.events import parse_ts
 from firebreak.dsl import CompiledRule
 from firebreak.records import is_incident
@@ -52,8 +52,8 @@ class CaseOrder:
 
 
 class CaseStage:
-    def __init__(self, rules: Sequence[CompiledRule], shards: int, scope_of: ScopeOf | None = None) -> None:
-        self.book = CaseBook.for_rules(rules, scope_of)
+    def __init__(self, rules: Sequence[CompiledRule], shards: int) -> None:
+        self.book = CaseBook.for_rules(rules)
         self.order = CaseOrder(rules)
         self.shards = shards
         self.marks: dict[int, int] = {}  # shard → its committed watermark
@@ -92,7 +92,7 @@ class CaseStage:
     def release(self) -> list[dict[str, Any]]:
         """The case records of every held incident record up to `through`, in engine order."""
         through = self.through
-        if through is None or not self.held:
+        if through is None:
             return []
         cut = bisect.bisect_right(self.held, through, key=lambda h: h[0][0])
         ready, self.held = self.held[:cut], self.held[cut:]
@@ -100,6 +100,9 @@ class CaseStage:
         for _, _, record in ready:
             out.extend(r for r in self.book.process(record) if not is_incident(r))
         self.stats["released"] += len(ready)
+        # first pages held by group_wait whose due time every shard is past: the same records
+        # (stamped with their due time) a replay gives with the next record after it
+        out.extend(self.book.advance(through))
         return out
 
     # ---- state ---------------------------------------------------------------------------------
@@ -116,13 +119,12 @@ class CaseStage:
         }
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
-                scope_of: ScopeOf | None = None) -> CaseStage:  # fmt: skip
+    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any]) -> CaseStage:
         if snapshot.get("version") != STAGE_VERSION:
             raise ValueError(f"a case stage checkpoint of version {snapshot.get('version')!r}: this release reads "
                              f"version {STAGE_VERSION}")  # fmt: skip
-        stage = cls(rules, snapshot["shards"], scope_of)
-        stage.book = CaseBook.restore(stage.book.grouping, snapshot["book"], scope_of)
+        stage = cls(rules, snapshot["shards"])
+        stage.book = CaseBook.restore(stage.book.grouping, snapshot["book"])
         stage.marks = {int(s): m for s, m in snapshot["marks"].items()}
         stage.positions = {int(p): o for p, o in snapshot["positions"].items()}
         for record in snapshot["held"]:

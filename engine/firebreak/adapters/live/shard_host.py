@@ -47,6 +47,7 @@ class Shard:
         self.queue: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(SHARD_QUEUE)  # routed messages to take
         self.task: asyncio.Task | None = None  # takes them, in order (`ShardHost._shard_loop`)
         self.busy = False  # taking one now
+        self.committed_mark: int | None = None  # the watermark of its last committed checkpoint
 
 
 class ShardHost:
@@ -282,8 +283,19 @@ class ShardHost:
                 return  # revoked or fenced while another shard's checkpoint went on
             shard.state.tick()
             due = time.monotonic() - shard.checkpointed_at >= interval and bool(shard.unacked)
-            if shard.state.pending or due:
+            if shard.state.pending or due or self._mark_moved(shard):
                 await self._commit(shard, full=due)
+
+    @staticmethod
+    def _mark_moved(shard: Shard) -> bool:
+        """Its watermark passed the one last committed, with no records to carry it: a head of its
+        own (no records), so the case stage need not wait for the next full checkpoint. Not while
+        a restored shard derives again what it had committed (``suppress``): its head would count
+        fewer records than the one committed, and a second restart would send those again."""
+        mark = shard.state.engine.watermark
+        if mark is None or shard.state.suppress:
+            return False
+        return shard.committed_mark is None or mark > shard.committed_mark
 
     async def reload(self, rules: Sequence[CompiledRule]) -> None:
         """New rules for every shard, each checkpointed in full at once: a restart must not

@@ -2,7 +2,7 @@
 
     python benchmarks/world_eval.py --jobs 2                        # the starter pack, development seeds 0-49
     python benchmarks/world_eval.py --seeds 0-9 --rules candidate/  # a candidate pack, fewer seeds
-    python benchmarks/world_eval.py --seeds 1000-1049 --held-out    # ONLY at the end of a tuning session
+    python benchmarks/world_eval.py --seeds 2000-2049 --held-out    # ONLY at the end of a tuning session
 
 Each seed's world (benchmarks/worlds.py) is replayed through the pack in process (the library
 API benchmarks/pack_eval.py uses: ``Driver(rules, engine="native")`` fed JSON lines), and every
@@ -22,8 +22,9 @@ Reported: recall by size class (obvious / subtle / below_floor: benchmarks/world
 escalations included; sev1+sev2 together), false incidents a day per severity, and per rule
 its incidents, true and false (which rules cost precision). ``--json`` writes everything.
 
-The held-back seeds (worlds.HELD_OUT_SEEDS) are refused unless ``--held-out`` is passed: they
-are run once, at the end of a tuning session, never while tuning (benchmarks/README.md).
+The held-back seeds (worlds.HELD_OUT_RANGES: 2000-2049, and 1000-1049 whose results were
+read) are refused unless ``--held-out`` is passed: they are run once, at the end of a tuning
+session, never while tuning (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from firebreak.adapters.rule_files import read_rule_sources  # noqa: E402
 from firebreak.adapters.starter_pack import starter_rule_sources  # noqa: E402
 from firebreak.core import parse_ts  # noqa: E402
 from firebreak.dsl import load_rules  # noqa: E402
-from worlds import DEV_SEEDS, DIMS, HELD_OUT_SEEDS, MINUTE, World, generate  # noqa: E402
+from worlds import DEV_SEEDS, DIMS, MINUTE, World, generate, held_out_ranges_text, is_held_out  # noqa: E402
 
 GRACE_MS = 15 * MINUTE
 CLASSES = ("obvious", "subtle", "below_floor")
@@ -357,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out",
         action="store_true",
-        help=f"allow the held-back seeds {HELD_OUT_SEEDS.start}-{HELD_OUT_SEEDS.stop - 1}: only at the end "
-        "of a tuning session",
+        help=f"allow the held-back seeds ({held_out_ranges_text()}): only at the end of a tuning session",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="world size (1.0: ~50k-300k events a world)")
     parser.add_argument("--jobs", type=int, default=1)
@@ -366,11 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the runs and the summary here")
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    held = [s for s in seeds if s in HELD_OUT_SEEDS]
+    held = [s for s in seeds if is_held_out(s)]
     if held and not args.held_out:
         print(
-            f"refused: seeds {held[0]}..{held[-1]} are in the held-back range {HELD_OUT_SEEDS.start}-"
-            f"{HELD_OUT_SEEDS.stop - 1}; they are run only at the end of a tuning session, with --held-out "
+            f"refused: seeds {held[0]}..{held[-1]} are in a held-back range ({held_out_ranges_text()}); "
+            "they are run only at the end of a tuning session, with --held-out "
             "(benchmarks/README.md)",
             file=sys.stderr,
         )

@@ -105,9 +105,18 @@ def test_size_classes_follow_the_floor() -> None:
     assert t.size_class == "subtle", t.size
 
 
-def test_held_back_seeds_are_refused_without_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert world_eval.main(["--seeds", "1000-1001", "--scale", str(TINY)]) == 2
+@pytest.mark.parametrize("seeds", ["2000-2001", "2049", "1000-1001", "48-1000"])
+def test_held_back_seeds_are_refused_without_the_flag(seeds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # 2000-2049 is the held-back range; 1000-1049, whose results were read, stays refused too
+    assert world_eval.main(["--seeds", seeds, "--scale", str(TINY)]) == 2
     assert "held-back" in capsys.readouterr().err
+
+
+def test_held_back_ranges() -> None:
+    assert worlds.is_held_out(2000) and worlds.is_held_out(2049) and worlds.is_held_out(1000)
+    assert not worlds.is_held_out(2050) and not worlds.is_held_out(49) and not worlds.is_held_out(1999)
+    with pytest.raises(SystemExit, match="held-back"):
+        worlds.main(["--seed", "2003", "--out", "/nonexistent-never-written"])
 
 
 def _incident(category: str, group: dict[str, str], start: int, end: int) -> dict[str, object]:

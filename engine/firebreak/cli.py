@@ -20,7 +20,7 @@ from firebreak.adapters import demo
 from firebreak.adapters.drive import ENGINES
 from firebreak.adapters.file_replay import InputError, ReplayResult, replay_files
 from firebreak.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
-from firebreak.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
+from firebreak.adapters.rule_files import load_rules_or_report, read_sources_or_report
 from firebreak.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from firebreak.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from firebreak.core import DEFAULT_LATENESS_MS, parse_ts
@@ -33,21 +33,6 @@ from firebreak.errors import EngineError
 from firebreak.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-def read_sources_or_report(paths: list[str], command: str) -> tuple[dict[str, str], dict[str, str]] | None:
-    """The rule files' texts and their vocabulary files' texts, or None after printing why
-    there are none."""
-    try:
-        sources = read_rule_sources(paths)
-        vocabularies = read_companion_sources(paths)
-    except RuleFileError as error:
-        print(f"firebreak {command}: {error}", file=sys.stderr)
-        return None
-    if not sources:
-        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
-        return None
-    return sources, vocabularies
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -172,22 +157,6 @@ def check_time_range(since_text: str, until_text: str | None) -> tuple[int, int]
             raise ValueError(f"--{option}: {error}") from None
     topic_replay.check_range(times[0], times[1])
     return times[0], times[1]
-
-
-def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
-    """Compiled rules, or None after printing why there are none."""
-    read = read_sources_or_report(paths, command)
-    if read is None:
-        return None
-    sources, vocabularies = read
-    rules, problems = load_rules(sources, vocabularies)
-    if problems:
-        print(render_all(problems, sources | vocabularies), file=sys.stderr)
-    if not rules:
-        if not problems:
-            print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
-        return None
-    return rules
 
 
 def budget_arg(text: str) -> float:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from firebreak.adapters.incident_text import investigate_command, responders, summary
 from firebreak.core import format_ts, parse_ts
 from firebreak.records import RecordKind, Severity
 
@@ -78,8 +79,6 @@ def labels(record: Mapping[str, Any], severity: Any = None) -> dict[str, str]:
 
 
 def annotations(record: Mapping[str, Any], hint: str) -> dict[str, str]:
-    from firebreak.adapters.notify import investigate_command, responders, summary
-
     out = {"summary": summary(record)}
     if record.get("why"):
         out["description"] = str(record["why"])

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from firebreak.adapters.incident_text import REMINDER, investigate_command, responders, summary
 from firebreak.core import format_ts, parse_ts
 from firebreak.core.events import format_duration
 from firebreak.core.silences import ACKNOWLEDGED, CONTROL_TYPES, ControlError, SilenceBook
@@ -47,7 +48,6 @@ INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED
 # Cases (docs/response.md#cases): when incident records name a case, PagerDuty pages per case —
 # one dedup_key per case — and the incidents go to the other targets only.
 CASE_TYPES = tuple(k.value for k in (RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED, RecordKind.CASE_RESOLVED))
-REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
 PD_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning", Severity.SEV4: "info"}
 MAX_BACKOFF_S = 30.0
 
@@ -190,22 +190,6 @@ def idempotency_key(record: Mapping[str, Any]) -> str:
     return f"{record['incident_id']}:{record['type']}:{record['ts']}"
 
 
-def summary(record: Mapping[str, Any]) -> str:
-    group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
-    verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
-            RecordKind.REOPENED: "reopened", REMINDER: "still open"}  # fmt: skip
-    return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
-
-
-def responders(record: Mapping[str, Any]) -> str:
-    """``security-oncall (paged), status update every 30m``: who responds, from the policy."""
-    response = record.get("response")
-    if not response:
-        return ""
-    how = "paged" if response.get("page") else "ticket"
-    return f"{response.get('team')} ({how}), status update every {format_duration(int(response['update_every_ms']))}"
-
-
 def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
                     ) -> dict[str, Any]:  # fmt: skip
     """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution;
@@ -269,13 +253,6 @@ def _pd_severity(name: Any) -> str:
         return PD_SEVERITY[Severity.parse(name)]
     except ValueError:
         return "error"
-
-
-def investigate_command(record: Mapping[str, Any], hint: str) -> str:
-    onset = parse_ts(record.get("onset") or record["ts"])
-    since = onset - 2 * 3_600_000
-    until = parse_ts(record["ts"]) + 15 * 60_000
-    return f"{hint} --since {format_ts(since)} --until {format_ts(until)} --incident {record['incident_id']}"
 
 
 def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: str) -> dict[str, Any]:

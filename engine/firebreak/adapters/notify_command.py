@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     windows: tuple = ()
     if args.rules:
-        from firebreak.cli import load_rules_or_report
+        from firebreak.adapters.rule_files import load_rules_or_report
 
         rules = load_rules_or_report(args.rules, "notify")
         if rules is None:

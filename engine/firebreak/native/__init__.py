@@ -32,6 +32,7 @@ from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
+from firebreak.feed import Fed, decode_event, decoded_lines, late_text
 from firebreak.native.plan import plan_of, unsupported
 
 try:
@@ -92,8 +93,6 @@ def threads() -> int:
 def _late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> str:
     """A late event's reason, or (``ts`` after ``watermark``, then the latest event time) an
     event's refused for being too far ahead."""
-    from firebreak.adapters.drive import late_text
-
     return late_text(ts, watermark, lateness_ms, max_skew_ms)
 
 
@@ -124,8 +123,6 @@ class NativeEngine:
     # ---- input --------------------------------------------------------------------------
 
     def feed_lines(self, lines: Sequence[bytes], max_bytes: int | None = None):
-        from firebreak.adapters.drive import Fed, decode_event, decoded_lines
-
         if not isinstance(lines, list):
             lines = list(lines)
         fed = Fed()
@@ -167,8 +164,6 @@ class NativeEngine:
         return self.core.take_routed(body, next_offset, masks, watermark)
 
     def feed_events(self, events: Iterable[Event]):
-        from firebreak.adapters.drive import Fed
-
         fed = Fed()
         for index, event in enumerate(events):
             raw = orjson.dumps(event.data)

@@ -95,7 +95,7 @@ class LiveWorker:
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
             # A routed message carries its events (routed.py, up to MESSAGE_BYTES of JSON lines):
-            # compressed (zstd: ~10x smaller, benchmarks/README.md), and several fetched per
+            # compressed (zstd; the sizes in benchmarks/README.md, "Live worker"), and several fetched per
             # partition per round trip (4 MB compressed; 16 MB held more in memory for nothing).
             producer_compression_type="zstd",
             consumer_max_fetch_size=4 * 1024 * 1024,

@@ -4,8 +4,8 @@ Faust's fetcher hands every message it fetched to the conductor one by one, each
 `wait_first` (a task and two futures), then through a channel queue and the stream's
 processors to the agent; with `take_events` that is still all done per message, and it costs
 more than everything else the worker does: an agent that does nothing with its batches takes
-~7k messages/s on our 2 cores under load (benchmarks/faust_floor.py), against ~380k/s for
-aiokafka's `getmany` alone. So for the input topic the worker takes each fetch's records as
+a small fraction of the messages aiokafka's `getmany` alone takes (benchmarks/faust_floor.py;
+the figures are in benchmarks/README.md, "Live worker"). So for the input topic the worker takes each fetch's records as
 one batch straight from the consumer: Faust still owns the group, the assignment, the
 fetching, the offsets (gaps included) and the commits; the routed topic still goes through
 Faust's agent as before.

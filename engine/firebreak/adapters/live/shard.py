@@ -216,7 +216,8 @@ class ShardState:
     def checkpoint(self) -> dict[str, Any]:
         """`snapshot` as the worker commits it: on the native engine, its state is JSON the
         core wrote in one call (an ``orjson.Fragment``: ``orjson.dumps`` gives the same
-        bytes' meaning as of `snapshot`, ~2x sooner, and no Python object per group)."""
+        bytes' meaning as of `snapshot`, sooner — benchmarks/README.md, "Full checkpoints" — and no
+        Python object per group)."""
         if self.kind != "native" or not hasattr(orjson, "Fragment"):
             return self.snapshot()
         return {**self.snapshot_head(), "engine": orjson.Fragment(self.engine.snapshot_json())}

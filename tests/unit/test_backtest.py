@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from firebreak.adapters.backtest import BOTH, ONLY_NEW, ONLY_OLD, BacktestRun, compare, read_truths, run_backtest
 from firebreak.adapters.backtest_report import render_text, signed_duration, summary_line
 from firebreak.cli import main
@@ -231,6 +230,7 @@ def rule_files(tmp_path: Path, old: str = OLD_RULES, new: str = NEW_RULES) -> tu
     return str(tmp_path / "old"), str(tmp_path / "new" / "h.rules")
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_backtest_json_end_to_end(tmp_path: Path, log: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     events, truth = log
     old, new = rule_files(tmp_path)
@@ -269,6 +269,7 @@ def test_backtest_json_end_to_end(tmp_path: Path, log: tuple[Path, Path], capsys
     assert "| status " in text and "| only old | retired" in text
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_added_rule_shows_as_only_new(tmp_path: Path, log: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     events, _ = log
     added = "rule any_hallucinations: count(hallucination) >= 30 over 10m by model -> sev4\n"
@@ -279,6 +280,7 @@ def test_an_added_rule_shows_as_only_new(tmp_path: Path, log: tuple[Path, Path],
     assert all(r["status"] == "both" and r["delta_ms"] == 0 for r in report["rows"] if r["rule_new"] == "spike")
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_unchanged_rules_reuse_the_old_records(log: tuple[Path, Path]) -> None:
     events, _ = log
     old, _ = load_rules({"old.rules": OLD_RULES})
@@ -300,12 +302,14 @@ def test_broken_new_rules_exit_1_with_a_caret(tmp_path: Path, log: tuple[Path, P
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_missing_event_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     old, new = rule_files(tmp_path)
     assert main(["backtest", "--rules", old, "--against", new, "--events", str(tmp_path / "nope.jsonl")]) == 1
     assert capsys.readouterr().err.startswith("firebreak backtest: ")
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_fail_on_missed_for_ci(tmp_path: Path, log: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     """Exit 3 when the candidate loses something: an injection the current rules catch
     (with --truth), else an incident only the current rules open."""

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from firebreak.core.cases import CaseBook, evidence_scope
 from firebreak.core.events import format_ts
 from firebreak.dsl.grouping import Grouping
@@ -187,6 +186,7 @@ def test_a_restored_case_book_continues_alike(cut: int):
     assert len(book.cases) == 2  # the model=a case resolved over an hour before i4: forgotten
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_replay_with_cases_names_each_incident_s_case(tmp_path):
     from firebreak.cli import main
     from firebreak.testing import T0
@@ -228,6 +228,7 @@ def test_case_records_match_the_record_schema():
         assert not list(validator.iter_errors(record)), record
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tmp_path):
     """The demo's log replayed with --cases: the same cases and pages as the demo, whose scope
     of evidence comes from its own events."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from firebreak.core import InvalidEvent, validate_event
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,6 +25,7 @@ def test_schemas_are_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(RECORD)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_every_record_kind_is_emitted_and_matches_the_schema():
     validator = jsonschema.Draft202012Validator(RECORD)
     leak = [event(f"p{i}", i * 30 * SEC, tenant="t", flags={"pii": i < 150}) for i in range(200)]

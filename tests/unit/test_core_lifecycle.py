@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from corekit import HOUR, MIN, SEC, event, merged, of_type, offset, run, steady
+
+# Every test here evaluates rules: on the engine under test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("rule_engine")
 
 HALLUCINATION_SPIKE = "rate(hallucination) > 3x baseline over 10m by model -> sev3 contain fallback(model=\"safe\")"
 
@@ -175,7 +179,6 @@ def test_change_events_are_not_inference_traffic():
 
 def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
     from corekit import rules
-
     from firebreak.core import Engine
     from firebreak.core.engine import reload
 

@@ -7,10 +7,10 @@ blind to a recurrence for one baseline span. Both engines, across snapshots.
 
 import orjson
 import pytest
+from corekit import HOUR, MIN, SEC, T0, event, of_type, offset, rules, run
 from firebreak.core import Engine
 from firebreak.core.events import format_ts
 from firebreak.native import NativeEngine
-from firebreak.testing import HOUR, MIN, SEC, T0, event, of_type, offset, rules, run
 
 ENGINES = ["python", "native"]
 
@@ -85,6 +85,7 @@ def test_the_starter_rule_catches_the_recurrence(engine):
     assert second["reference"] == "baseline" and second["expected"] == first["expected"] == 18
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_both_engines_give_the_same_records_and_state_across_snapshots():
     compiled = rules(CANONICAL)
     events = traffic() + traffic(model="claude")
@@ -149,6 +150,7 @@ def test_a_population_reference_is_not_inflated_by_the_groups_own_incident(engin
     assert offset(of_type(records, "incident.resolved")[0]) < RECURRENCE[0]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_resolve(monkeypatch):
     from firebreak.core import engine as core_engine
     from firebreak.core.events import parse_ts

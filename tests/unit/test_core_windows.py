@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from corekit import MIN, SEC, event, of_type, offset, run, steady
 
+# Every test here evaluates rules: on the engine under test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("rule_engine")
+
 VALUES = [10, 20, 30, 40, 1000]
 USERS = ["u1", "u2", "u2", "u3", "u4"]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from firebreak.adapters.starter_pack import starter_rule_sources
 from firebreak.cli import main
 
@@ -17,6 +16,7 @@ rule leak: rate(pii) > 0.005 over 10m by tenant min 50 events -> sev2
 """
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_demo_prints_the_incident_table_and_keeps_its_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rules = tmp_path / "demo.rules"
     rules.write_text(RULES)
@@ -85,6 +85,7 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
     assert shipped["seeds"] >= 20
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_the_demo_pages_once_per_problem_as_fast_as_its_first_detection(tmp_path: Path) -> None:
     """Issue 25: the five injected problems opened 28 incidents, every one paged. Each
     problem is now one case, paged when its first incident opened; every incident is still in

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from corekit import MIN, T0, rules, steady
-
 from firebreak.adapters.drive import BATCH_LINES, Driver, batched, drive_batches
 from firebreak.core import run_events
 
@@ -137,6 +137,7 @@ def test_read_ahead_gives_every_read_in_order_and_raises_a_read_error_in_its_tur
     assert not [t for t in threading.enumerate() if t.name == "firebreak-read-ahead"]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_replay_max_skew_option_bounds_or_not(tmp_path, capsys):
     from firebreak.cli import main
 

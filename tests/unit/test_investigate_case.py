@@ -68,6 +68,7 @@ def test_a_case_lists_its_incidents_and_investigates_its_lead(demo: Path, capsys
     assert report["case"]["pages"] == sum(1 for r in case_records if r.get("page"))
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_cases_are_formed_from_the_events_when_no_records_are_given(demo: Path, capsys: pytest.CaptureFixture) -> None:
     """Without --records the events are replayed and grouped as `replay --cases` does: the
     same case, the same report; and records without case records are grouped the same way."""
@@ -88,6 +89,7 @@ def test_cases_are_formed_from_the_events_when_no_records_are_given(demo: Path, 
     assert orjson.loads(computed)["timeline"] == orjson.loads(given)["timeline"]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_markdown_and_html_show_the_case_section(demo: Path, capsys: pytest.CaptureFixture) -> None:
     records = _records(demo)
     case_id = _biggest_case(records)
@@ -106,6 +108,7 @@ def test_markdown_and_html_show_the_case_section(demo: Path, capsys: pytest.Capt
     assert all(f"<code>{i}</code>" in html for i in ids)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_incident_investigation_names_its_case(demo: Path, capsys: pytest.CaptureFixture) -> None:
     records = _records(demo)
     case_id = _biggest_case(records)

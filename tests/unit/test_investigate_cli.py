@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from investigate_scenarios import RULES, build
-
 from firebreak.cli import main
 from firebreak.core import format_ts
+from investigate_scenarios import RULES, build
+
+# Every test here evaluates rules: on the engine under test (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("rule_engine")
 
 
 @pytest.fixture(scope="module")

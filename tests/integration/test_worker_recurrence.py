@@ -31,9 +31,17 @@ def traffic() -> list[dict]:
     for model in ("m-a", "m-b"):
         for i, at in enumerate(range(0, 4 * HOUR + 30 * MIN, 2_000)):
             spike = model == "m-a" and any(a <= at < b for a, b in SPIKES)
-            events.append({"event_id": f"{model}-{i}", "ts": format_ts(T0 + at), "service": "support", "model": model,
-                           "tenant": f"t{i % 8}", "user": f"u{i % 97}",
-                           "flags": {"hallucination": i % 5 == 0 if spike else i % 50 == 0}})  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{model}-{i}",
+                    "ts": format_ts(T0 + at),
+                    "service": "support",
+                    "model": model,
+                    "tenant": f"t{i % 8}",
+                    "user": f"u{i % 97}",
+                    "flags": {"hallucination": i % 5 == 0 if spike else i % 50 == 0},
+                }
+            )
     events.sort(key=lambda e: (e["ts"], e["event_id"]))
     return events
 
@@ -68,9 +76,14 @@ def test_the_worker_opens_the_recurrence_as_replay_does_across_a_kill(kafka_boot
     cut = next(i for i, e in enumerate(events) if parse_ts(e["ts"]) >= T0 + 3 * HOUR + 31 * MIN)
     run(publish(kafka_bootstrap, topics.events, events[:cut]))
     wait_for(lambda: worker.metrics()["firebreak_events_total"] >= cut, 120, "the first part", [worker])
-    wait_for(lambda: any(r["type"] == "incident.resolved"
-                         for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.5))),
-             60, "the first incident's resolve", [worker])  # fmt: skip
+    wait_for(
+        lambda: any(
+            r["type"] == "incident.resolved" for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.5))
+        ),
+        60,
+        "the first incident's resolve",
+        [worker],
+    )
     time.sleep(8)  # a checkpoint or two (every 3s) after the resolve
     worker.kill()
     restarted = start(lateness="2s")

@@ -11,13 +11,12 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from go_tools import running_alertmanager
-from test_core_properties import BASE
-
 from firebreak.adapters.alertmanager import AlertResends, alerts, label_name, labels, resend_open_alerts
 from firebreak.adapters.notify import Deliverer, NotifyConfigError, load_notify_config, notify_records
 from firebreak.core import parse_ts, run_events
 from firebreak.dsl import load_rules
+from go_tools import running_alertmanager
+from test_core_properties import BASE
 
 RULES = """
 rule spike:
@@ -25,6 +24,7 @@ rule spike:
 rule leak:
   count(pii) >= 2 over 1m by tenant -> sev2 contain disable_feature notify "am"
 """
+
 
 def _get(url: str) -> object:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - 127.0.0.1
@@ -76,25 +76,37 @@ def test_payload_labels_annotations_and_times(records):
     opened = next(r for r in records if r["type"] == "incident.opened" and r["rule"] == "leak")
     now = time.time()
     [alert] = alerts({**opened, "case_id": "case-7"}, "firebreak investigate --rules rules/", 60, now=now)
-    assert alert["labels"] == {"alertname": "leak", "severity": "error", "firebreak_severity": "sev2",
-                               "category": opened["category"], "incident_id": opened["incident_id"],
-                               "case_id": "case-7", "tenant": opened["group"]["tenant"]}  # fmt: skip
+    assert alert["labels"] == {
+        "alertname": "leak",
+        "severity": "error",
+        "firebreak_severity": "sev2",
+        "category": opened["category"],
+        "incident_id": opened["incident_id"],
+        "case_id": "case-7",
+        "tenant": opened["group"]["tenant"],
+    }
     assert alert["annotations"]["value"] == f"{opened['value']} against limit {opened['threshold']}"
     assert alert["annotations"]["investigate"].startswith("firebreak investigate --rules rules/ --since ")
     assert alert["annotations"]["investigate"].endswith(f"--incident {opened['incident_id']}")
     assert alert["annotations"]["description"] == opened["why"]
     assert alert["startsAt"] == opened["onset"]
     assert parse_ts(alert["endsAt"]) / 1000 == pytest.approx(now + 240, abs=1)  # open: 4 resends ahead
-    resolved = next(r for r in records
-                    if r["type"] == "incident.resolved" and r["incident_id"] == opened["incident_id"])  # fmt: skip
+    resolved = next(
+        r for r in records if r["type"] == "incident.resolved" and r["incident_id"] == opened["incident_id"]
+    )
     [ended] = alerts(resolved, "x", 60, now=now)
     assert ended["endsAt"] == resolved["ts"] and ended["labels"]["incident_id"] == opened["incident_id"]
 
 
 def test_escalation_ends_the_alert_at_the_old_severity(records):
     opened = next(r for r in records if r["type"] == "incident.opened")
-    escalated = {**opened, "type": "incident.escalated", "severity": "sev1", "previous_severity": opened["severity"],
-                 "ts": opened["ts"]}  # fmt: skip
+    escalated = {
+        **opened,
+        "type": "incident.escalated",
+        "severity": "sev1",
+        "previous_severity": opened["severity"],
+        "ts": opened["ts"],
+    }
     old, new = alerts(escalated, "x", 60, now=time.time())
     assert old["labels"]["firebreak_severity"] == opened["severity"] and old["endsAt"] == escalated["ts"]
     assert new["labels"]["firebreak_severity"] == "sev1" and new["labels"]["severity"] == "critical"
@@ -132,8 +144,9 @@ def test_alerts_appear_group_silence_and_resolve_in_a_real_alertmanager(tmp_path
     assert stats.failed == 0 and stats.delivered["am"] == sum(1 for r in still_open if r["type"] in firing)
 
     # they appear, firing, with their labels and annotations
-    active = _until(lambda: len(_ours(alertmanager, incident_ids)) == len(incident_ids)
-                    and _ours(alertmanager, incident_ids))  # fmt: skip
+    active = _until(
+        lambda: len(_ours(alertmanager, incident_ids)) == len(incident_ids) and _ours(alertmanager, incident_ids)
+    )
     assert active, _get(f"{alertmanager}/api/v2/alerts")
     by_id = {a["labels"]["incident_id"]: a for a in active}
     assert set(by_id) == incident_ids
@@ -150,30 +163,41 @@ def test_alerts_appear_group_silence_and_resolve_in_a_real_alertmanager(tmp_path
             ours = [a for a in group["alerts"] if a["labels"].get("incident_id") in incident_ids]
             if ours:
                 out[(group["labels"]["alertname"], group["labels"]["category"])] = {
-                    a["labels"]["incident_id"] for a in ours}
+                    a["labels"]["incident_id"] for a in ours
+                }
         return out
 
     expected = {}
     for alert in active:
         expected.setdefault((alert["labels"]["alertname"], alert["labels"]["category"]), set()).add(
-            alert["labels"]["incident_id"])
+            alert["labels"]["incident_id"]
+        )
     assert _until(lambda: groups() == expected), (groups(), expected)
 
     # an Alertmanager silence on alertname="spike" silences the spike alerts, not the others
     now = datetime.now(UTC)
-    silence = _post(f"{alertmanager}/api/v2/silences", {
-        "matchers": [{"name": "alertname", "value": "spike", "isRegex": False, "isEqual": True}],
-        "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat(),
-        "createdBy": "test", "comment": "known: a model rollout"})
+    silence = _post(
+        f"{alertmanager}/api/v2/silences",
+        {
+            "matchers": [{"name": "alertname", "value": "spike", "isRegex": False, "isEqual": True}],
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(hours=1)).isoformat(),
+            "createdBy": "test",
+            "comment": "known: a model rollout",
+        },
+    )
     silence_id = silence["silenceID"]
 
     def silenced():
         alerts_now = _ours(alertmanager, incident_ids)
         spikes = [a for a in alerts_now if a["labels"]["alertname"] == "spike"]
         others = [a for a in alerts_now if a["labels"]["alertname"] != "spike"]
-        return (spikes and others and all(a["status"]["state"] == "suppressed" and silence_id in
-                                          a["status"]["silencedBy"] for a in spikes)
-                and all(a["status"]["state"] == "active" for a in others))  # fmt: skip
+        return (
+            spikes
+            and others
+            and all(a["status"]["state"] == "suppressed" and silence_id in a["status"]["silencedBy"] for a in spikes)
+            and all(a["status"]["state"] == "active" for a in others)
+        )
 
     assert _until(silenced), _ours(alertmanager, incident_ids)
     unsilenced = {a["labels"]["alertname"] for a in _ours(alertmanager, incident_ids, "?silenced=false")}
@@ -191,8 +215,9 @@ def test_alerts_appear_group_silence_and_resolve_in_a_real_alertmanager(tmp_path
 
 def test_resends_keep_an_open_alert_firing_and_it_lapses_without_them(tmp_path, alertmanager, records):
     opened = [r for r in records if r["type"] == "incident.opened"][:2]
-    kept, dropped = ({**r, "incident_id": r["incident_id"] + suffix} for r, suffix in zip(opened, ("-kept", "-gone"),
-                                                                                        strict=True))  # fmt: skip
+    kept, dropped = (
+        {**r, "incident_id": r["incident_id"] + suffix} for r, suffix in zip(opened, ("-kept", "-gone"), strict=True)
+    )
     config = _config(tmp_path, alertmanager, "resend_s = 0.5\n")  # an open alert ends 2 s ahead unless re-sent
 
     async def main():

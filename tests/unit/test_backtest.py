@@ -22,16 +22,37 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # ---- hand-made records ------------------------------------------------------------------------
 
 
-def opened(rule: str, minute: float, group: dict | None = None, *, category: str = "hallucination",
-           severity: str = "sev2", onset: float | None = None, iid: str | None = None) -> dict[str, Any]:  # fmt: skip
+def opened(
+    rule: str,
+    minute: float,
+    group: dict | None = None,
+    *,
+    category: str = "hallucination",
+    severity: str = "sev2",
+    onset: float | None = None,
+    iid: str | None = None,
+) -> dict[str, Any]:
     ts = T0 + int(minute * MINUTE)
     return {
-        "type": "incident.opened", "incident_id": iid or f"inc_{rule}_{minute}", "rule": rule, "category": category,
-        "severity": severity, "group": group if group is not None else {"model": "m1"}, "ts": format_ts(ts),
+        "type": "incident.opened",
+        "incident_id": iid or f"inc_{rule}_{minute}",
+        "rule": rule,
+        "category": category,
+        "severity": severity,
+        "group": group if group is not None else {"model": "m1"},
+        "ts": format_ts(ts),
         "onset": format_ts(T0 + int((minute if onset is None else onset) * MINUTE)),
-        "window": {"start": format_ts(ts - 10 * MINUTE), "end": format_ts(ts)}, "value": 0.1, "baseline": None,
-        "threshold": 0.05, "events": 10, "sample": 200, "users_affected": 7, "evidence": [], "notify": [], "why": "",
-    }  # fmt: skip
+        "window": {"start": format_ts(ts - 10 * MINUTE), "end": format_ts(ts)},
+        "value": 0.1,
+        "baseline": None,
+        "threshold": 0.05,
+        "events": 10,
+        "sample": 200,
+        "users_affected": 7,
+        "evidence": [],
+        "notify": [],
+        "why": "",
+    }
 
 
 def resolved(record: dict[str, Any], minute: float) -> dict[str, Any]:
@@ -39,8 +60,13 @@ def resolved(record: dict[str, Any], minute: float) -> dict[str, Any]:
 
 
 def escalated(record: dict[str, Any], minute: float, severity: str) -> dict[str, Any]:
-    return record | {"type": "incident.escalated", "ts": format_ts(T0 + int(minute * MINUTE)), "severity": severity,
-                     "previous_severity": record["severity"], "reason": "impact"}  # fmt: skip
+    return record | {
+        "type": "incident.escalated",
+        "ts": format_ts(T0 + int(minute * MINUTE)),
+        "severity": severity,
+        "previous_severity": record["severity"],
+        "reason": "impact",
+    }
 
 
 def statuses(backtest) -> list[tuple]:
@@ -168,17 +194,22 @@ def test_lag_is_opened_minus_onset() -> None:
 
 
 def test_time_to_detect_against_ground_truth() -> None:
-    truth = GroundTruth("hallucination", "model", "m1", None, None, T0 + 15 * MINUTE, T0 + 45 * MINUTE,
-                        scope=(("model", "m1"),))  # fmt: skip
-    other = GroundTruth("cost", "service", "s9", None, None, T0 + 60 * MINUTE, T0 + 70 * MINUTE,
-                        scope=(("service", "s9"),))  # fmt: skip
+    truth = GroundTruth(
+        "hallucination", "model", "m1", None, None, T0 + 15 * MINUTE, T0 + 45 * MINUTE, scope=(("model", "m1"),)
+    )
+    other = GroundTruth(
+        "cost", "service", "s9", None, None, T0 + 60 * MINUTE, T0 + 70 * MINUTE, scope=(("service", "s9"),)
+    )
     old = [opened("spike", 22), opened("noise", 5, {"model": "m1"})]  # opened 10m before onset: not a detection
     new = [opened("spike", 17), opened("noise", 5, {"model": "m1"})]
     backtest = compare(old, new, truths=[truth, other])
     found, missed = backtest.truths
     assert (found.old.rule, found.ttd_old_ms, found.ttd_new_ms, found.difference_ms) == (
-        "spike", 7 * MINUTE, 2 * MINUTE, -5 * MINUTE,
-    )  # fmt: skip
+        "spike",
+        7 * MINUTE,
+        2 * MINUTE,
+        -5 * MINUTE,
+    )
     assert (missed.old, missed.new, missed.ttd_old_ms, missed.difference_ms) == (None, None, None, None)
     assert [r.truth is truth for r in backtest.rows] == [False, True]
     assert backtest.summary["truths_detected_old"] == backtest.summary["truths_detected_new"] == 1
@@ -186,8 +217,17 @@ def test_time_to_detect_against_ground_truth() -> None:
 
 
 def test_reading_truth_files(tmp_path: Path) -> None:
-    truth = GroundTruth("adversarial", "tenant", "globex", None, None, T0, T0 + MINUTE, users=("u1", "u2"),
-                        scope=(("tenant", "globex"),))  # fmt: skip
+    truth = GroundTruth(
+        "adversarial",
+        "tenant",
+        "globex",
+        None,
+        None,
+        T0,
+        T0 + MINUTE,
+        users=("u1", "u2"),
+        scope=(("tenant", "globex"),),
+    )
     as_array = tmp_path / "truth.json"
     as_array.write_bytes(orjson.dumps([dataclasses.asdict(truth)], option=orjson.OPT_INDENT_2))  # what demo writes
     as_lines = tmp_path / "truth.jsonl"
@@ -198,8 +238,12 @@ def test_reading_truth_files(tmp_path: Path) -> None:
 
 def test_durations() -> None:
     assert [signed_duration(ms) for ms in (0, -120_000, 90_000, 3_630_000, -500)] == [
-        "0s", "-2m", "+1m30s", "+1h30s", "-500ms",
-    ]  # fmt: skip
+        "0s",
+        "-2m",
+        "+1m30s",
+        "+1h30s",
+        "-500ms",
+    ]
 
 
 # ---- end to end -----------------------------------------------------------------------------------
@@ -242,8 +286,19 @@ def test_backtest_json_end_to_end(tmp_path: Path, log: tuple[Path, Path], capsys
     assert report["input"]["bad"] == 1 and report["input"]["events"] > 25_000
     rows = report["rows"]
     for row in rows:
-        assert {"status", "rule_old", "rule_new", "group", "opened_old", "opened_new", "delta_ms", "severity_old",
-                "severity_new", "incident_id_old", "incident_id_new"} <= set(row)  # fmt: skip
+        assert {
+            "status",
+            "rule_old",
+            "rule_new",
+            "group",
+            "opened_old",
+            "opened_new",
+            "delta_ms",
+            "severity_old",
+            "severity_new",
+            "incident_id_old",
+            "incident_id_new",
+        } <= set(row)
     (injected,) = [r for r in rows if r["truth"] is not None and r["status"] == "both"]
     assert injected["rule_old"] == injected["rule_new"] == "spike"
     assert injected["delta_ms"] < 0  # the 5m window detects the injected spike earlier
@@ -284,8 +339,12 @@ def test_an_added_rule_shows_as_only_new(tmp_path: Path, log: tuple[Path, Path],
 def test_unchanged_rules_reuse_the_old_records(log: tuple[Path, Path]) -> None:
     events, _ = log
     old, _ = load_rules({"old.rules": OLD_RULES})
-    new, _ = load_rules({"new.rules": NEW_RULES + "rule retired: rate(hallucination) > 0.03 over 15m by model "
-                         "min 300 events -> sev3 category other"})  # fmt: skip
+    new, _ = load_rules(
+        {
+            "new.rules": NEW_RULES + "rule retired: rate(hallucination) > 0.03 over 15m by model "
+            "min 300 events -> sev3 category other"
+        }
+    )
     fast = run_backtest(old, new, [str(events)])
     full = run_backtest(old, new, [str(events)], reuse_unchanged=False)
     assert fast.backtest == full.backtest
@@ -322,6 +381,21 @@ def test_fail_on_missed_for_ci(tmp_path: Path, log: tuple[Path, Path], capsys: p
     assert "firebreak backtest: only old: retired" in capsys.readouterr().err
     blind = tmp_path / "blind.rules"
     blind.write_text("rule spike: rate(hallucination) > 50x baseline over 10m by model min 200 events -> sev2\n")
-    assert main(["backtest", "--rules", new, "--against", str(blind), "--events", str(events), "--truth", str(truth),
-                 "--fail-on-missed"]) == 3  # fmt: skip
+    assert (
+        main(
+            [
+                "backtest",
+                "--rules",
+                new,
+                "--against",
+                str(blind),
+                "--events",
+                str(events),
+                "--truth",
+                str(truth),
+                "--fail-on-missed",
+            ]
+        )
+        == 3
+    )
     assert "firebreak backtest: missed: hallucination on model=" in capsys.readouterr().err

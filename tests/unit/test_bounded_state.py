@@ -42,10 +42,15 @@ def churn(seed: int, hours: int = HOURS) -> list:
         heavy = rng.random() < 0.05
         user = f"heavy{at // HOUR}-{rng.randrange(3)}" if heavy else f"c{i // 2}"
         out.append(
-            event(f"e{i}", at, tenant=rng.choice(["t1", "t2"]), user=user,
-                  cost_usd=round(rng.uniform(0, 0.05 if heavy else 0.01), 4),
-                  flags={"hallucination": rng.random() < 0.03, "pii": heavy and rng.random() < 0.3})
-        )  # fmt: skip
+            event(
+                f"e{i}",
+                at,
+                tenant=rng.choice(["t1", "t2"]),
+                user=user,
+                cost_usd=round(rng.uniform(0, 0.05 if heavy else 0.01), 4),
+                flags={"hallucination": rng.random() < 0.03, "pii": heavy and rng.random() < 0.3},
+            )
+        )
     return out
 
 
@@ -100,8 +105,17 @@ def test_forgotten_keys_come_back_as_new_groups_and_restore_across_engines():
     in each engine in the middle of it: the same records as one run of the core."""
     events = churn(3, hours=4)
     # the first hour's users come back in the last hour: their keys were forgotten long ago
-    back = [event(f"b{i}", 3 * HOUR + 30 * MIN + i * SEC, tenant="t1", user=f"c{i // 2}", cost_usd=0.04,
-                  flags={"hallucination": False, "pii": i % 3 == 0}) for i in range(600)]  # fmt: skip
+    back = [
+        event(
+            f"b{i}",
+            3 * HOUR + 30 * MIN + i * SEC,
+            tenant="t1",
+            user=f"c{i // 2}",
+            cost_usd=0.04,
+            flags={"hallucination": False, "pii": i % 3 == 0},
+        )
+        for i in range(600)
+    ]
     everything = sorted(events + back, key=lambda e: e.ts)
     expected = Engine(CHURN_RULES)
     want = [r for e in everything for r in expected.process(e)] + expected.finish()

@@ -10,7 +10,6 @@ import zlib
 
 import orjson
 import pytest
-
 from firebreak.adapters.case_replay import with_cases
 from firebreak.adapters.demo import demo_traffic
 from firebreak.adapters.live.case_stage import CaseOrder, CaseStage
@@ -103,8 +102,16 @@ def test_four_shards_read_in_any_order_give_the_cases_of_a_replay(world, seed):
 def test_nothing_is_released_before_every_shard_is_heard_of(world):
     rules = world[0]
     stage = CaseStage(rules, 2)
-    record = {"type": "incident.opened", "incident_id": "i1", "rule": rules[0].name, "category": rules[0].category,
-              "severity": "sev2", "group": {}, "ts": "2026-03-02T10:00:00Z", "response": None}  # fmt: skip
+    record = {
+        "type": "incident.opened",
+        "incident_id": "i1",
+        "rule": rules[0].name,
+        "category": rules[0].category,
+        "severity": "sev2",
+        "group": {},
+        "ts": "2026-03-02T10:00:00Z",
+        "response": None,
+    }
     assert stage.take(0, 0, record)
     stage.heard(0, 10**15)
     assert stage.release() == [] and stage.through is None

@@ -23,10 +23,27 @@ def response(sev: int, team: str | None = None) -> dict:
     return {"team": team, "page": PAGE[team], "update_every_ms": 1_800_000}
 
 
-def rec(kind: str, incident: str, minute: float, rule: str, category: str, group: dict, sev: int = 2,
-        evidence=(), team: str | None = None) -> dict:  # fmt: skip
-    out = {"type": f"incident.{kind}", "incident_id": incident, "rule": rule, "category": category,
-           "severity": f"sev{sev}", "group": group, "ts": format_ts(T + int(minute * MIN)), "evidence": list(evidence)}
+def rec(
+    kind: str,
+    incident: str,
+    minute: float,
+    rule: str,
+    category: str,
+    group: dict,
+    sev: int = 2,
+    evidence=(),
+    team: str | None = None,
+) -> dict:
+    out = {
+        "type": f"incident.{kind}",
+        "incident_id": incident,
+        "rule": rule,
+        "category": category,
+        "severity": f"sev{sev}",
+        "group": group,
+        "ts": format_ts(T + int(minute * MIN)),
+        "evidence": list(evidence),
+    }
     if kind != "resolved":
         out["response"] = response(sev, team)
     return out
@@ -61,8 +78,13 @@ def test_three_rules_on_one_model_are_one_case_paged_once():
     assert [r["incident_id"] for r in incidents] == [r["incident_id"] for r in records]  # all passed on, in order
     assert len({r["case_id"] for r in incidents}) == 1
     kinds = [(r["type"], r.get("reason"), r.get("page")) for r in cases(out)]
-    assert kinds == [("case.opened", None, True), ("case.updated", "joined", False), ("case.updated", "joined", False),
-                     ("case.updated", "severity", False), ("case.resolved", None, None)]  # fmt: skip
+    assert kinds == [
+        ("case.opened", None, True),
+        ("case.updated", "joined", False),
+        ("case.updated", "joined", False),
+        ("case.updated", "severity", False),
+        ("case.resolved", None, None),
+    ]
     opened = cases(out)[0]
     assert opened["scope"] == {"model": "gpt-4o"} and opened["case_id"].startswith("case_")
     assert cases(out)[3]["severity"] == "sev1" and cases(out)[3]["previous_severity"] == "sev2"
@@ -73,8 +95,10 @@ def test_three_rules_on_one_model_are_one_case_paged_once():
 def test_by_user_incidents_join_the_tenant_their_evidence_concentrates_in():
     scopes = {f"g{i}": {"tenant": "globex"} for i in range(10)} | {f"a{i}": {"tenant": "acme"} for i in range(10)}
     scope_of = evidence_scope(scopes, ["tenant"])
-    records = [rec("opened", f"u{i}", 0, "probing", "adversarial", {"user": f"usr{i}"}, evidence=["g1", "g2", "a1"])
-               for i in range(5)]  # fmt: skip
+    records = [
+        rec("opened", f"u{i}", 0, "probing", "adversarial", {"user": f"usr{i}"}, evidence=["g1", "g2", "a1"])
+        for i in range(5)
+    ]
     records.append(rec("opened", "x", 1, "probing", "adversarial", {"user": "other"}, evidence=["a1", "a2", "g1"]))
     records.append(rec("opened", "y", 1, "probing", "adversarial", {"user": "mixed"}, evidence=["a1", "g1"]))
     _, out = run(records, scope_of=scope_of)
@@ -114,8 +138,9 @@ def test_a_sev1_case_mutes_lower_incidents_on_its_scope_until_one_is_severe_itse
         rec("opened", "other", 2, "latency", "quality_degradation", {"model": "n"}, sev=2, evidence=["e3"]),
         rec("escalated", "lat", 5, "latency", "quality_degradation", {"model": "m"}, sev=1, evidence=["e1", "e2"]),
     ]
-    scope_of = evidence_scope({"e1": {"service": "bot"}, "e2": {"service": "bot"}, "e3": {"service": "web"}},
-                              ["service"])  # fmt: skip
+    scope_of = evidence_scope(
+        {"e1": {"service": "bot"}, "e2": {"service": "bot"}, "e3": {"service": "web"}}, ["service"]
+    )
     book, out = run(records, scope_of=scope_of)
     by_incident = [(r["incident_id"], r["case_id"]) for r in out if r["type"].startswith("incident.")]
     cost_case = by_incident[0][1]
@@ -141,21 +166,31 @@ def test_a_rise_pages_a_team_not_yet_paged_or_after_the_wait():
     ]
     _, out = run(records, Grouping(wait_ms=30 * MIN))
     assert [(r["type"], r.get("reason"), r.get("page")) for r in cases(out)] == [
-        ("case.opened", None, False), ("case.updated", "severity", True), ("case.updated", "severity", False),
-        ("case.updated", "joined", False)]  # fmt: skip
+        ("case.opened", None, False),
+        ("case.updated", "severity", True),
+        ("case.updated", "severity", False),
+        ("case.updated", "joined", False),
+    ]
     _, hurried = run(records, Grouping(wait_ms=5 * MIN))
     assert [r.get("page") for r in cases(hurried)] == [False, True, True, False]
 
 
 def test_a_reopened_incident_reopens_its_resolved_case():
     g = {"model": "m"}
-    records = [rec("opened", "i", 0, "r", "hallucination", g), rec("resolved", "i", 10, "r", "hallucination", g),
-               rec("reopened", "i", 20, "r", "hallucination", g), rec("resolved", "i", 30, "r", "hallucination", g)]
+    records = [
+        rec("opened", "i", 0, "r", "hallucination", g),
+        rec("resolved", "i", 10, "r", "hallucination", g),
+        rec("reopened", "i", 20, "r", "hallucination", g),
+        rec("resolved", "i", 30, "r", "hallucination", g),
+    ]
     _, out = run(records, Grouping(wait_ms=5 * MIN))
     assert len({r["case_id"] for r in out}) == 1
     assert [(r["type"], r.get("reason"), r.get("page")) for r in cases(out)] == [
-        ("case.opened", None, True), ("case.resolved", None, None), ("case.updated", "reopened", True),
-        ("case.resolved", None, None)]  # fmt: skip
+        ("case.opened", None, True),
+        ("case.resolved", None, None),
+        ("case.updated", "reopened", True),
+        ("case.resolved", None, None),
+    ]
 
 
 def test_containment_passes_unchanged_and_case_records_go_on_the_incidents_stream():
@@ -192,10 +227,13 @@ def test_replay_with_cases_names_each_incident_s_case(tmp_path):
     from firebreak.testing import T0
 
     rules = tmp_path / "r.rules"
-    rules.write_text("rule a: count(pii) >= 2 over 1m by tenant -> sev2\n"
-                     "rule b: count(pii) >= 3 over 2m by tenant -> sev2\n")
-    lines = [orjson.dumps({"event_id": f"e{i}", "ts": T0 + i * 10_000, "tenant": "acme", "flags": {"pii": i < 12}})
-             for i in range(200)]  # fmt: skip
+    rules.write_text(
+        "rule a: count(pii) >= 2 over 1m by tenant -> sev2\nrule b: count(pii) >= 3 over 2m by tenant -> sev2\n"
+    )
+    lines = [
+        orjson.dumps({"event_id": f"e{i}", "ts": T0 + i * 10_000, "tenant": "acme", "flags": {"pii": i < 12}})
+        for i in range(200)
+    ]
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "records.jsonl"
@@ -204,7 +242,10 @@ def test_replay_with_cases_names_each_incident_s_case(tmp_path):
     incidents = [r for r in records if r["type"].startswith("incident.")]
     assert {r["rule"] for r in incidents} == {"a", "b"} and len({r["case_id"] for r in incidents}) == 1
     assert [r["type"] for r in records if r["type"].startswith("case.")] == [
-        "case.opened", "case.updated", "case.resolved"]  # fmt: skip
+        "case.opened",
+        "case.updated",
+        "case.resolved",
+    ]
 
 
 def test_case_records_match_the_record_schema():
@@ -215,11 +256,13 @@ def test_case_records_match_the_record_schema():
     schema = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/record.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
     g = {"tenant": "acme"}
-    records = [rec("opened", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=3),
-               rec("escalated", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=2),
-               rec("opened", "inc_0000000000000002", 1, "b", "data_leakage", g, sev=2),
-               rec("resolved", "inc_0000000000000001", 5, "a", "data_leakage", g, sev=2),
-               rec("resolved", "inc_0000000000000002", 5, "b", "data_leakage", g, sev=2)]  # fmt: skip
+    records = [
+        rec("opened", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=3),
+        rec("escalated", "inc_0000000000000001", 0, "a", "data_leakage", g, sev=2),
+        rec("opened", "inc_0000000000000002", 1, "b", "data_leakage", g, sev=2),
+        rec("resolved", "inc_0000000000000001", 5, "a", "data_leakage", g, sev=2),
+        rec("resolved", "inc_0000000000000002", 5, "b", "data_leakage", g, sev=2),
+    ]
     for record in records:
         record["notify"] = []
     out = cases(run(records)[1])

@@ -31,8 +31,15 @@ def test_every_record_kind_is_emitted_and_matches_the_schema():
     leak = [event(f"p{i}", i * 30 * SEC, tenant="t", flags={"pii": i < 150}) for i in range(200)]
     records = BASE_RECORDS + run("count(pii) >= 1 over 1m by tenant -> sev4 contain block hold contain x", leak)
     kinds = {r["type"] for r in records}
-    assert kinds == {"incident.opened", "incident.escalated", "incident.resolved", "incident.reopened",
-                     "containment.command", "containment.renewed", "containment.release"}  # fmt: skip
+    assert kinds == {
+        "incident.opened",
+        "incident.escalated",
+        "incident.resolved",
+        "incident.reopened",
+        "containment.command",
+        "containment.renewed",
+        "containment.release",
+    }
     for record in records:
         errors = list(validator.iter_errors(record))
         assert not errors, (record, [e.message for e in errors])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from firebreak.core import InvalidEvent, format_ts, parse_ts, validate_event
 from firebreak.core.events import format_duration
 
@@ -76,8 +75,18 @@ def test_format_ts(ms, text):
 
 @pytest.mark.parametrize(
     ("ms", "text"),
-    [(0, "0s"), (250, "250ms"), (1_500, "1.5s"), (20_502, "20.5s"), (45_000, "45s"), (90_000, "1m30s"),
-     (299_954, "4m59s"), (3_600_000, "1h"), (3_630_000, "1h30s"), (3_900_000, "1h5m")],
-)  # fmt: skip
+    [
+        (0, "0s"),
+        (250, "250ms"),
+        (1_500, "1.5s"),
+        (20_502, "20.5s"),
+        (45_000, "45s"),
+        (90_000, "1m30s"),
+        (299_954, "4m59s"),
+        (3_600_000, "1h"),
+        (3_630_000, "1h30s"),
+        (3_900_000, "1h5m"),
+    ],
+)
 def test_format_duration(ms, text):
     assert format_duration(ms) == text

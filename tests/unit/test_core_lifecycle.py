@@ -8,13 +8,13 @@ from corekit import HOUR, MIN, SEC, event, merged, of_type, offset, run, steady
 # Every test here evaluates rules: on the engine under test (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("rule_engine")
 
-HALLUCINATION_SPIKE = "rate(hallucination) > 3x baseline over 10m by model -> sev3 contain fallback(model=\"safe\")"
+HALLUCINATION_SPIKE = 'rate(hallucination) > 3x baseline over 10m by model -> sev3 contain fallback(model="safe")'
 
 
 def traffic(start, end, every, nth, prefix, model="m1", users=None):
     for e in steady(start, end, every, prefix=prefix, flagged=["hallucination"], every_nth=nth, model=model):
         if users:
-            e.data["user"] = f"u{int(e.event_id[len(prefix):]) % users}"
+            e.data["user"] = f"u{int(e.event_id[len(prefix) :]) % users}"
         yield e
 
 
@@ -147,14 +147,41 @@ def test_held_containment_is_not_released_and_for_sets_its_expiry():
 
 
 def test_incident_record_contract():
-    events = [event(f"e{i}", i * 500, user=f"u{i % 3}", model="m", prompt="SECRET PROMPT", output="SECRET OUT",
-                    flags={"pii": i % 2 == 0}) for i in range(10)]  # fmt: skip
+    events = [
+        event(
+            f"e{i}",
+            i * 500,
+            user=f"u{i % 3}",
+            model="m",
+            prompt="SECRET PROMPT",
+            output="SECRET OUT",
+            flags={"pii": i % 2 == 0},
+        )
+        for i in range(10)
+    ]
     records = run('count(pii) >= 1 over 1m by model -> sev2 notify "#oncall"', events)
     opened = of_type(records, "incident.opened")[0]
     assert list(opened) == [
-        "type", "incident_id", "rule", "category", "severity", "group", "ts", "onset", "window", "value",
-        "baseline", "threshold", "events", "sample", "users_affected", "evidence", "notify", "why", "response",
-    ]  # fmt: skip
+        "type",
+        "incident_id",
+        "rule",
+        "category",
+        "severity",
+        "group",
+        "ts",
+        "onset",
+        "window",
+        "value",
+        "baseline",
+        "threshold",
+        "events",
+        "sample",
+        "users_affected",
+        "evidence",
+        "notify",
+        "why",
+        "response",
+    ]
     assert opened["response"] == {"team": "on-call", "page": True, "update_every_ms": 3_600_000}  # sev2's default
     assert opened["incident_id"].startswith("inc_") and opened["group"] == {"model": "m"}
     assert opened["ts"] == "2026-01-01T00:00:05Z"  # the first 5s step boundary of a 1m window
@@ -182,8 +209,10 @@ def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
     from firebreak.core import Engine
     from firebreak.core.engine import reload
 
-    old = rules("rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
-                "rule loud:\n  count() >= 1 over 1m -> sev3")  # fmt: skip
+    old = rules(
+        "rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
+        "rule loud:\n  count() >= 1 over 1m -> sev3"
+    )
     engine = Engine(old, lateness_ms=0)
     records = []
     for e in [event(f"p{i}", i * SEC, flags={"pii": True}) for i in range(30)]:

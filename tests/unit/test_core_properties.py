@@ -7,11 +7,10 @@ import random
 import orjson
 import pytest
 from corekit import MIN, SEC, event, of_type, rules
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from firebreak.core import Engine, run_events
 from firebreak.core.sketch import DISTINCT_K, DistinctSketch, QuantileSketch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 RULES = rules(
     """
@@ -38,13 +37,19 @@ def stream(seed: int, minutes: int = 90) -> list:
         model = rng.choice(["a", "b"])
         out.append(
             event(
-                f"e{i}", at, model=model, tenant=rng.choice(["t1", "t2", "t3"]), user=f"u{rng.randrange(60)}",
+                f"e{i}",
+                at,
+                model=model,
+                tenant=rng.choice(["t1", "t2", "t3"]),
+                user=f"u{rng.randrange(60)}",
                 latency_ms=rng.uniform(100, 1200 if late_spike else 950),
                 cost_usd=round(rng.uniform(0, 0.05 if late_spike else 0.01), 4),
-                flags={"hallucination": rng.random() < (0.4 if late_spike and model == "a" else 0.03),
-                       "pii": rng.random() < (0.05 if late_spike else 0.002)},
+                flags={
+                    "hallucination": rng.random() < (0.4 if late_spike and model == "a" else 0.03),
+                    "pii": rng.random() < (0.05 if late_spike else 0.002),
+                },
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -138,8 +143,10 @@ def test_memory_is_bounded_by_the_window_not_the_event_count():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(min_value=0.001, max_value=1e6, allow_nan=False), min_size=1, max_size=300),
-       st.sampled_from([0.5, 0.9, 0.95, 0.99]))  # fmt: skip
+@given(
+    st.lists(st.floats(min_value=0.001, max_value=1e6, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.9, 0.95, 0.99]),
+)
 def test_quantile_sketch_is_within_one_percent_of_nearest_rank(values, q):
     sketch = QuantileSketch()
     for v in values:

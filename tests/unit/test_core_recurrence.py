@@ -22,8 +22,11 @@ CANONICAL = 'rate(hallucination) > 3x baseline over 10m by model -> sev2 contain
 # 11:29 (the window is back under the limit from 11:19, and resolution waits one window);
 # it comes back at 11:35, six minutes later (a fallback released, the bad model serving
 # again); the same spike once more four hours after the first.
-FIRST, RECURRENCE, LATER = (10 * HOUR + 28 * MIN, 11 * HOUR + 11 * MIN), (11 * HOUR + 35 * MIN, 12 * HOUR + 5 * MIN), \
-    (14 * HOUR + 28 * MIN, 14 * HOUR + 59 * MIN)  # fmt: skip
+FIRST, RECURRENCE, LATER = (
+    (10 * HOUR + 28 * MIN, 11 * HOUR + 11 * MIN),
+    (11 * HOUR + 35 * MIN, 12 * HOUR + 5 * MIN),
+    (14 * HOUR + 28 * MIN, 14 * HOUR + 59 * MIN),
+)
 SPIKES = (FIRST, RECURRENCE, LATER)
 
 

@@ -6,10 +6,9 @@ import zlib
 
 import orjson
 import pytest
-from test_core_properties import BASE, BASE_RECORDS, RULES
-
 from firebreak.core import Engine
 from firebreak.core.sharding import Router, owner, shard_of
+from test_core_properties import BASE, BASE_RECORDS, RULES
 
 
 @pytest.mark.parametrize(("partitions", "shards", "tick"), [(1, 1, 1), (4, 2, 1), (4, 4, 97), (3, 5, 400)])

@@ -103,9 +103,7 @@ def test_zero_baseline_needs_more_than_k_events_per_window():
 
     def stream(flagged_in_window: int):
         base = list(steady(0, 90 * MIN, 10 * SEC, flagged=["hallucination"]))  # 0 flagged; 60 per 10m
-        spike = [
-            event(f"s{i}", 80 * MIN + i * MIN, flags={"hallucination": True}) for i in range(flagged_in_window)
-        ]
+        spike = [event(f"s{i}", 80 * MIN + i * MIN, flags={"hallucination": True}) for i in range(flagged_in_window)]
         return sorted(base + spike, key=lambda e: e.ts)
 
     assert of_type(run(rule, stream(3)), "incident.opened") == []
@@ -144,7 +142,10 @@ def test_distinct_baseline_is_the_mean_over_window_slices():
 
 
 def test_true_and_1_are_different_groups():
-    events = [event("a", 0, tier=True, flags={"pii": True}), event("b", SEC, tier=1, flags={"pii": True}),
-              event("c", 2 * SEC, tier=True, flags={"pii": True})]  # fmt: skip
+    events = [
+        event("a", 0, tier=True, flags={"pii": True}),
+        event("b", SEC, tier=1, flags={"pii": True}),
+        event("c", 2 * SEC, tier=True, flags={"pii": True}),
+    ]
     opened = of_type(run("count(pii) >= 1 over 1m by tier -> sev3", events), "incident.opened")
     assert [(r["group"], r["events"]) for r in opened] == [({"tier": True}, 2), ({"tier": 1}, 1)]

@@ -24,8 +24,17 @@ def test_demo_prints_the_incident_table_and_keeps_its_files(tmp_path: Path, caps
     assert main(["demo", "--rules", str(rules), "--out", str(out), "--rate", "1", "--quiet"]) == 0
     report = capsys.readouterr().out
     header = next(line for line in report.splitlines() if line.startswith("opened"))
-    for column in ("rule", "category", "severity", "group", "value vs limit", "users", "detected", "resolved",
-                   "containment"):  # fmt: skip
+    for column in (
+        "rule",
+        "category",
+        "severity",
+        "group",
+        "value vs limit",
+        "users",
+        "detected",
+        "resolved",
+        "containment",
+    ):
         assert column in header
     assert "attackers  " in report and "block_user" in report
     assert "injected (ground truth):" in report
@@ -50,9 +59,13 @@ def test_demo_prints_the_incident_table_and_keeps_its_files(tmp_path: Path, caps
 def test_starter_pack_is_found() -> None:
     sources = starter_rule_sources()
     assert sorted(sources) == [
-        "rules/adversarial.rules", "rules/cost.rules", "rules/data_leakage.rules", "rules/hallucination.rules",
-        "rules/quality_degradation.rules", "rules/reports.rules",
-    ]  # fmt: skip
+        "rules/adversarial.rules",
+        "rules/cost.rules",
+        "rules/data_leakage.rules",
+        "rules/hallucination.rules",
+        "rules/quality_degradation.rules",
+        "rules/reports.rules",
+    ]
     assert all(text.strip() for text in sources.values())
 
 
@@ -62,14 +75,28 @@ def test_the_demo_states_the_evaluation_of_exactly_its_rules(tmp_path: Path) -> 
 
     rules, _ = load_rules(starter_rule_sources())
     summary = {
-        "pack": pack_fingerprint(rules), "command": "python benchmarks/pack_eval.py --jobs 2", "seeds": 20,
-        "wall_s": 1, "families": [{
-            "family": "heavy", "note": "", "runs": 20, "events": 1_440_000, "days": 1.67, "injected": 60,
-            "caught": 59, "detectable": 59, "caught_detectable": 59, "precision": 0.9, "false_per_day": 1.2,
-            "false_severe_per_day": 0.0,
-            "ttd_median_s": {"pii_burst": 21.0},
-        }],
-    }  # fmt: skip
+        "pack": pack_fingerprint(rules),
+        "command": "python benchmarks/pack_eval.py --jobs 2",
+        "seeds": 20,
+        "wall_s": 1,
+        "families": [
+            {
+                "family": "heavy",
+                "note": "",
+                "runs": 20,
+                "events": 1_440_000,
+                "days": 1.67,
+                "injected": 60,
+                "caught": 59,
+                "detectable": 59,
+                "caught_detectable": 59,
+                "precision": 0.9,
+                "false_per_day": 1.2,
+                "false_severe_per_day": 0.0,
+                "ttd_median_s": {"pii_burst": 21.0},
+            }
+        ],
+    }
     path = tmp_path / "evaluation.json"
     path.write_bytes(orjson.dumps(summary))
     text = "\n".join(evaluation_lines(rules, path))

@@ -151,8 +151,10 @@ def test_replay_max_skew_option_bounds_or_not(tmp_path, capsys):
     dead = tmp_path / "dead.jsonl"
     # refused as ahead (the rest on time), or taken (the 10 events after it are then late)
     for skew, ahead, late in (("1h", 1, 0), ("2h", 1, 0), ("4h", 0, 10), ("off", 0, 10)):
-        assert main(["replay", "--rules", str(rules_file), "--max-skew", skew, "--dead-letter", str(dead),
-                     str(events)]) == 0  # fmt: skip
+        assert (
+            main(["replay", "--rules", str(rules_file), "--max-skew", skew, "--dead-letter", str(dead), str(events)])
+            == 0
+        )
         capsys.readouterr()
         reasons = [orjson.loads(letter)["reason"] for letter in dead.read_bytes().splitlines()]
         assert sum(r.startswith("ahead: ") for r in reasons) == ahead, (skew, reasons)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from firebreak.cli import main
 from firebreak.dsl import CompiledRule, load_rules, parse_rule
 from firebreak.dsl.checker import rule_name
@@ -329,9 +328,11 @@ def test_derived_name_is_stable_across_reformatting_and_position() -> None:
     ).name
     assert one == spaced
     rules, _ = load_rules(
-        {"other/path.rules": '# moved\n\ncount() > 1 over 1m -> sev3\n'
-                             'rate(hallucination)  > 3x baseline over 10m by model where tenant in ["a", "b"] -> sev2'}
-    )  # fmt: skip
+        {
+            "other/path.rules": "# moved\n\ncount() > 1 over 1m -> sev3\n"
+            'rate(hallucination)  > 3x baseline over 10m by model where tenant in ["a", "b"] -> sev2'
+        }
+    )
     assert rules[1].name == one
 
 

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from firebreak.dsl import Diagnostic, load_rules, parse_rules
 from firebreak.dsl.diagnostics import did_you_mean, has_errors, render_all
 from firebreak.dsl.parser import CLAUSE_ORDER

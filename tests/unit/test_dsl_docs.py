@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from firebreak.dsl import load_rules
 from firebreak.dsl.checker import CATEGORIES, SEVERITIES
 from firebreak.dsl.compiler import _CATEGORY_WORDS, STEPS_MS, pick_step
@@ -31,9 +30,7 @@ def test_rule_examples_load() -> None:
         assert rules
 
 
-@pytest.mark.parametrize(
-    ("rule", "name"), re.findall(r"^\| `([^`|]+ -> sev\d)` \| `([a-z_]+_[0-9a-f]{8})`", DOC, re.M)
-)
+@pytest.mark.parametrize(("rule", "name"), re.findall(r"^\| `([^`|]+ -> sev\d)` \| `([a-z_]+_[0-9a-f]{8})`", DOC, re.M))
 def test_derived_names_table(rule: str, name: str) -> None:
     rules, problems = load_rules({"doc.rules": rule})
     assert problems == []

@@ -4,7 +4,6 @@ trees below are written without them; a few tests at the end check spans."""
 from __future__ import annotations
 
 import pytest
-
 from firebreak.dsl import ast as a
 from firebreak.dsl import parse_rule, parse_rules
 from firebreak.dsl.parser import RuleSyntaxError, split_rules

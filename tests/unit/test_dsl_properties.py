@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import string
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from firebreak.dsl import ast as a
 from firebreak.dsl import load_rules, parse_rule, parse_rules
 from firebreak.dsl.metrics import FUNCTIONS
 from firebreak.dsl.parser import split_rules
 from firebreak.dsl.printer import print_rule, print_rule_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -135,9 +134,31 @@ def test_valid_seeds_are_valid() -> None:
 # ---- round trip: AST → text → the same AST --------------------------------------------------
 
 KEYWORDS = {
-    "rule", "over", "by", "where", "for", "min", "events", "baseline", "and", "or", "not", "in", "true", "false",
-    "contain", "hold", "notify", "escalate", "if", "category", "with", "confidence", "population", "flagged",
-}  # fmt: skip
+    "rule",
+    "over",
+    "by",
+    "where",
+    "for",
+    "min",
+    "events",
+    "baseline",
+    "and",
+    "or",
+    "not",
+    "in",
+    "true",
+    "false",
+    "contain",
+    "hold",
+    "notify",
+    "escalate",
+    "if",
+    "category",
+    "with",
+    "confidence",
+    "population",
+    "flagged",
+}
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True).filter(lambda n: n not in KEYWORDS)
 field_paths = st.lists(names, min_size=1, max_size=3).map(lambda parts: a.FieldPath(tuple(parts)))
@@ -200,9 +221,12 @@ contains = st.builds(
     st.none() | durations,
 )
 escalations = st.builds(
-    a.Escalate, severities, st.one_of(st.sampled_from(["users", "events"]), names),
-    st.sampled_from([">", ">=", "<", "<="]), numbers,
-)  # fmt: skip
+    a.Escalate,
+    severities,
+    st.one_of(st.sampled_from(["users", "events"]), names),
+    st.sampled_from([">", ">=", "<", "<="]),
+    numbers,
+)
 categories = st.builds(a.CategoryOverride, names)
 
 

@@ -15,7 +15,7 @@ from firebreak.native import NativeEngine, available
 # Every test here evaluates rules: on the engine under test (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("rule_engine")
 
-RULE = 'rule leak: count(pii) >= 3 over 5m by tenant -> sev2 contain disable_feature contain audit hold for 2h'
+RULE = "rule leak: count(pii) >= 3 over 5m by tenant -> sev2 contain disable_feature contain audit hold for 2h"
 
 
 def bursts(*starts_min: int, tenant: str = "acme"):

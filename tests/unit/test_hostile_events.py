@@ -94,11 +94,23 @@ def line(event_id: str, ts, **fields) -> bytes:
 def honest(n: int, start: int = T0, every: int = SEC, **fields) -> list[bytes]:
     """Ordinary answers of one service: scores 0.9, sub-second latency, tiny costs."""
     return [
-        line(f"h{i}", start + i * every, service="chat", feature="qa", model="m", user=f"u{i % 13}",
-             latency_ms=400 + i % 50, tokens_in=300, tokens_out=200, cost_usd=0.002,
-             scores={"quality": 0.9}, flags={"hallucination": False}, **fields)
+        line(
+            f"h{i}",
+            start + i * every,
+            service="chat",
+            feature="qa",
+            model="m",
+            user=f"u{i % 13}",
+            latency_ms=400 + i % 50,
+            tokens_in=300,
+            tokens_out=200,
+            cost_usd=0.002,
+            scores={"quality": 0.9},
+            flags={"hallucination": False},
+            **fields,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def opened(sink: Sink) -> list[bytes]:
@@ -111,8 +123,9 @@ def opened(sink: Sink) -> list[bytes]:
 def in_child(mode: str, payload: bytes = b"") -> dict:
     """Run ``mode`` of this file in a child whose address space is capped; its JSON answer."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(HERE), mode], input=payload, capture_output=True, env=env,
-                          timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(HERE), mode], input=payload, capture_output=True, env=env, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     answer = orjson.loads(done.stdout.splitlines()[-1])
     assert answer["maxrss_kb"] < MAX_RSS_KB, answer["maxrss_kb"]

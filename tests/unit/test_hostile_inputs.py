@@ -9,11 +9,10 @@ import sys
 import tomllib
 from pathlib import Path
 
-import orjson
-import pytest
-
 import firebreak.core.engine as python_core
 import firebreak.native as native_module
+import orjson
+import pytest
 from firebreak import _native
 from firebreak.adapters.rule_tests import MAX_EVENTS_PER_TEST, generate_events, run_test_file
 from firebreak.cli import main
@@ -29,20 +28,45 @@ BLOCK = '[[input]]\nfrom = "0m"\nuntil = "10m"\nevery = "10s"\n'
 # (name, what follows BLOCK, the one error line after "<file>: ")
 BAD_EVENTS = [
     ("model", "event = { model = 5 }", "input 1: event 1-0 is not a valid event: `model` must be a string"),
-    ("latency", 'event = { latency_ms = "slow" }', "input 1: event 1-0 is not a valid event: `latency_ms` must be a number"),
-    ("flags", 'event = { flags = "x" }', "input 1: event 1-0 is not a valid event: `flags` must be an object of booleans"),
-    ("change", 'type = "change"', "input 1: event 1-0 is not a valid event: a change event needs `kind`, one of "
-     "model_update, prompt_change, config_change, deploy, data_pipeline"),
-    ("report", 'type = "report"', "input 1: event 1-0 is not a valid event: a report event needs `labels`, "
-     'a list of one or more labels such as ["wrong"]'),
-    ("bigint", "event = { latency_ms = 99999999999999999999 }",
-     "input 1: event 1-0 cannot be written as JSON: Integer exceeds 64-bit range"),
-    ("deep_event", "event = { a = " + "{ b = " * 300 + "1" + " }" * 301,
-     "input 1: event 1-0 cannot be written as JSON: Recursion limit reached"),
-    ("after_9999", 'event = {}\n[[input]]\nat = "3000000000d"',
-     "input 2: event 2-0 is not a valid event: `ts` 259201767225600000 is after year 9999 as epoch milliseconds "
-     "(microseconds or nanoseconds?); send epoch milliseconds or an RFC 3339 time"),
-]  # fmt: skip
+    (
+        "latency",
+        'event = { latency_ms = "slow" }',
+        "input 1: event 1-0 is not a valid event: `latency_ms` must be a number",
+    ),
+    (
+        "flags",
+        'event = { flags = "x" }',
+        "input 1: event 1-0 is not a valid event: `flags` must be an object of booleans",
+    ),
+    (
+        "change",
+        'type = "change"',
+        "input 1: event 1-0 is not a valid event: a change event needs `kind`, one of "
+        "model_update, prompt_change, config_change, deploy, data_pipeline",
+    ),
+    (
+        "report",
+        'type = "report"',
+        "input 1: event 1-0 is not a valid event: a report event needs `labels`, "
+        'a list of one or more labels such as ["wrong"]',
+    ),
+    (
+        "bigint",
+        "event = { latency_ms = 99999999999999999999 }",
+        "input 1: event 1-0 cannot be written as JSON: Integer exceeds 64-bit range",
+    ),
+    (
+        "deep_event",
+        "event = { a = " + "{ b = " * 300 + "1" + " }" * 301,
+        "input 1: event 1-0 cannot be written as JSON: Recursion limit reached",
+    ),
+    (
+        "after_9999",
+        'event = {}\n[[input]]\nat = "3000000000d"',
+        "input 2: event 2-0 is not a valid event: `ts` 259201767225600000 is after year 9999 as epoch milliseconds "
+        "(microseconds or nanoseconds?); send epoch milliseconds or an RFC 3339 time",
+    ),
+]
 
 
 def write_test(folder: Path, name: str, body: str) -> Path:
@@ -155,9 +179,11 @@ def test_a_lifecycle_error_propagates_once_and_the_event_is_not_fed_again(
 
 @pytest.mark.parametrize(
     ("engine", "module", "where"),
-    [("native", native_module, "rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed"),
-     ("python", python_core, "the Python core failed")],
-)  # fmt: skip
+    [
+        ("native", native_module, "rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed"),
+        ("python", python_core, "the Python core failed"),
+    ],
+)
 def test_an_engine_error_is_one_line_from_the_cli(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, module, where: str
 ) -> None:
@@ -177,8 +203,11 @@ def test_an_engine_error_is_one_line_from_the_cli(
 def firebreak(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from firebreak.cli import main; sys.exit(main())", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 CHECKED = {
@@ -187,10 +216,13 @@ CHECKED = {
     "window.rules": ("count() > 5 over 99999999999d -> sev2", "1:18"),
     "baseline.rules": ("count() > 3x baseline(99999999999d) over 10m -> sev2", "1:23"),
     "min.rules": ("rate(pii) > 0.1 over 10m min 99999999999999999999 events -> sev2", "1:30"),
-    "chain.rules": ("rate(pii) > 0.1 over 10m where " + " and ".join(f"f{i} == 1" for i in range(490)) + " -> sev2", "1:"),
+    "chain.rules": (
+        "rate(pii) > 0.1 over 10m where " + " and ".join(f"f{i} == 1" for i in range(490)) + " -> sev2",
+        "1:",
+    ),
     "digits.rules": (f"count() > {'9' * 401} over 10m -> sev2", "1:11"),
     "parens.rules": (f"count() > 5 over 10m where {'(' * 10_000}a{')' * 10_000} -> sev2", "1:108"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(CHECKED))

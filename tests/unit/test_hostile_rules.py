@@ -7,14 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from firebreak.core import Engine, validate_event
 from firebreak.dsl import limits, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.limits import MAX_NUMBER, MAX_TREE_DEPTH, MAX_WHERE_DEPTH, MAX_WHERE_TERMS
 from firebreak.native import NativeEngine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 N = MAX_NUMBER
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -120,7 +119,7 @@ def run_both(rules, events: int = 40) -> None:
             "a": True,
             "cost_usd": 2.5,
             "latency_ms": i,
-        }  # fmt: skip
+        }
         for i in range(events)
     ]
     native, python = NativeEngine(rules), Engine(rules)

@@ -8,8 +8,6 @@ import functools
 
 import orjson
 import pytest
-from investigate_scenarios import Case, build
-
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
 from firebreak.investigate import IncidentNotFound, Selection, investigate, list_incidents
@@ -17,6 +15,7 @@ from firebreak.investigate.markdown import render_markdown
 from firebreak.investigate.model import Report
 from firebreak.investigate.review import Detection, suggest_monitoring
 from firebreak.synthetic import CATEGORIES, RAW_OUTPUTS, RAW_PROMPTS
+from investigate_scenarios import Case, build
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -26,8 +25,9 @@ def case_and_report(category: str) -> tuple[Case, list[dict], dict]:
     case = build(category)
     records = run_events(case.rules, case.events)
     truth = case.truth
-    opened = [i for i in list_incidents(records)
-              if truth.onset_ts - 10 * 60_000 <= parse_ts(i["opened"]) <= truth.end_ts]  # fmt: skip
+    opened = [
+        i for i in list_incidents(records) if truth.onset_ts - 10 * 60_000 <= parse_ts(i["opened"]) <= truth.end_ts
+    ]
     assert opened, f"{category}: the rule opened no incident for the injection"
     report = investigate(case.rules, case.events, Selection(incident_id=opened[0]["incident_id"]), records=records)
     return case, records, report.to_json()
@@ -107,8 +107,9 @@ def test_series_shows_what_the_engine_judged_at_detection():
         assert point["threshold"] == pytest.approx(inc["threshold"], rel=1e-4)
         assert point["baseline"] == pytest.approx(inc["baseline"], rel=1e-4)
         before = [p for p in report["series"]["points"] if parse_ts(p["ts"]) < parse_ts(inc["onset"])]
-        assert before and all(p["value"] is None or p["threshold"] is None or p["value"] <= p["threshold"]
-                              for p in before[-3:])  # fmt: skip
+        assert before and all(
+            p["value"] is None or p["threshold"] is None or p["value"] <= p["threshold"] for p in before[-3:]
+        )
 
 
 def test_adversarial_signs_name_the_attackers():
@@ -129,9 +130,21 @@ def test_report_is_json_and_markdown_without_raw_text(category):
     text = render_markdown(Report.from_json(report))
     for raw in RAW_PROMPTS + RAW_OUTPUTS:
         assert raw.encode() not in data and raw not in text
-    for heading in ("## Timeline", "## Metric", "## Suspected causes", "## Contributors", "## Adversarial signs",
-                    "## Evidence", "## Review", "### Impact", "### Time to detect", "### Time to contain",
-                    "### Cause candidates", "### Follow-ups", "### Suggested monitoring change"):  # fmt: skip
+    for heading in (
+        "## Timeline",
+        "## Metric",
+        "## Suspected causes",
+        "## Contributors",
+        "## Adversarial signs",
+        "## Evidence",
+        "## Review",
+        "### Impact",
+        "### Time to detect",
+        "### Time to contain",
+        "### Cause candidates",
+        "### Follow-ups",
+        "### Suggested monitoring change",
+    ):
         assert heading in text
     assert report["incident"]["incident_id"] in text
     assert report["evidence"] and all(isinstance(e, str) for e in report["evidence"])
@@ -222,9 +235,16 @@ def test_a_change_after_which_nothing_happened_loses_half_its_match():
     """A change on the true target an hour before the anomaly names the right model, but the
     model's hallucination rate did not move after it: its shift is ~0, the true cause's high."""
     case = build("hallucination")
-    quiet = validate_event({"event_id": "quiet-1", "ts": format_ts(case.truth.onset_ts - 60 * 60_000),
-                            "type": "change", "kind": "model_update", "model": case.truth.value,
-                            "description": "same weights, new serving image"})  # fmt: skip
+    quiet = validate_event(
+        {
+            "event_id": "quiet-1",
+            "ts": format_ts(case.truth.onset_ts - 60 * 60_000),
+            "type": "change",
+            "kind": "model_update",
+            "model": case.truth.value,
+            "description": "same weights, new serving image",
+        }
+    )
     events = sorted([*case.events, quiet], key=lambda e: e.ts)
     records = run_events(case.rules, events)
     first = next(i for i in list_incidents(records) if parse_ts(i["opened"]) >= case.truth.onset_ts - 600_000)
@@ -242,10 +262,16 @@ def test_an_attack_elsewhere_at_the_same_time_is_not_the_cause():
     change that caused the leak ranks first."""
     from firebreak.synthetic import MINUTE, Injection, Traffic
 
-    traffic = Traffic(3, 1_767_225_600_000, 180 * MINUTE, 6.0, [
-        Injection("data_leakage", 90 * MINUTE, target="acme"),
-        Injection("adversarial", 100 * MINUTE, target="globex"),
-    ])  # fmt: skip
+    traffic = Traffic(
+        3,
+        1_767_225_600_000,
+        180 * MINUTE,
+        6.0,
+        [
+            Injection("data_leakage", 90 * MINUTE, target="acme"),
+            Injection("adversarial", 100 * MINUTE, target="globex"),
+        ],
+    )
     leak = traffic.truths[0]
     events = [validate_event(e) for e in traffic.events()]
     rules, _ = load_rules({"leak.rules": "rule leak:\n  rate(pii) > 0.005 over 10m by tenant min 300 events -> sev2"})

@@ -48,8 +48,9 @@ def test_a_case_lists_its_incidents_and_investigates_its_lead(demo: Path, capsys
     case_id = _biggest_case(records)
     mine = [r for r in records if r["type"] == "incident.opened" and r["case_id"] == case_id]
     assert len(mine) >= 2, "the demo's attack should make one case of several incidents"
-    code, out, _ = _investigate(demo, capsys, "--records", str(demo / "records.jsonl"), "--case", case_id,
-                                "--format", "json")  # fmt: skip
+    code, out, _ = _investigate(
+        demo, capsys, "--records", str(demo / "records.jsonl"), "--case", case_id, "--format", "json"
+    )
     assert code == 0
     report = orjson.loads(out)
     assert report["case"]["case_id"] == case_id
@@ -74,16 +75,20 @@ def test_cases_are_formed_from_the_events_when_no_records_are_given(demo: Path, 
     same case, the same report; and records without case records are grouped the same way."""
     records = _records(demo)
     case_id = _biggest_case(records)
-    _, given, _ = _investigate(demo, capsys, "--records", str(demo / "records.jsonl"), "--case", case_id,
-                               "--format", "json")  # fmt: skip
+    _, given, _ = _investigate(
+        demo, capsys, "--records", str(demo / "records.jsonl"), "--case", case_id, "--format", "json"
+    )
     code, replayed, _ = _investigate(demo, capsys, "--case", case_id, "--format", "json")
     assert code == 0
     assert orjson.loads(replayed)["incidents"] == orjson.loads(given)["incidents"]
     plain = demo / "plain.jsonl"
-    plain.write_bytes(b"".join(
-        orjson.dumps({k: v for k, v in r.items() if k != "case_id"}) + b"\n"
-        for r in records if not r["type"].startswith("case.")
-    ))  # fmt: skip
+    plain.write_bytes(
+        b"".join(
+            orjson.dumps({k: v for k, v in r.items() if k != "case_id"}) + b"\n"
+            for r in records
+            if not r["type"].startswith("case.")
+        )
+    )
     code, computed, _ = _investigate(demo, capsys, "--records", str(plain), "--case", case_id, "--format", "json")
     assert code == 0
     assert orjson.loads(computed)["timeline"] == orjson.loads(given)["timeline"]

@@ -73,8 +73,24 @@ def test_markdown_by_rule_and_html_to_a_file(leak, capsys, tmp_path):
     text = capsys.readouterr().out
     assert text.startswith("# Incident inc_") and "## Suspected causes" in text and "### Follow-ups" in text
     page = tmp_path / "report.html"
-    assert main(["investigate", "--rules", rules, "--events", events, "--rule", "leak", "--format", "html",
-                 "--out", str(page)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "investigate",
+                "--rules",
+                rules,
+                "--events",
+                events,
+                "--rule",
+                "leak",
+                "--format",
+                "html",
+                "--out",
+                str(page),
+            ]
+        )
+        == 0
+    )
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>") or html.startswith("<!doctype html>")
     assert 'id="metric-chart"' in html and "http://" not in html and "https://" not in html
@@ -99,10 +115,12 @@ def test_bad_lines_are_counted_and_the_report_still_made(leak, capsys, tmp_path)
         (["--rule", "leak", "--group", "tenant=nobody"], "no incident of rule leak with tenant=nobody"),
         (["--group", "tenant=x"], "--group needs --rule"),
         (["--rule", "leak", "--group", "tenant"], "is not FIELD=VALUE"),
-        (["--topic", "t", "--since", "2026-01-01T00:00:00Z", "--until", "2026-01-01T01:00:00Z"],
-         "give --events or --topic, not both"),
+        (
+            ["--topic", "t", "--since", "2026-01-01T00:00:00Z", "--until", "2026-01-01T01:00:00Z"],
+            "give --events or --topic, not both",
+        ),
     ],
-)  # fmt: skip
+)
 def test_user_errors_are_one_clear_message(leak, capsys, args, message):
     _, events, rules = leak
     assert main(["investigate", "--rules", rules, "--events", events, *args]) == 1
@@ -132,8 +150,10 @@ def test_by_rule_the_same_report_as_by_incident_id(tmp_path, capsys):
     events.write_bytes(b"".join(orjson.dumps({**e.data, "ts": format_ts(e.ts)}) + b"\n" for e in case.events))
     rules = tmp_path / "both.rules"
     rules.write_text(RULES["data_leakage"] + "\n\n" + RULES["cost"] + "\n")
-    assert main(["investigate", "--rules", str(rules), "--events", str(events), "--rule", "spend", "--format",
-                 "json"]) == 0  # fmt: skip
+    assert (
+        main(["investigate", "--rules", str(rules), "--events", str(events), "--rule", "spend", "--format", "json"])
+        == 0
+    )
     by_rule = orjson.loads(capsys.readouterr().out)
     args = ["--incident", by_rule["incident"]["incident_id"], "--format", "json"]
     assert main(["investigate", "--rules", str(rules), "--events", str(events), *args]) == 0

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_investigate import case_and_report
-
 from firebreak.adapters.investigation import render
 from firebreak.investigate.model import Report
+from test_investigate import case_and_report
 
 DOCS = Path(__file__).parents[2] / "docs"
 DOC = (DOCS / "investigate.md").read_text(encoding="utf-8")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from investigate_fixture import report
-from test_investigate import case_and_report
-
 from firebreak.investigate.model import Cause, Contributor, Mark, Report, Review, Suggestion
 from firebreak.synthetic import CATEGORIES
+from investigate_fixture import report
+from test_investigate import case_and_report
 
 EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "investigation.json"
 

@@ -14,7 +14,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import investigate_families  # noqa: E402
-
 from firebreak.core import Event, parse_ts, run_events  # noqa: E402
 from firebreak.dsl import load_rules  # noqa: E402
 from firebreak.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
@@ -29,12 +28,17 @@ def planted(family: str, seed: int) -> tuple[investigate_families.Log, dict]:
     log = investigate_families.build(family, seed)
     truth = log.truths[0]
     records = run_events(log.rules, log.events)
-    tied = [i for i in list_incidents(records)
-            if i["rule"] == truth.rule and i["group"] == truth.group
-            and truth.onset_ts - 10 * MINUTE <= parse_ts(i["opened"]) <= truth.end_ts]  # fmt: skip
+    tied = [
+        i
+        for i in list_incidents(records)
+        if i["rule"] == truth.rule
+        and i["group"] == truth.group
+        and truth.onset_ts - 10 * MINUTE <= parse_ts(i["opened"]) <= truth.end_ts
+    ]
     assert tied, f"{family} seed {seed}: the planted incident was not detected"
-    report = investigate(log.rules, log.events, Selection(incident_id=tied[0]["incident_id"]),
-                         Options(suggest=False), records=records)  # fmt: skip
+    report = investigate(
+        log.rules, log.events, Selection(incident_id=tied[0]["incident_id"]), Options(suggest=False), records=records
+    )
     return log, report.to_json()
 
 

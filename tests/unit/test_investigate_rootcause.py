@@ -82,9 +82,18 @@ def test_no_cause_in_noise():
 
 
 def test_every_dimension_the_events_carry_is_considered():
-    data = [{"event_id": "e1", "ts": 1, "model": "m", "prompt": "raw text", "cost_usd": 0.1,
-             "x": {"region": "eu", "retrieval_index": "kb-7", "weight": 3}, "flags": {"pii": True},
-             "client_version": "1.2.3"}]  # fmt: skip
+    data = [
+        {
+            "event_id": "e1",
+            "ts": 1,
+            "model": "m",
+            "prompt": "raw text",
+            "cost_usd": 0.1,
+            "x": {"region": "eu", "retrieval_index": "kb-7", "weight": 3},
+            "flags": {"pii": True},
+            "client_version": "1.2.3",
+        }
+    ]
     dims = discover(data, first=("model", "tenant"))
     assert dims[:2] == ("model", "tenant")
     assert {"x.region", "x.retrieval_index", "client_version"} <= set(dims)
@@ -121,9 +130,19 @@ def log(seed: int = 0) -> list:
             p = 0.6
         elif late and model == "claude-x" and region == "eu":
             p = 0.25
-        events.append({"event_id": f"e{i}", "ts": format_ts(ts), "type": "inference", "model": model,
-                       "service": "chat", "tenant": f"t{rng.randrange(4)}", "user": user, "x": {"region": region},
-                       "flags": {"hallucination": rng.random() < p}})  # fmt: skip
+        events.append(
+            {
+                "event_id": f"e{i}",
+                "ts": format_ts(ts),
+                "type": "inference",
+                "model": model,
+                "service": "chat",
+                "tenant": f"t{rng.randrange(4)}",
+                "user": user,
+                "x": {"region": region},
+                "flags": {"hallucination": rng.random() < p},
+            }
+        )
     return [validate_event(e) for e in events]
 
 
@@ -135,8 +154,9 @@ def report_of(rule_index: int, group: dict | None) -> dict:
     name = rules[rule_index].name
     tied = [i for i in list_incidents(records) if i["rule"] == name and (group is None or i["group"] == group)]
     assert tied, "the planted incident was not detected"
-    report = investigate(rules, events, Selection(incident_id=tied[0]["incident_id"]), Options(suggest=False),
-                         records=records)  # fmt: skip
+    report = investigate(
+        rules, events, Selection(incident_id=tied[0]["incident_id"]), Options(suggest=False), records=records
+    )
     return report
 
 
@@ -178,8 +198,13 @@ def test_native_columns_give_the_python_references_numbers_and_causes():
     def cost_rows(n: int, hot: bool) -> list:
         out = []
         for _ in range(n):
-            v = [f"m{rng.randrange(4)}", rng.choice(("eu", "us", None)), f"t{rng.randrange(6)}", "s",
-                 f"u{int(rng.paretovariate(1.2))}"]  # fmt: skip
+            v = [
+                f"m{rng.randrange(4)}",
+                rng.choice(("eu", "us", None)),
+                f"t{rng.randrange(6)}",
+                "s",
+                f"u{int(rng.paretovariate(1.2))}",
+            ]
             w = rng.lognormvariate(-4, 0.6) * (5 if hot and v[0] == "m1" and v[1] == "eu" else 1)
             out.append((v, w))
         return out

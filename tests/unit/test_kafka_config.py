@@ -6,7 +6,6 @@ import ssl
 import subprocess
 
 import pytest
-
 from firebreak.kafka_config import KafkaConfig, KafkaConfigError, Secret, load_kafka_config, read_properties
 
 
@@ -14,9 +13,26 @@ from firebreak.kafka_config import KafkaConfig, KafkaConfigError, Secret, load_k
 def ca(tmp_path_factory) -> str:
     """A throwaway CA certificate (openssl), so TLS settings can be checked for real."""
     folder = tmp_path_factory.mktemp("ca")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(folder / "ca.key"),
-                    "-out", str(folder / "ca.crt"), "-days", "1", "-subj", "/CN=firebreak-test-ca"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(folder / "ca.key"),
+            "-out",
+            str(folder / "ca.crt"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=firebreak-test-ca",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(folder / "ca.crt")
 
 
@@ -34,13 +50,16 @@ def test_plaintext_by_default():
 
 
 def test_a_confluent_cloud_style_file_with_the_password_from_the_environment(tmp_path, ca):
-    path = write(tmp_path, f"""# Confluent Cloud style
+    path = write(
+        tmp_path,
+        f"""# Confluent Cloud style
 bootstrap.servers=pkc-123.europe-west1.gcp.confluent.cloud:9092
 security.protocol=SASL_SSL
 sasl.mechanisms=PLAIN
 sasl.username=ABCDEFGH
 ssl.ca.location={ca}
-""")
+""",
+    )
     config = load_kafka_config(path, env={"FIREBREAK_KAFKA_SASL_PASSWORD": "s3cret/+="})
     assert config.bootstrap == "pkc-123.europe-west1.gcp.confluent.cloud:9092"
     options = config.client_options()
@@ -56,15 +75,21 @@ ssl.ca.location={ca}
 def test_an_msk_style_scram_setup_from_the_environment_alone(tmp_path, ca):
     secret = tmp_path / "password"
     secret.write_text("from-a-file\n")
-    env = {"FIREBREAK_KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "FIREBREAK_KAFKA_SASL_MECHANISM": "scram-sha-512",
-           "FIREBREAK_KAFKA_SASL_USERNAME": "firebreak", "FIREBREAK_KAFKA_SASL_PASSWORD_FILE": str(secret),
-           "FIREBREAK_KAFKA_SSL_CA_LOCATION": ca}  # fmt: skip
+    env = {
+        "FIREBREAK_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "FIREBREAK_KAFKA_SASL_MECHANISM": "scram-sha-512",
+        "FIREBREAK_KAFKA_SASL_USERNAME": "firebreak",
+        "FIREBREAK_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        "FIREBREAK_KAFKA_SSL_CA_LOCATION": ca,
+    }
     config = load_kafka_config(bootstrap="b-1.msk.example:9096", env=env)
     assert config.bootstrap == "b-1.msk.example:9096"  # --bootstrap wins
     assert config.security_protocol == "SASL_SSL" and config.sasl_mechanism == "SCRAM-SHA-512"
     assert config.sasl_password == Secret("from-a-file")
-    assert config.source == "FIREBREAK_KAFKA_SASL_MECHANISM, FIREBREAK_KAFKA_SASL_PASSWORD_FILE, " \
+    assert (
+        config.source == "FIREBREAK_KAFKA_SASL_MECHANISM, FIREBREAK_KAFKA_SASL_PASSWORD_FILE, "
         "FIREBREAK_KAFKA_SASL_USERNAME, FIREBREAK_KAFKA_SECURITY_PROTOCOL, FIREBREAK_KAFKA_SSL_CA_LOCATION"
+    )
 
 
 def test_the_environment_wins_over_the_file(tmp_path):
@@ -81,16 +106,27 @@ def test_config_file_named_by_the_environment(tmp_path):
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        ("sasl.password=hunter2\n", {}, r"client.properties:1: `sasl.password` is a secret and is not read from a "
-                                        r"config file; put it in FIREBREAK_KAFKA_SASL_PASSWORD"),
-        ("security.protocol=TLS\n", {}, r"client.properties:1: security.protocol 'TLS' is not one of PLAINTEXT, SSL, "
-                                        r"SASL_PLAINTEXT, SASL_SSL"),
+        (
+            "sasl.password=hunter2\n",
+            {},
+            r"client.properties:1: `sasl.password` is a secret and is not read from a "
+            r"config file; put it in FIREBREAK_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            "security.protocol=TLS\n",
+            {},
+            r"client.properties:1: security.protocol 'TLS' is not one of PLAINTEXT, SSL, "
+            r"SASL_PLAINTEXT, SASL_SSL",
+        ),
         ("security.protocl=SSL\n", {}, r"client.properties:1: unknown property `security.protocl`"),
         ("just words\n", {}, r"client.properties:1: expected `name=value`"),
         ("security.protocol=SASL_SSL\n", {}, r"sasl.mechanism is missing; it must be one of PLAIN, SCRAM-SHA-256"),
         ("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=GSSAPI\n", {}, r"sasl.mechanism 'GSSAPI' is not one of"),
-        ("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=u\n", {},
-         r"SASL_PLAINTEXT needs sasl.username and a password .*; the password is missing"),
+        (
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.username=u\n",
+            {},
+            r"SASL_PLAINTEXT needs sasl.username and a password .*; the password is missing",
+        ),
         ("security.protocol=SSL\nssl.ca.location=/nowhere/ca.pem\n", {}, r"/nowhere/ca.pem: no such file"),
         ("ssl.certificate.location=/a.pem\n", {}, r"mutual TLS needs both ssl.certificate.location and ssl.key"),
         ("ssl.endpoint.identification.algorithm=none\n", {}, r"is `https` \(verify the broker's name\) or empty"),

@@ -163,15 +163,20 @@ class Member:
 
     def __init__(self, group: Group, linger_s: float, size: int = 1_000, send_gate: asyncio.Event | None = None):
         flow = FlowControlEvent(initially_suspended=False)
-        self.app = SimpleNamespace(flow_control=flow, should_stop=False, consumer_generation_id=0,
-                                   monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
-                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))  # fmt: skip
+        self.app = SimpleNamespace(
+            flow_control=flow,
+            should_stop=False,
+            consumer_generation_id=0,
+            monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+        )
         self.consumer = self.app.consumer = Consumer(group, self.app)
         self.group = group
         self.send_gate = send_gate
         stage1 = SimpleNamespace(handle_offloaded=self._route_offloaded)
-        self.source = InputSource(WorkerSettings(rules=(), input_topic=TOPIC), self.app, stage1,
-                                  SimpleNamespace(events_in=0), self._send)  # fmt: skip
+        self.source = InputSource(
+            WorkerSettings(rules=(), input_topic=TOPIC), self.app, stage1, SimpleNamespace(events_in=0), self._send
+        )
         drain = batches._drain(self.app, self.consumer, TOPIC, self.source.route_batch, size, linger_s)
         self.task = asyncio.ensure_future(drain(SimpleNamespace(_stopped=asyncio.Event())))
 
@@ -425,9 +430,15 @@ def test_ack_offsets_is_fausts_ack_for_many_offsets():
 
     def consumer():
         topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
-        c = SimpleNamespace(_committed_offset=defaultdict(lambda: None), _acked_index=defaultdict(set),
-                            _acked=defaultdict(list), _n_acked=0, _unacked_messages=WeakSet(), _waiting_for_ack=None,
-                            app=SimpleNamespace(topics=topics))  # fmt: skip
+        c = SimpleNamespace(
+            _committed_offset=defaultdict(lambda: None),
+            _acked_index=defaultdict(set),
+            _acked=defaultdict(list),
+            _n_acked=0,
+            _unacked_messages=WeakSet(),
+            _waiting_for_ack=None,
+            app=SimpleNamespace(topics=topics),
+        )
         c._committed_offset[P0] = 5
         return c
 
@@ -465,8 +476,7 @@ async def test_a_paused_worker_hears_from_its_group_before_it_starts_a_shard(mon
     from firebreak.adapters.live.settings import WorkerSettings
 
     worker = stage2_worker(monkeypatch)
-    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2,
-                                     session_timeout_ms=300)  # fmt: skip
+    worker.settings = WorkerSettings(rules=(), app_id="t", shards=2, input_partitions=2, session_timeout_ms=300)
     for housekeeping_first in (False, True):  # the message taken before housekeeping saw the pause, or after
         worker.assigned({0, 1})
         if housekeeping_first:

@@ -7,7 +7,6 @@ import logging
 
 import orjson
 import pytest
-
 from firebreak.adapters.live.logs import clean, configure
 
 
@@ -53,4 +52,3 @@ def test_bad_level_or_format_is_refused():
 
 def test_clean_keeps_newlines_and_text():
     assert clean("a\x1b[1;31mb\x07c\nd\te") == "abc\nd\te"
-

@@ -8,8 +8,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def parse(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_the_view_and_the_counters_become_metric_families():
@@ -19,11 +22,20 @@ def test_the_view_and_the_counters_become_metric_families():
     metrics.observe_evaluation(0.002)
     view = WorkerView(
         dead_lettered=3,
-        shards=[ShardView(1, {"late": 2, "duplicates": 1, "redelivered": 4}, {"sev1": 1}, 1_772_328_597_928,
-                          {0: 1_772_328_627_928, 1: 1_772_328_600_000}, frozenset({1}), 2),
-                ShardView(0, {"late": 5}, {"sev1": 1, "sev3": 2}, None, {}, frozenset(), 2)],
+        shards=[
+            ShardView(
+                1,
+                {"late": 2, "duplicates": 1, "redelivered": 4},
+                {"sev1": 1},
+                1_772_328_597_928,
+                {0: 1_772_328_627_928, 1: 1_772_328_600_000},
+                frozenset({1}),
+                2,
+            ),
+            ShardView(0, {"late": 5}, {"sev1": 1, "sev3": 2}, None, {}, frozenset(), 2),
+        ],
         lags=[("ai.inference.events", 0, 7)],
-    )  # fmt: skip
+    )
     got = parse(metrics.render(view))
     assert got[("firebreak_events_total", ())] == 1_234_567  # in full, not 1.23457e+06
     assert got[("firebreak_dead_lettered_total", ())] == 3
@@ -45,9 +57,13 @@ def test_checkpoints_committed_failed_and_pending():
     metrics = Metrics()
     metrics.checkpoints.update({"head": 41, "full": 3})
     metrics.checkpoint_failures["read"] += 2
-    view = WorkerView(shards=[ShardView(0, {}, {}, None, {}, frozenset(), 2, checkpoint_pending_s=95.5),
-                              ShardView(1, {}, {}, None, {}, frozenset(), 2)],
-                      checkpoint_interval_s=60.0)  # fmt: skip
+    view = WorkerView(
+        shards=[
+            ShardView(0, {}, {}, None, {}, frozenset(), 2, checkpoint_pending_s=95.5),
+            ShardView(1, {}, {}, None, {}, frozenset(), 2),
+        ],
+        checkpoint_interval_s=60.0,
+    )
     got = parse(metrics.render(view))
     assert got[("firebreak_checkpoints_total", (("kind", "full"),))] == 3
     assert got[("firebreak_checkpoints_total", (("kind", "head"),))] == 41

@@ -105,8 +105,24 @@ def test_bad_messages_are_dead_lettered_with_a_reason():
 
 def test_raw_text_is_not_forwarded():
     route = RouteStage(RULES, SETTINGS)
-    outs = route.handle([(0, 0, orjson.dumps({"event_id": "e", "ts": 5, "model": "a", "prompt": "SECRET",
-                                               "output": "SECRET", "flags": {"hallucination": True}}))])  # fmt: skip
+    outs = route.handle(
+        [
+            (
+                0,
+                0,
+                orjson.dumps(
+                    {
+                        "event_id": "e",
+                        "ts": 5,
+                        "model": "a",
+                        "prompt": "SECRET",
+                        "output": "SECRET",
+                        "flags": {"hallucination": True},
+                    }
+                ),
+            )
+        ]
+    )
     assert outs and all(b"SECRET" not in out.value for out in outs)
 
 
@@ -172,8 +188,10 @@ def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     pack = rules("count(pii) >= 1 over 1m by tier -> sev3")
     settings = WorkerSettings(rules=(), shards=1, input_partitions=1)
     route = RouteStage(pack, settings)
-    raw = [orjson.dumps({"event_id": f"e{i}", "ts": 1_000 + i, "tier": tier, "flags": {"pii": True}})
-           for i, tier in enumerate([True, 1, True])]  # fmt: skip
+    raw = [
+        orjson.dumps({"event_id": f"e{i}", "ts": 1_000 + i, "tier": tier, "flags": {"pii": True}})
+        for i, tier in enumerate([True, 1, True])
+    ]
     [message] = route.handle([(0, i, r) for i, r in enumerate(raw)])
     state = ShardState(pack, 0, 1, 1, lateness_ms=0, engine=engine)
     state.accept(0, message.value)
@@ -189,9 +207,12 @@ def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine
     still be on the routed topic when a worker of this release starts: it stops with one line
     rather than guess (docs/live.md, "Upgrading")."""
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
-    earlier = [orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),
-               b'{"v":2,"p":0,"hb":4000,"rv":"x"}\n1 4000 1 {}\n',
-               orjson.dumps({"v": 3, "b": "k:1", "rv": "x", "parts": [[0, 4000, 0, 5, 5]]}), b"junk"]  # fmt: skip
+    earlier = [
+        orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),
+        b'{"v":2,"p":0,"hb":4000,"rv":"x"}\n1 4000 1 {}\n',
+        orjson.dumps({"v": 3, "b": "k:1", "rv": "x", "parts": [[0, 4000, 0, 5, 5]]}),
+        b"junk",
+    ]
     for offset, value in enumerate(earlier):
         with pytest.raises(RoutedFormatError, match=r"format|not JSON"):
             state.accept(offset, value)
@@ -220,9 +241,14 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
     for i in range(4000):
         user = f"u{i % 97}"
         flagged = (i % 7 == 0) or (user == "u5" and i > 2000)
-        events.append(Event(f"e{i}", 1_000 + i * 100, "inference",
-                            {"event_id": f"e{i}", "ts": 1_000 + i * 100, "user": user,
-                             "flags": {"prompt_injection": flagged}}))  # fmt: skip
+        events.append(
+            Event(
+                f"e{i}",
+                1_000 + i * 100,
+                "inference",
+                {"event_id": f"e{i}", "ts": 1_000 + i * 100, "user": user, "flags": {"prompt_injection": flagged}},
+            )
+        )
     expected = run_events(pack, events, lateness_ms=0, finish=False)
     assert any(r["type"] == "incident.opened" for r in expected)
     settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1, lateness_ms=0)
@@ -245,8 +271,10 @@ def test_report_events_reach_the_shards_of_report_rules(engine):
     from corekit import rules
     from firebreak.core import Event, run_events
 
-    pack = rules("rule exposed:\n  reports(data_exposure) >= 2 over 1m by tenant -> sev1\n"
-                 "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2\n")  # fmt: skip
+    pack = rules(
+        "rule exposed:\n  reports(data_exposure) >= 2 over 1m by tenant -> sev1\n"
+        "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2\n"
+    )
     events = []
     for i in range(600):
         data = {"event_id": f"e{i}", "ts": 1_000 + i * 500, "tenant": f"t{i % 5}", "flags": {"pii": i % 40 == 0}}
@@ -418,8 +446,9 @@ def test_max_skew_off_takes_every_event():
 def test_partitions_have_their_own_time_and_run():
     route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000))
     t = 1_700_000_000_000
-    outs = route.handle([(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)),
-                         (1, 1, far(t + 520_000, 3))])  # fmt: skip
+    outs = route.handle(
+        [(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)), (1, 1, far(t + 520_000, 3))]
+    )
     [letter] = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
     assert (letter["partition"], letter["offset"]) == (0, 1) and "more than 1m after" in letter["reason"]
     assert route.max_ts == {0: t, 1: t + 520_000}

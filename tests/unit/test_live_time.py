@@ -14,12 +14,11 @@ import zlib
 import orjson
 import pytest
 from corekit import MIN
-from test_core_properties import BASE, RULES
-
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard import ShardState
 from firebreak.core import Event, run_events
+from test_core_properties import BASE, RULES
 
 PARTITIONS, SHARDS, LATENESS = 4, 2, 5_000
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS, lateness_ms=LATENESS)
@@ -83,7 +82,7 @@ class Cluster:
         while any(cursors[p] < len(PARTS[p]) for p in partitions):
             for p in partitions:
                 start = cursors[p]
-                chunk = [(p, start + i, orjson.dumps(e.data)) for i, e in enumerate(PARTS[p][start:start + batch])]
+                chunk = [(p, start + i, orjson.dumps(e.data)) for i, e in enumerate(PARTS[p][start : start + batch])]
                 cursors[p] += len(chunk)
                 if chunk:
                     self.deliver(self.route.handle(chunk))
@@ -185,13 +184,14 @@ def test_a_shard_that_heard_nothing_has_no_time_and_stays_silent():
 
 def test_a_heartbeat_moves_time_and_counts_in_no_rule():
     from corekit import SEC, event, rules
-
     from firebreak.core import validate_event
 
     pack = rules("rule leak: count(pii) >= 1 over 1m by tenant -> sev2\nrule busy: count() >= 2 over 1m -> sev4")
     leak = [event("e1", 0, tenant="t", flags={"pii": True})]
-    beats = [validate_event({"event_id": f"hb{i}", "ts": leak[0].ts + at, "type": "heartbeat"})
-             for i, at in enumerate((10 * SEC, 20 * SEC, 30 * MIN))]  # fmt: skip
+    beats = [
+        validate_event({"event_id": f"hb{i}", "ts": leak[0].ts + at, "type": "heartbeat"})
+        for i, at in enumerate((10 * SEC, 20 * SEC, 30 * MIN))
+    ]
     quiet = run_events(pack, leak, lateness_ms=0, finish=False)
     assert [r["type"] for r in quiet if r["type"].startswith("incident.")] == []  # time stands at the leak
     moved = run_events(pack, [*leak, *beats], lateness_ms=0, finish=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from firebreak.core.window import Summary
 from firebreak.dsl import load_rules
 from firebreak.dsl.metrics import (

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from firebreak.adapters.live.metrics import Metrics, ShardView, WorkerView
 from go_tools import go_tool
 from prometheus_client.parser import text_string_to_metric_families
-
-from firebreak.adapters.live.metrics import Metrics, ShardView, WorkerView
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "firebreak-worker.rules.yml"
@@ -59,8 +58,9 @@ def test_promtool_checks_the_rules(promtool):
 
 
 def test_promtool_unit_tests_of_the_rules_pass(promtool):
-    done = subprocess.run([promtool, "test", "rules", RULES_TEST.name], capture_output=True, text=True,
-                          timeout=120, cwd=RULES_TEST.parent)  # fmt: skip
+    done = subprocess.run(
+        [promtool, "test", "rules", RULES_TEST.name], capture_output=True, text=True, timeout=120, cwd=RULES_TEST.parent
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
 
@@ -69,8 +69,9 @@ def test_promtool_unit_tests_fail_on_a_broken_rule(promtool, tmp_path):
     """The promtool tests can fail: a stall alert that waits too long misses its expected firing."""
     shutil.copy(RULES_TEST, tmp_path / RULES_TEST.name)
     (tmp_path / RULES.name).write_text(RULES.read_text().replace("for: 5m", "for: 30m", 1))
-    done = subprocess.run([promtool, "test", "rules", RULES_TEST.name], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [promtool, "test", "rules", RULES_TEST.name], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode != 0
     assert "FirebreakWatermarkStalled" in done.stdout + done.stderr
 
@@ -78,10 +79,16 @@ def test_promtool_unit_tests_fail_on_a_broken_rule(promtool, tmp_path):
 def test_every_alert_reads_metrics_the_worker_exports(exported):
     groups = yaml.safe_load(RULES.read_text())["groups"]
     alerts = [rule for group in groups for rule in group["rules"]]
-    assert {a["alert"] for a in alerts} >= {"FirebreakWorkerDown", "FirebreakWatermarkStalled",
-                                           "FirebreakConsumerLagGrowing", "FirebreakDeadLettersRising",
-                                           "FirebreakShardFenced", "FirebreakWorkerRestarting",
-                                           "FirebreakCheckpointOverdue", "FirebreakCheckpointRetrying"}  # fmt: skip
+    assert {a["alert"] for a in alerts} >= {
+        "FirebreakWorkerDown",
+        "FirebreakWatermarkStalled",
+        "FirebreakConsumerLagGrowing",
+        "FirebreakDeadLettersRising",
+        "FirebreakShardFenced",
+        "FirebreakWorkerRestarting",
+        "FirebreakCheckpointOverdue",
+        "FirebreakCheckpointRetrying",
+    }
     for alert in alerts:
         names = metric_names(alert["expr"])
         assert names, alert["alert"]
@@ -104,12 +111,18 @@ def test_every_dashboard_panel_queries_metrics_the_worker_exports(exported):
             assert names <= exported | PROMETHEUS_OWN, (panel["title"], names - exported)
             read |= names
     # the dashboard shows the metrics that say whether the worker keeps up and decides
-    assert {"firebreak_events_total", "firebreak_consumer_lag", "firebreak_watermark_seconds",
-            "firebreak_dead_lettered_total", "firebreak_open_incidents", "firebreak_shards_fenced_total",
-            "firebreak_checkpoint_pending_seconds", "firebreak_checkpoint_failures_total"} <= read
+    assert {
+        "firebreak_events_total",
+        "firebreak_consumer_lag",
+        "firebreak_watermark_seconds",
+        "firebreak_dead_lettered_total",
+        "firebreak_open_incidents",
+        "firebreak_shards_fenced_total",
+        "firebreak_checkpoint_pending_seconds",
+        "firebreak_checkpoint_failures_total",
+    } <= read
 
 
 def test_metric_names_reads_names_not_label_values():
-    assert metric_names('rate(firebreak_events_total{job="firebreak_x"}[5m]) / up') == {"firebreak_events_total",
-                                                                                         "up"}  # fmt: skip
+    assert metric_names('rate(firebreak_events_total{job="firebreak_x"}[5m]) / up') == {"firebreak_events_total", "up"}
     assert metric_names("sum by (shard) (firebreak_nope)") == {"firebreak_nope"}

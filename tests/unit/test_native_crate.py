@@ -15,7 +15,10 @@ def test_cargo_unit_tests_pass():
     assert cargo, "cargo is needed to build the native core (README, Requirements)"
     done = subprocess.run(
         [cargo, "test", "--release", "--lib", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "test result: ok" in done.stdout

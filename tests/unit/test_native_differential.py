@@ -8,20 +8,19 @@ import os
 import random
 from pathlib import Path
 
+import firebreak.native.plan as plan_module
 import orjson
 import pytest
 from corekit import MIN, SEC, T0, event, rules
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from test_core_properties import BASE, RULES, stream
-from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
-
-import firebreak.native.plan as plan_module
 from firebreak.adapters.drive import Driver, batched, drive_batches
 from firebreak.adapters.rule_tests import collect_test_files, run_test_file
 from firebreak.core import Engine, run_events, validate_event
 from firebreak.native import NativeEngine, available
 from firebreak.synthetic import Injection, Traffic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_core_properties import BASE, RULES, stream
+from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,8 +58,13 @@ def test_rule_tests_give_the_same_records(path: Path):
 @pytest.mark.parametrize("category", sorted(CASES))
 def test_scenarios_give_the_same_records(category: str):
     case = CASES[category]
-    traffic = Traffic(11, START, case.onset + case.duration + TAIL, RATE,
-                      [Injection(category, case.onset, case.duration, case.target)])  # fmt: skip
+    traffic = Traffic(
+        11,
+        START,
+        case.onset + case.duration + TAIL,
+        RATE,
+        [Injection(category, case.onset, case.duration, case.target)],
+    )
     from firebreak.core import validate_event
 
     events = [validate_event(obj) for obj in traffic.events()]
@@ -96,9 +100,14 @@ rule spread:
 )
 
 odd_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, 0.5, -0.0, 2.5e-7, 1e16]),
-    st.sampled_from(["eu", "us", "", "é", "a'b", 'q"uote']), st.just([1, "x"]), st.just({"k": [True, None]}),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.sampled_from([1.0, 0.5, -0.0, 2.5e-7, 1e16]),
+    st.sampled_from(["eu", "us", "", "é", "a'b", 'q"uote']),
+    st.just([1, "x"]),
+    st.just({"k": [True, None]}),
+)
 
 
 @st.composite
@@ -141,10 +150,20 @@ def test_hypothesis_streams_give_the_same_records(events, lateness):
 
 def test_the_edge_rules_fire():
     events = [
-        event(f"x{i}", i * SEC, tenant="t1", user="u1", region="eu", flags={"pii": True, "jailbreak": i % 2 == 0},
-              latency_ms=900, cost_usd=0.02, tokens_out=10 * i, scores={"quality": 0.1})
+        event(
+            f"x{i}",
+            i * SEC,
+            tenant="t1",
+            user="u1",
+            region="eu",
+            flags={"pii": True, "jailbreak": i % 2 == 0},
+            latency_ms=900,
+            cost_usd=0.02,
+            tokens_out=10 * i,
+            scores={"quality": 0.1},
+        )
         for i in range(200)
-    ]  # fmt: skip
+    ]
     records = orjson.loads(b"[" + same(EDGE_RULES, events).replace(b"\n", b",") + b"]")
     opened = {r["rule"] for r in records if r["type"] == "incident.opened"}
     assert {"by_odd_values", "quiet_where", "ordered_where", "floor", "significant"} <= opened
@@ -324,8 +343,13 @@ def test_rules_the_native_engine_cannot_run_fall_back_and_merge_in_order(monkeyp
     real = plan_module.unsupported
     monkeypatch.setattr("firebreak.native.unsupported", lambda r: "test" if r.name in {"leak", "users"} else real(r))
     engine = NativeEngine(RULES)
-    assert engine.placement() == {"spike": "native", "leak": "python", "slow": "native", "spend": "native",
-                                  "users": "python"}  # fmt: skip
+    assert engine.placement() == {
+        "spike": "native",
+        "leak": "python",
+        "slow": "native",
+        "spend": "native",
+        "users": "python",
+    }
     records = engine.feed_events(BASE).records + engine.finish()
     assert dump(records) == dump(run_events(RULES, BASE))
     lines = lines_of(stream(9, minutes=30))

@@ -8,9 +8,6 @@ import sys
 
 import orjson
 import pytest
-from notify_receiver import ENV, Receiver, config_file, serve
-from test_core_properties import BASE
-
 from firebreak.adapters.notify import (
     NotifyConfigError,
     load_notify_config,
@@ -20,6 +17,8 @@ from firebreak.adapters.notify import (
 )
 from firebreak.core import run_events
 from firebreak.dsl import load_rules
+from notify_receiver import ENV, Receiver, config_file, serve
+from test_core_properties import BASE
 
 RULES = """
 rule spike:
@@ -64,8 +63,10 @@ def test_pagerduty_lifecycle_with_dedup_keys(tmp_path, records):
         action = "resolve" if record["type"] == "incident.resolved" else "trigger"
         assert event["event_action"] == action
         if action == "trigger":
-            assert event["payload"]["severity"] == {"sev2": "error", "sev3": "warning", "sev4": "info",
-                                                    "sev1": "critical"}[record["severity"]]  # fmt: skip
+            assert (
+                event["payload"]["severity"]
+                == {"sev2": "error", "sev3": "warning", "sev4": "info", "sev1": "critical"}[record["severity"]]
+            )
             assert event["payload"]["source"] == f"firebreak/{record['rule']}"
             command = event["payload"]["custom_details"]["investigate"]
             assert command.startswith("firebreak investigate --rules rules/ --topic ai.inference.events --since ")
@@ -118,9 +119,17 @@ def test_the_command_delivers_a_records_file_and_exits_4_on_failures(tmp_path, r
         runner, url = await serve(receiver)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "firebreak.cli", "notify", "--config", config_file(tmp_path, url),
-                "--records", str(out), stderr=subprocess.PIPE,
-                env={"TEST_PD_KEY": "R0UTINGKEY", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""})  # fmt: skip
+                sys.executable,
+                "-m",
+                "firebreak.cli",
+                "notify",
+                "--config",
+                config_file(tmp_path, url),
+                "--records",
+                str(out),
+                stderr=subprocess.PIPE,
+                env={"TEST_PD_KEY": "R0UTINGKEY", "TEST_SLACK_URL": f"{url}/slack", "PATH": ""},
+            )
             _, err = await proc.communicate()
             return proc.returncode, err.decode(), receiver
         finally:
@@ -145,8 +154,11 @@ def test_payloads_are_pure(records):
     [
         ('[targets."#a"]\nkind = "pager"\nurl = "http://x"\n', {}, r"kind must be one of pagerduty, slack, webhook"),
         ('[targets."#a"]\nkind = "pagerduty"\nurl = "http://x"\n', {}, r"needs routing_key_env"),
-        ('[targets."#a"]\nkind = "pagerduty"\nurl = "http://x"\nrouting_key_env = "NOPE"\n', {},
-         r"the environment variable NOPE is not set"),
+        (
+            '[targets."#a"]\nkind = "pagerduty"\nurl = "http://x"\nrouting_key_env = "NOPE"\n',
+            {},
+            r"the environment variable NOPE is not set",
+        ),
         ('[targets."#a"]\nkind = "slack"\n', {}, r"give url, or url_env"),
         ('[targets."#a"]\nkind = "webhook"\nurl = "ftp://x"\n', {}, r"must start with http"),
         ('default_targets = ["#b"]\n', {}, r"default_targets names '#b'"),
@@ -176,17 +188,30 @@ def policy_records() -> list[dict]:
 
 
 def test_reminders_follow_the_cadence_until_resolution():
-    opened = {"type": "incident.opened", "incident_id": "inc_1", "rule": "leak", "category": "data_leakage",
-              "severity": "sev2", "group": {"tenant": "a"}, "ts": "2026-01-01T00:00:00Z",
-              "onset": "2026-01-01T00:00:00Z", "response": {"team": "sec", "page": True, "update_every_ms": 600_000}}
+    opened = {
+        "type": "incident.opened",
+        "incident_id": "inc_1",
+        "rule": "leak",
+        "category": "data_leakage",
+        "severity": "sev2",
+        "group": {"tenant": "a"},
+        "ts": "2026-01-01T00:00:00Z",
+        "onset": "2026-01-01T00:00:00Z",
+        "response": {"team": "sec", "page": True, "update_every_ms": 600_000},
+    }
     reminders = Reminders()
     reminders.track(opened, now=1000.0)
     assert reminders.due(1599.0) == []
     (first,) = reminders.due(1600.0)
     assert first["type"] == REMINDER and first["incident_id"] == "inc_1" and first["opened"] == opened["ts"]
     assert reminders.due(1700.0) == [] and len(reminders.due(2200.0)) == 1
-    escalated = {**opened, "type": "incident.escalated", "ts": "2026-01-01T00:20:00Z", "severity": "sev1",
-                 "response": {"team": "sec", "page": True, "update_every_ms": 60_000}}  # fmt: skip
+    escalated = {
+        **opened,
+        "type": "incident.escalated",
+        "ts": "2026-01-01T00:20:00Z",
+        "severity": "sev1",
+        "response": {"team": "sec", "page": True, "update_every_ms": 60_000},
+    }
     reminders.track(escalated, now=2300.0)
     (again,) = reminders.due(2360.0)
     assert again["severity"] == "sev1" and again["opened"] == opened["ts"]  # the new cadence, the first opening
@@ -226,8 +251,10 @@ def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecyc
     async def main():
         runner, url = await serve(receiver)
         try:
-            text = "".join(f'[targets."{name}"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\n'
-                           f'routing_key_env = "TEST_PD_KEY"\n' for name in names)  # fmt: skip
+            text = "".join(
+                f'[targets."{name}"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\nrouting_key_env = "TEST_PD_KEY"\n'
+                for name in names
+            )
             path = tmp_path / "notify.toml"
             path.write_text(f'default_targets = ["{names[0]}"]\n{text}')
             return await notify_records(load_notify_config(str(path), env=ENV), records)

@@ -80,19 +80,23 @@ def genai_spans(provider: TracerProvider) -> None:
     for i in range(12):
         model = "gpt-4o" if i % 2 == 0 else "claude-3-5"
         start = T0 + i * 15_000_000_000
-        span = tracer.start_span(f"chat {model}", start_time=start, attributes={
-            "gen_ai.system": "openai" if model == "gpt-4o" else "anthropic",
-            "gen_ai.operation.name": "chat",
-            "gen_ai.request.model": model,
-            "gen_ai.response.model": model + "-2026-05" if model == "gpt-4o" else model,
-            "gen_ai.usage.input_tokens": 100 + i,
-            "gen_ai.usage.output_tokens": 20 + i,
-            "gen_ai.response.finish_reasons": ["stop"],
-            "app.tenant": "acme" if i < 6 else "globex",
-            "enduser.id": f"u-{i}",
-            "firebreak.flag.hallucination": model == "gpt-4o" and i < 8,
-            "firebreak.score.quality": 0.5,
-        })  # fmt: skip
+        span = tracer.start_span(
+            f"chat {model}",
+            start_time=start,
+            attributes={
+                "gen_ai.system": "openai" if model == "gpt-4o" else "anthropic",
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": model,
+                "gen_ai.response.model": model + "-2026-05" if model == "gpt-4o" else model,
+                "gen_ai.usage.input_tokens": 100 + i,
+                "gen_ai.usage.output_tokens": 20 + i,
+                "gen_ai.response.finish_reasons": ["stop"],
+                "app.tenant": "acme" if i < 6 else "globex",
+                "enduser.id": f"u-{i}",
+                "firebreak.flag.hallucination": model == "gpt-4o" and i < 8,
+                "firebreak.score.quality": 0.5,
+            },
+        )
         if i in (1, 3):
             span.set_status(Status(StatusCode.ERROR, "provider timeout"))
         span.end(end_time=start + (250 + i) * 1_000_000)
@@ -166,13 +170,17 @@ def test_unmappable_genai_spans_are_dead_lettered_and_reported_as_partial_succes
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("t")
-    good = tracer.start_span("chat", start_time=T0, attributes={"gen_ai.system": "openai",
-                                                                "gen_ai.request.model": "gpt-4o"})  # fmt: skip
+    good = tracer.start_span(
+        "chat", start_time=T0, attributes={"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
+    )
     good.end(end_time=T0 + MINUTE)
     no_model = tracer.start_span("chat", start_time=T0, attributes={"gen_ai.operation.name": "chat"})
     no_model.end(end_time=T0 + MINUTE)
-    bad_flag = tracer.start_span("chat", start_time=T0, attributes={"gen_ai.system": "openai",
-                                 "gen_ai.request.model": "m", "firebreak.flag.pii": "yes"})  # fmt: skip
+    bad_flag = tracer.start_span(
+        "chat",
+        start_time=T0,
+        attributes={"gen_ai.system": "openai", "gen_ai.request.model": "m", "firebreak.flag.pii": "yes"},
+    )
     bad_flag.end(end_time=T0 + MINUTE)
     body = encode_spans(memory.get_finished_spans()).SerializeToString()
     status, headers, raw = post(server.url, gzip.compress(body), "application/x-protobuf", "gzip")
@@ -182,24 +190,48 @@ def test_unmappable_genai_spans_are_dead_lettered_and_reported_as_partial_succes
     assert "could not be mapped" in response.partial_success.error_message
     assert len(read_lines(tmp_path / "events.jsonl")) == 1
     dead = read_lines(tmp_path / "dead.jsonl")
-    assert sorted(d["reason"] for d in dead) == ["firebreak.flag.pii is not a boolean: 'yes'",
-                                                 "no gen_ai.request.model or gen_ai.response.model"]  # fmt: skip
+    assert sorted(d["reason"] for d in dead) == [
+        "firebreak.flag.pii is not a boolean: 'yes'",
+        "no gen_ai.request.model or gen_ai.response.model",
+    ]
     assert all(d["source"] == "otlp" and d["raw"]["name"] == "chat" for d in dead)
     assert sum(server.receiver.stats.unmappable.values()) == 2
 
 
 def test_otlp_json(server, tmp_path):
     trace_id, span_id = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
-    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
-            "scopeSpans": [{"spans": [{"traceId": trace_id, "spanId": span_id, "name": "chat", "kind": 3,
-                "startTimeUnixNano": str(T0), "endTimeUnixNano": str(T0 + 1_500_000_000),
-                "attributes": [{"key": "gen_ai.system", "value": {"stringValue": "openai"}},
-                               {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
-                               {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "42"}},
-                               {"key": "gen_ai.response.finish_reasons",
-                                "value": {"arrayValue": {"values": [{"stringValue": "length"}]}}},
-                               {"key": "app.tenant", "value": {"stringValue": "acme"}}],
-                "status": {"code": 2}}]}]}]}  # fmt: skip
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": span_id,
+                                "name": "chat",
+                                "kind": 3,
+                                "startTimeUnixNano": str(T0),
+                                "endTimeUnixNano": str(T0 + 1_500_000_000),
+                                "attributes": [
+                                    {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+                                    {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                                    {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "42"}},
+                                    {
+                                        "key": "gen_ai.response.finish_reasons",
+                                        "value": {"arrayValue": {"values": [{"stringValue": "length"}]}},
+                                    },
+                                    {"key": "app.tenant", "value": {"stringValue": "acme"}},
+                                ],
+                                "status": {"code": 2},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     status, headers, raw = post(server.url, orjson.dumps(body), "application/json")
     assert status == 200 and orjson.loads(raw) == {}  # full success: no partialSuccess
     [event] = read_lines(tmp_path / "events.jsonl")
@@ -221,7 +253,10 @@ def test_malformed_bodies_get_400_and_other_content_types_415(server, tmp_path):
     assert server.receiver.stats.refused == {400: 2, 415: 1}
     dead = read_lines(tmp_path / "dead.jsonl")
     assert [(d["status"], base64.b64decode(d["body_base64"])) for d in dead] == [
-        (400, b"\xff\x00 not protobuf"), (400, b"{not json"), (415, b"x")]  # fmt: skip
+        (400, b"\xff\x00 not protobuf"),
+        (400, b"{not json"),
+        (415, b"x"),
+    ]
     assert dead[0]["reason"].startswith("not an ExportTraceServiceRequest") and dead[1]["reason"].startswith("not JSON")
     assert all(d["source"] == "otlp" and d["body_bytes"] == len(base64.b64decode(d["body_base64"])) for d in dead)
 
@@ -248,11 +283,13 @@ def test_an_unavailable_producer_gets_503_with_retry_after(tmp_path):
         memory = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(memory))
-        span = provider.get_tracer("t").start_span("chat", start_time=T0, attributes={
-            "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"})  # fmt: skip
+        span = provider.get_tracer("t").start_span(
+            "chat", start_time=T0, attributes={"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
+        )
         span.end(end_time=T0 + MINUTE)
-        status, headers, raw = post(s.url, encode_spans(memory.get_finished_spans()).SerializeToString(),
-                                    "application/x-protobuf")  # fmt: skip
+        status, headers, raw = post(
+            s.url, encode_spans(memory.get_finished_spans()).SerializeToString(), "application/x-protobuf"
+        )
         assert status == 503 and headers["Retry-After"] == "5"
         assert raw[:2] == b"\x08\x0e"  # google.rpc.Status, code UNAVAILABLE
         assert s.receiver.stats.events == 0 and not s.receiver.seen  # nothing remembered: the retry is taken
@@ -271,8 +308,22 @@ def test_the_firebreak_otlp_command(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "events.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "firebreak.cli", "otlp", "--listen", f"127.0.0.1:{port}",
-                                "--out", str(out), "--duration", "60"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "firebreak.cli",
+            "otlp",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--out",
+            str(out),
+            "--duration",
+            "60",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -296,15 +347,20 @@ def test_the_firebreak_otlp_command(tmp_path):
     ) in stderr
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('flag_prefix = "guard."\n[defaults]\ntenant = "unknown"\n', None),
-    ('[defaults]\ntenant = "unknown"\nflag_prefix = "guard."\n',
-     "flag_prefix is a top-level setting, not a default: write it before [fields] and [defaults]"),
-    ('[fields]\ntenant = 3\n', "fields.tenant is an attribute key or a list of them"),
-    ('tenant = "x"\n', "unknown setting 'tenant' (known: fields, defaults, flag_prefix, score_prefix)"),
-    ('score_prefix = ""\n', "score_prefix is a non-empty string"),
-    ("[fields\n", "Expected ']'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('flag_prefix = "guard."\n[defaults]\ntenant = "unknown"\n', None),
+        (
+            '[defaults]\ntenant = "unknown"\nflag_prefix = "guard."\n',
+            "flag_prefix is a top-level setting, not a default: write it before [fields] and [defaults]",
+        ),
+        ("[fields]\ntenant = 3\n", "fields.tenant is an attribute key or a list of them"),
+        ('tenant = "x"\n', "unknown setting 'tenant' (known: fields, defaults, flag_prefix, score_prefix)"),
+        ('score_prefix = ""\n', "score_prefix is a non-empty string"),
+        ("[fields\n", "Expected ']'"),
+    ],
+)
 def test_mapping_files_and_their_mistakes(tmp_path, text, message):
     from firebreak.adapters.otlp import MappingError
 
@@ -325,8 +381,14 @@ def test_the_command_refuses_a_bad_mapping_file_in_one_line(tmp_path):
 
     path = tmp_path / "otlp.toml"
     path.write_text('[defaults]\nflag_prefix = "guard."\n')
-    done = subprocess.run([sys.executable, "-m", "firebreak.cli", "otlp", "--mapping", str(path), "--out",
-                           str(tmp_path / "e.jsonl")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "firebreak.cli", "otlp", "--mapping", str(path), "--out", str(tmp_path / "e.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"firebreak otlp: {path}: flag_prefix is a top-level setting, not a "
-                                                f"default: write it before [fields] and [defaults]"]  # fmt: skip
+    assert done.stderr.strip().splitlines() == [
+        f"firebreak otlp: {path}: flag_prefix is a top-level setting, not a "
+        f"default: write it before [fields] and [defaults]"
+    ]

@@ -13,7 +13,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import pack_eval  # noqa: E402
-
 from firebreak.families import BURST_MS, FAMILIES, MINUTE, Truth, generate, quick  # noqa: E402
 
 
@@ -54,8 +53,15 @@ def _record(group: dict, category: str, evidence: tuple[str, ...] = ()) -> dict:
 
 def test_incidents_are_tied_to_injections_by_time_group_and_category():
     truth = Truth("attacker", "adversarial", "tenant", "t01", 60 * MINUTE, 75 * MINUTE, ("t01-new7",))
-    ramp = Truth("quality_ramp", "quality_degradation", "prompt_template", "chat-v3", 0, 10**9,
-                 scope=(("prompt_template", "chat-v3"), ("service", "assistant"), ("feature", "chat")))  # fmt: skip
+    ramp = Truth(
+        "quality_ramp",
+        "quality_degradation",
+        "prompt_template",
+        "chat-v3",
+        0,
+        10**9,
+        scope=(("prompt_template", "chat-v3"), ("service", "assistant"), ("feature", "chat")),
+    )
     truths = [truth, ramp]
     at = 62 * MINUTE
     assert pack_eval._tie(_record({"user": "t01-new7"}, "adversarial"), at, truths) == ("detection", 0)
@@ -66,10 +72,13 @@ def test_incidents_are_tied_to_injections_by_time_group_and_category():
     assert pack_eval._tie(_record({"user": "t01-new7"}, "adversarial"), too_late, truths) == ("false", None)
     assert pack_eval._tie(_record({"service": "cost-svc"}, "cost", ("x1-9",)), at, truths) == ("side effect", 0)
     # a group on the ramp's service and feature points at it; another feature does not
-    assert pack_eval._tie(_record({"service": "assistant", "feature": "chat"}, "quality_degradation"), at,
-                          truths) == ("detection", 1)  # fmt: skip
-    assert pack_eval._tie(_record({"service": "assistant", "feature": "account-help"}, "quality_degradation"), at,
-                          truths) == ("false", None)  # fmt: skip
+    assert pack_eval._tie(_record({"service": "assistant", "feature": "chat"}, "quality_degradation"), at, truths) == (
+        "detection",
+        1,
+    )
+    assert pack_eval._tie(
+        _record({"service": "assistant", "feature": "account-help"}, "quality_degradation"), at, truths
+    ) == ("false", None)
 
 
 def test_an_incident_built_on_an_injections_events_is_its_side_effect_even_late():
@@ -134,13 +143,33 @@ def test_the_summary_reports_caught_of_detectable_and_lists_the_below_floor_apar
     span = 30 * MINUTE
 
     def truth(kind, size=0, trials=0, caught=True):
-        return {"kind": kind, "target": "tenant=t02", "users": [], "size": size, "onset": 0,
-                "evidence": pack_eval.evidence(kind, size, trials, span, 0.0004),
-                "detected_by": "r" if caught else None, "ttd_ms": 1000 if caught else None}  # fmt: skip
+        return {
+            "kind": kind,
+            "target": "tenant=t02",
+            "users": [],
+            "size": size,
+            "onset": 0,
+            "evidence": pack_eval.evidence(kind, size, trials, span, 0.0004),
+            "detected_by": "r" if caught else None,
+            "ttd_ms": 1000 if caught else None,
+        }
 
-    runs = [{"family": "small", "seed": 1, "events": 10, "days": 0.5, "replay_s": 1.0, "incidents": [],
-             "truths": [truth("pii_leak", 2, 234, caught=False), truth("pii_leak", 6, 450, caught=False),
-                        truth("attacker"), truth("pii_leak", 3, 234)]}]  # fmt: skip
+    runs = [
+        {
+            "family": "small",
+            "seed": 1,
+            "events": 10,
+            "days": 0.5,
+            "replay_s": 1.0,
+            "incidents": [],
+            "truths": [
+                truth("pii_leak", 2, 234, caught=False),
+                truth("pii_leak", 6, 450, caught=False),
+                truth("attacker"),
+                truth("pii_leak", 3, 234),
+            ],
+        }
+    ]
     (s,) = pack_eval.summarize(runs)
     assert (s["caught"], s["injected"]) == (2, 4)  # the raw recall stays
     assert (s["caught_detectable"], s["detectable"]) == (1, 2)  # the attacker; not the 6-answer leak

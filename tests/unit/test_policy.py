@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from corekit import MIN, SEC, event, of_type
-
 from firebreak.adapters.rule_files import collect_rule_paths, read_companion_sources
 from firebreak.cli import main
 from firebreak.core import run_events
@@ -79,11 +78,11 @@ def test_opened_and_escalated_records_carry_the_response_of_their_severity():
     "policy, expected",
     [
         ('[sev1]\npage = "yes"\n', "2:1: `page` must be true or false"),
-        ("[sev1]\nupdate_evry = \"1h\"\n", "2:1: unknown key `update_evry` — did you mean `update_every`?"),
+        ('[sev1]\nupdate_evry = "1h"\n', "2:1: unknown key `update_evry` — did you mean `update_every`?"),
         ('[sev2]\nupdate_every = "90"\n', '2:1: `update_every` must be a duration such as "30m", "1h" or "1d"'),
         ('[sev2]\nupdate_every = "0m"\n', '2:1: `update_every` must be a duration such as "30m", "1h" or "1d"'),
         ('[sev3]\nteam = ""\n', '2:1: `team` must be a name, e.g. team = "ai-oncall"'),
-        ("[sev5]\nteam = \"x\"\n", "1:2: unknown key `sev5` — did you mean `sev4`?"),
+        ('[sev5]\nteam = "x"\n', "1:2: unknown key `sev5` — did you mean `sev4`?"),
         ('[category.data_leak]\nteam = "s"\n', "1:11: unknown category `data_leak` — did you mean `data_leakage`?"),
         ('[rule.lek.sev2]\nteam = "s"\n', "1:7: unknown rule `lek` — did you mean `leak`?"),
         ('[rule.slow]\nteem = "s"\n', "2:1: unknown key `teem` — did you mean `team`?"),
@@ -129,8 +128,10 @@ def test_the_starter_pack_policy_pages_security_for_leaks():
 
 
 def test_grouping_settings_reach_every_rule():
-    text = POLICY + '\n[grouping]\nreopen_within = "20m"\nwindow = "2h"\nwait = "0s"\ninhibit = false\n\n' \
+    text = (
+        POLICY + '\n[grouping]\nreopen_within = "20m"\nwindow = "2h"\nwait = "0s"\ninhibit = false\n\n'
         '[grouping.by]\nadversarial = ["tenant", "service"]\n'
+    )
     (leak, slow), problems = compiled(text)
     assert problems == []
     assert leak.reopen_within_ms == slow.reopen_within_ms == 20 * MIN
@@ -162,5 +163,5 @@ cost = []
         "9:1: unknown category `data_leak` — did you mean `data_leakage`?",
         '10:1: `cost` must be a list of event fields, e.g. cost = ["tenant"]',
     ]
-    _, problems = compiled("[groupin]\nwait = \"1h\"\n")
+    _, problems = compiled('[groupin]\nwait = "1h"\n')
     assert problems == ["1:2: unknown key `groupin` — did you mean `grouping`?"]

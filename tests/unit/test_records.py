@@ -9,7 +9,6 @@ import jsonschema
 import orjson
 import pytest
 from corekit import SEC, event, of_type, run
-
 from firebreak.records import (
     ContainmentCommand,
     IncidentRecord,
@@ -42,8 +41,10 @@ def test_kinds_equal_their_wire_strings_and_know_their_stream():
 
 
 def test_records_of_the_core_go_where_their_kind_says_keyed_by_incident_or_target():
-    records = run('count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature for 10m',
-                  [event(f"e{i}", i * 5 * SEC, tenant="acme", flags={"pii": i < 6}) for i in range(60)])  # fmt: skip
+    records = run(
+        "count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature for 10m",
+        [event(f"e{i}", i * 5 * SEC, tenant="acme", flags={"pii": i < 6}) for i in range(60)],
+    )
     assert {"incident.opened", "incident.resolved", "containment.command", "containment.release"} <= {
         r["type"] for r in records
     }
@@ -59,8 +60,10 @@ def test_records_of_the_core_go_where_their_kind_says_keyed_by_incident_or_targe
 
 
 def test_incident_records_read_back_typed_and_write_the_same_bytes():
-    rule = ("rate(pii) > 0.1 with 99% confidence over 1m by tenant min 20 events -> sev3 "
-            "escalate sev2 if users > 3 contain fallback")  # fmt: skip
+    rule = (
+        "rate(pii) > 0.1 with 99% confidence over 1m by tenant min 20 events -> sev3 "
+        "escalate sev2 if users > 3 contain fallback"
+    )
     events = [event(f"e{i}", i * SEC, tenant="acme", user=f"u{i % 9}", flags={"pii": 20 <= i < 80}) for i in range(200)]
     records = run(rule, events)
     kinds = [kind_of(r) for r in records if is_incident(r)]

@@ -15,11 +15,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from investigate_fixture import REPORT, report
-
 from firebreak.investigate.html import render_html
 from firebreak.investigate.model import Report
 from firebreak.investigate.svg import OPEN_FILL, THRESHOLD_COLOUR, VALUE_COLOUR
+from investigate_fixture import REPORT, report
 
 CHROMIUM_TIMEOUT_S = 30
 WINDOW = (1200, 1600)
@@ -140,8 +139,7 @@ def chromium_path() -> str:
     path = shutil.which("chromium")
     if path is None:
         pytest.fail(
-            "chromium is not installed; scripts/test installs it (scripts/ensure-tools), "
-            "or: apt-get install chromium",
+            "chromium is not installed; scripts/test installs it (scripts/ensure-tools), or: apt-get install chromium",
             pytrace=False,
         )
     return path

@@ -6,7 +6,6 @@ from __future__ import annotations
 import orjson
 import pytest
 from corekit import HOUR, MIN, SEC, T0, event, merged, of_type, offset, rules, steady
-
 from firebreak.adapters.drive import Driver, batched, drive_batches
 from firebreak.core import Engine, run_events
 from firebreak.core.events import STANDARD_LABELS, InvalidEvent, validate_event
@@ -55,6 +54,7 @@ def test_both_decoders_refuse_bad_reports_with_the_python_reason():
         orjson.dumps({"event_id": "r5", "ts": T0, "type": "report", "labels": ["x" * 65]}),
     ]
     compiled = rules("reports() >= 1 over 1m -> sev3")
+
     class Sink:
         def __init__(self) -> None:
             self.records, self.refused = [], []
@@ -169,14 +169,31 @@ def test_a_report_moves_time_like_any_event():
 
 
 def test_user_report_copies_what_identifies_the_answer():
-    answer = {"event_id": "e42", "ts": T0, "service": "chat", "model": "m1", "prompt_template": "t1",
-              "tenant": "acme", "user": "u7", "prompt": "secret words", "flags": {"pii": False}}  # fmt: skip
+    answer = {
+        "event_id": "e42",
+        "ts": T0,
+        "service": "chat",
+        "model": "m1",
+        "prompt_template": "t1",
+        "tenant": "acme",
+        "user": "u7",
+        "prompt": "secret words",
+        "flags": {"pii": False},
+    }
     made = user_report("wrong", about=answer, comment="the date is wrong", ts=T0 + 5 * SEC, event_id="r1")
     assert made == {
-        "event_id": "r1", "ts": T0 + 5 * SEC, "type": "report", "labels": ["wrong"], "ref": "e42",
-        "service": "chat", "model": "m1", "prompt_template": "t1", "tenant": "acme", "user": "u7",
+        "event_id": "r1",
+        "ts": T0 + 5 * SEC,
+        "type": "report",
+        "labels": ["wrong"],
+        "ref": "e42",
+        "service": "chat",
+        "model": "m1",
+        "prompt_template": "t1",
+        "tenant": "acme",
+        "user": "u7",
         "comment": "the date is wrong",
-    }  # fmt: skip
+    }
     assert user_report(["harmful", "offensive"], ref="e1", tenant="t")["labels"] == ["harmful", "offensive"]
     with pytest.raises(InvalidEvent, match="is not a name"):
         user_report("not a label")
@@ -195,8 +212,10 @@ def test_the_traffic_check_counts_reports_for_report_rules_and_answers_for_the_o
     assert (report.inference, report.reports) == (960, 17)
     leak = by_name["leak_reported"]
     assert (leak.counts, leak.sample, leak.passed, leak.opened) == ("report", 17, 1, 1)
-    assert [(n.role, n.path, n.present) for n in leak.names] == [("label", "labels.data_exposure", 1),
-                                                                ("by", "tenant", 9)]  # fmt: skip
+    assert [(n.role, n.path, n.present) for n in leak.names] == [
+        ("label", "labels.data_exposure", 1),
+        ("by", "tenant", 9),
+    ]
     assert by_name["answers"].sample == 960 and by_name["answers"].passed == 960
     assert by_name["harmful"].warnings == [
         "never fires: no report in the sample carries the label `harmful` (17 reports)"

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from firebreak.adapters.rule_tests import (
     INPUT_KEYS,
     TOP_KEYS,
@@ -297,12 +296,18 @@ def test_generated_traffic() -> None:
     origin = parse_ts("2026-01-05T00:00:00Z")
     spec = {
         "input": [
-            {"from": "0s", "until": "10s", "every": "500ms", "event": {"model": "a", "flags": {"seen": True}},
-             "users": 3, "flags": {"error": 0.25}},
+            {
+                "from": "0s",
+                "until": "10s",
+                "every": "500ms",
+                "event": {"model": "a", "flags": {"seen": True}},
+                "users": 3,
+                "flags": {"error": 0.25},
+            },
             {"from": "5s", "until": "10s", "every": "1s", "users": 2, "user_prefix": "bot-"},
             {"at": "7s", "type": "change", "event": {"kind": "deploy"}},
         ]
-    }  # fmt: skip
+    }
     events = generate_events(spec, origin)
     first = [e for e in events if e.event_id.startswith("1-")]
     assert len(first) == 20

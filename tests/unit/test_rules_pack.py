@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from firebreak.adapters.rule_files import read_rule_sources
 from firebreak.cli import main
 from firebreak.dsl import load_rules, parse_rules

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-
 from firebreak.adapters.demo import IncidentRow, affected_events, incident_rows, match
 from firebreak.adapters.starter_pack import starter_rule_sources
 from firebreak.core import Engine, Event, parse_ts, validate_event
@@ -36,22 +35,42 @@ class Case:
 
 
 CASES = {
-    "hallucination": Case("hallucination.rules", "gpt-4o", frozenset({"hallucination_spike_by_model"}),
-                          onset=80 * MINUTE, within=10 * MINUTE),
-    "data_leakage": Case("data_leakage.rules", "acme", frozenset({"pii_in_outputs_by_tenant"}),
-                         onset=30 * MINUTE, within=10 * MINUTE),
+    "hallucination": Case(
+        "hallucination.rules",
+        "gpt-4o",
+        frozenset({"hallucination_spike_by_model"}),
+        onset=80 * MINUTE,
+        within=10 * MINUTE,
+    ),
+    "data_leakage": Case(
+        "data_leakage.rules", "acme", frozenset({"pii_in_outputs_by_tenant"}), onset=30 * MINUTE, within=10 * MINUTE
+    ),
     # a drift, not a step: quality falls over 20 minutes
-    "quality_degradation": Case("quality_degradation.rules", "rag-answer-v12",
-                                frozenset({"quality_drop_by_template"}), onset=110 * MINUTE, within=25 * MINUTE,
-                                duration=40 * MINUTE),
-    "adversarial": Case("adversarial.rules", "globex",
-                        frozenset({"injection_probing_user", "repeated_jailbreaks_by_user"}),
-                        onset=20 * MINUTE, within=5 * MINUTE),
+    "quality_degradation": Case(
+        "quality_degradation.rules",
+        "rag-answer-v12",
+        frozenset({"quality_drop_by_template"}),
+        onset=110 * MINUTE,
+        within=25 * MINUTE,
+        duration=40 * MINUTE,
+    ),
+    "adversarial": Case(
+        "adversarial.rules",
+        "globex",
+        frozenset({"injection_probing_user", "repeated_jailbreaks_by_user"}),
+        onset=20 * MINUTE,
+        within=5 * MINUTE,
+    ),
     # spend_spike_by_service (cost per call against 3h) is not armed 110 minutes in: the
     # longer prompts are prompt_tokens_per_call's (cost per call against 90 minutes)
-    "cost": Case("cost.rules", "support-bot", frozenset({"spend_spike_by_service", "prompt_tokens_per_call"}),
-                 onset=110 * MINUTE, within=10 * MINUTE),
-}  # fmt: skip
+    "cost": Case(
+        "cost.rules",
+        "support-bot",
+        frozenset({"spend_spike_by_service", "prompt_tokens_per_call"}),
+        onset=110 * MINUTE,
+        within=10 * MINUTE,
+    ),
+}
 
 
 @functools.cache
@@ -77,8 +96,13 @@ def describe(rows: list[IncidentRow]) -> str:
 @pytest.mark.parametrize("category", list(CASES))
 def test_injected_incident_is_detected(category: str) -> None:
     case = CASES[category]
-    traffic = Traffic(11, START, case.onset + case.duration + TAIL, RATE,
-                      [Injection(category, case.onset, case.duration, case.target)])  # fmt: skip
+    traffic = Traffic(
+        11,
+        START,
+        case.onset + case.duration + TAIL,
+        RATE,
+        [Injection(category, case.onset, case.duration, case.target)],
+    )
     (truth,) = traffic.truths
     objects = list(traffic.events())
     records = replay(pack()[case.file], [validate_event(obj) for obj in objects])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from firebreak.core import format_ts
 from firebreak.sdk import ContainmentState
 

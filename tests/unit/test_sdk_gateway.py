@@ -21,8 +21,13 @@ def load_gateway():
 
 
 def fallback(command_id: str, model: str, to: str) -> dict:
-    return {"command_id": command_id, "incident_id": "inc_0000000000000001", "action": "fallback",
-            "target": {"model": model}, "params": {"model": to}}  # fmt: skip
+    return {
+        "command_id": command_id,
+        "incident_id": "inc_0000000000000001",
+        "action": "fallback",
+        "target": {"model": model},
+        "params": {"model": to},
+    }
 
 
 def test_fallback_and_revert():
@@ -56,8 +61,9 @@ def test_a_release_record_reverts_too():
     """After a restart the listener may pass a release record (no params) to revert."""
     router = load_gateway().ModelRouter(on_change=None)
     router.apply(fallback("cmd_1", "gpt-4o", "gpt-4o-mini"))
-    router.revert({"type": "containment.release", "command_id": "cmd_1", "action": "fallback",
-                   "target": {"model": "gpt-4o"}})  # fmt: skip
+    router.revert(
+        {"type": "containment.release", "command_id": "cmd_1", "action": "fallback", "target": {"model": "gpt-4o"}}
+    )
     assert router.route("gpt-4o") == "gpt-4o"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from firebreak.sdk import AsyncPublisher, InvalidEvent, Publisher, PublishError
 from firebreak.sdk.publisher import event_key, prepare
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 from corekit import MIN, SEC, event, merged, of_type, offset, rules, run, steady
-
 from firebreak.core import Engine
 from firebreak.core.significance import binomial_lower, binomial_upper, poisson_lower, poisson_upper
 
@@ -22,9 +21,20 @@ def _binomial_pmf(i: int, n: int, p: float) -> float:
 
 @pytest.mark.parametrize(
     ("k", "n", "p"),
-    [(3, 360, 0.0004), (4, 360, 0.0004), (0, 5, 0.1), (5, 10, 0.5), (2, 100, 0.05), (10, 100, 0.05),
-     (50, 100, 0.3), (1, 1, 0.03), (7, 7, 0.9), (0, 40, 0.2), (40, 40, 0.2)],
-)  # fmt: skip
+    [
+        (3, 360, 0.0004),
+        (4, 360, 0.0004),
+        (0, 5, 0.1),
+        (5, 10, 0.5),
+        (2, 100, 0.05),
+        (10, 100, 0.05),
+        (50, 100, 0.3),
+        (1, 1, 0.03),
+        (7, 7, 0.9),
+        (0, 40, 0.2),
+        (40, 40, 0.2),
+    ],
+)
 def test_binomial_tails_match_the_sum_of_the_terms(k, n, p):
     upper = sum(_binomial_pmf(i, n, p) for i in range(k, n + 1))
     lower = sum(_binomial_pmf(i, n, p) for i in range(0, k + 1))
@@ -107,10 +117,12 @@ def _users(end_ms: int, attacker_from: int | None = None):
     light = steady(0, end_ms, 500, "l", flagged=("prompt_injection",), every_nth=143)
     heavy = steady(250, end_ms, 1_000, "h", flagged=("prompt_injection",), every_nth=143, user="heavy")
     streams = [
-        (event(e.event_id, e.ts - 1_767_225_600_000, user=f"u{i % 100}", flags=e.data["flags"]) for i, e in
-         enumerate(light)),
+        (
+            event(e.event_id, e.ts - 1_767_225_600_000, user=f"u{i % 100}", flags=e.data["flags"])
+            for i, e in enumerate(light)
+        ),
         (event(e.event_id, e.ts - 1_767_225_600_000, user="heavy", flags=e.data["flags"]) for e in heavy),
-    ]  # fmt: skip
+    ]
     if attacker_from is not None:
         streams.append(
             event(f"m{i}", at, user="mallory", flags={"prompt_injection": i % 3 == 0})
@@ -197,11 +209,23 @@ def test_an_investigation_states_the_significance_of_its_incident():
     from firebreak.investigate.model import Report
 
     incident = {
-        "rule_text": PII_RULE, "metric": "rate(pii)", "window_ms": 10 * MIN, "value": 0.0083, "baseline": None,
-        "threshold": 0.0004, "peak": 0.0083,
-        "significance": {"test": "binomial", "confidence": 0.999, "reference": "absolute", "observed": 3,
-                         "trials": 360, "expected": 0.144, "p_value": 0.000444},
-    }  # fmt: skip
+        "rule_text": PII_RULE,
+        "metric": "rate(pii)",
+        "window_ms": 10 * MIN,
+        "value": 0.0083,
+        "baseline": None,
+        "threshold": 0.0004,
+        "peak": 0.0083,
+        "significance": {
+            "test": "binomial",
+            "confidence": 0.999,
+            "reference": "absolute",
+            "observed": 3,
+            "trials": 360,
+            "expected": 0.144,
+            "p_value": 0.000444,
+        },
+    }
     report = {"incident": incident, "series": {"points": []}, "anomaly": {"means": "PII answers"}}
     text = "\n".join(_metric(Report.from_json(report)))
     assert "Significance: 3 of 360 observed where 0.144 are expected at the threshold — p = 0.000444" in text

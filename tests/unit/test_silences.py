@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from notify_receiver import ENV, Receiver, config_file, serve
-
 from firebreak.adapters.notify import load_notify_config, notify_records
 from firebreak.cli import main
 from firebreak.core.cases import CaseBook
@@ -17,6 +15,7 @@ from firebreak.core.events import format_ts, parse_ts
 from firebreak.core.silences import ControlError, SilenceBook, ack_event, expire_event, parse_matchers, silence_event
 from firebreak.dsl import load_rules
 from firebreak.dsl.grouping import Grouping
+from notify_receiver import ENV, Receiver, config_file, serve
 
 T = parse_ts("2026-03-02T10:00:00Z")  # a Monday
 MIN = 60_000
@@ -24,9 +23,17 @@ PAGING = {"team": "ai-oncall", "page": True, "update_every_ms": 1_800_000}
 
 
 def rec(kind: str, incident: str, minute: float, rule: str, category: str, group: dict, sev: int = 2) -> dict:
-    out = {"type": f"incident.{kind}", "incident_id": incident, "rule": rule, "category": category,
-           "severity": f"sev{sev}", "group": group, "ts": format_ts(T + int(minute * MIN)), "evidence": [],
-           "notify": ["#ai-oncall"]}  # fmt: skip
+    out = {
+        "type": f"incident.{kind}",
+        "incident_id": incident,
+        "rule": rule,
+        "category": category,
+        "severity": f"sev{sev}",
+        "group": group,
+        "ts": format_ts(T + int(minute * MIN)),
+        "evidence": [],
+        "notify": ["#ai-oncall"],
+    }
     if kind != "resolved":
         out["response"] = PAGING
     return out
@@ -80,8 +87,9 @@ def test_without_silences_one_dedup_key_per_case_trigger_then_resolve(tmp_path):
 def test_the_workers_records_page_per_case(tmp_path, per_case):
     """The live worker's incident records do not name their case; its case stage's records
     follow them. With --per-case PagerDuty hears of cases only; without, from the first case record on."""
-    records = [{k: v for k, v in r.items() if k != "case_id"} if r["type"].startswith("incident.") else r
-               for r in problems()]  # fmt: skip
+    records = [
+        {k: v for k, v in r.items() if k != "case_id"} if r["type"].startswith("incident.") else r for r in problems()
+    ]
     _, pd = deliver(tmp_path, records, per_case=per_case)
     cases = {r["case_id"] for r in records if r["type"] == "case.opened"}
     incident_keys = [e["dedup_key"] for e in pd if e["dedup_key"] not in cases]
@@ -128,16 +136,18 @@ def test_acknowledge_goes_to_pagerduty_and_the_case_still_resolves(tmp_path):
     records = problems()
     cost = case_of(records, "cost")
     stats, pd = deliver(tmp_path, records, [ack_event(cost, "ana", T + 30 * MIN)])
-    assert [e["event_action"] for e in pd if e["dedup_key"] == cost] == ["trigger", "trigger", "acknowledge",
-                                                                          "resolve"]  # fmt: skip
+    assert [e["event_action"] for e in pd if e["dedup_key"] == cost] == ["trigger", "trigger", "acknowledge", "resolve"]
     assert stats.acknowledged == 1 and stats.failed == 0
 
 
 def test_a_maintenance_window_holds_pages_like_a_silence(tmp_path):
-    policy = ('[[maintenance]]\nname = "monday deploys"\ndays = ["mon"]\nfrom = "10:30"\nto = "11:30"\n'
-              'timezone = "Europe/Berlin"\nmatch = { model = "gpt-4o" }\n')  # fmt: skip
-    rules, found = load_rules({"r.rules": "rule spike:\n  count(hallucination) > 3 over 5m by model -> sev2\n"},
-                              {"policy.toml": policy})  # fmt: skip
+    policy = (
+        '[[maintenance]]\nname = "monday deploys"\ndays = ["mon"]\nfrom = "10:30"\nto = "11:30"\n'
+        'timezone = "Europe/Berlin"\nmatch = { model = "gpt-4o" }\n'
+    )
+    rules, found = load_rules(
+        {"r.rules": "rule spike:\n  count(hallucination) > 3 over 5m by model -> sev2\n"}, {"policy.toml": policy}
+    )
     assert not found
     [window] = rules[0].grouping.maintenance
     assert window.covers(T) and not window.covers(T + 31 * MIN)  # 11:00-11:30 Berlin: 10:00-10:30 UTC
@@ -152,8 +162,9 @@ def test_a_maintenance_window_holds_pages_like_a_silence(tmp_path):
 
 def test_a_window_over_midnight_belongs_to_the_day_it_starts_on():
     policy = '[[maintenance]]\nname = "night"\ndays = ["sun"]\nfrom = "23:00"\nto = "01:00"\n'
-    rules, found = load_rules({"r.rules": "rule a:\n  count(hallucination) > 3 over 5m -> sev2\n"},
-                              {"policy.toml": policy})  # fmt: skip
+    rules, found = load_rules(
+        {"r.rules": "rule a:\n  count(hallucination) > 3 over 5m -> sev2\n"}, {"policy.toml": policy}
+    )
     assert not found
     [night] = rules[0].grouping.maintenance
     sunday = parse_ts("2026-03-01T23:30:00Z")
@@ -161,15 +172,28 @@ def test_a_window_over_midnight_belongs_to_the_day_it_starts_on():
     assert not night.covers(sunday - 24 * 60 * MIN)  # saturday night
 
 
-@pytest.mark.parametrize(("policy", "where", "message"), [
-    ('[[maintenance]]\nname = "x"\ndays = ["mon", "tuesday"]\nfrom = "02:00"\nto = "04:00"\n', "3:1",
-     "unknown day `tuesday`"),
-    ('[sev1]\npage = true\n\n[[maintenance]]\nname = "x"\nfrom = "2am"\nto = "04:00"\n', "6:1",
-     '`from` must be a time of day such as "02:00"'),
-    ('[[maintenance]]\nname = "a"\nfrom = "01:00"\nto = "02:00"\n[[maintenance]]\nname = "b"\nfrom = "01:00"\n'
-     'to = "02:00"\ntimezone = "Mars/Olympus"\n', "9:1", "unknown time zone `Mars/Olympus`"),
-    ('[[maintenance]]\nname = "x"\nfrom = "01:00"\nuntil = "02:00"\n', "4:1", "unknown key `until`"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("policy", "where", "message"),
+    [
+        (
+            '[[maintenance]]\nname = "x"\ndays = ["mon", "tuesday"]\nfrom = "02:00"\nto = "04:00"\n',
+            "3:1",
+            "unknown day `tuesday`",
+        ),
+        (
+            '[sev1]\npage = true\n\n[[maintenance]]\nname = "x"\nfrom = "2am"\nto = "04:00"\n',
+            "6:1",
+            '`from` must be a time of day such as "02:00"',
+        ),
+        (
+            '[[maintenance]]\nname = "a"\nfrom = "01:00"\nto = "02:00"\n[[maintenance]]\nname = "b"\nfrom = "01:00"\n'
+            'to = "02:00"\ntimezone = "Mars/Olympus"\n',
+            "9:1",
+            "unknown time zone `Mars/Olympus`",
+        ),
+        ('[[maintenance]]\nname = "x"\nfrom = "01:00"\nuntil = "02:00"\n', "4:1", "unknown key `until`"),
+    ],
+)
 def test_maintenance_mistakes_are_located(tmp_path, capsys, policy, where, message):
     (tmp_path / "r.rules").write_text("rule a:\n  count(hallucination) > 3 over 5m -> sev2\n")
     (tmp_path / "policy.toml").write_text(policy)
@@ -199,12 +223,28 @@ def test_matchers_see_record_fields_then_scope_then_group():
 
 def test_a_silence_of_absurd_length_is_refused_with_one_line_and_nothing_written(tmp_path, capsys):
     path = tmp_path / "control.jsonl"
-    code = main(["silence", "add", "--file", str(path), "--match", "tenant=acme", "--for", "99999999d",
-                 "--reason", "r", "--by", "a"])  # fmt: skip
+    code = main(
+        [
+            "silence",
+            "add",
+            "--file",
+            str(path),
+            "--match",
+            "tenant=acme",
+            "--for",
+            "99999999d",
+            "--reason",
+            "r",
+            "--by",
+            "a",
+        ]
+    )
     assert code != 0
     assert "at most 366 days" in capsys.readouterr().err
     assert not path.exists() or path.read_text() == ""
-    main(["silence", "add", "--file", str(path), "--match", "tenant=acme", "--for", "366d", "--reason", "r", "--by", "a"])
+    main(
+        ["silence", "add", "--file", str(path), "--match", "tenant=acme", "--for", "366d", "--reason", "r", "--by", "a"]
+    )
     main(["silence", "list", "--file", str(path)])
     assert "skipped" not in capsys.readouterr().err  # a year's silence reads back
 
@@ -212,8 +252,26 @@ def test_a_silence_of_absurd_length_is_refused_with_one_line_and_nothing_written
 def test_the_commands_write_list_and_expire_silences_in_a_file(tmp_path, capsys):
     path = str(tmp_path / "control.jsonl")
     at = ["--file", path, "--at", "2026-03-02T10:00:00Z"]
-    assert main(["silence", "add", "--match", "tenant=acme", "--match", "category=cost", "--for", "2h",
-                 "--reason", "load test", "--by", "ana", *at]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "silence",
+                "add",
+                "--match",
+                "tenant=acme",
+                "--match",
+                "category=cost",
+                "--for",
+                "2h",
+                "--reason",
+                "load test",
+                "--by",
+                "ana",
+                *at,
+            ]
+        )
+        == 0
+    )
     silence_id = capsys.readouterr().out.split(":")[0]
     assert silence_id.startswith("sil_")
     assert main(["silence", "list", *at]) == 0

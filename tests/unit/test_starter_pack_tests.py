@@ -8,7 +8,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from firebreak.adapters.rule_files import read_rule_sources
 from firebreak.adapters.rule_tests import TEST_SUFFIX
 from firebreak.cli import main

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from firebreak.core import InvalidEvent, parse_ts, validate_event
 from firebreak.synthetic import CATEGORIES, HOUR, MINUTE, Injection, Traffic
 
@@ -76,8 +75,11 @@ def test_decoy_changes_stay_away_from_injected_targets() -> None:
     traffic = every_category()
     causes = {t.cause_event_id for t in traffic.truths}
     targets = {t.value for t in traffic.truths}
-    decoys = [c for c in traffic.changes if c["event_id"] not in causes and c["kind"] in {"deploy", "config_change"}
-              and "revert" not in c["description"]]  # fmt: skip
+    decoys = [
+        c
+        for c in traffic.changes
+        if c["event_id"] not in causes and c["kind"] in {"deploy", "config_change"} and "revert" not in c["description"]
+    ]
     assert decoys
     assert all(c["service"] not in targets for c in decoys)
 

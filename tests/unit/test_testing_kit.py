@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from firebreak.testing import MIN, SEC, RuleError, event, merged, of_type, offset, report, rules, run, steady
 
 LEAK = "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2 contain disable_feature\n"
@@ -12,8 +11,10 @@ LEAK = "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2 contain disable_
 
 def test_the_docstring_example_runs_on_both_engines_with_the_same_records():
     pack = rules(LEAK)
-    events = merged(steady(0, 10 * MIN, 10 * SEC, tenant="acme", flagged=["pii"], every_nth=3),
-                    [report("r1", 90 * SEC, "data_exposure", tenant="acme")])  # fmt: skip
+    events = merged(
+        steady(0, 10 * MIN, 10 * SEC, tenant="acme", flagged=["pii"], every_nth=3),
+        [report("r1", 90 * SEC, "data_exposure", tenant="acme")],
+    )
     python = run(pack, events)
     native = run(pack, events, engine="native")
     assert [orjson.dumps(r) for r in python] == [orjson.dumps(r) for r in native]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from firebreak.adapters.topic_replay import (
     TopicMessage,
     TopicReplayResult,
@@ -50,7 +49,7 @@ def test_parse_time_takes_rfc3339_with_a_zone_or_epoch_ms(text: str, ms: int) ->
         ("-5", "`-5` is not a time: "),
         ("99999999999999999", "`99999999999999999` is not a time: "),
     ],
-)  # fmt: skip
+)
 def test_parse_time_says_what_is_wrong_in_one_line(text: str, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_time(text)
@@ -129,8 +128,10 @@ async def test_merge_keeps_each_partitions_arrival_order() -> None:
 
 async def test_merge_reads_a_stream_only_when_its_head_is_taken() -> None:
     pulled: list[str] = []
-    streams = [stream([message(0, o, ts) for o, ts in enumerate([1, 2, 3])], pulled),
-               stream([message(1, o, ts) for o, ts in enumerate([10, 20])], pulled)]  # fmt: skip
+    streams = [
+        stream([message(0, o, ts) for o, ts in enumerate([1, 2, 3])], pulled),
+        stream([message(1, o, ts) for o, ts in enumerate([10, 20])], pulled),
+    ]
     merge = merge_by_event_time(streams)
     first = await anext(merge)
     assert first.event.event_id == "p0o0"
@@ -149,9 +150,21 @@ async def test_merge_of_nothing() -> None:
 
 def test_topic_summary_names_the_range_the_warm_up_and_messages() -> None:
     since = parse_ts("2026-03-01T01:00:00Z")
-    result = TopicReplayResult(topic="ai.inference.events", since=since, until=since + 25 * MIN,
-                               read_from=since - 71 * MIN, partitions=4, partitions_read=3, lines=12,
-                               events=9, bad=2, records=5, warmup_records=1, after_until=3, outside=1)  # fmt: skip
+    result = TopicReplayResult(
+        topic="ai.inference.events",
+        since=since,
+        until=since + 25 * MIN,
+        read_from=since - 71 * MIN,
+        partitions=4,
+        partitions_read=3,
+        lines=12,
+        events=9,
+        bad=2,
+        records=5,
+        warmup_records=1,
+        after_until=3,
+        outside=1,
+    )
     result.opened["spike"] = 1
     assert result.summary() == (
         "topic ai.inference.events: 2026-03-01T01:00:00Z to 2026-03-01T01:25:00Z, read from 2026-02-28T23:49:00Z "
@@ -176,14 +189,22 @@ def rules_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--topic", "t", "--since", "2026-03-01T02:00:00Z", "--until", "2026-03-01T01:00:00Z"],
-         "--since 2026-03-01T02:00:00Z is not before --until 2026-03-01T01:00:00Z"),
-        (["--topic", "t", "--since", "1772326800000", "--until", "2026-03-01T01:00:00Z"],
-         "--since 2026-03-01T01:00:00Z is not before --until 2026-03-01T01:00:00Z"),
-        (["--topic", "t", "--since", "soon", "--until", "2026-03-01T01:00:00Z"],
-         "--since: `soon` is not a time: use RFC 3339 with a zone (2026-03-01T01:00:00Z) or epoch milliseconds"),
-        (["--topic", "t", "--since", "0", "--until", "2026-03-01T01:00:00"],
-         "--until: `2026-03-01T01:00:00` has no zone: add Z or an offset (2026-03-01T01:00:00Z)"),
+        (
+            ["--topic", "t", "--since", "2026-03-01T02:00:00Z", "--until", "2026-03-01T01:00:00Z"],
+            "--since 2026-03-01T02:00:00Z is not before --until 2026-03-01T01:00:00Z",
+        ),
+        (
+            ["--topic", "t", "--since", "1772326800000", "--until", "2026-03-01T01:00:00Z"],
+            "--since 2026-03-01T01:00:00Z is not before --until 2026-03-01T01:00:00Z",
+        ),
+        (
+            ["--topic", "t", "--since", "soon", "--until", "2026-03-01T01:00:00Z"],
+            "--since: `soon` is not a time: use RFC 3339 with a zone (2026-03-01T01:00:00Z) or epoch milliseconds",
+        ),
+        (
+            ["--topic", "t", "--since", "0", "--until", "2026-03-01T01:00:00"],
+            "--until: `2026-03-01T01:00:00` has no zone: add Z or an offset (2026-03-01T01:00:00Z)",
+        ),
         (["--topic", "t", "--since", "0"], "--topic needs --since and --until"),
         (["events.jsonl", "--topic", "t", "--since", "0", "--until", "1"], "give event FILEs or --topic, not both"),
         ([], "give event FILEs, or --topic with --since and --until"),
@@ -191,7 +212,7 @@ def rules_file(tmp_path: Path) -> Path:
         (["events.jsonl", "--emit"], "--emit needs --topic"),
         (["--topic", "t", "--since", "0", "--until", "1", "--incidents-topic", "x"], "--incidents-topic needs --emit"),
     ],
-)  # fmt: skip
+)
 def test_replay_argument_errors_are_one_line(rules_file: Path, capsys, args: list[str], message: str) -> None:
     assert main(["replay", "--rules", str(rules_file), *args]) == 1
     out, err = capsys.readouterr()
@@ -200,10 +221,26 @@ def test_replay_argument_errors_are_one_line(rules_file: Path, capsys, args: lis
 
 def test_since_after_until_as_a_subprocess_needs_no_broker(rules_file: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "firebreak.cli", "replay", "--rules", str(rules_file), "--topic", "t",
-         "--bootstrap", "127.0.0.1:1", "--since", "2026-03-01T02:00:00Z", "--until", "2026-03-01T01:00:00Z"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "firebreak.cli",
+            "replay",
+            "--rules",
+            str(rules_file),
+            "--topic",
+            "t",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--since",
+            "2026-03-01T02:00:00Z",
+            "--until",
+            "2026-03-01T01:00:00Z",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == "firebreak replay: --since 2026-03-01T02:00:00Z is not before --until 2026-03-01T01:00:00Z\n"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from firebreak.adapters.calibration import _variants as variants
 from firebreak.adapters.file_replay import replay_files
 from firebreak.adapters.live.routing import RouteStage
@@ -56,11 +55,18 @@ def sample(minutes: int = 120) -> list[dict]:
     events = []
     for i in range(minutes * 30):
         for model in ("a", "b"):
-            events.append({
-                "event_id": f"{model}{i}", "ts": START + i * 2000, "model": model, "service": "chat",
-                "user": f"u{i % 10}", "flags": {"hallucination": i % 50 == 0, "error": False},
-                "scores": {"quality": 0.9}, "attributes": {"size": "big"},
-            })  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{model}{i}",
+                    "ts": START + i * 2000,
+                    "model": model,
+                    "service": "chat",
+                    "user": f"u{i % 10}",
+                    "flags": {"hallucination": i % 50 == 0, "error": False},
+                    "scores": {"quality": 0.9},
+                    "attributes": {"size": "big"},
+                }
+            )
     return events
 
 
@@ -103,17 +109,16 @@ def test_a_field_never_numeric(report: TrafficReport) -> None:
     assert r.busiest_window == 0
     assert r.warnings == [  # and not also "no group reaches `min 20 events`": one reason is enough
         (
-        "never fires: `attributes.size` is never a number in the sample (present in 7,200 events): "
-        "`avg` never has a value")
+            "never fires: `attributes.size` is never a number in the sample (present in 7,200 events): "
+            "`avg` never has a value"
+        )
     ]
 
 
 def test_a_by_field_always_missing(report: TrafficReport) -> None:
     r = rule(report, "by_missing")
     assert r.groups == 1
-    assert r.warnings == [
-        "`by region`: missing in every event, so every event falls in the one group region=null"
-    ]
+    assert r.warnings == ["`by region`: missing in every event, so every event falls in the one group region=null"]
 
 
 def test_a_where_nothing_passes(report: TrafficReport) -> None:
@@ -208,9 +213,11 @@ def test_a_budget_gives_each_rule_its_incidents_a_day_and_the_least_change_that_
     assert low.tried == [("> 31.25", 0.0)]
     # 30 a minute is over every rung from 5 (x5 = 25): nothing on the ladder meets the budget
     stuck = rule(calibrated, "stuck").calibration
-    assert stuck is not None and stuck.suggestion == "" and [c for c, _ in stuck.tried] == [
-        "> 6.25", "> 7.5", "> 10", "> 15", "> 25"
-    ]  # fmt: skip
+    assert (
+        stuck is not None
+        and stuck.suggestion == ""
+        and [c for c, _ in stuck.tried] == ["> 6.25", "> 7.5", "> 10", "> 15", "> 25"]
+    )
     quiet = rule(calibrated, "quiet").calibration
     assert quiet is not None and (quiet.verdict, quiet.per_day, quiet.tried) == ("within", 0.0, [])
     # the rate is per day of the sample after the warm-up (10m): 2 incidents in 1h49m58s
@@ -230,9 +237,12 @@ def test_the_report_says_what_a_rule_does_before_its_reference_is_complete(calib
     loose_rule = load_rules({"x.rules": CALIBRATED})[0][0]
     assert loose_rule.name == "loose_test"
     assert [c for c, _ in variants(loose_rule)] == [
-        "with 99.9% confidence", "with 99.99% confidence", "with 99.999% confidence",
-        "with 99.9999% confidence", "with 99.99999% confidence",
-    ]  # fmt: skip
+        "with 99.9% confidence",
+        "with 99.99% confidence",
+        "with 99.999% confidence",
+        "with 99.9999% confidence",
+        "with 99.99999% confidence",
+    ]
     assert rule(calibrated, "quiet").reference == "a fixed limit: judged from the first event of each group"
     text = render_text(calibrated)
     block = text.split("\n\n")[2].splitlines()  # low_limit: then its "fires all the time" warning
@@ -319,13 +329,20 @@ def test_the_command_refuses_bad_traffic_options(tmp_path: Path, capsys: pytest.
         (["--since", "2026-01-01T00:00:00Z"], "firebreak check: --since needs --topic\n"),
         (["--topic", "t"], "firebreak check: --topic needs --since\n"),
         (["--topic", "t", "--since", "0", "--events", "x"], "firebreak check: give --events or --topic, not both\n"),
-        (["--events", str(tmp_path / "none.jsonl")],
-         f"firebreak check: {tmp_path / 'none.jsonl'}: cannot open: No such file or directory\n"),
-        (["--topic", "t", "--since", "soon"], "firebreak check: --since: `soon` is not a time: use RFC 3339 with a "
-                                              "zone (2026-03-01T01:00:00Z) or epoch milliseconds\n"),
-        (["--topic", "t", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"],
-         "firebreak check: --since 2026-01-02T00:00:00Z is not before --until 2026-01-01T00:00:00Z\n"),
-    ]  # fmt: skip
+        (
+            ["--events", str(tmp_path / "none.jsonl")],
+            f"firebreak check: {tmp_path / 'none.jsonl'}: cannot open: No such file or directory\n",
+        ),
+        (
+            ["--topic", "t", "--since", "soon"],
+            "firebreak check: --since: `soon` is not a time: use RFC 3339 with a "
+            "zone (2026-03-01T01:00:00Z) or epoch milliseconds\n",
+        ),
+        (
+            ["--topic", "t", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-01T00:00:00Z"],
+            "firebreak check: --since 2026-01-02T00:00:00Z is not before --until 2026-01-01T00:00:00Z\n",
+        ),
+    ]
     for extra, message in cases:
         assert main(["check", rules, *extra]) == 1
         assert capsys.readouterr().err == message
@@ -333,8 +350,18 @@ def test_the_command_refuses_bad_traffic_options(tmp_path: Path, capsys: pytest.
 
 def test_a_dead_broker_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "t.rules").write_text("count() > 1 over 1m -> sev2\n")
-    code = main(["check", str(tmp_path / "t.rules"), "--topic", "events", "--since", "2026-01-01T00:00:00Z",
-                 "--bootstrap", "127.0.0.1:1"])  # fmt: skip
+    code = main(
+        [
+            "check",
+            str(tmp_path / "t.rules"),
+            "--topic",
+            "events",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--bootstrap",
+            "127.0.0.1:1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("firebreak check: no Kafka broker at 127.0.0.1:1") and err.count("\n") == 1
 

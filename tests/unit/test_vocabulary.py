@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from firebreak.adapters.rule_files import collect_rule_paths, collect_vocabulary_paths, read_vocabulary_sources
 from firebreak.adapters.rule_tests import run_test_file
 from firebreak.adapters.starter_pack import starter_rule_sources
@@ -68,8 +67,9 @@ def test_without_vocabularies_names_are_not_checked() -> None:
 # ---- unknown names in rules ------------------------------------------------------------------
 
 
-def test_the_issue_rules_are_errors_with_hints(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_issue_rules_are_errors_with_hints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "typos.rules").write_text(TYPOS)
     monkeypatch.chdir(tmp_path)
@@ -95,11 +95,15 @@ def test_the_issue_rules_are_errors_with_hints(tmp_path: Path, capsys: pytest.Ca
     [
         ("count(jailbrake) > 1 over 1m -> sev2", (1, 7, "unknown flag `jailbrake` — did you mean `jailbreak`?")),
         ("count() > 1 over 1m by tenant, modle -> sev2", (1, 32, "unknown field `modle` — did you mean `model`?")),
-        ("count() > 1 over 1m where servce == \"a\" -> sev2",
-         (1, 27, "unknown field `servce` — did you mean `service`?")),
+        (
+            'count() > 1 over 1m where servce == "a" -> sev2',
+            (1, 27, "unknown field `servce` — did you mean `service`?"),
+        ),
         ("count() > 1 over 1m where flags.pi -> sev2", (1, 27, "unknown flag `flags.pi` — did you mean `flags.pii`?")),
-        ("count() > 1 over 1m where not scores.relevanse < 0.5 -> sev2",
-         (1, 31, "unknown score `scores.relevanse` — did you mean `scores.relevance`?")),
+        (
+            "count() > 1 over 1m where not scores.relevanse < 0.5 -> sev2",
+            (1, 31, "unknown score `scores.relevanse` — did you mean `scores.relevance`?"),
+        ),
         ("p95(latency) > 1 over 1m -> sev2", (1, 5, "unknown field `latency` — did you mean `latency_ms`?")),
         ("sum(cost) > 1 over 1m -> sev2", (1, 5, "unknown field `cost` — did you mean `cost_usd`?")),
         ("distinct(usr) > 1 over 1m -> sev2", (1, 10, "unknown field `usr` — did you mean `user`?")),
@@ -110,17 +114,26 @@ def test_each_kind_of_name_gets_a_hint(text: str, expected: tuple[int, int, str]
 
 
 def test_a_name_close_to_nothing_says_how_to_declare_it() -> None:
-    assert problems("rate(off_topic) > 0.1 over 1m where region == \"eu\" -> sev2") == [
-        (1, 6, "unknown flag `off_topic`: not a standard flag; declare it in vocabulary.toml next to the rules "
-               "(flags = [\"off_topic\"])"),
-        (1, 37, "unknown field `region`: not a standard field; declare it in vocabulary.toml next to the rules "
-                "(fields = [\"region\"])"),
-    ]  # fmt: skip
+    assert problems('rate(off_topic) > 0.1 over 1m where region == "eu" -> sev2') == [
+        (
+            1,
+            6,
+            "unknown flag `off_topic`: not a standard flag; declare it in vocabulary.toml next to the rules "
+            '(flags = ["off_topic"])',
+        ),
+        (
+            1,
+            37,
+            "unknown field `region`: not a standard field; declare it in vocabulary.toml next to the rules "
+            '(fields = ["region"])',
+        ),
+    ]
 
 
 def test_a_numeric_function_over_text_or_a_flag_is_an_error() -> None:
-    assert problems("avg(model) > 1 over 1m -> sev2") == [(1, 5, "`avg(model)` never has a value: `model` is text, "
-                                                                  "not a number")]  # fmt: skip
+    assert problems("avg(model) > 1 over 1m -> sev2") == [
+        (1, 5, "`avg(model)` never has a value: `model` is text, not a number")
+    ]
     assert problems("sum(flags.pii) > 1 over 1m -> sev2") == [
         (1, 5, "`flags.pii` is true or false, never a number: count it with `rate(pii)`")
     ]
@@ -193,15 +206,15 @@ def test_vocabulary_files_are_found_like_rule_files(tmp_path: Path) -> None:
 def test_rule_tests_check_names(tmp_path: Path) -> None:
     (tmp_path / "e.rules").write_text("rule e: count(eror) >= 3 over 1m by model -> sev2\n")
     spec = tmp_path / "e.test.toml"
-    spec.write_text('start = "2026-01-05T00:00:00Z"\n[[input]]\nfrom = "0m"\nuntil = "1m"\nevery = "1s"\n'
-                    'event = { model = "a" }\n')  # fmt: skip
+    spec.write_text(
+        'start = "2026-01-05T00:00:00Z"\n[[input]]\nfrom = "0m"\nuntil = "1m"\nevery = "1s"\nevent = { model = "a" }\n'
+    )
     outcome = run_test_file(spec)
     assert not outcome.passed
     assert "unknown flag `eror` — did you mean `error`?" in (outcome.error or "")
 
 
-def test_the_worker_refuses_unknown_names_before_connecting(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_the_worker_refuses_unknown_names_before_connecting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "w.rules").write_text("rate(halucination) > 0.1 over 1m -> sev2\n")
     # rules are loaded (and refused) before any broker is contacted: port 1 is never tried
     assert main(["worker", "--rules", str(tmp_path), "--bootstrap", "127.0.0.1:1"]) == 1
@@ -220,8 +233,10 @@ def test_the_worker_refuses_unknown_names_before_connecting(tmp_path: Path,
         ('flag = ["off_topic"]\n', (1, 1, "unknown key `flag` — did you mean `flags`?")),
         ('names = ["red"]\n', (1, 1, "unknown key `names`; expected flags, scores, labels or fields")),
         ('fields = "region"\n', (1, 1, '`fields` must be a list of names, e.g. fields = ["name"]')),
-        ('flags = ["ok", "not ok"]\n', (1, 16, "`not ok` is not a flag name: letters, digits and `_`, "
-                                                "not starting with a digit")),
+        (
+            'flags = ["ok", "not ok"]\n',
+            (1, 16, "`not ok` is not a flag name: letters, digits and `_`, not starting with a digit"),
+        ),
         ('flags = ["flags.off_topic"]\n', (1, 10, "declare the bare name: `off_topic`, not `flags.off_topic`")),
         ('\nfields = ["flags.off_topic"]\n', (2, 11, 'declare flags under `flags`: flags = ["off_topic"]')),
         ('fields = ["a..b"]\n', (1, 11, "`a..b` is not a field path: names joined by dots, optionally ending `.*`")),
@@ -233,8 +248,9 @@ def test_vocabulary_file_mistakes_are_located(text: str, expected: tuple[int, in
     assert [(d.line, d.column, d.message) for d in found] == [expected]
 
 
-def test_a_broken_vocabulary_stops_the_rules_and_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_broken_vocabulary_stops_the_rules_and_renders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "ok.rules").write_text("count(pii) > 1 over 1m -> sev2\n")
     (tmp_path / "vocabulary.toml").write_text('flags = ["off_topic"]\nfeilds = ["region"]\n')
     monkeypatch.chdir(tmp_path)
@@ -253,8 +269,9 @@ def test_a_broken_vocabulary_stops_the_rules_and_renders(tmp_path: Path, capsys:
 
 def test_vocabulary_diagnostics_render_with_a_caret() -> None:
     _, found = load_rules({"r.rules": "count() > 1 over 1m -> sev2"}, {"v.toml": 'flags = ["a b"]\n'})
-    assert found == [Diagnostic("v.toml", 1, 10, "`a b` is not a flag name: letters, digits and `_`, "
-                                                 "not starting with a digit", 15)]  # fmt: skip
+    assert found == [
+        Diagnostic("v.toml", 1, 10, "`a b` is not a flag name: letters, digits and `_`, not starting with a digit", 15)
+    ]
     assert render_all(found, {"v.toml": 'flags = ["a b"]\n'}).splitlines()[1:] == [
         '    flags = ["a b"]',
         "             ^^^^^",

@@ -50,8 +50,9 @@ def scan_scopes(paths: Sequence[str], wanted: set[str], dimensions: Sequence[str
     return found
 
 
-def with_cases(records: Sequence[dict[str, Any]], rules: Sequence[CompiledRule],
-               paths: Sequence[str] = ()) -> Iterator[dict[str, Any]]:  # fmt: skip
+def with_cases(
+    records: Sequence[dict[str, Any]], rules: Sequence[CompiledRule], paths: Sequence[str] = ()
+) -> Iterator[dict[str, Any]]:
     """The records, each incident naming its case, and the case records after it."""
     book = CaseBook.for_rules(rules)
     dimensions = sorted({d for dims in book.grouping.by.values() for d in dims})

@@ -68,9 +68,14 @@ class Driver:
     ``native`` (engine/firebreak/native: rules it cannot run yet are run by the core beside it), or
     None for the default (`default_engine`: native)."""
 
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 engine: str | None = None, cases: CaseBook | None = None,
-                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        engine: str | None = None,
+        cases: CaseBook | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         """``cases``: pass the engine's records through this case component (core/cases.py):
         each incident record then names its case, and case records follow it. ``max_skew_ms``:
         how far after the latest event time an event may be (`Engine.is_ahead`; None: no bound)."""

@@ -16,8 +16,13 @@ REMINDER = "incident.reminder"  # not a record of the engine: notify's own, whil
 
 def summary(record: Mapping[str, Any]) -> str:
     group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
-    verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
-            RecordKind.REOPENED: "reopened", REMINDER: "still open"}  # fmt: skip
+    verb = {
+        RecordKind.OPENED: "opened",
+        RecordKind.ESCALATED: "escalated",
+        RecordKind.RESOLVED: "resolved",
+        RecordKind.REOPENED: "reopened",
+        REMINDER: "still open",
+    }
     return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
 
 

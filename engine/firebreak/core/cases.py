@@ -66,11 +66,19 @@ class Case:
         return dim, value
 
     def to_json(self) -> dict[str, Any]:
-        return {"case_id": self.case_id, "category": self.category, "scope": self.scope, "opened_at": self.opened_at,
-                "severity": self.severity, "response": self.response,
-                "members": {i: [m.rule, m.severity, m.open, m.inhibited] for i, m in self.members.items()},
-                "paged_teams": list(self.paged_teams), "last_page": self.last_page, "pages": self.pages,
-                "resolved_at": self.resolved_at}  # fmt: skip
+        return {
+            "case_id": self.case_id,
+            "category": self.category,
+            "scope": self.scope,
+            "opened_at": self.opened_at,
+            "severity": self.severity,
+            "response": self.response,
+            "members": {i: [m.rule, m.severity, m.open, m.inhibited] for i, m in self.members.items()},
+            "paged_teams": list(self.paged_teams),
+            "last_page": self.last_page,
+            "pages": self.pages,
+            "resolved_at": self.resolved_at,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Case:
@@ -121,10 +129,18 @@ class CaseBook:
             case.members[incident_id].open = False
             if not any(m.open for m in case.members.values()):
                 case.resolved_at = at
-                out.append(self._record(RecordKind.CASE_RESOLVED, case, record, at,
-                                        opened_at=format_ts(case.opened_at),
-                                        duration_s=(at - case.opened_at) // 1000,
-                                        incidents=sorted(case.members), pages=case.pages))  # fmt: skip
+                out.append(
+                    self._record(
+                        RecordKind.CASE_RESOLVED,
+                        case,
+                        record,
+                        at,
+                        opened_at=format_ts(case.opened_at),
+                        duration_s=(at - case.opened_at) // 1000,
+                        incidents=sorted(case.members),
+                        pages=case.pages,
+                    )
+                )
         return [{**record, "case_id": case.case_id}, *out]
 
     # ---- placing an incident ---------------------------------------------------------------
@@ -169,8 +185,9 @@ class CaseBook:
         page = bool(case.response and case.response.get("page"))
         if page:
             self._paged(case, at)
-        out.append(self._record(RecordKind.CASE_OPENED, case, record, at, page=page,
-                                why=self._why_opened(record, pairs)))  # fmt: skip
+        out.append(
+            self._record(RecordKind.CASE_OPENED, case, record, at, page=page, why=self._why_opened(record, pairs))
+        )
         return case
 
     def _join(self, case: Case, record: dict, at: int, out: list, severity: int, inhibited: bool) -> None:
@@ -179,8 +196,10 @@ class CaseBook:
         self.of_incident[incident_id] = case.case_id
         if inhibited:
             self.stats["inhibited"] += 1
-            why = (f"{record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']}) is muted by "
-                   f"this open sev1 case on {_scope_text(case.scope)}")  # fmt: skip
+            why = (
+                f"{record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']}) is muted by "
+                f"this open sev1 case on {_scope_text(case.scope)}"
+            )
             out.append(self._record(RecordKind.CASE_UPDATED, case, record, at, reason="inhibited", page=False, why=why))
             return
         reopened = case.resolved_at is not None
@@ -205,8 +224,9 @@ class CaseBook:
             self._raise(case, record, at, out, "severity")
         return case
 
-    def _raise(self, case: Case, record: dict, at: int, out: list, reason: str, force: bool = False,
-               joined: bool = False) -> None:  # fmt: skip
+    def _raise(
+        self, case: Case, record: dict, at: int, out: list, reason: str, force: bool = False, joined: bool = False
+    ) -> None:
         """The case's severity rises to the incident's (or it reopens, ``force``): a page when
         the new response pages a team not yet paged for it, or ``wait`` after its last page."""
         previous = case.severity
@@ -231,8 +251,18 @@ class CaseBook:
         why = f"the case {verb}: {record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']})"
         if not page and response.get("page"):
             why += f"; {response.get('team')} was paged for it at {format_ts(case.last_page)}: an update, not a page"
-        out.append(self._record(RecordKind.CASE_UPDATED, case, record, at, reason=reason, page=page,
-                                previous_severity=f"sev{previous}", why=why))  # fmt: skip
+        out.append(
+            self._record(
+                RecordKind.CASE_UPDATED,
+                case,
+                record,
+                at,
+                reason=reason,
+                page=page,
+                previous_severity=f"sev{previous}",
+                why=why,
+            )
+        )
 
     def _paged(self, case: Case, at: int) -> None:
         team = (case.response or {}).get("team")
@@ -256,10 +286,18 @@ class CaseBook:
     # ---- records ------------------------------------------------------------------------------
 
     def _record(self, kind: RecordKind, case: Case, record: dict, at: int, **extra: Any) -> dict[str, Any]:
-        out = {"type": kind.value, "case_id": case.case_id, "category": case.category, "scope": case.scope,
-               "severity": f"sev{case.severity}", "ts": format_ts(at), "incident_id": record["incident_id"],
-               "rule": record["rule"], "incidents": sum(1 for m in case.members.values() if m.open),
-               "notify": list(record.get("notify") or ())}  # fmt: skip
+        out = {
+            "type": kind.value,
+            "case_id": case.case_id,
+            "category": case.category,
+            "scope": case.scope,
+            "severity": f"sev{case.severity}",
+            "ts": format_ts(at),
+            "incident_id": record["incident_id"],
+            "rule": record["rule"],
+            "incidents": sum(1 for m in case.members.values() if m.open),
+            "notify": list(record.get("notify") or ()),
+        }
         if kind is not RecordKind.CASE_RESOLVED:
             out["response"] = case.response
         out.update(extra)
@@ -310,5 +348,6 @@ def _scope_text(scope: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in scope.items()) or "no group"
 
 
-_INCIDENT_TYPES = frozenset(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
-                                              RecordKind.REOPENED))  # fmt: skip
+_INCIDENT_TYPES = frozenset(
+    k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED)
+)

@@ -47,11 +47,17 @@ class Bucket:
 
     def snapshot(self) -> list:
         return [
-            self.n, self.hits, self.vn, self.total, self.lo, self.hi,
+            self.n,
+            self.hits,
+            self.vn,
+            self.total,
+            self.lo,
+            self.hi,
             self.quantiles.snapshot() if self.quantiles is not None else None,
             self.distinct.snapshot() if self.distinct is not None else None,
-            self.users.snapshot(), [list(e) for e in self.evidence],
-        ]  # fmt: skip
+            self.users.snapshot(),
+            [list(e) for e in self.evidence],
+        ]
 
     @staticmethod
     def restore(rule: CompiledRule, data: list) -> Bucket:

@@ -13,8 +13,8 @@ from typing import Any
 
 from firebreak.dsl import ast
 from firebreak.dsl.checker import duration_ms, rule_name
-from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
 from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping
+from firebreak.dsl.limits import BASELINE_SPAN_FACTOR, MIN_STEPS_PER_WINDOW, STEPS_MS, pick_step  # noqa: F401
 from firebreak.dsl.metrics import FUNCTIONS, Argument, MetricKind, kind_of
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 from firebreak.dsl.printer import print_rule

@@ -52,9 +52,21 @@ class _Host:
         self.rules = tuple(rules)
         self.cooldowns = Cooldowns()  # resolved incidents that reopen within their cool-down
 
-    def step(self, index: int, group: dict, life: Lifecycle | None, at: int, value: Any, limit: float | None,
-             baseline: float | None, holds: bool, p: float | None, counts: tuple, users: list[int],
-             evidence: list[str]) -> tuple:  # fmt: skip
+    def step(
+        self,
+        index: int,
+        group: dict,
+        life: Lifecycle | None,
+        at: int,
+        value: Any,
+        limit: float | None,
+        baseline: float | None,
+        holds: bool,
+        p: float | None,
+        counts: tuple,
+        users: list[int],
+        evidence: list[str],
+    ) -> tuple:
         rule = self.rules[index]
         n, hits, vn, total, lo, hi = counts
         sketch = DistinctSketch()
@@ -63,8 +75,9 @@ class _Host:
         life = life if life is not None else Lifecycle()
         before = (life.status, life.onset, life.frozen_baseline)
         try:
-            records = evaluate_group(rule, group, life, at, Reading(value, limit, baseline, holds, window, p),
-                                     self.cooldowns)
+            records = evaluate_group(
+                rule, group, life, at, Reading(value, limit, baseline, holds, window, p), self.cooldowns
+            )
         except Exception as error:  # not the input's fault: one EngineError, never a second try
             raise EngineError(
                 f"rule {rule.name}: the lifecycle step at {format_ts(at)} failed: {type(error).__name__}: {error}"
@@ -97,8 +110,12 @@ def _late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | Non
 
 
 class NativeEngine:
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         if _native is None:
             raise RuntimeError("the native engine is not built (pip install -e . builds it; see README)")
         if lateness_ms < 0:
@@ -155,8 +172,9 @@ class NativeEngine:
             raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
         self.core.set_owner(shard, shards)
 
-    def take_routed(self, body: bytes, next_offset: dict[int, int], masks: bool,
-                    watermark: int | None) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:  # fmt: skip
+    def take_routed(
+        self, body: bytes, next_offset: dict[int, int], masks: bool, watermark: int | None
+    ) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:
         """A routed message's ``PARTITION OFFSET TS MASK EVENT`` lines (live/routed.py), those at
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
         in one call without the GIL. ``masks``: look only at the rules each line's mask names
@@ -243,8 +261,14 @@ class NativeEngine:
             if life.status == FIRING:
                 rule = self.native_rules[index]
                 incident = life.incident
-                by_rule[rule.name].append({"rule": rule.name, "group": group, "incident_id": incident.incident_id,
-                                           "severity": str(incident.severity)})  # fmt: skip
+                by_rule[rule.name].append(
+                    {
+                        "rule": rule.name,
+                        "group": group,
+                        "incident_id": incident.incident_id,
+                        "severity": str(incident.severity),
+                    }
+                )
         if self.fallback is not None:
             for item in self.fallback.open_incidents():
                 by_rule[item["rule"]].append(item)
@@ -286,14 +310,20 @@ class NativeEngine:
         if self.fallback is not None:  # some rules on the Python core: their part is Python's
             return orjson.dumps(self.snapshot())
         fingerprints = {rule.name: rule_fingerprint(rule) for rule in self.rules}
-        raw = self.core.snapshot_layout(fingerprints, orjson.dumps(Lifecycle().to_json()),
-                                        orjson.dumps(dict(sorted(self.opened.items()))))  # fmt: skip
+        raw = self.core.snapshot_layout(
+            fingerprints, orjson.dumps(Lifecycle().to_json()), orjson.dumps(dict(sorted(self.opened.items())))
+        )
         # the cool-downs are the host's (Python): the last key of the object, as in Engine.snapshot
         return bytes(raw).rstrip()[:-1] + b',"cooldowns":' + orjson.dumps(self._cooldowns().to_json()) + b"}"
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
-                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> NativeEngine:  # fmt: skip
+    def restore(
+        cls,
+        rules: Sequence[CompiledRule],
+        snapshot: dict[str, Any],
+        lateness_ms: int | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> NativeEngine:
         """Engine.restore for the native engine: a rule whose text changed starts afresh."""
         check_version(snapshot)
         snapshot = orjson.loads(orjson.dumps(snapshot))  # the restored incidents must not share its lists
@@ -312,8 +342,14 @@ class NativeEngine:
                     lives.append(Lifecycle.from_json(life))
                     index = len(lives) - 1
                 groups.append({**item, "life": index})
-            saved.append({"name": rule.name, "next_eval": data["next_eval"], "groups": groups,
-                          **({"population": data["population"]} if "population" in data else {})})  # fmt: skip
+            saved.append(
+                {
+                    "name": rule.name,
+                    "next_eval": data["next_eval"],
+                    "groups": groups,
+                    **({"population": data["population"]} if "population" in data else {}),
+                }
+            )
         state = {key: snapshot[key] for key in ("version", "lateness_ms", "max_ts", "watermark", "stats")}
         # Each incident count goes to one engine: the fallback's rules to it, all others
         # (rules since removed included) to the native one; `opened` adds them up.

@@ -24,12 +24,36 @@ PLAN_VERSION = 1
 # native engine only once the plan (and the engine) know it: until then, a rule that sets it
 # to anything but its default runs on the Python core.
 KNOWN_FIELDS = {
-    "name", "text", "path", "line", "metric", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
-    "step_ms", "by", "where", "for_ms", "min_events", "severity", "escalations", "category", "contains", "notify",
-    "confidence", "population", "min_flagged", "source", "label",
+    "name",
+    "text",
+    "path",
+    "line",
+    "metric",
+    "arg",
+    "op",
+    "threshold",
+    "factor",
+    "window_ms",
+    "baseline_ms",
+    "step_ms",
+    "by",
+    "where",
+    "for_ms",
+    "min_events",
+    "severity",
+    "escalations",
+    "category",
+    "contains",
+    "notify",
+    "confidence",
+    "population",
+    "min_flagged",
+    "source",
+    "label",
     "responses",  # read by the record writer (Python), not by the native engine
-    "reopen_within_ms", "grouping",  # read by the lifecycle and the case component (Python)
-}  # fmt: skip
+    "reopen_within_ms",
+    "grouping",  # read by the lifecycle and the case component (Python)
+}
 
 
 class Unsupported(Exception):

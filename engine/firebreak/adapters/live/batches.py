@@ -43,17 +43,35 @@ FAUST_SOURCES = {  # Consumer method → sha256 (first 16 hex) of its source in 
     "_wait_next_records": "6218e1969a636b3f",
 }
 # the private names it reads of Faust's Consumer (``_stopped``: of mode's Service, its base)
-FAUST_PRIVATE = ("_committed_offset", "_acked_index", "_acked", "_n_acked", "_waiting_for_ack", "_to_message",
-                 "_read_offset", "_commit_every", "_wait_next_records", "_buffered_partitions", "_add_gap",
-                 "_drain_messages", "_stopped")  # fmt: skip
+FAUST_PRIVATE = (
+    "_committed_offset",
+    "_acked_index",
+    "_acked",
+    "_n_acked",
+    "_waiting_for_ack",
+    "_to_message",
+    "_read_offset",
+    "_commit_every",
+    "_wait_next_records",
+    "_buffered_partitions",
+    "_add_gap",
+    "_drain_messages",
+    "_stopped",
+)
 
 HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival
 
 
-def install(app: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-            linger_s: float = 0.0, held_back: Callable[[], bool] | None = None) -> None:  # fmt: skip
+def install(
+    app: Any,
+    topic: str,
+    handle: Callable[[Segments], Awaitable[None]],
+    size: int = 1_000,
+    linger_s: float = 0.0,
+    held_back: Callable[[], bool] | None = None,
+) -> None:
     """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
     batches (each batch is one routed message per (input partition, shard))."""
@@ -78,8 +96,15 @@ def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
     notify(consumer._waiting_for_ack)
 
 
-def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-           linger_s: float = 0.0, held_back: Callable[[], bool] | None = None):  # fmt: skip
+def _drain(
+    app: Any,
+    consumer: Any,
+    topic: str,
+    handle: Callable[[Segments], Awaitable[None]],
+    size: int = 1_000,
+    linger_s: float = 0.0,
+    held_back: Callable[[], bool] | None = None,
+):
     async def drain_messages(fetcher: Any) -> None:
         """Faust's `Consumer._drain_messages` with its `getmany` (faust-streaming 0.15.3) inlined:
         wait for records (and for the flow, during a rebalance), then per partition: skip what

@@ -116,11 +116,14 @@ class CaseStage:
         }
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any],
-                scope_of: ScopeOf | None = None) -> CaseStage:  # fmt: skip
+    def restore(
+        cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], scope_of: ScopeOf | None = None
+    ) -> CaseStage:
         if snapshot.get("version") != STAGE_VERSION:
-            raise ValueError(f"a case stage checkpoint of version {snapshot.get('version')!r}: this release reads "
-                             f"version {STAGE_VERSION}")  # fmt: skip
+            raise ValueError(
+                f"a case stage checkpoint of version {snapshot.get('version')!r}: this release reads "
+                f"version {STAGE_VERSION}"
+            )
         stage = cls(rules, snapshot["shards"], scope_of)
         stage.book = CaseBook.restore(stage.book.grouping, snapshot["book"], scope_of)
         stage.marks = {int(s): m for s, m in snapshot["marks"].items()}

@@ -108,8 +108,9 @@ class ShardWriter:
                     topic = settings.incidents_topic if incident else settings.containment_topic
                     await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
                 key = FULL if checkpoint["kind"] == "full" else HEAD
-                await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,
-                                         partition=self.shard)  # fmt: skip
+                await self.producer.send(
+                    settings.checkpoint_topic, orjson.dumps(checkpoint), key=key, partition=self.shard
+                )
             except IllegalOperation as error:
                 # The transaction failed under us (e.g. a topic refused): raise why, which the
                 # abort on leaving this block would forget.

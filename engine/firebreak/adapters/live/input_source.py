@@ -29,8 +29,14 @@ IDLE_PROBE_S = 5.0  # how long to wait for the broker's end offsets before decla
 
 
 class InputSource:
-    def __init__(self, settings: WorkerSettings, app: Any, route_stage: RouteStage, metrics: Any,
-                 send: Callable[[Out], Awaitable[None]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        app: Any,
+        route_stage: RouteStage,
+        metrics: Any,
+        send: Callable[[Out], Awaitable[None]],
+    ) -> None:
         """``send``: sends one of stage 1's messages (routed, or a dead letter)."""
         self.settings = settings
         self.app = app
@@ -125,7 +131,18 @@ class InputSource:
             self.idle_sent.add(tp.partition)
             max_ts = self.route_stage.max_ts.get(tp.partition)
             at = format_ts(max_ts) if max_ts is not None else "no event yet"
-            log.info("input partition %d idle: caught up at offset %d, quiet for %.0f s, last event time %s",
-                     tp.partition, offset + 1, now - heard, at,
-                     extra={"fields": {"event": "partition_idle", "partition": tp.partition, "offset": offset + 1,
-                                       "event_time": None if max_ts is None else at}})  # fmt: skip
+            log.info(
+                "input partition %d idle: caught up at offset %d, quiet for %.0f s, last event time %s",
+                tp.partition,
+                offset + 1,
+                now - heard,
+                at,
+                extra={
+                    "fields": {
+                        "event": "partition_idle",
+                        "partition": tp.partition,
+                        "offset": offset + 1,
+                        "event_time": None if max_ts is None else at,
+                    }
+                },
+            )

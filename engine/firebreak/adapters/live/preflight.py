@@ -44,10 +44,17 @@ async def missing_permissions(settings: WorkerSettings) -> list[str]:
     problems: list[str] = []
     hidden: list[str] = []
     s = settings
-    topics = [s.input_topic, s.incidents_topic, s.containment_topic, s.dead_letter_topic, s.routed_topic,
-              s.checkpoint_topic]  # fmt: skip
-    consumer = AIOKafkaConsumer(**s.client_options(), group_id=s.app_id, enable_auto_commit=False,
-                                request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    topics = [
+        s.input_topic,
+        s.incidents_topic,
+        s.containment_topic,
+        s.dead_letter_topic,
+        s.routed_topic,
+        s.checkpoint_topic,
+    ]
+    consumer = AIOKafkaConsumer(
+        **s.client_options(), group_id=s.app_id, enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await consumer.start()
@@ -57,16 +64,19 @@ async def missing_permissions(settings: WorkerSettings) -> list[str]:
                 if not hidden:
                     break
                 await asyncio.sleep(0.5)
-        problems += [f"not allowed to DESCRIBE topic {t!r}, or it does not exist {acl(s, 'Describe', '--topic ' + t)}"
-                     for t in hidden]  # fmt: skip
+        problems += [
+            f"not allowed to DESCRIBE topic {t!r}, or it does not exist {acl(s, 'Describe', '--topic ' + t)}"
+            for t in hidden
+        ]
         tp = TopicPartition(s.input_topic, 0)
         if s.input_topic not in hidden:
             try:
                 async with asyncio.timeout(TIMEOUT_S):
                     await consumer.committed(tp)
             except GroupAuthorizationFailedError:
-                problems.append(f"not allowed to READ consumer group {s.app_id!r} "
-                                f"{acl(s, 'Read', '--group ' + s.app_id)}")  # fmt: skip
+                problems.append(
+                    f"not allowed to READ consumer group {s.app_id!r} {acl(s, 'Read', '--group ' + s.app_id)}"
+                )
             problems += await _can_read(settings, tp)
     except (TimeoutError, KafkaError, OSError) as error:
         problems.append(f"checking permissions failed: {type(error).__name__}: {error}")
@@ -78,8 +88,9 @@ async def missing_permissions(settings: WorkerSettings) -> list[str]:
 
 
 async def _can_read(settings: WorkerSettings, tp: TopicPartition) -> list[str]:
-    reader = AIOKafkaConsumer(**settings.client_options(), group_id=None, enable_auto_commit=False,
-                              request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    reader = AIOKafkaConsumer(
+        **settings.client_options(), group_id=None, enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await reader.start()
@@ -98,8 +109,9 @@ async def _can_read(settings: WorkerSettings, tp: TopicPartition) -> list[str]:
 async def _can_transact(settings: WorkerSettings) -> list[str]:
     s = settings
     txn = f"{s.app_id}.shard.preflight-{os.getpid()}"
-    producer = AIOKafkaProducer(**s.client_options(), transactional_id=txn, enable_idempotence=True,
-                                request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    producer = AIOKafkaProducer(
+        **s.client_options(), transactional_id=txn, enable_idempotence=True, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await producer.start()

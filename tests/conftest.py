@@ -9,7 +9,7 @@ The engine under test: every test that evaluates rules (replay, `firebreak test`
 investigate, the builders in corekit) takes the `rule_engine` fixture, which runs it on the
 engine FIREBREAK_TEST_ENGINE names (`native`, the default, or `python`, the core). CI runs the
 unit suite once per engine; the second pass selects these tests by the `engine` marker that the
-fixture gives them (`-m engine`). A test that evaluates rules without the fixture fails: it
+fixture gives them (`-m engine`). A unit test that evaluates rules without the fixture fails: it
 finds FIREBREAK_ENGINE set to a name no engine has. Known gaps are marked
 `@pytest.mark.engine_gap("python", reason=...)`: on that engine the test must fail (a strict
 xfail, counted in the summary), so a gap that closes is noticed.
@@ -22,12 +22,14 @@ import os
 import re
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 PROBE_TIMEOUT_S = 5.0
 TEST_ENGINES = ("native", "python")
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 # What FIREBREAK_ENGINE holds in a test without the rule_engine fixture: an engine no Driver knows.
 NO_ENGINE = "none: this test evaluates rules without the rule_engine fixture (tests/conftest.py)"
 
@@ -64,7 +66,9 @@ def _no_engine_without_rule_engine(request: pytest.FixtureRequest, monkeypatch: 
     # A test that evaluates rules must say so (the rule_engine fixture), or it would run on the
     # default engine in every pass and the second pass would miss it: without the fixture, a
     # Driver (or firebreak command) that is not told its engine fails on this name.
-    if "rule_engine" not in request.fixturenames:
+    # The unit tests only: the broker tests (tests/integration) run the worker, which has one
+    # engine, and commands on the default one.
+    if "rule_engine" not in request.fixturenames and UNIT_TESTS in request.node.path.parents:
         monkeypatch.setenv("FIREBREAK_ENGINE", NO_ENGINE)
 
 

@@ -237,6 +237,7 @@ def test_messages_name_the_responders_and_only_paged_targets_skip_tickets(tmp_pa
     assert any("responders: owning-team (ticket), status update every 1h" in text for text in slack)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecycle(tmp_path):
     from firebreak.adapters.demo import run_demo
     from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources

@@ -40,6 +40,7 @@ def test_kinds_equal_their_wire_strings_and_know_their_stream():
         kind_of({"type": "incident.reminder"})  # notify's own, not a record of the engine
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_records_of_the_core_go_where_their_kind_says_keyed_by_incident_or_target():
     records = run(
         "count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature for 10m",
@@ -59,6 +60,7 @@ def test_records_of_the_core_go_where_their_kind_says_keyed_by_incident_or_targe
     assert orjson.dumps(typed.to_json()) == orjson.dumps(command)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_incident_records_read_back_typed_and_write_the_same_bytes():
     rule = (
         "rate(pii) > 0.1 with 99% confidence over 1m by tenant min 20 events -> sev3 "

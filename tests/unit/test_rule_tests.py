@@ -91,6 +91,7 @@ def run(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 # ---- passing and failing files ---------------------------------------------------------
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_passing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, PASSING)
     code, out = run(path, capsys)
@@ -99,6 +100,7 @@ def test_a_passing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "1 passed, 0 failed (3 expectations in 1 files)" in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_directory_runs_every_test_file_in_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(tmp_path, PASSING, "a.test.toml")
     write(tmp_path, PASSING, "b.test.toml")
@@ -108,6 +110,7 @@ def test_a_directory_runs_every_test_file_in_it(tmp_path: Path, capsys: pytest.C
     assert "2 passed, 0 failed (6 expectations in 2 files)" in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_missing_expectation_lists_the_records_of_that_rule(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -134,6 +137,7 @@ between = ["3m", "4m"]
     assert "0 passed, 1 failed" in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_missing_expectation_of_a_silent_rule_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = TRAFFIC.replace('start = "', 'only_expected = false\nstart = "')
     path = write(tmp_path, text + '\n[[expect]]\ntype = "incident.opened"\nrule = "no_such_rule"\n')
@@ -144,6 +148,7 @@ def test_a_missing_expectation_of_a_silent_rule_says_so(tmp_path: Path, capsys: 
     assert "+2m5s incident.opened rule=errors_by_model sev2 {model=model-a}" in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_unexpected_incident_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, TRAFFIC)
     code, out = run(path, capsys)
@@ -151,12 +156,14 @@ def test_an_unexpected_incident_fails(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "  unexpected incidents:\n      +2m5s incident.opened rule=errors_by_model sev2 {model=model-a}" in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_only_expected_false_allows_unexpected_incidents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, TRAFFIC.replace('start = "', 'only_expected = false\nstart = "'))
     code, out = run(path, capsys)
     assert code == 0, out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_violated_absent_expectation_shows_what_came(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(
         tmp_path,
@@ -178,6 +185,7 @@ absent = true
     ) in out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_at_is_exact_and_between_inclusive(tmp_path: Path) -> None:
     def outcome(when: str):
         return run_test_file(write(tmp_path, TRAFFIC + f'\n[[expect]]\ntype = "incident.opened"\n{when}\n'))
@@ -190,6 +198,7 @@ def test_at_is_exact_and_between_inclusive(tmp_path: Path) -> None:
     assert not outcome('between = ["2m6s", "3m"]').passed
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_group_is_a_subset_match(tmp_path: Path) -> None:
     rules = "rule two: count(error) >= 3 over 1m by model, region -> sev2\n"
     (tmp_path / "errors.rules").write_text(rules)
@@ -321,6 +330,7 @@ def test_generated_traffic() -> None:
     assert [e.ts for e in events] == sorted(e.ts for e in events)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_unquoted_toml_start_with_a_zone_is_accepted(tmp_path: Path) -> None:
     path = write(tmp_path, PASSING.replace('"2026-01-05T00:00:00Z"', "2026-01-05T00:00:00Z"))
     assert run_test_file(path).passed
@@ -331,6 +341,7 @@ def test_an_unquoted_toml_start_with_a_zone_is_accepted(tmp_path: Path) -> None:
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "rule-tests.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_the_first_example_in_the_docs_passes(tmp_path: Path) -> None:
     section = DOC[DOC.index("## A first test") : DOC.index("## File names")]
     rules, test = re.findall(r"```(?:toml)?\n(.*?)```", section, re.S)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
+from corekit import run
 from firebreak.adapters.demo import IncidentRow, affected_events, incident_rows, match
 from firebreak.adapters.starter_pack import starter_rule_sources
-from firebreak.core import Engine, Event, parse_ts, validate_event
+from firebreak.core import DEFAULT_LATENESS_MS, Event, parse_ts, validate_event
 from firebreak.dsl import CompiledRule, load_rules
 from firebreak.synthetic import HOUR, MINUTE, RAW_OUTPUTS, RAW_PROMPTS, Injection, Traffic
 
@@ -83,9 +84,8 @@ def pack() -> dict[str, tuple[CompiledRule, ...]]:
 
 
 def replay(rules: tuple[CompiledRule, ...], events: list[Event]) -> list[dict]:
-    engine = Engine(rules)
-    records = [record for event in events for record in engine.process(event)]
-    return records + engine.finish()
+    """Every record of the engine under test (the rule_engine fixture) for ``events``."""
+    return run(rules, events, lateness_ms=DEFAULT_LATENESS_MS)
 
 
 def describe(rows: list[IncidentRow]) -> str:
@@ -94,6 +94,7 @@ def describe(rows: list[IncidentRow]) -> str:
 
 
 @pytest.mark.parametrize("category", list(CASES))
+@pytest.mark.usefixtures("rule_engine")
 def test_injected_incident_is_detected(category: str) -> None:
     case = CASES[category]
     traffic = Traffic(
@@ -130,6 +131,7 @@ def opened_text(records: list[dict]) -> str:
 
 
 @pytest.mark.parametrize("file", [case.file for case in CASES.values()])
+@pytest.mark.usefixtures("rule_engine")
 def test_normal_traffic_opens_no_incident(file: str) -> None:
     records = replay(pack()[file], list(normal_traffic()))
     opened = [r for r in records if r["type"] == "incident.opened"]

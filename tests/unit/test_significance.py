@@ -68,6 +68,7 @@ def _tenant(name: str, every_ms: int, end_ms: int, leaks: tuple[int, ...] = ()):
         yield event(f"{name}{i}", at, tenant=name, user=f"{name}-u{i % 50}", flags={"pii": i in leaks})
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_small_tenant_leaking_three_answers_fires_with_its_evidence():
     # ~360 answers per 10m (one every 1.67 s); three PII answers within 30 s at 20m.
     leaks = (720, 726, 738)  # at 20m00s, 20m10s, 20m30s
@@ -85,6 +86,7 @@ def test_a_small_tenant_leaking_three_answers_fires_with_its_evidence():
     jsonschema.validate(opened[0], SCHEMA)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_large_tenant_at_the_noise_rate_does_not_fire_where_a_plain_rate_would():
     # 6000 answers per 10m and three PII among them: 0.05%, over the 0.04% limit, but 2.4
     # are expected at the limit — no evidence of anything.
@@ -95,6 +97,7 @@ def test_a_large_tenant_at_the_noise_rate_does_not_fire_where_a_plain_rate_would
     assert [r["group"] for r in of_type(run(plain, events), "incident.opened")] == [{"tenant": "big"}]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_two_of_two_fires_only_with_enough_confidence():
     # Two answers, both flagged: p = 0.0004² — strong evidence even without `min N events`.
     events = [event("a", 0, tenant="t", flags={"pii": True}), event("b", SEC, tenant="t", flags={"pii": True})]
@@ -131,6 +134,7 @@ def _users(end_ms: int, attacker_from: int | None = None):
     return merged(*streams)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_heavy_account_at_noise_does_not_fire_against_its_population():
     events = _users(60 * MIN)
     heavy_flags = sum(1 for e in events if e.data["user"] == "heavy" and e.data["flags"]["prompt_injection"])
@@ -140,6 +144,7 @@ def test_a_heavy_account_at_noise_does_not_fire_against_its_population():
     assert of_type(run(ATTACK_RULE, events), "incident.opened") == []
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_attacker_fires_against_its_population_with_the_population_rate_as_baseline():
     records = run(ATTACK_RULE, _users(40 * MIN, attacker_from=20 * MIN))
     opened = of_type(records, "incident.opened")
@@ -155,6 +160,7 @@ def test_an_attacker_fires_against_its_population_with_the_population_rate_as_ba
     assert "the rest of the population" in r["why"]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_population_state_survives_a_snapshot():
     compiled = rules(ATTACK_RULE)
     events = _users(40 * MIN, attacker_from=20 * MIN)
@@ -168,6 +174,7 @@ def test_population_state_survives_a_snapshot():
     assert records == whole
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_count_with_confidence_is_a_poisson_test():
     # `count() > 2 with 99% confidence`: more than 2 a window on average. Six in a window
     # is p ≈ 0.017 at a mean of 2 — not enough; eight is p ≈ 0.0011 — not enough at 99.9%,
@@ -184,6 +191,7 @@ def test_count_with_confidence_is_a_poisson_test():
     assert record["significance"]["expected"] == 2
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_min_flagged_asks_for_that_many_flagged_events_whatever_the_p_value():
     # Two PII answers of two are p = 0.0012² against 0.0012: significant, but `min 3 flagged`
     # asks for three — noise pairs in a quiet tenant are common enough over a day.
@@ -198,6 +206,7 @@ def test_min_flagged_asks_for_that_many_flagged_events_whatever_the_p_value():
     assert rules(floored)[0].min_events == 1 and rules(floored)[0].min_flagged == 3
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_rules_without_significance_keep_their_records():
     events = [event(f"a{i}", i * SEC, tenant="t", flags={"pii": True}) for i in range(3)]
     opened = of_type(run("count(pii) >= 1 over 1m by tenant -> sev1", events), "incident.opened")

@@ -61,6 +61,7 @@ def test_every_rule_file_has_tests() -> None:
     assert set(rule_names_by_file()) <= tested
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_firebreak_test_passes_on_the_starter_pack(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["test", str(RULES)])
     out, err = capsys.readouterr()

@@ -246,6 +246,7 @@ def test_since_after_until_as_a_subprocess_needs_no_broker(rules_file: Path) -> 
     assert done.stderr == "firebreak replay: --since 2026-03-01T02:00:00Z is not before --until 2026-03-01T01:00:00Z\n"
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_file_replay_still_takes_files(rules_file: Path, tmp_path: Path, capsys) -> None:
     events = tmp_path / "e.jsonl"
     events.write_text('{"event_id": "a", "ts": 0, "tenant": "t", "flags": {"pii": true}}\nnot json\n')

@@ -276,6 +276,7 @@ def write(path: Path, events: list[dict], extra: bytes = b"") -> None:
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_files_count_bad_lines_and_the_incidents_are_the_replays(tmp_path: Path) -> None:
     events = sample(30)
     log = tmp_path / "events.jsonl.gz"

@@ -26,11 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
     ProducerFenced,
-    TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
 )
 
@@ -49,6 +46,7 @@ from firebreak.adapters.live.preflight import missing_permissions
 from firebreak.adapters.live.routing import NotNative, Out, RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard_host import ShardHost
+from firebreak.adapters.live.startup import create_topics, start_summary
 from firebreak.core.sharding import rules_version
 from firebreak.dsl import CompiledRule
 
@@ -159,55 +157,10 @@ class LiveWorker:
         return app
 
     async def create_topics(self) -> None:
-        """Create every topic the worker uses, if missing (partition counts from settings)."""
-        s = self.settings
-        wanted = [
-            NewTopic(s.input_topic, s.input_partitions, 1),
-            NewTopic(
-                s.routed_topic,
-                s.shards,
-                1,
-                topic_configs={"retention.ms": str(24 * 3_600_000), "max.message.bytes": str(8 * 1024 * 1024)},
-            ),
-            NewTopic(s.incidents_topic, s.output_partitions, 1),
-            NewTopic(s.containment_topic, s.output_partitions, 1),
-            NewTopic(s.dead_letter_topic, s.output_partitions, 1),
-            NewTopic(
-                s.cases_topic,
-                1,
-                1,
-                topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES)},
-            ),
-            NewTopic(
-                s.checkpoint_topic,
-                s.shards,
-                1,
-                topic_configs={
-                    "cleanup.policy": "compact",
-                    "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
-                    "segment.ms": str(600_000),
-                },
-            ),
-        ]
-        admin = AIOKafkaAdminClient(**s.client_options(), request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            for topic in wanted:
-                try:
-                    await admin.create_topics([topic])
-                except TopicAlreadyExistsError:
-                    pass
-                except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-                    log.info(
-                        "not allowed to create topic %s: it must exist already (the permission check says)", topic.name
-                    )
-            described = {d.get("topic"): d for d in await admin.describe_topics([s.input_topic, s.routed_topic])}
-            self.host.input_partitions = (
-                len(described.get(s.input_topic, {}).get("partitions") or ()) or s.input_partitions
-            )
-            self.routed_partitions = len(described.get(s.routed_topic, {}).get("partitions") or ()) or None
-        finally:
-            await admin.close()
+        """Create every topic the worker uses, if missing (startup.py), and read the partition
+        counts the broker has."""
+        inputs, self.routed_partitions = await create_topics(self.settings)
+        self.host.input_partitions = inputs or self.settings.input_partitions
 
     async def _send(self, out: Out) -> None:
         topic = self.routed if out.topic == "routed" else self.dead
@@ -351,40 +304,8 @@ class LiveWorker:
     # ---- running ------------------------------------------------------------------------------
 
     def summary(self) -> tuple[str, dict[str, Any]]:
-        """What this worker does, for the start-up log line."""
-        s = self.settings
-        version = rules_version(self.rules)
-        fields = {
-            "event": "starting",
-            "app_id": s.app_id,
-            "bootstrap": s.bootstrap,
-            "input_topic": s.input_topic,
-            "input_partitions": self.host.input_partitions,
-            "routed_topic": s.routed_topic,
-            "shards": s.shards,
-            "incidents_topic": s.incidents_topic,
-            "containment_topic": s.containment_topic,
-            "dead_letter_topic": s.dead_letter_topic,
-            "checkpoint_topic": s.checkpoint_topic,
-            "rules": len(self.rules),
-            "rules_version": version,
-            "rule_paths": list(s.rules),
-            "lateness_ms": s.lateness_ms,
-            "idle_timeout_ms": s.idle_timeout_ms,
-            "checkpoint_interval_ms": s.checkpoint_interval_ms,
-            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics",
-            "engine": "native",
-        }
-        text = (
-            f"firebreak worker starting: group {s.app_id} on {s.bootstrap}; {s.input_topic} "
-            f"({self.host.input_partitions} partitions) -> {s.routed_topic} ({s.shards} shards) -> "
-            f"{s.incidents_topic}, {s.containment_topic}; bad input -> {s.dead_letter_topic}; "
-            f"{len(self.rules)} rules (version {version}) from {', '.join(s.rules)}; lateness "
-            f"{s.lateness_ms / 1000:g} s, idle after {s.idle_timeout_ms / 1000:g} s, full checkpoint every "
-            f"{s.checkpoint_interval_ms / 1000:g} s; native engine; "
-            f"metrics at {fields['metrics_url']}"
-        )
-        return text, fields
+        """What this worker does, for the start-up log line (startup.py)."""
+        return start_summary(self.settings, self.rules, self.host.input_partitions)
 
     def run(self) -> int:
         from faust.worker import Worker

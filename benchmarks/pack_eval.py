@@ -70,7 +70,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One (family, seed): its truths, its incidents and its pages, tied. ``engine``: ``native``
     (the events as JSON lines, in batches, through engine/firebreak/native) or ``python`` (each
-    event to the core); the records are the same (tests/unit/test_native_differential.py).
+    event to the core); the records are the same (tests/unit/native/test_native_differential.py).
     ``companions``: policy.toml (who is paged, [grouping]) and vocabulary beside the rules."""
     family = FAMILIES[family_name]
     if tiny:

@@ -468,7 +468,7 @@ async def test_bad_records_are_counted_and_skipped(kafka_bootstrap, commands_top
 
 
 def _gateway_module():
-    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "sdk"))
     try:
         from test_sdk_gateway import load_gateway
     finally:

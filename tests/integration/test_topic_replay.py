@@ -1,5 +1,5 @@
 """`firebreak replay --topic` on the real broker: the live worker's records over any range, warm-up,
-bad messages, --emit, and clear errors. The pure pieces are in tests/unit/test_topic_replay_pieces.py."""
+bad messages, --emit, and clear errors. The pure pieces are in tests/unit/live/test_topic_replay_pieces.py."""
 
 from __future__ import annotations
 

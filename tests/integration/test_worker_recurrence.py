@@ -21,7 +21,7 @@ rule spike:
 T0 = parse_ts("2026-03-01T00:00:00Z")
 MIN, HOUR = 60_000, 3_600_000
 LATENESS_MS = 2_000
-# as tests/unit/test_core_recurrence.py: the first spike's incident resolves at 3h29m, the
+# as tests/unit/core/test_core_recurrence.py: the first spike's incident resolves at 3h29m, the
 # recurrence starts six minutes later
 SPIKES = ((2 * HOUR + 28 * MIN, 3 * HOUR + 11 * MIN), (3 * HOUR + 35 * MIN, 4 * HOUR + 5 * MIN))
 

@@ -33,7 +33,7 @@ log = logging.getLogger("firebreak.worker")
 
 # This module is the only one that touches Faust's private internals. What it reads of the
 # pinned faust-streaming (and what it copies: `_drain` is `Consumer._drain_messages` with
-# `getmany` inlined; `ack_offsets` is `Consumer.ack`); tests/unit/test_faust_internals.py fails
+# `getmany` inlined; `ack_offsets` is `Consumer.ack`); tests/unit/live/test_faust_internals.py fails
 # loudly when a Faust release changes any of it: read the new code, adapt, then update these.
 FAUST_VERSION = "0.15.3"
 FAUST_SOURCES = {  # Consumer method → sha256 (first 16 hex) of its source in FAUST_VERSION

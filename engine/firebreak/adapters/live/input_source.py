@@ -52,7 +52,7 @@ class InputSource:
     def install(self) -> None:
         """Take the input topic a fetch at a time, past Faust's per-message path (batches.py).
         Lingering up to route_batch_ms across fetches for fuller batches; messages held past a
-        fetch survive a rebalance (tests/unit/test_live_batches.py). Creates the consumer."""
+        fetch survive a rebalance (tests/unit/live/test_live_batches.py). Creates the consumer."""
         s = self.settings
         batches.install(self.app, s.input_topic, self.route_batch, s.route_batch, s.route_batch_ms / 1000)
 

@@ -76,7 +76,7 @@ def test_the_recurrence_after_a_resolve_opens_an_incident_as_fast_as_the_first(e
 def test_the_starter_rule_catches_the_recurrence(engine):
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "rules" / "hallucination.rules").read_text()
+    text = (Path(__file__).resolve().parents[3] / "rules" / "hallucination.rules").read_text()
     pack = tuple(r for r in rules(text) if r.name == "hallucination_spike_by_model")
     records = run(pack, traffic(), engine=engine)
     starts = opened(records)

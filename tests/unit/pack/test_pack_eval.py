@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 import pack_eval  # noqa: E402
 from firebreak.families import BURST_MS, FAMILIES, MINUTE, Truth, generate, quick  # noqa: E402

@@ -11,7 +11,7 @@ from firebreak.adapters.investigation import render
 from firebreak.investigate.model import Report
 from test_investigate import case_and_report
 
-DOCS = Path(__file__).parents[2] / "docs"
+DOCS = Path(__file__).parents[3] / "docs"
 DOC = (DOCS / "investigate.md").read_text(encoding="utf-8")
 EXAMPLES = DOCS / "examples"
 

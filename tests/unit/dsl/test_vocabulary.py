@@ -18,7 +18,7 @@ from firebreak.dsl import Diagnostic, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.vocabulary import MAPS, STANDARD, STANDARD_FIELDS, parse_vocabulary
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "event.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[3] / "docs" / "schemas" / "event.schema.json").read_text())
 TYPOS = (
     "rate(halucination) > 3x baseline over 10m by model -> sev2 contain fallback\n"
     "avg(scores.qualty) < 0.8x baseline(6h) over 30m by modle -> sev3\n"
@@ -47,7 +47,7 @@ def test_schema_and_code_agree_on_standard_names() -> None:
 
 
 def test_the_docs_list_the_standard_names() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "dsl.md").read_text()
+    doc = (Path(__file__).parents[3] / "docs" / "dsl.md").read_text()
     rows = dict(re.findall(r"^\| (fields|flags|scores)[^|]* \| (.*) \|$", doc, re.M))
     assert tuple(re.findall(r"`(\w+)`", rows["flags"])) == STANDARD_FLAGS
     assert tuple(re.findall(r"`(\w+)`", rows["scores"])) == STANDARD_SCORES

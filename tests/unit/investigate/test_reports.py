@@ -108,7 +108,7 @@ def test_unknown_labels_are_errors_with_a_hint_unless_declared():
 def test_standard_labels_are_listed_in_the_schema_and_docs():
     from pathlib import Path
 
-    root = Path(__file__).parents[2]
+    root = Path(__file__).parents[3]
     schema = (root / "docs" / "schemas" / "event.schema.json").read_text()
     doc = (root / "docs" / "dsl.md").read_text()
     row = next(line for line in doc.splitlines() if line.startswith("| report labels"))

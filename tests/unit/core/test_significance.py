@@ -12,7 +12,7 @@ from corekit import MIN, SEC, event, merged, of_type, offset, rules, run, steady
 from firebreak.core import Engine
 from firebreak.core.significance import binomial_lower, binomial_upper, poisson_lower, poisson_upper
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "record.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[3] / "docs" / "schemas" / "record.schema.json").read_text())
 
 
 def _binomial_pmf(i: int, n: int, p: float) -> float:

@@ -11,7 +11,7 @@ from firebreak.dsl.checker import CATEGORIES, SEVERITIES
 from firebreak.dsl.compiler import _CATEGORY_WORDS, STEPS_MS, pick_step
 from firebreak.dsl.metrics import FUNCTIONS
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "dsl.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "dsl.md").read_text(encoding="utf-8")
 UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 

@@ -338,7 +338,7 @@ def test_an_unquoted_toml_start_with_a_zone_is_accepted(tmp_path: Path) -> None:
 
 # ---- docs/rule-tests.md stays true ---------------------------------------------------------
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "rule-tests.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "rule-tests.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.usefixtures("rule_engine")

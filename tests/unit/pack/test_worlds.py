@@ -11,7 +11,7 @@ import orjson
 import pytest
 from firebreak.core.events import validate_event
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 import world_eval  # noqa: E402
 import worlds  # noqa: E402

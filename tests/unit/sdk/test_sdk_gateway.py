@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-GATEWAY = Path(__file__).resolve().parents[2] / "examples" / "gateway" / "gateway.py"
+GATEWAY = Path(__file__).resolve().parents[3] / "examples" / "gateway" / "gateway.py"
 
 
 def load_gateway():

@@ -13,7 +13,7 @@ from firebreak.adapters.rule_tests import TEST_SUFFIX
 from firebreak.cli import main
 from firebreak.dsl import load_rules
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = Path(__file__).resolve().parents[3] / "rules"
 
 
 def rule_test_files() -> list[Path]:

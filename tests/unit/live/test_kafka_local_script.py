@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "kafka-local"
 
 
 def test_cluster_ids_never_begin_with_a_dash():

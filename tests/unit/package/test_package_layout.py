@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2] / "engine"
+SOURCE_ROOT = Path(__file__).resolve().parents[3] / "engine"
 MAX_LIVE_CLASS_LINES = 300
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_core_properties import BASE, RULES, stream
 from test_scenarios import CASES, RATE, START, TAIL, normal_traffic, pack
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_native_engine_is_built():

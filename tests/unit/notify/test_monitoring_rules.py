@@ -16,7 +16,7 @@ from firebreak.adapters.live.metrics import Metrics, ShardView, WorkerView
 from go_tools import go_tool
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "firebreak-worker.rules.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "firebreak-worker.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "firebreak-worker.dashboard.json"

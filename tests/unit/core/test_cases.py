@@ -253,7 +253,7 @@ def test_case_records_match_the_record_schema():
 
     import jsonschema
 
-    schema = json.loads((Path(__file__).resolve().parents[2] / "docs/schemas/record.schema.json").read_text())
+    schema = json.loads((Path(__file__).resolve().parents[3] / "docs/schemas/record.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
     g = {"tenant": "acme"}
     records = [
@@ -284,7 +284,7 @@ def test_replay_with_cases_finds_the_tenant_of_by_user_incidents_in_the_files(tm
     result = run_demo(tmp_path / "demo", rules, rate=4.0)
     demo_records = result.records_path.read_bytes()
     out = tmp_path / "records.jsonl"
-    root = Path(__file__).resolve().parents[2] / "rules"
+    root = Path(__file__).resolve().parents[3] / "rules"
     assert main(["replay", str(result.events_path), "--rules", str(root), "--cases", "--out", str(out)]) == 0
     assert out.read_bytes() == demo_records
     adversarial = [orjson.loads(line) for line in demo_records.splitlines()]

@@ -13,7 +13,7 @@ from firebreak.synthetic import CATEGORIES
 from investigate_fixture import report
 from test_investigate import case_and_report
 
-EXAMPLE = Path(__file__).parents[2] / "docs" / "examples" / "investigation.json"
+EXAMPLE = Path(__file__).parents[3] / "docs" / "examples" / "investigation.json"
 
 
 def test_the_example_reads_back_to_the_same_bytes():

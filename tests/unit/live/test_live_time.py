@@ -23,7 +23,7 @@ from test_core_properties import BASE, RULES
 PARTITIONS, SHARDS, LATENESS = 4, 2, 5_000
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS, lateness_ms=LATENESS)
 T_START = min(e.ts for e in BASE)
-ENGINE = "native"  # the worker's default; tests/unit/test_live_stages.py runs the stages on both
+ENGINE = "native"  # the worker's default; tests/unit/live/test_live_stages.py runs the stages on both
 ENDS = {0: 90 * MIN, 1: 80 * MIN, 2: 61 * MIN, 3: 45 * MIN}  # each partition's last event time (from the start)
 
 

@@ -225,7 +225,7 @@ def test_any_rule_text_is_diagnosed_or_runs_on_both_engines(text: str) -> None:
 
 
 def test_the_limits_table_in_the_docs_is_the_code() -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "dsl.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "dsl.md").read_text(encoding="utf-8")
     section = doc.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
     at_most = [row.split(" | ")[1] for row in section.splitlines() if row.startswith("| ") and "---" not in row][1:]
     day = limits.DAY_MS

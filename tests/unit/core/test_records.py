@@ -21,7 +21,7 @@ from firebreak.records import (
     stream_of,
 )
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "record.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[3] / "docs" / "schemas" / "record.schema.json").read_text())
 
 
 def test_severity_orders_most_severe_first_and_reads_and_prints_its_name():

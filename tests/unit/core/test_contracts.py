@@ -15,7 +15,7 @@ from corekit import SEC, event, run  # noqa: E402
 from test_core_events import GOOD  # noqa: E402
 from test_core_properties import BASE_RECORDS  # noqa: E402
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "docs" / "schemas"
 EVENT = json.loads((SCHEMAS / "event.schema.json").read_text())
 RECORD = json.loads((SCHEMAS / "record.schema.json").read_text())
 

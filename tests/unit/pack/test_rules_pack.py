@@ -11,7 +11,7 @@ from firebreak.cli import main
 from firebreak.dsl import load_rules, parse_rules
 from firebreak.dsl.checker import CATEGORIES
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = Path(__file__).resolve().parents[3] / "rules"
 PACK_CATEGORIES = [c for c in CATEGORIES if c != "other"]
 MAX_BASELINE_MS = 24 * 3_600_000
 REPORTS_FILE = "reports.rules"

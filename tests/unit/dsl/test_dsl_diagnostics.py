@@ -5,7 +5,7 @@ of *.rules files checked together (with the folder's vocabulary.toml, if any,
 also for unknown names); NAME.expected holds the exact output of
 `render_all(problems, sources)`, with paths relative to the repository root.
 
-    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_dsl_diagnostics.py
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/dsl/test_dsl_diagnostics.py
 
 rewrites the .expected files from the current output (review the diff!).
 """
@@ -20,7 +20,7 @@ from firebreak.dsl import Diagnostic, load_rules, parse_rules
 from firebreak.dsl.diagnostics import did_you_mean, has_errors, render_all
 from firebreak.dsl.parser import CLAUSE_ORDER
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = ROOT / "tests" / "golden" / "diagnostics"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 

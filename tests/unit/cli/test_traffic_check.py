@@ -229,7 +229,8 @@ def test_a_budget_gives_each_rule_its_incidents_a_day_and_the_least_change_that_
 def test_the_report_says_what_a_rule_does_before_its_reference_is_complete(calibrated: TrafficReport) -> None:
     assert rule(calibrated, "own_past").reference == (
         "the group's own past 1h (`Kx baseline`): a group is not judged before it has been seen for 1h10m "
-        "(window + baseline span) with at least 20 events in that span; a new model, tenant or user is silent until then"
+        "(window + baseline span) with at least 20 events in that span; "
+        "a new model, tenant or user is silent until then"
     )
     assert rule(calibrated, "others").reference.startswith("the rest of its groups in the same window")
     strict = rule(calibrated, "loose_test")

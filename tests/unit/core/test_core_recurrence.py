@@ -169,7 +169,7 @@ def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_reso
         return value
 
     monkeypatch.setattr(core_engine.Engine, "_baseline", spy)
-    records = run(compiled, events)
+    records = run(compiled, events, engine="python")  # the spy reads the Python core's baselines
     monkeypatch.undo()
     first = of_type(records, "incident.opened")[0]["incident_id"]
     report = investigate(compiled, events, Selection(incident_id=first), records=records).to_json()

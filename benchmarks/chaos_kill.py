@@ -28,10 +28,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
+from firebreak.core import parse_ts  # noqa: E402
 from test_worker_live import RULES, before, clocks, replay, scenario  # noqa: E402
 from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for  # noqa: E402
-
-from firebreak.core import parse_ts  # noqa: E402
 
 
 async def create(bootstrap: str, topic: str, partitions: int) -> None:
@@ -65,8 +64,10 @@ def main() -> int:
     cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
 
     started = time.monotonic()
-    workers = [Worker(topics, args.bootstrap, rules, work, extra=["--idle-timeout", "120s"]).start()
-               for _ in range(args.workers)]  # fmt: skip
+    workers = [
+        Worker(topics, args.bootstrap, rules, work, extra=["--idle-timeout", "120s"]).start()
+        for _ in range(args.workers)
+    ]
     for worker in workers:
         worker.wait_ready(120)
     kill_at = sorted(rng.sample(range(1, 4 * args.kills), args.kills))  # kills among 4×kills chunks
@@ -80,8 +81,7 @@ def main() -> int:
             while kills < len(kill_at) and kill_at[kills] == chunk:
                 victim = rng.randrange(len(workers))
                 workers[victim].kill()
-                workers[victim] = Worker(topics, args.bootstrap, rules, work,
-                                         extra=["--idle-timeout", "120s"]).start()  # fmt: skip
+                workers[victim] = Worker(topics, args.bootstrap, rules, work, extra=["--idle-timeout", "120s"]).start()
                 kills += 1
         run(publish_raw(args.bootstrap, topics.events, [(p, orjson.dumps(e)) for p, e in clock]))
         want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
@@ -102,9 +102,11 @@ def main() -> int:
     equal = before(got, cutoff) == before(expected, cutoff)
     took = time.monotonic() - started
     verdict = "PASS" if equal and not twice else "FAIL"
-    print(f"chaos: {verdict}: {kills} SIGKILLs over {len(events):,} events on 4 partitions, {args.workers} workers; "
-          f"{len(got)} records committed, {len(expected)} expected, {twice} twice, equal to the replay: {equal}; "
-          f"{took:.0f} s (logs in {work})")  # fmt: skip
+    print(
+        f"chaos: {verdict}: {kills} SIGKILLs over {len(events):,} events on 4 partitions, {args.workers} workers; "
+        f"{len(got)} records committed, {len(expected)} expected, {twice} twice, equal to the replay: {equal}; "
+        f"{took:.0f} s (logs in {work})"
+    )
     return 0 if verdict == "PASS" else 1
 
 

@@ -30,9 +30,15 @@ args.add_argument("--batch", type=int, default=1000)
 args.add_argument("--mode", default="take_events", choices=("take_events", "events", "batches"))
 args.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
 opts = args.parse_args(sys.argv[1:])
-app = faust.App(f"floor-{os.getpid()}", broker=f"kafka://{opts.bootstrap}", value_serializer="raw",
-                consumer_auto_offset_reset="earliest", web_enabled=False, stream_wait_empty=False,
-                datadir=f"/tmp/faust-floor-{os.getpid()}")  # fmt: skip
+app = faust.App(
+    f"floor-{os.getpid()}",
+    broker=f"kafka://{opts.bootstrap}",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    stream_wait_empty=False,
+    datadir=f"/tmp/faust-floor-{os.getpid()}",
+)
 topic = app.topic(opts.topic, value_type=bytes)
 state = {"n": 0, "first": None}
 

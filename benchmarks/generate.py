@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import orjson
-
 from firebreak.core import parse_ts
 from firebreak.synthetic import CATEGORIES, SECOND, Injection, Traffic
 
@@ -38,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     start = parse_ts(args.start)
     span = int(args.events / args.rate * SECOND)  # the nominal duration; the daily cycle moves it a little
-    injections = [] if args.no_incidents else [
-        Injection(category, onset_ms=int(span * (0.45 + 0.1 * i)), duration_ms=max(span // 10, 20 * 60_000))
-        for i, category in enumerate(CATEGORIES)
-    ]  # fmt: skip
+    injections = (
+        []
+        if args.no_incidents
+        else [
+            Injection(category, onset_ms=int(span * (0.45 + 0.1 * i)), duration_ms=max(span // 10, 20 * 60_000))
+            for i, category in enumerate(CATEGORIES)
+        ]
+    )
     traffic = Traffic(args.seed, start, span * 2, args.rate, injections)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

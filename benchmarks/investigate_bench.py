@@ -84,8 +84,10 @@ def main() -> None:
         ("total with --incident", t_load + t_replay + t_sugg),
         ("total with --rule", t_load + t_alone + t_sugg),
     ]
-    print(f"{n:,} lines, {len(events):,} events; incident {report.incident.incident_id} "
-          f"({report.incident.rule}); best of {args.repeat} (replay: 1 run)")  # fmt: skip
+    print(
+        f"{n:,} lines, {len(events):,} events; incident {report.incident.incident_id} "
+        f"({report.incident.rule}); best of {args.repeat} (replay: 1 run)"
+    )
     print(f"{'phase':42} {'seconds':>9} {'events/s':>12} {'ratio to (a)':>13}")
     for name, seconds in rows:
         print(f"{name:42} {seconds:9.2f} {len(events) / seconds:12,.0f} {t_parse / seconds:13.4f}")

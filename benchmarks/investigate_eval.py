@@ -50,13 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import investigate_families  # noqa: E402
-from investigate_scenarios import Case, build  # noqa: E402
-
 from firebreak.adapters.starter_pack import starter_rule_sources  # noqa: E402
 from firebreak.core import parse_ts, run_events  # noqa: E402
 from firebreak.dsl import CompiledRule, load_rules  # noqa: E402
 from firebreak.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
 from firebreak.synthetic import CATEGORIES, MINUTE  # noqa: E402
+from investigate_scenarios import Case, build  # noqa: E402
 
 RULE_SETS = ("scenario", "starter")
 TIE_BEFORE_MS = 10 * MINUTE
@@ -305,21 +304,36 @@ def evaluate_family(family: str, seed: int) -> list[dict[str, Any]]:
     replay_s = round(time.perf_counter() - t0, 3)
     rows = []
     for truth in log.truths:
-        row: dict[str, Any] = {"family": family, "seed": seed, "incident_of": truth.family, "target": truth.value,
-                               "events": len(log.events), "replay_s": replay_s}  # fmt: skip
+        row: dict[str, Any] = {
+            "family": family,
+            "seed": seed,
+            "incident_of": truth.family,
+            "target": truth.value,
+            "events": len(log.events),
+            "replay_s": replay_s,
+        }
         tied = sorted(
-            (i for i in list_incidents(records)
-             if i["rule"] == truth.rule and i["group"] == truth.group
-             and truth.onset_ts - TIE_BEFORE_MS <= parse_ts(i["opened"]) <= truth.end_ts),
+            (
+                i
+                for i in list_incidents(records)
+                if i["rule"] == truth.rule
+                and i["group"] == truth.group
+                and truth.onset_ts - TIE_BEFORE_MS <= parse_ts(i["opened"]) <= truth.end_ts
+            ),
             key=lambda i: (parse_ts(i["opened"]), i["incident_id"]),
-        )  # fmt: skip
+        )
         row["detected"] = bool(tied)
         rows.append(row)
         if not tied:
             continue
         t0 = time.perf_counter()
-        report = investigate(log.rules, log.events, Selection(incident_id=tied[0]["incident_id"]),
-                             Options(suggest=False), records=records).to_json()  # fmt: skip
+        report = investigate(
+            log.rules,
+            log.events,
+            Selection(incident_id=tied[0]["incident_id"]),
+            Options(suggest=False),
+            records=records,
+        ).to_json()
         row["investigate_s"] = round(time.perf_counter() - t0, 3)
         causes, contributors = report["suspected_causes"], report["contributors"]
         rank = next((c["rank"] for c in causes if c["event_id"] == truth.cause_event_id), None)
@@ -400,11 +414,15 @@ def family_failures(rows: list[dict[str, Any]]) -> str:
             what.append(f"start error {r['start_error_of_ramp']:.0%} of the ramp")
         out.append(f"- {where}: {', '.join(what)}; start err {_min(r['start_error_ms'])} ({r['shape']})")
         for c in r["causes"]:
-            out.append(f"    cause #{c['rank']} {c['event_id']} {c['kind']} score {c['score']:.3f} "
-                       f"(match {c['match']:.2f}, prox {c['proximity']:.2f}): {c['why']}")  # fmt: skip
+            out.append(
+                f"    cause #{c['rank']} {c['event_id']} {c['kind']} score {c['score']:.3f} "
+                f"(match {c['match']:.2f}, prox {c['proximity']:.2f}): {c['why']}"
+            )
         for c in r["contributors"]:
-            out.append(f"    contributor {c['dimension']}={c['value']} score {c['score']:.3f} lift {c['lift']:g} "
-                       f"share {c['share']:.2f}{' [pins]' if c['pins'] else ''}")  # fmt: skip
+            out.append(
+                f"    contributor {c['dimension']}={c['value']} score {c['score']:.3f} lift {c['lift']:g} "
+                f"share {c['share']:.2f}{' [pins]' if c['pins'] else ''}"
+            )
     return "\n".join(out) if out else "(none)"
 
 
@@ -449,8 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; >1 inflates the timings)")
     p.add_argument("--json", action="store_true", help="print every row and the summaries as JSON")
     p.add_argument("--save", metavar="FILE", help="also write the JSON to FILE")
-    p.add_argument("--families", nargs="+", choices=[*investigate_families.FAMILIES, "all"],
-                   help="evaluate on the families built unlike firebreak.synthetic instead (all: every one)")  # fmt: skip
+    p.add_argument(
+        "--families",
+        nargs="+",
+        choices=[*investigate_families.FAMILIES, "all"],
+        help="evaluate on the families built unlike firebreak.synthetic instead (all: every one)",
+    )
     a = p.parse_args(argv)
     if a.families:
         return main_families(a)

@@ -222,8 +222,9 @@ def _events(w: _World, start: int, span_ms: int) -> list[dict[str, Any]]:
 
 
 def _change(w: _World, event_id: str, ts: int, kind: str, description: str, **dims: Any) -> str:
-    w.changes.append({"event_id": event_id, "ts": ts, "type": "change", "kind": kind, **dims,
-                      "description": description})  # fmt: skip
+    w.changes.append(
+        {"event_id": event_id, "ts": ts, "type": "change", "kind": kind, **dims, "description": description}
+    )
     return event_id
 
 
@@ -237,8 +238,15 @@ def _tenant_of_service(w: _World, service: str, rng: random.Random) -> str:
 def _cost(w: _World, fam: str, service: str, onset: int, rule: str, cause: str | None = None, **extra: Any) -> Truth:
     end = onset + 40 * MINUTE
     w.effects.append(_Effect(lambda e: e["service"] == service, onset, end, cost=6.0))
-    cause = cause or _change(w, f"{fam}-cause", onset - LEAD_MS, "config_change",
-                             f"{service}: max_tokens 512 → 4096, retries 1 → 3", service=service, **extra)  # fmt: skip
+    cause = cause or _change(
+        w,
+        f"{fam}-cause",
+        onset - LEAD_MS,
+        "config_change",
+        f"{service}: max_tokens 512 → 4096, retries 1 → 3",
+        service=service,
+        **extra,
+    )
     group = {"service": service} if "by_service" in rule else {}
     return Truth(fam, "cost", rule, group, cause, frozenset({("service", service)}), onset, end)
 
@@ -246,8 +254,15 @@ def _cost(w: _World, fam: str, service: str, onset: int, rule: str, cause: str |
 def _leak(w: _World, fam: str, tenant: str, onset: int, rule: str, **extra: Any) -> Truth:
     end = onset + 40 * MINUTE
     w.effects.append(_Effect(lambda e: e["tenant"] == tenant, onset, end, pii=0.04))
-    cause = _change(w, f"{fam}-cause", onset - LEAD_MS, "prompt_change",
-                    f"{tenant}: answers may now quote the account's CRM notes", tenant=tenant, **extra)  # fmt: skip
+    cause = _change(
+        w,
+        f"{fam}-cause",
+        onset - LEAD_MS,
+        "prompt_change",
+        f"{tenant}: answers may now quote the account's CRM notes",
+        tenant=tenant,
+        **extra,
+    )
     group = {"tenant": tenant} if "by_tenant" in rule else {}
     return Truth(fam, "data_leakage", rule, group, cause, frozenset({("tenant", tenant)}), onset, end)
 
@@ -255,20 +270,37 @@ def _leak(w: _World, fam: str, tenant: str, onset: int, rule: str, **extra: Any)
 def _shared_version(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth], list[str]]:
     onset = T0 + 110 * MINUTE
     shared = w.versions[MODELS[0]]
-    decoys = [_change(w, "decoy-shared-version", onset - 2 * MINUTE, "model_update",
-                      f"all models: provider release {shared}", model_version=shared)]  # fmt: skip
+    decoys = [
+        _change(
+            w,
+            "decoy-shared-version",
+            onset - 2 * MINUTE,
+            "model_update",
+            f"all models: provider release {shared}",
+            model_version=shared,
+        )
+    ]
     if seed % 2:
         service = rng.choice(["ticket-triage", "voice-bot", "contract-review"])
         truth = _cost(w, "shared_version", service, onset, "spend_by_service")
         other = rng.choice([s for s in SERVICES if s != service])
-        decoys.append(_change(w, "decoy-near", onset - LEAD_MS + MINUTE, "config_change",
-                              f"{other}: max_tokens 1024 → 2048", service=other))  # fmt: skip
+        decoys.append(
+            _change(
+                w,
+                "decoy-near",
+                onset - LEAD_MS + MINUTE,
+                "config_change",
+                f"{other}: max_tokens 1024 → 2048",
+                service=other,
+            )
+        )
     else:
         tenant = w.tenants[rng.randint(0, 2)][0]
         truth = _leak(w, "shared_version", tenant, onset, "leak_all")
         other = rng.choice([t[0] for t in w.tenants if t[0] != tenant])
-        decoys.append(_change(w, "decoy-near", onset - LEAD_MS + MINUTE, "prompt_change",
-                              f"{other}: new greeting", tenant=other))  # fmt: skip
+        decoys.append(
+            _change(w, "decoy-near", onset - LEAD_MS + MINUTE, "prompt_change", f"{other}: new greeting", tenant=other)
+        )
     return [truth], decoys
 
 
@@ -277,11 +309,23 @@ def _cheap_service(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth
     truth = _cost(w, "cheap_service", "autocomplete", onset, "spend_by_service")
     pricey = rng.choice(["contract-review", "research-agent"])
     decoys = [
-        _change(w, "decoy-near", onset - LEAD_MS + MINUTE, "config_change",
-                f"{pricey}: temperature 0.2 → 0.3", service=pricey),
-        _change(w, "decoy-before", onset - LEAD_MS - 3 * MINUTE, "prompt_change",
-                "ticket-triage: shorter system prompt", service="ticket-triage"),
-    ]  # fmt: skip
+        _change(
+            w,
+            "decoy-near",
+            onset - LEAD_MS + MINUTE,
+            "config_change",
+            f"{pricey}: temperature 0.2 → 0.3",
+            service=pricey,
+        ),
+        _change(
+            w,
+            "decoy-before",
+            onset - LEAD_MS - 3 * MINUTE,
+            "prompt_change",
+            "ticket-triage: shorter system prompt",
+            service="ticket-triage",
+        ),
+    ]
     return [truth], decoys
 
 
@@ -292,11 +336,24 @@ def _tenant_leak(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth],
     other = rng.choice([t[0] for t in w.tenants if t[0] != tenant])
     sibling = rng.choice(services)
     decoys = [
-        _change(w, "decoy-sibling", onset - LEAD_MS - 4 * MINUTE, "prompt_change",
-                f"{sibling} for {tenant}: tone of voice", tenant=tenant, service=sibling),
-        _change(w, "decoy-near", onset - LEAD_MS - 2 * MINUTE, "prompt_change",
-                f"{other}: answers may now quote the account's CRM notes", tenant=other),
-    ]  # fmt: skip
+        _change(
+            w,
+            "decoy-sibling",
+            onset - LEAD_MS - 4 * MINUTE,
+            "prompt_change",
+            f"{sibling} for {tenant}: tone of voice",
+            tenant=tenant,
+            service=sibling,
+        ),
+        _change(
+            w,
+            "decoy-near",
+            onset - LEAD_MS - 2 * MINUTE,
+            "prompt_change",
+            f"{other}: answers may now quote the account's CRM notes",
+            tenant=other,
+        ),
+    ]
     return [truth], decoys
 
 
@@ -307,20 +364,49 @@ def _ramp(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth], list[s
     template, sibling = rng.sample(SERVICES[service][1], 2)
     end = onset + ramp + 60 * MINUTE
     w.effects.append(_Effect(lambda e: e["prompt_template"] == template, onset, end, quality_drop=0.3, ramp_ms=ramp))
-    cause = _change(w, "ramp-cause", onset - LEAD_MS, "data_pipeline",
-                    f"re-embed the corpus behind {template} (new tokenizer)",
-                    service=service, prompt_template=template)  # fmt: skip
+    cause = _change(
+        w,
+        "ramp-cause",
+        onset - LEAD_MS,
+        "data_pipeline",
+        f"re-embed the corpus behind {template} (new tokenizer)",
+        service=service,
+        prompt_template=template,
+    )
     other = rng.choice([s for s in SERVICES if s != service])
     decoys = [
-        _change(w, "decoy-fix-attempt", onset + int(0.45 * ramp), "config_change",
-                f"{template}: top_k 8 → 12 (quality complaints)", service=service, prompt_template=template),
-        _change(w, "decoy-sibling", onset - LEAD_MS - 5 * MINUTE, "data_pipeline",
-                f"re-embed the corpus behind {sibling}", service=service, prompt_template=sibling),
+        _change(
+            w,
+            "decoy-fix-attempt",
+            onset + int(0.45 * ramp),
+            "config_change",
+            f"{template}: top_k 8 → 12 (quality complaints)",
+            service=service,
+            prompt_template=template,
+        ),
+        _change(
+            w,
+            "decoy-sibling",
+            onset - LEAD_MS - 5 * MINUTE,
+            "data_pipeline",
+            f"re-embed the corpus behind {sibling}",
+            service=service,
+            prompt_template=sibling,
+        ),
         _change(w, "decoy-late", onset + int(0.6 * ramp), "deploy", f"{other} v2.3.1", service=other),
-    ]  # fmt: skip
+    ]
     scope = frozenset({("prompt_template", template), ("feature", template.rsplit("-", 1)[0])})
-    truth = Truth("ramp", "quality_degradation", "quality_by_service", {"service": service}, cause,
-                  scope | {("service", service)}, onset, end, ramp)  # fmt: skip
+    truth = Truth(
+        "ramp",
+        "quality_degradation",
+        "quality_by_service",
+        {"service": service},
+        cause,
+        scope | {("service", service)},
+        onset,
+        end,
+        ramp,
+    )
     return [truth], decoys
 
 
@@ -341,9 +427,15 @@ def _group_only(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth], 
     cause = _change(w, "group-cause", onset - LEAD_MS, "config_change", f"{value}: {what}", **{dim: value})
     decoys = [
         _change(w, "decoy-near", onset - LEAD_MS + MINUTE, "config_change", f"{other}: {what}", **{dim: other}),
-        _change(w, "decoy-model", onset - LEAD_MS - 3 * MINUTE, "model_update",
-                f"{MODELS[seed % 4]}: new weights", model=MODELS[seed % 4]),
-    ]  # fmt: skip
+        _change(
+            w,
+            "decoy-model",
+            onset - LEAD_MS - 3 * MINUTE,
+            "model_update",
+            f"{MODELS[seed % 4]}: new weights",
+            model=MODELS[seed % 4],
+        ),
+    ]
     truth = Truth("group_only", "hallucination", rule, {dim: value}, cause, frozenset({(dim, value)}), onset, end)
     return [truth], decoys
 
@@ -361,11 +453,26 @@ def _concurrent(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth], 
     onset = base + offsets[2]
     version = f"{model}@2026-05"
     w.effects.append(_Effect(lambda e: e["model"] == model, onset, onset + 40 * MINUTE, halluc=0.08))
-    cause = _change(w, "concurrent-halluc-cause", onset - LEAD_MS, "model_update",
-                    f"{model} → {version}", model=model, model_version=version)  # fmt: skip
+    cause = _change(
+        w,
+        "concurrent-halluc-cause",
+        onset - LEAD_MS,
+        "model_update",
+        f"{model} → {version}",
+        model=model,
+        model_version=version,
+    )
     w.versions_after = (model, version, onset)  # type: ignore[attr-defined]
-    halluc = Truth("concurrent-halluc", "hallucination", "halluc_by_model", {"model": model}, cause,
-                   frozenset({("model", model), ("model_version", version)}), onset, onset + 40 * MINUTE)  # fmt: skip
+    halluc = Truth(
+        "concurrent-halluc",
+        "hallucination",
+        "halluc_by_model",
+        {"model": model},
+        cause,
+        frozenset({("model", model), ("model_version", version)}),
+        onset,
+        onset + 40 * MINUTE,
+    )
     return [cost, leak, halluc], []
 
 
@@ -380,22 +487,62 @@ def _odd_changes(w: _World, rng: random.Random, seed: int) -> tuple[list[Truth],
             w, "odd-cause", onset - LEAD_MS, "model_update", f"{model}: weights refreshed", model=model, **extras
         )  # no model_version: the change names the model only
         other = rng.choice([m for m in MODELS if m != model])
-        truth = Truth("odd_changes", "hallucination", "halluc_by_model", {"model": model}, cause,
-                      frozenset({("model", model)}), onset, end)  # fmt: skip
+        truth = Truth(
+            "odd_changes",
+            "hallucination",
+            "halluc_by_model",
+            {"model": model},
+            cause,
+            frozenset({("model", model)}),
+            onset,
+            end,
+        )
         decoys = [
-            _change(w, "decoy-ghost", onset - LEAD_MS - MINUTE, "model_update", "falcon-xl: new weights",
-                    model="falcon-xl", **extras),  # a model that serves no traffic here
-            _change(w, "decoy-other", onset - LEAD_MS + MINUTE, "model_update", f"{other}: weights refreshed",
-                    model=other, **extras),
-        ]  # fmt: skip
+            _change(
+                w,
+                "decoy-ghost",
+                onset - LEAD_MS - MINUTE,
+                "model_update",
+                "falcon-xl: new weights",
+                model="falcon-xl",
+                **extras,
+            ),  # a model that serves no traffic here
+            _change(
+                w,
+                "decoy-other",
+                onset - LEAD_MS + MINUTE,
+                "model_update",
+                f"{other}: weights refreshed",
+                model=other,
+                **extras,
+            ),
+        ]
     else:
         service = rng.choice(["ticket-triage", "voice-bot", "contract-review"])
         truth = _cost(w, "odd_changes", service, onset, "spend_by_service", cause=None, **extras)
         other = rng.choice([s for s in SERVICES if s != service])
-        decoys = [_change(w, "decoy-other", onset - LEAD_MS + MINUTE, "config_change", f"{other}: retries 1 → 3",
-                          service=other, **extras)]  # fmt: skip
-    decoys.append(_change(w, "decoy-no-dimensions", onset - MINUTE, "deploy", "weekly platform release",
-                          cluster="gke-prod-3", ticket=f"CHG-{5000 + seed}"))  # fmt: skip
+        decoys = [
+            _change(
+                w,
+                "decoy-other",
+                onset - LEAD_MS + MINUTE,
+                "config_change",
+                f"{other}: retries 1 → 3",
+                service=other,
+                **extras,
+            )
+        ]
+    decoys.append(
+        _change(
+            w,
+            "decoy-no-dimensions",
+            onset - MINUTE,
+            "deploy",
+            "weekly platform release",
+            cluster="gke-prod-3",
+            ticket=f"CHG-{5000 + seed}",
+        )
+    )
     return [truth], decoys
 
 

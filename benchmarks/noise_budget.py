@@ -56,10 +56,18 @@ def _binomial(n: int, p: float, kmax: int = 16) -> list[tuple[int, float]]:
     if p <= 0:
         return [(0, 1.0)]
     return [
-        (k, math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-                     + k * math.log(p) + (n - k) * math.log1p(-p)))
+        (
+            k,
+            math.exp(
+                math.lgamma(n + 1)
+                - math.lgamma(k + 1)
+                - math.lgamma(n - k + 1)
+                + k * math.log(p)
+                + (n - k) * math.log1p(-p)
+            ),
+        )
         for k in range(0, min(n, kmax) + 1)
-    ]  # fmt: skip
+    ]
 
 
 class Condition:

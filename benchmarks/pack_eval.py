@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from firebreak.adapters.demo import pack_fingerprint
 from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine
 from firebreak.adapters.rule_files import read_companion_sources, read_rule_sources
@@ -61,11 +60,17 @@ FLOOR_DAYS = 10_000
 DAY_S = 86_400
 
 
-def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, engine: str = "native",
-            companions: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+def run_one(
+    family_name: str,
+    seed: int,
+    sources: dict[str, str],
+    tiny: bool,
+    engine: str = "native",
+    companions: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One (family, seed): its truths, its incidents and its pages, tied. ``engine``: ``native``
     (the events as JSON lines, in batches, through engine/firebreak/native) or ``python`` (each
-    event to the core); the records are the same (tests/unit/test_native_differential.py).
+    event to the core); the records are the same (tests/unit/native/test_native_differential.py).
     ``companions``: policy.toml (who is paged, [grouping]) and vocabulary beside the rules."""
     family = FAMILIES[family_name]
     if tiny:
@@ -87,30 +92,54 @@ def run_one(family_name: str, seed: int, sources: dict[str, str], tiny: bool, en
     for record in opened:
         at = _ms(record["ts"])
         kind, truth_index = _tie(record, at, run.truths, caused, reads)
-        incidents.append({
-            "rule": record["rule"], "rule_severity": severity[record["rule"]], "category": record["category"],
-            "group": record["group"], "opened": at - run.start_ms, "tie": kind, "truth": truth_index,
-        })  # fmt: skip
+        incidents.append(
+            {
+                "rule": record["rule"],
+                "rule_severity": severity[record["rule"]],
+                "category": record["category"],
+                "group": record["group"],
+                "opened": at - run.start_ms,
+                "tie": kind,
+                "truth": truth_index,
+            }
+        )
     tied = {r["incident_id"]: inc for r, inc in zip(opened, incidents, strict=True)}
     pages = _pages(rules, records, run.events, tied)
     truths = []
     for i, truth in enumerate(run.truths):
         hits = [inc for inc in incidents if inc["tie"] == "detection" and inc["truth"] == i]
         first = min(hits, key=lambda inc: inc["opened"]) if hits else None
-        truths.append({
-            "kind": truth.kind, "category": truth.category, "target": f"{truth.dimension}={truth.value}",
-            "users": list(truth.users), "size": truth.size, "onset": truth.onset_ts - run.start_ms,
-            "evidence": evidence(truth.kind, truth.size, truth.trials, truth.end_ts - truth.onset_ts, family.pii_noise),
-            "detected_by": first["rule"] if first else None,
-            "ttd_ms": first["opened"] - (truth.onset_ts - run.start_ms) if first else None,
-        })  # fmt: skip
-    return {"family": family_name, "seed": seed, "events": len(run.events), "days": days(family),
-            "generate_s": generated, "replay_s": replayed, "truths": truths, "incidents": incidents,
-            "pages": pages}  # fmt: skip
+        truths.append(
+            {
+                "kind": truth.kind,
+                "category": truth.category,
+                "target": f"{truth.dimension}={truth.value}",
+                "users": list(truth.users),
+                "size": truth.size,
+                "onset": truth.onset_ts - run.start_ms,
+                "evidence": evidence(
+                    truth.kind, truth.size, truth.trials, truth.end_ts - truth.onset_ts, family.pii_noise
+                ),
+                "detected_by": first["rule"] if first else None,
+                "ttd_ms": first["opened"] - (truth.onset_ts - run.start_ms) if first else None,
+            }
+        )
+    return {
+        "family": family_name,
+        "seed": seed,
+        "events": len(run.events),
+        "days": days(family),
+        "generate_s": generated,
+        "replay_s": replayed,
+        "truths": truths,
+        "incidents": incidents,
+        "pages": pages,
+    }
 
 
-def _pages(rules: list, records: list[dict[str, Any]], events: list[dict[str, Any]],
-           tied: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+def _pages(
+    rules: list, records: list[dict[str, Any]], events: list[dict[str, Any]], tied: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The pages the records' cases send (core/cases.py, as the demo),
     each tied as the incident that made it page: a detection's or side effect's truth, or false."""
     book = CaseBook.for_rules(rules)
@@ -119,8 +148,14 @@ def _pages(rules: list, records: list[dict[str, Any]], events: list[dict[str, An
         for case in book.process(record):
             if case["type"] in ("case.opened", "case.updated") and case.get("page"):
                 incident = tied.get(case["incident_id"], {"tie": "false", "truth": None})
-                out.append({"case_id": case["case_id"], "rule": case["rule"], "tie": incident["tie"],
-                            "truth": incident["truth"]})  # fmt: skip
+                out.append(
+                    {
+                        "case_id": case["case_id"],
+                        "rule": case["rule"],
+                        "tie": incident["tie"],
+                        "truth": incident["truth"],
+                    }
+                )
     return out
 
 
@@ -137,13 +172,23 @@ def evidence(kind: str, size: int, trials: int, span_ms: int, noise: float) -> d
         return None
     mean = noise * trials
     if size <= 0 or mean <= 0:
-        return {"trials": trials, "expected": mean, "p_value": 1.0 if size <= 0 else 0.0,
-                "noise_every_days": None if size > 0 else 0.0, "detectable": size > 0}  # fmt: skip
+        return {
+            "trials": trials,
+            "expected": mean,
+            "p_value": 1.0 if size <= 0 else 0.0,
+            "noise_every_days": None if size > 0 else 0.0,
+            "detectable": size > 0,
+        }
     before = math.exp((size - 1) * math.log(mean) - mean - math.lgamma(size)) if size > 1 else math.exp(-mean)
     per_day = trials / (span_ms / 1000) * noise * before * DAY_S
     every = 1 / per_day if per_day > 0 else None
-    return {"trials": trials, "expected": mean, "p_value": poisson_upper(size, mean), "noise_every_days": every,
-            "detectable": every is None or every >= FLOOR_DAYS}  # fmt: skip
+    return {
+        "trials": trials,
+        "expected": mean,
+        "p_value": poisson_upper(size, mean),
+        "noise_every_days": every,
+        "detectable": every is None or every >= FLOOR_DAYS,
+    }
 
 
 def _detectable(truth: dict[str, Any]) -> bool:
@@ -176,9 +221,12 @@ def _ms(ts: str) -> int:
 
 # What an injection changes in the ordinary events it alters (`Truth.alters`): an incident of
 # a rule reading one of these fields, with such events in its evidence, is the injection's.
-CHANGES = {"cost": {"tokens_in", "tokens_out", "cost_usd", "latency_ms"},
-           "hallucination": {"hallucination", "quality", "groundedness"}, "pii_leak": {"pii"},
-           "quality_ramp": {"quality"}}  # fmt: skip
+CHANGES = {
+    "cost": {"tokens_in", "tokens_out", "cost_usd", "latency_ms"},
+    "hallucination": {"hallucination", "quality", "groundedness"},
+    "pii_leak": {"pii"},
+    "quality_ramp": {"quality"},
+}
 
 
 def _caused(truth: Truth, events: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
@@ -186,8 +234,13 @@ def _caused(truth: Truth, events: list[dict[str, Any]]) -> tuple[set[str], set[s
     return {e["event_id"] for e in events if truth.added(e)}, {e["event_id"] for e in events if truth.alters(e)}
 
 
-def _tie(record: dict[str, Any], at: int, truths: list[Truth], caused: list[tuple[set[str], set[str]]] | None = None,
-         reads: dict[str, str | None] | None = None) -> tuple[str, int | None]:  # fmt: skip
+def _tie(
+    record: dict[str, Any],
+    at: int,
+    truths: list[Truth],
+    caused: list[tuple[set[str], set[str]]] | None = None,
+    reads: dict[str, str | None] | None = None,
+) -> tuple[str, int | None]:
     """``caused[i]``: the events truth i added and altered (`_caused`); ``reads``: rule →
     the field its metric reads. An incident whose evidence holds events the injection added,
     or altered in a field its rule reads, is the injection's — a side effect if not a
@@ -237,76 +290,123 @@ def summarize(runs: list[dict[str, Any]], severe: int = 2) -> list[dict[str, Any
         ttd: dict[str, list[int]] = defaultdict(list)
         for t in caught:
             ttd[t["kind"]].append(t["ttd_ms"])
-        out.append({
-            "family": name,
-            "note": FAMILIES[name].note,
-            "runs": len(family_runs),
-            "events": sum(run["events"] for run in family_runs),
-            "days": sim_days,
-            "injected": len(truths),
-            "caught": len(caught),
-            "recall": len(caught) / len(truths) if truths else None,
-            "detectable": len(detectable),
-            "caught_detectable": sum(1 for t in detectable if t["detected_by"] is not None),
-            "incidents": len(incidents),
-            "detections": detections,
-            "side_effects": sum(1 for i in incidents if i["tie"] == "side effect"),
-            "false": len(false),
-            "false_severe": len(false_severe),
-            "precision": detections / (detections + len(false)) if detections + len(false) else None,
-            "false_per_day": len(false) / sim_days,
-            "false_severe_per_day": len(false_severe) / sim_days,
-            # one problem, one page (docs/response.md#cases): pages of the injected problems (their
-            # detections and side effects) per problem, and pages of nothing per day
-            "pages": len(pages),
-            "pages_per_problem": len(true_pages) / len(truths) if truths else None,
-            "false_pages_per_day": (len(pages) - len(true_pages)) / sim_days,
-            "ttd": {kind: {"median_s": statistics.median(v) / 1000, "max_s": max(v) / 1000}
-                    for kind, v in sorted(ttd.items())},  # fmt: skip
-            "misses": [
-                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "users", "size", "onset")},
-                 "evidence": t.get("evidence")}
-                for run in family_runs for t in run["truths"] if t["detected_by"] is None and _detectable(t)
-            ],
-            "below_floor": [
-                {"seed": run["seed"], **{k: t[k] for k in ("kind", "target", "size", "onset", "evidence")},
-                 "caught": t["detected_by"] is not None}
-                for run in family_runs for t in run["truths"] if not _detectable(t)
-            ],
-            "false_by_rule": dict(Counter(i["rule"] for i in false).most_common()),
-            "replay_events_per_s": sum(run["events"] for run in family_runs)
-            / max(1e-9, sum(run["replay_s"] for run in family_runs)),
-        })  # fmt: skip
+        out.append(
+            {
+                "family": name,
+                "note": FAMILIES[name].note,
+                "runs": len(family_runs),
+                "events": sum(run["events"] for run in family_runs),
+                "days": sim_days,
+                "injected": len(truths),
+                "caught": len(caught),
+                "recall": len(caught) / len(truths) if truths else None,
+                "detectable": len(detectable),
+                "caught_detectable": sum(1 for t in detectable if t["detected_by"] is not None),
+                "incidents": len(incidents),
+                "detections": detections,
+                "side_effects": sum(1 for i in incidents if i["tie"] == "side effect"),
+                "false": len(false),
+                "false_severe": len(false_severe),
+                "precision": detections / (detections + len(false)) if detections + len(false) else None,
+                "false_per_day": len(false) / sim_days,
+                "false_severe_per_day": len(false_severe) / sim_days,
+                # one problem, one page (docs/response.md#cases): pages of the injected problems (their
+                # detections and side effects) per problem, and pages of nothing per day
+                "pages": len(pages),
+                "pages_per_problem": len(true_pages) / len(truths) if truths else None,
+                "false_pages_per_day": (len(pages) - len(true_pages)) / sim_days,
+                "ttd": {
+                    kind: {"median_s": statistics.median(v) / 1000, "max_s": max(v) / 1000}
+                    for kind, v in sorted(ttd.items())
+                },
+                "misses": [
+                    {
+                        "seed": run["seed"],
+                        **{k: t[k] for k in ("kind", "target", "users", "size", "onset")},
+                        "evidence": t.get("evidence"),
+                    }
+                    for run in family_runs
+                    for t in run["truths"]
+                    if t["detected_by"] is None and _detectable(t)
+                ],
+                "below_floor": [
+                    {
+                        "seed": run["seed"],
+                        **{k: t[k] for k in ("kind", "target", "size", "onset", "evidence")},
+                        "caught": t["detected_by"] is not None,
+                    }
+                    for run in family_runs
+                    for t in run["truths"]
+                    if not _detectable(t)
+                ],
+                "false_by_rule": dict(Counter(i["rule"] for i in false).most_common()),
+                "replay_events_per_s": sum(run["events"] for run in family_runs)
+                / max(1e-9, sum(run["replay_s"] for run in family_runs)),
+            }
+        )
     return out
 
 
 def render(summary: list[dict[str, Any]]) -> str:
-    rows = [("family", "runs", "events", "sim days", "caught", "recall", "caught / detectable", "precision",
-             "false/day", "sev1-2 false/day", "side eff.", "pages/problem", "false pages/day",
-             "time to detect (median / worst)")]  # fmt: skip
+    rows = [
+        (
+            "family",
+            "runs",
+            "events",
+            "sim days",
+            "caught",
+            "recall",
+            "caught / detectable",
+            "precision",
+            "false/day",
+            "sev1-2 false/day",
+            "side eff.",
+            "pages/problem",
+            "false pages/day",
+            "time to detect (median / worst)",
+        )
+    ]
     for s in summary:
         ttd = "; ".join(f"{k} {_dur(v['median_s'])} / {_dur(v['max_s'])}" for k, v in s["ttd"].items()) or "-"
-        rows.append((
-            s["family"], str(s["runs"]), f"{s['events']:,}", f"{s['days']:.2f}", f"{s['caught']}/{s['injected']}",
-            _pct(s["recall"]), _detectable_cell(s), _pct(s["precision"]), f"{s['false_per_day']:.2f}",
-            f"{s['false_severe_per_day']:.2f}",
-            str(s["side_effects"]), _ratio(s.get("pages_per_problem")), f"{s.get('false_pages_per_day', 0):.2f}", ttd,
-        ))  # fmt: skip
+        rows.append(
+            (
+                s["family"],
+                str(s["runs"]),
+                f"{s['events']:,}",
+                f"{s['days']:.2f}",
+                f"{s['caught']}/{s['injected']}",
+                _pct(s["recall"]),
+                _detectable_cell(s),
+                _pct(s["precision"]),
+                f"{s['false_per_day']:.2f}",
+                f"{s['false_severe_per_day']:.2f}",
+                str(s["side_effects"]),
+                _ratio(s.get("pages_per_problem")),
+                f"{s.get('false_pages_per_day', 0):.2f}",
+                ttd,
+            )
+        )
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
     for s in summary:
         if s["misses"]:
             lines.append("")
-            lines.append(f"missed in {s['family']}: " + "; ".join(
-                f"seed {m['seed']} {m['kind']} {m['target']}" + _miss_detail(m)
-                for m in s["misses"]))  # fmt: skip
+            lines.append(
+                f"missed in {s['family']}: "
+                + "; ".join(f"seed {m['seed']} {m['kind']} {m['target']}" + _miss_detail(m) for m in s["misses"])
+            )
         if s.get("below_floor"):
             lines.append("")
-            lines.append(f"below the noise floor in {s['family']} (noise alone gives as many in that tenant more often "
-                         f"than once per {FLOOR_DAYS:,} days): " + "; ".join(
-                f"seed {m['seed']} {m['kind']} {m['target']}" + _evidence_detail(m) + (" caught" if m["caught"] else
-                                                                                         " missed")
-                for m in s["below_floor"]))  # fmt: skip
+            lines.append(
+                f"below the noise floor in {s['family']} (noise alone gives as many in that tenant more often "
+                f"than once per {FLOOR_DAYS:,} days): "
+                + "; ".join(
+                    f"seed {m['seed']} {m['kind']} {m['target']}"
+                    + _evidence_detail(m)
+                    + (" caught" if m["caught"] else " missed")
+                    for m in s["below_floor"]
+                )
+            )
         if s["false_by_rule"]:
             lines.append("")
             lines.append(f"false in {s['family']}: " + ", ".join(f"{r} {n}" for r, n in s["false_by_rule"].items()))
@@ -336,8 +436,10 @@ def _evidence_detail(miss: dict[str, Any]) -> str:
     if not ev:
         return f" ({miss['size']} PII answers in 30 min)"
     every = "never" if ev["noise_every_days"] is None else f"once per {_days(ev['noise_every_days'])}"
-    return (f" ({miss['size']} PII answers of {ev['trials']:,} in 30 min, {ev['expected']:.2f} from noise, "
-            f"p = {ev['p_value']:.1e}: noise gives as many {every})")
+    return (
+        f" ({miss['size']} PII answers of {ev['trials']:,} in 30 min, {ev['expected']:.2f} from noise, "
+        f"p = {ev['p_value']:.1e}: noise gives as many {every})"
+    )
 
 
 def _days(d: float) -> str:
@@ -373,9 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1, help="seeds FIRST..FIRST+SEEDS-1 (default 1)")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--engine", choices=("native", "python"), default=None,
-                        help="the engine replaying the families (default: native where it is built; the records are "
-                             "the same)")  # fmt: skip
+    parser.add_argument(
+        "--engine",
+        choices=("native", "python"),
+        default=None,
+        help="the engine replaying the families (default: native where it is built; the records are the same)",
+    )
     parser.add_argument("--families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--quick", action="store_true", help="tiny families and 2 seeds (seconds, for tests)")
     parser.add_argument("--json", help="write the runs and the summary here")
@@ -387,8 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
-    companions = read_companion_sources([args.rules]) if args.rules else \
-        starter_companion_sources()  # fmt: skip
+    companions = read_companion_sources([args.rules]) if args.rules else starter_companion_sources()
     seeds = 2 if args.quick and args.seeds == 20 else args.seeds
     tasks = [(name, seed) for name in args.families for seed in range(args.first_seed, args.first_seed + seeds)]
     planned = sum(expected_events(quick(FAMILIES[n]) if args.quick else FAMILIES[n]) for n, _ in tasks)
@@ -404,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.jobs) as pool:
             # the biggest runs first, so that the pool is not left waiting on one at the end
             order = sorted(tasks, key=lambda t: -expected_events(FAMILIES[t[0]]))
-            futures = [pool.submit(run_one, name, seed, sources, args.quick, engine, companions)
-                       for name, seed in order]  # fmt: skip
+            futures = [
+                pool.submit(run_one, name, seed, sources, args.quick, engine, companions) for name, seed in order
+            ]
             runs = [f.result() for f in futures]
     else:
         runs = [run_one(name, seed, sources, args.quick, engine, companions) for name, seed in tasks]
@@ -413,12 +518,22 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(runs)
     wall = saved["wall_s"] if args.from_json else time.perf_counter() - began
     print(render(summary))
-    print(f"\n{len(runs)} runs, {sum(r['events'] for r in runs):,} events in {wall:.0f} s wall "
-          f"({args.jobs} job(s), {saved.get('engine', '?') if args.from_json else engine} engine)")  # fmt: skip
+    print(
+        f"\n{len(runs)} runs, {sum(r['events'] for r in runs):,} events in {wall:.0f} s wall "
+        f"({args.jobs} job(s), {saved.get('engine', '?') if args.from_json else engine} engine)"
+    )
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"summary": summary, "runs": runs, "wall_s": wall,
-                                                  "engine": saved.get("engine") if args.from_json else engine},
-                                                 option=orjson.OPT_INDENT_2))  # fmt: skip
+        Path(args.json).write_bytes(
+            orjson.dumps(
+                {
+                    "summary": summary,
+                    "runs": runs,
+                    "wall_s": wall,
+                    "engine": saved.get("engine") if args.from_json else engine,
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
     if args.demo_summary:
         rules, _ = load_rules(sources)
         compact = {
@@ -427,13 +542,29 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": seeds,
             "wall_s": round(wall),
             "families": [
-                {k: s[k] for k in ("family", "note", "runs", "events", "days", "injected", "caught", "detectable",
-                                   "caught_detectable", "precision", "false_per_day", "false_severe_per_day",
-                                   "pages_per_problem", "false_pages_per_day")}
+                {
+                    k: s[k]
+                    for k in (
+                        "family",
+                        "note",
+                        "runs",
+                        "events",
+                        "days",
+                        "injected",
+                        "caught",
+                        "detectable",
+                        "caught_detectable",
+                        "precision",
+                        "false_per_day",
+                        "false_severe_per_day",
+                        "pages_per_problem",
+                        "false_pages_per_day",
+                    )
+                }
                 | {"ttd_median_s": {k: v["median_s"] for k, v in s["ttd"].items()}}
                 for s in summary
             ],
-        }  # fmt: skip
+        }
         Path(args.demo_summary).write_bytes(orjson.dumps(compact, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

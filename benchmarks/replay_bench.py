@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 
 import orjson
-
 from firebreak.adapters.drive import Driver
 from firebreak.adapters.file_replay import replay_files
 from firebreak.adapters.rule_files import read_rule_sources
@@ -110,12 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="then profile one replay (cProfile, top by tottime)")
     parser.add_argument("--top", type=int, default=25, help="functions in the profile (default 25)")
     parser.add_argument("--per-rule", type=int, default=0, metavar="N", help="time each rule alone on N events")
-    parser.add_argument("--engine", choices=("native", "python", "both"), default="native",
-                        help="engine of the full replay and --per-rule (default native)")  # fmt: skip
+    parser.add_argument(
+        "--engine",
+        choices=("native", "python", "both"),
+        default="native",
+        help="engine of the full replay and --per-rule (default native)",
+    )
     parser.add_argument("--memory", action="store_true", help="native state per (rule, group), peak RSS")
     parser.add_argument("--groups", type=int, default=0, metavar="N", help="memory of N groups of one rule")
-    parser.add_argument("--threads", type=int, choices=(1, 2), default=None,
-                        help="native engine threads (FIREBREAK_NATIVE_THREADS; default: 2 on 2+ cores)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="native engine threads (FIREBREAK_NATIVE_THREADS; default: 2 on 2+ cores)",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         os.environ["FIREBREAK_NATIVE_THREADS"] = str(args.threads)
@@ -130,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     size = os.path.getsize(args.file)
     print(f"file: {args.file} ({size / 1e6:.0f} MB)   rules: {len(rules)} from {len(sources)} files")
-    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-          f"orjson {orjson.__version__}; native engine on {args.threads} thread(s), "
-          "orjson parse-only on one\n")  # fmt: skip
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"orjson {orjson.__version__}; native engine on {args.threads} thread(s), "
+        "orjson parse-only on one\n"
+    )
 
     parse_only(args.file)  # warm-up: the file into the page cache, so no measure pays for the disk
     rows = []
@@ -152,13 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     print("| measure | events | best s | median s | best events/s | median events/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, events, best, median in rows:
-        print(f"| {label.strip()} | {events:,} | {best:.2f} | {median:.2f} | {events / best:,.0f} | "
-              f"{events / median:,.0f} |")  # fmt: skip
+        print(
+            f"| {label.strip()} | {events:,} | {best:.2f} | {median:.2f} | {events / best:,.0f} | "
+            f"{events / median:,.0f} |"
+        )
     label_a, n_a, best_a, med_a = rows[0]
     for label, n_b, best_b, med_b in rows[2:]:
-        print(f"\nratio {label.strip()} / (a): {n_b / best_b / (n_a / best_a):.3f} (best)  "
-              f"{n_b / med_b / (n_a / med_a):.3f} (median); CPU s of the process (all threads), best: "
-              f"(a) {CPU[label_a]:.2f}, (b) {CPU[label]:.2f}, ratio {CPU[label_a] / CPU[label]:.3f}")  # fmt: skip
+        print(
+            f"\nratio {label.strip()} / (a): {n_b / best_b / (n_a / best_a):.3f} (best)  "
+            f"{n_b / med_b / (n_a / med_a):.3f} (median); CPU s of the process (all threads), best: "
+            f"(a) {CPU[label_a]:.2f}, (b) {CPU[label]:.2f}, ratio {CPU[label_a] / CPU[label]:.3f}"
+        )
 
     if args.profile:
         print("\n  profiling one full replay ...", file=sys.stderr, flush=True)
@@ -202,14 +216,18 @@ def per_rule_native(path: str, rules: tuple[CompiledRule, ...], limit: int) -> N
             driver.finish()
 
         rows.append((min(_timed(run) for _ in range(2)), rule))
-    print(f"\neach rule alone, native, on {len(lines):,} lines (raw lines in; orjson.loads of the same lines: "
-          f"{parse:.2f} s, {len(lines) / parse:,.0f} lines/s; best of 2)\n")  # fmt: skip
+    print(
+        f"\neach rule alone, native, on {len(lines):,} lines (raw lines in; orjson.loads of the same lines: "
+        f"{parse:.2f} s, {len(lines) / parse:,.0f} lines/s; best of 2)\n"
+    )
     print("| rule | by | window / step | s | events/s | ratio to parse-only |")
     print("|---|---|---|---:|---:|---:|")
     for seconds, rule in sorted(rows, key=lambda row: -row[0]):
         by = ", ".join(".".join(p) for p in rule.by) or "-"
-        print(f"| {rule.name} | {by} | {rule.window_ms // 60_000}m / {rule.step_ms // 1000}s | {seconds:.2f} | "
-              f"{len(lines) / seconds:,.0f} | {parse / seconds:.2f} |")  # fmt: skip
+        print(
+            f"| {rule.name} | {by} | {rule.window_ms // 60_000}m / {rule.step_ms // 1000}s | {seconds:.2f} | "
+            f"{len(lines) / seconds:,.0f} | {parse / seconds:.2f} |"
+        )
 
 
 def _timed(run: Callable[[], object]) -> float:
@@ -279,8 +297,10 @@ def per_rule(path: str, rules: tuple[CompiledRule, ...], limit: int) -> None:
     print("|---|---|---|---:|---:|---:|")
     for seconds, rule in sorted(rows, key=lambda row: -row[0]):
         by = ", ".join(".".join(p) for p in rule.by) or "-"
-        print(f"| {rule.name} | {by} | {rule.window_ms // 60_000}m / {rule.step_ms // 1000}s | {seconds:.2f} | "
-              f"{seconds / total:.0%} | {len(events) / seconds:,.0f} |")  # fmt: skip
+        print(
+            f"| {rule.name} | {by} | {rule.window_ms // 60_000}m / {rule.step_ms // 1000}s | {seconds:.2f} | "
+            f"{seconds / total:.0%} | {len(events) / seconds:,.0f} |"
+        )
 
 
 if __name__ == "__main__":

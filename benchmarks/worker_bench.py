@@ -57,12 +57,35 @@ WORKER_ARGS: list[str] = []  # --worker-arg: passed to every worker (e.g. --engi
 
 def start_worker(rules: str, prefix: str, lateness: str, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "firebreak.cli", "worker", "--rules", rules, "--bootstrap", BOOTSTRAP,
-         "--app-id", prefix, "--input-topic", f"{prefix}.events", "--incidents-topic", f"{prefix}.incidents",
-         "--containment-topic", f"{prefix}.containment", "--dead-letter-topic", f"{prefix}.deadletter",
-         "--lateness", lateness, "--web-port", str(port), *WORKER_ARGS],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,  # noqa: SIM115
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "firebreak.cli",
+            "worker",
+            "--rules",
+            rules,
+            "--bootstrap",
+            BOOTSTRAP,
+            "--app-id",
+            prefix,
+            "--input-topic",
+            f"{prefix}.events",
+            "--incidents-topic",
+            f"{prefix}.incidents",
+            "--containment-topic",
+            f"{prefix}.containment",
+            "--dead-letter-topic",
+            f"{prefix}.deadletter",
+            "--lateness",
+            lateness,
+            "--web-port",
+            str(port),
+            *WORKER_ARGS,
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,  # noqa: SIM115
+    )
 
 
 def cpu_s(pid: int) -> float:
@@ -108,8 +131,10 @@ def events_file(count: int) -> Path:
     path = ROOT / "benchmarks" / "data" / f"worker-{count}.jsonl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--events", str(count),
-                        "--out", str(path)], check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "generate.py"), "--events", str(count), "--out", str(path)],
+            check=True,
+        )
     return path
 
 
@@ -143,8 +168,9 @@ async def fill(topic: str, path: Path, wide: bool = False) -> int:
 
 
 async def raw_consume(topic: str, expected: int) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 << 20)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -163,15 +189,18 @@ async def raw_consume(topic: str, expected: int) -> float:
         await consumer.stop()
 
 
-def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
-                   profile: Path | None = None) -> tuple[float, list[tuple[float, float]], list[float]]:  # fmt: skip
+def worker_consume(
+    prefix: str, expected: int, workdir: Path, workers: int = 1, profile: Path | None = None
+) -> tuple[float, list[tuple[float, float]], list[float]]:
     """Start ``workers`` workers in one group on the pre-filled topic; events/s from the first
     event taken anywhere until every event is taken and every routed partition drained. Also
     (RSS, peak RSS) MB of each worker once drained, and the events each took."""
     base = 6400 + os.getpid() % 400
     ports = [base + i for i in range(workers)]
-    processes = [start_worker(str(ROOT / "rules"), prefix, "30s", port, workdir / f"worker-{i}.log")
-                 for i, port in enumerate(ports)]  # fmt: skip
+    processes = [
+        start_worker(str(ROOT / "rules"), prefix, "30s", port, workdir / f"worker-{i}.log")
+        for i, port in enumerate(ports)
+    ]
     spy = None
     try:
         first = None
@@ -187,9 +216,23 @@ def worker_consume(prefix: str, expected: int, workdir: Path, workers: int = 1,
                 broker = broker_pid()
                 broker0 = cpu_s(broker) if broker else 0.0
                 if profile is not None:
-                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--native", "-r",
-                                            "200", "-f", "raw", "-o", str(profile), "--pid", str(processes[0].pid)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                    spy = subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "--native",
+                            "-r",
+                            "200",
+                            "-f",
+                            "raw",
+                            "-o",
+                            str(profile),
+                            "--pid",
+                            str(processes[0].pid),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
             lag = sum(v for m in ms for k, v in m.items() if k.startswith("firebreak_consumer_lag") and ".routed" in k)
             if first is not None and os.environ.get("WORKER_TIMELINE"):  # what waits on what, every scrape
                 print(
@@ -260,9 +303,19 @@ async def fill_groups(topic: str, users: int, events: int) -> int:
     start = 1_767_600_000_000
     try:
         for i in range(events):
-            event = {"event_id": f"g{i}", "ts": start + i * 240_000 // events, "user": f"user-{i % users}",
-                     "tenant": f"t{i % 10}", "model": f"m{i % 5}", "service": "chat", "tokens_in": 100,
-                     "tokens_out": 50, "cost_usd": 0.001, "latency_ms": 300, "flags": {}}  # fmt: skip
+            event = {
+                "event_id": f"g{i}",
+                "ts": start + i * 240_000 // events,
+                "user": f"user-{i % users}",
+                "tenant": f"t{i % 10}",
+                "model": f"m{i % 5}",
+                "service": "chat",
+                "tokens_in": 100,
+                "tokens_out": 50,
+                "cost_usd": 0.001,
+                "latency_ms": 300,
+                "flags": {},
+            }
             await producer.send(topic, orjson.dumps(event), partition=i % PARTITIONS)
         await producer.flush()
     finally:
@@ -333,8 +386,9 @@ def stages(args: argparse.Namespace) -> None:
     path_bytes = sum(len(line) for line in lines)
     messages = [(i % PARTITIONS, i // PARTITIONS, raw) for i, raw in enumerate(lines)]
     for engine in args.engine:  # the shards' engine; stage 1 is native (the Python core: the oracle)
-        settings = WorkerSettings(rules=(), shards=args.shards, input_partitions=PARTITIONS,
-                                  traffic_check=args.traffic_check)  # fmt: skip
+        settings = WorkerSettings(
+            rules=(), shards=args.shards, input_partitions=PARTITIONS, traffic_check=args.traffic_check
+        )
         route = RouteStage(rules, settings)
         routed: list[list[bytes]] = [[] for _ in range(args.shards)]
         shards = [ShardState(rules, s, args.shards, PARTITIONS, 30_000, engine) for s in range(args.shards)]
@@ -424,8 +478,13 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
     parts: dict[str, list[float]] = {"wait": [], "worker": [], "visible": []}
     step = pick_step(5_000)  # LATENCY_RULE's window
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=2)
-    consumer = AIOKafkaConsumer(f"{prefix}.incidents", bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
-                                auto_offset_reset="latest", enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        f"{prefix}.incidents",
+        bootstrap_servers=BOOTSTRAP,
+        isolation_level="read_committed",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
     await producer.start()
     await consumer.start()
     stop = asyncio.Event()
@@ -437,8 +496,14 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
         while time.monotonic() - begin < seconds:
             now_ms = int(time.time() * 1000)
             for _ in range(per_tick):
-                event = {"event_id": f"e{n}", "ts": now_ms, "tenant": f"t{n % 500}", "user": f"u{n % 5000}",
-                         "model": "m", "flags": {"pii": False}}  # fmt: skip
+                event = {
+                    "event_id": f"e{n}",
+                    "ts": now_ms,
+                    "tenant": f"t{n % 500}",
+                    "user": f"u{n % 5000}",
+                    "model": "m",
+                    "flags": {"pii": False},
+                }
                 await producer.send(f"{prefix}.events", orjson.dumps(event), partition=n % PARTITIONS)
                 n += 1
             # Event time moves only with events: the last crossing must be followed by at least
@@ -447,8 +512,14 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
                 tenant = f"leak-{leaks}"
                 leaks += 1
                 next_leak += 2
-                event = {"event_id": f"leak{leaks}", "ts": int(time.time() * 1000), "tenant": tenant, "model": "m",
-                         "user": "x", "flags": {"pii": True}}  # fmt: skip
+                event = {
+                    "event_id": f"leak{leaks}",
+                    "ts": int(time.time() * 1000),
+                    "tenant": tenant,
+                    "model": "m",
+                    "user": "x",
+                    "flags": {"pii": True},
+                }
                 sent[tenant] = time.perf_counter()
                 sent_ts[tenant] = event["ts"]
                 await producer.send(f"{prefix}.events", orjson.dumps(event), partition=leaks % PARTITIONS)

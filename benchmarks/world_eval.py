@@ -55,8 +55,7 @@ CLASSES = ("obvious", "subtle", "below_floor")
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 
 
-def replay(rules: list, world: World, engine: str = "native",
-           refused: Counter | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def replay(rules: list, world: World, engine: str = "native", refused: Counter | None = None) -> list[dict[str, Any]]:
     """Every record of ``world``'s events replayed through ``rules`` with the default options a
     user gets. A world's events are all valid: an invalid one is the generator's bug (raised).
     Events the engine refuses as late or ahead (the maximum skew, after a gap in a quiet world)

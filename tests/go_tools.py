@@ -29,9 +29,12 @@ def go_tool(name: str) -> str:
         return override
     done = subprocess.run([str(SCRIPT), "build", name], capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
-        pytest.fail(f"no {name} binary: `scripts/go-tools build {name}` failed (it builds {name} from its Go module "
-                    f"with Go 1.26+; install Go or set FIREBREAK_{name.upper()}=/path/to/{name}):\n"
-                    f"{done.stderr[-3000:]}", pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"no {name} binary: `scripts/go-tools build {name}` failed (it builds {name} from its Go module "
+            f"with Go 1.26+; install Go or set FIREBREAK_{name.upper()}=/path/to/{name}):\n"
+            f"{done.stderr[-3000:]}",
+            pytrace=False,
+        )
     path = done.stdout.strip().splitlines()[-1]
     if not os.access(path, os.X_OK):
         pytest.fail(f"scripts/go-tools build {name} printed {path}, which is not an executable", pytrace=False)
@@ -64,10 +67,18 @@ def running_alertmanager(folder: Path, config: str = AM_CONFIG) -> Iterator[str]
     (folder / "alertmanager.yml").write_text(config)
     port = free_port()
     with open(folder / "alertmanager.log", "wb") as log:
-        process = subprocess.Popen([binary, f"--config.file={folder / 'alertmanager.yml'}",
-                                    f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                    "--cluster.listen-address=", "--log.level=warn"],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={folder / 'alertmanager.yml'}",
+                f"--storage.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30

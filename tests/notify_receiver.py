@@ -62,5 +62,3 @@ backoff_s = 0.01
 
 
 ENV = {"TEST_PD_KEY": "R0UTINGKEY", "TEST_SLACK_URL": ""}
-
-

@@ -20,7 +20,7 @@ from firebreak.adapters import demo
 from firebreak.adapters.drive import ENGINES
 from firebreak.adapters.file_replay import InputError, ReplayResult, replay_files
 from firebreak.adapters.investigation import FORMATS as INVESTIGATION_FORMATS
-from firebreak.adapters.rule_files import RuleFileError, read_companion_sources, read_rule_sources
+from firebreak.adapters.rule_files import load_rules_or_report, read_sources_or_report
 from firebreak.adapters.rule_tests import TEST_SUFFIX, SpecError, collect_test_files, run_test_file
 from firebreak.adapters.starter_pack import StarterPackMissing, starter_companion_sources, starter_rule_sources
 from firebreak.core import DEFAULT_LATENESS_MS, parse_ts
@@ -33,21 +33,6 @@ from firebreak.errors import EngineError
 from firebreak.kafka_config import KafkaConfig, KafkaConfigError, load_kafka_config
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-
-def read_sources_or_report(paths: list[str], command: str) -> tuple[dict[str, str], dict[str, str]] | None:
-    """The rule files' texts and their vocabulary files' texts, or None after printing why
-    there are none."""
-    try:
-        sources = read_rule_sources(paths)
-        vocabularies = read_companion_sources(paths)
-    except RuleFileError as error:
-        print(f"firebreak {command}: {error}", file=sys.stderr)
-        return None
-    if not sources:
-        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
-        return None
-    return sources, vocabularies
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -92,8 +77,13 @@ def kafka_settings(args: argparse.Namespace) -> KafkaConfig:
 TOPIC_OPTIONS = ("since", "until", "bootstrap", "kafka_config")  # add_topic_options: meaningful with --topic only
 
 
-def add_topic_options(parser: argparse.ArgumentParser, title: str, since: str, until: str,
-                      topic: str = "the events topic, e.g. ai.inference.events") -> Any:  # fmt: skip
+def add_topic_options(
+    parser: argparse.ArgumentParser,
+    title: str,
+    since: str,
+    until: str,
+    topic: str = "the events topic, e.g. ai.inference.events",
+) -> Any:
     """The options that read events from a Kafka topic instead of files, declared once for every
     command that can (check, replay, backtest, investigate); the group, for more options."""
     group = parser.add_argument_group(title)
@@ -105,8 +95,14 @@ def add_topic_options(parser: argparse.ArgumentParser, title: str, since: str, u
     return group
 
 
-def source_problem(args: argparse.Namespace, files: Any, files_text: str, files_required: bool,
-                   until_required: bool = True, topic_only: tuple[str, ...] = TOPIC_OPTIONS) -> str | None:  # fmt: skip
+def source_problem(
+    args: argparse.Namespace,
+    files: Any,
+    files_text: str,
+    files_required: bool,
+    until_required: bool = True,
+    topic_only: tuple[str, ...] = TOPIC_OPTIONS,
+) -> str | None:
     """Why a command's arguments do not name exactly one source of events — ``files`` (named
     ``files_text``: "--events", "event FILEs") or --topic with --since (and --until) — or None.
     One check for every command that reads events."""
@@ -144,8 +140,9 @@ def check_traffic(args: argparse.Namespace, rules: tuple[CompiledRule, ...]) -> 
 
             errors += (topic_replay.TopicError,)
             since, until = check_time_range(args.since, args.until)
-            report = traffic_check.check_topic(kafka_settings(args), args.topic, since, until, rules,
-                                               args.lateness, args.false_per_day)  # fmt: skip
+            report = traffic_check.check_topic(
+                kafka_settings(args), args.topic, since, until, rules, args.lateness, args.false_per_day
+            )
     except ValueError as error:
         print(f"firebreak check: {error}", file=sys.stderr)
         return 1
@@ -174,22 +171,6 @@ def check_time_range(since_text: str, until_text: str | None) -> tuple[int, int]
     return times[0], times[1]
 
 
-def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
-    """Compiled rules, or None after printing why there are none."""
-    read = read_sources_or_report(paths, command)
-    if read is None:
-        return None
-    sources, vocabularies = read
-    rules, problems = load_rules(sources, vocabularies)
-    if problems:
-        print(render_all(problems, sources | vocabularies), file=sys.stderr)
-    if not rules:
-        if not problems:
-            print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
-        return None
-    return rules
-
-
 def budget_arg(text: str) -> float:
     """--false-per-day: a number of incidents a day, 0 or more."""
     try:
@@ -214,8 +195,10 @@ def skew_arg(text: str) -> int | None:
     return None if text.strip().lower() == "off" else duration_arg(text)
 
 
-SKEW_HELP = ("refuse (dead-letter, `ahead: ...`) an event more than this after the latest event time taken, "
-             "until 8 in a row agree; `off`: no bound (default 1h)")  # fmt: skip
+SKEW_HELP = (
+    "refuse (dead-letter, `ahead: ...`) an event more than this after the latest event time taken, "
+    "until 8 in a row agree; `off`: no bound (default 1h)"
+)
 TOPIC_ONLY = ("since", "until", "bootstrap", "kafka_config", "seek_slack", "emit")  # replay options that need --topic
 EMIT_ONLY = ("incidents_topic", "containment_topic")
 
@@ -267,8 +250,12 @@ def print_replay_result(result: ReplayResult, tty: bool) -> None:
 
 
 def progress_printer(result: ReplayResult) -> None:
-    print(f"\r  {result.lines:,} {result.bad_noun}s  {result.events:,} events  {result.records:,} records",
-          end="", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"\r  {result.lines:,} {result.bad_noun}s  {result.events:,} events  {result.records:,} records",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -286,9 +273,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         with replay_outputs(args) as (emit, dead):
             kept: list[dict] = []  # --cases: the records first, then the cases they make
             result = replay_files(
-                args.files, rules, kept.append if args.cases else emit, dead, args.lateness,
-                progress_printer if tty else None, engine=args.engine, max_skew_ms=args.max_skew,
-            )  # fmt: skip
+                args.files,
+                rules,
+                kept.append if args.cases else emit,
+                dead,
+                args.lateness,
+                progress_printer if tty else None,
+                engine=args.engine,
+                max_skew_ms=args.max_skew,
+            )
             if args.cases:
                 from firebreak.adapters.case_replay import with_cases
 
@@ -328,10 +321,20 @@ def cmd_replay_topic(args: argparse.Namespace) -> int:
     try:
         with replay_outputs(args) as (emit, dead):
             result = topic_replay.replay_topic(
-                kafka, args.topic, since, until, rules, emit, dead, args.lateness,
-                slack, publish_to=publish_to, progress=progress_printer if tty else None, engine=args.engine,
+                kafka,
+                args.topic,
+                since,
+                until,
+                rules,
+                emit,
+                dead,
+                args.lateness,
+                slack,
+                publish_to=publish_to,
+                progress=progress_printer if tty else None,
+                engine=args.engine,
                 max_skew_ms=args.max_skew,
-            )  # fmt: skip
+            )
     except topic_replay.TopicError as error:
         print(f"firebreak replay: {error}", file=sys.stderr)
         return 1
@@ -519,8 +522,9 @@ def cmd_investigate(args: argparse.Namespace) -> int:
         selection = Selection(incident_id=args.incident, rule=args.rule, group=group)
     options = dataclasses.replace(options, source=loaded.source)
     try:
-        outcome = investigation.run(rules, loaded, selection, options, engine=args.engine, records=records,
-                                    case_id=args.case)  # fmt: skip
+        outcome = investigation.run(
+            rules, loaded, selection, options, engine=args.engine, records=records, case_id=args.case
+        )
     except IncidentNotFound as error:
         print(f"firebreak investigate: {error}", file=sys.stderr)
         return 1
@@ -544,8 +548,7 @@ def cmd_investigate(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
         what = args.case or outcome.report.incident.incident_id
-        print(f"wrote {args.format} report of {what} to {args.out}",
-              file=sys.stderr)  # fmt: skip
+        print(f"wrote {args.format} report of {what} to {args.out}", file=sys.stderr)
     else:
         print(text)
     return 0
@@ -572,42 +575,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firebreak", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check", help="check rule files and report every problem")
-    check.add_argument("paths", nargs="+", metavar="PATH",
-                       help="rule files, or directories of *.rules (and their vocabulary.toml)")  # fmt: skip
-    check.add_argument("--events", nargs="+", metavar="FILE",
-                       help="also check every rule against these events (JSON lines, `-`, .gz)")  # fmt: skip
-    add_topic_options(check, "checking against a Kafka topic's events (docs/dsl.md)",
-                      "with --topic: from this time (RFC 3339 or epoch ms)",
-                      "with --topic: end of the range (default: now)",
-                      topic="also check every rule against this Kafka topic's events from --since")  # fmt: skip
-    check.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
-                       help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="rule files, or directories of *.rules (and their vocabulary.toml)"
+    )
+    check.add_argument(
+        "--events", nargs="+", metavar="FILE", help="also check every rule against these events (JSON lines, `-`, .gz)"
+    )
+    add_topic_options(
+        check,
+        "checking against a Kafka topic's events (docs/dsl.md)",
+        "with --topic: from this time (RFC 3339 or epoch ms)",
+        "with --topic: end of the range (default: now)",
+        topic="also check every rule against this Kafka topic's events from --since",
+    )
+    check.add_argument(
+        "--lateness",
+        type=duration_arg,
+        default=DEFAULT_LATENESS_MS,
+        metavar="DURATION",
+        help="allowed lateness of out-of-order events (default 30s)",
+    )
     check.add_argument("--format", choices=("text", "json"), default="text", help="of the traffic report")
     check.add_argument("--strict", action="store_true", help="exit 2 when the traffic check has warnings")
-    check.add_argument("--false-per-day", type=budget_arg, metavar="N",
-                       help="with --events/--topic: each rule's incidents a day on that (ordinary) traffic against "
-                            "this budget, and the least stricter confidence or limit that meets it")  # fmt: skip
+    check.add_argument(
+        "--false-per-day",
+        type=budget_arg,
+        metavar="N",
+        help="with --events/--topic: each rule's incidents a day on that (ordinary) traffic against "
+        "this budget, and the least stricter confidence or limit that meets it",
+    )
     check.set_defaults(run=cmd_check)
 
     replay = sub.add_parser("replay", help="replay JSON-lines event files, or a Kafka topic, through the rules")
     replay.add_argument("files", nargs="*", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)")
-    replay.add_argument("--rules", action="append", required=True, metavar="PATH",
-                        help="rule file or directory (repeatable)")  # fmt: skip
+    replay.add_argument(
+        "--rules", action="append", required=True, metavar="PATH", help="rule file or directory (repeatable)"
+    )
     replay.add_argument("--out", metavar="FILE", help="write records here instead of stdout")
     replay.add_argument("--dead-letter", metavar="FILE", help="write bad and late lines here, with the reason")
-    replay.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
-                        help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
-    replay.add_argument("--engine", choices=ENGINES, default=None,
-                        help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    replay.add_argument(
+        "--lateness",
+        type=duration_arg,
+        default=DEFAULT_LATENESS_MS,
+        metavar="DURATION",
+        help="allowed lateness of out-of-order events (default 30s)",
+    )
+    replay.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="native (the default) or python (the reference core, to compare)",
+    )
     replay.add_argument("--max-skew", type=skew_arg, default=DEFAULT_MAX_SKEW_MS, metavar="DURATION", help=SKEW_HELP)
-    replay.add_argument("--cases", action="store_true",
-                        help="files: also group incidents into cases, each incident record naming its case, "
-                             "case records after it (docs/response.md#cases)")  # fmt: skip
-    topic = add_topic_options(replay, "replaying a Kafka topic instead of files (docs/detection.md)",
-                              "write records from this event time (RFC 3339 or epoch ms)",
-                              "... up to this one, exclusive")
-    topic.add_argument("--seek-slack", type=duration_arg, metavar="DURATION",
-                       help="seek this much earlier by record timestamps (default 5m)")  # fmt: skip
+    replay.add_argument(
+        "--cases",
+        action="store_true",
+        help="files: also group incidents into cases, each incident record naming its case, "
+        "case records after it (docs/response.md#cases)",
+    )
+    topic = add_topic_options(
+        replay,
+        "replaying a Kafka topic instead of files (docs/detection.md)",
+        "write records from this event time (RFC 3339 or epoch ms)",
+        "... up to this one, exclusive",
+    )
+    topic.add_argument(
+        "--seek-slack",
+        type=duration_arg,
+        metavar="DURATION",
+        help="seek this much earlier by record timestamps (default 5m)",
+    )
     topic.add_argument("--emit", action="store_true", help="also send the records to the live output topics")
     topic.add_argument("--incidents-topic", metavar="TOPIC", help="with --emit: instead of ai.incidents")
     topic.add_argument("--containment-topic", metavar="TOPIC", help="with --emit: instead of ai.containment.commands")
@@ -615,66 +652,144 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = sub.add_parser("test", help="run rule tests (*.test.toml) kept next to the rules")
     test.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories of *.test.toml")
-    test.add_argument("--engine", choices=ENGINES, default=None,
-                      help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    test.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="native (the default) or python (the reference core, to compare)",
+    )
     test.add_argument("--max-skew", type=skew_arg, default=DEFAULT_MAX_SKEW_MS, metavar="DURATION", help=SKEW_HELP)
     test.set_defaults(run=cmd_test)
 
     demo_ = sub.add_parser("demo", help="replay a synthetic log with five injected incidents through the starter rules")
     demo_.add_argument("--out", metavar="DIR", help="write events, records and ground truth here (default: a temp dir)")
-    demo_.add_argument("--rules", action="append", metavar="PATH",
-                       help="rule file or directory instead of the starter pack (repeatable)")  # fmt: skip
+    demo_.add_argument(
+        "--rules",
+        action="append",
+        metavar="PATH",
+        help="rule file or directory instead of the starter pack (repeatable)",
+    )
     demo_.add_argument("--seed", type=int, default=demo.DEMO_SEED, help="traffic seed (default %(default)s)")
-    demo_.add_argument("--rate", type=float, default=demo.DEMO_RATE, metavar="EVENTS_PER_S",
-                       help="mean inference events per second (default %(default)s)")  # fmt: skip
+    demo_.add_argument(
+        "--rate",
+        type=float,
+        default=demo.DEMO_RATE,
+        metavar="EVENTS_PER_S",
+        help="mean inference events per second (default %(default)s)",
+    )
     demo_.add_argument("--quiet", action="store_true", help="print only the report")
     demo_.set_defaults(run=cmd_demo)
 
     backtest = sub.add_parser("backtest", help="compare the incidents two rule versions open on the same events")
-    backtest.add_argument("--rules", action="extend", nargs="+", required=True, metavar="OLD",
-                          help="the current rules: files or directories")  # fmt: skip
-    backtest.add_argument("--against", action="extend", nargs="+", required=True, metavar="NEW",
-                          help="the candidate rules: files or directories")  # fmt: skip
-    backtest.add_argument("--events", action="extend", nargs="+", metavar="FILE",
-                          help="event files (JSON lines; - for stdin; .gz ok)")  # fmt: skip
-    backtest.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
-                          help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
-    backtest.add_argument("--engine", choices=ENGINES, default=None,
-                          help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    backtest.add_argument(
+        "--rules",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="OLD",
+        help="the current rules: files or directories",
+    )
+    backtest.add_argument(
+        "--against",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="NEW",
+        help="the candidate rules: files or directories",
+    )
+    backtest.add_argument(
+        "--events", action="extend", nargs="+", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)"
+    )
+    backtest.add_argument(
+        "--lateness",
+        type=duration_arg,
+        default=DEFAULT_LATENESS_MS,
+        metavar="DURATION",
+        help="allowed lateness of out-of-order events (default 30s)",
+    )
+    backtest.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="native (the default) or python (the reference core, to compare)",
+    )
     backtest.add_argument("--truth", metavar="FILE", help="ground truth (truth.json of `firebreak demo --out DIR`)")
     backtest.add_argument("--format", choices=("text", "json"), default="text", help="report format (default text)")
     backtest.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
-    backtest.add_argument("--fail-on-missed", action="store_true",
-                          help="exit 3 when NEW misses an injection OLD detects (--truth), or, without --truth, "
-                          "when OLD opens an incident NEW does not (for CI)")  # fmt: skip
-    add_topic_options(backtest, "events from a Kafka topic instead of files (docs/backtest.md)",
-                      "incidents from this event time (RFC 3339 or epoch ms)", "... up to this one, exclusive")
+    backtest.add_argument(
+        "--fail-on-missed",
+        action="store_true",
+        help="exit 3 when NEW misses an injection OLD detects (--truth), or, without --truth, "
+        "when OLD opens an incident NEW does not (for CI)",
+    )
+    add_topic_options(
+        backtest,
+        "events from a Kafka topic instead of files (docs/backtest.md)",
+        "incidents from this event time (RFC 3339 or epoch ms)",
+        "... up to this one, exclusive",
+    )
     backtest.set_defaults(run=cmd_backtest)
 
     inv = sub.add_parser("investigate", help="reconstruct one incident: timeline, causes, contributors, review")
-    inv.add_argument("--rules", action="extend", nargs="+", required=True, metavar="PATH",
-                     help="the rules that detected it: files or directories")  # fmt: skip
-    inv.add_argument("--events", action="extend", nargs="+", metavar="FILE",
-                     help="event files (JSON lines; - for stdin; .gz ok)")  # fmt: skip
+    inv.add_argument(
+        "--rules",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="the rules that detected it: files or directories",
+    )
+    inv.add_argument(
+        "--events", action="extend", nargs="+", metavar="FILE", help="event files (JSON lines; - for stdin; .gz ok)"
+    )
     inv.add_argument("--incident", metavar="ID", help="the incident id (inc_…); without it, the incidents are listed")
     inv.add_argument("--rule", metavar="NAME", help="... or the rule whose (first) incident to investigate")
     inv.add_argument("--group", action="append", metavar="FIELD=VALUE", help="with --rule: the group (repeatable)")
-    inv.add_argument("--case", metavar="ID", help="... or a case (case_…): its incidents on one timeline, the lead "
-                     "one in full (docs/investigate.md#cases)")  # fmt: skip
-    inv.add_argument("--records", metavar="FILE", help="the records of these events (e.g. demo's records.jsonl, "
-                     "with or without case records) instead of replaying them")  # fmt: skip
-    inv.add_argument("--format", choices=INVESTIGATION_FORMATS, default="markdown",
-                     help="markdown (default), json, or a self-contained html page with charts")  # fmt: skip
+    inv.add_argument(
+        "--case",
+        metavar="ID",
+        help="... or a case (case_…): its incidents on one timeline, the lead one in full (docs/investigate.md#cases)",
+    )
+    inv.add_argument(
+        "--records",
+        metavar="FILE",
+        help="the records of these events (e.g. demo's records.jsonl, "
+        "with or without case records) instead of replaying them",
+    )
+    inv.add_argument(
+        "--format",
+        choices=INVESTIGATION_FORMATS,
+        default="markdown",
+        help="markdown (default), json, or a self-contained html page with charts",
+    )
     inv.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
-    inv.add_argument("--lookback", type=duration_arg, default=2 * 3_600_000, metavar="DURATION",
-                     help="consider change events this far before the anomaly (default 2h)")  # fmt: skip
-    inv.add_argument("--lateness", type=duration_arg, default=DEFAULT_LATENESS_MS, metavar="DURATION",
-                     help="allowed lateness of out-of-order events (default 30s)")  # fmt: skip
-    inv.add_argument("--engine", choices=ENGINES, default=None,
-                     help="native (the default) or python (the reference core, to compare)")  # fmt: skip
+    inv.add_argument(
+        "--lookback",
+        type=duration_arg,
+        default=2 * 3_600_000,
+        metavar="DURATION",
+        help="consider change events this far before the anomaly (default 2h)",
+    )
+    inv.add_argument(
+        "--lateness",
+        type=duration_arg,
+        default=DEFAULT_LATENESS_MS,
+        metavar="DURATION",
+        help="allowed lateness of out-of-order events (default 30s)",
+    )
+    inv.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="native (the default) or python (the reference core, to compare)",
+    )
     inv.add_argument("--no-suggest", action="store_true", help="skip the (replayed) monitoring suggestion")
-    add_topic_options(inv, "events from a Kafka topic instead of files (docs/investigate.md)",
-                      "the range to search (RFC 3339 or epoch ms)", "... up to this time, exclusive")
+    add_topic_options(
+        inv,
+        "events from a Kafka topic instead of files (docs/investigate.md)",
+        "the range to search (RFC 3339 or epoch ms)",
+        "... up to this time, exclusive",
+    )
     inv.set_defaults(run=cmd_investigate)
 
     worker = sub.add_parser("worker", help="run live detection on Kafka (a Faust worker)")
@@ -716,8 +831,11 @@ def configure_logging(args: argparse.Namespace) -> None:
 
         configure(args.log_level, args.log_format)
         return
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 

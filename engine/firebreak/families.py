@@ -59,8 +59,14 @@ KIND_CATEGORY = {
     "cost": "cost",
     "quality_ramp": "quality_degradation",
 }
-KIND_DIMENSION = {"pii_burst": "tenant", "pii_leak": "tenant", "attacker": "tenant", "hallucination": "model",
-                  "cost": "service", "quality_ramp": "prompt_template"}  # fmt: skip
+KIND_DIMENSION = {
+    "pii_burst": "tenant",
+    "pii_leak": "tenant",
+    "attacker": "tenant",
+    "hallucination": "model",
+    "cost": "service",
+    "quality_ramp": "prompt_template",
+}
 INCIDENT_MS = 30 * MINUTE
 ATTACK_MS = 15 * MINUTE
 RAMP_MS = 3 * HOUR
@@ -127,8 +133,12 @@ class Truth:
         """Whether the injection changed this ordinary event (the conditions `_inference`
         applies): the model's answers during a hallucination spike, the service's during a
         cost explosion, the tenant's during a leak, the template's from a ramp's onset on."""
-        field = {"hallucination": "model", "cost": "service", "pii_leak": "tenant",
-                 "quality_ramp": "prompt_template"}.get(self.kind)  # fmt: skip
+        field = {
+            "hallucination": "model",
+            "cost": "service",
+            "pii_leak": "tenant",
+            "quality_ramp": "prompt_template",
+        }.get(self.kind)
         return field is not None and self.onset_ts <= event["ts"] < self.end_ts and event.get(field) == self.value
 
 
@@ -270,14 +280,28 @@ def _plain(rng: random.Random, tenant: str, user: str, template: tuple, model: t
     service, feature, name, grounded, _, tin, tout = template
     tokens_in, tokens_out = int(tin * rng.lognormvariate(0, 0.4)), int(tout * rng.lognormvariate(0, 0.5))
     event = {
-        "type": "inference", "service": service, "feature": feature, "model": model[0], "prompt_template": name,
-        "tenant": tenant, "user": user, "latency_ms": int(300 + tokens_out * 9 * rng.lognormvariate(0, 0.25)),
-        "tokens_in": tokens_in, "tokens_out": tokens_out,
+        "type": "inference",
+        "service": service,
+        "feature": feature,
+        "model": model[0],
+        "prompt_template": name,
+        "tenant": tenant,
+        "user": user,
+        "latency_ms": int(300 + tokens_out * 9 * rng.lognormvariate(0, 0.25)),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
         "cost_usd": round((tokens_in * model[2] + tokens_out * model[3]) / 1e6, 6),
-        "flags": {"hallucination": False, "pii": pii, "system_prompt_leak": False, "cross_tenant": False,
-                  "prompt_injection": False, "jailbreak": False, "refusal": False},
+        "flags": {
+            "hallucination": False,
+            "pii": pii,
+            "system_prompt_leak": False,
+            "cross_tenant": False,
+            "prompt_injection": False,
+            "jailbreak": False,
+            "refusal": False,
+        },
         "scores": {"quality": round(min(1.0, max(0.0, rng.gauss(0.85, 0.06))), 3)},
-    }  # fmt: skip
+    }
     if grounded:
         event["scores"]["groundedness"] = round(min(1.0, max(0.0, rng.gauss(0.9, 0.05))), 3)
     return event
@@ -287,8 +311,16 @@ def _finish(event: dict[str, Any], ts: int, event_id: str) -> dict[str, Any]:
     return {"event_id": event_id, "ts": ts, **event}
 
 
-def _inference(rng: random.Random, family: Family, ts: int, event_id: str, tenant: str, user: str, template: tuple,
-               truths: list[Truth]) -> dict[str, Any]:  # fmt: skip
+def _inference(
+    rng: random.Random,
+    family: Family,
+    ts: int,
+    event_id: str,
+    tenant: str,
+    user: str,
+    template: tuple,
+    truths: list[Truth],
+) -> dict[str, Any]:
     service, feature, name, grounded, _, tin, tout = template
     model = MODELS[int(rng.random() * len(MODELS))]
     p_halluc, p_pii, quality = model[1], family.pii_noise, 0.85
@@ -314,17 +346,30 @@ def _inference(rng: random.Random, family: Family, ts: int, event_id: str, tenan
         scores["groundedness"] = round(min(1.0, max(0.0, g)), 3)
     noise = family.noise
     return {
-        "event_id": event_id, "ts": ts, "type": "inference", "service": service, "feature": feature,
-        "model": model[0], "prompt_template": name, "tenant": tenant, "user": user,
+        "event_id": event_id,
+        "ts": ts,
+        "type": "inference",
+        "service": service,
+        "feature": feature,
+        "model": model[0],
+        "prompt_template": name,
+        "tenant": tenant,
+        "user": user,
         "latency_ms": int(250 + tokens_out * 9 * rng.lognormvariate(0, 0.25) + tokens_in * 0.02),
-        "tokens_in": tokens_in, "tokens_out": tokens_out,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
         "cost_usd": round((tokens_in * model[2] + tokens_out * model[3]) / 1e6, 6),
-        "flags": {"hallucination": hallucination, "pii": rng.random() < p_pii,
-                  "system_prompt_leak": rng.random() < 0.0001, "cross_tenant": rng.random() < 0.00002,
-                  "prompt_injection": rng.random() < noise, "jailbreak": rng.random() < noise / 3,
-                  "refusal": rng.random() < 0.02},
+        "flags": {
+            "hallucination": hallucination,
+            "pii": rng.random() < p_pii,
+            "system_prompt_leak": rng.random() < 0.0001,
+            "cross_tenant": rng.random() < 0.00002,
+            "prompt_injection": rng.random() < noise,
+            "jailbreak": rng.random() < noise / 3,
+            "refusal": rng.random() < 0.02,
+        },
         "scores": scores,
-    }  # fmt: skip
+    }
 
 
 def _cumulative(weights: list[float]) -> list[float]:
@@ -341,24 +386,103 @@ ALL_KINDS = ("pii_burst", "pii_leak", "attacker", "hallucination", "cost")
 FAMILIES = {
     f.name: f
     for f in (
-        Family("trickle", 0.1, 2 * DAY, 6, 50, 0.17, 0.006, ("pii_burst", "attacker"),
-               note="0.1 events/s over two days: counts never build up"),
-        Family("small", 1.0, 12 * HOUR, 8, 100, 0.17, 0.01, ALL_KINDS, warmup_ms=2 * HOUR,
-               note="1 event/s, tenants 100x apart"),
-        Family("heavy", 10.0, 2 * HOUR, 5, 20, 0.17, 0.006, ("pii_burst", "attacker", "hallucination"),
-               warmup_ms=75 * MINUTE, note="10 events/s, one account per tenant sends 17% of its events"),
-        Family("noisy", 5.0, 3 * HOUR, 8, 100, 0.10, 0.02, ("pii_burst", "attacker", "cost"),
-               warmup_ms=2 * HOUR, note="injection classifier noise 2%"),
-        Family("clean", 5.0, 3 * HOUR, 8, 100, 0.10, 0.0, ("pii_burst", "attacker", "pii_leak"),
-               warmup_ms=30 * MINUTE, note="no classifier noise at all"),
-        Family("ramp", 2.0, 6 * HOUR, 6, 30, 0.17, 0.003, ("quality_ramp", "pii_burst"), growth=2.0,
-               note="volume doubling over 6 h; a 3-hour quality ramp"),
-        Family("quiet", 0.5, DAY, 8, 100, 0.17, 0.006, (), growth=2.0,
-               note="a quiet day, volume doubling, nothing injected"),
-        Family("firehose", 1000.0, 90 * SECOND, 10, 1000, 0.17, 0.006, ("pii_burst", "attacker"),
-               note="1000 events/s for 90 s: a burst in any of 10 tenants 1000x apart", attack_every_s=(2, 5)),
+        Family(
+            "trickle",
+            0.1,
+            2 * DAY,
+            6,
+            50,
+            0.17,
+            0.006,
+            ("pii_burst", "attacker"),
+            note="0.1 events/s over two days: counts never build up",
+        ),
+        Family(
+            "small",
+            1.0,
+            12 * HOUR,
+            8,
+            100,
+            0.17,
+            0.01,
+            ALL_KINDS,
+            warmup_ms=2 * HOUR,
+            note="1 event/s, tenants 100x apart",
+        ),
+        Family(
+            "heavy",
+            10.0,
+            2 * HOUR,
+            5,
+            20,
+            0.17,
+            0.006,
+            ("pii_burst", "attacker", "hallucination"),
+            warmup_ms=75 * MINUTE,
+            note="10 events/s, one account per tenant sends 17% of its events",
+        ),
+        Family(
+            "noisy",
+            5.0,
+            3 * HOUR,
+            8,
+            100,
+            0.10,
+            0.02,
+            ("pii_burst", "attacker", "cost"),
+            warmup_ms=2 * HOUR,
+            note="injection classifier noise 2%",
+        ),
+        Family(
+            "clean",
+            5.0,
+            3 * HOUR,
+            8,
+            100,
+            0.10,
+            0.0,
+            ("pii_burst", "attacker", "pii_leak"),
+            warmup_ms=30 * MINUTE,
+            note="no classifier noise at all",
+        ),
+        Family(
+            "ramp",
+            2.0,
+            6 * HOUR,
+            6,
+            30,
+            0.17,
+            0.003,
+            ("quality_ramp", "pii_burst"),
+            growth=2.0,
+            note="volume doubling over 6 h; a 3-hour quality ramp",
+        ),
+        Family(
+            "quiet",
+            0.5,
+            DAY,
+            8,
+            100,
+            0.17,
+            0.006,
+            (),
+            growth=2.0,
+            note="a quiet day, volume doubling, nothing injected",
+        ),
+        Family(
+            "firehose",
+            1000.0,
+            90 * SECOND,
+            10,
+            1000,
+            0.17,
+            0.006,
+            ("pii_burst", "attacker"),
+            note="1000 events/s for 90 s: a burst in any of 10 tenants 1000x apart",
+            attack_every_s=(2, 5),
+        ),
     )
-}  # fmt: skip
+}
 
 
 def quick(family: Family) -> Family:
@@ -366,9 +490,21 @@ def quick(family: Family) -> Family:
     (an attacker gets at least 7 of its 15 minutes: one cut to 4 minutes is too weak a signal at 2% noise)."""
     duration = max(20 * MINUTE, family.duration_ms // 100)
     rate = family.rate if family.rate * duration / 1000 <= 5_000 else 5_000 * 1000 / duration
-    return Family(family.name, rate, duration, family.tenants, family.spread, family.heavy_share, family.noise,
-                  tuple(k for k in family.kinds if k in {"pii_burst", "attacker"}), family.growth,
-                  family.pii_noise, 0, family.note, family.attack_every_s)  # fmt: skip
+    return Family(
+        family.name,
+        rate,
+        duration,
+        family.tenants,
+        family.spread,
+        family.heavy_share,
+        family.noise,
+        tuple(k for k in family.kinds if k in {"pii_burst", "attacker"}),
+        family.growth,
+        family.pii_noise,
+        0,
+        family.note,
+        family.attack_every_s,
+    )
 
 
 def expected_events(family: Family) -> int:

@@ -142,9 +142,12 @@ class KafkaConfig:
         from faust.types.auth import SASLMechanism
 
         if self.uses_sasl:
-            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password.reveal(),
-                                         ssl_context=self.ssl_context(),
-                                         mechanism=SASLMechanism(self.sasl_mechanism))  # fmt: skip
+            return faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.reveal(),
+                ssl_context=self.ssl_context(),
+                mechanism=SASLMechanism(self.sasl_mechanism),
+            )
         if self.uses_ssl:
             return faust.SSLCredentials(self.ssl_context())
         return None
@@ -181,8 +184,9 @@ def _read_secret_file(path: str, where: str) -> Secret:
         raise KafkaConfigError(f"{where}: cannot read {path} ({error.strerror or error})") from None
 
 
-def load_kafka_config(path: str | None = None, bootstrap: str | None = None,
-                      env: Mapping[str, str] | None = None) -> KafkaConfig:  # fmt: skip
+def load_kafka_config(
+    path: str | None = None, bootstrap: str | None = None, env: Mapping[str, str] | None = None
+) -> KafkaConfig:
     """Settings from the properties file (``path``, else ``$FIREBREAK_KAFKA_CONFIG``), then the
     environment; ``bootstrap`` (a command's ``--bootstrap``) wins over both. Raises KafkaConfigError."""
     env = os.environ if env is None else env
@@ -193,8 +197,10 @@ def load_kafka_config(path: str | None = None, bootstrap: str | None = None,
         for key, (value, line) in read_properties(path).items():
             at = f"{path}:{line}"
             if key in SECRETS:
-                raise KafkaConfigError(f"{at}: `{key}` is a secret and is not read from a config file; put it "
-                                       f"in {_env_name(key)} or name a file holding it with `{key}.file`")
+                raise KafkaConfigError(
+                    f"{at}: `{key}` is a secret and is not read from a config file; put it "
+                    f"in {_env_name(key)} or name a file holding it with `{key}.file`"
+                )
             if key.endswith(".file") and key[: -len(".file")] in SECRETS:
                 name = key[: -len(".file")]
                 values[SECRETS[name]], where[SECRETS[name]] = _read_secret_file(value, at), at
@@ -235,12 +241,16 @@ def _checked(values: dict[str, Any], where: dict[str, str]) -> KafkaConfig:
             raise bad("sasl_mechanism", f"sasl.mechanism {got} one of {', '.join(MECHANISMS)} ({protocol})")
         if not config.sasl_username or config.sasl_password is None:
             missing = "sasl.username" if not config.sasl_username else "the password"
-            raise KafkaConfigError(f"{protocol} needs sasl.username and a password ({_env_name('sasl.password')} "
-                                   f"or sasl.password.file); {missing} is missing")  # fmt: skip
+            raise KafkaConfigError(
+                f"{protocol} needs sasl.username and a password ({_env_name('sasl.password')} "
+                f"or sasl.password.file); {missing} is missing"
+            )
         config = replace(config, sasl_mechanism=mechanism)
     if config.ssl_endpoint_identification.lower() not in ("https", ""):
-        raise bad("ssl_endpoint_identification",
-                  "ssl.endpoint.identification.algorithm is `https` (verify the broker's name) or empty (do not)")
+        raise bad(
+            "ssl_endpoint_identification",
+            "ssl.endpoint.identification.algorithm is `https` (verify the broker's name) or empty (do not)",
+        )
     if bool(config.ssl_certificate_location) != bool(config.ssl_key_location):
         raise KafkaConfigError("mutual TLS needs both ssl.certificate.location and ssl.key.location")
     if config.uses_ssl:

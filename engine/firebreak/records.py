@@ -132,26 +132,60 @@ class ContainmentCommand:
     hold: bool
 
     def to_json(self, kind: RecordKind = RecordKind.COMMAND) -> dict[str, Any]:
-        return {"type": kind.value, "command_id": self.command_id, "incident_id": self.incident_id,
-                "rule": self.rule, "action": self.action, "target": self.target, "params": self.params,
-                "ts": self.ts, "expires_at": self.expires_at, "hold": self.hold}  # fmt: skip
+        return {
+            "type": kind.value,
+            "command_id": self.command_id,
+            "incident_id": self.incident_id,
+            "rule": self.rule,
+            "action": self.action,
+            "target": self.target,
+            "params": self.params,
+            "ts": self.ts,
+            "expires_at": self.expires_at,
+            "hold": self.hold,
+        }
 
     def renewed(self, ts: str, expires_at: str) -> dict[str, Any]:
         """``containment.renewed``: the same command, a later expiry."""
-        return ContainmentCommand(self.command_id, self.incident_id, self.rule, self.action, self.target,
-                                  self.params, ts, expires_at, self.hold).to_json(RecordKind.RENEWED)  # fmt: skip
+        return ContainmentCommand(
+            self.command_id,
+            self.incident_id,
+            self.rule,
+            self.action,
+            self.target,
+            self.params,
+            ts,
+            expires_at,
+            self.hold,
+        ).to_json(RecordKind.RENEWED)
 
     def released(self, ts: str) -> dict[str, Any]:
         """``containment.release``: undo the action (held commands are never released by the engine)."""
-        return {"type": RecordKind.RELEASE.value, "command_id": self.command_id, "incident_id": self.incident_id,
-                "rule": self.rule, "action": self.action, "target": self.target, "ts": ts}  # fmt: skip
+        return {
+            "type": RecordKind.RELEASE.value,
+            "command_id": self.command_id,
+            "incident_id": self.incident_id,
+            "rule": self.rule,
+            "action": self.action,
+            "target": self.target,
+            "ts": ts,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ContainmentCommand:
         """A command or a renewal read back (a release is not a command: it has no params,
         expiry or hold)."""
-        return ContainmentCommand(data["command_id"], data["incident_id"], data["rule"], data["action"], data["target"],
-                                  data["params"], data["ts"], data["expires_at"], data["hold"])  # fmt: skip
+        return ContainmentCommand(
+            data["command_id"],
+            data["incident_id"],
+            data["rule"],
+            data["action"],
+            data["target"],
+            data["params"],
+            data["ts"],
+            data["expires_at"],
+            data["hold"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,24 +230,58 @@ class IncidentRecord:
         """A record read back; ``to_json`` of the result gives the same record."""
         previous = data.get("previous_severity")
         return IncidentRecord(
-            RecordKind(data["type"]), data["incident_id"], data["rule"], data["category"],
-            Severity.parse(data["severity"]), data["group"], data["ts"], data["onset"], data["window"],
-            data["value"], data["baseline"], data["threshold"], data["events"], data["sample"],
-            data["users_affected"], data["evidence"], data["notify"], data["why"],
-            response=data.get("response"), significance=data.get("significance"),
+            RecordKind(data["type"]),
+            data["incident_id"],
+            data["rule"],
+            data["category"],
+            Severity.parse(data["severity"]),
+            data["group"],
+            data["ts"],
+            data["onset"],
+            data["window"],
+            data["value"],
+            data["baseline"],
+            data["threshold"],
+            data["events"],
+            data["sample"],
+            data["users_affected"],
+            data["evidence"],
+            data["notify"],
+            data["why"],
+            response=data.get("response"),
+            significance=data.get("significance"),
             previous_severity=Severity.parse(previous) if previous is not None else None,
-            reason=data.get("reason"), opened_at=data.get("opened_at"), duration_s=data.get("duration_s"),
-            peak=data.get("peak"), held_commands=data.get("held_commands"), resolved_at=data.get("resolved_at"),
-            case_id=data.get("case_id"), evidence_scope=data.get("evidence_scope"),
-        )  # fmt: skip
+            reason=data.get("reason"),
+            opened_at=data.get("opened_at"),
+            duration_s=data.get("duration_s"),
+            peak=data.get("peak"),
+            held_commands=data.get("held_commands"),
+            resolved_at=data.get("resolved_at"),
+            case_id=data.get("case_id"),
+            evidence_scope=data.get("evidence_scope"),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        record = {"type": self.kind.value, "incident_id": self.incident_id, "rule": self.rule,
-                  "category": self.category, "severity": str(self.severity), "group": self.group, "ts": self.ts,
-                  "onset": self.onset, "window": self.window, "value": self.value, "baseline": self.baseline,
-                  "threshold": self.threshold, "events": self.events, "sample": self.sample,
-                  "users_affected": self.users_affected, "evidence": self.evidence, "notify": self.notify,
-                  "why": self.why}  # fmt: skip
+        record = {
+            "type": self.kind.value,
+            "incident_id": self.incident_id,
+            "rule": self.rule,
+            "category": self.category,
+            "severity": str(self.severity),
+            "group": self.group,
+            "ts": self.ts,
+            "onset": self.onset,
+            "window": self.window,
+            "value": self.value,
+            "baseline": self.baseline,
+            "threshold": self.threshold,
+            "events": self.events,
+            "sample": self.sample,
+            "users_affected": self.users_affected,
+            "evidence": self.evidence,
+            "notify": self.notify,
+            "why": self.why,
+        }
         if self.response is not None:
             record["response"] = self.response
         if self.significance is not None:

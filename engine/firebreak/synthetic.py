@@ -46,8 +46,13 @@ MINUTE = 60_000
 HOUR = 3_600_000
 DAY = 86_400_000
 CATEGORIES = ("hallucination", "data_leakage", "quality_degradation", "adversarial", "cost")
-DIMENSION = {"hallucination": "model", "data_leakage": "tenant", "quality_degradation": "prompt_template",
-             "adversarial": "tenant", "cost": "service"}  # fmt: skip
+DIMENSION = {
+    "hallucination": "model",
+    "data_leakage": "tenant",
+    "quality_degradation": "prompt_template",
+    "adversarial": "tenant",
+    "cost": "service",
+}
 
 
 # ---- the world --------------------------------------------------------------------------
@@ -91,35 +96,118 @@ class Template:
 
 
 TEMPLATES = (
-    Template("support-chat-v7", "support-bot", "chat", 0.24, 1400, 220,
-             (("gpt-4o", 0.6), ("claude-3-5-sonnet", 0.3), ("gpt-4o-mini", 0.1)), True),
-    Template("ticket-summary-v3", "support-bot", "ticket-summary", 0.10, 2600, 160,
-             (("gpt-4o-mini", 0.8), ("llama-3.1-70b", 0.2)), False, 0.87),
-    Template("rag-answer-v12", "search-assistant", "answer", 0.20, 3200, 300,
-             (("claude-3-5-sonnet", 0.5), ("gpt-4o", 0.3), ("mistral-large", 0.2)), True, 0.84),
-    Template("query-rewrite-v2", "search-assistant", "query-rewrite", 0.12, 350, 40,
-             (("gpt-4o-mini", 0.7), ("llama-3.1-70b", 0.3)), False, 0.88),
-    Template("code-complete-v5", "code-helper", "completion", 0.13, 1800, 120,
-             (("llama-3.1-70b", 0.6), ("mistral-large", 0.4)), False, 0.86),
-    Template("code-review-v1", "code-helper", "review", 0.05, 4200, 520,
-             (("claude-3-5-sonnet", 0.7), ("gpt-4o", 0.3)), False, 0.83),
-    Template("doc-summary-v4", "doc-summarizer", "summarize", 0.10, 5200, 380,
-             (("mistral-large", 0.5), ("gpt-4o-mini", 0.5)), True, 0.85),
-    Template("sales-email-v2", "sales-copilot", "email-draft", 0.06, 900, 260,
-             (("gpt-4o", 0.5), ("gpt-4o-mini", 0.5)), False, 0.86),
-)  # fmt: skip
+    Template(
+        "support-chat-v7",
+        "support-bot",
+        "chat",
+        0.24,
+        1400,
+        220,
+        (("gpt-4o", 0.6), ("claude-3-5-sonnet", 0.3), ("gpt-4o-mini", 0.1)),
+        True,
+    ),
+    Template(
+        "ticket-summary-v3",
+        "support-bot",
+        "ticket-summary",
+        0.10,
+        2600,
+        160,
+        (("gpt-4o-mini", 0.8), ("llama-3.1-70b", 0.2)),
+        False,
+        0.87,
+    ),
+    Template(
+        "rag-answer-v12",
+        "search-assistant",
+        "answer",
+        0.20,
+        3200,
+        300,
+        (("claude-3-5-sonnet", 0.5), ("gpt-4o", 0.3), ("mistral-large", 0.2)),
+        True,
+        0.84,
+    ),
+    Template(
+        "query-rewrite-v2",
+        "search-assistant",
+        "query-rewrite",
+        0.12,
+        350,
+        40,
+        (("gpt-4o-mini", 0.7), ("llama-3.1-70b", 0.3)),
+        False,
+        0.88,
+    ),
+    Template(
+        "code-complete-v5",
+        "code-helper",
+        "completion",
+        0.13,
+        1800,
+        120,
+        (("llama-3.1-70b", 0.6), ("mistral-large", 0.4)),
+        False,
+        0.86,
+    ),
+    Template(
+        "code-review-v1",
+        "code-helper",
+        "review",
+        0.05,
+        4200,
+        520,
+        (("claude-3-5-sonnet", 0.7), ("gpt-4o", 0.3)),
+        False,
+        0.83,
+    ),
+    Template(
+        "doc-summary-v4",
+        "doc-summarizer",
+        "summarize",
+        0.10,
+        5200,
+        380,
+        (("mistral-large", 0.5), ("gpt-4o-mini", 0.5)),
+        True,
+        0.85,
+    ),
+    Template(
+        "sales-email-v2",
+        "sales-copilot",
+        "email-draft",
+        0.06,
+        900,
+        260,
+        (("gpt-4o", 0.5), ("gpt-4o-mini", 0.5)),
+        False,
+        0.86,
+    ),
+)
 SERVICES = tuple(dict.fromkeys(t.service for t in TEMPLATES))
 
 # (tenant, share of traffic, users)
 TENANTS = (
-    ("acme", 0.20, 1400), ("globex", 0.16, 1100), ("initech", 0.13, 900), ("umbrella", 0.11, 800),
-    ("hooli", 0.10, 700), ("stark", 0.08, 600), ("wayne", 0.07, 500), ("wonka", 0.06, 400),
-    ("tyrell", 0.05, 350), ("cyberdyne", 0.04, 250),
-)  # fmt: skip
+    ("acme", 0.20, 1400),
+    ("globex", 0.16, 1100),
+    ("initech", 0.13, 900),
+    ("umbrella", 0.11, 800),
+    ("hooli", 0.10, 700),
+    ("stark", 0.08, 600),
+    ("wayne", 0.07, 500),
+    ("wonka", 0.06, 400),
+    ("tyrell", 0.05, 350),
+    ("cyberdyne", 0.04, 250),
+)
 
 # Base rates of the guard classifiers' flags (hallucination is per model, above).
-FLAG_RATES = {"pii": 0.0004, "system_prompt_leak": 0.0001, "cross_tenant": 0.00002,
-              "prompt_injection": 0.0008, "jailbreak": 0.0003}  # fmt: skip
+FLAG_RATES = {
+    "pii": 0.0004,
+    "system_prompt_leak": 0.0001,
+    "cross_tenant": 0.00002,
+    "prompt_injection": 0.0008,
+    "jailbreak": 0.0003,
+}
 
 # Raw text a few events carry (debug sampling); it must never reach a record.
 RAW_PROMPTS = (
@@ -128,8 +216,12 @@ RAW_PROMPTS = (
     "Find the refund policy for annual plans.",
     "Write a follow-up email to the customer.",
 )
-RAW_OUTPUTS = ("Go to Settings > Security and choose Reset.", "Customer reports intermittent 502s since Monday.",
-               "Annual plans are refundable within 30 days.", "Hi Sam, thanks for your time today...")  # fmt: skip
+RAW_OUTPUTS = (
+    "Go to Settings > Security and choose Reset.",
+    "Customer reports intermittent 502s since Monday.",
+    "Annual plans are refundable within 30 days.",
+    "Hi Sam, thanks for your time today...",
+)
 
 
 # ---- injections and their ground truth ---------------------------------------------------
@@ -195,10 +287,19 @@ ATTACK_RATE_PER_USER = 0.25  # events per second
 
 
 class Traffic:
-    def __init__(self, seed: int, start_ms: int, duration_ms: int, rate: float,
-                 injections: tuple[Injection, ...] | list[Injection] = (), decoys: bool = True,
-                 disorder: float = 0.01, max_delay_ms: int = 5_000, raw_text: float = 0.005,
-                 reports: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        seed: int,
+        start_ms: int,
+        duration_ms: int,
+        rate: float,
+        injections: tuple[Injection, ...] | list[Injection] = (),
+        decoys: bool = True,
+        disorder: float = 0.01,
+        max_delay_ms: int = 5_000,
+        raw_text: float = 0.005,
+        reports: bool = True,
+    ) -> None:
         if rate <= 0 or duration_ms <= 0:
             raise ValueError("rate and duration must be positive")
         self.seed, self.start_ms, self.end_ms, self.rate = seed, start_ms, start_ms + duration_ms, rate
@@ -219,8 +320,14 @@ class Traffic:
 
     def _change(self, ts: int, kind: str, description: str, **dims: str) -> dict[str, Any]:
         self._ids += 1
-        change = {"event_id": f"chg-{self.seed}-{self._ids:04d}", "ts": ts, "type": "change", "kind": kind,
-                  **dims, "description": description}  # fmt: skip
+        change = {
+            "event_id": f"chg-{self.seed}-{self._ids:04d}",
+            "ts": ts,
+            "type": "change",
+            "kind": kind,
+            **dims,
+            "description": description,
+        }
         self.changes.append(change)
         return change
 
@@ -239,31 +346,45 @@ class Traffic:
         cause: dict[str, Any] | None
         if inj.category == "hallucination":
             model = MODELS[value]
-            cause = self._change(cause_ts, "model_update", f"{value} {model.version} → {model.next_version}",
-                                 model=value, model_version=model.next_version)  # fmt: skip
-            self._change(end, "model_update", f"roll back {value} to {model.version}",
-                         model=value, model_version=model.version)  # fmt: skip
+            cause = self._change(
+                cause_ts,
+                "model_update",
+                f"{value} {model.version} → {model.next_version}",
+                model=value,
+                model_version=model.next_version,
+            )
+            self._change(
+                end, "model_update", f"roll back {value} to {model.version}", model=value, model_version=model.version
+            )
             data["version"] = model.next_version
             scope.append(("model_version", model.next_version))
         elif inj.category == "data_leakage":
-            cause = self._change(cause_ts, "prompt_change", f"{value}: system prompt now includes account records",
-                                 tenant=value)  # fmt: skip
+            cause = self._change(
+                cause_ts, "prompt_change", f"{value}: system prompt now includes account records", tenant=value
+            )
             self._change(end, "prompt_change", f"{value}: revert system prompt", tenant=value)
         elif inj.category == "quality_degradation":
             template = next(t for t in TEMPLATES if t.name == value)
             service = template.service
             scope += [("service", service), ("feature", template.feature)]
-            cause = self._change(cause_ts, "data_pipeline", f"re-index knowledge base behind {value} (new chunker)",
-                                 service=service, prompt_template=value)  # fmt: skip
-            self._change(end, "data_pipeline", f"restore previous index behind {value}",
-                         service=service, prompt_template=value)  # fmt: skip
+            cause = self._change(
+                cause_ts,
+                "data_pipeline",
+                f"re-index knowledge base behind {value} (new chunker)",
+                service=service,
+                prompt_template=value,
+            )
+            self._change(
+                end, "data_pipeline", f"restore previous index behind {value}", service=service, prompt_template=value
+            )
         elif inj.category == "adversarial":
             cause, cause_ts = None, None
             users = tuple(rng.sample(self._users[value], ATTACKERS))
             data["rate"] = ATTACKERS * ATTACK_RATE_PER_USER * inj.intensity
         else:  # cost
-            cause = self._change(cause_ts, "config_change", f"{value}: max_tokens 1024 → 8192, retrieval top_k 8 → 48",
-                                 service=value)  # fmt: skip
+            cause = self._change(
+                cause_ts, "config_change", f"{value}: max_tokens 1024 → 8192, retrieval top_k 8 → 48", service=value
+            )
             self._change(end, "config_change", f"{value}: revert max_tokens and top_k", service=value)
         truth = GroundTruth(
             inj.category,
@@ -311,8 +432,14 @@ class Traffic:
                 if rng.random() < 0.6:
                     self._change(at, "deploy", f"{service} build {rng.getrandbits(28):07x}", service=service)
                 else:
-                    knob = rng.choice(["request timeout 30s → 45s", "log sampling 1% → 2%", "cache TTL 5m → 10m",
-                                       "retry budget 2 → 3"])  # fmt: skip
+                    knob = rng.choice(
+                        [
+                            "request timeout 30s → 45s",
+                            "log sampling 1% → 2%",
+                            "cache TTL 5m → 10m",
+                            "retry budget 2 → 3",
+                        ]
+                    )
                     self._change(at, "config_change", f"{service}: {knob}", service=service)
             at += rng.randint(15, 35) * MINUTE + rng.randint(0, 59_999)
 
@@ -364,8 +491,9 @@ class Traffic:
             if change is not None and change["ts"] < self.end_ms:
                 yield {**change, "ts": clock.text(change["ts"])}
 
-    def _report(self, rng: random.Random, answer: dict[str, Any], ts: int,
-                clock: _Clock) -> tuple[int, dict[str, Any]] | None:  # fmt: skip
+    def _report(
+        self, rng: random.Random, answer: dict[str, Any], ts: int, clock: _Clock
+    ) -> tuple[int, dict[str, Any]] | None:
         """Now and then a user reports the answer, 20 s to 2 min after it: hallucinated answers
         as wrong (2%), poor ones with a thumbs-down (3% under quality 0.6), and answers carrying
         another customer's data in an injected leak as data_exposure (10%). The client knows
@@ -375,20 +503,35 @@ class Traffic:
             label = "wrong"
         elif answer["scores"]["quality"] < 0.6 and rng.random() < REPORT_RATES["thumbs_down"]:
             label = "thumbs_down"
-        elif flags["pii"] and rng.random() < REPORT_RATES["data_exposure"] and any(
-            e.truth.category == "data_leakage" and e.truth.affects(answer, ts) for e in self._effects
+        elif (
+            flags["pii"]
+            and rng.random() < REPORT_RATES["data_exposure"]
+            and any(e.truth.category == "data_leakage" and e.truth.affects(answer, ts) for e in self._effects)
         ):
             label = "data_exposure"
         else:
             return None
         at = ts + rng.randint(20_000, 120_000)
-        report = {"event_id": f"rep-{answer['event_id']}", "ts": clock.text(at), "type": "report",
-                  "labels": [label], "ref": answer["event_id"],
-                  **{k: answer[k] for k in ("tenant", "user", "service", "feature")}}  # fmt: skip
+        report = {
+            "event_id": f"rep-{answer['event_id']}",
+            "ts": clock.text(at),
+            "type": "report",
+            "labels": [label],
+            "ref": answer["event_id"],
+            **{k: answer[k] for k in ("tenant", "user", "service", "feature")},
+        }
         return at, report
 
-    def _normal(self, rng: random.Random, ts: int, n: int, clock: _Clock, tenant: str,
-                template_cum: dict[str, list[float]], model_cum: list[list[float]]) -> dict[str, Any]:  # fmt: skip
+    def _normal(
+        self,
+        rng: random.Random,
+        ts: int,
+        n: int,
+        clock: _Clock,
+        tenant: str,
+        template_cum: dict[str, list[float]],
+        model_cum: list[list[float]],
+    ) -> dict[str, Any]:
         t_i = _pick(template_cum[tenant], rng.random())
         t = TEMPLATES[t_i]
         model = MODELS[t.models[_pick(model_cum[t_i], rng.random())][0]]
@@ -407,8 +550,18 @@ class Traffic:
         event["flags"]["jailbreak"] = not injection and rng.random() < 0.5
         return event
 
-    def _inference(self, rng: random.Random, ts: int, n: int, clock: _Clock, t: Template, model: Model,
-                   tenant: str, user: str, attack: bool = False) -> dict[str, Any]:  # fmt: skip
+    def _inference(
+        self,
+        rng: random.Random,
+        ts: int,
+        n: int,
+        clock: _Clock,
+        t: Template,
+        model: Model,
+        tenant: str,
+        user: str,
+        attack: bool = False,
+    ) -> dict[str, Any]:
         version = model.version
         p_halluc = model.hallucination
         p_pii, p_leak = FLAG_RATES["pii"], FLAG_RATES["system_prompt_leak"]
@@ -508,8 +661,15 @@ class _Clock:
         return f"{self.prefix}.{ms % 1000:03d}Z"
 
 
-def scenario(category: str, seed: int = 1, start_ms: int = 1_767_225_600_000, rate: float = 10.0,
-             onset_ms: int = 90 * MINUTE, duration_ms: int = 3 * HOUR, **kwargs: Any) -> Traffic:  # fmt: skip
+def scenario(
+    category: str,
+    seed: int = 1,
+    start_ms: int = 1_767_225_600_000,
+    rate: float = 10.0,
+    onset_ms: int = 90 * MINUTE,
+    duration_ms: int = 3 * HOUR,
+    **kwargs: Any,
+) -> Traffic:
     """A log with one incident of ``category`` (or none for ``"normal"``): what tests and the demo use."""
     injections = [] if category == "normal" else [Injection(category, onset_ms, **kwargs)]
     return Traffic(seed, start_ms, duration_ms, rate, injections)

@@ -23,8 +23,21 @@ from firebreak.dsl import CompiledRule, load_rules
 from firebreak.dsl.diagnostics import render_all
 from firebreak.event_types import EventType
 
-__all__ = ["HOUR", "MIN", "SEC", "T0", "RuleError", "event", "merged", "of_type", "offset", "report", "rules", "run",
-           "steady"]  # fmt: skip
+__all__ = [
+    "HOUR",
+    "MIN",
+    "SEC",
+    "T0",
+    "RuleError",
+    "event",
+    "merged",
+    "of_type",
+    "offset",
+    "report",
+    "rules",
+    "run",
+    "steady",
+]
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SEC = 1_000
@@ -66,8 +79,15 @@ def report(event_id: str, at_ms: int, *labels: str, t0: int = T0, **fields: Any)
     return event(event_id, at_ms, t0=t0, type=EventType.REPORT, labels=list(labels), **fields)
 
 
-def steady(start_ms: int, end_ms: int, every_ms: int, prefix: str = "e", flagged: Iterable[str] = (),
-           every_nth: int = 0, **fields: Any) -> Iterator[Event]:  # fmt: skip
+def steady(
+    start_ms: int,
+    end_ms: int,
+    every_ms: int,
+    prefix: str = "e",
+    flagged: Iterable[str] = (),
+    every_nth: int = 0,
+    **fields: Any,
+) -> Iterator[Event]:
     """One event every ``every_ms``; with ``every_nth`` > 0, every nth event carries the ``flagged`` flags."""
     flagged = tuple(flagged)
     for i, at in enumerate(range(start_ms, end_ms, every_ms)):
@@ -83,8 +103,14 @@ def merged(*streams: Iterable[Event]) -> list[Event]:
     return sorted((e for s in streams for e in s), key=lambda e: (e.ts, e.event_id))
 
 
-def run(rule_set: str | Sequence[CompiledRule], events: Iterable[Event], *, lateness_ms: int = 30 * SEC,
-        engine: str = "python", finish: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    rule_set: str | Sequence[CompiledRule],
+    events: Iterable[Event],
+    *,
+    lateness_ms: int = 30 * SEC,
+    engine: str = "python",
+    finish: bool = True,
+) -> list[dict[str, Any]]:
     """Every record the engine gives for ``events`` (rule text or compiled rules). ``engine``:
     "python" (the core, the specification) or "native" (the Rust engine: the same records)."""
     compiled = rules(rule_set) if isinstance(rule_set, str) else tuple(rule_set)

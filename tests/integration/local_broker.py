@@ -54,12 +54,23 @@ class LocalBroker:
 
 def start_local_broker(state: Path, secure: bool = False, users: str = "admin:admin-secret") -> LocalBroker:
     port, controller = free_port(), free_port()
-    env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_LOCAL_PORT": str(port),
-           "KAFKA_LOCAL_CONTROLLER_PORT": str(controller), "KAFKA_HEAP": "-Xms128m -Xmx384m"}  # fmt: skip
+    env = {
+        **os.environ,
+        "KAFKA_STATE_DIR": str(state),
+        "KAFKA_LOCAL_PORT": str(port),
+        "KAFKA_LOCAL_CONTROLLER_PORT": str(controller),
+        "KAFKA_HEAP": "-Xms128m -Xmx384m",
+    }
     broker = LocalBroker(state, env, port)
     if secure:
         broker.sasl_ssl_port, broker.ssl_port = free_port(), free_port()
-        env.update({"KAFKA_LOCAL_SECURE": "1", "KAFKA_LOCAL_SASL_SSL_PORT": str(broker.sasl_ssl_port),
-                    "KAFKA_LOCAL_SSL_PORT": str(broker.ssl_port), "KAFKA_LOCAL_SCRAM_USERS": users})  # fmt: skip
+        env.update(
+            {
+                "KAFKA_LOCAL_SECURE": "1",
+                "KAFKA_LOCAL_SASL_SSL_PORT": str(broker.sasl_ssl_port),
+                "KAFKA_LOCAL_SSL_PORT": str(broker.ssl_port),
+                "KAFKA_LOCAL_SCRAM_USERS": users,
+            }
+        )
     broker.ctl("start")
     return broker

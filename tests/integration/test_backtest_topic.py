@@ -8,11 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from worker_harness import publish, publish_raw
-
 from firebreak.cli import main
 from firebreak.core import format_ts
 from firebreak.synthetic import MINUTE, scenario
+from worker_harness import publish, publish_raw
 
 pytestmark = pytest.mark.kafka
 
@@ -40,8 +39,18 @@ def test_backtest_of_a_topic_matches_the_same_events_from_a_file(
     rules = ["--rules", str(tmp_path / "old.rules"), "--against", str(tmp_path / "new.rules")]
     since, until = traffic.start_ms + 60 * MINUTE, traffic.start_ms + 120 * MINUTE
 
-    from_topic = backtest_json(capsys, *rules, "--topic", topic, "--bootstrap", kafka_bootstrap,
-                               "--since", format_ts(since), "--until", str(until))  # fmt: skip
+    from_topic = backtest_json(
+        capsys,
+        *rules,
+        "--topic",
+        topic,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--since",
+        format_ts(since),
+        "--until",
+        str(until),
+    )
     from_file = backtest_json(capsys, *rules, "--events", str(log))
 
     # the warm-up (10m window + 1h baseline + a step) reaches back before the log: all of it is read
@@ -57,8 +66,20 @@ def test_an_unknown_topic_is_one_line(kafka_bootstrap: str, tmp_path: Path, caps
     (tmp_path / "r.rules").write_text(OLD)
     rules = str(tmp_path / "r.rules")
     span = ["--since", "2026-01-01T00:00:00Z", "--until", "2026-01-01T01:00:00Z"]
-    code = main(["backtest", "--rules", rules, "--against", rules, "--topic", "fbt-backtest-no-such-topic",
-                 "--bootstrap", kafka_bootstrap, *span])  # fmt: skip
+    code = main(
+        [
+            "backtest",
+            "--rules",
+            rules,
+            "--against",
+            rules,
+            "--topic",
+            "fbt-backtest-no-such-topic",
+            "--bootstrap",
+            kafka_bootstrap,
+            *span,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("firebreak backtest: topic 'fbt-backtest-no-such-topic' does not exist")
     assert "Traceback" not in err

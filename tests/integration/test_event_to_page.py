@@ -10,12 +10,11 @@ import sys
 
 import orjson
 import pytest
+from firebreak.core import format_ts, run_events, validate_event
+from firebreak.dsl import load_rules
 from notify_receiver import Receiver, serve
 from test_worker_quiet import kcat_publish
 from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
-
-from firebreak.core import format_ts, run_events, validate_event
-from firebreak.dsl import load_rules
 
 pytestmark = pytest.mark.kafka
 
@@ -38,19 +37,38 @@ def traffic() -> tuple[list[dict], dict]:
         tenant = ("acme", "globex")[i % 2]
         at = T0 + i * 5 * SEC
         pii = tenant == "acme" and 10 * MIN <= at - T0 < 10 * MIN + 40 * SEC
-        events.append({"event_id": f"a{i}", "ts": format_ts(at), "service": "assistant", "model": "m1",
-                       "tenant": tenant, "user": f"{tenant}-u{i % 7}", "flags": {"pii": pii}})  # fmt: skip
+        events.append(
+            {
+                "event_id": f"a{i}",
+                "ts": format_ts(at),
+                "service": "assistant",
+                "model": "m1",
+                "tenant": tenant,
+                "user": f"{tenant}-u{i % 7}",
+                "flags": {"pii": pii},
+            }
+        )
     answer = next(e for e in events if e["tenant"] == "globex" and e["ts"] >= format_ts(T0 + 11 * MIN))
-    events.append({"event_id": "r1", "ts": format_ts(T0 + 12 * MIN), "type": "report", "labels": ["data_exposure"],
-                   "ref": answer["event_id"], "tenant": "globex", "user": answer["user"],
-                   "comment": "I see another customer's address"})  # fmt: skip
+    events.append(
+        {
+            "event_id": "r1",
+            "ts": format_ts(T0 + 12 * MIN),
+            "type": "report",
+            "labels": ["data_exposure"],
+            "ref": answer["event_id"],
+            "tenant": "globex",
+            "user": answer["user"],
+            "comment": "I see another customer's address",
+        }
+    )
     bad = {"event_id": "r2", "ts": format_ts(T0 + 12 * MIN), "type": "report", "tenant": "globex"}
     events.sort(key=lambda e: e["ts"])
     return events, bad
 
 
-def test_a_report_and_flagged_answers_each_page_with_their_responders(kafka_bootstrap, unique_topic, tmp_path,
-                                                                      create_topic):  # fmt: skip
+def test_a_report_and_flagged_answers_each_page_with_their_responders(
+    kafka_bootstrap, unique_topic, tmp_path, create_topic
+):
     topics = Topics(unique_topic("page"))
     run(create_topic(topics.events, partitions=2))
     (tmp_path / "rules").mkdir()
@@ -74,8 +92,9 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(kafka_boot
     incidents = run(read_all(kafka_bootstrap, topics.incidents))
     live = {r["rule"]: r for r in incidents if r["type"] == "incident.opened"}
     assert live == opened  # the same records as a replay, response included
-    assert all(r["response"] == {"team": "security-oncall", "page": True, "update_every_ms": 1_800_000}
-               for r in live.values())  # fmt: skip
+    assert all(
+        r["response"] == {"team": "security-oncall", "page": True, "update_every_ms": 1_800_000} for r in live.values()
+    )
     dead = run(read_all(kafka_bootstrap, topics.dead_letter))
     assert len(dead) == 1 and "a report event needs `labels`" in orjson.dumps(dead[0]).decode()
 
@@ -85,12 +104,28 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(kafka_boot
         runner, url = await serve(receiver)
         try:
             config = tmp_path / "notify.toml"
-            config.write_text(f'[targets."#security-oncall"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\n'
-                              f'routing_key_env = "PD_KEY"\nonly_paged = true\n')  # fmt: skip
+            config.write_text(
+                f'[targets."#security-oncall"]\nkind = "pagerduty"\nurl = "{url}/v2/enqueue"\n'
+                f'routing_key_env = "PD_KEY"\nonly_paged = true\n'
+            )
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "firebreak.cli", "notify", "--config", str(config), "--topic", topics.incidents,
-                "--containment-topic", topics.containment, "--bootstrap", kafka_bootstrap, "--idle", "3",
-                stderr=asyncio.subprocess.PIPE, env={"PD_KEY": "K", "PATH": ""})  # fmt: skip
+                sys.executable,
+                "-m",
+                "firebreak.cli",
+                "notify",
+                "--config",
+                str(config),
+                "--topic",
+                topics.incidents,
+                "--containment-topic",
+                topics.containment,
+                "--bootstrap",
+                kafka_bootstrap,
+                "--idle",
+                "3",
+                stderr=asyncio.subprocess.PIPE,
+                env={"PD_KEY": "K", "PATH": ""},
+            )
             _, err = await asyncio.wait_for(proc.communicate(), 120)
             return proc.returncode, err.decode()
         finally:

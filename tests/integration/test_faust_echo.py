@@ -61,17 +61,27 @@ async def test_faust_worker_echoes_topic_to_topic(kafka_bootstrap, create_topic,
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [
-        sys.executable, str(APP),
-        "--loop", "uvloop",
-        "--datadir", str(tmp_path / "faust-data"),
-        "--loglevel", "info",
-        "worker", "--without-web",
-    ]  # fmt: skip
+        sys.executable,
+        str(APP),
+        "--loop",
+        "uvloop",
+        "--datadir",
+        str(tmp_path / "faust-data"),
+        "--loglevel",
+        "info",
+        "worker",
+        "--without-web",
+    ]
     with worker_log.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            cmd,
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", value_serializer=orjson.dumps)
         await producer.start()

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_topic_replay import create_topics
-from worker_harness import publish, run
-
 from firebreak.cli import main
 from firebreak.core import format_ts, parse_ts
+from test_topic_replay import create_topics
+from worker_harness import publish, run
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from investigate_scenarios import RULES, build  # noqa: E402
@@ -47,8 +46,21 @@ def test_topic_range_gives_the_report_the_files_give(kafka_bootstrap, published,
 
     from_files = report_of(capsys, "--rules", str(rules), "--events", str(events), "--rule", "spend")
     since, until = format_ts(case.events[0].ts), format_ts(case.events[-1].ts + 1)
-    from_topic = report_of(capsys, "--rules", str(rules), "--topic", topic, "--since", since, "--until", until,
-                           "--bootstrap", kafka_bootstrap, "--rule", "spend")  # fmt: skip
+    from_topic = report_of(
+        capsys,
+        "--rules",
+        str(rules),
+        "--topic",
+        topic,
+        "--since",
+        since,
+        "--until",
+        until,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rule",
+        "spend",
+    )
     assert from_topic["range"].pop("source").startswith(f"topic {topic}")
     from_files["range"].pop("source")
     assert from_topic == from_files
@@ -77,8 +89,21 @@ def test_the_listing_of_a_topic_range_leaves_out_the_warm_up(kafka_bootstrap, pu
 def test_dead_broker_is_one_clear_line(tmp_path, capsys):
     rules = tmp_path / "cost.rules"
     rules.write_text(RULES["cost"] + "\n")
-    code = main(["investigate", "--rules", str(rules), "--topic", "t", "--since", "2026-01-01T00:00:00Z",
-                 "--until", "2026-01-01T01:00:00Z", "--bootstrap", "127.0.0.1:1"])  # fmt: skip
+    code = main(
+        [
+            "investigate",
+            "--rules",
+            str(rules),
+            "--topic",
+            "t",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--until",
+            "2026-01-01T01:00:00Z",
+            "--bootstrap",
+            "127.0.0.1:1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("firebreak investigate: ") and "127.0.0.1:1" in err
     assert "Traceback" not in err

@@ -14,7 +14,6 @@ import pytest
 from go_tools import running_alertmanager
 from test_notify_topic import publish
 
-
 pytestmark = pytest.mark.kafka
 
 
@@ -25,17 +24,44 @@ def alert_of(url: str, incident: str) -> dict | None:
 
 
 def incident(kind: str, ts: str, **extra) -> dict:
-    return {"type": kind, "incident_id": "inc_am_topic", "rule": "leak", "category": "data_leakage",
-            "severity": "sev2", "group": {"tenant": "acme"}, "ts": ts, "onset": "2026-12-01T10:00:00Z",
-            "window": "1m", "value": 3, "threshold": 2, "why": "3 pii events in 1m", "notify": ["am"],
-            **extra}  # fmt: skip
+    return {
+        "type": kind,
+        "incident_id": "inc_am_topic",
+        "rule": "leak",
+        "category": "data_leakage",
+        "severity": "sev2",
+        "group": {"tenant": "acme"},
+        "ts": ts,
+        "onset": "2026-12-01T10:00:00Z",
+        "window": "1m",
+        "value": 3,
+        "threshold": 2,
+        "why": "3 pii events in 1m",
+        "notify": ["am"],
+        **extra,
+    }
 
 
 async def run_notify(bootstrap: str, config: str, incidents: str, idle_s: int) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "firebreak.cli", "notify", "--config", config, "--topic", incidents,
-        "--containment-topic", incidents + "-cmd", "--bootstrap", bootstrap, "--group", f"{incidents}-notify",
-        "--idle", str(idle_s), stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        sys.executable,
+        "-m",
+        "firebreak.cli",
+        "notify",
+        "--config",
+        config,
+        "--topic",
+        incidents,
+        "--containment-topic",
+        incidents + "-cmd",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        f"{incidents}-notify",
+        "--idle",
+        str(idle_s),
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     return proc.returncode, err.decode()
 
@@ -45,8 +71,11 @@ def test_open_incidents_are_resent_and_the_resolution_ends_them(kafka_bootstrap,
     with running_alertmanager(tmp_path) as url:
         config = tmp_path / "notify.toml"
         config.write_text(f'[targets.am]\nkind = "alertmanager"\nurl = "{url}"\nresend_s = 1\n')
-        asyncio.run(publish(kafka_bootstrap, incidents, incidents + "-cmd",
-                            [incident("incident.opened", "2026-12-01T10:01:00Z")]))  # fmt: skip
+        asyncio.run(
+            publish(
+                kafka_bootstrap, incidents, incidents + "-cmd", [incident("incident.opened", "2026-12-01T10:01:00Z")]
+            )
+        )
         code, err = asyncio.run(run_notify(kafka_bootstrap, str(config), incidents, 5))
         assert code == 0, err
         alert = alert_of(url, "inc_am_topic")

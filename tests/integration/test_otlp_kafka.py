@@ -9,25 +9,25 @@ import asyncio
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from firebreak.adapters.otlp import KafkaSink, Receiver, serve
+from firebreak.core import parse_ts, run_events
+from firebreak.core.events import validate_event
+from firebreak.dsl import load_rules
+from firebreak.sdk.publisher import AsyncPublisher
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from firebreak.adapters.otlp import KafkaSink, Receiver, serve
-from firebreak.core import parse_ts, run_events
-from firebreak.core.events import validate_event
-from firebreak.dsl import load_rules
-from firebreak.sdk.publisher import AsyncPublisher
-
 pytestmark = pytest.mark.kafka
 T0 = 1_780_000_000_000_000_000
 
 
 async def read_all(bootstrap: str, topic: str, n: int, timeout_s: float = 20) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     out: list[dict] = []
     try:
@@ -55,9 +55,16 @@ async def test_sdk_spans_through_the_receiver_to_the_input_topic(kafka_bootstrap
         provider.add_span_processor(SimpleSpanProcessor(memory))
         tracer = provider.get_tracer("bot")
         for i in range(6):
-            span = tracer.start_span("chat", start_time=T0 + i * 10**10, attributes={
-                "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "tenant.id": "acme",
-                "firebreak.flag.pii": i >= 3})  # fmt: skip
+            span = tracer.start_span(
+                "chat",
+                start_time=T0 + i * 10**10,
+                attributes={
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": "gpt-4o",
+                    "tenant.id": "acme",
+                    "firebreak.flag.pii": i >= 3,
+                },
+            )
             span.end(end_time=T0 + i * 10**10 + 300_000_000)
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=20)
         spans = memory.get_finished_spans()

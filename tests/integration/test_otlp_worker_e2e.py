@@ -72,24 +72,36 @@ def instrumented_app(provider: TracerProvider, minutes: int = 95, per_minute: in
         burst = model == "gpt-4o" and 70 <= minute < 85
         failing = model == "llama-3-70b" and 40 <= minute < 46
         error = rng.random() < (0.6 if failing else 0.03)
-        server = tracer.start_span("POST /v1/chat", kind=SpanKind.SERVER, start_time=start,
-                                   attributes={"http.request.method": "POST", "http.route": "/v1/chat"})  # fmt: skip
+        server = tracer.start_span(
+            "POST /v1/chat",
+            kind=SpanKind.SERVER,
+            start_time=start,
+            attributes={"http.request.method": "POST", "http.route": "/v1/chat"},
+        )
         duration = rng.randint(200, 600) * 10**6
         attributes = {
-            "gen_ai.system": MODELS[model], "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
-            "gen_ai.usage.input_tokens": rng.randint(50, 900), "gen_ai.usage.output_tokens": rng.randint(10, 400),
+            "gen_ai.system": MODELS[model],
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": rng.randint(50, 900),
+            "gen_ai.usage.output_tokens": rng.randint(10, 400),
             "gen_ai.response.finish_reasons": ["stop"] if not error else ["error"],
             "app.tenant": rng.choice(["acme", "globex", "initech", "umbrella"]),
             "enduser.id": f"u-{rng.randrange(300)}",
             "app.feature": rng.choice(["support", "search"]),
             "guard.hallucination": rng.random() < (0.35 if burst else 0.02),
-        }  # fmt: skip
+        }
         if not error:
             attributes["gen_ai.response.model"] = f"{model}-2026-02"  # the dated snapshot that answered
         else:
             attributes["error.type"] = "RateLimitError"
-        call = tracer.start_span(f"chat {model}", context=trace.set_span_in_context(server), kind=SpanKind.CLIENT,
-                                 start_time=start + 10**6, attributes=attributes)  # fmt: skip
+        call = tracer.start_span(
+            f"chat {model}",
+            context=trace.set_span_in_context(server),
+            kind=SpanKind.CLIENT,
+            start_time=start + 10**6,
+            attributes=attributes,
+        )
         if error:
             call.set_status(Status(StatusCode.ERROR, "429 from the provider"))
         call.end(end_time=start + 10**6 + duration)
@@ -106,8 +118,9 @@ class OtlpProcess:
         self.url = f"http://127.0.0.1:{self.port}/v1/traces"
         self.stderr_path = log_dir / f"otlp-{self.port}.log"
         stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen([*FIREBREAK, "otlp", "--listen", f"127.0.0.1:{self.port}", *args],
-                                        stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+        self.process = subprocess.Popen(
+            [*FIREBREAK, "otlp", "--listen", f"127.0.0.1:{self.port}", *args], stdout=subprocess.DEVNULL, stderr=stderr
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -159,27 +172,44 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
     mapping = tmp_path / "otlp.toml"
     mapping.write_text(MAPPING)
     worker = Worker(topics, kafka_bootstrap, rules, tmp_path).start()
-    to_kafka = OtlpProcess(tmp_path, "--mapping", str(mapping), "--topic", topics.events, "--bootstrap",
-                           kafka_bootstrap, "--dead-letter", otlp_dead)  # fmt: skip
+    to_kafka = OtlpProcess(
+        tmp_path,
+        "--mapping",
+        str(mapping),
+        "--topic",
+        topics.events,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--dead-letter",
+        otlp_dead,
+    )
     jsonl, dead_jsonl = tmp_path / "mapped.jsonl", tmp_path / "otlp-dead.jsonl"
     to_file = OtlpProcess(tmp_path, "--mapping", str(mapping), "--out", str(jsonl), "--dead-letter", str(dead_jsonl))
     try:
         worker.wait_ready()
         # 1. bodies no exporter should send: the right status, nothing taken, each one kept
-        refused = [(b"\x0a\xff\xff not protobuf", "application/x-protobuf", 400),
-                   (b'{"resourceSpans": [{"scopeSpans": 7}]}', "application/json", 400),
-                   (b"traces=1", "text/plain", 415)]  # fmt: skip
+        refused = [
+            (b"\x0a\xff\xff not protobuf", "application/x-protobuf", 400),
+            (b'{"resourceSpans": [{"scopeSpans": 7}]}', "application/json", 400),
+            (b"traces=1", "text/plain", 415),
+        ]
         for body, content_type, status in refused:
             assert post(to_kafka.url, body, content_type)[0] == status
         # 2. the instrumented app: the real SDK, batching, exporting to both receivers
-        provider = TracerProvider(resource=Resource.create({"service.name": "chat-service",
-                                                            "deployment.environment": "prod"}))  # fmt: skip
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "chat-service", "deployment.environment": "prod"})
+        )
         everything = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(everything))
         for receiver in (to_kafka, to_file):
-            provider.add_span_processor(BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=receiver.url, timeout=30), max_queue_size=20_000,
-                max_export_batch_size=400, schedule_delay_millis=200))  # fmt: skip
+            provider.add_span_processor(
+                BatchSpanProcessor(
+                    OTLPSpanExporter(endpoint=receiver.url, timeout=30),
+                    max_queue_size=20_000,
+                    max_export_batch_size=400,
+                    schedule_delay_millis=200,
+                )
+            )
         genai = instrumented_app(provider)
         assert provider.force_flush(120_000), "the SDK did not export every span"
         provider.shutdown()
@@ -190,8 +220,11 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
         other.add_span_processor(SimpleSpanProcessor(memory))
         tracer = other.get_tracer("chat-service")
         for k in range(3):  # a GenAI span without a model: dead-lettered, reported as rejected
-            span = tracer.start_span("embeddings", start_time=T0_NS + k * 10**9, attributes={
-                "gen_ai.system": "openai", "gen_ai.operation.name": "embeddings", "app.tenant": "acme"})  # fmt: skip
+            span = tracer.start_span(
+                "embeddings",
+                start_time=T0_NS + k * 10**9,
+                attributes={"gen_ai.system": "openai", "gen_ai.operation.name": "embeddings", "app.tenant": "acme"},
+            )
             span.end(end_time=T0_NS + k * 10**9 + 10**8)
         unmappable = memory.get_finished_spans()
         for receiver in (to_kafka, to_file):
@@ -212,18 +245,24 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
         # a failed call has no response model: the model is the one asked for, on every event, so
         # `by model` counts a model's errors with its successes; the snapshot is model_version
         assert {e["model"] for e in mapped} == set(MODELS)
-        assert all(e.get("model_version") == (None if e.get("flags", {}).get("error") else f"{e['model']}-2026-02")
-                   for e in mapped)  # fmt: skip
+        assert all(
+            e.get("model_version") == (None if e.get("flags", {}).get("error") else f"{e['model']}-2026-02")
+            for e in mapped
+        )
         for summary in (kafka_summary, file_summary):
             assert summary["spans"] == 2 * genai + len(resent) + 3 and summary["not GenAI"] == genai
             assert summary["events"] == genai and summary["duplicates"] == len(resent) == 100
             assert summary["unmappable"] == 3
         assert kafka_summary["refused"] == 3 and kafka_summary["http 400"] == 2 and kafka_summary["http 415"] == 1
         dead = run(read_all(kafka_bootstrap, otlp_dead))
-        assert Counter((d.get("status"), d.get("name")) for d in dead) == {(400, None): 2, (415, None): 1,
-                                                                           (None, "embeddings"): 3}  # fmt: skip
+        assert Counter((d.get("status"), d.get("name")) for d in dead) == {
+            (400, None): 2,
+            (415, None): 1,
+            (None, "embeddings"): 3,
+        }
         assert sorted(base64.b64decode(d["body_base64"]) for d in dead if "status" in d) == sorted(
-            body for body, _, _ in refused)  # fmt: skip
+            body for body, _, _ in refused
+        )
         assert all(d["reason"] == "no gen_ai.request.model or gen_ai.response.model" for d in dead if "name" in d)
         # 4. time moves on every partition (as in the other live = replay tests); the worker
         # detects; `firebreak replay` of the receiver's JSON lines + the same clock events
@@ -231,9 +270,23 @@ def test_sdk_exporter_to_receiver_to_worker_equals_a_replay_of_the_mapped_events
         clock_file = tmp_path / "clock.jsonl"
         clock_file.write_bytes(b"".join(orjson.dumps(e) + b"\n" for _, e in clock))
         run(publish_raw(kafka_bootstrap, topics.events, [(p, orjson.dumps(e)) for p, e in clock]))
-        replayed = subprocess.run([*FIREBREAK, "replay", str(jsonl), str(clock_file), "--rules", str(rules),
-                                   "--lateness", worker.lateness, "--out", str(tmp_path / "replay.jsonl")],
-                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+        replayed = subprocess.run(
+            [
+                *FIREBREAK,
+                "replay",
+                str(jsonl),
+                str(clock_file),
+                "--rules",
+                str(rules),
+                "--lateness",
+                worker.lateness,
+                "--out",
+                str(tmp_path / "replay.jsonl"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert replayed.returncode == 0, replayed.stderr
         expected = [orjson.loads(line) for line in (tmp_path / "replay.jsonl").read_bytes().splitlines()]
         opened = {(r["rule"], tuple(r["group"].values())) for r in expected if r["type"] == "incident.opened"}

@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from firebreak.core import format_ts
 from firebreak.sdk import (
     AsyncPublisher,
@@ -242,12 +241,30 @@ def test_published_bytes_are_read_by_kafkas_own_console_consumer(kafka_bootstrap
     with Publisher(kafka_bootstrap, topic) as pub:
         pub.publish_many(events)
     proc = subprocess.run(
-        [java, "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", f"{KAFKA_LIBS}/*",
-         "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", kafka_bootstrap,
-         "--topic", topic, "--from-beginning", "--max-messages", str(len(events)), "--timeout-ms", "20000",
-         "--property", "print.key=true", "--property", "key.separator=\t"],
-        capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            java,
+            "-Xmx128m",
+            "-XX:TieredStopAtLevel=1",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            str(len(events)),
+            "--timeout-ms",
+            "20000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator=\t",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     lines = proc.stdout.decode("utf-8").splitlines()
     got = {}
@@ -451,7 +468,7 @@ async def test_bad_records_are_counted_and_skipped(kafka_bootstrap, commands_top
 
 
 def _gateway_module():
-    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "sdk"))
     try:
         from test_sdk_gateway import load_gateway
     finally:
@@ -480,8 +497,11 @@ def test_gateway_script_prints_route_changes(kafka_bootstrap, unique_topic):
     topic = unique_topic("commands")
     proc = subprocess.Popen(
         [sys.executable, str(GATEWAY), "--bootstrap", kafka_bootstrap, "--topic", topic, "--route", "claude=claude-2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
 
     def expect(fragment: str, timeout_s: float = 20) -> None:

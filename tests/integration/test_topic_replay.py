@@ -1,5 +1,5 @@
 """`firebreak replay --topic` on the real broker: the live worker's records over any range, warm-up,
-bad messages, --emit, and clear errors. The pure pieces are in tests/unit/test_topic_replay_pieces.py."""
+bad messages, --emit, and clear errors. The pure pieces are in tests/unit/live/test_topic_replay_pieces.py."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, await_records, clocks, feed, replay, scenario
-from worker_harness import FIREBREAK, Topics, Worker, publish, publish_raw, run
-
 from firebreak.adapters.topic_replay import TopicError, read_topic_events
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
+from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, await_records, clocks, feed, replay, scenario
+from worker_harness import FIREBREAK, Topics, Worker, publish, publish_raw, run
 
 pytestmark = pytest.mark.kafka
 
@@ -60,8 +59,13 @@ async def end_offsets(bootstrap: str, prefix: str) -> dict[str, int | None]:
 
 
 async def read_keyed(bootstrap: str, topic: str) -> list[tuple[bytes, dict]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         out, quiet = [], time.monotonic()
@@ -113,13 +117,30 @@ def test_replay_of_the_topic_writes_what_the_live_worker_wrote(kafka_bootstrap, 
     until = parse_ts(live["events"][-1]["ts"]) + 30 * MIN  # the first clock events are 45 m after the last event
     before = run(end_offsets(kafka_bootstrap, topics.prefix))
     out = tmp / "full.jsonl"
-    done = firebreak_replay("--topic", topics.events, "--bootstrap", kafka_bootstrap, "--rules", str(live["rules"]),
-                            "--since", format_ts(since), "--until", str(until), "--lateness", "2s",
-                            "--out", str(out))  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        topics.events,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rules",
+        str(live["rules"]),
+        "--since",
+        format_ts(since),
+        "--until",
+        str(until),
+        "--lateness",
+        "2s",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr.decode()
     want = within(live["records"], since, until)
     assert {orjson.loads(r)["rule"] for r in want if b'"incident.opened"' in r} == {
-        "spike", "leak", "global_hallucinations", "jailbreaker"}  # fmt: skip
+        "spike",
+        "leak",
+        "global_hallucinations",
+        "jailbreaker",
+    }
     assert lines(out) == want
     summary = done.stderr.decode()
     assert f"messages read: {len(live['events']) + PARTITIONS}   events read: {len(live['events'])}   " in summary
@@ -133,9 +154,22 @@ def test_replay_of_a_middle_range_starts_with_a_warm_up(kafka_bootstrap, live):
     # opened at ~51 min must resolve in range with the same id.
     since, until = T0 + 60 * MIN, T0 + 85 * MIN
     out = live["tmp"] / "middle.jsonl"
-    done = firebreak_replay("--topic", live["topics"].events, "--bootstrap", kafka_bootstrap, "--rules",
-                            str(live["rules"]), "--since", format_ts(since), "--until", format_ts(until),
-                            "--lateness", "2s", "--out", str(out))  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        live["topics"].events,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rules",
+        str(live["rules"]),
+        "--since",
+        format_ts(since),
+        "--until",
+        format_ts(until),
+        "--lateness",
+        "2s",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr.decode()
     want = within(live["records"], since, until)
     kinds = {(r["type"], r["rule"]) for r in map(orjson.loads, want)}
@@ -150,18 +184,37 @@ def test_emit_sends_the_records_to_the_given_topics_keyed_like_the_worker(kafka_
     run(create_topics(kafka_bootstrap, [incidents, containment], partitions=2))
     since, until = T0 + 60 * MIN, T0 + 85 * MIN
     out = live["tmp"] / "emitted.jsonl"
-    done = firebreak_replay("--topic", live["topics"].events, "--bootstrap", kafka_bootstrap, "--rules",
-                            str(live["rules"]), "--since", format_ts(since), "--until", format_ts(until),
-                            "--lateness", "2s", "--out", str(out), "--emit", "--incidents-topic", incidents,
-                            "--containment-topic", containment)  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        live["topics"].events,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rules",
+        str(live["rules"]),
+        "--since",
+        format_ts(since),
+        "--until",
+        format_ts(until),
+        "--lateness",
+        "2s",
+        "--out",
+        str(out),
+        "--emit",
+        "--incidents-topic",
+        incidents,
+        "--containment-topic",
+        containment,
+    )
     assert done.returncode == 0, done.stderr.decode()
     written = [orjson.loads(line) for line in lines(out)]
     got_incidents = run(read_keyed(kafka_bootstrap, incidents))
     got_containment = run(read_keyed(kafka_bootstrap, containment))
     assert sorted(orjson.dumps(r) for _, r in got_incidents) == sorted(
-        orjson.dumps(r) for r in written if r["type"].startswith("incident."))  # fmt: skip
+        orjson.dumps(r) for r in written if r["type"].startswith("incident.")
+    )
     assert sorted(orjson.dumps(r) for _, r in got_containment) == sorted(
-        orjson.dumps(r) for r in written if r["type"].startswith("containment."))  # fmt: skip
+        orjson.dumps(r) for r in written if r["type"].startswith("containment.")
+    )
     assert got_incidents and got_containment
     assert all(key == r["incident_id"].encode() for key, r in got_incidents)
     assert all(key == orjson.dumps(r["target"], option=orjson.OPT_SORT_KEYS) for key, r in got_containment)
@@ -190,9 +243,24 @@ def test_bad_messages_are_counted_and_dead_lettered_with_their_position(kafka_bo
     # quiet -- at the last event less the lateness (docs/live.md, "Time").
     since, until = T0, T0 + 80 * MIN
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
-    done = firebreak_replay("--topic", topic, "--bootstrap", kafka_bootstrap, "--rules", str(rules), "--since",
-                            str(since), "--until", format_ts(until), "--lateness", "2s", "--out", str(out),
-                            "--dead-letter", str(dead))  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        topic,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rules",
+        str(rules),
+        "--since",
+        str(since),
+        "--until",
+        format_ts(until),
+        "--lateness",
+        "2s",
+        "--out",
+        str(out),
+        "--dead-letter",
+        str(dead),
+    )
     assert done.returncode == 0, done.stderr.decode()
     compiled, _ = load_rules({"live.rules": RULES})
     expected = run_events(compiled, [validate_event(e) for e in events], lateness_ms=LATENESS_MS, finish=False)
@@ -218,7 +286,8 @@ def test_read_topic_events_gives_a_range_in_event_time_order(kafka_bootstrap, wi
     want = [e["event_id"] for e in events if start <= parse_ts(e["ts"]) < stop]
     assert [e.event_id for e in got] == want  # the scenario's events are in time order, one per ts
     assert sorted((where.split("@")[0], raw) for where, _, raw in reported) == [
-        (f"{topic}[{p}]", raw) for p, raw in bad]  # fmt: skip
+        (f"{topic}[{p}]", raw) for p, raw in bad
+    ]
     with pytest.raises(TopicError, match=r"^topic 'fbt-no-such-topic-[0-9a-f]+' does not exist on "):
         read_topic_events(kafka_bootstrap, f"fbt-no-such-topic-{uuid.uuid4().hex[:6]}", start, stop)
 
@@ -227,9 +296,19 @@ def test_a_dead_broker_is_one_clear_line_within_seconds(tmp_path):
     rules = tmp_path / "r.rules"
     rules.write_text(RULES)
     started = time.monotonic()
-    done = firebreak_replay("--topic", "ai.inference.events", "--bootstrap", "127.0.0.1:1", "--rules", str(rules),
-                            "--since", "2026-03-01T00:00:00Z", "--until", "2026-03-01T01:00:00Z",
-                            timeout=30)  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        "ai.inference.events",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--rules",
+        str(rules),
+        "--since",
+        "2026-03-01T00:00:00Z",
+        "--until",
+        "2026-03-01T01:00:00Z",
+        timeout=30,
+    )
     assert time.monotonic() - started < 15
     assert done.returncode == 1
     assert done.stdout == b""
@@ -240,8 +319,18 @@ def test_an_unknown_topic_is_one_clear_line_and_is_not_created(kafka_bootstrap, 
     rules = tmp_path / "r.rules"
     rules.write_text(RULES)
     topic = f"fbt-topic-replay-missing-{uuid.uuid4().hex[:10]}"
-    done = firebreak_replay("--topic", topic, "--bootstrap", kafka_bootstrap, "--rules", str(rules),
-                            "--since", "2026-03-01T00:00:00Z", "--until", "2026-03-01T01:00:00Z")  # fmt: skip
+    done = firebreak_replay(
+        "--topic",
+        topic,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--rules",
+        str(rules),
+        "--since",
+        "2026-03-01T00:00:00Z",
+        "--until",
+        "2026-03-01T01:00:00Z",
+    )
     assert done.returncode == 1
     assert done.stderr.decode() == f"firebreak replay: topic '{topic}' does not exist on {kafka_bootstrap}\n"
     assert topic not in run(end_offsets(kafka_bootstrap, topic))  # a broker that auto-creates topics did not

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from worker_harness import publish, publish_raw
-
 from firebreak.cli import main
 from firebreak.core import format_ts
 from firebreak.synthetic import MINUTE, scenario
+from worker_harness import publish, publish_raw
 
 pytestmark = pytest.mark.kafka
 
@@ -43,8 +42,18 @@ def test_a_topic_range_is_checked_like_the_same_events_from_a_file(
     log = tmp_path / "events.jsonl"
     log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in sorted(events, key=lambda e: e["ts"])))
 
-    from_topic = check_json(capsys, str(tmp_path / "t.rules"), "--topic", topic, "--bootstrap", kafka_bootstrap,
-                            "--since", format_ts(since), "--until", str(until))  # fmt: skip
+    from_topic = check_json(
+        capsys,
+        str(tmp_path / "t.rules"),
+        "--topic",
+        topic,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--since",
+        format_ts(since),
+        "--until",
+        str(until),
+    )
     from_file = check_json(capsys, str(tmp_path / "t.rules"), "--events", str(log))
 
     assert from_topic["source"] == f"{topic} from {format_ts(since)} to {format_ts(until)}"
@@ -57,8 +66,18 @@ def test_a_topic_range_is_checked_like_the_same_events_from_a_file(
 
 def test_an_unknown_topic_is_one_line(kafka_bootstrap: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "t.rules").write_text(RULES)
-    code = main(["check", str(tmp_path / "t.rules"), "--topic", "fbt-check-no-such-topic", "--bootstrap",
-                 kafka_bootstrap, "--since", "2026-01-01T00:00:00Z"])  # fmt: skip
+    code = main(
+        [
+            "check",
+            str(tmp_path / "t.rules"),
+            "--topic",
+            "fbt-check-no-such-topic",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--since",
+            "2026-01-01T00:00:00Z",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err == f"firebreak check: topic 'fbt-check-no-such-topic' does not exist on {kafka_bootstrap}\n"

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_worker_live import PARTITIONS, RULES, clocks, scenario
-from worker_harness import Topics, Worker, publish_raw, read_all, run, wait_for
-
 from firebreak.core import parse_ts
 from firebreak.sdk import AsyncPublisher, ContainmentListener
+from test_worker_live import PARTITIONS, RULES, clocks, scenario
+from worker_harness import Topics, Worker, publish_raw, read_all, run, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -36,12 +35,28 @@ def gateway_module():
 def console_consumer(bootstrap: str, topic: str, count: int) -> list[dict]:
     """Read `count` committed records with the broker's own Java client (not our code)."""
     proc = subprocess.run(
-        ["java", "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", f"{KAFKA_LIBS}/*",
-         "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap, "--topic", topic,
-         "--from-beginning", "--isolation-level", "read_committed", "--max-messages", str(count),
-         "--timeout-ms", "20000"],
-        capture_output=True, timeout=90,
-    )  # fmt: skip
+        [
+            "java",
+            "-Xmx128m",
+            "-XX:TieredStopAtLevel=1",
+            "-cp",
+            f"{KAFKA_LIBS}/*",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--max-messages",
+            str(count),
+            "--timeout-ms",
+            "20000",
+        ],
+        capture_output=True,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     return [orjson.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
 
@@ -61,12 +76,13 @@ def test_spike_flips_the_gateway_to_its_fallback_and_back(kafka_bootstrap, uniqu
         events = scenario(t0=t0, seed=21)
         # the spike is on from 60m to 80m; its 1h baseline is ready from 70m on
         during = [e for e in events if parse_ts(e["ts"]) < t0 + 76 * MIN]
-        after = events[len(during):]
+        after = events[len(during) :]
         router = gateway_module().ModelRouter(on_change=None)
 
         async def scenario_run() -> None:
-            listener = ContainmentListener(kafka_bootstrap, f"gw-{topics.prefix}", topics.containment,
-                                           handlers={"fallback": router})  # fmt: skip
+            listener = ContainmentListener(
+                kafka_bootstrap, f"gw-{topics.prefix}", topics.containment, handlers={"fallback": router}
+            )
             async with listener:
                 async with AsyncPublisher(kafka_bootstrap, topics.events) as publisher:
                     for event in during:
@@ -84,8 +100,10 @@ def test_spike_flips_the_gateway_to_its_fallback_and_back(kafka_bootstrap, uniqu
         incidents = run(read_all(kafka_bootstrap, topics.incidents))
         commands = run(read_all(kafka_bootstrap, topics.containment))
         spike = [r for r in incidents if r["rule"] == "spike"]
-        assert [r["type"] for r in spike if r["type"] != "incident.escalated"] == ["incident.opened",
-                                                                                   "incident.resolved"]  # fmt: skip
+        assert [r["type"] for r in spike if r["type"] != "incident.escalated"] == [
+            "incident.opened",
+            "incident.resolved",
+        ]
         assert spike[0]["group"] == {"model": "m-a"}
         fallback = [r for r in commands if r["rule"] == "spike"]
         assert {r["type"] for r in fallback} >= {"containment.command", "containment.release"}

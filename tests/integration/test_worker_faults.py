@@ -14,11 +14,10 @@ import signal
 import time
 
 import pytest
+from firebreak.core import parse_ts
 from local_broker import start_local_broker
 from test_worker_live import RULES, before, clocks, feed, replay, scenario
 from worker_harness import Topics, Worker, publish, read_all, records_arrived, run, wait_for
-
-from firebreak.core import parse_ts
 
 pytestmark = pytest.mark.kafka
 
@@ -82,8 +81,9 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, uniq
 # Timing: a frozen member, a 10 s session and two rebalances on 2 shared cores; about 1 run in 6
 # timed out waiting for the records (cause open, docs/live.md "Faults"): one rerun, not more.
 @pytest.mark.flaky(reruns=1)
-def test_a_worker_stopped_past_its_session_is_fenced_when_resumed(kafka_bootstrap, unique_topic, tmp_path,
-                                                                   create_topic):  # fmt: skip
+def test_a_worker_stopped_past_its_session_is_fenced_when_resumed(
+    kafka_bootstrap, unique_topic, tmp_path, create_topic
+):
     topics = Topics(unique_topic("sigstop"))
     run(create_topic(topics.events, partitions=PARTITIONS))
     rules = tmp_path / "live.rules"

@@ -39,8 +39,9 @@ def hostile(at: str) -> list[tuple[int, bytes, str]]:
     deep = b'{"event_id":"deep","ts":"' + at.encode() + b'","model":"m-a","extra":' + b"[" * 999 + b"]" * 999 + b"}"
 
     def event(**fields) -> bytes:
-        return orjson.dumps({"ts": at, "service": "support", "model": "m-a", "tenant": "t1", "user": "x",
-                             "latency_ms": 300, **fields})  # fmt: skip
+        return orjson.dumps(
+            {"ts": at, "service": "support", "model": "m-a", "tenant": "t1", "user": "x", "latency_ms": 300, **fields}
+        )
 
     return [
         (0, event(event_id="far", ts=format_ts(far)), f"ahead: ts {format_ts(far)} is more than 1h after the latest"),

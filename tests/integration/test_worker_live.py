@@ -7,11 +7,10 @@ import time
 
 import orjson
 import pytest
-from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for
-
 from firebreak.adapters.case_replay import with_cases
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
+from worker_harness import Topics, Worker, publish, publish_raw, read_all, run, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -46,14 +45,23 @@ def scenario(minutes: int = 90, per_second: float = 3.0, seed: int = 11, t0: int
         tenant = f"t{rng.randrange(8)}" if not (70 * MIN <= at < 71 * MIN and i % 50 == 0) else "t3"
         if jail:
             user, tenant = ("mallory" if i % 8 == 0 else "trudy"), "t9"
-        events.append({
-            "event_id": f"e{i}", "ts": format_ts(t0 + at), "service": "support", "model": model,
-            "tenant": tenant,
-            "user": user, "latency_ms": rng.randint(200, 900),
-            "flags": {"hallucination": rng.random() < (0.3 if spike else 0.02),
-                      "pii": 70 * MIN <= at < 71 * MIN and i % 50 == 0, "jailbreak": jail},
-            "prompt": "raw prompt text must never reach a record",
-        })  # fmt: skip
+        events.append(
+            {
+                "event_id": f"e{i}",
+                "ts": format_ts(t0 + at),
+                "service": "support",
+                "model": model,
+                "tenant": tenant,
+                "user": user,
+                "latency_ms": rng.randint(200, 900),
+                "flags": {
+                    "hallucination": rng.random() < (0.3 if spike else 0.02),
+                    "pii": 70 * MIN <= at < 71 * MIN and i % 50 == 0,
+                    "jailbreak": jail,
+                },
+                "prompt": "raw prompt text must never reach a record",
+            }
+        )
     return events
 
 
@@ -66,8 +74,11 @@ def clocks(events: list[dict], ahead_ms: int = 3 * 3_600_000) -> list[tuple[int,
     would be refused by stage 1 (docs/live.md, "Event time across partitions")."""
     last = max(parse_ts(e["ts"]) for e in events)
     steps = -(-ahead_ms // CLOCK_STEP_MS)
-    return [(p, {"event_id": f"clock-{p}-{k}", "ts": last + ahead_ms * k // steps, "type": "change", "kind": "deploy"})
-            for k in range(1, steps + 1) for p in range(PARTITIONS)]  # fmt: skip
+    return [
+        (p, {"event_id": f"clock-{p}-{k}", "ts": last + ahead_ms * k // steps, "type": "change", "kind": "deploy"})
+        for k in range(1, steps + 1)
+        for p in range(PARTITIONS)
+    ]
 
 
 def replay(events: list[dict], clock_events: list[dict]) -> list[dict]:
@@ -144,8 +155,9 @@ def feed(bootstrap: str, topics: Topics, events: list[dict], clock: list[tuple[i
     run(publish_raw(bootstrap, topics.events, [(p, orjson.dumps(e)) for p, e in clock]))
 
 
-def await_records(bootstrap: str, topics: Topics, expected: list[dict], workers: list[Worker],
-                  timeout: float = 120) -> tuple[list[dict], list[dict]]:  # fmt: skip
+def await_records(
+    bootstrap: str, topics: Topics, expected: list[dict], workers: list[Worker], timeout: float = 120
+) -> tuple[list[dict], list[dict]]:
     want = {(r["type"], r.get("incident_id"), r["ts"]) for r in expected}
     got: dict = {}
 
@@ -167,7 +179,11 @@ def test_one_worker_emits_what_replay_emits(kafka_bootstrap, setup):
     expected = replay(events, [e for _, e in clock])
     cutoff = max(parse_ts(e["ts"]) for e in events) + 2 * 3_600_000
     assert {r["rule"] for r in expected if r["type"] == "incident.opened"} == {
-        "spike", "leak", "global_hallucinations", "jailbreaker"}  # fmt: skip
+        "spike",
+        "leak",
+        "global_hallucinations",
+        "jailbreaker",
+    }
     worker = start()
     worker.wait_ready()
     feed(kafka_bootstrap, topics, events, clock)
@@ -249,8 +265,14 @@ def test_malformed_messages_are_dead_lettered_and_detection_is_unchanged(kafka_b
     letters = run(read_all(kafka_bootstrap, topics.dead_letter))
     reasons = sorted(letter["reason"].split(":")[0] for letter in letters)
     assert len(letters) == 4, letters
-    assert reasons == sorted(["invalid JSON", "`ts` is missing", "`flags` must be an object of booleans",
-                              f"event is {len(bad[3][1])} bytes; the limit is 262144"]), reasons  # fmt: skip
+    assert reasons == sorted(
+        [
+            "invalid JSON",
+            "`ts` is missing",
+            "`flags` must be an object of booleans",
+            f"event is {len(bad[3][1])} bytes; the limit is 262144",
+        ]
+    ), reasons
     assert all(letter["topic"] == topics.events and len(letter["raw"]) <= 4096 for letter in letters)
 
 
@@ -264,13 +286,17 @@ def test_rules_reload_on_change_and_sighup(kafka_bootstrap, setup, tmp_path):
     run(publish(kafka_bootstrap, topics.events, events))
 
     def leak_open() -> bool:
-        return any(r["type"] == "incident.opened" and r["rule"] == "leak"
-                   for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.3)))  # fmt: skip
+        return any(
+            r["type"] == "incident.opened" and r["rule"] == "leak"
+            for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.3))
+        )
 
     wait_for(leak_open, 90, "the leak incident", [worker])
     rules_file = tmp_path / "live.rules"
-    rules_file.write_text("rule leak:\n  count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature\n"
-                          "rule oops:\n  rat(x) > 3 over 1m -> sev9\n")  # fmt: skip
+    rules_file.write_text(
+        "rule leak:\n  count(pii) >= 1 over 1m by tenant -> sev2 contain disable_feature\n"
+        "rule oops:\n  rat(x) > 3 over 1m -> sev9\n"
+    )
     worker.process.send_signal(signals.SIGHUP)
     wait_for(lambda: worker.metrics()["firebreak_rule_reload_failures_total"] >= 1, 30, "a refused reload", [worker])
     rules_file.write_text(RULES.replace("rule leak:", "rule leak_v2:"))  # `leak` removed, `leak_v2` new
@@ -283,8 +309,11 @@ def test_rules_reload_on_change_and_sighup(kafka_bootstrap, setup, tmp_path):
     wait_for(lambda: closed(), 30, "the removed rule's incident resolved", [worker])
     [resolved] = closed()
     assert "was removed by a rules reload" in resolved["why"]
-    releases = [r for r in run(read_all(kafka_bootstrap, topics.containment))
-                if r["type"] == "containment.release" and r["incident_id"] == resolved["incident_id"]]  # fmt: skip
+    releases = [
+        r
+        for r in run(read_all(kafka_bootstrap, topics.containment))
+        if r["type"] == "containment.release" and r["incident_id"] == resolved["incident_id"]
+    ]
     assert [r["action"] for r in releases] == ["disable_feature"]
     worker.check_alive()
 

@@ -12,11 +12,10 @@ import zlib
 
 import orjson
 import pytest
-from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, scenario
-from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
-
 from firebreak.core import format_ts, parse_ts, run_events, validate_event
 from firebreak.dsl import load_rules
+from test_worker_live import LATENESS_MS, MIN, PARTITIONS, RULES, T0, scenario
+from worker_harness import Topics, Worker, read_all, records_arrived, run, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -35,8 +34,12 @@ def kcat() -> str:
 def kcat_publish(bootstrap: str, topic: str, partition: int, events: list[dict]) -> None:
     """An independent client (librdkafka) writes one partition: one JSON event per line."""
     lines = b"".join(orjson.dumps(e) + b"\n" for e in events)
-    done = subprocess.run([kcat(), "-P", "-b", bootstrap, "-t", topic, "-p", str(partition), "-X", "acks=all"],
-                          input=lines, capture_output=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [kcat(), "-P", "-b", bootstrap, "-t", topic, "-p", str(partition), "-X", "acks=all"],
+        input=lines,
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr.decode()
 
 
@@ -61,8 +64,9 @@ def multiset(records: list[dict]) -> list[bytes]:
     return sorted(orjson.dumps(r) for r in records)
 
 
-def test_partitions_ending_at_different_times_still_finish_every_decision(kafka_bootstrap, unique_topic, tmp_path,
-                                                                          create_topic):  # fmt: skip
+def test_partitions_ending_at_different_times_still_finish_every_decision(
+    kafka_bootstrap, unique_topic, tmp_path, create_topic
+):
     topics = Topics(unique_topic("quiet"))
     run(create_topic(topics.events, partitions=PARTITIONS))
     rules = tmp_path / "live.rules"
@@ -74,8 +78,9 @@ def test_partitions_ending_at_different_times_still_finish_every_decision(kafka_
     late_decisions = [r for r in expected if parse_ts(r["ts"]) > second_latest]
     assert any(r["type"] == "incident.resolved" for r in late_decisions), "the scenario must need the quiet case"
 
-    worker = Worker(topics, kafka_bootstrap, rules, tmp_path,
-                    extra=["--idle-timeout", IDLE_TIMEOUT, "--log-format", "json"]).start()  # fmt: skip
+    worker = Worker(
+        topics, kafka_bootstrap, rules, tmp_path, extra=["--idle-timeout", IDLE_TIMEOUT, "--log-format", "json"]
+    ).start()
     try:
         worker.wait_ready()
         for partition in PUBLISH_ORDER:
@@ -98,9 +103,28 @@ def test_partitions_ending_at_different_times_still_finish_every_decision(kafka_
 
     # The same topic replayed over a range that ends after its data stops at the same point.
     out = tmp_path / "replayed.jsonl"
-    done = subprocess.run([*worker_cli(), "replay", "--topic", topics.events, "--bootstrap", kafka_bootstrap,
-                           "--rules", str(rules), "--since", format_ts(T0), "--until", format_ts(T0 + 120 * MIN),
-                           "--lateness", "2s", "--out", str(out)], capture_output=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [
+            *worker_cli(),
+            "replay",
+            "--topic",
+            topics.events,
+            "--bootstrap",
+            kafka_bootstrap,
+            "--rules",
+            str(rules),
+            "--since",
+            format_ts(T0),
+            "--until",
+            format_ts(T0 + 120 * MIN),
+            "--lateness",
+            "2s",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr.decode()
     replayed = [orjson.loads(line) for line in out.read_bytes().splitlines() if line]
     assert multiset(replayed) == multiset(expected)

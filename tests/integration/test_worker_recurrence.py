@@ -21,7 +21,7 @@ rule spike:
 T0 = parse_ts("2026-03-01T00:00:00Z")
 MIN, HOUR = 60_000, 3_600_000
 LATENESS_MS = 2_000
-# as tests/unit/test_core_recurrence.py: the first spike's incident resolves at 3h29m, the
+# as tests/unit/core/test_core_recurrence.py: the first spike's incident resolves at 3h29m, the
 # recurrence starts six minutes later
 SPIKES = ((2 * HOUR + 28 * MIN, 3 * HOUR + 11 * MIN), (3 * HOUR + 35 * MIN, 4 * HOUR + 5 * MIN))
 
@@ -31,9 +31,17 @@ def traffic() -> list[dict]:
     for model in ("m-a", "m-b"):
         for i, at in enumerate(range(0, 4 * HOUR + 30 * MIN, 2_000)):
             spike = model == "m-a" and any(a <= at < b for a, b in SPIKES)
-            events.append({"event_id": f"{model}-{i}", "ts": format_ts(T0 + at), "service": "support", "model": model,
-                           "tenant": f"t{i % 8}", "user": f"u{i % 97}",
-                           "flags": {"hallucination": i % 5 == 0 if spike else i % 50 == 0}})  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{model}-{i}",
+                    "ts": format_ts(T0 + at),
+                    "service": "support",
+                    "model": model,
+                    "tenant": f"t{i % 8}",
+                    "user": f"u{i % 97}",
+                    "flags": {"hallucination": i % 5 == 0 if spike else i % 50 == 0},
+                }
+            )
     events.sort(key=lambda e: (e["ts"], e["event_id"]))
     return events
 
@@ -68,9 +76,14 @@ def test_the_worker_opens_the_recurrence_as_replay_does_across_a_kill(kafka_boot
     cut = next(i for i, e in enumerate(events) if parse_ts(e["ts"]) >= T0 + 3 * HOUR + 31 * MIN)
     run(publish(kafka_bootstrap, topics.events, events[:cut]))
     wait_for(lambda: worker.metrics()["firebreak_events_total"] >= cut, 120, "the first part", [worker])
-    wait_for(lambda: any(r["type"] == "incident.resolved"
-                         for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.5))),
-             60, "the first incident's resolve", [worker])  # fmt: skip
+    wait_for(
+        lambda: any(
+            r["type"] == "incident.resolved" for r in run(read_all(kafka_bootstrap, topics.incidents, settle_s=0.5))
+        ),
+        60,
+        "the first incident's resolve",
+        [worker],
+    )
     time.sleep(8)  # a checkpoint or two (every 3s) after the resolve
     worker.kill()
     restarted = start(lateness="2s")

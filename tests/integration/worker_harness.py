@@ -63,14 +63,37 @@ class Worker:
         self.port = free_port()
         log = open(self.log_dir / f"worker-{self.port}.log", "wb")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
-            [*FIREBREAK, "worker", "--rules", str(self.rules), "--bootstrap", self.bootstrap,
-             "--app-id", self.topics.prefix, "--input-topic", self.topics.events,
-             "--incidents-topic", self.topics.incidents, "--containment-topic", self.topics.containment,
-             "--dead-letter-topic", self.topics.dead_letter, "--lateness", self.lateness,
-             "--web-port", str(self.port), "--checkpoint-interval", "3s", "--session-timeout", "10s", *self.extra],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                *FIREBREAK,
+                "worker",
+                "--rules",
+                str(self.rules),
+                "--bootstrap",
+                self.bootstrap,
+                "--app-id",
+                self.topics.prefix,
+                "--input-topic",
+                self.topics.events,
+                "--incidents-topic",
+                self.topics.incidents,
+                "--containment-topic",
+                self.topics.containment,
+                "--dead-letter-topic",
+                self.topics.dead_letter,
+                "--lateness",
+                self.lateness,
+                "--web-port",
+                str(self.port),
+                "--checkpoint-interval",
+                "3s",
+                "--session-timeout",
+                "10s",
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "FIREBREAK_DATADIR": str(self.log_dir), **self.env},
-        )  # fmt: skip
+        )
         return self
 
     def metrics(self) -> dict[str, float]:
@@ -140,8 +163,12 @@ async def publish_raw(bootstrap: str, topic: str, items: Iterable[tuple[int | No
 async def read_all(bootstrap: str, topic: str, settle_s: float = 2.0, cases: bool = False) -> list[dict]:
     """Every committed record of a topic, by an independent read_committed consumer; without
     the case stage's records (case.*) unless ``cases`` (test_worker_live checks those)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

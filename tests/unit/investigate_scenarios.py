@@ -69,9 +69,17 @@ def build(category: str, seed: int = 1, rate: float = 6.0) -> Case:
         # — it shares a dimension with the truth, so only specificity can rank it below.
         service = next(t.service for t in TEMPLATES if t.name == truth.value)
         sibling = next(t.name for t in TEMPLATES if t.service == service and t.name != truth.value)
-        extra.append({"event_id": f"decoy-sibling-{seed}", "ts": format_ts(truth.onset_ts - 4 * MINUTE),
-                      "type": "change", "kind": "data_pipeline", "service": service, "prompt_template": sibling,
-                      "description": f"re-index knowledge base behind {sibling}"})  # fmt: skip
+        extra.append(
+            {
+                "event_id": f"decoy-sibling-{seed}",
+                "ts": format_ts(truth.onset_ts - 4 * MINUTE),
+                "type": "change",
+                "kind": "data_pipeline",
+                "service": service,
+                "prompt_template": sibling,
+                "description": f"re-index knowledge base behind {sibling}",
+            }
+        )
     raw = list(traffic.events())
     events = sorted((validate_event(e) for e in raw + extra), key=lambda e: e.ts)
     rules, problems = load_rules({f"{category}.rules": RULES[category]})

@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from firebreak.adapters.incident_text import investigate_command, responders, summary
 from firebreak.core import format_ts, parse_ts
 from firebreak.records import RecordKind, Severity
 
@@ -68,8 +69,13 @@ def _severity(name: Any) -> tuple[str, str]:
 def labels(record: Mapping[str, Any], severity: Any = None) -> dict[str, str]:
     """The labels of a record's alert (``severity``: another than the record's, for an escalation's old alert)."""
     am, sev = _severity(record.get("severity") if severity is None else severity)
-    out = {"alertname": str(record["rule"]), "severity": am, "firebreak_severity": sev,
-           "category": str(record.get("category") or "other"), "incident_id": str(record["incident_id"])}  # fmt: skip
+    out = {
+        "alertname": str(record["rule"]),
+        "severity": am,
+        "firebreak_severity": sev,
+        "category": str(record.get("category") or "other"),
+        "incident_id": str(record["incident_id"]),
+    }
     if record.get("case_id"):
         out["case_id"] = str(record["case_id"])
     for name, value in (record.get("group") or {}).items():
@@ -78,8 +84,6 @@ def labels(record: Mapping[str, Any], severity: Any = None) -> dict[str, str]:
 
 
 def annotations(record: Mapping[str, Any], hint: str) -> dict[str, str]:
-    from firebreak.adapters.notify import investigate_command, responders, summary
-
     out = {"summary": summary(record)}
     if record.get("why"):
         out["description"] = str(record["why"])
@@ -94,8 +98,9 @@ def annotations(record: Mapping[str, Any], hint: str) -> dict[str, str]:
     return out
 
 
-def alerts(record: Mapping[str, Any], hint: str, resend_s: float = DEFAULT_RESEND_S,
-           now: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def alerts(
+    record: Mapping[str, Any], hint: str, resend_s: float = DEFAULT_RESEND_S, now: float | None = None
+) -> list[dict[str, Any]]:
     """The body of `POST /api/v2/alerts` for an incident record (opened, reopened, escalated, reminder, resolved)."""
     now = time.time() if now is None else now
     starts = record.get("onset") or record.get("opened_at") or record["ts"]
@@ -109,8 +114,12 @@ def alerts(record: Mapping[str, Any], hint: str, resend_s: float = DEFAULT_RESEN
     out = [alert]
     previous = record.get("previous_severity")
     if record["type"] == RecordKind.ESCALATED and previous and _severity(previous) != _severity(record["severity"]):
-        ended = {"labels": labels(record, previous), "annotations": alert["annotations"], "startsAt": starts,
-                 "endsAt": max(record["ts"], starts, key=parse_ts)}  # fmt: skip
+        ended = {
+            "labels": labels(record, previous),
+            "annotations": alert["annotations"],
+            "startsAt": starts,
+            "endsAt": max(record["ts"], starts, key=parse_ts),
+        }
         out.insert(0, ended)
     return out
 

@@ -90,8 +90,20 @@ def incidents(records: Iterable[dict[str, Any]], truths: list[GroundTruth] | Non
         match(rows, truths, {})
     out = []
     for row in rows:
-        out.append(Incident(row.incident_id, row.rule, row.category, row.group, row.opened, onsets[row.incident_id],
-                            row.resolved, row.severity, row.first_severity, row.truth))  # fmt: skip
+        out.append(
+            Incident(
+                row.incident_id,
+                row.rule,
+                row.category,
+                row.group,
+                row.opened,
+                onsets[row.incident_id],
+                row.resolved,
+                row.severity,
+                row.first_severity,
+                row.truth,
+            )
+        )
     return out
 
 
@@ -161,8 +173,11 @@ class Backtest:
         """What the new version loses: injected incidents the old rules detected and the new
         miss (with ground truth), else incidents only the old rules open."""
         if self.truths is not None:
-            return [f"missed: {t.truth.category} on {t.truth.dimension}={t.truth.value} (old: {t.old.rule})"
-                    for t in self.truths if t.old is not None and t.new is None]  # fmt: skip
+            return [
+                f"missed: {t.truth.category} on {t.truth.dimension}={t.truth.value} (old: {t.old.rule})"
+                for t in self.truths
+                if t.old is not None and t.new is None
+            ]
         return [f"only old: {row.old.rule} {group_key(row.old.group)}" for row in self.rows if row.status == ONLY_OLD]
 
     def _count(self, status: str) -> int:
@@ -309,10 +324,17 @@ def _truth(path: str, number: int, item: Any) -> GroundTruth:
     except ValueError as error:
         raise TruthFileError(f"{path}: truth {number}: {error}") from None
     return GroundTruth(
-        item["category"], item["dimension"], item["value"], item.get("cause_event_id"), item.get("cause_ts"),
-        onset, end, tuple(item.get("users") or ()), item.get("description", ""),
+        item["category"],
+        item["dimension"],
+        item["value"],
+        item.get("cause_event_id"),
+        item.get("cause_ts"),
+        onset,
+        end,
+        tuple(item.get("users") or ()),
+        item.get("description", ""),
         tuple(tuple(pair) for pair in item.get("scope") or ((item["dimension"], item["value"]),)),
-    )  # fmt: skip
+    )
 
 
 # ---- running both versions -----------------------------------------------------------------------
@@ -386,14 +408,18 @@ def _read_topic(source: TopicSource, rules: tuple[CompiledRule, ...]) -> tuple[l
     bad: list[str] = []
     read_from = source.since_ms - topic_replay.warmup_ms(rules)
     events = topic_replay.read_topic_events(
-        source.bootstrap, source.topic, read_from, source.until_ms,
+        source.bootstrap,
+        source.topic,
+        read_from,
+        source.until_ms,
         on_bad=lambda where, reason, _raw: bad.append(f"{where}: {reason}"),
-    )  # fmt: skip
+    )
     return events, bad, read_from
 
 
-def _replay_files(paths: list[str], old_rules, new_rules, lateness_ms: int,
-                  engine: str | None = None) -> tuple[list, list, ReplayResult]:  # fmt: skip
+def _replay_files(
+    paths: list[str], old_rules, new_rules, lateness_ms: int, engine: str | None = None
+) -> tuple[list, list, ReplayResult]:
     old_records: list[dict[str, Any]] = []
     new_records: list[dict[str, Any]] = []
     with _rereadable(paths, twice=bool(new_rules)) as (readable, spool):
@@ -405,8 +431,9 @@ def _replay_files(paths: list[str], old_rules, new_rules, lateness_ms: int,
     return old_records, new_records, result
 
 
-def _replay_events(events: Iterable[Event], old_rules, new_rules, lateness_ms: int,
-                   engine: str | None = None) -> tuple[list, list, int, int]:  # fmt: skip
+def _replay_events(
+    events: Iterable[Event], old_rules, new_rules, lateness_ms: int, engine: str | None = None
+) -> tuple[list, list, int, int]:
     old, new = Driver(old_rules, lateness_ms, engine), Driver(new_rules, lateness_ms, engine)
     old_records: list[dict[str, Any]] = []
     new_records: list[dict[str, Any]] = []

@@ -52,10 +52,16 @@ def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new"
         severities = [i.severity for i in (old, new) if i is not None]
         severity = " → ".join(severities) if row.severity_differs else severities[0]
         cells = [
-            row.status, rule, _group(row.first.group), clock(old.opened) if old else "-",
-            clock(new.opened) if new else "-", signed_duration(row.delta_ms) if row.delta_ms is not None else "-",
-            severity, format_duration(old.lag_ms) if old else "-", format_duration(new.lag_ms) if new else "-",
-        ]  # fmt: skip
+            row.status,
+            rule,
+            _group(row.first.group),
+            clock(old.opened) if old else "-",
+            clock(new.opened) if new else "-",
+            signed_duration(row.delta_ms) if row.delta_ms is not None else "-",
+            severity,
+            format_duration(old.lag_ms) if old else "-",
+            format_duration(new.lag_ms) if new else "-",
+        ]
         if truth_column:
             truth = row.truth
             cells.append(f"{truth.category} {truth.dimension}={truth.value}" if truth else "-")
@@ -83,12 +89,18 @@ def render_text(run: BacktestRun, old_label: str = "old", new_label: str = "new"
         header = ["category", "target", "onset", "old: first rule", "TTD old", "new: first rule", "TTD new"]
         table = [header + ["new − old"]]
         for t in backtest.truths:
-            table.append([
-                t.truth.category, f"{t.truth.dimension}={t.truth.value}", clock(t.truth.onset_ts),
-                t.old.rule if t.old else "MISSED", _opt(t.ttd_old_ms, signed_duration),
-                t.new.rule if t.new else "MISSED", _opt(t.ttd_new_ms, signed_duration),
-                _opt(t.difference_ms, signed_duration),
-            ])  # fmt: skip
+            table.append(
+                [
+                    t.truth.category,
+                    f"{t.truth.dimension}={t.truth.value}",
+                    clock(t.truth.onset_ts),
+                    t.old.rule if t.old else "MISSED",
+                    _opt(t.ttd_old_ms, signed_duration),
+                    t.new.rule if t.new else "MISSED",
+                    _opt(t.ttd_new_ms, signed_duration),
+                    _opt(t.difference_ms, signed_duration),
+                ]
+            )
         lines += markdown_table(table) if backtest.truths else ["(the truth file is empty)"]
     return "\n".join(lines)
 
@@ -106,17 +118,28 @@ def to_json(run: BacktestRun) -> dict[str, Any]:
     for row in backtest.rows:
         old, new = row.old, row.new
         truth = row.truth
-        rows.append({
-            "status": row.status, "rule_old": attr(old, "rule"), "rule_new": attr(new, "rule"),
-            "renamed": row.renamed, "category": row.first.category, "group": row.first.group,
-            "opened_old": ts(old), "opened_new": ts(new), "delta_ms": row.delta_ms,
-            "severity_old": attr(old, "severity"), "severity_new": attr(new, "severity"),
-            "incident_id_old": attr(old, "incident_id"), "incident_id_new": attr(new, "incident_id"),
-            "lag_old_ms": attr(old, "lag_ms"), "lag_new_ms": attr(new, "lag_ms"),
-            "resolved_old": format_ts(old.resolved) if old and old.resolved is not None else None,
-            "resolved_new": format_ts(new.resolved) if new and new.resolved is not None else None,
-            "truth": _truth_json(truth),
-        })  # fmt: skip
+        rows.append(
+            {
+                "status": row.status,
+                "rule_old": attr(old, "rule"),
+                "rule_new": attr(new, "rule"),
+                "renamed": row.renamed,
+                "category": row.first.category,
+                "group": row.first.group,
+                "opened_old": ts(old),
+                "opened_new": ts(new),
+                "delta_ms": row.delta_ms,
+                "severity_old": attr(old, "severity"),
+                "severity_new": attr(new, "severity"),
+                "incident_id_old": attr(old, "incident_id"),
+                "incident_id_new": attr(new, "incident_id"),
+                "lag_old_ms": attr(old, "lag_ms"),
+                "lag_new_ms": attr(new, "lag_ms"),
+                "resolved_old": format_ts(old.resolved) if old and old.resolved is not None else None,
+                "resolved_new": format_ts(new.resolved) if new and new.resolved is not None else None,
+                "truth": _truth_json(truth),
+            }
+        )
     out: dict[str, Any] = {
         "summary": backtest.summary,
         "input": {

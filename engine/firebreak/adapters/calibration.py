@@ -57,22 +57,29 @@ class Calibration:
 def reference_text(rule: CompiledRule) -> str:
     """What the rule compares with, and what it does before that reference exists (warm-up)."""
     if rule.population is not None:
-        return ("the rest of its groups in the same window (`Kx population`): judged from the first step "
-                "with other groups; a group alone has no limit")  # fmt: skip
+        return (
+            "the rest of its groups in the same window (`Kx population`): judged from the first step "
+            "with other groups; a group alone has no limit"
+        )
     if rule.factor is not None:
         warm = format_duration(rule.window_ms + rule.baseline_ms)
-        return (f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`): a group is not judged "
-                f"before it has been seen for {warm} (window + baseline span) with at least {rule.min_events} "
-                f"event{'s' if rule.min_events != 1 else ''} in that span; a new model, tenant or user is silent "
-                "until then")  # fmt: skip
+        return (
+            f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`): a group is not judged "
+            f"before it has been seen for {warm} (window + baseline span) with at least {rule.min_events} "
+            f"event{'s' if rule.min_events != 1 else ''} in that span; a new model, tenant or user is silent "
+            "until then"
+        )
     return "a fixed limit: judged from the first event of each group"
 
 
 def _variants(rule: CompiledRule) -> list[tuple[str, CompiledRule]]:
     """The ladder's rungs for ``rule``, least change first: (the clause as written, the rule)."""
     if rule.confidence is not None:
-        return [(f"with {round(c * 100, 8):.10g}% confidence", dataclasses.replace(rule, confidence=c))
-                for c in CONFIDENCE_LADDER if c > rule.confidence]  # fmt: skip
+        return [
+            (f"with {round(c * 100, 8):.10g}% confidence", dataclasses.replace(rule, confidence=c))
+            for c in CONFIDENCE_LADDER
+            if c > rule.confidence
+        ]
     ladder = RAISE_LADDER if rule.op in {">", ">="} else LOWER_LADDER
     out = []
     for m in ladder:
@@ -106,8 +113,9 @@ def opened_by(rule: CompiledRule, events: Sequence[Event], lateness_ms: int) -> 
     return opened + sum(1 for r in engine.finish() if r["type"] == RecordKind.OPENED)
 
 
-def calibrate(rule: CompiledRule, opened: int, events: Sequence[Event], span_ms: int, budget: float,
-              lateness_ms: int) -> Calibration:  # fmt: skip
+def calibrate(
+    rule: CompiledRule, opened: int, events: Sequence[Event], span_ms: int, budget: float, lateness_ms: int
+) -> Calibration:
     """``opened``: the incidents the rule opened over the whole sample (``span_ms`` long)."""
     warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
     judged = max(0, span_ms - warmup)
@@ -132,8 +140,9 @@ def render(cal: Calibration) -> list[str]:
     if cal.verdict == "short":
         return ["  false a day: the sample is not longer than the rule's warm-up: nothing to estimate"]
     judged = format_duration(cal.judged_ms)
-    head = (f"  false a day: {cal.per_day:.2f} ({_count(cal)} over {judged} after the warm-up; "
-            f"budget {_num(cal.budget)})")  # fmt: skip
+    head = (
+        f"  false a day: {cal.per_day:.2f} ({_count(cal)} over {judged} after the warm-up; budget {_num(cal.budget)})"
+    )
     if cal.verdict == "within":
         return [head + ": within"]
     if cal.suggestion:

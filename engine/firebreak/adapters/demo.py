@@ -85,10 +85,21 @@ def incident_rows(records: Iterable[dict[str, Any]]) -> list[IncidentRow]:
         kind = r["type"]
         if kind == RecordKind.OPENED:
             rows[r["incident_id"]] = IncidentRow(
-                r["incident_id"], r["rule"], r["category"], r["group"], parse_ts(r["ts"]), r["severity"],
-                r["severity"], r["value"], r["threshold"], r["baseline"], r["users_affected"], list(r["evidence"]),
-                response=r.get("response"), case_id=r.get("case_id"),
-            )  # fmt: skip
+                r["incident_id"],
+                r["rule"],
+                r["category"],
+                r["group"],
+                parse_ts(r["ts"]),
+                r["severity"],
+                r["severity"],
+                r["value"],
+                r["threshold"],
+                r["baseline"],
+                r["users_affected"],
+                list(r["evidence"]),
+                response=r.get("response"),
+                case_id=r.get("case_id"),
+            )
             continue
         row = rows.get(r.get("incident_id", ""))
         if row is None:
@@ -159,8 +170,13 @@ class DemoResult:
     pages: list[dict[str, Any]] = field(default_factory=list)  # the case records that paged, in order
 
 
-def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SEED, rate: float = DEMO_RATE,
-             say: Callable[[str], None] = lambda _: None) -> DemoResult:  # fmt: skip
+def run_demo(
+    out_dir: Path,
+    rules: tuple[CompiledRule, ...],
+    seed: int = DEMO_SEED,
+    rate: float = DEMO_RATE,
+    say: Callable[[str], None] = lambda _: None,
+) -> DemoResult:
     began = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     events_path, records_path, truth_path = (out_dir / n for n in ("events.jsonl", "records.jsonl", "truth.json"))
@@ -191,8 +207,21 @@ def run_demo(out_dir: Path, rules: tuple[CompiledRule, ...], seed: int = DEMO_SE
     rows = incident_rows(records)
     match(rows, traffic.truths, affected)
     pages = [r for r in records if r["type"] in (RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED) and r["page"]]
-    return DemoResult(out_dir, events_path, records_path, truth_path, count, changes, len(users), replay, rows,
-                      traffic.truths, time.perf_counter() - began, cases, pages)  # fmt: skip
+    return DemoResult(
+        out_dir,
+        events_path,
+        records_path,
+        truth_path,
+        count,
+        changes,
+        len(users),
+        replay,
+        rows,
+        traffic.truths,
+        time.perf_counter() - began,
+        cases,
+        pages,
+    )
 
 
 def first_page(result: DemoResult, truth: GroundTruth) -> int | None:
@@ -208,10 +237,12 @@ def case_lines(result: DemoResult) -> list[str]:
         return []
     stats = result.cases.stats
     reopened = sum(row.reopened for row in result.rows)
-    held = [f"{stats['grouped']} joined a case without paging (grouping)",
-            f"{stats['inhibited']} muted by a sev1 case on their scope (inhibition)",
-            f"{stats['updates']} severity rises or reopenings sent as updates of a page already out",
-            f"{reopened} reopenings of a resolved incident instead of a new one (flapping)"]  # fmt: skip
+    held = [
+        f"{stats['grouped']} joined a case without paging (grouping)",
+        f"{stats['inhibited']} muted by a sev1 case on their scope (inhibition)",
+        f"{stats['updates']} severity rises or reopenings sent as updates of a page already out",
+        f"{reopened} reopenings of a resolved incident instead of a new one (flapping)",
+    ]
     teams = Counter((p.get("response") or {}).get("team") for p in result.pages)
     suppressed = stats["grouped"] + stats["inhibited"] + stats["updates"]  # nothing held back without a count
     return [
@@ -235,8 +266,19 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
         f"in {result.seconds:.1f} s",
         "",
     ]
-    header = ("opened", "rule", "category", "severity", "group", "value vs limit", "users", "detected",
-              "resolved", "case", "containment")  # fmt: skip
+    header = (
+        "opened",
+        "rule",
+        "category",
+        "severity",
+        "group",
+        "value vs limit",
+        "users",
+        "detected",
+        "resolved",
+        "case",
+        "containment",
+    )
     case_numbers: dict[str, int] = {}
     for row in sorted(result.rows, key=lambda r: (r.opened, r.rule)):
         if row.case_id is not None:
@@ -253,24 +295,40 @@ def render(result: DemoResult, rules: tuple[CompiledRule, ...], rules_path: str 
             detected = f"side effect of {row.related.category}"
         else:
             detected = "not injected"
-        table.append((
-            _clock(row.opened), row.rule, row.category, severity, _group(row.group), limit, f"{row.users:,}",
-            detected, (_clock(row.resolved) if row.resolved is not None else "still open")
-            + (f" ({row.reopened}x reopened)" if row.reopened else ""),
-            f"#{case_numbers[row.case_id]}" if row.case_id in case_numbers else "-",
-            ", ".join(row.actions) or "-",
-        ))  # fmt: skip
+        table.append(
+            (
+                _clock(row.opened),
+                row.rule,
+                row.category,
+                severity,
+                _group(row.group),
+                limit,
+                f"{row.users:,}",
+                detected,
+                (_clock(row.resolved) if row.resolved is not None else "still open")
+                + (f" ({row.reopened}x reopened)" if row.reopened else ""),
+                f"#{case_numbers[row.case_id]}" if row.case_id in case_numbers else "-",
+                ", ".join(row.actions) or "-",
+            )
+        )
     lines += _table(table) if result.rows else ["no incidents opened"]
     lines += ["", "injected (ground truth):"]
     truth_table = [("category", "target", "cause", "onset", "end", "first detected by", "after", "paged")]
     for truth in result.truths:
         hits = sorted((r for r in result.rows if r.truth is truth), key=lambda r: r.opened)
         cause = f"{truth.cause_event_id} {truth.description}" if truth.cause_event_id else truth.description
-        truth_table.append((
-            truth.category, f"{truth.dimension}={truth.value}", cause, _clock(truth.onset_ts), _clock(truth.end_ts),
-            hits[0].rule if hits else "MISSED", "+" + _minutes(hits[0].opened - truth.onset_ts) if hits else "-",
-            "+" + _minutes(paged - truth.onset_ts) if (paged := first_page(result, truth)) is not None else "-",
-        ))  # fmt: skip
+        truth_table.append(
+            (
+                truth.category,
+                f"{truth.dimension}={truth.value}",
+                cause,
+                _clock(truth.onset_ts),
+                _clock(truth.end_ts),
+                hits[0].rule if hits else "MISSED",
+                "+" + _minutes(hits[0].opened - truth.onset_ts) if hits else "-",
+                "+" + _minutes(paged - truth.onset_ts) if (paged := first_page(result, truth)) is not None else "-",
+            )
+        )
     lines += _table(truth_table)
     lines += evaluation_lines(rules)
     detected = sum(1 for t in result.truths if any(r.truth is t for r in result.rows))
@@ -302,8 +360,9 @@ def _sources_and_responses(rows: list[IncidentRow], rules: tuple[CompiledRule, .
     lines = []
     if reported:
         named = ", ".join(sorted({f"{row.rule} ({_group(row.group)})" for row in reported}))
-        lines.append(f"opened by user reports: {len(reported)} ({named}); by inference events: "
-                     f"{len(rows) - len(reported)}")  # fmt: skip
+        lines.append(
+            f"opened by user reports: {len(reported)} ({named}); by inference events: {len(rows) - len(reported)}"
+        )
     paged: dict[str, int] = {}
     tickets: dict[str, int] = {}
     for row in rows:
@@ -332,21 +391,50 @@ def evaluation_lines(rules: tuple[CompiledRule, ...], path: Path = EVALUATION_FI
     data = orjson.loads(path.read_bytes())
     if data.get("pack") != pack_fingerprint(rules):
         return []
-    rows = [("family", "events", "sim. days", "caught", "precision", "false/day", "sev1-2 false/day",
-             "caught / detectable", "pages/problem", "false pages/day", "time to detect (median)")]  # fmt: skip
+    rows = [
+        (
+            "family",
+            "events",
+            "sim. days",
+            "caught",
+            "precision",
+            "false/day",
+            "sev1-2 false/day",
+            "caught / detectable",
+            "pages/problem",
+            "false pages/day",
+            "time to detect (median)",
+        )
+    ]
     for f in data["families"]:
         precision = "-" if f["precision"] is None else f"{100 * f['precision']:.0f}%"
         ttd = ", ".join(f"{kind} {_minutes(int(s * 1000))}" for kind, s in f["ttd_median_s"].items()) or "-"
         detectable = f"{f['caught_detectable']}/{f['detectable']}" if "detectable" in f else "-"
         per_problem = "-" if f.get("pages_per_problem") is None else f"{f['pages_per_problem']:.2f}"
         false_pages = "-" if f.get("false_pages_per_day") is None else f"{f['false_pages_per_day']:.2f}"
-        rows.append((f["family"], f"{f['events']:,}", f"{f['days']:.2f}", f"{f['caught']}/{f['injected']}", precision,
-                     f"{f['false_per_day']:.2f}", f"{f['false_severe_per_day']:.2f}", detectable, per_problem,
-                     false_pages, ttd))  # fmt: skip
-    below = [] if not any("detectable" in f for f in data["families"]) else [
-        "caught / detectable: of the injections leaving more evidence than noise alone gives (a leak's PII "
-        "answers against its tenant's noise: benchmarks/README.md)"
-    ]  # fmt: skip
+        rows.append(
+            (
+                f["family"],
+                f"{f['events']:,}",
+                f"{f['days']:.2f}",
+                f"{f['caught']}/{f['injected']}",
+                precision,
+                f"{f['false_per_day']:.2f}",
+                f"{f['false_severe_per_day']:.2f}",
+                detectable,
+                per_problem,
+                false_pages,
+                ttd,
+            )
+        )
+    below = (
+        []
+        if not any("detectable" in f for f in data["families"])
+        else [
+            "caught / detectable: of the injections leaving more evidence than noise alone gives (a leak's PII "
+            "answers against its tenant's noise: benchmarks/README.md)"
+        ]
+    )
     return [
         "",
         f"these rules on traffic they were not tuned on ({len(data['families'])} families × {data['seeds']} seeds, "

@@ -22,17 +22,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
-
-from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, validate_event
+from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event
 from firebreak.core.cases import CaseBook
-from firebreak.core.engine import AHEAD_CONFIRM, DEFAULT_MAX_SKEW_MS
+from firebreak.core.engine import DEFAULT_MAX_SKEW_MS
 from firebreak.dsl import CompiledRule
-from firebreak.durations import format_duration
 from firebreak.errors import EngineError
+from firebreak.feed import Fed, ahead_text, decode_event, decoded_lines, late_text  # noqa: F401 - re-exported
 
 BATCH_LINES = 4096
 ENGINES = ("python", "native")
@@ -50,63 +48,6 @@ def python_core_errors(wrap: bool = True) -> Iterator[None]:
         if not wrap:
             raise
         raise EngineError(f"the Python core failed: {type(error).__name__}: {error}") from error
-
-
-def decode_event(raw: bytes | None, max_bytes: int | None = None) -> Event:
-    """One JSON document → an `Event`; `InvalidEvent` with the reason when it is not one."""
-    raw = raw or b""
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise InvalidEvent(f"event is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent(f"invalid JSON: {error}") from None
-    return validate_event(obj)
-
-
-def decoded_lines(lines: Iterable[bytes], max_bytes: int | None, fed: Fed) -> Iterable[tuple[int, bytes, Event]]:
-    """(index, raw, event) for each non-blank line that is an event; the others go to ``fed.bad``
-    with their index and reason (blank lines are neither)."""
-    for index, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            event = decode_event(raw, max_bytes)
-        except InvalidEvent as error:
-            fed.bad.append((index, str(error)))
-            continue
-        yield index, raw, event
-
-
-def late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> str:
-    """The reason a late event is refused (dead letters, bad samples). An event refused for
-    being too far ahead comes with the latest event time instead of the watermark
-    (``ts`` after it: the engines hand both kinds back alike)."""
-    if ts > watermark:
-        return ahead_text(ts, watermark, max_skew_ms)
-    return (
-        f"late: ts {format_ts(ts)} is before the watermark {format_ts(watermark)} "
-        f"(allowed lateness {lateness_ms // 1000}s)"
-    )
-
-
-def ahead_text(ts: int, max_ts: int, max_skew_ms: int | None) -> str:
-    """The reason an event is refused for being too far ahead (`Engine.is_ahead`)."""
-    skew = format_duration(max_skew_ms) if max_skew_ms is not None else "the maximum skew"
-    return (
-        f"ahead: ts {format_ts(ts)} is more than {skew} after the latest event time {format_ts(max_ts)} "
-        f"(max skew; {AHEAD_CONFIRM} such events in a row move the clock)"
-    )
-
-
-@dataclass
-class Fed:
-    """What one batch gave: records in the engine's order; refused inputs by batch index."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    bad: list[tuple[int, str]] = field(default_factory=list)  # (index, reason): not an event
-    late: list[tuple[int, str]] = field(default_factory=list)  # (index, reason): before the watermark
-    events: int = 0  # events taken (neither bad nor late)
 
 
 class EngineCore(Protocol):
@@ -127,9 +68,14 @@ class Driver:
     ``native`` (engine/firebreak/native: rules it cannot run yet are run by the core beside it), or
     None for the default (`default_engine`: native)."""
 
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 engine: str | None = None, cases: CaseBook | None = None,
-                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        engine: str | None = None,
+        cases: CaseBook | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         """``cases``: pass the engine's records through this case component (core/cases.py):
         each incident record then names its case, and case records follow it. ``max_skew_ms``:
         how far after the latest event time an event may be (`Engine.is_ahead`; None: no bound)."""

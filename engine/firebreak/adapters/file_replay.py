@@ -227,8 +227,9 @@ class Numbered:
 class _FileSink:
     """Records to ``emit``; bad and late lines counted, sampled and dead-lettered with file and line."""
 
-    def __init__(self, result: ReplayResult, emit: Callable[[dict[str, Any]], None],
-                 dead_letter: IO[bytes] | None) -> None:  # fmt: skip
+    def __init__(
+        self, result: ReplayResult, emit: Callable[[dict[str, Any]], None], dead_letter: IO[bytes] | None
+    ) -> None:
         self.result, self.record, self.dead_letter, self.path = result, emit, dead_letter, ""
 
     def bad(self, where: tuple[str, int], reason: str, raw: bytes, late: bool) -> None:

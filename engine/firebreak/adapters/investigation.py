@@ -66,8 +66,9 @@ def numbered_lines(path: str) -> Iterator[tuple[int, bytes]]:
             raise InputError(f"{path}: read failed: {error}") from None
 
 
-def events_from_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
-                      options: Options) -> LoadedEvents:  # fmt: skip
+def events_from_topic(
+    bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule], options: Options
+) -> LoadedEvents:
     """The topic's events from ``since`` minus the rules' warm-up and the cause lookback, to
     ``until`` plus the allowed lateness (so the watermark reaches ``until``)."""
     from firebreak.adapters.topic_replay import read_topic_events, warmup_ms  # aiokafka: only for topics
@@ -75,9 +76,12 @@ def events_from_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, 
     loaded = LoadedEvents(source=f"topic {topic} from {since_ms} to {until_ms}")
     start = since_ms - warmup_ms(rules) - options.lookback_ms
     loaded.events = read_topic_events(
-        bootstrap, topic, start, until_ms + options.lateness_ms,
+        bootstrap,
+        topic,
+        start,
+        until_ms + options.lateness_ms,
         on_bad=lambda where, reason, raw: loaded.note_bad(where, reason),
-    )  # fmt: skip
+    )
     return loaded
 
 
@@ -104,8 +108,9 @@ def records_from_file(path: str) -> list[dict[str, Any]]:
     return records
 
 
-def with_case_records(records: list[dict[str, Any]], rules: Sequence[CompiledRule],
-                      events: Sequence[Event] = ()) -> list[dict[str, Any]]:  # fmt: skip
+def with_case_records(
+    records: list[dict[str, Any]], rules: Sequence[CompiledRule], events: Sequence[Event] = ()
+) -> list[dict[str, Any]]:
     """``records`` as they are when they hold case records; otherwise with the cases they make,
     as `replay --cases` and the worker form them (scopes: the groups and the records'
     ``evidence_scope``)."""
@@ -115,16 +120,24 @@ def with_case_records(records: list[dict[str, Any]], rules: Sequence[CompiledRul
     return [out for record in records for out in book.process(record)]
 
 
-def replay_events(rules: Sequence[CompiledRule], events: Sequence[Event], lateness_ms: int,
-                  engine: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def replay_events(
+    rules: Sequence[CompiledRule], events: Sequence[Event], lateness_ms: int, engine: str | None = None
+) -> list[dict[str, Any]]:
     """Every record of the rules over the events (firebreak.core.run_events, through a `Driver`)."""
     driver = Driver(rules, lateness_ms, engine)
     return driver.feed_events(events).records + driver.finish()
 
 
-def run(rules: Sequence[CompiledRule], loaded: LoadedEvents, selection: Selection | None, options: Options,
-        engine: str | None = None, *, records: list[dict[str, Any]] | None = None,
-        case_id: str | None = None) -> Outcome:  # fmt: skip
+def run(
+    rules: Sequence[CompiledRule],
+    loaded: LoadedEvents,
+    selection: Selection | None,
+    options: Options,
+    engine: str | None = None,
+    *,
+    records: list[dict[str, Any]] | None = None,
+    case_id: str | None = None,
+) -> Outcome:
     """Replay the events through the rules (or take ``records``, e.g. `demo`'s) and, when an
     incident (``selection``) or a case (``case_id``) is chosen, investigate it. Incidents are
     grouped into cases as `replay --cases` does (unless ``records`` hold case records), so an

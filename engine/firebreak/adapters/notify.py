@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from firebreak.adapters.incident_text import REMINDER, investigate_command, responders, summary
 from firebreak.core import format_ts, parse_ts
 from firebreak.core.events import format_duration
 from firebreak.core.silences import ACKNOWLEDGED, CONTROL_TYPES, ControlError, SilenceBook
@@ -42,12 +43,12 @@ log = logging.getLogger("firebreak.notify")
 
 KINDS = ("pagerduty", "slack", "webhook", "alertmanager", "slack_bot")  # alertmanager: adapters/alertmanager.py
 SLACK_POST_MESSAGE = "https://slack.com/api/chat.postMessage"  # slack_bot: one thread per case
-INCIDENT_TYPES = tuple(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
-                                          RecordKind.REOPENED))  # fmt: skip
+INCIDENT_TYPES = tuple(
+    k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED)
+)
 # Cases (docs/response.md#cases): when incident records name a case, PagerDuty pages per case —
 # one dedup_key per case — and the incidents go to the other targets only.
 CASE_TYPES = tuple(k.value for k in (RecordKind.CASE_OPENED, RecordKind.CASE_UPDATED, RecordKind.CASE_RESOLVED))
-REMINDER = "incident.reminder"  # not a record of the engine: notify's own, while an incident stays open
 PD_SEVERITY = {Severity.SEV1: "critical", Severity.SEV2: "error", Severity.SEV3: "warning", Severity.SEV4: "info"}
 MAX_BACKOFF_S = 30.0
 
@@ -99,8 +100,9 @@ def load_notify_config(path: str, env: Mapping[str, str] | None = None) -> Notif
         raise NotifyConfigError(f"{path}: cannot be read ({error.strerror})") from None
     unknown = set(data) - {"targets", "default_targets", "investigate_hint"}
     if unknown:
-        raise NotifyConfigError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: targets, default_targets, "
-                                f"investigate_hint)")  # fmt: skip
+        raise NotifyConfigError(
+            f"{path}: unknown setting {sorted(unknown)[0]!r} (known: targets, default_targets, investigate_hint)"
+        )
     targets = {}
     for name, spec in (data.get("targets") or {}).items():
         targets[name] = _target(path, name, spec, env)
@@ -116,8 +118,19 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     where = f"{path}: [targets.{orjson.dumps(name).decode()}]"
     if not isinstance(spec, dict):
         raise NotifyConfigError(f"{where} must be a table")
-    known = {"kind", "url", "url_env", "routing_key_env", "timeout_s", "retries", "backoff_s", "only_paged", "resend_s",
-             "token_env", "channel"}  # fmt: skip
+    known = {
+        "kind",
+        "url",
+        "url_env",
+        "routing_key_env",
+        "timeout_s",
+        "retries",
+        "backoff_s",
+        "only_paged",
+        "resend_s",
+        "token_env",
+        "channel",
+    }
     extra = set(spec) - known
     if extra:
         raise NotifyConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (known: {', '.join(sorted(known))})")
@@ -134,8 +147,10 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
     routing_key = None
     if kind == "pagerduty":
         if "routing_key_env" not in spec:
-            raise NotifyConfigError(f"{where}: a pagerduty target needs routing_key_env (the variable holding the "
-                                    f"integration's routing key)")  # fmt: skip
+            raise NotifyConfigError(
+                f"{where}: a pagerduty target needs routing_key_env (the variable holding the "
+                f"integration's routing key)"
+            )
         routing_key = Secret(_from_env(where, spec["routing_key_env"], env))
     try:
         timeout, retries = float(spec.get("timeout_s", 10)), int(spec.get("retries", 5))
@@ -164,8 +179,9 @@ def _target(path: str, name: str, spec: Any, env: Mapping[str, str]) -> Target:
             raise NotifyConfigError(f"{where}: a slack_bot target needs channel (a channel id or #name)")
     elif "token_env" in spec or "channel" in spec:
         raise NotifyConfigError(f"{where}: token_env and channel are for slack_bot targets")
-    return Target(name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged, float(resend),
-                  token, channel)  # fmt: skip
+    return Target(
+        name, kind, Secret(str(url)), routing_key, timeout, retries, backoff, only_paged, float(resend), token, channel
+    )
 
 
 def _from_env(where: str, variable: Any, env: Mapping[str, str]) -> str:
@@ -190,24 +206,9 @@ def idempotency_key(record: Mapping[str, Any]) -> str:
     return f"{record['incident_id']}:{record['type']}:{record['ts']}"
 
 
-def summary(record: Mapping[str, Any]) -> str:
-    group = ", ".join(f"{k}={v}" for k, v in record.get("group", {}).items()) or "all traffic"
-    verb = {RecordKind.OPENED: "opened", RecordKind.ESCALATED: "escalated", RecordKind.RESOLVED: "resolved",
-            RecordKind.REOPENED: "reopened", REMINDER: "still open"}  # fmt: skip
-    return f"[{record['severity']}] {record['rule']} {verb[record['type']]} for {group}"
-
-
-def responders(record: Mapping[str, Any]) -> str:
-    """``security-oncall (paged), status update every 30m``: who responds, from the policy."""
-    response = record.get("response")
-    if not response:
-        return ""
-    how = "paged" if response.get("page") else "ticket"
-    return f"{response.get('team')} ({how}), status update every {format_duration(int(response['update_every_ms']))}"
-
-
-def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
-                    ) -> dict[str, Any]:  # fmt: skip
+def pagerduty_event(
+    record: Mapping[str, Any], routing_key: str, hint: str = NotifyConfig.investigate_hint
+) -> dict[str, Any]:
     """Events API v2: trigger on open and on escalation (the new severity), resolve on resolution;
     for a case record, the same with the case id as dedup_key."""
     if record["type"] in CASE_TYPES:
@@ -216,9 +217,22 @@ def pagerduty_event(record: Mapping[str, Any], routing_key: str, hint: str = Not
         return {"routing_key": routing_key, "event_action": "acknowledge", "dedup_key": record["case_id"]}
     if record["type"] == RecordKind.RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["incident_id"]}
-    details = {k: record.get(k) for k in ("value", "threshold", "baseline", "users_affected", "events", "why",
-                                            "window", "previous_severity", "response",
-                                            "reminder") if record.get(k) is not None}  # fmt: skip
+    details = {
+        k: record.get(k)
+        for k in (
+            "value",
+            "threshold",
+            "baseline",
+            "users_affected",
+            "events",
+            "why",
+            "window",
+            "previous_severity",
+            "response",
+            "reminder",
+        )
+        if record.get(k) is not None
+    }
     details["investigate"] = investigate_command(record, hint)
     return {
         "routing_key": routing_key,
@@ -243,8 +257,11 @@ def pagerduty_case_event(record: Mapping[str, Any], routing_key: str) -> dict[st
     if record["type"] == RecordKind.CASE_RESOLVED:
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": record["case_id"]}
     scope = ", ".join(f"{k}={v}" for k, v in record.get("scope", {}).items()) or "all"
-    details = {k: record.get(k) for k in ("why", "reason", "incidents", "incident_id", "rule", "previous_severity",
-                                            "response") if record.get(k) is not None}  # fmt: skip
+    details = {
+        k: record.get(k)
+        for k in ("why", "reason", "incidents", "incident_id", "rule", "previous_severity", "response")
+        if record.get(k) is not None
+    }
     summary_text = f"[{record['severity']}] {record['category']} on {scope}: {record['incidents']} open incident(s)"
     return {
         "routing_key": routing_key,
@@ -269,13 +286,6 @@ def _pd_severity(name: Any) -> str:
         return PD_SEVERITY[Severity.parse(name)]
     except ValueError:
         return "error"
-
-
-def investigate_command(record: Mapping[str, Any], hint: str) -> str:
-    onset = parse_ts(record.get("onset") or record["ts"])
-    since = onset - 2 * 3_600_000
-    until = parse_ts(record["ts"]) + 15 * 60_000
-    return f"{hint} --since {format_ts(since)} --until {format_ts(until)} --incident {record['incident_id']}"
 
 
 def slack_message(record: Mapping[str, Any], containment: Iterable[str], hint: str) -> dict[str, Any]:
@@ -308,8 +318,11 @@ def slack_case_message(record: Mapping[str, Any], channel: str, thread_ts: str |
     incident = f"{record.get('incident_id')} ({record.get('rule')})"
     if kind == RecordKind.CASE_RESOLVED:
         head = f"resolved: its last incident {incident} resolved"
-        facts = [f"open for {format_duration(int(record.get('duration_s', 0)) * 1000)}",
-                 f"{len(record.get('incidents') or ())} incident(s)", f"{record.get('pages', 0)} page(s)"]  # fmt: skip
+        facts = [
+            f"open for {format_duration(int(record.get('duration_s', 0)) * 1000)}",
+            f"{len(record.get('incidents') or ())} incident(s)",
+            f"{record.get('pages', 0)} page(s)",
+        ]
     else:
         head = {
             RecordKind.CASE_OPENED.value: f"*[{record['severity']}] {record['category']} on {scope}*: "
@@ -326,8 +339,10 @@ def slack_case_message(record: Mapping[str, Any], channel: str, thread_ts: str |
     if thread_ts is None:
         at = parse_ts(record["ts"])
         since, until = format_ts(at - 2 * 3_600_000), format_ts(at + 15 * 60_000)
-        lines.append(f"case `{record['case_id']}` · investigate: "
-                     f"`{hint} --since {since} --until {until} --case {record['case_id']}`")  # fmt: skip
+        lines.append(
+            f"case `{record['case_id']}` · investigate: "
+            f"`{hint} --since {since} --until {until} --case {record['case_id']}`"
+        )
     text = "\n".join(line for line in lines if line)
     message: dict[str, Any] = {"channel": channel, "text": text}
     if thread_ts is not None:
@@ -364,25 +379,37 @@ class NotifyStats:
 
     def prometheus(self) -> str:
         """The counters of what was held back, in Prometheus' text format."""
-        lines = ["# HELP firebreak_notify_pages_suppressed_total Pages not sent, by reason.",
-                 "# TYPE firebreak_notify_pages_suppressed_total counter"]  # fmt: skip
-        lines += [f'firebreak_notify_pages_suppressed_total{{reason="{reason}"}} {n}'
-                  for reason, n in sorted(self.suppressed.items())]  # fmt: skip
-        lines += ["# TYPE firebreak_notify_pages_released_total counter",
-                  f"firebreak_notify_pages_released_total {self.released}",
-                  "# TYPE firebreak_notify_acknowledged_total counter",
-                  f"firebreak_notify_acknowledged_total {self.acknowledged}"]  # fmt: skip
+        lines = [
+            "# HELP firebreak_notify_pages_suppressed_total Pages not sent, by reason.",
+            "# TYPE firebreak_notify_pages_suppressed_total counter",
+        ]
+        lines += [
+            f'firebreak_notify_pages_suppressed_total{{reason="{reason}"}} {n}'
+            for reason, n in sorted(self.suppressed.items())
+        ]
+        lines += [
+            "# TYPE firebreak_notify_pages_released_total counter",
+            f"firebreak_notify_pages_released_total {self.released}",
+            "# TYPE firebreak_notify_acknowledged_total counter",
+            f"firebreak_notify_acknowledged_total {self.acknowledged}",
+        ]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
-        parts = [f"{self.records} incident records", f"{self.reminders} reminders",
-                 f"{sum(self.delivered.values())} deliveries",
-                 f"{self.retries} retries", f"{sum(self.refused.values())} refused (4xx)",
-                 f"{sum(self.gave_up.values())} given up"]  # fmt: skip
+        parts = [
+            f"{self.records} incident records",
+            f"{self.reminders} reminders",
+            f"{sum(self.delivered.values())} deliveries",
+            f"{self.retries} retries",
+            f"{sum(self.refused.values())} refused (4xx)",
+            f"{sum(self.gave_up.values())} given up",
+        ]
         if self.suppressed or self.released:
             held = ", ".join(f"{reason} {n}" for reason, n in sorted(self.suppressed.items()))
-            parts.append(f"{sum(self.suppressed.values())} pages suppressed ({held or 'none'}), "
-                         f"{self.released} released when their silence ended")  # fmt: skip
+            parts.append(
+                f"{sum(self.suppressed.values())} pages suppressed ({held or 'none'}), "
+                f"{self.released} released when their silence ended"
+            )
         if self.acknowledged:
             parts.append(f"{self.acknowledged} cases acknowledged")
         if self.unrouted:
@@ -478,8 +505,12 @@ class Deliverer:
             self.cases.pop(case_id, None)
             if case_id in self.held:
                 _, by = self.held.pop(case_id)
-                log.info("case %s resolved while silenced (silenced_by=%s): never paged", case_id, by,
-                         extra={"fields": {"event": "case_resolved_silenced", "case_id": case_id, "silenced_by": by}})
+                log.info(
+                    "case %s resolved while silenced (silenced_by=%s): never paged",
+                    case_id,
+                    by,
+                    extra={"fields": {"event": "case_resolved_silenced", "case_id": case_id, "silenced_by": by}},
+                )
                 return True
         else:
             self.cases[case_id] = dict(record)
@@ -488,10 +519,16 @@ class Deliverer:
                 page = record if record.get("page") or case_id not in self.held else self.held[case_id][0]
                 if record.get("page") and case_id not in self.held:
                     self.stats.suppressed["maintenance" if silence.startswith("maintenance:") else "silenced"] += 1
-                    log.info("case %s: page held (silenced_by=%s)", case_id, silence,
-                             extra={"fields": {"event": "page_silenced", "case_id": case_id, "silenced_by": silence}})
-                self.held[case_id] = ({**page, "severity": record["severity"], "incidents": record["incidents"]},
-                                      silence)  # fmt: skip
+                    log.info(
+                        "case %s: page held (silenced_by=%s)",
+                        case_id,
+                        silence,
+                        extra={"fields": {"event": "page_silenced", "case_id": case_id, "silenced_by": silence}},
+                    )
+                self.held[case_id] = (
+                    {**page, "severity": record["severity"], "incidents": record["incidents"]},
+                    silence,
+                )
                 return True
         return await self._deliver_case(record)
 
@@ -530,8 +567,12 @@ class Deliverer:
             if self.silencing(record, at) is None:
                 del self.held[case_id]
                 self.stats.released += 1
-                log.info("case %s: %s ended and the case is still open: paged now", case_id, by,
-                         extra={"fields": {"event": "page_released", "case_id": case_id, "silenced_by": by}})
+                log.info(
+                    "case %s: %s ended and the case is still open: paged now",
+                    case_id,
+                    by,
+                    extra={"fields": {"event": "page_released", "case_id": case_id, "silenced_by": by}},
+                )
                 ok = await self._deliver_case({**record, "page": True}) and ok
         return ok
 
@@ -615,8 +656,9 @@ class Deliverer:
             error = answer.get("error") if isinstance(answer, dict) else "not a Slack API answer"
             self.stats.delivered[target.name] -= 1
             self.stats.refused[target.name] += 1
-            log.error("%s: Slack refused %s of %s: %s (not retried)", target.name, record["type"], record["case_id"],
-                      error)  # fmt: skip
+            log.error(
+                "%s: Slack refused %s of %s: %s (not retried)", target.name, record["type"], record["case_id"], error
+            )
             return True
         if record["type"] == RecordKind.CASE_RESOLVED:
             self.threads.pop(key, None)
@@ -630,15 +672,23 @@ class Deliverer:
         ok, _ = await self._post(target, record, self.payload(target, record))
         return ok
 
-    async def _post(self, target: Target, record: Mapping[str, Any], payload: Mapping[str, Any],
-                    extra_headers: Mapping[str, str] | None = None) -> tuple[bool, str | None]:  # fmt: skip
+    async def _post(
+        self,
+        target: Target,
+        record: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> tuple[bool, str | None]:
         """`deliver`'s POST: (True, the answer's text) when delivered, (True, None) when refused,
         (False, None) when it gave up."""
         import aiohttp
 
         body = orjson.dumps(payload)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(record),
-                   **(extra_headers or {})}  # fmt: skip
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key(record),
+            **(extra_headers or {}),
+        }
         delay = target.backoff_s
         for attempt in range(target.retries + 1):
             if attempt:
@@ -646,14 +696,21 @@ class Deliverer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_S)
             try:
-                async with self.session.post(target.url.value, data=body, headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as response:
+                async with self.session.post(
+                    target.url.value, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=target.timeout_s)
+                ) as response:
                     text = await response.text()
                     status = response.status
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 why = f"{type(error).__name__}" + (f": {error}" if str(error) else "")
-                log.info("%s: %s for %s (attempt %d): %s", target.name, record["type"], record["incident_id"],
-                         attempt + 1, why.replace(target.url.value, "<url>"))  # fmt: skip
+                log.info(
+                    "%s: %s for %s (attempt %d): %s",
+                    target.name,
+                    record["type"],
+                    record["incident_id"],
+                    attempt + 1,
+                    why.replace(target.url.value, "<url>"),
+                )
                 continue
             if 200 <= status < 300:
                 self.stats.delivered[target.name] += 1
@@ -661,14 +718,31 @@ class Deliverer:
                 return True, text
             if 400 <= status < 500 and status != 429:
                 self.stats.refused[target.name] += 1
-                log.error("%s: refused %s of %s: HTTP %d %s (not retried)", target.name, record["type"],
-                          record["incident_id"], status, text[:300])  # fmt: skip
+                log.error(
+                    "%s: refused %s of %s: HTTP %d %s (not retried)",
+                    target.name,
+                    record["type"],
+                    record["incident_id"],
+                    status,
+                    text[:300],
+                )
                 return True, None
-            log.info("%s: HTTP %d for %s of %s (attempt %d)", target.name, status, record["type"],
-                     record["incident_id"], attempt + 1)  # fmt: skip
+            log.info(
+                "%s: HTTP %d for %s of %s (attempt %d)",
+                target.name,
+                status,
+                record["type"],
+                record["incident_id"],
+                attempt + 1,
+            )
         self.stats.gave_up[target.name] += 1
-        log.error("%s: gave up on %s of %s after %d attempts", target.name, record["type"], record["incident_id"],
-                  target.retries + 1)  # fmt: skip
+        log.error(
+            "%s: gave up on %s of %s after %d attempts",
+            target.name,
+            record["type"],
+            record["incident_id"],
+            target.retries + 1,
+        )
         return False, None
 
 
@@ -704,8 +778,12 @@ class Reminders:
                 self.open.pop(incident, None)
                 return
             opened = before["opened"] if before else record["ts"]
-            self.open[incident] = {"record": record, "opened": opened, "due": now + every / 1000,
-                                   "count": before["count"] if before else 0}  # fmt: skip
+            self.open[incident] = {
+                "record": record,
+                "opened": opened,
+                "due": now + every / 1000,
+                "count": before["count"] if before else 0,
+            }
 
     def forget(self, incidents: Iterable[str]) -> None:
         """No more reminders for these incidents or cases (acknowledged)."""
@@ -723,17 +801,42 @@ class Reminders:
             entry["count"] += 1
             entry["due"] = now + every / 1000
             case = {"case_id": r["case_id"]} if r.get("type") in CASE_TYPES else {}
-            out.append({"type": REMINDER, "incident_id": incident, **case, "reminder": entry["count"],
-                        "slot": int(now * 1000) // every,
-                        "opened": entry["opened"],
-                        **{k: r.get(k) for k in ("rule", "category", "severity", "group", "ts", "onset", "value",
-                                                 "threshold", "users_affected", "response", "notify")}})  # fmt: skip
+            out.append(
+                {
+                    "type": REMINDER,
+                    "incident_id": incident,
+                    **case,
+                    "reminder": entry["count"],
+                    "slot": int(now * 1000) // every,
+                    "opened": entry["opened"],
+                    **{
+                        k: r.get(k)
+                        for k in (
+                            "rule",
+                            "category",
+                            "severity",
+                            "group",
+                            "ts",
+                            "onset",
+                            "value",
+                            "threshold",
+                            "users_affected",
+                            "response",
+                            "notify",
+                        )
+                    },
+                }
+            )
         return out
 
 
-async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, Any]],
-                         control: Iterable[Mapping[str, Any]] = (),
-                         windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
+async def notify_records(
+    config: NotifyConfig,
+    records: Iterable[Mapping[str, Any]],
+    control: Iterable[Mapping[str, Any]] = (),
+    windows: tuple[Any, ...] = (),
+    per_case: bool = False,
+) -> NotifyStats:
     """A records file (or list): every incident record to its targets, in order. ``control``:
     silences and acknowledgements (a file's), each taken at its time among the records; time is
     the records' (``ts``): a held page goes out with the first record after its silence ended."""
@@ -757,10 +860,19 @@ async def notify_records(config: NotifyConfig, records: Iterable[Mapping[str, An
     return deliverer.stats
 
 
-async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, containment_topic: str, group: str,
-                        idle_s: float | None = None, reminders: bool = True,
-                        clock: Any = time.time, control_topic: str | None = None,
-                        windows: tuple[Any, ...] = (), per_case: bool = False) -> NotifyStats:  # fmt: skip
+async def notify_topics(
+    config: NotifyConfig,
+    kafka: Any,
+    incidents_topic: str,
+    containment_topic: str,
+    group: str,
+    idle_s: float | None = None,
+    reminders: bool = True,
+    clock: Any = time.time,
+    control_topic: str | None = None,
+    windows: tuple[Any, ...] = (),
+    per_case: bool = False,
+) -> NotifyStats:
     """Follow the incidents (and containment) topics in a consumer group, read_committed; offsets
     are committed after their records were delivered, so a crash re-delivers (idempotent keys),
     never skips. A delivery that gives up stops the loop without committing (exit, retry later).
@@ -771,9 +883,16 @@ async def notify_topics(config: NotifyConfig, kafka: Any, incidents_topic: str, 
     start by every notify process, then followed; a held page goes out when its silence ends."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(incidents_topic, containment_topic, bootstrap_servers=kafka.bootstrap,
-                                **kafka.client_options(), group_id=group, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        incidents_topic,
+        containment_topic,
+        bootstrap_servers=kafka.bootstrap,
+        **kafka.client_options(),
+        group_id=group,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
     from firebreak.adapters.alertmanager import AlertResends, resend_open_alerts
 
     await consumer.start()
@@ -821,8 +940,13 @@ async def _control_reader(kafka: Any, topic: str) -> Any:
     """A consumer of every partition of the control topic from its start, outside any group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), group_id=None,
-                              enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap,
+        **kafka.client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await reader.start()
     partitions = reader.partitions_for_topic(topic) or set()
     if not partitions:
@@ -855,8 +979,13 @@ async def _committed_records(group_consumer: Any, kafka: Any, topic: str, deadli
             ends[tp] = committed
     if not ends:
         return []
-    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(), group_id=None,
-                              enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap,
+        **kafka.client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await reader.start()
     out: list[dict] = []
     try:
@@ -872,8 +1001,11 @@ async def _committed_records(group_consumer: Any, kafka: Any, topic: str, deadli
                 if await reader.position(tp) >= remaining[tp]:
                     del remaining[tp]
         if remaining:
-            log.warning("could not read %s up to the committed offsets in %g s: reminders of older incidents "
-                        "may be missing", topic, deadline_s)  # fmt: skip
+            log.warning(
+                "could not read %s up to the committed offsets in %g s: reminders of older incidents may be missing",
+                topic,
+                deadline_s,
+            )
     finally:
         await reader.stop()
     return out

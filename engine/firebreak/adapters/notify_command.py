@@ -16,26 +16,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--records", metavar="FILE", help="a records file (JSON lines, as replay writes)")
     source.add_argument("--topic", metavar="TOPIC", help="follow the incidents topic (e.g. ai.incidents)")
-    parser.add_argument("--containment-topic", default="ai.containment.commands",
-                        help="with --topic: read too, so messages name the containment (default %(default)s)")
+    parser.add_argument(
+        "--containment-topic",
+        default="ai.containment.commands",
+        help="with --topic: read too, so messages name the containment (default %(default)s)",
+    )
     parser.add_argument("--group", default="firebreak-notify", help="with --topic: consumer group (offsets kept)")
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="with --topic: Kafka brokers")
     parser.add_argument("--kafka-config", metavar="FILE", help="with --topic: Kafka client properties (TLS, SASL)")
-    parser.add_argument("--idle", type=float, metavar="SECONDS",
-                        help="with --topic: stop once nothing new arrived for this long (default: run until stopped)")
-    parser.add_argument("--no-reminders", dest="reminders", action="store_false",
-                        help="with --topic: no status-update reminders while incidents stay open "
-                             "(default: at the response policy's update_every)")  # fmt: skip
-    parser.add_argument("--silences", metavar="FILE",
-                        help="with --records: silences and acknowledgements (`firebreak silence add --file FILE`)")
-    parser.add_argument("--control-topic", metavar="TOPIC",
-                        help="with --topic: the compacted topic of silences and acknowledgements "
-                             "(`firebreak silence add`, `firebreak ack`; e.g. ai.firebreak.control)")
-    parser.add_argument("--per-case", action="store_true",
-                        help="with --topic: PagerDuty hears of cases only, from the first record on (a worker's case "
-                             "stage writes them after the incidents; default: once a case record was seen)")
-    parser.add_argument("--rules", metavar="PATH", action="append",
-                        help="the rules' directory: its policy.toml's [[maintenance]] windows hold pages too")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        metavar="SECONDS",
+        help="with --topic: stop once nothing new arrived for this long (default: run until stopped)",
+    )
+    parser.add_argument(
+        "--no-reminders",
+        dest="reminders",
+        action="store_false",
+        help="with --topic: no status-update reminders while incidents stay open "
+        "(default: at the response policy's update_every)",
+    )
+    parser.add_argument(
+        "--silences",
+        metavar="FILE",
+        help="with --records: silences and acknowledgements (`firebreak silence add --file FILE`)",
+    )
+    parser.add_argument(
+        "--control-topic",
+        metavar="TOPIC",
+        help="with --topic: the compacted topic of silences and acknowledgements "
+        "(`firebreak silence add`, `firebreak ack`; e.g. ai.firebreak.control)",
+    )
+    parser.add_argument(
+        "--per-case",
+        action="store_true",
+        help="with --topic: PagerDuty hears of cases only, from the first record on (a worker's case "
+        "stage writes them after the incidents; default: once a case record was seen)",
+    )
+    parser.add_argument(
+        "--rules",
+        metavar="PATH",
+        action="append",
+        help="the rules' directory: its policy.toml's [[maintenance]] windows hold pages too",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every delivery attempt")
 
 
@@ -50,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     windows: tuple = ()
     if args.rules:
-        from firebreak.cli import load_rules_or_report
+        from firebreak.adapters.rule_files import load_rules_or_report
 
         rules = load_rules_or_report(args.rules, "notify")
         if rules is None:
@@ -84,15 +108,28 @@ def run(args: argparse.Namespace) -> int:
             print(f"firebreak notify: {error}", file=sys.stderr)
             return 1
         try:
-            stats = asyncio.run(notify_topics(config, kafka, args.topic, args.containment_topic, args.group, args.idle,
-                                              args.reminders, control_topic=args.control_topic,
-                                              windows=windows, per_case=args.per_case))  # fmt: skip
+            stats = asyncio.run(
+                notify_topics(
+                    config,
+                    kafka,
+                    args.topic,
+                    args.containment_topic,
+                    args.group,
+                    args.idle,
+                    args.reminders,
+                    control_topic=args.control_topic,
+                    windows=windows,
+                    per_case=args.per_case,
+                )
+            )
         except Exception as error:  # noqa: BLE001 - a broker problem is one line, not a traceback
             from firebreak.sdk._kafka import diagnose
 
             why = asyncio.run(diagnose(kafka, 3.0))
-            print(f"firebreak notify: {type(error).__name__} reading {args.topic} from {kafka.bootstrap}: {why}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"firebreak notify: {type(error).__name__} reading {args.topic} from {kafka.bootstrap}: {why}",
+                file=sys.stderr,
+            )
             return 1
     print(stats.summary(), file=sys.stderr)
     return EXIT_FAILED if stats.failed else 0

@@ -103,8 +103,9 @@ def load_mapping(path: str | None) -> OtlpMapping:
         raise MappingError(f"{path}: {error}") from None
     unknown = set(data) - {"fields", "defaults", "flag_prefix", "score_prefix"}
     if unknown:
-        raise MappingError(f"{path}: unknown setting {sorted(unknown)[0]!r} (known: fields, defaults, flag_prefix, "
-                           f"score_prefix)")  # fmt: skip
+        raise MappingError(
+            f"{path}: unknown setting {sorted(unknown)[0]!r} (known: fields, defaults, flag_prefix, score_prefix)"
+        )
     fields = {k: list(v) for k, v in DEFAULT_FIELDS.items()}
     for name, keys in (data.get("fields") or {}).items():
         keys = [keys] if isinstance(keys, str) else keys
@@ -116,15 +117,19 @@ def load_mapping(path: str | None) -> OtlpMapping:
         raise MappingError(f"{path}: defaults is a table")
     for key in ("flag_prefix", "score_prefix"):
         if key in defaults:  # TOML puts a key written under [defaults] into that table
-            raise MappingError(f"{path}: {key} is a top-level setting, not a default: write it before [fields] "
-                               f"and [defaults]")  # fmt: skip
+            raise MappingError(
+                f"{path}: {key} is a top-level setting, not a default: write it before [fields] and [defaults]"
+            )
     mapping = OtlpMapping(fields, dict(defaults))
     for key in ("flag_prefix", "score_prefix"):
         if key in data:
             if not isinstance(data[key], str) or not data[key]:
                 raise MappingError(f"{path}: {key} is a non-empty string")
-            mapping = OtlpMapping(mapping.fields, mapping.defaults, **{
-                "flag_prefix": mapping.flag_prefix, "score_prefix": mapping.score_prefix, key: data[key]})  # fmt: skip
+            mapping = OtlpMapping(
+                mapping.fields,
+                mapping.defaults,
+                **{"flag_prefix": mapping.flag_prefix, "score_prefix": mapping.score_prefix, key: data[key]},
+            )
     return mapping
 
 
@@ -163,10 +168,20 @@ def decode_protobuf(body: bytes) -> list[Span]:
         resource = {a.key: _pb_value(a.value) for a in rs.resource.attributes}
         for ss in rs.scope_spans:
             for s in ss.spans:
-                out.append(Span(s.trace_id.hex(), s.span_id.hex(), s.name, s.start_time_unix_nano,
-                                s.end_time_unix_nano, {a.key: _pb_value(a.value) for a in s.attributes}, resource,
-                                s.status.code, s.status.message,
-                                lambda s=s: MessageToDict(s)))  # fmt: skip
+                out.append(
+                    Span(
+                        s.trace_id.hex(),
+                        s.span_id.hex(),
+                        s.name,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        {a.key: _pb_value(a.value) for a in s.attributes},
+                        resource,
+                        s.status.code,
+                        s.status.message,
+                        lambda s=s: MessageToDict(s),
+                    )
+                )
     return out
 
 
@@ -199,11 +214,20 @@ def decode_json(body: bytes) -> list[Span]:
             for ss in rs.get("scopeSpans") or []:
                 for s in ss.get("spans") or []:
                     status = s.get("status") or {}
-                    out.append(Span(str(s.get("traceId", "")).lower(), str(s.get("spanId", "")).lower(),
-                                    str(s.get("name", "")), int(s.get("startTimeUnixNano") or 0),
-                                    int(s.get("endTimeUnixNano") or 0), _json_attributes(s.get("attributes")),
-                                    resource, _status_code(status.get("code")), str(status.get("message", "")),
-                                    s))  # fmt: skip
+                    out.append(
+                        Span(
+                            str(s.get("traceId", "")).lower(),
+                            str(s.get("spanId", "")).lower(),
+                            str(s.get("name", "")),
+                            int(s.get("startTimeUnixNano") or 0),
+                            int(s.get("endTimeUnixNano") or 0),
+                            _json_attributes(s.get("attributes")),
+                            resource,
+                            _status_code(status.get("code")),
+                            str(status.get("message", "")),
+                            s,
+                        )
+                    )
     except (TypeError, ValueError, AttributeError) as error:
         raise BadRequest(f"not an ExportTraceServiceRequest: {error}") from None
     return out
@@ -261,9 +285,13 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
     model = requested or answered
     if not isinstance(model, str) or not model:
         raise Unmappable("no gen_ai.request.model or gen_ai.response.model")
-    event: dict[str, Any] = {"event_id": f"otlp-{span.trace_id}-{span.span_id}", "type": "inference",
-                             "ts": format_ts(span.end_ns // 1_000_000), "model": model,
-                             "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3)}  # fmt: skip
+    event: dict[str, Any] = {
+        "event_id": f"otlp-{span.trace_id}-{span.span_id}",
+        "type": "inference",
+        "ts": format_ts(span.end_ns // 1_000_000),
+        "model": model,
+        "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3),
+    }
     system = a.get("gen_ai.system") or a.get("gen_ai.provider.name")
     if system:
         event["gen_ai_system"] = str(system)
@@ -271,8 +299,10 @@ def span_event(span: Span, mapping: OtlpMapping) -> dict[str, Any]:
         event["gen_ai_operation"] = str(a["gen_ai.operation.name"])
     if answered and answered != model:
         event["model_version"] = str(answered)  # the mapping's model_version attributes, below, win
-    for out, keys in (("tokens_in", ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
-                      ("tokens_out", ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"))):  # fmt: skip
+    for out, keys in (
+        ("tokens_in", ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")),
+        ("tokens_out", ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")),
+    ):
         for key in keys:
             if key in a:
                 if not isinstance(a[key], int | float) or isinstance(a[key], bool) or a[key] < 0:
@@ -429,8 +459,13 @@ class OtlpStats:
 class Receiver:
     """The OTLP/HTTP trace receiver as an aiohttp application (`app()`)."""
 
-    def __init__(self, sink: Sink, mapping: OtlpMapping | None = None, remember: int = 100_000,
-                 max_body_bytes: int = 32 * 1024 * 1024) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sink: Sink,
+        mapping: OtlpMapping | None = None,
+        remember: int = 100_000,
+        max_body_bytes: int = 32 * 1024 * 1024,
+    ) -> None:
         self.sink, self.mapping = sink, mapping or OtlpMapping()
         self.stats = OtlpStats()
         self.seen: OrderedDict[str, None] = OrderedDict()
@@ -485,8 +520,16 @@ class Receiver:
                 reason = str(error)
                 self.stats.unmappable[reason.split(":")[0]] += 1
                 raw = span.raw() if callable(span.raw) else span.raw
-                letters.append({"source": "otlp", "trace_id": span.trace_id, "span_id": span.span_id,
-                                "name": span.name, "reason": reason, "raw": raw})  # fmt: skip
+                letters.append(
+                    {
+                        "source": "otlp",
+                        "trace_id": span.trace_id,
+                        "span_id": span.span_id,
+                        "name": span.name,
+                        "reason": reason,
+                        "raw": raw,
+                    }
+                )
                 continue
             if event["event_id"] in self.seen or event["event_id"] in fresh:
                 self.stats.duplicates += 1
@@ -498,8 +541,9 @@ class Receiver:
                 await self.sink.write(events)
         except SinkUnavailable as error:
             log.warning("events not accepted (%s): the exporter is asked to retry in %d s", error, RETRY_AFTER_S)
-            return 503, self._error(503, content_type, f"the event sink is unavailable: {error}",
-                                    {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+            return 503, self._error(
+                503, content_type, f"the event sink is unavailable: {error}", {"Retry-After": str(RETRY_AFTER_S)}
+            )
         for event_id in fresh:
             self.seen[event_id] = None
         while len(self.seen) > self.remember:
@@ -518,9 +562,14 @@ class Receiver:
         """A request the exporter will not send again (4xx): counted, and dead-lettered with the
         reason and its body, so what it carried can still be looked at and re-sent."""
         self.stats.refused[status] += 1
-        letter: dict[str, Any] = {"source": "otlp", "status": status, "reason": message,
-                                  "content_type": content_type, "body_bytes": len(body),
-                                  "body_base64": base64.b64encode(body[:MAX_DEAD_BODY_BYTES]).decode()}  # fmt: skip
+        letter: dict[str, Any] = {
+            "source": "otlp",
+            "status": status,
+            "reason": message,
+            "content_type": content_type,
+            "body_bytes": len(body),
+            "body_base64": base64.b64encode(body[:MAX_DEAD_BODY_BYTES]).decode(),
+        }
         if len(body) > MAX_DEAD_BODY_BYTES:
             letter["body_truncated"] = True
         try:

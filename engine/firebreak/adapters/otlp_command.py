@@ -9,19 +9,34 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", default="127.0.0.1:4318", metavar="HOST:PORT",
-                        help="where to receive OTLP/HTTP (POST /v1/traces; default %(default)s, OTLP's port)")
-    parser.add_argument("--mapping", metavar="FILE", help="otlp.toml: which attributes give tenant, user, feature, "
-                        "template...; defaults (docs/integrations.md#otlp-in)")  # fmt: skip
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:4318",
+        metavar="HOST:PORT",
+        help="where to receive OTLP/HTTP (POST /v1/traces; default %(default)s, OTLP's port)",
+    )
+    parser.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="otlp.toml: which attributes give tenant, user, feature, "
+        "template...; defaults (docs/integrations.md#otlp-in)",
+    )
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", metavar="FILE", help="append the events as JSON lines to FILE")
     out.add_argument("--topic", metavar="TOPIC", help="publish the events to TOPIC (e.g. ai.inference.events)")
     parser.add_argument("--bootstrap", metavar="HOST:PORT", help="with --topic: Kafka brokers")
     parser.add_argument("--kafka-config", metavar="FILE", help="with --topic: Kafka client properties (TLS, SASL)")
-    parser.add_argument("--dead-letter", metavar="FILE|TOPIC",
-                        help="unmappable GenAI spans, with the reason: a file with --out, a topic with --topic")
-    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: until "
-                        "stopped with Ctrl-C or SIGTERM)")  # fmt: skip
+    parser.add_argument(
+        "--dead-letter",
+        metavar="FILE|TOPIC",
+        help="unmappable GenAI spans, with the reason: a file with --out, a topic with --topic",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (default: until stopped with Ctrl-C or SIGTERM)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

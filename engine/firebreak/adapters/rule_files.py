@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from firebreak.dsl import CompiledRule, load_rules
+from firebreak.dsl.diagnostics import render_all
 from firebreak.dsl.policy import POLICY_FILE
 from firebreak.dsl.vocabulary import VOCABULARY_FILE
 
@@ -81,3 +84,37 @@ def read_companion_sources(paths: list[str], names: tuple[str, ...] = COMPANION_
         except (OSError, UnicodeDecodeError) as error:
             raise RuleFileError(f"{path}: cannot read: {error}") from None
     return sources
+
+
+# ---- for commands: read and compile, or print why not ------------------------------------
+
+
+def read_sources_or_report(paths: list[str], command: str) -> tuple[dict[str, str], dict[str, str]] | None:
+    """The rule files' texts and their vocabulary files' texts, or None after printing why
+    there are none."""
+    try:
+        sources = read_rule_sources(paths)
+        vocabularies = read_companion_sources(paths)
+    except RuleFileError as error:
+        print(f"firebreak {command}: {error}", file=sys.stderr)
+        return None
+    if not sources:
+        print(f"firebreak {command}: no *.rules files under {' '.join(paths)}", file=sys.stderr)
+        return None
+    return sources, vocabularies
+
+
+def load_rules_or_report(paths: list[str], command: str) -> tuple[CompiledRule, ...] | None:
+    """Compiled rules, or None after printing why there are none."""
+    read = read_sources_or_report(paths, command)
+    if read is None:
+        return None
+    sources, vocabularies = read
+    rules, problems = load_rules(sources, vocabularies)
+    if problems:
+        print(render_all(problems, sources | vocabularies), file=sys.stderr)
+    if not rules:
+        if not problems:
+            print(f"firebreak {command}: no rules in {' '.join(paths)}", file=sys.stderr)
+        return None
+    return rules

@@ -292,8 +292,13 @@ def run_test_file(path: Path, engine: str | None = None, max_skew_ms: int | None
         return outcome
 
 
-def _run(path: Path, spec: dict[str, Any], outcome: TestOutcome, engine: str | None = None,
-         max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> TestOutcome:  # fmt: skip
+def _run(
+    path: Path,
+    spec: dict[str, Any],
+    outcome: TestOutcome,
+    engine: str | None = None,
+    max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+) -> TestOutcome:
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
         raise SpecError(f"unknown key `{unknown[0]}`; expected {', '.join(sorted(TOP_KEYS))}")

@@ -43,9 +43,14 @@ def _where(parser: argparse.ArgumentParser) -> None:
 def add_silence_arguments(parser: argparse.ArgumentParser, duration: Callable[[str], int]) -> None:
     sub = parser.add_subparsers(dest="silence_command", required=True)
     add = sub.add_parser("add", help="hold the pages of matching incidents and cases for a while")
-    add.add_argument("--match", action="append", default=[], metavar="NAME=VALUE", required=True,
-                     help="tenant=acme, category=cost, rule=..., severity=sev2, case_id=... "
-                          "(repeatable: all must match)")  # fmt: skip
+    add.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        required=True,
+        help="tenant=acme, category=cost, rule=..., severity=sev2, case_id=... (repeatable: all must match)",
+    )
     add.add_argument("--for", dest="for_ms", type=duration, required=True, metavar="DURATION", help="e.g. 2h")
     add.add_argument("--reason", required=True, metavar="TEXT")
     add.add_argument("--by", required=True, metavar="NAME")
@@ -88,8 +93,10 @@ def run_silence(args: argparse.Namespace) -> int:
             return 0
         for s in book.listing(now):
             matchers = " ".join(f"{k}={v}" for k, v in s["matchers"].items())
-            print(f"{s['silence_id']}  {s['state']:<7}  {matchers}  {s['starts']} .. {s['ends']}  "
-                  f"by {s['by']}: {s['reason']}")  # fmt: skip
+            print(
+                f"{s['silence_id']}  {s['state']:<7}  {matchers}  {s['starts']} .. {s['ends']}  "
+                f"by {s['by']}: {s['reason']}"
+            )
         return 0
     except (ControlError, OSError) as error:
         print(f"firebreak silence: {error}", file=sys.stderr)

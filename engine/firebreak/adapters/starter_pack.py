@@ -36,7 +36,9 @@ def _starter_files(wanted, required: bool = True) -> dict[str, str]:
             return dict(sorted(_files(root, "rules", wanted)))
     if not required:
         return {}
-    raise StarterPackMissing("starter rules not found in the package (engine/firebreak/_rules) or the source tree (rules/)")
+    raise StarterPackMissing(
+        "starter rules not found in the package (engine/firebreak/_rules) or the source tree (rules/)"
+    )
 
 
 def _files(folder: Traversable, label: str, wanted) -> list[tuple[str, str]]:

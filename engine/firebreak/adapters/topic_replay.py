@@ -242,8 +242,9 @@ class TopicReader:
                     )
         consumer.pause(tp)  # done with it: stop prefetching
 
-    def merged(self, plan: dict[int, tuple[int, int]], stop_at_ms: int, on_bad: BadMessage,
-               max_bytes: int = MAX_EVENT_BYTES) -> AsyncIterator[TopicMessage]:  # fmt: skip
+    def merged(
+        self, plan: dict[int, tuple[int, int]], stop_at_ms: int, on_bad: BadMessage, max_bytes: int = MAX_EVENT_BYTES
+    ) -> AsyncIterator[TopicMessage]:
         """Every planned partition, merged by event time (`merge_by_event_time`)."""
         self.assign(plan)
         streams = [self.messages(p, start, end, stop_at_ms, on_bad, max_bytes) for p, (start, end) in plan.items()]
@@ -349,9 +350,14 @@ class _Sender:
     def __init__(self, bootstrap: str | KafkaConfig, topics: OutputTopics, timeout_s: float) -> None:
         kafka = kafka_config_of(bootstrap)
         self.bootstrap, self.topics, self.timeout_s = kafka.bootstrap, topics, timeout_s
-        self.producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, **kafka.client_options(),
-                                         enable_idempotence=True, acks="all", linger_ms=5,
-                                         request_timeout_ms=int(timeout_s * 1000))  # fmt: skip
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=kafka.bootstrap,
+            **kafka.client_options(),
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=int(timeout_s * 1000),
+        )
         self.pending: list[asyncio.Future] = []
 
     async def start(self) -> None:
@@ -496,7 +502,20 @@ def replay_topic(
     max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
 ) -> TopicReplayResult:
     """Blocking `replay_topic_async` (runs its own event loop)."""
-    coroutine = replay_topic_async(bootstrap, topic, since_ms, until_ms, rules, emit, dead_letter, lateness_ms,
-                                   slack_ms, publish_to=publish_to, timeout_s=timeout_s, progress=progress,
-                                   engine=engine, max_skew_ms=max_skew_ms)  # fmt: skip
+    coroutine = replay_topic_async(
+        bootstrap,
+        topic,
+        since_ms,
+        until_ms,
+        rules,
+        emit,
+        dead_letter,
+        lateness_ms,
+        slack_ms,
+        publish_to=publish_to,
+        timeout_s=timeout_s,
+        progress=progress,
+        engine=engine,
+        max_skew_ms=max_skew_ms,
+    )
     return asyncio.run(coroutine)

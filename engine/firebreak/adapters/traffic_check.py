@@ -148,8 +148,10 @@ class _RuleTally:
 
     def __init__(self, rule: CompiledRule, uses: Sequence[NameUse], paths: dict[tuple[str, ...], _PathTally]) -> None:
         self.rule = rule
-        self.names = [(role, path, paths.setdefault((rule.source, path), _PathTally(path))) for role, path in
-                      dict.fromkeys((use.role, use.path) for use in uses)]  # fmt: skip
+        self.names = [
+            (role, path, paths.setdefault((rule.source, path), _PathTally(path)))
+            for role, path in dict.fromkeys((use.role, use.path) for use in uses)
+        ]
         self.by = [getter(path) for path in rule.by]
         self.where = rule.where
         self.step_ms = rule.step_ms
@@ -275,9 +277,15 @@ def check_files(
     return check_events(_file_events(paths, read), rules, lateness_ms, read, " ".join(paths), false_per_day)
 
 
-def check_topic(bootstrap: str, topic: str, since_ms: int, until_ms: int, rules: Sequence[CompiledRule],
-                lateness_ms: int = DEFAULT_LATENESS_MS,
-                false_per_day: float | None = None) -> TrafficReport:  # fmt: skip
+def check_topic(
+    bootstrap: str,
+    topic: str,
+    since_ms: int,
+    until_ms: int,
+    rules: Sequence[CompiledRule],
+    lateness_ms: int = DEFAULT_LATENESS_MS,
+    false_per_day: float | None = None,
+) -> TrafficReport:
     """`check_events` over a topic's events with ``since_ms <= ts < until_ms`` (the sample is the
     range: no warm-up is read before it). Raises topic_replay.TopicError for a broker or topic
     that cannot be read."""
@@ -311,21 +319,27 @@ def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:
 # ---- verdicts ----------------------------------------------------------------------------------
 
 
-def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int,
-                  scale: float = 1.0) -> RuleTraffic:  # fmt: skip
+def _rule_traffic(
+    tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int, scale: float = 1.0
+) -> RuleTraffic:
     """``scale``: events per event observed (the live worker's watch observes a sample)."""
     rule = tally.rule
     warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
     out = RuleTraffic(
-        name=rule.name, location=f"{rule.path}:{rule.line}",
+        name=rule.name,
+        location=f"{rule.path}:{rule.line}",
         names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
-        passed=tally.passed, groups=len(tally.groups), busiest_window=round(tally.busiest_window() * scale),
+        passed=tally.passed,
+        groups=len(tally.groups),
+        busiest_window=round(tally.busiest_window() * scale),
         sampled=round(scale),
-        min_events=rule.min_events if rule.needs_sample else 0, window=format_duration(rule.window_ms),
-        warmup=format_duration(warmup), counts=rule.source,
+        min_events=rule.min_events if rule.needs_sample else 0,
+        window=format_duration(rule.window_ms),
+        warmup=format_duration(warmup),
+        counts=rule.source,
         sample=report.inference if rule.source is EventType.INFERENCE else report.reports,
         reference=reference_text(rule),
-    )  # fmt: skip
+    )
     mine = [r for r in records if r["rule"] == rule.name]
     opened = [r for r in mine if r["type"] == RecordKind.OPENED]
     out.opened = len(opened)
@@ -359,8 +373,9 @@ def _open_time(records: list[dict[str, Any]], since: int, end: int) -> int:
     return total
 
 
-def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
-              warmup: int) -> tuple[list[str], list[str]]:  # fmt: skip
+def _verdicts(
+    rule: CompiledRule, out: RuleTraffic, inference: int, span: int, warmup: int
+) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     notes: list[str] = []
     if inference == 0:
@@ -370,24 +385,30 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
     for name in out.names:
         if name.role == "label":
             if name.true == 0 and rises:
-                warnings.append(f"never fires: no report in the sample carries the label `{name.path[7:]}` "
-                                f"({inference:,} reports)")  # fmt: skip
+                warnings.append(
+                    f"never fires: no report in the sample carries the label `{name.path[7:]}` ({inference:,} reports)"
+                )
         elif name.role == "flag":
             if name.true == 0 and rises:
-                warnings.append(f"never fires: flag `{name.path[6:]}` is never true in the sample "
-                                f"(present in {name.present:,} of {inference:,} events)")  # fmt: skip
+                warnings.append(
+                    f"never fires: flag `{name.path[6:]}` is never true in the sample "
+                    f"(present in {name.present:,} of {inference:,} events)"
+                )
         elif name.role == "metric":
             if rule.metric.numeric and name.numeric == 0:
                 sums = rule.metric is SUM
                 why = "the sum is always 0" if sums else f"`{rule.metric.func}` never has a value"
                 if not sums or rises:
-                    warnings.append(f"never fires: `{name.path}` is never a number in the sample "
-                                    f"(present in {name.present:,} events): {why}")  # fmt: skip
+                    warnings.append(
+                        f"never fires: `{name.path}` is never a number in the sample "
+                        f"(present in {name.present:,} events): {why}"
+                    )
             elif name.present == 0:
                 warnings.append(f"never fires: `{name.path}` is missing in every event: `distinct` is always 0")
         elif name.role == "by" and name.present == 0:
-            warnings.append(f"`by {name.path}`: missing in every event, so every event falls in the one group "
-                            f"{name.path}=null")  # fmt: skip
+            warnings.append(
+                f"`by {name.path}`: missing in every event, so every event falls in the one group {name.path}=null"
+            )
         elif name.role == "where":
             if name.is_flag and name.true == 0:
                 warnings.append(f"`where` reads `{name.path}`, which is never true in the sample")
@@ -398,15 +419,20 @@ def _verdicts(rule: CompiledRule, out: RuleTraffic, inference: int, span: int,
         warnings.append("never fires: no event of the sample passes its `where`")
     elif out.min_events and out.busiest_window < out.min_events and not never:
         most = f"~{out.busiest_window}, from a 1-in-{out.sampled} sample" if out.sampled > 1 else out.busiest_window
-        warnings.append(f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
-                        f"(the most: {most})")  # fmt: skip
+        warnings.append(
+            f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window (the most: {most})"
+        )
     if out.open_share >= ALWAYS_OPEN:
-        warnings.append(f"fires all the time: an incident was open {out.open_share:.0%} of the sample "
-                        f"(after the first {out.warmup})")  # fmt: skip
+        warnings.append(
+            f"fires all the time: an incident was open {out.open_share:.0%} of the sample "
+            f"(after the first {out.warmup})"
+        )
     if span < warmup:
-        notes.append(f"the sample spans {format_duration(span)}; the rule needs {out.warmup} of traffic "
-                     f"(window{' + baseline span' if rule.baseline_ms else ''}"
-                     f"{' + for' if rule.for_ms else ''}) before it can fire")  # fmt: skip
+        notes.append(
+            f"the sample spans {format_duration(span)}; the rule needs {out.warmup} of traffic "
+            f"(window{' + baseline span' if rule.baseline_ms else ''}"
+            f"{' + for' if rule.for_ms else ''}) before it can fire"
+        )
     return warnings, notes
 
 
@@ -486,19 +512,25 @@ def render_text(report: TrafficReport) -> str:
         lines = [f"traffic: {report.source}: no events"]
     else:
         span = format_duration(report.last_ts - report.first_ts) if report.last_ts is not None else "0s"
-        lines = [f"traffic: {report.source}: {read.events:,} events ({report.inference:,} inference, "
-                 f"{report.reports:,} user reports) from "
-                 f"{format_ts(report.first_ts)} to {format_ts(report.last_ts or 0)} ({span})"]  # fmt: skip
+        lines = [
+            f"traffic: {report.source}: {read.events:,} events ({report.inference:,} inference, "
+            f"{report.reports:,} user reports) from "
+            f"{format_ts(report.first_ts)} to {format_ts(report.last_ts or 0)} ({span})"
+        ]
     lines.append(f"bad {read.bad_noun}s: {read.bad}   late events: {read.late}")
     for rule in report.rules:
         lines += ["", f"{rule.name}  ({rule.location})"]
         for name in rule.names:
             lines.append(f"  {name.role:<6} {name.path:<24} {_name_facts(name, rule.sample, rule.counts)}")
         gate = f" (min {rule.min_events})" if rule.min_events else ""
-        lines.append(f"  pass `where`: {rule.passed:,}   groups: {rule.groups:,}   "
-                     f"busiest {rule.window} window: {rule.busiest_window:,}{gate}")  # fmt: skip
-        lines.append(f"  incidents opened: {rule.opened} in {rule.groups_fired} group(s)   "
-                     f"open {rule.open_share:.0%} of the time after the first {rule.warmup}")  # fmt: skip
+        lines.append(
+            f"  pass `where`: {rule.passed:,}   groups: {rule.groups:,}   "
+            f"busiest {rule.window} window: {rule.busiest_window:,}{gate}"
+        )
+        lines.append(
+            f"  incidents opened: {rule.opened} in {rule.groups_fired} group(s)   "
+            f"open {rule.open_share:.0%} of the time after the first {rule.warmup}"
+        )
         lines.append(f"  reference: {rule.reference}")
         if rule.calibration is not None:
             lines += render_calibration(rule.calibration)
@@ -507,8 +539,11 @@ def render_text(report: TrafficReport) -> str:
     never = sum(1 for r in report.rules if any(w.startswith("never fires") for w in r.warnings))
     always = sum(1 for r in report.rules if any(w.startswith("fires all the time") for w in r.warnings))
     warned = sum(1 for r in report.rules if r.warnings)
-    lines += ["", f"{len(report.rules)} rules: {never} never fire on this traffic, {always} fire all the time, "
-              f"{warned} with warnings ({report.warnings()} in all)"]  # fmt: skip
+    lines += [
+        "",
+        f"{len(report.rules)} rules: {never} never fire on this traffic, {always} fire all the time, "
+        f"{warned} with warnings ({report.warnings()} in all)",
+    ]
     return "\n".join(lines)
 
 

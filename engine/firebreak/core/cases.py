@@ -75,11 +75,20 @@ class Case:
         return dim, value
 
     def to_json(self) -> dict[str, Any]:
-        return {"case_id": self.case_id, "category": self.category, "scope": self.scope, "opened_at": self.opened_at,
-                "severity": self.severity, "response": self.response,
-                "members": {i: [m.rule, m.severity, m.open, m.inhibited] for i, m in self.members.items()},
-                "paged_teams": list(self.paged_teams), "last_page": self.last_page, "pages": self.pages,
-                "resolved_at": self.resolved_at, "held": self.held}  # fmt: skip
+        return {
+            "case_id": self.case_id,
+            "category": self.category,
+            "scope": self.scope,
+            "opened_at": self.opened_at,
+            "severity": self.severity,
+            "response": self.response,
+            "members": {i: [m.rule, m.severity, m.open, m.inhibited] for i, m in self.members.items()},
+            "paged_teams": list(self.paged_teams),
+            "last_page": self.last_page,
+            "pages": self.pages,
+            "resolved_at": self.resolved_at,
+            "held": self.held,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Case:
@@ -132,16 +141,27 @@ class CaseBook:
                 if case.held is not None:  # resolved within group_wait: its page goes out now
                     self._release(case, at, out)
                 case.resolved_at = at
-                out.append(self._record(RecordKind.CASE_RESOLVED, case, record, at,
-                                        opened_at=format_ts(case.opened_at),
-                                        duration_s=(at - case.opened_at) // 1000,
-                                        incidents=sorted(case.members), pages=case.pages))  # fmt: skip
+                out.append(
+                    self._record(
+                        RecordKind.CASE_RESOLVED,
+                        case,
+                        record,
+                        at,
+                        opened_at=format_ts(case.opened_at),
+                        duration_s=(at - case.opened_at) // 1000,
+                        incidents=sorted(case.members),
+                        pages=case.pages,
+                    )
+                )
         return [*due, {**record, "case_id": case.case_id}, *out]
 
     def advance(self, at: int) -> list[dict[str, Any]]:
         """The held first pages (group_wait) due at or before ``at``, oldest due first."""
-        held = sorted((c.held["due"], n, c) for n, c in enumerate(self.cases.values())
-                      if c.held is not None and c.held["due"] <= at)  # fmt: skip
+        held = sorted(
+            (c.held["due"], n, c)
+            for n, c in enumerate(self.cases.values())
+            if c.held is not None and c.held["due"] <= at
+        )
         out: list[dict[str, Any]] = []
         for due, _, case in held:
             self._release(case, due, out)
@@ -159,8 +179,10 @@ class CaseBook:
         if page:
             self._paged(case, at)
         joined = len(case.members) - 1
-        why = (f"{held['why']}; its page waited {format_duration(self.grouping.group_wait_ms)} (group_wait) "
-               f"for incidents that join: {joined} joined")  # fmt: skip
+        why = (
+            f"{held['why']}; its page waited {format_duration(self.grouping.group_wait_ms)} (group_wait) "
+            f"for incidents that join: {joined} joined"
+        )
         out.append(self._record(RecordKind.CASE_OPENED, case, held, at, page=page, why=why))
 
     # ---- placing an incident ---------------------------------------------------------------
@@ -201,15 +223,20 @@ class CaseBook:
         self.of_incident[incident_id] = case_id
         self.stats["cases"] += 1
         if self.grouping.group_wait_ms > 0:  # its first page waits for incidents that join
-            case.held = {"due": at + self.grouping.group_wait_ms, "incident_id": incident_id,
-                         "rule": record["rule"], "notify": list(record.get("notify") or ()),
-                         "why": self._why_opened(record, pairs)}  # fmt: skip
+            case.held = {
+                "due": at + self.grouping.group_wait_ms,
+                "incident_id": incident_id,
+                "rule": record["rule"],
+                "notify": list(record.get("notify") or ()),
+                "why": self._why_opened(record, pairs),
+            }
             return case
         page = bool(case.response and case.response.get("page"))
         if page:
             self._paged(case, at)
-        out.append(self._record(RecordKind.CASE_OPENED, case, record, at, page=page,
-                                why=self._why_opened(record, pairs)))  # fmt: skip
+        out.append(
+            self._record(RecordKind.CASE_OPENED, case, record, at, page=page, why=self._why_opened(record, pairs))
+        )
         return case
 
     def _join(self, case: Case, record: dict, at: int, out: list, severity: int, inhibited: bool) -> None:
@@ -223,8 +250,10 @@ class CaseBook:
             return
         if inhibited:
             self.stats["inhibited"] += 1
-            why = (f"{record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']}) is muted by "
-                   f"this open sev1 case on {_scope_text(case.scope)}")  # fmt: skip
+            why = (
+                f"{record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']}) is muted by "
+                f"this open sev1 case on {_scope_text(case.scope)}"
+            )
             out.append(self._record(RecordKind.CASE_UPDATED, case, record, at, reason="inhibited", page=False, why=why))
             return
         reopened = case.resolved_at is not None
@@ -252,8 +281,9 @@ class CaseBook:
                 self._raise(case, record, at, out, "severity")
         return case
 
-    def _raise(self, case: Case, record: dict, at: int, out: list, reason: str, force: bool = False,
-               joined: bool = False) -> None:  # fmt: skip
+    def _raise(
+        self, case: Case, record: dict, at: int, out: list, reason: str, force: bool = False, joined: bool = False
+    ) -> None:
         """The case's severity rises to the incident's (or it reopens, ``force``): a page when
         the new response pages a team not yet paged for it, or ``wait`` after its last page."""
         previous = case.severity
@@ -278,8 +308,18 @@ class CaseBook:
         why = f"the case {verb}: {record['rule']} ({_scope_text(record.get('group') or {})}, {record['severity']})"
         if not page and response.get("page"):
             why += f"; {response.get('team')} was paged for it at {format_ts(case.last_page)}: an update, not a page"
-        out.append(self._record(RecordKind.CASE_UPDATED, case, record, at, reason=reason, page=page,
-                                previous_severity=f"sev{previous}", why=why))  # fmt: skip
+        out.append(
+            self._record(
+                RecordKind.CASE_UPDATED,
+                case,
+                record,
+                at,
+                reason=reason,
+                page=page,
+                previous_severity=f"sev{previous}",
+                why=why,
+            )
+        )
 
     def _paged(self, case: Case, at: int) -> None:
         team = (case.response or {}).get("team")
@@ -303,10 +343,18 @@ class CaseBook:
     # ---- records ------------------------------------------------------------------------------
 
     def _record(self, kind: RecordKind, case: Case, record: dict, at: int, **extra: Any) -> dict[str, Any]:
-        out = {"type": kind.value, "case_id": case.case_id, "category": case.category, "scope": case.scope,
-               "severity": f"sev{case.severity}", "ts": format_ts(at), "incident_id": record["incident_id"],
-               "rule": record["rule"], "incidents": sum(1 for m in case.members.values() if m.open),
-               "notify": list(record.get("notify") or ())}  # fmt: skip
+        out = {
+            "type": kind.value,
+            "case_id": case.case_id,
+            "category": case.category,
+            "scope": case.scope,
+            "severity": f"sev{case.severity}",
+            "ts": format_ts(at),
+            "incident_id": record["incident_id"],
+            "rule": record["rule"],
+            "incidents": sum(1 for m in case.members.values() if m.open),
+            "notify": list(record.get("notify") or ()),
+        }
         if kind is not RecordKind.CASE_RESOLVED:
             out["response"] = case.response
         out.update(extra)
@@ -339,5 +387,6 @@ def _scope_text(scope: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in scope.items()) or "no group"
 
 
-_INCIDENT_TYPES = frozenset(k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED,
-                                              RecordKind.REOPENED))  # fmt: skip
+_INCIDENT_TYPES = frozenset(
+    k.value for k in (RecordKind.OPENED, RecordKind.ESCALATED, RecordKind.RESOLVED, RecordKind.REOPENED)
+)

@@ -148,9 +148,13 @@ class RuleState:
 
 
 class Engine:
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 owns: Callable[[str, tuple], bool] | None = None,
-                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        owns: Callable[[str, tuple], bool] | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         """``owns(rule_name, group_key)``: when given, only those (rule, group) pairs are
         aggregated and evaluated — one shard of a scaled-out worker (engine/firebreak/core/sharding.py).
         ``max_skew_ms``: how far ahead of the latest event time an event may be (`is_ahead`;
@@ -384,8 +388,14 @@ class Engine:
             for group in sorted(state.groups.values(), key=lambda g: g.order):
                 if group.life.status == FIRING:
                     incident = group.life.incident
-                    out.append({"rule": state.rule.name, "group": group.group, "incident_id": incident.incident_id,
-                                "severity": str(incident.severity)})  # fmt: skip
+                    out.append(
+                        {
+                            "rule": state.rule.name,
+                            "group": group.group,
+                            "incident_id": incident.incident_id,
+                            "severity": str(incident.severity),
+                        }
+                    )
         return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -423,9 +433,14 @@ class Engine:
         }
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
-                owns: Callable[[str, tuple], bool] | None = None,
-                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> Engine:  # fmt: skip
+    def restore(
+        cls,
+        rules: Sequence[CompiledRule],
+        snapshot: dict[str, Any],
+        lateness_ms: int | None = None,
+        owns: Callable[[str, tuple], bool] | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> Engine:
         """Rebuild an engine. A rule whose text changed since the snapshot starts afresh;
         state of rules no longer present is dropped (their open incidents are reported by
         `dropped_incidents` so the caller can resolve them)."""
@@ -482,8 +497,9 @@ def check_version(snapshot: dict[str, Any]) -> None:
 # ---- what a baseline is made of after an incident ----------------------------------------------
 
 
-def excluded_span(rule: CompiledRule, status: Status, onset: int | None, frozen: float | None, now: Status,
-                  at: int) -> tuple[int, int, float | None] | None:  # fmt: skip
+def excluded_span(
+    rule: CompiledRule, status: Status, onset: int | None, frozen: float | None, now: Status, at: int
+) -> tuple[int, int, float | None] | None:
     """The span a `Kx baseline` group's incident covered, once it is over (the group went
     from pending or firing back to inactive at ``at``): every window judged while it was
     pending or open, [onset − window, at), with the baseline frozen at its onset. It is kept
@@ -511,8 +527,13 @@ def expire_excluded(spans: list[tuple[int, int, float | None]], horizon: int) ->
         del spans[0]
 
 
-def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: int | None, at: int,
-                  excluded: Sequence[tuple[int, int, float | None]] = ()) -> float | None:  # fmt: skip
+def span_baseline(
+    rule: CompiledRule,
+    buckets: dict[int, Bucket],
+    first_seen: int | None,
+    at: int,
+    excluded: Sequence[tuple[int, int, float | None]] = (),
+) -> float | None:
     """The metric over the baseline span before the window ending at ``at``, scaled to the
     window for count/sum (distinct: the mean over window-length slices); None until the
     group has been seen for the whole span (``first_seen``: the start of its earliest step)
@@ -548,8 +569,9 @@ def span_baseline(rule: CompiledRule, buckets: dict[int, Bucket], first_seen: in
     return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
 
 
-def _baseline_around(rule: CompiledRule, buckets: dict[int, Bucket], start: int, end: int,
-                     cut: list[tuple[int, int, float | None]]) -> float | None:  # fmt: skip
+def _baseline_around(
+    rule: CompiledRule, buckets: dict[int, Bucket], start: int, end: int, cut: list[tuple[int, int, float | None]]
+) -> float | None:
     """`span_baseline` of a span that past incidents reach into (``cut``: their spans, in
     time order, not overlapping): measured on the rest of the span when the rest is at least
     half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
@@ -622,8 +644,9 @@ def rule_fingerprint(rule: CompiledRule) -> str:
     return hashlib.sha256(rule.text.encode()).hexdigest()[:16]
 
 
-def run_events(rules: Sequence[CompiledRule], events: Iterable[Event],
-               lateness_ms: int = DEFAULT_LATENESS_MS, finish: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+def run_events(
+    rules: Sequence[CompiledRule], events: Iterable[Event], lateness_ms: int = DEFAULT_LATENESS_MS, finish: bool = True
+) -> list[dict[str, Any]]:
     """Test and replay helper: every record the engine produces for ``events``."""
     engine = Engine(rules, lateness_ms)
     records: list[dict[str, Any]] = []

@@ -22,8 +22,17 @@ CHANGE_KINDS = ("model_update", "prompt_change", "config_change", "deploy", "dat
 STRING_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 NUMBER_FIELDS = ("latency_ms", "tokens_in", "tokens_out", "cost_usd")
 # The standard names in `flags` and `scores` (teams add their own: docs/dsl.md#vocabulary).
-STANDARD_FLAGS = ("hallucination", "pii", "prompt_injection", "jailbreak", "error", "refusal", "toxicity",
-                  "system_prompt_leak", "cross_tenant")  # fmt: skip
+STANDARD_FLAGS = (
+    "hallucination",
+    "pii",
+    "prompt_injection",
+    "jailbreak",
+    "error",
+    "refusal",
+    "toxicity",
+    "system_prompt_leak",
+    "cross_tenant",
+)
 STANDARD_SCORES = ("quality", "groundedness", "relevance")
 # What an end user can say of an answer (a `report` event's `labels`; teams add their own:
 # docs/dsl.md#vocabulary). docs/events.md#user-reports says what each means.
@@ -72,11 +81,15 @@ def parse_ts(value: Any) -> int:
         if value != value or value < 0:
             raise InvalidEvent(f"`ts` {value!r} is out of range for epoch milliseconds")
         if value > MAX_TS_MS:
-            raise InvalidEvent(f"`ts` {value!r} is after year 9999 as epoch milliseconds (microseconds or "
-                               "nanoseconds?); send epoch milliseconds or an RFC 3339 time")  # fmt: skip
+            raise InvalidEvent(
+                f"`ts` {value!r} is after year 9999 as epoch milliseconds (microseconds or "
+                "nanoseconds?); send epoch milliseconds or an RFC 3339 time"
+            )
         if EPOCH_SECONDS[0] <= value < EPOCH_SECONDS[1]:
-            raise InvalidEvent(f"`ts` {value!r} looks like epoch seconds (as milliseconds it is 1970-1973); "
-                               "send epoch milliseconds or an RFC 3339 time")  # fmt: skip
+            raise InvalidEvent(
+                f"`ts` {value!r} looks like epoch seconds (as milliseconds it is 1970-1973); "
+                "send epoch milliseconds or an RFC 3339 time"
+            )
         return int(value)
     if isinstance(value, str):
         return _rfc3339_ms(value)
@@ -188,7 +201,7 @@ def _check_report(obj: dict[str, Any]) -> None:
     """A user report: one or more labels, optionally the inference event it is about (`ref`)."""
     labels = obj.get("labels")
     if not isinstance(labels, list) or not labels:
-        raise InvalidEvent("a report event needs `labels`, a list of one or more labels such as [\"wrong\"]")
+        raise InvalidEvent('a report event needs `labels`, a list of one or more labels such as ["wrong"]')
     if len(labels) > MAX_LABELS:
         raise InvalidEvent(f"a report has at most {MAX_LABELS} labels, not {len(labels)}")
     for label in labels:

@@ -58,17 +58,33 @@ class Incident:
     reopened: int = 0  # times it reopened within its cool-down (core/flapping.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {"incident_id": self.incident_id, "opened_at": self.opened_at, "onset": self.onset,
-                "severity": int(self.severity), "peak": self.peak, "false_since": self.false_since,
-                "check_at": self.check_at, "check_value": self.check_value, "worsening": self.worsening,
-                "urgency_done": self.urgency_done, "escalated": list(self.escalated),
-                "commands": [c.to_json() for c in self.commands], "reopened": self.reopened}  # fmt: skip
+        return {
+            "incident_id": self.incident_id,
+            "opened_at": self.opened_at,
+            "onset": self.onset,
+            "severity": int(self.severity),
+            "peak": self.peak,
+            "false_since": self.false_since,
+            "check_at": self.check_at,
+            "check_value": self.check_value,
+            "worsening": self.worsening,
+            "urgency_done": self.urgency_done,
+            "escalated": list(self.escalated),
+            "commands": [c.to_json() for c in self.commands],
+            "reopened": self.reopened,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Incident:
         commands = [ActiveCommand.from_json(c) for c in data["commands"]]
-        return Incident(**{**data, "severity": Severity(data["severity"]), "escalated": list(data["escalated"]),
-                           "commands": commands})  # fmt: skip
+        return Incident(
+            **{
+                **data,
+                "severity": Severity(data["severity"]),
+                "escalated": list(data["escalated"]),
+                "commands": commands,
+            }
+        )
 
 
 @dataclass(slots=True)
@@ -96,8 +112,12 @@ class Lifecycle:
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot form (engine snapshots and worker checkpoints)."""
-        return {"status": self.status.value, "onset": self.onset, "frozen_baseline": self.frozen_baseline,
-                "incident": self.incident.to_json() if self.incident is not None else None}  # fmt: skip
+        return {
+            "status": self.status.value,
+            "onset": self.onset,
+            "frozen_baseline": self.frozen_baseline,
+            "incident": self.incident.to_json() if self.incident is not None else None,
+        }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Lifecycle:
@@ -118,8 +138,9 @@ class Reading:
     p_value: float | None = None
 
 
-def read(rule: CompiledRule, window: Summary, baseline: float | None,
-         population: tuple[int, int] | None = None) -> Reading:  # fmt: skip
+def read(
+    rule: CompiledRule, window: Summary, baseline: float | None, population: tuple[int, int] | None = None
+) -> Reading:
     """``population``: (events, flagged events) of all the rule's groups in the window, for
     `Kx population` (the group's own are taken out: it is compared with the rest)."""
     value = rule.metric.value(window)
@@ -151,7 +172,11 @@ def population_rate(window: Summary, population: tuple[int, int] | None) -> floa
 
 
 def evaluate_group(
-    rule: CompiledRule, group: dict[str, Any], state: Lifecycle, at: int, reading: Reading,
+    rule: CompiledRule,
+    group: dict[str, Any],
+    state: Lifecycle,
+    at: int,
+    reading: Reading,
     cooldowns: Cooldowns | None = None,
 ) -> list[dict[str, Any]]:
     """``cooldowns``: the incidents resolved within their cool-down (core/flapping.py), which
@@ -175,8 +200,9 @@ def evaluate_group(
     return _firing(rule, group, state, at, reading, cooldowns)
 
 
-def _open(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading,
-          cooldowns: Cooldowns | None = None) -> list[dict]:  # fmt: skip
+def _open(
+    rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading, cooldowns: Cooldowns | None = None
+) -> list[dict]:
     closed = cooldowns.take(rule, group, at) if cooldowns is not None else None
     if closed is not None:
         return _reopen(rule, group, state, at, r, closed)
@@ -195,9 +221,16 @@ def _issue(rule: CompiledRule, group: dict, incident: Incident, at: int, spec: A
     """A containment command of ``spec`` for the incident (``seed``: what its id is made of)."""
     ttl = spec.ttl_ms if spec.ttl_ms is not None else (None if spec.hold else DEFAULT_CONTAIN_TTL_MS)
     command = ContainmentCommand(
-        "cmd_" + _digest(seed), incident.incident_id, rule.name, spec.action, group,
-        dict(spec.params), format_ts(at), format_ts(at + ttl) if ttl is not None else None, spec.hold,
-    )  # fmt: skip
+        "cmd_" + _digest(seed),
+        incident.incident_id,
+        rule.name,
+        spec.action,
+        group,
+        dict(spec.params),
+        format_ts(at),
+        format_ts(at + ttl) if ttl is not None else None,
+        spec.hold,
+    )
     incident.commands.append(ActiveCommand(command, ttl, at + ttl if ttl else None))
     return command.to_json()
 
@@ -218,8 +251,19 @@ def _reopen(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Readi
         f"{format_ts(closed.resolved_at)}, within the {format_duration(rule.reopen_within_ms)} cool-down; "
         + _why_opened(rule, group, r)
     )
-    records = [_incident_record(RecordKind.REOPENED, rule, group, incident, at, r, why,
-                                opened_at=format_ts(incident.opened_at), resolved_at=format_ts(closed.resolved_at))]
+    records = [
+        _incident_record(
+            RecordKind.REOPENED,
+            rule,
+            group,
+            incident,
+            at,
+            r,
+            why,
+            opened_at=format_ts(incident.opened_at),
+            resolved_at=format_ts(closed.resolved_at),
+        )
+    ]
     incident.commands = [e for e in incident.commands if e.command.hold and (e.expires is None or e.expires > at)]
     in_force = {e.command.action for e in incident.commands}
     for spec in rule.contains:
@@ -230,8 +274,9 @@ def _reopen(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Readi
     return records
 
 
-def _firing(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading,
-            cooldowns: Cooldowns | None = None) -> list[dict]:  # fmt: skip
+def _firing(
+    rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Reading, cooldowns: Cooldowns | None = None
+) -> list[dict]:
     incident = state.incident
     records: list[dict] = []
     if r.holds:
@@ -277,10 +322,13 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
         if incident.worsening >= URGENCY_CHECKS:
             incident.urgency_done = True
             raises.append(
-                ("urgency", Severity(max(1, incident.severity - 1)),
-                 f"urgency: {rule.metric_text} still worsening ({_num(previous)} → {_num(r.value)} "
-                 f"a window later, {URGENCY_CHECKS} windows in a row)")
-            )  # fmt: skip
+                (
+                    "urgency",
+                    Severity(max(1, incident.severity - 1)),
+                    f"urgency: {rule.metric_text} still worsening ({_num(previous)} → {_num(r.value)} "
+                    f"a window later, {URGENCY_CHECKS} windows in a row)",
+                )
+            )
     records = []
     for key, level, why in raises:
         incident.escalated.append(key)
@@ -288,8 +336,19 @@ def _classify(rule: CompiledRule, group: dict, incident: Incident, at: int, r: R
             continue
         previous_severity = incident.severity
         incident.severity = level
-        records.append(_incident_record(RecordKind.ESCALATED, rule, group, incident, at, r, why,
-                                        previous_severity=previous_severity, reason=key.split(":")[0]))
+        records.append(
+            _incident_record(
+                RecordKind.ESCALATED,
+                rule,
+                group,
+                incident,
+                at,
+                r,
+                why,
+                previous_severity=previous_severity,
+                reason=key.split(":")[0],
+            )
+        )
     return records
 
 
@@ -320,9 +379,21 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
         f"({format_duration(at - incident.false_since)}); it peaked at {_num(incident.peak)}"
     )
     held = [e.command.command_id for e in incident.commands if e.command.hold]
-    records = [_incident_record(RecordKind.RESOLVED, rule, group, incident, at, r, why,
-                                opened_at=format_ts(incident.opened_at), duration_s=(at - incident.opened_at) // 1000,
-                                peak=_num(incident.peak), held_commands=held)]  # fmt: skip
+    records = [
+        _incident_record(
+            RecordKind.RESOLVED,
+            rule,
+            group,
+            incident,
+            at,
+            r,
+            why,
+            opened_at=format_ts(incident.opened_at),
+            duration_s=(at - incident.opened_at) // 1000,
+            peak=_num(incident.peak),
+            held_commands=held,
+        )
+    ]
     records += [e.command.released(format_ts(at)) for e in incident.commands if not e.command.hold]
     state.status, state.onset, state.frozen_baseline, state.incident = INACTIVE, None, None, None
     return records
@@ -331,22 +402,36 @@ def _resolve(rule: CompiledRule, group: dict, state: Lifecycle, at: int, r: Read
 # ---- records ----------------------------------------------------------------------
 
 
-def _incident_record(kind: RecordKind, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading,
-                     why: str, **extra: Any) -> dict[str, Any]:  # fmt: skip
+def _incident_record(
+    kind: RecordKind, rule: CompiledRule, group: dict, incident: Incident, at: int, r: Reading, why: str, **extra: Any
+) -> dict[str, Any]:
     w = r.window
     return IncidentRecord(
-        kind, incident.incident_id, rule.name, rule.category, incident.severity, group, format_ts(at),
-        format_ts(incident.onset), {"start": format_ts(at - rule.window_ms), "end": format_ts(at)}, _num(r.value),
-        _num(r.baseline) if rule.reference_kind != "absolute" else None, _num(r.limit), rule.metric.impact_events(w),
-        rule.metric.sample_size(w), w.users.estimate() if w.users is not None else 0,
-        [e[1] for e in (w.evidence or ())], list(rule.notify), why,
+        kind,
+        incident.incident_id,
+        rule.name,
+        rule.category,
+        incident.severity,
+        group,
+        format_ts(at),
+        format_ts(incident.onset),
+        {"start": format_ts(at - rule.window_ms), "end": format_ts(at)},
+        _num(r.value),
+        _num(r.baseline) if rule.reference_kind != "absolute" else None,
+        _num(r.limit),
+        rule.metric.impact_events(w),
+        rule.metric.sample_size(w),
+        w.users.estimate() if w.users is not None else 0,
+        [e[1] for e in (w.evidence or ())],
+        list(rule.notify),
+        why,
         # who responds, and how often they update, at this severity (nobody, once resolved)
         response=rule.response(incident.severity).to_json() if kind is not RecordKind.RESOLVED else None,
         significance=significance(rule, r) if rule.confidence is not None else None,
         # where its evidence concentrates, for the case dimensions its group lacks (core/cases.py)
         evidence_scope=evidence_scope(rule.scope_dimensions, w.evidence or ()) if rule.scope_dimensions else None,
         **extra,
-    ).to_json()  # fmt: skip
+    ).to_json()
 
 
 def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:

@@ -88,10 +88,17 @@ def silence_event(matchers: Mapping[str, str], starts_ms: int, ends_ms: int, rea
     if ends_ms <= starts_ms:
         raise ControlError("a silence must end after it starts (--for must be positive)")
     if ends_ms - starts_ms > MAX_SILENCE_MS:
-        raise ControlError(f"a silence lasts at most {MAX_SILENCE_MS // DAY_MS} days (--for); "
-                           "a longer one is a rule change, not a silence")  # fmt: skip
-    body = {"matchers": dict(sorted(matchers.items())), "starts": format_ts(starts_ms), "ends": format_ts(ends_ms),
-            "reason": reason, "by": by}  # fmt: skip
+        raise ControlError(
+            f"a silence lasts at most {MAX_SILENCE_MS // DAY_MS} days (--for); "
+            "a longer one is a rule change, not a silence"
+        )
+    body = {
+        "matchers": dict(sorted(matchers.items())),
+        "starts": format_ts(starts_ms),
+        "ends": format_ts(ends_ms),
+        "reason": reason,
+        "by": by,
+    }
     digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
     return {"type": SILENCE_ADDED, "silence_id": f"sil_{digest}", **body, "ts": format_ts(starts_ms)}
 
@@ -126,8 +133,14 @@ class SilenceBook:
                 if not isinstance(matchers, dict) or not matchers:
                     raise ControlError("`matchers` must be a non-empty object")
                 pairs = tuple(sorted((str(k), str(v)) for k, v in matchers.items()))
-                silence = Silence(str(event["silence_id"]), pairs, parse_ts(event["starts"]), parse_ts(event["ends"]),
-                                  str(event.get("reason", "")), str(event.get("by", "")))  # fmt: skip
+                silence = Silence(
+                    str(event["silence_id"]),
+                    pairs,
+                    parse_ts(event["starts"]),
+                    parse_ts(event["ends"]),
+                    str(event.get("reason", "")),
+                    str(event.get("by", "")),
+                )
                 self.silences[silence.silence_id] = silence
             elif kind == SILENCE_EXPIRED:
                 self.expired[str(event["silence_id"])] = parse_ts(event["ts"])

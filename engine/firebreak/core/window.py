@@ -52,11 +52,17 @@ class Bucket:
 
     def snapshot(self) -> list:
         return [
-            self.n, self.hits, self.vn, self.total, self.lo, self.hi,
+            self.n,
+            self.hits,
+            self.vn,
+            self.total,
+            self.lo,
+            self.hi,
             self.quantiles.snapshot() if self.quantiles is not None else None,
             self.distinct.snapshot() if self.distinct is not None else None,
-            self.users.snapshot(), [[e[0], e[1]] if len(e) == 2 else [e[0], e[1], dict(e[2])] for e in self.evidence],
-        ]  # fmt: skip
+            self.users.snapshot(),
+            [[e[0], e[1]] if len(e) == 2 else [e[0], e[1], dict(e[2])] for e in self.evidence],
+        ]
 
     @staticmethod
     def restore(rule: CompiledRule, data: list) -> Bucket:
@@ -67,8 +73,9 @@ class Bucket:
         if data[7] is not None:
             b.distinct = DistinctSketch.restore(data[7])
         b.users = DistinctSketch.restore(data[8])
-        b.evidence = [(_tuple(e[0]), e[1]) if len(e) == 2 else (_tuple(e[0]), e[1], tuple(e[2].items()))
-                      for e in data[9]]  # fmt: skip
+        b.evidence = [
+            (_tuple(e[0]), e[1]) if len(e) == 2 else (_tuple(e[0]), e[1], tuple(e[2].items())) for e in data[9]
+        ]
         return b
 
 

@@ -57,6 +57,13 @@ def load_rules(
     compiled = [compile_rule(rule, f.path) for f in files for rule in f.rules]
     if policies:
         grouping = policy.grouping_config()
-        compiled = [dataclasses.replace(r, responses=policy.responses(r.name, r.category), grouping=grouping,
-                                        reopen_within_ms=grouping.reopen_within_ms) for r in compiled]  # fmt: skip
+        compiled = [
+            dataclasses.replace(
+                r,
+                responses=policy.responses(r.name, r.category),
+                grouping=grouping,
+                reopen_within_ms=grouping.reopen_within_ms,
+            )
+            for r in compiled
+        ]
     return tuple(compiled), problems

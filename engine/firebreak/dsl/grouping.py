@@ -51,17 +51,32 @@ class Grouping:
     maintenance: tuple = ()  # the policy's [[maintenance]] windows (dsl/maintenance.py): pages held in them
 
     def __hash__(self) -> int:  # a rule field: rules are hashed by value nowhere, but stay hashable
-        return hash((self.reopen_within_ms, self.window_ms, self.wait_ms, self.group_wait_ms, self.inhibit,
-                     tuple(sorted(self.by.items())), self.maintenance))  # fmt: skip
+        return hash(
+            (
+                self.reopen_within_ms,
+                self.window_ms,
+                self.wait_ms,
+                self.group_wait_ms,
+                self.inhibit,
+                tuple(sorted(self.by.items())),
+                self.maintenance,
+            )
+        )
 
     def dimensions(self, category: str) -> tuple[str, ...]:
         return self.by.get(category, DEFAULT_BY.get(category, ("service",)))
 
     def merged(self, overrides: dict[str, Any]) -> Grouping:
         """These settings with a file's (checked) ``overrides`` applied, key by key."""
-        values = {"reopen_within_ms": self.reopen_within_ms, "window_ms": self.window_ms, "wait_ms": self.wait_ms,
-                  "group_wait_ms": self.group_wait_ms, "inhibit": self.inhibit, "by": dict(self.by),
-                  "maintenance": self.maintenance}  # fmt: skip
+        values = {
+            "reopen_within_ms": self.reopen_within_ms,
+            "window_ms": self.window_ms,
+            "wait_ms": self.wait_ms,
+            "group_wait_ms": self.group_wait_ms,
+            "inhibit": self.inhibit,
+            "by": dict(self.by),
+            "maintenance": self.maintenance,
+        }
         for key, value in overrides.items():
             if key == "by":
                 values["by"].update(value)
@@ -122,8 +137,11 @@ def _read_by(table: Any, reader: Any, categories: tuple[str, ...]) -> dict[str, 
             hint = did_you_mean(category, categories) or f"; expected one of {', '.join(categories)}"
             reader.problem(["grouping", "by"], category, f"unknown category `{category}`{hint}")
         elif not (isinstance(dims, list) and dims and all(isinstance(d, str) and d.strip() for d in dims)):
-            reader.problem(["grouping", "by"], category,
-                           f'`{category}` must be a list of event fields, e.g. {category} = ["tenant"]')  # fmt: skip
+            reader.problem(
+                ["grouping", "by"],
+                category,
+                f'`{category}` must be a list of event fields, e.g. {category} = ["tenant"]',
+            )
         else:
             out[category] = tuple(dims)
     return out

@@ -75,8 +75,11 @@ def read_maintenance(value: Any, lines: list[str], path: str) -> tuple[tuple[Mai
         problems.append(Diagnostic(path, line_no, column, message, column + len(key) if key else None))
 
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        problems.append(Diagnostic(path, (headers[0] + 1) if headers else 1, 1,
-                                   "`maintenance` must be an array of tables: [[maintenance]]"))  # fmt: skip
+        problems.append(
+            Diagnostic(
+                path, (headers[0] + 1) if headers else 1, 1, "`maintenance` must be an array of tables: [[maintenance]]"
+            )
+        )
         return (), problems
     out = []
     for index, table in enumerate(value):

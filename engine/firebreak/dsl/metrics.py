@@ -182,9 +182,16 @@ DISTINCT = MetricKind("distinct", Accumulates.DISTINCT, lambda s: float(s.distin
 PERCENTILES = {name: q for name, q in (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))}
 _KINDS = {
     k.func: k
-    for k in (RATE, SUM, AVG, MIN, MAX, DISTINCT,
-              *(MetricKind(n, Accumulates.VALUES, _percentile(q), quantile=q) for n, q in PERCENTILES.items()))
-}  # fmt: skip
+    for k in (
+        RATE,
+        SUM,
+        AVG,
+        MIN,
+        MAX,
+        DISTINCT,
+        *(MetricKind(n, Accumulates.VALUES, _percentile(q), quantile=q) for n, q in PERCENTILES.items()),
+    )
+}
 
 
 def kind_of(func: str, flagged: bool) -> MetricKind:

@@ -83,9 +83,13 @@ class Policy:
         out = []
         for sev, default in enumerate(DEFAULT_RESPONSES, start=1):
             values = default.to_json()
-            for layer in (self.severity.get(sev), self.category.get((category, None)),
-                          self.category.get((category, sev)), self.rule.get((rule, None)),
-                          self.rule.get((rule, sev))):  # fmt: skip
+            for layer in (
+                self.severity.get(sev),
+                self.category.get((category, None)),
+                self.category.get((category, sev)),
+                self.rule.get((rule, None)),
+                self.rule.get((rule, sev)),
+            ):
                 if layer:
                     values.update(layer)
             out.append(Response(values["team"], values["page"], values["update_every_ms"]))
@@ -95,7 +99,9 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
-def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: Iterable[str]) -> tuple[Policy, list[Diagnostic]]:  # noqa: E501
+def parse_policy(
+    text: str, path: str, categories: Iterable[str], rule_names: Iterable[str]
+) -> tuple[Policy, list[Diagnostic]]:  # noqa: E501
     """The policy one ``policy.toml`` states, and every problem in it. ``rule_names``: the rules
     loaded with it (a layer for a rule that does not exist would never apply: an error)."""
     data, broken = read_toml(text, path)
@@ -147,16 +153,20 @@ def parse_policy(text: str, path: str, categories: Iterable[str], rule_names: It
     return policy, reader.problems
 
 
-def read_policies(sources: Mapping[str, str], categories: Iterable[str],
-                  rule_names: Iterable[str]) -> tuple[Policy, list[Diagnostic]]:  # fmt: skip
+def read_policies(
+    sources: Mapping[str, str], categories: Iterable[str], rule_names: Iterable[str]
+) -> tuple[Policy, list[Diagnostic]]:
     """Every ``{path: text}`` policy file merged, in order (a later file's keys win)."""
     merged, problems = Policy(), []
     names = tuple(rule_names)
     for path, text in sources.items():
         policy, found = parse_policy(text, path, categories, names)
         problems.extend(found)
-        for mine, theirs in ((merged.severity, policy.severity), (merged.category, policy.category),
-                             (merged.rule, policy.rule)):  # fmt: skip
+        for mine, theirs in (
+            (merged.severity, policy.severity),
+            (merged.category, policy.category),
+            (merged.rule, policy.rule),
+        ):
             for k, v in theirs.items():
                 mine[k] = {**mine.get(k, {}), **v}
         by = {**merged.grouping.get("by", {}), **policy.grouping.get("by", {})}
@@ -243,7 +253,7 @@ class _Reader:
             if table and i >= start and _header(line) is not None:
                 break
             stripped = line.lstrip()
-            if stripped.startswith(key) and stripped[len(key):].lstrip().startswith("="):
+            if stripped.startswith(key) and stripped[len(key) :].lstrip().startswith("="):
                 return i + 1, len(line) - len(stripped) + 1
             if not table and _header(line) is not None and _header(line).split(".")[0] == key:
                 return i + 1, line.index(key) + 1

@@ -50,8 +50,13 @@ class Vocabulary:
     labels: frozenset[str] = frozenset()  # what a `report` event's labels may say
 
     def merged(self, other: Vocabulary) -> Vocabulary:
-        return Vocabulary(self.flags | other.flags, self.scores | other.scores, self.fields | other.fields,
-                          self.maps | other.maps, self.labels | other.labels)  # fmt: skip
+        return Vocabulary(
+            self.flags | other.flags,
+            self.scores | other.scores,
+            self.fields | other.fields,
+            self.maps | other.maps,
+            self.labels | other.labels,
+        )
 
     def knows_field(self, parts: tuple[str, ...]) -> bool:
         dotted = ".".join(parts)
@@ -65,8 +70,9 @@ class Vocabulary:
         return sorted(self.fields | self.maps | spelled)
 
 
-STANDARD = Vocabulary(frozenset(STANDARD_FLAGS), frozenset(STANDARD_SCORES), frozenset(STANDARD_FIELDS),
-                      labels=frozenset(STANDARD_LABELS))
+STANDARD = Vocabulary(
+    frozenset(STANDARD_FLAGS), frozenset(STANDARD_SCORES), frozenset(STANDARD_FIELDS), labels=frozenset(STANDARD_LABELS)
+)
 
 
 # ---- vocabulary files ---------------------------------------------------------------------
@@ -86,8 +92,11 @@ def parse_vocabulary(text: str, path: str) -> tuple[Vocabulary, list[Diagnostic]
             problems.append(Diagnostic(path, line, column, f"unknown key `{key}`{hint}", column + len(key)))
             continue
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            problems.append(Diagnostic(path, line, column, f'`{key}` must be a list of names, e.g. {key} = ["name"]',
-                                       column + len(key)))  # fmt: skip
+            problems.append(
+                Diagnostic(
+                    path, line, column, f'`{key}` must be a list of names, e.g. {key} = ["name"]', column + len(key)
+                )
+            )
             continue
         for name in value:
             problem = _entry_problem(key, name)
@@ -98,8 +107,13 @@ def parse_vocabulary(text: str, path: str) -> tuple[Vocabulary, list[Diagnostic]
                 declared[key].add(name)
     maps = {f[:-2] for f in declared["fields"] if f.endswith(".*")}
     fields = {f for f in declared["fields"] if not f.endswith(".*")}
-    return Vocabulary(frozenset(declared["flags"]), frozenset(declared["scores"]), frozenset(fields),
-                      frozenset(maps), frozenset(declared["labels"])), problems  # fmt: skip
+    return Vocabulary(
+        frozenset(declared["flags"]),
+        frozenset(declared["scores"]),
+        frozenset(fields),
+        frozenset(maps),
+        frozenset(declared["labels"]),
+    ), problems
 
 
 def read_vocabularies(sources: Mapping[str, str]) -> tuple[Vocabulary, list[Diagnostic]]:
@@ -119,8 +133,8 @@ def _entry_problem(key: str, name: str) -> str | None:
             return f"`{name}` is not a field path: names joined by dots, optionally ending `.*`"
         head = name.split(".")[0]
         if head in MAPS:
-            rest = name[len(head) + 1:] or "NAME"
-            return f"declare {head} under `{head}`: {head} = [\"{rest}\"]"
+            rest = name[len(head) + 1 :] or "NAME"
+            return f'declare {head} under `{head}`: {head} = ["{rest}"]'
         return None
     if name.startswith(("flags.", "scores.")):
         return f"declare the bare name: `{name.split('.', 1)[1]}`, not `{name}`"
@@ -134,7 +148,7 @@ def _locate(text: str, needle: str, at_line_start: bool = False) -> tuple[int, i
     for number, line in enumerate(text.splitlines(), start=1):
         if at_line_start:
             stripped = line.lstrip()
-            if stripped.startswith(needle) and stripped[len(needle):].lstrip().startswith("="):
+            if stripped.startswith(needle) and stripped[len(needle) :].lstrip().startswith("="):
                 return number, len(line) - len(stripped) + 1
         elif needle in line:
             return number, line.index(needle) + 1
@@ -210,8 +224,7 @@ def name_problem(use: NameUse, func: str, vocabulary: Vocabulary) -> str | None:
             return None
         hint = did_you_mean(name, vocabulary.labels)
         return f"unknown report label `{name}`" + (
-            hint or f": not a standard label; declare it in {VOCABULARY_FILE} next to the rules "
-            f'(labels = ["{name}"])'
+            hint or f': not a standard label; declare it in {VOCABULARY_FILE} next to the rules (labels = ["{name}"])'
         )
     if head in MAPS and len(parts) >= 2:
         known, noun = (vocabulary.flags, "flag") if head == "flags" else (vocabulary.scores, "score")
@@ -222,8 +235,8 @@ def name_problem(use: NameUse, func: str, vocabulary: Vocabulary) -> str | None:
             if hint and use.role != "flag":
                 hint = hint.replace("`", f"`{head}.", 1)
             return f"unknown {noun} `{written}`" + (
-                hint or f": not a standard {noun}; declare it in {VOCABULARY_FILE} next to the rules "
-                f'({head} = ["{name}"])'
+                hint
+                or f': not a standard {noun}; declare it in {VOCABULARY_FILE} next to the rules ({head} = ["{name}"])'
             )
         if len(parts) > 2:
             return f"`{head}.{name}` is a {'boolean' if head == 'flags' else 'number'}; it has no field `{parts[2]}`"
@@ -231,8 +244,7 @@ def name_problem(use: NameUse, func: str, vocabulary: Vocabulary) -> str | None:
         dotted = ".".join(parts)
         hint = did_you_mean(dotted, vocabulary.field_names())
         return f"unknown field `{dotted}`" + (
-            hint or f": not a standard field; declare it in {VOCABULARY_FILE} next to the rules "
-            f'(fields = ["{dotted}"])'
+            hint or f': not a standard field; declare it in {VOCABULARY_FILE} next to the rules (fields = ["{dotted}"])'
         )
     if use.role == "metric" and func in NUMERIC_FUNCS:
         if head == "flags":

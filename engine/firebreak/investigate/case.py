@@ -47,9 +47,16 @@ class CaseIncident:
     joined: str  # "opened the case", "joined", "inhibited", "reopened"
 
     def to_json(self) -> dict[str, Any]:
-        return {"incident_id": self.incident_id, "rule": self.rule, "category": self.category,
-                "group": self.group, "severity": self.severity, "opened": self.opened, "resolved": self.resolved,
-                "joined": self.joined}  # fmt: skip
+        return {
+            "incident_id": self.incident_id,
+            "rule": self.rule,
+            "category": self.category,
+            "group": self.group,
+            "severity": self.severity,
+            "opened": self.opened,
+            "resolved": self.resolved,
+            "joined": self.joined,
+        }
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class CaseReport:
                 "resolved": self.resolved,
                 "pages": self.pages,
                 "lead": self.lead.incident.incident_id,
-            },  # fmt: skip
+            },
             "incidents": [i.to_json() for i in self.incidents],
             "timeline": list(self.timeline),
             "lead": self.lead.to_json(),
@@ -133,7 +140,7 @@ def case_incidents(records: Sequence[dict[str, Any]], case_id: str) -> list[Case
             r["ts"],
             resolved.get(iid),
             how.get(iid, "joined"),
-        )  # fmt: skip
+        )
         for iid, r in opened.items()
     ]
 
@@ -143,8 +150,13 @@ def lead_incident(incidents: Sequence[CaseIncident]) -> CaseIncident:
     return min(incidents, key=lambda i: (int(Severity.parse(i.severity)), i.opened))
 
 
-def investigate_case(rules: Sequence[CompiledRule], events: Sequence[Event], case_id: str, options: Options,
-                     records: list[dict[str, Any]]) -> CaseReport:  # fmt: skip
+def investigate_case(
+    rules: Sequence[CompiledRule],
+    events: Sequence[Event],
+    case_id: str,
+    options: Options,
+    records: list[dict[str, Any]],
+) -> CaseReport:
     """The case ``case_id`` of ``records`` (which must hold its case records: `with_cases`)."""
     mine = case_records(records, case_id)
     incidents = case_incidents(records, case_id)
@@ -196,8 +208,10 @@ def render_case_markdown(report: CaseReport) -> str:
     ]
     for i in report.incidents:
         lead = " (lead)" if i.incident_id == report.lead.incident.incident_id else ""
-        out.append(f"| `{i.incident_id}`{lead} | {i.rule} | {_scope(i.group)} | {i.severity} | {i.opened} | "
-                   f"{i.resolved or 'open'} | {i.joined} |")  # fmt: skip
+        out.append(
+            f"| `{i.incident_id}`{lead} | {i.rule} | {_scope(i.group)} | {i.severity} | {i.opened} | "
+            f"{i.resolved or 'open'} | {i.joined} |"
+        )
     out += ["", "## Case timeline", "", "```", *(_timeline_text(r) for r in report.timeline), "```", ""]
     out += [
         f"## Lead incident: {report.lead.incident.incident_id}",

@@ -147,8 +147,21 @@ def rank_causes(changes: Sequence[Event], findings: Findings) -> list[Cause]:
         kind = str(change.data.get("kind"))
         description = str(change.data.get("description", ""))
         why = f"{match_why}; {time_why}"
-        ranked.append(_candidate(change.event_id, kind, change.ts, before, dims, description, match, proximity,
-                                 priors.get(kind, DEFAULT_PRIOR), why, rose))  # fmt: skip
+        ranked.append(
+            _candidate(
+                change.event_id,
+                kind,
+                change.ts,
+                before,
+                dims,
+                description,
+                match,
+                proximity,
+                priors.get(kind, DEFAULT_PRIOR),
+                why,
+                rose,
+            )
+        )
     attack = _attack(findings, priors)
     if attack is not None:
         ranked.append(attack)
@@ -200,9 +213,18 @@ def _attack(findings: Findings, priors: dict[str, float]) -> Cause | None:
     proximity, _ = _proximity(findings.start - ts, findings.step_ms)
     users = ", ".join(u.value for u in adv.top_users[:3]) or ", ".join(u.value for u in adv.anomaly_top_users[:3])
     top_user = (adv.top_users or adv.anomaly_top_users)[0].value
-    return _candidate(adv.first_event, "attack", ts, findings.start - ts, {"user": top_user},
-                      f"attack by a few users ({users})", adv.concentration, proximity,
-                      priors.get("attack", DEFAULT_PRIOR), adv.why)  # fmt: skip
+    return _candidate(
+        adv.first_event,
+        "attack",
+        ts,
+        findings.start - ts,
+        {"user": top_user},
+        f"attack by a few users ({users})",
+        adv.concentration,
+        proximity,
+        priors.get("attack", DEFAULT_PRIOR),
+        adv.why,
+    )
 
 
 def _target(known: list[tuple[str, str]], group: Mapping[str, str]) -> list[tuple[str, str]] | None:

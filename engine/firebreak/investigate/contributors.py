@@ -108,8 +108,9 @@ class _Scope:
         return past * max(1.0, rest_growth)
 
 
-def _scope(mass: Mass, incident: Sequence[Event], baseline: Sequence[Event], incident_ms: int,
-           baseline_ms: int) -> _Scope:  # fmt: skip
+def _scope(
+    mass: Mass, incident: Sequence[Event], baseline: Sequence[Event], incident_ms: int, baseline_ms: int
+) -> _Scope:
     m, n = _totals(incident, mass)
     m0, n0 = _totals(baseline, mass)
     return _Scope(mass.mode, n, m, n0, m0, incident_ms / baseline_ms if baseline_ms > 0 else 1.0)
@@ -204,8 +205,9 @@ def conjunction(
     return row[0].score if row is not None else 0.0
 
 
-def _row(scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm: float,
-         total_excess: float | None) -> tuple[Contributor, tuple[float, float]] | None:  # fmt: skip
+def _row(
+    scope: _Scope, dim: str, value: str, n_v: int, m_v: float, bn: int, bm: float, total_excess: float | None
+) -> tuple[Contributor, tuple[float, float]] | None:
     """The row and its unrounded rank (score, excess). ``total_excess``: the scope's; None for
     the group itself (explained = 1)."""
     expected = scope.expected(n_v, m_v, bn, bm)

@@ -155,8 +155,12 @@ def _summary(incident: Incident, lags: Lags) -> str:
     response = incident.response
     if response:
         page = "paged" if response.get("page") is True else "ticket"
-        items.append(("Response", f"{_str(response.get('team'))}, {page}, "
-                                  f"updates every {_duration(response.get('update_every_ms'))}"))  # fmt: skip
+        items.append(
+            (
+                "Response",
+                f"{_str(response.get('team'))}, {page}, updates every {_duration(response.get('update_every_ms'))}",
+            )
+        )
     cells = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in items)
     return f'<dl class="summary">{cells}</dl>'
 
@@ -214,15 +218,27 @@ def _root_causes(roots: RootCauses | None) -> str:
     for c in roots.causes:
         what = " AND ".join(f"{_text(v.dimension)}=<code>{_text(v.value)}</code>" for v in c.values)
         lift = "new" if c.lift is None else f"{_num(c.lift, 2)}×"
-        rows.append([what, _num_cell(lift), _num_cell(_pct(number(c.explained))),
-                     _num_cell(f"{_num(c.flagged)} / {_num(c.expected)}"), _num_cell(_num(c.events)),
-                     _text(c.why)])  # fmt: skip
+        rows.append(
+            [
+                what,
+                _num_cell(lift),
+                _num_cell(_pct(number(c.explained))),
+                _num_cell(f"{_num(c.flagged)} / {_num(c.expected)}"),
+                _num_cell(_num(c.events)),
+                _text(c.why),
+            ]
+        )
     head = ["Root cause", "Lift", "Explains", "Anomalous / expected", "Events", "Why this combination"]
-    body = _table(head, rows, numeric={1, 2, 3, 4}) if rows else \
-        "<p>No combination of dimension values explains the anomaly on its own.</p>"  # fmt: skip
+    body = (
+        _table(head, rows, numeric={1, 2, 3, 4})
+        if rows
+        else "<p>No combination of dimension values explains the anomaly on its own.</p>"
+    )
     capped = f"; high-cardinality (top values by excess only): {', '.join(roots.capped)}" if roots.capped else ""
-    about = (f"Together {_pct(number(roots.explained))} of the excess ({roots.measure} measure). Searched over "
-             f"{roots.scope}, combinations of up to three of: {', '.join(roots.dimensions)}{capped}.")  # fmt: skip
+    about = (
+        f"Together {_pct(number(roots.explained))} of the excess ({roots.measure} measure). Searched over "
+        f"{roots.scope}, combinations of up to three of: {', '.join(roots.dimensions)}{capped}."
+    )
     notes = "".join(f'<p class="muted">{_text(n)}</p>' for n in roots.notes)
     return body + f'<p class="muted">{_text(about)}</p>' + notes
 

@@ -140,9 +140,7 @@ def select(records: list[dict[str, Any]], rules: tuple[CompiledRule, ...], selec
         opened=IncidentRecord.from_json(first),
         escalations=tuple(IncidentRecord.from_json(r) for r in mine if r["type"] == RecordKind.ESCALATED),
         resolved=IncidentRecord.from_json(resolved) if resolved is not None else None,
-        commands=tuple(
-            ContainmentStep.from_json(r) for r in mine if kind_of(r) in CONTAINMENT_KINDS
-        ),
+        commands=tuple(ContainmentStep.from_json(r) for r in mine if kind_of(r) in CONTAINMENT_KINDS),
     )
 
 

@@ -128,13 +128,17 @@ def _root_causes(report: Report) -> list[str]:
     if not roots.causes:
         out.append("No combination of dimension values explains the anomaly on its own.")
     else:
-        out += ["| root cause | lift | explains | anomalous (expected) | events | why this combination |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            "| root cause | lift | explains | anomalous (expected) | events | why this combination |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in roots.causes:
             what = " AND ".join(f"{v.dimension}={v.value}" for v in c.values)
             lift = "new" if c.lift is None else f"{c.lift:g}×"
-            out.append(f"| {_cell(what)} | {lift} | {c.explained:.0%} | {c.flagged:.4g} ({c.expected:.4g}) | "
-                       f"{c.events} | {_cell(c.why)} |")  # fmt: skip
+            out.append(
+                f"| {_cell(what)} | {lift} | {c.explained:.0%} | {c.flagged:.4g} ({c.expected:.4g}) | "
+                f"{c.events} | {_cell(c.why)} |"
+            )
         out += ["", f"Together they explain {roots.explained:.0%} of the excess ({roots.measure} measure)."]
     considered = ", ".join(roots.dimensions)
     capped = f"; high-cardinality (top values by excess only): {', '.join(roots.capped)}" if roots.capped else ""
@@ -159,8 +163,11 @@ def _contributors(report: Report) -> list[str]:
     group = report.incident.group
     if group:
         named = ", ".join(f"{k}={v}" for k, v in group.items())
-        out += ["", f"Measured inside the incident's group ({_cell(named)}): what concentrates the anomaly within it; "
-                "the group's own row is measured against the rule's other groups."]  # fmt: skip
+        out += [
+            "",
+            f"Measured inside the incident's group ({_cell(named)}): what concentrates the anomaly within it; "
+            "the group's own row is measured against the rule's other groups.",
+        ]
     return out + [""]
 
 

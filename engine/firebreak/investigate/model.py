@@ -35,8 +35,13 @@ class Part:
         parts that are not dicts (or lists) are read as empty."""
         data = data if isinstance(data, dict) else {}
         hints = _hints(cls)
-        return cls(**{f.name: _from_json(hints[f.name], data[f.name]) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                      if f.name in data})  # fmt: skip
+        return cls(
+            **{
+                f.name: _from_json(hints[f.name], data[f.name])
+                for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                if f.name in data
+            }
+        )
 
 
 # --- the incident and the range ----------------------------------------------------------------

@@ -274,8 +274,19 @@ def find_concentration(log: Log, onset: Onset) -> Concentration:
     all_base = [e for e in log.inference if base_lo <= e.ts < start_step]
     adversarial = adversarial_signs(all_inc, all_base, pop_inc, mass)
     roots = explain(dimensions_of(rule), mass, view.group, pop_inc, pop_base, *spans, getter)
-    return Concentration(start_step, inc_to, base_lo, mass, pop_inc, pop_base, scope_inc, scope_base,
-                         combine(group_rows, inside), adversarial, roots)  # fmt: skip
+    return Concentration(
+        start_step,
+        inc_to,
+        base_lo,
+        mass,
+        pop_inc,
+        pop_base,
+        scope_inc,
+        scope_base,
+        combine(group_rows, inside),
+        adversarial,
+        roots,
+    )
 
 
 def findings(log: Log, onset: Onset, found: Concentration) -> Findings:
@@ -378,8 +389,12 @@ def _joint(
         def carries(e: Event) -> bool:
             return all(_text(get(e.data)) == v for get, v in getters)
 
-        if (group and scope_inc and all(carries(e) for e in scope_inc)
-                and all(in_group(e.data) for e in found.pop_inc if carries(e))):  # fmt: skip
+        if (
+            group
+            and scope_inc
+            and all(carries(e) for e in scope_inc)
+            and all(in_group(e.data) for e in found.pop_inc if carries(e))
+        ):
             return own
         return conjunction(found.mass, pairs, scope_inc, found.scope_base, *found.spans)
 
@@ -485,8 +500,10 @@ def _timeline(view: IncidentView, causes: list[Cause], first: Event | None, mean
         mark(view.resolved_ts, "resolved", view.resolved.why, view.incident_id)
     marks.sort(key=lambda m: (m[0], m[1]))
     base = first.ts if first is not None else None
-    return tuple(Mark(format_ts(ts), kind, label, ref, ts - base if base is not None else None)
-                 for ts, _, kind, label, ref in marks)  # fmt: skip
+    return tuple(
+        Mark(format_ts(ts), kind, label, ref, ts - base if base is not None else None)
+        for ts, _, kind, label, ref in marks
+    )
 
 
 _STEP_MARKS = {RecordKind.COMMAND: "contained", RecordKind.RENEWED: "renewed", RecordKind.RELEASE: "released"}

@@ -42,8 +42,9 @@ def join_reports(log: Sequence[Event]) -> tuple[list[Event], set[str]]:
     return out, joined
 
 
-def user_reports(log: Sequence[Event], joined: set[str], in_group: Callable[[dict[str, Any]], bool],
-                 start: int, end: int) -> UserReports:  # fmt: skip
+def user_reports(
+    log: Sequence[Event], joined: set[str], in_group: Callable[[dict[str, Any]], bool], start: int, end: int
+) -> UserReports:
     """The reports about the incident: those from ``start`` to ``end`` whose (joined) fields
     fall in the incident's group. How many, from how many users, with which labels, and which
     models, templates, services and tenants produced the answers they name."""

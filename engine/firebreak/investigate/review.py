@@ -130,8 +130,13 @@ def _duration(ms: int) -> ast.Duration:
     return ast.Duration(ms // 1000, "s")
 
 
-def _backtest(rules: tuple[CompiledRule, ...], group: Mapping[str, Any], events: Sequence[Event], lateness_ms: int,
-              detection: Detection) -> Backtest:  # fmt: skip
+def _backtest(
+    rules: tuple[CompiledRule, ...],
+    group: Mapping[str, Any],
+    events: Sequence[Event],
+    lateness_ms: int,
+    detection: Detection,
+) -> Backtest:
     """When the suggested rule would have opened an incident for this anomaly, and how many
     incidents it opens in the whole range (its noise)."""
     records = run_events(rules, events, lateness_ms)

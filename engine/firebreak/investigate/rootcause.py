@@ -67,9 +67,28 @@ TOO_SMALL = 10  # events' worth of mass: a part predicted to carry less cannot b
 PRECISION_WEIGHT = 2  # score = explained × precision²: a mixture of two causes loses to either
 OTHER = -1
 # Fields that are never dimensions: identifiers, times, raw text, the event's own envelope.
-NOT_DIMENSIONS = frozenset({"event_id", "ts", "type", "kind", "description", "ref", "labels", "prompt", "output",
-                            "comment", "flags", "scores", "trace_id", "span_id", "session", "session_id",
-                            "request_id", *NUMBER_FIELDS})  # fmt: skip
+NOT_DIMENSIONS = frozenset(
+    {
+        "event_id",
+        "ts",
+        "type",
+        "kind",
+        "description",
+        "ref",
+        "labels",
+        "prompt",
+        "output",
+        "comment",
+        "flags",
+        "scores",
+        "trace_id",
+        "span_id",
+        "session",
+        "session_id",
+        "request_id",
+        *NUMBER_FIELDS,
+    }
+)
 MAX_DEPTH = 2  # x.region: nested objects are looked into this deep
 
 Pattern = tuple[tuple[int, int], ...]  # ((dimension index, value code), ...) sorted by dimension
@@ -251,8 +270,9 @@ class _Table:
     """The events column-wise (``columns``: ``_PyColumns`` or its native twin) with what the
     search reads: tallies of patterns over the remaining events, memoised until a removal."""
 
-    def __init__(self, dims: tuple[str, ...], names: list[list[str]], columns: Any, model: _Model,
-                 capped: tuple[str, ...]) -> None:  # fmt: skip
+    def __init__(
+        self, dims: tuple[str, ...], names: list[list[str]], columns: Any, model: _Model, capped: tuple[str, ...]
+    ) -> None:
         self.dims, self.names, self.columns, self.model, self.capped = dims, names, columns, model, capped
         self._tallies: dict[Pattern, Tally] = {}
         self._marginals: dict[Pattern, list[list[Tally]]] = {}
@@ -290,9 +310,15 @@ class _Table:
         return tuple((self.dims[d], self.names[d][c]) for d, c in pattern)
 
 
-def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]],
-             rows_before: Iterable[tuple[Sequence[Any], float]], ratio: bool, scale: float = 1.0,
-             max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
+def tabulate(
+    dims: Sequence[str],
+    rows_now: Iterable[tuple[Sequence[Any], float]],
+    rows_before: Iterable[tuple[Sequence[Any], float]],
+    ratio: bool,
+    scale: float = 1.0,
+    max_values: int = MAX_VALUES,
+    native: bool = True,
+) -> _Table:
     """``tabulate_columns`` from rows of (values per dimension — None when missing —, mass)."""
     periods = []
     for rows in (rows_now, rows_before):
@@ -303,9 +329,17 @@ def tabulate(dims: Sequence[str], rows_now: Iterable[tuple[Sequence[Any], float]
     return tabulate_columns(dims, cols_now, w_now, cols_before, w_before, ratio, scale, max_values, native)
 
 
-def tabulate_columns(dims: Sequence[str], cols_now: Sequence[Sequence[Any]], w_now: Sequence[float],
-                     cols_before: Sequence[Sequence[Any]], w_before: Sequence[float], ratio: bool,
-                     scale: float = 1.0, max_values: int = MAX_VALUES, native: bool = True) -> _Table:  # fmt: skip
+def tabulate_columns(
+    dims: Sequence[str],
+    cols_now: Sequence[Sequence[Any]],
+    w_now: Sequence[float],
+    cols_before: Sequence[Sequence[Any]],
+    w_before: Sequence[float],
+    ratio: bool,
+    scale: float = 1.0,
+    max_values: int = MAX_VALUES,
+    native: bool = True,
+) -> _Table:
     """The events column-wise (per period: one column of values per dimension — None when
     missing —, and the events' masses), each dimension's values coded once; high-cardinality
     dimensions folded to their ``max_values`` values of largest excess. ``native``: the
@@ -393,8 +427,7 @@ def _absorb(table: _Table, causes: list[Cause], total: float) -> list[Cause]:
 
 
 def _significant(j: Judged, total: float) -> bool:
-    return (j.z >= Z_MIN and j.lift >= MIN_LIFT and j.excess >= MIN_SHARE * total
-            and j.carrying >= MIN_EVENTS)  # fmt: skip
+    return j.z >= Z_MIN and j.lift >= MIN_LIFT and j.excess >= MIN_SHARE * total and j.carrying >= MIN_EVENTS
 
 
 def _candidate(j: Judged, total: float) -> bool:
@@ -463,8 +496,12 @@ def _refine(table: _Table, pattern: Pattern, total: float, depth: int) -> list[t
             sib = table.model.judge(others)
             # Rose alike, or too small to tell (the narrower combination adds no explanatory power).
             alike = sib.z >= Z_MIN / 2 or sib.expected * j.lift < TOO_SMALL * table.model.unit
-            if sib.expected > 0 and alike and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2 and \
-                    _splits(table, parent) is None:  # fmt: skip
+            if (
+                sib.expected > 0
+                and alike
+                and _below(table.model, sib, _plus(j, sib)) < Z_SPLIT / 2
+                and _splits(table, parent) is None
+            ):
                 return _refine(table, parent, total, depth + 1)
     # More specific: the dimension that splits it most.
     split = _splits(table, pattern) if len(pattern) < MAX_ATTRIBUTES else None
@@ -482,8 +519,17 @@ def _refine(table: _Table, pattern: Pattern, total: float, depth: int) -> list[t
 
 def _plus(a: Judged, b: Judged) -> Judged:
     """The two as one (for the shares of ``_below``)."""
-    return Judged(a.events + b.events, a.mass + b.mass, a.expected + b.expected, a.excess + b.excess, 0.0,
-                  0.0, a.carrying + b.carrying, a.q + b.q, a.var_expected + b.var_expected)  # fmt: skip
+    return Judged(
+        a.events + b.events,
+        a.mass + b.mass,
+        a.expected + b.expected,
+        a.excess + b.excess,
+        0.0,
+        0.0,
+        a.carrying + b.carrying,
+        a.q + b.q,
+        a.var_expected + b.var_expected,
+    )
 
 
 def _splits(table: _Table, pattern: Pattern) -> tuple[int, list[tuple[int, Judged]]] | None:
@@ -553,9 +599,15 @@ def _text(value: Any) -> str:
 # --- the investigation's events ----------------------------------------------------------------
 
 
-def root_causes(dims: Sequence[str], mass: Mass, incident: Sequence[Any], baseline: Sequence[Any],
-                incident_ms: int, baseline_ms: int, getter: Callable[[tuple[str, ...]], Callable],
-                ) -> Search:  # fmt: skip
+def root_causes(
+    dims: Sequence[str],
+    mass: Mass,
+    incident: Sequence[Any],
+    baseline: Sequence[Any],
+    incident_ms: int,
+    baseline_ms: int,
+    getter: Callable[[tuple[str, ...]], Callable],
+) -> Search:
     """The root causes among ``dims`` of the anomaly of ``incident`` (events) against
     ``baseline``. ``getter``: the compiler's path getter."""
     gets = [getter(tuple(d.split("."))) for d in dims]
@@ -582,9 +634,16 @@ def _carried(pairs: Sequence[tuple[str, str]], events: Sequence[Any], mass: Mass
     return sum(mass.weight(e.data) for e in events if all(_text(g(e.data)) == v for g, v in get))
 
 
-def explain(first: Sequence[str], mass: Mass, group: Mapping[str, Any], incident: Sequence[Any],
-            baseline: Sequence[Any], incident_ms: int, baseline_ms: int,
-            getter: Callable[[tuple[str, ...]], Callable]) -> RootCauses:  # fmt: skip
+def explain(
+    first: Sequence[str],
+    mass: Mass,
+    group: Mapping[str, Any],
+    incident: Sequence[Any],
+    baseline: Sequence[Any],
+    incident_ms: int,
+    baseline_ms: int,
+    getter: Callable[[tuple[str, ...]], Callable],
+) -> RootCauses:
     """The report's root causes: searched over the rule's population (``incident``,
     ``baseline``: its events in the two periods) on every dimension the events carry
     (``first``: the standard ones and the rule's `by` fields, first); for a grouped rule, the

@@ -69,8 +69,11 @@ class Judged(NamedTuple):
 
 def judged_spans(records: Sequence[dict[str, Any]], rule: str, group: dict[str, Any]) -> list[Judged]:
     """The incidents of ``rule`` and ``group`` in ``records``, in time order."""
-    resolved = {r["incident_id"]: parse_ts(r["ts"]) for r in records
-                if r["type"] == RecordKind.RESOLVED and r["rule"] == rule and r["group"] == group}  # fmt: skip
+    resolved = {
+        r["incident_id"]: parse_ts(r["ts"])
+        for r in records
+        if r["type"] == RecordKind.RESOLVED and r["rule"] == rule and r["group"] == group
+    }
     return [
         Judged(parse_ts(r["onset"]), resolved.get(r["incident_id"]), r["baseline"])
         for r in records

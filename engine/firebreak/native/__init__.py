@@ -32,6 +32,7 @@ from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
+from firebreak.feed import Fed, decode_event, decoded_lines, late_text
 from firebreak.native.plan import plans_json, unsupported
 
 try:
@@ -51,9 +52,21 @@ class _Host:
         self.rules = tuple(rules)
         self.cooldowns = Cooldowns()  # resolved incidents that reopen within their cool-down
 
-    def step(self, index: int, group: dict, life: Lifecycle | None, at: int, value: Any, limit: float | None,
-             baseline: float | None, holds: bool, p: float | None, counts: tuple, users: list[int],
-             evidence: list) -> tuple:  # fmt: skip
+    def step(
+        self,
+        index: int,
+        group: dict,
+        life: Lifecycle | None,
+        at: int,
+        value: Any,
+        limit: float | None,
+        baseline: float | None,
+        holds: bool,
+        p: float | None,
+        counts: tuple,
+        users: list[int],
+        evidence: list,
+    ) -> tuple:
         """``evidence``: event ids, or for a rule with scope dimensions (id, [its event's values
         of them, None where not a string]) — kept as the core keeps them."""
         rule = self.rules[index]
@@ -61,8 +74,10 @@ class _Host:
         sketch = DistinctSketch()
         sketch.mins = users
         if dims := rule.scope_dimensions:
-            items = [(None, e, tuple((d, v) for d, v in zip(dims, values, strict=False) if v is not None))
-                     for e, values in evidence]  # fmt: skip
+            items = [
+                (None, e, tuple((d, v) for d, v in zip(dims, values, strict=False) if v is not None))
+                for e, values in evidence
+            ]
         else:
             items = [(None, e) for e in evidence]
         window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, items)
@@ -100,14 +115,17 @@ def threads() -> int:
 def _late_text(ts: int, watermark: int, lateness_ms: int, max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> str:
     """A late event's reason, or (``ts`` after ``watermark``, then the latest event time) an
     event's refused for being too far ahead."""
-    from firebreak.adapters.drive import late_text
 
     return late_text(ts, watermark, lateness_ms, max_skew_ms)
 
 
 class NativeEngine:
-    def __init__(self, rules: Sequence[CompiledRule], lateness_ms: int = DEFAULT_LATENESS_MS,
-                 max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        lateness_ms: int = DEFAULT_LATENESS_MS,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> None:
         if _native is None:
             raise RuntimeError("the native engine is not built (pip install -e . builds it; see README)")
         if lateness_ms < 0:
@@ -132,7 +150,6 @@ class NativeEngine:
     # ---- input --------------------------------------------------------------------------
 
     def feed_lines(self, lines: Sequence[bytes], max_bytes: int | None = None):
-        from firebreak.adapters.drive import Fed, decode_event, decoded_lines
 
         if not isinstance(lines, list):
             lines = list(lines)
@@ -167,8 +184,9 @@ class NativeEngine:
             raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
         self.core.set_owner(shard, shards)
 
-    def take_routed(self, body: bytes, next_offset: dict[int, int], masks: bool,
-                    watermark: int | None) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:  # fmt: skip
+    def take_routed(
+        self, body: bytes, next_offset: dict[int, int], masks: bool, watermark: int | None
+    ) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:
         """A routed message's binary rows (live/routed.py, native/src/rows.rs), those at
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
         in one call without the GIL. ``masks``: look only at the rules each row's mask names
@@ -177,7 +195,6 @@ class NativeEngine:
         return taken.next, taken.taken, taken.late, taken.duplicates, taken.records
 
     def feed_events(self, events: Iterable[Event]):
-        from firebreak.adapters.drive import Fed
 
         fed = Fed()
         for index, event in enumerate(events):
@@ -258,8 +275,14 @@ class NativeEngine:
             if life.status == FIRING:
                 rule = self.native_rules[index]
                 incident = life.incident
-                by_rule[rule.name].append({"rule": rule.name, "group": group, "incident_id": incident.incident_id,
-                                           "severity": str(incident.severity)})  # fmt: skip
+                by_rule[rule.name].append(
+                    {
+                        "rule": rule.name,
+                        "group": group,
+                        "incident_id": incident.incident_id,
+                        "severity": str(incident.severity),
+                    }
+                )
         if self.fallback is not None:
             for item in self.fallback.open_incidents():
                 by_rule[item["rule"]].append(item)
@@ -301,14 +324,20 @@ class NativeEngine:
         if self.fallback is not None:  # some rules on the Python core: their part is Python's
             return orjson.dumps(self.snapshot())
         fingerprints = {rule.name: rule_fingerprint(rule) for rule in self.rules}
-        raw = self.core.snapshot_layout(fingerprints, orjson.dumps(Lifecycle().to_json()),
-                                        orjson.dumps(dict(sorted(self.opened.items()))))  # fmt: skip
+        raw = self.core.snapshot_layout(
+            fingerprints, orjson.dumps(Lifecycle().to_json()), orjson.dumps(dict(sorted(self.opened.items())))
+        )
         # the cool-downs are the host's (Python): the last key of the object, as in Engine.snapshot
         return bytes(raw).rstrip()[:-1] + b',"cooldowns":' + orjson.dumps(self._cooldowns().to_json()) + b"}"
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], lateness_ms: int | None = None,
-                max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS) -> NativeEngine:  # fmt: skip
+    def restore(
+        cls,
+        rules: Sequence[CompiledRule],
+        snapshot: dict[str, Any],
+        lateness_ms: int | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> NativeEngine:
         """Engine.restore for the native engine: a rule whose text changed starts afresh."""
         check_version(snapshot)
         snapshot = orjson.loads(orjson.dumps(snapshot))  # the restored incidents must not share its lists
@@ -327,8 +356,14 @@ class NativeEngine:
                     lives.append(Lifecycle.from_json(life))
                     index = len(lives) - 1
                 groups.append({**item, "life": index})
-            saved.append({"name": rule.name, "next_eval": data["next_eval"], "groups": groups,
-                          **({"population": data["population"]} if "population" in data else {})})  # fmt: skip
+            saved.append(
+                {
+                    "name": rule.name,
+                    "next_eval": data["next_eval"],
+                    "groups": groups,
+                    **({"population": data["population"]} if "population" in data else {}),
+                }
+            )
         state = {key: snapshot[key] for key in ("version", "lateness_ms", "max_ts", "watermark", "stats")}
         # Each incident count goes to one engine: the fallback's rules to it, all others
         # (rules since removed included) to the native one; `opened` adds them up.

@@ -21,13 +21,37 @@ __all__ = ["KNOWN_FIELDS", "PLAN_VERSION", "plans_json", "unsupported"]
 # compiler later runs on the native engine only once the plan (and the engine) know it:
 # until then, a rule that sets it to anything but its default runs on the Python core.
 KNOWN_FIELDS = {
-    "name", "text", "path", "line", "metric", "arg", "op", "threshold", "factor", "window_ms", "baseline_ms",
-    "step_ms", "by", "where", "where_plan", "for_ms", "min_events", "severity", "escalations", "category",
-    "contains", "notify", "confidence", "population", "min_flagged", "source", "label",
+    "name",
+    "text",
+    "path",
+    "line",
+    "metric",
+    "arg",
+    "op",
+    "threshold",
+    "factor",
+    "window_ms",
+    "baseline_ms",
+    "step_ms",
+    "by",
+    "where",
+    "where_plan",
+    "for_ms",
+    "min_events",
+    "severity",
+    "escalations",
+    "category",
+    "contains",
+    "notify",
+    "confidence",
+    "population",
+    "min_flagged",
+    "source",
+    "label",
     "responses",  # read by the record writer (Python), not by the native engine
     "grouping",  # read by the lifecycle and the case component (Python)
     "reopen_within_ms",
-}  # fmt: skip
+}
 
 
 def unsupported(rule: CompiledRule) -> str | None:

@@ -80,8 +80,10 @@ async def _handshake(config: KafkaConfig, host: str, port: int, timeout_s: float
             conn = await create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **config.client_options())
         conn.close()
     except ssl.SSLCertVerificationError as error:
-        return (f"the TLS certificate of {where} is not trusted ({error.verify_message}); set ssl.ca.location "
-                f"to the CA that signed it")  # fmt: skip
+        return (
+            f"the TLS certificate of {where} is not trusted ({error.verify_message}); set ssl.ca.location "
+            f"to the CA that signed it"
+        )
     except ssl.SSLError as error:
         if "WRONG_VERSION_NUMBER" in str(error) or "wrong version number" in str(error):
             protocol = config.security_protocol
@@ -100,11 +102,15 @@ async def _handshake(config: KafkaConfig, host: str, port: int, timeout_s: float
             protocol = config.security_protocol
             return f"{where} does not speak TLS (a plaintext listener?): security.protocol is {protocol}"
         if config.uses_ssl and not config.ssl_certificate_location:
-            return (f"{where} closed the TLS connection: it may require a client certificate (mutual TLS: "
-                    f"ssl.certificate.location and ssl.key.location)")  # fmt: skip
+            return (
+                f"{where} closed the TLS connection: it may require a client certificate (mutual TLS: "
+                f"ssl.certificate.location and ssl.key.location)"
+            )
         if tls and not config.uses_ssl:
-            return (f"{where} speaks TLS but security.protocol is {config.security_protocol}: set it to SSL or "
-                    f"SASL_SSL (and ssl.ca.location)")  # fmt: skip
+            return (
+                f"{where} speaks TLS but security.protocol is {config.security_protocol}: set it to SSL or "
+                f"SASL_SSL (and ssl.ca.location)"
+            )
         return f"{where} accepts connections but did not answer as a Kafka broker ({type(error).__name__})"
     return f"{where} answers as a Kafka broker with these settings ({config.describe()})"
 

@@ -89,9 +89,16 @@ def event_key(event: Mapping[str, Any], key_field: str | None) -> bytes:
 ABOUT_FIELDS = ("service", "feature", "model", "model_version", "prompt_template", "tenant", "user")
 
 
-def user_report(labels: str | Iterable[str], *, about: Mapping[str, Any] | None = None, ref: str | None = None,
-                event_id: str | None = None, ts: int | str | None = None, comment: str | None = None,
-                **fields: Any) -> dict[str, Any]:  # fmt: skip
+def user_report(
+    labels: str | Iterable[str],
+    *,
+    about: Mapping[str, Any] | None = None,
+    ref: str | None = None,
+    event_id: str | None = None,
+    ts: int | str | None = None,
+    comment: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
     """A `report` event: what an end user said of an answer (docs/events.md#user-reports).
 
     ``labels``: one or more of thumbs_down, wrong, harmful, data_exposure, offensive, other (or
@@ -184,8 +191,11 @@ class AsyncPublisher:
         """Connect; raises PublishError("no Kafka broker at ...: why") within connect_timeout_s."""
         if self._producer is not None:
             return
-        kwargs = {"request_timeout_ms": int(self.timeout_s * 1000), **self.kafka.client_options(),
-                  **self._producer_kwargs}
+        kwargs = {
+            "request_timeout_ms": int(self.timeout_s * 1000),
+            **self.kafka.client_options(),
+            **self._producer_kwargs,
+        }
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,

@@ -26,12 +26,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
-    ClusterAuthorizationFailedError,
     ProducerFenced,
-    TopicAlreadyExistsError,
-    TopicAuthorizationFailedError,  # fmt: skip
+    TopicAuthorizationFailedError,
 )
 
 from firebreak.adapters.live.case_runner import CaseRunner
@@ -41,7 +38,7 @@ from firebreak.adapters.live.committer import (
     EXIT_COMMIT_TIMEOUT,
     EXIT_REFUSED,
     EXIT_SHARDS,
-    Committer,  # fmt: skip
+    Committer,
 )
 from firebreak.adapters.live.input_source import InputSource
 from firebreak.adapters.live.metrics import CONTENT_TYPE, Metrics, ShardView, WorkerView
@@ -49,6 +46,7 @@ from firebreak.adapters.live.preflight import missing_permissions
 from firebreak.adapters.live.routing import NotNative, Out, RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard_host import ShardHost
+from firebreak.adapters.live.startup import create_topics, start_summary
 from firebreak.core.sharding import rules_version
 from firebreak.dsl import CompiledRule
 
@@ -60,8 +58,13 @@ RulesLoader = Callable[[], tuple[Sequence[CompiledRule] | None, str]]  # (rules 
 
 
 class LiveWorker:
-    def __init__(self, settings: WorkerSettings, rules: Sequence[CompiledRule], load_rules: RulesLoader,
-                 rules_mtime: Callable[[], float]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        rules: Sequence[CompiledRule],
+        load_rules: RulesLoader,
+        rules_mtime: Callable[[], float],
+    ) -> None:
         self.settings = settings
         self.rules = tuple(rules)
         self.load_rules = load_rules
@@ -95,7 +98,7 @@ class LiveWorker:
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
             # A routed message carries its events (routed.py, up to MESSAGE_BYTES of JSON lines):
-            # compressed (zstd: ~10x smaller, benchmarks/README.md), and several fetched per
+            # compressed (zstd; the sizes in benchmarks/README.md, "Live worker"), and several fetched per
             # partition per round trip (4 MB compressed; 16 MB held more in memory for nothing).
             producer_compression_type="zstd",
             consumer_max_fetch_size=4 * 1024 * 1024,
@@ -154,38 +157,10 @@ class LiveWorker:
         return app
 
     async def create_topics(self) -> None:
-        """Create every topic the worker uses, if missing (partition counts from settings)."""
-        s = self.settings
-        wanted = [
-            NewTopic(s.input_topic, s.input_partitions, 1),
-            NewTopic(s.routed_topic, s.shards, 1, topic_configs={"retention.ms": str(24 * 3_600_000),
-                                                                 "max.message.bytes": str(8 * 1024 * 1024)}),
-            NewTopic(s.incidents_topic, s.output_partitions, 1),
-            NewTopic(s.containment_topic, s.output_partitions, 1),
-            NewTopic(s.dead_letter_topic, s.output_partitions, 1),
-            NewTopic(s.cases_topic, 1, 1, topic_configs={"cleanup.policy": "compact",
-                                                         "max.message.bytes": str(MAX_CHECKPOINT_BYTES)}),
-            NewTopic(s.checkpoint_topic, s.shards, 1, topic_configs={
-                "cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES),
-                "segment.ms": str(600_000)}),
-        ]  # fmt: skip
-        admin = AIOKafkaAdminClient(**s.client_options(), request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            for topic in wanted:
-                try:
-                    await admin.create_topics([topic])
-                except TopicAlreadyExistsError:
-                    pass
-                except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-                    log.info("not allowed to create topic %s: it must exist already (the permission check says)",
-                             topic.name)  # fmt: skip
-            described = {d.get("topic"): d for d in await admin.describe_topics([s.input_topic, s.routed_topic])}
-            self.host.input_partitions = len(described.get(s.input_topic, {}).get("partitions") or ()) or \
-                s.input_partitions  # fmt: skip
-            self.routed_partitions = len(described.get(s.routed_topic, {}).get("partitions") or ()) or None
-        finally:
-            await admin.close()
+        """Create every topic the worker uses, if missing (startup.py), and read the partition
+        counts the broker has."""
+        inputs, self.routed_partitions = await create_topics(self.settings)
+        self.host.input_partitions = inputs or self.settings.input_partitions
 
     async def _send(self, out: Out) -> None:
         topic = self.routed if out.topic == "routed" else self.dead
@@ -196,16 +171,28 @@ class LiveWorker:
         inputs = sorted(tp.partition for tp in assigned if tp.topic == s.input_topic)
         shards = sorted(tp.partition for tp in assigned if tp.topic == s.routed_topic)
         self.input.assigned(set(inputs))
-        log.info("assigned input partitions %s of %s and shards %s of %d", inputs or "none", s.input_topic,
-                 shards or "none", s.shards,
-                 extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}})  # fmt: skip
+        log.info(
+            "assigned input partitions %s of %s and shards %s of %d",
+            inputs or "none",
+            s.input_topic,
+            shards or "none",
+            s.shards,
+            extra={"fields": {"event": "assigned", "input_partitions": inputs, "shards": shards}},
+        )
         self.host.assigned(set(shards))
 
     async def _on_revoked(self, app, revoked: set[Any], **kwargs) -> None:
         if revoked:
-            log.info("revoked %d partitions (a rebalance)", len(revoked),
-                     extra={"fields": {"event": "revoked", "partitions": sorted(f"{tp.topic}[{tp.partition}]"
-                                                                                  for tp in revoked)}})  # fmt: skip
+            log.info(
+                "revoked %d partitions (a rebalance)",
+                len(revoked),
+                extra={
+                    "fields": {
+                        "event": "revoked",
+                        "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
+                    }
+                },
+            )
         await self.host.revoked({tp.partition for tp in revoked if tp.topic == self.settings.routed_topic})
 
     async def _on_shutdown(self, app, **kwargs) -> None:
@@ -217,8 +204,11 @@ class LiveWorker:
         if paused is not None:
             # This process was paused (SIGSTOP, a VM freeze, a long GC): the high-water marks and
             # quiet times it knows are stale, so no partition is idle until it has looked again.
-            log.warning("worker was paused for %.0f s; idle detection starts afresh", paused,
-                        extra={"fields": {"event": "paused", "seconds": round(paused, 1)}})  # fmt: skip
+            log.warning(
+                "worker was paused for %.0f s; idle detection starts afresh",
+                paused,
+                extra={"fields": {"event": "paused", "seconds": round(paused, 1)}},
+            )
             self.input.paused(now)
         await self.input.send_idle_markers()
         if self.reload_requested or self.rules_mtime() != self.rules_seen:
@@ -235,15 +225,23 @@ class LiveWorker:
         self.rules_seen = self.rules_mtime()
         rules, message = self.load_rules()
         if rules is None:
-            log.error("rules not reloaded, keeping the %d current rules:\n%s", len(self.rules), message,
-                      extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}})  # fmt: skip
+            log.error(
+                "rules not reloaded, keeping the %d current rules:\n%s",
+                len(self.rules),
+                message,
+                extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}},
+            )
             self.metrics.reload_failures += 1
             return
         try:
             self.route_stage.set_rules(rules)
         except NotNative as error:
-            log.error("rules not reloaded, keeping the %d current rules: %s", len(self.rules), error,
-                      extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}})  # fmt: skip
+            log.error(
+                "rules not reloaded, keeping the %d current rules: %s",
+                len(self.rules),
+                error,
+                extra={"fields": {"event": "reload_failed", "rules": len(self.rules)}},
+            )
             self.metrics.reload_failures += 1
             return
         self.rules = tuple(rules)
@@ -261,8 +259,16 @@ class LiveWorker:
             try:
                 open_by_severity = Counter(item["severity"] for item in state.engine.open_incidents())
                 pending_s = time.monotonic() - shard.checkpointed_at if shard.unacked else 0.0
-                view = ShardView(n, dict(state.stats), open_by_severity, state.engine.watermark, dict(state.max_ts),
-                                 frozenset(state.idle), state.input_partitions, pending_s)  # fmt: skip
+                view = ShardView(
+                    n,
+                    dict(state.stats),
+                    open_by_severity,
+                    state.engine.watermark,
+                    dict(state.max_ts),
+                    frozenset(state.idle),
+                    state.input_partitions,
+                    pending_s,
+                )
             except RuntimeError:  # its engine is feeding on the feeder thread (borrowed): what it showed last
                 view = self.last_views.get(n)
                 if view is None:
@@ -270,8 +276,13 @@ class LiveWorker:
             self.last_views[n] = view
             shards.append(view)
         cases = self.cases.counts() if self.cases is not None else None
-        return WorkerView(self.route_stage.stats["dead_lettered"], shards, self.lags(),
-                          self.settings.checkpoint_interval_ms / 1000, cases)  # fmt: skip
+        return WorkerView(
+            self.route_stage.stats["dead_lettered"],
+            shards,
+            self.lags(),
+            self.settings.checkpoint_interval_ms / 1000,
+            cases,
+        )
 
     def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages not yet taken) for the assigned partitions."""
@@ -293,27 +304,8 @@ class LiveWorker:
     # ---- running ------------------------------------------------------------------------------
 
     def summary(self) -> tuple[str, dict[str, Any]]:
-        """What this worker does, for the start-up log line."""
-        s = self.settings
-        version = rules_version(self.rules)
-        fields = {
-            "event": "starting", "app_id": s.app_id, "bootstrap": s.bootstrap,
-            "input_topic": s.input_topic, "input_partitions": self.host.input_partitions,
-            "routed_topic": s.routed_topic, "shards": s.shards, "incidents_topic": s.incidents_topic,
-            "containment_topic": s.containment_topic, "dead_letter_topic": s.dead_letter_topic,
-            "checkpoint_topic": s.checkpoint_topic, "rules": len(self.rules), "rules_version": version,
-            "rule_paths": list(s.rules), "lateness_ms": s.lateness_ms, "idle_timeout_ms": s.idle_timeout_ms,
-            "checkpoint_interval_ms": s.checkpoint_interval_ms,
-            "metrics_url": f"http://{s.web_host}:{s.web_port}/metrics", "engine": "native",
-        }  # fmt: skip
-        text = (f"firebreak worker starting: group {s.app_id} on {s.bootstrap}; {s.input_topic} "
-                f"({self.host.input_partitions} partitions) -> {s.routed_topic} ({s.shards} shards) -> "
-                f"{s.incidents_topic}, {s.containment_topic}; bad input -> {s.dead_letter_topic}; "
-                f"{len(self.rules)} rules (version {version}) from {', '.join(s.rules)}; lateness "
-                f"{s.lateness_ms / 1000:g} s, idle after {s.idle_timeout_ms / 1000:g} s, full checkpoint every "
-                f"{s.checkpoint_interval_ms / 1000:g} s; native engine; "
-                f"metrics at {fields['metrics_url']}")  # fmt: skip
-        return text, fields
+        """What this worker does, for the start-up log line (startup.py)."""
+        return start_summary(self.settings, self.rules, self.host.input_partitions)
 
     def run(self) -> int:
         from faust.worker import Worker

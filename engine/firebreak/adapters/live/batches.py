@@ -4,8 +4,8 @@ Faust's fetcher hands every message it fetched to the conductor one by one, each
 `wait_first` (a task and two futures), then through a channel queue and the stream's
 processors to the agent; with `take_events` that is still all done per message, and it costs
 more than everything else the worker does: an agent that does nothing with its batches takes
-~7k messages/s on our 2 cores under load (benchmarks/faust_floor.py), against ~380k/s for
-aiokafka's `getmany` alone. So for the input topic the worker takes each fetch's records as
+a small fraction of the messages aiokafka's `getmany` alone takes (benchmarks/faust_floor.py;
+the figures are in benchmarks/README.md, "Live worker"). So for the input topic the worker takes each fetch's records as
 one batch straight from the consumer: Faust still owns the group, the assignment, the
 fetching, the offsets (gaps included) and the commits; the routed topic still goes through
 Faust's agent as before.
@@ -33,7 +33,7 @@ log = logging.getLogger("firebreak.worker")
 
 # This module is the only one that touches Faust's private internals. What it reads of the
 # pinned faust-streaming (and what it copies: `_drain` is `Consumer._drain_messages` with
-# `getmany` inlined; `ack_offsets` is `Consumer.ack`); tests/unit/test_faust_internals.py fails
+# `getmany` inlined; `ack_offsets` is `Consumer.ack`); tests/unit/live/test_faust_internals.py fails
 # loudly when a Faust release changes any of it: read the new code, adapt, then update these.
 FAUST_VERSION = "0.15.3"
 FAUST_SOURCES = {  # Consumer method → sha256 (first 16 hex) of its source in FAUST_VERSION
@@ -43,17 +43,35 @@ FAUST_SOURCES = {  # Consumer method → sha256 (first 16 hex) of its source in 
     "_wait_next_records": "6218e1969a636b3f",
 }
 # the private names it reads of Faust's Consumer (``_stopped``: of mode's Service, its base)
-FAUST_PRIVATE = ("_committed_offset", "_acked_index", "_acked", "_n_acked", "_waiting_for_ack", "_to_message",
-                 "_read_offset", "_commit_every", "_wait_next_records", "_buffered_partitions", "_add_gap",
-                 "_drain_messages", "_stopped")  # fmt: skip
+FAUST_PRIVATE = (
+    "_committed_offset",
+    "_acked_index",
+    "_acked",
+    "_n_acked",
+    "_waiting_for_ack",
+    "_to_message",
+    "_read_offset",
+    "_commit_every",
+    "_wait_next_records",
+    "_buffered_partitions",
+    "_add_gap",
+    "_drain_messages",
+    "_stopped",
+)
 
 HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival
 
 
-def install(app: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-            linger_s: float = 0.0, held_back: Callable[[], bool] | None = None) -> None:  # fmt: skip
+def install(
+    app: Any,
+    topic: str,
+    handle: Callable[[Segments], Awaitable[None]],
+    size: int = 1_000,
+    linger_s: float = 0.0,
+    held_back: Callable[[], bool] | None = None,
+) -> None:
     """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
     batches (each batch is one routed message per (input partition, shard))."""
@@ -78,8 +96,15 @@ def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
     notify(consumer._waiting_for_ack)
 
 
-def _drain(app: Any, consumer: Any, topic: str, handle: Callable[[Segments], Awaitable[None]], size: int = 1_000,
-           linger_s: float = 0.0, held_back: Callable[[], bool] | None = None):  # fmt: skip
+def _drain(
+    app: Any,
+    consumer: Any,
+    topic: str,
+    handle: Callable[[Segments], Awaitable[None]],
+    size: int = 1_000,
+    linger_s: float = 0.0,
+    held_back: Callable[[], bool] | None = None,
+):
     async def drain_messages(fetcher: Any) -> None:
         """Faust's `Consumer._drain_messages` with its `getmany` (faust-streaming 0.15.3) inlined:
         wait for records (and for the flow, during a rebalance), then per partition: skip what

@@ -39,9 +39,13 @@ RETRY_S = 10.0  # after the stage failed (a refused write, say), before it resta
 async def load_stage(settings: WorkerSettings) -> dict[str, Any] | None:
     """The last committed checkpoint of the case stage, or None."""
     tp = TopicPartition(settings.cases_topic, 0)
-    consumer = AIOKafkaConsumer(**settings.client_options(), isolation_level="read_committed",
-                                enable_auto_commit=False, max_partition_fetch_bytes=MAX_CHECKPOINT_BYTES,
-                                fetch_max_bytes=MAX_CHECKPOINT_BYTES)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        **settings.client_options(),
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_CHECKPOINT_BYTES,
+        fetch_max_bytes=MAX_CHECKPOINT_BYTES,
+    )
     try:
         await consumer.start()
         consumer.assign([tp])
@@ -71,15 +75,26 @@ class CaseRunner:
         if stage is None or self.task is None:
             return None
         stats = stage.book.stats
-        return {"cases": stats["cases"], "pages": stats["pages"], "grouped": stats["grouped"],
-                "inhibited": stats["inhibited"], "updates": stats["updates"], "held": len(stage.held)}  # fmt: skip
+        return {
+            "cases": stats["cases"],
+            "pages": stats["pages"],
+            "grouped": stats["grouped"],
+            "inhibited": stats["inhibited"],
+            "updates": stats["updates"],
+            "held": len(stage.held),
+        }
 
     async def run(self) -> None:
         """Wait to be the group's case stage, then run it until this process stops."""
         s = self.settings
-        leader = AIOKafkaConsumer(s.cases_topic, **s.client_options(), group_id=f"{s.app_id}.cases",
-                                  enable_auto_commit=False, session_timeout_ms=s.session_timeout_ms,
-                                  heartbeat_interval_ms=min(3000, s.session_timeout_ms // 3))  # fmt: skip
+        leader = AIOKafkaConsumer(
+            s.cases_topic,
+            **s.client_options(),
+            group_id=f"{s.app_id}.cases",
+            enable_auto_commit=False,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=min(3000, s.session_timeout_ms // 3),
+        )
         try:
             await leader.start()
         except KafkaError as error:
@@ -103,8 +118,12 @@ class CaseRunner:
                     self.task = None
                 if self.task is not None and self.task.done() and not self.task.cancelled():
                     error = self.task.exception()
-                    log.error("the case stage stopped (%s: %s); it restarts from its checkpoint in %g s",
-                              type(error).__name__, error, RETRY_S)  # fmt: skip
+                    log.error(
+                        "the case stage stopped (%s: %s); it restarts from its checkpoint in %g s",
+                        type(error).__name__,
+                        error,
+                        RETRY_S,
+                    )
                     self.task, retry_at = None, time.monotonic() + RETRY_S
         finally:
             if self.task is not None:
@@ -115,8 +134,13 @@ class CaseRunner:
         s = self.settings
         snapshot = await load_stage(s)
         stage = self.stage = CaseStage.restore(self.rules, snapshot) if snapshot else CaseStage(self.rules, s.shards)
-        producer = AIOKafkaProducer(**s.client_options(), transactional_id=f"{s.app_id}.cases", acks="all",
-                                    enable_idempotence=True, max_request_size=MAX_CHECKPOINT_BYTES)  # fmt: skip
+        producer = AIOKafkaProducer(
+            **s.client_options(),
+            transactional_id=f"{s.app_id}.cases",
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=MAX_CHECKPOINT_BYTES,
+        )
         reader = AIOKafkaConsumer(
             **s.client_options(),
             isolation_level="read_committed",
@@ -134,8 +158,11 @@ class CaseRunner:
                 reader.seek(tp, stage.positions.get(tp.partition, 0))
             for tp in heads:
                 reader.seek(tp, 0)  # compacted: the latest head per shard (marks only go forward)
-            log.info("case stage: leading, from %s", "its checkpoint" if snapshot else "the start",
-                     extra={"fields": {"event": "cases_leading", "restored": bool(snapshot)}})  # fmt: skip
+            log.info(
+                "case stage: leading, from %s",
+                "its checkpoint" if snapshot else "the start",
+                extra={"fields": {"event": "cases_leading", "restored": bool(snapshot)}},
+            )
             waiting: list[tuple[dict[int, int], dict[TopicPartition, int]]] = []  # marks, the ends they wait for
             while True:
                 batch = await reader.getmany(timeout_ms=POLL_MS, max_records=5_000)

@@ -121,8 +121,10 @@ class CaseStage:
     @classmethod
     def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any]) -> CaseStage:
         if snapshot.get("version") != STAGE_VERSION:
-            raise ValueError(f"a case stage checkpoint of version {snapshot.get('version')!r}: this release reads "
-                             f"version {STAGE_VERSION}")  # fmt: skip
+            raise ValueError(
+                f"a case stage checkpoint of version {snapshot.get('version')!r}: this release reads "
+                f"version {STAGE_VERSION}"
+            )
         stage = cls(rules, snapshot["shards"])
         stage.book = CaseBook.restore(stage.book.grouping, snapshot["book"])
         stage.marks = {int(s): m for s, m in snapshot["marks"].items()}

@@ -76,8 +76,8 @@ class ShardWriter:
             **settings.client_options(),
             transactional_id=f"{settings.app_id}.shard.{shard}",
             enable_idempotence=True,
-            # zstd: as small as gzip here and ~20x cheaper on the event loop (a full checkpoint of
-            # 32 MB: 1.2 s of gzip, 0.06 s of zstd; benchmarks/README.md); readers need nothing new
+            # zstd: about as small as gzip here and far cheaper on the event loop (measured in
+            # benchmarks/README.md, "Full checkpoints"); readers need nothing new
             # (the consumer decompresses either), gzip where zstd's codec (cramjam) is missing
             compression_type="zstd" if codec.has_zstd() else "gzip",
             max_request_size=MAX_CHECKPOINT_BYTES,
@@ -108,8 +108,9 @@ class ShardWriter:
                     topic = settings.incidents_topic if incident else settings.containment_topic
                     await self.producer.send(topic, orjson.dumps(record), key=record_key(record))
                 key = FULL if checkpoint["kind"] == "full" else HEAD
-                await self.producer.send(settings.checkpoint_topic, orjson.dumps(checkpoint), key=key,
-                                         partition=self.shard)  # fmt: skip
+                await self.producer.send(
+                    settings.checkpoint_topic, orjson.dumps(checkpoint), key=key, partition=self.shard
+                )
             except IllegalOperation as error:
                 # The transaction failed under us (e.g. a topic refused): raise why, which the
                 # abort on leaving this block would forget.

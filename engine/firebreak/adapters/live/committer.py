@@ -75,14 +75,22 @@ class Committer:
         s = self.settings
         if isinstance(error, TopicAuthorizationFailedError | TransactionalIdAuthorizationFailed):
             user = s.kafka.sasl_username or "<principal>"
-            log.critical("the broker refused to let this worker write its records (%s); allow it: kafka-acls --add "
-                         "--allow-principal User:%s --operation Write --topic %s --topic %s; stopping",
-                         type(error).__name__, user, s.incidents_topic, s.containment_topic,
-                         extra={"fields": {"event": "stopped", "reason": type(error).__name__}})  # fmt: skip
+            log.critical(
+                "the broker refused to let this worker write its records (%s); allow it: kafka-acls --add "
+                "--allow-principal User:%s --operation Write --topic %s --topic %s; stopping",
+                type(error).__name__,
+                user,
+                s.incidents_topic,
+                s.containment_topic,
+                extra={"fields": {"event": "stopped", "reason": type(error).__name__}},
+            )
             stop(EXIT_REFUSED)
-        log.critical("records could not be committed within %g s (%s); stopping: a restart resumes from the last "
-                     "checkpoint", s.commit_timeout_ms / 1000, type(error).__name__ if error else "no answer",
-                     extra={"fields": {"event": "stopped", "reason": "commit timeout"}})  # fmt: skip
+        log.critical(
+            "records could not be committed within %g s (%s); stopping: a restart resumes from the last checkpoint",
+            s.commit_timeout_ms / 1000,
+            type(error).__name__ if error else "no answer",
+            extra={"fields": {"event": "stopped", "reason": "commit timeout"}},
+        )
         stop(EXIT_COMMIT_TIMEOUT)
 
 

@@ -29,8 +29,14 @@ IDLE_PROBE_S = 5.0  # how long to wait for the broker's end offsets before decla
 
 
 class InputSource:
-    def __init__(self, settings: WorkerSettings, app: Any, route_stage: RouteStage, metrics: Any,
-                 send: Callable[[Out], Awaitable[None]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        app: Any,
+        route_stage: RouteStage,
+        metrics: Any,
+        send: Callable[[Out], Awaitable[None]],
+    ) -> None:
         """``send``: sends one of stage 1's messages (routed, or a dead letter)."""
         self.settings = settings
         self.app = app
@@ -46,7 +52,7 @@ class InputSource:
     def install(self) -> None:
         """Take the input topic a fetch at a time, past Faust's per-message path (batches.py).
         Lingering up to route_batch_ms across fetches for fuller batches; messages held past a
-        fetch survive a rebalance (tests/unit/test_live_batches.py). Creates the consumer."""
+        fetch survive a rebalance (tests/unit/live/test_live_batches.py). Creates the consumer."""
         s = self.settings
         batches.install(self.app, s.input_topic, self.route_batch, s.route_batch, s.route_batch_ms / 1000)
 
@@ -125,7 +131,18 @@ class InputSource:
             self.idle_sent.add(tp.partition)
             max_ts = self.route_stage.max_ts.get(tp.partition)
             at = format_ts(max_ts) if max_ts is not None else "no event yet"
-            log.info("input partition %d idle: caught up at offset %d, quiet for %.0f s, last event time %s",
-                     tp.partition, offset + 1, now - heard, at,
-                     extra={"fields": {"event": "partition_idle", "partition": tp.partition, "offset": offset + 1,
-                                       "event_time": None if max_ts is None else at}})  # fmt: skip
+            log.info(
+                "input partition %d idle: caught up at offset %d, quiet for %.0f s, last event time %s",
+                tp.partition,
+                offset + 1,
+                now - heard,
+                at,
+                extra={
+                    "fields": {
+                        "event": "partition_idle",
+                        "partition": tp.partition,
+                        "offset": offset + 1,
+                        "event_time": None if max_ts is None else at,
+                    }
+                },
+            )

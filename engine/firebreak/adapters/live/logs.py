@@ -44,8 +44,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, and the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": _utc(record.created), "level": record.levelname.lower(), "logger": record.name,
-                               "message": clean(record.getMessage())}  # fmt: skip
+        out: dict[str, Any] = {
+            "ts": _utc(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": clean(record.getMessage()),
+        }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update({k: v for k, v in fields.items() if k not in out})

@@ -102,16 +102,23 @@ class _Collector:
             shard_stats.update(shard.stats)
             open_by_severity.update(shard.open_by_severity)
         yield CounterMetricFamily("firebreak_events", "Input messages taken by this worker.", value=m.events_in)
-        yield GaugeMetricFamily("firebreak_events_per_second", "Input messages per second, between scrapes.",
-                                value=m.events_per_second)  # fmt: skip
-        yield CounterMetricFamily("firebreak_dead_lettered", "Input messages sent to the dead-letter topic.",
-                                  value=view.dead_lettered)  # fmt: skip
-        yield CounterMetricFamily("firebreak_late_events", "Events older than the watermark, not aggregated.",
-                                  value=shard_stats["late"])  # fmt: skip
-        yield CounterMetricFamily("firebreak_duplicates_dropped", "Re-delivered events dropped by the shards.",
-                                  value=shard_stats["duplicates"] + shard_stats["redelivered"])  # fmt: skip
-        family = GaugeMetricFamily("firebreak_open_incidents", "Open incidents in this worker's shards, by severity.",
-                                   labels=["severity"])  # fmt: skip
+        yield GaugeMetricFamily(
+            "firebreak_events_per_second", "Input messages per second, between scrapes.", value=m.events_per_second
+        )
+        yield CounterMetricFamily(
+            "firebreak_dead_lettered", "Input messages sent to the dead-letter topic.", value=view.dead_lettered
+        )
+        yield CounterMetricFamily(
+            "firebreak_late_events", "Events older than the watermark, not aggregated.", value=shard_stats["late"]
+        )
+        yield CounterMetricFamily(
+            "firebreak_duplicates_dropped",
+            "Re-delivered events dropped by the shards.",
+            value=shard_stats["duplicates"] + shard_stats["redelivered"],
+        )
+        family = GaugeMetricFamily(
+            "firebreak_open_incidents", "Open incidents in this worker's shards, by severity.", labels=["severity"]
+        )
         for severity in SEVERITY_NAMES:
             family.add_metric([severity], open_by_severity[severity])
         yield family
@@ -119,78 +126,114 @@ class _Collector:
         for kind, n in sorted(m.records.items()):
             family.add_metric([kind], n)
         yield family
-        family = GaugeMetricFamily("firebreak_consumer_lag", "Messages not yet taken, per assigned partition.",
-                                   labels=["topic", "partition"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_consumer_lag", "Messages not yet taken, per assigned partition.", labels=["topic", "partition"]
+        )
         for topic, partition, lag in view.lags:
             family.add_metric([topic, str(partition)], lag)
         yield family
         shards = sorted(view.shards, key=lambda s: s.shard)
-        family = GaugeMetricFamily("firebreak_watermark_seconds", "Event time (Unix seconds) up to which a shard "
-                                   "has decided; a flat line while events arrive is a stall.",
-                                   labels=["shard"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_watermark_seconds",
+            "Event time (Unix seconds) up to which a shard has decided; a flat line while events arrive is a stall.",
+            labels=["shard"],
+        )
         for s in shards:
             if s.watermark_ms is not None:
                 family.add_metric([str(s.shard)], s.watermark_ms / 1000)
         yield family
-        family = GaugeMetricFamily("firebreak_input_event_time_seconds", "Largest event time (Unix seconds) a shard "
-                                   "has heard of, per input partition.", labels=["shard", "partition"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_input_event_time_seconds",
+            "Largest event time (Unix seconds) a shard has heard of, per input partition.",
+            labels=["shard", "partition"],
+        )
         for s in shards:
             for p, ts in sorted(s.event_time_ms.items()):
                 family.add_metric([str(s.shard), str(p)], ts / 1000)
         yield family
-        family = GaugeMetricFamily("firebreak_idle_input_partitions", "Input partitions a shard treats as idle "
-                                   "(caught up and quiet: they do not hold time back).", labels=["shard"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_idle_input_partitions",
+            "Input partitions a shard treats as idle (caught up and quiet: they do not hold time back).",
+            labels=["shard"],
+        )
         for s in shards:
             family.add_metric([str(s.shard)], len(s.idle))
         yield family
-        family = GaugeMetricFamily("firebreak_input_partition_idle", "1 while a shard treats the input partition "
-                                   "as idle.", labels=["shard", "partition"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_input_partition_idle",
+            "1 while a shard treats the input partition as idle.",
+            labels=["shard", "partition"],
+        )
         for s in shards:
             for p in range(s.input_partitions):
                 family.add_metric([str(s.shard), str(p)], int(p in s.idle))
         yield family
-        yield CounterMetricFamily("firebreak_shards_fenced", "Shards dropped because another worker took them over "
-                                  "while this one was paused.", value=m.fenced)  # fmt: skip
-        family = CounterMetricFamily("firebreak_checkpoints", "Shard checkpoints committed (with the records they "
-                                     "count), by kind: full snapshot or head.", labels=["kind"])  # fmt: skip
+        yield CounterMetricFamily(
+            "firebreak_shards_fenced",
+            "Shards dropped because another worker took them over while this one was paused.",
+            value=m.fenced,
+        )
+        family = CounterMetricFamily(
+            "firebreak_checkpoints",
+            "Shard checkpoints committed (with the records they count), by kind: full snapshot or head.",
+            labels=["kind"],
+        )
         for kind in ("full", "head"):
             family.add_metric([kind], m.checkpoints[kind])
         yield family
-        family = CounterMetricFamily("firebreak_checkpoint_failures", "Tries to restore a shard that failed: read "
-                                     "its checkpoint, start its transactional producer (retried until "
-                                     "--commit-timeout, then the worker stops), by operation.",
-                                     labels=["operation"])  # fmt: skip
+        family = CounterMetricFamily(
+            "firebreak_checkpoint_failures",
+            "Tries to restore a shard that failed: read "
+            "its checkpoint, start its transactional producer (retried until "
+            "--commit-timeout, then the worker stops), by operation.",
+            labels=["operation"],
+        )
         for operation in CHECKPOINT_OPERATIONS:
             family.add_metric([operation], m.checkpoint_failures[operation])
         yield family
-        family = GaugeMetricFamily("firebreak_checkpoint_pending_seconds", "Seconds since a shard's last full "
-                                   "checkpoint while routed messages wait for one (0 when none wait); it should "
-                                   "stay under the checkpoint interval.", labels=["shard"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "firebreak_checkpoint_pending_seconds",
+            "Seconds since a shard's last full "
+            "checkpoint while routed messages wait for one (0 when none wait); it should "
+            "stay under the checkpoint interval.",
+            labels=["shard"],
+        )
         for s in shards:
             family.add_metric([str(s.shard)], s.checkpoint_pending_s)
         yield family
-        yield GaugeMetricFamily("firebreak_checkpoint_interval_seconds", "The worker's --checkpoint-interval.",
-                                value=view.checkpoint_interval_s)  # fmt: skip
+        yield GaugeMetricFamily(
+            "firebreak_checkpoint_interval_seconds",
+            "The worker's --checkpoint-interval.",
+            value=view.checkpoint_interval_s,
+        )
         if view.cases is not None:  # the case stage leads here: what it grouped, paged and held back
             yield CounterMetricFamily("firebreak_cases", "Cases opened by the case stage.", value=view.cases["cases"])
             yield CounterMetricFamily("firebreak_case_pages", "Case records that page.", value=view.cases["pages"])
-            family = CounterMetricFamily("firebreak_pages_suppressed", "Pages not sent, by reason (grouping: "
-                                         "an incident joined a case; inhibition: muted by a sev1 case on its "
-                                         "scope; update: a severity rise within `wait`).",
-                                         labels=["reason"])  # fmt: skip
+            family = CounterMetricFamily(
+                "firebreak_pages_suppressed",
+                "Pages not sent, by reason (grouping: "
+                "an incident joined a case; inhibition: muted by a sev1 case on its "
+                "scope; update: a severity rise within `wait`).",
+                labels=["reason"],
+            )
             for reason, key in (("grouping", "grouped"), ("inhibition", "inhibited"), ("update", "updates")):
                 family.add_metric([reason], view.cases[key])
             yield family
-            yield GaugeMetricFamily("firebreak_case_stage_held", "Incident records the case stage holds until every "
-                                    "shard is past their time.", value=view.cases["held"])  # fmt: skip
+            yield GaugeMetricFamily(
+                "firebreak_case_stage_held",
+                "Incident records the case stage holds until every shard is past their time.",
+                value=view.cases["held"],
+            )
         yield CounterMetricFamily("firebreak_rule_reloads", "Rule reloads applied.", value=m.reloads)
-        yield CounterMetricFamily("firebreak_rule_reload_failures", "Rule reloads refused (bad rules).",
-                                  value=m.reload_failures)  # fmt: skip
+        yield CounterMetricFamily(
+            "firebreak_rule_reload_failures", "Rule reloads refused (bad rules).", value=m.reload_failures
+        )
         h = m.evaluation
         summary = Metric("firebreak_evaluation_seconds", "Time to take one routed message and evaluate.", "summary")
         for q in QUANTILES:
-            summary.add_sample("firebreak_evaluation_seconds", {"quantile": f"{q / 100:g}"},
-                               h.get_value_at_percentile(q) / 1e6)  # fmt: skip
+            summary.add_sample(
+                "firebreak_evaluation_seconds", {"quantile": f"{q / 100:g}"}, h.get_value_at_percentile(q) / 1e6
+            )
         summary.add_sample("firebreak_evaluation_seconds_count", {}, h.get_total_count())
         summary.add_sample("firebreak_evaluation_seconds_sum", {}, m.evaluation_sum_s)
         yield summary

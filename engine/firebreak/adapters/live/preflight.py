@@ -49,10 +49,18 @@ async def missing_permissions(settings: WorkerSettings) -> list[str]:
     problems: list[str] = []
     hidden: list[str] = []
     s = settings
-    topics = [s.input_topic, s.incidents_topic, s.containment_topic, s.dead_letter_topic, s.routed_topic,
-              s.checkpoint_topic, *([s.cases_topic] if s.cases else [])]  # fmt: skip
-    consumer = AIOKafkaConsumer(**s.client_options(), group_id=s.app_id, enable_auto_commit=False,
-                                request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    topics = [
+        s.input_topic,
+        s.incidents_topic,
+        s.containment_topic,
+        s.dead_letter_topic,
+        s.routed_topic,
+        s.checkpoint_topic,
+        *([s.cases_topic] if s.cases else []),
+    ]
+    consumer = AIOKafkaConsumer(
+        **s.client_options(), group_id=s.app_id, enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await consumer.start()
@@ -62,16 +70,19 @@ async def missing_permissions(settings: WorkerSettings) -> list[str]:
                 if not hidden:
                     break
                 await asyncio.sleep(0.5)
-        problems += [f"not allowed to DESCRIBE topic {t!r}, or it does not exist {acl(s, 'Describe', '--topic ' + t)}"
-                     for t in hidden]  # fmt: skip
+        problems += [
+            f"not allowed to DESCRIBE topic {t!r}, or it does not exist {acl(s, 'Describe', '--topic ' + t)}"
+            for t in hidden
+        ]
         tp = TopicPartition(s.input_topic, 0)
         if s.input_topic not in hidden:
             try:
                 async with asyncio.timeout(TIMEOUT_S):
                     await consumer.committed(tp)
             except GroupAuthorizationFailedError:
-                problems.append(f"not allowed to READ consumer group {s.app_id!r} "
-                                f"{acl(s, 'Read', '--group ' + s.app_id)}")  # fmt: skip
+                problems.append(
+                    f"not allowed to READ consumer group {s.app_id!r} {acl(s, 'Read', '--group ' + s.app_id)}"
+                )
             problems += await _can_read(settings, tp)
         if s.cases and s.cases_topic not in hidden:
             problems += await _can_join_cases(settings)
@@ -92,23 +103,27 @@ async def _can_join_cases(settings: WorkerSettings) -> list[str]:
     """READ on the case stage's consumer group (its committed offset, as for the worker's own)."""
     s = settings
     group = f"{s.app_id}.cases"
-    consumer = AIOKafkaConsumer(**s.client_options(), group_id=group, enable_auto_commit=False,
-                                request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        **s.client_options(), group_id=group, enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await consumer.start()
             await consumer.committed(TopicPartition(s.cases_topic, 0))
     except GroupAuthorizationFailedError:
-        return [f"not allowed to READ consumer group {group!r} (the case stage; or run with --no-cases) "
-                f"{acl(s, 'Read', '--group ' + group)}"]  # fmt: skip
+        return [
+            f"not allowed to READ consumer group {group!r} (the case stage; or run with --no-cases) "
+            f"{acl(s, 'Read', '--group ' + group)}"
+        ]
     finally:
         await close_quietly(consumer, 5)
     return []
 
 
 async def _can_read(settings: WorkerSettings, tp: TopicPartition, cases: bool = False) -> list[str]:
-    reader = AIOKafkaConsumer(**settings.client_options(), group_id=None, enable_auto_commit=False,
-                              request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    reader = AIOKafkaConsumer(
+        **settings.client_options(), group_id=None, enable_auto_commit=False, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await reader.start()
@@ -132,8 +147,9 @@ async def _can_transact(settings: WorkerSettings, cases: bool = False) -> list[s
     prefix, topic = (f"{s.app_id}.cases", s.cases_topic) if cases else (f"{s.app_id}.shard.", s.checkpoint_topic)
     who = " (the case stage; or run with --no-cases)" if cases else ""
     txn = f"{prefix}{'.' if cases else ''}preflight-{os.getpid()}"
-    producer = AIOKafkaProducer(**s.client_options(), transactional_id=txn, enable_idempotence=True,
-                                request_timeout_ms=int(TIMEOUT_S * 1000))  # fmt: skip
+    producer = AIOKafkaProducer(
+        **s.client_options(), transactional_id=txn, enable_idempotence=True, request_timeout_ms=int(TIMEOUT_S * 1000)
+    )
     try:
         async with asyncio.timeout(TIMEOUT_S):
             await producer.start()

@@ -86,7 +86,7 @@ def decode(value: bytes) -> Routed:
             f"a routed message of format {found}; this release reads format {VERSION} only. It was written by "
             "an earlier release: let that release's workers drain the routed topic before upgrading, or start "
             "this group afresh with a new --app-id (its shards begin with empty windows)"
-        )  # fmt: skip
+        )
     heads = [(int(p), None if ts is None else int(ts)) for p, ts in message.get("parts", ())]
     return Routed(message.get("rv"), heads, [int(p) for p in message.get("idle", ())], body)
 

@@ -100,8 +100,9 @@ class RouteStage:
             messages = list(messages)
         return self._finish(messages, _drive(self._route_native(messages), self.native.route_batch))
 
-    async def handle_offloaded(self, messages: Sequence[tuple[int, int, bytes | None]],
-                               offload: Callable[..., Awaitable[Any]]) -> list[Out]:  # fmt: skip
+    async def handle_offloaded(
+        self, messages: Sequence[tuple[int, int, bytes | None]], offload: Callable[..., Awaitable[Any]]
+    ) -> list[Out]:
         """`handle`, with the native call run by ``offload(call, *args)`` (the worker: on a thread;
         the native router lets go of the GIL while it decodes, routes and writes)."""
         if not isinstance(messages, list):
@@ -122,8 +123,11 @@ class RouteStage:
         self.max_ts.update(beats)
         self.ahead_runs.update(runs)
         if not self.watch.reported:  # the traffic check's first hour: a bounded sample of each batch
-            taken = [index for index in range(len(messages)) if (index not in refused or index in times)
-                     and index not in ahead]  # fmt: skip
+            taken = [
+                index
+                for index in range(len(messages))
+                if (index not in refused or index in times) and index not in ahead
+            ]
             for index in self.watch.sample(len(taken)):
                 try:
                     self.watch.observe(decode_event(messages[taken[index]][2]))
@@ -166,8 +170,9 @@ class RouteStage:
             if not again:
                 for index, ts, known in ahead:
                     partition, offset, raw = messages[index]
-                    dead.append((index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew),
-                                                   count=False)))  # fmt: skip
+                    dead.append(
+                        (index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew), count=False))
+                    )
                 dead.sort(key=lambda item: item[0])  # in input order
                 refused_ahead = {index for index, _, _ in ahead}
                 return bodies, parts, refused, times, events, beats, runs, [d for _, d in dead], refused_ahead
@@ -181,11 +186,19 @@ class RouteStage:
         span = self.watch.span_ms // 60_000
         for rule, warning in warnings:
             fields = {"event": "traffic_warning", "rule": rule, "warning": warning}
-            log.warning("rule %s: %s (traffic check over %d min of this worker's input partitions)", rule, warning,
-                        span, extra={"fields": fields})  # fmt: skip
+            log.warning(
+                "rule %s: %s (traffic check over %d min of this worker's input partitions)",
+                rule,
+                warning,
+                span,
+                extra={"fields": fields},
+            )
         if not warnings:
-            log.info("traffic check: no warnings over %d min of this worker's input partitions", span,
-                     extra={"fields": {"event": "traffic_check", "warnings": 0}})  # fmt: skip
+            log.info(
+                "traffic check: no warnings over %d min of this worker's input partitions",
+                span,
+                extra={"fields": {"event": "traffic_check", "warnings": 0}},
+            )
 
     def idle(self, partition: int) -> list[Out]:
         """The partition has gone quiet and is caught up: tell every shard to stop waiting for it."""
@@ -208,8 +221,14 @@ class RouteStage:
         if count:
             self.stats["dead_lettered"] += 1
         text = raw[:DEAD_LETTER_RAW_CHARS].decode("utf-8", "replace")
-        record = {"reason": reason, "topic": self.settings.input_topic, "partition": partition, "offset": offset,
-                  "bytes": len(raw), "raw": text}  # fmt: skip
+        record = {
+            "reason": reason,
+            "topic": self.settings.input_topic,
+            "partition": partition,
+            "offset": offset,
+            "bytes": len(raw),
+            "raw": text,
+        }
         return Out("dead_letter", None, orjson.dumps(record))
 
 

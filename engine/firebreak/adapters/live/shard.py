@@ -40,8 +40,15 @@ class CheckpointError(ValueError):
 
 
 class ShardState:
-    def __init__(self, rules: Sequence[CompiledRule], shard: int, shards: int, input_partitions: int,
-                 lateness_ms: int, engine: str = "native") -> None:  # fmt: skip
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        shard: int,
+        shards: int,
+        input_partitions: int,
+        lateness_ms: int,
+        engine: str = "native",
+    ) -> None:
         """``engine``: ``native`` (the worker) or ``python`` (the Python core: the oracle tests
         compare the native shard with)."""
         self.shard, self.shards, self.input_partitions = shard, shards, input_partitions
@@ -63,13 +70,19 @@ class ShardState:
         if self.kind == "native":
             from firebreak.native import NativeEngine
 
-            engine = NativeEngine(rules, lateness_ms) if snapshot is None else \
-                NativeEngine.restore(rules, snapshot, lateness_ms)  # fmt: skip
+            engine = (
+                NativeEngine(rules, lateness_ms)
+                if snapshot is None
+                else NativeEngine.restore(rules, snapshot, lateness_ms)
+            )
             engine.own(self.shard, self.shards)
             return engine
         owns = owner(self.shard, self.shards)
-        return Engine(rules, lateness_ms, owns=owns) if snapshot is None else \
-            Engine.restore(rules, snapshot, lateness_ms, owns=owns)  # fmt: skip
+        return (
+            Engine(rules, lateness_ms, owns=owns)
+            if snapshot is None
+            else Engine.restore(rules, snapshot, lateness_ms, owns=owns)
+        )
 
     def accept(self, offset: int, value: bytes) -> bool:
         """Take one routed message (routed.py) without evaluating (`tick` does); False when it
@@ -80,8 +93,9 @@ class ShardState:
         self._feed(message, None)
         return True
 
-    async def accept_offloaded(self, offset: int, value: bytes,
-                               offload: Callable[[Callable[[], Any]], Awaitable[Any]]) -> bool:  # fmt: skip
+    async def accept_offloaded(
+        self, offset: int, value: bytes, offload: Callable[[Callable[[], Any]], Awaitable[Any]]
+    ) -> bool:
         """`accept` then `tick`, with the feeding and the evaluation run by ``offload`` (the
         worker: on a thread, where the native core lets go of the GIL, so stage 1, the event
         loop and the other shards go on meanwhile) — one native call. The worker holds the
@@ -188,8 +202,13 @@ class ShardState:
     def header(self) -> dict[str, Any]:
         """The small checkpoint committed with every batch of records: how far this shard got, and
         ``mark``, its watermark: its records up to there are committed (the case stage waits for it)."""
-        return {"kind": "head", "version": SNAPSHOT_VERSION, "routed_next": self.routed_next, "derived": self.derived,
-                "mark": self.engine.watermark}  # fmt: skip
+        return {
+            "kind": "head",
+            "version": SNAPSHOT_VERSION,
+            "routed_next": self.routed_next,
+            "derived": self.derived,
+            "mark": self.engine.watermark,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """The full checkpoint. ``engine`` is the core's snapshot layout (Engine.snapshot), which
@@ -216,14 +235,21 @@ class ShardState:
     def checkpoint(self) -> dict[str, Any]:
         """`snapshot` as the worker commits it: on the native engine, its state is JSON the
         core wrote in one call (an ``orjson.Fragment``: ``orjson.dumps`` gives the same
-        bytes' meaning as of `snapshot`, ~2x sooner, and no Python object per group)."""
+        bytes' meaning as of `snapshot`, sooner — benchmarks/README.md, "Full checkpoints" — and no
+        Python object per group)."""
         if self.kind != "native" or not hasattr(orjson, "Fragment"):
             return self.snapshot()
         return {**self.snapshot_head(), "engine": orjson.Fragment(self.engine.snapshot_json())}
 
     @classmethod
-    def restore(cls, rules: Sequence[CompiledRule], snapshot: dict[str, Any], input_partitions: int,
-                lateness_ms: int, engine: str = "native") -> ShardState:  # fmt: skip
+    def restore(
+        cls,
+        rules: Sequence[CompiledRule],
+        snapshot: dict[str, Any],
+        input_partitions: int,
+        lateness_ms: int,
+        engine: str = "native",
+    ) -> ShardState:
         version = snapshot.get("version")
         inner = (snapshot.get("engine") or {}).get("version")
         if version != SNAPSHOT_VERSION or inner not in READS_VERSIONS:
@@ -232,7 +258,8 @@ class ShardState:
                 f"this worker reads version {SNAPSHOT_VERSION} (engine state "
                 f"{' or '.join(map(str, READS_VERSIONS))}). It was written by another "
                 "release of Firebreak: run that release, or start this group afresh with a new --app-id "
-                "(its shards then begin with empty windows)")  # fmt: skip
+                "(its shards then begin with empty windows)"
+            )
         state = cls(rules, snapshot["shard"], snapshot["shards"], input_partitions, lateness_ms, engine)
         state.engine = state._engine(rules, lateness_ms, snapshot["engine"])
         state.routed_next = snapshot["routed_next"]

@@ -51,8 +51,9 @@ class Shard:
 
 
 class ShardHost:
-    def __init__(self, settings: WorkerSettings, rules: Sequence[CompiledRule], committer: Committer,
-                 metrics: Any) -> None:  # fmt: skip
+    def __init__(
+        self, settings: WorkerSettings, rules: Sequence[CompiledRule], committer: Committer, metrics: Any
+    ) -> None:
         self.settings = settings
         self.rules = tuple(rules)
         self.committer = committer
@@ -66,8 +67,9 @@ class ShardHost:
         self.last_housekeeping: float | None = None
         self.resumed_at = float("-inf")  # when housekeeping last found that this process had been paused
         # The shards' native work (feed, evaluate): a thread per core, at most one per shard.
-        self.feeder = ThreadPoolExecutor(max(1, min(settings.shards, os.cpu_count() or 2)),
-                                         thread_name_prefix="firebreak-feed")  # fmt: skip
+        self.feeder = ThreadPoolExecutor(
+            max(1, min(settings.shards, os.cpu_count() or 2)), thread_name_prefix="firebreak-feed"
+        )
 
     # ---- assignment -------------------------------------------------------------------------
 
@@ -171,13 +173,14 @@ class ShardHost:
             return started
 
         started = await self._until_broker_answers(number, "its producer cannot start", writer, "producer")
-        full, head = await self._until_broker_answers(number, "its checkpoint cannot be read",
-                                                      lambda: load_checkpoint(self.settings, number),
-                                                      "read")  # fmt: skip
+        full, head = await self._until_broker_answers(
+            number, "its checkpoint cannot be read", lambda: load_checkpoint(self.settings, number), "read"
+        )
         return started, full, head
 
-    async def _until_broker_answers(self, number: int, what: str, attempt: Callable[[], Awaitable[Any]],
-                                    operation: str) -> Any:  # fmt: skip
+    async def _until_broker_answers(
+        self, number: int, what: str, attempt: Callable[[], Awaitable[Any]], operation: str
+    ) -> Any:
         deadline = time.monotonic() + self.settings.commit_timeout_ms / 1000
         delay = 0.5
         while True:
@@ -193,8 +196,14 @@ class ShardHost:
             self.metrics.checkpoint_failures[operation] += 1
             if time.monotonic() >= deadline:
                 self.committer.refused(None if isinstance(reason, asyncio.CancelledError) else reason)
-            log.warning("shard %d: %s yet (%s); retrying in %g s", number, what, type(reason).__name__, delay,
-                        extra={"fields": {"event": "checkpoint_retry", "shard": number}})  # fmt: skip
+            log.warning(
+                "shard %d: %s yet (%s); retrying in %g s",
+                number,
+                what,
+                type(reason).__name__,
+                delay,
+                extra={"fields": {"event": "checkpoint_retry", "shard": number}},
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -227,20 +236,33 @@ class ShardHost:
             except asyncio.CancelledError:
                 raise
             except RoutedFormatError as error:
-                stop(EXIT_CHECKPOINT, f"shard {number}: routed message {event.message.offset}: {error}; stopping",
-                     "routed format")  # fmt: skip
+                stop(
+                    EXIT_CHECKPOINT,
+                    f"shard {number}: routed message {event.message.offset}: {error}; stopping",
+                    "routed format",
+                )
             except Exception as error:
                 if self.stopping or self.shards.get(number) is not shard:
                     # Revoked or fenced while it took the message: the next owner takes it again
                     # from the last checkpoint.
-                    log.info("shard %d left this worker while taking routed message %d (%s)", number,
-                             event.message.offset, type(error).__name__,
-                             extra={"fields": {"event": "shard_left", "shard": number}})  # fmt: skip
+                    log.info(
+                        "shard %d left this worker while taking routed message %d (%s)",
+                        number,
+                        event.message.offset,
+                        type(error).__name__,
+                        extra={"fields": {"event": "shard_left", "shard": number}},
+                    )
                     return
                 # a bug, not a broker problem (those are handled where they happen)
-                log.critical("shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
-                             "its checkpoint)", number, event.message.offset, type(error).__name__, error,
-                             exc_info=True)  # fmt: skip
+                log.critical(
+                    "shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
+                    "its checkpoint)",
+                    number,
+                    event.message.offset,
+                    type(error).__name__,
+                    error,
+                    exc_info=True,
+                )
                 stop(1, reason="shard failed")
             finally:
                 shard.busy = False
@@ -320,9 +342,12 @@ class ShardHost:
             del self.shards[number]
         self._stop_loop(shard)
         self.metrics.fenced += 1
-        log.warning("shard %d fenced: another worker has taken it over (this one was paused past its session "
-                    "or lost the broker); its uncommitted records were aborted and it is dropped here", number,
-                    extra={"fields": {"event": "shard_fenced", "shard": number}})  # fmt: skip
+        log.warning(
+            "shard %d fenced: another worker has taken it over (this one was paused past its session "
+            "or lost the broker); its uncommitted records were aborted and it is dropped here",
+            number,
+            extra={"fields": {"event": "shard_fenced", "shard": number}},
+        )
         try:
             await shard.writer.stop()
         except Exception:  # noqa: BLE001 - a fenced producer may fail to close cleanly; it is discarded anyway
@@ -331,13 +356,25 @@ class ShardHost:
 
 def _log_opened(number: int, state: ShardState, restored: bool) -> None:
     watermark = None if state.engine.watermark is None else format_ts(state.engine.watermark)
-    fields = {"event": "shard_restored" if restored else "shard_fresh", "shard": number,
-              "routed_offset": state.routed_next, "rederive": state.suppress, "watermark": watermark,
-              "idle_partitions": sorted(state.idle)}  # fmt: skip
+    fields = {
+        "event": "shard_restored" if restored else "shard_fresh",
+        "shard": number,
+        "routed_offset": state.routed_next,
+        "rederive": state.suppress,
+        "watermark": watermark,
+        "idle_partitions": sorted(state.idle),
+    }
     if restored:
-        log.info("shard %d restored from its checkpoint: routed offset %d, watermark %s, idle input partitions %s, "
-                 "%d records to re-derive unsent (committed before)", number, state.routed_next, watermark,
-                 sorted(state.idle) or "none", state.suppress, extra={"fields": fields})  # fmt: skip
+        log.info(
+            "shard %d restored from its checkpoint: routed offset %d, watermark %s, idle input partitions %s, "
+            "%d records to re-derive unsent (committed before)",
+            number,
+            state.routed_next,
+            watermark,
+            sorted(state.idle) or "none",
+            state.suppress,
+            extra={"fields": fields},
+        )
     else:
         log.info("shard %d starts fresh (no checkpoint)", number, extra={"fields": fields})
 
@@ -345,5 +382,8 @@ def _log_opened(number: int, state: ShardState, restored: bool) -> None:
 def _log_failure(task: asyncio.Future) -> None:
     """A shard opened ahead of its messages failed: the first routed message opens it again."""
     if not task.cancelled() and task.exception() is not None:
-        log.warning("shard opening failed (%s); its first routed message opens it again",
-                    type(task.exception()).__name__, extra={"fields": {"event": "shard_open_failed"}})  # fmt: skip
+        log.warning(
+            "shard opening failed (%s); its first routed message opens it again",
+            type(task.exception()).__name__,
+            extra={"fields": {"event": "shard_open_failed"}},
+        )

@@ -564,8 +564,9 @@ async def measure_latency(prefix: str, rate: int, seconds: float, lateness_s: fl
 
 def _assigned(ports: list[int], topic: str) -> list[set[str]]:
     """Per worker, the input partitions it reports a lag for (assigned to it)."""
-    return [{k for k in metrics(port) if k.startswith("firebreak_consumer_lag") and f'"{topic}"' in k}
-            for port in ports]  # fmt: skip
+    return [
+        {k for k in metrics(port) if k.startswith("firebreak_consumer_lag") and f'"{topic}"' in k} for port in ports
+    ]
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -577,8 +578,10 @@ def latency(args: argparse.Namespace) -> None:
         asyncio.run(create(f"{prefix}.events"))
         base = 6900 + os.getpid() % 90
         ports = [base + i * 97 for i in range(args.workers)]
-        processes = [start_worker(str(rules), prefix, lateness, port, workdir / f"latency-{lateness}-{i}.log")
-                     for i, port in enumerate(ports)]  # fmt: skip
+        processes = [
+            start_worker(str(rules), prefix, lateness, port, workdir / f"latency-{lateness}-{i}.log")
+            for i, port in enumerate(ports)
+        ]
         try:
             # every worker in the group holds input partitions, together all of them: no rebalance mid-run
             while True:

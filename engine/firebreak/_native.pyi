@@ -1,5 +1,5 @@
 """Types of the native extension `firebreak._native` (native/src, PyO3), checked against the
-built module by mypy's stubtest (tests/unit/test_native_stub.py). docs/native.md says what
+built module by mypy's stubtest (tests/unit/native/test_native_stub.py). docs/native.md says what
 each entry point does; engine/firebreak/native/__init__.py is the Python side that calls it."""
 
 from collections.abc import Sequence

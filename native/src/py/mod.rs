@@ -1,6 +1,6 @@
 //! The bindings: every class, method and function Python sees of `firebreak._native`, and the
 //! host callback (engine.rs `Host`, `Remote`). Its types are in engine/firebreak/_native.pyi,
-//! checked against the built module by tests/unit/test_native_stub.py.
+//! checked against the built module by tests/unit/native/test_native_stub.py.
 
 mod core;
 mod rootcause;

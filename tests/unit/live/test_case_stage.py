@@ -129,8 +129,9 @@ def test_group_wait_holds_first_pages_as_a_replay_does(world):
     import dataclasses
 
     rules, events, _, logs = world
-    waiting = [dataclasses.replace(r, grouping=dataclasses.replace(r.grouping, group_wait_ms=5 * 60_000))
-               for r in rules]  # fmt: skip
+    waiting = [
+        dataclasses.replace(r, grouping=dataclasses.replace(r.grouping, group_wait_ms=5 * 60_000)) for r in rules
+    ]
     expected = [r for r in with_cases(run_events(rules, events, LATENESS), waiting) if r["type"].startswith("case.")]
     stage = CaseStage(waiting, SHARDS)
     got = []

@@ -14,7 +14,7 @@ from firebreak.dsl import load_rules
 from firebreak.native import _Host
 from firebreak.native.plan import plans_json
 
-STUB = Path(__file__).resolve().parents[2] / "engine" / "firebreak" / "_native.pyi"
+STUB = Path(__file__).resolve().parents[3] / "engine" / "firebreak" / "_native.pyi"
 
 
 def stubtest(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -22,8 +22,11 @@ def stubtest(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
 
     return subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "firebreak._native"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_the_stub_matches_the_extension():
@@ -47,8 +50,10 @@ def test_stubtest_fails_on_a_stub_that_does_not_match(tmp_path):
 def test_return_shapes_are_those_the_stub_declares():
     rules, _ = load_rules({"t.rules": "rule r: count() > 3 over 1m by model -> sev3"})
     core = _native.Core(plans_json(rules), 0, _Host(rules))
-    lines = [b'{"event_id": "e%d", "ts": %d, "type": "inference", "model": "m"}' % (i, 1_700_000_000_000 + i * 1000)
-             for i in range(30)]  # fmt: skip
+    lines = [
+        b'{"event_id": "e%d", "ts": %d, "type": "inference", "model": "m"}' % (i, 1_700_000_000_000 + i * 1000)
+        for i in range(30)
+    ]
     fed = core.feed(lines, 0)
     assert isinstance(fed, _native.FedLines)
     assert fed.stop is None and isinstance(fed.records, list) and fed.late == [] and fed.events == 30

@@ -34,16 +34,30 @@ def test_the_plan_is_versioned_plain_json_with_each_rules_parts():
     assert orjson.loads(orjson.dumps(plan)) == plan  # plain data: survives JSON unchanged
     assert plan["plan_version"] == PLAN_VERSION == _native.PLAN_VERSION
     spike, slow, users, wrong = plan["rules"]
-    assert spike["metric"] == {"func": "rate", "accumulates": "flagged", "quantile": None, "rate": True,
-                               "additive": False, "arg": ["flags", "hallucination"], "source": "inference",
-                               "label": None}  # fmt: skip
-    assert spike["condition"] == {"op": ">", "reference": "baseline", "threshold": None, "factor": 3.0,
-                                  "population": None}  # fmt: skip
+    assert spike["metric"] == {
+        "func": "rate",
+        "accumulates": "flagged",
+        "quantile": None,
+        "rate": True,
+        "additive": False,
+        "arg": ["flags", "hallucination"],
+        "source": "inference",
+        "label": None,
+    }
+    assert spike["condition"] == {
+        "op": ">",
+        "reference": "baseline",
+        "threshold": None,
+        "factor": 3.0,
+        "population": None,
+    }
     assert spike["window"]["window_ms"] == 600_000 and spike["window"]["baseline_ms"] > 0
-    assert spike["where"] == {"and": [{"and": [{"compare": ["==", ["service"], "chat"]},
-                                               {"not": {"truthy": ["flags", "test"]}}]},
-                                      {"or": [{"compare": [">=", ["latency_ms"], 200]},
-                                              {"in": [["tenant"], ["a", "b"], False]}]}]}  # fmt: skip
+    assert spike["where"] == {
+        "and": [
+            {"and": [{"compare": ["==", ["service"], "chat"]}, {"not": {"truthy": ["flags", "test"]}}]},
+            {"or": [{"compare": [">=", ["latency_ms"], 200]}, {"in": [["tenant"], ["a", "b"], False]}]},
+        ]
+    }
     assert spike["actions"]["severity"] == 2 and spike["actions"]["notify"] == ["oncall"]
     assert spike["actions"]["contains"][0]["action"] == "fallback"
     assert slow["metric"]["quantile"] == 0.95 and slow["options"]["min_events"] == 10
@@ -86,8 +100,10 @@ def test_the_crate_refuses_another_plan_version_with_a_clear_message():
     assert _native.Core.check_plan(plans_json(rules())) is None
     other = orjson.dumps({**plan, "plan_version": PLAN_VERSION + 1})
     why = _native.Core.check_plan(other)
-    assert why == (f"rule plan version {PLAN_VERSION + 1}: this native engine reads version {PLAN_VERSION} "
-                   "(rebuild it with the Python package: pip install -e .)")  # fmt: skip
+    assert why == (
+        f"rule plan version {PLAN_VERSION + 1}: this native engine reads version {PLAN_VERSION} "
+        "(rebuild it with the Python package: pip install -e .)"
+    )
     with pytest.raises(ValueError, match=f"rule plan version {PLAN_VERSION + 1}"):
         _native.Core(other, 0, None)
     assert "plan_version" in _native.Core.check_plan(b"[]")  # the old layout: a list of rules

@@ -6,7 +6,7 @@
 //! column per dimension, with each event's period (incident or before) and anomaly mass; the
 //! events a cause explained are removed. `Columns` answers both questions in one pass over the
 //! events, adding in event order, so that its floats are exactly those of the Python reference
-//! (`_PyColumns` in rootcause.py, checked by tests/unit/test_investigate_rootcause.py).
+//! (`_PyColumns` in rootcause.py, checked by tests/unit/investigate/test_investigate_rootcause.py).
 //!
 //! A tally is seven numbers: incident events, mass, squared mass; before events, mass, squared
 //! mass; incident events carrying mass.

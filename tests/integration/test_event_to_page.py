@@ -29,6 +29,12 @@ rule pii_burst:
 POLICY = '[sev1]\nteam = "security-oncall"\npage = true\nupdate_every = "30m"\n'
 
 
+def cases_of(bootstrap: str, topics: Topics) -> dict[str, str]:
+    """{incident id: its case id} from the case stage's case.opened/case.updated records."""
+    records = run(read_all(bootstrap, topics.incidents, settle_s=0.3, cases=True))
+    return {r["incident_id"]: r["case_id"] for r in records if r["type"] in ("case.opened", "case.updated")}
+
+
 def traffic() -> tuple[list[dict], dict]:
     """20 minutes of answers from two tenants; three PII answers in acme at 10m; a globex user
     reports someone else's data in an answer at 12m; and a report with no labels."""
@@ -87,6 +93,8 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(
         kcat_publish(kafka_bootstrap, topics.events, 0, [e for e in events if e["tenant"] == "acme"])
         kcat_publish(kafka_bootstrap, topics.events, 1, [e for e in events if e["tenant"] == "globex"] + [bad])
         wait_for(records_arrived(kafka_bootstrap, topics, expected), 120, "both incidents", [worker])
+        # the case stage (issue 25) pages per case: wait for the case of each incident too
+        wait_for(lambda: len(cases_of(kafka_bootstrap, topics)) == 2, 120, "the incidents' cases", [worker])
     finally:
         worker.stop()
     incidents = run(read_all(kafka_bootstrap, topics.incidents))
@@ -123,6 +131,7 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(
                 kafka_bootstrap,
                 "--idle",
                 "3",
+                "--per-case",  # the worker runs its case stage: page per case from the first record
                 stderr=asyncio.subprocess.PIPE,
                 env={"PD_KEY": "K", "PATH": ""},
             )
@@ -134,7 +143,10 @@ def test_a_report_and_flagged_answers_each_page_with_their_responders(
     code, err = asyncio.run(notify())
     assert code == 0, err
     pages = [r["body"] for r in receiver.received if r["body"]["event_action"] == "trigger"]
-    assert {p["dedup_key"] for p in pages} == {r["incident_id"] for r in live.values()}
+    # one page per case, keyed by the case (a sev1 data leak in acme, a user's report in globex: two cases)
+    cases = cases_of(kafka_bootstrap, topics)
+    assert set(cases) == {r["incident_id"] for r in live.values()}
+    assert sorted(p["dedup_key"] for p in pages) == sorted(set(cases.values()))
     assert {p["payload"]["severity"] for p in pages} == {"critical"}
     assert all(p["payload"]["custom_details"]["response"]["team"] == "security-oncall" for p in pages)
     assert "comment" not in orjson.dumps(receiver.received).decode()  # the user's words stay out of pages

@@ -49,6 +49,16 @@ class Shard:
         self.busy = False  # taking one now
         self.committed_mark: int | None = None  # the watermark of its last committed checkpoint
 
+    def mark_moved(self) -> bool:
+        """Its watermark passed the one last committed, with no records to carry it: a head of its
+        own (no records), so the case stage need not wait for the next full checkpoint. Not while
+        a restored shard derives again what it had committed (``suppress``): its head would count
+        fewer records than the one committed, and a second restart would send those again."""
+        mark = self.state.engine.watermark
+        if mark is None or self.state.suppress:
+            return False
+        return self.committed_mark is None or mark > self.committed_mark
+
 
 class ShardHost:
     def __init__(
@@ -305,19 +315,8 @@ class ShardHost:
                 return  # revoked or fenced while another shard's checkpoint went on
             shard.state.tick()
             due = time.monotonic() - shard.checkpointed_at >= interval and bool(shard.unacked)
-            if shard.state.pending or due or self._mark_moved(shard):
+            if shard.state.pending or due or shard.mark_moved():
                 await self._commit(shard, full=due)
-
-    @staticmethod
-    def _mark_moved(shard: Shard) -> bool:
-        """Its watermark passed the one last committed, with no records to carry it: a head of its
-        own (no records), so the case stage need not wait for the next full checkpoint. Not while
-        a restored shard derives again what it had committed (``suppress``): its head would count
-        fewer records than the one committed, and a second restart would send those again."""
-        mark = shard.state.engine.watermark
-        if mark is None or shard.state.suppress:
-            return False
-        return shard.committed_mark is None or mark > shard.committed_mark
 
     async def reload(self, rules: Sequence[CompiledRule]) -> None:
         """New rules for every shard, each checkpointed in full at once: a restart must not

@@ -31,6 +31,7 @@ from firebreak.dsl import load_rules
 from firebreak.testing import rules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.internal import charmap
 
 HERE = Path(__file__).resolve()
 SEC, MIN, HOUR, DAY = 1000, 60_000, 3_600_000, 86_400_000
@@ -120,8 +121,20 @@ def opened(sink: Sink) -> list[bytes]:
 # ---- the child: a capped process -------------------------------------------------------------
 
 
+def warm_hypothesis_tables() -> None:
+    """Have Hypothesis write its Unicode tables to its storage directory, here, uncapped.
+
+    On a clean clone (CI) they do not exist yet; ``st.text()`` in the child would build them there, a
+    table of all of Unicode's code points, and the capped child fails with ``MemoryError`` (CI did).
+    Built once here, the child reads them back from a few kilobytes of gzip.
+    """
+    charmap.charmap()
+    charmap.intervals_from_codec("utf-8")
+
+
 def in_child(mode: str, payload: bytes = b"") -> dict:
     """Run ``mode`` of this file in a child whose address space is capped; its JSON answer."""
+    warm_hypothesis_tables()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, str(HERE), mode], input=payload, capture_output=True, env=env, timeout=120, check=False

@@ -2,11 +2,17 @@
 //! split over two (`Split`), and the worker's entry points (`take_routed`, `advance`).
 
 use super::EventRefused;
-use crate::engine::{self, Engine, Host, Rec, Remote};
+use super::host::{PyHost, Remote};
+use crate::engine::{self, Rec as Record};
+use crate::host::Host;
 use crate::{event, plan, route, snapshot};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+
+/// The engine with Python objects for its host's handles (lifecycles, group values, records).
+type Engine = engine::Engine<PyObject>;
+type Rec = Record<PyObject>;
 
 
 fn blank(raw: &[u8]) -> bool {
@@ -233,7 +239,7 @@ impl<'a> Behind<'a> {
     /// Route ``event`` (batch index ``index``), then add the one before it. Returns the
     /// events taken (0 or 1); the late ones go to ``late`` when given.
     #[allow(clippy::too_many_arguments)]
-    fn push<H: engine::HostLike>(
+    fn push<H: Host<Obj = PyObject, Error = PyErr>>(
         &mut self,
         engine: &mut Engine,
         index: usize,
@@ -255,7 +261,7 @@ impl<'a> Behind<'a> {
     }
 
     /// Add the event routed last, if any.
-    fn flush<H: engine::HostLike>(
+    fn flush<H: Host<Obj = PyObject, Error = PyErr>>(
         &mut self,
         engine: &mut Engine,
         host: &H,
@@ -292,7 +298,7 @@ impl<'a> Behind<'a> {
 /// accept. Returns (the events taken, that line's index); the late ones go to ``late`` when
 /// given.
 #[allow(clippy::too_many_arguments)]
-fn run_lines<H: engine::HostLike>(
+fn run_lines<H: Host<Obj = PyObject, Error = PyErr>>(
     engine: &mut Engine,
     lines: &[&[u8]],
     offset: usize,
@@ -311,7 +317,7 @@ fn run_lines<H: engine::HostLike>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_behind<H: engine::HostLike>(
+fn run_behind<H: Host<Obj = PyObject, Error = PyErr>>(
     engine: &mut Engine,
     lines: &[&[u8]],
     offset: usize,
@@ -464,7 +470,7 @@ impl Core {
         }
         let host_obj = self.host.bind(py);
         self.engine
-            .process(&event, &Host { py, obj: host_obj }, &mut out, None)?;
+            .process(&event, &PyHost { py, obj: host_obj }, &mut out, None)?;
         Ok((to_list(py, out)?, None))
     }
 
@@ -516,7 +522,7 @@ impl Core {
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
-        self.engine.finish(&Host { py, obj: host_obj }, &mut out)?;
+        self.engine.finish(&PyHost { py, obj: host_obj }, &mut out)?;
         to_list(py, out)
     }
 
@@ -570,7 +576,7 @@ impl Core {
     /// The state as JSON in the Python core's snapshot layout (rules as a list, in order;
     /// each group's `life` the index of its Lifecycle in the second value, or null).
     fn snapshot<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Vec<PyObject>) {
-        let (json, lives) = snapshot::write(&self.engine, py);
+        let (json, lives) = snapshot::write(&self.engine, &mut |life: &PyObject| life.clone_ref(py));
         (PyBytes::new(py, &json), lives)
     }
 
@@ -584,7 +590,13 @@ impl Core {
         idle_life: &[u8],
         opened: &[u8],
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let json = snapshot::write_layout(&self.engine, py, &fingerprints, idle_life, opened)
+        let dumps = py.import("orjson")?.getattr("dumps")?;
+        let mut life_json = |life: &PyObject| -> Result<serde_json::Value, String> {
+            let json = life.bind(py).call_method0("to_json").and_then(|j| dumps.call1((j,))).map_err(|e| e.to_string())?;
+            let bytes = json.downcast::<PyBytes>().map_err(|e| e.to_string())?;
+            serde_json::from_slice(bytes.as_bytes()).map_err(|e| e.to_string())
+        };
+        let json = snapshot::write_layout(&self.engine, &mut life_json, &fingerprints, idle_life, opened)
             .map_err(PyValueError::new_err)?;
         Ok(PyBytes::new(py, &json))
     }
@@ -593,7 +605,7 @@ impl Core {
     /// caller) start afresh.
     fn restore(&mut self, py: Python<'_>, json: &[u8], lives: Vec<PyObject>) -> PyResult<()> {
         let host_obj = self.host.bind(py);
-        snapshot::read(&mut self.engine, json, lives, &Host { py, obj: host_obj })
+        snapshot::read(&mut self.engine, json, lives, &PyHost { py, obj: host_obj })
             .map_err(PyValueError::new_err)
     }
 
@@ -663,7 +675,7 @@ impl Core {
         let raw: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
-        let host = Host { py, obj: host_obj };
+        let host = PyHost { py, obj: host_obj };
         let mut late = Vec::new();
         let (events, stop) =
             run_lines(&mut self.engine, &raw, start, max_bytes, &host, None, Some(&mut late), &mut out)?;

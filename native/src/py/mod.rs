@@ -1,8 +1,9 @@
 //! The bindings: every class, method and function Python sees of `firebreak._native`, and the
-//! host callback (engine.rs `Host`, `Remote`). Its types are in engine/firebreak/_native.pyi,
+//! host callback (py/host.rs: host.rs `Host` with pyo3, `PyHost` and `Remote`). Its types are in engine/firebreak/_native.pyi,
 //! checked against the built module by tests/unit/native/test_native_stub.py.
 
 mod core;
+mod host;
 mod rootcause;
 mod router;
 

@@ -80,7 +80,7 @@ impl NativeRouter {
             values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
         let (router, host, limit, out) = (&mut self.router, &self.host, self.limit, &mut self.out);
         let RoutedBatch { parts, beats, runs, ahead, refused, events } = py.allow_threads(|| {
-            router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &crate::engine::Remote(host), out)
+            router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &super::host::Remote(host), out)
         });
         let bodies = self.out.bodies().map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, c)).collect()).collect();
         Ok((bodies, parts, refused, events, beats, runs, ahead))

@@ -289,9 +289,8 @@ fn route_one<'a, H: Text>(
     Some(event)
 }
 
-/// Whether an event of this kind is routed at all (rules count inference and report events).
 /// What `Router::route_batch` gives for one batch of input messages (`NativeRouter.route_batch`
-/// hands it to Python as a tuple in this order: bodies, parts, refused, events, beats, runs, ahead).
+/// hands it to Python with the bodies as a `RoutedBatch`, py/router.rs).
 pub struct RoutedBatch {
     /// (input partition, first offset, last offset, [events per shard]) in order of appearance.
     pub parts: Vec<(i64, i64, i64, Vec<u32>)>,

@@ -210,21 +210,21 @@ class NativeEngine:
         sees the event (EventRefused): then it gets the event as Python decoded it, once; any
         other error (EngineError from a lifecycle step) propagates."""
         try:
-            records, late = self.core.feed_one(raw, event.ts)
+            fed_one = self.core.feed_one(raw, event.ts)
         except _native.EventRefused:
             normal = orjson.dumps(event.data)
             try:
                 if normal == raw:
                     raise
-                records, late = self.core.feed_one(normal, event.ts)
+                fed_one = self.core.feed_one(normal, event.ts)
             except _native.EventRefused:
                 fed.bad.append((index, "the native decoder refuses this event"))
                 return
-        if late is not None:
-            fed.late.append((index, _late_text(late[0], late[1], self.lateness_ms)))
+        if fed_one.late is not None:
+            fed.late.append((index, _late_text(*fed_one.late, self.lateness_ms)))
             return
         fed.events += 1
-        fed.records += records
+        fed.records += fed_one.records
 
     def _one_mixed(self, index: int, raw: bytes, event: Event, fed) -> None:
         if self.fallback.is_late(event):
@@ -232,7 +232,7 @@ class NativeEngine:
             return
         max_ts = self.fallback.max_ts
         ahead = self.fallback.is_ahead(event)  # the native core, fed the same events, says the same
-        native = self.core.feed_one(orjson.dumps(event.data), event.ts)[0] if self.native_rules else []
+        native = self.core.feed_one(orjson.dumps(event.data), event.ts).records if self.native_rules else []
         if ahead:
             fed.late.append((index, _late_text(event.ts, max_ts, self.lateness_ms, self.max_skew_ms)))
             return
@@ -271,9 +271,10 @@ class NativeEngine:
 
     def open_incidents(self) -> list[dict[str, Any]]:
         by_rule: dict[str, list] = {r.name: [] for r in self.rules}
-        for index, group, life in self.core.lives():
+        for live in self.core.lives():
+            life, group = live.life, live.group
             if life.status == FIRING:
-                rule = self.native_rules[index]
+                rule = self.native_rules[live.rule]
                 incident = life.incident
                 by_rule[rule.name].append(
                     {
@@ -288,15 +289,15 @@ class NativeEngine:
                 by_rule[item["rule"]].append(item)
         return [item for items in by_rule.values() for item in items]
 
-    def memory(self) -> tuple[int, int, int]:
-        """(groups, buckets, estimated bytes) of the native state."""
+    def memory(self) -> _native.Memory:
+        """The native state held: groups, buckets, estimated bytes."""
         return self.core.memory()
 
     def snapshot(self) -> dict[str, Any]:
         """The state in the Python core's snapshot layout (Engine.snapshot): either engine
         restores a snapshot of either."""
-        raw, lives = self.core.snapshot()
-        native = orjson.loads(raw)
+        taken = self.core.snapshot()
+        native, lives = orjson.loads(taken.json), taken.lives
         rules: dict[str, Any] = {}
         saved = {item.pop("name"): item for item in native["rules"]}
         other = self.fallback.snapshot()["rules"] if self.fallback is not None else {}

@@ -451,27 +451,23 @@ impl Core {
         Ok(FedLines { stop, records: records.unbind(), late, events })
     }
 
-    /// One event the Python decoder accepted (``ts`` its time). Returns (records, late?:
-    /// (ts, watermark) or None).
-    fn feed_one<'py>(
-        &mut self,
-        py: Python<'py>,
-        raw: &[u8],
-        ts: i64,
-    ) -> PyResult<(Bound<'py, PyList>, Option<(i64, i64)>)> {
+    /// One event the Python decoder accepted (``ts`` its time).
+    fn feed_one(&mut self, py: Python<'_>, raw: &[u8], ts: i64) -> PyResult<FedOne> {
         let mut out = Vec::new();
         let event = event::decode(raw, Some(ts))
             .ok_or_else(|| EventRefused::new_err("the native decoder refuses this event"))?;
-        if self.engine.is_late(event.ts) {
-            return Ok((PyList::empty(py), Some((event.ts, self.engine.watermark.unwrap_or(0)))));
+        let late = if self.engine.is_late(event.ts) {
+            Some((event.ts, self.engine.watermark.unwrap_or(0)))
+        } else if self.engine.is_ahead(event.ts) {
+            Some((event.ts, self.engine.max_ts.unwrap_or(0)))
+        } else {
+            None
+        };
+        if late.is_none() {
+            let host_obj = self.host.bind(py);
+            self.engine.process(&event, &PyHost { py, obj: host_obj }, &mut out, None)?;
         }
-        if self.engine.is_ahead(event.ts) {
-            return Ok((PyList::empty(py), Some((event.ts, self.engine.max_ts.unwrap_or(0)))));
-        }
-        let host_obj = self.host.bind(py);
-        self.engine
-            .process(&event, &PyHost { py, obj: host_obj }, &mut out, None)?;
-        Ok((to_list(py, out)?, None))
+        Ok(FedOne { records: to_list(py, out)?.unbind(), late })
     }
 
     /// Aggregate only the (rule, group) pairs of shard ``shard`` of ``shards`` (the worker).
@@ -550,9 +546,8 @@ impl Core {
         Ok(dict)
     }
 
-    /// (rule index, group dict, Lifecycle) of every pending or firing group, rules in
-    /// order, groups in the core's order.
-    fn lives<'py>(&self, py: Python<'py>) -> Vec<(usize, PyObject, PyObject)> {
+    /// Every pending or firing group, rules in order, groups in the core's order.
+    fn lives(&self, py: Python<'_>) -> Vec<Life> {
         let mut out = Vec::new();
         for (index, state) in self.engine.rules.iter().enumerate() {
             let table = &self.engine.key_tables[state.plan.by_id];
@@ -566,7 +561,7 @@ impl Core {
             for key in keys {
                 let group = state.groups.get(key).unwrap();
                 if let (Some(life), Some(dict)) = (&group.life, &group.dict) {
-                    out.push((index, dict.clone_ref(py), life.clone_ref(py)));
+                    out.push(Life { rule: index, group: dict.clone_ref(py), life: life.clone_ref(py) });
                 }
             }
         }
@@ -575,9 +570,9 @@ impl Core {
 
     /// The state as JSON in the Python core's snapshot layout (rules as a list, in order;
     /// each group's `life` the index of its Lifecycle in the second value, or null).
-    fn snapshot<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Vec<PyObject>) {
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Snapshot> {
         let (json, lives) = snapshot::write(&self.engine, &mut |life: &PyObject| life.clone_ref(py));
-        (PyBytes::new(py, &json), lives)
+        Ok(Snapshot { json: PyBytes::new(py, &json).unbind(), lives: PyList::new(py, lives)?.unbind() })
     }
 
     /// `NativeEngine.snapshot()` as JSON bytes in one call (snapshot.rs `write_layout`):
@@ -614,9 +609,10 @@ impl Core {
         self.engine.key_tables.iter().map(|t| t.len()).collect()
     }
 
-    /// Bytes of state per (rule, group) now held: (groups, buckets, estimated bytes).
-    fn memory(&self) -> (usize, usize, usize) {
-        snapshot::memory(&self.engine)
+    /// The state now held: groups, buckets, estimated bytes.
+    fn memory(&self) -> Memory {
+        let (groups, buckets, bytes) = snapshot::memory(&self.engine);
+        Memory { groups, buckets, bytes }
     }
 }
 
@@ -630,6 +626,45 @@ pub struct FedLines {
     pub late: Vec<(usize, i64, i64)>,
     /// Events taken.
     pub events: usize,
+}
+
+/// What `Core.feed_one` returns.
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct FedOne {
+    pub records: Py<PyList>,
+    /// (event time, watermark) when the event is late; (event time, the latest event time)
+    /// when it is refused as too far ahead; None when it was taken.
+    pub late: Option<(i64, i64)>,
+}
+
+/// A pending or firing group (`Core.lives`).
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Life {
+    /// The rule's index in the plan.
+    pub rule: usize,
+    /// The group's values as records show them.
+    pub group: PyObject,
+    /// Its incidents.Lifecycle.
+    pub life: PyObject,
+}
+
+/// What `Core.snapshot` returns.
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Snapshot {
+    /// The state in the Python core's snapshot layout (rules as a list, in order; each
+    /// group's `life` the index of its Lifecycle in ``lives``, or null).
+    pub json: Py<PyBytes>,
+    pub lives: Py<PyList>,
+}
+
+/// What `Core.memory` returns: the state held (buckets with their sketches and evidence,
+/// interned keys, the schedule; docs/native.md, Memory).
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Memory {
+    pub groups: usize,
+    pub buckets: usize,
+    /// Estimated bytes.
+    pub bytes: usize,
 }
 
 /// What `Core.take_routed` returns.

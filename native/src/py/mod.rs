@@ -20,6 +20,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::FedLines>()?;
     m.add_class::<core::TakenRouted>()?;
+    m.add_class::<core::FedOne>()?;
+    m.add_class::<core::Life>()?;
+    m.add_class::<core::Snapshot>()?;
+    m.add_class::<core::Memory>()?;
+    m.add_class::<router::RoutedBatch>()?;
     m.add_class::<router::NativeRouter>()?;
     m.add_class::<rootcause::PyColumns>()?;
     m.add("EventRefused", m.py().get_type::<EventRefused>())?;

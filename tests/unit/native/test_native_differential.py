@@ -369,7 +369,8 @@ def test_every_starter_rule_runs_natively():
 def test_memory_per_group_is_reported():
     engine = NativeEngine(EDGE_RULES + RULES)
     engine.feed_events([event(f"m{i}", i * 100, user=f"u{i % 500}", tenant="t", model="a") for i in range(5000)])
-    groups, buckets, size = engine.memory()
+    memory = engine.memory()
+    groups, buckets, size = memory.groups, memory.buckets, memory.bytes
     assert groups >= 500 and buckets >= groups
     assert size / groups < 2048
 

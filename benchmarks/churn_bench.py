@@ -67,11 +67,9 @@ def state(driver: Driver) -> tuple[int, int]:
     """(live (rule, group) pairs, group keys held)."""
     core = driver.core
     if driver.kind == "native":
-        groups = core.memory()[0]
+        groups = core.memory().groups
         counts = getattr(core.core, "key_counts", None)  # (an engine before they were counted: -1)
         keys = sum(counts()) if counts is not None else -1
-        if core.fallback is not None:
-            groups += sum(len(s.groups) for s in core.fallback.states)
         return groups, keys
     groups = sum(len(s.groups) for s in core.states)
     return groups, groups  # the core keeps a key only in its group's dict entry

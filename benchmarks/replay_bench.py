@@ -240,7 +240,7 @@ def memory(path: str, rules: tuple[CompiledRule, ...]) -> None:
     """The native state during a full replay: the largest (groups, bytes) seen, per group."""
     print("  replaying for memory ...", file=sys.stderr, flush=True)
     driver = Driver(rules, engine="native")
-    peak = (0, 0, 0)
+    peak = driver.core.memory()  # (empty)
     batch: list[bytes] = []
     with open(path, "rb") as f:
         for n, line in enumerate(f, start=1):
@@ -249,10 +249,10 @@ def memory(path: str, rules: tuple[CompiledRule, ...]) -> None:
                 driver.feed_lines(batch)
                 batch.clear()
                 if n % (4096 * 25) == 0:
-                    peak = max(peak, driver.core.memory(), key=lambda m: m[2])
+                    peak = max(peak, driver.core.memory(), key=lambda m: m.bytes)
     driver.feed_lines(batch)
     driver.finish()
-    groups, buckets, size = peak
+    groups, buckets, size = peak.groups, peak.buckets, peak.bytes
     rss = peak_rss_bytes()
     print(
         f"\nnative state at its largest: {groups:,} (rule, group) pairs, {buckets:,} buckets, {size / 1e6:.1f} MB "
@@ -271,7 +271,8 @@ def many_groups(count: int) -> None:
     for i in range(0, count, 4096):
         line = b'{"event_id":"g%d","ts":%d,"user":"user-%09d","tenant":"t"}'
         driver.feed_lines([line % (j, start + j * 100 // count, j) for j in range(i, min(count, i + 4096))])
-    groups, buckets, size = driver.core.memory()
+    memory = driver.core.memory()
+    groups, size = memory.groups, memory.bytes
     rss = peak_rss_bytes()
     print(
         f"\n{groups:,} groups of one rule: {size / 1e6:.0f} MB estimated ({size / groups:,.0f} bytes per group); "

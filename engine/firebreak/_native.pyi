@@ -9,7 +9,12 @@ __all__ = [
     "Core",
     "FedLines",
     "TakenRouted",
+    "FedOne",
+    "Life",
+    "Snapshot",
+    "Memory",
     "NativeRouter",
+    "RoutedBatch",
     "Columns",
     "EventRefused",
     "PLAN_VERSION",
@@ -42,7 +47,7 @@ class Core:
     @staticmethod
     def check_plan(plan: bytes) -> str | None: ...
     def feed(self, lines: list[bytes], start: int, max_bytes: int | None = None) -> FedLines: ...
-    def feed_one(self, raw: bytes, ts: int) -> tuple[list[dict[str, Any]], tuple[int, int] | None]: ...
+    def feed_one(self, raw: bytes, ts: int) -> FedOne: ...
     def set_owner(self, shard: int, shards: int) -> None: ...
     def take_routed(self, body: bytes, next: dict[int, int], masks: bool, watermark: int | None) -> TakenRouted: ...
     def advance(self, watermark: int) -> list[dict[str, Any]]: ...
@@ -55,12 +60,12 @@ class Core:
     def max_ts(self, value: int | None) -> None: ...
     @property
     def opened(self) -> dict[str, int]: ...
-    def lives(self) -> list[tuple[int, dict[str, Any], Any]]: ...
-    def snapshot(self) -> tuple[bytes, list[Any]]: ...
+    def lives(self) -> list[Life]: ...
+    def snapshot(self) -> Snapshot: ...
     def snapshot_layout(self, fingerprints: dict[str, str], idle_life: bytes, opened: bytes) -> bytes: ...
     def restore(self, json: bytes, lives: Sequence[Any]) -> None: ...
     def key_counts(self) -> list[int]: ...
-    def memory(self) -> tuple[int, int, int]: ...
+    def memory(self) -> Memory: ...
 
 @final
 class FedLines:
@@ -94,6 +99,53 @@ class TakenRouted:
     def records(self) -> list[dict[str, Any]]: ...
 
 @final
+class FedOne:
+    """What `Core.feed_one` returns."""
+
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
+    @property
+    def late(self) -> tuple[int, int] | None:
+        """(event time, watermark) when late; (event time, the latest event time) when refused
+        as too far ahead; None when the event was taken."""
+
+@final
+class Life:
+    """A pending or firing group (`Core.lives`)."""
+
+    @property
+    def rule(self) -> int:
+        """The rule's index in the plan."""
+    @property
+    def group(self) -> dict[str, Any]:
+        """The group's values as records show them."""
+    @property
+    def life(self) -> Any:
+        """Its firebreak.core.incidents.Lifecycle."""
+
+@final
+class Snapshot:
+    """What `Core.snapshot` returns."""
+
+    @property
+    def json(self) -> bytes:
+        """The state in the Python core's snapshot layout; each group's `life` an index into `lives`, or null."""
+    @property
+    def lives(self) -> list[Any]: ...
+
+@final
+class Memory:
+    """What `Core.memory` returns: the state held (docs/native.md, Memory)."""
+
+    @property
+    def groups(self) -> int: ...
+    @property
+    def buckets(self) -> int: ...
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes."""
+
+@final
 class NativeRouter:
     """The worker's stage 1: input messages in, per shard the lines of the events it must see."""
 
@@ -106,18 +158,35 @@ class NativeRouter:
         max_bytes: int,
         runs: dict[int, int] = ...,
         max_skew: int | None = None,
-    ) -> tuple[
-        list[list[bytes]],
-        list[tuple[int, int, int, list[int]]],
-        list[int],
-        int,
-        dict[int, int],
-        dict[int, int],
-        list[tuple[int, int, int]],
-    ]:
-        """(bodies per shard, parts, refused, beats, runs, ahead, events) — live/routing.py reads them."""
+    ) -> RoutedBatch:
+        """live/routing.py reads it."""
     @staticmethod
     def shard_of(rule: str, key_json: bytes, shards: int) -> int: ...
+
+@final
+class RoutedBatch:
+    """What `NativeRouter.route_batch` returns."""
+
+    @property
+    def bodies(self) -> list[list[bytes]]:
+        """Per shard, its routed bodies (several when large; an empty one when it has no event of the batch)."""
+    @property
+    def parts(self) -> list[tuple[int, int, int, list[int]]]:
+        """(input partition, first offset, last offset, [events per shard]) in order of appearance."""
+    @property
+    def refused(self) -> list[int]:
+        """Batch indexes of the messages the native decoder did not accept (Python gives the reason)."""
+    @property
+    def events(self) -> int: ...
+    @property
+    def beats(self) -> dict[int, int]:
+        """{partition: largest event time after the batch}."""
+    @property
+    def runs(self) -> dict[int, int]:
+        """{partition: events refused in a row as too far ahead, after the batch}."""
+    @property
+    def ahead(self) -> list[tuple[int, int, int]]:
+        """(batch index, event time, the partition's time) of the events refused as too far ahead."""
 
 @final
 class Columns:

@@ -6,15 +6,13 @@
 
 use crate::event::{Event, Kind};
 use crate::groups::{Ends, Groups};
-pub use crate::host::{Host, HostLike, Rec, Remote};
+pub use crate::host::{Host, Rec, Status, Step, Text};
 pub use crate::keys::{key_part_with, KeyRef, KeyTable, KEYS_CHECKED};
 use crate::schedule::Wheel;
 use crate::json::J;
 use crate::plan::{Func, Op, Plan};
-use crate::value::{get, KeyPart, Num};
+use crate::value::{get, Num};
 use crate::window::{flagged, int_div, metric_value, sample_size, summarize, Bucket, Summary, SCALE};
-use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashSet as HashSet;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,12 +22,6 @@ const PREFETCH_AHEAD: usize = 8;
 /// A group's buckets, sorted by start: new ones come at the back, expired ones leave at the front.
 pub type Buckets = VecDeque<(i64, Bucket)>;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Status {
-    Inactive,
-    Pending,
-    Firing,
-}
 
 /// A span a group's incident covered (`engine.excluded_span`), kept out of its baseline:
 /// [start, end), and the baseline frozen at the incident's onset.
@@ -40,13 +32,14 @@ pub struct Excluded {
     pub baseline: Option<f64>,
 }
 
-pub struct Group {
+/// ``O``: the host's handle to an object it made (`Host::Obj`).
+pub struct Group<O> {
     pub buckets: Buckets, // sorted by start
     pub first_seen: Option<i64>,
     pub status: Status,
     pub frozen_baseline: Option<f64>,
-    pub life: Option<PyObject>, // incidents.Lifecycle while pending or firing
-    pub dict: Option<PyObject>, // the group's values as records show them
+    pub life: Option<O>, // incidents.Lifecycle while pending or firing
+    pub dict: Option<O>, // the group's values as records show them
     pub totals: Totals,
     /// `Kx baseline` rules: the spans of the group's past incidents, oldest first (boxed: most
     /// groups never have one, and the groups are kept side by side).
@@ -96,7 +89,7 @@ impl Totals {
     }
 }
 
-impl Ends for Group {
+impl<O> Ends for Group<O> {
     type Bucket = (i64, Bucket);
     #[inline]
     fn newest(&self) -> Option<&(i64, Bucket)> {
@@ -108,8 +101,8 @@ impl Ends for Group {
     }
 }
 
-impl Group {
-    pub fn new() -> Group {
+impl<O> Group<O> {
+    pub fn new() -> Group<O> {
         Group {
             buckets: VecDeque::new(),
             first_seen: None,
@@ -226,17 +219,17 @@ pub fn can_hold(plan: &Plan, t: &Totals) -> bool {
 }
 
 
-pub struct RuleState {
+pub struct RuleState<O> {
     pub plan: Plan,
-    pub groups: Groups<Group>,
+    pub groups: Groups<Group<O>>,
     pub next_eval: Option<i64>,
     pub due: Wheel,
     pub active: HashSet<u32>,
     pub population: Option<Vec<(i64, (i64, i64))>>, // per step start (sorted): events, flagged
 }
 
-impl RuleState {
-    pub fn new(plan: Plan) -> RuleState {
+impl<O> RuleState<O> {
+    pub fn new(plan: Plan) -> RuleState<O> {
         let population = plan.population.map(|_| Vec::new());
         RuleState {
             due: Wheel::new(plan.step_ms),
@@ -290,8 +283,9 @@ pub struct Reading {
 pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
 pub const AHEAD_CONFIRM: u32 = 8;
 
-pub struct Engine {
-    pub rules: Vec<RuleState>,
+/// ``O``: the host's handle to an object it made (`Host::Obj`): lifecycles, group values, records.
+pub struct Engine<O> {
+    pub rules: Vec<RuleState<O>>,
     pub lateness_ms: i64,
     pub max_ts: Option<i64>,
     pub watermark: Option<i64>,
@@ -321,8 +315,8 @@ fn bump(map: &mut BTreeMap<String, i64>, key: &str, by: i64) {
     }
 }
 
-impl Engine {
-    pub fn new(mut plans: Vec<Plan>, lateness_ms: i64) -> Engine {
+impl<O> Engine<O> {
+    pub fn new(mut plans: Vec<Plan>, lateness_ms: i64) -> Engine<O> {
         let by_lists = crate::plan::assign_by_ids(&mut plans);
         Engine {
             rules: plans.into_iter().map(RuleState::new).collect(),
@@ -381,13 +375,13 @@ impl Engine {
     }
 
     /// `Engine.process`: the records go to ``out``; false when the event is late.
-    pub fn process<H: HostLike>(
+    pub fn process<H: Host<Obj = O>>(
         &mut self,
         event: &Event,
         host: &H,
-        out: &mut Vec<Rec>,
+        out: &mut Vec<Rec<O>>,
         mask: Option<u64>,
-    ) -> PyResult<bool> {
+    ) -> Result<bool, H::Error> {
         if !self.add_masked(event, host, mask) {
             return Ok(false);
         }
@@ -397,13 +391,13 @@ impl Engine {
 
     /// `process` of an event `route`d before (its pairs in ``routed``; it may have been
     /// routed before the event ahead of it was added: the same records).
-    pub fn process_routed<H: HostLike>(
+    pub fn process_routed<H: Host<Obj = O>>(
         &mut self,
         event: &Event,
         routed: &[(usize, u32)],
         host: &H,
-        out: &mut Vec<Rec>,
-    ) -> PyResult<bool> {
+        out: &mut Vec<Rec<O>>,
+    ) -> Result<bool, H::Error> {
         if !self.admit(event) {
             return Ok(false);
         }
@@ -415,7 +409,7 @@ impl Engine {
     /// `Engine.add` (aggregate one event without moving time; false, counted, when late),
     /// looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
     /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
-    pub fn add_masked<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>) -> bool {
+    pub fn add_masked<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<u64>) -> bool {
         if !self.admit(event) {
             return false;
         }
@@ -426,7 +420,7 @@ impl Engine {
     /// `add_masked` with a mask stage 1 made (`route::Router::targets`, with these rules): its
     /// rules are the ones whose source, label and `where` the event passes, so they are not
     /// checked again here (past 64 rules a mask names them all: then they are).
-    pub fn add_passed<H: HostLike>(&mut self, event: &Event, host: &H, mask: u64) -> bool {
+    pub fn add_passed<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: u64) -> bool {
         if !self.admit(event) {
             return false;
         }
@@ -452,7 +446,7 @@ impl Engine {
     }
 
     /// After an event is added: its number, and the watermark it moves.
-    fn move_time<H: HostLike>(&mut self, event: &Event, host: &H, out: &mut Vec<Rec>) -> PyResult<()> {
+    fn move_time<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, out: &mut Vec<Rec<O>>) -> Result<(), H::Error> {
         self.seq += 1;
         let watermark = event.ts - self.lateness_ms;
         if self.watermark.is_none_or(|w| watermark > w) {
@@ -461,7 +455,7 @@ impl Engine {
         Ok(())
     }
 
-    fn aggregate<H: HostLike>(&mut self, event: &Event, host: &H, mask: Option<u64>, passed: bool) {
+    fn aggregate<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<u64>, passed: bool) {
         // Route first (which rules, which group), asking for each group and then its newest
         // bucket ahead of use; then add the event to each.
         let mut routed = std::mem::take(&mut self.routed);
@@ -476,7 +470,7 @@ impl Engine {
     /// (interned): (rule index, key) into ``routed``; each group is asked for ahead of use.
     /// Nothing else changes: an event can be routed ahead of the one before it being added
     /// (`Engine::process_routed`).
-    pub fn route<H: HostLike>(
+    pub fn route<H: Host<Obj = O>>(
         &mut self,
         event: &Event,
         host: &H,
@@ -531,7 +525,7 @@ impl Engine {
     /// Add ``event`` to the buckets of its `route`d (rule, key) pairs. ``owned``: the pairs
     /// of rules other than `Kx population` are known to be this shard's (stage 1's mask said
     /// so): their owner is not looked up again.
-    fn add_routed<H: HostLike>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)], owned: bool) {
+    fn add_routed<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)], owned: bool) {
         let ts = event.ts;
         let mut user_hash: Option<Option<u64>> = None;
         let py_str = |v: &J| host.py_str(v);
@@ -572,12 +566,12 @@ impl Engine {
     }
 
     /// `Engine.advance`: move the watermark; the records go to ``out``.
-    pub fn advance<H: HostLike>(
+    pub fn advance<H: Host<Obj = O>>(
         &mut self,
         watermark: i64,
         host: &H,
-        out: &mut Vec<Rec>,
-    ) -> PyResult<()> {
+        out: &mut Vec<Rec<O>>,
+    ) -> Result<(), H::Error> {
         if self.watermark.is_some_and(|w| watermark <= w) {
             return Ok(());
         }
@@ -585,7 +579,7 @@ impl Engine {
         self.advance_to(watermark, false, host, out)
     }
 
-    pub fn finish<H: HostLike>(&mut self, host: &H, out: &mut Vec<Rec>) -> PyResult<()> {
+    pub fn finish<H: Host<Obj = O>>(&mut self, host: &H, out: &mut Vec<Rec<O>>) -> Result<(), H::Error> {
         let Some(max_ts) = self.max_ts else {
             return Ok(());
         };
@@ -604,13 +598,13 @@ impl Engine {
     /// nothing, so empty time between two events costs nothing. Each rule is evaluated on
     /// its own (nothing one rule does is seen by another); the records are then put in the
     /// core's order: (step time, rule index).
-    fn advance_to<H: HostLike>(
+    fn advance_to<H: Host<Obj = O>>(
         &mut self,
         watermark: i64,
         closing: bool,
         host: &H,
-        out: &mut Vec<Rec>,
-    ) -> PyResult<()> {
+        out: &mut Vec<Rec<O>>,
+    ) -> Result<(), H::Error> {
         let begin = out.len();
         let mut evaluated_rules = 0;
         for index in 0..self.rules.len() {
@@ -703,13 +697,13 @@ impl Engine {
         }
     }
 
-    fn evaluate<H: HostLike>(
+    fn evaluate<H: Host<Obj = O>>(
         &mut self,
         index: usize,
         at: i64,
         host: &H,
-        out: &mut Vec<Rec>,
-    ) -> PyResult<()> {
+        out: &mut Vec<Rec<O>>,
+    ) -> Result<(), H::Error> {
         let state = &mut self.rules[index];
         let table = &self.key_tables[state.plan.by_id];
         let mut keys: Vec<u32> = state.due.take(at);
@@ -776,96 +770,53 @@ impl Engine {
         }
         let (seq, opened_counts) = (self.seq, &mut self.opened);
         if !calls.is_empty() {
-            host.with(|host| -> PyResult<()> {
-            for (key, reading) in calls {
-                let group = state.groups.get_mut(key).unwrap();
-                let in_window = window(&group.buckets, window_from, at);
-                let detail = summarize(plan, in_window, true);
-                if group.dict.is_none() {
-                    group.dict = Some(
-                        group_dict(host.py, plan, &table.parts(key))?
-                            .into_any()
-                            .unbind(),
-                    );
-                }
-                let users: Vec<u64> = detail
-                    .users
-                    .as_ref()
-                    .map(|u| u.mins.as_slice().to_vec())
-                    .unwrap_or_default();
-                // ids; for a rule with scope dimensions (id, [its event's values of them])
-                let evidence: PyObject = if plan.scope.is_empty() {
-                    let ids: Vec<&str> = detail.evidence.iter().map(|e| &*e.id).collect();
-                    ids.into_pyobject(host.py)?.into_any().unbind()
-                } else {
-                    let items: Vec<(&str, Vec<Option<&str>>)> = detail
-                        .evidence
-                        .iter()
-                        .map(|e| {
-                            let values = e
-                                .scope
-                                .as_deref()
-                                .map(|s| s.iter().map(|v| v.as_deref()).collect())
-                                .unwrap_or_default();
-                            (&*e.id, values)
-                        })
-                        .collect();
-                    items.into_pyobject(host.py)?.into_any().unbind()
-                };
-                let args = (
-                    index,
-                    group.dict.as_ref().unwrap().clone_ref(host.py),
-                    group.life.as_ref().map(|l| l.clone_ref(host.py)),
-                    at,
-                    reading.value.map(|v| num_py(host.py, v)),
-                    reading.limit,
-                    reading.baseline,
-                    reading.holds,
-                    reading.p_value,
-                    (
-                        detail.n,
-                        detail.hits,
-                        detail.vn,
-                        detail.total,
-                        detail.lo.map(|v| num_py(host.py, v)),
-                        detail.hi.map(|v| num_py(host.py, v)),
-                    ),
-                    users,
-                    evidence,
-                );
-                let result = host.obj.call_method1("step", args)?;
-                let result = result.downcast::<PyTuple>()?;
-                let records = result.get_item(0)?;
-                for record in records.downcast::<PyList>()?.iter() {
-                    out.push((seq, at, index as u32, record.unbind()));
-                }
-                let status: String = result.get_item(1)?.extract()?;
-                let opened: bool = result.get_item(2)?.extract()?;
-                group.frozen_baseline = result.get_item(3)?.extract()?;
-                let life = result.get_item(4)?;
-                let ended: Option<(i64, i64, Option<f64>)> = result.get_item(5)?.extract()?;
-                if let Some((start, end, baseline)) = ended {
-                    group.add_excluded(Excluded { start, end, baseline });
-                }
-                group.status = match status.as_str() {
-                    "pending" => Status::Pending,
-                    "firing" => Status::Firing,
-                    _ => Status::Inactive,
-                };
-                group.life = if group.status == Status::Inactive {
-                    None
-                } else {
-                    Some(life.unbind())
-                };
-                if group.status == Status::Inactive {
-                    state.active.remove(&key);
-                } else {
-                    state.active.insert(key);
-                    if opened {
-                        bump(opened_counts, &plan.name, 1);
+            host.with(|host| -> Result<(), H::Error> {
+                let mut records = Vec::new();
+                for (key, reading) in calls {
+                    let group = state.groups.get_mut(key).unwrap();
+                    let in_window = window(&group.buckets, window_from, at);
+                    let detail = summarize(plan, in_window, true);
+                    if group.dict.is_none() {
+                        group.dict = Some(host.group_values(&plan.by, &table.parts(key))?);
+                    }
+                    let users: &[u64] = detail.users.as_ref().map(|u| u.mins.as_slice()).unwrap_or_default();
+                    let step = Step {
+                        rule: index,
+                        group: group.dict.as_ref().unwrap(),
+                        life: group.life.as_ref(),
+                        at,
+                        value: reading.value,
+                        limit: reading.limit,
+                        baseline: reading.baseline,
+                        holds: reading.holds,
+                        p_value: reading.p_value,
+                        n: detail.n,
+                        hits: detail.hits,
+                        vn: detail.vn,
+                        total: detail.total,
+                        lo: detail.lo,
+                        hi: detail.hi,
+                        users,
+                        evidence: &detail.evidence,
+                        scoped: !plan.scope.is_empty(),
+                    };
+                    let stepped = host.step(step, &mut records)?;
+                    out.extend(records.drain(..).map(|record| (seq, at, index as u32, record)));
+                    group.frozen_baseline = stepped.frozen_baseline;
+                    if let Some((start, end, baseline)) = stepped.ended {
+                        group.add_excluded(Excluded { start, end, baseline });
+                    }
+                    group.status = stepped.status;
+                    group.life = if group.status == Status::Inactive { None } else { Some(stepped.life) };
+                    if group.status == Status::Inactive {
+                        state.active.remove(&key);
+                    } else {
+                        state.active.insert(key);
+                        if stepped.opened {
+                            bump(opened_counts, &plan.name, 1);
+                        }
                     }
                 }
-            }
                 Ok(())
             })?;
         }
@@ -885,7 +836,7 @@ impl Engine {
     /// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
     /// ``masks``: look only at the rules each line's mask names (stage 1 had the same rules).
     /// Returns (events taken, late, duplicates).
-    pub fn take_payload<H: HostLike>(
+    pub fn take_payload<H: Host<Obj = O>>(
         &mut self,
         body: &[u8],
         next: &mut std::collections::HashMap<i64, i64>,
@@ -956,7 +907,7 @@ fn span(buckets: &Buckets, from: i64, to: i64) -> impl Iterator<Item = &Bucket> 
 }
 
 /// The bucket of ``key`` at ``start``, created (and scheduled) when new: its position.
-pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
+pub fn ensure_bucket<O>(state: &mut RuleState<O>, key: u32, start: i64) -> usize {
     let group = state.groups.get_or_insert_with(key, Group::new);
     // Events come nearly in order: the bucket is almost always the last one, or a new last.
     let at = match group.buckets.back() {
@@ -995,40 +946,15 @@ pub fn ensure_bucket(state: &mut RuleState, key: u32, start: i64) -> usize {
     at
 }
 
-pub fn num_py(py: Python, n: Num) -> PyObject {
-    match n {
-        Num::Int(i) => i.into_pyobject(py).unwrap().into_any().unbind(),
-        Num::Float(x) => x.into_pyobject(py).unwrap().into_any().unbind(),
-    }
-}
-
-fn group_dict<'py>(
-    py: Python<'py>,
-    plan: &Plan,
-    parts: &[KeyPart],
-) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    for (path, part) in plan.by.iter().zip(parts) {
-        let value: PyObject = match part {
-            KeyPart::None => py.None(),
-            KeyPart::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
-            KeyPart::Num(n) => num_py(py, *n),
-            KeyPart::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
-        };
-        dict.set_item(path.join("."), value)?;
-    }
-    Ok(dict)
-}
-
 /// `incidents.read` without the records' detail: value, limit, and whether it holds.
-fn read<H: HostLike>(
+fn read<H: Host>(
     plan: &Plan,
     index: usize,
     w: &Summary,
     baseline: Option<f64>,
     population: Option<(i64, i64)>,
     host: &H,
-) -> PyResult<Reading> {
+) -> Result<Reading, H::Error> {
     let value = metric_value(plan, w);
     let (baseline, limit) = if let Some(k) = plan.population {
         let rate = match population {
@@ -1064,11 +990,7 @@ fn read<H: HostLike>(
     } else {
         limit_v
     };
-    let p: f64 = host.with(|host| -> PyResult<f64> {
-        host.obj
-            .call_method1("p_value", (index, k, w.n, reference))?
-            .extract()
-    })?;
+    let p = host.with(|host| host.p_value(index, k, w.n, reference))?;
     Ok(Reading {
         value,
         limit,

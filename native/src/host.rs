@@ -1,59 +1,85 @@
-//! The host: what the engine asks of Python (the lifecycle and its records, p-values, `str()`
-//! of unusual values), with the GIL held throughout (`Host`) or taken for each call (`Remote`).
+//! The host: what the engine asks of whoever runs it — the lifecycle and its records, p-values,
+//! `str()` of unusual values — as traits with their own handle type (`Host::Obj`), so that the
+//! engine, routing and snapshots know nothing of Python. The bindings implement them with pyo3
+//! (py/host.rs); the crate's unit tests with a small host of their own (engine.rs tests).
 
 use crate::json::J;
-use pyo3::prelude::*;
+use crate::value::{KeyPart, Num, Path};
+use crate::window::Evidence;
 
-/// What the Python side does for the native engine: the lifecycle and its records,
-/// p-values (the exact arithmetic of significance.py), and `str()` of unusual values.
-pub struct Host<'py> {
-    pub py: Python<'py>,
-    pub obj: &'py Bound<'py, PyAny>,
+/// `str()` of a value that is not a string (a group-key part), as the host writes it: all that
+/// routing asks of the host (route.rs, keys.rs).
+pub trait Text {
+    fn py_str(&self, value: &J) -> String;
 }
 
-/// The host as the engine's functions ask for it: with the GIL held throughout (`Host`), or
-/// taking it only for each call into Python (`Remote`: an engine running on a thread of its
-/// own while another runs other rules, `Engine::feed_split`).
-pub trait HostLike {
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R;
-    fn py_str(&self, value: &J) -> String {
-        self.with(|h| h.py_str(value))
-    }
+/// The host as the engine's functions ask for it. ``with`` readies it for several calls in a
+/// row (Python: the GIL held for them, taken once — `Remote` takes it only then).
+pub trait Host: Text {
+    /// A host object the engine holds for it: a group's lifecycle, a group's values, a record.
+    type Obj;
+    type Error;
+    fn with<R>(&self, f: impl FnOnce(&dyn Calls<Self::Obj, Self::Error>) -> R) -> R;
 }
 
-impl HostLike for Host<'_> {
-    #[inline]
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
-        f(self)
-    }
-    fn py_str(&self, value: &J) -> String {
-        Host::py_str(self, value)
-    }
+/// A group's lifecycle status (incidents.Lifecycle `status`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Status {
+    Inactive,
+    Pending,
+    Firing,
 }
 
-/// The host object of a thread that holds the GIL only while it calls into Python.
-pub struct Remote<'a>(pub &'a Py<PyAny>);
+/// One evaluation step of a group whose reading holds, or that is pending or firing, as the
+/// lifecycle (incidents.evaluate_group) is asked it.
+pub struct Step<'a, O> {
+    pub rule: usize,
+    pub group: &'a O,       // the group's values (`Calls::group_values`)
+    pub life: Option<&'a O>, // its lifecycle while pending or firing
+    pub at: i64,
+    pub value: Option<Num>,
+    pub limit: Option<f64>,
+    pub baseline: Option<f64>,
+    pub holds: bool,
+    pub p_value: Option<f64>,
+    pub n: i64,
+    pub hits: i64,
+    pub vn: i64,
+    pub total: i128,
+    pub lo: Option<Num>,
+    pub hi: Option<Num>,
+    pub users: &'a [u64],
+    /// The window's evidence: ids; for a rule with scope dimensions (``scoped``) also its
+    /// event's values of them.
+    pub evidence: &'a [Evidence],
+    pub scoped: bool,
+}
 
-impl HostLike for Remote<'_> {
-    fn with<R>(&self, f: impl FnOnce(&Host) -> R) -> R {
-        Python::with_gil(|py| {
-            let obj = self.0.bind(py);
-            f(&Host { py, obj })
-        })
-    }
+/// What the lifecycle decided at a step (its records go to the `records` of `Calls::step`).
+pub struct Stepped<O> {
+    pub status: Status,
+    pub opened: bool,
+    pub frozen_baseline: Option<f64>,
+    pub life: O,
+    /// The span an incident that ended covered: (start, end, its baseline at onset).
+    pub ended: Option<(i64, i64, Option<f64>)>,
+}
+
+/// The calls of a readied host (`Host::with`).
+pub trait Calls<O, E> {
+    /// The group's values as records show them (`by` paths joined with dots → key parts).
+    fn group_values(&self, names: &[Path], parts: &[KeyPart]) -> Result<O, E>;
+    /// The lifecycle at one step; its records are pushed to ``records``.
+    fn step(&self, step: Step<'_, O>, records: &mut Vec<O>) -> Result<Stepped<O>, E>;
+    /// The one-sided p-value of the rule's significance test (significance.py).
+    fn p_value(&self, rule: usize, k: i64, n: i64, reference: f64) -> Result<f64, E>;
+    /// A lifecycle restored from a snapshot: its status and frozen baseline.
+    fn life_state(&self, life: &O) -> Result<(Status, Option<f64>), String>;
+    /// Another handle to the same object.
+    fn share(&self, obj: &O) -> O;
 }
 
 /// A record and where it goes among the records of one feed: (event sequence number, step
 /// time, rule index) — the core's order, by which the records of engines that ran disjoint
 /// rules side by side are merged.
-pub type Rec = (u64, i64, u32, PyObject);
-
-impl<'py> Host<'py> {
-    pub fn py_str(&self, value: &J) -> String {
-        let text = serde_json::to_vec(&value.to_value()).unwrap_or_default();
-        self.obj
-            .call_method1("py_str", (pyo3::types::PyBytes::new(self.py, &text),))
-            .and_then(|s| s.extract::<String>())
-            .unwrap_or_default()
-    }
-}
+pub type Rec<O> = (u64, i64, u32, O);

@@ -2,7 +2,7 @@
 //! the ids the rules' group indexes (groups.rs), schedules (schedule.rs) and a shard's owner
 //! cache (route.rs) use.
 
-use crate::host::HostLike;
+use crate::host::Text;
 use crate::json::J;
 use crate::num::Num;
 use crate::value::KeyPart;
@@ -239,7 +239,7 @@ impl KeyTable {
 /// still name it (a step with nothing left to do), as the core's names a dropped group's key.
 pub const GONE: u32 = u32::MAX;
 
-pub fn key_part_with<'a, H: HostLike>(value: Option<&'a J>, host: &H) -> KeyRef<'a> {
+pub fn key_part_with<'a, H: Text>(value: Option<&'a J>, host: &H) -> KeyRef<'a> {
     KeyRef::Part(match value {
         None | Some(J::Null) => KeyPart::None,
         Some(J::Str(s)) => return KeyRef::Str(s.as_ref()),

@@ -3,9 +3,15 @@
 //! `Core` takes the compiled rule plan (engine/firebreak/dsl/plan.py) and raw JSON lines in
 //! batches, and gives back the records of the Python core, byte for byte. See docs/native.md.
 //! Everything Python sees — classes, methods, the module — is in `py/` (the bindings); the
-//! other modules are the engine.
+//! other modules are the engine, free of Python: they ask their host through the traits of
+//! host.rs, and build and test without pyo3 (`cargo test --lib --no-default-features`).
+
+// Without the bindings, what only they call is unused.
+#![cfg_attr(not(feature = "python"), allow(dead_code))]
 
 mod engine;
+#[cfg(test)]
+mod engine_tests;
 mod event;
 mod groups;
 mod host;
@@ -13,6 +19,7 @@ mod json;
 mod keys;
 mod num;
 mod plan;
+#[cfg(feature = "python")]
 mod py;
 mod rootcause;
 mod route;

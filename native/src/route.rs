@@ -12,7 +12,7 @@
 //! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
 //! shard must look at as a bit mask, the event with every field but `prompt`/`output`).
 
-use crate::host::HostLike;
+use crate::host::Text;
 use crate::keys::{key_part_with, KeyRef, KeyTable};
 use crate::event::{self, Kind};
 use crate::plan::Plan;
@@ -158,7 +158,7 @@ impl Router {
     /// it owns the event's (rule, group) pair, and every `Kx population` rule that counts the
     /// event (each shard counts the whole population). A shard with no bit set does not get
     /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
-    pub fn targets<H: HostLike>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
+    pub fn targets<H: Text>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
         masks.iter_mut().for_each(|m| *m = 0);
         if self.key_tables.iter().any(|t| t.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
@@ -238,7 +238,7 @@ pub const AHEAD_CONFIRM: u32 = 8;
 /// by the native decoder — Python gives the reason).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn route_one<'a, H: HostLike>(
+fn route_one<'a, H: Text>(
     router: &mut Router,
     tally: &mut Tally,
     index: usize,
@@ -289,9 +289,8 @@ fn route_one<'a, H: HostLike>(
     Some(event)
 }
 
-/// Whether an event of this kind is routed at all (rules count inference and report events).
 /// What `Router::route_batch` gives for one batch of input messages (`NativeRouter.route_batch`
-/// hands it to Python as a tuple in this order: bodies, parts, refused, events, beats, runs, ahead).
+/// hands it to Python with the bodies as a `RoutedBatch`, py/router.rs).
 pub struct RoutedBatch {
     /// (input partition, first offset, last offset, [events per shard]) in order of appearance.
     pub parts: Vec<(i64, i64, i64, Vec<u32>)>,
@@ -344,7 +343,7 @@ impl Router {
     /// partition its largest event time and events refused in a row as ahead before the batch;
     /// ``limit``: bytes of a shard's rows before they go on in another body; the rows in ``out``.
     #[allow(clippy::too_many_arguments)]
-    pub fn route_batch<H: HostLike>(
+    pub fn route_batch<H: Text>(
         &mut self,
         spans: &[(i64, i64, &[u8])],
         times: &HashMap<usize, i64>,

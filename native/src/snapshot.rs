@@ -1,11 +1,11 @@
 //! Snapshots of the native state in the Python core's layout (Engine.snapshot), so a
 //! snapshot of either engine restores into either. See docs/native.md, "Snapshots".
 
-use crate::engine::{ensure_bucket, Engine, Group, Host, Status};
+use crate::engine::{ensure_bucket, Engine, Group, Status};
+use crate::host::Calls;
 use crate::sketch::{DistinctSketch, Mins, QuantileSketch};
 use crate::value::{KeyPart, Num};
 use crate::window::{Bucket, Evidence, Extra, Numeric, Order};
-use pyo3::prelude::*;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -74,10 +74,12 @@ fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
     ])
 }
 
-pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
+/// The snapshot's JSON, each group's `life` an index into the lifecycles given with it
+/// (``share``: another handle to one, `Calls::share`).
+pub fn write<O>(engine: &Engine<O>, share: &mut dyn FnMut(&O) -> O) -> (Vec<u8>, Vec<O>) {
     let mut lives = Vec::new();
-    let rules = rules_json(engine, &mut |life: &PyObject| {
-        lives.push(life.clone_ref(py));
+    let rules = rules_json(engine, &mut |life: &O| {
+        lives.push(share(life));
         Ok(Value::from(lives.len() - 1))
     })
     .unwrap(); // (this writer of lives never fails)
@@ -95,7 +97,7 @@ pub fn write(engine: &Engine, py: Python) -> (Vec<u8>, Vec<PyObject>) {
 }
 
 /// A snapshot's top level around its ``opened`` counts and its ``rules``.
-fn layout(engine: &Engine, opened: Value, rules: Value) -> Value {
+fn layout<O>(engine: &Engine<O>, opened: Value, rules: Value) -> Value {
     json!({
         "version": SNAPSHOT_VERSION,
         "lateness_ms": engine.lateness_ms,
@@ -111,31 +113,18 @@ fn layout(engine: &Engine, opened: Value, rules: Value) -> Value {
 /// docs/live.md): what `write` gives and Python finished — each group's Lifecycle as its
 /// `to_json()` (``idle_life``: that of a group without one), the rules keyed by name with
 /// their ``fingerprints``, ``opened`` — without making Python objects of the whole state
-/// and JSON of them again (most of a full checkpoint's time on the event loop).
-pub fn write_layout(
-    engine: &Engine,
-    py: Python,
+/// and JSON of them again (most of a full checkpoint's time on the event loop). ``life_json``:
+/// a lifecycle's `to_json()`, made by the host.
+pub fn write_layout<O>(
+    engine: &Engine<O>,
+    life_json: &mut dyn FnMut(&O) -> Result<Value, String>,
     fingerprints: &std::collections::HashMap<String, String>,
     idle_life: &[u8],
     opened: &[u8],
 ) -> Result<Vec<u8>, String> {
     let idle: Value = serde_json::from_slice(idle_life).map_err(|e| e.to_string())?;
     let opened: Value = serde_json::from_slice(opened).map_err(|e| e.to_string())?;
-    let dumps = py
-        .import("orjson")
-        .and_then(|m| m.getattr("dumps"))
-        .map_err(|e| e.to_string())?;
-    let rules = rules_json(engine, &mut |life: &PyObject| {
-        let json = life
-            .bind(py)
-            .call_method0("to_json")
-            .and_then(|j| dumps.call1((j,)))
-            .map_err(|e| e.to_string())?;
-        let bytes = json
-            .downcast::<pyo3::types::PyBytes>()
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice(bytes.as_bytes()).map_err(|e| e.to_string())
-    })?;
+    let rules = rules_json(engine, life_json)?;
     let mut by_name = Map::new();
     for (name, rule) in rules {
         let fingerprint = fingerprints
@@ -163,9 +152,9 @@ pub fn write_layout(
 
 /// Per rule (in order): its name and `{next_eval, population?, groups}`; each group's `life`
 /// what ``life_of`` makes of its Lifecycle, or null.
-fn rules_json(
-    engine: &Engine,
-    life_of: &mut dyn FnMut(&PyObject) -> Result<Value, String>,
+fn rules_json<O>(
+    engine: &Engine<O>,
+    life_of: &mut dyn FnMut(&O) -> Result<Value, String>,
 ) -> Result<Vec<(String, Map<String, Value>)>, String> {
     let mut rules = Vec::new();
     for state in &engine.rules {
@@ -317,11 +306,11 @@ fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
 
 /// Restore into a fresh engine of the same rules. ``lives``: the Lifecycle objects the
 /// groups' `life` indexes point at.
-pub fn read(
-    engine: &mut Engine,
+pub fn read<O, E>(
+    engine: &mut Engine<O>,
     json: &[u8],
-    lives: Vec<PyObject>,
-    host: &Host,
+    lives: Vec<O>,
+    host: &dyn Calls<O, E>,
 ) -> Result<(), String> {
     let snapshot = crate::event::parse_json(json).ok_or("a snapshot is JSON")?;
     if !snapshot["version"].as_i64().is_some_and(|v| READS_VERSIONS.contains(&v)) {
@@ -380,24 +369,10 @@ pub fn read(
                 }
             }
             if let Some(i) = item["life"].as_u64() {
-                let life = lives
-                    .get(i as usize)
-                    .ok_or("life index")?
-                    .clone_ref(host.py);
-                let bound = life.bind(host.py);
-                let status: String = bound
-                    .getattr("status")
-                    .and_then(|s| s.extract())
-                    .map_err(|e| e.to_string())?;
-                group.status = match status.as_str() {
-                    "pending" => Status::Pending,
-                    "firing" => Status::Firing,
-                    _ => Status::Inactive,
-                };
-                group.frozen_baseline = bound
-                    .getattr("frozen_baseline")
-                    .and_then(|s| s.extract())
-                    .map_err(|e| e.to_string())?;
+                let life = host.share(lives.get(i as usize).ok_or("life index")?);
+                let (status, frozen_baseline) = host.life_state(&life)?;
+                group.status = status;
+                group.frozen_baseline = frozen_baseline;
                 if group.status != Status::Inactive {
                     group.life = Some(life);
                 }
@@ -414,12 +389,12 @@ pub fn read(
             }
         }
     }
-    let _ = ensure_bucket; // (restore fills groups directly)
+    let _ = ensure_bucket::<O>; // (restore fills groups directly)
     Ok(())
 }
 
 /// (groups, buckets, estimated bytes) of the state held now, keys included.
-pub fn memory(engine: &Engine) -> (usize, usize, usize) {
+pub fn memory<O>(engine: &Engine<O>) -> (usize, usize, usize) {
     use std::mem::size_of;
     let (mut groups, mut buckets, mut bytes) = (0, 0, 0);
     for table in &engine.key_tables {

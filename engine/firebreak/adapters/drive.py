@@ -65,7 +65,7 @@ class EngineCore(Protocol):
 
 class Driver:
     """The engine of one replay, behind one interface. ``engine``: ``python`` (the core),
-    ``native`` (engine/firebreak/native: rules it cannot run yet are run by the core beside it), or
+    ``native`` (engine/firebreak/native: every rule the DSL accepts; it refuses any other), or
     None for the default (`default_engine`: native)."""
 
     def __init__(

@@ -94,8 +94,8 @@ class MetricKind:
     quantile: float | None = None  # pNN: the quantile a sketch is kept for
     rate: bool = False  # a fraction: binomial test, baselines floored at one flagged event
     additive: bool = False  # count and sum: a baseline span's value scales with its length
-    # Whether the native engine implements it (native/src/plan.rs `FuncName`, `Func`); a kind it does not
-    # runs on the Python core beside it, correctly (engine/firebreak/native/plan.py).
+    # Whether the native engine implements it (native/src/plan.rs `FuncName`, `Func`); a rule of a kind it
+    # does not is refused there with one line and runs on the Python core only (engine/firebreak/native/plan.py).
     native: bool = True
 
     def value(self, s: Any) -> float | None:

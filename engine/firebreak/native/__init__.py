@@ -10,8 +10,9 @@ whether a condition holds run natively. When a reading holds, or its group is pe
 firing, the Python lifecycle (incidents.evaluate_group) decides and writes the records —
 the same function the Python core calls, so records are byte-identical by construction.
 Lines the native decoder does not accept go to the Python decoder, which gives the reason.
-Rules the plan cannot express (plan.unsupported) run on the Python core beside it, and
-their records are merged in the core's (time, rule) order.
+Every rule the DSL accepts runs natively; a rule the plan cannot express (plan.unsupported:
+a CompiledRule made by hand) is refused with one line (EngineError) — the Python core is the
+oracle, run with `--engine python`, not a fallback beside this engine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
+from firebreak.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts
 from firebreak.core.engine import DEFAULT_MAX_SKEW_MS, check_version, excluded_span, restore_cooldowns, rule_fingerprint
 from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
@@ -32,7 +33,7 @@ from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
 from firebreak.errors import EngineError
-from firebreak.feed import Fed, decode_event, decoded_lines, late_text
+from firebreak.feed import Fed, decode_event, late_text
 from firebreak.native.plan import plans_json, unsupported
 
 try:
@@ -135,17 +136,17 @@ class NativeEngine:
         self.rules = tuple(rules)
         self.lateness_ms = lateness_ms
         self.max_skew_ms = max_skew_ms
-        self.why_python = {r.name: why for r in self.rules if (why := unsupported(r)) is not None}
-        self.native_rules = tuple(r for r in self.rules if r.name not in self.why_python)
-        self.python_rules = tuple(r for r in self.rules if r.name in self.why_python)
-        self.index = {r.name: i for i, r in enumerate(self.rules)}
-        plans = plans_json(self.native_rules)
-        self.host = _Host(self.native_rules)
-        self.core = _native.Core(plans, lateness_ms, self.host, threads(), max_skew_ms)
-        self.fallback = Engine(self.python_rules, lateness_ms, max_skew_ms=max_skew_ms) if self.python_rules else None
+        for rule in self.rules:
+            why = unsupported(rule)
+            if why is not None:
+                raise EngineError(
+                    f"rule {rule.name} cannot run on the native engine ({why}); run it with --engine python"
+                )
+        self.host = _Host(self.rules)
+        self.core = _native.Core(plans_json(self.rules), lateness_ms, self.host, threads(), max_skew_ms)
 
     def placement(self) -> dict[str, str]:
-        return {r.name: "python" if r.name in self.why_python else "native" for r in self.rules}
+        return {r.name: "native" for r in self.rules}
 
     # ---- input --------------------------------------------------------------------------
 
@@ -154,10 +155,6 @@ class NativeEngine:
         if not isinstance(lines, list):
             lines = list(lines)
         fed = Fed()
-        if self.fallback is not None:
-            for index, raw, event in decoded_lines(lines, max_bytes, fed):
-                self._one_mixed(index, raw, event, fed)
-            return fed
         start = 0
         while True:
             batch = self.core.feed(lines, start, max_bytes)  # _native.FedLines
@@ -180,8 +177,6 @@ class NativeEngine:
 
     def own(self, shard: int, shards: int) -> None:
         """Aggregate only the (rule, group) pairs of one shard (engine/firebreak/core/sharding.py)."""
-        if self.fallback is not None:
-            raise ValueError(f"a shard needs every rule native; {', '.join(self.why_python)} run on the Python core")
         self.core.set_owner(shard, shards)
 
     def take_routed(
@@ -198,11 +193,7 @@ class NativeEngine:
 
         fed = Fed()
         for index, event in enumerate(events):
-            raw = orjson.dumps(event.data)
-            if self.fallback is not None:
-                self._one_mixed(index, raw, event, fed)
-            else:
-                self._one(index, raw, event, fed)
+            self._one(index, orjson.dumps(event.data), event, fed)
         return fed
 
     def _one(self, index: int, raw: bytes, event: Event, fed) -> None:
@@ -210,40 +201,21 @@ class NativeEngine:
         sees the event (EventRefused): then it gets the event as Python decoded it, once; any
         other error (EngineError from a lifecycle step) propagates."""
         try:
-            records, late = self.core.feed_one(raw, event.ts)
+            fed_one = self.core.feed_one(raw, event.ts)
         except _native.EventRefused:
             normal = orjson.dumps(event.data)
             try:
                 if normal == raw:
                     raise
-                records, late = self.core.feed_one(normal, event.ts)
+                fed_one = self.core.feed_one(normal, event.ts)
             except _native.EventRefused:
                 fed.bad.append((index, "the native decoder refuses this event"))
                 return
-        if late is not None:
-            fed.late.append((index, _late_text(late[0], late[1], self.lateness_ms)))
+        if fed_one.late is not None:
+            fed.late.append((index, _late_text(*fed_one.late, self.lateness_ms)))
             return
         fed.events += 1
-        fed.records += records
-
-    def _one_mixed(self, index: int, raw: bytes, event: Event, fed) -> None:
-        if self.fallback.is_late(event):
-            fed.late.append((index, _late_text(event.ts, self.fallback.watermark or 0, self.lateness_ms)))
-            return
-        max_ts = self.fallback.max_ts
-        ahead = self.fallback.is_ahead(event)  # the native core, fed the same events, says the same
-        native = self.core.feed_one(orjson.dumps(event.data), event.ts)[0] if self.native_rules else []
-        if ahead:
-            fed.late.append((index, _late_text(event.ts, max_ts, self.lateness_ms, self.max_skew_ms)))
-            return
-        fed.events += 1
-        fed.records += self._merge(native, self.fallback.process(event))
-
-    def _merge(self, native: list[dict], python: list[dict]) -> list[dict]:
-        """Both engines' records of one call in the core's order: by step time, then rule."""
-        if not python or not native:
-            return native or python
-        return sorted(native + python, key=lambda r: (parse_ts(r["ts"]), self.index[r["rule"]]))
+        fed.records += fed_one.records
 
     # ---- time and state -------------------------------------------------------------------
 
@@ -253,27 +225,23 @@ class NativeEngine:
 
     @property
     def opened(self) -> Counter:
-        opened = Counter(self.core.opened)
-        if self.fallback is not None:
-            opened.update(self.fallback.opened)
-        return opened
+        return Counter(self.core.opened)
 
     def advance(self, watermark: int) -> list[dict[str, Any]]:
-        native = self.core.advance(watermark)
-        return self._merge(native, self.fallback.advance(watermark)) if self.fallback is not None else native
+        return self.core.advance(watermark)
 
     def finish(self, max_ts: int | None = None) -> list[dict[str, Any]]:
         """``max_ts``: the last event time, when the events came through several engines (shards)."""
         if max_ts is not None and (self.core.max_ts is None or max_ts > self.core.max_ts):
             self.core.max_ts = max_ts
-        native = self.core.finish()
-        return self._merge(native, self.fallback.finish()) if self.fallback is not None else native
+        return self.core.finish()
 
     def open_incidents(self) -> list[dict[str, Any]]:
         by_rule: dict[str, list] = {r.name: [] for r in self.rules}
-        for index, group, life in self.core.lives():
+        for live in self.core.lives():
+            life, group = live.life, live.group
             if life.status == FIRING:
-                rule = self.native_rules[index]
+                rule = self.rules[live.rule]
                 incident = life.incident
                 by_rule[rule.name].append(
                     {
@@ -283,46 +251,37 @@ class NativeEngine:
                         "severity": str(incident.severity),
                     }
                 )
-        if self.fallback is not None:
-            for item in self.fallback.open_incidents():
-                by_rule[item["rule"]].append(item)
         return [item for items in by_rule.values() for item in items]
 
-    def memory(self) -> tuple[int, int, int]:
-        """(groups, buckets, estimated bytes) of the native state."""
+    def memory(self) -> _native.Memory:
+        """The native state held: groups, buckets, estimated bytes."""
         return self.core.memory()
 
     def snapshot(self) -> dict[str, Any]:
         """The state in the Python core's snapshot layout (Engine.snapshot): either engine
         restores a snapshot of either."""
-        raw, lives = self.core.snapshot()
-        native = orjson.loads(raw)
+        taken = self.core.snapshot()
+        native, lives = orjson.loads(taken.json), taken.lives
         rules: dict[str, Any] = {}
         saved = {item.pop("name"): item for item in native["rules"]}
-        other = self.fallback.snapshot()["rules"] if self.fallback is not None else {}
         for rule in self.rules:
-            if rule.name in other:
-                rules[rule.name] = other[rule.name]
-                continue
             item = saved[rule.name]
             for group in item["groups"]:
                 index = group["life"]
                 group["life"] = (lives[index] if index is not None else Lifecycle()).to_json()
             rules[rule.name] = {"fingerprint": rule_fingerprint(rule), **item}
         native["rules"] = rules
-        native["opened"] = dict(sorted(self.opened.items()))  # both engines' incidents
+        native["opened"] = dict(sorted(self.opened.items()))
         native["cooldowns"] = self._cooldowns().to_json()
         return native
 
     def _cooldowns(self) -> Cooldowns:
-        return self.host.cooldowns.merged(self.fallback.cooldowns) if self.fallback is not None else self.host.cooldowns
+        return self.host.cooldowns
 
     def snapshot_json(self) -> bytes:
         """``orjson.dumps(self.snapshot())``, written by the native core in one call (a full
         checkpoint of the worker): the same JSON object, without making Python objects of the
         whole state first."""
-        if self.fallback is not None:  # some rules on the Python core: their part is Python's
-            return orjson.dumps(self.snapshot())
         fingerprints = {rule.name: rule_fingerprint(rule) for rule in self.rules}
         raw = self.core.snapshot_layout(
             fingerprints, orjson.dumps(Lifecycle().to_json()), orjson.dumps(dict(sorted(self.opened.items())))
@@ -344,7 +303,7 @@ class NativeEngine:
         engine = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, max_skew_ms)
         lives: list[Lifecycle] = []
         saved = []
-        for rule in engine.native_rules:
+        for rule in engine.rules:
             data = snapshot["rules"].get(rule.name)
             if data is None or data["fingerprint"] != rule_fingerprint(rule):
                 continue
@@ -365,14 +324,7 @@ class NativeEngine:
                 }
             )
         state = {key: snapshot[key] for key in ("version", "lateness_ms", "max_ts", "watermark", "stats")}
-        # Each incident count goes to one engine: the fallback's rules to it, all others
-        # (rules since removed included) to the native one; `opened` adds them up.
-        python_names = {rule.name for rule in engine.python_rules}
-        opened = snapshot["opened"]
-        state["opened"] = {name: n for name, n in opened.items() if name not in python_names}
+        state["opened"] = snapshot["opened"]
         engine.core.restore(orjson.dumps({**state, "rules": saved}), lives)
-        engine.host.cooldowns = restore_cooldowns(engine.native_rules, snapshot)
-        if engine.fallback is not None:
-            engine.fallback = Engine.restore(engine.python_rules, snapshot, lateness_ms, max_skew_ms=max_skew_ms)
-            engine.fallback.opened = Counter({name: n for name, n in opened.items() if name in python_names})
+        engine.host.cooldowns = restore_cooldowns(engine.rules, snapshot)
         return engine

@@ -2,7 +2,8 @@
 
 The DSL compiler emits the plan once; this module only says which rules the native engine
 runs (`unsupported`) and serializes the plan it loads (`plans_json`). A rule this engine
-cannot run yet runs on the Python core beside it.
+cannot run is refused by it (`NativeEngine`: one line) and runs on the Python core only
+(`--engine python`); every rule the DSL accepts runs natively.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["KNOWN_FIELDS", "PLAN_VERSION", "plans_json", "unsupported"]
 
 # The CompiledRule fields the plan carries (dsl/plan.py, rule_plan). A field added to the
 # compiler later runs on the native engine only once the plan (and the engine) know it:
-# until then, a rule that sets it to anything but its default runs on the Python core.
+# until then, a rule that sets it to anything but its default is refused by the native engine.
 KNOWN_FIELDS = {
     "name",
     "text",

@@ -2,11 +2,17 @@
 //! split over two (`Split`), and the worker's entry points (`take_routed`, `advance`).
 
 use super::EventRefused;
-use crate::engine::{self, Engine, Host, Rec, Remote};
+use super::host::{PyHost, Remote};
+use crate::engine::{self, Rec as Record};
+use crate::host::Host;
 use crate::{event, plan, route, snapshot};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+
+/// The engine with Python objects for its host's handles (lifecycles, group values, records).
+type Engine = engine::Engine<PyObject>;
+type Rec = Record<PyObject>;
 
 
 fn blank(raw: &[u8]) -> bool {
@@ -233,7 +239,7 @@ impl<'a> Behind<'a> {
     /// Route ``event`` (batch index ``index``), then add the one before it. Returns the
     /// events taken (0 or 1); the late ones go to ``late`` when given.
     #[allow(clippy::too_many_arguments)]
-    fn push<H: engine::HostLike>(
+    fn push<H: Host<Obj = PyObject, Error = PyErr>>(
         &mut self,
         engine: &mut Engine,
         index: usize,
@@ -255,7 +261,7 @@ impl<'a> Behind<'a> {
     }
 
     /// Add the event routed last, if any.
-    fn flush<H: engine::HostLike>(
+    fn flush<H: Host<Obj = PyObject, Error = PyErr>>(
         &mut self,
         engine: &mut Engine,
         host: &H,
@@ -292,7 +298,7 @@ impl<'a> Behind<'a> {
 /// accept. Returns (the events taken, that line's index); the late ones go to ``late`` when
 /// given.
 #[allow(clippy::too_many_arguments)]
-fn run_lines<H: engine::HostLike>(
+fn run_lines<H: Host<Obj = PyObject, Error = PyErr>>(
     engine: &mut Engine,
     lines: &[&[u8]],
     offset: usize,
@@ -311,7 +317,7 @@ fn run_lines<H: engine::HostLike>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_behind<H: engine::HostLike>(
+fn run_behind<H: Host<Obj = PyObject, Error = PyErr>>(
     engine: &mut Engine,
     lines: &[&[u8]],
     offset: usize,
@@ -445,27 +451,23 @@ impl Core {
         Ok(FedLines { stop, records: records.unbind(), late, events })
     }
 
-    /// One event the Python decoder accepted (``ts`` its time). Returns (records, late?:
-    /// (ts, watermark) or None).
-    fn feed_one<'py>(
-        &mut self,
-        py: Python<'py>,
-        raw: &[u8],
-        ts: i64,
-    ) -> PyResult<(Bound<'py, PyList>, Option<(i64, i64)>)> {
+    /// One event the Python decoder accepted (``ts`` its time).
+    fn feed_one(&mut self, py: Python<'_>, raw: &[u8], ts: i64) -> PyResult<FedOne> {
         let mut out = Vec::new();
         let event = event::decode(raw, Some(ts))
             .ok_or_else(|| EventRefused::new_err("the native decoder refuses this event"))?;
-        if self.engine.is_late(event.ts) {
-            return Ok((PyList::empty(py), Some((event.ts, self.engine.watermark.unwrap_or(0)))));
+        let late = if self.engine.is_late(event.ts) {
+            Some((event.ts, self.engine.watermark.unwrap_or(0)))
+        } else if self.engine.is_ahead(event.ts) {
+            Some((event.ts, self.engine.max_ts.unwrap_or(0)))
+        } else {
+            None
+        };
+        if late.is_none() {
+            let host_obj = self.host.bind(py);
+            self.engine.process(&event, &PyHost { py, obj: host_obj }, &mut out, None)?;
         }
-        if self.engine.is_ahead(event.ts) {
-            return Ok((PyList::empty(py), Some((event.ts, self.engine.max_ts.unwrap_or(0)))));
-        }
-        let host_obj = self.host.bind(py);
-        self.engine
-            .process(&event, &Host { py, obj: host_obj }, &mut out, None)?;
-        Ok((to_list(py, out)?, None))
+        Ok(FedOne { records: to_list(py, out)?.unbind(), late })
     }
 
     /// Aggregate only the (rule, group) pairs of shard ``shard`` of ``shards`` (the worker).
@@ -516,7 +518,7 @@ impl Core {
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
-        self.engine.finish(&Host { py, obj: host_obj }, &mut out)?;
+        self.engine.finish(&PyHost { py, obj: host_obj }, &mut out)?;
         to_list(py, out)
     }
 
@@ -544,9 +546,8 @@ impl Core {
         Ok(dict)
     }
 
-    /// (rule index, group dict, Lifecycle) of every pending or firing group, rules in
-    /// order, groups in the core's order.
-    fn lives<'py>(&self, py: Python<'py>) -> Vec<(usize, PyObject, PyObject)> {
+    /// Every pending or firing group, rules in order, groups in the core's order.
+    fn lives(&self, py: Python<'_>) -> Vec<Life> {
         let mut out = Vec::new();
         for (index, state) in self.engine.rules.iter().enumerate() {
             let table = &self.engine.key_tables[state.plan.by_id];
@@ -560,7 +561,7 @@ impl Core {
             for key in keys {
                 let group = state.groups.get(key).unwrap();
                 if let (Some(life), Some(dict)) = (&group.life, &group.dict) {
-                    out.push((index, dict.clone_ref(py), life.clone_ref(py)));
+                    out.push(Life { rule: index, group: dict.clone_ref(py), life: life.clone_ref(py) });
                 }
             }
         }
@@ -569,9 +570,9 @@ impl Core {
 
     /// The state as JSON in the Python core's snapshot layout (rules as a list, in order;
     /// each group's `life` the index of its Lifecycle in the second value, or null).
-    fn snapshot<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Vec<PyObject>) {
-        let (json, lives) = snapshot::write(&self.engine, py);
-        (PyBytes::new(py, &json), lives)
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Snapshot> {
+        let (json, lives) = snapshot::write(&self.engine, &mut |life: &PyObject| life.clone_ref(py));
+        Ok(Snapshot { json: PyBytes::new(py, &json).unbind(), lives: PyList::new(py, lives)?.unbind() })
     }
 
     /// `NativeEngine.snapshot()` as JSON bytes in one call (snapshot.rs `write_layout`):
@@ -584,7 +585,13 @@ impl Core {
         idle_life: &[u8],
         opened: &[u8],
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let json = snapshot::write_layout(&self.engine, py, &fingerprints, idle_life, opened)
+        let dumps = py.import("orjson")?.getattr("dumps")?;
+        let mut life_json = |life: &PyObject| -> Result<serde_json::Value, String> {
+            let json = life.bind(py).call_method0("to_json").and_then(|j| dumps.call1((j,))).map_err(|e| e.to_string())?;
+            let bytes = json.downcast::<PyBytes>().map_err(|e| e.to_string())?;
+            serde_json::from_slice(bytes.as_bytes()).map_err(|e| e.to_string())
+        };
+        let json = snapshot::write_layout(&self.engine, &mut life_json, &fingerprints, idle_life, opened)
             .map_err(PyValueError::new_err)?;
         Ok(PyBytes::new(py, &json))
     }
@@ -593,7 +600,7 @@ impl Core {
     /// caller) start afresh.
     fn restore(&mut self, py: Python<'_>, json: &[u8], lives: Vec<PyObject>) -> PyResult<()> {
         let host_obj = self.host.bind(py);
-        snapshot::read(&mut self.engine, json, lives, &Host { py, obj: host_obj })
+        snapshot::read(&mut self.engine, json, lives, &PyHost { py, obj: host_obj })
             .map_err(PyValueError::new_err)
     }
 
@@ -602,9 +609,10 @@ impl Core {
         self.engine.key_tables.iter().map(|t| t.len()).collect()
     }
 
-    /// Bytes of state per (rule, group) now held: (groups, buckets, estimated bytes).
-    fn memory(&self) -> (usize, usize, usize) {
-        snapshot::memory(&self.engine)
+    /// The state now held: groups, buckets, estimated bytes.
+    fn memory(&self) -> Memory {
+        let (groups, buckets, bytes) = snapshot::memory(&self.engine);
+        Memory { groups, buckets, bytes }
     }
 }
 
@@ -618,6 +626,45 @@ pub struct FedLines {
     pub late: Vec<(usize, i64, i64)>,
     /// Events taken.
     pub events: usize,
+}
+
+/// What `Core.feed_one` returns.
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct FedOne {
+    pub records: Py<PyList>,
+    /// (event time, watermark) when the event is late; (event time, the latest event time)
+    /// when it is refused as too far ahead; None when it was taken.
+    pub late: Option<(i64, i64)>,
+}
+
+/// A pending or firing group (`Core.lives`).
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Life {
+    /// The rule's index in the plan.
+    pub rule: usize,
+    /// The group's values as records show them.
+    pub group: PyObject,
+    /// Its incidents.Lifecycle.
+    pub life: PyObject,
+}
+
+/// What `Core.snapshot` returns.
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Snapshot {
+    /// The state in the Python core's snapshot layout (rules as a list, in order; each
+    /// group's `life` the index of its Lifecycle in ``lives``, or null).
+    pub json: Py<PyBytes>,
+    pub lives: Py<PyList>,
+}
+
+/// What `Core.memory` returns: the state held (buckets with their sketches and evidence,
+/// interned keys, the schedule; docs/native.md, Memory).
+#[pyclass(module = "firebreak._native", frozen, get_all)]
+pub struct Memory {
+    pub groups: usize,
+    pub buckets: usize,
+    /// Estimated bytes.
+    pub bytes: usize,
 }
 
 /// What `Core.take_routed` returns.
@@ -663,7 +710,7 @@ impl Core {
         let raw: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
         let mut out = Vec::new();
         let host_obj = self.host.bind(py);
-        let host = Host { py, obj: host_obj };
+        let host = PyHost { py, obj: host_obj };
         let mut late = Vec::new();
         let (events, stop) =
             run_lines(&mut self.engine, &raw, start, max_bytes, &host, None, Some(&mut late), &mut out)?;

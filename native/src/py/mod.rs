@@ -1,8 +1,9 @@
 //! The bindings: every class, method and function Python sees of `firebreak._native`, and the
-//! host callback (engine.rs `Host`, `Remote`). Its types are in engine/firebreak/_native.pyi,
+//! host callback (py/host.rs: host.rs `Host` with pyo3, `PyHost` and `Remote`). Its types are in engine/firebreak/_native.pyi,
 //! checked against the built module by tests/unit/native/test_native_stub.py.
 
 mod core;
+mod host;
 mod rootcause;
 mod router;
 
@@ -19,6 +20,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::FedLines>()?;
     m.add_class::<core::TakenRouted>()?;
+    m.add_class::<core::FedOne>()?;
+    m.add_class::<core::Life>()?;
+    m.add_class::<core::Snapshot>()?;
+    m.add_class::<core::Memory>()?;
+    m.add_class::<router::RoutedBatch>()?;
     m.add_class::<router::NativeRouter>()?;
     m.add_class::<rootcause::PyColumns>()?;
     m.add("EventRefused", m.py().get_type::<EventRefused>())?;

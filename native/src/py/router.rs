@@ -9,20 +9,25 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::collections::HashMap;
 
-/// What `NativeRouter::route_batch` returns: (per shard, its routed bodies — one, or several
-/// when large; an empty one when it has no event of the batch), [(input partition, first
-/// offset, last offset, [events per shard])] in order of appearance, refused [batch index],
-/// events, {partition: largest event time after the batch}, {partition: refused in a row after
-/// the batch}, ahead [(batch index, event time, the partition's time)].
-type Routed<'py> = (
-    Vec<Vec<Bound<'py, PyBytes>>>,
-    Vec<(i64, i64, i64, Vec<u32>)>,
-    Vec<usize>,
-    usize,
-    HashMap<i64, i64>,
-    HashMap<i64, u32>,
-    Vec<(usize, i64, i64)>,
-);
+/// What `NativeRouter.route_batch` returns (route.rs `RoutedBatch`, with the bodies).
+#[pyclass(module = "firebreak._native", name = "RoutedBatch", frozen, get_all)]
+pub struct RoutedBatch {
+    /// Per shard, its routed bodies: one, or several when large; an empty one when it has no
+    /// event of the batch.
+    pub bodies: Py<PyList>,
+    /// (input partition, first offset, last offset, [events per shard]) in order of appearance.
+    pub parts: Vec<(i64, i64, i64, Vec<u32>)>,
+    /// Batch indexes of the messages the native decoder did not accept (Python gives the reason).
+    pub refused: Vec<usize>,
+    /// Events routed.
+    pub events: usize,
+    /// {partition: largest event time after the batch}.
+    pub beats: HashMap<i64, i64>,
+    /// {partition: events refused in a row as too far ahead, after the batch}.
+    pub runs: HashMap<i64, u32>,
+    /// (batch index, event time, the partition's time) of the events refused as too far ahead.
+    pub ahead: Vec<(usize, i64, i64)>,
+}
 
 /// Stage 1 of the worker (engine/firebreak/adapters/live/routing.py): a batch of input messages
 /// in, per shard the rows of the events it must see out (rows.rs).
@@ -50,7 +55,7 @@ impl NativeRouter {
     /// largest event time heard of per partition before this batch; ``runs``: per partition,
     /// its events refused in a row as too far ahead before this batch; ``max_skew``: how far
     /// after a partition's largest event time an event may be (None: no bound; engine.py
-    /// `Engine.is_ahead`). Returns `Routed` — the events refused as ahead are final, not in
+    /// `Engine.is_ahead`). Returns a `RoutedBatch` — the events refused as ahead are final, not in
     /// ``refused``. Decodes, routes and writes without the GIL.
     #[pyo3(signature = (messages, times, known, max_bytes, runs=HashMap::new(), max_skew=None))]
     #[allow(clippy::too_many_arguments)]
@@ -63,7 +68,7 @@ impl NativeRouter {
         max_bytes: usize,
         runs: HashMap<i64, u32>,
         max_skew: Option<i64>,
-    ) -> PyResult<Routed<'py>> {
+    ) -> PyResult<RoutedBatch> {
         if max_skew.is_some_and(|s| s < 0) {
             return Err(PyValueError::new_err("the maximum skew cannot be negative"));
         }
@@ -79,11 +84,12 @@ impl NativeRouter {
         let spans: Vec<(i64, i64, &[u8])> =
             values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
         let (router, host, limit, out) = (&mut self.router, &self.host, self.limit, &mut self.out);
-        let RoutedBatch { parts, beats, runs, ahead, refused, events } = py.allow_threads(|| {
-            router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &crate::engine::Remote(host), out)
+        let crate::route::RoutedBatch { parts, beats, runs, ahead, refused, events } = py.allow_threads(|| {
+            router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &super::host::Remote(host), out)
         });
-        let bodies = self.out.bodies().map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, c)).collect()).collect();
-        Ok((bodies, parts, refused, events, beats, runs, ahead))
+        let bodies: Vec<Vec<Bound<'py, PyBytes>>> =
+            self.out.bodies().map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, c)).collect()).collect();
+        Ok(RoutedBatch { bodies: PyList::new(py, bodies)?.unbind(), parts, refused, events, beats, runs, ahead })
     }
 
     /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).

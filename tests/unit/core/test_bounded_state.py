@@ -83,7 +83,7 @@ def test_churn_keeps_keys_groups_and_snapshots_bounded_in_both_engines(seed: int
         snap_python, snap_native = python.core.snapshot(), native.core.snapshot()
         assert orjson.loads(orjson.dumps(snap_native)) == orjson.loads(orjson.dumps(snap_python))
         snapshots.append(len(native.core.snapshot_json()))
-        assert native.core.memory()[0] == python_groups(python.core)
+        assert native.core.memory().groups == python_groups(python.core)
     records_python += python.finish()
     records_native += native.finish()
     assert orjson.dumps(records_native) == orjson.dumps(records_python)

@@ -123,7 +123,7 @@ def run_both(rules, events: int = 40) -> None:
         for i in range(events)
     ]
     native, python = NativeEngine(rules), Engine(rules)
-    assert native.why_python == {}
+    assert set(native.placement().values()) == {"native"}
     native.feed_events([validate_event(d) for d in data])
     native.finish()
     for d in data:

@@ -94,10 +94,12 @@ def test_the_gate_of_min_events_follows_whether_the_metric_grows_with_the_window
     assert compiled("count() > 3x baseline over 10m").needs_sample
 
 
-def test_a_kind_the_native_engine_lacks_runs_on_the_python_core_beside_it():
+def test_a_kind_the_native_engine_lacks_is_refused_there_and_runs_on_the_python_core():
     import dataclasses
 
+    import pytest
     from firebreak.core import Engine
+    from firebreak.errors import EngineError
     from firebreak.native import NativeEngine, available
     from firebreak.native.plan import unsupported
     from firebreak.testing import event
@@ -107,11 +109,10 @@ def test_a_kind_the_native_engine_lacks_runs_on_the_python_core_beside_it():
     python_only = dataclasses.replace(native_rule, metric=dataclasses.replace(RATE, native=False))
     assert unsupported(native_rule) is None and "rate() is not native" in unsupported(python_only)
     events = [event(f"e{i}", i * 1000, tenant="acme", flags={"pii": 30 <= i < 60}) for i in range(180)]
-    python = Engine([native_rule])
+    python = Engine([python_only])
     expected = [r for e in events for r in python.process(e)] + python.finish()
     assert [r["type"] for r in expected] == ["incident.opened", "incident.escalated", "incident.resolved"]
-    for rule in (native_rule, python_only):
-        engine = NativeEngine([rule])
-        records = engine.feed_events(events).records + engine.finish()
-        assert (engine.fallback is not None) is (rule is python_only)
-        assert records == expected
+    engine = NativeEngine([native_rule])
+    assert engine.feed_events(events).records + engine.finish() == expected
+    with pytest.raises(EngineError, match=r"^rule r cannot run on the native engine \(metric function rate\(\) is not"):
+        NativeEngine([python_only])

@@ -61,10 +61,19 @@ def test_return_shapes_are_those_the_stub_declares():
     taken = core.take_routed(b"", {3: 7}, False, None)
     assert isinstance(taken, _native.TakenRouted)
     assert (taken.next, taken.taken, taken.late, taken.duplicates, taken.records) == ({3: 7}, 0, 0, 0, [])
+    one = core.feed_one(b'{"event_id": "x", "ts": 1700000031000, "type": "inference", "model": "m"}', 1_700_000_031_000)
+    assert isinstance(one, _native.FedOne) and isinstance(one.records, list) and one.late is None
+    late = core.feed_one(
+        b'{"event_id": "y", "ts": 1600000000000, "type": "inference", "model": "m"}', 1_600_000_000_000
+    )
+    assert late.records == [] and late.late is not None and late.late[0] == 1_600_000_000_000
     assert isinstance(core.finish(), list)
-    raw, lives = core.snapshot()
-    assert isinstance(raw, bytes) and isinstance(lives, list)
-    assert [type(n) for n in core.memory()] == [int, int, int]
+    taken = core.snapshot()
+    assert isinstance(taken, _native.Snapshot) and isinstance(taken.json, bytes) and isinstance(taken.lives, list)
+    memory = core.memory()
+    assert isinstance(memory, _native.Memory)
+    assert [type(n) for n in (memory.groups, memory.buckets, memory.bytes)] == [int, int, int]
+    assert all(isinstance(live, _native.Life) for live in core.lives())
     assert all(type(n) is int for n in core.key_counts())
     assert isinstance(core.opened, dict) and core.watermark is not None and core.threads in (1, 2)
     assert _native.Core.check_plan(plans_json(rules)) is None

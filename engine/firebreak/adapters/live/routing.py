@@ -152,8 +152,8 @@ class RouteStage:
         times: dict[int, int] = {}
         while True:
             args = messages, dict(times), dict(self.max_ts), max_bytes, dict(self.ahead_runs), skew
-            bodies, parts, refused, events, beats, runs, ahead = yield args
-            refused = set(refused)
+            batch = yield args  # a firebreak._native.RoutedBatch
+            refused = set(batch.refused)
             dead, again = [], False
             for index in sorted(refused):
                 partition, offset, raw = messages[index]
@@ -168,14 +168,24 @@ class RouteStage:
                     times[index] = event.ts
                     again = True
             if not again:
-                for index, ts, known in ahead:
+                for index, ts, known in batch.ahead:
                     partition, offset, raw = messages[index]
                     dead.append(
                         (index, self._dead(partition, offset, raw or b"", ahead_text(ts, known, skew), count=False))
                     )
                 dead.sort(key=lambda item: item[0])  # in input order
-                refused_ahead = {index for index, _, _ in ahead}
-                return bodies, parts, refused, times, events, beats, runs, [d for _, d in dead], refused_ahead
+                refused_ahead = {index for index, _, _ in batch.ahead}
+                return (
+                    batch.bodies,
+                    batch.parts,
+                    refused,
+                    times,
+                    batch.events,
+                    batch.beats,
+                    batch.runs,
+                    [d for _, d in dead],
+                    refused_ahead,
+                )
 
     def _watched(self) -> None:
         if self.watch.due():

@@ -258,6 +258,7 @@ impl RuleState {
             Some(start + p.memory_ms + step),
             baseline.then_some(start + p.window_ms + p.baseline_ms + step),
             (baseline && first).then_some(start + p.window_ms + p.baseline_ms),
+            (baseline && first && p.warmup_ms > 0).then_some(start + p.window_ms + p.warmup_ms),
         ];
         for at in times.into_iter().flatten() {
             if after.is_none_or(|a| at >= a) {
@@ -1080,7 +1081,9 @@ fn read<H: HostLike>(
 
 /// `engine.span_baseline`: the metric over the baseline span before the window ending at
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
-/// ``excluded``: the spans of the group's past incidents, left out of it.
+/// ``excluded``: the spans of the group's past incidents, left out of it. Cold start
+/// (`baseline(S, warmup D, prior P)`): the group's own shorter history once it is D long and
+/// holds `min N events`, else the prior.
 pub fn span_baseline(
     plan: &Plan,
     buckets: &Buckets,
@@ -1090,9 +1093,29 @@ pub fn span_baseline(
 ) -> Option<f64> {
     let end = at - plan.window_ms;
     let start = end - plan.baseline_ms;
-    if first_seen.is_none_or(|f| start < f) {
-        return None;
+    let first = first_seen?;
+    if start < first {
+        // the group has not been seen for a whole baseline span yet
+        if plan.warmup_ms > 0 && end - first >= plan.warmup_ms {
+            if let Some(own) = history_baseline(plan, buckets, first, end, excluded) {
+                return Some(own);
+            }
+        }
+        return plan.prior;
     }
+    history_baseline(plan, buckets, start, end, excluded)
+}
+
+/// `engine._history_baseline`: the group's own history [start, end) (the whole span, or a
+/// warm-up's shorter one) as a window's reference.
+fn history_baseline(
+    plan: &Plan,
+    buckets: &Buckets,
+    start: i64,
+    end: i64,
+    excluded: &[Excluded],
+) -> Option<f64> {
+    let span_ms = end - start;
     if excluded.iter().any(|x| x.start < end && x.end > start) {
         return baseline_around(plan, buckets, start, end, excluded);
     }
@@ -1102,7 +1125,7 @@ pub fn span_baseline(
         return None;
     }
     if plan.func == Func::Distinct {
-        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let slices = (span_ms / plan.window_ms).max(1);
         let mut total = 0.0;
         for i in 0..slices {
             let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);
@@ -1112,7 +1135,7 @@ pub fn span_baseline(
         return Some(total / slices as f64);
     }
     let value = metric_value(plan, &summary)?.f();
-    Some(scale_baseline(plan, value, summary.n, plan.baseline_ms))
+    Some(scale_baseline(plan, value, summary.n, span_ms))
 }
 
 /// `MetricKind.scale_baseline`: a span's metric (``span_ms`` long, ``n`` events) as a window's.
@@ -1153,12 +1176,13 @@ fn baseline_around(
         .copied()
         .collect();
     let fallback = cut.last().unwrap().baseline;
-    let kept_ms = plan.baseline_ms
+    let span_ms = end - start;
+    let kept_ms = span_ms
         - cut
             .iter()
             .map(|x| x.end.min(end) - x.start.max(start))
             .sum::<i64>();
-    if 2 * kept_ms < plan.baseline_ms {
+    if 2 * kept_ms < span_ms {
         return fallback; // a few minutes between two incidents are no baseline
     }
     let kept = |s: i64| !cut.iter().any(|x| x.start <= s && s < x.end);
@@ -1170,7 +1194,7 @@ fn baseline_around(
         return fallback;
     }
     if plan.func == Func::Distinct {
-        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let slices = (span_ms / plan.window_ms).max(1);
         let (mut total, mut counted) = (0.0, 0i64);
         for i in 0..slices {
             let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);

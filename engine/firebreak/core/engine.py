@@ -139,6 +139,8 @@ class RuleState:
             times.append(start + rule.window_ms + rule.baseline_ms + step)
             if first:  # the baseline is ready once the group has been seen for the whole span
                 times.append(start + rule.window_ms + rule.baseline_ms)
+                if rule.warmup_ms:  # and its own shorter history once it covers the warm-up
+                    times.append(start + rule.window_ms + rule.warmup_ms)
         for at in times:
             if after is None or at >= after:
                 self.due.setdefault(at, set()).add(key)
@@ -542,11 +544,35 @@ def span_baseline(
     ``excluded``: the spans of the group's past incidents (`excluded_span`); their buckets are
     left out, and what remains is scaled by its own length. When what remains is less than half
     the span, or has fewer than `min N events` (distinct: no whole window-length slice), the
-    baseline is the one frozen at the onset of the latest incident whose span reaches into it."""
+    baseline is the one frozen at the onset of the latest incident whose span reaches into it.
+
+    Cold start (`baseline(S, warmup D, prior P)`, docs/detection.md#cold-start-the-reference-
+    fallback-chain): while the group has not been seen for the whole span, its own shorter
+    history ``[first_seen, T − window)`` once it is at least D long and holds `min N events`
+    (measured as the span is, by its own length); else the prior P; else None."""
     end = at - rule.window_ms
     start = end - rule.baseline_ms
-    if first_seen is None or start < first_seen:
-        return None  # the group has not been seen for a whole baseline span yet
+    if first_seen is None:
+        return None
+    if start < first_seen:  # the group has not been seen for a whole baseline span yet
+        if rule.warmup_ms and end - first_seen >= rule.warmup_ms:
+            own = _history_baseline(rule, buckets, first_seen, end, excluded)
+            if own is not None:
+                return own
+        return rule.prior
+    return _history_baseline(rule, buckets, start, end, excluded)
+
+
+def _history_baseline(
+    rule: CompiledRule,
+    buckets: dict[int, Bucket],
+    start: int,
+    end: int,
+    excluded: Sequence[tuple[int, int, float | None]],
+) -> float | None:
+    """The group's own history ``[start, end)`` (the whole span, or a warm-up's shorter one)
+    as a window's reference: `span_baseline` without the cold start."""
+    span_ms = end - start
     cut = [span for span in excluded if span[0] < end and span[1] > start]
     if cut:
         return _baseline_around(rule, buckets, start, end, cut)
@@ -556,7 +582,7 @@ def span_baseline(
     if rule.metric.slices_baseline:
         # Distinct values do not add up over time (the same users return), so the baseline
         # is the mean distinct count of the window-length slices of the span.
-        slices = max(1, rule.baseline_ms // rule.window_ms)
+        slices = max(1, span_ms // rule.window_ms)
         counts = []
         for i in range(slices):
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
@@ -566,7 +592,7 @@ def span_baseline(
     value = rule.metric.value(summary)
     if value is None:
         return None
-    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / span_ms)
 
 
 def _baseline_around(
@@ -576,8 +602,9 @@ def _baseline_around(
     time order, not overlapping): measured on the rest of the span when the rest is at least
     half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
     fallback = cut[-1][2]
-    kept_ms = rule.baseline_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
-    if 2 * kept_ms < rule.baseline_ms:
+    span_ms = end - start
+    kept_ms = span_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
+    if 2 * kept_ms < span_ms:
         return fallback  # a few minutes between two incidents are no baseline
 
     def kept(s: int) -> bool:
@@ -587,7 +614,7 @@ def _baseline_around(
     if rule.metric.sample_size(summary) < rule.min_events:
         return fallback
     if rule.metric.slices_baseline:  # the mean over the slices no incident reaches into
-        slices = max(1, rule.baseline_ms // rule.window_ms)
+        slices = max(1, span_ms // rule.window_ms)
         counts = []
         for i in range(slices):
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms

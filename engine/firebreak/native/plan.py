@@ -32,6 +32,8 @@ KNOWN_FIELDS = {
     "factor",
     "window_ms",
     "baseline_ms",
+    "warmup_ms",
+    "prior",
     "step_ms",
     "by",
     "where",

@@ -237,7 +237,8 @@ pub struct RuleState {
 
 impl RuleState {
     pub fn new(plan: Plan) -> RuleState {
-        let population = plan.population.map(|_| Vec::new());
+        // `Kx population` and `baseline(S, population)` count every group's events per step
+        let population = (plan.population.is_some() || plan.population_fallback).then(Vec::new);
         RuleState {
             due: Wheel::new(plan.step_ms),
             plan,
@@ -550,7 +551,7 @@ impl Engine {
                     totals.1 += 1;
                 }
             }
-            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.plan.population.is_some()) {
+            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.population.is_some()) {
                 let table = &self.key_tables[state.plan.by_id];
                 if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
                     continue; // another shard's pair (its population counted above)
@@ -756,16 +757,27 @@ impl Engine {
             }
             group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
+            let summary = summarize(plan, in_window.clone(), false);
             let baseline = if plan.factor.is_some() {
                 if group.status != Status::Inactive {
                     group.frozen_baseline
                 } else {
-                    span_baseline(plan, &group.buckets, group.first_seen, at, group.excluded())
+                    let peers = || population_rate(&summary, population);
+                    let peers = plan
+                        .population_fallback
+                        .then_some(&peers as &dyn Fn() -> Option<f64>);
+                    span_baseline(
+                        plan,
+                        &group.buckets,
+                        group.first_seen,
+                        at,
+                        group.excluded(),
+                        peers,
+                    )
                 }
             } else {
                 None
             };
-            let summary = summarize(plan, in_window.clone(), false);
             let reading = read(plan, index, &summary, baseline, population, host)?;
             if !reading.holds && group.status == Status::Inactive {
                 continue;
@@ -1021,6 +1033,15 @@ fn group_dict<'py>(
     Ok(dict)
 }
 
+/// `incidents.population_rate`: the rate of the rest of the population (all groups but this
+/// one) in the window, at least one flagged event in it; None when there is no rest.
+fn population_rate(w: &Summary, population: Option<(i64, i64)>) -> Option<f64> {
+    match population {
+        Some((n, hits)) if n - w.n > 0 => Some((hits - w.hits).max(1) as f64 / (n - w.n) as f64),
+        _ => None,
+    }
+}
+
 /// `incidents.read` without the records' detail: value, limit, and whether it holds.
 fn read<H: HostLike>(
     plan: &Plan,
@@ -1032,12 +1053,7 @@ fn read<H: HostLike>(
 ) -> PyResult<Reading> {
     let value = metric_value(plan, w);
     let (baseline, limit) = if let Some(k) = plan.population {
-        let rate = match population {
-            Some((n, hits)) if n - w.n > 0 => {
-                Some((hits - w.hits).max(1) as f64 / (n - w.n) as f64)
-            }
-            _ => None,
-        };
+        let rate = population_rate(w, population);
         (rate, rate.map(|b| k * b))
     } else if let (Some(f), Some(b)) = (plan.factor, baseline) {
         (baseline, Some(f * b))
@@ -1083,13 +1099,14 @@ fn read<H: HostLike>(
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
 /// ``excluded``: the spans of the group's past incidents, left out of it. Cold start
 /// (`baseline(S, warmup D, prior P)`): the group's own shorter history once it is D long and
-/// holds `min N events`, else the prior.
+/// holds `min N events`, else (`population`) the rest of the rule's groups, else the prior.
 pub fn span_baseline(
     plan: &Plan,
     buckets: &Buckets,
     first_seen: Option<i64>,
     at: i64,
     excluded: &[Excluded],
+    peers: Option<&dyn Fn() -> Option<f64>>,
 ) -> Option<f64> {
     let end = at - plan.window_ms;
     let start = end - plan.baseline_ms;
@@ -1100,6 +1117,9 @@ pub fn span_baseline(
             if let Some(own) = history_baseline(plan, buckets, first, end, excluded) {
                 return Some(own);
             }
+        }
+        if let Some(rest) = peers.and_then(|peers| peers()) {
+            return Some(rest);
         }
         return plan.prior;
     }

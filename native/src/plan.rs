@@ -202,6 +202,7 @@ struct ConditionDoc {
     threshold: Option<f64>,
     factor: Option<f64>,
     population: Option<f64>,
+    population_fallback: bool,
     prior: Option<f64>,
 }
 
@@ -242,6 +243,8 @@ pub struct Plan {
     /// `baseline(S, warmup D)`: while S is incomplete, the group's own history once it is D
     /// long (0: none). docs/detection.md#cold-start-the-reference-fallback-chain
     pub warmup_ms: i64,
+    /// `baseline(S, population)`: then the rest of the rule's groups (`Kx population`'s rate).
+    pub population_fallback: bool,
     /// `baseline(S, prior P)`: the reference before any own history serves.
     pub prior: Option<f64>,
     pub step_ms: i64,
@@ -331,6 +334,7 @@ impl Plan {
             threshold: c.threshold,
             factor: c.factor,
             population: c.population,
+            population_fallback: c.population_fallback,
             prior: c.prior,
             window_ms,
             baseline_ms,

@@ -259,8 +259,9 @@ def _threshold_problems(c: ast.Condition) -> Iterator[Problem]:
 
 
 def _fallback_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool) -> Iterator[Problem]:
-    """`warmup D`: a duration from one window up to the span; `prior P`: a plain number above
-    zero (a rate's at most 1). docs/detection.md#cold-start-the-reference-fallback-chain."""
+    """`warmup D`: a duration from one window up to the span; `population`: rates with `by`;
+    `prior P`: a plain number above zero (a rate's at most 1).
+    docs/detection.md#cold-start-the-reference-fallback-chain."""
     if t.warmup is not None:
         bad = list(_duration_problems(t.warmup, "warm-up"))
         yield from bad
@@ -270,6 +271,17 @@ def _fallback_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool
                 yield t.warmup.span, "the warm-up must be at least as long as the window"
             elif warmup >= span:
                 yield t.warmup.span, "the warm-up must be shorter than the baseline span (a full span needs none)"
+    if t.population is not None:
+        if not _rates(c.metric):
+            yield (
+                t.population,
+                "`population` is a rate's reference: a cold group of another metric falls back to `prior`",
+            )
+        elif not c.by:
+            yield (
+                t.population,
+                "`population` compares a group with the rest of the rule's groups; add `by`, e.g. `by model`",
+            )
     if t.prior is not None:
         text = t.prior_text or str(t.prior)
         where = t.prior_span or t.span

@@ -27,7 +27,7 @@ from firebreak.dsl import ast
 if TYPE_CHECKING:
     from firebreak.dsl.compiler import CompiledRule
 
-PLAN_VERSION = 3  # 3: `warmup_ms` (window) and `prior` (condition): the cold-start fallbacks
+PLAN_VERSION = 3  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start
 
 Path = list[str]
 Value = str | int | float | bool
@@ -63,6 +63,7 @@ class ConditionPlan(TypedDict):
     threshold: float | None
     factor: float | None
     population: float | None
+    population_fallback: bool  # `baseline(S, population)`: the rest's rate before the prior
     prior: float | None  # `baseline(S, prior P)`: the reference before any own history serves
 
 
@@ -165,6 +166,7 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
             "threshold": rule.threshold,
             "factor": rule.factor,
             "population": rule.population,
+            "population_fallback": rule.population_fallback,
             "prior": rule.prior,
         },
         "by": [list(path) for path in rule.by],

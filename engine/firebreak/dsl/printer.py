@@ -50,6 +50,8 @@ def print_threshold(t: ast.Threshold) -> str:
         options = [print_duration(t.span_of_baseline)]
         if t.warmup is not None:
             options.append(f"warmup {print_duration(t.warmup)}")
+        if t.population is not None:
+            options.append("population")
         if t.prior is not None:
             options.append(f"prior {t.prior_text if t.prior_text is not None else print_number(t.prior)}")
         text += f"({', '.join(options)})"

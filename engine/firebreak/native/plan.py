@@ -34,6 +34,7 @@ KNOWN_FIELDS = {
     "baseline_ms",
     "warmup_ms",
     "prior",
+    "population_fallback",
     "step_ms",
     "by",
     "where",

@@ -7,7 +7,7 @@ fallback-chain). Without either, the records are those of today. Both engines.
 """
 
 import pytest
-from corekit import HOUR, MIN, SEC, T0, event, of_type, offset, rules, run
+from corekit import HOUR, MIN, SEC, T0, event, merged, of_type, offset, rules, run
 from firebreak.core.engine import span_baseline
 from firebreak.core.window import Bucket
 
@@ -15,10 +15,10 @@ ENGINES = ["python", "native"]
 START = 8 * HOUR  # the model's first call
 
 
-def traffic(spike: tuple[int, int], end: int, model: str = "new-model") -> list:
-    """One call every 2s from START; 2% hallucinations, 20% during ``spike``."""
+def traffic(spike: tuple[int, int], end: int, model: str = "new-model", begin: int = START) -> list:
+    """One call every 2s from ``begin``; 2% hallucinations, 20% during ``spike``."""
     out = []
-    for i, at in enumerate(range(START, end, 2 * SEC)):
+    for i, at in enumerate(range(begin, end, 2 * SEC)):
         hit = i % 5 == 0 if spike[0] <= at < spike[1] else i % 50 == 0
         out.append(event(f"{model}-{i}", at, model=model, user=f"u{i % 97}", flags={"hallucination": hit}))
     return out
@@ -81,6 +81,23 @@ def test_rules_without_fallbacks_give_todays_records_on_a_full_span(engine):
     plain = run(rule("baseline(6h)"), events, engine=engine)
     chained = run(rule("baseline(6h, warmup 1h)"), events, engine=engine)
     assert opened(plain) == opened(chained) == [7 * HOUR + 3 * MIN]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_model_introduced_mid_world_is_judged_against_the_models_serving(engine):
+    # an old model serving since START; a new one from 3h, spiking 20 minutes in
+    begin = START + 3 * HOUR
+    spike = (begin + 20 * MIN, begin + 40 * MIN)
+    events = merged(
+        traffic((0, 0), begin + HOUR, model="old-model"),
+        traffic(spike, begin + HOUR, model="new-model", begin=begin),
+    )
+    records = run(rule("baseline(6h, warmup 1h, population)"), events, engine=engine)
+    (first,) = of_type(records, "incident.opened")
+    assert first["group"] == {"model": "new-model"} and offset(first) == begin + 23 * MIN
+    assert first["baseline"] == 0.02  # the old model's rate in the same window: 6 of its 300 calls
+    # without the population the new model has no reference for its first hour
+    assert of_type(run(rule("baseline(6h, warmup 1h)"), events, engine=engine), "incident.opened") == []
 
 
 def test_the_warm_up_history_is_scaled_by_its_own_length():

@@ -230,7 +230,8 @@ pub struct RuleState<O> {
 
 impl<O> RuleState<O> {
     pub fn new(plan: Plan) -> RuleState<O> {
-        let population = plan.population.map(|_| Vec::new());
+        // `Kx population` and `baseline(S, population)` count every group's events per step
+        let population = (plan.population.is_some() || plan.population_fallback).then(Vec::new);
         RuleState {
             due: Wheel::new(plan.step_ms),
             plan,
@@ -251,6 +252,7 @@ impl<O> RuleState<O> {
             Some(start + p.memory_ms + step),
             baseline.then_some(start + p.window_ms + p.baseline_ms + step),
             (baseline && first).then_some(start + p.window_ms + p.baseline_ms),
+            (baseline && first && p.warmup_ms > 0).then_some(start + p.window_ms + p.warmup_ms),
         ];
         for at in times.into_iter().flatten() {
             if after.is_none_or(|a| at >= a) {
@@ -543,7 +545,7 @@ impl<O> Engine<O> {
                     totals.1 += 1;
                 }
             }
-            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.plan.population.is_some()) {
+            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.population.is_some()) {
                 let table = &self.key_tables[state.plan.by_id];
                 if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
                     continue; // another shard's pair (its population counted above)
@@ -749,16 +751,27 @@ impl<O> Engine<O> {
             }
             group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
+            let summary = summarize(plan, in_window.clone(), false);
             let baseline = if plan.factor.is_some() {
                 if group.status != Status::Inactive {
                     group.frozen_baseline
                 } else {
-                    span_baseline(plan, &group.buckets, group.first_seen, at, group.excluded())
+                    let peers = || population_rate(&summary, population);
+                    let peers = plan
+                        .population_fallback
+                        .then_some(&peers as &dyn Fn() -> Option<f64>);
+                    span_baseline(
+                        plan,
+                        &group.buckets,
+                        group.first_seen,
+                        at,
+                        group.excluded(),
+                        peers,
+                    )
                 }
             } else {
                 None
             };
-            let summary = summarize(plan, in_window.clone(), false);
             let reading = read(plan, index, &summary, baseline, population, host)?;
             if !reading.holds && group.status == Status::Inactive {
                 continue;
@@ -946,6 +959,15 @@ pub fn ensure_bucket<O>(state: &mut RuleState<O>, key: u32, start: i64) -> usize
     at
 }
 
+/// `incidents.population_rate`: the rate of the rest of the population (all groups but this
+/// one) in the window, at least one flagged event in it; None when there is no rest.
+fn population_rate(w: &Summary, population: Option<(i64, i64)>) -> Option<f64> {
+    match population {
+        Some((n, hits)) if n - w.n > 0 => Some((hits - w.hits).max(1) as f64 / (n - w.n) as f64),
+        _ => None,
+    }
+}
+
 /// `incidents.read` without the records' detail: value, limit, and whether it holds.
 fn read<H: Host>(
     plan: &Plan,
@@ -957,12 +979,7 @@ fn read<H: Host>(
 ) -> Result<Reading, H::Error> {
     let value = metric_value(plan, w);
     let (baseline, limit) = if let Some(k) = plan.population {
-        let rate = match population {
-            Some((n, hits)) if n - w.n > 0 => {
-                Some((hits - w.hits).max(1) as f64 / (n - w.n) as f64)
-            }
-            _ => None,
-        };
+        let rate = population_rate(w, population);
         (rate, rate.map(|b| k * b))
     } else if let (Some(f), Some(b)) = (plan.factor, baseline) {
         (baseline, Some(f * b))
@@ -1002,19 +1019,45 @@ fn read<H: Host>(
 
 /// `engine.span_baseline`: the metric over the baseline span before the window ending at
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
-/// ``excluded``: the spans of the group's past incidents, left out of it.
+/// ``excluded``: the spans of the group's past incidents, left out of it. Cold start
+/// (`baseline(S, warmup D, prior P)`): the group's own shorter history once it is D long and
+/// holds `min N events`, else (`population`) the rest of the rule's groups, else the prior.
 pub fn span_baseline(
     plan: &Plan,
     buckets: &Buckets,
     first_seen: Option<i64>,
     at: i64,
     excluded: &[Excluded],
+    peers: Option<&dyn Fn() -> Option<f64>>,
 ) -> Option<f64> {
     let end = at - plan.window_ms;
     let start = end - plan.baseline_ms;
-    if first_seen.is_none_or(|f| start < f) {
-        return None;
+    let first = first_seen?;
+    if start < first {
+        // the group has not been seen for a whole baseline span yet
+        if plan.warmup_ms > 0 && end - first >= plan.warmup_ms {
+            if let Some(own) = history_baseline(plan, buckets, first, end, excluded) {
+                return Some(own);
+            }
+        }
+        if let Some(rest) = peers.and_then(|peers| peers()) {
+            return Some(rest);
+        }
+        return plan.prior;
     }
+    history_baseline(plan, buckets, start, end, excluded)
+}
+
+/// `engine._history_baseline`: the group's own history [start, end) (the whole span, or a
+/// warm-up's shorter one) as a window's reference.
+fn history_baseline(
+    plan: &Plan,
+    buckets: &Buckets,
+    start: i64,
+    end: i64,
+    excluded: &[Excluded],
+) -> Option<f64> {
+    let span_ms = end - start;
     if excluded.iter().any(|x| x.start < end && x.end > start) {
         return baseline_around(plan, buckets, start, end, excluded);
     }
@@ -1024,7 +1067,7 @@ pub fn span_baseline(
         return None;
     }
     if plan.func == Func::Distinct {
-        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let slices = (span_ms / plan.window_ms).max(1);
         let mut total = 0.0;
         for i in 0..slices {
             let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);
@@ -1034,7 +1077,7 @@ pub fn span_baseline(
         return Some(total / slices as f64);
     }
     let value = metric_value(plan, &summary)?.f();
-    Some(scale_baseline(plan, value, summary.n, plan.baseline_ms))
+    Some(scale_baseline(plan, value, summary.n, span_ms))
 }
 
 /// `MetricKind.scale_baseline`: a span's metric (``span_ms`` long, ``n`` events) as a window's.
@@ -1075,12 +1118,13 @@ fn baseline_around(
         .copied()
         .collect();
     let fallback = cut.last().unwrap().baseline;
-    let kept_ms = plan.baseline_ms
+    let span_ms = end - start;
+    let kept_ms = span_ms
         - cut
             .iter()
             .map(|x| x.end.min(end) - x.start.max(start))
             .sum::<i64>();
-    if 2 * kept_ms < plan.baseline_ms {
+    if 2 * kept_ms < span_ms {
         return fallback; // a few minutes between two incidents are no baseline
     }
     let kept = |s: i64| !cut.iter().any(|x| x.start <= s && s < x.end);
@@ -1092,7 +1136,7 @@ fn baseline_around(
         return fallback;
     }
     if plan.func == Func::Distinct {
-        let slices = (plan.baseline_ms / plan.window_ms).max(1);
+        let slices = (span_ms / plan.window_ms).max(1);
         let (mut total, mut counted) = (0.0, 0i64);
         for i in 0..slices {
             let (lo, hi) = (start + i * plan.window_ms, start + (i + 1) * plan.window_ms);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The `plan_version` this engine reads (engine/firebreak/dsl/plan.py `PLAN_VERSION`).
-pub const PLAN_VERSION: i64 = 2;
+pub const PLAN_VERSION: i64 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Func {
@@ -192,6 +192,7 @@ enum Source {
 struct WindowDoc {
     window_ms: i64,
     baseline_ms: i64,
+    warmup_ms: i64,
     step_ms: i64,
 }
 
@@ -201,6 +202,8 @@ struct ConditionDoc {
     threshold: Option<f64>,
     factor: Option<f64>,
     population: Option<f64>,
+    population_fallback: bool,
+    prior: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +240,13 @@ pub struct Plan {
     pub population: Option<f64>,
     pub window_ms: i64,
     pub baseline_ms: i64,
+    /// `baseline(S, warmup D)`: while S is incomplete, the group's own history once it is D
+    /// long (0: none). docs/detection.md#cold-start-the-reference-fallback-chain
+    pub warmup_ms: i64,
+    /// `baseline(S, population)`: then the rest of the rule's groups (`Kx population`'s rate).
+    pub population_fallback: bool,
+    /// `baseline(S, prior P)`: the reference before any own history serves.
+    pub prior: Option<f64>,
     pub step_ms: i64,
     pub memory_ms: i64,
     pub by: Vec<Path>,
@@ -324,8 +334,11 @@ impl Plan {
             threshold: c.threshold,
             factor: c.factor,
             population: c.population,
+            population_fallback: c.population_fallback,
+            prior: c.prior,
             window_ms,
             baseline_ms,
+            warmup_ms: doc.window.warmup_ms,
             step_ms: doc.window.step_ms,
             memory_ms: window_ms + baseline_ms.max(window_ms),
             by,

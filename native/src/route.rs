@@ -183,7 +183,7 @@ impl Router {
                 }
             }
             let bit = if index < 64 { 1u64 << index } else { u64::MAX };
-            if plan.population.is_some() {
+            if plan.population.is_some() || plan.population_fallback {
                 masks.iter_mut().for_each(|m| *m |= bit);
                 continue;
             }

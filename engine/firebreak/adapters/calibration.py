@@ -61,6 +61,10 @@ def reference_text(rule: CompiledRule) -> str:
             "the rest of its groups in the same window (`Kx population`): judged from the first step "
             "with other groups; a group alone has no limit"
         )
+    if rule.factor is not None and (rule.warmup_ms or rule.population_fallback or rule.prior is not None):
+        return f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`); before that " + "; ".join(
+            _cold_start(rule)
+        )
     if rule.factor is not None:
         warm = format_duration(rule.window_ms + rule.baseline_ms)
         return (
@@ -70,6 +74,24 @@ def reference_text(rule: CompiledRule) -> str:
             "until then"
         )
     return "a fixed limit: judged from the first event of each group"
+
+
+def _cold_start(rule: CompiledRule) -> list[str]:
+    """The fallback chain of `baseline(S, warmup D, population, prior P)`, in the order it applies."""
+    out = []
+    if rule.warmup_ms:
+        out.append(
+            f"its own history once it covers {format_duration(rule.warmup_ms)} (seen for "
+            f"{format_duration(rule.window_ms + rule.warmup_ms)}) with at least {rule.min_events} "
+            f"event{'s' if rule.min_events != 1 else ''}"
+        )
+    if rule.population_fallback:
+        out.append("else the rest of its groups in the same window (as `Kx population`)")
+    if rule.prior is not None:
+        out.append(f"else the prior {rule.prior:g}, from its first step")
+    else:
+        out.append("else it is not judged")
+    return out
 
 
 def _variants(rule: CompiledRule) -> list[tuple[str, CompiledRule]]:
@@ -117,7 +139,7 @@ def calibrate(
     rule: CompiledRule, opened: int, events: Sequence[Event], span_ms: int, budget: float, lateness_ms: int
 ) -> Calibration:
     """``opened``: the incidents the rule opened over the whole sample (``span_ms`` long)."""
-    warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
+    warmup = rule.window_ms + rule.reference_wait_ms + rule.for_ms
     judged = max(0, span_ms - warmup)
     if judged <= 0:
         return Calibration(budget, 0, None, "short")

@@ -324,7 +324,7 @@ def _rule_traffic(
 ) -> RuleTraffic:
     """``scale``: events per event observed (the live worker's watch observes a sample)."""
     rule = tally.rule
-    warmup = rule.window_ms + rule.baseline_ms + rule.for_ms
+    warmup = rule.window_ms + rule.reference_wait_ms + rule.for_ms
     out = RuleTraffic(
         name=rule.name,
         location=f"{rule.path}:{rule.line}",
@@ -430,7 +430,8 @@ def _verdicts(
     if span < warmup:
         notes.append(
             f"the sample spans {format_duration(span)}; the rule needs {out.warmup} of traffic "
-            f"(window{' + baseline span' if rule.baseline_ms else ''}"
+            f"(window{' + baseline span' if rule.baseline_ms and rule.reference_wait_ms == rule.baseline_ms else ''}"
+            f"{' + warm-up' if rule.warmup_ms and rule.reference_wait_ms == rule.warmup_ms else ''}"
             f"{' + for' if rule.for_ms else ''}) before it can fire"
         )
     return warnings, notes

@@ -23,9 +23,18 @@ from typing import Any
 
 from firebreak.core.events import Event
 from firebreak.core.flapping import Cooldowns
-from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Status, close_for_reload, evaluate_group, read
+from firebreak.core.incidents import (
+    FIRING,
+    INACTIVE,
+    Lifecycle,
+    Status,
+    close_for_reload,
+    evaluate_group,
+    population_rate,
+    read,
+)
 from firebreak.core.sketch import DistinctSketch
-from firebreak.core.window import Bucket, accumulator, summarize
+from firebreak.core.window import Bucket, Summary, accumulator, summarize
 from firebreak.dsl.compiler import CompiledRule, getter
 from firebreak.event_types import COUNTED
 from firebreak.event_types import DEFAULT as DEFAULT_TYPE
@@ -106,9 +115,11 @@ class RuleState:
         # groups are evaluated at every step.
         self.due: dict[int, set[tuple]] = {}  # step boundary → groups to evaluate then
         self.active: set[tuple] = set()  # pending or firing groups
-        # `Kx population`: per step, [events, flagged events] of all groups (None for other rules)
-        self.population: dict[int, list[int]] | None = {} if rule.population is not None else None
-        self.flag = rule.arg[1] if rule.population is not None and rule.arg is not None else None
+        # `Kx population` and `baseline(S, population)`: per step, [events, flagged events] of all
+        # groups (None for other rules)
+        counts = rule.population is not None or rule.population_fallback
+        self.population: dict[int, list[int]] | None = {} if counts else None
+        self.flag = rule.arg[1] if counts and rule.arg is not None else None
 
     def count_population(self, start: int, data: dict) -> None:
         totals = self.population.get(start)
@@ -139,6 +150,8 @@ class RuleState:
             times.append(start + rule.window_ms + rule.baseline_ms + step)
             if first:  # the baseline is ready once the group has been seen for the whole span
                 times.append(start + rule.window_ms + rule.baseline_ms)
+                if rule.warmup_ms:  # and its own shorter history once it covers the warm-up
+                    times.append(start + rule.window_ms + rule.warmup_ms)
         for at in times:
             if after is None or at >= after:
                 self.due.setdefault(at, set()).add(key)
@@ -350,8 +363,9 @@ class Engine:
                     dead.append(group.key)
                 continue
             in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
-            baseline = self._baseline(state, group, at) if rule.factor is not None else None
-            reading = read(rule, summarize(rule, in_window, detail=False), baseline, population)
+            summary = summarize(rule, in_window, detail=False)
+            baseline = self._baseline(state, group, at, summary, population) if rule.factor is not None else None
+            reading = read(rule, summary, baseline, population)
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
                 reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
             life = group.life
@@ -373,12 +387,17 @@ class Engine:
             state.due.clear()
         return records
 
-    def _baseline(self, state: RuleState, group: GroupState, at: int) -> float | None:
+    def _baseline(
+        self, state: RuleState, group: GroupState, at: int, window: Summary, population: tuple[int, int] | None
+    ) -> float | None:
         """While the group is pending or firing, the baseline frozen at its onset; else
-        `span_baseline` of its buckets."""
+        `span_baseline` of its buckets (``window``, ``population``: for the rest's rate, which
+        `baseline(S, population)` falls back to)."""
         if group.life.status != INACTIVE:
             return group.life.frozen_baseline
-        return span_baseline(state.rule, group.buckets, group.first_seen, at, group.excluded)
+        rule = state.rule
+        peers = (lambda: population_rate(window, population)) if rule.population_fallback else None
+        return span_baseline(rule, group.buckets, group.first_seen, at, group.excluded, peers)
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -533,6 +552,7 @@ def span_baseline(
     first_seen: int | None,
     at: int,
     excluded: Sequence[tuple[int, int, float | None]] = (),
+    peers: Callable[[], float | None] | None = None,
 ) -> float | None:
     """The metric over the baseline span before the window ending at ``at``, scaled to the
     window for count/sum (distinct: the mean over window-length slices); None until the
@@ -542,11 +562,41 @@ def span_baseline(
     ``excluded``: the spans of the group's past incidents (`excluded_span`); their buckets are
     left out, and what remains is scaled by its own length. When what remains is less than half
     the span, or has fewer than `min N events` (distinct: no whole window-length slice), the
-    baseline is the one frozen at the onset of the latest incident whose span reaches into it."""
+    baseline is the one frozen at the onset of the latest incident whose span reaches into it.
+
+    Cold start (`baseline(S, warmup D, prior P)`, docs/detection.md#cold-start-the-reference-
+    fallback-chain): while the group has not been seen for the whole span, its own shorter
+    history ``[first_seen, T − window)`` once it is at least D long and holds `min N events`
+    (measured as the span is, by its own length); else, with `population`, ``peers()`` (the
+    rest of the rule's groups in the window, `incidents.population_rate`) when there is a rest;
+    else the prior P; else None."""
     end = at - rule.window_ms
     start = end - rule.baseline_ms
-    if first_seen is None or start < first_seen:
-        return None  # the group has not been seen for a whole baseline span yet
+    if first_seen is None:
+        return None
+    if start < first_seen:  # the group has not been seen for a whole baseline span yet
+        if rule.warmup_ms and end - first_seen >= rule.warmup_ms:
+            own = _history_baseline(rule, buckets, first_seen, end, excluded)
+            if own is not None:
+                return own
+        if peers is not None:
+            rest = peers()
+            if rest is not None:
+                return rest
+        return rule.prior
+    return _history_baseline(rule, buckets, start, end, excluded)
+
+
+def _history_baseline(
+    rule: CompiledRule,
+    buckets: dict[int, Bucket],
+    start: int,
+    end: int,
+    excluded: Sequence[tuple[int, int, float | None]],
+) -> float | None:
+    """The group's own history ``[start, end)`` (the whole span, or a warm-up's shorter one)
+    as a window's reference: `span_baseline` without the cold start."""
+    span_ms = end - start
     cut = [span for span in excluded if span[0] < end and span[1] > start]
     if cut:
         return _baseline_around(rule, buckets, start, end, cut)
@@ -556,7 +606,7 @@ def span_baseline(
     if rule.metric.slices_baseline:
         # Distinct values do not add up over time (the same users return), so the baseline
         # is the mean distinct count of the window-length slices of the span.
-        slices = max(1, rule.baseline_ms // rule.window_ms)
+        slices = max(1, span_ms // rule.window_ms)
         counts = []
         for i in range(slices):
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
@@ -566,7 +616,7 @@ def span_baseline(
     value = rule.metric.value(summary)
     if value is None:
         return None
-    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / rule.baseline_ms)
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / span_ms)
 
 
 def _baseline_around(
@@ -576,8 +626,9 @@ def _baseline_around(
     time order, not overlapping): measured on the rest of the span when the rest is at least
     half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
     fallback = cut[-1][2]
-    kept_ms = rule.baseline_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
-    if 2 * kept_ms < rule.baseline_ms:
+    span_ms = end - start
+    kept_ms = span_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
+    if 2 * kept_ms < span_ms:
         return fallback  # a few minutes between two incidents are no baseline
 
     def kept(s: int) -> bool:
@@ -587,7 +638,7 @@ def _baseline_around(
     if rule.metric.sample_size(summary) < rule.min_events:
         return fallback
     if rule.metric.slices_baseline:  # the mean over the slices no incident reaches into
-        slices = max(1, rule.baseline_ms // rule.window_ms)
+        slices = max(1, span_ms // rule.window_ms)
         counts = []
         for i in range(slices):
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms

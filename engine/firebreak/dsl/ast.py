@@ -73,12 +73,22 @@ class AbsoluteThreshold:
 
 @dataclass(frozen=True, slots=True)
 class BaselineThreshold:
-    """``3x baseline`` or ``0.8x baseline(6h)``."""
+    """``3x baseline``, ``0.8x baseline(6h)`` or ``3x baseline(6h, warmup 1h, prior 0.02)``.
+
+    The cold-start fallbacks (docs/detection.md#cold-start-the-reference-fallback-chain):
+    ``warmup``: the shortest own history that serves as the reference while the span is
+    incomplete; ``population``: the rest of the rule's groups in the same window before that;
+    ``prior``: the reference while the group has neither."""
 
     factor: Number
     unit: str = "x"  # anything but "x" is a mistake the checker reports
     span_of_baseline: Duration | None = None
     span: Span = _span()
+    warmup: Duration | None = None
+    population: Span | None = None  # `population` given: where (rates with `by` only)
+    prior: Number | None = None
+    prior_text: str | None = None  # the prior as written (a unit on it is a mistake the checker reports)
+    prior_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from firebreak.dsl import ast, limits
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean
 from firebreak.dsl.metrics import FUNCTIONS, Argument
+from firebreak.dsl.parser import split_quantity
 from firebreak.dsl.printer import print_number, print_rule
 from firebreak.durations import UNITS
 from firebreak.records import SEVERITY_NAMES, Severity
@@ -254,6 +255,43 @@ def _threshold_problems(c: ast.Condition) -> Iterator[Problem]:
         window_ok = not list(_duration_problems(c.window, "window"))
         if not before and window_ok and duration_ms(t.span_of_baseline) < duration_ms(c.window):
             yield t.span_of_baseline.span, "the baseline span must be at least as long as the window"
+        yield from _fallback_problems(c, t, span_ok=not before and window_ok)
+
+
+def _fallback_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool) -> Iterator[Problem]:
+    """`warmup D`: a duration from one window up to the span; `population`: rates with `by`;
+    `prior P`: a plain number above zero (a rate's at most 1).
+    docs/detection.md#cold-start-the-reference-fallback-chain."""
+    if t.warmup is not None:
+        bad = list(_duration_problems(t.warmup, "warm-up"))
+        yield from bad
+        if not bad and span_ok:
+            warmup, window, span = duration_ms(t.warmup), duration_ms(c.window), duration_ms(t.span_of_baseline)
+            if warmup < window:
+                yield t.warmup.span, "the warm-up must be at least as long as the window"
+            elif warmup >= span:
+                yield t.warmup.span, "the warm-up must be shorter than the baseline span (a full span needs none)"
+    if t.population is not None:
+        if not _rates(c.metric):
+            yield (
+                t.population,
+                "`population` is a rate's reference: a cold group of another metric falls back to `prior`",
+            )
+        elif not c.by:
+            yield (
+                t.population,
+                "`population` compares a group with the rest of the rule's groups; add `by`, e.g. `by model`",
+            )
+    if t.prior is not None:
+        text = t.prior_text or str(t.prior)
+        where = t.prior_span or t.span
+        _, unit = split_quantity(text)
+        if unit:
+            yield where, f"the prior `{text}` is not a number; write the reference itself, e.g. `prior 0.02`"
+        elif t.prior <= 0:
+            yield where, f"the prior must be greater than 0, not `{text}`"
+        elif _rates(c.metric) and t.prior > 1:
+            yield where, f"a rate's prior is a fraction between 0 and 1, not `{text}`"
 
 
 def _expr_problems(e: ast.Expr) -> Iterator[Problem]:

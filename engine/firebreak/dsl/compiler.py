@@ -88,6 +88,12 @@ class CompiledRule:
     notify: tuple[str, ...]
     confidence: float | None = None  # `with C% confidence` as a fraction (0.999); None: no test
     population: float | None = None  # K of `Kx population` (threshold and factor are then None)
+    # `Kx baseline(S, warmup D, prior P)`: the cold-start fallbacks (docs/detection.md#cold-start-
+    # the-reference-fallback-chain). warmup_ms: while the span is incomplete, the group's own
+    # history once it covers this long (0: none); prior: the reference before that (None: none).
+    warmup_ms: int = 0
+    population_fallback: bool = False  # then the rest of the rule's groups (`Kx population`'s rate)
+    prior: float | None = None
     min_flagged: int = 0  # `min N flagged`: at least N flagged events in the window
     # The event type the rule counts: inference, or report for reports(LABEL) — which
     # compiles to count() over the `report` events carrying ``label`` (any label when None).
@@ -139,6 +145,15 @@ class CompiledRule:
         return self.factor is not None
 
     @property
+    def reference_wait_ms(self) -> int:
+        """How long after a group's first step (beyond one window) it has a reference: the
+        baseline span; the warm-up with `baseline(S, warmup D)`; none with a `population` or
+        `prior` fallback (docs/detection.md#cold-start-the-reference-fallback-chain)."""
+        if self.prior is not None or self.population_fallback:
+            return 0
+        return self.warmup_ms or self.baseline_ms
+
+    @property
     def alpha(self) -> float:
         """The largest p-value that still counts as significant: 1 − confidence."""
         return 1.0 - self.confidence if self.confidence is not None else 1.0
@@ -165,6 +180,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     threshold: float | None
     factor: float | None
     population: float | None = None
+    warmup, prior, peers = 0, None, False
     if isinstance(c.threshold, ast.PopulationThreshold):
         threshold, factor, baseline, population = None, None, 0, float(c.threshold.factor)
     elif isinstance(c.threshold, ast.BaselineThreshold):
@@ -172,6 +188,11 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         span = c.threshold.span_of_baseline
         baseline = duration_ms(span) if span is not None else BASELINE_SPAN_FACTOR * window
         baseline = -(-baseline // step) * step  # whole steps
+        if c.threshold.warmup is not None:
+            warmup = -(-duration_ms(c.threshold.warmup) // step) * step
+        if c.threshold.prior is not None:
+            prior = float(c.threshold.prior)
+        peers = c.threshold.population is not None
     else:
         threshold, factor, baseline = float(c.threshold.value), None, 0
     arg: Path | None
@@ -223,6 +244,9 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         notify=tuple(n.target for n in o.notifies),
         confidence=round(float(c.confidence.level) / 100, 12) if c.confidence is not None else None,
         population=population,
+        warmup_ms=warmup,
+        population_fallback=peers,
+        prior=prior,
         min_flagged=int(c.min_events.count) if c.min_events is not None and c.min_events.flagged else 0,
         source=source,
         label=label,

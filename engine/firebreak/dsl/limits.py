@@ -45,6 +45,7 @@ MAX_TREE_DEPTH = MAX_WHERE_DEPTH + 16
 DURATION_LIMITS = {
     "window": (MAX_WINDOW_MS, "7d", "the window"),
     "baseline span": (MAX_BASELINE_MS, "42d", "the baseline span"),
+    "warm-up": (MAX_BASELINE_MS, "42d", "the warm-up"),
     "`for`": (MAX_FOR_MS, "7d", "the `for` duration"),
     "containment duration": (MAX_CONTAIN_MS, "30d", "the containment duration"),
 }

@@ -361,7 +361,42 @@ class _AstBuilder(Transformer):
 
     def baseline_threshold(self, meta, children):
         factor, unit = split_quantity(children[0])
-        return ast.BaselineThreshold(factor, unit, children[1], span=_span_of(meta))
+        span_of_baseline, options = children[1] if children[1] is not None else (None, {})
+        prior = options.get("prior")
+        return ast.BaselineThreshold(
+            factor,
+            unit,
+            span_of_baseline,
+            span=_span_of(meta),
+            warmup=options.get("warmup"),
+            population=options.get("population"),
+            prior=split_quantity(prior)[0] if prior is not None else None,
+            prior_text=str(prior) if prior is not None else None,
+            prior_span=_span_of(prior) if prior is not None else None,
+        )
+
+    def baseline_args(self, meta, children):
+        """``(6h, warmup 1h, prior 0.02)``: the span and its options (the last of a repeated one wins;
+        the checker says so)."""
+        span_of_baseline, *options = children
+        seen: dict[str, object] = {}
+        for name, value in options:
+            if name in seen:
+                where = value if isinstance(value, ast.Span) else getattr(value, "span", None) or _span_of(value)
+                self.problems.append(Diagnostic.at(self.path, where, f"`{name}` is given twice in `baseline(...)`"))
+            seen[name] = value
+        return span_of_baseline, seen
+
+    def warmup_option(self, meta, children):
+        return ("warmup", children[0])
+
+    def population_option(self, meta, children):
+        # the word itself (the option's own span starts at its comma)
+        word = ast.Span(meta.end_line, meta.end_column - len("population"), meta.end_line, meta.end_column)
+        return ("population", word)
+
+    def prior_option(self, meta, children):
+        return ("prior", children[0])
 
     def population_threshold(self, meta, children):
         factor, unit = split_quantity(children[0])

@@ -27,7 +27,7 @@ from firebreak.dsl import ast
 if TYPE_CHECKING:
     from firebreak.dsl.compiler import CompiledRule
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start
 
 Path = list[str]
 Value = str | int | float | bool
@@ -51,6 +51,7 @@ class MetricPlan(TypedDict):
 class WindowPlan(TypedDict):
     window_ms: int
     baseline_ms: int  # 0 for absolute and population rules
+    warmup_ms: int  # `baseline(S, warmup D)`: the own history that serves while S is incomplete; 0: none
     step_ms: int
 
 
@@ -62,6 +63,8 @@ class ConditionPlan(TypedDict):
     threshold: float | None
     factor: float | None
     population: float | None
+    population_fallback: bool  # `baseline(S, population)`: the rest's rate before the prior
+    prior: float | None  # `baseline(S, prior P)`: the reference before any own history serves
 
 
 class OptionsPlan(TypedDict):
@@ -151,13 +154,20 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
             "source": rule.source.value,
             "label": rule.label,
         },
-        "window": {"window_ms": rule.window_ms, "baseline_ms": rule.baseline_ms, "step_ms": rule.step_ms},
+        "window": {
+            "window_ms": rule.window_ms,
+            "baseline_ms": rule.baseline_ms,
+            "warmup_ms": rule.warmup_ms,
+            "step_ms": rule.step_ms,
+        },
         "condition": {
             "op": rule.op,
             "reference": rule.reference_kind,
             "threshold": rule.threshold,
             "factor": rule.factor,
             "population": rule.population,
+            "population_fallback": rule.population_fallback,
+            "prior": rule.prior,
         },
         "by": [list(path) for path in rule.by],
         "where": rule.where_plan,

@@ -47,7 +47,14 @@ def print_threshold(t: ast.Threshold) -> str:
         return f"{print_number(t.factor)}{t.unit} population"
     text = f"{print_number(t.factor)}{t.unit} baseline"
     if t.span_of_baseline is not None:
-        text += f"({print_duration(t.span_of_baseline)})"
+        options = [print_duration(t.span_of_baseline)]
+        if t.warmup is not None:
+            options.append(f"warmup {print_duration(t.warmup)}")
+        if t.population is not None:
+            options.append("population")
+        if t.prior is not None:
+            options.append(f"prior {t.prior_text if t.prior_text is not None else print_number(t.prior)}")
+        text += f"({', '.join(options)})"
     return text
 
 

@@ -164,8 +164,8 @@ def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_reso
     used: dict[int, float | None] = {}  # step → the baseline the engine judged gpt-4o against
     baseline = core_engine.Engine._baseline
 
-    def spy(self, state, group, at):
-        used[at] = value = baseline(self, state, group, at)
+    def spy(self, state, group, at, *rest):
+        used[at] = value = baseline(self, state, group, at, *rest)
         return value
 
     monkeypatch.setattr(core_engine.Engine, "_baseline", spy)

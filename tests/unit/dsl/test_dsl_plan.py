@@ -50,8 +50,11 @@ def test_the_plan_is_versioned_plain_json_with_each_rules_parts():
         "threshold": None,
         "factor": 3.0,
         "population": None,
+        "population_fallback": False,  # `baseline(S, population)`: not here
+        "prior": None,  # `baseline(S, prior P)`: none here
     }
     assert spike["window"]["window_ms"] == 600_000 and spike["window"]["baseline_ms"] > 0
+    assert spike["window"]["warmup_ms"] == 0  # `baseline(S, warmup D)`: none here
     assert spike["where"] == {
         "and": [
             {"and": [{"compare": ["==", ["service"], "chat"]}, {"not": {"truthy": ["flags", "test"]}}]},

@@ -13,6 +13,7 @@ mod engine;
 #[cfg(test)]
 mod engine_tests;
 mod event;
+mod frame;
 mod groups;
 mod host;
 mod json;

@@ -8,9 +8,10 @@
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
-//! A routed message (format 5) is one header line of JSON (written by routing.py), then one
+//! A routed message (format 6) is one header line of JSON (written by routing.py), then one
 //! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
-//! shard must look at as a bit mask, the event with every field but `prompt`/`output`).
+//! shard must look at as a bit mask, the event with every field but `prompt`/`output`), the
+//! rows packed into one zstd frame (frame.rs).
 
 use crate::host::Text;
 use crate::keys::{key_part_with, KeyRef, KeyTable};
@@ -305,35 +306,58 @@ pub struct RoutedBatch {
     pub events: usize,
 }
 
-/// Per shard, the rows of a batch (rows.rs) and where its bodies end: kept between batches
-/// so that routing takes no fresh pages each time.
+/// Per shard, the rows of a batch (rows.rs) and where its bodies end, then the bodies packed
+/// (one zstd frame each, frame.rs): kept between batches so that routing takes no fresh pages
+/// each time.
 #[derive(Default)]
 pub struct RowBufs {
     /// Per shard, its rows of the batch.
     pub bufs: Vec<Vec<u8>>,
     /// Per shard, where its bodies end in `bufs` (the last one empty when it has no event).
     pub cuts: Vec<Vec<usize>>,
+    /// Per shard, its bodies packed (`pack`), and where each ends.
+    packed: Vec<Vec<u8>>,
+    packed_cuts: Vec<Vec<usize>>,
     /// The event being written.
     value: Vec<u8>,
 }
 
+/// ``buf`` cut at ``cuts``: its bodies.
+fn cut_at<'b>(buf: &'b [u8], cuts: &[usize]) -> Vec<&'b [u8]> {
+    let mut began = 0;
+    cuts.iter()
+        .map(|&end| {
+            let body = &buf[began..end];
+            began = end;
+            body
+        })
+        .collect()
+}
+
 impl RowBufs {
     pub fn new(shards: usize) -> RowBufs {
-        RowBufs { bufs: vec![Vec::new(); shards], cuts: vec![Vec::new(); shards], value: Vec::new() }
+        RowBufs { bufs: vec![Vec::new(); shards], cuts: vec![Vec::new(); shards], ..RowBufs::default() }
     }
 
-    /// Per shard, its bodies as slices of `bufs`.
+    /// Every body of rows packed into one zstd frame (an empty body stays empty): `bodies`.
+    pub fn pack(&mut self, packer: &mut crate::frame::Packer) {
+        let shards = self.bufs.len();
+        self.packed.resize_with(shards, Vec::new);
+        self.packed_cuts.resize_with(shards, Vec::new);
+        for shard in 0..shards {
+            let (packed, cuts) = (&mut self.packed[shard], &mut self.packed_cuts[shard]);
+            packed.clear();
+            cuts.clear();
+            for body in cut_at(&self.bufs[shard], &self.cuts[shard]) {
+                packer.pack(body, packed);
+                cuts.push(packed.len());
+            }
+        }
+    }
+
+    /// Per shard, its packed bodies (after `pack`) as slices.
     pub fn bodies(&self) -> impl Iterator<Item = Vec<&[u8]>> {
-        self.bufs.iter().zip(&self.cuts).map(|(buf, cut)| {
-            let mut began = 0;
-            cut.iter()
-                .map(|&end| {
-                    let body = &buf[began..end];
-                    began = end;
-                    body
-                })
-                .collect()
-        })
+        self.packed.iter().zip(&self.packed_cuts).map(|(buf, cut)| cut_at(buf, cut))
     }
 }
 

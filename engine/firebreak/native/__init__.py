@@ -182,7 +182,8 @@ class NativeEngine:
     def take_routed(
         self, body: bytes, next_offset: dict[int, int], masks: bool, watermark: int | None
     ) -> tuple[dict[int, int], int, int, int, list[dict[str, Any]]]:
-        """A routed message's binary rows (live/routed.py, native/src/rows.rs), those at
+        """A routed message's binary rows (live/routed.py, native/src/rows.rs) — its body, one
+        zstd frame (native/src/frame.rs), unpacked in the same call — those at
         or after ``next_offset[partition]``, then `advance` to ``watermark`` (None: no evaluation),
         in one call without the GIL. ``masks``: look only at the rules each row's mask names
         (stage 1 routed with these rules). Returns (next offsets, taken, late, duplicates, records)."""

@@ -476,7 +476,8 @@ impl Core {
         self.engine.owner = Some(route::Owner { shard, owners });
     }
 
-    /// A routed message's body (the rows after its header, rows.rs), then,
+    /// A routed message's body (after its header: the rows, rows.rs, as one zstd frame, frame.rs —
+    /// decompressed here), then,
     /// when ``watermark`` is given, `advance` to it — in one call that lets go of the GIL (a
     /// worker's shard takes its routed messages on a feeder thread). ``next``: per input
     /// partition, the next offset to take (those before it were taken already). ``masks``: look
@@ -496,7 +497,8 @@ impl Core {
         let mut out = Vec::new();
         let (taken, late, duplicates) = py.allow_threads(|| -> PyResult<(usize, usize, usize)> {
             let remote = Remote(host);
-            let fed = engine.take_payload(body, &mut next, masks, &remote).map_err(PyValueError::new_err)?;
+            let fed = crate::frame::unpacked(body, |rows| engine.take_payload(rows, &mut next, masks, &remote))
+                .map_err(PyValueError::new_err)?;
             if let Some(watermark) = watermark {
                 engine.advance(watermark, &remote, &mut out)?;
             }

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 /// What `NativeRouter.route_batch` returns (route.rs `RoutedBatch`, with the bodies).
 #[pyclass(module = "firebreak._native", name = "RoutedBatch", frozen, get_all)]
 pub struct RoutedBatch {
-    /// Per shard, its routed bodies: one, or several when large; an empty one when it has no
-    /// event of the batch.
+    /// Per shard, its routed bodies (each its rows as one zstd frame, routed format 6): one, or
+    /// several when large; an empty one when it has no event of the batch.
     pub bodies: Py<PyList>,
     /// (input partition, first offset, last offset, [events per shard]) in order of appearance.
     pub parts: Vec<(i64, i64, i64, Vec<u32>)>,
@@ -37,6 +37,7 @@ pub struct NativeRouter {
     host: PyObject,
     limit: usize, // bytes of a shard's rows before they are split into another body
     out: RowBufs, // per shard, its rows of the batch (kept between batches: no fresh pages each time)
+    packer: crate::frame::Packer, // packs each body into a zstd frame (routed format 6)
 }
 
 #[pymethods]
@@ -47,7 +48,7 @@ impl NativeRouter {
         if shards == 0 || shards > 64 {
             return Err(PyValueError::new_err("the native router takes 1 to 64 shards"));
         }
-        Ok(NativeRouter { router: Router::new(plans, shards), host, limit, out: RowBufs::new(shards as usize) })
+        Ok(NativeRouter { router: Router::new(plans, shards), host, limit, out: RowBufs::new(shards as usize), packer: Default::default() })
     }
 
     /// ``messages``: [(partition, offset, value or None)]; ``times``: {batch index: ts} for
@@ -56,7 +57,7 @@ impl NativeRouter {
     /// its events refused in a row as too far ahead before this batch; ``max_skew``: how far
     /// after a partition's largest event time an event may be (None: no bound; engine.py
     /// `Engine.is_ahead`). Returns a `RoutedBatch` — the events refused as ahead are final, not in
-    /// ``refused``. Decodes, routes and writes without the GIL.
+    /// ``refused``. Decodes, routes, writes and compresses without the GIL.
     #[pyo3(signature = (messages, times, known, max_bytes, runs=HashMap::new(), max_skew=None))]
     #[allow(clippy::too_many_arguments)]
     fn route_batch<'py>(
@@ -83,9 +84,11 @@ impl NativeRouter {
         }
         let spans: Vec<(i64, i64, &[u8])> =
             values.iter().map(|(p, o, v)| (*p, *o, v.as_ref().map_or(&b""[..], |b| b.as_bytes()))).collect();
-        let (router, host, limit, out) = (&mut self.router, &self.host, self.limit, &mut self.out);
+        let (router, host, limit, out, packer) = (&mut self.router, &self.host, self.limit, &mut self.out, &mut self.packer);
         let crate::route::RoutedBatch { parts, beats, runs, ahead, refused, events } = py.allow_threads(|| {
-            router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &super::host::Remote(host), out)
+            let batch = router.route_batch(&spans, &times, &known, &runs, max_skew, max_bytes, limit, &super::host::Remote(host), out);
+            out.pack(packer); // zstd, here without the GIL rather than in the producer on the event loop
+            batch
         });
         let bodies: Vec<Vec<Bound<'py, PyBytes>>> =
             self.out.bodies().map(|chunks| chunks.into_iter().map(|c| PyBytes::new(py, c)).collect()).collect();

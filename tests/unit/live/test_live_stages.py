@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import zlib
 
+import cramjam
 import orjson
 import pytest
 from firebreak.adapters.live import routed as routed_format
@@ -201,20 +203,30 @@ def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     assert seen == {("True", 2), ("1", 1)}
 
 
+# a format-5 row: LEN PARTITION OFFSET TS MASK, then {"event_id": "a", "ts": 4000}, uncompressed
+FORMAT_5_ROW = (
+    struct.pack("<IIqqQ", 28 + 26, 0, 0, 4_000, 1)
+    + b"\x07\x02\x08event_id\x05\x01a\x02ts\x03"
+    + struct.pack("<q", 4_000)
+)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
-    """Formats 1-3 (events as objects, per-partition payloads, references into the input) may
-    still be on the routed topic when a worker of this release starts: it stops with one line
-    rather than guess (docs/live.md, "Upgrading")."""
+    """Formats 1-5 (events as objects, per-partition payloads, references into the input, JSON
+    lines, uncompressed binary rows) may still be on the routed topic when a worker of this
+    release starts: it stops with one line rather than guess (docs/live.md, "Upgrading")."""
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
     earlier = [
         orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),
         b'{"v":2,"p":0,"hb":4000,"rv":"x"}\n1 4000 1 {}\n',
         orjson.dumps({"v": 3, "b": "k:1", "rv": "x", "parts": [[0, 4000, 0, 5, 5]]}),
+        b'{"v":4,"rv":"x","parts":[[0,4000]]}\n{"event_id":"a","ts":4000}\n',
+        b'{"v":5,"rv":"x","parts":[[0,4000]]}\n' + FORMAT_5_ROW,
         b"junk",
     ]
     for offset, value in enumerate(earlier):
-        with pytest.raises(RoutedFormatError, match=r"format|not JSON"):
+        with pytest.raises(RoutedFormatError, match=r"format [1-5]?.*reads format 6 only|not JSON"):
             state.accept(offset, value)
     assert state.stats["events"] == 0
 
@@ -312,7 +324,7 @@ def test_stage_1_sends_each_shard_its_events_once_as_data():
     for out in outs:
         message = routed_format.decode(out.value)
         assert sorted(message.heads) == [(p, route.max_ts[p]) for p in partitions]
-        for partition, offset, ts, mask, event in routed_format.rows(message.body):
+        for partition, offset, ts, mask, event in routed_format.rows(routed_format.plain(message.body)):
             key = (partition, offset)
             assert (key, out.partition) not in seen and mask > 0
             seen[key, out.partition] = event
@@ -334,18 +346,39 @@ def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
     lines[1] = lines[1][:-1] + b',"long":"' + b"y" * 300 + b'"}'  # lengths past 127: two bytes
     route = RouteStage(RULES, WorkerSettings(rules=(), shards=1, input_partitions=1))
     (out,) = [o for o in route.handle([(0, i, line) for i, line in enumerate(lines)]) if o.topic == "routed"]
-    got = list(routed_format.rows(routed_format.decode(out.value).body))
+    got = list(routed_format.rows(routed_format.plain(routed_format.decode(out.value).body)))
     assert [(p, o) for p, o, _, _, _ in got] == [(0, 0), (0, 1)]
     for line, (_, _, ts, mask, event) in zip(lines, got, strict=True):
         expected = orjson.loads(line)
         expected.pop("prompt", None), expected.pop("output", None)
         assert orjson.dumps(event) == orjson.dumps(expected) and mask > 0 and ts > 0
-    body = routed_format.decode(out.value).body
+    body = routed_format.plain(routed_format.decode(out.value).body)
     with pytest.raises(RoutedFormatError):
         list(routed_format.rows(body[:-1]))
-    shard = ShardState(RULES, 0, 1, 1, 30_000, "native")
-    with pytest.raises(ValueError, match="cut short"):
-        shard.accept(0, routed_format.encode("x", [(0, 1)], [body[:-1]])[0])
+    for kind in ENGINES:  # rows cut short, in a sound frame: refused by either engine's reader
+        shard = ShardState(RULES, 0, 1, 1, 30_000, kind)
+        with pytest.raises(ValueError, match="cut short"):
+            shard.accept(0, routed_format.encode("x", [(0, 1)], [bytes(cramjam.zstd.compress(body[:-1]))])[0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_routed_body_is_one_zstd_frame_and_a_broken_one_is_refused_in_one_line(engine):
+    """Format 6: stage 1 sends each shard its rows as one zstd frame (compressed in the native
+    call, not by the producer), several times smaller than the rows; a shard refuses a body that
+    is not one (cut, or not zstd) with one line naming what is wrong, and takes nothing of it."""
+    route = RouteStage(RULES, SETTINGS)
+    outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
+    packed = [routed_format.decode(o.value).body for o in outs]
+    assert all(b[:4] == b"\x28\xb5\x2f\xfd" for b in packed)
+    plain = [routed_format.plain(b) for b in packed]
+    assert sum(map(len, packed)) * 3 < sum(map(len, plain))
+    assert sum(len(list(routed_format.rows(p))) for p in plain) >= 400
+    body = packed[0]
+    for broken, why in ((body[:-3], "broken zstd frame|not a zstd frame"), (b"rows" + body, "not a zstd frame")):
+        shard = ShardState(RULES, 0, SHARDS, PARTITIONS, 30_000, engine)
+        with pytest.raises(ValueError, match=why) as error:
+            shard.accept(0, routed_format.encode("x", [(0, 1)], [broken])[0])
+        assert "\n" not in str(error.value) and shard.stats["events"] == 0
 
 
 def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
@@ -361,7 +394,7 @@ def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
     outs = [o for o in route.handle(list(input_messages())[:400]) if o.topic == "routed"]
     for shard in range(SHARDS):
         mine = [routed_format.decode(o.value) for o in outs if o.partition == shard]
-        assert len(mine) > 1 and all(len(m.body) <= 2_000 + 300 for m in mine)
+        assert len(mine) > 1 and all(len(routed_format.plain(m.body)) <= 2_000 + 300 for m in mine)
         assert [bool(m.heads) for m in mine] == [False] * (len(mine) - 1) + [True]
 
 

@@ -97,10 +97,12 @@ class LiveWorker:
             broker_heartbeat_interval=min(3.0, s.session_timeout_ms / 3000),
             producer_acks=-1,
             producer_linger_ms=5,  # batch the routed messages
-            # A routed message carries its events (routed.py, up to MESSAGE_BYTES of JSON lines):
-            # compressed (zstd; the sizes in benchmarks/README.md, "Live worker"), and several fetched per
-            # partition per round trip (4 MB compressed; 16 MB held more in memory for nothing).
-            producer_compression_type="zstd",
+            # A routed message carries its events (routed.py, up to MESSAGE_BYTES of rows), compressed
+            # already: stage 1 packs its rows into a zstd frame in Rust without the GIL (format 6), so
+            # the producer does not compress again (cramjam on the event loop was 14% of a worker's
+            # CPU: benchmarks/README.md, "Seventh pass"); dead letters go uncompressed (rare). Several
+            # fetched per partition per round trip (4 MB; 16 MB held more in memory for nothing).
+            producer_compression_type=None,
             consumer_max_fetch_size=4 * 1024 * 1024,
             broker_max_poll_records=s.route_batch,  # messages of one fetch: one batch of stage 1
             producer_max_request_size=MAX_CHECKPOINT_BYTES,

@@ -1,10 +1,15 @@
-"""The routed message (format 5): what stage 1 sends a shard, written and read here only.
+"""The routed message (format 6): what stage 1 sends a shard, written and read here only.
 
 One routed message per (batch of stage 1, shard) — split in several when its rows pass
-`MESSAGE_BYTES` — is a header line of JSON, then the rows:
+`MESSAGE_BYTES` — is a header line of JSON, then the rows as one zstd frame:
 
-    {"v":5,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
-    ROW ROW ...
+    {"v":6,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
+    ZSTD(ROW ROW ...)
+
+The rows are compressed by stage 1 in Rust without the GIL (`NativeRouter.route_batch`) and
+decompressed by the shard in Rust without the GIL (`Core.take_routed`); the routed topic's
+producer does not compress again (format 5 left that to the producer, on the event loop with
+the GIL held). A shard with no event of the batch gets an empty body, not a frame.
 
 The header names every input partition of the batch with how far its event time has got (the
 heartbeat: a shard's watermark is the minimum over input partitions), and ``"idle": [p]`` for
@@ -24,7 +29,8 @@ shard parsed every event again). Every other field crosses, whether a rule of th
 version reads it or not, so a rule reload never needs a field a routed message left out.
 When a shard's rows are split over several messages, only the last carries the heartbeats:
 time moves once all the batch's events are in. The native engine reads the rows
-(`Core.take_routed`), `feed_python` the Python core (tests, the oracle).
+(`Core.take_routed`), `feed_python` the Python core (tests, the oracle; `plain` decompresses
+a body with cramjam, aiokafka's codec, so the oracle does not share the native decompressor).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import orjson
 from firebreak.core import Event
 from firebreak.event_types import EventType
 
-VERSION = 5
+VERSION = 6
 MESSAGE_BYTES = 512 * 1024  # a shard's rows of one batch past this are split over several messages
 RAW_TEXT_FIELDS = ("prompt", "output")  # not routed
 Fed = tuple[int, int, int]  # (events taken, late, duplicates)
@@ -54,7 +60,7 @@ class Routed:
     rules_version: str | None  # of the masks in ``body``
     heads: list[tuple[int, int | None]]  # (input partition, its event time) per input partition named
     idle: list[int]  # input partitions announced idle
-    body: bytes  # the event rows
+    body: bytes  # the event rows as one zstd frame (empty: none); `plain` gives the rows
 
 
 def encode(version: str, heads: Sequence[tuple[int, int | None]], bodies: Sequence[bytes]) -> list[bytes]:
@@ -89,6 +95,27 @@ def decode(value: bytes) -> Routed:
         )
     heads = [(int(p), None if ts is None else int(ts)) for p, ts in message.get("parts", ())]
     return Routed(message.get("rv"), heads, [int(p) for p in message.get("idle", ())], body)
+
+
+MAX_PLAIN_BYTES = 1 << 30  # a body that says it holds more rows than this is refused
+
+
+def plain(body: bytes) -> bytes:
+    """A routed body's rows (its zstd frame decompressed; empty for an empty body).
+    RoutedFormatError when it is not a zstd frame."""
+    if not body:
+        return b""
+    import cramjam
+
+    if body[:4] != b"\x28\xb5\x2f\xfd":
+        raise RoutedFormatError("a routed message's body is not a zstd frame")
+    try:
+        rows = bytes(cramjam.zstd.decompress(body))
+    except cramjam.DecompressionError as error:
+        raise RoutedFormatError(f"a routed message's body is a broken zstd frame ({error})") from None
+    if len(rows) > MAX_PLAIN_BYTES:
+        raise RoutedFormatError("a routed message's body holds more than 1 GiB of rows")
+    return rows
 
 
 _ROW = struct.Struct("<IIqqQ")  # LEN PARTITION OFFSET TS MASK
@@ -164,11 +191,12 @@ def _value(b: bytes, at: int) -> tuple[Any, int]:
 
 
 def feed_python(engine: Any, body: bytes, next_offset: dict[int, int]) -> Fed:
-    """The Python core's `Core.take_routed` without the evaluation: the rows of ``body`` at or
+    """The Python core's `Core.take_routed` without the evaluation: the rows of ``body`` (a
+    routed message's body: a zstd frame, `plain`) at or
     after ``next_offset[partition]`` added to ``engine`` (every rule looked at; the mask only
     narrows which rules the native engine tries). ``next_offset`` moves on."""
     taken = late = duplicates = 0
-    for partition, offset, ts, _mask, data in rows(body):
+    for partition, offset, ts, _mask, data in rows(plain(body)):
         if offset < next_offset.get(partition, 0):
             duplicates += 1
             continue

@@ -61,6 +61,14 @@ def rule_engine(monkeypatch: pytest.MonkeyPatch) -> str:
     return kind
 
 
+@pytest.fixture(scope="session")
+def rule_engine_kind() -> str:
+    """The engine under test's name, for a fixture wider than one test (a module's world built
+    once) that evaluates rules on it: it names the engine itself (FIREBREAK_ENGINE is set per
+    test). A test that takes it, directly or through such a fixture, is marked `engine`."""
+    return test_engine()
+
+
 @pytest.fixture(autouse=True)
 def _no_engine_without_rule_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     # A test that evaluates rules must say so (the rule_engine fixture), or it would run on the
@@ -146,7 +154,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in fixtures and item.get_closest_marker("kafka") is None:
             item.add_marker(pytest.mark.kafka)
-        if "rule_engine" in fixtures:
+        if "rule_engine" in fixtures or "rule_engine_kind" in fixtures:
             item.add_marker(pytest.mark.engine)
         for gap in item.iter_markers("engine_gap"):
             (gap_engine,) = gap.args

@@ -45,10 +45,12 @@ def multiset(records):
     return sorted(map(orjson.dumps, records))
 
 
-ENGINES = ["python", "native"]  # the shards' engine (stage 1 is native); checkpoints cross engines below
+@pytest.fixture
+def engine(rule_engine: str) -> str:
+    """The shards' engine: the engine under test (stage 1 is native); checkpoints cross engines below."""
+    return rule_engine
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart(engine):
     route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
@@ -126,7 +128,6 @@ def test_raw_text_is_not_forwarded():
     assert outs and all(b"SECRET" not in out.value for out in outs)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_watermark_waits_for_every_partition_unless_idle(engine):
     state = ShardState(RULES, 0, 1, 2, lateness_ms=1000, engine=engine)
     state.accept(0, beat(0, 50_000))
@@ -147,7 +148,8 @@ def test_watermark_waits_for_every_partition_unless_idle(engine):
 def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, after):
     """Heads (records + derived count) are committed often, full snapshots rarely: after a
     crash the shard replays from the full snapshot and must not re-send what heads committed.
-    A checkpoint written on one engine restores on the other (the Python core is the oracle)."""
+    A checkpoint written on one engine restores on the other (the Python core is the oracle):
+    differential, these pairs in every pass whatever the engine under test."""
     route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
@@ -181,7 +183,6 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, afte
     assert multiset(committed) == multiset(BASE_RECORDS)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     from corekit import rules
 
@@ -201,7 +202,6 @@ def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     assert seen == {("True", 2), ("1", 1)}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
     """Formats 1-3 (events as objects, per-partition payloads, references into the input) may
     still be on the routed topic when a worker of this release starts: it stops with one line
@@ -219,16 +219,15 @@ def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine
     assert state.stats["events"] == 0
 
 
-def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
+def test_an_unknown_checkpoint_version_is_refused_with_what_to_do(engine):
     from firebreak.adapters.live.shard import CheckpointError
 
-    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine="native")
+    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
     future = {**state.snapshot(), "version": 9}
     with pytest.raises(CheckpointError, match=r"version 9 .*reads version 1.*--app-id"):
-        ShardState.restore(RULES, future, 1, 0, "native")
+        ShardState.restore(RULES, future, 1, 0, engine)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_population_rule_counts_every_group_on_every_shard(engine):
     """`Kx population` compares a group with all groups: each shard must count the events of
     groups it does not own too, or a shard's population is a quarter of the users and the
@@ -265,7 +264,6 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
     assert multiset(records) == multiset(expected)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_report_events_reach_the_shards_of_report_rules(engine):
     """`reports(LABEL)` rules count report events: stage 1 routes them like inference events."""
     from corekit import rules
@@ -320,7 +318,7 @@ def test_stage_1_sends_each_shard_its_events_once_as_data():
     assert {key for key, _ in seen} == {(p, o) for p, o, _ in batch}  # every event reaches a shard
 
 
-def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
+def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text(engine):
     """Format 5's rows (binary, native/src/rows.rs) read back as the input line's JSON — every
     field and value, nested, escaped and non-ASCII, a repeated key's last value in its first
     place (as orjson) — without `prompt` and `output`; a malformed row is refused, not guessed."""
@@ -343,7 +341,7 @@ def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
     body = routed_format.decode(out.value).body
     with pytest.raises(RoutedFormatError):
         list(routed_format.rows(body[:-1]))
-    shard = ShardState(RULES, 0, 1, 1, 30_000, "native")
+    shard = ShardState(RULES, 0, 1, 1, 30_000, engine)
     with pytest.raises(ValueError, match="cut short"):
         shard.accept(0, routed_format.encode("x", [(0, 1)], [body[:-1]])[0])
 
@@ -365,7 +363,6 @@ def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
         assert [bool(m.heads) for m in mine] == [False] * (len(mine) - 1) + [True]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replays_records(engine):
     """The worker takes a routed message with `accept_offloaded` (feeding and evaluating in one
     native call, on a thread); the records are those of `accept` then `tick` — a replay's."""
@@ -426,7 +423,6 @@ def shard_records(route, messages, partitions, engine, size=100):
     return records, dead, late
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engine):
     from firebreak.adapters.drive import ahead_text
 

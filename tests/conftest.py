@@ -12,7 +12,9 @@ unit suite once per engine; the second pass selects these tests by the `engine` 
 fixture gives them (`-m engine`). A unit test that evaluates rules without the fixture fails: it
 finds FIREBREAK_ENGINE set to a name no engine has. Known gaps are marked
 `@pytest.mark.engine_gap("python", reason=...)`: on that engine the test must fail (a strict
-xfail, counted in the summary), so a gap that closes is noticed.
+xfail, counted in the summary), so a gap that closes is noticed. A module's world built once
+takes `rule_engine_kind` (the engine's name, session-scoped): its tests are marked `engine` too.
+Tests that compare both engines (differential) name them and say so in their docstrings.
 """
 
 from __future__ import annotations

@@ -9,12 +9,11 @@ import random
 
 import orjson
 from corekit import MIN, SEC, event, rules
-from firebreak.adapters.drive import Driver
 from firebreak.core import run_events
 from firebreak.native.plan import unsupported
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_native_differential import dump, native_run, restores_across_engines, streams
+from test_native_differential import dump, native_run, restores_across_engines, same_on_both, streams
 
 COLD_RULES = rules(
     """
@@ -44,11 +43,7 @@ def test_the_cold_start_rules_run_natively():
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([0, 5 * SEC, 30 * SEC]))
 def test_hypothesis_streams_of_cold_groups_give_the_same_records(events, lateness):
-    python, native = Driver(COLD_RULES, lateness, "python"), Driver(COLD_RULES, lateness, "native")
-    fed_python, fed_native = python.feed_events(events), native.feed_events(events)
-    assert dump(fed_native.records) == dump(fed_python.records)
-    assert dump(native.finish()) == dump(python.finish())
-    assert native.open_incidents() == python.open_incidents()
+    same_on_both(COLD_RULES, events, lateness)
 
 
 def arrivals(seed: int) -> list:

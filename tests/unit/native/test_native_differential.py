@@ -140,13 +140,18 @@ def streams(draw, min_n=1):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([0, 5 * SEC, 30 * SEC]))
 def test_hypothesis_streams_give_the_same_records(events, lateness):
-    driver_python, driver_native = Driver(EDGE_RULES, lateness, "python"), Driver(EDGE_RULES, lateness, "native")
-    fed_python, fed_native = driver_python.feed_events(events), driver_native.feed_events(events)
+    same_on_both(EDGE_RULES, events, lateness)
+
+
+def same_on_both(rules, events, lateness: int) -> None:
+    """Both engines over ``events``: the same records, late events, open incidents and counts."""
+    python, native = Driver(rules, lateness, "python"), Driver(rules, lateness, "native")
+    fed_python, fed_native = python.feed_events(events), native.feed_events(events)
     assert dump(fed_native.records) == dump(fed_python.records)
     assert fed_native.late == fed_python.late
-    assert dump(driver_native.finish()) == dump(driver_python.finish())
-    assert driver_native.open_incidents() == driver_python.open_incidents()
-    assert driver_native.opened == driver_python.opened
+    assert dump(native.finish()) == dump(python.finish())
+    assert native.open_incidents() == python.open_incidents()
+    assert native.opened == python.opened
 
 
 def test_the_edge_rules_fire():

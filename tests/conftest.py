@@ -12,7 +12,9 @@ unit suite once per engine; the second pass selects these tests by the `engine` 
 fixture gives them (`-m engine`). A unit test that evaluates rules without the fixture fails: it
 finds FIREBREAK_ENGINE set to a name no engine has. Known gaps are marked
 `@pytest.mark.engine_gap("python", reason=...)`: on that engine the test must fail (a strict
-xfail, counted in the summary), so a gap that closes is noticed.
+xfail, counted in the summary), so a gap that closes is noticed. A module's world built once
+takes `rule_engine_kind` (the engine's name, session-scoped): its tests are marked `engine` too.
+Tests that compare both engines (differential) name them and say so in their docstrings.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def rule_engine(monkeypatch: pytest.MonkeyPatch) -> str:
     kind = test_engine()
     monkeypatch.setenv("FIREBREAK_ENGINE", kind)
     return kind
+
+
+@pytest.fixture(scope="session")
+def rule_engine_kind() -> str:
+    """The engine under test's name, for a fixture wider than one test (a module's world built
+    once) that evaluates rules on it: it names the engine itself (FIREBREAK_ENGINE is set per
+    test). A test that takes it, directly or through such a fixture, is marked `engine`."""
+    return test_engine()
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +156,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in fixtures and item.get_closest_marker("kafka") is None:
             item.add_marker(pytest.mark.kafka)
-        if "rule_engine" in fixtures:
+        if "rule_engine" in fixtures or "rule_engine_kind" in fixtures:
             item.add_marker(pytest.mark.engine)
         for gap in item.iter_markers("engine_gap"):
             (gap_engine,) = gap.args

@@ -383,106 +383,30 @@ def _cumulative(weights: list[float]) -> list[float]:
 # ---- the families -----------------------------------------------------------------------------
 
 ALL_KINDS = ("pii_burst", "pii_leak", "attacker", "hallucination", "cost")
-FAMILIES = {
-    f.name: f
-    for f in (
-        Family(
-            "trickle",
-            0.1,
-            2 * DAY,
-            6,
-            50,
-            0.17,
-            0.006,
-            ("pii_burst", "attacker"),
-            note="0.1 events/s over two days: counts never build up",
-        ),
-        Family(
-            "small",
-            1.0,
-            12 * HOUR,
-            8,
-            100,
-            0.17,
-            0.01,
-            ALL_KINDS,
-            warmup_ms=2 * HOUR,
-            note="1 event/s, tenants 100x apart",
-        ),
-        Family(
-            "heavy",
-            10.0,
-            2 * HOUR,
-            5,
-            20,
-            0.17,
-            0.006,
-            ("pii_burst", "attacker", "hallucination"),
-            warmup_ms=75 * MINUTE,
-            note="10 events/s, one account per tenant sends 17% of its events",
-        ),
-        Family(
-            "noisy",
-            5.0,
-            3 * HOUR,
-            8,
-            100,
-            0.10,
-            0.02,
-            ("pii_burst", "attacker", "cost"),
-            warmup_ms=2 * HOUR,
-            note="injection classifier noise 2%",
-        ),
-        Family(
-            "clean",
-            5.0,
-            3 * HOUR,
-            8,
-            100,
-            0.10,
-            0.0,
-            ("pii_burst", "attacker", "pii_leak"),
-            warmup_ms=30 * MINUTE,
-            note="no classifier noise at all",
-        ),
-        Family(
-            "ramp",
-            2.0,
-            6 * HOUR,
-            6,
-            30,
-            0.17,
-            0.003,
-            ("quality_ramp", "pii_burst"),
-            growth=2.0,
-            note="volume doubling over 6 h; a 3-hour quality ramp",
-        ),
-        Family(
-            "quiet",
-            0.5,
-            DAY,
-            8,
-            100,
-            0.17,
-            0.006,
-            (),
-            growth=2.0,
-            note="a quiet day, volume doubling, nothing injected",
-        ),
-        Family(
-            "firehose",
-            1000.0,
-            90 * SECOND,
-            10,
-            1000,
-            0.17,
-            0.006,
-            ("pii_burst", "attacker"),
-            note="1000 events/s for 90 s: a burst in any of 10 tenants 1000x apart",
-            attack_every_s=(2, 5),
-        ),
-    )
-}
+PII_ATTACK = ("pii_burst", "attacker")
+# One family a row: name, events/s, span, tenants, spread, heavy share, noise, kinds; then the
+# options that differ from Family's defaults, and what the family is.
+# fmt: off
+_TABLE: tuple[tuple[str, float, int, int, int, float, float, tuple[str, ...], dict[str, Any], str], ...] = (
+    ("trickle", 0.1, 2 * DAY, 6, 50, 0.17, 0.006, PII_ATTACK, {},
+     "0.1 events/s over two days: counts never build up"),
+    ("small", 1.0, 12 * HOUR, 8, 100, 0.17, 0.01, ALL_KINDS, {"warmup_ms": 2 * HOUR},
+     "1 event/s, tenants 100x apart"),
+    ("heavy", 10.0, 2 * HOUR, 5, 20, 0.17, 0.006, (*PII_ATTACK, "hallucination"), {"warmup_ms": 75 * MINUTE},
+     "10 events/s, one account per tenant sends 17% of its events"),
+    ("noisy", 5.0, 3 * HOUR, 8, 100, 0.10, 0.02, (*PII_ATTACK, "cost"), {"warmup_ms": 2 * HOUR},
+     "injection classifier noise 2%"),
+    ("clean", 5.0, 3 * HOUR, 8, 100, 0.10, 0.0, (*PII_ATTACK, "pii_leak"), {"warmup_ms": 30 * MINUTE},
+     "no classifier noise at all"),
+    ("ramp", 2.0, 6 * HOUR, 6, 30, 0.17, 0.003, ("quality_ramp", "pii_burst"), {"growth": 2.0},
+     "volume doubling over 6 h; a 3-hour quality ramp"),
+    ("quiet", 0.5, DAY, 8, 100, 0.17, 0.006, (), {"growth": 2.0},
+     "a quiet day, volume doubling, nothing injected"),
+    ("firehose", 1000.0, 90 * SECOND, 10, 1000, 0.17, 0.006, PII_ATTACK, {"attack_every_s": (2, 5)},
+     "1000 events/s for 90 s: a burst in any of 10 tenants 1000x apart"),
+)
+# fmt: on
+FAMILIES = {row[0]: Family(*row[:8], **row[8], note=row[9]) for row in _TABLE}
 
 
 def quick(family: Family) -> Family:

@@ -91,6 +91,21 @@ class Driver:
         else:
             self.core = Engine(self.rules, lateness_ms, max_skew_ms=max_skew_ms)
 
+    @classmethod
+    def restore(
+        cls,
+        rules: Sequence[CompiledRule],
+        snapshot: dict[str, Any],
+        engine: str | None = None,
+        lateness_ms: int | None = None,
+        max_skew_ms: int | None = DEFAULT_MAX_SKEW_MS,
+    ) -> Driver:
+        """A Driver whose engine goes on from ``snapshot`` (the core's layout, `Engine.snapshot`,
+        which both engines write and restore): a rule whose text changed starts afresh."""
+        driver = cls(rules, snapshot["lateness_ms"] if lateness_ms is None else lateness_ms, engine, None, max_skew_ms)
+        driver.core = type(driver.core).restore(driver.rules, snapshot, lateness_ms, max_skew_ms=max_skew_ms)
+        return driver
+
     # ---- what ran where ---------------------------------------------------------------
 
     def placement(self) -> dict[str, str]:

@@ -4,7 +4,7 @@
 use super::EventRefused;
 use super::host::{PyHost, Remote};
 use crate::engine::{self, Rec as Record};
-use crate::host::Host;
+use crate::host::{Calls, Host};
 use crate::{event, plan, route, snapshot};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -292,41 +292,43 @@ impl<'a> Behind<'a> {
     }
 }
 
-/// ``lines`` (``offset``: the index of the first) through ``engine`` (only the rules of
-/// ``mask``), each line decoded here (both threads decode every line: the event is in this
-/// core's cache when its rules read it) up to the first line the native decoder does not
-/// accept. Returns (the events taken, that line's index); the late ones go to ``late`` when
-/// given.
-#[allow(clippy::too_many_arguments)]
-fn run_lines<H: Host<Obj = PyObject, Error = PyErr>>(
-    engine: &mut Engine,
-    lines: &[&[u8]],
+/// A batch of lines for `run_lines`: ``lines`` (``offset``: the index of the first), a line
+/// longer than ``max_bytes`` left to Python, only the rules of ``mask`` (None: every rule).
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    lines: &'a [&'a [u8]],
     offset: usize,
     max_bytes: Option<usize>,
-    host: &H,
     mask: Option<u64>,
+}
+
+/// ``batch`` through ``engine``, each line decoded here (both threads decode every line: the
+/// event is in this core's cache when its rules read it) up to the first line the native
+/// decoder does not accept. Returns (the events taken, that line's index); the late ones go to
+/// ``late`` when given.
+fn run_lines<H: Host<Obj = PyObject, Error = PyErr>>(
+    engine: &mut Engine,
+    batch: &Batch<'_>,
+    host: &H,
     late: Option<&mut Vec<(usize, i64, i64)>>,
     out: &mut Vec<Rec>,
 ) -> PyResult<(usize, Option<usize>)> {
     // keys are renumbered only once no event routed ahead holds their ids
     engine.routing_ahead = true;
-    let result = run_behind(engine, lines, offset, max_bytes, host, mask, late, out);
+    let result = run_behind(engine, batch, host, late, out);
     engine.routing_ahead = false;
     engine.forget_keys();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_behind<H: Host<Obj = PyObject, Error = PyErr>>(
     engine: &mut Engine,
-    lines: &[&[u8]],
-    offset: usize,
-    max_bytes: Option<usize>,
+    batch: &Batch<'_>,
     host: &H,
-    mask: Option<u64>,
     mut late: Option<&mut Vec<(usize, i64, i64)>>,
     out: &mut Vec<Rec>,
 ) -> PyResult<(usize, Option<usize>)> {
+    let Batch { lines, offset, max_bytes, mask } = *batch;
     let mut taken = 0;
     let mut behind = Behind::new();
     for (i, raw) in lines.iter().enumerate() {
@@ -549,25 +551,28 @@ impl Core {
     }
 
     /// Every pending or firing group, rules in order, groups in the core's order.
-    fn lives(&self, py: Python<'_>) -> Vec<Life> {
+    /// A group restored from a snapshot has no values object until its first evaluation: made
+    /// here from its key, as that evaluation would.
+    fn lives(&self, py: Python<'_>) -> PyResult<Vec<Life>> {
+        let host = PyHost { py, obj: self.host.bind(py) };
         let mut out = Vec::new();
         for (index, state) in self.engine.rules.iter().enumerate() {
             let table = &self.engine.key_tables[state.plan.by_id];
-            let mut keys: Vec<u32> = state
-                .groups
-                .iter()
-                .filter(|(_, g)| g.life.is_some() && g.dict.is_some())
-                .map(|(k, _)| k)
-                .collect(); // only these are listed: sort only them
+            let mut keys: Vec<u32> =
+                state.groups.iter().filter(|(_, g)| g.life.is_some()).map(|(k, _)| k).collect(); // only these are listed: sort only them
             keys.sort_by_cached_key(|key| table.order(*key));
             for key in keys {
                 let group = state.groups.get(key).unwrap();
-                if let (Some(life), Some(dict)) = (&group.life, &group.dict) {
-                    out.push(Life { rule: index, group: dict.clone_ref(py), life: life.clone_ref(py) });
+                if let Some(life) = &group.life {
+                    let dict = match &group.dict {
+                        Some(dict) => dict.clone_ref(py),
+                        None => host.group_values(&state.plan.by, &table.parts(key))?,
+                    };
+                    out.push(Life { rule: index, group: dict, life: life.clone_ref(py) });
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The state as JSON in the Python core's snapshot layout (rules as a list, in order;
@@ -714,8 +719,8 @@ impl Core {
         let host_obj = self.host.bind(py);
         let host = PyHost { py, obj: host_obj };
         let mut late = Vec::new();
-        let (events, stop) =
-            run_lines(&mut self.engine, &raw, start, max_bytes, &host, None, Some(&mut late), &mut out)?;
+        let batch = Batch { lines: &raw, offset: start, max_bytes, mask: None };
+        let (events, stop) = run_lines(&mut self.engine, &batch, &host, Some(&mut late), &mut out)?;
         Ok((stop, to_list(py, out)?, late, events))
     }
 
@@ -745,7 +750,10 @@ impl Core {
         let (mask, host) = (split.mask, &self.host);
         let mut late = Vec::new();
         let (mut out, mut out_twin) = (Vec::new(), Vec::new());
-        let raw = &raw;
+        let (batch, batch_twin) = (
+            Batch { lines: &raw, offset: start, max_bytes, mask: Some(mask[0]) },
+            Batch { lines: &raw, offset: start, max_bytes, mask: Some(mask[1]) },
+        );
         // each side keeps a Python thread state for the batch (with_gil), and lets the GIL go
         // but for its calls into Python (Remote)
         let [cpu_a, cpu_b] = &mut split.cpu;
@@ -756,7 +764,7 @@ impl Core {
                         py.allow_threads(|| {
                             let began = thread_cpu();
                             let late = Some(&mut late);
-                            let r = run_lines(engine, raw, start, max_bytes, &Remote(host), Some(mask[0]), late, &mut out);
+                            let r = run_lines(engine, &batch, &Remote(host), late, &mut out);
                             *cpu_a += thread_cpu() - began;
                             r
                         })
@@ -766,7 +774,7 @@ impl Core {
                     Python::with_gil(|py| {
                         py.allow_threads(|| {
                             let began = thread_cpu();
-                            let r = run_lines(twin, raw, start, max_bytes, &Remote(host), Some(mask[1]), None, &mut out_twin);
+                            let r = run_lines(twin, &batch_twin, &Remote(host), None, &mut out_twin);
                             *cpu_b += thread_cpu() - began;
                             r
                         })

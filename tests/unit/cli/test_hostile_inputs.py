@@ -77,12 +77,11 @@ def write_test(folder: Path, name: str, body: str) -> Path:
 
 
 @pytest.mark.parametrize(("name", "block", "line"), BAD_EVENTS, ids=[b[0] for b in BAD_EVENTS])
-@pytest.mark.parametrize("engine", ["python", "native"])
 def test_a_bad_test_event_is_one_line_naming_file_and_block(
-    tmp_path: Path, engine: str, name: str, block: str, line: str
+    tmp_path: Path, rule_engine: str, name: str, block: str, line: str
 ) -> None:
     path = write_test(tmp_path, name, BLOCK + block)
-    outcome = run_test_file(path, engine)
+    outcome = run_test_file(path, rule_engine)
     assert outcome.error == f"{path}: {line}"
     assert outcome.records == []
 
@@ -94,22 +93,20 @@ def test_every_bad_block_of_a_file_is_told(tmp_path: Path) -> None:
     assert [line.split(": ", 2)[1] for line in error.splitlines()] == ["input 1", "input 3"]
 
 
-@pytest.mark.parametrize("engine", ["python", "native"])
-def test_the_event_cap_is_per_file(tmp_path: Path, engine: str) -> None:
+def test_the_event_cap_is_per_file(tmp_path: Path, rule_engine: str) -> None:
     third = MAX_EVENTS_PER_TEST // 3 + 1  # each block under the cap, the three of them over it
     block = f'[[input]]\nfrom = "0s"\nuntil = "{third}s"\nevery = "1s"\n'
     path = write_test(tmp_path, "cap", block * 3)
-    outcome = run_test_file(path, engine)
+    outcome = run_test_file(path, rule_engine)
     assert outcome.error == (
         f"{path}: {3 * third} events is too many for a rule test (max {MAX_EVENTS_PER_TEST} per file; "
         f"input 1: {third}, input 2: {third}, input 3: {third})"
     )
 
 
-@pytest.mark.parametrize("engine", ["python", "native"])
-def test_deeply_nested_toml_is_reported_not_raised(tmp_path: Path, engine: str) -> None:
+def test_deeply_nested_toml_is_reported_not_raised(tmp_path: Path, rule_engine: str) -> None:
     path = write_test(tmp_path, "deep", "x = " + "[" * 5000 + "]" * 5000)
-    outcome = run_test_file(path, engine)
+    outcome = run_test_file(path, rule_engine)
     assert outcome.error == f"{path}: not readable TOML: tables or arrays nested too deeply"
 
 
@@ -120,6 +117,7 @@ def test_toml_dates_reach_the_engines_as_replay_would_read_them() -> None:
 
 
 # ---- the native engine: decoder refusals apart from lifecycle errors --------------------------
+# (the native engine's own: its decoder and its core, in every pass)
 
 
 def test_the_native_decoder_refusal_is_its_own_value_error() -> None:
@@ -177,21 +175,24 @@ def test_a_lifecycle_error_propagates_once_and_the_event_is_not_fed_again(
     assert len(counting.fed) < 20, "the engine went on after the error"
 
 
-@pytest.mark.parametrize(
-    ("engine", "module", "where"),
-    [
-        ("native", native_module, "rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed"),
-        ("python", python_core, "the Python core failed"),
-    ],
-)
+# per engine: the module whose lifecycle step fails, and what the one line says of it
+ENGINE_ERRORS = {
+    "native": (native_module, "rule spike: the lifecycle step at 2026-01-01T00:00:01Z failed"),
+    "python": (python_core, "the Python core failed"),
+}
+
+
 def test_an_engine_error_is_one_line_from_the_cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, module, where: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], rule_engine: str
 ) -> None:
+    module, where = ENGINE_ERRORS[rule_engine]
     (tmp_path / "r.rules").write_text("rule spike: count() > 0 over 10s -> sev2\n")
     lines = [orjson.dumps({"event_id": f"e{i}", "ts": 1_767_225_600_000 + i * 10_000}) for i in range(20)]
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     failing_once(monkeypatch, ValueError("cannot write the record"), module)
-    code = main(["replay", "--engine", engine, "--rules", str(tmp_path / "r.rules"), str(tmp_path / "events.jsonl")])
+    code = main(
+        ["replay", "--engine", rule_engine, "--rules", str(tmp_path / "r.rules"), str(tmp_path / "events.jsonl")]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.splitlines() == [f"firebreak replay: engine error: {where}: ValueError: cannot write the record"]
@@ -238,16 +239,15 @@ def test_check_and_replay_refuse_in_one_located_line(tmp_path: Path, name: str) 
         assert len(errors) == 1 and errors[0].startswith(f"{name}:{where}"), done.stderr
 
 
-def test_test_reports_bad_inputs_in_one_line_each(tmp_path: Path) -> None:
+def test_test_reports_bad_inputs_in_one_line_each(tmp_path: Path, rule_engine: str) -> None:
     for name, block, _line in BAD_EVENTS:
         write_test(tmp_path, name, BLOCK + block)
     write_test(tmp_path, "deep", "x = " + "[" * 5000 + "]" * 5000)
-    for engine in ("python", "native"):
-        done = firebreak("test", "--engine", engine, ".", cwd=tmp_path)
-        assert done.returncode == 1
-        assert "Traceback" not in done.stdout + done.stderr
-        errors = [line for line in done.stdout.splitlines() if line.startswith("  error: ")]
-        assert len(errors) == len(BAD_EVENTS) + 1, done.stdout
-        for name, _block, line in BAD_EVENTS:
-            assert f"  error: {name}.test.toml: {line}" in errors
-        assert done.stdout.splitlines()[-1] == f"0 passed, {len(BAD_EVENTS) + 1} failed (0 expectations in 9 files)"
+    done = firebreak("test", "--engine", rule_engine, ".", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    errors = [line for line in done.stdout.splitlines() if line.startswith("  error: ")]
+    assert len(errors) == len(BAD_EVENTS) + 1, done.stdout
+    for name, _block, line in BAD_EVENTS:
+        assert f"  error: {name}.test.toml: {line}" in errors
+    assert done.stdout.splitlines()[-1] == f"0 passed, {len(BAD_EVENTS) + 1} failed (0 expectations in 9 files)"

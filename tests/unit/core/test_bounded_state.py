@@ -68,6 +68,8 @@ def test_the_native_engine_is_built():
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_churn_keeps_keys_groups_and_snapshots_bounded_in_both_engines(seed: int):
+    """Differential: both engines in every pass, records and snapshots byte for byte, and the
+    native engine's keys (its own bookkeeping) bounded."""
     events = churn(seed)
     lines = lines_of(events)
     python, native = Driver(CHURN_RULES, engine="python"), Driver(CHURN_RULES, engine="native")
@@ -102,7 +104,8 @@ def test_churn_keeps_keys_groups_and_snapshots_bounded_in_both_engines(seed: int
 
 def test_forgotten_keys_come_back_as_new_groups_and_restore_across_engines():
     """Users who come back after their keys were forgotten, a snapshot taken and restored
-    in each engine in the middle of it: the same records as one run of the core."""
+    in each engine in the middle of it: the same records as one run of the core (differential:
+    the native engine's key forgetting against the Python core, in every pass)."""
     events = churn(3, hours=4)
     # the first hour's users come back in the last hour: their keys were forgotten long ago
     back = [
@@ -133,7 +136,8 @@ def test_forgotten_keys_come_back_as_new_groups_and_restore_across_engines():
 
 def test_shards_that_forget_keys_still_own_the_same_groups():
     """Two shards of one engine (each aggregating only its (rule, group) pairs) renumber their
-    keys as they forget them: together they give the records of one engine."""
+    keys as they forget them: together they give the records of one engine. The native
+    engine's own key numbering: the Python core keeps no keys to forget."""
     events = churn(4, hours=3)
     whole = NativeEngine(CHURN_RULES)
     want = whole.feed_events(events).records + whole.finish()

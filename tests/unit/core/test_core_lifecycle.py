@@ -207,7 +207,7 @@ def test_change_events_are_not_inference_traffic():
 
 
 def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
-    from corekit import rules
+    from corekit import driver, restore, rules
     from firebreak.core import Engine
     from firebreak.core.engine import reload
 
@@ -215,14 +215,16 @@ def test_reload_keeps_unchanged_rules_and_closes_incidents_of_removed_ones():
         "rule leak:\n  count(pii) >= 1 over 1m -> sev2 contain disable_feature\n"
         "rule loud:\n  count() >= 1 over 1m -> sev3"
     )
-    engine = Engine(old, lateness_ms=0)
-    records = []
-    for e in [event(f"p{i}", i * SEC, flags={"pii": True}) for i in range(30)]:
-        records += engine.process(e)
+    new = rules("rule loud:\n  count() >= 1 over 1m -> sev3")
+    engine = driver(old, lateness_ms=0)
+    records = engine.feed_events([event(f"p{i}", i * SEC, flags={"pii": True}) for i in range(30)]).records
     assert {r["rule"] for r in of_type(records, "incident.opened")} == {"leak", "loud"}
-    fresh, closing = reload(engine, rules("rule loud:\n  count() >= 1 over 1m -> sev3"))
+    # as the worker's shard reloads (live/shard.py set_rules): the closing records are the
+    # Python core's, from the engine's snapshot; the engine goes on from the reloaded state
+    reloaded, closing = reload(Engine.restore(old, engine.snapshot()), new)
+    fresh = restore(new, reloaded.snapshot())
     assert [(r["type"], r["rule"]) for r in closing] == [("incident.resolved", "leak"), ("containment.release", "leak")]
     assert "was removed by a rules reload" in closing[0]["why"]
     assert [i["rule"] for i in fresh.open_incidents()] == ["loud"]  # kept, not reopened
-    more = [r for e in [event(f"q{i}", 30 * SEC + i * SEC) for i in range(5)] for r in fresh.process(e)]
+    more = fresh.feed_events([event(f"q{i}", 30 * SEC + i * SEC) for i in range(5)]).records
     assert of_type(more, "incident.opened") == []

@@ -1,4 +1,7 @@
-"""Determinism, order independence within the lateness, late events, snapshot/restore, sketches."""
+"""Determinism, order independence within the lateness, late events, snapshot/restore, sketches.
+
+The engine tests run on the engine under test (the rule_engine fixture); BASE_RECORDS is the
+Python core's run, the specification they are compared with (and other test files import)."""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ import random
 
 import orjson
 import pytest
-from corekit import MIN, SEC, event, of_type, rules
-from firebreak.core import Engine, run_events
+from corekit import MIN, SEC, driver, event, of_type, restore, rules, run
+from firebreak.core import run_events
 from firebreak.core.sketch import DISTINCT_K, DistinctSketch, QuantileSketch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 RULES = rules(
@@ -65,81 +68,76 @@ def test_the_reference_stream_exercises_every_rule():
     assert {r["rule"] for r in of_type(BASE_RECORDS, "incident.opened")} == {"spike", "leak", "slow", "spend", "users"}
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_replay_is_byte_identical_run_to_run():
-    assert dump(run_events(RULES, BASE)) == dump(BASE_RECORDS)
+    assert dump(run(RULES, BASE)) == dump(run(RULES, BASE)) == dump(BASE_RECORDS)
 
 
-@settings(max_examples=8, deadline=None)
+# the fixture only names the engine: the same for every example
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), lateness_s=st.sampled_from([1, 5, 30]))
-def test_shuffling_within_the_lateness_changes_nothing(seed, lateness_s):
+def test_shuffling_within_the_lateness_changes_nothing(rule_engine, seed, lateness_s):
     lateness = lateness_s * SEC
     rng = random.Random(seed)
     # Sorting by ts + jitter in [0, lateness) only swaps events less than `lateness` apart.
     shuffled = sorted(BASE, key=lambda e: e.ts + rng.randrange(lateness))
-    assert dump(run_events(RULES, shuffled, lateness_ms=lateness)) == dump(
-        run_events(RULES, BASE, lateness_ms=lateness)
-    )
+    assert dump(run(RULES, shuffled, lateness_ms=lateness)) == dump(run(RULES, BASE, lateness_ms=lateness))
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_late_events_are_counted_and_not_aggregated():
-    engine = Engine(RULES, lateness_ms=30 * SEC)
-    records = []
-    for e in [event("a", 0, tenant="t"), event("b", 10 * MIN, tenant="t")]:
-        records += engine.process(e)
-    late = [event(f"p{i}", 5 * MIN, tenant="t", flags={"pii": True}) for i in range(2)]
-    assert all(engine.is_late(e) for e in late)
-    for e in late:
-        records += engine.process(e)
-    records += engine.finish()
-    assert engine.stats["late"] == 2 and engine.stats["events"] == 2
+    engine = driver(RULES, lateness_ms=30 * SEC)
+    fed = engine.feed_events([event("a", 0, tenant="t"), event("b", 10 * MIN, tenant="t")])
+    late = engine.feed_events([event(f"p{i}", 5 * MIN, tenant="t", flags={"pii": True}) for i in range(2)])
+    records = fed.records + late.records + engine.finish()
+    assert (fed.events, late.events, [index for index, _ in late.late]) == (2, 0, [0, 1])
     assert of_type(records, "incident.opened") == []
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_an_event_within_the_lateness_is_not_late():
-    engine = Engine(RULES, lateness_ms=30 * SEC)
-    engine.process(event("a", 60 * SEC))
-    assert not engine.is_late(event("b", 30 * SEC))
-    assert engine.is_late(event("c", 30 * SEC - 1))
+    engine = driver(RULES, lateness_ms=30 * SEC)
+    engine.feed_events([event("a", 60 * SEC)])
+    assert engine.feed_events([event("b", 30 * SEC)]).late == []
+    assert [index for index, _ in engine.feed_events([event("c", 30 * SEC - 1)]).late] == [0]
 
 
+@pytest.mark.usefixtures("rule_engine")
 @pytest.mark.parametrize("cut", [0.25, 0.5, 0.8])
 def test_snapshot_restore_mid_stream_gives_the_same_records(cut):
     split = int(len(BASE) * cut)
-    first = Engine(RULES)
-    records = []
-    for e in BASE[:split]:
-        records += first.process(e)
+    first = driver(RULES)
+    records = first.feed_events(BASE[:split]).records
     saved = orjson.loads(orjson.dumps(first.snapshot()))  # through JSON, as a checkpoint would be
-    second = Engine.restore(RULES, saved)
-    for e in BASE[split:]:
-        records += second.process(e)
-    records += second.finish()
+    second = restore(RULES, saved)
+    records += second.feed_events(BASE[split:]).records + second.finish()
     assert dump(records) == dump(BASE_RECORDS)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_restore_drops_state_of_a_changed_rule():
-    engine = Engine(RULES)
-    for e in BASE[:1000]:
-        engine.process(e)
+    engine = driver(RULES)
+    engine.feed_events(BASE[:1000])
     changed = rules(
         "rule leak:\n  count(pii) >= 3 over 1m by tenant -> sev2\nrule spike:\n"
         "  rate(hallucination) > 3x baseline over 5m by model -> sev3 contain fallback"
     )
-    restored = Engine.restore(changed, orjson.loads(orjson.dumps(engine.snapshot())))
-    by_name = {s.rule.name: s for s in restored.states}
-    assert by_name["leak"].groups == {} and by_name["spike"].groups != {}
+    restored = restore(changed, orjson.loads(orjson.dumps(engine.snapshot())))
+    groups = {name: rule["groups"] for name, rule in restored.snapshot()["rules"].items()}
+    assert groups["leak"] == [] and groups["spike"] != []
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_memory_is_bounded_by_the_window_not_the_event_count():
-    engine = Engine(RULES)
-    for e in stream(3, minutes=240):
-        engine.process(e)
-    for state in engine.states:
-        rule = state.rule
+    engine = driver(RULES)
+    engine.feed_events(stream(3, minutes=240))
+    held = engine.snapshot()["rules"]  # the core's layout, whichever engine holds the state
+    for rule in RULES:
         # the memory span, plus the steps ahead of the watermark that early events may fill
-        limit = (rule.window_ms + max(rule.baseline_ms, rule.window_ms) + engine.lateness_ms) // rule.step_ms + 2
-        for group in state.groups.values():
-            assert len(group.buckets) <= limit
+        limit = (rule.window_ms + max(rule.baseline_ms, rule.window_ms) + engine.core.lateness_ms) // rule.step_ms + 2
+        assert held[rule.name]["groups"]
+        for group in held[rule.name]["groups"]:
+            assert len(group["buckets"]) <= limit
 
 
 @settings(max_examples=50, deadline=None)

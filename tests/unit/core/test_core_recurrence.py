@@ -2,17 +2,16 @@
 
 After an incident resolves, the baseline span right before the window is made of the
 incident's own windows; unless they are kept out of the baseline, every relative rule is
-blind to a recurrence for one baseline span. Both engines, across snapshots.
+blind to a recurrence for one baseline span. On the engine under test (the rule_engine
+fixture), across snapshots; one test compares both engines' records and state (differential).
 """
 
 import orjson
 import pytest
-from corekit import HOUR, MIN, SEC, T0, event, of_type, offset, rules, run
+from corekit import HOUR, MIN, SEC, T0, driver, event, of_type, offset, restore, rules, run
 from firebreak.core import Engine
 from firebreak.core.events import format_ts
 from firebreak.native import NativeEngine
-
-ENGINES = ["python", "native"]
 
 # the design's own rule (README, docs/dsl.md)
 CANONICAL = 'rate(hallucination) > 3x baseline over 10m by model -> sev2 contain fallback(model="small-safe")'
@@ -39,12 +38,9 @@ def traffic(end: int = 15 * HOUR + 30 * MIN, model: str = "gpt-4o") -> list:
     return out
 
 
-def fed(engine: str, compiled, events) -> tuple:
-    """An engine of that kind fed ``events`` (no end of input), and its records."""
-    if engine == "python":
-        target = Engine(compiled)
-        return target, [r for e in events for r in target.process(e)]
-    target = NativeEngine(compiled)
+def fed(compiled, events) -> tuple:
+    """The engine under test fed ``events`` (no end of input), and its records."""
+    target = driver(compiled)
     return target, target.feed_events(events).records
 
 
@@ -58,9 +54,9 @@ def opened(records) -> list[int]:
     return [offset(r) for r in openings(records)]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_the_recurrence_after_a_resolve_opens_an_incident_as_fast_as_the_first(engine):
-    records = run(CANONICAL, traffic(), engine=engine)
+@pytest.mark.usefixtures("rule_engine")
+def test_the_recurrence_after_a_resolve_opens_an_incident_as_fast_as_the_first():
+    records = run(CANONICAL, traffic())
     resolved = [offset(r) for r in of_type(records, "incident.resolved")]
     assert resolved[0] == 11 * HOUR + 29 * MIN  # six minutes before the recurrence
     starts = opened(records)
@@ -72,13 +68,13 @@ def test_the_recurrence_after_a_resolve_opens_an_incident_as_fast_as_the_first(e
     assert second["baseline"] == 0.02 and second["threshold"] == 0.06
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_the_starter_rule_catches_the_recurrence(engine):
+@pytest.mark.usefixtures("rule_engine")
+def test_the_starter_rule_catches_the_recurrence():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[3] / "rules" / "hallucination.rules").read_text()
     pack = tuple(r for r in rules(text) if r.name == "hallucination_spike_by_model")
-    records = run(pack, traffic(), engine=engine)
+    records = run(pack, traffic())
     starts = opened(records)
     assert len(starts) == 3, [format_ts(T0 + s) for s in starts]
     ttd = [at - spike[0] for at, spike in zip(starts, SPIKES, strict=True)]
@@ -90,6 +86,8 @@ def test_the_starter_rule_catches_the_recurrence(engine):
 
 @pytest.mark.usefixtures("rule_engine")
 def test_both_engines_give_the_same_records_and_state_across_snapshots():
+    """Differential: both engines, whatever the engine under test, byte for byte, and each
+    restores the other's snapshot."""
     compiled = rules(CANONICAL)
     events = traffic() + traffic(model="claude")
     events.sort(key=lambda e: (e.ts, e.event_id))
@@ -109,33 +107,32 @@ def test_both_engines_give_the_same_records_and_state_across_snapshots():
     assert head + [r for e in events[cut:] for r in back.process(e)] + back.finish() == expected
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_span_the_baseline_can_no_longer_see_is_dropped(engine):
+@pytest.mark.usefixtures("rule_engine")
+def test_a_span_the_baseline_can_no_longer_see_is_dropped():
     compiled = rules(CANONICAL)
     events = traffic(end=13 * HOUR + 40 * MIN)  # the last incident resolves by 12:2x
-    target, _ = fed(engine, compiled, events)
+    target, _ = fed(compiled, events)
     (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
     assert "excluded" not in group  # 13:39 − 70m is past the end of every span kept out
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_snapshot_of_version_1_restores_with_nothing_kept_out():
     compiled = rules(CANONICAL)
     events = traffic(end=11 * HOUR + 31 * MIN)
-    engine = Engine(compiled)
-    for e in events:
-        engine.process(e)
+    engine, _ = fed(compiled, events)
     snap = orjson.loads(orjson.dumps(engine.snapshot()))
+    assert "excluded" in snap["rules"][compiled[0].name]["groups"][0]
     snap["version"] = 1
     for group in snap["rules"][compiled[0].name]["groups"]:
         group.pop("excluded", None)
-    for restored in (Engine.restore(compiled, snap), NativeEngine.restore(compiled, snap)):
-        assert "excluded" not in restored.snapshot()["rules"][compiled[0].name]["groups"][0]
+    assert "excluded" not in restore(compiled, snap).snapshot()["rules"][compiled[0].name]["groups"][0]
     with pytest.raises(ValueError, match="unsupported snapshot version 99"):
-        Engine.restore(compiled, {**snap, "version": 99})
+        restore(compiled, {**snap, "version": 99})
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_population_reference_is_not_inflated_by_the_groups_own_incident(engine):
+@pytest.mark.usefixtures("rule_engine")
+def test_a_population_reference_is_not_inflated_by_the_groups_own_incident():
     # The reference is the rest of the population in the same window: the group's own events
     # are taken out, so nothing of its incident stays in it after the resolve.
     compiled = rules("rate(prompt_injection) > 5x population over 10m by user min 5 events -> sev2")
@@ -146,7 +143,7 @@ def test_a_population_reference_is_not_inflated_by_the_groups_own_incident(engin
             hit = i % 3 == 0 if spike else i % 50 == 0
             events.append(event(f"{user}-{i}", at, user=user, flags={"prompt_injection": hit}))
     events.sort(key=lambda e: (e.ts, e.event_id))
-    records = run(compiled, events, engine=engine)
+    records = run(compiled, events)
     starts = opened(records)
     assert [r["group"] for r in openings(records)] == [{"user": "attacker"}] * 2
     assert starts[1] - RECURRENCE[0] == starts[0] - FIRST[0]
@@ -169,7 +166,8 @@ def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_reso
         return value
 
     monkeypatch.setattr(core_engine.Engine, "_baseline", spy)
-    records = run(compiled, events, engine="python")  # the spy reads the Python core's baselines
+    # deliberately the Python core, in either pass: the spy reads its baselines
+    records = run(compiled, events, engine="python")
     monkeypatch.undo()
     first = of_type(records, "incident.opened")[0]["incident_id"]
     report = investigate(compiled, events, Selection(incident_id=first), records=records).to_json()
@@ -186,11 +184,11 @@ def test_the_investigation_chart_draws_the_baseline_the_engine_used_after_a_reso
     assert all(p["baseline"] == 0.02 for p in after)  # the baseline of before the incident
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_an_incident_opening_within_a_window_of_the_last_one_joins_its_span(engine):
+@pytest.mark.usefixtures("rule_engine")
+def test_an_incident_opening_within_a_window_of_the_last_one_joins_its_span():
     compiled = rules(CANONICAL)
     events = traffic(end=12 * HOUR + 40 * MIN)
-    target, records = fed(engine, compiled, events)
+    target, records = fed(compiled, events)
     resolved = [T0 + offset(r) for r in of_type(records, "incident.resolved")]
     assert len(resolved) == 2
     (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
@@ -202,14 +200,14 @@ def test_an_incident_opening_within_a_window_of_the_last_one_joins_its_span(engi
 FOR_RULE = "rate(hallucination) > 3x baseline over 10m by model for 15m -> sev2"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_pending_condition_that_lapses_keeps_its_windows_out_of_the_baseline_too(engine):
+@pytest.mark.usefixtures("rule_engine")
+def test_a_pending_condition_that_lapses_keeps_its_windows_out_of_the_baseline_too():
     compiled = rules(FOR_RULE)
     events = []
     for i, at in enumerate(range(8 * HOUR, 10 * HOUR + 45 * MIN, 2 * SEC)):  # a 4-minute blip at 10:28
         hit = i % 5 == 0 if 10 * HOUR + 28 * MIN <= at < 10 * HOUR + 32 * MIN else i % 50 == 0
         events.append(event(f"e{i}", at, model="gpt-4o", flags={"hallucination": hit}))
-    target, records = fed(engine, compiled, events)
+    target, records = fed(compiled, events)
     assert records == []  # the blip holds for less than 15m: pending, never open
     (group,) = target.snapshot()["rules"][compiled[0].name]["groups"]
     (span,) = group["excluded"]

@@ -1,4 +1,9 @@
-"""Sharded evaluation (the worker's scale-out design) gives the records of one engine."""
+"""Sharded evaluation (the worker's scale-out design) gives the records of one engine.
+
+The Python core's own sharding API (`Engine.add` with ``owns``, core/sharding.py), on the
+Python core in every pass: the native engine's shards run the same design through the
+worker's `ShardState` (tests/unit/live/test_live_stages.py, test_live_time.py), on the engine
+under test."""
 
 from __future__ import annotations
 

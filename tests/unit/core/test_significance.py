@@ -8,8 +8,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from corekit import MIN, SEC, event, merged, of_type, offset, rules, run, steady
-from firebreak.core import Engine
+from corekit import MIN, SEC, driver, event, merged, of_type, offset, restore, rules, run, steady
 from firebreak.core.significance import binomial_lower, binomial_upper, poisson_lower, poisson_upper
 
 SCHEMA = json.loads((Path(__file__).parents[3] / "docs" / "schemas" / "record.schema.json").read_text())
@@ -166,11 +165,10 @@ def test_population_state_survives_a_snapshot():
     events = _users(40 * MIN, attacker_from=20 * MIN)
     whole = run(ATTACK_RULE, events)
     cut = len(events) // 2 + 7
-    first = Engine(compiled)
-    records = [r for e in events[:cut] for r in first.process(e)]
-    second = Engine.restore(compiled, json.loads(json.dumps(first.snapshot())))
-    records += [r for e in events[cut:] for r in second.process(e)]
-    records += second.finish()
+    first = driver(compiled)
+    records = first.feed_events(events[:cut]).records
+    second = restore(compiled, json.loads(json.dumps(first.snapshot())))
+    records += second.feed_events(events[cut:]).records + second.finish()
     assert records == whole
 
 

@@ -83,6 +83,7 @@ def test_the_python_predicate_is_built_from_the_plan_data():
 
 
 def test_no_rule_text_is_parsed_again_for_the_native_engine(monkeypatch):
+    """The native engine's own intake (its plan), in every pass."""
     from firebreak.dsl.grammar import lark_parser
 
     compiled = rules()

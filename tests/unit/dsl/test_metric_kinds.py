@@ -95,6 +95,7 @@ def test_the_gate_of_min_events_follows_whether_the_metric_grows_with_the_window
 
 
 def test_a_kind_the_native_engine_lacks_is_refused_there_and_runs_on_the_python_core():
+    """Both engines by name, in every pass: what each does with a kind only one has."""
     import dataclasses
 
     import pytest

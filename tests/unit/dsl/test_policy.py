@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from corekit import MIN, SEC, event, of_type
+from corekit import run as run_rules
 from firebreak.adapters.rule_files import collect_rule_paths, read_companion_sources
 from firebreak.cli import main
-from firebreak.core import run_events
 from firebreak.dsl import load_rules
 from firebreak.dsl.policy import DEFAULT_RESPONSES, Response
 
@@ -63,10 +63,11 @@ def test_without_a_policy_the_defaults_apply():
     assert [r.page for r in DEFAULT_RESPONSES] == [True, True, False, False]
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_opened_and_escalated_records_carry_the_response_of_their_severity():
     rules, _ = compiled()
     events = [event(f"e{i}", i * 5 * SEC, tenant="acme", user=f"u{i}", flags={"pii": True}) for i in range(6)]
-    records = run_events(rules, events)
+    records = run_rules(rules, events)
     (opened,) = of_type(records, "incident.opened")
     assert opened["response"] == {"team": "security-oncall", "page": True, "update_every_ms": 3_600_000}
     (escalated,) = of_type(records, "incident.escalated")

@@ -8,7 +8,8 @@ import functools
 
 import orjson
 import pytest
-from firebreak.core import format_ts, parse_ts, run_events, validate_event
+from corekit import run as run_rules
+from firebreak.core import format_ts, parse_ts, validate_event
 from firebreak.dsl import load_rules
 from firebreak.investigate import IncidentNotFound, Selection, investigate, list_incidents
 from firebreak.investigate.markdown import render_markdown
@@ -17,13 +18,14 @@ from firebreak.investigate.review import Detection, suggest_monitoring
 from firebreak.synthetic import CATEGORIES, RAW_OUTPUTS, RAW_PROMPTS
 from investigate_scenarios import Case, build
 
-pytestmark = pytest.mark.filterwarnings("error")
+# the records come from the engine under test (tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("error"), pytest.mark.usefixtures("rule_engine")]
 
 
 @functools.cache
 def case_and_report(category: str) -> tuple[Case, list[dict], dict]:
     case = build(category)
-    records = run_events(case.rules, case.events)
+    records = run_rules(case.rules, case.events)
     truth = case.truth
     opened = [
         i for i in list_incidents(records) if truth.onset_ts - 10 * 60_000 <= parse_ts(i["opened"]) <= truth.end_ts
@@ -187,7 +189,7 @@ def test_no_suggestion_for_a_rule_grouped_right_whose_window_cannot_shrink():
     would only see fewer events in a shorter window: no slow suggestion either."""
     case = build("data_leakage")
     rules, _ = load_rules({"r.rules": "rule leak_by_tenant:\n  count(pii) >= 5 over 5m by tenant -> sev2"})
-    records = run_events(rules, case.events)
+    records = run_rules(rules, case.events)
     first = next(i for i in list_incidents(records) if i["group"] == {"tenant": case.truth.value})
     report = investigate(rules, case.events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     assert (report["contributors"][0]["dimension"], report["contributors"][0]["value"]) == ("tenant", case.truth.value)
@@ -200,7 +202,7 @@ def test_slow_detection_suggests_a_shorter_window_only_when_the_replay_detects_e
     text = "rule slow_halluc:\n  rate(hallucination) > 0.05 over 30m by model min 200 events -> sev2"
     rules, _ = load_rules({"r.rules": text})
     group = {"model": case.truth.value}
-    opened = next(r for r in run_events(rules, case.events) if r["type"] == "incident.opened" and r["group"] == group)
+    opened = next(r for r in run_rules(rules, case.events) if r["type"] == "incident.opened" and r["group"] == group)
     start = case.truth.onset_ts
     ttd = parse_ts(opened["ts"]) - start
     # No contributors: only the window can change.
@@ -246,7 +248,7 @@ def test_a_change_after_which_nothing_happened_loses_half_its_match():
         }
     )
     events = sorted([*case.events, quiet], key=lambda e: e.ts)
-    records = run_events(case.rules, events)
+    records = run_rules(case.rules, events)
     first = next(i for i in list_incidents(records) if parse_ts(i["opened"]) >= case.truth.onset_ts - 600_000)
     report = investigate(case.rules, events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     by_id = {c["event_id"]: c for c in report["suspected_causes"]}
@@ -275,7 +277,7 @@ def test_an_attack_elsewhere_at_the_same_time_is_not_the_cause():
     leak = traffic.truths[0]
     events = [validate_event(e) for e in traffic.events()]
     rules, _ = load_rules({"leak.rules": "rule leak:\n  rate(pii) > 0.005 over 10m by tenant min 300 events -> sev2"})
-    records = run_events(rules, events)
+    records = run_rules(rules, events)
     first = next(i for i in list_incidents(records) if i["group"] == {"tenant": "acme"})
     report = investigate(rules, events, Selection(incident_id=first["incident_id"]), records=records).to_json()
     causes = report["suspected_causes"]

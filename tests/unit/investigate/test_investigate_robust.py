@@ -14,11 +14,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 import investigate_families  # noqa: E402
-from firebreak.core import Event, parse_ts, run_events  # noqa: E402
+from corekit import run as run_rules
+from firebreak.core import Event, parse_ts  # noqa: E402
 from firebreak.dsl import load_rules  # noqa: E402
 from firebreak.investigate import Options, Selection, investigate, list_incidents  # noqa: E402
 from firebreak.investigate.anomaly import mass_of, slope_start  # noqa: E402
 from firebreak.investigate.contributors import rank_contributors  # noqa: E402
+
+# the incidents come from the engine under test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("rule_engine")
 
 MINUTE = 60_000
 
@@ -27,7 +31,7 @@ MINUTE = 60_000
 def planted(family: str, seed: int) -> tuple[investigate_families.Log, dict]:
     log = investigate_families.build(family, seed)
     truth = log.truths[0]
-    records = run_events(log.rules, log.events)
+    records = run_rules(log.rules, log.events)
     tied = [
         i
         for i in list_incidents(records)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 
-from firebreak.core import format_ts, parse_ts, run_events, validate_event
+import pytest
+from corekit import run as run_rules
+from firebreak.core import format_ts, parse_ts, validate_event
 from firebreak.dsl import load_rules
 from firebreak.investigate import Options, Selection, investigate, list_incidents
 from firebreak.investigate.markdown import render_markdown
@@ -150,7 +152,7 @@ def report_of(rule_index: int, group: dict | None) -> dict:
     rules, problems = load_rules({"t.rules": RULES})
     assert not problems
     events = log()
-    records = run_events(rules, events)
+    records = run_rules(rules, events)
     name = rules[rule_index].name
     tied = [i for i in list_incidents(records) if i["rule"] == name and (group is None or i["group"] == group)]
     assert tied, "the planted incident was not detected"
@@ -160,6 +162,7 @@ def report_of(rule_index: int, group: dict | None) -> dict:
     return report
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_by_user_incident_leads_with_the_user_and_lists_no_lift_1_row():
     report = report_of(0, {"user": "u-attacker-17"})
     rows = report.contributors
@@ -173,6 +176,7 @@ def test_a_by_user_incident_leads_with_the_user_and_lists_no_lift_1_row():
     assert "x.region" in roots.dimensions and "user" in roots.capped or "user" in roots.dimensions
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_combination_with_an_x_attribute_is_a_root_cause_in_every_format():
     report = report_of(1, None)
     causes = {frozenset((v.dimension, v.value) for v in c.values) for c in report.root_causes.causes}

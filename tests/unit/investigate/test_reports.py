@@ -1,13 +1,14 @@
 """User reports: the `report` event type, reports(LABEL) in the rules language, both engines,
-and the SDK's builder (issue 15)."""
+and the SDK's builder (issue 15). The engine tests run on the engine under test (the
+rule_engine fixture) but for the differential ones, which compare both engines in every pass."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
-from corekit import HOUR, MIN, SEC, T0, event, merged, of_type, offset, rules, steady
+from corekit import HOUR, MIN, SEC, T0, driver, event, merged, of_type, offset, rules, run, steady
 from firebreak.adapters.drive import Driver, batched, drive_batches
-from firebreak.core import Engine, run_events
+from firebreak.core import run_events
 from firebreak.core.events import STANDARD_LABELS, InvalidEvent, validate_event
 from firebreak.dsl import load_rules
 from firebreak.dsl.metrics import COUNT
@@ -46,6 +47,7 @@ def test_a_bad_report_says_why(fields, reason):
 
 
 def test_both_decoders_refuse_bad_reports_with_the_python_reason():
+    """Differential: both engines' decoders, in every pass."""
     lines = [
         orjson.dumps({"event_id": "r1", "ts": T0, "type": "report", "labels": ["wrong"]}),
         orjson.dumps({"event_id": "r2", "ts": T0, "type": "report", "labels": []}),
@@ -136,8 +138,9 @@ def traffic() -> list:
     return merged(answers, usual, surge, leak)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_report_rules_count_reports_and_inference_rules_do_not():
-    records = run_events(rules(RULES), traffic())
+    records = run(rules(RULES), traffic())
     opened = {r["rule"]: r for r in of_type(records, "incident.opened")}
     assert set(opened) == {"leak_reported", "wrong_surge"}
     leak = opened["leak_reported"]
@@ -149,6 +152,7 @@ def test_report_rules_count_reports_and_inference_rules_do_not():
 
 
 def test_both_engines_give_the_same_records_over_reports():
+    """Differential: both engines, in every pass."""
     compiled = rules(RULES)
     events = traffic()
     python = run_events(compiled, events)
@@ -158,10 +162,11 @@ def test_both_engines_give_the_same_records_over_reports():
     assert set(native.placement().values()) == {"native"} and len(native.placement()) == len(compiled)
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_a_report_moves_time_like_any_event():
-    engine = Engine(rules("reports(harmful) >= 1 over 1m -> sev2"))
-    assert engine.process(report("r1", 0, "harmful")) == []
-    later = engine.process(report("r2", 5 * MIN, "other"))
+    engine = driver(rules("reports(harmful) >= 1 over 1m -> sev2"))
+    assert engine.feed_events([report("r1", 0, "harmful")]).records == []
+    later = engine.feed_events([report("r2", 5 * MIN, "other")]).records
     assert [r["type"] for r in later if r["type"].startswith("incident")] == ["incident.opened", "incident.resolved"]
 
 
@@ -232,7 +237,8 @@ def test_the_traffic_check_counts_reports_for_report_rules_and_answers_for_the_o
 
 def test_a_report_rule_keeps_its_own_severity_in_both_engines():
     """The data-leakage floor (never below sev2) is for classifier evidence: one unverified
-    data-exposure report can open a sev4 ticket. A flag-based rule is still raised."""
+    data-exposure report can open a sev4 ticket. A flag-based rule is still raised.
+    Differential: both engines, in every pass."""
     compiled = rules(
         "rule exposure_ticket:\n  reports(data_exposure) >= 1 over 10m by tenant -> sev4\n"
         "rule pii_seen:\n  count(pii) >= 1 over 10m by tenant -> sev4\n"

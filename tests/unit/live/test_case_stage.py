@@ -1,7 +1,8 @@
 """The worker's case stage (adapters/live/case_stage.py): four shards' records, read from four
 incidents partitions in a random interleaving, a restart from a snapshot in the middle —
 the same case records as `replay --cases` of the same events. The stage sees records only:
-where a `by user` incident's evidence concentrates travels on the record (``evidence_scope``)."""
+where a `by user` incident's evidence concentrates travels on the record (``evidence_scope``).
+The replay and the shards run on the engine under test (the rule_engine_kind fixture)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import orjson
 import pytest
 from firebreak.adapters.case_replay import with_cases
 from firebreak.adapters.demo import demo_traffic
+from firebreak.adapters.drive import Driver
 from firebreak.adapters.live.case_stage import CaseOrder, CaseStage
 from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
-from firebreak.core.engine import Engine, run_events
+from firebreak.core.engine import Engine
 from firebreak.core.events import validate_event
 from firebreak.core.sharding import owner
 from firebreak.dsl import load_rules
@@ -26,23 +28,42 @@ END = 2**62
 
 
 @pytest.fixture(scope="module")
-def world():
+def replayed(rule_engine_kind):
+    """The starter pack over the demo's traffic, and the records of one engine (a replay)."""
     rules, problems = load_rules(starter_rule_sources(), starter_companion_sources())
     assert not problems
     events = [validate_event(e) for e in demo_traffic(2026, 2.0).events()]
-    expected = [r for r in with_cases(run_events(rules, events, LATENESS), rules) if r["type"].startswith("case.")]
-    return rules, events, expected, sharded(rules, events)
+    replay = Driver(rules, LATENESS, rule_engine_kind)
+    return rules, events, replay.feed_events(events).records + replay.finish()
 
 
-def sharded(rules, events) -> list[list[tuple[str, object]]]:
+@pytest.fixture(scope="module")
+def world(replayed, rule_engine_kind):
+    rules, events, records = replayed
+    expected = [r for r in with_cases(records, rules) if r["type"].startswith("case.")]
+    return rules, events, expected, sharded(rules, events, rule_engine_kind)
+
+
+def shard_engine(rules, shard: int, kind: str):
+    """One shard's engine of that kind (only its (rule, group) pairs), and how it takes events."""
+    if kind == "python":
+        engine = Engine(rules, LATENESS, owns=owner(shard, SHARDS))
+        return engine, lambda events: [r for event in events for r in engine.process(event)]
+    from firebreak.native import NativeEngine
+
+    native = NativeEngine(rules, LATENESS)
+    native.own(shard, SHARDS)
+    return native, lambda events: native.feed_events(events).records
+
+
+def sharded(rules, events, kind: str) -> list[list[tuple[str, object]]]:
     """Per shard, what it commits, in order: ("record", r) and after each batch ("mark", watermark)."""
     out = []
     for shard in range(SHARDS):
-        engine = Engine(rules, LATENESS, owns=owner(shard, SHARDS))
+        engine, feed = shard_engine(rules, shard, kind)
         log: list[tuple[str, object]] = []
         for i in range(0, len(events), 500):
-            for event in events[i : i + 500]:
-                log += [("record", r) for r in engine.process(event)]
+            log += [("record", r) for r in feed(events[i : i + 500])]
             log.append(("mark", engine.watermark))
         log += [("record", r) for r in engine.finish()]
         log.append(("mark", END))  # a replay's end: every step evaluated (a live shard never gets here)
@@ -68,9 +89,9 @@ def deliver(logs, seed: int):
             offsets[partition] += 1
 
 
-def test_the_engine_emits_incident_records_in_case_order(world):
-    rules, events, _, _ = world
-    records = [r for r in run_events(rules, events, LATENESS) if is_incident(r)]
+def test_the_engine_emits_incident_records_in_case_order(replayed):
+    rules, _, records = replayed
+    records = [r for r in records if is_incident(r)]
     assert len(records) > 20
     order = CaseOrder(rules)
     assert sorted(records, key=order.key) == records
@@ -123,7 +144,7 @@ def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
 
 
-def test_group_wait_holds_first_pages_as_a_replay_does(world):
+def test_group_wait_holds_first_pages_as_a_replay_does(world, replayed):
     """With [grouping] group_wait the stage releases a held first page once every shard is
     past its due time: each case's records are those of `replay --cases`, in its order."""
     import dataclasses
@@ -132,7 +153,7 @@ def test_group_wait_holds_first_pages_as_a_replay_does(world):
     waiting = [
         dataclasses.replace(r, grouping=dataclasses.replace(r.grouping, group_wait_ms=5 * 60_000)) for r in rules
     ]
-    expected = [r for r in with_cases(run_events(rules, events, LATENESS), waiting) if r["type"].startswith("case.")]
+    expected = [r for r in with_cases(replayed[2], waiting) if r["type"].startswith("case.")]
     stage = CaseStage(waiting, SHARDS)
     got = []
     for kind, where, item in deliver(logs, 4):

@@ -47,10 +47,12 @@ def multiset(records):
     return sorted(map(orjson.dumps, records))
 
 
-ENGINES = ["python", "native"]  # the shards' engine (stage 1 is native); checkpoints cross engines below
+@pytest.fixture
+def engine(rule_engine: str) -> str:
+    """The shards' engine: the engine under test (stage 1 is native); checkpoints cross engines below."""
+    return rule_engine
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_route_then_evaluate_equals_replay_even_with_redelivery_and_a_restart(engine):
     route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
@@ -128,7 +130,6 @@ def test_raw_text_is_not_forwarded():
     assert outs and all(b"SECRET" not in out.value for out in outs)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_watermark_waits_for_every_partition_unless_idle(engine):
     state = ShardState(RULES, 0, 1, 2, lateness_ms=1000, engine=engine)
     state.accept(0, beat(0, 50_000))
@@ -149,7 +150,8 @@ def test_watermark_waits_for_every_partition_unless_idle(engine):
 def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, after):
     """Heads (records + derived count) are committed often, full snapshots rarely: after a
     crash the shard replays from the full snapshot and must not re-send what heads committed.
-    A checkpoint written on one engine restores on the other (the Python core is the oracle)."""
+    A checkpoint written on one engine restores on the other (the Python core is the oracle):
+    differential, these pairs in every pass whatever the engine under test."""
     route = RouteStage(RULES, SETTINGS)
     routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
     messages = list(input_messages())
@@ -183,7 +185,6 @@ def test_restore_from_an_older_full_snapshot_sends_each_record_once(before, afte
     assert multiset(committed) == multiset(BASE_RECORDS)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_boolean_group_values_survive_routing_and_checkpoints(engine):
     from corekit import rules
 
@@ -211,7 +212,6 @@ FORMAT_5_ROW = (
 )
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
     """Formats 1-5 (events as objects, per-partition payloads, references into the input, JSON
     lines, uncompressed binary rows) may still be on the routed topic when a worker of this
@@ -231,16 +231,15 @@ def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine
     assert state.stats["events"] == 0
 
 
-def test_an_unknown_checkpoint_version_is_refused_with_what_to_do():
+def test_an_unknown_checkpoint_version_is_refused_with_what_to_do(engine):
     from firebreak.adapters.live.shard import CheckpointError
 
-    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine="native")
+    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
     future = {**state.snapshot(), "version": 9}
     with pytest.raises(CheckpointError, match=r"version 9 .*reads version 1.*--app-id"):
-        ShardState.restore(RULES, future, 1, 0, "native")
+        ShardState.restore(RULES, future, 1, 0, engine)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_population_rule_counts_every_group_on_every_shard(engine):
     """`Kx population` compares a group with all groups: each shard must count the events of
     groups it does not own too, or a shard's population is a quarter of the users and the
@@ -277,7 +276,6 @@ def test_a_population_rule_counts_every_group_on_every_shard(engine):
     assert multiset(records) == multiset(expected)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_report_events_reach_the_shards_of_report_rules(engine):
     """`reports(LABEL)` rules count report events: stage 1 routes them like inference events."""
     from corekit import rules
@@ -332,7 +330,7 @@ def test_stage_1_sends_each_shard_its_events_once_as_data():
     assert {key for key, _ in seen} == {(p, o) for p, o, _ in batch}  # every event reaches a shard
 
 
-def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
+def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text(engine):
     """Format 5's rows (binary, native/src/rows.rs) read back as the input line's JSON — every
     field and value, nested, escaped and non-ASCII, a repeated key's last value in its first
     place (as orjson) — without `prompt` and `output`; a malformed row is refused, not guessed."""
@@ -355,13 +353,11 @@ def test_a_routed_row_carries_the_event_as_the_input_had_it_but_its_raw_text():
     body = routed_format.plain(routed_format.decode(out.value).body)
     with pytest.raises(RoutedFormatError):
         list(routed_format.rows(body[:-1]))
-    for kind in ENGINES:  # rows cut short, in a sound frame: refused by either engine's reader
-        shard = ShardState(RULES, 0, 1, 1, 30_000, kind)
-        with pytest.raises(ValueError, match="cut short"):
-            shard.accept(0, routed_format.encode("x", [(0, 1)], [bytes(cramjam.zstd.compress(body[:-1]))])[0])
+    shard = ShardState(RULES, 0, 1, 1, 30_000, engine)  # rows cut short, in a sound frame
+    with pytest.raises(ValueError, match="cut short"):
+        shard.accept(0, routed_format.encode("x", [(0, 1)], [bytes(cramjam.zstd.compress(body[:-1]))])[0])
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_routed_body_is_one_zstd_frame_and_a_broken_one_is_refused_in_one_line(engine):
     """Format 6: stage 1 sends each shard its rows as one zstd frame (compressed in the native
     call, not by the producer), several times smaller than the rows; a shard refuses a body that
@@ -398,7 +394,6 @@ def test_a_shards_large_batch_is_split_and_time_moves_after_its_last_part():
         assert [bool(m.heads) for m in mine] == [False] * (len(mine) - 1) + [True]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 async def test_the_worker_path_feeding_and_evaluating_in_one_call_gives_a_replays_records(engine):
     """The worker takes a routed message with `accept_offloaded` (feeding and evaluating in one
     native call, on a thread); the records are those of `accept` then `tick` — a replay's."""
@@ -459,7 +454,6 @@ def shard_records(route, messages, partitions, engine, size=100):
     return records, dead, late
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_one_far_future_event_is_dead_lettered_and_moves_no_partition_time(engine):
     from firebreak.adapters.drive import ahead_text
 

@@ -14,16 +14,19 @@ import zlib
 import orjson
 import pytest
 from corekit import MIN
+from firebreak.adapters.drive import default_engine
 from firebreak.adapters.live.routing import RouteStage
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard import ShardState
 from firebreak.core import Event, run_events
 from test_core_properties import BASE, RULES
 
+# The shards run on the engine under test (tests/conftest.py): every test here evaluates rules.
+pytestmark = pytest.mark.usefixtures("rule_engine")
+
 PARTITIONS, SHARDS, LATENESS = 4, 2, 5_000
 SETTINGS = WorkerSettings(rules=(), shards=SHARDS, input_partitions=PARTITIONS, lateness_ms=LATENESS)
 T_START = min(e.ts for e in BASE)
-ENGINE = "native"  # the worker's default; tests/unit/live/test_live_stages.py runs the stages on both
 ENDS = {0: 90 * MIN, 1: 80 * MIN, 2: 61 * MIN, 3: 45 * MIN}  # each partition's last event time (from the start)
 
 
@@ -57,7 +60,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self.route = RouteStage(RULES, SETTINGS)
-        self.shards = [ShardState(RULES, s, SHARDS, PARTITIONS, LATENESS, ENGINE) for s in range(SHARDS)]
+        self.shards = [ShardState(RULES, s, SHARDS, PARTITIONS, LATENESS, default_engine()) for s in range(SHARDS)]
         self.routed: list[list[bytes]] = [[] for _ in range(SHARDS)]
         self.records: list[dict] = []
 
@@ -151,7 +154,7 @@ def test_restore_from_a_checkpoint_taken_while_some_partitions_were_idle():
     cluster.idle(1)
     saved = [orjson.loads(orjson.dumps(shard.snapshot())) for shard in cluster.shards]
     assert all(snapshot["idle"] == [1, 3] for snapshot in saved)
-    cluster.shards = [ShardState.restore(RULES, snapshot, PARTITIONS, LATENESS, ENGINE) for snapshot in saved]
+    cluster.shards = [ShardState.restore(RULES, snapshot, PARTITIONS, LATENESS, default_engine()) for snapshot in saved]
     cluster.idle(2)
     cluster.idle(0)
     assert cluster.watermarks() == {MAX_TS - LATENESS}

@@ -1,4 +1,7 @@
-"""The one drive loop (engine/firebreak/adapters/drive.py): batches of lines → engine → sink."""
+"""The one drive loop (engine/firebreak/adapters/drive.py): batches of lines → engine → sink.
+
+On the engine under test (the rule_engine fixture), against the Python core's records
+(run_events, the specification); one test compares the two engines' replay output."""
 
 from __future__ import annotations
 
@@ -27,14 +30,14 @@ def lines_of(events) -> list[bytes]:
     return [orjson.dumps(e.data) + b"\n" for e in events]
 
 
-def test_drive_batches_gives_the_records_of_run_events_and_reports_refused_lines_in_input_order():
+def test_drive_batches_gives_the_records_of_run_events_and_reports_refused_lines_in_input_order(rule_engine):
     compiled = rules(RULE)
     events = list(steady(0, 10 * MIN, 5_000, tenant="a"))
     lines = lines_of(events)
     late = orjson.dumps({"event_id": "old", "ts": T0, "tenant": "a"}) + b"\n"
     source = [*lines[:60], b"\n", b"{not json\n", late, *lines[60:]]
     sink = ListSink()
-    counts = drive_batches(batched(enumerate(source, start=1)), Driver(compiled, engine="python"), sink)
+    counts = drive_batches(batched(enumerate(source, start=1)), Driver(compiled, engine=rule_engine), sink)
     assert sink.records == run_events(compiled, events)
     assert [(where, reason, late) for where, reason, _, late in sink.refused] == [
         (62, "invalid JSON", False),
@@ -44,24 +47,25 @@ def test_drive_batches_gives_the_records_of_run_events_and_reports_refused_lines
     assert counts.records == len(sink.records)
 
 
-def test_batches_do_not_change_anything():
+def test_batches_do_not_change_anything(rule_engine):
     compiled = rules(RULE)
     events = list(steady(0, 3 * BATCH_LINES * 100, 100, tenant="a"))
     sink = ListSink()
-    drive_batches(batched(enumerate(lines_of(events))), Driver(compiled, engine="python"), sink)
+    drive_batches(batched(enumerate(lines_of(events))), Driver(compiled, engine=rule_engine), sink)
     assert sink.records == run_events(compiled, events)
 
 
-def test_feed_events_and_finish():
+def test_feed_events_and_finish(rule_engine):
     compiled = rules(RULE)
     events = list(steady(0, 5 * MIN, 1_000, tenant="b"))
-    driver = Driver(compiled, engine="python")
+    driver = Driver(compiled, engine=rule_engine)
     fed = driver.feed_events(events)
     assert fed.records + driver.finish() == run_events(compiled, events)
-    assert driver.placement() == {compiled[0].name: "python"}
+    assert driver.placement() == {compiled[0].name: rule_engine}
 
 
 def test_replay_engine_switch_gives_the_same_output(tmp_path, capsys):
+    """Differential: `replay --engine python` and `--engine native`, in every pass."""
     from firebreak.cli import main
 
     rules_file = tmp_path / "t.rules"
@@ -77,7 +81,7 @@ def test_replay_engine_switch_gives_the_same_output(tmp_path, capsys):
     assert '"incident.opened"' in outputs[0][0]
 
 
-def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_path, monkeypatch):
+def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_path, monkeypatch, rule_engine):
     """File replay reads lines a batch at a time (readlines' hint in bytes): a bad or late line
     in any batch is reported with its own line number, and the records are those of one run."""
     from firebreak.adapters import file_replay
@@ -90,19 +94,18 @@ def test_file_replay_reads_batches_and_numbers_refused_lines_across_them(tmp_pat
     source = [*lines[:40], b"{bad\n", *lines[40:90], late, b"\n", b"[]\n", *lines[90:]]
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(source))
-    for engine in ("python", "native"):
-        records: list[dict] = []
-        dead = tmp_path / f"dead-{engine}.jsonl"
-        with dead.open("wb") as sink:
-            result = file_replay.replay_files([str(path)], compiled, records.append, sink, engine=engine)
-        assert records == run_events(compiled, events)
-        assert (result.lines, result.events, result.bad, result.late) == (len(source), len(events), 2, 1)
-        letters = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
-        assert [(d["line"], d["reason"].split(":")[0]) for d in letters] == [
-            (41, "invalid JSON"),
-            (92, "late"),
-            (94, "an event is a JSON object, not list"),
-        ], letters
+    records: list[dict] = []
+    dead = tmp_path / "dead.jsonl"
+    with dead.open("wb") as sink:
+        result = file_replay.replay_files([str(path)], compiled, records.append, sink, engine=rule_engine)
+    assert records == run_events(compiled, events)
+    assert (result.lines, result.events, result.bad, result.late) == (len(source), len(events), 2, 1)
+    letters = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert [(d["line"], d["reason"].split(":")[0]) for d in letters] == [
+        (41, "invalid JSON"),
+        (92, "late"),
+        (94, "an event is a JSON object, not list"),
+    ], letters
 
 
 def test_read_ahead_gives_every_read_in_order_and_raises_a_read_error_in_its_turn():

@@ -1,4 +1,4 @@
-"""Cold-start groups (`Kx baseline(S, warmup D, population, prior P)`): the native engine against
+"""Differential. Cold-start groups (`Kx baseline(S, warmup D, population, prior P)`): the native engine against
 the Python core, byte for byte — on Hypothesis streams where groups arrive at random times,
 on groups arriving one after another, and across snapshots at random points (either engine's
 snapshot into either)."""
@@ -9,13 +9,11 @@ import random
 
 import orjson
 from corekit import MIN, SEC, event, rules
-from firebreak.adapters.drive import Driver
-from firebreak.core import Engine, run_events
-from firebreak.native import NativeEngine
+from firebreak.core import run_events
 from firebreak.native.plan import unsupported
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_native_differential import dump, native_run, streams
+from test_native_differential import dump, native_run, restores_across_engines, same_on_both, streams
 
 COLD_RULES = rules(
     """
@@ -45,11 +43,7 @@ def test_the_cold_start_rules_run_natively():
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([0, 5 * SEC, 30 * SEC]))
 def test_hypothesis_streams_of_cold_groups_give_the_same_records(events, lateness):
-    python, native = Driver(COLD_RULES, lateness, "python"), Driver(COLD_RULES, lateness, "native")
-    fed_python, fed_native = python.feed_events(events), native.feed_events(events)
-    assert dump(fed_native.records) == dump(fed_python.records)
-    assert dump(native.finish()) == dump(python.finish())
-    assert native.open_incidents() == python.open_incidents()
+    same_on_both(COLD_RULES, events, lateness)
 
 
 def arrivals(seed: int) -> list:
@@ -92,18 +86,5 @@ def test_cold_groups_fire_on_both_engines_alike():
 
 def test_snapshots_of_cold_groups_restore_across_engines_at_random_points():
     for seed in (1, 2, 3):
-        rng = random.Random(seed)
         events = arrivals(seed)
-        expected = dump(run_events(COLD_RULES, events))
-        cut = rng.randrange(1, len(events))
-        python, native = Engine(COLD_RULES), NativeEngine(COLD_RULES)
-        head = [r for e in events[:cut] for r in python.process(e)]
-        assert dump(native.feed_events(events[:cut]).records) == dump(head)
-        snap_python, snap_native = python.snapshot(), native.snapshot()
-        assert orjson.loads(orjson.dumps(snap_native)) == orjson.loads(orjson.dumps(snap_python))
-        for restored in (NativeEngine.restore(COLD_RULES, snap_python), NativeEngine.restore(COLD_RULES, snap_native)):
-            tail = restored.feed_events(events[cut:]).records + restored.finish()
-            assert dump(head + tail) == expected
-        back = Engine.restore(COLD_RULES, orjson.loads(orjson.dumps(snap_native)))
-        tail = [r for e in events[cut:] for r in back.process(e)] + back.finish()
-        assert dump(head + tail) == expected
+        restores_across_engines(COLD_RULES, events, random.Random(seed).randrange(1, len(events)))

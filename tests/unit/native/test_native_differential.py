@@ -140,13 +140,18 @@ def streams(draw, min_n=1):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([0, 5 * SEC, 30 * SEC]))
 def test_hypothesis_streams_give_the_same_records(events, lateness):
-    driver_python, driver_native = Driver(EDGE_RULES, lateness, "python"), Driver(EDGE_RULES, lateness, "native")
-    fed_python, fed_native = driver_python.feed_events(events), driver_native.feed_events(events)
+    same_on_both(EDGE_RULES, events, lateness)
+
+
+def same_on_both(rules, events, lateness: int) -> None:
+    """Both engines over ``events``: the same records, late events, open incidents and counts."""
+    python, native = Driver(rules, lateness, "python"), Driver(rules, lateness, "native")
+    fed_python, fed_native = python.feed_events(events), native.feed_events(events)
     assert dump(fed_native.records) == dump(fed_python.records)
     assert fed_native.late == fed_python.late
-    assert dump(driver_native.finish()) == dump(driver_python.finish())
-    assert driver_native.open_incidents() == driver_python.open_incidents()
-    assert driver_native.opened == driver_python.opened
+    assert dump(native.finish()) == dump(python.finish())
+    assert native.open_incidents() == python.open_incidents()
+    assert native.opened == python.opened
 
 
 def test_the_edge_rules_fire():
@@ -303,23 +308,27 @@ def test_odd_time_formats_are_events_in_both():
 # ---- snapshot and restore ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [4, 5, 6])
-def test_snapshots_restore_across_engines_at_random_points(seed: int):
-    rng = random.Random(seed)
-    expected = dump(run_events(RULES, BASE))
-    cut = rng.randrange(1, len(BASE))
-    python, native = Engine(RULES), NativeEngine(RULES)
-    head_python = [r for e in BASE[:cut] for r in python.process(e)]
-    head_native = native.feed_events(BASE[:cut]).records
-    assert dump(head_native) == dump(head_python)
+def restores_across_engines(rules, events, cut: int) -> None:
+    """Both engines up to ``cut``, the same records and snapshots; then each engine's snapshot
+    restored in the native engine, and the native one's in the Python core, gives the records
+    of one uncut run of the core."""
+    expected = dump(run_events(rules, events))
+    python, native = Engine(rules), NativeEngine(rules)
+    head = [r for e in events[:cut] for r in python.process(e)]
+    assert dump(native.feed_events(events[:cut]).records) == dump(head)
     snap_python, snap_native = python.snapshot(), native.snapshot()
     assert orjson.loads(orjson.dumps(snap_native)) == orjson.loads(orjson.dumps(snap_python))
-    for restored in (NativeEngine.restore(RULES, snap_python), NativeEngine.restore(RULES, snap_native)):
-        tail = restored.feed_events(BASE[cut:]).records + restored.finish()
-        assert dump(head_python + tail) == expected
-    back = Engine.restore(RULES, orjson.loads(orjson.dumps(snap_native)))
-    tail = [r for e in BASE[cut:] for r in back.process(e)] + back.finish()
-    assert dump(head_python + tail) == expected
+    for restored in (NativeEngine.restore(rules, snap_python), NativeEngine.restore(rules, snap_native)):
+        tail = restored.feed_events(events[cut:]).records + restored.finish()
+        assert dump(head + tail) == expected
+    back = Engine.restore(rules, orjson.loads(orjson.dumps(snap_native)))
+    tail = [r for e in events[cut:] for r in back.process(e)] + back.finish()
+    assert dump(head + tail) == expected
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_snapshots_restore_across_engines_at_random_points(seed: int):
+    restores_across_engines(RULES, BASE, random.Random(seed).randrange(1, len(BASE)))
 
 
 def test_a_changed_rule_starts_afresh_after_restore():

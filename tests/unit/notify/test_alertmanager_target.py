@@ -11,9 +11,10 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from corekit import run as run_rules
 from firebreak.adapters.alertmanager import AlertResends, alerts, label_name, labels, resend_open_alerts
 from firebreak.adapters.notify import Deliverer, NotifyConfigError, load_notify_config, notify_records
-from firebreak.core import parse_ts, run_events
+from firebreak.core import parse_ts
 from firebreak.dsl import load_rules
 from go_tools import running_alertmanager
 from test_core_properties import BASE
@@ -45,10 +46,11 @@ def alertmanager(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def records() -> list[dict]:
+def records(rule_engine_kind: str) -> list[dict]:
+    """The rules' records over BASE, on the engine under test: what notify delivers."""
     rules, problems = load_rules({"n.rules": RULES})
     assert not problems
-    out = run_events(rules, BASE)
+    out = run_rules(rules, BASE, engine=rule_engine_kind)
     assert {r["rule"] for r in out if r["type"] == "incident.opened"} == {"spike", "leak"}
     return out
 

@@ -8,6 +8,7 @@ import sys
 
 import orjson
 import pytest
+from corekit import run as run_rules
 from firebreak.adapters.notify import (
     NotifyConfigError,
     load_notify_config,
@@ -15,7 +16,6 @@ from firebreak.adapters.notify import (
     pagerduty_event,
     slack_message,
 )
-from firebreak.core import run_events
 from firebreak.dsl import load_rules
 from notify_receiver import ENV, Receiver, config_file, serve
 from test_core_properties import BASE
@@ -31,10 +31,11 @@ rule users:
 
 
 @pytest.fixture(scope="module")
-def records() -> list[dict]:
+def records(rule_engine_kind: str) -> list[dict]:
+    """The rules' records over BASE, on the engine under test: what notify delivers."""
     rules, problems = load_rules({"n.rules": RULES})
     assert not problems
-    out = run_events(rules, BASE)
+    out = run_rules(rules, BASE, engine=rule_engine_kind)
     assert {r["rule"] for r in out if r["type"] == "incident.opened"} == {"spike", "leak", "users"}
     return out
 
@@ -184,7 +185,7 @@ POLICY = '[sev2]\nupdate_every = "10m"\n[sev3]\npage = false\nupdate_every = "1h
 def policy_records() -> list[dict]:
     rules, problems = load_rules({"n.rules": RULES}, {"policy.toml": POLICY})
     assert not problems
-    return run_events(rules, BASE)
+    return run_rules(rules, BASE)
 
 
 def test_reminders_follow_the_cadence_until_resolution():
@@ -220,6 +221,7 @@ def test_reminders_follow_the_cadence_until_resolution():
     assert reminders.due(9999.0) == [] and reminders.open == {}
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_messages_name_the_responders_and_only_paged_targets_skip_tickets(tmp_path):
     records = policy_records()
     receiver = Receiver()
@@ -291,6 +293,7 @@ def test_the_demo_incidents_reach_a_pagerduty_shaped_endpoint_with_their_lifecyc
     assert reported and reported[0]["case_id"] in sent  # the incident a user report opened is in a paged case
 
 
+@pytest.mark.usefixtures("rule_engine")
 def test_only_paged_pagerduty_gets_the_cases_that_paged_and_slack_every_incident(tmp_path):
     from firebreak.core.cases import CaseBook
     from firebreak.dsl.grouping import Grouping

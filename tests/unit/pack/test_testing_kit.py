@@ -10,6 +10,7 @@ LEAK = "rule leak:\n  count(pii) >= 2 over 1m by tenant -> sev2 contain disable_
 
 
 def test_the_docstring_example_runs_on_both_engines_with_the_same_records():
+    """Differential: firebreak.testing.run's two engines, in every pass."""
     pack = rules(LEAK)
     events = merged(
         steady(0, 10 * MIN, 10 * SEC, tenant="acme", flagged=["pii"], every_nth=3),

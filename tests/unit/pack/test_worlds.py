@@ -175,9 +175,9 @@ def test_matching_on_a_hand_built_case() -> None:
     assert s["recall"]["obvious"]["caught"] == 1
 
 
-def test_a_tiny_world_end_to_end() -> None:
+def test_a_tiny_world_end_to_end(rule_engine: str) -> None:
     run = world_eval.run_one(
-        3, __import__("firebreak.adapters.starter_pack", fromlist=["x"]).starter_rule_sources(), TINY, "native"
+        3, __import__("firebreak.adapters.starter_pack", fromlist=["x"]).starter_rule_sources(), TINY, rule_engine
     )
     assert run["events"] > 0 and run["truths"]
     for inc in run["incidents"]:

@@ -121,8 +121,10 @@ def test_four_shards_read_in_any_order_give_the_cases_of_a_replay(world, seed):
 
 
 def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
-    """The demo's attack: five users of tenant globex, each a `by user` incident on two rules.
-    The stage, fed the shards' records and nothing else, puts them in one case on tenant=globex."""
+    """The demo's attack: five users of tenant globex, each a `by user` incident on two rules,
+    and the tenant's own wave incident (injection_wave_new_tenant: globex is younger than its
+    span, so it is compared with the other tenants). The stage, fed the shards' records and
+    nothing else, puts them in one case on tenant=globex."""
     rules, _, expected, logs = world
     stage = CaseStage(rules, SHARDS)
     got = []
@@ -139,8 +141,11 @@ def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
     records = [r for log in logs for kind, r in log if kind == "record" and r.get("category") == "adversarial"]
     by_user = {r["incident_id"] for r in records if r["type"] == "incident.opened"}
     assert len(by_user) >= 5 and joined == by_user - {opened[0]["incident_id"]}
-    # what made it one case: each record says where its evidence concentrates
-    assert all(r["evidence_scope"] == {"tenant": "globex"} for r in records if r["type"] == "incident.opened")
+    # what made it one case: each by-user record says where its evidence concentrates; the
+    # tenant's own incident is scoped by its group
+    opened_records = [r for r in records if r["type"] == "incident.opened"]
+    assert all(r["evidence_scope"] == {"tenant": "globex"} for r in opened_records if "user" in r["group"])
+    assert [r["group"] for r in opened_records if "user" not in r["group"]] == [{"tenant": "globex"}]
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
 
 

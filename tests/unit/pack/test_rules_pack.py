@@ -82,4 +82,8 @@ def test_per_user_rules_are_absolute_with_short_windows_or_judge_busy_callers_by
             assert rule.window_ms >= 3_600_000 and rule.baseline_ms >= 6 * 3_600_000, rule.name
         else:
             assert rule.window_ms <= 15 * 60_000, rule.name
-    assert {r.name for r in per_user if r.relative} == {"prompt_tokens_per_caller", "answer_tokens_per_caller"}
+    assert {r.name for r in per_user if r.relative} == {
+        "prompt_tokens_per_caller",
+        "answer_tokens_per_caller",
+        "answer_tokens_per_busy_caller",
+    }

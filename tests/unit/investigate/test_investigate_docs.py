@@ -14,6 +14,8 @@ from test_investigate import case_and_report
 DOCS = Path(__file__).parents[3] / "docs"
 DOC = (DOCS / "investigate.md").read_text(encoding="utf-8")
 EXAMPLES = DOCS / "examples"
+# the reports are built by evaluating rules: on the engine under test (both CI passes)
+pytestmark = pytest.mark.usefixtures("rule_engine")
 
 
 def shape_table() -> dict[str, str]:

@@ -25,7 +25,7 @@ def test_the_example_reads_back_to_the_same_bytes():
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_a_report_round_trips_through_json(category):
+def test_a_report_round_trips_through_json(category, rule_engine):  # the report evaluates rules
     _, _, data = case_and_report(category)
     read = Report.from_json(data)
     assert read.to_json() == data and list(read.to_json()) == list(data)

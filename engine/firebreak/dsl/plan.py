@@ -6,7 +6,7 @@ other part of the `CompiledRule` beside it. The native engine deserializes the s
 with serde (native/src/plan.rs) — no rule text is parsed twice. The format
 (docs/native.md, Rule plans):
 
-    {"plan_version": 2, "rules": [RulePlan, ...]}
+    {"plan_version": 3, "rules": [RulePlan, ...]}
 
 A `where` expression is serde's externally tagged form:
 

@@ -215,7 +215,7 @@ FORMAT_5_ROW = (
 def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
     """Formats 1-5 (events as objects, per-partition payloads, references into the input, JSON
     lines, uncompressed binary rows) may still be on the routed topic when a worker of this
-    release starts: it stops with one line rather than guess (docs/live.md, "Upgrading")."""
+    release starts: it stops with one line rather than guess (docs/live.md, "The data path")."""
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
     earlier = [
         orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),

@@ -24,8 +24,8 @@ fetching the next batch and handing routed messages to the shards meanwhile — 
 batch N+1 while the shards evaluate batch N. At most `STAGE1_AHEAD` batches are in hand at once
 (routing, or waiting for the one before): then the loop waits for the oldest. A batch in hand is
 read but not acked, like one held while the loop lingers, so a rebalance cannot lose it
-(tests/unit/live/test_live_batches.py). When waiting on ``handle`` inline, one worker on a
-backlog kept one of two cores idle: benchmarks/README.md, "Eighth pass".
+(tests/unit/live/test_live_batches.py). When the loop awaited ``handle`` inline, no routed
+message reached a shard while a batch routed: benchmarks/README.md, "Eighth pass".
 """
 
 from __future__ import annotations

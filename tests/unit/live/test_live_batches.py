@@ -316,6 +316,56 @@ async def test_random_rebalances_never_commit_past_an_unrouted_message():
                 await member.stop()
 
 
+async def test_the_loop_fetches_the_next_batch_while_stage_1_sends_the_last_one_in_order():
+    """Stage 1 does not hold up the drain loop (which also hands the shards their routed messages):
+    while a batch's sends wait, the loop reads on — up to `STAGE1_AHEAD` batches in hand, no more —
+    and every batch is routed and acked in the order it was fetched, none before it is sent."""
+    gate = asyncio.Event()
+    group = Group()
+    member = Member(group, linger_s=0.0, size=3, send_gate=gate)
+    order: list[int] = []
+    route = member._route
+
+    def routed_in_order(batch):
+        order.extend(offset for _, offset, _ in batch)
+        return route(batch)
+
+    member._route = routed_in_order
+    await member.consumer.assign({P0})
+    group.publish(P0, 12)  # four fetches of 3: four batches
+    try:
+        ahead = batches.STAGE1_AHEAD
+        await until(lambda: member.consumer._read_offset[P0] == 3 * (ahead + 1) - 1)
+        await asyncio.sleep(0.05)
+        # the first batch routed, its sends waiting; the next ones read; the loop waits for the oldest
+        assert member.consumer._read_offset[P0] == 3 * (ahead + 1) - 1
+        assert order == [0, 1, 2] and not member.consumer._acked[P0]
+        gate.set()
+        await until(lambda: len(member.consumer._acked[P0]) == 12)
+        assert order == list(range(12))
+        await member.consumer.commit()
+        assert group.committed[P0] == 12
+    finally:
+        await member.stop()
+
+
+async def test_a_batch_stage_1_fails_on_stops_the_loop_and_the_batches_after_it():
+    group = Group()
+    member = Member(group, linger_s=0.0, size=3)
+    tried: list[int] = []
+
+    def failing(batch):
+        tried.append(batch[0][1])
+        raise RuntimeError("stage 1 failed")
+
+    member._route = failing
+    await member.consumer.assign({P0})
+    group.publish(P0, 9)
+    with pytest.raises(RuntimeError, match="stage 1 failed"):
+        await asyncio.wait_for(member.task, 5)
+    assert tried == [0] and not member.consumer._acked[P0]  # the batches after it were not routed
+
+
 # ---- stage 2 across a revoke: a shard starts only while its routed partition is assigned here ----------
 
 
@@ -569,3 +619,41 @@ async def test_a_quiet_shard_commits_its_advancing_watermark_in_a_head_of_its_ow
     shard.state.suppress = 0
     await worker.tick()
     assert heads()[-1] == ([], "head", 2_000_000 - lateness)
+
+
+async def test_a_shard_behind_commits_the_records_of_several_routed_messages_in_one_transaction(monkeypatch):
+    """A backlog: while routed messages wait in a shard's queue, their records join one
+    transaction (at most `COMMIT_AFTER_MESSAGES` messages' worth); once the queue is empty (a
+    steady rate), a message's records leave at once."""
+    from firebreak.adapters.live import shard_host
+
+    commits: list[list] = []
+
+    async def commit(self, records, checkpoint) -> None:
+        commits.append([r["n"] for r in records])
+
+    monkeypatch.setattr(FakeWriter, "commit", commit, raising=False)
+    worker = stage2_worker(monkeypatch)
+    worker.metrics.count_records = lambda records: None
+    worker.metrics.checkpoints = Counter()
+    worker.assigned({0})
+    shard = await worker.shard(0)
+
+    async def accept(offset, value, offload):  # each message derives one record
+        shard.state.pending.append({"n": offset})
+        return True
+
+    monkeypatch.setattr(shard.state, "accept_offloaded", accept)
+    behind = shard_host.COMMIT_AFTER_MESSAGES + 2
+    for offset in range(behind):
+        await shard.queue.put((Stream(), routed_event(0, offset)))
+    loop = asyncio.ensure_future(worker._shard_loop(shard))
+    try:
+        await until(lambda: sum(map(len, commits)) == behind)
+        assert commits == [list(range(shard_host.COMMIT_AFTER_MESSAGES)), [behind - 2, behind - 1]]
+        await shard.queue.put((Stream(), routed_event(0, behind)))  # the queue empty after it
+        await until(lambda: len(commits) == 3)
+        assert commits[-1] == [behind]
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)

@@ -13,15 +13,26 @@ Faust's agent as before.
 `install(app, topic, handle)` replaces the app consumer's `_drain_messages` (the fetcher's
 loop, faust-streaming 0.15.3) with the same loop that collects the input topic's records of
 each fetch — per partition, as aiokafka returns them, without a Faust `Message` per record —
-and awaits ``handle(segments)`` once for them (``segments``: [(tp, [record, ...])]);
+and hands them to ``handle(segments)`` once (``segments``: [(tp, [record, ...])]);
 ``handle`` acks them (`ack_offsets`) when their routed messages are sent (then Faust commits,
 after flushing its producer: at-least-once).
+
+The same loop also hands the routed topic's messages to the shards (Faust's callback), so it
+does not wait for ``handle``: each batch's ``handle`` runs as a task of its own, after the one
+before it (batches are routed and sent in the order they were fetched), and the loop goes on
+fetching the next batch and handing routed messages to the shards meanwhile — stage 1 routes
+batch N+1 while the shards evaluate batch N. At most `STAGE1_AHEAD` batches are in hand at once
+(routing, or waiting for the one before): then the loop waits for the oldest. A batch in hand is
+read but not acked, like one held while the loop lingers, so a rebalance cannot lose it
+(tests/unit/live/test_live_batches.py). When the loop awaited ``handle`` inline, no routed
+message reached a shard while a batch routed: benchmarks/README.md, "Eighth pass".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any
@@ -59,6 +70,7 @@ FAUST_PRIVATE = (
     "_stopped",
 )
 
+STAGE1_AHEAD = 2  # batches handed to stage 1 and not yet sent, at most (one routing, one waiting for it)
 HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
 FETCHING = "FETCHING"  # faust.transport.consumer.CONSUMER_FETCHING
 Segments = list[tuple[Any, list[Any]]]  # [(tp, [aiokafka ConsumerRecord, ...])], in order of arrival
@@ -121,6 +133,7 @@ def _drain(
         batch: Segments = []  # input records not yet routed
         held = 0  # how many
         since = 0.0  # when the first of them arrived
+        in_hand: deque[asyncio.Future] = deque()  # batches handed to stage 1, oldest first (`_after`)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(FETCHING)
@@ -178,10 +191,14 @@ def _drain(
                     if commit_every is not None and consumer._n_acked >= commit_every:
                         consumer._n_acked = 0
                         await consumer.commit()
+                while in_hand and in_hand[0].done():
+                    in_hand.popleft().result()  # sent (or its failure raised here)
                 if batch and (held >= size or monotonic() - since >= linger_s):
                     # (records of partitions revoked meanwhile are left out by ``handle``, unacked)
                     batch, ready, held = [], batch, 0
-                    await handle(ready)
+                    while len(in_hand) >= STAGE1_AHEAD:
+                        await in_hand.popleft()
+                    in_hand.append(asyncio.ensure_future(_after(in_hand[-1] if in_hand else None, handle, ready)))
                 unset_flag(FETCHING)
         except consumer.consumer_stopped_errors:
             if app.should_stop:
@@ -196,5 +213,14 @@ def _drain(
             raise
         finally:
             unset_flag(FETCHING)
+            for task in in_hand:  # not sent, so not acked: read again from the group's committed offset
+                task.cancel()
 
     return drain_messages
+
+
+async def _after(before: asyncio.Future | None, handle: Callable[[Segments], Awaitable[None]], ready: Segments) -> None:
+    """``handle(ready)`` once the batch before it is sent (a failure there fails this one too)."""
+    if before is not None:
+        await before
+    await handle(ready)

@@ -60,6 +60,7 @@ class Committer:
         self.metrics.count_records(records)
         self.metrics.checkpoints["full" if full else "head"] += 1
         shard.state.pending = []
+        shard.taken_since_commit = 0
         shard.committed_mark = shard.state.engine.watermark
         if full:
             shard.checkpointed_at = time.monotonic()

@@ -33,6 +33,11 @@ log = logging.getLogger("firebreak.worker")
 
 PAUSE_S = 5.0  # housekeeping runs every second: a gap this long means the process was paused
 SHARD_QUEUE = 64  # routed messages handed to a shard's task before the evaluate agent waits for it
+# Records of several routed messages in one transaction: while more messages wait in the shard's
+# queue (a backlog), up to this many are taken before their records are committed, each
+# transaction being a few round trips to the broker during which the shard takes nothing. At a
+# steady rate the queue is empty after each message, so records leave at once, as before.
+COMMIT_AFTER_MESSAGES = 8
 
 
 class Shard:
@@ -48,6 +53,7 @@ class Shard:
         self.task: asyncio.Task | None = None  # takes them, in order (`ShardHost._shard_loop`)
         self.busy = False  # taking one now
         self.committed_mark: int | None = None  # the watermark of its last committed checkpoint
+        self.taken_since_commit = 0  # routed messages taken since its records were last committed
 
     def mark_moved(self) -> bool:
         """Its watermark passed the one last committed, with no records to carry it: a head of its
@@ -294,7 +300,8 @@ class ShardHost:
             event.value = event.message.value = None  # taken: kept only to be acked at the next full checkpoint
             shard.unacked.append((stream, event))
             self.metrics.observe_evaluation(time.perf_counter() - started)
-            if shard.state.pending:
+            shard.taken_since_commit += 1
+            if shard.state.pending and (shard.queue.empty() or shard.taken_since_commit >= COMMIT_AFTER_MESSAGES):
                 await self._commit(shard, full=False)
 
     def _offload(self, feed: Callable[[], Any]) -> Awaitable[Any]:

@@ -72,7 +72,10 @@ def test_per_user_rules_are_absolute_with_short_windows_or_judge_busy_callers_by
     """A user's own past is short and noisy: per-user rules are absolute over short windows —
     except those that compare a caller with its own habits (issue 30: a batch account's bursts
     are normal for itself), which judge only callers busy enough to have habits: at least 20
-    events in the window and the span, over an hour against at least 6 hours."""
+    events in the window and the span, over an hour against at least 6 hours; and those that
+    compare a user with everybody else (`Kx population`) over longer than 15 minutes (issue 30,
+    sixth round: a slow attacker), which do so at 99.9999% confidence with five flagged at least
+    and open tickets (sev3), not blocks."""
     _, rules = pack
     per_user = [r for r in rules if ("user",) in r.by]
     assert per_user
@@ -80,6 +83,9 @@ def test_per_user_rules_are_absolute_with_short_windows_or_judge_busy_callers_by
         if rule.relative:
             assert rule.min_events >= 20, rule.name
             assert rule.window_ms >= 3_600_000 and rule.baseline_ms >= 6 * 3_600_000, rule.name
+        elif rule.reference_kind == "population" and rule.window_ms > 15 * 60_000:
+            assert rule.confidence is not None and rule.confidence >= 0.999999, rule.name
+            assert rule.min_flagged >= 5 and rule.severity == 3 and not rule.contains, rule.name
         else:
             assert rule.window_ms <= 15 * 60_000, rule.name
     assert {r.name for r in per_user if r.relative} == {

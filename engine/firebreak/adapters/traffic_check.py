@@ -119,16 +119,13 @@ class _PathTally:
     """One event path over the sample; shared by every rule that reads it."""
 
     def __init__(self, path: tuple[str, ...]) -> None:
-        if path[0] == "labels" and len(path) == 2:  # a report label: whether the report carries it
-            label = path[1]
-            self.get = lambda data: True if label in (data.get("labels") or ()) else None
-        else:
-            self.get = getter(path)
+        self.path = path
+        self.label = path[1] if path[0] == "labels" and len(path) == 2 else None  # a report label
         self.present = self.true = self.numeric = 0
         self.values: set[Any] = set()
 
-    def add(self, data: Mapping[str, Any]) -> None:
-        value = self.get(data)
+    def add(self, value: Any) -> None:
+        """One event's value of the path (for a report label: True when the report carries it, else None)."""
         if value is None:
             return
         self.present += 1
@@ -153,11 +150,12 @@ class _Counted:
         self.source, self.label = rule.source, rule.label
         self.where = rule.where
         self.by_paths = rule.by
-        self.by = [getter(path) for path in rule.by]
+        self.by_fields: list[int] = []  # indexes of the `by` paths in the event's field values (`_Tallies`)
         self.passed = 0
         self.groups: set[tuple] = set()
-        # (step, metric field or None) → (step, its getter, {(group, step start): events behind the metric})
-        self.metrics: dict[tuple, tuple[int, Any, dict[tuple[tuple, int], int]]] = {}
+        # (step, metric field or None) → {(group, step start): events behind the metric}
+        self.metrics: dict[tuple[int, tuple[str, ...] | None], dict[tuple[tuple, int], int]] = {}
+        self.steps_of: list[tuple[int, int | None, dict]] = []  # (step, field index or None, counts): `_Tallies`
 
     @staticmethod
     def key(rule: CompiledRule) -> tuple:
@@ -172,14 +170,12 @@ class _Counted:
 
     def steps(self, rule: CompiledRule) -> dict[tuple[tuple, int], int]:
         """The per-step counts ``rule``'s metric reads (shared with the rules of the same step and field)."""
-        field = tuple(rule.arg) if rule.metric.numeric and rule.arg else None
-        key = (rule.step_ms, field)
-        if key not in self.metrics:
-            self.metrics[key] = (rule.step_ms, getter(field) if field else None, {})
-        return self.metrics[key][2]
+        arg = tuple(rule.arg) if rule.metric.numeric and rule.arg else None
+        return self.metrics.setdefault((rule.step_ms, arg), {})
 
-    def add(self, ts: int, data: Mapping[str, Any], keys: dict[tuple, tuple]) -> None:
-        """``keys``: this event's group keys so far, by `by` paths (counts grouped alike share them)."""
+    def add(self, ts: int, data: Mapping[str, Any], values: list[Any], keys: dict[tuple, tuple]) -> None:
+        """``values``: the event's field values (`_Tallies.fields`); ``keys``: its group keys so far,
+        by `by` paths (counts grouped alike share them)."""
         if self.label is not None:
             labels = data.get("labels")
             if not (isinstance(labels, list) and self.label in labels):
@@ -189,10 +185,10 @@ class _Counted:
         self.passed += 1
         key = keys.get(self.by_paths)
         if key is None:
-            key = keys[self.by_paths] = tuple([_hashable(get(data)) for get in self.by])
+            key = keys[self.by_paths] = tuple([_hashable(values[i]) for i in self.by_fields])
         self.groups.add(key)
-        for step_ms, value, steps in self.metrics.values():
-            if value is None or _is_number(value(data)):
+        for step_ms, at, steps in self.steps_of:
+            if at is None or _is_number(values[at]):
                 step = (key, ts - ts % step_ms)
                 steps[step] = steps.get(step, 0) + 1
 
@@ -206,13 +202,24 @@ class _Tallies:
         self.paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
         self.counts: dict[tuple, _Counted] = {}
         self.rules = [_RuleTally(rule, _names_of(rule), self.paths, self.counts) for rule in rules]
-        self.by_type: dict[str, tuple[list[_PathTally], list[_Counted]]] = {
-            kind: (
-                [t for (source, _), t in self.paths.items() if source == kind],
-                [c for c in self.counts.values() if c.source == kind],
-            )
-            for kind in (EventType.INFERENCE, EventType.REPORT)
-        }
+        # per event type: the getters of every path read (each read once per event), the path
+        # tallies with their value's index (None: a report label) and the counts
+        self.by_type: dict[str, tuple[list, list[tuple[_PathTally, int | None]], list[_Counted]]] = {}
+        for kind in (EventType.INFERENCE, EventType.REPORT):
+            fields: dict[tuple[str, ...], int] = {}
+            tallies = [
+                (t, None if t.label is not None else fields.setdefault(path, len(fields)))
+                for (source, path), t in self.paths.items()
+                if source == kind
+            ]
+            counts = [c for c in self.counts.values() if c.source == kind]
+            for counted in counts:
+                counted.by_fields = [fields.setdefault(tuple(p), len(fields)) for p in counted.by_paths]
+                counted.steps_of = [
+                    (step, None if arg is None else fields.setdefault(arg, len(fields)), steps)
+                    for (step, arg), steps in counted.metrics.items()
+                ]
+            self.by_type[kind] = ([getter(path) for path in fields], tallies, counts)
 
     def observe(self, event: Event, report: TrafficReport) -> None:
         """Count one valid event into the names and rules that read its type."""
@@ -223,14 +230,19 @@ class _Tallies:
             report.reports += 1
         else:
             return
-        paths, counts = self.by_type[kind]
+        getters, tallies, counts = self.by_type[kind]
         data = event.data
-        for path in paths:
-            path.add(data)
+        values = [get(data) for get in getters]
+        for tally, at in tallies:
+            if at is not None:
+                tally.add(values[at])
+            else:
+                labels = data.get("labels")
+                tally.add(True if isinstance(labels, list) and tally.label in labels else None)
         keys: dict[tuple, tuple] = {}
         ts = event.ts
         for counted in counts:
-            counted.add(ts, data, keys)
+            counted.add(ts, data, values, keys)
 
 
 class _RuleTally:

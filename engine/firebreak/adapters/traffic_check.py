@@ -119,16 +119,13 @@ class _PathTally:
     """One event path over the sample; shared by every rule that reads it."""
 
     def __init__(self, path: tuple[str, ...]) -> None:
-        if path[0] == "labels" and len(path) == 2:  # a report label: whether the report carries it
-            label = path[1]
-            self.get = lambda data: True if label in (data.get("labels") or ()) else None
-        else:
-            self.get = getter(path)
+        self.path = path
+        self.label = path[1] if path[0] == "labels" and len(path) == 2 else None  # a report label
         self.present = self.true = self.numeric = 0
         self.values: set[Any] = set()
 
-    def add(self, data: Mapping[str, Any]) -> None:
-        value = self.get(data)
+    def add(self, value: Any) -> None:
+        """One event's value of the path (for a report label: True when the report carries it, else None)."""
         if value is None:
             return
         self.present += 1
@@ -143,36 +140,137 @@ class _PathTally:
         return NameSeen(role, dotted, self.present, self.true, self.numeric, len(self.values))
 
 
-class _RuleTally:
-    """Per rule: the names it reads, `where`, groups and per-step counts of the metric's events."""
+class _Counted:
+    """What rules that count alike share: the events of one type (and report label) that pass
+    one `where`, and their groups by one `by`; per step length and metric field, per-step counts
+    of the metric's events (`steps`). Rules that differ only in threshold, window, reference or
+    metric share one: each event is checked and keyed once."""
 
-    def __init__(self, rule: CompiledRule, uses: Sequence[NameUse], paths: dict[tuple[str, ...], _PathTally]) -> None:
+    def __init__(self, rule: CompiledRule) -> None:
+        self.source, self.label = rule.source, rule.label
+        self.where = rule.where
+        self.by_paths = rule.by
+        self.by_fields: list[int] = []  # indexes of the `by` paths in the event's field values (`_Tallies`)
+        self.passed = 0
+        self.groups: set[tuple] = set()
+        # (step, metric field or None) → {(group, step start): events behind the metric}
+        self.metrics: dict[tuple[int, tuple[str, ...] | None], dict[tuple[tuple, int], int]] = {}
+        self.steps_of: list[tuple[int, int | None, dict]] = []  # (step, field index or None, counts): `_Tallies`
+
+    @staticmethod
+    def key(rule: CompiledRule) -> tuple:
+        """Rules with equal keys count the same events alike (`where` compared as plan data)."""
+        if rule.where is None:
+            where: Any = None
+        elif rule.where_plan is not None:
+            where = repr(rule.where_plan)
+        else:
+            where = id(rule)  # a `where` with no plan data: shared with no other rule
+        return (rule.source, rule.label, where, rule.by)
+
+    def steps(self, rule: CompiledRule) -> dict[tuple[tuple, int], int]:
+        """The per-step counts ``rule``'s metric reads (shared with the rules of the same step and field)."""
+        arg = tuple(rule.arg) if rule.metric.numeric and rule.arg else None
+        return self.metrics.setdefault((rule.step_ms, arg), {})
+
+    def add(self, ts: int, data: Mapping[str, Any], values: list[Any], keys: dict[tuple, tuple]) -> None:
+        """``values``: the event's field values (`_Tallies.fields`); ``keys``: its group keys so far,
+        by `by` paths (counts grouped alike share them)."""
+        if self.label is not None:
+            labels = data.get("labels")
+            if not (isinstance(labels, list) and self.label in labels):
+                return
+        if self.where is not None and not self.where(data):
+            return
+        self.passed += 1
+        key = keys.get(self.by_paths)
+        if key is None:
+            key = keys[self.by_paths] = tuple([_hashable(values[i]) for i in self.by_fields])
+        self.groups.add(key)
+        for step_ms, at, steps in self.steps_of:
+            if at is None or _is_number(values[at]):
+                step = (key, ts - ts % step_ms)
+                steps[step] = steps.get(step, 0) + 1
+
+
+class _Tallies:
+    """Everything the sample is counted into: per (event type, path) a `_PathTally`, per way of
+    counting a `_Counted`, each shared by the rules that read it; `observe` touches each once
+    per event (the live watch's hot path: precomputed per event type)."""
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
+        self.counts: dict[tuple, _Counted] = {}
+        self.rules = [_RuleTally(rule, _names_of(rule), self.paths, self.counts) for rule in rules]
+        # per event type: the getters of every path read (each read once per event), the path
+        # tallies with their value's index (None: a report label) and the counts
+        self.by_type: dict[str, tuple[list, list[tuple[_PathTally, int | None]], list[_Counted]]] = {}
+        for kind in (EventType.INFERENCE, EventType.REPORT):
+            fields: dict[tuple[str, ...], int] = {}
+            tallies = [
+                (t, None if t.label is not None else fields.setdefault(path, len(fields)))
+                for (source, path), t in self.paths.items()
+                if source == kind
+            ]
+            counts = [c for c in self.counts.values() if c.source == kind]
+            for counted in counts:
+                counted.by_fields = [fields.setdefault(tuple(p), len(fields)) for p in counted.by_paths]
+                counted.steps_of = [
+                    (step, None if arg is None else fields.setdefault(arg, len(fields)), steps)
+                    for (step, arg), steps in counted.metrics.items()
+                ]
+            self.by_type[kind] = ([getter(path) for path in fields], tallies, counts)
+
+    def observe(self, event: Event, report: TrafficReport) -> None:
+        """Count one valid event into the names and rules that read its type."""
+        kind = event.type
+        if kind == EventType.INFERENCE:
+            report.inference += 1
+        elif kind == EventType.REPORT:
+            report.reports += 1
+        else:
+            return
+        getters, tallies, counts = self.by_type[kind]
+        data = event.data
+        values = [get(data) for get in getters]
+        for tally, at in tallies:
+            if at is not None:
+                tally.add(values[at])
+            else:
+                labels = data.get("labels")
+                tally.add(True if isinstance(labels, list) and tally.label in labels else None)
+        keys: dict[tuple, tuple] = {}
+        ts = event.ts
+        for counted in counts:
+            counted.add(ts, data, values, keys)
+
+
+class _RuleTally:
+    """Per rule: the names it reads and how it counts (`_Counted`, shared with the rules that count alike)."""
+
+    def __init__(
+        self,
+        rule: CompiledRule,
+        uses: Sequence[NameUse],
+        paths: dict[tuple[str, tuple[str, ...]], _PathTally],
+        counts: dict[tuple, _Counted],
+    ) -> None:
         self.rule = rule
         self.names = [
             (role, path, paths.setdefault((rule.source, path), _PathTally(path)))
             for role, path in dict.fromkeys((use.role, use.path) for use in uses)
         ]
-        self.by = [getter(path) for path in rule.by]
-        self.where = rule.where
-        self.step_ms = rule.step_ms
-        self.value = getter(rule.arg) if rule.metric.numeric and rule.arg else None
-        self.passed = 0
-        self.steps: dict[tuple[tuple, int], int] = {}  # (group, step start) → events behind the metric
-        self.groups: set[tuple] = set()
+        key = _Counted.key(rule)
+        self.counted = counts.get(key) or counts.setdefault(key, _Counted(rule))
+        self.steps = self.counted.steps(rule)
 
-    def add(self, event: Event, keys: dict[tuple, tuple]) -> None:
-        """``keys``: this event's group keys so far, by `by` paths (rules grouped alike share them)."""
-        data = event.data
-        if not self.rule.admits(event.type, data) or (self.where is not None and not self.where(data)):
-            return
-        self.passed += 1
-        key = keys.get(self.rule.by)
-        if key is None:
-            key = keys[self.rule.by] = tuple([_hashable(get(data)) for get in self.by])
-        self.groups.add(key)
-        if self.value is None or _is_number(self.value(data)):
-            step = (key, event.ts - event.ts % self.step_ms)
-            self.steps[step] = self.steps.get(step, 0) + 1
+    @property
+    def passed(self) -> int:
+        return self.counted.passed
+
+    @property
+    def groups(self) -> set[tuple]:
+        return self.counted.groups
 
     def busiest_window(self) -> int:
         """The most metric events one group had in one window (whole steps, as the engine counts)."""
@@ -220,8 +318,7 @@ def check_events(
     """Every rule over ``events``: the sample's facts per rule and the engine's incidents; with
     ``false_per_day``, each rule's incidents a day against that budget and, over it, the least
     stricter setting that meets it (adapters/calibration.py: the sample is then kept in memory)."""
-    paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
-    tallies = [_RuleTally(rule, _names_of(rule), paths) for rule in rules]
+    tallies = _Tallies(rules)
     report = TrafficReport(source, read if read is not None else ReplayResult())
     engine = Engine(rules, lateness_ms)
     records: list[dict[str, Any]] = []
@@ -237,32 +334,15 @@ def check_events(
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
-        _observe(event, report, paths, tallies)
+        tallies.observe(event, report)
         records.extend(r for r in engine.process(event) if is_incident(r))
     records.extend(r for r in engine.finish() if is_incident(r))
     span = (report.last_ts - report.first_ts) if report.first_ts is not None else 0
-    report.rules = [_rule_traffic(t, records, report, span) for t in tallies]
+    report.rules = [_rule_traffic(t, records, report, span) for t in tallies.rules]
     if false_per_day is not None:
-        for tally, out in zip(tallies, report.rules, strict=True):
+        for tally, out in zip(tallies.rules, report.rules, strict=True):
             out.calibration = calibrate(tally.rule, out.opened, kept, span, false_per_day, lateness_ms)
     return report
-
-
-def _observe(event: Event, report: TrafficReport, paths: dict, tallies: Sequence[_RuleTally]) -> None:
-    """Count one valid event into the names and rules that read its type."""
-    if event.type == EventType.INFERENCE:
-        report.inference += 1
-    elif event.type == EventType.REPORT:
-        report.reports += 1
-    else:
-        return
-    for (kind, _), path in paths.items():
-        if kind == event.type:
-            path.add(event.data)
-    keys: dict[tuple, tuple] = {}
-    for tally in tallies:
-        if tally.rule.source == event.type:
-            tally.add(event, keys)
 
 
 def check_files(
@@ -456,8 +536,7 @@ class TrafficWatch:
         self.span_ms = max([span_ms, *(r.window_ms for r in rules)])
         self.per_batch = per_batch
         self.offered = self.observed = 0  # events of the batches seen; of those, observed (`sample`)
-        self.paths: dict[tuple[str, ...], _PathTally] = {}
-        self.tallies = [_RuleTally(r, _names_of(r), self.paths) for r in rules]
+        self.tallies: _Tallies | None = _Tallies(rules)
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
 
@@ -479,7 +558,7 @@ class TrafficWatch:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
-        _observe(event, report, self.paths, self.tallies)
+        self.tallies.observe(event, report)  # type: ignore[union-attr]  # None once reported
 
     def due(self) -> bool:
         r = self.report_
@@ -491,8 +570,8 @@ class TrafficWatch:
         r = self.report_
         span = (r.last_ts or 0) - (r.first_ts or 0)
         scale = self.offered / self.observed if self.observed else 1.0
-        r.rules = [_rule_traffic(t, [], r, span, scale) for t in self.tallies]
-        self.tallies, self.paths = [], {}
+        r.rules = [_rule_traffic(t, [], r, span, scale) for t in self.tallies.rules] if self.tallies else []
+        self.tallies = None
         return [(rule.name, warning) for rule in r.rules for warning in rule.warnings]
 
 

@@ -424,3 +424,152 @@ def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: py
     with caplog.at_level(logging.INFO, logger="firebreak.worker"):
         route.handle(raw[:10])
     assert route.watch.report_.inference == 10 and caplog.records == []
+
+
+# ---- the watch's warnings, pinned: a cheaper `observe` must not change them ----------------------
+
+
+@pytest.fixture(scope="module")
+def pack_and_demo():
+    """The starter pack and the demo's traffic (seed 2026, 2 events/s: 3 h, ~21,600 events)."""
+    from firebreak.adapters.demo import demo_traffic
+    from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources
+
+    rules, problems = load_rules(starter_rule_sources(), starter_companion_sources())
+    assert not problems
+    return rules, [validate_event(e) for e in demo_traffic(2026, 2.0).events()]
+
+
+def watched(rules, events, batch: int) -> TrafficWatch:
+    """The watch as the route stage drives it: batches of ``batch`` events, a sample of each."""
+    watch = TrafficWatch(rules)
+    for start in range(0, len(events), batch):
+        chunk = events[start : start + batch]
+        for index in watch.sample(len(chunk)):
+            watch.observe(chunk[index])
+        if watch.due():
+            return watch
+    raise AssertionError("the watch never became due")
+
+
+def naive_counts(rules, events) -> dict[str, tuple[int, int]]:
+    """Per rule, (events passing its `where`, groups), counted rule by rule as the definition reads —
+    the reference for the watch's counts, which rules that count alike share."""
+    from firebreak.dsl.compiler import get_path
+
+    out = {}
+    for rule in rules:
+        passed, groups = 0, set()
+        for event in events:
+            if rule.admits(event.type, event.data) and (rule.where is None or rule.where(event.data)):
+                passed += 1
+                groups.add(tuple(repr(get_path(event.data, path)) for path in rule.by))
+        out[rule.name] = (passed, len(groups))
+    return out
+
+
+# The warnings main gave before `observe` shared its counts between rules (the watch as it was at
+# the eighth pass, benchmarks/README.md), checked equal after: pinned, so a cheaper watch cannot
+# change them.
+PINNED_EVERY_EVENT = [
+    ("answer_tokens_per_busy_caller", "never fires: no group reaches `min 60 events` in a 1h window (the most: 21)"),
+    ("pii_reaching_many_users", "never fires: no group reaches `min 20 events` in a 15m window (the most: 1)"),
+    (
+        "cross_tenant_exposure",
+        "never fires: flag `cross_tenant` is never true in the sample (present in 7,771 of 7,771 events)",
+    ),
+    (
+        "refusal_rise_by_template",
+        "never fires: flag `refusal` is never true in the sample (present in 0 of 7,771 events)",
+    ),
+    ("refusal_spike", "never fires: flag `refusal` is never true in the sample (present in 0 of 7,771 events)"),
+    ("data_exposure_reported", "never fires: no report in the sample carries the label `data_exposure` (7 reports)"),
+    (
+        "data_exposure_corroborated",
+        "never fires: no report in the sample carries the label `data_exposure` (7 reports)",
+    ),
+    ("harmful_answers_reported", "never fires: no report in the sample carries the label `harmful` (7 reports)"),
+    ("wrong_answers_reported", "never fires: no group reaches `min 5 events` in a 1h window (the most: 3)"),
+    ("thumbs_down_surge", "never fires: no group reaches `min 10 events` in a 1h window (the most: 1)"),
+]
+PINNED_SAMPLED = [
+    (
+        "injection_probing_user",
+        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "repeated_jailbreaks_by_user",
+        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "injection_wave_by_tenant",
+        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "injection_wave_new_tenant",
+        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "jailbreak_wave_by_tenant",
+        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "code_helper_jailbreaks",
+        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "answer_tokens_per_busy_caller",
+        "never fires: no group reaches `min 60 events` in a 1h window (the most: ~31, from a 1-in-16 sample)",
+    ),
+    (
+        "pii_reaching_many_users",
+        "never fires: no group reaches `min 20 events` in a 15m window (the most: ~16, from a 1-in-16 sample)",
+    ),
+    (
+        "cross_tenant_exposure",
+        "never fires: flag `cross_tenant` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "system_prompt_leak",
+        "never fires: flag `system_prompt_leak` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "refusal_rise_by_template",
+        "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)",
+    ),
+    ("refusal_spike", "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)"),
+    ("data_exposure_reported", "never fires: no report in the sample carries the label `data_exposure` (1 reports)"),
+    (
+        "data_exposure_corroborated",
+        "never fires: no report in the sample carries the label `data_exposure` (1 reports)",
+    ),
+    ("harmful_answers_reported", "never fires: no report in the sample carries the label `harmful` (1 reports)"),
+    ("thumbs_down_surge", "never fires: no report in the sample carries the label `thumbs_down` (1 reports)"),
+]
+
+
+@pytest.mark.parametrize("batch", [20, 500])
+def test_the_watch_warnings_on_the_demo_traffic_are_pinned(pack_and_demo, batch: int) -> None:
+    rules, events = pack_and_demo
+    watch = watched(rules, events, batch)
+    observed = watch.observed
+    got = watch.report()
+    if batch == 20:  # batches of 20: every event observed (a live worker keeping up)
+        assert observed == watch.offered == 7_780
+        assert got == PINNED_EVERY_EVENT
+    else:  # batches of 500: 32 of each (a backlog)
+        assert (observed, watch.offered) == (512, 8_000)
+        assert got == PINNED_SAMPLED
+
+
+def test_the_watch_counts_each_rule_as_counting_it_alone_would(pack_and_demo) -> None:
+    """Rules that share type, `where` and `by` share one count in the watch; each rule's `where`
+    passes and groups still equal counting that rule alone over the same events."""
+    rules, events = pack_and_demo
+    watch = TrafficWatch(rules)
+    for event in events[:3000]:  # every event observed
+        watch.observe(event)
+    watch.report()
+    facts = {r.name: (r.passed, r.groups) for r in watch.report_.rules}
+    assert facts == naive_counts(rules, events[:3000])
+    assert len({passed for passed, _ in facts.values()}) > 3  # the rules' `where`s differ on this traffic

@@ -123,11 +123,15 @@ class RouteStage:
         self.max_ts.update(beats)
         self.ahead_runs.update(runs)
         if not self.watch.reported:  # the traffic check's first hour: a bounded sample of each batch
-            taken = [
-                index
-                for index in range(len(messages))
-                if (index not in refused or index in times) and index not in ahead
-            ]
+            taken: Sequence[int] = (
+                [
+                    index
+                    for index in range(len(messages))
+                    if (index not in refused or index in times) and index not in ahead
+                ]
+                if refused or ahead
+                else range(len(messages))  # the common batch: every message an event (no list of 1,000 built)
+            )
             for index in self.watch.sample(len(taken)):
                 try:
                     self.watch.observe(decode_event(messages[taken[index]][2]))

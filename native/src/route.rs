@@ -8,9 +8,10 @@
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
-//! A routed message (format 6) is one header line of JSON (written by routing.py), then one
+//! A routed message (format 7) is one header line of JSON (written by routing.py), then one
 //! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
-//! shard must look at as a bit mask, the event with every field but `prompt`/`output`), the
+//! shard must look at as a bit mask, the population rules it only counts the event for and
+//! which of them it is flagged for, the event with every field but `prompt`/`output`), the
 //! rows packed into one zstd frame (frame.rs).
 
 use crate::host::Text;

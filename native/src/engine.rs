@@ -422,13 +422,56 @@ impl<O> Engine<O> {
     /// `add_masked` with a mask stage 1 made (`route::Router::targets`, with these rules): its
     /// rules are the ones whose source, label and `where` the event passes, so they are not
     /// checked again here (past 64 rules a mask names them all: then they are).
-    pub fn add_passed<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: u64) -> bool {
+    /// Up to 64 rules, ``mask`` names only rules of which this shard owns the event's pair
+    /// (population rules too), and ``pop`` the population rules that count the event here without
+    /// this shard owning its pair (``flagged``: those whose flag it has set): they are counted
+    /// without routing the event to a group (`count_population`).
+    pub fn add_passed<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: u64, pop: u64, flagged: u64) -> bool {
         if !self.admit(event) {
             return false;
         }
         let passed = self.rules.len() <= 64;
         self.aggregate(event, host, Some(mask), passed);
+        self.count_population(event.ts, pop, flagged);
         true
+    }
+
+    /// A routed row that only counts population rules here (routed format 7: its mask empty,
+    /// stage 1 had these rules): the event's time and which rules count it, flagged or not —
+    /// what `add_routed` does for a population rule of a pair another shard owns — without
+    /// reading the event. False, counted, when it is late.
+    pub fn add_population_only(&mut self, ts: i64, pop: u64, flagged: u64) -> bool {
+        if self.is_late(ts) {
+            self.late += 1;
+            return false;
+        }
+        self.events += 1; // a routed event: an inference or a report, never a change
+        if self.max_ts.is_none_or(|m| ts > m) {
+            self.max_ts = Some(ts);
+        }
+        self.count_population(ts, pop, flagged);
+        true
+    }
+
+    /// The population totals of the rules in ``pop`` (bit `r`: rule `r`), at ``ts``'s step:
+    /// one event each, flagged for those in ``flagged`` (`add_routed`'s first half).
+    fn count_population(&mut self, ts: i64, pop: u64, flagged: u64) {
+        let mut bits = pop;
+        while bits != 0 {
+            let index = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(state) = self.rules.get_mut(index) else {
+                continue;
+            };
+            let start = ts - ts.rem_euclid(state.plan.step_ms);
+            if let Some(population) = state.population.as_mut() {
+                let totals = population_entry(population, start);
+                totals.0 += 1;
+                if flagged & (1u64 << index) != 0 {
+                    totals.1 += 1;
+                }
+            }
+        }
     }
 
     /// The counters of an event that is not late (false, counted, when it is).
@@ -525,8 +568,8 @@ impl<O> Engine<O> {
     }
 
     /// Add ``event`` to the buckets of its `route`d (rule, key) pairs. ``owned``: the pairs
-    /// of rules other than `Kx population` are known to be this shard's (stage 1's mask said
-    /// so): their owner is not looked up again.
+    /// are known to be this shard's (stage 1's mask said so, population rules too — routed
+    /// format 7): their owner is not looked up again.
     fn add_routed<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, routed: &[(usize, u32)], owned: bool) {
         let ts = event.ts;
         let mut user_hash: Option<Option<u64>> = None;
@@ -545,7 +588,7 @@ impl<O> Engine<O> {
                     totals.1 += 1;
                 }
             }
-            if let Some(owner) = self.owner.as_mut().filter(|_| !owned || state.population.is_some()) {
+            if let Some(owner) = self.owner.as_mut().filter(|_| !owned) {
                 let table = &self.key_tables[state.plan.by_id];
                 if owner.owners.shard(index, &state.plan, key, table) != owner.shard {
                     continue; // another shard's pair (its population counted above)
@@ -847,7 +890,8 @@ impl<O> Engine<O> {
     /// Stage 2's half (called by `Core.take_routed`): the events of a routed message's body, those
     /// at or after ``next[partition]`` aggregated without moving time (the others were taken
     /// already: stage 1 sent them again after a restart); ``next`` moves past each one taken.
-    /// ``masks``: look only at the rules each line's mask names (stage 1 had the same rules).
+    /// ``masks``: look only at the rules each row's mask names (stage 1 had the same rules), and
+    /// count the population rules its `POP` names without reading the event when that is all.
     /// Returns (events taken, late, duplicates).
     pub fn take_payload<H: Host<Obj = O>>(
         &mut self,
@@ -858,16 +902,20 @@ impl<O> Engine<O> {
     ) -> Result<(usize, usize, usize), String> {
         let (mut taken, mut late, mut duplicates) = (0, 0, 0);
         for row in crate::rows::rows(body) {
-            let crate::rows::Row { partition, offset, ts, mask, value } = row?;
+            let crate::rows::Row { partition, offset, ts, mask, pop, flagged, value } = row?;
             let next_offset = next.entry(partition).or_insert(0);
             if offset < *next_offset {
                 duplicates += 1;
                 continue;
             }
             *next_offset = offset + 1;
-            let event = crate::rows::read_event(value, ts)
-                .ok_or_else(|| format!("routed event at input partition {partition} offset {offset} is not an event"))?;
-            let added = if masks { self.add_passed(&event, host, mask) } else { self.add_masked(&event, host, None) };
+            let added = if masks && mask == 0 && self.rules.len() <= 64 {
+                self.add_population_only(ts, pop, flagged) // the event is not read
+            } else {
+                let event = crate::rows::read_event(value, ts)
+                    .ok_or_else(|| format!("routed event at input partition {partition} offset {offset} is not an event"))?;
+                if masks { self.add_passed(&event, host, mask, pop, flagged) } else { self.add_masked(&event, host, None) }
+            };
             if added {
                 taken += 1;
             } else {

@@ -8,9 +8,10 @@
 //! written here byte for byte as Python writes it (ASCII-escaped strings, `repr` floats,
 //! booleans tagged `["__bool__",true]`), so a Python stage and a native stage agree.
 //!
-//! A routed message (format 6) is one header line of JSON (written by routing.py), then one
+//! A routed message (format 7) is one header line of JSON (written by routing.py), then one
 //! binary row per event (rows.rs: input partition and offset, event time in ms, the rules the
-//! shard must look at as a bit mask, the event with every field but `prompt`/`output`), the
+//! shard must look at as a bit mask, the population rules it only counts the event for and
+//! which of them it is flagged for, the event with every field but `prompt`/`output`), the
 //! rows packed into one zstd frame (frame.rs).
 
 use crate::host::Text;
@@ -155,18 +156,32 @@ impl Router {
         }
     }
 
-    /// Per shard, the rules it must look at for the event (bit `r`: rule `r`): those of which
-    /// it owns the event's (rule, group) pair, and every `Kx population` rule that counts the
-    /// event (each shard counts the whole population). A shard with no bit set does not get
-    /// the event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`).
-    pub fn targets<H: Text>(&mut self, event: &event::Event, host: &H, masks: &mut [u64]) {
+    /// Per shard, the rules it must look at for the event (bit `r`: rule `r`) in ``masks``:
+    /// those of which it owns the event's (rule, group) pair. In ``pops``, per shard, the
+    /// `Kx population` / `baseline(S, population)` rules that count the event there without the
+    /// shard owning its pair (each shard counts the whole population, as one engine does; the
+    /// owner's bit is in ``masks``); ``flagged``: those of the event's population rules whose flag
+    /// it has set (`flags.<flag> is True`). A shard with no bit set in either does not get the
+    /// event. Past 64 rules, a shard that gets it looks at every rule (`u64::MAX`) and checks
+    /// every owner itself, population rules on every shard (``pops`` stay empty).
+    pub fn targets<H: Text>(
+        &mut self,
+        event: &event::Event,
+        host: &H,
+        masks: &mut [u64],
+        pops: &mut [u64],
+        flagged: &mut u64,
+    ) {
         masks.iter_mut().for_each(|m| *m = 0);
+        pops.iter_mut().for_each(|m| *m = 0);
+        *flagged = 0;
         if self.key_tables.iter().any(|t| t.len() > MAX_KEYS) {
             for table in self.key_tables.iter_mut() {
                 *table = KeyTable::default();
             }
             self.owners = Owners::new(self.plans.len(), self.shards);
         }
+        let split = self.plans.len() <= 64; // population rules named apart from the pairs owned
         let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
         let mut parts: Vec<KeyRef> = Vec::new();
         for (index, plan) in self.plans.iter().enumerate() {
@@ -184,7 +199,8 @@ impl Router {
                 }
             }
             let bit = if index < 64 { 1u64 << index } else { u64::MAX };
-            if plan.population.is_some() || plan.population_fallback {
+            let population = plan.population.is_some() || plan.population_fallback;
+            if population && !split {
                 masks.iter_mut().for_each(|m| *m |= bit);
                 continue;
             }
@@ -198,6 +214,13 @@ impl Router {
                 self.owners
                     .shard(index, plan, keys[by_id].unwrap(), &self.key_tables[by_id]);
             masks[shard as usize] |= bit;
+            if population {
+                // engine.rs `add_routed`: the step's population totals, events then flagged
+                pops.iter_mut().enumerate().filter(|(s, _)| *s != shard as usize).for_each(|(_, m)| *m |= bit);
+                if crate::window::flagged(event, plan.flag.as_deref().unwrap_or("")) {
+                    *flagged |= bit;
+                }
+            }
         }
     }
 }
@@ -249,6 +272,8 @@ fn route_one<'a, H: Text>(
     partition: i64,
     host: &H,
     masks: &mut [u64],
+    pops: &mut [u64],
+    flagged: &mut u64,
 ) -> Option<event::Event<'a>> {
     let decoded = if raw.len() > max_bytes { None } else { decode_with(raw, ts) };
     let Some(event) = decoded else {
@@ -283,8 +308,8 @@ fn route_one<'a, H: Text>(
     if !routable(event.kind) {
         return None;
     }
-    router.targets(&event, host, masks);
-    if masks.iter().all(|m| *m == 0) {
+    router.targets(&event, host, masks, pops, flagged);
+    if masks.iter().chain(pops.iter()).all(|m| *m == 0) {
         return None;
     }
     Some(event)
@@ -387,6 +412,8 @@ impl Router {
         out.bufs.iter_mut().for_each(Vec::clear);
         out.cuts.iter_mut().for_each(Vec::clear);
         let mut masks = vec![0u64; shards];
+        let mut pops = vec![0u64; shards];
+        let mut flagged = 0u64;
         for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
             let part = match parts.iter().position(|p| p.0 == partition) {
                 Some(i) => i,
@@ -397,7 +424,9 @@ impl Router {
             };
             parts[part].2 = offset;
             let ts = times.get(&index).copied();
-            let Some(event) = route_one(self, &mut tally, index, raw, ts, max_bytes, partition, host, &mut masks)
+            let Some(event) = route_one(
+                self, &mut tally, index, raw, ts, max_bytes, partition, host, &mut masks, &mut pops, &mut flagged,
+            )
             else {
                 continue;
             };
@@ -405,8 +434,8 @@ impl Router {
             value.clear();
             rows::write_obj(value, &event.data, &RAW_TEXT_FIELDS);
             let size = 4 + rows::ROW_HEAD + value.len();
-            for (shard, mask) in masks.iter().enumerate() {
-                if *mask == 0 {
+            for (shard, (mask, pop)) in masks.iter().zip(&pops).enumerate() {
+                if *mask == 0 && *pop == 0 {
                     continue;
                 }
                 parts[part].3[shard] += 1;
@@ -415,7 +444,9 @@ impl Router {
                 if buf.len() > began && buf.len() - began + size > limit {
                     cut.push(buf.len()); // past the limit: the rows go on in another body
                 }
-                rows::write_row(buf, partition, offset, event.ts, *mask, value);
+                // a row that only counts population rules keeps its value: a shard of other
+                // rules (after a reload: `rv` not its own) evaluates it in full
+                rows::write_row(buf, partition, offset, event.ts, *mask, *pop, *pop & flagged, value);
             }
         }
         for (buf, cut) in out.bufs.iter().zip(out.cuts.iter_mut()) {

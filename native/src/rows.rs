@@ -1,8 +1,11 @@
-//! The routed rows (routed format 5; docs/live.md, "The routed format"): the events stage 1
+//! The routed rows (routed format 7; docs/live.md, "The routed format"): the events stage 1
 //! sends a shard, each as one binary row, read by the shard's engine without parsing JSON again.
 //!
 //! A row is little-endian: `u32 LEN` (bytes after it), `u32 PARTITION`, `i64 OFFSET`, `i64 TS`,
-//! `u64 MASK`, then the event as one value. A value is a tag byte and its payload:
+//! `u64 MASK` (the rules of which the shard owns the event's pair), `u64 POP` (the population
+//! rules that count the event on this shard without it owning the pair), `u64 FLAGGED` (of
+//! those, the ones whose flag the event has set), then the event as one value. With the same
+//! rules as stage 1, a shard reads only the head of a row whose `MASK` is 0. A value is a tag byte and its payload:
 //! `0` null, `1` false, `2` true, `3` int (i64), `4` float (f64), `5` string (byte length,
 //! UTF-8), `6` array (count, the items), `7` object (count, then each key as a string payload —
 //! length, UTF-8 — and its value); lengths and counts are LEB128 varints (one byte below 128). An object keeps its keys in the order and with
@@ -23,8 +26,8 @@ const FLOAT: u8 = 4;
 const STR: u8 = 5;
 const ARR: u8 = 6;
 const OBJ: u8 = 7;
-/// Bytes of a row after its length: partition, offset, time, mask.
-pub const ROW_HEAD: usize = 4 + 8 + 8 + 8;
+/// Bytes of a row after its length: partition, offset, time, mask, population, flagged.
+pub const ROW_HEAD: usize = 4 + 8 + 8 + 8 + 8 + 8;
 /// Nesting a row may have (the decoder accepts events nested at most 64 deep: json.rs MAX_DEPTH).
 const MAX_DEPTH: u32 = 128;
 
@@ -81,12 +84,15 @@ pub fn write_obj(out: &mut Vec<u8>, obj: &Obj, drop: &[&str]) {
 }
 
 /// One row: its head then ``value`` (an event written by `write_obj`).
-pub fn write_row(out: &mut Vec<u8>, partition: i64, offset: i64, ts: i64, mask: u64, value: &[u8]) {
+#[allow(clippy::too_many_arguments)]
+pub fn write_row(out: &mut Vec<u8>, partition: i64, offset: i64, ts: i64, mask: u64, pop: u64, flagged: u64, value: &[u8]) {
     out.extend_from_slice(&((ROW_HEAD + value.len()) as u32).to_le_bytes());
     out.extend_from_slice(&(partition as u32).to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&ts.to_le_bytes());
     out.extend_from_slice(&mask.to_le_bytes());
+    out.extend_from_slice(&pop.to_le_bytes());
+    out.extend_from_slice(&flagged.to_le_bytes());
     out.extend_from_slice(value);
 }
 
@@ -96,6 +102,8 @@ pub struct Row<'a> {
     pub offset: i64,
     pub ts: i64,
     pub mask: u64,
+    pub pop: u64,
+    pub flagged: u64,
     pub value: &'a [u8],
 }
 
@@ -122,6 +130,8 @@ pub fn rows(body: &[u8]) -> impl Iterator<Item = Result<Row<'_>, &'static str>> 
             offset: word(4) as i64,
             ts: word(12) as i64,
             mask: word(20),
+            pop: word(28),
+            flagged: word(36),
             value: &row[ROW_HEAD..],
         }))
     })
@@ -212,12 +222,13 @@ mod tests {
         let mut value = Vec::new();
         write_obj(&mut value, &event.data, &["prompt", "output"]);
         let mut body = Vec::new();
-        write_row(&mut body, 3, 41, event.ts, 0b101, &value);
-        write_row(&mut body, 0, 7, 5, u64::MAX, &value);
+        write_row(&mut body, 3, 41, event.ts, 0b101, 0b10, 0b10, &value);
+        write_row(&mut body, 0, 7, 5, u64::MAX, 0, 0, &value);
         let read: Vec<Row> = rows(&body).collect::<Result<_, _>>().unwrap();
         assert_eq!(read.len(), 2);
-        assert_eq!((read[0].partition, read[0].offset, read[0].ts, read[0].mask), (3, 41, event.ts, 0b101));
-        assert_eq!((read[1].partition, read[1].offset, read[1].ts, read[1].mask), (0, 7, 5, u64::MAX));
+        let head = |r: &Row| (r.partition, r.offset, r.ts, r.mask, r.pop, r.flagged);
+        assert_eq!(head(&read[0]), (3, 41, event.ts, 0b101, 0b10, 0b10));
+        assert_eq!(head(&read[1]), (0, 7, 5, u64::MAX, 0, 0));
         let back = read_event(read[0].value, read[0].ts).unwrap();
         let mut expected = event.data.clone();
         expected.0.retain(|(k, _)| k != "prompt");

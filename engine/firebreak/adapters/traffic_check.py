@@ -497,7 +497,8 @@ def _verdicts(
     never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
     if out.passed == 0 and not (never and rule.label is not None):  # the missing label said it already
         warnings.append("never fires: no event of the sample passes its `where`")
-    elif out.min_events and out.busiest_window < out.min_events and not never:
+    elif out.min_events and out.busiest_window < out.min_events and not never and span >= rule.window_ms:
+        # (a sample shorter than one window holds no whole window: its busiest is no evidence)
         most = f"~{out.busiest_window}, from a 1-in-{out.sampled} sample" if out.sampled > 1 else out.busiest_window
         warnings.append(
             f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window (the most: {most})"
@@ -533,7 +534,9 @@ class TrafficWatch:
     """
 
     def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS, per_batch: int = WATCH_SAMPLE) -> None:
-        self.span_ms = max([span_ms, *(r.window_ms for r in rules)])
+        # an hour, however long the rules' windows: a rule whose window is longer is judged on
+        # everything but its `min N events` (no whole window seen), not waited for
+        self.span_ms = span_ms
         self.per_batch = per_batch
         self.offered = self.observed = 0  # events of the batches seen; of those, observed (`sample`)
         self.tallies: _Tallies | None = _Tallies(rules)

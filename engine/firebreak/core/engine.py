@@ -224,6 +224,30 @@ class Engine:
             self.max_ts = ts
         return True
 
+    def add_population(self, ts: int, counted: Iterable[tuple[int, bool]]) -> bool:
+        """A routed event that only counts population rules on this shard (routed format 7: a
+        row whose mask is empty; docs/live.md, "The routed format"): at ``ts``, one event for each
+        (rule index, flagged) of ``counted`` in that rule's population totals — what `add` does
+        for a population rule whose group another shard owns — without the event itself. False
+        (and counted) when it is late."""
+        if self.watermark is not None and ts < self.watermark:
+            self.stats["late"] += 1
+            return False
+        self.stats["events"] += 1
+        for index, flagged in counted:
+            state = self.states[index]
+            if state.population is None:
+                continue
+            start = ts - ts % state.rule.step_ms
+            totals = state.population.get(start)
+            if totals is None:
+                totals = state.population[start] = [0, 0]
+            totals[0] += 1
+            totals[1] += flagged
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+        return True
+
     def is_late(self, event: Event) -> bool:
         return self.watermark is not None and event.ts < self.watermark
 

@@ -399,6 +399,39 @@ def test_the_worker_watch_warns_once_after_an_hour_of_event_time() -> None:
     assert watch.report_.inference == 3601
 
 
+def test_a_rule_with_a_window_longer_than_the_watch_is_judged_without_its_min_events() -> None:
+    """The watch reports after an hour even when a rule's window is 3 hours: the rule's other
+    warnings stand; its `min N events` is not judged on less than one whole window (an hour's
+    count says nothing about three hours'), where before the watch waited for the longest window."""
+    long_rules = WATCHED + (
+        "rule long_min: avg(scores.quality) < 0.9x baseline(6h) over 3h by user min 100000 events -> sev3\n"
+        "rule long_flag: count(toxicity) > 3 over 3h -> sev3\n"
+    )
+    rules, problems = load_rules({"w.rules": long_rules}, {})
+    assert problems == []
+    watch = TrafficWatch(rules)
+    events = [validate_event(e) for e in sample(90)]
+    at = next(i for i, event in enumerate(events) if (watch.observe(event), watch.due())[1])
+    assert events[at].ts - events[0].ts == 3_600_000
+    got = dict(watch.report())
+    assert got["long_flag"].startswith("never fires: flag `toxicity` is never true")
+    assert "long_min" not in got  # 100,000 is never reached, but no 3-hour window was seen
+    assert got["min_never"].startswith("never fires: no group reaches `min 50 events` in a 1m window")
+
+
+def test_a_sample_shorter_than_a_window_does_not_judge_its_min_events() -> None:
+    rules, _ = load_rules(
+        {"w.rules": "rule long_min: avg(scores.quality) > 0.5 over 3h by user min 100000 events -> sev3\n"}, {}
+    )
+    short = check_events((validate_event(e) for e in sample(60)), rules)
+    assert [r.warnings for r in short.rules] == [[]]
+    assert any("the rule needs 3h" in note for note in short.rules[0].notes)
+    whole = check_events((validate_event(e) for e in sample(200)), rules)  # over 3h: judged
+    assert whole.rules[0].warnings == [
+        "never fires: no group reaches `min 100000 events` in a 3h window (the most: 1080)"
+    ]
+
+
 def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: pytest.LogCaptureFixture) -> None:
     rules, _ = load_rules({"w.rules": WATCHED}, {})
     route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
@@ -502,11 +535,23 @@ PINNED_SAMPLED = [
         "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
     ),
     (
+        "slow_jailbreaks_by_user",
+        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
         "injection_wave_by_tenant",
         "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
     ),
     (
         "injection_wave_new_tenant",
+        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "injection_wave_slow_by_tenant",
+        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
+    ),
+    (
+        "injection_wave_new_tenant_hour",
         "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
     ),
     (

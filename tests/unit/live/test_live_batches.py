@@ -405,7 +405,7 @@ def stage2_worker(monkeypatch, load=None) -> ShardHost:
 
 def routed_event(partition: int, offset: int = 0):
     return SimpleNamespace(
-        message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":6,"rv":"x","parts":[[0,1]]}'
+        message=SimpleNamespace(partition=partition, offset=offset), value=b'{"v":7,"rv":"x","parts":[[0,1]]}'
     )
 
 

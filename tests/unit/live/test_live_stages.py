@@ -205,6 +205,7 @@ def test_boolean_group_values_survive_routing_and_checkpoints(engine):
 
 
 # a format-5 row: LEN PARTITION OFFSET TS MASK, then {"event_id": "a", "ts": 4000}, uncompressed
+# (format 6: the same row in a zstd frame)
 FORMAT_5_ROW = (
     struct.pack("<IIqqQ", 28 + 26, 0, 0, 4_000, 1)
     + b"\x07\x02\x08event_id\x05\x01a\x02ts\x03"
@@ -213,9 +214,10 @@ FORMAT_5_ROW = (
 
 
 def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine):
-    """Formats 1-5 (events as objects, per-partition payloads, references into the input, JSON
-    lines, uncompressed binary rows) may still be on the routed topic when a worker of this
-    release starts: it stops with one line rather than guess (docs/live.md, "The data path")."""
+    """Formats 1-6 (events as objects, per-partition payloads, references into the input, JSON
+    lines, uncompressed binary rows, rows without the population masks) may still be on the
+    routed topic when a worker of this release starts: it stops with one line rather than guess
+    (docs/live.md, "The data path")."""
     state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
     earlier = [
         orjson.dumps({"p": 0, "hb": 4_000, "rv": "x", "ev": []}),
@@ -223,10 +225,11 @@ def test_routed_messages_of_an_earlier_format_are_refused_with_what_to_do(engine
         orjson.dumps({"v": 3, "b": "k:1", "rv": "x", "parts": [[0, 4000, 0, 5, 5]]}),
         b'{"v":4,"rv":"x","parts":[[0,4000]]}\n{"event_id":"a","ts":4000}\n',
         b'{"v":5,"rv":"x","parts":[[0,4000]]}\n' + FORMAT_5_ROW,
+        b'{"v":6,"rv":"x","parts":[[0,4000]]}\n' + bytes(cramjam.zstd.compress(FORMAT_5_ROW)),
         b"junk",
     ]
     for offset, value in enumerate(earlier):
-        with pytest.raises(RoutedFormatError, match=r"format [1-5]?.*reads format 6 only|not JSON"):
+        with pytest.raises(RoutedFormatError, match=r"format [1-6]?.*reads format 7 only|not JSON"):
             state.accept(offset, value)
     assert state.stats["events"] == 0
 
@@ -520,3 +523,159 @@ def test_the_max_skew_options_parse_a_duration_or_off():
     assert parser.parse_args(["test", "--max-skew", "2h", "p"]).max_skew == 7_200_000
     with pytest.raises(SystemExit):
         parser.parse_args([*worker, "--max-skew", "soon"])
+
+
+# --- routed format 7: rows that only count population rules ------------------------------------
+
+POPULATION_PACK = (
+    "rule probing:\n"
+    '  rate(prompt_injection) > 3x population over 1m by user where model == "a" min 3 events -> sev2\n'
+    "rule tenant_wave:\n"
+    "  rate(jailbreak) > 2x baseline(10m, population) over 1m by tenant min 5 events -> sev3\n"
+    "rule leak:\n"
+    "  count(pii) >= 2 over 1m by model -> sev3\n"
+)
+RELOADED_PACK = (
+    "rule probing:\n"
+    "  rate(prompt_injection) > 2x population over 2m by user min 3 events -> sev2\n"
+    "rule leak:\n"
+    "  count(pii) >= 2 over 1m by model -> sev3\n"
+    "rule by_tenant:\n"
+    "  rate(prompt_injection) > 3x population over 1m by tenant min 5 events -> sev3\n"
+)
+
+
+def population_traffic(seed: int, n: int = 5000) -> list[bytes]:
+    """One input partition: users probing now and then (flagged, some with another model), a few
+    late events (behind the 20 s lateness), and far-future ones (ahead of the clock: stage 1
+    refuses seven in a row; near the end eight, and takes the eighth)."""
+    import random
+
+    rng = random.Random(seed)
+    values, t = [], 1_700_000_000_000
+    for i in range(n):
+        t += rng.randrange(20, 60)
+        user = f"u{rng.randrange(40)}"
+        probing = user in ("u3", "u7") and i > n // 3
+        data = {
+            "event_id": f"e{i}",
+            "ts": t - (60_000 if i % 211 == 0 else 0),  # late: a minute behind
+            "user": user,
+            "tenant": f"t{rng.randrange(6)}",
+            "model": rng.choice(["a", "a", "b"]),
+            "flags": {
+                "prompt_injection": rng.random() < (0.5 if probing else 0.02),
+                "jailbreak": rng.random() < (0.3 if user == "u11" and i > n // 2 else 0.02),
+                "pii": rng.random() < 0.01,
+            },
+        }
+        values.append(orjson.dumps(data))
+        if i == n // 2:  # seven ahead: refused (dead-lettered), the clock stays
+            values += [far(t + 5 * 3_600_000 + k, 10_000 + k) for k in range(7)]
+        if i == n - 40:  # eight ahead in a row: the 8th is taken, the clock jumps, the rest is late
+            values += [far(t + 5 * 3_600_000 + k, 20_000 + k) for k in range(8)]
+    return values
+
+
+def run_shards(shards: int, engine: str, values: list[bytes], reload_at: int | None = None, in_flight: bool = False):
+    """Stage 1 over ``values`` (batches of 97, one input partition, lateness 20 s) and ``shards``
+    shards on ``engine``: their records, and how many population-only rows they took. With
+    ``reload_at``, stage 1 and every shard load RELOADED_PACK at that batch: after the shards took
+    every routed message of the batches before (``in_flight`` False) or before they take the
+    last batch routed with the old rules (True: its rows name the old rules)."""
+    from corekit import rules
+
+    first, second = rules(POPULATION_PACK), rules(RELOADED_PACK)
+    settings = WorkerSettings(rules=(), shards=shards, input_partitions=1, lateness_ms=20_000, max_skew_ms=3_600_000)
+    route = RouteStage(first, settings)
+    states = [ShardState(first, s, shards, 1, 20_000, engine) for s in range(shards)]
+    offsets = [0] * shards
+    records, compact = [], 0
+    size = 97
+    for batch, start in enumerate(range(0, len(values), size)):
+        if batch == reload_at and not in_flight:
+            route.set_rules(second)
+            for state in states:
+                records += state.set_rules(second)
+        outs = [o for o in route.handle([(0, i, v) for i, v in enumerate(values[start : start + size], start)])]
+        if batch == reload_at and in_flight:
+            route.set_rules(second)
+            for state in states:
+                records += state.set_rules(second)
+        for out in outs:
+            if out.topic != "routed":
+                continue
+            message = routed_format.decode(out.value)
+            compact += sum(1 for head in routed_format.heads(routed_format.plain(message.body)) if head[3] == 0)
+            states[out.partition].accept(offsets[out.partition], out.value)
+            offsets[out.partition] += 1
+            records += states[out.partition].tick()
+    for state in states:
+        records += state.engine.finish()
+    late = sum(state.stats["late"] for state in states)
+    return records, compact, late
+
+
+def test_a_row_only_for_population_rules_carries_its_time_and_counts(engine):
+    """Format 7's row head: MASK names the rules whose pair the shard owns (a population rule's
+    too, on its owner only), POP the population rules counted there without owning the pair, and
+    FLAGGED those of them whose flag is set; a row with an empty MASK only counts them."""
+    from corekit import rules
+
+    pack = rules(POPULATION_PACK)
+    settings = WorkerSettings(rules=(), shards=SHARDS, input_partitions=1)
+    route = RouteStage(pack, settings)
+    event = {"event_id": "e", "ts": 5_000, "user": "u1", "tenant": "t1", "model": "a"}
+    event["flags"] = {"prompt_injection": True, "jailbreak": False}
+    other = {**event, "event_id": "f", "model": "b"}  # fails probing's `where`
+    heads = {}
+    for out in route.handle([(0, 0, orjson.dumps(event)), (0, 1, orjson.dumps(other))]):
+        for _partition, offset, _ts, mask, pop, flagged in routed_format.heads(
+            routed_format.plain(routed_format.decode(out.value).body)
+        ):
+            heads[out.partition, offset] = (mask, pop, flagged)
+    for offset, counted in ((0, 0b011), (1, 0b010)):  # probing (bit 0) and tenant_wave (bit 1)
+        owners = {}
+        for shard in range(SHARDS):
+            mask, pop, flagged = heads.get((shard, offset), (0, 0, 0))
+            assert mask & pop == 0 and flagged & ~pop == 0
+            assert (mask | pop) & 0b011 == counted  # every shard counts the population
+            for bit in (0, 1):
+                if mask >> bit & 1:
+                    owners.setdefault(bit, []).append(shard)
+            assert flagged == pop & 0b001  # only prompt_injection is set
+        assert all(len(shards) == 1 for shards in owners.values())  # one owner per pair
+    assert any(mask == 0 for mask, _, _ in heads.values())  # some shard has only population rules
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_shards_fed_population_only_rows_equal_one_engine(engine, seed):
+    """Shards that get an event only for population rules count it without reading it: their
+    records equal one shard's (one engine over the same events), with late events, events
+    ahead of the clock, a population rule with a `where` and a flag, and a baseline that falls
+    back to the population."""
+    values = population_traffic(seed)
+    one, compact_one, late_one = run_shards(1, engine, values)
+    many, compact, late = run_shards(SHARDS, engine, values)
+    assert compact_one == 0 and compact > 100  # the new rows were there, and used
+    assert late_one > 0
+    assert any(r["type"] == "incident.opened" and r["rule"] == "probing" for r in one)
+    assert multiset(many) == multiset(one)
+
+
+@pytest.mark.parametrize("in_flight", [False, True])
+def test_population_only_rows_through_a_rule_reload(engine, in_flight):
+    """A reload re-routes: rows routed with the new rules count them. Rows routed with the old
+    rules and taken after the reload (``rv`` not the shard's) keep their event, so the shard
+    evaluates them in full with its new rules, as with format 6: the records are the same on
+    both engines and, with nothing in flight, one engine's."""
+    values = population_traffic(3)
+    reload_at = len(values) // 97 // 2
+    many, compact, _ = run_shards(SHARDS, engine, values, reload_at, in_flight)
+    assert compact > 100
+    assert any(r["rule"] == "by_tenant" for r in many)  # the new rules evaluated
+    if not in_flight:
+        one, _, _ = run_shards(1, engine, values, reload_at, in_flight)
+        assert multiset(many) == multiset(one)
+    other = "python" if engine == "native" else "native"
+    assert multiset(run_shards(SHARDS, other, values, reload_at, in_flight)[0]) == multiset(many)

@@ -1,9 +1,9 @@
-"""The routed message (format 6): what stage 1 sends a shard, written and read here only.
+"""The routed message (format 7): what stage 1 sends a shard, written and read here only.
 
 One routed message per (batch of stage 1, shard) — split in several when its rows pass
 `MESSAGE_BYTES` — is a header line of JSON, then the rows as one zstd frame:
 
-    {"v":6,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
+    {"v":7,"rv":"<rules version>","parts":[[input partition, its event time or null], ...]}
     ZSTD(ROW ROW ...)
 
 The rows are compressed by stage 1 in Rust without the GIL (`NativeRouter.route_batch`) and
@@ -16,17 +16,28 @@ heartbeat: a shard's watermark is the minimum over input partitions), and ``"idl
 an idle marker (a header alone). Each row is one event the shard must see, in binary
 (little-endian; native/src/rows.rs writes them, `rows` here reads them):
 
-    u32 LEN (bytes after it)  u32 PARTITION  i64 OFFSET  i64 TS  u64 MASK  VALUE
+    u32 LEN (bytes after it)  u32 PARTITION  i64 OFFSET  i64 TS  u64 MASK  u64 POP  u64 FLAGGED  VALUE
 
 its input partition and offset (a shard drops re-deliveries by them), its event time in ms,
-the rules it must look at as a bit mask (by index in rules version ``rv``), and the event as a
-value — a tag byte, then: 0 null, 1 false, 2 true, 3 int (i64), 4 float (f64), 5 string (byte
-length, UTF-8), 6 array (count, items), 7 object (count, then each key as a string's length and
-bytes, and its value); lengths and counts as LEB128 varints — with every field but the raw text (``prompt``,
-``output``: no rule reads them, and they are most of an event's bytes), its keys in the input
-line's order. A shard reads a row without parsing JSON again (format 4 sent JSON text: each
-shard parsed every event again). Every other field crosses, whether a rule of the current
-version reads it or not, so a rule reload never needs a field a routed message left out.
+the rules of which the shard owns the event's (rule, group) pair as a bit mask (by index in rules
+version ``rv``), the `Kx population` / `baseline(S, population)` rules that count the event on
+this shard without it owning the pair (``POP``; the owner has the rule's bit in ``MASK``), of
+those the ones whose flag the event has set (``FLAGGED``: `flags.<flag> is True`) — past 64
+rules a mask bit stands for every rule from the 64th on, population rules reach every shard in
+``MASK`` and ``POP`` stays empty: the shard then checks each pair's owner itself, as format 6
+did — and the event as a value: a tag byte, then: 0 null, 1 false, 2 true, 3 int (i64), 4 float
+(f64), 5 string (byte length, UTF-8), 6 array (count, items), 7 object (count, then each key as
+a string's length and bytes, and its value); lengths and counts as LEB128 varints — with every
+field but the raw text (``prompt``, ``output``: no rule reads them, and they are most of an
+event's bytes), its keys in the input line's order. A shard reads a row without parsing JSON
+again (format 4 sent JSON text: each shard parsed every event again). Every other field
+crosses, whether a rule of the current version reads it or not, so a rule reload never needs a
+field a routed message left out.
+A row with an empty ``MASK`` only counts population rules: with the rules of ``rv``, the shard
+adds its time to those rules' totals (late or not as any event) without reading the value
+(format 6's shard read such an event and routed it to a group it did not own, to count it). The
+value is still there, so a shard whose rules changed since (a reload: ``rv`` is not its own)
+evaluates the event in full with its new rules, as before.
 When a shard's rows are split over several messages, only the last carries the heartbeats:
 time moves once all the batch's events are in. The native engine reads the rows
 (`Core.take_routed`), `feed_python` the Python core (tests, the oracle; `plain` decompresses
@@ -45,7 +56,7 @@ import orjson
 from firebreak.core import Event
 from firebreak.event_types import EventType
 
-VERSION = 6
+VERSION = 7
 MESSAGE_BYTES = 512 * 1024  # a shard's rows of one batch past this are split over several messages
 RAW_TEXT_FIELDS = ("prompt", "output")  # not routed
 Fed = tuple[int, int, int]  # (events taken, late, duplicates)
@@ -118,18 +129,30 @@ def plain(body: bytes) -> bytes:
     return rows
 
 
-_ROW = struct.Struct("<IIqqQ")  # LEN PARTITION OFFSET TS MASK
+_ROW = struct.Struct("<IIqqQQQ")  # LEN PARTITION OFFSET TS MASK POP FLAGGED
 _I64, _F64 = struct.Struct("<q"), struct.Struct("<d")
 
 
 def rows(body: bytes) -> Iterator[tuple[int, int, int, int, dict[str, Any]]]:
     """The rows of a routed message's body: (input partition, offset, event time, rule mask,
-    the event). RoutedFormatError when a row is malformed."""
+    the event). RoutedFormatError when a row is malformed. `heads` gives the population masks."""
+    for (partition, offset, ts, mask, _pop, _flagged), data in _rows(body):
+        yield partition, offset, ts, mask, data
+
+
+def heads(body: bytes) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """The heads of a routed body's rows: (input partition, offset, event time, MASK, POP,
+    FLAGGED)."""
+    for head, _data in _rows(body):
+        yield head
+
+
+def _rows(body: bytes) -> Iterator[tuple[tuple[int, int, int, int, int, int], dict[str, Any]]]:
     at, end = 0, len(body)
     while at < end:
         if end - at < _ROW.size:
             raise RoutedFormatError("a routed row is cut short")
-        size, partition, offset, ts, mask = _ROW.unpack_from(body, at)
+        size, partition, offset, ts, mask, pop, flagged = _ROW.unpack_from(body, at)
         stop = at + 4 + size
         if stop > end:
             raise RoutedFormatError("a routed row is cut short")
@@ -139,7 +162,7 @@ def rows(body: bytes) -> Iterator[tuple[int, int, int, int, dict[str, Any]]]:
             raise RoutedFormatError(f"a routed row is malformed ({error})") from None
         if after != stop or not isinstance(data, dict):
             raise RoutedFormatError("a routed row is malformed")
-        yield partition, offset, ts, mask, data
+        yield (partition, offset, ts, mask, pop, flagged), data
         at = stop
 
 
@@ -190,18 +213,26 @@ def _value(b: bytes, at: int) -> tuple[Any, int]:
     raise KeyError(f"tag {tag}")
 
 
-def feed_python(engine: Any, body: bytes, next_offset: dict[int, int]) -> Fed:
+def feed_python(engine: Any, body: bytes, next_offset: dict[int, int], masks: bool = False) -> Fed:
     """The Python core's `Core.take_routed` without the evaluation: the rows of ``body`` (a
-    routed message's body: a zstd frame, `plain`) at or
-    after ``next_offset[partition]`` added to ``engine`` (every rule looked at; the mask only
-    narrows which rules the native engine tries). ``next_offset`` moves on."""
+    routed message's body: a zstd frame, `plain`) at or after ``next_offset[partition]`` added
+    to ``engine``: every rule looked at (the mask only narrows which rules the native engine
+    tries), but with ``masks`` (stage 1 had the engine's rules), a row whose mask is empty only
+    counts the population rules its ``POP`` names (`Engine.add_population`), as the native
+    engine does, without the event. ``next_offset`` moves on."""
     taken = late = duplicates = 0
-    for partition, offset, ts, _mask, data in rows(plain(body)):
+    compact = masks and len(engine.states) <= 64
+    for (partition, offset, ts, mask, pop, flagged), data in _rows(plain(body)):
         if offset < next_offset.get(partition, 0):
             duplicates += 1
             continue
         next_offset[partition] = offset + 1
-        if engine.add(Event(data["event_id"], ts, data.get("type", EventType.INFERENCE), data)):
+        if compact and mask == 0:
+            counted = [(index, bool(flagged >> index & 1)) for index in range(64) if pop >> index & 1]
+            added = engine.add_population(ts, counted)
+        else:
+            added = engine.add(Event(data["event_id"], ts, data.get("type", EventType.INFERENCE), data))
+        if added:
             taken += 1
         else:
             late += 1

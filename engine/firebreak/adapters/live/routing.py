@@ -3,7 +3,7 @@
 Input messages arrive in batches, routed in one native call each (no Python per event). Each
 message that is not an event is dead-lettered with the reason; each event goes, as data, to
 every shard owning one of its (rule, group) pairs: one routed message per (batch, shard) carries
-the rows of the events the shard must see (`routed.py`, format 5), so no shard ever reads the
+the rows of the events the shard must see (`routed.py`, format 7), so no shard ever reads the
 input topic. Every batch also tells every shard how far each of its input partitions' event
 time has got (the heartbeat), and a quiet partition is announced idle, so a shard's watermark —
 the minimum over input partitions — neither waits for a partition with nothing to say nor runs

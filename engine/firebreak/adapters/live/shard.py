@@ -125,13 +125,13 @@ class ShardState:
 
     def _feed(self, message: routed.Routed, watermark: int | None) -> None:
         """The message's events into the engine, then (native, ``watermark`` given) evaluated."""
+        same_rules = message.rules_version == self.rules_version  # masks name rules by index
         if self.kind == "python":
             if message.body:
-                self._took(*routed.feed_python(self.engine, message.body, self.next_offset))
+                self._took(*routed.feed_python(self.engine, message.body, self.next_offset, same_rules))
             return
         if not message.body and watermark is None:
             return
-        same_rules = message.rules_version == self.rules_version  # masks name rules by index
         next_offset, taken, late, duplicates, records = self.engine.take_routed(
             message.body, self.next_offset, same_rules, watermark
         )

@@ -22,8 +22,8 @@ Reported: recall by size class (obvious / subtle / below_floor: benchmarks/world
 escalations included; sev1+sev2 together), false incidents a day per severity, and per rule
 its incidents, true and false (which rules cost precision). ``--json`` writes everything.
 
-The held-back seeds (worlds.HELD_OUT_RANGES: 5000-5049, and 1000-1049, 2000-2049, 3000-3049
-and 4000-4049 whose results were read) are refused unless ``--held-out`` is passed: they are run
+The held-back seeds (worlds.HELD_OUT_RANGES: 6000-6049, and 1000-1049 to 5000-5049 whose
+results were seen) are refused unless ``--held-out`` is passed: they are run
 once, at the end of a tuning session, never while tuning (benchmarks/README.md).
 """
 

@@ -427,7 +427,7 @@ def _rule_traffic(
     if report.first_ts is not None and report.last_ts is not None and span > warmup:
         since = report.first_ts + warmup
         out.open_share = _open_time(mine, since, report.last_ts) / (report.last_ts - since)
-    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup)
+    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup, sampled=scale > 1)
     return out
 
 
@@ -454,8 +454,11 @@ def _open_time(records: list[dict[str, Any]], since: int, end: int) -> int:
 
 
 def _verdicts(
-    rule: CompiledRule, out: RuleTraffic, inference: int, span: int, warmup: int
+    rule: CompiledRule, out: RuleTraffic, inference: int, span: int, warmup: int, sampled: bool = False
 ) -> tuple[list[str], list[str]]:
+    """``sampled``: the events were a sample of the traffic (the live watch on a backlog). A flag
+    the events carry that is never true in a sample, or a label no sampled report carries, is
+    then no evidence: a rare flag (an attack's) is what a sample misses — so not said."""
     warnings: list[str] = []
     notes: list[str] = []
     if inference == 0:
@@ -464,12 +467,12 @@ def _verdicts(
     rises = rule.op in {">", ">="}
     for name in out.names:
         if name.role == "label":
-            if name.true == 0 and rises:
+            if name.true == 0 and rises and not sampled:
                 warnings.append(
                     f"never fires: no report in the sample carries the label `{name.path[7:]}` ({inference:,} reports)"
                 )
         elif name.role == "flag":
-            if name.true == 0 and rises:
+            if name.true == 0 and rises and not (sampled and name.present):
                 warnings.append(
                     f"never fires: flag `{name.path[6:]}` is never true in the sample "
                     f"(present in {name.present:,} of {inference:,} events)"
@@ -495,7 +498,8 @@ def _verdicts(
             elif name.present == 0:
                 warnings.append(f"`where` reads `{name.path}`, which is missing in every event")
     never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
-    if out.passed == 0 and not (never and rule.label is not None):  # the missing label said it already
+    # the missing label said it already (or, in a sample, could not: a report is rare)
+    if out.passed == 0 and not (rule.label is not None and (never or sampled)):
         warnings.append("never fires: no event of the sample passes its `where`")
     elif out.min_events and out.busiest_window < out.min_events and not never and span >= rule.window_ms:
         # (a sample shorter than one window holds no whole window: its busiest is no evidence)

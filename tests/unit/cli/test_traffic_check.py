@@ -432,6 +432,42 @@ def test_a_sample_shorter_than_a_window_does_not_judge_its_min_events() -> None:
     ]
 
 
+def test_a_sampled_watch_does_not_call_a_rare_flag_never_true() -> None:
+    """On a backlog the watch reads a sample of each batch: a flag the events carry but that is
+    true once a batch (an attack's) is easily missed by it, so "never true" is not said of it —
+    it is, observing every event, when it really never is; a flag no event carries is said of
+    either way."""
+    watched_rules = (
+        "rule rare: count(rare) > 100 over 10m -> sev2\nrule absent: count(toxicity) > 100 over 10m -> sev2\n"
+    )
+    rules, problems = load_rules({"w.rules": watched_rules}, {"vocabulary.toml": 'flags = ["rare"]\n'})
+    assert problems == []
+    events = sample(70)
+    for i, event in enumerate(events):
+        event["flags"]["rare"] = i % 500 == 7  # once a batch, where the sample does not look
+    events = [validate_event(e) for e in events]
+    absent = "never fires: flag `toxicity` is never true in the sample"
+
+    def watch_in_batches(size: int) -> dict[str, str]:
+        watch = TrafficWatch(rules)
+        for start in range(0, len(events), size):
+            chunk = events[start : start + size]
+            for index in watch.sample(len(chunk)):
+                watch.observe(chunk[index])
+            if watch.due():
+                return dict(watch.report())
+        raise AssertionError("never due")
+
+    sampled = watch_in_batches(500)
+    assert "rare" not in sampled and sampled["absent"].startswith(absent)
+    every = watch_in_batches(20)  # every event observed: the rare flag is seen true
+    assert "rare" not in every and every["absent"].startswith(absent)
+    for event in events:
+        event.data["flags"]["rare"] = False
+    never = watch_in_batches(20)  # observing every event, a flag never true is said
+    assert never["rare"].startswith("never fires: flag `rare` is never true in the sample")
+
+
 def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: pytest.LogCaptureFixture) -> None:
     rules, _ = load_rules({"w.rules": WATCHED}, {})
     route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
@@ -525,43 +561,7 @@ PINNED_EVERY_EVENT = [
     ("wrong_answers_reported", "never fires: no group reaches `min 5 events` in a 1h window (the most: 3)"),
     ("thumbs_down_surge", "never fires: no group reaches `min 10 events` in a 1h window (the most: 1)"),
 ]
-PINNED_SAMPLED = [
-    (
-        "injection_probing_user",
-        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "repeated_jailbreaks_by_user",
-        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "slow_jailbreaks_by_user",
-        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "injection_wave_by_tenant",
-        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "injection_wave_new_tenant",
-        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "injection_wave_slow_by_tenant",
-        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "injection_wave_new_tenant_hour",
-        "never fires: flag `prompt_injection` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "jailbreak_wave_by_tenant",
-        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "code_helper_jailbreaks",
-        "never fires: flag `jailbreak` is never true in the sample (present in 511 of 511 events)",
-    ),
+PINNED_SAMPLED = [  # a 1-in-16 sample: no "never true" for flags the events carry, no label verdicts
     (
         "answer_tokens_per_busy_caller",
         "never fires: no group reaches `min 60 events` in a 1h window (the most: ~31, from a 1-in-16 sample)",
@@ -571,25 +571,14 @@ PINNED_SAMPLED = [
         "never fires: no group reaches `min 20 events` in a 15m window (the most: ~16, from a 1-in-16 sample)",
     ),
     (
-        "cross_tenant_exposure",
-        "never fires: flag `cross_tenant` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
-        "system_prompt_leak",
-        "never fires: flag `system_prompt_leak` is never true in the sample (present in 511 of 511 events)",
-    ),
-    (
         "refusal_rise_by_template",
         "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)",
     ),
     ("refusal_spike", "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)"),
-    ("data_exposure_reported", "never fires: no report in the sample carries the label `data_exposure` (1 reports)"),
     (
-        "data_exposure_corroborated",
-        "never fires: no report in the sample carries the label `data_exposure` (1 reports)",
+        "thumbs_down_surge",
+        "never fires: no group reaches `min 10 events` in a 1h window (the most: ~0, from a 1-in-16 sample)",
     ),
-    ("harmful_answers_reported", "never fires: no report in the sample carries the label `harmful` (1 reports)"),
-    ("thumbs_down_surge", "never fires: no report in the sample carries the label `thumbs_down` (1 reports)"),
 ]
 
 

@@ -441,13 +441,9 @@ impl<O> Engine<O> {
     /// what `add_routed` does for a population rule of a pair another shard owns — without
     /// reading the event. False, counted, when it is late.
     pub fn add_population_only(&mut self, ts: i64, pop: u64, flagged: u64) -> bool {
-        if self.is_late(ts) {
-            self.late += 1;
+        // a routed event: an inference or a report, never a change
+        if !self.admit_at(ts, false) {
             return false;
-        }
-        self.events += 1; // a routed event: an inference or a report, never a change
-        if self.max_ts.is_none_or(|m| ts > m) {
-            self.max_ts = Some(ts);
         }
         self.count_population(ts, pop, flagged);
         true
@@ -465,27 +461,28 @@ impl<O> Engine<O> {
             };
             let start = ts - ts.rem_euclid(state.plan.step_ms);
             if let Some(population) = state.population.as_mut() {
-                let totals = population_entry(population, start);
-                totals.0 += 1;
-                if flagged & (1u64 << index) != 0 {
-                    totals.1 += 1;
-                }
+                count_in(population, start, flagged & (1u64 << index) != 0);
             }
         }
     }
 
     /// The counters of an event that is not late (false, counted, when it is).
     fn admit(&mut self, event: &Event) -> bool {
-        if self.is_late(event.ts) {
+        self.admit_at(event.ts, !matches!(event.kind, Kind::Inference | Kind::Report))
+    }
+
+    /// `admit` by an event's time alone (``change``: a change event, counted apart).
+    fn admit_at(&mut self, ts: i64, change: bool) -> bool {
+        if self.is_late(ts) {
             self.late += 1;
             return false;
         }
         self.events += 1;
-        if !matches!(event.kind, Kind::Inference | Kind::Report) {
+        if change {
             self.changes += 1;
         }
-        if self.max_ts.is_none_or(|m| event.ts > m) {
-            self.max_ts = Some(event.ts);
+        if self.max_ts.is_none_or(|m| ts > m) {
+            self.max_ts = Some(ts);
         }
         true
     }
@@ -582,11 +579,7 @@ impl<O> Engine<O> {
             let step = state.plan.step_ms;
             let start = ts - ts.rem_euclid(step);
             if let Some(population) = state.population.as_mut() {
-                let totals = population_entry(population, start);
-                totals.0 += 1;
-                if flagged(event, state.plan.flag.as_deref().unwrap_or("")) {
-                    totals.1 += 1;
-                }
+                count_in(population, start, flagged(event, state.plan.flag.as_deref().unwrap_or("")));
             }
             if let Some(owner) = self.owner.as_mut().filter(|_| !owned) {
                 let table = &self.key_tables[state.plan.by_id];
@@ -927,6 +920,13 @@ impl<O> Engine<O> {
 }
 
 /// The totals of the population step at ``start``, made when new (nearly always the last).
+/// One event in a population's totals at the step ``start``: (events, flagged events).
+fn count_in(population: &mut Vec<(i64, (i64, i64))>, start: i64, flagged: bool) {
+    let totals = population_entry(population, start);
+    totals.0 += 1;
+    totals.1 += i64::from(flagged);
+}
+
 pub fn population_entry(population: &mut Vec<(i64, (i64, i64))>, start: i64) -> &mut (i64, i64) {
     let at = match population.last() {
         Some((last, _)) if *last == start => population.len() - 1,

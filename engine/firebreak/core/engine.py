@@ -122,13 +122,16 @@ class RuleState:
         self.flag = rule.arg[1] if counts and rule.arg is not None else None
 
     def count_population(self, start: int, data: dict) -> None:
+        flags = data.get("flags")
+        self.count_in_population(start, bool(flags and flags.get(self.flag) is True))
+
+    def count_in_population(self, start: int, flagged: bool) -> None:
+        """One event in the population's totals of the step ``start``."""
         totals = self.population.get(start)
         if totals is None:
             totals = self.population[start] = [0, 0]
         totals[0] += 1
-        flags = data.get("flags")
-        if flags and flags.get(self.flag) is True:
-            totals[1] += 1
+        totals[1] += flagged
 
     def population_at(self, at: int) -> tuple[int, int]:
         """(events, flagged events) of all groups in the window ending at ``at``; older steps dropped."""
@@ -238,12 +241,7 @@ class Engine:
             state = self.states[index]
             if state.population is None:
                 continue
-            start = ts - ts % state.rule.step_ms
-            totals = state.population.get(start)
-            if totals is None:
-                totals = state.population[start] = [0, 0]
-            totals[0] += 1
-            totals[1] += flagged
+            state.count_in_population(ts - ts % state.rule.step_ms, flagged)
         if self.max_ts is None or ts > self.max_ts:
             self.max_ts = ts
         return True

@@ -238,8 +238,8 @@ class Engine:
             return False
         self.stats["events"] += 1
         for index, flagged in counted:
-            state = self.states[index]
-            if state.population is None:
+            state = self.states[index] if index < len(self.states) else None
+            if state is None or state.population is None:  # a bit no rule of ours has: nothing to count
                 continue
             state.count_in_population(ts - ts % state.rule.step_ms, flagged)
         if self.max_ts is None or ts > self.max_ts:

@@ -648,6 +648,18 @@ def test_a_row_only_for_population_rules_carries_its_time_and_counts(engine):
     assert any(mask == 0 for mask, _, _ in heads.values())  # some shard has only population rules
 
 
+def test_a_population_only_row_naming_rules_the_shard_has_not_is_an_event_and_nothing_more(engine):
+    """A row (the routed topic is written by stage 1 only, but a shard must not stop on what it
+    reads) whose POP names rule bits past the shard's rules: the event is taken and counted for
+    no rule, on both engines — no traceback."""
+    state = ShardState(RULES, 0, 1, 1, lateness_ms=0, engine=engine)
+    value = b"\x07\x00"  # an empty object: a population-only row's value is not read
+    row = struct.pack("<IIqqQQQ", 44 + len(value), 0, 0, 5_000, 0, 1 << 63, 1 << 63) + value
+    body = bytes(cramjam.zstd.compress(row))
+    state.accept(0, routed_format.encode(state.rules_version, [(0, 5_000)], [body])[0])
+    assert state.stats["events"] == 1 and state.stats["late"] == 0
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_shards_fed_population_only_rows_equal_one_engine(engine, seed):
     """Shards that get an event only for population rules count it without reading it: their

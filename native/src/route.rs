@@ -140,6 +140,8 @@ pub struct Router {
     pub key_tables: Vec<KeyTable>,
     pub owners: Owners,
     pub shards: u32,
+    /// The traffic watch's tallies while it watches (watch.rs): every event routed is counted.
+    pub watch: Option<crate::watch::Watch>,
 }
 
 const MAX_KEYS: usize = 1_000_000; // interned keys kept before starting afresh (as sharding.MEMO_LIMIT)
@@ -153,6 +155,7 @@ impl Router {
             key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owners: Owners::new(rules, shards),
             shards,
+            watch: None,
         }
     }
 
@@ -274,6 +277,7 @@ fn route_one<'a, H: Text>(
     masks: &mut [u64],
     pops: &mut [u64],
     flagged: &mut u64,
+    watched: bool,
 ) -> Option<event::Event<'a>> {
     let decoded = if raw.len() > max_bytes { None } else { decode_with(raw, ts) };
     let Some(event) = decoded else {
@@ -307,6 +311,11 @@ fn route_one<'a, H: Text>(
     }
     if !routable(event.kind) {
         return None;
+    }
+    if watched {
+        if let Some(watch) = router.watch.as_mut() {
+            watch.observe(&event, &router.plans, host);
+        }
     }
     router.targets(&event, host, masks, pops, flagged);
     if masks.iter().chain(pops.iter()).all(|m| *m == 0) {
@@ -414,6 +423,11 @@ impl Router {
         let mut masks = vec![0u64; shards];
         let mut pops = vec![0u64; shards];
         let mut flagged = 0u64;
+        if let Some(watch) = self.watch.as_mut() {
+            if times.is_empty() {
+                watch.again_seen.clear(); // a new batch
+            }
+        }
         for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
             let part = match parts.iter().position(|p| p.0 == partition) {
                 Some(i) => i,
@@ -424,8 +438,16 @@ impl Router {
             };
             parts[part].2 = offset;
             let ts = times.get(&index).copied();
+            // the watch counts each event of a batch once: in its first call every event; in a
+            // call again with the times Python found (``times``), only those events (once)
+            let watched = match self.watch.as_mut() {
+                None => false,
+                Some(_) if times.is_empty() => true,
+                Some(watch) => ts.is_some() && watch.again_seen.insert(index),
+            };
             let Some(event) = route_one(
                 self, &mut tally, index, raw, ts, max_bytes, partition, host, &mut masks, &mut pops, &mut flagged,
+                watched,
             )
             else {
                 continue;

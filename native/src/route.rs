@@ -142,6 +142,13 @@ pub struct Router {
     pub shards: u32,
     /// The traffic watch's tallies while it watches (watch.rs): every event routed is counted.
     pub watch: Option<crate::watch::Watch>,
+    /// Per plan, whether the event `targets` last looked at is of its type and passes its label
+    /// and `where` (what the watch counts by).
+    pub passes: Vec<bool>,
+    /// Per `by` list, the key id of the event `targets` last looked at (None: no plan of it passed).
+    pub keys: Vec<Option<u32>>,
+    /// Counts the times the key tables were started afresh (their ids then stand for other keys).
+    pub key_epoch: u64,
 }
 
 const MAX_KEYS: usize = 1_000_000; // interned keys kept before starting afresh (as sharding.MEMO_LIMIT)
@@ -156,6 +163,9 @@ impl Router {
             owners: Owners::new(rules, shards),
             shards,
             watch: None,
+            passes: vec![false; rules],
+            keys: Vec::new(),
+            key_epoch: 0,
         }
     }
 
@@ -183,10 +193,15 @@ impl Router {
                 *table = KeyTable::default();
             }
             self.owners = Owners::new(self.plans.len(), self.shards);
+            self.key_epoch += 1;
         }
         let split = self.plans.len() <= 64; // population rules named apart from the pairs owned
-        let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
+        let watched = self.watch.is_some(); // the watch counts every passing rule's group
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        keys.resize(self.key_tables.len(), None);
         let mut parts: Vec<KeyRef> = Vec::new();
+        self.passes.iter_mut().for_each(|p| *p = false);
         for (index, plan) in self.plans.iter().enumerate() {
             if plan.source != event.kind {
                 continue;
@@ -201,9 +216,10 @@ impl Router {
                     continue;
                 }
             }
+            self.passes[index] = true;
             let bit = if index < 64 { 1u64 << index } else { u64::MAX };
             let population = plan.population.is_some() || plan.population_fallback;
-            if population && !split {
+            if population && !split && !watched {
                 masks.iter_mut().for_each(|m| *m |= bit);
                 continue;
             }
@@ -212,6 +228,10 @@ impl Router {
                 parts.clear();
                 parts.extend(plan.by.iter().map(|p| key_part_with(get(event, p), host)));
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
+            }
+            if population && !split {
+                masks.iter_mut().for_each(|m| *m |= bit);
+                continue;
             }
             let shard =
                 self.owners
@@ -225,6 +245,7 @@ impl Router {
                 }
             }
         }
+        self.keys = keys;
     }
 }
 
@@ -312,12 +333,12 @@ fn route_one<'a, H: Text>(
     if !routable(event.kind) {
         return None;
     }
+    router.targets(&event, host, masks, pops, flagged);
     if watched {
         if let Some(watch) = router.watch.as_mut() {
-            watch.observe(&event, &router.plans, host);
+            watch.observe(&event, &router.passes, &router.keys, router.key_epoch, host);
         }
     }
-    router.targets(&event, host, masks, pops, flagged);
     if masks.iter().chain(pops.iter()).all(|m| *m == 0) {
         return None;
     }

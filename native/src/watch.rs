@@ -8,10 +8,13 @@
 //! counts each routed event into them, and Python takes them once when the watch is due
 //! (`_Tallies.load_native`): the same `TrafficReport` and warnings follow.
 //!
-//! Bounded: distinct values per path up to `MAX_VALUES` (as `_PathTally`), distinct groups
-//! per way of counting up to `MAX_GROUPS` (beyond it new groups are not counted and the
-//! count is marked capped), per-(group, step) counts only until the watch is taken (one hour
-//! of event time) — then all of it is freed.
+//! Groups are the router's own interned keys (`Router::targets` looks each up once per `by`
+//! list anyway), so the watch hashes no key of its own.
+//!
+//! Bounded: distinct values per path up to `MAX_VALUES` (as `_PathTally`), the first
+//! `MAX_GROUPS` group keys of each `by` list (beyond, groups are not counted and the counts that
+//! met one are marked capped: no `min N events` verdict), per-(group, step) counts only until
+//! the watch is taken (one hour of event time) — then all of it is freed.
 
 use crate::event::{self, Event, Kind};
 use crate::host::Text;
@@ -20,7 +23,8 @@ use crate::num::Num;
 use crate::plan::Plan;
 use crate::value::{get, Path};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashSet;
+use std::collections::HashSet;
 
 /// traffic_check.MAX_VALUES: distinct values kept per path.
 pub const MAX_VALUES: usize = 1_000;
@@ -33,22 +37,74 @@ struct PathTally {
     present: u64,
     true_: u64,
     numeric: u64,
-    values: HashSet<Vec<u8>>,
+    values: FxHashSet<Vec<u8>>, // every value but booleans
+    bools: u8,                  // booleans seen: bit 0 false, bit 1 true
 }
 
-struct Steps {
-    step_ms: i64,
-    field: Option<usize>,
-    counts: HashMap<(u32, i64), u32>, // (group id, step start) → events behind the metric
+impl PathTally {
+    fn distinct(&self) -> usize {
+        self.values.len() + self.bools.count_ones() as usize
+    }
+}
+
+/// The groups of one `by` list (every count grouped alike shares them), by the key ids the router
+/// interned for the event (`Router::targets`, `KeyTable`: the engine's groups, the Python watch's
+/// `_key_part`): per key, which counts have it as a group (`seen`, a bit per count of this list)
+/// and the per-step counts of every (count, steps) of the list (`slots`, side by side per key:
+/// an event touches one place per `by` list, not one per rule).
+#[derive(Default)]
+struct ByTable {
+    counts: usize, // counts grouped by this list (their `bit`)
+    width: usize,  // slots per key: every (count, steps) of the list
+    seen: Vec<u64>,
+    slots: Vec<Slot>,
+}
+
+/// One group's events behind one metric, per step: the step counted last (`start`, `n`) and the
+/// ones before it (`before`, sorted, all earlier: events come nearly in time order, so an event
+/// most often adds to `n`).
+#[derive(Default)]
+struct Slot {
+    start: i64,
+    n: u32,
+    before: Vec<(i64, u32)>,
+}
+
+impl Slot {
+    fn add(&mut self, start: i64) {
+        if self.n > 0 && start == self.start {
+            self.n += 1;
+        } else if self.n == 0 || start > self.start {
+            if self.n > 0 {
+                self.before.push((self.start, self.n)); // every earlier step is before it
+            }
+            self.start = start;
+            self.n = 1;
+        } else {
+            // an event of an earlier step (out of order): near the end
+            let before = &mut self.before;
+            let mut i = before.len();
+            while i > 0 && before[i - 1].0 > start {
+                i -= 1;
+            }
+            if i > 0 && before[i - 1].0 == start {
+                before[i - 1].1 += 1;
+            } else {
+                before.insert(i, (start, 1));
+            }
+        }
+    }
 }
 
 struct Counted {
-    rule: usize, // the plan whose label and `where` it counts by
-    by: Vec<usize>,
+    rule: usize, // the plan whose label and `where` it counts by (`Router::targets` evaluated them)
+    by: usize,   // its `ByTable`
+    bit: usize,  // its place among the counts of that list
+    slot: usize, // its first slot among the list's
     passed: u64,
-    groups: HashMap<Vec<u8>, u32>,
+    groups: usize,
     capped: bool,
-    steps: Vec<Steps>,
+    steps: Vec<(i64, Option<usize>)>, // (step ms, metric field or None)
 }
 
 struct KindWatch {
@@ -68,7 +124,8 @@ pub struct Watch {
     pub inference: u64,
     pub reports: u64,
     scratch: Vec<u8>,
-    values: Vec<Option<usize>>, // scratch: per field, nothing (None) or present
+    bys: Vec<ByTable>, // per `by` list of the router (`Plan::by_id`)
+    epoch: Option<u64>, // the router's key tables' (`Router::key_epoch`) when the watch began
     /// Batch indexes observed in a batch's second call (events only Python's decoder read at first).
     pub again_seen: HashSet<usize>,
 }
@@ -90,6 +147,7 @@ impl Watch {
     pub fn from_spec(spec: &[u8], plans: &[Plan]) -> Result<Watch, String> {
         let doc: Value = serde_json::from_slice(spec).map_err(|e| format!("watch spec: {e}"))?;
         let mut kinds = Vec::new();
+        let mut bys: Vec<ByTable> = Vec::new();
         for k in doc["kinds"].as_array().map_or(&[][..], |v| v) {
             let kind = match k["kind"].as_str() {
                 Some("inference") => Kind::Inference,
@@ -105,8 +163,12 @@ impl Watch {
             let mut tallies = Vec::new();
             for t in k["tallies"].as_array().map_or(&[][..], |v| v) {
                 let field = index(&t["field"])?;
+                if field.is_some_and(|f| f >= paths.len()) {
+                    return err("field index");
+                }
                 let label = t["label"].as_str().unwrap_or("").to_string();
-                tallies.push(PathTally { field, label, present: 0, true_: 0, numeric: 0, values: HashSet::new() });
+                let values = FxHashSet::default();
+                tallies.push(PathTally { field, label, present: 0, true_: 0, numeric: 0, values, bools: 0 });
             }
             let mut counts = Vec::new();
             for c in k["counts"].as_array().map_or(&[][..], |v| v) {
@@ -114,18 +176,27 @@ impl Watch {
                 if rule >= plans.len() {
                     return err("rule index");
                 }
-                let by = c["by"]
-                    .as_array()
-                    .map_or(&[][..], |v| v)
-                    .iter()
-                    .map(|i| index(i)?.ok_or_else(|| "watch spec: by".to_string()))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let by = plans[rule].by_id; // the rule's `by`: the count's
+                if bys.len() <= by {
+                    bys.resize_with(by + 1, ByTable::default);
+                }
                 let mut steps = Vec::new();
                 for s in c["steps"].as_array().map_or(&[][..], |v| v) {
                     let step_ms = s[0].as_i64().filter(|s| *s > 0).ok_or("watch spec: step")?;
-                    steps.push(Steps { step_ms, field: index(&s[1])?, counts: HashMap::new() });
+                    let field = index(&s[1])?;
+                    if field.is_some_and(|f| f >= paths.len()) {
+                        return err("metric field index");
+                    }
+                    steps.push((step_ms, field));
                 }
-                counts.push(Counted { rule, by, passed: 0, groups: HashMap::new(), capped: false, steps });
+                let table = &mut bys[by];
+                if table.counts == 64 {
+                    return err("more than 64 counts of one `by` list");
+                }
+                let (bit, slot) = (table.counts, table.width);
+                table.counts += 1;
+                table.width += steps.len();
+                counts.push(Counted { rule, by, bit, slot, passed: 0, groups: 0, capped: false, steps });
             }
             kinds.push(KindWatch { kind, paths, tallies, counts });
         }
@@ -147,13 +218,18 @@ impl Watch {
             inference: 0,
             reports: 0,
             scratch: Vec::new(),
-            values: Vec::new(),
+            bys,
+            epoch: None,
             again_seen: HashSet::new(),
         })
     }
 
-    /// Count one valid event (`_Tallies.observe` and `TrafficWatch.observe`).
-    pub fn observe<H: Text>(&mut self, event: &Event, plans: &[Plan], host: &H) {
+    /// Count one valid event (`_Tallies.observe` and `TrafficWatch.observe`); ``passes``: per
+    /// plan, whether the event is of its type and passes its label and `where`; ``keys``: per `by`
+    /// list, the event's key id where a plan of it passes; ``epoch``: the key tables' (all as
+    /// `Router::targets` left them).
+    #[inline(never)]
+    pub fn observe<H: Text>(&mut self, event: &Event, passes: &[bool], keys: &[Option<u32>], epoch: u64, host: &H) {
         match event.kind {
             Kind::Inference => self.inference += 1,
             Kind::Report => self.reports += 1,
@@ -174,13 +250,7 @@ impl Watch {
         for tally in watch.tallies.iter_mut() {
             let value = match tally.field {
                 Some(at) => values[at],
-                None => {
-                    if event::has_label(event, &tally.label) {
-                        Some(&J::Bool(true))
-                    } else {
-                        None
-                    }
-                }
+                None => event::has_label(event, &tally.label).then_some(&J::Bool(true)),
             };
             let Some(value) = value else { continue };
             tally.present += 1;
@@ -190,7 +260,11 @@ impl Watch {
             if is_number(Some(value)) {
                 tally.numeric += 1;
             }
-            if tally.values.len() < MAX_VALUES {
+            if let J::Bool(b) = value {
+                if tally.bools & (1 << *b as u8) == 0 && tally.distinct() < MAX_VALUES {
+                    tally.bools |= 1 << *b as u8;
+                }
+            } else if tally.distinct() < MAX_VALUES {
                 scratch.clear();
                 encode(scratch, Some(value), host);
                 if !tally.values.contains(scratch.as_slice()) {
@@ -198,40 +272,35 @@ impl Watch {
                 }
             }
         }
-        self.values.clear();
+        // the router's key ids stand for the same groups while its tables are not started afresh
+        let same_keys = *self.epoch.get_or_insert(epoch) == epoch;
         for counted in watch.counts.iter_mut() {
-            let plan = &plans[counted.rule];
-            if let Some(label) = &plan.label {
-                if !event::has_label(event, label) {
-                    continue;
-                }
-            }
-            if let Some(w) = &plan.where_ {
-                if !w.eval(event) {
-                    continue;
-                }
+            if !passes.get(counted.rule).copied().unwrap_or(false) {
+                continue;
             }
             counted.passed += 1;
-            scratch.clear();
-            for &at in &counted.by {
-                encode(scratch, values[at], host);
-            }
-            let group = match counted.groups.get(scratch.as_slice()) {
-                Some(id) => *id,
-                None if counted.groups.len() < MAX_GROUPS => {
-                    let id = counted.groups.len() as u32;
-                    counted.groups.insert(scratch.clone(), id);
-                    id
-                }
-                None => {
-                    counted.capped = true;
+            let key = match keys.get(counted.by).copied().flatten() {
+                Some(key) if same_keys && (key as usize) < MAX_GROUPS => key,
+                _ => {
+                    counted.capped = true; // past the cap (or the router's keys renumbered): not counted
                     continue;
                 }
             };
-            for steps in counted.steps.iter_mut() {
-                if steps.field.is_none_or(|at| is_number(values[at])) {
-                    let start = ts - ts.rem_euclid(steps.step_ms);
-                    *steps.counts.entry((group, start)).or_insert(0) += 1;
+            let table = &mut self.bys[counted.by];
+            let at = key as usize;
+            if at >= table.seen.len() {
+                table.seen.resize(at + 1, 0);
+                table.slots.resize_with((at + 1) * table.width, Slot::default);
+            }
+            let bit = 1u64 << counted.bit;
+            if table.seen[at] & bit == 0 {
+                table.seen[at] |= bit;
+                counted.groups += 1;
+            }
+            let slots = &mut table.slots[at * table.width + counted.slot..];
+            for (slot, &(step_ms, field)) in slots.iter_mut().zip(&counted.steps) {
+                if field.is_none_or(|f| is_number(values[f])) {
+                    slot.add(ts - ts.rem_euclid(step_ms));
                 }
             }
         }
@@ -239,25 +308,28 @@ impl Watch {
 
     /// The most metric events one group had in one window of ``window`` ms (whole steps):
     /// `_RuleTally.busiest_window`.
-    fn busiest(steps: &Steps, window: i64) -> u64 {
-        let mut all: Vec<(u32, i64, u32)> = steps.counts.iter().map(|(&(g, s), &n)| (g, s, n)).collect();
-        all.sort_unstable();
+    fn busiest(table: &ByTable, counted: &Counted, s: usize, window: i64) -> u64 {
         let mut best = 0u64;
-        let mut begin = 0;
-        while begin < all.len() {
-            let group = all[begin].0;
-            let end = begin + all[begin..].iter().take_while(|e| e.0 == group).count();
-            let (mut total, mut first) = (0u64, begin);
-            for at in begin..end {
-                let start = all[at].1;
-                total += all[at].2 as u64;
-                while all[first].1 <= start - window {
-                    total -= all[first].2 as u64;
+        let mut series = Vec::new();
+        for (key, seen) in table.seen.iter().enumerate() {
+            if seen & (1u64 << counted.bit) == 0 {
+                continue;
+            }
+            let slot = &table.slots[key * table.width + counted.slot + s];
+            series.clear();
+            series.extend_from_slice(&slot.before);
+            if slot.n > 0 {
+                series.push((slot.start, slot.n));
+            }
+            let (mut total, mut first) = (0u64, 0);
+            for &(start, count) in &series {
+                total += count as u64;
+                while series[first].0 <= start - window {
+                    total -= series[first].1 as u64;
                     first += 1;
                 }
                 best = best.max(total);
             }
-            begin = end;
         }
         best
     }
@@ -272,15 +344,18 @@ impl Watch {
             .iter()
             .map(|k| {
                 (
-                    k.tallies.iter().map(|t| (t.present, t.true_, t.numeric, t.values.len())).collect(),
-                    k.counts.iter().map(|c| (c.passed, c.groups.len(), c.capped)).collect(),
+                    k.tallies.iter().map(|t| (t.present, t.true_, t.numeric, t.distinct())).collect(),
+                    k.counts.iter().map(|c| (c.passed, c.groups, c.capped)).collect(),
                 )
             })
             .collect();
         let busiest = self
             .rules
             .iter()
-            .map(|&(k, c, s, window)| Watch::busiest(&self.kinds[k].counts[c].steps[s], window))
+            .map(|&(k, c, s, window)| {
+                let counted = &self.kinds[k].counts[c];
+                Watch::busiest(&self.bys[counted.by], counted, s, window)
+            })
             .collect();
         (kinds, busiest)
     }
@@ -297,6 +372,7 @@ fn is_number(value: Option<&J>) -> bool {
 
 /// A value's bytes as `traffic_check._hashable` tells values apart: None, booleans apart from
 /// numbers, numbers by value (`1 == 1.0`), text, and anything else by Python's `repr`.
+#[inline(never)]
 fn encode<H: Text>(out: &mut Vec<u8>, value: Option<&J>, host: &H) {
     match value {
         None | Some(J::Null) => out.push(0),

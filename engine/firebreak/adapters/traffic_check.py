@@ -32,6 +32,7 @@ from firebreak.adapters.calibration import Calibration, calibrate, reference_tex
 from firebreak.adapters.calibration import render as render_calibration
 from firebreak.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
+from firebreak.core.engine import _key_part
 from firebreak.core.events import format_duration
 from firebreak.dsl import CompiledRule, parse_rule
 from firebreak.dsl.compiler import getter
@@ -42,7 +43,7 @@ from firebreak.event_types import COUNTED, EventType
 from firebreak.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
-MAX_GROUPS = 100_000  # groups the live worker's native watch keeps per way of counting (native/src/watch.rs)
+MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
 WATCH_SAMPLE = 32  # events of a batch the live worker's watch observes, at most (evenly spaced)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
@@ -184,7 +185,7 @@ class _Counted:
 
     def add(self, ts: int, data: Mapping[str, Any], values: list[Any], keys: dict[tuple, tuple]) -> None:
         """``values``: the event's field values (`_Tallies.fields`); ``keys``: its group keys so far,
-        by `by` paths (counts grouped alike share them)."""
+        by `by` paths (counts grouped alike share them), as the engine keys its groups (`_key_part`)."""
         if self.label is not None:
             labels = data.get("labels")
             if not (isinstance(labels, list) and self.label in labels):
@@ -194,7 +195,7 @@ class _Counted:
         self.passed += 1
         key = keys.get(self.by_paths)
         if key is None:
-            key = keys[self.by_paths] = tuple([_hashable(values[i]) for i in self.by_fields])
+            key = keys[self.by_paths] = tuple([_key_part(values[i]) for i in self.by_fields])
         self.groups.add(key)
         for step_ms, at, steps in self.steps_of:
             if at is None or _is_number(values[at]):

@@ -372,7 +372,6 @@ fn is_number(value: Option<&J>) -> bool {
 
 /// A value's bytes as `traffic_check._hashable` tells values apart: None, booleans apart from
 /// numbers, numbers by value (`1 == 1.0`), text, and anything else by Python's `repr`.
-#[inline(never)]
 fn encode<H: Text>(out: &mut Vec<u8>, value: Option<&J>, host: &H) {
     match value {
         None | Some(J::Null) => out.push(0),

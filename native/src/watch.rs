@@ -49,14 +49,13 @@ impl PathTally {
 
 /// The groups of one `by` list (every count grouped alike shares them), by the key ids the router
 /// interned for the event (`Router::targets`, `KeyTable`: the engine's groups, the Python watch's
-/// `_key_part`): per key, which counts have it as a group (`seen`, a bit per count of this list)
-/// and the per-step counts of every (count, steps) of the list (`slots`, side by side per key:
-/// an event touches one place per `by` list, not one per rule).
+/// `_key_part`): per key, the per-step counts of every (count, steps) of the list (`slots`, side
+/// by side per key: an event touches one place per `by` list, not one per rule), and in each
+/// count's first slot whether the key is one of its groups (`Slot::group`).
 #[derive(Default)]
 struct ByTable {
-    counts: usize, // counts grouped by this list (their `bit`)
-    width: usize,  // slots per key: every (count, steps) of the list
-    seen: Vec<u64>,
+    width: usize, // slots per key: every (count, steps) of the list
+    keys: usize,  // key ids with slots: 0..keys
     slots: Vec<Slot>,
 }
 
@@ -67,6 +66,7 @@ struct ByTable {
 struct Slot {
     start: i64,
     n: u32,
+    group: bool, // in a count's first slot: the key is one of the count's groups
     before: Vec<(i64, u32)>,
 }
 
@@ -99,7 +99,6 @@ impl Slot {
 struct Counted {
     rule: usize, // the plan whose label and `where` it counts by (`Router::targets` evaluated them)
     by: usize,   // its `ByTable`
-    bit: usize,  // its place among the counts of that list
     slot: usize, // its first slot among the list's
     passed: u64,
     groups: usize,
@@ -189,14 +188,13 @@ impl Watch {
                     }
                     steps.push((step_ms, field));
                 }
-                let table = &mut bys[by];
-                if table.counts == 64 {
-                    return err("more than 64 counts of one `by` list");
+                if steps.is_empty() {
+                    return err("a count with no steps");
                 }
-                let (bit, slot) = (table.counts, table.width);
-                table.counts += 1;
+                let table = &mut bys[by];
+                let slot = table.width;
                 table.width += steps.len();
-                counts.push(Counted { rule, by, bit, slot, passed: 0, groups: 0, capped: false, steps });
+                counts.push(Counted { rule, by, slot, passed: 0, groups: 0, capped: false, steps });
             }
             kinds.push(KindWatch { kind, paths, tallies, counts });
         }
@@ -288,16 +286,15 @@ impl Watch {
             };
             let table = &mut self.bys[counted.by];
             let at = key as usize;
-            if at >= table.seen.len() {
-                table.seen.resize(at + 1, 0);
-                table.slots.resize_with((at + 1) * table.width, Slot::default);
-            }
-            let bit = 1u64 << counted.bit;
-            if table.seen[at] & bit == 0 {
-                table.seen[at] |= bit;
-                counted.groups += 1;
+            if at >= table.keys {
+                table.keys = at + 1;
+                table.slots.resize_with(table.keys * table.width, Slot::default);
             }
             let slots = &mut table.slots[at * table.width + counted.slot..];
+            if !slots[0].group {
+                slots[0].group = true;
+                counted.groups += 1;
+            }
             for (slot, &(step_ms, field)) in slots.iter_mut().zip(&counted.steps) {
                 if field.is_none_or(|f| is_number(values[f])) {
                     slot.add(ts - ts.rem_euclid(step_ms));
@@ -311,8 +308,8 @@ impl Watch {
     fn busiest(table: &ByTable, counted: &Counted, s: usize, window: i64) -> u64 {
         let mut best = 0u64;
         let mut series = Vec::new();
-        for (key, seen) in table.seen.iter().enumerate() {
-            if seen & (1u64 << counted.bit) == 0 {
+        for key in 0..table.keys {
+            if !table.slots[key * table.width + counted.slot].group {
                 continue;
             }
             let slot = &table.slots[key * table.width + counted.slot + s];

@@ -80,7 +80,13 @@ class RouteStage:
         if not self.settings.traffic_check:
             self.watch.reported = True
         else:  # counted by the native router, every event it routes (native/src/watch.rs)
-            self.native.watch_start(self.watch.native_spec())
+            try:
+                self.native.watch_start(self.watch.native_spec())
+            except ValueError as error:  # a layout the router cannot count: no watch, the rules run
+                self.watch.reported = True
+                log.warning(
+                    "traffic check off for these rules: %s", error, extra={"fields": {"event": "traffic_check"}}
+                )
 
     def _native_router(self, rules: Sequence[CompiledRule]) -> Any:
         from firebreak import _native

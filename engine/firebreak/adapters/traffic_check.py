@@ -45,7 +45,7 @@ from firebreak.records import RecordKind, is_incident
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
-WATCH_SAMPLE = 32  # events of a batch the live worker's watch observes, at most (evenly spaced)
+WATCH_SAMPLE = 32  # events of a batch `TrafficWatch.sample` picks, at most (the live worker counts all, natively)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 

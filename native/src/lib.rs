@@ -30,6 +30,7 @@ mod sketch;
 mod smallstr;
 mod snapshot;
 mod value;
+mod watch;
 mod window;
 
 

@@ -140,6 +140,15 @@ pub struct Router {
     pub key_tables: Vec<KeyTable>,
     pub owners: Owners,
     pub shards: u32,
+    /// The traffic watch's tallies while it watches (watch.rs): every event routed is counted.
+    pub watch: Option<crate::watch::Watch>,
+    /// Per plan, whether the event `targets` last looked at is of its type and passes its label
+    /// and `where` (what the watch counts by).
+    pub passes: Vec<bool>,
+    /// Per `by` list, the key id of the event `targets` last looked at (None: no plan of it passed).
+    pub keys: Vec<Option<u32>>,
+    /// Counts the times the key tables were started afresh (their ids then stand for other keys).
+    pub key_epoch: u64,
 }
 
 const MAX_KEYS: usize = 1_000_000; // interned keys kept before starting afresh (as sharding.MEMO_LIMIT)
@@ -153,6 +162,10 @@ impl Router {
             key_tables: (0..by_lists).map(|_| KeyTable::default()).collect(),
             owners: Owners::new(rules, shards),
             shards,
+            watch: None,
+            passes: vec![false; rules],
+            keys: Vec::new(),
+            key_epoch: 0,
         }
     }
 
@@ -180,10 +193,15 @@ impl Router {
                 *table = KeyTable::default();
             }
             self.owners = Owners::new(self.plans.len(), self.shards);
+            self.key_epoch += 1;
         }
         let split = self.plans.len() <= 64; // population rules named apart from the pairs owned
-        let mut keys: Vec<Option<u32>> = vec![None; self.key_tables.len()];
+        let watched = self.watch.is_some(); // the watch counts every passing rule's group
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        keys.resize(self.key_tables.len(), None);
         let mut parts: Vec<KeyRef> = Vec::new();
+        self.passes.iter_mut().for_each(|p| *p = false);
         for (index, plan) in self.plans.iter().enumerate() {
             if plan.source != event.kind {
                 continue;
@@ -198,9 +216,10 @@ impl Router {
                     continue;
                 }
             }
+            self.passes[index] = true;
             let bit = if index < 64 { 1u64 << index } else { u64::MAX };
             let population = plan.population.is_some() || plan.population_fallback;
-            if population && !split {
+            if population && !split && !watched {
                 masks.iter_mut().for_each(|m| *m |= bit);
                 continue;
             }
@@ -209,6 +228,10 @@ impl Router {
                 parts.clear();
                 parts.extend(plan.by.iter().map(|p| key_part_with(get(event, p), host)));
                 keys[by_id] = Some(self.key_tables[by_id].intern_ref(&parts));
+            }
+            if population && !split {
+                masks.iter_mut().for_each(|m| *m |= bit);
+                continue;
             }
             let shard =
                 self.owners
@@ -222,6 +245,7 @@ impl Router {
                 }
             }
         }
+        self.keys = keys;
     }
 }
 
@@ -274,6 +298,7 @@ fn route_one<'a, H: Text>(
     masks: &mut [u64],
     pops: &mut [u64],
     flagged: &mut u64,
+    watched: bool,
 ) -> Option<event::Event<'a>> {
     let decoded = if raw.len() > max_bytes { None } else { decode_with(raw, ts) };
     let Some(event) = decoded else {
@@ -309,6 +334,11 @@ fn route_one<'a, H: Text>(
         return None;
     }
     router.targets(&event, host, masks, pops, flagged);
+    if watched {
+        if let Some(watch) = router.watch.as_mut() {
+            watch.observe(&event, &router.passes, &router.keys, router.key_epoch, host);
+        }
+    }
     if masks.iter().chain(pops.iter()).all(|m| *m == 0) {
         return None;
     }
@@ -414,6 +444,11 @@ impl Router {
         let mut masks = vec![0u64; shards];
         let mut pops = vec![0u64; shards];
         let mut flagged = 0u64;
+        if let Some(watch) = self.watch.as_mut() {
+            if times.is_empty() {
+                watch.again_seen.clear(); // a new batch
+            }
+        }
         for (index, &(partition, offset, raw)) in spans.iter().enumerate() {
             let part = match parts.iter().position(|p| p.0 == partition) {
                 Some(i) => i,
@@ -424,8 +459,16 @@ impl Router {
             };
             parts[part].2 = offset;
             let ts = times.get(&index).copied();
+            // the watch counts each event of a batch once: in its first call every event; in a
+            // call again with the times Python found (``times``), only those events (once)
+            let watched = match self.watch.as_mut() {
+                None => false,
+                Some(_) if times.is_empty() => true,
+                Some(watch) => ts.is_some() && watch.again_seen.insert(index),
+            };
             let Some(event) = route_one(
                 self, &mut tally, index, raw, ts, max_bytes, partition, host, &mut masks, &mut pops, &mut flagged,
+                watched,
             )
             else {
                 continue;

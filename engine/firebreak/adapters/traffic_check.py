@@ -32,6 +32,7 @@ from firebreak.adapters.calibration import Calibration, calibrate, reference_tex
 from firebreak.adapters.calibration import render as render_calibration
 from firebreak.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
 from firebreak.core import DEFAULT_LATENESS_MS, Engine, Event, InvalidEvent, format_ts, parse_ts
+from firebreak.core.engine import _key_part
 from firebreak.core.events import format_duration
 from firebreak.dsl import CompiledRule, parse_rule
 from firebreak.dsl.compiler import getter
@@ -42,8 +43,9 @@ from firebreak.event_types import COUNTED, EventType
 from firebreak.records import RecordKind, is_incident
 
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
+MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
-WATCH_SAMPLE = 32  # events of a batch the live worker's watch observes, at most (evenly spaced)
+WATCH_SAMPLE = 32  # events of a batch `TrafficWatch.sample` picks, at most (the live worker counts all, natively)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 
@@ -123,6 +125,7 @@ class _PathTally:
         self.label = path[1] if path[0] == "labels" and len(path) == 2 else None  # a report label
         self.present = self.true = self.numeric = 0
         self.values: set[Any] = set()
+        self.distinct: int | None = None  # distinct values as the native watch counted them (`values` unused)
 
     def add(self, value: Any) -> None:
         """One event's value of the path (for a report label: True when the report carries it, else None)."""
@@ -137,7 +140,8 @@ class _PathTally:
             self.values.add(_hashable(value))
 
     def seen(self, role: str, dotted: str) -> NameSeen:
-        return NameSeen(role, dotted, self.present, self.true, self.numeric, len(self.values))
+        distinct = len(self.values) if self.distinct is None else self.distinct
+        return NameSeen(role, dotted, self.present, self.true, self.numeric, distinct)
 
 
 class _Counted:
@@ -146,13 +150,16 @@ class _Counted:
     of the metric's events (`steps`). Rules that differ only in threshold, window, reference or
     metric share one: each event is checked and keyed once."""
 
-    def __init__(self, rule: CompiledRule) -> None:
+    def __init__(self, rule: CompiledRule, index: int = 0) -> None:
         self.source, self.label = rule.source, rule.label
+        self.index = index  # of the rule it was made from, in the rules: its plan's label and `where`
         self.where = rule.where
         self.by_paths = rule.by
         self.by_fields: list[int] = []  # indexes of the `by` paths in the event's field values (`_Tallies`)
         self.passed = 0
         self.groups: set[tuple] = set()
+        self.native_groups: int | None = None  # groups as the native watch counted them (`groups` unused)
+        self.capped = False  # the native watch stopped counting new groups at MAX_GROUPS
         # (step, metric field or None) → {(group, step start): events behind the metric}
         self.metrics: dict[tuple[int, tuple[str, ...] | None], dict[tuple[tuple, int], int]] = {}
         self.steps_of: list[tuple[int, int | None, dict]] = []  # (step, field index or None, counts): `_Tallies`
@@ -168,6 +175,9 @@ class _Counted:
             where = id(rule)  # a `where` with no plan data: shared with no other rule
         return (rule.source, rule.label, where, rule.by)
 
+    def group_count(self) -> int:
+        return len(self.groups) if self.native_groups is None else self.native_groups
+
     def steps(self, rule: CompiledRule) -> dict[tuple[tuple, int], int]:
         """The per-step counts ``rule``'s metric reads (shared with the rules of the same step and field)."""
         arg = tuple(rule.arg) if rule.metric.numeric and rule.arg else None
@@ -175,7 +185,7 @@ class _Counted:
 
     def add(self, ts: int, data: Mapping[str, Any], values: list[Any], keys: dict[tuple, tuple]) -> None:
         """``values``: the event's field values (`_Tallies.fields`); ``keys``: its group keys so far,
-        by `by` paths (counts grouped alike share them)."""
+        by `by` paths (counts grouped alike share them), as the engine keys its groups (`_key_part`)."""
         if self.label is not None:
             labels = data.get("labels")
             if not (isinstance(labels, list) and self.label in labels):
@@ -185,7 +195,7 @@ class _Counted:
         self.passed += 1
         key = keys.get(self.by_paths)
         if key is None:
-            key = keys[self.by_paths] = tuple([_hashable(values[i]) for i in self.by_fields])
+            key = keys[self.by_paths] = tuple([_key_part(values[i]) for i in self.by_fields])
         self.groups.add(key)
         for step_ms, at, steps in self.steps_of:
             if at is None or _is_number(values[at]):
@@ -201,10 +211,13 @@ class _Tallies:
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.paths: dict[tuple[str, tuple[str, ...]], _PathTally] = {}  # (event type, path) → its tally
         self.counts: dict[tuple, _Counted] = {}
-        self.rules = [_RuleTally(rule, _names_of(rule), self.paths, self.counts) for rule in rules]
+        self.rules = [
+            _RuleTally(rule, _names_of(rule), self.paths, self.counts, index) for index, rule in enumerate(rules)
+        ]
         # per event type: the getters of every path read (each read once per event), the path
         # tallies with their value's index (None: a report label) and the counts
         self.by_type: dict[str, tuple[list, list[tuple[_PathTally, int | None]], list[_Counted]]] = {}
+        self.fields_of: dict[str, list[tuple[str, ...]]] = {}  # per event type: the paths read (`native_spec`)
         for kind in (EventType.INFERENCE, EventType.REPORT):
             fields: dict[tuple[str, ...], int] = {}
             tallies = [
@@ -220,6 +233,50 @@ class _Tallies:
                     for (step, arg), steps in counted.metrics.items()
                 ]
             self.by_type[kind] = ([getter(path) for path in fields], tallies, counts)
+            self.fields_of[kind] = list(fields)
+
+    def native_spec(self) -> dict[str, Any]:
+        """The tallies' layout for the native router's watch (native/src/watch.rs, `NativeRouter.watch_start`):
+        per event type the paths read, the path tallies (a field index, or a report label), the
+        counts (the index of a rule whose label and `where` they count by, `by` field indexes,
+        per step and metric field); per rule (event type, count, steps, window) for its busiest
+        window."""
+        kinds = list(self.by_type)
+        spec: dict[str, Any] = {"kinds": [], "rules": []}
+        for kind in kinds:
+            _, tallies, counts = self.by_type[kind]
+            spec["kinds"].append(
+                {
+                    "kind": str(kind),
+                    "paths": [list(path) for path in self.fields_of[kind]],
+                    "tallies": [{"field": at, "label": t.label} for t, at in tallies],
+                    "counts": [
+                        {"rule": c.index, "by": c.by_fields, "steps": [[step, at] for step, at, _ in c.steps_of]}
+                        for c in counts
+                    ],
+                }
+            )
+        for tally in self.rules:
+            counted = tally.counted
+            kind = kinds.index(counted.source)
+            at = self.by_type[counted.source][2].index(counted)
+            steps = next(i for i, (_, _, steps) in enumerate(counted.steps_of) if steps is tally.steps)
+            spec["rules"].append([kind, at, steps, tally.rule.window_ms])
+        return spec
+
+    def load_native(self, facts: tuple, report: TrafficReport) -> None:
+        """The native watch's tallies (`NativeRouter.watch_take`, laid out by `native_spec`) into these
+        tallies and ``report``, as if `observe` had counted every event."""
+        first, last, report.inference, report.reports, per_kind, busiest = facts
+        report.first_ts, report.last_ts = first, last
+        for kind, (paths, counts) in zip(self.by_type, per_kind, strict=True):
+            _, tallies, counted = self.by_type[kind]
+            for (tally, _), (present, true, numeric, distinct) in zip(tallies, paths, strict=True):
+                tally.present, tally.true, tally.numeric, tally.distinct = present, true, numeric, distinct
+            for c, (passed, groups, capped) in zip(counted, counts, strict=True):
+                c.passed, c.native_groups, c.capped = passed, groups, capped
+        for tally, most in zip(self.rules, busiest, strict=True):
+            tally.busiest = most
 
     def observe(self, event: Event, report: TrafficReport) -> None:
         """Count one valid event into the names and rules that read its type."""
@@ -254,14 +311,16 @@ class _RuleTally:
         uses: Sequence[NameUse],
         paths: dict[tuple[str, tuple[str, ...]], _PathTally],
         counts: dict[tuple, _Counted],
+        index: int = 0,
     ) -> None:
         self.rule = rule
+        self.busiest: int | None = None  # as the native watch found it
         self.names = [
             (role, path, paths.setdefault((rule.source, path), _PathTally(path)))
             for role, path in dict.fromkeys((use.role, use.path) for use in uses)
         ]
         key = _Counted.key(rule)
-        self.counted = counts.get(key) or counts.setdefault(key, _Counted(rule))
+        self.counted = counts.get(key) or counts.setdefault(key, _Counted(rule, index))
         self.steps = self.counted.steps(rule)
 
     @property
@@ -274,6 +333,8 @@ class _RuleTally:
 
     def busiest_window(self) -> int:
         """The most metric events one group had in one window (whole steps, as the engine counts)."""
+        if self.busiest is not None:
+            return self.busiest
         per_group: dict[tuple, list[tuple[int, int]]] = {}
         for (key, start), count in self.steps.items():
             per_group.setdefault(key, []).append((start, count))
@@ -410,7 +471,7 @@ def _rule_traffic(
         location=f"{rule.path}:{rule.line}",
         names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
         passed=tally.passed,
-        groups=len(tally.groups),
+        groups=tally.counted.group_count(),
         busiest_window=round(tally.busiest_window() * scale),
         sampled=round(scale),
         min_events=rule.min_events if rule.needs_sample else 0,
@@ -427,7 +488,7 @@ def _rule_traffic(
     if report.first_ts is not None and report.last_ts is not None and span > warmup:
         since = report.first_ts + warmup
         out.open_share = _open_time(mine, since, report.last_ts) / (report.last_ts - since)
-    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup, sampled=scale > 1)
+    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup, scale > 1, tally.counted.capped)
     return out
 
 
@@ -454,11 +515,19 @@ def _open_time(records: list[dict[str, Any]], since: int, end: int) -> int:
 
 
 def _verdicts(
-    rule: CompiledRule, out: RuleTraffic, inference: int, span: int, warmup: int, sampled: bool = False
+    rule: CompiledRule,
+    out: RuleTraffic,
+    inference: int,
+    span: int,
+    warmup: int,
+    sampled: bool = False,
+    capped: bool = False,
 ) -> tuple[list[str], list[str]]:
     """``sampled``: the events were a sample of the traffic (the live watch on a backlog). A flag
     the events carry that is never true in a sample, or a label no sampled report carries, is
-    then no evidence: a rare flag (an attack's) is what a sample misses — so not said."""
+    then no evidence: a rare flag (an attack's) is what a sample misses — so not said.
+    ``capped``: the native watch counted the windows of its first MAX_GROUPS groups only — the
+    busiest of those is then no evidence that no group reaches `min N events`."""
     warnings: list[str] = []
     notes: list[str] = []
     if inference == 0:
@@ -501,7 +570,7 @@ def _verdicts(
     # the missing label said it already (or, in a sample, could not: a report is rare)
     if out.passed == 0 and not (rule.label is not None and (never or sampled)):
         warnings.append("never fires: no event of the sample passes its `where`")
-    elif out.min_events and out.busiest_window < out.min_events and not never and span >= rule.window_ms:
+    elif out.min_events and out.busiest_window < out.min_events and not never and span >= rule.window_ms and not capped:
         # (a sample shorter than one window holds no whole window: its busiest is no evidence)
         most = f"~{out.busiest_window}, from a 1-in-{out.sampled} sample" if out.sampled > 1 else out.busiest_window
         warnings.append(
@@ -535,6 +604,10 @@ class TrafficWatch:
         for i in watch.sample(len(batch)):  # a bounded, evenly spaced share of each batch
             watch.observe(batch[i])
         if watch.due(): warnings = watch.report()
+
+    The live worker counts natively instead, every event it routes: the router keeps the tallies
+    (`native_spec` lays them out, `NativeRouter.watch_start`), and when the event time it has seen
+    spans ``span_ms`` the worker takes them (`NativeRouter.watch_take`, `load_native`) and reports.
     """
 
     def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS, per_batch: int = WATCH_SAMPLE) -> None:
@@ -566,6 +639,18 @@ class TrafficWatch:
         if report.last_ts is None or event.ts > report.last_ts:
             report.last_ts = event.ts
         self.tallies.observe(event, report)  # type: ignore[union-attr]  # None once reported
+
+    def native_spec(self) -> bytes:
+        """The layout of this watch's tallies for the native router (`NativeRouter.watch_start`): the
+        live worker counts every event it routes there, rather than a sample here."""
+        import orjson
+
+        return orjson.dumps(self.tallies.native_spec()) if self.tallies else b"{}"
+
+    def load_native(self, facts: tuple) -> None:
+        """What the native router counted (`NativeRouter.watch_take`): every event, none sampled."""
+        if self.tallies is not None and not self.reported:
+            self.tallies.load_native(facts, self.report_)
 
     def due(self) -> bool:
         r = self.report_

@@ -95,6 +95,40 @@ impl NativeRouter {
         Ok(RoutedBatch { bodies: PyList::new(py, bodies)?.unbind(), parts, refused, events, beats, runs, ahead })
     }
 
+    /// Start the traffic watch (native/src/watch.rs) from ``spec`` (`_Tallies.native_spec`, JSON):
+    /// from the next batch, every event routed is counted into its tallies.
+    fn watch_start(&mut self, spec: &[u8]) -> PyResult<()> {
+        let watch = crate::watch::Watch::from_spec(spec, &self.router.plans).map_err(PyValueError::new_err)?;
+        self.router.watch = Some(watch);
+        Ok(())
+    }
+
+    /// The event time the watch has seen: (first, last), None before any event (or with no watch).
+    fn watch_span(&self) -> Option<(i64, i64)> {
+        let watch = self.router.watch.as_ref()?;
+        Some((watch.first?, watch.last?))
+    }
+
+    /// The watch's tallies, taken once (the watch stops and its tallies are freed): (first,
+    /// last, inference events, reports, per kind of the spec ([(present, true, numeric,
+    /// distinct values)] per path tally, [(passed, groups, capped)] per count), [busiest window
+    /// per rule of the spec]); None with no watch.
+    #[allow(clippy::type_complexity)]
+    fn watch_take(
+        &mut self,
+    ) -> Option<(
+        Option<i64>,
+        Option<i64>,
+        u64,
+        u64,
+        Vec<(Vec<(u64, u64, u64, usize)>, Vec<(u64, usize, bool)>)>,
+        Vec<u64>,
+    )> {
+        let watch = self.router.watch.take()?;
+        let (kinds, busiest) = watch.facts();
+        Some((watch.first, watch.last, watch.inference, watch.reports, kinds, busiest))
+    }
+
     /// `sharding.shard_of` for a key given as the Python core's snapshot writes it (JSON).
     #[staticmethod]
     fn shard_of(rule: &str, key_json: &[u8], shards: u32) -> PyResult<u32> {

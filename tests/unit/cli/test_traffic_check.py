@@ -469,23 +469,31 @@ def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: py
         for start in range(0, len(raw), 500):
             route.handle(raw[start : start + 500])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    # after the batch in which an hour of event time had passed; the watch reads 32 events of each
-    # batch of 500 (evenly spaced): the busiest window is scaled up from the sample (the truth: 6;
-    # the maximum of a scaled sample errs high, so it hides a borderline warning rather than make one)
-    assert route.watch.offered == 4_000 and route.watch.observed == 8 * 32
+    # after the batch in which an hour of event time had passed; the native router counts every
+    # event it routes (native/src/watch.rs): no sample, the busiest window is the truth (6)
+    assert route.watch.report_.inference == 4_000 and route.watch.observed == 0
+    assert route.native.watch_span() is None  # taken: the native tallies are freed
     assert warnings == [
-        "rule never_true: never fires: flag `toxicity` is never true in the sample (present in 0 of 256 events) "
+        "rule never_true: never fires: flag `toxicity` is never true in the sample (present in 0 of 4,000 events) "
         "(traffic check over 60 min of this worker's input partitions)",
-        "rule min_never: never fires: no group reaches `min 50 events` in a 1m window (the most: ~31, from a "
-        "1-in-16 sample) (traffic check over 60 min of this worker's input partitions)",
+        "rule min_never: never fires: no group reaches `min 50 events` in a 1m window (the most: 6) "
+        "(traffic check over 60 min of this worker's input partitions)",
     ]
-    warning = "never fires: flag `toxicity` is never true in the sample (present in 0 of 256 events)"
+    warning = "never fires: flag `toxicity` is never true in the sample (present in 0 of 4,000 events)"
     assert caplog.records[0].fields == {"event": "traffic_warning", "rule": "never_true", "warning": warning}
     route.set_rules(rules[:1])  # a reload: a new watch over the new rules
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="firebreak.worker"):
         route.handle(raw[:10])
-    assert route.watch.report_.inference == 10 and caplog.records == []
+    assert caplog.records == []
+    assert route.native.watch_take()[2] == 10  # counting again, from the reload
+
+
+def test_no_traffic_check_starts_no_native_watch() -> None:
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1, traffic_check=False))
+    route.handle([(0, offset, orjson.dumps(e)) for offset, e in enumerate(sample(2))])
+    assert route.native.watch_span() is None and route.native.watch_take() is None
 
 
 # ---- the watch's warnings, pinned: a cheaper `observe` must not change them ----------------------

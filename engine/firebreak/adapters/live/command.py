@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.traffic_check,
         help="warn of rules that never fire over the first hour of traffic after each rule load "
-        "(a bounded sample of each batch, read in Python)",
+        "(every event routed, counted by the native router)",
     )
     parser.add_argument(
         "--cases",

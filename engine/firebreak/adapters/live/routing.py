@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from firebreak.adapters.drive import ahead_text, decode_event
+from firebreak.adapters.drive import ahead_text
 from firebreak.adapters.live import routed
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.traffic_check import TrafficWatch
@@ -79,6 +79,14 @@ class RouteStage:
         self.watch = TrafficWatch(rules)  # the first hour of traffic after a load: rules that never fire
         if not self.settings.traffic_check:
             self.watch.reported = True
+        else:  # counted by the native router, every event it routes (native/src/watch.rs)
+            try:
+                self.native.watch_start(self.watch.native_spec())
+            except ValueError as error:  # a layout the router cannot count: no watch, the rules run
+                self.watch.reported = True
+                log.warning(
+                    "traffic check off for these rules: %s", error, extra={"fields": {"event": "traffic_check"}}
+                )
 
     def _native_router(self, rules: Sequence[CompiledRule]) -> Any:
         from firebreak import _native
@@ -122,21 +130,7 @@ class RouteStage:
         self.stats["dead_lettered"] += len(dead)
         self.max_ts.update(beats)
         self.ahead_runs.update(runs)
-        if not self.watch.reported:  # the traffic check's first hour: a bounded sample of each batch
-            taken: Sequence[int] = (
-                [
-                    index
-                    for index in range(len(messages))
-                    if (index not in refused or index in times) and index not in ahead
-                ]
-                if refused or ahead
-                else range(len(messages))  # the common batch: every message an event (no list of 1,000 built)
-            )
-            for index in self.watch.sample(len(taken)):
-                try:
-                    self.watch.observe(decode_event(messages[taken[index]][2]))
-                except InvalidEvent:
-                    pass
+        if not self.watch.reported:  # the traffic check's first hour: counted by the native router
             self._watched()
         heads = [(partition, self.max_ts.get(partition)) for partition, _first, _last, _counts in parts]
         out = dead
@@ -192,7 +186,10 @@ class RouteStage:
                 )
 
     def _watched(self) -> None:
-        if self.watch.due():
+        """Once the native router's watch has seen ``span_ms`` of event time: its tallies, the warnings."""
+        seen = self.native.watch_span()
+        if seen is not None and seen[1] - seen[0] >= self.watch.span_ms:
+            self.watch.load_native(self.native.watch_take())
             self._warn(self.watch.report())
 
     def _warn(self, warnings: list[tuple[str, str]]) -> None:

@@ -11,7 +11,8 @@
 //! Groups are the router's own interned keys (`Router::targets` looks each up once per `by`
 //! list anyway), so the watch hashes no key of its own.
 //!
-//! Bounded: distinct values per path up to `MAX_VALUES` (as `_PathTally`), the first
+//! Bounded: distinct values per path up to `MAX_VALUES` (as `_PathTally`; kept as 64-bit hashes of
+//! their bytes, so a long value costs 8 bytes — two values whose hashes collide count as one), the first
 //! `MAX_GROUPS` group keys of each `by` list (beyond, groups are not counted and the counts that
 //! met one are marked capped: no `min N events` verdict), per-(group, step) counts only until
 //! the watch is taken (one hour of event time) — then all of it is freed.
@@ -23,7 +24,8 @@ use crate::num::Num;
 use crate::plan::Plan;
 use crate::value::{get, Path};
 use serde_json::Value;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashSet, FxHasher};
+use std::hash::{Hash, Hasher};
 use std::collections::HashSet;
 
 /// traffic_check.MAX_VALUES: distinct values kept per path.
@@ -37,7 +39,9 @@ struct PathTally {
     present: u64,
     true_: u64,
     numeric: u64,
-    values: FxHashSet<Vec<u8>>, // every value but booleans
+    // every value but booleans, by a 64-bit hash of its bytes: 8 bytes a value however long
+    // (a value's bytes kept would let 1,000 events of 256 KiB strings hold 256 MB per path)
+    values: FxHashSet<u64>,
     bools: u8,                  // booleans seen: bit 0 false, bit 1 true
 }
 
@@ -265,9 +269,9 @@ impl Watch {
             } else if tally.distinct() < MAX_VALUES {
                 scratch.clear();
                 encode(scratch, Some(value), host);
-                if !tally.values.contains(scratch.as_slice()) {
-                    tally.values.insert(scratch.clone());
-                }
+                let mut hasher = FxHasher::default();
+                scratch.as_slice().hash(&mut hasher);
+                tally.values.insert(hasher.finish());
             }
         }
         // the router's key ids stand for the same groups while its tables are not started afresh

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from firebreak.adapters.calibration import Calibration, calibrate, reference_text
 from firebreak.adapters.calibration import render as render_calibration
 from firebreak.adapters.file_replay import InputError, ReplayResult, decode_event, open_input
@@ -643,8 +645,6 @@ class TrafficWatch:
     def native_spec(self) -> bytes:
         """The layout of this watch's tallies for the native router (`NativeRouter.watch_start`): the
         live worker counts every event it routes there, rather than a sample here."""
-        import orjson
-
         return orjson.dumps(self.tallies.native_spec()) if self.tallies else b"{}"
 
     def load_native(self, facts: tuple) -> None:

@@ -159,3 +159,46 @@ def test_many_groups_are_capped_and_not_judged_on_min_events(monkeypatch: pytest
     watch.load_native(taken)
     assert watch.report() == []
     assert watch.report_.rules[0].groups == 100_000 and watch.report_.rules[0].busiest_window == 1
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def test_long_distinct_values_do_not_stay_in_memory() -> None:
+    """A watched path's distinct values are kept as 8-byte hashes: 1,000 events each with a
+    different 200 KB value (under the worker's 256 KiB limit) leave the watch a few KB, not the
+    200 MB the values themselves would hold — and are still counted (1,000: "1000+")."""
+    rules, problems = load_rules(
+        {"d.rules": "rule tags: distinct(attributes.tag) > 5000 over 10m by model -> sev3\n"},
+        {"vocabulary.toml": 'fields = ["attributes.*"]\n'},
+    )
+    assert problems == []
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=1, input_partitions=1))
+    route.watch.span_ms = 10 * HOUR  # taken below
+    filler = "x" * 200_000
+
+    def batch(first: int) -> list[tuple[int, int, bytes]]:
+        return [
+            (
+                0,
+                i,
+                orjson.dumps(
+                    {"event_id": f"e{i}", "ts": START + i, "model": "m", "attributes": {"tag": f"{i}{filler}"}}
+                ),
+            )
+            for i in range(first, first + 20)
+        ]
+
+    route.handle(batch(0))  # the router's and allocator's first growth, before measuring
+    before = _resident_bytes()
+    for first in range(20, 1_100, 20):
+        route.handle(batch(first))
+    grown = _resident_bytes() - before
+    assert grown < 64 * 2**20, f"resident memory grew by {grown / 2**20:.0f} MB"
+    watch = TrafficWatch(rules)
+    watch.load_native(route.native.watch_take())
+    watch.report()
+    tag = next(name for name in watch.report_.rules[0].names if name.path == "attributes.tag")
+    assert tag.present == 1_100 and tag.values == 1_000

@@ -47,7 +47,6 @@ from firebreak.records import RecordKind, is_incident
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
-WATCH_SAMPLE = 32  # events of a batch `TrafficWatch.sample` picks, at most (the live worker counts all, natively)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 
@@ -76,7 +75,6 @@ class RuleTraffic:
     groups: int = 0
     busiest_window: int = 0  # most events behind the metric in one group's window
     min_events: int = 0  # 0: `min N events` does not gate this rule
-    sampled: int = 1  # 1 in this many events observed (the live worker's watch): busiest_window is scaled up
     window: str = ""
     warmup: str = ""  # window + baseline span + `for`: traffic needed before it can fire
     opened: int = 0
@@ -462,10 +460,7 @@ def _file_events(paths: list[str], read: ReplayResult) -> Iterator[Event]:
 # ---- verdicts ----------------------------------------------------------------------------------
 
 
-def _rule_traffic(
-    tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int, scale: float = 1.0
-) -> RuleTraffic:
-    """``scale``: events per event observed (the live worker's watch observes a sample)."""
+def _rule_traffic(tally: _RuleTally, records: list[dict[str, Any]], report: TrafficReport, span: int) -> RuleTraffic:
     rule = tally.rule
     warmup = rule.window_ms + rule.reference_wait_ms + rule.for_ms
     out = RuleTraffic(
@@ -474,8 +469,7 @@ def _rule_traffic(
         names=[t.seen(role, ".".join(path)) for role, path, t in tally.names],
         passed=tally.passed,
         groups=tally.counted.group_count(),
-        busiest_window=round(tally.busiest_window() * scale),
-        sampled=round(scale),
+        busiest_window=tally.busiest_window(),
         min_events=rule.min_events if rule.needs_sample else 0,
         window=format_duration(rule.window_ms),
         warmup=format_duration(warmup),
@@ -490,7 +484,7 @@ def _rule_traffic(
     if report.first_ts is not None and report.last_ts is not None and span > warmup:
         since = report.first_ts + warmup
         out.open_share = _open_time(mine, since, report.last_ts) / (report.last_ts - since)
-    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup, scale > 1, tally.counted.capped)
+    out.warnings, out.notes = _verdicts(rule, out, out.sample, span, warmup, tally.counted.capped)
     return out
 
 
@@ -522,12 +516,10 @@ def _verdicts(
     inference: int,
     span: int,
     warmup: int,
-    sampled: bool = False,
     capped: bool = False,
 ) -> tuple[list[str], list[str]]:
-    """``sampled``: the events were a sample of the traffic (the live watch on a backlog). A flag
-    the events carry that is never true in a sample, or a label no sampled report carries, is
-    then no evidence: a rare flag (an attack's) is what a sample misses — so not said.
+    """Every event was counted (`firebreak check` observes each one; the live worker's router
+    counts each one it routes), so a flag never true or a label never carried is evidence.
     ``capped``: the native watch counted the windows of its first MAX_GROUPS groups only — the
     busiest of those is then no evidence that no group reaches `min N events`."""
     warnings: list[str] = []
@@ -538,12 +530,12 @@ def _verdicts(
     rises = rule.op in {">", ">="}
     for name in out.names:
         if name.role == "label":
-            if name.true == 0 and rises and not sampled:
+            if name.true == 0 and rises:
                 warnings.append(
                     f"never fires: no report in the sample carries the label `{name.path[7:]}` ({inference:,} reports)"
                 )
         elif name.role == "flag":
-            if name.true == 0 and rises and not (sampled and name.present):
+            if name.true == 0 and rises:
                 warnings.append(
                     f"never fires: flag `{name.path[6:]}` is never true in the sample "
                     f"(present in {name.present:,} of {inference:,} events)"
@@ -569,14 +561,14 @@ def _verdicts(
             elif name.present == 0:
                 warnings.append(f"`where` reads `{name.path}`, which is missing in every event")
     never = any(w.startswith("never fires") for w in warnings)  # one reason is enough: the first
-    # the missing label said it already (or, in a sample, could not: a report is rare)
-    if out.passed == 0 and not (rule.label is not None and (never or sampled)):
+    # the missing label said it already
+    if out.passed == 0 and not (rule.label is not None and never):
         warnings.append("never fires: no event of the sample passes its `where`")
     elif out.min_events and out.busiest_window < out.min_events and not never and span >= rule.window_ms and not capped:
         # (a sample shorter than one window holds no whole window: its busiest is no evidence)
-        most = f"~{out.busiest_window}, from a 1-in-{out.sampled} sample" if out.sampled > 1 else out.busiest_window
         warnings.append(
-            f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window (the most: {most})"
+            f"never fires: no group reaches `min {out.min_events} events` in a {out.window} window "
+            f"(the most: {out.busiest_window})"
         )
     if out.open_share >= ALWAYS_OPEN:
         warnings.append(
@@ -602,35 +594,25 @@ class TrafficWatch:
     warnings, once. Only the warnings that need no incidents: the worker's incidents are its
     real output, not a replay. Costs nothing once it has reported.
 
-        watch = TrafficWatch(rules)
-        for i in watch.sample(len(batch)):  # a bounded, evenly spaced share of each batch
-            watch.observe(batch[i])
-        if watch.due(): warnings = watch.report()
-
-    The live worker counts natively instead, every event it routes: the router keeps the tallies
+    The live worker counts natively, every event it routes: the router keeps the tallies
     (`native_spec` lays them out, `NativeRouter.watch_start`), and when the event time it has seen
     spans ``span_ms`` the worker takes them (`NativeRouter.watch_take`, `load_native`) and reports.
+    `observe` and `due` count in Python, event by event — the executable specification the
+    native tallies are checked against (tests/unit/native/test_native_traffic_watch.py):
+
+        watch = TrafficWatch(rules)
+        for event in events:
+            watch.observe(event)
+        if watch.due(): warnings = watch.report()
     """
 
-    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS, per_batch: int = WATCH_SAMPLE) -> None:
+    def __init__(self, rules: Sequence[CompiledRule], span_ms: int = WATCH_MS) -> None:
         # an hour, however long the rules' windows: a rule whose window is longer is judged on
         # everything but its `min N events` (no whole window seen), not waited for
         self.span_ms = span_ms
-        self.per_batch = per_batch
-        self.offered = self.observed = 0  # events of the batches seen; of those, observed (`sample`)
         self.tallies: _Tallies | None = _Tallies(rules)
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
-
-    def sample(self, events: int) -> range:
-        """Which of a batch's ``events`` (valid, by index) to `observe`: at most ``per_batch``,
-        evenly spaced — the watch reads events in Python, so it reads a bounded share of them
-        (counts of a `min N events` window are scaled back up in `report`)."""
-        step = max(1, -(-events // self.per_batch))
-        chosen = range(0, events, step)
-        self.offered += events
-        self.observed += len(chosen)
-        return chosen
 
     def observe(self, event: Event) -> None:
         if self.reported or event.type not in COUNTED:
@@ -644,11 +626,11 @@ class TrafficWatch:
 
     def native_spec(self) -> bytes:
         """The layout of this watch's tallies for the native router (`NativeRouter.watch_start`): the
-        live worker counts every event it routes there, rather than a sample here."""
+        live worker counts every event it routes there."""
         return orjson.dumps(self.tallies.native_spec()) if self.tallies else b"{}"
 
     def load_native(self, facts: tuple) -> None:
-        """What the native router counted (`NativeRouter.watch_take`): every event, none sampled."""
+        """What the native router counted (`NativeRouter.watch_take`): every event it routed."""
         if self.tallies is not None and not self.reported:
             self.tallies.load_native(facts, self.report_)
 
@@ -661,8 +643,7 @@ class TrafficWatch:
         self.reported = True
         r = self.report_
         span = (r.last_ts or 0) - (r.first_ts or 0)
-        scale = self.offered / self.observed if self.observed else 1.0
-        r.rules = [_rule_traffic(t, [], r, span, scale) for t in self.tallies.rules] if self.tallies else []
+        r.rules = [_rule_traffic(t, [], r, span) for t in self.tallies.rules] if self.tallies else []
         self.tallies = None
         return [(rule.name, warning) for rule in r.rules for warning in rule.warnings]
 

@@ -432,11 +432,10 @@ def test_a_sample_shorter_than_a_window_does_not_judge_its_min_events() -> None:
     ]
 
 
-def test_a_sampled_watch_does_not_call_a_rare_flag_never_true() -> None:
-    """On a backlog the watch reads a sample of each batch: a flag the events carry but that is
-    true once a batch (an attack's) is easily missed by it, so "never true" is not said of it —
-    it is, observing every event, when it really never is; a flag no event carries is said of
-    either way."""
+def test_the_watch_says_a_flag_never_true_only_when_no_event_had_it_true() -> None:
+    """The watch counts every event: a flag true once in 500 events (an attack's) is seen true,
+    so "never true" is not said of it; said when it really never is; a flag no event carries is
+    said of either way."""
     watched_rules = (
         "rule rare: count(rare) > 100 over 10m -> sev2\nrule absent: count(toxicity) > 100 over 10m -> sev2\n"
     )
@@ -444,20 +443,14 @@ def test_a_sampled_watch_does_not_call_a_rare_flag_never_true() -> None:
     assert problems == []
     events = sample(70)
     for i, event in enumerate(events):
-        event["flags"]["rare"] = i % 500 == 7  # once a batch, where the sample does not look
+        event["flags"]["rare"] = i % 500 == 7
     events = [validate_event(e) for e in events]
     absent = "never fires: flag `toxicity` is never true in the sample"
-
-    def watch_in_batches(size: int) -> dict[str, str]:
-        return dict(watched(rules, events, size).report())  # `watched`: below, as the route stage drives it
-
-    sampled = watch_in_batches(500)
-    assert "rare" not in sampled and sampled["absent"].startswith(absent)
-    every = watch_in_batches(20)  # every event observed: the rare flag is seen true
-    assert "rare" not in every and every["absent"].startswith(absent)
+    seen = dict(watched(rules, events).report())  # `watched`: below
+    assert "rare" not in seen and seen["absent"].startswith(absent)
     for event in events:
         event.data["flags"]["rare"] = False
-    never = watch_in_batches(20)  # observing every event, a flag never true is said
+    never = dict(watched(rules, events).report())
     assert never["rare"].startswith("never fires: flag `rare` is never true in the sample")
 
 
@@ -471,7 +464,7 @@ def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: py
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # after the batch in which an hour of event time had passed; the native router counts every
     # event it routes (native/src/watch.rs): no sample, the busiest window is the truth (6)
-    assert route.watch.report_.inference == 4_000 and route.watch.observed == 0
+    assert route.watch.report_.inference == 4_000
     assert route.native.watch_span() is None  # taken: the native tallies are freed
     assert warnings == [
         "rule never_true: never fires: flag `toxicity` is never true in the sample (present in 0 of 4,000 events) "
@@ -510,13 +503,13 @@ def pack_and_demo():
     return rules, [validate_event(e) for e in demo_traffic(2026, 2.0).events()]
 
 
-def watched(rules, events, batch: int) -> TrafficWatch:
-    """The watch as the route stage drives it: batches of ``batch`` events, a sample of each."""
+def watched(rules, events, batch: int = 1) -> TrafficWatch:
+    """The watch in Python (the specification of the router's native one): every event observed,
+    in batches of ``batch``, until due after one (as the route stage asks after each batch)."""
     watch = TrafficWatch(rules)
     for start in range(0, len(events), batch):
-        chunk = events[start : start + batch]
-        for index in watch.sample(len(chunk)):
-            watch.observe(chunk[index])
+        for event in events[start : start + batch]:
+            watch.observe(event)
         if watch.due():
             return watch
     raise AssertionError("the watch never became due")
@@ -562,39 +555,13 @@ PINNED_EVERY_EVENT = [
     ("wrong_answers_reported", "never fires: no group reaches `min 5 events` in a 1h window (the most: 3)"),
     ("thumbs_down_surge", "never fires: no group reaches `min 10 events` in a 1h window (the most: 1)"),
 ]
-PINNED_SAMPLED = [  # a 1-in-16 sample: no "never true" for flags the events carry, no label verdicts
-    (
-        "answer_tokens_per_busy_caller",
-        "never fires: no group reaches `min 60 events` in a 1h window (the most: ~31, from a 1-in-16 sample)",
-    ),
-    (
-        "pii_reaching_many_users",
-        "never fires: no group reaches `min 20 events` in a 15m window (the most: ~16, from a 1-in-16 sample)",
-    ),
-    (
-        "refusal_rise_by_template",
-        "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)",
-    ),
-    ("refusal_spike", "never fires: flag `refusal` is never true in the sample (present in 0 of 511 events)"),
-    (
-        "thumbs_down_surge",
-        "never fires: no group reaches `min 10 events` in a 1h window (the most: ~0, from a 1-in-16 sample)",
-    ),
-]
 
 
-@pytest.mark.parametrize("batch", [20, 500])
-def test_the_watch_warnings_on_the_demo_traffic_are_pinned(pack_and_demo, batch: int) -> None:
+def test_the_watch_warnings_on_the_demo_traffic_are_pinned(pack_and_demo) -> None:
     rules, events = pack_and_demo
-    watch = watched(rules, events, batch)
-    observed = watch.observed
-    got = watch.report()
-    if batch == 20:  # batches of 20: every event observed (a live worker keeping up)
-        assert observed == watch.offered == 7_780
-        assert got == PINNED_EVERY_EVENT
-    else:  # batches of 500: 32 of each (a backlog)
-        assert (observed, watch.offered) == (512, 8_000)
-        assert got == PINNED_SAMPLED
+    watch = watched(rules, events, 20)
+    assert watch.report_.inference == 7_771  # the batch of 20 in which an hour of event time had passed
+    assert watch.report() == PINNED_EVERY_EVENT
 
 
 def test_the_watch_counts_each_rule_as_counting_it_alone_would(pack_and_demo) -> None:

@@ -100,6 +100,9 @@ impl Slot {
     }
 }
 
+/// An event type's paths read on the stack by `Watch::observe` (more: a vector per event).
+const PATHS_ON_STACK: usize = 48;
+
 struct Counted {
     rule: usize, // the plan whose label and `where` it counts by (`Router::targets` evaluated them)
     by: usize,   // its `ByTable`
@@ -124,6 +127,10 @@ pub struct Watch {
     rules: Vec<(usize, usize, usize, i64)>,
     pub first: Option<i64>,
     pub last: Option<i64>,
+    /// The first observed event's time: how long the watch has watched is measured from it
+    /// (`last - start`), not from `first` — an old but valid event (event time 0 is accepted)
+    /// would otherwise end the hour at once.
+    pub start: Option<i64>,
     pub inference: u64,
     pub reports: u64,
     scratch: Vec<u8>,
@@ -217,6 +224,7 @@ impl Watch {
             rules,
             first: None,
             last: None,
+            start: None,
             inference: 0,
             reports: 0,
             scratch: Vec::new(),
@@ -244,10 +252,22 @@ impl Watch {
         if self.last.is_none_or(|l| ts > l) {
             self.last = Some(ts);
         }
+        self.start.get_or_insert(ts);
         let Some(watch) = self.kinds.iter_mut().find(|k| k.kind == event.kind) else {
             return;
         };
-        let values: Vec<Option<&J>> = watch.paths.iter().map(|p| get(event, p)).collect();
+        // the paths' values, on the stack for up to PATHS_ON_STACK paths (no allocation per event)
+        let mut stack: [Option<&J>; PATHS_ON_STACK] = [None; PATHS_ON_STACK];
+        let heap: Vec<Option<&J>>;
+        let values: &[Option<&J>] = if watch.paths.len() <= PATHS_ON_STACK {
+            for (slot, path) in stack.iter_mut().zip(&watch.paths) {
+                *slot = get(event, path);
+            }
+            &stack[..watch.paths.len()]
+        } else {
+            heap = watch.paths.iter().map(|p| get(event, p)).collect();
+            &heap
+        };
         let scratch = &mut self.scratch;
         for tally in watch.tallies.iter_mut() {
             let value = match tally.field {

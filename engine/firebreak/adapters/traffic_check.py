@@ -621,6 +621,9 @@ class TrafficWatch:
         self.tallies: _Tallies | None = _Tallies(rules)
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
+        # the first observed event's time: the hour is measured from it, not from the smallest
+        # time seen (an old but valid event must not end the watch early; native/src/watch.rs)
+        self.start_ts: int | None = None
 
     def sample(self, events: int) -> range:
         """Which of a batch's ``events`` (valid, by index) to `observe`: at most ``per_batch``,
@@ -636,6 +639,8 @@ class TrafficWatch:
         if self.reported or event.type not in COUNTED:
             return
         report = self.report_
+        if self.start_ts is None:
+            self.start_ts = event.ts
         if report.first_ts is None or event.ts < report.first_ts:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
@@ -654,7 +659,7 @@ class TrafficWatch:
 
     def due(self) -> bool:
         r = self.report_
-        return not self.reported and r.first_ts is not None and (r.last_ts or 0) - r.first_ts >= self.span_ms
+        return not self.reported and self.start_ts is not None and (r.last_ts or 0) - self.start_ts >= self.span_ms
 
     def report(self) -> list[tuple[str, str]]:
         """(rule, warning) for every warning over what was seen; the watch stops watching."""

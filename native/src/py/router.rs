@@ -103,10 +103,12 @@ impl NativeRouter {
         Ok(())
     }
 
-    /// The event time the watch has seen: (first, last), None before any event (or with no watch).
+    /// The event time the watch has watched: (the first observed event's time, the largest
+    /// event time seen), None before any event (or with no watch). From the first event, not
+    /// the smallest time: an old event must not end the watch early (`Watch::start`).
     fn watch_span(&self) -> Option<(i64, i64)> {
         let watch = self.router.watch.as_ref()?;
-        Some((watch.first?, watch.last?))
+        Some((watch.start?, watch.last?))
     }
 
     /// The watch's tallies, taken once (the watch stops and its tallies are freed): (first,

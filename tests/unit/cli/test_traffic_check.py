@@ -489,6 +489,38 @@ def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: py
     assert route.native.watch_take()[2] == 10  # counting again, from the reload
 
 
+def test_an_old_event_does_not_end_the_watch_early(caplog: pytest.LogCaptureFixture) -> None:
+    """An old but valid event (event time 0 is accepted) among the first minutes: the watch's
+    hour is measured from the first event's time, not from the smallest time seen, so the old
+    event does not end the watch at the next batch; it is counted, and the warnings come after
+    an hour of the traffic's own time, as without it."""
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
+    events = sample(70)
+    old = {**events[100], "event_id": "old", "ts": 0}
+    events.insert(101, old)
+    raw = [(0, offset, orjson.dumps(e)) for offset, e in enumerate(events)]
+    with caplog.at_level(logging.INFO, logger="firebreak.worker"):
+        route.handle(raw[:500])
+        route.handle(raw[500:1000])  # an old event seen: the smallest time is 0, the span still minutes
+        assert route.native.watch_span() == (START, max(e["ts"] for e in events[:1000]))
+        assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+        for start in range(1000, len(raw), 500):
+            route.handle(raw[start : start + 500])
+            if route.native.watch_span() is None:  # taken: the hour is over
+                done = start + 500
+                break
+    assert orjson.loads(raw[done - 1][2])["ts"] - START >= 3_600_000 > orjson.loads(raw[done - 501][2])["ts"] - START
+    assert route.watch.report_.first_ts == 0 and route.watch.report_.inference == done  # the old event counted
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warnings] == ["rule never_true", "rule min_never"]
+    # the Python watch (`firebreak check`'s tallies, the oracle) measures its hour the same way
+    watch = TrafficWatch(rules)
+    for event in events[:1000]:
+        watch.observe(validate_event(event))
+    assert not watch.due() and watch.report_.first_ts == 0
+
+
 def test_no_traffic_check_starts_no_native_watch() -> None:
     rules, _ = load_rules({"w.rules": WATCHED}, {})
     route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1, traffic_check=False))

@@ -47,6 +47,8 @@ from firebreak.records import RecordKind, is_incident
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
+WATCH_STARTS = 63  # the first events whose times' median tells a stray first event (native/src/watch.rs STARTS)
+WATCH_OUTLIER_MS = 1_800_000  # a first event this far from that median does not start the watch's hour
 WATCH_SAMPLE = 32  # events of a batch `TrafficWatch.sample` picks, at most (the live worker counts all, natively)
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
@@ -621,9 +623,10 @@ class TrafficWatch:
         self.tallies: _Tallies | None = _Tallies(rules)
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
-        # the first observed event's time: the hour is measured from it, not from the smallest
-        # time seen (an old but valid event must not end the watch early; native/src/watch.rs)
-        self.start_ts: int | None = None
+        # the times of the first WATCH_STARTS events observed: the hour is measured from the
+        # first, not from the smallest time seen (an old but valid event must not end the watch
+        # early), or from their median when the first is far from it (native/src/watch.rs)
+        self.starts: list[int] = []
 
     def sample(self, events: int) -> range:
         """Which of a batch's ``events`` (valid, by index) to `observe`: at most ``per_batch``,
@@ -639,8 +642,8 @@ class TrafficWatch:
         if self.reported or event.type not in COUNTED:
             return
         report = self.report_
-        if self.start_ts is None:
-            self.start_ts = event.ts
+        if len(self.starts) < WATCH_STARTS:
+            self.starts.append(event.ts)
         if report.first_ts is None or event.ts < report.first_ts:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
@@ -659,7 +662,14 @@ class TrafficWatch:
 
     def due(self) -> bool:
         r = self.report_
-        return not self.reported and self.start_ts is not None and (r.last_ts or 0) - self.start_ts >= self.span_ms
+        return not self.reported and bool(self.starts) and (r.last_ts or 0) - self.start_ts() >= self.span_ms
+
+    def start_ts(self) -> int:
+        """Where the hour starts (`Watch::start`): the first event's time, or the median of the
+        first events' times (the upper one of an even count) when the first lies more than half
+        an hour from it."""
+        median = sorted(self.starts)[len(self.starts) // 2]
+        return median if abs(self.starts[0] - median) > WATCH_OUTLIER_MS else self.starts[0]
 
     def report(self) -> list[tuple[str, str]]:
         """(rule, warning) for every warning over what was seen; the watch stops watching."""

@@ -1,6 +1,6 @@
 """Live worker benchmark, against a running broker (scripts/kafka-local start).
 
-    python benchmarks/worker_bench.py throughput [--events 200000] [--workers 1 2] [--profile]
+    python benchmarks/worker_bench.py throughput [--events 200000] [--workers 1 2] [--profile] [--threads]
     python benchmarks/worker_bench.py latency [--lateness 2s 30s] [--rate 5000] [--workers 2]
     python benchmarks/worker_bench.py memory [--users 100000] [--events 300000]
     python benchmarks/worker_bench.py stages [--events 200000] [--engine native python]
@@ -92,6 +92,40 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process (all its threads) has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process (by thread id)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = cpu_s_of(task / "stat")
+        except (OSError, ValueError):
+            pass  # the thread ended meanwhile
+    return out
+
+
+def cpu_s_of(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Thread id → Python thread name, from `py-spy dump` (installed beside this Python; {} if not)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return {}
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    names = {}
+    for line in dump.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            tid = line.split()[1]
+            if tid.isdigit():
+                names[int(tid)] = line.split('"')[1]
+    return names
 
 
 def broker_pid() -> int | None:
@@ -190,11 +224,17 @@ async def raw_consume(topic: str, expected: int) -> float:
 
 
 def worker_consume(
-    prefix: str, expected: int, workdir: Path, workers: int = 1, profile: Path | None = None
+    prefix: str,
+    expected: int,
+    workdir: Path,
+    workers: int = 1,
+    profile: Path | None = None,
+    threads: bool = False,
 ) -> tuple[float, list[tuple[float, float]], list[float]]:
     """Start ``workers`` workers in one group on the pre-filled topic; events/s from the first
     event taken anywhere until every event is taken and every routed partition drained. Also
-    (RSS, peak RSS) MB of each worker once drained, and the events each took."""
+    (RSS, peak RSS) MB of each worker once drained, and the events each took. ``threads``:
+    worker 0's CPU per thread over the same span (`CPU["threads"]`: name → seconds)."""
     base = 6400 + os.getpid() % 400
     ports = [base + i for i in range(workers)]
     processes = [
@@ -213,6 +253,7 @@ def worker_consume(
             if sum(taken) and first is None:
                 first = time.perf_counter()
                 cpu0 = [cpu_s(p.pid) for p in processes]
+                tasks0 = thread_cpu_s(processes[0].pid) if threads else {}
                 broker = broker_pid()
                 broker0 = cpu_s(broker) if broker else 0.0
                 if profile is not None:
@@ -243,6 +284,14 @@ def worker_consume(
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
                 CPU.update(workers=used, wall=wall, broker=(cpu_s(broker) - broker0) if broker else None)
+                if threads:  # read now, named after (py-spy pauses the drained worker a moment)
+                    tasks = thread_cpu_s(processes[0].pid)
+                    names = thread_names(processes[0].pid)
+                    per: dict[str, float] = {}
+                    for tid, seconds in tasks.items():
+                        name = names.get(tid, f"thread {tid}")
+                        per[name] = per.get(name, 0.0) + seconds - tasks0.get(tid, 0.0)
+                    CPU["threads"] = per
                 return expected / wall, [rss_mb(p.pid) for p in processes], taken
             time.sleep(0.25)  # each scrape renders every shard's open incidents: not too often
     finally:
@@ -267,7 +316,7 @@ def throughput(args: argparse.Namespace) -> None:
         n = asyncio.run(fill(topic, path, args.wide))
         raw = max(asyncio.run(raw_consume(topic, n)) for _ in range(2))
         profile = workdir / "worker-0.pyspy.txt" if args.profile else None
-        rate, rss, taken = worker_consume(prefix, n, workdir, workers, profile)
+        rate, rss, taken = worker_consume(prefix, n, workdir, workers, profile, args.threads)
         wide = f", widened: +{2 * WIDE_TEXT:,} chars of prompt/output, {WIDE_USERS:,} users" if args.wide else ""
         print(f"events: {n:,} on {PARTITIONS} partitions ({path.name}{wide}); {workers} worker(s)")
         print(f"  raw aiokafka getmany + orjson: {raw:12,.0f} events/s")
@@ -283,6 +332,15 @@ def throughput(args: argparse.Namespace) -> None:
             f"({n / worker_cpu:,.0f} events per worker CPU second; raw {raw_cpu:,.0f}: ratio "
             f"{n / worker_cpu / raw_cpu:.3f}); broker {broker}"
         )
+        if args.threads:
+            per = CPU.get("threads", {})
+            print(f"  worker 0 per thread (CPU s, us per event of worker 0's {taken[0]:,.0f}, share):")
+            for name, seconds in sorted(per.items(), key=lambda item: -item[1]):
+                if seconds > 0:
+                    print(
+                        f"    {name:24s} {seconds:6.2f} s {seconds / taken[0] * 1e6:7.1f} us "
+                        f"{seconds / max(sum(per.values()), 1e-9):6.1%}"
+                    )
         if profile is not None:
             print(f"  py-spy profile of worker 0: {profile}")
         runs.append((workers, rate, raw, worker_cpu / n * 1e6))
@@ -613,6 +671,9 @@ def main() -> None:
     t.add_argument("--workers", type=int, nargs="+", default=[1], help="e.g. 1 2: one run with each")
     t.add_argument("--profile", action="store_true", help="py-spy (raw stacks) of worker 0 while it works")
     t.add_argument("--wide", action="store_true", help="larger events (prompt/output) from many users (`widen`)")
+    t.add_argument(
+        "--threads", action="store_true", help="worker 0's CPU per thread (/proc; names by py-spy dump when installed)"
+    )
     t.set_defaults(run=throughput)
     mem = sub.add_parser("memory")
     mem.add_argument("--users", type=int, default=100_000)

@@ -100,6 +100,14 @@ impl Slot {
     }
 }
 
+/// An event type's paths read on the stack by `Watch::observe` (more: a vector per event).
+const PATHS_ON_STACK: usize = 48;
+
+/// The first events whose times' median tells whether the first one is an outlier (`Watch::start`).
+pub const STARTS: usize = 63;
+/// A first event this far from that median (half the watch's hour) does not start the hour.
+const OUTLIER_MS: u64 = 1_800_000;
+
 struct Counted {
     rule: usize, // the plan whose label and `where` it counts by (`Router::targets` evaluated them)
     by: usize,   // its `ByTable`
@@ -124,6 +132,12 @@ pub struct Watch {
     rules: Vec<(usize, usize, usize, i64)>,
     pub first: Option<i64>,
     pub last: Option<i64>,
+    /// The times of the first `STARTS` events observed: how long the watch has watched is
+    /// measured from the first of them (`start`), not from `first` (the smallest time seen) — an
+    /// old but valid event (event time 0 is accepted) would otherwise end the hour at once — and
+    /// from their median when the first is far from it (a crafted first event: stage 1 checks an
+    /// input partition's first event against no earlier time).
+    starts: Vec<i64>,
     pub inference: u64,
     pub reports: u64,
     scratch: Vec<u8>,
@@ -217,6 +231,7 @@ impl Watch {
             rules,
             first: None,
             last: None,
+            starts: Vec::with_capacity(STARTS),
             inference: 0,
             reports: 0,
             scratch: Vec::new(),
@@ -224,6 +239,17 @@ impl Watch {
             epoch: None,
             again_seen: HashSet::new(),
         })
+    }
+
+    /// Where the watch's hour starts: the first observed event's time, unless it lies more than
+    /// `OUTLIER_MS` from the median time of the first `STARTS` events (the upper one of an even
+    /// count) — a crafted or stray first event — then that median. None before any event.
+    pub fn start(&self) -> Option<i64> {
+        let first = *self.starts.first()?;
+        let mut times = self.starts.clone();
+        times.sort_unstable();
+        let median = times[times.len() / 2];
+        Some(if first.abs_diff(median) > OUTLIER_MS { median } else { first })
     }
 
     /// Count one valid event (`_Tallies.observe` and `TrafficWatch.observe`); ``passes``: per
@@ -244,10 +270,24 @@ impl Watch {
         if self.last.is_none_or(|l| ts > l) {
             self.last = Some(ts);
         }
+        if self.starts.len() < STARTS {
+            self.starts.push(ts);
+        }
         let Some(watch) = self.kinds.iter_mut().find(|k| k.kind == event.kind) else {
             return;
         };
-        let values: Vec<Option<&J>> = watch.paths.iter().map(|p| get(event, p)).collect();
+        // the paths' values, on the stack for up to PATHS_ON_STACK paths (no allocation per event)
+        let mut stack: [Option<&J>; PATHS_ON_STACK] = [None; PATHS_ON_STACK];
+        let heap: Vec<Option<&J>>;
+        let values: &[Option<&J>] = if watch.paths.len() <= PATHS_ON_STACK {
+            for (slot, path) in stack.iter_mut().zip(&watch.paths) {
+                *slot = get(event, path);
+            }
+            &stack[..watch.paths.len()]
+        } else {
+            heap = watch.paths.iter().map(|p| get(event, p)).collect();
+            &heap
+        };
         let scratch = &mut self.scratch;
         for tally in watch.tallies.iter_mut() {
             let value = match tally.field {

@@ -47,6 +47,8 @@ from firebreak.records import RecordKind, is_incident
 MAX_VALUES = 1_000  # distinct values kept per name: "1000+" beyond
 MAX_GROUPS = 100_000  # group keys of each `by` list the live worker's native watch counts (native/src/watch.rs)
 WATCH_MS = 3_600_000  # event time the live worker watches after loading rules before it warns
+WATCH_STARTS = 63  # the first events whose times' median tells a stray first event (native/src/watch.rs STARTS)
+WATCH_OUTLIER_MS = 1_800_000  # a first event this far from that median does not start the watch's hour
 ALWAYS_OPEN = 0.8  # open at least this share of the time it could fire: "fires all the time"
 
 
@@ -613,11 +615,17 @@ class TrafficWatch:
         self.tallies: _Tallies | None = _Tallies(rules)
         self.report_ = TrafficReport("the worker's input partitions", ReplayResult())
         self.reported = False
+        # the times of the first WATCH_STARTS events observed: the hour is measured from the
+        # first, not from the smallest time seen (an old but valid event must not end the watch
+        # early), or from their median when the first is far from it (native/src/watch.rs)
+        self.starts: list[int] = []
 
     def observe(self, event: Event) -> None:
         if self.reported or event.type not in COUNTED:
             return
         report = self.report_
+        if len(self.starts) < WATCH_STARTS:
+            self.starts.append(event.ts)
         if report.first_ts is None or event.ts < report.first_ts:
             report.first_ts = event.ts
         if report.last_ts is None or event.ts > report.last_ts:
@@ -636,7 +644,14 @@ class TrafficWatch:
 
     def due(self) -> bool:
         r = self.report_
-        return not self.reported and r.first_ts is not None and (r.last_ts or 0) - r.first_ts >= self.span_ms
+        return not self.reported and bool(self.starts) and (r.last_ts or 0) - self.start_ts() >= self.span_ms
+
+    def start_ts(self) -> int:
+        """Where the hour starts (`Watch::start`): the first event's time, or the median of the
+        first events' times (the upper one of an even count) when the first lies more than half
+        an hour from it."""
+        median = sorted(self.starts)[len(self.starts) // 2]
+        return median if abs(self.starts[0] - median) > WATCH_OUTLIER_MS else self.starts[0]
 
     def report(self) -> list[tuple[str, str]]:
         """(rule, warning) for every warning over what was seen; the watch stops watching."""

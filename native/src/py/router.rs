@@ -103,10 +103,13 @@ impl NativeRouter {
         Ok(())
     }
 
-    /// The event time the watch has seen: (first, last), None before any event (or with no watch).
+    /// The event time the watch has watched: (where its hour starts — the first observed event's
+    /// time, or the median of the first events' when that one is far from it, `Watch::start` —
+    /// the largest event time seen), None before any event (or with no watch). Not from the
+    /// smallest time: an old event must not end the watch early.
     fn watch_span(&self) -> Option<(i64, i64)> {
         let watch = self.router.watch.as_ref()?;
-        Some((watch.first?, watch.last?))
+        Some((watch.start()?, watch.last?))
     }
 
     /// The watch's tallies, taken once (the watch stops and its tallies are freed): (first,

@@ -482,6 +482,69 @@ def test_the_route_stage_logs_the_warnings_and_starts_again_on_reload(caplog: py
     assert route.native.watch_take()[2] == 10  # counting again, from the reload
 
 
+def test_an_old_event_does_not_end_the_watch_early(caplog: pytest.LogCaptureFixture) -> None:
+    """An old but valid event (event time 0 is accepted) among the first minutes: the watch's
+    hour is measured from the first event's time, not from the smallest time seen, so the old
+    event does not end the watch at the next batch; it is counted, and the warnings come after
+    an hour of the traffic's own time, as without it."""
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
+    events = sample(70)
+    old = {**events[100], "event_id": "old", "ts": 0}
+    events.insert(101, old)
+    raw = [(0, offset, orjson.dumps(e)) for offset, e in enumerate(events)]
+    with caplog.at_level(logging.INFO, logger="firebreak.worker"):
+        route.handle(raw[:500])
+        route.handle(raw[500:1000])  # an old event seen: the smallest time is 0, the span still minutes
+        assert route.native.watch_span() == (START, max(e["ts"] for e in events[:1000]))
+        assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+        for start in range(1000, len(raw), 500):
+            route.handle(raw[start : start + 500])
+            if route.native.watch_span() is None:  # taken: the hour is over
+                done = start + 500
+                break
+    assert orjson.loads(raw[done - 1][2])["ts"] - START >= 3_600_000 > orjson.loads(raw[done - 501][2])["ts"] - START
+    assert route.watch.report_.first_ts == 0 and route.watch.report_.inference == done  # the old event counted
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(":")[0] for w in warnings] == ["rule never_true", "rule min_never"]
+    # the Python watch (`firebreak check`'s tallies, the oracle) measures its hour the same way
+    watch = TrafficWatch(rules)
+    for event in events[:1000]:
+        watch.observe(validate_event(event))
+    assert not watch.due() and watch.report_.first_ts == 0
+
+
+def test_a_crafted_first_event_does_not_start_the_watch() -> None:
+    """The very first event after a load is checked against no earlier time (stage 1 knows none
+    for its partition): one at time 0 is an outlier among the first events' times, so the hour
+    starts at their median and the watch still reports after an hour of the traffic's own time,
+    not at the next batch. (Stage 1 itself dead-letters the next 7 events as too far ahead of
+    that partition's time before it takes the 8th: its ahead check, not the watch's.)"""
+    rules, _ = load_rules({"w.rules": WATCHED}, {})
+    route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1))
+    events = [{**sample(1)[0], "event_id": "crafted", "ts": 0}, *sample(70)]
+    raw = [(0, offset, orjson.dumps(e)) for offset, e in enumerate(events)]
+    done, dead = None, set()
+    for start in range(0, len(raw), 500):
+        for out in route.handle(raw[start : start + 500]):
+            if out.topic == "dead_letter":  # the next 7: refused as too far ahead of the partition's time 0
+                dead.add(orjson.loads(out.value)["offset"])
+        if start == 0:  # the median of the first 63 counted events' times, not 0
+            begun, _ = route.native.watch_span()
+            assert START < begun < START + 120_000
+        if route.native.watch_span() is None:
+            done = start + 500
+            break
+    last = max(e["ts"] for e in events[1:done])
+    assert 3_600_000 <= last - begun < 3_600_000 + 500_000  # the batch in which an hour had passed
+    assert dead == set(range(1, 8))
+    watch = TrafficWatch(rules)  # the Python oracle over the same events: the same start
+    for offset, event in enumerate(events[:done]):
+        if offset not in dead:
+            watch.observe(validate_event(event))
+    assert watch.due() and watch.start_ts() == begun
+
+
 def test_no_traffic_check_starts_no_native_watch() -> None:
     rules, _ = load_rules({"w.rules": WATCHED}, {})
     route = RouteStage(rules, WorkerSettings(rules=(), shards=2, input_partitions=1, traffic_check=False))

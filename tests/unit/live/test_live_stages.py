@@ -484,13 +484,40 @@ def test_the_eighth_event_ahead_in_a_row_is_taken_a_producer_back_after_an_outag
     values += [far(jump + 100 + i, 300 + i) for i in range(8)]  # 8 ahead in a row: the 8th is taken
     values += [far(jump + 200, 400), far(base + 20, 401)]  # after the jump: the new time holds
     messages = [(1, offset, value) for offset, value in enumerate(values)]
-    dead = []
-    for start in range(0, len(messages), size):
+    dead = [orjson.loads(o.value) for o in route.handle(messages[:5]) if o.topic != "routed"]  # its time: base
+    for start in range(5, len(messages), size):
         dead += [orjson.loads(o.value) for o in route.handle(messages[start : start + size]) if o.topic != "routed"]
     assert [letter["offset"] for letter in dead] == [*range(5, 12), *range(13, 20)]
     assert all(letter["reason"].startswith("ahead: ") for letter in dead)
     assert route.max_ts == {1: jump + 200}
     assert route.stats["events"] == len(values) - 14 and route.stats["dead_lettered"] == 14
+
+
+@pytest.mark.parametrize("crafted", [0, 1_700_000_000_000 + 30 * DAY])
+def test_a_crafted_first_event_after_a_start_neither_refuses_the_next_nor_moves_the_clock(crafted):
+    """Stage 1 knows no partition's time after a start: the first batch's median time seeds it
+    (`RouteStage._seed_times`), not the first event. An epoch-0 event read first is taken as an
+    old one and the honest events after it are not "ahead" of it (before: the next 7 were
+    dead-lettered); a far-future one read first is refused as ahead and moves no time (before:
+    taken, the partition's time and the shards' watermark 30 days ahead of every real event)."""
+    from firebreak.adapters.drive import ahead_text
+
+    t = 1_700_000_000_000
+    values = [far(crafted, 0), *(far(t + 1_000 * i, i) for i in range(1, 40))]
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=1))
+    outs = route.handle([(0, offset, value) for offset, value in enumerate(values)])
+    dead = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
+    assert route.max_ts == {0: t + 39_000}  # the honest events' time
+    if crafted == 0:
+        assert dead == [] and route.stats["events"] == 40
+    else:
+        assert [(d["offset"], d["reason"]) for d in dead] == [
+            (0, ahead_text(crafted, t + 21_000, 3_600_000))
+        ]  # the median
+        assert route.stats["events"] == 39
+    # a later batch is measured against the partition's time, no longer seeded
+    later = route.handle([(0, 40, far(t + 30 * DAY, 40)), (0, 41, far(t + 40_000, 41))])
+    assert [orjson.loads(o.value)["offset"] for o in later if o.topic == "dead_letter"] == [40]
 
 
 def test_max_skew_off_takes_every_event():
@@ -503,9 +530,8 @@ def test_max_skew_off_takes_every_event():
 def test_partitions_have_their_own_time_and_run():
     route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, max_skew_ms=60_000))
     t = 1_700_000_000_000
-    outs = route.handle(
-        [(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1)), (0, 1, far(t + 200_000, 2)), (1, 1, far(t + 520_000, 3))]
-    )
+    outs = route.handle([(0, 0, far(t, 0)), (1, 0, far(t + 500_000, 1))])  # each partition's time, first
+    outs += route.handle([(0, 1, far(t + 200_000, 2)), (1, 1, far(t + 520_000, 3))])
     [letter] = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
     assert (letter["partition"], letter["offset"]) == (0, 1) and "more than 1m after" in letter["reason"]
     assert route.max_ts == {0: t, 1: t + 520_000}

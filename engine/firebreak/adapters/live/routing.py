@@ -59,6 +59,11 @@ def not_native(rules: Sequence[CompiledRule]) -> str | None:
     return None
 
 
+# the first valid events of a partition (in the first batch stage 1 reads of it) whose times'
+# median is the partition's time before any event is taken (`RouteStage._seed_times`)
+SEED_EVENTS = 63
+
+
 class RouteStage:
     def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
@@ -148,8 +153,9 @@ class RouteStage:
         refused for good: it is not decoded or routed again."""
         max_bytes, skew = self.settings.max_event_bytes, self.settings.max_skew_ms
         times: dict[int, int] = {}
+        known = {**self._seed_times(messages), **self.max_ts}
         while True:
-            args = messages, dict(times), dict(self.max_ts), max_bytes, dict(self.ahead_runs), skew
+            args = messages, dict(times), known, max_bytes, dict(self.ahead_runs), skew
             batch = yield args  # a firebreak._native.RoutedBatch
             refused = set(batch.refused)
             dead, again = [], False
@@ -215,6 +221,29 @@ class RouteStage:
         """The partition has gone quiet and is caught up: tell every shard to stop waiting for it."""
         value = routed.encode_idle(self.version, partition, self.max_ts.get(partition))
         return [Out("routed", shard, value) for shard in range(self.settings.shards)]
+
+    def _seed_times(self, messages: list[tuple[int, int, bytes | None]]) -> dict[int, int]:
+        """The time the maximum skew is measured from on partitions whose time stage 1 does not
+        know yet (the first batch after a start, an assignment or a reload of the worker): the
+        median of the times of their first SEED_EVENTS valid events in the batch — not the first
+        event's own. So one crafted event read first after a restart neither makes the events
+        after it "ahead" (an epoch-0 timestamp: they would be dead-lettered, 7 in a row, before
+        the clock moved) nor is taken (a far-future one: it would move the partition's time, and
+        with it the shards' watermark, past every real event). A partition whose first batch
+        holds one event is seeded by that event, as before."""
+        if self.settings.max_skew_ms is None or self.max_ts.keys() >= {m[0] for m in messages}:
+            return {}
+        seen: dict[int, list[int]] = {}
+        for partition, _offset, raw in messages:
+            if partition in self.max_ts or not raw or len(raw) > self.settings.max_event_bytes:
+                continue
+            times = seen.setdefault(partition, [])
+            if len(times) < SEED_EVENTS:
+                try:
+                    times.append(validate_event(orjson.loads(raw)).ts)
+                except (orjson.JSONDecodeError, InvalidEvent):
+                    continue
+        return {partition: sorted(times)[len(times) // 2] for partition, times in seen.items() if times}
 
     def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""

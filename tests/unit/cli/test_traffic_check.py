@@ -606,6 +606,10 @@ PINNED_EVERY_EVENT = [
         "never fires: flag `cross_tenant` is never true in the sample (present in 7,771 of 7,771 events)",
     ),
     (
+        "cross_tenant_exposure_hour",
+        "never fires: flag `cross_tenant` is never true in the sample (present in 7,771 of 7,771 events)",
+    ),
+    (
         "refusal_rise_by_template",
         "never fires: flag `refusal` is never true in the sample (present in 0 of 7,771 events)",
     ),

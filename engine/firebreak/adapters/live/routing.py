@@ -25,7 +25,6 @@ from firebreak.adapters.live import routed
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.traffic_check import TrafficWatch
 from firebreak.core import InvalidEvent, validate_event
-from firebreak.core.engine import AHEAD_CONFIRM
 from firebreak.core.sharding import rules_version
 from firebreak.dsl import CompiledRule
 
@@ -68,7 +67,8 @@ class RouteStage:
     def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
         self.max_ts: dict[int, int] = {}
-        # per input partition: its events refused in a row as too far ahead of its time (`_ahead`)
+        # per input partition: its events refused in a row as too far ahead of its time
+        # (native/src/route.rs `route_one`, engine.py `Engine.is_ahead` per partition)
         self.ahead_runs: dict[int, int] = {}
         self.stats: Counter[str] = Counter()
         self.set_rules(rules)
@@ -149,7 +149,7 @@ class RouteStage:
         `route_batch` and is sent its result; `_drive`) to (bodies per shard, parts, refused,
         times, events, beats, ahead runs, dead letters, indexes refused as too far ahead), with
         the events only Python's decoder accepts routed at the time it found. No counters move.
-        An event the router refuses as too far ahead of its partition's time (`_ahead`) is
+        An event the router refuses as too far ahead of its partition's time (`route_one`) is
         refused for good: it is not decoded or routed again."""
         max_bytes, skew = self.settings.max_event_bytes, self.settings.max_skew_ms
         times: dict[int, int] = {}
@@ -270,23 +270,6 @@ class RouteStage:
             "raw": text,
         }
         return Out("dead_letter", None, orjson.dumps(record))
-
-
-def _ahead(partition: int, ts: int, max_ts: dict[int, int], runs: dict[int, int], skew: int | None) -> int | None:
-    """`Engine.is_ahead` per input partition (native/src/route.rs does the same): the partition's
-    largest event time when an event at ``ts`` is refused for being more than ``skew`` after it —
-    unless it is the AHEAD_CONFIRM-th such event in a row (a producer back after an outage: taken)
-    — else None. Counts the partition's refusals in a row in ``runs``."""
-    if skew is None:
-        return None
-    known = max_ts.get(partition)
-    if known is not None and ts > known + skew:
-        run = runs.get(partition, 0) + 1
-        if run < AHEAD_CONFIRM:
-            runs[partition] = run
-            return known
-    runs[partition] = 0
-    return None
 
 
 def _drive(steps: Generator, route_batch: Callable[..., Any]) -> Any:

@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 
-from firebreak.adapters.drive import ahead_text
+from firebreak.adapters.drive import ahead_text, decode_event
 from firebreak.adapters.live import routed
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.traffic_check import TrafficWatch
-from firebreak.core import InvalidEvent, validate_event
+from firebreak.core import InvalidEvent
 from firebreak.core.sharding import rules_version
 from firebreak.dsl import CompiledRule
 
@@ -235,25 +235,20 @@ class RouteStage:
             return {}
         seen: dict[int, list[int]] = {}
         for partition, _offset, raw in messages:
-            if partition in self.max_ts or not raw or len(raw) > self.settings.max_event_bytes:
+            if partition in self.max_ts:
                 continue
             times = seen.setdefault(partition, [])
             if len(times) < SEED_EVENTS:
                 try:
-                    times.append(validate_event(orjson.loads(raw)).ts)
-                except (orjson.JSONDecodeError, InvalidEvent):
+                    times.append(decode_event(raw, self.settings.max_event_bytes).ts)
+                except InvalidEvent:
                     continue
         return {partition: sorted(times)[len(times) // 2] for partition, times in seen.items() if times}
 
     def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""
-        if len(raw) > self.settings.max_event_bytes:
-            reason = f"event is {len(raw)} bytes; the limit is {self.settings.max_event_bytes}"
-            return None, self._dead(partition, offset, raw, reason, count)
         try:
-            return validate_event(orjson.loads(raw)), None
-        except orjson.JSONDecodeError as error:
-            return None, self._dead(partition, offset, raw, f"invalid JSON: {error}", count)
+            return decode_event(raw, self.settings.max_event_bytes), None
         except InvalidEvent as error:
             return None, self._dead(partition, offset, raw, str(error), count)
 

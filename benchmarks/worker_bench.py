@@ -90,8 +90,7 @@ def start_worker(rules: str, prefix: str, lateness: str, port: int, log: Path) -
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds a process (all its threads) has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_s_of(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_s(pid: int) -> dict[int, float]:
@@ -106,6 +105,7 @@ def thread_cpu_s(pid: int) -> dict[int, float]:
 
 
 def cpu_s_of(stat: Path) -> float:
+    """User + system CPU seconds from a /proc `stat` file (a process's or one thread's)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

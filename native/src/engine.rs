@@ -279,7 +279,23 @@ pub struct Reading {
     pub baseline: Option<f64>,
     pub holds: bool,
     pub p_value: Option<f64>,
+    /// The counts of the measured reference the test compared the window with.
+    pub reference: Option<Counts>,
 }
+
+/// `incidents.Counts`: what a measured reference holds, for the two-sample test of a rule
+/// `with C% confidence` — `observed` events (flagged ones for rate / count(FLAG)) over
+/// `exposure` (its events for a rate, its length in ms for a count), taken as `least` at
+/// the least (one per window length of its span, as the baseline's value is floored).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Counts {
+    pub observed: i64,
+    pub exposure: f64,
+    pub least: i64,
+}
+
+/// `engine.Reference`: a baseline's value and, when measured from counts, those counts.
+pub type Reference = (Option<f64>, Option<Counts>);
 
 /// engine.py DEFAULT_MAX_SKEW_MS and AHEAD_CONFIRM.
 pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
@@ -788,14 +804,15 @@ impl<O> Engine<O> {
             group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
             let summary = summarize(plan, in_window.clone(), false);
-            let baseline = if plan.factor.is_some() {
+            let (baseline, counts) = if plan.factor.is_some() {
                 if group.status != Status::Inactive {
-                    group.frozen_baseline
+                    (group.frozen_baseline, None)
                 } else {
-                    let peers = || population_rate(&summary, population);
+                    // a rate of the same window: tested as known (one-sample)
+                    let peers = || (population_rate(&summary, population), None);
                     let peers = plan
                         .population_fallback
-                        .then_some(&peers as &dyn Fn() -> Option<f64>);
+                        .then_some(&peers as &dyn Fn() -> Reference);
                     span_baseline(
                         plan,
                         &group.buckets,
@@ -806,9 +823,9 @@ impl<O> Engine<O> {
                     )
                 }
             } else {
-                None
+                (None, None)
             };
-            let reading = read(plan, index, &summary, baseline, population, host)?;
+            let reading = read(plan, index, &summary, baseline, population, counts, host)?;
             if !reading.holds && group.status == Status::Inactive {
                 continue;
             }
@@ -839,6 +856,7 @@ impl<O> Engine<O> {
                         baseline: reading.baseline,
                         holds: reading.holds,
                         p_value: reading.p_value,
+                        reference: reading.reference.map(|c| (c.observed, c.exposure, c.least)),
                         n: detail.n,
                         hits: detail.hits,
                         vn: detail.vn,
@@ -1017,22 +1035,24 @@ fn population_rate(w: &Summary, population: Option<(i64, i64)>) -> Option<f64> {
 }
 
 /// `incidents.read` without the records' detail: value, limit, and whether it holds.
+#[allow(clippy::too_many_arguments)]
 fn read<H: Host>(
     plan: &Plan,
     index: usize,
     w: &Summary,
     baseline: Option<f64>,
     population: Option<(i64, i64)>,
+    counts: Option<Counts>,
     host: &H,
 ) -> Result<Reading, H::Error> {
     let value = metric_value(plan, w);
-    let (baseline, limit) = if let Some(k) = plan.population {
+    let (baseline, limit, reference) = if let Some(k) = plan.population {
         let rate = population_rate(w, population);
-        (rate, rate.map(|b| k * b))
+        (rate, rate.map(|b| k * b), None)
     } else if let (Some(f), Some(b)) = (plan.factor, baseline) {
-        (baseline, Some(f * b))
+        (baseline, Some(f * b), counts)
     } else {
-        (baseline, plan.threshold)
+        (baseline, plan.threshold, counts)
     };
     let mut enough = !plan.needs_sample || sample_size(plan, w) >= plan.min_events;
     if plan.min_flagged != 0 && w.hits < plan.min_flagged {
@@ -1046,54 +1066,77 @@ fn read<H: Host>(
             baseline,
             holds,
             p_value: None,
+            reference,
         });
     }
     let k = if plan.flag.is_none() { w.n } else { w.hits };
-    let limit_v = limit.unwrap();
-    let reference = if plan.func == Func::Rate {
-        limit_v.min(1.0)
+    let p = if let Some(c) = reference {
+        host.with(|host| host.p_value_two(index, k, w.n, c.observed.max(c.least), c.exposure))?
     } else {
-        limit_v
+        let limit_v = limit.unwrap();
+        let at_limit = if plan.func == Func::Rate {
+            limit_v.min(1.0)
+        } else {
+            limit_v
+        };
+        host.with(|host| host.p_value(index, k, w.n, at_limit))?
     };
-    let p = host.with(|host| host.p_value(index, k, w.n, reference))?;
     Ok(Reading {
         value,
         limit,
         baseline,
         holds: p <= plan.alpha,
         p_value: Some(p),
+        reference,
     })
 }
 
-/// `engine.span_baseline`: the metric over the baseline span before the window ending at
+/// `engine.span_reference`: the metric over the baseline span before the window ending at
 /// ``at``, scaled to the window; None until the group has been seen for the whole span.
 /// ``excluded``: the spans of the group's past incidents, left out of it. Cold start
 /// (`baseline(S, warmup D, prior P)`): the group's own shorter history once it is D long and
-/// holds `min N events`, else (`population`) the rest of the rule's groups, else the prior.
+/// holds `min N events` — with its counts, for a rule `with C% confidence` (two-sample) —
+/// else (`population`) the rest of the rule's groups, else the prior.
 pub fn span_baseline(
     plan: &Plan,
     buckets: &Buckets,
     first_seen: Option<i64>,
     at: i64,
     excluded: &[Excluded],
-    peers: Option<&dyn Fn() -> Option<f64>>,
-) -> Option<f64> {
+    peers: Option<&dyn Fn() -> Reference>,
+) -> Reference {
     let end = at - plan.window_ms;
     let start = end - plan.baseline_ms;
-    let first = first_seen?;
+    let Some(first) = first_seen else {
+        return (None, None);
+    };
     if start < first {
         // the group has not been seen for a whole baseline span yet
         if plan.warmup_ms > 0 && end - first >= plan.warmup_ms {
-            if let Some(own) = history_baseline(plan, buckets, first, end, excluded) {
-                return Some(own);
+            let own = history_baseline(plan, buckets, first, end, excluded);
+            if own.0.is_some() {
+                return own;
             }
         }
-        if let Some(rest) = peers.and_then(|peers| peers()) {
-            return Some(rest);
+        if let Some(rest) = peers.map(|peers| peers()).filter(|rest| rest.0.is_some()) {
+            return rest;
         }
-        return plan.prior;
+        return (plan.prior, None);
     }
-    history_baseline(plan, buckets, start, end, excluded)
+    // a whole span: as long as the rule asks for, its value is tested as known (one-sample)
+    (history_baseline(plan, buckets, start, end, excluded).0, None)
+}
+
+/// `engine._counts`: the counts of a reference measured over `span_ms`, for a rule `with C%
+/// confidence`.
+fn reference_counts(plan: &Plan, summary: &Summary, span_ms: i64) -> Option<Counts> {
+    if !plan.confidence || plan.func == Func::Distinct {
+        return None;
+    }
+    let observed = if plan.flag.is_none() { summary.n } else { summary.hits };
+    let exposure = if plan.func == Func::Rate { summary.n as f64 } else { span_ms as f64 };
+    let least = span_ms.div_euclid(plan.window_ms) + i64::from(span_ms.rem_euclid(plan.window_ms) != 0);
+    Some(Counts { observed, exposure, least })
 }
 
 /// `engine._history_baseline`: the group's own history [start, end) (the whole span, or a
@@ -1104,7 +1147,7 @@ fn history_baseline(
     start: i64,
     end: i64,
     excluded: &[Excluded],
-) -> Option<f64> {
+) -> Reference {
     let span_ms = end - start;
     if excluded.iter().any(|x| x.start < end && x.end > start) {
         return baseline_around(plan, buckets, start, end, excluded);
@@ -1112,7 +1155,7 @@ fn history_baseline(
     let span = |lo: i64, hi: i64| span(buckets, lo, hi);
     let summary = summarize(plan, span(start, end), false);
     if sample_size(plan, &summary) < plan.min_events {
-        return None;
+        return (None, None);
     }
     if plan.func == Func::Distinct {
         let slices = (span_ms / plan.window_ms).max(1);
@@ -1122,10 +1165,15 @@ fn history_baseline(
             let part = summarize(plan, span(lo, hi), false);
             total += metric_value(plan, &part).map(|v| v.f()).unwrap_or(0.0);
         }
-        return Some(total / slices as f64);
+        return (Some(total / slices as f64), None);
     }
-    let value = metric_value(plan, &summary)?.f();
-    Some(scale_baseline(plan, value, summary.n, span_ms))
+    let Some(value) = metric_value(plan, &summary) else {
+        return (None, None);
+    };
+    (
+        Some(scale_baseline(plan, value.f(), summary.n, span_ms)),
+        reference_counts(plan, &summary, span_ms),
+    )
 }
 
 /// `MetricKind.scale_baseline`: a span's metric (``span_ms`` long, ``n`` events) as a window's.
@@ -1159,13 +1207,13 @@ fn baseline_around(
     start: i64,
     end: i64,
     excluded: &[Excluded],
-) -> Option<f64> {
+) -> Reference {
     let cut: Vec<Excluded> = excluded
         .iter()
         .filter(|x| x.start < end && x.end > start)
         .copied()
         .collect();
-    let fallback = cut.last().unwrap().baseline;
+    let fallback = (cut.last().unwrap().baseline, None);
     let span_ms = end - start;
     let kept_ms = span_ms
         - cut
@@ -1195,10 +1243,17 @@ fn baseline_around(
             total += metric_value(plan, &part).map(|v| v.f()).unwrap_or(0.0);
             counted += 1;
         }
-        return if counted == 0 { fallback } else { Some(total / counted as f64) };
+        return if counted == 0 {
+            fallback
+        } else {
+            (Some(total / counted as f64), None)
+        };
     }
     let Some(value) = metric_value(plan, &summary) else {
         return fallback;
     };
-    Some(scale_baseline(plan, value.f(), summary.n, kept_ms))
+    (
+        Some(scale_baseline(plan, value.f(), summary.n, kept_ms)),
+        reference_counts(plan, &summary, kept_ms),
+    )
 }

@@ -54,6 +54,9 @@ impl Calls<String, String> for TestHost {
         let opened = step.life.is_none() && status == Status::Firing;
         Ok(Stepped { status, opened, frozen_baseline: None, life, ended: None })
     }
+    fn p_value_two(&self, _: usize, _: i64, _: i64, _: i64, _: f64) -> Result<f64, String> {
+        Err("no rule here asks for a p-value".into())
+    }
     fn p_value(&self, _: usize, _: i64, _: i64, _: f64) -> Result<f64, String> {
         Err("no rule here asks for a p-value".into())
     }

@@ -42,6 +42,9 @@ pub struct Step<'a, O> {
     pub baseline: Option<f64>,
     pub holds: bool,
     pub p_value: Option<f64>,
+    /// The measured reference's counts the test compared the window with: (observed,
+    /// exposure, least) — `incidents.Counts`.
+    pub reference: Option<(i64, f64, i64)>,
     pub n: i64,
     pub hits: i64,
     pub vn: i64,
@@ -73,6 +76,9 @@ pub trait Calls<O, E> {
     fn step(&self, step: Step<'_, O>, records: &mut Vec<O>) -> Result<Stepped<O>, E>;
     /// The one-sided p-value of the rule's significance test (significance.py).
     fn p_value(&self, rule: usize, k: i64, n: i64, reference: f64) -> Result<f64, E>;
+    /// The two-sample p-value of a window (``k`` counted of ``n`` events) against a measured
+    /// reference's ``k_ref`` (at least its `least`) over ``exposure_ref`` (incidents.reference_p_value).
+    fn p_value_two(&self, rule: usize, k: i64, n: i64, k_ref: i64, exposure_ref: f64) -> Result<f64, E>;
     /// A lifecycle restored from a snapshot: its status and frozen baseline.
     fn life_state(&self, life: &O) -> Result<(Status, Option<f64>), String>;
     /// Another handle to the same object.

@@ -84,6 +84,11 @@ def _cold_start(rule: CompiledRule) -> list[str]:
             f"its own history once it covers {format_duration(rule.warmup_ms)} (seen for "
             f"{format_duration(rule.window_ms + rule.warmup_ms)}) with at least {rule.min_events} "
             f"event{'s' if rule.min_events != 1 else ''}"
+            + (
+                ", tested two-sample against its counts (a short history needs more evidence)"
+                if rule.confidence
+                else ""
+            )
         )
     if rule.population_fallback:
         out.append("else the rest of its groups in the same window (as `Kx population`)")

@@ -26,6 +26,7 @@ from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import (
     FIRING,
     INACTIVE,
+    Counts,
     Lifecycle,
     Status,
     close_for_reload,
@@ -386,10 +387,12 @@ class Engine:
                 continue
             in_window = [b for s, b in group.buckets.items() if window_from <= s < at]
             summary = summarize(rule, in_window, detail=False)
-            baseline = self._baseline(state, group, at, summary, population) if rule.factor is not None else None
-            reading = read(rule, summary, baseline, population)
+            baseline, counts = (
+                self._baseline(state, group, at, summary, population) if rule.factor is not None else (None, None)
+            )
+            reading = read(rule, summary, baseline, population, counts)
             if reading.holds or group.life.status != INACTIVE:  # records may follow: users and evidence
-                reading = read(rule, summarize(rule, in_window, detail=True), baseline, population)
+                reading = read(rule, summarize(rule, in_window, detail=True), baseline, population, counts)
             life = group.life
             before = (life.status, life.onset, life.frozen_baseline)
             records.extend(evaluate_group(rule, group.group, life, at, reading, self.cooldowns))
@@ -411,15 +414,20 @@ class Engine:
 
     def _baseline(
         self, state: RuleState, group: GroupState, at: int, window: Summary, population: tuple[int, int] | None
-    ) -> float | None:
-        """While the group is pending or firing, the baseline frozen at its onset; else
-        `span_baseline` of its buckets (``window``, ``population``: for the rest's rate, which
-        `baseline(S, population)` falls back to)."""
+    ) -> Reference:
+        """While the group is pending or firing, the baseline frozen at its onset (no counts:
+        tested as a known value); else `span_reference` of its buckets (``window``,
+        ``population``: for the rest's rate, which `baseline(S, population)` falls back to)."""
         if group.life.status != INACTIVE:
-            return group.life.frozen_baseline
+            return group.life.frozen_baseline, None
         rule = state.rule
-        peers = (lambda: population_rate(window, population)) if rule.population_fallback else None
-        return span_baseline(rule, group.buckets, group.first_seen, at, group.excluded, peers)
+
+        def peers() -> Reference:
+            return population_rate(window, population), None  # a rate of the same window: one-sample
+
+        return span_reference(
+            rule, group.buckets, group.first_seen, at, group.excluded, peers if rule.population_fallback else None
+        )
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -574,12 +582,31 @@ def span_baseline(
     first_seen: int | None,
     at: int,
     excluded: Sequence[tuple[int, int, float | None]] = (),
-    peers: Callable[[], float | None] | None = None,
+    peers: Callable[[], tuple[float | None, Counts | None]] | None = None,
 ) -> float | None:
+    """The metric over the baseline span before the window ending at ``at`` (`span_reference`
+    without its counts). Pure: investigations call it to draw the baseline."""
+    return span_reference(rule, buckets, first_seen, at, excluded, peers)[0]
+
+
+Reference = tuple[float | None, Counts | None]
+
+
+def span_reference(
+    rule: CompiledRule,
+    buckets: dict[int, Bucket],
+    first_seen: int | None,
+    at: int,
+    excluded: Sequence[tuple[int, int, float | None]] = (),
+    peers: Callable[[], Reference] | None = None,
+) -> Reference:
     """The metric over the baseline span before the window ending at ``at``, scaled to the
     window for count/sum (distinct: the mean over window-length slices); None until the
     group has been seen for the whole span (``first_seen``: the start of its earliest step)
-    and the span has `min N events`. Pure: investigations call it to draw the baseline.
+    and the span has `min N events`. With it, for a rule `with C% confidence` whose reference
+    is its warm-up's shorter history, the counts that history holds (`incidents.Counts`),
+    which the test compares the window's with (two-sample); None for every other reference —
+    a whole span (as long as the rule asks: taken as known), the population, a prior.
 
     ``excluded``: the spans of the group's past incidents (`excluded_span`); their buckets are
     left out, and what remains is scaled by its own length. When what remains is less than half
@@ -595,18 +622,29 @@ def span_baseline(
     end = at - rule.window_ms
     start = end - rule.baseline_ms
     if first_seen is None:
-        return None
+        return None, None
     if start < first_seen:  # the group has not been seen for a whole baseline span yet
         if rule.warmup_ms and end - first_seen >= rule.warmup_ms:
             own = _history_baseline(rule, buckets, first_seen, end, excluded)
-            if own is not None:
+            if own[0] is not None:
                 return own
         if peers is not None:
             rest = peers()
-            if rest is not None:
+            if rest[0] is not None:
                 return rest
-        return rule.prior
-    return _history_baseline(rule, buckets, start, end, excluded)
+        return rule.prior, None
+    # a whole span: as long as the author asked for, its value is tested as known (one-sample)
+    return _history_baseline(rule, buckets, start, end, excluded)[0], None
+
+
+def _counts(rule: CompiledRule, summary: Summary, span_ms: int) -> Counts | None:
+    """The counts of a reference measured over ``span_ms`` (`incidents.Counts`), for a rule
+    whose `with C% confidence` compares them with the window's; else None."""
+    if rule.confidence is None or rule.metric.slices_baseline:
+        return None
+    k, n = rule.metric.significance_counts(summary)
+    least = -(-span_ms // rule.window_ms)  # one per window length of the span, as the value's floor
+    return Counts(k, n if rule.metric.rate else span_ms, least)
 
 
 def _history_baseline(
@@ -615,16 +653,16 @@ def _history_baseline(
     start: int,
     end: int,
     excluded: Sequence[tuple[int, int, float | None]],
-) -> float | None:
+) -> Reference:
     """The group's own history ``[start, end)`` (the whole span, or a warm-up's shorter one)
-    as a window's reference: `span_baseline` without the cold start."""
+    as a window's reference: `span_reference` without the cold start."""
     span_ms = end - start
     cut = [span for span in excluded if span[0] < end and span[1] > start]
     if cut:
         return _baseline_around(rule, buckets, start, end, cut)
     summary = summarize(rule, (b for s, b in buckets.items() if start <= s < end), detail=False)
     if rule.metric.sample_size(summary) < rule.min_events:
-        return None
+        return None, None
     if rule.metric.slices_baseline:
         # Distinct values do not add up over time (the same users return), so the baseline
         # is the mean distinct count of the window-length slices of the span.
@@ -634,20 +672,20 @@ def _history_baseline(
             lo, hi = start + i * rule.window_ms, start + (i + 1) * rule.window_ms
             part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
             counts.append(rule.metric.value(part))
-        return sum(counts) / len(counts)
+        return sum(counts) / len(counts), None
     value = rule.metric.value(summary)
     if value is None:
-        return None
-    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / span_ms)
+        return None, None
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / span_ms), _counts(rule, summary, span_ms)
 
 
 def _baseline_around(
     rule: CompiledRule, buckets: dict[int, Bucket], start: int, end: int, cut: list[tuple[int, int, float | None]]
-) -> float | None:
-    """`span_baseline` of a span that past incidents reach into (``cut``: their spans, in
+) -> Reference:
+    """`span_reference` of a span that past incidents reach into (``cut``: their spans, in
     time order, not overlapping): measured on the rest of the span when the rest is at least
     half of it and holds `min N events`, else the baseline frozen at the latest one's onset."""
-    fallback = cut[-1][2]
+    fallback = cut[-1][2], None
     span_ms = end - start
     kept_ms = span_ms - sum(min(hi, end) - max(lo, start) for lo, hi, _ in cut)
     if 2 * kept_ms < span_ms:
@@ -668,11 +706,11 @@ def _baseline_around(
                 continue
             part = summarize(rule, (b for s, b in buckets.items() if lo <= s < hi), detail=False)
             counts.append(rule.metric.value(part))
-        return sum(counts) / len(counts) if counts else fallback
+        return (sum(counts) / len(counts), None) if counts else fallback
     value = rule.metric.value(summary)
     if value is None:
         return fallback
-    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / kept_ms)
+    return rule.metric.scale_baseline(value, summary.n, rule.window_ms / kept_ms), _counts(rule, summary, kept_ms)
 
 
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:

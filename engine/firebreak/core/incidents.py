@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from firebreak.core.events import EventType, format_ts
-from firebreak.core.significance import p_value
+from firebreak.core.significance import p_value, two_sample_p_value, two_sample_rate_p_value
 from firebreak.core.window import Summary, evidence_scope
 from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 from firebreak.dsl.metrics import SignificanceTest
@@ -125,10 +125,26 @@ class Lifecycle:
         return Lifecycle(Status(data["status"]), data["onset"], data["frozen_baseline"], incident)
 
 
+class Counts(NamedTuple):
+    """What a *measured* reference holds, for the two-sample test of a rule `with C%
+    confidence` (significance.two_sample_p_value): ``observed`` events — flagged ones for a
+    rate or count(FLAG), all for count() — over ``exposure`` (its events for a rate, its
+    length in ms for a count), and ``least``, the count the test takes it as at the least:
+    one per window length of its span, as the baseline's value is floored
+    (`MetricKind.scale_baseline`), so an empty reference is not read as a rate of zero."""
+
+    observed: int
+    exposure: float
+    least: int
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """What one evaluation measured. ``p_value``: rules `with C% confidence`, when the
-    metric is past the limit (otherwise there is nothing to test)."""
+    metric is past the limit (otherwise there is nothing to test). ``reference``: the
+    counts of a measured baseline or population the test compared the window with (None:
+    tested against the limit as a known value — an absolute threshold, a prior, or the
+    baseline frozen at an onset)."""
 
     value: float | None
     limit: float | None
@@ -136,13 +152,23 @@ class Reading:
     holds: bool
     window: Summary
     p_value: float | None = None
+    reference: Counts | None = None
 
 
 def read(
-    rule: CompiledRule, window: Summary, baseline: float | None, population: tuple[int, int] | None = None
+    rule: CompiledRule,
+    window: Summary,
+    baseline: float | None,
+    population: tuple[int, int] | None = None,
+    reference: Counts | None = None,
 ) -> Reading:
     """``population``: (events, flagged events) of all the rule's groups in the window, for
-    `Kx population` (the group's own are taken out: it is compared with the rest)."""
+    `Kx population` (the group's own are taken out: it is compared with the rest).
+    ``reference``: the counts behind ``baseline`` when it was measured (`span_reference`).
+
+    `with C% confidence` against a measured reference is a two-sample test (the window's
+    counts against the reference's: `significance.two_sample_p_value`); against anything
+    else, a one-sample test against the limit (`significance.p_value`)."""
     value = rule.metric.value(window)
     if rule.population is not None:
         baseline = population_rate(window, population)
@@ -156,8 +182,34 @@ def read(
     if not holds or rule.confidence is None:
         return Reading(value, limit, baseline, holds, window)
     k, n = rule.metric.significance_counts(window)
-    p = p_value(rule.metric.test, rule.op, k, n, rule.metric.reference(limit))
-    return Reading(value, limit, baseline, p <= rule.alpha, window, p)
+    if reference is None:
+        p = p_value(rule.metric.test, rule.op, k, n, rule.metric.reference(limit))
+    else:
+        p = reference_p_value(rule, k, n, reference)
+    return Reading(value, limit, baseline, p <= rule.alpha, window, p, reference)
+
+
+def reference_p_value(rule: CompiledRule, k: int, n: int, reference: Counts) -> float:
+    """The two-sample test of a window (``k`` counted of ``n`` events) against a measured
+    reference: for a rate, flagged of events against flagged of events (Fisher's noncentral
+    hypergeometric); for a count, events over the window's length against events over the
+    reference's (the conditional test for two Poisson rates)."""
+    factor = rule.population if rule.population is not None else rule.factor
+    observed = max(reference.observed, reference.least)
+    if rule.metric.rate:
+        return two_sample_rate_p_value(rule.op, k, n, observed, int(reference.exposure), factor)
+    return two_sample_p_value(rule.op, k, rule.window_ms, observed, reference.exposure, factor)
+
+
+def reference_expected(rule: CompiledRule, k: int, n: int, reference: Counts) -> float:
+    """What a two-sample test expects of the window at the limit: n × K × the reference's
+    rate (at most n) for a rate; the window's share of both counts at the limit for a count."""
+    factor = rule.population if rule.population is not None else rule.factor
+    observed = max(reference.observed, reference.least)
+    if rule.metric.rate:
+        return n * min(1.0, factor * observed / reference.exposure)
+    share = factor * rule.window_ms / (factor * rule.window_ms + reference.exposure)
+    return (k + observed) * share
 
 
 def population_rate(window: Summary, population: tuple[int, int] | None) -> float | None:
@@ -438,16 +490,28 @@ def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
     """The evidence behind a rule `with C% confidence`: observed against expected under the
     reference, and the p-value (null when the metric was not past the limit)."""
     k, n = rule.metric.significance_counts(r.window)
-    expected = rule.metric.expected(r.limit, n) if r.limit is not None else None
     binomial = rule.metric.test is SignificanceTest.BINOMIAL
+    against = None
+    if r.reference is not None:  # two-sample: what the window's share of both would be at the limit
+        c = r.reference
+        expected = reference_expected(rule, k, n, c)
+        against = {
+            "observed": c.observed,
+            "least": c.least,
+            "trials": int(c.exposure) if rule.metric.rate else None,
+            "span_ms": None if rule.metric.rate else int(c.exposure),
+        }
+    else:
+        expected = rule.metric.expected(r.limit, n) if r.limit is not None else None
     return {
-        "test": str(rule.metric.test),
+        "test": "two_sample" if against is not None else str(rule.metric.test),
         "confidence": rule.confidence,
         "reference": rule.reference_kind,
         "observed": k,
         "trials": n if binomial else None,
         "expected": _num(expected),
         "p_value": _p(r.p_value),
+        "against": against,
     }
 
 
@@ -467,8 +531,12 @@ def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
     if rule.confidence is not None:
         evidence = significance(rule, r)
         of = f" of {evidence['trials']}" if evidence["trials"] is not None else ""
+        against = ""
+        if (ref := evidence["against"]) is not None:
+            span = f" of {ref['trials']}" if ref["trials"] is not None else f" in {format_duration(ref['span_ms'])}"
+            against = f" against {ref['observed']}{span} in the reference"
         limit += (
-            f" with {_num(rule.confidence * 100)}% confidence ({evidence['observed']}{of} observed, "
+            f" with {_num(rule.confidence * 100)}% confidence ({evidence['observed']}{of} observed{against}, "
             f"{evidence['expected']} expected at the limit, p = {evidence['p_value']:.3g})"
         )
     users = r.window.users.estimate() if r.window.users is not None else 0

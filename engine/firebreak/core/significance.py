@@ -114,3 +114,73 @@ def p_value(test: SignificanceTest, op: str, k: int, n: int, reference: float) -
     if test is SignificanceTest.BINOMIAL:
         return binomial_upper(k, n, reference) if upper else binomial_lower(k, n, reference)
     return poisson_upper(k, reference) if upper else poisson_lower(k, reference)
+
+
+def two_sample_p_value(op: str, k: int, exposure: float, k_ref: int, exposure_ref: float, factor: float) -> float:
+    """The one-sided p-value of a window's count against a *measured* reference's count: ``k``
+    events over ``exposure`` (a length) against ``k_ref`` over ``exposure_ref``, for the
+    null hypothesis that the window's rate is ``factor`` times the reference's.
+
+    The conditional test for two Poisson rates (Przyborowski and Wilenski, 1940): given the
+    ``k + k_ref`` events of both, the window's share is ``Binomial(k + k_ref, π)`` with
+    ``π = factor·exposure / (factor·exposure + exposure_ref)`` under the null, so the p-value
+    is that binomial's upper tail at ``k`` for ``>``/``>=`` and its lower tail for ``<``/``<=``.
+    A reference measured over a short history holds few events and weighs less: the test
+    carries its uncertainty instead of treating it as a known rate.
+    """
+    if exposure <= 0 or exposure_ref <= 0 or factor <= 0:
+        return 1.0
+    share = factor * exposure / (factor * exposure + exposure_ref)
+    total = k + k_ref
+    if op in {">", ">="}:
+        return binomial_upper(k, total, share)
+    return binomial_lower(k, total, share)
+
+
+def two_sample_rate_p_value(op: str, k: int, n: int, k_ref: int, n_ref: int, factor: float) -> float:
+    """The one-sided p-value of a window's rate (``k`` flagged of ``n`` events) against a
+    *measured* reference's (``k_ref`` of ``n_ref``), for the null hypothesis that the
+    window's rate is ``factor`` times the reference's.
+
+    Conditional on the ``k + k_ref`` flagged events of both, the window's count follows
+    Fisher's noncentral hypergeometric distribution, ``P(X = x) ∝ C(n, x)·C(n_ref, K − x)·ψˣ``,
+    whose odds ratio ψ is the null's at the reference's rate p₀ = k_ref / n_ref:
+    ``ψ = F·p₀·(1 − p₀) / (p₀·(1 − F·p₀))`` (ψ = F where rates are small). With ψ = 1 this is
+    Fisher's exact test. The p-value is its upper tail at ``k`` for ``>``/``>=`` and its lower
+    tail for ``<``/``<=``. Unlike the Poisson conditional test it knows a window of eight
+    events cannot hold nine flagged ones, so a small group's strong rate is not understated;
+    and like it, a reference of few events weighs less than a long one.
+    """
+    if n <= 0 or n_ref <= 0 or factor <= 0:
+        return 1.0
+    k_ref = min(k_ref, n_ref)
+    rate = k_ref / n_ref
+    at_limit = factor * rate
+    if rate <= 0 or rate >= 1 or at_limit >= 1:
+        # no odds to scale (a reference with none or all flagged, a limit at every event
+        # flagged): the limit is tested as a known rate, as without a reference
+        limit = min(at_limit, 1.0)
+        return binomial_upper(k, n, limit) if op in {">", ">="} else binomial_lower(k, n, limit)
+    log_odds = math.log(at_limit) - math.log1p(-at_limit) - math.log(rate) + math.log1p(-rate)
+    total = k + k_ref
+    lo, hi = max(0, total - n_ref), min(n, total)
+    if hi - lo > MAX_TERMS:  # beyond what an exact sum is for: not judged significant
+        return 1.0
+    logs = [
+        _log_choose(n, lo) + _log_choose(n_ref, total - lo) + lo * log_odds,
+    ]
+    for x in range(lo, hi):  # each term from the one before, by their ratio
+        step = math.log((n - x) * (total - x)) - math.log((x + 1) * (n_ref - total + x + 1))
+        logs.append(logs[-1] + step + log_odds)
+    top = max(logs)
+    weights = [math.exp(v - top) for v in logs]
+    whole = math.fsum(weights)
+    if op in {">", ">="}:
+        tail = math.fsum(weights[k - lo :]) if k >= lo else whole
+    else:
+        tail = math.fsum(weights[: k - lo + 1]) if k >= lo else 0.0
+    return min(1.0, tail / whole)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)

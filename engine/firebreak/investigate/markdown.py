@@ -78,10 +78,13 @@ def _metric(report: Report) -> list[str]:
     sig = inc.significance
     if sig is not None and sig.p_value is not None and sig.confidence is not None:
         of = f" of {sig.trials}" if sig.trials is not None else ""
+        test = f"{sig.test} test against the {sig.reference} limit"
+        if (ref := sig.against) is not None:
+            span = f" of {ref.trials}" if ref.trials is not None else f" in {duration_text(ref.span_ms or 0)}"
+            test = f"two-sample test against the {ref.observed}{span} of the {sig.reference}"
         out.append(
             f"Significance: {sig.observed}{of} observed where {_num(sig.expected)} are expected at the "
-            f"threshold — p = {sig.p_value:.3g} ({sig.test} test against the {sig.reference} limit), "
-            f"under 1 − {_num(sig.confidence * 100)}%."
+            f"threshold — p = {sig.p_value:.3g} ({test}), under 1 − {_num(sig.confidence * 100)}%."
         )
     values = [p.value for p in points]
     known = [v for v in values if v is not None]

@@ -51,13 +51,24 @@ class Part:
 class Significance(Part):
     """A rule `with C% confidence`: the evidence its opening record carries."""
 
-    test: str = ""  # binomial | poisson
+    test: str = ""  # binomial | poisson | two_sample
     confidence: float | None = None
     reference: str = ""  # absolute | baseline | population
     observed: int | None = None
     trials: int | None = None  # binomial: the events the flagged ones are counted among
     expected: float | None = None  # at the limit
     p_value: float | None = None  # null when the metric was not past the limit
+    against: Against | None = None  # two_sample: the reference's counts
+
+
+@dataclass(frozen=True, slots=True)
+class Against(Part):
+    """The counts of the measured reference a two-sample test compared the window with."""
+
+    observed: int | None = None  # flagged events, or events
+    least: int | None = None  # what the test takes it as at the least (one per window length)
+    trials: int | None = None  # a rate: the reference's events
+    span_ms: int | None = None  # a count: the reference's length
 
 
 @dataclass(frozen=True, slots=True)

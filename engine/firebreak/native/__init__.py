@@ -27,7 +27,7 @@ import orjson
 from firebreak.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts
 from firebreak.core.engine import DEFAULT_MAX_SKEW_MS, check_version, excluded_span, restore_cooldowns, rule_fingerprint
 from firebreak.core.flapping import Cooldowns
-from firebreak.core.incidents import FIRING, INACTIVE, Lifecycle, Reading, evaluate_group
+from firebreak.core.incidents import FIRING, INACTIVE, Counts, Lifecycle, Reading, evaluate_group, reference_p_value
 from firebreak.core.significance import p_value
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
@@ -63,14 +63,17 @@ class _Host:
         limit: float | None,
         baseline: float | None,
         holds: bool,
-        p: float | None,
+        test: tuple[float | None, tuple[int, float, int] | None],
         counts: tuple,
         users: list[int],
         evidence: list,
     ) -> tuple:
-        """``evidence``: event ids, or for a rule with scope dimensions (id, [its event's values
+        """``test``: the p-value of `with C% confidence` (None: not tested) and the counts of
+        the measured reference it was tested against (`incidents.Counts`; None: none).
+        ``evidence``: event ids, or for a rule with scope dimensions (id, [its event's values
         of them, None where not a string]) — kept as the core keeps them."""
         rule = self.rules[index]
+        p, reference = test
         n, hits, vn, total, lo, hi = counts
         sketch = DistinctSketch()
         sketch.mins = users
@@ -86,7 +89,14 @@ class _Host:
         before = (life.status, life.onset, life.frozen_baseline)
         try:
             records = evaluate_group(
-                rule, group, life, at, Reading(value, limit, baseline, holds, window, p), self.cooldowns
+                rule,
+                group,
+                life,
+                at,
+                Reading(
+                    value, limit, baseline, holds, window, p, Counts(*reference) if reference is not None else None
+                ),
+                self.cooldowns,
             )
         except Exception as error:  # not the input's fault: one EngineError, never a second try
             raise EngineError(
@@ -98,6 +108,10 @@ class _Host:
     def p_value(self, index: int, k: int, n: int, reference: float) -> float:
         rule = self.rules[index]
         return p_value(rule.metric.test, rule.op, k, n, reference)
+
+    def p_value_two(self, index: int, k: int, n: int, k_ref: int, exposure_ref: float) -> float:
+        """`incidents.reference_p_value` (``k_ref`` already at least the reference's `least`)."""
+        return reference_p_value(self.rules[index], k, n, Counts(k_ref, exposure_ref, 0))
 
     @staticmethod
     def py_str(raw: bytes) -> str:

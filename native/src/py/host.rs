@@ -105,7 +105,7 @@ impl Calls<PyObject, PyErr> for PyHost<'_> {
             step.limit,
             step.baseline,
             step.holds,
-            step.p_value,
+            (step.p_value, step.reference),
             (
                 step.n,
                 step.hits,
@@ -134,6 +134,12 @@ impl Calls<PyObject, PyErr> for PyHost<'_> {
 
     fn p_value(&self, rule: usize, k: i64, n: i64, reference: f64) -> PyResult<f64> {
         self.obj.call_method1("p_value", (rule, k, n, reference))?.extract()
+    }
+
+    fn p_value_two(&self, rule: usize, k: i64, n: i64, k_ref: i64, exposure_ref: f64) -> PyResult<f64> {
+        self.obj
+            .call_method1("p_value_two", (rule, k, n, k_ref, exposure_ref))?
+            .extract()
     }
 
     fn life_state(&self, life: &PyObject) -> Result<(Status, Option<f64>), String> {

@@ -120,6 +120,11 @@ def test_check_states_the_chain_in_the_reference_line():
     )
     warm = compiled("rate(hallucination) > 3x baseline(6h, warmup 1h) over 10m by model")
     assert reference_text(warm).endswith("with at least 20 events; else it is not judged")
+    tested = compiled("rate(hallucination) > 3x baseline(6h, warmup 1h) with 99.9% confidence over 10m by model")
+    assert reference_text(tested).endswith(
+        "with at least 1 event, tested two-sample against its counts (a short history needs more evidence); "
+        "else it is not judged"
+    )
     # what `--false-per-day` counts as the rule's warm-up: the span, the warm-up, or nothing more
     plain = compiled("rate(hallucination) > 3x baseline(6h) over 10m by model")
     assert (plain.reference_wait_ms, warm.reference_wait_ms, chain.reference_wait_ms) == (6 * 3_600_000, 3_600_000, 0)

@@ -301,6 +301,10 @@ pub type Reference = (Option<f64>, Option<Counts>);
 pub const DEFAULT_MAX_SKEW_MS: i64 = 3_600_000;
 pub const AHEAD_CONFIRM: u32 = 8;
 
+/// The rules an engine looks at, a bit by rule index (the two threads' split, a shard's routed
+/// mask): up to 128 rules; a rule past them is always looked at.
+pub type RuleMask = u128;
+
 /// ``O``: the host's handle to an object it made (`Host::Obj`): lifecycles, group values, records.
 pub struct Engine<O> {
     pub rules: Vec<RuleState<O>>,
@@ -398,7 +402,7 @@ impl<O> Engine<O> {
         event: &Event,
         host: &H,
         out: &mut Vec<Rec<O>>,
-        mask: Option<u64>,
+        mask: Option<RuleMask>,
     ) -> Result<bool, H::Error> {
         if !self.add_masked(event, host, mask) {
             return Ok(false);
@@ -427,7 +431,7 @@ impl<O> Engine<O> {
     /// `Engine.add` (aggregate one event without moving time; false, counted, when late),
     /// looking only at the rules whose bit is set in ``mask`` (a worker's shard: the
     /// rules stage 1 found it owns a pair of, or counts the population of; route.rs).
-    pub fn add_masked<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<u64>) -> bool {
+    pub fn add_masked<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<RuleMask>) -> bool {
         if !self.admit(event) {
             return false;
         }
@@ -447,6 +451,8 @@ impl<O> Engine<O> {
             return false;
         }
         let passed = self.rules.len() <= 64;
+        // past 64 rules stage 1's mask names them all (u64::MAX): every rule is looked at
+        let mask = if passed { RuleMask::from(mask) } else { RuleMask::MAX };
         self.aggregate(event, host, Some(mask), passed);
         self.count_population(event.ts, pop, flagged);
         true
@@ -513,7 +519,7 @@ impl<O> Engine<O> {
         Ok(())
     }
 
-    fn aggregate<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<u64>, passed: bool) {
+    fn aggregate<H: Host<Obj = O>>(&mut self, event: &Event, host: &H, mask: Option<RuleMask>, passed: bool) {
         // Route first (which rules, which group), asking for each group and then its newest
         // bucket ahead of use; then add the event to each.
         let mut routed = std::mem::take(&mut self.routed);
@@ -532,7 +538,7 @@ impl<O> Engine<O> {
         &mut self,
         event: &Event,
         host: &H,
-        mask: Option<u64>,
+        mask: Option<RuleMask>,
         passed: bool, // the rules of ``mask`` are known to pass source, label and `where`
         routed: &mut Vec<(usize, u32)>,
     ) {
@@ -544,7 +550,7 @@ impl<O> Engine<O> {
             return;
         }
         for (index, state) in self.rules.iter().enumerate() {
-            if mask.is_some_and(|m| index < 64 && m & (1u64 << index) == 0) {
+            if mask.is_some_and(|m| index < RuleMask::BITS as usize && m & (1 << index) == 0) {
                 continue;
             }
             if !passed {

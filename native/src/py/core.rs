@@ -39,7 +39,7 @@ const SPLIT_LINES: usize = 16;
 struct Split {
     side: Vec<usize>,   // per `by` list: 0 the engine, 1 the twin
     weight: Vec<f64>,   // per `by` list: its rules' weight (`Split::new`)
-    mask: [u64; 2],     // the rules of the engine, of the twin
+    mask: [engine::RuleMask; 2], // the rules of the engine, of the twin
     rules: Vec<usize>,  // the twin's rules
     tables: Vec<usize>, // the twin's key tables (`by` lists)
     twin: Engine,       // the twin's rules while a batch runs; blank states in between
@@ -76,7 +76,7 @@ impl Split {
     /// then moves lists by the CPU each side takes.
     fn new(plans: &[plan::Plan], engine: &Engine, lateness_ms: i64) -> Option<Split> {
         let rules = &engine.rules;
-        if rules.len() < 2 || rules.len() > 64 {
+        if rules.len() < 2 || rules.len() > engine::RuleMask::BITS as usize {
             return None;
         }
         let lists = engine.key_tables.len();
@@ -245,7 +245,7 @@ impl<'a> Behind<'a> {
         index: usize,
         event: event::Event<'a>,
         host: &H,
-        mask: Option<u64>,
+        mask: Option<engine::RuleMask>,
         late: &mut Option<&mut Vec<(usize, i64, i64)>>,
         out: &mut Vec<Rec>,
     ) -> PyResult<usize> {
@@ -299,7 +299,7 @@ struct Batch<'a> {
     lines: &'a [&'a [u8]],
     offset: usize,
     max_bytes: Option<usize>,
-    mask: Option<u64>,
+    mask: Option<engine::RuleMask>,
 }
 
 /// ``batch`` through ``engine``, each line decoded here (both threads decode every line: the

@@ -123,7 +123,8 @@ def test_four_shards_read_in_any_order_give_the_cases_of_a_replay(world, seed):
 def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
     """The demo's attack: five users of tenant globex, each a `by user` incident on two rules,
     and the tenant's own wave incidents (injection_wave_new_tenant and its hour-long tier:
-    globex is younger than their span, so it is compared with the other tenants). The stage, fed the shards' records and
+    globex is younger than their span, so it is compared with the other tenants; and the
+    tenant rules with a warm-up, against its own first hour). The stage, fed the shards' records and
     nothing else, puts them in one case on tenant=globex."""
     rules, _, expected, logs = world
     stage = CaseStage(rules, SHARDS)
@@ -146,9 +147,15 @@ def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
     opened_records = [r for r in records if r["type"] == "incident.opened"]
     assert all(r["evidence_scope"] == {"tenant": "globex"} for r in opened_records if "user" in r["group"])
     tenant_wide = [r for r in opened_records if "user" not in r["group"]]
-    # the wave rules on the tenant (the half hour and, since issue 30's sixth round, the hour)
+    # the wave rules on the tenant (the half hour and, since issue 30's sixth round, the hour;
+    # since its tenth, the tenant rules with a warm-up, judging globex against its own first hour)
     assert tenant_wide and all(r["group"] == {"tenant": "globex"} for r in tenant_wide)
-    assert {r["rule"] for r in tenant_wide} <= {"injection_wave_new_tenant", "injection_wave_new_tenant_hour"}
+    assert {r["rule"] for r in tenant_wide} <= {
+        "injection_wave_new_tenant",
+        "injection_wave_new_tenant_hour",
+        "injection_wave_by_tenant",
+        "jailbreak_wave_by_tenant",
+    }
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
 
 

@@ -108,6 +108,8 @@ def test_size_classes_follow_the_floor() -> None:
 @pytest.mark.parametrize(
     "seeds",
     [
+        "9000-9001",
+        "9049",
         "8000-8001",
         "8049",
         "7000-7001",
@@ -125,7 +127,7 @@ def test_size_classes_follow_the_floor() -> None:
     ],
 )
 def test_held_back_seeds_are_refused_without_the_flag(seeds: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # 8000-8049 is the held-back range; 1000-1049 to 7000-7049, whose results were seen, stay refused
+    # 9000-9049 is the held-back range; 1000-1049 to 8000-8049, whose results were seen, stay refused
     assert world_eval.main(["--seeds", seeds, "--scale", str(TINY)]) == 2
     assert "held-back" in capsys.readouterr().err
 
@@ -133,11 +135,30 @@ def test_held_back_seeds_are_refused_without_the_flag(seeds: str, capsys: pytest
 def test_held_back_ranges() -> None:
     assert all(
         worlds.is_held_out(s)
-        for s in (8000, 8049, 7000, 7049, 6000, 6049, 5000, 5049, 4000, 4049, 3000, 3049, 2000, 2049, 1000, 1049)
+        for s in (
+            9000,
+            9049,
+            8000,
+            8049,
+            7000,
+            7049,
+            6000,
+            6049,
+            5000,
+            5049,
+            4000,
+            4049,
+            3000,
+            3049,
+            2000,
+            2049,
+            1000,
+            1049,
+        )
     )
     assert not any(
         worlds.is_held_out(s)
-        for s in (8050, 7999, 7050, 6999, 6050, 5999, 5050, 4999, 4050, 3050, 2999, 2050, 49, 1999, 1050)
+        for s in (9050, 8999, 8050, 7999, 7050, 6999, 6050, 5999, 5050, 4999, 4050, 3050, 2999, 2050, 49, 1999, 1050)
     )
     with pytest.raises(SystemExit, match="held-back"):
         worlds.main(["--seed", "2003", "--out", "/nonexistent-never-written"])

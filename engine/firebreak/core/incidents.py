@@ -126,8 +126,8 @@ class Lifecycle:
 
 
 class Counts(NamedTuple):
-    """What a *measured* reference holds, for the two-sample test of a rule `with C%
-    confidence` (significance.two_sample_p_value): ``observed`` events — flagged ones for a
+    """What a warm-up's shorter history holds, for the two-sample test of a rule `with C%
+    confidence` (`reference_p_value`): ``observed`` events — flagged ones for a
     rate or count(FLAG), all for count() — over ``exposure`` (its events for a rate, its
     length in ms for a count), and ``least``, the count the test takes it as at the least:
     one per window length of its span, as the baseline's value is floored
@@ -142,9 +142,9 @@ class Counts(NamedTuple):
 class Reading:
     """What one evaluation measured. ``p_value``: rules `with C% confidence`, when the
     metric is past the limit (otherwise there is nothing to test). ``reference``: the
-    counts of a measured baseline or population the test compared the window with (None:
-    tested against the limit as a known value — an absolute threshold, a prior, or the
-    baseline frozen at an onset)."""
+    counts of the warm-up's history the test compared the window with (None: tested against
+    the limit as a known value — an absolute threshold, a whole span, the population, a
+    prior, or the baseline frozen at an onset)."""
 
     value: float | None
     limit: float | None
@@ -164,11 +164,12 @@ def read(
 ) -> Reading:
     """``population``: (events, flagged events) of all the rule's groups in the window, for
     `Kx population` (the group's own are taken out: it is compared with the rest).
-    ``reference``: the counts behind ``baseline`` when it was measured (`span_reference`).
+    ``reference``: the counts behind ``baseline`` when it is a warm-up's history
+    (`span_reference`).
 
-    `with C% confidence` against a measured reference is a two-sample test (the window's
-    counts against the reference's: `significance.two_sample_p_value`); against anything
-    else, a one-sample test against the limit (`significance.p_value`)."""
+    `with C% confidence` against a warm-up's history is a two-sample test (the window's
+    counts against the history's: `reference_p_value`); against anything else, a one-sample
+    test against the limit (`significance.p_value`)."""
     value = rule.metric.value(window)
     if rule.population is not None:
         baseline = population_rate(window, population)
@@ -190,11 +191,11 @@ def read(
 
 
 def reference_p_value(rule: CompiledRule, k: int, n: int, reference: Counts) -> float:
-    """The two-sample test of a window (``k`` counted of ``n`` events) against a measured
-    reference: for a rate, flagged of events against flagged of events (Fisher's noncentral
+    """The two-sample test of a window (``k`` counted of ``n`` events) against a warm-up's
+    history: for a rate, flagged of events against flagged of events (Fisher's noncentral
     hypergeometric); for a count, events over the window's length against events over the
     reference's (the conditional test for two Poisson rates)."""
-    factor = rule.population if rule.population is not None else rule.factor
+    factor = rule.factor
     observed = max(reference.observed, reference.least)
     if rule.metric.rate:
         return two_sample_rate_p_value(rule.op, k, n, observed, int(reference.exposure), factor)
@@ -204,7 +205,7 @@ def reference_p_value(rule: CompiledRule, k: int, n: int, reference: Counts) -> 
 def reference_expected(rule: CompiledRule, k: int, n: int, reference: Counts) -> float:
     """What a two-sample test expects of the window at the limit: n × K × the reference's
     rate (at most n) for a rate; the window's share of both counts at the limit for a count."""
-    factor = rule.population if rule.population is not None else rule.factor
+    factor = rule.factor
     observed = max(reference.observed, reference.least)
     if rule.metric.rate:
         return n * min(1.0, factor * observed / reference.exposure)
@@ -492,7 +493,7 @@ def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
     k, n = rule.metric.significance_counts(r.window)
     binomial = rule.metric.test is SignificanceTest.BINOMIAL
     against = None
-    if r.reference is not None:  # two-sample: what the window's share of both would be at the limit
+    if r.reference is not None:  # two-sample: the history's counts, and what the limit expects
         c = r.reference
         expected = reference_expected(rule, k, n, c)
         against = {

@@ -226,3 +226,23 @@ def test_an_open_incident_is_judged_against_its_frozen_baseline():
     later = [r for r in records if r["type"].startswith("incident.") and r["type"] != "incident.opened"]
     assert [r["type"] for r in later][-1:] == ["incident.resolved"]
     assert all(r["significance"]["against"] is None for r in later)
+
+
+def test_a_recurrence_is_tested_against_the_history_without_its_incident():
+    # A spike at 40-50m opens and resolves; it comes back at 100m, still within the warm-up
+    # (the 6h span does not exist yet). The history it is tested against leaves the first
+    # incident's span out (as a baseline does): its counts are those of the 5% answers only.
+    events = []
+    for i, at in enumerate(range(0, 130 * MIN, 6 * SEC)):
+        spike = 40 * MIN <= at < 50 * MIN or at >= 100 * MIN
+        events.append(
+            event(f"m{i}", at, model="m", user=f"u{i % 30}", flags={"hallucination": i % (2 if spike else 20) == 0})
+        )
+    records = _both(WARMUP, events)
+    pages = [r for r in records if r["type"] in ("incident.opened", "incident.reopened")]
+    assert [r["type"] for r in pages] == ["incident.opened", "incident.reopened"]
+    first, second = (r["significance"] for r in pages)
+    assert first["test"] == second["test"] == "two_sample"
+    history = [e for e in events if e.ts - events[0].ts < offset(pages[1]) - 10 * MIN]
+    assert second["against"]["trials"] < len(history)  # the first incident's span left out
+    assert second["against"]["observed"] / second["against"]["trials"] == pytest.approx(0.05, abs=0.005)

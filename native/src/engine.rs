@@ -1141,7 +1141,7 @@ fn reference_counts(plan: &Plan, summary: &Summary, span_ms: i64) -> Option<Coun
     }
     let observed = if plan.flag.is_none() { summary.n } else { summary.hits };
     let exposure = if plan.func == Func::Rate { summary.n as f64 } else { span_ms as f64 };
-    let least = span_ms.div_euclid(plan.window_ms) + i64::from(span_ms.rem_euclid(plan.window_ms) != 0);
+    let least = (span_ms + plan.window_ms - 1) / plan.window_ms; // one per window length, rounded up
     Some(Counts { observed, exposure, least })
 }
 

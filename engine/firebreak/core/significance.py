@@ -156,16 +156,15 @@ def two_sample_rate_p_value(op: str, k: int, n: int, k_ref: int, n_ref: int, fac
     k_ref = min(k_ref, n_ref)
     rate = k_ref / n_ref
     at_limit = factor * rate
-    if rate <= 0 or rate >= 1 or at_limit >= 1:
-        # no odds to scale (a reference with none or all flagged, a limit at every event
-        # flagged): the limit is tested as a known rate, as without a reference
+    total = k + k_ref
+    lo, hi = max(0, total - n_ref), min(n, total)
+    if rate <= 0 or rate >= 1 or at_limit >= 1 or hi - lo > MAX_TERMS:
+        # No odds to scale (a reference with none or all flagged, a limit at every event
+        # flagged), or more flagged events than an exact sum is for (a reference that large
+        # is as good as known): the limit is tested as a known rate, as without a reference.
         limit = min(at_limit, 1.0)
         return binomial_upper(k, n, limit) if op in {">", ">="} else binomial_lower(k, n, limit)
     log_odds = math.log(at_limit) - math.log1p(-at_limit) - math.log(rate) + math.log1p(-rate)
-    total = k + k_ref
-    lo, hi = max(0, total - n_ref), min(n, total)
-    if hi - lo > MAX_TERMS:  # beyond what an exact sum is for: not judged significant
-        return 1.0
     logs = [
         _log_choose(n, lo) + _log_choose(n_ref, total - lo) + lo * log_odds,
     ]

@@ -81,6 +81,10 @@ def test_a_shorter_reference_needs_more_evidence():
     assert two_sample_p_value(">", 5, 0, 3, 100, 2.0) == 1.0  # no exposure: no evidence
     # a reference with none flagged (callers floor it first) is tested as the known limit
     assert two_sample_rate_p_value(">", 3, 100, 0, 600, 2.0) == binomial_upper(3, 100, 0.0)
+    # more flagged events than an exact sum is for: the limit as known, never blind (15%
+    # of 200,000 against 1.2 x 10%)
+    huge = two_sample_rate_p_value(">", 30_000, 200_000, 100_000, 1_000_000, 1.2)
+    assert huge == binomial_upper(30_000, 200_000, 0.12) and huge < 1e-100
 
 
 WARMUP = "rule spike: rate(hallucination) > 2x baseline(6h, warmup 30m) with 99.9% confidence over 10m by model -> sev2"

@@ -1154,6 +1154,9 @@ fn history_baseline(
     end: i64,
     excluded: &[Excluded],
 ) -> Reference {
+    if plan.slices_every_ms > 0 {
+        return sliced_reference(plan, buckets, start, end, excluded);
+    }
     let span_ms = end - start;
     if excluded.iter().any(|x| x.start < end && x.end > start) {
         return baseline_around(plan, buckets, start, end, excluded);
@@ -1180,6 +1183,69 @@ fn history_baseline(
         Some(scale_baseline(plan, value.f(), summary.n, span_ms)),
         reference_counts(plan, &summary, span_ms),
     )
+}
+
+/// `engine._sliced_reference`: `baseline(S, median | trimmed P% | seasonal D)` over the history
+/// [start, end) — the metric of each window-length slice [end − j·every, end − j·every +
+/// window) that starts in it, then their mean with `plan.trim` of them cut from each end. A
+/// slice a past incident reaches into is left out; fewer than half left, fewer than `min N
+/// events` or no value: the baseline frozen at the latest incident's onset. Tested as known.
+fn sliced_reference(plan: &Plan, buckets: &Buckets, start: i64, end: i64, excluded: &[Excluded]) -> Reference {
+    let (every, width) = (plan.slices_every_ms, plan.window_ms);
+    let cut: Vec<Excluded> = excluded
+        .iter()
+        .filter(|x| x.start < end && x.end > start)
+        .copied()
+        .collect();
+    let fallback = (cut.last().and_then(|x| x.baseline), None);
+    let total = (end - start) / every;
+    let kept: Vec<i64> = (1..=total)
+        .filter(|j| {
+            let lo = end - j * every;
+            !cut.iter().any(|x| x.start < lo + width && x.end > lo)
+        })
+        .collect();
+    if kept.is_empty() || 2 * (kept.len() as i64) < total {
+        return fallback;
+    }
+    let (mut sample, mut events) = (0i64, 0i64);
+    let mut values = Vec::with_capacity(kept.len());
+    for j in &kept {
+        let lo = end - j * every;
+        let part = summarize(plan, span(buckets, lo, lo + width), false);
+        sample += sample_size(plan, &part);
+        events += part.n;
+        if let Some(v) = metric_value(plan, &part) {
+            values.push(v.f());
+        }
+    }
+    if sample < plan.min_events || values.is_empty() {
+        return fallback;
+    }
+    let mut value = robust_mean(&mut values, plan.trim);
+    match plan.func {
+        Func::Count => value = value.max(1.0), // at least one event a window
+        Func::Rate => value = value.max(kept.len() as f64 / events as f64), // one flagged of a mean slice's events
+        _ => {}
+    }
+    (Some(value), None)
+}
+
+/// `engine.robust_mean`: the mean with ⌊n·trim⌋ of the values cut from each end (the median
+/// when nothing would be left), summed in sorted order one addition at a time.
+pub fn robust_mean(values: &mut [f64], trim: f64) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)); // stable, as Python's sorted
+    let n = values.len();
+    let cut = (n as f64 * trim) as usize;
+    if 2 * cut >= n {
+        let middle = n / 2;
+        return if n % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 };
+    }
+    let mut total = 0.0;
+    for v in &values[cut..n - cut] {
+        total += v;
+    }
+    total / (n - 2 * cut) as f64
 }
 
 /// `MetricKind.scale_baseline`: a span's metric (``span_ms`` long, ``n`` events) as a window's.

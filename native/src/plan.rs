@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The `plan_version` this engine reads (engine/firebreak/dsl/plan.py `PLAN_VERSION`).
-pub const PLAN_VERSION: i64 = 3;
+pub const PLAN_VERSION: i64 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Func {
@@ -193,6 +193,7 @@ struct WindowDoc {
     window_ms: i64,
     baseline_ms: i64,
     warmup_ms: i64,
+    slices_every_ms: i64,
     step_ms: i64,
 }
 
@@ -204,6 +205,7 @@ struct ConditionDoc {
     population: Option<f64>,
     population_fallback: bool,
     prior: Option<f64>,
+    trim: f64,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +249,12 @@ pub struct Plan {
     pub population_fallback: bool,
     /// `baseline(S, prior P)`: the reference before any own history serves.
     pub prior: Option<f64>,
+    /// `baseline(S, median | trimmed P% | seasonal D)`: the reference read from window-length
+    /// slices starting this often back from the window (0: the span pooled).
+    /// docs/detection.md#robust-and-seasonal-references
+    pub slices_every_ms: i64,
+    /// The slices' share cut from each end before their mean (0.5: the median).
+    pub trim: f64,
     pub step_ms: i64,
     pub memory_ms: i64,
     pub by: Vec<Path>,
@@ -321,6 +329,13 @@ impl Plan {
         };
         let c = doc.condition;
         let o = doc.options;
+        let every = doc.window.slices_every_ms;
+        if every != 0 && (every < window_ms || every > baseline_ms.max(window_ms)) || !(0.0..=0.5).contains(&c.trim) {
+            return Err(format!(
+                "rule {name}: reference slices every {every} ms of a {window_ms} ms window, trim {}: not a plan the compiler writes",
+                c.trim
+            ));
+        }
         let scope_names = doc.scope;
         let scope = scope_names
             .iter()
@@ -339,6 +354,8 @@ impl Plan {
             window_ms,
             baseline_ms,
             warmup_ms: doc.window.warmup_ms,
+            slices_every_ms: doc.window.slices_every_ms,
+            trim: c.trim,
             step_ms: doc.window.step_ms,
             memory_ms: window_ms + baseline_ms.max(window_ms),
             by,

@@ -61,19 +61,34 @@ def reference_text(rule: CompiledRule) -> str:
             "the rest of its groups in the same window (`Kx population`): judged from the first step "
             "with other groups; a group alone has no limit"
         )
+    past = f"the group's own past {format_duration(rule.baseline_ms)}{_slices(rule)} (`Kx baseline`)"
     if rule.factor is not None and (rule.warmup_ms or rule.population_fallback or rule.prior is not None):
-        return f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`); before that " + "; ".join(
-            _cold_start(rule)
-        )
+        return f"{past}; before that " + "; ".join(_cold_start(rule))
     if rule.factor is not None:
         warm = format_duration(rule.window_ms + rule.baseline_ms)
         return (
-            f"the group's own past {format_duration(rule.baseline_ms)} (`Kx baseline`): a group is not judged "
+            f"{past}: a group is not judged "
             f"before it has been seen for {warm} (window + baseline span) with at least {rule.min_events} "
             f"event{'s' if rule.min_events != 1 else ''} in that span; a new model, tenant or user is silent "
             "until then"
         )
     return "a fixed limit: judged from the first event of each group"
+
+
+def _slices(rule: CompiledRule) -> str:
+    """How `baseline(S, median | trimmed P% | seasonal D)` reads the span; "" when pooled."""
+    if not rule.slices_every_ms:
+        return ""
+    window = format_duration(rule.window_ms)
+    if rule.trim >= 0.5:
+        of = "the median"
+    elif rule.trim > 0:
+        of = f"the mean, the highest and lowest {rule.trim * 100:g}% cut,"
+    else:
+        of = "the mean"
+    if rule.slices_every_ms == rule.window_ms:
+        return f", {of} of its {window} windows"
+    return f", {of} of the same {window} every {format_duration(rule.slices_every_ms)} back"
 
 
 def _cold_start(rule: CompiledRule) -> list[str]:

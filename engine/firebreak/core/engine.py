@@ -37,6 +37,7 @@ from firebreak.core.incidents import (
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Bucket, Summary, accumulator, summarize
 from firebreak.dsl.compiler import CompiledRule, getter
+from firebreak.dsl.metrics import Accumulates
 from firebreak.event_types import COUNTED
 from firebreak.event_types import DEFAULT as DEFAULT_TYPE
 
@@ -656,6 +657,8 @@ def _history_baseline(
 ) -> Reference:
     """The group's own history ``[start, end)`` (the whole span, or a warm-up's shorter one)
     as a window's reference: `span_reference` without the cold start."""
+    if rule.slices_every_ms:
+        return _sliced_reference(rule, buckets, start, end, excluded)
     span_ms = end - start
     cut = [span for span in excluded if span[0] < end and span[1] > start]
     if cut:
@@ -711,6 +714,70 @@ def _baseline_around(
     if value is None:
         return fallback
     return rule.metric.scale_baseline(value, summary.n, rule.window_ms / kept_ms), _counts(rule, summary, kept_ms)
+
+
+def _sliced_reference(
+    rule: CompiledRule,
+    buckets: dict[int, Bucket],
+    start: int,
+    end: int,
+    excluded: Sequence[tuple[int, int, float | None]],
+) -> Reference:
+    """`baseline(S, median | trimmed P% | seasonal D)` over the history ``[start, end)``
+    (docs/detection.md#robust-and-seasonal-references): the metric of each window-length slice
+    ``[end − j·every, end − j·every + window)`` (j = 1, 2, … while it starts in the history;
+    every: the window's length, or the season D), then their mean with ``rule.trim`` of the
+    values cut from each end (`robust_mean`). A slice a past incident reaches into is left out;
+    when fewer than half the slices are left, or they hold fewer than `min N events`, or none
+    has a value, the baseline frozen at the latest incident's onset (None without one). Floored
+    as a window's reference is: a count at one event, a rate at one flagged event of the slices'
+    mean number of events. Tested as known (one-sample): no counts."""
+    every, width = rule.slices_every_ms, rule.window_ms
+    cut = [span for span in excluded if span[0] < end and span[1] > start]
+    fallback: Reference = (cut[-1][2], None) if cut else (None, None)
+    total = (end - start) // every
+    kept = [
+        j
+        for j in range(1, total + 1)
+        if not any(lo < end - j * every + width and hi > end - j * every for lo, hi, _ in cut)
+    ]
+    if not kept or 2 * len(kept) < total:
+        return fallback
+    parts: dict[int, list[Bucket]] = {j: [] for j in kept}
+    for s, b in buckets.items():
+        if start <= s < end:
+            back = end - s
+            j = -(-back // every)
+            if back > j * every - width and j in parts:
+                parts[j].append(b)
+    summaries = [summarize(rule, parts[j], detail=False) for j in kept]
+    if sum(rule.metric.sample_size(x) for x in summaries) < rule.min_events:
+        return fallback
+    values = [v for v in (rule.metric.value(x) for x in summaries) if v is not None]
+    if not values:
+        return fallback
+    value = robust_mean(values, rule.trim)
+    if rule.metric.additive and rule.metric.accumulates is not Accumulates.VALUES:
+        value = max(value, 1.0)  # count: at least one event a window
+    elif rule.metric.rate:
+        value = max(value, len(kept) / sum(x.n for x in summaries))  # one flagged of a mean slice's events
+    return value, None
+
+
+def robust_mean(values: Sequence[float], trim: float) -> float:
+    """The mean of ``values`` with ⌊n·trim⌋ of them cut from each end; the median when
+    ``trim`` is 0.5 or nothing would be left. Summed in sorted order, one addition at a time
+    (the native engine adds in the same order: the same float)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    cut = int(n * trim)
+    if 2 * cut >= n:
+        middle = n // 2
+        return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    total = 0.0
+    for v in ordered[cut : n - cut]:
+        total += v
+    return total / (n - 2 * cut)
 
 
 def reload(engine: Engine, rules: Sequence[CompiledRule]) -> tuple[Engine, list[dict[str, Any]]]:

@@ -78,7 +78,12 @@ class BaselineThreshold:
     The cold-start fallbacks (docs/detection.md#cold-start-the-reference-fallback-chain):
     ``warmup``: the shortest own history that serves as the reference while the span is
     incomplete; ``population``: the rest of the rule's groups in the same window before that;
-    ``prior``: the reference while the group has neither."""
+    ``prior``: the reference while the group has neither.
+
+    How the reference is read (docs/detection.md#robust-and-seasonal-references): ``median``
+    or ``trimmed`` (a percentage cut from each end) over the window-length slices of the span,
+    ``seasonal``: only the slices a whole number of these periods back (the same hour
+    yesterday, ...); without them, the span pooled."""
 
     factor: Number
     unit: str = "x"  # anything but "x" is a mistake the checker reports
@@ -89,6 +94,11 @@ class BaselineThreshold:
     prior: Number | None = None
     prior_text: str | None = None  # the prior as written (a unit on it is a mistake the checker reports)
     prior_span: Span | None = None
+    median: Span | None = None  # `median` given: where
+    trimmed: Number | None = None  # `trimmed P%`: P
+    trimmed_text: str | None = None  # as written (the checker wants a percentage)
+    trimmed_span: Span | None = None
+    seasonal: Duration | None = None
 
 
 @dataclass(frozen=True, slots=True)

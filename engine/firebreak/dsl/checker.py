@@ -282,6 +282,7 @@ def _fallback_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool
                 t.population,
                 "`population` compares a group with the rest of the rule's groups; add `by`, e.g. `by model`",
             )
+    yield from _slices_problems(c, t, span_ok)
     if t.prior is not None:
         text = t.prior_text or str(t.prior)
         where = t.prior_span or t.span
@@ -292,6 +293,44 @@ def _fallback_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool
             yield where, f"the prior must be greater than 0, not `{text}`"
         elif _rates(c.metric) and t.prior > 1:
             yield where, f"a rate's prior is a fraction between 0 and 1, not `{text}`"
+
+
+def _slices_problems(c: ast.Condition, t: ast.BaselineThreshold, span_ok: bool) -> Iterator[Problem]:
+    """`median`, `trimmed P%` (0 < P <= 50, not both) over at least three windows of the span;
+    `seasonal P`: a duration from one window up to the span (and up to a warm-up).
+    docs/detection.md#robust-and-seasonal-references."""
+    if t.trimmed is not None:
+        text = t.trimmed_text or str(t.trimmed)
+        where = t.trimmed_span or t.span
+        _, unit = split_quantity(text)
+        if t.median is not None:
+            yield where, "`median` is `trimmed 50%`: give one of them"
+        elif unit != "%":
+            yield where, f"`trimmed` takes the percentage cut from each end, e.g. `trimmed 10%`, not `{text}`"
+        elif not 0 < t.trimmed <= 50:
+            yield where, f"`trimmed` cuts more than 0% and at most 50% from each end, not `{text}`"
+    if t.seasonal is not None:
+        bad = list(_duration_problems(t.seasonal, "season"))
+        yield from bad
+        if not bad and span_ok:
+            season, window, span = duration_ms(t.seasonal), duration_ms(c.window), duration_ms(t.span_of_baseline)
+            if season < window:
+                yield (
+                    t.seasonal.span,
+                    "the season must be at least as long as the window (the same hour yesterday: `seasonal 1d`)",
+                )
+            elif season > span:
+                yield (
+                    t.seasonal.span,
+                    "the baseline span must hold at least one season, e.g. `baseline(7d, seasonal 1d)`",
+                )
+            elif t.warmup is not None and not list(_duration_problems(t.warmup, "warm-up")):
+                if duration_ms(t.warmup) < season:
+                    yield t.warmup.span, "a warm-up shorter than the season holds no season to compare with"
+    if (t.median is not None or t.trimmed is not None) and t.seasonal is None and span_ok:
+        if duration_ms(t.span_of_baseline) < 3 * duration_ms(c.window):
+            where = t.median if t.median is not None else t.trimmed_span or t.span
+            yield where, "a median or trimmed mean needs at least three windows in the baseline span"
 
 
 def _expr_problems(e: ast.Expr) -> Iterator[Problem]:

@@ -94,6 +94,13 @@ class CompiledRule:
     warmup_ms: int = 0
     population_fallback: bool = False  # then the rest of the rule's groups (`Kx population`'s rate)
     prior: float | None = None
+    # `baseline(S, median | trimmed P% | seasonal D)` (docs/detection.md#robust-and-seasonal-
+    # references): the reference is read from the window-length slices of the span that start
+    # every `slices_every_ms` back from the window (the window's length for `median`/`trimmed`,
+    # D for `seasonal`; 0: the span pooled), as their mean with `trim` of them cut from each end
+    # (0.5: the median; 0: the plain mean).
+    slices_every_ms: int = 0
+    trim: float = 0.0
     min_flagged: int = 0  # `min N flagged`: at least N flagged events in the window
     # The event type the rule counts: inference, or report for reports(LABEL) — which
     # compiles to count() over the `report` events carrying ``label`` (any label when None).
@@ -180,7 +187,7 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
     threshold: float | None
     factor: float | None
     population: float | None = None
-    warmup, prior, peers = 0, None, False
+    warmup, prior, peers, every, trim = 0, None, False, 0, 0.0
     if isinstance(c.threshold, ast.PopulationThreshold):
         threshold, factor, baseline, population = None, None, 0, float(c.threshold.factor)
     elif isinstance(c.threshold, ast.BaselineThreshold):
@@ -193,6 +200,11 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         if c.threshold.prior is not None:
             prior = float(c.threshold.prior)
         peers = c.threshold.population is not None
+        if c.threshold.seasonal is not None:
+            every = -(-duration_ms(c.threshold.seasonal) // step) * step
+        if c.threshold.median is not None or c.threshold.trimmed is not None:
+            every = every or window
+            trim = 0.5 if c.threshold.median is not None else float(c.threshold.trimmed) / 100
     else:
         threshold, factor, baseline = float(c.threshold.value), None, 0
     arg: Path | None
@@ -245,6 +257,8 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
         confidence=round(float(c.confidence.level) / 100, 12) if c.confidence is not None else None,
         population=population,
         warmup_ms=warmup,
+        slices_every_ms=every,
+        trim=trim,
         population_fallback=peers,
         prior=prior,
         min_flagged=int(c.min_events.count) if c.min_events is not None and c.min_events.flagged else 0,

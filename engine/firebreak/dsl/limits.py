@@ -46,6 +46,7 @@ DURATION_LIMITS = {
     "window": (MAX_WINDOW_MS, "7d", "the window"),
     "baseline span": (MAX_BASELINE_MS, "42d", "the baseline span"),
     "warm-up": (MAX_BASELINE_MS, "42d", "the warm-up"),
+    "season": (MAX_BASELINE_MS, "42d", "the season"),
     "`for`": (MAX_FOR_MS, "7d", "the `for` duration"),
     "containment duration": (MAX_CONTAIN_MS, "30d", "the containment duration"),
 }

@@ -362,7 +362,7 @@ class _AstBuilder(Transformer):
     def baseline_threshold(self, meta, children):
         factor, unit = split_quantity(children[0])
         span_of_baseline, options = children[1] if children[1] is not None else (None, {})
-        prior = options.get("prior")
+        prior, trimmed = options.get("prior"), options.get("trimmed")
         return ast.BaselineThreshold(
             factor,
             unit,
@@ -373,6 +373,11 @@ class _AstBuilder(Transformer):
             prior=split_quantity(prior)[0] if prior is not None else None,
             prior_text=str(prior) if prior is not None else None,
             prior_span=_span_of(prior) if prior is not None else None,
+            median=options.get("median"),
+            trimmed=split_quantity(trimmed)[0] if trimmed is not None else None,
+            trimmed_text=str(trimmed) if trimmed is not None else None,
+            trimmed_span=_span_of(trimmed) if trimmed is not None else None,
+            seasonal=options.get("seasonal"),
         )
 
     def baseline_args(self, meta, children):
@@ -397,6 +402,16 @@ class _AstBuilder(Transformer):
 
     def prior_option(self, meta, children):
         return ("prior", children[0])
+
+    def median_option(self, meta, children):
+        word = ast.Span(meta.end_line, meta.end_column - len("median"), meta.end_line, meta.end_column)
+        return ("median", word)
+
+    def trimmed_option(self, meta, children):
+        return ("trimmed", children[0])
+
+    def seasonal_option(self, meta, children):
+        return ("seasonal", children[0])
 
     def population_threshold(self, meta, children):
         factor, unit = split_quantity(children[0])

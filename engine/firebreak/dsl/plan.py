@@ -6,7 +6,7 @@ other part of the `CompiledRule` beside it. The native engine deserializes the s
 with serde (native/src/plan.rs) — no rule text is parsed twice. The format
 (docs/native.md, Rule plans):
 
-    {"plan_version": 3, "rules": [RulePlan, ...]}
+    {"plan_version": 4, "rules": [RulePlan, ...]}
 
 A `where` expression is serde's externally tagged form:
 
@@ -27,7 +27,8 @@ from firebreak.dsl import ast
 if TYPE_CHECKING:
     from firebreak.dsl.compiler import CompiledRule
 
-PLAN_VERSION = 3  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start
+PLAN_VERSION = 4  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start;
+# 4: `slices_every_ms` (window) and `trim` (condition): robust and seasonal references
 
 Path = list[str]
 Value = str | int | float | bool
@@ -52,6 +53,9 @@ class WindowPlan(TypedDict):
     window_ms: int
     baseline_ms: int  # 0 for absolute and population rules
     warmup_ms: int  # `baseline(S, warmup D)`: the own history that serves while S is incomplete; 0: none
+    # `baseline(S, median | trimmed P% | seasonal D)`: the reference read from window-length
+    # slices starting this often back from the window; 0: the span pooled
+    slices_every_ms: int
     step_ms: int
 
 
@@ -65,6 +69,7 @@ class ConditionPlan(TypedDict):
     population: float | None
     population_fallback: bool  # `baseline(S, population)`: the rest's rate before the prior
     prior: float | None  # `baseline(S, prior P)`: the reference before any own history serves
+    trim: float  # the slices' share cut from each end before their mean (0.5: the median)
 
 
 class OptionsPlan(TypedDict):
@@ -158,6 +163,7 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
             "window_ms": rule.window_ms,
             "baseline_ms": rule.baseline_ms,
             "warmup_ms": rule.warmup_ms,
+            "slices_every_ms": rule.slices_every_ms,
             "step_ms": rule.step_ms,
         },
         "condition": {
@@ -168,6 +174,7 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
             "population": rule.population,
             "population_fallback": rule.population_fallback,
             "prior": rule.prior,
+            "trim": rule.trim,
         },
         "by": [list(path) for path in rule.by],
         "where": rule.where_plan,

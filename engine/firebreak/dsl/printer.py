@@ -54,6 +54,12 @@ def print_threshold(t: ast.Threshold) -> str:
             options.append("population")
         if t.prior is not None:
             options.append(f"prior {t.prior_text if t.prior_text is not None else print_number(t.prior)}")
+        if t.seasonal is not None:
+            options.append(f"seasonal {print_duration(t.seasonal)}")
+        if t.median is not None:
+            options.append("median")
+        if t.trimmed is not None:
+            options.append(f"trimmed {t.trimmed_text if t.trimmed_text is not None else print_number(t.trimmed)}")
         text += f"({', '.join(options)})"
     return text
 

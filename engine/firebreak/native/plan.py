@@ -34,6 +34,8 @@ KNOWN_FIELDS = {
     "window_ms",
     "baseline_ms",
     "warmup_ms",
+    "slices_every_ms",
+    "trim",
     "prior",
     "population_fallback",
     "step_ms",

@@ -128,3 +128,94 @@ def test_check_states_the_chain_in_the_reference_line():
     # what `--false-per-day` counts as the rule's warm-up: the span, the warm-up, or nothing more
     plain = compiled("rate(hallucination) > 3x baseline(6h) over 10m by model")
     assert (plain.reference_wait_ms, warm.reference_wait_ms, chain.reference_wait_ms) == (6 * 3_600_000, 3_600_000, 0)
+
+
+# ---- robust and seasonal references: `baseline(S, median | trimmed P% | seasonal D)` ----------
+
+
+@pytest.mark.parametrize(
+    ("written", "printed"),
+    [
+        ("3x baseline(6h, median)", "3x baseline(6h, median)"),
+        ("3x baseline(6h, trimmed 10%)", "3x baseline(6h, trimmed 10%)"),
+        ("3x baseline(7d, median, seasonal 1d, warmup 1d)", "3x baseline(7d, warmup 1d, seasonal 1d, median)"),
+    ],
+)
+def test_slice_options_print_back_in_one_order(written: str, printed: str):
+    rule = parse_rule(f"rate(x) > {written} over 10m by model -> sev3")
+    assert printed in print_rule(rule)
+
+
+@pytest.mark.parametrize(
+    ("condition", "at", "message"),
+    [
+        (
+            "rate(x) > 3x baseline(6h, median, trimmed 10%) over 10m",
+            "10%",
+            "`median` is `trimmed 50%`: give one of them",
+        ),
+        (
+            "rate(x) > 3x baseline(6h, trimmed 10) over 10m",
+            "10)",
+            "`trimmed` takes the percentage cut from each end, e.g. `trimmed 10%`, not `10`",
+        ),
+        (
+            "rate(x) > 3x baseline(6h, trimmed 60%) over 10m",
+            "60%",
+            "`trimmed` cuts more than 0% and at most 50% from each end, not `60%`",
+        ),
+        (
+            "rate(x) > 3x baseline(6h, trimmed 0%) over 10m",
+            "0%",
+            "`trimmed` cuts more than 0% and at most 50% from each end, not `0%`",
+        ),
+        (
+            "rate(x) > 3x baseline(20m, median) over 10m",
+            "median",
+            "a median or trimmed mean needs at least three windows in the baseline span",
+        ),
+        (
+            "rate(x) > 3x baseline(6h, seasonal 5m) over 10m",
+            "5m",
+            "the season must be at least as long as the window (the same hour yesterday: `seasonal 1d`)",
+        ),
+        (
+            "rate(x) > 3x baseline(6h, seasonal 1d) over 10m",
+            "1d",
+            "the baseline span must hold at least one season, e.g. `baseline(7d, seasonal 1d)`",
+        ),
+        (
+            "rate(x) > 3x baseline(2d, seasonal 1d, warmup 2h) over 10m",
+            "2h",
+            "a warm-up shorter than the season holds no season to compare with",
+        ),
+        (
+            "rate(x) > 3x baseline(7d, seasonal 99999d) over 10m",
+            "99999d",
+            "the season `99999d` is longer than the limit, 42d",
+        ),
+    ],
+)
+def test_slice_mistakes_are_reported_where_they_are(condition: str, at: str, message: str):
+    column = 3 + condition.index(at)
+    assert f"2:{column} {message}" in problems_of(condition)
+
+
+def test_an_unknown_option_names_the_slice_options_too():
+    (problem,) = problems_of("rate(x) > 3x baseline(6h, medain) over 10m by model")
+    assert "`median`" in problem and "`trimmed`" in problem and "`seasonal`" in problem
+
+
+def test_check_says_how_the_reference_is_read():
+    from firebreak.adapters.calibration import reference_text
+
+    median = compiled("rate(hallucination) > 3x baseline(6h, median) over 10m by model")
+    assert reference_text(median).startswith(
+        "the group's own past 6h, the median of its 10m windows (`Kx baseline`): a group is not judged"
+    )
+    trimmed = compiled("rate(hallucination) > 3x baseline(6h, trimmed 10%) over 10m by model")
+    assert ", the mean, the highest and lowest 10% cut, of its 10m windows" in reference_text(trimmed)
+    seasonal = compiled("count() > 3x baseline(7d, seasonal 1d, warmup 1d) over 1h by model")
+    assert reference_text(seasonal).startswith(
+        "the group's own past 168h, the mean of the same 1h every 24h back (`Kx baseline`); before that"
+    )

@@ -52,9 +52,11 @@ def test_the_plan_is_versioned_plain_json_with_each_rules_parts():
         "population": None,
         "population_fallback": False,  # `baseline(S, population)`: not here
         "prior": None,  # `baseline(S, prior P)`: none here
+        "trim": 0.0,  # `baseline(S, median | trimmed P%)`: none here
     }
     assert spike["window"]["window_ms"] == 600_000 and spike["window"]["baseline_ms"] > 0
     assert spike["window"]["warmup_ms"] == 0  # `baseline(S, warmup D)`: none here
+    assert spike["window"]["slices_every_ms"] == 0  # the span pooled
     assert spike["where"] == {
         "and": [
             {"and": [{"compare": ["==", ["service"], "chat"]}, {"not": {"truthy": ["flags", "test"]}}]},

@@ -717,3 +717,44 @@ def test_population_only_rows_through_a_rule_reload(engine, in_flight):
         assert multiset(many) == multiset(one)
     other = "python" if engine == "native" else "native"
     assert multiset(run_shards(SHARDS, other, values, reload_at, in_flight)[0]) == multiset(many)
+
+
+@pytest.mark.parametrize("crafted", [0, 1_700_000_000_000 + 30 * DAY])
+@pytest.mark.parametrize("known", ["before", "same batch"])
+def test_a_crafted_event_alone_in_a_partitions_first_batch_is_measured_from_the_others(crafted, known):
+    """A partition whose first batch holds one event has no median to outvote it: it is measured
+    from the latest time of the partitions stage 1 knows — a far-future event is refused as
+    ahead (before: taken, the partition's time 30 days ahead), an epoch-0 one is taken as an
+    old event and the honest events after it are not ahead of it."""
+    from firebreak.adapters.drive import ahead_text
+
+    t = 1_700_000_000_000
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=2))
+    honest = [(0, i, far(t + 1_000 * i, i)) for i in range(10)]
+    if known == "before":
+        route.handle(honest)
+        first = [(1, 0, far(crafted, 100))]
+    else:
+        first = [*honest, (1, 0, far(crafted, 100))]
+    outs = route.handle(first)
+    dead = [orjson.loads(out.value) for out in outs if out.topic == "dead_letter"]
+    other = t + 9_000 if known == "before" else t + 5_000  # partition 0's time, or its first batch's median
+    if crafted != 0:
+        assert [(d["partition"], d["offset"], d["reason"]) for d in dead] == [
+            (1, 0, ahead_text(crafted, other, 3_600_000))
+        ]
+        assert 1 not in route.max_ts  # no time of its own: the shards wait for one
+    else:
+        assert dead == [] and route.max_ts[1] == other  # taken as an old event; measured from the others' time
+    # the partition's honest events after it are taken, none of them "ahead"
+    later = route.handle([(1, 1 + i, far(t + 10_000 + i, 101 + i)) for i in range(8)])
+    assert [o for o in later if o.topic == "dead_letter"] == []
+    assert route.max_ts[1] == t + 10_007
+
+
+def test_a_lone_first_event_is_its_partitions_time_when_nothing_is_known():
+    # no other partition's time: the one event seeds its own (as before), valid or not
+    t = 1_700_000_000_000
+    route = RouteStage(RULES, WorkerSettings(rules=(), shards=SHARDS, input_partitions=2))
+    outs = route.handle([(1, 0, far(t + 30 * DAY, 0))])
+    assert all(out.topic == "routed" for out in outs) and route.max_ts == {1: t + 30 * DAY}

@@ -61,12 +61,17 @@ def not_native(rules: Sequence[CompiledRule]) -> str | None:
 # the first valid events of a partition (in the first batch stage 1 reads of it) whose times'
 # median is the partition's time before any event is taken (`RouteStage._seed_times`)
 SEED_EVENTS = 63
+# fewer than this many in its first batch, and one crafted event is (or ties) the median: such a
+# partition is measured from the latest time of the partitions stage 1 knows, when it knows one
+SEED_TRUSTED = 3
 
 
 class RouteStage:
     def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
         self.max_ts: dict[int, int] = {}
+        # partitions of the batch being routed measured from the others' time (`_seed_times`)
+        self._lone: dict[int, list[tuple[int, int]]] = {}
         # per input partition: its events refused in a row as too far ahead of its time
         # (native/src/route.rs `route_one`, engine.py `Engine.is_ahead` per partition)
         self.ahead_runs: dict[int, int] = {}
@@ -134,6 +139,12 @@ class RouteStage:
         self.stats["events"] += events
         self.stats["dead_lettered"] += len(dead)
         self.max_ts.update(beats)
+        for partition, items in self._lone.items():
+            # measured from the others' time: with an event taken that is its time too (so an
+            # epoch-0 event does not make its next events "ahead"); with none, it has no time yet
+            if all(index in ahead for index, _ in items):
+                self.max_ts.pop(partition, None)
+        self._lone = {}
         self.ahead_runs.update(runs)
         if not self.watch.reported:  # the traffic check's first hour: counted by the native router
             self._watched()
@@ -230,20 +241,33 @@ class RouteStage:
         after it "ahead" (an epoch-0 timestamp: they would be dead-lettered, 7 in a row, before
         the clock moved) nor is taken (a far-future one: it would move the partition's time, and
         with it the shards' watermark, past every real event). A partition whose first batch
-        holds one event is seeded by that event, as before."""
+        holds fewer than SEED_TRUSTED events is measured from the latest time of the partitions
+        stage 1 knows (their times, and those seeded from enough events in this batch): a lone
+        crafted event in a partition's first batch is refused as ahead of the others, or taken
+        as an old one. Only when stage 1 knows no time at all is it seeded by its own events."""
         if self.settings.max_skew_ms is None or self.max_ts.keys() >= {m[0] for m in messages}:
             return {}
-        seen: dict[int, list[int]] = {}
-        for partition, _offset, raw in messages:
+        seen: dict[int, list[tuple[int, int]]] = {}  # partition → (index, time) of its first valid events
+        for index, (partition, _offset, raw) in enumerate(messages):
             if partition in self.max_ts:
                 continue
-            times = seen.setdefault(partition, [])
-            if len(times) < SEED_EVENTS:
+            items = seen.setdefault(partition, [])
+            if len(items) < SEED_EVENTS:
                 try:
-                    times.append(decode_event(raw, self.settings.max_event_bytes).ts)
+                    items.append((index, decode_event(raw, self.settings.max_event_bytes).ts))
                 except InvalidEvent:
                     continue
-        return {partition: sorted(times)[len(times) // 2] for partition, times in seen.items() if times}
+        seeds = {
+            partition: sorted(ts for _, ts in items)[len(items) // 2] for partition, items in seen.items() if items
+        }
+        trusted = [seeds[p] for p, items in seen.items() if len(items) >= SEED_TRUSTED] + list(self.max_ts.values())
+        if trusted:
+            latest = max(trusted)
+            for partition, items in seen.items():
+                if 0 < len(items) < SEED_TRUSTED:
+                    seeds[partition] = latest
+                    self._lone[partition] = items
+        return seeds
 
     def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""

@@ -213,6 +213,9 @@ def test_check_says_how_the_reference_is_read():
     assert reference_text(median).startswith(
         "the group's own past 6h, the median of its 10m windows (`Kx baseline`): a group is not judged"
     )
+    # a median's warm-up is tested as known: not "two-sample"
+    tested = compiled("rate(hallucination) > 3x baseline(6h, median, warmup 1h) with 99% confidence over 10m by model")
+    assert reference_text(tested).endswith("covers 1h (seen for 1h10m) with at least 1 event; else it is not judged")
     trimmed = compiled("rate(hallucination) > 3x baseline(6h, trimmed 10%) over 10m by model")
     assert ", the mean, the highest and lowest 10% cut, of its 10m windows" in reference_text(trimmed)
     seasonal = compiled("count() > 3x baseline(7d, seasonal 1d, warmup 1d) over 1h by model")

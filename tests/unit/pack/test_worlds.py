@@ -108,6 +108,8 @@ def test_size_classes_follow_the_floor() -> None:
 @pytest.mark.parametrize(
     "seeds",
     [
+        "10000-10001",
+        "10049",
         "9000-9001",
         "9049",
         "8000-8001",
@@ -127,7 +129,7 @@ def test_size_classes_follow_the_floor() -> None:
     ],
 )
 def test_held_back_seeds_are_refused_without_the_flag(seeds: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # 9000-9049 is the held-back range; 1000-1049 to 8000-8049, whose results were seen, stay refused
+    # 10000-10049 is the held-back range; 1000-1049 to 9000-9049, whose results were seen, stay refused
     assert world_eval.main(["--seeds", seeds, "--scale", str(TINY)]) == 2
     assert "held-back" in capsys.readouterr().err
 
@@ -136,6 +138,8 @@ def test_held_back_ranges() -> None:
     assert all(
         worlds.is_held_out(s)
         for s in (
+            10000,
+            10049,
             9000,
             9049,
             8000,
@@ -158,7 +162,27 @@ def test_held_back_ranges() -> None:
     )
     assert not any(
         worlds.is_held_out(s)
-        for s in (9050, 8999, 8050, 7999, 7050, 6999, 6050, 5999, 5050, 4999, 4050, 3050, 2999, 2050, 49, 1999, 1050)
+        for s in (
+            10050,
+            9999,
+            9050,
+            8999,
+            8050,
+            7999,
+            7050,
+            6999,
+            6050,
+            5999,
+            5050,
+            4999,
+            4050,
+            3050,
+            2999,
+            2050,
+            49,
+            1999,
+            1050,
+        )
     )
     with pytest.raises(SystemExit, match="held-back"):
         worlds.main(["--seed", "2003", "--out", "/nonexistent-never-written"])

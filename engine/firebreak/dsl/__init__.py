@@ -62,8 +62,12 @@ def load_rules(
                 r,
                 responses=policy.responses(r.name, r.category),
                 grouping=grouping,
-                reopen_within_ms=grouping.reopen_within_ms,
+                reopen_within_ms=_or(policy.reopen_within(r.name, r.category), grouping.reopen_within_ms),
             )
             for r in compiled
         ]
     return tuple(compiled), problems
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

@@ -14,6 +14,9 @@ status updates. A ``policy.toml`` next to the rules says it for a team (docs/res
     [rule.user_spend_cap.sev3]  # ...or of one rule, or one severity of either
     page = false
 
+    [rule.user_spend_cap]       # a rule's (or a category's) own flapping cool-down
+    reopen_within = "1d"
+
 The most specific layer wins, key by key: built-in defaults (`DEFAULT_RESPONSES`), then
 ``[sevN]``, ``[category.C]``, ``[category.C.sevN]``, ``[rule.R]``, ``[rule.R.sevN]``. Each
 rule is compiled with its four responses (`CompiledRule.responses`); `incident.opened` and
@@ -40,6 +43,10 @@ LAYERS = ("category", "rule")
 # [grouping]: cases, flapping, inhibition (dsl/grouping.py); [[maintenance]]: windows (dsl/maintenance.py)
 SECTIONS = ("grouping", "maintenance")
 KEYS = ("team", "page", "update_every")
+# `reopen_within` in [rule.R] or [category.C] (not per severity): that rule's, or that category's
+# rules', flapping cool-down instead of [grouping]'s (core/flapping.py)
+LAYER_KEYS = (*KEYS, "reopen_within")
+MAX_REOPEN_WITHIN_MS = 30 * 24 * 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,13 @@ class Policy:
 
     def grouping_config(self) -> Grouping:
         return DEFAULT_GROUPING.merged(self.grouping)
+
+    def reopen_within(self, rule: str, category: str) -> int | None:
+        """The flapping cool-down `[rule.R]` or else `[category.C]` sets; None: [grouping]'s."""
+        for layer in (self.rule.get((rule, None)), self.category.get((category, None))):
+            if layer and "reopen_within_ms" in layer:
+                return layer["reopen_within_ms"]
+        return None
 
     def responses(self, rule: str, category: str) -> tuple[Response, ...]:
         """The response for each severity (sev1 first) of a rule of this category."""
@@ -123,7 +137,19 @@ def parse_policy(
             layer = policy.category if key == "category" else policy.rule
             for name, table in value.items():
                 if name not in known:
-                    hint = did_you_mean(name, known) or (
+                    close = did_you_mean(name, known)
+                    if key == "rule" and not close:
+                        # a rule of a file not loaded with this one (`firebreak test` of one file,
+                        # `--rules` naming one file of the directory): said, not refused
+                        reader.problem(
+                            [key, name],
+                            name,
+                            f"no rule `{name}` among the rules loaded with this policy: this section applies to none",
+                            header=True,
+                            level="warning",
+                        )
+                        continue
+                    hint = close or (
                         f"; expected one of {', '.join(known)}" if key == "category" else ": no rule has that name"
                     )
                     reader.problem([key, name], name, f"unknown {noun} `{name}`{hint}", header=True)
@@ -132,7 +158,7 @@ def parse_policy(
                     reader.problem([key], name, f"`{key}.{name}` must be a table: [{key}.{name}]")
                     continue
                 own = {k: v for k, v in table.items() if k not in SEVERITY_NAMES}
-                overrides = reader.overrides(own, [key, name])
+                overrides = reader.overrides(own, [key, name], keys=LAYER_KEYS)
                 if overrides:
                     layer[(name, None)] = overrides
                 for sev in SEVERITY_NAMES:
@@ -188,6 +214,17 @@ def duration_text_ms(text: str) -> int | None:
     return ms if ms > 0 else None
 
 
+def _cool_down_ms(value: Any) -> int | None:
+    """A flapping cool-down: a duration from 0 (never reopen) up to MAX_REOPEN_WITHIN_MS, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ms = parse_duration(value)
+    except DurationError:
+        return None
+    return ms if 0 <= ms <= MAX_REOPEN_WITHIN_MS else None
+
+
 def _sev(name: str) -> int:
     return int(name[3:])
 
@@ -202,15 +239,27 @@ class _Reader:
         self.rule_names = rule_names
         self.problems: list[Diagnostic] = []
 
-    def overrides(self, table: Any, where: list[str]) -> Overrides | None:
+    def overrides(self, table: Any, where: list[str], keys: tuple[str, ...] = KEYS) -> Overrides | None:
         if not isinstance(table, dict):
             self.problem(where[:-1], where[-1], f"`{'.'.join(where)}` must be a table: [{'.'.join(where)}]")
             return None
         out: Overrides = {}
         for key, value in table.items():
-            if key not in KEYS:
-                hint = did_you_mean(key, KEYS) or "; expected team, page or update_every"
+            if key == "reopen_within" and key not in keys:
+                self.problem(
+                    where, key, "`reopen_within` is a rule's or a category's: put it in [rule.R] or [category.C]"
+                )
+            elif key not in keys:
+                hint = did_you_mean(key, keys) or f"; expected {', '.join(keys[:-1])} or {keys[-1]}"
                 self.problem(where, key, f"unknown key `{key}`{hint}")
+            elif key == "reopen_within":
+                ms = _cool_down_ms(value)
+                if ms is None:
+                    self.problem(
+                        where, key, '`reopen_within` must be a duration from "0s" (never reopen) to "30d", e.g. "1d"'
+                    )
+                else:
+                    out["reopen_within_ms"] = ms
             elif key == "team":
                 if isinstance(value, str) and value.strip():
                     out["team"] = value
@@ -229,9 +278,9 @@ class _Reader:
                     out["update_every_ms"] = ms
         return out
 
-    def problem(self, table: list[str], key: str, message: str, header: bool = False) -> None:
+    def problem(self, table: list[str], key: str, message: str, header: bool = False, level: str = "error") -> None:
         line, column = self._locate(table, key, header)
-        self.problems.append(Diagnostic(self.path, line, column, message, column + len(key)))
+        self.problems.append(Diagnostic(self.path, line, column, message, column + len(key), level))
 
     def _locate(self, table: list[str], key: str, header: bool) -> tuple[int, int]:
         """The key's line inside the table's section; or the header naming it; (1, 1) if absent."""

@@ -110,3 +110,20 @@ def test_both_engines_reopen_alike_and_carry_the_cool_down_across_snapshots():
     back = Engine.restore(compiled, orjson.loads(native.snapshot_json()))
     tail = [r for e in events[cut:] for r in back.process(e)] + back.finish()
     assert dump(head + tail) == dump(expected)
+
+
+def test_a_rule_or_its_category_may_have_its_own_cool_down():
+    # [rule.R] reopen_within, else [category.C], else [grouping]: a budget ticket that fires on a
+    # batch account's every burst reopens for a day instead of opening one ticket per burst
+    policy = '[grouping]\nreopen_within = "10m"\n\n[rule.leak]\nreopen_within = "1d"\n'
+    (own,) = rules(RULE, policy=policy)
+    assert own.reopen_within_ms == 24 * 60 * MIN
+    records = run((own,), bursts(10, 100))  # ~77 minutes apart: past 1h and 10m, within a day
+    assert len(of_type(records, "incident.opened")) == 1 and len(of_type(records, "incident.reopened")) == 1
+    by_category = '[grouping]\nreopen_within = "10m"\n\n[category.data_leakage]\nreopen_within = "3h"\n'
+    (cat,) = rules(RULE + " category data_leakage", policy=by_category)
+    assert cat.reopen_within_ms == 3 * 60 * MIN
+    both = by_category + '\n[rule.leak]\nreopen_within = "0s"\n'  # the rule's own wins, 0: never
+    (zero,) = rules(RULE + " category data_leakage", policy=both)
+    assert zero.reopen_within_ms == 0
+    assert len(of_type(run((zero,), bursts(10, 20)), "incident.opened")) == 2

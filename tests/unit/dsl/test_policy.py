@@ -174,3 +174,36 @@ cost = []
     assert compiled("")[0][0].grouping.group_wait_ms == 0  # by default a case pages at once, as before
     _, problems = compiled('[groupin]\nwait = "1h"\n')
     assert problems == ["1:2: unknown key `groupin` — did you mean `grouping`?"]
+
+
+def test_reopen_within_per_rule_or_category_is_checked_where_it_is():
+    text = """[rule.leak]
+reopen_within = "soon"
+
+[rule.leak.sev2]
+reopen_within = "1d"
+
+[sev3]
+reopen_within = "1h"
+
+[category.cost]
+reopen_within = "99d"
+"""
+    _, problems = compiled(text)
+    assert problems == [
+        '2:1: `reopen_within` must be a duration from "0s" (never reopen) to "30d", e.g. "1d"',
+        "5:1: `reopen_within` is a rule's or a category's: put it in [rule.R] or [category.C]",
+        "8:1: `reopen_within` is a rule's or a category's: put it in [rule.R] or [category.C]",
+        '11:1: `reopen_within` must be a duration from "0s" (never reopen) to "30d", e.g. "1d"',
+    ]
+
+
+def test_a_rule_section_for_a_rule_not_loaded_is_a_warning_a_typo_an_error():
+    # `firebreak test` of one file, or `--rules` naming one file, loads the directory's policy
+    # with a part of its rules: a section for a rule of another file is said, not refused
+    rules, problems = compiled('[rule.user_spend_cap]\nreopen_within = "1d"\n')
+    assert len(rules) == 2
+    [warning] = problems
+    assert warning.startswith("1:7: no rule `user_spend_cap` among the rules loaded with this policy")
+    rules, problems = compiled('[rule.laek]\nreopen_within = "1d"\n')
+    assert rules == () and problems == ["1:7: unknown rule `laek` — did you mean `leak`?"]

@@ -44,8 +44,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from firebreak.adapters.drive import BATCH_LINES, Driver, default_engine  # noqa: E402
-from firebreak.adapters.rule_files import read_rule_sources  # noqa: E402
-from firebreak.adapters.starter_pack import starter_rule_sources  # noqa: E402
+from firebreak.adapters.rule_files import read_companion_sources, read_rule_sources  # noqa: E402
+from firebreak.adapters.starter_pack import starter_companion_sources, starter_rule_sources  # noqa: E402
 from firebreak.core import parse_ts  # noqa: E402
 from firebreak.dsl import load_rules  # noqa: E402
 from worlds import DEV_SEEDS, DIMS, MINUTE, World, generate, held_out_ranges_text, is_held_out  # noqa: E402
@@ -167,8 +167,14 @@ def tag_false(world: World, incidents: list[dict[str, Any]]) -> None:
             inc["cause"] = "other"
 
 
-def run_one(seed: int, sources: dict[str, str], scale: float, engine: str) -> dict[str, Any]:
-    rules, problems = load_rules(sources)
+def run_one(
+    seed: int, sources: dict[str, str], scale: float, engine: str, companions: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One world replayed through the rules with their companions (policy.toml: its flapping
+    cool-downs decide whether a recurrence opens an incident or reopens one; vocabulary.toml),
+    as a user's worker and `pack_eval.py` load them."""
+    rules, problems = load_rules(sources, companions or {})
+    problems = [p for p in problems if p.level == "error"]
     if problems:
         raise SystemExit("\n".join(p.render() if hasattr(p, "render") else str(p) for p in problems))
     severity = {
@@ -375,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     sources = read_rule_sources([args.rules]) if args.rules else starter_rule_sources()
+    companions = read_companion_sources([args.rules]) if args.rules else starter_companion_sources()
     engine = args.engine or default_engine()
     print(
         f"{len(seeds)} worlds (seeds {args.seeds}{', HELD-OUT' if held else ''}), scale {args.scale}, "
@@ -395,12 +402,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_one, seed, sources, args.scale, engine) for seed in seeds]
+            futures = [pool.submit(run_one, seed, sources, args.scale, engine, companions) for seed in seeds]
             for future in as_completed(futures):
                 progress(future.result())
     else:
         for seed in seeds:
-            progress(run_one(seed, sources, args.scale, engine))
+            progress(run_one(seed, sources, args.scale, engine, companions))
     runs.sort(key=lambda r: r["seed"])
     wall = time.perf_counter() - began
     cpu1 = os.times()

@@ -796,6 +796,9 @@ impl<O> Engine<O> {
             };
             group.expire(horizon);
             group.seen_at = at;
+            // as the core does at every evaluation: buckets out of every later window keep
+            // neither users nor evidence (they were kept until the group could hold)
+            group.clear_before(window_from);
             if group.status == Status::Inactive {
                 if group.buckets.is_empty() {
                     dead.push(key);
@@ -807,7 +810,6 @@ impl<O> Engine<O> {
                     continue;
                 }
             }
-            group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
             let summary = summarize(plan, in_window.clone(), false);
             let (baseline, counts) = if plan.factor.is_some() {

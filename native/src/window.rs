@@ -5,7 +5,7 @@ use crate::event::Event;
 use crate::json::J;
 use crate::plan::{Func, Op, Plan};
 use crate::sketch::{DistinctSketch, QuantileSketch};
-use crate::smallstr::Id;
+use crate::smallstr::Packed;
 use crate::value::{get, num_str, number, stable_hash, Num};
 use std::cmp::Ordering;
 
@@ -26,30 +26,44 @@ pub enum Order {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     pub order: Order,
-    pub id: Id,
-    /// For a rule with scope dimensions (`Plan::scope`): its event's string values of them,
-    /// in their order (None: missing or not a string). None for other rules.
-    pub scope: Option<Box<[Option<Box<str>>]>>,
+    /// Its event id and, for a rule with scope dimensions (`Plan::scope`), its event's string
+    /// values of them, in their order (None: missing or not a string); no scope for other
+    /// rules. One value, inline when short (smallstr.rs).
+    pub text: Packed,
 }
 
-/// An event's string values of a rule's scope dimensions (None for a rule without any).
-fn scope_of(plan: &Plan, event: &Event) -> Option<Box<[Option<Box<str>>]>> {
-    if plan.scope.is_empty() {
-        return None;
+impl Evidence {
+    #[inline]
+    pub fn id(&self) -> &str {
+        self.text.id()
     }
-    Some(
-        plan.scope
-            .iter()
-            .map(|path| match get(event, path) {
-                Some(J::Str(s)) => Some(Box::from(&**s)),
-                _ => None,
-            })
-            .collect(),
-    )
+}
+
+/// The text of an evidence item of ``event``: its id, and its string values of the rule's
+/// scope dimensions when it has any.
+fn text_of(plan: &Plan, event: &Event, id: &str) -> Packed {
+    if plan.scope.is_empty() {
+        return Packed::new(id, None);
+    }
+    let value = |path| match get(event, path) {
+        Some(J::Str(s)) => Some(&**s),
+        _ => None,
+    };
+    const ON_STACK: usize = 8;
+    if plan.scope.len() <= ON_STACK {
+        let mut values: [Option<&str>; ON_STACK] = [None; ON_STACK];
+        for (slot, path) in values.iter_mut().zip(&plan.scope) {
+            *slot = value(path);
+        }
+        Packed::new(id, Some(&values[..plan.scope.len()]))
+    } else {
+        let values: Vec<Option<&str>> = plan.scope.iter().map(value).collect();
+        Packed::new(id, Some(&values))
+    }
 }
 
 fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
-    cmp_item(&a.order, &a.id, b)
+    cmp_item(&a.order, a.id(), b)
 }
 
 fn cmp_item(order: &Order, id: &str, b: &Evidence) -> Ordering {
@@ -59,7 +73,7 @@ fn cmp_item(order: &Order, id: &str, b: &Evidence) -> Ordering {
         (Order::Ts(_), Order::Value(..)) => Ordering::Less,
         (Order::Value(..), Order::Ts(_)) => Ordering::Greater,
     };
-    first.then_with(|| id.cmp(&b.id))
+    first.then_with(|| id.cmp(b.id()))
 }
 
 /// What a bucket holds beyond its counts, users and evidence, by its rule's function, made
@@ -188,8 +202,7 @@ impl Bucket {
         let at = self
             .evidence
             .partition_point(|e| cmp_item(&order, id, e) == Ordering::Greater);
-        let scope = scope_of(plan, event);
-        self.evidence.insert(at, Evidence { order, id: Id::new(id), scope });
+        self.evidence.insert(at, Evidence { order, text: text_of(plan, event, id) });
     }
 
     fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {

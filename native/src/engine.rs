@@ -129,7 +129,7 @@ impl<O> Group<O> {
         while i < self.buckets.len() && self.buckets[i].0 < window_from {
             let b = &mut self.buckets[i].1;
             b.users = Default::default();
-            b.evidence = Vec::new();
+            b.evidence = Box::default();
             i += 1;
         }
         self.cleared = i;

@@ -269,7 +269,7 @@ fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
             };
             Ok(Evidence { order, text })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Box<[_]>, String>>()?;
     let num = Numeric {
         vn: int(&a[2])?,
         total: a[3]
@@ -415,8 +415,7 @@ pub fn memory<O>(engine: &Engine<O>) -> (usize, usize, usize) {
                     .map(|e| {
                         size_of::<Evidence>() + e.text.heap_bytes()
                     })
-                    .sum::<usize>()
-                    + (b.evidence.capacity() - b.evidence.len()) * size_of::<Evidence>();
+                    .sum::<usize>();
                 if b.extra.is_some() {
                     bytes += size_of::<Extra>();
                 }
@@ -466,12 +465,11 @@ pub fn memory_parts<O>(engine: &Engine<O>) -> BTreeMap<&'static str, usize> {
                 add("bucket bytes", size_of::<(i64, Bucket)>());
                 add("users heap bytes", b.users.mins.heap_bytes());
                 add("evidence items", b.evidence.len());
-                add("evidence room unused bytes", (b.evidence.capacity() - b.evidence.len()) * size_of::<Evidence>());
                 add("evidence item bytes", b.evidence.len() * size_of::<Evidence>());
-                if b.evidence.capacity() > 0 {
+                if !b.evidence.is_empty() {
                     add("evidence vectors", 1);
                 }
-                for e in &b.evidence {
+                for e in b.evidence.iter() {
                     add("evidence text heap bytes", e.text.heap_bytes());
                     add("evidence texts on the heap", (e.text.heap_bytes() > 0) as usize);
                     if let Some(s) = e.text.scope() {

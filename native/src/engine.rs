@@ -1011,7 +1011,7 @@ pub fn ensure_bucket<O>(state: &mut RuleState<O>, key: u32, start: i64) -> usize
         }
     };
     if at == group.buckets.len() && at > 0 {
-        group.buckets[at - 1].1.shrink(); // the newest until now: its step is over
+        group.buckets[at - 1].1.shrink(&state.plan); // the newest until now: its step is over
     }
     if group.buckets.capacity() == 0 {
         // room for one: most groups of `by user` rules never get a second bucket (the

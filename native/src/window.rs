@@ -158,10 +158,14 @@ impl Bucket {
     /// Give back unused room once the bucket's step has passed (its group got a newer
     /// bucket): the user sketches grow by doubling, and most buckets live on for the
     /// window and the baseline, holding what they had (a late event can still grow them).
-    pub fn shrink(&mut self) {
+    /// Only a `distinct` rule's bucket has its numbers' pointer followed (for the others it
+    /// points at a numeric part, or nothing: a cache miss for nothing).
+    pub fn shrink(&mut self, plan: &Plan) {
         self.users.mins.shrink();
-        if let Some(d) = self.distinct_mut() {
-            d.mins.shrink();
+        if plan.func == Func::Distinct {
+            if let Some(d) = self.distinct_mut() {
+                d.mins.shrink();
+            }
         }
     }
 

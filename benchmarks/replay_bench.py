@@ -251,6 +251,7 @@ def memory(path: str, rules: tuple[CompiledRule, ...]) -> None:
                 if n % (4096 * 25) == 0:
                     peak = max(peak, driver.core.memory(), key=lambda m: m.bytes)
     driver.feed_lines(batch)
+    parts = driver.core.memory_parts()  # at the end of the events, before finishing
     driver.finish()
     groups, buckets, size = peak.groups, peak.buckets, peak.bytes
     rss = peak_rss_bytes()
@@ -258,6 +259,10 @@ def memory(path: str, rules: tuple[CompiledRule, ...]) -> None:
         f"\nnative state at its largest: {groups:,} (rule, group) pairs, {buckets:,} buckets, {size / 1e6:.1f} MB "
         f"= {size / max(groups, 1):,.0f} bytes per (rule, group); peak RSS of this process {rss / 1e6:.0f} MB"
     )
+    print(f"\nthe state after the last event, by part (Core.memory_parts), per event of the {n:,}:")
+    print("| part | total | per event |\n|---|---:|---:|")
+    for name, value in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"| {name} | {value:,} | {value / max(n, 1):,.2f} |")
 
 
 def many_groups(count: int) -> None:

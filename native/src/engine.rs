@@ -47,9 +47,10 @@ pub struct Group<O> {
     /// The last step the group was evaluated at (i64::MIN: not since it was made or
     /// restored). Buckets before that step's window are out of every later window: the
     /// core drops their users and evidence then (snapshots show them empty), and so does
-    /// this engine — when it next reads the buckets (`clear_before`), or in `snapshot`.
+    /// this engine — at each evaluation of the group (`clear_before`), and in `snapshot`.
     pub seen_at: i64,
-    cleared_below: i64, // buckets before this start hold no users or evidence any more
+    /// How many buckets, from the oldest, hold no users or evidence any more (`clear_before`).
+    cleared: usize,
 }
 
 /// What a group's live buckets hold altogether, kept beside them so that most evaluations
@@ -113,26 +114,25 @@ impl<O> Group<O> {
             totals: Totals::default(),
             excluded: None,
             seen_at: i64::MIN,
-            cleared_below: i64::MIN,
+            cleared: 0,
         }
     }
 
-    /// Drop the users and evidence of the buckets that start before ``window_from``.
+    /// Drop the users and evidence of the buckets that start before ``window_from``: each
+    /// bucket once (those before `cleared` are done), without reading any when the oldest
+    /// is in the window.
     pub fn clear_before(&mut self, window_from: i64) {
-        if self.cleared_below >= window_from {
-            return;
+        if self.totals.oldest >= window_from || self.cleared >= self.buckets.len() {
+            return; // (`totals.oldest`: the first bucket's start, or 0 without buckets)
         }
-        let mut i = self.buckets.len();
-        while i > 0 && self.buckets[i - 1].0 >= window_from {
-            i -= 1;
-        }
-        while i > 0 && self.buckets[i - 1].0 >= self.cleared_below {
-            let b = &mut self.buckets[i - 1].1;
+        let mut i = self.cleared;
+        while i < self.buckets.len() && self.buckets[i].0 < window_from {
+            let b = &mut self.buckets[i].1;
             b.users = Default::default();
-            b.evidence = Vec::new();
-            i -= 1;
+            b.evidence = Box::default();
+            i += 1;
         }
-        self.cleared_below = window_from;
+        self.cleared = i;
     }
 
     /// The spans kept out of the group's baseline.
@@ -172,6 +172,7 @@ impl<O> Group<O> {
             }
             self.totals.remove(b);
             self.buckets.pop_front();
+            self.cleared = self.cleared.saturating_sub(1);
         }
     }
 }
@@ -796,6 +797,9 @@ impl<O> Engine<O> {
             };
             group.expire(horizon);
             group.seen_at = at;
+            // as the core does at every evaluation: buckets out of every later window keep
+            // neither users nor evidence (they were kept until the group could hold)
+            group.clear_before(window_from);
             if group.status == Status::Inactive {
                 if group.buckets.is_empty() {
                     dead.push(key);
@@ -807,7 +811,6 @@ impl<O> Engine<O> {
                     continue;
                 }
             }
-            group.clear_before(window_from);
             let in_window = window(&group.buckets, window_from, at);
             let summary = summarize(plan, in_window.clone(), false);
             let (baseline, counts) = if plan.factor.is_some() {
@@ -1008,7 +1011,7 @@ pub fn ensure_bucket<O>(state: &mut RuleState<O>, key: u32, start: i64) -> usize
         }
     };
     if at == group.buckets.len() && at > 0 {
-        group.buckets[at - 1].1.shrink(); // the newest until now: its step is over
+        group.buckets[at - 1].1.shrink(&state.plan); // the newest until now: its step is over
     }
     if group.buckets.capacity() == 0 {
         // room for one: most groups of `by user` rules never get a second bucket (the
@@ -1016,6 +1019,7 @@ pub fn ensure_bucket<O>(state: &mut RuleState<O>, key: u32, start: i64) -> usize
         group.buckets.reserve_exact(1);
     }
     group.buckets.insert(at, (start, Bucket::new(&state.plan)));
+    group.cleared = group.cleared.min(at); // (a late event's bucket, among cleared ones)
     if at == 0 {
         group.totals.oldest = start;
     }

@@ -32,11 +32,44 @@ pub struct KeyTable {
 /// A key table smaller than this is never compacted: its dead keys cost little.
 pub const KEYS_CHECKED: usize = 1024;
 
-/// A key in the table: its id, and where its length (4 bytes) and then its bytes are in `bytes`.
+/// A key in the table: its id, its length, and its bytes when they are short (up to
+/// `INLINE_KEY`: a `by user` key of an id up to 15 bytes), else where its length (4 bytes)
+/// and then its bytes are in `bytes`. A lookup compares the length first and reads a
+/// short key from the slot: one cache miss fewer (of three: control bytes, slot, bytes)
+/// for a key not seen lately — most of stage 1's `KeyTable::find`.
 #[derive(Clone, Copy)]
 struct Slot {
     id: u32,
-    at: usize, // where its bytes are: a table past 4 GiB of key bytes goes on (no u32 offset)
+    len: u32,
+    /// the key's bytes (up to `INLINE_KEY`), or where they are (`at`, 8 bytes little-endian):
+    /// a table past 4 GiB of key bytes goes on (no u32 offset)
+    data: [u8; INLINE_KEY],
+}
+
+const INLINE_KEY: usize = 24;
+
+impl Slot {
+    fn new(id: u32, encoded: &[u8], at: usize) -> Slot {
+        let mut data = [0u8; INLINE_KEY];
+        if encoded.len() <= INLINE_KEY {
+            data[..encoded.len()].copy_from_slice(encoded);
+        } else {
+            data[..8].copy_from_slice(&(at as u64).to_le_bytes());
+        }
+        Slot { id, len: encoded.len() as u32, data }
+    }
+
+    /// The key's bytes (``bytes``: the table's).
+    #[inline]
+    fn key<'a>(&'a self, bytes: &'a [u8]) -> &'a [u8] {
+        let len = self.len as usize;
+        if len <= INLINE_KEY {
+            &self.data[..len]
+        } else {
+            let at = u64::from_le_bytes(self.data[..8].try_into().unwrap()) as usize;
+            &bytes[at + 4..at + 4 + len]
+        }
+    }
 }
 
 /// A key part as the event has it: text borrowed from the line until the key is new.
@@ -103,14 +136,6 @@ fn decode_parts(mut b: &[u8]) -> Vec<KeyPart> {
     parts
 }
 
-/// The bytes of the key at ``slot``.
-#[inline]
-fn key_bytes(bytes: &[u8], slot: Slot) -> &[u8] {
-    let at = slot.at;
-    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-    &bytes[at + 4..at + 4 + len]
-}
-
 fn hash_bytes(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -156,7 +181,7 @@ impl KeyTable {
     fn find(&self, encoded: &[u8]) -> Option<u32> {
         let bytes = &self.bytes;
         self.table
-            .find(hash_bytes(encoded), |s| key_bytes(bytes, *s) == encoded)
+            .find(hash_bytes(encoded), |s| s.len as usize == encoded.len() && s.key(bytes) == encoded)
             .map(|s| s.id)
     }
 
@@ -167,8 +192,8 @@ impl KeyTable {
         self.bytes.extend_from_slice(encoded);
         self.at.push(at);
         let bytes = &self.bytes;
-        self.table.insert_unique(hash_bytes(encoded), Slot { id, at }, |s| {
-            hash_bytes(key_bytes(bytes, *s))
+        self.table.insert_unique(hash_bytes(encoded), Slot::new(id, encoded, at), |s| {
+            hash_bytes(s.key(bytes))
         });
         id
     }
@@ -211,7 +236,7 @@ impl KeyTable {
             let new_at = bytes.len();
             bytes.extend_from_slice(&old_bytes[at..at + 4 + len]);
             at_of.push(new_at);
-            table.insert_unique(hash_bytes(encoded), Slot { id: new_id, at: new_at }, |_: &Slot| {
+            table.insert_unique(hash_bytes(encoded), Slot::new(new_id, encoded, new_at), |_: &Slot| {
                 unreachable!("the table is made with room for every key")
             });
         }
@@ -247,4 +272,37 @@ pub fn key_part_with<'a, H: Text>(value: Option<&'a J>, host: &H) -> KeyRef<'a> 
         Some(J::Num(n)) => KeyPart::Num(n.canonical()),
         Some(other) => KeyPart::Str(host.py_str(other)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(parts: &[KeyPart]) -> Vec<String> {
+        parts.iter().map(|p| format!("{p:?}")).collect()
+    }
+
+    #[test]
+    fn short_and_long_keys_intern_once() {
+        // "usr_1": 14 bytes encoded, in its slot; the pair: 45 bytes, in `bytes`
+        let short = [KeyPart::Str("usr_1".into())];
+        let long = [KeyPart::Str("a-tenant-with-a-long-name".into()), KeyPart::Str("svc".into())];
+        let other = [KeyPart::Str("usr_2".into())]; // as long as `short`, other bytes
+        let mut t = KeyTable::default();
+        let (a, b, c) = (t.intern(&short), t.intern(&long), t.intern(&other));
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!((t.intern(&short), t.intern(&long), t.intern(&other)), (0, 1, 2));
+        assert_eq!(text(&t.parts(b)), text(&long));
+        assert_eq!(t.retain(&[false, true, true]), vec![GONE, 0, 1]);
+        assert_eq!((t.intern(&long), t.intern(&other), t.intern(&short)), (0, 1, 2));
+        assert_eq!(text(&t.parts(0)), text(&long));
+        for n in 0..2000u32 {
+            let key = [KeyPart::Str(format!("user-{n}-{}", "x".repeat((n % 40) as usize)))];
+            assert_eq!(t.intern(&key), n + 3); // new: the table grows (slots moved)
+        }
+        for n in 0..2000u32 {
+            let key = [KeyPart::Str(format!("user-{n}-{}", "x".repeat((n % 40) as usize)))];
+            assert_eq!(t.intern(&key), n + 3);
+        }
+    }
 }

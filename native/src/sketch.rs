@@ -2,6 +2,8 @@
 //! histogram (±1%) and K minimum values (exact up to 128 distinct items).
 
 
+use std::mem::size_of;
+
 pub const DISTINCT_K: usize = 128;
 const RELATIVE_ACCURACY: f64 = 0.01;
 const TINY: f64 = 1e-9;
@@ -114,11 +116,11 @@ pub struct DistinctSketch {
 }
 
 /// The hashes of a `DistinctSketch`: up to two inline (most buckets of sparse groups hold
-/// one user), more on the heap.
+/// one user), more on the heap (behind one pointer: 24 bytes in every bucket, not 32).
 #[derive(Clone, Debug)]
 pub enum Mins {
     Inline(u8, [u64; 2]),
-    Heap(Vec<u64>),
+    Heap(Box<Vec<u64>>),
 }
 
 impl Default for Mins {
@@ -134,14 +136,14 @@ impl Mins {
             a[..v.len()].copy_from_slice(&v);
             Mins::Inline(v.len() as u8, a)
         } else {
-            Mins::Heap(v)
+            Mins::Heap(Box::new(v))
         }
     }
     #[inline]
     pub fn as_slice(&self) -> &[u64] {
         match self {
             Mins::Inline(n, a) => &a[..*n as usize],
-            Mins::Heap(v) => v,
+            Mins::Heap(v) => v.as_slice(),
         }
     }
     fn insert(&mut self, i: usize, h: u64) {
@@ -156,7 +158,7 @@ impl Mins {
                 let mut v = Vec::with_capacity(4);
                 v.extend_from_slice(&a[..*n as usize]);
                 v.insert(i, h);
-                *self = Mins::Heap(v);
+                *self = Mins::Heap(Box::new(v));
             }
             Mins::Heap(v) => v.insert(i, h),
         }
@@ -179,7 +181,7 @@ impl Mins {
     pub fn heap_bytes(&self) -> usize {
         match self {
             Mins::Inline(..) => 0,
-            Mins::Heap(v) => v.capacity() * 8,
+            Mins::Heap(v) => size_of::<Vec<u64>>() + v.capacity() * 8,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::engine::{ensure_bucket, Engine, Group, Status};
 use crate::host::Calls;
 use crate::sketch::{DistinctSketch, Mins, QuantileSketch};
 use crate::value::{KeyPart, Num};
+use crate::smallstr::Packed;
 use crate::window::{Bucket, Evidence, Extra, Numeric, Order};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -43,17 +44,17 @@ fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
                 Order::Ts(ts) => json!(ts),
                 Order::Value(v, ts) => json!([v.to_json(), ts]),
             };
-            match &e.scope {
-                None => json!([order, e.id]),
+            match e.text.scope() {
+                None => json!([order, e.id()]),
                 // its event's values of the rule's scope dimensions: {dimension: value}
                 Some(values) => {
                     let mut scope = Map::new();
-                    for (name, value) in scope_names.iter().zip(values.iter()) {
+                    for (name, value) in scope_names.iter().zip(values) {
                         if let Some(v) = value {
-                            scope.insert(name.clone(), Value::from(&**v));
+                            scope.insert(name.clone(), Value::from(v));
                         }
                     }
-                    json!([order, e.id, scope])
+                    json!([order, e.id(), scope])
                 }
             }
         })
@@ -250,7 +251,7 @@ fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
         .ok_or("evidence")?
         .iter()
         .map(|e| {
-            let id = crate::smallstr::Id::new(e[1].as_str().ok_or("evidence id")?);
+            let id = e[1].as_str().ok_or("evidence id")?;
             let order = match &e[0] {
                 Value::Array(vt) => Order::Value(
                     crate::value::number_value(&vt[0]).ok_or("evidence value")?,
@@ -258,18 +259,17 @@ fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
                 ),
                 ts => Order::Ts(int(ts)?),
             };
-            let scope = match e.get(2).and_then(Value::as_object) {
-                Some(saved) if !scope_names.is_empty() => Some(
-                    scope_names
-                        .iter()
-                        .map(|d| saved.get(d).and_then(Value::as_str).map(Box::from))
-                        .collect(),
-                ),
-                _ => None,
+            let text = match e.get(2).and_then(Value::as_object) {
+                Some(saved) if !scope_names.is_empty() => {
+                    let values: Vec<Option<&str>> =
+                        scope_names.iter().map(|d| saved.get(d).and_then(Value::as_str)).collect();
+                    Packed::new(id, Some(&values))
+                }
+                _ => Packed::new(id, None),
             };
-            Ok(Evidence { order, id, scope })
+            Ok(Evidence { order, text })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Box<[_]>, String>>()?;
     let num = Numeric {
         vn: int(&a[2])?,
         total: a[3]
@@ -413,14 +413,9 @@ pub fn memory<O>(engine: &Engine<O>) -> (usize, usize, usize) {
                     .evidence
                     .iter()
                     .map(|e| {
-                        let scope = e.scope.as_deref().map_or(0, |s| {
-                            s.len() * size_of::<Option<Box<str>>>()
-                                + s.iter().flatten().map(|v| v.len()).sum::<usize>()
-                        });
-                        size_of::<Evidence>() + e.id.heap_bytes() + scope
+                        size_of::<Evidence>() + e.text.heap_bytes()
                     })
-                    .sum::<usize>()
-                    + (b.evidence.capacity() - b.evidence.len()) * size_of::<Evidence>();
+                    .sum::<usize>();
                 if b.extra.is_some() {
                     bytes += size_of::<Extra>();
                 }
@@ -444,4 +439,64 @@ pub fn memory<O>(engine: &Engine<O>) -> (usize, usize, usize) {
         }
     }
     (groups, buckets, bytes)
+}
+
+/// `memory`, by part (`Core.memory_parts`, benchmarks/replay_bench.py --memory): estimated
+/// bytes and counts of what the state holds, by name.
+pub fn memory_parts<O>(engine: &Engine<O>) -> BTreeMap<&'static str, usize> {
+    use std::mem::size_of;
+    let mut m: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut add = |k: &'static str, v: usize| *m.entry(k).or_insert(0) += v;
+    for table in &engine.key_tables {
+        add("keys bytes", table.heap_bytes());
+        add("keys", table.len());
+    }
+    for state in &engine.rules {
+        add("groups index bytes", state.groups.index_bytes());
+        add("schedule bytes", state.due.size().1);
+        for group in state.groups.values() {
+            add("groups", 1);
+            add("bucket room unused bytes", (group.buckets.capacity() - group.buckets.len()) * size_of::<(i64, Bucket)>());
+            if group.buckets.len() == 1 {
+                add("groups of one bucket", 1);
+            }
+            for (_, b) in &group.buckets {
+                add("buckets", 1);
+                add("bucket bytes", size_of::<(i64, Bucket)>());
+                add("users heap bytes", b.users.mins.heap_bytes());
+                add("evidence items", b.evidence.len());
+                add("evidence item bytes", b.evidence.len() * size_of::<Evidence>());
+                if !b.evidence.is_empty() {
+                    add("evidence vectors", 1);
+                }
+                for e in b.evidence.iter() {
+                    add("evidence text heap bytes", e.text.heap_bytes());
+                    add("evidence texts on the heap", (e.text.heap_bytes() > 0) as usize);
+                    if let Some(s) = e.text.scope() {
+                        add("evidence scopes", 1);
+                        add("evidence scope strings", s.flatten().count());
+                    }
+                }
+                if b.extra.is_some() {
+                    add("extra bytes", size_of::<Extra>());
+                }
+                if let Some(num) = b.num() {
+                    add("numeric parts", 1);
+                    if let Some(q) = &num.quantiles {
+                        add("quantile sketches", 1);
+                        add("quantile bins", q.pos.len() + q.neg.len());
+                        add("quantile bytes", size_of::<QuantileSketch>() + (q.pos.capacity() + q.neg.capacity()) * 16);
+                    }
+                }
+                if let Some(d) = b.distinct() {
+                    add("distinct sketches", 1);
+                    add("distinct heap bytes", d.mins.heap_bytes());
+                }
+            }
+            if let Some(spans) = &group.excluded {
+                add("excluded bytes", size_of::<Vec<crate::engine::Excluded>>() + spans.capacity() * size_of::<crate::engine::Excluded>());
+            }
+        }
+    }
+    m
 }

@@ -5,7 +5,7 @@ use crate::event::Event;
 use crate::json::J;
 use crate::plan::{Func, Op, Plan};
 use crate::sketch::{DistinctSketch, QuantileSketch};
-use crate::smallstr::Id;
+use crate::smallstr::Packed;
 use crate::value::{get, num_str, number, stable_hash, Num};
 use std::cmp::Ordering;
 
@@ -26,30 +26,44 @@ pub enum Order {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     pub order: Order,
-    pub id: Id,
-    /// For a rule with scope dimensions (`Plan::scope`): its event's string values of them,
-    /// in their order (None: missing or not a string). None for other rules.
-    pub scope: Option<Box<[Option<Box<str>>]>>,
+    /// Its event id and, for a rule with scope dimensions (`Plan::scope`), its event's string
+    /// values of them, in their order (None: missing or not a string); no scope for other
+    /// rules. One value, inline when short (smallstr.rs).
+    pub text: Packed,
 }
 
-/// An event's string values of a rule's scope dimensions (None for a rule without any).
-fn scope_of(plan: &Plan, event: &Event) -> Option<Box<[Option<Box<str>>]>> {
-    if plan.scope.is_empty() {
-        return None;
+impl Evidence {
+    #[inline]
+    pub fn id(&self) -> &str {
+        self.text.id()
     }
-    Some(
-        plan.scope
-            .iter()
-            .map(|path| match get(event, path) {
-                Some(J::Str(s)) => Some(Box::from(&**s)),
-                _ => None,
-            })
-            .collect(),
-    )
+}
+
+/// The text of an evidence item of ``event``: its id, and its string values of the rule's
+/// scope dimensions when it has any.
+fn text_of(plan: &Plan, event: &Event, id: &str) -> Packed {
+    if plan.scope.is_empty() {
+        return Packed::new(id, None);
+    }
+    let value = |path| match get(event, path) {
+        Some(J::Str(s)) => Some(&**s),
+        _ => None,
+    };
+    const ON_STACK: usize = 8;
+    if plan.scope.len() <= ON_STACK {
+        let mut values: [Option<&str>; ON_STACK] = [None; ON_STACK];
+        for (slot, path) in values.iter_mut().zip(&plan.scope) {
+            *slot = value(path);
+        }
+        Packed::new(id, Some(&values[..plan.scope.len()]))
+    } else {
+        let values: Vec<Option<&str>> = plan.scope.iter().map(value).collect();
+        Packed::new(id, Some(&values))
+    }
 }
 
 fn cmp_evidence(a: &Evidence, b: &Evidence) -> Ordering {
-    cmp_item(&a.order, &a.id, b)
+    cmp_item(&a.order, a.id(), b)
 }
 
 fn cmp_item(order: &Order, id: &str, b: &Evidence) -> Ordering {
@@ -59,13 +73,13 @@ fn cmp_item(order: &Order, id: &str, b: &Evidence) -> Ordering {
         (Order::Ts(_), Order::Value(..)) => Ordering::Less,
         (Order::Value(..), Order::Ts(_)) => Ordering::Greater,
     };
-    first.then_with(|| id.cmp(&b.id))
+    first.then_with(|| id.cmp(b.id()))
 }
 
 /// What a bucket holds beyond its counts, users and evidence, by its rule's function, made
 /// at its first value: a distinct sketch (`distinct`), or its numbers (sum, avg, min, max,
 /// percentiles); rate and count buckets hold neither. One pointer for either: a bucket takes
-/// 80 bytes (with its start 88), not 144 with both inline or 88 with a pointer for each.
+/// 64 bytes (with its start 72), not 136 with both inline or 72 with a pointer for each.
 #[derive(Clone, Debug)]
 pub enum Extra {
     Distinct(DistinctSketch),
@@ -90,7 +104,9 @@ pub struct Bucket {
     /// keeps an empty sketch in every bucket of theirs; snapshots show it).
     pub extra: Option<Box<Extra>>,
     pub users: DistinctSketch,
-    pub evidence: Vec<Evidence>,
+    /// Up to `EVIDENCE_K` items, best first, exactly as many as it holds (no spare room:
+    /// 8 bytes less than a `Vec` in every bucket, nothing to give back when its step ends).
+    pub evidence: Box<[Evidence]>,
 }
 
 impl Bucket {
@@ -142,12 +158,15 @@ impl Bucket {
     /// Give back unused room once the bucket's step has passed (its group got a newer
     /// bucket): the user sketches grow by doubling, and most buckets live on for the
     /// window and the baseline, holding what they had (a late event can still grow them).
-    pub fn shrink(&mut self) {
+    /// Only a `distinct` rule's bucket has its numbers' pointer followed (for the others it
+    /// points at a numeric part, or nothing: a cache miss for nothing).
+    pub fn shrink(&mut self, plan: &Plan) {
         self.users.mins.shrink();
-        if let Some(d) = self.distinct_mut() {
-            d.mins.shrink();
+        if plan.func == Func::Distinct {
+            if let Some(d) = self.distinct_mut() {
+                d.mins.shrink();
+            }
         }
-        self.evidence.shrink_to_fit();
     }
 
     #[inline]
@@ -173,23 +192,25 @@ impl Bucket {
 
     fn keep_evidence(&mut self, order: Order, plan: &Plan, event: &Event) {
         let id = event.id();
-        if self.evidence.len() >= EVIDENCE_K
-            && cmp_item(&order, id, self.evidence.last().unwrap()) != Ordering::Less
-        {
+        let full = self.evidence.len() >= EVIDENCE_K;
+        if full && cmp_item(&order, id, self.evidence.last().unwrap()) != Ordering::Less {
             return; // not among the best: no copy of its id
-        }
-        if self.evidence.len() >= EVIDENCE_K {
-            self.evidence.pop(); // room for it without growing the vector past EVIDENCE_K
-        } else if self.evidence.len() == self.evidence.capacity() {
-            // one item for the many buckets of one event, then room for all EVIDENCE_K
-            let more = if self.evidence.is_empty() { 1 } else { EVIDENCE_K - self.evidence.len() };
-            self.evidence.reserve_exact(more);
         }
         let at = self
             .evidence
             .partition_point(|e| cmp_item(&order, id, e) == Ordering::Greater);
-        let scope = scope_of(plan, event);
-        self.evidence.insert(at, Evidence { order, id: Id::new(id), scope });
+        let item = Evidence { order, text: text_of(plan, event, id) };
+        if full {
+            // the worst item makes room: the others after ``at`` move down one
+            self.evidence[at..].rotate_right(1);
+            self.evidence[at] = item;
+        } else {
+            // one more item, in room for exactly as many (most buckets keep one or two)
+            let mut items = std::mem::take(&mut self.evidence).into_vec();
+            items.reserve_exact(1);
+            items.insert(at, item);
+            self.evidence = items.into_boxed_slice();
+        }
     }
 
     fn add_user(&mut self, event: &Event, user_hash: &mut Option<Option<u64>>) {
@@ -405,9 +426,10 @@ mod tests {
     use super::int_div;
     #[test]
     fn bucket_size() {
-        // a bucket and its start: 88 bytes (160 with the numeric part inline, 96 with a
-        // pointer each for the numeric part and the distinct sketch)
-        assert_eq!(std::mem::size_of::<(i64, super::Bucket)>(), 88);
+        // a bucket and its start: 72 bytes (144 with the numeric part inline, 80 with a
+        // pointer each for the numeric part and the distinct sketch; 88 with its evidence
+        // in a `Vec` and its users' hashes in a `Vec` beside the two inline)
+        assert_eq!(std::mem::size_of::<(i64, super::Bucket)>(), 72);
     }
     #[test]
     fn int_div_rounds_as_python() {

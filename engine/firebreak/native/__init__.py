@@ -272,6 +272,10 @@ class NativeEngine:
         """The native state held: groups, buckets, estimated bytes."""
         return self.core.memory()
 
+    def memory_parts(self) -> dict[str, int]:
+        """The native state held by part: estimated bytes and counts by name (docs/native.md, Memory)."""
+        return self.core.memory_parts()
+
     def snapshot(self) -> dict[str, Any]:
         """The state in the Python core's snapshot layout (Engine.snapshot): either engine
         restores a snapshot of either."""

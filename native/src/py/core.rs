@@ -621,6 +621,11 @@ impl Core {
         let (groups, buckets, bytes) = snapshot::memory(&self.engine);
         Memory { groups, buckets, bytes }
     }
+
+    /// `memory` by part: estimated bytes and counts by name (snapshot::memory_parts).
+    fn memory_parts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        snapshot::memory_parts(&self.engine)
+    }
 }
 
 /// What `Core.feed` returns.

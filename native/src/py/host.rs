@@ -82,16 +82,15 @@ impl Calls<PyObject, PyErr> for PyHost<'_> {
         let py = self.py;
         // ids; for a rule with scope dimensions (id, [its event's values of them])
         let evidence: PyObject = if !step.scoped {
-            let ids: Vec<&str> = step.evidence.iter().map(|e| &*e.id).collect();
+            let ids: Vec<&str> = step.evidence.iter().map(|e| e.id()).collect();
             ids.into_pyobject(py)?.into_any().unbind()
         } else {
             let items: Vec<(&str, Vec<Option<&str>>)> = step
                 .evidence
                 .iter()
                 .map(|e| {
-                    let values =
-                        e.scope.as_deref().map(|s| s.iter().map(|v| v.as_deref()).collect()).unwrap_or_default();
-                    (&*e.id, values)
+                    let values = e.text.scope().map(|s| s.collect()).unwrap_or_default();
+                    (e.id(), values)
                 })
                 .collect();
             items.into_pyobject(py)?.into_any().unbind()

@@ -99,7 +99,7 @@ def read_grouping(table: Any, reader: Any, categories: tuple[str, ...]) -> dict[
             hint = did_you_mean(key, KEYS) or f"; expected one of {', '.join(KEYS)}"
             reader.problem(["grouping"], key, f"unknown key `{key}`{hint}")
         elif key in DURATIONS:
-            ms = _duration(value)
+            ms = duration_or_none(value)
             if ms is None or (key == "window" and ms == 0):
                 reader.problem(["grouping"], key, f'`{key}` must be a duration such as "30m", "1h" or "1d"')
             else:
@@ -116,7 +116,7 @@ def read_grouping(table: Any, reader: Any, categories: tuple[str, ...]) -> dict[
     return out
 
 
-def _duration(value: Any) -> int | None:
+def duration_or_none(value: Any) -> int | None:
     """A duration of zero or more (``"0s"``: off), or None."""
     if not isinstance(value, str):
         return None

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firebreak.dsl.diagnostics import Diagnostic, did_you_mean, read_toml
-from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping, read_grouping
+from firebreak.dsl.grouping import DEFAULT_GROUPING, Grouping, duration_or_none, read_grouping
 from firebreak.dsl.maintenance import read_maintenance
 from firebreak.durations import DurationError, parse_duration
 from firebreak.records import SEVERITY_NAMES
@@ -216,13 +216,8 @@ def duration_text_ms(text: str) -> int | None:
 
 def _cool_down_ms(value: Any) -> int | None:
     """A flapping cool-down: a duration from 0 (never reopen) up to MAX_REOPEN_WITHIN_MS, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ms = parse_duration(value)
-    except DurationError:
-        return None
-    return ms if 0 <= ms <= MAX_REOPEN_WITHIN_MS else None
+    ms = duration_or_none(value)
+    return ms if ms is not None and ms <= MAX_REOPEN_WITHIN_MS else None
 
 
 def _sev(name: str) -> int:

@@ -70,8 +70,6 @@ class RouteStage:
     def __init__(self, rules: Sequence[CompiledRule], settings: WorkerSettings) -> None:
         self.settings = settings
         self.max_ts: dict[int, int] = {}
-        # partitions of the batch being routed measured from the others' time (`_seed_times`)
-        self._lone: dict[int, list[tuple[int, int]]] = {}
         # per input partition: its events refused in a row as too far ahead of its time
         # (native/src/route.rs `route_one`, engine.py `Engine.is_ahead` per partition)
         self.ahead_runs: dict[int, int] = {}
@@ -134,17 +132,16 @@ class RouteStage:
             return self._finish(messages, done.value)
 
     def _finish(self, messages: list[tuple[int, int, bytes | None]], result) -> list[Out]:
-        bodies, parts, refused, times, events, beats, runs, dead, ahead = result
+        bodies, parts, refused, times, events, beats, runs, dead, ahead, lone = result
         self.stats["messages"] += len(messages)
         self.stats["events"] += events
         self.stats["dead_lettered"] += len(dead)
         self.max_ts.update(beats)
-        for partition, items in self._lone.items():
+        for partition, items in lone.items():
             # measured from the others' time: with an event taken that is its time too (so an
             # epoch-0 event does not make its next events "ahead"); with none, it has no time yet
             if all(index in ahead for index, _ in items):
                 self.max_ts.pop(partition, None)
-        self._lone = {}
         self.ahead_runs.update(runs)
         if not self.watch.reported:  # the traffic check's first hour: counted by the native router
             self._watched()
@@ -158,13 +155,15 @@ class RouteStage:
     def _route_native(self, messages: list[tuple[int, int, bytes | None]]):
         """Steps (a generator: it yields the arguments of each call of the native router's
         `route_batch` and is sent its result; `_drive`) to (bodies per shard, parts, refused,
-        times, events, beats, ahead runs, dead letters, indexes refused as too far ahead), with
+        times, events, beats, ahead runs, dead letters, indexes refused as too far ahead, the
+        partitions measured from the others' time: `_seed_times`), with
         the events only Python's decoder accepts routed at the time it found. No counters move.
         An event the router refuses as too far ahead of its partition's time (`route_one`) is
         refused for good: it is not decoded or routed again."""
         max_bytes, skew = self.settings.max_event_bytes, self.settings.max_skew_ms
         times: dict[int, int] = {}
-        known = {**self._seed_times(messages), **self.max_ts}
+        seeds, lone = self._seed_times(messages)
+        known = {**seeds, **self.max_ts}
         while True:
             args = messages, dict(times), known, max_bytes, dict(self.ahead_runs), skew
             batch = yield args  # a firebreak._native.RoutedBatch
@@ -200,6 +199,7 @@ class RouteStage:
                     batch.runs,
                     [d for _, d in dead],
                     refused_ahead,
+                    lone,
                 )
 
     def _watched(self) -> None:
@@ -233,7 +233,9 @@ class RouteStage:
         value = routed.encode_idle(self.version, partition, self.max_ts.get(partition))
         return [Out("routed", shard, value) for shard in range(self.settings.shards)]
 
-    def _seed_times(self, messages: list[tuple[int, int, bytes | None]]) -> dict[int, int]:
+    def _seed_times(
+        self, messages: list[tuple[int, int, bytes | None]]
+    ) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
         """The time the maximum skew is measured from on partitions whose time stage 1 does not
         know yet (the first batch after a start, an assignment or a reload of the worker): the
         median of the times of their first SEED_EVENTS valid events in the batch — not the first
@@ -244,9 +246,12 @@ class RouteStage:
         holds fewer than SEED_TRUSTED events is measured from the latest time of the partitions
         stage 1 knows (their times, and those seeded from enough events in this batch): a lone
         crafted event in a partition's first batch is refused as ahead of the others, or taken
-        as an old one. Only when stage 1 knows no time at all is it seeded by its own events."""
+        as an old one. Only when stage 1 knows no time at all is it seeded by its own events.
+        With the seeds, those partitions' (index, time) of their events (`_finish`: one whose
+        events were all refused as ahead is given no time)."""
+        lone: dict[int, list[tuple[int, int]]] = {}
         if self.settings.max_skew_ms is None or self.max_ts.keys() >= {m[0] for m in messages}:
-            return {}
+            return {}, lone
         seen: dict[int, list[tuple[int, int]]] = {}  # partition → (index, time) of its first valid events
         for index, (partition, _offset, raw) in enumerate(messages):
             if partition in self.max_ts:
@@ -266,8 +271,8 @@ class RouteStage:
             for partition, items in seen.items():
                 if 0 < len(items) < SEED_TRUSTED:
                     seeds[partition] = latest
-                    self._lone[partition] = items
-        return seeds
+                    lone[partition] = items
+        return seeds, lone
 
     def _decode(self, partition: int, offset: int, raw: bytes | None, count: bool = True):
         raw = raw or b""

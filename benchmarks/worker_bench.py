@@ -284,6 +284,9 @@ def worker_consume(
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
                 CPU.update(workers=used, wall=wall, broker=(cpu_s(broker) - broker0) if broker else None)
+                CPU["handoff"] = [  # the local hand-off's counts per worker (firebreak_local_handoff)
+                    {k.split('"')[1]: v for k, v in m.items() if k.startswith("firebreak_local_handoff")} for m in ms
+                ]
                 if threads:  # read now, named after (py-spy pauses the drained worker a moment)
                     tasks = thread_cpu_s(processes[0].pid)
                     names = thread_names(processes[0].pid)
@@ -325,6 +328,13 @@ def throughput(args: argparse.Namespace) -> None:
             f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
             f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}"
         )
+        handoff = [h for h in CPU.get("handoff", []) if h]
+        if handoff:
+            print(
+                "  local hand-off (routed messages taken as handed / left to the fetch / fetched copies "
+                "skipped): "
+                + ", ".join(f"{h['taken']:,.0f} / {h['fetched']:,.0f} / {h['skipped']:,.0f}" for h in handoff)
+            )
         worker_cpu, raw_cpu = sum(CPU["workers"]), max(RAW_CPU[-2:])
         broker = "not found" if CPU["broker"] is None else f"{CPU['broker']:.1f} s"
         print(

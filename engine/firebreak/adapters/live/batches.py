@@ -83,12 +83,16 @@ def install(
     size: int = 1_000,
     linger_s: float = 0.0,
     held_back: Callable[[], bool] | None = None,
+    skip: Callable[[Any, int], bool] | None = None,
 ) -> None:
     """``size``, ``linger_s``: a fetch with fewer than ``size`` input messages waits for the next
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
-    batches (each batch is one routed message per (input partition, shard))."""
+    batches (each batch is one routed message per (input partition, shard)). ``skip(tp, offset)``:
+    True for a message of another topic (the routed one) that its shard has taken already (handed
+    to it in process: `ShardHost.skip_fetched`, which then acks it once a checkpoint covers it);
+    it is not handed to Faust's agent."""
     consumer = app.consumer
-    consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s, held_back)
+    consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s, held_back, skip)
 
 
 def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:
@@ -116,6 +120,7 @@ def _drain(
     size: int = 1_000,
     linger_s: float = 0.0,
     held_back: Callable[[], bool] | None = None,
+    skip: Callable[[Any, int], bool] | None = None,
 ):
     async def drain_messages(fetcher: Any) -> None:
         """Faust's `Consumer._drain_messages` with its `getmany` (faust-streaming 0.15.3) inlined:
@@ -185,7 +190,9 @@ def _drain(
                                 continue
                             if read and offset - read > 1 and acks:
                                 await consumer._add_gap(tp, read + 1, offset)
-                            await consumer.wait_first(callback(to_message(tp, record)), consumer.suspend_flow.wait())
+                            if skip is None or not skip(tp, offset):  # (taken already: handed in process)
+                                message = to_message(tp, record)
+                                await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
                             set_read_offset(tp, offset)
                             read = offset
                     if commit_every is not None and consumer._n_acked >= commit_every:

@@ -112,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
         "case.* records on the incidents topic (docs/response.md#cases-in-the-worker)",
     )
     parser.add_argument(
+        "--local-handoff",
+        action=argparse.BooleanOptionalAction,
+        default=d.local_handoff,
+        help="hand a routed message for a shard of this worker to it in process once the broker has "
+        "acknowledged it (the fetched copy is skipped); --no-local-handoff: every shard fetches "
+        "its routed messages back (docs/live.md#the-local-hand-off)",
+    )
+    parser.add_argument(
         "--faust-stream-input", dest="input_batches", action="store_false", help=argparse.SUPPRESS
     )  # the input through Faust's streams (take_events): to compare
     parser.add_argument(
@@ -178,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         commit_timeout_ms=args.commit_timeout,
         traffic_check=args.traffic_check,
         input_batches=args.input_batches,
+        local_handoff=args.local_handoff,
         cases=args.cases,
     )
     reason = asyncio.run(_probe(settings.kafka))

@@ -64,9 +64,18 @@ class Committer:
         shard.committed_mark = shard.state.engine.watermark
         if full:
             shard.checkpointed_at = time.monotonic()
-            unacked, shard.unacked = shard.unacked, []
+            shard.full_next = covered = shard.state.routed_next  # (the shard's lock is held: as checkpointed)
+            unacked, shard.unacked, fetched = shard.unacked, [], []
             for stream, event in unacked:
-                await stream.ack(event)
+                if stream is None:  # a fetched copy skipped before Faust's agent (the local hand-off)
+                    if event < covered:
+                        fetched.append(event)
+                    else:  # queued, not taken yet: acked with the next full checkpoint
+                        shard.unacked.append((stream, event))
+                else:
+                    await stream.ack(event)
+            if fetched and shard.ack_fetched is not None:
+                shard.ack_fetched(fetched)
         return True
 
     def refused(self, error: BaseException | None) -> NoReturn:

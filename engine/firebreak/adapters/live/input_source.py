@@ -49,12 +49,13 @@ class InputSource:
         self.idle_sent: set[int] = set()
         self.router_thread = ThreadPoolExecutor(1, thread_name_prefix="firebreak-route")  # stage 1's native routing
 
-    def install(self) -> None:
+    def install(self, skip: Callable[[TP, int], bool] | None = None) -> None:
         """Take the input topic a fetch at a time, past Faust's per-message path (batches.py).
         Lingering up to route_batch_ms across fetches for fuller batches; messages held past a
-        fetch survive a rebalance (tests/unit/live/test_live_batches.py). Creates the consumer."""
+        fetch survive a rebalance (tests/unit/live/test_live_batches.py). Creates the consumer.
+        ``skip``: the routed messages its shard took already (the local hand-off), not handed to Faust."""
         s = self.settings
-        batches.install(self.app, s.input_topic, self.route_batch, s.route_batch, s.route_batch_ms / 1000)
+        batches.install(self.app, s.input_topic, self.route_batch, s.route_batch, s.route_batch_ms / 1000, skip=skip)
 
     async def route_batch(self, segments: batches.Segments) -> None:
         """One fetch's input records (batches.py): routed in one native call, sent, then acked."""

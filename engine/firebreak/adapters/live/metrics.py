@@ -61,6 +61,10 @@ class Metrics:
         self.reloads = 0
         self.reload_failures = 0
         self.fenced = 0
+        # the local hand-off (shard_host.py): routed messages taken in process ("taken"), left to the
+        # fetched copy ("fetched": out of order or a full queue; "unsent": the send failed), and
+        # fetched copies skipped before Faust's agent ("skipped")
+        self.local: Counter[str] = Counter()
         self.checkpoints: Counter[str] = Counter()  # committed, by kind: "full" (snapshot) or "head"
         self.checkpoint_failures: Counter[str] = Counter()  # tries that failed and were retried, by operation
         self.evaluation = HdrHistogram(1, 60_000_000, 2)  # microseconds, 1 µs .. 60 s
@@ -173,6 +177,15 @@ class _Collector:
             "Shards dropped because another worker took them over while this one was paused.",
             value=m.fenced,
         )
+        family = CounterMetricFamily(
+            "firebreak_local_handoff",
+            "Routed messages of this worker's own shards by how they reached them: taken as handed in "
+            "process, left to the fetched copy, not sent; and fetched copies skipped (taken already).",
+            labels=["outcome"],
+        )
+        for outcome in ("taken", "fetched", "unsent", "skipped"):
+            family.add_metric([outcome], m.local[outcome])
+        yield family
         family = CounterMetricFamily(
             "firebreak_checkpoints",
             "Shard checkpoints committed (with the records they count), by kind: full snapshot or head.",

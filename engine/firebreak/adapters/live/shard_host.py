@@ -7,6 +7,15 @@ earlier owner and aborts its open transaction), then its last checkpoint is read
 and the native work of each message (feed and evaluate, `ShardState.accept_offloaded`) runs on
 a feeder thread without the GIL, so shards run side by side. Records leave through the
 committer (committer.py).
+
+The local hand-off (docs/live.md, "The local hand-off"): a routed message this worker's stage 1
+produced for a shard open here is handed to that shard in process once the broker has
+acknowledged it at its offset (`sent`), as `Handed` — the same bytes the routed partition holds
+at that offset. A shard takes every offset of its routed partition once, in order, whichever
+path brings it: a handed message joins the shard's queue only when its offset is the very next
+one the shard will reach (`Shard.expect`), else it is dropped and the fetched copy is taken as
+before; a fetched message the shard has taken or queued already is skipped before Faust's agent
+(`skip_fetched`) and acked once a full checkpoint covers it.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -40,13 +50,29 @@ SHARD_QUEUE = 64  # routed messages handed to a shard's task before the evaluate
 COMMIT_AFTER_MESSAGES = 8
 
 
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A routed message handed to its shard in process (the local hand-off): the broker
+    acknowledged ``value`` at ``offset`` of the shard's routed partition."""
+
+    offset: int
+    value: bytes
+
+
 class Shard:
     """A shard assigned to this worker: its state, writer, and what awaits a checkpoint."""
 
     def __init__(self, state: ShardState, writer: ShardWriter) -> None:
         self.state = state
         self.writer = writer
+        # to ack once a full checkpoint covers them: (stream, event) of a message taken or dropped,
+        # or (None, offset) of a fetched copy skipped before Faust's agent (`ShardHost.skip_fetched`)
         self.unacked: list[Any] = []
+        self.full_next = state.routed_next  # the routed offset its last committed full checkpoint reached
+        # the routed offset the shard reaches once it has taken every message queued: a handed
+        # message is queued only at this offset, and a fetched one below it is taken already
+        self.expect = state.routed_next
+        self.ack_fetched: Callable[[list[int]], None] | None = None  # acks skipped fetched copies
         self.lock = asyncio.Lock()
         self.checkpointed_at = time.monotonic()
         self.queue: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(SHARD_QUEUE)  # routed messages to take
@@ -86,6 +112,8 @@ class ShardHost:
         self.feeder = ThreadPoolExecutor(
             max(1, min(settings.shards, os.cpu_count() or 2)), thread_name_prefix="firebreak-feed"
         )
+        # acks fetched routed offsets of a shard without a Faust message (the app: batches.ack_offsets)
+        self.ack_offsets: Callable[[int, list[int]], None] | None = None
 
     # ---- assignment -------------------------------------------------------------------------
 
@@ -175,6 +203,9 @@ class ShardHost:
             state.suppress = head["derived"] - state.derived  # committed before: derive, do not send
         _log_opened(number, state, full is not None or head is not None)
         shard = self.shards[number] = Shard(state, writer)
+        if self.ack_offsets is not None:
+            ack = self.ack_offsets
+            shard.ack_fetched = lambda offsets: ack(number, offsets)
         return shard
 
     async def _start(self, number: int) -> tuple[ShardWriter, dict | None, dict | None]:
@@ -239,6 +270,59 @@ class ShardHost:
         if shard.task is None:
             shard.task = asyncio.ensure_future(self._shard_loop(shard))
         await shard.queue.put((stream, event))
+        shard.expect = max(shard.expect, event.message.offset + 1)
+
+    # ---- the local hand-off -----------------------------------------------------------------
+
+    def sent(self, number: int, delivery: asyncio.Future, value: bytes) -> None:
+        """Stage 1 produced ``value`` to routed partition ``number`` (``delivery``: the producer's
+        future, its result the record's metadata). When that shard is open here, it is handed
+        the message once the broker has acknowledged it (`_delivered`); a message not written —
+        the send failed, the worker stops before the acknowledgement — is never handed."""
+        shard = self.shards.get(number)
+        if shard is None or not self._ours(number):
+            return  # opening, or another worker's: it fetches the message
+
+        def delivered(future: asyncio.Future) -> None:
+            self._delivered(shard, future, value)
+
+        delivery.add_done_callback(delivered)
+
+    def _delivered(self, shard: Shard, delivery: asyncio.Future, value: bytes) -> None:
+        """The broker acknowledged a routed message for ``shard`` at an offset: it joins the
+        shard's queue when that offset is the next one the shard reaches (`Shard.expect`) —
+        so each offset is taken once, in order, with the bytes the routed partition holds there;
+        else (out of order, queue full, the shard gone) the fetched copy is taken instead."""
+        number = shard.state.shard
+        if delivery.cancelled() or delivery.exception() is not None:
+            self.metrics.local["unsent"] += 1  # not written: nothing to hand (Faust's send reports it)
+            return
+        offset = delivery.result().offset
+        if self.shards.get(number) is not shard or not self._ours(number) or self.stopping:
+            return
+        if offset != shard.expect or shard.queue.full():
+            self.metrics.local["fetched"] += 1  # the shard takes the fetched copy
+            return
+        if shard.task is None:
+            shard.task = asyncio.ensure_future(self._shard_loop(shard))
+        shard.queue.put_nowait((None, Handed(offset, value)))
+        shard.expect = offset + 1
+
+    def skip_fetched(self, tp: Any, offset: int) -> bool:
+        """A routed message just fetched (batches.py, before Faust's agent): True when its shard
+        has taken it already or queued it (handed in process) — it is then not handed to Faust,
+        and is acked once a full checkpoint covers it (`_defer_ack`)."""
+        if tp.topic != self.settings.routed_topic:
+            return False
+        shard = self.shards.get(tp.partition)
+        if shard is None or shard.ack_fetched is None or offset >= shard.expect or not self._ours(tp.partition):
+            return False
+        self.metrics.local["skipped"] += 1
+        if offset < shard.full_next:  # covered by its last full checkpoint (a re-delivery)
+            shard.ack_fetched([offset])
+        else:  # acked once a full checkpoint covers it (Faust's committed offset never passes one)
+            shard.unacked.append((None, offset))
+        return True
 
     async def _shard_loop(self, shard: Shard) -> None:
         number = shard.state.shard
@@ -247,14 +331,18 @@ class ShardHost:
             if self.shards.get(number) is not shard:
                 return  # revoked or fenced: its next owner takes these messages again
             shard.busy = True
+            offset = event.offset if stream is None else event.message.offset
             try:
-                await self._take(shard, stream, event)
+                if stream is None:
+                    await self._take_handed(shard, event)
+                else:
+                    await self._take(shard, stream, event)
             except asyncio.CancelledError:
                 raise
             except RoutedFormatError as error:
                 stop(
                     EXIT_CHECKPOINT,
-                    f"shard {number}: routed message {event.message.offset}: {error}; stopping",
+                    f"shard {number}: routed message {offset}: {error}; stopping",
                     "routed format",
                 )
             except Exception as error:
@@ -264,7 +352,7 @@ class ShardHost:
                     log.info(
                         "shard %d left this worker while taking routed message %d (%s)",
                         number,
-                        event.message.offset,
+                        offset,
                         type(error).__name__,
                         extra={"fields": {"event": "shard_left", "shard": number}},
                     )
@@ -274,7 +362,7 @@ class ShardHost:
                     "shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
                     "its checkpoint)",
                     number,
-                    event.message.offset,
+                    offset,
                     type(error).__name__,
                     error,
                     exc_info=True,
@@ -295,14 +383,33 @@ class ShardHost:
             # Feeding and evaluating let go of the GIL: on a feeder thread, beside stage 1, the
             # event loop and the other shards.
             if not await shard.state.accept_offloaded(message.offset, event.value, self._offload):
-                await stream.ack(event)  # taken before the last checkpoint
+                # taken before: before the last full checkpoint (acked now), or handed in process
+                # since (acked once a full checkpoint covers it)
+                if message.offset < shard.full_next:
+                    await stream.ack(event)
+                else:
+                    event.value = event.message.value = None
+                    shard.unacked.append((stream, event))
                 return
             event.value = event.message.value = None  # taken: kept only to be acked at the next full checkpoint
             shard.unacked.append((stream, event))
-            self.metrics.observe_evaluation(time.perf_counter() - started)
-            shard.taken_since_commit += 1
-            if shard.state.pending and (shard.queue.empty() or shard.taken_since_commit >= COMMIT_AFTER_MESSAGES):
-                await self._commit(shard, full=False)
+            await self._taken(shard, started)
+
+    async def _take_handed(self, shard: Shard, handed: Handed) -> None:
+        """A routed message handed in process: queued at the offset the shard reaches now, so
+        taken exactly as its fetched copy would be; the fetched copy is acked instead of it."""
+        async with shard.lock:
+            started = time.perf_counter()
+            if not await shard.state.accept_offloaded(handed.offset, handed.value, self._offload):
+                return  # (cannot happen: queued only at the shard's next offset)
+            self.metrics.local["taken"] += 1
+            await self._taken(shard, started)
+
+    async def _taken(self, shard: Shard, started: float) -> None:
+        self.metrics.observe_evaluation(time.perf_counter() - started)
+        shard.taken_since_commit += 1
+        if shard.state.pending and (shard.queue.empty() or shard.taken_since_commit >= COMMIT_AFTER_MESSAGES):
+            await self._commit(shard, full=False)
 
     def _offload(self, feed: Callable[[], Any]) -> Awaitable[Any]:
         return asyncio.get_running_loop().run_in_executor(self.feeder, feed)

@@ -26,6 +26,10 @@ batch N+1 while the shards evaluate batch N. At most `STAGE1_AHEAD` batches are 
 read but not acked, like one held while the loop lingers, so a rebalance cannot lose it
 (tests/unit/live/test_live_batches.py). When the loop awaited ``handle`` inline, no routed
 message reached a shard while a batch routed: benchmarks/README.md, "Eighth pass".
+
+With the local hand-off (shard_host.py), a routed message its shard has taken or queued already
+(handed in process by this worker's stage 1) is skipped here (``skip``): no Faust `Message`, not
+through the agent; the shard host acks it once a full checkpoint covers it.
 """
 
 from __future__ import annotations

@@ -284,6 +284,7 @@ def worker_consume(
                 wall = time.perf_counter() - first
                 used = [cpu_s(p.pid) - c for p, c in zip(processes, cpu0, strict=True)]
                 CPU.update(workers=used, wall=wall, broker=(cpu_s(broker) - broker0) if broker else None)
+                CPU["heads"] = [m.get('firebreak_checkpoints_total{kind="head"}', 0) for m in ms]
                 CPU["handoff"] = [  # the local hand-off's counts per worker (firebreak_local_handoff)
                     {k.split('"')[1]: v for k, v in m.items() if k.startswith("firebreak_local_handoff")} for m in ms
                 ]
@@ -328,6 +329,7 @@ def throughput(args: argparse.Namespace) -> None:
             f"  events taken by each worker: {', '.join(f'{t:,.0f}' for t in taken)}; RSS (peak) MB: "
             f"{', '.join(f'{now:.0f} ({peak:.0f})' for now, peak in rss)}; load average {os.getloadavg()[0]:.1f}"
         )
+        print(f"  head checkpoints (transactions of records) committed: {', '.join(f'{h:,.0f}' for h in CPU['heads'])}")
         handoff = [h for h in CPU.get("handoff", []) if h]
         if handoff:
             print(

@@ -50,3 +50,32 @@ def test_no_other_worker_module_touches_faust_private_names():
         if path.name != "batches.py" and pattern.search(path.read_text())
     }
     assert touching == {"preflight.py": ["_client"]}  # aiokafka's consumer (metadata without auto-creation)
+
+
+def test_the_consumer_thread_code_batches_py_wraps_is_unchanged():
+    """`batches.fetch_wait` wraps Faust's worker consumer creation and sets aiokafka's
+    `_fetch_max_wait_ms` before the consumer starts (which hands it to its fetcher)."""
+    import aiokafka.consumer.consumer as aiokafka_consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    changed = {}
+    for name, digest in batches.FAUST_THREAD_SOURCES.items():
+        source = inspect.getsource(getattr(AIOKafkaConsumerThread, name))
+        found = hashlib.sha256(source.encode()).hexdigest()[:16]
+        if found != digest:
+            changed[name] = found
+    assert not changed, f"Faust's consumer thread changed where batches.py wraps it: {changed}; re-read and adapt"
+    assert "return self._create_worker_consumer(transport)" in inspect.getsource(
+        AIOKafkaConsumerThread._create_consumer
+    )
+    start = inspect.getsource(aiokafka_consumer.AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start  # read when the fetcher is made
+
+
+def test_the_worker_consumer_waits_at_most_fetch_max_wait_ms_in_a_fetch():
+    from types import SimpleNamespace
+
+    made = SimpleNamespace(_fetch_max_wait_ms=1500)
+    thread = SimpleNamespace(_create_worker_consumer=lambda transport: made)
+    batches.fetch_wait(SimpleNamespace(_thread=thread), batches.FETCH_MAX_WAIT_MS)
+    assert thread._create_worker_consumer("transport") is made and made._fetch_max_wait_ms == 100

@@ -72,7 +72,19 @@ FAUST_PRIVATE = (
     "_add_gap",
     "_drain_messages",
     "_stopped",
+    "_thread",
 )
+
+# The consumer's fetch waits on the broker at most this long for data (Faust's worker consumer:
+# 1,500 ms). aiokafka keeps one fetch in flight per broker, for the partitions with nothing left
+# in its buffer; when those are only routed partitions with nothing new — the shards have taken
+# everything, which the local hand-off makes the rule — the broker holds that fetch for the whole
+# wait, and the input partitions, emptied meanwhile by stage 1, are not fetched again until it
+# returns: the whole worker idles (benchmarks/README.md, "Thirteenth pass": 0.8–3.8 s of ~7–11 s
+# idle in a 200k run at 1,500 ms, 0.25 s at 100 ms). An idle worker sends ~10 fetches a second.
+FETCH_MAX_WAIT_MS = 100
+# what the above reads of Faust's consumer thread (faust.transport.drivers.aiokafka) → sha256 (first 16 hex)
+FAUST_THREAD_SOURCES = {"_create_consumer": "a4dc6ba0681a298c", "_create_worker_consumer": "c2701bfc3e6f6cad"}
 
 STAGE1_AHEAD = 2  # batches handed to stage 1 and not yet sent, at most (one routing, one waiting for it)
 HELD_BACK_POLL_S = 0.005  # how soon the fetcher asks again for input held back (`install`'s held_back)
@@ -97,6 +109,22 @@ def install(
     it is not handed to Faust's agent."""
     consumer = app.consumer
     consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s, held_back, skip)
+    fetch_wait(consumer, FETCH_MAX_WAIT_MS)
+
+
+def fetch_wait(consumer: Any, ms: int) -> None:
+    """The worker's aiokafka consumer, once Faust's consumer thread makes it, waits on the broker
+    at most ``ms`` in a fetch (`FETCH_MAX_WAIT_MS`): set on the client before it starts, which is
+    when it makes its fetcher with the value."""
+    thread = consumer._thread
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        client = create(transport)
+        client._fetch_max_wait_ms = ms  # aiokafka's AIOKafkaConsumer: passed to its Fetcher in start()
+        return client
+
+    thread._create_worker_consumer = create_worker_consumer
 
 
 def ack_offsets(consumer: Any, tp: Any, offsets: Iterable[int]) -> None:

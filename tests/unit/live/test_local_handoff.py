@@ -412,6 +412,68 @@ async def test_a_shard_revoked_with_messages_in_flight_is_handed_none_and_its_ne
     await worker.stop()
 
 
+async def test_a_rule_reload_with_handed_messages_queued_derives_what_a_fetching_shard_derives(monkeypatch):
+    """SIGHUP while handed messages wait in the shards' queues: each shard reloads between two
+    messages (under its lock); the messages routed before the reload carry the old rules
+    version. A shard that fetched every message and reloaded at the same offset derives the
+    same records and ends in the same state."""
+    broker = Broker()
+    worker = Worker(broker, monkeypatch)
+    await worker.open()
+    before, after = RULES, RULES[:-1]  # the reload removes a rule (its open incidents are resolved)
+    route = RouteStage(before, SETTINGS)
+    messages = list(input_messages())
+    size, cut = 100, 12
+    starts = list(range(0, len(messages), size))
+    at: dict[int, int] = {}  # shard → the routed offset it reloaded at
+    set_rules = shard_host.ShardState.set_rules
+
+    def noting(state, rules):
+        at[state.shard] = state.routed_next
+        return set_rules(state, rules)
+
+    monkeypatch.setattr(shard_host.ShardState, "set_rules", noting)
+    for start in starts[:cut]:
+        await worker.produce(route.handle(messages[start : start + size]))
+        await worker.settle()
+        await worker.fetch()
+        await worker.host.tick()
+    held = [s.lock for s in worker.host.shards.values()]
+    for lock in held:  # the shards busy: the next batch's messages wait in their queues
+        await lock.acquire()
+    await worker.produce(route.handle(messages[starts[cut] : starts[cut] + size]))
+    assert all(not s.queue.empty() for s in worker.host.shards.values())
+    reloading = asyncio.ensure_future(worker.host.reload(after))
+    await asyncio.sleep(0)
+    for lock in held:
+        lock.release()
+    await reloading
+    route.set_rules(after)
+    for start in starts[cut + 1 :]:
+        await worker.produce(route.handle(messages[start : start + size]))
+        await worker.settle()
+        await worker.fetch()
+        await worker.host.tick()
+    records = broker.records + await worker.finish()
+    assert len(at) == SHARDS and worker.metrics.local["taken"] == sum(len(log) for log in broker.logs.values())
+    states = worker.snapshots()
+    await worker.stop()
+    # the same routed partitions, fetched, each shard reloaded at the same offset
+    again = Broker()
+    again.logs = broker.logs
+    fetching = Worker(again, monkeypatch, local=False)
+    await fetching.open()
+    await fetching.fetch(upto=dict(at))
+    await fetching.settle()
+    await fetching.host.reload(after)
+    await fetching.fetch()
+    expected = again.records + await fetching.finish()
+    assert multiset(records) == multiset(expected)
+    assert any(r["type"] == "incident.resolved" and "reload" in r.get("why", "") for r in records)
+    assert fetching.snapshots() == states
+    await fetching.stop()
+
+
 def test_the_hand_off_can_be_turned_off():
     import argparse
 

@@ -100,7 +100,7 @@ class Worker:
         monkeypatch.setattr(shard_host, "load_checkpoint", load)
         self.metrics = Metrics()
         self.host = ShardHost(SETTINGS, RULES, Committer(SETTINGS, self.metrics), self.metrics)
-        self.host.ack_offsets = lambda number, offsets: broker.acked[number].update(offsets)
+        self.host.local.ack_offsets = lambda number, offsets: broker.acked[number].update(offsets)
         self.position = {n: broker.committed(n) for n in range(SHARDS)}  # where the fetches go on from
         self.delivered: list[tuple[int, int]] = []  # fetched messages handed to Faust's agent
         self.stream = SimpleNamespace(ack=self._ack)
@@ -120,7 +120,7 @@ class Worker:
         for index, out in enumerate(o for o in outs if o.topic == "routed"):
             delivery = loop.create_future()
             if self.local:
-                self.host.sent(out.partition, delivery, out.value)
+                self.host.local.sent(out.partition, delivery, out.value)
             if index in fail:
                 answers.append((delivery, SendFailed()))
                 continue
@@ -143,7 +143,7 @@ class Worker:
             while self.position[number] < end:
                 offset = self.position[number]
                 self.position[number] += 1
-                if self.host.skip_fetched(TP(ROUTED, number), offset):
+                if self.host.local.skip_fetched(TP(ROUTED, number), offset):
                     continue
                 self.delivered.append((number, offset))
                 message = SimpleNamespace(partition=number, offset=offset, value=log[offset])
@@ -383,7 +383,7 @@ async def test_a_shard_revoked_with_messages_in_flight_is_handed_none_and_its_ne
     pending = []
     for out in (o for o in outs[5] if o.topic == "routed"):
         delivery = loop.create_future()
-        worker.host.sent(out.partition, delivery, out.value)
+        worker.host.local.sent(out.partition, delivery, out.value)
         broker.logs[out.partition].append(out.value)
         pending.append((delivery, len(broker.logs[out.partition]) - 1, out.partition))
     taken = worker.metrics.local["taken"]

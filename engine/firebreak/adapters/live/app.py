@@ -170,7 +170,7 @@ class LiveWorker:
         topic = self.routed if out.topic == "routed" else self.dead
         delivery = await topic.send(value=out.value, partition=out.partition)
         if out.topic == "routed" and self.settings.local_handoff and out.partition is not None:
-            self.host.sent(out.partition, delivery, out.value)  # the local hand-off: once acknowledged
+            self.host.local.sent(out.partition, delivery, out.value)  # the local hand-off: once acknowledged
 
     async def _on_assigned(self, app, assigned: set[Any], **kwargs) -> None:
         s = self.settings
@@ -339,13 +339,15 @@ class LiveWorker:
             return EXIT_REFUSED
         if self.settings.input_batches:  # the input in batches, past Faust's per-message path (batches.py)
             # with the local hand-off, a routed message its shard took already skips Faust's agent
-            self.input.install(self.host.skip_fetched if self.settings.local_handoff else None)  # creates the consumer
+            self.input.install(
+                self.host.local.skip_fetched if self.settings.local_handoff else None
+            )  # creates the consumer
             routed_topic = self.settings.routed_topic
 
             def ack_offsets(number: int, offsets: list[int]) -> None:
                 batches.ack_offsets(self.app.consumer, TP(routed_topic, number), offsets)
 
-            self.host.ack_offsets = ack_offsets
+            self.host.local.ack_offsets = ack_offsets
         # Logging is ours (engine/firebreak/adapters/live/logs.py): no spinner, no banner, no colour codes.
         worker = Worker(self.app, loop=loop, quiet=True, override_logging=False, redirect_stdouts=False)
         worker.spinner = None

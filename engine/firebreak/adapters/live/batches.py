@@ -105,7 +105,7 @@ def install(
     fetches, up to ``linger_s`` after its first message, so that a moderate rate still makes
     batches (each batch is one routed message per (input partition, shard)). ``skip(tp, offset)``:
     True for a message of another topic (the routed one) that its shard has taken already (handed
-    to it in process: `ShardHost.skip_fetched`, which then acks it once a checkpoint covers it);
+    to it in process: `LocalHandoff.skip_fetched`, handoff.py, which then acks it once a checkpoint covers it);
     it is not handed to Faust's agent."""
     consumer = app.consumer
     consumer._drain_messages = _drain(app, consumer, topic, handle, size, linger_s, held_back, skip)

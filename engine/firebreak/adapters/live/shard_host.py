@@ -8,14 +8,9 @@ and the native work of each message (feed and evaluate, `ShardState.accept_offlo
 a feeder thread without the GIL, so shards run side by side. Records leave through the
 committer (committer.py).
 
-The local hand-off (docs/live.md, "The local hand-off"): a routed message this worker's stage 1
-produced for a shard open here is handed to that shard in process once the broker has
-acknowledged it at its offset (`sent`), as `Handed` — the same bytes the routed partition holds
-at that offset. A shard takes every offset of its routed partition once, in order, whichever
-path brings it: a handed message joins the shard's queue only when its offset is the very next
-one the shard will reach (`Shard.expect`), else it is dropped and the fetched copy is taken as
-before; a fetched message the shard has taken or queued already is skipped before Faust's agent
-(`skip_fetched`) and acked once a full checkpoint covers it.
+The local hand-off (handoff.py): a routed message this worker's stage 1 produced for a shard
+open here is handed to it in process once the broker has acknowledged it; `Shard.expect` keeps
+each offset taken once, in order, whichever path brings it.
 """
 
 from __future__ import annotations
@@ -26,13 +21,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import KafkaError
 
 from firebreak.adapters.live.checkpoints import ShardWriter, load_checkpoint
 from firebreak.adapters.live.committer import EXIT_CHECKPOINT, Committer, stop
+from firebreak.adapters.live.handoff import Handed, LocalHandoff
 from firebreak.adapters.live.routed import RoutedFormatError
 from firebreak.adapters.live.settings import WorkerSettings
 from firebreak.adapters.live.shard import CheckpointError, ShardState
@@ -50,15 +45,6 @@ SHARD_QUEUE = 64  # routed messages handed to a shard's task before the evaluate
 COMMIT_AFTER_MESSAGES = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Handed:
-    """A routed message handed to its shard in process (the local hand-off): the broker
-    acknowledged ``value`` at ``offset`` of the shard's routed partition."""
-
-    offset: int
-    value: bytes
-
-
 class Shard:
     """A shard assigned to this worker: its state, writer, and what awaits a checkpoint."""
 
@@ -66,7 +52,7 @@ class Shard:
         self.state = state
         self.writer = writer
         # to ack once a full checkpoint covers them: (stream, event) of a message taken or dropped,
-        # or (None, offset) of a fetched copy skipped before Faust's agent (`ShardHost.skip_fetched`)
+        # or (None, offset) of a fetched copy skipped before Faust's agent (handoff.py)
         self.unacked: list[Any] = []
         self.full_next = state.routed_next  # the routed offset its last committed full checkpoint reached
         # the routed offset the shard reaches once it has taken every message queued: a handed
@@ -112,8 +98,7 @@ class ShardHost:
         self.feeder = ThreadPoolExecutor(
             max(1, min(settings.shards, os.cpu_count() or 2)), thread_name_prefix="firebreak-feed"
         )
-        # acks fetched routed offsets of a shard without a Faust message (the app: batches.ack_offsets)
-        self.ack_offsets: Callable[[int, list[int]], None] | None = None
+        self.local = LocalHandoff(self)  # the local hand-off from this worker's stage 1 (handoff.py)
 
     # ---- assignment -------------------------------------------------------------------------
 
@@ -203,9 +188,6 @@ class ShardHost:
             state.suppress = head["derived"] - state.derived  # committed before: derive, do not send
         _log_opened(number, state, full is not None or head is not None)
         shard = self.shards[number] = Shard(state, writer)
-        if self.ack_offsets is not None:
-            ack = self.ack_offsets
-            shard.ack_fetched = lambda offsets: ack(number, offsets)
         return shard
 
     async def _start(self, number: int) -> tuple[ShardWriter, dict | None, dict | None]:
@@ -272,58 +254,6 @@ class ShardHost:
         await shard.queue.put((stream, event))
         shard.expect = max(shard.expect, event.message.offset + 1)
 
-    # ---- the local hand-off -----------------------------------------------------------------
-
-    def sent(self, number: int, delivery: asyncio.Future, value: bytes) -> None:
-        """Stage 1 produced ``value`` to routed partition ``number`` (``delivery``: the producer's
-        future, its result the record's metadata). When that shard is open here, it is handed
-        the message once the broker has acknowledged it (`_delivered`); a message not written —
-        the send failed, the worker stops before the acknowledgement — is never handed."""
-        shard = self.shards.get(number)
-        if shard is None or not self._ours(number):
-            return  # opening, or another worker's: it fetches the message
-
-        def delivered(future: asyncio.Future) -> None:
-            self._delivered(shard, future, value)
-
-        delivery.add_done_callback(delivered)
-
-    def _delivered(self, shard: Shard, delivery: asyncio.Future, value: bytes) -> None:
-        """The broker acknowledged a routed message for ``shard`` at an offset: it joins the
-        shard's queue when that offset is the next one the shard reaches (`Shard.expect`) —
-        so each offset is taken once, in order, with the bytes the routed partition holds there;
-        else (out of order, queue full, the shard gone) the fetched copy is taken instead."""
-        number = shard.state.shard
-        if delivery.cancelled() or delivery.exception() is not None:
-            self.metrics.local["unsent"] += 1  # not written: nothing to hand (Faust's send reports it)
-            return
-        offset = delivery.result().offset
-        if self.shards.get(number) is not shard or not self._ours(number) or self.stopping:
-            return
-        if offset != shard.expect or shard.queue.full():
-            self.metrics.local["fetched"] += 1  # the shard takes the fetched copy
-            return
-        if shard.task is None:
-            shard.task = asyncio.ensure_future(self._shard_loop(shard))
-        shard.queue.put_nowait((None, Handed(offset, value)))
-        shard.expect = offset + 1
-
-    def skip_fetched(self, tp: Any, offset: int) -> bool:
-        """A routed message just fetched (batches.py, before Faust's agent): True when its shard
-        has taken it already or queued it (handed in process) — it is then not handed to Faust,
-        and is acked once a full checkpoint covers it (`_defer_ack`)."""
-        if tp.topic != self.settings.routed_topic:
-            return False
-        shard = self.shards.get(tp.partition)
-        if shard is None or shard.ack_fetched is None or offset >= shard.expect or not self._ours(tp.partition):
-            return False
-        self.metrics.local["skipped"] += 1
-        if offset < shard.full_next:  # covered by its last full checkpoint (a re-delivery)
-            shard.ack_fetched([offset])
-        else:  # acked once a full checkpoint covers it (Faust's committed offset never passes one)
-            shard.unacked.append((None, offset))
-        return True
-
     async def _shard_loop(self, shard: Shard) -> None:
         number = shard.state.shard
         while True:
@@ -331,18 +261,14 @@ class ShardHost:
             if self.shards.get(number) is not shard:
                 return  # revoked or fenced: its next owner takes these messages again
             shard.busy = True
-            offset = event.offset if stream is None else event.message.offset
-            try:
-                if stream is None:
-                    await self._take_handed(shard, event)
-                else:
-                    await self._take(shard, stream, event)
+            try:  # (stream None: handed in process, handoff.py)
+                await (self.local.take(shard, event) if stream is None else self._take(shard, stream, event))
             except asyncio.CancelledError:
                 raise
             except RoutedFormatError as error:
                 stop(
                     EXIT_CHECKPOINT,
-                    f"shard {number}: routed message {offset}: {error}; stopping",
+                    f"shard {number}: routed message {_offset(event)}: {error}; stopping",
                     "routed format",
                 )
             except Exception as error:
@@ -352,7 +278,7 @@ class ShardHost:
                     log.info(
                         "shard %d left this worker while taking routed message %d (%s)",
                         number,
-                        offset,
+                        _offset(event),
                         type(error).__name__,
                         extra={"fields": {"event": "shard_left", "shard": number}},
                     )
@@ -362,7 +288,7 @@ class ShardHost:
                     "shard %d failed taking routed message %d: %s: %s; stopping (a restart resumes from "
                     "its checkpoint)",
                     number,
-                    offset,
+                    _offset(event),
                     type(error).__name__,
                     error,
                     exc_info=True,
@@ -383,26 +309,13 @@ class ShardHost:
             # Feeding and evaluating let go of the GIL: on a feeder thread, beside stage 1, the
             # event loop and the other shards.
             if not await shard.state.accept_offloaded(message.offset, event.value, self._offload):
-                # taken before: before the last full checkpoint (acked now), or handed in process
-                # since (acked once a full checkpoint covers it)
-                if message.offset < shard.full_next:
-                    await stream.ack(event)
-                else:
-                    event.value = event.message.value = None
+                if message.offset >= shard.full_next:  # handed since the last full checkpoint: acked with the next
                     shard.unacked.append((stream, event))
+                else:
+                    await stream.ack(event)  # taken before the last full checkpoint
                 return
             event.value = event.message.value = None  # taken: kept only to be acked at the next full checkpoint
             shard.unacked.append((stream, event))
-            await self._taken(shard, started)
-
-    async def _take_handed(self, shard: Shard, handed: Handed) -> None:
-        """A routed message handed in process: queued at the offset the shard reaches now, so
-        taken exactly as its fetched copy would be; the fetched copy is acked instead of it."""
-        async with shard.lock:
-            started = time.perf_counter()
-            if not await shard.state.accept_offloaded(handed.offset, handed.value, self._offload):
-                return  # (cannot happen: queued only at the shard's next offset)
-            self.metrics.local["taken"] += 1
             await self._taken(shard, started)
 
     async def _taken(self, shard: Shard, started: float) -> None:
@@ -465,6 +378,11 @@ class ShardHost:
             await shard.writer.stop()
         except Exception:  # noqa: BLE001 - a fenced producer may fail to close cleanly; it is discarded anyway
             pass
+
+
+def _offset(event: Any) -> int:
+    """A routed message's offset: fetched (Faust's event) or handed in process (handoff.py)."""
+    return event.offset if isinstance(event, Handed) else event.message.offset
 
 
 def _log_opened(number: int, state: ShardState, restored: bool) -> None:

@@ -22,7 +22,7 @@ Reported: recall by size class (obvious / subtle / below_floor: benchmarks/world
 escalations included; sev1+sev2 together), false incidents a day per severity, and per rule
 its incidents, true and false (which rules cost precision). ``--json`` writes everything.
 
-The held-back seeds (worlds.HELD_OUT_RANGES: 10000-10049, and 1000-1049 to 9000-9049 whose
+The held-back seeds (worlds.HELD_OUT_RANGES: 11000-11049, and 1000-1049 to 10000-10049 whose
 results were seen) are refused unless ``--held-out`` is passed: they are run
 once, at the end of a tuning session, never while tuning (benchmarks/README.md).
 """

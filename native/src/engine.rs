@@ -870,6 +870,7 @@ impl<O> Engine<O> {
                         hits: detail.hits,
                         vn: detail.vn,
                         total: detail.total,
+                        sq: detail.sq,
                         lo: detail.lo,
                         hi: detail.hi,
                         users,
@@ -1079,6 +1080,18 @@ fn read<H: Host>(
             reference,
         });
     }
+    if plan.keeps_squares {
+        // a mean: Student's t of the window's values against the limit (significance.mean_p_value)
+        let p = host.with(|host| host.p_value_mean(index, w.vn, w.total, w.sq, limit.unwrap()))?;
+        return Ok(Reading {
+            value,
+            limit,
+            baseline,
+            holds: p <= plan.alpha,
+            p_value: Some(p),
+            reference: None,
+        });
+    }
     let k = if plan.flag.is_none() { w.n } else { w.hits };
     let p = if let Some(c) = reference {
         host.with(|host| host.p_value_two(index, k, w.n, c.observed.max(c.least), c.exposure))?
@@ -1140,8 +1153,8 @@ pub fn span_baseline(
 /// `engine._counts`: the counts of a reference measured over `span_ms`, for a rule `with C%
 /// confidence`.
 fn reference_counts(plan: &Plan, summary: &Summary, span_ms: i64) -> Option<Counts> {
-    if !plan.confidence || plan.func == Func::Distinct {
-        return None;
+    if !plan.confidence || plan.func == Func::Distinct || plan.keeps_squares {
+        return None; // no test, or one that reads no reference counts (distinct; a mean's t-test)
     }
     let observed = if plan.flag.is_none() { summary.n } else { summary.hits };
     let exposure = if plan.func == Func::Rate { summary.n as f64 } else { span_ms as f64 };

@@ -7,7 +7,7 @@ use crate::json::J;
 use crate::host::{Calls, Stepped};
 use crate::value::{KeyPart, Path};
 
-const PLAN: &str = r#"{"plan_version": 4, "rules": [{"name": "many_hallucinations", "path": "t.rules", "line": 1, "metric": {"func": "count", "accumulates": "flagged", "quantile": null, "rate": false, "additive": true, "arg": ["flags", "hallucination"], "source": "inference", "label": null}, "window": {"window_ms": 60000, "baseline_ms": 0, "warmup_ms": 0, "slices_every_ms": 0, "step_ms": 5000}, "condition": {"op": ">", "reference": "absolute", "threshold": 2.0, "factor": null, "population": null, "population_fallback": false, "prior": null, "trim": 0.0}, "by": [["model"]], "where": null, "scope": ["service"], "options": {"for_ms": 0, "min_events": 20, "needs_sample": false, "min_flagged": 0, "confidence": null, "alpha": 1.0, "reopen_within_ms": 3600000}, "actions": {"severity": 3, "category": "hallucination", "escalations": [], "contains": [], "notify": []}}]}"#;
+const PLAN: &str = r#"{"plan_version": 5, "rules": [{"name": "many_hallucinations", "path": "t.rules", "line": 1, "metric": {"func": "count", "accumulates": "flagged", "quantile": null, "rate": false, "additive": true, "arg": ["flags", "hallucination"], "source": "inference", "label": null}, "window": {"window_ms": 60000, "baseline_ms": 0, "warmup_ms": 0, "slices_every_ms": 0, "step_ms": 5000}, "condition": {"op": ">", "reference": "absolute", "threshold": 2.0, "factor": null, "population": null, "population_fallback": false, "prior": null, "trim": 0.0}, "by": [["model"]], "where": null, "scope": ["service"], "options": {"for_ms": 0, "min_events": 20, "needs_sample": false, "min_flagged": 0, "confidence": null, "alpha": 1.0, "keeps_squares": false, "reopen_within_ms": 3600000}, "actions": {"severity": 3, "category": "hallucination", "escalations": [], "contains": [], "notify": []}}]}"#;
 
 /// Handles are strings: a group's values `model=a`, a lifecycle `firing since T`, a
 /// record `open|close rule group at value evidence-count`.
@@ -58,6 +58,9 @@ impl Calls<String, String> for TestHost {
         Err("no rule here asks for a p-value".into())
     }
     fn p_value(&self, _: usize, _: i64, _: i64, _: f64) -> Result<f64, String> {
+        Err("no rule here asks for a p-value".into())
+    }
+    fn p_value_mean(&self, _: usize, _: i64, _: i128, _: i128, _: f64) -> Result<f64, String> {
         Err("no rule here asks for a p-value".into())
     }
     fn life_state(&self, life: &String) -> Result<(Status, Option<f64>), String> {

@@ -49,6 +49,7 @@ pub struct Step<'a, O> {
     pub hits: i64,
     pub vn: i64,
     pub total: i128,
+    pub sq: i128, // the values' sum of squares, for a rule that keeps them (else 0)
     pub lo: Option<Num>,
     pub hi: Option<Num>,
     pub users: &'a [u64],
@@ -79,6 +80,9 @@ pub trait Calls<O, E> {
     /// The two-sample p-value of a window (``k`` counted of ``n`` events) against a measured
     /// reference's ``k_ref`` (at least its `least`) over ``exposure_ref`` (incidents.reference_p_value).
     fn p_value_two(&self, rule: usize, k: i64, n: i64, k_ref: i64, exposure_ref: f64) -> Result<f64, E>;
+    /// The one-sided p-value of a window's mean against ``limit``: Student's t from its
+    /// ``vn`` values' sum ``total`` and sum of squares ``sq`` (significance.mean_p_value).
+    fn p_value_mean(&self, rule: usize, vn: i64, total: i128, sq: i128, limit: f64) -> Result<f64, E>;
     /// A lifecycle restored from a snapshot: its status and frozen baseline.
     fn life_state(&self, life: &O) -> Result<(Status, Option<f64>), String>;
     /// Another handle to the same object.

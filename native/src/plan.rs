@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The `plan_version` this engine reads (engine/firebreak/dsl/plan.py `PLAN_VERSION`).
-pub const PLAN_VERSION: i64 = 4;
+pub const PLAN_VERSION: i64 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Func {
@@ -215,6 +215,7 @@ struct OptionsDoc {
     min_flagged: i64,
     confidence: Option<f64>,
     alpha: f64,
+    keeps_squares: bool,
 }
 
 /// A `where` expression, serde's externally tagged form: `{"and": [A, B]}`,
@@ -265,6 +266,9 @@ pub struct Plan {
     pub min_flagged: i64,
     pub confidence: bool,
     pub alpha: f64,
+    /// `avg(FIELD) … with C% confidence`: buckets keep their values' sum of squares, and the
+    /// window's mean is tested by Student's t (the host's `p_value_mean`).
+    pub keeps_squares: bool,
     /// The event type the rule counts (`reports(LABEL)` counts `report` events).
     pub source: crate::event::Kind,
     /// reports(LABEL): only reports whose `labels` hold this one.
@@ -336,6 +340,12 @@ impl Plan {
                 c.trim
             ));
         }
+        if o.keeps_squares && !(func == Func::Avg && o.confidence.is_some()) {
+            return Err(format!(
+                "rule {name}: squares kept for {:?} without a mean's test: not a plan the compiler writes",
+                m.func
+            ));
+        }
         let scope_names = doc.scope;
         let scope = scope_names
             .iter()
@@ -366,6 +376,7 @@ impl Plan {
             min_flagged: o.min_flagged,
             confidence: o.confidence.is_some(),
             alpha: o.alpha,
+            keeps_squares: o.keeps_squares,
             source,
             label: m.label,
             name,

@@ -26,7 +26,7 @@ fn total_json(t: i128) -> Value {
 
 /// ``cleared``: a bucket out of every later window (`Group::seen_at`): written without its
 /// users and evidence, as the core has dropped them.
-fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
+fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String], keeps_squares: bool) -> Value {
     let quantiles = b.quantiles().map(|q| {
         json!([
             q.pos.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
@@ -59,7 +59,7 @@ fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
             }
         })
         .collect();
-    json!([
+    let mut json = json!([
         b.n,
         b.hits,
         b.vn(),
@@ -72,7 +72,12 @@ fn bucket_json(b: &Bucket, cleared: bool, scope_names: &[String]) -> Value {
             .unwrap_or(Value::Null),
         if cleared { &[] } else { b.users.mins.as_slice() },
         evidence
-    ])
+    ]);
+    if keeps_squares {
+        // an eleventh part where kept (window.py Bucket.snapshot), in decimal digits
+        json.as_array_mut().unwrap().push(Value::String(b.sq().to_string()));
+    }
+    json
 }
 
 /// The snapshot's JSON, each group's `life` an index into the lifecycles given with it
@@ -174,7 +179,7 @@ fn rules_json<O>(
                 "first_seen": group.first_seen,
                 "buckets": group.buckets.iter().map(|(s, b)| {
                     let cleared = group.seen_at != i64::MIN && *s < group.seen_at - state.plan.window_ms;
-                    json!([s, bucket_json(b, cleared, &state.plan.scope_names)])
+                    json!([s, bucket_json(b, cleared, &state.plan.scope_names, state.plan.keeps_squares)])
                 }).collect::<Vec<_>>(),
                 "life": life,
             });
@@ -230,10 +235,19 @@ fn counts(v: &Value) -> Result<crate::sketch::Counts, String> {
     Ok(counts.into_iter().collect())
 }
 
-fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
+/// A saved sum of squares (decimal digits: window.py `_squares`), or `i128::MAX` — no known
+/// spread — if it is not one.
+fn squares(v: Option<&Value>) -> i128 {
+    v.and_then(Value::as_str)
+        .filter(|t| t.len() <= 39 && t.bytes().all(|c| c.is_ascii_digit()))
+        .and_then(|t| t.parse::<u128>().ok())
+        .map_or(i128::MAX, |q| q.min(i128::MAX as u128) as i128)
+}
+
+fn bucket_from(v: &Value, scope_names: &[String], keeps_squares: bool) -> Result<Bucket, String> {
     let a = v.as_array().ok_or("a bucket is a list")?;
-    if a.len() != 10 {
-        return Err("a bucket has 10 parts".into());
+    if a.len() != 10 && a.len() != 11 {
+        return Err("a bucket has 10 parts (11 with its squares)".into());
     }
     let quantiles = if a[6].is_null() {
         None
@@ -280,7 +294,12 @@ fn bucket_from(v: &Value, scope_names: &[String]) -> Result<Bucket, String> {
         lo: crate::value::number_value(&a[4]),
         hi: crate::value::number_value(&a[5]),
         quantiles,
+        sq: 0,
     };
+    let mut num = num;
+    if keeps_squares && num.vn > 0 {
+        num.sq = squares(a.get(10)); // saved without: no known spread (window.py Bucket.restore)
+    }
     let empty = num.vn == 0
         && num.total == 0
         && num.lo.is_none()
@@ -355,7 +374,7 @@ pub fn read<O, E>(
             let mut group = Group::new();
             group.first_seen = item["first_seen"].as_i64();
             for b in item["buckets"].as_array().ok_or("buckets")? {
-                group.buckets.push_back((int(&b[0])?, bucket_from(&b[1], &state.plan.scope_names)?));
+                group.buckets.push_back((int(&b[0])?, bucket_from(&b[1], &state.plan.scope_names, state.plan.keeps_squares)?));
             }
             group.buckets.make_contiguous().sort_by_key(|(s, _)| *s);
             group.totals = crate::engine::Totals::of(&group.buckets);

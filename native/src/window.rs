@@ -91,6 +91,9 @@ pub enum Extra {
 pub struct Numeric {
     pub vn: i64,
     pub total: i128,
+    /// The values' sum of squares in millionths squared, saturating at `i128::MAX`: kept only
+    /// for a rule whose t-test reads the window's spread (`Plan::keeps_squares`), else 0.
+    pub sq: i128,
     pub lo: Option<Num>,
     pub hi: Option<Num>,
     pub quantiles: Option<Box<QuantileSketch>>,
@@ -176,6 +179,10 @@ impl Bucket {
     #[inline]
     pub fn total(&self) -> i128 {
         self.num().map_or(0, |x| x.total)
+    }
+    #[inline]
+    pub fn sq(&self) -> i128 {
+        self.num().map_or(0, |x| x.sq)
     }
     #[inline]
     pub fn lo(&self) -> Option<Num> {
@@ -268,10 +275,14 @@ impl Bucket {
                 }
                 let num = self.num_or_new(plan);
                 num.vn += 1;
-                num.total += match value {
+                let x = match value {
                     Num::Int(i) => i as i128 * SCALE,
                     Num::Float(x) => (x * SCALE as f64).round_ties_even() as i128,
                 };
+                num.total += x;
+                if plan.keeps_squares {
+                    num.sq = saturating_square_add(num.sq, x);
+                }
                 if num.lo.is_none_or(|lo| value.cmp(lo) == Ordering::Less) {
                     num.lo = Some(value);
                 }
@@ -310,6 +321,7 @@ pub struct Summary {
     pub hits: i64,
     pub vn: i64,
     pub total: i128,
+    pub sq: i128, // `Plan::keeps_squares` only: the values' sum of squares, saturating
     pub lo: Option<Num>,
     pub hi: Option<Num>,
     pub quantiles: Option<QuantileSketch>,
@@ -342,6 +354,9 @@ pub fn summarize<'a>(
         s.hits += b.hits;
         s.vn += b.vn();
         s.total += b.total();
+        if plan.keeps_squares {
+            s.sq = s.sq.saturating_add(b.sq());
+        }
         if let Some(lo) = b.lo() {
             if s.lo.is_none_or(|x| lo.cmp(x) == Ordering::Less) {
                 s.lo = Some(lo);
@@ -361,6 +376,13 @@ pub fn summarize<'a>(
         s.evidence.truncate(EVIDENCE_K);
     }
     s
+}
+
+/// `sq + x²`, saturating at `i128::MAX` (window.py: `min(sq + x * x, SQ_MAX)`): a sum of
+/// squares only grows, so where it saturates does not depend on the order of the values.
+#[inline]
+pub fn saturating_square_add(sq: i128, x: i128) -> i128 {
+    x.checked_mul(x).map_or(i128::MAX, |q| sq.saturating_add(q))
 }
 
 /// Python's `int / int`: the quotient correctly rounded (half to even). Below 2**53 both

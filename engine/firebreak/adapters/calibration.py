@@ -101,7 +101,7 @@ def _cold_start(rule: CompiledRule) -> list[str]:
             f"event{'s' if rule.min_events != 1 else ''}"
             + (
                 ", tested two-sample against its counts (a short history needs more evidence)"
-                if rule.confidence and not rule.slices_every_ms
+                if rule.confidence and not rule.slices_every_ms and not rule.keeps_squares
                 else ""
             )
         )

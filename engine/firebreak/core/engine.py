@@ -641,8 +641,8 @@ def span_reference(
 def _counts(rule: CompiledRule, summary: Summary, span_ms: int) -> Counts | None:
     """The counts of a reference measured over ``span_ms`` (`incidents.Counts`), for a rule
     whose `with C% confidence` compares them with the window's; else None."""
-    if rule.confidence is None or rule.metric.slices_baseline:
-        return None
+    if rule.confidence is None or rule.metric.slices_baseline or rule.keeps_squares:
+        return None  # no test, or one that reads no reference counts (distinct; a mean's t-test)
     k, n = rule.metric.significance_counts(summary)
     least = -(-span_ms // rule.window_ms)  # one per window length of the span, as the value's floor
     return Counts(k, n if rule.metric.rate else span_ms, least)

@@ -9,15 +9,16 @@ and resolves. See docs/detection.md for the semantics in prose.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from firebreak.core.events import EventType, format_ts
-from firebreak.core.significance import p_value, two_sample_p_value, two_sample_rate_p_value
+from firebreak.core.significance import SQ_MAX, mean_p_value, p_value, two_sample_p_value, two_sample_rate_p_value
 from firebreak.core.window import Summary, evidence_scope
 from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
-from firebreak.dsl.metrics import SignificanceTest
+from firebreak.dsl.metrics import SCALE, SignificanceTest
 from firebreak.durations import format_duration
 from firebreak.records import ContainmentCommand, IncidentRecord, RecordKind, Severity
 
@@ -169,7 +170,8 @@ def read(
 
     `with C% confidence` against a warm-up's history is a two-sample test (the window's
     counts against the history's: `reference_p_value`); against anything else, a one-sample
-    test against the limit (`significance.p_value`)."""
+    test against the limit (`significance.p_value`). A mean (`avg`) is tested by Student's t
+    against the limit, from the window's own spread (`significance.mean_p_value`)."""
     value = rule.metric.value(window)
     if rule.population is not None:
         baseline = population_rate(window, population)
@@ -182,6 +184,9 @@ def read(
     holds = value is not None and limit is not None and enough and rule.compare(value, limit)
     if not holds or rule.confidence is None:
         return Reading(value, limit, baseline, holds, window)
+    if rule.metric.test is SignificanceTest.T:  # a mean: the window's values against the limit
+        p = mean_p_value(rule.op, window.vn, window.total, window.sq, limit, SCALE)
+        return Reading(value, limit, baseline, p <= rule.alpha, window, p)
     k, n = rule.metric.significance_counts(window)
     if reference is None:
         p = p_value(rule.metric.test, rule.op, k, n, rule.metric.reference(limit))
@@ -490,6 +495,19 @@ def _incident_record(
 def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
     """The evidence behind a rule `with C% confidence`: observed against expected under the
     reference, and the p-value (null when the metric was not past the limit)."""
+    if rule.metric.test is SignificanceTest.T:
+        w = r.window
+        return {
+            "test": "t",
+            "confidence": rule.confidence,
+            "reference": rule.reference_kind,
+            "observed": _num(r.value),  # the window's mean
+            "trials": w.vn,  # its values
+            "expected": _num(r.limit),  # the mean at the limit
+            "p_value": _p(r.p_value),
+            "against": None,
+            "sd": _num(window_sd(w)),
+        }
     k, n = rule.metric.significance_counts(r.window)
     binomial = rule.metric.test is SignificanceTest.BINOMIAL
     against = None
@@ -516,6 +534,15 @@ def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
     }
 
 
+def window_sd(w: Summary) -> float | None:
+    """The sample standard deviation of a window's values, from its exact sums; None with fewer
+    than two values or squares past their limit."""
+    if w.sq is None or w.vn < 2 or w.sq >= SQ_MAX:
+        return None
+    spread = max(0, w.vn * w.sq - w.total * w.total)
+    return math.sqrt(spread / (w.vn * (w.vn - 1))) / SCALE
+
+
 def _p(p: float | None) -> float | None:
     """A p-value to 3 significant digits (it is evidence, not arithmetic)."""
     return None if p is None else float(f"{p:.3g}")
@@ -529,7 +556,13 @@ def _why_opened(rule: CompiledRule, group: dict, r: Reading) -> str:
         limit = f"{_num(rule.factor)}x its baseline of {_num(r.baseline)} (limit {_num(r.limit)})"
     else:
         limit = f"{_num(r.limit)}"
-    if rule.confidence is not None:
+    if rule.confidence is not None and rule.metric.test is SignificanceTest.T:
+        evidence = significance(rule, r)
+        limit += (
+            f" with {_num(rule.confidence * 100)}% confidence (t-test of {evidence['trials']} values, "
+            f"sd {evidence['sd']}, p = {evidence['p_value']:.3g})"
+        )
+    elif rule.confidence is not None:
         evidence = significance(rule, r)
         of = f" of {evidence['trials']}" if evidence["trials"] is not None else ""
         against = ""

@@ -183,3 +183,83 @@ def two_sample_rate_p_value(op: str, k: int, n: int, k_ref: int, n_ref: int, fac
 
 def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+# ---- a window's mean: `avg(FIELD) … with C% confidence` ------------------------------------------
+
+# The largest sum of squares a bucket keeps (an i128's largest, as the native engine keeps it):
+# a sum that reaches it saturates there, and a window whose squares saturated has no known
+# spread, so its test is never significant (p = 1).
+SQ_MAX = 2**127 - 1
+_NORMAL_DF = 100_000  # past this many degrees of freedom Student's t is the normal distribution
+_CF_TERMS = 10_000
+_CF_EPS = 1e-15
+
+
+def mean_p_value(op: str, vn: int, total: int, sq: int, limit: float, scale: int) -> float:
+    """The one-sided p-value of a window's mean against ``limit``: Student's t-test of the
+    window's ``vn`` values — their sum ``total`` and sum of squares ``sq``, as integers of
+    ``1/scale`` (the value x·scale, rounded, is what a bucket adds) — for the null hypothesis
+    that the values' mean is the limit. The limit is taken as known: a baseline measured over a
+    span several times the window holds many more values than the window (docs/dsl.md).
+
+    ``t = (mean − limit) / (s / √vn)`` with ``s²`` the window's sample variance, computed from
+    the exact integers (``vn·sq − total²`` has no rounding in it); ``P(T ≥ t)`` for ``>``/``>=``
+    and ``P(T ≤ t)`` for ``<``/``<=``, T with ``vn − 1`` degrees of freedom. Fewer than two
+    values, or squares past `SQ_MAX`, have no spread to test against: p = 1. All values equal
+    (no spread at all): p = 0 when the mean is past the limit, else 1."""
+    if vn < 2 or sq >= SQ_MAX:
+        return 1.0
+    spread = max(0, vn * sq - total * total)  # Σ(x − x̄)² · vn, exactly
+    mean = total / scale / vn
+    beyond = mean - limit if op in {">", ">="} else limit - mean
+    if spread == 0:
+        return 0.0 if beyond > 0 else 1.0
+    se = math.sqrt(spread / (vn * (vn - 1)) / vn) / scale
+    return student_t_upper(beyond / se, vn - 1)
+
+
+def student_t_upper(t: float, df: int) -> float:
+    """P(T ≥ t) for T ~ Student's t with ``df`` degrees of freedom: half the regularized
+    incomplete beta function I_x(df/2, 1/2) at x = df / (df + t²) on the far side of zero."""
+    if t != t:  # NaN
+        return 1.0
+    if df >= _NORMAL_DF:
+        return 0.5 * math.erfc(t / math.sqrt(2.0))
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _beta_regularized(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t > 0 else 1.0 - tail
+
+
+def _beta_regularized(a: float, b: float, x: float) -> float:
+    """I_x(a, b), by its continued fraction (Lentz's method) on the side where it converges."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return min(1.0, front * _beta_fraction(a, b, x) / a)
+    return max(0.0, 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b)
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, _CF_TERMS + 1):
+        m2 = 2 * m
+        for num in (
+            m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < _CF_EPS:
+            break
+    return h

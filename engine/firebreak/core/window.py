@@ -20,6 +20,7 @@ from operator import itemgetter
 from typing import Any
 
 from firebreak.core.events import Event
+from firebreak.core.significance import SQ_MAX
 from firebreak.core.sketch import DistinctSketch, QuantileSketch, user_hash
 from firebreak.dsl.compiler import CompiledRule, getter
 from firebreak.dsl.metrics import SCALE, Accumulates
@@ -34,7 +35,7 @@ MAX_METRIC_VALUE = 1e15
 class Bucket:
     """Partial aggregates of one step of one group of one rule."""
 
-    __slots__ = ("n", "hits", "vn", "total", "lo", "hi", "quantiles", "distinct", "users", "evidence")
+    __slots__ = ("n", "hits", "vn", "total", "lo", "hi", "quantiles", "distinct", "users", "evidence", "sq")
 
     def __init__(self, rule: CompiledRule) -> None:
         self.n = 0  # events that passed `where`
@@ -49,9 +50,12 @@ class Bucket:
         # (order key, event_id), best first, at most EVIDENCE_K; for a rule with scope dimensions
         # (CompiledRule.scope_dimensions) (order key, event_id, ((dimension, value), ...))
         self.evidence: list[tuple] = []
+        # the values' sum of squares, in millionths squared, saturating at SQ_MAX: kept only
+        # for a rule whose test reads the window's spread (CompiledRule.keeps_squares)
+        self.sq: int | None = 0 if rule.keeps_squares else None
 
     def snapshot(self) -> list:
-        return [
+        data = [
             self.n,
             self.hits,
             self.vn,
@@ -63,6 +67,9 @@ class Bucket:
             self.users.snapshot(),
             [[e[0], e[1]] if len(e) == 2 else [e[0], e[1], dict(e[2])] for e in self.evidence],
         ]
+        if self.sq is not None:  # an eleventh part, only where kept (older snapshots lack it),
+            data.append(str(self.sq))  # in decimal digits: it outgrows 64 bits (JSON readers' integers)
+        return data
 
     @staticmethod
     def restore(rule: CompiledRule, data: list) -> Bucket:
@@ -76,7 +83,16 @@ class Bucket:
         b.evidence = [
             (_tuple(e[0]), e[1]) if len(e) == 2 else (_tuple(e[0]), e[1], tuple(e[2].items())) for e in data[9]
         ]
+        if b.sq is not None and b.vn > 0:  # values saved without their squares: no known spread
+            b.sq = _squares(data[10]) if len(data) > 10 else SQ_MAX
         return b
+
+
+def _squares(saved: Any) -> int:
+    """A saved sum of squares (decimal digits), or `SQ_MAX` — no known spread — if it is not one."""
+    if isinstance(saved, str) and saved.isascii() and saved.isdigit() and len(saved) <= 39:
+        return min(int(saved), SQ_MAX)
+    return SQ_MAX
 
 
 def _tuple(key: Any) -> Any:
@@ -181,6 +197,8 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
     get = getter(arg)
     low_is_bad = rule.op in {"<", "<="}  # evidence: the most extreme values in the rule's direction
 
+    squares = rule.keeps_squares
+
     def add_value(b: Bucket, ev: Event) -> None:
         b.n += 1
         value = get(ev.data)
@@ -190,7 +208,10 @@ def accumulator(rule: CompiledRule) -> Callable[[Bucket, Event], None]:
         if not -MAX_METRIC_VALUE <= value <= MAX_METRIC_VALUE:  # NaN, infinities, extremes
             return
         b.vn += 1
-        b.total += round(value * SCALE)
+        x = round(value * SCALE)
+        b.total += x
+        if squares:
+            b.sq = min(b.sq + x * x, SQ_MAX)
         if b.lo is None or value < b.lo:
             b.lo = value
         if b.hi is None or value > b.hi:
@@ -216,6 +237,7 @@ class Summary:
     distinct: DistinctSketch | None = None
     users: DistinctSketch | None = None
     evidence: list | None = None
+    sq: int | None = None  # the values' sum of squares (saturating), where the rule keeps it
 
 
 def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Summary:
@@ -230,6 +252,8 @@ def summarize(rule: CompiledRule, buckets: Iterable[Bucket], detail: bool) -> Su
     if detail:
         s.users = DistinctSketch.union([b.users for b in buckets])
         s.evidence = []
+    if rule.keeps_squares:
+        s.sq = min(sum(b.sq for b in buckets), SQ_MAX)
     for b in buckets:
         s.n += b.n
         s.hits += b.hits

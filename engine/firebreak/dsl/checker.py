@@ -221,10 +221,11 @@ def _significance_problems(c: ast.Condition) -> Iterator[Problem]:
         yield conf.span, f"a confidence is a percentage: write `with {conf.level}% confidence`"
     elif not 50 < conf.level < 100:
         yield conf.span, f"a confidence is more than 50% and less than 100%, not `{text}`; e.g. `99.9%`"
-    if function is not None and not function.counts:
+    if function is not None and not function.counts and not function.means:
         yield (
             conf.span,
-            f"`with … confidence` needs events to count: use it with rate(FLAG), count(FLAG) or count(), not `{func}`",
+            "`with … confidence` tests counted events or a mean: use it with rate(FLAG), count(FLAG), count() "
+            f"or avg(FIELD), not `{func}`",
         )
 
 

@@ -174,6 +174,12 @@ class CompiledRule:
         return _COMPARE[self.op](value, limit)
 
     @property
+    def keeps_squares(self) -> bool:
+        """Whether its buckets keep their values' sum of squares: `avg(FIELD) … with C%
+        confidence`, whose t-test reads the window's spread (core/significance.py)."""
+        return self.confidence is not None and self.metric.keeps_squares
+
+    @property
     def needs_sample(self) -> bool:
         """Whether `min N events` gates this rule: rates, averages, percentiles,
         extrema and every baseline comparison."""
@@ -269,9 +275,12 @@ def compile_rule(rule: ast.Rule, path: str = "<rules>") -> CompiledRule:
 
 
 def default_min_events(c: ast.Condition) -> int:
-    """`min N events` when the rule gives none: 20, or 1 with `with C% confidence` — the
-    test itself weighs how many events there are, so a small group can fire on strong evidence."""
-    return 1 if c.confidence is not None else DEFAULT_MIN_EVENTS
+    """`min N events` when the rule gives none: 20, or 1 with `with C% confidence` on counted
+    events — the test itself weighs how many events there are, so a small group can fire on
+    strong evidence. A mean's test keeps 20: its spread is measured from the window's own
+    values, and a few crafted ones can show almost none."""
+    counted = c.confidence is not None and FUNCTIONS[c.metric.func].counts
+    return 1 if counted else DEFAULT_MIN_EVENTS
 
 
 DEFAULT_IMPACT_USERS = 100

@@ -49,6 +49,7 @@ class Function:
     argument: Argument
     rates: bool = False  # a fraction in [0, 1]: `Kx population` applies
     counts: bool = False  # a count of events behind it: `with C% confidence` applies
+    means: bool = False  # a mean of values: `with C% confidence` applies (Student's t-test)
 
     @property
     def numeric(self) -> bool:
@@ -62,7 +63,10 @@ FUNCTIONS: dict[str, Function] = {
         Function("rate", Argument.FLAG, rates=True, counts=True),
         Function("count", Argument.OPTIONAL_FLAG, counts=True),
         Function("reports", Argument.OPTIONAL_LABEL, counts=True),
-        *(Function(name, Argument.FIELD) for name in ("sum", "avg", "min", "max", "p50", "p90", "p95", "p99")),
+        *(
+            Function(name, Argument.FIELD, means=name == "avg")
+            for name in ("sum", "avg", "min", "max", "p50", "p90", "p95", "p99")
+        ),
         Function("distinct", Argument.FIELD),
     )
 }
@@ -82,6 +86,7 @@ class SignificanceTest(StrEnum):
 
     BINOMIAL = "binomial"  # k flagged of n events against a rate
     POISSON = "poisson"  # k events against an expected count per window
+    T = "t"  # a window's mean against a limit: Student's t-test of its values
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,15 @@ class MetricKind:
 
     @property
     def test(self) -> SignificanceTest:
+        if self.func == "avg":
+            return SignificanceTest.T
         return SignificanceTest.BINOMIAL if self.rate else SignificanceTest.POISSON
+
+    @property
+    def keeps_squares(self) -> bool:
+        """Whether its buckets keep their values' sum of squares when the rule has `with C%
+        confidence` (the t-test's spread): avg."""
+        return self.func == "avg"
 
     def significance_counts(self, s: Any) -> tuple[int, int]:
         """(k, n) the test weighs: flagged events of all events (rate, count(FLAG)),

@@ -6,7 +6,7 @@ other part of the `CompiledRule` beside it. The native engine deserializes the s
 with serde (native/src/plan.rs) — no rule text is parsed twice. The format
 (docs/native.md, Rule plans):
 
-    {"plan_version": 4, "rules": [RulePlan, ...]}
+    {"plan_version": 5, "rules": [RulePlan, ...]}
 
 A `where` expression is serde's externally tagged form:
 
@@ -27,8 +27,9 @@ from firebreak.dsl import ast
 if TYPE_CHECKING:
     from firebreak.dsl.compiler import CompiledRule
 
-PLAN_VERSION = 4  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start;
-# 4: `slices_every_ms` (window) and `trim` (condition): robust and seasonal references
+PLAN_VERSION = 5  # 3: `warmup_ms` (window), `population_fallback` and `prior` (condition): cold start;
+# 4: `slices_every_ms` (window) and `trim` (condition): robust and seasonal references;
+# 5: `keeps_squares` (options): `avg(FIELD) … with C% confidence`, a mean's t-test
 
 Path = list[str]
 Value = str | int | float | bool
@@ -79,6 +80,7 @@ class OptionsPlan(TypedDict):
     min_flagged: int
     confidence: float | None  # `with C% confidence` as a fraction
     alpha: float  # 1 − confidence (1.0 without a test)
+    keeps_squares: bool  # buckets keep their values' sum of squares (a mean's t-test)
     reopen_within_ms: int
 
 
@@ -186,6 +188,7 @@ def rule_plan(rule: CompiledRule) -> RulePlan:
             "min_flagged": rule.min_flagged,
             "confidence": rule.confidence,
             "alpha": rule.alpha,
+            "keeps_squares": rule.keeps_squares,
             "reopen_within_ms": rule.reopen_within_ms,
         },
         "actions": {

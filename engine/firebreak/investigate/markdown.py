@@ -76,7 +76,13 @@ def _metric(report: Report) -> list[str]:
         f"peak {_num(inc.peak)}. Anomalous here means: {report.anomaly.means}."
     )
     sig = inc.significance
-    if sig is not None and sig.p_value is not None and sig.confidence is not None:
+    if sig is not None and sig.p_value is not None and sig.confidence is not None and sig.test == "t":
+        out.append(
+            f"Significance: a mean of {_num(sig.observed)} over {sig.trials} values (sd {_num(sig.sd)}) where "
+            f"{_num(sig.expected)} is the threshold — p = {sig.p_value:.3g} (Student's t test against the "
+            f"{sig.reference} limit), under 1 − {_num(sig.confidence * 100)}%."
+        )
+    elif sig is not None and sig.p_value is not None and sig.confidence is not None:
         of = f" of {sig.trials}" if sig.trials is not None else ""
         test = f"{sig.test} test against the {sig.reference} limit"
         if (ref := sig.against) is not None:

@@ -51,14 +51,15 @@ class Part:
 class Significance(Part):
     """A rule `with C% confidence`: the evidence its opening record carries."""
 
-    test: str = ""  # binomial | poisson | two_sample
+    test: str = ""  # binomial | poisson | two_sample | t (a mean)
     confidence: float | None = None
     reference: str = ""  # absolute | baseline | population
-    observed: int | None = None
-    trials: int | None = None  # binomial: the events the flagged ones are counted among
+    observed: float | None = None  # flagged events, or events; t: the window's mean
+    trials: int | None = None  # binomial: the events the flagged ones are counted among; t: the values
     expected: float | None = None  # at the limit
     p_value: float | None = None  # null when the metric was not past the limit
     against: Against | None = None  # two_sample: the reference's counts
+    sd: float | None = None  # t: the window's values' standard deviation
 
 
 @dataclass(frozen=True, slots=True)

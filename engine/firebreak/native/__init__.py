@@ -28,10 +28,11 @@ from firebreak.core import DEFAULT_LATENESS_MS, Event, InvalidEvent, format_ts
 from firebreak.core.engine import DEFAULT_MAX_SKEW_MS, check_version, excluded_span, restore_cooldowns, rule_fingerprint
 from firebreak.core.flapping import Cooldowns
 from firebreak.core.incidents import FIRING, INACTIVE, Counts, Lifecycle, Reading, evaluate_group, reference_p_value
-from firebreak.core.significance import p_value
+from firebreak.core.significance import mean_p_value, p_value
 from firebreak.core.sketch import DistinctSketch
 from firebreak.core.window import Summary
 from firebreak.dsl import CompiledRule
+from firebreak.dsl.metrics import SCALE
 from firebreak.errors import EngineError
 from firebreak.feed import Fed, decode_event, late_text
 from firebreak.native.plan import plans_json, unsupported
@@ -74,7 +75,7 @@ class _Host:
         of them, None where not a string]) — kept as the core keeps them."""
         rule = self.rules[index]
         p, reference = test
-        n, hits, vn, total, lo, hi = counts
+        n, hits, vn, total, lo, hi, sq = counts
         sketch = DistinctSketch()
         sketch.mins = users
         if dims := rule.scope_dimensions:
@@ -84,7 +85,7 @@ class _Host:
             ]
         else:
             items = [(None, e) for e in evidence]
-        window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, items)
+        window = Summary(n, hits, vn, total, lo, hi, None, None, sketch, items, sq if rule.keeps_squares else None)
         life = life if life is not None else Lifecycle()
         before = (life.status, life.onset, life.frozen_baseline)
         try:
@@ -108,6 +109,10 @@ class _Host:
     def p_value(self, index: int, k: int, n: int, reference: float) -> float:
         rule = self.rules[index]
         return p_value(rule.metric.test, rule.op, k, n, reference)
+
+    def p_value_mean(self, index: int, vn: int, total: int, sq: int, limit: float) -> float:
+        """`significance.mean_p_value` of a rule's window (a mean's t-test)."""
+        return mean_p_value(self.rules[index].op, vn, total, sq, limit, SCALE)
 
     def p_value_two(self, index: int, k: int, n: int, k_ref: int, exposure_ref: float) -> float:
         """`incidents.reference_p_value` (``k_ref`` already at least the reference's `least`)."""

@@ -112,6 +112,7 @@ impl Calls<PyObject, PyErr> for PyHost<'_> {
                 step.total,
                 step.lo.map(|v| num_py(py, v)),
                 step.hi.map(|v| num_py(py, v)),
+                step.sq,
             ),
             step.users.to_vec(),
             evidence,
@@ -138,6 +139,12 @@ impl Calls<PyObject, PyErr> for PyHost<'_> {
     fn p_value_two(&self, rule: usize, k: i64, n: i64, k_ref: i64, exposure_ref: f64) -> PyResult<f64> {
         self.obj
             .call_method1("p_value_two", (rule, k, n, k_ref, exposure_ref))?
+            .extract()
+    }
+
+    fn p_value_mean(&self, rule: usize, vn: i64, total: i128, sq: i128, limit: f64) -> PyResult<f64> {
+        self.obj
+            .call_method1("p_value_mean", (rule, vn, total, sq, limit))?
             .extract()
     }
 

@@ -108,6 +108,8 @@ def test_size_classes_follow_the_floor() -> None:
 @pytest.mark.parametrize(
     "seeds",
     [
+        "11000-11001",
+        "11049",
         "10000-10001",
         "10049",
         "9000-9001",
@@ -129,7 +131,7 @@ def test_size_classes_follow_the_floor() -> None:
     ],
 )
 def test_held_back_seeds_are_refused_without_the_flag(seeds: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # 10000-10049 is the held-back range; 1000-1049 to 9000-9049, whose results were seen, stay refused
+    # 11000-11049 is the held-back range; 1000-1049 to 10000-10049, whose results were seen, stay refused
     assert world_eval.main(["--seeds", seeds, "--scale", str(TINY)]) == 2
     assert "held-back" in capsys.readouterr().err
 
@@ -138,6 +140,8 @@ def test_held_back_ranges() -> None:
     assert all(
         worlds.is_held_out(s)
         for s in (
+            11000,
+            11049,
             10000,
             10049,
             9000,
@@ -163,6 +167,8 @@ def test_held_back_ranges() -> None:
     assert not any(
         worlds.is_held_out(s)
         for s in (
+            11050,
+            10999,
             10050,
             9999,
             9050,

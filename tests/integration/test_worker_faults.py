@@ -58,7 +58,9 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, uniq
     # the pause must not count as quiet: with every partition idle, time would jump to the newest
     # event and the next events of partitions that ended a little earlier would be late
     # (docs/live.md, "When a partition speaks again"). Quiet time is test_worker_quiet.py's subject.
-    worker = Worker(topics, bootstrap, rules, tmp_path, extra=["--idle-timeout", "120s"]).start()
+    # --local-handoff: one worker feeds its own shards in process (off by default, docs/live.md): a
+    # broker restart mid-stream, with sends in flight, must not lose or duplicate a record with it
+    worker = Worker(topics, bootstrap, rules, tmp_path, extra=["--idle-timeout", "120s", "--local-handoff"]).start()
     try:
         worker.wait_ready(90)
         cut = int(len(events) * 0.6)
@@ -70,7 +72,9 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(own_broker, uniq
         wait_for(records_arrived(bootstrap, topics, expected), 180, "the replay's records after the restart", [worker])
         time.sleep(2)
         worker.check_alive()
-        assert worker.metrics()["firebreak_late_events_total"] == 0
+        metrics = worker.metrics()
+        assert metrics["firebreak_late_events_total"] == 0
+        assert metrics['firebreak_local_handoff_total{outcome="taken"}'] > 0  # the hand-off did engage
     finally:
         worker.stop()
     records = records_of(bootstrap, topics)

@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser, duration: type) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.local_handoff,
         help="hand a routed message for a shard of this worker to it in process once the broker has "
-        "acknowledged it (the fetched copy is skipped); --no-local-handoff: every shard fetches "
-        "its routed messages back (docs/live.md#the-local-hand-off)",
+        "acknowledged it (the fetched copy is skipped); off by default: every shard fetches its "
+        "routed messages back, which measured as fast (docs/live.md#the-local-hand-off)",
     )
     parser.add_argument(
         "--faust-stream-input", dest="input_batches", action="store_false", help=argparse.SUPPRESS

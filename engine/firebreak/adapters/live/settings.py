@@ -37,8 +37,9 @@ class WorkerSettings:
     cases: bool = True  # run the case stage (case_runner.py) when this worker is assigned it
     input_batches: bool = True  # the input topic a fetch at a time (batches.py), not through Faust's streams
     # a routed message for a shard of this worker is also handed to it in process once the broker
-    # acknowledged it at its offset; the fetched copy is then skipped (docs/live.md, "The local hand-off")
-    local_handoff: bool = True
+    # acknowledged it at its offset; the fetched copy is then skipped (docs/live.md, "The local hand-off").
+    # Off by default: measured, it saves no CPU and detects no sooner (benchmarks/README.md, Thirteenth pass)
+    local_handoff: bool = False
     extra: dict = field(default_factory=dict)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)  # security settings (docs/kafka-security.md)
 

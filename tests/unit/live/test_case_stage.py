@@ -148,13 +148,15 @@ def test_the_attackers_by_user_incidents_are_one_case_from_records_alone(world):
     assert all(r["evidence_scope"] == {"tenant": "globex"} for r in opened_records if "user" in r["group"])
     tenant_wide = [r for r in opened_records if "user" not in r["group"]]
     # the wave rules on the tenant (the half hour and, since issue 30's sixth round, the hour;
-    # since its tenth, the tenant rules with a warm-up, judging globex against its own first hour)
+    # since its tenth, the tenant rules with a warm-up, judging globex against its own first hour;
+    # since its twelfth, the hour against the other tenants at any age)
     assert tenant_wide and all(r["group"] == {"tenant": "globex"} for r in tenant_wide)
     assert {r["rule"] for r in tenant_wide} <= {
         "injection_wave_new_tenant",
         "injection_wave_new_tenant_hour",
         "injection_wave_by_tenant",
         "jailbreak_wave_by_tenant",
+        "injection_wave_vs_population_by_tenant",
     }
     assert [orjson.dumps(r) for r in got] == [orjson.dumps(r) for r in expected]
 

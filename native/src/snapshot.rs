@@ -284,7 +284,7 @@ fn bucket_from(v: &Value, scope_names: &[String], keeps_squares: bool) -> Result
             Ok(Evidence { order, text })
         })
         .collect::<Result<Box<[_]>, String>>()?;
-    let num = Numeric {
+    let mut num = Numeric {
         vn: int(&a[2])?,
         total: a[3]
             .as_i64()
@@ -296,7 +296,6 @@ fn bucket_from(v: &Value, scope_names: &[String], keeps_squares: bool) -> Result
         quantiles,
         sq: 0,
     };
-    let mut num = num;
     if keeps_squares && num.vn > 0 {
         num.sq = squares(a.get(10)); // saved without: no known spread (window.py Bucket.restore)
     }

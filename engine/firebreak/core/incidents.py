@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from firebreak.core.events import EventType, format_ts
-from firebreak.core.significance import SQ_MAX, mean_p_value, p_value, two_sample_p_value, two_sample_rate_p_value
+from firebreak.core.significance import mean_p_value, mean_spread, p_value, two_sample_p_value, two_sample_rate_p_value
 from firebreak.core.window import Summary, evidence_scope
 from firebreak.dsl.compiler import DEFAULT_CONTAIN_TTL_MS, CompiledRule
 from firebreak.dsl.metrics import SCALE, SignificanceTest
@@ -537,10 +537,8 @@ def significance(rule: CompiledRule, r: Reading) -> dict[str, Any]:
 def window_sd(w: Summary) -> float | None:
     """The sample standard deviation of a window's values, from its exact sums; None with fewer
     than two values or squares past their limit."""
-    if w.sq is None or w.vn < 2 or w.sq >= SQ_MAX:
-        return None
-    spread = max(0, w.vn * w.sq - w.total * w.total)
-    return math.sqrt(spread / (w.vn * (w.vn - 1))) / SCALE
+    spread = mean_spread(w.vn, w.total, w.sq)
+    return None if spread is None else math.sqrt(spread / (w.vn * (w.vn - 1))) / SCALE
 
 
 def _p(p: float | None) -> float | None:

@@ -208,15 +208,24 @@ def mean_p_value(op: str, vn: int, total: int, sq: int, limit: float, scale: int
     and ``P(T ≤ t)`` for ``<``/``<=``, T with ``vn − 1`` degrees of freedom. Fewer than two
     values, or squares past `SQ_MAX`, have no spread to test against: p = 1. All values equal
     (no spread at all): p = 0 when the mean is past the limit, else 1."""
-    if vn < 2 or sq >= SQ_MAX:
+    spread = mean_spread(vn, total, sq)
+    if spread is None:
         return 1.0
-    spread = max(0, vn * sq - total * total)  # Σ(x − x̄)² · vn, exactly
     mean = total / scale / vn
     beyond = mean - limit if op in {">", ">="} else limit - mean
     if spread == 0:
         return 0.0 if beyond > 0 else 1.0
     se = math.sqrt(spread / (vn * (vn - 1)) / vn) / scale
     return student_t_upper(beyond / se, vn - 1)
+
+
+def mean_spread(vn: int, total: int, sq: int | None) -> int | None:
+    """``vn · Σ(x − x̄)²`` of values with sum ``total`` and sum of squares ``sq``, exactly (no
+    rounding: integers); None where the spread is not known — fewer than two values, or squares
+    not kept or saturated at `SQ_MAX`."""
+    if vn < 2 or sq is None or sq >= SQ_MAX:
+        return None
+    return max(0, vn * sq - total * total)
 
 
 def student_t_upper(t: float, df: int) -> float:
